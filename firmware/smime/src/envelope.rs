@@ -1,0 +1,749 @@
+//! EnvelopedData (RFC 5652 §6) and AuthEnvelopedData (RFC 5083): encrypt and decrypt.
+//!
+//! Key management: RSA key transport (PKCS#1 v1.5 with implicit rejection, OAEP), ECDH-ES
+//! key agreement on P-256/P-384/P-521 with the X9.63 KDF (RFC 5753), and X25519 with HKDF
+//! (RFC 8418), each with AES key wrap. Content: AES-CBC, 3DES-CBC (decrypt only), AES-GCM and
+//! ChaCha20-Poly1305.
+
+use aws_lc_rs::{agreement, rand::SystemRandom, rsa as awsrsa};
+use zeroize::Zeroizing;
+
+use crate::asn1::{Reader, Tlv, der, tag};
+use crate::cert::{Certificate, KeyKind};
+use crate::crypto::{CipherChoice, ContentCipher, HashAlg, WrapAlg, hkdf, random, x963_kdf};
+use crate::error::{Error, Result, malformed, unsupported};
+use crate::keys::{OaepParams, PrivateKey};
+use crate::oid;
+
+/// How a recipient's content-encryption key is protected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyManagement {
+    /// RSA PKCS#1 v1.5 key transport (the default every client reads).
+    RsaPkcs1,
+    /// RSA-OAEP key transport with this hash (MGF1 with the same hash).
+    RsaOaep(HashAlg),
+    /// ECDH-ES with the X9.63 KDF using this hash, then AES key wrap.
+    Ecdh(HashAlg),
+}
+
+impl KeyManagement {
+    /// A readable name for reports.
+    pub fn label(&self) -> String {
+        match self {
+            KeyManagement::RsaPkcs1 => "rsa-pkcs1v15".into(),
+            KeyManagement::RsaOaep(h) => format!("rsa-oaep-{}", h.micalg()),
+            KeyManagement::Ecdh(h) => format!("ecdh-es-x963-{}", h.micalg()),
+        }
+    }
+}
+
+/// One recipient of a message we encrypt.
+#[derive(Debug, Clone)]
+pub struct Recipient {
+    /// The recipient's certificate.
+    pub cert: Certificate,
+    /// How to protect the content key for this recipient.
+    pub key_management: KeyManagement,
+    /// Identify the recipient by subject key identifier instead of issuer and serial.
+    pub by_key_id: bool,
+}
+
+impl Recipient {
+    /// A recipient with the defaults every tested client decrypts: PKCS#1 v1.5 for RSA,
+    /// ECDH with the SHA-256 X9.63 KDF for EC keys.
+    pub fn new(cert: Certificate) -> Result<Recipient> {
+        let key_management = match cert.key_kind {
+            KeyKind::Rsa { .. } => KeyManagement::RsaPkcs1,
+            KeyKind::P256 | KeyKind::P384 | KeyKind::P521 => KeyManagement::Ecdh(HashAlg::Sha256),
+            ref other => {
+                return Err(Error::Usage(format!(
+                    "cannot encrypt to a {} key ({})",
+                    other.label(),
+                    cert.subject_text()
+                )));
+            }
+        };
+        Ok(Recipient { cert, key_management, by_key_id: false })
+    }
+}
+
+/// What was decrypted, and how.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Decrypted {
+    /// The content bytes.
+    #[serde(skip)]
+    pub content: Vec<u8>,
+    /// Report of the decryption.
+    pub report: DecryptReport,
+}
+
+/// How a message was decrypted (no secrets).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DecryptReport {
+    /// `enveloped-data` or `auth-enveloped-data`.
+    pub structure: &'static str,
+    /// The content cipher.
+    pub cipher: &'static str,
+    /// The key-management algorithm of the recipient entry that opened it.
+    pub key_management: String,
+    /// The subject of the certificate whose key opened it.
+    pub recipient: String,
+    /// That certificate's serial number (hex).
+    pub recipient_serial: String,
+    /// The inner content type.
+    pub content_type: String,
+}
+
+/// Recipients and algorithms of an encrypted message, for `inspect`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct EnvelopeInfo {
+    /// `enveloped-data` or `auth-enveloped-data`.
+    pub structure: &'static str,
+    /// The content cipher, or the reason it is unsupported.
+    pub cipher: String,
+    /// One entry per RecipientInfo.
+    pub recipients: Vec<RecipientInfoSummary>,
+}
+
+/// One RecipientInfo, summarised.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RecipientInfoSummary {
+    /// `ktri`, `kari`, `kekri`, `pwri`, `ori`.
+    pub kind: &'static str,
+    /// The key-management algorithm.
+    pub algorithm: String,
+    /// The recipient identifier: `issuer=...; serial=...` or `ski=...`.
+    pub id: Vec<String>,
+}
+
+/// Encrypts `content` (a MIME entity) into a CMS ContentInfo (DER).
+pub fn encrypt(content: &[u8], recipients: &[Recipient], cipher: CipherChoice) -> Result<Vec<u8>> {
+    if recipients.is_empty() {
+        return Err(Error::Usage("no recipients to encrypt to".into()));
+    }
+    let cc = cipher.instantiate()?;
+    let cek = Zeroizing::new(random(cc.key_len())?);
+    let mut infos = Vec::with_capacity(recipients.len());
+    let mut any_v2 = false;
+    for r in recipients {
+        let (info, v2) = recipient_info(r, &cek)?;
+        any_v2 |= v2;
+        infos.push(info);
+    }
+    let info_refs: Vec<&[u8]> = infos.iter().map(Vec::as_slice).collect();
+    let recipient_infos = der::set_of(&info_refs);
+    let (ciphertext, tag_bytes) = cc.encrypt(&cek, content.to_vec(), &[])?;
+    let eci = der::seq(&[
+        &der::oid(oid::DATA),
+        &cc.algorithm_identifier(),
+        &der::tlv(tag::context(0), &ciphertext),
+    ]);
+    drop(ciphertext);
+    let (content_type, body) = if cc.is_aead() {
+        (oid::AUTH_ENVELOPED_DATA, der::seq(&[&der::uint(0), &recipient_infos, &eci, &der::octet_string(&tag_bytes)]))
+    } else {
+        let version = if any_v2 { 2 } else { 0 };
+        (oid::ENVELOPED_DATA, der::seq(&[&der::uint(version), &recipient_infos, &eci]))
+    };
+    Ok(der::seq(&[&der::oid(content_type), &der::tlv(tag::context_constructed(0), &body)]))
+}
+
+fn rid(r: &Recipient) -> Vec<u8> {
+    if r.by_key_id {
+        der::tlv(tag::context(0), &r.cert.key_id())
+    } else {
+        r.cert.issuer_and_serial()
+    }
+}
+
+/// Builds one RecipientInfo; the flag says whether its version forces EnvelopedData v2.
+fn recipient_info(r: &Recipient, cek: &[u8]) -> Result<(Vec<u8>, bool)> {
+    match (r.key_management, &r.cert.key_kind) {
+        (KeyManagement::RsaPkcs1 | KeyManagement::RsaOaep(_), KeyKind::Rsa { .. }) => {
+            let public = awsrsa::PublicEncryptingKey::from_der(&r.cert.spki)
+                .map_err(|_| Error::Usage(format!("unusable RSA key in {}", r.cert.subject_text())))?;
+            let mut out = vec![0u8; public.key_size_bytes()];
+            let fail = |_| Error::Usage("RSA encryption failed".into());
+            let (alg, n) = match r.key_management {
+                KeyManagement::RsaOaep(h) => {
+                    let oaep = awsrsa::OaepPublicEncryptingKey::new(public).map_err(fail)?;
+                    let (a, params) = match h {
+                        HashAlg::Sha1 => (&awsrsa::OAEP_SHA1_MGF1SHA1, der::seq(&[])),
+                        HashAlg::Sha256 => (&awsrsa::OAEP_SHA256_MGF1SHA256, oaep_params(h)),
+                        HashAlg::Sha384 => (&awsrsa::OAEP_SHA384_MGF1SHA384, oaep_params(h)),
+                        HashAlg::Sha512 => (&awsrsa::OAEP_SHA512_MGF1SHA512, oaep_params(h)),
+                        HashAlg::Sha224 => return Err(Error::Usage("OAEP with SHA-224 is not offered".into())),
+                    };
+                    let n = oaep.encrypt(a, cek, &mut out, None).map_err(fail)?.len();
+                    (der::algorithm(oid::RSAES_OAEP, Some(&params)), n)
+                }
+                _ => {
+                    let p1 = awsrsa::Pkcs1PublicEncryptingKey::new(public).map_err(fail)?;
+                    let n = p1.encrypt(cek, &mut out).map_err(fail)?.len();
+                    (der::algorithm(oid::RSA_ENCRYPTION, Some(&der::null())), n)
+                }
+            };
+            out.truncate(n);
+            let version = if r.by_key_id { 2 } else { 0 };
+            Ok((der::seq(&[&der::uint(version), &rid(r), &alg, &der::octet_string(&out)]), r.by_key_id))
+        }
+        (KeyManagement::Ecdh(h), KeyKind::P256 | KeyKind::P384 | KeyKind::P521) => {
+            let alg = match r.cert.key_kind {
+                KeyKind::P256 => &agreement::ECDH_P256,
+                KeyKind::P384 => &agreement::ECDH_P384,
+                _ => &agreement::ECDH_P521,
+            };
+            let rng = SystemRandom::new();
+            let eph = agreement::EphemeralPrivateKey::generate(alg, &rng)
+                .map_err(|_| Error::Usage("ECDH key generation failed".into()))?;
+            let eph_pub = eph.compute_public_key().map_err(|_| Error::Usage("ECDH failed".into()))?.as_ref().to_vec();
+            let wrap = if cek.len() <= 16 { WrapAlg::Aes128 } else { WrapAlg::Aes256 };
+            let kdf_oid = ecdh_kdf_oid(h)?;
+            let wrap_alg = der::algorithm(wrap.oid(), None);
+            let peer = agreement::UnparsedPublicKey::new(alg, r.cert.public_key.as_slice());
+            let kek = agreement::agree_ephemeral(eph, peer, Error::Usage("ECDH with the recipient's key failed".into()), |z| {
+                Ok(x963_kdf(h, z, &shared_info(&wrap_alg, None, wrap.key_len()), wrap.key_len()))
+            })?;
+            let wrapped = wrap.wrap(&kek, cek)?;
+            let originator = der::tlv(
+                tag::context_constructed(0),
+                &der::cons(tag::context_constructed(1), &[&der::algorithm(oid::EC_PUBLIC_KEY, None), &der::bit_string(&eph_pub)]),
+            );
+            let rek_rid = if r.by_key_id {
+                der::tlv(tag::context_constructed(0), &der::octet_string(&r.cert.key_id()))
+            } else {
+                r.cert.issuer_and_serial()
+            };
+            let reks = der::seq(&[&der::seq(&[&rek_rid, &der::octet_string(&wrapped)])]);
+            let kari = der::cons(
+                tag::context_constructed(1),
+                &[&der::uint(3), &originator, &der::algorithm(kdf_oid, Some(&wrap_alg)), &reks],
+            );
+            Ok((kari, true))
+        }
+        (km, kind) => Err(Error::Usage(format!("{} cannot be used with a {} key", km.label(), kind.label()))),
+    }
+}
+
+fn oaep_params(h: HashAlg) -> Vec<u8> {
+    let hash = h.algorithm_identifier();
+    let mgf = der::algorithm(oid::MGF1, Some(&hash));
+    der::seq(&[&der::tlv(tag::context_constructed(0), &hash), &der::tlv(tag::context_constructed(1), &mgf)])
+}
+
+fn ecdh_kdf_oid(h: HashAlg) -> Result<&'static [u8]> {
+    Ok(match h {
+        HashAlg::Sha1 => oid::ECDH_SHA1KDF,
+        HashAlg::Sha224 => oid::ECDH_SHA224KDF,
+        HashAlg::Sha256 => oid::ECDH_SHA256KDF,
+        HashAlg::Sha384 => oid::ECDH_SHA384KDF,
+        HashAlg::Sha512 => oid::ECDH_SHA512KDF,
+    })
+}
+
+/// ECC-CMS-SharedInfo (RFC 5753 §7.2).
+fn shared_info(wrap_alg: &[u8], ukm: Option<&[u8]>, kek_len: usize) -> Vec<u8> {
+    let bits = ((kek_len * 8) as u32).to_be_bytes();
+    let supp = der::tlv(tag::context_constructed(2), &der::octet_string(&bits));
+    match ukm {
+        Some(u) => der::seq(&[wrap_alg, &der::tlv(tag::context_constructed(0), &der::octet_string(u)), &supp]),
+        None => der::seq(&[wrap_alg, &supp]),
+    }
+}
+
+/// The parts of an EnvelopedData or AuthEnvelopedData we need.
+struct Envelope<'a> {
+    auth: bool,
+    recipient_infos: Tlv<'a>,
+    cipher: Result<ContentCipher>,
+    inner_type: &'a [u8],
+    encrypted: Option<Tlv<'a>>,
+    auth_attrs: Option<Tlv<'a>>,
+    mac: Option<Tlv<'a>>,
+}
+
+/// Splits a ContentInfo into its content type and content.
+pub fn content_info(input: &[u8]) -> Result<(&[u8], Tlv<'_>)> {
+    let ci = Tlv::parse(input)?.expect(tag::SEQUENCE, "ContentInfo")?;
+    let mut r = ci.reader();
+    let ct = r.read(tag::OID, "ContentInfo contentType")?.value;
+    let wrapper = r.read(tag::context_constructed(0), "ContentInfo content")?;
+    let content = wrapper.reader().read_any()?;
+    Ok((ct, content))
+}
+
+fn parse_envelope<'a>(ct: &[u8], body: Tlv<'a>) -> Result<Envelope<'a>> {
+    let auth = if ct == oid::ENVELOPED_DATA {
+        false
+    } else if ct == oid::AUTH_ENVELOPED_DATA {
+        true
+    } else {
+        return Err(malformed(format!("not an encrypted message (content type {})", oid::name(ct))));
+    };
+    let body = body.expect(tag::SEQUENCE, "EnvelopedData")?;
+    let mut r = body.reader();
+    r.read(tag::INTEGER, "version")?;
+    r.read_optional(tag::context_constructed(0))?;
+    let recipient_infos = r.read(tag::SET, "recipientInfos")?;
+    let eci = r.read(tag::SEQUENCE, "encryptedContentInfo")?;
+    let mut e = eci.reader();
+    let inner_type = e.read(tag::OID, "content type")?.value;
+    let alg = e.read(tag::SEQUENCE, "content encryption algorithm")?;
+    let cipher = ContentCipher::from_algorithm_identifier(&alg);
+    let encrypted = e.read_optional(tag::context(0))?;
+    let (mut auth_attrs, mut mac) = (None, None);
+    if auth {
+        auth_attrs = r.read_optional(tag::context_constructed(1))?;
+        mac = Some(r.read_any()?);
+    }
+    Ok(Envelope { auth, recipient_infos, cipher, inner_type, encrypted, auth_attrs, mac })
+}
+
+/// A candidate content key from one recipient entry that names one of our keys.
+struct Candidate {
+    key: Zeroizing<Vec<u8>>,
+    key_management: String,
+    cert_index: usize,
+}
+
+/// Decrypts a CMS ContentInfo (EnvelopedData or AuthEnvelopedData) with any of `keys`.
+pub fn decrypt(input: &[u8], keys: &[&dyn PrivateKey]) -> Result<Decrypted> {
+    let (ct, body) = content_info(input)?;
+    let env = parse_envelope(ct, body)?;
+    let cipher = env.cipher.clone()?;
+    if env.auth != cipher.is_aead() {
+        return Err(malformed("content cipher does not fit the structure (AEAD in EnvelopedData or CBC in AuthEnvelopedData)"));
+    }
+    let mut candidates = Vec::new();
+    let mut named_us = false;
+    let mut last_unsupported = None;
+    // First the entries that name one of our keys; if none does, every entry with every key
+    // of a fitting type (some clients write wrong identifiers, and a wrong key must fail the
+    // same way as a corrupt message: implicit rejection).
+    for ignore_ids in [false, true] {
+        let mut ri = env.recipient_infos.reader();
+        while !ri.is_empty() {
+            let info = ri.read_any()?;
+            match recipient_candidates(&info, keys, cipher.key_len(), &mut named_us, ignore_ids) {
+                Ok(mut c) => candidates.append(&mut c),
+                Err(e @ Error::Unsupported(_)) => last_unsupported = Some(e),
+                Err(Error::Decrypt) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if !candidates.is_empty() || named_us {
+            break;
+        }
+    }
+    if candidates.is_empty() {
+        if let Some(e) = last_unsupported {
+            return Err(e);
+        }
+        return Err(if named_us { Error::Decrypt } else { Error::NoMatchingRecipient });
+    }
+    let ciphertext = match &env.encrypted {
+        Some(t) => t.octets()?.into_owned(),
+        None => return Err(unsupported("detached encrypted content")),
+    };
+    let aad = match &env.auth_attrs {
+        // The MAC covers the DER of the attributes with the SET OF tag (RFC 5083 §2.2).
+        Some(a) => {
+            let mut v = a.raw.to_vec();
+            if let Some(first) = v.first_mut() {
+                *first = tag::SET;
+            }
+            v
+        }
+        None => Vec::new(),
+    };
+    let mac = match &env.mac {
+        Some(m) => m.octets()?.into_owned(),
+        None => Vec::new(),
+    };
+    for c in &candidates {
+        if let Ok(content) = cipher.decrypt(&c.key, ciphertext.clone(), &aad, &mac) {
+            let cert = keys.get(c.cert_index).map(|k| k.certificate());
+            return Ok(Decrypted {
+                content,
+                report: DecryptReport {
+                    structure: if env.auth { "auth-enveloped-data" } else { "enveloped-data" },
+                    cipher: cipher.name(),
+                    key_management: c.key_management.clone(),
+                    recipient: cert.map(|c| c.subject_text()).unwrap_or_default(),
+                    recipient_serial: cert.map(|c| crate::cert::hex(&c.serial)).unwrap_or_default(),
+                    content_type: oid::name(env.inner_type),
+                },
+            });
+        }
+    }
+    Err(Error::Decrypt)
+}
+
+fn matches_rid(cert: &Certificate, rid: &Tlv<'_>) -> bool {
+    match rid.tag {
+        tag::SEQUENCE => cert.matches_issuer_serial(rid),
+        // [0] SubjectKeyIdentifier (ktri) — primitive.
+        t if t == tag::context(0) => cert.matches_key_id(rid.value),
+        // [0] RecipientKeyIdentifier (kari) — constructed, SKI first.
+        t if t == tag::context_constructed(0) => rid
+            .reader()
+            .read_any()
+            .ok()
+            .and_then(|s| s.octets().ok().map(|o| cert.matches_key_id(&o)))
+            .unwrap_or(false),
+        _ => false,
+    }
+}
+
+fn recipient_candidates(info: &Tlv<'_>, keys: &[&dyn PrivateKey], key_len: usize, named_us: &mut bool, ignore_ids: bool) -> Result<Vec<Candidate>> {
+    let mut out = Vec::new();
+    match info.tag {
+        tag::SEQUENCE => {
+            // KeyTransRecipientInfo.
+            let mut r = info.reader();
+            r.read(tag::INTEGER, "ktri version")?;
+            let rid = r.read_any()?;
+            let alg = r.read(tag::SEQUENCE, "keyEncryptionAlgorithm")?;
+            let ek = r.read_any()?.octets()?.into_owned();
+            let matching: Vec<usize> = (0..keys.len())
+                .filter(|i| keys.get(*i).is_some_and(|k| (ignore_ids || matches_rid(k.certificate(), &rid)) && matches!(k.certificate().key_kind, KeyKind::Rsa { .. })))
+                .collect();
+            if matching.is_empty() {
+                return Ok(out);
+            }
+            *named_us |= !ignore_ids;
+            let mut a = alg.reader();
+            let alg_oid = a.read(tag::OID, "key transport algorithm")?.value;
+            for i in matching {
+                let Some(key) = keys.get(i) else { continue };
+                let (k, label) = if alg_oid == oid::RSA_ENCRYPTION {
+                    (key.rsa_pkcs1_decrypt(&ek, key_len)?, "rsa-pkcs1v15".to_string())
+                } else if alg_oid == oid::RSAES_OAEP {
+                    let params = if a.is_empty() { None } else { Some(a.read_any()?) };
+                    let (p, label) = parse_oaep_params(params)?;
+                    let lbl = format!("rsa-oaep-{}{}", p.hash.micalg(), if p.mgf1 != p.hash { format!("-mgf1-{}", p.mgf1.micalg()) } else { String::new() });
+                    (key.rsa_oaep_decrypt(&ek, p, &label, key_len)?, lbl)
+                } else {
+                    return Err(unsupported(format!("key transport algorithm {}", oid::name(alg_oid))));
+                };
+                out.push(Candidate { key: k, key_management: label, cert_index: i });
+            }
+        }
+        t if t == tag::context_constructed(1) => {
+            // KeyAgreeRecipientInfo.
+            let mut r = info.reader();
+            r.read(tag::INTEGER, "kari version")?;
+            let originator = r.read(tag::context_constructed(0), "originator")?;
+            let ukm = match r.read_optional(tag::context_constructed(1))? {
+                Some(u) => Some(u.reader().read_any()?.octets()?.into_owned()),
+                None => None,
+            };
+            let alg = r.read(tag::SEQUENCE, "keyEncryptionAlgorithm")?;
+            let reks = r.read(tag::SEQUENCE, "recipientEncryptedKeys")?;
+            let mut a = alg.reader();
+            let kdf_oid = a.read(tag::OID, "key agreement algorithm")?.value;
+            let wrap_alg_tlv = a.read(tag::SEQUENCE, "key wrap algorithm")?;
+            let wrap = WrapAlg::from_oid(wrap_alg_tlv.reader().read(tag::OID, "key wrap")?.value)?;
+            let kdf = kdf_from_oid(kdf_oid)?;
+            let orig = originator.reader().read_any()?;
+            if orig.tag != tag::context_constructed(1) {
+                return Err(unsupported("key agreement with a static originator key"));
+            }
+            let mut o = orig.reader();
+            o.read(tag::SEQUENCE, "originator key algorithm")?;
+            let eph_public = o.read(tag::BIT_STRING, "originator public key")?.bit_string()?.to_vec();
+            // The shared info names the wrap algorithm; AES wraps with absent parameters.
+            let wrap_alg = der::algorithm(wrap.oid(), None);
+            let sinfo = shared_info(&wrap_alg, ukm.as_deref(), wrap.key_len());
+            let mut rr: Reader<'_> = reks.reader();
+            while !rr.is_empty() {
+                let rek = rr.read(tag::SEQUENCE, "RecipientEncryptedKey")?;
+                let mut re = rek.reader();
+                let rid = re.read_any()?;
+                let wrapped = re.read_any()?.octets()?.into_owned();
+                for (i, key) in keys.iter().enumerate() {
+                    let cert = key.certificate();
+                    let fits = match kdf {
+                        Kdf::X963(_) => matches!(cert.key_kind, KeyKind::P256 | KeyKind::P384 | KeyKind::P521),
+                        Kdf::Hkdf(_) => cert.key_kind == KeyKind::X25519,
+                    };
+                    if !fits || !(ignore_ids || matches_rid(cert, &rid)) {
+                        continue;
+                    }
+                    *named_us |= !ignore_ids;
+                    let Ok(z) = key.ecdh(&eph_public) else { continue };
+                    let kek = match kdf {
+                        Kdf::X963(h) => x963_kdf(h, &z, &sinfo, wrap.key_len()),
+                        Kdf::Hkdf(h) => hkdf(h, &z, &sinfo, wrap.key_len())?,
+                    };
+                    if let Ok(cek) = wrap.unwrap(&kek, &wrapped) {
+                        if cek.len() == key_len {
+                            out.push(Candidate { key: cek, key_management: kdf.label(), cert_index: i });
+                        }
+                    }
+                }
+            }
+        }
+        t if t == tag::context_constructed(2) => return Err(unsupported("KEK recipient entries (kekri)")),
+        t if t == tag::context_constructed(3) => return Err(unsupported("password recipient entries (pwri)")),
+        t if t == tag::context_constructed(4) => return Err(unsupported("other recipient entries (ori, e.g. KEM)")),
+        _ => return Err(malformed("unknown RecipientInfo")),
+    }
+    Ok(out)
+}
+
+#[derive(Clone, Copy)]
+enum Kdf {
+    X963(HashAlg),
+    Hkdf(HashAlg),
+}
+
+impl Kdf {
+    fn label(self) -> String {
+        match self {
+            Kdf::X963(h) => format!("ecdh-es-x963-{}", h.micalg()),
+            Kdf::Hkdf(h) => format!("x25519-hkdf-{}", h.micalg()),
+        }
+    }
+}
+
+fn kdf_from_oid(o: &[u8]) -> Result<Kdf> {
+    Ok(match o {
+        x if x == oid::ECDH_SHA1KDF || x == oid::ECDH_COFACTOR_SHA1KDF => Kdf::X963(HashAlg::Sha1),
+        x if x == oid::ECDH_SHA224KDF => Kdf::X963(HashAlg::Sha224),
+        x if x == oid::ECDH_SHA256KDF || x == oid::ECDH_COFACTOR_SHA256KDF => Kdf::X963(HashAlg::Sha256),
+        x if x == oid::ECDH_SHA384KDF || x == oid::ECDH_COFACTOR_SHA384KDF => Kdf::X963(HashAlg::Sha384),
+        x if x == oid::ECDH_SHA512KDF => Kdf::X963(HashAlg::Sha512),
+        x if x == oid::X25519_HKDF_SHA256 => Kdf::Hkdf(HashAlg::Sha256),
+        x if x == oid::X25519_HKDF_SHA384 => Kdf::Hkdf(HashAlg::Sha384),
+        x if x == oid::X25519_HKDF_SHA512 => Kdf::Hkdf(HashAlg::Sha512),
+        x => return Err(unsupported(format!("key agreement algorithm {}", oid::name(x)))),
+    })
+}
+
+/// RSAES-OAEP-params (RFC 4055 §4.1); absent fields mean SHA-1 and MGF1-SHA-1.
+fn parse_oaep_params(params: Option<Tlv<'_>>) -> Result<(OaepParams, Vec<u8>)> {
+    let mut p = OaepParams { hash: HashAlg::Sha1, mgf1: HashAlg::Sha1 };
+    let mut label = Vec::new();
+    let Some(params) = params else { return Ok((p, label)) };
+    if params.tag == tag::NULL {
+        return Ok((p, label));
+    }
+    let mut r = params.reader();
+    while !r.is_empty() {
+        let f = r.read_any()?;
+        let inner = f.reader().read(tag::SEQUENCE, "OAEP parameter")?;
+        let mut a = inner.reader();
+        let id = a.read(tag::OID, "OAEP algorithm")?.value;
+        match f.tag {
+            t if t == tag::context_constructed(0) => p.hash = HashAlg::from_oid(id)?,
+            t if t == tag::context_constructed(1) => {
+                if id != oid::MGF1 {
+                    return Err(unsupported("OAEP mask generation other than MGF1"));
+                }
+                let h = a.read(tag::SEQUENCE, "MGF1 hash")?;
+                p.mgf1 = HashAlg::from_oid(h.reader().read(tag::OID, "MGF1 hash")?.value)?;
+            }
+            t if t == tag::context_constructed(2) => {
+                if id != oid::P_SPECIFIED {
+                    return Err(unsupported("OAEP label source"));
+                }
+                label = a.read_any()?.octets()?.into_owned();
+            }
+            _ => return Err(malformed("unknown OAEP parameter")),
+        }
+    }
+    Ok((p, label))
+}
+
+/// Summarises an encrypted message's recipients without decrypting it.
+pub fn inspect(input: &[u8]) -> Result<EnvelopeInfo> {
+    let (ct, body) = content_info(input)?;
+    let env = parse_envelope(ct, body)?;
+    let cipher = match &env.cipher {
+        Ok(c) => c.name().to_string(),
+        Err(e) => e.to_string(),
+    };
+    let mut recipients = Vec::new();
+    let mut ri = env.recipient_infos.reader();
+    while !ri.is_empty() {
+        let info = ri.read_any()?;
+        recipients.push(summarise(&info).unwrap_or(RecipientInfoSummary { kind: "unreadable", algorithm: String::new(), id: vec![] }));
+    }
+    Ok(EnvelopeInfo { structure: if env.auth { "auth-enveloped-data" } else { "enveloped-data" }, cipher, recipients })
+}
+
+fn describe_rid(rid: &Tlv<'_>) -> String {
+    match rid.tag {
+        tag::SEQUENCE => {
+            let mut r = rid.reader();
+            let issuer = r.read_any().map(|i| crate::cert::name_text(i.raw)).unwrap_or_default();
+            let serial = r.read_any().map(|s| crate::cert::hex(s.value)).unwrap_or_default();
+            format!("issuer={issuer}; serial={serial}")
+        }
+        t if t == tag::context(0) => format!("ski={}", crate::cert::hex(rid.value)),
+        _ => match rid.reader().read_any().and_then(|s| s.octets().map(|o| o.into_owned())) {
+            Ok(ski) => format!("ski={}", crate::cert::hex(&ski)),
+            Err(_) => "unknown".into(),
+        },
+    }
+}
+
+fn summarise(info: &Tlv<'_>) -> Result<RecipientInfoSummary> {
+    Ok(match info.tag {
+        tag::SEQUENCE => {
+            let mut r = info.reader();
+            r.read_any()?;
+            let rid = r.read_any()?;
+            let alg = r.read(tag::SEQUENCE, "alg")?;
+            let mut a = alg.reader();
+            let id = a.read(tag::OID, "alg")?.value;
+            let algorithm = if id == oid::RSAES_OAEP {
+                let params = if a.is_empty() { None } else { Some(a.read_any()?) };
+                match parse_oaep_params(params) {
+                    Ok((p, _)) => format!("rsa-oaep-{}-mgf1-{}", p.hash.micalg(), p.mgf1.micalg()),
+                    Err(e) => e.to_string(),
+                }
+            } else if id == oid::RSA_ENCRYPTION {
+                "rsa-pkcs1v15".into()
+            } else {
+                oid::name(id)
+            };
+            RecipientInfoSummary { kind: "ktri", algorithm, id: vec![describe_rid(&rid)] }
+        }
+        t if t == tag::context_constructed(1) => {
+            let mut r = info.reader();
+            r.read_any()?;
+            r.read_any()?;
+            r.read_optional(tag::context_constructed(1))?;
+            let alg = r.read(tag::SEQUENCE, "alg")?;
+            let mut a = alg.reader();
+            let kdf = a.read(tag::OID, "alg")?.value;
+            let wrap = a.read_any().ok().and_then(|w| w.reader().read_any().ok()).map(|o| oid::name(o.value)).unwrap_or_default();
+            let algorithm = match kdf_from_oid(kdf) {
+                Ok(k) => format!("{} + {wrap}", k.label()),
+                Err(_) => oid::name(kdf),
+            };
+            let reks = r.read(tag::SEQUENCE, "reks")?;
+            let mut ids = Vec::new();
+            let mut rr = reks.reader();
+            while let Ok(rek) = rr.read_any() {
+                if let Ok(rid) = rek.reader().read_any() {
+                    ids.push(describe_rid(&rid));
+                }
+            }
+            RecipientInfoSummary { kind: "kari", algorithm, id: ids }
+        }
+        t if t == tag::context_constructed(2) => RecipientInfoSummary { kind: "kekri", algorithm: String::new(), id: vec![] },
+        t if t == tag::context_constructed(3) => RecipientInfoSummary { kind: "pwri", algorithm: String::new(), id: vec![] },
+        _ => RecipientInfoSummary { kind: "ori", algorithm: String::new(), id: vec![] },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::SoftwareKey;
+    use std::process::Command;
+
+    fn openssl(dir: &std::path::Path, args: &[&str]) {
+        let st = Command::new("openssl").args(args).current_dir(dir).status().expect("openssl (Debian package openssl) must be installed");
+        assert!(st.success(), "openssl {args:?} failed");
+    }
+
+    fn key_and_cert(dir: &std::path::Path, name: &str, keyopt: &[&str]) -> (SoftwareKey, Certificate) {
+        let mut args = vec!["req", "-x509", "-new", "-nodes", "-days", "30", "-subj"];
+        let subj = format!("/CN={name}/emailAddress={name}@example.test");
+        args.push(&subj);
+        let k = format!("{name}.key");
+        let c = format!("{name}.pem");
+        args.extend(["-keyout", &k, "-out", &c]);
+        args.extend(keyopt);
+        openssl(dir, &args);
+        let key = SoftwareKey::from_key_and_cert(&std::fs::read(dir.join(&k)).unwrap(), &std::fs::read(dir.join(&c)).unwrap()).unwrap();
+        let cert = Certificate::parse_many(&std::fs::read(dir.join(&c)).unwrap()).unwrap().remove(0);
+        (key, cert)
+    }
+
+    #[test]
+    fn roundtrip_and_openssl_interop() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let (rsa, rsa_cert) = key_and_cert(d, "rsa", &["-newkey", "rsa:2048"]);
+        let (ec, ec_cert) = key_and_cert(d, "ec", &["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"]);
+        let (ec384, ec384_cert) = key_and_cert(d, "ec384", &["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-384"]);
+        let keys: Vec<&dyn PrivateKey> = vec![&rsa, &ec, &ec384];
+        // Our own round trip, every key management and cipher.
+        for cipher in [CipherChoice::Aes256Cbc, CipherChoice::Aes128Cbc, CipherChoice::Aes256Gcm, CipherChoice::Aes128Gcm] {
+            let mut r1 = Recipient::new(rsa_cert.clone()).unwrap();
+            let r2 = Recipient::new(ec_cert.clone()).unwrap();
+            let mut r3 = Recipient::new(ec384_cert.clone()).unwrap();
+            r3.by_key_id = true;
+            for km in [KeyManagement::RsaPkcs1, KeyManagement::RsaOaep(HashAlg::Sha1), KeyManagement::RsaOaep(HashAlg::Sha256)] {
+                r1.key_management = km;
+                let der = encrypt(b"hello", &[r1.clone(), r2.clone(), r3.clone()], cipher).unwrap();
+                for k in &keys {
+                    assert_eq!(decrypt(&der, &[*k]).unwrap().content, b"hello");
+                }
+                std::fs::write(d.join("ours.der"), &der).unwrap();
+                for (k, c) in [("rsa.key", "rsa.pem"), ("ec.key", "ec.pem"), ("ec384.key", "ec384.pem")] {
+                    openssl(d, &["cms", "-decrypt", "-inform", "DER", "-in", "ours.der", "-inkey", k, "-recip", c, "-out", "plain.txt"]);
+                    assert_eq!(std::fs::read(d.join("plain.txt")).unwrap(), b"hello");
+                }
+            }
+        }
+        // OpenSSL's output, DER and streamed BER, several ciphers and key managements.
+        std::fs::write(d.join("msg.txt"), b"from openssl\r\n").unwrap();
+        let cases: &[&[&str]] = &[
+            &["-aes256", "rsa.pem"],
+            &["-aes128", "rsa.pem"],
+            &["-aes192", "rsa.pem"],
+            &["-des3", "rsa.pem"],
+            &["-aes-256-gcm", "rsa.pem"],
+            &["-aes256", "-keyid", "rsa.pem"],
+            &["-aes256", "-recip", "rsa.pem", "-keyopt", "rsa_padding_mode:oaep", "-keyopt", "rsa_oaep_md:sha256"],
+            &["-aes256", "-recip", "ec.pem", "-keyopt", "ecdh_kdf_md:sha256"],
+            &["-aes256", "ec.pem"],
+            &["-aes128", "ec384.pem"],
+            &["-aes256", "-stream", "rsa.pem", "ec.pem"],
+        ];
+        for case in cases {
+            let mut args = vec!["cms", "-encrypt", "-binary", "-in", "msg.txt", "-outform", "DER", "-out", "theirs.der"];
+            args.extend_from_slice(case);
+            openssl(d, &args);
+            let der = std::fs::read(d.join("theirs.der")).unwrap();
+            let want_ec = case.iter().any(|a| a.starts_with("ec"));
+            let k: &dyn PrivateKey = if want_ec && !case.contains(&"rsa.pem") { if case.contains(&"ec384.pem") { &ec384 } else { &ec } } else { &rsa };
+            let got = decrypt(&der, &[k]).unwrap_or_else(|e| panic!("{case:?}: {e}"));
+            assert_eq!(got.content, b"from openssl\r\n", "{case:?}");
+        }
+    }
+
+    #[test]
+    fn implicit_rejection_wrong_key_and_bad_padding_look_the_same() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let (rsa, rsa_cert) = key_and_cert(d, "a", &["-newkey", "rsa:2048"]);
+        let der = encrypt(b"secret", &[Recipient::new(rsa_cert.clone()).unwrap()], CipherChoice::Aes256Cbc).unwrap();
+        // Replace the encrypted key with random bytes below the modulus (bad padding).
+        let mut tampered = der.clone();
+        let pos = tampered.windows(4).position(|w| w == [0x04, 0x82, 0x01, 0x00]).unwrap() + 4;
+        for b in &mut tampered[pos + 1..pos + 256] {
+            *b ^= 0x5a;
+        }
+        let e1 = decrypt(&tampered, &[&rsa]).unwrap_err();
+        assert_eq!(e1, Error::Decrypt);
+        // Another key entirely: the same error, word for word.
+        let (other, _) = key_and_cert(d, "b", &["-newkey", "rsa:2048"]);
+        let e2 = decrypt(&der, &[&other]).unwrap_err();
+        assert_eq!(e1.to_string(), e2.to_string());
+        // A mismatched key and certificate is refused at load time.
+        let imposter = SoftwareKey::new(
+            &crate::keys::load_private_key(&std::fs::read(d.join("b.key")).unwrap()).unwrap(),
+            rsa_cert.clone(),
+            vec![],
+        );
+        assert!(imposter.is_err(), "mismatched key and certificate must be refused");
+        drop(other);
+    }
+}

@@ -1,0 +1,449 @@
+//! Whole messages: encrypt, decrypt, sign, verify and inspect RFC 5322 messages (or bare CMS).
+//!
+//! This is where MIME meets CMS. Invariants:
+//! - the outer header fields of a message are kept; only content header fields move in and
+//!   out of the protected entity;
+//! - incoming `X-Sealgate-*` fields are removed before ours are added, so a sender cannot forge
+//!   a result;
+//! - signed bytes are hashed exactly as received (after LF→CRLF canonicalisation only).
+
+use std::borrow::Cow;
+
+use crate::asn1::Tlv;
+use crate::cert::Certificate;
+use crate::crypto::{CipherChoice, random};
+use crate::envelope::{self, DecryptReport, EnvelopeInfo, Recipient};
+use crate::error::{Error, Result, malformed};
+use crate::keys::PrivateKey;
+use crate::mime::{
+    self, Entity, HeaderList, SmimeKind, SmimeType, canonicalize_crlf, protected_headers,
+    substitute_protected_headers,
+};
+use crate::oid;
+use crate::signed::{self, SignOptions, Verification, VerifyOptions};
+
+/// Prefix of every result header we write (and strip from incoming mail).
+pub const RESULT_HEADER_PREFIX: &str = "X-Sealgate-";
+/// Says that and how the message was decrypted.
+pub const HEADER_DECRYPTED: &str = "X-Sealgate-Decrypted";
+/// Says what the signature check found.
+pub const HEADER_SIGNATURE: &str = "X-Sealgate-Signature";
+
+/// Nesting deeper than this is refused (protects against wrapping bombs).
+const MAX_LAYERS: usize = 8;
+
+/// What the caller gave us: a MIME message/entity, or bare CMS.
+pub enum Input<'a> {
+    /// An RFC 5322 message or MIME entity.
+    Mime(Entity<'a>),
+    /// A CMS ContentInfo (already decoded from PEM or base64 if it was).
+    Cms(Cow<'a, [u8]>),
+}
+
+/// Tells bare CMS (DER, BER, PEM or base64) from a MIME message.
+pub fn sniff(input: &[u8]) -> Input<'_> {
+    if input.first() == Some(&0x30) && Tlv::parse_prefix(input).is_ok() {
+        return Input::Cms(Cow::Borrowed(input));
+    }
+    let trimmed = trim_ascii(input);
+    if trimmed.starts_with(b"-----BEGIN ") {
+        if let Ok(p) = pem::parse(trimmed) {
+            if matches!(p.tag(), "PKCS7" | "CMS" | "PKCS #7 SIGNED DATA") {
+                return Input::Cms(Cow::Owned(p.into_contents()));
+            }
+        }
+    }
+    let b64_alphabet = |b: &u8| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=') || b.is_ascii_whitespace();
+    if !trimmed.is_empty() && trimmed.iter().all(b64_alphabet) {
+        if let Ok(d) = mime::decode_base64(trimmed) {
+            if d.first() == Some(&0x30) && Tlv::parse_prefix(&d).is_ok() {
+                return Input::Cms(Cow::Owned(d));
+            }
+        }
+    }
+    Input::Mime(Entity::parse(input))
+}
+
+fn trim_ascii(b: &[u8]) -> &[u8] {
+    let start = b.iter().position(|c| !c.is_ascii_whitespace()).unwrap_or(b.len());
+    let end = b.iter().rposition(|c| !c.is_ascii_whitespace()).map_or(start, |e| e + 1);
+    b.get(start..end).unwrap_or_default()
+}
+
+/// The CMS content type of a ContentInfo, if it parses.
+pub fn cms_content_type(der: &[u8]) -> Option<&[u8]> {
+    envelope::content_info(der).ok().map(|(ct, _)| ct)
+}
+
+/// One layer removed from a message.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(tag = "layer", rename_all = "kebab-case")]
+pub enum Layer {
+    /// An encryption layer.
+    Encrypted(DecryptReport),
+    /// A signature layer.
+    Signed(Verification),
+}
+
+/// The result of opening a message.
+#[derive(Debug, Clone)]
+pub struct Opened {
+    /// The message (or bare content) with the layers removed.
+    pub output: Vec<u8>,
+    /// The layers removed, outermost first.
+    pub layers: Vec<Layer>,
+}
+
+impl Opened {
+    /// True if at least one encryption layer was removed.
+    pub fn decrypted(&self) -> bool {
+        self.layers.iter().any(|l| matches!(l, Layer::Encrypted(_)))
+    }
+}
+
+/// How far [`open`] goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpenMode {
+    /// Remove encryption layers, and signature layers only where they wrap an encrypted one
+    /// (encrypted-then-signed); an inner signature stays for the reader's client to check.
+    Decrypt,
+    /// Remove every layer (for scanning): the result is the innermost cleartext.
+    Everything,
+}
+
+/// Opens a message or bare CMS: decrypts with `keys` and verifies signatures on the way.
+pub fn open(input: &[u8], keys: &[&dyn PrivateKey], verify: &VerifyOptions, mode: OpenMode) -> Result<Opened> {
+    match sniff(input) {
+        Input::Cms(der) => open_cms(&der, keys, verify, mode),
+        Input::Mime(msg) => open_mime(&msg, keys, verify, mode),
+    }
+}
+
+fn open_cms(der: &[u8], keys: &[&dyn PrivateKey], verify: &VerifyOptions, mode: OpenMode) -> Result<Opened> {
+    let mut layers = Vec::new();
+    let mut cur: Vec<u8> = der.to_vec();
+    for _ in 0..MAX_LAYERS {
+        let Some(ct) = cms_content_type(&cur) else { break };
+        if ct == oid::ENVELOPED_DATA || ct == oid::AUTH_ENVELOPED_DATA {
+            let d = envelope::decrypt(&cur, keys)?;
+            layers.push(Layer::Encrypted(d.report));
+            cur = d.content;
+        } else if ct == oid::SIGNED_DATA {
+            let v = signed::verify(&cur, None, verify)?;
+            let inner_is_cms = v.content.first() == Some(&0x30) && cms_content_type(&v.content).is_some();
+            if mode == OpenMode::Decrypt && !inner_is_cms {
+                break;
+            }
+            let content = v.content.clone();
+            layers.push(Layer::Signed(v));
+            cur = content;
+        } else {
+            break;
+        }
+        if cur.first() != Some(&0x30) {
+            break;
+        }
+    }
+    if layers.is_empty() {
+        if let Some(ct) = cms_content_type(der) {
+            if ct == oid::SIGNED_DATA {
+                return Err(Error::Usage("the CMS input is signed, not encrypted (use verify)".into()));
+            }
+            return Err(Error::Unsupported(format!("CMS content type {}", oid::name(ct))));
+        }
+    }
+    Ok(Opened { output: cur, layers })
+}
+
+/// The kind of an entity, resolving `UnknownPkcs7` by the CMS content type.
+fn kind_of(e: &Entity<'_>) -> SmimeKind {
+    match e.smime_kind() {
+        SmimeKind::UnknownPkcs7 => match e.decoded_body().ok().as_deref().and_then(cms_content_type) {
+            Some(ct) if ct == oid::ENVELOPED_DATA => SmimeKind::Enveloped,
+            Some(ct) if ct == oid::AUTH_ENVELOPED_DATA => SmimeKind::AuthEnveloped,
+            Some(ct) if ct == oid::SIGNED_DATA => SmimeKind::SignedOpaque,
+            _ => SmimeKind::UnknownPkcs7,
+        },
+        k => k,
+    }
+}
+
+fn open_mime(msg: &Entity<'_>, keys: &[&dyn PrivateKey], verify: &VerifyOptions, mode: OpenMode) -> Result<Opened> {
+    let split = mime::split_message(msg);
+    let mut outer = owned(split.outer);
+    outer.remove_headers_with_prefix(RESULT_HEADER_PREFIX);
+    let mut verify = verify.clone();
+    if verify.from.is_none() {
+        verify.from = from_address(&outer);
+    }
+    let mut cur: Vec<u8> = split.inner;
+    let mut layers = Vec::new();
+    for _ in 0..MAX_LAYERS {
+        let e = Entity::parse(&cur);
+        match kind_of(&e) {
+            SmimeKind::Enveloped | SmimeKind::AuthEnveloped => {
+                let der = e.decoded_body()?;
+                let d = envelope::decrypt(&der, keys)?;
+                layers.push(Layer::Encrypted(d.report));
+                cur = d.content;
+            }
+            SmimeKind::SignedOpaque => {
+                let der = e.decoded_body()?;
+                let v = signed::verify(&der, None, &verify)?;
+                let inner_kind = kind_of(&Entity::parse(&v.content));
+                if mode == OpenMode::Decrypt && !is_wrapping(inner_kind) {
+                    break;
+                }
+                let content = v.content.clone();
+                layers.push(Layer::Signed(v));
+                cur = content;
+            }
+            SmimeKind::MultipartSigned => {
+                let parts = e.signed_parts()?;
+                let inner_kind = kind_of(&Entity::parse(parts.signed));
+                if mode == OpenMode::Decrypt && !is_wrapping(inner_kind) {
+                    break;
+                }
+                let sig = parts.signature.decoded_body()?;
+                let v = signed::verify(&sig, Some(&canonicalize_crlf(parts.signed)), &verify)?;
+                let content = parts.signed.to_vec();
+                layers.push(Layer::Signed(v));
+                cur = content;
+            }
+            _ => break,
+        }
+    }
+    if let Some(ph) = protected_headers(&Entity::parse(&cur)) {
+        outer = owned(substitute_protected_headers(&outer, &ph));
+    }
+    add_result_headers(&mut outer, &layers)?;
+    Ok(Opened { output: mime::assemble_message(&outer, &cur), layers })
+}
+
+fn owned(list: HeaderList<'_>) -> HeaderList<'static> {
+    HeaderList::from_fields(list.into_fields().into_iter().map(|f| f.into_owned()).collect())
+}
+
+fn is_wrapping(k: SmimeKind) -> bool {
+    matches!(k, SmimeKind::Enveloped | SmimeKind::AuthEnveloped | SmimeKind::SignedOpaque | SmimeKind::MultipartSigned)
+}
+
+/// Writes `X-Sealgate-Decrypted` / `X-Sealgate-Signature` for the layers removed.
+fn add_result_headers(outer: &mut HeaderList<'_>, layers: &[Layer]) -> Result<()> {
+    let mut fields = Vec::new();
+    for l in layers {
+        match l {
+            Layer::Encrypted(r) => fields.push((
+                HEADER_DECRYPTED,
+                format!("yes; cipher={}; key-management={}; recipient=\"{}\"", r.cipher, r.key_management, r.recipient.replace('"', "'")),
+            )),
+            Layer::Signed(v) => fields.push((HEADER_SIGNATURE, signature_summary(v))),
+        }
+    }
+    // Added at the top in reverse so they read outermost first.
+    for (name, value) in fields.into_iter().rev() {
+        outer.add_header(name, &value)?;
+    }
+    Ok(())
+}
+
+/// One line summarising a verification, for a result header.
+pub fn signature_summary(v: &Verification) -> String {
+    let status = if v.valid { "valid" } else { "invalid" };
+    let signers: Vec<String> = v
+        .signers
+        .iter()
+        .map(|s| {
+            let who = s.emails.first().cloned().or_else(|| s.signer.clone()).unwrap_or_else(|| "unknown".into());
+            format!("{}={:?}", who.replace(['"', ';'], "'"), s.signature)
+        })
+        .collect();
+    let chain = if v.chain_checked { "chain-checked" } else { "chain-not-checked" };
+    format!("{status}; {chain}; signers={}", signers.join(","))
+}
+
+/// The address in a From field (`Name <a@b>` or `a@b`), lowercased.
+pub fn from_address(headers: &HeaderList<'_>) -> Option<String> {
+    let v = headers.get("From")?.value().into_owned();
+    let addr = match (v.rfind('<'), v.rfind('>')) {
+        (Some(a), Some(b)) if a < b => v.get(a + 1..b).unwrap_or_default().to_string(),
+        _ => v.split_whitespace().find(|w| w.contains('@')).unwrap_or_default().to_string(),
+    };
+    let addr = addr.trim().trim_matches(|c| c == '"' || c == ',').to_ascii_lowercase();
+    (!addr.is_empty()).then_some(addr)
+}
+
+/// Encrypts a message: the outer header fields stay, the inner entity becomes
+/// `application/pkcs7-mime` (enveloped-data, or authEnveloped-data for AEAD ciphers).
+pub fn encrypt_message(input: &[u8], recipients: &[Recipient], cipher: CipherChoice) -> Result<Vec<u8>> {
+    let msg = Entity::parse(input);
+    let split = mime::split_message(&msg);
+    let mut outer = split.outer;
+    outer.remove_headers_with_prefix(RESULT_HEADER_PREFIX);
+    let inner = canonicalize_crlf(&split.inner);
+    let der = envelope::encrypt(&inner, recipients, cipher)?;
+    let kind = if cipher.is_aead() { SmimeType::AuthEnvelopedData } else { SmimeType::EnvelopedData };
+    let entity = mime::build_pkcs7_mime(kind, &der);
+    Ok(mime::assemble_message(&outer, &entity))
+}
+
+/// Signs a message: `multipart/signed` (default) or opaque `signed-data`.
+pub fn sign_message(input: &[u8], key: &dyn PrivateKey, opaque: bool, signing_time: i64) -> Result<Vec<u8>> {
+    let msg = Entity::parse(input);
+    let split = mime::split_message(&msg);
+    let mut outer = split.outer;
+    outer.remove_headers_with_prefix(RESULT_HEADER_PREFIX);
+    let inner = canonicalize_crlf(&split.inner).into_owned();
+    let opts = SignOptions { scheme: None, detached: !opaque, signing_time, include_chain: true };
+    let (der, hash) = signed::sign(&inner, key, &opts)?;
+    let entity = if opaque {
+        mime::build_pkcs7_mime(SmimeType::SignedData, &der)
+    } else {
+        let r = random(16)?;
+        let mut seed = [0u8; 16];
+        seed.copy_from_slice(r.get(..16).ok_or_else(|| Error::Usage("random".into()))?);
+        mime::build_multipart_signed(&inner, hash.micalg(), &der, &seed)
+    };
+    Ok(mime::assemble_message(&outer, &entity))
+}
+
+/// Verifies a signed message (or bare SignedData, with `detached` content if the signature
+/// is detached). Returns the signed content (for a message: the message with the signature
+/// layer removed and an `X-Sealgate-Signature` field) and the verdict.
+pub fn verify_message(input: &[u8], detached: Option<&[u8]>, opts: &VerifyOptions) -> Result<(Vec<u8>, Verification)> {
+    match sniff(input) {
+        Input::Cms(der) => {
+            let v = signed::verify(&der, detached, opts)?;
+            Ok((v.content.clone(), v))
+        }
+        Input::Mime(msg) => {
+            let split = mime::split_message(&msg);
+            let mut outer = owned(split.outer);
+            outer.remove_headers_with_prefix(RESULT_HEADER_PREFIX);
+            let mut opts = opts.clone();
+            if opts.from.is_none() {
+                opts.from = from_address(&outer);
+            }
+            let e = Entity::parse(&split.inner);
+            let (content, v) = match kind_of(&e) {
+                SmimeKind::MultipartSigned => {
+                    let parts = e.signed_parts()?;
+                    let sig = parts.signature.decoded_body()?;
+                    let v = signed::verify(&sig, Some(&canonicalize_crlf(parts.signed)), &opts)?;
+                    (parts.signed.to_vec(), v)
+                }
+                SmimeKind::SignedOpaque => {
+                    let der = e.decoded_body()?;
+                    let v = signed::verify(&der, None, &opts)?;
+                    (v.content.clone(), v)
+                }
+                SmimeKind::Enveloped | SmimeKind::AuthEnveloped => {
+                    return Err(Error::Usage("the message is encrypted: decrypt it first".into()));
+                }
+                _ => match detached {
+                    Some(_) => return Err(malformed("--content was given but the input is not a detached signature")),
+                    None => return Err(Error::Usage("the message is not signed".into())),
+                },
+            };
+            if let Some(ph) = protected_headers(&Entity::parse(&content)) {
+                outer = owned(substitute_protected_headers(&outer, &ph));
+            }
+            outer.add_header(HEADER_SIGNATURE, &signature_summary(&v))?;
+            Ok((mime::assemble_message(&outer, &content), v))
+        }
+    }
+}
+
+/// What `inspect` reports.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Inspection {
+    /// `message` or `cms`.
+    pub input: &'static str,
+    /// The MIME content type of the message's body (messages only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mime_type: Option<String>,
+    /// The CMS content type.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub content_type: Option<String>,
+    /// Encryption details.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub envelope: Option<EnvelopeInfo>,
+    /// Signers (signatures checked without trust anchors).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signed: Option<Verification>,
+    /// Certificates carried in the CMS.
+    pub certificates: Vec<CertificateSummary>,
+}
+
+/// A certificate, summarised.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CertificateSummary {
+    /// Subject.
+    pub subject: String,
+    /// Issuer.
+    pub issuer: String,
+    /// Serial (hex).
+    pub serial: String,
+    /// Addresses.
+    pub emails: Vec<String>,
+    /// Key type.
+    pub key: String,
+    /// Validity start (RFC 3339).
+    pub not_before: String,
+    /// Validity end (RFC 3339).
+    pub not_after: String,
+}
+
+impl From<&Certificate> for CertificateSummary {
+    fn from(c: &Certificate) -> Self {
+        CertificateSummary {
+            subject: c.subject_text(),
+            issuer: c.issuer_text(),
+            serial: crate::cert::hex(&c.serial),
+            emails: c.emails.clone(),
+            key: c.key_kind.label(),
+            not_before: rfc3339(c.not_before),
+            not_after: rfc3339(c.not_after),
+        }
+    }
+}
+
+/// Unix time as RFC 3339.
+pub fn rfc3339(t: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(t)
+        .ok()
+        .and_then(|d| d.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_else(|| t.to_string())
+}
+
+/// Describes a message or bare CMS without decrypting it.
+pub fn inspect(input: &[u8]) -> Result<Inspection> {
+    let (kind, mime_type, der, detached): (&str, Option<String>, Vec<u8>, Option<Vec<u8>>) = match sniff(input) {
+        Input::Cms(d) => ("cms", None, d.into_owned(), None),
+        Input::Mime(msg) => {
+            let split = mime::split_message(&msg);
+            let e = Entity::parse(&split.inner);
+            let mt = Some(e.content_type().essence().to_string());
+            match kind_of(&e) {
+                SmimeKind::MultipartSigned => {
+                    let parts = e.signed_parts()?;
+                    let sig = parts.signature.decoded_body()?.into_owned();
+                    ("message", mt, sig, Some(canonicalize_crlf(parts.signed).into_owned()))
+                }
+                SmimeKind::NotSmime => {
+                    return Ok(Inspection { input: "message", mime_type: mt, content_type: None, envelope: None, signed: None, certificates: vec![] });
+                }
+                _ => ("message", mt, e.decoded_body()?.into_owned(), None),
+            }
+        }
+    };
+    let ct = cms_content_type(&der).ok_or_else(|| malformed("not a CMS ContentInfo"))?.to_vec();
+    let mut out = Inspection { input: kind, mime_type, content_type: Some(oid::name(&ct)), envelope: None, signed: None, certificates: vec![] };
+    if ct == oid::ENVELOPED_DATA || ct == oid::AUTH_ENVELOPED_DATA {
+        out.envelope = Some(envelope::inspect(&der)?);
+    } else if ct == oid::SIGNED_DATA {
+        out.certificates = signed::certificates(&der)?.iter().map(CertificateSummary::from).collect();
+        out.signed = signed::verify(&der, detached.as_deref(), &VerifyOptions::default()).ok();
+    }
+    Ok(out)
+}

@@ -1,0 +1,364 @@
+//! `cargo xtask test`: README's "run all tests" command, and what `.ci/run` calls.
+//!
+//! It must work as root on a fresh Debian 12 machine: it installs what the tests need,
+//! runs every test, fuzzes every target for a short while, and fails unless the interop
+//! tests really ran (a missing peer must never turn into a quietly green run).
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+
+/// Debian packages the tests need, all in this one list: the S/MIME peers (openssl,
+/// gpgsm with gnupg's agent), the TPM crate's library and simulator (libtss2-dev, swtpm,
+/// tpm2-tools, pkg-config), and a C toolchain for aws-lc-sys.
+const DEBIAN_PACKAGES: &[&str] = &[
+    "build-essential",
+    "pkg-config",
+    "openssl",
+    "gnupg",
+    "gpgsm",
+    "libtss2-dev",
+    "swtpm",
+    "swtpm-tools",
+    "tpm2-tools",
+];
+
+/// Test binaries that prove interop: each must run with tests passed and none failed.
+const INTEROP_BINARIES: &[&str] = &[
+    "interop_openssl",
+    "interop_gpgsm",
+    "interop_corpus",
+    "interop_negative",
+];
+
+/// Arguments of `cargo xtask test`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Seconds each fuzz target runs.
+    #[arg(long, default_value_t = 60)]
+    fuzz_seconds: u64,
+}
+
+/// Runs all tests; see the module documentation.
+pub fn run(args: Args) -> Result<()> {
+    let started = Instant::now();
+    let root = workspace_root()?;
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+
+    step("Debian packages");
+    ensure_debian_packages()?;
+
+    step("cargo-fuzz");
+    ensure_cargo_fuzz(&cargo)?;
+
+    let mut problems: Vec<String> = Vec::new();
+
+    step("cargo test --workspace --all-targets");
+    let mut cmd = Command::new(&cargo);
+    cmd.current_dir(&root)
+        .args(["test", "--workspace", "--all-targets", "--no-fail-fast"]);
+    let (ok, output) = run_teed(&mut cmd)?;
+    if !ok {
+        problems.push("cargo test --workspace --all-targets failed".into());
+    }
+    let mut results = parse_libtest(&output);
+
+    step("cargo test --workspace --doc");
+    let mut cmd = Command::new(&cargo);
+    cmd.current_dir(&root)
+        .args(["test", "--workspace", "--doc", "--no-fail-fast"]);
+    let (ok, output) = run_teed(&mut cmd)?;
+    if !ok {
+        problems.push("cargo test --workspace --doc failed".into());
+    }
+    for (name, r) in parse_libtest(&output) {
+        results.entry(name).or_default().add(&r);
+    }
+
+    step("fuzz");
+    let fuzz_results = run_fuzzers(&cargo, &root, args.fuzz_seconds);
+    for (target, outcome) in &fuzz_results {
+        if let Err(e) = outcome {
+            problems.push(format!("fuzz target {target}: {e}"));
+        }
+    }
+
+    // Summary.
+    step("summary");
+    let mut total = Totals::default();
+    println!("{:<40} {:>7} {:>7} {:>8}", "test binary", "passed", "failed", "ignored");
+    for (name, r) in &results {
+        println!("{name:<40} {:>7} {:>7} {:>8}", r.passed, r.failed, r.ignored);
+        total.add(r);
+    }
+    for name in INTEROP_BINARIES {
+        match results.get(*name) {
+            None => problems.push(format!("interop test binary {name} did not run")),
+            Some(r) if r.passed == 0 => problems.push(format!("interop test binary {name} passed no test")),
+            Some(r) if r.failed > 0 => problems.push(format!("interop test binary {name}: {} failed", r.failed)),
+            Some(_) => {}
+        }
+    }
+    if total.ignored > 0 {
+        problems.push(format!("{} tests were ignored: every test must run", total.ignored));
+    }
+    for (target, outcome) in &fuzz_results {
+        match outcome {
+            Ok(()) => println!("fuzz {target}: ok ({} s)", args.fuzz_seconds),
+            Err(e) => println!("fuzz {target}: FAILED: {e}"),
+        }
+    }
+    println!("time: {:.0} s", started.elapsed().as_secs_f64());
+    for p in &problems {
+        println!("problem: {p}");
+    }
+    // The plain closing line CI reads.
+    println!("{} passed, {} failed", total.passed, total.failed);
+    if !problems.is_empty() {
+        bail!("{} problem(s); see above", problems.len());
+    }
+    Ok(())
+}
+
+fn step(name: &str) {
+    println!("\n==> {name}");
+}
+
+/// The workspace root: two levels above this crate.
+fn workspace_root() -> Result<PathBuf> {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .context("finding the workspace root")
+}
+
+/// Installs the missing packages of [`DEBIAN_PACKAGES`] (only then touching apt), or,
+/// when not root, fails with the command to run.
+fn ensure_debian_packages() -> Result<()> {
+    let mut missing = Vec::new();
+    for pkg in DEBIAN_PACKAGES {
+        let out = Command::new("dpkg-query")
+            .args(["-W", "-f=${Status}", pkg])
+            .stderr(Stdio::null())
+            .output()
+            .context("dpkg-query not found: `cargo xtask test` expects Debian 12")?;
+        if String::from_utf8_lossy(&out.stdout).trim() != "install ok installed" {
+            missing.push(*pkg);
+        }
+    }
+    if missing.is_empty() {
+        println!("all installed: {}", DEBIAN_PACKAGES.join(" "));
+        return Ok(());
+    }
+    let install = format!(
+        "apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends {}",
+        missing.join(" ")
+    );
+    if !is_root()? {
+        bail!("missing Debian packages; as root run:\n  {install}");
+    }
+    println!("installing: {}", missing.join(" "));
+    let status = Command::new("apt-get").arg("update").status().context("apt-get update")?;
+    if !status.success() {
+        bail!("apt-get update failed");
+    }
+    let status = Command::new("apt-get")
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .args(["install", "-y", "--no-install-recommends"])
+        .args(&missing)
+        .stdin(Stdio::null())
+        .status()
+        .context("apt-get install")?;
+    if !status.success() {
+        bail!("`{install}` failed");
+    }
+    Ok(())
+}
+
+fn is_root() -> Result<bool> {
+    let out = Command::new("id").arg("-u").output().context("running id -u")?;
+    Ok(String::from_utf8_lossy(&out.stdout).trim() == "0")
+}
+
+fn ensure_cargo_fuzz(cargo: &std::ffi::OsStr) -> Result<()> {
+    let have = Command::new(cargo)
+        .args(["fuzz", "--version"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if have {
+        println!("cargo fuzz is installed");
+        return Ok(());
+    }
+    let status = Command::new(cargo)
+        .args(["install", "cargo-fuzz", "--locked"])
+        .status()
+        .context("cargo install cargo-fuzz")?;
+    if !status.success() {
+        bail!("cargo install cargo-fuzz --locked failed");
+    }
+    Ok(())
+}
+
+/// Runs `cmd` with stdout and stderr merged into one pipe (so cargo's "Running" lines on
+/// stderr stay in order with libtest's results on stdout), echoing every line as it comes
+/// and returning the whole output.
+fn run_teed(cmd: &mut Command) -> Result<(bool, String)> {
+    let (reader, writer) = std::io::pipe().context("creating a pipe")?;
+    cmd.stdout(writer.try_clone()?).stderr(writer).stdin(Stdio::null());
+    let mut child = cmd.spawn().with_context(|| format!("starting {cmd:?}"))?;
+    // Our copies of the write end must be gone before reading to EOF.
+    cmd.stdout(Stdio::null()).stderr(Stdio::null());
+    let mut all = String::new();
+    let stdout = std::io::stdout();
+    for line in BufReader::new(reader).lines() {
+        let line = line.unwrap_or_default();
+        let mut out = stdout.lock();
+        let _ = writeln!(out, "{line}");
+        all.push_str(&line);
+        all.push('\n');
+    }
+    let status = child.wait()?;
+    Ok((status.success(), all))
+}
+
+/// Test counts of one test binary.
+#[derive(Default, Debug, Clone)]
+struct Totals {
+    passed: u64,
+    failed: u64,
+    ignored: u64,
+}
+
+impl Totals {
+    fn add(&mut self, other: &Totals) {
+        self.passed += other.passed;
+        self.failed += other.failed;
+        self.ignored += other.ignored;
+    }
+}
+
+/// Reads cargo test output: "Running … (target/debug/deps/NAME-HASH)" or
+/// "Doc-tests NAME" lines name the binary, "test result: …" lines give its counts.
+fn parse_libtest(output: &str) -> BTreeMap<String, Totals> {
+    let mut results: BTreeMap<String, Totals> = BTreeMap::new();
+    let mut current = String::from("?");
+    for line in output.lines() {
+        let t = line.trim();
+        if let Some(rest) = t.strip_prefix("Running ") {
+            let inner = rest
+                .rsplit_once('(')
+                .map(|(_, r)| r.trim_end_matches(')'))
+                .unwrap_or(rest);
+            let file = Path::new(inner)
+                .file_name()
+                .map(|f| f.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            current = match file.rsplit_once('-') {
+                Some((name, hash)) if hash.chars().all(|c| c.is_ascii_hexdigit()) => name.to_string(),
+                _ => file,
+            };
+        } else if let Some(rest) = t.strip_prefix("Doc-tests ") {
+            current = format!("doc:{}", rest.trim());
+        } else if let Some(rest) = t.strip_prefix("test result: ") {
+            let count = |word: &str| -> u64 {
+                rest.split(';')
+                    .find_map(|part| {
+                        let part = part.trim().trim_start_matches("ok. ").trim_start_matches("FAILED. ");
+                        part.strip_suffix(word).and_then(|n| n.trim().parse().ok())
+                    })
+                    .unwrap_or(0)
+            };
+            let r = Totals { passed: count("passed"), failed: count("failed"), ignored: count("ignored") };
+            results.entry(current.clone()).or_default().add(&r);
+        }
+    }
+    results
+}
+
+/// Runs every target of fuzz/ for `seconds`, each on a temporary corpus directory first
+/// (where libFuzzer writes what it finds) and the committed seed corpus second (read
+/// only), so CI never writes into the repository.
+fn run_fuzzers(cargo: &std::ffi::OsStr, root: &Path, seconds: u64) -> Vec<(String, Result<()>)> {
+    let fuzz_dir = root.join("fuzz");
+    if !fuzz_dir.join("Cargo.toml").is_file() {
+        return vec![("(none)".into(), Err(anyhow::anyhow!("no fuzz/Cargo.toml: the fuzz targets are missing")))];
+    }
+    let list = Command::new(cargo)
+        .current_dir(root)
+        .env("RUSTC_BOOTSTRAP", "1")
+        .args(["fuzz", "list"])
+        .output();
+    let targets: Vec<String> = match list {
+        Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .map(|l| l.trim().to_string())
+            .filter(|l| !l.is_empty())
+            .collect(),
+        Ok(o) => {
+            return vec![(
+                "(list)".into(),
+                Err(anyhow::anyhow!("cargo fuzz list failed: {}", String::from_utf8_lossy(&o.stderr))),
+            )];
+        }
+        Err(e) => return vec![("(list)".into(), Err(anyhow::anyhow!("cargo fuzz list: {e}")))],
+    };
+    if targets.is_empty() {
+        return vec![("(none)".into(), Err(anyhow::anyhow!("cargo fuzz list found no targets")))];
+    }
+    let mut results = Vec::new();
+    for target in targets {
+        let outcome = (|| -> Result<()> {
+            let scratch = std::env::temp_dir().join(format!("sealgate-fuzz-{target}-{}", std::process::id()));
+            std::fs::create_dir_all(&scratch)?;
+            let seeds = fuzz_dir.join("corpus").join(&target);
+            let mut cmd = Command::new(cargo);
+            cmd.current_dir(root)
+                .env("RUSTC_BOOTSTRAP", "1")
+                .args(["fuzz", "run", &target])
+                .arg(&scratch);
+            if seeds.is_dir() {
+                cmd.arg(&seeds);
+            } else {
+                println!("warning: no committed seed corpus at {}", seeds.display());
+            }
+            cmd.arg("--").arg(format!("-max_total_time={seconds}"));
+            println!("running {cmd:?}");
+            let (ok, _) = run_teed(&mut cmd)?;
+            let _ = std::fs::remove_dir_all(&scratch);
+            if !ok {
+                bail!("crashed or failed to build (artifacts in fuzz/artifacts/{target})");
+            }
+            Ok(())
+        })();
+        results.push((target, outcome));
+    }
+    results
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_cargo_test_output() {
+        let out = "     Running unittests src/lib.rs (target/debug/deps/sealgate_smime-0123abcd)\n\
+                   test result: ok. 5 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; finished in 0.01s\n\
+                   \x20    Running ../../tests/interop/openssl.rs (/t/debug/deps/interop_openssl-deadbeef00)\n\
+                   test result: FAILED. 70 passed; 3 failed; 0 ignored; 0 measured; 0 filtered out; finished in 9s\n\
+                   \x20  Doc-tests sealgate_smime\n\
+                   test result: ok. 2 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.5s\n";
+        let r = parse_libtest(out);
+        assert_eq!(r["sealgate_smime"].passed, 5);
+        assert_eq!(r["sealgate_smime"].ignored, 1);
+        assert_eq!(r["interop_openssl"].passed, 70);
+        assert_eq!(r["interop_openssl"].failed, 3);
+        assert_eq!(r["doc:sealgate_smime"].passed, 2);
+    }
+}

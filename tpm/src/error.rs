@@ -105,6 +105,7 @@ pub(crate) mod rc {
     /// TPM_RC_TESTING (warning).
     pub const TESTING: u32 = 0x90A;
     /// TPM_RC_LOCKOUT (warning).
+    #[cfg_attr(not(feature = "test-support"), allow(dead_code))]
     pub const LOCKOUT: u32 = 0x921;
     /// TPM_RC_RETRY (warning).
     pub const RETRY: u32 = 0x922;
@@ -112,11 +113,11 @@ pub(crate) mod rc {
     pub const PCR_CHANGED: u32 = 0x928;
     /// TPM_RC_POLICY_FAIL, format one (error number 0x1D).
     pub const FMT1_POLICY_FAIL: u32 = 0x01D;
-    /// TPM_RC_INTEGRITY, format one (error number 0x1F).
-    pub const FMT1_INTEGRITY: u32 = 0x01F;
     /// TPM_RC_BAD_AUTH, format one (error number 0x22).
+    #[cfg_attr(not(feature = "test-support"), allow(dead_code))]
     pub const FMT1_BAD_AUTH: u32 = 0x022;
     /// TPM_RC_AUTH_FAIL, format one (error number 0x0E).
+    #[cfg_attr(not(feature = "test-support"), allow(dead_code))]
     pub const FMT1_AUTH_FAIL: u32 = 0x00E;
 
     /// Whether `code` comes from the TPM itself (not from a TSS layer).

@@ -30,4 +30,6 @@ pub use blob::SealedBlob;
 pub use error::TpmError;
 pub use pcr::{MAX_PCR, PcrSelection, pcr_extend_sha256, policy_pcr_digest};
 pub use tpm::Tpm;
+#[cfg(feature = "test-support")]
+pub use tpm::WrongAuth;
 pub use zeroize::Zeroizing;

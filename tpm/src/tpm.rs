@@ -284,10 +284,9 @@ impl Tpm {
     }
 
     /// Test support: one authorization attempt with a wrong password against a fresh storage
-    /// key that has `noDA` (or not, as a control). Returns the TPM's response code (`None` if the
-    /// wrong password was accepted, which would be a bug).
+    /// key that has `noDA` (or not, as a control), and how the TPM answered.
     #[cfg(feature = "test-support")]
-    pub fn wrong_auth_attempt(&mut self, no_da: bool) -> Result<Option<u32>, TpmError> {
+    pub fn wrong_auth_attempt(&mut self, no_da: bool) -> Result<WrongAuth, TpmError> {
         use tss_esapi::structures::Auth;
         let right = Auth::try_from(b"right".to_vec()).map_err(tpm_err("auth"))?;
         let wrong = Auth::try_from(b"wrong".to_vec()).map_err(tpm_err("auth"))?;
@@ -307,10 +306,13 @@ impl Tpm {
             })
         });
         let _ = self.ctx.flush_context(key.into());
-        match result {
-            Ok(_) => Ok(None),
-            Err(e) => Ok(raw_rc(&e)),
-        }
+        Ok(match result.map_err(|e| raw_rc(&e)) {
+            Ok(_) => WrongAuth::Accepted,
+            Err(Some(c)) if rc::is_fmt1(c, rc::FMT1_BAD_AUTH) => WrongAuth::BadAuth,
+            Err(Some(c)) if rc::is_fmt1(c, rc::FMT1_AUTH_FAIL) => WrongAuth::AuthFail,
+            Err(Some(c)) if rc::is_fmt0(c, rc::LOCKOUT) => WrongAuth::Lockout,
+            Err(code) => WrongAuth::Other(code),
+        })
     }
 
     // ---- internals ----
@@ -540,6 +542,22 @@ impl Tpm {
             Err(e) => Err(Attempt::Fatal(e)),
         }
     }
+}
+
+/// How the TPM answered [`Tpm::wrong_auth_attempt`] (test support).
+#[cfg(feature = "test-support")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WrongAuth {
+    /// TPM_RC_BAD_AUTH: refused, not counted (the key has `noDA`).
+    BadAuth,
+    /// TPM_RC_AUTH_FAIL: refused and counted by dictionary-attack protection.
+    AuthFail,
+    /// TPM_RC_LOCKOUT: the TPM is in dictionary-attack lockout.
+    Lockout,
+    /// The wrong password was accepted (a bug).
+    Accepted,
+    /// Another response code.
+    Other(Option<u32>),
 }
 
 /// Outcome of one unseal attempt.

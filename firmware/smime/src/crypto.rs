@@ -1,6 +1,6 @@
 //! Symmetric primitives and digests, all from aws-lc-rs, named as CMS names them.
 
-use aws_lc_rs::{aead, cipher, digest, hmac, key_wrap, rand};
+use aws_lc_rs::{aead, cipher, digest, hmac, rand};
 use zeroize::Zeroizing;
 
 use crate::asn1::{Tlv, der, tag};
@@ -395,30 +395,18 @@ impl WrapAlg {
 
     /// Wraps `cek` under `kek`.
     pub fn wrap(self, kek: &[u8], cek: &[u8]) -> Result<Vec<u8>> {
-        let e = |_| Error::Usage("key wrap failed".into());
-        let k = self.kek(kek)?;
-        let mut out = vec![0u8; cek.len() + 16];
-        let n = key_wrap::KeyWrap::wrap(k, cek, &mut out).map_err(e)?.len();
-        out.truncate(n);
-        Ok(out)
+        if kek.len() != self.key_len() {
+            return Err(Error::Usage("key-wrap key of the wrong length".into()));
+        }
+        crate::aes_kw::wrap(kek, cek)
     }
 
     /// Unwraps; an integrity failure is [`Error::Decrypt`].
     pub fn unwrap(self, kek: &[u8], wrapped: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
-        let k = self.kek(kek)?;
-        let mut out = Zeroizing::new(vec![0u8; wrapped.len()]);
-        let n = key_wrap::KeyWrap::unwrap(k, wrapped, &mut out).map_err(|_| Error::Decrypt)?.len();
-        out.truncate(n);
-        Ok(out)
-    }
-
-    fn kek(self, kek: &[u8]) -> Result<key_wrap::KeyEncryptionKey<key_wrap::AesBlockCipher>> {
-        match self {
-            WrapAlg::Aes128 => key_wrap::KeyEncryptionKey::new(&key_wrap::AES_128, kek),
-            WrapAlg::Aes192 => return Err(unsupported("AES-192 key wrap")),
-            WrapAlg::Aes256 => key_wrap::KeyEncryptionKey::new(&key_wrap::AES_256, kek),
+        if kek.len() != self.key_len() {
+            return Err(Error::Decrypt);
         }
-        .map_err(|_| Error::Decrypt)
+        crate::aes_kw::unwrap(kek, wrapped)
     }
 }
 
@@ -495,9 +483,19 @@ mod tests {
 
     #[test]
     fn key_wrap_roundtrip() {
-        let kek = random(16).unwrap();
-        let cek = random(32).unwrap();
-        let w = WrapAlg::Aes128.wrap(&kek, &cek).unwrap();
-        assert_eq!(&*WrapAlg::Aes128.unwrap(&kek, &w).unwrap(), cek.as_slice());
+        for alg in [WrapAlg::Aes128, WrapAlg::Aes192, WrapAlg::Aes256] {
+            let kek = random(alg.key_len()).unwrap();
+            let cek = random(32).unwrap();
+            let w = alg.wrap(&kek, &cek).unwrap();
+            assert_eq!(&*alg.unwrap(&kek, &w).unwrap(), cek.as_slice());
+            let mut bad = w.clone();
+            bad[3] ^= 1;
+            assert!(alg.unwrap(&kek, &bad).is_err());
+        }
+        // RFC 3394 §4.1 test vector.
+        let kek: Vec<u8> = (0u8..16).collect();
+        let data = [0x00u8, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88, 0x99, 0xaa, 0xbb, 0xcc, 0xdd, 0xee, 0xff];
+        let w = WrapAlg::Aes128.wrap(&kek, &data).unwrap();
+        assert_eq!(crate::cert::hex(&w), "1fa68b0a8112b447aef34bd8fb5a7b829d3e862371d2cfe5");
     }
 }

@@ -24,6 +24,8 @@ pub enum KeyManagement {
     RsaOaep(HashAlg),
     /// ECDH-ES with the X9.63 KDF using this hash, then AES key wrap.
     Ecdh(HashAlg),
+    /// X25519 with HKDF using this hash, then AES key wrap (RFC 8418).
+    X25519Hkdf(HashAlg),
 }
 
 impl KeyManagement {
@@ -33,6 +35,7 @@ impl KeyManagement {
             KeyManagement::RsaPkcs1 => "rsa-pkcs1v15".into(),
             KeyManagement::RsaOaep(h) => format!("rsa-oaep-{}", h.micalg()),
             KeyManagement::Ecdh(h) => format!("ecdh-es-x963-{}", h.micalg()),
+            KeyManagement::X25519Hkdf(h) => format!("x25519-hkdf-{}", h.micalg()),
         }
     }
 }
@@ -55,6 +58,7 @@ impl Recipient {
         let key_management = match cert.key_kind {
             KeyKind::Rsa { .. } => KeyManagement::RsaPkcs1,
             KeyKind::P256 | KeyKind::P384 | KeyKind::P521 => KeyManagement::Ecdh(HashAlg::Sha256),
+            KeyKind::X25519 => KeyManagement::X25519Hkdf(HashAlg::Sha256),
             ref other => {
                 return Err(Error::Usage(format!(
                     "cannot encrypt to a {} key ({})",
@@ -187,27 +191,38 @@ fn recipient_info(r: &Recipient, cek: &[u8]) -> Result<(Vec<u8>, bool)> {
             let version = if r.by_key_id { 2 } else { 0 };
             Ok((der::seq(&[&der::uint(version), &rid(r), &alg, &der::octet_string(&out)]), r.by_key_id))
         }
-        (KeyManagement::Ecdh(h), KeyKind::P256 | KeyKind::P384 | KeyKind::P521) => {
-            let alg = match r.cert.key_kind {
-                KeyKind::P256 => &agreement::ECDH_P256,
-                KeyKind::P384 => &agreement::ECDH_P384,
-                _ => &agreement::ECDH_P521,
+        (KeyManagement::Ecdh(_), KeyKind::P256 | KeyKind::P384 | KeyKind::P521)
+        | (KeyManagement::X25519Hkdf(_), KeyKind::X25519) => {
+            let (alg, originator_alg) = match r.cert.key_kind {
+                KeyKind::P256 => (&agreement::ECDH_P256, oid::EC_PUBLIC_KEY),
+                KeyKind::P384 => (&agreement::ECDH_P384, oid::EC_PUBLIC_KEY),
+                KeyKind::P521 => (&agreement::ECDH_P521, oid::EC_PUBLIC_KEY),
+                _ => (&agreement::X25519, oid::X25519),
+            };
+            let (kdf, kdf_oid) = match r.key_management {
+                KeyManagement::X25519Hkdf(h) => (Kdf::Hkdf(h), hkdf_oid(h)?),
+                KeyManagement::Ecdh(h) => (Kdf::X963(h), ecdh_kdf_oid(h)?),
+                _ => return Err(Error::Usage("key management".into())),
             };
             let rng = SystemRandom::new();
             let eph = agreement::EphemeralPrivateKey::generate(alg, &rng)
                 .map_err(|_| Error::Usage("ECDH key generation failed".into()))?;
             let eph_pub = eph.compute_public_key().map_err(|_| Error::Usage("ECDH failed".into()))?.as_ref().to_vec();
-            let wrap = if cek.len() <= 16 { WrapAlg::Aes128 } else { WrapAlg::Aes256 };
-            let kdf_oid = ecdh_kdf_oid(h)?;
+            let wrap = match cek.len() {
+                16 => WrapAlg::Aes128,
+                24 => WrapAlg::Aes192,
+                _ => WrapAlg::Aes256,
+            };
             let wrap_alg = der::algorithm(wrap.oid(), None);
+            let sinfo = shared_info(&wrap_alg, None, wrap.key_len());
             let peer = agreement::UnparsedPublicKey::new(alg, r.cert.public_key.as_slice());
             let kek = agreement::agree_ephemeral(eph, peer, Error::Usage("ECDH with the recipient's key failed".into()), |z| {
-                Ok(x963_kdf(h, z, &shared_info(&wrap_alg, None, wrap.key_len()), wrap.key_len()))
+                kdf.derive(z, &sinfo, wrap.key_len())
             })?;
             let wrapped = wrap.wrap(&kek, cek)?;
             let originator = der::tlv(
                 tag::context_constructed(0),
-                &der::cons(tag::context_constructed(1), &[&der::algorithm(oid::EC_PUBLIC_KEY, None), &der::bit_string(&eph_pub)]),
+                &der::cons(tag::context_constructed(1), &[&der::algorithm(originator_alg, None), &der::bit_string(&eph_pub)]),
             );
             let rek_rid = if r.by_key_id {
                 der::tlv(tag::context_constructed(0), &der::octet_string(&r.cert.key_id()))
@@ -229,6 +244,15 @@ fn oaep_params(h: HashAlg) -> Vec<u8> {
     let hash = h.algorithm_identifier();
     let mgf = der::algorithm(oid::MGF1, Some(&hash));
     der::seq(&[&der::tlv(tag::context_constructed(0), &hash), &der::tlv(tag::context_constructed(1), &mgf)])
+}
+
+fn hkdf_oid(h: HashAlg) -> Result<&'static [u8]> {
+    Ok(match h {
+        HashAlg::Sha256 => oid::X25519_HKDF_SHA256,
+        HashAlg::Sha384 => oid::X25519_HKDF_SHA384,
+        HashAlg::Sha512 => oid::X25519_HKDF_SHA512,
+        _ => return Err(Error::Usage("HKDF with SHA-1 or SHA-224 is not offered".into())),
+    })
 }
 
 fn ecdh_kdf_oid(h: HashAlg) -> Result<&'static [u8]> {
@@ -472,10 +496,7 @@ fn recipient_candidates(info: &Tlv<'_>, keys: &[&dyn PrivateKey], key_len: usize
                     }
                     *named_us |= !ignore_ids;
                     let Ok(z) = key.ecdh(&eph_public) else { continue };
-                    let kek = match kdf {
-                        Kdf::X963(h) => x963_kdf(h, &z, &sinfo, wrap.key_len()),
-                        Kdf::Hkdf(h) => hkdf(h, &z, &sinfo, wrap.key_len())?,
-                    };
+                    let kek = kdf.derive(&z, &sinfo, wrap.key_len())?;
                     if let Ok(cek) = wrap.unwrap(&kek, &wrapped) {
                         if cek.len() == key_len {
                             out.push(Candidate { key: cek, key_management: kdf.label(), cert_index: i });
@@ -499,6 +520,13 @@ enum Kdf {
 }
 
 impl Kdf {
+    fn derive(self, z: &[u8], shared_info: &[u8], len: usize) -> Result<Zeroizing<Vec<u8>>> {
+        match self {
+            Kdf::X963(h) => Ok(x963_kdf(h, z, shared_info, len)),
+            Kdf::Hkdf(h) => hkdf(h, z, shared_info, len),
+        }
+    }
+
     fn label(self) -> String {
         match self {
             Kdf::X963(h) => format!("ecdh-es-x963-{}", h.micalg()),
@@ -647,8 +675,8 @@ mod tests {
     use std::process::Command;
 
     fn openssl(dir: &std::path::Path, args: &[&str]) {
-        let st = Command::new("openssl").args(args).current_dir(dir).status().expect("openssl (Debian package openssl) must be installed");
-        assert!(st.success(), "openssl {args:?} failed");
+        let out = Command::new("openssl").args(args).current_dir(dir).output().expect("openssl (Debian package openssl) must be installed");
+        assert!(out.status.success(), "openssl {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
     }
 
     fn key_and_cert(dir: &std::path::Path, name: &str, keyopt: &[&str]) -> (SoftwareKey, Certificate) {
@@ -705,6 +733,7 @@ mod tests {
             &["-aes256", "-recip", "ec.pem", "-keyopt", "ecdh_kdf_md:sha256"],
             &["-aes256", "ec.pem"],
             &["-aes128", "ec384.pem"],
+            &["-aes192", "ec.pem"],
             &["-aes256", "-stream", "rsa.pem", "ec.pem"],
         ];
         for case in cases {
@@ -716,6 +745,25 @@ mod tests {
             let k: &dyn PrivateKey = if want_ec && !case.contains(&"rsa.pem") { if case.contains(&"ec384.pem") { &ec384 } else { &ec } } else { &rsa };
             let got = decrypt(&der, &[k]).unwrap_or_else(|e| panic!("{case:?}: {e}"));
             assert_eq!(got.content, b"from openssl\r\n", "{case:?}");
+        }
+    }
+
+    #[test]
+    fn x25519_roundtrip() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        openssl(d, &["req", "-x509", "-new", "-nodes", "-newkey", "ed25519", "-keyout", "ca.key", "-out", "ca.pem", "-subj", "/CN=ca", "-days", "3"]);
+        openssl(d, &["genpkey", "-algorithm", "X25519", "-out", "x.key"]);
+        openssl(d, &["pkey", "-in", "x.key", "-pubout", "-out", "x.pub"]);
+        openssl(d, &["req", "-new", "-key", "ca.key", "-subj", "/CN=x", "-out", "x.csr"]);
+        openssl(d, &["x509", "-req", "-in", "x.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-force_pubkey", "x.pub", "-out", "x.pem", "-days", "3"]);
+        let key = SoftwareKey::from_key_and_cert(&std::fs::read(d.join("x.key")).unwrap(), &std::fs::read(d.join("x.pem")).unwrap()).unwrap();
+        let cert = key.certificate().clone();
+        for cipher in [CipherChoice::Aes128Cbc, CipherChoice::Aes256Gcm] {
+            let der = encrypt(b"x25519", &[Recipient::new(cert.clone()).unwrap()], cipher).unwrap();
+            let got = decrypt(&der, &[&key]).unwrap();
+            assert_eq!(got.content, b"x25519");
+            assert_eq!(got.report.key_management, "x25519-hkdf-sha-256");
         }
     }
 

@@ -1,13 +1,28 @@
-//! `cargo xtask bench`: not written yet (the lead owns it).
+//! `cargo xtask bench`: benchmarks that print ratios against references measured in the same run.
+
+use std::process::Command;
 
 /// Arguments of `cargo xtask bench`.
 #[derive(clap::Args)]
 pub struct Args {
-    /// What to benchmark (e.g. `smime`).
+    /// What to benchmark: `smime` (the S/MIME engine against `openssl speed`).
+    #[arg(default_value = "smime")]
     pub what: Vec<String>,
 }
 
-/// Runs the benchmarks.
-pub fn run(_args: Args) -> anyhow::Result<()> {
-    anyhow::bail!("cargo xtask bench: not yet")
+/// Runs the benchmarks. Each is a release-built `cargo bench` target with its own harness,
+/// so the numbers come from optimised code; the targets measure their references themselves.
+pub fn run(args: Args) -> anyhow::Result<()> {
+    for what in &args.what {
+        match what.as_str() {
+            "smime" => {
+                let status = Command::new(env!("CARGO"))
+                    .args(["bench", "--package", "sealgate-smime", "--bench", "smime"])
+                    .status()?;
+                anyhow::ensure!(status.success(), "the smime benchmark failed");
+            }
+            other => anyhow::bail!("unknown benchmark {other:?} (known: smime)"),
+        }
+    }
+    Ok(())
 }

@@ -18,8 +18,8 @@
 
 use std::fmt;
 
-use crate::pcr::{PcrSelection, TPM_ALG_SHA256};
 use crate::TpmError;
+use crate::pcr::{PcrSelection, TPM_ALG_SHA256};
 
 const MAGIC: &[u8; 8] = b"SGTPMSB\0";
 const VERSION: u8 = 1;
@@ -163,7 +163,9 @@ impl<'a> Reader<'a> {
         let len = u32::from_be_bytes(self.array::<4>()?);
         let len = usize::try_from(len).map_err(|_| bad("area length overflows"))?;
         if len == 0 || len > MAX_AREA {
-            return Err(bad(&format!("area length {len} out of range 1..={MAX_AREA}")));
+            return Err(bad(&format!(
+                "area length {len} out of range 1..={MAX_AREA}"
+            )));
         }
         self.take(len)
     }
@@ -193,14 +195,20 @@ mod tests {
     fn refuses_damage() {
         let bytes = sample().to_bytes();
         for cut in 0..bytes.len() {
-            assert!(SealedBlob::from_bytes(&bytes[..cut]).is_err(), "cut at {cut}");
+            assert!(
+                SealedBlob::from_bytes(&bytes[..cut]).is_err(),
+                "cut at {cut}"
+            );
         }
         let mut long = bytes.clone();
         long.push(0);
         assert!(SealedBlob::from_bytes(&long).is_err());
         let mut v2 = bytes.clone();
         v2[8] = 2;
-        assert!(matches!(SealedBlob::from_bytes(&v2), Err(TpmError::BadBlob(_))));
+        assert!(matches!(
+            SealedBlob::from_bytes(&v2),
+            Err(TpmError::BadBlob(_))
+        ));
         let mut unsorted = bytes;
         unsorted.swap(13, 14);
         assert!(SealedBlob::from_bytes(&unsorted).is_err());

@@ -159,7 +159,10 @@ mod tests {
         assert!(is_transient(0x922));
         assert!(is_transient(0x90A));
         assert!(is_transient(0x908));
-        assert!(!is_transient(0x0007_0922), "ESYS-layer code is not the TPM's RC_RETRY");
+        assert!(
+            !is_transient(0x0007_0922),
+            "ESYS-layer code is not the TPM's RC_RETRY"
+        );
         // TPM_RC_POLICY_FAIL for session 1: RC_FMT1 | RC_S | RC_1 | 0x1D = 0x99D.
         assert!(is_fmt1(0x99D, FMT1_POLICY_FAIL));
         assert!(!is_fmt1(0x99D, FMT1_BAD_AUTH));

@@ -205,7 +205,10 @@ mod tests {
         let s: PcrSelection = "sha256:7, 0,2".parse().expect("parse");
         assert_eq!(s.indices(), vec![0, 2, 7]);
         assert_eq!(s.to_string(), "sha256:0,2,7");
-        assert_eq!("7".parse::<PcrSelection>().expect("parse"), PcrSelection::default());
+        assert_eq!(
+            "7".parse::<PcrSelection>().expect("parse"),
+            PcrSelection::default()
+        );
         assert!("24".parse::<PcrSelection>().is_err());
         assert!("".parse::<PcrSelection>().is_err());
         assert!("7,7".parse::<PcrSelection>().is_err());

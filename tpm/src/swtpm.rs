@@ -149,7 +149,10 @@ impl Swtpm {
                 let _ = child.wait();
                 return Err(io::Error::new(
                     io::ErrorKind::TimedOut,
-                    format!("swtpm did not accept on {} within {START_TIMEOUT:?}", sock.display()),
+                    format!(
+                        "swtpm did not accept on {} within {START_TIMEOUT:?}",
+                        sock.display()
+                    ),
                 ));
             }
             sleep(Duration::from_millis(5));

@@ -105,7 +105,10 @@ mod tests {
             parse("device:/dev/tpmrm0").expect("device"),
             Tcti::Device("/dev/tpmrm0".into())
         );
-        assert_eq!(parse("device").expect("device"), Tcti::Device("/dev/tpmrm0".into()));
+        assert_eq!(
+            parse("device").expect("device"),
+            Tcti::Device("/dev/tpmrm0".into())
+        );
         assert_eq!(
             parse("swtpm:path=/tmp/x/sock").expect("unix"),
             Tcti::SwtpmUnix("/tmp/x/sock".into())

@@ -15,21 +15,21 @@ use tss_esapi::interface_types::ecc::EccCurve;
 use tss_esapi::interface_types::resource_handles::Hierarchy;
 use tss_esapi::interface_types::session_handles::{AuthSession, PolicySession};
 use tss_esapi::structures::{
-    CapabilityData, Digest, DigestValues, EccParameter, EccPoint, KeyedHashScheme,
-    PcrSelectionList, PcrSelectionListBuilder, PcrSelectSize, PcrSlot, Private, Public,
-    PublicBuilder, PublicEccParametersBuilder, PublicKeyedHashParameters, SensitiveData,
-    SymmetricDefinition, SymmetricDefinitionObject,
+    CapabilityData, Digest, DigestValues, EccParameter, EccPoint, KeyedHashScheme, PcrSelectSize,
+    PcrSelectionList, PcrSelectionListBuilder, PcrSlot, Private, Public, PublicBuilder,
+    PublicEccParametersBuilder, PublicKeyedHashParameters, SensitiveData, SymmetricDefinition,
+    SymmetricDefinitionObject,
 };
 use tss_esapi::tcti_ldr::{DeviceConfig, TctiNameConf};
 use tss_esapi::traits::{Marshall, UnMarshall};
 use zeroize::Zeroizing;
 
+use crate::TpmError;
 use crate::blob::SealedBlob;
-use crate::error::{rc, raw_rc, tpm_err};
+use crate::error::{raw_rc, rc, tpm_err};
 use crate::pcr::{PcrSelection, policy_pcr_digest};
 use crate::relay::Relay;
 use crate::tcti::{self, Tcti};
-use crate::TpmError;
 
 /// How often a command answered with TPM_RC_RETRY / YIELDED / TESTING is sent again (ESYS
 /// itself already resubmits a few times without waiting; these attempts wait 5 ms doubling up
@@ -47,6 +47,8 @@ const UNSEAL_ATTEMPTS: u32 = 3;
 /// cleared; no persistent handle is used.
 ///
 /// One `Tpm` issues one command at a time (`&mut self`); keep it behind a mutex to share it.
+/// Without a resource manager (swtpm; `/dev/tpm0` instead of `/dev/tpmrm0`) the TPM has only
+/// about three transient object slots: keep one `Tpm` per TPM at a time there.
 pub struct Tpm {
     // Field order matters: the ESYS context is dropped before the relay it talks through.
     ctx: Context,
@@ -57,7 +59,9 @@ pub struct Tpm {
 
 impl fmt::Debug for Tpm {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Tpm").field("tcti", &self.tcti).finish_non_exhaustive()
+        f.debug_struct("Tpm")
+            .field("tcti", &self.tcti)
+            .finish_non_exhaustive()
     }
 }
 
@@ -101,7 +105,10 @@ impl Tpm {
             Tcti::SwtpmUnix(sock) => {
                 // Probe first: a missing socket is the common mistake and deserves a clear error.
                 UnixStream::connect(&sock).map_err(|e| {
-                    unreachable(format!("cannot connect to swtpm socket {}: {e}", sock.display()))
+                    unreachable(format!(
+                        "cannot connect to swtpm socket {}: {e}",
+                        sock.display()
+                    ))
                 })?;
                 let relay = Relay::start(&sock)
                     .map_err(|e| unreachable(format!("cannot start the loopback relay: {e}")))?;
@@ -133,7 +140,9 @@ impl Tpm {
 
     /// Seals `secret` so that only this TPM can unseal it, and only while the PCRs in `pcrs`
     /// hold the values they hold now. The sealed object has `noDA` and no password: its only
-    /// authorization is the PolicyPCR policy.
+    /// authorization is the PolicyPCR policy. The policy is the TPM's own trial-session digest
+    /// of the current values; a PCR extended between that and the creation would leave a blob
+    /// that does not open, so callers should unseal once before they rely on a new blob.
     pub fn seal(&mut self, secret: &[u8; 32], pcrs: &PcrSelection) -> Result<SealedBlob, TpmError> {
         let policy = self.trial_policy_digest(pcrs)?;
         self.seal_with_policy(secret, pcrs, policy)
@@ -192,14 +201,18 @@ impl Tpm {
     }
 
     /// Reads the current values of the selected PCRs, ascending by index.
-    pub fn read_pcrs(&mut self, selection: &PcrSelection) -> Result<Vec<(u32, [u8; 32])>, TpmError> {
+    pub fn read_pcrs(
+        &mut self,
+        selection: &PcrSelection,
+    ) -> Result<Vec<(u32, [u8; 32])>, TpmError> {
         let mut wanted = selection.indices();
         let mut out = Vec::with_capacity(wanted.len());
         // TPM2_PCR_Read returns at most 8 digests per call: ask again for the rest.
         while !wanted.is_empty() {
             let list = pcr_selection_list(&PcrSelection::sha256(&wanted)?)?;
-            let (_counter, read_sel, digests) = self
-                .with_retry("read PCRs", |ctx| ctx.execute_without_session(|c| c.pcr_read(list.clone())))?;
+            let (_counter, read_sel, digests) = self.with_retry("read PCRs", |ctx| {
+                ctx.execute_without_session(|c| c.pcr_read(list.clone()))
+            })?;
             let read: Vec<u32> = read_sel
                 .get_selections()
                 .iter()
@@ -294,16 +307,24 @@ impl Tpm {
         let key = self
             .with_retry("create test key", |ctx| {
                 ctx.execute_with_session(Some(AuthSession::Password), |c| {
-                    c.create_primary(Hierarchy::Owner, template.clone(), Some(right.clone()), None, None, None)
+                    c.create_primary(
+                        Hierarchy::Owner,
+                        template.clone(),
+                        Some(right.clone()),
+                        None,
+                        None,
+                        None,
+                    )
                 })
             })?
             .key_handle;
         let sealed = sealed_object_template(&[0u8; 32]).map_err(tpm_err("template"))?;
         let data = SensitiveData::try_from(vec![0u8; 4]).map_err(tpm_err("data"))?;
         let result = self.ctx.tr_set_auth(key.into(), wrong).and_then(|()| {
-            self.ctx.execute_with_session(Some(AuthSession::Password), |c| {
-                c.create(key, sealed, None, Some(data), None, None)
-            })
+            self.ctx
+                .execute_with_session(Some(AuthSession::Password), |c| {
+                    c.create(key, sealed, None, Some(data), None, None)
+                })
         });
         let _ = self.ctx.flush_context(key.into());
         Ok(match result.map_err(|e| raw_rc(&e)) {
@@ -323,12 +344,14 @@ impl Tpm {
                 self.with_retry("startup", |ctx| ctx.startup(StartupType::Clear))?;
                 self.probe()
             }
-            Err(TpmError::Tpm { code: Some(c), detail, .. }) if !rc::is_tpm_layer(c) => {
-                Err(TpmError::Unreachable {
-                    tcti: self.tcti.clone(),
-                    reason: format!("{detail} (TSS2_RC {c:#x})"),
-                })
-            }
+            Err(TpmError::Tpm {
+                code: Some(c),
+                detail,
+                ..
+            }) if !rc::is_tpm_layer(c) => Err(TpmError::Unreachable {
+                tcti: self.tcti.clone(),
+                reason: format!("{detail} (TSS2_RC {c:#x})"),
+            }),
             other => other,
         }
     }
@@ -451,7 +474,8 @@ impl Tpm {
         policy: [u8; 32],
     ) -> Result<SealedBlob, TpmError> {
         let srk = self.srk()?;
-        let template = sealed_object_template(&policy).map_err(tpm_err("sealed object template"))?;
+        let template =
+            sealed_object_template(&policy).map_err(tpm_err("sealed object template"))?;
         let data = SensitiveData::try_from(secret.to_vec()).map_err(tpm_err("sealed data"))?;
         // Salted HMAC session with `decrypt`: the secret crosses the bus encrypted.
         let session = self.start_session(SessionType::Hmac, Some(srk), true, false)?;
@@ -462,7 +486,10 @@ impl Tpm {
         });
         self.flush_session(session);
         let created = created?;
-        let public = created.out_public.marshall().map_err(tpm_err("marshal public area"))?;
+        let public = created
+            .out_public
+            .marshall()
+            .map_err(tpm_err("marshal public area"))?;
         Ok(SealedBlob {
             pcrs: pcrs.clone(),
             policy_digest: policy,
@@ -471,20 +498,25 @@ impl Tpm {
         })
     }
 
-    fn load(&mut self, srk: KeyHandle, private: &Private, public: &Public) -> Result<KeyHandle, TpmError> {
+    fn load(
+        &mut self,
+        srk: KeyHandle,
+        private: &Private,
+        public: &Public,
+    ) -> Result<KeyHandle, TpmError> {
         self.with_retry("load sealed object", |ctx| {
             ctx.execute_with_session(Some(AuthSession::Password), |c| {
                 c.load(srk, private.clone(), public.clone())
             })
         })
         .map_err(|e| match e {
-            TpmError::Tpm { code: Some(c), detail, .. }
-                if rc::is_tpm_layer(c) && c & 0x80 != 0 =>
-            {
-                TpmError::ForeignBlob {
-                    detail: format!("{detail} (TSS2_RC {c:#x})"),
-                }
-            }
+            TpmError::Tpm {
+                code: Some(c),
+                detail,
+                ..
+            } if rc::is_tpm_layer(c) && c & 0x80 != 0 => TpmError::ForeignBlob {
+                detail: format!("{detail} (TSS2_RC {c:#x})"),
+            },
             other => other,
         })
     }
@@ -665,7 +697,11 @@ mod tests {
     fn slot_indices() {
         let sel = PcrSelection::sha256(&[0, 7, 23]).expect("sel");
         let list = pcr_selection_list(&sel).expect("list");
-        let idx: Vec<u32> = list.get_selections()[0].selected().into_iter().map(slot_index).collect();
+        let idx: Vec<u32> = list.get_selections()[0]
+            .selected()
+            .into_iter()
+            .map(slot_index)
+            .collect();
         assert_eq!(idx, vec![0, 7, 23]);
     }
 }

@@ -59,15 +59,21 @@ pub fn validate_signer(leaf: &Certificate, params: &ChainParams<'_>) -> ChainVer
     let mut path = vec![leaf.subject_text()];
 
     // Our own checks on the leaf, whatever webpki says.
-    if let Some(ku) = leaf.key_usage {
-        if ku & (key_usage::DIGITAL_SIGNATURE | key_usage::NON_REPUDIATION) == 0 {
-            reasons.push("key usage of the signer certificate does not allow signing".to_string());
-        }
+    if let Some(ku) = leaf.key_usage
+        && ku & (key_usage::DIGITAL_SIGNATURE | key_usage::NON_REPUDIATION) == 0
+    {
+        reasons.push("key usage of the signer certificate does not allow signing".to_string());
     }
-    if let Some(from) = params.from {
-        if !leaf.has_email(from) {
-            reasons.push(format!("signer certificate is not for {}", from.trim()));
-        }
+    if let Some(from) = params.from
+        && !leaf.has_email(from)
+    {
+        reasons.push(format!("signer certificate is not for {}", from.trim()));
+    }
+
+    // webpki's required EKU would apply to intermediates too (most CAs carry none), so it
+    // checks "if present" along the path and we require emailProtection on the leaf here.
+    if !eku_allows_email(leaf) {
+        reasons.push("not valid for email protection".to_string());
     }
 
     if params.anchors.is_empty() {
@@ -78,9 +84,6 @@ pub fn validate_signer(leaf: &Certificate, params: &ChainParams<'_>) -> ChainVer
     if params.anchors.iter().any(|a| a.der() == leaf.der()) {
         // Pinned: the signer's own certificate is trusted. Check what webpki would have.
         check_validity(leaf, params.time, &mut reasons);
-        if !eku_allows_email(leaf) {
-            reasons.push("not valid for email protection".to_string());
-        }
         path.push("(pinned)".to_string());
         return ChainVerdict { valid: reasons.is_empty(), path, reasons };
     }
@@ -159,7 +162,7 @@ fn run_webpki(leaf: &Certificate, params: &ChainParams<'_>, path: &mut Vec<Strin
         &anchors,
         &intermediates,
         unix(params.time),
-        KeyUsage::required(oid::KP_EMAIL_PROTECTION),
+        KeyUsage::required_if_present(oid::KP_EMAIL_PROTECTION),
         revocation,
         None,
     );
@@ -192,6 +195,7 @@ fn run_webpki(leaf: &Certificate, params: &ChainParams<'_>, path: &mut Vec<Strin
 }
 
 /// A readable reason for a webpki error.
+#[allow(deprecated)] // match the old unit variants too, whichever webpki returns.
 fn describe(e: &webpki::Error, leaf: &Certificate) -> String {
     use webpki::Error as E;
     match e {

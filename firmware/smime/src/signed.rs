@@ -381,10 +381,10 @@ pub fn certificates(cms: &[u8]) -> Result<Vec<Certificate>> {
     let mut out: Vec<Certificate> = Vec::new();
     for si in &p.signer_infos {
         let Ok(info) = parse_signer_info(si) else { continue };
-        if let Some(c) = find_cert(&info.sid, &[&p.certificates]) {
-            if !out.contains(c) {
-                out.push(c.clone());
-            }
+        if let Some(c) = find_cert(&info.sid, &[&p.certificates])
+            && !out.contains(c)
+        {
+            out.push(c.clone());
         }
     }
     Ok(out)
@@ -393,6 +393,61 @@ pub fn certificates(cms: &[u8]) -> Result<Vec<Certificate>> {
 /// Every certificate carried in a SignedData (signers, intermediates, others).
 pub fn all_certificates(cms: &[u8]) -> Result<Vec<Certificate>> {
     Ok(parse(cms)?.certificates)
+}
+
+/// A SignedData described without verifying it (for `inspect`).
+#[derive(Debug, Clone, Serialize)]
+pub struct SignedInfo {
+    /// The encapsulated content type.
+    pub content_type: String,
+    /// True if the content is not inside (detached signature).
+    pub detached: bool,
+    /// One entry per SignerInfo.
+    pub signers: Vec<SignerSummary>,
+    /// Subjects of the certificates carried.
+    pub certificates: Vec<String>,
+}
+
+/// One SignerInfo, summarised.
+#[derive(Debug, Clone, Serialize)]
+pub struct SignerSummary {
+    /// The signer: its certificate's subject if carried, else the identifier as written.
+    pub signer: String,
+    /// The digest algorithm.
+    pub digest: String,
+    /// The signature algorithm (OID name).
+    pub algorithm: String,
+    /// The signingTime attribute, RFC 3339.
+    pub signing_time: Option<String>,
+}
+
+/// Describes a SignedData without verifying anything.
+pub fn info(cms: &[u8]) -> Result<SignedInfo> {
+    let p = parse(cms)?;
+    let mut signers = Vec::new();
+    for si in &p.signer_infos {
+        let info = parse_signer_info(si)?;
+        let oid_of = |t: &Tlv<'_>| t.reader().read(tag::OID, "algorithm").map(|o| oid::name(o.value)).unwrap_or_default();
+        let signing_time = info
+            .signed_attrs
+            .as_ref()
+            .and_then(|a| read_attrs(a).ok())
+            .and_then(|a| a.signing_time)
+            .map(rfc3339);
+        signers.push(SignerSummary {
+            signer: find_cert(&info.sid, &[&p.certificates])
+                .map_or_else(|| sid_text(&info.sid), Certificate::subject_text),
+            digest: oid_of(&info.digest_alg),
+            algorithm: oid_of(&info.sig_alg),
+            signing_time,
+        });
+    }
+    Ok(SignedInfo {
+        content_type: oid::name(p.content_type),
+        detached: p.econtent.is_none(),
+        signers,
+        certificates: p.certificates.iter().map(Certificate::subject_text).collect(),
+    })
 }
 
 /// What the signed attributes say.
@@ -514,10 +569,10 @@ fn verify_signer(si: &Tlv<'_>, p: &Parsed<'_>, content: &[u8], opts: &VerifyOpti
     v.signer = Some(cert.subject_text());
     v.serial = Some(hex(&cert.serial));
     v.emails = cert.emails.clone();
-    if let KeyKind::Rsa { bits } = cert.key_kind {
-        if bits < 2048 {
-            v.weak.push(format!("rsa-{bits}"));
-        }
+    if let KeyKind::Rsa { bits } = cert.key_kind
+        && bits < 2048
+    {
+        v.weak.push(format!("rsa-{bits}"));
     }
     if let Some(from) = &opts.from {
         v.from_matches = Some(cert.has_email(from));
@@ -538,10 +593,10 @@ fn verify_signer(si: &Tlv<'_>, p: &Parsed<'_>, content: &[u8], opts: &VerifyOpti
                 from: opts.from.as_deref(),
             },
         ));
-    } else if v.from_matches == Some(false) {
-        if let Some(from) = &opts.from {
-            v.reasons.push(format!("signer certificate is not for {}", from.trim()));
-        }
+    } else if v.from_matches == Some(false)
+        && let Some(from) = &opts.from
+    {
+        v.reasons.push(format!("signer certificate is not for {}", from.trim()));
     }
     v
 }
@@ -807,10 +862,8 @@ impl PssParams {
                         Err(_) => HashAlg::Sha1,
                     };
                 }
-                t if t == tag::context_constructed(3) => {
-                    if inner()?.small_uint()? != 1 {
-                        return Err(crate::error::unsupported("PSS trailer field other than 1"));
-                    }
+                t if t == tag::context_constructed(3) && inner()?.small_uint()? != 1 => {
+                    return Err(crate::error::unsupported("PSS trailer field other than 1"));
                 }
                 _ => {} // saltLength: any accepted, the salt is found from the encoding.
             }

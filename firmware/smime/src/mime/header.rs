@@ -355,6 +355,14 @@ pub fn decode_rfc2047(s: &str) -> Cow<'_, str> {
 
 /// Parses one encoded word at the start of `s`: (decoded text, bytes used).
 fn parse_encoded_word(s: &str) -> Option<(String, usize)> {
+    // RFC 2047 limits an encoded word to 75 characters; looking further than a few hundred
+    // bytes would make many unterminated "=?" quadratic.
+    let limit = s
+        .char_indices()
+        .map(|(i, _)| i)
+        .find(|&i| i > 1024)
+        .unwrap_or(s.len());
+    let s = s.get(..limit)?;
     let body = s.strip_prefix("=?")?;
     let q1 = body.find('?')?;
     let charset = body.get(..q1)?;

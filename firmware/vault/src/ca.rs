@@ -1,0 +1,475 @@
+//! The box's own CA: an organisation root that issues S/MIME certificates to users,
+//! revokes them and signs CRLs. Its private key is stored like users' keys (AES-256-GCM
+//! under the vault key).
+
+use rcgen::{
+    BasicConstraints, CertificateParams, CertificateRevocationListParams, CustomExtension, DistinguishedName, DnType,
+    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose, RevokedCertParams, RsaKeySize, SanType,
+    SerialNumber,
+};
+use redb::{ReadableTable, ReadableTableMetadata};
+use sealgate_smime::cert::{Certificate, hex};
+use serde::{Deserialize, Serialize};
+use time::{Duration, OffsetDateTime};
+use zeroize::Zeroizing;
+
+use crate::audit;
+use crate::cipher::{self, VaultSecret};
+use crate::error::{Result, VaultError};
+use crate::record::{KeyRecord, Purpose, b64, now, rfc3339};
+use crate::store::{AUDIT, CA, KEYS, META, REVOKED, Vault, normalise, read_keys};
+
+const CA_KEY_AAD: &[u8] = b"sealgate ca key";
+/// smimeCapabilities (RFC 8551 §2.5.2).
+const SMIME_CAPABILITIES: &[u64] = &[1, 2, 840, 113549, 1, 9, 15];
+/// Root validity: ten years.
+const ROOT_VALIDITY_DAYS: i64 = 3653;
+
+/// Key type for keys the CA makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyAlgorithm {
+    /// RSA 3072 bits (the default: every S/MIME client reads it).
+    Rsa3072,
+    /// ECDSA / ECDH on P-256.
+    P256,
+}
+
+impl std::str::FromStr for KeyAlgorithm {
+    type Err = VaultError;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "rsa3072" | "rsa-3072" | "rsa" => Ok(KeyAlgorithm::Rsa3072),
+            "p256" | "p-256" | "ec" | "ecdsa-p256" => Ok(KeyAlgorithm::P256),
+            other => Err(VaultError::Usage(format!("unknown key algorithm {other:?} (use rsa3072 or p256)"))),
+        }
+    }
+}
+
+/// How the CA issues; stored in the vault, set at `ca init`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CaSettings {
+    /// Key type of issued keys (and of the root).
+    pub key_algorithm: KeyAlgorithm,
+    /// Separate signing and encryption keys instead of one dual-use key.
+    pub separate_keys: bool,
+    /// Validity of issued certificates, in days.
+    pub validity_days: u32,
+    /// Put an S/MIME capabilities extension (AES-256-CBC, AES-128-CBC) in issued certificates.
+    pub smime_capabilities: bool,
+    /// The organisation's own mail domains (auto-enrolment issues only for these).
+    pub org_domains: Vec<String>,
+    /// Issue a key when mail for a user of an own domain with no key must be handled.
+    pub auto_enrol: bool,
+    /// How long a CRL is valid (its nextUpdate), in days.
+    pub crl_validity_days: u32,
+}
+
+impl Default for CaSettings {
+    fn default() -> Self {
+        CaSettings {
+            key_algorithm: KeyAlgorithm::Rsa3072,
+            separate_keys: false,
+            validity_days: 730,
+            smime_capabilities: true,
+            org_domains: Vec::new(),
+            auto_enrol: true,
+            crl_validity_days: 7,
+        }
+    }
+}
+
+/// What `ca init` made.
+#[derive(Debug, Clone, Serialize)]
+pub struct CaInfo {
+    /// The CA's subject.
+    pub subject: String,
+    /// Serial (hex).
+    pub serial: String,
+    /// Validity end.
+    pub not_after: String,
+    /// SHA-256 of the certificate DER.
+    pub sha256_fingerprint: String,
+}
+
+#[derive(Serialize, Deserialize)]
+pub(crate) struct CaRecord {
+    name: String,
+    #[serde(with = "b64")]
+    cert: Vec<u8>,
+    #[serde(with = "b64")]
+    encrypted_key: Vec<u8>,
+    created: i64,
+}
+
+impl CaRecord {
+    pub(crate) fn certificate(&self) -> Result<Certificate> {
+        Certificate::from_der(&self.cert).map_err(|e| VaultError::Corrupt(format!("CA certificate: {e}")))
+    }
+
+    pub(crate) fn signing_key(&self, key: &VaultSecret) -> Result<KeyPair> {
+        let pkcs8 = cipher::open(key.bytes(), CA_KEY_AAD, &self.encrypted_key)
+            .ok_or_else(|| VaultError::Corrupt("the CA key does not decrypt".into()))?;
+        KeyPair::try_from(pkcs8.as_slice()).map_err(|e| VaultError::Corrupt(format!("the CA key: {e}")))
+    }
+
+    fn issuer(&self, key: KeyPair) -> Issuer<'static, KeyPair> {
+        Issuer::new(root_params(&self.name, None), key)
+    }
+}
+
+pub(crate) fn read_ca(txn: &redb::ReadTransaction) -> Result<Option<CaRecord>> {
+    let t = txn.open_table(CA)?;
+    match t.get("root")? {
+        Some(v) => Ok(Some(serde_json::from_slice(v.value())?)),
+        None => Ok(None),
+    }
+}
+
+fn root_params(name: &str, validity: Option<(OffsetDateTime, OffsetDateTime, SerialNumber)>) -> CertificateParams {
+    let mut p = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, name);
+    p.distinguished_name = dn;
+    p.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    p.key_identifier_method = KeyIdMethod::Sha256;
+    if let Some((nb, na, serial)) = validity {
+        p.not_before = nb;
+        p.not_after = na;
+        p.serial_number = Some(serial);
+    }
+    p
+}
+
+fn generate(alg: KeyAlgorithm) -> Result<KeyPair> {
+    Ok(match alg {
+        KeyAlgorithm::Rsa3072 => KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, RsaKeySize::_3072)?,
+        KeyAlgorithm::P256 => KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?,
+    })
+}
+
+fn random_serial() -> Result<SerialNumber> {
+    let mut b = [0u8; 16];
+    cipher::random(&mut b)?;
+    // Positive, and no leading zero byte: the DER INTEGER is these 16 bytes.
+    b[0] = (b[0] & 0x7f) | 0x40;
+    Ok(SerialNumber::from_slice(&b))
+}
+
+fn der_seq(children: &[&[u8]]) -> Vec<u8> {
+    sealgate_smime::asn1::der::seq(children)
+}
+
+fn smime_capabilities() -> CustomExtension {
+    use sealgate_smime::asn1::der;
+    const AES256_CBC: &[u8] = &[0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x01, 0x2a];
+    const AES128_CBC: &[u8] = &[0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x01, 0x02];
+    let caps = der_seq(&[&der_seq(&[&der::oid(AES256_CBC)]), &der_seq(&[&der::oid(AES128_CBC)])]);
+    CustomExtension::from_oid_content(SMIME_CAPABILITIES, caps)
+}
+
+fn parse_hex(s: &str) -> Result<Vec<u8>> {
+    let s: String = s.chars().filter(|c| *c != ':').collect::<String>().to_ascii_lowercase();
+    let s = s.strip_prefix("0x").unwrap_or(&s);
+    if s.is_empty() || s.len() % 2 == 1 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(VaultError::Usage(format!("{s:?} is not a hex serial number")));
+    }
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).map_err(|_| VaultError::Usage("bad hex".into()))).collect()
+}
+
+impl Vault {
+    /// The CA settings (defaults if never set).
+    pub fn ca_settings(&self) -> Result<CaSettings> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(META)?;
+        match t.get("ca_settings")? {
+            Some(v) => Ok(serde_json::from_slice(v.value())?),
+            None => Ok(CaSettings::default()),
+        }
+    }
+
+    /// Replaces the CA settings. Audited.
+    pub fn set_ca_settings(&self, settings: &CaSettings) -> Result<()> {
+        if settings.validity_days == 0 || settings.crl_validity_days == 0 {
+            return Err(VaultError::Usage("validity must be at least one day".into()));
+        }
+        let json = serde_json::to_vec(settings)?;
+        self.audited(
+            |txn| {
+                txn.open_table(META)?.insert("ca_settings", json.as_slice())?;
+                Ok(())
+            },
+            "ca.settings",
+            "ca",
+            &String::from_utf8_lossy(&json),
+        )
+    }
+
+    /// Creates the organisation root CA named `name` with `settings`. Fails if a CA exists.
+    pub fn ca_init(&self, name: &str, settings: &CaSettings) -> Result<CaInfo> {
+        if name.trim().is_empty() {
+            return Err(VaultError::Usage("the CA needs a name".into()));
+        }
+        if read_ca(&self.db.begin_read()?)?.is_some() {
+            return Err(VaultError::CaExists);
+        }
+        let key = generate(settings.key_algorithm)?;
+        let nb = OffsetDateTime::now_utc() - Duration::minutes(5);
+        let params = root_params(name, Some((nb, nb + Duration::days(ROOT_VALIDITY_DAYS), random_serial()?)));
+        let cert = params.self_signed(&key)?;
+        let pkcs8 = Zeroizing::new(key.serialize_der());
+        let rec = CaRecord {
+            name: name.to_string(),
+            cert: cert.der().to_vec(),
+            encrypted_key: cipher::seal(self.key.bytes(), CA_KEY_AAD, &pkcs8)?,
+            created: now(),
+        };
+        let c = rec.certificate()?;
+        let info = CaInfo {
+            subject: c.subject_text(),
+            serial: hex(&c.serial),
+            not_after: rfc3339(c.not_after),
+            sha256_fingerprint: cipher::hex(&cipher::sha256(&[c.der()])),
+        };
+        let json = serde_json::to_vec(&rec)?;
+        let settings_json = serde_json::to_vec(settings)?;
+        self.audited(
+            |txn| {
+                let mut t = txn.open_table(CA)?;
+                if t.get("root")?.is_some() {
+                    return Err(VaultError::CaExists);
+                }
+                t.insert("root", json.as_slice())?;
+                txn.open_table(META)?.insert("ca_settings", settings_json.as_slice())?;
+                Ok(())
+            },
+            "ca.init",
+            name,
+            &format!("serial={} sha256={} settings={}", info.serial, info.sha256_fingerprint, String::from_utf8_lossy(&settings_json)),
+        )?;
+        Ok(info)
+    }
+
+    /// The CA's certificate.
+    pub fn ca_certificate(&self) -> Result<Certificate> {
+        read_ca(&self.db.begin_read()?)?.ok_or(VaultError::NoCa)?.certificate()
+    }
+
+    /// Issues a key and certificate for `email` (two when the settings ask for separate
+    /// signing and encryption keys) and stores them. The user's earlier active keys are
+    /// retired: kept to decrypt old mail, no longer used to sign or offered to senders.
+    /// Returns the new certificates.
+    pub fn ca_issue(&self, email: &str) -> Result<Vec<Certificate>> {
+        let email = normalise(email)?;
+        let settings = self.ca_settings()?;
+        let ca = read_ca(&self.db.begin_read()?)?.ok_or(VaultError::NoCa)?;
+        let ca_cert = ca.certificate()?;
+        let issuer = ca.issuer(ca.signing_key(&self.key)?);
+        let purposes: &[Purpose] = if settings.separate_keys { &[Purpose::Encryption, Purpose::Signing] } else { &[Purpose::Dual] };
+        let mut made = Vec::new();
+        for &purpose in purposes {
+            let key = generate(settings.key_algorithm)?;
+            let rsa = settings.key_algorithm == KeyAlgorithm::Rsa3072;
+            let mut p = CertificateParams::default();
+            let mut dn = DistinguishedName::new();
+            dn.push(DnType::CommonName, email.as_str());
+            p.distinguished_name = dn;
+            p.subject_alt_names = vec![SanType::Rfc822Name(email.as_str().try_into()?)];
+            p.extended_key_usages = vec![ExtendedKeyUsagePurpose::EmailProtection];
+            let encipher = if rsa { KeyUsagePurpose::KeyEncipherment } else { KeyUsagePurpose::KeyAgreement };
+            p.key_usages = match purpose {
+                Purpose::Dual => vec![KeyUsagePurpose::DigitalSignature, encipher],
+                Purpose::Signing => vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::ContentCommitment],
+                Purpose::Encryption => vec![encipher],
+            };
+            let nb = OffsetDateTime::now_utc() - Duration::minutes(5);
+            p.not_before = nb;
+            p.not_after = nb + Duration::days(i64::from(settings.validity_days));
+            p.serial_number = Some(random_serial()?);
+            p.use_authority_key_identifier_extension = true;
+            p.key_identifier_method = KeyIdMethod::Sha256;
+            if settings.smime_capabilities {
+                p.custom_extensions.push(smime_capabilities());
+            }
+            let cert = p.signed_by(&key, &issuer)?;
+            let pkcs8 = Zeroizing::new(key.serialize_der());
+            made.push((purpose, pkcs8, cert.der().to_vec()));
+        }
+        let ca_der = ca_cert.der().to_vec();
+        let txn = self.db.begin_write()?;
+        let mut out = Vec::new();
+        {
+            let mut keys = txn.open_table(KEYS)?;
+            let mut a = txn.open_table(AUDIT)?;
+            // Renewal: retire the active keys that the new ones replace.
+            let old: Vec<KeyRecord> = keys
+                .iter()?
+                .filter_map(|row| row.ok().and_then(|(_, v)| serde_json::from_slice::<KeyRecord>(v.value()).ok()))
+                .filter(|r| r.user == email && r.active())
+                .filter(|r| purposes.iter().any(|p| (p.signs() && r.purpose.signs()) || (p.decrypts() && r.purpose.decrypts())))
+                .collect();
+            let t = now();
+            for mut r in old {
+                r.retired = Some(t);
+                keys.insert(r.id, serde_json::to_vec(&r)?.as_slice())?;
+                audit::append(&mut a, &self.actor, "key.retire", &email, &format!("record={} (renewed)", r.id))?;
+            }
+            for (purpose, pkcs8, der) in &made {
+                let rec = self.insert_key(&mut keys, &email, *purpose, "ca", pkcs8, vec![der.clone(), ca_der.clone()])?;
+                let c = rec.certificate()?;
+                audit::append(
+                    &mut a,
+                    &self.actor,
+                    "ca.issue",
+                    &email,
+                    &format!(
+                        "record={} purpose={:?} serial={} key={} not_after={}",
+                        rec.id,
+                        purpose,
+                        hex(&c.serial),
+                        c.key_kind.label(),
+                        rfc3339(c.not_after)
+                    ),
+                )?;
+                out.push(c);
+            }
+        }
+        txn.commit()?;
+        Ok(out)
+    }
+
+    /// Makes sure `user` has a key: issues one when they have none, auto-enrolment is on and
+    /// their domain is one of the organisation's. Returns whether a key was issued.
+    pub fn ensure_key(&self, user: &str) -> Result<bool> {
+        let u = normalise(user)?;
+        if self.list(Some(&u))?.iter().any(|k| k.status == "active") {
+            return Ok(false);
+        }
+        let s = self.ca_settings()?;
+        let domain = u.rsplit_once('@').map(|(_, d)| d).unwrap_or_default();
+        if !s.auto_enrol {
+            return Err(VaultError::NoKey(format!("{u} has no key and auto-enrolment is off")));
+        }
+        if !s.org_domains.iter().any(|d| d.eq_ignore_ascii_case(domain)) {
+            return Err(VaultError::NoKey(format!("{u} has no key and {domain} is not one of the organisation's domains")));
+        }
+        self.ca_issue(&u)?;
+        Ok(true)
+    }
+
+    /// Revokes every certificate the CA issued to `email`. The keys stay for decryption.
+    /// Returns the revoked serials.
+    pub fn ca_revoke_user(&self, email: &str) -> Result<Vec<String>> {
+        let e = normalise(email)?;
+        self.revoke_where(|r| r.user == e, &e)
+    }
+
+    /// Revokes the CA-issued certificate with this serial (hex).
+    pub fn ca_revoke_serial(&self, serial_hex: &str) -> Result<Vec<String>> {
+        let want = hex(&parse_hex(serial_hex)?);
+        self.revoke_where(
+            |r| r.certificate().map(|c| hex(&c.serial) == want || hex(c.serial.strip_prefix(&[0]).unwrap_or(&c.serial)) == want).unwrap_or(false),
+            &want,
+        )
+    }
+
+    fn revoke_where(&self, pred: impl Fn(&KeyRecord) -> bool, what: &str) -> Result<Vec<String>> {
+        let ca = read_ca(&self.db.begin_read()?)?.ok_or(VaultError::NoCa)?.certificate()?;
+        let txn = self.db.begin_write()?;
+        let mut serials = Vec::new();
+        {
+            let recs = read_keys_w(&txn)?;
+            let mut keys = txn.open_table(KEYS)?;
+            let mut revoked = txn.open_table(REVOKED)?;
+            let mut a = txn.open_table(AUDIT)?;
+            let t = now();
+            for mut r in recs.into_iter().filter(|r| r.source == "ca" && r.revoked.is_none()).filter(|r| pred(r)) {
+                let c = r.certificate()?;
+                if !sealgate_smime::cert::names_equal(&c.issuer, &ca.subject) {
+                    continue;
+                }
+                let serial = hex(&c.serial);
+                r.revoked = Some(t);
+                keys.insert(r.id, serde_json::to_vec(&r)?.as_slice())?;
+                revoked.insert(serial.as_str(), t.to_string().as_bytes())?;
+                audit::append(&mut a, &self.actor, "ca.revoke", &r.user, &format!("record={} serial={serial}", r.id))?;
+                serials.push(serial);
+            }
+        }
+        if serials.is_empty() {
+            return Err(VaultError::Usage(format!("no unrevoked certificate issued by this CA matches {what}")));
+        }
+        txn.commit()?;
+        Ok(serials)
+    }
+
+    /// A fresh CRL (PEM) signed by the CA, listing every revoked certificate. Its CRL number
+    /// increases each time. Audited.
+    pub fn ca_crl(&self) -> Result<String> {
+        let settings = self.ca_settings()?;
+        let ca = read_ca(&self.db.begin_read()?)?.ok_or(VaultError::NoCa)?;
+        let issuer = ca.issuer(ca.signing_key(&self.key)?);
+        let txn = self.db.begin_write()?;
+        let (number, revoked) = {
+            let mut meta = txn.open_table(META)?;
+            let n: u64 = match meta.get("crl_number")? {
+                Some(v) => String::from_utf8_lossy(v.value()).parse().unwrap_or(0) + 1,
+                None => 1,
+            };
+            meta.insert("crl_number", n.to_string().as_bytes())?;
+            let t = txn.open_table(REVOKED)?;
+            let mut list = Vec::new();
+            for row in t.iter()? {
+                let (k, v) = row?;
+                let when: i64 = String::from_utf8_lossy(v.value()).parse().unwrap_or(0);
+                list.push((parse_hex(k.value())?, when));
+            }
+            let mut a = txn.open_table(AUDIT)?;
+            audit::append(&mut a, &self.actor, "ca.crl", "ca", &format!("crl_number={n} entries={}", list.len()))?;
+            (n, list)
+        };
+        let now_t = OffsetDateTime::now_utc();
+        let params = CertificateRevocationListParams {
+            this_update: now_t,
+            next_update: now_t + Duration::days(i64::from(settings.crl_validity_days)),
+            crl_number: SerialNumber::from_slice(&number.to_be_bytes()),
+            issuing_distribution_point: None,
+            revoked_certs: revoked
+                .into_iter()
+                .map(|(serial, when)| RevokedCertParams {
+                    serial_number: SerialNumber::from_slice(&serial),
+                    revocation_time: OffsetDateTime::from_unix_timestamp(when).unwrap_or(now_t),
+                    reason_code: None,
+                    invalidity_date: None,
+                })
+                .collect(),
+            key_identifier_method: KeyIdMethod::Sha256,
+        };
+        let crl = params.signed_by(&issuer)?;
+        let pem = crl.pem()?;
+        txn.commit()?;
+        Ok(pem)
+    }
+
+    /// Number of revoked certificates.
+    pub fn revoked_count(&self) -> Result<u64> {
+        Ok(self.db.begin_read()?.open_table(REVOKED)?.len()?)
+    }
+}
+
+fn read_keys_w(txn: &redb::WriteTransaction) -> Result<Vec<KeyRecord>> {
+    let t = txn.open_table(KEYS)?;
+    let mut out = Vec::new();
+    for row in t.iter()? {
+        let (_, v) = row?;
+        out.push(serde_json::from_slice(v.value())?);
+    }
+    Ok(out)
+}
+
+#[allow(dead_code)]
+fn _uses(txn: &redb::ReadTransaction) -> Result<Vec<KeyRecord>> {
+    read_keys(txn)
+}

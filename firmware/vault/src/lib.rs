@@ -1,0 +1,39 @@
+//! `sealgate-vault`: the box's key vault.
+//!
+//! One redb database (`vault.redb` in the data directory) holds users' key pairs, their
+//! certificates, the built-in CA and an append-only, hash-chained audit log. Private keys are
+//! encrypted with AES-256-GCM under a random 256-bit *vault key*, with the record's id as
+//! associated data. The vault key itself is never stored in clear:
+//!
+//! - a [`Sealer`] seals it: the TPM ([`TpmSealer`], through `sealgate-tpm`) or, only when the
+//!   operator chose it explicitly, a file ([`SoftwareSealer`], `--danger-software-sealer`);
+//! - a [`RecoverySecret`], shown once at [`Vault::init`], wraps it independently so that the
+//!   vault survives a dead TPM or a move to a new box ([`Vault::recover`]).
+//!
+//! The S/MIME engine never sees key bytes: [`Vault::keys_for`] hands out [`VaultKey`]s, which
+//! implement [`sealgate_smime::keys::PrivateKey`] and decrypt their PKCS#8 only inside each
+//! call, zeroizing it afterwards.
+//!
+//! Every change (import, issue, renewal, revocation, export, recovery) is one redb write
+//! transaction that also appends its audit entry, so a crash leaves the old or the new state.
+
+#![forbid(unsafe_code)]
+
+mod audit;
+mod ca;
+mod cipher;
+mod error;
+mod key;
+mod recovery;
+mod record;
+mod sealer;
+mod store;
+
+pub use audit::AuditEntry;
+pub use ca::{CaInfo, CaSettings, KeyAlgorithm};
+pub use error::{Result, VaultError};
+pub use key::VaultKey;
+pub use record::{KeyInfo, Purpose};
+pub use recovery::RecoverySecret;
+pub use sealer::{Sealer, SealerKind, SoftwareSealer, TpmSealer, DEFAULT_TCTI, SOFTWARE_KEY_FILE};
+pub use store::{CertFormat, VaultStatus, Vault, DB_FILE};

@@ -1,0 +1,178 @@
+//! Who keeps the vault key sealed: the TPM, or (only by explicit choice) a file.
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+use sealgate_tpm::{PcrSelection, SealedBlob, Tpm, TpmError};
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+use crate::cipher::{self, VaultSecret};
+use crate::error::{Result, VaultError};
+
+/// The TCTI of the box's TPM (the kernel's resource manager).
+pub const DEFAULT_TCTI: &str = "device:/dev/tpmrm0";
+
+/// The file that holds the vault key under the software sealer (mode 0600).
+pub const SOFTWARE_KEY_FILE: &str = "vault-key.DANGER-software-sealer";
+
+const SOFTWARE_HEADER: &str = "# SEALGATE VAULT KEY: software sealer, NOT protected by a TPM.\n\
+# Anyone who can read this file can read every private key in the vault.\n";
+
+/// Which kind of sealer a vault was created with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SealerKind {
+    /// A TPM 2.0 (PolicyPCR-bound sealed object).
+    Tpm,
+    /// A file in the data directory: no protection against a copied disk.
+    Software,
+}
+
+impl SealerKind {
+    /// `"tpm"` or `"software"`.
+    pub fn name(self) -> &'static str {
+        match self {
+            SealerKind::Tpm => "tpm",
+            SealerKind::Software => "software",
+        }
+    }
+}
+
+/// Seals and unseals the vault key. The blob that `seal` returns is stored in the database;
+/// `unseal` gets it back.
+pub trait Sealer {
+    /// The kind, recorded in the vault so that a mismatch is refused.
+    fn kind(&self) -> SealerKind;
+
+    /// Seals the vault key; returns the blob to store.
+    fn seal(&mut self, data_dir: &Path, key: &[u8; 32]) -> Result<Vec<u8>>;
+
+    /// Unseals the blob that [`Sealer::seal`] returned.
+    fn unseal(&mut self, data_dir: &Path, blob: &[u8]) -> Result<Zeroizing<[u8; 32]>>;
+
+    /// Where the key is sealed, for `vault status` (e.g. the TCTI). No secrets.
+    fn describe(&self) -> String;
+}
+
+/// The TPM sealer: the vault key is a TPM sealed object bound to a PCR policy.
+pub struct TpmSealer {
+    tcti: String,
+    pcrs: PcrSelection,
+    tpm: Option<Tpm>,
+}
+
+impl TpmSealer {
+    /// A sealer for the TPM at `tcti`, sealing to the default PCR selection (PCR 7).
+    /// Connects on first use.
+    pub fn new(tcti: &str) -> TpmSealer {
+        TpmSealer { tcti: tcti.to_string(), pcrs: PcrSelection::default(), tpm: None }
+    }
+
+    /// Seals to these PCRs instead of the default.
+    pub fn with_pcrs(mut self, pcrs: PcrSelection) -> TpmSealer {
+        self.pcrs = pcrs;
+        self
+    }
+
+    fn tpm(&mut self) -> Result<&mut Tpm> {
+        if self.tpm.is_none() {
+            self.tpm = Some(Tpm::connect(&self.tcti).map_err(tpm_error)?);
+        }
+        self.tpm.as_mut().ok_or_else(|| VaultError::Unseal("no TPM".into()))
+    }
+}
+
+fn tpm_error(e: TpmError) -> VaultError {
+    VaultError::Unseal(e.to_string())
+}
+
+impl Sealer for TpmSealer {
+    fn kind(&self) -> SealerKind {
+        SealerKind::Tpm
+    }
+
+    fn seal(&mut self, _data_dir: &Path, key: &[u8; 32]) -> Result<Vec<u8>> {
+        let pcrs = self.pcrs.clone();
+        Ok(self.tpm()?.seal(key, &pcrs).map_err(tpm_error)?.to_bytes())
+    }
+
+    fn unseal(&mut self, _data_dir: &Path, blob: &[u8]) -> Result<Zeroizing<[u8; 32]>> {
+        let blob = SealedBlob::from_bytes(blob).map_err(|e| VaultError::Corrupt(format!("sealed vault key: {e}")))?;
+        self.tpm()?.unseal(&blob).map_err(tpm_error)
+    }
+
+    fn describe(&self) -> String {
+        format!("tpm {} ({})", self.tcti, self.pcrs)
+    }
+}
+
+/// The PCR selection a TPM blob is bound to, for `vault status`.
+pub(crate) fn blob_pcrs(blob: &[u8]) -> Option<String> {
+    SealedBlob::from_bytes(blob).ok().map(|b| b.pcrs().to_string())
+}
+
+/// The software sealer: the vault key in [`SOFTWARE_KEY_FILE`] (mode 0600) beside the
+/// database. Only for boxes without a TPM, chosen with `--danger-software-sealer`; every
+/// status output says the vault is not protected by a TPM.
+#[derive(Debug, Default)]
+pub struct SoftwareSealer {
+    _private: (),
+}
+
+impl SoftwareSealer {
+    /// The software sealer. Name it `danger_*` at the call site: it protects nothing at rest.
+    pub fn danger_new() -> SoftwareSealer {
+        SoftwareSealer { _private: () }
+    }
+}
+
+impl Sealer for SoftwareSealer {
+    fn kind(&self) -> SealerKind {
+        SealerKind::Software
+    }
+
+    fn seal(&mut self, data_dir: &Path, key: &[u8; 32]) -> Result<Vec<u8>> {
+        let path = data_dir.join(SOFTWARE_KEY_FILE);
+        let tmp = data_dir.join(format!("{SOFTWARE_KEY_FILE}.tmp"));
+        let _ = fs::remove_file(&tmp);
+        let mut f = fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
+        let mut text = Zeroizing::new(String::from(SOFTWARE_HEADER));
+        text.push_str(&cipher::hex(key));
+        text.push('\n');
+        f.write_all(text.as_bytes())?;
+        f.sync_all()?;
+        fs::rename(&tmp, &path)?;
+        fs::File::open(data_dir)?.sync_all()?;
+        // The blob only names the file; it is checked against the key by the vault's key check.
+        Ok(SOFTWARE_KEY_FILE.as_bytes().to_vec())
+    }
+
+    fn unseal(&mut self, data_dir: &Path, _blob: &[u8]) -> Result<Zeroizing<[u8; 32]>> {
+        let path = data_dir.join(SOFTWARE_KEY_FILE);
+        let text = Zeroizing::new(
+            fs::read_to_string(&path).map_err(|e| VaultError::Unseal(format!("cannot read {}: {e}", path.display())))?,
+        );
+        let line = text.lines().find(|l| !l.starts_with('#')).unwrap_or_default().trim();
+        let mut key = Zeroizing::new([0u8; 32]);
+        if line.len() != 64 || !line.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(VaultError::Unseal(format!("{} is damaged", path.display())));
+        }
+        for (i, k) in key.iter_mut().enumerate() {
+            *k = u8::from_str_radix(&line[2 * i..2 * i + 2], 16)
+                .map_err(|_| VaultError::Unseal(format!("{} is damaged", path.display())))?;
+        }
+        Ok(key)
+    }
+
+    fn describe(&self) -> String {
+        format!("software sealer ({SOFTWARE_KEY_FILE}), NOT protected by a TPM")
+    }
+}
+
+/// Seals a vault key with `sealer`.
+pub(crate) fn seal_key(sealer: &mut dyn Sealer, dir: &Path, key: &VaultSecret) -> Result<Vec<u8>> {
+    sealer.seal(dir, key.bytes())
+}

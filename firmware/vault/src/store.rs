@@ -1,0 +1,656 @@
+//! [`Vault`]: the database, opening and recovery, import, export and the key queries.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction};
+use sealgate_smime::cert::Certificate;
+use sealgate_smime::keys::{SoftwareKey, load_private_key};
+use serde::Serialize;
+use zeroize::Zeroizing;
+
+use crate::audit::{self, AuditEntry};
+use crate::cipher::{self, VaultSecret};
+use crate::error::{Result, VaultError};
+use crate::key::VaultKey;
+use crate::record::{KeyInfo, KeyRecord, Purpose, key_aad, now};
+use crate::recovery::RecoverySecret;
+use crate::sealer::{self, Sealer, SealerKind};
+
+/// The database file in the data directory.
+pub const DB_FILE: &str = "vault.redb";
+
+pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+pub(crate) const KEYS: TableDefinition<u64, &[u8]> = TableDefinition::new("keys");
+pub(crate) const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
+pub(crate) const CA: TableDefinition<&str, &[u8]> = TableDefinition::new("ca");
+pub(crate) const REVOKED: TableDefinition<&str, &[u8]> = TableDefinition::new("revoked");
+pub(crate) const RECIPIENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("recipient_certs");
+
+const FORMAT: &[u8] = b"sealgate-vault 1";
+const KEY_CHECK_AAD: &[u8] = b"sealgate vault key check";
+const KEY_CHECK_PLAIN: &[u8] = b"sealgate vault key check value";
+/// How long `open` waits for another process to release the database.
+const BUSY_WAIT: Duration = Duration::from_secs(3);
+
+/// The key vault. See the crate documentation.
+pub struct Vault {
+    pub(crate) db: Database,
+    dir: PathBuf,
+    pub(crate) key: Arc<VaultSecret>,
+    sealer_kind: SealerKind,
+    pub(crate) actor: String,
+}
+
+impl std::fmt::Debug for Vault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Vault").field("dir", &self.dir).field("sealer", &self.sealer_kind).finish_non_exhaustive()
+    }
+}
+
+/// Public certificate export formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CertFormat {
+    /// PEM certificates (leaf first, then its chain).
+    Pem,
+    /// The leaf certificate as DER.
+    Der,
+    /// A certs-only CMS SignedData (`.p7c`, DER) with the leaf and its chain.
+    P7c,
+}
+
+/// What `vault status` reports. Needs no unsealing.
+#[derive(Debug, Clone, Serialize)]
+pub struct VaultStatus {
+    /// The data directory.
+    pub data_dir: String,
+    /// `tpm` or `software`.
+    pub sealed_by: SealerKind,
+    /// The PCR selection the sealed vault key is bound to (TPM only), e.g. `sha256:7`.
+    pub pcrs: Option<String>,
+    /// Users with at least one key.
+    pub users: usize,
+    /// Keys in the vault (all states).
+    pub keys: usize,
+    /// Active keys.
+    pub active_keys: usize,
+    /// The CA's subject, if there is a CA.
+    pub ca: Option<String>,
+    /// Revoked certificates.
+    pub revoked: usize,
+    /// Audit entries.
+    pub audit_entries: usize,
+    /// `ok`, or why the chain does not verify.
+    pub audit_chain: String,
+    /// Whether the vault key could be unsealed now (set by callers that tried).
+    pub unsealed: Option<bool>,
+    /// Why unsealing failed.
+    pub unseal_error: Option<String>,
+    /// Things the operator must know (e.g. the software sealer).
+    pub warnings: Vec<String>,
+}
+
+fn open_db(path: &Path) -> Result<Database> {
+    let deadline = Instant::now() + BUSY_WAIT;
+    loop {
+        match Database::open(path) {
+            Ok(db) => return Ok(db),
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20))
+            }
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) => return Err(VaultError::Busy(path.to_path_buf())),
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+fn meta_get(txn: &redb::ReadTransaction, name: &str) -> Result<Option<Vec<u8>>> {
+    let t = txn.open_table(META)?;
+    Ok(t.get(name)?.map(|v| v.value().to_vec()))
+}
+
+fn default_actor() -> String {
+    let user = std::env::var("SUDO_USER").or_else(|_| std::env::var("USER")).unwrap_or_else(|_| "unknown".into());
+    format!("local:{user}")
+}
+
+fn normalise_user(user: &str) -> Result<String> {
+    let u = user.trim().to_ascii_lowercase();
+    let ok = u.split_once('@').is_some_and(|(l, d)| !l.is_empty() && d.contains('.') && !d.starts_with('.') && !d.ends_with('.'))
+        && !u.chars().any(|c| c.is_whitespace() || c.is_control() || c == '<' || c == '>');
+    if !ok {
+        return Err(VaultError::Usage(format!("{user:?} is not an email address")));
+    }
+    Ok(u)
+}
+
+pub(crate) fn normalise(user: &str) -> Result<String> {
+    normalise_user(user)
+}
+
+impl Vault {
+    /// Creates a vault in `data_dir` (created if missing): a random vault key, sealed by
+    /// `sealer`, and a recovery secret that wraps it independently. Show the returned secret
+    /// to the operator once; it is not stored.
+    pub fn init(data_dir: &Path, sealer: &mut dyn Sealer) -> Result<(Vault, RecoverySecret)> {
+        fs::create_dir_all(data_dir)?;
+        let dir = data_dir.canonicalize()?;
+        let path = dir.join(DB_FILE);
+        if path.exists() {
+            return Err(VaultError::AlreadyInitialised(dir));
+        }
+        let key = VaultSecret::generate()?;
+        let sealed = sealer::seal_key(sealer, &dir, &key)?;
+        let recovery = RecoverySecret::generate()?;
+        let wrapped = recovery.wrap(&key)?;
+        let check = cipher::seal(key.bytes(), KEY_CHECK_AAD, KEY_CHECK_PLAIN)?;
+        // Build the database under a temporary name and rename it into place, so a crash
+        // during init leaves no half-made vault.
+        let tmp = dir.join(format!("{DB_FILE}.init"));
+        let _ = fs::remove_file(&tmp);
+        let actor = default_actor();
+        {
+            let db = Database::create(&tmp)?;
+            let txn = db.begin_write()?;
+            {
+                let mut m = txn.open_table(META)?;
+                m.insert("format", FORMAT)?;
+                m.insert("sealer", sealer.kind().name().as_bytes())?;
+                m.insert("sealed_key", sealed.as_slice())?;
+                m.insert("recovery_wrap", wrapped.as_slice())?;
+                m.insert("key_check", check.as_slice())?;
+                m.insert("created", now().to_string().as_bytes())?;
+                txn.open_table(KEYS)?;
+                txn.open_table(CA)?;
+                txn.open_table(REVOKED)?;
+                txn.open_table(RECIPIENTS)?;
+                let mut a = txn.open_table(AUDIT)?;
+                audit::append(&mut a, &actor, "vault.init", "vault", &format!("sealer={}", sealer.kind().name()))?;
+            }
+            txn.commit()?;
+        }
+        fs::rename(&tmp, &path)?;
+        fs::File::open(&dir)?.sync_all()?;
+        let db = open_db(&path)?;
+        let vault = Vault { db, dir, key: Arc::new(key), sealer_kind: sealer.kind(), actor };
+        Ok((vault, recovery))
+    }
+
+    /// Opens the vault in `data_dir`, unsealing its key with `sealer` (which must be of the
+    /// kind the vault was created with).
+    pub fn open(data_dir: &Path, sealer: &mut dyn Sealer) -> Result<Vault> {
+        let (db, dir) = Self::open_existing(data_dir)?;
+        let txn = db.begin_read()?;
+        let kind = stored_sealer(&txn)?;
+        if kind != sealer.kind() {
+            return Err(VaultError::SealerMismatch { vault: kind, given: sealer.kind() });
+        }
+        let blob = meta_get(&txn, "sealed_key")?.ok_or_else(|| VaultError::Corrupt("no sealed vault key".into()))?;
+        let key = VaultSecret::from_bytes(sealer.unseal(&dir, &blob)?);
+        check_key(&txn, &key)?;
+        drop(txn);
+        Ok(Vault { db, dir, key: Arc::new(key), sealer_kind: kind, actor: default_actor() })
+    }
+
+    /// Opens the vault with its recovery secret and re-seals the vault key with `sealer`
+    /// (e.g. a new TPM); the old sealed blob is replaced. Audited.
+    pub fn recover(data_dir: &Path, secret: &RecoverySecret, sealer: &mut dyn Sealer) -> Result<Vault> {
+        let (db, dir) = Self::open_existing(data_dir)?;
+        let txn = db.begin_read()?;
+        let old_kind = stored_sealer(&txn)?;
+        let wrapped = meta_get(&txn, "recovery_wrap")?.ok_or_else(|| VaultError::Corrupt("no recovery record".into()))?;
+        let key = secret.unwrap(&wrapped)?;
+        check_key(&txn, &key)?;
+        drop(txn);
+        let sealed = sealer::seal_key(sealer, &dir, &key)?;
+        let actor = default_actor();
+        let w = db.begin_write()?;
+        {
+            let mut m = w.open_table(META)?;
+            m.insert("sealer", sealer.kind().name().as_bytes())?;
+            m.insert("sealed_key", sealed.as_slice())?;
+            let mut a = w.open_table(AUDIT)?;
+            audit::append(
+                &mut a,
+                &actor,
+                "vault.recover",
+                "vault",
+                &format!("re-sealed: {} -> {}", old_kind.name(), sealer.describe()),
+            )?;
+        }
+        w.commit()?;
+        if old_kind == SealerKind::Software && sealer.kind() == SealerKind::Tpm {
+            let _ = fs::remove_file(dir.join(crate::sealer::SOFTWARE_KEY_FILE));
+        }
+        Ok(Vault { db, dir, key: Arc::new(key), sealer_kind: sealer.kind(), actor })
+    }
+
+    fn open_existing(data_dir: &Path) -> Result<(Database, PathBuf)> {
+        let dir = data_dir.canonicalize().map_err(|_| VaultError::NotInitialised(data_dir.to_path_buf()))?;
+        let path = dir.join(DB_FILE);
+        if !path.exists() {
+            return Err(VaultError::NotInitialised(dir));
+        }
+        let db = open_db(&path)?;
+        {
+            let txn = db.begin_read()?;
+            if meta_get(&txn, "format")?.as_deref() != Some(FORMAT) {
+                return Err(VaultError::Corrupt(format!("{} is not a Sealgate vault of a known format", path.display())));
+            }
+        }
+        Ok((db, dir))
+    }
+
+    /// Reads the vault's status without unsealing it.
+    pub fn status(data_dir: &Path) -> Result<VaultStatus> {
+        let (db, dir) = Self::open_existing(data_dir)?;
+        let txn = db.begin_read()?;
+        let kind = stored_sealer(&txn)?;
+        let blob = meta_get(&txn, "sealed_key")?.unwrap_or_default();
+        let keys = read_keys(&txn)?;
+        let mut users: Vec<&str> = keys.iter().map(|k| k.user.as_str()).collect();
+        users.sort_unstable();
+        users.dedup();
+        let ca = crate::ca::read_ca(&txn)?.and_then(|c| c.certificate().ok()).map(|c| c.subject_text());
+        let revoked = txn.open_table(REVOKED)?.len()? as usize;
+        let audit_table = txn.open_table(AUDIT)?;
+        let (audit_entries, audit_chain) = match audit::read_verified(&audit_table) {
+            Ok(v) => (v.len(), "ok".to_string()),
+            Err(e) => (audit_table.len()? as usize, e.to_string()),
+        };
+        let mut warnings = Vec::new();
+        if kind == SealerKind::Software {
+            warnings.push("software sealer: NOT protected by a TPM".to_string());
+        }
+        if audit_chain != "ok" {
+            warnings.push(format!("audit log: {audit_chain}"));
+        }
+        Ok(VaultStatus {
+            data_dir: dir.display().to_string(),
+            sealed_by: kind,
+            pcrs: if kind == SealerKind::Tpm { sealer::blob_pcrs(&blob) } else { None },
+            users: users.len(),
+            keys: keys.len(),
+            active_keys: keys.iter().filter(|k| k.active()).count(),
+            ca,
+            revoked,
+            audit_entries,
+            audit_chain,
+            unsealed: None,
+            unseal_error: None,
+            warnings,
+        })
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The sealer the vault was created (or last recovered) with.
+    pub fn sealer_kind(&self) -> SealerKind {
+        self.sealer_kind
+    }
+
+    /// Sets who is named in the audit entries of this handle's operations.
+    pub fn set_actor(&mut self, actor: &str) {
+        self.actor = actor.to_string();
+    }
+
+    /// Imports every key of a PKCS#12 file (OpenSSL 3 default or `-legacy`). `user` names the
+    /// owner; without it, the certificate's email address is used. All keys or none: a wrong
+    /// password or a key that does not match its certificate changes nothing. Keys already in
+    /// the vault for that user are skipped. Returns the imported keys.
+    pub fn import_pkcs12(&self, data: &[u8], password: &str, user: Option<&str>) -> Result<Vec<KeyInfo>> {
+        let store = p12_keystore::KeyStore::from_pkcs12(data, password, p12_keystore::Pkcs12ImportPolicy::Relaxed)
+            .map_err(|e| match e {
+                p12_keystore::error::Error::MacError(_) => {
+                    VaultError::Import("PKCS#12: wrong password (or corrupt file)".into())
+                }
+                other => VaultError::Import(format!("PKCS#12: cannot read the file: {other}")),
+            })?;
+        let mut items = Vec::new();
+        for (_, entry) in store.entries() {
+            if let p12_keystore::KeyStoreEntry::PrivateKeyChain(chain) = entry {
+                let certs: Vec<Vec<u8>> = chain.certs().iter().map(|c| c.as_der().to_vec()).collect();
+                if certs.is_empty() {
+                    return Err(VaultError::Import("PKCS#12: a private key has no certificate".into()));
+                }
+                let pkcs8 = Zeroizing::new(chain.key().as_der().to_vec());
+                items.push((pkcs8, certs));
+            }
+        }
+        if items.is_empty() {
+            return Err(VaultError::Import("PKCS#12: no private key with a certificate in the file".into()));
+        }
+        self.import_items(items, user, "pkcs12")
+    }
+
+    /// Imports a PEM (or DER) private key and its certificate (further certificates in the
+    /// certificate file become the chain).
+    pub fn import_pem(&self, key: &[u8], cert: &[u8], user: Option<&str>) -> Result<Vec<KeyInfo>> {
+        let pkcs8 = load_private_key(key).map_err(|e| VaultError::Import(e.to_string()))?;
+        let certs = Certificate::parse_many(cert).map_err(|e| VaultError::Import(e.to_string()))?;
+        let certs: Vec<Vec<u8>> = certs.iter().map(|c| c.der().to_vec()).collect();
+        self.import_items(vec![(pkcs8, certs)], user, "pem")
+    }
+
+    fn import_items(&self, items: Vec<(Zeroizing<Vec<u8>>, Vec<Vec<u8>>)>, user: Option<&str>, source: &str) -> Result<Vec<KeyInfo>> {
+        // Validate everything before writing anything.
+        let mut prepared = Vec::new();
+        for (pkcs8, certs) in items {
+            let parsed: Vec<Certificate> = certs
+                .iter()
+                .map(|c| Certificate::from_der(c).map_err(|e| VaultError::Import(format!("certificate: {e}"))))
+                .collect::<Result<_>>()?;
+            let leaf = parsed[0].clone();
+            SoftwareKey::new(&pkcs8, leaf.clone(), parsed[1..].to_vec()).map_err(|e| VaultError::Import(e.to_string()))?;
+            let owner = match user {
+                Some(u) => normalise_user(u)?,
+                None => match leaf.emails.first() {
+                    Some(e) => normalise_user(e)?,
+                    None => {
+                        return Err(VaultError::Import(
+                            "the certificate names no email address: give the user (--user EMAIL)".into(),
+                        ));
+                    }
+                },
+            };
+            prepared.push((pkcs8, certs, owner));
+        }
+        let txn = self.db.begin_write()?;
+        let mut out = Vec::new();
+        {
+            let mut keys = txn.open_table(KEYS)?;
+            let mut a = txn.open_table(AUDIT)?;
+            for (pkcs8, certs, owner) in prepared {
+                let exists = keys.iter()?.any(|row| {
+                    row.ok()
+                        .and_then(|(_, v)| serde_json::from_slice::<KeyRecord>(v.value()).ok())
+                        .is_some_and(|r| r.user == owner && r.cert == certs[0])
+                });
+                if exists {
+                    continue;
+                }
+                let rec = self.insert_key(&mut keys, &owner, Purpose::Dual, source, &pkcs8, certs)?;
+                let info = rec.info()?;
+                audit::append(
+                    &mut a,
+                    &self.actor,
+                    "key.import",
+                    &owner,
+                    &format!("record={} source={source} serial={} sha256={}", rec.id, info.serial, info.sha256_fingerprint),
+                )?;
+                out.push(info);
+            }
+        }
+        txn.commit()?;
+        Ok(out)
+    }
+
+    /// Encrypts and inserts a key record; the caller audits and commits.
+    pub(crate) fn insert_key(
+        &self,
+        keys: &mut redb::Table<'_, u64, &[u8]>,
+        user: &str,
+        purpose: Purpose,
+        source: &str,
+        pkcs8: &[u8],
+        certs: Vec<Vec<u8>>,
+    ) -> Result<KeyRecord> {
+        let id = match keys.last()? {
+            Some((k, _)) => k.value() + 1,
+            None => 1,
+        };
+        let encrypted_key = cipher::seal(self.key.bytes(), &key_aad(id), pkcs8)?;
+        let mut certs = certs.into_iter();
+        let cert = certs.next().ok_or_else(|| VaultError::Import("no certificate".into()))?;
+        let rec = KeyRecord {
+            id,
+            user: user.to_string(),
+            purpose,
+            source: source.to_string(),
+            created: now(),
+            retired: None,
+            revoked: None,
+            cert,
+            chain: certs.collect(),
+            encrypted_key,
+        };
+        keys.insert(id, serde_json::to_vec(&rec)?.as_slice())?;
+        Ok(rec)
+    }
+
+    pub(crate) fn records(&self) -> Result<Vec<KeyRecord>> {
+        read_keys(&self.db.begin_read()?)
+    }
+
+    fn user_records(&self, user: &str) -> Result<Vec<KeyRecord>> {
+        let u = normalise_user(user)?;
+        Ok(self.records()?.into_iter().filter(|r| r.user == u).collect())
+    }
+
+    /// Every key of `user`, newest first, including retired and revoked ones (they still
+    /// decrypt old mail).
+    pub fn keys_for(&self, user: &str) -> Result<Vec<VaultKey>> {
+        let mut recs = self.user_records(user)?;
+        recs.sort_by(|a, b| b.id.cmp(&a.id));
+        recs.iter().map(|r| VaultKey::from_record(r, self.key.clone())).collect()
+    }
+
+    /// The key `user` signs with: the newest active key whose purpose allows signing.
+    pub fn signing_key(&self, user: &str) -> Result<VaultKey> {
+        let mut recs = self.user_records(user)?;
+        recs.sort_by(|a, b| b.id.cmp(&a.id));
+        let r = recs
+            .iter()
+            .find(|r| r.active() && r.purpose.signs())
+            .ok_or_else(|| VaultError::NoKey(format!("{user} has no active signing key")))?;
+        VaultKey::from_record(r, self.key.clone())
+    }
+
+    /// The certificate others encrypt to for `user`: the newest active key's that decrypts.
+    pub fn certificate(&self, user: &str) -> Result<Certificate> {
+        let mut recs = self.user_records(user)?;
+        recs.sort_by(|a, b| b.id.cmp(&a.id));
+        recs.iter()
+            .find(|r| r.active() && r.purpose.decrypts())
+            .ok_or_else(|| VaultError::NoKey(format!("{user} has no active encryption key")))?
+            .certificate()
+    }
+
+    /// The keys in the vault (of one user, or all), oldest first.
+    pub fn list(&self, user: Option<&str>) -> Result<Vec<KeyInfo>> {
+        let recs = match user {
+            Some(u) => self.user_records(u)?,
+            None => self.records()?,
+        };
+        recs.iter().map(KeyRecord::info).collect()
+    }
+
+    /// The user's current certificates (encryption first, then signing if separate) with
+    /// their chains, in `format`.
+    pub fn export_cert(&self, user: &str, format: CertFormat) -> Result<Vec<u8>> {
+        let mut recs = self.user_records(user)?;
+        recs.sort_by(|a, b| b.id.cmp(&a.id));
+        let mut chosen: Vec<&KeyRecord> = Vec::new();
+        if let Some(r) = recs.iter().find(|r| r.active() && r.purpose.decrypts()) {
+            chosen.push(r);
+        }
+        if let Some(r) = recs.iter().find(|r| r.active() && r.purpose == Purpose::Signing) {
+            chosen.push(r);
+        }
+        if chosen.is_empty() {
+            return Err(VaultError::NoKey(format!("{user} has no active certificate")));
+        }
+        let mut ders: Vec<Vec<u8>> = Vec::new();
+        for r in &chosen {
+            for d in std::iter::once(&r.cert).chain(r.chain.iter()) {
+                if !ders.contains(d) {
+                    ders.push(d.clone());
+                }
+            }
+        }
+        Ok(match format {
+            CertFormat::Pem => ders
+                .iter()
+                .map(|d| pem::encode(&pem::Pem::new("CERTIFICATE", d.clone())).replace("\r\n", "\n"))
+                .collect::<String>()
+                .into_bytes(),
+            CertFormat::Der => chosen[0].cert.clone(),
+            CertFormat::P7c => certs_only(&ders),
+        })
+    }
+
+    /// Exports every key of `user` (all states) as a PKCS#12 file protected by `password`
+    /// (PBES2/AES-256, HMAC-SHA-256: what OpenSSL 3 writes by default). Refuses an empty
+    /// password. Audited.
+    pub fn export_pkcs12(&self, user: &str, password: &str) -> Result<Vec<u8>> {
+        if password.is_empty() {
+            return Err(VaultError::Usage("a private key is exported only with a password".into()));
+        }
+        let recs = self.user_records(user)?;
+        if recs.is_empty() {
+            return Err(VaultError::NoKey(format!("{user} has no key")));
+        }
+        let mut store = p12_keystore::KeyStore::new();
+        for r in &recs {
+            let pkcs8 = cipher::open(self.key.bytes(), &key_aad(r.id), &r.encrypted_key)
+                .ok_or_else(|| VaultError::Corrupt(format!("key record {} does not decrypt", r.id)))?;
+            let key = p12_keystore::PrivateKey::from_der(&pkcs8).map_err(|e| VaultError::Corrupt(e.to_string()))?;
+            let certs = std::iter::once(&r.cert)
+                .chain(r.chain.iter())
+                .map(|c| p12_keystore::Certificate::from_der(c).map_err(|e| VaultError::Corrupt(e.to_string())))
+                .collect::<Result<Vec<_>>>()?;
+            let key_id = cipher::sha256(&[&r.cert])[..20].to_vec();
+            let chain = p12_keystore::PrivateKeyChain::new(key_id, key, certs);
+            store.add_entry(&format!("{}-{}", r.user, r.id), p12_keystore::KeyStoreEntry::PrivateKeyChain(chain));
+        }
+        let out = store.writer(password).write().map_err(|e| VaultError::Storage(format!("PKCS#12: {e}")))?;
+        let ids: Vec<String> = recs.iter().map(|r| r.id.to_string()).collect();
+        self.audited(|_| Ok(()), "key.export-pkcs12", &normalise_user(user)?, &format!("records={}", ids.join(",")))?;
+        Ok(out)
+    }
+
+    /// Runs `change` and appends its audit entry in one write transaction.
+    pub(crate) fn audited<T>(
+        &self,
+        change: impl FnOnce(&WriteTransaction) -> Result<T>,
+        action: &str,
+        subject: &str,
+        detail: &str,
+    ) -> Result<T> {
+        let txn = self.db.begin_write()?;
+        let v = change(&txn)?;
+        {
+            let mut a = txn.open_table(AUDIT)?;
+            audit::append(&mut a, &self.actor, action, subject, detail)?;
+        }
+        txn.commit()?;
+        Ok(v)
+    }
+
+    /// The audit log, after verifying its hash chain.
+    pub fn audit(&self) -> Result<Vec<AuditEntry>> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(AUDIT)?;
+        audit::read_verified(&t)
+    }
+
+    /// Full integrity check: the audit chain verifies and every stored private key decrypts
+    /// and matches its certificate. Returns the number of keys checked.
+    pub fn verify(&self) -> Result<usize> {
+        self.audit()?;
+        let recs = self.records()?;
+        for r in &recs {
+            VaultKey::from_record(r, self.key.clone())?.check()?;
+        }
+        if let Some(ca) = crate::ca::read_ca(&self.db.begin_read()?)? {
+            ca.signing_key(&self.key)?;
+        }
+        Ok(recs.len())
+    }
+
+    /// Stores an external recipient's certificate (public only), keyed by its email addresses.
+    pub fn add_recipient_certificate(&self, cert: &Certificate) -> Result<()> {
+        if cert.emails.is_empty() {
+            return Err(VaultError::Usage("the certificate names no email address".into()));
+        }
+        let fp = cipher::hex(&cipher::sha256(&[cert.der()]));
+        self.audited(
+            |txn| {
+                let mut t = txn.open_table(RECIPIENTS)?;
+                for e in &cert.emails {
+                    t.insert(format!("{e}\n{fp}").as_str(), cert.der())?;
+                }
+                Ok(())
+            },
+            "cert.add-recipient",
+            &cert.emails.join(","),
+            &format!("sha256={fp}"),
+        )
+    }
+
+    /// External recipients' certificates stored for `email`.
+    pub fn recipient_certificates(&self, email: &str) -> Result<Vec<Certificate>> {
+        let e = normalise_user(email)?;
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(RECIPIENTS)?;
+        let prefix = format!("{e}\n");
+        let mut out = Vec::new();
+        for row in t.range(prefix.as_str()..)? {
+            let (k, v) = row?;
+            if !k.value().starts_with(&prefix) {
+                break;
+            }
+            out.push(Certificate::from_der(v.value()).map_err(|e| VaultError::Corrupt(e.to_string()))?);
+        }
+        Ok(out)
+    }
+}
+
+fn stored_sealer(txn: &redb::ReadTransaction) -> Result<SealerKind> {
+    match meta_get(txn, "sealer")?.as_deref() {
+        Some(b"tpm") => Ok(SealerKind::Tpm),
+        Some(b"software") => Ok(SealerKind::Software),
+        _ => Err(VaultError::Corrupt("unknown sealer kind".into())),
+    }
+}
+
+fn check_key(txn: &redb::ReadTransaction, key: &VaultSecret) -> Result<()> {
+    let check = meta_get(txn, "key_check")?.ok_or_else(|| VaultError::Corrupt("no key check record".into()))?;
+    match cipher::open(key.bytes(), KEY_CHECK_AAD, &check) {
+        Some(p) if p.as_slice() == KEY_CHECK_PLAIN => Ok(()),
+        _ => Err(VaultError::Unseal("the unsealed key is not this vault's key".into())),
+    }
+}
+
+pub(crate) fn read_keys(txn: &redb::ReadTransaction) -> Result<Vec<KeyRecord>> {
+    let t = txn.open_table(KEYS)?;
+    let mut out = Vec::new();
+    for row in t.iter()? {
+        let (k, v) = row?;
+        out.push(
+            serde_json::from_slice(v.value()).map_err(|_| VaultError::Corrupt(format!("key record {} is unreadable", k.value())))?,
+        );
+    }
+    Ok(out)
+}
+
+/// A certs-only SignedData (RFC 5652 / RFC 8551 `.p7c`).
+fn certs_only(ders: &[Vec<u8>]) -> Vec<u8> {
+    use sealgate_smime::asn1::der;
+    const SIGNED_DATA: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x07, 0x02];
+    const DATA: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x07, 0x01];
+    let certs: Vec<&[u8]> = ders.iter().map(|d| d.as_slice()).collect();
+    let sd = der::seq(&[
+        &der::uint(1),
+        &der::set_of(&[]),
+        &der::seq(&[&der::oid(DATA)]),
+        &der::cons(0xa0, &certs),
+        &der::set_of(&[]),
+    ]);
+    der::seq(&[&der::oid(SIGNED_DATA), &der::cons(0xa0, &[&sd])])
+}

@@ -3,18 +3,24 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use sealgate_smime::mime::{
-    self, ContentDisposition, ContentType, Entity, TransferEncoding,
-};
+use sealgate_smime::mime::{self, ContentDisposition, ContentType, Entity, TransferEncoding};
 
 /// Parses `data` as an entity and walks it (and its sub-entities, to a small depth).
 fn walk(e: &Entity<'_>, depth: usize) {
+    if depth > 6 {
+        return;
+    }
     let ct = e.content_type();
     let _ = (ct.essence(), ct.param("boundary"), ct.param("name"));
-    let _ = (e.transfer_encoding(), e.disposition(), e.filename(), e.line_ending());
+    let _ = (
+        e.transfer_encoding(),
+        e.disposition(),
+        e.filename(),
+        e.line_ending(),
+    );
     let _ = e.smime_kind();
     if let Ok(body) = e.decoded_body() {
-        if depth < 3 && ct.is("message", "rfc822") {
+        if ct.is("message", "rfc822") {
             walk(&Entity::parse(&body), depth + 1);
         }
     }
@@ -24,7 +30,10 @@ fn walk(e: &Entity<'_>, depth: usize) {
     if let Ok(sp) = e.signed_parts() {
         // The signed bytes are a slice of the body, and canonical form is idempotent.
         let canon = mime::canonicalize_crlf(sp.signed);
-        assert!(matches!(mime::canonicalize_crlf(&canon), std::borrow::Cow::Borrowed(_)));
+        assert!(matches!(
+            mime::canonicalize_crlf(&canon),
+            std::borrow::Cow::Borrowed(_)
+        ));
         walk(&Entity::parse(sp.signed), depth + 1);
         let _ = sp.signature.decoded_body();
     }
@@ -33,11 +42,9 @@ fn walk(e: &Entity<'_>, depth: usize) {
         for r in &mp.parts {
             assert!(r.start <= r.end && r.end <= body.len());
         }
-        if depth < 4 {
-            if let Ok(parts) = e.subparts() {
-                for p in parts.iter().take(16) {
-                    walk(p, depth + 1);
-                }
+        if let Ok(parts) = e.subparts() {
+            for p in parts.iter().take(16) {
+                walk(p, depth + 1);
             }
         }
     }

@@ -41,7 +41,16 @@ impl GnupgHome {
         let h = GnupgHome { dir };
         h.gpgsm(&["--import", p(&pki.root)], None).ok();
         h.gpgsm(&["--import", p(&pki.intermediate)], None).ok();
-        h.gpgsm(&["--import", p(&pki.alice.p12_legacy)], None).ok();
+        // The first gpgsm call starts gpg-agent; a passphrase read while it is still
+        // starting is occasionally lost, so the key import is retried (bounded).
+        let mut imported = h.gpgsm(&["--import", p(&pki.alice.p12_legacy)], None);
+        for _ in 0..3 {
+            if imported.code == 0 {
+                break;
+            }
+            imported = h.gpgsm(&["--import", p(&pki.alice.p12_legacy)], None);
+        }
+        assert_eq!(imported.code, 0, "gpgsm --import of the PKCS#12 failed: {}", imported.stderr);
         h
     }
 

@@ -428,12 +428,17 @@ fn implicit_rejection_wrong_key_and_bad_padding_look_the_same() {
 
     let mut cases: Vec<(&str, Out)> = Vec::new();
 
-    // 1. The right certificate (so the recipient matches) with the wrong private key.
-    let wrong_key = dir.path().join("wrong-key.pem");
-    openssl_ok(["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", p(&wrong_key)], None);
+    // 1. Someone else's key (bob's key and certificate): no recipient entry names it, so
+    //    the engine tries it on every entry, and it must fail exactly like a corrupt key.
+    //    (A key paired with a certificate it does not belong to is refused at load time,
+    //    before the message is read: that says nothing about the message.)
+    let mismatched = dir.path().join("wrong-key.pem");
+    openssl_ok(["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", p(&mismatched)], None);
+    let refused = sealctl(["smime", "decrypt", "--key", p(&mismatched), "--cert", p(&pki.alice.cert)], Some(&der));
+    assert!(refused.code == 1 && refused.stderr.contains("does not match"), "a mismatched key and certificate must be refused: {}", refused.stderr);
     cases.push((
         "wrong key",
-        sealctl(["smime", "decrypt", "--key", p(&wrong_key), "--cert", p(&pki.alice.cert)], Some(&der)),
+        sealctl(["smime", "decrypt", "--key", p(&pki.bob.key), "--cert", p(&pki.bob.cert)], Some(&der)),
     ));
 
     // 2. Random bytes as the encrypted key (below the modulus: top byte cleared).

@@ -108,7 +108,7 @@ fn check_validity(cert: &Certificate, at: i64, reasons: &mut Vec<String>) {
     if at > cert.not_after {
         reasons.push(format!("expired at {}", rfc3339(cert.not_after)));
     } else if at < cert.not_before {
-        reasons.push(format!("not valid before {}", rfc3339(cert.not_before)));
+        reasons.push(format!("not yet valid: not valid before {}", rfc3339(cert.not_before)));
     }
 }
 
@@ -209,7 +209,7 @@ fn describe(e: &webpki::Error, leaf: &Certificate) -> String {
         }
         E::CertNotValidYet { not_before, .. } => {
             let t = i64::try_from(not_before.as_secs()).unwrap_or(i64::MAX);
-            format!("not valid before {}", rfc3339(t))
+            format!("not yet valid: not valid before {}", rfc3339(t))
         }
         E::CertRevoked => "revoked".to_string(),
         E::UnknownIssuer => "no path to a trusted anchor".to_string(),

@@ -358,6 +358,7 @@ pub fn decrypt(input: &[u8], keys: &[&dyn PrivateKey]) -> Result<Decrypted> {
         if !candidates.is_empty() || named_us {
             break;
         }
+        // (A second pass that tries a key sets `named_us` as well.)
     }
     if candidates.is_empty() {
         if let Some(e) = last_unsupported {
@@ -435,7 +436,9 @@ fn recipient_candidates(info: &Tlv<'_>, keys: &[&dyn PrivateKey], key_len: usize
             if matching.is_empty() {
                 return Ok(out);
             }
-            *named_us |= !ignore_ids;
+            // In the second pass, having tried a key counts too: the caller then sees
+            // the same error as for a corrupt message.
+            *named_us = true;
             let mut a = alg.reader();
             let alg_oid = a.read(tag::OID, "key transport algorithm")?.value;
             for i in matching {
@@ -494,7 +497,7 @@ fn recipient_candidates(info: &Tlv<'_>, keys: &[&dyn PrivateKey], key_len: usize
                     if !fits || !(ignore_ids || matches_rid(cert, &rid)) {
                         continue;
                     }
-                    *named_us |= !ignore_ids;
+                    *named_us = true;
                     let Ok(z) = key.ecdh(&eph_public) else { continue };
                     let kek = kdf.derive(&z, &sinfo, wrap.key_len())?;
                     if let Ok(cek) = wrap.unwrap(&kek, &wrapped) {

@@ -47,8 +47,11 @@ pub fn sniff(input: &[u8]) -> Input<'_> {
     }
     let trimmed = trim_ascii(input);
     if trimmed.starts_with(b"-----BEGIN ") {
+        // PKCS7, CMS, and gpgsm's armor (`ENCRYPTED MESSAGE`, `SIGNED MESSAGE`): any block
+        // whose contents are a ContentInfo.
         if let Ok(p) = pem::parse(trimmed) {
-            if matches!(p.tag(), "PKCS7" | "CMS" | "PKCS #7 SIGNED DATA") {
+            let c = p.contents();
+            if c.first() == Some(&0x30) && cms_content_type(c).is_some() {
                 return Input::Cms(Cow::Owned(p.into_contents()));
             }
         }
@@ -308,8 +311,9 @@ pub fn sign_message(input: &[u8], key: &dyn PrivateKey, opaque: bool, signing_ti
 }
 
 /// Verifies a signed message (or bare SignedData, with `detached` content if the signature
-/// is detached). Returns the signed content (for a message: the message with the signature
-/// layer removed and an `X-Sealgate-Signature` field) and the verdict.
+/// is detached). Returns the signed content exactly as signed (for `multipart/signed`: the
+/// first body part as received; for opaque signed-data: the encapsulated content) and the
+/// verdict. The signer is bound to the message's From address unless `opts.from` is set.
 pub fn verify_message(input: &[u8], detached: Option<&[u8]>, opts: &VerifyOptions) -> Result<(Vec<u8>, Verification)> {
     match sniff(input) {
         Input::Cms(der) => {
@@ -318,38 +322,31 @@ pub fn verify_message(input: &[u8], detached: Option<&[u8]>, opts: &VerifyOption
         }
         Input::Mime(msg) => {
             let split = mime::split_message(&msg);
-            let mut outer = owned(split.outer);
-            outer.remove_headers_with_prefix(RESULT_HEADER_PREFIX);
             let mut opts = opts.clone();
             if opts.from.is_none() {
-                opts.from = from_address(&outer);
+                opts.from = from_address(&split.outer);
             }
             let e = Entity::parse(&split.inner);
-            let (content, v) = match kind_of(&e) {
+            match kind_of(&e) {
                 SmimeKind::MultipartSigned => {
                     let parts = e.signed_parts()?;
                     let sig = parts.signature.decoded_body()?;
                     let v = signed::verify(&sig, Some(&canonicalize_crlf(parts.signed)), &opts)?;
-                    (parts.signed.to_vec(), v)
+                    Ok((parts.signed.to_vec(), v))
                 }
                 SmimeKind::SignedOpaque => {
                     let der = e.decoded_body()?;
                     let v = signed::verify(&der, None, &opts)?;
-                    (v.content.clone(), v)
+                    Ok((v.content.clone(), v))
                 }
                 SmimeKind::Enveloped | SmimeKind::AuthEnveloped => {
-                    return Err(Error::Usage("the message is encrypted: decrypt it first".into()));
+                    Err(Error::Usage("the message is encrypted: decrypt it first".into()))
                 }
                 _ => match detached {
-                    Some(_) => return Err(malformed("--content was given but the input is not a detached signature")),
-                    None => return Err(Error::Usage("the message is not signed".into())),
+                    Some(_) => Err(malformed("--content was given but the input is not a detached signature")),
+                    None => Err(Error::Usage("the message is not signed".into())),
                 },
-            };
-            if let Some(ph) = protected_headers(&Entity::parse(&content)) {
-                outer = owned(substitute_protected_headers(&outer, &ph));
             }
-            outer.add_header(HEADER_SIGNATURE, &signature_summary(&v))?;
-            Ok((mime::assemble_message(&outer, &content), v))
         }
     }
 }

@@ -7,7 +7,7 @@ use rcgen::{
     ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose, RevokedCertParams, RsaKeySize, SanType,
     SerialNumber,
 };
-use redb::{ReadableTable, ReadableTableMetadata};
+use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata};
 use sealgate_smime::cert::{Certificate, hex};
 use serde::{Deserialize, Serialize};
 use time::{Duration, OffsetDateTime};
@@ -17,7 +17,7 @@ use crate::audit;
 use crate::cipher::{self, VaultSecret};
 use crate::error::{Result, VaultError};
 use crate::record::{KeyRecord, Purpose, b64, now, rfc3339};
-use crate::store::{AUDIT, CA, KEYS, META, REVOKED, Vault, normalise, read_keys};
+use crate::store::{AUDIT, CA, KEYS, META, REVOKED, Vault, normalise};
 
 const CA_KEY_AAD: &[u8] = b"sealgate ca key";
 /// smimeCapabilities (RFC 8551 §2.5.2).
@@ -467,9 +467,4 @@ fn read_keys_w(txn: &redb::WriteTransaction) -> Result<Vec<KeyRecord>> {
         out.push(serde_json::from_slice(v.value())?);
     }
     Ok(out)
-}
-
-#[allow(dead_code)]
-fn _uses(txn: &redb::ReadTransaction) -> Result<Vec<KeyRecord>> {
-    read_keys(txn)
 }

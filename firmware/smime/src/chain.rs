@@ -97,10 +97,12 @@ pub fn validate_signer(leaf: &Certificate, params: &ChainParams<'_>) -> ChainVer
     ChainVerdict { valid: reasons.is_empty(), path, reasons }
 }
 
+/// RFC 8550 §4.4.4: when the extension is present it must allow emailProtection (or any
+/// purpose); a certificate without it is not restricted.
 fn eku_allows_email(cert: &Certificate) -> bool {
     match &cert.ext_key_usage {
         Some(list) => list.iter().any(|o| o == oid::KP_EMAIL_PROTECTION || o == oid::KP_ANY),
-        None => false,
+        None => true,
     }
 }
 

@@ -34,6 +34,7 @@ subjectAltName = email:alice@example.com
 [noeku]
 basicConstraints = CA:false
 keyUsage = critical, digitalSignature
+extendedKeyUsage = clientAuth
 subjectAltName = email:alice@example.com
 [badku]
 basicConstraints = CA:false
@@ -286,7 +287,7 @@ fn chain_expired_at_a_time() {
     // Before it was issued.
     let o = VerifyOptions { at: Some(now() - 86400), ..anchors() };
     let (_, c) = chain_of("p256", &o);
-    assert!(c.reasons.iter().any(|r| r.starts_with("not valid before ")), "{c:?}");
+    assert!(c.reasons.iter().any(|r| r.starts_with("not yet valid: not valid before ")), "{c:?}");
 }
 
 #[test]

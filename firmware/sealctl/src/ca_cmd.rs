@@ -1,0 +1,130 @@
+//! `sealctl ca ...`: the box's own certificate authority.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Subcommand;
+use sealgate_vault::{CaSettings, KeyAlgorithm};
+
+use crate::vault_cmd::{SealerArgs, open_vault};
+use crate::{Failure, Outcome};
+
+#[derive(Subcommand)]
+pub(crate) enum CaCmd {
+    /// Create the organisation's root CA in the vault.
+    Init {
+        /// The data directory.
+        #[arg(long, value_name = "DIR")]
+        data_dir: PathBuf,
+        /// The CA's name (its certificate's common name).
+        #[arg(long)]
+        name: String,
+        /// An organisation mail domain (auto-enrolment issues keys for these). Repeatable.
+        #[arg(long = "domain", value_name = "DOMAIN")]
+        domains: Vec<String>,
+        /// Key type of the CA and of issued keys: rsa3072 (default) or p256.
+        #[arg(long, default_value = "rsa3072")]
+        key_algorithm: String,
+        /// Validity of issued certificates in days.
+        #[arg(long, default_value_t = 730)]
+        validity_days: u32,
+        /// Issue separate signing and encryption keys instead of one dual-use key.
+        #[arg(long)]
+        separate_keys: bool,
+        /// Do not issue keys automatically for users of the organisation's domains.
+        #[arg(long)]
+        no_auto_enrol: bool,
+        #[command(flatten)]
+        sealer: SealerArgs,
+    },
+    /// The CA's certificate (PEM) on stdout.
+    Cert {
+        /// The data directory.
+        #[arg(long, value_name = "DIR")]
+        data_dir: PathBuf,
+        #[command(flatten)]
+        sealer: SealerArgs,
+    },
+    /// Issue a key and S/MIME certificate for a user; the certificate (PEM) on stdout.
+    Issue {
+        /// The data directory.
+        #[arg(long, value_name = "DIR")]
+        data_dir: PathBuf,
+        /// The user's email address.
+        email: String,
+        #[command(flatten)]
+        sealer: SealerArgs,
+    },
+    /// Revoke a user's certificates, or one by serial number.
+    Revoke {
+        /// The data directory.
+        #[arg(long, value_name = "DIR")]
+        data_dir: PathBuf,
+        /// The user whose certificates to revoke.
+        #[arg(required_unless_present = "serial", conflicts_with = "serial")]
+        email: Option<String>,
+        /// The serial number (hex) of the certificate to revoke.
+        #[arg(long, value_name = "HEX")]
+        serial: Option<String>,
+        #[command(flatten)]
+        sealer: SealerArgs,
+    },
+    /// A fresh CRL (PEM) on stdout.
+    Crl {
+        /// The data directory.
+        #[arg(long, value_name = "DIR")]
+        data_dir: PathBuf,
+        #[command(flatten)]
+        sealer: SealerArgs,
+    },
+}
+
+pub(crate) fn run(cmd: CaCmd) -> Outcome {
+    match cmd {
+        CaCmd::Init { data_dir, name, domains, key_algorithm, validity_days, separate_keys, no_auto_enrol, sealer } => {
+            let key_algorithm: KeyAlgorithm = key_algorithm.parse().map_err(|e: sealgate_vault::VaultError| Failure(e.to_string(), 2))?;
+            if validity_days == 0 {
+                return Err(Failure("--validity-days must be at least 1".into(), 2));
+            }
+            let settings = CaSettings {
+                key_algorithm,
+                separate_keys,
+                validity_days,
+                org_domains: domains.iter().map(|d| d.trim().to_ascii_lowercase()).collect(),
+                auto_enrol: !no_auto_enrol,
+                ..CaSettings::default()
+            };
+            let vault = open_vault(&data_dir, &sealer)?;
+            let info = vault.ca_init(&name, &settings)?;
+            println!("{}", serde_json::to_string_pretty(&info)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        CaCmd::Cert { data_dir, sealer } => {
+            let vault = open_vault(&data_dir, &sealer)?;
+            print!("{}", vault.ca_certificate()?.to_pem());
+            Ok(ExitCode::SUCCESS)
+        }
+        CaCmd::Issue { data_dir, email, sealer } => {
+            let vault = open_vault(&data_dir, &sealer)?;
+            for c in vault.ca_issue(&email)? {
+                print!("{}", c.to_pem());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        CaCmd::Revoke { data_dir, email, serial, sealer } => {
+            let vault = open_vault(&data_dir, &sealer)?;
+            let serials = match (&email, &serial) {
+                (_, Some(s)) => vault.ca_revoke_serial(s)?,
+                (Some(e), None) => vault.ca_revoke_user(e)?,
+                (None, None) => return Err(Failure("give EMAIL or --serial HEX".into(), 2)),
+            };
+            println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "revoked": serials }))?);
+            Ok(ExitCode::SUCCESS)
+        }
+        CaCmd::Crl { data_dir, sealer } => {
+            let vault = open_vault(&data_dir, &sealer)?;
+            print!("{}", vault.ca_crl()?);
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

@@ -1,0 +1,179 @@
+//! `sealctl vault ...`: create the vault, show its status, recover it onto a new TPM; and the
+//! vault side of `smime decrypt|sign --data-dir DIR --user EMAIL`.
+
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use clap::{Args, Subcommand};
+use sealgate_smime::keys::PrivateKey;
+use sealgate_vault::{DEFAULT_TCTI, RecoverySecret, Sealer, SealerKind, SoftwareSealer, TpmSealer, Vault};
+
+use crate::{Failure, Outcome, read_file};
+
+/// Which sealer opens (or creates) the vault.
+#[derive(Args, Debug, Clone, Default)]
+pub(crate) struct SealerArgs {
+    /// TCTI of the TPM that seals the vault key (default device:/dev/tpmrm0; a swtpm: swtpm:path=SOCK).
+    #[arg(long, value_name = "TCTI", conflicts_with = "danger_software_sealer")]
+    pub tpm: Option<String>,
+    /// DANGER: keep the vault key in a file, NOT protected by a TPM (boxes without a TPM only).
+    #[arg(long)]
+    pub danger_software_sealer: bool,
+}
+
+impl SealerArgs {
+    pub(crate) fn sealer(&self) -> Box<dyn Sealer> {
+        if self.danger_software_sealer {
+            Box::new(SoftwareSealer::danger_new())
+        } else {
+            Box::new(TpmSealer::new(self.tpm.as_deref().unwrap_or(DEFAULT_TCTI)))
+        }
+    }
+
+    fn explicit(&self) -> bool {
+        self.tpm.is_some() || self.danger_software_sealer
+    }
+}
+
+/// Opens an existing vault with the sealer the command line names.
+pub(crate) fn open_vault(data_dir: &Path, sealer: &SealerArgs) -> Result<Vault, Failure> {
+    Ok(Vault::open(data_dir, sealer.sealer().as_mut())?)
+}
+
+#[derive(Subcommand)]
+pub(crate) enum VaultCmd {
+    /// Create a vault: a random vault key sealed by the TPM (or, explicitly, the software
+    /// sealer) and a recovery secret shown once (or written, mode 0600, to --recovery-out).
+    Init {
+        /// The data directory (created if missing).
+        #[arg(long, value_name = "DIR")]
+        data_dir: PathBuf,
+        #[command(flatten)]
+        sealer: SealerArgs,
+        /// Write the recovery secret to this new file (mode 0600) instead of showing it.
+        #[arg(long, value_name = "FILE")]
+        recovery_out: Option<PathBuf>,
+    },
+    /// The vault's status as JSON: sealed by, PCRs, counts, warnings.
+    Status {
+        /// The data directory.
+        #[arg(long, value_name = "DIR")]
+        data_dir: PathBuf,
+        #[command(flatten)]
+        sealer: SealerArgs,
+    },
+    /// Open the vault with its recovery secret and re-seal the vault key on this TPM.
+    Recover {
+        /// The data directory.
+        #[arg(long, value_name = "DIR")]
+        data_dir: PathBuf,
+        /// File holding the recovery secret.
+        #[arg(long, value_name = "F")]
+        recovery_file: PathBuf,
+        #[command(flatten)]
+        sealer: SealerArgs,
+    },
+}
+
+pub(crate) fn run(cmd: VaultCmd) -> Outcome {
+    match cmd {
+        VaultCmd::Init { data_dir, sealer, recovery_out } => {
+            if !sealer.explicit() {
+                return Err(Failure("give --tpm TCTI or --danger-software-sealer".into(), 2));
+            }
+            if let Some(out) = &recovery_out {
+                if out.exists() {
+                    return Err(Failure(format!("{} exists: the recovery secret is never written over a file", out.display()), 1));
+                }
+            }
+            let (vault, secret) = Vault::init(&data_dir, sealer.sealer().as_mut())?;
+            let text = secret.expose_text();
+            match &recovery_out {
+                Some(out) => {
+                    let mut f = std::fs::OpenOptions::new()
+                        .write(true)
+                        .create_new(true)
+                        .mode(0o600)
+                        .open(out)
+                        .map_err(|e| Failure(format!("cannot create {}: {e}", out.display()), 1))?;
+                    let body = format!(
+                        "# Sealgate vault recovery secret for {}. Keep it offline; it opens every key in the vault.\n{}\n",
+                        vault.data_dir().display(),
+                        &*text
+                    );
+                    f.write_all(body.as_bytes())
+                        .and_then(|_| f.sync_all())
+                        .map_err(|e| Failure(format!("cannot write {}: {e}", out.display()), 1))?;
+                    println!("vault created in {}; recovery secret written to {}", vault.data_dir().display(), out.display());
+                }
+                None => {
+                    println!("vault created in {}", vault.data_dir().display());
+                    println!("RECOVERY SECRET (shown once; write it down and keep it offline):");
+                    println!("{}", &*text);
+                }
+            }
+            if vault.sealer_kind() == SealerKind::Software {
+                eprintln!("sealctl: warning: software sealer: NOT protected by a TPM");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        VaultCmd::Status { data_dir, sealer } => {
+            let mut status = Vault::status(&data_dir)?;
+            // Try to unseal with the sealer the vault was made with, and time it.
+            let mut s: Box<dyn Sealer> = match status.sealed_by {
+                SealerKind::Software => Box::new(SoftwareSealer::danger_new()),
+                SealerKind::Tpm => Box::new(TpmSealer::new(sealer.tpm.as_deref().unwrap_or(DEFAULT_TCTI))),
+            };
+            let start = Instant::now();
+            let opened = Vault::open(&data_dir, s.as_mut());
+            let ms = start.elapsed().as_secs_f64() * 1000.0;
+            match opened {
+                Ok(_) => status.unsealed = Some(true),
+                Err(e) => {
+                    status.unsealed = Some(false);
+                    status.unseal_error = Some(e.to_string());
+                }
+            }
+            let mut json = serde_json::to_value(&status)?;
+            if let Some(o) = json.as_object_mut() {
+                o.insert("unseal_open_ms".into(), serde_json::json!((ms * 10.0).round() / 10.0));
+            }
+            println!("{}", serde_json::to_string_pretty(&json)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        VaultCmd::Recover { data_dir, recovery_file, sealer } => {
+            if !sealer.explicit() {
+                return Err(Failure("give --tpm TCTI (or --danger-software-sealer) to re-seal the vault key".into(), 2));
+            }
+            let raw = read_file(&recovery_file)?;
+            let text = zeroize::Zeroizing::new(
+                String::from_utf8(raw).map_err(|_| Failure("the recovery file is not text".into(), 1))?,
+            );
+            let secret = RecoverySecret::parse(&text)?;
+            let vault = Vault::recover(&data_dir, &secret, sealer.sealer().as_mut())?;
+            println!("vault recovered and re-sealed by {}", vault.sealer_kind().name());
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// The keys `smime decrypt|sign --data-dir DIR --user EMAIL` use: for decryption every key
+/// of the user (old ones too); for signing the current signing key (auto-enrolled if the
+/// settings allow).
+pub(crate) fn smime_keys(data_dir: &Path, user: &str, sealer: &SealerArgs, signing: bool) -> Result<Vec<Box<dyn PrivateKey>>, Failure> {
+    let vault = open_vault(data_dir, sealer)?;
+    if signing {
+        if vault.ca_certificate().is_ok() {
+            vault.ensure_key(user)?;
+        }
+        return Ok(vec![Box::new(vault.signing_key(user)?)]);
+    }
+    let keys = vault.keys_for(user)?;
+    if keys.is_empty() {
+        return Err(Failure(format!("the vault holds no key for {user}"), 1));
+    }
+    Ok(keys.into_iter().map(|k| Box::new(k) as Box<dyn PrivateKey>).collect())
+}

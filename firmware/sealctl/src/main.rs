@@ -15,6 +15,10 @@ use sealgate_smime::keys::{PrivateKey, SoftwareKey};
 use sealgate_smime::message::{self, OpenMode};
 use sealgate_smime::signed::VerifyOptions;
 
+mod ca_cmd;
+mod keys_cmd;
+mod vault_cmd;
+
 /// Sealgate administration.
 #[derive(Parser)]
 #[command(name = "sealctl", version, about = "Sealgate administration", propagate_version = true)]
@@ -28,6 +32,15 @@ enum Command {
     /// S/MIME operations on messages and CMS files.
     #[command(subcommand)]
     Smime(Smime),
+    /// The key vault: create it, show its status, recover it onto a new TPM.
+    #[command(subcommand)]
+    Vault(vault_cmd::VaultCmd),
+    /// Users' keys in the vault: import, list, export.
+    #[command(subcommand)]
+    Keys(keys_cmd::KeysCmd),
+    /// The box's own certificate authority.
+    #[command(subcommand)]
+    Ca(ca_cmd::CaCmd),
 }
 
 #[derive(Subcommand)]
@@ -113,11 +126,19 @@ struct KeyArgs {
     #[arg(long, value_name = "CERTFILE", requires = "key")]
     cert: Option<PathBuf>,
     /// PKCS#12 file with key and certificate.
-    #[arg(long, value_name = "FILE", required_unless_present = "key")]
+    #[arg(long, value_name = "FILE", required_unless_present_any = ["key", "data_dir"])]
     p12: Option<PathBuf>,
     /// File holding the PKCS#12 password (default: empty password).
     #[arg(long, value_name = "F", requires = "p12")]
     password_file: Option<PathBuf>,
+    /// Take the keys from the vault in this data directory (with --user).
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["key", "p12"], requires = "user")]
+    data_dir: Option<PathBuf>,
+    /// The vault user whose keys to use.
+    #[arg(long, value_name = "EMAIL", requires = "data_dir")]
+    user: Option<String>,
+    #[command(flatten)]
+    sealer: vault_cmd::SealerArgs,
 }
 
 /// A failure: its message and exit code.
@@ -146,6 +167,9 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Outcome {
     match cli.command {
         Command::Smime(s) => smime(s),
+        Command::Vault(c) => vault_cmd::run(c),
+        Command::Keys(c) => keys_cmd::run(c),
+        Command::Ca(c) => ca_cmd::run(c),
     }
 }
 
@@ -193,6 +217,14 @@ fn load_keys(k: &KeyArgs) -> Result<Vec<SoftwareKey>, Failure> {
     }
 }
 
+/// The keys of `--data-dir/--user` (the vault) or of `--key/--cert/--p12` (files).
+fn load_any_keys(k: &KeyArgs, signing: bool) -> Result<Vec<Box<dyn PrivateKey>>, Failure> {
+    if let (Some(dir), Some(user)) = (&k.data_dir, &k.user) {
+        return vault_cmd::smime_keys(dir, user, &k.sealer, signing);
+    }
+    Ok(load_keys(k)?.into_iter().map(|k| Box::new(k) as Box<dyn PrivateKey>).collect())
+}
+
 fn now() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()
 }
@@ -226,8 +258,8 @@ fn smime(cmd: Smime) -> Outcome {
             Ok(ExitCode::SUCCESS)
         }
         Smime::Decrypt { key, io } => {
-            let keys = load_keys(&key)?;
-            let refs: Vec<&dyn PrivateKey> = keys.iter().map(|k| k as &dyn PrivateKey).collect();
+            let keys = load_any_keys(&key, false)?;
+            let refs: Vec<&dyn PrivateKey> = keys.iter().map(|k| k.as_ref()).collect();
             let input = read_input(io.input.as_deref())?;
             let opened = message::open(&input, &refs, &VerifyOptions::default(), OpenMode::Decrypt)?;
             if !opened.decrypted() {
@@ -237,10 +269,10 @@ fn smime(cmd: Smime) -> Outcome {
             Ok(ExitCode::SUCCESS)
         }
         Smime::Sign { key, opaque, io } => {
-            let keys = load_keys(&key)?;
+            let keys = load_any_keys(&key, true)?;
             let key = keys.first().ok_or_else(|| Failure("no key".into(), 1))?;
             let input = read_input(io.input.as_deref())?;
-            let out = message::sign_message(&input, key, opaque, now())?;
+            let out = message::sign_message(&input, key.as_ref(), opaque, now())?;
             write_output(io.output.as_deref(), &out)?;
             Ok(ExitCode::SUCCESS)
         }

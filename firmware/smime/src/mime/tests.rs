@@ -377,12 +377,7 @@ fn large_body_linear() {
     large_body(8 << 20);
 }
 
-/// The 50 MiB case of the issue: `cargo test --release -p sealgate-smime --lib -- --ignored`.
-#[test]
-#[ignore = "50 MiB: slow in debug builds"]
-fn large_body_50_mib() {
-    large_body(50 << 20);
-}
+// The 50 MiB case runs end to end through sealctl in tests/interop/negative.rs.
 
 fn large_body(size: usize) {
     let mut data = Vec::with_capacity(size);

@@ -81,8 +81,19 @@ pub(crate) enum CaCmd {
 
 pub(crate) fn run(cmd: CaCmd) -> Outcome {
     match cmd {
-        CaCmd::Init { data_dir, name, domains, key_algorithm, validity_days, separate_keys, no_auto_enrol, sealer } => {
-            let key_algorithm: KeyAlgorithm = key_algorithm.parse().map_err(|e: sealgate_vault::VaultError| Failure(e.to_string(), 2))?;
+        CaCmd::Init {
+            data_dir,
+            name,
+            domains,
+            key_algorithm,
+            validity_days,
+            separate_keys,
+            no_auto_enrol,
+            sealer,
+        } => {
+            let key_algorithm: KeyAlgorithm = key_algorithm
+                .parse()
+                .map_err(|e: sealgate_vault::VaultError| Failure(e.to_string(), 2))?;
             if validity_days == 0 {
                 return Err(Failure("--validity-days must be at least 1".into(), 2));
             }
@@ -90,7 +101,10 @@ pub(crate) fn run(cmd: CaCmd) -> Outcome {
                 key_algorithm,
                 separate_keys,
                 validity_days,
-                org_domains: domains.iter().map(|d| d.trim().to_ascii_lowercase()).collect(),
+                org_domains: domains
+                    .iter()
+                    .map(|d| d.trim().to_ascii_lowercase())
+                    .collect(),
                 auto_enrol: !no_auto_enrol,
                 ..CaSettings::default()
             };
@@ -104,21 +118,33 @@ pub(crate) fn run(cmd: CaCmd) -> Outcome {
             print!("{}", vault.ca_certificate()?.to_pem());
             Ok(ExitCode::SUCCESS)
         }
-        CaCmd::Issue { data_dir, email, sealer } => {
+        CaCmd::Issue {
+            data_dir,
+            email,
+            sealer,
+        } => {
             let vault = open_vault(&data_dir, &sealer)?;
             for c in vault.ca_issue(&email)? {
                 print!("{}", c.to_pem());
             }
             Ok(ExitCode::SUCCESS)
         }
-        CaCmd::Revoke { data_dir, email, serial, sealer } => {
+        CaCmd::Revoke {
+            data_dir,
+            email,
+            serial,
+            sealer,
+        } => {
             let vault = open_vault(&data_dir, &sealer)?;
             let serials = match (&email, &serial) {
                 (_, Some(s)) => vault.ca_revoke_serial(s)?,
                 (Some(e), None) => vault.ca_revoke_user(e)?,
                 (None, None) => return Err(Failure("give EMAIL or --serial HEX".into(), 2)),
             };
-            println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "revoked": serials }))?);
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&serde_json::json!({ "revoked": serials }))?
+            );
             Ok(ExitCode::SUCCESS)
         }
         CaCmd::Crl { data_dir, sealer } => {

@@ -19,7 +19,12 @@ pub(crate) enum KeysCmd {
         #[arg(long, value_name = "DIR")]
         data_dir: PathBuf,
         /// PKCS#12 file (OpenSSL 3 default or -legacy).
-        #[arg(long, value_name = "FILE", required_unless_present = "key", conflicts_with = "key")]
+        #[arg(
+            long,
+            value_name = "FILE",
+            required_unless_present = "key",
+            conflicts_with = "key"
+        )]
         p12: Option<PathBuf>,
         /// File holding the PKCS#12 password (default: empty password).
         #[arg(long, value_name = "F", requires = "p12")]
@@ -84,13 +89,27 @@ pub(crate) enum KeysCmd {
 /// A password file's content without its final newline.
 pub(crate) fn read_password(path: &Path) -> Result<Zeroizing<String>, Failure> {
     let raw = Zeroizing::new(read_file(path)?);
-    let s = std::str::from_utf8(&raw).map_err(|_| Failure("the password file is not UTF-8".into(), 1))?;
-    Ok(Zeroizing::new(s.strip_suffix("\r\n").or_else(|| s.strip_suffix('\n')).unwrap_or(s).to_string()))
+    let s = std::str::from_utf8(&raw)
+        .map_err(|_| Failure("the password file is not UTF-8".into(), 1))?;
+    Ok(Zeroizing::new(
+        s.strip_suffix("\r\n")
+            .or_else(|| s.strip_suffix('\n'))
+            .unwrap_or(s)
+            .to_string(),
+    ))
 }
 
 pub(crate) fn run(cmd: KeysCmd) -> Outcome {
     match cmd {
-        KeysCmd::Import { data_dir, p12, password_file, key, cert, user, sealer } => {
+        KeysCmd::Import {
+            data_dir,
+            p12,
+            password_file,
+            key,
+            cert,
+            user,
+            sealer,
+        } => {
             let vault = open_vault(&data_dir, &sealer)?;
             let imported = match (&p12, &key, &cert) {
                 (Some(p12), _, _) => {
@@ -109,23 +128,47 @@ pub(crate) fn run(cmd: KeysCmd) -> Outcome {
             println!("{}", serde_json::to_string_pretty(&imported)?);
             Ok(ExitCode::SUCCESS)
         }
-        KeysCmd::List { data_dir, user, sealer } => {
+        KeysCmd::List {
+            data_dir,
+            user,
+            sealer,
+        } => {
             let vault = open_vault(&data_dir, &sealer)?;
-            println!("{}", serde_json::to_string_pretty(&vault.list(user.as_deref())?)?);
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&vault.list(user.as_deref())?)?
+            );
             Ok(ExitCode::SUCCESS)
         }
-        KeysCmd::ExportCert { data_dir, email, format, output, sealer } => {
+        KeysCmd::ExportCert {
+            data_dir,
+            email,
+            format,
+            output,
+            sealer,
+        } => {
             let format = match format.as_str() {
                 "pem" => CertFormat::Pem,
                 "der" => CertFormat::Der,
                 "p7c" => CertFormat::P7c,
-                other => return Err(Failure(format!("unknown --format {other:?} (pem, der or p7c)"), 2)),
+                other => {
+                    return Err(Failure(
+                        format!("unknown --format {other:?} (pem, der or p7c)"),
+                        2,
+                    ));
+                }
             };
             let vault = open_vault(&data_dir, &sealer)?;
             write_output(output.as_deref(), &vault.export_cert(&email, format)?)?;
             Ok(ExitCode::SUCCESS)
         }
-        KeysCmd::ExportPkcs12 { data_dir, email, password_file, output, sealer } => {
+        KeysCmd::ExportPkcs12 {
+            data_dir,
+            email,
+            password_file,
+            output,
+            sealer,
+        } => {
             let password = read_password(&password_file)?;
             let vault = open_vault(&data_dir, &sealer)?;
             let p12 = vault.export_pkcs12(&email, &password)?;
@@ -137,7 +180,8 @@ pub(crate) fn run(cmd: KeysCmd) -> Outcome {
                 .mode(0o600)
                 .open(&output)
                 .map_err(|e| Failure(format!("cannot create {}: {e}", output.display()), 1))?;
-            f.write_all(&p12).map_err(|e| Failure(format!("cannot write {}: {e}", output.display()), 1))?;
+            f.write_all(&p12)
+                .map_err(|e| Failure(format!("cannot write {}: {e}", output.display()), 1))?;
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -15,6 +15,7 @@ use sealgate_smime::keys::{PrivateKey, SoftwareKey};
 use sealgate_smime::message::{self, OpenMode};
 use sealgate_smime::signed::VerifyOptions;
 
+mod api_token_cmd;
 mod ca_cmd;
 mod keys_cmd;
 mod vault_cmd;
@@ -41,6 +42,9 @@ enum Command {
     /// The box's own certificate authority.
     #[command(subcommand)]
     Ca(ca_cmd::CaCmd),
+    /// Bearer tokens for the docking API (sealgated): create, list, revoke.
+    #[command(subcommand)]
+    ApiToken(api_token_cmd::ApiTokenCmd),
 }
 
 #[derive(Subcommand)]
@@ -170,6 +174,7 @@ fn run(cli: Cli) -> Outcome {
         Command::Vault(c) => vault_cmd::run(c),
         Command::Keys(c) => keys_cmd::run(c),
         Command::Ca(c) => ca_cmd::run(c),
+        Command::ApiToken(c) => api_token_cmd::run(c),
     }
 }
 

@@ -9,7 +9,9 @@ use std::time::Instant;
 
 use clap::{Args, Subcommand};
 use sealgate_smime::keys::PrivateKey;
-use sealgate_vault::{DEFAULT_TCTI, RecoverySecret, Sealer, SealerKind, SoftwareSealer, TpmSealer, Vault};
+use sealgate_vault::{
+    DEFAULT_TCTI, RecoverySecret, Sealer, SealerKind, SoftwareSealer, TpmSealer, Vault,
+};
 
 use crate::{Failure, Outcome, read_file};
 
@@ -80,14 +82,25 @@ pub(crate) enum VaultCmd {
 
 pub(crate) fn run(cmd: VaultCmd) -> Outcome {
     match cmd {
-        VaultCmd::Init { data_dir, sealer, recovery_out } => {
+        VaultCmd::Init {
+            data_dir,
+            sealer,
+            recovery_out,
+        } => {
             if !sealer.explicit() {
-                return Err(Failure("give --tpm TCTI or --danger-software-sealer".into(), 2));
+                return Err(Failure(
+                    "give --tpm TCTI or --danger-software-sealer".into(),
+                    2,
+                ));
             }
-            if let Some(out) = &recovery_out {
-                if out.exists() {
-                    return Err(Failure(format!("{} exists: the recovery secret is never written over a file", out.display()), 1));
-                }
+            if let Some(out) = recovery_out.as_ref().filter(|o| o.exists()) {
+                return Err(Failure(
+                    format!(
+                        "{} exists: the recovery secret is never written over a file",
+                        out.display()
+                    ),
+                    1,
+                ));
             }
             let (vault, secret) = Vault::init(&data_dir, sealer.sealer().as_mut())?;
             let text = secret.expose_text();
@@ -107,7 +120,11 @@ pub(crate) fn run(cmd: VaultCmd) -> Outcome {
                     f.write_all(body.as_bytes())
                         .and_then(|_| f.sync_all())
                         .map_err(|e| Failure(format!("cannot write {}: {e}", out.display()), 1))?;
-                    println!("vault created in {}; recovery secret written to {}", vault.data_dir().display(), out.display());
+                    println!(
+                        "vault created in {}; recovery secret written to {}",
+                        vault.data_dir().display(),
+                        out.display()
+                    );
                 }
                 None => {
                     println!("vault created in {}", vault.data_dir().display());
@@ -125,7 +142,9 @@ pub(crate) fn run(cmd: VaultCmd) -> Outcome {
             // Try to unseal with the sealer the vault was made with, and time it.
             let mut s: Box<dyn Sealer> = match status.sealed_by {
                 SealerKind::Software => Box::new(SoftwareSealer::danger_new()),
-                SealerKind::Tpm => Box::new(TpmSealer::new(sealer.tpm.as_deref().unwrap_or(DEFAULT_TCTI))),
+                SealerKind::Tpm => Box::new(TpmSealer::new(
+                    sealer.tpm.as_deref().unwrap_or(DEFAULT_TCTI),
+                )),
             };
             let start = Instant::now();
             let opened = Vault::open(&data_dir, s.as_mut());
@@ -139,22 +158,36 @@ pub(crate) fn run(cmd: VaultCmd) -> Outcome {
             }
             let mut json = serde_json::to_value(&status)?;
             if let Some(o) = json.as_object_mut() {
-                o.insert("unseal_open_ms".into(), serde_json::json!((ms * 10.0).round() / 10.0));
+                o.insert(
+                    "unseal_open_ms".into(),
+                    serde_json::json!((ms * 10.0).round() / 10.0),
+                );
             }
             println!("{}", serde_json::to_string_pretty(&json)?);
             Ok(ExitCode::SUCCESS)
         }
-        VaultCmd::Recover { data_dir, recovery_file, sealer } => {
+        VaultCmd::Recover {
+            data_dir,
+            recovery_file,
+            sealer,
+        } => {
             if !sealer.explicit() {
-                return Err(Failure("give --tpm TCTI (or --danger-software-sealer) to re-seal the vault key".into(), 2));
+                return Err(Failure(
+                    "give --tpm TCTI (or --danger-software-sealer) to re-seal the vault key".into(),
+                    2,
+                ));
             }
             let raw = read_file(&recovery_file)?;
             let text = zeroize::Zeroizing::new(
-                String::from_utf8(raw).map_err(|_| Failure("the recovery file is not text".into(), 1))?,
+                String::from_utf8(raw)
+                    .map_err(|_| Failure("the recovery file is not text".into(), 1))?,
             );
             let secret = RecoverySecret::parse(&text)?;
             let vault = Vault::recover(&data_dir, &secret, sealer.sealer().as_mut())?;
-            println!("vault recovered and re-sealed by {}", vault.sealer_kind().name());
+            println!(
+                "vault recovered and re-sealed by {}",
+                vault.sealer_kind().name()
+            );
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -163,7 +196,12 @@ pub(crate) fn run(cmd: VaultCmd) -> Outcome {
 /// The keys `smime decrypt|sign --data-dir DIR --user EMAIL` use: for decryption every key
 /// of the user (old ones too); for signing the current signing key (auto-enrolled if the
 /// settings allow).
-pub(crate) fn smime_keys(data_dir: &Path, user: &str, sealer: &SealerArgs, signing: bool) -> Result<Vec<Box<dyn PrivateKey>>, Failure> {
+pub(crate) fn smime_keys(
+    data_dir: &Path,
+    user: &str,
+    sealer: &SealerArgs,
+    signing: bool,
+) -> Result<Vec<Box<dyn PrivateKey>>, Failure> {
     let vault = open_vault(data_dir, sealer)?;
     if signing {
         if vault.ca_certificate().is_ok() {
@@ -175,5 +213,8 @@ pub(crate) fn smime_keys(data_dir: &Path, user: &str, sealer: &SealerArgs, signi
     if keys.is_empty() {
         return Err(Failure(format!("the vault holds no key for {user}"), 1));
     }
-    Ok(keys.into_iter().map(|k| Box::new(k) as Box<dyn PrivateKey>).collect())
+    Ok(keys
+        .into_iter()
+        .map(|k| Box::new(k) as Box<dyn PrivateKey>)
+        .collect())
 }

@@ -54,7 +54,10 @@ fn entry_hash(e: &AuditEntry) -> Result<String> {
         prev: &e.prev,
     };
     let bytes = serde_json::to_vec(&body)?;
-    Ok(cipher::hex(&cipher::sha256(&[b"sealgate audit v1\n", &bytes])))
+    Ok(cipher::hex(&cipher::sha256(&[
+        b"sealgate audit v1\n",
+        &bytes,
+    ])))
 }
 
 const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -90,22 +93,29 @@ pub(crate) fn append(
 }
 
 /// Reads every entry and checks the chain; fails naming the first bad entry.
-pub(crate) fn read_verified(table: &impl ReadableTable<u64, &'static [u8]>) -> Result<Vec<AuditEntry>> {
+pub(crate) fn read_verified(
+    table: &impl ReadableTable<u64, &'static [u8]>,
+) -> Result<Vec<AuditEntry>> {
     let mut out: Vec<AuditEntry> = Vec::new();
     let mut prev = GENESIS.to_string();
-    let mut expect = 1u64;
-    for row in table.iter()? {
+    for (n, row) in table.iter()?.enumerate() {
+        let expect = n as u64 + 1;
         let (k, v) = row?;
         let e: AuditEntry = serde_json::from_slice(v.value())
             .map_err(|_| VaultError::Corrupt(format!("audit entry {} is unreadable", k.value())))?;
         if e.seq != k.value() || e.seq != expect {
-            return Err(VaultError::Corrupt(format!("audit log: entry {} is out of sequence", k.value())));
+            return Err(VaultError::Corrupt(format!(
+                "audit log: entry {} is out of sequence",
+                k.value()
+            )));
         }
         if e.prev != prev || entry_hash(&e)? != e.hash {
-            return Err(VaultError::Corrupt(format!("audit log: the hash chain breaks at entry {}", e.seq)));
+            return Err(VaultError::Corrupt(format!(
+                "audit log: the hash chain breaks at entry {}",
+                e.seq
+            )));
         }
         prev = e.hash.clone();
-        expect += 1;
         out.push(e);
     }
     Ok(out)

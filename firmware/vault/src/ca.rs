@@ -3,9 +3,9 @@
 //! under the vault key).
 
 use rcgen::{
-    BasicConstraints, CertificateParams, CertificateRevocationListParams, CustomExtension, DistinguishedName, DnType,
-    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose, RevokedCertParams, RsaKeySize, SanType,
-    SerialNumber,
+    BasicConstraints, CertificateParams, CertificateRevocationListParams, CustomExtension,
+    DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair,
+    KeyUsagePurpose, RevokedCertParams, RsaKeySize, SanType, SerialNumber,
 };
 use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata};
 use sealgate_smime::cert::{Certificate, hex};
@@ -41,7 +41,9 @@ impl std::str::FromStr for KeyAlgorithm {
         match s.to_ascii_lowercase().as_str() {
             "rsa3072" | "rsa-3072" | "rsa" => Ok(KeyAlgorithm::Rsa3072),
             "p256" | "p-256" | "ec" | "ecdsa-p256" => Ok(KeyAlgorithm::P256),
-            other => Err(VaultError::Usage(format!("unknown key algorithm {other:?} (use rsa3072 or p256)"))),
+            other => Err(VaultError::Usage(format!(
+                "unknown key algorithm {other:?} (use rsa3072 or p256)"
+            ))),
         }
     }
 }
@@ -105,13 +107,15 @@ pub(crate) struct CaRecord {
 
 impl CaRecord {
     pub(crate) fn certificate(&self) -> Result<Certificate> {
-        Certificate::from_der(&self.cert).map_err(|e| VaultError::Corrupt(format!("CA certificate: {e}")))
+        Certificate::from_der(&self.cert)
+            .map_err(|e| VaultError::Corrupt(format!("CA certificate: {e}")))
     }
 
     pub(crate) fn signing_key(&self, key: &VaultSecret) -> Result<KeyPair> {
         let pkcs8 = cipher::open(key.bytes(), CA_KEY_AAD, &self.encrypted_key)
             .ok_or_else(|| VaultError::Corrupt("the CA key does not decrypt".into()))?;
-        KeyPair::try_from(pkcs8.as_slice()).map_err(|e| VaultError::Corrupt(format!("the CA key: {e}")))
+        KeyPair::try_from(pkcs8.as_slice())
+            .map_err(|e| VaultError::Corrupt(format!("the CA key: {e}")))
     }
 
     fn issuer(&self, key: KeyPair) -> Issuer<'static, KeyPair> {
@@ -127,13 +131,20 @@ pub(crate) fn read_ca(txn: &redb::ReadTransaction) -> Result<Option<CaRecord>> {
     }
 }
 
-fn root_params(name: &str, validity: Option<(OffsetDateTime, OffsetDateTime, SerialNumber)>) -> CertificateParams {
+fn root_params(
+    name: &str,
+    validity: Option<(OffsetDateTime, OffsetDateTime, SerialNumber)>,
+) -> CertificateParams {
     let mut p = CertificateParams::default();
     let mut dn = DistinguishedName::new();
     dn.push(DnType::CommonName, name);
     p.distinguished_name = dn;
     p.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-    p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    p.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
     p.key_identifier_method = KeyIdMethod::Sha256;
     if let Some((nb, na, serial)) = validity {
         p.not_before = nb;
@@ -145,7 +156,9 @@ fn root_params(name: &str, validity: Option<(OffsetDateTime, OffsetDateTime, Ser
 
 fn generate(alg: KeyAlgorithm) -> Result<KeyPair> {
     Ok(match alg {
-        KeyAlgorithm::Rsa3072 => KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, RsaKeySize::_3072)?,
+        KeyAlgorithm::Rsa3072 => {
+            KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, RsaKeySize::_3072)?
+        }
         KeyAlgorithm::P256 => KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?,
     })
 }
@@ -166,17 +179,31 @@ fn smime_capabilities() -> CustomExtension {
     use sealgate_smime::asn1::der;
     const AES256_CBC: &[u8] = &[0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x01, 0x2a];
     const AES128_CBC: &[u8] = &[0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x01, 0x02];
-    let caps = der_seq(&[&der_seq(&[&der::oid(AES256_CBC)]), &der_seq(&[&der::oid(AES128_CBC)])]);
+    let caps = der_seq(&[
+        &der_seq(&[&der::oid(AES256_CBC)]),
+        &der_seq(&[&der::oid(AES128_CBC)]),
+    ]);
     CustomExtension::from_oid_content(SMIME_CAPABILITIES, caps)
 }
 
 fn parse_hex(s: &str) -> Result<Vec<u8>> {
-    let s: String = s.chars().filter(|c| *c != ':').collect::<String>().to_ascii_lowercase();
+    let s: String = s
+        .chars()
+        .filter(|c| *c != ':')
+        .collect::<String>()
+        .to_ascii_lowercase();
     let s = s.strip_prefix("0x").unwrap_or(&s);
     if s.is_empty() || s.len() % 2 == 1 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(VaultError::Usage(format!("{s:?} is not a hex serial number")));
+        return Err(VaultError::Usage(format!(
+            "{s:?} is not a hex serial number"
+        )));
     }
-    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).map_err(|_| VaultError::Usage("bad hex".into()))).collect()
+    (0..s.len())
+        .step_by(2)
+        .map(|i| {
+            u8::from_str_radix(&s[i..i + 2], 16).map_err(|_| VaultError::Usage("bad hex".into()))
+        })
+        .collect()
 }
 
 impl Vault {
@@ -193,12 +220,15 @@ impl Vault {
     /// Replaces the CA settings. Audited.
     pub fn set_ca_settings(&self, settings: &CaSettings) -> Result<()> {
         if settings.validity_days == 0 || settings.crl_validity_days == 0 {
-            return Err(VaultError::Usage("validity must be at least one day".into()));
+            return Err(VaultError::Usage(
+                "validity must be at least one day".into(),
+            ));
         }
         let json = serde_json::to_vec(settings)?;
         self.audited(
             |txn| {
-                txn.open_table(META)?.insert("ca_settings", json.as_slice())?;
+                txn.open_table(META)?
+                    .insert("ca_settings", json.as_slice())?;
                 Ok(())
             },
             "ca.settings",
@@ -217,7 +247,14 @@ impl Vault {
         }
         let key = generate(settings.key_algorithm)?;
         let nb = OffsetDateTime::now_utc() - Duration::minutes(5);
-        let params = root_params(name, Some((nb, nb + Duration::days(ROOT_VALIDITY_DAYS), random_serial()?)));
+        let params = root_params(
+            name,
+            Some((
+                nb,
+                nb + Duration::days(ROOT_VALIDITY_DAYS),
+                random_serial()?,
+            )),
+        );
         let cert = params.self_signed(&key)?;
         let pkcs8 = Zeroizing::new(key.serialize_der());
         let rec = CaRecord {
@@ -242,19 +279,27 @@ impl Vault {
                     return Err(VaultError::CaExists);
                 }
                 t.insert("root", json.as_slice())?;
-                txn.open_table(META)?.insert("ca_settings", settings_json.as_slice())?;
+                txn.open_table(META)?
+                    .insert("ca_settings", settings_json.as_slice())?;
                 Ok(())
             },
             "ca.init",
             name,
-            &format!("serial={} sha256={} settings={}", info.serial, info.sha256_fingerprint, String::from_utf8_lossy(&settings_json)),
+            &format!(
+                "serial={} sha256={} settings={}",
+                info.serial,
+                info.sha256_fingerprint,
+                String::from_utf8_lossy(&settings_json)
+            ),
         )?;
         Ok(info)
     }
 
     /// The CA's certificate.
     pub fn ca_certificate(&self) -> Result<Certificate> {
-        read_ca(&self.db.begin_read()?)?.ok_or(VaultError::NoCa)?.certificate()
+        read_ca(&self.db.begin_read()?)?
+            .ok_or(VaultError::NoCa)?
+            .certificate()
     }
 
     /// Issues a key and certificate for `email` (two when the settings ask for separate
@@ -267,7 +312,11 @@ impl Vault {
         let ca = read_ca(&self.db.begin_read()?)?.ok_or(VaultError::NoCa)?;
         let ca_cert = ca.certificate()?;
         let issuer = ca.issuer(ca.signing_key(&self.key)?);
-        let purposes: &[Purpose] = if settings.separate_keys { &[Purpose::Encryption, Purpose::Signing] } else { &[Purpose::Dual] };
+        let purposes: &[Purpose] = if settings.separate_keys {
+            &[Purpose::Encryption, Purpose::Signing]
+        } else {
+            &[Purpose::Dual]
+        };
         let mut made = Vec::new();
         for &purpose in purposes {
             let key = generate(settings.key_algorithm)?;
@@ -278,10 +327,17 @@ impl Vault {
             p.distinguished_name = dn;
             p.subject_alt_names = vec![SanType::Rfc822Name(email.as_str().try_into()?)];
             p.extended_key_usages = vec![ExtendedKeyUsagePurpose::EmailProtection];
-            let encipher = if rsa { KeyUsagePurpose::KeyEncipherment } else { KeyUsagePurpose::KeyAgreement };
+            let encipher = if rsa {
+                KeyUsagePurpose::KeyEncipherment
+            } else {
+                KeyUsagePurpose::KeyAgreement
+            };
             p.key_usages = match purpose {
                 Purpose::Dual => vec![KeyUsagePurpose::DigitalSignature, encipher],
-                Purpose::Signing => vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::ContentCommitment],
+                Purpose::Signing => vec![
+                    KeyUsagePurpose::DigitalSignature,
+                    KeyUsagePurpose::ContentCommitment,
+                ],
                 Purpose::Encryption => vec![encipher],
             };
             let nb = OffsetDateTime::now_utc() - Duration::minutes(5);
@@ -306,18 +362,38 @@ impl Vault {
             // Renewal: retire the active keys that the new ones replace.
             let old: Vec<KeyRecord> = keys
                 .iter()?
-                .filter_map(|row| row.ok().and_then(|(_, v)| serde_json::from_slice::<KeyRecord>(v.value()).ok()))
+                .filter_map(|row| {
+                    row.ok()
+                        .and_then(|(_, v)| serde_json::from_slice::<KeyRecord>(v.value()).ok())
+                })
                 .filter(|r| r.user == email && r.active())
-                .filter(|r| purposes.iter().any(|p| (p.signs() && r.purpose.signs()) || (p.decrypts() && r.purpose.decrypts())))
+                .filter(|r| {
+                    purposes.iter().any(|p| {
+                        (p.signs() && r.purpose.signs()) || (p.decrypts() && r.purpose.decrypts())
+                    })
+                })
                 .collect();
             let t = now();
             for mut r in old {
                 r.retired = Some(t);
                 keys.insert(r.id, serde_json::to_vec(&r)?.as_slice())?;
-                audit::append(&mut a, &self.actor, "key.retire", &email, &format!("record={} (renewed)", r.id))?;
+                audit::append(
+                    &mut a,
+                    &self.actor,
+                    "key.retire",
+                    &email,
+                    &format!("record={} (renewed)", r.id),
+                )?;
             }
             for (purpose, pkcs8, der) in &made {
-                let rec = self.insert_key(&mut keys, &email, *purpose, "ca", pkcs8, vec![der.clone(), ca_der.clone()])?;
+                let rec = self.insert_key(
+                    &mut keys,
+                    &email,
+                    *purpose,
+                    "ca",
+                    pkcs8,
+                    vec![der.clone(), ca_der.clone()],
+                )?;
                 let c = rec.certificate()?;
                 audit::append(
                     &mut a,
@@ -350,10 +426,14 @@ impl Vault {
         let s = self.ca_settings()?;
         let domain = u.rsplit_once('@').map(|(_, d)| d).unwrap_or_default();
         if !s.auto_enrol {
-            return Err(VaultError::NoKey(format!("{u} has no key and auto-enrolment is off")));
+            return Err(VaultError::NoKey(format!(
+                "{u} has no key and auto-enrolment is off"
+            )));
         }
         if !s.org_domains.iter().any(|d| d.eq_ignore_ascii_case(domain)) {
-            return Err(VaultError::NoKey(format!("{u} has no key and {domain} is not one of the organisation's domains")));
+            return Err(VaultError::NoKey(format!(
+                "{u} has no key and {domain} is not one of the organisation's domains"
+            )));
         }
         self.ca_issue(&u)?;
         Ok(true)
@@ -370,13 +450,22 @@ impl Vault {
     pub fn ca_revoke_serial(&self, serial_hex: &str) -> Result<Vec<String>> {
         let want = hex(&parse_hex(serial_hex)?);
         self.revoke_where(
-            |r| r.certificate().map(|c| hex(&c.serial) == want || hex(c.serial.strip_prefix(&[0]).unwrap_or(&c.serial)) == want).unwrap_or(false),
+            |r| {
+                r.certificate()
+                    .map(|c| {
+                        hex(&c.serial) == want
+                            || hex(c.serial.strip_prefix(&[0]).unwrap_or(&c.serial)) == want
+                    })
+                    .unwrap_or(false)
+            },
             &want,
         )
     }
 
     fn revoke_where(&self, pred: impl Fn(&KeyRecord) -> bool, what: &str) -> Result<Vec<String>> {
-        let ca = read_ca(&self.db.begin_read()?)?.ok_or(VaultError::NoCa)?.certificate()?;
+        let ca = read_ca(&self.db.begin_read()?)?
+            .ok_or(VaultError::NoCa)?
+            .certificate()?;
         let txn = self.db.begin_write()?;
         let mut serials = Vec::new();
         {
@@ -385,7 +474,11 @@ impl Vault {
             let mut revoked = txn.open_table(REVOKED)?;
             let mut a = txn.open_table(AUDIT)?;
             let t = now();
-            for mut r in recs.into_iter().filter(|r| r.source == "ca" && r.revoked.is_none()).filter(|r| pred(r)) {
+            for mut r in recs
+                .into_iter()
+                .filter(|r| r.source == "ca" && r.revoked.is_none())
+                .filter(|r| pred(r))
+            {
                 let c = r.certificate()?;
                 if !sealgate_smime::cert::names_equal(&c.issuer, &ca.subject) {
                     continue;
@@ -394,12 +487,20 @@ impl Vault {
                 r.revoked = Some(t);
                 keys.insert(r.id, serde_json::to_vec(&r)?.as_slice())?;
                 revoked.insert(serial.as_str(), t.to_string().as_bytes())?;
-                audit::append(&mut a, &self.actor, "ca.revoke", &r.user, &format!("record={} serial={serial}", r.id))?;
+                audit::append(
+                    &mut a,
+                    &self.actor,
+                    "ca.revoke",
+                    &r.user,
+                    &format!("record={} serial={serial}", r.id),
+                )?;
                 serials.push(serial);
             }
         }
         if serials.is_empty() {
-            return Err(VaultError::Usage(format!("no unrevoked certificate issued by this CA matches {what}")));
+            return Err(VaultError::Usage(format!(
+                "no unrevoked certificate issued by this CA matches {what}"
+            )));
         }
         txn.commit()?;
         Ok(serials)
@@ -427,7 +528,13 @@ impl Vault {
                 list.push((parse_hex(k.value())?, when));
             }
             let mut a = txn.open_table(AUDIT)?;
-            audit::append(&mut a, &self.actor, "ca.crl", "ca", &format!("crl_number={n} entries={}", list.len()))?;
+            audit::append(
+                &mut a,
+                &self.actor,
+                "ca.crl",
+                "ca",
+                &format!("crl_number={n} entries={}", list.len()),
+            )?;
             (n, list)
         };
         let now_t = OffsetDateTime::now_utc();

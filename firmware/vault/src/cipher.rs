@@ -33,17 +33,25 @@ impl VaultSecret {
 
 /// Fills `out` from the system's CSPRNG.
 pub(crate) fn random(out: &mut [u8]) -> Result<()> {
-    SystemRandom::new().fill(out).map_err(|_| VaultError::Storage("the random number generator failed".into()))
+    SystemRandom::new()
+        .fill(out)
+        .map_err(|_| VaultError::Storage("the random number generator failed".into()))
 }
 
 /// `nonce || ciphertext || tag` of `plain` under `key`, bound to `aad`.
 pub(crate) fn seal(key: &[u8; 32], aad: &[u8], plain: &[u8]) -> Result<Vec<u8>> {
-    let k = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, key).map_err(|_| VaultError::Storage("AES key".into()))?);
+    let k = LessSafeKey::new(
+        UnboundKey::new(&AES_256_GCM, key).map_err(|_| VaultError::Storage("AES key".into()))?,
+    );
     let mut nonce = [0u8; NONCE_LEN];
     random(&mut nonce)?;
     let mut buf = plain.to_vec();
-    k.seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(aad), &mut buf)
-        .map_err(|_| VaultError::Storage("AES-GCM encryption failed".into()))?;
+    k.seal_in_place_append_tag(
+        Nonce::assume_unique_for_key(nonce),
+        Aad::from(aad),
+        &mut buf,
+    )
+    .map_err(|_| VaultError::Storage("AES-GCM encryption failed".into()))?;
     let mut out = Vec::with_capacity(NONCE_LEN + buf.len());
     out.extend_from_slice(&nonce);
     out.extend_from_slice(&buf);

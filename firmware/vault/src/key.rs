@@ -7,8 +7,8 @@ use sealgate_smime::keys::{OaepParams, PrivateKey, SignScheme, SoftwareKey};
 use zeroize::Zeroizing;
 
 use crate::cipher::{self, VaultSecret};
-use crate::record::{KeyRecord, Purpose, key_aad};
 use crate::error::{Result, VaultError};
+use crate::record::{KeyRecord, Purpose, key_aad};
 
 /// One of a user's keys, as the S/MIME engine uses it.
 ///
@@ -77,21 +77,23 @@ impl VaultKey {
 
     /// Runs `f` with the clear key; the key is zeroized when `f` returns.
     fn with_key<T>(&self, f: impl FnOnce(&SoftwareKey) -> sealgate_smime::Result<T>) -> Result<T> {
-        let pkcs8: Zeroizing<Vec<u8>> = cipher::open(self.vault_key.bytes(), &key_aad(self.id), &self.encrypted_key)
-            .ok_or_else(|| VaultError::Corrupt(format!("key record {} does not decrypt", self.id)))?;
+        let pkcs8: Zeroizing<Vec<u8>> = cipher::open(
+            self.vault_key.bytes(),
+            &key_aad(self.id),
+            &self.encrypted_key,
+        )
+        .ok_or_else(|| VaultError::Corrupt(format!("key record {} does not decrypt", self.id)))?;
         let key = SoftwareKey::new(&pkcs8, self.cert.clone(), self.chain.clone())
             .map_err(|e| VaultError::Corrupt(format!("key record {}: {e}", self.id)))?;
         f(&key).map_err(|e| VaultError::Usage(e.to_string()))
     }
 
-    fn engine<T>(&self, f: impl FnOnce(&SoftwareKey) -> sealgate_smime::Result<T>) -> sealgate_smime::Result<T> {
+    fn engine<T>(
+        &self,
+        f: impl FnOnce(&SoftwareKey) -> sealgate_smime::Result<T>,
+    ) -> sealgate_smime::Result<T> {
         let mut inner_err = None;
-        let r = self.with_key(|k| {
-            f(k).map_err(|e| {
-                inner_err = Some(e.clone());
-                e
-            })
-        });
+        let r = self.with_key(|k| f(k).inspect_err(|e| inner_err = Some(e.clone())));
         match (r, inner_err) {
             (Ok(v), _) => Ok(v),
             (Err(_), Some(e)) => Err(e),
@@ -109,7 +111,11 @@ impl PrivateKey for VaultKey {
         &self.chain
     }
 
-    fn rsa_pkcs1_decrypt(&self, encrypted_key: &[u8], key_len: usize) -> sealgate_smime::Result<Zeroizing<Vec<u8>>> {
+    fn rsa_pkcs1_decrypt(
+        &self,
+        encrypted_key: &[u8],
+        key_len: usize,
+    ) -> sealgate_smime::Result<Zeroizing<Vec<u8>>> {
         self.engine(|k| k.rsa_pkcs1_decrypt(encrypted_key, key_len))
     }
 

@@ -24,8 +24,8 @@ mod ca;
 mod cipher;
 mod error;
 mod key;
-mod recovery;
 mod record;
+mod recovery;
 mod sealer;
 mod store;
 
@@ -35,5 +35,5 @@ pub use error::{Result, VaultError};
 pub use key::VaultKey;
 pub use record::{KeyInfo, Purpose};
 pub use recovery::RecoverySecret;
-pub use sealer::{Sealer, SealerKind, SoftwareSealer, TpmSealer, DEFAULT_TCTI, SOFTWARE_KEY_FILE};
-pub use store::{CertFormat, VaultStatus, Vault, DB_FILE};
+pub use sealer::{DEFAULT_TCTI, SOFTWARE_KEY_FILE, Sealer, SealerKind, SoftwareSealer, TpmSealer};
+pub use store::{CertFormat, DB_FILE, Vault, VaultStatus};

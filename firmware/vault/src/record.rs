@@ -58,13 +58,17 @@ pub(crate) fn key_aad(id: u64) -> Vec<u8> {
 
 impl KeyRecord {
     pub(crate) fn certificate(&self) -> Result<Certificate> {
-        Certificate::from_der(&self.cert).map_err(|e| VaultError::Corrupt(format!("key record {}: certificate: {e}", self.id)))
+        Certificate::from_der(&self.cert)
+            .map_err(|e| VaultError::Corrupt(format!("key record {}: certificate: {e}", self.id)))
     }
 
     pub(crate) fn chain_certs(&self) -> Result<Vec<Certificate>> {
         self.chain
             .iter()
-            .map(|c| Certificate::from_der(c).map_err(|e| VaultError::Corrupt(format!("key record {}: chain: {e}", self.id))))
+            .map(|c| {
+                Certificate::from_der(c)
+                    .map_err(|e| VaultError::Corrupt(format!("key record {}: chain: {e}", self.id)))
+            })
             .collect()
     }
 
@@ -164,6 +168,8 @@ pub(crate) mod b64_list {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Vec<u8>>, D::Error> {
         let v = Vec::<String>::deserialize(d)?;
-        v.into_iter().map(|s| STANDARD.decode(s).map_err(serde::de::Error::custom)).collect()
+        v.into_iter()
+            .map(|s| STANDARD.decode(s).map_err(serde::de::Error::custom))
+            .collect()
     }
 }

@@ -67,7 +67,8 @@ impl RecoverySecret {
 
     /// Parses the text form (or a recovery file: `#` comment lines are skipped).
     pub fn parse(text: &str) -> Result<RecoverySecret> {
-        let bad = |why: &str| VaultError::Recovery(format!("the recovery secret is not valid: {why}"));
+        let bad =
+            |why: &str| VaultError::Recovery(format!("the recovery secret is not valid: {why}"));
         let mut acc = 0u32;
         let mut nbits = 0u32;
         let mut out = Zeroizing::new(Vec::with_capacity(34));
@@ -80,7 +81,10 @@ impl RecoverySecret {
                     'I' | 'L' => '1',
                     c => c,
                 };
-                let v = ALPHABET.iter().position(|&a| a as char == c).ok_or_else(|| bad("unexpected character"))?;
+                let v = ALPHABET
+                    .iter()
+                    .position(|&a| a as char == c)
+                    .ok_or_else(|| bad("unexpected character"))?;
                 acc = (acc << 5) | v as u32;
                 nbits += 5;
                 if nbits >= 8 {
@@ -103,9 +107,12 @@ impl RecoverySecret {
 
     fn kek(&self, salt: &[u8]) -> Result<Zeroizing<[u8; 32]>> {
         let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, salt).extract(&*self.0);
-        let okm = prk.expand(&[INFO], hkdf::HKDF_SHA256).map_err(|_| VaultError::Recovery("HKDF failed".into()))?;
+        let okm = prk
+            .expand(&[INFO], hkdf::HKDF_SHA256)
+            .map_err(|_| VaultError::Recovery("HKDF failed".into()))?;
         let mut k = Zeroizing::new([0u8; 32]);
-        okm.fill(&mut *k).map_err(|_| VaultError::Recovery("HKDF failed".into()))?;
+        okm.fill(&mut *k)
+            .map_err(|_| VaultError::Recovery("HKDF failed".into()))?;
         Ok(k)
     }
 
@@ -121,14 +128,19 @@ impl RecoverySecret {
 
     pub(crate) fn unwrap(&self, wrapped: &[u8]) -> Result<VaultSecret> {
         if wrapped.len() < 16 {
-            return Err(VaultError::Corrupt("the recovery wrap record is truncated".into()));
+            return Err(VaultError::Corrupt(
+                "the recovery wrap record is truncated".into(),
+            ));
         }
         let kek = self.kek(&wrapped[..16])?;
-        let plain = cipher::open(&kek, AAD, &wrapped[16..])
-            .ok_or_else(|| VaultError::Recovery("this recovery secret does not open this vault".into()))?;
+        let plain = cipher::open(&kek, AAD, &wrapped[16..]).ok_or_else(|| {
+            VaultError::Recovery("this recovery secret does not open this vault".into())
+        })?;
         let mut k = Zeroizing::new([0u8; 32]);
         if plain.len() != 32 {
-            return Err(VaultError::Corrupt("the recovered vault key has the wrong length".into()));
+            return Err(VaultError::Corrupt(
+                "the recovered vault key has the wrong length".into(),
+            ));
         }
         k.copy_from_slice(&plain);
         Ok(VaultSecret::from_bytes(k))

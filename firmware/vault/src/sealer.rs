@@ -68,7 +68,11 @@ impl TpmSealer {
     /// A sealer for the TPM at `tcti`, sealing to the default PCR selection (PCR 7).
     /// Connects on first use.
     pub fn new(tcti: &str) -> TpmSealer {
-        TpmSealer { tcti: tcti.to_string(), pcrs: PcrSelection::default(), tpm: None }
+        TpmSealer {
+            tcti: tcti.to_string(),
+            pcrs: PcrSelection::default(),
+            tpm: None,
+        }
     }
 
     /// Seals to these PCRs instead of the default.
@@ -81,7 +85,9 @@ impl TpmSealer {
         if self.tpm.is_none() {
             self.tpm = Some(Tpm::connect(&self.tcti).map_err(tpm_error)?);
         }
-        self.tpm.as_mut().ok_or_else(|| VaultError::Unseal("no TPM".into()))
+        self.tpm
+            .as_mut()
+            .ok_or_else(|| VaultError::Unseal("no TPM".into()))
     }
 }
 
@@ -100,7 +106,8 @@ impl Sealer for TpmSealer {
     }
 
     fn unseal(&mut self, _data_dir: &Path, blob: &[u8]) -> Result<Zeroizing<[u8; 32]>> {
-        let blob = SealedBlob::from_bytes(blob).map_err(|e| VaultError::Corrupt(format!("sealed vault key: {e}")))?;
+        let blob = SealedBlob::from_bytes(blob)
+            .map_err(|e| VaultError::Corrupt(format!("sealed vault key: {e}")))?;
         self.tpm()?.unseal(&blob).map_err(tpm_error)
     }
 
@@ -111,7 +118,9 @@ impl Sealer for TpmSealer {
 
 /// The PCR selection a TPM blob is bound to, for `vault status`.
 pub(crate) fn blob_pcrs(blob: &[u8]) -> Option<String> {
-    SealedBlob::from_bytes(blob).ok().map(|b| b.pcrs().to_string())
+    SealedBlob::from_bytes(blob)
+        .ok()
+        .map(|b| b.pcrs().to_string())
 }
 
 /// The software sealer: the vault key in [`SOFTWARE_KEY_FILE`] (mode 0600) beside the
@@ -138,7 +147,11 @@ impl Sealer for SoftwareSealer {
         let path = data_dir.join(SOFTWARE_KEY_FILE);
         let tmp = data_dir.join(format!("{SOFTWARE_KEY_FILE}.tmp"));
         let _ = fs::remove_file(&tmp);
-        let mut f = fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)?;
         let mut text = Zeroizing::new(String::from(SOFTWARE_HEADER));
         text.push_str(&cipher::hex(key));
         text.push('\n');
@@ -153,9 +166,14 @@ impl Sealer for SoftwareSealer {
     fn unseal(&mut self, data_dir: &Path, _blob: &[u8]) -> Result<Zeroizing<[u8; 32]>> {
         let path = data_dir.join(SOFTWARE_KEY_FILE);
         let text = Zeroizing::new(
-            fs::read_to_string(&path).map_err(|e| VaultError::Unseal(format!("cannot read {}: {e}", path.display())))?,
+            fs::read_to_string(&path)
+                .map_err(|e| VaultError::Unseal(format!("cannot read {}: {e}", path.display())))?,
         );
-        let line = text.lines().find(|l| !l.starts_with('#')).unwrap_or_default().trim();
+        let line = text
+            .lines()
+            .find(|l| !l.starts_with('#'))
+            .unwrap_or_default()
+            .trim();
         let mut key = Zeroizing::new([0u8; 32]);
         if line.len() != 64 || !line.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(VaultError::Unseal(format!("{} is damaged", path.display())));

@@ -5,7 +5,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction};
+use redb::{
+    Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
+    WriteTransaction,
+};
 use sealgate_smime::cert::Certificate;
 use sealgate_smime::keys::{SoftwareKey, load_private_key};
 use serde::Serialize;
@@ -32,6 +35,8 @@ pub(crate) const RECIPIENTS: TableDefinition<&str, &[u8]> = TableDefinition::new
 const FORMAT: &[u8] = b"sealgate-vault 1";
 const KEY_CHECK_AAD: &[u8] = b"sealgate vault key check";
 const KEY_CHECK_PLAIN: &[u8] = b"sealgate vault key check value";
+/// A PKCS#8 key and its certificates (leaf first), DER.
+type KeyAndCerts = (Zeroizing<Vec<u8>>, Vec<Vec<u8>>);
 /// How long `open` waits for another process to release the database.
 const BUSY_WAIT: Duration = Duration::from_secs(3);
 
@@ -46,7 +51,10 @@ pub struct Vault {
 
 impl std::fmt::Debug for Vault {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Vault").field("dir", &self.dir).field("sealer", &self.sealer_kind).finish_non_exhaustive()
+        f.debug_struct("Vault")
+            .field("dir", &self.dir)
+            .field("sealer", &self.sealer_kind)
+            .finish_non_exhaustive()
     }
 }
 
@@ -100,7 +108,9 @@ fn open_db(path: &Path) -> Result<Database> {
             Err(redb::DatabaseError::DatabaseAlreadyOpen) if Instant::now() < deadline => {
                 std::thread::sleep(Duration::from_millis(20))
             }
-            Err(redb::DatabaseError::DatabaseAlreadyOpen) => return Err(VaultError::Busy(path.to_path_buf())),
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
+                return Err(VaultError::Busy(path.to_path_buf()));
+            }
             Err(e) => return Err(e.into()),
         }
     }
@@ -112,16 +122,23 @@ fn meta_get(txn: &redb::ReadTransaction, name: &str) -> Result<Option<Vec<u8>>> 
 }
 
 fn default_actor() -> String {
-    let user = std::env::var("SUDO_USER").or_else(|_| std::env::var("USER")).unwrap_or_else(|_| "unknown".into());
+    let user = std::env::var("SUDO_USER")
+        .or_else(|_| std::env::var("USER"))
+        .unwrap_or_else(|_| "unknown".into());
     format!("local:{user}")
 }
 
 fn normalise_user(user: &str) -> Result<String> {
     let u = user.trim().to_ascii_lowercase();
-    let ok = u.split_once('@').is_some_and(|(l, d)| !l.is_empty() && d.contains('.') && !d.starts_with('.') && !d.ends_with('.'))
-        && !u.chars().any(|c| c.is_whitespace() || c.is_control() || c == '<' || c == '>');
+    let ok = u.split_once('@').is_some_and(|(l, d)| {
+        !l.is_empty() && d.contains('.') && !d.starts_with('.') && !d.ends_with('.')
+    }) && !u
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control() || c == '<' || c == '>');
     if !ok {
-        return Err(VaultError::Usage(format!("{user:?} is not an email address")));
+        return Err(VaultError::Usage(format!(
+            "{user:?} is not an email address"
+        )));
     }
     Ok(u)
 }
@@ -167,14 +184,26 @@ impl Vault {
                 txn.open_table(REVOKED)?;
                 txn.open_table(RECIPIENTS)?;
                 let mut a = txn.open_table(AUDIT)?;
-                audit::append(&mut a, &actor, "vault.init", "vault", &format!("sealer={}", sealer.kind().name()))?;
+                audit::append(
+                    &mut a,
+                    &actor,
+                    "vault.init",
+                    "vault",
+                    &format!("sealer={}", sealer.kind().name()),
+                )?;
             }
             txn.commit()?;
         }
         fs::rename(&tmp, &path)?;
         fs::File::open(&dir)?.sync_all()?;
         let db = open_db(&path)?;
-        let vault = Vault { db, dir, key: Arc::new(key), sealer_kind: sealer.kind(), actor };
+        let vault = Vault {
+            db,
+            dir,
+            key: Arc::new(key),
+            sealer_kind: sealer.kind(),
+            actor,
+        };
         Ok((vault, recovery))
     }
 
@@ -185,22 +214,37 @@ impl Vault {
         let txn = db.begin_read()?;
         let kind = stored_sealer(&txn)?;
         if kind != sealer.kind() {
-            return Err(VaultError::SealerMismatch { vault: kind, given: sealer.kind() });
+            return Err(VaultError::SealerMismatch {
+                vault: kind,
+                given: sealer.kind(),
+            });
         }
-        let blob = meta_get(&txn, "sealed_key")?.ok_or_else(|| VaultError::Corrupt("no sealed vault key".into()))?;
+        let blob = meta_get(&txn, "sealed_key")?
+            .ok_or_else(|| VaultError::Corrupt("no sealed vault key".into()))?;
         let key = VaultSecret::from_bytes(sealer.unseal(&dir, &blob)?);
         check_key(&txn, &key)?;
         drop(txn);
-        Ok(Vault { db, dir, key: Arc::new(key), sealer_kind: kind, actor: default_actor() })
+        Ok(Vault {
+            db,
+            dir,
+            key: Arc::new(key),
+            sealer_kind: kind,
+            actor: default_actor(),
+        })
     }
 
     /// Opens the vault with its recovery secret and re-seals the vault key with `sealer`
     /// (e.g. a new TPM); the old sealed blob is replaced. Audited.
-    pub fn recover(data_dir: &Path, secret: &RecoverySecret, sealer: &mut dyn Sealer) -> Result<Vault> {
+    pub fn recover(
+        data_dir: &Path,
+        secret: &RecoverySecret,
+        sealer: &mut dyn Sealer,
+    ) -> Result<Vault> {
         let (db, dir) = Self::open_existing(data_dir)?;
         let txn = db.begin_read()?;
         let old_kind = stored_sealer(&txn)?;
-        let wrapped = meta_get(&txn, "recovery_wrap")?.ok_or_else(|| VaultError::Corrupt("no recovery record".into()))?;
+        let wrapped = meta_get(&txn, "recovery_wrap")?
+            .ok_or_else(|| VaultError::Corrupt("no recovery record".into()))?;
         let key = secret.unwrap(&wrapped)?;
         check_key(&txn, &key)?;
         drop(txn);
@@ -224,11 +268,19 @@ impl Vault {
         if old_kind == SealerKind::Software && sealer.kind() == SealerKind::Tpm {
             let _ = fs::remove_file(dir.join(crate::sealer::SOFTWARE_KEY_FILE));
         }
-        Ok(Vault { db, dir, key: Arc::new(key), sealer_kind: sealer.kind(), actor })
+        Ok(Vault {
+            db,
+            dir,
+            key: Arc::new(key),
+            sealer_kind: sealer.kind(),
+            actor,
+        })
     }
 
     fn open_existing(data_dir: &Path) -> Result<(Database, PathBuf)> {
-        let dir = data_dir.canonicalize().map_err(|_| VaultError::NotInitialised(data_dir.to_path_buf()))?;
+        let dir = data_dir
+            .canonicalize()
+            .map_err(|_| VaultError::NotInitialised(data_dir.to_path_buf()))?;
         let path = dir.join(DB_FILE);
         if !path.exists() {
             return Err(VaultError::NotInitialised(dir));
@@ -237,7 +289,10 @@ impl Vault {
         {
             let txn = db.begin_read()?;
             if meta_get(&txn, "format")?.as_deref() != Some(FORMAT) {
-                return Err(VaultError::Corrupt(format!("{} is not a Sealgate vault of a known format", path.display())));
+                return Err(VaultError::Corrupt(format!(
+                    "{} is not a Sealgate vault of a known format",
+                    path.display()
+                )));
             }
         }
         Ok((db, dir))
@@ -253,7 +308,9 @@ impl Vault {
         let mut users: Vec<&str> = keys.iter().map(|k| k.user.as_str()).collect();
         users.sort_unstable();
         users.dedup();
-        let ca = crate::ca::read_ca(&txn)?.and_then(|c| c.certificate().ok()).map(|c| c.subject_text());
+        let ca = crate::ca::read_ca(&txn)?
+            .and_then(|c| c.certificate().ok())
+            .map(|c| c.subject_text());
         let revoked = txn.open_table(REVOKED)?.len()? as usize;
         let audit_table = txn.open_table(AUDIT)?;
         let (audit_entries, audit_chain) = match audit::read_verified(&audit_table) {
@@ -270,7 +327,11 @@ impl Vault {
         Ok(VaultStatus {
             data_dir: dir.display().to_string(),
             sealed_by: kind,
-            pcrs: if kind == SealerKind::Tpm { sealer::blob_pcrs(&blob) } else { None },
+            pcrs: if kind == SealerKind::Tpm {
+                sealer::blob_pcrs(&blob)
+            } else {
+                None
+            },
             users: users.len(),
             keys: keys.len(),
             active_keys: keys.iter().filter(|k| k.active()).count(),
@@ -303,27 +364,41 @@ impl Vault {
     /// owner; without it, the certificate's email address is used. All keys or none: a wrong
     /// password or a key that does not match its certificate changes nothing. Keys already in
     /// the vault for that user are skipped. Returns the imported keys.
-    pub fn import_pkcs12(&self, data: &[u8], password: &str, user: Option<&str>) -> Result<Vec<KeyInfo>> {
-        let store = p12_keystore::KeyStore::from_pkcs12(data, password, p12_keystore::Pkcs12ImportPolicy::Relaxed)
-            .map_err(|e| match e {
-                p12_keystore::error::Error::MacError(_) => {
-                    VaultError::Import("PKCS#12: wrong password (or corrupt file)".into())
-                }
-                other => VaultError::Import(format!("PKCS#12: cannot read the file: {other}")),
-            })?;
+    pub fn import_pkcs12(
+        &self,
+        data: &[u8],
+        password: &str,
+        user: Option<&str>,
+    ) -> Result<Vec<KeyInfo>> {
+        let store = p12_keystore::KeyStore::from_pkcs12(
+            data,
+            password,
+            p12_keystore::Pkcs12ImportPolicy::Relaxed,
+        )
+        .map_err(|e| match e {
+            p12_keystore::error::Error::MacError(_) => {
+                VaultError::Import("PKCS#12: wrong password (or corrupt file)".into())
+            }
+            other => VaultError::Import(format!("PKCS#12: cannot read the file: {other}")),
+        })?;
         let mut items = Vec::new();
         for (_, entry) in store.entries() {
             if let p12_keystore::KeyStoreEntry::PrivateKeyChain(chain) = entry {
-                let certs: Vec<Vec<u8>> = chain.certs().iter().map(|c| c.as_der().to_vec()).collect();
+                let certs: Vec<Vec<u8>> =
+                    chain.certs().iter().map(|c| c.as_der().to_vec()).collect();
                 if certs.is_empty() {
-                    return Err(VaultError::Import("PKCS#12: a private key has no certificate".into()));
+                    return Err(VaultError::Import(
+                        "PKCS#12: a private key has no certificate".into(),
+                    ));
                 }
                 let pkcs8 = Zeroizing::new(chain.key().as_der().to_vec());
                 items.push((pkcs8, certs));
             }
         }
         if items.is_empty() {
-            return Err(VaultError::Import("PKCS#12: no private key with a certificate in the file".into()));
+            return Err(VaultError::Import(
+                "PKCS#12: no private key with a certificate in the file".into(),
+            ));
         }
         self.import_items(items, user, "pkcs12")
     }
@@ -337,23 +412,33 @@ impl Vault {
         self.import_items(vec![(pkcs8, certs)], user, "pem")
     }
 
-    fn import_items(&self, items: Vec<(Zeroizing<Vec<u8>>, Vec<Vec<u8>>)>, user: Option<&str>, source: &str) -> Result<Vec<KeyInfo>> {
+    fn import_items(
+        &self,
+        items: Vec<KeyAndCerts>,
+        user: Option<&str>,
+        source: &str,
+    ) -> Result<Vec<KeyInfo>> {
         // Validate everything before writing anything.
         let mut prepared = Vec::new();
         for (pkcs8, certs) in items {
             let parsed: Vec<Certificate> = certs
                 .iter()
-                .map(|c| Certificate::from_der(c).map_err(|e| VaultError::Import(format!("certificate: {e}"))))
+                .map(|c| {
+                    Certificate::from_der(c)
+                        .map_err(|e| VaultError::Import(format!("certificate: {e}")))
+                })
                 .collect::<Result<_>>()?;
             let leaf = parsed[0].clone();
-            SoftwareKey::new(&pkcs8, leaf.clone(), parsed[1..].to_vec()).map_err(|e| VaultError::Import(e.to_string()))?;
+            SoftwareKey::new(&pkcs8, leaf.clone(), parsed[1..].to_vec())
+                .map_err(|e| VaultError::Import(e.to_string()))?;
             let owner = match user {
                 Some(u) => normalise_user(u)?,
                 None => match leaf.emails.first() {
                     Some(e) => normalise_user(e)?,
                     None => {
                         return Err(VaultError::Import(
-                            "the certificate names no email address: give the user (--user EMAIL)".into(),
+                            "the certificate names no email address: give the user (--user EMAIL)"
+                                .into(),
                         ));
                     }
                 },
@@ -374,14 +459,18 @@ impl Vault {
                 if exists {
                     continue;
                 }
-                let rec = self.insert_key(&mut keys, &owner, Purpose::Dual, source, &pkcs8, certs)?;
+                let rec =
+                    self.insert_key(&mut keys, &owner, Purpose::Dual, source, &pkcs8, certs)?;
                 let info = rec.info()?;
                 audit::append(
                     &mut a,
                     &self.actor,
                     "key.import",
                     &owner,
-                    &format!("record={} source={source} serial={} sha256={}", rec.id, info.serial, info.sha256_fingerprint),
+                    &format!(
+                        "record={} source={source} serial={} sha256={}",
+                        rec.id, info.serial, info.sha256_fingerprint
+                    ),
                 )?;
                 out.push(info);
             }
@@ -406,7 +495,9 @@ impl Vault {
         };
         let encrypted_key = cipher::seal(self.key.bytes(), &key_aad(id), pkcs8)?;
         let mut certs = certs.into_iter();
-        let cert = certs.next().ok_or_else(|| VaultError::Import("no certificate".into()))?;
+        let cert = certs
+            .next()
+            .ok_or_else(|| VaultError::Import("no certificate".into()))?;
         let rec = KeyRecord {
             id,
             user: user.to_string(),
@@ -429,21 +520,27 @@ impl Vault {
 
     fn user_records(&self, user: &str) -> Result<Vec<KeyRecord>> {
         let u = normalise_user(user)?;
-        Ok(self.records()?.into_iter().filter(|r| r.user == u).collect())
+        Ok(self
+            .records()?
+            .into_iter()
+            .filter(|r| r.user == u)
+            .collect())
     }
 
     /// Every key of `user`, newest first, including retired and revoked ones (they still
     /// decrypt old mail).
     pub fn keys_for(&self, user: &str) -> Result<Vec<VaultKey>> {
         let mut recs = self.user_records(user)?;
-        recs.sort_by(|a, b| b.id.cmp(&a.id));
-        recs.iter().map(|r| VaultKey::from_record(r, self.key.clone())).collect()
+        recs.sort_by_key(|r| std::cmp::Reverse(r.id));
+        recs.iter()
+            .map(|r| VaultKey::from_record(r, self.key.clone()))
+            .collect()
     }
 
     /// The key `user` signs with: the newest active key whose purpose allows signing.
     pub fn signing_key(&self, user: &str) -> Result<VaultKey> {
         let mut recs = self.user_records(user)?;
-        recs.sort_by(|a, b| b.id.cmp(&a.id));
+        recs.sort_by_key(|r| std::cmp::Reverse(r.id));
         let r = recs
             .iter()
             .find(|r| r.active() && r.purpose.signs())
@@ -454,7 +551,7 @@ impl Vault {
     /// The certificate others encrypt to for `user`: the newest active key's that decrypts.
     pub fn certificate(&self, user: &str) -> Result<Certificate> {
         let mut recs = self.user_records(user)?;
-        recs.sort_by(|a, b| b.id.cmp(&a.id));
+        recs.sort_by_key(|r| std::cmp::Reverse(r.id));
         recs.iter()
             .find(|r| r.active() && r.purpose.decrypts())
             .ok_or_else(|| VaultError::NoKey(format!("{user} has no active encryption key")))?
@@ -474,16 +571,21 @@ impl Vault {
     /// their chains, in `format`.
     pub fn export_cert(&self, user: &str, format: CertFormat) -> Result<Vec<u8>> {
         let mut recs = self.user_records(user)?;
-        recs.sort_by(|a, b| b.id.cmp(&a.id));
+        recs.sort_by_key(|r| std::cmp::Reverse(r.id));
         let mut chosen: Vec<&KeyRecord> = Vec::new();
         if let Some(r) = recs.iter().find(|r| r.active() && r.purpose.decrypts()) {
             chosen.push(r);
         }
-        if let Some(r) = recs.iter().find(|r| r.active() && r.purpose == Purpose::Signing) {
+        if let Some(r) = recs
+            .iter()
+            .find(|r| r.active() && r.purpose == Purpose::Signing)
+        {
             chosen.push(r);
         }
         if chosen.is_empty() {
-            return Err(VaultError::NoKey(format!("{user} has no active certificate")));
+            return Err(VaultError::NoKey(format!(
+                "{user} has no active certificate"
+            )));
         }
         let mut ders: Vec<Vec<u8>> = Vec::new();
         for r in &chosen {
@@ -496,7 +598,9 @@ impl Vault {
         Ok(match format {
             CertFormat::Pem => ders
                 .iter()
-                .map(|d| pem::encode(&pem::Pem::new("CERTIFICATE", d.clone())).replace("\r\n", "\n"))
+                .map(|d| {
+                    pem::encode(&pem::Pem::new("CERTIFICATE", d.clone())).replace("\r\n", "\n")
+                })
                 .collect::<String>()
                 .into_bytes(),
             CertFormat::Der => chosen[0].cert.clone(),
@@ -509,7 +613,9 @@ impl Vault {
     /// password. Audited.
     pub fn export_pkcs12(&self, user: &str, password: &str) -> Result<Vec<u8>> {
         if password.is_empty() {
-            return Err(VaultError::Usage("a private key is exported only with a password".into()));
+            return Err(VaultError::Usage(
+                "a private key is exported only with a password".into(),
+            ));
         }
         let recs = self.user_records(user)?;
         if recs.is_empty() {
@@ -518,19 +624,36 @@ impl Vault {
         let mut store = p12_keystore::KeyStore::new();
         for r in &recs {
             let pkcs8 = cipher::open(self.key.bytes(), &key_aad(r.id), &r.encrypted_key)
-                .ok_or_else(|| VaultError::Corrupt(format!("key record {} does not decrypt", r.id)))?;
-            let key = p12_keystore::PrivateKey::from_der(&pkcs8).map_err(|e| VaultError::Corrupt(e.to_string()))?;
+                .ok_or_else(|| {
+                    VaultError::Corrupt(format!("key record {} does not decrypt", r.id))
+                })?;
+            let key = p12_keystore::PrivateKey::from_der(&pkcs8)
+                .map_err(|e| VaultError::Corrupt(e.to_string()))?;
             let certs = std::iter::once(&r.cert)
                 .chain(r.chain.iter())
-                .map(|c| p12_keystore::Certificate::from_der(c).map_err(|e| VaultError::Corrupt(e.to_string())))
+                .map(|c| {
+                    p12_keystore::Certificate::from_der(c)
+                        .map_err(|e| VaultError::Corrupt(e.to_string()))
+                })
                 .collect::<Result<Vec<_>>>()?;
             let key_id = cipher::sha256(&[&r.cert])[..20].to_vec();
             let chain = p12_keystore::PrivateKeyChain::new(key_id, key, certs);
-            store.add_entry(&format!("{}-{}", r.user, r.id), p12_keystore::KeyStoreEntry::PrivateKeyChain(chain));
+            store.add_entry(
+                &format!("{}-{}", r.user, r.id),
+                p12_keystore::KeyStoreEntry::PrivateKeyChain(chain),
+            );
         }
-        let out = store.writer(password).write().map_err(|e| VaultError::Storage(format!("PKCS#12: {e}")))?;
+        let out = store
+            .writer(password)
+            .write()
+            .map_err(|e| VaultError::Storage(format!("PKCS#12: {e}")))?;
         let ids: Vec<String> = recs.iter().map(|r| r.id.to_string()).collect();
-        self.audited(|_| Ok(()), "key.export-pkcs12", &normalise_user(user)?, &format!("records={}", ids.join(",")))?;
+        self.audited(
+            |_| Ok(()),
+            "key.export-pkcs12",
+            &normalise_user(user)?,
+            &format!("records={}", ids.join(",")),
+        )?;
         Ok(out)
     }
 
@@ -576,7 +699,9 @@ impl Vault {
     /// Stores an external recipient's certificate (public only), keyed by its email addresses.
     pub fn add_recipient_certificate(&self, cert: &Certificate) -> Result<()> {
         if cert.emails.is_empty() {
-            return Err(VaultError::Usage("the certificate names no email address".into()));
+            return Err(VaultError::Usage(
+                "the certificate names no email address".into(),
+            ));
         }
         let fp = cipher::hex(&cipher::sha256(&[cert.der()]));
         self.audited(
@@ -605,7 +730,9 @@ impl Vault {
             if !k.value().starts_with(&prefix) {
                 break;
             }
-            out.push(Certificate::from_der(v.value()).map_err(|e| VaultError::Corrupt(e.to_string()))?);
+            out.push(
+                Certificate::from_der(v.value()).map_err(|e| VaultError::Corrupt(e.to_string()))?,
+            );
         }
         Ok(out)
     }
@@ -620,10 +747,13 @@ fn stored_sealer(txn: &redb::ReadTransaction) -> Result<SealerKind> {
 }
 
 fn check_key(txn: &redb::ReadTransaction, key: &VaultSecret) -> Result<()> {
-    let check = meta_get(txn, "key_check")?.ok_or_else(|| VaultError::Corrupt("no key check record".into()))?;
+    let check = meta_get(txn, "key_check")?
+        .ok_or_else(|| VaultError::Corrupt("no key check record".into()))?;
     match cipher::open(key.bytes(), KEY_CHECK_AAD, &check) {
         Some(p) if p.as_slice() == KEY_CHECK_PLAIN => Ok(()),
-        _ => Err(VaultError::Unseal("the unsealed key is not this vault's key".into())),
+        _ => Err(VaultError::Unseal(
+            "the unsealed key is not this vault's key".into(),
+        )),
     }
 }
 
@@ -633,7 +763,9 @@ pub(crate) fn read_keys(txn: &redb::ReadTransaction) -> Result<Vec<KeyRecord>> {
     for row in t.iter()? {
         let (k, v) = row?;
         out.push(
-            serde_json::from_slice(v.value()).map_err(|_| VaultError::Corrupt(format!("key record {} is unreadable", k.value())))?,
+            serde_json::from_slice(v.value()).map_err(|_| {
+                VaultError::Corrupt(format!("key record {} is unreadable", k.value()))
+            })?,
         );
     }
     Ok(out)

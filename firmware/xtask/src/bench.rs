@@ -5,7 +5,8 @@ use std::process::Command;
 /// Arguments of `cargo xtask bench`.
 #[derive(clap::Args)]
 pub struct Args {
-    /// What to benchmark: `smime` (the S/MIME engine against `openssl speed`).
+    /// What to benchmark: `smime` (the S/MIME engine against `openssl speed`), `docking`
+    /// (the docking API under `wrk` against the in-process engine).
     #[arg(default_value = "smime")]
     pub what: Vec<String>,
 }
@@ -21,7 +22,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                     .status()?;
                 anyhow::ensure!(status.success(), "the smime benchmark failed");
             }
-            other => anyhow::bail!("unknown benchmark {other:?} (known: smime)"),
+            "docking" => crate::bench_docking::run()?,
+            other => anyhow::bail!("unknown benchmark {other:?} (known: smime, docking)"),
         }
     }
     Ok(())

@@ -2,6 +2,10 @@
 //! its `--help` text.
 
 mod bench;
+mod bench_docking;
+mod dist_src;
+mod image;
+mod qemu;
 mod test;
 
 use clap::{Parser, Subcommand};
@@ -22,11 +26,25 @@ enum Command {
     Test(test::Args),
     /// Benchmarks (`cargo xtask bench smime`).
     Bench(bench::Args),
+    /// Build the box's disk image offline from Debian packages (`--board qemu-x86_64`).
+    Image(image::Args),
+    /// Boot the box under QEMU with a software TPM, console on this terminal, host ports
+    /// forwarded (README's "run the product" command).
+    Qemu(qemu::Args),
+    /// Make the source tarball with vendored crates that Buildroot's sealgate package builds
+    /// offline.
+    DistSrc(dist_src::Args),
+    /// Check that board/buildroot/ agrees with the offline image build.
+    CheckBuildroot,
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Test(args) => test::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Image(args) => image::run(args),
+        Command::Qemu(args) => qemu::run(args),
+        Command::DistSrc(args) => dist_src::run(args),
+        Command::CheckBuildroot => dist_src::check_buildroot(),
     }
 }

@@ -25,6 +25,12 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "swtpm",
     "swtpm-tools",
     "tpm2-tools",
+    // The docking API's tests (tests/docking): curl as a vendor's client, swaks (with
+    // Net::SSLeay/IO::Socket::SSL for STARTTLS) into the SMTP hand-off.
+    "curl",
+    "swaks",
+    "libnet-ssleay-perl",
+    "libio-socket-ssl-perl",
 ];
 
 /// Test binaries that prove interop: each must run with tests passed and none failed.
@@ -50,7 +56,7 @@ pub fn run(args: Args) -> Result<()> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
 
     step("Debian packages");
-    ensure_debian_packages()?;
+    ensure_debian_packages(&[DEBIAN_PACKAGES, crate::image::IMAGE_PACKAGES, crate::qemu::QEMU_PACKAGES].concat())?;
 
     step("cargo-fuzz");
     ensure_cargo_fuzz(&cargo)?;
@@ -129,18 +135,18 @@ fn step(name: &str) {
 }
 
 /// The workspace root: two levels above this crate.
-fn workspace_root() -> Result<PathBuf> {
+pub(crate) fn workspace_root() -> Result<PathBuf> {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../..")
         .canonicalize()
         .context("finding the workspace root")
 }
 
-/// Installs the missing packages of [`DEBIAN_PACKAGES`] (only then touching apt), or,
+/// Installs the missing ones of `packages` (only then touching apt), or,
 /// when not root, fails with the command to run.
-fn ensure_debian_packages() -> Result<()> {
+pub(crate) fn ensure_debian_packages(packages: &[&str]) -> Result<()> {
     let mut missing = Vec::new();
-    for pkg in DEBIAN_PACKAGES {
+    for pkg in packages {
         let out = Command::new("dpkg-query")
             .args(["-W", "-f=${Status}", pkg])
             .stderr(Stdio::null())
@@ -151,7 +157,7 @@ fn ensure_debian_packages() -> Result<()> {
         }
     }
     if missing.is_empty() {
-        println!("all installed: {}", DEBIAN_PACKAGES.join(" "));
+        println!("all installed: {}", packages.join(" "));
         return Ok(());
     }
     let install = format!(

@@ -1,0 +1,103 @@
+//! GRUB's environment block (`EFI/BOOT/grubenv` on the ESP): where GRUB counts boot tries
+//! per root slot (RAUC's grub backend variables `ORDER`, `A_OK`, `A_TRY`, `B_OK`, `B_TRY`).
+//! Rewritten in place at exactly 1024 bytes: GRUB's `save_env` writes into the file's
+//! existing blocks and refuses a block of another size.
+
+use anyhow::{Result, bail};
+
+/// The block's size.
+pub const SIZE: usize = 1024;
+const HEADER: &str = "# GRUB Environment Block\n";
+
+/// The variables of an environment block, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrubEnv {
+    vars: Vec<(String, String)>,
+}
+
+impl GrubEnv {
+    /// Parses a 1024-byte block.
+    pub fn parse(block: &[u8]) -> Result<GrubEnv> {
+        if block.len() != SIZE || !block.starts_with(HEADER.as_bytes()) {
+            bail!("not a GRUB environment block");
+        }
+        let text = String::from_utf8_lossy(&block[HEADER.len()..]);
+        let mut vars = Vec::new();
+        for line in text.split('\n') {
+            if line.starts_with('#') || line.is_empty() {
+                continue;
+            }
+            if let Some((k, v)) = line.split_once('=') {
+                vars.push((k.to_string(), v.to_string()));
+            }
+        }
+        Ok(GrubEnv { vars })
+    }
+
+    /// A variable's value.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.vars.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+
+    /// Sets a variable (appended if new).
+    pub fn set(&mut self, key: &str, value: &str) {
+        match self.vars.iter_mut().find(|(k, _)| k == key) {
+            Some(kv) => kv.1 = value.to_string(),
+            None => self.vars.push((key.to_string(), value.to_string())),
+        }
+    }
+
+    /// Marks `slot` (A or B) good: OK=1, TRY=0.
+    pub fn mark_good(&mut self, slot: char) -> Result<()> {
+        if slot != 'A' && slot != 'B' {
+            bail!("no slot {slot}");
+        }
+        self.set(&format!("{slot}_OK"), "1");
+        self.set(&format!("{slot}_TRY"), "0");
+        Ok(())
+    }
+
+    /// The 1024-byte block.
+    pub fn to_block(&self) -> Result<Vec<u8>> {
+        let mut s = String::from(HEADER);
+        for (k, v) in &self.vars {
+            s.push_str(&format!("{k}={v}\n"));
+        }
+        if s.len() > SIZE {
+            bail!("the GRUB environment does not fit in {SIZE} bytes");
+        }
+        let mut b = s.into_bytes();
+        b.resize(SIZE, b'#');
+        Ok(b)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn block(body: &str) -> Vec<u8> {
+        let mut b = format!("{HEADER}{body}").into_bytes();
+        b.resize(SIZE, b'#');
+        b
+    }
+
+    #[test]
+    fn marks_a_slot_good_keeping_the_rest() {
+        let mut env = GrubEnv::parse(&block("ORDER=A B\nA_OK=1\nA_TRY=2\nB_OK=0\nB_TRY=0\n")).unwrap();
+        env.mark_good('A').unwrap();
+        let out = env.to_block().unwrap();
+        assert_eq!(out.len(), SIZE);
+        let again = GrubEnv::parse(&out).unwrap();
+        assert_eq!(again.get("A_TRY"), Some("0"));
+        assert_eq!(again.get("ORDER"), Some("A B"));
+        assert_eq!(again.get("B_OK"), Some("0"));
+        assert!(env.mark_good('C').is_err());
+    }
+
+    #[test]
+    fn refuses_what_is_not_a_block() {
+        assert!(GrubEnv::parse(b"ORDER=A").is_err());
+        assert!(GrubEnv::parse(&[b'#'; SIZE]).is_err());
+    }
+}

@@ -1,0 +1,333 @@
+//! `sealgate-console`: the field technician's serial console menu on the box, and two steps
+//! of the box's boot that share its code.
+//!
+//! - `sealgate-console menu`: the numbered menu (busybox init runs it on the serial port).
+//! - `sealgate-console apply-network`: applies the saved network settings (DHCP if none).
+//! - `sealgate-console mark-boot-good`: resets GRUB's try counter of the booted slot.
+//!
+//! What the box decided at boot is in `/run/sealgate/` (see `/etc/sealgate/boot`); the
+//! daemon's files are in `/data/sealgate/` (see `firmware/sealgated/src/tokens.rs`).
+#![forbid(unsafe_code)]
+
+mod grubenv;
+mod menu;
+mod network;
+
+use std::fs;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+use crate::menu::{BoxActions, Menu, PingTarget};
+use crate::network::NetworkSettings;
+
+/// The data partition's mount point.
+const DATA: &str = "/data";
+/// The daemon's data directory (`sealgated --data-dir`).
+const DAEMON_DIR: &str = "/data/sealgate";
+/// The console's network settings.
+const NETWORK_FILE: &str = "/data/box/network.conf";
+/// What the boot decided (vault state, flags) and the daemon's pid.
+const STATE: &str = "/run/sealgate";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+        [] | ["menu"] => run_menu(),
+        ["apply-network"] => apply_network(),
+        ["mark-boot-good"] => mark_boot_good(),
+        _ => {
+            eprintln!("usage: sealgate-console [menu | apply-network | mark-boot-good]");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sealgate-console: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_menu() -> Result<()> {
+    let host = fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_else(|_| "sealgate".into());
+    let title = format!("{} (Sealgate {})", host.trim(), os_version());
+    let stdin = std::io::stdin();
+    let mut the_box = TheBox;
+    Menu::new(stdin.lock(), std::io::stdout(), &mut the_box, title).run()
+}
+
+fn read_network() -> Result<NetworkSettings> {
+    match fs::read_to_string(NETWORK_FILE) {
+        Ok(text) => NetworkSettings::parse(&text).with_context(|| format!("{NETWORK_FILE}")),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(NetworkSettings::Dhcp),
+        Err(e) => Err(e).context(NETWORK_FILE),
+    }
+}
+
+fn apply_network() -> Result<()> {
+    let settings = match read_network() {
+        Ok(s) => s,
+        Err(e) => {
+            println!("sealgate: network settings unreadable ({e:#}); using DHCP");
+            NetworkSettings::Dhcp
+        }
+    };
+    let ifname = network::interface(Path::new("/sys/class/net"))?;
+    network::apply(&settings, &ifname)?;
+    println!("sealgate: network {ifname}: {settings}");
+    Ok(())
+}
+
+/// Writes `text` to `path` atomically (temporary file, fsync, rename, fsync the folder).
+fn write_atomic(path: &Path, text: &[u8]) -> Result<()> {
+    let dir = path.parent().context("no parent folder")?;
+    fs::create_dir_all(dir)?;
+    let tmp = path.with_extension("tmp");
+    let mut f = fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    f.write_all(text)?;
+    f.sync_all()?;
+    fs::rename(&tmp, path)?;
+    fs::File::open(dir)?.sync_all()?;
+    Ok(())
+}
+
+/// The booted slot, from the kernel command line (`sealgate.slot=A`).
+fn booted_slot() -> Option<char> {
+    let cmdline = fs::read_to_string("/proc/cmdline").ok()?;
+    cmdline.split_whitespace().find_map(|a| match a {
+        "sealgate.slot=A" => Some('A'),
+        "sealgate.slot=B" => Some('B'),
+        _ => None,
+    })
+}
+
+/// The block device of the GPT partition named `name` (sysfs `PARTNAME`).
+fn partition(name: &str) -> Option<PathBuf> {
+    let mut entries: Vec<_> = fs::read_dir("/sys/class/block").ok()?.filter_map(|e| e.ok()).collect();
+    entries.sort_by_key(|e| e.file_name());
+    for e in entries {
+        let uevent = fs::read_to_string(e.path().join("uevent")).unwrap_or_default();
+        if uevent.lines().any(|l| l == format!("PARTNAME={name}")) {
+            let dev = uevent.lines().find_map(|l| l.strip_prefix("DEVNAME="))?;
+            return Some(Path::new("/dev").join(dev));
+        }
+    }
+    None
+}
+
+fn mark_boot_good() -> Result<()> {
+    let slot = booted_slot().context("no sealgate.slot= on the kernel command line")?;
+    let esp = partition("boot").context("no partition named boot")?;
+    let mnt = Path::new(STATE).join("esp");
+    fs::create_dir_all(&mnt)?;
+    run("mount", &["-t", "vfat", "-o", "rw,noexec,nosuid,nodev", &esp.to_string_lossy(), &mnt.to_string_lossy()])?;
+    let result = (|| -> Result<()> {
+        let path = mnt.join("EFI/BOOT/grubenv");
+        let mut f = fs::OpenOptions::new().read(true).write(true).open(&path).context("opening grubenv")?;
+        let mut block = Vec::new();
+        f.read_to_end(&mut block)?;
+        let mut env = grubenv::GrubEnv::parse(&block)?;
+        if env.get(&format!("{slot}_TRY")) == Some("0") && env.get(&format!("{slot}_OK")) == Some("1") {
+            return Ok(());
+        }
+        env.mark_good(slot)?;
+        // In place, same size: GRUB's save_env writes into these very blocks.
+        f.seek(SeekFrom::Start(0))?;
+        f.write_all(&env.to_block()?)?;
+        f.sync_all()?;
+        Ok(())
+    })();
+    let _ = run("umount", &[&mnt.to_string_lossy()]);
+    result
+}
+
+fn run(program: &str, args: &[&str]) -> Result<()> {
+    let out = Command::new(program).args(args).output().with_context(|| format!("running {program}"))?;
+    if !out.status.success() {
+        bail!("{program} {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(())
+}
+
+fn os_version() -> String {
+    let text = fs::read_to_string("/etc/os-release").unwrap_or_default();
+    text.lines()
+        .find_map(|l| l.strip_prefix("VERSION_ID="))
+        .map(|v| v.trim_matches('"').to_string())
+        .unwrap_or_else(|| "?".into())
+}
+
+/// The daemon's pid, if it runs.
+fn daemon_pid() -> Option<u32> {
+    let pid: u32 = fs::read_to_string(Path::new(STATE).join("sealgated.pid")).ok()?.trim().parse().ok()?;
+    let comm = fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+    (comm.trim() == "sealgated").then_some(pid)
+}
+
+/// Stops the daemon (SIGTERM, bounded wait); busybox init starts it again.
+fn restart_daemon() -> Result<()> {
+    let Some(pid) = daemon_pid() else { bail!("sealgated is not running") };
+    run("kill", &["-TERM", &pid.to_string()])?;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok(())
+}
+
+/// Stops the daemon for good before its files are removed: busybox init respawns the
+/// service, which then waits (the flag) until the reboot that follows.
+fn stop_daemon_for_reset() {
+    let _ = fs::write(Path::new(STATE).join("no-data"), b"factory reset\n");
+    let _ = restart_daemon();
+}
+
+/// The real box.
+struct TheBox;
+
+impl BoxActions for TheBox {
+    fn status(&mut self) -> String {
+        let mut s = String::new();
+        s.push_str(&format!("Version:   Sealgate {}\n", os_version()));
+        s.push_str(&format!(
+            "Boot slot: {}\n",
+            booted_slot().map(|c| c.to_string()).unwrap_or_else(|| "?".into())
+        ));
+        let net = read_network().map(|n| n.to_string()).unwrap_or_else(|e| format!("unreadable: {e:#}"));
+        s.push_str(&format!("Network:   {net}\n"));
+        for (ifname, addr) in network::addresses() {
+            if ifname != "lo" {
+                s.push_str(&format!("Address:   {ifname} {addr}\n"));
+            }
+        }
+        let state = |f: &str| Path::new(STATE).join(f).exists();
+        let tpm = if Path::new("/dev/tpmrm0").exists() { "present (/dev/tpmrm0)" } else { "NOT FOUND" };
+        s.push_str(&format!("TPM:       {tpm}\n"));
+        let vault = fs::read_to_string(Path::new(STATE).join("vault")).unwrap_or_else(|_| "not opened".into());
+        s.push_str(&format!("Vault:     {}\n", vault.trim()));
+        let daemon = match daemon_pid() {
+            Some(pid) => format!("running (pid {pid})"),
+            None if state("no-tpm") => "not started: no TPM".into(),
+            None if state("vault-locked") => "not started: vault locked".into(),
+            None => "NOT RUNNING".into(),
+        };
+        s.push_str(&format!("sealgated: {daemon}\n"));
+        let setup = if Path::new(DAEMON_DIR).join("setup-token.used").exists() { "done" } else { "pending" };
+        s.push_str(&format!("Setup:     {setup}\n"));
+        if let Ok(out) = Command::new("df").args(["-k", DATA]).output() {
+            if let Some(line) = String::from_utf8_lossy(&out.stdout).lines().nth(1) {
+                let w: Vec<&str> = line.split_whitespace().collect();
+                if w.len() >= 5 {
+                    s.push_str(&format!("Disk:      /data {} of {} KiB used ({})\n", w[2], w[1], w[4]));
+                }
+            }
+        }
+        s
+    }
+
+    fn network(&mut self) -> Result<NetworkSettings> {
+        read_network()
+    }
+
+    fn set_network(&mut self, settings: &NetworkSettings) -> Result<()> {
+        write_atomic(Path::new(NETWORK_FILE), settings.to_file().as_bytes())?;
+        let ifname = network::interface(Path::new("/sys/class/net"))?;
+        network::apply(settings, &ifname)
+    }
+
+    fn ping(&mut self, target: &PingTarget) -> String {
+        match Command::new("ping").args(["-c", "3", "-W", "2", "--", target.as_str()]).stdin(Stdio::null()).output() {
+            Ok(out) => format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
+            Err(e) => format!("cannot run ping: {e}"),
+        }
+    }
+
+    fn setup_token(&mut self) -> Result<Option<String>> {
+        if Path::new(DAEMON_DIR).join("setup-token.used").exists() {
+            return Ok(None);
+        }
+        restart_daemon()?;
+        Ok(Some(
+            "sealgated keeps only a hash of the setup token, so it issues a new one: it is printed \
+             on this console as \"setup token ...\" within a few seconds. Earlier ones no longer work."
+                .into(),
+        ))
+    }
+
+    fn reset_admin_access(&mut self) -> Result<String> {
+        let dir = Path::new(DAEMON_DIR);
+        // The admin token that setup created goes; setup opens again.
+        let tokens = dir.join("api-tokens.json");
+        if let Ok(text) = fs::read_to_string(&tokens) {
+            let mut v: serde_json::Value = serde_json::from_str(&text).context("api-tokens.json")?;
+            if let Some(list) = v.get_mut("tokens").and_then(|t| t.as_array_mut()) {
+                list.retain(|t| t.get("name").and_then(|n| n.as_str()) != Some("admin"));
+            }
+            write_atomic(&tokens, serde_json::to_string(&v)?.as_bytes())?;
+        }
+        match fs::remove_file(dir.join("setup-token.used")) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).context("setup-token.used"),
+        }
+        restart_daemon()?;
+        Ok("Admin access revoked. A new setup token is printed on this console as \"setup token ...\" \
+            within a few seconds."
+            .into())
+    }
+
+    fn reboot(&mut self) -> Result<()> {
+        run("reboot", &[])
+    }
+
+    fn power_off(&mut self) -> Result<()> {
+        run("poweroff", &[])
+    }
+
+    fn reset_settings(&mut self) -> Result<()> {
+        for f in [NETWORK_FILE, "/data/sealgate/settings.toml"] {
+            match fs::remove_file(f) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e).with_context(|| format!("removing {f}")),
+            }
+        }
+        fs::File::open(DATA)?.sync_all()?;
+        run("sync", &[])?;
+        run("reboot", &[])
+    }
+
+    fn wipe(&mut self) -> Result<()> {
+        stop_daemon_for_reset();
+        // The vault first: overwrite its database (which holds the TPM-sealed vault key and
+        // every encrypted private key) before unlinking it.
+        let db = Path::new(DAEMON_DIR).join("vault.redb");
+        if let Ok(meta) = fs::metadata(&db) {
+            let mut f = fs::OpenOptions::new().write(true).open(&db)?;
+            let zeros = vec![0u8; 1 << 16];
+            let mut left = meta.len();
+            while left > 0 {
+                let n = left.min(zeros.len() as u64) as usize;
+                f.write_all(&zeros[..n])?;
+                left -= n as u64;
+            }
+            f.sync_all()?;
+        }
+        for entry in fs::read_dir(DATA)? {
+            let entry = entry?;
+            if entry.file_name() == "lost+found" {
+                continue;
+            }
+            let p = entry.path();
+            if entry.file_type()?.is_dir() { fs::remove_dir_all(&p)? } else { fs::remove_file(&p)? }
+        }
+        fs::File::open(DATA)?.sync_all()?;
+        run("sync", &[])?;
+        run("reboot", &[])
+    }
+}

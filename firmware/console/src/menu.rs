@@ -1,0 +1,432 @@
+//! The technician's menu: line-based and numbered so it works on any serial terminal.
+//! Input is parsed into a [`Choice`] or refused; nothing typed here ever reaches a shell.
+//! What the menu does to the box goes through [`BoxActions`], so the dialogue is tested
+//! without a box.
+
+use std::io::{BufRead, Write};
+use std::net::{IpAddr, Ipv4Addr};
+
+use anyhow::Result;
+
+use crate::network::{Ipv4Cidr, NetworkSettings};
+
+/// The typed confirmation of the full wipe.
+pub const WIPE_CONFIRMATION: &str = "ERASE ALL KEYS";
+
+/// A main-menu entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Choice {
+    /// 1: version, boot slot, addresses, services, TPM and vault, disk.
+    Status,
+    /// 2: show or change the network settings.
+    Network,
+    /// 3: ping an address or host name.
+    Ping,
+    /// 4: show the first-boot setup token again.
+    SetupToken,
+    /// 5: reset admin access (a new setup token).
+    ResetAdmin,
+    /// 6.
+    Reboot,
+    /// 7.
+    PowerOff,
+    /// 8: factory reset, settings only.
+    ResetSettings,
+    /// 9: factory reset, full wipe with key destruction.
+    Wipe,
+}
+
+/// The main menu, in order (entry n is `MENU[n - 1]`).
+pub const MENU: [(Choice, &str); 9] = [
+    (Choice::Status, "Status"),
+    (Choice::Network, "Network settings"),
+    (Choice::Ping, "Ping"),
+    (Choice::SetupToken, "Show the setup token again"),
+    (Choice::ResetAdmin, "Reset admin access"),
+    (Choice::Reboot, "Reboot"),
+    (Choice::PowerOff, "Power off"),
+    (Choice::ResetSettings, "Factory reset, tier 1: settings only (keys are kept)"),
+    (Choice::Wipe, "Factory reset, tier 2: full wipe, DESTROYS ALL KEYS"),
+];
+
+/// Parses a menu number from 1 to `count`; anything else is `None`.
+pub fn parse_number(line: &str, count: usize) -> Option<usize> {
+    let t = line.trim();
+    if t.is_empty() || t.len() > 3 || !t.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let n: usize = t.parse().ok()?;
+    (1..=count).contains(&n).then_some(n)
+}
+
+/// Parses a main-menu line.
+pub fn parse_choice(line: &str) -> Option<Choice> {
+    parse_number(line, MENU.len()).map(|n| MENU[n - 1].0)
+}
+
+/// A ping target: an IP address or a DNS name (letters, digits, `-` and `.` only), so it
+/// can never be mistaken for an option of `ping`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PingTarget(String);
+
+impl PingTarget {
+    /// Parses a target.
+    pub fn parse(s: &str) -> Option<PingTarget> {
+        let t = s.trim();
+        if t.parse::<IpAddr>().is_ok() {
+            return Some(PingTarget(t.to_string()));
+        }
+        let ok = !t.is_empty()
+            && t.len() <= 253
+            && !t.starts_with(['-', '.'])
+            && t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+        ok.then(|| PingTarget(t.to_string()))
+    }
+
+    /// The target.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// What the menu can do to the box.
+pub trait BoxActions {
+    /// The status page.
+    fn status(&mut self) -> String;
+    /// The saved network settings.
+    fn network(&mut self) -> Result<NetworkSettings>;
+    /// Saves and applies network settings.
+    fn set_network(&mut self, settings: &NetworkSettings) -> Result<()>;
+    /// Pings `target` a few times; the output.
+    fn ping(&mut self, target: &PingTarget) -> String;
+    /// Has the daemon show a setup token again, if setup is still pending (the daemon keeps
+    /// only the token's hash, so it issues a new one); what to tell the technician.
+    fn setup_token(&mut self) -> Result<Option<String>>;
+    /// Revokes the admin access made at setup and opens setup again; what to tell the
+    /// technician.
+    fn reset_admin_access(&mut self) -> Result<String>;
+    /// Reboots.
+    fn reboot(&mut self) -> Result<()>;
+    /// Powers off.
+    fn power_off(&mut self) -> Result<()>;
+    /// Tier 1: removes settings (network and daemon), keeps keys; then reboots.
+    fn reset_settings(&mut self) -> Result<()>;
+    /// Tier 2: destroys the vault and everything on the data partition; then reboots.
+    fn wipe(&mut self) -> Result<()>;
+}
+
+/// The menu session over a terminal.
+pub struct Menu<'a, R: BufRead, W: Write> {
+    input: R,
+    out: W,
+    actions: &'a mut dyn BoxActions,
+    title: String,
+}
+
+impl<'a, R: BufRead, W: Write> Menu<'a, R, W> {
+    /// A menu titled `title` (host name and version).
+    pub fn new(input: R, out: W, actions: &'a mut dyn BoxActions, title: String) -> Self {
+        Menu { input, out, actions, title }
+    }
+
+    /// Reads one line; `None` at end of input.
+    fn line(&mut self) -> Result<Option<String>> {
+        self.out.flush()?;
+        let mut s = String::new();
+        if self.input.read_line(&mut s)? == 0 {
+            return Ok(None);
+        }
+        // Drop what a terminal may send besides the text (CR, stray control characters).
+        Ok(Some(s.chars().filter(|c| !c.is_control()).collect()))
+    }
+
+    fn ask(&mut self, prompt: &str) -> Result<Option<String>> {
+        write!(self.out, "{prompt}")?;
+        self.line()
+    }
+
+    /// Runs until the input ends.
+    pub fn run(&mut self) -> Result<()> {
+        loop {
+            writeln!(self.out, "\n=== Sealgate console: {} ===", self.title)?;
+            for (i, (_, label)) in MENU.iter().enumerate() {
+                writeln!(self.out, " {}) {label}", i + 1)?;
+            }
+            let Some(line) = self.ask(&format!("Choose 1-{}: ", MENU.len()))? else { return Ok(()) };
+            if line.trim().is_empty() {
+                continue;
+            }
+            match parse_choice(&line) {
+                None => writeln!(self.out, "Not a menu entry: type a number from 1 to {}.", MENU.len())?,
+                Some(c) => {
+                    if let Err(e) = self.dispatch(c) {
+                        writeln!(self.out, "Failed: {e:#}")?;
+                    }
+                }
+            }
+        }
+    }
+
+    fn dispatch(&mut self, c: Choice) -> Result<()> {
+        match c {
+            Choice::Status => {
+                let s = self.actions.status();
+                writeln!(self.out, "{s}")?;
+            }
+            Choice::Network => self.network()?,
+            Choice::Ping => {
+                let Some(t) = self.ask("Address or host name to ping: ")? else { return Ok(()) };
+                match PingTarget::parse(&t) {
+                    Some(target) => {
+                        let out = self.actions.ping(&target);
+                        writeln!(self.out, "{out}")?;
+                    }
+                    None => writeln!(self.out, "Not an address or host name.")?,
+                }
+            }
+            Choice::SetupToken => match self.actions.setup_token()? {
+                Some(t) => writeln!(self.out, "{t}")?,
+                None => writeln!(
+                    self.out,
+                    "No setup token: admin access has been set up. Use \"Reset admin access\" for a new one."
+                )?,
+            },
+            Choice::ResetAdmin => {
+                if self.confirm("Reset admin access? The admin accounts are disabled until setup is done again.")? {
+                    let t = self.actions.reset_admin_access()?;
+                    writeln!(self.out, "{t}")?;
+                }
+            }
+            Choice::Reboot => {
+                if self.confirm("Reboot now?")? {
+                    writeln!(self.out, "Rebooting.")?;
+                    self.actions.reboot()?;
+                }
+            }
+            Choice::PowerOff => {
+                if self.confirm("Power off now?")? {
+                    writeln!(self.out, "Powering off.")?;
+                    self.actions.power_off()?;
+                }
+            }
+            Choice::ResetSettings => {
+                if self.confirm("Reset all settings (network, gateway settings) to factory defaults and reboot? Keys are kept.")? {
+                    writeln!(self.out, "Resetting settings; the box reboots.")?;
+                    self.actions.reset_settings()?;
+                }
+            }
+            Choice::Wipe => {
+                writeln!(self.out, "FULL WIPE: every key, certificate, setting and log on this box is destroyed.")?;
+                writeln!(self.out, "Mail encrypted to these keys can no longer be read here. This cannot be undone.")?;
+                let Some(t) = self.ask(&format!("Type {WIPE_CONFIRMATION} to wipe, anything else to cancel: "))? else {
+                    return Ok(());
+                };
+                if t.trim() == WIPE_CONFIRMATION {
+                    writeln!(self.out, "Wiping; the box reboots into first boot.")?;
+                    self.actions.wipe()?;
+                } else {
+                    writeln!(self.out, "Cancelled.")?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn confirm(&mut self, question: &str) -> Result<bool> {
+        let answer = self.ask(&format!("{question} Type yes to confirm: "))?;
+        let yes = answer.as_deref().map(str::trim) == Some("yes");
+        if !yes {
+            writeln!(self.out, "Cancelled.")?;
+        }
+        Ok(yes)
+    }
+
+    fn network(&mut self) -> Result<()> {
+        loop {
+            let current = match self.actions.network() {
+                Ok(s) => s.to_string(),
+                Err(e) => format!("unreadable ({e:#}); DHCP is used"),
+            };
+            writeln!(self.out, "\nNetwork: {current}")?;
+            writeln!(self.out, " 1) Use DHCP")?;
+            writeln!(self.out, " 2) Set a static address")?;
+            writeln!(self.out, " 3) Back")?;
+            let Some(line) = self.ask("Choose 1-3: ")? else { return Ok(()) };
+            match parse_number(&line, 3) {
+                Some(1) => {
+                    self.actions.set_network(&NetworkSettings::Dhcp)?;
+                    writeln!(self.out, "Saved and applied: DHCP")?;
+                }
+                Some(2) => {
+                    if let Some(s) = self.ask_static()? {
+                        self.actions.set_network(&s)?;
+                        writeln!(self.out, "Saved and applied: {s}")?;
+                    }
+                }
+                Some(_) => return Ok(()),
+                None => writeln!(self.out, "Not a menu entry.")?,
+            }
+        }
+    }
+
+    fn ask_static(&mut self) -> Result<Option<NetworkSettings>> {
+        let Some(addr) = self.ask("Address (a.b.c.d/nn, or a.b.c.d): ")? else { return Ok(None) };
+        let mask = if addr.contains('/') {
+            None
+        } else {
+            let Some(m) = self.ask("Netmask (e.g. 255.255.255.0): ")? else { return Ok(None) };
+            Some(m)
+        };
+        let address = match Ipv4Cidr::parse_with_mask(&addr, mask.as_deref()) {
+            Ok(a) => a,
+            Err(e) => {
+                writeln!(self.out, "Not saved: {e:#}")?;
+                return Ok(None);
+            }
+        };
+        let Some(gw) = self.ask("Gateway (empty for none): ")? else { return Ok(None) };
+        let gateway = match gw.trim() {
+            "" => None,
+            g => match g.parse::<Ipv4Addr>() {
+                Ok(g) => Some(g),
+                Err(_) => {
+                    writeln!(self.out, "Not saved: {g:?} is not an IPv4 address")?;
+                    return Ok(None);
+                }
+            },
+        };
+        let Some(dns_line) = self.ask("DNS servers, separated by spaces (empty for none): ")? else { return Ok(None) };
+        let mut dns = Vec::new();
+        for d in dns_line.split_whitespace() {
+            match d.parse::<IpAddr>() {
+                Ok(d) => dns.push(d),
+                Err(_) => {
+                    writeln!(self.out, "Not saved: {d:?} is not an IP address")?;
+                    return Ok(None);
+                }
+            }
+        }
+        match NetworkSettings::new_static(address, gateway, dns) {
+            Ok(s) => Ok(Some(s)),
+            Err(e) => {
+                writeln!(self.out, "Not saved: {e:#}")?;
+                Ok(None)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Default)]
+    struct Recorder {
+        log: Vec<String>,
+        network: Option<NetworkSettings>,
+    }
+
+    impl BoxActions for Recorder {
+        fn status(&mut self) -> String {
+            self.log.push("status".into());
+            "all good".into()
+        }
+        fn network(&mut self) -> Result<NetworkSettings> {
+            Ok(self.network.clone().unwrap_or(NetworkSettings::Dhcp))
+        }
+        fn set_network(&mut self, s: &NetworkSettings) -> Result<()> {
+            self.log.push(format!("network {s}"));
+            self.network = Some(s.clone());
+            Ok(())
+        }
+        fn ping(&mut self, t: &PingTarget) -> String {
+            self.log.push(format!("ping {}", t.as_str()));
+            "pong".into()
+        }
+        fn setup_token(&mut self) -> Result<Option<String>> {
+            Ok(Some("Setup token: TOKEN-1".into()))
+        }
+        fn reset_admin_access(&mut self) -> Result<String> {
+            self.log.push("reset-admin".into());
+            Ok("New setup token: TOKEN-2".into())
+        }
+        fn reboot(&mut self) -> Result<()> {
+            self.log.push("reboot".into());
+            Ok(())
+        }
+        fn power_off(&mut self) -> Result<()> {
+            self.log.push("poweroff".into());
+            Ok(())
+        }
+        fn reset_settings(&mut self) -> Result<()> {
+            self.log.push("reset-settings".into());
+            Ok(())
+        }
+        fn wipe(&mut self) -> Result<()> {
+            self.log.push("wipe".into());
+            Ok(())
+        }
+    }
+
+    fn session(input: &str) -> (Recorder, String) {
+        let mut r = Recorder::default();
+        let mut out = Vec::new();
+        Menu::new(input.as_bytes(), &mut out, &mut r, "test".into()).run().unwrap();
+        (r, String::from_utf8(out).unwrap())
+    }
+
+    #[test]
+    fn parses_only_menu_numbers() {
+        assert_eq!(parse_choice("1"), Some(Choice::Status));
+        assert_eq!(parse_choice(" 9 \r"), Some(Choice::Wipe));
+        for bad in ["0", "10", "-1", "1;reboot", "$(reboot)", "1 2", "status", "", "０", "0001"] {
+            assert_eq!(parse_choice(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn ping_targets_cannot_be_options_or_shell() {
+        assert!(PingTarget::parse("10.0.2.2").is_some());
+        assert!(PingTarget::parse("fe80::1").is_some());
+        assert!(PingTarget::parse("mail.example.org").is_some());
+        for bad in ["-f", "-c 1000 x", "a;reboot", "$(id)", "a b", "", ".x", "`x`"] {
+            assert_eq!(PingTarget::parse(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn unknown_input_only_reprompts() {
+        let (r, out) = session("sh\n/bin/sh\n; reboot\n42\n\n1\n");
+        assert_eq!(r.log, ["status"]);
+        assert_eq!(out.matches("Not a menu entry").count(), 4);
+        assert!(out.contains("all good"));
+    }
+
+    #[test]
+    fn static_network_is_validated_then_applied() {
+        let (r, out) = session("2\n2\n10.0.2.77\n255.255.255.0\n10.0.2.2\n10.0.2.3\n3\n");
+        assert_eq!(r.log, ["network static 10.0.2.77/24, gateway 10.0.2.2, DNS 10.0.2.3"]);
+        assert!(out.contains("Saved and applied"));
+        let (r, out) = session("2\n2\n10.0.2.77/24\n10.9.9.9\n\n3\n");
+        assert!(r.log.is_empty());
+        assert!(out.contains("not in 10.0.2.77/24's subnet"));
+        let (r, _) = session("2\n2\n300.1.1.1/24\n3\n");
+        assert!(r.log.is_empty());
+    }
+
+    #[test]
+    fn destructive_entries_need_their_confirmation() {
+        let (r, _) = session("6\nno\n7\ny\n8\nYES\n9\nerase all keys\n9\nyes\n");
+        assert!(r.log.is_empty(), "{:?}", r.log);
+        let (r, _) = session("8\nyes\n9\nERASE ALL KEYS\n6\nyes\n");
+        assert_eq!(r.log, ["reset-settings", "wipe", "reboot"]);
+    }
+
+    #[test]
+    fn shows_and_resets_the_setup_token() {
+        let (r, out) = session("4\n5\nyes\n");
+        assert!(out.contains("Setup token: TOKEN-1"));
+        assert!(out.contains("New setup token: TOKEN-2"));
+        assert_eq!(r.log, ["reset-admin"]);
+    }
+}

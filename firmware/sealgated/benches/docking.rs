@@ -1,0 +1,219 @@
+//! `cargo xtask bench docking`: the docking API under load, against the in-process engine in
+//! the same run.
+//!
+//! 1. A test PKI (openssl) and a vault (software sealer) holding alice's RSA-2048 key.
+//! 2. The in-process engine: `message::open` / `encrypt_message` on as many threads as there
+//!    are CPUs, for 4 KiB and 1 MiB messages (operations per second).
+//! 3. The release `sealgated` on loopback, loaded with `wrk` (Debian `wrk`) for the same
+//!    messages: requests/s, p50/p99 latency, and the ratio to the engine.
+//! 4. Peak memory (VmHWM) of the daemon while 64 clients upload 10 MiB messages at once.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sealgate_smime::cert::Certificate;
+use sealgate_smime::crypto::CipherChoice;
+use sealgate_smime::envelope::Recipient;
+use sealgate_smime::keys::{PrivateKey, SoftwareKey};
+use sealgate_smime::message::{self, OpenMode};
+use sealgate_smime::signed::VerifyOptions;
+use sealgate_vault::{SoftwareSealer, Vault};
+
+const SECONDS: u64 = 8;
+
+fn run(cmd: &mut Command) -> Vec<u8> {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(out.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
+    out.stdout
+}
+
+fn message(size: usize) -> Vec<u8> {
+    let mut m = b"From: sender@example.com\r\nTo: alice@example.org\r\nSubject: bench\r\nMessage-ID: <bench@x>\r\nContent-Type: text/plain\r\n\r\n".to_vec();
+    let line = b"The quick brown fox jumps over the lazy dog 0123456789 abcdefghijklmnopq\r\n";
+    while m.len() < size {
+        m.extend_from_slice(line);
+    }
+    m.truncate(size);
+    m
+}
+
+/// Operations per second of `op` on `threads` threads for `secs` seconds.
+fn engine_rate(threads: usize, secs: u64, op: Arc<dyn Fn() + Send + Sync>) -> f64 {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let started = Instant::now();
+    let handles: Vec<_> = (0..threads)
+        .map(|_| {
+            let op = op.clone();
+            std::thread::spawn(move || {
+                let mut n = 0u64;
+                while Instant::now() < deadline {
+                    op();
+                    n += 1;
+                }
+                n
+            })
+        })
+        .collect();
+    let total: u64 = handles.into_iter().map(|h| h.join().unwrap_or(0)).sum();
+    total as f64 / started.elapsed().as_secs_f64()
+}
+
+struct WrkResult {
+    rps: f64,
+    p50: String,
+    p99: String,
+    non_2xx: u64,
+}
+
+fn wrk(url: &str, token: &str, body: &Path, connections: usize) -> WrkResult {
+    let dir = tempfile::tempdir().expect("tmp");
+    let lua = dir.path().join("post.lua");
+    std::fs::write(
+        &lua,
+        format!(
+            "local f = io.open({:?}, \"rb\")\nwrk.method = \"POST\"\nwrk.body = f:read(\"*a\")\nf:close()\nwrk.headers[\"Authorization\"] = \"Bearer {token}\"\nwrk.headers[\"Content-Type\"] = \"message/rfc822\"\n",
+            body.display().to_string()
+        ),
+    )
+    .expect("lua");
+    let out = run(Command::new("wrk")
+        .args(["-t", "2", "-c", &connections.to_string(), "-d", &format!("{SECONDS}s"), "--timeout", "30s", "--latency", "-s"])
+        .arg(&lua)
+        .arg(url));
+    let text = String::from_utf8_lossy(&out).to_string();
+    let field = |prefix: &str| {
+        text.lines().find_map(|l| l.trim().strip_prefix(prefix).map(|v| v.trim().to_string())).unwrap_or_else(|| "?".into())
+    };
+    WrkResult {
+        rps: field("Requests/sec:").parse().unwrap_or(0.0),
+        p50: field("50%"),
+        p99: field("99%"),
+        non_2xx: field("Non-2xx or 3xx responses:").parse().unwrap_or(0),
+    }
+}
+
+fn vm_hwm(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:").map(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().unwrap_or(0)))
+        .unwrap_or(0)
+}
+
+fn main() {
+    for tool in ["openssl", "wrk", "curl"] {
+        let ok = Command::new("sh").arg("-c").arg(format!("command -v {tool}")).output().is_ok_and(|o| o.status.success());
+        assert!(ok, "`{tool}` is missing: apt-get install {tool}");
+    }
+    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+    let tmp = tempfile::tempdir().expect("tmp");
+    let d = tmp.path();
+    // PKI: alice, RSA-2048.
+    run(Command::new("openssl").args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "5", "-subj", "/CN=alice@example.org", "-addext", "subjectAltName=email:alice@example.org", "-addext", "extendedKeyUsage=emailProtection"]).arg("-keyout").arg(d.join("alice.key")).arg("-out").arg(d.join("alice.crt")));
+    let key_pem = std::fs::read(d.join("alice.key")).expect("key");
+    let cert_pem = std::fs::read(d.join("alice.crt")).expect("cert");
+    let data = d.join("data");
+    {
+        let (vault, _) = Vault::init(&data, &mut SoftwareSealer::danger_new()).expect("vault");
+        vault.import_pem(&key_pem, &cert_pem, None).expect("import");
+    }
+    let token = "sgt_".to_string() + &"b".repeat(64);
+    let hash: String = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes()).as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    std::fs::write(
+        data.join("api-tokens.json"),
+        format!("{{\"version\":1,\"tokens\":[{{\"name\":\"bench\",\"sha256\":\"{hash}\",\"scopes\":[\"decrypt\",\"encrypt\"],\"created\":\"-\"}}]}}"),
+    )
+    .expect("tokens");
+    std::fs::write(data.join("settings.toml"), "[docking]\nlisten = \"127.0.0.1:0\"\nmax_message_bytes = 67108864\ncrypto_queue = 128\n[admin]\nlisten = \"127.0.0.1:0\"\n[log]\nlevel = \"warn\"\n").expect("settings");
+
+    let key = Arc::new(SoftwareKey::from_key_and_cert(&key_pem, &cert_pem).expect("key"));
+    let cert = Certificate::parse_many(&cert_pem).expect("cert").remove(0);
+    let recipients = Arc::new(vec![Recipient::new(cert).expect("recipient")]);
+
+    println!("docking benchmark: {cpus} CPUs, {SECONDS} s per measurement, RSA-2048 + AES-256-CBC");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sealgated"))
+        .arg("--data-dir")
+        .arg(&data)
+        .arg("--danger-software-sealer")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("sealgated");
+    let mut port = 0u16;
+    for line in BufReader::new(child.stdout.take().expect("stdout")).lines() {
+        let line = line.expect("line");
+        if let Some(a) = line.strip_prefix("sealgated: listening docking ") {
+            port = a.rsplit(':').next().and_then(|p| p.parse().ok()).expect("port");
+        }
+        if line == "sealgated: ready" {
+            break;
+        }
+    }
+    let pid = child.id();
+    let base = format!("https://127.0.0.1:{port}/api/v1");
+
+    println!("{:<10} {:>7} {:>12} {:>12} {:>10} {:>10} {:>7} {:>6}", "operation", "size", "engine op/s", "daemon req/s", "p50", "p99", "ratio", "non2xx");
+    for size in [4 * 1024, 1024 * 1024] {
+        let clear = message(size);
+        let encrypted = message::encrypt_message(&clear, &recipients, CipherChoice::Aes256Cbc).expect("encrypt");
+        let label = if size < 1024 * 1024 { "4 KiB" } else { "1 MiB" };
+        let enc_file = d.join(format!("enc-{size}.eml"));
+        let clear_file = d.join(format!("clear-{size}.eml"));
+        std::fs::write(&enc_file, &encrypted).expect("write");
+        std::fs::write(&clear_file, &clear).expect("write");
+
+        let (k, e) = (key.clone(), encrypted.clone());
+        let engine_dec = engine_rate(cpus, SECONDS, Arc::new(move || {
+            let keys: [&dyn PrivateKey; 1] = [k.as_ref()];
+            let _ = message::open(&e, &keys, &VerifyOptions::default(), OpenMode::Everything).expect("open");
+        }));
+        let w = wrk(&format!("{base}/decrypt"), &token, &enc_file, 16);
+        println!("{:<10} {:>7} {:>12.0} {:>12.0} {:>10} {:>10} {:>7.2} {:>6}", "decrypt", label, engine_dec, w.rps, w.p50, w.p99, w.rps / engine_dec, w.non_2xx);
+
+        let (r, c) = (recipients.clone(), clear.clone());
+        let engine_enc = engine_rate(cpus, SECONDS, Arc::new(move || {
+            let _ = message::encrypt_message(&c, &r, CipherChoice::Aes256Cbc).expect("encrypt");
+        }));
+        let w = wrk(&format!("{base}/encrypt?to=alice@example.org"), &token, &clear_file, 16);
+        println!("{:<10} {:>7} {:>12.0} {:>12.0} {:>10} {:>10} {:>7.2} {:>6}", "encrypt", label, engine_enc, w.rps, w.p50, w.p99, w.rps / engine_enc, w.non_2xx);
+    }
+
+    // Peak memory: 64 concurrent 10 MiB decrypt uploads.
+    let big = message::encrypt_message(&message(10 * 1024 * 1024), &recipients, CipherChoice::Aes256Cbc).expect("encrypt");
+    let big_file = d.join("big.eml");
+    std::fs::write(&big_file, &big).expect("write");
+    let before = vm_hwm(pid);
+    let started = Instant::now();
+    let clients: Vec<_> = (0..64)
+        .map(|_| {
+            Command::new("curl")
+                .args(["-sk", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "300", "-H", &format!("Authorization: Bearer {token}"), "--data-binary"])
+                .arg(format!("@{}", big_file.display()))
+                .arg(format!("{base}/decrypt"))
+                .stdout(Stdio::piped())
+                .spawn()
+                .expect("curl")
+        })
+        .collect();
+    let codes: Vec<String> = clients.into_iter().map(|c| String::from_utf8_lossy(&c.wait_with_output().expect("curl").stdout).to_string()).collect();
+    let ok = codes.iter().filter(|c| c.as_str() == "200").count();
+    let after = vm_hwm(pid);
+    println!(
+        "peak memory, 64 concurrent 10 MiB ({:.1} MiB encrypted) decrypts: VmHWM {} MiB (before {} MiB); {ok}/64 answered 200 in {:.1} s; codes {:?}",
+        big.len() as f64 / 1048576.0,
+        after / 1024,
+        before / 1024,
+        started.elapsed().as_secs_f64(),
+        {
+            let mut c = codes.clone();
+            c.sort();
+            c.dedup();
+            c
+        }
+    );
+    let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+    let _ = child.wait();
+}

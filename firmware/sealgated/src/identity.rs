@@ -1,0 +1,207 @@
+//! The box's identity: its TLS certificate (self-signed on first start unless one is
+//! configured), the rustls server configuration every listener shares, and the pinned client
+//! certificates of mutual TLS.
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context;
+use rustls::client::danger::HandshakeSignatureValid;
+use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::{DigitallySignedStruct, DistinguishedName, ServerConfig, SignatureScheme};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
+
+use crate::settings::Settings;
+
+/// File names under `DATA/tls/`.
+const CERT_FILE: &str = "box.crt";
+const KEY_FILE: &str = "box.key";
+
+/// SHA-256 of `data`.
+pub fn sha256(data: &[u8]) -> [u8; 32] {
+    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, data);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(d.as_ref());
+    out
+}
+
+/// Lowercase hex.
+pub fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// `AB:CD:...` as browsers and `openssl x509 -fingerprint` show it.
+pub fn colon_hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02X}")).collect::<Vec<_>>().join(":")
+}
+
+/// `n` random bytes from AWS-LC's generator.
+pub fn random(n: usize) -> anyhow::Result<Vec<u8>> {
+    let mut v = vec![0u8; n];
+    aws_lc_rs::rand::fill(&mut v).map_err(|_| anyhow::anyhow!("the random generator failed"))?;
+    Ok(v)
+}
+
+/// The TLS certificate and key every listener serves.
+pub struct TlsIdentity {
+    /// Leaf first.
+    pub chain: Vec<CertificateDer<'static>>,
+    /// The private key.
+    pub key: PrivateKeyDer<'static>,
+    /// SHA-256 of the leaf.
+    pub fingerprint: [u8; 32],
+    /// True if we created it just now.
+    pub created: bool,
+}
+
+/// Loads the configured certificate, or the box's own, creating it on first start.
+pub fn load_or_create(data_dir: &Path, settings: &Settings) -> anyhow::Result<TlsIdentity> {
+    let (cert_path, key_path, own) = match (&settings.tls.certificate, &settings.tls.key) {
+        (Some(c), Some(k)) => (c.clone(), k.clone(), false),
+        _ => (data_dir.join("tls").join(CERT_FILE), data_dir.join("tls").join(KEY_FILE), true),
+    };
+    let mut created = false;
+    if own && !(cert_path.exists() && key_path.exists()) {
+        create_self_signed(data_dir)?;
+        created = true;
+    }
+    let cert_pem = fs::read(&cert_path).with_context(|| format!("reading {}", cert_path.display()))?;
+    let key_pem = fs::read(&key_path).with_context(|| format!("reading {}", key_path.display()))?;
+    let chain: Vec<CertificateDer<'static>> = pem::parse_many(&cert_pem)
+        .with_context(|| format!("{}: not PEM", cert_path.display()))?
+        .into_iter()
+        .filter(|p| p.tag() == "CERTIFICATE")
+        .map(|p| CertificateDer::from(p.into_contents()))
+        .collect();
+    let leaf = chain.first().with_context(|| format!("{}: no certificate", cert_path.display()))?;
+    let fingerprint = sha256(leaf.as_ref());
+    let key_block = pem::parse_many(&key_pem)
+        .with_context(|| format!("{}: not PEM", key_path.display()))?
+        .into_iter()
+        .find(|p| p.tag().ends_with("PRIVATE KEY"))
+        .with_context(|| format!("{}: no private key", key_path.display()))?;
+    let key = match key_block.tag() {
+        "RSA PRIVATE KEY" => PrivateKeyDer::Pkcs1(key_block.into_contents().into()),
+        "EC PRIVATE KEY" => PrivateKeyDer::Sec1(key_block.into_contents().into()),
+        _ => PrivateKeyDer::Pkcs8(key_block.into_contents().into()),
+    };
+    Ok(TlsIdentity { chain, key, fingerprint, created })
+}
+
+/// A self-signed ECDSA P-256 certificate for this host's names; key file mode 0600.
+fn create_self_signed(data_dir: &Path) -> anyhow::Result<()> {
+    let dir = data_dir.join("tls");
+    fs::create_dir_all(&dir)?;
+    let host = fs::read_to_string("/etc/hostname").map(|s| s.trim().to_string()).unwrap_or_default();
+    let mut names = vec!["localhost".to_string(), "127.0.0.1".to_string(), "::1".to_string()];
+    if !host.is_empty() && host != "localhost" {
+        names.insert(0, host.clone());
+    }
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+    let mut params = rcgen::CertificateParams::new(names)?;
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, if host.is_empty() { "sealgate".to_string() } else { format!("sealgate {host}") });
+    params.not_before = time::OffsetDateTime::now_utc() - time::Duration::days(1);
+    params.not_after = time::OffsetDateTime::now_utc() + time::Duration::days(3650);
+    let cert = params.self_signed(&key)?;
+    let key_tmp = dir.join(format!("{KEY_FILE}.tmp"));
+    let _ = fs::remove_file(&key_tmp);
+    let mut f = fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&key_tmp)?;
+    f.write_all(key.serialize_pem().as_bytes())?;
+    f.sync_all()?;
+    fs::rename(&key_tmp, dir.join(KEY_FILE))?;
+    let cert_tmp = dir.join(format!("{CERT_FILE}.tmp"));
+    fs::write(&cert_tmp, cert.pem())?;
+    fs::File::open(&cert_tmp)?.sync_all()?;
+    fs::rename(&cert_tmp, dir.join(CERT_FILE))?;
+    fs::File::open(&dir)?.sync_all()?;
+    Ok(())
+}
+
+/// The crypto provider of every listener: AWS-LC, the one C crypto library in the binary.
+pub fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+}
+
+/// The rustls server configuration: our certificate, TLS 1.2/1.3, and client certificates
+/// asked for (not required) when any are pinned.
+pub fn server_config(id: &TlsIdentity, pins: Vec<[u8; 32]>, alpn_http: bool) -> anyhow::Result<ServerConfig> {
+    let provider = provider();
+    let builder = ServerConfig::builder_with_provider(provider.clone()).with_safe_default_protocol_versions()?;
+    let builder = if pins.is_empty() {
+        builder.with_no_client_auth()
+    } else {
+        builder.with_client_cert_verifier(Arc::new(PinnedClients { pins, algs: provider.signature_verification_algorithms }))
+    };
+    let mut cfg = builder.with_single_cert(id.chain.clone(), id.key.clone_key())?;
+    if alpn_http {
+        cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    }
+    Ok(cfg)
+}
+
+/// Accepts exactly the pinned client certificates (by SHA-256 of the DER): partners'
+/// gateways often present self-signed certificates, so there is no chain to build. The
+/// handshake signature is still checked, so the client must hold the key.
+#[derive(Debug)]
+struct PinnedClients {
+    pins: Vec<[u8; 32]>,
+    algs: WebPkiSupportedAlgorithms,
+}
+
+impl ClientCertVerifier for PinnedClients {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        false
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        let fp = sha256(end_entity.as_ref());
+        if self.pins.contains(&fp) {
+            Ok(ClientCertVerified::assertion())
+        } else {
+            tracing::warn!(sha256 = %hex(&fp), "TLS client certificate not pinned: handshake refused");
+            Err(rustls::Error::InvalidCertificate(rustls::CertificateError::ApplicationVerificationFailure))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algs)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algs)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algs.supported_schemes()
+    }
+}

@@ -1,0 +1,440 @@
+//! The one settings model: a TOML file, unknown fields refused, every default written once
+//! here (the `Default` impls), every value that can be wrong parsed into a typed value at the
+//! edge (the newtypes below), so the rest of the daemon never re-checks them.
+//!
+//! With no file at all the defaults make `sealgated --data-dir DIR --danger-software-sealer`
+//! run on a developer's host: loopback listeners, no SMTP hand-off.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use sealgate_smime::crypto::CipherChoice;
+use serde::{Deserialize, Serialize};
+
+/// All settings of the daemon.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    /// The docking API (HTTPS) and its policies.
+    pub docking: Docking,
+    /// The admin HTTPS listener (health, first-boot setup).
+    pub admin: Admin,
+    /// The TLS certificate of every listener.
+    pub tls: Tls,
+    /// Who may call the docking API.
+    pub auth: Auth,
+    /// The SMTP hand-off listeners.
+    pub smtp: Smtp,
+    /// Logging.
+    pub log: Log,
+}
+
+/// `[docking]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Docking {
+    /// Where the docking API listens (`--listen-docking` overrides it).
+    pub listen: SocketAddr,
+    /// Largest message accepted (bytes); larger requests get 413.
+    pub max_message_bytes: ByteCount,
+    /// Request bodies held in memory at once, all requests together (bytes); a request
+    /// waits (within its timeout) for room before its body is read, so many large uploads
+    /// cost at most this much plus the running operations.
+    pub max_buffered_bytes: ByteCount,
+    /// Seconds a request may take to arrive and to wait for a crypto worker.
+    pub request_timeout_secs: Seconds,
+    /// Crypto operations running at once (0: one per CPU).
+    pub crypto_workers: usize,
+    /// Requests allowed to wait for a crypto worker; beyond that, 503 + `Retry-After`.
+    pub crypto_queue: usize,
+    /// What `encrypt` does with recipients without a certificate when the request does not say.
+    pub missing: MissingPolicy,
+    /// Whether `encrypt` adds the sender's own certificate as a recipient.
+    pub sender_copy: bool,
+    /// Whether `encrypt` signs with the sender's key.
+    pub sign: SignPolicy,
+    /// Content cipher for `encrypt`.
+    pub cipher: Cipher,
+    /// PEM file of trust anchors for signature chains (besides the vault's own CA).
+    pub trust_anchors: Option<PathBuf>,
+}
+
+impl Default for Docking {
+    fn default() -> Self {
+        Docking {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8444)),
+            max_message_bytes: ByteCount(64 * 1024 * 1024),
+            max_buffered_bytes: ByteCount(512 * 1024 * 1024),
+            request_timeout_secs: Seconds(120),
+            crypto_workers: 0,
+            crypto_queue: 64,
+            missing: MissingPolicy::Reject,
+            sender_copy: true,
+            sign: SignPolicy::IfKey,
+            cipher: Cipher(CipherChoice::Aes256Cbc),
+            trust_anchors: None,
+        }
+    }
+}
+
+/// `[admin]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Admin {
+    /// Where the admin API listens (`--listen-admin` overrides it).
+    pub listen: SocketAddr,
+}
+
+impl Default for Admin {
+    fn default() -> Self {
+        Admin { listen: SocketAddr::from(([127, 0, 0, 1], 8440)) }
+    }
+}
+
+/// `[tls]`: both or neither; without them the box's own self-signed certificate is used.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Tls {
+    /// PEM certificate chain.
+    pub certificate: Option<PathBuf>,
+    /// PEM private key.
+    pub key: Option<PathBuf>,
+}
+
+/// `[auth]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Auth {
+    /// Failed authentications from one source address within `failure_window_secs` after
+    /// which that address gets 429 until the window ends.
+    pub max_failures: u32,
+    /// The window of `max_failures`.
+    pub failure_window_secs: Seconds,
+    /// Clients authenticated by a pinned TLS client certificate.
+    pub clients: Vec<PinnedClient>,
+}
+
+impl Default for Auth {
+    fn default() -> Self {
+        Auth { max_failures: 10, failure_window_secs: Seconds(60), clients: Vec::new() }
+    }
+}
+
+/// `[[auth.clients]]`: one client certificate, pinned by its SHA-256 fingerprint.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PinnedClient {
+    /// The client's name in the audit log.
+    pub name: String,
+    /// SHA-256 of the certificate's DER (hex, colons allowed).
+    pub sha256: Fingerprint,
+    /// What it may call.
+    pub scopes: Vec<Scope>,
+}
+
+/// `[smtp]`: the hand-off listeners; each is off unless given, and both need `next_hop`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Smtp {
+    /// Mail taken here is decrypted and relayed.
+    pub decrypt_listen: Option<SocketAddr>,
+    /// Mail taken here is encrypted (and signed, by policy) and relayed.
+    pub encrypt_listen: Option<SocketAddr>,
+    /// Where results go (plain SMTP).
+    pub next_hop: Option<SocketAddr>,
+    /// Our name in the greeting and EHLO.
+    pub hostname: String,
+    /// Seconds between delivery attempts of a spooled message.
+    pub retry_secs: Seconds,
+}
+
+impl Default for Smtp {
+    fn default() -> Self {
+        Smtp { decrypt_listen: None, encrypt_listen: None, next_hop: None, hostname: "sealgate.localdomain".into(), retry_secs: Seconds(30) }
+    }
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Log {
+    /// A `tracing` filter (`info`, `sealgated=debug`, ...).
+    pub level: String,
+}
+
+impl Default for Log {
+    fn default() -> Self {
+        Log { level: "info".into() }
+    }
+}
+
+impl Settings {
+    /// Reads and validates a settings file.
+    pub fn load(path: &Path) -> anyhow::Result<Settings> {
+        let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        Settings::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+    }
+
+    /// Parses and validates settings text.
+    pub fn parse(text: &str) -> anyhow::Result<Settings> {
+        let s: Settings = toml::from_str(text)?;
+        s.validate()?;
+        Ok(s)
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.tls.certificate.is_some() == self.tls.key.is_some(),
+            "[tls] needs both certificate and key, or neither"
+        );
+        anyhow::ensure!(
+            (self.smtp.decrypt_listen.is_none() && self.smtp.encrypt_listen.is_none()) || self.smtp.next_hop.is_some(),
+            "[smtp] listeners need a next_hop"
+        );
+        anyhow::ensure!(self.docking.max_message_bytes.0 > 0, "[docking] max_message_bytes must be positive");
+        anyhow::ensure!(
+            self.docking.max_buffered_bytes.0 >= self.docking.max_message_bytes.0,
+            "[docking] max_buffered_bytes must be at least max_message_bytes"
+        );
+        for c in &self.auth.clients {
+            anyhow::ensure!(!c.name.trim().is_empty(), "[[auth.clients]] needs a name");
+        }
+        Ok(())
+    }
+}
+
+/// A byte count (plain integer in the file).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "u64")]
+pub struct ByteCount(pub usize);
+
+impl TryFrom<u64> for ByteCount {
+    type Error = String;
+    fn try_from(v: u64) -> Result<Self, String> {
+        usize::try_from(v).map(ByteCount).map_err(|_| format!("{v} bytes is too large"))
+    }
+}
+
+/// A positive number of seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "u64")]
+pub struct Seconds(pub u64);
+
+impl TryFrom<u64> for Seconds {
+    type Error = String;
+    fn try_from(v: u64) -> Result<Self, String> {
+        if v == 0 || v > 86_400 { Err(format!("{v} seconds: must be 1..=86400")) } else { Ok(Seconds(v)) }
+    }
+}
+
+impl Seconds {
+    /// As a `Duration`.
+    pub fn duration(self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.0)
+    }
+}
+
+/// What an API token or a pinned client may call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(try_from = "String", into = "String")]
+pub enum Scope {
+    /// `POST /decrypt`.
+    Decrypt,
+    /// `POST /encrypt`.
+    Encrypt,
+    /// `POST /sign`.
+    Sign,
+    /// `POST /verify` and `GET /certificates`.
+    Verify,
+    /// The admin API (the token that first-boot setup returns).
+    Admin,
+}
+
+impl Scope {
+    /// The docking scopes, which a token gets when none are named.
+    pub const DOCKING: [Scope; 4] = [Scope::Decrypt, Scope::Encrypt, Scope::Sign, Scope::Verify];
+
+    /// The name on the wire and in files.
+    pub fn name(self) -> &'static str {
+        match self {
+            Scope::Decrypt => "decrypt",
+            Scope::Encrypt => "encrypt",
+            Scope::Sign => "sign",
+            Scope::Verify => "verify",
+            Scope::Admin => "admin",
+        }
+    }
+}
+
+impl FromStr for Scope {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s.trim() {
+            "decrypt" => Scope::Decrypt,
+            "encrypt" => Scope::Encrypt,
+            "sign" => Scope::Sign,
+            "verify" => Scope::Verify,
+            "admin" => Scope::Admin,
+            other => return Err(format!("unknown scope {other:?} (decrypt, encrypt, sign, verify, admin)")),
+        })
+    }
+}
+
+impl TryFrom<String> for Scope {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
+    }
+}
+
+impl From<Scope> for String {
+    fn from(s: Scope) -> String {
+        s.name().to_string()
+    }
+}
+
+impl fmt::Display for Scope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// `missing=`: what to do with recipients that have no certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub enum MissingPolicy {
+    /// Refuse the request (422, naming them).
+    Reject,
+    /// Return the message unencrypted (signed if the sign policy says so).
+    SendPlain,
+    /// Encrypt to the recipients with a certificate; the report names the others.
+    EncryptKnown,
+}
+
+impl FromStr for MissingPolicy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s {
+            "reject" => MissingPolicy::Reject,
+            "send-plain" => MissingPolicy::SendPlain,
+            "encrypt-known" => MissingPolicy::EncryptKnown,
+            other => return Err(format!("missing={other:?}: use reject, send-plain or encrypt-known")),
+        })
+    }
+}
+
+impl TryFrom<String> for MissingPolicy {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
+    }
+}
+
+impl MissingPolicy {
+    /// The name on the wire.
+    pub fn name(self) -> &'static str {
+        match self {
+            MissingPolicy::Reject => "reject",
+            MissingPolicy::SendPlain => "send-plain",
+            MissingPolicy::EncryptKnown => "encrypt-known",
+        }
+    }
+}
+
+/// Whether `encrypt` signs with the sender's key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub enum SignPolicy {
+    /// Never sign.
+    Never,
+    /// Sign when the vault holds a signing key for the sender.
+    IfKey,
+    /// Always sign; a sender without a key is refused (422).
+    Always,
+}
+
+impl TryFrom<String> for SignPolicy {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        Ok(match s.as_str() {
+            "never" => SignPolicy::Never,
+            "if-key" => SignPolicy::IfKey,
+            "always" => SignPolicy::Always,
+            other => return Err(format!("sign = {other:?}: use never, if-key or always")),
+        })
+    }
+}
+
+/// A content cipher name (`aes256-cbc`, ...).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct Cipher(pub CipherChoice);
+
+impl TryFrom<String> for Cipher {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse::<CipherChoice>().map(Cipher).map_err(|e| e.to_string())
+    }
+}
+
+/// A SHA-256 fingerprint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct Fingerprint(pub [u8; 32]);
+
+impl TryFrom<String> for Fingerprint {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        let hex: String = s.chars().filter(|c| *c != ':').collect();
+        if hex.len() != 64 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+            return Err(format!("{s:?} is not a SHA-256 fingerprint (64 hex digits)"));
+        }
+        let mut out = [0u8; 32];
+        for (i, b) in out.iter_mut().enumerate() {
+            *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).map_err(|e| e.to_string())?;
+        }
+        Ok(Fingerprint(out))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_is_the_defaults() {
+        let s = Settings::parse("").expect("defaults");
+        assert_eq!(s.docking.listen.port(), 8444);
+        assert_eq!(s.docking.missing, MissingPolicy::Reject);
+        assert!(s.smtp.next_hop.is_none());
+    }
+
+    #[test]
+    fn unknown_fields_are_refused() {
+        assert!(Settings::parse("[docking]\nlisten_port = 1\n").is_err());
+        assert!(Settings::parse("[nonsense]\n").is_err());
+    }
+
+    #[test]
+    fn newtypes_refuse_bad_values() {
+        assert!(Settings::parse("[docking]\nmissing = \"maybe\"\n").is_err());
+        assert!(Settings::parse("[docking]\ncipher = \"rc2\"\n").is_err());
+        assert!(Settings::parse("[docking]\nrequest_timeout_secs = 0\n").is_err());
+        assert!(Settings::parse("[[auth.clients]]\nname = \"a\"\nsha256 = \"zz\"\nscopes = [\"decrypt\"]\n").is_err());
+        assert!(Settings::parse("[[auth.clients]]\nname = \"a\"\nsha256 = \"00\"\nscopes = [\"fly\"]\n").is_err());
+        assert!(Settings::parse("[smtp]\ndecrypt_listen = \"127.0.0.1:25\"\n").is_err(), "listener without next hop");
+        assert!(Settings::parse("[tls]\ncertificate = \"/x\"\n").is_err(), "certificate without key");
+    }
+
+    #[test]
+    fn fingerprints_and_scopes_parse() {
+        let fp = "AB:".repeat(31) + "AB";
+        let s = Settings::parse(&format!("[[auth.clients]]\nname = \"gw\"\nsha256 = \"{fp}\"\nscopes = [\"decrypt\", \"verify\"]\n")).expect("ok");
+        assert_eq!(s.auth.clients[0].sha256.0, [0xab; 32]);
+        assert_eq!(s.auth.clients[0].scopes, vec![Scope::Decrypt, Scope::Verify]);
+        assert_eq!("sign".parse::<Scope>(), Ok(Scope::Sign));
+        assert_eq!("encrypt-known".parse::<MissingPolicy>(), Ok(MissingPolicy::EncryptKnown));
+    }
+}

@@ -1,0 +1,220 @@
+//! API tokens and the one-time setup token.
+//!
+//! Tokens live in `DATA/api-tokens.json`, not in the vault's database: redb allows one
+//! process at a time, and `sealctl api-token create` must work while the daemon runs. The
+//! file holds only SHA-256 hashes of the tokens (a token is 256 random bits, so a plain hash
+//! is enough); it is replaced atomically (write, fsync, rename) and the daemon re-reads it
+//! when its modification time or size changes. `sealctl`'s `api_token_cmd.rs` writes the
+//! same format (version 1):
+//!
+//! ```json
+//! {"version":1,"tokens":[{"name":"gw1","sha256":"<hex>","scopes":["decrypt"],"created":"<RFC 3339>"}]}
+//! ```
+//!
+//! The setup token's hash is `DATA/setup-token.sha256`; using it renames that file to
+//! `setup-token.used` (atomic: it works once and only once) and creates the `admin` token.
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+
+use crate::identity::{hex, random, sha256};
+use crate::settings::Scope;
+
+/// The token file.
+pub const TOKENS_FILE: &str = "api-tokens.json";
+const SETUP_FILE: &str = "setup-token.sha256";
+const SETUP_USED: &str = "setup-token.used";
+/// Prefix of every token, so secret scanners can find leaked ones.
+pub const TOKEN_PREFIX: &str = "sgt_";
+
+/// One stored token.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenRecord {
+    /// Unique name (the client in the audit log).
+    pub name: String,
+    /// SHA-256 of the token text, hex.
+    pub sha256: String,
+    /// What it may call.
+    pub scopes: Vec<Scope>,
+    /// When it was made.
+    pub created: String,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokenFile {
+    version: u32,
+    tokens: Vec<TokenRecord>,
+}
+
+/// A fresh token: prefix + 256 random bits in hex (what `sealctl api-token create` makes too).
+pub fn new_token() -> anyhow::Result<String> {
+    Ok(format!("{TOKEN_PREFIX}{}", hex(&random(32)?)))
+}
+
+/// The stored form of a token.
+pub fn token_hash(token: &str) -> String {
+    hex(&sha256(token.as_bytes()))
+}
+
+/// The token store, cached and re-read when the file changes.
+pub struct TokenStore {
+    path: PathBuf,
+    dir: PathBuf,
+    cache: Mutex<(Option<(SystemTime, u64)>, Vec<TokenRecord>)>,
+    setup_lock: Mutex<()>,
+}
+
+impl TokenStore {
+    /// The store of `data_dir`.
+    pub fn new(data_dir: &Path) -> TokenStore {
+        TokenStore {
+            path: data_dir.join(TOKENS_FILE),
+            dir: data_dir.to_path_buf(),
+            cache: Mutex::new((None, Vec::new())),
+            setup_lock: Mutex::new(()),
+        }
+    }
+
+    /// The record whose hash matches `token`, if any.
+    pub fn lookup(&self, token: &str) -> anyhow::Result<Option<TokenRecord>> {
+        let h = token_hash(token);
+        let records = self.records()?;
+        // The compared values are hashes of the presented token, so timing tells nothing
+        // about a stored token.
+        Ok(records.into_iter().find(|r| r.sha256 == h))
+    }
+
+    fn records(&self) -> anyhow::Result<Vec<TokenRecord>> {
+        let meta = match fs::metadata(&self.path) {
+            Ok(m) => Some((m.modified()?, m.len())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(e.into()),
+        };
+        let mut cache = self.cache.lock().map_err(|_| anyhow::anyhow!("token cache poisoned"))?;
+        if cache.0 != meta || meta.is_none() {
+            let records = if meta.is_some() { read_file(&self.path)?.tokens } else { Vec::new() };
+            *cache = (meta, records);
+        }
+        Ok(cache.1.clone())
+    }
+
+    /// Adds a token; fails if the name exists. Returns the token text (shown once).
+    pub fn create(&self, name: &str, scopes: &[Scope]) -> anyhow::Result<String> {
+        create_token(&self.dir, name, scopes)
+    }
+
+    /// Whether first-boot setup is still open (no admin token made through it yet).
+    pub fn setup_pending(&self) -> bool {
+        !self.dir.join(SETUP_USED).exists()
+    }
+
+    /// Makes a new setup token (replacing an unused one) and returns it for the console.
+    pub fn issue_setup_token(&self) -> anyhow::Result<String> {
+        let _g = self.setup_lock.lock().map_err(|_| anyhow::anyhow!("setup lock poisoned"))?;
+        let token = new_token()?;
+        write_atomic(&self.dir.join(SETUP_FILE), token_hash(&token).as_bytes())?;
+        Ok(token)
+    }
+
+    /// Uses the setup token: `Ok(Some(admin token))` once; `Ok(None)` if the token is wrong;
+    /// `Err(SetupDone)` after it was used.
+    pub fn complete_setup(&self, presented: &str) -> Result<Option<String>, SetupError> {
+        let _g = self.setup_lock.lock().map_err(|_| SetupError::Internal("setup lock poisoned".into()))?;
+        if !self.setup_pending() {
+            return Err(SetupError::Done);
+        }
+        let stored = fs::read_to_string(self.dir.join(SETUP_FILE)).map_err(|e| SetupError::Internal(e.to_string()))?;
+        if stored.trim() != token_hash(presented.trim()) {
+            return Ok(None);
+        }
+        fs::rename(self.dir.join(SETUP_FILE), self.dir.join(SETUP_USED)).map_err(|e| SetupError::Internal(e.to_string()))?;
+        sync_dir(&self.dir).map_err(|e| SetupError::Internal(e.to_string()))?;
+        let name = format!("admin-{}", time::OffsetDateTime::now_utc().unix_timestamp());
+        self.create(&name, &[Scope::Admin]).map(Some).map_err(|e| SetupError::Internal(e.to_string()))
+    }
+}
+
+/// Why setup failed.
+#[derive(Debug)]
+pub enum SetupError {
+    /// Setup was completed before.
+    Done,
+    /// Storage failed.
+    Internal(String),
+}
+
+fn read_file(path: &Path) -> anyhow::Result<TokenFile> {
+    let text = fs::read(path)?;
+    let f: TokenFile = serde_json::from_slice(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    anyhow::ensure!(f.version == 1, "{}: unknown version {}", path.display(), f.version);
+    Ok(f)
+}
+
+/// Adds a token to the file in `data_dir` (the daemon and tests use this; `sealctl` has its own
+/// copy of the format).
+pub fn create_token(data_dir: &Path, name: &str, scopes: &[Scope]) -> anyhow::Result<String> {
+    let path = data_dir.join(TOKENS_FILE);
+    let mut f = if path.exists() { read_file(&path)? } else { TokenFile { version: 1, tokens: vec![] } };
+    anyhow::ensure!(!f.tokens.iter().any(|t| t.name == name), "a token named {name:?} exists");
+    let token = new_token()?;
+    let created = time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default();
+    f.tokens.push(TokenRecord { name: name.to_string(), sha256: token_hash(&token), scopes: scopes.to_vec(), created });
+    write_atomic(&path, &serde_json::to_vec_pretty(&f)?)?;
+    Ok(token)
+}
+
+/// Write to a temporary file (mode 0600), fsync, rename over `path`, fsync the directory.
+fn write_atomic(path: &Path, data: &[u8]) -> anyhow::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(".{}.tmp", path.file_name().and_then(|n| n.to_str()).unwrap_or("file")));
+    let _ = fs::remove_file(&tmp);
+    let mut f = fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
+    f.write_all(data)?;
+    f.sync_all()?;
+    fs::rename(&tmp, path)?;
+    sync_dir(dir)?;
+    Ok(())
+}
+
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    fs::File::open(dir)?.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_stored_hashed_and_found() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let store = TokenStore::new(d.path());
+        let t = store.create("gw", &[Scope::Decrypt]).expect("create");
+        assert!(t.starts_with(TOKEN_PREFIX) && t.len() > 40);
+        let text = fs::read_to_string(d.path().join(TOKENS_FILE)).expect("file");
+        assert!(!text.contains(&t), "the token itself is never stored");
+        assert_eq!(store.lookup(&t).expect("lookup").map(|r| r.name), Some("gw".into()));
+        assert!(store.lookup("sgt_wrong").expect("lookup").is_none());
+        assert!(store.create("gw", &[]).is_err(), "names are unique");
+    }
+
+    #[test]
+    fn setup_works_once() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let store = TokenStore::new(d.path());
+        let setup = store.issue_setup_token().expect("issue");
+        assert!(matches!(store.complete_setup("sgt_nope"), Ok(None)));
+        let admin = store.complete_setup(&setup).expect("first use").expect("admin token");
+        assert_eq!(store.lookup(&admin).expect("lookup").map(|r| r.scopes), Some(vec![Scope::Admin]));
+        assert!(matches!(store.complete_setup(&setup), Err(SetupError::Done)));
+    }
+}

@@ -1,0 +1,176 @@
+//! `cargo xtask dist-src`: the source tarball Buildroot's sealgate package builds from, with
+//! every crate vendored (`VENDOR/`) so the Buildroot build runs offline; and
+//! `cargo xtask check-buildroot`: keeps `board/buildroot/` honest where Buildroot itself
+//! cannot run (no network here): what the offline image installs, Buildroot installs too; the
+//! boards' partition layouts are the same file; every file a defconfig names exists.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+
+use crate::image::{self, BINARIES, BOARDS};
+use crate::test::workspace_root;
+
+/// Arguments of `cargo xtask dist-src`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Where to write `sealgate-VERSION.tar.gz` (default target/dist/).
+    #[arg(long, value_name = "DIR")]
+    out_dir: Option<PathBuf>,
+}
+
+/// The top-level paths of the workspace that the tarball carries (sorted).
+const SOURCES: &[&str] = &[
+    ".cargo", "Cargo.lock", "Cargo.toml", "firmware", "qemu", "rootfs", "tests", "tpm", "webui",
+];
+
+/// `cargo xtask dist-src`.
+pub fn run(args: Args) -> Result<()> {
+    let root = workspace_root()?;
+    let version = env!("CARGO_PKG_VERSION");
+    let name = format!("sealgate-{version}");
+    let out_dir = args.out_dir.unwrap_or_else(|| root.join("target/dist"));
+    let stage = out_dir.join(&name);
+    if stage.exists() {
+        fs::remove_dir_all(&stage)?;
+    }
+    fs::create_dir_all(&stage)?;
+    for s in SOURCES {
+        let src = root.join(s);
+        if src.exists() {
+            image::sh(Command::new("cp").arg("-a").arg(&src).arg(stage.join(s)))?;
+        }
+    }
+    // fuzz/ is not a workspace member; board/ is Buildroot's own tree. Neither is built there.
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let vendor = Command::new(&cargo)
+        .current_dir(&stage)
+        .args(["vendor", "--locked", "--versioned-dirs", "VENDOR"])
+        .output()
+        .context("cargo vendor")?;
+    if !vendor.status.success() {
+        bail!("cargo vendor failed: {}", String::from_utf8_lossy(&vendor.stderr));
+    }
+    // What `cargo vendor` prints is the configuration that builds from VENDOR/.
+    let config = stage.join(".cargo/config.toml");
+    let mut text = fs::read_to_string(&config).unwrap_or_default();
+    text.push_str("\n# Added by cargo xtask dist-src: build from the vendored crates, offline.\n");
+    text.push_str(&String::from_utf8_lossy(&vendor.stdout));
+    fs::create_dir_all(stage.join(".cargo"))?;
+    fs::write(&config, text)?;
+    let epoch = std::env::var("SOURCE_DATE_EPOCH").unwrap_or_else(|_| "0".into());
+    let tarball = out_dir.join(format!("{name}.tar.gz"));
+    image::sh(
+        Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "tar --sort=name --owner=0 --group=0 --numeric-owner --mtime=@{epoch} \
+                 --exclude=target -cf - '{name}' | gzip -9 -n > '{}'",
+                tarball.display()
+            ))
+            .current_dir(&out_dir),
+    )?;
+    fs::remove_dir_all(&stage).ok();
+    println!("{}", tarball.display());
+    Ok(())
+}
+
+/// `cargo xtask check-buildroot`.
+pub fn check_buildroot() -> Result<()> {
+    let problems = buildroot_problems(&workspace_root()?)?;
+    for p in &problems {
+        println!("problem: {p}");
+    }
+    if !problems.is_empty() {
+        bail!("board/buildroot/ disagrees with the offline image build ({} problems)", problems.len());
+    }
+    println!("board/buildroot/ agrees with the offline image build");
+    Ok(())
+}
+
+/// Everything in `board/buildroot/` that disagrees with the offline build.
+pub(crate) fn buildroot_problems(root: &Path) -> Result<Vec<String>> {
+    let br = root.join("board/buildroot");
+    let mut problems = Vec::new();
+    for f in ["external.desc", "Config.in", "external.mk", "package/sealgate/Config.in", "package/sealgate/sealgate.mk"] {
+        if !br.join(f).is_file() {
+            problems.push(format!("board/buildroot/{f} is missing"));
+        }
+    }
+    let mk = fs::read_to_string(br.join("package/sealgate/sealgate.mk")).unwrap_or_default();
+    for (_, bin) in BINARIES {
+        if !mk.contains(&format!("/usr/bin/{bin}")) {
+            problems.push(format!("sealgate.mk does not install /usr/bin/{bin}"));
+        }
+    }
+    for needle in ["cargo-package", "SEALGATE_CARGO_", "VENDOR"] {
+        if !mk.contains(needle) {
+            problems.push(format!("sealgate.mk does not mention {needle}"));
+        }
+    }
+    // Every rootfs overlay file reaches Buildroot's target through the post-build script.
+    let post_build = fs::read_to_string(br.join("board/common/post-build.sh")).unwrap_or_default();
+    if !post_build.contains("rootfs/overlay") {
+        problems.push("post-build.sh does not copy rootfs/overlay".into());
+    }
+    let post_image = fs::read_to_string(br.join("board/common/post-image.sh")).unwrap_or_default();
+    if !post_image.contains("genimage.cfg") {
+        problems.push("post-image.sh does not use the board's genimage.cfg".into());
+    }
+    // Defconfigs: every file they name exists, and each names its board's layout and modules.
+    let configs = br.join("configs");
+    let mut found = 0;
+    for entry in fs::read_dir(&configs).with_context(|| format!("reading {}", configs.display()))? {
+        let path = entry?.path();
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        if !name.ends_with("_defconfig") {
+            continue;
+        }
+        found += 1;
+        let text = fs::read_to_string(&path)?;
+        for line in text.lines() {
+            let Some((key, value)) = line.split_once('=') else { continue };
+            let value = value.trim_matches('"');
+            for word in value.split_whitespace() {
+                if let Some(rel) = word.strip_prefix("$(BR2_EXTERNAL_SEALGATE_PATH)/") {
+                    if !br.join(rel).exists() {
+                        problems.push(format!("{name}: {key} names {rel}, which does not exist"));
+                    }
+                }
+            }
+        }
+        let board = BOARDS.iter().find(|b| name.contains(b.triplet.split('-').next().unwrap_or("?")));
+        match board {
+            None => problems.push(format!("{name}: no board of the offline build matches")),
+            Some(b) => {
+                if !text.contains(&format!("board/{}/", b.name)) && !text.contains(&format!("SEALGATE_BOARD=\"{}\"", b.name)) {
+                    problems.push(format!("{name} does not use board/{}", b.name));
+                }
+            }
+        }
+    }
+    if found < 2 {
+        problems.push(format!("expected defconfigs for x86_64 and aarch64, found {found}"));
+    }
+    // The kernel fragment of a board names the drivers its modules.txt loads (as =y or =m).
+    for b in BOARDS {
+        let frag = root.join("board").join(b.name).join("linux.fragment");
+        if !frag.is_file() {
+            problems.push(format!("board/{}/linux.fragment is missing", b.name));
+        }
+    }
+    Ok(problems)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buildroot_tree_agrees_with_the_offline_build() {
+        let problems = buildroot_problems(&workspace_root().unwrap()).unwrap();
+        assert!(problems.is_empty(), "{problems:#?}");
+    }
+}

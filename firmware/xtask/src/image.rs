@@ -1,0 +1,712 @@
+//! `cargo xtask image`: the box's disk image, assembled offline from Debian packages
+//! installed on the build machine (Buildroot cannot fetch its sources here; production
+//! images come from `board/buildroot/`, which reuses `rootfs/` and the board's
+//! `genimage.cfg`).
+//!
+//! The image: a GPT disk (layout in `board/<board>/genimage.cfg`) with an EFI system
+//! partition (GRUB, `grub.cfg`, `grubenv`), two root slots A and B (read-only gzip squashfs
+//! holding the root file system, `/boot/vmlinuz` and a stage-1 initramfs) and an ext4 data
+//! partition. GRUB picks the slot; stage-1 init mounts it; busybox init runs
+//! `/etc/sealgate/boot`, then `sealgated` and the console menu.
+//!
+//! Reproducible: every timestamp is `SOURCE_DATE_EPOCH` (from the environment, else the
+//! commit time of `HEAD`), file lists are sorted, file system UUIDs and seeds are fixed.
+//! What is pinned is written to `manifest.txt` beside the image: the Debian package versions
+//! the image is made of and the Rust binaries' SHA-256.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::os::unix::fs::{PermissionsExt, symlink};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+
+use crate::test::{ensure_debian_packages, workspace_root};
+
+/// The Rust binaries every image installs into `/usr/bin` (Buildroot's sealgate package must
+/// install the same: `cargo xtask check-buildroot` checks it).
+pub(crate) const BINARIES: &[(&str, &str)] =
+    &[("sealgated", "sealgated"), ("sealctl", "sealctl"), ("sealgate-console", "sealgate-console")];
+
+/// Debian packages the image build reads its parts from (and `cargo xtask test` installs).
+pub(crate) const IMAGE_PACKAGES: &[&str] = &[
+    "linux-image-amd64",
+    "busybox-static",
+    "grub-efi-amd64-bin",
+    "squashfs-tools",
+    "genimage",
+    "e2fsprogs",
+    "dosfstools",
+    "mtools",
+    "cpio",
+    "libtss2-tcti-device0",
+];
+
+/// Size of the EFI system partition image, MiB (FAT16).
+const ESP_MIB: u64 = 32;
+/// Size of the data partition image, MiB (a box grows it to the disk later).
+const DATA_MIB: u64 = 256;
+/// Fixed identifiers, so the same inputs make the same bytes.
+const ESP_VOLUME_ID: &str = "5EA1E5B0";
+const DATA_FS_UUID: &str = "5ea19a7e-0000-4000-8000-0000000000d1";
+const DATA_HASH_SEED: &str = "5ea19a7e-0000-4000-8000-0000000000d2";
+
+/// A board the offline image build knows.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Board {
+    /// `board/<name>/`.
+    pub name: &'static str,
+    /// Debian's multiarch triplet.
+    pub triplet: &'static str,
+    /// Rust's target triple.
+    pub rust_target: &'static str,
+    /// GRUB's platform and the EFI file name the firmware looks for.
+    pub grub_platform: &'static str,
+    pub efi_file: &'static str,
+    /// The kernel file name pattern under `/boot` (Debian's image package).
+    pub kernel_suffix: &'static str,
+    /// The dynamic loader's path, as the binaries name it.
+    pub loader: &'static str,
+}
+
+/// Every board of `board/` that the offline build assembles.
+pub(crate) const BOARDS: &[Board] = &[
+    Board {
+        name: "qemu-x86_64",
+        triplet: "x86_64-linux-gnu",
+        rust_target: "x86_64-unknown-linux-gnu",
+        grub_platform: "x86_64-efi",
+        efi_file: "BOOTX64.EFI",
+        kernel_suffix: "-amd64",
+        loader: "/lib64/ld-linux-x86-64.so.2",
+    },
+    Board {
+        name: "qemu-aarch64",
+        triplet: "aarch64-linux-gnu",
+        rust_target: "aarch64-unknown-linux-gnu",
+        grub_platform: "arm64-efi",
+        efi_file: "BOOTAA64.EFI",
+        kernel_suffix: "-arm64",
+        loader: "/lib/ld-linux-aarch64.so.1",
+    },
+];
+
+impl Board {
+    /// The board named `name`, or an error listing the known ones.
+    pub(crate) fn named(name: &str) -> Result<Board> {
+        BOARDS.iter().copied().find(|b| b.name == name).with_context(|| {
+            let names: Vec<_> = BOARDS.iter().map(|b| b.name).collect();
+            format!("unknown board {name:?}; known: {}", names.join(", "))
+        })
+    }
+}
+
+/// Arguments of `cargo xtask image`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Args {
+    /// The board (a folder of board/).
+    #[arg(long, default_value = "qemu-x86_64")]
+    pub board: String,
+    /// Use this sealgated binary instead of building the workspace's (for experiments
+    /// while the daemon is being written; the manifest records it).
+    #[arg(long, value_name = "FILE")]
+    pub daemon_binary: Option<PathBuf>,
+}
+
+/// What a build produced.
+pub(crate) struct Built {
+    /// The raw GPT disk image.
+    pub disk: PathBuf,
+}
+
+/// `cargo xtask image`.
+pub fn run(args: Args) -> Result<()> {
+    let board = Board::named(&args.board)?;
+    let built = build(board, &args)?;
+    let meta = fs::metadata(&built.disk)?;
+    println!("image: {} ({} MiB raw)", built.disk.display(), meta.len() >> 20);
+    Ok(())
+}
+
+/// The folder a board's image is assembled in: `target/image/<board>/`.
+pub(crate) fn out_dir(board: Board) -> Result<PathBuf> {
+    Ok(workspace_root()?.join("target/image").join(board.name))
+}
+
+/// Builds the image of `board`; see the module documentation.
+pub(crate) fn build(board: Board, args: &Args) -> Result<Built> {
+    if board.name != "qemu-x86_64" {
+        bail!(
+            "the offline image build assembles qemu-x86_64 only so far; {} needs Debian's {} packages \
+             and sealgated built for {} (see README, \"aarch64\")",
+            board.name,
+            board.triplet,
+            board.rust_target
+        );
+    }
+    let root = workspace_root()?;
+    let board_dir = root.join("board").join(board.name);
+    let out = out_dir(board)?;
+    let work = out.join("work");
+    if work.exists() {
+        fs::remove_dir_all(&work).with_context(|| format!("removing {}", work.display()))?;
+    }
+    fs::create_dir_all(&work)?;
+    let epoch = source_date_epoch(&root)?;
+    println!("SOURCE_DATE_EPOCH={epoch}");
+
+    ensure_debian_packages(IMAGE_PACKAGES)?;
+    let binaries = build_binaries(&root, args)?;
+    let kernel = find_kernel(board)?;
+    println!("kernel {}", kernel.version);
+
+    // Stage-1 initramfs.
+    let initramfs_dir = work.join("initramfs");
+    let initramfs = work.join("initrd.img");
+    stage_initramfs(board, &root, &board_dir, &kernel, &initramfs_dir)?;
+    cpio_gzip(&initramfs_dir, &initramfs, epoch)?;
+
+    // The root file system.
+    let rootfs = work.join("rootfs");
+    stage_rootfs(board, &root, &binaries, &kernel, &initramfs, &rootfs)?;
+    let inputs = work.join("inputs");
+    fs::create_dir_all(&inputs)?;
+    sh(Command::new("mksquashfs")
+        .arg(&rootfs)
+        .arg(inputs.join("root.squashfs"))
+        .args(["-comp", "gzip", "-noappend", "-all-root", "-no-xattrs", "-quiet", "-no-progress"])
+        .args(["-mkfs-time", &epoch.to_string(), "-all-time", &epoch.to_string()]))?;
+
+    // The EFI system partition.
+    make_esp(board, &board_dir, &inputs.join("esp.vfat"), &work, epoch)?;
+
+    // The data partition: empty ext4.
+    let empty = work.join("empty");
+    fs::create_dir_all(&empty)?;
+    sh(Command::new("mke2fs")
+        .env("E2FSPROGS_FAKE_TIME", epoch.to_string())
+        .args(["-q", "-F", "-t", "ext4", "-L", "data", "-U", DATA_FS_UUID])
+        .arg("-E")
+        .arg(format!("hash_seed={DATA_HASH_SEED},root_owner=0:0"))
+        .arg("-d")
+        .arg(&empty)
+        .arg(inputs.join("data.ext4"))
+        .arg(format!("{DATA_MIB}M")))?;
+
+    // The disk.
+    let gen_out = work.join("genimage-out");
+    let gen_tmp = work.join("genimage-tmp");
+    sh(Command::new("genimage")
+        .arg("--config")
+        .arg(board_dir.join("genimage.cfg"))
+        .arg("--rootpath")
+        .arg(&empty)
+        .arg("--tmppath")
+        .arg(&gen_tmp)
+        .arg("--inputpath")
+        .arg(&inputs)
+        .arg("--outputpath")
+        .arg(&gen_out))?;
+    let disk = out.join(format!("sealgate-{}.img", board.name));
+    fs::rename(gen_out.join("sealgate.img"), &disk).context("moving the disk image")?;
+
+    write_manifest(board, &out, &disk, &binaries, &kernel, epoch, args)?;
+    fs::remove_dir_all(&work).ok();
+    Ok(Built { disk })
+}
+
+/// `SOURCE_DATE_EPOCH` from the environment, else the commit time of `HEAD`.
+fn source_date_epoch(root: &Path) -> Result<u64> {
+    if let Ok(v) = std::env::var("SOURCE_DATE_EPOCH") {
+        return v.trim().parse().context("SOURCE_DATE_EPOCH is not a number");
+    }
+    let out = Command::new("git")
+        .current_dir(root)
+        .args(["log", "-1", "--format=%ct"])
+        .output()
+        .context("git log (for SOURCE_DATE_EPOCH)")?;
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .context("no SOURCE_DATE_EPOCH and no commit time of HEAD")
+}
+
+/// The Rust binaries to install, by their name in `/usr/bin`.
+fn build_binaries(root: &Path, args: &Args) -> Result<BTreeMap<&'static str, PathBuf>> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(&cargo);
+    cmd.current_dir(root).args(["build", "--release", "--locked"]);
+    for (package, _) in BINARIES {
+        if *package == "sealgated" && args.daemon_binary.is_some() {
+            continue;
+        }
+        cmd.args(["-p", package]);
+    }
+    sh(&mut cmd).context("building the box's binaries")?;
+    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    let mut out = BTreeMap::new();
+    for (_, bin) in BINARIES {
+        let path = match (&args.daemon_binary, *bin) {
+            (Some(p), "sealgated") => p.clone(),
+            _ => target_dir.join("release").join(bin),
+        };
+        if !path.is_file() {
+            bail!("{} was not built", path.display());
+        }
+        out.insert(*bin, path);
+    }
+    Ok(out)
+}
+
+/// The kernel of Debian's image package installed on the build machine.
+struct Kernel {
+    version: String,
+    image: PathBuf,
+    modules: PathBuf,
+}
+
+fn find_kernel(board: Board) -> Result<Kernel> {
+    let mut versions: Vec<String> = fs::read_dir("/lib/modules")
+        .context("no /lib/modules: install linux-image-amd64")?
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|v| v.ends_with(board.kernel_suffix) && Path::new("/boot").join(format!("vmlinuz-{v}")).is_file())
+        .collect();
+    versions.sort_by(|a, b| version_key(a).cmp(&version_key(b)));
+    let version = versions.pop().context("no Debian kernel installed: apt-get install linux-image-amd64")?;
+    Ok(Kernel {
+        image: Path::new("/boot").join(format!("vmlinuz-{version}")),
+        modules: Path::new("/lib/modules").join(&version),
+        version,
+    })
+}
+
+/// Orders kernel versions like `6.1.0-56-amd64` numerically.
+fn version_key(v: &str) -> Vec<u64> {
+    v.split(|c: char| !c.is_ascii_digit()).filter_map(|p| p.parse().ok()).collect()
+}
+
+/// Resolves the board's module list against `modules.dep`: every module after its
+/// dependencies, each once, as paths relative to the kernel's module folder.
+pub(crate) fn module_load_order(modules_dep: &str, wanted: &[String]) -> Result<Vec<String>> {
+    let mut deps: BTreeMap<String, (String, Vec<String>)> = BTreeMap::new();
+    for line in modules_dep.lines() {
+        let Some((path, rest)) = line.split_once(':') else { continue };
+        let name = module_name(path);
+        deps.insert(name, (path.to_string(), rest.split_whitespace().map(String::from).collect()));
+    }
+    let mut order = Vec::new();
+    let mut seen = BTreeSet::new();
+    fn visit(
+        path: &str,
+        deps: &BTreeMap<String, (String, Vec<String>)>,
+        seen: &mut BTreeSet<String>,
+        order: &mut Vec<String>,
+    ) {
+        if !seen.insert(path.to_string()) {
+            return;
+        }
+        if let Some((_, d)) = deps.get(&module_name(path)) {
+            // modules.dep lists the whole closure; visiting each keeps the order right.
+            for dep in d {
+                visit(dep, deps, seen, order);
+            }
+        }
+        order.push(path.to_string());
+    }
+    for want in wanted {
+        let key = want.replace('-', "_");
+        let (path, _) = deps
+            .get(&key)
+            .with_context(|| format!("kernel module {want} is not in modules.dep"))?;
+        visit(&path.clone(), &deps, &mut seen, &mut order);
+    }
+    Ok(order)
+}
+
+/// `kernel/drivers/char/hw_random/virtio-rng.ko.xz` → `virtio_rng`.
+fn module_name(path: &str) -> String {
+    let file = path.rsplit('/').next().unwrap_or(path);
+    let stem = file.split(".ko").next().unwrap_or(file);
+    stem.replace('-', "_")
+}
+
+fn read_list(path: &Path) -> Result<Vec<String>> {
+    Ok(fs::read_to_string(path)
+        .with_context(|| format!("reading {}", path.display()))?
+        .lines()
+        .map(|l| l.split('#').next().unwrap_or("").trim().to_string())
+        .filter(|l| !l.is_empty())
+        .collect())
+}
+
+fn stage_initramfs(board: Board, root: &Path, board_dir: &Path, kernel: &Kernel, dir: &Path) -> Result<()> {
+    for d in ["bin", "dev", "proc", "sys", "newroot", "lib/modules"] {
+        fs::create_dir_all(dir.join(d))?;
+    }
+    copy_file(Path::new("/bin/busybox"), &dir.join("bin/busybox"), 0o755)?;
+    symlink("busybox", dir.join("bin/sh"))?;
+    copy_file(&root.join("rootfs/initramfs/init"), &dir.join("init"), 0o755)?;
+    let dep = fs::read_to_string(kernel.modules.join("modules.dep")).context("reading modules.dep")?;
+    let wanted = read_list(&board_dir.join("modules.txt"))?;
+    let order = module_load_order(&dep, &wanted)?;
+    let mut load_order = String::new();
+    for m in &order {
+        let src = kernel.modules.join(m);
+        let name = m.rsplit('/').next().unwrap_or(m);
+        if name.ends_with(".xz") || name.ends_with(".zst") {
+            bail!("{m} is compressed; busybox insmod reads plain .ko only");
+        }
+        copy_file(&src, &dir.join("lib/modules").join(name), 0o644)?;
+        load_order.push_str(name);
+        load_order.push('\n');
+    }
+    fs::write(dir.join("lib/modules/load.order"), load_order)?;
+    let _ = board;
+    Ok(())
+}
+
+/// Writes a newc cpio archive of `dir` (sorted, every mtime `epoch`, owned by root),
+/// gzip-compressed without a name or time in its header.
+fn cpio_gzip(dir: &Path, out: &Path, epoch: u64) -> Result<()> {
+    let files = sorted_tree(dir)?;
+    set_mtimes(dir, &files, epoch)?;
+    let list: String = files.iter().map(|f| format!("{f}\n")).collect();
+    let script = format!(
+        "cpio --quiet -o -H newc --owner=0:0 --reproducible | gzip -9 -n > '{}'",
+        out.display()
+    );
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .current_dir(dir)
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .context("running cpio")?;
+    use std::io::Write;
+    child.stdin.take().context("cpio stdin")?.write_all(list.as_bytes())?;
+    if !child.wait()?.success() {
+        bail!("cpio | gzip failed");
+    }
+    Ok(())
+}
+
+/// Every path under `dir`, relative (`.` first), sorted bytewise.
+fn sorted_tree(dir: &Path) -> Result<Vec<String>> {
+    let mut out = vec![".".to_string()];
+    fn walk(base: &Path, rel: &Path, out: &mut Vec<String>) -> Result<()> {
+        let mut entries: Vec<_> = fs::read_dir(base.join(rel))?.filter_map(|e| e.ok()).collect();
+        entries.sort_by_key(|e| e.file_name());
+        for e in entries {
+            let r = rel.join(e.file_name());
+            out.push(format!("./{}", r.display()));
+            if e.file_type()?.is_dir() {
+                walk(base, &r, out)?;
+            }
+        }
+        Ok(())
+    }
+    walk(dir, Path::new(""), &mut out)?;
+    out.sort();
+    Ok(out)
+}
+
+fn set_mtimes(dir: &Path, files: &[String], epoch: u64) -> Result<()> {
+    let mut cmd = Command::new("touch");
+    cmd.current_dir(dir).arg("-h").arg("-d").arg(format!("@{epoch}")).arg("--").args(files);
+    sh(&mut cmd)
+}
+
+fn stage_rootfs(
+    board: Board,
+    root: &Path,
+    binaries: &BTreeMap<&'static str, PathBuf>,
+    kernel: &Kernel,
+    initramfs: &Path,
+    rootfs: &Path,
+) -> Result<()> {
+    let libdir = format!("usr/lib/{}", board.triplet);
+    for d in [
+        "usr/bin", "usr/sbin", &libdir, "boot", "dev", "proc", "sys", "run", "tmp", "var", "data", "root", "etc",
+    ] {
+        fs::create_dir_all(rootfs.join(d))?;
+    }
+    // Merged /usr, as Debian: one place for binaries and libraries.
+    for (link, to) in [("bin", "usr/bin"), ("sbin", "usr/sbin"), ("lib", "usr/lib")] {
+        symlink(to, rootfs.join(link))?;
+    }
+    if board.loader.starts_with("/lib64/") {
+        fs::create_dir_all(rootfs.join("usr/lib64"))?;
+        symlink("usr/lib64", rootfs.join("lib64"))?;
+    }
+    fs::set_permissions(rootfs.join("tmp"), fs::Permissions::from_mode(0o1777))?;
+    fs::set_permissions(rootfs.join("root"), fs::Permissions::from_mode(0o700))?;
+
+    // busybox and its applets (our own files win over an applet of the same name).
+    copy_file(Path::new("/bin/busybox"), &rootfs.join("usr/bin/busybox"), 0o755)?;
+    let list = Command::new("/bin/busybox").arg("--list-full").output().context("busybox --list-full")?;
+    let mut elf: Vec<PathBuf> = Vec::new();
+    for (_, path) in binaries {
+        elf.push(path.clone());
+    }
+    for (bin, path) in binaries {
+        copy_file(path, &rootfs.join("usr/bin").join(bin), 0o755)?;
+    }
+    // e2fsprogs for the data partition's check at boot and the full factory reset.
+    for tool in ["e2fsck", "mke2fs"] {
+        let src = Path::new("/sbin").join(tool);
+        copy_file(&src, &rootfs.join("usr/sbin").join(tool), 0o755)?;
+        elf.push(src);
+    }
+    for applet in String::from_utf8_lossy(&list.stdout).lines() {
+        let name = applet.rsplit('/').next().unwrap_or(applet);
+        let dir = if applet.contains("sbin/") { "usr/sbin" } else { "usr/bin" };
+        let dest = rootfs.join(dir).join(name);
+        if dest.symlink_metadata().is_ok() || rootfs.join("usr/bin").join(name).symlink_metadata().is_ok() {
+            continue;
+        }
+        let target = if dir == "usr/bin" { "busybox".to_string() } else { "../bin/busybox".to_string() };
+        symlink(target, dest)?;
+    }
+
+    // Shared libraries: what the binaries need, plus the TPM's TCTI (dlopen'ed by tss2-tctildr).
+    let tcti = Path::new("/usr/lib").join(board.triplet).join("libtss2-tcti-device.so.0");
+    if !tcti.exists() {
+        bail!("{} is missing: apt-get install libtss2-tcti-device0", tcti.display());
+    }
+    elf.push(tcti.clone());
+    let mut libs = BTreeSet::new();
+    for e in &elf {
+        libs.extend(needed_libraries(e)?);
+    }
+    libs.insert(tcti);
+    for lib in &libs {
+        let name = lib.file_name().context("library without a name")?;
+        if lib == Path::new(board.loader) || name.to_string_lossy().starts_with("ld-linux") {
+            let dest = rootfs.join(board.loader.trim_start_matches('/'));
+            let dest = if board.loader.starts_with("/lib64/") {
+                rootfs.join("usr/lib64").join(name)
+            } else {
+                dest
+            };
+            copy_file(lib, &dest, 0o755)?;
+        } else {
+            copy_file(lib, &rootfs.join(&libdir).join(name), 0o644)?;
+        }
+    }
+
+    // The shared overlay.
+    copy_tree(&root.join("rootfs/overlay"), rootfs)?;
+    symlink("/run/resolv.conf", rootfs.join("etc/resolv.conf"))?;
+    symlink("/proc/mounts", rootfs.join("etc/mtab"))?;
+    symlink("../bin/busybox", rootfs.join("usr/sbin/init"))?;
+    let version = env!("CARGO_PKG_VERSION");
+    fs::write(
+        rootfs.join("etc/os-release"),
+        format!(
+            "NAME=Sealgate\nID=sealgate\nVERSION_ID={version}\nPRETTY_NAME=\"Sealgate {version}\"\nVARIANT_ID={}\n",
+            board.name
+        ),
+    )?;
+
+    // Kernel and stage-1 in the slot.
+    copy_file(&kernel.image, &rootfs.join("boot/vmlinuz"), 0o644)?;
+    copy_file(initramfs, &rootfs.join("boot/initrd.img"), 0o644)?;
+    Ok(())
+}
+
+/// The shared libraries `elf` loads (by `ldd`), as real files on the build machine.
+fn needed_libraries(elf: &Path) -> Result<Vec<PathBuf>> {
+    let out = Command::new("ldd").arg(elf).output().context("running ldd")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    if text.contains("not a dynamic executable") || (!out.status.success() && text.is_empty()) {
+        return Ok(Vec::new());
+    }
+    let mut libs = Vec::new();
+    for line in text.lines() {
+        let line = line.trim();
+        if line.contains("not found") {
+            bail!("{}: {line}", elf.display());
+        }
+        let path = match line.split_once("=>") {
+            Some((_, rest)) => rest.split_whitespace().next(),
+            None => line.split_whitespace().next().filter(|p| p.starts_with('/')),
+        };
+        if let Some(p) = path.filter(|p| p.starts_with('/')) {
+            libs.push(PathBuf::from(p));
+        }
+    }
+    Ok(libs)
+}
+
+fn make_esp(board: Board, board_dir: &Path, esp: &Path, work: &Path, epoch: u64) -> Result<()> {
+    let efi = work.join(board.efi_file);
+    sh(Command::new("grub-mkimage")
+        .args(["-O", board.grub_platform, "-p", "/EFI/BOOT", "-o"])
+        .arg(&efi)
+        .args([
+            "part_gpt", "fat", "squash4", "ext2", "normal", "linux", "configfile", "loadenv", "test", "echo",
+            "regexp", "gzio", "xzio", "search", "halt", "reboot",
+        ]))?;
+    let files = work.join("esp-files");
+    fs::create_dir_all(&files)?;
+    copy_file(&board_dir.join("grub.cfg"), &files.join("grub.cfg"), 0o644)?;
+    fs::write(files.join("grubenv"), grubenv(&[("ORDER", "A B"), ("A_OK", "1"), ("A_TRY", "0"), ("B_OK", "0"), ("B_TRY", "0")]))?;
+    let sources = [efi.clone(), files.join("grub.cfg"), files.join("grubenv")];
+    let names: Vec<String> = sources.iter().map(|p| p.display().to_string()).collect();
+    set_mtimes(work, &names, epoch)?;
+
+    sh(Command::new("mkfs.vfat")
+        .args(["--invariant", "-F", "16", "-n", "ESP", "-i", ESP_VOLUME_ID, "-C"])
+        .arg(esp)
+        .arg((ESP_MIB * 1024).to_string()))?;
+    let mtools = |args: &[&str]| -> Result<()> {
+        let mut cmd = Command::new(args[0]);
+        cmd.env("MTOOLS_SKIP_CHECK", "1").env("SOURCE_DATE_EPOCH", epoch.to_string());
+        cmd.arg("-i").arg(esp).args(&args[1..]);
+        sh(&mut cmd)
+    };
+    mtools(&["mmd", "::/EFI", "::/EFI/BOOT"])?;
+    for src in &sources {
+        let name = src.file_name().and_then(|n| n.to_str()).context("file name")?;
+        let dest = format!("::/EFI/BOOT/{name}");
+        mtools(&["mcopy", "-m", &src.display().to_string(), &dest])?;
+    }
+    Ok(())
+}
+
+/// A GRUB environment block: exactly 1024 bytes, `#`-padded.
+pub(crate) fn grubenv(vars: &[(&str, &str)]) -> Vec<u8> {
+    let mut s = String::from("# GRUB Environment Block\n");
+    for (k, v) in vars {
+        s.push_str(&format!("{k}={v}\n"));
+    }
+    let mut b = s.into_bytes();
+    b.resize(1024, b'#');
+    b
+}
+
+fn write_manifest(
+    board: Board,
+    out: &Path,
+    disk: &Path,
+    binaries: &BTreeMap<&'static str, PathBuf>,
+    kernel: &Kernel,
+    epoch: u64,
+    args: &Args,
+) -> Result<()> {
+    let mut m = format!("# Sealgate image manifest: what this image is made of.\nboard {}\nSOURCE_DATE_EPOCH {epoch}\nkernel {}\n", board.name, kernel.version);
+    let mut pkgs: Vec<&str> = IMAGE_PACKAGES.to_vec();
+    pkgs.extend(["libc6", "libtss2-esys-3.0.2-0", "libtss2-tctildr0", "grub-common"]);
+    let kernel_pkg = format!("linux-image-{}", kernel.version);
+    pkgs.push(&kernel_pkg);
+    for p in pkgs {
+        let v = Command::new("dpkg-query").args(["-W", "-f=${Version}", p]).output();
+        let v = v.map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default();
+        m.push_str(&format!("debian {p} {}\n", if v.is_empty() { "?" } else { &v }));
+    }
+    for (bin, path) in binaries {
+        let note = if *bin == "sealgated" && args.daemon_binary.is_some() { " (--daemon-binary)" } else { "" };
+        m.push_str(&format!("binary {bin} {}{note}\n", sha256(path)?));
+    }
+    m.push_str(&format!("disk {} {}\n", disk.file_name().and_then(|n| n.to_str()).unwrap_or("?"), sha256(disk)?));
+    fs::write(out.join("manifest.txt"), m)?;
+    Ok(())
+}
+
+fn sha256(path: &Path) -> Result<String> {
+    let out = Command::new("sha256sum").arg(path).output().context("sha256sum")?;
+    Ok(String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap_or("?").to_string())
+}
+
+fn copy_file(src: &Path, dest: &Path, mode: u32) -> Result<()> {
+    if let Some(parent) = dest.parent() {
+        fs::create_dir_all(parent)?;
+    }
+    fs::copy(src, dest).with_context(|| format!("copying {} to {}", src.display(), dest.display()))?;
+    fs::set_permissions(dest, fs::Permissions::from_mode(mode))?;
+    Ok(())
+}
+
+/// Copies `src`'s tree over `dest`, keeping modes and symlinks.
+fn copy_tree(src: &Path, dest: &Path) -> Result<()> {
+    for entry in fs::read_dir(src).with_context(|| format!("reading {}", src.display()))? {
+        let entry = entry?;
+        let from = entry.path();
+        let to = dest.join(entry.file_name());
+        let ty = entry.file_type()?;
+        if ty.is_dir() {
+            fs::create_dir_all(&to)?;
+            copy_tree(&from, &to)?;
+        } else if ty.is_symlink() {
+            symlink(fs::read_link(&from)?, &to)?;
+        } else {
+            let mode = entry.metadata()?.permissions().mode() & 0o777;
+            copy_file(&from, &to, if mode & 0o111 != 0 { 0o755 } else { 0o644 })?;
+        }
+    }
+    Ok(())
+}
+
+/// Runs `cmd`, failing with its stderr.
+pub(crate) fn sh(cmd: &mut Command) -> Result<()> {
+    let out = cmd.output().with_context(|| format!("starting {cmd:?}"))?;
+    if !out.status.success() {
+        bail!(
+            "{cmd:?} failed ({}):\n{}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn modules_come_after_their_dependencies_once() {
+        let dep = "kernel/fs/ext4/ext4.ko: kernel/lib/crc16.ko kernel/fs/mbcache.ko kernel/fs/jbd2/jbd2.ko\n\
+                   kernel/lib/crc16.ko:\nkernel/fs/mbcache.ko:\nkernel/fs/jbd2/jbd2.ko:\n\
+                   kernel/drivers/char/hw_random/virtio-rng.ko: kernel/drivers/virtio/virtio.ko\n\
+                   kernel/drivers/virtio/virtio.ko:\n\
+                   kernel/drivers/block/virtio_blk.ko: kernel/drivers/virtio/virtio.ko\n";
+        let order = module_load_order(dep, &["virtio-rng".into(), "virtio_blk".into(), "ext4".into()]).unwrap();
+        assert_eq!(
+            order,
+            [
+                "kernel/drivers/virtio/virtio.ko",
+                "kernel/drivers/char/hw_random/virtio-rng.ko",
+                "kernel/drivers/block/virtio_blk.ko",
+                "kernel/lib/crc16.ko",
+                "kernel/fs/mbcache.ko",
+                "kernel/fs/jbd2/jbd2.ko",
+                "kernel/fs/ext4/ext4.ko",
+            ]
+        );
+        assert!(module_load_order(dep, &["nope".into()]).is_err());
+    }
+
+    #[test]
+    fn grubenv_is_one_kibibyte() {
+        let env = grubenv(&[("ORDER", "A B")]);
+        assert_eq!(env.len(), 1024);
+        assert!(env.starts_with(b"# GRUB Environment Block\nORDER=A B\n#"));
+    }
+
+    #[test]
+    fn every_board_has_its_folder() {
+        let root = workspace_root().unwrap();
+        for b in BOARDS {
+            let dir = root.join("board").join(b.name);
+            assert!(dir.join("genimage.cfg").is_file(), "{}", dir.display());
+            assert!(dir.join("grub.cfg").is_file(), "{}", dir.display());
+            assert!(dir.join("modules.txt").is_file(), "{}", dir.display());
+        }
+    }
+}

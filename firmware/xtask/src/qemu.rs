@@ -1,0 +1,93 @@
+//! `cargo xtask qemu`: README's "run the product" command. Builds the image if it is
+//! missing, starts swtpm (its state kept in the VM folder) and boots the box under QEMU with
+//! the serial console on this terminal, forwarding host ports to the box's services.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use sealgate_qemu::{BootOptions, ConsoleMode, GUEST_PORTS, PortForwards, Vm, VmDir};
+
+use crate::image;
+use crate::test::{ensure_debian_packages, workspace_root};
+
+/// Debian packages that boot the image (and that the system tests need).
+pub(crate) const QEMU_PACKAGES: &[&str] = &["qemu-system-x86", "ovmf", "qemu-utils", "swtpm", "swtpm-tools", "curl"];
+
+/// Arguments of `cargo xtask qemu`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// The board (a folder of board/).
+    #[arg(long, default_value = "qemu-x86_64")]
+    board: String,
+    /// Host port N forwards to the admin HTTPS port, N+1 to SMTP (25), N+2 to submission
+    /// (587), N+3 to IMAPS (993), N+4 to the docking API.
+    #[arg(long, default_value_t = sealgate_qemu::DEFAULT_PORTS_BASE)]
+    ports_base: u16,
+    /// Start from a new disk and a new TPM (a box fresh from the factory).
+    #[arg(long)]
+    fresh: bool,
+    /// Rebuild the image first even if one exists.
+    #[arg(long)]
+    rebuild: bool,
+    /// No terminal: the console goes to a Unix socket and a log file in the VM folder (both
+    /// printed); QEMU runs until killed (its pid is printed).
+    #[arg(long)]
+    headless: bool,
+    /// The VM folder (disk overlay, UEFI variables, TPM state, console log).
+    #[arg(long, value_name = "DIR")]
+    vm_dir: Option<PathBuf>,
+    /// Boot without a TPM (to see what a box without one says).
+    #[arg(long)]
+    no_tpm: bool,
+    /// Guest memory, MiB.
+    #[arg(long, default_value_t = 512)]
+    memory: u32,
+}
+
+/// `cargo xtask qemu`.
+pub fn run(args: Args) -> Result<()> {
+    let board = image::Board::named(&args.board)?;
+    let qboard = sealgate_qemu::Board::named(board.name)?;
+    ensure_debian_packages(QEMU_PACKAGES)?;
+    let image_path = sealgate_qemu::image_path(qboard);
+    if args.rebuild || !image_path.is_file() {
+        image::build(board, &image::Args { board: args.board.clone(), daemon_binary: None })?;
+    }
+    let vm_path = match args.vm_dir {
+        Some(p) => p,
+        None => workspace_root()?.join("target/vm").join(board.name),
+    };
+    let dir = VmDir::prepare(&vm_path, qboard, &image_path, args.fresh).context("preparing the VM folder")?;
+    let ports = PortForwards { base: args.ports_base };
+    for (name, guest) in GUEST_PORTS {
+        let host = ports.host_port(name).unwrap_or_default();
+        println!("forward 127.0.0.1:{host} -> box {name} ({guest})");
+    }
+    let console = if args.headless { ConsoleMode::Headless } else { ConsoleMode::Terminal };
+    let opts = BootOptions { ports: Some(ports), memory_mib: args.memory, tpm: !args.no_tpm, console, ..Default::default() };
+    println!("VM folder: {}", dir.path.display());
+    if !args.headless {
+        println!("console on this terminal; Ctrl-A X quits QEMU\n");
+    }
+    let mut vm = Vm::boot(&dir, &opts)?;
+    if args.headless {
+        println!("QEMU pid {}", vm.pid());
+        println!("console socket: {}", dir.console_socket().display());
+        println!("console log:    {}", dir.console_log().display());
+        // The caller owns the box now: keep QEMU and swtpm running after we exit.
+        std::mem::forget(vm);
+        return Ok(());
+    }
+    // QEMU runs with -no-reboot (a reboot inside one QEMU is slow and flaky under TCG): when
+    // the box rebooted, boot it again with a fresh QEMU.
+    loop {
+        let status = vm.wait()?;
+        let log = std::fs::read_to_string(dir.console_log()).unwrap_or_default();
+        if !log.trim_end().ends_with("reboot: Restarting system") {
+            println!("\nQEMU exited ({status})");
+            return Ok(());
+        }
+        println!("\nthe box rebooted; starting it again");
+        vm = Vm::boot(&dir, &opts)?;
+    }
+}

@@ -1,0 +1,609 @@
+//! Boots Sealgate disk images under QEMU with a software TPM, for the system tests and for
+//! `cargo xtask qemu`.
+//!
+//! A [`VmDir`] holds everything one virtual box keeps between boots: its disk (a qcow2
+//! overlay on the built image), its UEFI variables, its swtpm state. [`Vm::boot`] starts
+//! swtpm and QEMU for one boot; the serial console is a Unix socket that [`Console`] reads
+//! with bounded polling (`expect`) and writes lines to (`send_line`). Dropping a [`Vm`]
+//! kills QEMU and swtpm. Each boot is a fresh QEMU process (`-no-reboot`): under TCG a
+//! reboot inside one QEMU is slow and sometimes hangs in GRUB.
+#![forbid(unsafe_code)]
+
+use std::fs;
+use std::io::{ErrorKind, Read, Write};
+use std::net::TcpListener;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+/// The guest's ports that [`PortForwards`] map, in the order of `--ports-base N`:
+/// N admin HTTPS (sealgated's admin listener), N+1 SMTP, N+2 submission, N+3 IMAPS,
+/// N+4 the docking API (sealgated's docking listener).
+pub const GUEST_PORTS: [(&str, u16); 5] =
+    [("admin-https", 8440), ("smtp", 25), ("submission", 587), ("imaps", 993), ("docking", 8444)];
+
+/// The default `--ports-base`.
+pub const DEFAULT_PORTS_BASE: u16 = 8440;
+
+/// The line sealgated prints on the console when it is ready.
+pub const READY_LINE: &str = "sealgated: ready";
+
+/// A board QEMU can boot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Board {
+    /// `board/qemu-x86_64`: q35, OVMF, virtio, TPM TIS.
+    X86_64,
+    /// `board/qemu-aarch64`: `virt`, AAVMF, virtio; no TPM with Debian's kernel.
+    Aarch64,
+}
+
+impl Board {
+    /// The board's folder name under `board/`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Board::X86_64 => "qemu-x86_64",
+            Board::Aarch64 => "qemu-aarch64",
+        }
+    }
+
+    /// The board named `name`.
+    pub fn named(name: &str) -> Result<Board> {
+        match name {
+            "qemu-x86_64" => Ok(Board::X86_64),
+            "qemu-aarch64" => Ok(Board::Aarch64),
+            _ => bail!("unknown board {name:?}; known: qemu-x86_64, qemu-aarch64"),
+        }
+    }
+
+    fn qemu(self) -> &'static str {
+        match self {
+            Board::X86_64 => "qemu-system-x86_64",
+            Board::Aarch64 => "qemu-system-aarch64",
+        }
+    }
+
+    /// UEFI firmware code and the variables template (Debian paths).
+    fn firmware(self) -> (&'static str, &'static str) {
+        match self {
+            Board::X86_64 => ("/usr/share/OVMF/OVMF_CODE_4M.fd", "/usr/share/OVMF/OVMF_VARS_4M.fd"),
+            Board::Aarch64 => ("/usr/share/AAVMF/AAVMF_CODE.fd", "/usr/share/AAVMF/AAVMF_VARS.fd"),
+        }
+    }
+
+    /// Whether this board boots with a TPM.
+    pub fn has_tpm(self) -> bool {
+        self == Board::X86_64
+    }
+
+    /// The peers this board needs: (program or file, Debian package).
+    pub fn peers(self) -> Vec<(&'static str, &'static str)> {
+        let (code, _) = self.firmware();
+        let mut p = match self {
+            Board::X86_64 => vec![(self.qemu(), "qemu-system-x86"), (code, "ovmf")],
+            Board::Aarch64 => vec![(self.qemu(), "qemu-system-arm"), (code, "qemu-efi-aarch64")],
+        };
+        p.push(("qemu-img", "qemu-utils"));
+        if self.has_tpm() {
+            p.push(("swtpm", "swtpm"));
+        }
+        p
+    }
+}
+
+/// Fails, naming the Debian package, unless every peer the board needs is installed.
+pub fn require_peers(board: Board) -> Result<()> {
+    let mut missing = Vec::new();
+    for (what, package) in board.peers() {
+        let found = if what.starts_with('/') { Path::new(what).exists() } else { find_program(what).is_some() };
+        if !found {
+            missing.push(format!("{what} (Debian package {package})"));
+        }
+    }
+    if !missing.is_empty() {
+        bail!("missing for {}: {}; apt-get install them", board.name(), missing.join(", "));
+    }
+    Ok(())
+}
+
+fn find_program(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path).map(|d| d.join(name)).find(|p| p.is_file())
+}
+
+/// The workspace root (this crate is `qemu/` in it).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
+}
+
+/// Where `cargo xtask image` puts a board's disk image.
+pub fn image_path(board: Board) -> PathBuf {
+    workspace_root().join("target/image").join(board.name()).join(format!("sealgate-{}.img", board.name()))
+}
+
+/// The board's image, built by `cargo xtask image` if it is not there yet. A nested build
+/// uses its own target directory: the calling `cargo test` holds the lock of the usual one.
+pub fn ensure_image(board: Board) -> Result<PathBuf> {
+    let image = image_path(board);
+    if image.is_file() {
+        return Ok(image);
+    }
+    let root = workspace_root();
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let status = Command::new(cargo)
+        .current_dir(&root)
+        .env("CARGO_TARGET_DIR", root.join("target/image/cargo"))
+        .args(["run", "--quiet", "--package", "xtask", "--", "image", "--board", board.name()])
+        .status()
+        .context("running cargo xtask image")?;
+    if !status.success() || !image.is_file() {
+        bail!("cargo xtask image --board {} failed", board.name());
+    }
+    Ok(image)
+}
+
+/// One virtual box's persistent state: disk, UEFI variables, TPM.
+#[derive(Debug, Clone)]
+pub struct VmDir {
+    /// The folder.
+    pub path: PathBuf,
+    /// The board.
+    pub board: Board,
+}
+
+impl VmDir {
+    /// Opens (or, with `fresh` or when empty, creates) the VM folder `path` for `image`.
+    pub fn prepare(path: &Path, board: Board, image: &Path, fresh: bool) -> Result<VmDir> {
+        if fresh && path.exists() {
+            fs::remove_dir_all(path).with_context(|| format!("removing {}", path.display()))?;
+        }
+        fs::create_dir_all(path.join("tpm")).with_context(|| format!("creating {}", path.display()))?;
+        let dir = VmDir { path: path.to_path_buf(), board };
+        if !dir.disk().exists() {
+            let image = image.canonicalize().with_context(|| format!("no image at {}", image.display()))?;
+            let out = Command::new("qemu-img")
+                .args(["create", "-q", "-f", "qcow2", "-F", "raw", "-b"])
+                .arg(&image)
+                .arg(dir.disk())
+                .output()
+                .context("qemu-img (Debian package qemu-utils)")?;
+            if !out.status.success() {
+                bail!("qemu-img create failed: {}", String::from_utf8_lossy(&out.stderr));
+            }
+        }
+        if !dir.vars().exists() {
+            let (_, vars) = board.firmware();
+            fs::copy(vars, dir.vars()).with_context(|| format!("copying {vars}"))?;
+        }
+        Ok(dir)
+    }
+
+    /// The disk (a qcow2 overlay over the image).
+    pub fn disk(&self) -> PathBuf {
+        self.path.join("disk.qcow2")
+    }
+
+    /// This box's UEFI variables.
+    pub fn vars(&self) -> PathBuf {
+        self.path.join("efivars.fd")
+    }
+
+    /// swtpm's state folder.
+    pub fn tpm_state(&self) -> PathBuf {
+        self.path.join("tpm")
+    }
+
+    /// The console log of the current boot (every byte the box printed).
+    pub fn console_log(&self) -> PathBuf {
+        self.path.join("console.log")
+    }
+
+    /// The console socket of a `--headless` boot.
+    pub fn console_socket(&self) -> PathBuf {
+        self.path.join("console.sock")
+    }
+}
+
+/// A running swtpm for one boot; killed on drop.
+pub struct Swtpm {
+    child: Child,
+    ctrl: PathBuf,
+}
+
+impl Swtpm {
+    /// Starts swtpm on the VM folder's TPM state, its control socket in that folder.
+    pub fn start(dir: &VmDir) -> Result<Swtpm> {
+        let ctrl = dir.path.join("swtpm.sock");
+        let _ = fs::remove_file(&ctrl);
+        let log = dir.path.join("swtpm.log");
+        let child = Command::new("swtpm")
+            .arg("socket")
+            .arg("--tpm2")
+            .arg("--tpmstate")
+            .arg(format!("dir={}", dir.tpm_state().display()))
+            .arg("--ctrl")
+            .arg(format!("type=unixio,path={}", ctrl.display()))
+            .arg("--log")
+            .arg(format!("file={},level=1", log.display()))
+            .arg("--terminate")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting swtpm (Debian package swtpm)")?;
+        let mut tpm = Swtpm { child, ctrl };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !tpm.ctrl.exists() {
+            if let Some(status) = tpm.child.try_wait()? {
+                bail!("swtpm exited ({status}); see {}", log.display());
+            }
+            if Instant::now() > deadline {
+                bail!("swtpm did not create {} within 10 s", tpm.ctrl.display());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(tpm)
+    }
+}
+
+impl Drop for Swtpm {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Host ports forwarded to the box's [`GUEST_PORTS`].
+#[derive(Debug, Clone, Copy)]
+pub struct PortForwards {
+    /// Host port of the first guest port; the others follow.
+    pub base: u16,
+}
+
+impl PortForwards {
+    /// The host port that reaches guest port `name` (see [`GUEST_PORTS`]).
+    pub fn host_port(&self, name: &str) -> Option<u16> {
+        GUEST_PORTS.iter().position(|(n, _)| *n == name).map(|i| self.base + i as u16)
+    }
+
+    /// A base whose five ports are free now (for tests running side by side).
+    pub fn free() -> Result<PortForwards> {
+        for _ in 0..50 {
+            let l = TcpListener::bind("127.0.0.1:0")?;
+            let base = l.local_addr()?.port();
+            drop(l);
+            if base > 65000 {
+                continue;
+            }
+            if (0..5).all(|i| TcpListener::bind(("127.0.0.1", base + i)).is_ok()) {
+                return Ok(PortForwards { base });
+            }
+        }
+        bail!("found no five free consecutive ports")
+    }
+
+    fn netdev(&self) -> String {
+        let mut s = String::from("user,id=net0");
+        for (i, (_, guest)) in GUEST_PORTS.iter().enumerate() {
+            s.push_str(&format!(",hostfwd=tcp:127.0.0.1:{}-:{guest}", self.base + i as u16));
+        }
+        s
+    }
+}
+
+/// Where the serial console goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConsoleMode {
+    /// The harness's own socket (tests): nothing the box prints is lost.
+    Harness,
+    /// This terminal (`cargo xtask qemu`); Ctrl-A X quits QEMU.
+    Terminal,
+    /// A Unix socket in the VM folder plus its log file (`cargo xtask qemu --headless`).
+    Headless,
+}
+
+/// How to boot.
+#[derive(Debug, Clone)]
+pub struct BootOptions {
+    /// Port forwards, if any.
+    pub ports: Option<PortForwards>,
+    /// Guest memory, MiB.
+    pub memory_mib: u32,
+    /// Virtual CPUs.
+    pub cpus: u32,
+    /// Start swtpm and give the box a TPM (boards that have one).
+    pub tpm: bool,
+    /// Where the console goes.
+    pub console: ConsoleMode,
+}
+
+impl Default for BootOptions {
+    fn default() -> Self {
+        BootOptions { ports: None, memory_mib: 512, cpus: 2, tpm: true, console: ConsoleMode::Harness }
+    }
+}
+
+/// One boot of a box: QEMU (and swtpm); both killed on drop.
+pub struct Vm {
+    qemu: Child,
+    // Dropped after QEMU (fields drop in order): swtpm outlives the VM that uses it.
+    _swtpm: Option<Swtpm>,
+    /// The serial console (harness mode only).
+    pub console: Option<Console>,
+    /// The VM folder.
+    pub dir: VmDir,
+    started: Instant,
+}
+
+impl Vm {
+    /// Starts swtpm and QEMU for one boot of `dir`.
+    pub fn boot(dir: &VmDir, opts: &BootOptions) -> Result<Vm> {
+        require_peers(dir.board)?;
+        let swtpm = if opts.tpm && dir.board.has_tpm() { Some(Swtpm::start(dir)?) } else { None };
+        let mut cmd = Command::new(dir.board.qemu());
+        cmd.args(qemu_args(dir, opts, swtpm.as_ref()));
+        let _ = fs::remove_file(dir.console_log());
+        let listener = if opts.console == ConsoleMode::Harness {
+            let sock = dir.path.join("harness-console.sock");
+            let _ = fs::remove_file(&sock);
+            let l = UnixListener::bind(&sock).with_context(|| format!("binding {}", sock.display()))?;
+            l.set_nonblocking(true)?;
+            Some(l)
+        } else {
+            None
+        };
+        match opts.console {
+            ConsoleMode::Terminal => cmd.stdin(Stdio::inherit()).stdout(Stdio::inherit()).stderr(Stdio::inherit()),
+            _ => cmd
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(fs::File::create(dir.path.join("qemu.stderr")).context("creating qemu.stderr")?),
+        };
+        let started = Instant::now();
+        let mut qemu = cmd.spawn().with_context(|| format!("starting {}", dir.board.qemu()))?;
+        let console = match listener {
+            Some(l) => {
+                let deadline = Instant::now() + Duration::from_secs(20);
+                loop {
+                    match l.accept() {
+                        Ok((stream, _)) => break Some(Console::new(stream, &dir.console_log())?),
+                        Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                        Err(e) => return Err(e).context("accepting QEMU's console connection"),
+                    }
+                    if let Some(status) = qemu.try_wait()? {
+                        let err = fs::read_to_string(dir.path.join("qemu.stderr")).unwrap_or_default();
+                        bail!("QEMU exited ({status}) before connecting its console:\n{err}");
+                    }
+                    if Instant::now() > deadline {
+                        let _ = qemu.kill();
+                        bail!("QEMU did not connect its console within 20 s");
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+            None => None,
+        };
+        Ok(Vm { qemu, _swtpm: swtpm, console, dir: dir.clone(), started })
+    }
+
+    /// The console; panics in harness misuse only (a boot without [`ConsoleMode::Harness`]).
+    pub fn console(&mut self) -> Result<&mut Console> {
+        self.console.as_mut().context("this boot has no harness console")
+    }
+
+    /// Time since QEMU started.
+    pub fn uptime(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// Waits (bounded) for QEMU to exit by itself, e.g. after the box rebooted or powered
+    /// off (QEMU runs with `-no-reboot`). Keeps reading the console meanwhile.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(c) = self.console.as_mut() {
+                c.pump(Duration::from_millis(100))?;
+            } else {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            if self.qemu.try_wait()?.is_some() {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("QEMU did not exit within {} s", timeout.as_secs());
+            }
+        }
+    }
+
+    /// Waits for QEMU to exit (the terminal mode of `cargo xtask qemu`).
+    pub fn wait(mut self) -> Result<std::process::ExitStatus> {
+        Ok(self.qemu.wait()?)
+    }
+
+    /// QEMU's process id.
+    pub fn pid(&self) -> u32 {
+        self.qemu.id()
+    }
+}
+
+impl Drop for Vm {
+    fn drop(&mut self) {
+        let _ = self.qemu.kill();
+        let _ = self.qemu.wait();
+    }
+}
+
+/// The QEMU command line of one boot.
+fn qemu_args(dir: &VmDir, opts: &BootOptions, swtpm: Option<&Swtpm>) -> Vec<String> {
+    let (code, _) = dir.board.firmware();
+    let accel = std::env::var("SEALGATE_QEMU_ACCEL").unwrap_or_else(|_| "tcg".into());
+    let mut a: Vec<String> = Vec::new();
+    let mut push = |s: &[&str]| a.extend(s.iter().map(|x| x.to_string()));
+    match dir.board {
+        Board::X86_64 => push(&["-machine", &format!("q35,accel={accel}")]),
+        Board::Aarch64 => push(&["-machine", &format!("virt,accel={accel}"), "-cpu", "max"]),
+    }
+    push(&["-nodefaults", "-no-user-config", "-display", "none", "-no-reboot"]);
+    push(&["-m", &opts.memory_mib.to_string(), "-smp", &opts.cpus.to_string()]);
+    push(&["-drive", &format!("if=pflash,format=raw,unit=0,readonly=on,file={code}")]);
+    push(&["-drive", &format!("if=pflash,format=raw,unit=1,file={}", dir.vars().display())]);
+    push(&["-drive", &format!("if=none,id=disk0,format=qcow2,file={}", dir.disk().display())]);
+    push(&["-device", "virtio-blk-pci,drive=disk0,bootindex=0"]);
+    push(&["-device", "virtio-rng-pci"]);
+    if let Some(ports) = opts.ports {
+        push(&["-netdev", &ports.netdev(), "-device", "virtio-net-pci,netdev=net0"]);
+    } else {
+        push(&["-netdev", "user,id=net0", "-device", "virtio-net-pci,netdev=net0"]);
+    }
+    if let Some(tpm) = swtpm {
+        push(&["-chardev", &format!("socket,id=chrtpm,path={}", tpm.ctrl.display())]);
+        push(&["-tpmdev", "emulator,id=tpm0,chardev=chrtpm", "-device", "tpm-tis,tpmdev=tpm0"]);
+    }
+    let log = dir.console_log();
+    match opts.console {
+        ConsoleMode::Harness => {
+            let sock = dir.path.join("harness-console.sock");
+            push(&["-chardev", &format!("socket,id=con0,path={},server=off", sock.display())]);
+            push(&["-serial", "chardev:con0"]);
+        }
+        ConsoleMode::Terminal => {
+            push(&["-chardev", &format!("stdio,id=con0,mux=on,signal=off,logfile={}", log.display())]);
+            push(&["-serial", "chardev:con0", "-mon", "chardev=con0,mode=readline"]);
+        }
+        ConsoleMode::Headless => {
+            push(&[
+                "-chardev",
+                &format!("socket,id=con0,path={},server=on,wait=off,logfile={}", dir.console_socket().display(), log.display()),
+            ]);
+            push(&["-serial", "chardev:con0"]);
+        }
+    }
+    a
+}
+
+/// The box's serial console: everything read is kept (and logged) so `expect` can search it.
+pub struct Console {
+    stream: UnixStream,
+    seen: Vec<u8>,
+    cursor: usize,
+    log: fs::File,
+}
+
+impl Console {
+    fn new(stream: UnixStream, log: &Path) -> Result<Console> {
+        stream.set_read_timeout(Some(Duration::from_millis(100)))?;
+        let log = fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
+        Ok(Console { stream, seen: Vec::new(), cursor: 0, log })
+    }
+
+    /// Reads what is available within `wait`. Returns false at end of stream.
+    fn pump(&mut self, wait: Duration) -> Result<bool> {
+        let mut buf = [0u8; 4096];
+        let deadline = Instant::now() + wait;
+        loop {
+            match self.stream.read(&mut buf) {
+                Ok(0) => return Ok(false),
+                Ok(n) => {
+                    self.seen.extend_from_slice(&buf[..n]);
+                    self.log.write_all(&buf[..n])?;
+                }
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+                Err(e) if e.kind() == ErrorKind::ConnectionReset => return Ok(false),
+                Err(e) => return Err(e).context("reading the console"),
+            }
+            if Instant::now() >= deadline {
+                return Ok(true);
+            }
+        }
+    }
+
+    /// Waits up to `timeout` for `needle` in what the box prints after the last match;
+    /// returns the text from there through the match and moves past it.
+    pub fn expect(&mut self, needle: &str, timeout: Duration) -> Result<String> {
+        self.expect_any(&[needle], timeout).map(|(_, text)| text)
+    }
+
+    /// Like [`Console::expect`] for the first of several needles; returns which one matched.
+    pub fn expect_any(&mut self, needles: &[&str], timeout: Duration) -> Result<(usize, String)> {
+        let deadline = Instant::now() + timeout;
+        let mut open = true;
+        loop {
+            let hay = &self.seen[self.cursor..];
+            let found = needles
+                .iter()
+                .enumerate()
+                .filter_map(|(i, n)| find(hay, n.as_bytes()).map(|at| (at, i, n.len())))
+                .min();
+            if let Some((at, i, len)) = found {
+                let end = self.cursor + at + len;
+                let text = String::from_utf8_lossy(&self.seen[self.cursor..end]).into_owned();
+                self.cursor = end;
+                return Ok((i, text));
+            }
+            if !open || Instant::now() >= deadline {
+                let tail_from = self.seen.len().saturating_sub(3000);
+                bail!(
+                    "console: none of {needles:?} within {} s{}; last output:\n{}",
+                    timeout.as_secs(),
+                    if open { "" } else { " (the console closed)" },
+                    String::from_utf8_lossy(&self.seen[tail_from..])
+                );
+            }
+            open = self.pump(Duration::from_millis(100))?;
+        }
+    }
+
+    /// Sends one line (with a carriage return, as a terminal's Enter key).
+    pub fn send_line(&mut self, line: &str) -> Result<()> {
+        self.stream.write_all(line.as_bytes())?;
+        self.stream.write_all(b"\r")?;
+        self.stream.flush()?;
+        Ok(())
+    }
+
+    /// Everything the box printed so far in this boot.
+    pub fn transcript(&self) -> String {
+        String::from_utf8_lossy(&self.seen).into_owned()
+    }
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    if needle.is_empty() {
+        return Some(0);
+    }
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ports_follow_the_base_in_the_documented_order() {
+        let p = PortForwards { base: 8440 };
+        assert_eq!(p.host_port("admin-https"), Some(8440));
+        assert_eq!(p.host_port("smtp"), Some(8441));
+        assert_eq!(p.host_port("submission"), Some(8442));
+        assert_eq!(p.host_port("imaps"), Some(8443));
+        assert_eq!(p.host_port("docking"), Some(8444));
+        assert!(p.netdev().contains("hostfwd=tcp:127.0.0.1:8444-:8444"));
+    }
+
+    #[test]
+    fn finds_needles() {
+        assert_eq!(find(b"abc sealgated: ready\n", READY_LINE.as_bytes()), Some(4));
+        assert_eq!(find(b"abc", b"x"), None);
+    }
+
+    #[test]
+    fn boards_name_their_debian_packages() {
+        let peers = Board::X86_64.peers();
+        assert!(peers.contains(&("qemu-system-x86_64", "qemu-system-x86")));
+        assert!(peers.contains(&("swtpm", "swtpm")));
+        assert!(peers.iter().any(|(_, p)| *p == "ovmf"));
+        assert!(Board::named("qemu-aarch64").is_ok());
+        assert!(Board::named("pc").is_err());
+    }
+}

@@ -1,0 +1,273 @@
+//! System tests: the x86_64 image booted under QEMU (TCG) with swtpm, driven through its
+//! serial console and its forwarded ports, as a technician and an admin would.
+//!
+//! Every boot is a fresh QEMU (`-no-reboot`) on the same VM folder (disk overlay, UEFI
+//! variables, swtpm state). Every wait is bounded; QEMU and swtpm die with the [`Vm`]. The
+//! boots run one at a time (QEMU under TCG wants the whole machine). A missing peer fails
+//! with the Debian package to install; nothing here is skipped.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use sealgate_qemu::{Board, BootOptions, PortForwards, READY_LINE, Vm, VmDir, ensure_image, require_peers};
+
+/// First boot: vault creation and TLS key generation under TCG.
+const FIRST_READY: Duration = Duration::from_secs(240);
+/// Later boots.
+const READY: Duration = Duration::from_secs(180);
+/// The console menu's answer to one line.
+const MENU: Duration = Duration::from_secs(30);
+
+/// One VM at a time.
+static MACHINE: Mutex<()> = Mutex::new(());
+
+fn machine() -> MutexGuard<'static, ()> {
+    MACHINE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A VM folder in the build's temporary folder, removed when the test passes.
+struct Box {
+    dir: VmDir,
+    ports: PortForwards,
+    keep: PathBuf,
+}
+
+impl Box {
+    fn new(name: &str) -> Box {
+        require_peers(Board::X86_64).expect("peers");
+        require_program("curl", "curl");
+        let image = ensure_image(Board::X86_64).expect("the x86_64 image");
+        let path = std::env::temp_dir().join(format!("sealgate-system-{name}-{}", std::process::id()));
+        let dir = VmDir::prepare(&path, Board::X86_64, &image, true).expect("VM folder");
+        Box { dir, ports: PortForwards::free().expect("free ports"), keep: path }
+    }
+
+    fn boot(&self) -> Vm {
+        self.boot_with(true)
+    }
+
+    fn boot_with(&self, tpm: bool) -> Vm {
+        let opts = BootOptions { ports: Some(self.ports), tpm, ..Default::default() };
+        Vm::boot(&self.dir, &opts).expect("boot")
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("https://127.0.0.1:{}{path}", self.ports.host_port("admin-https").unwrap_or_default())
+    }
+}
+
+impl Drop for Box {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.keep);
+        } else {
+            eprintln!("VM folder kept for inspection: {}", self.keep.display());
+        }
+    }
+}
+
+fn require_program(name: &str, package: &str) {
+    let found = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(name).is_file()))
+        .unwrap_or(false);
+    assert!(found, "{name} is missing: apt-get install {package}");
+}
+
+/// `curl -k` (the box's certificate is self-signed); returns (HTTP status, body).
+fn https(method: &str, url: &str, body: Option<&str>) -> (u16, String) {
+    let mut cmd = Command::new("curl");
+    cmd.args(["-k", "-s", "--max-time", "20", "-X", method, "-w", "\n%{http_code}"]);
+    if let Some(b) = body {
+        cmd.args(["-H", "content-type: application/json", "--data-binary", b]);
+    }
+    let out = cmd.arg(url).output().expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_string())
+}
+
+/// Polls `url` until it answers (bounded); returns the status.
+fn wait_https(url: &str, timeout: Duration) -> u16 {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let (code, _) = https("GET", url, None);
+        if code != 0 || Instant::now() > deadline {
+            return code;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// Waits for the daemon's readiness line; returns the console text up to it.
+fn wait_ready(vm: &mut Vm, timeout: Duration) -> String {
+    let text = vm.console().unwrap().expect(READY_LINE, timeout).expect("sealgated ready");
+    eprintln!("ready {:.1} s after QEMU started", vm.uptime().as_secs_f64());
+    text
+}
+
+/// The value after `prefix` on a console line.
+fn line_value(text: &str, prefix: &str) -> Option<String> {
+    text.lines().find_map(|l| l.split_once(prefix).map(|(_, v)| v.trim().to_string()))
+}
+
+/// Every prompt the console menu ends an answer with.
+const PROMPTS: [&str; 6] = [
+    "Choose 1-9: ",
+    "Choose 1-3: ",
+    "or a.b.c.d): ",
+    "(empty for none): ",
+    "Type yes to confirm: ",
+    "anything else to cancel: ",
+];
+
+/// Brings the console to a known state: the main menu, its prompt just read.
+fn sync_menu(vm: &mut Vm) {
+    let c = vm.console().unwrap();
+    c.send_line("x").expect("console write");
+    c.expect("Not a menu entry", MENU).expect("the main menu answers");
+    c.expect("Choose 1-9: ", MENU).expect("main menu prompt");
+}
+
+/// Types `line` and returns the answer through the next prompt.
+fn choose(vm: &mut Vm, line: &str) -> String {
+    let c = vm.console().unwrap();
+    c.send_line(line).expect("console write");
+    c.expect_any(&PROMPTS, MENU).expect("menu answer").1
+}
+
+/// Reboots through the menu and waits for QEMU to exit (`-no-reboot`).
+fn reboot(mut vm: Vm) {
+    sync_menu(&mut vm);
+    choose(&mut vm, "6");
+    let c = vm.console().unwrap();
+    c.send_line("yes").unwrap();
+    c.expect("Restarting system", Duration::from_secs(60)).expect("the box reboots");
+    vm.wait_exit(Duration::from_secs(30)).expect("QEMU exits on reboot");
+}
+
+fn status(vm: &mut Vm) -> String {
+    sync_menu(vm);
+    choose(vm, "1")
+}
+
+/// First boot, setup token, health, unseal after reboot, and the PCR policy broken.
+#[test]
+fn tpm_sealed_box_first_boot_reboot_and_broken_pcr_policy() {
+    let _m = machine();
+    let bx = Box::new("lifecycle");
+
+    // Boot 1: first boot.
+    let mut vm = bx.boot();
+    let first = wait_ready(&mut vm, FIRST_READY);
+    assert!(first.contains("first boot: creating the key vault"), "{first}");
+    assert!(first.contains("RECOVERY SECRET"), "the recovery secret is shown once at first boot");
+    let fingerprint = line_value(&first, "TLS certificate SHA-256 fingerprint:").expect("fingerprint on the console");
+    assert_eq!(fingerprint.split(':').count(), 32, "{fingerprint}");
+    let token = line_value(&first, "POST /api/v1/setup on the admin port):").expect("setup token on the console");
+
+    assert_eq!(wait_https(&bx.url("/api/v1/health"), Duration::from_secs(30)), 200);
+    let (code, _) = https("POST", &bx.url("/api/v1/setup"), Some(r#"{"setup_token":"sgt_wrong"}"#));
+    assert_eq!(code, 401, "a wrong setup token is refused");
+    let (code, body) = https("POST", &bx.url("/api/v1/setup"), Some(&format!(r#"{{"setup_token":"{token}"}}"#)));
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("\"token\""), "{body}");
+    let (code, _) = https("POST", &bx.url("/api/v1/setup"), Some(&format!(r#"{{"setup_token":"{token}"}}"#)));
+    assert_eq!(code, 410, "the setup token works once");
+
+    let s = status(&mut vm);
+    assert!(s.contains("TPM:       present"), "{s}");
+    assert!(s.contains("Vault:     created"), "{s}");
+    assert!(s.contains("Setup:     done"), "{s}");
+    reboot(vm);
+
+    // Boot 2: same disk and TPM: the vault unseals, setup stays done.
+    let mut vm = bx.boot();
+    let second = wait_ready(&mut vm, READY);
+    assert!(!second.contains("first boot"), "{second}");
+    assert!(!second.contains("setup token ("), "no new setup token once setup is done");
+    assert_eq!(wait_https(&bx.url("/api/v1/health"), Duration::from_secs(30)), 200);
+    let s = status(&mut vm);
+    assert!(s.contains("Vault:     unsealed"), "{s}");
+    assert!(s.contains("Boot slot: A"), "{s}");
+    reboot(vm);
+
+    // Boot 3: the firmware's Secure Boot keys changed (another UEFI variable store with
+    // PK/KEK/db enrolled), so PCR 7 differs: the TPM refuses, the box says so, serves nothing.
+    std::fs::copy("/usr/share/OVMF/OVMF_VARS_4M.ms.fd", bx.dir.vars()).expect("OVMF_VARS_4M.ms.fd (Debian package ovmf)");
+    let mut vm = bx.boot();
+    let c = vm.console().unwrap();
+    let (which, text) = c.expect_any(&["VAULT LOCKED", READY_LINE], READY).expect("a verdict on the vault");
+    assert_eq!(which, 0, "the box served with a broken PCR policy:\n{text}");
+    let s = status(&mut vm);
+    assert!(s.contains("Vault:     locked"), "{s}");
+    assert!(s.contains("sealgated: not started: vault locked"), "{s}");
+    let (code, _) = https("GET", &bx.url("/api/v1/health"), None);
+    assert_eq!(code, 0, "nothing listens with a locked vault");
+}
+
+/// The technician's menu: status, a static address kept across a reboot, factory reset tier 1.
+#[test]
+fn console_menu_static_address_survives_reboot_and_tier1_reset() {
+    let _m = machine();
+    let bx = Box::new("menu");
+
+    let mut vm = bx.boot();
+    wait_ready(&mut vm, FIRST_READY);
+    let s = status(&mut vm);
+    assert!(s.contains("Network:   DHCP"), "{s}");
+    assert!(s.contains("Address:   eth0 10.0.2.15/24"), "{s}");
+
+    sync_menu(&mut vm);
+    let mut out = String::new();
+    for line in ["2", "2", "10.0.2.77/24", "10.0.2.2", "10.0.2.3"] {
+        out.push_str(&choose(&mut vm, line));
+    }
+    assert!(out.contains("Saved and applied: static 10.0.2.77/24, gateway 10.0.2.2, DNS 10.0.2.3"), "{out}");
+    assert!(choose(&mut vm, "3").ends_with("Choose 1-9: "), "back to the main menu");
+    let s = status(&mut vm);
+    assert!(s.contains("Address:   eth0 10.0.2.77/24"), "applied at once: {s}");
+    // Unknown input is refused, never run.
+    assert!(choose(&mut vm, "/bin/sh").contains("Not a menu entry"));
+    reboot(vm);
+
+    let mut vm = bx.boot();
+    let text = wait_ready(&mut vm, READY);
+    assert!(text.contains("network eth0: static 10.0.2.77/24"), "{text}");
+    let s = status(&mut vm);
+    assert!(s.contains("Network:   static 10.0.2.77/24"), "{s}");
+    assert!(s.contains("Address:   eth0 10.0.2.77/24"), "{s}");
+
+    // Tier 1: settings go, keys stay; the box reboots.
+    sync_menu(&mut vm);
+    assert!(choose(&mut vm, "8").ends_with("Type yes to confirm: "));
+    let c = vm.console().unwrap();
+    c.send_line("yes").unwrap();
+    c.expect("Restarting system", Duration::from_secs(60)).expect("reboot after the reset");
+    vm.wait_exit(Duration::from_secs(30)).unwrap();
+
+    let mut vm = bx.boot();
+    let text = wait_ready(&mut vm, READY);
+    assert!(!text.contains("first boot"), "tier 1 keeps the vault: {text}");
+    let s = status(&mut vm);
+    assert!(s.contains("Network:   DHCP"), "{s}");
+    assert!(s.contains("Vault:     unsealed"), "{s}");
+    assert_eq!(wait_https(&bx.url("/api/v1/health"), Duration::from_secs(30)), 200);
+}
+
+/// A box without a TPM stops with a clear console message and starts no daemon.
+#[test]
+fn box_without_tpm_says_so_and_serves_nothing() {
+    let _m = machine();
+    let bx = Box::new("notpm");
+    let mut vm = bx.boot_with(false);
+    let c = vm.console().unwrap();
+    let (which, text) = c.expect_any(&["NO TPM FOUND", READY_LINE], READY).expect("a verdict");
+    assert_eq!(which, 0, "{text}");
+    let s = status(&mut vm);
+    assert!(s.contains("TPM:       NOT FOUND"), "{s}");
+    assert!(s.contains("sealgated: not started: no TPM"), "{s}");
+    let (code, _) = https("GET", &bx.url("/api/v1/health"), None);
+    assert_eq!(code, 0);
+}

@@ -1,0 +1,129 @@
+//! The vault sealed by a TPM: a private swtpm per test (sealgate-tpm's `Swtpm`, killed on drop).
+//! Init, status, restart with state kept and reopen, a changed PCR refuses to unseal, and
+//! recovery onto a second swtpm with the recovery file. Prints the unseal+open timings.
+
+#[path = "common.rs"]
+mod common;
+
+use std::time::Instant;
+
+use common::*;
+use sealgate_tpm::swtpm::Swtpm;
+
+fn status(d: &str, tcti: &str) -> serde_json::Value {
+    serde_json::from_slice(&ok(&["vault", "status", "--data-dir", d, "--tpm", tcti])).expect("json")
+}
+
+#[test]
+fn tpm_sealed_vault_survives_restart_and_recovers_onto_another_tpm() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let t = tmp.path();
+    let mut tpm1 = Swtpm::start(&t.join("t1")).expect("swtpm (Debian package `swtpm`)");
+    let tcti1 = tpm1.tcti();
+    let d = t.join("data");
+    let d = d.to_str().expect("utf8");
+    let rec = t.join("recovery.txt");
+    ok(&[
+        "vault",
+        "init",
+        "--data-dir",
+        d,
+        "--tpm",
+        &tcti1,
+        "--recovery-out",
+        rec.to_str().expect("utf8"),
+    ]);
+    let st = status(d, &tcti1);
+    assert_eq!(st["sealed_by"], "tpm");
+    assert_eq!(st["pcrs"], "sha256:7");
+    assert_eq!(st["unsealed"], true, "{st}");
+    assert!(st["warnings"].as_array().expect("w").is_empty(), "{st}");
+    eprintln!(
+        "timing: unseal + open (swtpm, in `vault status`): {} ms",
+        st["unseal_open_ms"]
+    );
+
+    ok(&[
+        "ca",
+        "init",
+        "--data-dir",
+        d,
+        "--name",
+        "TPM CA",
+        "--tpm",
+        &tcti1,
+    ]);
+    let start = Instant::now();
+    let pem = ok(&[
+        "ca",
+        "issue",
+        "--data-dir",
+        d,
+        "dave@example.org",
+        "--tpm",
+        &tcti1,
+    ]);
+    eprintln!(
+        "timing: `sealctl ca issue` RSA-3072 with TPM unseal: {:?}",
+        start.elapsed()
+    );
+    std::fs::write(t.join("dave.pem"), pem).expect("dave");
+
+    // The software sealer is refused for a TPM vault.
+    let e = fails(&["keys", "list", "--data-dir", d, SW]);
+    assert!(e.contains("sealed by a TPM"), "{e}");
+
+    // A reboot: same TPM state, PCRs reset: unseals again.
+    tpm1.restart().expect("restart");
+    let start = Instant::now();
+    let list: serde_json::Value =
+        serde_json::from_slice(&ok(&["keys", "list", "--data-dir", d, "--tpm", &tcti1]))
+            .expect("json");
+    eprintln!(
+        "timing: `sealctl keys list` after a swtpm restart (process + unseal + open): {:?}",
+        start.elapsed()
+    );
+    assert_eq!(list.as_array().expect("a").len(), 1);
+    roundtrip_through_vault(
+        t,
+        d,
+        &["--tpm", &tcti1],
+        "dave@example.org",
+        "dave.pem",
+        "sealed by tpm",
+    );
+
+    // Measured state changes (PCR 7 extended): unseal fails with a clear error.
+    tpm1.extend_pcr7(&[7u8; 32]).expect("extend");
+    let e = fails(&["keys", "list", "--data-dir", d, "--tpm", &tcti1]);
+    assert!(e.contains("cannot unseal"), "{e}");
+    let st = status(d, &tcti1);
+    assert_eq!(st["unsealed"], false);
+
+    // Recovery onto a second TPM with the recovery file.
+    drop(tpm1);
+    let tpm2 = Swtpm::start(&t.join("t2")).expect("swtpm");
+    let tcti2 = tpm2.tcti();
+    fails(&["keys", "list", "--data-dir", d, "--tpm", &tcti2]);
+    ok(&[
+        "vault",
+        "recover",
+        "--data-dir",
+        d,
+        "--recovery-file",
+        rec.to_str().expect("utf8"),
+        "--tpm",
+        &tcti2,
+    ]);
+    let st = status(d, &tcti2);
+    assert_eq!(st["unsealed"], true, "{st}");
+    assert_eq!(st["keys"], 1);
+    roundtrip_through_vault(
+        t,
+        d,
+        &["--tpm", &tcti2],
+        "dave@example.org",
+        "dave.pem",
+        "after recovery",
+    );
+}

@@ -22,8 +22,13 @@ use anyhow::{Context, Result, bail};
 /// The guest's ports that [`PortForwards`] map, in the order of `--ports-base N`:
 /// N admin HTTPS (sealgated's admin listener), N+1 SMTP, N+2 submission, N+3 IMAPS,
 /// N+4 the docking API (sealgated's docking listener).
-pub const GUEST_PORTS: [(&str, u16); 5] =
-    [("admin-https", 8440), ("smtp", 25), ("submission", 587), ("imaps", 993), ("docking", 8444)];
+pub const GUEST_PORTS: [(&str, u16); 5] = [
+    ("admin-https", 8440),
+    ("smtp", 25),
+    ("submission", 587),
+    ("imaps", 993),
+    ("docking", 8444),
+];
 
 /// The default `--ports-base`.
 pub const DEFAULT_PORTS_BASE: u16 = 8440;
@@ -68,8 +73,14 @@ impl Board {
     /// UEFI firmware code and the variables template (Debian paths).
     fn firmware(self) -> (&'static str, &'static str) {
         match self {
-            Board::X86_64 => ("/usr/share/OVMF/OVMF_CODE_4M.fd", "/usr/share/OVMF/OVMF_VARS_4M.fd"),
-            Board::Aarch64 => ("/usr/share/AAVMF/AAVMF_CODE.fd", "/usr/share/AAVMF/AAVMF_VARS.fd"),
+            Board::X86_64 => (
+                "/usr/share/OVMF/OVMF_CODE_4M.fd",
+                "/usr/share/OVMF/OVMF_VARS_4M.fd",
+            ),
+            Board::Aarch64 => (
+                "/usr/share/AAVMF/AAVMF_CODE.fd",
+                "/usr/share/AAVMF/AAVMF_VARS.fd",
+            ),
         }
     }
 
@@ -97,30 +108,46 @@ impl Board {
 pub fn require_peers(board: Board) -> Result<()> {
     let mut missing = Vec::new();
     for (what, package) in board.peers() {
-        let found = if what.starts_with('/') { Path::new(what).exists() } else { find_program(what).is_some() };
+        let found = if what.starts_with('/') {
+            Path::new(what).exists()
+        } else {
+            find_program(what).is_some()
+        };
         if !found {
             missing.push(format!("{what} (Debian package {package})"));
         }
     }
     if !missing.is_empty() {
-        bail!("missing for {}: {}; apt-get install them", board.name(), missing.join(", "));
+        bail!(
+            "missing for {}: {}; apt-get install them",
+            board.name(),
+            missing.join(", ")
+        );
     }
     Ok(())
 }
 
 fn find_program(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path).map(|d| d.join(name)).find(|p| p.is_file())
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
 }
 
 /// The workspace root (this crate is `qemu/` in it).
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
 }
 
 /// Where `cargo xtask image` puts a board's disk image.
 pub fn image_path(board: Board) -> PathBuf {
-    workspace_root().join("target/image").join(board.name()).join(format!("sealgate-{}.img", board.name()))
+    workspace_root()
+        .join("target/image")
+        .join(board.name())
+        .join(format!("sealgate-{}.img", board.name()))
 }
 
 /// The board's image, built by `cargo xtask image` if it is not there yet. A nested build
@@ -135,13 +162,53 @@ pub fn ensure_image(board: Board) -> Result<PathBuf> {
     let status = Command::new(cargo)
         .current_dir(&root)
         .env("CARGO_TARGET_DIR", root.join("target/image/cargo"))
-        .args(["run", "--quiet", "--package", "xtask", "--", "image", "--board", board.name()])
+        .args([
+            "run",
+            "--quiet",
+            "--package",
+            "xtask",
+            "--",
+            "image",
+            "--board",
+            board.name(),
+        ])
         .status()
         .context("running cargo xtask image")?;
     if !status.success() || !image.is_file() {
         bail!("cargo xtask image --board {} failed", board.name());
     }
     Ok(image)
+}
+
+/// virt-firmware from PyPI (pinned), which edits UEFI variable stores offline.
+pub const VIRT_FIRMWARE: &str = "virt-firmware==26.10";
+
+/// `virt-fw-vars`, installed on first use into a virtual environment under `target/tools/`.
+pub fn virt_fw_vars() -> Result<PathBuf> {
+    let venv = workspace_root().join("target/tools/virt-firmware");
+    let bin = venv.join("bin/virt-fw-vars");
+    if bin.is_file() {
+        return Ok(bin);
+    }
+    let status = Command::new("python3")
+        .args(["-m", "venv"])
+        .arg(&venv)
+        .status()
+        .context("python3 -m venv")?;
+    if !status.success() {
+        bail!(
+            "python3 -m venv {} failed (Debian package python3-venv)",
+            venv.display()
+        );
+    }
+    let status = Command::new(venv.join("bin/pip"))
+        .args(["install", "--quiet", VIRT_FIRMWARE])
+        .status()
+        .context("pip install virt-firmware")?;
+    if !status.success() || !bin.is_file() {
+        bail!("pip install {VIRT_FIRMWARE} failed");
+    }
+    Ok(bin)
 }
 
 /// One virtual box's persistent state: disk, UEFI variables, TPM.
@@ -159,10 +226,16 @@ impl VmDir {
         if fresh && path.exists() {
             fs::remove_dir_all(path).with_context(|| format!("removing {}", path.display()))?;
         }
-        fs::create_dir_all(path.join("tpm")).with_context(|| format!("creating {}", path.display()))?;
-        let dir = VmDir { path: path.to_path_buf(), board };
+        fs::create_dir_all(path.join("tpm"))
+            .with_context(|| format!("creating {}", path.display()))?;
+        let dir = VmDir {
+            path: path.to_path_buf(),
+            board,
+        };
         if !dir.disk().exists() {
-            let image = image.canonicalize().with_context(|| format!("no image at {}", image.display()))?;
+            let image = image
+                .canonicalize()
+                .with_context(|| format!("no image at {}", image.display()))?;
             let out = Command::new("qemu-img")
                 .args(["create", "-q", "-f", "qcow2", "-F", "raw", "-b"])
                 .arg(&image)
@@ -170,7 +243,10 @@ impl VmDir {
                 .output()
                 .context("qemu-img (Debian package qemu-utils)")?;
             if !out.status.success() {
-                bail!("qemu-img create failed: {}", String::from_utf8_lossy(&out.stderr));
+                bail!(
+                    "qemu-img create failed: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
             }
         }
         if !dir.vars().exists() {
@@ -188,6 +264,31 @@ impl VmDir {
     /// This box's UEFI variables.
     pub fn vars(&self) -> PathBuf {
         self.path.join("efivars.fd")
+    }
+
+    /// Adds an entry to the Secure Boot revocation list (dbx) in this box's UEFI variables,
+    /// as a firmware's dbx update does. OVMF measures dbx into PCR 7, so a vault sealed to
+    /// PCR 7 no longer unseals. Secure Boot stays off (no PK), so the box still boots.
+    pub fn add_dbx_entry(&self) -> Result<()> {
+        let tool = virt_fw_vars()?;
+        let tmp = self.path.join("efivars.new");
+        let out = Command::new(tool)
+            .arg("--input")
+            .arg(self.vars())
+            .arg("--output")
+            .arg(&tmp)
+            .args(["--add-dbx-hash", "5ea19a7e-0000-4000-8000-000000000001"])
+            .arg("5ea1".repeat(16))
+            .output()
+            .context("running virt-fw-vars")?;
+        if !out.status.success() {
+            bail!(
+                "virt-fw-vars failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        fs::rename(&tmp, self.vars())?;
+        Ok(())
     }
 
     /// swtpm's state folder.
@@ -265,7 +366,10 @@ pub struct PortForwards {
 impl PortForwards {
     /// The host port that reaches guest port `name` (see [`GUEST_PORTS`]).
     pub fn host_port(&self, name: &str) -> Option<u16> {
-        GUEST_PORTS.iter().position(|(n, _)| *n == name).map(|i| self.base + i as u16)
+        GUEST_PORTS
+            .iter()
+            .position(|(n, _)| *n == name)
+            .map(|i| self.base + i as u16)
     }
 
     /// A base whose five ports are free now (for tests running side by side).
@@ -287,7 +391,10 @@ impl PortForwards {
     fn netdev(&self) -> String {
         let mut s = String::from("user,id=net0");
         for (i, (_, guest)) in GUEST_PORTS.iter().enumerate() {
-            s.push_str(&format!(",hostfwd=tcp:127.0.0.1:{}-:{guest}", self.base + i as u16));
+            s.push_str(&format!(
+                ",hostfwd=tcp:127.0.0.1:{}-:{guest}",
+                self.base + i as u16
+            ));
         }
         s
     }
@@ -321,7 +428,13 @@ pub struct BootOptions {
 
 impl Default for BootOptions {
     fn default() -> Self {
-        BootOptions { ports: None, memory_mib: 512, cpus: 2, tpm: true, console: ConsoleMode::Harness }
+        BootOptions {
+            ports: None,
+            memory_mib: 512,
+            cpus: 2,
+            tpm: true,
+            console: ConsoleMode::Harness,
+        }
     }
 }
 
@@ -341,28 +454,37 @@ impl Vm {
     /// Starts swtpm and QEMU for one boot of `dir`.
     pub fn boot(dir: &VmDir, opts: &BootOptions) -> Result<Vm> {
         require_peers(dir.board)?;
-        let swtpm = if opts.tpm && dir.board.has_tpm() { Some(Swtpm::start(dir)?) } else { None };
+        let swtpm = if opts.tpm && dir.board.has_tpm() {
+            Some(Swtpm::start(dir)?)
+        } else {
+            None
+        };
         let mut cmd = Command::new(dir.board.qemu());
         cmd.args(qemu_args(dir, opts, swtpm.as_ref()));
         let _ = fs::remove_file(dir.console_log());
         let listener = if opts.console == ConsoleMode::Harness {
             let sock = dir.path.join("harness-console.sock");
             let _ = fs::remove_file(&sock);
-            let l = UnixListener::bind(&sock).with_context(|| format!("binding {}", sock.display()))?;
+            let l =
+                UnixListener::bind(&sock).with_context(|| format!("binding {}", sock.display()))?;
             l.set_nonblocking(true)?;
             Some(l)
         } else {
             None
         };
         match opts.console {
-            ConsoleMode::Terminal => cmd.stdin(Stdio::inherit()).stdout(Stdio::inherit()).stderr(Stdio::inherit()),
-            _ => cmd
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(fs::File::create(dir.path.join("qemu.stderr")).context("creating qemu.stderr")?),
+            ConsoleMode::Terminal => cmd
+                .stdin(Stdio::inherit())
+                .stdout(Stdio::inherit())
+                .stderr(Stdio::inherit()),
+            _ => cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(
+                fs::File::create(dir.path.join("qemu.stderr")).context("creating qemu.stderr")?,
+            ),
         };
         let started = Instant::now();
-        let mut qemu = cmd.spawn().with_context(|| format!("starting {}", dir.board.qemu()))?;
+        let mut qemu = cmd
+            .spawn()
+            .with_context(|| format!("starting {}", dir.board.qemu()))?;
         let console = match listener {
             Some(l) => {
                 let deadline = Instant::now() + Duration::from_secs(20);
@@ -373,7 +495,8 @@ impl Vm {
                         Err(e) => return Err(e).context("accepting QEMU's console connection"),
                     }
                     if let Some(status) = qemu.try_wait()? {
-                        let err = fs::read_to_string(dir.path.join("qemu.stderr")).unwrap_or_default();
+                        let err =
+                            fs::read_to_string(dir.path.join("qemu.stderr")).unwrap_or_default();
                         bail!("QEMU exited ({status}) before connecting its console:\n{err}");
                     }
                     if Instant::now() > deadline {
@@ -385,12 +508,20 @@ impl Vm {
             }
             None => None,
         };
-        Ok(Vm { qemu, _swtpm: swtpm, console, dir: dir.clone(), started })
+        Ok(Vm {
+            qemu,
+            _swtpm: swtpm,
+            console,
+            dir: dir.clone(),
+            started,
+        })
     }
 
     /// The console; panics in harness misuse only (a boot without [`ConsoleMode::Harness`]).
     pub fn console(&mut self) -> Result<&mut Console> {
-        self.console.as_mut().context("this boot has no harness console")
+        self.console
+            .as_mut()
+            .context("this boot has no harness console")
     }
 
     /// Time since QEMU started.
@@ -445,37 +576,93 @@ fn qemu_args(dir: &VmDir, opts: &BootOptions, swtpm: Option<&Swtpm>) -> Vec<Stri
         Board::X86_64 => push(&["-machine", &format!("q35,accel={accel}")]),
         Board::Aarch64 => push(&["-machine", &format!("virt,accel={accel}"), "-cpu", "max"]),
     }
-    push(&["-nodefaults", "-no-user-config", "-display", "none", "-no-reboot"]);
-    push(&["-m", &opts.memory_mib.to_string(), "-smp", &opts.cpus.to_string()]);
-    push(&["-drive", &format!("if=pflash,format=raw,unit=0,readonly=on,file={code}")]);
-    push(&["-drive", &format!("if=pflash,format=raw,unit=1,file={}", dir.vars().display())]);
-    push(&["-drive", &format!("if=none,id=disk0,format=qcow2,file={}", dir.disk().display())]);
+    push(&[
+        "-nodefaults",
+        "-no-user-config",
+        "-display",
+        "none",
+        "-no-reboot",
+    ]);
+    push(&[
+        "-m",
+        &opts.memory_mib.to_string(),
+        "-smp",
+        &opts.cpus.to_string(),
+    ]);
+    push(&[
+        "-drive",
+        &format!("if=pflash,format=raw,unit=0,readonly=on,file={code}"),
+    ]);
+    push(&[
+        "-drive",
+        &format!("if=pflash,format=raw,unit=1,file={}", dir.vars().display()),
+    ]);
+    push(&[
+        "-drive",
+        &format!(
+            "if=none,id=disk0,format=qcow2,file={}",
+            dir.disk().display()
+        ),
+    ]);
     push(&["-device", "virtio-blk-pci,drive=disk0,bootindex=0"]);
     push(&["-device", "virtio-rng-pci"]);
     if let Some(ports) = opts.ports {
-        push(&["-netdev", &ports.netdev(), "-device", "virtio-net-pci,netdev=net0"]);
+        push(&[
+            "-netdev",
+            &ports.netdev(),
+            "-device",
+            "virtio-net-pci,netdev=net0",
+        ]);
     } else {
-        push(&["-netdev", "user,id=net0", "-device", "virtio-net-pci,netdev=net0"]);
+        push(&[
+            "-netdev",
+            "user,id=net0",
+            "-device",
+            "virtio-net-pci,netdev=net0",
+        ]);
     }
     if let Some(tpm) = swtpm {
-        push(&["-chardev", &format!("socket,id=chrtpm,path={}", tpm.ctrl.display())]);
-        push(&["-tpmdev", "emulator,id=tpm0,chardev=chrtpm", "-device", "tpm-tis,tpmdev=tpm0"]);
+        push(&[
+            "-chardev",
+            &format!("socket,id=chrtpm,path={}", tpm.ctrl.display()),
+        ]);
+        push(&[
+            "-tpmdev",
+            "emulator,id=tpm0,chardev=chrtpm",
+            "-device",
+            "tpm-tis,tpmdev=tpm0",
+        ]);
     }
     let log = dir.console_log();
     match opts.console {
         ConsoleMode::Harness => {
             let sock = dir.path.join("harness-console.sock");
-            push(&["-chardev", &format!("socket,id=con0,path={},server=off", sock.display())]);
+            push(&[
+                "-chardev",
+                &format!("socket,id=con0,path={},server=off", sock.display()),
+            ]);
             push(&["-serial", "chardev:con0"]);
         }
         ConsoleMode::Terminal => {
-            push(&["-chardev", &format!("stdio,id=con0,mux=on,signal=off,logfile={}", log.display())]);
-            push(&["-serial", "chardev:con0", "-mon", "chardev=con0,mode=readline"]);
+            push(&[
+                "-chardev",
+                &format!("stdio,id=con0,mux=on,signal=off,logfile={}", log.display()),
+            ]);
+            push(&[
+                "-serial",
+                "chardev:con0",
+                "-mon",
+                "chardev=con0,mode=readline",
+            ]);
         }
         ConsoleMode::Headless => {
             push(&[
                 "-chardev",
-                &format!("socket,id=con0,path={},server=on,wait=off,logfile={}", dir.console_socket().display(), log.display()),
+                &format!(
+                    "socket,id=con0,path={},server=on,wait=off,logfile={}",
+                    dir.console_socket().display(),
+                    log.display()
+                ),
             ]);
             push(&["-serial", "chardev:con0"]);
         }
@@ -495,7 +682,12 @@ impl Console {
     fn new(stream: UnixStream, log: &Path) -> Result<Console> {
         stream.set_read_timeout(Some(Duration::from_millis(100)))?;
         let log = fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
-        Ok(Console { stream, seen: Vec::new(), cursor: 0, log })
+        Ok(Console {
+            stream,
+            seen: Vec::new(),
+            cursor: 0,
+            log,
+        })
     }
 
     /// Reads what is available within `wait`. Returns false at end of stream.
@@ -577,6 +769,7 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -593,7 +786,10 @@ mod tests {
 
     #[test]
     fn finds_needles() {
-        assert_eq!(find(b"abc sealgated: ready\n", READY_LINE.as_bytes()), Some(4));
+        assert_eq!(
+            find(b"abc sealgated: ready\n", READY_LINE.as_bytes()),
+            Some(4)
+        );
         assert_eq!(find(b"abc", b"x"), None);
     }
 

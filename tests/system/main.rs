@@ -5,13 +5,16 @@
 //! variables, swtpm state). Every wait is bounded; QEMU and swtpm die with the [`Vm`]. The
 //! boots run one at a time (QEMU under TCG wants the whole machine). A missing peer fails
 //! with the Debian package to install; nothing here is skipped.
+#![allow(clippy::unwrap_used, clippy::panic, missing_docs)]
 
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use sealgate_qemu::{Board, BootOptions, PortForwards, READY_LINE, Vm, VmDir, ensure_image, require_peers};
+use sealgate_qemu::{
+    Board, BootOptions, PortForwards, READY_LINE, Vm, VmDir, ensure_image, require_peers,
+};
 
 /// First boot: vault creation and TLS key generation under TCG.
 const FIRST_READY: Duration = Duration::from_secs(240);
@@ -39,9 +42,14 @@ impl Box {
         require_peers(Board::X86_64).expect("peers");
         require_program("curl", "curl");
         let image = ensure_image(Board::X86_64).expect("the x86_64 image");
-        let path = std::env::temp_dir().join(format!("sealgate-system-{name}-{}", std::process::id()));
+        let path =
+            std::env::temp_dir().join(format!("sealgate-system-{name}-{}", std::process::id()));
         let dir = VmDir::prepare(&path, Board::X86_64, &image, true).expect("VM folder");
-        Box { dir, ports: PortForwards::free().expect("free ports"), keep: path }
+        Box {
+            dir,
+            ports: PortForwards::free().expect("free ports"),
+            keep: path,
+        }
     }
 
     fn boot(&self) -> Vm {
@@ -49,12 +57,19 @@ impl Box {
     }
 
     fn boot_with(&self, tpm: bool) -> Vm {
-        let opts = BootOptions { ports: Some(self.ports), tpm, ..Default::default() };
+        let opts = BootOptions {
+            ports: Some(self.ports),
+            tpm,
+            ..Default::default()
+        };
         Vm::boot(&self.dir, &opts).expect("boot")
     }
 
     fn url(&self, path: &str) -> String {
-        format!("https://127.0.0.1:{}{path}", self.ports.host_port("admin-https").unwrap_or_default())
+        format!(
+            "https://127.0.0.1:{}{path}",
+            self.ports.host_port("admin-https").unwrap_or_default()
+        )
     }
 }
 
@@ -78,7 +93,16 @@ fn require_program(name: &str, package: &str) {
 /// `curl -k` (the box's certificate is self-signed); returns (HTTP status, body).
 fn https(method: &str, url: &str, body: Option<&str>) -> (u16, String) {
     let mut cmd = Command::new("curl");
-    cmd.args(["-k", "-s", "--max-time", "20", "-X", method, "-w", "\n%{http_code}"]);
+    cmd.args([
+        "-k",
+        "-s",
+        "--max-time",
+        "20",
+        "-X",
+        method,
+        "-w",
+        "\n%{http_code}",
+    ]);
     if let Some(b) = body {
         cmd.args(["-H", "content-type: application/json", "--data-binary", b]);
     }
@@ -102,14 +126,22 @@ fn wait_https(url: &str, timeout: Duration) -> u16 {
 
 /// Waits for the daemon's readiness line; returns the console text up to it.
 fn wait_ready(vm: &mut Vm, timeout: Duration) -> String {
-    let text = vm.console().unwrap().expect(READY_LINE, timeout).expect("sealgated ready");
-    eprintln!("ready {:.1} s after QEMU started", vm.uptime().as_secs_f64());
+    let text = vm
+        .console()
+        .unwrap()
+        .expect(READY_LINE, timeout)
+        .expect("sealgated ready");
+    eprintln!(
+        "ready {:.1} s after QEMU started",
+        vm.uptime().as_secs_f64()
+    );
     text
 }
 
 /// The value after `prefix` on a console line.
 fn line_value(text: &str, prefix: &str) -> Option<String> {
-    text.lines().find_map(|l| l.split_once(prefix).map(|(_, v)| v.trim().to_string()))
+    text.lines()
+        .find_map(|l| l.split_once(prefix).map(|(_, v)| v.trim().to_string()))
 }
 
 /// Every prompt the console menu ends an answer with.
@@ -126,7 +158,8 @@ const PROMPTS: [&str; 6] = [
 fn sync_menu(vm: &mut Vm) {
     let c = vm.console().unwrap();
     c.send_line("x").expect("console write");
-    c.expect("Not a menu entry", MENU).expect("the main menu answers");
+    c.expect("Not a menu entry", MENU)
+        .expect("the main menu answers");
     c.expect("Choose 1-9: ", MENU).expect("main menu prompt");
 }
 
@@ -143,8 +176,10 @@ fn reboot(mut vm: Vm) {
     choose(&mut vm, "6");
     let c = vm.console().unwrap();
     c.send_line("yes").unwrap();
-    c.expect("Restarting system", Duration::from_secs(60)).expect("the box reboots");
-    vm.wait_exit(Duration::from_secs(30)).expect("QEMU exits on reboot");
+    c.expect("Restarting system", Duration::from_secs(60))
+        .expect("the box reboots");
+    vm.wait_exit(Duration::from_secs(30))
+        .expect("QEMU exits on reboot");
 }
 
 fn status(vm: &mut Vm) -> String {
@@ -161,19 +196,42 @@ fn tpm_sealed_box_first_boot_reboot_and_broken_pcr_policy() {
     // Boot 1: first boot.
     let mut vm = bx.boot();
     let first = wait_ready(&mut vm, FIRST_READY);
-    assert!(first.contains("first boot: creating the key vault"), "{first}");
-    assert!(first.contains("RECOVERY SECRET"), "the recovery secret is shown once at first boot");
-    let fingerprint = line_value(&first, "TLS certificate SHA-256 fingerprint:").expect("fingerprint on the console");
+    assert!(
+        first.contains("first boot: creating the key vault"),
+        "{first}"
+    );
+    assert!(
+        first.contains("RECOVERY SECRET"),
+        "the recovery secret is shown once at first boot"
+    );
+    let fingerprint = line_value(&first, "TLS certificate SHA-256 fingerprint:")
+        .expect("fingerprint on the console");
     assert_eq!(fingerprint.split(':').count(), 32, "{fingerprint}");
-    let token = line_value(&first, "POST /api/v1/setup on the admin port):").expect("setup token on the console");
+    let token = line_value(&first, "POST /api/v1/setup on the admin port):")
+        .expect("setup token on the console");
 
-    assert_eq!(wait_https(&bx.url("/api/v1/health"), Duration::from_secs(30)), 200);
-    let (code, _) = https("POST", &bx.url("/api/v1/setup"), Some(r#"{"setup_token":"sgt_wrong"}"#));
+    assert_eq!(
+        wait_https(&bx.url("/api/v1/health"), Duration::from_secs(30)),
+        200
+    );
+    let (code, _) = https(
+        "POST",
+        &bx.url("/api/v1/setup"),
+        Some(r#"{"setup_token":"sgt_wrong"}"#),
+    );
     assert_eq!(code, 401, "a wrong setup token is refused");
-    let (code, body) = https("POST", &bx.url("/api/v1/setup"), Some(&format!(r#"{{"setup_token":"{token}"}}"#)));
+    let (code, body) = https(
+        "POST",
+        &bx.url("/api/v1/setup"),
+        Some(&format!(r#"{{"setup_token":"{token}"}}"#)),
+    );
     assert_eq!(code, 200, "{body}");
     assert!(body.contains("\"token\""), "{body}");
-    let (code, _) = https("POST", &bx.url("/api/v1/setup"), Some(&format!(r#"{{"setup_token":"{token}"}}"#)));
+    let (code, _) = https(
+        "POST",
+        &bx.url("/api/v1/setup"),
+        Some(&format!(r#"{{"setup_token":"{token}"}}"#)),
+    );
     assert_eq!(code, 410, "the setup token works once");
 
     let s = status(&mut vm);
@@ -186,19 +244,27 @@ fn tpm_sealed_box_first_boot_reboot_and_broken_pcr_policy() {
     let mut vm = bx.boot();
     let second = wait_ready(&mut vm, READY);
     assert!(!second.contains("first boot"), "{second}");
-    assert!(!second.contains("setup token ("), "no new setup token once setup is done");
-    assert_eq!(wait_https(&bx.url("/api/v1/health"), Duration::from_secs(30)), 200);
+    assert!(
+        !second.contains("setup token ("),
+        "no new setup token once setup is done"
+    );
+    assert_eq!(
+        wait_https(&bx.url("/api/v1/health"), Duration::from_secs(30)),
+        200
+    );
     let s = status(&mut vm);
     assert!(s.contains("Vault:     unsealed"), "{s}");
     assert!(s.contains("Boot slot: A"), "{s}");
     reboot(vm);
 
-    // Boot 3: the firmware's Secure Boot keys changed (another UEFI variable store with
-    // PK/KEK/db enrolled), so PCR 7 differs: the TPM refuses, the box says so, serves nothing.
-    std::fs::copy("/usr/share/OVMF/OVMF_VARS_4M.ms.fd", bx.dir.vars()).expect("OVMF_VARS_4M.ms.fd (Debian package ovmf)");
+    // Boot 3: a firmware update added a revocation to dbx, which OVMF measures into PCR 7:
+    // the TPM refuses to unseal, the box says so on the console and serves nothing.
+    bx.dir.add_dbx_entry().expect("dbx entry added");
     let mut vm = bx.boot();
     let c = vm.console().unwrap();
-    let (which, text) = c.expect_any(&["VAULT LOCKED", READY_LINE], READY).expect("a verdict on the vault");
+    let (which, text) = c
+        .expect_any(&["VAULT LOCKED", READY_LINE], READY)
+        .expect("a verdict on the vault");
     assert_eq!(which, 0, "the box served with a broken PCR policy:\n{text}");
     let s = status(&mut vm);
     assert!(s.contains("Vault:     locked"), "{s}");
@@ -224,10 +290,19 @@ fn console_menu_static_address_survives_reboot_and_tier1_reset() {
     for line in ["2", "2", "10.0.2.77/24", "10.0.2.2", "10.0.2.3"] {
         out.push_str(&choose(&mut vm, line));
     }
-    assert!(out.contains("Saved and applied: static 10.0.2.77/24, gateway 10.0.2.2, DNS 10.0.2.3"), "{out}");
-    assert!(choose(&mut vm, "3").ends_with("Choose 1-9: "), "back to the main menu");
+    assert!(
+        out.contains("Saved and applied: static 10.0.2.77/24, gateway 10.0.2.2, DNS 10.0.2.3"),
+        "{out}"
+    );
+    assert!(
+        choose(&mut vm, "3").ends_with("Choose 1-9: "),
+        "back to the main menu"
+    );
     let s = status(&mut vm);
-    assert!(s.contains("Address:   eth0 10.0.2.77/24"), "applied at once: {s}");
+    assert!(
+        s.contains("Address:   eth0 10.0.2.77/24"),
+        "applied at once: {s}"
+    );
     // Unknown input is refused, never run.
     assert!(choose(&mut vm, "/bin/sh").contains("Not a menu entry"));
     reboot(vm);
@@ -244,16 +319,23 @@ fn console_menu_static_address_survives_reboot_and_tier1_reset() {
     assert!(choose(&mut vm, "8").ends_with("Type yes to confirm: "));
     let c = vm.console().unwrap();
     c.send_line("yes").unwrap();
-    c.expect("Restarting system", Duration::from_secs(60)).expect("reboot after the reset");
+    c.expect("Restarting system", Duration::from_secs(60))
+        .expect("reboot after the reset");
     vm.wait_exit(Duration::from_secs(30)).unwrap();
 
     let mut vm = bx.boot();
     let text = wait_ready(&mut vm, READY);
-    assert!(!text.contains("first boot"), "tier 1 keeps the vault: {text}");
+    assert!(
+        !text.contains("first boot"),
+        "tier 1 keeps the vault: {text}"
+    );
     let s = status(&mut vm);
     assert!(s.contains("Network:   DHCP"), "{s}");
     assert!(s.contains("Vault:     unsealed"), "{s}");
-    assert_eq!(wait_https(&bx.url("/api/v1/health"), Duration::from_secs(30)), 200);
+    assert_eq!(
+        wait_https(&bx.url("/api/v1/health"), Duration::from_secs(30)),
+        200
+    );
 }
 
 /// A box without a TPM stops with a clear console message and starts no daemon.
@@ -263,7 +345,9 @@ fn box_without_tpm_says_so_and_serves_nothing() {
     let bx = Box::new("notpm");
     let mut vm = bx.boot_with(false);
     let c = vm.console().unwrap();
-    let (which, text) = c.expect_any(&["NO TPM FOUND", READY_LINE], READY).expect("a verdict");
+    let (which, text) = c
+        .expect_any(&["NO TPM FOUND", READY_LINE], READY)
+        .expect("a verdict");
     assert_eq!(which, 0, "{text}");
     let s = status(&mut vm);
     assert!(s.contains("TPM:       NOT FOUND"), "{s}");

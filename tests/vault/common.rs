@@ -10,12 +10,12 @@ pub const SW: &str = "--danger-software-sealer";
 
 /// Runs sealctl; returns the output whatever the exit code.
 ///
-/// `TSS2_LOG=all+none`: libtss2-esys writes its own WARNING/ERROR lines to stderr on a failed
-/// TPM command (e.g. loading a blob sealed by another TPM); sealctl's one-line error follows.
+/// `TSS2_LOG` is removed from the environment: sealctl itself must keep libtss2's own
+/// WARNING/ERROR lines off stderr (`sealgate_tpm::quiet_library_logging`).
 pub fn sealctl(args: &[&str]) -> Output {
     Command::new(SEALCTL)
         .args(args)
-        .env("TSS2_LOG", "all+none")
+        .env_remove("TSS2_LOG")
         .stdin(Stdio::null())
         .output()
         .expect("run sealctl")

@@ -127,3 +127,40 @@ fn tpm_sealed_vault_survives_restart_and_recovers_onto_another_tpm() {
         "after recovery",
     );
 }
+
+#[test]
+fn pcr_set_is_a_setting() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let t = tmp.path();
+    let tpm = Swtpm::start(&t.join("t")).expect("swtpm (Debian package `swtpm`)");
+    let tcti = tpm.tcti();
+    let d = t.join("data");
+    let d = d.to_str().expect("utf8");
+    let rec = t.join("rec");
+    let rec = rec.to_str().expect("utf8");
+    // Bad selections are command-line errors.
+    for bad in ["sha256:99", "sha256:", "sha1:7"] {
+        let out = sealctl(&["vault", "init", "--data-dir", d, "--tpm", &tcti, "--pcrs", bad]);
+        assert_eq!(out.status.code(), Some(2), "{bad}");
+    }
+    let out = sealctl(&["vault", "init", "--data-dir", d, SW, "--pcrs", "sha256:7"]);
+    assert_eq!(out.status.code(), Some(2), "--pcrs needs a TPM");
+    ok(&[
+        "vault", "init", "--data-dir", d, "--tpm", &tcti, "--pcrs", "sha256:7,16",
+        "--recovery-out", rec,
+    ]);
+    let st = status(d, &tcti);
+    assert_eq!(st["pcrs"], "sha256:7,16", "{st}");
+    assert_eq!(st["unsealed"], true, "{st}");
+    assert_eq!(st["sealed_copies"], 1, "{st}");
+    // PCR 16 is part of the policy now: extending it locks the key (one line on stderr, with
+    // TSS2_LOG unset: libtss2 stays quiet).
+    tpm.extend_pcr(16, &[16u8; 32]).expect("extend 16");
+    let e = fails(&["keys", "list", "--data-dir", d, "--tpm", &tcti]);
+    assert!(e.contains("cannot unseal"), "{e}");
+    // Recovery re-seals to the stored setting.
+    ok(&["vault", "recover", "--data-dir", d, "--recovery-file", rec, "--tpm", &tcti]);
+    let st = status(d, &tcti);
+    assert_eq!(st["pcrs"], "sha256:7,16", "{st}");
+    assert_eq!(st["unsealed"], true, "{st}");
+}

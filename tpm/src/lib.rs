@@ -33,3 +33,20 @@ pub use tpm::Tpm;
 #[cfg(feature = "test-support")]
 pub use tpm::WrongAuth;
 pub use zeroize::Zeroizing;
+
+/// Silences libtss2's own logging (its `WARNING:`/`ERROR:` lines on stderr, e.g. when the TPM
+/// refuses a blob sealed to other PCR values), so that a program's stderr carries only its own
+/// messages: this crate reports every failure as a [`TpmError`]. Sets `TSS2_LOG=all+none`
+/// unless the variable is already set (an operator debugging the TPM stack keeps control).
+///
+/// Call it first thing in `main()`, before any other thread exists and before the first
+/// TPM connection (libtss2 reads the variable once, when it first logs).
+#[allow(unsafe_code)]
+pub fn quiet_library_logging() {
+    if std::env::var_os("TSS2_LOG").is_none() {
+        // SAFETY: `set_var` is unsound only while another thread may read or write the
+        // environment. This function's contract is to be called at program start, before any
+        // other thread is spawned; it is the only `unsafe` in this crate.
+        unsafe { std::env::set_var("TSS2_LOG", "all+none") };
+    }
+}

@@ -36,7 +36,10 @@ impl GrubEnv {
 
     /// A variable's value.
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.vars.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+        self.vars
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
     }
 
     /// Sets a variable (appended if new).
@@ -73,6 +76,7 @@ impl GrubEnv {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -84,7 +88,8 @@ mod tests {
 
     #[test]
     fn marks_a_slot_good_keeping_the_rest() {
-        let mut env = GrubEnv::parse(&block("ORDER=A B\nA_OK=1\nA_TRY=2\nB_OK=0\nB_TRY=0\n")).unwrap();
+        let mut env =
+            GrubEnv::parse(&block("ORDER=A B\nA_OK=1\nA_TRY=2\nB_OK=0\nB_TRY=0\n")).unwrap();
         env.mark_good('A').unwrap();
         let out = env.to_block().unwrap();
         assert_eq!(out.len(), SIZE);

@@ -35,7 +35,12 @@ const STATE: &str = "/run/sealgate";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let result = match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+    let result = match args
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
         [] | ["menu"] => run_menu(),
         ["apply-network"] => apply_network(),
         ["mark-boot-good"] => mark_boot_good(),
@@ -54,7 +59,8 @@ fn main() -> ExitCode {
 }
 
 fn run_menu() -> Result<()> {
-    let host = fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_else(|_| "sealgate".into());
+    let host =
+        fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_else(|_| "sealgate".into());
     let title = format!("{} (Sealgate {})", host.trim(), os_version());
     let stdin = std::io::stdin();
     let mut the_box = TheBox;
@@ -63,7 +69,7 @@ fn run_menu() -> Result<()> {
 
 fn read_network() -> Result<NetworkSettings> {
     match fs::read_to_string(NETWORK_FILE) {
-        Ok(text) => NetworkSettings::parse(&text).with_context(|| format!("{NETWORK_FILE}")),
+        Ok(text) => NetworkSettings::parse(&text).context(NETWORK_FILE),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(NetworkSettings::Dhcp),
         Err(e) => Err(e).context(NETWORK_FILE),
     }
@@ -108,7 +114,10 @@ fn booted_slot() -> Option<char> {
 
 /// The block device of the GPT partition named `name` (sysfs `PARTNAME`).
 fn partition(name: &str) -> Option<PathBuf> {
-    let mut entries: Vec<_> = fs::read_dir("/sys/class/block").ok()?.filter_map(|e| e.ok()).collect();
+    let mut entries: Vec<_> = fs::read_dir("/sys/class/block")
+        .ok()?
+        .filter_map(|e| e.ok())
+        .collect();
     entries.sort_by_key(|e| e.file_name());
     for e in entries {
         let uevent = fs::read_to_string(e.path().join("uevent")).unwrap_or_default();
@@ -125,14 +134,30 @@ fn mark_boot_good() -> Result<()> {
     let esp = partition("boot").context("no partition named boot")?;
     let mnt = Path::new(STATE).join("esp");
     fs::create_dir_all(&mnt)?;
-    run("mount", &["-t", "vfat", "-o", "rw,noexec,nosuid,nodev", &esp.to_string_lossy(), &mnt.to_string_lossy()])?;
+    run(
+        "mount",
+        &[
+            "-t",
+            "vfat",
+            "-o",
+            "rw,noexec,nosuid,nodev",
+            &esp.to_string_lossy(),
+            &mnt.to_string_lossy(),
+        ],
+    )?;
     let result = (|| -> Result<()> {
         let path = mnt.join("EFI/BOOT/grubenv");
-        let mut f = fs::OpenOptions::new().read(true).write(true).open(&path).context("opening grubenv")?;
+        let mut f = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .context("opening grubenv")?;
         let mut block = Vec::new();
         f.read_to_end(&mut block)?;
         let mut env = grubenv::GrubEnv::parse(&block)?;
-        if env.get(&format!("{slot}_TRY")) == Some("0") && env.get(&format!("{slot}_OK")) == Some("1") {
+        if env.get(&format!("{slot}_TRY")) == Some("0")
+            && env.get(&format!("{slot}_OK")) == Some("1")
+        {
             return Ok(());
         }
         env.mark_good(slot)?;
@@ -147,9 +172,16 @@ fn mark_boot_good() -> Result<()> {
 }
 
 fn run(program: &str, args: &[&str]) -> Result<()> {
-    let out = Command::new(program).args(args).output().with_context(|| format!("running {program}"))?;
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .with_context(|| format!("running {program}"))?;
     if !out.status.success() {
-        bail!("{program} {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
+        bail!(
+            "{program} {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     Ok(())
 }
@@ -164,14 +196,20 @@ fn os_version() -> String {
 
 /// The daemon's pid, if it runs.
 fn daemon_pid() -> Option<u32> {
-    let pid: u32 = fs::read_to_string(Path::new(STATE).join("sealgated.pid")).ok()?.trim().parse().ok()?;
+    let pid: u32 = fs::read_to_string(Path::new(STATE).join("sealgated.pid"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
     let comm = fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
     (comm.trim() == "sealgated").then_some(pid)
 }
 
 /// Stops the daemon (SIGTERM, bounded wait); busybox init starts it again.
 fn restart_daemon() -> Result<()> {
-    let Some(pid) = daemon_pid() else { bail!("sealgated is not running") };
+    let Some(pid) = daemon_pid() else {
+        bail!("sealgated is not running")
+    };
     run("kill", &["-TERM", &pid.to_string()])?;
     let deadline = Instant::now() + Duration::from_secs(15);
     while Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
@@ -196,9 +234,13 @@ impl BoxActions for TheBox {
         s.push_str(&format!("Version:   Sealgate {}\n", os_version()));
         s.push_str(&format!(
             "Boot slot: {}\n",
-            booted_slot().map(|c| c.to_string()).unwrap_or_else(|| "?".into())
+            booted_slot()
+                .map(|c| c.to_string())
+                .unwrap_or_else(|| "?".into())
         ));
-        let net = read_network().map(|n| n.to_string()).unwrap_or_else(|e| format!("unreadable: {e:#}"));
+        let net = read_network()
+            .map(|n| n.to_string())
+            .unwrap_or_else(|e| format!("unreadable: {e:#}"));
         s.push_str(&format!("Network:   {net}\n"));
         for (ifname, addr) in network::addresses() {
             if ifname != "lo" {
@@ -206,9 +248,14 @@ impl BoxActions for TheBox {
             }
         }
         let state = |f: &str| Path::new(STATE).join(f).exists();
-        let tpm = if Path::new("/dev/tpmrm0").exists() { "present (/dev/tpmrm0)" } else { "NOT FOUND" };
+        let tpm = if Path::new("/dev/tpmrm0").exists() {
+            "present (/dev/tpmrm0)"
+        } else {
+            "NOT FOUND"
+        };
         s.push_str(&format!("TPM:       {tpm}\n"));
-        let vault = fs::read_to_string(Path::new(STATE).join("vault")).unwrap_or_else(|_| "not opened".into());
+        let vault = fs::read_to_string(Path::new(STATE).join("vault"))
+            .unwrap_or_else(|_| "not opened".into());
         s.push_str(&format!("Vault:     {}\n", vault.trim()));
         let daemon = match daemon_pid() {
             Some(pid) => format!("running (pid {pid})"),
@@ -217,14 +264,21 @@ impl BoxActions for TheBox {
             None => "NOT RUNNING".into(),
         };
         s.push_str(&format!("sealgated: {daemon}\n"));
-        let setup = if Path::new(DAEMON_DIR).join("setup-token.used").exists() { "done" } else { "pending" };
+        let setup = if Path::new(DAEMON_DIR).join("setup-token.used").exists() {
+            "done"
+        } else {
+            "pending"
+        };
         s.push_str(&format!("Setup:     {setup}\n"));
-        if let Ok(out) = Command::new("df").args(["-k", DATA]).output() {
-            if let Some(line) = String::from_utf8_lossy(&out.stdout).lines().nth(1) {
-                let w: Vec<&str> = line.split_whitespace().collect();
-                if w.len() >= 5 {
-                    s.push_str(&format!("Disk:      /data {} of {} KiB used ({})\n", w[2], w[1], w[4]));
-                }
+        if let Ok(out) = Command::new("df").args(["-k", DATA]).output()
+            && let Some(line) = String::from_utf8_lossy(&out.stdout).lines().nth(1)
+        {
+            let w: Vec<&str> = line.split_whitespace().collect();
+            if w.len() >= 5 {
+                s.push_str(&format!(
+                    "Disk:      /data {} of {} KiB used ({})\n",
+                    w[2], w[1], w[4]
+                ));
             }
         }
         s
@@ -241,8 +295,16 @@ impl BoxActions for TheBox {
     }
 
     fn ping(&mut self, target: &PingTarget) -> String {
-        match Command::new("ping").args(["-c", "3", "-W", "2", "--", target.as_str()]).stdin(Stdio::null()).output() {
-            Ok(out) => format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
+        match Command::new("ping")
+            .args(["-c", "3", "-W", "2", "--", target.as_str()])
+            .stdin(Stdio::null())
+            .output()
+        {
+            Ok(out) => format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
             Err(e) => format!("cannot run ping: {e}"),
         }
     }
@@ -264,7 +326,8 @@ impl BoxActions for TheBox {
         // The admin token that setup created goes; setup opens again.
         let tokens = dir.join("api-tokens.json");
         if let Ok(text) = fs::read_to_string(&tokens) {
-            let mut v: serde_json::Value = serde_json::from_str(&text).context("api-tokens.json")?;
+            let mut v: serde_json::Value =
+                serde_json::from_str(&text).context("api-tokens.json")?;
             if let Some(list) = v.get_mut("tokens").and_then(|t| t.as_array_mut()) {
                 list.retain(|t| t.get("name").and_then(|n| n.as_str()) != Some("admin"));
             }
@@ -324,7 +387,11 @@ impl BoxActions for TheBox {
                 continue;
             }
             let p = entry.path();
-            if entry.file_type()?.is_dir() { fs::remove_dir_all(&p)? } else { fs::remove_file(&p)? }
+            if entry.file_type()?.is_dir() {
+                fs::remove_dir_all(&p)?
+            } else {
+                fs::remove_file(&p)?
+            }
         }
         fs::File::open(DATA)?.sync_all()?;
         run("sync", &[])?;

@@ -45,8 +45,14 @@ pub const MENU: [(Choice, &str); 9] = [
     (Choice::ResetAdmin, "Reset admin access"),
     (Choice::Reboot, "Reboot"),
     (Choice::PowerOff, "Power off"),
-    (Choice::ResetSettings, "Factory reset, tier 1: settings only (keys are kept)"),
-    (Choice::Wipe, "Factory reset, tier 2: full wipe, DESTROYS ALL KEYS"),
+    (
+        Choice::ResetSettings,
+        "Factory reset, tier 1: settings only (keys are kept)",
+    ),
+    (
+        Choice::Wipe,
+        "Factory reset, tier 2: full wipe, DESTROYS ALL KEYS",
+    ),
 ];
 
 /// Parses a menu number from 1 to `count`; anything else is `None`.
@@ -79,7 +85,8 @@ impl PingTarget {
         let ok = !t.is_empty()
             && t.len() <= 253
             && !t.starts_with(['-', '.'])
-            && t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+            && t.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
         ok.then(|| PingTarget(t.to_string()))
     }
 
@@ -126,7 +133,12 @@ pub struct Menu<'a, R: BufRead, W: Write> {
 impl<'a, R: BufRead, W: Write> Menu<'a, R, W> {
     /// A menu titled `title` (host name and version).
     pub fn new(input: R, out: W, actions: &'a mut dyn BoxActions, title: String) -> Self {
-        Menu { input, out, actions, title }
+        Menu {
+            input,
+            out,
+            actions,
+            title,
+        }
     }
 
     /// Reads one line; `None` at end of input.
@@ -152,12 +164,18 @@ impl<'a, R: BufRead, W: Write> Menu<'a, R, W> {
             for (i, (_, label)) in MENU.iter().enumerate() {
                 writeln!(self.out, " {}) {label}", i + 1)?;
             }
-            let Some(line) = self.ask(&format!("Choose 1-{}: ", MENU.len()))? else { return Ok(()) };
+            let Some(line) = self.ask(&format!("Choose 1-{}: ", MENU.len()))? else {
+                return Ok(());
+            };
             if line.trim().is_empty() {
                 continue;
             }
             match parse_choice(&line) {
-                None => writeln!(self.out, "Not a menu entry: type a number from 1 to {}.", MENU.len())?,
+                None => writeln!(
+                    self.out,
+                    "Not a menu entry: type a number from 1 to {}.",
+                    MENU.len()
+                )?,
                 Some(c) => {
                     if let Err(e) = self.dispatch(c) {
                         writeln!(self.out, "Failed: {e:#}")?;
@@ -251,7 +269,9 @@ impl<'a, R: BufRead, W: Write> Menu<'a, R, W> {
             writeln!(self.out, " 1) Use DHCP")?;
             writeln!(self.out, " 2) Set a static address")?;
             writeln!(self.out, " 3) Back")?;
-            let Some(line) = self.ask("Choose 1-3: ")? else { return Ok(()) };
+            let Some(line) = self.ask("Choose 1-3: ")? else {
+                return Ok(());
+            };
             match parse_number(&line, 3) {
                 Some(1) => {
                     self.actions.set_network(&NetworkSettings::Dhcp)?;
@@ -270,11 +290,15 @@ impl<'a, R: BufRead, W: Write> Menu<'a, R, W> {
     }
 
     fn ask_static(&mut self) -> Result<Option<NetworkSettings>> {
-        let Some(addr) = self.ask("Address (a.b.c.d/nn, or a.b.c.d): ")? else { return Ok(None) };
+        let Some(addr) = self.ask("Address (a.b.c.d/nn, or a.b.c.d): ")? else {
+            return Ok(None);
+        };
         let mask = if addr.contains('/') {
             None
         } else {
-            let Some(m) = self.ask("Netmask (e.g. 255.255.255.0): ")? else { return Ok(None) };
+            let Some(m) = self.ask("Netmask (e.g. 255.255.255.0): ")? else {
+                return Ok(None);
+            };
             Some(m)
         };
         let address = match Ipv4Cidr::parse_with_mask(&addr, mask.as_deref()) {
@@ -284,7 +308,9 @@ impl<'a, R: BufRead, W: Write> Menu<'a, R, W> {
                 return Ok(None);
             }
         };
-        let Some(gw) = self.ask("Gateway (empty for none): ")? else { return Ok(None) };
+        let Some(gw) = self.ask("Gateway (empty for none): ")? else {
+            return Ok(None);
+        };
         let gateway = match gw.trim() {
             "" => None,
             g => match g.parse::<Ipv4Addr>() {
@@ -295,7 +321,10 @@ impl<'a, R: BufRead, W: Write> Menu<'a, R, W> {
                 }
             },
         };
-        let Some(dns_line) = self.ask("DNS servers, separated by spaces (empty for none): ")? else { return Ok(None) };
+        let Some(dns_line) = self.ask("DNS servers, separated by spaces (empty for none): ")?
+        else {
+            return Ok(None);
+        };
         let mut dns = Vec::new();
         for d in dns_line.split_whitespace() {
             match d.parse::<IpAddr>() {
@@ -317,6 +346,7 @@ impl<'a, R: BufRead, W: Write> Menu<'a, R, W> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -371,7 +401,9 @@ mod tests {
     fn session(input: &str) -> (Recorder, String) {
         let mut r = Recorder::default();
         let mut out = Vec::new();
-        Menu::new(input.as_bytes(), &mut out, &mut r, "test".into()).run().unwrap();
+        Menu::new(input.as_bytes(), &mut out, &mut r, "test".into())
+            .run()
+            .unwrap();
         (r, String::from_utf8(out).unwrap())
     }
 
@@ -379,7 +411,18 @@ mod tests {
     fn parses_only_menu_numbers() {
         assert_eq!(parse_choice("1"), Some(Choice::Status));
         assert_eq!(parse_choice(" 9 \r"), Some(Choice::Wipe));
-        for bad in ["0", "10", "-1", "1;reboot", "$(reboot)", "1 2", "status", "", "０", "0001"] {
+        for bad in [
+            "0",
+            "10",
+            "-1",
+            "1;reboot",
+            "$(reboot)",
+            "1 2",
+            "status",
+            "",
+            "０",
+            "0001",
+        ] {
             assert_eq!(parse_choice(bad), None, "{bad:?}");
         }
     }
@@ -389,7 +432,16 @@ mod tests {
         assert!(PingTarget::parse("10.0.2.2").is_some());
         assert!(PingTarget::parse("fe80::1").is_some());
         assert!(PingTarget::parse("mail.example.org").is_some());
-        for bad in ["-f", "-c 1000 x", "a;reboot", "$(id)", "a b", "", ".x", "`x`"] {
+        for bad in [
+            "-f",
+            "-c 1000 x",
+            "a;reboot",
+            "$(id)",
+            "a b",
+            "",
+            ".x",
+            "`x`",
+        ] {
             assert_eq!(PingTarget::parse(bad), None, "{bad:?}");
         }
     }
@@ -405,7 +457,10 @@ mod tests {
     #[test]
     fn static_network_is_validated_then_applied() {
         let (r, out) = session("2\n2\n10.0.2.77\n255.255.255.0\n10.0.2.2\n10.0.2.3\n3\n");
-        assert_eq!(r.log, ["network static 10.0.2.77/24, gateway 10.0.2.2, DNS 10.0.2.3"]);
+        assert_eq!(
+            r.log,
+            ["network static 10.0.2.77/24, gateway 10.0.2.2, DNS 10.0.2.3"]
+        );
         assert!(out.contains("Saved and applied"));
         let (r, out) = session("2\n2\n10.0.2.77/24\n10.9.9.9\n\n3\n");
         assert!(r.log.is_empty());

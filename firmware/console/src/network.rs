@@ -27,7 +27,10 @@ impl Ipv4Cidr {
         match (addr.split_once('/'), mask) {
             (Some(_), _) => addr.parse(),
             (None, Some(m)) => {
-                let addr: Ipv4Addr = addr.trim().parse().with_context(|| format!("{addr:?} is not an IPv4 address"))?;
+                let addr: Ipv4Addr = addr
+                    .trim()
+                    .parse()
+                    .with_context(|| format!("{addr:?} is not an IPv4 address"))?;
                 let prefix = mask_to_prefix(m.trim())?;
                 Ipv4Cidr::new(addr, prefix)
             }
@@ -39,7 +42,8 @@ impl Ipv4Cidr {
         if !(1..=32).contains(&prefix) {
             bail!("prefix length {prefix} is not 1..32");
         }
-        if addr.is_unspecified() || addr.is_broadcast() || addr.is_multicast() || addr.is_loopback() {
+        if addr.is_unspecified() || addr.is_broadcast() || addr.is_multicast() || addr.is_loopback()
+        {
             bail!("{addr} cannot be the box's address");
         }
         Ok(Ipv4Cidr { addr, prefix })
@@ -47,7 +51,11 @@ impl Ipv4Cidr {
 
     /// Whether `other` is in this address's subnet.
     pub fn contains(&self, other: Ipv4Addr) -> bool {
-        let mask = if self.prefix == 0 { 0 } else { u32::MAX << (32 - u32::from(self.prefix)) };
+        let mask = if self.prefix == 0 {
+            0
+        } else {
+            u32::MAX << (32 - u32::from(self.prefix))
+        };
         u32::from(self.addr) & mask == u32::from(other) & mask
     }
 }
@@ -56,8 +64,12 @@ impl FromStr for Ipv4Cidr {
     type Err = anyhow::Error;
     fn from_str(s: &str) -> Result<Ipv4Cidr> {
         let (a, p) = s.trim().split_once('/').context("expected a.b.c.d/nn")?;
-        let addr: Ipv4Addr = a.parse().with_context(|| format!("{a:?} is not an IPv4 address"))?;
-        let prefix: u8 = p.parse().with_context(|| format!("{p:?} is not a prefix length"))?;
+        let addr: Ipv4Addr = a
+            .parse()
+            .with_context(|| format!("{a:?} is not an IPv4 address"))?;
+        let prefix: u8 = p
+            .parse()
+            .with_context(|| format!("{p:?} is not a prefix length"))?;
         Ipv4Cidr::new(addr, prefix)
     }
 }
@@ -70,7 +82,9 @@ impl fmt::Display for Ipv4Cidr {
 
 /// `255.255.255.0` → 24; refuses non-contiguous masks.
 pub fn mask_to_prefix(mask: &str) -> Result<u8> {
-    let m: Ipv4Addr = mask.parse().with_context(|| format!("{mask:?} is not a netmask"))?;
+    let m: Ipv4Addr = mask
+        .parse()
+        .with_context(|| format!("{mask:?} is not a netmask"))?;
     let bits = u32::from(m);
     let prefix = bits.leading_ones();
     if bits.checked_shl(prefix).unwrap_or(0) != 0 {
@@ -107,17 +121,30 @@ impl NetworkSettings {
             if line.is_empty() || line.starts_with('#') {
                 continue;
             }
-            let (k, v) = line.split_once('=').with_context(|| format!("line {}: expected key=value", n + 1))?;
+            let (k, v) = line
+                .split_once('=')
+                .with_context(|| format!("line {}: expected key=value", n + 1))?;
             let v = v.trim();
             match k.trim() {
                 "mode" => mode = Some(v.to_string()),
-                "address" => address = Some(v.parse::<Ipv4Cidr>().with_context(|| format!("line {}", n + 1))?),
+                "address" => {
+                    address = Some(
+                        v.parse::<Ipv4Cidr>()
+                            .with_context(|| format!("line {}", n + 1))?,
+                    )
+                }
                 "gateway" => {
-                    gateway = Some(v.parse::<Ipv4Addr>().with_context(|| format!("line {}: bad gateway {v:?}", n + 1))?)
+                    gateway = Some(
+                        v.parse::<Ipv4Addr>()
+                            .with_context(|| format!("line {}: bad gateway {v:?}", n + 1))?,
+                    )
                 }
                 "dns" => {
                     for s in v.split_whitespace() {
-                        dns.push(s.parse::<IpAddr>().with_context(|| format!("line {}: bad DNS server {s:?}", n + 1))?);
+                        dns.push(
+                            s.parse::<IpAddr>()
+                                .with_context(|| format!("line {}: bad DNS server {s:?}", n + 1))?,
+                        );
                     }
                 }
                 other => bail!("line {}: unknown setting {other:?}", n + 1),
@@ -139,7 +166,11 @@ impl NetworkSettings {
     }
 
     /// A checked static configuration.
-    pub fn new_static(address: Ipv4Cidr, gateway: Option<Ipv4Addr>, dns: Vec<IpAddr>) -> Result<NetworkSettings> {
+    pub fn new_static(
+        address: Ipv4Cidr,
+        gateway: Option<Ipv4Addr>,
+        dns: Vec<IpAddr>,
+    ) -> Result<NetworkSettings> {
         if let Some(gw) = gateway {
             if !address.contains(gw) {
                 bail!("gateway {gw} is not in {address}'s subnet");
@@ -148,14 +179,22 @@ impl NetworkSettings {
                 bail!("the gateway cannot be the box's own address");
             }
         }
-        Ok(NetworkSettings::Static { address, gateway, dns })
+        Ok(NetworkSettings::Static {
+            address,
+            gateway,
+            dns,
+        })
     }
 
     /// The settings file's text.
     pub fn to_file(&self) -> String {
         match self {
             NetworkSettings::Dhcp => "mode=dhcp\n".into(),
-            NetworkSettings::Static { address, gateway, dns } => {
+            NetworkSettings::Static {
+                address,
+                gateway,
+                dns,
+            } => {
                 let mut s = format!("mode=static\naddress={address}\n");
                 if let Some(g) = gateway {
                     s.push_str(&format!("gateway={g}\n"));
@@ -174,7 +213,11 @@ impl fmt::Display for NetworkSettings {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             NetworkSettings::Dhcp => write!(f, "DHCP"),
-            NetworkSettings::Static { address, gateway, dns } => {
+            NetworkSettings::Static {
+                address,
+                gateway,
+                dns,
+            } => {
                 write!(f, "static {address}")?;
                 if let Some(g) = gateway {
                     write!(f, ", gateway {g}")?;
@@ -222,10 +265,22 @@ pub fn apply(settings: &NetworkSettings, ifname: &str) -> Result<()> {
                 bail!("udhcpc failed on {ifname}");
             }
         }
-        NetworkSettings::Static { address, gateway, dns } => {
+        NetworkSettings::Static {
+            address,
+            gateway,
+            dns,
+        } => {
             ip(&["addr", "add", &address.to_string(), "dev", ifname])?;
             if let Some(g) = gateway {
-                ip(&["route", "replace", "default", "via", &g.to_string(), "dev", ifname])?;
+                ip(&[
+                    "route",
+                    "replace",
+                    "default",
+                    "via",
+                    &g.to_string(),
+                    "dev",
+                    ifname,
+                ])?;
             }
             let text: String = dns.iter().map(|d| format!("nameserver {d}\n")).collect();
             std::fs::write("/run/resolv.conf", text).context("writing /run/resolv.conf")?;
@@ -246,16 +301,28 @@ fn stop_dhcp(ifname: &str) {
 }
 
 fn ip(args: &[&str]) -> Result<()> {
-    let out = Command::new("ip").args(args).output().context("running ip")?;
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .context("running ip")?;
     if !out.status.success() {
-        bail!("ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
+        bail!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     Ok(())
 }
 
 /// The interface's IPv4 addresses as `ip -o -4 addr show` prints them.
 pub fn addresses() -> Vec<(String, String)> {
-    let Ok(out) = Command::new("ip").args(["-o", "-4", "addr", "show"]).output() else { return Vec::new() };
+    let Ok(out) = Command::new("ip")
+        .args(["-o", "-4", "addr", "show"])
+        .output()
+    else {
+        return Vec::new();
+    };
     parse_ip_addr(&String::from_utf8_lossy(&out.stdout))
 }
 
@@ -274,22 +341,34 @@ pub fn parse_ip_addr(text: &str) -> Vec<(String, String)> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
     #[test]
     fn parses_and_writes_static_settings() {
-        let s = NetworkSettings::parse("mode=static\naddress=10.0.2.77/24\ngateway=10.0.2.2\ndns=10.0.2.3 9.9.9.9\n").unwrap();
+        let s = NetworkSettings::parse(
+            "mode=static\naddress=10.0.2.77/24\ngateway=10.0.2.2\ndns=10.0.2.3 9.9.9.9\n",
+        )
+        .unwrap();
         assert_eq!(NetworkSettings::parse(&s.to_file()).unwrap(), s);
-        assert_eq!(s.to_string(), "static 10.0.2.77/24, gateway 10.0.2.2, DNS 10.0.2.3 9.9.9.9");
+        assert_eq!(
+            s.to_string(),
+            "static 10.0.2.77/24, gateway 10.0.2.2, DNS 10.0.2.3 9.9.9.9"
+        );
     }
 
     #[test]
     fn defaults_to_dhcp_and_refuses_nonsense() {
         assert_eq!(NetworkSettings::parse("").unwrap(), NetworkSettings::Dhcp);
-        assert_eq!(NetworkSettings::parse("# x\nmode=dhcp\n").unwrap(), NetworkSettings::Dhcp);
+        assert_eq!(
+            NetworkSettings::parse("# x\nmode=dhcp\n").unwrap(),
+            NetworkSettings::Dhcp
+        );
         assert!(NetworkSettings::parse("mode=static\n").is_err());
-        assert!(NetworkSettings::parse("mode=static\naddress=10.0.0.1/24\ngateway=10.1.0.1\n").is_err());
+        assert!(
+            NetworkSettings::parse("mode=static\naddress=10.0.0.1/24\ngateway=10.1.0.1\n").is_err()
+        );
         assert!(NetworkSettings::parse("mode=static\naddress=10.0.0.1/33\n").is_err());
         assert!(NetworkSettings::parse("mode=ppp\n").is_err());
         assert!(NetworkSettings::parse("colour=blue\n").is_err());
@@ -316,7 +395,10 @@ mod tests {
                    2: eth0    inet 10.0.2.15/24 brd 10.0.2.255 scope global eth0\\       valid_lft forever\n";
         assert_eq!(
             parse_ip_addr(out),
-            vec![("lo".into(), "127.0.0.1/8".into()), ("eth0".into(), "10.0.2.15/24".into())]
+            vec![
+                ("lo".into(), "127.0.0.1/8".into()),
+                ("eth0".into(), "10.0.2.15/24".into())
+            ]
         );
     }
 }

@@ -7,11 +7,12 @@ use clap::Subcommand;
 use sealgate_vault::{CaSettings, KeyAlgorithm};
 
 use crate::vault_cmd::{SealerArgs, open_vault};
-use crate::{Failure, Outcome};
+use crate::{Failure, Outcome, read_file};
 
 #[derive(Subcommand)]
 pub(crate) enum CaCmd {
-    /// Create the organisation's root CA in the vault.
+    /// Create the organisation's root CA in the vault, or (--intermediate) the key and CSR of
+    /// an intermediate CA for an existing corporate CA to sign (then `ca import-cert`).
     Init {
         /// The data directory.
         #[arg(long, value_name = "DIR")]
@@ -34,6 +35,27 @@ pub(crate) enum CaCmd {
         /// Do not issue keys automatically for users of the organisation's domains.
         #[arg(long)]
         no_auto_enrol: bool,
+        /// Make an intermediate under a corporate CA: write a CSR and leave the CA pending
+        /// until `ca import-cert`.
+        #[arg(long)]
+        intermediate: bool,
+        /// Where to write the intermediate's CSR (PEM; default: stdout).
+        #[arg(long, value_name = "FILE", requires = "intermediate")]
+        csr_out: Option<PathBuf>,
+        #[command(flatten)]
+        sealer: SealerArgs,
+    },
+    /// Import the certificate the corporate CA signed for the pending intermediate CA.
+    ImportCert {
+        /// The data directory.
+        #[arg(long, value_name = "DIR")]
+        data_dir: PathBuf,
+        /// The signed CA certificate (PEM or DER).
+        #[arg(long, value_name = "FILE")]
+        cert: PathBuf,
+        /// The corporate chain above it (PEM: its issuer first, up to the root).
+        #[arg(long, value_name = "FILE")]
+        chain: Option<PathBuf>,
         #[command(flatten)]
         sealer: SealerArgs,
     },
@@ -45,7 +67,8 @@ pub(crate) enum CaCmd {
         #[command(flatten)]
         sealer: SealerArgs,
     },
-    /// Issue a key and S/MIME certificate for a user; the certificate (PEM) on stdout.
+    /// Issue a key and S/MIME certificate for a user; the certificate (PEM) on stdout
+    /// (under an intermediate CA followed by the CA chain, without the root).
     Issue {
         /// The data directory.
         #[arg(long, value_name = "DIR")]
@@ -89,6 +112,8 @@ pub(crate) fn run(cmd: CaCmd) -> Outcome {
             validity_days,
             separate_keys,
             no_auto_enrol,
+            intermediate,
+            csr_out,
             sealer,
         } => {
             let key_algorithm: KeyAlgorithm = key_algorithm
@@ -109,13 +134,49 @@ pub(crate) fn run(cmd: CaCmd) -> Outcome {
                 ..CaSettings::default()
             };
             let vault = open_vault(&data_dir, &sealer)?;
+            if intermediate {
+                let csr = vault.ca_init_intermediate(&name, &settings)?;
+                match &csr_out {
+                    Some(out) => {
+                        std::fs::write(out, &csr).map_err(|e| {
+                            Failure(format!("cannot write {}: {e}", out.display()), 1)
+                        })?;
+                        println!(
+                            "intermediate CA {name:?} pending: CSR written to {}; have the corporate CA sign it as a CA certificate, then `sealctl ca import-cert`",
+                            out.display()
+                        );
+                    }
+                    None => print!("{csr}"),
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
             let info = vault.ca_init(&name, &settings)?;
             println!("{}", serde_json::to_string_pretty(&info)?);
             Ok(ExitCode::SUCCESS)
         }
+        CaCmd::ImportCert {
+            data_dir,
+            cert,
+            chain,
+            sealer,
+        } => {
+            let cert = read_file(&cert)?;
+            let chain = match &chain {
+                Some(c) => read_file(c)?,
+                None => Vec::new(),
+            };
+            let vault = open_vault(&data_dir, &sealer)?;
+            let info = vault.ca_import_cert(&cert, &chain)?;
+            println!("{}", serde_json::to_string_pretty(&info)?);
+            Ok(ExitCode::SUCCESS)
+        }
         CaCmd::Cert { data_dir, sealer } => {
+            // The CA's certificate, then (intermediate) the corporate chain above it.
             let vault = open_vault(&data_dir, &sealer)?;
             print!("{}", vault.ca_certificate()?.to_pem());
+            for c in vault.ca_chain()? {
+                print!("{}", c.to_pem());
+            }
             Ok(ExitCode::SUCCESS)
         }
         CaCmd::Issue {
@@ -126,6 +187,14 @@ pub(crate) fn run(cmd: CaCmd) -> Outcome {
             let vault = open_vault(&data_dir, &sealer)?;
             for c in vault.ca_issue(&email)? {
                 print!("{}", c.to_pem());
+            }
+            // Under a corporate CA, the chain up to (not including) its root follows.
+            let chain = vault.ca_chain()?;
+            if !chain.is_empty() {
+                print!("{}", vault.ca_certificate()?.to_pem());
+                for c in chain.iter().filter(|c| !c.is_self_issued()) {
+                    print!("{}", c.to_pem());
+                }
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -157,6 +157,8 @@ impl<E: std::fmt::Display> From<E> for Failure {
 type Outcome = Result<ExitCode, Failure>;
 
 fn main() -> ExitCode {
+    // Before anything else (no other thread yet): libtss2 must not add its own stderr lines.
+    sealgate_tpm::quiet_library_logging();
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => code,

@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use clap::{Args, Subcommand};
 use sealgate_smime::keys::PrivateKey;
+use sealgate_tpm::PcrSelection;
 use sealgate_vault::{
     DEFAULT_TCTI, RecoverySecret, Sealer, SealerKind, SoftwareSealer, TpmSealer, Vault,
 };
@@ -28,10 +29,19 @@ pub(crate) struct SealerArgs {
 
 impl SealerArgs {
     pub(crate) fn sealer(&self) -> Box<dyn Sealer> {
+        self.sealer_with_pcrs(None)
+    }
+
+    /// The sealer; a TPM sealer binds new blobs to `pcrs` (default PCR 7).
+    fn sealer_with_pcrs(&self, pcrs: Option<PcrSelection>) -> Box<dyn Sealer> {
         if self.danger_software_sealer {
             Box::new(SoftwareSealer::danger_new())
         } else {
-            Box::new(TpmSealer::new(self.tpm.as_deref().unwrap_or(DEFAULT_TCTI)))
+            let s = TpmSealer::new(self.tpm.as_deref().unwrap_or(DEFAULT_TCTI));
+            Box::new(match pcrs {
+                Some(p) => s.with_pcrs(p),
+                None => s,
+            })
         }
     }
 
@@ -58,6 +68,10 @@ pub(crate) enum VaultCmd {
         /// Write the recovery secret to this new file (mode 0600) instead of showing it.
         #[arg(long, value_name = "FILE")]
         recovery_out: Option<PathBuf>,
+        /// The PCRs the vault key is sealed to (SHA-256 bank), e.g. sha256:7 (the default) or
+        /// sha256:0,2,7. Stored in the vault; `vault status` shows it.
+        #[arg(long, value_name = "PCRS", conflicts_with = "danger_software_sealer")]
+        pcrs: Option<String>,
     },
     /// The vault's status as JSON: sealed by, PCRs, counts, warnings.
     Status {
@@ -75,9 +89,17 @@ pub(crate) enum VaultCmd {
         /// File holding the recovery secret.
         #[arg(long, value_name = "F")]
         recovery_file: PathBuf,
+        /// The PCRs to seal to on the new TPM (default: the vault's setting, else sha256:7).
+        #[arg(long, value_name = "PCRS", conflicts_with = "danger_software_sealer")]
+        pcrs: Option<String>,
         #[command(flatten)]
         sealer: SealerArgs,
     },
+}
+
+fn parse_pcrs(text: &str) -> Result<PcrSelection, Failure> {
+    text.parse()
+        .map_err(|e: sealgate_tpm::TpmError| Failure(format!("--pcrs {text:?}: {e}"), 2))
 }
 
 pub(crate) fn run(cmd: VaultCmd) -> Outcome {
@@ -86,7 +108,9 @@ pub(crate) fn run(cmd: VaultCmd) -> Outcome {
             data_dir,
             sealer,
             recovery_out,
+            pcrs,
         } => {
+            let pcrs = pcrs.as_deref().map(parse_pcrs).transpose()?;
             if !sealer.explicit() {
                 return Err(Failure(
                     "give --tpm TCTI or --danger-software-sealer".into(),
@@ -102,7 +126,7 @@ pub(crate) fn run(cmd: VaultCmd) -> Outcome {
                     1,
                 ));
             }
-            let (vault, secret) = Vault::init(&data_dir, sealer.sealer().as_mut())?;
+            let (vault, secret) = Vault::init(&data_dir, sealer.sealer_with_pcrs(pcrs).as_mut())?;
             let text = secret.expose_text();
             match &recovery_out {
                 Some(out) => {
@@ -169,8 +193,17 @@ pub(crate) fn run(cmd: VaultCmd) -> Outcome {
         VaultCmd::Recover {
             data_dir,
             recovery_file,
+            pcrs,
             sealer,
         } => {
+            let pcrs = match pcrs {
+                Some(p) => Some(parse_pcrs(&p)?),
+                None => Vault::status(&data_dir)?
+                    .pcrs
+                    .as_deref()
+                    .map(parse_pcrs)
+                    .transpose()?,
+            };
             if !sealer.explicit() {
                 return Err(Failure(
                     "give --tpm TCTI (or --danger-software-sealer) to re-seal the vault key".into(),
@@ -183,7 +216,7 @@ pub(crate) fn run(cmd: VaultCmd) -> Outcome {
                     .map_err(|_| Failure("the recovery file is not text".into(), 1))?,
             );
             let secret = RecoverySecret::parse(&text)?;
-            let vault = Vault::recover(&data_dir, &secret, sealer.sealer().as_mut())?;
+            let vault = Vault::recover(&data_dir, &secret, sealer.sealer_with_pcrs(pcrs).as_mut())?;
             println!(
                 "vault recovered and re-sealed by {}",
                 vault.sealer_kind().name()

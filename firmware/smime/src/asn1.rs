@@ -102,7 +102,11 @@ impl<'a> Tlv<'a> {
 
     /// A reader over the children of a constructed element.
     pub fn reader(&self) -> Reader<'a> {
-        Reader { data: self.value, pos: 0, depth: self.depth + 1 }
+        Reader {
+            data: self.value,
+            pos: 0,
+            depth: self.depth + 1,
+        }
     }
 
     /// Checks the tag and returns self, or a malformed error naming `what`.
@@ -110,7 +114,10 @@ impl<'a> Tlv<'a> {
         if self.tag == tag {
             Ok(self)
         } else {
-            Err(malformed(format!("{what}: expected tag {tag:#04x}, found {:#04x}", self.tag)))
+            Err(malformed(format!(
+                "{what}: expected tag {tag:#04x}, found {:#04x}",
+                self.tag
+            )))
         }
     }
 
@@ -148,7 +155,10 @@ impl<'a> Tlv<'a> {
     /// The bytes of an OBJECT IDENTIFIER's content.
     pub fn oid(&self) -> Result<&'a [u8]> {
         if self.tag != tag::OID || self.value.is_empty() {
-            return Err(malformed(format!("expected an OBJECT IDENTIFIER, found tag {:#04x}", self.tag)));
+            return Err(malformed(format!(
+                "expected an OBJECT IDENTIFIER, found tag {:#04x}",
+                self.tag
+            )));
         }
         Ok(self.value)
     }
@@ -197,7 +207,11 @@ pub struct Reader<'a> {
 impl<'a> Reader<'a> {
     /// A reader over `data` at depth 0.
     pub fn new(data: &'a [u8]) -> Reader<'a> {
-        Reader { data, pos: 0, depth: 0 }
+        Reader {
+            data,
+            pos: 0,
+            depth: 0,
+        }
     }
 
     /// True when every element has been read.
@@ -217,13 +231,15 @@ impl<'a> Reader<'a> {
         }
         let start = self.pos;
         let rest = self.data.get(start..).unwrap_or_default();
-        let (&tag, after_tag) =
-            rest.split_first().ok_or_else(|| malformed("unexpected end of ASN.1 data"))?;
+        let (&tag, after_tag) = rest
+            .split_first()
+            .ok_or_else(|| malformed("unexpected end of ASN.1 data"))?;
         if tag & 0x1f == 0x1f {
             return Err(malformed("high tag numbers are not supported"));
         }
-        let (&len0, mut after_len) =
-            after_tag.split_first().ok_or_else(|| malformed("truncated ASN.1 length"))?;
+        let (&len0, mut after_len) = after_tag
+            .split_first()
+            .ok_or_else(|| malformed("truncated ASN.1 length"))?;
         let header_len;
         if len0 == 0x80 {
             // Indefinite length: children until the end-of-contents marker.
@@ -232,7 +248,11 @@ impl<'a> Reader<'a> {
             }
             header_len = 2;
             let content_start = start + header_len;
-            let mut child = Reader { data: self.data, pos: content_start, depth: self.depth + 1 };
+            let mut child = Reader {
+                data: self.data,
+                pos: content_start,
+                depth: self.depth + 1,
+            };
             loop {
                 match child.data.get(child.pos..child.pos + 2) {
                     Some([0, 0]) => break,
@@ -259,7 +279,9 @@ impl<'a> Reader<'a> {
             if n == 0 || n > 8 {
                 return Err(malformed("unsupported ASN.1 length encoding"));
             }
-            let bytes = after_len.get(..n).ok_or_else(|| malformed("truncated ASN.1 length"))?;
+            let bytes = after_len
+                .get(..n)
+                .ok_or_else(|| malformed("truncated ASN.1 length"))?;
             after_len = &after_len[n..];
             header_len = 2 + n;
             let mut len: u64 = 0;
@@ -296,7 +318,9 @@ impl<'a> Reader<'a> {
     /// Reads the next element if its tag (ignoring the constructed bit) is `tag`.
     pub fn read_optional(&mut self, tag: u8) -> Result<Option<Tlv<'a>>> {
         match self.peek_tag() {
-            Some(t) if t & !tag::CONSTRUCTED == tag & !tag::CONSTRUCTED => Ok(Some(self.read_any()?)),
+            Some(t) if t & !tag::CONSTRUCTED == tag & !tag::CONSTRUCTED => {
+                Ok(Some(self.read_any()?))
+            }
             _ => Ok(None),
         }
     }
@@ -457,10 +481,13 @@ pub fn parse_time(t: &Tlv<'_>) -> Result<i64> {
         u8::try_from(sec).unwrap_or(99),
     )
     .map_err(|_| malformed(format!("bad time of day {s:?}")))?;
-    Ok(time::PrimitiveDateTime::new(date, tod).assume_utc().unix_timestamp())
+    Ok(time::PrimitiveDateTime::new(date, tod)
+        .assume_utc()
+        .unix_timestamp())
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::panic)]
 mod tests {
     use super::*;
 

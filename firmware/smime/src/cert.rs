@@ -4,7 +4,7 @@
 //! copied out, so a [`Certificate`] is a plain owned value.
 
 use crate::asn1::{Reader, Tlv, der, parse_time, tag};
-use crate::error::{Error, Result, malformed};
+use crate::error::{Error, Result};
 use crate::oid;
 
 /// The kind of public key in a certificate.
@@ -223,8 +223,12 @@ impl Certificate {
     /// True if this certificate is the one an IssuerAndSerialNumber element names.
     pub fn matches_issuer_serial(&self, ias: &Tlv<'_>) -> bool {
         let mut r = ias.reader();
-        let Ok(issuer) = r.read(tag::SEQUENCE, "issuer") else { return false };
-        let Ok(serial) = r.read(tag::INTEGER, "serial") else { return false };
+        let Ok(issuer) = r.read(tag::SEQUENCE, "issuer") else {
+            return false;
+        };
+        let Ok(serial) = r.read(tag::INTEGER, "serial") else {
+            return false;
+        };
         issuer.raw == self.issuer.as_slice() && serial.value == self.serial.as_slice()
             || (names_equal(issuer.raw, &self.issuer) && serial.value == self.serial.as_slice())
     }
@@ -232,10 +236,10 @@ impl Certificate {
     /// True if the certificate carries this subject key identifier, or if the identifier is
     /// the SHA-1 of its public key (the RFC 5280 method 1, used when the extension is absent).
     pub fn matches_key_id(&self, id: &[u8]) -> bool {
-        if let Some(ski) = &self.subject_key_id {
-            if ski.as_slice() == id {
-                return true;
-            }
+        if let Some(ski) = &self.subject_key_id
+            && ski.as_slice() == id
+        {
+            return true;
         }
         let sha1 = aws_lc_rs::digest::digest(
             &aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY,
@@ -247,16 +251,19 @@ impl Certificate {
     /// The subject key identifier to use in our own output: the extension, or SHA-1 of the key.
     pub fn key_id(&self) -> Vec<u8> {
         self.subject_key_id.clone().unwrap_or_else(|| {
-            aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY, &self.public_key)
-                .as_ref()
-                .to_vec()
+            aws_lc_rs::digest::digest(
+                &aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY,
+                &self.public_key,
+            )
+            .as_ref()
+            .to_vec()
         })
     }
 
     /// True if the certificate names the address (case-insensitive).
     pub fn has_email(&self, address: &str) -> bool {
         let a = address.trim().to_ascii_lowercase();
-        self.emails.iter().any(|e| *e == a)
+        self.emails.contains(&a)
     }
 
     /// The subject as readable text (`CN=..., O=...`).
@@ -276,13 +283,23 @@ impl Certificate {
 }
 
 /// Splits a SubjectPublicKeyInfo into algorithm OID, parameters and key bits.
-pub(crate) fn parse_spki(spki: &Tlv<'_>) -> Result<(Vec<u8>, Option<Vec<u8>>, Vec<u8>)> {
+/// A public key's algorithm OID, its parameters (DER) and its key bits.
+pub(crate) type SpkiParts = (Vec<u8>, Option<Vec<u8>>, Vec<u8>);
+
+pub(crate) fn parse_spki(spki: &Tlv<'_>) -> Result<SpkiParts> {
     let mut s = spki.reader();
     let alg = s.read(tag::SEQUENCE, "key algorithm")?;
     let mut a = alg.reader();
     let alg_oid = a.read(tag::OID, "key algorithm id")?.value.to_vec();
-    let params = if a.is_empty() { None } else { Some(a.read_any()?.raw.to_vec()) };
-    let bits = s.read(tag::BIT_STRING, "subjectPublicKey")?.bit_string()?.to_vec();
+    let params = if a.is_empty() {
+        None
+    } else {
+        Some(a.read_any()?.raw.to_vec())
+    };
+    let bits = s
+        .read(tag::BIT_STRING, "subjectPublicKey")?
+        .bit_string()?
+        .to_vec();
     Ok((alg_oid, params, bits))
 }
 
@@ -292,12 +309,18 @@ pub(crate) fn key_kind(alg: &[u8], params: Option<&[u8]>, key: &[u8]) -> KeyKind
         let bits = Tlv::parse(key)
             .ok()
             .and_then(|k| k.reader().read(tag::INTEGER, "n").ok())
-            .and_then(|n| n.uint_bytes().ok().map(|m| m.len() * 8 - m.first().map_or(8, |b| b.leading_zeros() as usize)))
+            .and_then(|n| {
+                n.uint_bytes()
+                    .ok()
+                    .map(|m| m.len() * 8 - m.first().map_or(8, |b| b.leading_zeros() as usize))
+            })
             .unwrap_or(0);
         return KeyKind::Rsa { bits };
     }
     if alg == oid::EC_PUBLIC_KEY {
-        let curve = params.and_then(|p| Tlv::parse(p).ok()).map(|t| t.value.to_vec());
+        let curve = params
+            .and_then(|p| Tlv::parse(p).ok())
+            .map(|t| t.value.to_vec());
         return match curve.as_deref() {
             Some(c) if c == oid::P256 => KeyKind::P256,
             Some(c) if c == oid::P384 => KeyKind::P384,
@@ -347,12 +370,12 @@ fn extension(id: &[u8], value: &[u8], out: &mut Certificate) -> Result<()> {
         let mut r = v.reader();
         while !r.is_empty() {
             let gn = r.read_any()?;
-            if gn.tag == tag::context(1) {
-                if let Ok(s) = std::str::from_utf8(gn.value) {
-                    let s = s.trim().to_ascii_lowercase();
-                    if !out.emails.contains(&s) {
-                        out.emails.push(s);
-                    }
+            if gn.tag == tag::context(1)
+                && let Ok(s) = std::str::from_utf8(gn.value)
+            {
+                let s = s.trim().to_ascii_lowercase();
+                if !out.emails.contains(&s) {
+                    out.emails.push(s);
                 }
             }
         }
@@ -396,20 +419,31 @@ fn short_attr(id: &[u8]) -> String {
         ("2.5.4.5", "serialNumber"),
     ];
     let d = oid::dotted(id);
-    KNOWN.iter().find(|(o, _)| *o == d).map_or(d, |(_, n)| (*n).to_string())
+    KNOWN
+        .iter()
+        .find(|(o, _)| *o == d)
+        .map_or(d, |(_, n)| (*n).to_string())
 }
 
 /// A Name as `CN=x, O=y` text (RFC 4514 order is reversed; we keep encoded order).
 pub fn name_text(name_der: &[u8]) -> String {
-    let Ok(name) = Tlv::parse(name_der) else { return "<bad name>".into() };
+    let Ok(name) = Tlv::parse(name_der) else {
+        return "<bad name>".into();
+    };
     let mut parts = Vec::new();
     let mut r = name.reader();
     while let Ok(rdn) = r.read_any() {
         let mut rr = rdn.reader();
         while let Ok(atv) = rr.read_any() {
             let mut a = atv.reader();
-            let (Ok(id), Ok(val)) = (a.read_any(), a.read_any()) else { continue };
-            parts.push(format!("{}={}", short_attr(id.value), String::from_utf8_lossy(val.value)));
+            let (Ok(id), Ok(val)) = (a.read_any(), a.read_any()) else {
+                continue;
+            };
+            parts.push(format!(
+                "{}={}",
+                short_attr(id.value),
+                String::from_utf8_lossy(val.value)
+            ));
         }
     }
     parts.join(", ")
@@ -434,7 +468,11 @@ pub fn names_equal(a: &[u8], b: &[u8]) -> bool {
                 let id = a.read_any().ok()?.value.to_vec();
                 let v = a.read_any().ok()?;
                 let s = String::from_utf8_lossy(v.value);
-                let s = s.split_whitespace().collect::<Vec<_>>().join(" ").to_lowercase();
+                let s = s
+                    .split_whitespace()
+                    .collect::<Vec<_>>()
+                    .join(" ")
+                    .to_lowercase();
                 out.push((id, s));
             }
         }
@@ -452,19 +490,11 @@ pub(crate) fn certificates_in(set: &Tlv<'_>) -> Vec<Certificate> {
     let mut out = Vec::new();
     let mut r: Reader<'_> = set.reader();
     while let Ok(c) = r.read_any() {
-        if c.tag == tag::SEQUENCE {
-            if let Ok(cert) = Certificate::from_der(c.raw) {
-                out.push(cert);
-            }
+        if c.tag == tag::SEQUENCE
+            && let Ok(cert) = Certificate::from_der(c.raw)
+        {
+            out.push(cert);
         }
     }
     out
-}
-
-/// Checks that `input` is not empty, for CLI-facing loaders.
-pub(crate) fn non_empty(input: &[u8], what: &str) -> Result<()> {
-    if input.iter().all(|b| b.is_ascii_whitespace()) {
-        return Err(malformed(format!("{what} is empty")));
-    }
-    Ok(())
 }

@@ -49,7 +49,10 @@ pub struct ChainParams<'a> {
 pub fn rfc3339(unix: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp(unix)
         .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
         .unwrap_or_else(|| format!("@{unix}"))
 }
 
@@ -78,14 +81,22 @@ pub fn validate_signer(leaf: &Certificate, params: &ChainParams<'_>) -> ChainVer
 
     if params.anchors.is_empty() {
         reasons.push("no trust anchors configured".to_string());
-        return ChainVerdict { valid: false, path, reasons };
+        return ChainVerdict {
+            valid: false,
+            path,
+            reasons,
+        };
     }
 
     if params.anchors.iter().any(|a| a.der() == leaf.der()) {
         // Pinned: the signer's own certificate is trusted. Check what webpki would have.
         check_validity(leaf, params.time, &mut reasons);
         path.push("(pinned)".to_string());
-        return ChainVerdict { valid: reasons.is_empty(), path, reasons };
+        return ChainVerdict {
+            valid: reasons.is_empty(),
+            path,
+            reasons,
+        };
     }
 
     let webpki_reasons = run_webpki(leaf, params, &mut path);
@@ -94,14 +105,20 @@ pub fn validate_signer(leaf: &Certificate, params: &ChainParams<'_>) -> ChainVer
             reasons.push(r);
         }
     }
-    ChainVerdict { valid: reasons.is_empty(), path, reasons }
+    ChainVerdict {
+        valid: reasons.is_empty(),
+        path,
+        reasons,
+    }
 }
 
 /// RFC 8550 §4.4.4: when the extension is present it must allow emailProtection (or any
 /// purpose); a certificate without it is not restricted.
 fn eku_allows_email(cert: &Certificate) -> bool {
     match &cert.ext_key_usage {
-        Some(list) => list.iter().any(|o| o == oid::KP_EMAIL_PROTECTION || o == oid::KP_ANY),
+        Some(list) => list
+            .iter()
+            .any(|o| o == oid::KP_EMAIL_PROTECTION || o == oid::KP_ANY),
         None => true,
     }
 }
@@ -110,7 +127,10 @@ fn check_validity(cert: &Certificate, at: i64, reasons: &mut Vec<String>) {
     if at > cert.not_after {
         reasons.push(format!("expired at {}", rfc3339(cert.not_after)));
     } else if at < cert.not_before {
-        reasons.push(format!("not yet valid: not valid before {}", rfc3339(cert.not_before)));
+        reasons.push(format!(
+            "not yet valid: not valid before {}",
+            rfc3339(cert.not_before)
+        ));
     }
 }
 
@@ -120,13 +140,19 @@ fn unix(t: i64) -> UnixTime {
 
 fn run_webpki(leaf: &Certificate, params: &ChainParams<'_>, path: &mut Vec<String>) -> Vec<String> {
     let mut reasons = Vec::new();
-    let anchor_ders: Vec<CertificateDer<'_>> =
-        params.anchors.iter().map(|c| CertificateDer::from(c.der())).collect();
+    let anchor_ders: Vec<CertificateDer<'_>> = params
+        .anchors
+        .iter()
+        .map(|c| CertificateDer::from(c.der()))
+        .collect();
     let mut anchors = Vec::new();
     for (der, cert) in anchor_ders.iter().zip(params.anchors) {
         match webpki::anchor_from_trusted_cert(der) {
             Ok(a) => anchors.push(a),
-            Err(e) => reasons.push(format!("trust anchor {} is unusable: {e:?}", cert.subject_text())),
+            Err(e) => reasons.push(format!(
+                "trust anchor {} is unusable: {e:?}",
+                cert.subject_text()
+            )),
         }
     }
     let intermediates: Vec<CertificateDer<'_>> = params
@@ -139,7 +165,9 @@ fn run_webpki(leaf: &Certificate, params: &ChainParams<'_>, path: &mut Vec<Strin
     let ee = match EndEntityCert::try_from(&leaf_der) {
         Ok(ee) => ee,
         Err(e) => {
-            reasons.push(format!("the signer certificate cannot be parsed for path validation: {e:?}"));
+            reasons.push(format!(
+                "the signer certificate cannot be parsed for path validation: {e:?}"
+            ));
             return reasons;
         }
     };
@@ -184,7 +212,11 @@ fn run_webpki(leaf: &Certificate, params: &ChainParams<'_>, path: &mut Vec<Strin
                 .anchors
                 .iter()
                 .find(|c| {
-                    let value = |d: &[u8]| crate::asn1::Tlv::parse(d).map(|t| t.value.to_vec()).unwrap_or_default();
+                    let value = |d: &[u8]| {
+                        crate::asn1::Tlv::parse(d)
+                            .map(|t| t.value.to_vec())
+                            .unwrap_or_default()
+                    };
                     value(&c.subject) == anchor.subject.as_ref()
                         && value(&c.spki) == anchor.subject_public_key_info.as_ref()
                 })
@@ -238,6 +270,7 @@ fn describe(e: &webpki::Error, leaf: &Certificate) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::panic)]
 mod tests {
     use super::*;
 

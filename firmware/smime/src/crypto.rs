@@ -60,7 +60,7 @@ impl HashAlg {
     }
 
     /// Output length in bytes.
-    pub fn len(self) -> usize {
+    pub fn output_len(self) -> usize {
         self.algorithm().output_len()
     }
 
@@ -149,7 +149,11 @@ impl std::str::FromStr for CipherChoice {
             "aes128-cbc" | "aes-128-cbc" => CipherChoice::Aes128Cbc,
             "aes256-gcm" | "aes-256-gcm" => CipherChoice::Aes256Gcm,
             "aes128-gcm" | "aes-128-gcm" => CipherChoice::Aes128Gcm,
-            other => return Err(Error::Usage(format!("unknown cipher {other:?} (use aes256-cbc, aes128-cbc, aes256-gcm or aes128-gcm)"))),
+            other => {
+                return Err(Error::Usage(format!(
+                    "unknown cipher {other:?} (use aes256-cbc, aes128-cbc, aes256-gcm or aes128-gcm)"
+                )));
+            }
         })
     }
 }
@@ -163,10 +167,24 @@ impl CipherChoice {
     /// A fresh cipher instance with random IV/nonce.
     pub fn instantiate(self) -> Result<ContentCipher> {
         Ok(match self {
-            CipherChoice::Aes256Cbc => ContentCipher::AesCbc { key_len: 32, iv: random(16)? },
-            CipherChoice::Aes128Cbc => ContentCipher::AesCbc { key_len: 16, iv: random(16)? },
-            CipherChoice::Aes256Gcm => ContentCipher::AesGcm { key_len: 32, nonce: random(12)?, tag_len: 16 },
-            CipherChoice::Aes128Gcm => ContentCipher::AesGcm { key_len: 16, nonce: random(12)?, tag_len: 16 },
+            CipherChoice::Aes256Cbc => ContentCipher::AesCbc {
+                key_len: 32,
+                iv: random(16)?,
+            },
+            CipherChoice::Aes128Cbc => ContentCipher::AesCbc {
+                key_len: 16,
+                iv: random(16)?,
+            },
+            CipherChoice::Aes256Gcm => ContentCipher::AesGcm {
+                key_len: 32,
+                nonce: random(12)?,
+                tag_len: 16,
+            },
+            CipherChoice::Aes128Gcm => ContentCipher::AesGcm {
+                key_len: 16,
+                nonce: random(12)?,
+                tag_len: 16,
+            },
         })
     }
 }
@@ -176,7 +194,11 @@ impl ContentCipher {
     pub fn from_algorithm_identifier(alg: &Tlv<'_>) -> Result<ContentCipher> {
         let mut r = alg.reader();
         let id = r.read(tag::OID, "content encryption algorithm")?.value;
-        let params = if r.is_empty() { None } else { Some(r.read_any()?) };
+        let params = if r.is_empty() {
+            None
+        } else {
+            Some(r.read_any()?)
+        };
         let iv = |p: Option<Tlv<'_>>, n: usize| -> Result<Vec<u8>> {
             let p = p.ok_or_else(|| malformed("missing IV"))?;
             let v = p.octets()?.into_owned();
@@ -199,22 +221,44 @@ impl ContentCipher {
             if tag_len != 16 {
                 return Err(unsupported(format!("GCM tag of {tag_len} bytes")));
             }
-            Ok(ContentCipher::AesGcm { key_len, nonce, tag_len })
+            Ok(ContentCipher::AesGcm {
+                key_len,
+                nonce,
+                tag_len,
+            })
         };
         Ok(match id {
-            x if x == oid::AES128_CBC => ContentCipher::AesCbc { key_len: 16, iv: iv(params, 16)? },
-            x if x == oid::AES192_CBC => ContentCipher::AesCbc { key_len: 24, iv: iv(params, 16)? },
-            x if x == oid::AES256_CBC => ContentCipher::AesCbc { key_len: 32, iv: iv(params, 16)? },
+            x if x == oid::AES128_CBC => ContentCipher::AesCbc {
+                key_len: 16,
+                iv: iv(params, 16)?,
+            },
+            x if x == oid::AES192_CBC => ContentCipher::AesCbc {
+                key_len: 24,
+                iv: iv(params, 16)?,
+            },
+            x if x == oid::AES256_CBC => ContentCipher::AesCbc {
+                key_len: 32,
+                iv: iv(params, 16)?,
+            },
             x if x == oid::DES_EDE3_CBC => ContentCipher::DesEde3Cbc { iv: iv(params, 8)? },
             x if x == oid::AES128_GCM => gcm(params, 16)?,
             x if x == oid::AES192_GCM => gcm(params, 24)?,
             x if x == oid::AES256_GCM => gcm(params, 32)?,
-            x if x == oid::CHACHA20_POLY1305 => {
-                ContentCipher::ChaCha20Poly1305 { nonce: iv(params, 12)? }
+            x if x == oid::CHACHA20_POLY1305 => ContentCipher::ChaCha20Poly1305 {
+                nonce: iv(params, 12)?,
+            },
+            x if x == oid::RC2_CBC => {
+                return Err(unsupported(
+                    "RC2-CBC content encryption (an obsolete export cipher)",
+                ));
             }
-            x if x == oid::RC2_CBC => return Err(unsupported("RC2-CBC content encryption (an obsolete export cipher)")),
             x if x == oid::DES_CBC => return Err(unsupported("single-DES content encryption")),
-            x => return Err(unsupported(format!("content encryption algorithm {}", oid::name(x)))),
+            x => {
+                return Err(unsupported(format!(
+                    "content encryption algorithm {}",
+                    oid::name(x)
+                )));
+            }
         })
     }
 
@@ -229,8 +273,14 @@ impl ContentCipher {
                 };
                 der::algorithm(o, Some(&der::octet_string(iv)))
             }
-            ContentCipher::DesEde3Cbc { iv } => der::algorithm(oid::DES_EDE3_CBC, Some(&der::octet_string(iv))),
-            ContentCipher::AesGcm { key_len, nonce, tag_len } => {
+            ContentCipher::DesEde3Cbc { iv } => {
+                der::algorithm(oid::DES_EDE3_CBC, Some(&der::octet_string(iv)))
+            }
+            ContentCipher::AesGcm {
+                key_len,
+                nonce,
+                tag_len,
+            } => {
                 let o = match key_len {
                     16 => oid::AES128_GCM,
                     24 => oid::AES192_GCM,
@@ -262,7 +312,9 @@ impl ContentCipher {
     /// The content-encryption key length in bytes.
     pub fn key_len(&self) -> usize {
         match self {
-            ContentCipher::AesCbc { key_len, .. } | ContentCipher::AesGcm { key_len, .. } => *key_len,
+            ContentCipher::AesCbc { key_len, .. } | ContentCipher::AesGcm { key_len, .. } => {
+                *key_len
+            }
             ContentCipher::DesEde3Cbc { .. } => 24,
             ContentCipher::ChaCha20Poly1305 { .. } => 32,
         }
@@ -270,7 +322,10 @@ impl ContentCipher {
 
     /// True for AEAD ciphers (AuthEnvelopedData).
     pub fn is_aead(&self) -> bool {
-        matches!(self, ContentCipher::AesGcm { .. } | ContentCipher::ChaCha20Poly1305 { .. })
+        matches!(
+            self,
+            ContentCipher::AesGcm { .. } | ContentCipher::ChaCha20Poly1305 { .. }
+        )
     }
 
     fn block_algorithm(&self) -> Result<&'static cipher::Algorithm> {
@@ -300,52 +355,83 @@ impl ContentCipher {
         let err = |_| Error::Usage("encryption failed".into());
         match self {
             ContentCipher::AesCbc { iv, .. } => {
-                let ukey = cipher::UnboundCipherKey::new(self.block_algorithm()?, key).map_err(err)?;
+                let ukey =
+                    cipher::UnboundCipherKey::new(self.block_algorithm()?, key).map_err(err)?;
                 let k = cipher::PaddedBlockEncryptingKey::cbc_pkcs7(ukey).map_err(err)?;
                 let mut data = data;
                 let ivc = aws_lc_rs::iv::FixedLength::<16>::try_from(iv.as_slice()).map_err(err)?;
-                k.less_safe_encrypt(&mut data, cipher::EncryptionContext::Iv128(ivc)).map_err(err)?;
+                k.less_safe_encrypt(&mut data, cipher::EncryptionContext::Iv128(ivc))
+                    .map_err(err)?;
                 Ok((data, Vec::new()))
             }
             ContentCipher::AesGcm { nonce, .. } | ContentCipher::ChaCha20Poly1305 { nonce } => {
-                let k = aead::LessSafeKey::new(aead::UnboundKey::new(self.aead_algorithm()?, key).map_err(err)?);
+                let k = aead::LessSafeKey::new(
+                    aead::UnboundKey::new(self.aead_algorithm()?, key).map_err(err)?,
+                );
                 let n = aead::Nonce::try_assume_unique_for_key(nonce).map_err(err)?;
                 let mut data = data;
-                let tag = k.seal_in_place_separate_tag(n, aead::Aad::from(aad), &mut data).map_err(err)?;
+                let tag = k
+                    .seal_in_place_separate_tag(n, aead::Aad::from(aad), &mut data)
+                    .map_err(err)?;
                 Ok((data, tag.as_ref().to_vec()))
             }
-            ContentCipher::DesEde3Cbc { .. } => Err(Error::Usage("3DES is never used to encrypt".into())),
+            ContentCipher::DesEde3Cbc { .. } => {
+                Err(Error::Usage("3DES is never used to encrypt".into()))
+            }
         }
     }
 
     /// Decrypts. Any failure (padding, tag) is [`Error::Decrypt`].
-    pub fn decrypt(&self, key: &[u8], mut data: Vec<u8>, aad: &[u8], tag: &[u8]) -> Result<Vec<u8>> {
+    pub fn decrypt(
+        &self,
+        key: &[u8],
+        mut data: Vec<u8>,
+        aad: &[u8],
+        tag: &[u8],
+    ) -> Result<Vec<u8>> {
         if key.len() != self.key_len() {
             return Err(Error::Decrypt);
         }
         match self {
             ContentCipher::AesCbc { iv, .. } | ContentCipher::DesEde3Cbc { iv } => {
-                let bs = if matches!(self, ContentCipher::DesEde3Cbc { .. }) { 8 } else { 16 };
-                if data.is_empty() || data.len() % bs != 0 {
+                let bs = if matches!(self, ContentCipher::DesEde3Cbc { .. }) {
+                    8
+                } else {
+                    16
+                };
+                if data.is_empty() || !data.len().is_multiple_of(bs) {
                     return Err(Error::Decrypt);
                 }
-                let ukey = cipher::UnboundCipherKey::new(self.block_algorithm()?, key).map_err(|_| Error::Decrypt)?;
-                let k = cipher::PaddedBlockDecryptingKey::cbc_pkcs7(ukey).map_err(|_| Error::Decrypt)?;
+                let ukey = cipher::UnboundCipherKey::new(self.block_algorithm()?, key)
+                    .map_err(|_| Error::Decrypt)?;
+                let k = cipher::PaddedBlockDecryptingKey::cbc_pkcs7(ukey)
+                    .map_err(|_| Error::Decrypt)?;
                 let ctx = if bs == 8 {
-                    cipher::DecryptionContext::Iv64(aws_lc_rs::iv::FixedLength::<8>::try_from(iv.as_slice()).map_err(|_| Error::Decrypt)?)
+                    cipher::DecryptionContext::Iv64(
+                        aws_lc_rs::iv::FixedLength::<8>::try_from(iv.as_slice())
+                            .map_err(|_| Error::Decrypt)?,
+                    )
                 } else {
-                    cipher::DecryptionContext::Iv128(aws_lc_rs::iv::FixedLength::<16>::try_from(iv.as_slice()).map_err(|_| Error::Decrypt)?)
+                    cipher::DecryptionContext::Iv128(
+                        aws_lc_rs::iv::FixedLength::<16>::try_from(iv.as_slice())
+                            .map_err(|_| Error::Decrypt)?,
+                    )
                 };
                 let n = k.decrypt(&mut data, ctx).map_err(|_| Error::Decrypt)?.len();
                 data.truncate(n);
                 Ok(data)
             }
             ContentCipher::AesGcm { nonce, .. } | ContentCipher::ChaCha20Poly1305 { nonce } => {
-                let k = aead::LessSafeKey::new(aead::UnboundKey::new(self.aead_algorithm()?, key).map_err(|_| Error::Decrypt)?);
-                let n = aead::Nonce::try_assume_unique_for_key(nonce).map_err(|_| Error::Decrypt)?;
+                let k = aead::LessSafeKey::new(
+                    aead::UnboundKey::new(self.aead_algorithm()?, key)
+                        .map_err(|_| Error::Decrypt)?,
+                );
+                let n =
+                    aead::Nonce::try_assume_unique_for_key(nonce).map_err(|_| Error::Decrypt)?;
                 let n_plain = data.len();
                 data.extend_from_slice(tag);
-                k.open_in_place(n, aead::Aad::from(aad), &mut data).map_err(|_| Error::Decrypt)?;
+                k.open_in_place(n, aead::Aad::from(aad), &mut data)
+                    .map_err(|_| Error::Decrypt)?;
                 data.truncate(n_plain);
                 Ok(data)
             }
@@ -412,7 +498,7 @@ impl WrapAlg {
 
 /// ANSI X9.63 KDF (SEC 1 §3.6.1), as CMS ECDH uses it (RFC 5753 §7.2).
 pub fn x963_kdf(hash: HashAlg, z: &[u8], shared_info: &[u8], len: usize) -> Zeroizing<Vec<u8>> {
-    let mut out = Zeroizing::new(Vec::with_capacity(len + hash.len()));
+    let mut out = Zeroizing::new(Vec::with_capacity(len + hash.output_len()));
     let mut counter: u32 = 1;
     while out.len() < len {
         let mut h = hash.hasher();
@@ -434,10 +520,10 @@ pub fn hkdf(hash: HashAlg, ikm: &[u8], info: &[u8], len: usize) -> Result<Zeroiz
         HashAlg::Sha512 => hmac::HMAC_SHA512,
         _ => return Err(unsupported("HKDF hash")),
     };
-    let salt = vec![0u8; hash.len()];
+    let salt = vec![0u8; hash.output_len()];
     let prk = hmac::sign(&hmac::Key::new(alg, &salt), ikm);
     let prk_key = hmac::Key::new(alg, prk.as_ref());
-    let mut out = Zeroizing::new(Vec::with_capacity(len + hash.len()));
+    let mut out = Zeroizing::new(Vec::with_capacity(len + hash.output_len()));
     let mut t: Vec<u8> = Vec::new();
     let mut i: u8 = 1;
     while out.len() < len {
@@ -464,16 +550,25 @@ pub(crate) fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> Vec<u8> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::panic)]
 mod tests {
     use super::*;
 
     #[test]
     fn cbc_and_gcm_roundtrip() {
-        for c in [CipherChoice::Aes128Cbc, CipherChoice::Aes256Cbc, CipherChoice::Aes128Gcm, CipherChoice::Aes256Gcm] {
+        for c in [
+            CipherChoice::Aes128Cbc,
+            CipherChoice::Aes256Cbc,
+            CipherChoice::Aes128Gcm,
+            CipherChoice::Aes256Gcm,
+        ] {
             let cc = c.instantiate().unwrap();
             let key = random(cc.key_len()).unwrap();
             let (ct, tag) = cc.encrypt(&key, b"hello world".to_vec(), b"").unwrap();
-            assert_eq!(cc.decrypt(&key, ct.clone(), b"", &tag).unwrap(), b"hello world");
+            assert_eq!(
+                cc.decrypt(&key, ct.clone(), b"", &tag).unwrap(),
+                b"hello world"
+            );
             let mut bad = key.clone();
             bad[0] ^= 1;
             let r = cc.decrypt(&bad, ct, b"", &tag);
@@ -494,8 +589,14 @@ mod tests {
         }
         // RFC 3394 §4.1 test vector.
         let kek: Vec<u8> = (0u8..16).collect();
-        let data = [0x00u8, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88, 0x99, 0xaa, 0xbb, 0xcc, 0xdd, 0xee, 0xff];
+        let data = [
+            0x00u8, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88, 0x99, 0xaa, 0xbb, 0xcc, 0xdd,
+            0xee, 0xff,
+        ];
         let w = WrapAlg::Aes128.wrap(&kek, &data).unwrap();
-        assert_eq!(crate::cert::hex(&w), "1fa68b0a8112b447aef34bd8fb5a7b829d3e862371d2cfe5");
+        assert_eq!(
+            crate::cert::hex(&w),
+            "1fa68b0a8112b447aef34bd8fb5a7b829d3e862371d2cfe5"
+        );
     }
 }

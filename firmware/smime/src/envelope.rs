@@ -67,7 +67,11 @@ impl Recipient {
                 )));
             }
         };
-        Ok(Recipient { cert, key_management, by_key_id: false })
+        Ok(Recipient {
+            cert,
+            key_management,
+            by_key_id: false,
+        })
     }
 }
 
@@ -144,12 +148,26 @@ pub fn encrypt(content: &[u8], recipients: &[Recipient], cipher: CipherChoice) -
     ]);
     drop(ciphertext);
     let (content_type, body) = if cc.is_aead() {
-        (oid::AUTH_ENVELOPED_DATA, der::seq(&[&der::uint(0), &recipient_infos, &eci, &der::octet_string(&tag_bytes)]))
+        (
+            oid::AUTH_ENVELOPED_DATA,
+            der::seq(&[
+                &der::uint(0),
+                &recipient_infos,
+                &eci,
+                &der::octet_string(&tag_bytes),
+            ]),
+        )
     } else {
         let version = if any_v2 { 2 } else { 0 };
-        (oid::ENVELOPED_DATA, der::seq(&[&der::uint(version), &recipient_infos, &eci]))
+        (
+            oid::ENVELOPED_DATA,
+            der::seq(&[&der::uint(version), &recipient_infos, &eci]),
+        )
     };
-    Ok(der::seq(&[&der::oid(content_type), &der::tlv(tag::context_constructed(0), &body)]))
+    Ok(der::seq(&[
+        &der::oid(content_type),
+        &der::tlv(tag::context_constructed(0), &body),
+    ]))
 }
 
 fn rid(r: &Recipient) -> Vec<u8> {
@@ -164,8 +182,9 @@ fn rid(r: &Recipient) -> Vec<u8> {
 fn recipient_info(r: &Recipient, cek: &[u8]) -> Result<(Vec<u8>, bool)> {
     match (r.key_management, &r.cert.key_kind) {
         (KeyManagement::RsaPkcs1 | KeyManagement::RsaOaep(_), KeyKind::Rsa { .. }) => {
-            let public = awsrsa::PublicEncryptingKey::from_der(&r.cert.spki)
-                .map_err(|_| Error::Usage(format!("unusable RSA key in {}", r.cert.subject_text())))?;
+            let public = awsrsa::PublicEncryptingKey::from_der(&r.cert.spki).map_err(|_| {
+                Error::Usage(format!("unusable RSA key in {}", r.cert.subject_text()))
+            })?;
             let mut out = vec![0u8; public.key_size_bytes()];
             let fail = |_| Error::Usage("RSA encryption failed".into());
             let (alg, n) = match r.key_management {
@@ -176,7 +195,9 @@ fn recipient_info(r: &Recipient, cek: &[u8]) -> Result<(Vec<u8>, bool)> {
                         HashAlg::Sha256 => (&awsrsa::OAEP_SHA256_MGF1SHA256, oaep_params(h)),
                         HashAlg::Sha384 => (&awsrsa::OAEP_SHA384_MGF1SHA384, oaep_params(h)),
                         HashAlg::Sha512 => (&awsrsa::OAEP_SHA512_MGF1SHA512, oaep_params(h)),
-                        HashAlg::Sha224 => return Err(Error::Usage("OAEP with SHA-224 is not offered".into())),
+                        HashAlg::Sha224 => {
+                            return Err(Error::Usage("OAEP with SHA-224 is not offered".into()));
+                        }
                     };
                     let n = oaep.encrypt(a, cek, &mut out, None).map_err(fail)?.len();
                     (der::algorithm(oid::RSAES_OAEP, Some(&params)), n)
@@ -189,7 +210,10 @@ fn recipient_info(r: &Recipient, cek: &[u8]) -> Result<(Vec<u8>, bool)> {
             };
             out.truncate(n);
             let version = if r.by_key_id { 2 } else { 0 };
-            Ok((der::seq(&[&der::uint(version), &rid(r), &alg, &der::octet_string(&out)]), r.by_key_id))
+            Ok((
+                der::seq(&[&der::uint(version), &rid(r), &alg, &der::octet_string(&out)]),
+                r.by_key_id,
+            ))
         }
         (KeyManagement::Ecdh(_), KeyKind::P256 | KeyKind::P384 | KeyKind::P521)
         | (KeyManagement::X25519Hkdf(_), KeyKind::X25519) => {
@@ -207,7 +231,11 @@ fn recipient_info(r: &Recipient, cek: &[u8]) -> Result<(Vec<u8>, bool)> {
             let rng = SystemRandom::new();
             let eph = agreement::EphemeralPrivateKey::generate(alg, &rng)
                 .map_err(|_| Error::Usage("ECDH key generation failed".into()))?;
-            let eph_pub = eph.compute_public_key().map_err(|_| Error::Usage("ECDH failed".into()))?.as_ref().to_vec();
+            let eph_pub = eph
+                .compute_public_key()
+                .map_err(|_| Error::Usage("ECDH failed".into()))?
+                .as_ref()
+                .to_vec();
             let wrap = match cek.len() {
                 16 => WrapAlg::Aes128,
                 24 => WrapAlg::Aes192,
@@ -216,34 +244,58 @@ fn recipient_info(r: &Recipient, cek: &[u8]) -> Result<(Vec<u8>, bool)> {
             let wrap_alg = der::algorithm(wrap.oid(), None);
             let sinfo = shared_info(&wrap_alg, None, wrap.key_len());
             let peer = agreement::UnparsedPublicKey::new(alg, r.cert.public_key.as_slice());
-            let kek = agreement::agree_ephemeral(eph, peer, Error::Usage("ECDH with the recipient's key failed".into()), |z| {
-                kdf.derive(z, &sinfo, wrap.key_len())
-            })?;
+            let kek = agreement::agree_ephemeral(
+                eph,
+                peer,
+                Error::Usage("ECDH with the recipient's key failed".into()),
+                |z| kdf.derive(z, &sinfo, wrap.key_len()),
+            )?;
             let wrapped = wrap.wrap(&kek, cek)?;
             let originator = der::tlv(
                 tag::context_constructed(0),
-                &der::cons(tag::context_constructed(1), &[&der::algorithm(originator_alg, None), &der::bit_string(&eph_pub)]),
+                &der::cons(
+                    tag::context_constructed(1),
+                    &[
+                        &der::algorithm(originator_alg, None),
+                        &der::bit_string(&eph_pub),
+                    ],
+                ),
             );
             let rek_rid = if r.by_key_id {
-                der::tlv(tag::context_constructed(0), &der::octet_string(&r.cert.key_id()))
+                der::tlv(
+                    tag::context_constructed(0),
+                    &der::octet_string(&r.cert.key_id()),
+                )
             } else {
                 r.cert.issuer_and_serial()
             };
             let reks = der::seq(&[&der::seq(&[&rek_rid, &der::octet_string(&wrapped)])]);
             let kari = der::cons(
                 tag::context_constructed(1),
-                &[&der::uint(3), &originator, &der::algorithm(kdf_oid, Some(&wrap_alg)), &reks],
+                &[
+                    &der::uint(3),
+                    &originator,
+                    &der::algorithm(kdf_oid, Some(&wrap_alg)),
+                    &reks,
+                ],
             );
             Ok((kari, true))
         }
-        (km, kind) => Err(Error::Usage(format!("{} cannot be used with a {} key", km.label(), kind.label()))),
+        (km, kind) => Err(Error::Usage(format!(
+            "{} cannot be used with a {} key",
+            km.label(),
+            kind.label()
+        ))),
     }
 }
 
 fn oaep_params(h: HashAlg) -> Vec<u8> {
     let hash = h.algorithm_identifier();
     let mgf = der::algorithm(oid::MGF1, Some(&hash));
-    der::seq(&[&der::tlv(tag::context_constructed(0), &hash), &der::tlv(tag::context_constructed(1), &mgf)])
+    der::seq(&[
+        &der::tlv(tag::context_constructed(0), &hash),
+        &der::tlv(tag::context_constructed(1), &mgf),
+    ])
 }
 
 fn hkdf_oid(h: HashAlg) -> Result<&'static [u8]> {
@@ -251,7 +303,11 @@ fn hkdf_oid(h: HashAlg) -> Result<&'static [u8]> {
         HashAlg::Sha256 => oid::X25519_HKDF_SHA256,
         HashAlg::Sha384 => oid::X25519_HKDF_SHA384,
         HashAlg::Sha512 => oid::X25519_HKDF_SHA512,
-        _ => return Err(Error::Usage("HKDF with SHA-1 or SHA-224 is not offered".into())),
+        _ => {
+            return Err(Error::Usage(
+                "HKDF with SHA-1 or SHA-224 is not offered".into(),
+            ));
+        }
     })
 }
 
@@ -270,7 +326,11 @@ fn shared_info(wrap_alg: &[u8], ukm: Option<&[u8]>, kek_len: usize) -> Vec<u8> {
     let bits = ((kek_len * 8) as u32).to_be_bytes();
     let supp = der::tlv(tag::context_constructed(2), &der::octet_string(&bits));
     match ukm {
-        Some(u) => der::seq(&[wrap_alg, &der::tlv(tag::context_constructed(0), &der::octet_string(u)), &supp]),
+        Some(u) => der::seq(&[
+            wrap_alg,
+            &der::tlv(tag::context_constructed(0), &der::octet_string(u)),
+            &supp,
+        ]),
         None => der::seq(&[wrap_alg, &supp]),
     }
 }
@@ -302,7 +362,10 @@ fn parse_envelope<'a>(ct: &[u8], body: Tlv<'a>) -> Result<Envelope<'a>> {
     } else if ct == oid::AUTH_ENVELOPED_DATA {
         true
     } else {
-        return Err(malformed(format!("not an encrypted message (content type {})", oid::name(ct))));
+        return Err(malformed(format!(
+            "not an encrypted message (content type {})",
+            oid::name(ct)
+        )));
     };
     let body = body.expect(tag::SEQUENCE, "EnvelopedData")?;
     let mut r = body.reader();
@@ -320,7 +383,15 @@ fn parse_envelope<'a>(ct: &[u8], body: Tlv<'a>) -> Result<Envelope<'a>> {
         auth_attrs = r.read_optional(tag::context_constructed(1))?;
         mac = Some(r.read_any()?);
     }
-    Ok(Envelope { auth, recipient_infos, cipher, inner_type, encrypted, auth_attrs, mac })
+    Ok(Envelope {
+        auth,
+        recipient_infos,
+        cipher,
+        inner_type,
+        encrypted,
+        auth_attrs,
+        mac,
+    })
 }
 
 /// A candidate content key from one recipient entry that names one of our keys.
@@ -336,7 +407,9 @@ pub fn decrypt(input: &[u8], keys: &[&dyn PrivateKey]) -> Result<Decrypted> {
     let env = parse_envelope(ct, body)?;
     let cipher = env.cipher.clone()?;
     if env.auth != cipher.is_aead() {
-        return Err(malformed("content cipher does not fit the structure (AEAD in EnvelopedData or CBC in AuthEnvelopedData)"));
+        return Err(malformed(
+            "content cipher does not fit the structure (AEAD in EnvelopedData or CBC in AuthEnvelopedData)",
+        ));
     }
     let mut candidates = Vec::new();
     let mut named_us = false;
@@ -364,7 +437,11 @@ pub fn decrypt(input: &[u8], keys: &[&dyn PrivateKey]) -> Result<Decrypted> {
         if let Some(e) = last_unsupported {
             return Err(e);
         }
-        return Err(if named_us { Error::Decrypt } else { Error::NoMatchingRecipient });
+        return Err(if named_us {
+            Error::Decrypt
+        } else {
+            Error::NoMatchingRecipient
+        });
     }
     let ciphertext = match &env.encrypted {
         Some(t) => t.octets()?.into_owned(),
@@ -391,11 +468,17 @@ pub fn decrypt(input: &[u8], keys: &[&dyn PrivateKey]) -> Result<Decrypted> {
             return Ok(Decrypted {
                 content,
                 report: DecryptReport {
-                    structure: if env.auth { "auth-enveloped-data" } else { "enveloped-data" },
+                    structure: if env.auth {
+                        "auth-enveloped-data"
+                    } else {
+                        "enveloped-data"
+                    },
                     cipher: cipher.name(),
                     key_management: c.key_management.clone(),
                     recipient: cert.map(|c| c.subject_text()).unwrap_or_default(),
-                    recipient_serial: cert.map(|c| crate::cert::hex(&c.serial)).unwrap_or_default(),
+                    recipient_serial: cert
+                        .map(|c| crate::cert::hex(&c.serial))
+                        .unwrap_or_default(),
                     content_type: oid::name(env.inner_type),
                 },
             });
@@ -420,7 +503,13 @@ fn matches_rid(cert: &Certificate, rid: &Tlv<'_>) -> bool {
     }
 }
 
-fn recipient_candidates(info: &Tlv<'_>, keys: &[&dyn PrivateKey], key_len: usize, named_us: &mut bool, ignore_ids: bool) -> Result<Vec<Candidate>> {
+fn recipient_candidates(
+    info: &Tlv<'_>,
+    keys: &[&dyn PrivateKey],
+    key_len: usize,
+    named_us: &mut bool,
+    ignore_ids: bool,
+) -> Result<Vec<Candidate>> {
     let mut out = Vec::new();
     match info.tag {
         tag::SEQUENCE => {
@@ -431,7 +520,12 @@ fn recipient_candidates(info: &Tlv<'_>, keys: &[&dyn PrivateKey], key_len: usize
             let alg = r.read(tag::SEQUENCE, "keyEncryptionAlgorithm")?;
             let ek = r.read_any()?.octets()?.into_owned();
             let matching: Vec<usize> = (0..keys.len())
-                .filter(|i| keys.get(*i).is_some_and(|k| (ignore_ids || matches_rid(k.certificate(), &rid)) && matches!(k.certificate().key_kind, KeyKind::Rsa { .. })))
+                .filter(|i| {
+                    keys.get(*i).is_some_and(|k| {
+                        (ignore_ids || matches_rid(k.certificate(), &rid))
+                            && matches!(k.certificate().key_kind, KeyKind::Rsa { .. })
+                    })
+                })
                 .collect();
             if matching.is_empty() {
                 return Ok(out);
@@ -444,16 +538,38 @@ fn recipient_candidates(info: &Tlv<'_>, keys: &[&dyn PrivateKey], key_len: usize
             for i in matching {
                 let Some(key) = keys.get(i) else { continue };
                 let (k, label) = if alg_oid == oid::RSA_ENCRYPTION {
-                    (key.rsa_pkcs1_decrypt(&ek, key_len)?, "rsa-pkcs1v15".to_string())
+                    (
+                        key.rsa_pkcs1_decrypt(&ek, key_len)?,
+                        "rsa-pkcs1v15".to_string(),
+                    )
                 } else if alg_oid == oid::RSAES_OAEP {
-                    let params = if a.is_empty() { None } else { Some(a.read_any()?) };
+                    let params = if a.is_empty() {
+                        None
+                    } else {
+                        Some(a.read_any()?)
+                    };
                     let (p, label) = parse_oaep_params(params)?;
-                    let lbl = format!("rsa-oaep-{}{}", p.hash.micalg(), if p.mgf1 != p.hash { format!("-mgf1-{}", p.mgf1.micalg()) } else { String::new() });
+                    let lbl = format!(
+                        "rsa-oaep-{}{}",
+                        p.hash.micalg(),
+                        if p.mgf1 != p.hash {
+                            format!("-mgf1-{}", p.mgf1.micalg())
+                        } else {
+                            String::new()
+                        }
+                    );
                     (key.rsa_oaep_decrypt(&ek, p, &label, key_len)?, lbl)
                 } else {
-                    return Err(unsupported(format!("key transport algorithm {}", oid::name(alg_oid))));
+                    return Err(unsupported(format!(
+                        "key transport algorithm {}",
+                        oid::name(alg_oid)
+                    )));
                 };
-                out.push(Candidate { key: k, key_management: label, cert_index: i });
+                out.push(Candidate {
+                    key: k,
+                    key_management: label,
+                    cert_index: i,
+                });
             }
         }
         t if t == tag::context_constructed(1) => {
@@ -478,7 +594,10 @@ fn recipient_candidates(info: &Tlv<'_>, keys: &[&dyn PrivateKey], key_len: usize
             }
             let mut o = orig.reader();
             o.read(tag::SEQUENCE, "originator key algorithm")?;
-            let eph_public = o.read(tag::BIT_STRING, "originator public key")?.bit_string()?.to_vec();
+            let eph_public = o
+                .read(tag::BIT_STRING, "originator public key")?
+                .bit_string()?
+                .to_vec();
             // The shared info names the wrap algorithm; AES wraps with absent parameters.
             let wrap_alg = der::algorithm(wrap.oid(), None);
             let sinfo = shared_info(&wrap_alg, ukm.as_deref(), wrap.key_len());
@@ -491,26 +610,40 @@ fn recipient_candidates(info: &Tlv<'_>, keys: &[&dyn PrivateKey], key_len: usize
                 for (i, key) in keys.iter().enumerate() {
                     let cert = key.certificate();
                     let fits = match kdf {
-                        Kdf::X963(_) => matches!(cert.key_kind, KeyKind::P256 | KeyKind::P384 | KeyKind::P521),
+                        Kdf::X963(_) => {
+                            matches!(cert.key_kind, KeyKind::P256 | KeyKind::P384 | KeyKind::P521)
+                        }
                         Kdf::Hkdf(_) => cert.key_kind == KeyKind::X25519,
                     };
                     if !fits || !(ignore_ids || matches_rid(cert, &rid)) {
                         continue;
                     }
                     *named_us = true;
-                    let Ok(z) = key.ecdh(&eph_public) else { continue };
+                    let Ok(z) = key.ecdh(&eph_public) else {
+                        continue;
+                    };
                     let kek = kdf.derive(&z, &sinfo, wrap.key_len())?;
-                    if let Ok(cek) = wrap.unwrap(&kek, &wrapped) {
-                        if cek.len() == key_len {
-                            out.push(Candidate { key: cek, key_management: kdf.label(), cert_index: i });
-                        }
+                    if let Ok(cek) = wrap.unwrap(&kek, &wrapped)
+                        && cek.len() == key_len
+                    {
+                        out.push(Candidate {
+                            key: cek,
+                            key_management: kdf.label(),
+                            cert_index: i,
+                        });
                     }
                 }
             }
         }
-        t if t == tag::context_constructed(2) => return Err(unsupported("KEK recipient entries (kekri)")),
-        t if t == tag::context_constructed(3) => return Err(unsupported("password recipient entries (pwri)")),
-        t if t == tag::context_constructed(4) => return Err(unsupported("other recipient entries (ori, e.g. KEM)")),
+        t if t == tag::context_constructed(2) => {
+            return Err(unsupported("KEK recipient entries (kekri)"));
+        }
+        t if t == tag::context_constructed(3) => {
+            return Err(unsupported("password recipient entries (pwri)"));
+        }
+        t if t == tag::context_constructed(4) => {
+            return Err(unsupported("other recipient entries (ori, e.g. KEM)"));
+        }
         _ => return Err(malformed("unknown RecipientInfo")),
     }
     Ok(out)
@@ -542,21 +675,35 @@ fn kdf_from_oid(o: &[u8]) -> Result<Kdf> {
     Ok(match o {
         x if x == oid::ECDH_SHA1KDF || x == oid::ECDH_COFACTOR_SHA1KDF => Kdf::X963(HashAlg::Sha1),
         x if x == oid::ECDH_SHA224KDF => Kdf::X963(HashAlg::Sha224),
-        x if x == oid::ECDH_SHA256KDF || x == oid::ECDH_COFACTOR_SHA256KDF => Kdf::X963(HashAlg::Sha256),
-        x if x == oid::ECDH_SHA384KDF || x == oid::ECDH_COFACTOR_SHA384KDF => Kdf::X963(HashAlg::Sha384),
+        x if x == oid::ECDH_SHA256KDF || x == oid::ECDH_COFACTOR_SHA256KDF => {
+            Kdf::X963(HashAlg::Sha256)
+        }
+        x if x == oid::ECDH_SHA384KDF || x == oid::ECDH_COFACTOR_SHA384KDF => {
+            Kdf::X963(HashAlg::Sha384)
+        }
         x if x == oid::ECDH_SHA512KDF => Kdf::X963(HashAlg::Sha512),
         x if x == oid::X25519_HKDF_SHA256 => Kdf::Hkdf(HashAlg::Sha256),
         x if x == oid::X25519_HKDF_SHA384 => Kdf::Hkdf(HashAlg::Sha384),
         x if x == oid::X25519_HKDF_SHA512 => Kdf::Hkdf(HashAlg::Sha512),
-        x => return Err(unsupported(format!("key agreement algorithm {}", oid::name(x)))),
+        x => {
+            return Err(unsupported(format!(
+                "key agreement algorithm {}",
+                oid::name(x)
+            )));
+        }
     })
 }
 
 /// RSAES-OAEP-params (RFC 4055 §4.1); absent fields mean SHA-1 and MGF1-SHA-1.
 fn parse_oaep_params(params: Option<Tlv<'_>>) -> Result<(OaepParams, Vec<u8>)> {
-    let mut p = OaepParams { hash: HashAlg::Sha1, mgf1: HashAlg::Sha1 };
+    let mut p = OaepParams {
+        hash: HashAlg::Sha1,
+        mgf1: HashAlg::Sha1,
+    };
     let mut label = Vec::new();
-    let Some(params) = params else { return Ok((p, label)) };
+    let Some(params) = params else {
+        return Ok((p, label));
+    };
     if params.tag == tag::NULL {
         return Ok((p, label));
     }
@@ -599,21 +746,43 @@ pub fn inspect(input: &[u8]) -> Result<EnvelopeInfo> {
     let mut ri = env.recipient_infos.reader();
     while !ri.is_empty() {
         let info = ri.read_any()?;
-        recipients.push(summarise(&info).unwrap_or(RecipientInfoSummary { kind: "unreadable", algorithm: String::new(), id: vec![] }));
+        recipients.push(summarise(&info).unwrap_or(RecipientInfoSummary {
+            kind: "unreadable",
+            algorithm: String::new(),
+            id: vec![],
+        }));
     }
-    Ok(EnvelopeInfo { structure: if env.auth { "auth-enveloped-data" } else { "enveloped-data" }, cipher, recipients })
+    Ok(EnvelopeInfo {
+        structure: if env.auth {
+            "auth-enveloped-data"
+        } else {
+            "enveloped-data"
+        },
+        cipher,
+        recipients,
+    })
 }
 
 fn describe_rid(rid: &Tlv<'_>) -> String {
     match rid.tag {
         tag::SEQUENCE => {
             let mut r = rid.reader();
-            let issuer = r.read_any().map(|i| crate::cert::name_text(i.raw)).unwrap_or_default();
-            let serial = r.read_any().map(|s| crate::cert::hex(s.value)).unwrap_or_default();
+            let issuer = r
+                .read_any()
+                .map(|i| crate::cert::name_text(i.raw))
+                .unwrap_or_default();
+            let serial = r
+                .read_any()
+                .map(|s| crate::cert::hex(s.value))
+                .unwrap_or_default();
             format!("issuer={issuer}; serial={serial}")
         }
         t if t == tag::context(0) => format!("ski={}", crate::cert::hex(rid.value)),
-        _ => match rid.reader().read_any().and_then(|s| s.octets().map(|o| o.into_owned())) {
+        _ => match rid
+            .reader()
+            .read_any()
+            .and_then(|s| s.octets().map(|o| o.into_owned()))
+        {
             Ok(ski) => format!("ski={}", crate::cert::hex(&ski)),
             Err(_) => "unknown".into(),
         },
@@ -630,7 +799,11 @@ fn summarise(info: &Tlv<'_>) -> Result<RecipientInfoSummary> {
             let mut a = alg.reader();
             let id = a.read(tag::OID, "alg")?.value;
             let algorithm = if id == oid::RSAES_OAEP {
-                let params = if a.is_empty() { None } else { Some(a.read_any()?) };
+                let params = if a.is_empty() {
+                    None
+                } else {
+                    Some(a.read_any()?)
+                };
                 match parse_oaep_params(params) {
                     Ok((p, _)) => format!("rsa-oaep-{}-mgf1-{}", p.hash.micalg(), p.mgf1.micalg()),
                     Err(e) => e.to_string(),
@@ -640,7 +813,11 @@ fn summarise(info: &Tlv<'_>) -> Result<RecipientInfoSummary> {
             } else {
                 oid::name(id)
             };
-            RecipientInfoSummary { kind: "ktri", algorithm, id: vec![describe_rid(&rid)] }
+            RecipientInfoSummary {
+                kind: "ktri",
+                algorithm,
+                id: vec![describe_rid(&rid)],
+            }
         }
         t if t == tag::context_constructed(1) => {
             let mut r = info.reader();
@@ -650,7 +827,12 @@ fn summarise(info: &Tlv<'_>) -> Result<RecipientInfoSummary> {
             let alg = r.read(tag::SEQUENCE, "alg")?;
             let mut a = alg.reader();
             let kdf = a.read(tag::OID, "alg")?.value;
-            let wrap = a.read_any().ok().and_then(|w| w.reader().read_any().ok()).map(|o| oid::name(o.value)).unwrap_or_default();
+            let wrap = a
+                .read_any()
+                .ok()
+                .and_then(|w| w.reader().read_any().ok())
+                .map(|o| oid::name(o.value))
+                .unwrap_or_default();
             let algorithm = match kdf_from_oid(kdf) {
                 Ok(k) => format!("{} + {wrap}", k.label()),
                 Err(_) => oid::name(kdf),
@@ -663,26 +845,55 @@ fn summarise(info: &Tlv<'_>) -> Result<RecipientInfoSummary> {
                     ids.push(describe_rid(&rid));
                 }
             }
-            RecipientInfoSummary { kind: "kari", algorithm, id: ids }
+            RecipientInfoSummary {
+                kind: "kari",
+                algorithm,
+                id: ids,
+            }
         }
-        t if t == tag::context_constructed(2) => RecipientInfoSummary { kind: "kekri", algorithm: String::new(), id: vec![] },
-        t if t == tag::context_constructed(3) => RecipientInfoSummary { kind: "pwri", algorithm: String::new(), id: vec![] },
-        _ => RecipientInfoSummary { kind: "ori", algorithm: String::new(), id: vec![] },
+        t if t == tag::context_constructed(2) => RecipientInfoSummary {
+            kind: "kekri",
+            algorithm: String::new(),
+            id: vec![],
+        },
+        t if t == tag::context_constructed(3) => RecipientInfoSummary {
+            kind: "pwri",
+            algorithm: String::new(),
+            id: vec![],
+        },
+        _ => RecipientInfoSummary {
+            kind: "ori",
+            algorithm: String::new(),
+            id: vec![],
+        },
     })
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::panic)]
 mod tests {
     use super::*;
     use crate::keys::SoftwareKey;
     use std::process::Command;
 
     fn openssl(dir: &std::path::Path, args: &[&str]) {
-        let out = Command::new("openssl").args(args).current_dir(dir).output().expect("openssl (Debian package openssl) must be installed");
-        assert!(out.status.success(), "openssl {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl (Debian package openssl) must be installed");
+        assert!(
+            out.status.success(),
+            "openssl {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
-    fn key_and_cert(dir: &std::path::Path, name: &str, keyopt: &[&str]) -> (SoftwareKey, Certificate) {
+    fn key_and_cert(
+        dir: &std::path::Path,
+        name: &str,
+        keyopt: &[&str],
+    ) -> (SoftwareKey, Certificate) {
         let mut args = vec!["req", "-x509", "-new", "-nodes", "-days", "30", "-subj"];
         let subj = format!("/CN={name}/emailAddress={name}@example.test");
         args.push(&subj);
@@ -691,8 +902,14 @@ mod tests {
         args.extend(["-keyout", &k, "-out", &c]);
         args.extend(keyopt);
         openssl(dir, &args);
-        let key = SoftwareKey::from_key_and_cert(&std::fs::read(dir.join(&k)).unwrap(), &std::fs::read(dir.join(&c)).unwrap()).unwrap();
-        let cert = Certificate::parse_many(&std::fs::read(dir.join(&c)).unwrap()).unwrap().remove(0);
+        let key = SoftwareKey::from_key_and_cert(
+            &std::fs::read(dir.join(&k)).unwrap(),
+            &std::fs::read(dir.join(&c)).unwrap(),
+        )
+        .unwrap();
+        let cert = Certificate::parse_many(&std::fs::read(dir.join(&c)).unwrap())
+            .unwrap()
+            .remove(0);
         (key, cert)
     }
 
@@ -701,24 +918,61 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         let (rsa, rsa_cert) = key_and_cert(d, "rsa", &["-newkey", "rsa:2048"]);
-        let (ec, ec_cert) = key_and_cert(d, "ec", &["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"]);
-        let (ec384, ec384_cert) = key_and_cert(d, "ec384", &["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-384"]);
+        let (ec, ec_cert) = key_and_cert(
+            d,
+            "ec",
+            &["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"],
+        );
+        let (ec384, ec384_cert) = key_and_cert(
+            d,
+            "ec384",
+            &["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-384"],
+        );
         let keys: Vec<&dyn PrivateKey> = vec![&rsa, &ec, &ec384];
         // Our own round trip, every key management and cipher.
-        for cipher in [CipherChoice::Aes256Cbc, CipherChoice::Aes128Cbc, CipherChoice::Aes256Gcm, CipherChoice::Aes128Gcm] {
+        for cipher in [
+            CipherChoice::Aes256Cbc,
+            CipherChoice::Aes128Cbc,
+            CipherChoice::Aes256Gcm,
+            CipherChoice::Aes128Gcm,
+        ] {
             let mut r1 = Recipient::new(rsa_cert.clone()).unwrap();
             let r2 = Recipient::new(ec_cert.clone()).unwrap();
             let mut r3 = Recipient::new(ec384_cert.clone()).unwrap();
             r3.by_key_id = true;
-            for km in [KeyManagement::RsaPkcs1, KeyManagement::RsaOaep(HashAlg::Sha1), KeyManagement::RsaOaep(HashAlg::Sha256)] {
+            for km in [
+                KeyManagement::RsaPkcs1,
+                KeyManagement::RsaOaep(HashAlg::Sha1),
+                KeyManagement::RsaOaep(HashAlg::Sha256),
+            ] {
                 r1.key_management = km;
                 let der = encrypt(b"hello", &[r1.clone(), r2.clone(), r3.clone()], cipher).unwrap();
                 for k in &keys {
                     assert_eq!(decrypt(&der, &[*k]).unwrap().content, b"hello");
                 }
                 std::fs::write(d.join("ours.der"), &der).unwrap();
-                for (k, c) in [("rsa.key", "rsa.pem"), ("ec.key", "ec.pem"), ("ec384.key", "ec384.pem")] {
-                    openssl(d, &["cms", "-decrypt", "-inform", "DER", "-in", "ours.der", "-inkey", k, "-recip", c, "-out", "plain.txt"]);
+                for (k, c) in [
+                    ("rsa.key", "rsa.pem"),
+                    ("ec.key", "ec.pem"),
+                    ("ec384.key", "ec384.pem"),
+                ] {
+                    openssl(
+                        d,
+                        &[
+                            "cms",
+                            "-decrypt",
+                            "-inform",
+                            "DER",
+                            "-in",
+                            "ours.der",
+                            "-inkey",
+                            k,
+                            "-recip",
+                            c,
+                            "-out",
+                            "plain.txt",
+                        ],
+                    );
                     assert_eq!(std::fs::read(d.join("plain.txt")).unwrap(), b"hello");
                 }
             }
@@ -732,20 +986,52 @@ mod tests {
             &["-des3", "rsa.pem"],
             &["-aes-256-gcm", "rsa.pem"],
             &["-aes256", "-keyid", "rsa.pem"],
-            &["-aes256", "-recip", "rsa.pem", "-keyopt", "rsa_padding_mode:oaep", "-keyopt", "rsa_oaep_md:sha256"],
-            &["-aes256", "-recip", "ec.pem", "-keyopt", "ecdh_kdf_md:sha256"],
+            &[
+                "-aes256",
+                "-recip",
+                "rsa.pem",
+                "-keyopt",
+                "rsa_padding_mode:oaep",
+                "-keyopt",
+                "rsa_oaep_md:sha256",
+            ],
+            &[
+                "-aes256",
+                "-recip",
+                "ec.pem",
+                "-keyopt",
+                "ecdh_kdf_md:sha256",
+            ],
             &["-aes256", "ec.pem"],
             &["-aes128", "ec384.pem"],
             &["-aes192", "ec.pem"],
             &["-aes256", "-stream", "rsa.pem", "ec.pem"],
         ];
         for case in cases {
-            let mut args = vec!["cms", "-encrypt", "-binary", "-in", "msg.txt", "-outform", "DER", "-out", "theirs.der"];
+            let mut args = vec![
+                "cms",
+                "-encrypt",
+                "-binary",
+                "-in",
+                "msg.txt",
+                "-outform",
+                "DER",
+                "-out",
+                "theirs.der",
+            ];
             args.extend_from_slice(case);
             openssl(d, &args);
             let der = std::fs::read(d.join("theirs.der")).unwrap();
             let want_ec = case.iter().any(|a| a.starts_with("ec"));
-            let k: &dyn PrivateKey = if want_ec && !case.contains(&"rsa.pem") { if case.contains(&"ec384.pem") { &ec384 } else { &ec } } else { &rsa };
+            let k: &dyn PrivateKey = if want_ec && !case.contains(&"rsa.pem") {
+                if case.contains(&"ec384.pem") {
+                    &ec384
+                } else {
+                    &ec
+                }
+            } else {
+                &rsa
+            };
             let got = decrypt(&der, &[k]).unwrap_or_else(|e| panic!("{case:?}: {e}"));
             assert_eq!(got.content, b"from openssl\r\n", "{case:?}");
         }
@@ -755,12 +1041,45 @@ mod tests {
     fn x25519_roundtrip() {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
-        openssl(d, &["req", "-x509", "-new", "-nodes", "-newkey", "ed25519", "-keyout", "ca.key", "-out", "ca.pem", "-subj", "/CN=ca", "-days", "3"]);
+        openssl(
+            d,
+            &[
+                "req", "-x509", "-new", "-nodes", "-newkey", "ed25519", "-keyout", "ca.key",
+                "-out", "ca.pem", "-subj", "/CN=ca", "-days", "3",
+            ],
+        );
         openssl(d, &["genpkey", "-algorithm", "X25519", "-out", "x.key"]);
         openssl(d, &["pkey", "-in", "x.key", "-pubout", "-out", "x.pub"]);
-        openssl(d, &["req", "-new", "-key", "ca.key", "-subj", "/CN=x", "-out", "x.csr"]);
-        openssl(d, &["x509", "-req", "-in", "x.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-force_pubkey", "x.pub", "-out", "x.pem", "-days", "3"]);
-        let key = SoftwareKey::from_key_and_cert(&std::fs::read(d.join("x.key")).unwrap(), &std::fs::read(d.join("x.pem")).unwrap()).unwrap();
+        openssl(
+            d,
+            &[
+                "req", "-new", "-key", "ca.key", "-subj", "/CN=x", "-out", "x.csr",
+            ],
+        );
+        openssl(
+            d,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                "x.csr",
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-force_pubkey",
+                "x.pub",
+                "-out",
+                "x.pem",
+                "-days",
+                "3",
+            ],
+        );
+        let key = SoftwareKey::from_key_and_cert(
+            &std::fs::read(d.join("x.key")).unwrap(),
+            &std::fs::read(d.join("x.pem")).unwrap(),
+        )
+        .unwrap();
         let cert = key.certificate().clone();
         for cipher in [CipherChoice::Aes128Cbc, CipherChoice::Aes256Gcm] {
             let der = encrypt(b"x25519", &[Recipient::new(cert.clone()).unwrap()], cipher).unwrap();
@@ -775,10 +1094,19 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         let (rsa, rsa_cert) = key_and_cert(d, "a", &["-newkey", "rsa:2048"]);
-        let der = encrypt(b"secret", &[Recipient::new(rsa_cert.clone()).unwrap()], CipherChoice::Aes256Cbc).unwrap();
+        let der = encrypt(
+            b"secret",
+            &[Recipient::new(rsa_cert.clone()).unwrap()],
+            CipherChoice::Aes256Cbc,
+        )
+        .unwrap();
         // Replace the encrypted key with random bytes below the modulus (bad padding).
         let mut tampered = der.clone();
-        let pos = tampered.windows(4).position(|w| w == [0x04, 0x82, 0x01, 0x00]).unwrap() + 4;
+        let pos = tampered
+            .windows(4)
+            .position(|w| w == [0x04, 0x82, 0x01, 0x00])
+            .unwrap()
+            + 4;
         for b in &mut tampered[pos + 1..pos + 256] {
             *b ^= 0x5a;
         }
@@ -794,7 +1122,10 @@ mod tests {
             rsa_cert.clone(),
             vec![],
         );
-        assert!(imposter.is_err(), "mismatched key and certificate must be refused");
+        assert!(
+            imposter.is_err(),
+            "mismatched key and certificate must be refused"
+        );
         drop(other);
     }
 }

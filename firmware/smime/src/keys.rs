@@ -50,10 +50,17 @@ pub trait PrivateKey: Send + Sync {
     /// Opens an RSA PKCS#1 v1.5 key-transport value, returning a key of exactly `key_len`
     /// bytes. With implicit rejection: on bad padding (or a wrong key) the result is a
     /// deterministic pseudo-random key, indistinguishable to the caller from success.
-    fn rsa_pkcs1_decrypt(&self, encrypted_key: &[u8], key_len: usize) -> Result<Zeroizing<Vec<u8>>>;
+    fn rsa_pkcs1_decrypt(&self, encrypted_key: &[u8], key_len: usize)
+    -> Result<Zeroizing<Vec<u8>>>;
 
     /// Opens an RSA-OAEP key-transport value; failures also give a pseudo-random key.
-    fn rsa_oaep_decrypt(&self, encrypted_key: &[u8], params: OaepParams, label: &[u8], key_len: usize) -> Result<Zeroizing<Vec<u8>>>;
+    fn rsa_oaep_decrypt(
+        &self,
+        encrypted_key: &[u8],
+        params: OaepParams,
+        label: &[u8],
+        key_len: usize,
+    ) -> Result<Zeroizing<Vec<u8>>>;
 
     /// Computes the raw ECDH (or X25519) shared secret with a peer's public key.
     fn ecdh(&self, peer_public: &[u8]) -> Result<Zeroizing<Vec<u8>>>;
@@ -63,8 +70,15 @@ pub trait PrivateKey: Send + Sync {
 }
 
 enum Inner {
-    Rsa { raw: RsaPrivate, signer: Box<signature::RsaKeyPair> },
-    Ec { agree: agreement::PrivateKey, signer: Box<signature::EcdsaKeyPair>, hash: HashAlg },
+    Rsa {
+        raw: RsaPrivate,
+        signer: Box<signature::RsaKeyPair>,
+    },
+    Ec {
+        agree: agreement::PrivateKey,
+        signer: Box<signature::EcdsaKeyPair>,
+        hash: HashAlg,
+    },
     X25519(agreement::PrivateKey),
     Ed25519(Box<signature::Ed25519KeyPair>),
 }
@@ -80,51 +94,97 @@ pub struct SoftwareKey {
 
 impl std::fmt::Debug for SoftwareKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SoftwareKey").field("cert", &self.cert).finish_non_exhaustive()
+        f.debug_struct("SoftwareKey")
+            .field("cert", &self.cert)
+            .finish_non_exhaustive()
     }
 }
 
 impl SoftwareKey {
     /// A key from PKCS#8 DER and its certificate; checks that they belong together.
     pub fn new(pkcs8: &[u8], cert: Certificate, chain: Vec<Certificate>) -> Result<SoftwareKey> {
-        let info = Tlv::parse(pkcs8).map_err(|_| Error::Key("private key is not valid DER".into()))?;
+        let info =
+            Tlv::parse(pkcs8).map_err(|_| Error::Key("private key is not valid DER".into()))?;
         let mut r = info.reader();
         r.read(tag::INTEGER, "version")?;
         let alg = r.read(tag::SEQUENCE, "algorithm")?;
         let mut a = alg.reader();
         let alg_oid = a.read(tag::OID, "algorithm")?.value.to_vec();
-        let params = if a.is_empty() { None } else { Some(a.read_any()?.raw.to_vec()) };
+        let params = if a.is_empty() {
+            None
+        } else {
+            Some(a.read_any()?.raw.to_vec())
+        };
         let priv_octets = Zeroizing::new(r.read_any()?.octets()?.into_owned());
         let kind = key_kind(&alg_oid, params.as_deref(), &[]);
         let rejection_key = Zeroizing::new(hmac_sha256(b"sealgate implicit rejection", &[pkcs8]));
-        let bad = |what: &str| Error::Key(format!("{what}: the private key is invalid or not supported"));
+        let bad = |what: &str| {
+            Error::Key(format!(
+                "{what}: the private key is invalid or not supported"
+            ))
+        };
         let inner = match kind {
             KeyKind::Rsa { .. } => {
                 let raw = RsaPrivate::from_pkcs1(&priv_octets)?;
                 let signer = signature::RsaKeyPair::from_pkcs8(pkcs8).map_err(|_| bad("RSA"))?;
-                Inner::Rsa { raw, signer: Box::new(signer) }
+                Inner::Rsa {
+                    raw,
+                    signer: Box::new(signer),
+                }
             }
             KeyKind::P256 | KeyKind::P384 | KeyKind::P521 => {
                 let (ag, sg, hash) = match kind {
-                    KeyKind::P256 => (&agreement::ECDH_P256, &signature::ECDSA_P256_SHA256_ASN1_SIGNING, HashAlg::Sha256),
-                    KeyKind::P384 => (&agreement::ECDH_P384, &signature::ECDSA_P384_SHA384_ASN1_SIGNING, HashAlg::Sha384),
-                    _ => (&agreement::ECDH_P521, &signature::ECDSA_P521_SHA512_ASN1_SIGNING, HashAlg::Sha512),
+                    KeyKind::P256 => (
+                        &agreement::ECDH_P256,
+                        &signature::ECDSA_P256_SHA256_ASN1_SIGNING,
+                        HashAlg::Sha256,
+                    ),
+                    KeyKind::P384 => (
+                        &agreement::ECDH_P384,
+                        &signature::ECDSA_P384_SHA384_ASN1_SIGNING,
+                        HashAlg::Sha384,
+                    ),
+                    _ => (
+                        &agreement::ECDH_P521,
+                        &signature::ECDSA_P521_SHA512_ASN1_SIGNING,
+                        HashAlg::Sha512,
+                    ),
                 };
-                let agree = agreement::PrivateKey::from_private_key_der(ag, pkcs8).map_err(|_| bad("EC"))?;
-                let signer = signature::EcdsaKeyPair::from_private_key_der(sg, pkcs8).map_err(|_| bad("EC"))?;
-                Inner::Ec { agree, signer: Box::new(signer), hash }
+                let agree = agreement::PrivateKey::from_private_key_der(ag, pkcs8)
+                    .map_err(|_| bad("EC"))?;
+                let signer = signature::EcdsaKeyPair::from_private_key_der(sg, pkcs8)
+                    .map_err(|_| bad("EC"))?;
+                Inner::Ec {
+                    agree,
+                    signer: Box::new(signer),
+                    hash,
+                }
             }
             KeyKind::X25519 => {
-                let raw = Tlv::parse(&priv_octets).map_err(|_| bad("X25519"))?.octets()?.into_owned();
+                let raw = Tlv::parse(&priv_octets)
+                    .map_err(|_| bad("X25519"))?
+                    .octets()?
+                    .into_owned();
                 let raw = Zeroizing::new(raw);
-                Inner::X25519(agreement::PrivateKey::from_private_key(&agreement::X25519, &raw).map_err(|_| bad("X25519"))?)
+                Inner::X25519(
+                    agreement::PrivateKey::from_private_key(&agreement::X25519, &raw)
+                        .map_err(|_| bad("X25519"))?,
+                )
             }
             KeyKind::Ed25519 => Inner::Ed25519(Box::new(
-                signature::Ed25519KeyPair::from_pkcs8_maybe_unchecked(pkcs8).map_err(|_| bad("Ed25519"))?,
+                signature::Ed25519KeyPair::from_pkcs8_maybe_unchecked(pkcs8)
+                    .map_err(|_| bad("Ed25519"))?,
             )),
-            KeyKind::Other(o) => return Err(Error::Key(format!("unsupported private key type {o}"))),
+            KeyKind::Other(o) => {
+                return Err(Error::Key(format!("unsupported private key type {o}")));
+            }
         };
-        let key = SoftwareKey { cert, chain, inner, rejection_key };
+        let key = SoftwareKey {
+            cert,
+            chain,
+            inner,
+            rejection_key,
+        };
         key.check_matches_certificate()?;
         Ok(key)
     }
@@ -140,13 +200,17 @@ impl SoftwareKey {
 
     /// Loads every key of a PKCS#12 file (OpenSSL 3 default or `-legacy`).
     pub fn from_pkcs12(data: &[u8], password: &str) -> Result<Vec<SoftwareKey>> {
-        let store = p12_keystore::KeyStore::from_pkcs12(data, password, p12_keystore::Pkcs12ImportPolicy::Relaxed)
-            .map_err(|e| match e {
-                p12_keystore::error::Error::MacError(_) => {
-                    Error::Key("PKCS#12: wrong password (or corrupt file)".into())
-                }
-                other => Error::Key(format!("PKCS#12: cannot read the file: {other}")),
-            })?;
+        let store = p12_keystore::KeyStore::from_pkcs12(
+            data,
+            password,
+            p12_keystore::Pkcs12ImportPolicy::Relaxed,
+        )
+        .map_err(|e| match e {
+            p12_keystore::error::Error::MacError(_) => {
+                Error::Key("PKCS#12: wrong password (or corrupt file)".into())
+            }
+            other => Error::Key(format!("PKCS#12: cannot read the file: {other}")),
+        })?;
         let mut out = Vec::new();
         for (_, entry) in store.entries() {
             if let p12_keystore::KeyStoreEntry::PrivateKeyChain(chain) = entry {
@@ -156,7 +220,9 @@ impl SoftwareKey {
                     .map(|c| Certificate::from_der(c.as_der()))
                     .collect::<Result<_>>()?;
                 if certs.is_empty() {
-                    return Err(Error::Key("PKCS#12: a private key has no certificate".into()));
+                    return Err(Error::Key(
+                        "PKCS#12: a private key has no certificate".into(),
+                    ));
                 }
                 let leaf = certs.remove(0);
                 let pkcs8 = Zeroizing::new(chain.key().as_der().to_vec());
@@ -164,7 +230,9 @@ impl SoftwareKey {
             }
         }
         if out.is_empty() {
-            return Err(Error::Key("PKCS#12: no private key with a certificate in the file".into()));
+            return Err(Error::Key(
+                "PKCS#12: no private key with a certificate in the file".into(),
+            ));
         }
         Ok(out)
     }
@@ -179,7 +247,11 @@ impl SoftwareKey {
                 use aws_lc_rs::signature::KeyPair;
                 signer.public_key().as_ref().to_vec()
             }
-            Inner::X25519(k) => k.compute_public_key().map_err(|_| Error::Key("X25519".into()))?.as_ref().to_vec(),
+            Inner::X25519(k) => k
+                .compute_public_key()
+                .map_err(|_| Error::Key("X25519".into()))?
+                .as_ref()
+                .to_vec(),
             Inner::Ed25519(k) => {
                 use aws_lc_rs::signature::KeyPair;
                 k.public_key().as_ref().to_vec()
@@ -192,7 +264,9 @@ impl SoftwareKey {
             _ => public == *cert_key,
         };
         if !same {
-            return Err(Error::Key("the private key does not match the certificate".into()));
+            return Err(Error::Key(
+                "the private key does not match the certificate".into(),
+            ));
         }
         Ok(())
     }
@@ -200,7 +274,14 @@ impl SoftwareKey {
 
 fn rsa_modulus(rsa_public_key: &[u8]) -> Option<Vec<u8>> {
     let t = Tlv::parse(rsa_public_key).ok()?;
-    Some(t.reader().read(tag::INTEGER, "n").ok()?.uint_bytes().ok()?.to_vec())
+    Some(
+        t.reader()
+            .read(tag::INTEGER, "n")
+            .ok()?
+            .uint_bytes()
+            .ok()?
+            .to_vec(),
+    )
 }
 
 impl PrivateKey for SoftwareKey {
@@ -212,7 +293,11 @@ impl PrivateKey for SoftwareKey {
         &self.chain
     }
 
-    fn rsa_pkcs1_decrypt(&self, encrypted_key: &[u8], key_len: usize) -> Result<Zeroizing<Vec<u8>>> {
+    fn rsa_pkcs1_decrypt(
+        &self,
+        encrypted_key: &[u8],
+        key_len: usize,
+    ) -> Result<Zeroizing<Vec<u8>>> {
         let Inner::Rsa { raw, .. } = &self.inner else {
             return Err(Error::Decrypt);
         };
@@ -221,7 +306,13 @@ impl PrivateKey for SoftwareKey {
         Ok(pkcs1_unpad_implicit(&em, key_len, &synthetic))
     }
 
-    fn rsa_oaep_decrypt(&self, encrypted_key: &[u8], params: OaepParams, label: &[u8], key_len: usize) -> Result<Zeroizing<Vec<u8>>> {
+    fn rsa_oaep_decrypt(
+        &self,
+        encrypted_key: &[u8],
+        params: OaepParams,
+        label: &[u8],
+        key_len: usize,
+    ) -> Result<Zeroizing<Vec<u8>>> {
         let Inner::Rsa { raw, .. } = &self.inner else {
             return Err(Error::Decrypt);
         };
@@ -240,7 +331,9 @@ impl PrivateKey for SoftwareKey {
             _ => return Err(Error::Decrypt),
         };
         let peer = agreement::UnparsedPublicKey::new(alg, peer_public);
-        agreement::agree(key, peer, Error::Decrypt, |z| Ok(Zeroizing::new(z.to_vec())))
+        agreement::agree(key, peer, Error::Decrypt, |z| {
+            Ok(Zeroizing::new(z.to_vec()))
+        })
     }
 
     fn sign(&self, scheme: SignScheme, message: &[u8]) -> Result<Vec<u8>> {
@@ -252,7 +345,11 @@ impl PrivateKey for SoftwareKey {
                     HashAlg::Sha256 => &signature::RSA_PKCS1_SHA256,
                     HashAlg::Sha384 => &signature::RSA_PKCS1_SHA384,
                     HashAlg::Sha512 => &signature::RSA_PKCS1_SHA512,
-                    _ => return Err(Error::Usage(format!("RSA signing with {h:?} is not offered"))),
+                    _ => {
+                        return Err(Error::Usage(format!(
+                            "RSA signing with {h:?} is not offered"
+                        )));
+                    }
                 };
                 let mut sig = vec![0u8; signer.public_modulus_len()];
                 signer.sign(alg, &rng, message, &mut sig).map_err(fail)?;
@@ -273,7 +370,9 @@ impl PrivateKey for SoftwareKey {
                 Ok(signer.sign(&rng, message).map_err(fail)?.as_ref().to_vec())
             }
             (Inner::Ed25519(k), SignScheme::Ed25519) => Ok(k.sign(message).as_ref().to_vec()),
-            _ => Err(Error::Usage(format!("this key cannot sign with {scheme:?}"))),
+            _ => Err(Error::Usage(format!(
+                "this key cannot sign with {scheme:?}"
+            ))),
         }
     }
 }
@@ -288,7 +387,10 @@ impl SoftwareKey {
         let mut out = Zeroizing::new(Vec::with_capacity(key_len + 32));
         let mut i: u32 = 0;
         while out.len() < key_len {
-            out.extend_from_slice(&hmac_sha256(&self.rejection_key, &[&i.to_be_bytes(), ciphertext]));
+            out.extend_from_slice(&hmac_sha256(
+                &self.rejection_key,
+                &[&i.to_be_bytes(), ciphertext],
+            ));
             i += 1;
         }
         out.truncate(key_len);
@@ -310,7 +412,11 @@ pub fn default_scheme(kind: &KeyKind) -> SignScheme {
 /// Constant-time PKCS#1 v1.5 type 2 unpadding for a message of known length `key_len`, with
 /// implicit rejection: returns `synthetic` unless `em` is `00 02 PS(≥8 non-zero) 00 M` with
 /// `|M| = key_len`. No branch or memory access depends on the padding's validity.
-pub(crate) fn pkcs1_unpad_implicit(em: &[u8], key_len: usize, synthetic: &[u8]) -> Zeroizing<Vec<u8>> {
+pub(crate) fn pkcs1_unpad_implicit(
+    em: &[u8],
+    key_len: usize,
+    synthetic: &[u8],
+) -> Zeroizing<Vec<u8>> {
     let k = em.len();
     let mut out = Zeroizing::new(vec![0u8; key_len]);
     if k < key_len + 11 || synthetic.len() != key_len {
@@ -329,7 +435,7 @@ pub(crate) fn pkcs1_unpad_implicit(em: &[u8], key_len: usize, synthetic: &[u8]) 
 }
 
 fn mgf1(hash: HashAlg, seed: &[u8], len: usize) -> Vec<u8> {
-    let mut out = Vec::with_capacity(len + hash.len());
+    let mut out = Vec::with_capacity(len + hash.output_len());
     let mut c: u32 = 0;
     while out.len() < len {
         let mut h = hash.hasher();
@@ -345,16 +451,21 @@ fn mgf1(hash: HashAlg, seed: &[u8], len: usize) -> Vec<u8> {
 /// EME-OAEP decoding (RFC 8017 §7.1.2). Returns None on any failure; the caller substitutes a
 /// synthetic key, so the reason is never visible.
 pub(crate) fn oaep_unpad(em: &[u8], p: OaepParams, label: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
-    let hlen = p.hash.len();
+    let hlen = p.hash.output_len();
     let k = em.len();
     if k < 2 * hlen + 2 {
         return None;
     }
     let (masked_seed, masked_db) = em[1..].split_at(hlen);
     let seed_mask = mgf1(p.mgf1, masked_db, hlen);
-    let seed: Vec<u8> = masked_seed.iter().zip(&seed_mask).map(|(a, b)| a ^ b).collect();
+    let seed: Vec<u8> = masked_seed
+        .iter()
+        .zip(&seed_mask)
+        .map(|(a, b)| a ^ b)
+        .collect();
     let db_mask = mgf1(p.mgf1, &seed, k - hlen - 1);
-    let db: Zeroizing<Vec<u8>> = Zeroizing::new(masked_db.iter().zip(&db_mask).map(|(a, b)| a ^ b).collect());
+    let db: Zeroizing<Vec<u8>> =
+        Zeroizing::new(masked_db.iter().zip(&db_mask).map(|(a, b)| a ^ b).collect());
     let lhash = p.hash.digest(label);
     let mut good = em[0].ct_eq(&0) & db[..hlen].ct_eq(&lhash);
     // Find the 0x01 separator in constant time.
@@ -380,14 +491,18 @@ pub(crate) fn oaep_unpad(em: &[u8], p: OaepParams, label: &[u8]) -> Option<Zeroi
 /// Loads a private key from PEM or DER (PKCS#8, PKCS#1 `RSA PRIVATE KEY`, SEC1 `EC PRIVATE
 /// KEY`) and returns it as PKCS#8 DER.
 pub fn load_private_key(input: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
-    let der_bytes: Zeroizing<Vec<u8>> = if input.windows(11).take(4096).any(|w| w == b"-----BEGIN ") {
-        let blocks = pem::parse_many(input).map_err(|e| Error::Key(format!("cannot read PEM key: {e}")))?;
+    let der_bytes: Zeroizing<Vec<u8>> = if input.windows(11).take(4096).any(|w| w == b"-----BEGIN ")
+    {
+        let blocks =
+            pem::parse_many(input).map_err(|e| Error::Key(format!("cannot read PEM key: {e}")))?;
         let block = blocks
             .iter()
             .find(|b| b.tag().ends_with("PRIVATE KEY"))
             .ok_or_else(|| Error::Key("no PRIVATE KEY block in the PEM file".into()))?;
         if block.tag() == "ENCRYPTED PRIVATE KEY" {
-            return Err(Error::Key("encrypted PEM keys are not supported: use a PKCS#12 file".into()));
+            return Err(Error::Key(
+                "encrypted PEM keys are not supported: use a PKCS#12 file".into(),
+            ));
         }
         Zeroizing::new(block.contents().to_vec())
     } else {
@@ -404,7 +519,11 @@ fn to_pkcs8(d: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
         return Err(bad());
     }
     let mut r = t.reader();
-    let version = r.read(tag::INTEGER, "version").map_err(|_| bad())?.small_uint().map_err(|_| bad())?;
+    let version = r
+        .read(tag::INTEGER, "version")
+        .map_err(|_| bad())?
+        .small_uint()
+        .map_err(|_| bad())?;
     let second = r.read_any().map_err(|_| bad())?;
     match (version, second.tag) {
         // PKCS#8: version, AlgorithmIdentifier, OCTET STRING.
@@ -412,7 +531,11 @@ fn to_pkcs8(d: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
         // PKCS#1: version 0 then INTEGER n.
         (0, tag::INTEGER) => {
             let alg = der::algorithm(oid::RSA_ENCRYPTION, Some(&der::null()));
-            Ok(Zeroizing::new(der::seq(&[&der::uint(0), &alg, &der::octet_string(d)])))
+            Ok(Zeroizing::new(der::seq(&[
+                &der::uint(0),
+                &alg,
+                &der::octet_string(d),
+            ])))
         }
         // SEC1: version 1, OCTET STRING key, [0] curve.
         (1, tag::OCTET_STRING) => {
@@ -425,13 +548,18 @@ fn to_pkcs8(d: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
             }
             let curve = curve.ok_or_else(|| Error::Key("SEC1 key without its curve".into()))?;
             let alg = der::seq(&[&der::oid(oid::EC_PUBLIC_KEY), &curve]);
-            Ok(Zeroizing::new(der::seq(&[&der::uint(0), &alg, &der::octet_string(d)])))
+            Ok(Zeroizing::new(der::seq(&[
+                &der::uint(0),
+                &alg,
+                &der::octet_string(d),
+            ])))
         }
         _ => Err(bad()),
     }
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::panic)]
 mod tests {
     use super::*;
 
@@ -445,10 +573,16 @@ mod tests {
         assert_eq!(&*pkcs1_unpad_implicit(&em, 16, &synthetic), &[7u8; 16]);
         let mut bad = em.clone();
         bad[1] = 1;
-        assert_eq!(&*pkcs1_unpad_implicit(&bad, 16, &synthetic), synthetic.as_slice());
+        assert_eq!(
+            &*pkcs1_unpad_implicit(&bad, 16, &synthetic),
+            synthetic.as_slice()
+        );
         let mut bad = em.clone();
         bad[5] = 0;
-        assert_eq!(&*pkcs1_unpad_implicit(&bad, 16, &synthetic), synthetic.as_slice());
+        assert_eq!(
+            &*pkcs1_unpad_implicit(&bad, 16, &synthetic),
+            synthetic.as_slice()
+        );
         // A different key length than expected is also rejected.
         assert_eq!(&*pkcs1_unpad_implicit(&em, 24, &[1u8; 24]), &[1u8; 24]);
     }

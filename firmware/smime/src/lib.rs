@@ -10,12 +10,12 @@ pub mod mime;
 pub mod oid;
 
 pub use error::{Error, Result};
-pub mod cert;
-pub mod crypto;
-pub mod keys;
 mod aes_kw;
-mod rsa_raw;
-pub mod envelope;
-pub mod signed;
+pub mod cert;
 pub mod chain;
+pub mod crypto;
+pub mod envelope;
+pub mod keys;
 pub mod message;
+mod rsa_raw;
+pub mod signed;

@@ -56,20 +56,29 @@ pub fn sniff(input: &[u8]) -> Input<'_> {
             }
         }
     }
-    let b64_alphabet = |b: &u8| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=') || b.is_ascii_whitespace();
-    if !trimmed.is_empty() && trimmed.iter().all(b64_alphabet) {
-        if let Ok(d) = mime::decode_base64(trimmed) {
-            if d.first() == Some(&0x30) && Tlv::parse_prefix(&d).is_ok() {
-                return Input::Cms(Cow::Owned(d));
-            }
-        }
+    let b64_alphabet = |b: &u8| {
+        b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=') || b.is_ascii_whitespace()
+    };
+    if !trimmed.is_empty()
+        && trimmed.iter().all(b64_alphabet)
+        && let Ok(d) = mime::decode_base64(trimmed)
+        && d.first() == Some(&0x30)
+        && Tlv::parse_prefix(&d).is_ok()
+    {
+        return Input::Cms(Cow::Owned(d));
     }
     Input::Mime(Entity::parse(input))
 }
 
 fn trim_ascii(b: &[u8]) -> &[u8] {
-    let start = b.iter().position(|c| !c.is_ascii_whitespace()).unwrap_or(b.len());
-    let end = b.iter().rposition(|c| !c.is_ascii_whitespace()).map_or(start, |e| e + 1);
+    let start = b
+        .iter()
+        .position(|c| !c.is_ascii_whitespace())
+        .unwrap_or(b.len());
+    let end = b
+        .iter()
+        .rposition(|c| !c.is_ascii_whitespace())
+        .map_or(start, |e| e + 1);
     b.get(start..end).unwrap_or_default()
 }
 
@@ -115,25 +124,38 @@ pub enum OpenMode {
 }
 
 /// Opens a message or bare CMS: decrypts with `keys` and verifies signatures on the way.
-pub fn open(input: &[u8], keys: &[&dyn PrivateKey], verify: &VerifyOptions, mode: OpenMode) -> Result<Opened> {
+pub fn open(
+    input: &[u8],
+    keys: &[&dyn PrivateKey],
+    verify: &VerifyOptions,
+    mode: OpenMode,
+) -> Result<Opened> {
     match sniff(input) {
         Input::Cms(der) => open_cms(&der, keys, verify, mode),
         Input::Mime(msg) => open_mime(&msg, keys, verify, mode),
     }
 }
 
-fn open_cms(der: &[u8], keys: &[&dyn PrivateKey], verify: &VerifyOptions, mode: OpenMode) -> Result<Opened> {
+fn open_cms(
+    der: &[u8],
+    keys: &[&dyn PrivateKey],
+    verify: &VerifyOptions,
+    mode: OpenMode,
+) -> Result<Opened> {
     let mut layers = Vec::new();
     let mut cur: Vec<u8> = der.to_vec();
     for _ in 0..MAX_LAYERS {
-        let Some(ct) = cms_content_type(&cur) else { break };
+        let Some(ct) = cms_content_type(&cur) else {
+            break;
+        };
         if ct == oid::ENVELOPED_DATA || ct == oid::AUTH_ENVELOPED_DATA {
             let d = envelope::decrypt(&cur, keys)?;
             layers.push(Layer::Encrypted(d.report));
             cur = d.content;
         } else if ct == oid::SIGNED_DATA {
             let v = signed::verify(&cur, None, verify)?;
-            let inner_is_cms = v.content.first() == Some(&0x30) && cms_content_type(&v.content).is_some();
+            let inner_is_cms =
+                v.content.first() == Some(&0x30) && cms_content_type(&v.content).is_some();
             if mode == OpenMode::Decrypt && !inner_is_cms {
                 break;
             }
@@ -147,31 +169,46 @@ fn open_cms(der: &[u8], keys: &[&dyn PrivateKey], verify: &VerifyOptions, mode: 
             break;
         }
     }
-    if layers.is_empty() {
-        if let Some(ct) = cms_content_type(der) {
-            if ct == oid::SIGNED_DATA {
-                return Err(Error::Usage("the CMS input is signed, not encrypted (use verify)".into()));
-            }
-            return Err(Error::Unsupported(format!("CMS content type {}", oid::name(ct))));
+    if layers.is_empty()
+        && let Some(ct) = cms_content_type(der)
+    {
+        if ct == oid::SIGNED_DATA {
+            return Err(Error::Usage(
+                "the CMS input is signed, not encrypted (use verify)".into(),
+            ));
         }
+        return Err(Error::Unsupported(format!(
+            "CMS content type {}",
+            oid::name(ct)
+        )));
     }
-    Ok(Opened { output: cur, layers })
+    Ok(Opened {
+        output: cur,
+        layers,
+    })
 }
 
 /// The kind of an entity, resolving `UnknownPkcs7` by the CMS content type.
 fn kind_of(e: &Entity<'_>) -> SmimeKind {
     match e.smime_kind() {
-        SmimeKind::UnknownPkcs7 => match e.decoded_body().ok().as_deref().and_then(cms_content_type) {
-            Some(ct) if ct == oid::ENVELOPED_DATA => SmimeKind::Enveloped,
-            Some(ct) if ct == oid::AUTH_ENVELOPED_DATA => SmimeKind::AuthEnveloped,
-            Some(ct) if ct == oid::SIGNED_DATA => SmimeKind::SignedOpaque,
-            _ => SmimeKind::UnknownPkcs7,
-        },
+        SmimeKind::UnknownPkcs7 => {
+            match e.decoded_body().ok().as_deref().and_then(cms_content_type) {
+                Some(ct) if ct == oid::ENVELOPED_DATA => SmimeKind::Enveloped,
+                Some(ct) if ct == oid::AUTH_ENVELOPED_DATA => SmimeKind::AuthEnveloped,
+                Some(ct) if ct == oid::SIGNED_DATA => SmimeKind::SignedOpaque,
+                _ => SmimeKind::UnknownPkcs7,
+            }
+        }
         k => k,
     }
 }
 
-fn open_mime(msg: &Entity<'_>, keys: &[&dyn PrivateKey], verify: &VerifyOptions, mode: OpenMode) -> Result<Opened> {
+fn open_mime(
+    msg: &Entity<'_>,
+    keys: &[&dyn PrivateKey],
+    verify: &VerifyOptions,
+    mode: OpenMode,
+) -> Result<Opened> {
     let split = mime::split_message(msg);
     let mut outer = owned(split.outer);
     outer.remove_headers_with_prefix(RESULT_HEADER_PREFIX);
@@ -220,15 +257,29 @@ fn open_mime(msg: &Entity<'_>, keys: &[&dyn PrivateKey], verify: &VerifyOptions,
         outer = owned(substitute_protected_headers(&outer, &ph));
     }
     add_result_headers(&mut outer, &layers)?;
-    Ok(Opened { output: mime::assemble_message(&outer, &cur), layers })
+    Ok(Opened {
+        output: mime::assemble_message(&outer, &cur),
+        layers,
+    })
 }
 
 fn owned(list: HeaderList<'_>) -> HeaderList<'static> {
-    HeaderList::from_fields(list.into_fields().into_iter().map(|f| f.into_owned()).collect())
+    HeaderList::from_fields(
+        list.into_fields()
+            .into_iter()
+            .map(|f| f.into_owned())
+            .collect(),
+    )
 }
 
 fn is_wrapping(k: SmimeKind) -> bool {
-    matches!(k, SmimeKind::Enveloped | SmimeKind::AuthEnveloped | SmimeKind::SignedOpaque | SmimeKind::MultipartSigned)
+    matches!(
+        k,
+        SmimeKind::Enveloped
+            | SmimeKind::AuthEnveloped
+            | SmimeKind::SignedOpaque
+            | SmimeKind::MultipartSigned
+    )
 }
 
 /// Writes `X-Sealgate-Decrypted` / `X-Sealgate-Signature` for the layers removed.
@@ -238,7 +289,12 @@ fn add_result_headers(outer: &mut HeaderList<'_>, layers: &[Layer]) -> Result<()
         match l {
             Layer::Encrypted(r) => fields.push((
                 HEADER_DECRYPTED,
-                format!("yes; cipher={}; key-management={}; recipient=\"{}\"", r.cipher, r.key_management, r.recipient.replace('"', "'")),
+                format!(
+                    "yes; cipher={}; key-management={}; recipient=\"{}\"",
+                    r.cipher,
+                    r.key_management,
+                    r.recipient.replace('"', "'")
+                ),
             )),
             Layer::Signed(v) => fields.push((HEADER_SIGNATURE, signature_summary(v))),
         }
@@ -257,11 +313,20 @@ pub fn signature_summary(v: &Verification) -> String {
         .signers
         .iter()
         .map(|s| {
-            let who = s.emails.first().cloned().or_else(|| s.signer.clone()).unwrap_or_else(|| "unknown".into());
+            let who = s
+                .emails
+                .first()
+                .cloned()
+                .or_else(|| s.signer.clone())
+                .unwrap_or_else(|| "unknown".into());
             format!("{}={:?}", who.replace(['"', ';'], "'"), s.signature)
         })
         .collect();
-    let chain = if v.chain_checked { "chain-checked" } else { "chain-not-checked" };
+    let chain = if v.chain_checked {
+        "chain-checked"
+    } else {
+        "chain-not-checked"
+    };
     format!("{status}; {chain}; signers={}", signers.join(","))
 }
 
@@ -270,34 +335,59 @@ pub fn from_address(headers: &HeaderList<'_>) -> Option<String> {
     let v = headers.get("From")?.value().into_owned();
     let addr = match (v.rfind('<'), v.rfind('>')) {
         (Some(a), Some(b)) if a < b => v.get(a + 1..b).unwrap_or_default().to_string(),
-        _ => v.split_whitespace().find(|w| w.contains('@')).unwrap_or_default().to_string(),
+        _ => v
+            .split_whitespace()
+            .find(|w| w.contains('@'))
+            .unwrap_or_default()
+            .to_string(),
     };
-    let addr = addr.trim().trim_matches(|c| c == '"' || c == ',').to_ascii_lowercase();
+    let addr = addr
+        .trim()
+        .trim_matches(|c| c == '"' || c == ',')
+        .to_ascii_lowercase();
     (!addr.is_empty()).then_some(addr)
 }
 
 /// Encrypts a message: the outer header fields stay, the inner entity becomes
 /// `application/pkcs7-mime` (enveloped-data, or authEnveloped-data for AEAD ciphers).
-pub fn encrypt_message(input: &[u8], recipients: &[Recipient], cipher: CipherChoice) -> Result<Vec<u8>> {
+pub fn encrypt_message(
+    input: &[u8],
+    recipients: &[Recipient],
+    cipher: CipherChoice,
+) -> Result<Vec<u8>> {
     let msg = Entity::parse(input);
     let split = mime::split_message(&msg);
     let mut outer = split.outer;
     outer.remove_headers_with_prefix(RESULT_HEADER_PREFIX);
     let inner = canonicalize_crlf(&split.inner);
     let der = envelope::encrypt(&inner, recipients, cipher)?;
-    let kind = if cipher.is_aead() { SmimeType::AuthEnvelopedData } else { SmimeType::EnvelopedData };
+    let kind = if cipher.is_aead() {
+        SmimeType::AuthEnvelopedData
+    } else {
+        SmimeType::EnvelopedData
+    };
     let entity = mime::build_pkcs7_mime(kind, &der);
     Ok(mime::assemble_message(&outer, &entity))
 }
 
 /// Signs a message: `multipart/signed` (default) or opaque `signed-data`.
-pub fn sign_message(input: &[u8], key: &dyn PrivateKey, opaque: bool, signing_time: i64) -> Result<Vec<u8>> {
+pub fn sign_message(
+    input: &[u8],
+    key: &dyn PrivateKey,
+    opaque: bool,
+    signing_time: i64,
+) -> Result<Vec<u8>> {
     let msg = Entity::parse(input);
     let split = mime::split_message(&msg);
     let mut outer = split.outer;
     outer.remove_headers_with_prefix(RESULT_HEADER_PREFIX);
     let inner = canonicalize_crlf(&split.inner).into_owned();
-    let opts = SignOptions { scheme: None, detached: !opaque, signing_time, include_chain: true };
+    let opts = SignOptions {
+        scheme: None,
+        detached: !opaque,
+        signing_time,
+        include_chain: true,
+    };
     let (der, hash) = signed::sign(&inner, key, &opts)?;
     let entity = if opaque {
         mime::build_pkcs7_mime(SmimeType::SignedData, &der)
@@ -314,7 +404,11 @@ pub fn sign_message(input: &[u8], key: &dyn PrivateKey, opaque: bool, signing_ti
 /// is detached). Returns the signed content exactly as signed (for `multipart/signed`: the
 /// first body part as received; for opaque signed-data: the encapsulated content) and the
 /// verdict. The signer is bound to the message's From address unless `opts.from` is set.
-pub fn verify_message(input: &[u8], detached: Option<&[u8]>, opts: &VerifyOptions) -> Result<(Vec<u8>, Verification)> {
+pub fn verify_message(
+    input: &[u8],
+    detached: Option<&[u8]>,
+    opts: &VerifyOptions,
+) -> Result<(Vec<u8>, Verification)> {
     match sniff(input) {
         Input::Cms(der) => {
             let v = signed::verify(&der, detached, opts)?;
@@ -339,11 +433,13 @@ pub fn verify_message(input: &[u8], detached: Option<&[u8]>, opts: &VerifyOption
                     let v = signed::verify(&der, None, &opts)?;
                     Ok((v.content.clone(), v))
                 }
-                SmimeKind::Enveloped | SmimeKind::AuthEnveloped => {
-                    Err(Error::Usage("the message is encrypted: decrypt it first".into()))
-                }
+                SmimeKind::Enveloped | SmimeKind::AuthEnveloped => Err(Error::Usage(
+                    "the message is encrypted: decrypt it first".into(),
+                )),
                 _ => match detached {
-                    Some(_) => Err(malformed("--content was given but the input is not a detached signature")),
+                    Some(_) => Err(malformed(
+                        "--content was given but the input is not a detached signature",
+                    )),
                     None => Err(Error::Usage("the message is not signed".into())),
                 },
             }
@@ -409,37 +505,65 @@ impl From<&Certificate> for CertificateSummary {
 pub fn rfc3339(t: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp(t)
         .ok()
-        .and_then(|d| d.format(&time::format_description::well_known::Rfc3339).ok())
+        .and_then(|d| {
+            d.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
         .unwrap_or_else(|| t.to_string())
 }
 
 /// Describes a message or bare CMS without decrypting it.
 pub fn inspect(input: &[u8]) -> Result<Inspection> {
-    let (kind, mime_type, der, detached): (&str, Option<String>, Vec<u8>, Option<Vec<u8>>) = match sniff(input) {
-        Input::Cms(d) => ("cms", None, d.into_owned(), None),
-        Input::Mime(msg) => {
-            let split = mime::split_message(&msg);
-            let e = Entity::parse(&split.inner);
-            let mt = Some(e.content_type().essence().to_string());
-            match kind_of(&e) {
-                SmimeKind::MultipartSigned => {
-                    let parts = e.signed_parts()?;
-                    let sig = parts.signature.decoded_body()?.into_owned();
-                    ("message", mt, sig, Some(canonicalize_crlf(parts.signed).into_owned()))
+    let (kind, mime_type, der, detached): (&str, Option<String>, Vec<u8>, Option<Vec<u8>>) =
+        match sniff(input) {
+            Input::Cms(d) => ("cms", None, d.into_owned(), None),
+            Input::Mime(msg) => {
+                let split = mime::split_message(&msg);
+                let e = Entity::parse(&split.inner);
+                let mt = Some(e.content_type().essence().to_string());
+                match kind_of(&e) {
+                    SmimeKind::MultipartSigned => {
+                        let parts = e.signed_parts()?;
+                        let sig = parts.signature.decoded_body()?.into_owned();
+                        (
+                            "message",
+                            mt,
+                            sig,
+                            Some(canonicalize_crlf(parts.signed).into_owned()),
+                        )
+                    }
+                    SmimeKind::NotSmime => {
+                        return Ok(Inspection {
+                            input: "message",
+                            mime_type: mt,
+                            content_type: None,
+                            envelope: None,
+                            signed: None,
+                            certificates: vec![],
+                        });
+                    }
+                    _ => ("message", mt, e.decoded_body()?.into_owned(), None),
                 }
-                SmimeKind::NotSmime => {
-                    return Ok(Inspection { input: "message", mime_type: mt, content_type: None, envelope: None, signed: None, certificates: vec![] });
-                }
-                _ => ("message", mt, e.decoded_body()?.into_owned(), None),
             }
-        }
+        };
+    let ct = cms_content_type(&der)
+        .ok_or_else(|| malformed("not a CMS ContentInfo"))?
+        .to_vec();
+    let mut out = Inspection {
+        input: kind,
+        mime_type,
+        content_type: Some(oid::name(&ct)),
+        envelope: None,
+        signed: None,
+        certificates: vec![],
     };
-    let ct = cms_content_type(&der).ok_or_else(|| malformed("not a CMS ContentInfo"))?.to_vec();
-    let mut out = Inspection { input: kind, mime_type, content_type: Some(oid::name(&ct)), envelope: None, signed: None, certificates: vec![] };
     if ct == oid::ENVELOPED_DATA || ct == oid::AUTH_ENVELOPED_DATA {
         out.envelope = Some(envelope::inspect(&der)?);
     } else if ct == oid::SIGNED_DATA {
-        out.certificates = signed::certificates(&der)?.iter().map(CertificateSummary::from).collect();
+        out.certificates = signed::certificates(&der)?
+            .iter()
+            .map(CertificateSummary::from)
+            .collect();
         out.signed = signed::verify(&der, detached.as_deref(), &VerifyOptions::default()).ok();
     }
     Ok(out)

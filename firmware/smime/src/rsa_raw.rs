@@ -48,11 +48,6 @@ impl RsaPrivate {
         Ok(RsaPrivate { rsa, size })
     }
 
-    /// Modulus length in bytes.
-    pub(crate) fn size(&self) -> usize {
-        self.size
-    }
-
     /// `c^d mod n`, output left-padded to the modulus length. The input must have that length.
     pub(crate) fn raw_private(&self, input: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
         if input.len() != self.size {
@@ -69,7 +64,7 @@ impl RsaPrivate {
                 out.len(),
                 input.as_ptr(),
                 input.len(),
-                sys::RSA_NO_PADDING as i32,
+                sys::RSA_NO_PADDING,
             )
         };
         if ok != 1 || out_len != self.size {
@@ -78,11 +73,6 @@ impl RsaPrivate {
             return Err(Error::Decrypt);
         }
         Ok(out)
-    }
-
-    /// `m^d mod n` for signing: the input is the encoded message, padded to the modulus length.
-    pub(crate) fn raw_sign(&self, em: &[u8]) -> Result<Vec<u8>> {
-        self.raw_private(em).map(|v| v.to_vec()).map_err(|_| Error::Key("RSA signing failed".into()))
     }
 }
 
@@ -134,7 +124,7 @@ impl RsaPublic {
                 out.len(),
                 input.as_ptr(),
                 input.len(),
-                sys::RSA_NO_PADDING as i32,
+                sys::RSA_NO_PADDING,
             )
         };
         if ok != 1 || out_len != self.size {

@@ -95,7 +95,7 @@ fn signature_algorithm(scheme: SignScheme) -> Result<Vec<u8>> {
         SignScheme::RsaPss(h) => {
             let hash = null_hash_id(h);
             let mgf = der::algorithm(oid::MGF1, Some(&hash));
-            let salt = der::uint(h.len() as u64);
+            let salt = der::uint(h.output_len() as u64);
             let params = der::seq(&[
                 &der::tlv(tag::context_constructed(0), &hash),
                 &der::tlv(tag::context_constructed(1), &mgf),
@@ -119,9 +119,15 @@ fn signature_algorithm(scheme: SignScheme) -> Result<Vec<u8>> {
 
 /// Signs `content` (exact bytes: for multipart/signed the caller passes the CRLF-canonical
 /// MIME part). Returns ContentInfo(SignedData) DER and the digest used (for `micalg`).
-pub fn sign(content: &[u8], key: &dyn PrivateKey, opts: &SignOptions) -> Result<(Vec<u8>, HashAlg)> {
+pub fn sign(
+    content: &[u8],
+    key: &dyn PrivateKey,
+    opts: &SignOptions,
+) -> Result<(Vec<u8>, HashAlg)> {
     let cert = key.certificate();
-    let scheme = opts.scheme.unwrap_or_else(|| default_scheme(&cert.key_kind));
+    let scheme = opts
+        .scheme
+        .unwrap_or_else(|| default_scheme(&cert.key_kind));
     let hash = scheme_hash(scheme);
     if hash == HashAlg::Sha1 {
         return Err(Error::Usage("refusing to sign with SHA-1".into()));
@@ -132,7 +138,10 @@ pub fn sign(content: &[u8], key: &dyn PrivateKey, opts: &SignOptions) -> Result<
     let attrs = [
         attribute(oid::ATTR_CONTENT_TYPE, &der::oid(oid::DATA)),
         attribute(oid::ATTR_SIGNING_TIME, &der::time(opts.signing_time)),
-        attribute(oid::ATTR_MESSAGE_DIGEST, &der::octet_string(&hash.digest(content))),
+        attribute(
+            oid::ATTR_MESSAGE_DIGEST,
+            &der::octet_string(&hash.digest(content)),
+        ),
         attribute(oid::ATTR_SMIME_CAPABILITIES, &smime_capabilities()),
     ];
     let attr_refs: Vec<&[u8]> = attrs.iter().map(Vec::as_slice).collect();
@@ -273,7 +282,10 @@ struct Parsed<'a> {
 fn parse(cms: &[u8]) -> Result<Parsed<'_>> {
     let (ct, body) = content_info(cms)?;
     if ct != oid::SIGNED_DATA {
-        return Err(malformed(format!("not a signed message (content type {})", oid::name(ct))));
+        return Err(malformed(format!(
+            "not a signed message (content type {})",
+            oid::name(ct)
+        )));
     }
     let body = body.expect(tag::SEQUENCE, "SignedData")?;
     let mut r = body.reader();
@@ -310,12 +322,21 @@ fn parse(cms: &[u8]) -> Result<Parsed<'_>> {
                 signer_set = Some(f);
                 break;
             }
-            other => return Err(malformed(format!("unexpected element {other:#04x} in SignedData"))),
+            other => {
+                return Err(malformed(format!(
+                    "unexpected element {other:#04x} in SignedData"
+                )));
+            }
         }
     }
     let signer_set = signer_set.ok_or_else(|| malformed("SignedData without signerInfos"))?;
     let signer_infos = signer_set.reader().read_all()?;
-    Ok(Parsed { content_type, econtent, certificates, signer_infos })
+    Ok(Parsed {
+        content_type,
+        econtent,
+        certificates,
+        signer_infos,
+    })
 }
 
 /// One SignerInfo's fields.
@@ -343,7 +364,13 @@ fn parse_signer_info<'a>(si: &Tlv<'a>) -> Result<SignerInfo<'a>> {
         return Err(malformed("SignerInfo signature is not an OCTET STRING"));
     }
     let signature = sig.octets()?.into_owned();
-    Ok(SignerInfo { sid, digest_alg, signed_attrs, sig_alg, signature })
+    Ok(SignerInfo {
+        sid,
+        digest_alg,
+        signed_attrs,
+        sig_alg,
+        signature,
+    })
 }
 
 fn find_cert<'c>(sid: &Tlv<'_>, pools: &[&'c [Certificate]]) -> Option<&'c Certificate> {
@@ -367,7 +394,10 @@ fn find_cert<'c>(sid: &Tlv<'_>, pools: &[&'c [Certificate]]) -> Option<&'c Certi
 fn sid_text(sid: &Tlv<'_>) -> String {
     if sid.tag == tag::SEQUENCE {
         let mut r = sid.reader();
-        let issuer = r.read_any().map(|t| crate::cert::name_text(t.raw)).unwrap_or_default();
+        let issuer = r
+            .read_any()
+            .map(|t| crate::cert::name_text(t.raw))
+            .unwrap_or_default();
         let serial = r.read_any().map(|t| hex(t.value)).unwrap_or_default();
         format!("issuer={issuer}; serial={serial}")
     } else {
@@ -380,7 +410,9 @@ pub fn certificates(cms: &[u8]) -> Result<Vec<Certificate>> {
     let p = parse(cms)?;
     let mut out: Vec<Certificate> = Vec::new();
     for si in &p.signer_infos {
-        let Ok(info) = parse_signer_info(si) else { continue };
+        let Ok(info) = parse_signer_info(si) else {
+            continue;
+        };
         if let Some(c) = find_cert(&info.sid, &[&p.certificates])
             && !out.contains(c)
         {
@@ -427,7 +459,12 @@ pub fn info(cms: &[u8]) -> Result<SignedInfo> {
     let mut signers = Vec::new();
     for si in &p.signer_infos {
         let info = parse_signer_info(si)?;
-        let oid_of = |t: &Tlv<'_>| t.reader().read(tag::OID, "algorithm").map(|o| oid::name(o.value)).unwrap_or_default();
+        let oid_of = |t: &Tlv<'_>| {
+            t.reader()
+                .read(tag::OID, "algorithm")
+                .map(|o| oid::name(o.value))
+                .unwrap_or_default()
+        };
         let signing_time = info
             .signed_attrs
             .as_ref()
@@ -446,7 +483,11 @@ pub fn info(cms: &[u8]) -> Result<SignedInfo> {
         content_type: oid::name(p.content_type),
         detached: p.econtent.is_none(),
         signers,
-        certificates: p.certificates.iter().map(Certificate::subject_text).collect(),
+        certificates: p
+            .certificates
+            .iter()
+            .map(Certificate::subject_text)
+            .collect(),
     })
 }
 
@@ -532,13 +573,23 @@ pub fn verify(cms: &[u8], detached: Option<&[u8]>, opts: &VerifyOptions) -> Resu
         content_type: oid::name(p.content_type),
         detached: is_detached,
         signers,
-        certificates: p.certificates.iter().map(Certificate::subject_text).collect(),
+        certificates: p
+            .certificates
+            .iter()
+            .map(Certificate::subject_text)
+            .collect(),
         chain_checked,
         valid,
     })
 }
 
-fn verify_signer(si: &Tlv<'_>, p: &Parsed<'_>, content: &[u8], opts: &VerifyOptions, now: i64) -> SignerVerdict {
+fn verify_signer(
+    si: &Tlv<'_>,
+    p: &Parsed<'_>,
+    content: &[u8],
+    opts: &VerifyOptions,
+    now: i64,
+) -> SignerVerdict {
     let mut v = SignerVerdict {
         signer: None,
         serial: None,
@@ -563,7 +614,8 @@ fn verify_signer(si: &Tlv<'_>, p: &Parsed<'_>, content: &[u8], opts: &VerifyOpti
     let Some(cert) = find_cert(&info.sid, &[&p.certificates, &opts.anchors]) else {
         v.signature = SignatureStatus::NoCertificate;
         v.signer = Some(sid_text(&info.sid));
-        v.reasons.push("the signer's certificate is not in the message".into());
+        v.reasons
+            .push("the signer's certificate is not in the message".into());
         return v;
     };
     v.signer = Some(cert.subject_text());
@@ -596,7 +648,8 @@ fn verify_signer(si: &Tlv<'_>, p: &Parsed<'_>, content: &[u8], opts: &VerifyOpti
     } else if v.from_matches == Some(false)
         && let Some(from) = &opts.from
     {
-        v.reasons.push(format!("signer certificate is not for {}", from.trim()));
+        v.reasons
+            .push(format!("signer certificate is not for {}", from.trim()));
     }
     v
 }
@@ -612,7 +665,12 @@ fn check_signature(
         v.reasons.push(why);
         SignatureStatus::Unsupported
     };
-    let digest_oid = info.digest_alg.reader().read(tag::OID, "digestAlgorithm").map(|t| t.value).unwrap_or_default();
+    let digest_oid = info
+        .digest_alg
+        .reader()
+        .read(tag::OID, "digestAlgorithm")
+        .map(|t| t.value)
+        .unwrap_or_default();
     let hash = match HashAlg::from_oid(digest_oid) {
         Ok(h) => h,
         Err(e) => return (unsupported(v, e.to_string()), None),
@@ -635,7 +693,8 @@ fn check_signature(
             v.capabilities = parsed.capabilities;
             match parsed.message_digest {
                 None => {
-                    v.reasons.push("signed attributes lack the messageDigest attribute".into());
+                    v.reasons
+                        .push("signed attributes lack the messageDigest attribute".into());
                     return (SignatureStatus::Invalid, signing_time);
                 }
                 Some(md) => {
@@ -646,9 +705,12 @@ fn check_signature(
                 }
             }
             match parsed.content_type {
-                None => v.reasons.push("signed attributes lack the contentType attribute".into()),
+                None => v
+                    .reasons
+                    .push("signed attributes lack the contentType attribute".into()),
                 Some(ct) if ct != p.content_type => {
-                    v.reasons.push("contentType attribute does not match the content".into());
+                    v.reasons
+                        .push("contentType attribute does not match the content".into());
                     return (SignatureStatus::Invalid, signing_time);
                 }
                 Some(_) => {}
@@ -705,7 +767,10 @@ fn verify_raw(
     };
     if let Some(h) = rsa_pkcs1_hash {
         if !is_rsa_key {
-            return Check::Invalid(format!("RSA signature but the certificate has a {} key", cert.key_kind.label()));
+            return Check::Invalid(format!(
+                "RSA signature but the certificate has a {} key",
+                cert.key_kind.label()
+            ));
         }
         weak_hash(v, h);
         v.algorithm = format!("rsa-pkcs1v15-{}", h.micalg().replace('-', ""));
@@ -713,7 +778,10 @@ fn verify_raw(
     }
     if alg == oid::RSASSA_PSS {
         if !is_rsa_key {
-            return Check::Invalid(format!("RSA-PSS signature but the certificate has a {} key", cert.key_kind.label()));
+            return Check::Invalid(format!(
+                "RSA-PSS signature but the certificate has a {} key",
+                cert.key_kind.label()
+            ));
         }
         let pss = match PssParams::parse(params.as_ref()) {
             Ok(p) => p,
@@ -734,7 +802,10 @@ fn verify_raw(
     };
     if let Some(h) = ecdsa_hash {
         if !is_ec_key {
-            return Check::Invalid(format!("ECDSA signature but the certificate has a {} key", cert.key_kind.label()));
+            return Check::Invalid(format!(
+                "ECDSA signature but the certificate has a {} key",
+                cert.key_kind.label()
+            ));
         }
         weak_hash(v, h);
         let curve = match cert.key_kind {
@@ -768,7 +839,10 @@ fn verify_raw(
     }
     if alg == oid::ED25519 {
         if cert.key_kind != KeyKind::Ed25519 {
-            return Check::Invalid(format!("Ed25519 signature but the certificate has a {} key", cert.key_kind.label()));
+            return Check::Invalid(format!(
+                "Ed25519 signature but the certificate has a {} key",
+                cert.key_kind.label()
+            ));
         }
         v.algorithm = "ed25519".into();
         let key = signature::UnparsedPublicKey::new(&signature::ED25519, &cert.public_key);
@@ -784,7 +858,11 @@ fn verify_raw(
 /// The DER DigestInfo prefix (everything before the digest) for a hash, with NULL parameters
 /// or without.
 fn digest_info(h: HashAlg, digest: &[u8], with_null: bool) -> Vec<u8> {
-    let alg = if with_null { der::algorithm(h.oid(), Some(&der::null())) } else { der::algorithm(h.oid(), None) };
+    let alg = if with_null {
+        der::algorithm(h.oid(), Some(&der::null()))
+    } else {
+        der::algorithm(h.oid(), None)
+    };
     der::seq(&[&alg, &der::octet_string(digest)])
 }
 
@@ -801,8 +879,10 @@ fn pad_sig(sig: &[u8], k: usize) -> Option<Vec<u8>> {
 fn rsa_open(cert: &Certificate, sig: &[u8]) -> std::result::Result<Vec<u8>, Check> {
     let key = crate::rsa_raw::RsaPublic::from_pkcs1(&cert.public_key)
         .map_err(|e| Check::Invalid(format!("the certificate's RSA key is unusable: {e}")))?;
-    let sig = pad_sig(sig, key.size()).ok_or_else(|| Check::Invalid("signature longer than the RSA modulus".into()))?;
-    key.raw_public(&sig).map_err(|_| Check::Invalid("signature does not verify".into()))
+    let sig = pad_sig(sig, key.size())
+        .ok_or_else(|| Check::Invalid("signature longer than the RSA modulus".into()))?;
+    key.raw_public(&sig)
+        .map_err(|_| Check::Invalid("signature does not verify".into()))
 }
 
 fn rsa_pkcs1_verify(cert: &Certificate, h: HashAlg, message: &[u8], sig: &[u8]) -> Check {
@@ -825,7 +905,11 @@ fn rsa_pkcs1_verify(cert: &Certificate, h: HashAlg, message: &[u8], sig: &[u8]) 
         expected.extend_from_slice(&t);
         ok |= expected.as_slice().ct_eq(&em);
     }
-    if bool::from(ok) { Check::Valid } else { Check::Invalid("signature does not verify".into()) }
+    if bool::from(ok) {
+        Check::Valid
+    } else {
+        Check::Invalid("signature does not verify".into())
+    }
 }
 
 /// RSASSA-PSS-params (RFC 4055), defaults SHA-1 / MGF1-SHA-1 / salt 20.
@@ -836,7 +920,10 @@ struct PssParams {
 
 impl PssParams {
     fn parse(params: Option<&Tlv<'_>>) -> Result<PssParams> {
-        let mut out = PssParams { hash: HashAlg::Sha1, mgf_hash: HashAlg::Sha1 };
+        let mut out = PssParams {
+            hash: HashAlg::Sha1,
+            mgf_hash: HashAlg::Sha1,
+        };
         let Some(p) = params else { return Ok(out) };
         if p.tag == tag::NULL {
             return Ok(out);
@@ -855,7 +942,10 @@ impl PssParams {
                     let mut ar = alg.reader();
                     let mgf = ar.read(tag::OID, "mask generation function")?.value;
                     if mgf != oid::MGF1 {
-                        return Err(crate::error::unsupported(format!("mask generation function {}", oid::name(mgf))));
+                        return Err(crate::error::unsupported(format!(
+                            "mask generation function {}",
+                            oid::name(mgf)
+                        )));
                     }
                     out.mgf_hash = match ar.read_any() {
                         Ok(h) => HashAlg::from_oid(h.reader().read(tag::OID, "MGF1 hash")?.value)?,
@@ -873,7 +963,7 @@ impl PssParams {
 }
 
 fn mgf1(hash: HashAlg, seed: &[u8], len: usize) -> Vec<u8> {
-    let mut out = Vec::with_capacity(len + hash.len());
+    let mut out = Vec::with_capacity(len + hash.output_len());
     let mut c: u32 = 0;
     while out.len() < len {
         let mut h = hash.hasher();
@@ -889,7 +979,9 @@ fn mgf1(hash: HashAlg, seed: &[u8], len: usize) -> Vec<u8> {
 /// EMSA-PSS-VERIFY (RFC 8017 §9.1.2) with the salt length found from the encoding.
 fn rsa_pss_verify(cert: &Certificate, p: &PssParams, message: &[u8], sig: &[u8]) -> Check {
     let bad = || Check::Invalid("signature does not verify".into());
-    let KeyKind::Rsa { bits } = cert.key_kind else { return bad() };
+    let KeyKind::Rsa { bits } = cert.key_kind else {
+        return bad();
+    };
     let em_full = match rsa_open(cert, sig) {
         Ok(em) => em,
         Err(c) => return c,
@@ -903,15 +995,21 @@ fn rsa_pss_verify(cert: &Certificate, p: &PssParams, message: &[u8], sig: &[u8])
     if lead.iter().any(|b| *b != 0) {
         return bad();
     }
-    let h_len = p.hash.len();
+    let h_len = p.hash.output_len();
     if em_len < h_len + 2 || em.last() != Some(&0xbc) {
         return bad();
     }
     let db_len = em_len - h_len - 1;
     let (masked_db, rest) = em.split_at(db_len);
-    let Some(h) = rest.get(..h_len) else { return bad() };
+    let Some(h) = rest.get(..h_len) else {
+        return bad();
+    };
     let unused_bits = 8 * em_len - em_bits;
-    let top_mask: u8 = if unused_bits == 0 { 0 } else { 0xffu8 << (8 - unused_bits) };
+    let top_mask: u8 = if unused_bits == 0 {
+        0
+    } else {
+        0xffu8 << (8 - unused_bits)
+    };
     if masked_db.first().is_some_and(|b| b & top_mask != 0) {
         return bad();
     }
@@ -920,7 +1018,9 @@ fn rsa_pss_verify(cert: &Certificate, p: &PssParams, message: &[u8], sig: &[u8])
     if let Some(first) = db.first_mut() {
         *first &= !top_mask;
     }
-    let Some(sep) = db.iter().position(|b| *b != 0) else { return bad() };
+    let Some(sep) = db.iter().position(|b| *b != 0) else {
+        return bad();
+    };
     if db.get(sep) != Some(&0x01) {
         return bad();
     }
@@ -931,7 +1031,11 @@ fn rsa_pss_verify(cert: &Certificate, p: &PssParams, message: &[u8], sig: &[u8])
     hasher.update(&m_hash);
     hasher.update(salt);
     let h2 = hasher.finish();
-    if bool::from(h2.as_ref().ct_eq(h)) { Check::Valid } else { bad() }
+    if bool::from(h2.as_ref().ct_eq(h)) {
+        Check::Valid
+    } else {
+        bad()
+    }
 }
 
 #[cfg(test)]

@@ -1,11 +1,16 @@
-//! The box's own CA: an organisation root that issues S/MIME certificates to users,
-//! revokes them and signs CRLs. Its private key is stored like users' keys (AES-256-GCM
-//! under the vault key).
+//! The box's own CA: an organisation root, or an intermediate under an existing corporate
+//! CA, that issues S/MIME certificates to users, revokes them and signs CRLs. Its private key
+//! is stored like users' keys (AES-256-GCM under the vault key).
+//!
+//! An intermediate is made in two steps: [`Vault::ca_init_intermediate`] generates the key
+//! and returns a CSR (the CA is *pending*); [`Vault::ca_import_cert`] takes the certificate
+//! the corporate CA signed, checks it, and from then on the CA issues under it with the
+//! corporate chain attached to every issued key.
 
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateRevocationListParams, CustomExtension,
-    DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair,
-    KeyUsagePurpose, RevokedCertParams, RsaKeySize, SanType, SerialNumber,
+    DistinguishedName, DnType, DnValue, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod,
+    KeyPair, KeyUsagePurpose, RevokedCertParams, RsaKeySize, SanType, SerialNumber,
 };
 use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata};
 use sealgate_smime::cert::{Certificate, hex};
@@ -16,7 +21,7 @@ use zeroize::Zeroizing;
 use crate::audit;
 use crate::cipher::{self, VaultSecret};
 use crate::error::{Result, VaultError};
-use crate::record::{KeyRecord, Purpose, b64, now, rfc3339};
+use crate::record::{KeyRecord, Purpose, b64, b64_list, now, rfc3339};
 use crate::store::{AUDIT, CA, KEYS, META, REVOKED, Vault, normalise};
 
 const CA_KEY_AAD: &[u8] = b"sealgate ca key";
@@ -103,6 +108,41 @@ pub(crate) struct CaRecord {
     #[serde(with = "b64")]
     encrypted_key: Vec<u8>,
     created: i64,
+    /// An intermediate under a corporate CA (its certificate was imported).
+    #[serde(default)]
+    intermediate: bool,
+    /// The corporate certificates above the CA certificate, issuer first (DER).
+    #[serde(default, with = "b64_list")]
+    chain: Vec<Vec<u8>>,
+}
+
+/// An intermediate CA waiting for its certificate: the key (encrypted) and the CSR.
+#[derive(Serialize, Deserialize)]
+struct PendingCa {
+    name: String,
+    #[serde(with = "b64")]
+    encrypted_key: Vec<u8>,
+    csr_pem: String,
+    created: i64,
+}
+
+fn read_pending(txn: &redb::ReadTransaction) -> Result<Option<PendingCa>> {
+    let t = txn.open_table(CA)?;
+    match t.get("pending")? {
+        Some(v) => Ok(Some(serde_json::from_slice(v.value())?)),
+        None => Ok(None),
+    }
+}
+
+/// The name of an intermediate CA that waits for its certificate, for `vault status`.
+pub(crate) fn pending_ca_name(txn: &redb::ReadTransaction) -> Result<Option<String>> {
+    Ok(read_pending(txn)?.map(|p| p.name))
+}
+
+fn pending_error(name: &str) -> VaultError {
+    VaultError::Usage(format!(
+        "the intermediate CA {name:?} waits for its certificate: import the one the corporate CA signed with `sealctl ca import-cert`"
+    ))
 }
 
 impl CaRecord {
@@ -118,9 +158,95 @@ impl CaRecord {
             .map_err(|e| VaultError::Corrupt(format!("the CA key: {e}")))
     }
 
-    fn issuer(&self, key: KeyPair) -> Issuer<'static, KeyPair> {
-        Issuer::new(root_params(&self.name, None), key)
+    fn issuer(&self, key: KeyPair) -> Result<Issuer<'static, KeyPair>> {
+        if !self.intermediate {
+            return Ok(Issuer::new(root_params(&self.name, None), key));
+        }
+        let c = self.certificate()?;
+        Ok(Issuer::new(intermediate_issuer_params(&c)?, key))
     }
+
+    fn chain_certs(&self) -> Result<Vec<Certificate>> {
+        self.chain
+            .iter()
+            .map(|d| {
+                Certificate::from_der(d)
+                    .map_err(|e| VaultError::Corrupt(format!("CA chain certificate: {e}")))
+            })
+            .collect()
+    }
+}
+
+/// What rcgen needs to issue under an imported CA certificate: its subject Name exactly as
+/// encoded, and its subject key identifier (for the authority key identifier of what it
+/// issues).
+fn intermediate_issuer_params(c: &Certificate) -> Result<CertificateParams> {
+    let mut p = CertificateParams::default();
+    p.distinguished_name = name_from_der(&c.subject)?;
+    p.key_identifier_method = match &c.subject_key_id {
+        Some(ski) => KeyIdMethod::PreSpecified(ski.clone()),
+        None => KeyIdMethod::Sha256,
+    };
+    p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    Ok(p)
+}
+
+/// A Name (DER) as an rcgen DistinguishedName. Refuses what rcgen cannot re-encode
+/// (multi-valued RDNs, repeated attribute types, unusual string types); the import's trial
+/// issuance also checks that the issuer Name comes out byte-equal.
+fn name_from_der(der: &[u8]) -> Result<DistinguishedName> {
+    use sealgate_smime::asn1::{Tlv, tag};
+    let bad = |why: &str| {
+        VaultError::Usage(format!(
+            "the CA certificate's subject cannot be reproduced for issuing: {why}"
+        ))
+    };
+    let name = Tlv::parse(der).map_err(|e| bad(&e.to_string()))?;
+    let mut dn = DistinguishedName::new();
+    let mut seen = Vec::new();
+    let mut r = name.reader();
+    while !r.is_empty() {
+        let rdn = r.read_any().map_err(|e| bad(&e.to_string()))?;
+        let atvs = rdn.reader().read_all().map_err(|e| bad(&e.to_string()))?;
+        if atvs.len() != 1 {
+            return Err(bad("a multi-valued RDN"));
+        }
+        let mut a = atvs[0].reader();
+        let id = a.read(tag::OID, "attribute type").map_err(|e| bad(&e.to_string()))?;
+        let val = a.read_any().map_err(|e| bad(&e.to_string()))?;
+        let arcs: Vec<u64> = sealgate_smime::oid::dotted(id.value)
+            .split('.')
+            .map(|n| n.parse::<u64>())
+            .collect::<std::result::Result<_, _>>()
+            .map_err(|_| bad("an attribute type OID"))?;
+        if seen.contains(&arcs) {
+            return Err(bad("an attribute type appears twice"));
+        }
+        seen.push(arcs.clone());
+        let text = || {
+            std::str::from_utf8(val.value)
+                .map(str::to_string)
+                .map_err(|_| bad("an attribute value is not text"))
+        };
+        let value = match val.tag {
+            tag::UTF8_STRING => DnValue::Utf8String(text()?),
+            tag::PRINTABLE_STRING => DnValue::PrintableString(
+                text()?
+                    .try_into()
+                    .map_err(|_| bad("a PrintableString"))?,
+            ),
+            tag::IA5_STRING => DnValue::Ia5String(
+                text()?.try_into().map_err(|_| bad("an IA5String"))?,
+            ),
+            0x1e => DnValue::BmpString(
+                rcgen::string::BmpString::from_utf16be(val.value.to_vec())
+                    .map_err(|_| bad("a BMPString"))?,
+            ),
+            other => return Err(bad(&format!("string type tag {other:#04x}"))),
+        };
+        dn.push(DnType::CustomDnType(arcs), value);
+    }
+    Ok(dn)
 }
 
 pub(crate) fn read_ca(txn: &redb::ReadTransaction) -> Result<Option<CaRecord>> {
@@ -237,14 +363,35 @@ impl Vault {
         )
     }
 
-    /// Creates the organisation root CA named `name` with `settings`. Fails if a CA exists.
-    pub fn ca_init(&self, name: &str, settings: &CaSettings) -> Result<CaInfo> {
+    /// The CA record; a clear error while an intermediate waits for its certificate.
+    fn ca_record(&self) -> Result<CaRecord> {
+        let txn = self.db.begin_read()?;
+        match read_ca(&txn)? {
+            Some(ca) => Ok(ca),
+            None => match read_pending(&txn)? {
+                Some(p) => Err(pending_error(&p.name)),
+                None => Err(VaultError::NoCa),
+            },
+        }
+    }
+
+    fn no_ca_yet(&self, name: &str) -> Result<()> {
         if name.trim().is_empty() {
             return Err(VaultError::Usage("the CA needs a name".into()));
         }
-        if read_ca(&self.db.begin_read()?)?.is_some() {
+        let txn = self.db.begin_read()?;
+        if read_ca(&txn)?.is_some() {
             return Err(VaultError::CaExists);
         }
+        if let Some(p) = read_pending(&txn)? {
+            return Err(pending_error(&p.name));
+        }
+        Ok(())
+    }
+
+    /// Creates the organisation root CA named `name` with `settings`. Fails if a CA exists.
+    pub fn ca_init(&self, name: &str, settings: &CaSettings) -> Result<CaInfo> {
+        self.no_ca_yet(name)?;
         let key = generate(settings.key_algorithm)?;
         let nb = OffsetDateTime::now_utc() - Duration::minutes(5);
         let params = root_params(
@@ -275,7 +422,7 @@ impl Vault {
         self.audited(
             |txn| {
                 let mut t = txn.open_table(CA)?;
-                if t.get("root")?.is_some() {
+                if t.get("root")?.is_some() || t.get("pending")?.is_some() {
                     return Err(VaultError::CaExists);
                 }
                 t.insert("root", json.as_slice())?;
@@ -295,11 +442,215 @@ impl Vault {
         Ok(info)
     }
 
+    /// Starts an intermediate CA named `name` under an existing corporate CA: generates its
+    /// key (stored encrypted, like the root's) and returns a PKCS#10 CSR (PEM) for the
+    /// corporate CA to sign as a CA certificate (basicConstraints cA, keyUsage keyCertSign and
+    /// cRLSign). The CA stays pending until [`Vault::ca_import_cert`]. Audited.
+    pub fn ca_init_intermediate(&self, name: &str, settings: &CaSettings) -> Result<String> {
+        self.no_ca_yet(name)?;
+        let key = generate(settings.key_algorithm)?;
+        let mut params = root_params(name, None);
+        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let csr_pem = params.serialize_request(&key)?.pem()?;
+        let pkcs8 = Zeroizing::new(key.serialize_der());
+        let rec = PendingCa {
+            name: name.to_string(),
+            encrypted_key: cipher::seal(self.key.bytes(), CA_KEY_AAD, &pkcs8)?,
+            csr_pem: csr_pem.clone(),
+            created: now(),
+        };
+        let json = serde_json::to_vec(&rec)?;
+        let settings_json = serde_json::to_vec(settings)?;
+        let csr_fp = cipher::hex(&cipher::sha256(&[csr_pem.as_bytes()]));
+        self.audited(
+            |txn| {
+                let mut t = txn.open_table(CA)?;
+                if t.get("root")?.is_some() || t.get("pending")?.is_some() {
+                    return Err(VaultError::CaExists);
+                }
+                t.insert("pending", json.as_slice())?;
+                txn.open_table(META)?
+                    .insert("ca_settings", settings_json.as_slice())?;
+                Ok(())
+            },
+            "ca.init-intermediate",
+            name,
+            &format!(
+                "csr_sha256={csr_fp} settings={}",
+                String::from_utf8_lossy(&settings_json)
+            ),
+        )?;
+        Ok(csr_pem)
+    }
+
+    /// The CSR of the intermediate CA that waits for its certificate.
+    pub fn ca_pending_csr(&self) -> Result<String> {
+        read_pending(&self.db.begin_read()?)?
+            .map(|p| p.csr_pem)
+            .ok_or_else(|| VaultError::Usage("no intermediate CA waits for its certificate".into()))
+    }
+
+    /// Completes [`Vault::ca_init_intermediate`] with the certificate the corporate CA signed
+    /// (`cert`: PEM or DER; further PEM certificates in it join the chain) and the corporate
+    /// chain above it (`chain`: PEM, issuer first; may be empty). Checks, changing nothing on
+    /// failure: the certificate holds the pending key; it is a CA certificate (basicConstraints
+    /// cA, keyUsage keyCertSign and cRLSign) valid now; and a trial certificate issued under it
+    /// validates through it to the chain (the chain's self-signed root, or its last
+    /// certificate, as the anchor; without a chain, the CA certificate itself). Audited.
+    pub fn ca_import_cert(&self, cert: &[u8], chain: &[u8]) -> Result<CaInfo> {
+        let pending = read_pending(&self.db.begin_read()?)?.ok_or_else(|| {
+            VaultError::Usage(
+                "no intermediate CA waits for a certificate (`sealctl ca init --intermediate`)"
+                    .into(),
+            )
+        })?;
+        let refuse = |why: String| VaultError::Import(why);
+        let mut certs = Certificate::parse_many(cert)
+            .map_err(|e| refuse(format!("the CA certificate: {e}")))?;
+        if certs.is_empty() {
+            return Err(refuse("no certificate in the file".into()));
+        }
+        let ca_cert = certs.remove(0);
+        let mut chain_certs = certs;
+        if !chain.is_empty() {
+            chain_certs.extend(
+                Certificate::parse_many(chain)
+                    .map_err(|e| refuse(format!("the chain: {e}")))?,
+            );
+        }
+        let pkcs8 = cipher::open(self.key.bytes(), CA_KEY_AAD, &pending.encrypted_key)
+            .ok_or_else(|| VaultError::Corrupt("the pending CA key does not decrypt".into()))?;
+        let key = KeyPair::try_from(pkcs8.as_slice())
+            .map_err(|e| VaultError::Corrupt(format!("the pending CA key: {e}")))?;
+        if key.public_key_raw() != ca_cert.public_key.as_slice() {
+            return Err(refuse(
+                "the certificate is not for the pending CA key (was it made from this vault's CSR?)"
+                    .into(),
+            ));
+        }
+        use sealgate_smime::cert::key_usage as ku;
+        if !ca_cert.is_ca {
+            return Err(refuse(
+                "the certificate is not a CA certificate (basicConstraints cA is not set)".into(),
+            ));
+        }
+        if let Some(bits) = ca_cert.key_usage
+            && bits & (ku::KEY_CERT_SIGN | ku::CRL_SIGN) != (ku::KEY_CERT_SIGN | ku::CRL_SIGN)
+        {
+            return Err(refuse(
+                "the certificate's key usage lacks keyCertSign or cRLSign".into(),
+            ));
+        }
+        let t = now();
+        if t < ca_cert.not_before || t > ca_cert.not_after {
+            return Err(refuse(format!(
+                "the certificate is not valid now ({} to {})",
+                rfc3339(ca_cert.not_before),
+                rfc3339(ca_cert.not_after)
+            )));
+        }
+        // A trial leaf issued the way `ca_issue` issues must validate through the CA
+        // certificate to the chain: this checks the corporate signature and that what we
+        // issue names this CA exactly (issuer Name, authority key identifier).
+        let issuer = Issuer::new(intermediate_issuer_params(&ca_cert)?, key);
+        let trial_key = generate(KeyAlgorithm::P256)?;
+        let mut p = CertificateParams::default();
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, "sealgate import check");
+        p.distinguished_name = dn;
+        p.subject_alt_names = vec![SanType::Rfc822Name("check@sealgate.invalid".try_into()?)];
+        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::EmailProtection];
+        p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        p.not_before = OffsetDateTime::now_utc() - Duration::minutes(5);
+        p.not_after = OffsetDateTime::now_utc() + Duration::hours(1);
+        p.serial_number = Some(random_serial()?);
+        p.use_authority_key_identifier_extension = true;
+        p.key_identifier_method = KeyIdMethod::Sha256;
+        let trial = Certificate::from_der(p.signed_by(&trial_key, &issuer)?.der())
+            .map_err(|e| VaultError::Ca(format!("trial certificate: {e}")))?;
+        if trial.issuer != ca_cert.subject {
+            return Err(refuse(
+                "the CA certificate's subject cannot be reproduced exactly in issued certificates"
+                    .into(),
+            ));
+        }
+        let anchors: Vec<Certificate> = match chain_certs.iter().rev().find(|c| c.is_self_issued()) {
+            Some(root) => vec![root.clone()],
+            None => chain_certs
+                .last()
+                .cloned()
+                .map_or_else(|| vec![ca_cert.clone()], |c| vec![c]),
+        };
+        let mut intermediates = vec![ca_cert.clone()];
+        intermediates.extend(chain_certs.iter().cloned());
+        let verdict = sealgate_smime::chain::validate_signer(
+            &trial,
+            &sealgate_smime::chain::ChainParams {
+                anchors: &anchors,
+                intermediates: &intermediates,
+                crls: &[],
+                time: t,
+                from: None,
+            },
+        );
+        if !verdict.valid {
+            return Err(refuse(format!(
+                "certificates issued under it would not validate to the chain: {}",
+                verdict.reasons.join("; ")
+            )));
+        }
+        let rec = CaRecord {
+            name: pending.name.clone(),
+            cert: ca_cert.der().to_vec(),
+            encrypted_key: pending.encrypted_key.clone(),
+            created: now(),
+            intermediate: true,
+            chain: chain_certs.iter().map(|c| c.der().to_vec()).collect(),
+        };
+        let info = CaInfo {
+            subject: ca_cert.subject_text(),
+            serial: hex(&ca_cert.serial),
+            not_after: rfc3339(ca_cert.not_after),
+            sha256_fingerprint: cipher::hex(&cipher::sha256(&[ca_cert.der()])),
+        };
+        let json = serde_json::to_vec(&rec)?;
+        self.audited(
+            |txn| {
+                let mut t = txn.open_table(CA)?;
+                if t.get("root")?.is_some() {
+                    return Err(VaultError::CaExists);
+                }
+                if t.remove("pending")?.is_none() {
+                    return Err(VaultError::Usage(
+                        "no intermediate CA waits for a certificate".into(),
+                    ));
+                }
+                t.insert("root", json.as_slice())?;
+                Ok(())
+            },
+            "ca.import-cert",
+            &pending.name,
+            &format!(
+                "serial={} sha256={} issuer={} chain={}",
+                info.serial,
+                info.sha256_fingerprint,
+                ca_cert.issuer_text(),
+                verdict.path.join(" <- ")
+            ),
+        )?;
+        Ok(info)
+    }
+
     /// The CA's certificate.
     pub fn ca_certificate(&self) -> Result<Certificate> {
-        read_ca(&self.db.begin_read()?)?
-            .ok_or(VaultError::NoCa)?
-            .certificate()
+        self.ca_record()?.certificate()
+    }
+
+    /// The corporate certificates above an intermediate CA's certificate, issuer first
+    /// (empty for the box's own root).
+    pub fn ca_chain(&self) -> Result<Vec<Certificate>> {
+        self.ca_record()?.chain_certs()
     }
 
     /// Issues a key and certificate for `email` (two when the settings ask for separate
@@ -309,9 +660,9 @@ impl Vault {
     pub fn ca_issue(&self, email: &str) -> Result<Vec<Certificate>> {
         let email = normalise(email)?;
         let settings = self.ca_settings()?;
-        let ca = read_ca(&self.db.begin_read()?)?.ok_or(VaultError::NoCa)?;
+        let ca = self.ca_record()?;
         let ca_cert = ca.certificate()?;
-        let issuer = ca.issuer(ca.signing_key(&self.key)?);
+        let issuer = ca.issuer(ca.signing_key(&self.key)?)?;
         let purposes: &[Purpose] = if settings.separate_keys {
             &[Purpose::Encryption, Purpose::Signing]
         } else {
@@ -353,8 +704,9 @@ impl Vault {
             let pkcs8 = Zeroizing::new(key.serialize_der());
             made.push((purpose, pkcs8, cert.der().to_vec()));
         }
-        let ca_der = ca_cert.der().to_vec();
-        let txn = self.db.begin_write()?;
+        let mut chain = vec![ca_cert.der().to_vec()];
+        chain.extend(ca.chain.iter().cloned());
+        let txn = self.begin_write()?;
         let mut out = Vec::new();
         {
             let mut keys = txn.open_table(KEYS)?;
@@ -392,7 +744,7 @@ impl Vault {
                     *purpose,
                     "ca",
                     pkcs8,
-                    vec![der.clone(), ca_der.clone()],
+                    std::iter::once(der.clone()).chain(chain.iter().cloned()).collect(),
                 )?;
                 let c = rec.certificate()?;
                 audit::append(
@@ -463,10 +815,8 @@ impl Vault {
     }
 
     fn revoke_where(&self, pred: impl Fn(&KeyRecord) -> bool, what: &str) -> Result<Vec<String>> {
-        let ca = read_ca(&self.db.begin_read()?)?
-            .ok_or(VaultError::NoCa)?
-            .certificate()?;
-        let txn = self.db.begin_write()?;
+        let ca = self.ca_record()?.certificate()?;
+        let txn = self.begin_write()?;
         let mut serials = Vec::new();
         {
             let recs = read_keys_w(&txn)?;
@@ -510,9 +860,9 @@ impl Vault {
     /// increases each time. Audited.
     pub fn ca_crl(&self) -> Result<String> {
         let settings = self.ca_settings()?;
-        let ca = read_ca(&self.db.begin_read()?)?.ok_or(VaultError::NoCa)?;
-        let issuer = ca.issuer(ca.signing_key(&self.key)?);
-        let txn = self.db.begin_write()?;
+        let ca = self.ca_record()?;
+        let issuer = ca.issuer(ca.signing_key(&self.key)?)?;
+        let txn = self.begin_write()?;
         let (number, revoked) = {
             let mut meta = txn.open_table(META)?;
             let n: u64 = match meta.get("crl_number")? {

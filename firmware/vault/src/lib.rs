@@ -14,8 +14,14 @@
 //! implement [`sealgate_smime::keys::PrivateKey`] and decrypt their PKCS#8 only inside each
 //! call, zeroizing it afterwards.
 //!
-//! Every change (import, issue, renewal, revocation, export, recovery) is one redb write
-//! transaction that also appends its audit entry, so a crash leaves the old or the new state.
+//! Every change (import, issue, renewal, revocation, export, recovery, re-sealing) is one
+//! redb write transaction that also appends its audit entry, so a crash leaves the old or the
+//! new state. Every use of a private key (decrypt, sign) is audited too, in batches (see
+//! [`Vault::set_use_audit_batch`]).
+//!
+//! Updates: [`Vault::reseal_for_update`] stores the vault key sealed for the PCR values of
+//! the updated system next to the current copy; [`Vault::open`] tries the copies newest
+//! first; [`Vault::commit_update`] drops the older ones once the update is known good.
 
 #![forbid(unsafe_code)]
 
@@ -29,7 +35,7 @@ mod recovery;
 mod sealer;
 mod store;
 
-pub use audit::AuditEntry;
+pub use audit::{AuditEntry, USE_BATCH_DELAY, USE_BATCH_ENTRIES};
 pub use ca::{CaInfo, CaSettings, KeyAlgorithm};
 pub use error::{Result, VaultError};
 pub use key::VaultKey;

@@ -55,6 +55,26 @@ pub trait Sealer {
 
     /// Where the key is sealed, for `vault status` (e.g. the TCTI). No secrets.
     fn describe(&self) -> String;
+
+    /// The PCR selection new blobs are bound to (`None`: not a TPM).
+    fn pcrs(&self) -> Option<PcrSelection> {
+        None
+    }
+
+    /// Seals the vault key for PCR values that will hold after an update (`predicted` gives
+    /// every PCR of `pcrs`). Only a TPM sealer can.
+    fn seal_predicted(
+        &mut self,
+        _data_dir: &Path,
+        _key: &[u8; 32],
+        _pcrs: &PcrSelection,
+        _predicted: &[(u32, [u8; 32])],
+    ) -> Result<Vec<u8>> {
+        Err(VaultError::Usage(format!(
+            "{} cannot seal for predicted PCR values: only a TPM-sealed vault is re-sealed for an update",
+            self.describe()
+        )))
+    }
 }
 
 /// The TPM sealer: the vault key is a TPM sealed object bound to a PCR policy.
@@ -113,6 +133,24 @@ impl Sealer for TpmSealer {
 
     fn describe(&self) -> String {
         format!("tpm {} ({})", self.tcti, self.pcrs)
+    }
+
+    fn pcrs(&self) -> Option<PcrSelection> {
+        Some(self.pcrs.clone())
+    }
+
+    fn seal_predicted(
+        &mut self,
+        _data_dir: &Path,
+        key: &[u8; 32],
+        pcrs: &PcrSelection,
+        predicted: &[(u32, [u8; 32])],
+    ) -> Result<Vec<u8>> {
+        Ok(self
+            .tpm()?
+            .seal_for_predicted(key, pcrs, predicted)
+            .map_err(|e| VaultError::Usage(format!("cannot seal for the update: {e}")))?
+            .to_bytes())
     }
 }
 

@@ -11,10 +11,11 @@ use redb::{
 };
 use sealgate_smime::cert::Certificate;
 use sealgate_smime::keys::{SoftwareKey, load_private_key};
+use sealgate_tpm::PcrSelection;
 use serde::Serialize;
 use zeroize::Zeroizing;
 
-use crate::audit::{self, AuditEntry};
+use crate::audit::{self, AuditEntry, UseLog};
 use crate::cipher::{self, VaultSecret};
 use crate::error::{Result, VaultError};
 use crate::key::VaultKey;
@@ -39,14 +40,30 @@ const KEY_CHECK_PLAIN: &[u8] = b"sealgate vault key check value";
 type KeyAndCerts = (Zeroizing<Vec<u8>>, Vec<Vec<u8>>);
 /// How long `open` waits for another process to release the database.
 const BUSY_WAIT: Duration = Duration::from_secs(3);
+/// Most sealed copies of the vault key kept at once (the one that opened, older fallbacks,
+/// and the newest for an update).
+const MAX_SEALED_COPIES: usize = 4;
 
 /// The key vault. See the crate documentation.
+///
+/// Dropping it writes the key uses still buffered for the audit log (see
+/// [`Vault::set_use_audit_batch`]).
 pub struct Vault {
-    pub(crate) db: Database,
+    pub(crate) db: Arc<Database>,
     dir: PathBuf,
     pub(crate) key: Arc<VaultSecret>,
     sealer_kind: SealerKind,
     pub(crate) actor: String,
+    uses: Arc<UseLog>,
+    /// The sealed copy of the vault key that opened this handle.
+    opened_blob: Vec<u8>,
+}
+
+impl Drop for Vault {
+    fn drop(&mut self) {
+        // Keys handed out keep the log alive and write the rest when they go.
+        let _ = self.uses.flush();
+    }
 }
 
 impl std::fmt::Debug for Vault {
@@ -76,8 +93,11 @@ pub struct VaultStatus {
     pub data_dir: String,
     /// `tpm` or `software`.
     pub sealed_by: SealerKind,
-    /// The PCR selection the sealed vault key is bound to (TPM only), e.g. `sha256:7`.
+    /// The PCR selection the sealed vault key is bound to (TPM only), e.g. `sha256:7`: the
+    /// setting chosen at `vault init --pcrs`.
     pub pcrs: Option<String>,
+    /// Sealed copies of the vault key: 1, or 2+ while an update is staged and not committed.
+    pub sealed_copies: usize,
     /// Users with at least one key.
     pub users: usize,
     /// Keys in the vault (all states).
@@ -119,6 +139,66 @@ fn open_db(path: &Path) -> Result<Database> {
 fn meta_get(txn: &redb::ReadTransaction, name: &str) -> Result<Option<Vec<u8>>> {
     let t = txn.open_table(META)?;
     Ok(t.get(name)?.map(|v| v.value().to_vec()))
+}
+
+/// The sealed copies of the vault key, oldest first (`sealed_keys`: a JSON list of base64
+/// blobs; vaults made before the list hold one `sealed_key`).
+fn sealed_blobs(txn: &redb::ReadTransaction) -> Result<Vec<Vec<u8>>> {
+    if let Some(list) = meta_get(txn, "sealed_keys")? {
+        return decode_blobs(&list);
+    }
+    match meta_get(txn, "sealed_key")? {
+        Some(b) => Ok(vec![b]),
+        None => Err(VaultError::Corrupt("no sealed vault key".into())),
+    }
+}
+
+fn sealed_blobs_w(m: &redb::Table<'_, &str, &[u8]>) -> Result<Vec<Vec<u8>>> {
+    if let Some(list) = m.get("sealed_keys")? {
+        return decode_blobs(list.value());
+    }
+    match m.get("sealed_key")? {
+        Some(b) => Ok(vec![b.value().to_vec()]),
+        None => Err(VaultError::Corrupt("no sealed vault key".into())),
+    }
+}
+
+fn decode_blobs(list: &[u8]) -> Result<Vec<Vec<u8>>> {
+    use base64::Engine;
+    let v: Vec<String> = serde_json::from_slice(list)
+        .map_err(|_| VaultError::Corrupt("the sealed vault key list is unreadable".into()))?;
+    let blobs = v
+        .iter()
+        .map(|b| base64::engine::general_purpose::STANDARD.decode(b))
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|_| VaultError::Corrupt("the sealed vault key list is unreadable".into()))?;
+    if blobs.is_empty() {
+        return Err(VaultError::Corrupt("no sealed vault key".into()));
+    }
+    Ok(blobs)
+}
+
+fn put_blobs(m: &mut redb::Table<'_, &str, &[u8]>, blobs: &[Vec<u8>]) -> Result<()> {
+    use base64::Engine;
+    let v: Vec<String> = blobs
+        .iter()
+        .map(|b| base64::engine::general_purpose::STANDARD.encode(b))
+        .collect();
+    m.insert("sealed_keys", serde_json::to_vec(&v)?.as_slice())?;
+    m.remove("sealed_key")?;
+    Ok(())
+}
+
+fn put_pcrs(m: &mut redb::Table<'_, &str, &[u8]>, pcrs: Option<&PcrSelection>) -> Result<()> {
+    match pcrs {
+        Some(p) => {
+            m.insert("pcrs", p.to_string().as_bytes())?;
+        }
+        None => {
+            m.remove("pcrs")?;
+        }
+    }
+    Ok(())
 }
 
 fn default_actor() -> String {
@@ -175,7 +255,8 @@ impl Vault {
                 let mut m = txn.open_table(META)?;
                 m.insert("format", FORMAT)?;
                 m.insert("sealer", sealer.kind().name().as_bytes())?;
-                m.insert("sealed_key", sealed.as_slice())?;
+                put_blobs(&mut m, std::slice::from_ref(&sealed))?;
+                put_pcrs(&mut m, sealer.pcrs().as_ref())?;
                 m.insert("recovery_wrap", wrapped.as_slice())?;
                 m.insert("key_check", check.as_slice())?;
                 m.insert("created", now().to_string().as_bytes())?;
@@ -197,18 +278,37 @@ impl Vault {
         fs::rename(&tmp, &path)?;
         fs::File::open(&dir)?.sync_all()?;
         let db = open_db(&path)?;
-        let vault = Vault {
+        let vault = Vault::assemble(db, dir, key, sealer.kind(), actor, sealed);
+        Ok((vault, recovery))
+    }
+
+    fn assemble(
+        db: Database,
+        dir: PathBuf,
+        key: VaultSecret,
+        sealer_kind: SealerKind,
+        actor: String,
+        opened_blob: Vec<u8>,
+    ) -> Vault {
+        let db = Arc::new(db);
+        Vault {
+            uses: Arc::new(UseLog::new(db.clone())),
             db,
             dir,
             key: Arc::new(key),
-            sealer_kind: sealer.kind(),
+            sealer_kind,
             actor,
-        };
-        Ok((vault, recovery))
+            opened_blob,
+        }
     }
 
     /// Opens the vault in `data_dir`, unsealing its key with `sealer` (which must be of the
     /// kind the vault was created with).
+    ///
+    /// The vault may hold several sealed copies of its key (see
+    /// [`Vault::reseal_for_update`]): they are tried newest first, and the first that unseals
+    /// and passes the key check opens the vault. When none does, the error of the newest is
+    /// reported.
     pub fn open(data_dir: &Path, sealer: &mut dyn Sealer) -> Result<Vault> {
         let (db, dir) = Self::open_existing(data_dir)?;
         let txn = db.begin_read()?;
@@ -219,17 +319,39 @@ impl Vault {
                 given: sealer.kind(),
             });
         }
-        let blob = meta_get(&txn, "sealed_key")?
-            .ok_or_else(|| VaultError::Corrupt("no sealed vault key".into()))?;
-        let key = VaultSecret::from_bytes(sealer.unseal(&dir, &blob)?);
-        check_key(&txn, &key)?;
-        drop(txn);
-        Ok(Vault {
-            db,
-            dir,
-            key: Arc::new(key),
-            sealer_kind: kind,
-            actor: default_actor(),
+        let blobs = sealed_blobs(&txn)?;
+        let mut first_error = None;
+        for blob in blobs.iter().rev() {
+            let attempt = sealer
+                .unseal(&dir, blob)
+                .map(VaultSecret::from_bytes)
+                .and_then(|key| check_key(&txn, &key).map(|()| key));
+            match attempt {
+                Ok(key) => {
+                    drop(txn);
+                    return Ok(Vault::assemble(
+                        db,
+                        dir,
+                        key,
+                        kind,
+                        default_actor(),
+                        blob.clone(),
+                    ));
+                }
+                Err(e) => {
+                    if first_error.is_none() {
+                        first_error = Some(e);
+                    }
+                }
+            }
+        }
+        Err(match first_error {
+            Some(VaultError::Unseal(s)) if blobs.len() > 1 => VaultError::Unseal(format!(
+                "none of the {} sealed copies opens (newest: {s})",
+                blobs.len()
+            )),
+            Some(e) => e,
+            None => VaultError::Corrupt("no sealed vault key".into()),
         })
     }
 
@@ -254,7 +376,8 @@ impl Vault {
         {
             let mut m = w.open_table(META)?;
             m.insert("sealer", sealer.kind().name().as_bytes())?;
-            m.insert("sealed_key", sealed.as_slice())?;
+            put_blobs(&mut m, std::slice::from_ref(&sealed))?;
+            put_pcrs(&mut m, sealer.pcrs().as_ref())?;
             let mut a = w.open_table(AUDIT)?;
             audit::append(
                 &mut a,
@@ -268,13 +391,7 @@ impl Vault {
         if old_kind == SealerKind::Software && sealer.kind() == SealerKind::Tpm {
             let _ = fs::remove_file(dir.join(crate::sealer::SOFTWARE_KEY_FILE));
         }
-        Ok(Vault {
-            db,
-            dir,
-            key: Arc::new(key),
-            sealer_kind: sealer.kind(),
-            actor,
-        })
+        Ok(Vault::assemble(db, dir, key, sealer.kind(), actor, sealed))
     }
 
     fn open_existing(data_dir: &Path) -> Result<(Database, PathBuf)> {
@@ -303,7 +420,9 @@ impl Vault {
         let (db, dir) = Self::open_existing(data_dir)?;
         let txn = db.begin_read()?;
         let kind = stored_sealer(&txn)?;
-        let blob = meta_get(&txn, "sealed_key")?.unwrap_or_default();
+        let blobs = sealed_blobs(&txn).unwrap_or_default();
+        let stored_pcrs = meta_get(&txn, "pcrs")?.map(|p| String::from_utf8_lossy(&p).to_string());
+        let pending_ca = crate::ca::pending_ca_name(&txn)?;
         let keys = read_keys(&txn)?;
         let mut users: Vec<&str> = keys.iter().map(|k| k.user.as_str()).collect();
         users.sort_unstable();
@@ -324,14 +443,26 @@ impl Vault {
         if audit_chain != "ok" {
             warnings.push(format!("audit log: {audit_chain}"));
         }
+        if blobs.len() > 1 {
+            warnings.push(format!(
+                "{} sealed copies of the vault key: an update is staged or not committed",
+                blobs.len()
+            ));
+        }
+        if let Some(name) = pending_ca {
+            warnings.push(format!(
+                "the intermediate CA {name:?} waits for its signed certificate (`sealctl ca import-cert`)"
+            ));
+        }
         Ok(VaultStatus {
             data_dir: dir.display().to_string(),
             sealed_by: kind,
             pcrs: if kind == SealerKind::Tpm {
-                sealer::blob_pcrs(&blob)
+                stored_pcrs.or_else(|| blobs.last().and_then(|b| sealer::blob_pcrs(b)))
             } else {
                 None
             },
+            sealed_copies: blobs.len(),
             users: users.len(),
             keys: keys.len(),
             active_keys: keys.iter().filter(|k| k.active()).count(),
@@ -355,9 +486,121 @@ impl Vault {
         self.sealer_kind
     }
 
-    /// Sets who is named in the audit entries of this handle's operations.
+    /// Sets who is named in the audit entries of this handle's operations, including the
+    /// uses of the keys it hands out afterwards.
     pub fn set_actor(&mut self, actor: &str) {
         self.actor = actor.to_string();
+    }
+
+    /// How key uses are written to the audit log: a batch of `max_entries` uses (1: a commit
+    /// per use, before the key is used) or whatever accumulated within `max_delay`, whichever
+    /// comes first. Defaults: [`crate::USE_BATCH_ENTRIES`], [`crate::USE_BATCH_DELAY`]. Applies
+    /// to keys already handed out too.
+    pub fn set_use_audit_batch(&self, max_entries: usize, max_delay: Duration) {
+        self.uses.configure(max_entries, max_delay);
+    }
+
+    /// Writes the key uses still buffered to the audit log now.
+    pub fn flush_audit(&self) -> Result<()> {
+        self.uses.flush()
+    }
+
+    /// A write transaction, after the buffered key uses are written (so the log stays in
+    /// order). Never use a key while holding one: a full use buffer writes too.
+    pub(crate) fn begin_write(&self) -> Result<WriteTransaction> {
+        self.uses.flush()?;
+        Ok(self.db.begin_write()?)
+    }
+
+    /// The PCR selection of this vault's TPM seal (`None` for the software sealer).
+    pub fn pcrs(&self) -> Result<Option<PcrSelection>> {
+        let txn = self.db.begin_read()?;
+        match meta_get(&txn, "pcrs")? {
+            Some(p) => Ok(Some(String::from_utf8_lossy(&p).parse().map_err(
+                |e| VaultError::Corrupt(format!("stored PCR selection: {e}")),
+            )?)),
+            None if self.sealer_kind == SealerKind::Tpm => Ok(Some(PcrSelection::default())),
+            None => Ok(None),
+        }
+    }
+
+    /// How many sealed copies of the vault key are stored, and which of them (0 = oldest)
+    /// opened this handle (`None` if it is no longer stored).
+    pub fn sealed_copies(&self) -> Result<(usize, Option<usize>)> {
+        let blobs = sealed_blobs(&self.db.begin_read()?)?;
+        let pos = blobs.iter().position(|b| *b == self.opened_blob);
+        Ok((blobs.len(), pos))
+    }
+
+    /// Update, step 1 (while the running system still unseals): seals the vault key again
+    /// for the PCR values the updated system will have (`predicted`: every PCR of the vault's
+    /// selection, e.g. computed with `sealgate_tpm::pcr_extend_sha256`) and stores the new
+    /// blob next to the current one. Copies newer than the one that opened this handle
+    /// (earlier predictions) are replaced. At open the newest copy that unseals wins, so the
+    /// updated system opens with the new blob and the old one still opens if the update is
+    /// rolled back. Audited. See ARCHITECTURE.md "Updates must not brick the vault".
+    pub fn reseal_for_update(
+        &self,
+        sealer: &mut dyn Sealer,
+        predicted: &[(u32, [u8; 32])],
+    ) -> Result<()> {
+        if sealer.kind() != self.sealer_kind {
+            return Err(VaultError::SealerMismatch {
+                vault: self.sealer_kind,
+                given: sealer.kind(),
+            });
+        }
+        let pcrs = self.pcrs()?.unwrap_or_default();
+        let blob = sealer.seal_predicted(&self.dir, self.key.bytes(), &pcrs, predicted)?;
+        let values: Vec<String> = predicted
+            .iter()
+            .map(|(i, v)| format!("{i}:{}", cipher::hex(v)))
+            .collect();
+        self.audited(
+            |txn| {
+                let mut m = txn.open_table(META)?;
+                let blobs = sealed_blobs_w(&m)?;
+                let mut keep = match blobs.iter().position(|b| *b == self.opened_blob) {
+                    Some(pos) => blobs[..=pos].to_vec(),
+                    None => blobs,
+                };
+                while keep.len() >= MAX_SEALED_COPIES {
+                    keep.remove(0);
+                }
+                keep.push(blob);
+                put_blobs(&mut m, &keep)?;
+                Ok(())
+            },
+            "vault.reseal-for-update",
+            "vault",
+            &format!("pcrs={pcrs} predicted={}", values.join(",")),
+        )
+    }
+
+    /// Update, step 2 (after the updated system opened the vault and passed its health
+    /// check): drops the sealed copies older than the one that opened this handle. Returns
+    /// how many were dropped. Audited.
+    pub fn commit_update(&self) -> Result<usize> {
+        self.audited(
+            |txn| {
+                let mut m = txn.open_table(META)?;
+                let blobs = sealed_blobs_w(&m)?;
+                let pos = blobs
+                    .iter()
+                    .position(|b| *b == self.opened_blob)
+                    .ok_or_else(|| {
+                        VaultError::Usage(
+                            "the sealed copy that opened this vault is no longer stored: reopen the vault"
+                                .into(),
+                        )
+                    })?;
+                put_blobs(&mut m, &blobs[pos..])?;
+                Ok(pos)
+            },
+            "vault.commit-update",
+            "vault",
+            "dropped the sealed copies older than the one that opened",
+        )
     }
 
     /// Imports every key of a PKCS#12 file (OpenSSL 3 default or `-legacy`). `user` names the
@@ -445,7 +688,7 @@ impl Vault {
             };
             prepared.push((pkcs8, certs, owner));
         }
-        let txn = self.db.begin_write()?;
+        let txn = self.begin_write()?;
         let mut out = Vec::new();
         {
             let mut keys = txn.open_table(KEYS)?;
@@ -532,9 +775,7 @@ impl Vault {
     pub fn keys_for(&self, user: &str) -> Result<Vec<VaultKey>> {
         let mut recs = self.user_records(user)?;
         recs.sort_by_key(|r| std::cmp::Reverse(r.id));
-        recs.iter()
-            .map(|r| VaultKey::from_record(r, self.key.clone()))
-            .collect()
+        recs.iter().map(|r| self.vault_key(r)).collect()
     }
 
     /// The key `user` signs with: the newest active key whose purpose allows signing.
@@ -545,7 +786,11 @@ impl Vault {
             .iter()
             .find(|r| r.active() && r.purpose.signs())
             .ok_or_else(|| VaultError::NoKey(format!("{user} has no active signing key")))?;
-        VaultKey::from_record(r, self.key.clone())
+        self.vault_key(r)
+    }
+
+    fn vault_key(&self, r: &KeyRecord) -> Result<VaultKey> {
+        VaultKey::from_record(r, self.key.clone(), &self.actor, self.uses.clone())
     }
 
     /// The certificate others encrypt to for `user`: the newest active key's that decrypts.
@@ -665,7 +910,7 @@ impl Vault {
         subject: &str,
         detail: &str,
     ) -> Result<T> {
-        let txn = self.db.begin_write()?;
+        let txn = self.begin_write()?;
         let v = change(&txn)?;
         {
             let mut a = txn.open_table(AUDIT)?;
@@ -675,8 +920,9 @@ impl Vault {
         Ok(v)
     }
 
-    /// The audit log, after verifying its hash chain.
+    /// The audit log (buffered key uses written first), after verifying its hash chain.
     pub fn audit(&self) -> Result<Vec<AuditEntry>> {
+        self.uses.flush()?;
         let txn = self.db.begin_read()?;
         let t = txn.open_table(AUDIT)?;
         audit::read_verified(&t)
@@ -688,7 +934,7 @@ impl Vault {
         self.audit()?;
         let recs = self.records()?;
         for r in &recs {
-            VaultKey::from_record(r, self.key.clone())?.check()?;
+            self.vault_key(r)?.check()?;
         }
         if let Some(ca) = crate::ca::read_ca(&self.db.begin_read()?)? {
             ca.signing_key(&self.key)?;

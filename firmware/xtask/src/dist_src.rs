@@ -23,7 +23,15 @@ pub struct Args {
 
 /// The top-level paths of the workspace that the tarball carries (sorted).
 const SOURCES: &[&str] = &[
-    ".cargo", "Cargo.lock", "Cargo.toml", "firmware", "qemu", "rootfs", "tests", "tpm", "webui",
+    ".cargo",
+    "Cargo.lock",
+    "Cargo.toml",
+    "firmware",
+    "qemu",
+    "rootfs",
+    "tests",
+    "tpm",
+    "webui",
 ];
 
 /// `cargo xtask dist-src`.
@@ -51,7 +59,10 @@ pub fn run(args: Args) -> Result<()> {
         .output()
         .context("cargo vendor")?;
     if !vendor.status.success() {
-        bail!("cargo vendor failed: {}", String::from_utf8_lossy(&vendor.stderr));
+        bail!(
+            "cargo vendor failed: {}",
+            String::from_utf8_lossy(&vendor.stderr)
+        );
     }
     // What `cargo vendor` prints is the configuration that builds from VENDOR/.
     let config = stage.join(".cargo/config.toml");
@@ -84,7 +95,10 @@ pub fn check_buildroot() -> Result<()> {
         println!("problem: {p}");
     }
     if !problems.is_empty() {
-        bail!("board/buildroot/ disagrees with the offline image build ({} problems)", problems.len());
+        bail!(
+            "board/buildroot/ disagrees with the offline image build ({} problems)",
+            problems.len()
+        );
     }
     println!("board/buildroot/ agrees with the offline image build");
     Ok(())
@@ -94,7 +108,13 @@ pub fn check_buildroot() -> Result<()> {
 pub(crate) fn buildroot_problems(root: &Path) -> Result<Vec<String>> {
     let br = root.join("board/buildroot");
     let mut problems = Vec::new();
-    for f in ["external.desc", "Config.in", "external.mk", "package/sealgate/Config.in", "package/sealgate/sealgate.mk"] {
+    for f in [
+        "external.desc",
+        "Config.in",
+        "external.mk",
+        "package/sealgate/Config.in",
+        "package/sealgate/sealgate.mk",
+    ] {
         if !br.join(f).is_file() {
             problems.push(format!("board/buildroot/{f} is missing"));
         }
@@ -124,47 +144,104 @@ pub(crate) fn buildroot_problems(root: &Path) -> Result<Vec<String>> {
     let mut found = 0;
     for entry in fs::read_dir(&configs).with_context(|| format!("reading {}", configs.display()))? {
         let path = entry?.path();
-        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         if !name.ends_with("_defconfig") {
             continue;
         }
         found += 1;
         let text = fs::read_to_string(&path)?;
         for line in text.lines() {
-            let Some((key, value)) = line.split_once('=') else { continue };
+            let Some((key, value)) = line.split_once('=') else {
+                continue;
+            };
             let value = value.trim_matches('"');
             for word in value.split_whitespace() {
-                if let Some(rel) = word.strip_prefix("$(BR2_EXTERNAL_SEALGATE_PATH)/") {
-                    if !br.join(rel).exists() {
-                        problems.push(format!("{name}: {key} names {rel}, which does not exist"));
-                    }
+                if let Some(rel) = word.strip_prefix("$(BR2_EXTERNAL_SEALGATE_PATH)/")
+                    && !br.join(rel).exists()
+                {
+                    problems.push(format!("{name}: {key} names {rel}, which does not exist"));
                 }
             }
         }
-        let board = BOARDS.iter().find(|b| name.contains(b.triplet.split('-').next().unwrap_or("?")));
+        let board = BOARDS
+            .iter()
+            .find(|b| name.contains(b.triplet.split('-').next().unwrap_or("?")));
         match board {
             None => problems.push(format!("{name}: no board of the offline build matches")),
             Some(b) => {
-                if !text.contains(&format!("board/{}/", b.name)) && !text.contains(&format!("SEALGATE_BOARD=\"{}\"", b.name)) {
-                    problems.push(format!("{name} does not use board/{}", b.name));
+                for want in [
+                    format!("BR2_ROOTFS_POST_SCRIPT_ARGS=\"{}\"", b.name),
+                    format!("/../{}/linux.fragment\"", b.name),
+                    format!(
+                        "BR2_TARGET_GRUB2_BUILTIN_MODULES_EFI=\"{}\"",
+                        image::GRUB_MODULES.join(" ")
+                    ),
+                    "BR2_TARGET_ROOTFS_SQUASHFS4_GZIP=y".to_string(),
+                    "BR2_PACKAGE_SEALGATE=y".to_string(),
+                    "BR2_PACKAGE_TPM2_TSS=y".to_string(),
+                ] {
+                    if !text.contains(&want) {
+                        problems.push(format!("{name} lacks {want}"));
+                    }
                 }
             }
         }
     }
     if found < 2 {
-        problems.push(format!("expected defconfigs for x86_64 and aarch64, found {found}"));
+        problems.push(format!(
+            "expected defconfigs for x86_64 and aarch64, found {found}"
+        ));
     }
-    // The kernel fragment of a board names the drivers its modules.txt loads (as =y or =m).
+    // Every board: a kernel fragment, and the same partitions (names, order) with the
+    // inputs post-image.sh makes.
+    let mut layouts = Vec::new();
     for b in BOARDS {
-        let frag = root.join("board").join(b.name).join("linux.fragment");
-        if !frag.is_file() {
+        let dir = root.join("board").join(b.name);
+        if !dir.join("linux.fragment").is_file() {
             problems.push(format!("board/{}/linux.fragment is missing", b.name));
+        }
+        let cfg = fs::read_to_string(dir.join("genimage.cfg")).unwrap_or_default();
+        let parts: Vec<String> = cfg
+            .lines()
+            .filter_map(|l| {
+                l.trim()
+                    .strip_prefix("partition ")
+                    .map(|r| r.trim_end_matches('{').trim().to_string())
+            })
+            .collect();
+        for input in ["esp.vfat", "root.squashfs"] {
+            if !cfg.contains(&format!("image = \"{input}\"")) {
+                problems.push(format!(
+                    "board/{}/genimage.cfg does not take {input}",
+                    b.name
+                ));
+            }
+            if !post_image.contains(input) {
+                problems.push(format!("post-image.sh does not make {input}"));
+            }
+        }
+        layouts.push((b.name, parts));
+    }
+    if let Some((first, parts)) = layouts.first() {
+        if parts.as_slice() != ["boot", "rootA", "rootB", "data"] {
+            problems.push(format!("board/{first}/genimage.cfg partitions are {parts:?}, the box looks up boot, rootA, rootB, data"));
+        }
+        for (name, other) in &layouts[1..] {
+            if other != parts {
+                problems.push(format!(
+                    "board/{name}/genimage.cfg partitions {other:?} differ from {first}'s {parts:?}"
+                ));
+            }
         }
     }
     Ok(problems)
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -26,8 +26,11 @@ use crate::test::{ensure_debian_packages, workspace_root};
 
 /// The Rust binaries every image installs into `/usr/bin` (Buildroot's sealgate package must
 /// install the same: `cargo xtask check-buildroot` checks it).
-pub(crate) const BINARIES: &[(&str, &str)] =
-    &[("sealgated", "sealgated"), ("sealctl", "sealctl"), ("sealgate-console", "sealgate-console")];
+pub(crate) const BINARIES: &[(&str, &str)] = &[
+    ("sealgated", "sealgated"),
+    ("sealctl", "sealctl"),
+    ("sealgate-console", "sealgate-console"),
+];
 
 /// Debian packages the image build reads its parts from (and `cargo xtask test` installs).
 pub(crate) const IMAGE_PACKAGES: &[&str] = &[
@@ -41,6 +44,26 @@ pub(crate) const IMAGE_PACKAGES: &[&str] = &[
     "mtools",
     "cpio",
     "libtss2-tcti-device0",
+];
+
+/// The modules built into GRUB's EFI image (Buildroot's defconfigs name the same).
+pub(crate) const GRUB_MODULES: &[&str] = &[
+    "part_gpt",
+    "fat",
+    "squash4",
+    "ext2",
+    "normal",
+    "linux",
+    "configfile",
+    "loadenv",
+    "test",
+    "echo",
+    "regexp",
+    "gzio",
+    "xzio",
+    "search",
+    "halt",
+    "reboot",
 ];
 
 /// Size of the EFI system partition image, MiB (FAT16).
@@ -95,10 +118,14 @@ pub(crate) const BOARDS: &[Board] = &[
 impl Board {
     /// The board named `name`, or an error listing the known ones.
     pub(crate) fn named(name: &str) -> Result<Board> {
-        BOARDS.iter().copied().find(|b| b.name == name).with_context(|| {
-            let names: Vec<_> = BOARDS.iter().map(|b| b.name).collect();
-            format!("unknown board {name:?}; known: {}", names.join(", "))
-        })
+        BOARDS
+            .iter()
+            .copied()
+            .find(|b| b.name == name)
+            .with_context(|| {
+                let names: Vec<_> = BOARDS.iter().map(|b| b.name).collect();
+                format!("unknown board {name:?}; known: {}", names.join(", "))
+            })
     }
 }
 
@@ -108,10 +135,24 @@ pub struct Args {
     /// The board (a folder of board/).
     #[arg(long, default_value = "qemu-x86_64")]
     pub board: String,
-    /// Use this sealgated binary instead of building the workspace's (for experiments
-    /// while the daemon is being written; the manifest records it).
-    #[arg(long, value_name = "FILE")]
-    pub daemon_binary: Option<PathBuf>,
+    /// Install FILE as /usr/bin/NAME instead of building it (NAME=FILE, repeatable; for
+    /// experiments while the workspace does not build; the manifest records it).
+    #[arg(long = "binary", value_name = "NAME=FILE", value_parser = parse_binary)]
+    pub binaries: Vec<(String, PathBuf)>,
+}
+
+fn parse_binary(s: &str) -> Result<(String, PathBuf), String> {
+    let (name, file) = s.split_once('=').ok_or("expected NAME=FILE")?;
+    if !BINARIES.iter().any(|(_, b)| *b == name) {
+        return Err(format!("{name} is not one of the box's binaries"));
+    }
+    Ok((name.to_string(), PathBuf::from(file)))
+}
+
+impl Args {
+    fn given(&self, bin: &str) -> Option<&PathBuf> {
+        self.binaries.iter().find(|(n, _)| n == bin).map(|(_, p)| p)
+    }
 }
 
 /// What a build produced.
@@ -125,8 +166,18 @@ pub fn run(args: Args) -> Result<()> {
     let board = Board::named(&args.board)?;
     let built = build(board, &args)?;
     let meta = fs::metadata(&built.disk)?;
-    println!("image: {} ({} MiB raw)", built.disk.display(), meta.len() >> 20);
+    println!(
+        "image: {} ({} MiB raw)",
+        built.disk.display(),
+        meta.len() >> 20
+    );
     Ok(())
+}
+
+/// Builds the qemu-x86_64 image from the workspace's binaries (`cargo xtask test`).
+pub(crate) fn build_default() -> Result<()> {
+    let args = Args { board: "qemu-x86_64".into(), binaries: Vec::new() };
+    build(Board::named(&args.board)?, &args).map(|_| ())
 }
 
 /// The folder a board's image is assembled in: `target/image/<board>/`.
@@ -175,8 +226,21 @@ pub(crate) fn build(board: Board, args: &Args) -> Result<Built> {
     sh(Command::new("mksquashfs")
         .arg(&rootfs)
         .arg(inputs.join("root.squashfs"))
-        .args(["-comp", "gzip", "-noappend", "-all-root", "-no-xattrs", "-quiet", "-no-progress"])
-        .args(["-mkfs-time", &epoch.to_string(), "-all-time", &epoch.to_string()]))?;
+        .args([
+            "-comp",
+            "gzip",
+            "-noappend",
+            "-all-root",
+            "-no-xattrs",
+            "-quiet",
+            "-no-progress",
+        ])
+        .args([
+            "-mkfs-time",
+            &epoch.to_string(),
+            "-all-time",
+            &epoch.to_string(),
+        ]))?;
 
     // The EFI system partition.
     make_esp(board, &board_dir, &inputs.join("esp.vfat"), &work, epoch)?;
@@ -219,7 +283,10 @@ pub(crate) fn build(board: Board, args: &Args) -> Result<Built> {
 /// `SOURCE_DATE_EPOCH` from the environment, else the commit time of `HEAD`.
 fn source_date_epoch(root: &Path) -> Result<u64> {
     if let Ok(v) = std::env::var("SOURCE_DATE_EPOCH") {
-        return v.trim().parse().context("SOURCE_DATE_EPOCH is not a number");
+        return v
+            .trim()
+            .parse()
+            .context("SOURCE_DATE_EPOCH is not a number");
     }
     let out = Command::new("git")
         .current_dir(root)
@@ -236,23 +303,27 @@ fn source_date_epoch(root: &Path) -> Result<u64> {
 fn build_binaries(root: &Path, args: &Args) -> Result<BTreeMap<&'static str, PathBuf>> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(&cargo);
-    cmd.current_dir(root).args(["build", "--release", "--locked"]);
-    for (package, _) in BINARIES {
-        if *package == "sealgated" && args.daemon_binary.is_some() {
-            continue;
+    cmd.current_dir(root)
+        .args(["build", "--release", "--locked"]);
+    let mut any = false;
+    for (package, bin) in BINARIES {
+        if args.given(bin).is_none() {
+            cmd.args(["-p", package]);
+            any = true;
         }
-        cmd.args(["-p", package]);
     }
-    sh(&mut cmd).context("building the box's binaries")?;
+    if any {
+        sh(&mut cmd).context("building the box's binaries")?;
+    }
     let target_dir = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| root.join("target"));
     let mut out = BTreeMap::new();
     for (_, bin) in BINARIES {
-        let path = match (&args.daemon_binary, *bin) {
-            (Some(p), "sealgated") => p.clone(),
-            _ => target_dir.join("release").join(bin),
-        };
+        let path = args
+            .given(bin)
+            .cloned()
+            .unwrap_or_else(|| target_dir.join("release").join(bin));
         if !path.is_file() {
             bail!("{} was not built", path.display());
         }
@@ -273,10 +344,15 @@ fn find_kernel(board: Board) -> Result<Kernel> {
         .context("no /lib/modules: install linux-image-amd64")?
         .filter_map(|e| e.ok())
         .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|v| v.ends_with(board.kernel_suffix) && Path::new("/boot").join(format!("vmlinuz-{v}")).is_file())
+        .filter(|v| {
+            v.ends_with(board.kernel_suffix)
+                && Path::new("/boot").join(format!("vmlinuz-{v}")).is_file()
+        })
         .collect();
-    versions.sort_by(|a, b| version_key(a).cmp(&version_key(b)));
-    let version = versions.pop().context("no Debian kernel installed: apt-get install linux-image-amd64")?;
+    versions.sort_by_key(|v| version_key(v));
+    let version = versions
+        .pop()
+        .context("no Debian kernel installed: apt-get install linux-image-amd64")?;
     Ok(Kernel {
         image: Path::new("/boot").join(format!("vmlinuz-{version}")),
         modules: Path::new("/lib/modules").join(&version),
@@ -286,7 +362,9 @@ fn find_kernel(board: Board) -> Result<Kernel> {
 
 /// Orders kernel versions like `6.1.0-56-amd64` numerically.
 fn version_key(v: &str) -> Vec<u64> {
-    v.split(|c: char| !c.is_ascii_digit()).filter_map(|p| p.parse().ok()).collect()
+    v.split(|c: char| !c.is_ascii_digit())
+        .filter_map(|p| p.parse().ok())
+        .collect()
 }
 
 /// Resolves the board's module list against `modules.dep`: every module after its
@@ -294,9 +372,17 @@ fn version_key(v: &str) -> Vec<u64> {
 pub(crate) fn module_load_order(modules_dep: &str, wanted: &[String]) -> Result<Vec<String>> {
     let mut deps: BTreeMap<String, (String, Vec<String>)> = BTreeMap::new();
     for line in modules_dep.lines() {
-        let Some((path, rest)) = line.split_once(':') else { continue };
+        let Some((path, rest)) = line.split_once(':') else {
+            continue;
+        };
         let name = module_name(path);
-        deps.insert(name, (path.to_string(), rest.split_whitespace().map(String::from).collect()));
+        deps.insert(
+            name,
+            (
+                path.to_string(),
+                rest.split_whitespace().map(String::from).collect(),
+            ),
+        );
     }
     let mut order = Vec::new();
     let mut seen = BTreeSet::new();
@@ -343,14 +429,25 @@ fn read_list(path: &Path) -> Result<Vec<String>> {
         .collect())
 }
 
-fn stage_initramfs(board: Board, root: &Path, board_dir: &Path, kernel: &Kernel, dir: &Path) -> Result<()> {
+fn stage_initramfs(
+    board: Board,
+    root: &Path,
+    board_dir: &Path,
+    kernel: &Kernel,
+    dir: &Path,
+) -> Result<()> {
     for d in ["bin", "dev", "proc", "sys", "newroot", "lib/modules"] {
         fs::create_dir_all(dir.join(d))?;
     }
     copy_file(Path::new("/bin/busybox"), &dir.join("bin/busybox"), 0o755)?;
     symlink("busybox", dir.join("bin/sh"))?;
-    copy_file(&root.join("rootfs/initramfs/init"), &dir.join("init"), 0o755)?;
-    let dep = fs::read_to_string(kernel.modules.join("modules.dep")).context("reading modules.dep")?;
+    copy_file(
+        &root.join("rootfs/initramfs/init"),
+        &dir.join("init"),
+        0o755,
+    )?;
+    let dep =
+        fs::read_to_string(kernel.modules.join("modules.dep")).context("reading modules.dep")?;
     let wanted = read_list(&board_dir.join("modules.txt"))?;
     let order = module_load_order(&dep, &wanted)?;
     let mut load_order = String::new();
@@ -387,7 +484,11 @@ fn cpio_gzip(dir: &Path, out: &Path, epoch: u64) -> Result<()> {
         .spawn()
         .context("running cpio")?;
     use std::io::Write;
-    child.stdin.take().context("cpio stdin")?.write_all(list.as_bytes())?;
+    child
+        .stdin
+        .take()
+        .context("cpio stdin")?
+        .write_all(list.as_bytes())?;
     if !child.wait()?.success() {
         bail!("cpio | gzip failed");
     }
@@ -398,7 +499,9 @@ fn cpio_gzip(dir: &Path, out: &Path, epoch: u64) -> Result<()> {
 fn sorted_tree(dir: &Path) -> Result<Vec<String>> {
     let mut out = vec![".".to_string()];
     fn walk(base: &Path, rel: &Path, out: &mut Vec<String>) -> Result<()> {
-        let mut entries: Vec<_> = fs::read_dir(base.join(rel))?.filter_map(|e| e.ok()).collect();
+        let mut entries: Vec<_> = fs::read_dir(base.join(rel))?
+            .filter_map(|e| e.ok())
+            .collect();
         entries.sort_by_key(|e| e.file_name());
         for e in entries {
             let r = rel.join(e.file_name());
@@ -416,7 +519,12 @@ fn sorted_tree(dir: &Path) -> Result<Vec<String>> {
 
 fn set_mtimes(dir: &Path, files: &[String], epoch: u64) -> Result<()> {
     let mut cmd = Command::new("touch");
-    cmd.current_dir(dir).arg("-h").arg("-d").arg(format!("@{epoch}")).arg("--").args(files);
+    cmd.current_dir(dir)
+        .arg("-h")
+        .arg("-d")
+        .arg(format!("@{epoch}"))
+        .arg("--")
+        .args(files);
     sh(&mut cmd)
 }
 
@@ -430,7 +538,8 @@ fn stage_rootfs(
 ) -> Result<()> {
     let libdir = format!("usr/lib/{}", board.triplet);
     for d in [
-        "usr/bin", "usr/sbin", &libdir, "boot", "dev", "proc", "sys", "run", "tmp", "var", "data", "root", "etc",
+        "usr/bin", "usr/sbin", &libdir, "boot", "dev", "proc", "sys", "run", "tmp", "var", "data",
+        "root", "etc",
     ] {
         fs::create_dir_all(rootfs.join(d))?;
     }
@@ -446,14 +555,24 @@ fn stage_rootfs(
     fs::set_permissions(rootfs.join("root"), fs::Permissions::from_mode(0o700))?;
 
     // busybox and its applets (our own files win over an applet of the same name).
-    copy_file(Path::new("/bin/busybox"), &rootfs.join("usr/bin/busybox"), 0o755)?;
-    let list = Command::new("/bin/busybox").arg("--list-full").output().context("busybox --list-full")?;
+    copy_file(
+        Path::new("/bin/busybox"),
+        &rootfs.join("usr/bin/busybox"),
+        0o755,
+    )?;
+    let list = Command::new("/bin/busybox")
+        .arg("--list-full")
+        .output()
+        .context("busybox --list-full")?;
     let mut elf: Vec<PathBuf> = Vec::new();
-    for (_, path) in binaries {
-        elf.push(path.clone());
-    }
+    elf.extend(binaries.values().cloned());
     for (bin, path) in binaries {
-        copy_file(path, &rootfs.join("usr/bin").join(bin), 0o755)?;
+        let dest = rootfs.join("usr/bin").join(bin);
+        copy_file(path, &dest, 0o755)?;
+        // The release profile keeps line tables; the box keeps symbols (backtraces) only.
+        if fs::read(&dest)?.starts_with(b"\x7fELF") {
+            sh(Command::new("strip").arg("--strip-debug").arg(&dest))?;
+        }
     }
     // e2fsprogs for the data partition's check at boot and the full factory reset.
     for tool in ["e2fsck", "mke2fs"] {
@@ -463,19 +582,34 @@ fn stage_rootfs(
     }
     for applet in String::from_utf8_lossy(&list.stdout).lines() {
         let name = applet.rsplit('/').next().unwrap_or(applet);
-        let dir = if applet.contains("sbin/") { "usr/sbin" } else { "usr/bin" };
+        let dir = if applet.contains("sbin/") {
+            "usr/sbin"
+        } else {
+            "usr/bin"
+        };
         let dest = rootfs.join(dir).join(name);
-        if dest.symlink_metadata().is_ok() || rootfs.join("usr/bin").join(name).symlink_metadata().is_ok() {
+        if dest.symlink_metadata().is_ok()
+            || rootfs.join("usr/bin").join(name).symlink_metadata().is_ok()
+        {
             continue;
         }
-        let target = if dir == "usr/bin" { "busybox".to_string() } else { "../bin/busybox".to_string() };
+        let target = if dir == "usr/bin" {
+            "busybox".to_string()
+        } else {
+            "../bin/busybox".to_string()
+        };
         symlink(target, dest)?;
     }
 
     // Shared libraries: what the binaries need, plus the TPM's TCTI (dlopen'ed by tss2-tctildr).
-    let tcti = Path::new("/usr/lib").join(board.triplet).join("libtss2-tcti-device.so.0");
+    let tcti = Path::new("/usr/lib")
+        .join(board.triplet)
+        .join("libtss2-tcti-device.so.0");
     if !tcti.exists() {
-        bail!("{} is missing: apt-get install libtss2-tcti-device0", tcti.display());
+        bail!(
+            "{} is missing: apt-get install libtss2-tcti-device0",
+            tcti.display()
+        );
     }
     elf.push(tcti.clone());
     let mut libs = BTreeSet::new();
@@ -502,7 +636,9 @@ fn stage_rootfs(
     copy_tree(&root.join("rootfs/overlay"), rootfs)?;
     symlink("/run/resolv.conf", rootfs.join("etc/resolv.conf"))?;
     symlink("/proc/mounts", rootfs.join("etc/mtab"))?;
-    symlink("../bin/busybox", rootfs.join("usr/sbin/init"))?;
+    if rootfs.join("usr/sbin/init").symlink_metadata().is_err() {
+        bail!("busybox has no init applet");
+    }
     let version = env!("CARGO_PKG_VERSION");
     fs::write(
         rootfs.join("etc/os-release"),
@@ -520,7 +656,10 @@ fn stage_rootfs(
 
 /// The shared libraries `elf` loads (by `ldd`), as real files on the build machine.
 fn needed_libraries(elf: &Path) -> Result<Vec<PathBuf>> {
-    let out = Command::new("ldd").arg(elf).output().context("running ldd")?;
+    let out = Command::new("ldd")
+        .arg(elf)
+        .output()
+        .context("running ldd")?;
     let text = String::from_utf8_lossy(&out.stdout);
     if text.contains("not a dynamic executable") || (!out.status.success() && text.is_empty()) {
         return Ok(Vec::new());
@@ -533,7 +672,10 @@ fn needed_libraries(elf: &Path) -> Result<Vec<PathBuf>> {
         }
         let path = match line.split_once("=>") {
             Some((_, rest)) => rest.split_whitespace().next(),
-            None => line.split_whitespace().next().filter(|p| p.starts_with('/')),
+            None => line
+                .split_whitespace()
+                .next()
+                .filter(|p| p.starts_with('/')),
         };
         if let Some(p) = path.filter(|p| p.starts_with('/')) {
             libs.push(PathBuf::from(p));
@@ -547,31 +689,50 @@ fn make_esp(board: Board, board_dir: &Path, esp: &Path, work: &Path, epoch: u64)
     sh(Command::new("grub-mkimage")
         .args(["-O", board.grub_platform, "-p", "/EFI/BOOT", "-o"])
         .arg(&efi)
-        .args([
-            "part_gpt", "fat", "squash4", "ext2", "normal", "linux", "configfile", "loadenv", "test", "echo",
-            "regexp", "gzio", "xzio", "search", "halt", "reboot",
-        ]))?;
+        .args(GRUB_MODULES))?;
     let files = work.join("esp-files");
     fs::create_dir_all(&files)?;
     copy_file(&board_dir.join("grub.cfg"), &files.join("grub.cfg"), 0o644)?;
-    fs::write(files.join("grubenv"), grubenv(&[("ORDER", "A B"), ("A_OK", "1"), ("A_TRY", "0"), ("B_OK", "0"), ("B_TRY", "0")]))?;
+    fs::write(
+        files.join("grubenv"),
+        grubenv(&[
+            ("ORDER", "A B"),
+            ("A_OK", "1"),
+            ("A_TRY", "0"),
+            ("B_OK", "0"),
+            ("B_TRY", "0"),
+        ]),
+    )?;
     let sources = [efi.clone(), files.join("grub.cfg"), files.join("grubenv")];
     let names: Vec<String> = sources.iter().map(|p| p.display().to_string()).collect();
     set_mtimes(work, &names, epoch)?;
 
     sh(Command::new("mkfs.vfat")
-        .args(["--invariant", "-F", "16", "-n", "ESP", "-i", ESP_VOLUME_ID, "-C"])
+        .args([
+            "--invariant",
+            "-F",
+            "16",
+            "-n",
+            "ESP",
+            "-i",
+            ESP_VOLUME_ID,
+            "-C",
+        ])
         .arg(esp)
         .arg((ESP_MIB * 1024).to_string()))?;
     let mtools = |args: &[&str]| -> Result<()> {
         let mut cmd = Command::new(args[0]);
-        cmd.env("MTOOLS_SKIP_CHECK", "1").env("SOURCE_DATE_EPOCH", epoch.to_string());
+        cmd.env("MTOOLS_SKIP_CHECK", "1")
+            .env("SOURCE_DATE_EPOCH", epoch.to_string());
         cmd.arg("-i").arg(esp).args(&args[1..]);
         sh(&mut cmd)
     };
     mtools(&["mmd", "::/EFI", "::/EFI/BOOT"])?;
     for src in &sources {
-        let name = src.file_name().and_then(|n| n.to_str()).context("file name")?;
+        let name = src
+            .file_name()
+            .and_then(|n| n.to_str())
+            .context("file name")?;
         let dest = format!("::/EFI/BOOT/{name}");
         mtools(&["mcopy", "-m", &src.display().to_string(), &dest])?;
     }
@@ -598,35 +759,66 @@ fn write_manifest(
     epoch: u64,
     args: &Args,
 ) -> Result<()> {
-    let mut m = format!("# Sealgate image manifest: what this image is made of.\nboard {}\nSOURCE_DATE_EPOCH {epoch}\nkernel {}\n", board.name, kernel.version);
+    let mut m = format!(
+        "# Sealgate image manifest: what this image is made of.\nboard {}\nSOURCE_DATE_EPOCH {epoch}\nkernel {}\n",
+        board.name, kernel.version
+    );
     let mut pkgs: Vec<&str> = IMAGE_PACKAGES.to_vec();
-    pkgs.extend(["libc6", "libtss2-esys-3.0.2-0", "libtss2-tctildr0", "grub-common"]);
+    pkgs.extend([
+        "libc6",
+        "libtss2-esys-3.0.2-0",
+        "libtss2-tctildr0",
+        "grub-common",
+    ]);
     let kernel_pkg = format!("linux-image-{}", kernel.version);
     pkgs.push(&kernel_pkg);
     for p in pkgs {
-        let v = Command::new("dpkg-query").args(["-W", "-f=${Version}", p]).output();
-        let v = v.map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default();
-        m.push_str(&format!("debian {p} {}\n", if v.is_empty() { "?" } else { &v }));
+        let v = Command::new("dpkg-query")
+            .args(["-W", "-f=${Version}", p])
+            .output();
+        let v = v
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        m.push_str(&format!(
+            "debian {p} {}\n",
+            if v.is_empty() { "?" } else { &v }
+        ));
     }
     for (bin, path) in binaries {
-        let note = if *bin == "sealgated" && args.daemon_binary.is_some() { " (--daemon-binary)" } else { "" };
+        let note = if args.given(bin).is_some() {
+            " (given with --binary)"
+        } else {
+            ""
+        };
         m.push_str(&format!("binary {bin} {}{note}\n", sha256(path)?));
     }
-    m.push_str(&format!("disk {} {}\n", disk.file_name().and_then(|n| n.to_str()).unwrap_or("?"), sha256(disk)?));
+    m.push_str(&format!(
+        "disk {} {}\n",
+        disk.file_name().and_then(|n| n.to_str()).unwrap_or("?"),
+        sha256(disk)?
+    ));
     fs::write(out.join("manifest.txt"), m)?;
     Ok(())
 }
 
 fn sha256(path: &Path) -> Result<String> {
-    let out = Command::new("sha256sum").arg(path).output().context("sha256sum")?;
-    Ok(String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap_or("?").to_string())
+    let out = Command::new("sha256sum")
+        .arg(path)
+        .output()
+        .context("sha256sum")?;
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap_or("?")
+        .to_string())
 }
 
 fn copy_file(src: &Path, dest: &Path, mode: u32) -> Result<()> {
     if let Some(parent) = dest.parent() {
         fs::create_dir_all(parent)?;
     }
-    fs::copy(src, dest).with_context(|| format!("copying {} to {}", src.display(), dest.display()))?;
+    fs::copy(src, dest)
+        .with_context(|| format!("copying {} to {}", src.display(), dest.display()))?;
     fs::set_permissions(dest, fs::Permissions::from_mode(mode))?;
     Ok(())
 }
@@ -666,6 +858,7 @@ pub(crate) fn sh(cmd: &mut Command) -> Result<()> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -676,7 +869,11 @@ mod tests {
                    kernel/drivers/char/hw_random/virtio-rng.ko: kernel/drivers/virtio/virtio.ko\n\
                    kernel/drivers/virtio/virtio.ko:\n\
                    kernel/drivers/block/virtio_blk.ko: kernel/drivers/virtio/virtio.ko\n";
-        let order = module_load_order(dep, &["virtio-rng".into(), "virtio_blk".into(), "ext4".into()]).unwrap();
+        let order = module_load_order(
+            dep,
+            &["virtio-rng".into(), "virtio_blk".into(), "ext4".into()],
+        )
+        .unwrap();
         assert_eq!(
             order,
             [

@@ -11,7 +11,14 @@ use crate::image;
 use crate::test::{ensure_debian_packages, workspace_root};
 
 /// Debian packages that boot the image (and that the system tests need).
-pub(crate) const QEMU_PACKAGES: &[&str] = &["qemu-system-x86", "ovmf", "qemu-utils", "swtpm", "swtpm-tools", "curl"];
+pub(crate) const QEMU_PACKAGES: &[&str] = &[
+    "qemu-system-x86",
+    "ovmf",
+    "qemu-utils",
+    "swtpm",
+    "swtpm-tools",
+    "curl",
+];
 
 /// Arguments of `cargo xtask qemu`.
 #[derive(clap::Args)]
@@ -51,20 +58,39 @@ pub fn run(args: Args) -> Result<()> {
     ensure_debian_packages(QEMU_PACKAGES)?;
     let image_path = sealgate_qemu::image_path(qboard);
     if args.rebuild || !image_path.is_file() {
-        image::build(board, &image::Args { board: args.board.clone(), daemon_binary: None })?;
+        image::build(
+            board,
+            &image::Args {
+                board: args.board.clone(),
+                binaries: Vec::new(),
+            },
+        )?;
     }
     let vm_path = match args.vm_dir {
         Some(p) => p,
         None => workspace_root()?.join("target/vm").join(board.name),
     };
-    let dir = VmDir::prepare(&vm_path, qboard, &image_path, args.fresh).context("preparing the VM folder")?;
-    let ports = PortForwards { base: args.ports_base };
+    let dir = VmDir::prepare(&vm_path, qboard, &image_path, args.fresh)
+        .context("preparing the VM folder")?;
+    let ports = PortForwards {
+        base: args.ports_base,
+    };
     for (name, guest) in GUEST_PORTS {
         let host = ports.host_port(name).unwrap_or_default();
         println!("forward 127.0.0.1:{host} -> box {name} ({guest})");
     }
-    let console = if args.headless { ConsoleMode::Headless } else { ConsoleMode::Terminal };
-    let opts = BootOptions { ports: Some(ports), memory_mib: args.memory, tpm: !args.no_tpm, console, ..Default::default() };
+    let console = if args.headless {
+        ConsoleMode::Headless
+    } else {
+        ConsoleMode::Terminal
+    };
+    let opts = BootOptions {
+        ports: Some(ports),
+        memory_mib: args.memory,
+        tpm: !args.no_tpm,
+        console,
+        ..Default::default()
+    };
     println!("VM folder: {}", dir.path.display());
     if !args.headless {
         println!("console on this terminal; Ctrl-A X quits QEMU\n");

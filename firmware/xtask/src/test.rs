@@ -63,6 +63,12 @@ pub fn run(args: Args) -> Result<()> {
 
     let mut problems: Vec<String> = Vec::new();
 
+    // The system tests (tests/system/) boot this image; building it here keeps it current.
+    step("cargo xtask image --board qemu-x86_64");
+    if let Err(e) = crate::image::build_default() {
+        problems.push(format!("the x86_64 image did not build: {e:#}"));
+    }
+
     step("cargo test --workspace --all-targets");
     let mut cmd = Command::new(&cargo);
     cmd.current_dir(&root)

@@ -67,7 +67,11 @@ commonName = supplied
 "#;
 
 fn run(dir: &Path, args: &[&str]) -> Vec<u8> {
-    let out = Command::new("openssl").args(args).current_dir(dir).output().expect("openssl runs");
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl runs");
     assert!(
         out.status.success(),
         "openssl {args:?} failed: {}",
@@ -86,14 +90,80 @@ fn pki() -> &'static Pki {
         std::fs::write(d.join("index.txt"), "").unwrap();
         std::fs::write(d.join("crlnumber"), "01\n").unwrap();
         std::fs::write(d.join("serial"), "1000\n").unwrap();
-        let genrsa = |name: &str| run(&d, &["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", name]);
+        let genrsa = |name: &str| {
+            run(
+                &d,
+                &[
+                    "genpkey",
+                    "-algorithm",
+                    "RSA",
+                    "-pkeyopt",
+                    "rsa_keygen_bits:2048",
+                    "-out",
+                    name,
+                ],
+            )
+        };
         genrsa("root.key");
-        run(&d, &["req", "-x509", "-new", "-key", "root.key", "-subj", "/CN=Test Root", "-days", "3650", "-sha256",
-            "-config", "ext.cnf", "-extensions", "ca", "-out", "root.pem"]);
+        run(
+            &d,
+            &[
+                "req",
+                "-x509",
+                "-new",
+                "-key",
+                "root.key",
+                "-subj",
+                "/CN=Test Root",
+                "-days",
+                "3650",
+                "-sha256",
+                "-config",
+                "ext.cnf",
+                "-extensions",
+                "ca",
+                "-out",
+                "root.pem",
+            ],
+        );
         genrsa("inter.key");
-        run(&d, &["req", "-new", "-key", "inter.key", "-subj", "/CN=Test Intermediate", "-out", "inter.csr"]);
-        run(&d, &["x509", "-req", "-in", "inter.csr", "-CA", "root.pem", "-CAkey", "root.key", "-set_serial", "2",
-            "-days", "3000", "-sha256", "-extfile", "ext.cnf", "-extensions", "ca", "-out", "inter.pem"]);
+        run(
+            &d,
+            &[
+                "req",
+                "-new",
+                "-key",
+                "inter.key",
+                "-subj",
+                "/CN=Test Intermediate",
+                "-out",
+                "inter.csr",
+            ],
+        );
+        run(
+            &d,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                "inter.csr",
+                "-CA",
+                "root.pem",
+                "-CAkey",
+                "root.key",
+                "-set_serial",
+                "2",
+                "-days",
+                "3000",
+                "-sha256",
+                "-extfile",
+                "ext.cnf",
+                "-extensions",
+                "ca",
+                "-out",
+                "inter.pem",
+            ],
+        );
         let leaf = |name: &str, keygen: &[&str], ext: &str, days: &str, serial: &str| {
             let key = format!("{name}.key");
             let mut args = vec!["genpkey"];
@@ -101,10 +171,44 @@ fn pki() -> &'static Pki {
             args.extend_from_slice(&["-out", &key]);
             run(&d, &args);
             let csr = format!("{name}.csr");
-            run(&d, &["req", "-new", "-key", &key, "-subj", &format!("/CN={name}"), "-out", &csr]);
+            run(
+                &d,
+                &[
+                    "req",
+                    "-new",
+                    "-key",
+                    &key,
+                    "-subj",
+                    &format!("/CN={name}"),
+                    "-out",
+                    &csr,
+                ],
+            );
             let pem = format!("{name}.pem");
-            run(&d, &["x509", "-req", "-in", &csr, "-CA", "inter.pem", "-CAkey", "inter.key", "-set_serial", serial,
-                "-days", days, "-sha256", "-extfile", "ext.cnf", "-extensions", ext, "-out", &pem]);
+            run(
+                &d,
+                &[
+                    "x509",
+                    "-req",
+                    "-in",
+                    &csr,
+                    "-CA",
+                    "inter.pem",
+                    "-CAkey",
+                    "inter.key",
+                    "-set_serial",
+                    serial,
+                    "-days",
+                    days,
+                    "-sha256",
+                    "-extfile",
+                    "ext.cnf",
+                    "-extensions",
+                    ext,
+                    "-out",
+                    &pem,
+                ],
+            );
             // Leaf followed by its chain, as a key's certificate file usually is.
             let mut chain = std::fs::read(d.join(&pem)).unwrap();
             chain.extend(std::fs::read(d.join("inter.pem")).unwrap());
@@ -112,19 +216,105 @@ fn pki() -> &'static Pki {
         };
         let rsa: &[&str] = &["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"];
         leaf("rsa", rsa, "leaf", "30", "0x10");
-        leaf("p256", &["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"], "leaf_ec", "30", "0x11");
-        leaf("p384", &["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-384"], "leaf_ec", "30", "0x12");
-        leaf("ed25519", &["-algorithm", "ED25519"], "leaf_ec", "30", "0x13");
-        leaf("noeku", &["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"], "noeku", "30", "0x14");
-        leaf("badku", &["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"], "badku", "30", "0x15");
-        leaf("revoked", &["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"], "leaf_ec", "30", "0x16");
+        leaf(
+            "p256",
+            &["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"],
+            "leaf_ec",
+            "30",
+            "0x11",
+        );
+        leaf(
+            "p384",
+            &["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-384"],
+            "leaf_ec",
+            "30",
+            "0x12",
+        );
+        leaf(
+            "ed25519",
+            &["-algorithm", "ED25519"],
+            "leaf_ec",
+            "30",
+            "0x13",
+        );
+        leaf(
+            "noeku",
+            &["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"],
+            "noeku",
+            "30",
+            "0x14",
+        );
+        leaf(
+            "badku",
+            &["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"],
+            "badku",
+            "30",
+            "0x15",
+        );
+        leaf(
+            "revoked",
+            &["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"],
+            "leaf_ec",
+            "30",
+            "0x16",
+        );
         run(&d, &["ca", "-config", "ca.cnf", "-revoke", "revoked.pem"]);
-        run(&d, &["ca", "-config", "ca.cnf", "-gencrl", "-out", "inter.crl.pem"]);
-        run(&d, &["crl", "-in", "inter.crl.pem", "-outform", "DER", "-out", "inter.crl"]);
+        run(
+            &d,
+            &[
+                "ca",
+                "-config",
+                "ca.cnf",
+                "-gencrl",
+                "-out",
+                "inter.crl.pem",
+            ],
+        );
+        run(
+            &d,
+            &[
+                "crl",
+                "-in",
+                "inter.crl.pem",
+                "-outform",
+                "DER",
+                "-out",
+                "inter.crl",
+            ],
+        );
         // A self-signed partner certificate, trusted by pinning.
-        run(&d, &["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", "pinned.key"]);
-        run(&d, &["req", "-x509", "-new", "-key", "pinned.key", "-subj", "/CN=Pinned Partner", "-days", "30",
-            "-config", "ext.cnf", "-extensions", "pinned", "-out", "pinned.pem"]);
+        run(
+            &d,
+            &[
+                "genpkey",
+                "-algorithm",
+                "EC",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-out",
+                "pinned.key",
+            ],
+        );
+        run(
+            &d,
+            &[
+                "req",
+                "-x509",
+                "-new",
+                "-key",
+                "pinned.key",
+                "-subj",
+                "/CN=Pinned Partner",
+                "-days",
+                "30",
+                "-config",
+                "ext.cnf",
+                "-extensions",
+                "pinned",
+                "-out",
+                "pinned.pem",
+            ],
+        );
         Pki { path: d, _dir: dir }
     })
 }
@@ -134,16 +324,25 @@ fn read(name: &str) -> Vec<u8> {
 }
 
 fn key(name: &str) -> SoftwareKey {
-    let cert = if name == "pinned" { read("pinned.pem") } else { read(&format!("{name}-chain.pem")) };
+    let cert = if name == "pinned" {
+        read("pinned.pem")
+    } else {
+        read(&format!("{name}-chain.pem"))
+    };
     SoftwareKey::from_key_and_cert(&read(&format!("{name}.key")), &cert).unwrap()
 }
 
 fn cert(name: &str) -> Certificate {
-    Certificate::parse_many(&read(&format!("{name}.pem"))).unwrap().remove(0)
+    Certificate::parse_many(&read(&format!("{name}.pem")))
+        .unwrap()
+        .remove(0)
 }
 
 fn anchors() -> VerifyOptions {
-    VerifyOptions { anchors: vec![cert("root")], ..Default::default() }
+    VerifyOptions {
+        anchors: vec![cert("root")],
+        ..Default::default()
+    }
 }
 
 fn now() -> i64 {
@@ -153,7 +352,12 @@ fn now() -> i64 {
 const MSG: &[u8] = b"Content-Type: text/plain\r\n\r\nHello, signed world.\r\n";
 
 fn opts(scheme: Option<SignScheme>, detached: bool) -> SignOptions {
-    SignOptions { scheme, detached, signing_time: now(), include_chain: true }
+    SignOptions {
+        scheme,
+        detached,
+        signing_time: now(),
+        include_chain: true,
+    }
 }
 
 fn roundtrip(name: &str, scheme: Option<SignScheme>, algorithm: &str) {
@@ -182,13 +386,25 @@ fn roundtrip(name: &str, scheme: Option<SignScheme>, algorithm: &str) {
 #[test]
 fn rsa_pkcs1_roundtrip() {
     roundtrip("rsa", None, "rsa-pkcs1v15-sha256");
-    roundtrip("rsa", Some(SignScheme::RsaPkcs1(HashAlg::Sha512)), "rsa-pkcs1v15-sha512");
+    roundtrip(
+        "rsa",
+        Some(SignScheme::RsaPkcs1(HashAlg::Sha512)),
+        "rsa-pkcs1v15-sha512",
+    );
 }
 
 #[test]
 fn rsa_pss_roundtrip() {
-    roundtrip("rsa", Some(SignScheme::RsaPss(HashAlg::Sha256)), "rsa-pss-sha256");
-    roundtrip("rsa", Some(SignScheme::RsaPss(HashAlg::Sha384)), "rsa-pss-sha384");
+    roundtrip(
+        "rsa",
+        Some(SignScheme::RsaPss(HashAlg::Sha256)),
+        "rsa-pss-sha256",
+    );
+    roundtrip(
+        "rsa",
+        Some(SignScheme::RsaPss(HashAlg::Sha384)),
+        "rsa-pss-sha384",
+    );
 }
 
 #[test]
@@ -212,7 +428,13 @@ fn tampered_content_and_signature_are_invalid() {
         let v = verify(&cms, Some(&other), &VerifyOptions::default()).unwrap();
         assert!(!v.valid);
         assert_eq!(v.signers[0].signature, SignatureStatus::Invalid);
-        assert!(v.signers[0].reasons.iter().any(|r| r == "message digest mismatch"), "{v:?}");
+        assert!(
+            v.signers[0]
+                .reasons
+                .iter()
+                .any(|r| r == "message digest mismatch"),
+            "{v:?}"
+        );
 
         // Flip a byte of the signature value (the last bytes of the DER).
         let mut bad = cms.clone();
@@ -220,7 +442,11 @@ fn tampered_content_and_signature_are_invalid() {
         bad[n - 3] ^= 0x40;
         let v = verify(&bad, Some(MSG), &VerifyOptions::default()).unwrap();
         assert!(!v.valid, "{name}");
-        assert_eq!(v.signers[0].signature, SignatureStatus::Invalid, "{name}: {v:?}");
+        assert_eq!(
+            v.signers[0].signature,
+            SignatureStatus::Invalid,
+            "{name}: {v:?}"
+        );
 
         // Tampered opaque content.
         let (cms, _) = sign(MSG, &k, &opts(None, false)).unwrap();
@@ -228,7 +454,12 @@ fn tampered_content_and_signature_are_invalid() {
         let mut bad = cms.clone();
         bad[pos] = b'J';
         let v = verify(&bad, None, &VerifyOptions::default()).unwrap();
-        assert!(v.signers[0].reasons.iter().any(|r| r == "message digest mismatch"));
+        assert!(
+            v.signers[0]
+                .reasons
+                .iter()
+                .any(|r| r == "message digest mismatch")
+        );
     }
 }
 
@@ -249,7 +480,10 @@ fn truncated_and_garbage_input_never_panics() {
     }
     assert!(verify(b"", None, &VerifyOptions::default()).is_err());
     let (detached, _) = sign(MSG, &key("p256"), &opts(None, true)).unwrap();
-    assert!(matches!(verify(&detached, None, &VerifyOptions::default()), Err(Error::Usage(_))));
+    assert!(matches!(
+        verify(&detached, None, &VerifyOptions::default()),
+        Err(Error::Usage(_))
+    ));
 }
 
 #[test]
@@ -258,7 +492,15 @@ fn certificates_harvests_the_signer() {
     let certs = certificates(&cms).unwrap();
     assert_eq!(certs, vec![cert("rsa")]);
     assert_eq!(all_certificates(&cms).unwrap().len(), 2);
-    let (cms, _) = sign(MSG, &key("rsa"), &SignOptions { include_chain: false, ..opts(None, true) }).unwrap();
+    let (cms, _) = sign(
+        MSG,
+        &key("rsa"),
+        &SignOptions {
+            include_chain: false,
+            ..opts(None, true)
+        },
+    )
+    .unwrap();
     assert_eq!(all_certificates(&cms).unwrap().len(), 1);
     let i = info(&cms).unwrap();
     assert!(i.detached);
@@ -279,22 +521,41 @@ fn chain_of(name: &str, o: &VerifyOptions) -> (Verification, ChainVerdict) {
 
 #[test]
 fn chain_expired_at_a_time() {
-    let o = VerifyOptions { at: Some(now() + 60 * 86400), ..anchors() };
+    let o = VerifyOptions {
+        at: Some(now() + 60 * 86400),
+        ..anchors()
+    };
     let (v, c) = chain_of("p256", &o);
     assert!(!v.valid && !c.valid);
     assert_eq!(v.signers[0].signature, SignatureStatus::Valid);
-    assert!(c.reasons.iter().any(|r| r.starts_with("expired at ")), "{c:?}");
+    assert!(
+        c.reasons.iter().any(|r| r.starts_with("expired at ")),
+        "{c:?}"
+    );
     // Before it was issued.
-    let o = VerifyOptions { at: Some(now() - 86400), ..anchors() };
+    let o = VerifyOptions {
+        at: Some(now() - 86400),
+        ..anchors()
+    };
     let (_, c) = chain_of("p256", &o);
-    assert!(c.reasons.iter().any(|r| r.starts_with("not yet valid: not valid before ")), "{c:?}");
+    assert!(
+        c.reasons
+            .iter()
+            .any(|r| r.starts_with("not yet valid: not valid before ")),
+        "{c:?}"
+    );
 }
 
 #[test]
 fn chain_without_email_eku_or_signing_key_usage() {
     let (v, c) = chain_of("noeku", &anchors());
     assert!(!v.valid);
-    assert!(c.reasons.iter().any(|r| r == "not valid for email protection"), "{c:?}");
+    assert!(
+        c.reasons
+            .iter()
+            .any(|r| r == "not valid for email protection"),
+        "{c:?}"
+    );
     let (v, c) = chain_of("badku", &anchors());
     assert!(!v.valid);
     assert!(c.reasons.iter().any(|r| r.contains("key usage")), "{c:?}");
@@ -302,7 +563,10 @@ fn chain_without_email_eku_or_signing_key_usage() {
 
 #[test]
 fn chain_revoked_with_crl() {
-    let o = VerifyOptions { crls: vec![read("inter.crl")], ..anchors() };
+    let o = VerifyOptions {
+        crls: vec![read("inter.crl")],
+        ..anchors()
+    };
     let (v, c) = chain_of("revoked", &o);
     assert!(!v.valid);
     assert_eq!(c.reasons, vec!["revoked".to_string()]);
@@ -313,17 +577,31 @@ fn chain_revoked_with_crl() {
 
 #[test]
 fn chain_from_binding() {
-    let o = VerifyOptions { from: Some("Alice@Example.com".into()), ..anchors() };
+    let o = VerifyOptions {
+        from: Some("Alice@Example.com".into()),
+        ..anchors()
+    };
     let (v, _) = chain_of("p256", &o);
     assert!(v.valid);
     assert_eq!(v.signers[0].from_matches, Some(true));
-    let o = VerifyOptions { from: Some("bob@example.com".into()), ..anchors() };
+    let o = VerifyOptions {
+        from: Some("bob@example.com".into()),
+        ..anchors()
+    };
     let (v, c) = chain_of("p256", &o);
     assert!(!v.valid);
     assert_eq!(v.signers[0].from_matches, Some(false));
-    assert!(c.reasons.iter().any(|r| r == "signer certificate is not for bob@example.com"), "{c:?}");
+    assert!(
+        c.reasons
+            .iter()
+            .any(|r| r == "signer certificate is not for bob@example.com"),
+        "{c:?}"
+    );
     // Without anchors, the From check still decides validity.
-    let o = VerifyOptions { from: Some("bob@example.com".into()), ..Default::default() };
+    let o = VerifyOptions {
+        from: Some("bob@example.com".into()),
+        ..Default::default()
+    };
     let (cms, _) = sign(MSG, &key("p256"), &opts(None, true)).unwrap();
     let v = verify(&cms, Some(MSG), &o).unwrap();
     assert!(!v.valid);
@@ -331,10 +609,16 @@ fn chain_from_binding() {
 
 #[test]
 fn chain_untrusted_and_pinned() {
-    let o = VerifyOptions { anchors: vec![cert("pinned")], ..Default::default() };
+    let o = VerifyOptions {
+        anchors: vec![cert("pinned")],
+        ..Default::default()
+    };
     let (v, c) = chain_of("p256", &o);
     assert!(!v.valid);
-    assert!(c.reasons.iter().any(|r| r == "no path to a trusted anchor"), "{c:?}");
+    assert!(
+        c.reasons.iter().any(|r| r == "no path to a trusted anchor"),
+        "{c:?}"
+    );
     // A self-signed partner certificate that is itself an anchor.
     let (cms, _) = sign(MSG, &key("pinned"), &opts(None, true)).unwrap();
     let v = verify(&cms, Some(MSG), &o).unwrap();
@@ -343,7 +627,10 @@ fn chain_untrusted_and_pinned() {
     let v = verify(&cms, Some(MSG), &anchors()).unwrap();
     assert!(!v.valid);
     // Intermediate as the anchor works too.
-    let o = VerifyOptions { anchors: vec![cert("inter")], ..Default::default() };
+    let o = VerifyOptions {
+        anchors: vec![cert("inter")],
+        ..Default::default()
+    };
     let (v, c) = chain_of("rsa", &o);
     assert!(v.valid, "{c:?}");
 }
@@ -373,12 +660,28 @@ fn openssl_verifies_our_signatures() {
         for detached in [true, false] {
             let (cms, _) = sign(MSG, &key(name), &opts(*scheme, detached)).unwrap();
             let f = tmp_write(d, "sig.der", &cms);
-            let mut args = vec!["cms", "-verify", "-binary", "-inform", "DER", "-in", &f, "-CAfile", &root, "-out", "/dev/null"];
+            let mut args = vec![
+                "cms",
+                "-verify",
+                "-binary",
+                "-inform",
+                "DER",
+                "-in",
+                &f,
+                "-CAfile",
+                &root,
+                "-out",
+                "/dev/null",
+            ];
             if detached {
                 args.extend_from_slice(&["-content", &content]);
             }
             let out = Command::new("openssl").args(&args).output().unwrap();
-            assert!(out.status.success(), "{name} {scheme:?} detached={detached}: {}", String::from_utf8_lossy(&out.stderr));
+            assert!(
+                out.status.success(),
+                "{name} {scheme:?} detached={detached}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
     }
 }
@@ -391,8 +694,23 @@ fn openssl_sign(name: &str, extra: &[&str]) -> Vec<u8> {
     let signer = p.join(format!("{name}.pem")).to_string_lossy().into_owned();
     let keyf = p.join(format!("{name}.key")).to_string_lossy().into_owned();
     let inter = p.join("inter.pem").to_string_lossy().into_owned();
-    let mut args = vec!["cms", "-sign", "-binary", "-in", &content, "-signer", &signer, "-inkey", &keyf,
-        "-certfile", &inter, "-outform", "DER", "-out", &out];
+    let mut args = vec![
+        "cms",
+        "-sign",
+        "-binary",
+        "-in",
+        &content,
+        "-signer",
+        &signer,
+        "-inkey",
+        &keyf,
+        "-certfile",
+        &inter,
+        "-outform",
+        "DER",
+        "-out",
+        &out,
+    ];
     args.extend_from_slice(extra);
     run(dir.path(), &args);
     std::fs::read(&out).unwrap()
@@ -413,7 +731,15 @@ fn we_verify_openssl_signatures() {
     assert_eq!(v.content, MSG);
     assert!(!v.detached);
     // RSA-PSS with OpenSSL's maximum salt length.
-    let cms = openssl_sign("rsa", &["-keyopt", "rsa_padding_mode:pss", "-keyopt", "rsa_pss_saltlen:max"]);
+    let cms = openssl_sign(
+        "rsa",
+        &[
+            "-keyopt",
+            "rsa_padding_mode:pss",
+            "-keyopt",
+            "rsa_pss_saltlen:max",
+        ],
+    );
     let v = verify(&cms, Some(MSG), &anchors()).unwrap();
     assert!(v.valid, "{v:#?}");
     assert_eq!(v.signers[0].algorithm, "rsa-pss-sha256");

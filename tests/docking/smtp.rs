@@ -146,9 +146,11 @@ fn smtp_decrypt_and_encrypt_hand_off_with_swaks_and_aiosmtpd() {
     swaks(d.smtp_decrypt.expect("port").port(), "x@y.org", &["carol@example.org"], &foreign_path, false);
     let (_, msg) = rx.wait_for(2);
     assert!(contains(&msg, "X-Sealgate-Docking: decrypt; result=failed; problem=\"https://sealgate.example/problems/no-matching-key\""));
-    let body_start = msg.windows(4).position(|w| w == b"\r\n\r\n").expect("header end");
-    let orig_start = foreign.windows(4).position(|w| w == b"\r\n\r\n").expect("header end");
-    assert_eq!(&msg[body_start..], &foreign[orig_start..], "body unchanged");
+    // Compare bodies with line ends normalised (the receiver may store LF).
+    let lf = |m: &[u8]| String::from_utf8_lossy(m).replace("\r\n", "\n");
+    let (got, sent) = (lf(&msg), lf(&foreign));
+    let body = |m: &str| m.split_once("\n\n").map(|(_, b)| b.to_string()).expect("header end");
+    assert_eq!(body(&got), body(&sent), "body unchanged");
 
     // A message that already carries our loop header is relayed without processing.
     let mut looped = format!("X-Sealgate-Loop: {}\r\n", box_id.trim()).into_bytes();

@@ -1074,6 +1074,11 @@ mod sealctl_signs {
     /// signingTime and smimeCapabilities.
     #[track_caller]
     fn cell(signer: Signer, opaque: bool) {
+        cell_with(signer, opaque, &[]);
+    }
+
+    #[track_caller]
+    fn cell_with(signer: Signer, opaque: bool, extra: &[&str]) {
         let pki = pki();
         let (leaf, key_args): (&Leaf, Vec<String>) = match signer {
             Signer::Files(l) => (l, vec!["--key".into(), p(&l.key).into(), "--cert".into(), p(&l.chain).into()]),
@@ -1093,6 +1098,7 @@ mod sealctl_signs {
         if opaque {
             args.push("--opaque".into());
         }
+        args.extend(extra.iter().map(|a| a.to_string()));
         let out = sealctl(&args, Some(&msg)).ok();
         let (headers, _) = split_message(&out.stdout);
         assert_eq!(header(&headers, "from"), Some(from.as_str()), "outer From kept");
@@ -1154,6 +1160,16 @@ mod sealctl_signs {
     #[test]
     fn ec_p384_detached_key_files() {
         cell(Signer::Files(&pki().dave), false);
+    }
+
+    #[test]
+    fn rsa_pss_detached_key_files() {
+        cell_with(Signer::Files(&pki().alice), false, &["--pss"]);
+    }
+
+    #[test]
+    fn rsa_pss_opaque_p12_default() {
+        cell_with(Signer::P12(&pki().alice), true, &["--pss"]);
     }
 
     #[test]

@@ -187,6 +187,34 @@ fn status(vm: &mut Vm) -> String {
     choose(vm, "1")
 }
 
+/// `POST /api/v1/setup` with `token`.
+fn setup(bx: &Box, token: &str) -> (u16, String) {
+    https(
+        "POST",
+        &bx.url("/api/v1/setup"),
+        Some(&format!(r#"{{"setup_token":"{token}"}}"#)),
+    )
+}
+
+/// Chooses menu entry `entry` (confirming with `confirm`), which restarts the daemon; returns
+/// the setup token the restarted daemon prints.
+fn new_setup_token(vm: &mut Vm, entry: &str, confirm: Option<&str>) -> String {
+    sync_menu(vm);
+    let mut text = choose(vm, entry);
+    if let Some(c) = confirm {
+        text.push_str(&choose(vm, c));
+    }
+    assert!(text.contains("setup token"), "{text}");
+    text.push_str(
+        &vm.console()
+            .unwrap()
+            .expect(READY_LINE, READY)
+            .expect("sealgated restarted"),
+    );
+    line_value(&text, "POST /api/v1/setup on the admin port):")
+        .expect("a new setup token on the console")
+}
+
 /// First boot, setup token, health, unseal after reboot, and the PCR policy broken.
 #[test]
 fn tpm_sealed_box_first_boot_reboot_and_broken_pcr_policy() {
@@ -214,25 +242,24 @@ fn tpm_sealed_box_first_boot_reboot_and_broken_pcr_policy() {
         wait_https(&bx.url("/api/v1/health"), Duration::from_secs(30)),
         200
     );
-    let (code, _) = https(
-        "POST",
-        &bx.url("/api/v1/setup"),
-        Some(r#"{"setup_token":"sgt_wrong"}"#),
+
+    // The technician asks for the setup token again: the daemon keeps only its hash, so it
+    // issues a new one on the console and the first one stops working.
+    let token2 = new_setup_token(&mut vm, "4", None);
+    assert_ne!(token2, token);
+    assert_eq!(
+        wait_https(&bx.url("/api/v1/health"), Duration::from_secs(30)),
+        200
     );
-    assert_eq!(code, 401, "a wrong setup token is refused");
-    let (code, body) = https(
-        "POST",
-        &bx.url("/api/v1/setup"),
-        Some(&format!(r#"{{"setup_token":"{token}"}}"#)),
+    assert_eq!(
+        setup(&bx, &token).0,
+        401,
+        "the replaced setup token is refused"
     );
+    let (code, body) = setup(&bx, &token2);
     assert_eq!(code, 200, "{body}");
     assert!(body.contains("\"token\""), "{body}");
-    let (code, _) = https(
-        "POST",
-        &bx.url("/api/v1/setup"),
-        Some(&format!(r#"{{"setup_token":"{token}"}}"#)),
-    );
-    assert_eq!(code, 410, "the setup token works once");
+    assert_eq!(setup(&bx, &token2).0, 410, "the setup token works once");
 
     let s = status(&mut vm);
     assert!(s.contains("TPM:       present"), "{s}");
@@ -255,6 +282,16 @@ fn tpm_sealed_box_first_boot_reboot_and_broken_pcr_policy() {
     let s = status(&mut vm);
     assert!(s.contains("Vault:     unsealed"), "{s}");
     assert!(s.contains("Boot slot: A"), "{s}");
+    assert!(s.contains("Setup:     done"), "{s}");
+
+    // Reset admin access: setup opens again with a new token, once.
+    let token3 = new_setup_token(&mut vm, "5", Some("yes"));
+    assert_eq!(
+        wait_https(&bx.url("/api/v1/health"), Duration::from_secs(30)),
+        200
+    );
+    assert_eq!(setup(&bx, &token3).0, 200);
+    assert_eq!(setup(&bx, &token3).0, 410);
     reboot(vm);
 
     // Boot 3: a firmware update added a revocation to dbx, which OVMF measures into PCR 7:
@@ -273,9 +310,10 @@ fn tpm_sealed_box_first_boot_reboot_and_broken_pcr_policy() {
     assert_eq!(code, 0, "nothing listens with a locked vault");
 }
 
-/// The technician's menu: status, a static address kept across a reboot, factory reset tier 1.
+/// The technician's menu: status, a static address kept across a reboot, factory reset
+/// tier 1 (settings go, keys stay) and tier 2 (everything goes).
 #[test]
-fn console_menu_static_address_survives_reboot_and_tier1_reset() {
+fn console_menu_static_address_survives_reboot_and_factory_resets() {
     let _m = machine();
     let bx = Box::new("menu");
 
@@ -335,6 +373,29 @@ fn console_menu_static_address_survives_reboot_and_tier1_reset() {
     assert_eq!(
         wait_https(&bx.url("/api/v1/health"), Duration::from_secs(30)),
         200
+    );
+
+    // Tier 2: a wrong confirmation cancels; the typed one wipes keys and all, and the box
+    // comes back as from the factory: a new vault, a new identity, a new setup token.
+    sync_menu(&mut vm);
+    assert!(choose(&mut vm, "9").ends_with("anything else to cancel: "));
+    assert!(choose(&mut vm, "yes").contains("Cancelled."));
+    assert!(choose(&mut vm, "9").ends_with("anything else to cancel: "));
+    let c = vm.console().unwrap();
+    c.send_line("ERASE ALL KEYS").unwrap();
+    c.expect("Restarting system", Duration::from_secs(60))
+        .expect("reboot after the wipe");
+    vm.wait_exit(Duration::from_secs(30)).unwrap();
+
+    let mut vm = bx.boot();
+    let text = wait_ready(&mut vm, FIRST_READY);
+    assert!(
+        text.contains("first boot: creating the key vault"),
+        "{text}"
+    );
+    assert!(
+        text.contains("POST /api/v1/setup on the admin port):"),
+        "{text}"
     );
 }
 

@@ -538,10 +538,22 @@ fn intermediate_ca_under_a_corporate_root() {
         openssl_ok(
             t,
             &[
-                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout",
-                &format!("{root}.key"), "-out", &format!("{root}.pem"), "-days", "30", "-subj",
-                &format!("/O=Corp/CN=Corp {root}"), "-addext",
-                "basicConstraints=critical,CA:true", "-addext",
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-keyout",
+                &format!("{root}.key"),
+                "-out",
+                &format!("{root}.pem"),
+                "-days",
+                "30",
+                "-subj",
+                &format!("/O=Corp/CN=Corp {root}"),
+                "-addext",
+                "basicConstraints=critical,CA:true",
+                "-addext",
                 "keyUsage=critical,keyCertSign,cRLSign",
             ],
         );
@@ -549,15 +561,30 @@ fn intermediate_ca_under_a_corporate_root() {
 
     // `ca init --intermediate` writes a CSR and leaves the CA pending.
     ok(&[
-        "ca", "init", "--data-dir", &d, "--name", "Example Issuing CA", "--domain",
-        "example.org", "--intermediate", "--csr-out", t.join("inter.csr").to_str().expect("utf8"), SW,
+        "ca",
+        "init",
+        "--data-dir",
+        &d,
+        "--name",
+        "Example Issuing CA",
+        "--domain",
+        "example.org",
+        "--intermediate",
+        "--csr-out",
+        t.join("inter.csr").to_str().expect("utf8"),
+        SW,
     ]);
     openssl_ok(t, &["req", "-in", "inter.csr", "-noout", "-verify"]);
     let e = fails(&["ca", "issue", "--data-dir", &d, "alice@example.org", SW]);
     assert!(e.contains("waits for its certificate"), "{e}");
     let st: serde_json::Value =
         serde_json::from_slice(&ok(&["vault", "status", "--data-dir", &d, SW])).expect("json");
-    assert!(st["warnings"].to_string().contains("waits for its signed certificate"), "{st}");
+    assert!(
+        st["warnings"]
+            .to_string()
+            .contains("waits for its signed certificate"),
+        "{st}"
+    );
     let e = fails(&["ca", "init", "--data-dir", &d, "--name", "Again", SW]);
     assert!(e.contains("waits for its certificate"), "{e}");
 
@@ -565,8 +592,21 @@ fn intermediate_ca_under_a_corporate_root() {
         openssl_ok(
             t,
             &[
-                "x509", "-req", "-in", "inter.csr", "-CA", &format!("{root}.pem"), "-CAkey",
-                &format!("{root}.key"), "-CAcreateserial", "-out", out, "-days", "30", "-extfile", ext,
+                "x509",
+                "-req",
+                "-in",
+                "inter.csr",
+                "-CA",
+                &format!("{root}.pem"),
+                "-CAkey",
+                &format!("{root}.key"),
+                "-CAcreateserial",
+                "-out",
+                out,
+                "-days",
+                "30",
+                "-extfile",
+                ext,
             ],
         );
     };
@@ -574,8 +614,15 @@ fn intermediate_ca_under_a_corporate_root() {
         let c = t.join(cert);
         let ch = t.join(chain);
         sealctl(&[
-            "ca", "import-cert", "--data-dir", &d, "--cert", c.to_str().expect("utf8"), "--chain",
-            ch.to_str().expect("utf8"), SW,
+            "ca",
+            "import-cert",
+            "--data-dir",
+            &d,
+            "--cert",
+            c.to_str().expect("utf8"),
+            "--chain",
+            ch.to_str().expect("utf8"),
+            SW,
         ])
     };
     let refused = |cert: &str, chain: &str, why: &str| {
@@ -585,8 +632,11 @@ fn intermediate_ca_under_a_corporate_root() {
         assert!(err.contains(why), "{cert}: expected {why:?}, got {err}");
     };
     // Refused, changing nothing: not a CA certificate; another key; the wrong chain.
-    std::fs::write(t.join("leaf.ext"), "basicConstraints=CA:false\nkeyUsage=digitalSignature\n")
-        .expect("ext");
+    std::fs::write(
+        t.join("leaf.ext"),
+        "basicConstraints=CA:false\nkeyUsage=digitalSignature\n",
+    )
+    .expect("ext");
     sign_csr("not-ca.pem", "leaf.ext", "root");
     refused("not-ca.pem", "root.pem", "not a CA certificate");
     refused("root.pem", "root.pem", "not for the pending CA key");
@@ -595,17 +645,28 @@ fn intermediate_ca_under_a_corporate_root() {
 
     // The right one.
     let out = import("inter.pem", "root.pem");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let st: serde_json::Value =
         serde_json::from_slice(&ok(&["vault", "status", "--data-dir", &d, SW])).expect("json");
     assert!(!st["warnings"].to_string().contains("waits"), "{st}");
     let ca_out = ok(&["ca", "cert", "--data-dir", &d, SW]);
-    assert_eq!(String::from_utf8_lossy(&ca_out).matches("BEGIN CERTIFICATE").count(), 2);
+    assert_eq!(
+        String::from_utf8_lossy(&ca_out)
+            .matches("BEGIN CERTIFICATE")
+            .count(),
+        2
+    );
 
     // Issued certificates chain to the corporate root through the intermediate.
     let pem = ok(&["ca", "issue", "--data-dir", &d, "alice@example.org", SW]);
     assert_eq!(
-        String::from_utf8_lossy(&pem).matches("BEGIN CERTIFICATE").count(),
+        String::from_utf8_lossy(&pem)
+            .matches("BEGIN CERTIFICATE")
+            .count(),
         2,
         "the leaf, then the intermediate (the root is not repeated)"
     );
@@ -614,13 +675,29 @@ fn intermediate_ca_under_a_corporate_root() {
         let out = openssl_ok(
             t,
             &[
-                "verify", "-CAfile", "root.pem", "-untrusted", "inter.pem", "-purpose", purpose,
+                "verify",
+                "-CAfile",
+                "root.pem",
+                "-untrusted",
+                "inter.pem",
+                "-purpose",
+                purpose,
                 "alice.pem",
             ],
         );
         assert!(String::from_utf8_lossy(&out).contains("OK"), "{purpose}");
     }
-    let out = openssl(t, &["verify", "-CAfile", "other-root.pem", "-untrusted", "inter.pem", "alice.pem"]);
+    let out = openssl(
+        t,
+        &[
+            "verify",
+            "-CAfile",
+            "other-root.pem",
+            "-untrusted",
+            "inter.pem",
+            "alice.pem",
+        ],
+    );
     assert!(!out.status.success(), "another root does not accept it");
     roundtrip_through_vault(
         t,
@@ -633,27 +710,53 @@ fn intermediate_ca_under_a_corporate_root() {
     // A signature made through the vault carries the intermediate: openssl needs only the root.
     std::fs::write(t.join("plain.txt"), "Subject: hi\r\n\r\nsigned body\r\n").expect("plain");
     ok(&[
-        "smime", "sign", "--data-dir", &d, "--user", "alice@example.org", SW, "--in",
-        t.join("plain.txt").to_str().expect("utf8"), "--out",
+        "smime",
+        "sign",
+        "--data-dir",
+        &d,
+        "--user",
+        "alice@example.org",
+        SW,
+        "--in",
+        t.join("plain.txt").to_str().expect("utf8"),
+        "--out",
         t.join("signed.eml").to_str().expect("utf8"),
     ]);
     openssl_ok(
         t,
         &[
-            "cms", "-verify", "-in", "signed.eml", "-CAfile", "root.pem", "-purpose", "smimesign",
-            "-out", "/dev/null",
+            "cms",
+            "-verify",
+            "-in",
+            "signed.eml",
+            "-CAfile",
+            "root.pem",
+            "-purpose",
+            "smimesign",
+            "-out",
+            "/dev/null",
         ],
     );
     // The CRL is signed by the intermediate.
     ok(&["ca", "revoke", "--data-dir", &d, "alice@example.org", SW]);
     std::fs::write(t.join("crl.pem"), ok(&["ca", "crl", "--data-dir", &d, SW])).expect("crl");
     std::fs::write(t.join("chain.pem"), &ca_out).expect("chain");
-    openssl_ok(t, &["crl", "-in", "crl.pem", "-CAfile", "chain.pem", "-noout"]);
+    openssl_ok(
+        t,
+        &["crl", "-in", "crl.pem", "-CAfile", "chain.pem", "-noout"],
+    );
     let out = openssl(
         t,
         &[
-            "verify", "-crl_check", "-CRLfile", "crl.pem", "-CAfile", "root.pem", "-untrusted",
-            "inter.pem", "alice.pem",
+            "verify",
+            "-crl_check",
+            "-CRLfile",
+            "crl.pem",
+            "-CAfile",
+            "root.pem",
+            "-untrusted",
+            "inter.pem",
+            "alice.pem",
         ],
     );
     assert!(!out.status.success(), "revoked by the intermediate's CRL");

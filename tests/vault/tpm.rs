@@ -140,14 +140,31 @@ fn pcr_set_is_a_setting() {
     let rec = rec.to_str().expect("utf8");
     // Bad selections are command-line errors.
     for bad in ["sha256:99", "sha256:", "sha1:7"] {
-        let out = sealctl(&["vault", "init", "--data-dir", d, "--tpm", &tcti, "--pcrs", bad]);
+        let out = sealctl(&[
+            "vault",
+            "init",
+            "--data-dir",
+            d,
+            "--tpm",
+            &tcti,
+            "--pcrs",
+            bad,
+        ]);
         assert_eq!(out.status.code(), Some(2), "{bad}");
     }
     let out = sealctl(&["vault", "init", "--data-dir", d, SW, "--pcrs", "sha256:7"]);
     assert_eq!(out.status.code(), Some(2), "--pcrs needs a TPM");
     ok(&[
-        "vault", "init", "--data-dir", d, "--tpm", &tcti, "--pcrs", "sha256:7,16",
-        "--recovery-out", rec,
+        "vault",
+        "init",
+        "--data-dir",
+        d,
+        "--tpm",
+        &tcti,
+        "--pcrs",
+        "sha256:7,16",
+        "--recovery-out",
+        rec,
     ]);
     let st = status(d, &tcti);
     assert_eq!(st["pcrs"], "sha256:7,16", "{st}");
@@ -159,7 +176,16 @@ fn pcr_set_is_a_setting() {
     let e = fails(&["keys", "list", "--data-dir", d, "--tpm", &tcti]);
     assert!(e.contains("cannot unseal"), "{e}");
     // Recovery re-seals to the stored setting.
-    ok(&["vault", "recover", "--data-dir", d, "--recovery-file", rec, "--tpm", &tcti]);
+    ok(&[
+        "vault",
+        "recover",
+        "--data-dir",
+        d,
+        "--recovery-file",
+        rec,
+        "--tpm",
+        &tcti,
+    ]);
     let st = status(d, &tcti);
     assert_eq!(st["pcrs"], "sha256:7,16", "{st}");
     assert_eq!(st["unsealed"], true, "{st}");

@@ -205,6 +205,15 @@ fn daemon_pid() -> Option<u32> {
     (comm.trim() == "sealgated").then_some(pid)
 }
 
+/// A process's resident memory (`VmRSS`), KiB.
+fn resident_kib(pid: u32) -> Option<u64> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
 /// Stops the daemon (SIGTERM, bounded wait); busybox init starts it again.
 fn restart_daemon() -> Result<()> {
     let Some(pid) = daemon_pid() else {
@@ -258,7 +267,10 @@ impl BoxActions for TheBox {
             .unwrap_or_else(|_| "not opened".into());
         s.push_str(&format!("Vault:     {}\n", vault.trim()));
         let daemon = match daemon_pid() {
-            Some(pid) => format!("running (pid {pid})"),
+            Some(pid) => match resident_kib(pid) {
+                Some(kib) => format!("running (pid {pid}, {} MiB resident)", kib / 1024),
+                None => format!("running (pid {pid})"),
+            },
             None if state("no-tpm") => "not started: no TPM".into(),
             None if state("vault-locked") => "not started: vault locked".into(),
             None => "NOT RUNNING".into(),

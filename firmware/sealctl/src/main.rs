@@ -80,6 +80,9 @@ enum Smime {
         /// Opaque signed-data instead of multipart/signed.
         #[arg(long)]
         opaque: bool,
+        /// Sign with RSA-PSS (SHA-256) instead of RSA PKCS#1 v1.5 (RSA keys only).
+        #[arg(long)]
+        pss: bool,
         #[command(flatten)]
         io: Io,
     },
@@ -275,11 +278,12 @@ fn smime(cmd: Smime) -> Outcome {
             write_output(io.output.as_deref(), &opened.output)?;
             Ok(ExitCode::SUCCESS)
         }
-        Smime::Sign { key, opaque, io } => {
+        Smime::Sign { key, opaque, pss, io } => {
             let keys = load_any_keys(&key, true)?;
             let key = keys.first().ok_or_else(|| Failure("no key".into(), 1))?;
             let input = read_input(io.input.as_deref())?;
-            let out = message::sign_message(&input, key.as_ref(), opaque, now())?;
+            let scheme = pss.then_some(sealgate_smime::keys::SignScheme::RsaPss(HashAlg::Sha256));
+            let out = message::sign_message_with(&input, key.as_ref(), opaque, now(), scheme)?;
             write_output(io.output.as_deref(), &out)?;
             Ok(ExitCode::SUCCESS)
         }

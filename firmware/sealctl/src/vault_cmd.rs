@@ -5,14 +5,17 @@ use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Instant;
 
 use clap::{Args, Subcommand};
-use sealgate_smime::keys::PrivateKey;
+use sealgate_smime::cert::Certificate;
+use sealgate_smime::keys::{OaepParams, PrivateKey, SignScheme};
 use sealgate_tpm::PcrSelection;
 use sealgate_vault::{
-    DEFAULT_TCTI, RecoverySecret, Sealer, SealerKind, SoftwareSealer, TpmSealer, Vault,
+    DEFAULT_TCTI, RecoverySecret, Sealer, SealerKind, SoftwareSealer, TpmSealer, Vault, VaultKey,
 };
+use zeroize::Zeroizing;
 
 use crate::{Failure, Outcome, read_file};
 
@@ -235,19 +238,66 @@ pub(crate) fn smime_keys(
     sealer: &SealerArgs,
     signing: bool,
 ) -> Result<Vec<Box<dyn PrivateKey>>, Failure> {
-    let vault = open_vault(data_dir, sealer)?;
+    let vault = Arc::new(open_vault(data_dir, sealer)?);
+    let held = |key: VaultKey| {
+        Box::new(OpenKey {
+            key,
+            _vault: vault.clone(),
+        }) as Box<dyn PrivateKey>
+    };
     if signing {
         if vault.ca_certificate().is_ok() {
             vault.ensure_key(user)?;
         }
-        return Ok(vec![Box::new(vault.signing_key(user)?)]);
+        return Ok(vec![held(vault.signing_key(user)?)]);
     }
     let keys = vault.keys_for(user)?;
     if keys.is_empty() {
         return Err(Failure(format!("the vault holds no key for {user}"), 1));
     }
-    Ok(keys
-        .into_iter()
-        .map(|k| Box::new(k) as Box<dyn PrivateKey>)
-        .collect())
+    Ok(keys.into_iter().map(held).collect())
+}
+
+/// A vault key with its vault kept open: a `VaultKey` works only while its vault is open
+/// (the vault writes the key's audit entries, at the latest when the last one is dropped).
+struct OpenKey {
+    key: VaultKey,
+    _vault: Arc<Vault>,
+}
+
+impl PrivateKey for OpenKey {
+    fn certificate(&self) -> &Certificate {
+        self.key.certificate()
+    }
+
+    fn chain(&self) -> &[Certificate] {
+        self.key.chain()
+    }
+
+    fn rsa_pkcs1_decrypt(
+        &self,
+        encrypted_key: &[u8],
+        key_len: usize,
+    ) -> sealgate_smime::Result<Zeroizing<Vec<u8>>> {
+        self.key.rsa_pkcs1_decrypt(encrypted_key, key_len)
+    }
+
+    fn rsa_oaep_decrypt(
+        &self,
+        encrypted_key: &[u8],
+        params: OaepParams,
+        label: &[u8],
+        key_len: usize,
+    ) -> sealgate_smime::Result<Zeroizing<Vec<u8>>> {
+        self.key
+            .rsa_oaep_decrypt(encrypted_key, params, label, key_len)
+    }
+
+    fn ecdh(&self, peer_public: &[u8]) -> sealgate_smime::Result<Zeroizing<Vec<u8>>> {
+        self.key.ecdh(peer_public)
+    }
+
+    fn sign(&self, scheme: SignScheme, message: &[u8]) -> sealgate_smime::Result<Vec<u8>> {
+        self.key.sign(scheme, message)
+    }
 }

@@ -23,7 +23,7 @@ mod settings;
 mod smtp;
 mod tokens;
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -90,7 +90,7 @@ fn init_logging(data_dir: &Path, level: &str) -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_new(&filter).context("[log] level")?;
     tracing_subscriber::registry()
         .with(filter)
-        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_target(true))
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(std::io::stderr().is_terminal()).with_target(true))
         .with(tracing_subscriber::fmt::layer().json().with_writer(std::sync::Mutex::new(file)))
         .try_init()
         .context("logging")?;

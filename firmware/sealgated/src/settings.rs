@@ -332,17 +332,6 @@ impl TryFrom<String> for MissingPolicy {
     }
 }
 
-impl MissingPolicy {
-    /// The name on the wire.
-    pub fn name(self) -> &'static str {
-        match self {
-            MissingPolicy::Reject => "reject",
-            MissingPolicy::SendPlain => "send-plain",
-            MissingPolicy::EncryptKnown => "encrypt-known",
-        }
-    }
-}
-
 /// Whether `encrypt` signs with the sender's key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(try_from = "String")]

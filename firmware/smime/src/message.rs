@@ -377,13 +377,24 @@ pub fn sign_message(
     opaque: bool,
     signing_time: i64,
 ) -> Result<Vec<u8>> {
+    sign_message_with(input, key, opaque, signing_time, None)
+}
+
+/// [`sign_message`] with a chosen signature scheme (e.g. RSA-PSS); `None` is the key's default.
+pub fn sign_message_with(
+    input: &[u8],
+    key: &dyn PrivateKey,
+    opaque: bool,
+    signing_time: i64,
+    scheme: Option<crate::keys::SignScheme>,
+) -> Result<Vec<u8>> {
     let msg = Entity::parse(input);
     let split = mime::split_message(&msg);
     let mut outer = split.outer;
     outer.remove_headers_with_prefix(RESULT_HEADER_PREFIX);
     let inner = canonicalize_crlf(&split.inner).into_owned();
     let opts = SignOptions {
-        scheme: None,
+        scheme,
         detached: !opaque,
         signing_time,
         include_chain: true,
@@ -567,4 +578,121 @@ pub fn inspect(input: &[u8]) -> Result<Inspection> {
         out.signed = signed::verify(&der, detached.as_deref(), &VerifyOptions::default()).ok();
     }
     Ok(out)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::panic)]
+mod tests {
+    use super::*;
+    use crate::keys::SoftwareKey;
+    use std::process::Command;
+
+    fn person(dir: &std::path::Path, name: &str) -> SoftwareKey {
+        let (k, c) = (format!("{name}.key"), format!("{name}.pem"));
+        let subj = format!("/CN={name}/emailAddress={name}@example.test");
+        let out = Command::new("openssl")
+            .args(["req", "-x509", "-new", "-nodes", "-newkey", "rsa:2048", "-days", "3", "-subj", &subj, "-keyout", &k, "-out", &c])
+            .current_dir(dir)
+            .output()
+            .expect("openssl (Debian package openssl) must be installed");
+        assert!(out.status.success());
+        SoftwareKey::from_key_and_cert(&std::fs::read(dir.join(k)).unwrap(), &std::fs::read(dir.join(c)).unwrap()).unwrap()
+    }
+
+    const MSG: &[u8] = b"From: Alice <alice@example.test>\r\nTo: bob@example.test\r\nSubject: plans\r\nX-Sealgate-Decrypted: yes; forged\r\n\r\nmeet at noon\r\n";
+
+    fn recipients(k: &SoftwareKey) -> Vec<Recipient> {
+        vec![Recipient::new(k.certificate().clone()).unwrap()]
+    }
+
+    fn anchors(k: &SoftwareKey) -> VerifyOptions {
+        VerifyOptions { anchors: vec![k.certificate().clone()], ..VerifyOptions::default() }
+    }
+
+    fn count(hay: &[u8], needle: &[u8]) -> usize {
+        hay.windows(needle.len()).filter(|w| *w == needle).count()
+    }
+
+    #[test]
+    fn nesting_and_hygiene() {
+        let dir = tempfile::tempdir().unwrap();
+        let (alice, bob) = (person(dir.path(), "alice"), person(dir.path(), "bob"));
+        let keys: Vec<&dyn PrivateKey> = vec![&bob];
+        let t = time::OffsetDateTime::now_utc().unix_timestamp();
+
+        // Signed, then encrypted: decrypting keeps the signature for the reader's client;
+        // opening everything checks it.
+        let signed = sign_message(MSG, &alice, false, t).unwrap();
+        let se = encrypt_message(&signed, &recipients(&bob), CipherChoice::Aes256Cbc).unwrap();
+        let d = open(&se, &keys, &anchors(&alice), OpenMode::Decrypt).unwrap();
+        assert_eq!(d.layers.len(), 1);
+        assert!(count(&d.output, b"multipart/signed") == 1, "{}", String::from_utf8_lossy(&d.output));
+        let all = open(&se, &keys, &anchors(&alice), OpenMode::Everything).unwrap();
+        assert!(matches!(&all.layers[..], [Layer::Encrypted(_), Layer::Signed(v)] if v.valid));
+        assert!(all.output.ends_with(b"meet at noon\r\n"));
+        // Forged result headers are gone; ours are there once each.
+        assert_eq!(count(&all.output, b"forged"), 0);
+        assert_eq!(count(&all.output, HEADER_DECRYPTED.as_bytes()), 1);
+        assert_eq!(count(&all.output, HEADER_SIGNATURE.as_bytes()), 1);
+        assert!(count(&all.output, b"Subject: plans") == 1);
+
+        // Encrypted, then signed (opaque and detached): decrypting goes through the signature.
+        for opaque in [true, false] {
+            let es = sign_message(&encrypt_message(MSG, &recipients(&bob), CipherChoice::Aes256Cbc).unwrap(), &alice, opaque, t).unwrap();
+            let d = open(&es, &keys, &anchors(&alice), OpenMode::Decrypt).unwrap();
+            assert!(matches!(&d.layers[..], [Layer::Signed(v), Layer::Encrypted(_)] if v.valid), "{:?}", d.layers);
+            assert!(d.output.ends_with(b"meet at noon\r\n"));
+        }
+
+        // Triple-wrapped: signed, encrypted, signed.
+        let triple = sign_message(&se, &alice, false, t).unwrap();
+        let all = open(&triple, &keys, &anchors(&alice), OpenMode::Everything).unwrap();
+        assert_eq!(all.layers.len(), 3);
+        assert!(all.layers.iter().all(|l| match l {
+            Layer::Signed(v) => v.valid,
+            Layer::Encrypted(_) => true,
+        }));
+        assert!(all.output.ends_with(b"meet at noon\r\n"));
+    }
+
+    #[test]
+    fn protected_subject_replaces_the_placeholder() {
+        let dir = tempfile::tempdir().unwrap();
+        let bob = person(dir.path(), "bob");
+        let inner = b"Content-Type: text/plain; charset=us-ascii; hp=\"cipher\"\r\nSubject: Secret plans\r\nFrom: alice@example.test\r\n\r\nbody\r\n";
+        let der = envelope::encrypt(inner, &recipients(&bob), CipherChoice::Aes256Cbc).unwrap();
+        let entity = mime::build_pkcs7_mime(SmimeType::EnvelopedData, &der);
+        let mut msg = b"From: alice@example.test\r\nTo: bob@example.test\r\nSubject: ...\r\n".to_vec();
+        msg.extend_from_slice(&entity);
+        let d = open(&msg, &[&bob], &VerifyOptions::default(), OpenMode::Decrypt).unwrap();
+        let text = String::from_utf8_lossy(&d.output);
+        assert!(text.contains("Subject: Secret plans"), "{text}");
+        assert!(!text.contains("Subject: ..."), "{text}");
+    }
+
+    #[test]
+    fn lf_only_messages_sign_and_verify() {
+        let dir = tempfile::tempdir().unwrap();
+        let alice = person(dir.path(), "alice");
+        let lf: Vec<u8> = MSG.iter().copied().filter(|b| *b != b'\r').collect();
+        let signed = sign_message(&lf, &alice, false, time::OffsetDateTime::now_utc().unix_timestamp()).unwrap();
+        let (_, v) = verify_message(&signed, None, &anchors(&alice)).unwrap();
+        assert!(v.valid, "{v:?}");
+        // The same signed message after a relay turned CRLF into LF still verifies.
+        let relayed: Vec<u8> = signed.iter().copied().filter(|b| *b != b'\r').collect();
+        let (_, v) = verify_message(&relayed, None, &anchors(&alice)).unwrap();
+        assert!(v.valid, "{v:?}");
+    }
+
+    #[test]
+    fn not_encrypted_and_garbage_inputs_are_clear() {
+        let dir = tempfile::tempdir().unwrap();
+        let bob = person(dir.path(), "bob");
+        let d = open(MSG, &[&bob], &VerifyOptions::default(), OpenMode::Decrypt).unwrap();
+        assert!(!d.decrypted());
+        for junk in [&b""[..], b"\x30\x80", b"-----BEGIN PKCS7-----\nAAAA\n-----END PKCS7-----\n", b"Content-Type: application/pkcs7-mime\r\n\r\n!!!"] {
+            let _ = open(junk, &[&bob], &VerifyOptions::default(), OpenMode::Everything);
+            let _ = inspect(junk);
+        }
+    }
 }

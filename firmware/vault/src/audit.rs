@@ -9,7 +9,7 @@
 //! [`UseLog`], which batches them: see its documentation.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -78,14 +78,7 @@ pub(crate) fn append(
     subject: &str,
     detail: &str,
 ) -> Result<()> {
-    append_at(
-        table,
-        crate::record::now(),
-        actor,
-        action,
-        subject,
-        detail,
-    )
+    append_at(table, crate::record::now(), actor, action, subject, detail)
 }
 
 /// Appends an entry that happened at `time` (a buffered key use).
@@ -167,7 +160,9 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 struct UseLogInner {
-    db: Arc<Database>,
+    /// Weak: keys handed out do not keep the database open once their vault is dropped
+    /// (their uses are then refused).
+    db: Weak<Database>,
     buffer: Mutex<Vec<KeyUse>>,
     /// Held while a batch is written, so batches reach the log in the order they were taken.
     writing: Mutex<()>,
@@ -187,7 +182,10 @@ impl UseLogInner {
             return Ok(());
         }
         let write = || -> Result<()> {
-            let txn = self.db.begin_write()?;
+            let db = self.db.upgrade().ok_or_else(|| {
+                VaultError::Usage("the vault this key belongs to is closed".into())
+            })?;
+            let txn = db.begin_write()?;
             {
                 let mut t = txn.open_table(crate::store::AUDIT)?;
                 for u in &batch {
@@ -223,17 +221,19 @@ impl UseLogInner {
 /// ([`crate::Vault::set_use_audit_batch`]) every use is committed before the key is used.
 ///
 /// The buffer is bounded: when it cannot be written (disk full, I/O error) and holds
-/// `4 x batch size` uses, further uses are refused rather than left unaudited.
+/// `4 x batch size` uses, further uses are refused rather than left unaudited. Keys can be
+/// used only while their vault is open: the vault's drop writes the buffer, and a use after it
+/// cannot be recorded, so it is refused.
 pub(crate) struct UseLog {
     inner: Arc<UseLogInner>,
     timer: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl UseLog {
-    pub(crate) fn new(db: Arc<Database>) -> UseLog {
+    pub(crate) fn new(db: &Arc<Database>) -> UseLog {
         UseLog {
             inner: Arc::new(UseLogInner {
-                db,
+                db: Arc::downgrade(db),
                 buffer: Mutex::new(Vec::new()),
                 writing: Mutex::new(()),
                 max_entries: AtomicUsize::new(USE_BATCH_ENTRIES),
@@ -250,10 +250,9 @@ impl UseLog {
         self.inner
             .max_entries
             .store(max_entries.max(1), Ordering::Relaxed);
-        self.inner.max_delay_ms.store(
-            (max_delay.as_millis() as u64).max(1),
-            Ordering::Relaxed,
-        );
+        self.inner
+            .max_delay_ms
+            .store((max_delay.as_millis() as u64).max(1), Ordering::Relaxed);
         self.inner.wake.notify_all();
     }
 
@@ -364,7 +363,7 @@ mod tests {
             txn.open_table(crate::store::AUDIT).expect("t");
             txn.commit().expect("c");
         }
-        let log = UseLog::new(db.clone());
+        let log = UseLog::new(&db);
         log.configure(3, Duration::from_secs(3600));
         log.record(a_use(1)).expect("1");
         log.record(a_use(2)).expect("2");

@@ -212,7 +212,9 @@ fn name_from_der(der: &[u8]) -> Result<DistinguishedName> {
             return Err(bad("a multi-valued RDN"));
         }
         let mut a = atvs[0].reader();
-        let id = a.read(tag::OID, "attribute type").map_err(|e| bad(&e.to_string()))?;
+        let id = a
+            .read(tag::OID, "attribute type")
+            .map_err(|e| bad(&e.to_string()))?;
         let val = a.read_any().map_err(|e| bad(&e.to_string()))?;
         let arcs: Vec<u64> = sealgate_smime::oid::dotted(id.value)
             .split('.')
@@ -230,14 +232,12 @@ fn name_from_der(der: &[u8]) -> Result<DistinguishedName> {
         };
         let value = match val.tag {
             tag::UTF8_STRING => DnValue::Utf8String(text()?),
-            tag::PRINTABLE_STRING => DnValue::PrintableString(
-                text()?
-                    .try_into()
-                    .map_err(|_| bad("a PrintableString"))?,
-            ),
-            tag::IA5_STRING => DnValue::Ia5String(
-                text()?.try_into().map_err(|_| bad("an IA5String"))?,
-            ),
+            tag::PRINTABLE_STRING => {
+                DnValue::PrintableString(text()?.try_into().map_err(|_| bad("a PrintableString"))?)
+            }
+            tag::IA5_STRING => {
+                DnValue::Ia5String(text()?.try_into().map_err(|_| bad("an IA5String"))?)
+            }
             0x1e => DnValue::BmpString(
                 rcgen::string::BmpString::from_utf16be(val.value.to_vec())
                     .map_err(|_| bad("a BMPString"))?,
@@ -409,6 +409,8 @@ impl Vault {
             cert: cert.der().to_vec(),
             encrypted_key: cipher::seal(self.key.bytes(), CA_KEY_AAD, &pkcs8)?,
             created: now(),
+            intermediate: false,
+            chain: Vec::new(),
         };
         let c = rec.certificate()?;
         let info = CaInfo {
@@ -515,8 +517,7 @@ impl Vault {
         let mut chain_certs = certs;
         if !chain.is_empty() {
             chain_certs.extend(
-                Certificate::parse_many(chain)
-                    .map_err(|e| refuse(format!("the chain: {e}")))?,
+                Certificate::parse_many(chain).map_err(|e| refuse(format!("the chain: {e}")))?,
             );
         }
         let pkcs8 = cipher::open(self.key.bytes(), CA_KEY_AAD, &pending.encrypted_key)
@@ -575,7 +576,8 @@ impl Vault {
                     .into(),
             ));
         }
-        let anchors: Vec<Certificate> = match chain_certs.iter().rev().find(|c| c.is_self_issued()) {
+        let anchors: Vec<Certificate> = match chain_certs.iter().rev().find(|c| c.is_self_issued())
+        {
             Some(root) => vec![root.clone()],
             None => chain_certs
                 .last()
@@ -744,7 +746,9 @@ impl Vault {
                     *purpose,
                     "ca",
                     pkcs8,
-                    std::iter::once(der.clone()).chain(chain.iter().cloned()).collect(),
+                    std::iter::once(der.clone())
+                        .chain(chain.iter().cloned())
+                        .collect(),
                 )?;
                 let c = rec.certificate()?;
                 audit::append(

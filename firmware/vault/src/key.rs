@@ -20,7 +20,7 @@ use crate::record::{KeyRecord, Purpose, key_aad, now};
 /// Every decrypt and sign is audited before the key is used (see the vault's audit log):
 /// who (the actor of the [`crate::Vault`] handle that made this key, or [`VaultKey::set_actor`]),
 /// what (`key.decrypt` / `key.sign` and the operation), which key (user and record id), when.
-/// A use that cannot be recorded is refused.
+/// A use that cannot be recorded is refused, and so is a use after the vault was dropped.
 pub struct VaultKey {
     id: u64,
     user: String,
@@ -159,7 +159,9 @@ impl PrivateKey for VaultKey {
         encrypted_key: &[u8],
         key_len: usize,
     ) -> sealgate_smime::Result<Zeroizing<Vec<u8>>> {
-        self.engine("key.decrypt", "rsa-pkcs1", |k| k.rsa_pkcs1_decrypt(encrypted_key, key_len))
+        self.engine("key.decrypt", "rsa-pkcs1", |k| {
+            k.rsa_pkcs1_decrypt(encrypted_key, key_len)
+        })
     }
 
     fn rsa_oaep_decrypt(
@@ -169,7 +171,9 @@ impl PrivateKey for VaultKey {
         label: &[u8],
         key_len: usize,
     ) -> sealgate_smime::Result<Zeroizing<Vec<u8>>> {
-        self.engine("key.decrypt", "rsa-oaep", |k| k.rsa_oaep_decrypt(encrypted_key, params, label, key_len))
+        self.engine("key.decrypt", "rsa-oaep", |k| {
+            k.rsa_oaep_decrypt(encrypted_key, params, label, key_len)
+        })
     }
 
     fn ecdh(&self, peer_public: &[u8]) -> sealgate_smime::Result<Zeroizing<Vec<u8>>> {
@@ -219,7 +223,9 @@ mod tests {
     fn audited_decrypt_throughput() {
         let tmp = tempfile::tempdir().expect("tmp");
         let (vault, _) = Vault::init(tmp.path(), &mut SoftwareSealer::danger_new()).expect("init");
-        vault.ca_init("Bench CA", &CaSettings::default()).expect("ca");
+        vault
+            .ca_init("Bench CA", &CaSettings::default())
+            .expect("ca");
         vault.ca_issue("bench@example.org").expect("issue");
         let cert = vault.certificate("bench@example.org").expect("cert");
         let enc = message::encrypt_message(

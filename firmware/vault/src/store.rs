@@ -47,7 +47,8 @@ const MAX_SEALED_COPIES: usize = 4;
 /// The key vault. See the crate documentation.
 ///
 /// Dropping it writes the key uses still buffered for the audit log (see
-/// [`Vault::set_use_audit_batch`]).
+/// [`Vault::set_use_audit_batch`]); the [`VaultKey`]s it handed out are usable only while it
+/// is open (a use that cannot be audited is refused).
 pub struct Vault {
     pub(crate) db: Arc<Database>,
     dir: PathBuf,
@@ -292,7 +293,7 @@ impl Vault {
     ) -> Vault {
         let db = Arc::new(db);
         Vault {
-            uses: Arc::new(UseLog::new(db.clone())),
+            uses: Arc::new(UseLog::new(&db)),
             db,
             dir,
             key: Arc::new(key),
@@ -516,9 +517,9 @@ impl Vault {
     pub fn pcrs(&self) -> Result<Option<PcrSelection>> {
         let txn = self.db.begin_read()?;
         match meta_get(&txn, "pcrs")? {
-            Some(p) => Ok(Some(String::from_utf8_lossy(&p).parse().map_err(
-                |e| VaultError::Corrupt(format!("stored PCR selection: {e}")),
-            )?)),
+            Some(p) => Ok(Some(String::from_utf8_lossy(&p).parse().map_err(|e| {
+                VaultError::Corrupt(format!("stored PCR selection: {e}"))
+            })?)),
             None if self.sealer_kind == SealerKind::Tpm => Ok(Some(PcrSelection::default())),
             None => Ok(None),
         }

@@ -24,8 +24,7 @@ fn decrypt(vault: &Vault, user: &str, enc: &[u8]) -> Vec<u8> {
 #[test]
 fn decrypt_and_sign_are_audited_with_actor_key_and_time() {
     let tmp = tempfile::tempdir().expect("tmp");
-    let (mut vault, _) =
-        Vault::init(tmp.path(), &mut SoftwareSealer::danger_new()).expect("init");
+    let (mut vault, _) = Vault::init(tmp.path(), &mut SoftwareSealer::danger_new()).expect("init");
     let settings = CaSettings {
         key_algorithm: KeyAlgorithm::P256,
         ..CaSettings::default()
@@ -42,7 +41,9 @@ fn decrypt_and_sign_are_audited_with_actor_key_and_time() {
 
     vault.set_actor("smtp:inbound");
     let start = sealgate_smime_now();
-    assert!(String::from_utf8_lossy(&decrypt(&vault, "ann@example.org", &enc)).contains(SECRET_TEXT));
+    assert!(
+        String::from_utf8_lossy(&decrypt(&vault, "ann@example.org", &enc)).contains(SECRET_TEXT)
+    );
     let mut key = vault.signing_key("ann@example.org").expect("signing key");
     key.set_actor("smtp:outbound");
     message::sign_message(b"Subject: s\r\n\r\nbody\r\n", &key, false, 0).expect("sign");
@@ -84,7 +85,12 @@ fn decrypt_and_sign_are_audited_with_actor_key_and_time() {
     decrypt(&vault, "ann@example.org", &enc);
     vault.ca_issue("cy@example.org").expect("issue");
     let log = vault.audit().expect("audit");
-    let tail: Vec<&str> = log.iter().rev().take(3).map(|e| e.action.as_str()).collect();
+    let tail: Vec<&str> = log
+        .iter()
+        .rev()
+        .take(3)
+        .map(|e| e.action.as_str())
+        .collect();
     assert_eq!(tail, ["ca.issue", "key.decrypt", "ca.issue"]);
     assert_eq!(vault.verify().expect("verify"), 3);
 }

@@ -27,7 +27,8 @@ fn reseal_for_update_then_commit() {
     let tmp = tempfile::tempdir().expect("tmp");
     let mut sw = Swtpm::start(&tmp.path().join("t")).expect("swtpm (Debian package `swtpm`)");
     let data = tmp.path().join("data");
-    let sealer = || TpmSealer::new(&sw.tcti());
+    let tcti = sw.tcti();
+    let sealer = || TpmSealer::new(&tcti);
 
     let (vault, _secret) = Vault::init(&data, &mut sealer()).expect("init");
     assert_eq!(vault.pcrs().expect("pcrs"), Some(PcrSelection::default()));
@@ -40,20 +41,32 @@ fn reseal_for_update_then_commit() {
         .reseal_for_update(&mut sealer(), &[(7, predicted)])
         .expect("reseal");
     assert_eq!(vault.sealed_copies().expect("copies"), (2, Some(0)));
-    assert_eq!(Vault::status(&data).expect("status").sealed_copies, 2);
     // A prediction must cover the vault's PCRs.
-    assert!(vault.reseal_for_update(&mut sealer(), &[(8, predicted)]).is_err());
+    assert!(
+        vault
+            .reseal_for_update(&mut sealer(), &[(8, predicted)])
+            .is_err()
+    );
     drop(vault);
+    assert_eq!(Vault::status(&data).expect("status").sealed_copies, 2);
 
     // Still in the old state (before the reboot): the new blob does not open, the old does.
     let v = Vault::open(&data, &mut sealer()).expect("old state opens");
-    assert_eq!(v.sealed_copies().expect("copies"), (2, Some(0)), "opened with the old blob");
+    assert_eq!(
+        v.sealed_copies().expect("copies"),
+        (2, Some(0)),
+        "opened with the old blob"
+    );
     drop(v);
 
     // "Reboot into the update": PCR 7 takes the predicted value; the new blob opens.
     assert_eq!(sw.extend_pcr7(&event).expect("extend"), predicted);
     let v = Vault::open(&data, &mut sealer()).expect("updated state opens");
-    assert_eq!(v.sealed_copies().expect("copies"), (2, Some(1)), "opened with the new blob");
+    assert_eq!(
+        v.sealed_copies().expect("copies"),
+        (2, Some(1)),
+        "opened with the new blob"
+    );
     drop(v);
 
     // Rollback before the commit (the A/B fallback boots the old slot): still opens.
@@ -70,10 +83,14 @@ fn reseal_for_update_then_commit() {
     assert_eq!(v.commit_update().expect("commit"), 1);
     assert_eq!(v.sealed_copies().expect("copies"), (1, Some(0)));
     let log = v.audit().expect("audit");
-    assert!(log.iter().any(|e| e.action == "vault.reseal-for-update"
-        && e.detail.contains("pcrs=sha256:7")));
+    assert!(
+        log.iter()
+            .any(|e| e.action == "vault.reseal-for-update" && e.detail.contains("pcrs=sha256:7"))
+    );
     assert_eq!(
-        log.iter().filter(|e| e.action == "vault.commit-update").count(),
+        log.iter()
+            .filter(|e| e.action == "vault.commit-update")
+            .count(),
         2
     );
     drop(v);
@@ -81,10 +98,11 @@ fn reseal_for_update_then_commit() {
 
     // The old state no longer opens after the commit.
     sw.restart().expect("restart");
-    match Vault::open(&data, &mut sealer()) {
-        Err(VaultError::Unseal(_)) => {}
-        other => panic!("expected an unseal error, got {other:?}"),
-    }
+    let reopened = Vault::open(&data, &mut sealer());
+    assert!(
+        matches!(reopened, Err(VaultError::Unseal(_))),
+        "expected an unseal error, got {reopened:?}"
+    );
 }
 
 #[test]
@@ -94,25 +112,37 @@ fn pcr_selection_is_stored_and_used_for_the_update() {
     let sw = Swtpm::start(&tmp.path().join("t")).expect("swtpm");
     let data = tmp.path().join("data");
     let sel: PcrSelection = "sha256:7,16".parse().expect("sel");
-    let (vault, _) =
-        Vault::init(&data, &mut TpmSealer::new(&sw.tcti()).with_pcrs(sel.clone())).expect("init");
+    let (vault, _) = Vault::init(
+        &data,
+        &mut TpmSealer::new(&sw.tcti()).with_pcrs(sel.clone()),
+    )
+    .expect("init");
     assert_eq!(vault.pcrs().expect("pcrs"), Some(sel.clone()));
-    assert_eq!(
-        Vault::status(&data).expect("status").pcrs.as_deref(),
-        Some("sha256:7,16")
-    );
     // The update's prediction is sealed to the stored selection, whatever the sealer's own.
     let mut tpm = sw.connect().expect("connect");
     let now = tpm.read_pcrs(&sel).expect("read");
     let event = measurement("debug pcr");
     let predicted: Vec<(u32, [u8; 32])> = now
         .iter()
-        .map(|(i, v)| (*i, if *i == 16 { pcr_extend_sha256(v, &event) } else { *v }))
+        .map(|(i, v)| {
+            (
+                *i,
+                if *i == 16 {
+                    pcr_extend_sha256(v, &event)
+                } else {
+                    *v
+                },
+            )
+        })
         .collect();
     vault
         .reseal_for_update(&mut TpmSealer::new(&sw.tcti()), &predicted)
         .expect("reseal");
     drop(vault);
+    assert_eq!(
+        Vault::status(&data).expect("status").pcrs.as_deref(),
+        Some("sha256:7,16")
+    );
     sw.extend_pcr(16, &event).expect("extend 16");
     let v = Vault::open(&data, &mut TpmSealer::new(&sw.tcti())).expect("opens with the new blob");
     assert_eq!(v.sealed_copies().expect("copies"), (2, Some(1)));

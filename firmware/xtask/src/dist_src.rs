@@ -71,7 +71,7 @@ pub fn run(args: Args) -> Result<()> {
     text.push_str(&String::from_utf8_lossy(&vendor.stdout));
     fs::create_dir_all(stage.join(".cargo"))?;
     fs::write(&config, text)?;
-    let epoch = std::env::var("SOURCE_DATE_EPOCH").unwrap_or_else(|_| "0".into());
+    let epoch = image::source_date_epoch(&root)?;
     let tarball = out_dir.join(format!("{name}.tar.gz"));
     image::sh(
         Command::new("sh")

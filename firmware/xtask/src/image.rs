@@ -176,7 +176,10 @@ pub fn run(args: Args) -> Result<()> {
 
 /// Builds the qemu-x86_64 image from the workspace's binaries (`cargo xtask test`).
 pub(crate) fn build_default() -> Result<()> {
-    let args = Args { board: "qemu-x86_64".into(), binaries: Vec::new() };
+    let args = Args {
+        board: "qemu-x86_64".into(),
+        binaries: Vec::new(),
+    };
     build(Board::named(&args.board)?, &args).map(|_| ())
 }
 
@@ -281,7 +284,7 @@ pub(crate) fn build(board: Board, args: &Args) -> Result<Built> {
 }
 
 /// `SOURCE_DATE_EPOCH` from the environment, else the commit time of `HEAD`.
-fn source_date_epoch(root: &Path) -> Result<u64> {
+pub(crate) fn source_date_epoch(root: &Path) -> Result<u64> {
     if let Ok(v) = std::env::var("SOURCE_DATE_EPOCH") {
         return v
             .trim()

@@ -517,7 +517,7 @@ impl Vm {
         })
     }
 
-    /// The console; panics in harness misuse only (a boot without [`ConsoleMode::Harness`]).
+    /// The console (fails for a boot without [`ConsoleMode::Harness`]).
     pub fn console(&mut self) -> Result<&mut Console> {
         self.console
             .as_mut()

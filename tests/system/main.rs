@@ -5,6 +5,9 @@
 //! variables, swtpm state). Every wait is bounded; QEMU and swtpm die with the [`Vm`]. The
 //! boots run one at a time (QEMU under TCG wants the whole machine). A missing peer fails
 //! with the Debian package to install; nothing here is skipped.
+//!
+//! They boot the image in `target/image/qemu-x86_64/` (built if missing): `cargo xtask test`
+//! rebuilds it first; after changing the box's code outside it, run `cargo xtask image`.
 #![allow(clippy::unwrap_used, clippy::panic, missing_docs)]
 
 use std::path::PathBuf;
@@ -31,21 +34,21 @@ fn machine() -> MutexGuard<'static, ()> {
 }
 
 /// A VM folder in the build's temporary folder, removed when the test passes.
-struct Box {
+struct Appliance {
     dir: VmDir,
     ports: PortForwards,
     keep: PathBuf,
 }
 
-impl Box {
-    fn new(name: &str) -> Box {
+impl Appliance {
+    fn new(name: &str) -> Appliance {
         require_peers(Board::X86_64).expect("peers");
         require_program("curl", "curl");
         let image = ensure_image(Board::X86_64).expect("the x86_64 image");
         let path =
             std::env::temp_dir().join(format!("sealgate-system-{name}-{}", std::process::id()));
         let dir = VmDir::prepare(&path, Board::X86_64, &image, true).expect("VM folder");
-        Box {
+        Appliance {
             dir,
             ports: PortForwards::free().expect("free ports"),
             keep: path,
@@ -73,7 +76,7 @@ impl Box {
     }
 }
 
-impl Drop for Box {
+impl Drop for Appliance {
     fn drop(&mut self) {
         if !std::thread::panicking() {
             let _ = std::fs::remove_dir_all(&self.keep);
@@ -188,7 +191,7 @@ fn status(vm: &mut Vm) -> String {
 }
 
 /// `POST /api/v1/setup` with `token`.
-fn setup(bx: &Box, token: &str) -> (u16, String) {
+fn setup(bx: &Appliance, token: &str) -> (u16, String) {
     https(
         "POST",
         &bx.url("/api/v1/setup"),
@@ -219,7 +222,7 @@ fn new_setup_token(vm: &mut Vm, entry: &str, confirm: Option<&str>) -> String {
 #[test]
 fn tpm_sealed_box_first_boot_reboot_and_broken_pcr_policy() {
     let _m = machine();
-    let bx = Box::new("lifecycle");
+    let bx = Appliance::new("lifecycle");
 
     // Boot 1: first boot.
     let mut vm = bx.boot();
@@ -315,7 +318,7 @@ fn tpm_sealed_box_first_boot_reboot_and_broken_pcr_policy() {
 #[test]
 fn console_menu_static_address_survives_reboot_and_factory_resets() {
     let _m = machine();
-    let bx = Box::new("menu");
+    let bx = Appliance::new("menu");
 
     let mut vm = bx.boot();
     wait_ready(&mut vm, FIRST_READY);
@@ -403,7 +406,7 @@ fn console_menu_static_address_survives_reboot_and_factory_resets() {
 #[test]
 fn box_without_tpm_says_so_and_serves_nothing() {
     let _m = machine();
-    let bx = Box::new("notpm");
+    let bx = Appliance::new("notpm");
     let mut vm = bx.boot_with(false);
     let c = vm.console().unwrap();
     let (which, text) = c

@@ -16,21 +16,43 @@ use sealgate_vault::{SoftwareSealer, Vault};
 
 /// Runs a command, failing the test with its stderr if it fails.
 pub fn run(cmd: &mut Command) -> Output {
-    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    assert!(out.status.success(), "{cmd:?} failed: {}\n{}", String::from_utf8_lossy(&out.stderr), String::from_utf8_lossy(&out.stdout));
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
     out
 }
 
 /// Fails with a message naming the Debian package if a tool is missing.
 pub fn require_tool(tool: &str, package: &str) {
-    let ok = Command::new("sh").arg("-c").arg(format!("command -v {tool}")).output().map(|o| o.status.success()).unwrap_or(false);
-    assert!(ok, "`{tool}` is missing: install the Debian package `{package}` (cargo xtask test installs it)");
+    let ok = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {tool}"))
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    assert!(
+        ok,
+        "`{tool}` is missing: install the Debian package `{package}` (cargo xtask test installs it)"
+    );
 }
 
 /// Fails with a message naming the PyPI package if a Python module is missing.
 pub fn require_python_module(module: &str, package: &str) {
-    let ok = Command::new("python3").args(["-c", &format!("import {module}")]).output().map(|o| o.status.success()).unwrap_or(false);
-    assert!(ok, "Python module `{module}` is missing: `pip install {package}` (cargo xtask test installs it)");
+    let ok = Command::new("python3")
+        .args(["-c", &format!("import {module}")])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    assert!(
+        ok,
+        "Python module `{module}` is missing: `pip install {package}` (cargo xtask test installs it)"
+    );
 }
 
 /// A test PKI: a CA and users with S/MIME certificates (RSA-2048 and EC P-256).
@@ -44,8 +66,23 @@ impl Pki {
         let dir = tempfile::tempdir().expect("tempdir");
         let d = dir.path();
         run(Command::new("openssl")
-            .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "30", "-subj", "/CN=Docking Test CA"])
-            .args(["-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign"])
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "30",
+                "-subj",
+                "/CN=Docking Test CA",
+            ])
+            .args([
+                "-addext",
+                "basicConstraints=critical,CA:TRUE",
+                "-addext",
+                "keyUsage=critical,keyCertSign,cRLSign",
+            ])
             .arg("-keyout")
             .arg(d.join("ca.key"))
             .arg("-out")
@@ -74,11 +111,39 @@ impl Pki {
         let d = self.dir.path();
         let key = self.key(email);
         match kind {
-            "ec" => run(Command::new("openssl").args(["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out"]).arg(&key)),
-            _ => run(Command::new("openssl").args(["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out"]).arg(&key)),
+            "ec" => run(Command::new("openssl")
+                .args([
+                    "ecparam",
+                    "-name",
+                    "prime256v1",
+                    "-genkey",
+                    "-noout",
+                    "-out",
+                ])
+                .arg(&key)),
+            _ => run(Command::new("openssl")
+                .args([
+                    "genpkey",
+                    "-algorithm",
+                    "RSA",
+                    "-pkeyopt",
+                    "rsa_keygen_bits:2048",
+                    "-out",
+                ])
+                .arg(&key)),
         };
         let csr = d.join(format!("{email}.csr"));
-        run(Command::new("openssl").args(["req", "-new", "-subj", &format!("/CN={email}/emailAddress={email}"), "-key"]).arg(&key).arg("-out").arg(&csr));
+        run(Command::new("openssl")
+            .args([
+                "req",
+                "-new",
+                "-subj",
+                &format!("/CN={email}/emailAddress={email}"),
+                "-key",
+            ])
+            .arg(&key)
+            .arg("-out")
+            .arg(&csr));
         let ext = d.join(format!("{email}.ext"));
         std::fs::write(
             &ext,
@@ -86,7 +151,15 @@ impl Pki {
         )
         .expect("ext");
         run(Command::new("openssl")
-            .args(["x509", "-req", "-days", "30", "-set_serial", &format!("{}", 1000 + email.len()), "-in"])
+            .args([
+                "x509",
+                "-req",
+                "-days",
+                "30",
+                "-set_serial",
+                &format!("{}", 1000 + email.len()),
+                "-in",
+            ])
             .arg(&csr)
             .arg("-CA")
             .arg(d.join("ca.crt"))
@@ -112,17 +185,24 @@ impl Pki {
         let input = tempfile::NamedTempFile::new_in(self.dir.path()).expect("tmp");
         std::fs::write(input.path(), msg).expect("write");
         let mut cmd = Command::new("openssl");
-        cmd.args(["cms", "-encrypt", "-aes256", "-in"]).arg(input.path());
+        cmd.args(["cms", "-encrypt", "-aes256", "-in"])
+            .arg(input.path());
         for r in recipients {
             cmd.arg(self.cert(r));
         }
         // openssl cms writes only the MIME entity: put the header fields back in front.
         let entity = run(&mut cmd).stdout;
-        let head_end = msg.windows(4).position(|w| w == b"\r\n\r\n").expect("header");
+        let head_end = msg
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .expect("header");
         let head = String::from_utf8_lossy(&msg[..head_end]);
         let kept: Vec<&str> = head
             .split("\r\n")
-            .filter(|l| !l.to_ascii_lowercase().starts_with("content-type") && !l.to_ascii_lowercase().starts_with("mime-version"))
+            .filter(|l| {
+                !l.to_ascii_lowercase().starts_with("content-type")
+                    && !l.to_ascii_lowercase().starts_with("mime-version")
+            })
             .collect();
         let mut out = kept.join("\r\n").into_bytes();
         out.extend_from_slice(b"\r\n");
@@ -134,16 +214,26 @@ impl Pki {
     pub fn openssl_decrypt(&self, msg: &[u8], user: &str) -> Vec<u8> {
         let input = tempfile::NamedTempFile::new_in(self.dir.path()).expect("tmp");
         std::fs::write(input.path(), msg).expect("write");
-        run(Command::new("openssl").args(["cms", "-decrypt", "-in"]).arg(input.path()).arg("-inkey").arg(self.key(user)).arg("-recip").arg(self.cert(user)))
-            .stdout
+        run(Command::new("openssl")
+            .args(["cms", "-decrypt", "-in"])
+            .arg(input.path())
+            .arg("-inkey")
+            .arg(self.key(user))
+            .arg("-recip")
+            .arg(self.cert(user)))
+        .stdout
     }
 
     /// Verifies a signed entity with `openssl cms -verify` against the test CA; returns the content.
     pub fn openssl_verify(&self, msg: &[u8]) -> Vec<u8> {
         let input = tempfile::NamedTempFile::new_in(self.dir.path()).expect("tmp");
         std::fs::write(input.path(), msg).expect("write");
-        run(Command::new("openssl").args(["cms", "-verify", "-purpose", "any", "-in"]).arg(input.path()).arg("-CAfile").arg(self.path("ca.crt")))
-            .stdout
+        run(Command::new("openssl")
+            .args(["cms", "-verify", "-purpose", "any", "-in"])
+            .arg(input.path())
+            .arg("-CAfile")
+            .arg(self.path("ca.crt")))
+        .stdout
     }
 }
 
@@ -159,8 +249,13 @@ pub fn data_dir_with_keys(pki: &Pki) -> tempfile::TempDir {
         vault.import_pem(&key, &cert, None).expect("import");
     }
     // mallory@example.net is an external recipient: only her certificate is stored.
-    let c = sealgate_smime::cert::Certificate::parse_many(&std::fs::read(pki.cert("mallory@example.net")).expect("cert")).expect("parse");
-    vault.add_recipient_certificate(&c[0]).expect("recipient cert");
+    let c = sealgate_smime::cert::Certificate::parse_many(
+        &std::fs::read(pki.cert("mallory@example.net")).expect("cert"),
+    )
+    .expect("parse");
+    vault
+        .add_recipient_certificate(&c[0])
+        .expect("recipient cert");
     drop(vault);
     dir
 }
@@ -171,7 +266,10 @@ pub fn sealctl() -> PathBuf {
     let p = me.with_file_name("sealctl");
     if !p.exists() {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let profile_release = me.parent().and_then(|d| d.file_name()).is_some_and(|n| n == "release");
+        let profile_release = me
+            .parent()
+            .and_then(|d| d.file_name())
+            .is_some_and(|n| n == "release");
         let mut cmd = Command::new(cargo);
         cmd.args(["build", "--package", "sealctl", "--bin", "sealctl"]);
         if profile_release {
@@ -185,8 +283,14 @@ pub fn sealctl() -> PathBuf {
 
 /// Makes an API token with `sealctl api-token create`.
 pub fn create_token(data_dir: &Path, name: &str, scopes: &str) -> String {
-    let out = run(Command::new(sealctl()).args(["api-token", "create", "--data-dir"]).arg(data_dir).args(["--name", name, "--scope", scopes]));
-    String::from_utf8(out.stdout).expect("utf8").trim().to_string()
+    let out = run(Command::new(sealctl())
+        .args(["api-token", "create", "--data-dir"])
+        .arg(data_dir)
+        .args(["--name", name, "--scope", scopes]));
+    String::from_utf8(out.stdout)
+        .expect("utf8")
+        .trim()
+        .to_string()
 }
 
 /// A running `sealgated`.
@@ -209,7 +313,10 @@ impl Daemon {
         let settings = data_dir.join("settings.toml");
         let base = "[docking]\nlisten = \"127.0.0.1:0\"\n";
         let text = if extra_settings.contains("[docking]") {
-            format!("[admin]\nlisten = \"127.0.0.1:0\"\n{}", extra_settings.replace("[docking]\n", base))
+            format!(
+                "[admin]\nlisten = \"127.0.0.1:0\"\n{}",
+                extra_settings.replace("[docking]\n", base)
+            )
         } else {
             format!("{base}[admin]\nlisten = \"127.0.0.1:0\"\n{extra_settings}")
         };
@@ -220,7 +327,9 @@ impl Daemon {
             .arg("--danger-software-sealer")
             .env("RUST_LOG", "info")
             .stdout(Stdio::piped())
-            .stderr(Stdio::from(std::fs::File::create(data_dir.join("stderr.log")).expect("stderr log")))
+            .stderr(Stdio::from(
+                std::fs::File::create(data_dir.join("stderr.log")).expect("stderr log"),
+            ))
             .spawn()
             .expect("start sealgated");
         let stdout = child.stdout.take().expect("stdout");
@@ -257,7 +366,9 @@ impl Daemon {
                 ),
             };
             d.console.push(line.clone());
-            let Some(rest) = line.strip_prefix("sealgated: ") else { continue };
+            let Some(rest) = line.strip_prefix("sealgated: ") else {
+                continue;
+            };
             if let Some(l) = rest.strip_prefix("listening ") {
                 let (name, addr) = l.split_once(' ').expect("listening NAME ADDR");
                 let addr: SocketAddr = addr.parse().expect("address");
@@ -268,7 +379,10 @@ impl Daemon {
                     "smtp-encrypt" => d.smtp_encrypt = Some(addr),
                     _ => {}
                 }
-            } else if let Some(t) = rest.split_once("setup token").and_then(|(_, t)| t.rsplit(' ').next()) {
+            } else if let Some(t) = rest
+                .split_once("setup token")
+                .and_then(|(_, t)| t.rsplit(' ').next())
+            {
                 d.setup_token = Some(t.to_string());
             } else if let Some(fp) = rest.strip_prefix("TLS certificate SHA-256 fingerprint: ") {
                 d.fingerprint = fp.to_string();
@@ -302,11 +416,25 @@ impl Daemon {
     }
 
     /// curl against the docking port: (status, response headers, body).
-    pub fn curl(&self, method: &str, path: &str, token: Option<&str>, extra: &[&str], body: Option<&[u8]>) -> (u16, String, Vec<u8>) {
+    pub fn curl(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        extra: &[&str],
+        body: Option<&[u8]>,
+    ) -> (u16, String, Vec<u8>) {
         self.curl_url(method, &self.url(path), token, extra, body)
     }
 
-    pub fn curl_url(&self, method: &str, url: &str, token: Option<&str>, extra: &[&str], body: Option<&[u8]>) -> (u16, String, Vec<u8>) {
+    pub fn curl_url(
+        &self,
+        method: &str,
+        url: &str,
+        token: Option<&str>,
+        extra: &[&str],
+        body: Option<&[u8]>,
+    ) -> (u16, String, Vec<u8>) {
         require_tool("curl", "curl");
         let tmp = tempfile::tempdir().expect("tmp");
         let headers = tmp.path().join("headers");
@@ -325,12 +453,20 @@ impl Daemon {
         if let Some(b) = body {
             let f = tmp.path().join("request");
             std::fs::write(&f, b).expect("request body");
-            cmd.args(["-H", "Content-Type: message/rfc822", "--data-binary"]).arg(format!("@{}", f.display()));
+            cmd.args(["-H", "Content-Type: message/rfc822", "--data-binary"])
+                .arg(format!("@{}", f.display()));
         }
         cmd.args(extra).arg(url);
         let o = cmd.output().expect("curl");
-        let code: u16 = String::from_utf8_lossy(&o.stdout).trim().parse().unwrap_or(0);
-        (code, std::fs::read_to_string(&headers).unwrap_or_default(), std::fs::read(&out).unwrap_or_default())
+        let code: u16 = String::from_utf8_lossy(&o.stdout)
+            .trim()
+            .parse()
+            .unwrap_or(0);
+        (
+            code,
+            std::fs::read_to_string(&headers).unwrap_or_default(),
+            std::fs::read(&out).unwrap_or_default(),
+        )
     }
 
     /// Sends SIGTERM and waits; returns the exit status and the remaining console lines.
@@ -343,7 +479,10 @@ impl Daemon {
                 let rest: Vec<String> = self.lines.try_iter().collect();
                 return (status, rest);
             }
-            assert!(Instant::now() < deadline, "sealgated did not stop on SIGTERM");
+            assert!(
+                Instant::now() < deadline,
+                "sealgated did not stop on SIGTERM"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -369,12 +508,17 @@ impl Drop for Daemon {
 
 /// The value of a response header (case-insensitive name).
 pub fn header<'a>(headers: &'a str, name: &str) -> Option<&'a str> {
-    headers.lines().filter_map(|l| l.split_once(':')).find(|(n, _)| n.trim().eq_ignore_ascii_case(name)).map(|(_, v)| v.trim())
+    headers
+        .lines()
+        .filter_map(|l| l.split_once(':'))
+        .find(|(n, _)| n.trim().eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.trim())
 }
 
 /// The JSON report of a message response.
 pub fn report(headers: &str) -> serde_json::Value {
-    serde_json::from_str(header(headers, "Sealgate-Report").expect("Sealgate-Report header")).expect("report JSON")
+    serde_json::from_str(header(headers, "Sealgate-Report").expect("Sealgate-Report header"))
+        .expect("report JSON")
 }
 
 pub fn contains(hay: &[u8], needle: &str) -> bool {

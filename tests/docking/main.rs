@@ -23,24 +23,47 @@ fn health_needs_no_credentials_and_everything_else_does() {
     let d = Daemon::start(dir.path(), "");
     let (code, headers, body) = d.curl("GET", "/api/v1/health", None, &[], None);
     assert_eq!(code, 200);
-    assert_eq!(serde_json::from_slice::<serde_json::Value>(&body).expect("json"), serde_json::json!({"status": "up"}));
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&body).expect("json"),
+        serde_json::json!({"status": "up"})
+    );
     assert!(header(&headers, "content-type").is_some_and(|c| c.starts_with("application/json")));
     // The admin port answers health too (the box's readiness check).
     let (code, _, _) = d.curl_url("GET", &d.admin_url("/api/v1/health"), None, &[], None);
     assert_eq!(code, 200);
-    for (method, path) in [("POST", "/api/v1/decrypt"), ("POST", "/api/v1/encrypt?to=a@b.c"), ("POST", "/api/v1/sign"), ("POST", "/api/v1/verify"), ("GET", "/api/v1/certificates?email=a@b.c"), ("GET", "/api/v1/openapi.json")] {
-        let body = if method == "POST" { Some(&b"x"[..]) } else { None };
+    for (method, path) in [
+        ("POST", "/api/v1/decrypt"),
+        ("POST", "/api/v1/encrypt?to=a@b.c"),
+        ("POST", "/api/v1/sign"),
+        ("POST", "/api/v1/verify"),
+        ("GET", "/api/v1/certificates?email=a@b.c"),
+        ("GET", "/api/v1/openapi.json"),
+    ] {
+        let body = if method == "POST" {
+            Some(&b"x"[..])
+        } else {
+            None
+        };
         let (code, headers, body) = d.curl(method, path, None, &[], body);
         assert_eq!(code, 401, "{path} without credentials");
-        assert_eq!(header(&headers, "content-type"), Some("application/problem+json"));
+        assert_eq!(
+            header(&headers, "content-type"),
+            Some("application/problem+json")
+        );
         let p: serde_json::Value = serde_json::from_slice(&body).expect("problem");
         assert_eq!(p["type"], "https://sealgate.example/problems/unauthorized");
         assert_eq!(p["status"], 401);
     }
     // The certificate curl verified is the one whose fingerprint was printed.
-    let out = run(Command::new("openssl").args(["x509", "-noout", "-fingerprint", "-sha256", "-in"]).arg(d.ca_file()));
+    let out = run(Command::new("openssl")
+        .args(["x509", "-noout", "-fingerprint", "-sha256", "-in"])
+        .arg(d.ca_file()));
     let printed = String::from_utf8_lossy(&out.stdout);
-    assert!(printed.trim().ends_with(&d.fingerprint), "{printed} vs {}", d.fingerprint);
+    assert!(
+        printed.trim().ends_with(&d.fingerprint),
+        "{printed} vs {}",
+        d.fingerprint
+    );
 }
 
 #[test]
@@ -49,7 +72,12 @@ fn decrypt_with_curl_returns_cleartext_and_a_report() {
     let dir = data_dir_with_keys(&pki);
     let token = create_token(dir.path(), "gw", "decrypt");
     let d = Daemon::start(dir.path(), "");
-    let clear = pki.message("carol@example.org", "alice@example.org", "quarterly numbers", "the secret is 42");
+    let clear = pki.message(
+        "carol@example.org",
+        "alice@example.org",
+        "quarterly numbers",
+        "the secret is 42",
+    );
     let enc = pki.openssl_encrypt(&clear, &["alice@example.org"]);
     assert!(!contains(&enc, "the secret is 42"));
 
@@ -63,34 +91,70 @@ fn decrypt_with_curl_returns_cleartext_and_a_report() {
     assert_eq!(r["status"], "decrypted");
     assert_eq!(r["recipients"], serde_json::json!(["alice@example.org"]));
     assert_eq!(r["layers"][0]["layer"], "encrypted");
-    assert!(r["layers"][0]["recipient"].as_str().unwrap_or_default().contains("alice@example.org"));
+    assert!(
+        r["layers"][0]["recipient"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("alice@example.org")
+    );
 
     // Envelope recipients as to= (here the To field names nobody the box knows).
-    let clear = pki.message("carol@example.org", "undisclosed-recipients:;", "bcc", "to bob by envelope");
+    let clear = pki.message(
+        "carol@example.org",
+        "undisclosed-recipients:;",
+        "bcc",
+        "to bob by envelope",
+    );
     let enc = pki.openssl_encrypt(&clear, &["bob@example.org", "carol@example.org"]);
-    let (code, headers, body) = d.curl("POST", "/api/v1/decrypt?to=bob@example.org", Some(&token), &[], Some(&enc));
+    let (code, headers, body) = d.curl(
+        "POST",
+        "/api/v1/decrypt?to=bob@example.org",
+        Some(&token),
+        &[],
+        Some(&enc),
+    );
     assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
     assert!(contains(&body, "to bob by envelope"));
-    assert_eq!(report(&headers)["recipients"], serde_json::json!(["bob@example.org"]));
+    assert_eq!(
+        report(&headers)["recipients"],
+        serde_json::json!(["bob@example.org"])
+    );
 
     // Not encrypted: byte for byte unchanged.
-    let plain = pki.message("carol@example.org", "alice@example.org", "hello", "nothing to hide");
+    let plain = pki.message(
+        "carol@example.org",
+        "alice@example.org",
+        "hello",
+        "nothing to hide",
+    );
     let (code, headers, body) = d.curl("POST", "/api/v1/decrypt", Some(&token), &[], Some(&plain));
     assert_eq!(code, 200);
     assert_eq!(body, plain);
     assert_eq!(report(&headers)["status"], "not-encrypted");
 
     // Encrypted to someone whose key the box does not hold: 422 problem.
-    let enc = pki.openssl_encrypt(&pki.message("a@x.org", "carol@example.org", "x", "y"), &["carol@example.org"]);
+    let enc = pki.openssl_encrypt(
+        &pki.message("a@x.org", "carol@example.org", "x", "y"),
+        &["carol@example.org"],
+    );
     let (code, headers, body) = d.curl("POST", "/api/v1/decrypt", Some(&token), &[], Some(&enc));
     assert_eq!(code, 422);
-    assert_eq!(header(&headers, "content-type"), Some("application/problem+json"));
+    assert_eq!(
+        header(&headers, "content-type"),
+        Some("application/problem+json")
+    );
     let p: serde_json::Value = serde_json::from_slice(&body).expect("problem");
-    assert_eq!(p["type"], "https://sealgate.example/problems/no-matching-key");
+    assert_eq!(
+        p["type"],
+        "https://sealgate.example/problems/no-matching-key"
+    );
 
     // Every call audited: client, operation, Message-ID, outcome; never content.
     let audit = d.audit();
-    let ok = audit.iter().find(|a| a["operation"] == "decrypt" && a["outcome"] == "ok").expect("audited");
+    let ok = audit
+        .iter()
+        .find(|a| a["operation"] == "decrypt" && a["outcome"] == "ok")
+        .expect("audited");
     assert_eq!(ok["client"], "gw");
     assert_eq!(ok["message_id"], "<quarterly-numbers@test>");
     assert!(ok["duration_ms"].is_u64());
@@ -104,8 +168,19 @@ fn encrypt_signs_and_encrypts_for_openssl() {
     let dir = data_dir_with_keys(&pki);
     let token = create_token(dir.path(), "gw", "encrypt");
     let d = Daemon::start(dir.path(), "");
-    let clear = pki.message("bob@example.org", "alice@example.org", "outbound", "for alice only");
-    let (code, headers, body) = d.curl("POST", "/api/v1/encrypt?from=bob@example.org&to=alice@example.org", Some(&token), &[], Some(&clear));
+    let clear = pki.message(
+        "bob@example.org",
+        "alice@example.org",
+        "outbound",
+        "for alice only",
+    );
+    let (code, headers, body) = d.curl(
+        "POST",
+        "/api/v1/encrypt?from=bob@example.org&to=alice@example.org",
+        Some(&token),
+        &[],
+        Some(&clear),
+    );
     assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
     assert!(!contains(&body, "for alice only"));
     let r = report(&headers);
@@ -122,32 +197,70 @@ fn encrypt_signs_and_encrypts_for_openssl() {
     assert!(contains(&inner, "for alice only"));
 
     // An external recipient whose certificate is stored (not a local user).
-    let (code, headers, body) = d.curl("POST", "/api/v1/encrypt?from=bob@example.org&to=mallory@example.net", Some(&token), &[], Some(&clear));
+    let (code, headers, body) = d.curl(
+        "POST",
+        "/api/v1/encrypt?from=bob@example.org&to=mallory@example.net",
+        Some(&token),
+        &[],
+        Some(&clear),
+    );
     assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
-    assert_eq!(report(&headers)["encrypted_for"], serde_json::json!(["mallory@example.net"]));
-    assert!(contains(&pki.openssl_decrypt(&body, "mallory@example.net"), "for alice only"));
+    assert_eq!(
+        report(&headers)["encrypted_for"],
+        serde_json::json!(["mallory@example.net"])
+    );
+    assert!(contains(
+        &pki.openssl_decrypt(&body, "mallory@example.net"),
+        "for alice only"
+    ));
 
     // Missing certificates: reject (default) names them; send-plain; encrypt-known.
     let q = "/api/v1/encrypt?from=bob@example.org&to=alice@example.org&to=nobody@example.com";
     let (code, headers, body) = d.curl("POST", q, Some(&token), &[], Some(&clear));
     assert_eq!(code, 422);
-    assert_eq!(header(&headers, "content-type"), Some("application/problem+json"));
+    assert_eq!(
+        header(&headers, "content-type"),
+        Some("application/problem+json")
+    );
     let p: serde_json::Value = serde_json::from_slice(&body).expect("problem");
-    assert_eq!(p["type"], "https://sealgate.example/problems/missing-certificates");
+    assert_eq!(
+        p["type"],
+        "https://sealgate.example/problems/missing-certificates"
+    );
     assert_eq!(p["missing"], serde_json::json!(["nobody@example.com"]));
-    let (code, headers, body) = d.curl("POST", &format!("{q}&missing=send-plain"), Some(&token), &[], Some(&clear));
+    let (code, headers, body) = d.curl(
+        "POST",
+        &format!("{q}&missing=send-plain"),
+        Some(&token),
+        &[],
+        Some(&clear),
+    );
     assert_eq!(code, 200);
     assert_eq!(report(&headers)["status"], "not-encrypted");
     assert!(contains(&body, "for alice only"), "plain but signed");
-    let (code, headers, body) = d.curl("POST", &format!("{q}&missing=encrypt-known"), Some(&token), &[], Some(&clear));
+    let (code, headers, body) = d.curl(
+        "POST",
+        &format!("{q}&missing=encrypt-known"),
+        Some(&token),
+        &[],
+        Some(&clear),
+    );
     assert_eq!(code, 200);
     let r = report(&headers);
     assert_eq!(r["status"], "encrypted");
     assert_eq!(r["missing"], serde_json::json!(["nobody@example.com"]));
-    assert!(contains(&pki.openssl_decrypt(&body, "alice@example.org"), "for alice only"));
+    assert!(contains(
+        &pki.openssl_decrypt(&body, "alice@example.org"),
+        "for alice only"
+    ));
 
     // Bad query parameters are 400 problems, not guesses.
-    for q in ["/api/v1/encrypt?from=bob@example.org", "/api/v1/encrypt?to=alice@example.org&missing=maybe", "/api/v1/encrypt?to=not-an-address", "/api/v1/encrypt?to=alice@example.org&cc=x@y.z"] {
+    for q in [
+        "/api/v1/encrypt?from=bob@example.org",
+        "/api/v1/encrypt?to=alice@example.org&missing=maybe",
+        "/api/v1/encrypt?to=not-an-address",
+        "/api/v1/encrypt?to=alice@example.org&cc=x@y.z",
+    ] {
         let (code, _, body) = d.curl("POST", q, Some(&token), &[], Some(&clear));
         assert_eq!(code, 400, "{q}: {}", String::from_utf8_lossy(&body));
     }
@@ -159,7 +272,12 @@ fn sign_verify_and_certificates() {
     let dir = data_dir_with_keys(&pki);
     let token = create_token(dir.path(), "gw", "sign,verify");
     let d = Daemon::start(dir.path(), "");
-    let clear = pki.message("alice@example.org", "carol@example.org", "signed", "signed by alice");
+    let clear = pki.message(
+        "alice@example.org",
+        "carol@example.org",
+        "signed",
+        "signed by alice",
+    );
     let (code, headers, signed) = d.curl("POST", "/api/v1/sign", Some(&token), &[], Some(&clear));
     assert_eq!(code, 200, "{}", String::from_utf8_lossy(&signed));
     assert_eq!(report(&headers)["signed_by"], "alice@example.org");
@@ -173,7 +291,9 @@ fn sign_verify_and_certificates() {
     assert_eq!(v["verification"]["signers"][0]["signature"], "valid");
 
     // Tampered content: still 200, verdict invalid.
-    let tampered = String::from_utf8_lossy(&signed).replace("signed by alice", "signed by alicE").into_bytes();
+    let tampered = String::from_utf8_lossy(&signed)
+        .replace("signed by alice", "signed by alicE")
+        .into_bytes();
     let (code, _, body) = d.curl("POST", "/api/v1/verify", Some(&token), &[], Some(&tampered));
     assert_eq!(code, 200);
     let v: serde_json::Value = serde_json::from_slice(&body).expect("json");
@@ -182,24 +302,56 @@ fn sign_verify_and_certificates() {
     // Not signed: 422 not-applicable.
     let (code, _, body) = d.curl("POST", "/api/v1/verify", Some(&token), &[], Some(&clear));
     assert_eq!(code, 422);
-    assert_eq!(serde_json::from_slice::<serde_json::Value>(&body).expect("json")["type"], "https://sealgate.example/problems/not-applicable");
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&body).expect("json")["type"],
+        "https://sealgate.example/problems/not-applicable"
+    );
 
     // A sender without a key: 422 no-signing-key.
-    let (code, _, _) = d.curl("POST", "/api/v1/sign?from=carol@example.org", Some(&token), &[], Some(&clear));
+    let (code, _, _) = d.curl(
+        "POST",
+        "/api/v1/sign?from=carol@example.org",
+        Some(&token),
+        &[],
+        Some(&clear),
+    );
     assert_eq!(code, 422);
 
     // What the box knows of an address.
-    let (code, _, body) = d.curl("GET", "/api/v1/certificates?email=alice@example.org", Some(&token), &[], None);
+    let (code, _, body) = d.curl(
+        "GET",
+        "/api/v1/certificates?email=alice@example.org",
+        Some(&token),
+        &[],
+        None,
+    );
     assert_eq!(code, 200);
     let c: serde_json::Value = serde_json::from_slice(&body).expect("json");
     assert_eq!(c["box_holds_key"], true);
     assert_eq!(c["certificates"][0]["source"], "local-user");
-    assert!(c["certificates"][0]["pem"].as_str().unwrap_or_default().starts_with("-----BEGIN CERTIFICATE-----"));
-    let (_, _, body) = d.curl("GET", "/api/v1/certificates?email=mallory@example.net", Some(&token), &[], None);
+    assert!(
+        c["certificates"][0]["pem"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("-----BEGIN CERTIFICATE-----")
+    );
+    let (_, _, body) = d.curl(
+        "GET",
+        "/api/v1/certificates?email=mallory@example.net",
+        Some(&token),
+        &[],
+        None,
+    );
     let c: serde_json::Value = serde_json::from_slice(&body).expect("json");
     assert_eq!(c["box_holds_key"], false);
     assert_eq!(c["certificates"][0]["source"], "recipient");
-    let (_, _, body) = d.curl("GET", "/api/v1/certificates?email=nobody@example.com", Some(&token), &[], None);
+    let (_, _, body) = d.curl(
+        "GET",
+        "/api/v1/certificates?email=nobody@example.com",
+        Some(&token),
+        &[],
+        None,
+    );
     let c: serde_json::Value = serde_json::from_slice(&body).expect("json");
     assert_eq!(c["certificates"], serde_json::json!([]));
 }
@@ -209,37 +361,97 @@ fn tokens_scopes_revocation_and_rate_limit() {
     let pki = Pki::new();
     let dir = data_dir_with_keys(&pki);
     let decrypt_only = create_token(dir.path(), "decryptor", "decrypt");
-    let d = Daemon::start(dir.path(), "[auth]\nmax_failures = 5\nfailure_window_secs = 60\n");
+    let d = Daemon::start(
+        dir.path(),
+        "[auth]\nmax_failures = 5\nfailure_window_secs = 60\n",
+    );
     let msg = pki.message("a@example.org", "alice@example.org", "s", "b");
     // Missing scope: 403.
-    let (code, _, body) = d.curl("POST", "/api/v1/encrypt?to=alice@example.org", Some(&decrypt_only), &[], Some(&msg));
+    let (code, _, body) = d.curl(
+        "POST",
+        "/api/v1/encrypt?to=alice@example.org",
+        Some(&decrypt_only),
+        &[],
+        Some(&msg),
+    );
     assert_eq!(code, 403, "{}", String::from_utf8_lossy(&body));
     // A token made while the daemon runs works at once; revoked, it is 401.
     let late = create_token(dir.path(), "late", "encrypt");
-    let (code, _, _) = d.curl("POST", "/api/v1/encrypt?to=alice@example.org", Some(&late), &[], Some(&msg));
+    let (code, _, _) = d.curl(
+        "POST",
+        "/api/v1/encrypt?to=alice@example.org",
+        Some(&late),
+        &[],
+        Some(&msg),
+    );
     assert_eq!(code, 200);
-    let list = run(Command::new(harness::sealctl()).args(["api-token", "list", "--data-dir"]).arg(dir.path()));
+    let list = run(Command::new(harness::sealctl())
+        .args(["api-token", "list", "--data-dir"])
+        .arg(dir.path()));
     let list: serde_json::Value = serde_json::from_slice(&list.stdout).expect("json");
     assert_eq!(list.as_array().map(|a| a.len()), Some(2));
-    assert!(!String::from_utf8_lossy(&serde_json::to_vec(&list).unwrap_or_default()).contains(&late));
-    run(Command::new(harness::sealctl()).args(["api-token", "revoke", "--data-dir"]).arg(dir.path()).arg("late"));
-    let (code, headers, _) = d.curl("POST", "/api/v1/encrypt?to=alice@example.org", Some(&late), &[], Some(&msg));
+    assert!(
+        !String::from_utf8_lossy(&serde_json::to_vec(&list).unwrap_or_default()).contains(&late)
+    );
+    run(Command::new(harness::sealctl())
+        .args(["api-token", "revoke", "--data-dir"])
+        .arg(dir.path())
+        .arg("late"));
+    let (code, headers, _) = d.curl(
+        "POST",
+        "/api/v1/encrypt?to=alice@example.org",
+        Some(&late),
+        &[],
+        Some(&msg),
+    );
     assert_eq!(code, 401);
     assert!(header(&headers, "www-authenticate").is_some());
     // Wrong tokens and malformed headers: 401 until the limit, then 429 with Retry-After,
     // even for a good token from that address.
-    let (code, _, _) = d.curl("POST", "/api/v1/decrypt", None, &["-H", "Authorization: Basic Zm9vOmJhcg=="], Some(&msg));
+    let (code, _, _) = d.curl(
+        "POST",
+        "/api/v1/decrypt",
+        None,
+        &["-H", "Authorization: Basic Zm9vOmJhcg=="],
+        Some(&msg),
+    );
     assert_eq!(code, 401);
     for _ in 0..3 {
-        let (code, _, _) = d.curl("POST", "/api/v1/decrypt", Some("sgt_wrong"), &[], Some(&msg));
+        let (code, _, _) = d.curl(
+            "POST",
+            "/api/v1/decrypt",
+            Some("sgt_wrong"),
+            &[],
+            Some(&msg),
+        );
         assert_eq!(code, 401);
     }
-    let (code, headers, body) = d.curl("POST", "/api/v1/decrypt", Some(&decrypt_only), &[], Some(&msg));
+    let (code, headers, body) = d.curl(
+        "POST",
+        "/api/v1/decrypt",
+        Some(&decrypt_only),
+        &[],
+        Some(&msg),
+    );
     assert_eq!(code, 429, "{}", String::from_utf8_lossy(&body));
-    assert!(header(&headers, "retry-after").and_then(|v| v.parse::<u64>().ok()).is_some_and(|s| s >= 1));
+    assert!(
+        header(&headers, "retry-after")
+            .and_then(|v| v.parse::<u64>().ok())
+            .is_some_and(|s| s >= 1)
+    );
     let audit = d.audit();
-    assert!(audit.iter().filter(|a| a["outcome"] == "unauthorized").count() >= 5);
-    assert!(audit.iter().any(|a| a["outcome"] == "too-many-failed-attempts"));
+    assert!(
+        audit
+            .iter()
+            .filter(|a| a["outcome"] == "unauthorized")
+            .count()
+            >= 5
+    );
+    assert!(
+        audit
+            .iter()
+            .any(|a| a["outcome"] == "too-many-failed-attempts")
+    );
 }
 
 #[test]
@@ -252,27 +464,65 @@ fn size_limits_and_malformed_bodies_are_problems_not_crashes() {
     let big = vec![b'a'; 200_000];
     let (code, _, body) = d.curl("POST", "/api/v1/decrypt", Some(&token), &[], Some(&big));
     assert_eq!(code, 413, "{}", String::from_utf8_lossy(&body));
-    assert_eq!(serde_json::from_slice::<serde_json::Value>(&body).expect("json")["type"], "https://sealgate.example/problems/message-too-large");
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&body).expect("json")["type"],
+        "https://sealgate.example/problems/message-too-large"
+    );
     // ... and streamed in chunks without a length.
-    let (code, _, _) = d.curl("POST", "/api/v1/decrypt", Some(&token), &["-H", "Transfer-Encoding: chunked"], Some(&big));
+    let (code, _, _) = d.curl(
+        "POST",
+        "/api/v1/decrypt",
+        Some(&token),
+        &["-H", "Transfer-Encoding: chunked"],
+        Some(&big),
+    );
     assert_eq!(code, 413);
     // Empty body.
-    let (code, _, _) = d.curl("POST", "/api/v1/verify", Some(&token), &["--data-binary", ""], None);
+    let (code, _, _) = d.curl(
+        "POST",
+        "/api/v1/verify",
+        Some(&token),
+        &["--data-binary", ""],
+        None,
+    );
     assert_eq!(code, 400);
     // Malformed MIME and CMS: 400/422 problems, never 500.
     let broken_cms = b"To: alice@example.org\r\nContent-Type: application/pkcs7-mime; smime-type=enveloped-data\r\nContent-Transfer-Encoding: base64\r\n\r\nMIAGCSqGSIb3DQEHA6CAMIACAQAxggE=\r\n".to_vec();
-    let garbage: Vec<u8> = (0..5000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    let garbage: Vec<u8> = (0..5000u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
     let truncated = {
-        let enc = pki.openssl_encrypt(&pki.message("a@x.org", "alice@example.org", "t", "b"), &["alice@example.org"]);
+        let enc = pki.openssl_encrypt(
+            &pki.message("a@x.org", "alice@example.org", "t", "b"),
+            &["alice@example.org"],
+        );
         enc[..enc.len() * 2 / 3].to_vec()
     };
     let der_prefix = vec![0x30, 0x84, 0xff, 0xff, 0xff, 0xff, 0x06];
-    for (name, body) in [("broken cms", &broken_cms), ("garbage", &garbage), ("truncated", &truncated), ("der prefix", &der_prefix)] {
-        for op in ["/api/v1/decrypt", "/api/v1/verify", "/api/v1/sign?from=alice@example.org", "/api/v1/encrypt?to=alice@example.org"] {
+    for (name, body) in [
+        ("broken cms", &broken_cms),
+        ("garbage", &garbage),
+        ("truncated", &truncated),
+        ("der prefix", &der_prefix),
+    ] {
+        for op in [
+            "/api/v1/decrypt",
+            "/api/v1/verify",
+            "/api/v1/sign?from=alice@example.org",
+            "/api/v1/encrypt?to=alice@example.org",
+        ] {
             let (code, headers, resp) = d.curl("POST", op, Some(&token), &[], Some(body));
-            assert!(code == 200 || code == 400 || code == 422, "{name} {op}: {code} {}", String::from_utf8_lossy(&resp));
+            assert!(
+                code == 200 || code == 400 || code == 422,
+                "{name} {op}: {code} {}",
+                String::from_utf8_lossy(&resp)
+            );
             if code != 200 {
-                assert_eq!(header(&headers, "content-type"), Some("application/problem+json"), "{name} {op}");
+                assert_eq!(
+                    header(&headers, "content-type"),
+                    Some("application/problem+json"),
+                    "{name} {op}"
+                );
                 let p: serde_json::Value = serde_json::from_slice(&resp).expect("problem json");
                 assert!(p["detail"].as_str().is_some_and(|s| !s.is_empty()));
             }
@@ -281,7 +531,10 @@ fn size_limits_and_malformed_bodies_are_problems_not_crashes() {
     // The worker survived.
     let (code, _, _) = d.curl("GET", "/api/v1/health", None, &[], None);
     assert_eq!(code, 200);
-    let enc = pki.openssl_encrypt(&pki.message("a@x.org", "alice@example.org", "after", "still works"), &["alice@example.org"]);
+    let enc = pki.openssl_encrypt(
+        &pki.message("a@x.org", "alice@example.org", "after", "still works"),
+        &["alice@example.org"],
+    );
     let (code, _, body) = d.curl("POST", "/api/v1/decrypt", Some(&token), &[], Some(&enc));
     assert_eq!(code, 200);
     assert!(contains(&body, "still works"));
@@ -294,27 +547,62 @@ fn setup_token_works_once_and_sigterm_stops_cleanly() {
     let mut d = Daemon::start(dir.path(), "");
     let setup = d.setup_token.clone().expect("setup token on the console");
     assert!(d.console.iter().any(|l| l.contains("vault created")));
-    let key_mode = std::fs::metadata(dir.path().join("tls/box.key")).map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o777).expect("key");
+    let key_mode = std::fs::metadata(dir.path().join("tls/box.key"))
+        .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o777)
+        .expect("key");
     assert_eq!(key_mode, 0o600);
     let url = d.admin_url("/api/v1/setup");
-    let (code, _, _) = d.curl_url("POST", &url, None, &["-H", "Content-Type: application/json", "--data", "{\"setup_token\":\"sgt_wrong\"}"], None);
+    let (code, _, _) = d.curl_url(
+        "POST",
+        &url,
+        None,
+        &[
+            "-H",
+            "Content-Type: application/json",
+            "--data",
+            "{\"setup_token\":\"sgt_wrong\"}",
+        ],
+        None,
+    );
     assert_eq!(code, 401);
     let body = format!("{{\"setup_token\":\"{setup}\"}}");
-    let (code, _, resp) = d.curl_url("POST", &url, None, &["-H", "Content-Type: application/json", "--data", &body], None);
+    let (code, _, resp) = d.curl_url(
+        "POST",
+        &url,
+        None,
+        &["-H", "Content-Type: application/json", "--data", &body],
+        None,
+    );
     assert_eq!(code, 200, "{}", String::from_utf8_lossy(&resp));
     let v: serde_json::Value = serde_json::from_slice(&resp).expect("json");
     assert!(v["token"].as_str().is_some_and(|t| t.starts_with("sgt_")));
     assert_eq!(v["scopes"], serde_json::json!(["admin"]));
-    let (code, _, resp) = d.curl_url("POST", &url, None, &["-H", "Content-Type: application/json", "--data", &body], None);
+    let (code, _, resp) = d.curl_url(
+        "POST",
+        &url,
+        None,
+        &["-H", "Content-Type: application/json", "--data", &body],
+        None,
+    );
     assert_eq!(code, 410, "{}", String::from_utf8_lossy(&resp));
     // The admin token is not a docking credential.
-    let (code, _, _) = d.curl("POST", "/api/v1/decrypt", v["token"].as_str(), &[], Some(b"x"));
+    let (code, _, _) = d.curl(
+        "POST",
+        "/api/v1/decrypt",
+        v["token"].as_str(),
+        &[],
+        Some(b"x"),
+    );
     assert_eq!(code, 403);
 
     let (status, rest) = d.terminate();
     assert!(status.success(), "exit status {status:?}");
     assert!(rest.iter().any(|l| l == "sealgated: stopped"), "{rest:?}");
-    assert!(std::fs::read_to_string(dir.path().join("log/sealgated.log")).expect("log file").contains("ready"));
+    assert!(
+        std::fs::read_to_string(dir.path().join("log/sealgated.log"))
+            .expect("log file")
+            .contains("ready")
+    );
     // A restart keeps the identity and does not offer setup again.
     let d2 = Daemon::start(dir.path(), "");
     assert!(d2.setup_token.is_none());
@@ -328,22 +616,74 @@ fn pinned_client_certificate_authenticates() {
     // The gateway's client certificate: self-signed, pinned by SHA-256.
     let gw_key = pki.path("gw.key");
     let gw_crt = pki.path("gw.crt");
-    run(Command::new("openssl").args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "5", "-subj", "/CN=gateway"]).arg("-keyout").arg(&gw_key).arg("-out").arg(&gw_crt));
-    let out = run(Command::new("openssl").args(["x509", "-noout", "-fingerprint", "-sha256", "-in"]).arg(&gw_crt));
-    let fp = String::from_utf8_lossy(&out.stdout).trim().rsplit('=').next().unwrap_or_default().to_string();
-    let d = Daemon::start(dir.path(), &format!("[[auth.clients]]\nname = \"gw-cert\"\nsha256 = \"{fp}\"\nscopes = [\"decrypt\"]\n"));
-    let enc = pki.openssl_encrypt(&pki.message("a@x.org", "alice@example.org", "mtls", "via client cert"), &["alice@example.org"]);
-    let cert_args = ["--cert", gw_crt.to_str().unwrap_or_default(), "--key", gw_key.to_str().unwrap_or_default()];
+    run(Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-days",
+            "5",
+            "-subj",
+            "/CN=gateway",
+        ])
+        .arg("-keyout")
+        .arg(&gw_key)
+        .arg("-out")
+        .arg(&gw_crt));
+    let out = run(Command::new("openssl")
+        .args(["x509", "-noout", "-fingerprint", "-sha256", "-in"])
+        .arg(&gw_crt));
+    let fp = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .rsplit('=')
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    let d = Daemon::start(
+        dir.path(),
+        &format!(
+            "[[auth.clients]]\nname = \"gw-cert\"\nsha256 = \"{fp}\"\nscopes = [\"decrypt\"]\n"
+        ),
+    );
+    let enc = pki.openssl_encrypt(
+        &pki.message("a@x.org", "alice@example.org", "mtls", "via client cert"),
+        &["alice@example.org"],
+    );
+    let cert_args = [
+        "--cert",
+        gw_crt.to_str().unwrap_or_default(),
+        "--key",
+        gw_key.to_str().unwrap_or_default(),
+    ];
     let (code, _, body) = d.curl("POST", "/api/v1/decrypt", None, &cert_args, Some(&enc));
     assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
     assert!(contains(&body, "via client cert"));
     let (code, _, _) = d.curl("POST", "/api/v1/sign", None, &cert_args, Some(&enc));
     assert_eq!(code, 403, "scope enforced for certificates too");
-    assert!(d.audit().iter().any(|a| a["client"] == "cert:gw-cert" && a["outcome"] == "ok"));
+    assert!(
+        d.audit()
+            .iter()
+            .any(|a| a["client"] == "cert:gw-cert" && a["outcome"] == "ok")
+    );
     // An unpinned certificate does not get through the handshake.
     let other_key = pki.key("carol@example.org");
     let other_crt = pki.cert("carol@example.org");
-    let (code, _, _) = d.curl("POST", "/api/v1/decrypt", None, &["--cert", other_crt.to_str().unwrap_or_default(), "--key", other_key.to_str().unwrap_or_default()], Some(&enc));
+    let (code, _, _) = d.curl(
+        "POST",
+        "/api/v1/decrypt",
+        None,
+        &[
+            "--cert",
+            other_crt.to_str().unwrap_or_default(),
+            "--key",
+            other_key.to_str().unwrap_or_default(),
+        ],
+        Some(&enc),
+    );
     assert_eq!(code, 0, "handshake refused");
 }
 
@@ -356,10 +696,14 @@ fn openapi_document_is_served_and_matches_the_repository() {
     let (code, _, body) = d.curl("GET", "/api/v1/openapi.json", Some(&token), &[], None);
     assert_eq!(code, 200);
     let served: serde_json::Value = serde_json::from_slice(&body).expect("json");
-    let file: serde_json::Value = serde_json::from_str(include_str!("../../firmware/sealgated/openapi.json")).expect("json");
+    let file: serde_json::Value =
+        serde_json::from_str(include_str!("../../firmware/sealgated/openapi.json")).expect("json");
     assert_eq!(served, file);
     assert_eq!(served["openapi"], "3.1.0");
     let (code, headers, _) = d.curl("GET", "/api/v1/nonexistent", Some(&token), &[], None);
     assert_eq!(code, 404);
-    assert_eq!(header(&headers, "content-type"), Some("application/problem+json"));
+    assert_eq!(
+        header(&headers, "content-type"),
+        Some("application/problem+json")
+    );
 }

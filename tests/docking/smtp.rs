@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::harness::{Daemon, Pki, contains, data_dir_with_keys, require_python_module, require_tool, run, write};
+use crate::harness::{
+    Daemon, Pki, contains, data_dir_with_keys, require_python_module, require_tool, run, write,
+};
 
 const RECEIVER: &str = r#"
 import json, os, sys, time
@@ -40,7 +42,10 @@ struct Receiver {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
 }
 
 impl Receiver {
@@ -59,7 +64,9 @@ impl Receiver {
             .spawn()
             .expect("python3");
         let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("ready line");
+        BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("ready line");
         assert_eq!(line.trim(), "ready", "aiosmtpd did not start");
         Receiver { child, dir, port }
     }
@@ -73,11 +80,17 @@ impl Receiver {
         let eml = self.mail_dir().join(format!("{n:04}.eml"));
         let deadline = Instant::now() + Duration::from_secs(30);
         while !eml.exists() {
-            assert!(Instant::now() < deadline, "the next hop received no message {n}");
+            assert!(
+                Instant::now() < deadline,
+                "the next hop received no message {n}"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         let env = std::fs::read(self.mail_dir().join(format!("{n:04}.json"))).expect("envelope");
-        (serde_json::from_slice(&env).expect("json"), std::fs::read(eml).expect("message"))
+        (
+            serde_json::from_slice(&env).expect("json"),
+            std::fs::read(eml).expect("message"),
+        )
     }
 }
 
@@ -92,7 +105,14 @@ impl Drop for Receiver {
 fn swaks(port: u16, from: &str, to: &[&str], message: &Path, tls: bool) -> String {
     require_tool("swaks", "swaks");
     let mut cmd = Command::new("swaks");
-    cmd.args(["--server", &format!("127.0.0.1:{port}"), "--from", from, "--helo", "gateway.test"]);
+    cmd.args([
+        "--server",
+        &format!("127.0.0.1:{port}"),
+        "--from",
+        from,
+        "--helo",
+        "gateway.test",
+    ]);
     for t in to {
         cmd.args(["--to", t]);
     }
@@ -119,52 +139,128 @@ fn smtp_decrypt_and_encrypt_hand_off_with_swaks_and_aiosmtpd() {
     let tmp = tempfile::tempdir().expect("tmp");
 
     // Decrypt port, over STARTTLS.
-    let clear = pki.message("carol@example.org", "alice@example.org", "smtp in", "smtp secret");
-    let enc = write(tmp.path(), "enc.eml", &pki.openssl_encrypt(&clear, &["alice@example.org"]));
-    let transcript = swaks(d.smtp_decrypt.expect("decrypt port").port(), "carol@example.org", &["alice@example.org"], &enc, true);
-    assert!(transcript.contains("STARTTLS") && transcript.contains("250 2.0.0 OK queued"), "{transcript}");
+    let clear = pki.message(
+        "carol@example.org",
+        "alice@example.org",
+        "smtp in",
+        "smtp secret",
+    );
+    let enc = write(
+        tmp.path(),
+        "enc.eml",
+        &pki.openssl_encrypt(&clear, &["alice@example.org"]),
+    );
+    let transcript = swaks(
+        d.smtp_decrypt.expect("decrypt port").port(),
+        "carol@example.org",
+        &["alice@example.org"],
+        &enc,
+        true,
+    );
+    assert!(
+        transcript.contains("STARTTLS") && transcript.contains("250 2.0.0 OK queued"),
+        "{transcript}"
+    );
     let (env, msg) = rx.wait_for(0);
     assert_eq!(env["from"], "carol@example.org");
     assert_eq!(env["to"], serde_json::json!(["alice@example.org"]));
-    assert!(contains(&msg, "smtp secret"), "{}", String::from_utf8_lossy(&msg));
-    assert!(contains(&msg, "X-Sealgate-Docking: decrypt; result=decrypted"));
+    assert!(
+        contains(&msg, "smtp secret"),
+        "{}",
+        String::from_utf8_lossy(&msg)
+    );
+    assert!(contains(
+        &msg,
+        "X-Sealgate-Docking: decrypt; result=decrypted"
+    ));
     let box_id = std::fs::read_to_string(dir.path().join("box-id")).expect("box id");
-    assert!(contains(&msg, &format!("X-Sealgate-Loop: {}", box_id.trim())));
+    assert!(contains(
+        &msg,
+        &format!("X-Sealgate-Loop: {}", box_id.trim())
+    ));
 
     // Encrypt port: signed by bob, encrypted to alice (and bob's copy).
-    let clear = write(tmp.path(), "clear.eml", &pki.message("bob@example.org", "alice@example.org", "smtp out", "outbound over smtp"));
-    swaks(d.smtp_encrypt.expect("encrypt port").port(), "bob@example.org", &["alice@example.org"], &clear, true);
+    let clear = write(
+        tmp.path(),
+        "clear.eml",
+        &pki.message(
+            "bob@example.org",
+            "alice@example.org",
+            "smtp out",
+            "outbound over smtp",
+        ),
+    );
+    swaks(
+        d.smtp_encrypt.expect("encrypt port").port(),
+        "bob@example.org",
+        &["alice@example.org"],
+        &clear,
+        true,
+    );
     let (_, msg) = rx.wait_for(1);
     assert!(!contains(&msg, "outbound over smtp"));
-    assert!(contains(&msg, "X-Sealgate-Docking: encrypt; result=encrypted"));
+    assert!(contains(
+        &msg,
+        "X-Sealgate-Docking: encrypt; result=encrypted"
+    ));
     let inner = pki.openssl_decrypt(&msg, "alice@example.org");
     assert!(contains(&pki.openssl_verify(&inner), "outbound over smtp"));
 
     // Cannot be processed (no key for carol): passes unchanged, with a result header.
-    let foreign = pki.openssl_encrypt(&pki.message("x@y.org", "carol@example.org", "foreign", "not ours"), &["carol@example.org"]);
+    let foreign = pki.openssl_encrypt(
+        &pki.message("x@y.org", "carol@example.org", "foreign", "not ours"),
+        &["carol@example.org"],
+    );
     let foreign_path = write(tmp.path(), "foreign.eml", &foreign);
-    swaks(d.smtp_decrypt.expect("port").port(), "x@y.org", &["carol@example.org"], &foreign_path, false);
+    swaks(
+        d.smtp_decrypt.expect("port").port(),
+        "x@y.org",
+        &["carol@example.org"],
+        &foreign_path,
+        false,
+    );
     let (_, msg) = rx.wait_for(2);
-    assert!(contains(&msg, "X-Sealgate-Docking: decrypt; result=failed; problem=\"https://sealgate.example/problems/no-matching-key\""));
+    assert!(contains(
+        &msg,
+        "X-Sealgate-Docking: decrypt; result=failed; problem=\"https://sealgate.example/problems/no-matching-key\""
+    ));
     // Compare bodies with line ends normalised (the receiver may store LF).
     let lf = |m: &[u8]| String::from_utf8_lossy(m).replace("\r\n", "\n");
     let (got, sent) = (lf(&msg), lf(&foreign));
     // (swaks may add a final line end.)
-    let body = |m: &str| m.split_once("\n\n").map(|(_, b)| b.trim_end().to_string()).expect("header end");
+    let body = |m: &str| {
+        m.split_once("\n\n")
+            .map(|(_, b)| b.trim_end().to_string())
+            .expect("header end")
+    };
     assert_eq!(body(&got), body(&sent), "body unchanged");
 
     // A message that already carries our loop header is relayed without processing.
     let mut looped = format!("X-Sealgate-Loop: {}\r\n", box_id.trim()).into_bytes();
     looped.extend_from_slice(&std::fs::read(&enc).expect("enc"));
     let looped_path = write(tmp.path(), "looped.eml", &looped);
-    swaks(d.smtp_decrypt.expect("port").port(), "carol@example.org", &["alice@example.org"], &looped_path, false);
+    swaks(
+        d.smtp_decrypt.expect("port").port(),
+        "carol@example.org",
+        &["alice@example.org"],
+        &looped_path,
+        false,
+    );
     let (_, msg) = rx.wait_for(3);
     assert!(!contains(&msg, "smtp secret"), "not decrypted again");
     assert!(!contains(&msg, "X-Sealgate-Docking"));
 
     let audit = d.audit();
-    assert!(audit.iter().any(|a| a["operation"] == "smtp-decrypt" && a["outcome"] == "decrypted"));
-    assert!(audit.iter().any(|a| a["operation"] == "smtp-encrypt" && a["outcome"] == "encrypted"));
+    assert!(
+        audit
+            .iter()
+            .any(|a| a["operation"] == "smtp-decrypt" && a["outcome"] == "decrypted")
+    );
+    assert!(
+        audit
+            .iter()
+            .any(|a| a["operation"] == "smtp-encrypt" && a["outcome"] == "encrypted")
+    );
 }
 
 #[test]
@@ -174,12 +270,31 @@ fn smtp_mail_waits_in_the_spool_while_the_next_hop_is_down() {
     let port = free_port();
     let d = Daemon::start(dir.path(), &smtp_settings(port));
     let tmp = tempfile::tempdir().expect("tmp");
-    let clear = pki.message("carol@example.org", "alice@example.org", "spooled", "kept safe");
-    let enc = write(tmp.path(), "enc.eml", &pki.openssl_encrypt(&clear, &["alice@example.org"]));
+    let clear = pki.message(
+        "carol@example.org",
+        "alice@example.org",
+        "spooled",
+        "kept safe",
+    );
+    let enc = write(
+        tmp.path(),
+        "enc.eml",
+        &pki.openssl_encrypt(&clear, &["alice@example.org"]),
+    );
     // 250 means it is on disk, even though nobody can take it yet.
-    let transcript = swaks(d.smtp_decrypt.expect("port").port(), "carol@example.org", &["alice@example.org"], &enc, false);
+    let transcript = swaks(
+        d.smtp_decrypt.expect("port").port(),
+        "carol@example.org",
+        &["alice@example.org"],
+        &enc,
+        false,
+    );
     assert!(transcript.contains("250 2.0.0 OK queued"), "{transcript}");
-    let spooled: Vec<_> = std::fs::read_dir(dir.path().join("spool")).expect("spool").filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().ends_with(".eml")).collect();
+    let spooled: Vec<_> = std::fs::read_dir(dir.path().join("spool"))
+        .expect("spool")
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".eml"))
+        .collect();
     assert_eq!(spooled.len(), 1);
     // The next hop comes up; the retry delivers.
     let rx = Receiver::start(port);
@@ -187,11 +302,18 @@ fn smtp_mail_waits_in_the_spool_while_the_next_hop_is_down() {
     assert!(contains(&msg, "kept safe"));
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let left = std::fs::read_dir(dir.path().join("spool")).expect("spool").filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().ends_with(".eml")).count();
+        let left = std::fs::read_dir(dir.path().join("spool"))
+            .expect("spool")
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".eml"))
+            .count();
         if left == 0 {
             break;
         }
-        assert!(Instant::now() < deadline, "the spool was not emptied after delivery");
+        assert!(
+            Instant::now() < deadline,
+            "the spool was not emptied after delivery"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     drop(d);

@@ -71,12 +71,18 @@ fn hex(b: &[u8]) -> String {
 
 fn load(path: &Path) -> Result<TokenFile, Failure> {
     if !path.exists() {
-        return Ok(TokenFile { version: 1, tokens: Vec::new() });
+        return Ok(TokenFile {
+            version: 1,
+            tokens: Vec::new(),
+        });
     }
     let f: TokenFile = serde_json::from_slice(&crate::read_file(path)?)
         .map_err(|e| Failure(format!("{}: {e}", path.display()), 1))?;
     if f.version != 1 {
-        return Err(Failure(format!("{}: unknown version {}", path.display(), f.version), 1));
+        return Err(Failure(
+            format!("{}: unknown version {}", path.display(), f.version),
+            1,
+        ));
     }
     Ok(f)
 }
@@ -87,7 +93,11 @@ fn store(path: &Path, f: &TokenFile) -> Result<(), Failure> {
     let tmp = dir.join(format!(".{TOKENS_FILE}.tmp"));
     let _ = std::fs::remove_file(&tmp);
     let write = || -> std::io::Result<()> {
-        let mut out = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
+        let mut out = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)?;
         out.write_all(&serde_json::to_vec_pretty(f)?)?;
         out.sync_all()?;
         std::fs::rename(&tmp, path)?;
@@ -98,7 +108,11 @@ fn store(path: &Path, f: &TokenFile) -> Result<(), Failure> {
 
 pub(crate) fn run(cmd: ApiTokenCmd) -> crate::Outcome {
     match cmd {
-        ApiTokenCmd::Create { data_dir, name, scope } => {
+        ApiTokenCmd::Create {
+            data_dir,
+            name,
+            scope,
+        } => {
             let name = name.trim().to_string();
             if name.is_empty() || name.chars().any(|c| c.is_control() || c.is_whitespace()) {
                 return Err(Failure("--name must be one word".into(), 2));
@@ -106,7 +120,10 @@ pub(crate) fn run(cmd: ApiTokenCmd) -> crate::Outcome {
             let mut scopes: Vec<String> = Vec::new();
             for s in scope.iter().map(|s| s.trim()) {
                 if !SCOPES.contains(&s) {
-                    return Err(Failure(format!("unknown scope {s:?} (decrypt, encrypt, sign, verify)"), 2));
+                    return Err(Failure(
+                        format!("unknown scope {s:?} (decrypt, encrypt, sign, verify)"),
+                        2,
+                    ));
                 }
                 if !scopes.iter().any(|x| x == s) {
                     scopes.push(s.to_string());
@@ -116,13 +133,21 @@ pub(crate) fn run(cmd: ApiTokenCmd) -> crate::Outcome {
             let path = data_dir.join(TOKENS_FILE);
             let mut f = load(&path)?;
             if f.tokens.iter().any(|t| t.name == name) {
-                return Err(Failure(format!("a token named {name:?} exists (revoke it first)"), 1));
+                return Err(Failure(
+                    format!("a token named {name:?} exists (revoke it first)"),
+                    1,
+                ));
             }
             let token = format!("sgt_{}", hex(&random(32)?));
             let created = time::OffsetDateTime::now_utc()
                 .format(&time::format_description::well_known::Rfc3339)
                 .unwrap_or_default();
-            f.tokens.push(TokenRecord { name, sha256: hex(&HashAlg::Sha256.digest(token.as_bytes())), scopes, created });
+            f.tokens.push(TokenRecord {
+                name,
+                sha256: hex(&HashAlg::Sha256.digest(token.as_bytes())),
+                scopes,
+                created,
+            });
             store(&path, &f)?;
             println!("{token}");
             Ok(ExitCode::SUCCESS)

@@ -41,8 +41,13 @@ impl AuditLog {
     pub fn open(data_dir: &Path) -> anyhow::Result<AuditLog> {
         let dir = data_dir.join("audit");
         fs::create_dir_all(&dir)?;
-        let file = OpenOptions::new().create(true).append(true).open(dir.join("docking.jsonl"))?;
-        Ok(AuditLog { file: Mutex::new(file) })
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("docking.jsonl"))?;
+        Ok(AuditLog {
+            file: Mutex::new(file),
+        })
     }
 
     /// Appends one record.
@@ -58,7 +63,9 @@ impl AuditLog {
         duration: Duration,
     ) {
         let rec = AuditRecord {
-            time: time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
+            time: time::OffsetDateTime::now_utc()
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default(),
             client,
             source: source.to_string(),
             operation,

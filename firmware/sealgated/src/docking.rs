@@ -61,7 +61,11 @@ pub fn header_recipients(msg: &[u8]) -> Vec<String> {
             for part in value.split(',') {
                 let addr = match (part.rfind('<'), part.rfind('>')) {
                     (Some(a), Some(b)) if a < b => part[a + 1..b].to_string(),
-                    _ => part.split_whitespace().find(|w| w.contains('@')).unwrap_or_default().to_string(),
+                    _ => part
+                        .split_whitespace()
+                        .find(|w| w.contains('@'))
+                        .unwrap_or_default()
+                        .to_string(),
                 };
                 let addr = addr.trim().trim_matches('"').to_ascii_lowercase();
                 if addr.contains('@') && !out.contains(&addr) {
@@ -78,12 +82,20 @@ pub fn message_id(msg: &[u8]) -> Option<String> {
     header_fields(msg)
         .into_iter()
         .find(|(n, _)| n.eq_ignore_ascii_case("message-id"))
-        .map(|(_, v)| v.trim().chars().filter(|c| !c.is_control()).take(200).collect())
+        .map(|(_, v)| {
+            v.trim()
+                .chars()
+                .filter(|c| !c.is_control())
+                .take(200)
+                .collect()
+        })
 }
 
 /// Whether the header has a field `name` whose value contains `needle`.
 pub fn has_header_value(msg: &[u8], name: &str, needle: &str) -> bool {
-    header_fields(msg).iter().any(|(n, v)| n.eq_ignore_ascii_case(name) && v.contains(needle))
+    header_fields(msg)
+        .iter()
+        .any(|(n, v)| n.eq_ignore_ascii_case(name) && v.contains(needle))
 }
 
 /// The unfolded header fields (at most the first 256 KiB are read).
@@ -112,10 +124,16 @@ fn header_fields(msg: &[u8]) -> Vec<(String, String)> {
     fields
 }
 
-fn verify_options(keys: &dyn KeyDirectory, extra_anchors: &[sealgate_smime::cert::Certificate]) -> VerifyOptions {
+fn verify_options(
+    keys: &dyn KeyDirectory,
+    extra_anchors: &[sealgate_smime::cert::Certificate],
+) -> VerifyOptions {
     let mut anchors = keys.anchors();
     anchors.extend(extra_anchors.iter().cloned());
-    VerifyOptions { anchors, ..VerifyOptions::default() }
+    VerifyOptions {
+        anchors,
+        ..VerifyOptions::default()
+    }
 }
 
 /// Decrypts with the keys of `envelope_to` (or, if empty, of the message's To/Cc), verifying
@@ -127,7 +145,11 @@ pub fn decrypt(
     envelope_to: &[String],
     keep_signatures: bool,
 ) -> Result<(Vec<u8>, DecryptReport), Problem> {
-    let recipients = if envelope_to.is_empty() { header_recipients(input) } else { envelope_to.to_vec() };
+    let recipients = if envelope_to.is_empty() {
+        header_recipients(input)
+    } else {
+        envelope_to.to_vec()
+    };
     let mut held = Vec::new();
     let mut with_keys = Vec::new();
     for r in &recipients {
@@ -139,13 +161,24 @@ pub fn decrypt(
     }
     let refs: Vec<&dyn PrivateKey> = held.iter().map(|k| k.as_ref() as &dyn PrivateKey).collect();
     let opts = verify_options(keys, anchors);
-    let mode = if keep_signatures { OpenMode::Decrypt } else { OpenMode::Everything };
+    let mode = if keep_signatures {
+        OpenMode::Decrypt
+    } else {
+        OpenMode::Everything
+    };
     let opened = match message::open(input, &refs, &opts, mode) {
         Ok(o) => o,
         Err(EngineError::NoMatchingRecipient) => {
             let mut p = Problem::from(EngineError::NoMatchingRecipient);
             p.detail = if with_keys.is_empty() {
-                format!("the box holds no key for {}", if recipients.is_empty() { "any recipient (no to= and no To/Cc)".into() } else { recipients.join(", ") })
+                format!(
+                    "the box holds no key for {}",
+                    if recipients.is_empty() {
+                        "any recipient (no to= and no To/Cc)".into()
+                    } else {
+                        recipients.join(", ")
+                    }
+                )
             } else {
                 format!("not encrypted to the keys of {}", with_keys.join(", "))
             };
@@ -153,18 +186,44 @@ pub fn decrypt(
         }
         // Bare signed CMS: not encrypted.
         Err(EngineError::Usage(_)) => {
-            return Ok((input.to_vec(), DecryptReport { status: "not-encrypted", recipients: with_keys, layers: vec![], notes: vec![] }));
+            return Ok((
+                input.to_vec(),
+                DecryptReport {
+                    status: "not-encrypted",
+                    recipients: with_keys,
+                    layers: vec![],
+                    notes: vec![],
+                },
+            ));
         }
         Err(e) => return Err(e.into()),
     };
     let mut notes = Vec::new();
     if opts.anchors.is_empty() && opened.layers.iter().any(|l| matches!(l, Layer::Signed(_))) {
-        notes.push("no trust anchors configured: signatures checked, certificate chains not".to_string());
+        notes.push(
+            "no trust anchors configured: signatures checked, certificate chains not".to_string(),
+        );
     }
     if !opened.decrypted() {
-        return Ok((input.to_vec(), DecryptReport { status: "not-encrypted", recipients: with_keys, layers: opened.layers, notes }));
+        return Ok((
+            input.to_vec(),
+            DecryptReport {
+                status: "not-encrypted",
+                recipients: with_keys,
+                layers: opened.layers,
+                notes,
+            },
+        ));
     }
-    Ok((opened.output, DecryptReport { status: "decrypted", recipients: with_keys, layers: opened.layers, notes }))
+    Ok((
+        opened.output,
+        DecryptReport {
+            status: "decrypted",
+            recipients: with_keys,
+            layers: opened.layers,
+            notes,
+        },
+    ))
 }
 
 /// Encrypts for `to` (and the sender's copy), signing first by policy.
@@ -178,7 +237,9 @@ pub fn encrypt(
     now: i64,
 ) -> Result<(Vec<u8>, EncryptReport), Problem> {
     if to.is_empty() {
-        return Err(Problem::bad_request("at least one to= recipient is required"));
+        return Err(Problem::bad_request(
+            "at least one to= recipient is required",
+        ));
     }
     let mut certs = Vec::new();
     let mut encrypted_for = Vec::new();
@@ -203,18 +264,20 @@ pub fn encrypt(
         p.missing = Some(missing);
         return Err(p);
     }
-    let encrypt = !certs.is_empty() && (missing.is_empty() || missing_policy == MissingPolicy::EncryptKnown);
+    let encrypt =
+        !certs.is_empty() && (missing.is_empty() || missing_policy == MissingPolicy::EncryptKnown);
     let mut sender_copy = false;
-    let sender = from.map(|f| f.trim().to_ascii_lowercase()).or_else(|| message_from(input));
-    if encrypt && policy.sender_copy {
-        if let Some(s) = &sender {
-            if !encrypted_for.contains(s) {
-                if let Some(c) = keys.encryption_certificate(s, now)? {
-                    certs.push(c);
-                    sender_copy = true;
-                }
-            }
-        }
+    let sender = from
+        .map(|f| f.trim().to_ascii_lowercase())
+        .or_else(|| message_from(input));
+    if encrypt
+        && policy.sender_copy
+        && let Some(s) = &sender
+        && !encrypted_for.contains(s)
+        && let Some(c) = keys.encryption_certificate(s, now)?
+    {
+        certs.push(c);
+        sender_copy = true;
     }
     let mut body = None;
     let mut signed_by = None;
@@ -233,7 +296,10 @@ pub fn encrypt(
                     422,
                     "no-signing-key",
                     "The sender has no signing key",
-                    format!("policy requires a signature and the box holds no signing key for {}", sender.as_deref().unwrap_or("(no sender)")),
+                    format!(
+                        "policy requires a signature and the box holds no signing key for {}",
+                        sender.as_deref().unwrap_or("(no sender)")
+                    ),
                 ));
             }
             None => {}
@@ -242,9 +308,22 @@ pub fn encrypt(
     let signed = body.as_deref().unwrap_or(input);
     if !encrypt {
         let out = signed.to_vec();
-        return Ok((out, EncryptReport { status: "not-encrypted", encrypted_for: vec![], missing, sender_copy: false, signed_by, cipher: None }));
+        return Ok((
+            out,
+            EncryptReport {
+                status: "not-encrypted",
+                encrypted_for: vec![],
+                missing,
+                sender_copy: false,
+                signed_by,
+                cipher: None,
+            },
+        ));
     }
-    let recipients = certs.into_iter().map(Recipient::new).collect::<Result<Vec<_>, _>>()?;
+    let recipients = certs
+        .into_iter()
+        .map(Recipient::new)
+        .collect::<Result<Vec<_>, _>>()?;
     let out = message::encrypt_message(signed, &recipients, policy.cipher.0)?;
     let cipher = match policy.cipher.0 {
         sealgate_smime::crypto::CipherChoice::Aes256Cbc => "aes256-cbc",
@@ -252,30 +331,69 @@ pub fn encrypt(
         sealgate_smime::crypto::CipherChoice::Aes256Gcm => "aes256-gcm",
         sealgate_smime::crypto::CipherChoice::Aes128Gcm => "aes128-gcm",
     };
-    Ok((out, EncryptReport { status: "encrypted", encrypted_for, missing, sender_copy, signed_by, cipher: Some(cipher) }))
+    Ok((
+        out,
+        EncryptReport {
+            status: "encrypted",
+            encrypted_for,
+            missing,
+            sender_copy,
+            signed_by,
+            cipher: Some(cipher),
+        },
+    ))
 }
 
 fn message_from(msg: &[u8]) -> Option<String> {
-    let (_, v) = header_fields(msg).into_iter().find(|(n, _)| n.eq_ignore_ascii_case("from"))?;
+    let (_, v) = header_fields(msg)
+        .into_iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case("from"))?;
     let addr = match (v.rfind('<'), v.rfind('>')) {
         (Some(a), Some(b)) if a < b => v[a + 1..b].to_string(),
-        _ => v.split_whitespace().find(|w| w.contains('@')).unwrap_or_default().to_string(),
+        _ => v
+            .split_whitespace()
+            .find(|w| w.contains('@'))
+            .unwrap_or_default()
+            .to_string(),
     };
     let addr = addr.trim().to_ascii_lowercase();
     addr.contains('@').then_some(addr)
 }
 
 /// Signs with the key of `from` (or the message's From).
-pub fn sign(keys: &dyn KeyDirectory, input: &[u8], from: Option<&str>, opaque: bool, now: i64) -> Result<(Vec<u8>, SignReport), Problem> {
+pub fn sign(
+    keys: &dyn KeyDirectory,
+    input: &[u8],
+    from: Option<&str>,
+    opaque: bool,
+    now: i64,
+) -> Result<(Vec<u8>, SignReport), Problem> {
     let sender = from
         .map(|f| f.trim().to_ascii_lowercase())
         .or_else(|| message_from(input))
-        .ok_or_else(|| Problem::bad_request("no from= and no From field: whose key should sign?"))?;
+        .ok_or_else(|| {
+            Problem::bad_request("no from= and no From field: whose key should sign?")
+        })?;
     let key = keys.signing_key(&sender)?.ok_or_else(|| {
-        Problem::new(422, "no-signing-key", "The sender has no signing key", format!("the box holds no signing key for {sender}"))
+        Problem::new(
+            422,
+            "no-signing-key",
+            "The sender has no signing key",
+            format!("the box holds no signing key for {sender}"),
+        )
     })?;
     let out = message::sign_message(input, key.as_ref(), opaque, now)?;
-    Ok((out, SignReport { signed_by: sender, format: if opaque { "signed-data" } else { "multipart/signed" } }))
+    Ok((
+        out,
+        SignReport {
+            signed_by: sender,
+            format: if opaque {
+                "signed-data"
+            } else {
+                "multipart/signed"
+            },
+        },
+    ))
 }
 
 /// The verdict of `verify`.
@@ -301,9 +419,15 @@ pub fn verify(
     let (_, v) = message::verify_message(input, None, &opts)?;
     let mut notes = Vec::new();
     if opts.anchors.is_empty() {
-        notes.push("no trust anchors configured: signatures checked, certificate chains not".to_string());
+        notes.push(
+            "no trust anchors configured: signatures checked, certificate chains not".to_string(),
+        );
     }
-    Ok(VerifyReport { valid: v.valid, verification: v, notes })
+    Ok(VerifyReport {
+        valid: v.valid,
+        verification: v,
+        notes,
+    })
 }
 
 #[cfg(test)]

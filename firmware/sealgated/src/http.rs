@@ -79,7 +79,11 @@ pub struct FailureLimiter {
 impl FailureLimiter {
     /// `max` failures per `window`.
     pub fn new(max: u32, window: Duration) -> FailureLimiter {
-        FailureLimiter { max, window, seen: Mutex::new(HashMap::new()) }
+        FailureLimiter {
+            max,
+            window,
+            seen: Mutex::new(HashMap::new()),
+        }
     }
 
     /// Seconds until `ip` may try again, if it is blocked.
@@ -113,34 +117,72 @@ fn source(req: &HttpRequest) -> (Option<IpAddr>, String) {
 }
 
 /// Authenticates the request; `scopes` is any-of (empty: any valid credential).
-fn authorize(req: &HttpRequest, st: &AppState, scopes: &[Scope], operation: &str) -> Result<String, Problem> {
+fn authorize(
+    req: &HttpRequest,
+    st: &AppState,
+    scopes: &[Scope],
+    operation: &str,
+) -> Result<String, Problem> {
     let started = Instant::now();
     let (ip, src) = source(req);
     if let Some(retry) = ip.and_then(|ip| st.failures.blocked(ip)) {
-        st.audit.record("-", &src, operation, None, "too-many-failed-attempts", 429, started.elapsed());
+        st.audit.record(
+            "-",
+            &src,
+            operation,
+            None,
+            "too-many-failed-attempts",
+            429,
+            started.elapsed(),
+        );
         return Err(Problem::rate_limited(retry));
     }
-    let allowed = |granted: &[Scope]| scopes.is_empty() || scopes.iter().any(|s| granted.contains(s));
+    let allowed =
+        |granted: &[Scope]| scopes.is_empty() || scopes.iter().any(|s| granted.contains(s));
     let fail = |detail: &str| {
         if let Some(ip) = ip {
             st.failures.fail(ip);
         }
-        st.audit.record("-", &src, operation, None, "unauthorized", 401, started.elapsed());
+        st.audit.record(
+            "-",
+            &src,
+            operation,
+            None,
+            "unauthorized",
+            401,
+            started.elapsed(),
+        );
         Problem::unauthorized(detail)
     };
     let forbid = |client: &str| {
-        st.audit.record(client, &src, operation, None, "forbidden", 403, started.elapsed());
+        st.audit.record(
+            client,
+            &src,
+            operation,
+            None,
+            "forbidden",
+            403,
+            started.elapsed(),
+        );
         let names: Vec<&str> = scopes.iter().map(|s| s.name()).collect();
-        Problem::forbidden(format!("this credential lacks the scope {}", names.join(" or ")))
+        Problem::forbidden(format!(
+            "this credential lacks the scope {}",
+            names.join(" or ")
+        ))
     };
     if let Some(h) = req.headers().get(header::AUTHORIZATION) {
         let token = h
             .to_str()
             .ok()
-            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
             .map(str::trim)
             .filter(|t| !t.is_empty());
-        let Some(token) = token else { return Err(fail("the Authorization header is not `Bearer TOKEN`")) };
+        let Some(token) = token else {
+            return Err(fail("the Authorization header is not `Bearer TOKEN`"));
+        };
         let rec = st.tokens.lookup(token).map_err(|e| {
             tracing::error!(error = %e, "cannot read the token file");
             Problem::internal("cannot read the token store")
@@ -151,21 +193,36 @@ fn authorize(req: &HttpRequest, st: &AppState, scopes: &[Scope], operation: &str
             Some(r) => Err(forbid(&r.name)),
         };
     }
-    if let Some(PeerCertificate(fp)) = req.conn_data::<PeerCertificate>().copied() {
-        if let Some(c) = st.settings.auth.clients.iter().find(|c: &&PinnedClient| c.sha256.0 == fp) {
-            return if allowed(&c.scopes) { Ok(format!("cert:{}", c.name)) } else { Err(forbid(&c.name)) };
-        }
+    if let Some(PeerCertificate(fp)) = req.conn_data::<PeerCertificate>().copied()
+        && let Some(c) = st
+            .settings
+            .auth
+            .clients
+            .iter()
+            .find(|c: &&PinnedClient| c.sha256.0 == fp)
+    {
+        return if allowed(&c.scopes) {
+            Ok(format!("cert:{}", c.name))
+        } else {
+            Err(forbid(&c.name))
+        };
     }
-    Err(fail("credentials required: `Authorization: Bearer TOKEN` or a pinned client certificate"))
+    Err(fail(
+        "credentials required: `Authorization: Bearer TOKEN` or a pinned client certificate",
+    ))
 }
 
 /// The query string as pairs; unknown names are refused so typos do not pass silently.
 fn query_pairs(req: &HttpRequest, known: &[&str]) -> Result<Vec<(String, String)>, Problem> {
-    let pairs: Vec<(String, String)> = web::Query::<Vec<(String, String)>>::from_query(req.query_string())
-        .map_err(|e| Problem::bad_request(format!("query string: {e}")))?
-        .into_inner();
+    let pairs: Vec<(String, String)> =
+        web::Query::<Vec<(String, String)>>::from_query(req.query_string())
+            .map_err(|e| Problem::bad_request(format!("query string: {e}")))?
+            .into_inner();
     if let Some((k, _)) = pairs.iter().find(|(k, _)| !known.contains(&k.as_str())) {
-        return Err(Problem::bad_request(format!("unknown query parameter {k:?} (known: {})", known.join(", "))));
+        return Err(Problem::bad_request(format!(
+            "unknown query parameter {k:?} (known: {})",
+            known.join(", ")
+        )));
     }
     Ok(pairs)
 }
@@ -174,7 +231,9 @@ fn one<'a>(pairs: &'a [(String, String)], name: &str) -> Result<Option<&'a str>,
     let mut it = pairs.iter().filter(|(k, _)| k == name);
     let first = it.next().map(|(_, v)| v.as_str());
     if it.next().is_some() {
-        return Err(Problem::bad_request(format!("{name}= given more than once")));
+        return Err(Problem::bad_request(format!(
+            "{name}= given more than once"
+        )));
     }
     Ok(first)
 }
@@ -184,10 +243,22 @@ fn addresses(pairs: &[(String, String)], name: &str) -> Result<Vec<String>, Prob
         .iter()
         .filter(|(k, _)| k == name)
         .map(|(_, v)| {
-            let a = v.trim().trim_start_matches('<').trim_end_matches('>').to_ascii_lowercase();
-            let ok = a.split_once('@').is_some_and(|(l, d)| !l.is_empty() && !d.is_empty())
+            let a = v
+                .trim()
+                .trim_start_matches('<')
+                .trim_end_matches('>')
+                .to_ascii_lowercase();
+            let ok = a
+                .split_once('@')
+                .is_some_and(|(l, d)| !l.is_empty() && !d.is_empty())
                 && !a.chars().any(|c| c.is_whitespace() || c.is_control());
-            if ok { Ok(a) } else { Err(Problem::bad_request(format!("{name}={v:?} is not an email address"))) }
+            if ok {
+                Ok(a)
+            } else {
+                Err(Problem::bad_request(format!(
+                    "{name}={v:?} is not an email address"
+                )))
+            }
         })
         .collect()
 }
@@ -196,7 +267,9 @@ fn flag(pairs: &[(String, String)], name: &str) -> Result<bool, Problem> {
     match one(pairs, name)? {
         None | Some("false") => Ok(false),
         Some("true") => Ok(true),
-        Some(v) => Err(Problem::bad_request(format!("{name}={v:?}: use true or false"))),
+        Some(v) => Err(Problem::bad_request(format!(
+            "{name}={v:?}: use true or false"
+        ))),
     }
 }
 
@@ -222,7 +295,11 @@ async fn read_body(
     }
     let closed = |_| Problem::internal("the memory budget is closed");
     let first_kib = declared.map_or(MEMORY_STEP_KIB, |n| (n.div_ceil(1024)).max(1) as u32);
-    let mut reserved = memory.clone().acquire_many_owned(first_kib).await.map_err(closed)?;
+    let mut reserved = memory
+        .clone()
+        .acquire_many_owned(first_kib)
+        .await
+        .map_err(closed)?;
     let mut reserved_bytes = first_kib as usize * 1024;
     let mut buf = Vec::with_capacity(declared.map_or(64 * 1024, |n| n as usize).min(max));
     while let Some(chunk) = payload.next().await {
@@ -231,13 +308,24 @@ async fn read_body(
             return Err(Problem::too_large(max));
         }
         while buf.len() + chunk.len() > reserved_bytes {
-            reserved.merge(memory.clone().acquire_many_owned(MEMORY_STEP_KIB).await.map_err(closed)?);
+            reserved.merge(
+                memory
+                    .clone()
+                    .acquire_many_owned(MEMORY_STEP_KIB)
+                    .await
+                    .map_err(closed)?,
+            );
             reserved_bytes += MEMORY_STEP_KIB as usize * 1024;
         }
         buf.extend_from_slice(&chunk);
     }
     if buf.is_empty() {
-        return Err(Problem::new(400, "empty-body", "The request has no message", "the body must be an RFC 5322 message"));
+        return Err(Problem::new(
+            400,
+            "empty-body",
+            "The request has no message",
+            "the body must be an RFC 5322 message",
+        ));
     }
     Ok((buf, reserved))
 }
@@ -282,7 +370,13 @@ pub fn ascii_json<T: Serialize>(v: &T) -> String {
 type Operation = Box<dyn FnOnce(&AppState, Vec<u8>) -> Result<Reply, Problem> + Send>;
 
 /// The life of one docking call; see the module documentation.
-async fn run_operation(req: HttpRequest, payload: web::Payload, st: web::Data<AppState>, scope: Scope, op: Operation) -> HttpResponse {
+async fn run_operation(
+    req: HttpRequest,
+    payload: web::Payload,
+    st: web::Data<AppState>,
+    scope: Scope,
+    op: Operation,
+) -> HttpResponse {
     let started = Instant::now();
     let operation = scope.name();
     let client = match authorize(&req, &st, &[scope], operation) {
@@ -290,25 +384,36 @@ async fn run_operation(req: HttpRequest, payload: web::Payload, st: web::Data<Ap
         Err(p) => return p.error_response(),
     };
     let (_, src) = source(&req);
-    let audit = |mid: Option<String>, outcome: &str, status: u16| st.audit.record(&client, &src, operation, mid, outcome, status, started.elapsed());
+    let audit = |mid: Option<String>, outcome: &str, status: u16| {
+        st.audit.record(
+            &client,
+            &src,
+            operation,
+            mid,
+            outcome,
+            status,
+            started.elapsed(),
+        )
+    };
     let Ok(_admitted) = st.admission.clone().try_acquire_owned() else {
         audit(None, "busy", 503);
         return Problem::busy().error_response();
     };
     let limit = st.settings.docking.max_message_bytes.0;
     let timeout = st.settings.docking.request_timeout_secs.duration();
-    let (body, reserved) = match tokio::time::timeout(timeout, read_body(&req, payload, limit, &st.memory)).await {
-        Ok(Ok(b)) => b,
-        Ok(Err(p)) => {
-            audit(None, p.kind, p.status);
-            return p.error_response();
-        }
-        Err(_) => {
-            let p = Problem::timeout("the body did not arrive within the request timeout");
-            audit(None, p.kind, p.status);
-            return p.error_response();
-        }
-    };
+    let (body, reserved) =
+        match tokio::time::timeout(timeout, read_body(&req, payload, limit, &st.memory)).await {
+            Ok(Ok(b)) => b,
+            Ok(Err(p)) => {
+                audit(None, p.kind, p.status);
+                return p.error_response();
+            }
+            Err(_) => {
+                let p = Problem::timeout("the body did not arrive within the request timeout");
+                audit(None, p.kind, p.status);
+                return p.error_response();
+            }
+        };
     let mid = docking::message_id(&body);
     let worker = match tokio::time::timeout(timeout, st.workers.clone().acquire_owned()).await {
         Ok(Ok(w)) => w,
@@ -361,7 +466,10 @@ async fn decrypt(req: HttpRequest, payload: web::Payload, st: web::Data<AppState
     };
     let op: Operation = Box::new(move |st, body| {
         let (out, report) = docking::decrypt(st.keys.as_ref(), &st.anchors, &body, &to, keep)?;
-        Ok(Reply::Message { body: out, report: ascii_json(&report) })
+        Ok(Reply::Message {
+            body: out,
+            report: ascii_json(&report),
+        })
     });
     run_operation(req, payload, st, Scope::Decrypt, op).await
 }
@@ -383,11 +491,24 @@ async fn encrypt(req: HttpRequest, payload: web::Payload, st: web::Data<AppState
         Err(p) => return bad(p),
     };
     if to.is_empty() {
-        return bad(Problem::bad_request("at least one to= recipient is required"));
+        return bad(Problem::bad_request(
+            "at least one to= recipient is required",
+        ));
     }
     let op: Operation = Box::new(move |st, body| {
-        let (out, report) = docking::encrypt(st.keys.as_ref(), &st.settings.docking, &body, from.as_deref(), &to, missing, now())?;
-        Ok(Reply::Message { body: out, report: ascii_json(&report) })
+        let (out, report) = docking::encrypt(
+            st.keys.as_ref(),
+            &st.settings.docking,
+            &body,
+            from.as_deref(),
+            &to,
+            missing,
+            now(),
+        )?;
+        Ok(Reply::Message {
+            body: out,
+            report: ascii_json(&report),
+        })
     });
     run_operation(req, payload, st, Scope::Encrypt, op).await
 }
@@ -406,7 +527,10 @@ async fn sign(req: HttpRequest, payload: web::Payload, st: web::Data<AppState>) 
     };
     let op: Operation = Box::new(move |st, body| {
         let (out, report) = docking::sign(st.keys.as_ref(), &body, from.as_deref(), opaque, now())?;
-        Ok(Reply::Message { body: out, report: ascii_json(&report) })
+        Ok(Reply::Message {
+            body: out,
+            report: ascii_json(&report),
+        })
     });
     run_operation(req, payload, st, Scope::Sign, op).await
 }
@@ -425,7 +549,9 @@ async fn verify(req: HttpRequest, payload: web::Payload, st: web::Data<AppState>
     };
     let op: Operation = Box::new(move |st, body| {
         let report = docking::verify(st.keys.as_ref(), &st.anchors, &body, from.as_deref())?;
-        Ok(Reply::Json(serde_json::to_vec(&report).map_err(|e| Problem::internal(e.to_string()))?))
+        Ok(Reply::Json(
+            serde_json::to_vec(&report).map_err(|e| Problem::internal(e.to_string()))?,
+        ))
     });
     run_operation(req, payload, st, Scope::Verify, op).await
 }
@@ -474,20 +600,41 @@ async fn certificates(req: HttpRequest, st: web::Data<AppState>) -> HttpResponse
                 summary: c.into(),
                 pem: c.to_pem(),
             };
-            let mut certificates: Vec<CertificateEntry> = own.iter().map(|c| entry("local-user", c)).collect();
+            let mut certificates: Vec<CertificateEntry> =
+                own.iter().map(|c| entry("local-user", c)).collect();
             certificates.extend(recipients.iter().map(|c| entry("recipient", c)));
-            Ok(CertificatesAnswer { email, box_holds_key: own.is_some(), certificates })
+            Ok(CertificatesAnswer {
+                email,
+                box_holds_key: own.is_some(),
+                certificates,
+            })
         }
         Ok(Err(e)) => Err(Problem::from(e)),
         Err(_) => Err(Problem::internal("the lookup failed unexpectedly")),
     };
     match answer {
         Ok(a) => {
-            st.audit.record(&client, &src, "certificates", None, "ok", 200, started.elapsed());
+            st.audit.record(
+                &client,
+                &src,
+                "certificates",
+                None,
+                "ok",
+                200,
+                started.elapsed(),
+            );
             HttpResponse::Ok().json(a)
         }
         Err(p) => {
-            st.audit.record(&client, &src, "certificates", None, p.kind, p.status, started.elapsed());
+            st.audit.record(
+                &client,
+                &src,
+                "certificates",
+                None,
+                p.kind,
+                p.status,
+                started.elapsed(),
+            );
             p.error_response()
         }
     }
@@ -499,13 +646,21 @@ async fn health() -> HttpResponse {
 
 async fn openapi(req: HttpRequest, st: web::Data<AppState>) -> HttpResponse {
     match authorize(&req, &st, &[], "openapi") {
-        Ok(_) => HttpResponse::Ok().content_type("application/json").body(OPENAPI),
+        Ok(_) => HttpResponse::Ok()
+            .content_type("application/json")
+            .body(OPENAPI),
         Err(p) => p.error_response(),
     }
 }
 
 async fn not_found() -> HttpResponse {
-    Problem::new(404, "not-found", "No such endpoint", "see /api/v1/openapi.json").error_response()
+    Problem::new(
+        404,
+        "not-found",
+        "No such endpoint",
+        "see /api/v1/openapi.json",
+    )
+    .error_response()
 }
 
 #[derive(serde::Deserialize)]
@@ -521,12 +676,20 @@ async fn setup(req: HttpRequest, body: web::Bytes, st: web::Data<AppState>) -> H
         return Problem::rate_limited(retry).error_response();
     }
     let Ok(r) = serde_json::from_slice::<SetupRequest>(&body) else {
-        return Problem::bad_request("the body must be {\"setup_token\": \"...\"}").error_response();
+        return Problem::bad_request("the body must be {\"setup_token\": \"...\"}")
+            .error_response();
     };
     let result = match st.tokens.complete_setup(&r.setup_token) {
         Ok(Some(token)) => {
-            let name = st.tokens.lookup(&token).ok().flatten().map(|t| t.name).unwrap_or_default();
-            Ok(HttpResponse::Ok().json(serde_json::json!({"name": name, "token": token, "scopes": ["admin"]})))
+            let name = st
+                .tokens
+                .lookup(&token)
+                .ok()
+                .flatten()
+                .map(|t| t.name)
+                .unwrap_or_default();
+            Ok(HttpResponse::Ok()
+                .json(serde_json::json!({"name": name, "token": token, "scopes": ["admin"]})))
         }
         Ok(None) => {
             if let Some(ip) = ip {
@@ -534,7 +697,12 @@ async fn setup(req: HttpRequest, body: web::Bytes, st: web::Data<AppState>) -> H
             }
             Err(Problem::unauthorized("wrong setup token"))
         }
-        Err(SetupError::Done) => Err(Problem::new(410, "setup-done", "Setup was completed already", "the setup token works once")),
+        Err(SetupError::Done) => Err(Problem::new(
+            410,
+            "setup-done",
+            "Setup was completed already",
+            "the setup token works once",
+        )),
         Err(SetupError::Internal(e)) => {
             tracing::error!(error = %e, "setup failed");
             Err(Problem::internal("setup failed"))
@@ -542,12 +710,28 @@ async fn setup(req: HttpRequest, body: web::Bytes, st: web::Data<AppState>) -> H
     };
     match result {
         Ok(resp) => {
-            st.audit.record("setup-token", &src, "setup", None, "ok", 200, started.elapsed());
+            st.audit.record(
+                "setup-token",
+                &src,
+                "setup",
+                None,
+                "ok",
+                200,
+                started.elapsed(),
+            );
             tracing::warn!("first-boot setup completed: an admin token was issued");
             resp
         }
         Err(p) => {
-            st.audit.record("-", &src, "setup", None, p.kind, p.status, started.elapsed());
+            st.audit.record(
+                "-",
+                &src,
+                "setup",
+                None,
+                p.kind,
+                p.status,
+                started.elapsed(),
+            );
             p.error_response()
         }
     }
@@ -571,7 +755,11 @@ pub fn docking_routes(cfg: &mut web::ServiceConfig) {
 /// The admin listener's routes (the admin API proper is later work).
 pub fn admin_routes(cfg: &mut web::ServiceConfig) {
     cfg.app_data(web::PayloadConfig::new(4096))
-        .service(web::scope("/api/v1").route("/health", web::get().to(health)).route("/setup", web::post().to(setup)))
+        .service(
+            web::scope("/api/v1")
+                .route("/health", web::get().to(health))
+                .route("/setup", web::post().to(setup)),
+        )
         .default_service(web::to(not_found));
 }
 

@@ -36,7 +36,10 @@ pub fn hex(b: &[u8]) -> String {
 
 /// `AB:CD:...` as browsers and `openssl x509 -fingerprint` show it.
 pub fn colon_hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02X}")).collect::<Vec<_>>().join(":")
+    b.iter()
+        .map(|x| format!("{x:02X}"))
+        .collect::<Vec<_>>()
+        .join(":")
 }
 
 /// `n` random bytes from AWS-LC's generator.
@@ -62,14 +65,19 @@ pub struct TlsIdentity {
 pub fn load_or_create(data_dir: &Path, settings: &Settings) -> anyhow::Result<TlsIdentity> {
     let (cert_path, key_path, own) = match (&settings.tls.certificate, &settings.tls.key) {
         (Some(c), Some(k)) => (c.clone(), k.clone(), false),
-        _ => (data_dir.join("tls").join(CERT_FILE), data_dir.join("tls").join(KEY_FILE), true),
+        _ => (
+            data_dir.join("tls").join(CERT_FILE),
+            data_dir.join("tls").join(KEY_FILE),
+            true,
+        ),
     };
     let mut created = false;
     if own && !(cert_path.exists() && key_path.exists()) {
         create_self_signed(data_dir)?;
         created = true;
     }
-    let cert_pem = fs::read(&cert_path).with_context(|| format!("reading {}", cert_path.display()))?;
+    let cert_pem =
+        fs::read(&cert_path).with_context(|| format!("reading {}", cert_path.display()))?;
     let key_pem = fs::read(&key_path).with_context(|| format!("reading {}", key_path.display()))?;
     let chain: Vec<CertificateDer<'static>> = pem::parse_many(&cert_pem)
         .with_context(|| format!("{}: not PEM", cert_path.display()))?
@@ -77,7 +85,9 @@ pub fn load_or_create(data_dir: &Path, settings: &Settings) -> anyhow::Result<Tl
         .filter(|p| p.tag() == "CERTIFICATE")
         .map(|p| CertificateDer::from(p.into_contents()))
         .collect();
-    let leaf = chain.first().with_context(|| format!("{}: no certificate", cert_path.display()))?;
+    let leaf = chain
+        .first()
+        .with_context(|| format!("{}: no certificate", cert_path.display()))?;
     let fingerprint = sha256(leaf.as_ref());
     let key_block = pem::parse_many(&key_pem)
         .with_context(|| format!("{}: not PEM", key_path.display()))?
@@ -89,30 +99,50 @@ pub fn load_or_create(data_dir: &Path, settings: &Settings) -> anyhow::Result<Tl
         "EC PRIVATE KEY" => PrivateKeyDer::Sec1(key_block.into_contents().into()),
         _ => PrivateKeyDer::Pkcs8(key_block.into_contents().into()),
     };
-    Ok(TlsIdentity { chain, key, fingerprint, created })
+    Ok(TlsIdentity {
+        chain,
+        key,
+        fingerprint,
+        created,
+    })
 }
 
 /// A self-signed ECDSA P-256 certificate for this host's names; key file mode 0600.
 fn create_self_signed(data_dir: &Path) -> anyhow::Result<()> {
     let dir = data_dir.join("tls");
     fs::create_dir_all(&dir)?;
-    let host = fs::read_to_string("/etc/hostname").map(|s| s.trim().to_string()).unwrap_or_default();
-    let mut names = vec!["localhost".to_string(), "127.0.0.1".to_string(), "::1".to_string()];
+    let host = fs::read_to_string("/etc/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default();
+    let mut names = vec![
+        "localhost".to_string(),
+        "127.0.0.1".to_string(),
+        "::1".to_string(),
+    ];
     if !host.is_empty() && host != "localhost" {
         names.insert(0, host.clone());
     }
     let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
     let mut params = rcgen::CertificateParams::new(names)?;
     params.distinguished_name = rcgen::DistinguishedName::new();
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, if host.is_empty() { "sealgate".to_string() } else { format!("sealgate {host}") });
+    params.distinguished_name.push(
+        rcgen::DnType::CommonName,
+        if host.is_empty() {
+            "sealgate".to_string()
+        } else {
+            format!("sealgate {host}")
+        },
+    );
     params.not_before = time::OffsetDateTime::now_utc() - time::Duration::days(1);
     params.not_after = time::OffsetDateTime::now_utc() + time::Duration::days(3650);
     let cert = params.self_signed(&key)?;
     let key_tmp = dir.join(format!("{KEY_FILE}.tmp"));
     let _ = fs::remove_file(&key_tmp);
-    let mut f = fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&key_tmp)?;
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&key_tmp)?;
     f.write_all(key.serialize_pem().as_bytes())?;
     f.sync_all()?;
     fs::rename(&key_tmp, dir.join(KEY_FILE))?;
@@ -131,13 +161,21 @@ pub fn provider() -> Arc<CryptoProvider> {
 
 /// The rustls server configuration: our certificate, TLS 1.2/1.3, and client certificates
 /// asked for (not required) when any are pinned.
-pub fn server_config(id: &TlsIdentity, pins: Vec<[u8; 32]>, alpn_http: bool) -> anyhow::Result<ServerConfig> {
+pub fn server_config(
+    id: &TlsIdentity,
+    pins: Vec<[u8; 32]>,
+    alpn_http: bool,
+) -> anyhow::Result<ServerConfig> {
     let provider = provider();
-    let builder = ServerConfig::builder_with_provider(provider.clone()).with_safe_default_protocol_versions()?;
+    let builder = ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()?;
     let builder = if pins.is_empty() {
         builder.with_no_client_auth()
     } else {
-        builder.with_client_cert_verifier(Arc::new(PinnedClients { pins, algs: provider.signature_verification_algorithms }))
+        builder.with_client_cert_verifier(Arc::new(PinnedClients {
+            pins,
+            algs: provider.signature_verification_algorithms,
+        }))
     };
     let mut cfg = builder.with_single_cert(id.chain.clone(), id.key.clone_key())?;
     if alpn_http {
@@ -179,7 +217,9 @@ impl ClientCertVerifier for PinnedClients {
             Ok(ClientCertVerified::assertion())
         } else {
             tracing::warn!(sha256 = %hex(&fp), "TLS client certificate not pinned: handshake refused");
-            Err(rustls::Error::InvalidCertificate(rustls::CertificateError::ApplicationVerificationFailure))
+            Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::ApplicationVerificationFailure,
+            ))
         }
     }
 

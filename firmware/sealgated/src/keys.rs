@@ -1,12 +1,16 @@
 //! Where the docking operations get keys and certificates: a narrow trait, so the vault (today
 //! redb, later maybe a shared database or an HSM) stays behind one boundary.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
 use sealgate_smime::cert::Certificate;
 use sealgate_smime::keys::PrivateKey;
 use sealgate_vault::{Vault, VaultError};
 
 /// A private key the engine may use from any thread.
-pub type Key = Box<dyn PrivateKey + Send + Sync>;
+pub type Key = Arc<dyn PrivateKey + Send + Sync>;
 
 /// Keys and certificates by email address.
 pub trait KeyDirectory: Send + Sync {
@@ -17,9 +21,16 @@ pub trait KeyDirectory: Send + Sync {
     fn signing_key(&self, address: &str) -> Result<Option<Key>, VaultError>;
     /// The certificate to encrypt to for `address`: a local user's own, else a stored
     /// recipient certificate valid now (the newest).
-    fn encryption_certificate(&self, address: &str, now: i64) -> Result<Option<Certificate>, VaultError>;
+    fn encryption_certificate(
+        &self,
+        address: &str,
+        now: i64,
+    ) -> Result<Option<Certificate>, VaultError>;
     /// Everything the box knows of `address`: (local user's certificate, stored recipient certificates).
-    fn certificates(&self, address: &str) -> Result<(Option<Certificate>, Vec<Certificate>), VaultError>;
+    fn certificates(
+        &self,
+        address: &str,
+    ) -> Result<(Option<Certificate>, Vec<Certificate>), VaultError>;
     /// Trust anchors the box itself provides (its CA).
     fn anchors(&self) -> Vec<Certificate>;
 }
@@ -39,15 +50,19 @@ impl KeyDirectory for Vault {
             .unwrap_or_default()
             .into_iter()
             .filter(|k| k.purpose().decrypts())
-            .map(|k| Box::new(k) as Key)
+            .map(|k| Arc::new(k) as Key)
             .collect())
     }
 
     fn signing_key(&self, address: &str) -> Result<Option<Key>, VaultError> {
-        Ok(absent(Vault::signing_key(self, address))?.map(|k| Box::new(k) as Key))
+        Ok(absent(Vault::signing_key(self, address))?.map(|k| Arc::new(k) as Key))
     }
 
-    fn encryption_certificate(&self, address: &str, now: i64) -> Result<Option<Certificate>, VaultError> {
+    fn encryption_certificate(
+        &self,
+        address: &str,
+        now: i64,
+    ) -> Result<Option<Certificate>, VaultError> {
         if let Some(c) = absent(self.certificate(address))? {
             return Ok(Some(c));
         }
@@ -60,11 +75,126 @@ impl KeyDirectory for Vault {
         Ok(certs.into_iter().next())
     }
 
-    fn certificates(&self, address: &str) -> Result<(Option<Certificate>, Vec<Certificate>), VaultError> {
-        Ok((absent(self.certificate(address))?, absent(self.recipient_certificates(address))?.unwrap_or_default()))
+    fn certificates(
+        &self,
+        address: &str,
+    ) -> Result<(Option<Certificate>, Vec<Certificate>), VaultError> {
+        Ok((
+            absent(self.certificate(address))?,
+            absent(self.recipient_certificates(address))?.unwrap_or_default(),
+        ))
     }
 
     fn anchors(&self) -> Vec<Certificate> {
         self.ca_certificate().ok().into_iter().collect()
+    }
+}
+
+/// What one address resolves to, cached.
+#[derive(Clone)]
+struct Entry {
+    at: Instant,
+    decryption: Vec<Key>,
+    signing: Option<Key>,
+    encryption: Option<Certificate>,
+}
+
+/// Caches a directory's answers per address for a short time.
+///
+/// The vault's queries read and deserialise every key record, which costs more than the RSA
+/// operation of a small message. The cached values are the vault's key *capabilities* (the
+/// private keys still encrypted, opened only inside each operation), so caching them keeps no
+/// clear key in memory. The daemon is the only process that has the vault open (redb admits
+/// one), so the cache can only go stale through the daemon itself; the TTL bounds it anyway.
+pub struct Cached<D> {
+    inner: D,
+    ttl: Duration,
+    entries: Mutex<HashMap<String, Entry>>,
+    anchors: Mutex<Option<(Instant, Vec<Certificate>)>>,
+}
+
+/// Entries kept at most; beyond that the cache starts over.
+const MAX_ENTRIES: usize = 10_000;
+
+impl<D: KeyDirectory> Cached<D> {
+    /// Caches `inner`'s answers for `ttl`.
+    pub fn new(inner: D, ttl: Duration) -> Cached<D> {
+        Cached {
+            inner,
+            ttl,
+            entries: Mutex::new(HashMap::new()),
+            anchors: Mutex::new(None),
+        }
+    }
+
+    fn entry(&self, address: &str, now: i64) -> Result<Entry, VaultError> {
+        let key = address.trim().to_ascii_lowercase();
+        if let Ok(m) = self.entries.lock()
+            && let Some(e) = m.get(&key).filter(|e| e.at.elapsed() < self.ttl)
+        {
+            return Ok(e.clone());
+        }
+        let e = Entry {
+            at: Instant::now(),
+            decryption: self.inner.decryption_keys(&key)?,
+            signing: self.inner.signing_key(&key)?,
+            encryption: self.inner.encryption_certificate(&key, now)?,
+        };
+        if let Ok(mut m) = self.entries.lock() {
+            if m.len() >= MAX_ENTRIES {
+                m.clear();
+            }
+            m.insert(key, e.clone());
+        }
+        Ok(e)
+    }
+}
+
+fn unix_now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+impl<D: KeyDirectory> KeyDirectory for Cached<D> {
+    fn decryption_keys(&self, address: &str) -> Result<Vec<Key>, VaultError> {
+        Ok(self.entry(address, unix_now())?.decryption)
+    }
+
+    fn signing_key(&self, address: &str) -> Result<Option<Key>, VaultError> {
+        Ok(self.entry(address, unix_now())?.signing)
+    }
+
+    fn encryption_certificate(
+        &self,
+        address: &str,
+        now: i64,
+    ) -> Result<Option<Certificate>, VaultError> {
+        // A cached certificate that expired since is looked up afresh.
+        let e = self.entry(address, now)?;
+        match e.encryption {
+            Some(c) if c.not_before <= now && now <= c.not_after => Ok(Some(c)),
+            Some(_) => self.inner.encryption_certificate(address, now),
+            None => Ok(None),
+        }
+    }
+
+    fn certificates(
+        &self,
+        address: &str,
+    ) -> Result<(Option<Certificate>, Vec<Certificate>), VaultError> {
+        self.inner.certificates(address)
+    }
+
+    fn anchors(&self) -> Vec<Certificate> {
+        let Ok(mut a) = self.anchors.lock() else {
+            return self.inner.anchors();
+        };
+        match &*a {
+            Some((at, v)) if at.elapsed() < self.ttl => v.clone(),
+            _ => {
+                let v = self.inner.anchors();
+                *a = Some((Instant::now(), v.clone()));
+                v
+            }
+        }
     }
 }

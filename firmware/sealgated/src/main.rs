@@ -85,13 +85,27 @@ fn console(line: &str) {
 fn init_logging(data_dir: &Path, level: &str) -> anyhow::Result<()> {
     let dir = data_dir.join("log");
     std::fs::create_dir_all(&dir)?;
-    let file = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("sealgated.log"))?;
-    let filter = std::env::var("RUST_LOG").ok().unwrap_or_else(|| level.to_string());
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("sealgated.log"))?;
+    let filter = std::env::var("RUST_LOG")
+        .ok()
+        .unwrap_or_else(|| level.to_string());
     let filter = tracing_subscriber::EnvFilter::try_new(&filter).context("[log] level")?;
     tracing_subscriber::registry()
         .with(filter)
-        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(std::io::stderr().is_terminal()).with_target(true))
-        .with(tracing_subscriber::fmt::layer().json().with_writer(std::sync::Mutex::new(file)))
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::stderr().is_terminal())
+                .with_target(true),
+        )
+        .with(
+            tracing_subscriber::fmt::layer()
+                .json()
+                .with_writer(std::sync::Mutex::new(file)),
+        )
         .try_init()
         .context("logging")?;
     Ok(())
@@ -109,9 +123,13 @@ fn open_vault(data_dir: &Path, cli: &Cli) -> anyhow::Result<Vault> {
     match Vault::open(data_dir, sealer.as_mut()) {
         Ok(v) => Ok(v),
         Err(VaultError::NotInitialised(_)) => {
-            let (v, recovery) = Vault::init(data_dir, sealer.as_mut()).context("creating the vault")?;
+            let (v, recovery) =
+                Vault::init(data_dir, sealer.as_mut()).context("creating the vault")?;
             console("vault created");
-            console(&format!("vault recovery secret (shown once, keep it offline): {}", recovery.expose_text().as_str()));
+            console(&format!(
+                "vault recovery secret (shown once, keep it offline): {}",
+                recovery.expose_text().as_str()
+            ));
             Ok(v)
         }
         Err(e) => Err(anyhow::anyhow!("cannot open the vault: {e}")),
@@ -119,11 +137,14 @@ fn open_vault(data_dir: &Path, cli: &Cli) -> anyhow::Result<Vault> {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&cli.data_dir).with_context(|| format!("creating {}", cli.data_dir.display()))?;
+    std::fs::create_dir_all(&cli.data_dir)
+        .with_context(|| format!("creating {}", cli.data_dir.display()))?;
     let data_dir = cli.data_dir.canonicalize()?;
     let mut settings = match &cli.settings {
         Some(p) => Settings::load(p)?,
-        None if data_dir.join("settings.toml").exists() => Settings::load(&data_dir.join("settings.toml"))?,
+        None if data_dir.join("settings.toml").exists() => {
+            Settings::load(&data_dir.join("settings.toml"))?
+        }
         None => Settings::default(),
     };
     if let Some(a) = cli.listen_docking {
@@ -140,30 +161,45 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     if id.created {
         console("TLS certificate created");
     }
-    console(&format!("TLS certificate SHA-256 fingerprint: {}", identity::colon_hex(&id.fingerprint)));
+    console(&format!(
+        "TLS certificate SHA-256 fingerprint: {}",
+        identity::colon_hex(&id.fingerprint)
+    ));
 
     let tokens = tokens::TokenStore::new(&data_dir);
     if tokens.setup_pending() {
         let t = tokens.issue_setup_token()?;
-        console(&format!("setup token (one-time; POST /api/v1/setup on the admin port): {t}"));
+        console(&format!(
+            "setup token (one-time; POST /api/v1/setup on the admin port): {t}"
+        ));
     }
     let anchors = match &settings.docking.trust_anchors {
-        Some(p) => sealgate_smime::cert::Certificate::parse_many(&std::fs::read(p).with_context(|| format!("reading {}", p.display()))?)
-            .map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?,
+        Some(p) => sealgate_smime::cert::Certificate::parse_many(
+            &std::fs::read(p).with_context(|| format!("reading {}", p.display()))?,
+        )
+        .map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?,
         None => Vec::new(),
     };
     let workers = match settings.docking.crypto_workers {
-        0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+        0 => std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2),
         n => n,
     };
     let audit = Arc::new(audit::AuditLog::open(&data_dir)?);
-    let keys: Arc<dyn keys::KeyDirectory> = Arc::new(vault);
+    let keys: Arc<dyn keys::KeyDirectory> =
+        Arc::new(keys::Cached::new(vault, Duration::from_secs(30)));
     let anchors = Arc::new(anchors);
     let state = web::Data::new(http::AppState {
-        failures: http::FailureLimiter::new(settings.auth.max_failures, settings.auth.failure_window_secs.duration()),
+        failures: http::FailureLimiter::new(
+            settings.auth.max_failures,
+            settings.auth.failure_window_secs.duration(),
+        ),
         admission: Arc::new(Semaphore::new(workers + settings.docking.crypto_queue)),
         workers: Arc::new(Semaphore::new(workers)),
-        memory: Arc::new(Semaphore::new(settings.docking.max_buffered_bytes.0.div_ceil(1024))),
+        memory: Arc::new(Semaphore::new(
+            settings.docking.max_buffered_bytes.0.div_ceil(1024),
+        )),
         keys: keys.clone(),
         anchors: anchors.clone(),
         tokens,
@@ -185,24 +221,32 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 
     actix_web::rt::System::new().block_on(async move {
         let st = state.clone();
-        let docking = HttpServer::new(move || App::new().app_data(st.clone()).configure(http::docking_routes))
-            .on_connect(http::on_connect)
-            .client_request_timeout(Duration::from_secs(30))
-            .client_disconnect_timeout(Duration::from_secs(5))
-            .keep_alive(Duration::from_secs(75))
-            .shutdown_timeout(timeout.as_secs().min(30))
-            .workers(workers)
-            .disable_signals()
-            .listen_rustls_0_23(docking_listener, docking_tls)?
-            .run();
+        let docking = HttpServer::new(move || {
+            App::new()
+                .app_data(st.clone())
+                .configure(http::docking_routes)
+        })
+        .on_connect(http::on_connect)
+        .client_request_timeout(Duration::from_secs(30))
+        .client_disconnect_timeout(Duration::from_secs(5))
+        .keep_alive(Duration::from_secs(75))
+        .shutdown_timeout(timeout.as_secs().min(30))
+        .workers(workers)
+        .disable_signals()
+        .listen_rustls_0_23(docking_listener, docking_tls)?
+        .run();
         let st = state.clone();
-        let admin = HttpServer::new(move || App::new().app_data(st.clone()).configure(http::admin_routes))
-            .client_request_timeout(Duration::from_secs(30))
-            .workers(1)
-            .shutdown_timeout(10)
-            .disable_signals()
-            .listen_rustls_0_23(admin_listener, admin_tls)?
-            .run();
+        let admin = HttpServer::new(move || {
+            App::new()
+                .app_data(st.clone())
+                .configure(http::admin_routes)
+        })
+        .client_request_timeout(Duration::from_secs(30))
+        .workers(1)
+        .shutdown_timeout(10)
+        .disable_signals()
+        .listen_rustls_0_23(admin_listener, admin_tls)?
+        .run();
         let docking_handle = docking.handle();
         let admin_handle = admin.handle();
         actix_web::rt::spawn(docking);

@@ -16,12 +16,9 @@ pub const TYPE_BASE: &str = "https://sealgate.example/problems/";
 /// One problem: the RFC 9457 members plus our extensions.
 #[derive(Debug, Clone, Serialize)]
 pub struct Problem {
-    /// The problem type's last path segment (the URI is [`TYPE_BASE`] + this).
-    #[serde(skip)]
+    /// The problem type's last path segment; on the wire `type` is [`TYPE_BASE`] + this.
+    #[serde(rename = "type", serialize_with = "type_uri")]
     pub kind: &'static str,
-    /// `type` on the wire.
-    #[serde(rename = "type")]
-    pub type_uri: String,
     /// Short summary of the type.
     pub title: &'static str,
     /// The HTTP status.
@@ -38,10 +35,14 @@ pub struct Problem {
 
 impl Problem {
     /// A problem of `kind` with `status` and `detail`.
-    pub fn new(status: u16, kind: &'static str, title: &'static str, detail: impl Into<String>) -> Problem {
+    pub fn new(
+        status: u16,
+        kind: &'static str,
+        title: &'static str,
+        detail: impl Into<String>,
+    ) -> Problem {
         Problem {
             kind,
-            type_uri: format!("{TYPE_BASE}{kind}"),
             title,
             status,
             detail: detail.into(),
@@ -57,17 +58,32 @@ impl Problem {
 
     /// 401.
     pub fn unauthorized(detail: impl Into<String>) -> Problem {
-        Problem::new(401, "unauthorized", "Missing or invalid credentials", detail)
+        Problem::new(
+            401,
+            "unauthorized",
+            "Missing or invalid credentials",
+            detail,
+        )
     }
 
     /// 403.
     pub fn forbidden(detail: impl Into<String>) -> Problem {
-        Problem::new(403, "forbidden", "The credentials do not allow this operation", detail)
+        Problem::new(
+            403,
+            "forbidden",
+            "The credentials do not allow this operation",
+            detail,
+        )
     }
 
     /// 413.
     pub fn too_large(limit: usize) -> Problem {
-        Problem::new(413, "message-too-large", "The message is larger than the limit", format!("the limit is {limit} bytes"))
+        Problem::new(
+            413,
+            "message-too-large",
+            "The message is larger than the limit",
+            format!("the limit is {limit} bytes"),
+        )
     }
 
     /// 429 for a source address with too many failed authentications.
@@ -84,7 +100,12 @@ impl Problem {
 
     /// 503 + `Retry-After`: the crypto workers and their queue are full.
     pub fn busy() -> Problem {
-        let mut p = Problem::new(503, "busy", "Too many requests in progress", "all crypto workers are busy and the queue is full");
+        let mut p = Problem::new(
+            503,
+            "busy",
+            "Too many requests in progress",
+            "all crypto workers are busy and the queue is full",
+        );
         p.retry_after = Some(1);
         p
     }
@@ -100,9 +121,13 @@ impl Problem {
     }
 
     /// The full type URI.
-    pub fn uri(&self) -> &str {
-        &self.type_uri
+    pub fn uri(&self) -> String {
+        format!("{TYPE_BASE}{}", self.kind)
     }
+}
+
+fn type_uri<S: serde::Serializer>(kind: &&'static str, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&format!("{TYPE_BASE}{kind}"))
 }
 
 impl std::fmt::Display for Problem {
@@ -134,15 +159,48 @@ impl From<EngineError> for Problem {
     fn from(e: EngineError) -> Problem {
         let detail = e.to_string();
         match e {
-            EngineError::Malformed(_) => Problem::new(400, "malformed-message", "The message or its CMS is malformed", detail),
-            EngineError::Unsupported(_) => Problem::new(422, "unsupported", "The message uses something not supported", detail),
-            EngineError::NoMatchingRecipient => {
-                Problem::new(422, "no-matching-key", "The box holds no key the message is encrypted to", detail)
-            }
-            EngineError::Decrypt => Problem::new(422, "decryption-failed", "The message cannot be decrypted", detail),
-            EngineError::Usage(_) => Problem::new(422, "not-applicable", "The operation does not apply to this message", detail),
-            EngineError::TooLarge(_) => Problem::new(413, "message-too-large", "The message is larger than the limit", detail),
-            EngineError::Key(_) => Problem::new(500, "key-unusable", "A key in the vault cannot be used", detail),
+            EngineError::Malformed(_) => Problem::new(
+                400,
+                "malformed-message",
+                "The message or its CMS is malformed",
+                detail,
+            ),
+            EngineError::Unsupported(_) => Problem::new(
+                422,
+                "unsupported",
+                "The message uses something not supported",
+                detail,
+            ),
+            EngineError::NoMatchingRecipient => Problem::new(
+                422,
+                "no-matching-key",
+                "The box holds no key the message is encrypted to",
+                detail,
+            ),
+            EngineError::Decrypt => Problem::new(
+                422,
+                "decryption-failed",
+                "The message cannot be decrypted",
+                detail,
+            ),
+            EngineError::Usage(_) => Problem::new(
+                422,
+                "not-applicable",
+                "The operation does not apply to this message",
+                detail,
+            ),
+            EngineError::TooLarge(_) => Problem::new(
+                413,
+                "message-too-large",
+                "The message is larger than the limit",
+                detail,
+            ),
+            EngineError::Key(_) => Problem::new(
+                500,
+                "key-unusable",
+                "A key in the vault cannot be used",
+                detail,
+            ),
             _ => Problem::internal(detail),
         }
     }
@@ -153,10 +211,20 @@ impl From<VaultError> for Problem {
     fn from(e: VaultError) -> Problem {
         let detail = e.to_string();
         match e {
-            VaultError::NoKey(_) => Problem::new(422, "no-key", "The box holds no key for this address", detail),
+            VaultError::NoKey(_) => Problem::new(
+                422,
+                "no-key",
+                "The box holds no key for this address",
+                detail,
+            ),
             VaultError::Usage(_) => Problem::bad_request(detail),
             VaultError::Unseal(_) | VaultError::Busy(_) => {
-                let mut p = Problem::new(503, "vault-unavailable", "The key vault is not available", detail);
+                let mut p = Problem::new(
+                    503,
+                    "vault-unavailable",
+                    "The key vault is not available",
+                    detail,
+                );
                 p.retry_after = Some(30);
                 p
             }

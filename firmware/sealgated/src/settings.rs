@@ -66,7 +66,7 @@ impl Default for Docking {
         Docking {
             listen: SocketAddr::from(([127, 0, 0, 1], 8444)),
             max_message_bytes: ByteCount(64 * 1024 * 1024),
-            max_buffered_bytes: ByteCount(512 * 1024 * 1024),
+            max_buffered_bytes: ByteCount(256 * 1024 * 1024),
             request_timeout_secs: Seconds(120),
             crypto_workers: 0,
             crypto_queue: 64,
@@ -89,7 +89,9 @@ pub struct Admin {
 
 impl Default for Admin {
     fn default() -> Self {
-        Admin { listen: SocketAddr::from(([127, 0, 0, 1], 8440)) }
+        Admin {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8440)),
+        }
     }
 }
 
@@ -118,7 +120,11 @@ pub struct Auth {
 
 impl Default for Auth {
     fn default() -> Self {
-        Auth { max_failures: 10, failure_window_secs: Seconds(60), clients: Vec::new() }
+        Auth {
+            max_failures: 10,
+            failure_window_secs: Seconds(60),
+            clients: Vec::new(),
+        }
     }
 }
 
@@ -152,7 +158,13 @@ pub struct Smtp {
 
 impl Default for Smtp {
     fn default() -> Self {
-        Smtp { decrypt_listen: None, encrypt_listen: None, next_hop: None, hostname: "sealgate.localdomain".into(), retry_secs: Seconds(30) }
+        Smtp {
+            decrypt_listen: None,
+            encrypt_listen: None,
+            next_hop: None,
+            hostname: "sealgate.localdomain".into(),
+            retry_secs: Seconds(30),
+        }
     }
 }
 
@@ -166,14 +178,17 @@ pub struct Log {
 
 impl Default for Log {
     fn default() -> Self {
-        Log { level: "info".into() }
+        Log {
+            level: "info".into(),
+        }
     }
 }
 
 impl Settings {
     /// Reads and validates a settings file.
     pub fn load(path: &Path) -> anyhow::Result<Settings> {
-        let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         Settings::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
     }
 
@@ -190,10 +205,14 @@ impl Settings {
             "[tls] needs both certificate and key, or neither"
         );
         anyhow::ensure!(
-            (self.smtp.decrypt_listen.is_none() && self.smtp.encrypt_listen.is_none()) || self.smtp.next_hop.is_some(),
+            (self.smtp.decrypt_listen.is_none() && self.smtp.encrypt_listen.is_none())
+                || self.smtp.next_hop.is_some(),
             "[smtp] listeners need a next_hop"
         );
-        anyhow::ensure!(self.docking.max_message_bytes.0 > 0, "[docking] max_message_bytes must be positive");
+        anyhow::ensure!(
+            self.docking.max_message_bytes.0 > 0,
+            "[docking] max_message_bytes must be positive"
+        );
         anyhow::ensure!(
             self.docking.max_buffered_bytes.0 >= self.docking.max_message_bytes.0,
             "[docking] max_buffered_bytes must be at least max_message_bytes"
@@ -213,7 +232,9 @@ pub struct ByteCount(pub usize);
 impl TryFrom<u64> for ByteCount {
     type Error = String;
     fn try_from(v: u64) -> Result<Self, String> {
-        usize::try_from(v).map(ByteCount).map_err(|_| format!("{v} bytes is too large"))
+        usize::try_from(v)
+            .map(ByteCount)
+            .map_err(|_| format!("{v} bytes is too large"))
     }
 }
 
@@ -225,7 +246,11 @@ pub struct Seconds(pub u64);
 impl TryFrom<u64> for Seconds {
     type Error = String;
     fn try_from(v: u64) -> Result<Self, String> {
-        if v == 0 || v > 86_400 { Err(format!("{v} seconds: must be 1..=86400")) } else { Ok(Seconds(v)) }
+        if v == 0 || v > 86_400 {
+            Err(format!("{v} seconds: must be 1..=86400"))
+        } else {
+            Ok(Seconds(v))
+        }
     }
 }
 
@@ -277,7 +302,11 @@ impl FromStr for Scope {
             "sign" => Scope::Sign,
             "verify" => Scope::Verify,
             "admin" => Scope::Admin,
-            other => return Err(format!("unknown scope {other:?} (decrypt, encrypt, sign, verify, admin)")),
+            other => {
+                return Err(format!(
+                    "unknown scope {other:?} (decrypt, encrypt, sign, verify, admin)"
+                ));
+            }
         })
     }
 }
@@ -320,7 +349,11 @@ impl FromStr for MissingPolicy {
             "reject" => MissingPolicy::Reject,
             "send-plain" => MissingPolicy::SendPlain,
             "encrypt-known" => MissingPolicy::EncryptKnown,
-            other => return Err(format!("missing={other:?}: use reject, send-plain or encrypt-known")),
+            other => {
+                return Err(format!(
+                    "missing={other:?}: use reject, send-plain or encrypt-known"
+                ));
+            }
         })
     }
 }
@@ -364,7 +397,9 @@ pub struct Cipher(pub CipherChoice);
 impl TryFrom<String> for Cipher {
     type Error = String;
     fn try_from(s: String) -> Result<Self, String> {
-        s.parse::<CipherChoice>().map(Cipher).map_err(|e| e.to_string())
+        s.parse::<CipherChoice>()
+            .map(Cipher)
+            .map_err(|e| e.to_string())
     }
 }
 
@@ -378,7 +413,9 @@ impl TryFrom<String> for Fingerprint {
     fn try_from(s: String) -> Result<Self, String> {
         let hex: String = s.chars().filter(|c| *c != ':').collect();
         if hex.len() != 64 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
-            return Err(format!("{s:?} is not a SHA-256 fingerprint (64 hex digits)"));
+            return Err(format!(
+                "{s:?} is not a SHA-256 fingerprint (64 hex digits)"
+            ));
         }
         let mut out = [0u8; 32];
         for (i, b) in out.iter_mut().enumerate() {
@@ -411,10 +448,26 @@ mod tests {
         assert!(Settings::parse("[docking]\nmissing = \"maybe\"\n").is_err());
         assert!(Settings::parse("[docking]\ncipher = \"rc2\"\n").is_err());
         assert!(Settings::parse("[docking]\nrequest_timeout_secs = 0\n").is_err());
-        assert!(Settings::parse("[[auth.clients]]\nname = \"a\"\nsha256 = \"zz\"\nscopes = [\"decrypt\"]\n").is_err());
-        assert!(Settings::parse("[[auth.clients]]\nname = \"a\"\nsha256 = \"00\"\nscopes = [\"fly\"]\n").is_err());
-        assert!(Settings::parse("[smtp]\ndecrypt_listen = \"127.0.0.1:25\"\n").is_err(), "listener without next hop");
-        assert!(Settings::parse("[tls]\ncertificate = \"/x\"\n").is_err(), "certificate without key");
+        assert!(
+            Settings::parse(
+                "[[auth.clients]]\nname = \"a\"\nsha256 = \"zz\"\nscopes = [\"decrypt\"]\n"
+            )
+            .is_err()
+        );
+        assert!(
+            Settings::parse(
+                "[[auth.clients]]\nname = \"a\"\nsha256 = \"00\"\nscopes = [\"fly\"]\n"
+            )
+            .is_err()
+        );
+        assert!(
+            Settings::parse("[smtp]\ndecrypt_listen = \"127.0.0.1:25\"\n").is_err(),
+            "listener without next hop"
+        );
+        assert!(
+            Settings::parse("[tls]\ncertificate = \"/x\"\n").is_err(),
+            "certificate without key"
+        );
     }
 
     #[test]
@@ -422,8 +475,14 @@ mod tests {
         let fp = "AB:".repeat(31) + "AB";
         let s = Settings::parse(&format!("[[auth.clients]]\nname = \"gw\"\nsha256 = \"{fp}\"\nscopes = [\"decrypt\", \"verify\"]\n")).expect("ok");
         assert_eq!(s.auth.clients[0].sha256.0, [0xab; 32]);
-        assert_eq!(s.auth.clients[0].scopes, vec![Scope::Decrypt, Scope::Verify]);
+        assert_eq!(
+            s.auth.clients[0].scopes,
+            vec![Scope::Decrypt, Scope::Verify]
+        );
         assert_eq!("sign".parse::<Scope>(), Ok(Scope::Sign));
-        assert_eq!("encrypt-known".parse::<MissingPolicy>(), Ok(MissingPolicy::EncryptKnown));
+        assert_eq!(
+            "encrypt-known".parse::<MissingPolicy>(),
+            Ok(MissingPolicy::EncryptKnown)
+        );
     }
 }

@@ -37,6 +37,8 @@ pub const LOOP_HEADER: &str = "X-Sealgate-Loop";
 pub const RESULT_HEADER: &str = "X-Sealgate-Docking";
 const MAX_LINE: u64 = 64 * 1024;
 const MAX_RECIPIENTS: usize = 1000;
+/// SMTP sessions at once, both listeners together; beyond that a client gets `421`.
+const MAX_SESSIONS: usize = 64;
 const READ_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// What the hand-off needs from the daemon.
@@ -113,6 +115,7 @@ struct Shared {
     box_id: String,
     spool: PathBuf,
     wake: Notify,
+    sessions: Arc<Semaphore>,
 }
 
 /// Binds the configured listeners and starts the delivery loop.
@@ -121,43 +124,78 @@ pub async fn start(h: HandOff) -> anyhow::Result<Running> {
     let mut listening = Vec::new();
     let mut tasks = Vec::new();
     let Some(_) = h.settings.smtp.next_hop else {
-        return Ok(Running { listening, stop, tasks });
+        return Ok(Running {
+            listening,
+            stop,
+            tasks,
+        });
     };
     let spool = h.data_dir.join("spool");
     std::fs::create_dir_all(spool.join("held"))?;
     let box_id = box_id(&h.data_dir)?;
-    let shared = Arc::new(Shared { h, box_id, spool, wake: Notify::new() });
-    for (dir, addr) in [(Direction::Decrypt, shared.h.settings.smtp.decrypt_listen), (Direction::Encrypt, shared.h.settings.smtp.encrypt_listen)] {
+    let shared = Arc::new(Shared {
+        h,
+        box_id,
+        spool,
+        wake: Notify::new(),
+        sessions: Arc::new(Semaphore::new(MAX_SESSIONS)),
+    });
+    for (dir, addr) in [
+        (Direction::Decrypt, shared.h.settings.smtp.decrypt_listen),
+        (Direction::Encrypt, shared.h.settings.smtp.encrypt_listen),
+    ] {
         let Some(addr) = addr else { continue };
-        let listener = TcpListener::bind(addr).await.with_context(|| format!("binding {} to {addr}", dir.name()))?;
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding {} to {addr}", dir.name()))?;
         listening.push((dir.name(), listener.local_addr()?));
-        tasks.push(tokio::spawn(accept_loop(listener, dir, shared.clone(), stop_rx.clone())));
+        tasks.push(tokio::spawn(accept_loop(
+            listener,
+            dir,
+            shared.clone(),
+            stop_rx.clone(),
+        )));
     }
     tasks.push(tokio::spawn(delivery_loop(shared, stop_rx)));
-    Ok(Running { listening, stop, tasks })
+    Ok(Running {
+        listening,
+        stop,
+        tasks,
+    })
 }
 
 /// A random id for this box, kept in `DATA/box-id`, used in the loop header.
 fn box_id(data_dir: &Path) -> anyhow::Result<String> {
     let p = data_dir.join("box-id");
-    if let Ok(s) = std::fs::read_to_string(&p) {
-        if !s.trim().is_empty() {
-            return Ok(s.trim().to_string());
-        }
+    if let Ok(s) = std::fs::read_to_string(&p)
+        && !s.trim().is_empty()
+    {
+        return Ok(s.trim().to_string());
     }
     let id = hex(&random(8)?);
     std::fs::write(&p, &id)?;
     Ok(id)
 }
 
-async fn accept_loop(listener: TcpListener, dir: Direction, sh: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+async fn accept_loop(
+    listener: TcpListener,
+    dir: Direction,
+    sh: Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+) {
     loop {
         tokio::select! {
             _ = stop.changed() => return,
             r = listener.accept() => match r {
-                Ok((tcp, peer)) => {
+                Ok((mut tcp, peer)) => {
+                    // Each session may buffer a whole message: cap how many run at once.
+                    let Ok(permit) = sh.sessions.clone().try_acquire_owned() else {
+                        let _ = tcp.write_all(b"421 4.3.2 too many connections, try again later\r\n").await;
+                        continue;
+                    };
                     let sh = sh.clone();
                     tokio::spawn(async move {
+                        let _permit = permit;
                         if let Err(e) = session(tcp, peer, dir, sh).await {
                             tracing::debug!(%peer, error = %e, "SMTP session ended");
                         }
@@ -172,9 +210,22 @@ async fn accept_loop(listener: TcpListener, dir: Direction, sh: Arc<Shared>, mut
     }
 }
 
-async fn session(tcp: TcpStream, peer: SocketAddr, dir: Direction, sh: Arc<Shared>) -> anyhow::Result<()> {
+async fn session(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    dir: Direction,
+    sh: Arc<Shared>,
+) -> anyhow::Result<()> {
     let mut conn = BufReader::new(tcp);
-    reply(&mut conn, &format!("220 {} Sealgate docking ({}) ESMTP", sh.h.settings.smtp.hostname, dir.name())).await?;
+    reply(
+        &mut conn,
+        &format!(
+            "220 {} Sealgate docking ({}) ESMTP",
+            sh.h.settings.smtp.hostname,
+            dir.name()
+        ),
+    )
+    .await?;
     if let Outcome::StartTls = dialogue(&mut conn, peer, dir, &sh, false).await? {
         if !conn.buffer().is_empty() {
             // Commands pipelined after STARTTLS would be injected into the TLS session.
@@ -201,9 +252,16 @@ async fn reply<S: AsyncWrite + Unpin>(s: &mut S, line: &str) -> anyhow::Result<(
 }
 
 /// Reads one line (without CRLF); `None` at end of stream; refuses over-long lines.
-async fn read_line<S: AsyncRead + Unpin>(s: &mut BufReader<S>, buf: &mut Vec<u8>) -> anyhow::Result<Option<bool>> {
+async fn read_line<S: AsyncRead + Unpin>(
+    s: &mut BufReader<S>,
+    buf: &mut Vec<u8>,
+) -> anyhow::Result<Option<bool>> {
     buf.clear();
-    let n = tokio::time::timeout(READ_TIMEOUT, (&mut *s).take(MAX_LINE).read_until(b'\n', buf)).await??;
+    let n = tokio::time::timeout(
+        READ_TIMEOUT,
+        (&mut *s).take(MAX_LINE).read_until(b'\n', buf),
+    )
+    .await??;
     if n == 0 {
         return Ok(None);
     }
@@ -216,7 +274,10 @@ async fn read_line<S: AsyncRead + Unpin>(s: &mut BufReader<S>, buf: &mut Vec<u8>
 
 /// The address inside `FROM:<...>` / `TO:<...>`, and the parameters after it.
 fn path_arg<'a>(arg: &'a str, prefix: &str) -> Option<(String, &'a str)> {
-    let rest = arg.get(..prefix.len()).filter(|p| p.eq_ignore_ascii_case(prefix)).map(|_| &arg[prefix.len()..])?;
+    let rest = arg
+        .get(..prefix.len())
+        .filter(|p| p.eq_ignore_ascii_case(prefix))
+        .map(|_| &arg[prefix.len()..])?;
     let rest = rest.trim_start();
     let rest = rest.strip_prefix('<')?;
     let end = rest.find('>')?;
@@ -241,7 +302,9 @@ async fn dialogue<S: AsyncRead + AsyncWrite + Unpin>(
     let mut to: Vec<String> = Vec::new();
     let mut line = Vec::new();
     loop {
-        let Some(complete) = read_line(conn, &mut line).await? else { return Ok(Outcome::Quit) };
+        let Some(complete) = read_line(conn, &mut line).await? else {
+            return Ok(Outcome::Quit);
+        };
         if !complete {
             reply(conn, "500 5.5.2 line too long").await?;
             continue;
@@ -263,12 +326,21 @@ async fn dialogue<S: AsyncRead + AsyncWrite + Unpin>(
                 if verb == "HELO" {
                     reply(conn, &format!("250 {host}")).await?;
                 } else {
-                    let mut lines = vec![host.to_string(), format!("SIZE {max}"), "8BITMIME".into(), "PIPELINING".into()];
+                    let mut lines = vec![
+                        host.to_string(),
+                        format!("SIZE {max}"),
+                        "8BITMIME".into(),
+                        "PIPELINING".into(),
+                    ];
                     if !tls {
                         lines.push("STARTTLS".into());
                     }
                     let last = lines.len() - 1;
-                    let text: String = lines.iter().enumerate().map(|(i, l)| format!("250{}{l}\r\n", if i == last { ' ' } else { '-' })).collect();
+                    let text: String = lines
+                        .iter()
+                        .enumerate()
+                        .map(|(i, l)| format!("250{}{l}\r\n", if i == last { ' ' } else { '-' }))
+                        .collect();
                     conn.write_all(text.as_bytes()).await?;
                     conn.flush().await?;
                 }
@@ -288,7 +360,11 @@ async fn dialogue<S: AsyncRead + AsyncWrite + Unpin>(
                         Some((addr, params)) => {
                             let size = params
                                 .split_whitespace()
-                                .find_map(|p| p.get(..5).filter(|k| k.eq_ignore_ascii_case("SIZE=")).and(p.get(5..)))
+                                .find_map(|p| {
+                                    p.get(..5)
+                                        .filter(|k| k.eq_ignore_ascii_case("SIZE="))
+                                        .and(p.get(5..))
+                                })
                                 .and_then(|v| v.parse::<u64>().ok());
                             if size.is_some_and(|s| s > max as u64) {
                                 reply(conn, "552 5.3.4 message size exceeds the limit").await?;
@@ -325,7 +401,9 @@ async fn dialogue<S: AsyncRead + AsyncWrite + Unpin>(
                 let mut msg = Vec::new();
                 let mut too_big = false;
                 loop {
-                    let Some(_) = read_line(conn, &mut line).await? else { anyhow::bail!("connection closed in DATA") };
+                    let Some(_) = read_line(conn, &mut line).await? else {
+                        anyhow::bail!("connection closed in DATA")
+                    };
                     if line == b"." {
                         break;
                     }
@@ -359,7 +437,11 @@ async fn dialogue<S: AsyncRead + AsyncWrite + Unpin>(
                     }
                     other => {
                         tracing::error!(result = ?other.map(|r| r.map_err(|e| e.to_string())), "cannot spool a message");
-                        reply(conn, "451 4.3.0 cannot store the message now, try again later").await?;
+                        reply(
+                            conn,
+                            "451 4.3.0 cannot store the message now, try again later",
+                        )
+                        .await?;
                     }
                 }
             }
@@ -403,7 +485,12 @@ async fn delivery_loop(sh: Arc<Shared>, mut stop: watch::Receiver<bool>) {
         let mut ids: Vec<String> = match std::fs::read_dir(&sh.spool) {
             Ok(rd) => rd
                 .filter_map(|e| e.ok())
-                .filter_map(|e| e.file_name().to_str().and_then(|n| n.strip_suffix(".json")).map(str::to_string))
+                .filter_map(|e| {
+                    e.file_name()
+                        .to_str()
+                        .and_then(|n| n.strip_suffix(".json"))
+                        .map(str::to_string)
+                })
                 .collect(),
             Err(e) => {
                 tracing::error!(error = %e, "cannot read the spool");
@@ -448,7 +535,9 @@ async fn deliver(sh: &Arc<Shared>, id: &str) -> bool {
         _ => return false,
     };
     let mid = docking::message_id(&msg);
-    let Ok(worker) = sh.h.workers.clone().acquire_owned().await else { return false };
+    let Ok(worker) = sh.h.workers.clone().acquire_owned().await else {
+        return false;
+    };
     let sh2 = sh.clone();
     let to = env.to.clone();
     let from = env.from.clone();
@@ -465,20 +554,45 @@ async fn deliver(sh: &Arc<Shared>, id: &str) -> bool {
             return false;
         }
     };
-    let Some(next_hop) = sh.h.settings.smtp.next_hop else { return false };
-    let result = relay(next_hop, &sh.h.settings.smtp.hostname, &env.from, &env.to, &out).await;
+    let Some(next_hop) = sh.h.settings.smtp.next_hop else {
+        return false;
+    };
+    let result = relay(
+        next_hop,
+        &sh.h.settings.smtp.hostname,
+        &env.from,
+        &env.to,
+        &out,
+    )
+    .await;
     let op = env.direction.name();
     let client = format!("smtp:{}", env.client);
     match result {
         Ok(()) => {
             let _ = std::fs::remove_file(&env_path);
             let _ = std::fs::remove_file(&msg_path);
-            sh.h.audit.record(&client, &env.client, op, mid, &outcome, 250, started.elapsed());
+            sh.h.audit.record(
+                &client,
+                &env.client,
+                op,
+                mid,
+                &outcome,
+                250,
+                started.elapsed(),
+            );
             true
         }
         Err(RelayError::Permanent(e)) => {
             tracing::error!(id, error = %e, "next hop refused the message permanently: held unchanged in spool/held");
-            sh.h.audit.record(&client, &env.client, op, mid, "held", 550, started.elapsed());
+            sh.h.audit.record(
+                &client,
+                &env.client,
+                op,
+                mid,
+                "held",
+                550,
+                started.elapsed(),
+            );
             hold(sh, id);
             true
         }
@@ -491,16 +605,27 @@ async fn deliver(sh: &Arc<Shared>, id: &str) -> bool {
 
 fn hold(sh: &Shared, id: &str) {
     for ext in ["eml", "json"] {
-        let _ = std::fs::rename(sh.spool.join(format!("{id}.{ext}")), sh.spool.join("held").join(format!("{id}.{ext}")));
+        let _ = std::fs::rename(
+            sh.spool.join(format!("{id}.{ext}")),
+            sh.spool.join("held").join(format!("{id}.{ext}")),
+        );
     }
 }
 
 fn header_value(s: &str) -> String {
-    s.chars().map(|c| if c.is_control() { ' ' } else { c }).collect()
+    s.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
 }
 
 /// Runs the docking operation; on failure the message passes unchanged with a result header.
-fn process(sh: &Shared, direction: Direction, from: &str, to: &[String], msg: Vec<u8>) -> (Vec<u8>, String) {
+fn process(
+    sh: &Shared,
+    direction: Direction,
+    from: &str,
+    to: &[String],
+    msg: Vec<u8>,
+) -> (Vec<u8>, String) {
     let loop_line = format!("{LOOP_HEADER}: {}\r\n", sh.box_id);
     if docking::has_header_value(&msg, LOOP_HEADER, &sh.box_id) {
         return (msg, "loop-passed-unchanged".into());
@@ -508,10 +633,20 @@ fn process(sh: &Shared, direction: Direction, from: &str, to: &[String], msg: Ve
     let keys = sh.h.keys.as_ref();
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let result = match direction {
-        Direction::Decrypt => docking::decrypt(keys, &sh.h.anchors, &msg, to, false).map(|(o, r)| (o, r.status.to_string())),
+        Direction::Decrypt => docking::decrypt(keys, &sh.h.anchors, &msg, to, false)
+            .map(|(o, r)| (o, r.status.to_string())),
         Direction::Encrypt => {
             let from = (!from.is_empty()).then_some(from);
-            docking::encrypt(keys, &sh.h.settings.docking, &msg, from, to, sh.h.settings.docking.missing, now).map(|(o, r)| {
+            docking::encrypt(
+                keys,
+                &sh.h.settings.docking,
+                &msg,
+                from,
+                to,
+                sh.h.settings.docking.missing,
+                now,
+            )
+            .map(|(o, r)| {
                 let mut status = r.status.to_string();
                 if !r.missing.is_empty() {
                     status.push_str(&format!("; missing-certificates={}", r.missing.join(",")));
@@ -525,13 +660,27 @@ fn process(sh: &Shared, direction: Direction, from: &str, to: &[String], msg: Ve
         Direction::Encrypt => "encrypt",
     };
     let (body, header, outcome) = match result {
-        Ok((out, status)) => (out, format!("{RESULT_HEADER}: {verb}; result={}\r\n", header_value(&status)), status),
+        Ok((out, status)) => (
+            out,
+            format!(
+                "{RESULT_HEADER}: {verb}; result={}\r\n",
+                header_value(&status)
+            ),
+            status,
+        ),
         Err(p) => {
-            let mut header = format!("{RESULT_HEADER}: {verb}; result=failed; problem=\"{}\"", p.uri());
+            let mut header = format!(
+                "{RESULT_HEADER}: {verb}; result=failed; problem=\"{}\"",
+                p.uri()
+            );
             if let Some(m) = &p.missing {
                 header.push_str(&format!("; missing-certificates={}", m.join(",")));
             }
-            (msg, format!("{}\r\n", header_value(&header)), format!("failed:{}", p.kind))
+            (
+                msg,
+                format!("{}\r\n", header_value(&header)),
+                format!("failed:{}", p.kind),
+            )
         }
     };
     let mut out = Vec::with_capacity(body.len() + loop_line.len() + header.len());
@@ -546,17 +695,26 @@ enum RelayError {
     Permanent(String),
 }
 
-async fn read_reply<S: AsyncRead + Unpin>(r: &mut BufReader<S>) -> Result<(u16, String), RelayError> {
+async fn read_reply<S: AsyncRead + Unpin>(
+    r: &mut BufReader<S>,
+) -> Result<(u16, String), RelayError> {
     let mut line = Vec::new();
     let mut text = String::new();
     loop {
         match read_line(r, &mut line).await {
             Ok(Some(_)) => {}
-            Ok(None) => return Err(RelayError::Temporary("the next hop closed the connection".into())),
+            Ok(None) => {
+                return Err(RelayError::Temporary(
+                    "the next hop closed the connection".into(),
+                ));
+            }
             Err(e) => return Err(RelayError::Temporary(e.to_string())),
         }
         let l = String::from_utf8_lossy(&line).to_string();
-        let code = l.get(..3).and_then(|c| c.parse::<u16>().ok()).ok_or_else(|| RelayError::Temporary(format!("bad reply {l:?}")))?;
+        let code = l
+            .get(..3)
+            .and_then(|c| c.parse::<u16>().ok())
+            .ok_or_else(|| RelayError::Temporary(format!("bad reply {l:?}")))?;
         text.push_str(&l);
         if l.as_bytes().get(3) != Some(&b'-') {
             return Ok((code, text));
@@ -564,9 +722,15 @@ async fn read_reply<S: AsyncRead + Unpin>(r: &mut BufReader<S>) -> Result<(u16, 
     }
 }
 
-async fn command<S: AsyncRead + AsyncWrite + Unpin>(r: &mut BufReader<S>, cmd: &str, want: u16) -> Result<(), RelayError> {
+async fn command<S: AsyncRead + AsyncWrite + Unpin>(
+    r: &mut BufReader<S>,
+    cmd: &str,
+    want: u16,
+) -> Result<(), RelayError> {
     if !cmd.is_empty() {
-        reply(r, cmd).await.map_err(|e| RelayError::Temporary(e.to_string()))?;
+        reply(r, cmd)
+            .await
+            .map_err(|e| RelayError::Temporary(e.to_string()))?;
     }
     let (code, text) = read_reply(r).await?;
     match code {
@@ -577,7 +741,13 @@ async fn command<S: AsyncRead + AsyncWrite + Unpin>(r: &mut BufReader<S>, cmd: &
 }
 
 /// Sends one message to the next hop (plain SMTP).
-async fn relay(next_hop: SocketAddr, hostname: &str, from: &str, to: &[String], msg: &[u8]) -> Result<(), RelayError> {
+async fn relay(
+    next_hop: SocketAddr,
+    hostname: &str,
+    from: &str,
+    to: &[String],
+    msg: &[u8],
+) -> Result<(), RelayError> {
     let tcp = tokio::time::timeout(Duration::from_secs(30), TcpStream::connect(next_hop))
         .await
         .map_err(|_| RelayError::Temporary("connect timeout".into()))?
@@ -604,8 +774,12 @@ async fn relay(next_hop: SocketAddr, hostname: &str, from: &str, to: &[String], 
         data.truncate(data.len() - 2);
     }
     data.extend_from_slice(b".\r\n");
-    r.write_all(&data).await.map_err(|e| RelayError::Temporary(e.to_string()))?;
-    r.flush().await.map_err(|e| RelayError::Temporary(e.to_string()))?;
+    r.write_all(&data)
+        .await
+        .map_err(|e| RelayError::Temporary(e.to_string()))?;
+    r.flush()
+        .await
+        .map_err(|e| RelayError::Temporary(e.to_string()))?;
     command(&mut r, "", 250).await?;
     let _ = command(&mut r, "QUIT", 221).await;
     Ok(())
@@ -617,7 +791,10 @@ mod tests {
 
     #[test]
     fn paths_parse() {
-        assert_eq!(path_arg("FROM:<A@b.org> SIZE=10", "FROM:"), Some(("a@b.org".into(), "SIZE=10")));
+        assert_eq!(
+            path_arg("FROM:<A@b.org> SIZE=10", "FROM:"),
+            Some(("a@b.org".into(), "SIZE=10"))
+        );
         assert_eq!(path_arg("from: <>", "FROM:"), Some(("".into(), "")));
         assert_eq!(path_arg("TO:a@b", "TO:"), None);
         assert_eq!(path_arg("TO:<a b@c>", "TO:"), None);

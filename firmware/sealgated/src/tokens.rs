@@ -64,11 +64,14 @@ pub fn token_hash(token: &str) -> String {
     hex(&sha256(token.as_bytes()))
 }
 
+/// The file's (modification time, size) when read, and its records.
+type Cache = (Option<(SystemTime, u64)>, Vec<TokenRecord>);
+
 /// The token store, cached and re-read when the file changes.
 pub struct TokenStore {
     path: PathBuf,
     dir: PathBuf,
-    cache: Mutex<(Option<(SystemTime, u64)>, Vec<TokenRecord>)>,
+    cache: Mutex<Cache>,
     setup_lock: Mutex<()>,
 }
 
@@ -98,9 +101,16 @@ impl TokenStore {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(e) => return Err(e.into()),
         };
-        let mut cache = self.cache.lock().map_err(|_| anyhow::anyhow!("token cache poisoned"))?;
+        let mut cache = self
+            .cache
+            .lock()
+            .map_err(|_| anyhow::anyhow!("token cache poisoned"))?;
         if cache.0 != meta || meta.is_none() {
-            let records = if meta.is_some() { read_file(&self.path)?.tokens } else { Vec::new() };
+            let records = if meta.is_some() {
+                read_file(&self.path)?.tokens
+            } else {
+                Vec::new()
+            };
             *cache = (meta, records);
         }
         Ok(cache.1.clone())
@@ -118,7 +128,10 @@ impl TokenStore {
 
     /// Makes a new setup token (replacing an unused one) and returns it for the console.
     pub fn issue_setup_token(&self) -> anyhow::Result<String> {
-        let _g = self.setup_lock.lock().map_err(|_| anyhow::anyhow!("setup lock poisoned"))?;
+        let _g = self
+            .setup_lock
+            .lock()
+            .map_err(|_| anyhow::anyhow!("setup lock poisoned"))?;
         let token = new_token()?;
         write_atomic(&self.dir.join(SETUP_FILE), token_hash(&token).as_bytes())?;
         Ok(token)
@@ -127,18 +140,25 @@ impl TokenStore {
     /// Uses the setup token: `Ok(Some(admin token))` once; `Ok(None)` if the token is wrong;
     /// `Err(SetupDone)` after it was used.
     pub fn complete_setup(&self, presented: &str) -> Result<Option<String>, SetupError> {
-        let _g = self.setup_lock.lock().map_err(|_| SetupError::Internal("setup lock poisoned".into()))?;
+        let _g = self
+            .setup_lock
+            .lock()
+            .map_err(|_| SetupError::Internal("setup lock poisoned".into()))?;
         if !self.setup_pending() {
             return Err(SetupError::Done);
         }
-        let stored = fs::read_to_string(self.dir.join(SETUP_FILE)).map_err(|e| SetupError::Internal(e.to_string()))?;
+        let stored = fs::read_to_string(self.dir.join(SETUP_FILE))
+            .map_err(|e| SetupError::Internal(e.to_string()))?;
         if stored.trim() != token_hash(presented.trim()) {
             return Ok(None);
         }
-        fs::rename(self.dir.join(SETUP_FILE), self.dir.join(SETUP_USED)).map_err(|e| SetupError::Internal(e.to_string()))?;
+        fs::rename(self.dir.join(SETUP_FILE), self.dir.join(SETUP_USED))
+            .map_err(|e| SetupError::Internal(e.to_string()))?;
         sync_dir(&self.dir).map_err(|e| SetupError::Internal(e.to_string()))?;
         let name = format!("admin-{}", time::OffsetDateTime::now_utc().unix_timestamp());
-        self.create(&name, &[Scope::Admin]).map(Some).map_err(|e| SetupError::Internal(e.to_string()))
+        self.create(&name, &[Scope::Admin])
+            .map(Some)
+            .map_err(|e| SetupError::Internal(e.to_string()))
     }
 }
 
@@ -153,8 +173,14 @@ pub enum SetupError {
 
 fn read_file(path: &Path) -> anyhow::Result<TokenFile> {
     let text = fs::read(path)?;
-    let f: TokenFile = serde_json::from_slice(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-    anyhow::ensure!(f.version == 1, "{}: unknown version {}", path.display(), f.version);
+    let f: TokenFile =
+        serde_json::from_slice(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    anyhow::ensure!(
+        f.version == 1,
+        "{}: unknown version {}",
+        path.display(),
+        f.version
+    );
     Ok(f)
 }
 
@@ -162,13 +188,28 @@ fn read_file(path: &Path) -> anyhow::Result<TokenFile> {
 /// copy of the format).
 pub fn create_token(data_dir: &Path, name: &str, scopes: &[Scope]) -> anyhow::Result<String> {
     let path = data_dir.join(TOKENS_FILE);
-    let mut f = if path.exists() { read_file(&path)? } else { TokenFile { version: 1, tokens: vec![] } };
-    anyhow::ensure!(!f.tokens.iter().any(|t| t.name == name), "a token named {name:?} exists");
+    let mut f = if path.exists() {
+        read_file(&path)?
+    } else {
+        TokenFile {
+            version: 1,
+            tokens: vec![],
+        }
+    };
+    anyhow::ensure!(
+        !f.tokens.iter().any(|t| t.name == name),
+        "a token named {name:?} exists"
+    );
     let token = new_token()?;
     let created = time::OffsetDateTime::now_utc()
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default();
-    f.tokens.push(TokenRecord { name: name.to_string(), sha256: token_hash(&token), scopes: scopes.to_vec(), created });
+    f.tokens.push(TokenRecord {
+        name: name.to_string(),
+        sha256: token_hash(&token),
+        scopes: scopes.to_vec(),
+        created,
+    });
     write_atomic(&path, &serde_json::to_vec_pretty(&f)?)?;
     Ok(token)
 }
@@ -176,9 +217,16 @@ pub fn create_token(data_dir: &Path, name: &str, scopes: &[Scope]) -> anyhow::Re
 /// Write to a temporary file (mode 0600), fsync, rename over `path`, fsync the directory.
 fn write_atomic(path: &Path, data: &[u8]) -> anyhow::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(".{}.tmp", path.file_name().and_then(|n| n.to_str()).unwrap_or("file")));
+    let tmp = dir.join(format!(
+        ".{}.tmp",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("file")
+    ));
     let _ = fs::remove_file(&tmp);
-    let mut f = fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)?;
     f.write_all(data)?;
     f.sync_all()?;
     fs::rename(&tmp, path)?;
@@ -202,7 +250,10 @@ mod tests {
         assert!(t.starts_with(TOKEN_PREFIX) && t.len() > 40);
         let text = fs::read_to_string(d.path().join(TOKENS_FILE)).expect("file");
         assert!(!text.contains(&t), "the token itself is never stored");
-        assert_eq!(store.lookup(&t).expect("lookup").map(|r| r.name), Some("gw".into()));
+        assert_eq!(
+            store.lookup(&t).expect("lookup").map(|r| r.name),
+            Some("gw".into())
+        );
         assert!(store.lookup("sgt_wrong").expect("lookup").is_none());
         assert!(store.create("gw", &[]).is_err(), "names are unique");
     }
@@ -213,8 +264,17 @@ mod tests {
         let store = TokenStore::new(d.path());
         let setup = store.issue_setup_token().expect("issue");
         assert!(matches!(store.complete_setup("sgt_nope"), Ok(None)));
-        let admin = store.complete_setup(&setup).expect("first use").expect("admin token");
-        assert_eq!(store.lookup(&admin).expect("lookup").map(|r| r.scopes), Some(vec![Scope::Admin]));
-        assert!(matches!(store.complete_setup(&setup), Err(SetupError::Done)));
+        let admin = store
+            .complete_setup(&setup)
+            .expect("first use")
+            .expect("admin token");
+        assert_eq!(
+            store.lookup(&admin).expect("lookup").map(|r| r.scopes),
+            Some(vec![Scope::Admin])
+        );
+        assert!(matches!(
+            store.complete_setup(&setup),
+            Err(SetupError::Done)
+        ));
     }
 }

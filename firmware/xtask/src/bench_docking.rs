@@ -9,7 +9,12 @@ use std::process::Command;
 /// Runs the docking benchmark; needs `wrk`, `curl` and `openssl` (Debian packages).
 pub fn run() -> anyhow::Result<()> {
     for tool in ["wrk", "curl", "openssl"] {
-        let found = Command::new("sh").arg("-c").arg(format!("command -v {tool}")).status()?.success();
+        let found = Command::new("sh")
+            .arg("-c")
+            .arg(format!("command -v {tool}"))
+            .output()?
+            .status
+            .success();
         anyhow::ensure!(found, "`{tool}` is missing: apt-get install {tool}");
     }
     let status = Command::new(env!("CARGO"))

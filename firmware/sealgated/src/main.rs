@@ -65,6 +65,8 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
+    // Before any other thread exists: keep libtss2's own log lines off the console.
+    sealgate_tpm::quiet_library_logging();
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,

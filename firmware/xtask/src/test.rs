@@ -33,12 +33,21 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "libio-socket-ssl-perl",
 ];
 
-/// Test binaries that prove interop: each must run with tests passed and none failed.
+/// PyPI packages the docking tests need (a vendor's Python client, the OpenAPI checker, the
+/// SMTP next hop), pinned.
+const PYTHON_PACKAGES: &[&str] = &["requests==2.34.2", "schemathesis==4.32.5", "aiosmtpd==1.4.6"];
+
+/// Test binaries against real peers: each must run with tests passed and none failed.
 const INTEROP_BINARIES: &[&str] = &[
     "interop_openssl",
     "interop_gpgsm",
     "interop_corpus",
     "interop_negative",
+    "vault_cli",
+    "vault_tpm",
+    "vault_crash",
+    "docking",
+    "system",
 ];
 
 /// Arguments of `cargo xtask test`.
@@ -57,6 +66,9 @@ pub fn run(args: Args) -> Result<()> {
 
     step("Debian packages");
     ensure_debian_packages(&[DEBIAN_PACKAGES, crate::image::IMAGE_PACKAGES, crate::qemu::QEMU_PACKAGES].concat())?;
+
+    step("Python packages");
+    ensure_python_packages()?;
 
     step("cargo-fuzz");
     ensure_cargo_fuzz(&cargo)?;
@@ -132,6 +144,32 @@ pub fn run(args: Args) -> Result<()> {
     println!("{} passed, {} failed", total.passed, total.failed);
     if !problems.is_empty() {
         bail!("{} problem(s); see above", problems.len());
+    }
+    Ok(())
+}
+
+/// Installs the pinned PyPI packages with the machine's `python3 -m pip` when one is missing.
+fn ensure_python_packages() -> Result<()> {
+    let missing: Vec<&str> = PYTHON_PACKAGES
+        .iter()
+        .copied()
+        .filter(|spec| {
+            let (name, version) = spec.split_once("==").unwrap_or((spec, ""));
+            let out = Command::new("python3").args(["-m", "pip", "show", name]).output();
+            !matches!(out, Ok(o) if o.status.success()
+                && String::from_utf8_lossy(&o.stdout).lines().any(|l| l.trim() == format!("Version: {version}")))
+        })
+        .collect();
+    if missing.is_empty() {
+        println!("all installed: {}", PYTHON_PACKAGES.join(" "));
+        return Ok(());
+    }
+    let status = Command::new("python3")
+        .args(["-m", "pip", "install", "--disable-pip-version-check", "--quiet"])
+        .args(&missing)
+        .status()?;
+    if !status.success() {
+        bail!("python3 -m pip install {} failed", missing.join(" "));
     }
     Ok(())
 }

@@ -28,13 +28,17 @@ fn cases(dir: &str) -> Vec<Case> {
         .map(|e| e.unwrap().path())
         .collect();
     entries.sort();
-    for args_file in entries.iter().filter(|p| p.extension().is_some_and(|e| e == "args")) {
+    for args_file in entries
+        .iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "args"))
+    {
         let stem = args_file.file_stem().unwrap().to_str().unwrap().to_string();
         let input = entries
             .iter()
             .find(|p| {
                 p.file_stem().is_some_and(|s| s == stem.as_str())
-                    && p.extension().is_some_and(|e| e != "args" && e != "expected")
+                    && p.extension()
+                        .is_some_and(|e| e != "args" && e != "expected")
             })
             .unwrap_or_else(|| panic!("corpus case {stem}: no input file"))
             .clone();
@@ -67,9 +71,12 @@ fn run_dir(dir: &str, at_least: usize) {
         let out_file = tmp.path().join("out");
         let _ = std::fs::remove_file(&out_file);
         let mut cmd = sealctl_cmd();
-        cmd.current_dir(corpus_root())
-            .args(&case.args)
-            .args(["--in", p(&case.input), "--out", p(&out_file)]);
+        cmd.current_dir(corpus_root()).args(&case.args).args([
+            "--in",
+            p(&case.input),
+            "--out",
+            p(&out_file),
+        ]);
         let out = run(&mut cmd, None);
         if out.code != 0 {
             failures.push(format!(
@@ -128,9 +135,18 @@ fn corpus_inspect_prints_json() {
         for case in cases(dir) {
             let out = sealctl(["smime", "inspect", "--in", p(&case.input)], None);
             if out.code != 0 || serde_json::from_slice::<serde_json::Value>(&out.stdout).is_err() {
-                failures.push(format!("{}: exit {} {}", case.name, out.code, out.stderr.trim()));
+                failures.push(format!(
+                    "{}: exit {} {}",
+                    case.name,
+                    out.code,
+                    out.stderr.trim()
+                ));
             }
         }
     }
-    assert!(failures.is_empty(), "inspect failed:\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "inspect failed:\n{}",
+        failures.join("\n")
+    );
 }

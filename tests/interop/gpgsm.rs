@@ -29,13 +29,30 @@ impl GnupgHome {
         require_tool("gpgconf", "gnupg");
         let pki = pki();
         // Unix socket paths are limited to 108 bytes: keep the home short, under /tmp.
-        let dir = tempfile::Builder::new().prefix("sg-gpgsm-").tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("sg-gpgsm-")
+            .tempdir()
+            .unwrap();
         let home = dir.path();
-        std::fs::set_permissions(home, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+        std::fs::set_permissions(home, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .unwrap();
         write(&home.join("gpg-agent.conf"), "allow-loopback-pinentry\n");
-        write(&home.join("gpgsm.conf"), "disable-crl-checks\ndisable-dirmngr\n");
-        let fpr = openssl_ok(["x509", "-in", p(&pki.root), "-noout", "-fingerprint", "-sha1"], None)
-            .stdout_str();
+        write(
+            &home.join("gpgsm.conf"),
+            "disable-crl-checks\ndisable-dirmngr\n",
+        );
+        let fpr = openssl_ok(
+            [
+                "x509",
+                "-in",
+                p(&pki.root),
+                "-noout",
+                "-fingerprint",
+                "-sha1",
+            ],
+            None,
+        )
+        .stdout_str();
         let fpr = fpr.trim().rsplit('=').next().unwrap().to_string();
         write(&home.join("trustlist.txt"), format!("{fpr} S relax\n"));
         let h = GnupgHome { dir };
@@ -50,7 +67,11 @@ impl GnupgHome {
             }
             imported = h.gpgsm(&["--import", p(&pki.alice.p12_legacy)], None);
         }
-        assert_eq!(imported.code, 0, "gpgsm --import of the PKCS#12 failed: {}", imported.stderr);
+        assert_eq!(
+            imported.code, 0,
+            "gpgsm --import of the PKCS#12 failed: {}",
+            imported.stderr
+        );
         h
     }
 
@@ -64,7 +85,16 @@ impl GnupgHome {
         // The passphrase (for the PKCS#12 import and later for the imported key) comes
         // on stdin: gpgsm 2.2 has --passphrase-fd but no --passphrase.
         cmd.env("GNUPGHOME", self.path())
-            .args(["--batch", "--no-tty", "--status-fd", "2", "--pinentry-mode", "loopback", "--passphrase-fd", "0"])
+            .args([
+                "--batch",
+                "--no-tty",
+                "--status-fd",
+                "2",
+                "--pinentry-mode",
+                "loopback",
+                "--passphrase-fd",
+                "0",
+            ])
             .args(args);
         let pass = format!("{P12_PASSWORD}\n");
         run(&mut cmd, Some(stdin.unwrap_or(pass.as_bytes())))
@@ -96,7 +126,13 @@ fn gpgsm_encrypts(cipher: Option<&str>, armor: bool) {
     let dir = tempdir();
     let input = tmpfile(dir.path(), "entity.txt", &entity(BODY));
     let out = dir.path().join("enc.p7m");
-    let mut args = vec!["--encrypt", "-r", pki.alice.email.as_str(), "--output", p(&out)];
+    let mut args = vec![
+        "--encrypt",
+        "-r",
+        pki.alice.email.as_str(),
+        "--output",
+        p(&out),
+    ];
     if let Some(c) = cipher {
         args.extend(["--cipher-algo", c]);
     }
@@ -109,7 +145,10 @@ fn gpgsm_encrypts(cipher: Option<&str>, armor: bool) {
     let mut dargs = vec!["smime".to_string(), "decrypt".to_string()];
     dargs.extend(key_args(&pki.alice));
     let dec = sealctl(&dargs, Some(&enc)).ok();
-    assert_eq!(String::from_utf8_lossy(&dec.stdout), String::from_utf8_lossy(&entity(BODY)));
+    assert_eq!(
+        String::from_utf8_lossy(&dec.stdout),
+        String::from_utf8_lossy(&entity(BODY))
+    );
 }
 
 #[test]
@@ -143,7 +182,18 @@ fn gpgsm_encrypts_wrapped_in_mime_sealctl_decrypts() {
     let dir = tempdir();
     let input = tmpfile(dir.path(), "entity.txt", &entity(BODY));
     let out = dir.path().join("enc.p7m");
-    g.gpgsm(&["--encrypt", "-r", &pki.alice.email, "--output", p(&out), p(&input)], None).ok();
+    g.gpgsm(
+        &[
+            "--encrypt",
+            "-r",
+            &pki.alice.email,
+            "--output",
+            p(&out),
+            p(&input),
+        ],
+        None,
+    )
+    .ok();
     let b64 = base64::engine::general_purpose::STANDARD.encode(read(&out));
     let mut msg = String::from(
         "From: Alice <alice@example.test>\r\nTo: Bob <bob@example.test>\r\nSubject: from gpgsm\r\n\
@@ -167,16 +217,29 @@ fn gpgsm_encrypts_wrapped_in_mime_sealctl_decrypts() {
 fn sealctl_encrypts_aes256_cbc_gpgsm_decrypts() {
     let pki = pki();
     let g = GnupgHome::new();
-    let msg = message("Bob <bob@example.test>", "Alice <alice@example.test>", "to gpgsm", BODY);
+    let msg = message(
+        "Bob <bob@example.test>",
+        "Alice <alice@example.test>",
+        "to gpgsm",
+        BODY,
+    );
     let out = sealctl(
-        ["smime", "encrypt", "--to", p(&pki.alice.cert), "--cipher", "aes256-cbc"],
+        [
+            "smime",
+            "encrypt",
+            "--to",
+            p(&pki.alice.cert),
+            "--cipher",
+            "aes256-cbc",
+        ],
         Some(&msg),
     )
     .ok();
     let dir = tempdir();
     let cms = tmpfile(dir.path(), "enc.p7m", &base64_body(&out.stdout));
     let dec = dir.path().join("dec.txt");
-    g.gpgsm(&["--decrypt", "--output", p(&dec), p(&cms)], None).ok();
+    g.gpgsm(&["--decrypt", "--output", p(&dec), p(&cms)], None)
+        .ok();
     assert_same_entity(&read(&dec), &entity(BODY), "gpgsm --decrypt");
 }
 
@@ -189,12 +252,30 @@ fn gpgsm_signs_detached_sealctl_verifies() {
     let content = tmpfile(dir.path(), "entity.txt", &entity(BODY));
     let sig = dir.path().join("sig.p7s");
     g.gpgsm(
-        &["--detach-sign", "--include-certs", "-1", "-u", &pki.alice.email, "--output", p(&sig), p(&content)],
+        &[
+            "--detach-sign",
+            "--include-certs",
+            "-1",
+            "-u",
+            &pki.alice.email,
+            "--output",
+            p(&sig),
+            p(&content),
+        ],
         None,
     )
     .ok();
     let out = sealctl(
-        ["smime", "verify", "--ca", p(&pki.root), "--content", p(&content), "--in", p(&sig)],
+        [
+            "smime",
+            "verify",
+            "--ca",
+            p(&pki.root),
+            "--content",
+            p(&content),
+            "--in",
+            p(&sig),
+        ],
         None,
     )
     .ok();
@@ -211,13 +292,31 @@ fn gpgsm_signs_opaque_sealctl_verifies() {
     let content = tmpfile(dir.path(), "entity.txt", &entity(BODY));
     let signed = dir.path().join("signed.p7m");
     g.gpgsm(
-        &["--sign", "--include-certs", "-1", "-u", &pki.alice.email, "--output", p(&signed), p(&content)],
+        &[
+            "--sign",
+            "--include-certs",
+            "-1",
+            "-u",
+            &pki.alice.email,
+            "--output",
+            p(&signed),
+            p(&content),
+        ],
         None,
     )
     .ok();
     let got = dir.path().join("content.out");
     let out = sealctl(
-        ["smime", "verify", "--ca", p(&pki.root), "--in", p(&signed), "--out", p(&got)],
+        [
+            "smime",
+            "verify",
+            "--ca",
+            p(&pki.root),
+            "--in",
+            p(&signed),
+            "--out",
+            p(&got),
+        ],
         None,
     )
     .ok();
@@ -231,9 +330,21 @@ fn gpgsm_signs_opaque_sealctl_verifies() {
 fn sealctl_signs_detached_gpgsm_verifies() {
     let pki = pki();
     let g = GnupgHome::new();
-    let msg = message("Alice <alice@example.test>", "Bob <bob@example.test>", "for gpgsm", BODY);
+    let msg = message(
+        "Alice <alice@example.test>",
+        "Bob <bob@example.test>",
+        "for gpgsm",
+        BODY,
+    );
     let out = sealctl(
-        ["smime", "sign", "--key", p(&pki.alice.key), "--cert", p(&pki.alice.chain)],
+        [
+            "smime",
+            "sign",
+            "--key",
+            p(&pki.alice.key),
+            "--cert",
+            p(&pki.alice.chain),
+        ],
         Some(&msg),
     )
     .ok();
@@ -244,7 +355,11 @@ fn sealctl_signs_detached_gpgsm_verifies() {
     let sig = tmpfile(dir.path(), "sig.p7s", &base64_body(&parts[1]));
     let v = g.gpgsm(&["--verify", p(&sig), p(&content)], None).ok();
     assert!(v.stderr.contains("GOODSIG"), "gpgsm says: {}", v.stderr);
-    assert!(v.stderr.contains("TRUST_FULLY") || v.stderr.contains("VALIDSIG"), "gpgsm: {}", v.stderr);
+    assert!(
+        v.stderr.contains("TRUST_FULLY") || v.stderr.contains("VALIDSIG"),
+        "gpgsm: {}",
+        v.stderr
+    );
 }
 
 /// sealctl signs opaquely; gpgsm verifies and outputs the content.
@@ -252,16 +367,31 @@ fn sealctl_signs_detached_gpgsm_verifies() {
 fn sealctl_signs_opaque_gpgsm_verifies() {
     let pki = pki();
     let g = GnupgHome::new();
-    let msg = message("Alice <alice@example.test>", "Bob <bob@example.test>", "for gpgsm", BODY);
+    let msg = message(
+        "Alice <alice@example.test>",
+        "Bob <bob@example.test>",
+        "for gpgsm",
+        BODY,
+    );
     let out = sealctl(
-        ["smime", "sign", "--opaque", "--p12", p(&pki.alice.p12_legacy), "--password-file", p(&pki.password_file)],
+        [
+            "smime",
+            "sign",
+            "--opaque",
+            "--p12",
+            p(&pki.alice.p12_legacy),
+            "--password-file",
+            p(&pki.password_file),
+        ],
         Some(&msg),
     )
     .ok();
     let dir = tempdir();
     let signed = tmpfile(dir.path(), "signed.p7m", &base64_body(&out.stdout));
     let content = dir.path().join("content.out");
-    let v = g.gpgsm(&["--verify", "--output", p(&content), p(&signed)], None).ok();
+    let v = g
+        .gpgsm(&["--verify", "--output", p(&content), p(&signed)], None)
+        .ok();
     assert!(v.stderr.contains("GOODSIG"), "gpgsm says: {}", v.stderr);
     assert_same_entity(&read(&content), &entity(BODY), "gpgsm opaque content");
 }

@@ -20,8 +20,18 @@ fn openssl_enveloped_der(dir: &Path, name: &str, cipher: &str) -> std::path::Pat
     let out = dir.join(name);
     openssl_ok(
         [
-            "cms", "-encrypt", "-binary", cipher, "-in", p(&input), "-out", p(&out), "-outform", "DER",
-            "-recip", p(&pki.alice.cert),
+            "cms",
+            "-encrypt",
+            "-binary",
+            cipher,
+            "-in",
+            p(&input),
+            "-out",
+            p(&out),
+            "-outform",
+            "DER",
+            "-recip",
+            p(&pki.alice.cert),
         ],
         None,
     );
@@ -36,8 +46,23 @@ fn openssl_signed_der(dir: &Path) -> std::path::PathBuf {
     let out = dir.join("signed.der");
     openssl_ok(
         [
-            "cms", "-sign", "-nodetach", "-binary", "-md", "sha256", "-in", p(&input), "-out", p(&out),
-            "-outform", "DER", "-signer", p(&pki.alice.cert), "-inkey", p(&pki.alice.key), "-certfile",
+            "cms",
+            "-sign",
+            "-nodetach",
+            "-binary",
+            "-md",
+            "sha256",
+            "-in",
+            p(&input),
+            "-out",
+            p(&out),
+            "-outform",
+            "DER",
+            "-signer",
+            p(&pki.alice.cert),
+            "-inkey",
+            p(&pki.alice.key),
+            "-certfile",
             p(&pki.intermediate),
         ],
         None,
@@ -96,12 +121,25 @@ fn tampered_signature_is_invalid() {
     let mut der = read(&f);
     // No unsigned attributes: the last OCTET STRING is the signature value.
     let items = asn1parse(&f);
-    let sig = items.iter().rev().find(|i| i.tag.starts_with("OCTET STRING")).unwrap();
+    let sig = items
+        .iter()
+        .rev()
+        .find(|i| i.tag.starts_with("OCTET STRING"))
+        .unwrap();
     der[sig.offset + sig.header_len + sig.len / 2] ^= 0x01;
     let out = sealctl(["smime", "verify", "--ca", p(&pki.root)], Some(&der));
-    assert!(out.code != 0 && out.code != 101, "tampered signature must fail: {} {}", out.code, out.stderr);
+    assert!(
+        out.code != 0 && out.code != 101,
+        "tampered signature must fail: {} {}",
+        out.code,
+        out.stderr
+    );
     let v = out.json();
-    assert_mentions(&v, &["invalid", "bad signature", "mismatch", "failed"], "tampered signature");
+    assert_mentions(
+        &v,
+        &["invalid", "bad signature", "mismatch", "failed"],
+        "tampered signature",
+    );
 }
 
 #[test]
@@ -113,14 +151,36 @@ fn tampered_signed_content_is_invalid() {
     let out = dir.path().join("signed.eml");
     openssl_ok(
         [
-            "cms", "-sign", "-md", "sha256", "-in", p(&input), "-out", p(&out), "-signer",
-            p(&pki.alice.cert), "-inkey", p(&pki.alice.key), "-from", "alice@example.test",
+            "cms",
+            "-sign",
+            "-md",
+            "sha256",
+            "-in",
+            p(&input),
+            "-out",
+            p(&out),
+            "-signer",
+            p(&pki.alice.cert),
+            "-inkey",
+            p(&pki.alice.key),
+            "-from",
+            "alice@example.test",
         ],
         None,
     );
-    let signed = String::from_utf8(read(&out)).unwrap().replacen("quarterly", "quarterlY", 1);
-    let out = sealctl(["smime", "verify", "--ca", p(&pki.root)], Some(signed.as_bytes()));
-    assert!(out.code != 0 && out.code != 101, "tampered content must fail: {} {}", out.code, out.stderr);
+    let signed = String::from_utf8(read(&out))
+        .unwrap()
+        .replacen("quarterly", "quarterlY", 1);
+    let out = sealctl(
+        ["smime", "verify", "--ca", p(&pki.root)],
+        Some(signed.as_bytes()),
+    );
+    assert!(
+        out.code != 0 && out.code != 101,
+        "tampered content must fail: {} {}",
+        out.code,
+        out.stderr
+    );
     out.json();
 }
 
@@ -138,7 +198,14 @@ fn wrong_recipient_key_is_a_clear_error() {
 fn key_and_cert_that_do_not_match_is_a_clear_error() {
     let pki = pki();
     let out = sealctl(
-        ["smime", "decrypt", "--key", p(&pki.bob.key), "--cert", p(&pki.alice.cert)],
+        [
+            "smime",
+            "decrypt",
+            "--key",
+            p(&pki.bob.key),
+            "--cert",
+            p(&pki.alice.cert),
+        ],
         Some(b"whatever"),
     );
     out.clean_failure();
@@ -152,7 +219,14 @@ fn wrong_p12_password_is_a_clear_error() {
     let pw = dir.path().join("wrong.txt");
     write(&pw, "not the password");
     let out = sealctl(
-        ["smime", "decrypt", "--p12", p(&pki.alice.p12), "--password-file", p(&pw)],
+        [
+            "smime",
+            "decrypt",
+            "--p12",
+            p(&pki.alice.p12),
+            "--password-file",
+            p(&pw),
+        ],
         Some(&read(&f)),
     );
     out.clean_failure();
@@ -162,7 +236,14 @@ fn wrong_p12_password_is_a_clear_error() {
 fn missing_input_file_is_a_clear_error() {
     let pki = pki();
     sealctl(
-        ["smime", "encrypt", "--to", p(&pki.alice.cert), "--in", "/nonexistent/message.eml"],
+        [
+            "smime",
+            "encrypt",
+            "--to",
+            p(&pki.alice.cert),
+            "--in",
+            "/nonexistent/message.eml",
+        ],
         None,
     )
     .clean_failure();
@@ -172,9 +253,15 @@ fn missing_input_file_is_a_clear_error() {
 fn unreadable_certificate_is_a_clear_error() {
     let dir = tempdir();
     let bad = dir.path().join("bad.pem");
-    write(&bad, "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n");
-    sealctl(["smime", "encrypt", "--to", p(&bad)], Some(&message("a@x", "b@x", "s", BODY)))
-        .clean_failure();
+    write(
+        &bad,
+        "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+    );
+    sealctl(
+        ["smime", "encrypt", "--to", p(&bad)],
+        Some(&message("a@x", "b@x", "s", BODY)),
+    )
+    .clean_failure();
 }
 
 /// Cut a DER message and its S/MIME form at many offsets.
@@ -205,13 +292,24 @@ fn truncated_input_at_many_offsets() {
     let smime = dir.path().join("e.eml");
     openssl_ok(
         [
-            "cms", "-encrypt", "-aes-256-cbc", "-in", p(&input), "-out", p(&smime), "-outform", "SMIME",
-            "-recip", p(&pki.alice.cert),
+            "cms",
+            "-encrypt",
+            "-aes-256-cbc",
+            "-in",
+            p(&input),
+            "-out",
+            p(&smime),
+            "-outform",
+            "SMIME",
+            "-recip",
+            p(&pki.alice.cert),
         ],
         None,
     );
     let msg = read(&smime);
-    let body_at = find(&msg, b"\n\n").or_else(|| find(&msg, b"\r\n\r\n")).unwrap();
+    let body_at = find(&msg, b"\n\n")
+        .or_else(|| find(&msg, b"\r\n\r\n"))
+        .unwrap();
     for i in 0..24 {
         let cut = body_at + 4 + i * (msg.len() - body_at - 4) / 24;
         decrypt_as_alice(&msg[..cut]).clean_failure();
@@ -289,7 +387,12 @@ fn garbage_input_to_every_command() {
 #[test]
 fn unknown_option_is_a_usage_error_not_a_panic() {
     let out = sealctl(["smime", "encrypt", "--no-such-option"], Some(b""));
-    assert!(out.code == 1 || out.code == 2, "usage error exit {}: {}", out.code, out.stderr);
+    assert!(
+        out.code == 1 || out.code == 2,
+        "usage error exit {}: {}",
+        out.code,
+        out.stderr
+    );
 }
 
 /// Runs sealctl with files for input and output and returns (exit code, peak RSS in
@@ -311,7 +414,11 @@ fn sealctl_peak_rss(args: &[&str], stderr_file: &Path) -> (i32, u64) {
     let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
     assert_eq!(r, pid, "wait4 failed: {}", std::io::Error::last_os_error());
     drop(child);
-    let code = if libc::WIFEXITED(status) { libc::WEXITSTATUS(status) } else { -1 };
+    let code = if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else {
+        -1
+    };
     // ru_maxrss is in KiB on Linux.
     (code, usage.ru_maxrss as u64 * 1024)
 }
@@ -325,7 +432,13 @@ fn fifty_mib_message_with_bounded_memory() {
     let plain = dir.path().join("big.eml");
     {
         let mut f = std::io::BufWriter::new(std::fs::File::create(&plain).unwrap());
-        f.write_all(&message("Alice <alice@example.test>", "Bob <bob@example.test>", "big", "")).unwrap();
+        f.write_all(&message(
+            "Alice <alice@example.test>",
+            "Bob <bob@example.test>",
+            "big",
+            "",
+        ))
+        .unwrap();
         let mut rng = XorShift(0x50_1b);
         let mut written = 0usize;
         while written < 50 << 20 {
@@ -347,22 +460,49 @@ fn fifty_mib_message_with_bounded_memory() {
 
     let t = std::time::Instant::now();
     let (code, enc_rss) = sealctl_peak_rss(
-        &["smime", "encrypt", "--to", p(&pki.alice.cert), "--in", p(&plain), "--out", p(&enc)],
+        &[
+            "smime",
+            "encrypt",
+            "--to",
+            p(&pki.alice.cert),
+            "--in",
+            p(&plain),
+            "--out",
+            p(&enc),
+        ],
         &err,
     );
     let enc_time = t.elapsed();
-    assert_eq!(code, 0, "encrypt failed: {}", String::from_utf8_lossy(&read(&err)));
+    assert_eq!(
+        code,
+        0,
+        "encrypt failed: {}",
+        String::from_utf8_lossy(&read(&err))
+    );
 
     let t = std::time::Instant::now();
     let (code, dec_rss) = sealctl_peak_rss(
         &[
-            "smime", "decrypt", "--key", p(&pki.alice.key), "--cert", p(&pki.alice.cert), "--in",
-            p(&enc), "--out", p(&dec),
+            "smime",
+            "decrypt",
+            "--key",
+            p(&pki.alice.key),
+            "--cert",
+            p(&pki.alice.cert),
+            "--in",
+            p(&enc),
+            "--out",
+            p(&dec),
         ],
         &err,
     );
     let dec_time = t.elapsed();
-    assert_eq!(code, 0, "decrypt failed: {}", String::from_utf8_lossy(&read(&err)));
+    assert_eq!(
+        code,
+        0,
+        "decrypt failed: {}",
+        String::from_utf8_lossy(&read(&err))
+    );
 
     let mib = |b: u64| b as f64 / (1 << 20) as f64;
     eprintln!(
@@ -375,10 +515,21 @@ fn fifty_mib_message_with_bounded_memory() {
     );
     let (_, want_body) = split_message(&read(&plain));
     let (_, got_body) = split_message(&read(&dec));
-    assert!(got_body == want_body, "decrypted 50 MiB body differs from the original");
+    assert!(
+        got_body == want_body,
+        "decrypted 50 MiB body differs from the original"
+    );
     let limit = 8 * size;
-    assert!(enc_rss < limit, "encrypt peak RSS {} MiB over 8x the message", mib(enc_rss));
-    assert!(dec_rss < limit, "decrypt peak RSS {} MiB over 8x the message", mib(dec_rss));
+    assert!(
+        enc_rss < limit,
+        "encrypt peak RSS {} MiB over 8x the message",
+        mib(enc_rss)
+    );
+    assert!(
+        dec_rss < limit,
+        "decrypt peak RSS {} MiB over 8x the message",
+        mib(dec_rss)
+    );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -392,9 +543,15 @@ fn fifty_mib_message_with_bounded_memory() {
 
 /// Offset and length of the one 256-byte encryptedKey (RSA-2048) in a DER EnvelopedData.
 fn encrypted_key(items: &[Asn1Item]) -> (usize, usize) {
-    let keys: Vec<&Asn1Item> =
-        items.iter().filter(|i| i.tag.starts_with("OCTET STRING") && i.len == 256).collect();
-    assert_eq!(keys.len(), 1, "expected one 256-byte encryptedKey, found {keys:?}");
+    let keys: Vec<&Asn1Item> = items
+        .iter()
+        .filter(|i| i.tag.starts_with("OCTET STRING") && i.len == 256)
+        .collect();
+    assert_eq!(
+        keys.len(),
+        1,
+        "expected one 256-byte encryptedKey, found {keys:?}"
+    );
     (keys[0].offset + keys[0].header_len, 256)
 }
 
@@ -406,8 +563,17 @@ fn raw_rsa_encrypt(dir: &Path, block: &[u8]) -> Vec<u8> {
     let out = dir.join("block.enc");
     openssl_ok(
         [
-            "pkeyutl", "-encrypt", "-certin", "-inkey", p(&pki.alice.cert), "-pkeyopt",
-            "rsa_padding_mode:none", "-in", p(&input), "-out", p(&out),
+            "pkeyutl",
+            "-encrypt",
+            "-certin",
+            "-inkey",
+            p(&pki.alice.cert),
+            "-pkeyopt",
+            "rsa_padding_mode:none",
+            "-in",
+            p(&input),
+            "-out",
+            p(&out),
         ],
         None,
     );
@@ -433,12 +599,47 @@ fn implicit_rejection_wrong_key_and_bad_padding_look_the_same() {
     //    (A key paired with a certificate it does not belong to is refused at load time,
     //    before the message is read: that says nothing about the message.)
     let mismatched = dir.path().join("wrong-key.pem");
-    openssl_ok(["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", p(&mismatched)], None);
-    let refused = sealctl(["smime", "decrypt", "--key", p(&mismatched), "--cert", p(&pki.alice.cert)], Some(&der));
-    assert!(refused.code == 1 && refused.stderr.contains("does not match"), "a mismatched key and certificate must be refused: {}", refused.stderr);
+    openssl_ok(
+        [
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+            "-out",
+            p(&mismatched),
+        ],
+        None,
+    );
+    let refused = sealctl(
+        [
+            "smime",
+            "decrypt",
+            "--key",
+            p(&mismatched),
+            "--cert",
+            p(&pki.alice.cert),
+        ],
+        Some(&der),
+    );
+    assert!(
+        refused.code == 1 && refused.stderr.contains("does not match"),
+        "a mismatched key and certificate must be refused: {}",
+        refused.stderr
+    );
     cases.push((
         "wrong key",
-        sealctl(["smime", "decrypt", "--key", p(&pki.bob.key), "--cert", p(&pki.bob.cert)], Some(&der)),
+        sealctl(
+            [
+                "smime",
+                "decrypt",
+                "--key",
+                p(&pki.bob.key),
+                "--cert",
+                p(&pki.bob.cert),
+            ],
+            Some(&der),
+        ),
     ));
 
     // 2. Random bytes as the encrypted key (below the modulus: top byte cleared).
@@ -464,7 +665,10 @@ fn implicit_rejection_wrong_key_and_bad_padding_look_the_same() {
         b
     };
     let bad_blocks: Vec<(&str, Vec<u8>)> = vec![
-        ("padding: block type 01", pad(0x00, 0x01, Some(256 - 33), 32)),
+        (
+            "padding: block type 01",
+            pad(0x00, 0x01, Some(256 - 33), 32),
+        ),
         ("padding: no zero separator", pad(0x00, 0x02, None, 0)),
         ("padding: first byte not zero", {
             let mut b = pad(0x00, 0x02, Some(256 - 33), 32);
@@ -472,8 +676,14 @@ fn implicit_rejection_wrong_key_and_bad_padding_look_the_same() {
             b[0] &= 0x3f;
             b
         }),
-        ("padding: separator too early", pad(0x00, 0x02, Some(5), 250)),
-        ("padding: wrong key length (16 not 32)", pad(0x00, 0x02, Some(256 - 17), 16)),
+        (
+            "padding: separator too early",
+            pad(0x00, 0x02, Some(5), 250),
+        ),
+        (
+            "padding: wrong key length (16 not 32)",
+            pad(0x00, 0x02, Some(256 - 17), 16),
+        ),
     ];
     for (name, block) in bad_blocks {
         let enc = raw_rsa_encrypt(dir.path(), &block);
@@ -484,7 +694,12 @@ fn implicit_rejection_wrong_key_and_bad_padding_look_the_same() {
     }
 
     for (name, out) in &cases {
-        assert!(out.code != 0 && out.code != 101, "{name}: must fail cleanly, got {} {}", out.code, out.stderr);
+        assert!(
+            out.code != 0 && out.code != 101,
+            "{name}: must fail cleanly, got {} {}",
+            out.code,
+            out.stderr
+        );
     }
     let (first_name, first) = &cases[0];
     for (name, out) in &cases[1..] {

@@ -46,18 +46,38 @@ fn recip<'a>(leaf: &'a Leaf, keyopts: &'a [&'a str]) -> Recip<'a> {
 }
 
 /// `openssl cms -encrypt` of [`entity`]`(BODY)`; returns the output bytes.
-fn openssl_encrypt(dir: &Path, cipher: &str, recips: &[Recip], form: Form, extra: &[&str]) -> Vec<u8> {
+fn openssl_encrypt(
+    dir: &Path,
+    cipher: &str,
+    recips: &[Recip],
+    form: Form,
+    extra: &[&str],
+) -> Vec<u8> {
     let input = dir.join("entity.txt");
     write(&input, entity(BODY));
     let out = dir.join("encrypted");
     let mut args: Vec<String> = vec!["cms".into(), "-encrypt".into(), "-binary".into()];
     args.push(format!("-{cipher}"));
     args.extend(extra.iter().map(|s| s.to_string()));
-    args.extend(["-in".into(), p(&input).into(), "-out".into(), p(&out).into()]);
+    args.extend([
+        "-in".into(),
+        p(&input).into(),
+        "-out".into(),
+        p(&out).into(),
+    ]);
     match form {
         Form::Smime => args.extend(
-            ["-outform", "SMIME", "-from", FROM, "-to", TO, "-subject", "openssl to sealctl"]
-                .map(String::from),
+            [
+                "-outform",
+                "SMIME",
+                "-from",
+                FROM,
+                "-to",
+                TO,
+                "-subject",
+                "openssl to sealctl",
+            ]
+            .map(String::from),
         ),
         Form::Der => args.extend(["-outform", "DER"].map(String::from)),
         Form::Pem => args.extend(["-outform", "PEM"].map(String::from)),
@@ -134,8 +154,16 @@ fn sealctl_decrypts(encrypted: &[u8], form: Form, leaf: &Leaf, src: KeySource) {
     match form {
         Form::Smime => {
             let (headers, _) = split_message(&out.stdout);
-            assert_eq!(header(&headers, "from"), Some(FROM), "outer From kept: {headers:?}");
-            assert_eq!(header(&headers, "to"), Some(TO), "outer To kept: {headers:?}");
+            assert_eq!(
+                header(&headers, "from"),
+                Some(FROM),
+                "outer From kept: {headers:?}"
+            );
+            assert_eq!(
+                header(&headers, "to"),
+                Some(TO),
+                "outer To kept: {headers:?}"
+            );
             assert_eq!(
                 header(&headers, "subject"),
                 Some("openssl to sealctl"),
@@ -158,7 +186,14 @@ fn sealctl_decrypts(encrypted: &[u8], form: Form, leaf: &Leaf, src: KeySource) {
 
 /// One openssl → sealctl encryption cell.
 #[track_caller]
-fn enc_cell(cipher: &str, recips: &[Recip], form: Form, extra: &[&str], decrypt_as: &Leaf, src: KeySource) {
+fn enc_cell(
+    cipher: &str,
+    recips: &[Recip],
+    form: Form,
+    extra: &[&str],
+    decrypt_as: &Leaf,
+    src: KeySource,
+) {
     let dir = tempdir();
     let encrypted = openssl_encrypt(dir.path(), cipher, recips, form, extra);
     sealctl_decrypts(&encrypted, form, decrypt_as, src);
@@ -191,55 +226,114 @@ mod openssl_encrypts {
     #[test]
     fn cms_aes256_cbc_rsa_pkcs1_der() {
         let pki = pki();
-        enc_cell("aes-256-cbc", &[recip(&pki.alice, &[])], Form::Der, &[], &pki.alice, KeySource::PemFiles);
+        enc_cell(
+            "aes-256-cbc",
+            &[recip(&pki.alice, &[])],
+            Form::Der,
+            &[],
+            &pki.alice,
+            KeySource::PemFiles,
+        );
     }
 
     #[test]
     fn cms_aes256_cbc_rsa_pkcs1_pem() {
         let pki = pki();
-        enc_cell("aes-256-cbc", &[recip(&pki.alice, &[])], Form::Pem, &[], &pki.alice, KeySource::PemFiles);
+        enc_cell(
+            "aes-256-cbc",
+            &[recip(&pki.alice, &[])],
+            Form::Pem,
+            &[],
+            &pki.alice,
+            KeySource::PemFiles,
+        );
     }
 
     #[test]
     fn cms_aes256_cbc_rsa_pkcs1_ber_stream() {
         let pki = pki();
-        enc_cell("aes-256-cbc", &[recip(&pki.alice, &[])], Form::BerStream, &[], &pki.alice, KeySource::PemFiles);
+        enc_cell(
+            "aes-256-cbc",
+            &[recip(&pki.alice, &[])],
+            Form::BerStream,
+            &[],
+            &pki.alice,
+            KeySource::PemFiles,
+        );
     }
 
     #[test]
     fn cms_aes256_gcm_rsa_pkcs1_ber_stream() {
         let pki = pki();
-        enc_cell("aes-256-gcm", &[recip(&pki.alice, &[])], Form::BerStream, &[], &pki.alice, KeySource::PemFiles);
+        enc_cell(
+            "aes-256-gcm",
+            &[recip(&pki.alice, &[])],
+            Form::BerStream,
+            &[],
+            &pki.alice,
+            KeySource::PemFiles,
+        );
     }
 
     #[test]
     fn cms_des_ede3_cbc_rsa_pkcs1_der() {
         let pki = pki();
-        enc_cell("des-ede3-cbc", &[recip(&pki.alice, &[])], Form::Der, &[], &pki.alice, KeySource::PemFiles);
+        enc_cell(
+            "des-ede3-cbc",
+            &[recip(&pki.alice, &[])],
+            Form::Der,
+            &[],
+            &pki.alice,
+            KeySource::PemFiles,
+        );
     }
 
     #[test]
     fn cms_aes256_cbc_rsa3072_pkcs1_smime() {
         let pki = pki();
-        enc_cell("aes-256-cbc", &[recip(&pki.bob, &[])], Form::Smime, &[], &pki.bob, KeySource::PemFiles);
+        enc_cell(
+            "aes-256-cbc",
+            &[recip(&pki.bob, &[])],
+            Form::Smime,
+            &[],
+            &pki.bob,
+            KeySource::PemFiles,
+        );
     }
 
     const OAEP_SHA1: &[&str] = &["rsa_padding_mode:oaep", "rsa_oaep_md:sha1"];
     const OAEP_SHA256: &[&str] = &["rsa_padding_mode:oaep", "rsa_oaep_md:sha256"];
     /// SHA-256 OAEP with MGF1-SHA-1, as Java/BouncyCastle sends it.
-    const OAEP_SHA256_MGF1_SHA1: &[&str] =
-        &["rsa_padding_mode:oaep", "rsa_oaep_md:sha256", "rsa_mgf1_md:sha1"];
+    const OAEP_SHA256_MGF1_SHA1: &[&str] = &[
+        "rsa_padding_mode:oaep",
+        "rsa_oaep_md:sha256",
+        "rsa_mgf1_md:sha1",
+    ];
 
     #[test]
     fn cms_aes256_cbc_rsa_oaep_sha1_smime() {
         let pki = pki();
-        enc_cell("aes-256-cbc", &[recip(&pki.alice, OAEP_SHA1)], Form::Smime, &[], &pki.alice, KeySource::PemFiles);
+        enc_cell(
+            "aes-256-cbc",
+            &[recip(&pki.alice, OAEP_SHA1)],
+            Form::Smime,
+            &[],
+            &pki.alice,
+            KeySource::PemFiles,
+        );
     }
 
     #[test]
     fn cms_aes256_cbc_rsa_oaep_sha256_smime() {
         let pki = pki();
-        enc_cell("aes-256-cbc", &[recip(&pki.alice, OAEP_SHA256)], Form::Smime, &[], &pki.alice, KeySource::PemFiles);
+        enc_cell(
+            "aes-256-cbc",
+            &[recip(&pki.alice, OAEP_SHA256)],
+            Form::Smime,
+            &[],
+            &pki.alice,
+            KeySource::PemFiles,
+        );
     }
 
     #[test]
@@ -258,19 +352,40 @@ mod openssl_encrypts {
     #[test]
     fn cms_aes256_gcm_rsa_oaep_sha256_der() {
         let pki = pki();
-        enc_cell("aes-256-gcm", &[recip(&pki.alice, OAEP_SHA256)], Form::Der, &[], &pki.alice, KeySource::PemFiles);
+        enc_cell(
+            "aes-256-gcm",
+            &[recip(&pki.alice, OAEP_SHA256)],
+            Form::Der,
+            &[],
+            &pki.alice,
+            KeySource::PemFiles,
+        );
     }
 
     #[test]
     fn cms_aes256_cbc_rsa_keyid_smime() {
         let pki = pki();
-        enc_cell("aes-256-cbc", &[recip(&pki.alice, &[])], Form::Smime, &["-keyid"], &pki.alice, KeySource::PemFiles);
+        enc_cell(
+            "aes-256-cbc",
+            &[recip(&pki.alice, &[])],
+            Form::Smime,
+            &["-keyid"],
+            &pki.alice,
+            KeySource::PemFiles,
+        );
     }
 
     #[test]
     fn cms_aes256_cbc_ec_p256_kdf_sha1_smime() {
         let pki = pki();
-        enc_cell("aes-256-cbc", &[recip(&pki.carol, &[])], Form::Smime, &[], &pki.carol, KeySource::PemFiles);
+        enc_cell(
+            "aes-256-cbc",
+            &[recip(&pki.carol, &[])],
+            Form::Smime,
+            &[],
+            &pki.carol,
+            KeySource::PemFiles,
+        );
     }
 
     #[test]
@@ -315,13 +430,27 @@ mod openssl_encrypts {
     #[test]
     fn cms_aes256_cbc_ec_p256_keyid_smime() {
         let pki = pki();
-        enc_cell("aes-256-cbc", &[recip(&pki.carol, &[])], Form::Smime, &["-keyid"], &pki.carol, KeySource::PemFiles);
+        enc_cell(
+            "aes-256-cbc",
+            &[recip(&pki.carol, &[])],
+            Form::Smime,
+            &["-keyid"],
+            &pki.carol,
+            KeySource::PemFiles,
+        );
     }
 
     #[test]
     fn cms_aes256_cbc_ec_p384_kdf_sha1_smime() {
         let pki = pki();
-        enc_cell("aes-256-cbc", &[recip(&pki.dave, &[])], Form::Smime, &[], &pki.dave, KeySource::PemFiles);
+        enc_cell(
+            "aes-256-cbc",
+            &[recip(&pki.dave, &[])],
+            Form::Smime,
+            &[],
+            &pki.dave,
+            KeySource::PemFiles,
+        );
     }
 
     #[test]
@@ -355,7 +484,10 @@ mod openssl_encrypts {
         let pki = pki();
         enc_cell(
             "aes-256-cbc",
-            &[recip(&pki.alice, &[]), recip(&pki.carol, &["ecdh_kdf_md:sha256"])],
+            &[
+                recip(&pki.alice, &[]),
+                recip(&pki.carol, &["ecdh_kdf_md:sha256"]),
+            ],
             Form::Smime,
             &[],
             &pki.alice,
@@ -368,7 +500,10 @@ mod openssl_encrypts {
         let pki = pki();
         enc_cell(
             "aes-256-cbc",
-            &[recip(&pki.alice, &[]), recip(&pki.carol, &["ecdh_kdf_md:sha256"])],
+            &[
+                recip(&pki.alice, &[]),
+                recip(&pki.carol, &["ecdh_kdf_md:sha256"]),
+            ],
             Form::Smime,
             &[],
             &pki.carol,
@@ -422,8 +557,21 @@ mod openssl_encrypts {
         let out = dir.path().join("encrypted.eml");
         openssl_ok(
             [
-                "smime", "-encrypt", "-binary", cipher, "-in", p(&input), "-out", p(&out),
-                "-from", FROM, "-to", TO, "-subject", "openssl to sealctl", p(&pki.alice.cert),
+                "smime",
+                "-encrypt",
+                "-binary",
+                cipher,
+                "-in",
+                p(&input),
+                "-out",
+                p(&out),
+                "-from",
+                FROM,
+                "-to",
+                TO,
+                "-subject",
+                "openssl to sealctl",
+                p(&pki.alice.cert),
             ],
             None,
         );
@@ -456,8 +604,20 @@ fn openssl_sign(dir: &Path, leaf: &Leaf, content: &[u8], opts: &[&str], from: &s
     write(&input, content);
     let out = dir.join("signed");
     let mut args: Vec<&str> = vec![
-        "cms", "-sign", "-in", p(&input), "-out", p(&out), "-certfile", p(&pki().intermediate),
-        "-from", from, "-to", TO, "-subject", "signed by openssl",
+        "cms",
+        "-sign",
+        "-in",
+        p(&input),
+        "-out",
+        p(&out),
+        "-certfile",
+        p(&pki().intermediate),
+        "-from",
+        from,
+        "-to",
+        TO,
+        "-subject",
+        "signed by openssl",
     ];
     // Signer options first, then the per-signer -keyopt/-md that follow it.
     let signer = p(&leaf.cert).to_string();
@@ -509,7 +669,13 @@ mod openssl_signs {
     fn cms_rsa_sha256_detached_smime() {
         let pki = pki();
         let dir = tempdir();
-        let signed = openssl_sign(dir.path(), &pki.alice, &entity(BODY), &["-md", "sha256"], &alice_from());
+        let signed = openssl_sign(
+            dir.path(),
+            &pki.alice,
+            &entity(BODY),
+            &["-md", "sha256"],
+            &alice_from(),
+        );
         verify_valid(&signed, &entity(BODY), &[]);
     }
 
@@ -517,8 +683,13 @@ mod openssl_signs {
     fn cms_rsa_sha256_opaque_smime() {
         let pki = pki();
         let dir = tempdir();
-        let signed =
-            openssl_sign(dir.path(), &pki.alice, &entity(BODY), &["-nodetach", "-md", "sha256"], &alice_from());
+        let signed = openssl_sign(
+            dir.path(),
+            &pki.alice,
+            &entity(BODY),
+            &["-nodetach", "-md", "sha256"],
+            &alice_from(),
+        );
         verify_valid(&signed, &entity(BODY), &[]);
     }
 
@@ -536,7 +707,11 @@ mod openssl_signs {
         let der = read(&dir.path().join("signed"));
         let (out, content) = sealctl_verify(&der, &["--ca", p(&pki.root)]);
         out.ok().json();
-        assert_eq!(content, entity(BODY), "opaque content must come out exactly");
+        assert_eq!(
+            content,
+            entity(BODY),
+            "opaque content must come out exactly"
+        );
     }
 
     #[test]
@@ -552,8 +727,7 @@ mod openssl_signs {
         );
         let der = read(&dir.path().join("signed"));
         let content_file = dir.path().join("content.txt");
-        let (out, _) =
-            sealctl_verify(&der, &["--ca", p(&pki.root), "--content", p(&content_file)]);
+        let (out, _) = sealctl_verify(&der, &["--ca", p(&pki.root), "--content", p(&content_file)]);
         out.ok().json();
     }
 
@@ -561,7 +735,13 @@ mod openssl_signs {
     fn cms_rsa_sha1_is_valid_but_weak() {
         let pki = pki();
         let dir = tempdir();
-        let signed = openssl_sign(dir.path(), &pki.alice, &entity(BODY), &["-md", "sha1"], &alice_from());
+        let signed = openssl_sign(
+            dir.path(),
+            &pki.alice,
+            &entity(BODY),
+            &["-md", "sha1"],
+            &alice_from(),
+        );
         let v = verify_valid(&signed, &entity(BODY), &[]);
         assert_mentions(&v, &["weak"], "SHA-1 signature");
     }
@@ -574,7 +754,14 @@ mod openssl_signs {
             dir.path(),
             &pki.alice,
             &entity(BODY),
-            &["-md", "sha256", "-keyopt", "rsa_padding_mode:pss", "-keyopt", "rsa_pss_saltlen:max"],
+            &[
+                "-md",
+                "sha256",
+                "-keyopt",
+                "rsa_padding_mode:pss",
+                "-keyopt",
+                "rsa_pss_saltlen:max",
+            ],
             &alice_from(),
         );
         verify_valid(&signed, &entity(BODY), &[]);
@@ -588,7 +775,14 @@ mod openssl_signs {
             dir.path(),
             &pki.alice,
             &entity(BODY),
-            &["-md", "sha256", "-keyopt", "rsa_padding_mode:pss", "-keyopt", "rsa_pss_saltlen:digest"],
+            &[
+                "-md",
+                "sha256",
+                "-keyopt",
+                "rsa_padding_mode:pss",
+                "-keyopt",
+                "rsa_pss_saltlen:digest",
+            ],
             &alice_from(),
         );
         verify_valid(&signed, &entity(BODY), &[]);
@@ -602,7 +796,14 @@ mod openssl_signs {
             dir.path(),
             &pki.bob,
             &entity(BODY),
-            &["-md", "sha512", "-keyopt", "rsa_padding_mode:pss", "-keyopt", "rsa_pss_saltlen:max"],
+            &[
+                "-md",
+                "sha512",
+                "-keyopt",
+                "rsa_padding_mode:pss",
+                "-keyopt",
+                "rsa_pss_saltlen:max",
+            ],
             &format!("Bob <{}>", pki.bob.email),
         );
         verify_valid(&signed, &entity(BODY), &[]);
@@ -655,7 +856,13 @@ mod openssl_signs {
     fn cms_rsa_text_mode_lf_input() {
         let pki = pki();
         let dir = tempdir();
-        let signed = openssl_sign(dir.path(), &pki.alice, &lf(&entity(BODY)), &["-md", "sha256"], &alice_from());
+        let signed = openssl_sign(
+            dir.path(),
+            &pki.alice,
+            &lf(&entity(BODY)),
+            &["-md", "sha256"],
+            &alice_from(),
+        );
         verify_valid(&signed, &entity(BODY), &[]);
     }
 
@@ -664,8 +871,13 @@ mod openssl_signs {
     fn cms_rsa_binary_crlf_input() {
         let pki = pki();
         let dir = tempdir();
-        let signed =
-            openssl_sign(dir.path(), &pki.alice, &entity(BODY), &["-binary", "-md", "sha256"], &alice_from());
+        let signed = openssl_sign(
+            dir.path(),
+            &pki.alice,
+            &entity(BODY),
+            &["-binary", "-md", "sha256"],
+            &alice_from(),
+        );
         verify_valid(&signed, &entity(BODY), &[]);
     }
 
@@ -675,7 +887,13 @@ mod openssl_signs {
     fn cms_rsa_message_stored_with_lf_endings() {
         let pki = pki();
         let dir = tempdir();
-        let signed = openssl_sign(dir.path(), &pki.alice, &entity(BODY), &["-md", "sha256"], &alice_from());
+        let signed = openssl_sign(
+            dir.path(),
+            &pki.alice,
+            &entity(BODY),
+            &["-md", "sha256"],
+            &alice_from(),
+        );
         verify_valid(&lf(&signed), &entity(BODY), &[]);
     }
 
@@ -688,9 +906,24 @@ mod openssl_signs {
         let out = dir.path().join("signed.eml");
         openssl_ok(
             [
-                "smime", "-sign", "-in", p(&input), "-out", p(&out), "-signer", p(&pki.alice.cert),
-                "-inkey", p(&pki.alice.key), "-certfile", p(&pki.intermediate), "-from",
-                &alice_from(), "-to", TO, "-subject", "openssl smime",
+                "smime",
+                "-sign",
+                "-in",
+                p(&input),
+                "-out",
+                p(&out),
+                "-signer",
+                p(&pki.alice.cert),
+                "-inkey",
+                p(&pki.alice.key),
+                "-certfile",
+                p(&pki.intermediate),
+                "-from",
+                &alice_from(),
+                "-to",
+                TO,
+                "-subject",
+                "openssl smime",
             ],
             None,
         );
@@ -702,7 +935,13 @@ mod openssl_signs {
     fn cms_rsa_without_ca_checks_signature_only() {
         let pki = pki();
         let dir = tempdir();
-        let signed = openssl_sign(dir.path(), &pki.alice, &entity(BODY), &["-md", "sha256"], &alice_from());
+        let signed = openssl_sign(
+            dir.path(),
+            &pki.alice,
+            &entity(BODY),
+            &["-md", "sha256"],
+            &alice_from(),
+        );
         let (out, content) = sealctl_verify(&signed, &[]);
         let out = out.ok();
         out.json();
@@ -714,7 +953,13 @@ mod openssl_signs {
     fn cms_rsa_ca_file_der() {
         let pki = pki();
         let dir = tempdir();
-        let signed = openssl_sign(dir.path(), &pki.alice, &entity(BODY), &["-md", "sha256"], &alice_from());
+        let signed = openssl_sign(
+            dir.path(),
+            &pki.alice,
+            &entity(BODY),
+            &["-md", "sha256"],
+            &alice_from(),
+        );
         let (out, _) = sealctl_verify(&signed, &["--ca", p(&pki.root_der)]);
         out.ok().json();
     }
@@ -748,7 +993,12 @@ mod chain_failures {
     #[test]
     fn expired_at_signing_time() {
         let pki = pki();
-        refused(&pki.expired, "Expired <expired@example.test>", &[], &["expired", "validity", "not after", "notafter"]);
+        refused(
+            &pki.expired,
+            "Expired <expired@example.test>",
+            &[],
+            &["expired", "validity", "not after", "notafter"],
+        );
     }
 
     #[test]
@@ -769,7 +1019,13 @@ mod chain_failures {
             &pki.alice,
             "Alice <alice@example.test>",
             &["--at", "2001-01-01T00:00:00Z"],
-            &["not yet valid", "notyetvalid", "validity", "not before", "notbefore"],
+            &[
+                "not yet valid",
+                "notyetvalid",
+                "validity",
+                "not before",
+                "notbefore",
+            ],
         );
     }
 
@@ -780,7 +1036,13 @@ mod chain_failures {
             &pki.noeku,
             "No EKU <noeku@example.test>",
             &[],
-            &["emailprotection", "email protection", "extended key usage", "extendedkeyusage", "eku"],
+            &[
+                "emailprotection",
+                "email protection",
+                "extended key usage",
+                "extendedkeyusage",
+                "eku",
+            ],
         );
     }
 
@@ -791,14 +1053,24 @@ mod chain_failures {
             &pki.badku,
             "Bad KU <badku@example.test>",
             &[],
-            &["key usage", "keyusage", "digitalsignature", "digital signature"],
+            &[
+                "key usage",
+                "keyusage",
+                "digitalsignature",
+                "digital signature",
+            ],
         );
     }
 
     #[test]
     fn revoked_with_crl() {
         let pki = pki();
-        refused(&pki.revoked, "Revoked <revoked@example.test>", &["--crl", p(&pki.crl)], &["revoked"]);
+        refused(
+            &pki.revoked,
+            "Revoked <revoked@example.test>",
+            &["--crl", p(&pki.crl)],
+            &["revoked"],
+        );
     }
 
     #[test]
@@ -816,9 +1088,20 @@ mod chain_failures {
     fn unknown_ca() {
         let pki = pki();
         let dir = tempdir();
-        let signed = openssl_sign(dir.path(), &pki.alice, &entity(BODY), &["-md", "sha256"], "Alice <alice@example.test>");
+        let signed = openssl_sign(
+            dir.path(),
+            &pki.alice,
+            &entity(BODY),
+            &["-md", "sha256"],
+            "Alice <alice@example.test>",
+        );
         let (out, _) = sealctl_verify(&signed, &["--ca", p(&pki.other_root)]);
-        assert!(out.code != 0 && out.code != 101, "unknown CA must fail: {} {}", out.code, out.stderr);
+        assert!(
+            out.code != 0 && out.code != 101,
+            "unknown CA must fail: {} {}",
+            out.code,
+            out.stderr
+        );
         out.json();
     }
 
@@ -827,7 +1110,13 @@ mod chain_failures {
     fn revoked_leaf_without_crl_is_valid() {
         let pki = pki();
         let dir = tempdir();
-        let signed = openssl_sign(dir.path(), &pki.revoked, &entity(BODY), &["-md", "sha256"], "R <revoked@example.test>");
+        let signed = openssl_sign(
+            dir.path(),
+            &pki.revoked,
+            &entity(BODY),
+            &["-md", "sha256"],
+            "R <revoked@example.test>",
+        );
         verify_valid(&signed, &entity(BODY), &[]);
     }
 
@@ -836,7 +1125,13 @@ mod chain_failures {
     fn good_leaf_with_crl_is_valid() {
         let pki = pki();
         let dir = tempdir();
-        let signed = openssl_sign(dir.path(), &pki.alice, &entity(BODY), &["-md", "sha256"], "Alice <alice@example.test>");
+        let signed = openssl_sign(
+            dir.path(),
+            &pki.alice,
+            &entity(BODY),
+            &["-md", "sha256"],
+            "Alice <alice@example.test>",
+        );
         verify_valid(&signed, &entity(BODY), &["--crl", p(&pki.crl)]);
     }
 }
@@ -849,7 +1144,6 @@ const OID_AES256_CBC: &str = "2.16.840.1.101.3.4.1.42";
 const OID_AES128_GCM: &str = "2.16.840.1.101.3.4.1.6";
 const OID_AES256_GCM: &str = "2.16.840.1.101.3.4.1.46";
 const OID_RSAES_OAEP: &str = "1.2.840.113549.1.1.7";
-const OID_SHA256: &str = "2.16.840.1.101.3.4.2.1";
 const OID_SIGNING_TIME: &str = "1.2.840.113549.1.9.5";
 const OID_SMIME_CAPABILITIES: &str = "1.2.840.113549.1.9.15";
 
@@ -875,16 +1169,40 @@ mod sealctl_encrypts {
         args.extend(opts);
         let out = sealctl(&args, Some(&msg)).ok();
         let (headers, _) = split_message(&out.stdout);
-        assert_eq!(header(&headers, "from"), Some(FROM), "outer From kept: {headers:?}");
-        assert_eq!(header(&headers, "subject"), Some("sealctl to openssl"), "Subject kept");
-        let ct = header(&headers, "content-type").unwrap_or("").to_lowercase().replace('"', "");
-        assert!(ct.starts_with("application/pkcs7-mime"), "Content-Type: {ct}");
-        let want_type = if auth_enveloped { "smime-type=authenveloped-data" } else { "smime-type=enveloped-data" };
-        assert!(ct.contains(want_type), "Content-Type should say {want_type}: {ct}");
+        assert_eq!(
+            header(&headers, "from"),
+            Some(FROM),
+            "outer From kept: {headers:?}"
+        );
+        assert_eq!(
+            header(&headers, "subject"),
+            Some("sealctl to openssl"),
+            "Subject kept"
+        );
+        let ct = header(&headers, "content-type")
+            .unwrap_or("")
+            .to_lowercase()
+            .replace('"', "");
+        assert!(
+            ct.starts_with("application/pkcs7-mime"),
+            "Content-Type: {ct}"
+        );
+        let want_type = if auth_enveloped {
+            "smime-type=authenveloped-data"
+        } else {
+            "smime-type=enveloped-data"
+        };
+        assert!(
+            ct.contains(want_type),
+            "Content-Type should say {want_type}: {ct}"
+        );
 
         let printed = cms_print(&out.stdout);
         for oid in oids {
-            assert!(printed.contains(oid), "expected algorithm {oid} in:\n{printed}");
+            assert!(
+                printed.contains(oid),
+                "expected algorithm {oid} in:\n{printed}"
+            );
         }
 
         let dir = tempdir();
@@ -894,12 +1212,24 @@ mod sealctl_encrypts {
             let dec = dir.path().join(format!("{}.out", leaf.name));
             openssl_ok(
                 [
-                    "cms", "-decrypt", "-in", p(&enc), "-inkey", p(&leaf.key), "-recip", p(&leaf.cert),
-                    "-out", p(&dec),
+                    "cms",
+                    "-decrypt",
+                    "-in",
+                    p(&enc),
+                    "-inkey",
+                    p(&leaf.key),
+                    "-recip",
+                    p(&leaf.cert),
+                    "-out",
+                    p(&dec),
                 ],
                 None,
             );
-            assert_same_entity(&read(&dec), &entity(BODY), &format!("openssl decrypt as {}", leaf.name));
+            assert_same_entity(
+                &read(&dec),
+                &entity(BODY),
+                &format!("openssl decrypt as {}", leaf.name),
+            );
         }
     }
 
@@ -913,31 +1243,56 @@ mod sealctl_encrypts {
     #[test]
     fn aes128_cbc_rsa_pkcs1() {
         let pki = pki();
-        cell(&[&pki.alice], &["--cipher", "aes128-cbc"], &[OID_AES128_CBC], false);
+        cell(
+            &[&pki.alice],
+            &["--cipher", "aes128-cbc"],
+            &[OID_AES128_CBC],
+            false,
+        );
     }
 
     #[test]
     fn aes256_cbc_rsa_pkcs1() {
         let pki = pki();
-        cell(&[&pki.alice], &["--cipher", "aes256-cbc"], &[OID_AES256_CBC], false);
+        cell(
+            &[&pki.alice],
+            &["--cipher", "aes256-cbc"],
+            &[OID_AES256_CBC],
+            false,
+        );
     }
 
     #[test]
     fn aes128_gcm_rsa_pkcs1() {
         let pki = pki();
-        cell(&[&pki.alice], &["--cipher", "aes128-gcm"], &[OID_AES128_GCM], true);
+        cell(
+            &[&pki.alice],
+            &["--cipher", "aes128-gcm"],
+            &[OID_AES128_GCM],
+            true,
+        );
     }
 
     #[test]
     fn aes256_gcm_rsa_pkcs1() {
         let pki = pki();
-        cell(&[&pki.alice], &["--cipher", "aes256-gcm"], &[OID_AES256_GCM], true);
+        cell(
+            &[&pki.alice],
+            &["--cipher", "aes256-gcm"],
+            &[OID_AES256_GCM],
+            true,
+        );
     }
 
     #[test]
     fn aes256_cbc_rsa_oaep_sha1() {
         let pki = pki();
-        cell(&[&pki.alice], &["--cipher", "aes256-cbc", "--oaep", "sha1"], &[OID_AES256_CBC, OID_RSAES_OAEP], false);
+        cell(
+            &[&pki.alice],
+            &["--cipher", "aes256-cbc", "--oaep", "sha1"],
+            &[OID_AES256_CBC, OID_RSAES_OAEP],
+            false,
+        );
     }
 
     #[test]
@@ -966,55 +1321,103 @@ mod sealctl_encrypts {
     #[test]
     fn aes256_cbc_rsa3072() {
         let pki = pki();
-        cell(&[&pki.bob], &["--cipher", "aes256-cbc"], &[OID_AES256_CBC], false);
+        cell(
+            &[&pki.bob],
+            &["--cipher", "aes256-cbc"],
+            &[OID_AES256_CBC],
+            false,
+        );
     }
 
     #[test]
     fn aes256_cbc_ec_p256() {
         let pki = pki();
-        cell(&[&pki.carol], &["--cipher", "aes256-cbc"], &[OID_AES256_CBC], false);
+        cell(
+            &[&pki.carol],
+            &["--cipher", "aes256-cbc"],
+            &[OID_AES256_CBC],
+            false,
+        );
     }
 
     #[test]
     fn aes128_cbc_ec_p256() {
         let pki = pki();
-        cell(&[&pki.carol], &["--cipher", "aes128-cbc"], &[OID_AES128_CBC], false);
+        cell(
+            &[&pki.carol],
+            &["--cipher", "aes128-cbc"],
+            &[OID_AES128_CBC],
+            false,
+        );
     }
 
     #[test]
     fn aes256_gcm_ec_p256() {
         let pki = pki();
-        cell(&[&pki.carol], &["--cipher", "aes256-gcm"], &[OID_AES256_GCM], true);
+        cell(
+            &[&pki.carol],
+            &["--cipher", "aes256-gcm"],
+            &[OID_AES256_GCM],
+            true,
+        );
     }
 
     #[test]
     fn aes256_cbc_ec_p384() {
         let pki = pki();
-        cell(&[&pki.dave], &["--cipher", "aes256-cbc"], &[OID_AES256_CBC], false);
+        cell(
+            &[&pki.dave],
+            &["--cipher", "aes256-cbc"],
+            &[OID_AES256_CBC],
+            false,
+        );
     }
 
     #[test]
     fn aes128_gcm_ec_p384() {
         let pki = pki();
-        cell(&[&pki.dave], &["--cipher", "aes128-gcm"], &[OID_AES128_GCM], true);
+        cell(
+            &[&pki.dave],
+            &["--cipher", "aes128-gcm"],
+            &[OID_AES128_GCM],
+            true,
+        );
     }
 
     #[test]
     fn three_recipients_rsa_oaep_and_ec() {
         let pki = pki();
-        cell(&[&pki.alice, &pki.bob, &pki.carol], &["--oaep", "sha256"], &[OID_RSAES_OAEP], false);
+        cell(
+            &[&pki.alice, &pki.bob, &pki.carol],
+            &["--oaep", "sha256"],
+            &[OID_RSAES_OAEP],
+            false,
+        );
     }
 
     #[test]
     fn recipient_cert_in_der() {
         let pki = pki();
         let msg = message(FROM, TO, "der recipient", BODY);
-        let out = sealctl(["smime", "encrypt", "--to", p(&pki.alice.cert_der)], Some(&msg)).ok();
+        let out = sealctl(
+            ["smime", "encrypt", "--to", p(&pki.alice.cert_der)],
+            Some(&msg),
+        )
+        .ok();
         let dir = tempdir();
         let enc = dir.path().join("e.eml");
         write(&enc, &out.stdout);
         let dec = openssl_ok(
-            ["cms", "-decrypt", "-in", p(&enc), "-inkey", p(&pki.alice.key), "-recip", p(&pki.alice.cert)],
+            [
+                "cms",
+                "-decrypt",
+                "-in",
+                p(&enc),
+                "-inkey",
+                p(&pki.alice.key),
+                "-recip",
+                p(&pki.alice.cert),
+            ],
             None,
         );
         assert_same_entity(&dec.stdout, &entity(BODY), "openssl decrypt");
@@ -1025,12 +1428,32 @@ mod sealctl_encrypts {
     fn openssl_smime_command_decrypts() {
         let pki = pki();
         let msg = message(FROM, TO, "smime command", BODY);
-        let out = sealctl(["smime", "encrypt", "--to", p(&pki.alice.cert), "--cipher", "aes256-cbc"], Some(&msg)).ok();
+        let out = sealctl(
+            [
+                "smime",
+                "encrypt",
+                "--to",
+                p(&pki.alice.cert),
+                "--cipher",
+                "aes256-cbc",
+            ],
+            Some(&msg),
+        )
+        .ok();
         let dir = tempdir();
         let enc = dir.path().join("e.eml");
         write(&enc, &out.stdout);
         let dec = openssl_ok(
-            ["smime", "-decrypt", "-in", p(&enc), "-inkey", p(&pki.alice.key), "-recip", p(&pki.alice.cert)],
+            [
+                "smime",
+                "-decrypt",
+                "-in",
+                p(&enc),
+                "-inkey",
+                p(&pki.alice.key),
+                "-recip",
+                p(&pki.alice.cert),
+            ],
             None,
         );
         assert_same_entity(&dec.stdout, &entity(BODY), "openssl smime -decrypt");
@@ -1045,13 +1468,31 @@ mod sealctl_encrypts {
         let output = dir.path().join("out.eml");
         write(&input, message(FROM, TO, "files", BODY));
         let out = sealctl(
-            ["smime", "encrypt", "--to", p(&pki.alice.cert), "--in", p(&input), "--out", p(&output)],
+            [
+                "smime",
+                "encrypt",
+                "--to",
+                p(&pki.alice.cert),
+                "--in",
+                p(&input),
+                "--out",
+                p(&output),
+            ],
             None,
         )
         .ok();
         assert!(out.stdout.is_empty(), "nothing on stdout with --out");
         let dec = openssl_ok(
-            ["cms", "-decrypt", "-in", p(&output), "-inkey", p(&pki.alice.key), "-recip", p(&pki.alice.cert)],
+            [
+                "cms",
+                "-decrypt",
+                "-in",
+                p(&output),
+                "-inkey",
+                p(&pki.alice.key),
+                "-recip",
+                p(&pki.alice.cert),
+            ],
             None,
         );
         assert_same_entity(&dec.stdout, &entity(BODY), "openssl decrypt");
@@ -1081,14 +1522,32 @@ mod sealctl_signs {
     fn cell_with(signer: Signer, opaque: bool, extra: &[&str]) {
         let pki = pki();
         let (leaf, key_args): (&Leaf, Vec<String>) = match signer {
-            Signer::Files(l) => (l, vec!["--key".into(), p(&l.key).into(), "--cert".into(), p(&l.chain).into()]),
+            Signer::Files(l) => (
+                l,
+                vec![
+                    "--key".into(),
+                    p(&l.key).into(),
+                    "--cert".into(),
+                    p(&l.chain).into(),
+                ],
+            ),
             Signer::P12(l) => (
                 l,
-                vec!["--p12".into(), p(&l.p12).into(), "--password-file".into(), p(&pki.password_file).into()],
+                vec![
+                    "--p12".into(),
+                    p(&l.p12).into(),
+                    "--password-file".into(),
+                    p(&pki.password_file).into(),
+                ],
             ),
             Signer::P12Legacy(l) => (
                 l,
-                vec!["--p12".into(), p(&l.p12_legacy).into(), "--password-file".into(), p(&pki.password_file).into()],
+                vec![
+                    "--p12".into(),
+                    p(&l.p12_legacy).into(),
+                    "--password-file".into(),
+                    p(&pki.password_file).into(),
+                ],
             ),
         };
         let from = format!("{} <{}>", leaf.name, leaf.email);
@@ -1101,9 +1560,20 @@ mod sealctl_signs {
         args.extend(extra.iter().map(|a| a.to_string()));
         let out = sealctl(&args, Some(&msg)).ok();
         let (headers, _) = split_message(&out.stdout);
-        assert_eq!(header(&headers, "from"), Some(from.as_str()), "outer From kept");
-        assert_eq!(header(&headers, "subject"), Some("sealctl signs"), "Subject kept");
-        let ct = header(&headers, "content-type").unwrap_or("").to_lowercase().replace('"', "");
+        assert_eq!(
+            header(&headers, "from"),
+            Some(from.as_str()),
+            "outer From kept"
+        );
+        assert_eq!(
+            header(&headers, "subject"),
+            Some("sealctl signs"),
+            "Subject kept"
+        );
+        let ct = header(&headers, "content-type")
+            .unwrap_or("")
+            .to_lowercase()
+            .replace('"', "");
         if opaque {
             assert!(
                 ct.starts_with("application/pkcs7-mime") && ct.contains("smime-type=signed-data"),
@@ -1111,7 +1581,8 @@ mod sealctl_signs {
             );
         } else {
             assert!(
-                ct.starts_with("multipart/signed") && ct.contains("protocol=application/pkcs7-signature"),
+                ct.starts_with("multipart/signed")
+                    && ct.contains("protocol=application/pkcs7-signature"),
                 "detached Content-Type: {ct}"
             );
         }
@@ -1120,18 +1591,41 @@ mod sealctl_signs {
         let signed = dir.path().join("signed.eml");
         write(&signed, &out.stdout);
         // `openssl smime` (the PKCS#7 code) cannot verify RSA-PSS at all; `openssl cms` can.
-        let commands: &[&str] = if extra.contains(&"--pss") { &["cms"] } else { &["cms", "smime"] };
+        let commands: &[&str] = if extra.contains(&"--pss") {
+            &["cms"]
+        } else {
+            &["cms", "smime"]
+        };
         for &command in commands {
             let content = dir.path().join(format!("{command}.out"));
             openssl_ok(
-                [command, "-verify", "-in", p(&signed), "-CAfile", p(&pki.root), "-out", p(&content)],
+                [
+                    command,
+                    "-verify",
+                    "-in",
+                    p(&signed),
+                    "-CAfile",
+                    p(&pki.root),
+                    "-out",
+                    p(&content),
+                ],
                 None,
             );
-            assert_same_entity(&read(&content), &entity(BODY), &format!("openssl {command} -verify content"));
+            assert_same_entity(
+                &read(&content),
+                &entity(BODY),
+                &format!("openssl {command} -verify content"),
+            );
         }
         let printed = cms_print(&out.stdout);
-        assert!(printed.contains(OID_SIGNING_TIME), "signingTime missing:\n{printed}");
-        assert!(printed.contains(OID_SMIME_CAPABILITIES), "smimeCapabilities missing:\n{printed}");
+        assert!(
+            printed.contains(OID_SIGNING_TIME),
+            "signingTime missing:\n{printed}"
+        );
+        assert!(
+            printed.contains(OID_SMIME_CAPABILITIES),
+            "smimeCapabilities missing:\n{printed}"
+        );
     }
 
     #[test]
@@ -1205,7 +1699,12 @@ mod sealctl_signs {
         let pki = pki();
         let msg = message("Alice <alice@example.test>", TO, "own", BODY);
         let mut args = vec!["smime".to_string(), "sign".to_string()];
-        args.extend(["--key".into(), p(&pki.alice.key).into(), "--cert".into(), p(&pki.alice.chain).into()]);
+        args.extend([
+            "--key".into(),
+            p(&pki.alice.key).into(),
+            "--cert".into(),
+            p(&pki.alice.chain).into(),
+        ]);
         let out = sealctl(&args, Some(&msg)).ok();
         verify_valid(&out.stdout, &entity(BODY), &[]);
     }

@@ -22,7 +22,12 @@ mod vault_cmd;
 
 /// Sealgate administration.
 #[derive(Parser)]
-#[command(name = "sealctl", version, about = "Sealgate administration", propagate_version = true)]
+#[command(
+    name = "sealctl",
+    version,
+    about = "Sealgate administration",
+    propagate_version = true
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -127,7 +132,12 @@ struct Io {
 #[derive(Args)]
 struct KeyArgs {
     /// Private key file (PEM or DER: PKCS#8, PKCS#1 or SEC1).
-    #[arg(long, value_name = "KEYFILE", requires = "cert", conflicts_with = "p12")]
+    #[arg(
+        long,
+        value_name = "KEYFILE",
+        requires = "cert",
+        conflicts_with = "p12"
+    )]
     key: Option<PathBuf>,
     /// Certificate of the key (PEM or DER; further PEM certificates become the chain).
     #[arg(long, value_name = "CERTFILE", requires = "key")]
@@ -192,7 +202,9 @@ fn read_input(path: Option<&Path>) -> Result<Vec<u8>, Failure> {
         Some(p) => read_file(p),
         None => {
             let mut v = Vec::new();
-            std::io::stdin().read_to_end(&mut v).map_err(|e| Failure(format!("cannot read stdin: {e}"), 1))?;
+            std::io::stdin()
+                .read_to_end(&mut v)
+                .map_err(|e| Failure(format!("cannot read stdin: {e}"), 1))?;
             Ok(v)
         }
     }
@@ -200,10 +212,13 @@ fn read_input(path: Option<&Path>) -> Result<Vec<u8>, Failure> {
 
 fn write_output(path: Option<&Path>, data: &[u8]) -> Result<(), Failure> {
     match path {
-        Some(p) => std::fs::write(p, data).map_err(|e| Failure(format!("cannot write {}: {e}", p.display()), 1)),
+        Some(p) => std::fs::write(p, data)
+            .map_err(|e| Failure(format!("cannot write {}: {e}", p.display()), 1)),
         None => {
             let mut out = std::io::stdout().lock();
-            out.write_all(data).and_then(|_| out.flush()).map_err(|e| Failure(format!("cannot write stdout: {e}"), 1))
+            out.write_all(data)
+                .and_then(|_| out.flush())
+                .map_err(|e| Failure(format!("cannot write stdout: {e}"), 1))
         }
     }
 }
@@ -214,15 +229,22 @@ fn load_keys(k: &KeyArgs) -> Result<Vec<SoftwareKey>, Failure> {
         let password = match &k.password_file {
             Some(f) => {
                 let raw = read_file(f)?;
-                let s = String::from_utf8(raw).map_err(|_| Failure("the password file is not UTF-8".into(), 1))?;
-                s.strip_suffix("\r\n").or_else(|| s.strip_suffix('\n')).unwrap_or(&s).to_string()
+                let s = String::from_utf8(raw)
+                    .map_err(|_| Failure("the password file is not UTF-8".into(), 1))?;
+                s.strip_suffix("\r\n")
+                    .or_else(|| s.strip_suffix('\n'))
+                    .unwrap_or(&s)
+                    .to_string()
             }
             None => String::new(),
         };
         return Ok(SoftwareKey::from_pkcs12(&data, &password)?);
     }
     match (&k.key, &k.cert) {
-        (Some(key), Some(cert)) => Ok(vec![SoftwareKey::from_key_and_cert(&read_file(key)?, &read_file(cert)?)?]),
+        (Some(key), Some(cert)) => Ok(vec![SoftwareKey::from_key_and_cert(
+            &read_file(key)?,
+            &read_file(cert)?,
+        )?]),
         _ => Err(Failure("give --key and --cert, or --p12".into(), 2)),
     }
 }
@@ -232,7 +254,10 @@ fn load_any_keys(k: &KeyArgs, signing: bool) -> Result<Vec<Box<dyn PrivateKey>>,
     if let (Some(dir), Some(user)) = (&k.data_dir, &k.user) {
         return vault_cmd::smime_keys(dir, user, &k.sealer, signing);
     }
-    Ok(load_keys(k)?.into_iter().map(|k| Box::new(k) as Box<dyn PrivateKey>).collect())
+    Ok(load_keys(k)?
+        .into_iter()
+        .map(|k| Box::new(k) as Box<dyn PrivateKey>)
+        .collect())
 }
 
 fn now() -> i64 {
@@ -241,13 +266,26 @@ fn now() -> i64 {
 
 fn smime(cmd: Smime) -> Outcome {
     match cmd {
-        Smime::Encrypt { to, cipher, oaep, key_id, io } => {
-            let cipher: CipherChoice = cipher.parse().map_err(|e: sealgate_smime::Error| Failure(e.to_string(), 2))?;
+        Smime::Encrypt {
+            to,
+            cipher,
+            oaep,
+            key_id,
+            io,
+        } => {
+            let cipher: CipherChoice = cipher
+                .parse()
+                .map_err(|e: sealgate_smime::Error| Failure(e.to_string(), 2))?;
             let oaep = match oaep.as_deref() {
                 None => None,
                 Some("sha1" | "sha-1") => Some(HashAlg::Sha1),
                 Some("sha256" | "sha-256") => Some(HashAlg::Sha256),
-                Some(other) => return Err(Failure(format!("unknown --oaep hash {other:?} (use sha1 or sha256)"), 2)),
+                Some(other) => {
+                    return Err(Failure(
+                        format!("unknown --oaep hash {other:?} (use sha1 or sha256)"),
+                        2,
+                    ));
+                }
             };
             let mut recipients = Vec::new();
             for path in &to {
@@ -271,14 +309,20 @@ fn smime(cmd: Smime) -> Outcome {
             let keys = load_any_keys(&key, false)?;
             let refs: Vec<&dyn PrivateKey> = keys.iter().map(|k| k.as_ref()).collect();
             let input = read_input(io.input.as_deref())?;
-            let opened = message::open(&input, &refs, &VerifyOptions::default(), OpenMode::Decrypt)?;
+            let opened =
+                message::open(&input, &refs, &VerifyOptions::default(), OpenMode::Decrypt)?;
             if !opened.decrypted() {
                 return Err(Failure("the input is not encrypted".into(), 1));
             }
             write_output(io.output.as_deref(), &opened.output)?;
             Ok(ExitCode::SUCCESS)
         }
-        Smime::Sign { key, opaque, pss, io } => {
+        Smime::Sign {
+            key,
+            opaque,
+            pss,
+            io,
+        } => {
             let keys = load_any_keys(&key, true)?;
             let key = keys.first().ok_or_else(|| Failure("no key".into(), 1))?;
             let input = read_input(io.input.as_deref())?;
@@ -287,19 +331,31 @@ fn smime(cmd: Smime) -> Outcome {
             write_output(io.output.as_deref(), &out)?;
             Ok(ExitCode::SUCCESS)
         }
-        Smime::Verify { ca, crl, content, at, from, io } => {
+        Smime::Verify {
+            ca,
+            crl,
+            content,
+            at,
+            from,
+            io,
+        } => {
             let mut opts = VerifyOptions::default();
             for path in &ca {
                 opts.anchors.extend(
-                    Certificate::parse_many(&read_file(path)?).map_err(|e| Failure(format!("{}: {e}", path.display()), 1))?,
+                    Certificate::parse_many(&read_file(path)?)
+                        .map_err(|e| Failure(format!("{}: {e}", path.display()), 1))?,
                 );
             }
             for path in &crl {
-                opts.crls.extend(read_crls(&read_file(path)?).map_err(|e| Failure(format!("{}: {e}", path.display()), 1))?);
+                opts.crls.extend(
+                    read_crls(&read_file(path)?)
+                        .map_err(|e| Failure(format!("{}: {e}", path.display()), 1))?,
+                );
             }
             if let Some(at) = &at {
-                let t = time::OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339)
-                    .map_err(|e| Failure(format!("--at {at:?} is not RFC 3339: {e}"), 2))?;
+                let t =
+                    time::OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339)
+                        .map_err(|e| Failure(format!("--at {at:?} is not RFC 3339: {e}"), 2))?;
                 opts.at = Some(t.unix_timestamp());
             }
             opts.from = from;
@@ -313,10 +369,11 @@ fn smime(cmd: Smime) -> Outcome {
                 write_output(Some(out), &content)?;
             }
             let mut json = serde_json::to_value(&verdict)?;
-            if ca.is_empty() {
-                if let Some(o) = json.as_object_mut() {
-                    o.insert("note".into(), "no --ca given: signatures checked, certificate chains not checked".into());
-                }
+            if let (true, Some(o)) = (ca.is_empty(), json.as_object_mut()) {
+                o.insert(
+                    "note".into(),
+                    "no --ca given: signatures checked, certificate chains not checked".into(),
+                );
             }
             println!("{}", serde_json::to_string_pretty(&json)?);
             if verdict.valid {
@@ -325,7 +382,11 @@ fn smime(cmd: Smime) -> Outcome {
                 let reason = verdict
                     .signers
                     .iter()
-                    .flat_map(|s| s.reasons.iter().chain(s.chain.iter().flat_map(|c| c.reasons.iter())))
+                    .flat_map(|s| {
+                        s.reasons
+                            .iter()
+                            .chain(s.chain.iter().flat_map(|c| c.reasons.iter()))
+                    })
                     .next()
                     .cloned()
                     .unwrap_or_else(|| "no valid signature".into());
@@ -347,9 +408,14 @@ fn read_crls(data: &[u8]) -> Result<Vec<Vec<u8>>, String> {
         let text = String::from_utf8_lossy(data);
         let mut out = Vec::new();
         for block in text.split("-----BEGIN X509 CRL-----").skip(1) {
-            let body = block.split("-----END X509 CRL-----").next().unwrap_or_default();
+            let body = block
+                .split("-----END X509 CRL-----")
+                .next()
+                .unwrap_or_default();
             let b64: String = body.chars().filter(|c| !c.is_whitespace()).collect();
-            out.push(sealgate_smime::mime::decode_base64(b64.as_bytes()).map_err(|e| e.to_string())?);
+            out.push(
+                sealgate_smime::mime::decode_base64(b64.as_bytes()).map_err(|e| e.to_string())?,
+            );
         }
         if out.is_empty() {
             return Err("no X509 CRL block".into());

@@ -81,7 +81,9 @@ impl Recipient {
     /// defaults of [`Recipient::new`].
     pub fn with_capabilities(cert: Certificate, capabilities: &[String]) -> Result<Recipient> {
         let mut r = Recipient::new(cert)?;
-        if r.key_management == KeyManagement::RsaPkcs1 && capabilities.iter().any(|c| c == "rsaes-oaep") {
+        if r.key_management == KeyManagement::RsaPkcs1
+            && capabilities.iter().any(|c| c == "rsaes-oaep")
+        {
             r.key_management = KeyManagement::RsaOaep(HashAlg::Sha256);
         }
         Ok(r)
@@ -93,7 +95,11 @@ impl Recipient {
 /// AES-256-CBC, which every tested client reads (AES-128-CBC if a recipient lists only that).
 /// `None` means the recipient's capabilities are unknown.
 pub fn choose_cipher(capabilities: &[Option<&[String]>]) -> CipherChoice {
-    let all = |name: &str| capabilities.iter().all(|c| c.is_some_and(|c| c.iter().any(|x| x == name)));
+    let all = |name: &str| {
+        capabilities
+            .iter()
+            .all(|c| c.is_some_and(|c| c.iter().any(|x| x == name)))
+    };
     if !capabilities.is_empty() && all("aes256-gcm") {
         return CipherChoice::Aes256Gcm;
     }
@@ -101,9 +107,16 @@ pub fn choose_cipher(capabilities: &[Option<&[String]>]) -> CipherChoice {
         return CipherChoice::Aes128Gcm;
     }
     let only_128 = capabilities.iter().any(|c| {
-        c.is_some_and(|c| c.iter().any(|x| x == "aes128-cbc") && !c.iter().any(|x| x == "aes256-cbc" || x == "aes192-cbc"))
+        c.is_some_and(|c| {
+            c.iter().any(|x| x == "aes128-cbc")
+                && !c.iter().any(|x| x == "aes256-cbc" || x == "aes192-cbc")
+        })
     });
-    if only_128 { CipherChoice::Aes128Cbc } else { CipherChoice::Aes256Cbc }
+    if only_128 {
+        CipherChoice::Aes128Cbc
+    } else {
+        CipherChoice::Aes256Cbc
+    }
 }
 
 /// What was decrypted, and how.
@@ -1070,18 +1083,43 @@ mod tests {
 
     #[test]
     fn cipher_and_key_management_follow_capabilities() {
-        let gcm: Vec<String> = ["aes256-gcm", "aes256-cbc", "rsaes-oaep"].iter().map(|s| s.to_string()).collect();
-        let cbc: Vec<String> = ["aes256-cbc", "aes128-cbc"].iter().map(|s| s.to_string()).collect();
-        let old: Vec<String> = ["aes128-cbc", "des-ede3-cbc"].iter().map(|s| s.to_string()).collect();
+        let gcm: Vec<String> = ["aes256-gcm", "aes256-cbc", "rsaes-oaep"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let cbc: Vec<String> = ["aes256-cbc", "aes128-cbc"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let old: Vec<String> = ["aes128-cbc", "des-ede3-cbc"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
         assert_eq!(choose_cipher(&[Some(&gcm)]), CipherChoice::Aes256Gcm);
-        assert_eq!(choose_cipher(&[Some(&gcm), Some(&cbc)]), CipherChoice::Aes256Cbc);
+        assert_eq!(
+            choose_cipher(&[Some(&gcm), Some(&cbc)]),
+            CipherChoice::Aes256Cbc
+        );
         assert_eq!(choose_cipher(&[Some(&gcm), None]), CipherChoice::Aes256Cbc);
-        assert_eq!(choose_cipher(&[Some(&gcm), Some(&old)]), CipherChoice::Aes128Cbc);
+        assert_eq!(
+            choose_cipher(&[Some(&gcm), Some(&old)]),
+            CipherChoice::Aes128Cbc
+        );
         assert_eq!(choose_cipher(&[]), CipherChoice::Aes256Cbc);
         let dir = tempfile::tempdir().unwrap();
         let (_, cert) = key_and_cert(dir.path(), "c", &["-newkey", "rsa:2048"]);
-        assert_eq!(Recipient::with_capabilities(cert.clone(), &gcm).unwrap().key_management, KeyManagement::RsaOaep(HashAlg::Sha256));
-        assert_eq!(Recipient::with_capabilities(cert, &cbc).unwrap().key_management, KeyManagement::RsaPkcs1);
+        assert_eq!(
+            Recipient::with_capabilities(cert.clone(), &gcm)
+                .unwrap()
+                .key_management,
+            KeyManagement::RsaOaep(HashAlg::Sha256)
+        );
+        assert_eq!(
+            Recipient::with_capabilities(cert, &cbc)
+                .unwrap()
+                .key_management,
+            KeyManagement::RsaPkcs1
+        );
     }
 
     #[test]

@@ -591,12 +591,19 @@ mod tests {
         let (k, c) = (format!("{name}.key"), format!("{name}.pem"));
         let subj = format!("/CN={name}/emailAddress={name}@example.test");
         let out = Command::new("openssl")
-            .args(["req", "-x509", "-new", "-nodes", "-newkey", "rsa:2048", "-days", "3", "-subj", &subj, "-keyout", &k, "-out", &c])
+            .args([
+                "req", "-x509", "-new", "-nodes", "-newkey", "rsa:2048", "-days", "3", "-subj",
+                &subj, "-keyout", &k, "-out", &c,
+            ])
             .current_dir(dir)
             .output()
             .expect("openssl (Debian package openssl) must be installed");
         assert!(out.status.success());
-        SoftwareKey::from_key_and_cert(&std::fs::read(dir.join(k)).unwrap(), &std::fs::read(dir.join(c)).unwrap()).unwrap()
+        SoftwareKey::from_key_and_cert(
+            &std::fs::read(dir.join(k)).unwrap(),
+            &std::fs::read(dir.join(c)).unwrap(),
+        )
+        .unwrap()
     }
 
     const MSG: &[u8] = b"From: Alice <alice@example.test>\r\nTo: bob@example.test\r\nSubject: plans\r\nX-Sealgate-Decrypted: yes; forged\r\n\r\nmeet at noon\r\n";
@@ -606,7 +613,10 @@ mod tests {
     }
 
     fn anchors(k: &SoftwareKey) -> VerifyOptions {
-        VerifyOptions { anchors: vec![k.certificate().clone()], ..VerifyOptions::default() }
+        VerifyOptions {
+            anchors: vec![k.certificate().clone()],
+            ..VerifyOptions::default()
+        }
     }
 
     fn count(hay: &[u8], needle: &[u8]) -> usize {
@@ -626,7 +636,11 @@ mod tests {
         let se = encrypt_message(&signed, &recipients(&bob), CipherChoice::Aes256Cbc).unwrap();
         let d = open(&se, &keys, &anchors(&alice), OpenMode::Decrypt).unwrap();
         assert_eq!(d.layers.len(), 1);
-        assert!(count(&d.output, b"multipart/signed") == 1, "{}", String::from_utf8_lossy(&d.output));
+        assert!(
+            count(&d.output, b"multipart/signed") == 1,
+            "{}",
+            String::from_utf8_lossy(&d.output)
+        );
         let all = open(&se, &keys, &anchors(&alice), OpenMode::Everything).unwrap();
         assert!(matches!(&all.layers[..], [Layer::Encrypted(_), Layer::Signed(v)] if v.valid));
         assert!(all.output.ends_with(b"meet at noon\r\n"));
@@ -638,9 +652,19 @@ mod tests {
 
         // Encrypted, then signed (opaque and detached): decrypting goes through the signature.
         for opaque in [true, false] {
-            let es = sign_message(&encrypt_message(MSG, &recipients(&bob), CipherChoice::Aes256Cbc).unwrap(), &alice, opaque, t).unwrap();
+            let es = sign_message(
+                &encrypt_message(MSG, &recipients(&bob), CipherChoice::Aes256Cbc).unwrap(),
+                &alice,
+                opaque,
+                t,
+            )
+            .unwrap();
             let d = open(&es, &keys, &anchors(&alice), OpenMode::Decrypt).unwrap();
-            assert!(matches!(&d.layers[..], [Layer::Signed(v), Layer::Encrypted(_)] if v.valid), "{:?}", d.layers);
+            assert!(
+                matches!(&d.layers[..], [Layer::Signed(v), Layer::Encrypted(_)] if v.valid),
+                "{:?}",
+                d.layers
+            );
             assert!(d.output.ends_with(b"meet at noon\r\n"));
         }
 
@@ -662,7 +686,8 @@ mod tests {
         let inner = b"Content-Type: text/plain; charset=us-ascii; hp=\"cipher\"\r\nSubject: Secret plans\r\nFrom: alice@example.test\r\n\r\nbody\r\n";
         let der = envelope::encrypt(inner, &recipients(&bob), CipherChoice::Aes256Cbc).unwrap();
         let entity = mime::build_pkcs7_mime(SmimeType::EnvelopedData, &der);
-        let mut msg = b"From: alice@example.test\r\nTo: bob@example.test\r\nSubject: ...\r\n".to_vec();
+        let mut msg =
+            b"From: alice@example.test\r\nTo: bob@example.test\r\nSubject: ...\r\n".to_vec();
         msg.extend_from_slice(&entity);
         let d = open(&msg, &[&bob], &VerifyOptions::default(), OpenMode::Decrypt).unwrap();
         let text = String::from_utf8_lossy(&d.output);
@@ -675,7 +700,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let alice = person(dir.path(), "alice");
         let lf: Vec<u8> = MSG.iter().copied().filter(|b| *b != b'\r').collect();
-        let signed = sign_message(&lf, &alice, false, time::OffsetDateTime::now_utc().unix_timestamp()).unwrap();
+        let signed = sign_message(
+            &lf,
+            &alice,
+            false,
+            time::OffsetDateTime::now_utc().unix_timestamp(),
+        )
+        .unwrap();
         let (_, v) = verify_message(&signed, None, &anchors(&alice)).unwrap();
         assert!(v.valid, "{v:?}");
         // The same signed message after a relay turned CRLF into LF still verifies.
@@ -690,8 +721,18 @@ mod tests {
         let bob = person(dir.path(), "bob");
         let d = open(MSG, &[&bob], &VerifyOptions::default(), OpenMode::Decrypt).unwrap();
         assert!(!d.decrypted());
-        for junk in [&b""[..], b"\x30\x80", b"-----BEGIN PKCS7-----\nAAAA\n-----END PKCS7-----\n", b"Content-Type: application/pkcs7-mime\r\n\r\n!!!"] {
-            let _ = open(junk, &[&bob], &VerifyOptions::default(), OpenMode::Everything);
+        for junk in [
+            &b""[..],
+            b"\x30\x80",
+            b"-----BEGIN PKCS7-----\nAAAA\n-----END PKCS7-----\n",
+            b"Content-Type: application/pkcs7-mime\r\n\r\n!!!",
+        ] {
+            let _ = open(
+                junk,
+                &[&bob],
+                &VerifyOptions::default(),
+                OpenMode::Everything,
+            );
             let _ = inspect(junk);
         }
     }

@@ -35,7 +35,11 @@ const DEBIAN_PACKAGES: &[&str] = &[
 
 /// PyPI packages the docking tests need (a vendor's Python client, the OpenAPI checker, the
 /// SMTP next hop), pinned.
-const PYTHON_PACKAGES: &[&str] = &["requests==2.34.2", "schemathesis==4.32.5", "aiosmtpd==1.4.6"];
+const PYTHON_PACKAGES: &[&str] = &[
+    "requests==2.34.2",
+    "schemathesis==4.32.5",
+    "aiosmtpd==1.4.6",
+];
 
 /// Test binaries against real peers: each must run with tests passed and none failed.
 const INTEROP_BINARIES: &[&str] = &[
@@ -65,7 +69,14 @@ pub fn run(args: Args) -> Result<()> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
 
     step("Debian packages");
-    ensure_debian_packages(&[DEBIAN_PACKAGES, crate::image::IMAGE_PACKAGES, crate::qemu::QEMU_PACKAGES].concat())?;
+    ensure_debian_packages(
+        &[
+            DEBIAN_PACKAGES,
+            crate::image::IMAGE_PACKAGES,
+            crate::qemu::QEMU_PACKAGES,
+        ]
+        .concat(),
+    )?;
 
     step("Python packages");
     ensure_python_packages()?;
@@ -114,21 +125,34 @@ pub fn run(args: Args) -> Result<()> {
     // Summary.
     step("summary");
     let mut total = Totals::default();
-    println!("{:<40} {:>7} {:>7} {:>8}", "test binary", "passed", "failed", "ignored");
+    println!(
+        "{:<40} {:>7} {:>7} {:>8}",
+        "test binary", "passed", "failed", "ignored"
+    );
     for (name, r) in &results {
-        println!("{name:<40} {:>7} {:>7} {:>8}", r.passed, r.failed, r.ignored);
+        println!(
+            "{name:<40} {:>7} {:>7} {:>8}",
+            r.passed, r.failed, r.ignored
+        );
         total.add(r);
     }
     for name in INTEROP_BINARIES {
         match results.get(*name) {
             None => problems.push(format!("interop test binary {name} did not run")),
-            Some(r) if r.passed == 0 => problems.push(format!("interop test binary {name} passed no test")),
-            Some(r) if r.failed > 0 => problems.push(format!("interop test binary {name}: {} failed", r.failed)),
+            Some(r) if r.passed == 0 => {
+                problems.push(format!("interop test binary {name} passed no test"))
+            }
+            Some(r) if r.failed > 0 => {
+                problems.push(format!("interop test binary {name}: {} failed", r.failed))
+            }
             Some(_) => {}
         }
     }
     if total.ignored > 0 {
-        problems.push(format!("{} tests were ignored: every test must run", total.ignored));
+        problems.push(format!(
+            "{} tests were ignored: every test must run",
+            total.ignored
+        ));
     }
     for (target, outcome) in &fuzz_results {
         match outcome {
@@ -165,7 +189,13 @@ fn ensure_python_packages() -> Result<()> {
         return Ok(());
     }
     let status = Command::new("python3")
-        .args(["-m", "pip", "install", "--disable-pip-version-check", "--quiet"])
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--disable-pip-version-check",
+            "--quiet",
+        ])
         .args(&missing)
         .status()?;
     if !status.success() {
@@ -212,7 +242,10 @@ pub(crate) fn ensure_debian_packages(packages: &[&str]) -> Result<()> {
         bail!("missing Debian packages; as root run:\n  {install}");
     }
     println!("installing: {}", missing.join(" "));
-    let status = Command::new("apt-get").arg("update").status().context("apt-get update")?;
+    let status = Command::new("apt-get")
+        .arg("update")
+        .status()
+        .context("apt-get update")?;
     if !status.success() {
         bail!("apt-get update failed");
     }
@@ -230,7 +263,10 @@ pub(crate) fn ensure_debian_packages(packages: &[&str]) -> Result<()> {
 }
 
 fn is_root() -> Result<bool> {
-    let out = Command::new("id").arg("-u").output().context("running id -u")?;
+    let out = Command::new("id")
+        .arg("-u")
+        .output()
+        .context("running id -u")?;
     Ok(String::from_utf8_lossy(&out.stdout).trim() == "0")
 }
 
@@ -261,7 +297,9 @@ fn ensure_cargo_fuzz(cargo: &std::ffi::OsStr) -> Result<()> {
 /// and returning the whole output.
 fn run_teed(cmd: &mut Command) -> Result<(bool, String)> {
     let (reader, writer) = std::io::pipe().context("creating a pipe")?;
-    cmd.stdout(writer.try_clone()?).stderr(writer).stdin(Stdio::null());
+    cmd.stdout(writer.try_clone()?)
+        .stderr(writer)
+        .stdin(Stdio::null());
     let mut child = cmd.spawn().with_context(|| format!("starting {cmd:?}"))?;
     // Our copies of the write end must be gone before reading to EOF.
     cmd.stdout(Stdio::null()).stderr(Stdio::null());
@@ -311,7 +349,9 @@ fn parse_libtest(output: &str) -> BTreeMap<String, Totals> {
                 .map(|f| f.to_string_lossy().into_owned())
                 .unwrap_or_default();
             current = match file.rsplit_once('-') {
-                Some((name, hash)) if hash.chars().all(|c| c.is_ascii_hexdigit()) => name.to_string(),
+                Some((name, hash)) if hash.chars().all(|c| c.is_ascii_hexdigit()) => {
+                    name.to_string()
+                }
                 _ => file,
             };
         } else if let Some(rest) = t.strip_prefix("Doc-tests ") {
@@ -320,12 +360,19 @@ fn parse_libtest(output: &str) -> BTreeMap<String, Totals> {
             let count = |word: &str| -> u64 {
                 rest.split(';')
                     .find_map(|part| {
-                        let part = part.trim().trim_start_matches("ok. ").trim_start_matches("FAILED. ");
+                        let part = part
+                            .trim()
+                            .trim_start_matches("ok. ")
+                            .trim_start_matches("FAILED. ");
                         part.strip_suffix(word).and_then(|n| n.trim().parse().ok())
                     })
                     .unwrap_or(0)
             };
-            let r = Totals { passed: count("passed"), failed: count("failed"), ignored: count("ignored") };
+            let r = Totals {
+                passed: count("passed"),
+                failed: count("failed"),
+                ignored: count("ignored"),
+            };
             results.entry(current.clone()).or_default().add(&r);
         }
     }
@@ -338,7 +385,12 @@ fn parse_libtest(output: &str) -> BTreeMap<String, Totals> {
 fn run_fuzzers(cargo: &std::ffi::OsStr, root: &Path, seconds: u64) -> Vec<(String, Result<()>)> {
     let fuzz_dir = root.join("fuzz");
     if !fuzz_dir.join("Cargo.toml").is_file() {
-        return vec![("(none)".into(), Err(anyhow::anyhow!("no fuzz/Cargo.toml: the fuzz targets are missing")))];
+        return vec![(
+            "(none)".into(),
+            Err(anyhow::anyhow!(
+                "no fuzz/Cargo.toml: the fuzz targets are missing"
+            )),
+        )];
     }
     let list = Command::new(cargo)
         .current_dir(root)
@@ -354,18 +406,30 @@ fn run_fuzzers(cargo: &std::ffi::OsStr, root: &Path, seconds: u64) -> Vec<(Strin
         Ok(o) => {
             return vec![(
                 "(list)".into(),
-                Err(anyhow::anyhow!("cargo fuzz list failed: {}", String::from_utf8_lossy(&o.stderr))),
+                Err(anyhow::anyhow!(
+                    "cargo fuzz list failed: {}",
+                    String::from_utf8_lossy(&o.stderr)
+                )),
             )];
         }
-        Err(e) => return vec![("(list)".into(), Err(anyhow::anyhow!("cargo fuzz list: {e}")))],
+        Err(e) => {
+            return vec![(
+                "(list)".into(),
+                Err(anyhow::anyhow!("cargo fuzz list: {e}")),
+            )];
+        }
     };
     if targets.is_empty() {
-        return vec![("(none)".into(), Err(anyhow::anyhow!("cargo fuzz list found no targets")))];
+        return vec![(
+            "(none)".into(),
+            Err(anyhow::anyhow!("cargo fuzz list found no targets")),
+        )];
     }
     let mut results = Vec::new();
     for target in targets {
         let outcome = (|| -> Result<()> {
-            let scratch = std::env::temp_dir().join(format!("sealgate-fuzz-{target}-{}", std::process::id()));
+            let scratch =
+                std::env::temp_dir().join(format!("sealgate-fuzz-{target}-{}", std::process::id()));
             std::fs::create_dir_all(&scratch)?;
             let seeds = fuzz_dir.join("corpus").join(&target);
             let mut cmd = Command::new(cargo);

@@ -62,7 +62,11 @@ impl Out {
             self.what,
             self.stderr
         );
-        let lines: Vec<&str> = self.stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+        let lines: Vec<&str> = self
+            .stderr
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .collect();
         assert_eq!(
             lines.len(),
             1,
@@ -97,9 +101,13 @@ pub fn run(cmd: &mut Command, stdin: Option<&[u8]>) -> Out {
             .collect::<Vec<_>>()
             .join(" ")
     );
-    cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    cmd.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
     let mut child = cmd
         .spawn()
         .unwrap_or_else(|e| panic!("cannot start `{what}`: {e}"));
@@ -141,7 +149,9 @@ where
     let mut cmd = sealctl_cmd();
     cmd.args(args);
     let mut out = run(&mut cmd, stdin);
-    out.what = out.what.replacen(env!("CARGO_BIN_EXE_sealctl"), "sealctl", 1);
+    out.what = out
+        .what
+        .replacen(env!("CARGO_BIN_EXE_sealctl"), "sealctl", 1);
     out
 }
 
@@ -311,7 +321,11 @@ pub fn assert_same_entity(got: &[u8], want: &[u8], what: &str) {
     let ct = |h: &[(String, String)]| {
         header(h, "content-type").map(|v| v.to_lowercase().replace([' ', '"'], ""))
     };
-    assert_eq!(ct(&gh), ct(&wh), "{what}: Content-Type differs (got headers {gh:?})");
+    assert_eq!(
+        ct(&gh),
+        ct(&wh),
+        "{what}: Content-Type differs (got headers {gh:?})"
+    );
 }
 
 /// LF or mixed line endings to CRLF.
@@ -379,7 +393,10 @@ pub fn multipart_parts(msg: &[u8]) -> Vec<Vec<u8>> {
 pub fn base64_body(msg: &[u8]) -> Vec<u8> {
     use base64::Engine;
     let (_, body) = split_message(msg);
-    let text: Vec<u8> = body.into_iter().filter(|b| !b.is_ascii_whitespace()).collect();
+    let text: Vec<u8> = body
+        .into_iter()
+        .filter(|b| !b.is_ascii_whitespace())
+        .collect();
     base64::engine::general_purpose::STANDARD
         .decode(text)
         .expect("body is not base64")
@@ -405,11 +422,21 @@ pub fn asn1parse(der_file: &Path) -> Vec<Asn1Item> {
     let mut items = Vec::new();
     for line in out.stdout_str().lines() {
         // "  123:d=5  hl=4 l= 256 prim: OCTET STRING      [HEX DUMP]:..."
-        let Some((off, rest)) = line.split_once(':') else { continue };
-        let Ok(offset) = off.trim().parse() else { continue };
+        let Some((off, rest)) = line.split_once(':') else {
+            continue;
+        };
+        let Ok(offset) = off.trim().parse() else {
+            continue;
+        };
         let field = |key: &str| -> Option<usize> {
             let i = rest.find(key)? + key.len();
-            rest[i..].trim_start().split(' ').next()?.trim().parse().ok()
+            rest[i..]
+                .trim_start()
+                .split(' ')
+                .next()?
+                .trim()
+                .parse()
+                .ok()
         };
         // " l=" with its space: "hl=" also contains "l=".
         let (Some(depth), Some(header_len), Some(len)) = (field("d="), field("hl="), field(" l="))
@@ -421,7 +448,14 @@ pub fn asn1parse(der_file: &Path) -> Vec<Asn1Item> {
             .split_once(if primitive { "prim:" } else { "cons:" })
             .map(|(_, t)| t.split(':').next().unwrap_or("").trim().to_string())
             .unwrap_or_default();
-        items.push(Asn1Item { offset, header_len, len, depth, primitive, tag });
+        items.push(Asn1Item {
+            offset,
+            header_len,
+            len,
+            depth,
+            primitive,
+            tag,
+        });
     }
     items
 }
@@ -519,30 +553,67 @@ fn init_ca_dir(dir: &Path, md: &str) {
 
 /// Issues a certificate from the CA in `ca_dir` for the key `key` with the extension
 /// section text `ext`. `dates`: Some((start, end)) as YYYYMMDDHHMMSSZ, else 365 days.
-fn issue(ca_dir: &Path, key: &Path, subject: &str, ext: &str, dates: Option<(&str, &str)>, out: &Path) {
+fn issue(
+    ca_dir: &Path,
+    key: &Path,
+    subject: &str,
+    ext: &str,
+    dates: Option<(&str, &str)>,
+    out: &Path,
+) {
     let work = out.with_extension("work");
     std::fs::create_dir_all(&work).unwrap();
     let csr = work.join("req.csr");
     let extfile = work.join("ext.cnf");
     write(&extfile, format!("[ext]\n{ext}"));
     let req_cnf = work.join("req.cnf");
-    write(&req_cnf, "[req]\ndistinguished_name = dn\nprompt = no\n[dn]\nCN = placeholder\n");
+    write(
+        &req_cnf,
+        "[req]\ndistinguished_name = dn\nprompt = no\n[dn]\nCN = placeholder\n",
+    );
     openssl_ok(
-        ["req", "-new", "-config", p(&req_cnf), "-key", p(key), "-subj", subject, "-out", p(&csr)],
+        [
+            "req",
+            "-new",
+            "-config",
+            p(&req_cnf),
+            "-key",
+            p(key),
+            "-subj",
+            subject,
+            "-out",
+            p(&csr),
+        ],
         None,
     );
     let cnf = ca_dir.join("ca.cnf");
     let mut args: Vec<String> = [
-        "ca", "-batch", "-notext", "-config", p(&cnf), "-in", p(&csr), "-out", p(out),
-        "-subj", subject, "-extfile", p(&extfile), "-extensions", "ext",
+        "ca",
+        "-batch",
+        "-notext",
+        "-config",
+        p(&cnf),
+        "-in",
+        p(&csr),
+        "-out",
+        p(out),
+        "-subj",
+        subject,
+        "-extfile",
+        p(&extfile),
+        "-extensions",
+        "ext",
     ]
     .iter()
     .map(|s| s.to_string())
     .collect();
     match dates {
-        Some((start, end)) => {
-            args.extend(["-startdate".into(), start.into(), "-enddate".into(), end.into()])
-        }
+        Some((start, end)) => args.extend([
+            "-startdate".into(),
+            start.into(),
+            "-enddate".into(),
+            end.into(),
+        ]),
         None => args.extend(["-days".into(), "365".into()]),
     }
     openssl_ok(&args, None);
@@ -550,10 +621,34 @@ fn issue(ca_dir: &Path, key: &Path, subject: &str, ext: &str, dates: Option<(&st
 
 fn genkey(kind: &str, out: &Path) {
     let args: Vec<&str> = match kind {
-        "rsa2048" => vec!["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"],
-        "rsa3072" => vec!["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:3072"],
-        "p256" => vec!["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"],
-        "p384" => vec!["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-384"],
+        "rsa2048" => vec![
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+        ],
+        "rsa3072" => vec![
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:3072",
+        ],
+        "p256" => vec![
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+        ],
+        "p384" => vec![
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-384",
+        ],
         "ed25519" => vec!["genpkey", "-algorithm", "ED25519"],
         other => panic!("unknown key kind {other}"),
     };
@@ -602,16 +697,50 @@ fn make_leaf(
     chain_pem.extend(read(&int_dir.join("ca.pem")));
     write(&chain, chain_pem);
     let cert_der = dir.join("cert.der");
-    openssl_ok(["x509", "-in", p(&cert), "-outform", "DER", "-out", p(&cert_der)], None);
+    openssl_ok(
+        [
+            "x509",
+            "-in",
+            p(&cert),
+            "-outform",
+            "DER",
+            "-out",
+            p(&cert_der),
+        ],
+        None,
+    );
     let key_der = dir.join("key.der");
-    openssl_ok(["pkey", "-in", p(&key), "-outform", "DER", "-out", p(&key_der)], None);
+    openssl_ok(
+        [
+            "pkey",
+            "-in",
+            p(&key),
+            "-outform",
+            "DER",
+            "-out",
+            p(&key_der),
+        ],
+        None,
+    );
     let int = int_dir.join("ca.pem");
     let p12 = |file: &str, legacy: bool, pass: &str| {
         let out = dir.join(file);
         let passout = format!("pass:{pass}");
         let mut args = vec![
-            "pkcs12", "-export", "-inkey", p(&key), "-in", p(&cert), "-certfile", p(&int),
-            "-name", name, "-passout", &passout, "-out", p(&out),
+            "pkcs12",
+            "-export",
+            "-inkey",
+            p(&key),
+            "-in",
+            p(&cert),
+            "-certfile",
+            p(&int),
+            "-name",
+            name,
+            "-passout",
+            &passout,
+            "-out",
+            p(&out),
         ];
         if legacy {
             args.push("-legacy");
@@ -646,8 +775,20 @@ fn make_root(dir: &Path, cn: &str) {
     );
     openssl_ok(
         [
-            "req", "-x509", "-new", "-config", p(&cnf), "-key", p(&dir.join("ca.key")), "-sha256",
-            "-days", "3650", "-subj", cn, "-out", p(&dir.join("ca.pem")),
+            "req",
+            "-x509",
+            "-new",
+            "-config",
+            p(&cnf),
+            "-key",
+            p(&dir.join("ca.key")),
+            "-sha256",
+            "-days",
+            "3650",
+            "-subj",
+            cn,
+            "-out",
+            p(&dir.join("ca.pem")),
         ],
         None,
     );
@@ -658,7 +799,10 @@ fn make_pki() -> Pki {
     // `cargo clean` (it lives under target/).
     let dir = tempdir().keep();
     let root_dir = dir.join("root");
-    make_root(&root_dir, "/O=Sealgate Interop/CN=Sealgate Interop Test Root");
+    make_root(
+        &root_dir,
+        "/O=Sealgate Interop/CN=Sealgate Interop Test Root",
+    );
     let other_dir = dir.join("other-root");
     make_root(&other_dir, "/O=Someone Else/CN=Unrelated Test Root");
 
@@ -683,7 +827,13 @@ fn make_pki() -> Pki {
     let bob = leaf("bob", "rsa3072", sign_enc, mail, None);
     let carol = leaf("carol", "p256", sign_agree, mail, None);
     let dave = leaf("dave", "p384", sign_agree, mail, None);
-    let erin = leaf("erin", "ed25519", "digitalSignature, nonRepudiation", mail, None);
+    let erin = leaf(
+        "erin",
+        "ed25519",
+        "digitalSignature, nonRepudiation",
+        mail,
+        None,
+    );
     let expired = leaf(
         "expired",
         "rsa2048",
@@ -697,15 +847,46 @@ fn make_pki() -> Pki {
 
     let int_cnf = int_dir.join("ca.cnf");
     openssl_ok(
-        ["ca", "-batch", "-config", p(&int_cnf), "-revoke", p(&revoked.cert), "-crl_reason", "keyCompromise"],
+        [
+            "ca",
+            "-batch",
+            "-config",
+            p(&int_cnf),
+            "-revoke",
+            p(&revoked.cert),
+            "-crl_reason",
+            "keyCompromise",
+        ],
         None,
     );
     let crl = dir.join("intermediate.crl.pem");
-    openssl_ok(["ca", "-batch", "-config", p(&int_cnf), "-gencrl", "-out", p(&crl)], None);
+    openssl_ok(
+        [
+            "ca",
+            "-batch",
+            "-config",
+            p(&int_cnf),
+            "-gencrl",
+            "-out",
+            p(&crl),
+        ],
+        None,
+    );
 
     let root = root_dir.join("ca.pem");
     let root_der = dir.join("root.der");
-    openssl_ok(["x509", "-in", p(&root), "-outform", "DER", "-out", p(&root_der)], None);
+    openssl_ok(
+        [
+            "x509",
+            "-in",
+            p(&root),
+            "-outform",
+            "DER",
+            "-out",
+            p(&root_der),
+        ],
+        None,
+    );
     let password_file = dir.join("password.txt");
     write(&password_file, P12_PASSWORD);
     let password_file_nl = dir.join("password-nl.txt");

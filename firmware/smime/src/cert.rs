@@ -481,7 +481,8 @@ pub fn names_equal(a: &[u8], b: &[u8]) -> bool {
     matches!((norm(a), norm(b)), (Some(x), Some(y)) if x == y)
 }
 
-fn looks_like_pem(input: &[u8]) -> bool {
+/// True if the input holds a PEM block (looked for near the start).
+pub(crate) fn looks_like_pem(input: &[u8]) -> bool {
     input.windows(11).take(4096).any(|w| w == b"-----BEGIN ")
 }
 

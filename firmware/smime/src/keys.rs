@@ -434,7 +434,8 @@ pub(crate) fn pkcs1_unpad_implicit(
     out
 }
 
-fn mgf1(hash: HashAlg, seed: &[u8], len: usize) -> Vec<u8> {
+/// MGF1 (RFC 8017 §B.2.1), shared by OAEP decoding and PSS verification.
+pub(crate) fn mgf1(hash: HashAlg, seed: &[u8], len: usize) -> Vec<u8> {
     let mut out = Vec::with_capacity(len + hash.output_len());
     let mut c: u32 = 0;
     while out.len() < len {
@@ -491,8 +492,7 @@ pub(crate) fn oaep_unpad(em: &[u8], p: OaepParams, label: &[u8]) -> Option<Zeroi
 /// Loads a private key from PEM or DER (PKCS#8, PKCS#1 `RSA PRIVATE KEY`, SEC1 `EC PRIVATE
 /// KEY`) and returns it as PKCS#8 DER.
 pub fn load_private_key(input: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
-    let der_bytes: Zeroizing<Vec<u8>> = if input.windows(11).take(4096).any(|w| w == b"-----BEGIN ")
-    {
+    let der_bytes: Zeroizing<Vec<u8>> = if crate::cert::looks_like_pem(input) {
         let blocks =
             pem::parse_many(input).map_err(|e| Error::Key(format!("cannot read PEM key: {e}")))?;
         let block = blocks

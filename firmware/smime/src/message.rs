@@ -513,15 +513,7 @@ impl From<&Certificate> for CertificateSummary {
 }
 
 /// Unix time as RFC 3339.
-pub fn rfc3339(t: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(t)
-        .ok()
-        .and_then(|d| {
-            d.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_else(|| t.to_string())
-}
+pub use crate::chain::rfc3339;
 
 /// Describes a message or bare CMS without decrypting it.
 pub fn inspect(input: &[u8]) -> Result<Inspection> {

@@ -962,20 +962,6 @@ impl PssParams {
     }
 }
 
-fn mgf1(hash: HashAlg, seed: &[u8], len: usize) -> Vec<u8> {
-    let mut out = Vec::with_capacity(len + hash.output_len());
-    let mut c: u32 = 0;
-    while out.len() < len {
-        let mut h = hash.hasher();
-        h.update(seed);
-        h.update(&c.to_be_bytes());
-        out.extend_from_slice(h.finish().as_ref());
-        c = c.wrapping_add(1);
-    }
-    out.truncate(len);
-    out
-}
-
 /// EMSA-PSS-VERIFY (RFC 8017 §9.1.2) with the salt length found from the encoding.
 fn rsa_pss_verify(cert: &Certificate, p: &PssParams, message: &[u8], sig: &[u8]) -> Check {
     let bad = || Check::Invalid("signature does not verify".into());
@@ -1013,7 +999,7 @@ fn rsa_pss_verify(cert: &Certificate, p: &PssParams, message: &[u8], sig: &[u8])
     if masked_db.first().is_some_and(|b| b & top_mask != 0) {
         return bad();
     }
-    let mask = mgf1(p.mgf_hash, h, db_len);
+    let mask = crate::keys::mgf1(p.mgf_hash, h, db_len);
     let mut db: Vec<u8> = masked_db.iter().zip(&mask).map(|(a, b)| a ^ b).collect();
     if let Some(first) = db.first_mut() {
         *first &= !top_mask;

@@ -101,10 +101,11 @@ struct Entry {
 
 /// Caches a directory's answers per address for a short time.
 ///
-/// The vault's queries read and deserialise every key record, which costs more than the RSA
-/// operation of a small message. The cached values are the vault's key *capabilities* (the
-/// private keys still encrypted, opened only inside each operation), so caching them keeps no
-/// clear key in memory. The daemon is the only process that has the vault open (redb admits
+/// The vault's queries read and deserialise every key record, and opening a key (decrypting
+/// and validating it) costs several times its RSA operation, so both are paid once per
+/// address per TTL rather than per message. The cached values are [`sealgate_vault::VaultKey`]s,
+/// which hold their clear key from first use until dropped; dropping a stale entry drops
+/// them. The daemon is the only process that has the vault open (redb admits
 /// one), so the cache can only go stale through the daemon itself; the TTL bounds it anyway.
 pub struct Cached<D> {
     inner: D,

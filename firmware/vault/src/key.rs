@@ -1,6 +1,6 @@
 //! [`VaultKey`]: a decrypt/sign capability over a key kept encrypted in the vault.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use sealgate_smime::cert::Certificate;
 use sealgate_smime::keys::{OaepParams, PrivateKey, SignScheme, SoftwareKey};
@@ -13,9 +13,13 @@ use crate::record::{KeyRecord, Purpose, key_aad, now};
 
 /// One of a user's keys, as the S/MIME engine uses it.
 ///
-/// Holds the certificate and the *encrypted* private key. Each operation decrypts the PKCS#8
-/// key, builds a [`SoftwareKey`] for that one call and drops it (both zeroize), so the clear
-/// key lives in memory only while it is used.
+/// Holds the certificate and the *encrypted* private key. The first operation decrypts the
+/// PKCS#8 key and builds a [`SoftwareKey`] (validating an RSA key costs several times more
+/// than using it); later operations on the same `VaultKey` reuse it, and dropping the
+/// `VaultKey` drops it (the PKCS#8 bytes and the implicit-rejection secret zeroize, AWS-LC
+/// clears its key memory on free). Keeping it adds no exposure: the vault secret that opens
+/// every key record is resident in the same process anyway. Callers that want the clear key
+/// gone sooner drop the `VaultKey` (the daemon's directory cache does after its TTL).
 ///
 /// Every decrypt and sign is audited before the key is used (see the vault's audit log):
 /// who (the actor of the [`crate::Vault`] handle that made this key, or [`VaultKey::set_actor`]),
@@ -33,6 +37,8 @@ pub struct VaultKey {
     actor: String,
     /// Where uses are recorded; `None` only in this crate's own benchmarks.
     uses: Option<Arc<UseLog>>,
+    /// The clear key, opened on first use.
+    opened: OnceLock<SoftwareKey>,
 }
 
 impl std::fmt::Debug for VaultKey {
@@ -63,6 +69,7 @@ impl VaultKey {
             vault_key,
             actor: actor.to_string(),
             uses: Some(uses),
+            opened: OnceLock::new(),
         })
     }
 
@@ -100,20 +107,35 @@ impl VaultKey {
 
     /// Decrypts the key and checks that it matches its certificate (integrity check).
     pub fn check(&self) -> Result<()> {
-        self.with_key(|_| Ok(()))
+        self.open().map(|_| ())
     }
 
-    /// Runs `f` with the clear key; the key is zeroized when `f` returns.
+    /// Runs `f` with the clear key, opening it on first use.
     fn with_key<T>(&self, f: impl FnOnce(&SoftwareKey) -> sealgate_smime::Result<T>) -> Result<T> {
+        let key = match self.opened.get() {
+            Some(k) => k,
+            None => {
+                let k = self.open()?;
+                // A concurrent first use may have won; either key is the same.
+                let _ = self.opened.set(k);
+                self.opened.get().ok_or_else(|| {
+                    VaultError::Corrupt(format!("key record {} did not open", self.id))
+                })?
+            }
+        };
+        f(key).map_err(|e| VaultError::Usage(e.to_string()))
+    }
+
+    /// Decrypts the PKCS#8 key and checks it against the certificate.
+    fn open(&self) -> Result<SoftwareKey> {
         let pkcs8: Zeroizing<Vec<u8>> = cipher::open(
             self.vault_key.bytes(),
             &key_aad(self.id),
             &self.encrypted_key,
         )
         .ok_or_else(|| VaultError::Corrupt(format!("key record {} does not decrypt", self.id)))?;
-        let key = SoftwareKey::new(&pkcs8, self.cert.clone(), self.chain.clone())
-            .map_err(|e| VaultError::Corrupt(format!("key record {}: {e}", self.id)))?;
-        f(&key).map_err(|e| VaultError::Usage(e.to_string()))
+        SoftwareKey::new(&pkcs8, self.cert.clone(), self.chain.clone())
+            .map_err(|e| VaultError::Corrupt(format!("key record {}: {e}", self.id)))
     }
 
     /// Audits a use (`action` on this key by `op`), then runs it.

@@ -4,7 +4,7 @@
 //! runs every test, fuzzes every target for a short while, and fails unless the interop
 //! tests really ran (a missing peer must never turn into a quietly green run).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -427,38 +427,113 @@ fn run_fuzzers(cargo: &std::ffi::OsStr, root: &Path, seconds: u64) -> Vec<(Strin
     }
     let mut results = Vec::new();
     for target in targets {
-        let outcome = (|| -> Result<()> {
-            let scratch =
-                std::env::temp_dir().join(format!("sealgate-fuzz-{target}-{}", std::process::id()));
-            std::fs::create_dir_all(&scratch)?;
-            let seeds = fuzz_dir.join("corpus").join(&target);
-            let mut cmd = Command::new(cargo);
-            cmd.current_dir(root)
-                .env("RUSTC_BOOTSTRAP", "1")
-                .args(["fuzz", "run", &target])
-                .arg(&scratch);
-            if seeds.is_dir() {
-                cmd.arg(&seeds);
-            } else {
-                println!("warning: no committed seed corpus at {}", seeds.display());
-            }
-            cmd.arg("--").arg(format!("-max_total_time={seconds}"));
-            println!("running {cmd:?}");
-            let (ok, _) = run_teed(&mut cmd)?;
-            let _ = std::fs::remove_dir_all(&scratch);
-            if !ok {
-                bail!("crashed or failed to build (artifacts in fuzz/artifacts/{target})");
-            }
-            Ok(())
-        })();
+        let outcome = fuzz_one(cargo, root, &fuzz_dir, &target, seconds);
         results.push((target, outcome));
     }
     results
 }
 
+/// Builds one fuzz target (retrying once: the first build downloads the fuzz crate's own
+/// dependencies), then runs it. A crash is reported with libFuzzer's own verdict lines and the
+/// crashing input (base64, if small), so a CI log alone is enough to reproduce it.
+fn fuzz_one(
+    cargo: &std::ffi::OsStr,
+    root: &Path,
+    fuzz_dir: &Path,
+    target: &str,
+    seconds: u64,
+) -> Result<()> {
+    let build = || {
+        let mut cmd = Command::new(cargo);
+        cmd.current_dir(root)
+            .env("RUSTC_BOOTSTRAP", "1")
+            .args(["fuzz", "build", target]);
+        println!("running {cmd:?}");
+        run_teed(&mut cmd).map(|(ok, _)| ok)
+    };
+    if !build()? && !build()? {
+        bail!("cargo fuzz build {target} failed twice (see the build output above)");
+    }
+    let scratch =
+        std::env::temp_dir().join(format!("sealgate-fuzz-{target}-{}", std::process::id()));
+    std::fs::create_dir_all(&scratch)?;
+    let seeds = fuzz_dir.join("corpus").join(target);
+    let artifacts = fuzz_dir.join("artifacts").join(target);
+    let before: BTreeSet<PathBuf> = list_files(&artifacts);
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(root)
+        .env("RUSTC_BOOTSTRAP", "1")
+        .args(["fuzz", "run", target])
+        .arg(&scratch);
+    if seeds.is_dir() {
+        cmd.arg(&seeds);
+    } else {
+        println!("warning: no committed seed corpus at {}", seeds.display());
+    }
+    cmd.arg("--").arg(format!("-max_total_time={seconds}"));
+    println!("running {cmd:?}");
+    let (ok, output) = run_teed(&mut cmd)?;
+    let _ = std::fs::remove_dir_all(&scratch);
+    if ok {
+        return Ok(());
+    }
+    let mut report = String::from("crashed:");
+    for line in output.lines().filter(|l| {
+        l.contains("ERROR:")
+            || l.contains("panicked at")
+            || l.contains("SUMMARY:")
+            || l.contains("Test unit written to")
+            || l.contains("out-of-memory")
+    }) {
+        report.push_str("\n    ");
+        report.push_str(line.trim());
+    }
+    for new in list_files(&artifacts).difference(&before) {
+        let data = std::fs::read(new).unwrap_or_default();
+        report.push_str(&format!("\n    input {} ({} bytes)", new.display(), data.len()));
+        if data.len() <= 8192 {
+            report.push_str(&format!(": base64 {}", base64_encode(&data)));
+        }
+    }
+    bail!("{report}")
+}
+
+fn list_files(dir: &Path) -> BTreeSet<PathBuf> {
+    std::fs::read_dir(dir)
+        .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).collect())
+        .unwrap_or_default()
+}
+
+/// Standard base64 with padding (for crash reports only).
+fn base64_encode(data: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
+    for chunk in data.chunks(3) {
+        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(A[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn base64_for_crash_reports() {
+        assert_eq!(base64_encode(b""), "");
+        assert_eq!(base64_encode(b"f"), "Zg==");
+        assert_eq!(base64_encode(b"fo"), "Zm8=");
+        assert_eq!(base64_encode(b"foo"), "Zm9v");
+        assert_eq!(base64_encode(b"foob\xff"), "Zm9vYv8=");
+    }
 
     #[test]
     fn parses_cargo_test_output() {

@@ -230,8 +230,8 @@ impl Bench<'_> {
                 SECONDS,
                 pin.map(|p| p.0),
                 Arc::new(move || {
-                    let _ = message::encrypt_message(&c, &r, CipherChoice::Aes256Cbc)
-                        .expect("encrypt");
+                    let _ =
+                        message::encrypt_message(&c, &r, CipherChoice::Aes256Cbc).expect("encrypt");
                 }),
             );
             let w = wrk(

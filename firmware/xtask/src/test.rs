@@ -490,7 +490,11 @@ fn fuzz_one(
     }
     for new in list_files(&artifacts).difference(&before) {
         let data = std::fs::read(new).unwrap_or_default();
-        report.push_str(&format!("\n    input {} ({} bytes)", new.display(), data.len()));
+        report.push_str(&format!(
+            "\n    input {} ({} bytes)",
+            new.display(),
+            data.len()
+        ));
         if data.len() <= 8192 {
             report.push_str(&format!(": base64 {}", base64_encode(&data)));
         }
@@ -509,7 +513,11 @@ fn base64_encode(data: &[u8]) -> String {
     const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
     for chunk in data.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         for i in 0..4 {
             if i <= chunk.len() {

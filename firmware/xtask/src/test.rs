@@ -67,6 +67,8 @@ pub fn run(args: Args) -> Result<()> {
     let started = Instant::now();
     let root = workspace_root()?;
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let ci = std::env::var_os("CI").is_some();
+    print_disk_space(&root);
 
     step("Debian packages");
     ensure_debian_packages(
@@ -96,6 +98,10 @@ pub fn run(args: Args) -> Result<()> {
     let mut cmd = Command::new(&cargo);
     cmd.current_dir(&root)
         .args(["test", "--workspace", "--all-targets", "--no-fail-fast"]);
+    if ci {
+        // A one-off build gains nothing from incremental state (gigabytes on disk).
+        cmd.env("CARGO_INCREMENTAL", "0");
+    }
     let (ok, output) = run_teed(&mut cmd)?;
     if !ok {
         problems.push("cargo test --workspace --all-targets failed".into());
@@ -106,6 +112,9 @@ pub fn run(args: Args) -> Result<()> {
     let mut cmd = Command::new(&cargo);
     cmd.current_dir(&root)
         .args(["test", "--workspace", "--doc", "--no-fail-fast"]);
+    if ci {
+        cmd.env("CARGO_INCREMENTAL", "0");
+    }
     let (ok, output) = run_teed(&mut cmd)?;
     if !ok {
         problems.push("cargo test --workspace --doc failed".into());
@@ -115,6 +124,7 @@ pub fn run(args: Args) -> Result<()> {
     }
 
     step("fuzz");
+    print_disk_space(&root);
     let fuzz_results = run_fuzzers(&cargo, &root, args.fuzz_seconds);
     for (target, outcome) in &fuzz_results {
         if let Err(e) = outcome {
@@ -478,17 +488,37 @@ fn fuzz_one(
         return Ok(());
     }
     let mut report = String::from("crashed:");
-    for line in output.lines().filter(|l| {
-        l.contains("ERROR:")
-            || l.contains("panicked at")
-            || l.contains("SUMMARY:")
-            || l.contains("Test unit written to")
-            || l.contains("out-of-memory")
-    }) {
+    for line in output
+        .lines()
+        .filter(|l| {
+            l.contains("ERROR:")
+                || l.contains("panicked at")
+                || l.contains("SUMMARY:")
+                || l.contains("Test unit written to")
+                || l.contains("out-of-memory")
+                || l.contains("No space left")
+                || l.contains("error:")
+        })
+        .take(20)
+    {
         report.push_str("\n    ");
         report.push_str(line.trim());
     }
     for new in list_files(&artifacts).difference(&before) {
+        // Run the input alone: tells a crash of that input from one of the run as a whole
+        // (memory growth over many inputs, the leak checker's own failures).
+        let alone = Command::new(cargo)
+            .current_dir(root)
+            .env("RUSTC_BOOTSTRAP", "1")
+            .args(["fuzz", "run", target])
+            .arg(new)
+            .output()
+            .map(|o| o.status.success());
+        report.push_str(match alone {
+            Ok(false) => "\n    the input crashes when run alone",
+            Ok(true) => "\n    the input does NOT crash when run alone",
+            Err(_) => "\n    the input could not be run alone",
+        });
         let data = std::fs::read(new).unwrap_or_default();
         report.push_str(&format!(
             "\n    input {} ({} bytes)",
@@ -500,6 +530,13 @@ fn fuzz_one(
         }
     }
     bail!("{report}")
+}
+
+/// Prints the free space where the builds go (a full disk fails builds in confusing ways).
+fn print_disk_space(root: &Path) {
+    if let Ok(o) = Command::new("df").arg("-h").arg(root).output() {
+        print!("{}", String::from_utf8_lossy(&o.stdout));
+    }
 }
 
 fn list_files(dir: &Path) -> BTreeSet<PathBuf> {

@@ -41,7 +41,7 @@ pub const READY_LINE: &str = "sealgated: ready";
 pub enum Board {
     /// `board/qemu-x86_64`: q35, OVMF, virtio, TPM TIS.
     X86_64,
-    /// `board/qemu-aarch64`: `virt`, AAVMF, virtio; no TPM with Debian's kernel.
+    /// `board/qemu-aarch64`: `virt`, AAVMF, virtio; its TPM needs the board's own kernel.
     Aarch64,
 }
 

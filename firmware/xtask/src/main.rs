@@ -1,6 +1,7 @@
 //! `cargo xtask`: Sealgate's multi-step project tasks. Each subcommand's doc comment is
 //! its `--help` text.
 
+mod aarch64;
 mod bench;
 mod bench_docking;
 mod dist_src;
@@ -26,7 +27,9 @@ enum Command {
     Test(test::Args),
     /// Benchmarks (`cargo xtask bench smime`).
     Bench(bench::Args),
-    /// Build the box's disk image offline from Debian packages (`--board qemu-x86_64`).
+    /// Build the box's disk image offline from Debian packages (`--board qemu-x86_64`;
+    /// `--board qemu-aarch64` builds the board's kernel and TPM probe, then stops: no aarch64
+    /// Rust standard library here).
     Image(image::Args),
     /// Boot the box under QEMU with a software TPM, console on this terminal, host ports
     /// forwarded (README's "run the product" command).

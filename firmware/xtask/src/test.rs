@@ -76,6 +76,7 @@ pub fn run(args: Args) -> Result<()> {
             DEBIAN_PACKAGES,
             crate::image::IMAGE_PACKAGES,
             crate::qemu::QEMU_PACKAGES,
+            crate::aarch64::AARCH64_PACKAGES,
         ]
         .concat(),
     )?;
@@ -92,6 +93,12 @@ pub fn run(args: Args) -> Result<()> {
     step("cargo xtask image --board qemu-x86_64");
     if let Err(e) = crate::image::build_default() {
         problems.push(format!("the x86_64 image did not build: {e:#}"));
+    }
+
+    // The aarch64 board's kernel and TPM probe (booted by tests/system/).
+    step("aarch64 board kernel and TPM probe");
+    if let Err(e) = crate::aarch64::build_bringup() {
+        problems.push(format!("the aarch64 kernel or probe did not build: {e:#}"));
     }
 
     step("cargo test --workspace --all-targets");

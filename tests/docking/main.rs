@@ -707,3 +707,95 @@ fn openapi_document_is_served_and_matches_the_repository() {
         Some("application/problem+json")
     );
 }
+
+/// A vendor stores an external recipient's certificate; `encrypt` then encrypts to her and
+/// openssl decrypts with her key. Certificates that cannot be encrypted to are refused.
+#[test]
+fn certificates_can_be_added_for_external_recipients() {
+    let pki = Pki::new();
+    let dir = data_dir_with_keys(&pki);
+    let token = create_token(dir.path(), "gw", "encrypt");
+    let verify_only = create_token(dir.path(), "reader", "verify");
+    let d = Daemon::start(dir.path(), "");
+    let clear = pki.message("bob@example.org", "carol@example.org", "hi", "for carol");
+    let q = "/api/v1/encrypt?from=bob@example.org&to=carol@example.org";
+    // Unknown to the box at first.
+    let (code, _, _) = d.curl("POST", q, Some(&token), &[], Some(&clear));
+    assert_eq!(code, 422);
+
+    let carol = std::fs::read(pki.cert("carol@example.org")).expect("cert");
+    let pem = ["-H", "Content-Type: application/pem-certificate-chain"];
+    let (code, _, _) = d.curl(
+        "POST",
+        "/api/v1/certificates",
+        Some(&verify_only),
+        &pem,
+        Some(&carol),
+    );
+    assert_eq!(code, 403, "the encrypt scope is needed");
+    let (code, headers, body) = d.curl(
+        "POST",
+        "/api/v1/certificates",
+        Some(&token),
+        &pem,
+        Some(&carol),
+    );
+    assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(header(&headers, "content-type"), Some("application/json"));
+    let stored: serde_json::Value = serde_json::from_slice(&body).expect("json");
+    assert_eq!(
+        stored["stored"][0]["emails"],
+        serde_json::json!(["carol@example.org"])
+    );
+
+    let (code, headers, body) = d.curl("POST", q, Some(&token), &[], Some(&clear));
+    assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(
+        report(&headers)["encrypted_for"],
+        serde_json::json!(["carol@example.org"])
+    );
+    assert!(contains(
+        &pki.openssl_decrypt(&body, "carol@example.org"),
+        "for carol"
+    ));
+    let (code, _, body) = d.curl(
+        "GET",
+        "/api/v1/certificates?email=carol@example.org",
+        Some(&token),
+        &[],
+        None,
+    );
+    assert_eq!(code, 200);
+    let known: serde_json::Value = serde_json::from_slice(&body).expect("json");
+    assert_eq!(known["certificates"][0]["source"], "recipient");
+
+    // The CA certificate is refused, and nothing is stored; garbage is a 400.
+    let ca = std::fs::read(pki.path("ca.crt")).expect("ca");
+    let (code, _, body) = d.curl(
+        "POST",
+        "/api/v1/certificates",
+        Some(&token),
+        &pem,
+        Some(&ca),
+    );
+    assert_eq!(code, 422, "{}", String::from_utf8_lossy(&body));
+    let p: serde_json::Value = serde_json::from_slice(&body).expect("problem");
+    assert_eq!(
+        p["type"],
+        "https://sealgate.example/problems/unusable-certificate"
+    );
+    let (code, _, _) = d.curl(
+        "POST",
+        "/api/v1/certificates",
+        Some(&token),
+        &pem,
+        Some(b"not a certificate"),
+    );
+    assert_eq!(code, 400);
+    assert!(
+        d.audit()
+            .iter()
+            .any(|e| e["operation"] == "add-certificates" && e["outcome"] == "ok"),
+        "the addition is audited"
+    );
+}

@@ -16,6 +16,7 @@ use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 use futures_util::StreamExt;
 use sealgate_smime::cert::Certificate;
+use sealgate_smime::envelope::Recipient;
 use serde::Serialize;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -382,8 +383,19 @@ async fn run_operation(
     scope: Scope,
     op: Operation,
 ) -> HttpResponse {
+    run_named_operation(req, payload, st, scope, scope.name(), op).await
+}
+
+/// [`run_operation`] audited under `operation` rather than the scope's name.
+async fn run_named_operation(
+    req: HttpRequest,
+    payload: web::Payload,
+    st: web::Data<AppState>,
+    scope: Scope,
+    operation: &'static str,
+    op: Operation,
+) -> HttpResponse {
     let started = Instant::now();
-    let operation = scope.name();
     let client = match authorize(&req, &st, &[scope], operation) {
         Ok(c) => c,
         Err(p) => return p.error_response(),
@@ -657,6 +669,99 @@ async fn certificates(req: HttpRequest, st: web::Data<AppState>) -> HttpResponse
     }
 }
 
+#[derive(Serialize)]
+struct StoredCertificate {
+    sha256: String,
+    emails: Vec<String>,
+    subject: String,
+    not_after: String,
+}
+
+#[derive(Serialize)]
+struct StoredAnswer {
+    stored: Vec<StoredCertificate>,
+}
+
+/// Why `cert` cannot be stored as a recipient certificate (encrypting to it must work and
+/// be allowed), or `None`.
+fn unusable_reason(cert: &Certificate, now: i64) -> Option<String> {
+    use sealgate_smime::cert::KeyKind;
+    if cert.is_ca {
+        return Some("it is a CA certificate".into());
+    }
+    if cert.emails.is_empty() {
+        return Some("it names no email address".into());
+    }
+    if now < cert.not_before || now > cert.not_after {
+        return Some("it is not valid now".into());
+    }
+    if !sealgate_smime::chain::eku_allows_email(cert) {
+        return Some("its extended key usage does not allow email protection".into());
+    }
+    if let Some(ku) = cert.key_usage {
+        use sealgate_smime::cert::key_usage::{KEY_AGREEMENT, KEY_ENCIPHERMENT};
+        let needed = match cert.key_kind {
+            KeyKind::Rsa { .. } => KEY_ENCIPHERMENT,
+            _ => KEY_AGREEMENT,
+        };
+        if ku & needed == 0 {
+            return Some("its key usage does not allow encryption".into());
+        }
+    }
+    if let Err(e) = Recipient::new(cert.clone()) {
+        return Some(e.to_string());
+    }
+    None
+}
+
+/// `POST /api/v1/certificates`: stores external recipients' certificates (PEM or DER).
+async fn add_certificates(
+    req: HttpRequest,
+    payload: web::Payload,
+    st: web::Data<AppState>,
+) -> HttpResponse {
+    run_named_operation(
+        req,
+        payload,
+        st,
+        Scope::Encrypt,
+        "add-certificates",
+        Box::new(|st, body| {
+            let certs = Certificate::parse_many(&body).map_err(|e| {
+                Problem::bad_request(format!("the body is not PEM or DER certificates: {e}"))
+            })?;
+            if certs.is_empty() {
+                return Err(Problem::bad_request("the body holds no certificate"));
+            }
+            let now = now();
+            for c in &certs {
+                if let Some(why) = unusable_reason(c, now) {
+                    return Err(Problem::new(
+                        422,
+                        "unusable-certificate",
+                        "The certificate cannot be used to encrypt to its owner",
+                        format!("{}: {why}; nothing was stored", c.subject_text()),
+                    ));
+                }
+            }
+            let mut stored = Vec::new();
+            for c in &certs {
+                st.keys.add_recipient_certificate(c)?;
+                stored.push(StoredCertificate {
+                    sha256: crate::identity::hex(&sha256(c.der())),
+                    emails: c.emails.clone(),
+                    subject: c.subject_text(),
+                    not_after: sealgate_smime::message::rfc3339(c.not_after),
+                });
+            }
+            let json = serde_json::to_vec(&StoredAnswer { stored })
+                .map_err(|_| Problem::internal("the answer could not be written"))?;
+            Ok(Reply::Json(json))
+        }),
+    )
+    .await
+}
+
 async fn health() -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({"status": "up"}))
 }
@@ -764,7 +869,8 @@ pub fn docking_routes(cfg: &mut web::ServiceConfig) {
             .route("/encrypt", web::post().to(encrypt))
             .route("/sign", web::post().to(sign))
             .route("/verify", web::post().to(verify))
-            .route("/certificates", web::get().to(certificates)),
+            .route("/certificates", web::get().to(certificates))
+            .route("/certificates", web::post().to(add_certificates)),
     )
     .default_service(web::to(not_found));
 }

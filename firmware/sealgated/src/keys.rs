@@ -33,6 +33,8 @@ pub trait KeyDirectory: Send + Sync {
     ) -> Result<(Option<Certificate>, Vec<Certificate>), VaultError>;
     /// Trust anchors the box itself provides (its CA).
     fn anchors(&self) -> Vec<Certificate>;
+    /// Stores an external recipient's certificate under each of its email addresses.
+    fn add_recipient_certificate(&self, cert: &Certificate) -> Result<(), VaultError>;
 }
 
 /// Unknown address (or not an address): "holds nothing", not an error.
@@ -87,6 +89,10 @@ impl KeyDirectory for Vault {
 
     fn anchors(&self) -> Vec<Certificate> {
         self.ca_certificate().ok().into_iter().collect()
+    }
+
+    fn add_recipient_certificate(&self, cert: &Certificate) -> Result<(), VaultError> {
+        Vault::add_recipient_certificate(self, cert)
     }
 }
 
@@ -183,6 +189,17 @@ impl<D: KeyDirectory> KeyDirectory for Cached<D> {
         address: &str,
     ) -> Result<(Option<Certificate>, Vec<Certificate>), VaultError> {
         self.inner.certificates(address)
+    }
+
+    fn add_recipient_certificate(&self, cert: &Certificate) -> Result<(), VaultError> {
+        self.inner.add_recipient_certificate(cert)?;
+        // The addresses' cached answers are stale now.
+        if let Ok(mut m) = self.entries.lock() {
+            for e in &cert.emails {
+                m.remove(&e.trim().to_ascii_lowercase());
+            }
+        }
+        Ok(())
     }
 
     fn anchors(&self) -> Vec<Certificate> {

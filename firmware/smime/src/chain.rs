@@ -114,7 +114,7 @@ pub fn validate_signer(leaf: &Certificate, params: &ChainParams<'_>) -> ChainVer
 
 /// RFC 8550 §4.4.4: when the extension is present it must allow emailProtection (or any
 /// purpose); a certificate without it is not restricted.
-fn eku_allows_email(cert: &Certificate) -> bool {
+pub fn eku_allows_email(cert: &Certificate) -> bool {
     match &cert.ext_key_usage {
         Some(list) => list
             .iter()

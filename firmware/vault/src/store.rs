@@ -951,10 +951,22 @@ impl Vault {
             ));
         }
         let fp = cipher::hex(&cipher::sha256(&[cert.der()]));
+        // Stored under the same normal form the lookup uses; addresses that are not usable
+        // as one (no domain, say) are skipped, and a certificate with none is refused.
+        let emails: Vec<String> = cert
+            .emails
+            .iter()
+            .filter_map(|e| normalise_user(e).ok())
+            .collect();
+        if emails.is_empty() {
+            return Err(VaultError::Usage(
+                "the certificate names no usable email address".into(),
+            ));
+        }
         self.audited(
             |txn| {
                 let mut t = txn.open_table(RECIPIENTS)?;
-                for e in &cert.emails {
+                for e in &emails {
                     t.insert(format!("{e}\n{fp}").as_str(), cert.der())?;
                 }
                 Ok(())

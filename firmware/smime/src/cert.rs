@@ -312,7 +312,11 @@ pub(crate) fn key_kind(alg: &[u8], params: Option<&[u8]>, key: &[u8]) -> KeyKind
             .and_then(|n| {
                 n.uint_bytes()
                     .ok()
-                    .map(|m| m.len() * 8 - m.first().map_or(8, |b| b.leading_zeros() as usize))
+                    // A zero modulus has no bytes: 0 bits, not an underflow.
+                    .map(|m| {
+                        (m.len() * 8)
+                            .saturating_sub(m.first().map_or(0, |b| b.leading_zeros() as usize))
+                    })
             })
             .unwrap_or(0);
         return KeyKind::Rsa { bits };
@@ -498,4 +502,29 @@ pub(crate) fn certificates_in(set: &Tlv<'_>) -> Vec<Certificate> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Found by the `cms` fuzz target: an RSA key whose modulus is 0 has no modulus bytes.
+    #[test]
+    fn rsa_key_size_of_degenerate_moduli() {
+        let zero = [0x30, 6, 2, 1, 0, 2, 1, 3];
+        assert!(matches!(
+            key_kind(oid::RSA_ENCRYPTION, None, &zero),
+            KeyKind::Rsa { bits: 0 }
+        ));
+        let one_byte = [0x30, 7, 2, 2, 0, 0x80, 2, 1, 3];
+        assert!(matches!(
+            key_kind(oid::RSA_ENCRYPTION, None, &one_byte),
+            KeyKind::Rsa { bits: 8 }
+        ));
+        let small = [0x30, 6, 2, 1, 0x05, 2, 1, 3];
+        assert!(matches!(
+            key_kind(oid::RSA_ENCRYPTION, None, &small),
+            KeyKind::Rsa { bits: 3 }
+        ));
+    }
 }

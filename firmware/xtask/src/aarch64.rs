@@ -18,6 +18,7 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
+use crate::image::sh;
 use crate::test::{ensure_debian_packages, workspace_root};
 
 /// Debian packages the aarch64 kernel and probe need (`cargo xtask test` installs them).
@@ -71,14 +72,6 @@ fn source_tarball() -> Result<PathBuf> {
         .context("no /usr/src/linux-source-*.tar.xz: apt-get install linux-source-6.1")
 }
 
-fn run(cmd: &mut Command) -> Result<()> {
-    let status = cmd.status().with_context(|| format!("starting {cmd:?}"))?;
-    if !status.success() {
-        bail!("{cmd:?} failed ({status})");
-    }
-    Ok(())
-}
-
 /// The lines `CONFIG_X=...` of a fragment.
 fn config_lines(fragment: &str) -> Vec<&str> {
     fragment
@@ -110,7 +103,7 @@ fn build_kernel(board: &Path, out: &Path, epoch: u64) -> Result<PathBuf> {
     }
     fs::create_dir_all(&src)?;
     println!("unpacking {}", tarball.display());
-    run(Command::new("tar")
+    sh(Command::new("tar")
         .arg("xJf")
         .arg(&tarball)
         .arg("-C")
@@ -127,16 +120,15 @@ fn build_kernel(board: &Path, out: &Path, epoch: u64) -> Result<PathBuf> {
             .args(args);
         c
     };
-    run(&mut make(&["-s", "allnoconfig"]))?;
-    run(Command::new("scripts/kconfig/merge_config.sh")
+    sh(&mut make(&["-s", "allnoconfig"]))?;
+    sh(Command::new("scripts/kconfig/merge_config.sh")
         .current_dir(&src)
         .env("ARCH", "arm64")
         .env("CROSS_COMPILE", "aarch64-linux-gnu-")
         .args(["-m", ".config"])
         .arg(board.join("linux-base.fragment"))
-        .arg(board.join("linux.fragment"))
-        .stdout(std::process::Stdio::null()))?;
-    run(&mut make(&["-s", "olddefconfig"]))?;
+        .arg(board.join("linux.fragment")))?;
+    sh(&mut make(&["-s", "olddefconfig"]))?;
     let config = fs::read_to_string(src.join(".config"))?;
     let dropped: Vec<&str> = config_lines(&base)
         .into_iter()
@@ -152,7 +144,7 @@ fn build_kernel(board: &Path, out: &Path, epoch: u64) -> Result<PathBuf> {
     let jobs = std::thread::available_parallelism().map_or(2, |n| n.get());
     println!("building the aarch64 kernel (allnoconfig + fragments, {jobs} jobs)");
     let started = std::time::Instant::now();
-    run(&mut make(&["-s", &format!("-j{jobs}"), "Image"]))?;
+    sh(&mut make(&["-s", &format!("-j{jobs}"), "Image"]))?;
     fs::copy(src.join("arch/arm64/boot/Image"), &image)?;
     fs::copy(src.join(".config"), out.join("Image.config"))?;
     fs::write(&stamp, inputs)?;
@@ -174,7 +166,7 @@ fn build_probe(board: &Path, out: &Path, epoch: u64) -> Result<PathBuf> {
     for d in ["dev", "sys"] {
         fs::create_dir_all(tree.join(d))?;
     }
-    run(Command::new("aarch64-linux-gnu-gcc")
+    sh(Command::new("aarch64-linux-gnu-gcc")
         .args(["-static", "-Os", "-s", "-o"])
         .arg(tree.join("init"))
         .arg(board.join("tpm-probe.c")))?;

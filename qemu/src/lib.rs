@@ -316,14 +316,19 @@ pub struct Swtpm {
 impl Swtpm {
     /// Starts swtpm on the VM folder's TPM state, its control socket in that folder.
     pub fn start(dir: &VmDir) -> Result<Swtpm> {
-        let ctrl = dir.path.join("swtpm.sock");
+        Swtpm::start_in(&dir.tpm_state(), &dir.path)
+    }
+
+    /// Starts swtpm with its state in `state`, its control socket and log in `dir`.
+    pub fn start_in(state: &Path, dir: &Path) -> Result<Swtpm> {
+        let ctrl = dir.join("swtpm.sock");
         let _ = fs::remove_file(&ctrl);
-        let log = dir.path.join("swtpm.log");
+        let log = dir.join("swtpm.log");
         let child = Command::new("swtpm")
             .arg("socket")
             .arg("--tpm2")
             .arg("--tpmstate")
-            .arg(format!("dir={}", dir.tpm_state().display()))
+            .arg(format!("dir={}", state.display()))
             .arg("--ctrl")
             .arg(format!("type=unixio,path={}", ctrl.display()))
             .arg("--log")
@@ -346,6 +351,11 @@ impl Swtpm {
             std::thread::sleep(Duration::from_millis(20));
         }
         Ok(tpm)
+    }
+
+    /// Its control socket (QEMU's `-chardev socket,path=`).
+    pub fn socket(&self) -> &Path {
+        &self.ctrl
     }
 }
 

@@ -18,7 +18,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use sealgate_qemu::{
-    Board, BootOptions, PortForwards, READY_LINE, Vm, VmDir, ensure_image, require_peers,
+    Board, BootOptions, PortForwards, READY_LINE, Swtpm, Vm, VmDir, ensure_image, require_peers,
 };
 
 /// First boot: vault creation and TLS key generation under TCG.
@@ -452,21 +452,8 @@ fn aarch64_board_kernel_drives_the_tpm() {
         probe.display()
     );
     let dir = tempfile_dir("aarch64-tpm");
-    let sock = dir.join("swtpm.sock");
-    let _swtpm = KillOnDrop(
-        Command::new("swtpm")
-            .args(["socket", "--tpm2", "--terminate", "--tpmstate"])
-            .arg(format!("dir={}", dir.display()))
-            .arg("--ctrl")
-            .arg(format!("type=unixio,path={}", sock.display()))
-            .spawn()
-            .expect("swtpm"),
-    );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !sock.exists() {
-        assert!(Instant::now() < deadline, "swtpm made no socket in 10 s");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let swtpm = Swtpm::start_in(&dir, &dir).expect("swtpm");
+    let sock = swtpm.socket();
     let mut qemu = Command::new("qemu-system-aarch64");
     qemu.args([
         "-M",

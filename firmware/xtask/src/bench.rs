@@ -11,12 +11,18 @@ pub struct Args {
     pub what: Vec<String>,
 }
 
+/// What `cargo xtask bench smime` installs: the build's packages and `openssl` (the reference).
+pub(crate) fn smime_packages() -> Vec<&'static str> {
+    [crate::test::BUILD_PACKAGES, &["openssl"]].concat()
+}
+
 /// Runs the benchmarks. Each is a release-built `cargo bench` target with its own harness,
 /// so the numbers come from optimised code; the targets measure their references themselves.
 pub fn run(args: Args) -> anyhow::Result<()> {
     for what in &args.what {
         match what.as_str() {
             "smime" => {
+                crate::test::ensure_debian_packages(&smime_packages())?;
                 let status = Command::new(env!("CARGO"))
                     .args(["bench", "--package", "sealgate-smime", "--bench", "smime"])
                     .status()?;

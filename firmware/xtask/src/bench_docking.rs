@@ -6,17 +6,19 @@
 
 use std::process::Command;
 
-/// Runs the docking benchmark; needs `wrk`, `curl` and `openssl` (Debian packages).
+/// What `cargo xtask bench docking` installs: the build's packages, the load generator, the
+/// client that makes its test keys' requests and the PKI tool.
+pub(crate) fn packages() -> Vec<&'static str> {
+    [
+        crate::test::BUILD_PACKAGES,
+        &["wrk", "curl", "openssl", "util-linux"],
+    ]
+    .concat()
+}
+
+/// Runs the docking benchmark (installs `wrk`, `curl`, `openssl` first).
 pub fn run() -> anyhow::Result<()> {
-    for tool in ["wrk", "curl", "openssl"] {
-        let found = Command::new("sh")
-            .arg("-c")
-            .arg(format!("command -v {tool}"))
-            .output()?
-            .status
-            .success();
-        anyhow::ensure!(found, "`{tool}` is missing: apt-get install {tool}");
-    }
+    crate::test::ensure_debian_packages(&packages())?;
     let status = Command::new(env!("CARGO"))
         .args(["bench", "--package", "sealgated", "--bench", "docking"])
         .status()?;

@@ -46,6 +46,12 @@ pub(crate) const IMAGE_PACKAGES: &[&str] = &[
     "libtss2-tcti-device0",
 ];
 
+/// Everything `cargo xtask image` installs: the image's parts and what building the
+/// binaries needs (a fresh machine has neither).
+pub(crate) fn build_packages() -> Vec<&'static str> {
+    [crate::test::BUILD_PACKAGES, IMAGE_PACKAGES].concat()
+}
+
 /// The modules built into GRUB's EFI image (Buildroot's defconfigs name the same).
 pub(crate) const GRUB_MODULES: &[&str] = &[
     "part_gpt",
@@ -223,7 +229,7 @@ pub(crate) fn build(board: Board, args: &Args) -> Result<Built> {
     let epoch = source_date_epoch(&root)?;
     println!("SOURCE_DATE_EPOCH={epoch}");
 
-    ensure_debian_packages(IMAGE_PACKAGES)?;
+    ensure_debian_packages(&build_packages())?;
     let binaries = build_binaries(&root, args)?;
     let kernel = find_kernel(board)?;
     println!("kernel {}", kernel.version);

@@ -20,6 +20,16 @@ pub(crate) const QEMU_PACKAGES: &[&str] = &[
     "curl",
 ];
 
+/// Everything `cargo xtask qemu` installs: what boots the box, and when the image is to be
+/// built first, what that needs (installed up front, so a fresh machine fails early or not at all).
+pub(crate) fn run_packages(build_image: bool) -> Vec<&'static str> {
+    let mut p = QEMU_PACKAGES.to_vec();
+    if build_image {
+        p.extend(image::build_packages());
+    }
+    p
+}
+
 /// Arguments of `cargo xtask qemu`.
 #[derive(clap::Args)]
 pub struct Args {
@@ -55,9 +65,10 @@ pub struct Args {
 pub fn run(args: Args) -> Result<()> {
     let board = image::Board::named(&args.board)?;
     let qboard = sealgate_qemu::Board::named(board.name)?;
-    ensure_debian_packages(QEMU_PACKAGES)?;
     let image_path = sealgate_qemu::image_path(qboard);
-    if args.rebuild || !image_path.is_file() {
+    let build = args.rebuild || !image_path.is_file();
+    ensure_debian_packages(&run_packages(build))?;
+    if build {
         image::build(
             board,
             &image::Args {

@@ -12,16 +12,18 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 
+/// Debian packages that building the workspace's binaries needs (a C compiler for aws-lc-sys,
+/// pkg-config and libtss2 for tss-esapi-sys). Every xtask command that builds `sealgated`,
+/// `sealctl` or the console ensures these first (see `tests::every_builder_installs_the_build_packages`).
+pub(crate) const BUILD_PACKAGES: &[&str] = &["build-essential", "pkg-config", "libtss2-dev"];
+
 /// Debian packages the tests need, all in this one list: the S/MIME peers (openssl,
 /// gpgsm with gnupg's agent), the TPM crate's library and simulator (libtss2-dev, swtpm,
 /// tpm2-tools, pkg-config), and a C toolchain for aws-lc-sys.
 const DEBIAN_PACKAGES: &[&str] = &[
-    "build-essential",
-    "pkg-config",
     "openssl",
     "gnupg",
     "gpgsm",
-    "libtss2-dev",
     "swtpm",
     "swtpm-tools",
     "tpm2-tools",
@@ -73,6 +75,7 @@ pub fn run(args: Args) -> Result<()> {
     step("Debian packages");
     ensure_debian_packages(
         &[
+            BUILD_PACKAGES,
             DEBIAN_PACKAGES,
             crate::image::IMAGE_PACKAGES,
             crate::qemu::QEMU_PACKAGES,
@@ -601,5 +604,74 @@ mod tests {
         assert_eq!(r["interop_openssl"].passed, 70);
         assert_eq!(r["interop_openssl"].failed, 3);
         assert_eq!(r["doc:sealgate_smime"].passed, 2);
+    }
+
+    /// The pkg-config modules the workspace's `-sys` crates probe at build time
+    /// (tss-esapi-sys's build script).
+    const PKG_CONFIG_MODULES: &[&str] = &["tss2-sys", "tss2-esys", "tss2-tctildr", "tss2-mu"];
+
+    /// Every command that builds the binaries installs the build's packages first, so a fresh
+    /// machine never reaches a `-sys` crate's build script without its library.
+    #[test]
+    fn every_builder_installs_the_build_packages() {
+        let commands: [(&str, Vec<&str>); 5] = [
+            ("image", crate::image::build_packages()),
+            ("qemu (image missing)", crate::qemu::run_packages(true)),
+            ("bench smime", crate::bench::smime_packages()),
+            ("bench docking", crate::bench_docking::packages()),
+            (
+                "test",
+                [
+                    BUILD_PACKAGES,
+                    DEBIAN_PACKAGES,
+                    crate::image::IMAGE_PACKAGES,
+                ]
+                .concat(),
+            ),
+        ];
+        for (name, list) in commands {
+            for pkg in BUILD_PACKAGES {
+                assert!(
+                    list.contains(pkg),
+                    "`cargo xtask {name}` does not install {pkg}"
+                );
+            }
+        }
+    }
+
+    /// The build packages really provide what the build probes: each pkg-config module's
+    /// `.pc` file belongs to a package in `BUILD_PACKAGES` (asked of dpkg, which knows the
+    /// owner of every installed file).
+    #[test]
+    fn build_packages_provide_the_native_build_inputs() {
+        for module in PKG_CONFIG_MODULES {
+            let out = Command::new("pkg-config")
+                .args(["--variable=pcfiledir", module])
+                .output()
+                .expect("pkg-config runs (Debian package pkg-config)");
+            assert!(
+                out.status.success(),
+                "pkg-config does not know {module}: install libtss2-dev"
+            );
+            let pc = format!(
+                "{}/{module}.pc",
+                String::from_utf8_lossy(&out.stdout).trim()
+            );
+            let owner = Command::new("dpkg")
+                .args(["-S", &pc])
+                .output()
+                .expect("dpkg runs");
+            let owner = String::from_utf8_lossy(&owner.stdout);
+            let pkg = owner
+                .split(':')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_string();
+            assert!(
+                BUILD_PACKAGES.contains(&pkg.as_str()),
+                "{pc} comes from {pkg:?}, which BUILD_PACKAGES does not list"
+            );
+        }
     }
 }

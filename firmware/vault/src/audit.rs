@@ -299,7 +299,10 @@ impl UseLog {
             .name("vault-audit".into())
             .spawn(move || {
                 let mut stop = lock(&inner.stop);
-                loop {
+                // `stop` is checked before every wait: a stop (and its notification) that
+                // came while this thread was flushing, without the lock, must not be missed,
+                // or the drop that set it would wait out a whole `max_delay`.
+                while !*stop {
                     let wait = Duration::from_millis(inner.max_delay_ms.load(Ordering::Relaxed));
                     stop = inner
                         .wake
@@ -351,6 +354,36 @@ mod tests {
             action: "key.decrypt",
             subject: "u@example.org".into(),
             detail: format!("record={n}"),
+        }
+    }
+
+    /// A drop that comes while the timer thread is flushing (woken by `configure`) must not
+    /// be lost: the timer would then sleep out its whole delay (an hour here) and the drop,
+    /// which joins it, would hang. The race is hit within a few rounds without the check.
+    #[test]
+    fn drop_during_a_timer_flush_does_not_hang() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let db = Arc::new(Database::create(tmp.path().join("a.redb")).expect("db"));
+        {
+            let txn = db.begin_write().expect("w");
+            txn.open_table(crate::store::AUDIT).expect("t");
+            txn.commit().expect("c");
+        }
+        for round in 0..200u64 {
+            let log = UseLog::new(&db);
+            log.configure(100, Duration::from_millis(1));
+            log.record(a_use(round)).expect("use");
+            log.configure(100, Duration::from_secs(3600));
+            log.record(a_use(round)).expect("use");
+            let (done, finished) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                drop(log);
+                let _ = done.send(());
+            });
+            assert!(
+                finished.recv_timeout(Duration::from_secs(60)).is_ok(),
+                "round {round}: dropping the use log hung (lost stop notification)"
+            );
         }
     }
 

@@ -34,10 +34,11 @@ const READ_TIMEOUT: Duration = Duration::from_secs(300);
 pub(super) enum Line {
     /// A line that ended with CRLF and has no other CR or LF (in the buffer, without CRLF).
     Good,
-    /// A line with a bare CR or ended by a bare LF (its bytes are in the buffer).
-    Bare,
-    /// Longer than the limit: consumed to its LF and discarded.
-    TooLong,
+    /// A line with a bare CR or ended by a bare LF (its bytes are in the buffer); `crlf`:
+    /// it ended with CRLF (the bare CR was inside).
+    Bare { crlf: bool },
+    /// Longer than the limit: consumed to its LF and discarded; `crlf`: it ended with CRLF.
+    TooLong { crlf: bool },
     /// End of stream (a partial last line is dropped).
     Eof,
 }
@@ -50,6 +51,9 @@ pub(super) async fn read_line<S: AsyncRead + Unpin>(
 ) -> std::io::Result<Line> {
     buf.clear();
     let mut too_long = false;
+    // The byte before the current chunk (to see a CR right before the LF across chunks).
+    let mut prev = 0u8;
+    let mut before_lf = 0u8;
     loop {
         let avail = s.fill_buf().await?;
         if avail.is_empty() {
@@ -59,6 +63,10 @@ pub(super) async fn read_line<S: AsyncRead + Unpin>(
             Some(i) => (i + 1, true),
             None => (avail.len(), false),
         };
+        if done {
+            before_lf = if n >= 2 { avail[n - 2] } else { prev };
+        }
+        prev = avail[n - 1];
         if !too_long {
             if buf.len() + n > max + 2 {
                 too_long = true;
@@ -72,15 +80,16 @@ pub(super) async fn read_line<S: AsyncRead + Unpin>(
             break;
         }
     }
+    let crlf = before_lf == b'\r';
     if too_long {
-        return Ok(Line::TooLong);
+        return Ok(Line::TooLong { crlf });
     }
     buf.pop(); // the LF
     if buf.pop_if(|b| *b == b'\r').is_none() || buf.contains(&b'\r') {
-        return Ok(Line::Bare);
+        return Ok(Line::Bare { crlf });
     }
     if buf.len() > max {
-        return Ok(Line::TooLong);
+        return Ok(Line::TooLong { crlf });
     }
     Ok(Line::Good)
 }
@@ -290,11 +299,11 @@ async fn dialogue<S: AsyncRead + AsyncWrite + Unpin>(
     loop {
         match read_line_timed(conn, &mut line).await? {
             Line::Eof => return Ok(Outcome::Quit),
-            Line::TooLong => {
+            Line::TooLong { .. } => {
                 reply(conn, "500 5.5.2 line too long").await?;
                 continue;
             }
-            Line::Bare => {
+            Line::Bare { .. } => {
                 reply(conn, "500 5.5.2 bare CR or LF: lines end with CRLF").await?;
                 continue;
             }
@@ -454,20 +463,34 @@ async fn data<S: AsyncRead + AsyncWrite + Unpin>(
     }
     reply(conn, "354 end data with <CR><LF>.<CR><LF>").await?;
     let mut refused: Option<&'static str> = None;
+    // Whether the previous line ended with CRLF: "." ends DATA only after one (CRLF "." CRLF).
+    let mut after_crlf = true;
     loop {
-        match read_line_timed(conn, line).await? {
+        let l = read_line_timed(conn, line).await?;
+        let at_boundary = std::mem::replace(
+            &mut after_crlf,
+            matches!(
+                l,
+                Line::Good | Line::Bare { crlf: true } | Line::TooLong { crlf: true }
+            ),
+        );
+        match l {
             Line::Eof => anyhow::bail!("connection closed in DATA"),
-            Line::Good if line.as_slice() == b"." => break,
+            Line::Good if at_boundary && line.as_slice() == b"." => break,
             Line::Good => {}
-            Line::Bare => {
+            Line::Bare { .. } => {
                 refused
                     .get_or_insert("550 5.6.0 bare CR or LF in the message: lines end with CRLF");
                 continue;
             }
-            Line::TooLong => {
+            Line::TooLong { .. } => {
                 refused.get_or_insert("552 5.3.4 a line of the message is too long");
                 continue;
             }
+        }
+        if !at_boundary {
+            // The rest of a line ended by a bare LF: the message is refused already.
+            continue;
         }
         if refused.is_some() {
             continue;
@@ -541,10 +564,10 @@ mod tests {
         let want: Vec<(Line, &[u8])> = vec![
             (Line::Good, b"a"),
             (Line::Good, b"."),
-            (Line::Bare, b"b"),
-            (Line::Bare, b"c\rd"),
-            (Line::Bare, b".\r"),
-            (Line::Bare, b"."),
+            (Line::Bare { crlf: false }, b"b"),
+            (Line::Bare { crlf: true }, b"c\rd"),
+            (Line::Bare { crlf: true }, b".\r"),
+            (Line::Bare { crlf: false }, b"."),
             (Line::Good, b""),
         ];
         assert_eq!(
@@ -564,7 +587,19 @@ mod tests {
         let got = lines(&input, 10).await;
         assert_eq!(
             got,
-            vec![(Line::TooLong, vec![]), (Line::Good, b"next".to_vec())]
+            vec![
+                (Line::TooLong { crlf: true }, vec![]),
+                (Line::Good, b"next".to_vec())
+            ]
+        );
+        let mut input = vec![b'a'; 20];
+        input.extend_from_slice(b"\n.\r\n");
+        assert_eq!(
+            lines(&input, 10).await,
+            vec![
+                (Line::TooLong { crlf: false }, vec![]),
+                (Line::Good, b".".to_vec())
+            ]
         );
         // Exactly at the limit is fine.
         let got = lines(b"0123456789\r\n", 10).await;

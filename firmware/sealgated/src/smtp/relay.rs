@@ -27,13 +27,13 @@ async fn read_reply<S: AsyncRead + Unpin>(
     let mut text = String::new();
     loop {
         match tokio::time::timeout(REPLY_TIMEOUT, read_line(r, &mut line, MAX_LINE)).await {
-            Ok(Ok(Line::Good | Line::Bare)) => {}
+            Ok(Ok(Line::Good | Line::Bare { .. })) => {}
             Ok(Ok(Line::Eof)) => {
                 return Err(RelayError::Temporary(
                     "the next hop closed the connection".into(),
                 ));
             }
-            Ok(Ok(Line::TooLong)) => {
+            Ok(Ok(Line::TooLong { .. })) => {
                 return Err(RelayError::Temporary("over-long reply".into()));
             }
             Ok(Err(e)) => return Err(RelayError::Temporary(e.to_string())),

@@ -161,7 +161,7 @@ pub(super) fn loop_verified(key: &hmac::Key, box_id: &str, msg: &[u8], now: i64)
 }
 
 fn unhex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 || !s.is_ascii() {
+    if !s.len().is_multiple_of(2) || !s.is_ascii() {
         return None;
     }
     (0..s.len())
@@ -368,6 +368,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::panic)]
     fn a_panic_becomes_an_error() {
         assert_eq!(guarded(|| 7), Ok(7));
         let r: Result<(), String> = guarded(|| panic!("engine bug"));

@@ -15,9 +15,10 @@
 //! failure is retried every `retry_secs`; a permanent one moves the message, unchanged, to
 //! `DATA/spool/held/` with the reason in its envelope).
 //!
-//! Loops: every result carries `X-Sealgate-Loop: BOX-ID; t=TIME; mac=HMAC` (keyed with a
-//! per-box random key over the box id, the time and the Message-ID); a message carrying a
-//! marker that verifies is relayed without processing, any other marker is removed.
+//! Loops: every result carries `X-Sealgate-Loop: BOX-ID; dir=VERB; t=TIME; mac=HMAC` (keyed
+//! with a per-box random key over the box id, the listener, the time and the Message-ID); a
+//! message that comes back to the listener whose marker it carries, verified, is relayed
+//! without processing; any other marker is removed.
 
 mod process;
 mod protocol;

@@ -120,19 +120,27 @@ pub(super) fn strip_result_headers(msg: &[u8]) -> Vec<u8> {
     out
 }
 
-fn loop_input(box_id: &str, t: i64, message_id: &str) -> Vec<u8> {
-    format!("sealgate-loop-v1\n{box_id}\n{t}\n{message_id}").into_bytes()
+fn loop_input(box_id: &str, dir: &str, t: i64, message_id: &str) -> Vec<u8> {
+    format!("sealgate-loop-v1\n{box_id}\n{dir}\n{t}\n{message_id}").into_bytes()
 }
 
-/// The loop header's value for a message we send.
-pub(super) fn loop_value(key: &hmac::Key, box_id: &str, msg: &[u8], now: i64) -> String {
+/// The loop header's value for a message the `dir` listener sends.
+pub(super) fn loop_value(key: &hmac::Key, box_id: &str, dir: &str, msg: &[u8], now: i64) -> String {
     let mid = docking::message_id(msg).unwrap_or_default();
-    let tag = hmac::sign(key, &loop_input(box_id, now, &mid));
-    format!("{box_id}; t={now}; mac={}", hex(tag.as_ref()))
+    let tag = hmac::sign(key, &loop_input(box_id, dir, now, &mid));
+    format!("{box_id}; dir={dir}; t={now}; mac={}", hex(tag.as_ref()))
 }
 
-/// Whether the message carries a loop marker of ours that verifies.
-pub(super) fn loop_verified(key: &hmac::Key, box_id: &str, msg: &[u8], now: i64) -> bool {
+/// Whether the message carries a loop marker that this box's `dir` listener made and that
+/// verifies. (A marker of the other listener does not count: a message this box decrypted
+/// must still be encrypted when it comes to the encrypt listener.)
+pub(super) fn loop_verified(
+    key: &hmac::Key,
+    box_id: &str,
+    dir: &str,
+    msg: &[u8],
+    now: i64,
+) -> bool {
     let mid = docking::message_id(msg).unwrap_or_default();
     header_field_ranges(msg).into_iter().any(|(s, e)| {
         let field = String::from_utf8_lossy(&msg[s..e]);
@@ -144,7 +152,9 @@ pub(super) fn loop_verified(key: &hmac::Key, box_id: &str, msg: &[u8], now: i64)
         }
         let value: String = value.split_whitespace().collect::<Vec<_>>().join(" ");
         let mut parts = value.split(';').map(str::trim);
-        let (Some(id), Some(t), Some(mac)) = (parts.next(), parts.next(), parts.next()) else {
+        let (Some(id), Some(d), Some(t), Some(mac)) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
             return false;
         };
         let (Some(t), Some(mac)) = (
@@ -154,9 +164,10 @@ pub(super) fn loop_verified(key: &hmac::Key, box_id: &str, msg: &[u8], now: i64)
             return false;
         };
         id == box_id
+            && d.strip_prefix("dir=") == Some(dir)
             && t <= now.saturating_add(LOOP_MAX_SKEW)
             && now.saturating_sub(t) <= LOOP_MAX_AGE
-            && hmac::verify(key, &loop_input(box_id, t, &mid), &mac).is_ok()
+            && hmac::verify(key, &loop_input(box_id, dir, t, &mid), &mac).is_ok()
     })
 }
 
@@ -176,13 +187,13 @@ fn header_value(s: &str) -> String {
         .collect()
 }
 
-/// `X-Sealgate-Loop` and `X-Sealgate-Docking: RESULT` prepended to `body`.
-fn with_headers(sh: &Shared, result: &str, body: &[u8], now: i64) -> Vec<u8> {
+/// `X-Sealgate-Loop` and `X-Sealgate-Docking: VERB; RESULT` prepended to `body`.
+fn with_headers(sh: &Shared, verb: &str, result: &str, body: &[u8], now: i64) -> Vec<u8> {
     let loop_line = format!(
         "{LOOP_HEADER}: {}\r\n",
-        loop_value(&sh.loop_key, &sh.box_id, body, now)
+        loop_value(&sh.loop_key, &sh.box_id, verb, body, now)
     );
-    let header = format!("{RESULT_HEADER}: {}\r\n", header_value(result));
+    let header = format!("{RESULT_HEADER}: {verb}; {}\r\n", header_value(result));
     let mut out = Vec::with_capacity(body.len() + loop_line.len() + header.len());
     out.extend_from_slice(loop_line.as_bytes());
     out.extend_from_slice(header.as_bytes());
@@ -199,18 +210,18 @@ pub(super) fn process(
     msg: Vec<u8>,
     now: i64,
 ) -> Processed {
-    let looped = loop_verified(&sh.loop_key, &sh.box_id, &msg, now);
+    let looped = loop_verified(&sh.loop_key, &sh.box_id, direction.verb(), &msg, now);
     let msg = strip_result_headers(&msg);
     let verb = direction.verb();
     if looped {
         return Processed::Relay {
-            out: with_headers(sh, &format!("{verb}; result=loop-not-processed"), &msg, now),
+            out: with_headers(sh, verb, "result=loop-not-processed", &msg, now),
             outcome: "loop-passed-unchanged".into(),
         };
     }
     let keys = sh.h.keys.as_ref();
     let failed = |p: &crate::problem::Problem| {
-        let mut r = format!("{verb}; result=failed; problem=\"{}\"", p.uri());
+        let mut r = format!("result=failed; problem=\"{}\"", p.uri());
         if let Some(m) = &p.missing {
             r.push_str(&format!("; missing-certificates={}", m.join(",")));
         }
@@ -219,12 +230,12 @@ pub(super) fn process(
     match direction {
         Direction::Decrypt => match docking::decrypt(keys, &sh.h.anchors, &msg, to, false) {
             Ok((out, r)) => Processed::Relay {
-                out: with_headers(sh, &format!("{verb}; result={}", r.status), &out, now),
+                out: with_headers(sh, verb, &format!("result={}", r.status), &out, now),
                 outcome: r.status.into(),
             },
             // Still encrypted (or not ours): passing it on leaks nothing.
             Err(p) => Processed::Relay {
-                out: with_headers(sh, &failed(&p), &msg, now),
+                out: with_headers(sh, verb, &failed(&p), &msg, now),
                 outcome: format!("failed:{}", p.kind),
             },
         },
@@ -251,7 +262,7 @@ pub(super) fn process(
                         status.push_str(&format!("; missing-certificates={}", r.missing.join(",")));
                     }
                     Processed::Relay {
-                        out: with_headers(sh, &format!("{verb}; result={status}"), &out, now),
+                        out: with_headers(sh, verb, &format!("result={status}"), &out, now),
                         outcome: status,
                     }
                 }
@@ -263,7 +274,7 @@ pub(super) fn process(
                     outcome: "held:not-encrypted".into(),
                 },
                 Err(p) if plain_allowed => Processed::Relay {
-                    out: with_headers(sh, &failed(&p), &msg, now),
+                    out: with_headers(sh, verb, &failed(&p), &msg, now),
                     outcome: format!("failed:{}", p.kind),
                 },
                 Err(p) => Processed::Hold {
@@ -301,19 +312,25 @@ mod tests {
         let body = b"Message-ID: <1@x>\r\nSubject: s\r\n\r\nbody\r\n";
         let now = 1_700_000_000;
         let mark = |k: &hmac::Key, id: &str, t: i64, body: &[u8]| {
-            let mut m = format!("X-Sealgate-Loop: {}\r\n", loop_value(k, id, body, t)).into_bytes();
+            let mut m = format!(
+                "X-Sealgate-Loop: {}\r\n",
+                loop_value(k, id, "decrypt", body, t)
+            )
+            .into_bytes();
             m.extend_from_slice(body);
             m
         };
         assert!(loop_verified(
             &key,
             "box",
+            "decrypt",
             &mark(&key, "box", now, body),
             now
         ));
         assert!(loop_verified(
             &key,
             "box",
+            "decrypt",
             &mark(&key, "box", now - 3600, body),
             now
         ));
@@ -321,38 +338,52 @@ mod tests {
         assert!(!loop_verified(
             &key,
             "box",
+            "decrypt",
             b"X-Sealgate-Loop: box\r\n\r\n",
             now
         ));
         assert!(!loop_verified(
             &key,
             "box",
+            "decrypt",
             &mark(&other, "box", now, body),
             now
         ));
         assert!(!loop_verified(
             &key,
             "box",
+            "decrypt",
             &mark(&key, "box2", now, body),
             now
         ));
         assert!(!loop_verified(
             &key,
             "box",
+            "decrypt",
             &mark(&key, "box", now - 8 * 86_400, body),
             now
         ));
         assert!(!loop_verified(
             &key,
             "box",
+            "decrypt",
             &mark(&key, "box", now + 3600, body),
             now
         ));
+        // Made by the other listener.
+        let mut enc = format!(
+            "X-Sealgate-Loop: {}\r\n",
+            loop_value(&key, "box", "encrypt", body, now)
+        )
+        .into_bytes();
+        enc.extend_from_slice(body);
+        assert!(loop_verified(&key, "box", "encrypt", &enc, now));
+        assert!(!loop_verified(&key, "box", "decrypt", &enc, now));
         // Moved onto another message (another Message-ID).
         let mut moved = mark(&key, "box", now, body);
         let at = moved.windows(5).position(|w| w == b"<1@x>").expect("id");
         moved[at + 1] = b'2';
-        assert!(!loop_verified(&key, "box", &moved, now));
+        assert!(!loop_verified(&key, "box", "decrypt", &moved, now));
         // Garbage values do not panic.
         for v in [
             "",
@@ -361,9 +392,12 @@ mod tests {
             "box; t=1; mac=zz",
             "box; t=99999999999999999999; mac=00",
             "box; t=-9223372036854775808; mac=0",
+            "box; dir=decrypt; t=1; mac=0",
+            "box; dir=decrypt; t=x; mac=00",
+            ";;;;;",
         ] {
             let m = format!("X-Sealgate-Loop: {v}\r\n\r\n");
-            assert!(!loop_verified(&key, "box", m.as_bytes(), now));
+            assert!(!loop_verified(&key, "box", "decrypt", m.as_bytes(), now));
         }
     }
 

@@ -126,6 +126,9 @@ struct Shared {
     wake: Notify,
     sessions: Arc<Semaphore>,
     per_address: Mutex<HashMap<IpAddr, usize>>,
+    /// When each refused address was last logged and audited (at most once a minute each,
+    /// so that a flood of refused connections cannot fill the disk).
+    refused: Mutex<HashMap<IpAddr, Instant>>,
 }
 
 /// Binds the configured listeners and starts the delivery loop.
@@ -154,6 +157,7 @@ pub async fn start(h: HandOff) -> anyhow::Result<Running> {
         spool,
         wake: Notify::new(),
         per_address: Mutex::new(HashMap::new()),
+        refused: Mutex::new(HashMap::new()),
     });
     for (dir, addr) in [
         (Direction::Decrypt, shared.h.settings.smtp.decrypt_listen),

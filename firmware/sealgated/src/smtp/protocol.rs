@@ -158,6 +158,28 @@ pub(super) async fn accept_loop(
     }
 }
 
+/// Whether a refusal of `ip` should be logged and audited (once a minute per address; the
+/// map is bounded).
+fn first_refusal_this_minute(sh: &Shared, ip: IpAddr) -> bool {
+    const QUIET: Duration = Duration::from_secs(60);
+    let Ok(mut m) = sh.refused.lock() else {
+        return true;
+    };
+    if m.len() >= 4096 {
+        m.retain(|_, t| t.elapsed() < QUIET);
+        if m.len() >= 4096 {
+            m.clear();
+        }
+    }
+    match m.get(&ip) {
+        Some(t) if t.elapsed() < QUIET => false,
+        _ => {
+            m.insert(ip, std::time::Instant::now());
+            true
+        }
+    }
+}
+
 /// Decides at connect: refused (one line written without waiting, then closed) or a session.
 fn accepted(tcp: TcpStream, peer: SocketAddr, dir: Direction, sh: &Arc<Shared>) {
     let ip = peer.ip().to_canonical();
@@ -167,16 +189,18 @@ fn accepted(tcp: TcpStream, peer: SocketAddr, dir: Direction, sh: &Arc<Shared>) 
     } else if smtp.certificate_addresses.iter().any(|c| c.contains(ip)) {
         Access::NeedsCertificate
     } else {
-        tracing::warn!(%peer, listener = dir.name(), "SMTP client address not allowed: refused");
-        sh.h.audit.record(
-            &format!("smtp:{ip}"),
-            &ip.to_string(),
-            dir.name(),
-            None,
-            "refused-address",
-            554,
-            Duration::ZERO,
-        );
+        if first_refusal_this_minute(sh, ip) {
+            tracing::warn!(%peer, listener = dir.name(), "SMTP client address not allowed: refused");
+            sh.h.audit.record(
+                &format!("smtp:{ip}"),
+                &ip.to_string(),
+                dir.name(),
+                None,
+                "refused-address",
+                554,
+                Duration::ZERO,
+            );
+        }
         let _ = tcp.try_write(
             format!(
                 "554 5.7.1 {} access denied: your address is not allowed\r\n",

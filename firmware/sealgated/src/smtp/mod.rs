@@ -207,7 +207,8 @@ async fn delivery_loop(sh: Arc<Shared>, mut stop: watch::Receiver<bool>) {
             last_recount = Instant::now();
         }
         let ids = sh.spool.queued();
-        last_attempt.retain(|id, _| ids.contains(id));
+        let present: std::collections::HashSet<&String> = ids.iter().collect();
+        last_attempt.retain(|id, _| present.contains(id));
         for id in ids {
             if *stop.borrow() {
                 return;

@@ -91,13 +91,6 @@ pub fn message_id(msg: &[u8]) -> Option<String> {
         })
 }
 
-/// Whether the header has a field `name` whose value contains `needle`.
-pub fn has_header_value(msg: &[u8], name: &str, needle: &str) -> bool {
-    header_fields(msg)
-        .iter()
-        .any(|(n, v)| n.eq_ignore_ascii_case(name) && v.contains(needle))
-}
-
 /// The unfolded header fields (at most the first 256 KiB are read).
 fn header_fields(msg: &[u8]) -> Vec<(String, String)> {
     let head = &msg[..msg.len().min(256 * 1024)];

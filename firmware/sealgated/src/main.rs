@@ -209,9 +209,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         settings: settings.clone(),
     });
     let pins: Vec<[u8; 32]> = settings.auth.clients.iter().map(|c| c.sha256.0).collect();
-    let docking_tls = identity::server_config(&id, pins, true)?;
+    let docking_tls = identity::server_config(&id, pins.clone(), true)?;
     let admin_tls = identity::server_config(&id, Vec::new(), true)?;
-    let smtp_tls = Arc::new(identity::server_config(&id, Vec::new(), false)?);
+    // STARTTLS asks for the same pinned client certificates (their scopes open the listeners).
+    let smtp_tls = Arc::new(identity::server_config(&id, pins, false)?);
 
     let docking_listener = std::net::TcpListener::bind(settings.docking.listen)
         .with_context(|| format!("binding the docking API to {}", settings.docking.listen))?;

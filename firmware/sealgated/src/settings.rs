@@ -6,7 +6,7 @@
 //! run on a developer's host: loopback listeners, no SMTP hand-off.
 
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
@@ -154,6 +154,27 @@ pub struct Smtp {
     pub hostname: String,
     /// Seconds between delivery attempts of a spooled message.
     pub retry_secs: Seconds,
+    /// Client networks that may send mail (default: loopback only).
+    pub allow_addresses: Vec<Cidr>,
+    /// Client networks that may connect but send mail only after STARTTLS with a pinned
+    /// `[[auth.clients]]` certificate whose scopes include the listener's (`decrypt` or
+    /// `encrypt`). Every other client gets `554` at connect.
+    pub certificate_addresses: Vec<Cidr>,
+    /// SMTP sessions at once, both listeners together; beyond that `421`.
+    pub max_sessions: usize,
+    /// SMTP sessions at once from one client address; beyond that `421`.
+    pub max_sessions_per_address: usize,
+    /// The longest an SMTP session may last, whatever it does.
+    pub session_timeout_secs: Seconds,
+    /// Disk the spool may use (queued and held messages together); beyond that `452`.
+    pub spool_max_bytes: ByteCount,
+    /// Processing attempts that ended in a crash (or a daemon stop) after which a message
+    /// is held instead of being tried again.
+    pub max_processing_attempts: u32,
+    /// What the encrypt listener does when a message cannot be encrypted (including
+    /// recipients without a certificate under `[docking] missing = "reject"`): `hold` it in
+    /// `DATA/spool/held/` with the reason, or `send-plain` (relay the cleartext).
+    pub encrypt_failure: EncryptFailure,
 }
 
 impl Default for Smtp {
@@ -164,7 +185,124 @@ impl Default for Smtp {
             next_hop: None,
             hostname: "sealgate.localdomain".into(),
             retry_secs: Seconds(30),
+            allow_addresses: vec![Cidr::LOOPBACK_V4, Cidr::LOOPBACK_V6],
+            certificate_addresses: Vec::new(),
+            max_sessions: 64,
+            max_sessions_per_address: 8,
+            session_timeout_secs: Seconds(900),
+            spool_max_bytes: ByteCount(1024 * 1024 * 1024),
+            max_processing_attempts: 3,
+            encrypt_failure: EncryptFailure::Hold,
         }
+    }
+}
+
+/// `[smtp] encrypt_failure`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub enum EncryptFailure {
+    /// Keep the message in `DATA/spool/held/` with the reason (never relay cleartext).
+    Hold,
+    /// Relay the message unencrypted, with a `result=failed` header.
+    SendPlain,
+}
+
+impl TryFrom<String> for EncryptFailure {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        Ok(match s.as_str() {
+            "hold" => EncryptFailure::Hold,
+            "send-plain" => EncryptFailure::SendPlain,
+            other => {
+                return Err(format!(
+                    "encrypt_failure = {other:?}: use hold or send-plain"
+                ));
+            }
+        })
+    }
+}
+
+/// An address block, `192.0.2.0/24`, `2001:db8::/32`, or one address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct Cidr {
+    /// The network address (host bits zero).
+    pub addr: IpAddr,
+    /// The prefix length.
+    pub prefix: u8,
+}
+
+impl Cidr {
+    /// `127.0.0.0/8`.
+    pub const LOOPBACK_V4: Cidr = Cidr {
+        addr: IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 0)),
+        prefix: 8,
+    };
+    /// `::1/128`.
+    pub const LOOPBACK_V6: Cidr = Cidr {
+        addr: IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
+        prefix: 128,
+    };
+
+    /// Whether `ip` is inside (an IPv4-mapped IPv6 address counts as IPv4).
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match (self.addr, ip.to_canonical()) {
+            (IpAddr::V4(n), IpAddr::V4(a)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(a) & mask == u32::from(n)
+            }
+            (IpAddr::V6(n), IpAddr::V6(a)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(a) & mask == u128::from(n)
+            }
+            _ => false,
+        }
+    }
+}
+
+impl FromStr for Cidr {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (a, p) = match s.trim().split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (s.trim(), None),
+        };
+        let addr: IpAddr = a
+            .parse()
+            .map_err(|_| format!("{s:?} is not an address or address/prefix"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match p {
+            Some(p) => p
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= max)
+                .ok_or_else(|| format!("{s:?}: the prefix must be 0..={max}"))?,
+            None => max,
+        };
+        let c = Cidr { addr, prefix };
+        if !c.contains(addr) || addr.to_canonical() != addr {
+            return Err(format!(
+                "{s:?}: address bits beyond the prefix are set (or an IPv4-mapped address): write the network address"
+            ));
+        }
+        Ok(c)
+    }
+}
+
+impl TryFrom<String> for Cidr {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
+    }
+}
+
+impl fmt::Display for Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
     }
 }
 
@@ -216,6 +354,30 @@ impl Settings {
         anyhow::ensure!(
             self.docking.max_buffered_bytes.0 >= self.docking.max_message_bytes.0,
             "[docking] max_buffered_bytes must be at least max_message_bytes"
+        );
+        let smtp = &self.smtp;
+        anyhow::ensure!(
+            (1..=4096).contains(&smtp.max_sessions),
+            "[smtp] max_sessions must be 1..=4096"
+        );
+        anyhow::ensure!(
+            (1..=smtp.max_sessions).contains(&smtp.max_sessions_per_address),
+            "[smtp] max_sessions_per_address must be 1..=max_sessions"
+        );
+        anyhow::ensure!(
+            smtp.spool_max_bytes.0 >= self.docking.max_message_bytes.0,
+            "[smtp] spool_max_bytes must be at least [docking] max_message_bytes"
+        );
+        anyhow::ensure!(
+            (1..=100).contains(&smtp.max_processing_attempts),
+            "[smtp] max_processing_attempts must be 1..=100"
+        );
+        anyhow::ensure!(
+            smtp.certificate_addresses.is_empty()
+                || self.auth.clients.iter().any(|c| {
+                    c.scopes.contains(&Scope::Decrypt) || c.scopes.contains(&Scope::Encrypt)
+                }),
+            "[smtp] certificate_addresses needs an [[auth.clients]] entry with the decrypt or encrypt scope"
         );
         for c in &self.auth.clients {
             anyhow::ensure!(!c.name.trim().is_empty(), "[[auth.clients]] needs a name");
@@ -468,6 +630,49 @@ mod tests {
             Settings::parse("[tls]\ncertificate = \"/x\"\n").is_err(),
             "certificate without key"
         );
+    }
+
+    #[test]
+    fn smtp_access_and_limits_parse_and_are_checked() {
+        let s = Settings::parse("").expect("defaults");
+        let local: IpAddr = "127.0.0.5".parse().expect("ip");
+        let mapped: IpAddr = "::ffff:127.0.0.1".parse().expect("ip");
+        let remote: IpAddr = "192.0.2.1".parse().expect("ip");
+        assert!(s.smtp.allow_addresses.iter().any(|c| c.contains(local)));
+        assert!(s.smtp.allow_addresses.iter().any(|c| c.contains(mapped)));
+        assert!(
+            s.smtp
+                .allow_addresses
+                .iter()
+                .any(|c| c.contains("::1".parse().expect("ip")))
+        );
+        assert!(!s.smtp.allow_addresses.iter().any(|c| c.contains(remote)));
+        assert_eq!(s.smtp.encrypt_failure, EncryptFailure::Hold);
+        let s = Settings::parse(
+            "[smtp]\nallow_addresses = [\"192.0.2.0/24\", \"2001:db8::/32\", \"198.51.100.7\", \"0.0.0.0/0\"]\nencrypt_failure = \"send-plain\"\n",
+        )
+        .expect("parse");
+        let a = &s.smtp.allow_addresses;
+        assert!(a[0].contains(remote) && !a[0].contains("192.0.3.1".parse().expect("ip")));
+        assert!(a[1].contains("2001:db8:1::9".parse().expect("ip")));
+        assert!(a[2].contains("198.51.100.7".parse().expect("ip")));
+        assert!(!a[2].contains("198.51.100.8".parse().expect("ip")));
+        assert!(a[3].contains(remote) && !a[3].contains("::1".parse().expect("ip")));
+        assert_eq!(s.smtp.encrypt_failure, EncryptFailure::SendPlain);
+        for bad in [
+            "[smtp]\nallow_addresses = [\"192.0.2.1/24\"]\n",
+            "[smtp]\nallow_addresses = [\"192.0.2.0/33\"]\n",
+            "[smtp]\nallow_addresses = [\"example.org\"]\n",
+            "[smtp]\nencrypt_failure = \"relay\"\n",
+            "[smtp]\nmax_sessions = 0\n",
+            "[smtp]\nmax_sessions = 4\nmax_sessions_per_address = 5\n",
+            "[smtp]\nspool_max_bytes = 10\n",
+            "[smtp]\nmax_processing_attempts = 0\n",
+            "[smtp]\nsession_timeout_secs = 0\n",
+            "[smtp]\ncertificate_addresses = [\"0.0.0.0/0\"]\n",
+        ] {
+            assert!(Settings::parse(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

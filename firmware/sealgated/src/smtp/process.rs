@@ -1,0 +1,411 @@
+//! What happens to a spooled message: result headers from outside removed, the loop marker
+//! checked, the docking operation run (under `catch_unwind`), result headers added.
+//!
+//! Attackers: whoever writes the message (an outside sender for the decrypt listener, an
+//! inside user for the encrypt one). Forged `X-Sealgate-*` fields (`X-Sealgate-Signature:
+//! valid`, `X-Sealgate-Docking: ...; result=decrypted`) are removed on every path; a loop
+//! marker is trusted only if its HMAC (per-box random key, never leaves the box) verifies over
+//! this box's id, its time and the message's Message-ID; an encryption failure never relays
+//! cleartext unless the policy says so.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::Path;
+
+use aws_lc_rs::hmac;
+
+use super::{Direction, Shared};
+use crate::docking;
+use crate::identity::{hex, random};
+use crate::settings::{EncryptFailure, MissingPolicy};
+
+/// The loop-stopping header.
+pub(super) const LOOP_HEADER: &str = "X-Sealgate-Loop";
+/// The result header of the hand-off.
+pub(super) const RESULT_HEADER: &str = "X-Sealgate-Docking";
+/// Every header field the box writes starts with this; incoming ones are removed.
+const PREFIX: &[u8] = b"x-sealgate-";
+/// How old a loop marker may be and still stop processing (mail can wait in queues for
+/// days); in the future, a few minutes of clock skew.
+const LOOP_MAX_AGE: i64 = 7 * 86_400;
+const LOOP_MAX_SKEW: i64 = 300;
+
+/// What to do with a processed message.
+#[derive(Debug)]
+pub(super) enum Processed {
+    /// Relay this to the next hop; the audit outcome.
+    Relay { out: Vec<u8>, outcome: String },
+    /// Keep it in `held/`, with the reason.
+    Hold { reason: String, outcome: String },
+}
+
+/// The per-box loop key, created on first use in `DATA/smtp-loop.key` (mode 0600).
+pub(super) fn loop_key(data_dir: &Path) -> anyhow::Result<hmac::Key> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let p = data_dir.join("smtp-loop.key");
+    let key = match std::fs::read_to_string(&p) {
+        Ok(s) if s.trim().len() == 64 => s.trim().to_string(),
+        _ => {
+            let k = hex(&random(32)?);
+            let tmp = data_dir.join("smtp-loop.key.tmp");
+            let _ = std::fs::remove_file(&tmp);
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&tmp)?;
+            f.write_all(k.as_bytes())?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, &p)?;
+            k
+        }
+    };
+    Ok(hmac::Key::new(hmac::HMAC_SHA256, key.as_bytes()))
+}
+
+/// Runs `f`, turning a panic into an error (its message).
+pub(super) fn guarded<T>(f: impl FnOnce() -> T) -> Result<T, String> {
+    catch_unwind(AssertUnwindSafe(f)).map_err(|p| {
+        p.downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| p.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "panic".into())
+    })
+}
+
+/// The header section's fields as (start, end) byte ranges, continuation lines included.
+fn header_field_ranges(msg: &[u8]) -> Vec<(usize, usize)> {
+    let mut out: Vec<(usize, usize)> = Vec::new();
+    let mut pos = 0;
+    while pos < msg.len() {
+        let end = msg[pos..]
+            .iter()
+            .position(|b| *b == b'\n')
+            .map_or(msg.len(), |i| pos + i + 1);
+        let line = &msg[pos..end];
+        let content = line
+            .strip_suffix(b"\n")
+            .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
+            .unwrap_or(line);
+        if content.is_empty() {
+            break;
+        }
+        match (content[0], out.last_mut()) {
+            (b' ' | b'\t', Some(last)) => last.1 = end,
+            _ => out.push((pos, end)),
+        }
+        pos = end;
+    }
+    out
+}
+
+fn is_ours(field: &[u8]) -> bool {
+    field
+        .get(..PREFIX.len())
+        .is_some_and(|p| p.eq_ignore_ascii_case(PREFIX))
+}
+
+/// The message without any `X-Sealgate-*` header field.
+pub(super) fn strip_result_headers(msg: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(msg.len());
+    let mut pos = 0;
+    for (start, end) in header_field_ranges(msg) {
+        out.extend_from_slice(&msg[pos..start]);
+        if !is_ours(&msg[start..end]) {
+            out.extend_from_slice(&msg[start..end]);
+        }
+        pos = end;
+    }
+    out.extend_from_slice(&msg[pos..]);
+    out
+}
+
+fn loop_input(box_id: &str, dir: &str, t: i64, message_id: &str) -> Vec<u8> {
+    format!("sealgate-loop-v1\n{box_id}\n{dir}\n{t}\n{message_id}").into_bytes()
+}
+
+/// The loop header's value for a message the `dir` listener sends.
+pub(super) fn loop_value(key: &hmac::Key, box_id: &str, dir: &str, msg: &[u8], now: i64) -> String {
+    let mid = docking::message_id(msg).unwrap_or_default();
+    let tag = hmac::sign(key, &loop_input(box_id, dir, now, &mid));
+    format!("{box_id}; dir={dir}; t={now}; mac={}", hex(tag.as_ref()))
+}
+
+/// Whether the message carries a loop marker that this box's `dir` listener made and that
+/// verifies. (A marker of the other listener does not count: a message this box decrypted
+/// must still be encrypted when it comes to the encrypt listener.)
+pub(super) fn loop_verified(
+    key: &hmac::Key,
+    box_id: &str,
+    dir: &str,
+    msg: &[u8],
+    now: i64,
+) -> bool {
+    let mid = docking::message_id(msg).unwrap_or_default();
+    header_field_ranges(msg).into_iter().any(|(s, e)| {
+        let field = String::from_utf8_lossy(&msg[s..e]);
+        let Some((name, value)) = field.split_once(':') else {
+            return false;
+        };
+        if !name.trim().eq_ignore_ascii_case(LOOP_HEADER) {
+            return false;
+        }
+        let value: String = value.split_whitespace().collect::<Vec<_>>().join(" ");
+        let mut parts = value.split(';').map(str::trim);
+        let (Some(id), Some(d), Some(t), Some(mac)) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return false;
+        };
+        let (Some(t), Some(mac)) = (
+            t.strip_prefix("t=").and_then(|t| t.parse::<i64>().ok()),
+            mac.strip_prefix("mac=").and_then(unhex),
+        ) else {
+            return false;
+        };
+        id == box_id
+            && d.strip_prefix("dir=") == Some(dir)
+            && t <= now.saturating_add(LOOP_MAX_SKEW)
+            && now.saturating_sub(t) <= LOOP_MAX_AGE
+            && hmac::verify(key, &loop_input(box_id, dir, t, &mid), &mac).is_ok()
+    })
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) || !s.is_ascii() {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).ok())
+        .collect()
+}
+
+fn header_value(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
+}
+
+/// `X-Sealgate-Loop` and `X-Sealgate-Docking: VERB; RESULT` prepended to `body`.
+fn with_headers(sh: &Shared, verb: &str, result: &str, body: &[u8], now: i64) -> Vec<u8> {
+    let loop_line = format!(
+        "{LOOP_HEADER}: {}\r\n",
+        loop_value(&sh.loop_key, &sh.box_id, verb, body, now)
+    );
+    let header = format!("{RESULT_HEADER}: {verb}; {}\r\n", header_value(result));
+    let mut out = Vec::with_capacity(body.len() + loop_line.len() + header.len());
+    out.extend_from_slice(loop_line.as_bytes());
+    out.extend_from_slice(header.as_bytes());
+    out.extend_from_slice(body);
+    out
+}
+
+/// Runs the docking operation and decides what to relay.
+pub(super) fn process(
+    sh: &Shared,
+    direction: Direction,
+    from: &str,
+    to: &[String],
+    msg: Vec<u8>,
+    now: i64,
+) -> Processed {
+    let looped = loop_verified(&sh.loop_key, &sh.box_id, direction.verb(), &msg, now);
+    let msg = strip_result_headers(&msg);
+    let verb = direction.verb();
+    if looped {
+        return Processed::Relay {
+            out: with_headers(sh, verb, "result=loop-not-processed", &msg, now),
+            outcome: "loop-passed-unchanged".into(),
+        };
+    }
+    let keys = sh.h.keys.as_ref();
+    let failed = |p: &crate::problem::Problem| {
+        let mut r = format!("result=failed; problem=\"{}\"", p.uri());
+        if let Some(m) = &p.missing {
+            r.push_str(&format!("; missing-certificates={}", m.join(",")));
+        }
+        r
+    };
+    match direction {
+        Direction::Decrypt => match docking::decrypt(keys, &sh.h.anchors, &msg, to, false) {
+            Ok((out, r)) => Processed::Relay {
+                out: with_headers(sh, verb, &format!("result={}", r.status), &out, now),
+                outcome: r.status.into(),
+            },
+            // Still encrypted (or not ours): passing it on leaks nothing.
+            Err(p) => Processed::Relay {
+                out: with_headers(sh, verb, &failed(&p), &msg, now),
+                outcome: format!("failed:{}", p.kind),
+            },
+        },
+        Direction::Encrypt => {
+            let policy = &sh.h.settings;
+            let plain_allowed = policy.smtp.encrypt_failure == EncryptFailure::SendPlain;
+            let from = (!from.is_empty()).then_some(from);
+            match docking::encrypt(
+                keys,
+                &policy.docking,
+                &msg,
+                from,
+                to,
+                policy.docking.missing,
+                now,
+            ) {
+                Ok((out, r))
+                    if r.status == "encrypted"
+                        || plain_allowed
+                        || policy.docking.missing == MissingPolicy::SendPlain =>
+                {
+                    let mut status = r.status.to_string();
+                    if !r.missing.is_empty() {
+                        status.push_str(&format!("; missing-certificates={}", r.missing.join(",")));
+                    }
+                    Processed::Relay {
+                        out: with_headers(sh, verb, &format!("result={status}"), &out, now),
+                        outcome: status,
+                    }
+                }
+                Ok((_, r)) => Processed::Hold {
+                    reason: format!(
+                        "not encrypted: no recipient has a certificate ({})",
+                        r.missing.join(", ")
+                    ),
+                    outcome: "held:not-encrypted".into(),
+                },
+                Err(p) if plain_allowed => Processed::Relay {
+                    out: with_headers(sh, verb, &failed(&p), &msg, now),
+                    outcome: format!("failed:{}", p.kind),
+                },
+                Err(p) => Processed::Hold {
+                    reason: format!("cannot encrypt ({}): {}", p.kind, p.detail),
+                    outcome: format!("held:{}", p.kind),
+                },
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_result_header_is_removed_with_its_continuation_lines() {
+        let msg = b"X-Sealgate-Signature: valid\r\nFrom: a@b\r\nx-sealgate-docking: decrypt;\r\n result=decrypted\r\nX-Sealgatex: keep\r\nX-SEALGATE-LOOP : x\r\nSubject: s\r\n\r\nX-Sealgate-Signature: body text stays\r\n";
+        assert_eq!(
+            strip_result_headers(msg),
+            b"From: a@b\r\nX-Sealgatex: keep\r\nSubject: s\r\n\r\nX-Sealgate-Signature: body text stays\r\n".to_vec()
+        );
+        // No body, LF line ends, nothing to remove.
+        assert_eq!(
+            strip_result_headers(b"X-Sealgate-A: 1\nB: 2\n"),
+            b"B: 2\n".to_vec()
+        );
+        assert_eq!(strip_result_headers(b""), b"".to_vec());
+    }
+
+    #[test]
+    fn only_a_keyed_loop_marker_over_this_message_id_verifies() {
+        let key = hmac::Key::new(hmac::HMAC_SHA256, b"k1");
+        let other = hmac::Key::new(hmac::HMAC_SHA256, b"k2");
+        let body = b"Message-ID: <1@x>\r\nSubject: s\r\n\r\nbody\r\n";
+        let now = 1_700_000_000;
+        let mark = |k: &hmac::Key, id: &str, t: i64, body: &[u8]| {
+            let mut m = format!(
+                "X-Sealgate-Loop: {}\r\n",
+                loop_value(k, id, "decrypt", body, t)
+            )
+            .into_bytes();
+            m.extend_from_slice(body);
+            m
+        };
+        assert!(loop_verified(
+            &key,
+            "box",
+            "decrypt",
+            &mark(&key, "box", now, body),
+            now
+        ));
+        assert!(loop_verified(
+            &key,
+            "box",
+            "decrypt",
+            &mark(&key, "box", now - 3600, body),
+            now
+        ));
+        // Unkeyed (the old format), another key, another box, too old, from the future.
+        assert!(!loop_verified(
+            &key,
+            "box",
+            "decrypt",
+            b"X-Sealgate-Loop: box\r\n\r\n",
+            now
+        ));
+        assert!(!loop_verified(
+            &key,
+            "box",
+            "decrypt",
+            &mark(&other, "box", now, body),
+            now
+        ));
+        assert!(!loop_verified(
+            &key,
+            "box",
+            "decrypt",
+            &mark(&key, "box2", now, body),
+            now
+        ));
+        assert!(!loop_verified(
+            &key,
+            "box",
+            "decrypt",
+            &mark(&key, "box", now - 8 * 86_400, body),
+            now
+        ));
+        assert!(!loop_verified(
+            &key,
+            "box",
+            "decrypt",
+            &mark(&key, "box", now + 3600, body),
+            now
+        ));
+        // Made by the other listener.
+        let mut enc = format!(
+            "X-Sealgate-Loop: {}\r\n",
+            loop_value(&key, "box", "encrypt", body, now)
+        )
+        .into_bytes();
+        enc.extend_from_slice(body);
+        assert!(loop_verified(&key, "box", "encrypt", &enc, now));
+        assert!(!loop_verified(&key, "box", "decrypt", &enc, now));
+        // Moved onto another message (another Message-ID).
+        let mut moved = mark(&key, "box", now, body);
+        let at = moved.windows(5).position(|w| w == b"<1@x>").expect("id");
+        moved[at + 1] = b'2';
+        assert!(!loop_verified(&key, "box", "decrypt", &moved, now));
+        // Garbage values do not panic.
+        for v in [
+            "",
+            ";;;",
+            "box; t=; mac=",
+            "box; t=1; mac=zz",
+            "box; t=99999999999999999999; mac=00",
+            "box; t=-9223372036854775808; mac=0",
+            "box; dir=decrypt; t=1; mac=0",
+            "box; dir=decrypt; t=x; mac=00",
+            ";;;;;",
+        ] {
+            let m = format!("X-Sealgate-Loop: {v}\r\n\r\n");
+            assert!(!loop_verified(&key, "box", "decrypt", m.as_bytes(), now));
+        }
+    }
+
+    #[test]
+    #[allow(clippy::panic)]
+    fn a_panic_becomes_an_error() {
+        assert_eq!(guarded(|| 7), Ok(7));
+        let r: Result<(), String> = guarded(|| panic!("engine bug"));
+        assert_eq!(r, Err("engine bug".into()));
+    }
+}

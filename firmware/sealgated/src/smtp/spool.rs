@@ -1,0 +1,354 @@
+//! The spool: `DATA/spool/ID.part` while a message arrives (streamed, never held whole in
+//! memory), `ID.eml` + `ID.json` (the envelope) once it is complete and fsynced, and
+//! `held/ID.eml` + `held/ID.json` (with `held_reason`) for messages that will not be relayed.
+//! A quota on the bytes of all of them (queued and held) answers `452` when full.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::{Deserialize, Serialize};
+use tokio::io::AsyncWriteExt;
+
+use super::Direction;
+use crate::identity::{hex, random};
+
+/// The envelope stored beside a spooled message.
+#[derive(Debug, Serialize, Deserialize)]
+pub(super) struct Envelope {
+    pub direction: Direction,
+    pub from: String,
+    pub to: Vec<String>,
+    /// The client's address.
+    pub client: String,
+    /// The client's name in the audit log (`smtp:ADDRESS` or `cert:NAME`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_name: Option<String>,
+    pub received: i64,
+    /// Processing attempts that did not finish (a panic or a stop).
+    #[serde(default)]
+    pub attempts: u32,
+    /// Why the message is held.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held_reason: Option<String>,
+}
+
+impl Envelope {
+    pub fn audit_name(&self) -> String {
+        self.client_name
+            .clone()
+            .unwrap_or_else(|| format!("smtp:{}", self.client))
+    }
+}
+
+pub(super) struct Spool {
+    dir: PathBuf,
+    quota: u64,
+    /// Bytes of complete messages on disk (queued and held).
+    on_disk: AtomicU64,
+    /// Bytes of messages being received.
+    arriving: AtomicU64,
+}
+
+fn dir_bytes(dir: &Path, ext: &str) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .filter(|e| e.file_name().to_string_lossy().ends_with(ext))
+                .filter_map(|e| e.metadata().ok())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+fn write_synced(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("json.tmp");
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(data)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
+impl Spool {
+    /// Creates the directories, removes messages whose reception never finished (they were
+    /// never acknowledged), and counts what is on disk.
+    pub fn open(dir: &Path, quota: u64) -> anyhow::Result<Spool> {
+        std::fs::create_dir_all(dir.join("held"))?;
+        for e in std::fs::read_dir(dir)?.filter_map(|e| e.ok()) {
+            let n = e.file_name().to_string_lossy().to_string();
+            if n.ends_with(".part") || n.ends_with(".json.tmp") {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+        let s = Spool {
+            dir: dir.to_path_buf(),
+            quota,
+            on_disk: AtomicU64::new(0),
+            arriving: AtomicU64::new(0),
+        };
+        s.recount();
+        Ok(s)
+    }
+
+    pub fn recount(&self) {
+        let n = dir_bytes(&self.dir, ".eml") + dir_bytes(&self.dir.join("held"), ".eml");
+        self.on_disk.store(n, Ordering::Relaxed);
+    }
+
+    /// Whether `n` more bytes fit now (a hint before the data arrives).
+    pub fn has_room(&self, n: u64) -> bool {
+        self.on_disk.load(Ordering::Relaxed) + self.arriving.load(Ordering::Relaxed) + n
+            <= self.quota
+    }
+
+    fn reserve(&self, n: u64) -> bool {
+        let before = self.arriving.fetch_add(n, Ordering::Relaxed);
+        if self.on_disk.load(Ordering::Relaxed) + before + n > self.quota {
+            self.arriving.fetch_sub(n, Ordering::Relaxed);
+            return false;
+        }
+        true
+    }
+
+    /// Starts receiving a message.
+    pub async fn receive(&self, received: i64) -> anyhow::Result<Incoming<'_>> {
+        let id = format!("{received}-{}", hex(&random(6)?));
+        let part = self.dir.join(format!("{id}.part"));
+        let file = tokio::fs::File::create(&part).await?;
+        Ok(Incoming {
+            spool: self,
+            id,
+            part,
+            file: Some(tokio::io::BufWriter::new(file)),
+            reserved: 0,
+            full: false,
+            done: false,
+        })
+    }
+
+    /// Ids of complete queued messages, oldest first.
+    pub fn queued(&self) -> Vec<String> {
+        let mut ids: Vec<String> = match std::fs::read_dir(&self.dir) {
+            Ok(rd) => rd
+                .filter_map(|e| e.ok())
+                .filter_map(|e| {
+                    e.file_name()
+                        .to_str()
+                        .and_then(|n| n.strip_suffix(".json"))
+                        .map(str::to_string)
+                })
+                .collect(),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the spool");
+                Vec::new()
+            }
+        };
+        ids.sort();
+        ids
+    }
+
+    /// The envelope and message; `None` if gone. An envelope that does not parse is an error.
+    pub fn load(&self, id: &str) -> anyhow::Result<Option<(Envelope, Vec<u8>)>> {
+        let env_path = self.dir.join(format!("{id}.json"));
+        let msg_path = self.dir.join(format!("{id}.eml"));
+        let (Ok(e), Ok(m)) = (std::fs::read(&env_path), std::fs::read(&msg_path)) else {
+            // Moved to held/ by an interrupted hold: finish it.
+            if !msg_path.exists() && self.dir.join("held").join(format!("{id}.eml")).exists() {
+                let _ = std::fs::remove_file(&env_path);
+            }
+            return Ok(None);
+        };
+        Ok(Some((serde_json::from_slice(&e)?, m)))
+    }
+
+    pub fn save_envelope(&self, id: &str, env: &Envelope) -> anyhow::Result<()> {
+        write_synced(
+            &self.dir.join(format!("{id}.json")),
+            &serde_json::to_vec(env)?,
+        )?;
+        Ok(())
+    }
+
+    /// Deletes a delivered message.
+    pub fn remove(&self, id: &str) {
+        let msg_path = self.dir.join(format!("{id}.eml"));
+        let size = std::fs::metadata(&msg_path).map(|m| m.len()).unwrap_or(0);
+        let _ = std::fs::remove_file(self.dir.join(format!("{id}.json")));
+        if std::fs::remove_file(&msg_path).is_ok() {
+            let _ = self
+                .on_disk
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
+                    Some(v.saturating_sub(size))
+                });
+        }
+    }
+
+    /// Moves a message, unchanged, to `held/`, its envelope (with the reason) first.
+    pub fn hold(&self, id: &str, env: &Envelope) -> anyhow::Result<()> {
+        let held = self.dir.join("held");
+        write_synced(
+            &held.join(format!("{id}.json")),
+            &serde_json::to_vec_pretty(env)?,
+        )?;
+        std::fs::rename(
+            self.dir.join(format!("{id}.eml")),
+            held.join(format!("{id}.eml")),
+        )?;
+        std::fs::remove_file(self.dir.join(format!("{id}.json")))?;
+        std::fs::File::open(&self.dir)?.sync_all()?;
+        Ok(())
+    }
+
+    /// Moves a message whose envelope cannot be read to `held/` as it is.
+    pub fn hold_raw(&self, id: &str) -> std::io::Result<()> {
+        for ext in ["eml", "json"] {
+            std::fs::rename(
+                self.dir.join(format!("{id}.{ext}")),
+                self.dir.join("held").join(format!("{id}.{ext}")),
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// A message being received; removed unless [`Incoming::commit`] is called.
+pub(super) struct Incoming<'a> {
+    spool: &'a Spool,
+    id: String,
+    part: PathBuf,
+    file: Option<tokio::io::BufWriter<tokio::fs::File>>,
+    reserved: u64,
+    full: bool,
+    done: bool,
+}
+
+impl Incoming<'_> {
+    /// Appends a line (given without its line end); false once the quota is reached (the
+    /// rest is discarded).
+    pub async fn line(&mut self, line: &[u8]) -> anyhow::Result<bool> {
+        if self.full {
+            return Ok(false);
+        }
+        let n = line.len() as u64 + 2;
+        if !self.spool.reserve(n) {
+            self.full = true;
+            return Ok(false);
+        }
+        self.reserved += n;
+        let Some(f) = self.file.as_mut() else {
+            anyhow::bail!("spool file closed");
+        };
+        f.write_all(line).await?;
+        f.write_all(b"\r\n").await?;
+        Ok(true)
+    }
+
+    /// Bytes written so far.
+    pub fn len(&self) -> u64 {
+        self.reserved
+    }
+
+    /// Makes the message durable and visible to the delivery loop; returns its id.
+    pub async fn commit(mut self, env: &Envelope) -> anyhow::Result<String> {
+        let Some(mut f) = self.file.take() else {
+            anyhow::bail!("spool file closed");
+        };
+        f.flush().await?;
+        let f = f.into_inner();
+        f.sync_all().await?;
+        drop(f);
+        let dir = self.spool.dir.clone();
+        let id = self.id.clone();
+        let part = self.part.clone();
+        let env = serde_json::to_vec(env)?;
+        tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+            std::fs::rename(&part, dir.join(format!("{id}.eml")))?;
+            write_synced(&dir.join(format!("{id}.json")), &env)?;
+            std::fs::File::open(&dir)?.sync_all()?;
+            Ok(())
+        })
+        .await??;
+        self.done = true;
+        self.spool
+            .arriving
+            .fetch_sub(self.reserved, Ordering::Relaxed);
+        self.spool
+            .on_disk
+            .fetch_add(self.reserved, Ordering::Relaxed);
+        Ok(self.id.clone())
+    }
+}
+
+impl Drop for Incoming<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.spool
+                .arriving
+                .fetch_sub(self.reserved, Ordering::Relaxed);
+            let _ = std::fs::remove_file(&self.part);
+            let _ = std::fs::remove_file(self.spool.dir.join(format!("{}.eml", self.id)));
+            let _ = std::fs::remove_file(self.spool.dir.join(format!("{}.json", self.id)));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env() -> Envelope {
+        Envelope {
+            direction: Direction::Decrypt,
+            from: "a@b".into(),
+            to: vec!["c@d".into()],
+            client: "127.0.0.1".into(),
+            client_name: None,
+            received: 1,
+            attempts: 0,
+            held_reason: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn quota_refuses_lines_beyond_it_and_drops_the_partial_file() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let spool = Spool::open(dir.path(), 100).expect("spool");
+        let mut a = spool.receive(1).await.expect("receive");
+        assert!(a.line(&[b'a'; 58]).await.expect("line"));
+        let id = a.commit(&env()).await.expect("commit");
+        assert!(dir.path().join(format!("{id}.eml")).exists());
+        assert!(!spool.has_room(50));
+        let mut b = spool.receive(2).await.expect("receive");
+        assert!(b.line(&[b'b'; 30]).await.expect("line"));
+        assert!(!b.line(&[b'b'; 30]).await.expect("line"), "over the quota");
+        drop(b);
+        assert_eq!(
+            std::fs::read_dir(dir.path())
+                .expect("dir")
+                .filter(|e| e
+                    .as_ref()
+                    .is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".part")))
+                .count(),
+            0
+        );
+        // Delivery gives the room back.
+        spool.remove(&id);
+        assert!(spool.has_room(90));
+        // Held messages keep counting, also after a restart.
+        let mut c = spool.receive(3).await.expect("receive");
+        assert!(c.line(&[b'c'; 58]).await.expect("line"));
+        let id = c.commit(&env()).await.expect("commit");
+        let mut e = env();
+        e.held_reason = Some("test".into());
+        spool.hold(&id, &e).expect("hold");
+        let spool = Spool::open(dir.path(), 100).expect("reopen");
+        assert!(!spool.has_room(50));
+        assert!(spool.queued().is_empty());
+        let held: Envelope = serde_json::from_slice(
+            &std::fs::read(dir.path().join("held").join(format!("{id}.json"))).expect("held"),
+        )
+        .expect("json");
+        assert_eq!(held.held_reason.as_deref(), Some("test"));
+    }
+}

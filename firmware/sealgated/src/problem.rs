@@ -37,9 +37,10 @@ pub struct Problem {
     /// Seconds to wait before retrying (also sent as `Retry-After`).
     #[serde(skip, default)]
     pub retry_after: Option<u64>,
-    /// What exactly went wrong inside the box: logged, never sent.
+    /// What exactly went wrong inside the box: logged, never sent. (A boxed `str` keeps
+    /// `Problem` small: it travels in every `Result`.)
     #[serde(skip, default)]
-    pub internal_detail: Option<String>,
+    pub internal_detail: Option<Box<str>>,
 }
 
 impl Problem {
@@ -63,7 +64,7 @@ impl Problem {
 
     /// The same problem with `text` for the daemon's log only.
     pub fn with_log(mut self, text: impl Into<String>) -> Problem {
-        self.internal_detail = Some(text.into());
+        self.internal_detail = Some(text.into().into_boxed_str());
         self
     }
 

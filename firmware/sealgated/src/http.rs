@@ -805,7 +805,21 @@ fn unusable_reason(cert: &Certificate, now: i64) -> Option<String> {
     if cert.is_ca {
         return Some("it is a CA certificate".into());
     }
-    if cert.emails.is_empty() {
+    if cert.der().len() > MAX_CERTIFICATE_BYTES {
+        return Some(format!(
+            "it is larger than {} KiB",
+            MAX_CERTIFICATE_BYTES / 1024
+        ));
+    }
+    // An address the vault can file it under: local@domain.tld, nothing odd.
+    let filable = |e: &String| {
+        e.split_once('@').is_some_and(|(l, d)| {
+            !l.is_empty() && d.contains('.') && !d.starts_with('.') && !d.ends_with('.')
+        }) && !e
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || c == '<' || c == '>')
+    };
+    if !cert.emails.iter().any(filable) {
         return Some("it names no email address".into());
     }
     if now < cert.not_before || now > cert.not_after {
@@ -829,6 +843,10 @@ fn unusable_reason(cert: &Certificate, now: i64) -> Option<String> {
     }
     None
 }
+
+/// Largest certificate taken (real S/MIME certificates are a few KiB); with
+/// [`sealgate_vault::MAX_PENDING`] it bounds what callers can make the vault hold.
+const MAX_CERTIFICATE_BYTES: usize = 32 * 1024;
 
 /// End-entity certificates taken in one `POST /api/v1/certificates`.
 const MAX_CERTIFICATES_PER_REQUEST: usize = 100;
@@ -1121,6 +1139,34 @@ mod tests {
         assert!(s.is_ascii());
         let back: serde_json::Value = serde_json::from_str(&s).expect("json");
         assert_eq!(back["who"], "Jörg 😀");
+    }
+
+    #[test]
+    fn posted_certificates_are_bounded_and_must_name_a_filable_address() {
+        let make = |emails: &[String], dns: usize| {
+            let mut p = rcgen::CertificateParams::new(
+                (0..dns)
+                    .map(|i| format!("host{i}.example.org"))
+                    .collect::<Vec<_>>(),
+            )
+            .expect("params");
+            for e in emails {
+                p.subject_alt_names.push(rcgen::SanType::Rfc822Name(
+                    e.as_str().try_into().expect("ia5"),
+                ));
+            }
+            let key = rcgen::KeyPair::generate().expect("key");
+            Certificate::from_der(p.self_signed(&key).expect("cert").der()).expect("parse")
+        };
+        let now = now();
+        assert_eq!(
+            unusable_reason(&make(&["carol@example.org".into()], 0), now),
+            None
+        );
+        let big = make(&["carol@example.org".into()], 2000);
+        assert!(big.der().len() > MAX_CERTIFICATE_BYTES);
+        assert!(unusable_reason(&big, now).is_some_and(|r| r.contains("larger")));
+        assert!(unusable_reason(&make(&["carol@localhost".into()], 0), now).is_some());
     }
 
     #[test]

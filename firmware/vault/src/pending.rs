@@ -23,6 +23,9 @@ const PENDING: TableDefinition<&str, &[u8]> = TableDefinition::new("pending_reci
 /// grow the vault without bound).
 pub const MAX_PENDING: u64 = 1000;
 
+/// Longest reason kept (characters).
+const MAX_REASON_CHARS: usize = 1000;
+
 /// A certificate waiting for an administrator (no key material: certificates are public).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PendingCertificate {
@@ -86,6 +89,9 @@ impl Vault {
             ));
         }
         let fp = fingerprint(cert);
+        // The reason may quote names from the certificate: bounded.
+        let reason: String = reason.chars().take(MAX_REASON_CHARS).collect();
+        let reason = reason.as_str();
         let rec = PendingCertificate {
             sha256: fp.clone(),
             emails: emails.clone(),

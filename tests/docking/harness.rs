@@ -108,8 +108,34 @@ impl Pki {
     }
 
     fn user(&self, email: &str, kind: &str) {
+        self.issue(email, email, kind, Some("ca"));
+    }
+
+    /// Another CA, `NAME.crt` and `NAME.key` (e.g. one the box does not trust).
+    pub fn add_ca(&self, name: &str, subject: &str) {
         let d = self.dir.path();
-        let key = self.key(email);
+        run(Command::new("openssl")
+            .args([
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "30", "-subj",
+            ])
+            .arg(format!("/CN={subject}"))
+            .args([
+                "-addext",
+                "basicConstraints=critical,CA:TRUE",
+                "-addext",
+                "keyUsage=critical,keyCertSign,cRLSign",
+            ])
+            .arg("-keyout")
+            .arg(d.join(format!("{name}.key")))
+            .arg("-out")
+            .arg(d.join(format!("{name}.crt"))));
+    }
+
+    /// An S/MIME certificate for `email` with a fresh key, `STEM.crt` and `STEM.key`, issued
+    /// by the CA `ca` (file stem) or self-signed (`None`).
+    pub fn issue(&self, stem: &str, email: &str, kind: &str, ca: Option<&str>) {
+        let d = self.dir.path();
+        let key = self.key(stem);
         match kind {
             "ec" => run(Command::new("openssl")
                 .args([
@@ -132,7 +158,7 @@ impl Pki {
                 ])
                 .arg(&key)),
         };
-        let csr = d.join(format!("{email}.csr"));
+        let csr = d.join(format!("{stem}.csr"));
         run(Command::new("openssl")
             .args([
                 "req",
@@ -144,31 +170,36 @@ impl Pki {
             .arg(&key)
             .arg("-out")
             .arg(&csr));
-        let ext = d.join(format!("{email}.ext"));
+        let ext = d.join(format!("{stem}.ext"));
         std::fs::write(
             &ext,
             format!("subjectAltName=email:{email}\nextendedKeyUsage=emailProtection\nkeyUsage=critical,digitalSignature,keyEncipherment,keyAgreement\nbasicConstraints=CA:FALSE\n"),
         )
         .expect("ext");
-        run(Command::new("openssl")
-            .args([
-                "x509",
-                "-req",
-                "-days",
-                "30",
-                "-set_serial",
-                &format!("{}", 1000 + email.len()),
-                "-in",
-            ])
-            .arg(&csr)
-            .arg("-CA")
-            .arg(d.join("ca.crt"))
-            .arg("-CAkey")
-            .arg(d.join("ca.key"))
+        let mut cmd = Command::new("openssl");
+        cmd.args([
+            "x509",
+            "-req",
+            "-days",
+            "30",
+            "-set_serial",
+            &format!("{}", 1000 + stem.len()),
+            "-in",
+        ])
+        .arg(&csr);
+        match ca {
+            Some(ca) => cmd
+                .arg("-CA")
+                .arg(d.join(format!("{ca}.crt")))
+                .arg("-CAkey")
+                .arg(d.join(format!("{ca}.key"))),
+            None => cmd.arg("-key").arg(&key),
+        };
+        run(cmd
             .arg("-extfile")
             .arg(&ext)
             .arg("-out")
-            .arg(self.cert(email)));
+            .arg(self.cert(stem)));
     }
 
     /// A small cleartext message.

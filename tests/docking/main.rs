@@ -406,8 +406,9 @@ fn tokens_scopes_revocation_and_rate_limit() {
     );
     assert_eq!(code, 401);
     assert!(header(&headers, "www-authenticate").is_some());
-    // Wrong tokens and malformed headers: 401 until the limit, then 429 with Retry-After,
-    // even for a good token from that address.
+    // Wrong tokens and malformed headers: 401 until the limit, then 429 with Retry-After for
+    // failed attempts only: a valid token from the same address (a gateway behind the same
+    // NAT as the guesser) keeps working.
     let (code, _, _) = d.curl(
         "POST",
         "/api/v1/decrypt",
@@ -426,19 +427,49 @@ fn tokens_scopes_revocation_and_rate_limit() {
         );
         assert_eq!(code, 401);
     }
-    let (code, headers, body) = d.curl(
+    let (code, _, body) = d.curl(
         "POST",
         "/api/v1/decrypt",
         Some(&decrypt_only),
         &[],
         Some(&msg),
     );
-    assert_eq!(code, 429, "{}", String::from_utf8_lossy(&body));
-    assert!(
-        header(&headers, "retry-after")
-            .and_then(|v| v.parse::<u64>().ok())
-            .is_some_and(|s| s >= 1)
+    assert_eq!(
+        code,
+        200,
+        "a valid token passes from a blocked address: {}",
+        String::from_utf8_lossy(&body)
     );
+    for (token, extra) in [
+        (Some("sgt_wrong"), &[][..]),
+        (None, &[][..]),
+        (None, &["-H", "Authorization: Basic Zm9vOmJhcg=="][..]),
+    ] {
+        let (code, headers, body) = d.curl("POST", "/api/v1/decrypt", token, extra, Some(&msg));
+        assert_eq!(code, 429, "{}", String::from_utf8_lossy(&body));
+        assert!(
+            header(&headers, "retry-after")
+                .and_then(|v| v.parse::<u64>().ok())
+                .is_some_and(|s| s >= 1)
+        );
+    }
+    // Still: the good token works, and a missing scope is still 403, not 429.
+    let (code, _, _) = d.curl(
+        "POST",
+        "/api/v1/decrypt",
+        Some(&decrypt_only),
+        &[],
+        Some(&msg),
+    );
+    assert_eq!(code, 200);
+    let (code, _, _) = d.curl(
+        "POST",
+        "/api/v1/encrypt?to=alice@example.org",
+        Some(&decrypt_only),
+        &[],
+        Some(&msg),
+    );
+    assert_eq!(code, 403);
     let audit = d.audit();
     assert!(
         audit
@@ -716,7 +747,14 @@ fn certificates_can_be_added_for_external_recipients() {
     let dir = data_dir_with_keys(&pki);
     let token = create_token(dir.path(), "gw", "encrypt");
     let verify_only = create_token(dir.path(), "reader", "verify");
-    let d = Daemon::start(dir.path(), "");
+    // The box trusts the CA that issued carol's certificate.
+    let d = Daemon::start(
+        dir.path(),
+        &format!(
+            "[docking]\ntrust_anchors = \"{}\"\n",
+            pki.path("ca.crt").display()
+        ),
+    );
     let clear = pki.message("bob@example.org", "carol@example.org", "hi", "for carol");
     let q = "/api/v1/encrypt?from=bob@example.org&to=carol@example.org";
     // Unknown to the box at first.
@@ -798,4 +836,343 @@ fn certificates_can_be_added_for_external_recipients() {
             .any(|e| e["operation"] == "add-certificates" && e["outcome"] == "ok"),
         "the addition is audited"
     );
+}
+
+/// Nothing of a request is interpreted before its caller is authenticated and authorised: a
+/// bad query string is 401 without credentials, 403 without the scope, 400 only for a caller
+/// that may make the call.
+#[test]
+fn query_strings_are_read_only_after_authentication() {
+    let pki = Pki::new();
+    let dir = data_dir_with_keys(&pki);
+    let verify_only = create_token(dir.path(), "reader", "verify");
+    let d = Daemon::start(dir.path(), "[auth]\nmax_failures = 1000\n");
+    let msg = pki.message("a@example.org", "alice@example.org", "s", "b");
+    for (method, path, verify_may) in [
+        ("POST", "/api/v1/decrypt?bogus=1", false),
+        ("POST", "/api/v1/decrypt?to=not-an-address", false),
+        ("POST", "/api/v1/encrypt", false),
+        ("POST", "/api/v1/encrypt?to=a@b.c&missing=maybe", false),
+        ("POST", "/api/v1/sign?opaque=perhaps", false),
+        ("POST", "/api/v1/verify?from=a@b.c&from=d@e.f", true),
+        ("POST", "/api/v1/verify?%zz=1", true),
+        ("GET", "/api/v1/certificates?email=bad", true),
+        ("GET", "/api/v1/certificates", true),
+    ] {
+        let body = (method == "POST").then_some(&msg[..]);
+        let (code, headers, resp) = d.curl(method, path, None, &[], body);
+        assert_eq!(
+            code,
+            401,
+            "{method} {path}: {}",
+            String::from_utf8_lossy(&resp)
+        );
+        assert!(header(&headers, "www-authenticate").is_some());
+        let (code, _, _) = d.curl(method, path, Some("sgt_wrong"), &[], body);
+        assert_eq!(code, 401, "{method} {path} with a wrong token");
+        let (code, _, resp) = d.curl(method, path, Some(&verify_only), &[], body);
+        let want = if verify_may { 400 } else { 403 };
+        assert_eq!(
+            code,
+            want,
+            "{method} {path} with the verify scope: {}",
+            String::from_utf8_lossy(&resp)
+        );
+    }
+    // Bad requests by an authenticated caller are audited under its name.
+    assert!(
+        d.audit()
+            .iter()
+            .any(|a| a["client"] == "reader" && a["outcome"] == "bad-request")
+    );
+}
+
+/// Problem details name no address and no vault text: a decrypt caller gets the same answer
+/// for an address whose keys do not fit the message as for one the box holds no key for; the
+/// daemon's log says which.
+#[test]
+fn problems_do_not_tell_which_addresses_hold_keys() {
+    let pki = Pki::new();
+    let dir = data_dir_with_keys(&pki);
+    let token = create_token(dir.path(), "gw", "decrypt");
+    let d = Daemon::start(dir.path(), "");
+    // For mallory (RSA), whose key the box does not hold; bob's key is EC.
+    let enc = pki.openssl_encrypt(
+        &pki.message("a@x.org", "mallory@example.net", "m", "for mallory"),
+        &["mallory@example.net"],
+    );
+    let (c1, h1, with_key) = d.curl(
+        "POST",
+        "/api/v1/decrypt?to=bob@example.org",
+        Some(&token),
+        &[],
+        Some(&enc),
+    );
+    let (c2, _, without_key) = d.curl(
+        "POST",
+        "/api/v1/decrypt?to=nobody@example.com",
+        Some(&token),
+        &[],
+        Some(&enc),
+    );
+    assert_eq!((c1, c2), (422, 422));
+    assert_eq!(
+        header(&h1, "content-type"),
+        Some("application/problem+json")
+    );
+    let p: serde_json::Value = serde_json::from_slice(&with_key).expect("problem");
+    assert_eq!(
+        p["type"],
+        "https://sealgate.example/problems/no-matching-key"
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&with_key),
+        String::from_utf8_lossy(&without_key),
+        "the same answer whether or not the box holds a key for the address"
+    );
+    assert!(!contains(&with_key, "bob") && !contains(&with_key, "nobody"));
+    let (code, _, body) = d.curl(
+        "POST",
+        "/api/v1/decrypt?to=alice@example.org",
+        Some(&token),
+        &[],
+        Some(&enc),
+    );
+    assert_eq!(code, 422);
+    assert!(
+        !contains(&body, "alice"),
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+    let log = std::fs::read_to_string(dir.path().join("log/sealgated.log")).expect("log");
+    assert!(
+        log.contains("not encrypted to the keys of bob@example.org"),
+        "the detail is logged for the administrator"
+    );
+}
+
+/// Who can call `POST /certificates` (any encrypt token, perhaps a stolen one) cannot make
+/// the box encrypt someone's mail to a key of theirs: a certificate without a path to a
+/// trust anchor, or from another issuer than the one in use, waits for an administrator;
+/// a local user's address is refused. `encrypt` keeps using the original certificate.
+#[test]
+fn certificate_takeover_is_held_for_an_administrator() {
+    let pki = Pki::new();
+    pki.add_ca("evil-ca", "Evil CA");
+    pki.add_ca("partner-ca", "Partner CA");
+    pki.issue("carol-evil", "carol@example.org", "rsa", Some("evil-ca"));
+    pki.issue("carol-self", "carol@example.org", "rsa", None);
+    pki.issue(
+        "carol-partner",
+        "carol@example.org",
+        "rsa",
+        Some("partner-ca"),
+    );
+    pki.issue(
+        "alice-partner",
+        "alice@example.org",
+        "rsa",
+        Some("partner-ca"),
+    );
+    pki.issue("dave-self", "dave@example.org", "ec", None);
+    let mut anchors = std::fs::read(pki.path("ca.crt")).expect("ca");
+    anchors.extend(std::fs::read(pki.path("partner-ca.crt")).expect("partner ca"));
+    let anchors_file = harness::write(pki.dir.path(), "anchors.pem", &anchors);
+    let settings = format!(
+        "[docking]\ntrust_anchors = \"{}\"\n",
+        anchors_file.display()
+    );
+    let dir = data_dir_with_keys(&pki);
+    let gateway = create_token(dir.path(), "gw", "encrypt");
+    let stolen = create_token(dir.path(), "stolen", "encrypt");
+    let mut d = Daemon::start(dir.path(), &settings);
+    let pem = ["-H", "Content-Type: application/pem-certificate-chain"];
+    let post = |d: &Daemon, token: &str, body: &[u8]| {
+        let (code, _, body) = d.curl(
+            "POST",
+            "/api/v1/certificates",
+            Some(token),
+            &pem,
+            Some(body),
+        );
+        (
+            code,
+            serde_json::from_slice::<serde_json::Value>(&body).unwrap_or_default(),
+        )
+    };
+    let cert = |stem: &str| std::fs::read(pki.cert(stem)).expect("cert");
+    let fingerprint = |stem: &str| {
+        let out = run(Command::new("openssl")
+            .args(["x509", "-noout", "-fingerprint", "-sha256", "-in"])
+            .arg(pki.cert(stem)));
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .rsplit('=')
+            .next()
+            .unwrap_or_default()
+            .replace(':', "")
+            .to_ascii_lowercase()
+    };
+
+    // Carol's certificate from the trusted CA is put to use.
+    let (code, a) = post(&d, &gateway, &cert("carol@example.org"));
+    assert_eq!(code, 200, "{a}");
+    assert_eq!(a["stored"][0]["sha256"], fingerprint("carol@example.org"));
+    assert_eq!(a["pending"], serde_json::json!([]));
+
+    // Takeover attempts: an untrusted CA (with its chain), self-signed, another trusted CA.
+    let mut evil_chain = cert("carol-evil");
+    evil_chain.extend(std::fs::read(pki.path("evil-ca.crt")).expect("evil ca"));
+    for (stem, body) in [
+        ("carol-evil", evil_chain),
+        ("carol-self", cert("carol-self")),
+        ("carol-partner", cert("carol-partner")),
+    ] {
+        let (code, a) = post(&d, &stolen, &body);
+        assert_eq!(code, 200, "{stem}: {a}");
+        assert_eq!(a["stored"], serde_json::json!([]), "{stem}: {a}");
+        assert_eq!(a["pending"][0]["sha256"], fingerprint(stem), "{stem}: {a}");
+        assert!(
+            a["pending"][0]["reason"]
+                .as_str()
+                .is_some_and(|r| !r.is_empty()),
+            "{a}"
+        );
+    }
+    // The same certificate again is still pending, not stored.
+    let (code, a) = post(&d, &stolen, &cert("carol-self"));
+    assert_eq!((code, a["stored"].clone()), (200, serde_json::json!([])));
+
+    // A local user's certificate is never replaced through the API.
+    let (code, a) = post(&d, &stolen, &cert("alice-partner"));
+    assert_eq!(code, 409, "{a}");
+    assert_eq!(
+        a["type"],
+        "https://sealgate.example/problems/local-user-address"
+    );
+
+    // encrypt still uses the original certificates. (One recipient per message: the test
+    // PKI gives alice and carol the same issuer and serial.)
+    let q = "/api/v1/encrypt?from=bob@example.org&to=carol@example.org";
+    let clear = pki.message("bob@example.org", "carol@example.org", "hi", "for carol");
+    let (code, headers, body) = d.curl("POST", q, Some(&gateway), &[], Some(&clear));
+    assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(
+        report(&headers)["encrypted_for"],
+        serde_json::json!(["carol@example.org"])
+    );
+    assert!(contains(
+        &pki.openssl_decrypt(&body, "carol@example.org"),
+        "for carol"
+    ));
+    let to_alice = "/api/v1/encrypt?from=bob@example.org&to=alice@example.org";
+    let (code, _, for_alice) = d.curl("POST", to_alice, Some(&gateway), &[], Some(&clear));
+    assert_eq!(code, 200);
+    assert!(contains(
+        &pki.openssl_decrypt(&for_alice, "alice@example.org"),
+        "for carol"
+    ));
+    let enc_alice = harness::write(pki.dir.path(), "enc-alice.eml", &for_alice);
+    let out = Command::new("openssl")
+        .args(["cms", "-decrypt", "-in"])
+        .arg(&enc_alice)
+        .arg("-inkey")
+        .arg(pki.key("alice-partner"))
+        .arg("-recip")
+        .arg(pki.cert("alice-partner"))
+        .output()
+        .expect("openssl");
+    assert!(
+        !out.status.success(),
+        "alice-partner's key must not open alice's mail"
+    );
+    let enc = harness::write(pki.dir.path(), "enc.eml", &body);
+    for stem in ["carol-evil", "carol-self", "carol-partner"] {
+        let out = Command::new("openssl")
+            .args(["cms", "-decrypt", "-in"])
+            .arg(&enc)
+            .arg("-inkey")
+            .arg(pki.key(stem))
+            .arg("-recip")
+            .arg(pki.cert(stem))
+            .output()
+            .expect("openssl");
+        assert!(
+            !out.status.success(),
+            "{stem}'s key must not open carol's mail"
+        );
+    }
+
+    // A new address with an untrusted certificate waits too: not encrypted to.
+    let (code, a) = post(&d, &gateway, &cert("dave-self"));
+    assert_eq!(
+        (code, a["pending"][0]["sha256"].clone()),
+        (200, fingerprint("dave-self").into())
+    );
+    let to_dave = "/api/v1/encrypt?from=bob@example.org&to=dave@example.org";
+    let (code, _, body) = d.curl("POST", to_dave, Some(&gateway), &[], Some(&clear));
+    assert_eq!(code, 422, "{}", String::from_utf8_lossy(&body));
+
+    // Every decision is audited.
+    let audit = d.audit();
+    for outcome in ["stored", "pending", "refused"] {
+        assert!(
+            audit
+                .iter()
+                .any(|e| e["operation"] == "certificate" && e["outcome"] == outcome),
+            "{outcome} audited"
+        );
+    }
+    assert!(audit.iter().any(|e| e["operation"] == "certificate"
+        && e["outcome"] == "pending"
+        && e["client"] == "stolen"
+        && e["sha256"] == fingerprint("carol-self")));
+
+    // The administrator decides with sealctl (the vault is the daemon's while it runs).
+    d.terminate();
+    let sealctl = |args: &[&str]| {
+        run(Command::new(harness::sealctl())
+            .args(["certs"])
+            .args(args)
+            .arg("--data-dir")
+            .arg(dir.path())
+            .arg("--danger-software-sealer"))
+    };
+    let list: serde_json::Value =
+        serde_json::from_slice(&sealctl(&["pending"]).stdout).expect("pending JSON");
+    let listed: Vec<&str> = list
+        .as_array()
+        .expect("array")
+        .iter()
+        .filter_map(|p| p["sha256"].as_str())
+        .collect();
+    assert_eq!(listed.len(), 4, "{list}");
+    for stem in ["carol-evil", "carol-self", "carol-partner", "dave-self"] {
+        assert!(
+            listed.contains(&fingerprint(stem).as_str()),
+            "{stem} listed"
+        );
+    }
+    assert!(list[0]["requested_by"].is_string() && list[0]["reason"].is_string());
+    sealctl(&["approve", &fingerprint("dave-self")]);
+    sealctl(&["reject", &fingerprint("carol-self")]);
+    let d = Daemon::start(dir.path(), &settings);
+    let (code, _, body) = d.curl("POST", to_dave, Some(&gateway), &[], Some(&clear));
+    assert_eq!(code, 200, "approved: {}", String::from_utf8_lossy(&body));
+    assert!(contains(
+        &pki.openssl_decrypt(&body, "dave-self"),
+        "for carol"
+    ));
+    // Carol's mail still goes to her original certificate.
+    let (code, _, body) = d.curl("POST", q, Some(&gateway), &[], Some(&clear));
+    assert_eq!(code, 200);
+    assert!(contains(
+        &pki.openssl_decrypt(&body, "carol@example.org"),
+        "for carol"
+    ));
+    let left: serde_json::Value = {
+        drop(d);
+        serde_json::from_slice(&sealctl(&["pending"]).stdout).expect("pending JSON")
+    };
+    assert_eq!(left.as_array().map(|a| a.len()), Some(2), "{left}");
 }

@@ -17,6 +17,7 @@ use sealgate_smime::signed::VerifyOptions;
 
 mod api_token_cmd;
 mod ca_cmd;
+mod certs_cmd;
 mod keys_cmd;
 mod vault_cmd;
 
@@ -50,6 +51,9 @@ enum Command {
     /// Bearer tokens for the docking API (sealgated): create, list, revoke.
     #[command(subcommand)]
     ApiToken(api_token_cmd::ApiTokenCmd),
+    /// External recipients' certificates waiting for an administrator: pending, approve, reject.
+    #[command(subcommand)]
+    Certs(certs_cmd::CertsCmd),
 }
 
 #[derive(Subcommand)]
@@ -190,6 +194,7 @@ fn run(cli: Cli) -> Outcome {
         Command::Keys(c) => keys_cmd::run(c),
         Command::Ca(c) => ca_cmd::run(c),
         Command::ApiToken(c) => api_token_cmd::run(c),
+        Command::Certs(c) => certs_cmd::run(c),
     }
 }
 

@@ -82,4 +82,50 @@ impl AuditLog {
             }
         }
     }
+
+    /// Appends what became of one certificate posted to `POST /api/v1/certificates`:
+    /// `stored`, `already-stored`, `pending` or `refused`, with the reason (a separate line
+    /// after the call's own, `"operation":"certificate"`).
+    pub fn record_certificate(
+        &self,
+        client: &str,
+        source: &str,
+        sha256: &str,
+        emails: &[String],
+        outcome: &str,
+        reason: Option<&str>,
+    ) {
+        let rec = CertificateRecord {
+            time: time::OffsetDateTime::now_utc()
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default(),
+            client,
+            source,
+            operation: "certificate",
+            sha256,
+            emails,
+            outcome,
+            reason,
+        };
+        tracing::info!(target: "audit", client, source, sha256, outcome, reason = reason.unwrap_or("-"), "certificate");
+        if let (Ok(mut line), Ok(mut f)) = (serde_json::to_vec(&rec), self.file.lock()) {
+            line.push(b'\n');
+            if let Err(e) = f.write_all(&line) {
+                tracing::error!(error = %e, "cannot write the audit log");
+            }
+        }
+    }
+}
+
+/// One certificate decision (see [`AuditLog::record_certificate`]).
+#[derive(Debug, Serialize)]
+struct CertificateRecord<'a> {
+    time: String,
+    client: &'a str,
+    source: &'a str,
+    operation: &'a str,
+    sha256: &'a str,
+    emails: &'a [String],
+    outcome: &'a str,
+    reason: Option<&'a str>,
 }

@@ -162,8 +162,10 @@ pub fn decrypt(
     let opened = match message::open(input, &refs, &opts, mode) {
         Ok(o) => o,
         Err(EngineError::NoMatchingRecipient) => {
-            let mut p = Problem::from(EngineError::NoMatchingRecipient);
-            p.detail = if with_keys.is_empty() {
+            // Which of the addresses the box holds keys for is logged, not told: the
+            // answer is the same whether it holds none or the message is for others.
+            let p = Problem::from(EngineError::NoMatchingRecipient);
+            let why = if with_keys.is_empty() {
                 format!(
                     "the box holds no key for {}",
                     if recipients.is_empty() {
@@ -175,7 +177,7 @@ pub fn decrypt(
             } else {
                 format!("not encrypted to the keys of {}", with_keys.join(", "))
             };
-            return Err(p);
+            return Err(p.with_log(why));
         }
         // Bare signed CMS: not encrypted.
         Err(EngineError::Usage(_)) => {

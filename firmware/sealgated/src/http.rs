@@ -71,43 +71,136 @@ pub fn on_connect(conn: &dyn std::any::Any, ext: &mut actix_web::dev::Extensions
     }
 }
 
-/// Counts failed authentications per source address in fixed windows.
+/// Source addresses the failure limiter tracks at most; beyond that the oldest window is
+/// forgotten. About 100 bytes each, so the limiter's memory stays under a few MiB whoever
+/// connects.
+pub const MAX_TRACKED_ADDRESSES: usize = 16_384;
+
+/// Counts failed authentications per source address in fixed windows, in bounded memory.
+///
+/// Who reaches it: anyone who can open a TCP connection to the docking or admin port. What it
+/// must not let them do: grow the daemon's memory (the table is bounded, the oldest window is
+/// evicted first), make each failure cost more than a few hash-map operations (no scans: the
+/// windows are kept in start order, so expired ones are dropped from the front), or lock out
+/// a gateway with valid credentials that shares its address (behind a NAT): the limiter is
+/// asked only after the credentials failed, so a valid credential always passes and only the
+/// failed attempts of a blocked address get 429.
+///
+/// IPv6 sources are counted per /64 (one host usually holds a whole /64, so per-address counting
+/// would let it rotate addresses); IPv4-mapped IPv6 counts as the IPv4 address.
 pub struct FailureLimiter {
     max: u32,
     window: Duration,
-    seen: Mutex<HashMap<IpAddr, (u32, Instant)>>,
+    capacity: usize,
+    state: Mutex<LimiterState>,
+}
+
+#[derive(Default)]
+struct LimiterState {
+    /// Failures in the current window, and when the window started.
+    counts: HashMap<IpAddr, (u32, Instant)>,
+    /// Window starts in the order they began (`(address, start)`); an element whose start
+    /// no longer matches `counts` is stale and skipped.
+    order: std::collections::VecDeque<(IpAddr, Instant)>,
+}
+
+/// The key an address is counted under: IPv4 as is, IPv6 by its /64.
+fn limiter_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let mut o = v6.octets();
+                o[8..].fill(0);
+                IpAddr::V6(o.into())
+            }
+        },
+    }
 }
 
 impl FailureLimiter {
-    /// `max` failures per `window`.
+    /// `max` failures per `window`, at most [`MAX_TRACKED_ADDRESSES`] addresses.
     pub fn new(max: u32, window: Duration) -> FailureLimiter {
+        FailureLimiter::with_capacity(max, window, MAX_TRACKED_ADDRESSES)
+    }
+
+    /// As [`FailureLimiter::new`], tracking at most `capacity` addresses.
+    pub fn with_capacity(max: u32, window: Duration, capacity: usize) -> FailureLimiter {
         FailureLimiter {
             max,
             window,
-            seen: Mutex::new(HashMap::new()),
+            capacity: capacity.max(1),
+            state: Mutex::new(LimiterState::default()),
         }
     }
 
-    /// Seconds until `ip` may try again, if it is blocked.
+    /// Seconds until `ip` may fail again without 429, if it is blocked.
     fn blocked(&self, ip: IpAddr) -> Option<u64> {
-        let seen = self.seen.lock().ok()?;
-        let (n, start) = seen.get(&ip)?;
+        let state = self.state.lock().ok()?;
+        let (n, start) = state.counts.get(&limiter_key(ip))?;
         let left = self.window.checked_sub(start.elapsed())?;
         (*n >= self.max).then(|| left.as_secs().max(1))
     }
 
+    /// Counts one failed authentication from `ip`.
     fn fail(&self, ip: IpAddr) {
-        if let Ok(mut seen) = self.seen.lock() {
-            if seen.len() > 100_000 {
-                let window = self.window;
-                seen.retain(|_, (_, s)| s.elapsed() < window);
+        let Ok(mut state) = self.state.lock() else {
+            return;
+        };
+        let key = limiter_key(ip);
+        let window = self.window;
+        let state = &mut *state;
+        // Drop expired windows from the front (oldest first): amortised O(1).
+        while let Some(&(k, start)) = state.order.front() {
+            if start.elapsed() < window {
+                break;
             }
-            let e = seen.entry(ip).or_insert((0, Instant::now()));
-            if e.1.elapsed() >= self.window {
-                *e = (0, Instant::now());
+            state.order.pop_front();
+            if state.counts.get(&k).is_some_and(|e| e.1 == start) {
+                state.counts.remove(&k);
             }
-            e.0 += 1;
         }
+        let now = Instant::now();
+        match state.counts.get_mut(&key) {
+            Some(e) if e.1.elapsed() < window => {
+                e.0 = e.0.saturating_add(1);
+                return;
+            }
+            Some(e) => {
+                *e = (1, now);
+            }
+            None => {
+                // Full: forget the oldest window.
+                while state.counts.len() >= self.capacity {
+                    let Some((k, start)) = state.order.pop_front() else {
+                        break;
+                    };
+                    if state.counts.get(&k).is_some_and(|e| e.1 == start) {
+                        state.counts.remove(&k);
+                    }
+                }
+                state.counts.insert(key, (1, now));
+            }
+        }
+        state.order.push_back((key, now));
+        // Restarted windows leave stale elements behind; compact when they outnumber the
+        // live ones (amortised over at least `capacity` pushes).
+        if state.order.len() > 2 * self.capacity {
+            let counts = &state.counts;
+            state
+                .order
+                .retain(|(k, s)| counts.get(k).is_some_and(|e| e.1 == *s));
+        }
+    }
+
+    /// Addresses tracked now (tests).
+    #[cfg(test)]
+    fn tracked(&self) -> (usize, usize) {
+        self.state
+            .lock()
+            .map(|s| (s.counts.len(), s.order.len()))
+            .unwrap_or_default()
     }
 }
 
@@ -119,6 +212,10 @@ fn source(req: &HttpRequest) -> (Option<IpAddr>, String) {
 }
 
 /// Authenticates the request; `scopes` is any-of (empty: any valid credential).
+///
+/// Credentials are checked first: a valid one passes whatever the failure limiter says of
+/// its source address (a gateway behind the same NAT as a guesser keeps working); a failed
+/// attempt from a blocked address is `429`, any other failed attempt is counted and `401`.
 fn authorize(
     req: &HttpRequest,
     st: &AppState,
@@ -127,21 +224,21 @@ fn authorize(
 ) -> Result<String, Problem> {
     let started = Instant::now();
     let (ip, src) = source(req);
-    if let Some(retry) = ip.and_then(|ip| st.failures.blocked(ip)) {
-        st.audit.record(
-            "-",
-            &src,
-            operation,
-            None,
-            "too-many-failed-attempts",
-            429,
-            started.elapsed(),
-        );
-        return Err(Problem::rate_limited(retry));
-    }
     let allowed =
         |granted: &[Scope]| scopes.is_empty() || scopes.iter().any(|s| granted.contains(s));
     let fail = |detail: &str| {
+        if let Some(retry) = ip.and_then(|ip| st.failures.blocked(ip)) {
+            st.audit.record(
+                "-",
+                &src,
+                operation,
+                None,
+                "too-many-failed-attempts",
+                429,
+                started.elapsed(),
+            );
+            return Problem::rate_limited(retry);
+        }
         if let Some(ip) = ip {
             st.failures.fail(ip);
         }
@@ -375,15 +472,22 @@ pub fn ascii_json<T: Serialize>(v: &T) -> String {
 
 type Operation = Box<dyn FnOnce(&AppState, Vec<u8>) -> Result<Reply, Problem> + Send>;
 
+/// Reads the request's parameters (query string) into the operation to run. Called only
+/// after the caller is authenticated and authorised, so that nothing of the request is
+/// interpreted for an unauthenticated caller (a bad query string without credentials is
+/// `401`, not `400`).
+/// The third argument is the authenticated client's name.
+type Prepare = Box<dyn FnOnce(&HttpRequest, &AppState, &str) -> Result<Operation, Problem>>;
+
 /// The life of one docking call; see the module documentation.
 async fn run_operation(
     req: HttpRequest,
     payload: web::Payload,
     st: web::Data<AppState>,
     scope: Scope,
-    op: Operation,
+    prepare: Prepare,
 ) -> HttpResponse {
-    run_named_operation(req, payload, st, scope, scope.name(), op).await
+    run_named_operation(req, payload, st, scope, scope.name(), prepare).await
 }
 
 /// [`run_operation`] audited under `operation` rather than the scope's name.
@@ -393,7 +497,7 @@ async fn run_named_operation(
     st: web::Data<AppState>,
     scope: Scope,
     operation: &'static str,
-    op: Operation,
+    prepare: Prepare,
 ) -> HttpResponse {
     let started = Instant::now();
     let client = match authorize(&req, &st, &[scope], operation) {
@@ -411,6 +515,13 @@ async fn run_named_operation(
             status,
             started.elapsed(),
         )
+    };
+    let op = match prepare(&req, &st, &client) {
+        Ok(op) => op,
+        Err(p) => {
+            audit(None, p.kind, p.status);
+            return p.error_response_logged(operation, &client);
+        }
     };
     let Ok(_admitted) = st.admission.clone().try_acquire_owned() else {
         audit(None, "busy", 503);
@@ -473,13 +584,9 @@ async fn run_named_operation(
         }
         Err(p) => {
             audit(mid, p.kind, p.status);
-            p.error_response()
+            p.error_response_logged(operation, &client)
         }
     }
-}
-
-fn bad(p: Problem) -> HttpResponse {
-    p.error_response()
 }
 
 fn now() -> i64 {
@@ -487,24 +594,23 @@ fn now() -> i64 {
 }
 
 async fn decrypt(req: HttpRequest, payload: web::Payload, st: web::Data<AppState>) -> HttpResponse {
-    let parsed = query_pairs(&req, &["to", "keep-signatures"])
-        .and_then(|q| Ok((addresses(&q, "to")?, flag(&q, "keep-signatures")?)));
-    let (to, keep) = match parsed {
-        Ok(v) => v,
-        Err(p) => return bad(p),
-    };
-    let op: Operation = Box::new(move |st, body| {
-        let (out, report) = docking::decrypt(st.keys.as_ref(), &st.anchors, &body, &to, keep)?;
-        Ok(Reply::Message {
-            body: out,
-            report: ascii_json(&report),
-        })
+    let prepare: Prepare = Box::new(|req, _, _| {
+        let q = query_pairs(req, &["to", "keep-signatures"])?;
+        let (to, keep) = (addresses(&q, "to")?, flag(&q, "keep-signatures")?);
+        Ok(Box::new(move |st: &AppState, body: Vec<u8>| {
+            let (out, report) = docking::decrypt(st.keys.as_ref(), &st.anchors, &body, &to, keep)?;
+            Ok(Reply::Message {
+                body: out,
+                report: ascii_json(&report),
+            })
+        }))
     });
-    run_operation(req, payload, st, Scope::Decrypt, op).await
+    run_operation(req, payload, st, Scope::Decrypt, prepare).await
 }
 
 async fn encrypt(req: HttpRequest, payload: web::Payload, st: web::Data<AppState>) -> HttpResponse {
-    let parsed = query_pairs(&req, &["from", "to", "missing"]).and_then(|q| {
+    let prepare: Prepare = Box::new(|req, st, _| {
+        let q = query_pairs(req, &["from", "to", "missing"])?;
         let from = addresses(&q, "from")?;
         if from.len() > 1 {
             return Err(Problem::bad_request("from= given more than once"));
@@ -513,76 +619,67 @@ async fn encrypt(req: HttpRequest, payload: web::Payload, st: web::Data<AppState
             Some(m) => m.parse::<MissingPolicy>().map_err(Problem::bad_request)?,
             None => st.settings.docking.missing,
         };
-        Ok((from.into_iter().next(), addresses(&q, "to")?, missing))
+        let (from, to) = (from.into_iter().next(), addresses(&q, "to")?);
+        if to.is_empty() {
+            return Err(Problem::bad_request(
+                "at least one to= recipient is required",
+            ));
+        }
+        Ok(Box::new(move |st: &AppState, body: Vec<u8>| {
+            let (out, report) = docking::encrypt(
+                st.keys.as_ref(),
+                &st.settings.docking,
+                &body,
+                from.as_deref(),
+                &to,
+                missing,
+                now(),
+            )?;
+            Ok(Reply::Message {
+                body: out,
+                report: ascii_json(&report),
+            })
+        }))
     });
-    let (from, to, missing) = match parsed {
-        Ok(v) => v,
-        Err(p) => return bad(p),
-    };
-    if to.is_empty() {
-        return bad(Problem::bad_request(
-            "at least one to= recipient is required",
-        ));
-    }
-    let op: Operation = Box::new(move |st, body| {
-        let (out, report) = docking::encrypt(
-            st.keys.as_ref(),
-            &st.settings.docking,
-            &body,
-            from.as_deref(),
-            &to,
-            missing,
-            now(),
-        )?;
-        Ok(Reply::Message {
-            body: out,
-            report: ascii_json(&report),
-        })
-    });
-    run_operation(req, payload, st, Scope::Encrypt, op).await
+    run_operation(req, payload, st, Scope::Encrypt, prepare).await
 }
 
 async fn sign(req: HttpRequest, payload: web::Payload, st: web::Data<AppState>) -> HttpResponse {
-    let parsed = query_pairs(&req, &["from", "opaque"]).and_then(|q| {
+    let prepare: Prepare = Box::new(|req, _, _| {
+        let q = query_pairs(req, &["from", "opaque"])?;
         let from = addresses(&q, "from")?;
         if from.len() > 1 {
             return Err(Problem::bad_request("from= given more than once"));
         }
-        Ok((from.into_iter().next(), flag(&q, "opaque")?))
+        let (from, opaque) = (from.into_iter().next(), flag(&q, "opaque")?);
+        Ok(Box::new(move |st: &AppState, body: Vec<u8>| {
+            let (out, report) =
+                docking::sign(st.keys.as_ref(), &body, from.as_deref(), opaque, now())?;
+            Ok(Reply::Message {
+                body: out,
+                report: ascii_json(&report),
+            })
+        }))
     });
-    let (from, opaque) = match parsed {
-        Ok(v) => v,
-        Err(p) => return bad(p),
-    };
-    let op: Operation = Box::new(move |st, body| {
-        let (out, report) = docking::sign(st.keys.as_ref(), &body, from.as_deref(), opaque, now())?;
-        Ok(Reply::Message {
-            body: out,
-            report: ascii_json(&report),
-        })
-    });
-    run_operation(req, payload, st, Scope::Sign, op).await
+    run_operation(req, payload, st, Scope::Sign, prepare).await
 }
 
 async fn verify(req: HttpRequest, payload: web::Payload, st: web::Data<AppState>) -> HttpResponse {
-    let parsed = query_pairs(&req, &["from"]).and_then(|q| {
+    let prepare: Prepare = Box::new(|req, _, _| {
+        let q = query_pairs(req, &["from"])?;
         let from = addresses(&q, "from")?;
         if from.len() > 1 {
             return Err(Problem::bad_request("from= given more than once"));
         }
-        Ok(from.into_iter().next())
+        let from = from.into_iter().next();
+        Ok(Box::new(move |st: &AppState, body: Vec<u8>| {
+            let report = docking::verify(st.keys.as_ref(), &st.anchors, &body, from.as_deref())?;
+            Ok(Reply::Json(serde_json::to_vec(&report).map_err(|e| {
+                Problem::internal("the answer could not be written").with_log(e.to_string())
+            })?))
+        }))
     });
-    let from = match parsed {
-        Ok(v) => v,
-        Err(p) => return bad(p),
-    };
-    let op: Operation = Box::new(move |st, body| {
-        let report = docking::verify(st.keys.as_ref(), &st.anchors, &body, from.as_deref())?;
-        Ok(Reply::Json(
-            serde_json::to_vec(&report).map_err(|e| Problem::internal(e.to_string()))?,
-        ))
-    });
-    run_operation(req, payload, st, Scope::Verify, op).await
+    run_operation(req, payload, st, Scope::Verify, prepare).await
 }
 
 #[derive(Serialize)]
@@ -616,7 +713,18 @@ async fn certificates(req: HttpRequest, st: web::Data<AppState>) -> HttpResponse
         }
     }) {
         Ok(e) => e,
-        Err(p) => return bad(p),
+        Err(p) => {
+            st.audit.record(
+                &client,
+                &src,
+                "certificates",
+                None,
+                p.kind,
+                p.status,
+                started.elapsed(),
+            );
+            return p.error_response();
+        }
     };
     let keys = st.keys.clone();
     let e2 = email.clone();
@@ -639,7 +747,7 @@ async fn certificates(req: HttpRequest, st: web::Data<AppState>) -> HttpResponse
             })
         }
         Ok(Err(e)) => Err(Problem::from(e)),
-        Err(_) => Err(Problem::internal("the lookup failed unexpectedly")),
+        Err(e) => Err(Problem::internal("the lookup failed unexpectedly").with_log(e.to_string())),
     };
     match answer {
         Ok(a) => {
@@ -664,7 +772,7 @@ async fn certificates(req: HttpRequest, st: web::Data<AppState>) -> HttpResponse
                 p.status,
                 started.elapsed(),
             );
-            p.error_response()
+            p.error_response_logged("certificates", &client)
         }
     }
 }
@@ -678,8 +786,16 @@ struct StoredCertificate {
 }
 
 #[derive(Serialize)]
+struct PendingEntry {
+    #[serde(flatten)]
+    certificate: StoredCertificate,
+    reason: String,
+}
+
+#[derive(Serialize)]
 struct StoredAnswer {
     stored: Vec<StoredCertificate>,
+    pending: Vec<PendingEntry>,
 }
 
 /// Why `cert` cannot be stored as a recipient certificate (encrypting to it must work and
@@ -689,7 +805,21 @@ fn unusable_reason(cert: &Certificate, now: i64) -> Option<String> {
     if cert.is_ca {
         return Some("it is a CA certificate".into());
     }
-    if cert.emails.is_empty() {
+    if cert.der().len() > MAX_CERTIFICATE_BYTES {
+        return Some(format!(
+            "it is larger than {} KiB",
+            MAX_CERTIFICATE_BYTES / 1024
+        ));
+    }
+    // An address the vault can file it under: local@domain.tld, nothing odd.
+    let filable = |e: &String| {
+        e.split_once('@').is_some_and(|(l, d)| {
+            !l.is_empty() && d.contains('.') && !d.starts_with('.') && !d.ends_with('.')
+        }) && !e
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || c == '<' || c == '>')
+    };
+    if !cert.emails.iter().any(filable) {
         return Some("it names no email address".into());
     }
     if now < cert.not_before || now > cert.not_after {
@@ -714,52 +844,164 @@ fn unusable_reason(cert: &Certificate, now: i64) -> Option<String> {
     None
 }
 
-/// `POST /api/v1/certificates`: stores external recipients' certificates (PEM or DER).
+/// Largest certificate taken (real S/MIME certificates are a few KiB); with
+/// [`sealgate_vault::MAX_PENDING`] it bounds what callers can make the vault hold.
+const MAX_CERTIFICATE_BYTES: usize = 32 * 1024;
+
+/// End-entity certificates taken in one `POST /api/v1/certificates`.
+const MAX_CERTIFICATES_PER_REQUEST: usize = 100;
+
+/// `POST /api/v1/certificates`: stores external recipients' certificates (PEM or DER), or
+/// keeps them pending for an administrator (see `certs.rs` for which).
 async fn add_certificates(
     req: HttpRequest,
     payload: web::Payload,
     st: web::Data<AppState>,
 ) -> HttpResponse {
+    let prepare: Prepare = Box::new(|req, _, client| {
+        let client = client.to_string();
+        let (_, src) = source(req);
+        Ok(Box::new(move |st: &AppState, body: Vec<u8>| {
+            add_certificates_op(st, &body, &client, &src)
+        }))
+    });
     run_named_operation(
         req,
         payload,
         st,
         Scope::Encrypt,
         "add-certificates",
-        Box::new(|st, body| {
-            let certs = Certificate::parse_many(&body).map_err(|e| {
-                Problem::bad_request(format!("the body is not PEM or DER certificates: {e}"))
-            })?;
-            if certs.is_empty() {
-                return Err(Problem::bad_request("the body holds no certificate"));
-            }
-            let now = now();
-            for c in &certs {
-                if let Some(why) = unusable_reason(c, now) {
-                    return Err(Problem::new(
-                        422,
-                        "unusable-certificate",
-                        "The certificate cannot be used to encrypt to its owner",
-                        format!("{}: {why}; nothing was stored", c.subject_text()),
-                    ));
-                }
-            }
-            let mut stored = Vec::new();
-            for c in &certs {
-                st.keys.add_recipient_certificate(c)?;
-                stored.push(StoredCertificate {
-                    sha256: crate::identity::hex(&sha256(c.der())),
-                    emails: c.emails.clone(),
-                    subject: c.subject_text(),
-                    not_after: sealgate_smime::message::rfc3339(c.not_after),
-                });
-            }
-            let json = serde_json::to_vec(&StoredAnswer { stored })
-                .map_err(|_| Problem::internal("the answer could not be written"))?;
-            Ok(Reply::Json(json))
-        }),
+        prepare,
     )
     .await
+}
+
+fn add_certificates_op(
+    st: &AppState,
+    body: &[u8],
+    client: &str,
+    src: &str,
+) -> Result<Reply, Problem> {
+    use crate::certs::{Decision, decide};
+    let certs = Certificate::parse_many(body).map_err(|e| {
+        Problem::bad_request(format!("the body is not PEM or DER certificates: {e}"))
+    })?;
+    // CA certificates next to end-entity ones are the chain (used to find the path to an
+    // anchor, never stored); alone they are refused below as unusable.
+    let (cas, leaves): (Vec<Certificate>, Vec<Certificate>) =
+        certs.into_iter().partition(|c| c.is_ca);
+    let leaves = if leaves.is_empty() {
+        cas.clone()
+    } else {
+        leaves
+    };
+    if leaves.is_empty() {
+        return Err(Problem::bad_request("the body holds no certificate"));
+    }
+    if leaves.len() > MAX_CERTIFICATES_PER_REQUEST {
+        return Err(Problem::bad_request(format!(
+            "at most {MAX_CERTIFICATES_PER_REQUEST} certificates per request"
+        )));
+    }
+    let now = now();
+    let fp = |c: &Certificate| crate::identity::hex(&sha256(c.der()));
+    let record = |c: &Certificate, outcome: &str, reason: Option<&str>| {
+        st.audit.record_certificate(
+            client,
+            src,
+            &fp(c),
+            &crate::certs::addresses(c),
+            outcome,
+            reason,
+        );
+    };
+    for c in &leaves {
+        if let Some(why) = unusable_reason(c, now) {
+            record(c, "refused", Some(&why));
+            return Err(Problem::new(
+                422,
+                "unusable-certificate",
+                "The certificate cannot be used to encrypt to its owner",
+                format!("{}: {why}; nothing was stored", c.subject_text()),
+            ));
+        }
+    }
+    let mut anchors = st.keys.anchors();
+    anchors.extend(st.anchors.iter().cloned());
+    let mut decisions = Vec::with_capacity(leaves.len());
+    for c in &leaves {
+        let d = decide(st.keys.as_ref(), &anchors, c, &cas, now)?;
+        if let Decision::LocalUser(address) = &d {
+            let why = format!("{address} is a local user of the box");
+            record(c, "refused", Some(&why));
+            return Err(Problem::new(
+                409,
+                "local-user-address",
+                "The certificate names a local user's address",
+                format!(
+                    "{}: {why}, whose own certificate is used; nothing was stored",
+                    c.subject_text()
+                ),
+            ));
+        }
+        decisions.push(d);
+    }
+    let summary = |c: &Certificate| StoredCertificate {
+        sha256: fp(c),
+        emails: c.emails.clone(),
+        subject: c.subject_text(),
+        not_after: sealgate_smime::message::rfc3339(c.not_after),
+    };
+    let mut stored = Vec::new();
+    let mut pending = Vec::new();
+    for (c, d) in leaves.iter().zip(decisions) {
+        match d {
+            Decision::Store => {
+                st.keys.add_recipient_certificate(c)?;
+                record(c, "stored", None);
+                stored.push(summary(c));
+            }
+            Decision::AlreadyStored => {
+                record(c, "already-stored", None);
+                stored.push(summary(c));
+            }
+            Decision::Pending(reason) => {
+                match st.keys.add_pending_certificate(c, &reason, client)? {
+                    sealgate_vault::PendingOutcome::Full => {
+                        record(c, "refused", Some("too many certificates are pending"));
+                        return Err(Problem::new(
+                            409,
+                            "too-many-pending-certificates",
+                            "Too many certificates wait for an administrator",
+                            format!(
+                                "{}: {reason}, and {} certificates already wait for an administrator; the certificates before it in the request were handled",
+                                c.subject_text(),
+                                sealgate_vault::MAX_PENDING
+                            ),
+                        ));
+                    }
+                    _ => {
+                        record(c, "pending", Some(&reason));
+                        tracing::warn!(
+                            client,
+                            sha256 = %fp(c),
+                            subject = %c.subject_text(),
+                            reason = %reason,
+                            "a recipient certificate waits for an administrator (sealctl certs pending)"
+                        );
+                        pending.push(PendingEntry {
+                            certificate: summary(c),
+                            reason,
+                        });
+                    }
+                }
+            }
+            Decision::LocalUser(_) => {}
+        }
+    }
+    let json = serde_json::to_vec(&StoredAnswer { stored, pending })
+        .map_err(|_| Problem::internal("the answer could not be written"))?;
+    Ok(Reply::Json(json))
 }
 
 async fn health() -> HttpResponse {
@@ -794,9 +1036,6 @@ struct SetupRequest {
 async fn setup(req: HttpRequest, body: web::Bytes, st: web::Data<AppState>) -> HttpResponse {
     let started = Instant::now();
     let (ip, src) = source(&req);
-    if let Some(retry) = ip.and_then(|ip| st.failures.blocked(ip)) {
-        return Problem::rate_limited(retry).error_response();
-    }
     let Ok(r) = serde_json::from_slice::<SetupRequest>(&body) else {
         return Problem::bad_request("the body must be {\"setup_token\": \"...\"}")
             .error_response();
@@ -813,12 +1052,16 @@ async fn setup(req: HttpRequest, body: web::Bytes, st: web::Data<AppState>) -> H
             Ok(HttpResponse::Ok()
                 .json(serde_json::json!({"name": name, "token": token, "scopes": ["admin"]})))
         }
-        Ok(None) => {
-            if let Some(ip) = ip {
-                st.failures.fail(ip);
+        // As in `authorize`: the limiter answers only for failed attempts.
+        Ok(None) => match ip.and_then(|ip| st.failures.blocked(ip)) {
+            Some(retry) => Err(Problem::rate_limited(retry)),
+            None => {
+                if let Some(ip) = ip {
+                    st.failures.fail(ip);
+                }
+                Err(Problem::unauthorized("wrong setup token"))
             }
-            Err(Problem::unauthorized("wrong setup token"))
-        }
+        },
         Err(SetupError::Done) => Err(Problem::new(
             410,
             "setup-done",
@@ -899,6 +1142,34 @@ mod tests {
     }
 
     #[test]
+    fn posted_certificates_are_bounded_and_must_name_a_filable_address() {
+        let make = |emails: &[String], dns: usize| {
+            let mut p = rcgen::CertificateParams::new(
+                (0..dns)
+                    .map(|i| format!("host{i}.example.org"))
+                    .collect::<Vec<_>>(),
+            )
+            .expect("params");
+            for e in emails {
+                p.subject_alt_names.push(rcgen::SanType::Rfc822Name(
+                    e.as_str().try_into().expect("ia5"),
+                ));
+            }
+            let key = rcgen::KeyPair::generate().expect("key");
+            Certificate::from_der(p.self_signed(&key).expect("cert").der()).expect("parse")
+        };
+        let now = now();
+        assert_eq!(
+            unusable_reason(&make(&["carol@example.org".into()], 0), now),
+            None
+        );
+        let big = make(&["carol@example.org".into()], 2000);
+        assert!(big.der().len() > MAX_CERTIFICATE_BYTES);
+        assert!(unusable_reason(&big, now).is_some_and(|r| r.contains("larger")));
+        assert!(unusable_reason(&make(&["carol@localhost".into()], 0), now).is_some());
+    }
+
+    #[test]
     fn limiter_blocks_after_max_failures() {
         let l = FailureLimiter::new(2, Duration::from_secs(60));
         let ip: IpAddr = [127, 0, 0, 9].into();
@@ -907,5 +1178,57 @@ mod tests {
         assert!(l.blocked(ip).is_none());
         l.fail(ip);
         assert!(l.blocked(ip).is_some());
+        assert!(l.blocked([127, 0, 0, 10].into()).is_none(), "per address");
+    }
+
+    #[test]
+    fn limiter_memory_is_bounded_and_the_oldest_window_goes_first() {
+        let l = FailureLimiter::with_capacity(1, Duration::from_secs(600), 100);
+        let first: IpAddr = [10, 0, 0, 1].into();
+        l.fail(first);
+        assert!(l.blocked(first).is_some());
+        // A flood of distinct sources (an attacker with many addresses).
+        for i in 0..100_000u32 {
+            l.fail(IpAddr::V4(std::net::Ipv4Addr::from(0x0b00_0000 + i)));
+            let (live, order) = l.tracked();
+            assert!(live <= 100 && order <= 200, "{live} {order}");
+        }
+        assert!(l.blocked(first).is_none(), "evicted, oldest first");
+        assert!(
+            l.blocked(IpAddr::V4(std::net::Ipv4Addr::from(0x0b00_0000 + 99_999)))
+                .is_some(),
+            "the newest are still counted"
+        );
+    }
+
+    #[test]
+    fn limiter_forgets_expired_windows_and_restarts_them() {
+        let l = FailureLimiter::with_capacity(1, Duration::from_millis(1), 10);
+        let ip: IpAddr = [10, 0, 0, 2].into();
+        for _ in 0..50 {
+            l.fail(ip);
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        // Restarted windows leave no garbage beyond the bound.
+        let (live, order) = l.tracked();
+        assert!(live <= 1 && order <= 20, "{live} {order}");
+        assert!(l.blocked(ip).is_none(), "the window has passed");
+    }
+
+    #[test]
+    fn ipv6_counts_per_64_and_mapped_ipv4_as_ipv4() {
+        let l = FailureLimiter::new(2, Duration::from_secs(60));
+        let a: IpAddr = "2001:db8:1:2::1".parse().expect("ip");
+        let b: IpAddr = "2001:db8:1:2:ffff::7".parse().expect("ip");
+        let other: IpAddr = "2001:db8:1:3::1".parse().expect("ip");
+        l.fail(a);
+        l.fail(b);
+        assert!(l.blocked(a).is_some() && l.blocked(b).is_some());
+        assert!(l.blocked(other).is_none());
+        let v4: IpAddr = [192, 0, 2, 1].into();
+        let mapped: IpAddr = "::ffff:192.0.2.1".parse().expect("ip");
+        l.fail(v4);
+        l.fail(mapped);
+        assert!(l.blocked(v4).is_some());
     }
 }

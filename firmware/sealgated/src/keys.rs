@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use sealgate_smime::cert::Certificate;
 use sealgate_smime::keys::PrivateKey;
-use sealgate_vault::{Vault, VaultError};
+use sealgate_vault::{PendingOutcome, Vault, VaultError};
 
 /// A private key the engine may use from any thread.
 pub type Key = Arc<dyn PrivateKey + Send + Sync>;
@@ -35,6 +35,14 @@ pub trait KeyDirectory: Send + Sync {
     fn anchors(&self) -> Vec<Certificate>;
     /// Stores an external recipient's certificate under each of its email addresses.
     fn add_recipient_certificate(&self, cert: &Certificate) -> Result<(), VaultError>;
+    /// Keeps an external recipient's certificate for an administrator's decision: never
+    /// returned by [`KeyDirectory::encryption_certificate`] until approved.
+    fn add_pending_certificate(
+        &self,
+        cert: &Certificate,
+        reason: &str,
+        requested_by: &str,
+    ) -> Result<PendingOutcome, VaultError>;
 }
 
 /// Unknown address (or not an address): "holds nothing", not an error.
@@ -93,6 +101,15 @@ impl KeyDirectory for Vault {
 
     fn add_recipient_certificate(&self, cert: &Certificate) -> Result<(), VaultError> {
         Vault::add_recipient_certificate(self, cert)
+    }
+
+    fn add_pending_certificate(
+        &self,
+        cert: &Certificate,
+        reason: &str,
+        requested_by: &str,
+    ) -> Result<PendingOutcome, VaultError> {
+        Vault::add_pending_certificate(self, cert, reason, requested_by)
     }
 }
 
@@ -200,6 +217,17 @@ impl<D: KeyDirectory> KeyDirectory for Cached<D> {
             }
         }
         Ok(())
+    }
+
+    fn add_pending_certificate(
+        &self,
+        cert: &Certificate,
+        reason: &str,
+        requested_by: &str,
+    ) -> Result<PendingOutcome, VaultError> {
+        // Nothing cached changes: a pending certificate is not used.
+        self.inner
+            .add_pending_certificate(cert, reason, requested_by)
     }
 
     fn anchors(&self) -> Vec<Certificate> {

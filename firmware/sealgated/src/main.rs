@@ -14,6 +14,7 @@
 #![forbid(unsafe_code)]
 
 mod audit;
+mod certs;
 mod docking;
 mod http;
 mod identity;

@@ -2,6 +2,12 @@
 //!
 //! The mapping from engine and vault errors to HTTP status is written here, once; the SMTP
 //! hand-off uses the same [`Problem`] to write its result header.
+//!
+//! What a caller sees is the stable `type` and `title` and a `detail` that says nothing of the
+//! box's state: vault, TPM and key error text, and which addresses the box holds keys for, go
+//! only to the daemon's log ([`Problem::internal_detail`], logged by
+//! [`Problem::error_response_logged`]). The engine's description of a malformed or
+//! unsupported message is passed on: it describes the caller's own input.
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
@@ -31,6 +37,10 @@ pub struct Problem {
     /// Seconds to wait before retrying (also sent as `Retry-After`).
     #[serde(skip, default)]
     pub retry_after: Option<u64>,
+    /// What exactly went wrong inside the box: logged, never sent. (A boxed `str` keeps
+    /// `Problem` small: it travels in every `Result`.)
+    #[serde(skip, default)]
+    pub internal_detail: Option<Box<str>>,
 }
 
 impl Problem {
@@ -48,7 +58,27 @@ impl Problem {
             detail: detail.into(),
             missing: None,
             retry_after: None,
+            internal_detail: None,
         }
+    }
+
+    /// The same problem with `text` for the daemon's log only.
+    pub fn with_log(mut self, text: impl Into<String>) -> Problem {
+        self.internal_detail = Some(text.into().into_boxed_str());
+        self
+    }
+
+    /// The answer, after logging what the caller is not told (with the operation and the
+    /// authenticated client, so an administrator can find it).
+    pub fn error_response_logged(&self, operation: &str, client: &str) -> HttpResponse {
+        if let Some(text) = &self.internal_detail {
+            if self.status >= 500 {
+                tracing::error!(operation, client, problem = self.kind, detail = %text, "call failed");
+            } else {
+                tracing::info!(operation, client, problem = self.kind, detail = %text, "call refused");
+            }
+        }
+        self.error_response()
     }
 
     /// 400: the request itself is wrong (query parameters).
@@ -157,78 +187,127 @@ impl ResponseError for Problem {
 /// The engine's errors: peer faults are 400/422, our keys' faults 500.
 impl From<EngineError> for Problem {
     fn from(e: EngineError) -> Problem {
-        let detail = e.to_string();
-        match e {
-            EngineError::Malformed(_) => Problem::new(
-                400,
-                "malformed-message",
-                "The message or its CMS is malformed",
-                detail,
-            ),
-            EngineError::Unsupported(_) => Problem::new(
-                422,
-                "unsupported",
-                "The message uses something not supported",
-                detail,
-            ),
+        let text = e.to_string();
+        let p = match e {
+            // These describe the caller's own message: told as they are.
+            EngineError::Malformed(_) => {
+                return Problem::new(
+                    400,
+                    "malformed-message",
+                    "The message or its CMS is malformed",
+                    text,
+                );
+            }
+            EngineError::Unsupported(_) => {
+                return Problem::new(
+                    422,
+                    "unsupported",
+                    "The message uses something not supported",
+                    text,
+                );
+            }
             EngineError::NoMatchingRecipient => Problem::new(
                 422,
                 "no-matching-key",
                 "The box holds no key the message is encrypted to",
-                detail,
+                "the message cannot be decrypted with the keys of the given recipients",
             ),
             EngineError::Decrypt => Problem::new(
                 422,
                 "decryption-failed",
                 "The message cannot be decrypted",
-                detail,
+                "the message cannot be decrypted",
             ),
             EngineError::Usage(_) => Problem::new(
                 422,
                 "not-applicable",
                 "The operation does not apply to this message",
-                detail,
+                "the operation does not apply to this message",
             ),
             EngineError::TooLarge(_) => Problem::new(
                 413,
                 "message-too-large",
                 "The message is larger than the limit",
-                detail,
+                "the message exceeds a limit of the box",
             ),
             EngineError::Key(_) => Problem::new(
                 500,
                 "key-unusable",
                 "A key in the vault cannot be used",
-                detail,
+                "a key in the box cannot be used; the administrator finds the reason in the log",
             ),
-            _ => Problem::internal(detail),
-        }
+            _ => Problem::internal(INTERNAL_DETAIL),
+        };
+        p.with_log(text)
     }
 }
 
+/// The detail of every 500 the box causes itself.
+pub const INTERNAL_DETAIL: &str = "the box failed; the administrator finds the reason in the log";
+
 /// The vault's errors: a missing key is the caller's problem (422), the rest ours (500/503).
+/// No vault text reaches the caller.
 impl From<VaultError> for Problem {
     fn from(e: VaultError) -> Problem {
-        let detail = e.to_string();
-        match e {
+        let text = e.to_string();
+        let p = match e {
             VaultError::NoKey(_) => Problem::new(
                 422,
                 "no-key",
                 "The box holds no key for this address",
-                detail,
+                "the box cannot do this for the given address",
             ),
-            VaultError::Usage(_) => Problem::bad_request(detail),
+            VaultError::Usage(_) => Problem::bad_request("the request cannot be done"),
             VaultError::Unseal(_) | VaultError::Busy(_) => {
                 let mut p = Problem::new(
                     503,
                     "vault-unavailable",
                     "The key vault is not available",
-                    detail,
+                    "the key vault is not available; retry later",
                 );
                 p.retry_after = Some(30);
                 p
             }
-            _ => Problem::internal(detail),
+            _ => Problem::internal(INTERNAL_DETAIL),
+        };
+        p.with_log(text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vault_and_key_text_is_logged_not_sent() {
+        let secret_text = "PCR 7 mismatch on /dev/tpmrm0 for alice@example.org";
+        for p in [
+            Problem::from(VaultError::Unseal(secret_text.into())),
+            Problem::from(VaultError::Corrupt(secret_text.into())),
+            Problem::from(VaultError::NoKey(secret_text.into())),
+            Problem::from(VaultError::Usage(secret_text.into())),
+            Problem::from(VaultError::Storage(secret_text.into())),
+            Problem::from(EngineError::Key(secret_text.into())),
+            Problem::from(EngineError::Usage(secret_text.into())),
+            Problem::from(EngineError::TooLarge(secret_text.into())),
+            Problem::from(EngineError::NoMatchingRecipient),
+        ] {
+            let wire = serde_json::to_string(&p).expect("json");
+            assert!(!wire.contains("PCR") && !wire.contains("alice"), "{wire}");
+            assert!(!wire.contains("internal_detail"), "{wire}");
+            assert!(!p.detail.is_empty());
+            assert!(
+                p.internal_detail.is_some(),
+                "the text is kept for the log: {}",
+                p.kind
+            );
         }
+        // The same problem type has the same wording whatever the cause.
+        let a = Problem::from(VaultError::Unseal("one".into()));
+        let b = Problem::from(VaultError::Busy("/data/vault.redb".into()));
+        assert_eq!((a.kind, a.title, &a.detail), (b.kind, b.title, &b.detail));
+        // The caller's own malformed input is described to the caller.
+        let m = Problem::from(EngineError::Malformed("base64 at line 3".into()));
+        assert!(m.detail.contains("line 3"));
     }
 }

@@ -110,7 +110,8 @@ pub struct Tls {
 #[serde(deny_unknown_fields, default)]
 pub struct Auth {
     /// Failed authentications from one source address within `failure_window_secs` after
-    /// which that address gets 429 until the window ends.
+    /// which that address's further failed attempts get 429 until the window ends (valid
+    /// credentials from it still pass).
     pub max_failures: u32,
     /// The window of `max_failures`.
     pub failure_window_secs: Seconds,

@@ -1837,7 +1837,42 @@ mod legacy_keys {
         assert_eq!(out.stderr.trim().lines().count(), 1, "{}", out.stderr);
         assert!(out.stderr.contains("1024-bit RSA"), "{}", out.stderr);
         assert!(!refused.exists(), "no output for a refused encryption");
-        // Signing with it is refused too.
+        // Signatures made with it (by openssl) verify only when weak ones are allowed, and
+        // are reported as weak either way.
+        let signed = d.join("signed.eml");
+        openssl_ok(
+            [
+                "cms",
+                "-sign",
+                "-md",
+                "sha256",
+                "-in",
+                p(&input),
+                "-signer",
+                p(&cert),
+                "-inkey",
+                p(&key),
+                "-from",
+                "old@example.test",
+                "-out",
+                p(&signed),
+            ],
+            None,
+        );
+        let signed = read(&signed);
+        let (out, _) = sealctl_verify(&signed, &["--ca", p(&cert)]);
+        assert_eq!(
+            out.code, 1,
+            "a 1024-bit signer must fail by default: {}",
+            out.stderr
+        );
+        let v = out.json();
+        assert_eq!(v["signers"][0]["signature"], "weak", "{v}");
+        let (out, _) = sealctl_verify(&signed, &["--ca", p(&cert), "--allow-weak"]);
+        let v = out.ok().json();
+        assert_eq!(v["valid"], true, "{v}");
+        assert_mentions(&v, &["rsa-1024"], "legacy signer");
+        // Signing with it is refused.
         let out = sealctl(
             [
                 "smime",

@@ -11,6 +11,7 @@
 mod harness;
 mod python;
 mod smtp;
+mod verdicts;
 
 use std::process::Command;
 
@@ -271,7 +272,14 @@ fn sign_verify_and_certificates() {
     let pki = Pki::new();
     let dir = data_dir_with_keys(&pki);
     let token = create_token(dir.path(), "gw", "sign,verify");
-    let d = Daemon::start(dir.path(), "");
+    // The test CA as a trust anchor: without one no verdict is `valid`.
+    let d = Daemon::start(
+        dir.path(),
+        &format!(
+            "[docking]\ntrust_anchors = \"{}\"\n",
+            pki.path("ca.crt").display()
+        ),
+    );
     let clear = pki.message(
         "alice@example.org",
         "carol@example.org",
@@ -288,6 +296,7 @@ fn sign_verify_and_certificates() {
     assert_eq!(header(&headers, "content-type"), Some("application/json"));
     let v: serde_json::Value = serde_json::from_slice(&body).expect("json");
     assert_eq!(v["valid"], true);
+    assert_eq!(v["chain"], "checked");
     assert_eq!(v["verification"]["signers"][0]["signature"], "valid");
 
     // Tampered content: still 200, verdict invalid.

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use sealgate_smime::cert::Certificate;
 use sealgate_smime::keys::PrivateKey;
+use sealgate_smime::signed::Revoked;
 use sealgate_vault::{PendingOutcome, Vault, VaultError};
 
 /// A private key the engine may use from any thread.
@@ -33,6 +34,10 @@ pub trait KeyDirectory: Send + Sync {
     ) -> Result<(Option<Certificate>, Vec<Certificate>), VaultError>;
     /// Trust anchors the box itself provides (its CA).
     fn anchors(&self) -> Vec<Certificate>;
+    /// Certificates the box's own CA revoked, for signature verification.
+    fn revoked(&self) -> Vec<Revoked> {
+        Vec::new()
+    }
     /// Stores an external recipient's certificate under each of its email addresses.
     fn add_recipient_certificate(&self, cert: &Certificate) -> Result<(), VaultError>;
     /// Keeps an external recipient's certificate for an administrator's decision: never
@@ -99,6 +104,20 @@ impl KeyDirectory for Vault {
         self.ca_certificate().ok().into_iter().collect()
     }
 
+    fn revoked(&self) -> Vec<Revoked> {
+        let Ok(ca) = self.ca_certificate() else {
+            return Vec::new();
+        };
+        self.revoked_serials()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|serial| Revoked {
+                issuer: ca.subject.clone(),
+                serial,
+            })
+            .collect()
+    }
+
     fn add_recipient_certificate(&self, cert: &Certificate) -> Result<(), VaultError> {
         Vault::add_recipient_certificate(self, cert)
     }
@@ -135,6 +154,7 @@ pub struct Cached<D> {
     ttl: Duration,
     entries: Mutex<HashMap<String, Entry>>,
     anchors: Mutex<Option<(Instant, Vec<Certificate>)>>,
+    revoked: Mutex<Option<(Instant, Vec<Revoked>)>>,
 }
 
 /// Entries kept at most; beyond that the cache starts over.
@@ -148,6 +168,7 @@ impl<D: KeyDirectory> Cached<D> {
             ttl,
             entries: Mutex::new(HashMap::new()),
             anchors: Mutex::new(None),
+            revoked: Mutex::new(None),
         }
     }
 
@@ -238,6 +259,20 @@ impl<D: KeyDirectory> KeyDirectory for Cached<D> {
             Some((at, v)) if at.elapsed() < self.ttl => v.clone(),
             _ => {
                 let v = self.inner.anchors();
+                *a = Some((Instant::now(), v.clone()));
+                v
+            }
+        }
+    }
+
+    fn revoked(&self) -> Vec<Revoked> {
+        let Ok(mut a) = self.revoked.lock() else {
+            return self.inner.revoked();
+        };
+        match &*a {
+            Some((at, v)) if at.elapsed() < self.ttl => v.clone(),
+            _ => {
+                let v = self.inner.revoked();
                 *a = Some((Instant::now(), v.clone()));
                 v
             }

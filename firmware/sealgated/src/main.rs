@@ -176,6 +176,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             "setup token (one-time; POST /api/v1/setup on the admin port): {t}"
         ));
     }
+    docking::configure(&settings);
     let anchors = match &settings.docking.trust_anchors {
         Some(p) => sealgate_smime::cert::Certificate::parse_many(
             &std::fs::read(p).with_context(|| format!("reading {}", p.display()))?,

@@ -29,6 +29,8 @@ pub struct Settings {
     pub smtp: Smtp,
     /// Logging.
     pub log: Log,
+    /// The work one message may cost the engine.
+    pub limits: Limits,
 }
 
 /// `[docking]`.
@@ -59,6 +61,9 @@ pub struct Docking {
     pub cipher: Cipher,
     /// PEM file of trust anchors for signature chains (besides the vault's own CA).
     pub trust_anchors: Option<PathBuf>,
+    /// Accept signatures with SHA-1 or RSA keys under 2048 bits (reported as weak). Default:
+    /// such signatures are `weak` and the verdict invalid.
+    pub allow_weak_signatures: bool,
 }
 
 impl Default for Docking {
@@ -75,6 +80,7 @@ impl Default for Docking {
             sign: SignPolicy::IfKey,
             cipher: Cipher(CipherChoice::Aes256Cbc),
             trust_anchors: None,
+            allow_weak_signatures: false,
         }
     }
 }
@@ -323,6 +329,41 @@ impl Default for Log {
     }
 }
 
+/// `[limits]`: bounds on the work one message (HTTPS or SMTP) can make the engine do. A
+/// message is attacker-controlled: each recipient entry naming a key of the box would cost a
+/// private-key operation, a vault audit entry and a content decryption, each signer a
+/// signature and chain check.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Recipient entries read in one encrypted layer (1..=65536); a message with more is
+    /// refused before any key is used.
+    pub max_recipient_entries: usize,
+    /// Signers verified in one signed layer (1..=1024); further signers are not verified and
+    /// make the verdict invalid.
+    pub max_signers: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        let engine = sealgate_smime::Limits::default();
+        Limits {
+            max_recipient_entries: engine.max_recipient_entries,
+            max_signers: engine.max_signers,
+        }
+    }
+}
+
+impl Limits {
+    /// The engine's limits.
+    pub fn engine(&self) -> sealgate_smime::Limits {
+        sealgate_smime::Limits {
+            max_recipient_entries: self.max_recipient_entries,
+            max_signers: self.max_signers,
+        }
+    }
+}
+
 impl Settings {
     /// Reads and validates a settings file.
     pub fn load(path: &Path) -> anyhow::Result<Settings> {
@@ -383,6 +424,14 @@ impl Settings {
         for c in &self.auth.clients {
             anyhow::ensure!(!c.name.trim().is_empty(), "[[auth.clients]] needs a name");
         }
+        anyhow::ensure!(
+            (1..=65536).contains(&self.limits.max_recipient_entries),
+            "[limits] max_recipient_entries must be 1..=65536"
+        );
+        anyhow::ensure!(
+            (1..=1024).contains(&self.limits.max_signers),
+            "[limits] max_signers must be 1..=1024"
+        );
         Ok(())
     }
 }
@@ -598,6 +647,23 @@ mod tests {
         assert_eq!(s.docking.listen.port(), 8444);
         assert_eq!(s.docking.missing, MissingPolicy::Reject);
         assert!(s.smtp.next_hop.is_none());
+    }
+
+    #[test]
+    fn limits_and_weak_signatures() {
+        let s = Settings::parse("").expect("defaults");
+        assert_eq!(s.limits.engine(), sealgate_smime::Limits::default());
+        assert!(!s.docking.allow_weak_signatures);
+        let s = Settings::parse(
+            "[limits]\nmax_recipient_entries = 8\nmax_signers = 2\n[docking]\nallow_weak_signatures = true\n",
+        )
+        .expect("limits");
+        assert_eq!(s.limits.max_recipient_entries, 8);
+        assert_eq!(s.limits.max_signers, 2);
+        assert!(s.docking.allow_weak_signatures);
+        assert!(Settings::parse("[limits]\nmax_signers = 0\n").is_err());
+        assert!(Settings::parse("[limits]\nmax_recipient_entries = 0\n").is_err());
+        assert!(Settings::parse("[limits]\nmax_keys = 1\n").is_err());
     }
 
     #[test]

@@ -918,6 +918,19 @@ impl Vault {
     pub fn revoked_count(&self) -> Result<u64> {
         Ok(self.db.begin_read()?.open_table(REVOKED)?.len()?)
     }
+
+    /// Serial numbers of the certificates this CA revoked. Read only: unlike
+    /// [`Vault::ca_crl`] it signs nothing and appends no audit entry, so signature
+    /// verification can consult it for every message.
+    pub fn revoked_serials(&self) -> Result<Vec<Vec<u8>>> {
+        let t = self.db.begin_read()?.open_table(REVOKED)?;
+        let mut out = Vec::new();
+        for row in t.iter()? {
+            let (k, _) = row?;
+            out.push(parse_hex(k.value())?);
+        }
+        Ok(out)
+    }
 }
 
 fn read_keys_w(txn: &redb::WriteTransaction) -> Result<Vec<KeyRecord>> {

@@ -288,6 +288,10 @@ fn tpm_sealed_box_first_boot_reboot_and_broken_pcr_policy() {
     assert!(s.contains("Vault:     unsealed"), "{s}");
     assert!(s.contains("Boot slot: A"), "{s}");
     assert!(s.contains("Setup:     done"), "{s}");
+    // The daemon runs unprivileged (its uid, read from /proc by the console).
+    assert!(s.contains("sealgated: running (pid"), "{s}");
+    assert!(s.contains("user sealgate"), "{s}");
+    assert!(!s.contains("user root"), "{s}");
 
     // Reset admin access: setup opens again with a new token, once.
     let token3 = new_setup_token(&mut vm, "5", Some("yes"));

@@ -23,7 +23,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use crate::audit::AuditLog;
 use crate::docking;
 use crate::identity::sha256;
-use crate::keys::KeyDirectory;
+use crate::keys::{Acting, KeyDirectory, KeyStore};
 use crate::problem::Problem;
 use crate::settings::{MissingPolicy, PinnedClient, Scope, Settings};
 use crate::tokens::{SetupError, TokenStore};
@@ -39,7 +39,7 @@ pub struct AppState {
     /// The settings.
     pub settings: Settings,
     /// Keys and certificates.
-    pub keys: Arc<dyn KeyDirectory>,
+    pub keys: Arc<dyn KeyStore>,
     /// Configured trust anchors (besides the vault's CA).
     pub anchors: Arc<Vec<Certificate>>,
     /// API tokens.
@@ -373,7 +373,10 @@ pub fn ascii_json<T: Serialize>(v: &T) -> String {
     out
 }
 
-type Operation = Box<dyn FnOnce(&AppState, Vec<u8>) -> Result<Reply, Problem> + Send>;
+/// One docking operation: the state, the keys as this caller sees them (key uses are
+/// audited under the caller's name and address), the body.
+type Operation =
+    Box<dyn FnOnce(&AppState, &dyn KeyDirectory, Vec<u8>) -> Result<Reply, Problem> + Send>;
 
 /// The life of one docking call; see the module documentation.
 async fn run_operation(
@@ -443,17 +446,20 @@ async fn run_named_operation(
     // running them on this worker saves two thread hand-offs, which for a 4 KiB message is a
     // fifth of its cost. Larger ones go to the blocking pool so they never stall this
     // worker's other connections.
+    let actor = crate::keys::actor("docking", &client, &src);
     let result = if body.len() <= INLINE_MAX_BYTES {
         let _worker = worker;
         let _reserved = reserved;
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| op(&st, body)))
-            .map_err(|_| "panic".to_string())
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            op(&st, &Acting::new(st.keys.as_ref(), actor), body)
+        }))
+        .map_err(|_| "panic".to_string())
     } else {
         let st2 = st.clone();
         tokio::task::spawn_blocking(move || {
             let _worker = worker;
             let _reserved = reserved;
-            op(&st2, body)
+            op(&st2, &Acting::new(st2.keys.as_ref(), actor), body)
         })
         .await
         .map_err(|e| e.to_string())
@@ -493,8 +499,8 @@ async fn decrypt(req: HttpRequest, payload: web::Payload, st: web::Data<AppState
         Ok(v) => v,
         Err(p) => return bad(p),
     };
-    let op: Operation = Box::new(move |st, body| {
-        let (out, report) = docking::decrypt(st.keys.as_ref(), &st.anchors, &body, &to, keep)?;
+    let op: Operation = Box::new(move |st, keys, body| {
+        let (out, report) = docking::decrypt(keys, &st.anchors, &body, &to, keep)?;
         Ok(Reply::Message {
             body: out,
             report: ascii_json(&report),
@@ -524,9 +530,9 @@ async fn encrypt(req: HttpRequest, payload: web::Payload, st: web::Data<AppState
             "at least one to= recipient is required",
         ));
     }
-    let op: Operation = Box::new(move |st, body| {
+    let op: Operation = Box::new(move |st, keys, body| {
         let (out, report) = docking::encrypt(
-            st.keys.as_ref(),
+            keys,
             &st.settings.docking,
             &body,
             from.as_deref(),
@@ -554,8 +560,8 @@ async fn sign(req: HttpRequest, payload: web::Payload, st: web::Data<AppState>) 
         Ok(v) => v,
         Err(p) => return bad(p),
     };
-    let op: Operation = Box::new(move |st, body| {
-        let (out, report) = docking::sign(st.keys.as_ref(), &body, from.as_deref(), opaque, now())?;
+    let op: Operation = Box::new(move |_, keys, body| {
+        let (out, report) = docking::sign(keys, &body, from.as_deref(), opaque, now())?;
         Ok(Reply::Message {
             body: out,
             report: ascii_json(&report),
@@ -576,8 +582,8 @@ async fn verify(req: HttpRequest, payload: web::Payload, st: web::Data<AppState>
         Ok(v) => v,
         Err(p) => return bad(p),
     };
-    let op: Operation = Box::new(move |st, body| {
-        let report = docking::verify(st.keys.as_ref(), &st.anchors, &body, from.as_deref())?;
+    let op: Operation = Box::new(move |st, keys, body| {
+        let report = docking::verify(keys, &st.anchors, &body, from.as_deref())?;
         Ok(Reply::Json(
             serde_json::to_vec(&report).map_err(|e| Problem::internal(e.to_string()))?,
         ))
@@ -726,7 +732,7 @@ async fn add_certificates(
         st,
         Scope::Encrypt,
         "add-certificates",
-        Box::new(|st, body| {
+        Box::new(|_, keys, body| {
             let certs = Certificate::parse_many(&body).map_err(|e| {
                 Problem::bad_request(format!("the body is not PEM or DER certificates: {e}"))
             })?;
@@ -746,7 +752,7 @@ async fn add_certificates(
             }
             let mut stored = Vec::new();
             for c in &certs {
-                st.keys.add_recipient_certificate(c)?;
+                keys.add_recipient_certificate(c)?;
                 stored.push(StoredCertificate {
                     sha256: crate::identity::hex(&sha256(c.der())),
                     emails: c.emails.clone(),

@@ -28,7 +28,7 @@ use tokio::task::JoinHandle;
 use crate::audit::AuditLog;
 use crate::docking;
 use crate::identity::{hex, random};
-use crate::keys::KeyDirectory;
+use crate::keys::{Acting, KeyStore};
 use crate::settings::Settings;
 
 /// The loop-stopping header.
@@ -48,7 +48,7 @@ pub struct HandOff {
     /// The data directory.
     pub data_dir: PathBuf,
     /// Keys and certificates.
-    pub keys: Arc<dyn KeyDirectory>,
+    pub keys: Arc<dyn KeyStore>,
     /// Configured trust anchors.
     pub anchors: Arc<Vec<Certificate>>,
     /// The audit log.
@@ -542,9 +542,10 @@ async fn deliver(sh: &Arc<Shared>, id: &str) -> bool {
     let to = env.to.clone();
     let from = env.from.clone();
     let direction = env.direction;
+    let client = env.client.clone();
     let processed = tokio::task::spawn_blocking(move || {
         let _w = worker;
-        process(&sh2, direction, &from, &to, msg)
+        process(&sh2, direction, &client, &from, &to, msg)
     })
     .await;
     let (out, outcome) = match processed {
@@ -622,6 +623,7 @@ fn header_value(s: &str) -> String {
 fn process(
     sh: &Shared,
     direction: Direction,
+    client: &str,
     from: &str,
     to: &[String],
     msg: Vec<u8>,
@@ -630,7 +632,13 @@ fn process(
     if docking::has_header_value(&msg, LOOP_HEADER, &sh.box_id) {
         return (msg, "loop-passed-unchanged".into());
     }
-    let keys = sh.h.keys.as_ref();
+    // Key uses are audited under the hand-off and the address that submitted the message.
+    let service = match direction {
+        Direction::Decrypt => "smtp-decrypt",
+        Direction::Encrypt => "smtp-encrypt",
+    };
+    let acting = Acting::new(sh.h.keys.as_ref(), crate::keys::actor(service, "", client));
+    let keys = &acting;
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let result = match direction {
         Direction::Decrypt => docking::decrypt(keys, &sh.h.anchors, &msg, to, false)

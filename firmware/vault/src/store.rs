@@ -287,6 +287,11 @@ impl Vault {
             }
             txn.commit()?;
         }
+        // Only the vault's owner reads it (the keys in it are encrypted; the rest is not).
+        {
+            use std::os::unix::fs::PermissionsExt;
+            fs::set_permissions(&tmp, fs::Permissions::from_mode(0o600))?;
+        }
         fs::rename(&tmp, &path)?;
         fs::File::open(&dir)?.sync_all()?;
         let db = open_db(&path)?;
@@ -1370,6 +1375,18 @@ mod tests {
                 .unwrap_or(false),
             "it was not migrated again"
         );
+    }
+
+    #[test]
+    fn the_database_is_readable_by_its_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().expect("tmp");
+        new_vault(tmp.path());
+        let mode = fs::metadata(tmp.path().join(DB_FILE))
+            .expect("db")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
     }
 
     #[test]

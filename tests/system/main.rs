@@ -392,8 +392,14 @@ fn console_menu_static_address_survives_reboot_and_factory_resets() {
     assert!(choose(&mut vm, "9").ends_with("anything else to cancel: "));
     let c = vm.console().unwrap();
     c.send_line("ERASE ALL KEYS").unwrap();
-    c.expect("Restarting system", Duration::from_secs(60))
+    let wiped = c
+        .expect("Restarting system", Duration::from_secs(60))
         .expect("reboot after the wipe");
+    // A crypto-erase: the TPM's erase secret that every sealed copy of the vault key needs.
+    assert!(
+        wiped.contains("The TPM's erase secret is destroyed"),
+        "{wiped}"
+    );
     vm.wait_exit(Duration::from_secs(30)).unwrap();
 
     let mut vm = bx.boot();

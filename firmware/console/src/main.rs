@@ -413,8 +413,8 @@ impl BoxActions for TheBox {
         // Crypto-erase first: destroy the TPM's erase secret that every sealed copy of the
         // vault key needs, so a copy of vault.redb taken earlier no longer opens on this box.
         // Without a TPM there is nothing sealed to erase; the wipe goes on either way.
-        if Path::new("/dev/tpmrm0").exists()
-            && let Err(e) = run(
+        if Path::new("/dev/tpmrm0").exists() {
+            match run(
                 "sealctl",
                 &[
                     "vault",
@@ -425,9 +425,14 @@ impl BoxActions for TheBox {
                     "device:/dev/tpmrm0",
                     "--destroy-every-key",
                 ],
-            )
-        {
-            println!("WARNING: the TPM's erase secret could not be destroyed: {e:#}");
+            ) {
+                Ok(()) => println!(
+                    "The TPM's erase secret is destroyed: no copy of the vault opens on this box again."
+                ),
+                Err(e) => {
+                    println!("WARNING: the TPM's erase secret could not be destroyed: {e:#}")
+                }
+            }
         }
         // The vault first: overwrite its database (which holds the TPM-sealed vault key and
         // every encrypted private key) before unlinking it.

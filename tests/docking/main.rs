@@ -8,6 +8,7 @@
 
 #![allow(clippy::unwrap_used, clippy::panic, missing_docs)]
 
+mod box_admin;
 mod harness;
 mod python;
 mod smtp;
@@ -587,10 +588,9 @@ fn setup_token_works_once_and_sigterm_stops_cleanly() {
     let mut d = Daemon::start(dir.path(), "");
     let setup = d.setup_token.clone().expect("setup token on the console");
     assert!(d.console.iter().any(|l| l.contains("vault created")));
-    let key_mode = std::fs::metadata(dir.path().join("tls/box.key"))
-        .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o777)
-        .expect("key");
-    assert_eq!(key_mode, 0o600);
+    // The TLS key is kept in the vault, never in a clear file (identity.rs).
+    assert!(dir.path().join("tls/box.crt").exists());
+    assert!(!dir.path().join("tls/box.key").exists());
     let url = d.admin_url("/api/v1/setup");
     let (code, _, _) = d.curl_url(
         "POST",

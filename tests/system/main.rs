@@ -288,6 +288,10 @@ fn tpm_sealed_box_first_boot_reboot_and_broken_pcr_policy() {
     assert!(s.contains("Vault:     unsealed"), "{s}");
     assert!(s.contains("Boot slot: A"), "{s}");
     assert!(s.contains("Setup:     done"), "{s}");
+    // The daemon runs unprivileged (its uid, read from /proc by the console).
+    assert!(s.contains("sealgated: running (pid"), "{s}");
+    assert!(s.contains("user sealgate"), "{s}");
+    assert!(!s.contains("user root"), "{s}");
 
     // Reset admin access: setup opens again with a new token, once.
     let token3 = new_setup_token(&mut vm, "5", Some("yes"));
@@ -388,8 +392,14 @@ fn console_menu_static_address_survives_reboot_and_factory_resets() {
     assert!(choose(&mut vm, "9").ends_with("anything else to cancel: "));
     let c = vm.console().unwrap();
     c.send_line("ERASE ALL KEYS").unwrap();
-    c.expect("Restarting system", Duration::from_secs(60))
+    let wiped = c
+        .expect("Restarting system", Duration::from_secs(60))
         .expect("reboot after the wipe");
+    // A crypto-erase: the TPM's erase secret that every sealed copy of the vault key needs.
+    assert!(
+        wiped.contains("The TPM's erase secret is destroyed"),
+        "{wiped}"
+    );
     vm.wait_exit(Duration::from_secs(30)).unwrap();
 
     let mut vm = bx.boot();

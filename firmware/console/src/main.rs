@@ -214,6 +214,27 @@ fn resident_kib(pid: u32) -> Option<u64> {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
+/// The user a process runs as (its real uid, named from /etc/passwd), for the status page.
+fn process_user(pid: u32) -> Option<String> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let uid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))?
+        .split_whitespace()
+        .next()?
+        .to_string();
+    let passwd = fs::read_to_string("/etc/passwd").unwrap_or_default();
+    Some(user_name(&passwd, &uid).unwrap_or(uid))
+}
+
+/// The name of `uid` in a passwd file's text.
+fn user_name(passwd: &str, uid: &str) -> Option<String> {
+    passwd.lines().find_map(|l| {
+        let f: Vec<&str> = l.split(':').collect();
+        (f.len() > 2 && f[2] == uid).then(|| f[0].to_string())
+    })
+}
+
 /// Stops the daemon (SIGTERM, bounded wait); busybox init starts it again.
 fn restart_daemon() -> Result<()> {
     let Some(pid) = daemon_pid() else {
@@ -232,6 +253,17 @@ fn restart_daemon() -> Result<()> {
 fn stop_daemon_for_reset() {
     let _ = fs::write(Path::new(STATE).join("no-data"), b"factory reset\n");
     let _ = restart_daemon();
+}
+
+/// The request file the daemon applies at start (`sealgated`'s `tokens::ADMIN_RESET_REQUEST`).
+const ADMIN_RESET_REQUEST: &str = "reset-admin.request";
+
+/// Asks the daemon to reset admin access at its next start (durably: fsynced).
+fn request_admin_reset(daemon_dir: &Path) -> Result<()> {
+    write_atomic(
+        &daemon_dir.join(ADMIN_RESET_REQUEST),
+        b"reset admin access (requested on the serial console)\n",
+    )
 }
 
 /// The real box.
@@ -267,10 +299,16 @@ impl BoxActions for TheBox {
             .unwrap_or_else(|_| "not opened".into());
         s.push_str(&format!("Vault:     {}\n", vault.trim()));
         let daemon = match daemon_pid() {
-            Some(pid) => match resident_kib(pid) {
-                Some(kib) => format!("running (pid {pid}, {} MiB resident)", kib / 1024),
-                None => format!("running (pid {pid})"),
-            },
+            Some(pid) => {
+                let user = process_user(pid).unwrap_or_else(|| "?".into());
+                match resident_kib(pid) {
+                    Some(kib) => format!(
+                        "running (pid {pid}, user {user}, {} MiB resident)",
+                        kib / 1024
+                    ),
+                    None => format!("running (pid {pid}, user {user})"),
+                }
+            }
             None if state("no-tpm") => "not started: no TPM".into(),
             None if state("vault-locked") => "not started: vault locked".into(),
             None => "NOT RUNNING".into(),
@@ -334,25 +372,18 @@ impl BoxActions for TheBox {
     }
 
     fn reset_admin_access(&mut self) -> Result<String> {
-        let dir = Path::new(DAEMON_DIR);
-        // The admin token that setup created goes; setup opens again.
-        let tokens = dir.join("api-tokens.json");
-        if let Ok(text) = fs::read_to_string(&tokens) {
-            let mut v: serde_json::Value =
-                serde_json::from_str(&text).context("api-tokens.json")?;
-            if let Some(list) = v.get_mut("tokens").and_then(|t| t.as_array_mut()) {
-                list.retain(|t| t.get("name").and_then(|n| n.as_str()) != Some("admin"));
-            }
-            write_atomic(&tokens, serde_json::to_string(&v)?.as_bytes())?;
-        }
-        match fs::remove_file(dir.join("setup-token.used")) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e).context("setup-token.used"),
+        // The daemon revokes every admin-scoped token and opens setup again when it starts
+        // (firmware/sealgated/src/tokens.rs); the console only asks and restarts it, so the
+        // token files are only ever written by the daemon's own user.
+        request_admin_reset(Path::new(DAEMON_DIR))?;
+        if daemon_pid().is_none() {
+            return Ok(
+                "Admin access will be reset when sealgated starts (it is not running now).".into(),
+            );
         }
         restart_daemon()?;
-        Ok("Admin access revoked. A new setup token is printed on this console as \"setup token ...\" \
-            within a few seconds."
+        Ok("Admin access revoked: every admin token stops working. A new setup token is printed on \
+            this console as \"setup token ...\" within a few seconds."
             .into())
     }
 
@@ -379,6 +410,30 @@ impl BoxActions for TheBox {
 
     fn wipe(&mut self) -> Result<()> {
         stop_daemon_for_reset();
+        // Crypto-erase first: destroy the TPM's erase secret that every sealed copy of the
+        // vault key needs, so a copy of vault.redb taken earlier no longer opens on this box.
+        // Without a TPM there is nothing sealed to erase; the wipe goes on either way.
+        if Path::new("/dev/tpmrm0").exists() {
+            match run(
+                "sealctl",
+                &[
+                    "vault",
+                    "erase",
+                    "--data-dir",
+                    DAEMON_DIR,
+                    "--tpm",
+                    "device:/dev/tpmrm0",
+                    "--destroy-every-key",
+                ],
+            ) {
+                Ok(()) => println!(
+                    "The TPM's erase secret is destroyed: no copy of the vault opens on this box again."
+                ),
+                Err(e) => {
+                    println!("WARNING: the TPM's erase secret could not be destroyed: {e:#}")
+                }
+            }
+        }
         // The vault first: overwrite its database (which holds the TPM-sealed vault key and
         // every encrypted private key) before unlinking it.
         let db = Path::new(DAEMON_DIR).join("vault.redb");
@@ -408,5 +463,29 @@ impl BoxActions for TheBox {
         fs::File::open(DATA)?.sync_all()?;
         run("sync", &[])?;
         run("reboot", &[])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn admin_reset_request_is_the_file_the_daemon_applies() {
+        let d = std::env::temp_dir().join(format!("sealgate-console-test-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&d);
+        request_admin_reset(&d).expect("request");
+        // The daemon looks for exactly this name (tokens::ADMIN_RESET_REQUEST).
+        assert!(d.join("reset-admin.request").exists());
+        assert!(!d.join("reset-admin.tmp").exists());
+        fs::remove_dir_all(&d).expect("cleanup");
+    }
+
+    #[test]
+    fn user_names_come_from_passwd() {
+        let passwd = "root:x:0:0:root:/root:/bin/false\nsealgate:x:100:100:sealgate:/nonexistent:/bin/false\n";
+        assert_eq!(user_name(passwd, "100").as_deref(), Some("sealgate"));
+        assert_eq!(user_name(passwd, "0").as_deref(), Some("root"));
+        assert_eq!(user_name(passwd, "7"), None);
     }
 }

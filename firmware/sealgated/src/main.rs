@@ -160,7 +160,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     tracing::info!(data_dir = %data_dir.display(), version = env!("CARGO_PKG_VERSION"), "starting");
 
     let vault = open_vault(&data_dir, &cli)?;
-    let id = identity::load_or_create(&data_dir, &settings)?;
+    let id = identity::load_or_create(&data_dir, &settings, &vault)?;
     if id.created {
         console("TLS certificate created");
     }
@@ -170,6 +170,23 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     ));
 
     let tokens = tokens::TokenStore::new(&data_dir);
+    // The console's "reset admin access": every admin-scoped token goes, setup opens again.
+    if let Some(revoked) = tokens.apply_admin_reset_request()? {
+        vault.record_event(
+            "console",
+            "admin.reset-access",
+            "api-tokens",
+            &format!("revoked={}", revoked.join(",")),
+        )?;
+        tracing::warn!(
+            revoked = revoked.len(),
+            "admin access reset from the console"
+        );
+        console(&format!(
+            "admin access reset: {} admin token(s) revoked",
+            revoked.len()
+        ));
+    }
     if tokens.setup_pending() {
         let t = tokens.issue_setup_token()?;
         console(&format!(
@@ -191,8 +208,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         n => n,
     };
     let audit = Arc::new(audit::AuditLog::open(&data_dir)?);
-    let keys: Arc<dyn keys::KeyDirectory> =
-        Arc::new(keys::Cached::new(vault, Duration::from_secs(30)));
+    let keys: Arc<dyn keys::KeyStore> = Arc::new(keys::Cached::new(vault, Duration::from_secs(30)));
     let anchors = Arc::new(anchors);
     let state = web::Data::new(http::AppState {
         failures: http::FailureLimiter::new(

@@ -125,6 +125,7 @@ fn vault_keys_work_with_the_engine() {
         "timing: in-process Vault::open (software sealer): {:?}",
         start.elapsed()
     );
+    vault.check_audit().expect("the keyed chain verifies");
     drop(vault);
     let st = Vault::status(tmp.path()).expect("status");
     assert!(
@@ -132,5 +133,5 @@ fn vault_keys_work_with_the_engine() {
             .iter()
             .any(|w| w == "software sealer: NOT protected by a TPM")
     );
-    assert_eq!(st.audit_chain, "ok");
+    assert!(st.audit_entries > 0);
 }

@@ -887,7 +887,7 @@ mod tests {
             txn.commit().expect("c");
         }
         for round in 0..200u64 {
-            let log = UseLog::new(&db);
+            let log = UseLog::new(&db, test_key());
             log.configure(100, Duration::from_millis(1));
             log.record(a_use(round)).expect("use");
             log.configure(100, Duration::from_secs(3600));

@@ -8,6 +8,7 @@
 
 #![allow(clippy::unwrap_used, clippy::panic, missing_docs)]
 
+mod box_mode;
 mod harness;
 mod python;
 mod smtp;

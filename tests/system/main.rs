@@ -270,6 +270,11 @@ fn tpm_sealed_box_first_boot_reboot_and_broken_pcr_policy() {
     assert!(s.contains("TPM:       present"), "{s}");
     assert!(s.contains("Vault:     created"), "{s}");
     assert!(s.contains("Setup:     done"), "{s}");
+    let s = wait_boot_judged(&mut vm);
+    assert!(
+        s.contains("Boot:      healthy: boot slot A marked good"),
+        "{s}"
+    );
     reboot(vm);
 
     // Boot 2: same disk and TPM: the vault unseals, setup stays done.
@@ -297,6 +302,11 @@ fn tpm_sealed_box_first_boot_reboot_and_broken_pcr_policy() {
     );
     assert_eq!(setup(&bx, &token3).0, 200);
     assert_eq!(setup(&bx, &token3).0, 410);
+    let s = wait_boot_judged(&mut vm);
+    assert!(
+        s.contains("Boot:      healthy: boot slot A marked good"),
+        "{s}"
+    );
     reboot(vm);
 
     // Boot 3: a firmware update added a revocation to dbx, which OVMF measures into PCR 7:

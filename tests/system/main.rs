@@ -395,6 +395,11 @@ fn recovers(bx: &Appliance, what: &str) -> Vm {
             "after a cut {what}: {damage}:\n{text}"
         );
     }
+    // What the box itself prints (after firmware and GRUB, which draw with ANSI codes): no
+    // INFO flood, no colour codes.
+    let own = text.split_once("sealgate: network ").map_or("", |(_, t)| t);
+    assert!(!own.is_empty(), "{text}");
+    assert!(!own.contains("INFO") && !own.contains('\u{1b}'), "{own}");
     assert_eq!(
         wait_https(&bx.url("/api/v1/health"), Duration::from_secs(60)),
         200,

@@ -81,7 +81,7 @@ fn run_menu() -> Result<()> {
 
 fn read_network() -> Result<NetworkSettings> {
     match fs::read_to_string(NETWORK_FILE) {
-        Ok(text) => NetworkSettings::parse(&text).context(NETWORK_FILE),
+        Ok(text) => NetworkSettings::parse_file(&text).context(NETWORK_FILE),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(NetworkSettings::Dhcp),
         Err(e) => Err(e).context(NETWORK_FILE),
     }

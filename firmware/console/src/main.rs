@@ -3,18 +3,25 @@
 //!
 //! - `sealgate-console menu`: the numbered menu (busybox init runs it on the serial port).
 //! - `sealgate-console apply-network`: applies the saved network settings (DHCP if none).
-//! - `sealgate-console mark-boot-good`: resets GRUB's try counter of the booted slot.
+//! - `sealgate-console mark-boot-good`: resets GRUB's try counter of the booted slot
+//!   (rewriting a missing or damaged GRUB environment block).
+//! - `sealgate-console health-gate`: waits for a healthy boot, then marks the slot good;
+//!   says why when the boot is not healthy (`health.rs`).
+//! - `sealgate-console write-file PATH [--mode OCTAL]`: stdin to PATH atomically, for the
+//!   shell scripts (`atomic.rs`).
 //!
 //! What the box decided at boot is in `/run/sealgate/` (see `/etc/sealgate/boot`); the
 //! daemon's files are in `/data/sealgate/` (see `firmware/sealgated/src/tokens.rs`).
 #![forbid(unsafe_code)]
 
+mod atomic;
 mod grubenv;
+mod health;
 mod menu;
 mod network;
 
 use std::fs;
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
@@ -44,8 +51,13 @@ fn main() -> ExitCode {
         [] | ["menu"] => run_menu(),
         ["apply-network"] => apply_network(),
         ["mark-boot-good"] => mark_boot_good(),
+        ["health-gate"] => health_gate(),
+        ["write-file", rest @ ..] => atomic::write_file_command(rest, &mut std::io::stdin()),
         _ => {
-            eprintln!("usage: sealgate-console [menu | apply-network | mark-boot-good]");
+            eprintln!(
+                "usage: sealgate-console [menu | apply-network | mark-boot-good | health-gate \
+                 | write-file PATH [--mode OCTAL]]"
+            );
             return ExitCode::from(2);
         }
     };
@@ -69,7 +81,7 @@ fn run_menu() -> Result<()> {
 
 fn read_network() -> Result<NetworkSettings> {
     match fs::read_to_string(NETWORK_FILE) {
-        Ok(text) => NetworkSettings::parse(&text).context(NETWORK_FILE),
+        Ok(text) => NetworkSettings::parse_file(&text).context(NETWORK_FILE),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(NetworkSettings::Dhcp),
         Err(e) => Err(e).context(NETWORK_FILE),
     }
@@ -89,16 +101,80 @@ fn apply_network() -> Result<()> {
     Ok(())
 }
 
-/// Writes `text` to `path` atomically (temporary file, fsync, rename, fsync the folder).
+/// Writes `text` to `path` atomically (see `atomic.rs`), creating its folder.
 fn write_atomic(path: &Path, text: &[u8]) -> Result<()> {
-    let dir = path.parent().context("no parent folder")?;
-    fs::create_dir_all(dir)?;
-    let tmp = path.with_extension("tmp");
-    let mut f = fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-    f.write_all(text)?;
-    f.sync_all()?;
-    fs::rename(&tmp, path)?;
-    fs::File::open(dir)?.sync_all()?;
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir)?;
+    }
+    atomic::write_atomic(path, text, 0o644)
+}
+
+/// The daemon's settings as `sealgated --box --check-settings` judges them (its output).
+fn check_settings() -> Result<String> {
+    let out = Command::new("sealgated")
+        .args(["--box", "--data-dir", DAEMON_DIR, "--check-settings"])
+        .stdin(Stdio::null())
+        .output()
+        .context("running sealgated --check-settings")?;
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The boot's health verdict for the status page.
+const BOOT_HEALTH: &str = "boot-health";
+
+fn say_boot_health(text: &str) {
+    println!("sealgate: {text}");
+    let _ = fs::write(Path::new(STATE).join(BOOT_HEALTH), format!("{text}\n"));
+}
+
+/// How long the health gate waits for sealgated's first health answer (first boot under
+/// emulation included: vault creation, TLS key).
+const HEALTH_WAIT: Duration = Duration::from_secs(600);
+
+fn health_gate() -> Result<()> {
+    let slot = booted_slot()
+        .map(|c| c.to_string())
+        .unwrap_or_else(|| "?".into());
+    if let Some(why) = health::flags_verdict(Path::new(STATE)) {
+        say_boot_health(&format!(
+            "boot slot {slot} NOT marked good: {why}. GRUB tries a slot three times, then \
+             the other one; nothing reboots by itself."
+        ));
+        return Ok(());
+    }
+    let _ = fs::write(
+        Path::new(STATE).join(BOOT_HEALTH),
+        "waiting for sealgated's health answer\n",
+    );
+    let deadline = Instant::now() + HEALTH_WAIT;
+    loop {
+        // The daemon binary asks its own admin listener over TLS (see its selfcheck.rs).
+        let out = Command::new("sealgated")
+            .args(["--box", "--data-dir", DAEMON_DIR, "--check-health"])
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .output();
+        let last = match out {
+            Ok(o) if o.status.success() => break,
+            Ok(o) => String::from_utf8_lossy(&o.stdout).trim().to_string(),
+            Err(e) => format!("cannot run sealgated --check-health: {e}"),
+        };
+        if Instant::now() > deadline {
+            say_boot_health(&format!(
+                "boot slot {slot} NOT marked good: sealgated did not answer health within {} s \
+                 ({last})",
+                HEALTH_WAIT.as_secs()
+            ));
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    match mark_boot_good() {
+        Ok(()) => say_boot_health(&format!("healthy: boot slot {slot} marked good")),
+        Err(e) => say_boot_health(&format!(
+            "healthy, but boot slot {slot} could not be marked good: {e:#}"
+        )),
+    }
     Ok(())
 }
 
@@ -147,25 +223,30 @@ fn mark_boot_good() -> Result<()> {
     )?;
     let result = (|| -> Result<()> {
         let path = mnt.join("EFI/BOOT/grubenv");
-        let mut f = fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&path)
-            .context("opening grubenv")?;
-        let mut block = Vec::new();
-        f.read_to_end(&mut block)?;
-        let mut env = grubenv::GrubEnv::parse(&block)?;
-        if env.get(&format!("{slot}_TRY")) == Some("0")
-            && env.get(&format!("{slot}_OK")) == Some("1")
-        {
-            return Ok(());
-        }
-        env.mark_good(slot)?;
-        // In place, same size: GRUB's save_env writes into these very blocks.
-        f.seek(SeekFrom::Start(0))?;
-        f.write_all(&env.to_block()?)?;
-        f.sync_all()?;
-        Ok(())
+        let parsed = fs::read(&path)
+            .context("reading grubenv")
+            .and_then(|b| grubenv::GrubEnv::parse(&b));
+        let env = match parsed {
+            Ok(mut env) => {
+                if env.get(&format!("{slot}_TRY")) == Some("0")
+                    && env.get(&format!("{slot}_OK")) == Some("1")
+                {
+                    return Ok(());
+                }
+                env.mark_good(slot)?;
+                env
+            }
+            Err(e) => {
+                println!(
+                    "sealgate: GRUB's environment was unusable ({e:#}): rewritten with slot \
+                     {slot} good and the other slot off"
+                );
+                grubenv::GrubEnv::fresh(slot)?
+            }
+        };
+        // A new 1024-byte file renamed over the old one (GRUB's save_env finds its blocks
+        // through the FAT at every boot and writes into them in place).
+        atomic::write_atomic(&path, &env.to_block()?, 0o644)
     })();
     let _ = run("umount", &[&mnt.to_string_lossy()]);
     result
@@ -273,12 +354,23 @@ impl BoxActions for TheBox {
     fn status(&mut self) -> String {
         let mut s = String::new();
         s.push_str(&format!("Version:   Sealgate {}\n", os_version()));
+        let last_resort = fs::read_to_string("/proc/cmdline")
+            .map(|c| c.split_whitespace().any(|a| a == "sealgate.lastresort"))
+            .unwrap_or(false);
         s.push_str(&format!(
-            "Boot slot: {}\n",
+            "Boot slot: {}{}\n",
             booted_slot()
                 .map(|c| c.to_string())
-                .unwrap_or_else(|| "?".into())
+                .unwrap_or_else(|| "?".into()),
+            if last_resort {
+                " (LAST RESORT: GRUB found no good slot with tries left)"
+            } else {
+                ""
+            }
         ));
+        let health = fs::read_to_string(Path::new(STATE).join(BOOT_HEALTH))
+            .unwrap_or_else(|_| "not judged yet".into());
+        s.push_str(&format!("Boot:      {}\n", health.trim()));
         let net = read_network()
             .map(|n| n.to_string())
             .unwrap_or_else(|e| format!("unreadable: {e:#}"));
@@ -314,6 +406,21 @@ impl BoxActions for TheBox {
             None => "NOT RUNNING".into(),
         };
         s.push_str(&format!("sealgated: {daemon}\n"));
+        let settings = match check_settings() {
+            Ok(out) => match out.lines().next() {
+                Some(l) if l.starts_with("settings ok ") => {
+                    l.trim_start_matches("settings ok ").to_string()
+                }
+                Some(l) if l.starts_with("settings fallback ") => format!(
+                    "NOT USABLE, running on the box's shipped settings: {}",
+                    l.trim_start_matches("settings fallback ")
+                ),
+                Some(l) => l.to_string(),
+                None => "unknown".into(),
+            },
+            Err(e) => format!("unknown ({e:#})"),
+        };
+        s.push_str(&format!("Settings:  {settings}\n"));
         let setup = if Path::new(DAEMON_DIR).join("setup-token.used").exists() {
             "done"
         } else {

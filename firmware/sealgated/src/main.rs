@@ -327,7 +327,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 
     let tokens = tokens::TokenStore::new(&data_dir);
     // The console's "reset admin access": every admin-scoped token goes, setup opens again.
-    if let Some(revoked) = tokens.apply_admin_reset_request()? {
+    // A reset that cannot be applied is said on the console; the daemon still starts (the
+    // request stays, so the next start tries again).
+    let reset = tokens.apply_admin_reset_request().unwrap_or_else(|e| {
+        console(&format!(
+            "ADMIN RESET NOT APPLIED: {}; it is tried again at the next start",
+            one_line(&format!("{e:#}"))
+        ));
+        None
+    });
+    if let Some(revoked) = reset {
         vault.record_event(
             "console",
             "admin.reset-access",

@@ -182,7 +182,29 @@ impl TokenStore {
             .map_err(|_| anyhow::anyhow!("setup lock poisoned"))?;
         let mut revoked = Vec::new();
         if self.path.exists() {
-            let mut f = read_file(&self.path)?;
+            let mut f = match read_file(&self.path) {
+                Ok(f) => f,
+                Err(e) => {
+                    // An unreadable file accepts no token (it fails closed), so nothing in it
+                    // still works; it must not also keep the technician from getting admin
+                    // access back. It is set aside, not deleted, for whoever repairs it.
+                    let aside = self.dir.join(format!(
+                        "{TOKENS_FILE}.damaged-{}",
+                        time::OffsetDateTime::now_utc().unix_timestamp()
+                    ));
+                    fs::rename(&self.path, &aside)?;
+                    sync_dir(&self.dir)?;
+                    tracing::warn!(error = %e, aside = %aside.display(), "unreadable API token file set aside by the admin reset");
+                    revoked.push(format!(
+                        "(every token of the unreadable file, kept as {})",
+                        aside.display()
+                    ));
+                    TokenFile {
+                        version: 1,
+                        tokens: Vec::new(),
+                    }
+                }
+            };
             f.tokens.retain(|t| {
                 let admin = t.scopes.contains(&Scope::Admin);
                 if admin {
@@ -331,6 +353,42 @@ mod tests {
             store.complete_setup(&setup),
             Err(SetupError::Done)
         ));
+    }
+
+    /// A damaged token file (a power cut, a bad disk) must not keep the console's reset from
+    /// giving admin access back: the reset sets it aside and opens setup, instead of failing
+    /// (which stopped the daemon from starting at all, in a restart loop).
+    #[test]
+    fn reset_admin_access_sets_a_damaged_token_file_aside() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let store = TokenStore::new(d.path());
+        let setup = store.issue_setup_token().expect("issue");
+        store.complete_setup(&setup).expect("setup").expect("admin");
+        fs::write(d.path().join(TOKENS_FILE), b"{\"version\":1,\"tok").expect("damage");
+        assert!(
+            store.lookup("sgt_x").is_err(),
+            "a damaged file fails closed"
+        );
+        fs::write(d.path().join(ADMIN_RESET_REQUEST), b"").expect("request");
+        let revoked = store
+            .apply_admin_reset_request()
+            .expect("the reset works on a damaged file")
+            .expect("a request was pending");
+        assert_eq!(revoked.len(), 1, "{revoked:?}");
+        let aside: Vec<_> = fs::read_dir(d.path())
+            .expect("dir")
+            .filter_map(|e| e.ok())
+            .filter(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with("api-tokens.json.damaged-")
+            })
+            .collect();
+        assert_eq!(aside.len(), 1, "the damaged file is kept aside");
+        assert!(store.lookup("sgt_x").expect("readable again").is_none());
+        assert!(store.setup_pending(), "setup is open again");
+        let setup = store.issue_setup_token().expect("issue");
+        assert!(store.complete_setup(&setup).expect("setup").is_some());
     }
 
     /// Regression: the reset removed only a token named exactly `admin`, but setup names its

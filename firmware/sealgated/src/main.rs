@@ -13,6 +13,7 @@
 
 #![forbid(unsafe_code)]
 
+mod admin;
 mod audit;
 mod certs;
 mod docking;
@@ -190,6 +191,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         n => n,
     };
     let audit = Arc::new(audit::AuditLog::open(&data_dir)?);
+    let vault = Arc::new(vault);
+    let admin_state = web::Data::new(admin::AdminState::new(vault.clone()));
     let keys: Arc<dyn keys::KeyDirectory> =
         Arc::new(keys::Cached::new(vault, Duration::from_secs(30)));
     let anchors = Arc::new(anchors);
@@ -240,9 +243,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         .listen_rustls_0_23(docking_listener, docking_tls)?
         .run();
         let st = state.clone();
+        let ad = admin_state.clone();
         let admin = HttpServer::new(move || {
             App::new()
                 .app_data(st.clone())
+                .app_data(ad.clone())
+                .configure(admin::routes)
                 .configure(http::admin_routes)
         })
         .client_request_timeout(Duration::from_secs(30))
@@ -257,6 +263,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         actix_web::rt::spawn(admin);
         console(&format!("listening docking {docking_addr}"));
         console(&format!("listening admin {admin_addr}"));
+        admin_state.add_listener("docking", docking_addr);
+        admin_state.add_listener("admin", admin_addr);
 
         let hand_off = smtp::start(smtp::HandOff {
             settings: settings.clone(),
@@ -270,6 +278,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         .await?;
         for (name, addr) in hand_off.listening() {
             console(&format!("listening {name} {addr}"));
+            admin_state.add_listener(name, addr);
         }
         tracing::info!(%docking_addr, %admin_addr, "ready");
         console("ready");

@@ -1,0 +1,262 @@
+//! The admin API (`/api/v1/admin/` on the admin listener) against the real daemon: claiming
+//! the box with the setup token (once only), sessions and CSRF with Python `requests`, role
+//! denials, the login lockout (per account and address: an attacker does not lock the
+//! administrator out from another address), bad input as problem+json, and schemathesis
+//! checking `admin-openapi.json` against the server.
+//!
+//! The attacker: anyone on the LAN reaches the admin port (box: 8440), and any web page the
+//! administrator's browser visits can send it requests.
+
+use std::process::Command;
+
+use crate::harness::{Daemon, Pki, data_dir_with_keys, require_python_module, require_tool, write};
+
+fn python(dir: &std::path::Path, script: &str, env: &[(&str, String)]) -> String {
+    require_python_module("requests", "requests");
+    let file = write(dir, "admin_client.py", script.as_bytes());
+    let out = Command::new("python3")
+        .arg(&file)
+        .env_remove("REQUESTS_CA_BUNDLE")
+        .env_remove("CURL_CA_BUNDLE")
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .output()
+        .expect("python3");
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "python client failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+const CLIENT: &str = r#"
+import json, os
+import requests
+from requests.adapters import HTTPAdapter
+
+base, docking, ca, setup = os.environ["BASE"], os.environ["DOCKING"], os.environ["CA"], os.environ["SETUP"]
+A = base + "/api/v1/admin"
+PW = "correct horse battery staple"
+
+def problem(r, status):
+    assert r.status_code == status, (r.status_code, r.text)
+    assert r.headers["Content-Type"] == "application/problem+json", r.headers
+    p = r.json()
+    assert p["status"] == status and p["type"].startswith("https://sealgate.example/problems/"), p
+    return p
+
+def session(source=None):
+    s = requests.Session()
+    s.verify = ca
+    if source:
+        class Src(HTTPAdapter):
+            def init_poolmanager(self, *a, **kw):
+                kw["source_address"] = (source, 0)
+                super().init_poolmanager(*a, **kw)
+        s.mount("https://", Src())
+    return s
+
+def login(user, pw=PW, source=None):
+    s = session(source)
+    r = s.post(A + "/session", json={"username": user, "password": pw})
+    assert r.status_code == 200, r.text
+    s.headers["X-CSRF-Token"] = r.json()["csrf_token"]
+    return s, r
+
+anon = session()
+# Nothing but health, the document, setup and login without a session.
+problem(anon.get(A + "/status"), 401)
+problem(anon.get(A + "/accounts"), 401)
+problem(anon.post(A + "/tokens", json={"name": "x", "scopes": ["decrypt"]}), 401)
+problem(anon.get(A + "/nowhere"), 404)
+problem(anon.put(A + "/status"), 405)
+assert anon.get(A + "/openapi.json").json()["openapi"].startswith("3.1")
+
+# Claiming the box: a wrong token is 401, a weak password 422, then it works once.
+problem(anon.post(A + "/setup", json={"setup_token": "sgt_guess", "username": "root", "password": PW}), 401)
+problem(anon.post(A + "/setup", json={"setup_token": setup, "username": "root", "password": "short"}), 422)
+problem(anon.post(A + "/setup", json={"setup_token": setup, "username": "bad name!", "password": PW}), 422)
+problem(anon.post(A + "/setup", data=b"{not json"), 400)
+problem(anon.post(A + "/setup", json={"setup_token": setup, "username": "root", "password": PW, "role": "x"}), 400)
+problem(anon.post(A + "/setup", data=b"x" * 100000), 413)
+r = anon.post(A + "/setup", json={"setup_token": setup, "username": "Root", "password": PW})
+assert r.status_code == 201 and r.json()["username"] == "root" and r.json()["role"] == "admin", r.text
+# Replayed: dead, here and on the older setup endpoint.
+problem(anon.post(A + "/setup", json={"setup_token": setup, "username": "evil", "password": PW}), 410)
+problem(anon.post(base + "/api/v1/setup", json={"setup_token": setup}), 410)
+
+# Login: wrong password 401; the cookie is Secure, HttpOnly, SameSite=Strict.
+problem(anon.post(A + "/session", json={"username": "root", "password": "wrong password!"}), 401)
+problem(anon.post(A + "/session", json={"username": "nobody", "password": PW}), 401)
+root, r = login("root")
+cookie = r.headers["Set-Cookie"]
+for attr in ["Secure", "HttpOnly", "SameSite=Strict", "Path=/api/v1/admin"]:
+    assert attr in cookie, cookie
+assert r.headers.get("Cache-Control") == "no-store", r.headers
+st = root.get(A + "/status").json()
+assert st["vault"]["sealer"] == "software" and st["setup_pending"] is False, st
+assert {l["name"] for l in st["listeners"]} >= {"docking", "admin"}, st
+assert root.get(A + "/session").json()["username"] == "root"
+
+# CSRF: missing or forged is 403, nothing changes.
+csrf = root.headers.pop("X-CSRF-Token")
+problem(root.post(A + "/accounts", json={"username": "aud", "role": "auditor", "password": PW}), 403)
+problem(root.post(A + "/accounts", json={"username": "aud", "role": "auditor", "password": PW}, headers={"X-CSRF-Token": "0" * 64}), 403)
+assert [a["username"] for a in root.get(A + "/accounts").json()] == ["root"]
+root.headers["X-CSRF-Token"] = csrf
+for user, role in [("aud", "auditor"), ("ro", "read-only")]:
+    r = root.post(A + "/accounts", json={"username": user, "role": role, "password": PW})
+    assert r.status_code == 201 and r.json()["role"] == role, r.text
+problem(root.post(A + "/accounts", json={"username": "aud", "role": "admin", "password": PW}), 422)
+problem(root.post(A + "/accounts", json={"username": "x", "role": "superuser", "password": PW}), 400)
+problem(root.delete(A + "/accounts/root"), 422)
+
+# Tokens: created once, listed without the token, and it works on the docking API.
+r = root.post(A + "/tokens", json={"name": "gw1", "scopes": ["verify"]})
+assert r.status_code == 201, r.text
+token = r.json()["token"]
+problem(root.post(A + "/tokens", json={"name": "gw1", "scopes": ["verify"]}), 422)
+problem(root.post(A + "/tokens", json={"name": "adm", "scopes": ["admin"]}), 422)
+listed = root.get(A + "/tokens").json()
+assert [t["name"] for t in listed] == ["gw1"] and token not in json.dumps(listed), listed
+r = requests.get(docking + "/api/v1/certificates", params={"email": "alice@example.org"}, verify=ca,
+                 headers={"Authorization": "Bearer " + token})
+assert r.status_code == 200, r.text
+keys = root.get(A + "/keys").json()
+assert {k["user"] for k in keys} == {"alice@example.org", "bob@example.org"}, keys
+
+# Roles: the auditor reads the audit log but changes nothing; read-only reads no audit log.
+aud, _ = login("aud")
+ro, _ = login("ro")
+page = aud.get(A + "/audit", params={"limit": 500}).json()
+actions = [e["action"] for e in page["entries"]]
+for a in ["admin.claim", "admin.login-failed", "admin.login", "admin.account-create", "admin.token-create"]:
+    assert a in actions, (a, actions)
+assert any(e["action"] == "admin.login" and e["actor"] == "root" for e in page["entries"])
+assert len(aud.get(A + "/audit", params={"offset": 1, "limit": 2}).json()["entries"]) == 2
+problem(aud.get(A + "/audit", params={"limit": 0}), 400)
+problem(aud.get(A + "/audit", params={"offset": -1}), 400)
+problem(aud.post(A + "/tokens", json={"name": "gw2", "scopes": ["decrypt"]}), 403)
+problem(aud.post(A + "/accounts", json={"username": "x2", "role": "admin", "password": PW}), 403)
+problem(ro.get(A + "/audit"), 403)
+problem(ro.delete(A + "/accounts/aud"), 403)
+assert ro.get(A + "/status").status_code == 200
+# Another session's CSRF token does not work (the token is per session).
+problem(aud.post(A + "/tokens", json={"name": "gw3", "scopes": ["decrypt"]}, headers={"X-CSRF-Token": csrf}), 403)
+
+# Lockout: an attacker at 127.0.0.1 guessing aud's password locks aud only from there.
+for _ in range(5):
+    problem(anon.post(A + "/session", json={"username": "aud", "password": "guess guess guess"}), 401)
+problem(anon.post(A + "/session", json={"username": "aud", "password": PW}), 429)
+login("aud", source="127.0.0.2")
+login("root")
+
+# Deleting an account ends its sessions; logout ends a session.
+assert root.delete(A + "/accounts/ro").status_code == 204
+problem(ro.get(A + "/status"), 401)
+r = root.delete(A + "/session")
+assert r.status_code == 204 and "Max-Age=0" in r.headers["Set-Cookie"], r.headers
+problem(root.get(A + "/status"), 401)
+print("admin client ok")
+"#;
+
+#[test]
+fn admin_api_claim_sessions_csrf_roles_lockout() {
+    require_tool("python3", "python3");
+    let pki = Pki::new();
+    let dir = data_dir_with_keys(&pki);
+    let d = Daemon::start(dir.path(), "");
+    let setup = d.setup_token.clone().expect("setup token on the console");
+    let out = python(
+        dir.path(),
+        CLIENT,
+        &[
+            ("BASE", d.admin_url("")),
+            ("DOCKING", d.url("")),
+            ("CA", d.ca_file().display().to_string()),
+            ("SETUP", setup),
+        ],
+    );
+    assert!(out.contains("admin client ok"), "{out}");
+    // The daemon's own audit log names the admin actions too; no password reached a log.
+    let log = std::fs::read_to_string(dir.path().join("audit/docking.jsonl")).expect("audit");
+    assert!(log.contains("admin.login"), "{log}");
+    for f in ["audit/docking.jsonl", "log/sealgated.log", "stderr.log"] {
+        let text = std::fs::read_to_string(dir.path().join(f)).unwrap_or_default();
+        assert!(!text.contains("correct horse"), "a password in {f}");
+    }
+}
+
+const LOGIN: &str = r#"
+import os, requests
+A, ca = os.environ["BASE"] + "/api/v1/admin", os.environ["CA"]
+r = requests.post(A + "/setup", verify=ca, json={"setup_token": os.environ["SETUP"], "username": "root", "password": "correct horse battery staple"})
+assert r.status_code == 201, r.text
+r = requests.post(A + "/session", verify=ca, json={"username": "root", "password": "correct horse battery staple"})
+assert r.status_code == 200, r.text
+print(r.cookies["sealgate_admin"])
+print(r.json()["csrf_token"])
+"#;
+
+#[test]
+fn schemathesis_checks_the_admin_api_against_its_openapi_document() {
+    require_python_module("schemathesis", "schemathesis");
+    require_tool("st", "schemathesis (PyPI)");
+    let pki = Pki::new();
+    let dir = data_dir_with_keys(&pki);
+    let d = Daemon::start(dir.path(), "");
+    let setup = d.setup_token.clone().expect("setup token");
+    let out = python(
+        dir.path(),
+        LOGIN,
+        &[
+            ("BASE", d.admin_url("")),
+            ("CA", d.ca_file().display().to_string()),
+            ("SETUP", setup),
+        ],
+    );
+    let mut lines = out.lines();
+    let (cookie, csrf) = (lines.next().expect("cookie"), lines.next().expect("csrf"));
+    let schema = concat!(env!("CARGO_MANIFEST_DIR"), "/admin-openapi.json");
+    let reports = tempfile::tempdir().expect("tmp");
+    let out = Command::new("st")
+        .args(["run", schema, "--url", &d.admin_url("")])
+        .args(["-H", &format!("Cookie: sealgate_admin={cookie}")])
+        .args(["-H", &format!("X-CSRF-Token: {csrf}")])
+        // Logging out would end the session the run uses.
+        .args(["--exclude-operation-id", "logout"])
+        .arg("--tls-verify")
+        .arg(d.ca_file())
+        .args([
+            "--checks",
+            "not_a_server_error,status_code_conformance,content_type_conformance,response_headers_conformance,response_schema_conformance",
+            "--phases",
+            "examples,coverage,fuzzing",
+            "--max-examples",
+            "25",
+            "--seed",
+            "1",
+            "--workers",
+            "1",
+            "--no-color",
+            "--report-dir",
+        ])
+        .arg(reports.path())
+        .env_remove("REQUESTS_CA_BUNDLE")
+        .env_remove("CURL_CA_BUNDLE")
+        .current_dir(reports.path())
+        .output()
+        .expect("st");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "schemathesis found problems:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!("{stdout}");
+    // The daemon still answers afterwards (the run may have deleted the account it used:
+    // it can create another admin, then delete the first).
+    let (code, _, _) = d.curl_url("GET", &d.admin_url("/api/v1/health"), None, &[], None);
+    assert_eq!(code, 200);
+}

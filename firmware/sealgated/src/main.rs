@@ -1,7 +1,8 @@
 //! `sealgated`: Sealgate's gateway daemon.
 //!
 //! One process: the docking API (HTTPS) for third-party mail security gateways, the SMTP
-//! hand-off listeners, and the admin listener (health and first-boot setup for now). It reads
+//! hand-off listeners, and the admin listener (health, first-boot setup and the admin API,
+//! `admin/`). It reads
 //! one settings file (`--settings`, else `DATA/settings.toml` if present, else the built-in
 //! defaults) and the key vault in the data directory.
 //!

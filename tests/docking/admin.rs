@@ -260,3 +260,114 @@ fn schemathesis_checks_the_admin_api_against_its_openapi_document() {
     let (code, _, _) = d.curl_url("GET", &d.admin_url("/api/v1/health"), None, &[], None);
     assert_eq!(code, 200);
 }
+
+const KEYS_CLIENT: &str = r#"
+import base64, os
+import requests
+
+A, ca, setup = os.environ["BASE"] + "/api/v1/admin", os.environ["CA"], os.environ["SETUP"]
+docking, dtoken = os.environ["DOCKING"], os.environ["DTOKEN"]
+PW = "correct horse battery staple"
+
+def problem(r, status):
+    assert r.status_code == status, (r.status_code, r.text)
+    assert r.headers["Content-Type"] == "application/problem+json", r.headers
+    return r.json()
+
+def login(user):
+    s = requests.Session()
+    s.verify = ca
+    r = s.post(A + "/session", json={"username": user, "password": PW})
+    assert r.status_code == 200, r.text
+    s.headers["X-CSRF-Token"] = r.json()["csrf_token"]
+    return s
+
+r = requests.post(A + "/setup", verify=ca, json={"setup_token": setup, "username": "root", "password": PW})
+assert r.status_code == 201, r.text
+root = login("root")
+assert root.post(A + "/accounts", json={"username": "aud", "role": "auditor", "password": PW}).status_code == 201
+aud = login("aud")
+p12 = base64.b64encode(open(os.environ["P12"], "rb").read()).decode()
+
+MSG = b"From: bob@example.org\r\nTo: carol@example.org\r\nSubject: hi\r\nMessage-ID: <1@example.org>\r\n\r\nhello\r\n"
+def encrypt_to_carol():
+    return requests.post(docking + "/api/v1/encrypt", params=[("from", "bob@example.org"), ("to", "carol@example.org")],
+                         data=MSG, verify=ca, headers={"Authorization": "Bearer " + dtoken, "Content-Type": "message/rfc822"})
+
+# Before the import the box has no certificate for carol; the daemon caches the answer.
+problem(encrypt_to_carol(), 422)
+
+# Import: the auditor may not; bad input is 4xx; a wrong password changes nothing.
+problem(aud.post(A + "/keys/import", json={"pkcs12": p12, "password": "pw"}), 403)
+problem(root.post(A + "/keys/import", json={"pkcs12": "not base64!", "password": "pw"}), 400)
+problem(root.post(A + "/keys/import", json={"pkcs12": base64.b64encode(b"garbage").decode(), "password": "pw"}), 422)
+problem(root.post(A + "/keys/import", json={"pkcs12": p12, "password": "wrong"}), 422)
+problem(root.post(A + "/keys/import", json={"pkcs12": "A" * 300000, "password": "pw"}), 413)
+r = root.post(A + "/keys/import", json={"pkcs12": p12, "password": "pw"})
+assert r.status_code == 201 and r.json()[0]["user"] == "carol@example.org", r.text
+# At once on the docking API (no stale cache).
+r = encrypt_to_carol()
+assert r.status_code == 200, r.text
+
+# Export: any role; PEM.
+r = aud.get(A + "/keys/carol@example.org/certificate")
+assert r.status_code == 200 and r.text.startswith("-----BEGIN CERTIFICATE-----"), r.text
+assert r.headers["Content-Type"] == "application/pem-certificate-chain"
+problem(aud.get(A + "/keys/nobody@example.org/certificate"), 404)
+problem(aud.get(A + "/keys/not-an-address/certificate"), 404)
+
+# Issue from the box CA, then revoke: admin only.
+problem(aud.post(A + "/keys/issue", json={"user": "dave@example.org"}), 403)
+problem(root.post(A + "/keys/issue", json={"user": "not an address"}), 422)
+r = root.post(A + "/keys/issue", json={"user": "dave@example.org"})
+assert r.status_code == 201 and r.json()[0]["source"] == "ca", r.text
+problem(aud.post(A + "/keys/dave@example.org/revoke"), 403)
+r = root.post(A + "/keys/dave@example.org/revoke")
+assert r.status_code == 200 and len(r.json()["revoked"]) == 1, r.text
+statuses = [k["status"] for k in root.get(A + "/keys").json() if k["user"] == "dave@example.org"]
+assert statuses == ["revoked"], statuses
+
+actions = [(e["actor"], e["action"]) for e in aud.get(A + "/audit", params={"limit": 500}).json()["entries"]]
+for a in ["admin.key-import", "admin.key-issue", "admin.key-revoke"]:
+    assert ("root", a) in actions, (a, actions)
+print("keys client ok")
+"#;
+
+#[test]
+fn admin_api_imports_exports_issues_and_revokes_keys() {
+    require_tool("python3", "python3");
+    let pki = Pki::new();
+    let dir = data_dir_with_keys(&pki);
+    {
+        let mut sealer = sealgate_vault::SoftwareSealer::danger_new();
+        let v = sealgate_vault::Vault::open(dir.path(), &mut sealer).expect("vault");
+        v.ca_init("Admin Test CA", &sealgate_vault::CaSettings::default())
+            .expect("ca init");
+    }
+    let p12 = pki.path("carol.p12");
+    crate::harness::run(
+        Command::new("openssl")
+            .args(["pkcs12", "-export", "-passout", "pass:pw", "-inkey"])
+            .arg(pki.key("carol@example.org"))
+            .arg("-in")
+            .arg(pki.cert("carol@example.org"))
+            .arg("-out")
+            .arg(&p12),
+    );
+    let dtoken = crate::harness::create_token(dir.path(), "gw", "encrypt");
+    let d = Daemon::start(dir.path(), "");
+    let setup = d.setup_token.clone().expect("setup token");
+    let out = python(
+        dir.path(),
+        KEYS_CLIENT,
+        &[
+            ("BASE", d.admin_url("")),
+            ("DOCKING", d.url("")),
+            ("CA", d.ca_file().display().to_string()),
+            ("SETUP", setup),
+            ("P12", p12.display().to_string()),
+            ("DTOKEN", dtoken),
+        ],
+    );
+    assert!(out.contains("keys client ok"), "{out}");
+}

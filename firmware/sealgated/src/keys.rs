@@ -43,6 +43,9 @@ pub trait KeyDirectory: Send + Sync {
         reason: &str,
         requested_by: &str,
     ) -> Result<PendingOutcome, VaultError>;
+    /// Forgets what is cached, so that a change made through the admin API (import, issue,
+    /// revocation) takes effect at once.
+    fn forget_cached(&self) {}
 }
 
 /// Unknown address (or not an address): "holds nothing", not an error.
@@ -179,6 +182,15 @@ fn unix_now() -> i64 {
 }
 
 impl<D: KeyDirectory> KeyDirectory for Cached<D> {
+    fn forget_cached(&self) {
+        if let Ok(mut m) = self.entries.lock() {
+            m.clear();
+        }
+        if let Ok(mut a) = self.anchors.lock() {
+            *a = None;
+        }
+    }
+
     fn decryption_keys(&self, address: &str) -> Result<Vec<Key>, VaultError> {
         Ok(self.entry(address, unix_now())?.decryption)
     }

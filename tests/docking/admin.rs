@@ -371,3 +371,77 @@ fn admin_api_imports_exports_issues_and_revokes_keys() {
     );
     assert!(out.contains("keys client ok"), "{out}");
 }
+
+/// curl over the admin socket, optionally as another uid (`setpriv`): (status, body).
+fn socket_curl(
+    sock: &std::path::Path,
+    as_uid: Option<u32>,
+    method: &str,
+    path: &str,
+) -> (u16, String) {
+    require_tool("curl", "curl");
+    let mut cmd = match as_uid {
+        Some(uid) => {
+            require_tool("setpriv", "util-linux");
+            let mut c = Command::new("setpriv");
+            c.args([
+                &format!("--reuid={uid}"),
+                &format!("--regid={uid}"),
+                "--clear-groups",
+                "curl",
+            ]);
+            c
+        }
+        None => Command::new("curl"),
+    };
+    let out = cmd
+        .args(["-sS", "-X", method, "-w", "\n%{http_code}", "--unix-socket"])
+        .arg(sock)
+        .arg(format!("http://localhost{path}"))
+        .output()
+        .expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_string())
+}
+
+#[test]
+fn admin_socket_admits_root_and_the_daemons_uid_only() {
+    // The test runs as root (as `cargo xtask test` does): it must switch to another uid.
+    assert!(
+        std::fs::metadata("/proc/self").is_ok_and(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0),
+        "this test runs as root (it checks that other uids are refused)"
+    );
+    let pki = Pki::new();
+    let dir = data_dir_with_keys(&pki);
+    let d = Daemon::start(dir.path(), "");
+    let sock = dir.path().join("admin.sock");
+    assert!(
+        d.console.iter().any(|l| l.contains("admin socket")),
+        "{:?}",
+        d.console
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&sock)
+        .expect("socket")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    // Root (the daemon's own uid here) is admin: no session, no CSRF token.
+    let (code, body) = socket_curl(&sock, None, "GET", "/api/v1/admin/status");
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("admin-socket"), "{body}");
+    let (code, body) = socket_curl(&sock, None, "GET", "/api/v1/admin/audit");
+    assert_eq!(code, 200, "{body}");
+    // nobody cannot connect (mode 0600) ...
+    let (code, _) = socket_curl(&sock, Some(65534), "GET", "/api/v1/admin/status");
+    assert_eq!(code, 0, "nobody connected to a 0600 socket");
+    // ... and is refused by uid if the mode is widened.
+    std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o666)).expect("chmod");
+    let (code, body) = socket_curl(&sock, Some(65534), "GET", "/api/v1/admin/status");
+    assert_eq!(code, 403, "{body}");
+    assert!(body.contains("/problems/forbidden"), "{body}");
+    // The claim still needs the setup token over the socket.
+    let (code, _) = socket_curl(&sock, None, "POST", "/api/v1/admin/setup");
+    assert_eq!(code, 400);
+}

@@ -258,10 +258,45 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         .disable_signals()
         .listen_rustls_0_23(admin_listener, admin_tls)?
         .run();
+        // The admin API on DATA/admin.sock (uid-authenticated); the daemon runs without it
+        // if it cannot be bound (a data directory path too long for a socket).
+        let socket = match admin::socket::bind(&data_dir) {
+            Ok((l, path, uid)) => {
+                let _ = admin_state.own_uid.set(uid);
+                let st = state.clone();
+                let ad = admin_state.clone();
+                let server = HttpServer::new(move || {
+                    App::new()
+                        .app_data(st.clone())
+                        .app_data(ad.clone())
+                        .configure(admin::routes)
+                        .configure(http::admin_routes)
+                })
+                .on_connect(admin::socket::on_connect)
+                .client_request_timeout(Duration::from_secs(30))
+                .workers(1)
+                .shutdown_timeout(10)
+                .disable_signals()
+                .listen_uds(l)?
+                .run();
+                Some((server, path))
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "the admin socket is not available");
+                None
+            }
+        };
         let docking_handle = docking.handle();
         let admin_handle = admin.handle();
         actix_web::rt::spawn(docking);
         actix_web::rt::spawn(admin);
+        let socket_handle = socket.map(|(server, path)| {
+            let h = server.handle();
+            actix_web::rt::spawn(server);
+            console(&format!("admin socket {}", path.display()));
+            admin_state.add_listener("admin-socket", path.display());
+            h
+        });
         console(&format!("listening docking {docking_addr}"));
         console(&format!("listening admin {admin_addr}"));
         admin_state.add_listener("docking", docking_addr);
@@ -288,6 +323,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         tracing::info!("stopping");
         hand_off.stop().await;
         tokio::join!(docking_handle.stop(true), admin_handle.stop(true));
+        if let Some(h) = socket_handle {
+            h.stop(true).await;
+        }
         console("stopped");
         anyhow::Ok(())
     })

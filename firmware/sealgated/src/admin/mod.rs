@@ -16,6 +16,7 @@
 //! audit chain (`admin.*` actions, the account as actor) and in the daemon's audit log.
 
 pub mod session;
+pub mod socket;
 
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
@@ -58,6 +59,8 @@ pub struct AdminState {
     pub started: Instant,
     /// The listeners, as the console names them (name, address).
     pub listeners: Mutex<Vec<(String, String)>>,
+    /// The daemon's uid, which (with root) the admin socket admits.
+    pub own_uid: std::sync::OnceLock<u32>,
 }
 
 impl AdminState {
@@ -70,6 +73,7 @@ impl AdminState {
             hashing: Semaphore::new(2),
             started: Instant::now(),
             listeners: Mutex::new(Vec::new()),
+            own_uid: std::sync::OnceLock::new(),
         }
     }
 
@@ -162,6 +166,19 @@ fn same(a: &str, b: &str) -> bool {
 
 /// Checks the session, the role and (for anything but GET) the CSRF token.
 fn authorize(req: &HttpRequest, ad: &AdminState, need: Need) -> Result<Caller, Problem> {
+    // The local socket: the peer's uid is the credential (see `socket.rs`).
+    if let Some(socket::PeerUid(uid)) = req.conn_data::<socket::PeerUid>().copied() {
+        if uid == 0 || ad.own_uid.get() == Some(&uid) {
+            return Ok(Caller {
+                username: format!("uid:{uid}"),
+                role: Role::Admin,
+                csrf: String::new(),
+            });
+        }
+        return Err(Problem::forbidden(format!(
+            "uid {uid} may not use the admin socket"
+        )));
+    }
     let Some(id) = cookie(req) else {
         return Err(Problem::unauthorized(
             "log in first: POST /api/v1/admin/session",

@@ -152,6 +152,23 @@ problem(anon.post(A + "/session", json={"username": "aud", "password": PW}), 429
 login("aud", source="127.0.0.2")
 login("root")
 
+# Password change: the current password is checked, the other sessions end.
+a1, _ = login("aud", source="127.0.0.2")
+a2, _ = login("aud", source="127.0.0.2")
+NEW = "a new long password"
+problem(a1.put(A + "/session/password", json={"current_password": "wrong wrong wrong", "new_password": NEW}), 403)
+problem(a1.put(A + "/session/password", json={"current_password": PW, "new_password": "short"}), 422)
+problem(a1.put(A + "/session/password", json={"current_password": PW, "new_password": NEW}, headers={"X-CSRF-Token": "x"}), 403)
+r = a1.put(A + "/session/password", json={"current_password": PW, "new_password": NEW})
+assert r.status_code == 204, r.text
+assert a1.get(A + "/status").status_code == 200
+problem(a2.get(A + "/status"), 401)
+login("aud", pw=NEW, source="127.0.0.2")
+failed = root.get(A + "/audit", params={"action": "admin.login-failed", "limit": 500}).json()["entries"]
+assert failed and all(e["action"] == "admin.login-failed" for e in failed), failed
+assert any(e["action"] == "admin.password-change" and e["actor"] == "aud"
+           for e in root.get(A + "/audit", params={"actor": "aud", "limit": 500}).json()["entries"])
+
 # Deleting an account ends its sessions; logout ends a session.
 assert root.delete(A + "/accounts/ro").status_code == 204
 problem(ro.get(A + "/status"), 401)

@@ -303,6 +303,39 @@ impl Vault {
         Ok(info(&rec))
     }
 
+    /// Changes `username`'s password after checking the current one (`Ok(false)`: it did not
+    /// match, nothing changed). Audited (`admin.password-change`), `actor` = the account.
+    pub fn change_admin_password(&self, username: &str, current: &str, new: &str) -> Result<bool> {
+        check_password_policy(new)?;
+        let Some(account) = self.authenticate_admin(username, current)? else {
+            return Ok(false);
+        };
+        let phc = hash_password(new)?;
+        let name = account.username.clone();
+        self.audited_by(
+            &name,
+            |txn| {
+                let mut t = txn.open_table(ACCOUNTS)?;
+                let rec = match t.get(name.as_str())? {
+                    Some(v) => decode(v.value())?,
+                    None => return Err(VaultError::NoKey(format!("no account {name:?}"))),
+                };
+                let rec = StoredAccount {
+                    password: phc,
+                    ..rec
+                };
+                let json = serde_json::to_vec(&rec)
+                    .map_err(|e| VaultError::Storage(format!("account record: {e}")))?;
+                t.insert(name.as_str(), json.as_slice())?;
+                Ok(())
+            },
+            "admin.password-change",
+            &name,
+            "",
+        )?;
+        Ok(true)
+    }
+
     /// Deletes an account; the last `admin` cannot be deleted. Audited
     /// (`admin.account-delete`).
     pub fn delete_admin_account(&self, actor: &str, username: &str) -> Result<()> {
@@ -423,6 +456,28 @@ mod tests {
             v.delete_admin_account("root", "aud"),
             Err(VaultError::NoKey(_))
         ));
+        assert!(
+            !v.change_admin_password("root", "wrong password!!", "another long password")
+                .unwrap()
+        );
+        assert!(
+            v.change_admin_password("root", "correct horse battery", "short")
+                .is_err()
+        );
+        assert!(
+            v.change_admin_password("root", "correct horse battery", "another long password")
+                .unwrap()
+        );
+        assert!(
+            v.authenticate_admin("root", "correct horse battery")
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            v.authenticate_admin("root", "another long password")
+                .unwrap()
+                .is_some()
+        );
         v.record_admin_event("root", "admin.logout", "root", "")
             .unwrap();
         let log = v.audit().unwrap();
@@ -431,5 +486,9 @@ mod tests {
                 .any(|e| e.action == "admin.account-delete" && e.actor == "root")
         );
         assert!(log.iter().any(|e| e.action == "admin.logout"));
+        assert!(
+            log.iter()
+                .any(|e| e.action == "admin.password-change" && e.actor == "root")
+        );
     }
 }

@@ -547,6 +547,78 @@ async fn logout(req: HttpRequest, app: App, ad: Data) -> HttpResponse {
     })())
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PasswordChange {
+    current_password: String,
+    new_password: String,
+}
+
+/// `PUT /session/password`: the logged-in account changes its own password (its other
+/// sessions end).
+async fn change_password(
+    req: HttpRequest,
+    payload: web::Payload,
+    app: App,
+    ad: Data,
+) -> HttpResponse {
+    let started = Instant::now();
+    let (ip, src) = source(&req);
+    let r = async {
+        let c = authorize(&req, &ad, Need::Read)?;
+        let Some(id) = cookie(&req) else {
+            return Err(Problem::new(
+                422,
+                "refused",
+                "The request cannot be done",
+                "only a logged-in account changes its password",
+            ));
+        };
+        let p: PasswordChange = json_body(payload).await?;
+        sealgate_vault::check_password_policy(&p.new_password).map_err(refused)?;
+        if let Some(retry) = ip.and_then(|ip| ad.lockout.locked(ip, Some(&c.username))) {
+            return Err(Problem::rate_limited(retry));
+        }
+        let ad2 = ad.clone();
+        let name = c.username.clone();
+        let changed = hashed(&ad, move || {
+            ad2.vault
+                .change_admin_password(&name, &p.current_password, &p.new_password)
+        })
+        .await?
+        .map_err(refused)?;
+        if !changed {
+            if let Some(ip) = ip {
+                ad.lockout.fail(ip, Some(&c.username));
+            }
+            audit(
+                &app,
+                &ad,
+                &c.username,
+                &src,
+                "password-change-failed",
+                &c.username,
+                403,
+                started,
+            );
+            return Err(Problem::forbidden("the current password is wrong"));
+        }
+        ad.sessions.end_others(&c.username, &id);
+        app.audit.record(
+            &c.username,
+            &src,
+            "admin.password-change",
+            None,
+            "ok",
+            204,
+            started.elapsed(),
+        );
+        Ok(HttpResponse::NoContent().finish())
+    }
+    .await;
+    answer(r)
+}
+
 #[derive(Serialize)]
 struct Status {
     version: &'static str,
@@ -695,6 +767,10 @@ async fn delete_account(
 struct Page {
     offset: Option<u64>,
     limit: Option<u64>,
+    /// Only entries of this action (e.g. `admin.login-failed`).
+    action: Option<String>,
+    /// Only entries of this actor.
+    actor: Option<String>,
 }
 
 /// Most audit entries per page.
@@ -719,7 +795,14 @@ async fn audit_log(req: HttpRequest, ad: Data) -> HttpResponse {
         if !(1..=MAX_PAGE).contains(&limit) {
             return Err(Problem::bad_request(format!("limit is 1 to {MAX_PAGE}")));
         }
-        let all = ad.vault.audit().map_err(Problem::from)?;
+        let all: Vec<_> = ad
+            .vault
+            .audit()
+            .map_err(Problem::from)?
+            .into_iter()
+            .filter(|e| q.action.as_ref().is_none_or(|a| *a == e.action))
+            .filter(|e| q.actor.as_ref().is_none_or(|a| *a == e.actor))
+            .collect();
         let total = all.len();
         let entries = all
             .into_iter()
@@ -1043,6 +1126,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                     .route(web::get().to(whoami))
                     .route(web::delete().to(logout)),
             )
+            .service(res("/session/password").route(web::put().to(change_password)))
             .service(res("/status").route(web::get().to(status)))
             .service(
                 res("/accounts")

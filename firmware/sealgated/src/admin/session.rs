@@ -131,6 +131,14 @@ impl Sessions {
         }
     }
 
+    /// Ends every session of `username` but the one of cookie `keep` (password changed).
+    pub fn end_others(&self, username: &str, keep: &str) {
+        let keep = hex(&sha256(keep.as_bytes()));
+        if let Ok(mut map) = self.map.lock() {
+            map.retain(|k, s| s.username != username || *k == keep);
+        }
+    }
+
     /// Sessions held now.
     pub fn count(&self) -> usize {
         self.map.lock().map(|m| m.len()).unwrap_or(0)

@@ -98,6 +98,10 @@ st = root.get(A + "/status").json()
 assert st["vault"]["sealer"] == "software" and st["setup_pending"] is False, st
 assert {l["name"] for l in st["listeners"]} >= {"docking", "admin"}, st
 assert root.get(A + "/session").json()["username"] == "root"
+cfg = root.get(A + "/settings").json()
+assert cfg["settings"]["admin"]["listen"] == "127.0.0.1:0", cfg
+assert cfg["settings"]["docking"]["missing"] == "reject" and cfg["settings"]["log"]["level"] == "info", cfg
+assert set(cfg["changed"]) == {"docking.listen", "admin.listen"}, cfg
 
 # CSRF: missing or forged is 403, nothing changes.
 csrf = root.headers.pop("X-CSRF-Token")
@@ -142,6 +146,7 @@ problem(aud.post(A + "/accounts", json={"username": "x2", "role": "admin", "pass
 problem(ro.get(A + "/audit"), 403)
 problem(ro.delete(A + "/accounts/aud"), 403)
 assert ro.get(A + "/status").status_code == 200
+assert ro.get(A + "/settings").status_code == 200
 # Another session's CSRF token does not work (the token is per session).
 problem(aud.post(A + "/tokens", json={"name": "gw3", "scopes": ["decrypt"]}, headers={"X-CSRF-Token": csrf}), 403)
 

@@ -16,6 +16,7 @@
 //! audit chain (`admin.*` actions, the account as actor) and in the daemon's audit log.
 
 pub mod session;
+mod settings_view;
 pub mod socket;
 
 use std::net::IpAddr;
@@ -973,6 +974,21 @@ async fn revoke(req: HttpRequest, path: web::Path<String>, app: App, ad: Data) -
     })())
 }
 
+/// `GET /settings` (any role): the running settings, every field, and which differ from the
+/// defaults.
+async fn settings(req: HttpRequest, app: App, ad: Data) -> HttpResponse {
+    answer((|| {
+        authorize(&req, &ad, Need::Read)?;
+        Ok(ok_json(
+            200,
+            &serde_json::json!({
+                "settings": settings_view::view(&app.settings),
+                "changed": settings_view::changed(&app.settings),
+            }),
+        ))
+    })())
+}
+
 #[derive(Serialize)]
 struct TokenInfo {
     name: String,
@@ -1128,6 +1144,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             )
             .service(res("/session/password").route(web::put().to(change_password)))
             .service(res("/status").route(web::get().to(status)))
+            .service(res("/settings").route(web::get().to(settings)))
             .service(
                 res("/accounts")
                     .route(web::get().to(accounts))

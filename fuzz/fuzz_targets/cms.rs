@@ -16,8 +16,22 @@ fn keys() -> &'static [SoftwareKey] {
     static KEYS: OnceLock<Vec<SoftwareKey>> = OnceLock::new();
     KEYS.get_or_init(|| {
         [
-            (&include_bytes!("../keys/rsa.key")[..], &include_bytes!("../keys/rsa.pem")[..]),
-            (&include_bytes!("../keys/ec.key")[..], &include_bytes!("../keys/ec.pem")[..]),
+            (
+                &include_bytes!("../keys/rsa.key")[..],
+                &include_bytes!("../keys/rsa.pem")[..],
+            ),
+            (
+                &include_bytes!("../keys/ec.key")[..],
+                &include_bytes!("../keys/ec.pem")[..],
+            ),
+            (
+                &include_bytes!("../keys/x25519.key")[..],
+                &include_bytes!("../keys/x25519.pem")[..],
+            ),
+            (
+                &include_bytes!("../keys/rsa-1024.key")[..],
+                &include_bytes!("../keys/rsa-1024.pem")[..],
+            ),
         ]
         .iter()
         .map(|(k, c)| SoftwareKey::from_key_and_cert(k, c).expect("fuzz keys load"))

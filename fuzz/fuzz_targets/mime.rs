@@ -85,6 +85,10 @@ fuzz_target!(|data: &[u8]| {
     let _ = mime::canonicalize_crlf(data);
     if let Ok(s) = std::str::from_utf8(data) {
         let _ = mime::decode_rfc2047(s);
+        // The From parser: every address it returns is lowercase and has an '@'.
+        for a in sealgate_smime::message::mailbox_addresses(s) {
+            assert!(a.contains('@'));
+        }
     }
     if let Some((&first, rest)) = data.split_first() {
         let boundary: String = rest

@@ -9,9 +9,12 @@
 #![allow(clippy::unwrap_used, clippy::panic, missing_docs)]
 
 mod admin;
+mod box_admin;
+mod box_mode;
 mod harness;
 mod python;
 mod smtp;
+mod verdicts;
 
 use std::process::Command;
 
@@ -272,7 +275,14 @@ fn sign_verify_and_certificates() {
     let pki = Pki::new();
     let dir = data_dir_with_keys(&pki);
     let token = create_token(dir.path(), "gw", "sign,verify");
-    let d = Daemon::start(dir.path(), "");
+    // The test CA as a trust anchor: without one no verdict is `valid`.
+    let d = Daemon::start(
+        dir.path(),
+        &format!(
+            "[docking]\ntrust_anchors = \"{}\"\n",
+            pki.path("ca.crt").display()
+        ),
+    );
     let clear = pki.message(
         "alice@example.org",
         "carol@example.org",
@@ -289,6 +299,7 @@ fn sign_verify_and_certificates() {
     assert_eq!(header(&headers, "content-type"), Some("application/json"));
     let v: serde_json::Value = serde_json::from_slice(&body).expect("json");
     assert_eq!(v["valid"], true);
+    assert_eq!(v["chain"], "checked");
     assert_eq!(v["verification"]["signers"][0]["signature"], "valid");
 
     // Tampered content: still 200, verdict invalid.
@@ -579,10 +590,9 @@ fn setup_token_works_once_and_sigterm_stops_cleanly() {
     let mut d = Daemon::start(dir.path(), "");
     let setup = d.setup_token.clone().expect("setup token on the console");
     assert!(d.console.iter().any(|l| l.contains("vault created")));
-    let key_mode = std::fs::metadata(dir.path().join("tls/box.key"))
-        .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o777)
-        .expect("key");
-    assert_eq!(key_mode, 0o600);
+    // The TLS key is kept in the vault, never in a clear file (identity.rs).
+    assert!(dir.path().join("tls/box.crt").exists());
+    assert!(!dir.path().join("tls/box.key").exists());
     let url = d.admin_url("/api/v1/setup");
     let (code, _, _) = d.curl_url(
         "POST",

@@ -84,7 +84,14 @@ fn python_requests_vendor_client() {
     let pki = Pki::new();
     let dir = data_dir_with_keys(&pki);
     let token = create_token(dir.path(), "vendor", "decrypt,encrypt,verify");
-    let d = Daemon::start(dir.path(), "");
+    // The test CA as a trust anchor: without one no verdict is `valid`.
+    let d = Daemon::start(
+        dir.path(),
+        &format!(
+            "[docking]\ntrust_anchors = \"{}\"\n",
+            pki.path("ca.crt").display()
+        ),
+    );
     let clear = pki.message(
         "bob@example.org",
         "alice@example.org",

@@ -184,6 +184,55 @@ fn tampered_signed_content_is_invalid() {
     out.json();
 }
 
+/// Amplification: a message with more recipient entries than the engine reads (256 by
+/// default; here 300 entries all naming alice, made by openssl) is refused before any key is
+/// used; 40 entries naming her decrypt (her key opens one of them).
+#[test]
+fn too_many_recipient_entries_are_refused_before_any_key_is_used() {
+    let pki = pki();
+    let dir = tempdir();
+    let input = dir.path().join("entity.txt");
+    write(&input, entity(BODY));
+    for (n, refused) in [(40usize, false), (300, true)] {
+        let out = dir.path().join(format!("many-{n}.der"));
+        let mut args: Vec<String> = [
+            "cms",
+            "-encrypt",
+            "-binary",
+            "-aes256",
+            "-in",
+            p(&input),
+            "-out",
+            p(&out),
+            "-outform",
+            "DER",
+        ]
+        .map(String::from)
+        .to_vec();
+        for _ in 0..n {
+            args.extend(["-recip".to_string(), p(&pki.alice.cert).to_string()]);
+        }
+        openssl_ok(&args, None);
+        let mut args = vec!["smime".to_string(), "decrypt".to_string()];
+        args.extend(key_args(&pki.alice));
+        let got = sealctl(&args, Some(&read(&out)));
+        if refused {
+            let got = got.clean_failure();
+            assert!(
+                got.stderr.contains("more than 256 recipient entries"),
+                "{}",
+                got.stderr
+            );
+        } else {
+            let got = got.ok();
+            assert_eq!(
+                String::from_utf8_lossy(&got.stdout),
+                String::from_utf8_lossy(&entity(BODY))
+            );
+        }
+    }
+}
+
 #[test]
 fn wrong_recipient_key_is_a_clear_error() {
     let pki = pki();

@@ -731,8 +731,9 @@ mod openssl_signs {
         out.ok().json();
     }
 
+    /// SHA-1 fails by default (status `weak`); `--allow-weak` accepts it, still marked weak.
     #[test]
-    fn cms_rsa_sha1_is_valid_but_weak() {
+    fn cms_rsa_sha1_fails_unless_allowed() {
         let pki = pki();
         let dir = tempdir();
         let signed = openssl_sign(
@@ -742,7 +743,14 @@ mod openssl_signs {
             &["-md", "sha1"],
             &alice_from(),
         );
-        let v = verify_valid(&signed, &entity(BODY), &[]);
+        let (out, _) = sealctl_verify(&signed, &["--ca", p(&pki.root)]);
+        assert_eq!(out.code, 1, "SHA-1 must fail by default: {}", out.stderr);
+        assert!(out.stderr.contains("weak"), "{}", out.stderr);
+        let v = out.json();
+        assert_eq!(v["valid"], false);
+        assert_eq!(v["signers"][0]["signature"], "weak");
+        let v = verify_valid(&signed, &entity(BODY), &["--allow-weak"]);
+        assert_eq!(v["valid"], true);
         assert_mentions(&v, &["weak"], "SHA-1 signature");
     }
 
@@ -998,6 +1006,38 @@ mod chain_failures {
             "Expired <expired@example.test>",
             &[],
             &["expired", "validity", "not after", "notafter"],
+        );
+    }
+
+    /// The verdict without `--ca`: the signature alone, `"chain": "unchecked"` and never
+    /// `"valid": true`; the exit status reflects the signature.
+    #[test]
+    fn no_ca_is_never_valid() {
+        let pki = pki();
+        let dir = tempdir();
+        let signed = openssl_sign(
+            dir.path(),
+            &pki.alice,
+            &entity(BODY),
+            &["-md", "sha256"],
+            "Alice <alice@example.test>",
+        );
+        let (out, _) = sealctl_verify(&signed, &[]);
+        let v = out.ok().json();
+        assert_eq!(v["valid"], false, "{v}");
+        assert_eq!(v["chain"], "unchecked", "{v}");
+        assert_eq!(v["signatures_valid"], true, "{v}");
+    }
+
+    /// A multi-address From is refused even when the signer is one of the addresses.
+    #[test]
+    fn multi_address_from_is_refused() {
+        let pki = pki();
+        refused(
+            &pki.alice,
+            "Mallory <mallory@evil.test>, Alice <alice@example.test>",
+            &[],
+            &["From field names 2 addresses"],
         );
     }
 
@@ -1707,5 +1747,145 @@ mod sealctl_signs {
         ]);
         let out = sealctl(&args, Some(&msg)).ok();
         verify_valid(&out.stdout, &entity(BODY), &[]);
+    }
+}
+
+/// Legacy RSA keys under 2048 bits: mail encrypted to them years ago still opens; nothing new
+/// is encrypted to them.
+mod legacy_keys {
+    use super::*;
+
+    #[test]
+    fn rsa_1024_decrypts_openssl_mail_and_is_never_encrypted_to() {
+        let dir = tempdir();
+        let d = dir.path();
+        let (key, cert) = (d.join("old.key"), d.join("old.pem"));
+        openssl_ok(
+            [
+                "req",
+                "-x509",
+                "-new",
+                "-nodes",
+                "-newkey",
+                "rsa:1024",
+                "-days",
+                "30",
+                "-subj",
+                "/CN=Old Key/emailAddress=old@example.test",
+                "-keyout",
+                p(&key),
+                "-out",
+                p(&cert),
+            ],
+            None,
+        );
+        let input = d.join("entity.txt");
+        write(&input, entity(BODY));
+        for (form, extra) in [
+            ("SMIME", &[][..]),
+            ("DER", &["-keyopt", "rsa_padding_mode:oaep"][..]),
+        ] {
+            let enc = d.join("enc");
+            let mut args = vec![
+                "cms",
+                "-encrypt",
+                "-binary",
+                "-aes256",
+                "-in",
+                p(&input),
+                "-out",
+                p(&enc),
+                "-outform",
+                form,
+                "-recip",
+                p(&cert),
+            ];
+            args.extend_from_slice(extra);
+            openssl_ok(&args, None);
+            let out = sealctl(
+                [
+                    "smime",
+                    "decrypt",
+                    "--key",
+                    p(&key),
+                    "--cert",
+                    p(&cert),
+                    "--in",
+                    p(&enc),
+                ],
+                None,
+            )
+            .ok();
+            assert_same_entity(&out.stdout, &entity(BODY), "decrypted with a 1024-bit key");
+        }
+        // Encrypting to it is refused with one clear line, and nothing is written.
+        let refused = d.join("refused.out");
+        let out = sealctl(
+            [
+                "smime",
+                "encrypt",
+                "--to",
+                p(&cert),
+                "--in",
+                p(&input),
+                "--out",
+                p(&refused),
+            ],
+            None,
+        );
+        assert_eq!(out.code, 1, "{}", out.stderr);
+        assert_eq!(out.stderr.trim().lines().count(), 1, "{}", out.stderr);
+        assert!(out.stderr.contains("1024-bit RSA"), "{}", out.stderr);
+        assert!(!refused.exists(), "no output for a refused encryption");
+        // Signatures made with it (by openssl) verify only when weak ones are allowed, and
+        // are reported as weak either way.
+        let signed = d.join("signed.eml");
+        openssl_ok(
+            [
+                "cms",
+                "-sign",
+                "-md",
+                "sha256",
+                "-in",
+                p(&input),
+                "-signer",
+                p(&cert),
+                "-inkey",
+                p(&key),
+                "-from",
+                "old@example.test",
+                "-out",
+                p(&signed),
+            ],
+            None,
+        );
+        let signed = read(&signed);
+        let (out, _) = sealctl_verify(&signed, &["--ca", p(&cert)]);
+        assert_eq!(
+            out.code, 1,
+            "a 1024-bit signer must fail by default: {}",
+            out.stderr
+        );
+        let v = out.json();
+        assert_eq!(v["signers"][0]["signature"], "weak", "{v}");
+        let (out, _) = sealctl_verify(&signed, &["--ca", p(&cert), "--allow-weak"]);
+        let v = out.ok().json();
+        assert_eq!(v["valid"], true, "{v}");
+        assert_mentions(&v, &["rsa-1024"], "legacy signer");
+        // Signing with it is refused.
+        let out = sealctl(
+            [
+                "smime",
+                "sign",
+                "--key",
+                p(&key),
+                "--cert",
+                p(&cert),
+                "--in",
+                p(&input),
+            ],
+            None,
+        );
+        assert!(out.code != 0 && out.code != 101, "{}", out.stderr);
     }
 }

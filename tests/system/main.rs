@@ -270,6 +270,11 @@ fn tpm_sealed_box_first_boot_reboot_and_broken_pcr_policy() {
     assert!(s.contains("TPM:       present"), "{s}");
     assert!(s.contains("Vault:     created"), "{s}");
     assert!(s.contains("Setup:     done"), "{s}");
+    let s = wait_boot_judged(&mut vm);
+    assert!(
+        s.contains("Boot:      healthy: boot slot A marked good"),
+        "{s}"
+    );
     reboot(vm);
 
     // Boot 2: same disk and TPM: the vault unseals, setup stays done.
@@ -288,6 +293,10 @@ fn tpm_sealed_box_first_boot_reboot_and_broken_pcr_policy() {
     assert!(s.contains("Vault:     unsealed"), "{s}");
     assert!(s.contains("Boot slot: A"), "{s}");
     assert!(s.contains("Setup:     done"), "{s}");
+    // The daemon runs unprivileged (its uid, read from /proc by the console).
+    assert!(s.contains("sealgated: running (pid"), "{s}");
+    assert!(s.contains("user sealgate"), "{s}");
+    assert!(!s.contains("user root"), "{s}");
 
     // Reset admin access: setup opens again with a new token, once.
     let token3 = new_setup_token(&mut vm, "5", Some("yes"));
@@ -297,6 +306,11 @@ fn tpm_sealed_box_first_boot_reboot_and_broken_pcr_policy() {
     );
     assert_eq!(setup(&bx, &token3).0, 200);
     assert_eq!(setup(&bx, &token3).0, 410);
+    let s = wait_boot_judged(&mut vm);
+    assert!(
+        s.contains("Boot:      healthy: boot slot A marked good"),
+        "{s}"
+    );
     reboot(vm);
 
     // Boot 3: a firmware update added a revocation to dbx, which OVMF measures into PCR 7:
@@ -313,6 +327,164 @@ fn tpm_sealed_box_first_boot_reboot_and_broken_pcr_policy() {
     assert!(s.contains("sealgated: not started: vault locked"), "{s}");
     let (code, _) = https("GET", &bx.url("/api/v1/health"), None);
     assert_eq!(code, 0, "nothing listens with a locked vault");
+    let s = wait_boot_judged(&mut vm);
+    assert!(
+        s.contains("Boot:      boot slot A NOT marked good: the vault is locked"),
+        "a locked vault is not a healthy boot: {s}"
+    );
+    reboot(vm);
+
+    // Two more locked boots use up slot A's three tries (slot B holds nothing yet), then
+    // GRUB boots A as a last resort: the box still reaches the menu and says why, and
+    // nothing reboots by itself.
+    for n in 2..=3 {
+        let mut vm = bx.boot();
+        vm.console()
+            .unwrap()
+            .expect("VAULT LOCKED", READY)
+            .unwrap_or_else(|e| panic!("locked boot {n}: {e}"));
+        let s = wait_boot_judged(&mut vm);
+        assert!(!s.contains("LAST RESORT"), "try {n} of 3: {s}");
+        reboot(vm);
+    }
+    let mut vm = bx.boot();
+    vm.console()
+        .unwrap()
+        .expect("VAULT LOCKED", READY)
+        .expect("the last-resort boot reaches the vault verdict");
+    let s = wait_boot_judged(&mut vm);
+    assert!(s.contains("LAST RESORT"), "{s}");
+    assert!(s.contains("NOT marked good: the vault is locked"), "{s}");
+}
+
+/// Polls the status page until the health gate has judged the boot (bounded); returns it.
+fn wait_boot_judged(vm: &mut Vm) -> String {
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let s = status(vm);
+        if s.contains("marked good") || Instant::now() > deadline {
+            return s;
+        }
+        std::thread::sleep(Duration::from_secs(3));
+    }
+}
+
+/// Where a power cut hits during the first boot: QEMU is killed (SIGKILL, no shutdown) as
+/// soon as the console shows the line. Each cut gets a new box (disk and TPM).
+const FIRST_BOOT_CUTS: [(&str, &str); 5] = [
+    ("before the vault exists", "sealgate: network "),
+    (
+        "during vault creation",
+        "first boot: creating the key vault",
+    ),
+    ("right after the vault was created", "RECOVERY SECRET"),
+    ("right after the settings copy", "sealgate: settings: "),
+    ("right after ready", READY_LINE),
+];
+
+/// The boot after a cut: ready, health answered over both forwarded ports (so the
+/// listeners face the network: the box's settings), the vault open, no file the boot trusts
+/// found empty or damaged, and the boot judged healthy. Returns the running box.
+fn recovers(bx: &Appliance, what: &str) -> Vm {
+    let mut vm = bx.boot();
+    let text = wait_ready(&mut vm, FIRST_READY);
+    for damage in [
+        "NOT USABLE",
+        "unreadable",
+        "was unusable",
+        "could not write",
+    ] {
+        assert!(
+            !text.contains(damage),
+            "after a cut {what}: {damage}:\n{text}"
+        );
+    }
+    // What the box itself prints (after firmware and GRUB, which draw with ANSI codes): no
+    // INFO flood, no colour codes.
+    let own = text.split_once("sealgate: network ").map_or("", |(_, t)| t);
+    assert!(!own.is_empty(), "{text}");
+    assert!(!own.contains("INFO") && !own.contains('\u{1b}'), "{own}");
+    assert_eq!(
+        wait_https(&bx.url("/api/v1/health"), Duration::from_secs(60)),
+        200,
+        "admin health after a cut {what}"
+    );
+    let docking = format!(
+        "https://127.0.0.1:{}/api/v1/health",
+        bx.ports.host_port("docking").unwrap_or_default()
+    );
+    assert_eq!(
+        wait_https(&docking, Duration::from_secs(30)),
+        200,
+        "docking health after a cut {what}"
+    );
+    let s = wait_boot_judged(&mut vm);
+    assert!(
+        s.contains("Vault:     created") || s.contains("Vault:     unsealed"),
+        "after a cut {what}: {s}"
+    );
+    assert!(
+        s.contains("Settings:  /data/sealgate/settings.toml"),
+        "after a cut {what}: {s}"
+    );
+    assert!(
+        !s.contains("Network:   unreadable"),
+        "after a cut {what}: {s}"
+    );
+    assert!(
+        s.contains("Boot:      healthy: boot slot A marked good"),
+        "after a cut {what}: {s}"
+    );
+    vm
+}
+
+/// Power cuts at five points of the first boot and one of a settings change from the
+/// console: each time the next boot answers health over the forwarded ports with the box's
+/// settings, opens the vault, and finds no file empty or half-written.
+#[test]
+fn power_cuts_during_first_boot_and_a_settings_change_leave_a_reachable_box() {
+    let _m = machine();
+    let mut cuts = 0;
+    let mut last = None;
+    for (what, line) in FIRST_BOOT_CUTS {
+        let bx = Appliance::new(&format!("cut{cuts}"));
+        let mut vm = bx.boot();
+        let text = vm
+            .console()
+            .unwrap()
+            .expect(line, FIRST_READY)
+            .unwrap_or_else(|e| panic!("before the cut {what}: {e}"));
+        assert!(
+            text.contains("first boot: creating the key vault") || line == "sealgate: network ",
+            "{text}"
+        );
+        drop(vm); // the power cut
+        cuts += 1;
+        eprintln!("power cut {cuts}: {what}");
+        let vm = recovers(&bx, what);
+        last = Some((bx, vm));
+    }
+
+    // A settings change from the console, cut right after it was saved: the box keeps the
+    // address QEMU forwards to (10.0.2.15), now as a static address.
+    let (bx, mut vm) = last.expect("a box");
+    sync_menu(&mut vm);
+    let mut out = String::new();
+    for line in ["2", "2", "10.0.2.15/24", "10.0.2.2"] {
+        out.push_str(&choose(&mut vm, line));
+    }
+    let c = vm.console().unwrap();
+    c.send_line("10.0.2.3").unwrap();
+    c.expect("Saved and applied: static 10.0.2.15/24", MENU)
+        .expect("the change is saved");
+    drop(vm);
+    cuts += 1;
+    eprintln!("power cut {cuts}: right after a network settings change");
+    let mut vm = recovers(&bx, "after a network settings change");
+    let s = status(&mut vm);
+    assert!(s.contains("Network:   static 10.0.2.15/24"), "{s}");
+    eprintln!("power cuts tried: {cuts}");
+    assert_eq!(cuts, 6);
 }
 
 /// The technician's menu: status, a static address kept across a reboot, factory reset
@@ -388,8 +560,14 @@ fn console_menu_static_address_survives_reboot_and_factory_resets() {
     assert!(choose(&mut vm, "9").ends_with("anything else to cancel: "));
     let c = vm.console().unwrap();
     c.send_line("ERASE ALL KEYS").unwrap();
-    c.expect("Restarting system", Duration::from_secs(60))
+    let wiped = c
+        .expect("Restarting system", Duration::from_secs(60))
         .expect("reboot after the wipe");
+    // A crypto-erase: the TPM's erase secret that every sealed copy of the vault key needs.
+    assert!(
+        wiped.contains("The TPM's erase secret is destroyed"),
+        "{wiped}"
+    );
     vm.wait_exit(Duration::from_secs(30)).unwrap();
 
     let mut vm = bx.boot();

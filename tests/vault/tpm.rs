@@ -190,3 +190,107 @@ fn pcr_set_is_a_setting() {
     assert_eq!(st["pcrs"], "sha256:7,16", "{st}");
     assert_eq!(st["unsealed"], true, "{st}");
 }
+
+/// Factory reset tier 2 is a crypto-erase. Attacker: someone who copied `vault.redb` (and the
+/// rest of the data partition) before the box was wiped, and later gets the same box (or
+/// runs code on it). After the wipe, their copy no longer unseals on that TPM; before it, a
+/// normal reboot still unseals.
+#[test]
+fn a_copy_of_the_vault_does_not_open_after_the_wipe() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let t = tmp.path();
+    let mut tpm = Swtpm::start(&t.join("tpm")).expect("swtpm (Debian package `swtpm`)");
+    let tcti = tpm.tcti();
+    let d = t.join("data");
+    let d = d.to_str().expect("utf8");
+    let rec = t.join("recovery.txt");
+    ok(&[
+        "vault",
+        "init",
+        "--data-dir",
+        d,
+        "--tpm",
+        &tcti,
+        "--recovery-out",
+        rec.to_str().expect("utf8"),
+    ]);
+    ok(&[
+        "ca",
+        "init",
+        "--data-dir",
+        d,
+        "--name",
+        "Wipe CA",
+        "--tpm",
+        &tcti,
+    ]);
+    // The attacker's copy.
+    let copy = t.join("copy");
+    std::fs::create_dir(&copy).expect("copy dir");
+    std::fs::copy(t.join("data/vault.redb"), copy.join("vault.redb")).expect("copy");
+    let copy = copy.to_str().expect("utf8");
+    assert_eq!(
+        status(copy, &tcti)["unsealed"],
+        true,
+        "the copy opens before the wipe"
+    );
+
+    // A normal reboot: everything still unseals.
+    tpm.restart().expect("restart");
+    assert_eq!(status(d, &tcti)["unsealed"], true);
+    assert_eq!(status(copy, &tcti)["unsealed"], true);
+
+    // The wipe (the console runs exactly this before it clears the data partition).
+    let refused = sealctl(&["vault", "erase", "--data-dir", d, "--tpm", &tcti]);
+    assert_eq!(
+        refused.status.code(),
+        Some(2),
+        "a usage error without the flag"
+    );
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--destroy-every-key"));
+    assert_eq!(status(copy, &tcti)["unsealed"], true, "nothing was erased");
+    ok(&[
+        "vault",
+        "erase",
+        "--data-dir",
+        d,
+        "--tpm",
+        &tcti,
+        "--destroy-every-key",
+    ]);
+    let st = status(copy, &tcti);
+    assert_eq!(st["unsealed"], false, "{st}");
+    assert!(
+        st["unseal_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("wiped")),
+        "{st}"
+    );
+    // The first boot after the wipe makes a new vault on the same TPM; the copy still does
+    // not open (a new erase secret), and the new vault survives a reboot.
+    std::fs::remove_dir_all(d).expect("wipe the data partition");
+    ok(&[
+        "vault",
+        "init",
+        "--data-dir",
+        d,
+        "--tpm",
+        &tcti,
+        "--recovery-out",
+        t.join("rec2").to_str().expect("utf8"),
+    ]);
+    tpm.restart().expect("restart");
+    assert_eq!(status(d, &tcti)["unsealed"], true);
+    assert_eq!(status(copy, &tcti)["unsealed"], false);
+    // Only the recovery secret, kept offline by the administrator, still opens the copy.
+    ok(&[
+        "vault",
+        "recover",
+        "--data-dir",
+        copy,
+        "--recovery-file",
+        rec.to_str().expect("utf8"),
+        "--tpm",
+        &tcti,
+    ]);
+}

@@ -1,17 +1,23 @@
 //! The on-disk form of a sealed vault key.
 //!
-//! Layout (all integers big-endian), version 1:
+//! Layout (all integers big-endian), version 1 and 2:
 //!
 //! ```text
 //! magic      8 bytes  "SGTPMSB\0"
-//! version    u8       1
+//! version    u8       1 or 2
 //! parent     u8       1 = ECC P-256 storage primary key (noDA) in the owner hierarchy
 //! bank       u16      0x000B (TPM_ALG_SHA256)
 //! npcrs      u8       1..=24, then npcrs bytes: the PCR indices, strictly ascending
 //! policy     u16 len + bytes   the PolicyPCR digest (32 bytes) the object's authPolicy holds
 //! public     u32 len + bytes   the marshalled TPMT_PUBLIC of the sealed object
 //! private    u32 len + bytes   the TPM2B_PRIVATE buffer (encrypted by the storage key)
+//! erase NV   u32      version 2 only: the NV index of the box's erase secret
 //! ```
+//!
+//! A version 2 blob seals the secret XORed with a random 256-bit *erase secret* kept in a TPM
+//! NV index: unsealing reads the index too, and undefining it (the factory wipe) makes every
+//! such blob, including copies of the database, useless. Version 1 blobs (no erase secret)
+//! still open.
 //!
 //! Nothing in it is secret in the clear: the private area is encrypted and integrity-protected
 //! by the TPM under a key that never leaves it.
@@ -22,7 +28,8 @@ use crate::TpmError;
 use crate::pcr::{PcrSelection, TPM_ALG_SHA256};
 
 const MAGIC: &[u8; 8] = b"SGTPMSB\0";
-const VERSION: u8 = 1;
+const VERSION_PLAIN: u8 = 1;
+const VERSION_ERASABLE: u8 = 2;
 /// The parent key kind this crate seals under.
 pub(crate) const PARENT_ECC_P256_SRK: u8 = 1;
 /// Upper bound for the public and private areas (TPM2B sizes are far below this).
@@ -38,9 +45,17 @@ pub struct SealedBlob {
     pub(crate) policy_digest: [u8; 32],
     pub(crate) public: Vec<u8>,
     pub(crate) private: Vec<u8>,
+    /// The NV index of the erase secret the sealed value is XORed with (version 2).
+    pub(crate) erase_index: Option<u32>,
 }
 
 impl SealedBlob {
+    /// The NV index of the erase secret this blob needs (`None`: a version 1 blob, which a
+    /// wipe cannot make useless; re-seal it).
+    pub fn erase_index(&self) -> Option<u32> {
+        self.erase_index
+    }
+
     /// The PCRs (SHA-256 bank) whose values the secret is bound to.
     pub fn pcrs(&self) -> &PcrSelection {
         &self.pcrs
@@ -56,7 +71,11 @@ impl SealedBlob {
         let indices = self.pcrs.indices();
         let mut out = Vec::with_capacity(64 + self.public.len() + self.private.len());
         out.extend_from_slice(MAGIC);
-        out.push(VERSION);
+        out.push(if self.erase_index.is_some() {
+            VERSION_ERASABLE
+        } else {
+            VERSION_PLAIN
+        });
         out.push(PARENT_ECC_P256_SRK);
         out.extend_from_slice(&TPM_ALG_SHA256.to_be_bytes());
         // At most 24 PCRs: always fits in a u8.
@@ -67,6 +86,9 @@ impl SealedBlob {
         for area in [&self.public, &self.private] {
             out.extend_from_slice(&u32::try_from(area.len()).unwrap_or(u32::MAX).to_be_bytes());
             out.extend_from_slice(area);
+        }
+        if let Some(i) = self.erase_index {
+            out.extend_from_slice(&i.to_be_bytes());
         }
         out
     }
@@ -79,7 +101,7 @@ impl SealedBlob {
             return Err(bad("not a Sealgate sealed blob (wrong magic)"));
         }
         let version = r.u8()?;
-        if version != VERSION {
+        if version != VERSION_PLAIN && version != VERSION_ERASABLE {
             return Err(bad(&format!("unsupported version {version}")));
         }
         let parent = r.u8()?;
@@ -104,6 +126,11 @@ impl SealedBlob {
         let policy_digest = r.array::<32>()?;
         let public = r.area()?.to_vec();
         let private = r.area()?.to_vec();
+        let erase_index = if version == VERSION_ERASABLE {
+            Some(u32::from_be_bytes(r.array::<4>()?))
+        } else {
+            None
+        };
         if !r.rest.is_empty() {
             return Err(bad(&format!("{} trailing bytes", r.rest.len())));
         }
@@ -112,6 +139,7 @@ impl SealedBlob {
             policy_digest,
             public,
             private,
+            erase_index,
         })
     }
 }
@@ -123,6 +151,7 @@ impl fmt::Debug for SealedBlob {
             .field("policy_digest", &hex(&self.policy_digest))
             .field("public_len", &self.public.len())
             .field("private_len", &self.private.len())
+            .field("erase_index", &self.erase_index)
             .finish()
     }
 }
@@ -181,6 +210,7 @@ mod tests {
             policy_digest: [0xAB; 32],
             public: vec![1, 2, 3],
             private: vec![4, 5, 6, 7],
+            erase_index: None,
         }
     }
 
@@ -188,7 +218,21 @@ mod tests {
     fn round_trip() {
         let b = sample();
         let bytes = b.to_bytes();
+        assert_eq!(bytes[8], 1, "no erase secret: version 1, as before");
         assert_eq!(SealedBlob::from_bytes(&bytes).expect("parse"), b);
+        let v2 = SealedBlob {
+            erase_index: Some(0x0153_4701),
+            ..sample()
+        };
+        let bytes = v2.to_bytes();
+        assert_eq!(bytes[8], 2);
+        assert_eq!(SealedBlob::from_bytes(&bytes).expect("parse"), v2);
+        for cut in 0..bytes.len() {
+            assert!(
+                SealedBlob::from_bytes(&bytes[..cut]).is_err(),
+                "cut at {cut}"
+            );
+        }
     }
 
     #[test]
@@ -204,7 +248,7 @@ mod tests {
         long.push(0);
         assert!(SealedBlob::from_bytes(&long).is_err());
         let mut v2 = bytes.clone();
-        v2[8] = 2;
+        v2[8] = 3;
         assert!(matches!(
             SealedBlob::from_bytes(&v2),
             Err(TpmError::BadBlob(_))

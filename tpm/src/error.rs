@@ -32,6 +32,9 @@ pub enum TpmError {
         /// The TPM's answer.
         detail: String,
     },
+    /// The blob needs the box's erase secret (a TPM NV index) and the secret is gone: the box
+    /// was wiped (factory reset, tier 2) since the blob was sealed. No secret was returned.
+    Erased,
     /// A sealed blob's bytes are malformed or of an unknown version.
     BadBlob(String),
     /// A PCR selection or a list of PCR values is invalid.
@@ -67,6 +70,10 @@ impl fmt::Display for TpmError {
                 f,
                 "sealed vault key cannot be loaded by this TPM: it was sealed by another TPM \
                  or this TPM was cleared since ({detail}); use the recovery secret"
+            ),
+            TpmError::Erased => f.write_str(
+                "the TPM's erase secret for this sealed key is gone: the box was wiped \
+                 (factory reset) since the vault was sealed; only the recovery secret opens it",
             ),
             TpmError::BadBlob(why) => write!(f, "malformed sealed blob: {why}"),
             TpmError::InvalidPcrs(why) => write!(f, "invalid PCR selection or values: {why}"),

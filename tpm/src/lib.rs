@@ -8,7 +8,11 @@
 //! - [`Tpm::seal`] binds a secret to the current values of a [`PcrSelection`] (default PCR 7);
 //! - [`Tpm::seal_for_predicted`] binds it to values the PCRs will have after an update, so an
 //!   update can re-seal before it reboots (see [`policy_pcr_digest`], [`pcr_extend_sha256`]);
-//! - [`Tpm::unseal`] opens a [`SealedBlob`], or fails with [`TpmError::PolicyMismatch`].
+//! - [`Tpm::seal_erasable`] does the same but also binds the secret to an *erase secret* in a
+//!   TPM NV index ([`ERASE_NV_INDEX`]); [`Tpm::erase`] destroys it, which makes every such blob
+//!   useless (the factory wipe's crypto-erase);
+//! - [`Tpm::unseal`] opens a [`SealedBlob`], or fails with [`TpmError::PolicyMismatch`] (or
+//!   [`TpmError::Erased`]).
 //!
 //! The storage key and the sealed objects have `noDA`: wrong guesses and power cuts never
 //! lock the TPM out. Secrets are returned in [`zeroize::Zeroizing`] buffers and are never
@@ -29,9 +33,9 @@ pub mod swtpm;
 pub use blob::SealedBlob;
 pub use error::TpmError;
 pub use pcr::{MAX_PCR, PcrSelection, pcr_extend_sha256, policy_pcr_digest};
-pub use tpm::Tpm;
 #[cfg(feature = "test-support")]
 pub use tpm::WrongAuth;
+pub use tpm::{ERASE_NV_INDEX, Tpm};
 pub use zeroize::Zeroizing;
 
 /// Silences libtss2's own logging (its `WARNING:`/`ERROR:` lines on stderr, e.g. when the TPM

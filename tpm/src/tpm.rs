@@ -7,18 +7,22 @@ use std::thread::sleep;
 use std::time::Duration;
 
 use tss_esapi::Context;
-use tss_esapi::attributes::{ObjectAttributesBuilder, SessionAttributesBuilder};
+use tss_esapi::attributes::{
+    NvIndexAttributesBuilder, ObjectAttributesBuilder, SessionAttributesBuilder,
+};
 use tss_esapi::constants::{CapabilityType, PropertyTag, SessionType, StartupType};
-use tss_esapi::handles::{KeyHandle, ObjectHandle, PcrHandle, SessionHandle};
+use tss_esapi::handles::{
+    KeyHandle, NvIndexHandle, NvIndexTpmHandle, ObjectHandle, PcrHandle, SessionHandle, TpmHandle,
+};
 use tss_esapi::interface_types::algorithm::{HashingAlgorithm, PublicAlgorithm};
 use tss_esapi::interface_types::ecc::EccCurve;
-use tss_esapi::interface_types::resource_handles::Hierarchy;
+use tss_esapi::interface_types::resource_handles::{Hierarchy, NvAuth, Provision};
 use tss_esapi::interface_types::session_handles::{AuthSession, PolicySession};
 use tss_esapi::structures::{
-    CapabilityData, Digest, DigestValues, EccParameter, EccPoint, KeyedHashScheme, PcrSelectSize,
-    PcrSelectionList, PcrSelectionListBuilder, PcrSlot, Private, Public, PublicBuilder,
-    PublicEccParametersBuilder, PublicKeyedHashParameters, SensitiveData, SymmetricDefinition,
-    SymmetricDefinitionObject,
+    CapabilityData, Digest, DigestValues, EccParameter, EccPoint, KeyedHashScheme, MaxNvBuffer,
+    NvPublicBuilder, PcrSelectSize, PcrSelectionList, PcrSelectionListBuilder, PcrSlot, Private,
+    Public, PublicBuilder, PublicEccParametersBuilder, PublicKeyedHashParameters, SensitiveData,
+    SymmetricDefinition, SymmetricDefinitionObject,
 };
 use tss_esapi::tcti_ldr::{DeviceConfig, TctiNameConf};
 use tss_esapi::traits::{Marshall, UnMarshall};
@@ -38,6 +42,11 @@ const TRANSIENT_RETRIES: u32 = 12;
 /// How often an unseal is tried again after the PCRs changed under it (TPM_RC_PCR_CHANGED,
 /// TPM_RC_POLICY_FAIL) before it is reported as [`TpmError::PolicyMismatch`].
 const UNSEAL_ATTEMPTS: u32 = 3;
+
+/// The NV index that holds the box's *erase secret* (owner range, "SG" 01): 32 random bytes
+/// that every erasable blob ([`Tpm::seal_erasable`]) is XORed with. [`Tpm::erase`] undefines
+/// it: that is the crypto-erase of the factory wipe.
+pub const ERASE_NV_INDEX: u32 = 0x0153_4701;
 
 /// An open connection to a TPM.
 ///
@@ -162,6 +171,55 @@ impl Tpm {
         self.seal_with_policy(secret, selection, policy)
     }
 
+    /// Like [`Tpm::seal`], but the sealed object holds `secret` XORed with the erase secret in
+    /// NV index `nv_index` (defined with fresh random bytes if it does not exist): opening the
+    /// blob needs the index too, so [`Tpm::erase`] makes it useless, copies included.
+    pub fn seal_erasable(
+        &mut self,
+        secret: &[u8; 32],
+        pcrs: &PcrSelection,
+        nv_index: u32,
+    ) -> Result<SealedBlob, TpmError> {
+        let masked = self.masked(secret, nv_index)?;
+        let mut blob = self.seal(&masked, pcrs)?;
+        blob.erase_index = Some(nv_index);
+        Ok(blob)
+    }
+
+    /// [`Tpm::seal_for_predicted`] with the erase secret, as [`Tpm::seal_erasable`].
+    pub fn seal_erasable_for_predicted(
+        &mut self,
+        secret: &[u8; 32],
+        selection: &PcrSelection,
+        predicted: &[(u32, [u8; 32])],
+        nv_index: u32,
+    ) -> Result<SealedBlob, TpmError> {
+        let masked = self.masked(secret, nv_index)?;
+        let mut blob = self.seal_for_predicted(&masked, selection, predicted)?;
+        blob.erase_index = Some(nv_index);
+        Ok(blob)
+    }
+
+    /// Destroys the erase secret in NV index `nv_index` (TPM2_NV_UndefineSpace, owner
+    /// authorization): every blob sealed erasably under it can no longer be opened by anyone,
+    /// on this TPM or elsewhere. `Ok(false)` if there was none.
+    pub fn erase(&mut self, nv_index: u32) -> Result<bool, TpmError> {
+        let Some(handle) = self.nv_handle(nv_index)? else {
+            return Ok(false);
+        };
+        self.with_retry("undefine the erase secret", |ctx| {
+            ctx.execute_with_session(Some(AuthSession::Password), |c| {
+                c.nv_undefine_space(Provision::Owner, handle)
+            })
+        })?;
+        Ok(true)
+    }
+
+    /// Whether NV index `nv_index` holds an erase secret.
+    pub fn erase_secret_exists(&mut self, nv_index: u32) -> Result<bool, TpmError> {
+        self.nv_defined(nv_index)
+    }
+
     /// Unseals a blob made by [`Tpm::seal`] or [`Tpm::seal_for_predicted`] on this TPM.
     ///
     /// Fails with [`TpmError::PolicyMismatch`] (and returns no secret) when the PCRs no longer
@@ -192,7 +250,15 @@ impl Tpm {
             let outcome = self.unseal_once(srk, object, &selection, &blob.policy_digest);
             let _ = self.ctx.flush_context(object.into());
             match outcome {
-                Ok(secret) => return Ok(secret),
+                Ok(mut secret) => {
+                    if let Some(index) = blob.erase_index {
+                        let pad = self.erase_secret(index, false)?.ok_or(TpmError::Erased)?;
+                        for (s, p) in secret.iter_mut().zip(pad.iter()) {
+                            *s ^= p;
+                        }
+                    }
+                    return Ok(secret);
+                }
                 Err(Attempt::Mismatch) => {}
                 Err(Attempt::Fatal(e)) => return Err(e),
             }
@@ -337,6 +403,118 @@ impl Tpm {
     }
 
     // ---- internals ----
+
+    /// `secret` XOR the erase secret of `nv_index` (created if missing).
+    fn masked(
+        &mut self,
+        secret: &[u8; 32],
+        nv_index: u32,
+    ) -> Result<Zeroizing<[u8; 32]>, TpmError> {
+        let pad = self.erase_secret(nv_index, true)?.ok_or(TpmError::Erased)?;
+        let mut out = Zeroizing::new(*secret);
+        for (o, p) in out.iter_mut().zip(pad.iter()) {
+            *o ^= p;
+        }
+        Ok(out)
+    }
+
+    fn nv_defined(&mut self, nv_index: u32) -> Result<bool, TpmError> {
+        let (data, _more) = self.with_retry("list NV indices", |ctx| {
+            ctx.execute_without_session(|c| c.get_capability(CapabilityType::Handles, nv_index, 1))
+        })?;
+        Ok(match data {
+            CapabilityData::Handles(list) => list
+                .into_inner()
+                .first()
+                .is_some_and(|h| u32::from(*h) == nv_index),
+            _ => false,
+        })
+    }
+
+    /// The ESYS handle of NV index `nv_index`, if it is defined.
+    fn nv_handle(&mut self, nv_index: u32) -> Result<Option<NvIndexHandle>, TpmError> {
+        if !self.nv_defined(nv_index)? {
+            return Ok(None);
+        }
+        let tpm_handle = NvIndexTpmHandle::new(nv_index).map_err(|e| TpmError::Tpm {
+            op: "erase secret index",
+            code: None,
+            detail: e.to_string(),
+        })?;
+        let object = self.with_retry("open the erase secret", |ctx| {
+            ctx.execute_without_session(|c| c.tr_from_tpm_public(TpmHandle::NvIndex(tpm_handle)))
+        })?;
+        Ok(Some(NvIndexHandle::from(object)))
+    }
+
+    /// Reads the 32-byte erase secret of `nv_index`; with `create`, defines the index with
+    /// fresh random bytes first if it does not exist. The bytes cross the bus only inside a
+    /// session salted with the storage key (response or command parameter encryption).
+    fn erase_secret(
+        &mut self,
+        nv_index: u32,
+        create: bool,
+    ) -> Result<Option<Zeroizing<[u8; 32]>>, TpmError> {
+        let handle = match self.nv_handle(nv_index)? {
+            Some(h) => h,
+            None if !create => return Ok(None),
+            None => {
+                let tpm_handle =
+                    NvIndexTpmHandle::new(nv_index).map_err(tpm_err("erase secret index"))?;
+                let attrs = NvIndexAttributesBuilder::new()
+                    .with_owner_write(true)
+                    .with_owner_read(true)
+                    .with_no_da(true)
+                    .build()
+                    .map_err(tpm_err("erase secret attributes"))?;
+                let public = NvPublicBuilder::new()
+                    .with_nv_index(tpm_handle)
+                    .with_index_name_algorithm(HashingAlgorithm::Sha256)
+                    .with_index_attributes(attrs)
+                    .with_data_area_size(32)
+                    .build()
+                    .map_err(tpm_err("erase secret template"))?;
+                let handle = self.with_retry("define the erase secret", |ctx| {
+                    ctx.execute_with_session(Some(AuthSession::Password), |c| {
+                        c.nv_define_space(Provision::Owner, None, public.clone())
+                    })
+                })?;
+                let mut fresh = Zeroizing::new([0u8; 32]);
+                aws_lc_rs::rand::fill(&mut fresh[..]).map_err(|_| TpmError::Tpm {
+                    op: "erase secret",
+                    code: None,
+                    detail: "the random number generator failed".into(),
+                })?;
+                let data =
+                    MaxNvBuffer::try_from(fresh.to_vec()).map_err(tpm_err("erase secret"))?;
+                let srk = self.srk()?;
+                let session = self.start_session(SessionType::Hmac, Some(srk), true, false)?;
+                let written = self.with_retry("write the erase secret", |ctx| {
+                    ctx.execute_with_session(Some(session), |c| {
+                        c.nv_write(NvAuth::Owner, handle, data.clone(), 0)
+                    })
+                });
+                self.flush_session(session);
+                written?;
+                handle
+            }
+        };
+        let srk = self.srk()?;
+        let session = self.start_session(SessionType::Hmac, Some(srk), false, true)?;
+        let read = self.with_retry("read the erase secret", |ctx| {
+            ctx.execute_with_session(Some(session), |c| c.nv_read(NvAuth::Owner, handle, 32, 0))
+        });
+        self.flush_session(session);
+        let mut h: ObjectHandle = handle.into();
+        let _ = self.ctx.tr_close(&mut h);
+        let data = Zeroizing::new(read?.value().to_vec());
+        let pad = <[u8; 32]>::try_from(data.as_slice()).map_err(|_| TpmError::Tpm {
+            op: "read the erase secret",
+            code: None,
+            detail: format!("{} bytes, want 32", data.len()),
+        })?;
+        Ok(Some(Zeroizing::new(pad)))
+    }
 
     fn ensure_started(&mut self) -> Result<(), TpmError> {
         match self.probe() {
@@ -495,6 +673,7 @@ impl Tpm {
             policy_digest: policy,
             public,
             private: created.out_private.value().to_vec(),
+            erase_index: None,
         })
     }
 

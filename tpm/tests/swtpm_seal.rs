@@ -260,3 +260,57 @@ fn connect_and_unseal_timing() {
     );
     assert!(median.as_secs() < 5, "connect+unseal took {median:?}");
 }
+
+/// The factory wipe's crypto-erase: an erasable blob needs the erase secret in its NV index;
+/// a reboot keeps it, `erase` destroys it, and a blob sealed before (a copy of the database)
+/// never opens again, not even after a new vault defined a new secret at the same index.
+#[test]
+fn erasable_blob_dies_with_its_erase_secret() {
+    use sealgate_tpm::ERASE_NV_INDEX;
+    let (_dir, mut sw) = swtpm();
+    let mut tpm = sw.connect().expect("connect");
+    assert!(!tpm.erase_secret_exists(ERASE_NV_INDEX).expect("probe"));
+    let blob = tpm
+        .seal_erasable(&SECRET, &PcrSelection::default(), ERASE_NV_INDEX)
+        .expect("seal");
+    assert_eq!(blob.erase_index(), Some(ERASE_NV_INDEX));
+    let bytes = blob.to_bytes();
+    assert_eq!(bytes[8], 2, "versioned: an erasable blob is version 2");
+    let copy = SealedBlob::from_bytes(&bytes).expect("parse");
+    assert_eq!(*tpm.unseal(&copy).expect("unseal"), SECRET);
+    // A second blob reuses the same erase secret.
+    let second = tpm
+        .seal_erasable(&SECRET, &PcrSelection::default(), ERASE_NV_INDEX)
+        .expect("seal again");
+    assert_eq!(*tpm.unseal(&second).expect("unseal"), SECRET);
+    // An old, plain (version 1) blob still opens: existing vaults stay openable.
+    let plain = tpm.seal(&SECRET, &PcrSelection::default()).expect("seal");
+    assert_eq!(plain.to_bytes()[8], 1);
+
+    // A normal reboot keeps the erase secret (NV is non-volatile).
+    drop(tpm);
+    sw.restart().expect("restart");
+    let mut tpm = sw.connect().expect("connect");
+    assert_eq!(*tpm.unseal(&copy).expect("unseal after reboot"), SECRET);
+
+    // The wipe.
+    assert!(tpm.erase(ERASE_NV_INDEX).expect("erase"));
+    assert!(
+        !tpm.erase(ERASE_NV_INDEX).expect("erase again"),
+        "nothing left"
+    );
+    assert_eq!(tpm.unseal(&copy).err(), Some(TpmError::Erased));
+    assert!(
+        tpm.unseal(&copy)
+            .err()
+            .is_some_and(|e| e.to_string().contains("wiped"))
+    );
+    // The first boot after the wipe seals a new vault: a new secret at the same index. The
+    // old copy unseals to noise, never to the old secret (the vault's key check refuses it).
+    let fresh = tpm
+        .seal_erasable(&[9u8; 32], &PcrSelection::default(), ERASE_NV_INDEX)
+        .expect("seal the new vault");
+    assert_eq!(*tpm.unseal(&fresh).expect("unseal"), [9u8; 32]);
+    assert_ne!(*tpm.unseal(&copy).expect("unseals to noise"), SECRET);
+    assert_eq!(*tpm.unseal(&plain).expect("plain"), SECRET);
+}

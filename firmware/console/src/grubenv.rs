@@ -34,6 +34,26 @@ impl GrubEnv {
         Ok(GrubEnv { vars })
     }
 
+    /// A block for a box whose block was missing or damaged: `slot` (the one that booted
+    /// and was found healthy) good, the other slot off (its state is unknown, so it is not
+    /// tried), order `A B`.
+    pub fn fresh(slot: char) -> Result<GrubEnv> {
+        let other = match slot {
+            'A' => 'B',
+            'B' => 'A',
+            _ => bail!("no slot {slot}"),
+        };
+        let mut env = GrubEnv { vars: Vec::new() };
+        env.set("ORDER", "A B");
+        for s in ['A', 'B'] {
+            env.set(&format!("{s}_OK"), "0");
+            env.set(&format!("{s}_TRY"), "0");
+        }
+        env.mark_good(slot)?;
+        env.set(&format!("{other}_OK"), "0");
+        Ok(env)
+    }
+
     /// A variable's value.
     pub fn get(&self, key: &str) -> Option<&str> {
         self.vars
@@ -98,6 +118,16 @@ mod tests {
         assert_eq!(again.get("ORDER"), Some("A B"));
         assert_eq!(again.get("B_OK"), Some("0"));
         assert!(env.mark_good('C').is_err());
+    }
+
+    #[test]
+    fn a_fresh_block_boots_the_healthy_slot_only() {
+        let env = GrubEnv::parse(&GrubEnv::fresh('B').unwrap().to_block().unwrap()).unwrap();
+        assert_eq!(env.get("ORDER"), Some("A B"));
+        assert_eq!(env.get("B_OK"), Some("1"));
+        assert_eq!(env.get("B_TRY"), Some("0"));
+        assert_eq!(env.get("A_OK"), Some("0"));
+        assert!(GrubEnv::fresh('C').is_err());
     }
 
     #[test]

@@ -3,18 +3,25 @@
 //!
 //! - `sealgate-console menu`: the numbered menu (busybox init runs it on the serial port).
 //! - `sealgate-console apply-network`: applies the saved network settings (DHCP if none).
-//! - `sealgate-console mark-boot-good`: resets GRUB's try counter of the booted slot.
+//! - `sealgate-console mark-boot-good`: resets GRUB's try counter of the booted slot
+//!   (rewriting a missing or damaged GRUB environment block).
+//! - `sealgate-console health-gate`: waits for a healthy boot, then marks the slot good;
+//!   says why when the boot is not healthy (`health.rs`).
+//! - `sealgate-console write-file PATH [--mode OCTAL]`: stdin to PATH atomically, for the
+//!   shell scripts (`atomic.rs`).
 //!
 //! What the box decided at boot is in `/run/sealgate/` (see `/etc/sealgate/boot`); the
 //! daemon's files are in `/data/sealgate/` (see `firmware/sealgated/src/tokens.rs`).
 #![forbid(unsafe_code)]
 
+mod atomic;
 mod grubenv;
+mod health;
 mod menu;
 mod network;
 
 use std::fs;
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
@@ -44,8 +51,13 @@ fn main() -> ExitCode {
         [] | ["menu"] => run_menu(),
         ["apply-network"] => apply_network(),
         ["mark-boot-good"] => mark_boot_good(),
+        ["health-gate"] => health_gate(),
+        ["write-file", rest @ ..] => atomic::write_file_command(rest, &mut std::io::stdin()),
         _ => {
-            eprintln!("usage: sealgate-console [menu | apply-network | mark-boot-good]");
+            eprintln!(
+                "usage: sealgate-console [menu | apply-network | mark-boot-good | health-gate \
+                 | write-file PATH [--mode OCTAL]]"
+            );
             return ExitCode::from(2);
         }
     };
@@ -69,7 +81,7 @@ fn run_menu() -> Result<()> {
 
 fn read_network() -> Result<NetworkSettings> {
     match fs::read_to_string(NETWORK_FILE) {
-        Ok(text) => NetworkSettings::parse(&text).context(NETWORK_FILE),
+        Ok(text) => NetworkSettings::parse_file(&text).context(NETWORK_FILE),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(NetworkSettings::Dhcp),
         Err(e) => Err(e).context(NETWORK_FILE),
     }
@@ -89,16 +101,80 @@ fn apply_network() -> Result<()> {
     Ok(())
 }
 
-/// Writes `text` to `path` atomically (temporary file, fsync, rename, fsync the folder).
+/// Writes `text` to `path` atomically (see `atomic.rs`), creating its folder.
 fn write_atomic(path: &Path, text: &[u8]) -> Result<()> {
-    let dir = path.parent().context("no parent folder")?;
-    fs::create_dir_all(dir)?;
-    let tmp = path.with_extension("tmp");
-    let mut f = fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-    f.write_all(text)?;
-    f.sync_all()?;
-    fs::rename(&tmp, path)?;
-    fs::File::open(dir)?.sync_all()?;
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir)?;
+    }
+    atomic::write_atomic(path, text, 0o644)
+}
+
+/// The daemon's settings as `sealgated --box --check-settings` judges them (its output).
+fn check_settings() -> Result<String> {
+    let out = Command::new("sealgated")
+        .args(["--box", "--data-dir", DAEMON_DIR, "--check-settings"])
+        .stdin(Stdio::null())
+        .output()
+        .context("running sealgated --check-settings")?;
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The boot's health verdict for the status page.
+const BOOT_HEALTH: &str = "boot-health";
+
+fn say_boot_health(text: &str) {
+    println!("sealgate: {text}");
+    let _ = fs::write(Path::new(STATE).join(BOOT_HEALTH), format!("{text}\n"));
+}
+
+/// How long the health gate waits for sealgated's first health answer (first boot under
+/// emulation included: vault creation, TLS key).
+const HEALTH_WAIT: Duration = Duration::from_secs(600);
+
+fn health_gate() -> Result<()> {
+    let slot = booted_slot()
+        .map(|c| c.to_string())
+        .unwrap_or_else(|| "?".into());
+    if let Some(why) = health::flags_verdict(Path::new(STATE)) {
+        say_boot_health(&format!(
+            "boot slot {slot} NOT marked good: {why}. GRUB tries a slot three times, then \
+             the other one; nothing reboots by itself."
+        ));
+        return Ok(());
+    }
+    let _ = fs::write(
+        Path::new(STATE).join(BOOT_HEALTH),
+        "waiting for sealgated's health answer\n",
+    );
+    let deadline = Instant::now() + HEALTH_WAIT;
+    loop {
+        // The daemon binary asks its own admin listener over TLS (see its selfcheck.rs).
+        let out = Command::new("sealgated")
+            .args(["--box", "--data-dir", DAEMON_DIR, "--check-health"])
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .output();
+        let last = match out {
+            Ok(o) if o.status.success() => break,
+            Ok(o) => String::from_utf8_lossy(&o.stdout).trim().to_string(),
+            Err(e) => format!("cannot run sealgated --check-health: {e}"),
+        };
+        if Instant::now() > deadline {
+            say_boot_health(&format!(
+                "boot slot {slot} NOT marked good: sealgated did not answer health within {} s \
+                 ({last})",
+                HEALTH_WAIT.as_secs()
+            ));
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    match mark_boot_good() {
+        Ok(()) => say_boot_health(&format!("healthy: boot slot {slot} marked good")),
+        Err(e) => say_boot_health(&format!(
+            "healthy, but boot slot {slot} could not be marked good: {e:#}"
+        )),
+    }
     Ok(())
 }
 
@@ -147,25 +223,30 @@ fn mark_boot_good() -> Result<()> {
     )?;
     let result = (|| -> Result<()> {
         let path = mnt.join("EFI/BOOT/grubenv");
-        let mut f = fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&path)
-            .context("opening grubenv")?;
-        let mut block = Vec::new();
-        f.read_to_end(&mut block)?;
-        let mut env = grubenv::GrubEnv::parse(&block)?;
-        if env.get(&format!("{slot}_TRY")) == Some("0")
-            && env.get(&format!("{slot}_OK")) == Some("1")
-        {
-            return Ok(());
-        }
-        env.mark_good(slot)?;
-        // In place, same size: GRUB's save_env writes into these very blocks.
-        f.seek(SeekFrom::Start(0))?;
-        f.write_all(&env.to_block()?)?;
-        f.sync_all()?;
-        Ok(())
+        let parsed = fs::read(&path)
+            .context("reading grubenv")
+            .and_then(|b| grubenv::GrubEnv::parse(&b));
+        let env = match parsed {
+            Ok(mut env) => {
+                if env.get(&format!("{slot}_TRY")) == Some("0")
+                    && env.get(&format!("{slot}_OK")) == Some("1")
+                {
+                    return Ok(());
+                }
+                env.mark_good(slot)?;
+                env
+            }
+            Err(e) => {
+                println!(
+                    "sealgate: GRUB's environment was unusable ({e:#}): rewritten with slot \
+                     {slot} good and the other slot off"
+                );
+                grubenv::GrubEnv::fresh(slot)?
+            }
+        };
+        // A new 1024-byte file renamed over the old one (GRUB's save_env finds its blocks
+        // through the FAT at every boot and writes into them in place).
+        atomic::write_atomic(&path, &env.to_block()?, 0o644)
     })();
     let _ = run("umount", &[&mnt.to_string_lossy()]);
     result
@@ -214,6 +295,27 @@ fn resident_kib(pid: u32) -> Option<u64> {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
+/// The user a process runs as (its real uid, named from /etc/passwd), for the status page.
+fn process_user(pid: u32) -> Option<String> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let uid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))?
+        .split_whitespace()
+        .next()?
+        .to_string();
+    let passwd = fs::read_to_string("/etc/passwd").unwrap_or_default();
+    Some(user_name(&passwd, &uid).unwrap_or(uid))
+}
+
+/// The name of `uid` in a passwd file's text.
+fn user_name(passwd: &str, uid: &str) -> Option<String> {
+    passwd.lines().find_map(|l| {
+        let f: Vec<&str> = l.split(':').collect();
+        (f.len() > 2 && f[2] == uid).then(|| f[0].to_string())
+    })
+}
+
 /// Stops the daemon (SIGTERM, bounded wait); busybox init starts it again.
 fn restart_daemon() -> Result<()> {
     let Some(pid) = daemon_pid() else {
@@ -234,6 +336,17 @@ fn stop_daemon_for_reset() {
     let _ = restart_daemon();
 }
 
+/// The request file the daemon applies at start (`sealgated`'s `tokens::ADMIN_RESET_REQUEST`).
+const ADMIN_RESET_REQUEST: &str = "reset-admin.request";
+
+/// Asks the daemon to reset admin access at its next start (durably: fsynced).
+fn request_admin_reset(daemon_dir: &Path) -> Result<()> {
+    write_atomic(
+        &daemon_dir.join(ADMIN_RESET_REQUEST),
+        b"reset admin access (requested on the serial console)\n",
+    )
+}
+
 /// The real box.
 struct TheBox;
 
@@ -241,12 +354,23 @@ impl BoxActions for TheBox {
     fn status(&mut self) -> String {
         let mut s = String::new();
         s.push_str(&format!("Version:   Sealgate {}\n", os_version()));
+        let last_resort = fs::read_to_string("/proc/cmdline")
+            .map(|c| c.split_whitespace().any(|a| a == "sealgate.lastresort"))
+            .unwrap_or(false);
         s.push_str(&format!(
-            "Boot slot: {}\n",
+            "Boot slot: {}{}\n",
             booted_slot()
                 .map(|c| c.to_string())
-                .unwrap_or_else(|| "?".into())
+                .unwrap_or_else(|| "?".into()),
+            if last_resort {
+                " (LAST RESORT: GRUB found no good slot with tries left)"
+            } else {
+                ""
+            }
         ));
+        let health = fs::read_to_string(Path::new(STATE).join(BOOT_HEALTH))
+            .unwrap_or_else(|_| "not judged yet".into());
+        s.push_str(&format!("Boot:      {}\n", health.trim()));
         let net = read_network()
             .map(|n| n.to_string())
             .unwrap_or_else(|e| format!("unreadable: {e:#}"));
@@ -267,15 +391,36 @@ impl BoxActions for TheBox {
             .unwrap_or_else(|_| "not opened".into());
         s.push_str(&format!("Vault:     {}\n", vault.trim()));
         let daemon = match daemon_pid() {
-            Some(pid) => match resident_kib(pid) {
-                Some(kib) => format!("running (pid {pid}, {} MiB resident)", kib / 1024),
-                None => format!("running (pid {pid})"),
-            },
+            Some(pid) => {
+                let user = process_user(pid).unwrap_or_else(|| "?".into());
+                match resident_kib(pid) {
+                    Some(kib) => format!(
+                        "running (pid {pid}, user {user}, {} MiB resident)",
+                        kib / 1024
+                    ),
+                    None => format!("running (pid {pid}, user {user})"),
+                }
+            }
             None if state("no-tpm") => "not started: no TPM".into(),
             None if state("vault-locked") => "not started: vault locked".into(),
             None => "NOT RUNNING".into(),
         };
         s.push_str(&format!("sealgated: {daemon}\n"));
+        let settings = match check_settings() {
+            Ok(out) => match out.lines().next() {
+                Some(l) if l.starts_with("settings ok ") => {
+                    l.trim_start_matches("settings ok ").to_string()
+                }
+                Some(l) if l.starts_with("settings fallback ") => format!(
+                    "NOT USABLE, running on the box's shipped settings: {}",
+                    l.trim_start_matches("settings fallback ")
+                ),
+                Some(l) => l.to_string(),
+                None => "unknown".into(),
+            },
+            Err(e) => format!("unknown ({e:#})"),
+        };
+        s.push_str(&format!("Settings:  {settings}\n"));
         let setup = if Path::new(DAEMON_DIR).join("setup-token.used").exists() {
             "done"
         } else {
@@ -334,25 +479,18 @@ impl BoxActions for TheBox {
     }
 
     fn reset_admin_access(&mut self) -> Result<String> {
-        let dir = Path::new(DAEMON_DIR);
-        // The admin token that setup created goes; setup opens again.
-        let tokens = dir.join("api-tokens.json");
-        if let Ok(text) = fs::read_to_string(&tokens) {
-            let mut v: serde_json::Value =
-                serde_json::from_str(&text).context("api-tokens.json")?;
-            if let Some(list) = v.get_mut("tokens").and_then(|t| t.as_array_mut()) {
-                list.retain(|t| t.get("name").and_then(|n| n.as_str()) != Some("admin"));
-            }
-            write_atomic(&tokens, serde_json::to_string(&v)?.as_bytes())?;
-        }
-        match fs::remove_file(dir.join("setup-token.used")) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e).context("setup-token.used"),
+        // The daemon revokes every admin-scoped token and opens setup again when it starts
+        // (firmware/sealgated/src/tokens.rs); the console only asks and restarts it, so the
+        // token files are only ever written by the daemon's own user.
+        request_admin_reset(Path::new(DAEMON_DIR))?;
+        if daemon_pid().is_none() {
+            return Ok(
+                "Admin access will be reset when sealgated starts (it is not running now).".into(),
+            );
         }
         restart_daemon()?;
-        Ok("Admin access revoked. A new setup token is printed on this console as \"setup token ...\" \
-            within a few seconds."
+        Ok("Admin access revoked: every admin token stops working. A new setup token is printed on \
+            this console as \"setup token ...\" within a few seconds."
             .into())
     }
 
@@ -379,6 +517,30 @@ impl BoxActions for TheBox {
 
     fn wipe(&mut self) -> Result<()> {
         stop_daemon_for_reset();
+        // Crypto-erase first: destroy the TPM's erase secret that every sealed copy of the
+        // vault key needs, so a copy of vault.redb taken earlier no longer opens on this box.
+        // Without a TPM there is nothing sealed to erase; the wipe goes on either way.
+        if Path::new("/dev/tpmrm0").exists() {
+            match run(
+                "sealctl",
+                &[
+                    "vault",
+                    "erase",
+                    "--data-dir",
+                    DAEMON_DIR,
+                    "--tpm",
+                    "device:/dev/tpmrm0",
+                    "--destroy-every-key",
+                ],
+            ) {
+                Ok(()) => println!(
+                    "The TPM's erase secret is destroyed: no copy of the vault opens on this box again."
+                ),
+                Err(e) => {
+                    println!("WARNING: the TPM's erase secret could not be destroyed: {e:#}")
+                }
+            }
+        }
         // The vault first: overwrite its database (which holds the TPM-sealed vault key and
         // every encrypted private key) before unlinking it.
         let db = Path::new(DAEMON_DIR).join("vault.redb");
@@ -408,5 +570,29 @@ impl BoxActions for TheBox {
         fs::File::open(DATA)?.sync_all()?;
         run("sync", &[])?;
         run("reboot", &[])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn admin_reset_request_is_the_file_the_daemon_applies() {
+        let d = std::env::temp_dir().join(format!("sealgate-console-test-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&d);
+        request_admin_reset(&d).expect("request");
+        // The daemon looks for exactly this name (tokens::ADMIN_RESET_REQUEST).
+        assert!(d.join("reset-admin.request").exists());
+        assert!(!d.join("reset-admin.tmp").exists());
+        fs::remove_dir_all(&d).expect("cleanup");
+    }
+
+    #[test]
+    fn user_names_come_from_passwd() {
+        let passwd = "root:x:0:0:root:/root:/bin/false\nsealgate:x:100:100:sealgate:/nonexistent:/bin/false\n";
+        assert_eq!(user_name(passwd, "100").as_deref(), Some("sealgate"));
+        assert_eq!(user_name(passwd, "0").as_deref(), Some("root"));
+        assert_eq!(user_name(passwd, "7"), None);
     }
 }

@@ -165,6 +165,16 @@ impl NetworkSettings {
         }
     }
 
+    /// Parses the saved settings file. Unlike [`NetworkSettings::parse`], an empty file is
+    /// refused: the console never saves one, so it is damage (e.g. a power cut while it was
+    /// written by an older release), and the caller says so before falling back to DHCP.
+    pub fn parse_file(text: &str) -> Result<NetworkSettings> {
+        if text.trim().is_empty() {
+            bail!("the file is empty (damaged)");
+        }
+        NetworkSettings::parse(text)
+    }
+
     /// A checked static configuration.
     pub fn new_static(
         address: Ipv4Cidr,
@@ -374,6 +384,18 @@ mod tests {
         assert!(NetworkSettings::parse("colour=blue\n").is_err());
         assert!(NetworkSettings::parse("mode=dhcp\naddress=10.0.0.1/24\n").is_err());
         assert!(NetworkSettings::parse("mode=static\naddress=127.0.0.1/8\n").is_err());
+    }
+
+    #[test]
+    fn a_saved_file_that_is_empty_or_zero_filled_is_damage() {
+        assert!(NetworkSettings::parse_file("").is_err());
+        assert!(NetworkSettings::parse_file("\n \n").is_err());
+        assert!(NetworkSettings::parse_file("\0\0\0\0").is_err());
+        assert!(NetworkSettings::parse_file("mode=static\naddress=10.0.2.15/").is_err());
+        assert_eq!(
+            NetworkSettings::parse_file("mode=dhcp\n").unwrap(),
+            NetworkSettings::Dhcp
+        );
     }
 
     #[test]

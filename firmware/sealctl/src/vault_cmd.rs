@@ -84,6 +84,32 @@ pub(crate) enum VaultCmd {
         #[command(flatten)]
         sealer: SealerArgs,
     },
+    /// The audit log as JSON lines (oldest first), after verifying the whole keyed chain
+    /// (needs the vault key: the TPM, or the software sealer). Fails if the chain breaks.
+    Audit {
+        /// The data directory.
+        #[arg(long, value_name = "DIR")]
+        data_dir: PathBuf,
+        /// Only the last N entries (the whole chain is verified anyway).
+        #[arg(long, value_name = "N")]
+        tail: Option<usize>,
+        #[command(flatten)]
+        sealer: SealerArgs,
+    },
+    /// Crypto-erase, the factory wipe's first step: destroy the TPM's erase secret (a TPM NV
+    /// index) that every sealed copy of the vault key needs, so that no copy of the vault's
+    /// database opens on this box again (only its recovery secret still opens one).
+    /// Irreversible; works whether or not the vault opens.
+    Erase {
+        /// The data directory (the software sealer's key file is there).
+        #[arg(long, value_name = "DIR")]
+        data_dir: PathBuf,
+        #[command(flatten)]
+        sealer: SealerArgs,
+        /// Required: says that every key sealed by this TPM (or software sealer) is destroyed.
+        #[arg(long)]
+        destroy_every_key: bool,
+    },
     /// Open the vault with its recovery secret and re-seal the vault key on this TPM.
     Recover {
         /// The data directory.
@@ -177,7 +203,20 @@ pub(crate) fn run(cmd: VaultCmd) -> Outcome {
             let opened = Vault::open(&data_dir, s.as_mut());
             let ms = start.elapsed().as_secs_f64() * 1000.0;
             match opened {
-                Ok(_) => status.unsealed = Some(true),
+                Ok(vault) => {
+                    status.unsealed = Some(true);
+                    // The keyed chain, from the last checkpoint on (fast however long the log).
+                    match vault.check_audit() {
+                        Ok(c) => {
+                            status.audit_chain = "ok".into();
+                            status.audit_verified_now = Some(c.verified);
+                        }
+                        Err(e) => {
+                            status.audit_chain = e.to_string();
+                            status.warnings.push(e.to_string());
+                        }
+                    }
+                }
                 Err(e) => {
                     status.unsealed = Some(false);
                     status.unseal_error = Some(e.to_string());
@@ -191,6 +230,48 @@ pub(crate) fn run(cmd: VaultCmd) -> Outcome {
                 );
             }
             println!("{}", serde_json::to_string_pretty(&json)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        VaultCmd::Erase {
+            data_dir,
+            sealer,
+            destroy_every_key,
+        } => {
+            if !destroy_every_key {
+                return Err(Failure(
+                    "vault erase destroys every key: give --destroy-every-key".into(),
+                    2,
+                ));
+            }
+            if !sealer.explicit() {
+                return Err(Failure(
+                    "give --tpm TCTI or --danger-software-sealer".into(),
+                    2,
+                ));
+            }
+            let destroyed = sealer.sealer().erase(&data_dir)?;
+            println!(
+                "{}",
+                if destroyed {
+                    "erase secret destroyed: no copy of this vault opens with this sealer again"
+                } else {
+                    "there was no erase secret to destroy"
+                }
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        VaultCmd::Audit {
+            data_dir,
+            tail,
+            sealer,
+        } => {
+            let vault = open_vault(&data_dir, &sealer)?;
+            let log = vault.audit()?;
+            let skip = tail.map_or(0, |n| log.len().saturating_sub(n));
+            let mut out = std::io::stdout().lock();
+            for e in &log[skip..] {
+                writeln!(out, "{}", serde_json::to_string(e)?)?;
+            }
             Ok(ExitCode::SUCCESS)
         }
         VaultCmd::Recover {

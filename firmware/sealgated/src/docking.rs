@@ -11,7 +11,31 @@ use serde::Serialize;
 
 use crate::keys::KeyDirectory;
 use crate::problem::Problem;
-use crate::settings::{Docking, MissingPolicy, SignPolicy};
+use crate::settings::{Docking, MissingPolicy, Settings, SignPolicy};
+
+/// How the docking operations verify signatures and how much work one message may cost:
+/// set once at start from the settings ([`configure`]); the defaults until then.
+#[derive(Debug, Clone, Default)]
+pub struct VerifyPolicy {
+    /// `[limits]`.
+    pub limits: sealgate_smime::Limits,
+    /// `[docking] allow_weak_signatures`.
+    pub allow_weak: bool,
+}
+
+static POLICY: std::sync::OnceLock<VerifyPolicy> = std::sync::OnceLock::new();
+
+/// Sets the process's [`VerifyPolicy`] from the settings (the first call wins).
+pub fn configure(settings: &Settings) {
+    let _ = POLICY.set(VerifyPolicy {
+        limits: settings.limits.engine(),
+        allow_weak: settings.docking.allow_weak_signatures,
+    });
+}
+
+fn policy() -> VerifyPolicy {
+    POLICY.get().cloned().unwrap_or_default()
+}
 
 /// What `decrypt` reports next to the cleartext.
 #[derive(Debug, Serialize)]
@@ -123,8 +147,14 @@ fn verify_options(
 ) -> VerifyOptions {
     let mut anchors = keys.anchors();
     anchors.extend(extra_anchors.iter().cloned());
+    let policy = policy();
     VerifyOptions {
         anchors,
+        // The box's own CA's revocations; chains are validated now, never at the
+        // signer-claimed signingTime.
+        revoked: keys.revoked(),
+        allow_weak: policy.allow_weak,
+        limits: policy.limits,
         ..VerifyOptions::default()
     }
 }
@@ -339,20 +369,20 @@ pub fn encrypt(
     ))
 }
 
+/// The address of the message's From field as a mail client shows it; `None` when there is
+/// no From field, several, or one naming several addresses (no key is chosen then).
 fn message_from(msg: &[u8]) -> Option<String> {
-    let (_, v) = header_fields(msg)
+    let mut from = header_fields(msg)
         .into_iter()
-        .find(|(n, _)| n.eq_ignore_ascii_case("from"))?;
-    let addr = match (v.rfind('<'), v.rfind('>')) {
-        (Some(a), Some(b)) if a < b => v[a + 1..b].to_string(),
-        _ => v
-            .split_whitespace()
-            .find(|w| w.contains('@'))
-            .unwrap_or_default()
-            .to_string(),
-    };
-    let addr = addr.trim().to_ascii_lowercase();
-    addr.contains('@').then_some(addr)
+        .filter(|(n, _)| n.eq_ignore_ascii_case("from"));
+    let (_, v) = from.next()?;
+    if from.next().is_some() {
+        return None;
+    }
+    match message::mailbox_addresses(&v).as_slice() {
+        [one] => Some(one.clone()),
+        _ => None,
+    }
 }
 
 /// Signs with the key of `from` (or the message's From).
@@ -394,8 +424,11 @@ pub fn sign(
 /// The verdict of `verify`.
 #[derive(Debug, Serialize)]
 pub struct VerifyReport {
-    /// Every signature valid (and chains, when anchors exist).
+    /// Every signature valid, every chain checked and valid, the From address bound. Never
+    /// true when no chain was checked (`chain` is then `unchecked`).
     pub valid: bool,
+    /// `checked`, or `unchecked` when the box has no trust anchor (no CA, none configured).
+    pub chain: sealgate_smime::signed::ChainCheck,
     /// The engine's full verification.
     pub verification: sealgate_smime::signed::Verification,
     /// Things the box could not check.
@@ -420,6 +453,7 @@ pub fn verify(
     }
     Ok(VerifyReport {
         valid: v.valid,
+        chain: v.chain,
         verification: v,
         notes,
     })
@@ -435,6 +469,16 @@ mod tests {
         assert_eq!(header_recipients(m), vec!["b@y.org", "c@z.org", "d@w.org"]);
         assert_eq!(message_id(m).as_deref(), Some("<1@x>"));
         assert_eq!(message_from(m).as_deref(), Some("a@x.org"));
+        // The address a client shows, not the last one in the field; several: none.
+        assert_eq!(
+            message_from(b"From: \"x <evil@y.org>\" <a@x.org>\r\n\r\n").as_deref(),
+            Some("a@x.org")
+        );
+        assert_eq!(message_from(b"From: a@x.org, b@y.org\r\n\r\n"), None);
+        assert_eq!(
+            message_from(b"From: a@x.org\r\nFrom: b@y.org\r\n\r\n"),
+            None
+        );
         assert!(header_recipients(b"\x00\xff garbage").is_empty());
     }
 }

@@ -23,7 +23,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use crate::audit::AuditLog;
 use crate::docking;
 use crate::identity::sha256;
-use crate::keys::KeyDirectory;
+use crate::keys::{Acting, KeyDirectory, KeyStore};
 use crate::problem::Problem;
 use crate::settings::{MissingPolicy, PinnedClient, Scope, Settings};
 use crate::tokens::{SetupError, TokenStore};
@@ -39,7 +39,7 @@ pub struct AppState {
     /// The settings.
     pub settings: Settings,
     /// Keys and certificates.
-    pub keys: Arc<dyn KeyDirectory>,
+    pub keys: Arc<dyn KeyStore>,
     /// Configured trust anchors (besides the vault's CA).
     pub anchors: Arc<Vec<Certificate>>,
     /// API tokens.
@@ -470,7 +470,10 @@ pub fn ascii_json<T: Serialize>(v: &T) -> String {
     out
 }
 
-type Operation = Box<dyn FnOnce(&AppState, Vec<u8>) -> Result<Reply, Problem> + Send>;
+/// One docking operation: the state, the keys as this caller sees them (key uses are
+/// audited under the caller's name and address), the body.
+type Operation =
+    Box<dyn FnOnce(&AppState, &dyn KeyDirectory, Vec<u8>) -> Result<Reply, Problem> + Send>;
 
 /// Reads the request's parameters (query string) into the operation to run. Called only
 /// after the caller is authenticated and authorised, so that nothing of the request is
@@ -554,17 +557,20 @@ async fn run_named_operation(
     // running them on this worker saves two thread hand-offs, which for a 4 KiB message is a
     // fifth of its cost. Larger ones go to the blocking pool so they never stall this
     // worker's other connections.
+    let actor = crate::keys::actor("docking", &client, &src);
     let result = if body.len() <= INLINE_MAX_BYTES {
         let _worker = worker;
         let _reserved = reserved;
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| op(&st, body)))
-            .map_err(|_| "panic".to_string())
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            op(&st, &Acting::new(st.keys.as_ref(), actor), body)
+        }))
+        .map_err(|_| "panic".to_string())
     } else {
         let st2 = st.clone();
         tokio::task::spawn_blocking(move || {
             let _worker = worker;
             let _reserved = reserved;
-            op(&st2, body)
+            op(&st2, &Acting::new(st2.keys.as_ref(), actor), body)
         })
         .await
         .map_err(|e| e.to_string())
@@ -597,13 +603,15 @@ async fn decrypt(req: HttpRequest, payload: web::Payload, st: web::Data<AppState
     let prepare: Prepare = Box::new(|req, _, _| {
         let q = query_pairs(req, &["to", "keep-signatures"])?;
         let (to, keep) = (addresses(&q, "to")?, flag(&q, "keep-signatures")?);
-        Ok(Box::new(move |st: &AppState, body: Vec<u8>| {
-            let (out, report) = docking::decrypt(st.keys.as_ref(), &st.anchors, &body, &to, keep)?;
-            Ok(Reply::Message {
-                body: out,
-                report: ascii_json(&report),
-            })
-        }))
+        Ok(Box::new(
+            move |st: &AppState, keys: &dyn KeyDirectory, body: Vec<u8>| {
+                let (out, report) = docking::decrypt(keys, &st.anchors, &body, &to, keep)?;
+                Ok(Reply::Message {
+                    body: out,
+                    report: ascii_json(&report),
+                })
+            },
+        ))
     });
     run_operation(req, payload, st, Scope::Decrypt, prepare).await
 }
@@ -625,21 +633,23 @@ async fn encrypt(req: HttpRequest, payload: web::Payload, st: web::Data<AppState
                 "at least one to= recipient is required",
             ));
         }
-        Ok(Box::new(move |st: &AppState, body: Vec<u8>| {
-            let (out, report) = docking::encrypt(
-                st.keys.as_ref(),
-                &st.settings.docking,
-                &body,
-                from.as_deref(),
-                &to,
-                missing,
-                now(),
-            )?;
-            Ok(Reply::Message {
-                body: out,
-                report: ascii_json(&report),
-            })
-        }))
+        Ok(Box::new(
+            move |st: &AppState, keys: &dyn KeyDirectory, body: Vec<u8>| {
+                let (out, report) = docking::encrypt(
+                    keys,
+                    &st.settings.docking,
+                    &body,
+                    from.as_deref(),
+                    &to,
+                    missing,
+                    now(),
+                )?;
+                Ok(Reply::Message {
+                    body: out,
+                    report: ascii_json(&report),
+                })
+            },
+        ))
     });
     run_operation(req, payload, st, Scope::Encrypt, prepare).await
 }
@@ -652,14 +662,15 @@ async fn sign(req: HttpRequest, payload: web::Payload, st: web::Data<AppState>) 
             return Err(Problem::bad_request("from= given more than once"));
         }
         let (from, opaque) = (from.into_iter().next(), flag(&q, "opaque")?);
-        Ok(Box::new(move |st: &AppState, body: Vec<u8>| {
-            let (out, report) =
-                docking::sign(st.keys.as_ref(), &body, from.as_deref(), opaque, now())?;
-            Ok(Reply::Message {
-                body: out,
-                report: ascii_json(&report),
-            })
-        }))
+        Ok(Box::new(
+            move |_: &AppState, keys: &dyn KeyDirectory, body: Vec<u8>| {
+                let (out, report) = docking::sign(keys, &body, from.as_deref(), opaque, now())?;
+                Ok(Reply::Message {
+                    body: out,
+                    report: ascii_json(&report),
+                })
+            },
+        ))
     });
     run_operation(req, payload, st, Scope::Sign, prepare).await
 }
@@ -672,12 +683,14 @@ async fn verify(req: HttpRequest, payload: web::Payload, st: web::Data<AppState>
             return Err(Problem::bad_request("from= given more than once"));
         }
         let from = from.into_iter().next();
-        Ok(Box::new(move |st: &AppState, body: Vec<u8>| {
-            let report = docking::verify(st.keys.as_ref(), &st.anchors, &body, from.as_deref())?;
-            Ok(Reply::Json(serde_json::to_vec(&report).map_err(|e| {
-                Problem::internal("the answer could not be written").with_log(e.to_string())
-            })?))
-        }))
+        Ok(Box::new(
+            move |st: &AppState, keys: &dyn KeyDirectory, body: Vec<u8>| {
+                let report = docking::verify(keys, &st.anchors, &body, from.as_deref())?;
+                Ok(Reply::Json(serde_json::to_vec(&report).map_err(|e| {
+                    Problem::internal("the answer could not be written").with_log(e.to_string())
+                })?))
+            },
+        ))
     });
     run_operation(req, payload, st, Scope::Verify, prepare).await
 }
@@ -861,9 +874,11 @@ async fn add_certificates(
     let prepare: Prepare = Box::new(|req, _, client| {
         let client = client.to_string();
         let (_, src) = source(req);
-        Ok(Box::new(move |st: &AppState, body: Vec<u8>| {
-            add_certificates_op(st, &body, &client, &src)
-        }))
+        Ok(Box::new(
+            move |st: &AppState, keys: &dyn KeyDirectory, body: Vec<u8>| {
+                add_certificates_op(st, keys, &body, &client, &src)
+            },
+        ))
     });
     run_named_operation(
         req,
@@ -878,6 +893,7 @@ async fn add_certificates(
 
 fn add_certificates_op(
     st: &AppState,
+    keys: &dyn KeyDirectory,
     body: &[u8],
     client: &str,
     src: &str,
@@ -926,11 +942,11 @@ fn add_certificates_op(
             ));
         }
     }
-    let mut anchors = st.keys.anchors();
+    let mut anchors = keys.anchors();
     anchors.extend(st.anchors.iter().cloned());
     let mut decisions = Vec::with_capacity(leaves.len());
     for c in &leaves {
-        let d = decide(st.keys.as_ref(), &anchors, c, &cas, now)?;
+        let d = decide(keys, &anchors, c, &cas, now)?;
         if let Decision::LocalUser(address) = &d {
             let why = format!("{address} is a local user of the box");
             record(c, "refused", Some(&why));
@@ -957,7 +973,7 @@ fn add_certificates_op(
     for (c, d) in leaves.iter().zip(decisions) {
         match d {
             Decision::Store => {
-                st.keys.add_recipient_certificate(c)?;
+                keys.add_recipient_certificate(c)?;
                 record(c, "stored", None);
                 stored.push(summary(c));
             }
@@ -965,37 +981,35 @@ fn add_certificates_op(
                 record(c, "already-stored", None);
                 stored.push(summary(c));
             }
-            Decision::Pending(reason) => {
-                match st.keys.add_pending_certificate(c, &reason, client)? {
-                    sealgate_vault::PendingOutcome::Full => {
-                        record(c, "refused", Some("too many certificates are pending"));
-                        return Err(Problem::new(
-                            409,
-                            "too-many-pending-certificates",
-                            "Too many certificates wait for an administrator",
-                            format!(
-                                "{}: {reason}, and {} certificates already wait for an administrator; the certificates before it in the request were handled",
-                                c.subject_text(),
-                                sealgate_vault::MAX_PENDING
-                            ),
-                        ));
-                    }
-                    _ => {
-                        record(c, "pending", Some(&reason));
-                        tracing::warn!(
-                            client,
-                            sha256 = %fp(c),
-                            subject = %c.subject_text(),
-                            reason = %reason,
-                            "a recipient certificate waits for an administrator (sealctl certs pending)"
-                        );
-                        pending.push(PendingEntry {
-                            certificate: summary(c),
-                            reason,
-                        });
-                    }
+            Decision::Pending(reason) => match keys.add_pending_certificate(c, &reason, client)? {
+                sealgate_vault::PendingOutcome::Full => {
+                    record(c, "refused", Some("too many certificates are pending"));
+                    return Err(Problem::new(
+                        409,
+                        "too-many-pending-certificates",
+                        "Too many certificates wait for an administrator",
+                        format!(
+                            "{}: {reason}, and {} certificates already wait for an administrator; the certificates before it in the request were handled",
+                            c.subject_text(),
+                            sealgate_vault::MAX_PENDING
+                        ),
+                    ));
                 }
-            }
+                _ => {
+                    record(c, "pending", Some(&reason));
+                    tracing::warn!(
+                        client,
+                        sha256 = %fp(c),
+                        subject = %c.subject_text(),
+                        reason = %reason,
+                        "a recipient certificate waits for an administrator (sealctl certs pending)"
+                    );
+                    pending.push(PendingEntry {
+                        certificate: summary(c),
+                        reason,
+                    });
+                }
+            },
             Decision::LocalUser(_) => {}
         }
     }

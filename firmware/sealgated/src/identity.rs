@@ -1,6 +1,13 @@
 //! The box's identity: its TLS certificate (self-signed on first start unless one is
 //! configured), the rustls server configuration every listener shares, and the pinned client
 //! certificates of mutual TLS.
+//!
+//! The box's own TLS private key is kept in the vault, encrypted under the vault key like
+//! users' keys ([`sealgate_vault::Vault::tls_key`]); only the certificate is a file
+//! (`DATA/tls/box.crt`). A clear `DATA/tls/box.key` left by an earlier version is moved into
+//! the vault at start and then overwritten and removed. A certificate and key configured in
+//! the settings (`[tls] certificate`, `key`) are the operator's files and are read as they
+//! are.
 
 use std::fs;
 use std::io::Write;
@@ -14,6 +21,9 @@ use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{DigitallySignedStruct, DistinguishedName, ServerConfig, SignatureScheme};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
+
+use sealgate_vault::Vault;
+use zeroize::Zeroizing;
 
 use crate::settings::Settings;
 
@@ -61,24 +71,76 @@ pub struct TlsIdentity {
     pub created: bool,
 }
 
-/// Loads the configured certificate, or the box's own, creating it on first start.
-pub fn load_or_create(data_dir: &Path, settings: &Settings) -> anyhow::Result<TlsIdentity> {
-    let (cert_path, key_path, own) = match (&settings.tls.certificate, &settings.tls.key) {
-        (Some(c), Some(k)) => (c.clone(), k.clone(), false),
-        _ => (
-            data_dir.join("tls").join(CERT_FILE),
-            data_dir.join("tls").join(KEY_FILE),
-            true,
-        ),
-    };
-    let mut created = false;
-    if own && !(cert_path.exists() && key_path.exists()) {
-        create_self_signed(data_dir)?;
-        created = true;
+/// Loads the configured certificate, or the box's own (its key from `vault`), creating it on
+/// first start and moving a clear key file of an earlier version into the vault.
+pub fn load_or_create(
+    data_dir: &Path,
+    settings: &Settings,
+    vault: &Vault,
+) -> anyhow::Result<TlsIdentity> {
+    if let (Some(c), Some(k)) = (&settings.tls.certificate, &settings.tls.key) {
+        let key_pem =
+            Zeroizing::new(fs::read(k).with_context(|| format!("reading {}", k.display()))?);
+        return identity(c, &key_pem, k, false);
     }
+    let dir = data_dir.join("tls");
+    let cert_path = dir.join(CERT_FILE);
+    let clear_key = dir.join(KEY_FILE);
+    // An earlier version's clear key file: into the vault, then gone.
+    if clear_key.exists() {
+        let pem = Zeroizing::new(
+            fs::read(&clear_key).with_context(|| format!("reading {}", clear_key.display()))?,
+        );
+        if cert_path.exists() && vault.tls_key()?.is_none() {
+            vault
+                .store_tls_key(&pem, "moved from tls/box.key into the vault")
+                .context("storing the TLS key in the vault")?;
+        }
+        destroy_file(&clear_key)?;
+    }
+    let mut created = false;
+    let key_pem = match vault.tls_key()? {
+        Some(k) if cert_path.exists() => k,
+        _ => {
+            let pem = create_self_signed(data_dir)?;
+            vault
+                .store_tls_key(&pem, "created (self-signed)")
+                .context("storing the TLS key in the vault")?;
+            created = true;
+            pem
+        }
+    };
+    identity(
+        &cert_path,
+        &key_pem,
+        Path::new("the vault's TLS key"),
+        created,
+    )
+}
+
+/// Overwrites a file with zeros, syncs, and removes it.
+fn destroy_file(path: &Path) -> anyhow::Result<()> {
+    let len = fs::metadata(path)?.len();
+    let mut f = fs::OpenOptions::new().write(true).open(path)?;
+    f.write_all(&vec![0u8; usize::try_from(len).unwrap_or(0)])?;
+    f.sync_all()?;
+    drop(f);
+    fs::remove_file(path)?;
+    if let Some(dir) = path.parent() {
+        fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+/// The identity from a certificate file and a PEM private key.
+fn identity(
+    cert_path: &Path,
+    key_pem: &[u8],
+    key_name: &Path,
+    created: bool,
+) -> anyhow::Result<TlsIdentity> {
     let cert_pem =
-        fs::read(&cert_path).with_context(|| format!("reading {}", cert_path.display()))?;
-    let key_pem = fs::read(&key_path).with_context(|| format!("reading {}", key_path.display()))?;
+        fs::read(cert_path).with_context(|| format!("reading {}", cert_path.display()))?;
     let chain: Vec<CertificateDer<'static>> = pem::parse_many(&cert_pem)
         .with_context(|| format!("{}: not PEM", cert_path.display()))?
         .into_iter()
@@ -89,11 +151,11 @@ pub fn load_or_create(data_dir: &Path, settings: &Settings) -> anyhow::Result<Tl
         .first()
         .with_context(|| format!("{}: no certificate", cert_path.display()))?;
     let fingerprint = sha256(leaf.as_ref());
-    let key_block = pem::parse_many(&key_pem)
-        .with_context(|| format!("{}: not PEM", key_path.display()))?
+    let key_block = pem::parse_many(key_pem)
+        .with_context(|| format!("{}: not PEM", key_name.display()))?
         .into_iter()
         .find(|p| p.tag().ends_with("PRIVATE KEY"))
-        .with_context(|| format!("{}: no private key", key_path.display()))?;
+        .with_context(|| format!("{}: no private key", key_name.display()))?;
     let key = match key_block.tag() {
         "RSA PRIVATE KEY" => PrivateKeyDer::Pkcs1(key_block.into_contents().into()),
         "EC PRIVATE KEY" => PrivateKeyDer::Sec1(key_block.into_contents().into()),
@@ -107,8 +169,9 @@ pub fn load_or_create(data_dir: &Path, settings: &Settings) -> anyhow::Result<Tl
     })
 }
 
-/// A self-signed ECDSA P-256 certificate for this host's names; key file mode 0600.
-fn create_self_signed(data_dir: &Path) -> anyhow::Result<()> {
+/// A self-signed ECDSA P-256 certificate for this host's names, written to `DATA/tls/`;
+/// returns its private key (PEM) for the vault.
+fn create_self_signed(data_dir: &Path) -> anyhow::Result<Zeroizing<Vec<u8>>> {
     let dir = data_dir.join("tls");
     fs::create_dir_all(&dir)?;
     let host = fs::read_to_string("/etc/hostname")
@@ -136,22 +199,18 @@ fn create_self_signed(data_dir: &Path) -> anyhow::Result<()> {
     params.not_before = time::OffsetDateTime::now_utc() - time::Duration::days(1);
     params.not_after = time::OffsetDateTime::now_utc() + time::Duration::days(3650);
     let cert = params.self_signed(&key)?;
-    let key_tmp = dir.join(format!("{KEY_FILE}.tmp"));
-    let _ = fs::remove_file(&key_tmp);
+    let cert_tmp = dir.join(format!("{CERT_FILE}.tmp"));
+    let _ = fs::remove_file(&cert_tmp);
     let mut f = fs::OpenOptions::new()
         .write(true)
         .create_new(true)
-        .mode(0o600)
-        .open(&key_tmp)?;
-    f.write_all(key.serialize_pem().as_bytes())?;
+        .mode(0o644)
+        .open(&cert_tmp)?;
+    f.write_all(cert.pem().as_bytes())?;
     f.sync_all()?;
-    fs::rename(&key_tmp, dir.join(KEY_FILE))?;
-    let cert_tmp = dir.join(format!("{CERT_FILE}.tmp"));
-    fs::write(&cert_tmp, cert.pem())?;
-    fs::File::open(&cert_tmp)?.sync_all()?;
     fs::rename(&cert_tmp, dir.join(CERT_FILE))?;
     fs::File::open(&dir)?.sync_all()?;
-    Ok(())
+    Ok(Zeroizing::new(key.serialize_pem().into_bytes()))
 }
 
 /// The crypto provider of every listener: AWS-LC, the one C crypto library in the binary.
@@ -243,5 +302,73 @@ impl ClientCertVerifier for PinnedClients {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.algs.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sealgate_vault::SoftwareSealer;
+
+    fn vault(dir: &Path) -> Vault {
+        Vault::init(dir, &mut SoftwareSealer::danger_new())
+            .expect("vault")
+            .0
+    }
+
+    #[test]
+    fn the_tls_key_is_kept_in_the_vault_not_in_a_file() {
+        let d = tempfile::tempdir().expect("tmp");
+        let v = vault(d.path());
+        let id = load_or_create(d.path(), &Settings::default(), &v).expect("create");
+        assert!(id.created);
+        assert!(d.path().join("tls/box.crt").exists());
+        assert!(!d.path().join("tls/box.key").exists(), "no clear key file");
+        let key_pem = v.tls_key().expect("read").expect("stored");
+        assert!(String::from_utf8_lossy(&key_pem).contains("PRIVATE KEY"));
+        // Nothing in the data directory holds the key in clear.
+        let der = pem::parse(&*key_pem).expect("pem").into_contents();
+        for entry in fs::read_dir(d.path()).expect("dir").flatten() {
+            if entry.path().is_file() {
+                let bytes = fs::read(entry.path()).expect("read");
+                assert!(
+                    !bytes.windows(der.len()).any(|w| w == der.as_slice()),
+                    "{} holds the TLS key in clear",
+                    entry.path().display()
+                );
+            }
+        }
+        // A restart serves the same identity.
+        let again = load_or_create(d.path(), &Settings::default(), &v).expect("load");
+        assert!(!again.created);
+        assert_eq!(again.fingerprint, id.fingerprint);
+    }
+
+    /// Regression: the key was stored in clear at DATA/tls/box.key.
+    #[test]
+    fn a_clear_key_file_of_an_earlier_version_moves_into_the_vault() {
+        let d = tempfile::tempdir().expect("tmp");
+        let key_pem = create_self_signed(d.path()).expect("old identity");
+        fs::write(d.path().join("tls/box.key"), &*key_pem).expect("old key file");
+        let old_fp = sha256(
+            pem::parse(fs::read(d.path().join("tls/box.crt")).expect("crt"))
+                .expect("pem")
+                .contents(),
+        );
+        let v = vault(d.path());
+        let id = load_or_create(d.path(), &Settings::default(), &v).expect("migrate");
+        assert!(!id.created, "the same identity, not a new one");
+        assert_eq!(id.fingerprint, old_fp);
+        assert!(
+            !d.path().join("tls/box.key").exists(),
+            "the clear file is gone"
+        );
+        assert_eq!(
+            v.tls_key().expect("read").expect("stored").as_slice(),
+            key_pem.as_slice()
+        );
+        let audit = v.audit().expect("audit");
+        assert!(audit.iter().any(|e| e.action == "vault.tls-key"
+            && e.detail.contains("moved from tls/box.key")));
     }
 }

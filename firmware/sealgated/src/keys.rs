@@ -1,5 +1,11 @@
 //! Where the docking operations get keys and certificates: a narrow trait, so the vault (today
 //! redb, later maybe a shared database or an HSM) stays behind one boundary.
+//!
+//! Two traits: [`KeyStore`] is the vault side (keys as shared [`VaultKey`]s, cached across
+//! requests); [`KeyDirectory`] is what the docking operations see. The only way from one to
+//! the other is [`Acting`], which names who asks (the docking client and its address, or
+//! the SMTP hand-off and its client's address): every key use through it is recorded in the
+//! vault's audit chain under that name.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -7,12 +13,30 @@ use std::time::{Duration, Instant};
 
 use sealgate_smime::cert::Certificate;
 use sealgate_smime::keys::PrivateKey;
-use sealgate_vault::{PendingOutcome, Vault, VaultError};
+use sealgate_smime::signed::Revoked;
+use sealgate_vault::{PendingOutcome, Vault, VaultError, VaultKey};
 
 /// A private key the engine may use from any thread.
 pub type Key = Arc<dyn PrivateKey + Send + Sync>;
 
-/// Keys and certificates by email address.
+/// Who uses keys, as the vault's audit chain names them: `docking:<client> from <address>`
+/// (the token's name, or `cert:<name>` for a pinned client certificate) or
+/// `smtp-<direction> from <address>`. Control characters are replaced.
+pub fn actor(service: &str, client: &str, peer: &str) -> String {
+    let clean = |s: &str| -> String {
+        s.chars()
+            .map(|c| if c.is_control() { '?' } else { c })
+            .take(200)
+            .collect()
+    };
+    if client.is_empty() {
+        format!("{} from {}", clean(service), clean(peer))
+    } else {
+        format!("{}:{} from {}", clean(service), clean(client), clean(peer))
+    }
+}
+
+/// Keys and certificates by email address, as the docking operations use them.
 pub trait KeyDirectory: Send + Sync {
     /// Every key (all states: old keys still decrypt) of the local user `address`; empty if
     /// the box holds none.
@@ -26,17 +50,55 @@ pub trait KeyDirectory: Send + Sync {
         address: &str,
         now: i64,
     ) -> Result<Option<Certificate>, VaultError>;
-    /// Everything the box knows of `address`: (local user's certificate, stored recipient certificates).
+    /// Everything the box knows of `address`: (local user's certificate, stored recipient
+    /// certificates).
     fn certificates(
         &self,
         address: &str,
     ) -> Result<(Option<Certificate>, Vec<Certificate>), VaultError>;
     /// Trust anchors the box itself provides (its CA).
     fn anchors(&self) -> Vec<Certificate>;
+    /// Certificates the box's own CA revoked, for signature verification.
+    fn revoked(&self) -> Vec<Revoked> {
+        Vec::new()
+    }
     /// Stores an external recipient's certificate under each of its email addresses.
     fn add_recipient_certificate(&self, cert: &Certificate) -> Result<(), VaultError>;
     /// Keeps an external recipient's certificate for an administrator's decision: never
     /// returned by [`KeyDirectory::encryption_certificate`] until approved.
+    fn add_pending_certificate(
+        &self,
+        cert: &Certificate,
+        reason: &str,
+        requested_by: &str,
+    ) -> Result<PendingOutcome, VaultError>;
+}
+
+/// The vault side: keys as shared [`VaultKey`]s (whose uses [`Acting`] attributes).
+pub trait KeyStore: Send + Sync {
+    /// Every key of the local user `address` that decrypts.
+    fn decryption_keys(&self, address: &str) -> Result<Vec<Arc<VaultKey>>, VaultError>;
+    /// The key `address` signs with.
+    fn signing_key(&self, address: &str) -> Result<Option<Arc<VaultKey>>, VaultError>;
+    /// See [`KeyDirectory::encryption_certificate`].
+    fn encryption_certificate(
+        &self,
+        address: &str,
+        now: i64,
+    ) -> Result<Option<Certificate>, VaultError>;
+    /// Everything the box knows of `address`: (local user's certificate, stored recipient
+    /// certificates).
+    fn certificates(
+        &self,
+        address: &str,
+    ) -> Result<(Option<Certificate>, Vec<Certificate>), VaultError>;
+    /// See [`KeyDirectory::anchors`].
+    fn anchors(&self) -> Vec<Certificate>;
+    /// See [`KeyDirectory::revoked`].
+    fn revoked(&self) -> Vec<Revoked>;
+    /// Stores an external recipient's certificate; `actor` is named in the audit entry.
+    fn add_recipient_certificate(&self, cert: &Certificate, actor: &str) -> Result<(), VaultError>;
+    /// See [`KeyDirectory::add_pending_certificate`].
     fn add_pending_certificate(
         &self,
         cert: &Certificate,
@@ -48,6 +110,74 @@ pub trait KeyDirectory: Send + Sync {
     fn forget_cached(&self) {}
 }
 
+/// A [`KeyStore`] seen by one caller: every key it hands out records its uses under `actor`.
+pub struct Acting<'a> {
+    store: &'a dyn KeyStore,
+    actor: String,
+}
+
+impl<'a> Acting<'a> {
+    /// `store` used on behalf of `actor` (see [`actor`]).
+    pub fn new(store: &'a dyn KeyStore, actor: String) -> Acting<'a> {
+        Acting { store, actor }
+    }
+}
+
+impl KeyDirectory for Acting<'_> {
+    fn decryption_keys(&self, address: &str) -> Result<Vec<Key>, VaultError> {
+        Ok(self
+            .store
+            .decryption_keys(address)?
+            .iter()
+            .map(|k| Arc::new(k.acting_as(&self.actor)) as Key)
+            .collect())
+    }
+
+    fn signing_key(&self, address: &str) -> Result<Option<Key>, VaultError> {
+        Ok(self
+            .store
+            .signing_key(address)?
+            .map(|k| Arc::new(k.acting_as(&self.actor)) as Key))
+    }
+
+    fn encryption_certificate(
+        &self,
+        address: &str,
+        now: i64,
+    ) -> Result<Option<Certificate>, VaultError> {
+        self.store.encryption_certificate(address, now)
+    }
+
+    fn certificates(
+        &self,
+        address: &str,
+    ) -> Result<(Option<Certificate>, Vec<Certificate>), VaultError> {
+        self.store.certificates(address)
+    }
+
+    fn anchors(&self) -> Vec<Certificate> {
+        self.store.anchors()
+    }
+
+    fn revoked(&self) -> Vec<Revoked> {
+        self.store.revoked()
+    }
+
+    fn add_recipient_certificate(&self, cert: &Certificate) -> Result<(), VaultError> {
+        self.store.add_recipient_certificate(cert, &self.actor)
+    }
+
+    fn add_pending_certificate(
+        &self,
+        cert: &Certificate,
+        reason: &str,
+        requested_by: &str,
+    ) -> Result<PendingOutcome, VaultError> {
+        self.store
+            .add_pending_certificate(cert, reason, requested_by)
+    }
+}
+
 /// Unknown address (or not an address): "holds nothing", not an error.
 fn absent<T>(r: Result<T, VaultError>) -> Result<Option<T>, VaultError> {
     match r {
@@ -57,18 +187,18 @@ fn absent<T>(r: Result<T, VaultError>) -> Result<Option<T>, VaultError> {
     }
 }
 
-impl KeyDirectory for Vault {
-    fn decryption_keys(&self, address: &str) -> Result<Vec<Key>, VaultError> {
+impl KeyStore for Vault {
+    fn decryption_keys(&self, address: &str) -> Result<Vec<Arc<VaultKey>>, VaultError> {
         Ok(absent(self.keys_for(address))?
             .unwrap_or_default()
             .into_iter()
             .filter(|k| k.purpose().decrypts())
-            .map(|k| Arc::new(k) as Key)
+            .map(Arc::new)
             .collect())
     }
 
-    fn signing_key(&self, address: &str) -> Result<Option<Key>, VaultError> {
-        Ok(absent(Vault::signing_key(self, address))?.map(|k| Arc::new(k) as Key))
+    fn signing_key(&self, address: &str) -> Result<Option<Arc<VaultKey>>, VaultError> {
+        Ok(absent(Vault::signing_key(self, address))?.map(Arc::new))
     }
 
     fn encryption_certificate(
@@ -102,8 +232,22 @@ impl KeyDirectory for Vault {
         self.ca_certificate().ok().into_iter().collect()
     }
 
-    fn add_recipient_certificate(&self, cert: &Certificate) -> Result<(), VaultError> {
-        Vault::add_recipient_certificate(self, cert)
+    fn revoked(&self) -> Vec<Revoked> {
+        let Ok(ca) = self.ca_certificate() else {
+            return Vec::new();
+        };
+        self.revoked_serials()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|serial| Revoked {
+                issuer: ca.subject.clone(),
+                serial,
+            })
+            .collect()
+    }
+
+    fn add_recipient_certificate(&self, cert: &Certificate, actor: &str) -> Result<(), VaultError> {
+        Vault::add_recipient_certificate_by(self, cert, actor)
     }
 
     fn add_pending_certificate(
@@ -120,8 +264,8 @@ impl KeyDirectory for Vault {
 #[derive(Clone)]
 struct Entry {
     at: Instant,
-    decryption: Vec<Key>,
-    signing: Option<Key>,
+    decryption: Vec<Arc<VaultKey>>,
+    signing: Option<Arc<VaultKey>>,
     encryption: Option<Certificate>,
 }
 
@@ -138,12 +282,13 @@ pub struct Cached<D> {
     ttl: Duration,
     entries: Mutex<HashMap<String, Entry>>,
     anchors: Mutex<Option<(Instant, Vec<Certificate>)>>,
+    revoked: Mutex<Option<(Instant, Vec<Revoked>)>>,
 }
 
 /// Entries kept at most; beyond that the cache starts over.
 const MAX_ENTRIES: usize = 10_000;
 
-impl<D: KeyDirectory> Cached<D> {
+impl<D: KeyStore> Cached<D> {
     /// Caches `inner`'s answers for `ttl`.
     pub fn new(inner: D, ttl: Duration) -> Cached<D> {
         Cached {
@@ -151,6 +296,7 @@ impl<D: KeyDirectory> Cached<D> {
             ttl,
             entries: Mutex::new(HashMap::new()),
             anchors: Mutex::new(None),
+            revoked: Mutex::new(None),
         }
     }
 
@@ -181,7 +327,7 @@ fn unix_now() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()
 }
 
-impl<D: KeyDirectory> KeyDirectory for Cached<D> {
+impl<D: KeyStore> KeyStore for Cached<D> {
     fn forget_cached(&self) {
         if let Ok(mut m) = self.entries.lock() {
             m.clear();
@@ -191,11 +337,11 @@ impl<D: KeyDirectory> KeyDirectory for Cached<D> {
         }
     }
 
-    fn decryption_keys(&self, address: &str) -> Result<Vec<Key>, VaultError> {
+    fn decryption_keys(&self, address: &str) -> Result<Vec<Arc<VaultKey>>, VaultError> {
         Ok(self.entry(address, unix_now())?.decryption)
     }
 
-    fn signing_key(&self, address: &str) -> Result<Option<Key>, VaultError> {
+    fn signing_key(&self, address: &str) -> Result<Option<Arc<VaultKey>>, VaultError> {
         Ok(self.entry(address, unix_now())?.signing)
     }
 
@@ -220,8 +366,8 @@ impl<D: KeyDirectory> KeyDirectory for Cached<D> {
         self.inner.certificates(address)
     }
 
-    fn add_recipient_certificate(&self, cert: &Certificate) -> Result<(), VaultError> {
-        self.inner.add_recipient_certificate(cert)?;
+    fn add_recipient_certificate(&self, cert: &Certificate, actor: &str) -> Result<(), VaultError> {
+        self.inner.add_recipient_certificate(cert, actor)?;
         // The addresses' cached answers are stale now.
         if let Ok(mut m) = self.entries.lock() {
             for e in &cert.emails {
@@ -240,6 +386,20 @@ impl<D: KeyDirectory> KeyDirectory for Cached<D> {
         // Nothing cached changes: a pending certificate is not used.
         self.inner
             .add_pending_certificate(cert, reason, requested_by)
+    }
+
+    fn revoked(&self) -> Vec<Revoked> {
+        let Ok(mut a) = self.revoked.lock() else {
+            return self.inner.revoked();
+        };
+        match &*a {
+            Some((at, v)) if at.elapsed() < self.ttl => v.clone(),
+            _ => {
+                let v = self.inner.revoked();
+                *a = Some((Instant::now(), v.clone()));
+                v
+            }
+        }
     }
 
     fn anchors(&self) -> Vec<Certificate> {

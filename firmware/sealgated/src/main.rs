@@ -4,13 +4,19 @@
 //! hand-off listeners, and the admin listener (health, first-boot setup and the admin API,
 //! `admin/`). It reads
 //! one settings file (`--settings`, else `DATA/settings.toml` if present, else the built-in
-//! defaults) and the key vault in the data directory.
+//! developer-host defaults) and the key vault in the data directory. On the box it runs with
+//! `--box`: the file is read over the box's shipped settings, and a missing, empty or damaged
+//! file falls back to them, said on the console (see `settings.rs`);
+//! `--check-settings` prints that verdict and the listeners, and exits.
 //!
 //! Console (stdout) lines, which the box's init, the QEMU system tests and the docking tests
 //! read: the TLS certificate's fingerprint, the one-time setup token while setup is pending,
 //! `sealgated: listening NAME ADDR` per listener, then `sealgated: ready`; on SIGTERM or
-//! SIGINT the listeners drain and `sealgated: stopped` is printed. Logs (`tracing`) go to
-//! stderr and, as JSON lines, to `DATA/log/sealgated.log`.
+//! SIGINT the listeners drain and `sealgated: stopped` is printed. Logs (`tracing`) go, as
+//! JSON lines, to `DATA/log/sealgated.log` (rotated by size: see [`logfile`]) and to stderr:
+//! everything at the `[log] level` on a developer's host, warnings and errors only with
+//! `--box` (stderr is the serial console there), never with ANSI colours when `NO_COLOR` is
+//! set.
 
 #![forbid(unsafe_code)]
 
@@ -21,7 +27,9 @@ mod docking;
 mod http;
 mod identity;
 mod keys;
+mod logfile;
 mod problem;
+mod selfcheck;
 mod settings;
 mod smtp;
 mod tokens;
@@ -65,12 +73,34 @@ struct Cli {
     /// TCTI of the TPM that seals the vault key (default device:/dev/tpmrm0).
     #[arg(long, value_name = "TCTI")]
     tpm: Option<String>,
+    /// Run as the box: the settings file (DATA/settings.toml unless --settings) is read over
+    /// the box's shipped settings, and a missing, empty or damaged one falls back to them and
+    /// says so; the console (stderr) shows warnings and errors only.
+    #[arg(long = "box")]
+    box_mode: bool,
+    /// Print which settings would be used (`settings ok FILE` or `settings fallback WHY`)
+    /// and the listeners' addresses, then exit (0 when the file is used, 3 on fallback).
+    #[arg(long)]
+    check_settings: bool,
+    /// Ask the running daemon's admin listener for its health (over TLS), print
+    /// `health ok ADDR` or `health failed WHY`, and exit (0 when it answered "up").
+    #[arg(long, conflicts_with = "check_settings")]
+    check_health: bool,
 }
+
+/// The exit code of `--check-settings` when the shipped box settings would be used.
+const EXIT_FALLBACK: u8 = 3;
 
 fn main() -> ExitCode {
     // Before any other thread exists: keep libtss2's own log lines off the console.
     sealgate_tpm::quiet_library_logging();
     let cli = Cli::parse();
+    if cli.check_settings {
+        return check_settings(&cli);
+    }
+    if cli.check_health {
+        return check_health(&cli);
+    }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -87,29 +117,143 @@ fn console(line: &str) {
     let _ = out.flush();
 }
 
-fn init_logging(data_dir: &Path, level: &str) -> anyhow::Result<()> {
-    let dir = data_dir.join("log");
-    std::fs::create_dir_all(&dir)?;
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(dir.join("sealgated.log"))?;
+/// Where the settings come from and what they are.
+struct Chosen {
+    settings: Settings,
+    /// The file read, if any.
+    file: Option<PathBuf>,
+    /// Why the box runs on its shipped settings (`--box` only).
+    fallback: Option<String>,
+}
+
+fn choose_settings(cli: &Cli, data_dir: &Path) -> anyhow::Result<Chosen> {
+    let default_file = data_dir.join("settings.toml");
+    if cli.box_mode {
+        let file = cli.settings.clone().unwrap_or(default_file);
+        let b = Settings::load_box(&file)?;
+        return Ok(Chosen {
+            settings: b.settings,
+            file: Some(file),
+            fallback: b.fallback,
+        });
+    }
+    Ok(match &cli.settings {
+        Some(p) => Chosen {
+            settings: Settings::load(p)?,
+            file: Some(p.clone()),
+            fallback: None,
+        },
+        None if default_file.exists() => Chosen {
+            settings: Settings::load(&default_file)?,
+            file: Some(default_file),
+            fallback: None,
+        },
+        None => Chosen {
+            settings: Settings::developer(),
+            file: None,
+            fallback: None,
+        },
+    })
+}
+
+/// `--check-settings`: the verdict and the listeners, one per line, for the box's boot
+/// script, its health gate and the console's status page.
+fn check_settings(cli: &Cli) -> ExitCode {
+    let chosen = match choose_settings(cli, &cli.data_dir) {
+        Ok(c) => c,
+        Err(e) => {
+            println!("settings invalid {}", one_line(&format!("{e:#}")));
+            return ExitCode::FAILURE;
+        }
+    };
+    match (&chosen.fallback, &chosen.file) {
+        (Some(why), _) => println!("settings fallback {}", one_line(why)),
+        (None, Some(f)) => println!("settings ok {}", f.display()),
+        (None, None) => println!("settings developer-defaults"),
+    }
+    let mut s = chosen.settings;
+    if let Some(a) = cli.listen_admin {
+        s.admin.listen = a;
+    }
+    if let Some(a) = cli.listen_docking {
+        s.docking.listen = a;
+    }
+    println!("admin {}", s.admin.listen);
+    println!("docking {}", s.docking.listen);
+    if chosen.fallback.is_some() {
+        ExitCode::from(EXIT_FALLBACK)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// `--check-health`: one request to the admin listener the settings name.
+fn check_health(cli: &Cli) -> ExitCode {
+    let admin = match choose_settings(cli, &cli.data_dir) {
+        Ok(c) => cli.listen_admin.unwrap_or(c.settings.admin.listen),
+        Err(e) => {
+            println!("health failed: settings: {}", one_line(&format!("{e:#}")));
+            return ExitCode::FAILURE;
+        }
+    };
+    match selfcheck::check(admin, Duration::from_secs(10)) {
+        Ok(()) => {
+            println!("health ok {}", selfcheck::health_target(admin));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            println!("health failed: {}", one_line(&format!("{e:#}")));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Whether stderr may carry ANSI colours: a terminal, and `NO_COLOR` unset or empty
+/// (<https://no-color.org>).
+fn colours(no_color: Option<std::ffi::OsString>, terminal: bool) -> bool {
+    terminal && no_color.is_none_or(|v| v.is_empty())
+}
+
+fn init_logging(data_dir: &Path, level: &str, box_mode: bool) -> anyhow::Result<()> {
+    use tracing_subscriber::Layer;
+    let file = logfile::RotatingFile::open(
+        &data_dir.join("log").join("sealgated.log"),
+        logfile::MAX_BYTES,
+        logfile::KEEP,
+    )?;
     let filter = std::env::var("RUST_LOG")
         .ok()
         .unwrap_or_else(|| level.to_string());
-    let filter = tracing_subscriber::EnvFilter::try_new(&filter).context("[log] level")?;
+    let file_filter = tracing_subscriber::EnvFilter::try_new(&filter).context("[log] level")?;
+    // On the box stderr is the serial console (115200 baud, shared with the menu): only
+    // what a technician must see goes there; everything else is in the file.
+    let console_filter = if box_mode {
+        tracing_subscriber::EnvFilter::try_new("warn").context("console filter")?
+    } else {
+        tracing_subscriber::EnvFilter::try_new(&filter).context("[log] level")?
+    };
+    let ansi = colours(
+        std::env::var_os("NO_COLOR"),
+        std::io::stderr().is_terminal(),
+    );
     tracing_subscriber::registry()
-        .with(filter)
         .with(
             tracing_subscriber::fmt::layer()
                 .with_writer(std::io::stderr)
-                .with_ansi(std::io::stderr().is_terminal())
-                .with_target(true),
+                .with_ansi(ansi)
+                .with_target(true)
+                .with_filter(console_filter),
         )
         .with(
             tracing_subscriber::fmt::layer()
                 .json()
-                .with_writer(std::sync::Mutex::new(file)),
+                .with_ansi(false)
+                .with_writer(std::sync::Mutex::new(file))
+                .with_filter(file_filter),
         )
         .try_init()
         .context("logging")?;
@@ -145,24 +289,36 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     std::fs::create_dir_all(&cli.data_dir)
         .with_context(|| format!("creating {}", cli.data_dir.display()))?;
     let data_dir = cli.data_dir.canonicalize()?;
-    let mut settings = match &cli.settings {
-        Some(p) => Settings::load(p)?,
-        None if data_dir.join("settings.toml").exists() => {
-            Settings::load(&data_dir.join("settings.toml"))?
+    let chosen = choose_settings(&cli, &data_dir)?;
+    let mut settings = chosen.settings;
+    if let Some(why) = &chosen.fallback {
+        console(&format!(
+            "SETTINGS NOT USABLE: {}; running on the box's shipped settings (network-facing \
+             listeners). Fix the file, or reset the settings from the console menu.",
+            one_line(why)
+        ));
+    }
+    if cli.box_mode {
+        for (name, addr) in settings.loopback_listeners() {
+            console(&format!(
+                "WARNING: the {name} listener is {addr}: not reachable from the network"
+            ));
         }
-        None => Settings::default(),
-    };
+    }
     if let Some(a) = cli.listen_docking {
         settings.docking.listen = a;
     }
     if let Some(a) = cli.listen_admin {
         settings.admin.listen = a;
     }
-    init_logging(&data_dir, &settings.log.level)?;
+    init_logging(&data_dir, &settings.log.level, cli.box_mode)?;
     tracing::info!(data_dir = %data_dir.display(), version = env!("CARGO_PKG_VERSION"), "starting");
+    if let Some(why) = &chosen.fallback {
+        tracing::info!(reason = %why, "settings not usable: running on the box's shipped settings");
+    }
 
     let vault = open_vault(&data_dir, &cli)?;
-    let id = identity::load_or_create(&data_dir, &settings)?;
+    let id = identity::load_or_create(&data_dir, &settings, &vault)?;
     if id.created {
         console("TLS certificate created");
     }
@@ -172,12 +328,38 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     ));
 
     let tokens = tokens::TokenStore::new(&data_dir);
+    // The console's "reset admin access": every admin-scoped token goes, setup opens again.
+    if let Some(revoked) = tokens.apply_admin_reset_request()? {
+        vault.record_event(
+            "console",
+            "admin.reset-access",
+            "api-tokens",
+            &format!("revoked={}", revoked.join(",")),
+        )?;
+        tracing::warn!(
+            revoked = revoked.len(),
+            "admin access reset from the console"
+        );
+        console(&format!(
+            "admin access reset: {} admin token(s) revoked",
+            revoked.len()
+        ));
+    }
+    // A damaged token file fails closed (no API token is accepted); say so once here rather
+    // than only in a log line per refused call.
+    if let Err(e) = tokens.lookup("") {
+        console(&format!(
+            "API TOKEN FILE UNREADABLE: {}: no API token is accepted until it is repaired",
+            one_line(&format!("{e:#}"))
+        ));
+    }
     if tokens.setup_pending() {
         let t = tokens.issue_setup_token()?;
         console(&format!(
             "setup token (one-time; POST /api/v1/setup on the admin port): {t}"
         ));
     }
+    docking::configure(&settings);
     let anchors = match &settings.docking.trust_anchors {
         Some(p) => sealgate_smime::cert::Certificate::parse_many(
             &std::fs::read(p).with_context(|| format!("reading {}", p.display()))?,
@@ -194,8 +376,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let audit = Arc::new(audit::AuditLog::open(&data_dir)?);
     let vault = Arc::new(vault);
     let admin_state = web::Data::new(admin::AdminState::new(vault.clone()));
-    let keys: Arc<dyn keys::KeyDirectory> =
-        Arc::new(keys::Cached::new(vault, Duration::from_secs(30)));
+    let keys: Arc<dyn keys::KeyStore> = Arc::new(keys::Cached::new(vault, Duration::from_secs(30)));
     let anchors = Arc::new(anchors);
     let state = web::Data::new(http::AppState {
         failures: http::FailureLimiter::new(
@@ -340,4 +521,21 @@ async fn wait_for_signal() -> anyhow::Result<()> {
         _ = int.recv() => {}
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_color_turns_colours_off() {
+        assert!(colours(None, true));
+        assert!(colours(Some("".into()), true));
+        assert!(!colours(Some("1".into()), true));
+        assert!(
+            !colours(Some("0".into()), true),
+            "any non-empty value counts"
+        );
+        assert!(!colours(None, false), "never on a file or pipe");
+    }
 }

@@ -2,8 +2,17 @@
 //! here (the `Default` impls), every value that can be wrong parsed into a typed value at the
 //! edge (the newtypes below), so the rest of the daemon never re-checks them.
 //!
-//! With no file at all the defaults make `sealgated --data-dir DIR --danger-software-sealer`
-//! run on a developer's host: loopback listeners, no SMTP hand-off.
+//! Two kinds of defaults, kept apart on purpose:
+//!
+//! - **Developer-host defaults** (the `Default` impls, [`Settings::developer`]): with no file
+//!   `sealgated --data-dir DIR --danger-software-sealer` runs on a developer's host with
+//!   loopback listeners and no SMTP hand-off; an empty file means the same.
+//! - **The box's shipped settings** ([`BOX_SETTINGS`], the text of
+//!   `rootfs/overlay/etc/sealgate/settings.toml` compiled in): network-facing listeners.
+//!   With `sealgated --box` ([`Settings::load_box`]) the data partition's file is read *over*
+//!   them, so a key it lacks takes the box's value, not the developer's; and a file that is
+//!   missing, empty, not UTF-8 or invalid is never taken for "all defaults": the daemon runs
+//!   on the shipped box settings and says why ([`BoxSettings::fallback`]).
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
@@ -29,6 +38,8 @@ pub struct Settings {
     pub smtp: Smtp,
     /// Logging.
     pub log: Log,
+    /// The work one message may cost the engine.
+    pub limits: Limits,
 }
 
 /// `[docking]`.
@@ -59,6 +70,9 @@ pub struct Docking {
     pub cipher: Cipher,
     /// PEM file of trust anchors for signature chains (besides the vault's own CA).
     pub trust_anchors: Option<PathBuf>,
+    /// Accept signatures with SHA-1 or RSA keys under 2048 bits (reported as weak). Default:
+    /// such signatures are `weak` and the verdict invalid.
+    pub allow_weak_signatures: bool,
 }
 
 impl Default for Docking {
@@ -75,6 +89,7 @@ impl Default for Docking {
             sign: SignPolicy::IfKey,
             cipher: Cipher(CipherChoice::Aes256Cbc),
             trust_anchors: None,
+            allow_weak_signatures: false,
         }
     }
 }
@@ -323,7 +338,133 @@ impl Default for Log {
     }
 }
 
+/// `[limits]`: bounds on the work one message (HTTPS or SMTP) can make the engine do. A
+/// message is attacker-controlled: each recipient entry naming a key of the box would cost a
+/// private-key operation, a vault audit entry and a content decryption, each signer a
+/// signature and chain check.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Recipient entries read in one encrypted layer (1..=65536); a message with more is
+    /// refused before any key is used.
+    pub max_recipient_entries: usize,
+    /// Signers verified in one signed layer (1..=1024); further signers are not verified and
+    /// make the verdict invalid.
+    pub max_signers: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        let engine = sealgate_smime::Limits::default();
+        Limits {
+            max_recipient_entries: engine.max_recipient_entries,
+            max_signers: engine.max_signers,
+        }
+    }
+}
+
+impl Limits {
+    /// The engine's limits.
+    pub fn engine(&self) -> sealgate_smime::Limits {
+        sealgate_smime::Limits {
+            max_recipient_entries: self.max_recipient_entries,
+            max_signers: self.max_signers,
+        }
+    }
+}
+
+/// The box's shipped settings (`/etc/sealgate/settings.toml` on the box), compiled in so
+/// the daemon's fallback and the file the boot copies to the data partition are one text.
+pub const BOX_SETTINGS: &str = include_str!("../../../rootfs/overlay/etc/sealgate/settings.toml");
+
+/// What `sealgated --box` runs with.
+#[derive(Debug, Clone)]
+pub struct BoxSettings {
+    /// The settings.
+    pub settings: Settings,
+    /// Why the data partition's file was not used (then `settings` are the shipped box
+    /// settings); `None` when it was.
+    pub fallback: Option<String>,
+}
+
 impl Settings {
+    /// The developer-host defaults (loopback listeners); what no file and an empty file
+    /// mean without `--box`.
+    pub fn developer() -> Settings {
+        Settings::default()
+    }
+
+    /// The box's shipped settings ([`BOX_SETTINGS`]).
+    pub fn box_shipped() -> anyhow::Result<Settings> {
+        Settings::parse(BOX_SETTINGS).map_err(|e| anyhow::anyhow!("the shipped box settings: {e}"))
+    }
+
+    /// The box's settings: `path` read over the shipped box settings, or the shipped box
+    /// settings alone (with the reason) when `path` is missing, empty, unreadable or invalid.
+    pub fn load_box(path: &Path) -> anyhow::Result<BoxSettings> {
+        let shipped = Settings::box_shipped()?;
+        let fallback = |why: String| BoxSettings {
+            settings: shipped.clone(),
+            fallback: Some(format!("{}: {why}", path.display())),
+        };
+        let bytes = match std::fs::read(path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(fallback("missing".into()));
+            }
+            Err(e) => return Ok(fallback(format!("unreadable ({e})"))),
+        };
+        match Settings::parse_over_box(&bytes) {
+            Ok(settings) => Ok(BoxSettings {
+                settings,
+                fallback: None,
+            }),
+            Err(e) => Ok(fallback(e)),
+        }
+    }
+
+    /// Parses a box's settings file over the shipped box settings; the error says what is
+    /// wrong with the file (one line).
+    fn parse_over_box(bytes: &[u8]) -> Result<Settings, String> {
+        let text = std::str::from_utf8(bytes)
+            .map_err(|_| "not UTF-8 text (damaged, e.g. half-written)".to_string())?;
+        if text.contains('\0') {
+            return Err("holds NUL bytes (damaged, e.g. half-written)".into());
+        }
+        if text.trim().is_empty() {
+            return Err("empty".into());
+        }
+        let one_line = |e: &dyn fmt::Display| {
+            let s = e.to_string();
+            format!(
+                "invalid: {}",
+                s.split_whitespace().collect::<Vec<_>>().join(" ")
+            )
+        };
+        let mut base: toml::Table = toml::from_str(BOX_SETTINGS).map_err(|e| one_line(&e))?;
+        let over: toml::Table = toml::from_str(text).map_err(|e| one_line(&e))?;
+        merge(&mut base, over);
+        let s: Settings = toml::Value::Table(base)
+            .try_into()
+            .map_err(|e| one_line(&e))?;
+        s.validate().map_err(|e| one_line(&e))?;
+        Ok(s)
+    }
+
+    /// Listeners that only this host can reach (a box's console warns about them).
+    pub fn loopback_listeners(&self) -> Vec<(&'static str, SocketAddr)> {
+        let mut v = Vec::new();
+        for (name, addr) in [
+            ("admin", self.admin.listen),
+            ("docking", self.docking.listen),
+        ] {
+            if addr.ip().is_loopback() {
+                v.push((name, addr));
+            }
+        }
+        v
+    }
+
     /// Reads and validates a settings file.
     pub fn load(path: &Path) -> anyhow::Result<Settings> {
         let text = std::fs::read_to_string(path)
@@ -383,7 +524,28 @@ impl Settings {
         for c in &self.auth.clients {
             anyhow::ensure!(!c.name.trim().is_empty(), "[[auth.clients]] needs a name");
         }
+        anyhow::ensure!(
+            (1..=65536).contains(&self.limits.max_recipient_entries),
+            "[limits] max_recipient_entries must be 1..=65536"
+        );
+        anyhow::ensure!(
+            (1..=1024).contains(&self.limits.max_signers),
+            "[limits] max_signers must be 1..=1024"
+        );
         Ok(())
+    }
+}
+
+/// Puts `over`'s values into `base`: tables are merged key by key, anything else (values,
+/// arrays such as `[[auth.clients]]`) replaces what `base` had.
+fn merge(base: &mut toml::Table, over: toml::Table) {
+    for (k, v) in over {
+        match (base.get_mut(&k), v) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),
+            (_, v) => {
+                base.insert(k, v);
+            }
+        }
     }
 }
 
@@ -601,6 +763,23 @@ mod tests {
     }
 
     #[test]
+    fn limits_and_weak_signatures() {
+        let s = Settings::parse("").expect("defaults");
+        assert_eq!(s.limits.engine(), sealgate_smime::Limits::default());
+        assert!(!s.docking.allow_weak_signatures);
+        let s = Settings::parse(
+            "[limits]\nmax_recipient_entries = 8\nmax_signers = 2\n[docking]\nallow_weak_signatures = true\n",
+        )
+        .expect("limits");
+        assert_eq!(s.limits.max_recipient_entries, 8);
+        assert_eq!(s.limits.max_signers, 2);
+        assert!(s.docking.allow_weak_signatures);
+        assert!(Settings::parse("[limits]\nmax_signers = 0\n").is_err());
+        assert!(Settings::parse("[limits]\nmax_recipient_entries = 0\n").is_err());
+        assert!(Settings::parse("[limits]\nmax_keys = 1\n").is_err());
+    }
+
+    #[test]
     fn unknown_fields_are_refused() {
         assert!(Settings::parse("[docking]\nlisten_port = 1\n").is_err());
         assert!(Settings::parse("[nonsense]\n").is_err());
@@ -631,6 +810,89 @@ mod tests {
             Settings::parse("[tls]\ncertificate = \"/x\"\n").is_err(),
             "certificate without key"
         );
+    }
+
+    fn box_file(text: &[u8]) -> (tempfile::TempDir, std::path::PathBuf) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let p = dir.path().join("settings.toml");
+        std::fs::write(&p, text).expect("write");
+        (dir, p)
+    }
+
+    #[test]
+    fn the_shipped_box_settings_face_the_network() {
+        let s = Settings::box_shipped().expect("the shipped box settings parse");
+        assert!(
+            s.loopback_listeners().is_empty(),
+            "{:?}",
+            s.loopback_listeners()
+        );
+        assert_eq!(s.admin.listen.port(), 8440);
+        assert_eq!(s.docking.listen.port(), 8444);
+        // The developer's defaults stay loopback.
+        assert_eq!(Settings::developer().loopback_listeners().len(), 2);
+    }
+
+    #[test]
+    fn a_box_with_an_empty_settings_file_runs_on_the_shipped_settings_and_says_so() {
+        for empty in [&b""[..], b"\n", b"  \n\t\n"] {
+            let (_d, p) = box_file(empty);
+            let b = Settings::load_box(&p).expect("loads");
+            let why = b.fallback.expect("reported");
+            assert!(why.contains("empty"), "{why}");
+            assert!(b.settings.loopback_listeners().is_empty());
+        }
+    }
+
+    #[test]
+    fn a_box_with_a_truncated_or_invalid_settings_file_falls_back() {
+        let full = "[admin]\nlisten = \"0.0.0.0:9440\"\n\n[docking]\nlisten = \"0.0.0.0:9444\"\n";
+        // Cut in the middle of a value, of a table name, or zero-filled as ext4 leaves a
+        // file whose data blocks were never written.
+        let cases: Vec<Vec<u8>> = vec![
+            full.as_bytes()[..20].to_vec(),
+            full.as_bytes()[..full.len() - 12].to_vec(),
+            full.as_bytes()[..34].to_vec(),
+            vec![0u8; 64],
+            b"\xff\xfe[admin]".to_vec(),
+            b"[admin]\nlisten = \"nowhere\"\n".to_vec(),
+            b"[smtp]\ndecrypt_listen = \"0.0.0.0:25\"\n".to_vec(),
+            b"[colour]\n".to_vec(),
+        ];
+        for bytes in cases {
+            let (_d, p) = box_file(&bytes);
+            let b = Settings::load_box(&p).expect("loads");
+            assert!(
+                b.fallback.is_some(),
+                "not reported: {:?}",
+                String::from_utf8_lossy(&bytes)
+            );
+            assert!(b.settings.loopback_listeners().is_empty());
+            assert_eq!(b.settings.admin.listen.port(), 8440);
+        }
+    }
+
+    #[test]
+    fn a_box_settings_file_is_read_over_the_shipped_settings() {
+        // A file cut at a line boundary is valid TOML: what it lacks is the box's, never
+        // the developer's loopback.
+        let (_d, p) = box_file(b"[admin]\nlisten = \"0.0.0.0:9440\"\n");
+        let b = Settings::load_box(&p).expect("loads");
+        assert!(b.fallback.is_none(), "{:?}", b.fallback);
+        assert_eq!(b.settings.admin.listen.port(), 9440);
+        assert_eq!(b.settings.docking.listen.to_string(), "0.0.0.0:8444");
+        let (_d, p) = box_file(b"[docking]\nmissing = \"encrypt-known\"\n");
+        let b = Settings::load_box(&p).expect("loads");
+        assert_eq!(b.settings.docking.missing, MissingPolicy::EncryptKnown);
+        assert_eq!(b.settings.docking.listen.to_string(), "0.0.0.0:8444");
+        // An administrator's explicit loopback is kept (and warned about by the daemon).
+        let (_d, p) = box_file(b"[admin]\nlisten = \"127.0.0.1:8440\"\n");
+        let b = Settings::load_box(&p).expect("loads");
+        assert_eq!(b.settings.loopback_listeners().len(), 1);
+        // Missing: the shipped settings, reported.
+        let d = tempfile::tempdir().expect("temp dir");
+        let b = Settings::load_box(&d.path().join("nope.toml")).expect("loads");
+        assert!(b.fallback.expect("reported").contains("missing"));
     }
 
     #[test]

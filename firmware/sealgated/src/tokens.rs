@@ -12,7 +12,15 @@
 //! ```
 //!
 //! The setup token's hash is `DATA/setup-token.sha256`; using it renames that file to
-//! `setup-token.used` (atomic: it works once and only once) and creates the `admin` token.
+//! `setup-token.used` (atomic: it works once and only once) and creates an admin token named
+//! `admin-<unix time>`.
+//!
+//! **Resetting admin access** (the console's menu entry) revokes every token that carries the
+//! `admin` scope, whatever its name (setup's `admin-<time>`, or one made with `sealctl
+//! api-token create --scope admin`), and opens setup again. The console does not edit this
+//! file itself: it drops the request file `DATA/reset-admin.request` and restarts the daemon,
+//! which applies it at start ([`TokenStore::apply_admin_reset_request`]) before it issues the
+//! new setup token, so only the daemon's user ever writes the token files.
 
 use std::fs;
 use std::io::Write;
@@ -30,6 +38,8 @@ use crate::settings::Scope;
 pub const TOKENS_FILE: &str = "api-tokens.json";
 const SETUP_FILE: &str = "setup-token.sha256";
 const SETUP_USED: &str = "setup-token.used";
+/// The console's request to reset admin access (see the module documentation).
+pub const ADMIN_RESET_REQUEST: &str = "reset-admin.request";
 /// Prefix of every token, so secret scanners can find leaked ones.
 pub const TOKEN_PREFIX: &str = "sgt_";
 
@@ -199,6 +209,49 @@ impl TokenStore {
         sync_dir(&self.dir).map_err(|e| SetupError::Internal(e.to_string()))?;
         Ok(Some(Ok(v)))
     }
+
+    /// Revokes every token with the `admin` scope (whatever its name) and opens first-boot
+    /// setup again. Returns the names of the revoked tokens. Idempotent.
+    pub fn reset_admin_access(&self) -> anyhow::Result<Vec<String>> {
+        let _g = self
+            .setup_lock
+            .lock()
+            .map_err(|_| anyhow::anyhow!("setup lock poisoned"))?;
+        let mut revoked = Vec::new();
+        if self.path.exists() {
+            let mut f = read_file(&self.path)?;
+            f.tokens.retain(|t| {
+                let admin = t.scopes.contains(&Scope::Admin);
+                if admin {
+                    revoked.push(t.name.clone());
+                }
+                !admin
+            });
+            if !revoked.is_empty() {
+                write_atomic(&self.path, &serde_json::to_vec_pretty(&f)?)?;
+            }
+        }
+        match fs::remove_file(self.dir.join(SETUP_USED)) {
+            Ok(()) => sync_dir(&self.dir)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e.into()),
+        }
+        Ok(revoked)
+    }
+
+    /// Applies the console's pending request to reset admin access, if there is one:
+    /// `Some(revoked token names)`. The request is removed only after the reset is durable,
+    /// so a crash in between resets again at the next start.
+    pub fn apply_admin_reset_request(&self) -> anyhow::Result<Option<Vec<String>>> {
+        let request = self.dir.join(ADMIN_RESET_REQUEST);
+        if fs::symlink_metadata(&request).is_err() {
+            return Ok(None);
+        }
+        let revoked = self.reset_admin_access()?;
+        fs::remove_file(&request)?;
+        sync_dir(&self.dir)?;
+        Ok(Some(revoked))
+    }
 }
 
 /// Why setup failed.
@@ -339,5 +392,56 @@ mod tests {
             store.complete_setup(&setup),
             Err(SetupError::Done)
         ));
+    }
+
+    /// Regression: the reset removed only a token named exactly `admin`, but setup names its
+    /// token `admin-<time>`, so the old admin token kept working.
+    #[test]
+    fn reset_admin_access_revokes_every_admin_scoped_token() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let store = TokenStore::new(d.path());
+        let setup = store.issue_setup_token().expect("issue");
+        let from_setup = store
+            .complete_setup(&setup)
+            .expect("setup")
+            .expect("admin token");
+        let ops = store
+            .create("ops", &[Scope::Decrypt, Scope::Admin])
+            .expect("ops");
+        let legacy = store.create("admin", &[Scope::Admin]).expect("admin");
+        let gateway = store.create("gw1", &Scope::DOCKING).expect("gw1");
+        // A docking token whose name merely looks like an admin's stays.
+        let lookalike = store.create("admin-mx", &[Scope::Decrypt]).expect("mx");
+        assert!(!store.setup_pending());
+
+        // Nothing happens without the console's request.
+        assert!(store.apply_admin_reset_request().expect("none").is_none());
+        fs::write(d.path().join(ADMIN_RESET_REQUEST), b"").expect("request");
+        let mut revoked = store
+            .apply_admin_reset_request()
+            .expect("apply")
+            .expect("a request was pending");
+        revoked.sort();
+        assert_eq!(revoked.len(), 3, "{revoked:?}");
+        assert!(
+            revoked
+                .iter()
+                .any(|n| n.starts_with("admin-") && n != "admin-mx")
+        );
+        for dead in [&from_setup, &ops, &legacy] {
+            assert!(
+                store.lookup(dead).expect("lookup").is_none(),
+                "an earlier admin credential still works"
+            );
+        }
+        for alive in [&gateway, &lookalike] {
+            assert!(store.lookup(alive).expect("lookup").is_some());
+        }
+        assert!(store.setup_pending(), "setup is open again");
+        assert!(!d.path().join(ADMIN_RESET_REQUEST).exists());
+        // Setup works again and yields a working admin token.
+        let setup = store.issue_setup_token().expect("issue");
+        let again = store.complete_setup(&setup).expect("setup").expect("token");
+        assert!(store.lookup(&again).expect("lookup").is_some());
     }
 }

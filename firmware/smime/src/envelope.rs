@@ -8,6 +8,7 @@
 use aws_lc_rs::{agreement, rand::SystemRandom, rsa as awsrsa};
 use zeroize::Zeroizing;
 
+use crate::Limits;
 use crate::asn1::{Reader, Tlv, der, tag};
 use crate::cert::{Certificate, KeyKind};
 use crate::crypto::{CipherChoice, ContentCipher, HashAlg, WrapAlg, hkdf, random, x963_kdf};
@@ -40,6 +41,9 @@ impl KeyManagement {
     }
 }
 
+/// RSA recipients under this size are refused: legacy keys are kept to read old mail only.
+pub const MIN_RSA_RECIPIENT_BITS: usize = 2048;
+
 /// One recipient of a message we encrypt.
 #[derive(Debug, Clone)]
 pub struct Recipient {
@@ -56,6 +60,12 @@ impl Recipient {
     /// ECDH with the SHA-256 X9.63 KDF for EC keys.
     pub fn new(cert: Certificate) -> Result<Recipient> {
         let key_management = match cert.key_kind {
+            KeyKind::Rsa { bits } if bits < MIN_RSA_RECIPIENT_BITS => {
+                return Err(Error::Usage(format!(
+                    "refusing to encrypt to a {bits}-bit RSA key ({}): RSA keys under {MIN_RSA_RECIPIENT_BITS} bits only decrypt old mail",
+                    cert.subject_text()
+                )));
+            }
             KeyKind::Rsa { .. } => KeyManagement::RsaPkcs1,
             KeyKind::P256 | KeyKind::P384 | KeyKind::P521 => KeyManagement::Ecdh(HashAlg::Sha256),
             KeyKind::X25519 => KeyManagement::X25519Hkdf(HashAlg::Sha256),
@@ -445,8 +455,20 @@ struct Candidate {
     cert_index: usize,
 }
 
-/// Decrypts a CMS ContentInfo (EnvelopedData or AuthEnvelopedData) with any of `keys`.
+/// Decrypts a CMS ContentInfo (EnvelopedData or AuthEnvelopedData) with any of `keys`,
+/// within the default [`Limits`].
 pub fn decrypt(input: &[u8], keys: &[&dyn PrivateKey]) -> Result<Decrypted> {
+    decrypt_with(input, keys, &Limits::default())
+}
+
+/// [`decrypt`] within `limits`.
+///
+/// Work per message is bounded: more than `limits.max_recipient_entries` RecipientInfos are
+/// refused before any key is used; each of our keys opens at most one entry that names it;
+/// the fallback pass (no entry names our keys) makes at most
+/// [`Limits::FALLBACK_KEY_OPERATIONS`] key operations; the content is decrypted once per
+/// distinct content key.
+pub fn decrypt_with(input: &[u8], keys: &[&dyn PrivateKey], limits: &Limits) -> Result<Decrypted> {
     let (ct, body) = content_info(input)?;
     let env = parse_envelope(ct, body)?;
     let cipher = env.cipher.clone()?;
@@ -455,18 +477,49 @@ pub fn decrypt(input: &[u8], keys: &[&dyn PrivateKey]) -> Result<Decrypted> {
             "content cipher does not fit the structure (AEAD in EnvelopedData or CBC in AuthEnvelopedData)",
         ));
     }
-    let mut candidates = Vec::new();
+    {
+        let mut ri = env.recipient_infos.reader();
+        let mut n = 0usize;
+        while !ri.is_empty() {
+            ri.read_any()?;
+            n += 1;
+            if n > limits.max_recipient_entries {
+                return Err(unsupported(format!(
+                    "more than {} recipient entries in one message",
+                    limits.max_recipient_entries
+                )));
+            }
+        }
+    }
+    let mut candidates: Vec<Candidate> = Vec::new();
     let mut named_us = false;
     let mut last_unsupported = None;
-    // First the entries that name one of our keys; if none does, every entry with every key
-    // of a fitting type (some clients write wrong identifiers, and a wrong key must fail the
-    // same way as a corrupt message: implicit rejection).
+    // First the entries that name one of our keys (each key used once); if none does, every
+    // entry with every key of a fitting type, within a budget (some clients write wrong
+    // identifiers, and a wrong key must fail the same way as a corrupt message: implicit
+    // rejection).
     for ignore_ids in [false, true] {
+        let mut budget = Budget {
+            used: vec![false; keys.len()],
+            fallback_left: Limits::FALLBACK_KEY_OPERATIONS,
+            fallback: ignore_ids,
+        };
         let mut ri = env.recipient_infos.reader();
         while !ri.is_empty() {
             let info = ri.read_any()?;
-            match recipient_candidates(&info, keys, cipher.key_len(), &mut named_us, ignore_ids) {
-                Ok(mut c) => candidates.append(&mut c),
+            match recipient_candidates(&info, keys, cipher.key_len(), &mut named_us, &mut budget) {
+                Ok(c) => {
+                    for c in c {
+                        // Once per distinct content key: an entry repeated (or an attacker's
+                        // copies) does not cost another content decryption.
+                        if !candidates
+                            .iter()
+                            .any(|o| o.key.as_slice() == c.key.as_slice())
+                        {
+                            candidates.push(c);
+                        }
+                    }
+                }
                 Err(e @ Error::Unsupported(_)) => last_unsupported = Some(e),
                 Err(Error::Decrypt) => {}
                 Err(e) => return Err(e),
@@ -487,7 +540,7 @@ pub fn decrypt(input: &[u8], keys: &[&dyn PrivateKey]) -> Result<Decrypted> {
             Error::NoMatchingRecipient
         });
     }
-    let ciphertext = match &env.encrypted {
+    let mut ciphertext = match &env.encrypted {
         Some(t) => t.octets()?.into_owned(),
         None => return Err(unsupported("detached encrypted content")),
     };
@@ -506,8 +559,14 @@ pub fn decrypt(input: &[u8], keys: &[&dyn PrivateKey]) -> Result<Decrypted> {
         Some(m) => m.octets()?.into_owned(),
         None => Vec::new(),
     };
-    for c in &candidates {
-        if let Ok(content) = cipher.decrypt(&c.key, ciphertext.clone(), &aad, &mac) {
+    let last = candidates.len().saturating_sub(1);
+    for (n, c) in candidates.iter().enumerate() {
+        let data = if n == last {
+            std::mem::take(&mut ciphertext)
+        } else {
+            ciphertext.clone()
+        };
+        if let Ok(content) = cipher.decrypt(&c.key, data, &aad, &mac) {
             let cert = keys.get(c.cert_index).map(|k| k.certificate());
             return Ok(Decrypted {
                 content,
@@ -547,13 +606,45 @@ fn matches_rid(cert: &Certificate, rid: &Tlv<'_>) -> bool {
     }
 }
 
+/// Which keys may still be used in this pass.
+struct Budget {
+    /// Keys already used on an entry naming them (first pass: once each).
+    used: Vec<bool>,
+    /// Key operations left in the fallback pass.
+    fallback_left: usize,
+    /// True in the fallback pass (identifiers ignored).
+    fallback: bool,
+}
+
+impl Budget {
+    /// Whether key `i` may be used now; counts the use.
+    fn take(&mut self, i: usize) -> bool {
+        if self.fallback {
+            if self.fallback_left == 0 {
+                return false;
+            }
+            self.fallback_left -= 1;
+            true
+        } else {
+            match self.used.get_mut(i) {
+                Some(u) if !*u => {
+                    *u = true;
+                    true
+                }
+                _ => false,
+            }
+        }
+    }
+}
+
 fn recipient_candidates(
     info: &Tlv<'_>,
     keys: &[&dyn PrivateKey],
     key_len: usize,
     named_us: &mut bool,
-    ignore_ids: bool,
+    budget: &mut Budget,
 ) -> Result<Vec<Candidate>> {
+    let ignore_ids = budget.fallback;
     let mut out = Vec::new();
     match info.tag {
         tag::SEQUENCE => {
@@ -581,6 +672,9 @@ fn recipient_candidates(
             let alg_oid = a.read(tag::OID, "key transport algorithm")?.value;
             for i in matching {
                 let Some(key) = keys.get(i) else { continue };
+                if !budget.take(i) {
+                    continue;
+                }
                 let (k, label) = if alg_oid == oid::RSA_ENCRYPTION {
                     (
                         key.rsa_pkcs1_decrypt(&ek, key_len)?,
@@ -653,16 +747,22 @@ fn recipient_candidates(
                 let wrapped = re.read_any()?.octets()?.into_owned();
                 for (i, key) in keys.iter().enumerate() {
                     let cert = key.certificate();
+                    // X25519 takes either KDF (RFC 8418 §2.2: the X9.63 KDFs of RFC 5753 or
+                    // HKDF); the NIST curves only the X9.63 KDF.
                     let fits = match kdf {
-                        Kdf::X963(_) => {
-                            matches!(cert.key_kind, KeyKind::P256 | KeyKind::P384 | KeyKind::P521)
-                        }
+                        Kdf::X963(_) => matches!(
+                            cert.key_kind,
+                            KeyKind::P256 | KeyKind::P384 | KeyKind::P521 | KeyKind::X25519
+                        ),
                         Kdf::Hkdf(_) => cert.key_kind == KeyKind::X25519,
                     };
                     if !fits || !(ignore_ids || matches_rid(cert, &rid)) {
                         continue;
                     }
                     *named_us = true;
+                    if !budget.take(i) {
+                        continue;
+                    }
                     let Ok(z) = key.ecdh(&eph_public) else {
                         continue;
                     };
@@ -670,9 +770,15 @@ fn recipient_candidates(
                     if let Ok(cek) = wrap.unwrap(&kek, &wrapped)
                         && cek.len() == key_len
                     {
+                        let key_management = match (kdf, &cert.key_kind) {
+                            (Kdf::X963(h), KeyKind::X25519) => {
+                                format!("x25519-x963-{}", h.micalg())
+                            }
+                            _ => kdf.label(),
+                        };
                         out.push(Candidate {
                             key: cek,
-                            key_management: kdf.label(),
+                            key_management,
                             cert_index: i,
                         });
                     }
@@ -1212,5 +1318,136 @@ mod tests {
             "mismatched key and certificate must be refused"
         );
         drop(other);
+    }
+
+    #[test]
+    fn legacy_rsa_1024_decrypts_but_is_never_encrypted_to_or_signs() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let (old, old_cert) = key_and_cert(d, "old", &["-newkey", "rsa:1024"]);
+        assert_eq!(old_cert.key_kind, KeyKind::Rsa { bits: 1024 });
+        std::fs::write(d.join("msg.txt"), b"from 2009\r\n").unwrap();
+        for extra in [&[][..], &["-keyopt", "rsa_padding_mode:oaep"][..]] {
+            let mut args = vec![
+                "cms", "-encrypt", "-binary", "-aes128", "-in", "msg.txt", "-outform", "DER",
+                "-out", "old.der", "-recip", "old.pem",
+            ];
+            args.extend_from_slice(extra);
+            openssl(d, &args);
+            let der = std::fs::read(d.join("old.der")).unwrap();
+            assert_eq!(decrypt(&der, &[&old]).unwrap().content, b"from 2009\r\n");
+        }
+        let e = Recipient::new(old_cert).unwrap_err();
+        assert!(e.to_string().contains("1024-bit RSA"), "{e}");
+        assert!(
+            old.sign(crate::keys::SignScheme::RsaPkcs1(HashAlg::Sha256), b"x")
+                .is_err()
+        );
+        // A legacy key that does not belong to the certificate is still refused.
+        let (_, other_cert) = key_and_cert(d, "other", &["-newkey", "rsa:1024"]);
+        let pkcs8 =
+            crate::keys::load_private_key(&std::fs::read(d.join("old.key")).unwrap()).unwrap();
+        assert!(SoftwareKey::new(&pkcs8, other_cert, vec![]).is_err());
+    }
+
+    fn corpus(name: &str) -> Vec<u8> {
+        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../tests/corpus/x25519")
+            .join(name);
+        std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+    }
+
+    #[test]
+    fn x25519_x963_recipient_by_issuer_and_serial_next_to_rsa() {
+        // Made by tests/corpus/x25519/generate.py (Python `cryptography`, not this engine).
+        let der = corpus("enc-rsa-and-x25519-x963-sha256-aes128wrap.p7m");
+        let want = corpus("enc-rsa-and-x25519-x963-sha256-aes128wrap.expected");
+        let dana =
+            SoftwareKey::from_key_and_cert(&corpus("dana-x25519.key"), &corpus("dana-x25519.pem"))
+                .unwrap();
+        let got = decrypt(&der, &[&dana]).unwrap();
+        assert_eq!(got.content, want);
+        assert_eq!(got.report.key_management, "x25519-x963-sha-256");
+        let rosa = SoftwareKey::from_key_and_cert(&corpus("rosa-rsa.key"), &corpus("rosa-rsa.pem"))
+            .unwrap();
+        assert_eq!(decrypt(&der, &[&rosa]).unwrap().content, want);
+        assert_eq!(decrypt(&der, &[&rosa, &dana]).unwrap().content, want);
+    }
+
+    /// Counts private-key operations of a wrapped key.
+    struct Counting<'a> {
+        inner: &'a SoftwareKey,
+        ops: std::sync::atomic::AtomicUsize,
+    }
+
+    impl PrivateKey for Counting<'_> {
+        fn certificate(&self) -> &Certificate {
+            self.inner.certificate()
+        }
+        fn rsa_pkcs1_decrypt(&self, ek: &[u8], len: usize) -> Result<Zeroizing<Vec<u8>>> {
+            self.ops.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            self.inner.rsa_pkcs1_decrypt(ek, len)
+        }
+        fn rsa_oaep_decrypt(
+            &self,
+            ek: &[u8],
+            p: OaepParams,
+            label: &[u8],
+            len: usize,
+        ) -> Result<Zeroizing<Vec<u8>>> {
+            self.ops.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            self.inner.rsa_oaep_decrypt(ek, p, label, len)
+        }
+        fn ecdh(&self, peer: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
+            self.ops.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            self.inner.ecdh(peer)
+        }
+        fn sign(&self, s: crate::keys::SignScheme, m: &[u8]) -> Result<Vec<u8>> {
+            self.inner.sign(s, m)
+        }
+    }
+
+    #[test]
+    fn recipient_entries_cost_bounded_key_operations() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let (rsa, rsa_cert) = key_and_cert(d, "a", &["-newkey", "rsa:2048"]);
+        let (_, other_cert) = key_and_cert(d, "b", &["-newkey", "rsa:2048"]);
+        let ops = |k: &Counting<'_>| k.ops.load(std::sync::atomic::Ordering::SeqCst);
+        // 100 entries naming our key: one key operation, not 100.
+        let r = Recipient::new(rsa_cert.clone()).unwrap();
+        let many = vec![r.clone(); 100];
+        let der = encrypt(b"x", &many, CipherChoice::Aes256Cbc).unwrap();
+        let k = Counting {
+            inner: &rsa,
+            ops: Default::default(),
+        };
+        assert_eq!(decrypt(&der, &[&k]).unwrap().content, b"x");
+        assert_eq!(ops(&k), 1);
+        // More entries than the limit: refused before any key is used.
+        let limits = Limits {
+            max_recipient_entries: 50,
+            ..Limits::default()
+        };
+        let k = Counting {
+            inner: &rsa,
+            ops: Default::default(),
+        };
+        let e = decrypt_with(&der, &[&k], &limits).unwrap_err();
+        assert!(matches!(e, Error::Unsupported(_)), "{e}");
+        assert!(
+            e.to_string().contains("more than 50 recipient entries"),
+            "{e}"
+        );
+        assert_eq!(ops(&k), 0);
+        // No entry names our key (the fallback pass): a bounded number of tries.
+        let r = Recipient::new(other_cert).unwrap();
+        let der = encrypt(b"x", &vec![r; 100], CipherChoice::Aes256Cbc).unwrap();
+        let k = Counting {
+            inner: &rsa,
+            ops: Default::default(),
+        };
+        assert_eq!(decrypt(&der, &[&k]).unwrap_err(), Error::Decrypt);
+        assert_eq!(ops(&k), Limits::FALLBACK_KEY_OPERATIONS);
     }
 }

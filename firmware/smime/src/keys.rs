@@ -72,7 +72,8 @@ pub trait PrivateKey: Send + Sync {
 enum Inner {
     Rsa {
         raw: RsaPrivate,
-        signer: Box<signature::RsaKeyPair>,
+        /// `None` for a legacy key under 2048 bits: it decrypts old mail, it never signs.
+        signer: Option<Box<signature::RsaKeyPair>>,
     },
     Ec {
         agree: agreement::PrivateKey,
@@ -126,11 +127,14 @@ impl SoftwareKey {
         let inner = match kind {
             KeyKind::Rsa { .. } => {
                 let raw = RsaPrivate::from_pkcs1(&priv_octets)?;
-                let signer = signature::RsaKeyPair::from_pkcs8(pkcs8).map_err(|_| bad("RSA"))?;
-                Inner::Rsa {
-                    raw,
-                    signer: Box::new(signer),
-                }
+                // aws-lc-rs refuses RSA keys under 2048 bits for signing; such a legacy key
+                // is still loaded so that mail encrypted to it years ago can be read.
+                let signer = match signature::RsaKeyPair::from_pkcs8(pkcs8) {
+                    Ok(s) => Some(Box::new(s)),
+                    Err(_) if raw.size() < LEGACY_RSA_BYTES => None,
+                    Err(_) => return Err(bad("RSA")),
+                };
+                Inner::Rsa { raw, signer }
             }
             KeyKind::P256 | KeyKind::P384 | KeyKind::P521 => {
                 let (ag, sg, hash) = match kind {
@@ -239,10 +243,14 @@ impl SoftwareKey {
 
     fn check_matches_certificate(&self) -> Result<()> {
         let public: Vec<u8> = match &self.inner {
-            Inner::Rsa { signer, .. } => {
+            Inner::Rsa {
+                signer: Some(signer),
+                ..
+            } => {
                 use aws_lc_rs::signature::KeyPair;
                 signer.public_key().as_ref().to_vec()
             }
+            Inner::Rsa { raw, signer: None } => return legacy_rsa_pairwise(raw, &self.cert),
             Inner::Ec { signer, .. } => {
                 use aws_lc_rs::signature::KeyPair;
                 signer.public_key().as_ref().to_vec()
@@ -270,6 +278,31 @@ impl SoftwareKey {
         }
         Ok(())
     }
+}
+
+/// RSA keys under this many bytes (2048 bits) are legacy: loaded to decrypt, never to sign,
+/// and never encrypted to.
+pub(crate) const LEGACY_RSA_BYTES: usize = 256;
+
+/// A legacy RSA key is not validated by aws-lc-rs's key pair: check it against the
+/// certificate with a pairwise round trip through the certificate's public key.
+fn legacy_rsa_pairwise(raw: &RsaPrivate, cert: &Certificate) -> Result<()> {
+    let mismatch = || Error::Key("the private key does not match the certificate".into());
+    let public = crate::rsa_raw::RsaPublic::from_pkcs1(&cert.public_key).map_err(|_| mismatch())?;
+    if public.size() != raw.size() {
+        return Err(mismatch());
+    }
+    // A value below any modulus of this length: a leading zero byte.
+    let mut x: Vec<u8> = (0..raw.size()).map(|i| (i as u8) ^ 0x5a).collect();
+    if let Some(first) = x.first_mut() {
+        *first = 0;
+    }
+    let c = public.raw_public(&x).map_err(|_| mismatch())?;
+    let back = raw.raw_private(&c).map_err(|_| mismatch())?;
+    if back.as_slice() != x.as_slice() {
+        return Err(mismatch());
+    }
+    Ok(())
 }
 
 fn rsa_modulus(rsa_public_key: &[u8]) -> Option<Vec<u8>> {
@@ -340,7 +373,16 @@ impl PrivateKey for SoftwareKey {
         let rng = SystemRandom::new();
         let fail = |_| Error::Key("signing failed".into());
         match (&self.inner, scheme) {
-            (Inner::Rsa { signer, .. }, SignScheme::RsaPkcs1(h)) => {
+            (Inner::Rsa { signer: None, .. }, _) => Err(Error::Key(
+                "RSA keys under 2048 bits only decrypt old mail; they do not sign".into(),
+            )),
+            (
+                Inner::Rsa {
+                    signer: Some(signer),
+                    ..
+                },
+                SignScheme::RsaPkcs1(h),
+            ) => {
                 let alg: &'static dyn signature::RsaEncoding = match h {
                     HashAlg::Sha256 => &signature::RSA_PKCS1_SHA256,
                     HashAlg::Sha384 => &signature::RSA_PKCS1_SHA384,
@@ -355,7 +397,13 @@ impl PrivateKey for SoftwareKey {
                 signer.sign(alg, &rng, message, &mut sig).map_err(fail)?;
                 Ok(sig)
             }
-            (Inner::Rsa { signer, .. }, SignScheme::RsaPss(h)) => {
+            (
+                Inner::Rsa {
+                    signer: Some(signer),
+                    ..
+                },
+                SignScheme::RsaPss(h),
+            ) => {
                 let alg: &'static dyn signature::RsaEncoding = match h {
                     HashAlg::Sha256 => &signature::RSA_PSS_SHA256,
                     HashAlg::Sha384 => &signature::RSA_PSS_SHA384,

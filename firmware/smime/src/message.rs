@@ -149,7 +149,7 @@ fn open_cms(
             break;
         };
         if ct == oid::ENVELOPED_DATA || ct == oid::AUTH_ENVELOPED_DATA {
-            let d = envelope::decrypt(&cur, keys)?;
+            let d = envelope::decrypt_with(&cur, keys, &verify.limits)?;
             layers.push(Layer::Encrypted(d.report));
             cur = d.content;
         } else if ct == oid::SIGNED_DATA {
@@ -213,9 +213,7 @@ fn open_mime(
     let mut outer = owned(split.outer);
     outer.remove_headers_with_prefix(RESULT_HEADER_PREFIX);
     let mut verify = verify.clone();
-    if verify.from.is_none() {
-        verify.from = from_address(&outer);
-    }
+    bind_from(&mut verify, &outer);
     let mut cur: Vec<u8> = split.inner;
     let mut layers = Vec::new();
     for _ in 0..MAX_LAYERS {
@@ -223,7 +221,7 @@ fn open_mime(
         match kind_of(&e) {
             SmimeKind::Enveloped | SmimeKind::AuthEnveloped => {
                 let der = e.decoded_body()?;
-                let d = envelope::decrypt(&der, keys)?;
+                let d = envelope::decrypt_with(&der, keys, &verify.limits)?;
                 layers.push(Layer::Encrypted(d.report));
                 cur = d.content;
             }
@@ -306,9 +304,17 @@ fn add_result_headers(outer: &mut HeaderList<'_>, layers: &[Layer]) -> Result<()
     Ok(())
 }
 
-/// One line summarising a verification, for a result header.
+/// One line summarising a verification, for a result header: `valid` only when every
+/// signature and every chain was checked and is valid; `unchecked` when the signatures verify
+/// but no chain could be checked (no trust anchors); else `invalid`.
 pub fn signature_summary(v: &Verification) -> String {
-    let status = if v.valid { "valid" } else { "invalid" };
+    let status = if v.valid {
+        "valid"
+    } else if v.signatures_valid && !v.chain_checked {
+        "unchecked"
+    } else {
+        "invalid"
+    };
     let signers: Vec<String> = v
         .signers
         .iter()
@@ -330,22 +336,124 @@ pub fn signature_summary(v: &Verification) -> String {
     format!("{status}; {chain}; signers={}", signers.join(","))
 }
 
-/// The address in a From field (`Name <a@b>` or `a@b`), lowercased.
-pub fn from_address(headers: &HeaderList<'_>) -> Option<String> {
-    let v = headers.get("From")?.value().into_owned();
-    let addr = match (v.rfind('<'), v.rfind('>')) {
-        (Some(a), Some(b)) if a < b => v.get(a + 1..b).unwrap_or_default().to_string(),
-        _ => v
-            .split_whitespace()
-            .find(|w| w.contains('@'))
-            .unwrap_or_default()
-            .to_string(),
+/// Sets the From binding of `opts` from a message's header, unless the caller chose an
+/// address: the one address of the (first) From field, or, when it names several (or none
+/// that can be read), a refusal every signer fails with.
+fn bind_from(opts: &mut VerifyOptions, headers: &HeaderList<'_>) {
+    if opts.from.is_some() || opts.from_refused.is_some() {
+        return;
+    }
+    let mut fields = headers.get_all("From");
+    let Some(field) = fields.next() else {
+        return;
     };
-    let addr = addr
-        .trim()
-        .trim_matches(|c| c == '"' || c == ',')
-        .to_ascii_lowercase();
-    (!addr.is_empty()).then_some(addr)
+    if fields.next().is_some() {
+        opts.from_refused = Some("the message has several From fields".into());
+        return;
+    }
+    let addrs = mailbox_addresses(&field.value());
+    match addrs.as_slice() {
+        [one] => opts.from = Some(one.clone()),
+        [] => {
+            opts.from_refused = Some("the From field names no address that can be read".into());
+        }
+        several => {
+            opts.from_refused = Some(format!(
+                "the From field names {} addresses: a signature cannot vouch for it",
+                several.len()
+            ));
+        }
+    }
+}
+
+/// The address of a From field as a mail client shows it (`Name <a@b>` or `a@b`),
+/// lowercased; `None` when the field is absent or does not name exactly one address.
+pub fn from_address(headers: &HeaderList<'_>) -> Option<String> {
+    if headers.get_all("From").count() != 1 {
+        return None;
+    }
+    let addrs = mailbox_addresses(&headers.get("From")?.value());
+    match addrs.as_slice() {
+        [one] => Some(one.clone()),
+        _ => None,
+    }
+}
+
+/// The addresses of an RFC 5322 address list (`mailbox-list` / `address-list`), in order,
+/// lowercased: each mailbox's angle address if it has one, else its bare addr-spec.
+/// Quoted strings and comments are skipped (a display name `"a@b" <c@d>` gives `c@d`);
+/// group names are skipped and their members listed.
+pub fn mailbox_addresses(value: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut plain = String::new(); // text outside quotes, comments and angle brackets
+    let mut angle: Option<String> = None;
+    let mut in_angle = false;
+    let mut cur_angle = String::new();
+    let mut depth = 0usize; // comment nesting
+    let mut quoted = false;
+    let mut escaped = false;
+    fn finish(plain: &mut String, angle: &mut Option<String>, out: &mut Vec<String>) {
+        let addr = match angle.take() {
+            Some(a) => a,
+            None => plain
+                .split_whitespace()
+                .find(|w| w.contains('@'))
+                .unwrap_or_default()
+                .to_string(),
+        };
+        let addr = addr.trim().to_ascii_lowercase();
+        if addr.contains('@') {
+            out.push(addr);
+        }
+        plain.clear();
+    }
+    for c in value.chars() {
+        if escaped {
+            escaped = false;
+            continue;
+        }
+        if quoted {
+            match c {
+                '\\' => escaped = true,
+                '"' => quoted = false,
+                _ => {}
+            }
+            continue;
+        }
+        if depth > 0 {
+            match c {
+                '\\' => escaped = true,
+                '(' => depth += 1,
+                ')' => depth -= 1,
+                _ => {}
+            }
+            continue;
+        }
+        if in_angle {
+            if c == '>' {
+                in_angle = false;
+                // The first angle address of a mailbox counts.
+                if angle.is_none() {
+                    angle = Some(std::mem::take(&mut cur_angle));
+                }
+                cur_angle.clear();
+            } else {
+                cur_angle.push(c);
+            }
+            continue;
+        }
+        match c {
+            '"' => quoted = true,
+            '(' => depth = 1,
+            '<' => in_angle = true,
+            ',' | ';' => finish(&mut plain, &mut angle, &mut out),
+            // A group's display name ends at ':' (not inside an angle address).
+            ':' => plain.clear(),
+            _ => plain.push(c),
+        }
+    }
+    finish(&mut plain, &mut angle, &mut out);
+    out
 }
 
 /// Encrypts a message: the outer header fields stay, the inner entity becomes
@@ -428,9 +536,7 @@ pub fn verify_message(
         Input::Mime(msg) => {
             let split = mime::split_message(&msg);
             let mut opts = opts.clone();
-            if opts.from.is_none() {
-                opts.from = from_address(&split.outer);
-            }
+            bind_from(&mut opts, &split.outer);
             let e = Entity::parse(&split.inner);
             match kind_of(&e) {
                 SmimeKind::MultipartSigned => {
@@ -727,5 +833,98 @@ mod tests {
             );
             let _ = inspect(junk);
         }
+    }
+
+    #[test]
+    fn from_addresses_as_a_client_shows_them() {
+        assert_eq!(
+            mailbox_addresses("Alice <Alice@Example.test>"),
+            vec!["alice@example.test"]
+        );
+        assert_eq!(
+            mailbox_addresses("alice@example.test"),
+            vec!["alice@example.test"]
+        );
+        // Display names and comments that look like addresses are not addresses.
+        assert_eq!(
+            mailbox_addresses("\"bob@example.test, <bob@example.test>\" <mallory@evil.test>"),
+            vec!["mallory@evil.test"]
+        );
+        assert_eq!(
+            mailbox_addresses("Mallory <mallory@evil.test> (<alice@example.test>)"),
+            vec!["mallory@evil.test"]
+        );
+        assert_eq!(
+            mailbox_addresses("Mallory <mallory@evil.test>, Alice <alice@example.test>"),
+            vec!["mallory@evil.test", "alice@example.test"]
+        );
+        assert_eq!(
+            mailbox_addresses("friends: a@x.test, b@y.test;"),
+            vec!["a@x.test", "b@y.test"]
+        );
+        assert!(mailbox_addresses("undisclosed").is_empty());
+    }
+
+    #[test]
+    fn from_binding_refuses_several_addresses_and_skips_comments() {
+        let dir = tempfile::tempdir().unwrap();
+        let alice = person(dir.path(), "alice");
+        let t = time::OffsetDateTime::now_utc().unix_timestamp();
+        let signed = sign_message(MSG, &alice, false, t).unwrap();
+        let text = String::from_utf8(signed).unwrap();
+        let with_from = |from: &str| {
+            text.replace("From: Alice <alice@example.test>", &format!("From: {from}"))
+                .into_bytes()
+        };
+        let (_, v) = verify_message(
+            &with_from("Alice <alice@example.test>"),
+            None,
+            &anchors(&alice),
+        )
+        .unwrap();
+        assert!(v.valid, "{v:#?}");
+        // The address a client shows first is Mallory's: several addresses are refused
+        // (the last one used to be bound).
+        let (_, v) = verify_message(
+            &with_from("Mallory <mallory@evil.test>, Alice <alice@example.test>"),
+            None,
+            &anchors(&alice),
+        )
+        .unwrap();
+        assert!(!v.valid);
+        assert_eq!(v.signers[0].from_matches, Some(false));
+        assert!(
+            v.signers[0]
+                .reasons
+                .iter()
+                .any(|r| r.contains("2 addresses")),
+            "{v:#?}"
+        );
+        // An address in a comment is not the sender.
+        let (_, v) = verify_message(
+            &with_from("Mallory <mallory@evil.test> (<alice@example.test>)"),
+            None,
+            &anchors(&alice),
+        )
+        .unwrap();
+        assert!(!v.valid);
+        assert_eq!(v.signers[0].from_matches, Some(false));
+        // Two From fields.
+        let two = with_from("Alice <alice@example.test>\r\nFrom: mallory@evil.test");
+        let (_, v) = verify_message(&two, None, &anchors(&alice)).unwrap();
+        assert!(!v.valid);
+        // The result header says `unchecked` (not `valid`) when no chain could be checked.
+        let opened = open(
+            &with_from("Alice <alice@example.test>"),
+            &[],
+            &VerifyOptions::default(),
+            OpenMode::Everything,
+        )
+        .unwrap();
+        let out = String::from_utf8_lossy(&opened.output);
+        assert!(
+            out.contains("X-Sealgate-Signature: unchecked; chain-not-checked"),
+            "{out}"
+        );
     }
 }

@@ -48,6 +48,11 @@ impl RsaPrivate {
         Ok(RsaPrivate { rsa, size })
     }
 
+    /// Modulus length in bytes.
+    pub(crate) fn size(&self) -> usize {
+        self.size
+    }
+
     /// `c^d mod n`, output left-padded to the modulus length. The input must have that length.
     pub(crate) fn raw_private(&self, input: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
         if input.len() != self.size {

@@ -194,17 +194,62 @@ pub fn sign(
     Ok((ci, hash))
 }
 
-/// How to verify.
+/// How to verify (and, for [`crate::message::open`], how much work a message may cost).
 #[derive(Debug, Clone, Default)]
 pub struct VerifyOptions {
-    /// Trust anchors. Empty: signatures are checked, chains are not.
+    /// Trust anchors. Empty: signatures are checked, chains are not, and no verdict is valid.
     pub anchors: Vec<Certificate>,
     /// DER CRLs.
     pub crls: Vec<Vec<u8>>,
-    /// Time to validate chains at (Unix seconds); default: the signing time, or now.
+    /// A trusted time to validate chains at (Unix seconds), e.g. from a trusted timestamp or
+    /// an operator; default: now. The signer-claimed signingTime is never used for this: a
+    /// signer with an expired or not-yet-valid certificate could claim any time.
     pub at: Option<i64>,
     /// The message's From address, to bind to the signer's certificate.
     pub from: Option<String>,
+    /// Set when the message's From cannot be bound (e.g. it names several addresses): every
+    /// signer then fails the From binding with this reason.
+    pub from_refused: Option<String>,
+    /// Accept SHA-1 and RSA keys under 2048 bits (reported as weak). Default: such
+    /// signatures get the status `weak` and the verdict is invalid.
+    pub allow_weak: bool,
+    /// Work limits (signers verified; recipient entries read by `message::open`).
+    pub limits: crate::Limits,
+    /// Certificates revoked by an issuer the caller keeps itself (the box's own CA), checked
+    /// besides `crls`.
+    pub revoked: Vec<Revoked>,
+}
+
+/// A revoked certificate, by issuer and serial number (revocation known without a CRL
+/// document, e.g. the box's own CA's list).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Revoked {
+    /// The issuer's Name (DER).
+    pub issuer: Vec<u8>,
+    /// The serial number (INTEGER content bytes; leading zeros do not matter).
+    pub serial: Vec<u8>,
+}
+
+impl Revoked {
+    /// True if `cert` is this revoked certificate.
+    pub fn matches(&self, cert: &Certificate) -> bool {
+        fn strip(s: &[u8]) -> &[u8] {
+            let n = s.iter().take_while(|b| **b == 0).count();
+            &s[n.min(s.len().saturating_sub(1))..]
+        }
+        strip(&self.serial) == strip(&cert.serial)
+            && crate::cert::names_equal(&self.issuer, &cert.issuer)
+    }
+}
+
+/// Whether signer chains were validated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ChainCheck {
+    /// Every signer's chain was validated against the trust anchors.
+    Checked,
+    /// No trust anchors: signatures were checked, chains were not, and `valid` is false.
+    Unchecked,
 }
 
 /// The state of one signature.
@@ -219,6 +264,11 @@ pub enum SignatureStatus {
     Unsupported,
     /// The signer's certificate is not in the message (nor among the anchors).
     NoCertificate,
+    /// The signature verifies but uses what policy refuses (SHA-1, RSA under 2048 bits);
+    /// `VerifyOptions::allow_weak` accepts it.
+    Weak,
+    /// Not verified: the message has more signers than `Limits::max_signers`.
+    NotVerified,
 }
 
 /// The verdict on one SignerInfo.
@@ -266,8 +316,12 @@ pub struct Verification {
     pub certificates: Vec<String>,
     /// True if anchors were given and chains were checked.
     pub chain_checked: bool,
-    /// Every signature valid and, if anchors were given, every chain valid (and the From
-    /// address bound when one was given).
+    /// `checked`, or `unchecked` when no anchors were given.
+    pub chain: ChainCheck,
+    /// Every signature verifies (status `valid`), whatever the chains.
+    pub signatures_valid: bool,
+    /// Every signature valid, every chain checked and valid, and the From address bound when
+    /// one was given. Never true when no chain was checked.
     pub valid: bool,
 }
 
@@ -560,14 +614,37 @@ pub fn verify(cms: &[u8], detached: Option<&[u8]>, opts: &VerifyOptions) -> Resu
     let chain_checked = !opts.anchors.is_empty();
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let mut signers = Vec::new();
-    for si in &p.signer_infos {
+    for si in p.signer_infos.iter().take(opts.limits.max_signers) {
         signers.push(verify_signer(si, &p, &content, opts, now));
     }
-    let valid = signers.iter().all(|s| {
-        s.signature == SignatureStatus::Valid
-            && (!chain_checked || s.chain.as_ref().is_some_and(|c| c.valid))
-            && s.from_matches != Some(false)
-    });
+    let skipped = p.signer_infos.len().saturating_sub(opts.limits.max_signers);
+    if skipped > 0 {
+        signers.push(SignerVerdict {
+            signer: None,
+            serial: None,
+            emails: Vec::new(),
+            signature: SignatureStatus::NotVerified,
+            algorithm: String::new(),
+            digest: String::new(),
+            weak: Vec::new(),
+            signing_time: None,
+            chain: None,
+            from_matches: None,
+            capabilities: Vec::new(),
+            reasons: vec![format!(
+                "{skipped} more signers not verified (at most {} are)",
+                opts.limits.max_signers
+            )],
+        });
+    }
+    let signatures_valid = signers
+        .iter()
+        .all(|s| s.signature == SignatureStatus::Valid);
+    let valid = chain_checked
+        && signatures_valid
+        && signers
+            .iter()
+            .all(|s| s.chain.as_ref().is_some_and(|c| c.valid) && s.from_matches != Some(false));
     Ok(Verification {
         content,
         content_type: oid::name(p.content_type),
@@ -579,6 +656,12 @@ pub fn verify(cms: &[u8], detached: Option<&[u8]>, opts: &VerifyOptions) -> Resu
             .map(Certificate::subject_text)
             .collect(),
         chain_checked,
+        chain: if chain_checked {
+            ChainCheck::Checked
+        } else {
+            ChainCheck::Unchecked
+        },
+        signatures_valid,
         valid,
     })
 }
@@ -626,15 +709,24 @@ fn verify_signer(
     {
         v.weak.push(format!("rsa-{bits}"));
     }
-    if let Some(from) = &opts.from {
+    if let Some(why) = &opts.from_refused {
+        v.from_matches = Some(false);
+        v.reasons.push(why.clone());
+    } else if let Some(from) = &opts.from {
         v.from_matches = Some(cert.has_email(from));
     }
 
     let (status, signing_time) = check_signature(&info, p, content, cert, &mut v);
     v.signature = status;
+    if status == SignatureStatus::Valid && !v.weak.is_empty() && !opts.allow_weak {
+        v.signature = SignatureStatus::Weak;
+        v.reasons
+            .push(format!("refused as weak: {}", v.weak.join(", ")));
+    }
     v.signing_time = signing_time.map(rfc3339);
     if !opts.anchors.is_empty() {
-        let at = opts.at.or(signing_time).unwrap_or(now);
+        // At a trusted time only: the signer's own signingTime is a claim, not a clock.
+        let at = opts.at.unwrap_or(now);
         v.chain = Some(validate_signer(
             cert,
             &ChainParams {
@@ -650,6 +742,16 @@ fn verify_signer(
     {
         v.reasons
             .push(format!("signer certificate is not for {}", from.trim()));
+    }
+    if opts.revoked.iter().any(|r| r.matches(cert)) {
+        let why = "the signer's certificate is revoked".to_string();
+        match &mut v.chain {
+            Some(c) => {
+                c.valid = false;
+                c.reasons.push(why);
+            }
+            None => v.reasons.push(why),
+        }
     }
     v
 }

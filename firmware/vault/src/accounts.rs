@@ -12,14 +12,13 @@
 
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use redb::{ReadableDatabase, ReadableTable, TableDefinition, TableError, WriteTransaction};
+use redb::{ReadableDatabase, ReadableTable, TableDefinition, TableError};
 use serde::{Deserialize, Serialize};
 
-use crate::audit;
 use crate::cipher;
 use crate::error::{Result, VaultError};
 use crate::record::now;
-use crate::store::{AUDIT, Vault};
+use crate::store::Vault;
 
 /// Username → [`StoredAccount`] (JSON).
 const ACCOUNTS: TableDefinition<&str, &[u8]> = TableDefinition::new("admin_accounts");
@@ -147,25 +146,6 @@ fn info(a: &StoredAccount) -> AccountInfo {
 }
 
 impl Vault {
-    /// Runs `change` and appends its audit entry naming `actor`, in one write transaction.
-    fn audited_by<T>(
-        &self,
-        actor: &str,
-        change: impl FnOnce(&WriteTransaction) -> Result<T>,
-        action: &str,
-        subject: &str,
-        detail: &str,
-    ) -> Result<T> {
-        let txn = self.begin_write()?;
-        let v = change(&txn)?;
-        {
-            let mut a = txn.open_table(AUDIT)?;
-            audit::append(&mut a, actor, action, subject, detail)?;
-        }
-        txn.commit()?;
-        Ok(v)
-    }
-
     /// Appends an admin-plane event (`admin.login`, `admin.login-failed`, `admin.logout`,
     /// ...) to the audit chain, naming `actor` (an account, or `-`).
     pub fn record_admin_event(

@@ -1,9 +1,31 @@
-//! The append-only, hash-chained audit log of key operations.
+//! The append-only, keyed, hash-chained audit log of key operations.
 //!
-//! Each entry carries the SHA-256 of the previous one; `hash` covers every other field. An
-//! entry is written in the same redb write transaction as the change it records, so a log
-//! entry exists exactly when its change does. Entries name users, certificates and record
-//! ids, never key material.
+//! Each entry carries the SHA-256 of the previous one (`prev`) and its own (`hash`, over
+//! every other field), and since the vault's key was added to the chain, also `mac`:
+//! HMAC-SHA256 of its `hash` under the *audit key*, which is derived from the vault key. So
+//! whoever can write `vault.redb` but does not hold the vault key (the TPM) cannot rewrite an
+//! entry, even if they recompute the plain hashes: the MAC of the first changed entry fails.
+//!
+//! Two records in the `audit_meta` table, each with its own MAC, complete the chain:
+//!
+//! - the **head** (last sequence number and hash, and `keyed_from`: the first entry that has
+//!   a MAC), rewritten in the transaction of every append, so dropping entries at the end is
+//!   detected too;
+//! - the **checkpoint**: the entry up to which a keyed verification succeeded. `vault status`
+//!   ([`crate::Vault::check_audit`]) verifies only the entries after it and then moves it, so
+//!   its cost does not grow with the log; [`crate::Vault::audit`] and `vault verify` re-read
+//!   the whole chain.
+//!
+//! **Migration.** A vault whose chain predates the key (its key-check record is the old
+//! version) is migrated when it is first opened with its key: the plain chain is verified
+//! whole, an `audit.keyed` entry with a MAC is appended (its `prev` pins every older entry),
+//! the head is written, and the key-check record is replaced by one whose associated data
+//! says "audit keyed", in one transaction. A keyed vault therefore cannot be passed off as an
+//! unkeyed one by stripping the MACs: the key check would have to be forged.
+//!
+//! An entry is written in the same redb write transaction as the change it records, so a log
+//! entry exists exactly when its change does. Entries name users, certificates, record ids
+//! and who asked (the daemon's client and peer address), never key material.
 //!
 //! Key *uses* (each decrypt and sign through a [`crate::VaultKey`]) are recorded through a
 //! [`UseLog`], which batches them: see its documentation.
@@ -13,11 +35,15 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use redb::{Database, ReadableTable, Table};
+use aws_lc_rs::hmac;
+use redb::{Database, ReadableTable, Table, TableDefinition, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
-use crate::cipher;
+use crate::cipher::{self, VaultSecret};
 use crate::error::{Result, VaultError};
+
+/// The head and checkpoint records.
+pub(crate) const AUDIT_META: TableDefinition<&str, &[u8]> = TableDefinition::new("audit_meta");
 
 /// One audit entry.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -26,7 +52,7 @@ pub struct AuditEntry {
     pub seq: u64,
     /// When (Unix seconds, UTC).
     pub time: i64,
-    /// Who (the operator or service that asked).
+    /// Who (the operator or service that asked; for the daemon the client and its address).
     pub actor: String,
     /// What, e.g. `key.import`, `ca.issue`, `key.export-pkcs12`.
     pub action: String,
@@ -38,6 +64,10 @@ pub struct AuditEntry {
     pub prev: String,
     /// Hash of this entry (hex).
     pub hash: String,
+    /// HMAC-SHA256 of `hash` under the audit key (hex); empty in entries written before the
+    /// chain was keyed.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub mac: String,
 }
 
 #[derive(Serialize)]
@@ -70,75 +100,402 @@ fn entry_hash(e: &AuditEntry) -> Result<String> {
 
 const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
-/// Appends an entry inside the caller's write transaction.
-pub(crate) fn append(
-    table: &mut Table<'_, u64, &[u8]>,
-    actor: &str,
-    action: &str,
-    subject: &str,
-    detail: &str,
-) -> Result<()> {
-    append_at(table, crate::record::now(), actor, action, subject, detail)
+/// The key that MACs the audit chain: HMAC-SHA256(vault key, label). Never stored.
+pub(crate) struct AuditKey(hmac::Key);
+
+impl std::fmt::Debug for AuditKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AuditKey(..)")
+    }
 }
 
-/// Appends an entry that happened at `time` (a buffered key use).
-fn append_at(
-    table: &mut Table<'_, u64, &[u8]>,
-    time: i64,
+impl AuditKey {
+    pub(crate) fn derive(vault_key: &VaultSecret) -> AuditKey {
+        let k = hmac::Key::new(hmac::HMAC_SHA256, vault_key.bytes());
+        let derived = zeroize::Zeroizing::new(
+            hmac::sign(&k, b"sealgate audit chain key v1")
+                .as_ref()
+                .to_vec(),
+        );
+        AuditKey(hmac::Key::new(hmac::HMAC_SHA256, &derived))
+    }
+
+    fn tag(&self, domain: &str, fields: &[&str]) -> String {
+        let mut c = hmac::Context::with_key(&self.0);
+        c.update(domain.as_bytes());
+        for f in fields {
+            c.update(b"\n");
+            c.update(f.as_bytes());
+        }
+        cipher::hex(c.sign().as_ref())
+    }
+
+    fn check(&self, domain: &str, fields: &[&str], tag: &str) -> bool {
+        let Some(t) = unhex(tag) else { return false };
+        let mut msg = domain.as_bytes().to_vec();
+        for f in fields {
+            msg.push(b'\n');
+            msg.extend_from_slice(f.as_bytes());
+        }
+        hmac::verify(&self.0, &msg, &t).is_ok()
+    }
+
+    fn entry_mac(&self, e: &AuditEntry) -> String {
+        self.tag(
+            "sealgate audit entry v2",
+            &[e.seq.to_string().as_str(), e.hash.as_str()],
+        )
+    }
+
+    fn entry_ok(&self, e: &AuditEntry) -> bool {
+        self.check(
+            "sealgate audit entry v2",
+            &[e.seq.to_string().as_str(), e.hash.as_str()],
+            &e.mac,
+        )
+    }
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+/// The last entry, rewritten with every append.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Head {
+    seq: u64,
+    hash: String,
+    keyed_from: u64,
+    mac: String,
+}
+
+impl Head {
+    fn tag(&self, key: &AuditKey) -> String {
+        key.tag(
+            "sealgate audit head v2",
+            &[
+                self.seq.to_string().as_str(),
+                self.hash.as_str(),
+                self.keyed_from.to_string().as_str(),
+            ],
+        )
+    }
+
+    fn verifies(&self, key: &AuditKey) -> bool {
+        key.check(
+            "sealgate audit head v2",
+            &[
+                self.seq.to_string().as_str(),
+                self.hash.as_str(),
+                self.keyed_from.to_string().as_str(),
+            ],
+            &self.mac,
+        )
+    }
+}
+
+/// The entry up to which a keyed verification succeeded.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Checkpoint {
+    seq: u64,
+    hash: String,
+    mac: String,
+}
+
+const HEAD: &str = "head";
+const CHECKPOINT: &str = "checkpoint";
+
+fn corrupt(what: impl std::fmt::Display) -> VaultError {
+    VaultError::Corrupt(format!("audit log: {what}"))
+}
+
+/// Appends entries inside the caller's write transaction, keeping the head current.
+pub(crate) struct Writer<'t> {
+    entries: Table<'t, u64, &'static [u8]>,
+    meta: Table<'t, &'static str, &'static [u8]>,
+    key: &'t AuditKey,
+}
+
+impl<'t> Writer<'t> {
+    pub(crate) fn open(txn: &'t WriteTransaction, key: &'t AuditKey) -> Result<Writer<'t>> {
+        Ok(Writer {
+            entries: txn.open_table(crate::store::AUDIT)?,
+            meta: txn.open_table(AUDIT_META)?,
+            key,
+        })
+    }
+
+    fn head(&self) -> Result<Option<Head>> {
+        match self.meta.get(HEAD)? {
+            Some(v) => Ok(Some(
+                serde_json::from_slice(v.value()).map_err(|_| corrupt("the head is unreadable"))?,
+            )),
+            None => Ok(None),
+        }
+    }
+
+    /// Appends an entry that happened at `time`.
+    fn append_at(
+        &mut self,
+        time: i64,
+        actor: &str,
+        action: &str,
+        subject: &str,
+        detail: &str,
+    ) -> Result<()> {
+        let (seq, prev) = match self.entries.last()? {
+            Some((k, v)) => {
+                let last: AuditEntry = serde_json::from_slice(v.value())?;
+                (k.value() + 1, last.hash)
+            }
+            None => (1, GENESIS.to_string()),
+        };
+        // Without a head this is the first keyed entry (a new vault, or the migration).
+        let keyed_from = self.head()?.map_or(seq, |h| h.keyed_from);
+        let mut e = AuditEntry {
+            seq,
+            time,
+            actor: actor.to_string(),
+            action: action.to_string(),
+            subject: subject.to_string(),
+            detail: detail.to_string(),
+            prev,
+            hash: String::new(),
+            mac: String::new(),
+        };
+        e.hash = entry_hash(&e)?;
+        e.mac = self.key.entry_mac(&e);
+        self.entries
+            .insert(seq, serde_json::to_vec(&e)?.as_slice())?;
+        let mut head = Head {
+            seq,
+            hash: e.hash,
+            keyed_from,
+            mac: String::new(),
+        };
+        head.mac = head.tag(self.key);
+        self.meta
+            .insert(HEAD, serde_json::to_vec(&head)?.as_slice())?;
+        Ok(())
+    }
+}
+
+/// Appends an entry inside the caller's write transaction.
+pub(crate) fn append(
+    w: &mut Writer<'_>,
     actor: &str,
     action: &str,
     subject: &str,
     detail: &str,
 ) -> Result<()> {
-    let (seq, prev) = match table.last()? {
-        Some((k, v)) => {
-            let last: AuditEntry = serde_json::from_slice(v.value())?;
-            (k.value() + 1, last.hash)
-        }
-        None => (1, GENESIS.to_string()),
-    };
-    let mut e = AuditEntry {
-        seq,
-        time,
-        actor: actor.to_string(),
-        action: action.to_string(),
-        subject: subject.to_string(),
-        detail: detail.to_string(),
-        prev,
-        hash: String::new(),
-    };
-    e.hash = entry_hash(&e)?;
-    table.insert(seq, serde_json::to_vec(&e)?.as_slice())?;
+    w.append_at(crate::record::now(), actor, action, subject, detail)
+}
+
+/// Checks one entry's place in the plain chain.
+fn check_link(e: &AuditEntry, key: u64, expect_seq: u64, prev: &str) -> Result<()> {
+    if e.seq != key || e.seq != expect_seq {
+        return Err(corrupt(format!("entry {key} is out of sequence")));
+    }
+    if e.prev != prev || entry_hash(e)? != e.hash {
+        return Err(corrupt(format!("the hash chain breaks at entry {}", e.seq)));
+    }
     Ok(())
 }
 
-/// Reads every entry and checks the chain; fails naming the first bad entry.
+fn parse_entry(k: u64, v: &[u8]) -> Result<AuditEntry> {
+    serde_json::from_slice(v).map_err(|_| corrupt(format!("entry {k} is unreadable")))
+}
+
+/// The verified head (`None`: the chain is not keyed yet).
+fn read_head(
+    meta: &impl ReadableTable<&'static str, &'static [u8]>,
+    key: &AuditKey,
+) -> Result<Option<Head>> {
+    let Some(v) = meta.get(HEAD)? else {
+        return Ok(None);
+    };
+    let h: Head =
+        serde_json::from_slice(v.value()).map_err(|_| corrupt("the head is unreadable"))?;
+    if !h.verifies(key) {
+        return Err(corrupt(
+            "the head's MAC does not verify (rewritten without the vault key)",
+        ));
+    }
+    Ok(Some(h))
+}
+
+/// Verifies the plain chain only (no key): for the migration of an unkeyed log.
+pub(crate) fn verify_unkeyed(entries: &impl ReadableTable<u64, &'static [u8]>) -> Result<u64> {
+    let mut prev = GENESIS.to_string();
+    let mut n = 0u64;
+    for row in entries.iter()? {
+        let (k, v) = row?;
+        let e = parse_entry(k.value(), v.value())?;
+        check_link(&e, k.value(), n + 1, &prev)?;
+        prev = e.hash;
+        n += 1;
+    }
+    Ok(n)
+}
+
+/// Reads every entry and checks the whole chain: links, hashes, the MAC of every keyed
+/// entry, and the head. `keyed`: whether the vault's key check says the chain is keyed (then
+/// the head must exist).
 pub(crate) fn read_verified(
-    table: &impl ReadableTable<u64, &'static [u8]>,
+    entries: &impl ReadableTable<u64, &'static [u8]>,
+    meta: &impl ReadableTable<&'static str, &'static [u8]>,
+    key: &AuditKey,
+    keyed: bool,
 ) -> Result<Vec<AuditEntry>> {
+    let head = read_head(meta, key)?;
+    if keyed && head.is_none() {
+        return Err(corrupt("the keyed chain's head is missing"));
+    }
     let mut out: Vec<AuditEntry> = Vec::new();
     let mut prev = GENESIS.to_string();
-    for (n, row) in table.iter()?.enumerate() {
-        let expect = n as u64 + 1;
+    for row in entries.iter()? {
         let (k, v) = row?;
-        let e: AuditEntry = serde_json::from_slice(v.value())
-            .map_err(|_| VaultError::Corrupt(format!("audit entry {} is unreadable", k.value())))?;
-        if e.seq != k.value() || e.seq != expect {
-            return Err(VaultError::Corrupt(format!(
-                "audit log: entry {} is out of sequence",
-                k.value()
-            )));
-        }
-        if e.prev != prev || entry_hash(&e)? != e.hash {
-            return Err(VaultError::Corrupt(format!(
-                "audit log: the hash chain breaks at entry {}",
+        let e = parse_entry(k.value(), v.value())?;
+        check_link(&e, k.value(), out.len() as u64 + 1, &prev)?;
+        if let Some(h) = &head
+            && e.seq >= h.keyed_from
+            && !key.entry_ok(&e)
+        {
+            return Err(corrupt(format!(
+                "the MAC of entry {} does not verify (rewritten without the vault key)",
                 e.seq
             )));
         }
         prev = e.hash.clone();
         out.push(e);
     }
+    if let Some(h) = &head {
+        check_end(h, out.last())?;
+    }
     Ok(out)
+}
+
+fn check_end(h: &Head, last: Option<&AuditEntry>) -> Result<()> {
+    match last {
+        Some(e) if e.seq == h.seq && e.hash == h.hash => Ok(()),
+        Some(e) if e.seq < h.seq => Err(corrupt(format!(
+            "entries {}..{} are missing (the log was cut short)",
+            e.seq + 1,
+            h.seq
+        ))),
+        _ => Err(corrupt("the last entry is not the head the vault wrote")),
+    }
+}
+
+/// What a tail verification found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AuditCheck {
+    /// Entries in the log.
+    pub entries: u64,
+    /// Entries whose links and MACs were verified now (those after the checkpoint).
+    pub verified: u64,
+    /// The checkpoint the verification started from (0: the start of the log).
+    pub checkpoint: u64,
+}
+
+/// Verifies the entries after the checkpoint (and the checkpoint's own entry), and the head.
+#[cfg(test)]
+pub(crate) fn verify_tail(
+    entries: &impl ReadableTable<u64, &'static [u8]>,
+    meta: &impl ReadableTable<&'static str, &'static [u8]>,
+    key: &AuditKey,
+) -> Result<AuditCheck> {
+    verify_tail_at(entries, meta, key).map(|(c, _)| c)
+}
+
+/// [`verify_tail`], and the last verified entry (sequence number and hash).
+pub(crate) fn verify_tail_at(
+    entries: &impl ReadableTable<u64, &'static [u8]>,
+    meta: &impl ReadableTable<&'static str, &'static [u8]>,
+    key: &AuditKey,
+) -> Result<(AuditCheck, (u64, String))> {
+    let head = read_head(meta, key)?.ok_or_else(|| corrupt("the keyed chain's head is missing"))?;
+    let cp = match meta.get(CHECKPOINT)? {
+        Some(v) => {
+            let c: Checkpoint = serde_json::from_slice(v.value())
+                .map_err(|_| corrupt("the checkpoint is unreadable"))?;
+            if !key.check(
+                "sealgate audit checkpoint v2",
+                &[c.seq.to_string().as_str(), c.hash.as_str()],
+                &c.mac,
+            ) {
+                return Err(corrupt("the checkpoint's MAC does not verify"));
+            }
+            Some(c)
+        }
+        None => None,
+    };
+    let (start, mut prev) = match &cp {
+        Some(c) => {
+            let v = entries
+                .get(c.seq)?
+                .ok_or_else(|| corrupt(format!("checkpoint entry {} is missing", c.seq)))?;
+            let e = parse_entry(c.seq, v.value())?;
+            if e.hash != c.hash || entry_hash(&e)? != e.hash {
+                return Err(corrupt(format!("checkpoint entry {} was changed", c.seq)));
+            }
+            (c.seq, e.hash)
+        }
+        None => (0, GENESIS.to_string()),
+    };
+    let mut last: Option<AuditEntry> = None;
+    let mut verified = 0u64;
+    for row in entries.range(start + 1..)? {
+        let (k, v) = row?;
+        let e = parse_entry(k.value(), v.value())?;
+        check_link(&e, k.value(), start + verified + 1, &prev)?;
+        if e.seq >= head.keyed_from && !key.entry_ok(&e) {
+            return Err(corrupt(format!(
+                "the MAC of entry {} does not verify (rewritten without the vault key)",
+                e.seq
+            )));
+        }
+        prev = e.hash.clone();
+        verified += 1;
+        last = Some(e);
+    }
+    match (&last, &cp) {
+        (Some(_), _) => check_end(&head, last.as_ref())?,
+        (None, Some(c)) if c.seq == head.seq && c.hash == head.hash => {}
+        (None, _) if head.seq == 0 => {}
+        (None, _) => check_end(&head, None)?,
+    }
+    Ok((
+        AuditCheck {
+            entries: head.seq,
+            verified,
+            checkpoint: start,
+        },
+        (head.seq, head.hash),
+    ))
+}
+
+/// Moves the checkpoint to entry `seq` (whose hash is `hash`), which a keyed verification
+/// just reached.
+pub(crate) fn advance_checkpoint(
+    txn: &WriteTransaction,
+    key: &AuditKey,
+    (seq, hash): (u64, String),
+) -> Result<()> {
+    let mut meta = txn.open_table(AUDIT_META)?;
+    let mac = key.tag(
+        "sealgate audit checkpoint v2",
+        &[seq.to_string().as_str(), hash.as_str()],
+    );
+    let cp = Checkpoint { seq, hash, mac };
+    meta.insert(CHECKPOINT, serde_json::to_vec(&cp)?.as_slice())?;
+    Ok(())
 }
 
 /// Default number of buffered key uses that triggers a write.
@@ -163,6 +520,7 @@ struct UseLogInner {
     /// Weak: keys handed out do not keep the database open once their vault is dropped
     /// (their uses are then refused).
     db: Weak<Database>,
+    key: Arc<AuditKey>,
     buffer: Mutex<Vec<KeyUse>>,
     /// Held while a batch is written, so batches reach the log in the order they were taken.
     writing: Mutex<()>,
@@ -187,9 +545,9 @@ impl UseLogInner {
             })?;
             let txn = db.begin_write()?;
             {
-                let mut t = txn.open_table(crate::store::AUDIT)?;
+                let mut w = Writer::open(&txn, &self.key)?;
                 for u in &batch {
-                    append_at(&mut t, u.time, &u.actor, u.action, &u.subject, &u.detail)?;
+                    w.append_at(u.time, &u.actor, u.action, &u.subject, &u.detail)?;
                 }
             }
             txn.commit()?;
@@ -230,10 +588,11 @@ pub(crate) struct UseLog {
 }
 
 impl UseLog {
-    pub(crate) fn new(db: &Arc<Database>) -> UseLog {
+    pub(crate) fn new(db: &Arc<Database>, key: Arc<AuditKey>) -> UseLog {
         UseLog {
             inner: Arc::new(UseLogInner {
                 db: Arc::downgrade(db),
+                key,
                 buffer: Mutex::new(Vec::new()),
                 writing: Mutex::new(()),
                 max_entries: AtomicUsize::new(USE_BATCH_ENTRIES),
@@ -341,10 +700,168 @@ mod tests {
     use super::*;
     use redb::ReadableDatabase;
 
+    fn test_key() -> Arc<AuditKey> {
+        Arc::new(AuditKey::derive(&VaultSecret::from_bytes(
+            zeroize::Zeroizing::new([7u8; 32]),
+        )))
+    }
+
+    fn new_db(dir: &std::path::Path) -> Arc<Database> {
+        let db = Arc::new(Database::create(dir.join("a.redb")).expect("db"));
+        let txn = db.begin_write().expect("w");
+        txn.open_table(crate::store::AUDIT).expect("t");
+        txn.open_table(AUDIT_META).expect("t");
+        txn.commit().expect("c");
+        db
+    }
+
+    fn read_all(db: &Database, key: &AuditKey) -> Result<Vec<AuditEntry>> {
+        let txn = db.begin_read()?;
+        let t = txn.open_table(crate::store::AUDIT)?;
+        let m = txn.open_table(AUDIT_META)?;
+        read_verified(&t, &m, key, false)
+    }
+
+    fn tail(db: &Database, key: &AuditKey) -> Result<AuditCheck> {
+        let txn = db.begin_read()?;
+        let t = txn.open_table(crate::store::AUDIT)?;
+        let m = txn.open_table(AUDIT_META)?;
+        verify_tail(&t, &m, key)
+    }
+
     fn count(db: &Database) -> usize {
-        let txn = db.begin_read().expect("read");
-        let t = txn.open_table(crate::store::AUDIT).expect("table");
-        read_verified(&t).expect("chain verifies").len()
+        read_all(db, &test_key()).expect("chain verifies").len()
+    }
+
+    fn append_n(db: &Database, key: &AuditKey, n: u64) {
+        let txn = db.begin_write().expect("w");
+        {
+            let mut w = Writer::open(&txn, key).expect("writer");
+            for i in 0..n {
+                append(
+                    &mut w,
+                    "test",
+                    "key.import",
+                    "u@example.org",
+                    &format!("n={i}"),
+                )
+                .expect("append");
+            }
+        }
+        txn.commit().expect("c");
+    }
+
+    /// Replaces entry `seq` with `f(entry)`, recomputing the plain hashes of it and of every
+    /// later entry, as someone with write access to the file but without the key can.
+    fn rewrite(db: &Database, seq: u64, f: impl Fn(&mut AuditEntry)) {
+        let txn = db.begin_write().expect("w");
+        {
+            let mut t = txn.open_table(crate::store::AUDIT).expect("t");
+            let all: Vec<AuditEntry> = t
+                .iter()
+                .expect("iter")
+                .map(|r| {
+                    let (_, v) = r.expect("row");
+                    serde_json::from_slice(v.value()).expect("entry")
+                })
+                .collect();
+            let mut prev = if seq == 1 {
+                GENESIS.to_string()
+            } else {
+                all[seq as usize - 2].hash.clone()
+            };
+            for mut e in all.into_iter().skip(seq as usize - 1) {
+                if e.seq == seq {
+                    f(&mut e);
+                }
+                e.prev = prev;
+                e.hash = entry_hash(&e).expect("hash");
+                prev = e.hash.clone();
+                t.insert(e.seq, serde_json::to_vec(&e).expect("json").as_slice())
+                    .expect("insert");
+            }
+        }
+        txn.commit().expect("c");
+    }
+
+    #[test]
+    fn a_rewritten_entry_with_recomputed_hashes_is_detected() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let db = new_db(tmp.path());
+        let key = test_key();
+        append_n(&db, &key, 5);
+        assert_eq!(read_all(&db, &key).expect("verifies").len(), 5);
+        rewrite(&db, 3, |e| e.actor = "someone-else".into());
+        // The plain chain still links: only the key tells.
+        {
+            let txn = db.begin_read().expect("r");
+            let t = txn.open_table(crate::store::AUDIT).expect("t");
+            assert_eq!(verify_unkeyed(&t).expect("plain chain links"), 5);
+        }
+        let e = read_all(&db, &key).expect_err("detected");
+        assert!(e.to_string().contains("MAC of entry 3"), "{e}");
+        let e = tail(&db, &key).expect_err("detected by the tail check too");
+        assert!(e.to_string().contains("MAC of entry 3"), "{e}");
+        // Another key cannot verify (or forge) the chain either.
+        let other = AuditKey::derive(&VaultSecret::from_bytes(zeroize::Zeroizing::new([8u8; 32])));
+        assert!(read_all(&db, &other).is_err());
+    }
+
+    #[test]
+    fn dropping_entries_at_the_end_is_detected() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let db = new_db(tmp.path());
+        let key = test_key();
+        append_n(&db, &key, 4);
+        let txn = db.begin_write().expect("w");
+        txn.open_table(crate::store::AUDIT)
+            .expect("t")
+            .remove(4)
+            .expect("remove");
+        txn.commit().expect("c");
+        let e = read_all(&db, &key).expect_err("detected");
+        assert!(e.to_string().contains("missing"), "{e}");
+        assert!(tail(&db, &key).is_err());
+    }
+
+    #[test]
+    fn the_tail_check_starts_at_the_checkpoint() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let db = new_db(tmp.path());
+        let key = test_key();
+        append_n(&db, &key, 10);
+        assert_eq!(
+            tail(&db, &key).expect("ok"),
+            AuditCheck {
+                entries: 10,
+                verified: 10,
+                checkpoint: 0
+            }
+        );
+        let at = {
+            let txn = db.begin_read().expect("r");
+            let t = txn.open_table(crate::store::AUDIT).expect("t");
+            let m = txn.open_table(AUDIT_META).expect("m");
+            verify_tail_at(&t, &m, &key).expect("ok").1
+        };
+        let txn = db.begin_write().expect("w");
+        advance_checkpoint(&txn, &key, at).expect("checkpoint");
+        txn.commit().expect("c");
+        assert_eq!(tail(&db, &key).expect("ok").verified, 0);
+        append_n(&db, &key, 3);
+        assert_eq!(
+            tail(&db, &key).expect("ok"),
+            AuditCheck {
+                entries: 13,
+                verified: 3,
+                checkpoint: 10
+            }
+        );
+        // The checkpoint's own entry is still checked against the checkpoint.
+        rewrite(&db, 10, |e| e.detail = "changed".into());
+        assert!(tail(&db, &key).is_err());
+        // A full read catches a change anywhere.
+        assert!(read_all(&db, &key).is_err());
     }
 
     fn a_use(n: u64) -> KeyUse {
@@ -370,7 +887,7 @@ mod tests {
             txn.commit().expect("c");
         }
         for round in 0..200u64 {
-            let log = UseLog::new(&db);
+            let log = UseLog::new(&db, test_key());
             log.configure(100, Duration::from_millis(1));
             log.record(a_use(round)).expect("use");
             log.configure(100, Duration::from_secs(3600));
@@ -390,13 +907,8 @@ mod tests {
     #[test]
     fn uses_are_batched_by_size_timer_and_drop() {
         let tmp = tempfile::tempdir().expect("tmp");
-        let db = Arc::new(Database::create(tmp.path().join("a.redb")).expect("db"));
-        {
-            let txn = db.begin_write().expect("w");
-            txn.open_table(crate::store::AUDIT).expect("t");
-            txn.commit().expect("c");
-        }
-        let log = UseLog::new(&db);
+        let db = new_db(tmp.path());
+        let log = UseLog::new(&db, test_key());
         log.configure(3, Duration::from_secs(3600));
         log.record(a_use(1)).expect("1");
         log.record(a_use(2)).expect("2");

@@ -22,7 +22,7 @@ use crate::audit;
 use crate::cipher::{self, VaultSecret};
 use crate::error::{Result, VaultError};
 use crate::record::{KeyRecord, Purpose, b64, b64_list, now, rfc3339};
-use crate::store::{AUDIT, CA, KEYS, META, REVOKED, Vault, normalise};
+use crate::store::{CA, KEYS, META, REVOKED, Vault, normalise};
 
 const CA_KEY_AAD: &[u8] = b"sealgate ca key";
 /// smimeCapabilities (RFC 8551 §2.5.2).
@@ -712,7 +712,7 @@ impl Vault {
         let mut out = Vec::new();
         {
             let mut keys = txn.open_table(KEYS)?;
-            let mut a = txn.open_table(AUDIT)?;
+            let mut a = audit::Writer::open(&txn, &self.audit_key)?;
             // Renewal: retire the active keys that the new ones replace.
             let old: Vec<KeyRecord> = keys
                 .iter()?
@@ -826,7 +826,7 @@ impl Vault {
             let recs = read_keys_w(&txn)?;
             let mut keys = txn.open_table(KEYS)?;
             let mut revoked = txn.open_table(REVOKED)?;
-            let mut a = txn.open_table(AUDIT)?;
+            let mut a = audit::Writer::open(&txn, &self.audit_key)?;
             let t = now();
             for mut r in recs
                 .into_iter()
@@ -881,7 +881,7 @@ impl Vault {
                 let when: i64 = String::from_utf8_lossy(v.value()).parse().unwrap_or(0);
                 list.push((parse_hex(k.value())?, when));
             }
-            let mut a = txn.open_table(AUDIT)?;
+            let mut a = audit::Writer::open(&txn, &self.audit_key)?;
             audit::append(
                 &mut a,
                 &self.actor,
@@ -917,6 +917,19 @@ impl Vault {
     /// Number of revoked certificates.
     pub fn revoked_count(&self) -> Result<u64> {
         Ok(self.db.begin_read()?.open_table(REVOKED)?.len()?)
+    }
+
+    /// Serial numbers of the certificates this CA revoked. Read only: unlike
+    /// [`Vault::ca_crl`] it signs nothing and appends no audit entry, so signature
+    /// verification can consult it for every message.
+    pub fn revoked_serials(&self) -> Result<Vec<Vec<u8>>> {
+        let t = self.db.begin_read()?.open_table(REVOKED)?;
+        let mut out = Vec::new();
+        for row in t.iter()? {
+            let (k, _) = row?;
+            out.push(parse_hex(k.value())?);
+        }
+        Ok(out)
     }
 }
 

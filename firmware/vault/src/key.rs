@@ -138,9 +138,29 @@ impl VaultKey {
             .map_err(|e| VaultError::Corrupt(format!("key record {}: {e}", self.id)))
     }
 
-    /// Audits a use (`action` on this key by `op`), then runs it.
+    /// This key with its uses attributed to `actor`, for a key shared between callers (the
+    /// daemon caches keys across requests and names each request's client and peer).
+    pub fn acting_as(self: &Arc<Self>, actor: &str) -> ActingKey {
+        ActingKey {
+            key: self.clone(),
+            actor: actor.to_string(),
+        }
+    }
+
+    /// Audits a use (`action` on this key by `op`) by this key's actor, then runs it.
     fn engine<T>(
         &self,
+        action: &'static str,
+        op: &str,
+        f: impl FnOnce(&SoftwareKey) -> sealgate_smime::Result<T>,
+    ) -> sealgate_smime::Result<T> {
+        self.engine_as(&self.actor, action, op, f)
+    }
+
+    /// Audits a use (`action` on this key by `op`) by `actor`, then runs it.
+    fn engine_as<T>(
+        &self,
+        actor: &str,
         action: &'static str,
         op: &str,
         f: impl FnOnce(&SoftwareKey) -> sealgate_smime::Result<T>,
@@ -148,7 +168,7 @@ impl VaultKey {
         if let Some(log) = &self.uses {
             log.record(KeyUse {
                 time: now(),
-                actor: self.actor.clone(),
+                actor: actor.to_string(),
                 action,
                 subject: self.user.clone(),
                 detail: format!("record={} op={op}", self.id),
@@ -204,6 +224,67 @@ impl PrivateKey for VaultKey {
 
     fn sign(&self, scheme: SignScheme, message: &[u8]) -> sealgate_smime::Result<Vec<u8>> {
         self.engine("key.sign", sign_op(scheme), |k| k.sign(scheme, message))
+    }
+}
+
+/// A shared [`VaultKey`] whose uses are audited under one caller's name
+/// ([`VaultKey::acting_as`]).
+#[derive(Debug, Clone)]
+pub struct ActingKey {
+    key: Arc<VaultKey>,
+    actor: String,
+}
+
+impl ActingKey {
+    /// The key.
+    pub fn key(&self) -> &VaultKey {
+        &self.key
+    }
+}
+
+impl PrivateKey for ActingKey {
+    fn certificate(&self) -> &Certificate {
+        &self.key.cert
+    }
+
+    fn chain(&self) -> &[Certificate] {
+        &self.key.chain
+    }
+
+    fn rsa_pkcs1_decrypt(
+        &self,
+        encrypted_key: &[u8],
+        key_len: usize,
+    ) -> sealgate_smime::Result<Zeroizing<Vec<u8>>> {
+        self.key
+            .engine_as(&self.actor, "key.decrypt", "rsa-pkcs1", |k| {
+                k.rsa_pkcs1_decrypt(encrypted_key, key_len)
+            })
+    }
+
+    fn rsa_oaep_decrypt(
+        &self,
+        encrypted_key: &[u8],
+        params: OaepParams,
+        label: &[u8],
+        key_len: usize,
+    ) -> sealgate_smime::Result<Zeroizing<Vec<u8>>> {
+        self.key
+            .engine_as(&self.actor, "key.decrypt", "rsa-oaep", |k| {
+                k.rsa_oaep_decrypt(encrypted_key, params, label, key_len)
+            })
+    }
+
+    fn ecdh(&self, peer_public: &[u8]) -> sealgate_smime::Result<Zeroizing<Vec<u8>>> {
+        self.key
+            .engine_as(&self.actor, "key.decrypt", "ecdh", |k| k.ecdh(peer_public))
+    }
+
+    fn sign(&self, scheme: SignScheme, message: &[u8]) -> sealgate_smime::Result<Vec<u8>> {
+        self.key
+            .engine_as(&self.actor, "key.sign", sign_op(scheme), |k| {
+                k.sign(scheme, message)
+            })
     }
 }
 

@@ -41,10 +41,10 @@ pub use accounts::{
     AccountInfo, MAX_ACCOUNTS, MAX_PASSWORD_BYTES, MIN_PASSWORD_CHARS, Role, check_password_policy,
     normalise_username,
 };
-pub use audit::{AuditEntry, USE_BATCH_DELAY, USE_BATCH_ENTRIES};
+pub use audit::{AuditCheck, AuditEntry, USE_BATCH_DELAY, USE_BATCH_ENTRIES};
 pub use ca::{CaInfo, CaSettings, KeyAlgorithm};
 pub use error::{Result, VaultError};
-pub use key::VaultKey;
+pub use key::{ActingKey, VaultKey};
 pub use pending::{MAX_PENDING, PendingCertificate, PendingOutcome};
 pub use record::{KeyInfo, Purpose};
 pub use recovery::RecoverySecret;

@@ -5,7 +5,7 @@ use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
-use sealgate_tpm::{PcrSelection, SealedBlob, Tpm, TpmError};
+use sealgate_tpm::{ERASE_NV_INDEX, PcrSelection, SealedBlob, Tpm, TpmError};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
@@ -60,6 +60,17 @@ pub trait Sealer {
     fn pcrs(&self) -> Option<PcrSelection> {
         None
     }
+
+    /// Whether destroying the sealer's erase secret ([`Sealer::erase`]) makes `blob` useless.
+    /// Blobs sealed before erasable sealing existed are not; the vault re-seals them at open.
+    fn is_erasable(&self, _blob: &[u8]) -> bool {
+        true
+    }
+
+    /// The crypto-erase of the factory wipe: destroys what every blob of this sealer needs, so
+    /// that no copy of the database can be opened with it again (only the recovery secret
+    /// still opens a copy). `Ok(false)` if there was nothing to destroy.
+    fn erase(&mut self, data_dir: &Path) -> Result<bool>;
 
     /// Seals the vault key for PCR values that will hold after an update (`predicted` gives
     /// every PCR of `pcrs`). Only a TPM sealer can.
@@ -122,7 +133,21 @@ impl Sealer for TpmSealer {
 
     fn seal(&mut self, _data_dir: &Path, key: &[u8; 32]) -> Result<Vec<u8>> {
         let pcrs = self.pcrs.clone();
-        Ok(self.tpm()?.seal(key, &pcrs).map_err(tpm_error)?.to_bytes())
+        Ok(self
+            .tpm()?
+            .seal_erasable(key, &pcrs, ERASE_NV_INDEX)
+            .map_err(tpm_error)?
+            .to_bytes())
+    }
+
+    fn is_erasable(&self, blob: &[u8]) -> bool {
+        blob_erasable(blob)
+    }
+
+    fn erase(&mut self, _data_dir: &Path) -> Result<bool> {
+        self.tpm()?
+            .erase(ERASE_NV_INDEX)
+            .map_err(|e| VaultError::Storage(format!("cannot destroy the TPM's erase secret: {e}")))
     }
 
     fn unseal(&mut self, _data_dir: &Path, blob: &[u8]) -> Result<Zeroizing<[u8; 32]>> {
@@ -148,10 +173,15 @@ impl Sealer for TpmSealer {
     ) -> Result<Vec<u8>> {
         Ok(self
             .tpm()?
-            .seal_for_predicted(key, pcrs, predicted)
+            .seal_erasable_for_predicted(key, pcrs, predicted, ERASE_NV_INDEX)
             .map_err(|e| VaultError::Usage(format!("cannot seal for the update: {e}")))?
             .to_bytes())
     }
+}
+
+/// Whether a TPM blob needs the TPM's erase secret (version 2), for `vault status`.
+pub(crate) fn blob_erasable(blob: &[u8]) -> bool {
+    SealedBlob::from_bytes(blob).is_ok_and(|b| b.erase_index().is_some())
 }
 
 /// The PCR selection a TPM blob is bound to, for `vault status`.
@@ -225,6 +255,23 @@ impl Sealer for SoftwareSealer {
 
     fn describe(&self) -> String {
         format!("software sealer ({SOFTWARE_KEY_FILE}), NOT protected by a TPM")
+    }
+
+    fn erase(&mut self, data_dir: &Path) -> Result<bool> {
+        let path = data_dir.join(SOFTWARE_KEY_FILE);
+        match fs::metadata(&path) {
+            Ok(m) => {
+                // Overwrite before unlinking: the key is the whole secret.
+                let mut f = fs::OpenOptions::new().write(true).open(&path)?;
+                f.write_all(&vec![0u8; usize::try_from(m.len()).unwrap_or(0)])?;
+                f.sync_all()?;
+                fs::remove_file(&path)?;
+                fs::File::open(data_dir)?.sync_all()?;
+                Ok(true)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e.into()),
+        }
     }
 }
 

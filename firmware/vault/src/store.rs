@@ -15,7 +15,7 @@ use sealgate_tpm::PcrSelection;
 use serde::Serialize;
 use zeroize::Zeroizing;
 
-use crate::audit::{self, AuditEntry, UseLog};
+use crate::audit::{self, AuditCheck, AuditEntry, AuditKey, UseLog};
 use crate::cipher::{self, VaultSecret};
 use crate::error::{Result, VaultError};
 use crate::key::VaultKey;
@@ -35,6 +35,10 @@ pub(crate) const RECIPIENTS: TableDefinition<&str, &[u8]> = TableDefinition::new
 
 const FORMAT: &[u8] = b"sealgate-vault 1";
 const KEY_CHECK_AAD: &[u8] = b"sealgate vault key check";
+/// Associated data of the box's TLS key record.
+const TLS_KEY_AAD: &[u8] = b"sealgate box tls key";
+/// The key check of a vault whose audit chain is keyed (see `audit.rs`, "Migration").
+const KEY_CHECK_AAD_KEYED: &[u8] = b"sealgate vault key check v2: audit chain keyed";
 const KEY_CHECK_PLAIN: &[u8] = b"sealgate vault key check value";
 /// A PKCS#8 key and its certificates (leaf first), DER.
 type KeyAndCerts = (Zeroizing<Vec<u8>>, Vec<Vec<u8>>);
@@ -53,6 +57,8 @@ pub struct Vault {
     pub(crate) db: Arc<Database>,
     dir: PathBuf,
     pub(crate) key: Arc<VaultSecret>,
+    /// MACs the audit chain; derived from the vault key.
+    pub(crate) audit_key: Arc<AuditKey>,
     sealer_kind: SealerKind,
     pub(crate) actor: String,
     uses: Arc<UseLog>,
@@ -111,8 +117,12 @@ pub struct VaultStatus {
     pub revoked: usize,
     /// Audit entries.
     pub audit_entries: usize,
-    /// `ok`, or why the chain does not verify.
+    /// `ok`, or why the chain does not verify. The chain is keyed with the vault key, so
+    /// [`Vault::status`] alone cannot verify it (`not verified: ...`); `sealctl vault status`
+    /// opens the vault and fills in [`Vault::check_audit`]'s answer.
     pub audit_chain: String,
+    /// Entries verified by that check: those after the last checkpoint.
+    pub audit_verified_now: Option<u64>,
     /// Whether the vault key could be unsealed now (set by callers that tried).
     pub unsealed: Option<bool>,
     /// Why unsealing failed.
@@ -243,7 +253,8 @@ impl Vault {
         let sealed = sealer::seal_key(sealer, &dir, &key)?;
         let recovery = RecoverySecret::generate()?;
         let wrapped = recovery.wrap(&key)?;
-        let check = cipher::seal(key.bytes(), KEY_CHECK_AAD, KEY_CHECK_PLAIN)?;
+        let check = cipher::seal(key.bytes(), KEY_CHECK_AAD_KEYED, KEY_CHECK_PLAIN)?;
+        let audit_key = AuditKey::derive(&key);
         // Build the database under a temporary name and rename it into place, so a crash
         // during init leaves no half-made vault.
         let tmp = dir.join(format!("{DB_FILE}.init"));
@@ -265,7 +276,7 @@ impl Vault {
                 txn.open_table(CA)?;
                 txn.open_table(REVOKED)?;
                 txn.open_table(RECIPIENTS)?;
-                let mut a = txn.open_table(AUDIT)?;
+                let mut a = audit::Writer::open(&txn, &audit_key)?;
                 audit::append(
                     &mut a,
                     &actor,
@@ -275,6 +286,11 @@ impl Vault {
                 )?;
             }
             txn.commit()?;
+        }
+        // Only the vault's owner reads it (the keys in it are encrypted; the rest is not).
+        {
+            use std::os::unix::fs::PermissionsExt;
+            fs::set_permissions(&tmp, fs::Permissions::from_mode(0o600))?;
         }
         fs::rename(&tmp, &path)?;
         fs::File::open(&dir)?.sync_all()?;
@@ -292,10 +308,12 @@ impl Vault {
         opened_blob: Vec<u8>,
     ) -> Vault {
         let db = Arc::new(db);
+        let audit_key = Arc::new(AuditKey::derive(&key));
         Vault {
-            uses: Arc::new(UseLog::new(&db)),
+            uses: Arc::new(UseLog::new(&db, audit_key.clone())),
             db,
             dir,
+            audit_key,
             key: Arc::new(key),
             sealer_kind,
             actor,
@@ -326,18 +344,22 @@ impl Vault {
             let attempt = sealer
                 .unseal(&dir, blob)
                 .map(VaultSecret::from_bytes)
-                .and_then(|key| check_key(&txn, &key).map(|()| key));
+                .and_then(|key| check_key(&txn, &key).map(|keyed| (key, keyed)));
             match attempt {
-                Ok(key) => {
+                Ok((key, keyed)) => {
                     drop(txn);
-                    return Ok(Vault::assemble(
-                        db,
-                        dir,
-                        key,
-                        kind,
-                        default_actor(),
-                        blob.clone(),
-                    ));
+                    let actor = default_actor();
+                    if !keyed {
+                        migrate_audit(&db, &key, &actor)?;
+                    }
+                    let mut vault = Vault::assemble(db, dir, key, kind, actor, blob.clone());
+                    if !sealer.is_erasable(blob) {
+                        // Sealed before erasable sealing: re-seal so a wipe erases it. Best
+                        // effort: if the TPM cannot, the vault still opens and `vault status`
+                        // warns that a wipe would not make copies useless.
+                        let _ = vault.reseal_erasable(sealer);
+                    }
+                    return Ok(vault);
                 }
                 Err(e) => {
                     if first_error.is_none() {
@@ -369,17 +391,22 @@ impl Vault {
         let wrapped = meta_get(&txn, "recovery_wrap")?
             .ok_or_else(|| VaultError::Corrupt("no recovery record".into()))?;
         let key = secret.unwrap(&wrapped)?;
-        check_key(&txn, &key)?;
+        let keyed = check_key(&txn, &key)?;
         drop(txn);
-        let sealed = sealer::seal_key(sealer, &dir, &key)?;
         let actor = default_actor();
+        if !keyed {
+            migrate_audit(&db, &key, &actor)?;
+        }
+        let sealed = sealer::seal_key(sealer, &dir, &key)?;
+        let audit_key = AuditKey::derive(&key);
         let w = db.begin_write()?;
         {
             let mut m = w.open_table(META)?;
             m.insert("sealer", sealer.kind().name().as_bytes())?;
             put_blobs(&mut m, std::slice::from_ref(&sealed))?;
             put_pcrs(&mut m, sealer.pcrs().as_ref())?;
-            let mut a = w.open_table(AUDIT)?;
+            drop(m);
+            let mut a = audit::Writer::open(&w, &audit_key)?;
             audit::append(
                 &mut a,
                 &actor,
@@ -432,17 +459,18 @@ impl Vault {
             .and_then(|c| c.certificate().ok())
             .map(|c| c.subject_text());
         let revoked = txn.open_table(REVOKED)?.len()? as usize;
-        let audit_table = txn.open_table(AUDIT)?;
-        let (audit_entries, audit_chain) = match audit::read_verified(&audit_table) {
-            Ok(v) => (v.len(), "ok".to_string()),
-            Err(e) => (audit_table.len()? as usize, e.to_string()),
-        };
+        // The chain is keyed: verifying it needs the vault key (`Vault::check_audit`).
+        let audit_entries = txn.open_table(AUDIT)?.len()? as usize;
+        let audit_chain = "not verified: the vault is not open".to_string();
         let mut warnings = Vec::new();
         if kind == SealerKind::Software {
             warnings.push("software sealer: NOT protected by a TPM".to_string());
         }
-        if audit_chain != "ok" {
-            warnings.push(format!("audit log: {audit_chain}"));
+        if kind == SealerKind::Tpm && blobs.iter().any(|b| !sealer::blob_erasable(b)) {
+            warnings.push(
+                "the vault key is sealed without the TPM's erase secret: a factory wipe would not make copies of vault.redb useless (opening the vault re-seals it)"
+                    .to_string(),
+            );
         }
         if blobs.len() > 1 {
             warnings.push(format!(
@@ -471,6 +499,7 @@ impl Vault {
             revoked,
             audit_entries,
             audit_chain,
+            audit_verified_now: None,
             unsealed: None,
             unseal_error: None,
             warnings,
@@ -576,6 +605,30 @@ impl Vault {
             "vault",
             &format!("pcrs={pcrs} predicted={}", values.join(",")),
         )
+    }
+
+    /// Replaces the sealed copy that opened this handle (sealed before erasable sealing
+    /// existed) by one sealed erasably now. Audited.
+    fn reseal_erasable(&mut self, sealer: &mut dyn Sealer) -> Result<()> {
+        let blob = sealer::seal_key(sealer, &self.dir, &self.key)?;
+        let old = self.opened_blob.clone();
+        self.audited(
+            |txn| {
+                let mut m = txn.open_table(META)?;
+                let mut blobs = sealed_blobs_w(&m)?;
+                match blobs.iter().position(|b| *b == old) {
+                    Some(pos) => blobs[pos] = blob.clone(),
+                    None => return Err(VaultError::Usage("the opened copy is gone".into())),
+                }
+                put_blobs(&mut m, &blobs)?;
+                Ok(())
+            },
+            "vault.reseal-erasable",
+            "vault",
+            "the vault key is now sealed with the TPM's erase secret (a wipe makes copies useless)",
+        )?;
+        self.opened_blob = blob;
+        Ok(())
     }
 
     /// Update, step 2 (after the updated system opened the vault and passed its health
@@ -693,7 +746,7 @@ impl Vault {
         let mut out = Vec::new();
         {
             let mut keys = txn.open_table(KEYS)?;
-            let mut a = txn.open_table(AUDIT)?;
+            let mut a = audit::Writer::open(&txn, &self.audit_key)?;
             for (pkcs8, certs, owner) in prepared {
                 let exists = keys.iter()?.any(|row| {
                     row.ok()
@@ -911,22 +964,125 @@ impl Vault {
         subject: &str,
         detail: &str,
     ) -> Result<T> {
+        self.audited_by(&self.actor, change, action, subject, detail)
+    }
+
+    /// [`Vault::audited`] with the entry naming `actor`.
+    pub(crate) fn audited_by<T>(
+        &self,
+        actor: &str,
+        change: impl FnOnce(&WriteTransaction) -> Result<T>,
+        action: &str,
+        subject: &str,
+        detail: &str,
+    ) -> Result<T> {
         let txn = self.begin_write()?;
         let v = change(&txn)?;
         {
-            let mut a = txn.open_table(AUDIT)?;
-            audit::append(&mut a, &self.actor, action, subject, detail)?;
+            let mut a = audit::Writer::open(&txn, &self.audit_key)?;
+            audit::append(&mut a, actor, action, subject, detail)?;
         }
         txn.commit()?;
         Ok(v)
     }
 
-    /// The audit log (buffered key uses written first), after verifying its hash chain.
+    /// The box's own TLS private key (PEM), if one is stored. It is kept like users' keys,
+    /// AES-256-GCM under the vault key, so it is never in clear on the disk. Unlike users'
+    /// keys it leaves the vault as bytes: the daemon's TLS library holds it in the same
+    /// process that holds the vault key.
+    pub fn tls_key(&self) -> Result<Option<Zeroizing<Vec<u8>>>> {
+        let txn = self.db.begin_read()?;
+        match meta_get(&txn, "tls_key")? {
+            Some(sealed) => cipher::open(self.key.bytes(), TLS_KEY_AAD, &sealed)
+                .map(Some)
+                .ok_or_else(|| VaultError::Corrupt("the TLS key record does not decrypt".into())),
+            None => Ok(None),
+        }
+    }
+
+    /// Stores (replaces) the box's TLS private key (PEM) encrypted under the vault key.
+    /// Audited with `why` (e.g. `created`, `moved from tls/box.key`).
+    pub fn store_tls_key(&self, pem: &[u8], why: &str) -> Result<()> {
+        let sealed = cipher::seal(self.key.bytes(), TLS_KEY_AAD, pem)?;
+        self.audited(
+            |txn| {
+                txn.open_table(META)?.insert("tls_key", sealed.as_slice())?;
+                Ok(())
+            },
+            "vault.tls-key",
+            "box",
+            why,
+        )
+    }
+
+    /// Appends an audit entry for an administrative action taken outside the vault (e.g. the
+    /// daemon's reset of admin access), named by `actor`. `action` must not use the vault's
+    /// own prefixes (`vault.`, `key.`, `ca.`, `cert.`).
+    pub fn record_event(
+        &self,
+        actor: &str,
+        action: &str,
+        subject: &str,
+        detail: &str,
+    ) -> Result<()> {
+        if ["vault.", "key.", "ca.", "cert."]
+            .iter()
+            .any(|p| action.starts_with(p))
+        {
+            return Err(VaultError::Usage(format!(
+                "{action:?} is one of the vault's own actions"
+            )));
+        }
+        let txn = self.begin_write()?;
+        {
+            let mut a = audit::Writer::open(&txn, &self.audit_key)?;
+            audit::append(&mut a, actor, action, subject, detail)?;
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// The audit log (buffered key uses written first), after verifying the whole chain:
+    /// links, plain hashes, every entry's MAC and the head.
     pub fn audit(&self) -> Result<Vec<AuditEntry>> {
         self.uses.flush()?;
         let txn = self.db.begin_read()?;
+        let keyed = check_key(&txn, &self.key)?;
         let t = txn.open_table(AUDIT)?;
-        audit::read_verified(&t)
+        match open_audit_meta(&txn)? {
+            Some(m) => audit::read_verified(&t, &m, &self.audit_key, keyed),
+            None if keyed => Err(VaultError::Corrupt(
+                "audit log: the keyed chain's head is missing".into(),
+            )),
+            // An unkeyed chain that did not verify at open (so it was not migrated).
+            None => audit::verify_unkeyed(&t).and_then(|_| {
+                Err(VaultError::Corrupt(
+                    "audit log: the chain is not keyed".into(),
+                ))
+            }),
+        }
+    }
+
+    /// The fast check `vault status` runs: verifies the entries after the last checkpoint
+    /// (links, hashes, MACs), the checkpoint's own entry and the head, then moves the
+    /// checkpoint to the last verified entry. Its cost does not grow with the log;
+    /// [`Vault::audit`] and [`Vault::verify`] read the whole chain.
+    pub fn check_audit(&self) -> Result<AuditCheck> {
+        self.uses.flush()?;
+        let (check, at) = {
+            let txn = self.db.begin_read()?;
+            let t = txn.open_table(AUDIT)?;
+            let m = open_audit_meta(&txn)?.ok_or_else(|| {
+                VaultError::Corrupt("audit log: the keyed chain's head is missing".into())
+            })?;
+            audit::verify_tail_at(&t, &m, &self.audit_key)?
+        };
+        if check.verified > 0 {
+            let txn = self.db.begin_write()?;
+            audit::advance_checkpoint(&txn, &self.audit_key, at)?;
+            txn.commit()?;
+        }
+        Ok(check)
     }
 
     /// Full integrity check: the audit chain verifies and every stored private key decrypts
@@ -945,6 +1101,11 @@ impl Vault {
 
     /// Stores an external recipient's certificate (public only), keyed by its email addresses.
     pub fn add_recipient_certificate(&self, cert: &Certificate) -> Result<()> {
+        self.add_recipient_certificate_by(cert, &self.actor)
+    }
+
+    /// [`Vault::add_recipient_certificate`] on behalf of `actor` (named in the audit entry).
+    pub fn add_recipient_certificate_by(&self, cert: &Certificate, actor: &str) -> Result<()> {
         if cert.emails.is_empty() {
             return Err(VaultError::Usage(
                 "the certificate names no email address".into(),
@@ -963,7 +1124,8 @@ impl Vault {
                 "the certificate names no usable email address".into(),
             ));
         }
-        self.audited(
+        self.audited_by(
+            actor,
             |txn| {
                 let mut t = txn.open_table(RECIPIENTS)?;
                 for e in &emails {
@@ -1005,15 +1167,64 @@ fn stored_sealer(txn: &redb::ReadTransaction) -> Result<SealerKind> {
     }
 }
 
-fn check_key(txn: &redb::ReadTransaction, key: &VaultSecret) -> Result<()> {
+/// The audit chain's head and checkpoint table (`None`: never written, or removed).
+fn open_audit_meta(
+    txn: &redb::ReadTransaction,
+) -> Result<Option<redb::ReadOnlyTable<&'static str, &'static [u8]>>> {
+    match txn.open_table(audit::AUDIT_META) {
+        Ok(t) => Ok(Some(t)),
+        Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Checks that `key` is this vault's key; `Ok(true)` when its audit chain is keyed.
+fn check_key(txn: &redb::ReadTransaction, key: &VaultSecret) -> Result<bool> {
     let check = meta_get(txn, "key_check")?
         .ok_or_else(|| VaultError::Corrupt("no key check record".into()))?;
-    match cipher::open(key.bytes(), KEY_CHECK_AAD, &check) {
-        Some(p) if p.as_slice() == KEY_CHECK_PLAIN => Ok(()),
-        _ => Err(VaultError::Unseal(
-            "the unsealed key is not this vault's key".into(),
-        )),
+    for (aad, keyed) in [(KEY_CHECK_AAD_KEYED, true), (KEY_CHECK_AAD, false)] {
+        if let Some(p) = cipher::open(key.bytes(), aad, &check)
+            && p.as_slice() == KEY_CHECK_PLAIN
+        {
+            return Ok(keyed);
+        }
     }
+    Err(VaultError::Unseal(
+        "the unsealed key is not this vault's key".into(),
+    ))
+}
+
+/// Keys the audit chain of a vault made before it was keyed (see `audit.rs`, "Migration"):
+/// verifies the plain chain, appends a keyed `audit.keyed` entry (which pins every older one)
+/// and marks the key check, in one transaction. A plain chain that does not verify is left
+/// as it is (its error shows in every read), never blessed.
+fn migrate_audit(db: &Database, key: &VaultSecret, actor: &str) -> Result<()> {
+    let audit_key = AuditKey::derive(key);
+    let txn = db.begin_write()?;
+    {
+        let n = match audit::verify_unkeyed(&txn.open_table(AUDIT)?) {
+            Ok(n) => n,
+            Err(_) => return Ok(()),
+        };
+        let mut a = audit::Writer::open(&txn, &audit_key)?;
+        audit::append(
+            &mut a,
+            actor,
+            "audit.keyed",
+            "vault",
+            &format!(
+                "the chain is keyed from here on; entries 1..={n} were hash-chained without a key"
+            ),
+        )?;
+        drop(a);
+        let mut m = txn.open_table(META)?;
+        m.insert(
+            "key_check",
+            cipher::seal(key.bytes(), KEY_CHECK_AAD_KEYED, KEY_CHECK_PLAIN)?.as_slice(),
+        )?;
+    }
+    txn.commit()?;
+    Ok(())
 }
 
 pub(crate) fn read_keys(txn: &redb::ReadTransaction) -> Result<Vec<KeyRecord>> {
@@ -1044,4 +1255,160 @@ fn certs_only(ders: &[Vec<u8>]) -> Vec<u8> {
         &der::set_of(&[]),
     ]);
     der::seq(&[&der::oid(SIGNED_DATA), &der::cons(0xa0, &[&sd])])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::SoftwareSealer;
+
+    fn software_key(dir: &Path) -> VaultSecret {
+        VaultSecret::from_bytes(
+            SoftwareSealer::danger_new()
+                .unseal(dir, b"")
+                .expect("software key"),
+        )
+    }
+
+    /// Rewrites the audit log in place; `f` gets every entry (plain hashes are recomputed by
+    /// the caller if it wants them consistent).
+    fn edit_entries(dir: &Path, f: impl Fn(&mut AuditEntry)) {
+        let db = Database::open(dir.join(DB_FILE)).expect("db");
+        let txn = db.begin_write().expect("w");
+        {
+            let mut t = txn.open_table(AUDIT).expect("t");
+            let all: Vec<AuditEntry> = t
+                .iter()
+                .expect("iter")
+                .map(|r| serde_json::from_slice(r.expect("row").1.value()).expect("entry"))
+                .collect();
+            for mut e in all {
+                f(&mut e);
+                t.insert(e.seq, serde_json::to_vec(&e).expect("json").as_slice())
+                    .expect("insert");
+            }
+        }
+        txn.commit().expect("commit");
+    }
+
+    /// What the code before the keyed chain left: entries without MACs, no head, the old key
+    /// check.
+    fn make_legacy(dir: &Path) {
+        let key = software_key(dir);
+        edit_entries(dir, |e| e.mac.clear());
+        let db = Database::open(dir.join(DB_FILE)).expect("db");
+        let txn = db.begin_write().expect("w");
+        txn.delete_table(audit::AUDIT_META).expect("drop head");
+        txn.open_table(META)
+            .expect("meta")
+            .insert(
+                "key_check",
+                cipher::seal(key.bytes(), KEY_CHECK_AAD, KEY_CHECK_PLAIN)
+                    .expect("seal")
+                    .as_slice(),
+            )
+            .expect("insert");
+        txn.commit().expect("commit");
+    }
+
+    fn new_vault(dir: &Path) {
+        let (v, _) = Vault::init(dir, &mut SoftwareSealer::danger_new()).expect("init");
+        v.record_event("test", "test.one", "vault", "1")
+            .expect("event");
+        v.record_event("test", "test.two", "vault", "2")
+            .expect("event");
+    }
+
+    #[test]
+    fn an_unkeyed_chain_is_keyed_when_the_vault_is_first_opened() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        new_vault(tmp.path());
+        make_legacy(tmp.path());
+        let v = Vault::open(tmp.path(), &mut SoftwareSealer::danger_new()).expect("open");
+        let log = v.audit().expect("the migrated chain verifies");
+        assert_eq!(log.len(), 4);
+        assert!(log[..3].iter().all(|e| e.mac.is_empty()));
+        assert_eq!(log[3].action, "audit.keyed");
+        assert!(!log[3].mac.is_empty());
+        assert_eq!(
+            log[3].prev, log[2].hash,
+            "the keyed entry pins the older ones"
+        );
+        v.record_event("test", "test.three", "vault", "3")
+            .expect("event");
+        assert_eq!(v.check_audit().expect("check").entries, 5);
+        drop(v);
+        // Opened again: nothing more to migrate.
+        let v = Vault::open(tmp.path(), &mut SoftwareSealer::danger_new()).expect("open");
+        assert_eq!(v.audit().expect("audit").len(), 5);
+        drop(v);
+
+        // An older entry rewritten with recomputed plain hashes is detected.
+        edit_entries(tmp.path(), |e| {
+            if e.seq == 2 {
+                e.detail = "forged".into();
+            }
+        });
+        let v = Vault::open(tmp.path(), &mut SoftwareSealer::danger_new()).expect("open");
+        assert!(v.audit().is_err());
+    }
+
+    #[test]
+    fn stripping_the_macs_does_not_pass_a_keyed_chain_off_as_unkeyed() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        new_vault(tmp.path());
+        // The attacker strips the MACs and the head, but cannot write the old key check.
+        edit_entries(tmp.path(), |e| e.mac.clear());
+        {
+            let db = Database::open(tmp.path().join(DB_FILE)).expect("db");
+            let txn = db.begin_write().expect("w");
+            txn.delete_table(audit::AUDIT_META).expect("drop head");
+            txn.commit().expect("commit");
+        }
+        let v = Vault::open(tmp.path(), &mut SoftwareSealer::danger_new()).expect("open");
+        let e = v.audit().expect_err("a keyed vault needs its head");
+        assert!(e.to_string().contains("head is missing"), "{e}");
+        assert!(v.check_audit().is_err());
+        assert!(
+            !v.audit()
+                .map(|l| l.iter().any(|e| e.action == "audit.keyed"))
+                .unwrap_or(false),
+            "it was not migrated again"
+        );
+    }
+
+    #[test]
+    fn the_database_is_readable_by_its_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().expect("tmp");
+        new_vault(tmp.path());
+        let mode = fs::metadata(tmp.path().join(DB_FILE))
+            .expect("db")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[test]
+    fn status_verifies_only_what_came_after_the_checkpoint() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        new_vault(tmp.path());
+        let v = Vault::open(tmp.path(), &mut SoftwareSealer::danger_new()).expect("open");
+        let first = v.check_audit().expect("check");
+        assert_eq!((first.entries, first.verified), (3, 3));
+        for i in 0..50 {
+            v.record_event("test", "test.more", "vault", &i.to_string())
+                .expect("event");
+        }
+        let second = v.check_audit().expect("check");
+        assert_eq!(
+            (second.entries, second.verified, second.checkpoint),
+            (53, 50, 3)
+        );
+        assert_eq!(v.check_audit().expect("check").verified, 0);
+        drop(v);
+        // The plain status does not need the key and reads no entries.
+        let st = Vault::status(tmp.path()).expect("status");
+        assert_eq!(st.audit_entries, 53);
+    }
 }

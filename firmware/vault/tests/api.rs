@@ -64,7 +64,8 @@ fn vault_keys_work_with_the_engine() {
         message::sign_message(b"Subject: s\r\n\r\nbody\r\n", &key, false, 0).expect("sign");
     let (_, verdict) =
         message::verify_message(&signed, None, &VerifyOptions::default()).expect("verify");
-    assert!(verdict.valid);
+    // No trust anchor given: the signature verifies, and the verdict is never `valid`.
+    assert!(verdict.signatures_valid && !verdict.valid);
 
     // Renewal: a new key signs; the old one still decrypts old mail.
     vault.ca_issue("ann@example.org").expect("renew");
@@ -124,6 +125,7 @@ fn vault_keys_work_with_the_engine() {
         "timing: in-process Vault::open (software sealer): {:?}",
         start.elapsed()
     );
+    vault.check_audit().expect("the keyed chain verifies");
     drop(vault);
     let st = Vault::status(tmp.path()).expect("status");
     assert!(
@@ -131,5 +133,5 @@ fn vault_keys_work_with_the_engine() {
             .iter()
             .any(|w| w == "software sealer: NOT protected by a TPM")
     );
-    assert_eq!(st.audit_chain, "ok");
+    assert!(st.audit_entries > 0);
 }

@@ -147,3 +147,76 @@ fn pcr_selection_is_stored_and_used_for_the_update() {
     let v = Vault::open(&data, &mut TpmSealer::new(&sw.tcti())).expect("opens with the new blob");
     assert_eq!(v.sealed_copies().expect("copies"), (2, Some(1)));
 }
+
+/// The sealer of the code before erasable sealing: version 1 blobs, no erase secret.
+struct LegacySealer(sealgate_tpm::Tpm);
+
+impl sealgate_vault::Sealer for LegacySealer {
+    fn kind(&self) -> sealgate_vault::SealerKind {
+        sealgate_vault::SealerKind::Tpm
+    }
+    fn seal(&mut self, _: &std::path::Path, key: &[u8; 32]) -> sealgate_vault::Result<Vec<u8>> {
+        Ok(self
+            .0
+            .seal(key, &PcrSelection::default())
+            .expect("seal")
+            .to_bytes())
+    }
+    fn unseal(
+        &mut self,
+        _: &std::path::Path,
+        blob: &[u8],
+    ) -> sealgate_vault::Result<sealgate_tpm::Zeroizing<[u8; 32]>> {
+        let b = sealgate_tpm::SealedBlob::from_bytes(blob).expect("blob");
+        Ok(self.0.unseal(&b).expect("unseal"))
+    }
+    fn describe(&self) -> String {
+        "legacy".into()
+    }
+    fn erase(&mut self, _: &std::path::Path) -> sealgate_vault::Result<bool> {
+        Ok(false)
+    }
+}
+
+/// A vault sealed before erasable sealing (version 1 blob) still opens, and is re-sealed with
+/// the erase secret at open, so the wipe then covers it.
+#[test]
+fn a_vault_sealed_without_the_erase_secret_opens_and_is_resealed() {
+    sealgate_tpm::quiet_library_logging();
+    let tmp = tempfile::tempdir().expect("tmp");
+    let sw = Swtpm::start(&tmp.path().join("t")).expect("swtpm (Debian package `swtpm`)");
+    let data = tmp.path().join("data");
+    let tcti = sw.tcti();
+    {
+        let mut legacy = LegacySealer(sw.connect().expect("connect"));
+        let (v, _) = Vault::init(&data, &mut legacy).expect("init");
+        drop(v);
+    }
+    let st = Vault::status(&data).expect("status");
+    assert!(
+        st.warnings.iter().any(|w| w.contains("erase secret")),
+        "{:?}",
+        st.warnings
+    );
+    let v = Vault::open(&data, &mut TpmSealer::new(&tcti)).expect("the old blob opens");
+    assert_eq!(v.sealed_copies().expect("copies"), (1, Some(0)));
+    assert!(
+        v.audit()
+            .expect("audit")
+            .iter()
+            .any(|e| e.action == "vault.reseal-erasable")
+    );
+    drop(v);
+    let st = Vault::status(&data).expect("status");
+    assert!(st.warnings.is_empty(), "{:?}", st.warnings);
+
+    // Now the wipe covers it: a copy taken after the re-seal does not open after the erase.
+    let copy = tmp.path().join("copy");
+    std::fs::create_dir(&copy).expect("dir");
+    std::fs::copy(data.join("vault.redb"), copy.join("vault.redb")).expect("copy");
+    Vault::open(&copy, &mut TpmSealer::new(&tcti)).expect("the copy opens before the wipe");
+    use sealgate_vault::Sealer;
+    assert!(TpmSealer::new(&tcti).erase(&data).expect("erase"));
+    let e = Vault::open(&copy, &mut TpmSealer::new(&tcti)).expect_err("wiped");
+    assert!(e.to_string().contains("wiped"), "{e}");
+}

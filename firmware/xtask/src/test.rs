@@ -52,6 +52,7 @@ const INTEROP_BINARIES: &[&str] = &[
     "vault_cli",
     "vault_tpm",
     "vault_crash",
+    "vault_audit",
     "docking",
     "system",
 ];

@@ -27,12 +27,12 @@ use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 use futures_util::StreamExt;
 use sealgate_smime::cert::Certificate;
-use sealgate_vault::{AccountInfo, PendingOutcome, Role, Vault, VaultError};
+use sealgate_vault::{AccountInfo, PendingOutcome, Role, Vault, VaultError, VaultKey};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 
 use crate::http::AppState;
-use crate::keys::{Key, KeyDirectory};
+use crate::keys::KeyStore;
 use crate::problem::Problem;
 use crate::settings::Scope;
 use session::{Lockout, Sessions};
@@ -86,32 +86,35 @@ impl AdminState {
     }
 }
 
-/// The daemon shares its vault between the key directory and the admin API.
-impl KeyDirectory for Arc<Vault> {
-    fn decryption_keys(&self, address: &str) -> Result<Vec<Key>, VaultError> {
-        KeyDirectory::decryption_keys(self.as_ref(), address)
+/// The daemon shares its vault between the key store and the admin API.
+impl KeyStore for Arc<Vault> {
+    fn decryption_keys(&self, address: &str) -> Result<Vec<Arc<VaultKey>>, VaultError> {
+        KeyStore::decryption_keys(self.as_ref(), address)
     }
-    fn signing_key(&self, address: &str) -> Result<Option<Key>, VaultError> {
-        KeyDirectory::signing_key(self.as_ref(), address)
+    fn signing_key(&self, address: &str) -> Result<Option<Arc<VaultKey>>, VaultError> {
+        KeyStore::signing_key(self.as_ref(), address)
     }
     fn encryption_certificate(
         &self,
         address: &str,
         now: i64,
     ) -> Result<Option<Certificate>, VaultError> {
-        KeyDirectory::encryption_certificate(self.as_ref(), address, now)
+        KeyStore::encryption_certificate(self.as_ref(), address, now)
     }
     fn certificates(
         &self,
         address: &str,
     ) -> Result<(Option<Certificate>, Vec<Certificate>), VaultError> {
-        KeyDirectory::certificates(self.as_ref(), address)
+        KeyStore::certificates(self.as_ref(), address)
     }
     fn anchors(&self) -> Vec<Certificate> {
-        KeyDirectory::anchors(self.as_ref())
+        KeyStore::anchors(self.as_ref())
     }
-    fn add_recipient_certificate(&self, cert: &Certificate) -> Result<(), VaultError> {
-        KeyDirectory::add_recipient_certificate(self.as_ref(), cert)
+    fn revoked(&self) -> Vec<sealgate_smime::signed::Revoked> {
+        KeyStore::revoked(self.as_ref())
+    }
+    fn add_recipient_certificate(&self, cert: &Certificate, actor: &str) -> Result<(), VaultError> {
+        KeyStore::add_recipient_certificate(self.as_ref(), cert, actor)
     }
     fn add_pending_certificate(
         &self,
@@ -119,7 +122,7 @@ impl KeyDirectory for Arc<Vault> {
         reason: &str,
         requested_by: &str,
     ) -> Result<PendingOutcome, VaultError> {
-        KeyDirectory::add_pending_certificate(self.as_ref(), cert, reason, requested_by)
+        KeyStore::add_pending_certificate(self.as_ref(), cert, reason, requested_by)
     }
 }
 

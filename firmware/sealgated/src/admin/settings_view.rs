@@ -8,8 +8,8 @@
 use serde_json::{Map, Value, json};
 
 use crate::settings::{
-    Admin, Auth, ByteCount, Cidr, Cipher, Docking, EncryptFailure, Fingerprint, Log, MissingPolicy,
-    PinnedClient, Seconds, Settings, SignPolicy, Smtp, Tls,
+    Admin, Auth, ByteCount, Cidr, Cipher, Docking, EncryptFailure, Fingerprint, Limits, Log,
+    MissingPolicy, PinnedClient, Seconds, Settings, SignPolicy, Smtp, Tls,
 };
 
 /// The name a value is spelled with in the settings file (the first of `names` that parses to
@@ -61,6 +61,7 @@ pub fn view(s: &Settings) -> Value {
         auth,
         smtp,
         log,
+        limits,
     } = s;
     let Docking {
         listen,
@@ -74,6 +75,7 @@ pub fn view(s: &Settings) -> Value {
         sign,
         cipher,
         trust_anchors,
+        allow_weak_signatures,
     } = docking;
     let Cipher(cipher) = cipher;
     let cipher_name = ["aes256-cbc", "aes128-cbc", "aes256-gcm", "aes128-gcm"]
@@ -95,6 +97,7 @@ pub fn view(s: &Settings) -> Value {
         "sign": spelled::<SignPolicy>(*sign, &["never", "if-key", "always"]),
         "cipher": cipher_name,
         "trust_anchors": path(trust_anchors),
+        "allow_weak_signatures": allow_weak_signatures,
     });
     let Admin { listen } = admin;
     let admin = json!({ "listen": listen.to_string() });
@@ -141,6 +144,10 @@ pub fn view(s: &Settings) -> Value {
         "max_processing_attempts": max_processing_attempts,
         "encrypt_failure": spelled::<EncryptFailure>(*encrypt_failure, &["hold", "send-plain"]),
     });
+    let Limits {
+        max_recipient_entries,
+        max_signers,
+    } = limits;
     let Log { level } = log;
     json!({
         "docking": docking,
@@ -149,6 +156,10 @@ pub fn view(s: &Settings) -> Value {
         "auth": auth,
         "smtp": smtp,
         "log": { "level": level },
+        "limits": {
+            "max_recipient_entries": max_recipient_entries,
+            "max_signers": max_signers,
+        },
     })
 }
 
@@ -185,7 +196,7 @@ mod tests {
     fn defaults_show_every_section_and_nothing_changed() {
         let d = Settings::default();
         let v = view(&d);
-        for section in ["docking", "admin", "tls", "auth", "smtp", "log"] {
+        for section in ["docking", "admin", "tls", "auth", "smtp", "log", "limits"] {
             assert!(v[section].is_object(), "{section}");
         }
         assert_eq!(v["docking"]["missing"], "reject");

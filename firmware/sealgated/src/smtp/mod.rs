@@ -41,7 +41,7 @@ use tokio::task::JoinHandle;
 use crate::audit::AuditLog;
 use crate::docking;
 use crate::identity::{hex, random};
-use crate::keys::KeyDirectory;
+use crate::keys::KeyStore;
 use crate::settings::Settings;
 
 /// What the hand-off needs from the daemon.
@@ -51,7 +51,7 @@ pub struct HandOff {
     /// The data directory.
     pub data_dir: PathBuf,
     /// Keys and certificates.
-    pub keys: Arc<dyn KeyDirectory>,
+    pub keys: Arc<dyn KeyStore>,
     /// Configured trust anchors.
     pub anchors: Arc<Vec<Certificate>>,
     /// The audit log.
@@ -299,10 +299,20 @@ async fn deliver(sh: &Arc<Shared>, id: &str) -> bool {
     let to = env.to.clone();
     let from = env.from.clone();
     let direction = env.direction;
+    // Key uses are audited under the hand-off, the client's pinned name if any, and the
+    // address that submitted the message.
+    let actor = crate::keys::actor(
+        match direction {
+            Direction::Decrypt => "smtp-decrypt",
+            Direction::Encrypt => "smtp-encrypt",
+        },
+        env.client_name.as_deref().unwrap_or_default(),
+        &env.client,
+    );
     let processed = tokio::task::spawn_blocking(move || {
         let _w = worker;
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
-        process::guarded(|| process::process(&sh2, direction, &from, &to, msg, now))
+        process::guarded(|| process::process(&sh2, direction, &actor, &from, &to, msg, now))
     })
     .await;
     let processed = match processed {

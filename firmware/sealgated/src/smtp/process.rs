@@ -205,6 +205,7 @@ fn with_headers(sh: &Shared, verb: &str, result: &str, body: &[u8], now: i64) ->
 pub(super) fn process(
     sh: &Shared,
     direction: Direction,
+    actor: &str,
     from: &str,
     to: &[String],
     msg: Vec<u8>,
@@ -219,7 +220,8 @@ pub(super) fn process(
             outcome: "loop-passed-unchanged".into(),
         };
     }
-    let keys = sh.h.keys.as_ref();
+    let acting = crate::keys::Acting::new(sh.h.keys.as_ref(), actor.to_string());
+    let keys = &acting;
     let failed = |p: &crate::problem::Problem| {
         let mut r = format!("result=failed; problem=\"{}\"", p.uri());
         if let Some(m) = &p.missing {

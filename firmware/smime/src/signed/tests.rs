@@ -377,9 +377,15 @@ fn roundtrip(name: &str, scheme: Option<SignScheme>, algorithm: &str) {
         let chain = s.chain.as_ref().unwrap();
         assert!(chain.valid, "{chain:?}");
         assert_eq!(chain.path.len(), 3, "{chain:?}");
-        // Without anchors: the signature alone.
+        // Without anchors: the signature alone, and never `valid`.
         let v = verify(&cms, detached.then_some(MSG), &VerifyOptions::default()).unwrap();
-        assert!(v.valid && !v.chain_checked && v.signers[0].chain.is_none());
+        assert!(v.signatures_valid && !v.chain_checked && v.signers[0].chain.is_none());
+        assert!(!v.valid, "no chain checked must not be valid");
+        assert_eq!(v.chain, ChainCheck::Unchecked);
+        assert_eq!(
+            serde_json::to_value(&v).unwrap()["chain"],
+            serde_json::json!("unchecked")
+        );
     }
 }
 
@@ -743,9 +749,17 @@ fn we_verify_openssl_signatures() {
     let v = verify(&cms, Some(MSG), &anchors()).unwrap();
     assert!(v.valid, "{v:#?}");
     assert_eq!(v.signers[0].algorithm, "rsa-pss-sha256");
-    // SHA-1: valid but weak.
+    // SHA-1: refused as weak by default; valid (and still marked weak) when allowed.
     let cms = openssl_sign("rsa", &["-md", "sha1"]);
     let v = verify(&cms, Some(MSG), &anchors()).unwrap();
+    assert!(!v.valid, "{v:#?}");
+    assert_eq!(v.signers[0].signature, SignatureStatus::Weak);
+    assert!(v.signers[0].weak.iter().any(|w| w == "sha-1 digest"));
+    let allow = VerifyOptions {
+        allow_weak: true,
+        ..anchors()
+    };
+    let v = verify(&cms, Some(MSG), &allow).unwrap();
     assert!(v.valid, "{v:#?}");
     assert!(v.signers[0].weak.iter().any(|w| w == "sha-1 digest"));
     // Signer identified by subject key identifier.
@@ -771,4 +785,151 @@ fn we_verify_openssl_signatures() {
     let v = verify(&cms, Some(MSG), &anchors()).unwrap();
     assert_eq!(v.signers.len(), 2);
     assert!(v.valid, "{v:#?}");
+}
+
+#[test]
+fn signers_beyond_the_limit_are_not_verified() {
+    let p = &pki().path;
+    let f = |n: &str| p.join(n).to_string_lossy().into_owned();
+    let (p256, p256k, p384, p384k) = (f("p256.pem"), f("p256.key"), f("p384.pem"), f("p384.key"));
+    let cms = openssl_sign(
+        "rsa",
+        &[
+            "-signer", &p256, "-inkey", &p256k, "-signer", &p384, "-inkey", &p384k,
+        ],
+    );
+    assert!(verify(&cms, Some(MSG), &anchors()).unwrap().valid);
+    let capped = VerifyOptions {
+        limits: crate::Limits {
+            max_signers: 2,
+            ..crate::Limits::default()
+        },
+        ..anchors()
+    };
+    let v = verify(&cms, Some(MSG), &capped).unwrap();
+    assert_eq!(v.signers.len(), 3, "{v:#?}");
+    assert_eq!(v.signers[2].signature, SignatureStatus::NotVerified);
+    assert!(v.signers[2].reasons[0].contains("1 more signers not verified"));
+    assert!(!v.valid && !v.signatures_valid);
+}
+
+#[test]
+fn chain_revoked_by_the_callers_own_list() {
+    let c = cert("p256");
+    let o = VerifyOptions {
+        revoked: vec![Revoked {
+            issuer: c.issuer.clone(),
+            serial: c.serial.clone(),
+        }],
+        ..anchors()
+    };
+    let (v, ch) = chain_of("p256", &o);
+    assert!(!v.valid && !ch.valid);
+    assert!(ch.reasons.iter().any(|r| r.contains("revoked")), "{ch:?}");
+    // Another serial of the same issuer is fine.
+    let (v, _) = chain_of("p384", &o);
+    assert!(v.valid);
+}
+
+#[test]
+fn chain_is_checked_now_not_at_the_claimed_signing_time() {
+    // A certificate valid from 10 to 20 days from now, and a signature claiming to be made
+    // 15 days from now: the claim must not make the chain valid today.
+    let p = &pki().path;
+    let d = tempfile::tempdir().unwrap();
+    let stamp = |t: i64| {
+        let t = time::OffsetDateTime::from_unix_timestamp(t).unwrap();
+        format!(
+            "{:04}{:02}{:02}000000Z",
+            t.year(),
+            u8::from(t.month()),
+            t.day()
+        )
+    };
+    for f in ["inter.pem", "inter.key", "ca.cnf", "ext.cnf"] {
+        std::fs::copy(p.join(f), d.path().join(f)).unwrap();
+    }
+    std::fs::write(d.path().join("index.txt"), "").unwrap();
+    std::fs::write(d.path().join("serial"), "2000\n").unwrap();
+    std::fs::write(d.path().join("crlnumber"), "01\n").unwrap();
+    run(
+        d.path(),
+        &[
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-out",
+            "later.key",
+        ],
+    );
+    run(
+        d.path(),
+        &[
+            "req",
+            "-new",
+            "-key",
+            "later.key",
+            "-subj",
+            "/CN=later",
+            "-out",
+            "later.csr",
+        ],
+    );
+    let (start, end) = (stamp(now() + 10 * 86400), stamp(now() + 20 * 86400));
+    run(
+        d.path(),
+        &[
+            "ca",
+            "-batch",
+            "-notext",
+            "-config",
+            "ca.cnf",
+            "-in",
+            "later.csr",
+            "-out",
+            "later.pem",
+            "-startdate",
+            &start,
+            "-enddate",
+            &end,
+            "-extfile",
+            "ext.cnf",
+            "-extensions",
+            "leaf_ec",
+        ],
+    );
+    let mut chain = std::fs::read(d.path().join("later.pem")).unwrap();
+    chain.extend(std::fs::read(p.join("inter.pem")).unwrap());
+    let k =
+        SoftwareKey::from_key_and_cert(&std::fs::read(d.path().join("later.key")).unwrap(), &chain)
+            .unwrap();
+    let claimed = now() + 15 * 86400;
+    let (cms, _) = sign(
+        MSG,
+        &k,
+        &SignOptions {
+            signing_time: claimed,
+            ..opts(None, true)
+        },
+    )
+    .unwrap();
+    let v = verify(&cms, Some(MSG), &anchors()).unwrap();
+    assert_eq!(v.signers[0].signature, SignatureStatus::Valid);
+    assert!(
+        !v.valid,
+        "a claimed signingTime must not validate the chain: {v:#?}"
+    );
+    let c = v.signers[0].chain.as_ref().unwrap();
+    assert!(
+        c.reasons.iter().any(|r| r.starts_with("not yet valid")),
+        "{c:?}"
+    );
+    // A trusted time (the caller's) is used as given.
+    let at = VerifyOptions {
+        at: Some(claimed),
+        ..anchors()
+    };
+    assert!(verify(&cms, Some(MSG), &at).unwrap().valid);
 }

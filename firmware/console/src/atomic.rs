@@ -1,0 +1,129 @@
+//! The box's one way to write a file that must survive a power cut: a temporary file in the
+//! same folder, fsync, rename over the target, fsync of the folder. A reader (or the next
+//! boot) sees the old content or the new one, never an empty or half-written file. The
+//! shell scripts use it through `sealgate-console write-file PATH` (busybox cannot fsync a
+//! folder), the console's own writes call [`write_atomic`].
+//!
+//! A replaced file keeps its mode and owner (so a file the daemon reads stays readable to
+//! it whoever rewrites it); a new file gets `mode` and the writer's owner.
+
+use std::fs;
+use std::io::{Read, Write};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+
+/// The largest file `write-file` takes from stdin (settings, network settings, markers).
+pub const MAX_STDIN: u64 = 1024 * 1024;
+
+/// Writes `data` to `path` atomically; see the module documentation.
+pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<()> {
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .with_context(|| format!("{}: no file name", path.display()))?;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let old = fs::metadata(path).ok();
+    let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
+    let _ = fs::remove_file(&tmp);
+    let result = (|| -> Result<()> {
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&tmp)
+            .with_context(|| format!("creating {}", tmp.display()))?;
+        if let Some(m) = &old {
+            f.set_permissions(fs::Permissions::from_mode(m.mode() & 0o7777))?;
+            // Only root may give a file away; anyone else keeps their own.
+            let _ = std::os::unix::fs::fchown(&f, Some(m.uid()), Some(m.gid()));
+        }
+        f.write_all(data)
+            .with_context(|| format!("writing {}", tmp.display()))?;
+        f.sync_all()
+            .with_context(|| format!("fsync {}", tmp.display()))?;
+        fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))?;
+        fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .with_context(|| format!("fsync of the folder {}", dir.display()))?;
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// `write-file PATH [--mode OCTAL]`: stdin, which must not be empty, to `PATH` atomically.
+pub fn write_file_command(args: &[&str], stdin: &mut dyn Read) -> Result<()> {
+    let (path, mode) = match args {
+        [path] => (*path, 0o644),
+        [path, "--mode", m] => (
+            *path,
+            u32::from_str_radix(m, 8)
+                .ok()
+                .filter(|m| *m <= 0o777)
+                .with_context(|| format!("--mode {m}: not an octal mode"))?,
+        ),
+        _ => bail!("usage: sealgate-console write-file PATH [--mode OCTAL] <CONTENT"),
+    };
+    let mut data = Vec::new();
+    stdin
+        .take(MAX_STDIN + 1)
+        .read_to_end(&mut data)
+        .context("reading stdin")?;
+    if data.len() as u64 > MAX_STDIN {
+        bail!("more than {MAX_STDIN} bytes on stdin");
+    }
+    if data.is_empty() {
+        bail!("nothing on stdin: refusing to write an empty {path}");
+    }
+    write_atomic(Path::new(path), &data, mode)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replaces_a_file_keeping_its_mode_and_leaves_no_temporary() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("settings.toml");
+        write_atomic(&p, b"one\n", 0o600).unwrap();
+        assert_eq!(fs::metadata(&p).unwrap().mode() & 0o777, 0o600);
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o640)).unwrap();
+        write_atomic(&p, b"two\n", 0o600).unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"two\n");
+        assert_eq!(fs::metadata(&p).unwrap().mode() & 0o777, 0o640);
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names.len(), 1, "{names:?}");
+    }
+
+    #[test]
+    fn the_command_refuses_empty_input_and_bad_modes() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("network.conf");
+        let ps = p.to_str().unwrap();
+        assert!(write_file_command(&[ps], &mut &b""[..]).is_err());
+        assert!(!p.exists(), "no empty file");
+        assert!(write_file_command(&[ps, "--mode", "999"], &mut &b"x\n"[..]).is_err());
+        assert!(write_file_command(&[ps, "--mode"], &mut &b"x\n"[..]).is_err());
+        write_file_command(&[ps, "--mode", "600"], &mut &b"mode=dhcp\n"[..]).unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"mode=dhcp\n");
+        assert_eq!(fs::metadata(&p).unwrap().mode() & 0o777, 0o600);
+        let big = vec![b'x'; MAX_STDIN as usize + 1];
+        assert!(write_file_command(&[ps], &mut &big[..]).is_err());
+        assert_eq!(fs::read(&p).unwrap(), b"mode=dhcp\n", "unchanged");
+        // A missing folder is an error, not a half-made file.
+        let q = dir.path().join("nope/x");
+        assert!(write_file_command(&[q.to_str().unwrap()], &mut &b"x"[..]).is_err());
+    }
+}

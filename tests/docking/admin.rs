@@ -467,3 +467,70 @@ fn admin_socket_admits_root_and_the_daemons_uid_only() {
     let (code, _) = socket_curl(&sock, None, "POST", "/api/v1/admin/setup");
     assert_eq!(code, 400);
 }
+
+const CLAIM_AND_LOGIN: &str = r#"
+import os, requests
+A, ca = os.environ["BASE"] + "/api/v1/admin", os.environ["CA"]
+PW = "correct horse battery staple"
+if os.environ.get("SETUP"):
+    r = requests.post(A + "/setup", verify=ca, json={"setup_token": os.environ["SETUP"], "username": os.environ["USER_NAME"], "password": PW})
+    print("claim", r.status_code)
+r = requests.post(A + "/session", verify=ca, json={"username": os.environ["LOGIN"], "password": PW})
+print("login", r.status_code)
+"#;
+
+#[test]
+fn console_reset_of_admin_access_removes_every_admin_account() {
+    require_tool("python3", "python3");
+    let dir = tempfile::tempdir().expect("tmp");
+    let d = Daemon::start(dir.path(), "");
+    let env = |d: &Daemon, setup: Option<String>, user: &str, login: &str| {
+        vec![
+            ("BASE", d.admin_url("")),
+            ("CA", d.ca_file().display().to_string()),
+            ("SETUP", setup.unwrap_or_default()),
+            ("USER_NAME", user.to_string()),
+            ("LOGIN", login.to_string()),
+        ]
+    };
+    let out = python(
+        dir.path(),
+        CLAIM_AND_LOGIN,
+        &env(&d, d.setup_token.clone(), "old", "old"),
+    );
+    assert!(
+        out.contains("claim 201") && out.contains("login 200"),
+        "{out}"
+    );
+    let mut d = d;
+    // The console's action: the request file, then a restart of the daemon.
+    std::fs::write(dir.path().join("reset-admin.request"), b"reset\n").expect("request");
+    assert!(d.terminate().0.success());
+    let d = Daemon::start(dir.path(), "");
+    assert!(
+        d.console
+            .iter()
+            .any(|l| l.contains("admin access reset: 1 admin account(s) removed")),
+        "{:?}",
+        d.console
+    );
+    // The earlier account is dead; the new setup token claims the box again, once.
+    let setup = d.setup_token.clone().expect("a new setup token");
+    let out = python(dir.path(), CLAIM_AND_LOGIN, &env(&d, None, "", "old"));
+    assert!(out.contains("login 401"), "{out}");
+    let out = python(
+        dir.path(),
+        CLAIM_AND_LOGIN,
+        &env(&d, Some(setup.clone()), "new", "new"),
+    );
+    assert!(
+        out.contains("claim 201") && out.contains("login 200"),
+        "{out}"
+    );
+    let out = python(
+        dir.path(),
+        CLAIM_AND_LOGIN,
+        &env(&d, Some(setup), "evil", "new"),
+    );
+    assert!(out.contains("claim 410"), "{out}");
+}

@@ -328,7 +328,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     ));
 
     let tokens = tokens::TokenStore::new(&data_dir);
-    // The console's "reset admin access": every admin-scoped token goes, setup opens again.
+    // The console's "reset admin access": every admin account (first: deleting them is
+    // idempotent, so a crash before the request is done deletes again) and every
+    // admin-scoped token goes, setup opens again.
+    if data_dir.join(tokens::ADMIN_RESET_REQUEST).exists() {
+        let removed = vault.remove_all_admin_accounts("console")?;
+        console(&format!(
+            "admin access reset: {} admin account(s) removed",
+            removed.len()
+        ));
+    }
     if let Some(revoked) = tokens.apply_admin_reset_request()? {
         vault.record_event(
             "console",

@@ -316,6 +316,32 @@ impl Vault {
         Ok(true)
     }
 
+    /// Deletes every account (the console's "reset admin access": every earlier admin
+    /// credential dies, and the next setup token claims the box again). Returns the deleted
+    /// names; idempotent. Audited (`admin.accounts-reset`) when there was any.
+    pub fn remove_all_admin_accounts(&self, actor: &str) -> Result<Vec<String>> {
+        let names: Vec<String> = self
+            .admin_accounts()?
+            .into_iter()
+            .map(|a| a.username)
+            .collect();
+        if names.is_empty() {
+            return Ok(names);
+        }
+        self.audited_by(
+            actor,
+            |txn| {
+                let mut t = txn.open_table(ACCOUNTS)?;
+                t.retain(|_, _| false)?;
+                Ok(())
+            },
+            "admin.accounts-reset",
+            "admin-accounts",
+            &format!("removed={}", names.join(",")),
+        )?;
+        Ok(names)
+    }
+
     /// Deletes an account; the last `admin` cannot be deleted. Audited
     /// (`admin.account-delete`).
     pub fn delete_admin_account(&self, actor: &str, username: &str) -> Result<()> {
@@ -459,6 +485,14 @@ mod tests {
                 .is_some()
         );
         v.record_admin_event("root", "admin.logout", "root", "")
+            .unwrap();
+        assert_eq!(
+            v.remove_all_admin_accounts("console").unwrap(),
+            vec!["root"]
+        );
+        assert!(v.admin_accounts().unwrap().is_empty());
+        assert!(v.remove_all_admin_accounts("console").unwrap().is_empty());
+        v.create_first_admin("setup-token", "new", "correct horse battery")
             .unwrap();
         let log = v.audit().unwrap();
         assert!(

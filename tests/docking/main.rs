@@ -8,6 +8,7 @@
 
 #![allow(clippy::unwrap_used, clippy::panic, missing_docs)]
 
+mod admin;
 mod box_admin;
 mod box_mode;
 mod harness;

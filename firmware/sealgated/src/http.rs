@@ -1132,7 +1132,8 @@ pub fn docking_routes(cfg: &mut web::ServiceConfig) {
     .default_service(web::to(not_found));
 }
 
-/// The admin listener's routes (the admin API proper is later work).
+/// The admin listener's health and first-boot setup routes (the admin API is `admin::routes`,
+/// mounted before these).
 pub fn admin_routes(cfg: &mut web::ServiceConfig) {
     cfg.app_data(web::PayloadConfig::new(4096))
         .service(

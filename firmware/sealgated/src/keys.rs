@@ -105,6 +105,9 @@ pub trait KeyStore: Send + Sync {
         reason: &str,
         requested_by: &str,
     ) -> Result<PendingOutcome, VaultError>;
+    /// Forgets what is cached, so that a change made through the admin API (import, issue,
+    /// revocation) takes effect at once.
+    fn forget_cached(&self) {}
 }
 
 /// A [`KeyStore`] seen by one caller: every key it hands out records its uses under `actor`.
@@ -325,6 +328,15 @@ fn unix_now() -> i64 {
 }
 
 impl<D: KeyStore> KeyStore for Cached<D> {
+    fn forget_cached(&self) {
+        if let Ok(mut m) = self.entries.lock() {
+            m.clear();
+        }
+        if let Ok(mut a) = self.anchors.lock() {
+            *a = None;
+        }
+    }
+
     fn decryption_keys(&self, address: &str) -> Result<Vec<Arc<VaultKey>>, VaultError> {
         Ok(self.entry(address, unix_now())?.decryption)
     }

@@ -1,7 +1,8 @@
 //! `sealgated`: Sealgate's gateway daemon.
 //!
 //! One process: the docking API (HTTPS) for third-party mail security gateways, the SMTP
-//! hand-off listeners, and the admin listener (health and first-boot setup for now). It reads
+//! hand-off listeners, and the admin listener (health, first-boot setup and the admin API,
+//! `admin/`). It reads
 //! one settings file (`--settings`, else `DATA/settings.toml` if present, else the built-in
 //! developer-host defaults) and the key vault in the data directory. On the box it runs with
 //! `--box`: the file is read over the box's shipped settings, and a missing, empty or damaged
@@ -19,6 +20,7 @@
 
 #![forbid(unsafe_code)]
 
+mod admin;
 mod audit;
 mod certs;
 mod docking;
@@ -326,16 +328,37 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     ));
 
     let tokens = tokens::TokenStore::new(&data_dir);
-    // The console's "reset admin access": every admin-scoped token goes, setup opens again.
-    // A reset that cannot be applied is said on the console; the daemon still starts (the
-    // request stays, so the next start tries again).
-    let reset = tokens.apply_admin_reset_request().unwrap_or_else(|e| {
-        console(&format!(
-            "ADMIN RESET NOT APPLIED: {}; it is tried again at the next start",
-            one_line(&format!("{e:#}"))
-        ));
+    // The console's "reset admin access": every admin account (first: deleting them is
+    // idempotent, so a crash before the request is done deletes again) and every
+    // admin-scoped token goes, setup opens again. A reset that cannot be applied is said on
+    // the console; the daemon still starts (the request stays, so the next start tries again).
+    let mut accounts_reset = true;
+    if data_dir.join(tokens::ADMIN_RESET_REQUEST).exists() {
+        match vault.remove_all_admin_accounts("console") {
+            Ok(removed) => console(&format!(
+                "admin access reset: {} admin account(s) removed",
+                removed.len()
+            )),
+            Err(e) => {
+                accounts_reset = false;
+                console(&format!(
+                    "ADMIN RESET NOT APPLIED: {}; it is tried again at the next start",
+                    one_line(&format!("{e:#}"))
+                ));
+            }
+        }
+    }
+    let reset = if accounts_reset {
+        tokens.apply_admin_reset_request().unwrap_or_else(|e| {
+            console(&format!(
+                "ADMIN RESET NOT APPLIED: {}; it is tried again at the next start",
+                one_line(&format!("{e:#}"))
+            ));
+            None
+        })
+    } else {
         None
-    });
+    };
     if let Some(revoked) = reset {
         vault.record_event(
             "console",
@@ -381,6 +404,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         n => n,
     };
     let audit = Arc::new(audit::AuditLog::open(&data_dir)?);
+    let vault = Arc::new(vault);
+    let admin_state = web::Data::new(admin::AdminState::new(vault.clone()));
     let keys: Arc<dyn keys::KeyStore> = Arc::new(keys::Cached::new(vault, Duration::from_secs(30)));
     let anchors = Arc::new(anchors);
     let state = web::Data::new(http::AppState {
@@ -430,9 +455,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         .listen_rustls_0_23(docking_listener, docking_tls)?
         .run();
         let st = state.clone();
+        let ad = admin_state.clone();
         let admin = HttpServer::new(move || {
             App::new()
                 .app_data(st.clone())
+                .app_data(ad.clone())
+                .configure(admin::routes)
                 .configure(http::admin_routes)
         })
         .client_request_timeout(Duration::from_secs(30))
@@ -441,12 +469,49 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         .disable_signals()
         .listen_rustls_0_23(admin_listener, admin_tls)?
         .run();
+        // The admin API on DATA/admin.sock (uid-authenticated); the daemon runs without it
+        // if it cannot be bound (a data directory path too long for a socket).
+        let socket = match admin::socket::bind(&data_dir) {
+            Ok((l, path, uid)) => {
+                let _ = admin_state.own_uid.set(uid);
+                let st = state.clone();
+                let ad = admin_state.clone();
+                let server = HttpServer::new(move || {
+                    App::new()
+                        .app_data(st.clone())
+                        .app_data(ad.clone())
+                        .configure(admin::routes)
+                        .configure(http::admin_routes)
+                })
+                .on_connect(admin::socket::on_connect)
+                .client_request_timeout(Duration::from_secs(30))
+                .workers(1)
+                .shutdown_timeout(10)
+                .disable_signals()
+                .listen_uds(l)?
+                .run();
+                Some((server, path))
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "the admin socket is not available");
+                None
+            }
+        };
         let docking_handle = docking.handle();
         let admin_handle = admin.handle();
         actix_web::rt::spawn(docking);
         actix_web::rt::spawn(admin);
+        let socket_handle = socket.map(|(server, path)| {
+            let h = server.handle();
+            actix_web::rt::spawn(server);
+            console(&format!("admin socket {}", path.display()));
+            admin_state.add_listener("admin-socket", path.display());
+            h
+        });
         console(&format!("listening docking {docking_addr}"));
         console(&format!("listening admin {admin_addr}"));
+        admin_state.add_listener("docking", docking_addr);
+        admin_state.add_listener("admin", admin_addr);
 
         let hand_off = smtp::start(smtp::HandOff {
             settings: settings.clone(),
@@ -460,6 +525,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         .await?;
         for (name, addr) in hand_off.listening() {
             console(&format!("listening {name} {addr}"));
+            admin_state.add_listener(name, addr);
         }
         tracing::info!(%docking_addr, %admin_addr, "ready");
         console("ready");
@@ -468,6 +534,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         tracing::info!("stopping");
         hand_off.stop().await;
         tokio::join!(docking_handle.stop(true), admin_handle.stop(true));
+        if let Some(h) = socket_handle {
+            h.stop(true).await;
+        }
         console("stopped");
         anyhow::Ok(())
     })

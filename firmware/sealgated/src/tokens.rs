@@ -173,6 +173,43 @@ impl TokenStore {
 }
 
 impl TokenStore {
+    /// Every token's record (names, scopes, hashes), for the admin API.
+    pub fn list(&self) -> anyhow::Result<Vec<TokenRecord>> {
+        self.records()
+    }
+
+    /// Uses the setup token to claim the box through the admin API: under the setup lock,
+    /// runs `claim` (which creates the first administrator) if `presented` is the setup
+    /// token, and spends the token only if `claim` succeeded. `Ok(None)`: wrong token;
+    /// `Err(SetupError::Done)`: the token was used (here or by `POST /api/v1/setup`).
+    pub fn claim_setup<T, E>(
+        &self,
+        presented: &str,
+        claim: impl FnOnce() -> Result<T, E>,
+    ) -> Result<Option<Result<T, E>>, SetupError> {
+        let _g = self
+            .setup_lock
+            .lock()
+            .map_err(|_| SetupError::Internal("setup lock poisoned".into()))?;
+        if !self.setup_pending() {
+            return Err(SetupError::Done);
+        }
+        let stored = fs::read_to_string(self.dir.join(SETUP_FILE))
+            .map_err(|e| SetupError::Internal(e.to_string()))?;
+        // Both sides are hashes: comparing them tells nothing about the stored token.
+        if stored.trim() != token_hash(presented.trim()) {
+            return Ok(None);
+        }
+        let v = match claim() {
+            Ok(v) => v,
+            Err(e) => return Ok(Some(Err(e))),
+        };
+        fs::rename(self.dir.join(SETUP_FILE), self.dir.join(SETUP_USED))
+            .map_err(|e| SetupError::Internal(e.to_string()))?;
+        sync_dir(&self.dir).map_err(|e| SetupError::Internal(e.to_string()))?;
+        Ok(Some(Ok(v)))
+    }
+
     /// Revokes every token with the `admin` scope (whatever its name) and opens first-boot
     /// setup again. Returns the names of the revoked tokens. Idempotent.
     pub fn reset_admin_access(&self) -> anyhow::Result<Vec<String>> {
@@ -333,6 +370,30 @@ mod tests {
         );
         assert!(store.lookup("sgt_wrong").expect("lookup").is_none());
         assert!(store.create("gw", &[]).is_err(), "names are unique");
+    }
+
+    #[test]
+    fn a_claim_spends_the_setup_token_only_when_it_succeeds() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let store = TokenStore::new(d.path());
+        let setup = store.issue_setup_token().expect("issue");
+        let wrong = store.claim_setup("sgt_nope", || Ok::<_, ()>(1));
+        assert!(matches!(wrong, Ok(None)));
+        let failed = store.claim_setup(&setup, || Err::<u8, _>("vault full"));
+        assert!(matches!(failed, Ok(Some(Err("vault full")))));
+        assert!(store.setup_pending(), "a failed claim keeps the token");
+        let ok = store.claim_setup(&setup, || Ok::<_, ()>(7));
+        assert!(matches!(ok, Ok(Some(Ok(7)))));
+        assert!(matches!(
+            store.claim_setup(&setup, || Ok::<_, ()>(8)),
+            Err(SetupError::Done)
+        ));
+        // The older endpoint's path is dead too, and issued no admin token.
+        assert!(matches!(
+            store.complete_setup(&setup),
+            Err(SetupError::Done)
+        ));
+        assert!(store.list().expect("list").is_empty());
     }
 
     #[test]

@@ -25,6 +25,7 @@
 
 #![forbid(unsafe_code)]
 
+mod accounts;
 mod audit;
 mod ca;
 mod cipher;
@@ -36,6 +37,10 @@ mod recovery;
 mod sealer;
 mod store;
 
+pub use accounts::{
+    AccountInfo, MAX_ACCOUNTS, MAX_PASSWORD_BYTES, MIN_PASSWORD_CHARS, Role, check_password_policy,
+    normalise_username,
+};
 pub use audit::{AuditCheck, AuditEntry, USE_BATCH_DELAY, USE_BATCH_ENTRIES};
 pub use ca::{CaInfo, CaSettings, KeyAlgorithm};
 pub use error::{Result, VaultError};

@@ -1,0 +1,1170 @@
+//! The admin API: JSON over HTTPS on the admin listener under `/api/v1/admin/`, described by
+//! `admin-openapi.json` beside this crate (served at `/api/v1/admin/openapi.json`).
+//!
+//! Who reaches it: anyone who can open a TCP connection to the admin port (box: 8440), i.e.
+//! anyone on the LAN, and any web page an administrator's browser visits (cross-site
+//! requests). What it must not let them do: claim the box without the one-time setup token
+//! (it works once; a replayed or guessed one gets 401/410, guesses are counted per address);
+//! call anything without a session (401); change anything without the session's CSRF token
+//! (403; the cookie is `SameSite=Strict` as well); act beyond their role (403); guess
+//! passwords quickly (per account and address lockout, Argon2id, at most two hashes at a
+//! time); lock the administrator out from another address (the lock is per (account,
+//! address)); make the daemon answer 5xx or panic on any input (bodies are bounded and
+//! parsed into closed types; every error is `application/problem+json`).
+//!
+//! Every login, failed login, logout, setup claim and change is recorded in the vault's
+//! audit chain (`admin.*` actions, the account as actor) and in the daemon's audit log.
+
+pub mod session;
+mod settings_view;
+pub mod socket;
+
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use actix_web::http::header;
+use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
+use futures_util::StreamExt;
+use sealgate_smime::cert::Certificate;
+use sealgate_vault::{AccountInfo, PendingOutcome, Role, Vault, VaultError, VaultKey};
+use serde::{Deserialize, Serialize};
+use tokio::sync::Semaphore;
+
+use crate::http::AppState;
+use crate::keys::KeyStore;
+use crate::problem::Problem;
+use crate::settings::Scope;
+use session::{Lockout, Sessions};
+
+/// The admin API's OpenAPI document.
+pub const OPENAPI: &str = include_str!("../../admin-openapi.json");
+
+/// Largest request body taken (JSON).
+const MAX_BODY: usize = 16 * 1024;
+
+/// The header that carries the CSRF token.
+pub const CSRF_HEADER: &str = "x-csrf-token";
+
+/// What the admin API needs beyond [`AppState`].
+pub struct AdminState {
+    /// The vault (shared with the key directory).
+    pub vault: Arc<Vault>,
+    /// Browser sessions.
+    pub sessions: Sessions,
+    /// Failed logins.
+    pub lockout: Lockout,
+    /// Password hashes running at once (Argon2id takes 19 MiB each).
+    pub hashing: Semaphore,
+    /// When the daemon started.
+    pub started: Instant,
+    /// The listeners, as the console names them (name, address).
+    pub listeners: Mutex<Vec<(String, String)>>,
+    /// The daemon's uid, which (with root) the admin socket admits.
+    pub own_uid: std::sync::OnceLock<u32>,
+}
+
+impl AdminState {
+    /// The state for `vault`.
+    pub fn new(vault: Arc<Vault>) -> AdminState {
+        AdminState {
+            vault,
+            sessions: Sessions::default(),
+            lockout: Lockout::default(),
+            hashing: Semaphore::new(2),
+            started: Instant::now(),
+            listeners: Mutex::new(Vec::new()),
+            own_uid: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Records a listener for `GET /status`.
+    pub fn add_listener(&self, name: &str, addr: impl std::fmt::Display) {
+        if let Ok(mut l) = self.listeners.lock() {
+            l.push((name.to_string(), addr.to_string()));
+        }
+    }
+}
+
+/// The daemon shares its vault between the key store and the admin API.
+impl KeyStore for Arc<Vault> {
+    fn decryption_keys(&self, address: &str) -> Result<Vec<Arc<VaultKey>>, VaultError> {
+        KeyStore::decryption_keys(self.as_ref(), address)
+    }
+    fn signing_key(&self, address: &str) -> Result<Option<Arc<VaultKey>>, VaultError> {
+        KeyStore::signing_key(self.as_ref(), address)
+    }
+    fn encryption_certificate(
+        &self,
+        address: &str,
+        now: i64,
+    ) -> Result<Option<Certificate>, VaultError> {
+        KeyStore::encryption_certificate(self.as_ref(), address, now)
+    }
+    fn certificates(
+        &self,
+        address: &str,
+    ) -> Result<(Option<Certificate>, Vec<Certificate>), VaultError> {
+        KeyStore::certificates(self.as_ref(), address)
+    }
+    fn anchors(&self) -> Vec<Certificate> {
+        KeyStore::anchors(self.as_ref())
+    }
+    fn revoked(&self) -> Vec<sealgate_smime::signed::Revoked> {
+        KeyStore::revoked(self.as_ref())
+    }
+    fn add_recipient_certificate(&self, cert: &Certificate, actor: &str) -> Result<(), VaultError> {
+        KeyStore::add_recipient_certificate(self.as_ref(), cert, actor)
+    }
+    fn add_pending_certificate(
+        &self,
+        cert: &Certificate,
+        reason: &str,
+        requested_by: &str,
+    ) -> Result<PendingOutcome, VaultError> {
+        KeyStore::add_pending_certificate(self.as_ref(), cert, reason, requested_by)
+    }
+}
+
+type Data = web::Data<AdminState>;
+type App = web::Data<AppState>;
+
+/// What a call needs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Need {
+    /// Any role.
+    Read,
+    /// `admin` or `auditor`.
+    Audit,
+    /// `admin`.
+    Admin,
+}
+
+/// The caller, after [`authorize`].
+struct Caller {
+    username: String,
+    role: Role,
+    csrf: String,
+}
+
+fn source(req: &HttpRequest) -> (Option<IpAddr>, String) {
+    match req.peer_addr() {
+        Some(a) => (Some(a.ip()), a.ip().to_string()),
+        None => (None, "-".into()),
+    }
+}
+
+fn cookie(req: &HttpRequest) -> Option<String> {
+    req.headers()
+        .get_all(header::COOKIE)
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().strip_prefix(session::COOKIE)?.strip_prefix('='))
+        .map(str::to_string)
+        .find(|v| !v.is_empty())
+}
+
+fn same(a: &str, b: &str) -> bool {
+    aws_lc_rs::constant_time::verify_slices_are_equal(a.as_bytes(), b.as_bytes()).is_ok()
+}
+
+/// Checks the session, the role and (for anything but GET) the CSRF token.
+fn authorize(req: &HttpRequest, ad: &AdminState, need: Need) -> Result<Caller, Problem> {
+    // The local socket: the peer's uid is the credential (see `socket.rs`).
+    if let Some(socket::PeerUid(uid)) = req.conn_data::<socket::PeerUid>().copied() {
+        if uid == 0 || ad.own_uid.get() == Some(&uid) {
+            return Ok(Caller {
+                username: format!("uid:{uid}"),
+                role: Role::Admin,
+                csrf: String::new(),
+            });
+        }
+        return Err(Problem::forbidden(format!(
+            "uid {uid} may not use the admin socket"
+        )));
+    }
+    let Some(id) = cookie(req) else {
+        return Err(Problem::unauthorized(
+            "log in first: POST /api/v1/admin/session",
+        ));
+    };
+    let Some(s) = ad.sessions.touch(&id) else {
+        return Err(Problem::unauthorized("the session has ended; log in again"));
+    };
+    // The account may have been deleted or changed since login.
+    let account = ad.vault.admin_account(&s.username).map_err(Problem::from)?;
+    let Some(account) = account else {
+        ad.sessions.end(&id);
+        return Err(Problem::unauthorized("the account no longer exists"));
+    };
+    if req.method() != actix_web::http::Method::GET {
+        let sent = req
+            .headers()
+            .get(CSRF_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        if !same(sent, &s.csrf) {
+            return Err(Problem::new(
+                403,
+                "csrf",
+                "The CSRF token is missing or wrong",
+                "send the session's csrf_token in the X-CSRF-Token header",
+            ));
+        }
+    }
+    let allowed = match need {
+        Need::Read => true,
+        Need::Audit => matches!(account.role, Role::Admin | Role::Auditor),
+        Need::Admin => account.role == Role::Admin,
+    };
+    if !allowed {
+        return Err(Problem::forbidden(format!(
+            "the role {} may not do this",
+            account.role.name()
+        )));
+    }
+    Ok(Caller {
+        username: account.username,
+        role: account.role,
+        csrf: s.csrf,
+    })
+}
+
+/// Reads a JSON body of at most [`MAX_BODY`] bytes into `T`.
+async fn json_body<T: serde::de::DeserializeOwned>(payload: web::Payload) -> Result<T, Problem> {
+    json_body_max(payload, MAX_BODY).await
+}
+
+/// Reads a JSON body of at most `max` bytes into `T`.
+async fn json_body_max<T: serde::de::DeserializeOwned>(
+    mut payload: web::Payload,
+    max: usize,
+) -> Result<T, Problem> {
+    let mut buf = Vec::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|e| Problem::bad_request(format!("reading the body: {e}")))?;
+        if buf.len() + chunk.len() > max {
+            return Err(Problem::new(
+                413,
+                "body-too-large",
+                "The request body is too large",
+                format!("the limit is {max} bytes"),
+            ));
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    serde_json::from_slice(&buf)
+        .map_err(|e| Problem::bad_request(format!("the body is not the expected JSON: {e}")))
+}
+
+/// A vault refusal of the caller's input (name taken, policy) as 422; others as usual.
+fn refused(e: VaultError) -> Problem {
+    match e {
+        VaultError::Usage(text) => Problem::new(422, "refused", "The request cannot be done", text),
+        VaultError::NoKey(_) => Problem::new(
+            404,
+            "not-found",
+            "No such resource",
+            "no such account, user or key",
+        ),
+        VaultError::Import(text) => {
+            Problem::new(422, "import-refused", "The key could not be imported", text)
+        }
+        VaultError::NoCa => Problem::new(409, "no-ca", "The box has no CA", "create the CA first"),
+        e => Problem::from(e),
+    }
+}
+
+/// Runs a password hash (or anything slow) on the blocking pool, two at a time.
+async fn hashed<T: Send + 'static>(
+    ad: &AdminState,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, Problem> {
+    let _permit = ad
+        .hashing
+        .acquire()
+        .await
+        .map_err(|_| Problem::internal("shutting down"))?;
+    web::block(f)
+        .await
+        .map_err(|_| Problem::internal(crate::problem::INTERNAL_DETAIL))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn audit(
+    app: &AppState,
+    ad: &AdminState,
+    actor: &str,
+    src: &str,
+    action: &str,
+    subject: &str,
+    status: u16,
+    started: Instant,
+) {
+    app.audit.record(
+        actor,
+        src,
+        &format!("admin.{action}"),
+        None,
+        if status < 400 { "ok" } else { "refused" },
+        status,
+        started.elapsed(),
+    );
+    if let Err(e) = ad.vault.record_admin_event(
+        actor,
+        &format!("admin.{action}"),
+        subject,
+        &format!("source={src} status={status}"),
+    ) {
+        tracing::error!(error = %e, "cannot write the vault's audit chain");
+    }
+}
+
+fn ok_json(status: u16, v: &impl Serialize) -> HttpResponse {
+    let code =
+        actix_web::http::StatusCode::from_u16(status).unwrap_or(actix_web::http::StatusCode::OK);
+    HttpResponse::build(code)
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .json(v)
+}
+
+fn answer(r: Result<HttpResponse, Problem>) -> HttpResponse {
+    r.unwrap_or_else(|p| p.error_response_logged("admin", "-"))
+}
+
+fn session_cookie(id: &str, max_age: Option<u64>) -> String {
+    let mut c = format!(
+        "{}={id}; Path=/api/v1/admin; Secure; HttpOnly; SameSite=Strict",
+        session::COOKIE
+    );
+    if let Some(a) = max_age {
+        c.push_str(&format!("; Max-Age={a}"));
+    }
+    c
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClaimRequest {
+    setup_token: String,
+    username: String,
+    password: String,
+}
+
+/// `POST /setup`: the first administrator, with the one-time setup token.
+async fn claim(req: HttpRequest, payload: web::Payload, app: App, ad: Data) -> HttpResponse {
+    answer(claim_inner(req, payload, app, ad).await)
+}
+
+async fn claim_inner(
+    req: HttpRequest,
+    payload: web::Payload,
+    app: App,
+    ad: Data,
+) -> Result<HttpResponse, Problem> {
+    let started = Instant::now();
+    let (ip, src) = source(&req);
+    let r: ClaimRequest = json_body(payload).await?;
+    if let Some(retry) = ip.and_then(|ip| ad.lockout.locked(ip, None)) {
+        return Err(Problem::rate_limited(retry));
+    }
+    if !app.tokens.setup_pending() {
+        return Err(setup_done());
+    }
+    sealgate_vault::normalise_username(&r.username).map_err(refused)?;
+    sealgate_vault::check_password_policy(&r.password).map_err(refused)?;
+    let ad2 = ad.clone();
+    let app2 = app.clone();
+    let outcome = hashed(&ad, move || {
+        app2.tokens.claim_setup(&r.setup_token, || {
+            ad2.vault
+                .create_first_admin("setup-token", &r.username, &r.password)
+        })
+    })
+    .await?;
+    match outcome {
+        Ok(Some(Ok(account))) => {
+            audit(
+                &app,
+                &ad,
+                "setup-token",
+                &src,
+                "claim",
+                &account.username,
+                201,
+                started,
+            );
+            tracing::warn!(username = %account.username, "the box was claimed: first administrator created");
+            Ok(ok_json(201, &account))
+        }
+        Ok(Some(Err(e))) => Err(refused(e)),
+        Ok(None) => {
+            if let Some(ip) = ip {
+                ad.lockout.fail(ip, None);
+            }
+            audit(&app, &ad, "-", &src, "claim", "-", 401, started);
+            Err(Problem::unauthorized("wrong setup token"))
+        }
+        Err(crate::tokens::SetupError::Done) => Err(setup_done()),
+        Err(crate::tokens::SetupError::Internal(e)) => {
+            Err(Problem::internal(crate::problem::INTERNAL_DETAIL).with_log(e))
+        }
+    }
+}
+
+fn setup_done() -> Problem {
+    Problem::new(
+        410,
+        "setup-done",
+        "Setup was completed already",
+        "the setup token works once",
+    )
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LoginRequest {
+    username: String,
+    password: String,
+}
+
+#[derive(Serialize)]
+struct SessionInfo {
+    username: String,
+    role: Role,
+    csrf_token: String,
+    idle_timeout_secs: u64,
+    absolute_timeout_secs: u64,
+}
+
+/// `POST /session`: log in.
+async fn login(req: HttpRequest, payload: web::Payload, app: App, ad: Data) -> HttpResponse {
+    answer(login_inner(req, payload, app, ad).await)
+}
+
+async fn login_inner(
+    req: HttpRequest,
+    payload: web::Payload,
+    app: App,
+    ad: Data,
+) -> Result<HttpResponse, Problem> {
+    let started = Instant::now();
+    let (ip, src) = source(&req);
+    let r: LoginRequest = json_body(payload).await?;
+    let name = sealgate_vault::normalise_username(&r.username).unwrap_or_else(|_| "-".into());
+    if let Some(retry) = ip.and_then(|ip| ad.lockout.locked(ip, Some(&name))) {
+        app.audit.record(
+            &name,
+            &src,
+            "admin.login",
+            None,
+            "too-many-failed-attempts",
+            429,
+            started.elapsed(),
+        );
+        return Err(Problem::rate_limited(retry));
+    }
+    let ad2 = ad.clone();
+    let found = hashed(&ad, move || {
+        ad2.vault.authenticate_admin(&r.username, &r.password)
+    })
+    .await?
+    .map_err(Problem::from)?;
+    let Some(account) = found else {
+        if let Some(ip) = ip {
+            ad.lockout.fail(ip, Some(&name));
+        }
+        audit(&app, &ad, "-", &src, "login-failed", &name, 401, started);
+        return Err(Problem::unauthorized("wrong username or password"));
+    };
+    if let Some(ip) = ip {
+        ad.lockout.succeed(ip, &account.username);
+    }
+    let (id, csrf) = ad
+        .sessions
+        .create(&account.username, account.role)
+        .map_err(|e| Problem::internal(crate::problem::INTERNAL_DETAIL).with_log(e.to_string()))?;
+    audit(
+        &app,
+        &ad,
+        &account.username,
+        &src,
+        "login",
+        &account.username,
+        200,
+        started,
+    );
+    let mut resp = ok_json(200, &session_info(&account, csrf));
+    resp.headers_mut().insert(
+        header::SET_COOKIE,
+        header::HeaderValue::from_str(&session_cookie(&id, None))
+            .map_err(|_| Problem::internal(crate::problem::INTERNAL_DETAIL))?,
+    );
+    Ok(resp)
+}
+
+fn session_info(account: &AccountInfo, csrf: String) -> SessionInfo {
+    SessionInfo {
+        username: account.username.clone(),
+        role: account.role,
+        csrf_token: csrf,
+        idle_timeout_secs: session::IDLE_TIMEOUT.as_secs(),
+        absolute_timeout_secs: session::ABSOLUTE_TIMEOUT.as_secs(),
+    }
+}
+
+/// `GET /session`: who am I (and the CSRF token, for a reloaded page).
+async fn whoami(req: HttpRequest, ad: Data) -> HttpResponse {
+    answer((|| {
+        let c = authorize(&req, &ad, Need::Read)?;
+        let account = AccountInfo {
+            username: c.username,
+            role: c.role,
+            created: 0,
+        };
+        Ok(ok_json(200, &session_info(&account, c.csrf)))
+    })())
+}
+
+/// `DELETE /session`: log out.
+async fn logout(req: HttpRequest, app: App, ad: Data) -> HttpResponse {
+    let started = Instant::now();
+    let (_, src) = source(&req);
+    answer((|| {
+        let c = authorize(&req, &ad, Need::Read)?;
+        if let Some(id) = cookie(&req) {
+            ad.sessions.end(&id);
+        }
+        audit(
+            &app,
+            &ad,
+            &c.username,
+            &src,
+            "logout",
+            &c.username,
+            204,
+            started,
+        );
+        Ok(HttpResponse::NoContent()
+            .insert_header((header::SET_COOKIE, session_cookie("", Some(0))))
+            .finish())
+    })())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PasswordChange {
+    current_password: String,
+    new_password: String,
+}
+
+/// `PUT /session/password`: the logged-in account changes its own password (its other
+/// sessions end).
+async fn change_password(
+    req: HttpRequest,
+    payload: web::Payload,
+    app: App,
+    ad: Data,
+) -> HttpResponse {
+    let started = Instant::now();
+    let (ip, src) = source(&req);
+    let r = async {
+        let c = authorize(&req, &ad, Need::Read)?;
+        let Some(id) = cookie(&req) else {
+            return Err(Problem::new(
+                422,
+                "refused",
+                "The request cannot be done",
+                "only a logged-in account changes its password",
+            ));
+        };
+        let p: PasswordChange = json_body(payload).await?;
+        sealgate_vault::check_password_policy(&p.new_password).map_err(refused)?;
+        if let Some(retry) = ip.and_then(|ip| ad.lockout.locked(ip, Some(&c.username))) {
+            return Err(Problem::rate_limited(retry));
+        }
+        let ad2 = ad.clone();
+        let name = c.username.clone();
+        let changed = hashed(&ad, move || {
+            ad2.vault
+                .change_admin_password(&name, &p.current_password, &p.new_password)
+        })
+        .await?
+        .map_err(refused)?;
+        if !changed {
+            if let Some(ip) = ip {
+                ad.lockout.fail(ip, Some(&c.username));
+            }
+            audit(
+                &app,
+                &ad,
+                &c.username,
+                &src,
+                "password-change-failed",
+                &c.username,
+                403,
+                started,
+            );
+            return Err(Problem::forbidden("the current password is wrong"));
+        }
+        ad.sessions.end_others(&c.username, &id);
+        app.audit.record(
+            &c.username,
+            &src,
+            "admin.password-change",
+            None,
+            "ok",
+            204,
+            started.elapsed(),
+        );
+        Ok(HttpResponse::NoContent().finish())
+    }
+    .await;
+    answer(r)
+}
+
+#[derive(Serialize)]
+struct Status {
+    version: &'static str,
+    uptime_secs: u64,
+    vault: VaultStatus,
+    listeners: Vec<Listener>,
+    setup_pending: bool,
+    accounts: usize,
+    sessions: usize,
+}
+
+#[derive(Serialize)]
+struct VaultStatus {
+    sealer: &'static str,
+    keys: usize,
+}
+
+#[derive(Serialize)]
+struct Listener {
+    name: String,
+    address: String,
+}
+
+/// `GET /status`.
+async fn status(req: HttpRequest, app: App, ad: Data) -> HttpResponse {
+    answer((|| {
+        authorize(&req, &ad, Need::Read)?;
+        let listeners = ad
+            .listeners
+            .lock()
+            .map(|l| {
+                l.iter()
+                    .map(|(n, a)| Listener {
+                        name: n.clone(),
+                        address: a.clone(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(ok_json(
+            200,
+            &Status {
+                version: env!("CARGO_PKG_VERSION"),
+                uptime_secs: ad.started.elapsed().as_secs(),
+                vault: VaultStatus {
+                    sealer: ad.vault.sealer_kind().name(),
+                    keys: ad.vault.list(None).map_err(Problem::from)?.len(),
+                },
+                listeners,
+                setup_pending: app.tokens.setup_pending(),
+                accounts: ad.vault.admin_accounts().map_err(Problem::from)?.len(),
+                sessions: ad.sessions.count(),
+            },
+        ))
+    })())
+}
+
+/// `GET /accounts`.
+async fn accounts(req: HttpRequest, ad: Data) -> HttpResponse {
+    answer((|| {
+        authorize(&req, &ad, Need::Read)?;
+        Ok(ok_json(
+            200,
+            &ad.vault.admin_accounts().map_err(Problem::from)?,
+        ))
+    })())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewAccount {
+    username: String,
+    role: Role,
+    password: String,
+}
+
+/// `POST /accounts` (admin).
+async fn create_account(
+    req: HttpRequest,
+    payload: web::Payload,
+    app: App,
+    ad: Data,
+) -> HttpResponse {
+    let started = Instant::now();
+    let (_, src) = source(&req);
+    let r = async {
+        let c = authorize(&req, &ad, Need::Admin)?;
+        let n: NewAccount = json_body(payload).await?;
+        sealgate_vault::normalise_username(&n.username).map_err(refused)?;
+        sealgate_vault::check_password_policy(&n.password).map_err(refused)?;
+        let ad2 = ad.clone();
+        let actor = c.username.clone();
+        let a = hashed(&ad, move || {
+            ad2.vault
+                .create_admin_account(&actor, &n.username, n.role, &n.password)
+        })
+        .await?
+        .map_err(refused)?;
+        app.audit.record(
+            &c.username,
+            &src,
+            "admin.account-create",
+            None,
+            "ok",
+            201,
+            started.elapsed(),
+        );
+        Ok(ok_json(201, &a))
+    }
+    .await;
+    answer(r)
+}
+
+/// `DELETE /accounts/{username}` (admin).
+async fn delete_account(
+    req: HttpRequest,
+    path: web::Path<String>,
+    app: App,
+    ad: Data,
+) -> HttpResponse {
+    let started = Instant::now();
+    let (_, src) = source(&req);
+    answer((|| {
+        let c = authorize(&req, &ad, Need::Admin)?;
+        let name = sealgate_vault::normalise_username(&path)
+            .map_err(|_| Problem::new(404, "not-found", "No such resource", "no such account"))?;
+        ad.vault
+            .delete_admin_account(&c.username, &name)
+            .map_err(refused)?;
+        ad.sessions.end_all(&name);
+        app.audit.record(
+            &c.username,
+            &src,
+            "admin.account-delete",
+            None,
+            "ok",
+            204,
+            started.elapsed(),
+        );
+        Ok(HttpResponse::NoContent().finish())
+    })())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Page {
+    offset: Option<u64>,
+    limit: Option<u64>,
+    /// Only entries of this action (e.g. `admin.login-failed`).
+    action: Option<String>,
+    /// Only entries of this actor.
+    actor: Option<String>,
+}
+
+/// Most audit entries per page.
+const MAX_PAGE: u64 = 500;
+
+#[derive(Serialize)]
+struct AuditPage {
+    total: usize,
+    offset: u64,
+    entries: Vec<sealgate_vault::AuditEntry>,
+}
+
+/// `GET /audit?offset=&limit=` (admin, auditor): the vault's audit chain, verified, oldest
+/// first.
+async fn audit_log(req: HttpRequest, ad: Data) -> HttpResponse {
+    answer((|| {
+        authorize(&req, &ad, Need::Audit)?;
+        let q = web::Query::<Page>::from_query(req.query_string())
+            .map_err(|e| Problem::bad_request(format!("query string: {e}")))?;
+        let offset = q.offset.unwrap_or(0);
+        let limit = q.limit.unwrap_or(100);
+        if !(1..=MAX_PAGE).contains(&limit) {
+            return Err(Problem::bad_request(format!("limit is 1 to {MAX_PAGE}")));
+        }
+        let all: Vec<_> = ad
+            .vault
+            .audit()
+            .map_err(Problem::from)?
+            .into_iter()
+            .filter(|e| q.action.as_ref().is_none_or(|a| *a == e.action))
+            .filter(|e| q.actor.as_ref().is_none_or(|a| *a == e.actor))
+            .collect();
+        let total = all.len();
+        let entries = all
+            .into_iter()
+            .skip(usize::try_from(offset).unwrap_or(usize::MAX))
+            .take(limit as usize)
+            .collect();
+        Ok(ok_json(
+            200,
+            &AuditPage {
+                total,
+                offset,
+                entries,
+            },
+        ))
+    })())
+}
+
+/// `GET /keys`: every key the vault holds (certificates' facts, never key material).
+async fn keys(req: HttpRequest, ad: Data) -> HttpResponse {
+    answer((|| {
+        authorize(&req, &ad, Need::Read)?;
+        Ok(ok_json(200, &ad.vault.list(None).map_err(Problem::from)?))
+    })())
+}
+
+/// Largest PKCS#12 import body (JSON with base64).
+const MAX_IMPORT_BODY: usize = 256 * 1024;
+
+fn no_key() -> Problem {
+    Problem::new(
+        404,
+        "not-found",
+        "No such resource",
+        "the box holds no key for this address",
+    )
+}
+
+/// `GET /keys/{address}/certificate`: the user's certificate and chain, PEM (any role).
+async fn export_certificate(req: HttpRequest, path: web::Path<String>, ad: Data) -> HttpResponse {
+    answer((|| {
+        authorize(&req, &ad, Need::Read)?;
+        let pem = ad
+            .vault
+            .export_cert(&path, sealgate_vault::CertFormat::Pem)
+            .map_err(|e| match e {
+                VaultError::NoKey(_) | VaultError::Usage(_) => no_key(),
+                e => Problem::from(e),
+            })?;
+        Ok(HttpResponse::Ok()
+            .content_type("application/pem-certificate-chain")
+            .body(pem))
+    })())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Import {
+    /// The PKCS#12 file, base64.
+    pkcs12: String,
+    password: String,
+    user: Option<String>,
+}
+
+/// `POST /keys/import` (admin): every key of a PKCS#12 file.
+async fn import_pkcs12(
+    req: HttpRequest,
+    payload: web::Payload,
+    app: App,
+    ad: Data,
+) -> HttpResponse {
+    let started = Instant::now();
+    let (_, src) = source(&req);
+    let r = async {
+        let c = authorize(&req, &ad, Need::Admin)?;
+        let i: Import = json_body_max(payload, MAX_IMPORT_BODY).await?;
+        use base64::Engine as _;
+        let der = base64::engine::general_purpose::STANDARD
+            .decode(i.pkcs12.trim())
+            .map_err(|_| Problem::bad_request("pkcs12 is not base64"))?;
+        let ad2 = ad.clone();
+        let imported = web::block(move || {
+            ad2.vault
+                .import_pkcs12(&der, &i.password, i.user.as_deref())
+        })
+        .await
+        .map_err(|_| Problem::internal(crate::problem::INTERNAL_DETAIL))?
+        .map_err(refused)?;
+        app.keys.forget_cached();
+        let users: Vec<&str> = imported.iter().map(|k| k.user.as_str()).collect();
+        audit(
+            &app,
+            &ad,
+            &c.username,
+            &src,
+            "key-import",
+            &users.join(","),
+            201,
+            started,
+        );
+        Ok(ok_json(201, &imported))
+    }
+    .await;
+    answer(r)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Issue {
+    user: String,
+}
+
+/// `POST /keys/issue` (admin): a new key and certificate from the box's CA.
+async fn issue(req: HttpRequest, payload: web::Payload, app: App, ad: Data) -> HttpResponse {
+    let started = Instant::now();
+    let (_, src) = source(&req);
+    let r = async {
+        let c = authorize(&req, &ad, Need::Admin)?;
+        let i: Issue = json_body(payload).await?;
+        let ad2 = ad.clone();
+        let user = i.user.clone();
+        web::block(move || ad2.vault.ca_issue(&user))
+            .await
+            .map_err(|_| Problem::internal(crate::problem::INTERNAL_DETAIL))?
+            .map_err(refused)?;
+        app.keys.forget_cached();
+        let keys = ad.vault.list(Some(&i.user)).map_err(refused)?;
+        audit(
+            &app,
+            &ad,
+            &c.username,
+            &src,
+            "key-issue",
+            &i.user,
+            201,
+            started,
+        );
+        Ok(ok_json(201, &keys))
+    }
+    .await;
+    answer(r)
+}
+
+#[derive(Serialize)]
+struct Revoked {
+    revoked: Vec<String>,
+}
+
+/// `POST /keys/{address}/revoke` (admin): revokes the CA-issued certificates of a user (the
+/// keys stay to decrypt old mail).
+async fn revoke(req: HttpRequest, path: web::Path<String>, app: App, ad: Data) -> HttpResponse {
+    let started = Instant::now();
+    let (_, src) = source(&req);
+    answer((|| {
+        let c = authorize(&req, &ad, Need::Admin)?;
+        let serials = ad.vault.ca_revoke_user(&path).map_err(refused)?;
+        app.keys.forget_cached();
+        audit(
+            &app,
+            &ad,
+            &c.username,
+            &src,
+            "key-revoke",
+            &path,
+            200,
+            started,
+        );
+        Ok(ok_json(200, &Revoked { revoked: serials }))
+    })())
+}
+
+/// `GET /settings` (any role): the running settings, every field, and which differ from the
+/// defaults.
+async fn settings(req: HttpRequest, app: App, ad: Data) -> HttpResponse {
+    answer((|| {
+        authorize(&req, &ad, Need::Read)?;
+        Ok(ok_json(
+            200,
+            &serde_json::json!({
+                "settings": settings_view::view(&app.settings),
+                "changed": settings_view::changed(&app.settings),
+            }),
+        ))
+    })())
+}
+
+#[derive(Serialize)]
+struct TokenInfo {
+    name: String,
+    scopes: Vec<Scope>,
+    created: String,
+}
+
+/// `GET /tokens`: the API tokens (names and scopes; never the tokens or their hashes).
+async fn tokens(req: HttpRequest, app: App, ad: Data) -> HttpResponse {
+    answer((|| {
+        authorize(&req, &ad, Need::Read)?;
+        let list = app.tokens.list().map_err(|e| {
+            Problem::internal(crate::problem::INTERNAL_DETAIL).with_log(e.to_string())
+        })?;
+        let out: Vec<TokenInfo> = list
+            .into_iter()
+            .map(|t| TokenInfo {
+                name: t.name,
+                scopes: t.scopes,
+                created: t.created,
+            })
+            .collect();
+        Ok(ok_json(200, &out))
+    })())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewToken {
+    name: String,
+    scopes: Vec<Scope>,
+}
+
+#[derive(Serialize)]
+struct CreatedToken {
+    name: String,
+    scopes: Vec<Scope>,
+    token: String,
+}
+
+/// `POST /tokens` (admin): a docking API token, shown once.
+async fn create_token(req: HttpRequest, payload: web::Payload, app: App, ad: Data) -> HttpResponse {
+    let started = Instant::now();
+    let (_, src) = source(&req);
+    let r = async {
+        let c = authorize(&req, &ad, Need::Admin)?;
+        let n: NewToken = json_body(payload).await?;
+        let name_ok = !n.name.is_empty()
+            && n.name.len() <= 64
+            && n.name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+        if !name_ok {
+            return Err(Problem::new(
+                422,
+                "refused",
+                "The request cannot be done",
+                "a token name is 1 to 64 characters of A-Z, a-z, 0-9, '.', '_' and '-'",
+            ));
+        }
+        if n.scopes.is_empty() || n.scopes.contains(&Scope::Admin) {
+            return Err(Problem::new(
+                422,
+                "refused",
+                "The request cannot be done",
+                "a token needs one or more docking scopes (decrypt, encrypt, sign, verify)",
+            ));
+        }
+        let mut scopes = n.scopes.clone();
+        scopes.sort_by_key(|s| s.name());
+        scopes.dedup();
+        if app
+            .tokens
+            .list()
+            .map_err(|e| {
+                Problem::internal(crate::problem::INTERNAL_DETAIL).with_log(e.to_string())
+            })?
+            .iter()
+            .any(|t| t.name == n.name)
+        {
+            return Err(Problem::new(
+                422,
+                "refused",
+                "The request cannot be done",
+                format!("a token named {:?} exists", n.name),
+            ));
+        }
+        let token = app.tokens.create(&n.name, &scopes).map_err(|e| {
+            Problem::internal(crate::problem::INTERNAL_DETAIL).with_log(e.to_string())
+        })?;
+        audit(
+            &app,
+            &ad,
+            &c.username,
+            &src,
+            "token-create",
+            &n.name,
+            201,
+            started,
+        );
+        Ok(ok_json(
+            201,
+            &CreatedToken {
+                name: n.name,
+                scopes,
+                token,
+            },
+        ))
+    }
+    .await;
+    answer(r)
+}
+
+async fn openapi() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(OPENAPI)
+}
+
+async fn not_found() -> HttpResponse {
+    Problem::new(
+        404,
+        "not-found",
+        "No such endpoint",
+        "see /api/v1/admin/openapi.json",
+    )
+    .error_response()
+}
+
+async fn method_not_allowed() -> HttpResponse {
+    Problem::new(
+        405,
+        "method-not-allowed",
+        "The method is not allowed here",
+        "see /api/v1/admin/openapi.json",
+    )
+    .error_response()
+}
+
+/// The admin API's routes; configure them before [`crate::http::admin_routes`].
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    let res =
+        |path: &str| web::resource(path.to_string()).default_service(web::to(method_not_allowed));
+    cfg.service(
+        web::scope("/api/v1/admin")
+            .service(res("/openapi.json").route(web::get().to(openapi)))
+            .service(res("/setup").route(web::post().to(claim)))
+            .service(
+                res("/session")
+                    .route(web::post().to(login))
+                    .route(web::get().to(whoami))
+                    .route(web::delete().to(logout)),
+            )
+            .service(res("/session/password").route(web::put().to(change_password)))
+            .service(res("/status").route(web::get().to(status)))
+            .service(res("/settings").route(web::get().to(settings)))
+            .service(
+                res("/accounts")
+                    .route(web::get().to(accounts))
+                    .route(web::post().to(create_account)),
+            )
+            .service(res("/accounts/{username}").route(web::delete().to(delete_account)))
+            .service(res("/audit").route(web::get().to(audit_log)))
+            .service(res("/keys").route(web::get().to(keys)))
+            .service(res("/keys/import").route(web::post().to(import_pkcs12)))
+            .service(res("/keys/issue").route(web::post().to(issue)))
+            .service(res("/keys/{address}/certificate").route(web::get().to(export_certificate)))
+            .service(res("/keys/{address}/revoke").route(web::post().to(revoke)))
+            .service(
+                res("/tokens")
+                    .route(web::get().to(tokens))
+                    .route(web::post().to(create_token)),
+            )
+            .default_service(web::to(not_found)),
+    );
+}

@@ -1,0 +1,212 @@
+//! `GET /settings`: the running settings model as JSON, every field, with the fields that
+//! differ from the built-in defaults listed.
+//!
+//! The structs are destructured without `..`, so a field added to `settings.rs` does not
+//! compile until it is shown here (or deliberately hidden: a secret would be shown only as
+//! whether it is set). No field today is a secret: `[tls] key` is a path, not the key.
+
+use serde_json::{Map, Value, json};
+
+use crate::settings::{
+    Admin, Auth, ByteCount, Cidr, Cipher, Docking, EncryptFailure, Fingerprint, Limits, Log,
+    MissingPolicy, PinnedClient, Seconds, Settings, SignPolicy, Smtp, Tls,
+};
+
+/// The name a value is spelled with in the settings file (the first of `names` that parses to
+/// it), else its Debug form.
+fn spelled<T: PartialEq + TryFrom<String> + std::fmt::Debug>(v: T, names: &[&str]) -> Value {
+    names
+        .iter()
+        .find(|n| T::try_from(n.to_string()).is_ok_and(|p| p == v))
+        .map_or_else(|| json!(format!("{v:?}")), |n| json!(n))
+}
+
+fn bytes(b: ByteCount) -> Value {
+    json!(b.0)
+}
+
+fn secs(s: Seconds) -> Value {
+    json!(s.0)
+}
+
+fn path(p: &Option<std::path::PathBuf>) -> Value {
+    p.as_ref()
+        .map_or(Value::Null, |p| json!(p.display().to_string()))
+}
+
+fn cidrs(c: &[Cidr]) -> Value {
+    json!(c.iter().map(|c| c.to_string()).collect::<Vec<_>>())
+}
+
+fn client(c: &PinnedClient) -> Value {
+    let PinnedClient {
+        name,
+        sha256,
+        scopes,
+    } = c;
+    let Fingerprint(fp) = sha256;
+    json!({
+        "name": name,
+        "sha256": crate::identity::hex(fp),
+        "scopes": scopes.iter().map(|s| s.name()).collect::<Vec<_>>(),
+    })
+}
+
+/// Every field of `s`.
+pub fn view(s: &Settings) -> Value {
+    let Settings {
+        docking,
+        admin,
+        tls,
+        auth,
+        smtp,
+        log,
+        limits,
+    } = s;
+    let Docking {
+        listen,
+        max_message_bytes,
+        max_buffered_bytes,
+        request_timeout_secs,
+        crypto_workers,
+        crypto_queue,
+        missing,
+        sender_copy,
+        sign,
+        cipher,
+        trust_anchors,
+        allow_weak_signatures,
+    } = docking;
+    let Cipher(cipher) = cipher;
+    let cipher_name = ["aes256-cbc", "aes128-cbc", "aes256-gcm", "aes128-gcm"]
+        .iter()
+        .find(|n| {
+            n.parse::<sealgate_smime::crypto::CipherChoice>()
+                .is_ok_and(|c| c == *cipher)
+        })
+        .map_or_else(|| json!(format!("{cipher:?}")), |n| json!(n));
+    let docking = json!({
+        "listen": listen.to_string(),
+        "max_message_bytes": bytes(*max_message_bytes),
+        "max_buffered_bytes": bytes(*max_buffered_bytes),
+        "request_timeout_secs": secs(*request_timeout_secs),
+        "crypto_workers": crypto_workers,
+        "crypto_queue": crypto_queue,
+        "missing": spelled::<MissingPolicy>(*missing, &["reject", "send-plain", "encrypt-known"]),
+        "sender_copy": sender_copy,
+        "sign": spelled::<SignPolicy>(*sign, &["never", "if-key", "always"]),
+        "cipher": cipher_name,
+        "trust_anchors": path(trust_anchors),
+        "allow_weak_signatures": allow_weak_signatures,
+    });
+    let Admin { listen } = admin;
+    let admin = json!({ "listen": listen.to_string() });
+    let Tls { certificate, key } = tls;
+    let tls = json!({ "certificate": path(certificate), "key": path(key) });
+    let Auth {
+        max_failures,
+        failure_window_secs,
+        clients,
+    } = auth;
+    let auth = json!({
+        "max_failures": max_failures,
+        "failure_window_secs": secs(*failure_window_secs),
+        "clients": clients.iter().map(client).collect::<Vec<_>>(),
+    });
+    let Smtp {
+        decrypt_listen,
+        encrypt_listen,
+        next_hop,
+        hostname,
+        retry_secs,
+        allow_addresses,
+        certificate_addresses,
+        max_sessions,
+        max_sessions_per_address,
+        session_timeout_secs,
+        spool_max_bytes,
+        max_processing_attempts,
+        encrypt_failure,
+    } = smtp;
+    let addr = |a: &Option<std::net::SocketAddr>| a.map_or(Value::Null, |a| json!(a.to_string()));
+    let smtp = json!({
+        "decrypt_listen": addr(decrypt_listen),
+        "encrypt_listen": addr(encrypt_listen),
+        "next_hop": addr(next_hop),
+        "hostname": hostname,
+        "retry_secs": secs(*retry_secs),
+        "allow_addresses": cidrs(allow_addresses),
+        "certificate_addresses": cidrs(certificate_addresses),
+        "max_sessions": max_sessions,
+        "max_sessions_per_address": max_sessions_per_address,
+        "session_timeout_secs": secs(*session_timeout_secs),
+        "spool_max_bytes": bytes(*spool_max_bytes),
+        "max_processing_attempts": max_processing_attempts,
+        "encrypt_failure": spelled::<EncryptFailure>(*encrypt_failure, &["hold", "send-plain"]),
+    });
+    let Limits {
+        max_recipient_entries,
+        max_signers,
+    } = limits;
+    let Log { level } = log;
+    json!({
+        "docking": docking,
+        "admin": admin,
+        "tls": tls,
+        "auth": auth,
+        "smtp": smtp,
+        "log": { "level": level },
+        "limits": {
+            "max_recipient_entries": max_recipient_entries,
+            "max_signers": max_signers,
+        },
+    })
+}
+
+/// The dotted names of the fields of `s` that differ from the defaults.
+pub fn changed(s: &Settings) -> Vec<String> {
+    let (now, default) = (view(s), view(&Settings::default()));
+    let mut out = Vec::new();
+    if let (Value::Object(a), Value::Object(b)) = (&now, &default) {
+        diff("", a, b, &mut out);
+    }
+    out
+}
+
+fn diff(prefix: &str, a: &Map<String, Value>, b: &Map<String, Value>, out: &mut Vec<String>) {
+    for (k, v) in a {
+        let name = if prefix.is_empty() {
+            k.clone()
+        } else {
+            format!("{prefix}.{k}")
+        };
+        match (v, b.get(k)) {
+            (Value::Object(x), Some(Value::Object(y))) => diff(&name, x, y, out),
+            (x, Some(y)) if x == y => {}
+            _ => out.push(name),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_show_every_section_and_nothing_changed() {
+        let d = Settings::default();
+        let v = view(&d);
+        for section in ["docking", "admin", "tls", "auth", "smtp", "log", "limits"] {
+            assert!(v[section].is_object(), "{section}");
+        }
+        assert_eq!(v["docking"]["missing"], "reject");
+        assert_eq!(v["docking"]["sign"], "if-key");
+        assert_eq!(v["docking"]["cipher"], "aes256-cbc");
+        assert_eq!(v["smtp"]["encrypt_failure"], "hold");
+        assert!(changed(&d).is_empty());
+        let mut s = d.clone();
+        s.admin.listen = "127.0.0.1:1".parse().expect("addr");
+        s.auth.max_failures = 3;
+        assert_eq!(changed(&s), vec!["admin.listen", "auth.max_failures"]);
+    }
+}

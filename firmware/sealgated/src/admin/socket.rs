@@ -1,0 +1,42 @@
+//! The admin API on a local Unix socket, `DATA/admin.sock` (mode 0600): no TLS, no session;
+//! the peer's uid (SO_PEERCRED, read when the connection is accepted) is the credential.
+//! uid 0 and the daemon's own uid act as `admin` (named `uid:N` in the audit log); any other
+//! uid is refused (403) even if the socket's mode was widened.
+//!
+//! Who reaches it: local processes only, and with mode 0600 only the daemon's own user (and
+//! root). It is for `sealctl` and the console menu on the box.
+
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
+
+/// The socket's file name in the data directory.
+pub const SOCKET: &str = "admin.sock";
+
+/// The uid of the process at the other end of a socket connection.
+#[derive(Clone, Copy, Debug)]
+pub struct PeerUid(pub u32);
+
+/// Records the peer's uid for the requests of a Unix socket connection.
+pub fn on_connect(conn: &dyn std::any::Any, ext: &mut actix_web::dev::Extensions) {
+    if let Some(s) = conn.downcast_ref::<actix_web::rt::net::UnixStream>()
+        && let Ok(cred) = s.peer_cred()
+    {
+        ext.insert(PeerUid(cred.uid()));
+    }
+}
+
+/// Binds `DATA/admin.sock` (replacing a stale socket, never another kind of file), mode
+/// 0600. Returns the listener, its path and the daemon's uid (the socket's owner).
+pub fn bind(data_dir: &Path) -> anyhow::Result<(UnixListener, PathBuf, u32)> {
+    let path = data_dir.join(SOCKET);
+    match std::fs::symlink_metadata(&path) {
+        Ok(m) if m.file_type().is_socket() => std::fs::remove_file(&path)?,
+        Ok(_) => anyhow::bail!("{} exists and is not a socket", path.display()),
+        Err(_) => {}
+    }
+    let l = UnixListener::bind(&path)?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    let uid = std::fs::metadata(&path)?.uid();
+    Ok((l, path, uid))
+}

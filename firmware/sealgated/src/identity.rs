@@ -119,7 +119,7 @@ pub fn load_or_create(
 }
 
 /// Overwrites a file with zeros, syncs, and removes it.
-fn destroy_file(path: &Path) -> anyhow::Result<()> {
+pub(crate) fn destroy_file(path: &Path) -> anyhow::Result<()> {
     let len = fs::metadata(path)?.len();
     let mut f = fs::OpenOptions::new().write(true).open(path)?;
     f.write_all(&vec![0u8; usize::try_from(len).unwrap_or(0)])?;

@@ -319,6 +319,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 
     let vault = open_vault(&data_dir, &cli)?;
     let id = identity::load_or_create(&data_dir, &settings, &vault)?;
+    let loop_key = smtp::loop_key(&data_dir, &vault)?;
     if id.created {
         console("TLS certificate created");
     }
@@ -521,6 +522,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             audit,
             tls: smtp_tls,
             workers: state.workers.clone(),
+            loop_key,
         })
         .await?;
         for (name, addr) in hand_off.listening() {

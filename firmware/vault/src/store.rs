@@ -37,6 +37,7 @@ const FORMAT: &[u8] = b"sealgate-vault 1";
 const KEY_CHECK_AAD: &[u8] = b"sealgate vault key check";
 /// Associated data of the box's TLS key record.
 const TLS_KEY_AAD: &[u8] = b"sealgate box tls key";
+const SMTP_LOOP_KEY_AAD: &[u8] = b"sealgate smtp loop key";
 /// The key check of a vault whose audit chain is keyed (see `audit.rs`, "Migration").
 const KEY_CHECK_AAD_KEYED: &[u8] = b"sealgate vault key check v2: audit chain keyed";
 const KEY_CHECK_PLAIN: &[u8] = b"sealgate vault key check value";
@@ -1010,6 +1011,37 @@ impl Vault {
                 Ok(())
             },
             "vault.tls-key",
+            "box",
+            why,
+        )
+    }
+
+    /// The SMTP hand-off's loop-marker HMAC key, if one is stored. Kept like the TLS key,
+    /// AES-256-GCM under the vault key (its own associated data, so neither record can be
+    /// swapped for the other).
+    pub fn smtp_loop_key(&self) -> Result<Option<Zeroizing<Vec<u8>>>> {
+        let txn = self.db.begin_read()?;
+        match meta_get(&txn, "smtp_loop_key")? {
+            Some(sealed) => cipher::open(self.key.bytes(), SMTP_LOOP_KEY_AAD, &sealed)
+                .map(Some)
+                .ok_or_else(|| {
+                    VaultError::Corrupt("the SMTP loop key record does not decrypt".into())
+                }),
+            None => Ok(None),
+        }
+    }
+
+    /// Stores (replaces) the SMTP loop-marker key encrypted under the vault key. Audited with
+    /// `why` (e.g. `created`, `moved from smtp-loop.key`).
+    pub fn store_smtp_loop_key(&self, key: &[u8], why: &str) -> Result<()> {
+        let sealed = cipher::seal(self.key.bytes(), SMTP_LOOP_KEY_AAD, key)?;
+        self.audited(
+            |txn| {
+                txn.open_table(META)?
+                    .insert("smtp_loop_key", sealed.as_slice())?;
+                Ok(())
+            },
+            "vault.smtp-loop-key",
             "box",
             why,
         )

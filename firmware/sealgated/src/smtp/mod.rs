@@ -44,6 +44,8 @@ use crate::identity::{hex, random};
 use crate::keys::KeyStore;
 use crate::settings::Settings;
 
+pub use process::loop_key;
+
 /// What the hand-off needs from the daemon.
 pub struct HandOff {
     /// Settings.
@@ -60,6 +62,8 @@ pub struct HandOff {
     pub tls: Arc<rustls::ServerConfig>,
     /// The crypto workers shared with the HTTPS API.
     pub workers: Arc<Semaphore>,
+    /// The loop-marker key ([`loop_key`], from the vault).
+    pub loop_key: aws_lc_rs::hmac::Key,
 }
 
 /// Which way a listener works.
@@ -148,7 +152,7 @@ pub async fn start(h: HandOff) -> anyhow::Result<Running> {
         h.settings.smtp.spool_max_bytes.0 as u64,
     )?;
     let box_id = box_id(&h.data_dir)?;
-    let loop_key = process::loop_key(&h.data_dir)?;
+    let loop_key = h.loop_key.clone();
     let shared = Arc::new(Shared {
         sessions: Arc::new(Semaphore::new(h.settings.smtp.max_sessions)),
         h,

@@ -11,11 +11,14 @@
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
 
+use anyhow::Context;
 use aws_lc_rs::hmac;
+use sealgate_vault::Vault;
+use zeroize::Zeroizing;
 
 use super::{Direction, Shared};
 use crate::docking;
-use crate::identity::{hex, random};
+use crate::identity::{destroy_file, hex, random};
 use crate::settings::{EncryptFailure, MissingPolicy};
 
 /// The loop-stopping header.
@@ -38,29 +41,36 @@ pub(super) enum Processed {
     Hold { reason: String, outcome: String },
 }
 
-/// The per-box loop key, created on first use in `DATA/smtp-loop.key` (mode 0600).
-pub(super) fn loop_key(data_dir: &Path) -> anyhow::Result<hmac::Key> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let p = data_dir.join("smtp-loop.key");
-    let key = match std::fs::read_to_string(&p) {
-        Ok(s) if s.trim().len() == 64 => s.trim().to_string(),
-        _ => {
-            let k = hex(&random(32)?);
-            let tmp = data_dir.join("smtp-loop.key.tmp");
-            let _ = std::fs::remove_file(&tmp);
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&tmp)?;
-            f.write_all(k.as_bytes())?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, &p)?;
+/// The per-box loop key: random, kept in the vault encrypted under the vault key
+/// ([`Vault::smtp_loop_key`]), created on first use. A clear `DATA/smtp-loop.key` of an
+/// earlier version is moved into the vault (the same key, so markers already sent still
+/// verify) and then overwritten and removed.
+pub fn loop_key(data_dir: &Path, vault: &Vault) -> anyhow::Result<hmac::Key> {
+    let clear = data_dir.join("smtp-loop.key");
+    if clear.exists() {
+        let old = Zeroizing::new(std::fs::read_to_string(&clear)?);
+        if old.trim().len() == 64 && vault.smtp_loop_key()?.is_none() {
+            vault
+                .store_smtp_loop_key(
+                    old.trim().as_bytes(),
+                    "moved from smtp-loop.key into the vault",
+                )
+                .context("storing the SMTP loop key in the vault")?;
+        }
+        destroy_file(&clear)?;
+    }
+    let _ = std::fs::remove_file(data_dir.join("smtp-loop.key.tmp"));
+    let key = match vault.smtp_loop_key()? {
+        Some(k) => k,
+        None => {
+            let k = Zeroizing::new(hex(&random(32)?).into_bytes());
+            vault
+                .store_smtp_loop_key(&k, "created")
+                .context("storing the SMTP loop key in the vault")?;
             k
         }
     };
-    Ok(hmac::Key::new(hmac::HMAC_SHA256, key.as_bytes()))
+    Ok(hmac::Key::new(hmac::HMAC_SHA256, &key))
 }
 
 /// Runs `f`, turning a panic into an error (its message).
@@ -291,6 +301,81 @@ pub(super) fn process(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sealgate_vault::SoftwareSealer;
+
+    fn vault(dir: &Path) -> Vault {
+        Vault::init(dir, &mut SoftwareSealer::danger_new())
+            .expect("vault")
+            .0
+    }
+
+    fn tag(k: &hmac::Key) -> Vec<u8> {
+        hmac::sign(k, b"marker").as_ref().to_vec()
+    }
+
+    #[test]
+    fn the_loop_key_is_kept_in_the_vault_not_in_a_file() {
+        let d = tempfile::tempdir().expect("tmp");
+        let v = vault(d.path());
+        let k = loop_key(d.path(), &v).expect("create");
+        assert!(
+            !d.path().join("smtp-loop.key").exists(),
+            "no clear key file"
+        );
+        let stored = v.smtp_loop_key().expect("read").expect("stored");
+        assert_eq!(stored.len(), 64);
+        for entry in std::fs::read_dir(d.path()).expect("dir").flatten() {
+            if entry.path().is_file() {
+                let bytes = std::fs::read(entry.path()).expect("read");
+                assert!(
+                    !bytes.windows(stored.len()).any(|w| w == stored.as_slice()),
+                    "{} holds the loop key in clear",
+                    entry.path().display()
+                );
+            }
+        }
+        // A restart uses the same key: markers sent before it still verify.
+        let again = loop_key(d.path(), &v).expect("load");
+        assert_eq!(tag(&k), tag(&again));
+        // Another box has another key.
+        let other = tempfile::tempdir().expect("tmp");
+        let theirs = loop_key(other.path(), &vault(other.path())).expect("other");
+        assert_ne!(tag(&k), tag(&theirs));
+    }
+
+    /// Regression: the key was kept in clear at DATA/smtp-loop.key.
+    #[test]
+    fn a_clear_loop_key_file_of_an_earlier_version_moves_into_the_vault() {
+        let d = tempfile::tempdir().expect("tmp");
+        let old = "ab".repeat(32);
+        std::fs::write(d.path().join("smtp-loop.key"), format!("{old}\n")).expect("old file");
+        let v = vault(d.path());
+        let k = loop_key(d.path(), &v).expect("migrate");
+        assert!(
+            !d.path().join("smtp-loop.key").exists(),
+            "the clear file is gone"
+        );
+        assert_eq!(
+            tag(&k),
+            tag(&hmac::Key::new(hmac::HMAC_SHA256, old.as_bytes())),
+            "the same key as before"
+        );
+        assert_eq!(
+            v.smtp_loop_key().expect("read").expect("stored").as_slice(),
+            old.as_bytes()
+        );
+        let audit = v.audit().expect("audit");
+        assert!(
+            audit.iter().any(|e| e.action == "vault.smtp-loop-key"
+                && e.detail.contains("moved from smtp-loop.key"))
+        );
+        // A clear file left beside a stored key (e.g. restored from a backup) does not
+        // replace the vault's key; it is removed all the same.
+        std::fs::write(d.path().join("smtp-loop.key"), "cd".repeat(32)).expect("stray file");
+        let again = loop_key(d.path(), &v).expect("load");
+        assert_eq!(tag(&again), tag(&k));
+        assert!(!d.path().join("smtp-loop.key").exists());
+    }
 
     #[test]
     fn every_result_header_is_removed_with_its_continuation_lines() {

@@ -1,14 +1,25 @@
 //! The docking audit log: one JSON line per call in `DATA/audit/docking.jsonl` (and a
 //! `tracing` event). It names the client, the operation, the Message-ID, the outcome and the
 //! duration; never message content, never a token.
+//!
+//! The file is rotated by size like the daemon's log ([`RotatingFile`]): at [`MAX_BYTES`] it
+//! becomes `docking.jsonl.1` (older ones move up to `.KEEP`, the oldest is dropped), so the
+//! audit log never takes more than `(KEEP + 1) × MAX_BYTES` of the data partition. Each record
+//! is handed over as one whole line, so a line is never split across files.
 
-use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::Path;
 use std::sync::Mutex;
 use std::time::Duration;
 
 use serde::Serialize;
+
+use crate::logfile::RotatingFile;
+
+/// Size at which `docking.jsonl` is rotated.
+pub const MAX_BYTES: u64 = 4 * 1024 * 1024;
+/// Rotated audit files kept (`docking.jsonl.1` ... `.3`): at most 16 MiB in all.
+pub const KEEP: u32 = 3;
 
 /// One audited call.
 #[derive(Debug, Serialize)]
@@ -33,18 +44,17 @@ pub struct AuditRecord<'a> {
 
 /// The log file.
 pub struct AuditLog {
-    file: Mutex<File>,
+    file: Mutex<RotatingFile>,
 }
 
 impl AuditLog {
-    /// Opens (appends to) `DATA/audit/docking.jsonl`.
+    /// Opens (appends to) `DATA/audit/docking.jsonl`, rotated at [`MAX_BYTES`].
     pub fn open(data_dir: &Path) -> anyhow::Result<AuditLog> {
-        let dir = data_dir.join("audit");
-        fs::create_dir_all(&dir)?;
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(dir.join("docking.jsonl"))?;
+        Self::open_capped(data_dir, MAX_BYTES, KEEP)
+    }
+
+    fn open_capped(data_dir: &Path, max: u64, keep: u32) -> anyhow::Result<AuditLog> {
+        let file = RotatingFile::open(&data_dir.join("audit").join("docking.jsonl"), max, keep)?;
         Ok(AuditLog {
             file: Mutex::new(file),
         })
@@ -128,4 +138,48 @@ struct CertificateRecord<'a> {
     emails: &'a [String],
     outcome: &'a str,
     reason: Option<&'a str>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression: the audit log grew without limit.
+    #[test]
+    fn the_audit_log_is_rotated_within_its_cap_in_whole_records() {
+        let d = tempfile::tempdir().expect("tmp");
+        let log = AuditLog::open_capped(d.path(), 2000, 2).expect("open");
+        for i in 0..200 {
+            log.record(
+                "gw",
+                "192.0.2.1",
+                "decrypt",
+                Some(format!("<{i}@example.org>")),
+                "ok",
+                200,
+                Duration::from_millis(3),
+            );
+            log.record_certificate("gw", "192.0.2.1", "00ff", &[], "stored", None);
+        }
+        let dir = d.path().join("audit");
+        let mut records = 0;
+        for name in ["docking.jsonl", "docking.jsonl.1", "docking.jsonl.2"] {
+            let text = std::fs::read_to_string(dir.join(name)).expect(name);
+            assert!(text.len() <= 2000, "{name}: {}", text.len());
+            assert!(text.ends_with('\n'), "{name}: a split record");
+            for line in text.lines() {
+                let v: serde_json::Value = serde_json::from_str(line).expect("a whole record");
+                assert_eq!(v["client"], "gw");
+                records += 1;
+            }
+        }
+        assert!(records > 0);
+        assert!(
+            !dir.join("docking.jsonl.3").exists(),
+            "the oldest is dropped"
+        );
+        // The newest record is in the current file.
+        let current = std::fs::read_to_string(dir.join("docking.jsonl")).expect("current");
+        assert!(current.contains("<199@example.org>"));
+    }
 }

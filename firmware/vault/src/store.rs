@@ -1443,4 +1443,40 @@ mod tests {
         let st = Vault::status(tmp.path()).expect("status");
         assert_eq!(st.audit_entries, 53);
     }
+    #[test]
+    fn the_smtp_loop_key_is_sealed_apart_from_the_tls_key_and_survives_a_reopen() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let (v, _) = Vault::init(tmp.path(), &mut SoftwareSealer::danger_new()).expect("init");
+        assert!(v.smtp_loop_key().expect("read").is_none());
+        v.store_smtp_loop_key(b"loop-secret", "created")
+            .expect("store");
+        assert!(v.tls_key().expect("read").is_none(), "a record of its own");
+        drop(v);
+        let v = Vault::open(tmp.path(), &mut SoftwareSealer::danger_new()).expect("open");
+        assert_eq!(
+            v.smtp_loop_key().expect("read").expect("kept").as_slice(),
+            b"loop-secret"
+        );
+        // The sealed record is bound to its purpose: moved into the TLS key's place, it
+        // does not decrypt.
+        drop(v);
+        let db = Database::open(tmp.path().join(DB_FILE)).expect("db");
+        let txn = db.begin_write().expect("w");
+        {
+            let mut meta = txn.open_table(META).expect("meta");
+            let sealed = meta
+                .get("smtp_loop_key")
+                .expect("get")
+                .expect("present")
+                .value()
+                .to_vec();
+            meta.insert("tls_key", sealed.as_slice()).expect("insert");
+        }
+        txn.commit().expect("commit");
+        drop(db);
+        let v = Vault::open(tmp.path(), &mut SoftwareSealer::danger_new()).expect("open");
+        assert!(v.tls_key().is_err());
+        let log = v.audit().expect("audit");
+        assert!(log.iter().any(|e| e.action == "vault.smtp-loop-key"));
+    }
 }

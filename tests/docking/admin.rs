@@ -534,3 +534,127 @@ fn console_reset_of_admin_access_removes_every_admin_account() {
     );
     assert!(out.contains("claim 410"), "{out}");
 }
+
+const PENDING_CLIENT: &str = r#"
+import os
+import requests
+
+A, ca, setup = os.environ["BASE"] + "/api/v1/admin", os.environ["CA"], os.environ["SETUP"]
+docking, dtoken, sha = os.environ["DOCKING"], os.environ["DTOKEN"], os.environ["SHA"]
+PW = "correct horse battery staple"
+
+def problem(r, status):
+    assert r.status_code == status, (r.status_code, r.text)
+    assert r.headers["Content-Type"] == "application/problem+json", r.headers
+    return r.json()
+
+def login(user):
+    s = requests.Session()
+    s.verify = ca
+    r = s.post(A + "/session", json={"username": user, "password": PW})
+    assert r.status_code == 200, r.text
+    s.headers["X-CSRF-Token"] = r.json()["csrf_token"]
+    return s
+
+def dock(method, path, **kw):
+    return requests.request(method, docking + path, verify=ca,
+                            headers={"Authorization": "Bearer " + dtoken, **kw.pop("headers", {})}, **kw)
+
+r = requests.post(A + "/setup", verify=ca, json={"setup_token": setup, "username": "root", "password": PW})
+assert r.status_code == 201, r.text
+root = login("root")
+assert root.post(A + "/accounts", json={"username": "aud", "role": "auditor", "password": PW}).status_code == 201
+aud = login("aud")
+anon = requests.Session()
+anon.verify = ca
+
+MSG = b"From: bob@example.org\r\nTo: dave@example.org\r\nSubject: hi\r\nMessage-ID: <1@example.org>\r\n\r\nhello\r\n"
+def encrypt_to_dave():
+    return dock("POST", "/api/v1/encrypt", params=[("from", "bob@example.org"), ("to", "dave@example.org")],
+                data=MSG, headers={"Content-Type": "message/rfc822"})
+
+# A gateway posts dave's self-signed certificate: it waits; encrypt refuses (and caches that).
+r = dock("POST", "/api/v1/certificates", data=open(os.environ["DAVE"], "rb").read(),
+         headers={"Content-Type": "application/pem-certificate-chain"})
+assert r.status_code == 200 and r.json()["pending"][0]["sha256"] == sha, r.text
+problem(encrypt_to_dave(), 422)
+
+# Listing: any role with a session; none without.
+problem(anon.get(A + "/certificates/pending"), 401)
+listed = aud.get(A + "/certificates/pending").json()
+assert [p["sha256"] for p in listed] == [sha] and listed[0]["emails"] == ["dave@example.org"], listed
+assert listed[0]["pem"].startswith("-----BEGIN CERTIFICATE-----") and listed[0]["requested_by"] == "gw", listed
+
+# Deciding: admin only, with the session's CSRF token.
+problem(aud.post(A + "/certificates/pending/" + sha + "/approve"), 403)
+problem(anon.post(A + "/certificates/pending/" + sha + "/approve"), 401)
+problem(root.post(A + "/certificates/pending/" + sha + "/approve", headers={"X-CSRF-Token": "wrong"}), 403)
+problem(root.post(A + "/certificates/pending/" + sha + "/maybe"), 404)
+problem(root.post(A + "/certificates/pending/abc/approve"), 422)
+problem(root.post(A + "/certificates/pending/" + "0" * 64 + "/reject"), 404)
+assert aud.get(A + "/certificates/pending").json()[0]["sha256"] == sha
+# A unique prefix will do; encrypt uses the certificate at once.
+r = root.post(A + "/certificates/pending/" + sha[:16] + "/approve")
+assert r.status_code == 200 and r.json()["sha256"] == sha, r.text
+assert root.get(A + "/certificates/pending").json() == []
+r = encrypt_to_dave()
+assert r.status_code == 200, r.text
+problem(root.post(A + "/certificates/pending/" + sha + "/reject"), 404)
+
+# Revoking a docking token: admin only, with CSRF; the token is refused at once.
+problem(aud.delete(A + "/tokens/gw"), 403)
+problem(root.delete(A + "/tokens/gw", headers={"X-CSRF-Token": "wrong"}), 403)
+problem(root.delete(A + "/tokens/nosuch"), 404)
+assert dock("GET", "/api/v1/certificates", params={"email": "alice@example.org"}).status_code == 200
+r = root.delete(A + "/tokens/gw")
+assert r.status_code == 204, r.text
+assert dock("GET", "/api/v1/certificates", params={"email": "alice@example.org"}).status_code == 401
+problem(encrypt_to_dave(), 401)
+assert [t["name"] for t in root.get(A + "/tokens").json()] == []
+problem(root.delete(A + "/tokens/gw"), 404)
+
+actions = [(e["actor"], e["action"]) for e in aud.get(A + "/audit", params={"limit": 500}).json()["entries"]]
+for a in ["admin.cert-approve", "admin.token-revoke"]:
+    assert ("root", a) in actions, (a, actions)
+print("pending client ok")
+"#;
+
+/// The admin API decides external recipients' pending certificates (approval is used by
+/// `encrypt` at once) and revokes docking tokens (refused at once): admin only, sessions and
+/// CSRF as everywhere.
+#[test]
+fn admin_api_decides_pending_certificates_and_revokes_tokens() {
+    require_tool("python3", "python3");
+    let pki = Pki::new();
+    pki.issue("dave-self", "dave@example.org", "ec", None);
+    let sha = crate::harness::run(
+        Command::new("openssl")
+            .args(["x509", "-noout", "-fingerprint", "-sha256", "-in"])
+            .arg(pki.cert("dave-self")),
+    );
+    let sha = String::from_utf8_lossy(&sha.stdout)
+        .trim()
+        .rsplit('=')
+        .next()
+        .unwrap_or_default()
+        .replace(':', "")
+        .to_ascii_lowercase();
+    let dir = data_dir_with_keys(&pki);
+    let dtoken = crate::harness::create_token(dir.path(), "gw", "encrypt,verify");
+    let d = Daemon::start(dir.path(), "");
+    let setup = d.setup_token.clone().expect("setup token");
+    let out = python(
+        dir.path(),
+        PENDING_CLIENT,
+        &[
+            ("BASE", d.admin_url("")),
+            ("DOCKING", d.url("")),
+            ("CA", d.ca_file().display().to_string()),
+            ("SETUP", setup),
+            ("DAVE", pki.cert("dave-self").display().to_string()),
+            ("SHA", sha),
+            ("DTOKEN", dtoken),
+        ],
+    );
+    assert!(out.contains("pending client ok"), "{out}");
+}

@@ -1139,8 +1139,8 @@ fn certificate_takeover_is_held_for_an_administrator() {
         && e["client"] == "stolen"
         && e["sha256"] == fingerprint("carol-self")));
 
-    // The administrator decides with sealctl (the vault is the daemon's while it runs).
-    d.terminate();
+    // The administrator decides with sealctl while the daemon runs: sealctl asks it through
+    // the admin socket (the vault is the daemon's while it runs).
     let sealctl = |args: &[&str]| {
         run(Command::new(harness::sealctl())
             .args(["certs"])
@@ -1149,8 +1149,13 @@ fn certificate_takeover_is_held_for_an_administrator() {
             .arg(dir.path())
             .arg("--danger-software-sealer"))
     };
-    let list: serde_json::Value =
-        serde_json::from_slice(&sealctl(&["pending"]).stdout).expect("pending JSON");
+    let out = sealctl(&["pending"]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("admin.sock"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).expect("pending JSON");
     let listed: Vec<&str> = list
         .as_array()
         .expect("array")
@@ -1165,9 +1170,17 @@ fn certificate_takeover_is_held_for_an_administrator() {
         );
     }
     assert!(list[0]["requested_by"].is_string() && list[0]["reason"].is_string());
-    sealctl(&["approve", &fingerprint("dave-self")]);
+    let out = sealctl(&["approve", &fingerprint("dave-self")]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!(
+            "approved {} for dave@example.org (restart sealgated if it is not running yet)\n",
+            fingerprint("dave-self")
+        )
+    );
     sealctl(&["reject", &fingerprint("carol-self")]);
-    let d = Daemon::start(dir.path(), &settings);
+    // At once: encrypt refused dave a moment ago (and cached that), now it uses his
+    // certificate without a restart.
     let (code, _, body) = d.curl("POST", to_dave, Some(&gateway), &[], Some(&clear));
     assert_eq!(code, 200, "approved: {}", String::from_utf8_lossy(&body));
     assert!(contains(
@@ -1181,9 +1194,88 @@ fn certificate_takeover_is_held_for_an_administrator() {
         &pki.openssl_decrypt(&body, "carol@example.org"),
         "for carol"
     ));
-    let left: serde_json::Value = {
-        drop(d);
-        serde_json::from_slice(&sealctl(&["pending"]).stdout).expect("pending JSON")
-    };
+    let left: serde_json::Value =
+        serde_json::from_slice(&sealctl(&["pending"]).stdout).expect("pending JSON");
     assert_eq!(left.as_array().map(|a| a.len()), Some(2), "{left}");
+    // Stopped, sealctl opens the vault itself (no daemon answers on the socket).
+    d.terminate();
+    let out = sealctl(&["pending"]);
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("admin.sock"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let left: serde_json::Value = serde_json::from_slice(&out.stdout).expect("pending JSON");
+    assert_eq!(left.as_array().map(|a| a.len()), Some(2), "{left}");
+    // Both decisions are in the vault's audit chain, by the socket's uid.
+    let mut sealer = sealgate_vault::SoftwareSealer::danger_new();
+    let v = sealgate_vault::Vault::open(dir.path(), &mut sealer).expect("vault");
+    let audit = v.audit().expect("audit");
+    for action in ["admin.cert-approve", "admin.cert-reject"] {
+        assert!(
+            audit
+                .iter()
+                .any(|e| e.action == action && e.actor.starts_with("uid:")),
+            "{action} audited"
+        );
+    }
+}
+
+/// `sealctl api-token list|create|revoke` ask a running daemon through its admin socket:
+/// a revoked token is refused at once, and the output is what it is without a daemon.
+#[test]
+fn sealctl_api_token_uses_the_running_daemon() {
+    let pki = Pki::new();
+    let dir = data_dir_with_keys(&pki);
+    let gateway = create_token(dir.path(), "gw", "verify");
+    let tokens = |args: &[&str]| {
+        run(Command::new(harness::sealctl())
+            .arg("api-token")
+            .args(args)
+            .arg("--data-dir")
+            .arg(dir.path()))
+    };
+    let offline = tokens(&["list"]).stdout;
+    let mut d = Daemon::start(dir.path(), "");
+    let q = "/api/v1/certificates?email=alice@example.org";
+    let out = tokens(&["list"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("admin.sock"));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&offline)
+    );
+    let out = tokens(&["create", "--name", "gw2", "--scope", "verify"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("admin.sock"));
+    let gw2 = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(gw2.starts_with("sgt_"), "{gw2}");
+    assert_eq!(d.curl("GET", q, Some(&gw2), &[], None).0, 200);
+    assert_eq!(d.curl("GET", q, Some(&gateway), &[], None).0, 200);
+    let out = tokens(&["revoke", "gw"]);
+    assert!(out.stdout.is_empty());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("admin.sock"));
+    assert_eq!(d.curl("GET", q, Some(&gateway), &[], None).0, 401);
+    assert_eq!(d.curl("GET", q, Some(&gw2), &[], None).0, 200);
+    // An unknown name fails, saying why.
+    let out = Command::new(harness::sealctl())
+        .args(["api-token", "revoke", "gw", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .expect("sealctl");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no token of this name"));
+    let listed: serde_json::Value =
+        serde_json::from_slice(&tokens(&["list"]).stdout).expect("list JSON");
+    assert_eq!(listed.as_array().map(|a| a.len()), Some(1), "{listed}");
+    assert_eq!(listed[0]["name"], "gw2");
+    // The revocation is audited in the vault as the socket's uid.
+    d.terminate();
+    let mut sealer = sealgate_vault::SoftwareSealer::danger_new();
+    let v = sealgate_vault::Vault::open(dir.path(), &mut sealer).expect("vault");
+    assert!(
+        v.audit()
+            .expect("audit")
+            .iter()
+            .any(|e| e.action == "admin.token-revoke" && e.actor.starts_with("uid:")),
+        "audited"
+    );
 }

@@ -4,6 +4,12 @@
 //! `sealgated` reads (see `firmware/sealgated/src/tokens.rs` for the format, version 1). The
 //! file is separate from the vault's database so that tokens can be made while the daemon runs
 //! (redb admits one process at a time); the daemon notices a changed file on the next request.
+//!
+//! While `sealgated` runs on the data directory, `list`, `create` and `revoke` ask it through
+//! its admin socket instead (see `admin_socket.rs`; audited in the vault, and a revoked token
+//! is refused at once), so that only the daemon writes the file it serves from. A token with
+//! the `admin` scope is not made through the admin API (it refuses those), so `create
+//! --scope admin` writes the file as before.
 
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -15,6 +21,7 @@ use sealgate_smime::crypto::{HashAlg, random};
 use serde::{Deserialize, Serialize};
 
 use crate::Failure;
+use crate::admin_socket::{running, segment};
 
 const TOKENS_FILE: &str = "api-tokens.json";
 const SCOPES: [&str; 5] = ["decrypt", "encrypt", "sign", "verify", "admin"];
@@ -129,6 +136,20 @@ pub(crate) fn run(cmd: ApiTokenCmd) -> crate::Outcome {
                     scopes.push(s.to_string());
                 }
             }
+            if !scopes.iter().any(|s| s == "admin")
+                && let Some(d) = running(&data_dir)
+            {
+                let created: serde_json::Value = d.json(
+                    "POST",
+                    "/tokens",
+                    Some(&serde_json::json!({"name": name, "scopes": scopes})),
+                )?;
+                let token = created["token"]
+                    .as_str()
+                    .ok_or_else(|| Failure("sealgated answered without a token".into(), 1))?;
+                println!("{token}");
+                return Ok(ExitCode::SUCCESS);
+            }
             std::fs::create_dir_all(&data_dir)?;
             let path = data_dir.join(TOKENS_FILE);
             let mut f = load(&path)?;
@@ -153,16 +174,26 @@ pub(crate) fn run(cmd: ApiTokenCmd) -> crate::Outcome {
             Ok(ExitCode::SUCCESS)
         }
         ApiTokenCmd::List { data_dir } => {
-            let f = load(&data_dir.join(TOKENS_FILE))?;
-            let list: Vec<serde_json::Value> = f
-                .tokens
-                .iter()
-                .map(|t| serde_json::json!({"name": t.name, "scopes": t.scopes, "created": t.created}))
-                .collect();
+            let list: Vec<serde_json::Value> = match running(&data_dir) {
+                Some(d) => d
+                    .json::<Vec<serde_json::Value>>("GET", "/tokens", None)?
+                    .iter()
+                    .map(|t| serde_json::json!({"name": t["name"], "scopes": t["scopes"], "created": t["created"]}))
+                    .collect(),
+                None => load(&data_dir.join(TOKENS_FILE))?
+                    .tokens
+                    .iter()
+                    .map(|t| serde_json::json!({"name": t.name, "scopes": t.scopes, "created": t.created}))
+                    .collect(),
+            };
             println!("{}", serde_json::to_string_pretty(&list)?);
             Ok(ExitCode::SUCCESS)
         }
         ApiTokenCmd::Revoke { data_dir, name } => {
+            if let Some(d) = running(&data_dir) {
+                d.done("DELETE", &format!("/tokens/{}", segment(&name)))?;
+                return Ok(ExitCode::SUCCESS);
+            }
             let path = data_dir.join(TOKENS_FILE);
             let mut f = load(&path)?;
             let before = f.tokens.len();

@@ -2,13 +2,19 @@
 //! (posted through the docking API without a path to a trust anchor, or for an address that
 //! has a certificate from another issuer in use): list, approve, reject. Each decision is
 //! audited in the vault.
+//!
+//! While `sealgated` runs on the data directory (it holds the vault), the commands ask it
+//! through its admin socket (see `admin_socket.rs`); an approval is then used by `encrypt` at
+//! once. Otherwise they open the vault themselves.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Subcommand;
+use sealgate_vault::PendingCertificate;
 
 use crate::Outcome;
+use crate::admin_socket::{running, segment};
 use crate::vault_cmd::{SealerArgs, open_vault};
 
 #[derive(Subcommand)]
@@ -48,6 +54,11 @@ pub(crate) enum CertsCmd {
 pub(crate) fn run(cmd: CertsCmd) -> Outcome {
     match cmd {
         CertsCmd::Pending { data_dir, sealer } => {
+            if let Some(d) = running(&data_dir) {
+                let list: Vec<PendingCertificate> = d.json("GET", "/certificates/pending", None)?;
+                println!("{}", serde_json::to_string_pretty(&list)?);
+                return Ok(ExitCode::SUCCESS);
+            }
             let vault = open_vault(&data_dir, &sealer)?;
             println!(
                 "{}",
@@ -59,8 +70,14 @@ pub(crate) fn run(cmd: CertsCmd) -> Outcome {
             sha256,
             sealer,
         } => {
-            let vault = open_vault(&data_dir, &sealer)?;
-            let p = vault.approve_pending_certificate(&sha256)?;
+            let p = match running(&data_dir) {
+                Some(d) => d.json::<PendingCertificate>(
+                    "POST",
+                    &format!("/certificates/pending/{}/approve", segment(&sha256)),
+                    None,
+                )?,
+                None => open_vault(&data_dir, &sealer)?.approve_pending_certificate(&sha256)?,
+            };
             println!(
                 "approved {} for {} (restart sealgated if it is not running yet)",
                 p.sha256,
@@ -72,8 +89,14 @@ pub(crate) fn run(cmd: CertsCmd) -> Outcome {
             sha256,
             sealer,
         } => {
-            let vault = open_vault(&data_dir, &sealer)?;
-            let p = vault.reject_pending_certificate(&sha256)?;
+            let p = match running(&data_dir) {
+                Some(d) => d.json::<PendingCertificate>(
+                    "POST",
+                    &format!("/certificates/pending/{}/reject", segment(&sha256)),
+                    None,
+                )?,
+                None => open_vault(&data_dir, &sealer)?.reject_pending_certificate(&sha256)?,
+            };
             println!("rejected {} for {}", p.sha256, p.emails.join(", "));
         }
     }

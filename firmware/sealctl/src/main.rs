@@ -15,6 +15,7 @@ use sealgate_smime::keys::{PrivateKey, SoftwareKey};
 use sealgate_smime::message::{self, OpenMode};
 use sealgate_smime::signed::VerifyOptions;
 
+mod admin_socket;
 mod api_token_cmd;
 mod ca_cmd;
 mod certs_cmd;

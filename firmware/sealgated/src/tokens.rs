@@ -83,6 +83,8 @@ pub struct TokenStore {
     dir: PathBuf,
     cache: Mutex<Cache>,
     setup_lock: Mutex<()>,
+    /// Serialises the daemon's own writes of the token file (create, revoke).
+    write_lock: Mutex<()>,
 }
 
 impl TokenStore {
@@ -93,6 +95,7 @@ impl TokenStore {
             dir: data_dir.to_path_buf(),
             cache: Mutex::new((None, Vec::new())),
             setup_lock: Mutex::new(()),
+            write_lock: Mutex::new(()),
         }
     }
 
@@ -128,7 +131,34 @@ impl TokenStore {
 
     /// Adds a token; fails if the name exists. Returns the token text (shown once).
     pub fn create(&self, name: &str, scopes: &[Scope]) -> anyhow::Result<String> {
+        let _w = self
+            .write_lock
+            .lock()
+            .map_err(|_| anyhow::anyhow!("token write lock poisoned"))?;
         create_token(&self.dir, name, scopes)
+    }
+
+    /// Revokes the token `name` (the admin API): `Ok(false)` if there is none. The cache is
+    /// emptied, so the next request with the token is refused whatever the file's time says.
+    pub fn revoke(&self, name: &str) -> anyhow::Result<bool> {
+        let _w = self
+            .write_lock
+            .lock()
+            .map_err(|_| anyhow::anyhow!("token write lock poisoned"))?;
+        if !self.path.exists() {
+            return Ok(false);
+        }
+        let mut f = read_file(&self.path)?;
+        let before = f.tokens.len();
+        f.tokens.retain(|t| t.name != name);
+        if f.tokens.len() == before {
+            return Ok(false);
+        }
+        write_atomic(&self.path, &serde_json::to_vec_pretty(&f)?)?;
+        if let Ok(mut c) = self.cache.lock() {
+            *c = (None, Vec::new());
+        }
+        Ok(true)
     }
 
     /// Whether first-boot setup is still open (no admin token made through it yet).

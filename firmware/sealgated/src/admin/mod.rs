@@ -1105,6 +1105,116 @@ async fn create_token(req: HttpRequest, payload: web::Payload, app: App, ad: Dat
     answer(r)
 }
 
+/// `DELETE /tokens/{name}` (admin): revokes a docking API token; the next request with it
+/// is refused (401).
+async fn revoke_token(
+    req: HttpRequest,
+    path: web::Path<String>,
+    app: App,
+    ad: Data,
+) -> HttpResponse {
+    let started = Instant::now();
+    let (_, src) = source(&req);
+    answer((|| {
+        let c = authorize(&req, &ad, Need::Admin)?;
+        let gone = app.tokens.revoke(&path).map_err(|e| {
+            Problem::internal(crate::problem::INTERNAL_DETAIL).with_log(e.to_string())
+        })?;
+        if !gone {
+            return Err(Problem::new(
+                404,
+                "not-found",
+                "No such resource",
+                "no token of this name",
+            ));
+        }
+        audit(
+            &app,
+            &ad,
+            &c.username,
+            &src,
+            "token-revoke",
+            &path,
+            204,
+            started,
+        );
+        Ok(HttpResponse::NoContent().finish())
+    })())
+}
+
+/// `GET /certificates/pending` (any role): external recipients' certificates that wait for
+/// an administrator (certificates are public; the list holds no key material).
+async fn pending_certificates(req: HttpRequest, ad: Data) -> HttpResponse {
+    answer((|| {
+        authorize(&req, &ad, Need::Read)?;
+        Ok(ok_json(
+            200,
+            &ad.vault.pending_certificates().map_err(Problem::from)?,
+        ))
+    })())
+}
+
+/// A pending-certificate decision's vault error: no match is 404, an ambiguous or malformed
+/// fingerprint 422.
+fn undecided(e: VaultError) -> Problem {
+    match e {
+        VaultError::Usage(text) if text.starts_with("no pending certificate") => {
+            Problem::new(404, "not-found", "No such resource", text)
+        }
+        e => refused(e),
+    }
+}
+
+/// `POST /certificates/pending/{sha256}/approve|reject` (admin). Approving takes effect for
+/// the docking API's `encrypt` at once (the key cache is emptied).
+async fn decide_pending(
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+    app: App,
+    ad: Data,
+) -> HttpResponse {
+    let started = Instant::now();
+    let (_, src) = source(&req);
+    answer((|| {
+        let c = authorize(&req, &ad, Need::Admin)?;
+        let (sha256, decision) = path.into_inner();
+        let (p, action) = match decision.as_str() {
+            "approve" => (
+                ad.vault
+                    .approve_pending_certificate(&sha256)
+                    .map_err(undecided)?,
+                "cert-approve",
+            ),
+            "reject" => (
+                ad.vault
+                    .reject_pending_certificate(&sha256)
+                    .map_err(undecided)?,
+                "cert-reject",
+            ),
+            _ => {
+                return Err(Problem::new(
+                    404,
+                    "not-found",
+                    "No such endpoint",
+                    "see /api/v1/admin/openapi.json",
+                ));
+            }
+        };
+        app.keys.forget_cached();
+        audit(
+            &app,
+            &ad,
+            &c.username,
+            &src,
+            action,
+            &format!("{} {}", p.sha256, p.emails.join(",")),
+            200,
+            started,
+        );
+        Ok(ok_json(200, &p))
+    })())
+}
+
 async fn openapi() -> HttpResponse {
     HttpResponse::Ok()
         .content_type("application/json")
@@ -1164,6 +1274,12 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 res("/tokens")
                     .route(web::get().to(tokens))
                     .route(web::post().to(create_token)),
+            )
+            .service(res("/tokens/{name}").route(web::delete().to(revoke_token)))
+            .service(res("/certificates/pending").route(web::get().to(pending_certificates)))
+            .service(
+                res("/certificates/pending/{sha256}/{decision}")
+                    .route(web::post().to(decide_pending)),
             )
             .default_service(web::to(not_found)),
     );

@@ -406,6 +406,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     };
     let audit = Arc::new(audit::AuditLog::open(&data_dir)?);
     let vault = Arc::new(vault);
+    // Kept to write the buffered key uses at a clean stop: the servers' workers may still
+    // hold clones of the state (and so of the vault) when the process ends, so its drop,
+    // which would write them, cannot be relied on.
+    let vault_at_stop = vault.clone();
     let admin_state = web::Data::new(admin::AdminState::new(vault.clone()));
     let keys: Arc<dyn keys::KeyStore> = Arc::new(keys::Cached::new(vault, Duration::from_secs(30)));
     let anchors = Arc::new(anchors);
@@ -538,6 +542,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         tokio::join!(docking_handle.stop(true), admin_handle.stop(true));
         if let Some(h) = socket_handle {
             h.stop(true).await;
+        }
+        if let Err(e) = vault_at_stop.flush_audit() {
+            tracing::error!(error = %e, "the last key uses could not be written to the audit log");
         }
         console("stopped");
         anyhow::Ok(())

@@ -13,6 +13,8 @@ use std::path::Path;
 
 use anyhow::Context;
 use aws_lc_rs::hmac;
+use sealgate_smime::message::RESULT_HEADER_PREFIX;
+use sealgate_smime::mime::Entity;
 use sealgate_vault::Vault;
 use zeroize::Zeroizing;
 
@@ -25,8 +27,6 @@ use crate::settings::{EncryptFailure, MissingPolicy};
 pub(super) const LOOP_HEADER: &str = "X-Sealgate-Loop";
 /// The result header of the hand-off.
 pub(super) const RESULT_HEADER: &str = "X-Sealgate-Docking";
-/// Every header field the box writes starts with this; incoming ones are removed.
-const PREFIX: &[u8] = b"x-sealgate-";
 /// How old a loop marker may be and still stop processing (mail can wait in queues for
 /// days); in the future, a few minutes of clock skew.
 const LOOP_MAX_AGE: i64 = 7 * 86_400;
@@ -83,51 +83,15 @@ pub(super) fn guarded<T>(f: impl FnOnce() -> T) -> Result<T, String> {
     })
 }
 
-/// The header section's fields as (start, end) byte ranges, continuation lines included.
-fn header_field_ranges(msg: &[u8]) -> Vec<(usize, usize)> {
-    let mut out: Vec<(usize, usize)> = Vec::new();
-    let mut pos = 0;
-    while pos < msg.len() {
-        let end = msg[pos..]
-            .iter()
-            .position(|b| *b == b'\n')
-            .map_or(msg.len(), |i| pos + i + 1);
-        let line = &msg[pos..end];
-        let content = line
-            .strip_suffix(b"\n")
-            .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
-            .unwrap_or(line);
-        if content.is_empty() {
-            break;
-        }
-        match (content[0], out.last_mut()) {
-            (b' ' | b'\t', Some(last)) => last.1 = end,
-            _ => out.push((pos, end)),
-        }
-        pos = end;
-    }
-    out
-}
-
-fn is_ours(field: &[u8]) -> bool {
-    field
-        .get(..PREFIX.len())
-        .is_some_and(|p| p.eq_ignore_ascii_case(PREFIX))
-}
-
-/// The message without any `X-Sealgate-*` header field.
+/// The message without any `X-Sealgate-*` header field (folded lines included), read by
+/// the engine's MIME parser; the rest is kept byte for byte.
 pub(super) fn strip_result_headers(msg: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(msg.len());
-    let mut pos = 0;
-    for (start, end) in header_field_ranges(msg) {
-        out.extend_from_slice(&msg[pos..start]);
-        if !is_ours(&msg[start..end]) {
-            out.extend_from_slice(&msg[start..end]);
-        }
-        pos = end;
+    let entity = Entity::parse(msg);
+    let mut header = entity.header_list();
+    if header.remove_headers_with_prefix(RESULT_HEADER_PREFIX) == 0 {
+        return msg.to_vec();
     }
-    out.extend_from_slice(&msg[pos..]);
-    out
+    header.write_entity(&entity)
 }
 
 fn loop_input(box_id: &str, dir: &str, t: i64, message_id: &str) -> Vec<u8> {
@@ -152,15 +116,13 @@ pub(super) fn loop_verified(
     now: i64,
 ) -> bool {
     let mid = docking::message_id(msg).unwrap_or_default();
-    header_field_ranges(msg).into_iter().any(|(s, e)| {
-        let field = String::from_utf8_lossy(&msg[s..e]);
-        let Some((name, value)) = field.split_once(':') else {
-            return false;
-        };
-        if !name.trim().eq_ignore_ascii_case(LOOP_HEADER) {
-            return false;
-        }
-        let value: String = value.split_whitespace().collect::<Vec<_>>().join(" ");
+    let entity = Entity::parse(msg);
+    entity.headers_named(LOOP_HEADER).any(|field| {
+        let value: String = field
+            .value()
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
         let mut parts = value.split(';').map(str::trim);
         let (Some(id), Some(d), Some(t), Some(mac)) =
             (parts.next(), parts.next(), parts.next(), parts.next())

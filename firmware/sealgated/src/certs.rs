@@ -18,6 +18,7 @@
 
 use rustls_pki_types::{CertificateDer, UnixTime};
 use sealgate_smime::cert::{Certificate, names_equal};
+use sealgate_smime::envelope::Recipient;
 use sealgate_vault::VaultError;
 
 use crate::keys::KeyDirectory;
@@ -146,6 +147,56 @@ pub fn decide(
     }
     Ok(Decision::Store)
 }
+
+/// Why `cert` cannot be stored as a recipient certificate (encrypting to it must work and
+/// be allowed), or `None`.
+pub fn unusable_reason(cert: &Certificate, now: i64) -> Option<String> {
+    use sealgate_smime::cert::KeyKind;
+    if cert.is_ca {
+        return Some("it is a CA certificate".into());
+    }
+    if cert.der().len() > MAX_CERTIFICATE_BYTES {
+        return Some(format!(
+            "it is larger than {} KiB",
+            MAX_CERTIFICATE_BYTES / 1024
+        ));
+    }
+    // An address the vault can file it under: local@domain.tld, nothing odd.
+    let filable = |e: &String| {
+        e.split_once('@').is_some_and(|(l, d)| {
+            !l.is_empty() && d.contains('.') && !d.starts_with('.') && !d.ends_with('.')
+        }) && !e
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || c == '<' || c == '>')
+    };
+    if !cert.emails.iter().any(filable) {
+        return Some("it names no email address".into());
+    }
+    if now < cert.not_before || now > cert.not_after {
+        return Some("it is not valid now".into());
+    }
+    if !sealgate_smime::chain::eku_allows_email(cert) {
+        return Some("its extended key usage does not allow email protection".into());
+    }
+    if let Some(ku) = cert.key_usage {
+        use sealgate_smime::cert::key_usage::{KEY_AGREEMENT, KEY_ENCIPHERMENT};
+        let needed = match cert.key_kind {
+            KeyKind::Rsa { .. } => KEY_ENCIPHERMENT,
+            _ => KEY_AGREEMENT,
+        };
+        if ku & needed == 0 {
+            return Some("its key usage does not allow encryption".into());
+        }
+    }
+    if let Err(e) = Recipient::new(cert.clone()) {
+        return Some(e.to_string());
+    }
+    None
+}
+
+/// Largest certificate taken (real S/MIME certificates are a few KiB); with
+/// [`sealgate_vault::MAX_PENDING`] it bounds what callers can make the vault hold.
+pub const MAX_CERTIFICATE_BYTES: usize = 32 * 1024;
 
 #[cfg(test)]
 mod tests {

@@ -16,11 +16,11 @@ use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 use futures_util::StreamExt;
 use sealgate_smime::cert::Certificate;
-use sealgate_smime::envelope::Recipient;
 use serde::Serialize;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::audit::AuditLog;
+use crate::certs::unusable_reason;
 use crate::docking;
 use crate::identity::sha256;
 use crate::keys::{Acting, KeyDirectory, KeyStore};
@@ -811,56 +811,6 @@ struct StoredAnswer {
     pending: Vec<PendingEntry>,
 }
 
-/// Why `cert` cannot be stored as a recipient certificate (encrypting to it must work and
-/// be allowed), or `None`.
-fn unusable_reason(cert: &Certificate, now: i64) -> Option<String> {
-    use sealgate_smime::cert::KeyKind;
-    if cert.is_ca {
-        return Some("it is a CA certificate".into());
-    }
-    if cert.der().len() > MAX_CERTIFICATE_BYTES {
-        return Some(format!(
-            "it is larger than {} KiB",
-            MAX_CERTIFICATE_BYTES / 1024
-        ));
-    }
-    // An address the vault can file it under: local@domain.tld, nothing odd.
-    let filable = |e: &String| {
-        e.split_once('@').is_some_and(|(l, d)| {
-            !l.is_empty() && d.contains('.') && !d.starts_with('.') && !d.ends_with('.')
-        }) && !e
-            .chars()
-            .any(|c| c.is_whitespace() || c.is_control() || c == '<' || c == '>')
-    };
-    if !cert.emails.iter().any(filable) {
-        return Some("it names no email address".into());
-    }
-    if now < cert.not_before || now > cert.not_after {
-        return Some("it is not valid now".into());
-    }
-    if !sealgate_smime::chain::eku_allows_email(cert) {
-        return Some("its extended key usage does not allow email protection".into());
-    }
-    if let Some(ku) = cert.key_usage {
-        use sealgate_smime::cert::key_usage::{KEY_AGREEMENT, KEY_ENCIPHERMENT};
-        let needed = match cert.key_kind {
-            KeyKind::Rsa { .. } => KEY_ENCIPHERMENT,
-            _ => KEY_AGREEMENT,
-        };
-        if ku & needed == 0 {
-            return Some("its key usage does not allow encryption".into());
-        }
-    }
-    if let Err(e) = Recipient::new(cert.clone()) {
-        return Some(e.to_string());
-    }
-    None
-}
-
-/// Largest certificate taken (real S/MIME certificates are a few KiB); with
-/// [`sealgate_vault::MAX_PENDING`] it bounds what callers can make the vault hold.
-const MAX_CERTIFICATE_BYTES: usize = 32 * 1024;
-
 /// End-entity certificates taken in one `POST /api/v1/certificates`.
 const MAX_CERTIFICATES_PER_REQUEST: usize = 100;
 
@@ -1147,6 +1097,7 @@ pub fn admin_routes(cfg: &mut web::ServiceConfig) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::certs::MAX_CERTIFICATE_BYTES;
 
     #[test]
     fn report_json_is_ascii() {

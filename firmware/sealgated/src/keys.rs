@@ -335,6 +335,9 @@ impl<D: KeyStore> KeyStore for Cached<D> {
         if let Ok(mut a) = self.anchors.lock() {
             *a = None;
         }
+        if let Ok(mut r) = self.revoked.lock() {
+            *r = None;
+        }
     }
 
     fn decryption_keys(&self, address: &str) -> Result<Vec<Arc<VaultKey>>, VaultError> {

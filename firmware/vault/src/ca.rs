@@ -25,6 +25,8 @@ use crate::record::{KeyRecord, Purpose, b64, b64_list, now, rfc3339};
 use crate::store::{CA, KEYS, META, REVOKED, Vault, normalise};
 
 const CA_KEY_AAD: &[u8] = b"sealgate ca key";
+/// The last CRL issued (meta record), dropped by every revocation.
+const CRL_PEM: &str = "crl_pem";
 /// smimeCapabilities (RFC 8551 §2.5.2).
 const SMIME_CAPABILITIES: &[u64] = &[1, 2, 840, 113549, 1, 9, 15];
 /// Root validity: ten years.
@@ -88,7 +90,7 @@ impl Default for CaSettings {
 }
 
 /// What `ca init` made.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CaInfo {
     /// The CA's subject.
     pub subject: String,
@@ -661,6 +663,11 @@ impl Vault {
     /// Returns the new certificates.
     pub fn ca_issue(&self, email: &str) -> Result<Vec<Certificate>> {
         let email = normalise(email)?;
+        if !email.is_ascii() {
+            return Err(VaultError::Usage(format!(
+                "{email:?}: the CA issues only for ASCII addresses"
+            )));
+        }
         let settings = self.ca_settings()?;
         let ca = self.ca_record()?;
         let ca_cert = ca.certificate()?;
@@ -826,6 +833,8 @@ impl Vault {
             let recs = read_keys_w(&txn)?;
             let mut keys = txn.open_table(KEYS)?;
             let mut revoked = txn.open_table(REVOKED)?;
+            // The stored CRL no longer lists everything revoked.
+            txn.open_table(META)?.remove(CRL_PEM)?;
             let mut a = audit::Writer::open(&txn, &self.audit_key)?;
             let t = now();
             for mut r in recs
@@ -910,6 +919,14 @@ impl Vault {
         };
         let crl = params.signed_by(&issuer)?;
         let pem = crl.pem()?;
+        {
+            let stored = StoredCrl {
+                pem: pem.clone(),
+                next_update: params.next_update.unix_timestamp(),
+            };
+            txn.open_table(META)?
+                .insert(CRL_PEM, serde_json::to_vec(&stored)?.as_slice())?;
+        }
         txn.commit()?;
         Ok(pem)
     }
@@ -941,4 +958,166 @@ fn read_keys_w(txn: &redb::WriteTransaction) -> Result<Vec<KeyRecord>> {
         out.push(serde_json::from_slice(v.value())?);
     }
     Ok(out)
+}
+
+/// The last CRL [`Vault::ca_crl`] issued, kept so that readers get it without signing.
+#[derive(Serialize, Deserialize)]
+struct StoredCrl {
+    pem: String,
+    /// nextUpdate, Unix seconds.
+    next_update: i64,
+}
+
+/// The box's CA as the admin API shows it (`GET ca`): public facts only.
+#[derive(Debug, Clone, Serialize)]
+pub struct CaOverview {
+    /// `none`, `pending` (an intermediate waits for its certificate) or `active`.
+    pub state: &'static str,
+    /// The CA's name.
+    pub name: Option<String>,
+    /// An intermediate under a corporate CA.
+    pub intermediate: bool,
+    /// The CA certificate's subject.
+    pub subject: Option<String>,
+    /// Its issuer (itself for a root).
+    pub issuer: Option<String>,
+    /// Serial (hex).
+    pub serial: Option<String>,
+    /// Validity start (RFC 3339).
+    pub not_before: Option<String>,
+    /// Validity end (RFC 3339).
+    pub not_after: Option<String>,
+    /// SHA-256 of the CA certificate's DER.
+    pub sha256_fingerprint: Option<String>,
+    /// Subjects of the corporate chain above an intermediate, issuer first.
+    pub chain: Vec<String>,
+    /// How the CA issues.
+    pub settings: CaSettings,
+    /// Certificates it revoked.
+    pub revoked: u64,
+    /// The number of the last CRL it issued (0: none yet).
+    pub crl_number: u64,
+}
+
+impl Vault {
+    /// The CA's state and public facts.
+    pub fn ca_overview(&self) -> Result<CaOverview> {
+        let txn = self.db.begin_read()?;
+        let settings = self.ca_settings()?;
+        let revoked = txn.open_table(REVOKED)?.len()?;
+        let crl_number = txn
+            .open_table(META)?
+            .get("crl_number")?
+            .and_then(|v| String::from_utf8_lossy(v.value()).parse().ok())
+            .unwrap_or(0);
+        let mut o = CaOverview {
+            state: "none",
+            name: None,
+            intermediate: false,
+            subject: None,
+            issuer: None,
+            serial: None,
+            not_before: None,
+            not_after: None,
+            sha256_fingerprint: None,
+            chain: Vec::new(),
+            settings,
+            revoked,
+            crl_number,
+        };
+        if let Some(ca) = read_ca(&txn)? {
+            let c = ca.certificate()?;
+            o.state = "active";
+            o.name = Some(ca.name.clone());
+            o.intermediate = ca.intermediate;
+            o.subject = Some(c.subject_text());
+            o.issuer = Some(c.issuer_text());
+            o.serial = Some(hex(&c.serial));
+            o.not_before = Some(rfc3339(c.not_before));
+            o.not_after = Some(rfc3339(c.not_after));
+            o.sha256_fingerprint = Some(cipher::hex(&cipher::sha256(&[c.der()])));
+            o.chain = ca.chain_certs()?.iter().map(|c| c.subject_text()).collect();
+        } else if let Some(p) = read_pending(&txn)? {
+            o.state = "pending";
+            o.name = Some(p.name);
+            o.intermediate = true;
+        }
+        Ok(o)
+    }
+
+    /// The CA's certificate, then (intermediate) the corporate chain above it, PEM: what
+    /// `sealctl ca cert` prints.
+    pub fn ca_pem(&self) -> Result<String> {
+        let mut out = self.ca_certificate()?.to_pem();
+        for c in self.ca_chain()? {
+            out.push_str(&c.to_pem());
+        }
+        Ok(out)
+    }
+
+    /// `certs` (just issued) as PEM, followed under a corporate CA by the CA certificate
+    /// and the chain up to (not including) its root: what `sealctl ca issue` prints.
+    pub fn ca_issued_pem(&self, certs: &[Certificate]) -> Result<String> {
+        let mut out: String = certs.iter().map(Certificate::to_pem).collect();
+        let chain = self.ca_chain()?;
+        if !chain.is_empty() {
+            out.push_str(&self.ca_certificate()?.to_pem());
+            for c in chain.iter().filter(|c| !c.is_self_issued()) {
+                out.push_str(&c.to_pem());
+            }
+        }
+        Ok(out)
+    }
+
+    /// The current CRL (PEM): the last one issued while it lists every revocation and has
+    /// not passed its nextUpdate, else a fresh one ([`Vault::ca_crl`], audited).
+    pub fn ca_current_crl(&self) -> Result<String> {
+        self.ca_record()?;
+        let stored = self
+            .db
+            .begin_read()?
+            .open_table(META)?
+            .get(CRL_PEM)?
+            .and_then(|v| serde_json::from_slice::<StoredCrl>(v.value()).ok());
+        match stored {
+            Some(s) if s.next_update > now() + 3600 => Ok(s.pem),
+            _ => self.ca_crl(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod admin_tests {
+    use crate::{CaSettings, KeyAlgorithm, SoftwareSealer, Vault, VaultError};
+
+    #[test]
+    fn the_current_crl_is_reissued_only_after_a_revocation() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let (v, _) = Vault::init(dir.path(), &mut SoftwareSealer::danger_new()).expect("init");
+        assert_eq!(v.ca_overview().expect("overview").state, "none");
+        assert!(matches!(v.ca_current_crl(), Err(VaultError::NoCa)));
+        let settings = CaSettings {
+            key_algorithm: KeyAlgorithm::P256,
+            ..CaSettings::default()
+        };
+        v.ca_init("Test CA", &settings).expect("ca");
+        let first = v.ca_current_crl().expect("crl");
+        assert_eq!(v.ca_current_crl().expect("crl"), first, "kept");
+        assert_eq!(v.ca_overview().expect("overview").crl_number, 1);
+        v.ca_issue("dave@example.org").expect("issue");
+        v.ca_revoke_user("dave@example.org").expect("revoke");
+        let second = v.ca_current_crl().expect("crl");
+        assert_ne!(second, first, "a revocation makes the stored CRL stale");
+        let o = v.ca_overview().expect("overview");
+        assert_eq!((o.state, o.revoked, o.crl_number), ("active", 1, 2));
+        assert!(matches!(
+            v.ca_issue("dävid@example.org"),
+            Err(VaultError::Usage(_))
+        ));
+        assert!(
+            v.ca_pem()
+                .expect("pem")
+                .starts_with("-----BEGIN CERTIFICATE-----")
+        );
+    }
 }

@@ -31,7 +31,9 @@ mod ca;
 mod cipher;
 mod error;
 mod key;
+mod lifecycle;
 mod pending;
+mod recipients;
 mod record;
 mod recovery;
 mod sealer;
@@ -42,10 +44,11 @@ pub use accounts::{
     normalise_username,
 };
 pub use audit::{AuditCheck, AuditEntry, USE_BATCH_DELAY, USE_BATCH_ENTRIES};
-pub use ca::{CaInfo, CaSettings, KeyAlgorithm};
+pub use ca::{CaInfo, CaOverview, CaSettings, KeyAlgorithm};
 pub use error::{Result, VaultError};
 pub use key::{ActingKey, VaultKey};
 pub use pending::{MAX_PENDING, PendingCertificate, PendingOutcome};
+pub use recipients::{RecipientCertificate, fingerprint};
 pub use record::{KeyInfo, Purpose};
 pub use recovery::RecoverySecret;
 pub use sealer::{DEFAULT_TCTI, SOFTWARE_KEY_FILE, Sealer, SealerKind, SoftwareSealer, TpmSealer};

@@ -104,7 +104,7 @@ impl KeyRecord {
 }
 
 /// A key as `keys list` shows it (no key material).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct KeyInfo {
     /// The record id.
     pub id: u64,

@@ -15,6 +15,9 @@
 //! Every login, failed login, logout, setup claim and change is recorded in the vault's
 //! audit chain (`admin.*` actions, the account as actor) and in the daemon's audit log.
 
+mod ca;
+mod external;
+mod keys;
 pub mod session;
 mod settings_view;
 pub mod socket;
@@ -824,159 +827,6 @@ async fn audit_log(req: HttpRequest, ad: Data) -> HttpResponse {
     })())
 }
 
-/// `GET /keys`: every key the vault holds (certificates' facts, never key material).
-async fn keys(req: HttpRequest, ad: Data) -> HttpResponse {
-    answer((|| {
-        authorize(&req, &ad, Need::Read)?;
-        Ok(ok_json(200, &ad.vault.list(None).map_err(Problem::from)?))
-    })())
-}
-
-/// Largest PKCS#12 import body (JSON with base64).
-const MAX_IMPORT_BODY: usize = 256 * 1024;
-
-fn no_key() -> Problem {
-    Problem::new(
-        404,
-        "not-found",
-        "No such resource",
-        "the box holds no key for this address",
-    )
-}
-
-/// `GET /keys/{address}/certificate`: the user's certificate and chain, PEM (any role).
-async fn export_certificate(req: HttpRequest, path: web::Path<String>, ad: Data) -> HttpResponse {
-    answer((|| {
-        authorize(&req, &ad, Need::Read)?;
-        let pem = ad
-            .vault
-            .export_cert(&path, sealgate_vault::CertFormat::Pem)
-            .map_err(|e| match e {
-                VaultError::NoKey(_) | VaultError::Usage(_) => no_key(),
-                e => Problem::from(e),
-            })?;
-        Ok(HttpResponse::Ok()
-            .content_type("application/pem-certificate-chain")
-            .body(pem))
-    })())
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Import {
-    /// The PKCS#12 file, base64.
-    pkcs12: String,
-    password: String,
-    user: Option<String>,
-}
-
-/// `POST /keys/import` (admin): every key of a PKCS#12 file.
-async fn import_pkcs12(
-    req: HttpRequest,
-    payload: web::Payload,
-    app: App,
-    ad: Data,
-) -> HttpResponse {
-    let started = Instant::now();
-    let (_, src) = source(&req);
-    let r = async {
-        let c = authorize(&req, &ad, Need::Admin)?;
-        let i: Import = json_body_max(payload, MAX_IMPORT_BODY).await?;
-        use base64::Engine as _;
-        let der = base64::engine::general_purpose::STANDARD
-            .decode(i.pkcs12.trim())
-            .map_err(|_| Problem::bad_request("pkcs12 is not base64"))?;
-        let ad2 = ad.clone();
-        let imported = web::block(move || {
-            ad2.vault
-                .import_pkcs12(&der, &i.password, i.user.as_deref())
-        })
-        .await
-        .map_err(|_| Problem::internal(crate::problem::INTERNAL_DETAIL))?
-        .map_err(refused)?;
-        app.keys.forget_cached();
-        let users: Vec<&str> = imported.iter().map(|k| k.user.as_str()).collect();
-        audit(
-            &app,
-            &ad,
-            &c.username,
-            &src,
-            "key-import",
-            &users.join(","),
-            201,
-            started,
-        );
-        Ok(ok_json(201, &imported))
-    }
-    .await;
-    answer(r)
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Issue {
-    user: String,
-}
-
-/// `POST /keys/issue` (admin): a new key and certificate from the box's CA.
-async fn issue(req: HttpRequest, payload: web::Payload, app: App, ad: Data) -> HttpResponse {
-    let started = Instant::now();
-    let (_, src) = source(&req);
-    let r = async {
-        let c = authorize(&req, &ad, Need::Admin)?;
-        let i: Issue = json_body(payload).await?;
-        let ad2 = ad.clone();
-        let user = i.user.clone();
-        web::block(move || ad2.vault.ca_issue(&user))
-            .await
-            .map_err(|_| Problem::internal(crate::problem::INTERNAL_DETAIL))?
-            .map_err(refused)?;
-        app.keys.forget_cached();
-        let keys = ad.vault.list(Some(&i.user)).map_err(refused)?;
-        audit(
-            &app,
-            &ad,
-            &c.username,
-            &src,
-            "key-issue",
-            &i.user,
-            201,
-            started,
-        );
-        Ok(ok_json(201, &keys))
-    }
-    .await;
-    answer(r)
-}
-
-#[derive(Serialize)]
-struct Revoked {
-    revoked: Vec<String>,
-}
-
-/// `POST /keys/{address}/revoke` (admin): revokes the CA-issued certificates of a user (the
-/// keys stay to decrypt old mail).
-async fn revoke(req: HttpRequest, path: web::Path<String>, app: App, ad: Data) -> HttpResponse {
-    let started = Instant::now();
-    let (_, src) = source(&req);
-    answer((|| {
-        let c = authorize(&req, &ad, Need::Admin)?;
-        let serials = ad.vault.ca_revoke_user(&path).map_err(refused)?;
-        app.keys.forget_cached();
-        audit(
-            &app,
-            &ad,
-            &c.username,
-            &src,
-            "key-revoke",
-            &path,
-            200,
-            started,
-        );
-        Ok(ok_json(200, &Revoked { revoked: serials }))
-    })())
-}
-
 /// `GET /settings` (any role): the running settings, every field, and which differ from the
 /// defaults.
 async fn settings(req: HttpRequest, app: App, ad: Data) -> HttpResponse {
@@ -1241,6 +1091,11 @@ async fn method_not_allowed() -> HttpResponse {
     .error_response()
 }
 
+/// A resource whose other methods are answered 405 (problem+json).
+fn resource(path: &str) -> actix_web::Resource {
+    web::resource(path.to_string()).default_service(web::to(method_not_allowed))
+}
+
 /// The admin API's routes; configure them before [`crate::http::admin_routes`].
 pub fn routes(cfg: &mut web::ServiceConfig) {
     let res =
@@ -1265,11 +1120,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             )
             .service(res("/accounts/{username}").route(web::delete().to(delete_account)))
             .service(res("/audit").route(web::get().to(audit_log)))
-            .service(res("/keys").route(web::get().to(keys)))
-            .service(res("/keys/import").route(web::post().to(import_pkcs12)))
-            .service(res("/keys/issue").route(web::post().to(issue)))
-            .service(res("/keys/{address}/certificate").route(web::get().to(export_certificate)))
-            .service(res("/keys/{address}/revoke").route(web::post().to(revoke)))
+            .configure(keys::routes)
             .service(
                 res("/tokens")
                     .route(web::get().to(tokens))
@@ -1281,6 +1132,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 res("/certificates/pending/{sha256}/{decision}")
                     .route(web::post().to(decide_pending)),
             )
+            .configure(external::routes)
+            .configure(ca::routes)
             .default_service(web::to(not_found)),
     );
 }

@@ -1,7 +1,8 @@
 //! The running daemon's admin socket, `DATA/admin.sock`: while `sealgated` runs on a data
 //! directory it holds the vault (redb admits one process) and writes the token file, so
 //! `sealctl certs pending|approve|reject` and `sealctl api-token list|create|revoke` ask it
-//! through the admin API instead (one line on stderr says so). The daemon admits uid 0 and
+//! (and every `sealctl keys` and `sealctl ca` command) through the admin API instead (one line
+//! on stderr says so). The daemon admits uid 0 and
 //! its own uid as `admin` there (SO_PEERCRED) and audits the call as `uid:N`; its changes
 //! take effect at once (no restart, no stale cache). When no daemon answers on the socket
 //! (no file, or a stale one from a stopped daemon), the commands open the files themselves.
@@ -43,6 +44,21 @@ pub(crate) fn running(data_dir: &Path) -> Option<AdminSocket> {
     Some(AdminSocket { path })
 }
 
+/// A file's content for a JSON field that takes PEM text or base64 of DER: PEM as it is,
+/// anything else base64.
+pub(crate) fn pem_or_base64(data: &[u8]) -> String {
+    match std::str::from_utf8(data) {
+        Ok(t) if t.contains("-----BEGIN") => t.to_string(),
+        _ => base64(data),
+    }
+}
+
+/// `data` in base64 (standard alphabet, padded).
+pub(crate) fn base64(data: &[u8]) -> String {
+    use ::base64::Engine as _;
+    ::base64::engine::general_purpose::STANDARD.encode(data)
+}
+
 /// `s` as one URL path segment (everything but unreserved characters percent-encoded).
 pub(crate) fn segment(s: &str) -> String {
     s.bytes()
@@ -64,6 +80,17 @@ impl AdminSocket {
         path: &str,
         body: Option<&serde_json::Value>,
     ) -> Result<(u16, Vec<u8>), Failure> {
+        self.call_accepting(method, path, body, None)
+    }
+
+    /// [`AdminSocket::call`] with an `Accept` header.
+    fn call_accepting(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&serde_json::Value>,
+        accept: Option<&str>,
+    ) -> Result<(u16, Vec<u8>), Failure> {
         let fail = |e: std::io::Error| {
             Failure(
                 format!("the daemon's admin socket {}: {e}", self.path.display()),
@@ -83,6 +110,9 @@ impl AdminSocket {
         );
         if !body.is_empty() {
             req.push_str("Content-Type: application/json\r\n");
+        }
+        if let Some(a) = accept {
+            req.push_str(&format!("Accept: {a}\r\n"));
         }
         req.push_str("\r\n");
         s.write_all(req.as_bytes()).map_err(fail)?;
@@ -111,6 +141,39 @@ impl AdminSocket {
         let (status, answer) = self.call(method, path, body)?;
         check(status, &answer)?;
         Ok(serde_json::from_slice(&answer)?)
+    }
+
+    /// Calls and returns a 2xx answer's body as it is (PEM, DER, PKCS#12), asking for
+    /// `accept` if given.
+    pub(crate) fn bytes(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&serde_json::Value>,
+        accept: Option<&str>,
+    ) -> Result<Vec<u8>, Failure> {
+        let (status, answer) = self.call_accepting(method, path, body, accept)?;
+        check(status, &answer)?;
+        Ok(answer)
+    }
+
+    /// [`AdminSocket::bytes`] as text (PEM).
+    pub(crate) fn text(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&serde_json::Value>,
+        accept: Option<&str>,
+    ) -> Result<String, Failure> {
+        String::from_utf8(self.bytes(method, path, body, accept)?).map_err(|_| {
+            Failure(
+                format!(
+                    "the daemon's admin socket {}: the answer is not text",
+                    self.path.display()
+                ),
+                1,
+            )
+        })
     }
 
     /// Calls and expects a 2xx answer whose body does not matter.

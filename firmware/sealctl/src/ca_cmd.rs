@@ -1,11 +1,15 @@
 //! `sealctl ca ...`: the box's own certificate authority.
+//!
+//! While `sealgated` runs on the data directory (it holds the vault), every command asks it
+//! through its admin socket (see `admin_socket.rs`) and prints what it prints without one.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Subcommand;
-use sealgate_vault::{CaSettings, KeyAlgorithm};
+use sealgate_vault::{CaInfo, CaSettings, KeyAlgorithm};
 
+use crate::admin_socket::{pem_or_base64, running, segment};
 use crate::vault_cmd::{SealerArgs, open_vault};
 use crate::{Failure, Outcome, read_file};
 
@@ -133,9 +137,22 @@ pub(crate) fn run(cmd: CaCmd) -> Outcome {
                 auto_enrol: !no_auto_enrol,
                 ..CaSettings::default()
             };
-            let vault = open_vault(&data_dir, &sealer)?;
+            let daemon = running(&data_dir);
+            let body = serde_json::json!({
+                "name": name,
+                "domains": settings.org_domains,
+                "key_algorithm": settings.key_algorithm,
+                "validity_days": settings.validity_days,
+                "separate_keys": settings.separate_keys,
+                "auto_enrol": settings.auto_enrol,
+            });
             if intermediate {
-                let csr = vault.ca_init_intermediate(&name, &settings)?;
+                let csr = match &daemon {
+                    Some(d) => d.text("POST", "/ca/intermediate", Some(&body), None)?,
+                    None => {
+                        open_vault(&data_dir, &sealer)?.ca_init_intermediate(&name, &settings)?
+                    }
+                };
                 match &csr_out {
                     Some(out) => {
                         std::fs::write(out, &csr).map_err(|e| {
@@ -150,7 +167,10 @@ pub(crate) fn run(cmd: CaCmd) -> Outcome {
                 }
                 return Ok(ExitCode::SUCCESS);
             }
-            let info = vault.ca_init(&name, &settings)?;
+            let info: CaInfo = match &daemon {
+                Some(d) => d.json("POST", "/ca", Some(&body))?,
+                None => open_vault(&data_dir, &sealer)?.ca_init(&name, &settings)?,
+            };
             println!("{}", serde_json::to_string_pretty(&info)?);
             Ok(ExitCode::SUCCESS)
         }
@@ -165,18 +185,26 @@ pub(crate) fn run(cmd: CaCmd) -> Outcome {
                 Some(c) => read_file(c)?,
                 None => Vec::new(),
             };
-            let vault = open_vault(&data_dir, &sealer)?;
-            let info = vault.ca_import_cert(&cert, &chain)?;
+            let info: CaInfo = match running(&data_dir) {
+                Some(d) => {
+                    let mut body = serde_json::json!({ "certificate": pem_or_base64(&cert) });
+                    if !chain.is_empty() {
+                        body["chain"] = pem_or_base64(&chain).into();
+                    }
+                    d.json("PUT", "/ca/certificate", Some(&body))?
+                }
+                None => open_vault(&data_dir, &sealer)?.ca_import_cert(&cert, &chain)?,
+            };
             println!("{}", serde_json::to_string_pretty(&info)?);
             Ok(ExitCode::SUCCESS)
         }
         CaCmd::Cert { data_dir, sealer } => {
             // The CA's certificate, then (intermediate) the corporate chain above it.
-            let vault = open_vault(&data_dir, &sealer)?;
-            print!("{}", vault.ca_certificate()?.to_pem());
-            for c in vault.ca_chain()? {
-                print!("{}", c.to_pem());
-            }
+            let pem = match running(&data_dir) {
+                Some(d) => d.text("GET", "/ca/certificate", None, None)?,
+                None => open_vault(&data_dir, &sealer)?.ca_pem()?,
+            };
+            print!("{pem}");
             Ok(ExitCode::SUCCESS)
         }
         CaCmd::Issue {
@@ -184,18 +212,21 @@ pub(crate) fn run(cmd: CaCmd) -> Outcome {
             email,
             sealer,
         } => {
-            let vault = open_vault(&data_dir, &sealer)?;
-            for c in vault.ca_issue(&email)? {
-                print!("{}", c.to_pem());
-            }
             // Under a corporate CA, the chain up to (not including) its root follows.
-            let chain = vault.ca_chain()?;
-            if !chain.is_empty() {
-                print!("{}", vault.ca_certificate()?.to_pem());
-                for c in chain.iter().filter(|c| !c.is_self_issued()) {
-                    print!("{}", c.to_pem());
+            let pem = match running(&data_dir) {
+                Some(d) => d.text(
+                    "POST",
+                    "/keys/issue",
+                    Some(&serde_json::json!({ "user": email })),
+                    Some("application/pem-certificate-chain"),
+                )?,
+                None => {
+                    let vault = open_vault(&data_dir, &sealer)?;
+                    let certs = vault.ca_issue(&email)?;
+                    vault.ca_issued_pem(&certs)?
                 }
-            }
+            };
+            print!("{pem}");
             Ok(ExitCode::SUCCESS)
         }
         CaCmd::Revoke {
@@ -204,11 +235,23 @@ pub(crate) fn run(cmd: CaCmd) -> Outcome {
             serial,
             sealer,
         } => {
-            let vault = open_vault(&data_dir, &sealer)?;
-            let serials = match (&email, &serial) {
-                (_, Some(s)) => vault.ca_revoke_serial(s)?,
-                (Some(e), None) => vault.ca_revoke_user(e)?,
-                (None, None) => return Err(Failure("give EMAIL or --serial HEX".into(), 2)),
+            #[derive(serde::Deserialize)]
+            struct Revoked {
+                revoked: Vec<String>,
+            }
+            let serials = match (running(&data_dir), &email, &serial) {
+                (_, None, None) => return Err(Failure("give EMAIL or --serial HEX".into(), 2)),
+                (Some(d), _, Some(s)) => {
+                    let body = serde_json::json!({ "serial": s });
+                    d.json::<Revoked>("POST", "/ca/revoke", Some(&body))?
+                        .revoked
+                }
+                (Some(d), Some(e), None) => {
+                    let path = format!("/keys/{}/revoke", segment(e));
+                    d.json::<Revoked>("POST", &path, None)?.revoked
+                }
+                (None, _, Some(s)) => open_vault(&data_dir, &sealer)?.ca_revoke_serial(s)?,
+                (None, Some(e), None) => open_vault(&data_dir, &sealer)?.ca_revoke_user(e)?,
             };
             println!(
                 "{}",
@@ -217,8 +260,11 @@ pub(crate) fn run(cmd: CaCmd) -> Outcome {
             Ok(ExitCode::SUCCESS)
         }
         CaCmd::Crl { data_dir, sealer } => {
-            let vault = open_vault(&data_dir, &sealer)?;
-            print!("{}", vault.ca_crl()?);
+            let crl = match running(&data_dir) {
+                Some(d) => d.text("POST", "/ca/crl", None, None)?,
+                None => open_vault(&data_dir, &sealer)?.ca_crl()?,
+            };
+            print!("{crl}");
             Ok(ExitCode::SUCCESS)
         }
     }

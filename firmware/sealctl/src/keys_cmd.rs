@@ -1,13 +1,18 @@
 //! `sealctl keys ...`: import users' keys into the vault, list them, export certificates and
 //! (explicitly, audited, with a password) PKCS#12.
+//!
+//! While `sealgated` runs on the data directory (it holds the vault), every command asks it
+//! through its admin socket (see `admin_socket.rs`) and prints what it prints without one; a
+//! change then applies to the running daemon at once.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Subcommand;
-use sealgate_vault::CertFormat;
+use sealgate_vault::{CertFormat, KeyInfo};
 use zeroize::Zeroizing;
 
+use crate::admin_socket::{base64, running, segment};
 use crate::vault_cmd::{SealerArgs, open_vault};
 use crate::{Failure, Outcome, read_file, write_output};
 
@@ -110,6 +115,35 @@ pub(crate) fn run(cmd: KeysCmd) -> Outcome {
             user,
             sealer,
         } => {
+            if let Some(d) = running(&data_dir) {
+                let (path, body) = match (&p12, &key, &cert) {
+                    (Some(p12), _, _) => {
+                        let password = match &password_file {
+                            Some(f) => read_password(f)?,
+                            None => Zeroizing::new(String::new()),
+                        };
+                        let body = serde_json::json!({
+                            "pkcs12": base64(&read_file(p12)?),
+                            "password": password.as_str(),
+                            "user": user,
+                        });
+                        ("/keys/import", body)
+                    }
+                    (None, Some(k), Some(c)) => {
+                        let kb = Zeroizing::new(read_file(k)?);
+                        let body = serde_json::json!({
+                            "key": base64(&kb),
+                            "certificate": base64(&read_file(c)?),
+                            "user": user,
+                        });
+                        ("/keys/import-pem", body)
+                    }
+                    _ => return Err(Failure("give --p12 FILE, or --key and --cert".into(), 2)),
+                };
+                let imported: Vec<KeyInfo> = d.json("POST", path, Some(&body))?;
+                println!("{}", serde_json::to_string_pretty(&imported)?);
+                return Ok(ExitCode::SUCCESS);
+            }
             let vault = open_vault(&data_dir, &sealer)?;
             let imported = match (&p12, &key, &cert) {
                 (Some(p12), _, _) => {
@@ -133,6 +167,15 @@ pub(crate) fn run(cmd: KeysCmd) -> Outcome {
             user,
             sealer,
         } => {
+            if let Some(d) = running(&data_dir) {
+                let path = match &user {
+                    Some(u) => format!("/keys?user={}", segment(u)),
+                    None => "/keys".to_string(),
+                };
+                let keys: Vec<KeyInfo> = d.json("GET", &path, None)?;
+                println!("{}", serde_json::to_string_pretty(&keys)?);
+                return Ok(ExitCode::SUCCESS);
+            }
             let vault = open_vault(&data_dir, &sealer)?;
             println!(
                 "{}",
@@ -147,7 +190,8 @@ pub(crate) fn run(cmd: KeysCmd) -> Outcome {
             output,
             sealer,
         } => {
-            let format = match format.as_str() {
+            let format_name = format;
+            let format = match format_name.as_str() {
                 "pem" => CertFormat::Pem,
                 "der" => CertFormat::Der,
                 "p7c" => CertFormat::P7c,
@@ -158,6 +202,11 @@ pub(crate) fn run(cmd: KeysCmd) -> Outcome {
                     ));
                 }
             };
+            if let Some(d) = running(&data_dir) {
+                let path = format!("/keys/{}/certificate?format={format_name}", segment(&email));
+                write_output(output.as_deref(), &d.bytes("GET", &path, None, None)?)?;
+                return Ok(ExitCode::SUCCESS);
+            }
             let vault = open_vault(&data_dir, &sealer)?;
             write_output(output.as_deref(), &vault.export_cert(&email, format)?)?;
             Ok(ExitCode::SUCCESS)
@@ -170,8 +219,15 @@ pub(crate) fn run(cmd: KeysCmd) -> Outcome {
             sealer,
         } => {
             let password = read_password(&password_file)?;
-            let vault = open_vault(&data_dir, &sealer)?;
-            let p12 = vault.export_pkcs12(&email, &password)?;
+            let p12 = match running(&data_dir) {
+                Some(d) => d.bytes(
+                    "POST",
+                    &format!("/keys/{}/pkcs12", segment(&email)),
+                    Some(&serde_json::json!({ "password": password.as_str() })),
+                    None,
+                )?,
+                None => open_vault(&data_dir, &sealer)?.export_pkcs12(&email, &password)?,
+            };
             use std::io::Write;
             use std::os::unix::fs::OpenOptionsExt;
             let mut f = std::fs::OpenOptions::new()

@@ -49,6 +49,12 @@ fn ca_problem(e: VaultError) -> Problem {
         VaultError::Usage(t) if t.contains("waits for its certificate") => {
             Problem::new(409, "ca-pending", "The CA waits for its certificate", t)
         }
+        VaultError::Usage(t) if t.starts_with("no intermediate CA waits") => Problem::new(
+            409,
+            "no-pending-ca",
+            "No intermediate CA waits for a certificate",
+            "create one first (POST /api/v1/admin/ca/intermediate)",
+        ),
         e => refused(e),
     }
 }

@@ -11,7 +11,7 @@ use std::process::Command;
 
 use crate::harness::{Daemon, Pki, data_dir_with_keys, require_python_module, require_tool, write};
 
-fn python(dir: &std::path::Path, script: &str, env: &[(&str, String)]) -> String {
+pub(crate) fn python(dir: &std::path::Path, script: &str, env: &[(&str, String)]) -> String {
     require_python_module("requests", "requests");
     let file = write(dir, "admin_client.py", script.as_bytes());
     let out = Command::new("python3")

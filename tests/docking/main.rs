@@ -9,6 +9,7 @@
 #![allow(clippy::unwrap_used, clippy::panic, missing_docs)]
 
 mod admin;
+mod admin_keys;
 mod box_admin;
 mod box_mode;
 mod harness;

@@ -917,6 +917,12 @@ impl Vault {
                 "a private key is exported only with a password".into(),
             ));
         }
+        // PKCS#12 passwords are BMPStrings (UCS-2): nothing beyond U+FFFF.
+        if password.chars().any(|c| u32::from(c) > 0xFFFF) {
+            return Err(VaultError::Usage(
+                "a PKCS#12 password holds no characters beyond U+FFFF (such as emoji)".into(),
+            ));
+        }
         let recs = self.user_records(user)?;
         if recs.is_empty() {
             return Err(VaultError::NoKey(format!("{user} has no key")));

@@ -117,7 +117,11 @@ mod tests {
             v.export_pkcs12("dave@example.org", "pw \u{1f600}"),
             Err(VaultError::Usage(_))
         ));
-        assert!(!v.export_pkcs12("dave@example.org", "pw \u{e9}").expect("p12").is_empty());
+        assert!(
+            !v.export_pkcs12("dave@example.org", "pw \u{e9}")
+                .expect("p12")
+                .is_empty()
+        );
         let retired = v.retire_keys("dave@example.org", None).expect("retire");
         assert_eq!(retired.len(), 1);
         assert!(v.signing_key("dave@example.org").is_err());

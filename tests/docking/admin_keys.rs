@@ -162,6 +162,20 @@ r = root.post(A + "/keys/import-pem", json={"key": b64(os.environ["CAROL_KEY"]),
 assert r.status_code == 201 and r.json()[0]["user"] == "carol@example.org" and r.json()[0]["source"] == "pem", r.text
 assert encrypt_to("carol@example.org").status_code == 200
 
+# A revocation applies at once to the docking API's verify (the cached revocations go too).
+def dock(path, data, **params):
+    return requests.post(docking + path, params=params, data=data, verify=ca,
+                         headers={"Authorization": "Bearer " + dtoken, "Content-Type": "message/rfc822"})
+signed = dock("/api/v1/sign", b"From: frank@example.org\r\nTo: bob@example.org\r\nSubject: s\r\nMessage-ID: <s1@example.org>\r\n\r\nhello\r\n",
+              **{"from": "frank@example.org"})
+assert signed.status_code == 200, signed.text
+v = dock("/api/v1/verify", signed.content).json()
+assert v["valid"] is True, v
+r = root.post(A + "/keys/frank@example.org/revoke")
+assert r.status_code == 200 and len(r.json()["revoked"]) == 1, r.text
+v = dock("/api/v1/verify", signed.content).json()
+assert v["valid"] is False, v
+
 # Revoke by serial: the current CRL lists it at once.
 serial = ro.get(A + "/keys/dave@example.org").json()["keys"][1]["serial"]
 for s in changes_denied:
@@ -223,7 +237,7 @@ fn admin_api_manages_keys_external_certificates_and_the_ca() {
     let pki = Pki::new();
     pki.issue("erin-self", "erin@example.org", "ec", None);
     let dir = data_dir_with_keys(&pki);
-    let dtoken = create_token(dir.path(), "gw", "encrypt");
+    let dtoken = create_token(dir.path(), "gw", "encrypt,sign,verify");
     let d = Daemon::start(dir.path(), "");
     let setup = d.setup_token.clone().expect("setup token");
     let p = |p: std::path::PathBuf| p.display().to_string();

@@ -57,6 +57,12 @@ impl LineBuf {
         self.done = false;
     }
 
+    /// Overwrites the held line with zeros (it carried credentials).
+    pub(crate) fn wipe(&mut self) {
+        use zeroize::Zeroize;
+        self.buf.zeroize();
+    }
+
     /// Takes bytes from `input` up to and including the first LF. Returns how many were
     /// taken and, when a line is complete, how it ended ([`LineBuf::line`] has its bytes).
     pub(crate) fn push(&mut self, input: &[u8]) -> (usize, Option<Kind>) {

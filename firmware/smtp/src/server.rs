@@ -281,7 +281,8 @@ struct Transaction {
 }
 
 /// One SMTP server session. See the crate documentation for a driver loop.
-#[derive(Debug)]
+///
+/// Debug shows the state only, never buffered bytes (they may hold credentials or content).
 pub struct Session {
     cfg: Config,
     state: State,
@@ -299,6 +300,28 @@ pub struct Session {
     txn: Transaction,
     errors: usize,
     auth_failures: usize,
+}
+
+impl fmt::Debug for Session {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match &self.state {
+            State::Command => "command",
+            State::AuthLine(_) => "auth",
+            State::Pending(_) => "waiting for the driver",
+            State::Data { .. } => "data",
+            State::Bdat { .. } => "bdat",
+            State::AwaitTls => "starting TLS",
+            State::Closed => "closed",
+        };
+        f.debug_struct("Session")
+            .field("hostname", &self.cfg.hostname)
+            .field("state", &state)
+            .field("tls", &self.tls)
+            .field("authenticated", &self.authenticated)
+            .field("buffered", &(self.input.len().saturating_sub(self.pos)))
+            .field("output", &self.output.len())
+            .finish()
+    }
 }
 
 fn r(code: u16, esc: [u16; 3], text: &'static str) -> Reply {
@@ -582,11 +605,23 @@ impl Session {
         }
         let mut line = self.command.line().to_vec();
         if let State::AuthLine(_) = self.state {
+            self.command.wipe();
             let State::AuthLine(step) = std::mem::replace(&mut self.state, State::Command) else {
                 return;
             };
             let line = Zeroizing::new(line);
             return self.auth_line(step, &line);
+        }
+        if line.len() >= 4 && line[..4].eq_ignore_ascii_case(b"AUTH") {
+            // An initial response carries credentials.
+            self.command.wipe();
+            let mut line = Zeroizing::new(line);
+            line.extend_from_slice(b"\r\n");
+            let parsed = Request::parse(&mut line.iter()).map(Request::into_owned);
+            return match parsed {
+                Ok(req) => self.command_request(req),
+                Err(e) => self.parse_error(e),
+            };
         }
         line.extend_from_slice(b"\r\n");
         let parsed = Request::parse(&mut line.iter()).map(Request::into_owned);

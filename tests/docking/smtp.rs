@@ -1009,6 +1009,7 @@ print("TLS " + reply(g), end="")
 fn smtp_commands_pipelined_behind_starttls_are_discarded() {
     // The attacker: a man in the middle who appends commands to the client's STARTTLS in
     // clear text, hoping the server runs them inside the client's TLS session.
+    require_tool("python3", "python3");
     let pki = Pki::new();
     let dir = data_dir_with_keys(&pki);
     let d = Daemon::start(dir.path(), &smtp_settings(free_port()));

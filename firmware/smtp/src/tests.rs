@@ -540,3 +540,37 @@ fn smtputf8_and_unknown_parameters() {
     );
     assert_eq!(codes(&run.out), ["220", "250", "555", "221"]);
 }
+
+#[test]
+fn data_comes_in_whole_lines_and_bounded_chunks() {
+    // Drivers may store DATA line by line: every chunk ends at a CRLF.
+    let mut body = Vec::new();
+    for i in 0..5000 {
+        body.extend_from_slice(format!("line {i} {}\r\n", "x".repeat(i % 90)).as_bytes());
+    }
+    let mut input = with_txn(&body);
+    input.extend_from_slice(b".\r\nQUIT\r\n");
+    for step in [1000, 4096, 100_000, input.len()] {
+        let mut s = Session::new(cfg());
+        let mut chunks = 0;
+        let mut got = Vec::new();
+        for piece in input.chunks(step) {
+            s.feed(piece);
+            loop {
+                match s.next_event() {
+                    Event::NeedInput => break,
+                    Event::Data(d) => {
+                        assert!(d.ends_with(b"\r\n") && d.len() <= 64 * 1024 + 200);
+                        chunks += 1;
+                        got.extend(d);
+                    }
+                    Event::Quit => break,
+                    Event::Flush => drop(s.take_output()),
+                    _ => s.accept(),
+                }
+            }
+        }
+        assert_eq!(got, body, "step {step}");
+        assert!(chunks >= 2, "step {step}");
+    }
+}

@@ -296,6 +296,7 @@ pub struct Session {
     tls: bool,
     helo: bool,
     ehlo: bool,
+    helo_name: Option<String>,
     authenticated: Option<String>,
     txn: Transaction,
     errors: usize,
@@ -344,6 +345,7 @@ impl Session {
             data: Vec::new(),
             helo: false,
             ehlo: false,
+            helo_name: None,
             authenticated: None,
             txn: Transaction::default(),
             errors: 0,
@@ -367,6 +369,20 @@ impl Session {
     /// The user name AUTH accepted, if any.
     pub fn authenticated(&self) -> Option<&str> {
         self.authenticated.as_deref()
+    }
+
+    /// The name the client gave with EHLO or HELO (for a `Received` field).
+    pub fn helo_name(&self) -> Option<&str> {
+        self.helo_name.as_deref()
+    }
+
+    /// Ends the session from the driver's side (an idle timeout, a stop): `reply` (a `421`)
+    /// goes into the output after what is pending, a message being received is aborted
+    /// ([`Event::DataAborted`]), and [`Session::next_event`] then gives [`Event::Close`].
+    pub fn shutdown(&mut self, reply: Reply) {
+        if !self.is_closed() {
+            self.close(reply);
+        }
     }
 
     /// Whether the session has ended (QUIT or abuse): nothing more will be read.
@@ -406,6 +422,7 @@ impl Session {
             self.tls = true;
             self.helo = false;
             self.ehlo = false;
+            self.helo_name = None;
             self.input.clear();
             self.pos = 0;
             self.command.clear();
@@ -677,15 +694,17 @@ impl Session {
             Request::Ehlo { host } | Request::Helo { host } if host.is_empty() => {
                 self.error(r(501, [5, 5, 4], "a domain or address is required"))
             }
-            Request::Ehlo { .. } => {
+            Request::Ehlo { host } => {
                 self.reset_transaction();
+                self.helo_name = Some(host);
                 self.helo = true;
                 self.ehlo = true;
                 let reply = self.ehlo_reply();
                 self.reply(reply);
             }
-            Request::Helo { .. } => {
+            Request::Helo { host } => {
                 self.reset_transaction();
+                self.helo_name = Some(host);
                 self.helo = true;
                 self.ehlo = false;
                 let reply = Reply::plain(250, self.cfg.hostname.clone());

@@ -574,3 +574,29 @@ fn data_comes_in_whole_lines_and_bounded_chunks() {
         assert!(chunks >= 2, "step {step}");
     }
 }
+
+#[test]
+fn the_driver_can_end_a_session_and_knows_the_helo_name() {
+    let mut s = Session::new(cfg());
+    s.feed(b"EHLO client.test\r\nMAIL FROM:<a@x.org>\r\n");
+    assert!(matches!(s.next_event(), Event::MailFrom(_)));
+    s.accept();
+    assert_eq!(s.helo_name(), Some("client.test"));
+    s.feed(b"RCPT TO:<b@y.org>\r\nDATA\r\nhalf a mess");
+    assert!(matches!(s.next_event(), Event::RcptTo(_)));
+    s.accept();
+    assert_eq!(s.next_event(), Event::DataStart);
+    s.accept();
+    assert_eq!(s.next_event(), Event::NeedInput);
+    s.shutdown(Reply::new(421, [4, 4, 2], "idle too long"));
+    assert_eq!(s.next_event(), Event::DataAborted);
+    assert_eq!(s.next_event(), Event::Close);
+    let out = String::from_utf8(s.take_output()).expect("utf8");
+    assert!(
+        out.ends_with("354 end data with <CR><LF>.<CR><LF>\r\n421 4.4.2 idle too long\r\n"),
+        "{out}"
+    );
+    s.feed(b"QUIT\r\n");
+    assert_eq!(s.next_event(), Event::Close);
+    assert!(s.take_output().is_empty());
+}

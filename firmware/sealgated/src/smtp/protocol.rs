@@ -296,7 +296,12 @@ async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
         match s.next_event() {
             Event::NeedInput => {
                 flush(conn, s).await?;
-                let n = tokio::time::timeout(READ_TIMEOUT, conn.read(&mut buf)).await??;
+                let Ok(n) = tokio::time::timeout(READ_TIMEOUT, conn.read(&mut buf)).await else {
+                    s.shutdown(Reply::new(421, [4, 4, 2], "idle too long, closing"));
+                    flush(conn, s).await?;
+                    anyhow::bail!("idle timeout");
+                };
+                let n = n?;
                 if n == 0 {
                     return Ok(Outcome::Quit);
                 }

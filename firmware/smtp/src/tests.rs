@@ -600,3 +600,36 @@ fn the_driver_can_end_a_session_and_knows_the_helo_name() {
     assert_eq!(s.next_event(), Event::Close);
     assert!(s.take_output().is_empty());
 }
+
+#[test]
+fn paths_parse_as_the_hand_off_read_them() {
+    // The hand-off's old path reader's cases, now read by smtp-proto.
+    let mut seen = Vec::new();
+    let input = b"EHLO c\r\nMAIL FROM:<A@b.org> SIZE=10\r\nRSET\r\nmail from:<>\r\nRSET\r\nMAIL FROM: <x@y.org>\r\nRCPT TO:a@b\r\nRCPT TO:<a b@c>\r\nRCPT TO:<ok@c.org>\r\nRCPT\r\nQUIT\r\n";
+    let run = script_with(cfg(), input, &mut |e| {
+        match e {
+            Event::MailFrom(m) => seen.push(format!("from {} {:?}", m.address, m.size)),
+            Event::RcptTo(r) => seen.push(format!("to {}", r.address)),
+            _ => {}
+        }
+        None
+    });
+    assert_eq!(
+        codes(&run.out),
+        [
+            "220", "250", "250", "250", "250", "250", "250", "501", "501", "250", "501", "221"
+        ],
+        "{}",
+        run.out
+    );
+    // (script_with runs the input six times.)
+    assert_eq!(
+        seen[..4],
+        [
+            "from A@b.org Some(10)",
+            "from  None",
+            "from x@y.org None",
+            "to ok@c.org"
+        ]
+    );
+}

@@ -633,3 +633,47 @@ fn paths_parse_as_the_hand_off_read_them() {
         ]
     );
 }
+
+/// Throughput of the session on 100 KiB messages (`cargo test --release -p sealgate-smtp --
+/// --ignored throughput --nocapture`).
+#[test]
+#[ignore]
+fn throughput() {
+    let mut body = Vec::new();
+    while body.len() < 100 * 1024 {
+        body.extend_from_slice(
+            b"Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod tempor.\r\n",
+        );
+    }
+    let mut one = b"MAIL FROM:<a@x.org>\r\nRCPT TO:<b@y.org>\r\nDATA\r\n".to_vec();
+    one.extend_from_slice(&body);
+    one.extend_from_slice(b".\r\n");
+    let n = 2000;
+    let start = std::time::Instant::now();
+    let mut s = Session::new(cfg());
+    s.feed(b"EHLO c\r\n");
+    let mut bytes = 0;
+    for _ in 0..n {
+        for piece in one.chunks(16 * 1024) {
+            s.feed(piece);
+            loop {
+                match s.next_event() {
+                    Event::NeedInput => break,
+                    Event::Flush => drop(s.take_output()),
+                    Event::Data(d) => bytes += d.len(),
+                    Event::EndOfMessage => {
+                        s.accept();
+                        s.take_output();
+                    }
+                    _ => s.accept(),
+                }
+            }
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    println!(
+        "{n} messages of 100 KiB: {:.0} msg/s, {:.0} MiB/s",
+        f64::from(n) / secs,
+        bytes as f64 / secs / 1048576.0
+    );
+}

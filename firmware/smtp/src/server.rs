@@ -93,9 +93,9 @@ pub struct Config {
 
 impl Config {
     /// The defaults for `hostname`: [`Extensions::default`], no TLS, 25 MiB messages, 100
-    /// recipients, 4 KiB command lines (12 KiB for AUTH, RFC 4954's bound, is not needed by
-    /// PLAIN or LOGIN with sane credentials), 64 KiB message lines, 20 errors, 3 AUTH
-    /// failures.
+    /// recipients, 4 KiB command and AUTH lines (RFC 4954 allows AUTH lines up to 12 KiB;
+    /// PLAIN and LOGIN with real credentials stay far below 4 KiB), 64 KiB message lines,
+    /// 20 errors, 3 AUTH failures.
     pub fn new(hostname: impl Into<String>) -> Config {
         Config {
             hostname: hostname.into(),

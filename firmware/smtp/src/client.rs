@@ -258,7 +258,9 @@ impl ReplyReader {
         self.input.extend_from_slice(bytes);
     }
 
-    /// Bytes fed but not yet part of a returned reply.
+    /// Bytes fed but not yet part of a returned reply. After the `220` to STARTTLS this must
+    /// be 0: bytes a server sent behind it in clear would otherwise be read as if they came
+    /// over TLS (the client side of the STARTTLS injection); close the connection instead.
     pub fn buffered(&self) -> usize {
         self.input.len() - self.pos
     }
@@ -486,5 +488,16 @@ mod tests {
         assert_eq!(r.next_reply(), None);
         r.feed(b"0 ok\r\n");
         assert_eq!(r.next_reply().map(|x| x.map(|r| r.code)), Some(Ok(250)));
+    }
+
+    #[test]
+    fn bytes_behind_a_starttls_reply_are_visible() {
+        let mut r = ReplyReader::new();
+        r.feed(b"220 2.0.0 go ahead\r\n250 injected\r\n");
+        assert_eq!(r.next_reply().map(|x| x.map(|r| r.code)), Some(Ok(220)));
+        assert!(
+            r.buffered() > 0,
+            "the client must see the injection and close"
+        );
     }
 }

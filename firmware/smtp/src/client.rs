@@ -159,7 +159,7 @@ pub struct ServerReply {
     /// The reply code.
     pub code: u16,
     /// The enhanced status code, when the server gave one.
-    pub enhanced: Option<[u8; 3]>,
+    pub enhanced: Option<[u16; 3]>,
     /// The text, lines joined with `\n` (without codes).
     pub text: String,
 }
@@ -199,6 +199,18 @@ impl fmt::Display for ServerReply {
             .take(512)
             .collect();
         write!(f, " {text}")
+    }
+}
+
+impl From<&ServerReply> for crate::Reply {
+    /// The same reply, to pass on to a client (a next hop's refusal, say); its text is
+    /// written sanitised like any reply's.
+    fn from(r: &ServerReply) -> crate::Reply {
+        crate::Reply {
+            code: r.code,
+            enhanced: r.enhanced,
+            text: r.text.clone().into(),
+        }
     }
 }
 
@@ -280,7 +292,7 @@ impl ReplyReader {
                 self.receiver.reset();
                 Some(Ok(ServerReply {
                     code: resp.code,
-                    enhanced: (resp.esc != [0, 0, 0]).then_some(resp.esc),
+                    enhanced: (resp.esc != [0, 0, 0]).then_some(resp.esc.map(u16::from)),
                     text: resp.message.trim_end_matches(['\r', '\n']).to_string(),
                 }))
             }
@@ -498,6 +510,19 @@ mod tests {
         assert!(
             r.buffered() > 0,
             "the client must see the injection and close"
+        );
+    }
+
+    #[test]
+    fn a_next_hops_refusal_can_be_passed_on() {
+        let mut r = ReplyReader::new();
+        r.feed(b"550-5.1.1 no such\r\n550 5.1.1 user \x1b[31m\r\n");
+        let got = r.next_reply().expect("reply").expect("ok");
+        assert_eq!(got.enhanced, Some([5, 1, 1]));
+        let passed = crate::Reply::from(&got);
+        assert_eq!(
+            passed.to_bytes(),
+            b"550-5.1.1 no such\r\n550 5.1.1 user  [31m\r\n".to_vec()
         );
     }
 }

@@ -1072,3 +1072,42 @@ fn smtp_smuggling_variants_pipelined_in_one_write_are_refused() {
     }
     drop(d);
 }
+
+#[test]
+fn smtp_a_pipelining_client_gets_its_replies_in_order() {
+    // swaks --pipeline sends MAIL, every RCPT and DATA in one write and matches the replies
+    // by position: one refused recipient in the middle must not shift the others.
+    let pki = Pki::new();
+    let dir = data_dir_with_keys(&pki);
+    let rx = Receiver::start(free_port());
+    let d = Daemon::start(dir.path(), &smtp_settings(rx.port));
+    let tmp = tempfile::tempdir().expect("tmp");
+    let clear = pki.message(
+        "carol@example.org",
+        "alice@example.org",
+        "pipelined",
+        "pipelined text",
+    );
+    let enc = write(
+        tmp.path(),
+        "enc.eml",
+        &pki.openssl_encrypt(&clear, &["alice@example.org"]),
+    );
+    let (ok, t) = swaks_raw(
+        d.smtp_decrypt.expect("port").port(),
+        "carol@example.org",
+        "alice@example.org,no-at-sign,bob@example.org",
+        &enc,
+        &["--pipeline"],
+    );
+    assert!(t.contains("PIPELINING"), "{t}");
+    assert!(t.contains("<** 501 5.1.3 invalid recipient address"), "{t}");
+    let _ = ok; // (swaks reports the refused recipient as a failure.)
+    assert!(t.contains("250 2.0.0 OK queued"), "{t}");
+    let (env, msg) = rx.wait_for(0);
+    assert_eq!(
+        env["to"],
+        serde_json::json!(["alice@example.org", "bob@example.org"])
+    );
+    assert!(contains(&msg, "pipelined text"));
+}

@@ -446,6 +446,11 @@ impl Session {
     }
 
     fn answer(&mut self, ok: bool, reply: Option<Reply>) {
+        // An answer when nothing is asked is ignored (it must never change the state: in
+        // DATA, that would read the message as commands).
+        if !matches!(self.state, State::Pending(_)) {
+            return;
+        }
         let State::Pending(p) = std::mem::replace(&mut self.state, State::Command) else {
             return;
         };

@@ -678,3 +678,23 @@ fn throughput_of_100_kib_messages() {
         bytes as f64 / secs / 1048576.0
     );
 }
+
+#[test]
+fn an_answer_when_nothing_is_asked_changes_nothing() {
+    // A driver bug must not turn a message into commands.
+    let mut s = Session::new(cfg());
+    s.feed(&with_txn(b"MAIL FROM:<m@evil.test>\r\n"));
+    for _ in 0..3 {
+        assert!(!matches!(s.next_event(), Event::NeedInput | Event::Data(_)));
+        s.accept();
+    }
+    assert_eq!(
+        s.next_event(),
+        Event::Data(b"MAIL FROM:<m@evil.test>\r\n".to_vec())
+    );
+    s.accept();
+    s.refuse(Reply::new(550, [5, 0, 0], "x"));
+    s.accept_with(Reply::new(250, [2, 0, 0], "x"));
+    s.feed(b".\r\n");
+    assert_eq!(s.next_event(), Event::EndOfMessage);
+}

@@ -24,6 +24,8 @@ mod admin;
 mod audit;
 mod certs;
 mod docking;
+#[allow(dead_code)]
+mod gateway;
 mod http;
 mod identity;
 mod keys;

@@ -5,6 +5,8 @@
 // Until the submission listener uses them.
 #[allow(dead_code)]
 pub mod auth;
+#[allow(dead_code)]
+pub mod policy;
 
 use crate::settings::{AuthScheme, Submission};
 

@@ -53,7 +53,7 @@ const PEER: &str = "192.0.2.7";
 
 #[test]
 fn imaps_login_is_verified_by_dovecot() {
-    let org = OrgServers::start(USERS, &["example.org"]);
+    let org = OrgServers::start(USERS, &[]);
     let v = verifier(&org, Scheme::Imaps, org.dovecot.imaps, 100);
     let peer: IpAddr = PEER.parse().unwrap();
     rt().block_on(async {
@@ -73,7 +73,7 @@ fn imaps_login_is_verified_by_dovecot() {
 
 #[test]
 fn smtp_submission_login_is_verified_by_postfix_with_dovecot_sasl() {
-    let org = OrgServers::start(USERS, &["example.org"]);
+    let org = OrgServers::start(USERS, &[]);
     let v = verifier(&org, Scheme::Smtp, org.postfix.submission, 100);
     let peer: IpAddr = PEER.parse().unwrap();
     rt().block_on(async {
@@ -89,7 +89,7 @@ fn smtp_submission_login_is_verified_by_postfix_with_dovecot_sasl() {
 
 #[test]
 fn a_server_without_starttls_or_with_an_untrusted_certificate_never_gets_the_password() {
-    let org = OrgServers::start(USERS, &["example.org"]);
+    let org = OrgServers::start(USERS, &[]);
     let peer: IpAddr = PEER.parse().unwrap();
     rt().block_on(async {
         // Postfix's relay port offers STARTTLS; a plain listener that does not is refused
@@ -158,7 +158,7 @@ fn a_server_without_starttls_or_with_an_untrusted_certificate_never_gets_the_pas
 
 #[test]
 fn failures_are_throttled_per_user_and_per_address_and_successes_cached() {
-    let org = OrgServers::start(USERS, &["example.org"]);
+    let org = OrgServers::start(USERS, &[]);
     let v = verifier(&org, Scheme::Imaps, org.dovecot.imaps, 3);
     let guesser: IpAddr = "192.0.2.66".parse().unwrap();
     let other: IpAddr = "2001:db8::5".parse().unwrap();

@@ -18,3 +18,4 @@ mod peers;
 mod verifier;
 
 mod auth;
+mod submission;

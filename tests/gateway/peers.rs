@@ -248,7 +248,8 @@ impl Drop for Dovecot {
 
 /// Postfix as the organisation's server: `submission` (TLS required, AUTH through Dovecot)
 /// and `relay` (plain SMTP; loopback may relay, as the box must be allowed to), delivering
-/// every recipient of the listed domains to `mail/DOMAIN/LOCAL/` Maildirs.
+/// the listed mailboxes to `mail/DOMAIN/LOCAL/` Maildirs (other addresses of their domains
+/// are refused).
 pub struct Postfix {
     child: Child,
     pub dir: PathBuf,
@@ -258,7 +259,7 @@ pub struct Postfix {
 }
 
 impl Postfix {
-    pub fn start(dir: &Path, tls: &ServerTls, dovecot: &Dovecot, domains: &[&str]) -> Postfix {
+    pub fn start(dir: &Path, tls: &ServerTls, dovecot: &Dovecot, mailboxes: &[&str]) -> Postfix {
         require_file("/usr/lib/postfix/sbin/master", "postfix");
         let dir = dir.join("postfix");
         let conf = dir.join("conf");
@@ -275,7 +276,16 @@ impl Postfix {
         run(Command::new("chown").arg("postfix").arg(dir.join("data")));
         let (submission, relay) = (free_port(), free_port());
         let log = dir.join("maillog");
-        std::fs::write(conf.join("vmailbox"), "/^([^@]+)@([^@]+)$/ $2/$1/\n").expect("vmailbox");
+        let mut map = String::new();
+        let mut domains: Vec<&str> = Vec::new();
+        for m in mailboxes {
+            let (local, domain) = m.split_once('@').expect("mailbox address");
+            map.push_str(&format!("{m} {domain}/{local}/\n"));
+            if !domains.contains(&domain) {
+                domains.push(domain);
+            }
+        }
+        std::fs::write(conf.join("vmailbox"), map).expect("vmailbox");
         let main = format!(
             r#"compatibility_level = 3.6
 queue_directory = {d}/queue
@@ -298,7 +308,7 @@ local_recipient_maps =
 relay_domains =
 biff = no
 virtual_mailbox_domains = {domains}
-virtual_mailbox_maps = regexp:{c}/vmailbox
+virtual_mailbox_maps = texthash:{c}/vmailbox
 virtual_mailbox_base = {d}/mail
 virtual_uid_maps = static:{uid}
 virtual_gid_maps = static:{gid}
@@ -436,12 +446,20 @@ pub struct OrgServers {
 }
 
 impl OrgServers {
-    pub fn start(users: &[(&str, &str)], domains: &[&str]) -> OrgServers {
+    /// Dovecot with `users` (address, password) and Postfix with a mailbox for each of them
+    /// and for each of `mailboxes`.
+    pub fn start(users: &[(&str, &str)], mailboxes: &[&str]) -> OrgServers {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("mode");
         let tls = ServerTls::new(dir.path());
         let dovecot = Dovecot::start(dir.path(), &tls, users);
-        let postfix = Postfix::start(dir.path(), &tls, &dovecot, domains);
+        let mut all: Vec<&str> = users.iter().map(|(u, _)| *u).collect();
+        for m in mailboxes {
+            if !all.contains(m) {
+                all.push(m);
+            }
+        }
+        let postfix = Postfix::start(dir.path(), &tls, &dovecot, &all);
         OrgServers {
             dir,
             tls,

@@ -193,11 +193,6 @@ impl Verifier {
         })
     }
 
-    /// The server asked.
-    pub fn server(&self) -> &Server {
-        &self.server
-    }
-
     /// Checks a login from a client at `peer`: from the cache, else by asking the server.
     pub async fn verify(&self, creds: &Credentials, peer: IpAddr) -> Result<(), AuthError> {
         let user_key = format!("user:{}", creds.user.to_lowercase());

@@ -1,17 +1,16 @@
 //! The all-in-one gateway's SMTP roles (issue 10): submission by employees' mail clients
-//! (`submission.rs`), logins verified against the organisation's server (`auth.rs`), and the
-//! policy that decides what each submitted message gets (`policy.rs`).
+//! (`submission.rs`), logins verified against the organisation's server (`auth.rs`), the
+//! policy that decides what each submitted message gets (`policy.rs`), and the outbox that
+//! relays it to the organisation's server (`outbox.rs`).
 
-// Until the submission listener uses them.
-#[allow(dead_code)]
 pub mod auth;
-#[allow(dead_code)]
+pub mod outbox;
 pub mod policy;
+pub mod submission;
 
 use crate::settings::{AuthScheme, Submission};
 
 /// The login verifier `[submission]` describes, or `None` when no `auth` is set.
-#[allow(dead_code)]
 pub fn verifier(s: &Submission, hostname: &str) -> anyhow::Result<Option<auth::Verifier>> {
     let Some(server) = &s.auth else {
         return Ok(None);

@@ -423,3 +423,56 @@ fn swaks_submits_with_starttls_and_auth() {
     let inner = pki.openssl_decrypt(&got[0], "bob@example.org");
     assert!(verified(&pki, &inner).contains("from swaks"));
 }
+
+#[test]
+fn header_protection_puts_the_subject_inside_and_a_placeholder_outside() {
+    let pki = Pki::new();
+    let org = OrgServers::start(USERS, MAILBOXES);
+    let b = start_box(
+        &pki,
+        &org,
+        "[policy.users.\"bob@example.org\"]\nheader_protection = true\n",
+    );
+    let to = ["alice@example.org", "carol@example.org"];
+    let m = message(
+        "bob@example.org",
+        &to,
+        "Merger with Initech",
+        "confidential",
+    );
+    let sent = client(
+        &b,
+        "starttls",
+        "bob@example.org",
+        "bob-Passw0rd",
+        "bob@example.org",
+        &to,
+        &m,
+    );
+    assert_eq!((sent.stage.as_str(), sent.code), ("data", 250), "{sent:?}");
+    let got = org.postfix.wait_for_mail("alice@example.org", 1);
+    let text = String::from_utf8_lossy(&got[0]).into_owned();
+    assert_eq!(header(&text, "Subject"), Some("[...]"), "{text}");
+    assert!(!text.contains("Merger with Initech"), "{text}");
+    let inner = pki.openssl_decrypt(&got[0], "alice@example.org");
+    let content = verified(&pki, &inner);
+    assert!(content.contains("hp=\"cipher\""), "{content}");
+    assert!(
+        content.contains("Subject: Merger with Initech"),
+        "{content}"
+    );
+    assert!(content.contains("confidential"), "{content}");
+    // The cleartext copy: signed, the fields protected as copies (hp="clear").
+    let got = org.postfix.wait_for_mail("carol@example.org", 1);
+    let text = String::from_utf8_lossy(&got[0]).into_owned();
+    assert_eq!(
+        header(&text, "Subject"),
+        Some("Merger with Initech"),
+        "{text}"
+    );
+    let content = verified(&pki, &got[0]);
+    assert!(
+        content.contains("hp=\"clear\"") && content.contains("Subject: Merger with Initech"),
+        "{content}"
+    );
+}

@@ -16,9 +16,11 @@
 //!   `X-Sealgate-Result: signed; encrypted=3/4; copy=encrypted; policy=if-possible`.
 
 use sealgate_smime::crypto::CipherChoice;
-use sealgate_smime::envelope::Recipient;
+use sealgate_smime::envelope::{self, Recipient};
+use sealgate_smime::keys::PrivateKey;
 use sealgate_smime::message::{self, RESULT_HEADER_PREFIX};
-use sealgate_smime::mime::{Entity, HeaderField};
+use sealgate_smime::mime::{self, Entity, HeaderField};
+use sealgate_smime::signed::{self, SignOptions};
 
 use crate::keys::KeyDirectory;
 use crate::settings::{EncryptPolicy, Policy, SignLevel, Submission};
@@ -234,11 +236,16 @@ pub fn apply(
         key = keys.signing_key(&sender).map_err(|e| temp(&e))?;
     }
     let p = plan(&e, triggered, recipients, &has_cert, key.is_some())?;
-    let signed = match (&key, p.sign) {
-        (Some(k), true) => {
-            message::sign_message(&msg, k.as_ref(), false, now).map_err(|e| temp(&e))?
-        }
-        _ => msg,
+    let signer = match (&key, p.sign) {
+        (Some(k), true) => Some(k.as_ref() as &dyn PrivateKey),
+        _ => None,
+    };
+    // With header protection each copy is built from the message itself (its inner entity
+    // differs: hp="cipher" or "clear"); without, the encrypted copy encrypts the signed one.
+    let hp = e.header_protection && (signer.is_some() || !p.encrypted.is_empty());
+    let signed = match signer {
+        Some(k) if !hp => message::sign_message(&msg, k, false, now).map_err(|e| temp(&e))?,
+        _ => msg.clone(),
     };
     let total = recipients.len();
     let head = format!(
@@ -266,17 +273,25 @@ pub fn apply(
         {
             to.push(Recipient::new(c).map_err(|e| temp(&e))?);
         }
-        let out = message::encrypt_message(&signed, &to, CipherChoice::Aes256Cbc)
-            .map_err(|e| temp(&e))?;
+        let out = if hp {
+            protected_copy(&msg, signer, Some(&to), now).map_err(|e| temp(&e))?
+        } else {
+            message::encrypt_message(&signed, &to, CipherChoice::Aes256Cbc).map_err(|e| temp(&e))?
+        };
         copies.push(Copy {
             recipients: p.encrypted.clone(),
             message: with_result(&out, &format!("{head}; copy=encrypted")),
         });
     }
     if !p.cleartext.is_empty() {
+        let clear = if hp && signer.is_some() {
+            protected_copy(&msg, signer, None, now).map_err(|e| temp(&e))?
+        } else {
+            signed
+        };
         copies.push(Copy {
             recipients: p.cleartext.clone(),
-            message: with_result(&signed, &format!("{head}; copy=cleartext")),
+            message: with_result(&clear, &format!("{head}; copy=cleartext")),
         });
     }
     Ok(Outcome {
@@ -284,6 +299,83 @@ pub fn apply(
         summary: head,
         enrolled,
     })
+}
+
+/// Header fields a mail client shows, protected by RFC 9788 when the policy asks.
+const PROTECTED: &[&str] = &[
+    "From",
+    "To",
+    "Cc",
+    "Subject",
+    "Date",
+    "Message-ID",
+    "Reply-To",
+    "In-Reply-To",
+    "References",
+];
+
+/// RFC 9788: a copy whose cryptographic payload carries the protected header fields, its
+/// Content-Type marked `hp="cipher"` (encrypted: the outer Subject becomes `[...]`) or
+/// `hp="clear"` (signed only: the outer fields stay as they are).
+fn protected_copy(
+    msg: &[u8],
+    signer: Option<&dyn PrivateKey>,
+    encrypt_to: Option<&[Recipient]>,
+    now: i64,
+) -> sealgate_smime::Result<Vec<u8>> {
+    let entity = Entity::parse(msg);
+    let split = mime::split_message(&entity);
+    let mut outer = split.outer;
+    outer.remove_headers_with_prefix(RESULT_HEADER_PREFIX);
+    let hp = if encrypt_to.is_some() {
+        "cipher"
+    } else {
+        "clear"
+    };
+    let payload = Entity::parse(&split.inner);
+    let mut inner = Vec::with_capacity(split.inner.len() + 1024);
+    for f in payload.headers() {
+        if f.is("Content-Type") {
+            let v = f.value();
+            let v = v.trim_end().trim_end_matches(';');
+            inner.extend_from_slice(format!("Content-Type: {v}; hp=\"{hp}\"\r\n").as_bytes());
+        } else {
+            f.write(&mut inner);
+        }
+    }
+    for name in PROTECTED {
+        for f in outer.get_all(name) {
+            f.write(&mut inner);
+        }
+    }
+    inner.extend_from_slice(b"\r\n");
+    inner.extend_from_slice(payload.body());
+    let inner = mime::canonicalize_crlf(&inner).into_owned();
+    let mut body = inner;
+    if let Some(k) = signer {
+        let opts = SignOptions {
+            scheme: None,
+            detached: true,
+            signing_time: now,
+            include_chain: true,
+        };
+        let (der, hash) = signed::sign(&body, k, &opts)?;
+        let mut seed = [0u8; 16];
+        seed.copy_from_slice(&sealgate_smime::crypto::random(16)?);
+        body = mime::build_multipart_signed(&body, hash.micalg(), &der, &seed);
+    }
+    match encrypt_to {
+        Some(r) => {
+            let der =
+                envelope::encrypt(&mime::canonicalize_crlf(&body), r, CipherChoice::Aes256Cbc)?;
+            let entity = mime::build_pkcs7_mime(mime::SmimeType::EnvelopedData, &der);
+            if outer.get("Subject").is_some() {
+                outer.replace(HeaderField::new("Subject", "[...]")?);
+            }
+            Ok(mime::assemble_message(&outer, &entity))
+        }
+        None => Ok(mime::assemble_message(&outer, &body)),
+    }
 }
 
 /// `msg` without any `X-Sealgate-*` header field: a sender cannot forge a result.

@@ -74,6 +74,9 @@ struct Shared {
     verifier: Verifier,
     outbox: Arc<Outbox>,
     sessions: Arc<Semaphore>,
+    /// Message bytes held in memory by all sessions together, in KiB (`[docking]
+    /// max_buffered_bytes`): a message that finds no room is refused with `452`.
+    memory: Arc<Semaphore>,
 }
 
 /// Binds the configured submission listeners (none unless configured) and starts delivery.
@@ -108,11 +111,15 @@ pub async fn start(s: Submission) -> anyhow::Result<Running> {
         binds.push(("submission-tls", a, true));
     }
     let sessions = Arc::new(Semaphore::new(s.settings.smtp.max_sessions));
+    let memory = Arc::new(Semaphore::new(
+        s.settings.docking.max_buffered_bytes.0.div_ceil(1024),
+    ));
     let sh = Arc::new(Shared {
         s,
         verifier,
         outbox: outbox.clone(),
         sessions,
+        memory,
     });
     for (name, addr, implicit) in binds {
         let l = TcpListener::bind(addr)
@@ -204,6 +211,41 @@ struct Txn {
     from: String,
     to: Vec<String>,
     data: Vec<u8>,
+    /// The memory `data` holds, in KiB permits.
+    permits: Option<tokio::sync::OwnedSemaphorePermit>,
+    /// The message did not fit the memory bound: dropped, refused at its end.
+    over: bool,
+}
+
+impl Txn {
+    fn clear_data(&mut self) {
+        self.data = Vec::new();
+        self.permits = None;
+        self.over = false;
+    }
+
+    /// Keeps `bytes` if the memory bound has room for them.
+    fn add(&mut self, memory: &Arc<Semaphore>, bytes: &[u8]) {
+        if self.over {
+            return;
+        }
+        let need = (self.data.len() + bytes.len()).div_ceil(1024) as u32;
+        let have = self.permits.as_ref().map_or(0, |p| p.num_permits() as u32);
+        if need > have {
+            match memory.clone().try_acquire_many_owned(need - have) {
+                Ok(p) => match &mut self.permits {
+                    Some(held) => held.merge(p),
+                    None => self.permits = Some(p),
+                },
+                Err(_) => {
+                    self.clear_data();
+                    self.over = true;
+                    return;
+                }
+            }
+        }
+        self.data.extend_from_slice(bytes);
+    }
 }
 
 fn reply(code: u16, esc: [u16; 3], text: impl Into<String>) -> Reply {
@@ -340,15 +382,25 @@ async fn session(sh: &Shared, tcp: TcpStream, peer: SocketAddr, implicit: bool) 
                 s.accept();
             }
             Event::DataStart => {
-                txn.data.clear();
+                txn.clear_data();
                 s.accept();
             }
-            Event::Data(bytes) => txn.data.extend_from_slice(&bytes),
-            Event::DataAborted => txn.data.clear(),
+            Event::Data(bytes) => txn.add(&sh.memory, &bytes),
+            Event::DataAborted => txn.clear_data(),
             Event::EndOfMessage => {
+                if txn.over {
+                    txn.clear_data();
+                    s.refuse(reply(
+                        452,
+                        [4, 3, 1],
+                        "the box is busy with other messages, try again later",
+                    ));
+                    continue;
+                }
                 let login = s.authenticated().unwrap_or_default().to_string();
                 let msg = std::mem::take(&mut txn.data);
                 let r = end_of_message(sh, &login, peer, &txn, msg).await;
+                txn.clear_data();
                 txn.to.clear();
                 match r {
                     Ok(r) => s.accept_with(r),

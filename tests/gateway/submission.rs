@@ -476,3 +476,83 @@ fn header_protection_puts_the_subject_inside_and_a_placeholder_outside() {
         "{content}"
     );
 }
+
+#[test]
+fn auto_enrolment_issues_a_key_from_the_box_ca_at_the_first_message() {
+    let pki = Pki::new();
+    let users = [
+        USERS[0],
+        USERS[1],
+        ("carol@example.org", "carol-Passw0rd"),
+        ("dave@example.net", "dave-Passw0rd"),
+    ];
+    let org = OrgServers::start(&users, MAILBOXES);
+    // A vault with the box CA; logins checked by Dovecot's IMAPS this time.
+    let dir = data_dir_with_keys(&pki);
+    let ca_pem = {
+        let mut sealer = sealgate_vault::SoftwareSealer::danger_new();
+        let v = sealgate_vault::Vault::open(dir.path(), &mut sealer).unwrap();
+        v.ca_init("Box CA", &sealgate_vault::CaSettings::default())
+            .unwrap();
+        v.ca_certificate().unwrap().to_pem()
+    };
+    let ca_file = dir.path().join("box-ca.pem");
+    std::fs::write(&ca_file, ca_pem).unwrap();
+    let settings = format!(
+        "[submission]\nlisten = \"127.0.0.1:0\"\nlisten_tls = \"127.0.0.1:0\"\nauth = \"imaps://127.0.0.1:{}\"\nauth_ca = \"{}\"\nrelay = \"{}\"\n[policy]\nsign = \"always\"\n[policy.users.\"carol@example.org\"]\nauto_enrol = true\n",
+        org.dovecot.imaps,
+        org.tls.ca.display(),
+        org.relay()
+    );
+    let daemon = Daemon::start(dir.path(), &settings);
+    let b = Box {
+        starttls: listener(&daemon, "submission"),
+        implicit: listener(&daemon, "submission-tls"),
+        daemon,
+        _data_dir: dir,
+        tmp: tempfile::tempdir().unwrap(),
+    };
+    // carol has neither a key nor a certificate: the box CA issues one at her first message.
+    let m = message(
+        "carol@example.org",
+        &["bob@example.org"],
+        "first",
+        "enrolled",
+    );
+    let sent = client(
+        &b,
+        "starttls",
+        "carol@example.org",
+        "carol-Passw0rd",
+        "carol@example.org",
+        &["bob@example.org"],
+        &m,
+    );
+    assert_eq!((sent.stage.as_str(), sent.code), ("data", 250), "{sent:?}");
+    let got = org.postfix.wait_for_mail("bob@example.org", 1);
+    let inner = pki.openssl_decrypt(&got[0], "bob@example.org");
+    let input = b.tmp.path().join("signed.eml");
+    std::fs::write(&input, &inner).unwrap();
+    let out = run(Command::new("openssl")
+        .args(["cms", "-verify", "-purpose", "any", "-in"])
+        .arg(&input)
+        .arg("-CAfile")
+        .arg(&ca_file));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("enrolled"));
+    // dave has no key either and no auto-enrolment: sign = "always" refuses his message.
+    let m = message("dave@example.net", &["bob@example.org"], "x", "x");
+    let sent = client(
+        &b,
+        "starttls",
+        "dave@example.net",
+        "dave-Passw0rd",
+        "dave@example.net",
+        &["bob@example.org"],
+        &m,
+    );
+    assert_eq!((sent.stage.as_str(), sent.code), ("data", 550), "{sent:?}");
+    assert!(
+        sent.text.contains("5.7.1") && sent.text.contains("signature"),
+        "{sent:?}"
+    );
+}

@@ -176,7 +176,8 @@ fn failures_are_throttled_per_user_and_per_address_and_successes_cached() {
                 Err(AuthError::Rejected)
             );
         }
-        // alice is now throttled from everywhere, even with her password; others not.
+        // alice is now throttled from everywhere, even with her password (never verified
+        // before, so not in the cache); others not.
         assert_eq!(
             v.verify(&creds("alice@example.org", "alice-Passw0rd"), other)
                 .await,
@@ -190,6 +191,12 @@ fn failures_are_throttled_per_user_and_per_address_and_successes_cached() {
         );
         assert_eq!(
             v.verify(&creds("bob@example.org", "b\"ob\\pass word"), other)
+                .await,
+            Ok(())
+        );
+        // A cached success passes even from the throttled address.
+        assert_eq!(
+            v.verify(&creds("carol@example.org", "pässwort-carol"), guesser)
                 .await,
             Ok(())
         );

@@ -11,7 +11,8 @@
 //! a restart forgets everything. Failures are counted per user and per client address (IPv6
 //! per /64); past the limit a login is refused without asking the server, so the box cannot
 //! be used to guess passwords against the organisation's server at its speed, nor to lock
-//! users out there. Passwords live in zeroizing buffers, and nothing here logs or formats one.
+//! users out there. A password still in the success cache passes while throttled, so a
+//! guesser cannot lock out a user who logged in recently. Passwords live in zeroizing buffers, and nothing here logs or formats one.
 //!
 //! This file uses no other module of the daemon, so the integration tests compile it as it is
 //! and run it against real servers (Dovecot, Postfix with Dovecot SASL).
@@ -197,6 +198,12 @@ impl Verifier {
     pub async fn verify(&self, creds: &Credentials, peer: IpAddr) -> Result<(), AuthError> {
         let user_key = format!("user:{}", creds.user.to_lowercase());
         let addr_key = format!("addr:{}", address_bucket(peer));
+        // A password verified within the cache time passes even while the user or address
+        // is throttled, so a guesser cannot lock out a user who is logging in anyway.
+        let mac = self.mac(creds);
+        if self.cached(&creds.user, &mac) {
+            return Ok(());
+        }
         if self.throttled(&user_key) || self.throttled(&addr_key) {
             return Err(AuthError::Throttled);
         }
@@ -209,10 +216,6 @@ impl Verifier {
         {
             self.fail(&[&user_key, &addr_key]);
             return Err(AuthError::Rejected);
-        }
-        let mac = self.mac(creds);
-        if self.cached(&creds.user, &mac) {
-            return Ok(());
         }
         let asked = tokio::time::timeout(self.limits.timeout, self.ask(creds)).await;
         match asked {

@@ -343,7 +343,11 @@ fn mandatory_policy_refuses_recipients_without_a_certificate_by_name() {
 fn abuse_auth_before_tls_wrong_password_and_another_users_address_are_refused() {
     let pki = Pki::new();
     let org = OrgServers::start(USERS, MAILBOXES);
-    let b = start_box(&pki, &org, "");
+    let b = start_box(
+        &pki,
+        &org,
+        "max_auth_failures = 4\n[smtp]\nmax_sessions_per_address = 2\n",
+    );
     let m = message("alice@example.org", &["bob@example.org"], "hi", "x");
     // AUTH before STARTTLS: not offered, refused, and MAIL needs AUTH.
     let sent = client(
@@ -401,6 +405,59 @@ fn abuse_auth_before_tls_wrong_password_and_another_users_address_are_refused() 
     std::thread::sleep(std::time::Duration::from_millis(500));
     assert!(org.postfix.mailbox("carol@example.org").is_empty());
     assert!(org.postfix.mailbox("bob@example.org").is_empty());
+    // Guessing (smtplib tries PLAIN, then LOGIN: two failures a call): after
+    // max_auth_failures the box answers 454 without asking the server, even
+    // to the right password (never verified, so not cached); alice's cached login passes.
+    for _ in 0..2 {
+        let sent = client(
+            &b,
+            "starttls",
+            "bob@example.org",
+            "guess",
+            "bob@example.org",
+            &["alice@example.org"],
+            &m,
+        );
+        assert!(matches!(sent.code, 535 | 454), "{sent:?}");
+    }
+    let sent = client(
+        &b,
+        "starttls",
+        "bob@example.org",
+        "bob-Passw0rd",
+        "bob@example.org",
+        &["alice@example.org"],
+        &m,
+    );
+    assert_eq!((sent.stage.as_str(), sent.code), ("auth", 454), "{sent:?}");
+    let ok = message("alice@example.org", &["bob@example.org"], "still", "x");
+    let sent = client(
+        &b,
+        "starttls",
+        "alice@example.org",
+        "alice-Passw0rd",
+        "alice@example.org",
+        &["bob@example.org"],
+        &ok,
+    );
+    assert_eq!(sent.code, 250, "{sent:?}");
+    // Sessions per address: the third at once gets 421.
+    use std::io::{BufRead, BufReader};
+    let held: Vec<_> = (0..2)
+        .map(|_| {
+            let s = std::net::TcpStream::connect(b.starttls).unwrap();
+            let mut r = BufReader::new(s.try_clone().unwrap());
+            let mut greeting = String::new();
+            r.read_line(&mut greeting).unwrap();
+            assert!(greeting.starts_with("220"), "{greeting}");
+            s
+        })
+        .collect();
+    let third = std::net::TcpStream::connect(b.starttls).unwrap();
+    let mut line = String::new();
+    BufReader::new(third).read_line(&mut line).unwrap();
+    assert!(line.starts_with("421"), "{line}");
+    drop(held);
 }
 
 #[test]

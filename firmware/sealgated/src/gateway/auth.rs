@@ -14,8 +14,10 @@
 //! users out there. A password still in the success cache passes while throttled, so a
 //! guesser cannot lock out a user who logged in recently. Passwords live in zeroizing buffers, and nothing here logs or formats one.
 //!
-//! This file uses no other module of the daemon, so the integration tests compile it as it is
-//! and run it against real servers (Dovecot, Postfix with Dovecot SASL).
+//! SMTP replies are parsed by the protocol crate (`sealgate_smtp::client`, fuzzed); IMAP
+//! answers are only matched by their tag and first word. This file uses no other module of
+//! the daemon, so the integration tests compile it as it is and run it against real servers
+//! (Dovecot, Postfix with Dovecot SASL).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -25,6 +27,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
+use sealgate_smtp::client::{Capabilities, ReplyReader, ServerReply};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use zeroize::Zeroizing;
@@ -307,26 +310,26 @@ impl Verifier {
             .map_err(|e| unavailable(format!("connect to {}: {e}", self.server.host)))?;
         match self.server.scheme {
             Scheme::Smtp => {
-                let mut s = BufReader::new(tcp);
-                expect_smtp(&mut s, 220).await?;
-                send(&mut s, format!("EHLO {}\r\n", self.ehlo_name).as_bytes()).await?;
-                let ehlo = expect_smtp(&mut s, 250).await?;
-                if !ehlo.iter().any(|l| {
-                    l.get(4..)
-                        .is_some_and(|k| k.eq_ignore_ascii_case("STARTTLS"))
-                }) {
+                let mut s = SmtpConn::new(tcp);
+                s.expect(220).await?;
+                s.send(format!("EHLO {}\r\n", self.ehlo_name).as_bytes())
+                    .await?;
+                let ehlo = s.expect(250).await?;
+                if !Capabilities::from_ehlo(&ehlo).is_some_and(|c| c.starttls) {
                     return Err(unavailable(
                         "the server offers no STARTTLS: the password is not sent in clear",
                     ));
                 }
-                send(&mut s, b"STARTTLS\r\n").await?;
-                expect_smtp(&mut s, 220).await?;
-                let tls = self.handshake(s.into_inner()).await?;
-                self.smtp_auth(BufReader::new(tls), creds).await
+                s.send(b"STARTTLS\r\n").await?;
+                s.expect(220).await?;
+                // Whatever the server sent after its 220 is dropped with the reader (a
+                // STARTTLS injection cannot answer for the TLS session).
+                let tls = self.handshake(s.stream).await?;
+                self.smtp_auth(SmtpConn::new(tls), creds).await
             }
             Scheme::Smtps => {
-                let mut s = BufReader::new(self.handshake(tcp).await?);
-                expect_smtp(&mut s, 220).await?;
+                let mut s = SmtpConn::new(self.handshake(tcp).await?);
+                s.expect(220).await?;
                 self.smtp_auth(s, creds).await
             }
             Scheme::Imaps => {
@@ -350,11 +353,12 @@ impl Verifier {
 
     async fn smtp_auth<S: AsyncRead + AsyncWrite + Unpin>(
         &self,
-        mut s: BufReader<S>,
+        mut s: SmtpConn<S>,
         creds: &Credentials,
     ) -> Result<(), AuthError> {
-        send(&mut s, format!("EHLO {}\r\n", self.ehlo_name).as_bytes()).await?;
-        expect_smtp(&mut s, 250).await?;
+        s.send(format!("EHLO {}\r\n", self.ehlo_name).as_bytes())
+            .await?;
+        s.expect(250).await?;
         let mut plain = Zeroizing::new(Vec::with_capacity(creds.user.len() + 64));
         plain.push(0);
         plain.extend_from_slice(creds.user.as_bytes());
@@ -364,15 +368,66 @@ impl Verifier {
             "AUTH PLAIN {}\r\n",
             base64::engine::general_purpose::STANDARD.encode(&plain[..])
         ));
-        send(&mut s, line.as_bytes()).await?;
-        let (code, _) = read_smtp(&mut s).await?;
-        let result = match code {
+        s.send(line.as_bytes()).await?;
+        let reply = s.reply().await?;
+        let result = match reply.code {
             235 => Ok(()),
             535 => Err(AuthError::Rejected),
             other => Err(unavailable(format!("AUTH answered {other}"))),
         };
-        let _ = send(&mut s, b"QUIT\r\n").await;
+        let _ = s.send(b"QUIT\r\n").await;
         result
+    }
+}
+
+/// An SMTP conversation: replies parsed by the protocol crate's client side (smtp-proto's
+/// fuzzed reply parser), bounded.
+struct SmtpConn<S> {
+    stream: S,
+    replies: ReplyReader,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> SmtpConn<S> {
+    fn new(stream: S) -> SmtpConn<S> {
+        SmtpConn {
+            stream,
+            replies: ReplyReader::new(),
+        }
+    }
+
+    async fn send(&mut self, bytes: &[u8]) -> Result<(), AuthError> {
+        send(&mut self.stream, bytes).await
+    }
+
+    async fn reply(&mut self) -> Result<ServerReply, AuthError> {
+        let mut buf = [0u8; 2048];
+        loop {
+            match self.replies.next_reply() {
+                Some(Ok(r)) => return Ok(r),
+                Some(Err(_)) => return Err(unavailable("a malformed SMTP reply")),
+                None => {}
+            }
+            if self.replies.buffered() > MAX_LINE * MAX_LINES {
+                return Err(unavailable("an over-long SMTP reply"));
+            }
+            let n = self
+                .stream
+                .read(&mut buf)
+                .await
+                .map_err(|e| unavailable(format!("read: {e}")))?;
+            if n == 0 {
+                return Err(unavailable("the server closed the connection"));
+            }
+            self.replies.feed(&buf[..n]);
+        }
+    }
+
+    async fn expect(&mut self, want: u16) -> Result<ServerReply, AuthError> {
+        let r = self.reply().await?;
+        if r.code != want {
+            return Err(unavailable(format!("expected {want}, got {}", r.code)));
+        }
+        Ok(r)
     }
 }
 
@@ -418,39 +473,6 @@ async fn read_line<S: AsyncRead + Unpin>(s: &mut BufReader<S>) -> Result<String,
         buf.pop();
     }
     Ok(String::from_utf8_lossy(&buf).into_owned())
-}
-
-/// One SMTP reply: its code and lines.
-async fn read_smtp<S: AsyncRead + Unpin>(
-    s: &mut BufReader<S>,
-) -> Result<(u16, Vec<String>), AuthError> {
-    let mut lines = Vec::new();
-    loop {
-        let line = read_line(s).await?;
-        let code = line
-            .get(..3)
-            .and_then(|c| c.parse::<u16>().ok())
-            .ok_or_else(|| unavailable("not an SMTP reply"))?;
-        let more = line.as_bytes().get(3) == Some(&b'-');
-        lines.push(line);
-        if !more {
-            return Ok((code, lines));
-        }
-        if lines.len() >= MAX_LINES {
-            return Err(unavailable("an over-long SMTP reply"));
-        }
-    }
-}
-
-async fn expect_smtp<S: AsyncRead + Unpin>(
-    s: &mut BufReader<S>,
-    want: u16,
-) -> Result<Vec<String>, AuthError> {
-    let (code, lines) = read_smtp(s).await?;
-    if code != want {
-        return Err(unavailable(format!("expected {want}, got {code}")));
-    }
-    Ok(lines)
 }
 
 /// An IMAP astring for LOGIN: a quoted string when the value is printable ASCII, else a

@@ -77,6 +77,46 @@ struct Shared {
     /// Message bytes held in memory by all sessions together, in KiB (`[docking]
     /// max_buffered_bytes`): a message that finds no room is refused with `452`.
     memory: Arc<Semaphore>,
+    /// Sessions per client address (IPv6 per /64), capped by `[smtp] max_sessions_per_address`.
+    per_address: std::sync::Mutex<std::collections::HashMap<String, usize>>,
+}
+
+/// One session's place in [`Shared::per_address`], given back on drop.
+struct AddressSlot<'a> {
+    sh: &'a Shared,
+    key: String,
+}
+
+impl Drop for AddressSlot<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut m) = self.sh.per_address.lock()
+            && let Some(n) = m.get_mut(&self.key)
+        {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.key);
+            }
+        }
+    }
+}
+
+impl Shared {
+    fn address_slot(&self, ip: IpAddr) -> Option<AddressSlot<'_>> {
+        let key = match ip.to_canonical() {
+            IpAddr::V4(v4) => v4.to_string(),
+            IpAddr::V6(v6) => {
+                let s = v6.segments();
+                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+            }
+        };
+        let mut m = self.per_address.lock().ok()?;
+        let n = m.entry(key.clone()).or_insert(0);
+        if *n >= self.s.settings.smtp.max_sessions_per_address {
+            return None;
+        }
+        *n += 1;
+        Some(AddressSlot { sh: self, key })
+    }
 }
 
 /// Binds the configured submission listeners (none unless configured) and starts delivery.
@@ -120,6 +160,7 @@ pub async fn start(s: Submission) -> anyhow::Result<Running> {
         outbox: outbox.clone(),
         sessions,
         memory,
+        per_address: std::sync::Mutex::new(std::collections::HashMap::new()),
     });
     for (name, addr, implicit) in binds {
         let l = TcpListener::bind(addr)
@@ -164,8 +205,16 @@ async fn accept_loop(
         };
         let sh = sh.clone();
         tokio::spawn(async move {
+            let Some(slot) = sh.address_slot(peer.ip()) else {
+                let mut tcp = tcp;
+                let _ = tcp
+                    .write_all(b"421 4.7.0 too many sessions from your address\r\n")
+                    .await;
+                return;
+            };
             let timeout = sh.s.settings.smtp.session_timeout_secs.duration();
             let _ = tokio::time::timeout(timeout, session(&sh, tcp, peer, implicit)).await;
+            drop(slot);
             drop(permit);
         });
     }

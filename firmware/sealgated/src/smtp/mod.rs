@@ -322,6 +322,22 @@ async fn deliver(sh: &Arc<Shared>, id: &str) -> bool {
         // A kill after the result was written, before the message left the queue.
         return finish(sh, id, &env, d, &msg, mid, started);
     }
+    // A message the engine keeps failing on waits for an administrator, whatever its age.
+    if !d.dsn && env.attempts >= sh.h.settings.smtp.max_processing_attempts {
+        let reason = format!(
+            "processing did not finish in {} attempts (the engine failed or the daemon stopped while processing it)",
+            env.attempts
+        );
+        return hold(
+            sh,
+            id,
+            &mut env,
+            mid,
+            "held:processing-failed",
+            reason,
+            started,
+        );
+    }
     if d.expire(now, env.received, &sh.policy) {
         tracing::warn!(id, "delivery time expired: returned to the sender");
         return finish(sh, id, &env, d, &msg, mid, started);
@@ -343,22 +359,6 @@ async fn deliver(sh: &Arc<Shared>, id: &str) -> bool {
         // The box's own DSN: relayed as it is.
         (msg.clone(), "dsn".to_string())
     } else {
-        let max = sh.h.settings.smtp.max_processing_attempts;
-        if env.attempts >= max {
-            let reason = format!(
-                "processing did not finish in {} attempts (the engine failed or the daemon stopped while processing it)",
-                env.attempts
-            );
-            return hold(
-                sh,
-                id,
-                &mut env,
-                mid,
-                "held:processing-failed",
-                reason,
-                started,
-            );
-        }
         let Ok(worker) = sh.h.workers.clone().acquire_owned().await else {
             return false;
         };

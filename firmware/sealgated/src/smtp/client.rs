@@ -29,6 +29,9 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWrite
 use tokio::net::TcpStream;
 
 use super::queue::Fate;
+#[cfg(test)]
+use super::reply::Extensions;
+use super::reply::{extensions, parse_reply_line};
 use crate::identity::{hex, provider, sha256};
 use crate::settings::{Settings, TlsMode};
 
@@ -255,29 +258,6 @@ impl Reply {
     }
 }
 
-/// Parses one reply line: the code, whether more lines follow, the text. `None` if the line
-/// is not a reply line.
-pub fn parse_reply_line(line: &[u8]) -> Option<(u16, bool, String)> {
-    let code = line.get(..3)?;
-    if !code.iter().all(u8::is_ascii_digit) || !(b'2'..=b'5').contains(&code[0]) {
-        return None;
-    }
-    let code = u16::from(code[0] - b'0') * 100
-        + u16::from(code[1] - b'0') * 10
-        + u16::from(code[2] - b'0');
-    let (more, text) = match line.get(3) {
-        None => (false, &[][..]),
-        Some(b' ') => (false, &line[4..]),
-        Some(b'-') => (true, &line[4..]),
-        Some(_) => return None,
-    };
-    let text: String = String::from_utf8_lossy(text)
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
-    Some((code, more, text.trim_end().to_string()))
-}
-
 /// Why an attempt stopped before the transaction.
 #[derive(Debug)]
 enum Stop {
@@ -366,36 +346,6 @@ impl Conn {
     }
 }
 
-/// What the next hop said it supports.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct Extensions {
-    /// STARTTLS.
-    pub starttls: bool,
-    /// PIPELINING.
-    pub pipelining: bool,
-    /// SIZE, with its limit (0: none given).
-    pub size: Option<u64>,
-    /// 8BITMIME.
-    pub eight_bit: bool,
-}
-
-/// Reads the EHLO reply's keywords.
-pub fn extensions(r: &Reply) -> Extensions {
-    let mut e = Extensions::default();
-    for l in r.lines.iter().skip(1) {
-        let mut words = l.split_whitespace();
-        let Some(k) = words.next() else { continue };
-        match k.to_ascii_uppercase().as_str() {
-            "STARTTLS" => e.starttls = true,
-            "PIPELINING" => e.pipelining = true,
-            "8BITMIME" => e.eight_bit = true,
-            "SIZE" => e.size = Some(words.next().and_then(|v| v.parse().ok()).unwrap_or(0)),
-            _ => {}
-        }
-    }
-    e
-}
-
 /// Sends `msg` from `from` to `to` through `hop`; one [`Fate`] per recipient, in order.
 pub async fn send(
     hop: &NextHop,
@@ -449,7 +399,7 @@ async fn attempt(
     if let Some(f) = reply.fate_if_not(250) {
         return Err(Stop::All(f));
     }
-    let mut ext = extensions(&reply);
+    let mut ext = extensions(&reply.lines);
     let mut tls = false;
     if mode != TlsMode::None && ext.starttls {
         let r = c.command("STARTTLS").await?;
@@ -498,7 +448,7 @@ async fn attempt(
         if let Some(f) = reply.fate_if_not(250) {
             return Err(Stop::All(f));
         }
-        ext = extensions(&reply);
+        ext = extensions(&reply.lines);
     } else if mode == TlsMode::Require {
         return Err(temp(
             "the next hop does not offer STARTTLS and next_hop_tls = require",
@@ -701,7 +651,7 @@ mod tests {
             ],
         };
         assert_eq!(
-            extensions(&r),
+            extensions(&r.lines),
             Extensions {
                 starttls: true,
                 pipelining: true,
@@ -716,7 +666,7 @@ mod tests {
                 "SIZE".into(),
             ],
         };
-        let e = extensions(&r);
+        let e = extensions(&r.lines);
         assert!(!e.starttls, "the first line is the greeting");
         assert_eq!(e.size, Some(0));
     }

@@ -25,6 +25,7 @@ mod dsn;
 mod process;
 mod protocol;
 pub mod queue;
+mod reply;
 mod spool;
 
 pub use spool::Spool;

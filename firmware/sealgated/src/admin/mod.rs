@@ -18,6 +18,7 @@
 mod ca;
 mod external;
 mod keys;
+mod queue;
 pub mod session;
 mod settings_view;
 pub mod socket;
@@ -65,6 +66,8 @@ pub struct AdminState {
     pub listeners: Mutex<Vec<(String, String)>>,
     /// The daemon's uid, which (with root) the admin socket admits.
     pub own_uid: std::sync::OnceLock<u32>,
+    /// The SMTP queue (`queue.rs`).
+    pub queue: std::sync::OnceLock<Arc<crate::smtp::Spool>>,
 }
 
 impl AdminState {
@@ -78,6 +81,7 @@ impl AdminState {
             started: Instant::now(),
             listeners: Mutex::new(Vec::new()),
             own_uid: std::sync::OnceLock::new(),
+            queue: std::sync::OnceLock::new(),
         }
     }
 
@@ -1134,6 +1138,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             )
             .configure(external::routes)
             .configure(ca::routes)
+            .configure(queue::routes)
             .default_service(web::to(not_found)),
     );
 }

@@ -30,6 +30,7 @@ mod identity;
 mod keys;
 mod logfile;
 mod problem;
+mod scan;
 mod selfcheck;
 mod settings;
 mod smtp;

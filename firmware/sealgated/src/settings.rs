@@ -1330,7 +1330,7 @@ impl fmt::Display for Domain {
 
 /// `[inbound]`: mail from the Internet (MX). Off unless `listen` is given; it then needs
 /// `domains` (mail for any other domain is refused: no open relay) and `next_hop`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Inbound {
     /// Where the MX listens (the box: `0.0.0.0:25`).
@@ -1339,6 +1339,26 @@ pub struct Inbound {
     pub domains: Vec<Domain>,
     /// The internal mail server accepted mail goes to.
     pub next_hop: Option<SocketAddr>,
+    /// Cleartext mail is encrypted to its recipients' own keys before delivery (when every
+    /// recipient has one).
+    pub encrypt_at_rest: bool,
+    /// New connections from one client address (IPv6: its /64) per minute; beyond that `421`.
+    pub max_connections_per_minute: u32,
+    /// Recipients per message; beyond that `452 4.5.3`.
+    pub max_recipients: usize,
+}
+
+impl Default for Inbound {
+    fn default() -> Self {
+        Inbound {
+            listen: None,
+            domains: Vec::new(),
+            next_hop: None,
+            encrypt_at_rest: false,
+            max_connections_per_minute: 60,
+            max_recipients: 100,
+        }
+    }
 }
 
 impl Inbound {
@@ -1351,6 +1371,10 @@ impl Inbound {
             anyhow::ensure!(
                 self.next_hop.is_some(),
                 "[inbound] listen needs next_hop (the internal mail server)"
+            );
+            anyhow::ensure!(
+                self.max_connections_per_minute > 0 && self.max_recipients > 0,
+                "[inbound] max_connections_per_minute and max_recipients must be at least 1"
             );
         }
         Ok(())

@@ -228,11 +228,17 @@ fn inbound_view(i: &Inbound) -> Value {
         listen,
         domains,
         next_hop,
+        encrypt_at_rest,
+        max_connections_per_minute,
+        max_recipients,
     } = i;
     json!({
         "listen": listen.map_or(Value::Null, |a| json!(a.to_string())),
         "domains": domains.iter().map(|d| d.0.clone()).collect::<Vec<_>>(),
         "next_hop": next_hop.map_or(Value::Null, |a| json!(a.to_string())),
+        "encrypt_at_rest": encrypt_at_rest,
+        "max_connections_per_minute": max_connections_per_minute,
+        "max_recipients": max_recipients,
     })
 }
 

@@ -509,6 +509,23 @@ async fn end_of_message(
             format!("{login} may not send as {from} (From)"),
         ));
     }
+    // Content scanning (`scan.rs`) on the cleartext, before it is signed and encrypted.
+    match crate::scan::configured(&sh.s.settings).scan(&crate::scan::Scanned {
+        flow: crate::scan::Flow::Outbound,
+        from: &txn.from,
+        to: &txn.to,
+        content: &msg,
+    }) {
+        crate::scan::Verdict::Pass | crate::scan::Verdict::Tag(_) => {}
+        crate::scan::Verdict::Hold(why) => {
+            audit(sh, login, peer, mid, "scan-refused", 550, started);
+            return Err(reply(
+                550,
+                [5, 7, 1],
+                format!("refused by content scanning: {why}"),
+            ));
+        }
+    }
     let keys = sh.s.keys.clone();
     let vault = sh.s.vault.clone();
     let policy_settings = sh.s.settings.policy.clone();

@@ -65,6 +65,11 @@ impl NextHop {
         let Some(addr) = s.smtp.next_hop else {
             return Ok(None);
         };
+        NextHop::to(addr, s).map(Some)
+    }
+
+    /// `addr` reached with the `[smtp] next_hop_*` TLS settings.
+    pub fn to(addr: SocketAddr, s: &Settings) -> anyhow::Result<NextHop> {
         let name = match &s.smtp.next_hop_name {
             Some(n) => ServerName::try_from(n.clone())
                 .map_err(|e| anyhow::anyhow!("[smtp] next_hop_name {n:?}: {e}"))?,
@@ -128,13 +133,13 @@ impl NextHop {
         let unverified = config_with(Arc::new(Unverified {
             algs: provider().signature_verification_algorithms,
         }))?;
-        Ok(Some(NextHop {
+        Ok(NextHop {
             addr,
             mode: s.smtp.next_hop_tls,
             name,
             verified: Arc::new(verified),
             unverified: Arc::new(unverified),
-        }))
+        })
     }
 }
 

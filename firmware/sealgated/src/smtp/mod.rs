@@ -22,6 +22,7 @@
 
 mod client;
 mod dsn;
+pub mod inbound;
 mod process;
 mod protocol;
 pub mod queue;
@@ -89,6 +90,9 @@ pub enum Direction {
     Decrypt,
     /// Encrypt (sign by policy) and relay.
     Encrypt,
+    /// Mail from the Internet (`[inbound]`, the MX): checked, verified, relayed to the
+    /// internal server (`inbound.rs`).
+    Inbound,
 }
 
 impl Direction {
@@ -96,6 +100,7 @@ impl Direction {
         match self {
             Direction::Decrypt => "smtp-decrypt",
             Direction::Encrypt => "smtp-encrypt",
+            Direction::Inbound => "smtp-inbound",
         }
     }
 
@@ -103,14 +108,16 @@ impl Direction {
         match self {
             Direction::Decrypt => "decrypt",
             Direction::Encrypt => "encrypt",
+            Direction::Inbound => "inbound",
         }
     }
 
     /// The `[[auth.clients]]` scope a pinned certificate needs for this listener.
-    fn scope(self) -> crate::settings::Scope {
+    fn scope(self) -> Option<crate::settings::Scope> {
         match self {
-            Direction::Decrypt => crate::settings::Scope::Decrypt,
-            Direction::Encrypt => crate::settings::Scope::Encrypt,
+            Direction::Decrypt => Some(crate::settings::Scope::Decrypt),
+            Direction::Encrypt => Some(crate::settings::Scope::Encrypt),
+            Direction::Inbound => None,
         }
     }
 }
@@ -142,7 +149,14 @@ struct Shared {
     box_id: String,
     loop_key: aws_lc_rs::hmac::Key,
     spool: Arc<Spool>,
-    next_hop: client::NextHop,
+    /// The hand-off's next hop (`[smtp] next_hop`).
+    next_hop: Option<client::NextHop>,
+    /// The internal server (`[inbound] next_hop`).
+    inbound_hop: Option<client::NextHop>,
+    /// Connections per client address in the current minute (`[inbound]`).
+    inbound_rate: Mutex<HashMap<IpAddr, (Instant, u32)>>,
+    /// Content scanning (`scan.rs`).
+    scanner: Arc<dyn crate::scan::Scanner>,
     policy: queue::Policy,
     wake: Notify,
     sessions: Arc<Semaphore>,
@@ -157,7 +171,14 @@ pub async fn start(h: HandOff) -> anyhow::Result<Running> {
     let (stop, stop_rx) = watch::channel(false);
     let mut listening = Vec::new();
     let mut tasks = Vec::new();
-    let Some(next_hop) = client::NextHop::from_settings(&h.settings)? else {
+    let next_hop = client::NextHop::from_settings(&h.settings)?;
+    let inbound_hop = match h.settings.inbound.next_hop {
+        Some(a) if h.settings.inbound.listen.is_some() => {
+            Some(client::NextHop::to(a, &h.settings)?)
+        }
+        _ => None,
+    };
+    if next_hop.is_none() && inbound_hop.is_none() {
         return Ok(Running {
             listening,
             stop,
@@ -168,6 +189,7 @@ pub async fn start(h: HandOff) -> anyhow::Result<Running> {
     let policy = queue::Policy::from_settings(&h.settings);
     let box_id = box_id(&h.data_dir)?;
     let loop_key = h.loop_key.clone();
+    let scanner = crate::scan::configured(&h.settings);
     let shared = Arc::new(Shared {
         sessions: Arc::new(Semaphore::new(h.settings.smtp.max_sessions)),
         h,
@@ -175,16 +197,23 @@ pub async fn start(h: HandOff) -> anyhow::Result<Running> {
         loop_key,
         spool,
         next_hop,
+        inbound_hop,
+        inbound_rate: Mutex::new(HashMap::new()),
+        scanner,
         policy,
         wake: Notify::new(),
         per_address: Mutex::new(HashMap::new()),
         refused: Mutex::new(HashMap::new()),
     });
+    let hand_off = shared.next_hop.is_some();
     for (dir, addr) in [
         (Direction::Decrypt, shared.h.settings.smtp.decrypt_listen),
         (Direction::Encrypt, shared.h.settings.smtp.encrypt_listen),
+        (Direction::Inbound, shared.h.settings.inbound.listen),
     ] {
-        let Some(addr) = addr else { continue };
+        let Some(addr) = addr.filter(|_| hand_off || dir == Direction::Inbound) else {
+            continue;
+        };
         let listener = TcpListener::bind(addr)
             .await
             .with_context(|| format!("binding {} to {addr}", dir.name()))?;
@@ -202,6 +231,16 @@ pub async fn start(h: HandOff) -> anyhow::Result<Running> {
         stop,
         tasks,
     })
+}
+
+impl Shared {
+    /// Where messages of `direction` go.
+    fn hop(&self, direction: Direction) -> Option<&client::NextHop> {
+        match direction {
+            Direction::Inbound => self.inbound_hop.as_ref(),
+            Direction::Decrypt | Direction::Encrypt => self.next_hop.as_ref(),
+        }
+    }
 }
 
 /// A random id for this box, kept in `DATA/box-id`, used in the loop header.
@@ -376,17 +415,18 @@ async fn deliver(sh: &Arc<Shared>, id: &str) -> bool {
         // Key uses are audited under the hand-off, the client's pinned name if any, and the
         // address that submitted the message.
         let actor = crate::keys::actor(
-            match direction {
-                Direction::Decrypt => "smtp-decrypt",
-                Direction::Encrypt => "smtp-encrypt",
-            },
+            direction.name(),
             env.client_name.as_deref().unwrap_or_default(),
             &env.client,
         );
+        let client = env.client.clone();
         let processed = tokio::task::spawn_blocking(move || {
             let _w = worker;
             let now = unix_now();
-            process::guarded(|| process::process(&sh2, direction, &actor, &from, &to, msg, now))
+            process::guarded(|| match direction {
+                Direction::Inbound => inbound::process(&sh2, &actor, &client, &from, &to, msg, now),
+                _ => process::process(&sh2, direction, &actor, &from, &to, msg, now),
+            })
         })
         .await;
         let processed = match processed {
@@ -414,8 +454,16 @@ async fn deliver(sh: &Arc<Shared>, id: &str) -> bool {
     };
     let mut relayed = received_field(sh, &env, id, now).into_bytes();
     relayed.extend_from_slice(&out);
+    let Some(hop) = sh.hop(env.direction) else {
+        tracing::warn!(
+            id,
+            listener = env.direction.name(),
+            "no next hop configured for this message: it waits"
+        );
+        return false;
+    };
     let fates = client::send(
-        &sh.next_hop,
+        hop,
         &sh.h.settings.smtp.hostname,
         &env.from,
         &rcpts,

@@ -153,7 +153,7 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
-fn header_value(s: &str) -> String {
+pub(super) fn header_value(s: &str) -> String {
     s.chars()
         .map(|c| if c.is_control() { ' ' } else { c })
         .collect()
@@ -202,6 +202,11 @@ pub(super) fn process(
         r
     };
     match direction {
+        // Processed by `inbound.rs` (the delivery loop calls it directly).
+        Direction::Inbound => Processed::Hold {
+            reason: "an inbound message reached the hand-off's processing".into(),
+            outcome: "held:internal".into(),
+        },
         Direction::Decrypt => match docking::decrypt(keys, &sh.h.anchors, &msg, to, false) {
             Ok((out, r)) => Processed::Relay {
                 out: with_headers(sh, verb, &format!("result={}", r.status), &out, now),

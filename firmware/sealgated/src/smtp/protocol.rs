@@ -120,7 +120,29 @@ fn first_refusal_this_minute(sh: &Shared, ip: IpAddr) -> bool {
 fn accepted(tcp: TcpStream, peer: SocketAddr, dir: Direction, sh: &Arc<Shared>) {
     let ip = peer.ip().to_canonical();
     let smtp = &sh.h.settings.smtp;
-    let access = if smtp.allow_addresses.iter().any(|c| c.contains(ip)) {
+    let access = if dir == Direction::Inbound {
+        // The MX: anyone on the Internet, within the rate per address; what they may send
+        // is decided per recipient (`inbound::recipient`).
+        if !super::inbound::rate_allows(sh, ip) {
+            if first_refusal_this_minute(sh, ip) {
+                tracing::warn!(%peer, "too many inbound connections from one address");
+                sh.h.audit.record(
+                    &format!("mx:{ip}"),
+                    &ip.to_string(),
+                    dir.name(),
+                    None,
+                    "refused-rate",
+                    421,
+                    Duration::ZERO,
+                );
+            }
+            let _ = tcp.try_write(
+                b"421 4.7.0 too many connections from your address, try again later\r\n",
+            );
+            return;
+        }
+        Access::Open(format!("mx:{ip}"))
+    } else if smtp.allow_addresses.iter().any(|c| c.contains(ip)) {
         Access::Open(format!("smtp:{ip}"))
     } else if smtp.certificate_addresses.iter().any(|c| c.contains(ip)) {
         Access::NeedsCertificate
@@ -170,6 +192,9 @@ fn accepted(tcp: TcpStream, peer: SocketAddr, dir: Direction, sh: &Arc<Shared>) 
 
 /// The protocol layer's settings for a hand-off listener.
 fn session_config(sh: &Shared, dir: Direction) -> Config {
+    if dir == Direction::Inbound {
+        return super::inbound::session_config(&sh.h.settings);
+    }
     let mut c = Config::new(sh.h.settings.smtp.hostname.clone());
     c.greeting = format!("Sealgate docking ({}) ESMTP", dir.name());
     c.extensions.starttls = true;
@@ -203,7 +228,7 @@ async fn session(
         Some(leaf) => {
             let fp = sha256(leaf.as_ref());
             match sh.h.settings.auth.clients.iter().find(|c| c.sha256.0 == fp) {
-                Some(c) if c.scopes.contains(&dir.scope()) => {
+                Some(c) if dir.scope().is_some_and(|sc| c.scopes.contains(&sc)) => {
                     Access::Open(format!("cert:{}", c.name))
                 }
                 Some(c) => {
@@ -240,12 +265,25 @@ struct Receiving<'a> {
     incoming: Incoming<'a>,
     received: i64,
     refused: Option<Reply>,
+    /// Bytes stored as they come (BDAT chunks end anywhere); else whole lines.
+    raw: bool,
 }
 
 impl Receiving<'_> {
-    /// Appends message bytes (whole CRLF lines: the session gives DATA so).
+    /// Appends message bytes (whole CRLF lines: the session gives DATA so; BDAT's as sent).
     async fn write(&mut self, bytes: &[u8]) {
         if self.refused.is_some() {
+            return;
+        }
+        if self.raw {
+            match self.incoming.bytes(bytes).await {
+                Ok(true) => {}
+                Ok(false) => self.refused = Some(spool_full()),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot write to the spool");
+                    self.refused = Some(cannot_store());
+                }
+            }
             return;
         }
         let body = bytes.strip_suffix(b"\r\n").unwrap_or(bytes);
@@ -254,11 +292,7 @@ impl Receiving<'_> {
             match self.incoming.line(line).await {
                 Ok(true) => {}
                 Ok(false) => {
-                    self.refused = Some(Reply::new(
-                        452,
-                        [4, 3, 1],
-                        "the spool is full, try again later",
-                    ));
+                    self.refused = Some(spool_full());
                     return;
                 }
                 Err(e) => {
@@ -269,6 +303,10 @@ impl Receiving<'_> {
             }
         }
     }
+}
+
+fn spool_full() -> Reply {
+    Reply::new(452, [4, 3, 1], "the spool is full, try again later")
 }
 
 fn cannot_store() -> Reply {
@@ -338,6 +376,18 @@ async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
                     s.accept();
                 }
             }
+            Event::RcptTo(r) if dir == Direction::Inbound => {
+                match super::inbound::recipient(&sh.h.settings.inbound, &r.address) {
+                    Ok(a) => {
+                        to.push(a);
+                        s.accept();
+                    }
+                    Err(reply) => {
+                        tracing::info!(%peer, rcpt = %r.address.escape_debug(), "inbound recipient refused");
+                        s.refuse(reply);
+                    }
+                }
+            }
             Event::RcptTo(r) => {
                 if r.address.contains('@') {
                     to.push(r.address.to_ascii_lowercase());
@@ -354,6 +404,7 @@ async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
                             incoming,
                             received,
                             refused: None,
+                            raw: dir == Direction::Inbound,
                         });
                         s.accept();
                     }

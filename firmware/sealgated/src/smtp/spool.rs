@@ -265,6 +265,24 @@ impl Incoming<'_> {
         Ok(true)
     }
 
+    /// Appends bytes as they are (BDAT chunks); false once the quota is reached.
+    pub async fn bytes(&mut self, bytes: &[u8]) -> anyhow::Result<bool> {
+        if self.full {
+            return Ok(false);
+        }
+        let n = bytes.len() as u64;
+        if !self.spool.reserve(n) {
+            self.full = true;
+            return Ok(false);
+        }
+        self.reserved += n;
+        let Some(f) = self.file.as_mut() else {
+            anyhow::bail!("spool file closed");
+        };
+        f.write_all(bytes).await?;
+        Ok(true)
+    }
+
     /// Bytes written so far.
     pub fn len(&self) -> u64 {
         self.reserved

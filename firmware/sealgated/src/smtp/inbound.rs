@@ -1,0 +1,494 @@
+//! The inbound MX (`[inbound]`): mail from the Internet for the organisation's domains,
+//! relayed to the internal server (`[inbound] next_hop`) through the queue.
+//!
+//! Attacker: **anyone on the Internet** reaches port 25, with no credentials. What they would
+//! like the box to do: relay mail to third parties (an open relay: a foreign domain, or a
+//! local one smuggling another destination through `%`, `!`, a quoted local part, a second
+//! `@` or a source route: all refused `550 5.7.1`, nothing is queued); make a local user
+//! believe a message was signed or checked (incoming `X-Sealgate-*` fields are removed before
+//! the box writes its own `X-Sealgate-Result`); plant a certificate of their own for a
+//! partner's address, so that later mail to that partner is encrypted to them (a certificate
+//! is harvested only from a signature that is valid — chain to a trust anchor of the box,
+//! From bound to the signer — and then only by `certs.rs`'s rules: never a local user's
+//! address, never displacing a certificate from another issuer, which waits for an
+//! administrator instead; audited); exhaust the box (connections per address per minute,
+//! sessions per address, recipients per message, message size, the spool quota, an idle
+//! timeout and a whole-session deadline); smuggle a second message past the internal server
+//! (the protocol layer's defences; the outbound client re-frames everything it sends).
+//!
+//! Life of a message: connect (rate per address) → the protocol layer's session
+//! (`protocol.rs`, shared with the hand-off: STARTTLS with the box certificate, 8BITMIME,
+//! SMTPUTF8, CHUNKING, PIPELINING, ENHANCEDSTATUSCODES, SIZE) → each RCPT checked by
+//! [`recipient`] → spooled (fsynced before `250`) → [`process`] in the delivery loop →
+//! `[inbound] next_hop`.
+//!
+//! What [`process`] does: encrypted mail is relayed unchanged (only the result header is
+//! added; the mailbox stays encrypted); signed mail is verified (the docking API's verify,
+//! with the box's anchors) and its signer's certificate harvested when the signature is
+//! valid; cleartext is relayed as it is, or encrypted to the recipients' own keys with
+//! `encrypt_at_rest` (when every recipient has one). The scanner (`scan.rs`) sees the content
+//! first.
+
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use sealgate_smime::cert::Certificate;
+use sealgate_smime::mime::{Entity, SmimeKind};
+use sealgate_smime::{message, oid, signed};
+use sealgate_smtp::{Config, Reply};
+
+use super::Shared;
+use super::process::{Processed, header_value};
+use crate::certs::{Decision, addresses, decide, unusable_reason};
+use crate::docking;
+use crate::keys::{Acting, KeyDirectory};
+use crate::scan::{Flow, Scanned, Verdict};
+use crate::settings::{Inbound, MissingPolicy, Settings};
+
+/// The result header the MX writes (any incoming `X-Sealgate-*` field is removed first).
+pub const RESULT_HEADER: &str = "X-Sealgate-Result";
+
+/// The longest message line accepted in DATA, without its CRLF.
+const MAX_DATA_LINE: usize = 64 * 1024;
+
+/// The protocol layer's settings for the MX.
+pub(super) fn session_config(s: &Settings) -> Config {
+    let mut c = Config::new(s.smtp.hostname.clone());
+    c.greeting = "ESMTP Sealgate".into();
+    // Everything an MX is expected to speak; STARTTLS with the box certificate.
+    c.extensions.starttls = true;
+    c.extensions.auth = false;
+    c.max_message_bytes = s.docking.max_message_bytes.0 as u64;
+    c.max_recipients = s.inbound.max_recipients;
+    c.max_data_line = MAX_DATA_LINE;
+    c
+}
+
+/// The key connections are counted under: the address, an IPv6 address's /64.
+fn rate_key(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+        }
+        v4 => v4,
+    }
+}
+
+/// Whether `ip` may open one more connection this minute (`[inbound]
+/// max_connections_per_minute`); counts it.
+pub(super) fn rate_allows(sh: &Shared, ip: IpAddr) -> bool {
+    const WINDOW: Duration = Duration::from_secs(60);
+    let limit = sh.h.settings.inbound.max_connections_per_minute;
+    let Ok(mut m) = sh.inbound_rate.lock() else {
+        return false;
+    };
+    if m.len() >= 65_536 {
+        m.retain(|_, (t, _)| t.elapsed() < WINDOW);
+    }
+    let e = m.entry(rate_key(ip)).or_insert((Instant::now(), 0));
+    if e.0.elapsed() >= WINDOW {
+        *e = (Instant::now(), 0);
+    }
+    if e.1 >= limit {
+        return false;
+    }
+    e.1 += 1;
+    true
+}
+
+fn relay_denied(address: &str) -> Reply {
+    let shown: String = address
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(200)
+        .collect();
+    Reply::new(
+        550,
+        [5, 7, 1],
+        format!("<{shown}>: relaying denied, the box accepts mail for its own domains only"),
+    )
+}
+
+/// Checks a RCPT address: a mailbox in one of `[inbound] domains` (`postmaster` alone is one
+/// too), with a plain local part. Returns the address to deliver to (domain lowercased).
+///
+/// Refused, `550 5.7.1`: any other domain; a local part with `@`, `%`, `!`, quotes, a
+/// backslash, spaces or control characters (the ways to name another destination inside a
+/// local one: `user@evil@example.org`, `"user@evil"@example.org`, `user%evil@example.org`,
+/// `evil!user@example.org`); a source route (`@a:user@evil`).
+pub fn recipient(inbound: &Inbound, address: &str) -> Result<String, Reply> {
+    let a = address.trim();
+    if a.eq_ignore_ascii_case("postmaster")
+        && let Some(d) = inbound.domains.first()
+    {
+        return Ok(format!("postmaster@{d}"));
+    }
+    if a.starts_with('@') || a.contains(':') || a.contains(',') {
+        return Err(relay_denied(a));
+    }
+    let Some((local, domain)) = a.rsplit_once('@') else {
+        return Err(Reply::new(
+            550,
+            [5, 1, 3],
+            "the recipient needs a domain: RCPT TO:<user@domain>",
+        ));
+    };
+    let bad_local = local.is_empty()
+        || local.len() > 64
+        || local.starts_with('.')
+        || local.ends_with('.')
+        || local.contains("..")
+        || local.chars().any(|c| {
+            c.is_control() || c.is_whitespace() || matches!(c, '@' | '%' | '!' | '"' | '\\')
+        });
+    let domain = domain.trim_end_matches('.').to_ascii_lowercase();
+    if bad_local || !inbound.domains.iter().any(|d| d.0 == domain) {
+        return Err(relay_denied(a));
+    }
+    Ok(format!("{local}@{domain}"))
+}
+
+/// The kind of message as the engine reads it (an `application/pkcs7-mime` without
+/// `smime-type` by its CMS content type).
+fn kind(e: &Entity<'_>) -> SmimeKind {
+    match e.smime_kind() {
+        SmimeKind::UnknownPkcs7 => {
+            match e
+                .decoded_body()
+                .ok()
+                .as_deref()
+                .and_then(message::cms_content_type)
+            {
+                Some(ct) if ct == oid::ENVELOPED_DATA => SmimeKind::Enveloped,
+                Some(ct) if ct == oid::AUTH_ENVELOPED_DATA => SmimeKind::AuthEnveloped,
+                Some(ct) if ct == oid::SIGNED_DATA => SmimeKind::SignedOpaque,
+                _ => SmimeKind::UnknownPkcs7,
+            }
+        }
+        k => k,
+    }
+}
+
+/// `X-Sealgate-Result: inbound; RESULT` prepended to `body` (which is otherwise unchanged).
+fn with_result(result: &str, body: &[u8]) -> Vec<u8> {
+    let line = format!("{RESULT_HEADER}: inbound; {}\r\n", header_value(result));
+    let mut out = Vec::with_capacity(line.len() + body.len());
+    out.extend_from_slice(line.as_bytes());
+    out.extend_from_slice(body);
+    out
+}
+
+/// What became of a signer's certificate.
+struct Harvest {
+    address: String,
+    outcome: &'static str,
+}
+
+/// The signature's CMS in a signed message.
+fn signature_cms(msg: &[u8]) -> Option<Vec<u8>> {
+    let e = Entity::parse(msg);
+    match kind(&e) {
+        SmimeKind::MultipartSigned => e
+            .signed_parts()
+            .ok()?
+            .signature
+            .decoded_body()
+            .ok()
+            .map(|b| b.into_owned()),
+        SmimeKind::SignedOpaque => e.decoded_body().ok().map(|b| b.into_owned()),
+        _ => None,
+    }
+}
+
+/// Stores the certificates of a message's signers whose address is `from`, by `certs.rs`'s
+/// rules. Only called for a valid signature with `from` bound.
+fn harvest(
+    sh: &Shared,
+    keys: &dyn KeyDirectory,
+    anchors: &[Certificate],
+    actor: &str,
+    client: &str,
+    msg: &[u8],
+    from: &str,
+    capabilities: &[String],
+    now: i64,
+) -> Vec<Harvest> {
+    let Some(cms) = signature_cms(msg) else {
+        return Vec::new();
+    };
+    let (Ok(signers), Ok(all)) = (signed::certificates(&cms), signed::all_certificates(&cms))
+    else {
+        return Vec::new();
+    };
+    let cas: Vec<Certificate> = all.into_iter().filter(|c| c.is_ca).collect();
+    let mut out = Vec::new();
+    for c in signers
+        .iter()
+        .filter(|c| addresses(c).iter().any(|a| a == from))
+    {
+        let fp = crate::identity::hex(&crate::identity::sha256(c.der()));
+        let record = |outcome: &str, reason: Option<&str>| {
+            sh.h.audit
+                .record_certificate(actor, client, &fp, &addresses(c), outcome, reason);
+        };
+        if let Some(why) = unusable_reason(c, now) {
+            record("not-harvested", Some(&why));
+            continue;
+        }
+        let outcome = match decide(keys, anchors, c, &cas, now) {
+            Ok(Decision::Store) => match keys.add_recipient_certificate(c) {
+                Ok(()) => {
+                    let caps = format!(
+                        "harvested from a signed message; S/MIME capabilities: {}",
+                        if capabilities.is_empty() {
+                            "none".to_string()
+                        } else {
+                            capabilities.join(",")
+                        }
+                    );
+                    record("stored", Some(&caps));
+                    tracing::info!(sha256 = %fp, address = from, "signer certificate harvested");
+                    "stored"
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot store a harvested certificate");
+                    "failed"
+                }
+            },
+            Ok(Decision::AlreadyStored) => "known",
+            Ok(Decision::Pending(reason)) => {
+                match keys.add_pending_certificate(c, &reason, actor) {
+                    Ok(sealgate_vault::PendingOutcome::Full) => {
+                        record("refused", Some("too many certificates are pending"));
+                        "refused"
+                    }
+                    Ok(_) => {
+                        record("pending", Some(&reason));
+                        tracing::warn!(sha256 = %fp, reason = %reason, "a harvested certificate waits for an administrator (sealctl certs pending)");
+                        "pending"
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot keep a harvested certificate");
+                        "failed"
+                    }
+                }
+            }
+            Ok(Decision::LocalUser(a)) => {
+                record("refused", Some(&format!("{a} is a local user of the box")));
+                "local-user"
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot decide on a harvested certificate");
+                "failed"
+            }
+        };
+        out.push(Harvest {
+            address: from.to_string(),
+            outcome,
+        });
+    }
+    out
+}
+
+/// Processes one message of the MX (on a blocking thread, under `catch_unwind`).
+pub(super) fn process(
+    sh: &Shared,
+    actor: &str,
+    client: &str,
+    from: &str,
+    to: &[String],
+    msg: Vec<u8>,
+    now: i64,
+) -> Processed {
+    let msg = super::process::strip_result_headers(&msg);
+    let acting = Acting::new(sh.h.keys.as_ref(), actor.to_string());
+    let keys: &dyn KeyDirectory = &acting;
+    let scanner = sh.scanner.clone();
+    let scan = |content: &[u8]| {
+        scanner.scan(&Scanned {
+            flow: Flow::Inbound,
+            from,
+            to,
+            content,
+        })
+    };
+    let e = Entity::parse(&msg);
+    let kind = kind(&e);
+    drop(e);
+    let (verdict, result, out) = match kind {
+        SmimeKind::Enveloped | SmimeKind::AuthEnveloped => {
+            // Relayed unchanged; decrypted only for a scanner that looks at content.
+            let verdict = if scanner.wants_content() {
+                match docking::decrypt(keys, &sh.h.anchors, &msg, to, false) {
+                    Ok((plain, _)) => scan(&plain),
+                    Err(_) => scan(&msg),
+                }
+            } else {
+                Verdict::Pass
+            };
+            (verdict, "encrypted; relayed unchanged".to_string(), msg)
+        }
+        SmimeKind::MultipartSigned | SmimeKind::SignedOpaque => {
+            let verdict = scan(&msg);
+            let result = match docking::verify(keys, &sh.h.anchors, &msg, None) {
+                Ok(r) => {
+                    let v = &r.verification;
+                    let status = if v.valid {
+                        "valid"
+                    } else if v.signatures_valid && !v.chain_checked {
+                        "unchecked"
+                    } else {
+                        "invalid"
+                    };
+                    let signer = v
+                        .signers
+                        .iter()
+                        .flat_map(|s| s.emails.first())
+                        .next()
+                        .cloned()
+                        .unwrap_or_default();
+                    let mut result = format!("signature={status}");
+                    if !signer.is_empty() {
+                        result.push_str(&format!("; signer={signer}"));
+                    }
+                    let bound_from = v.signers.iter().all(|s| s.from_matches == Some(true));
+                    if v.valid && bound_from {
+                        let from_addr = message::from_address(&Entity::parse(&msg).header_list());
+                        let caps: Vec<String> = v
+                            .signers
+                            .iter()
+                            .flat_map(|s| s.capabilities.iter().cloned())
+                            .collect();
+                        let mut anchors = keys.anchors();
+                        anchors.extend(sh.h.anchors.iter().cloned());
+                        if let Some(from_addr) = from_addr {
+                            for h in harvest(
+                                sh, keys, &anchors, actor, client, &msg, &from_addr, &caps, now,
+                            ) {
+                                result.push_str(&format!(
+                                    "; certificate={} ({})",
+                                    h.outcome, h.address
+                                ));
+                            }
+                        }
+                    } else if let Some(reason) =
+                        v.signers.iter().flat_map(|s| s.reasons.first()).next()
+                    {
+                        result.push_str(&format!("; reason=\"{}\"", reason.replace('"', "'")));
+                    }
+                    result
+                }
+                Err(p) => format!(
+                    "signature=invalid; reason=\"{}\"",
+                    p.detail.replace('"', "'")
+                ),
+            };
+            (verdict, result, msg)
+        }
+        _ => {
+            let verdict = scan(&msg);
+            if sh.h.settings.inbound.encrypt_at_rest {
+                let docking_policy = &sh.h.settings.docking;
+                match docking::encrypt(
+                    keys,
+                    docking_policy,
+                    &msg,
+                    None,
+                    to,
+                    MissingPolicy::Reject,
+                    now,
+                ) {
+                    Ok((enc, _)) => (verdict, "cleartext; encrypted at rest".into(), enc),
+                    Err(p) => {
+                        let why = match &p.missing {
+                            Some(m) => format!("no key for {}", m.join(",")),
+                            None => p.kind.to_string(),
+                        };
+                        (
+                            verdict,
+                            format!("cleartext; not encrypted at rest ({why})"),
+                            msg,
+                        )
+                    }
+                }
+            } else {
+                (verdict, "cleartext".into(), msg)
+            }
+        }
+    };
+    let result = match verdict {
+        Verdict::Pass => result,
+        Verdict::Tag(t) => format!("{result}; scan={t}"),
+        Verdict::Hold(reason) => {
+            return Processed::Hold {
+                reason: format!("held by the content scanner: {reason}"),
+                outcome: "held:scan".into(),
+            };
+        }
+    };
+    let outcome = result
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    Processed::Relay {
+        out: with_result(&result, &out),
+        outcome: format!("inbound:{outcome}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::settings::Domain;
+
+    fn inbound() -> Inbound {
+        Inbound {
+            domains: vec![Domain("example.org".into()), Domain("example.net".into())],
+            ..Inbound::default()
+        }
+    }
+
+    #[test]
+    fn only_plain_mailboxes_of_the_configured_domains_are_recipients() {
+        let i = inbound();
+        assert_eq!(
+            recipient(&i, "Alice@Example.ORG").expect("local"),
+            "Alice@example.org"
+        );
+        assert_eq!(
+            recipient(&i, "bob@example.net.").expect("local"),
+            "bob@example.net"
+        );
+        assert_eq!(
+            recipient(&i, "PostMaster").expect("postmaster"),
+            "postmaster@example.org"
+        );
+        for evil in [
+            "user@evil.example",
+            "user@example.org@evil.example",
+            "user@evil.example@example.org",
+            "\"user@evil.example\"@example.org",
+            "user%evil.example@example.org",
+            "evil.example!user@example.org",
+            "@relay.example:user@evil.example",
+            "@example.org:user@example.org",
+            "user@sub.example.org",
+            "user@example.org.evil.example",
+            "us er@example.org",
+            "user\r\n@example.org",
+            ".user@example.org",
+            "@example.org",
+            "user",
+            "",
+        ] {
+            let r = recipient(&i, evil).expect_err(evil);
+            assert!(
+                String::from_utf8_lossy(&r.to_bytes()).starts_with("550 "),
+                "{evil}: {r:?}"
+            );
+        }
+    }
+}

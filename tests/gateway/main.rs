@@ -18,4 +18,5 @@ mod peers;
 mod verifier;
 
 mod auth;
+mod inbound;
 mod submission;

@@ -201,19 +201,27 @@ fn signature_cms(msg: &[u8]) -> Option<Vec<u8>> {
     }
 }
 
+/// Who brought a message (for the audit).
+struct Origin<'a> {
+    actor: &'a str,
+    client: &'a str,
+}
+
 /// Stores the certificates of a message's signers whose address is `from`, by `certs.rs`'s
 /// rules. Only called for a valid signature with `from` bound.
 fn harvest(
     sh: &Shared,
     keys: &dyn KeyDirectory,
-    anchors: &[Certificate],
-    actor: &str,
-    client: &str,
+    origin: &Origin<'_>,
     msg: &[u8],
     from: &str,
     capabilities: &[String],
     now: i64,
 ) -> Vec<Harvest> {
+    let Origin { actor, client } = *origin;
+    let mut anchors = keys.anchors();
+    anchors.extend(sh.h.anchors.iter().cloned());
+    let anchors = anchors.as_slice();
     let Some(cms) = signature_cms(msg) else {
         return Vec::new();
     };
@@ -360,12 +368,9 @@ pub(super) fn process(
                             .iter()
                             .flat_map(|s| s.capabilities.iter().cloned())
                             .collect();
-                        let mut anchors = keys.anchors();
-                        anchors.extend(sh.h.anchors.iter().cloned());
+                        let origin = Origin { actor, client };
                         if let Some(from_addr) = from_addr {
-                            for h in harvest(
-                                sh, keys, &anchors, actor, client, &msg, &from_addr, &caps, now,
-                            ) {
+                            for h in harvest(sh, keys, &origin, &msg, &from_addr, &caps, now) {
                                 result.push_str(&format!(
                                     "; certificate={} ({})",
                                     h.outcome, h.address

@@ -1,0 +1,564 @@
+//! The inbound MX end to end: a sending MTA in Python (raw SMTP over a socket, so that every
+//! reply and every trick is visible), the built `sealgated` with `[inbound]`, Postfix as the
+//! internal server receiving the mail, `openssl cms` to make and check S/MIME, the docking API
+//! to use a harvested certificate. And the abuse of an Internet-facing port: relay attempts
+//! (foreign domains and the ways of hiding one in a local address), forged `X-Sealgate-*`
+//! fields, a forged or tampered signature (nothing harvested), connections per address per
+//! minute, too many recipients, a slow client.
+
+use std::net::SocketAddr;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::harness::{Daemon, Pki, create_token, data_dir_with_keys, require_tool, run};
+use crate::peers::OrgServers;
+
+const USERS: &[(&str, &str)] = &[
+    ("alice@example.org", "alice-Passw0rd"),
+    ("bob@example.org", "bob-Passw0rd"),
+];
+
+/// Mailboxes at the internal server besides the users'. `mallory@example.net` is there so
+/// that a relay through the box would be seen arriving.
+const MAILBOXES: &[&str] = &["carol@example.org", "mallory@example.net"];
+
+/// A sending MTA: connects, reads the greeting, then for each step sends a line (or, for
+/// `@MSG FILE`, the file's bytes; for `@BDAT FILE`, `BDAT n LAST` and the bytes; for
+/// `@STARTTLS`, STARTTLS and the handshake) and reads the reply. Prints every reply as JSON;
+/// a closed connection ends the list.
+const MTA: &str = r#"
+import json, os, socket, ssl, sys
+e = os.environ
+s = socket.create_connection(("127.0.0.1", int(e["PORT"])), timeout=30)
+f = s.makefile("rb")
+def reply():
+    lines = []
+    while True:
+        try:
+            l = f.readline()
+        except (ConnectionResetError, socket.timeout):
+            return lines
+        if not l:
+            return lines
+        lines.append(l.decode("utf-8", "replace").rstrip("\r\n"))
+        if len(l) < 4 or l[3:4] != b"-":
+            return lines
+out = [reply()]
+for step in json.loads(e["STEPS"]):
+    try:
+        if step.startswith("@MSG "):
+            s.sendall(open(step[5:], "rb").read())
+        elif step.startswith("@BDAT "):
+            b = open(step[6:], "rb").read()
+            s.sendall(b"BDAT %d LAST\r\n" % len(b) + b)
+        elif step == "@STARTTLS":
+            s.sendall(b"STARTTLS\r\n")
+            r = reply(); out.append(r)
+            ctx = ssl.create_default_context(cafile=e["CA"]); ctx.check_hostname = False
+            s = ctx.wrap_socket(s); f = s.makefile("rb")
+            continue
+        else:
+            s.sendall(step.encode() + b"\r\n")
+    except OSError:
+        out.append([]); break
+    r = reply()
+    out.append(r)
+    if not r:
+        break
+print(json.dumps(out))
+"#;
+
+struct Mx {
+    dir: tempfile::TempDir,
+    daemon: Daemon,
+    addr: SocketAddr,
+    tmp: tempfile::TempDir,
+}
+
+fn start_mx(pki: &Pki, org: &OrgServers, extra: &str) -> Mx {
+    let dir = data_dir_with_keys(pki);
+    let settings = format!(
+        "[docking]\ntrust_anchors = \"{}\"\n[inbound]\nlisten = \"127.0.0.1:0\"\ndomains = [\"example.org\"]\nnext_hop = \"{}\"\n{extra}",
+        pki.path("ca.crt").display(),
+        org.relay()
+    );
+    let daemon = Daemon::start(dir.path(), &settings);
+    let addr = daemon
+        .console
+        .iter()
+        .find_map(|l| l.strip_prefix("sealgated: listening smtp-inbound "))
+        .unwrap_or_else(|| panic!("no inbound listener: {:?}", daemon.console))
+        .parse()
+        .unwrap();
+    Mx {
+        dir,
+        daemon,
+        addr,
+        tmp: tempfile::tempdir().unwrap(),
+    }
+}
+
+/// Runs the MTA's `steps`; each reply's lines.
+fn mta(mx: &Mx, steps: &[String]) -> Vec<Vec<String>> {
+    require_tool("python3", "python3");
+    let script = mx.tmp.path().join("mta.py");
+    std::fs::write(&script, MTA).unwrap();
+    let out = run(Command::new("python3")
+        .arg(&script)
+        .env("PORT", mx.addr.port().to_string())
+        .env("CA", mx.daemon.ca_file())
+        .env("STEPS", serde_json::to_string(steps).unwrap()));
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+/// The message as DATA sends it (dot-stuffed, ended by CRLF "." CRLF), in a file.
+fn data_file(mx: &Mx, name: &str, msg: &[u8]) -> String {
+    let mut d = Vec::new();
+    for line in msg.split_inclusive(|b| *b == b'\n') {
+        if line.starts_with(b".") {
+            d.push(b'.');
+        }
+        d.extend_from_slice(line);
+    }
+    if !d.ends_with(b"\r\n") {
+        d.extend_from_slice(b"\r\n");
+    }
+    d.extend_from_slice(b".\r\n");
+    let p = mx.tmp.path().join(name);
+    std::fs::write(&p, d).unwrap();
+    format!("@MSG {}", p.display())
+}
+
+/// One transaction: MAIL, RCPTs, DATA; the replies.
+fn send(mx: &Mx, from: &str, rcpts: &[&str], msg: &[u8]) -> Vec<Vec<String>> {
+    let mut steps = vec![
+        "EHLO mta.partner.example".to_string(),
+        format!("MAIL FROM:<{from}>"),
+    ];
+    steps.extend(rcpts.iter().map(|r| format!("RCPT TO:<{r}>")));
+    steps.push("DATA".into());
+    steps.push(data_file(mx, "msg.eml", msg));
+    steps.push("QUIT".into());
+    mta(mx, &steps)
+}
+
+fn code(reply: &[String]) -> u16 {
+    reply
+        .last()
+        .and_then(|l| l.get(..3))
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+fn last_code(replies: &[Vec<String>], step: usize) -> u16 {
+    code(&replies[step])
+}
+
+/// The header of a delivered message (Postfix's Maildir has LF line ends), unfolded.
+fn header_of(msg: &[u8], name: &str) -> Option<String> {
+    let text = String::from_utf8_lossy(msg).replace("\r\n", "\n");
+    let head = text
+        .split("\n\n")
+        .next()?
+        .replace("\n\t", " ")
+        .replace("\n ", " ");
+    head.lines().find_map(|l| {
+        l.split_once(':')
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.trim().to_string())
+    })
+}
+
+fn body_of(msg: &[u8]) -> Vec<u8> {
+    let text = String::from_utf8_lossy(msg).replace("\r\n", "\n");
+    text.split_once("\n\n")
+        .map(|(_, b)| b.as_bytes().to_vec())
+        .unwrap_or_default()
+}
+
+fn queued(mx: &Mx) -> usize {
+    std::fs::read_dir(mx.dir.path().join("spool"))
+        .map(|r| {
+            r.filter_map(|e| e.ok())
+                .filter(|e| e.file_name().to_string_lossy().ends_with(".json"))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// `msg` signed by `signer` (`openssl cms -sign`, multipart/signed), From as given.
+fn signed(pki: &Pki, signer: &str, from: &str, to: &str, body: &str) -> Vec<u8> {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("entity.txt");
+    std::fs::write(
+        &input,
+        format!("Content-Type: text/plain; charset=utf-8\r\n\r\n{body}\r\n"),
+    )
+    .unwrap();
+    let mut out = run(Command::new("openssl")
+        .args(["cms", "-sign", "-md", "sha256", "-in"])
+        .arg(&input)
+        .arg("-signer")
+        .arg(pki.cert(signer))
+        .arg("-inkey")
+        .arg(pki.key(signer))
+        .args(["-from", from, "-to", to, "-subject", "signed"]))
+    .stdout;
+    // openssl writes LF line ends; mail has CRLF.
+    out = crlf(&out);
+    out
+}
+
+/// `b` with CRLF line ends (as an MTA sends it).
+fn crlf(b: &[u8]) -> Vec<u8> {
+    String::from_utf8_lossy(b)
+        .replace("\r\n", "\n")
+        .replace('\n', "\r\n")
+        .into_bytes()
+}
+
+#[test]
+fn mail_for_the_domains_reaches_the_internal_server_and_nothing_is_relayed_elsewhere() {
+    let pki = Pki::new();
+    let org = OrgServers::start(USERS, MAILBOXES);
+    let mx = start_mx(&pki, &org, "");
+
+    // What an MX speaks.
+    let r = mta(&mx, &["EHLO mta.partner.example".into(), "QUIT".into()]);
+    assert!(r[0][0].starts_with("220 "), "{r:?}");
+    let ehlo = r[1].join("\n");
+    for ext in [
+        "PIPELINING",
+        "8BITMIME",
+        "SMTPUTF8",
+        "CHUNKING",
+        "ENHANCEDSTATUSCODES",
+        "STARTTLS",
+        "SIZE",
+    ] {
+        assert!(ehlo.contains(ext), "{ext} not offered: {ehlo}");
+    }
+    assert!(!ehlo.contains("AUTH"), "{ehlo}");
+
+    // Relay attempts: every one refused 550 5.7.1, and no transaction gets a message.
+    let tricks = [
+        "mallory@example.net",
+        "mallory@example.net@example.org",
+        "mallory@example.org@example.net",
+        "\"mallory@example.net\"@example.org",
+        "mallory%example.net@example.org",
+        "example.net!mallory@example.org",
+        "@example.org:mallory@example.net",
+        "mallory@example.org.example.net",
+    ];
+    for t in tricks {
+        let msg = pki.message(
+            "evil@attacker.example",
+            "mallory@example.net",
+            "relay",
+            "spam",
+        );
+        let r = send(&mx, "evil@attacker.example", &[t], &msg);
+        let rcpt = r[3].join("\n");
+        assert!(
+            rcpt.starts_with("550 5.7.1") || rcpt.starts_with("501") || rcpt.starts_with("553"),
+            "{t}: {r:?}"
+        );
+        assert_ne!(last_code(&r, 5), 250, "{t}: message accepted: {r:?}");
+    }
+    assert_eq!(queued(&mx), 0, "nothing may be queued");
+
+    // A local recipient, with a forged result header and a forged loop marker.
+    let mut forged = b"X-Sealgate-Result: inbound; signature=valid; signer=ceo@example.org\r\nX-Sealgate-Signature: valid\r\n".to_vec();
+    forged.extend(pki.message(
+        "partner@partner.example",
+        "carol@example.org",
+        "hello carol",
+        "cleartext for carol",
+    ));
+    let r = send(
+        &mx,
+        "partner@partner.example",
+        &["carol@example.org", "mallory@example.net"],
+        &forged,
+    );
+    assert_eq!(last_code(&r, 3), 250, "{r:?}");
+    assert_eq!(last_code(&r, 4), 550, "{r:?}");
+    assert_eq!(last_code(&r, 6), 250, "{r:?}");
+    let got = org.postfix.wait_for_mail("carol@example.org", 1);
+    let text = String::from_utf8_lossy(&got[0]);
+    assert_eq!(
+        header_of(&got[0], "X-Sealgate-Result").as_deref(),
+        Some("inbound; cleartext"),
+        "{text}"
+    );
+    assert_eq!(
+        text.matches("X-Sealgate-").count(),
+        1,
+        "forged fields removed: {text}"
+    );
+    assert!(text.contains("cleartext for carol"), "{text}");
+
+    // BDAT (CHUNKING) after STARTTLS.
+    let bdat = mx.tmp.path().join("bdat.eml");
+    std::fs::write(
+        &bdat,
+        pki.message(
+            "partner@partner.example",
+            "carol@example.org",
+            "chunked",
+            "sent with BDAT",
+        ),
+    )
+    .unwrap();
+    let r = mta(
+        &mx,
+        &[
+            "EHLO mta.partner.example".into(),
+            "@STARTTLS".into(),
+            "EHLO mta.partner.example".into(),
+            "MAIL FROM:<partner@partner.example>".into(),
+            "RCPT TO:<carol@example.org>".into(),
+            format!("@BDAT {}", bdat.display()),
+            "QUIT".into(),
+        ],
+    );
+    assert_eq!(code(&r[2]), 220, "{r:?}");
+    assert_eq!(code(&r[6]), 250, "{r:?}");
+    let got = org.postfix.wait_for_mail("carol@example.org", 2);
+    assert!(String::from_utf8_lossy(&got[1]).contains("sent with BDAT"));
+
+    // The relay attempts never arrived anywhere.
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        org.postfix.mailbox("mallory@example.net").is_empty(),
+        "the box relayed to a foreign domain"
+    );
+    assert_eq!(queued(&mx), 0, "everything delivered");
+}
+
+#[test]
+fn encrypted_mail_passes_unchanged_and_signed_mail_is_verified_and_harvested() {
+    let pki = Pki::new();
+    pki.issue(
+        "partner@partner.example",
+        "partner@partner.example",
+        "rsa",
+        Some("ca"),
+    );
+    pki.add_ca("evil-ca", "Evil CA");
+    pki.issue("forger", "forged@partner.example", "rsa", Some("evil-ca"));
+    pki.issue("tampered", "tampered@partner.example", "ec", Some("ca"));
+    let org = OrgServers::start(USERS, MAILBOXES);
+    let mx = start_mx(&pki, &org, "");
+    let token = create_token(mx.dir.path(), "gw", "encrypt");
+    let encrypt_to = |to: &str| {
+        let msg = pki.message("bob@example.org", to, "reply", "an answer");
+        mx.daemon.curl(
+            "POST",
+            &format!("/api/v1/encrypt?from=bob@example.org&to={to}"),
+            Some(&token),
+            &[],
+            Some(&msg),
+        )
+    };
+    // Nothing known of the partner yet.
+    assert_eq!(encrypt_to("partner@partner.example").0, 422);
+
+    // Encrypted: the body arrives byte for byte.
+    let clear = pki.message(
+        "partner@partner.example",
+        "alice@example.org",
+        "secret",
+        "for alice only",
+    );
+    let enc = crlf(&pki.openssl_encrypt(&clear, &["alice@example.org"]));
+    let r = send(&mx, "partner@partner.example", &["alice@example.org"], &enc);
+    assert_eq!(last_code(&r, 5), 250, "{r:?}");
+    let got = org.postfix.wait_for_mail("alice@example.org", 1);
+    assert_eq!(
+        header_of(&got[0], "X-Sealgate-Result").as_deref(),
+        Some("inbound; encrypted; relayed unchanged")
+    );
+    assert_eq!(
+        body_of(&got[0]),
+        body_of(&enc),
+        "the encrypted body is unchanged"
+    );
+    assert!(
+        String::from_utf8_lossy(&pki.openssl_decrypt(&got[0], "alice@example.org"))
+            .contains("for alice only")
+    );
+
+    // Signed by a partner whose CA the box trusts: verified, and the certificate harvested.
+    let m = signed(
+        &pki,
+        "partner@partner.example",
+        "partner@partner.example",
+        "alice@example.org",
+        "signed hello",
+    );
+    let r = send(&mx, "partner@partner.example", &["alice@example.org"], &m);
+    assert_eq!(last_code(&r, 5), 250, "{r:?}");
+    let got = org.postfix.wait_for_mail("alice@example.org", 2);
+    let result = header_of(&got[1], "X-Sealgate-Result").unwrap_or_default();
+    assert!(
+        result.starts_with("inbound; signature=valid; signer=partner@partner.example"),
+        "{result}"
+    );
+    assert!(
+        result.contains("certificate=stored (partner@partner.example)"),
+        "{result}"
+    );
+    // The signature still verifies at the recipient (the box added a header only).
+    assert!(String::from_utf8_lossy(&pki.openssl_verify(&got[1])).contains("signed hello"));
+    // The harvested certificate is used: the docking API encrypts to the partner.
+    let (code, _, body) = encrypt_to("partner@partner.example");
+    assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
+    assert!(
+        String::from_utf8_lossy(&pki.openssl_decrypt(&body, "partner@partner.example"))
+            .contains("an answer")
+    );
+
+    // A signature from a CA the box does not trust: not valid, nothing harvested.
+    let m = signed(
+        &pki,
+        "forger",
+        "forged@partner.example",
+        "alice@example.org",
+        "trust me",
+    );
+    let r = send(&mx, "forged@partner.example", &["alice@example.org"], &m);
+    assert_eq!(last_code(&r, 5), 250, "{r:?}");
+    // A valid signer certificate, content changed after signing.
+    let m = signed(
+        &pki,
+        "tampered",
+        "tampered@partner.example",
+        "alice@example.org",
+        "pay 10 EUR",
+    );
+    let m = String::from_utf8(m)
+        .unwrap()
+        .replace("pay 10 EUR", "pay 99 EUR")
+        .into_bytes();
+    let r = send(&mx, "tampered@partner.example", &["alice@example.org"], &m);
+    assert_eq!(last_code(&r, 5), 250, "{r:?}");
+    // The partner's certificate used by someone claiming another From: not bound.
+    let m = signed(
+        &pki,
+        "partner@partner.example",
+        "boss@partner.example",
+        "alice@example.org",
+        "from the boss",
+    );
+    let r = send(&mx, "boss@partner.example", &["alice@example.org"], &m);
+    assert_eq!(last_code(&r, 5), 250, "{r:?}");
+    let got = org.postfix.wait_for_mail("alice@example.org", 5);
+    for (i, who) in [(2, "forged"), (3, "tampered"), (4, "boss")] {
+        let result = header_of(&got[i], "X-Sealgate-Result").unwrap_or_default();
+        assert!(
+            result.starts_with("inbound; signature=invalid"),
+            "{who}: {result}"
+        );
+        assert!(!result.contains("certificate="), "{who}: {result}");
+        assert_eq!(
+            encrypt_to(&format!("{who}@partner.example")).0,
+            422,
+            "{who}: no certificate may be harvested"
+        );
+    }
+    // Audited: one harvest.
+    let audit =
+        std::fs::read_to_string(mx.dir.path().join("audit/docking.jsonl")).unwrap_or_default();
+    assert_eq!(audit.matches("\"stored\"").count(), 1, "{audit}");
+}
+
+#[test]
+fn cleartext_is_encrypted_at_rest_when_asked() {
+    let pki = Pki::new();
+    let org = OrgServers::start(USERS, MAILBOXES);
+    let mx = start_mx(&pki, &org, "encrypt_at_rest = true\n");
+    let m = pki.message(
+        "partner@partner.example",
+        "alice@example.org",
+        "plain",
+        "at rest",
+    );
+    let r = send(&mx, "partner@partner.example", &["alice@example.org"], &m);
+    assert_eq!(last_code(&r, 5), 250, "{r:?}");
+    // carol has no key: her copy stays cleartext, said so.
+    let m2 = pki.message(
+        "partner@partner.example",
+        "carol@example.org",
+        "plain",
+        "no key",
+    );
+    let r = send(&mx, "partner@partner.example", &["carol@example.org"], &m2);
+    assert_eq!(last_code(&r, 5), 250, "{r:?}");
+    let got = org.postfix.wait_for_mail("alice@example.org", 1);
+    assert_eq!(
+        header_of(&got[0], "X-Sealgate-Result").as_deref(),
+        Some("inbound; cleartext; encrypted at rest")
+    );
+    assert!(!String::from_utf8_lossy(&body_of(&got[0])).contains("at rest"));
+    assert!(
+        String::from_utf8_lossy(&pki.openssl_decrypt(&got[0], "alice@example.org"))
+            .contains("at rest")
+    );
+    let got = org.postfix.wait_for_mail("carol@example.org", 1);
+    let result = header_of(&got[0], "X-Sealgate-Result").unwrap_or_default();
+    assert!(
+        result.starts_with("inbound; cleartext; not encrypted at rest"),
+        "{result}"
+    );
+}
+
+#[test]
+fn abuse_of_the_mx_is_limited() {
+    let pki = Pki::new();
+    let org = OrgServers::start(USERS, MAILBOXES);
+    let mx = start_mx(
+        &pki,
+        &org,
+        "max_connections_per_minute = 4\nmax_recipients = 2\n[smtp]\nsession_timeout_secs = 3\n",
+    );
+    // Too many recipients: the third gets 452 4.5.3.
+    let r = mta(
+        &mx,
+        &[
+            "EHLO x".into(),
+            "MAIL FROM:<a@partner.example>".into(),
+            "RCPT TO:<alice@example.org>".into(),
+            "RCPT TO:<bob@example.org>".into(),
+            "RCPT TO:<carol@example.org>".into(),
+            "QUIT".into(),
+        ],
+    );
+    assert_eq!(code(&r[4]), 250, "{r:?}");
+    assert_eq!(code(&r[5]), 452, "{r:?}");
+    assert!(r[5][0].starts_with("452 4.5.3"), "{r:?}");
+
+    // A slow client is cut off by the session deadline.
+    require_tool("python3", "python3");
+    let started = Instant::now();
+    let out = run(Command::new("python3").arg("-c").arg(format!(
+        "import socket,time\ns=socket.create_connection(('127.0.0.1',{}))\ns.settimeout(20)\nd=b''\nwhile True:\n  c=s.recv(100)\n  if not c: break\n  d+=c\nprint(repr(d))",
+        mx.addr.port()
+    )));
+    assert!(started.elapsed() < Duration::from_secs(15), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("220 "),
+        "{out:?}"
+    );
+
+    // Two connections so far; the next two pass, the fifth in the minute gets 421.
+    for _ in 0..2 {
+        let r = mta(&mx, &["QUIT".into()]);
+        assert_eq!(code(&r[0]), 220, "{r:?}");
+    }
+    let r = mta(&mx, &["QUIT".into()]);
+    assert!(r[0][0].starts_with("421 4.7.0"), "{r:?}");
+    assert_eq!(queued(&mx), 0);
+}

@@ -259,7 +259,8 @@ pub struct Postfix {
 }
 
 impl Postfix {
-    pub fn start(dir: &Path, tls: &ServerTls, dovecot: &Dovecot, mailboxes: &[&str]) -> Postfix {
+    /// The instance's folders under `dir` (`postfix/`, its `conf/`).
+    fn prepare(dir: &Path) -> (PathBuf, PathBuf) {
         require_file("/usr/lib/postfix/sbin/master", "postfix");
         let dir = dir.join("postfix");
         let conf = dir.join("conf");
@@ -274,6 +275,133 @@ impl Postfix {
             .arg(format!("{uid}:{gid}"))
             .arg(dir.join("mail")));
         run(Command::new("chown").arg("postfix").arg(dir.join("data")));
+        (dir, conf)
+    }
+
+    /// Writes `master.cf` (Debian's services without chroot, plus `services`), checks the
+    /// configuration and starts the master (pinned to `cpu` if given, its processes with
+    /// it); returns once every one of `ports` accepts connections.
+    fn launch(dir: &Path, services: &str, ports: &[u16], cpu: Option<usize>) -> Child {
+        let conf = dir.join("conf");
+        let log = dir.join("maillog");
+        let dist = std::fs::read_to_string("/usr/share/postfix/master.cf.dist")
+            .expect("postfix master.cf.dist (Debian `postfix`)");
+        let mut master = String::new();
+        for line in dist.lines() {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            if line.starts_with('#') || line.starts_with(' ') || fields.len() < 8 {
+                continue;
+            }
+            if fields[0] == "smtp" && fields[1] == "inet" {
+                continue;
+            }
+            // No chroot: the instance lives in a temporary folder.
+            let mut f: Vec<String> = fields.iter().map(|s| s.to_string()).collect();
+            f[4] = "n".into();
+            master.push_str(&f.join(" "));
+            master.push('\n');
+        }
+        master.push_str(services);
+        std::fs::write(conf.join("master.cf"), master).expect("master.cf");
+        // Freshly written configuration makes the master wait; backdate it.
+        let mut touch = Command::new("touch");
+        touch.args(["-d", "-1 min"]);
+        for e in std::fs::read_dir(&conf).expect("conf").flatten() {
+            touch.arg(e.path());
+        }
+        run(&mut touch);
+        let check = Command::new("/usr/sbin/postfix")
+            .arg("-c")
+            .arg(&conf)
+            .arg("check")
+            .env("MAIL_CONFIG", &conf)
+            .output()
+            .expect("postfix check");
+        assert!(
+            check.status.success(),
+            "postfix check: {}{}{}",
+            String::from_utf8_lossy(&check.stderr),
+            String::from_utf8_lossy(&check.stdout),
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        let mut cmd = match cpu {
+            Some(c) => {
+                let mut t = Command::new("taskset");
+                t.args(["-c", &c.to_string(), "/usr/lib/postfix/sbin/master"]);
+                t
+            }
+            None => Command::new("/usr/lib/postfix/sbin/master"),
+        };
+        let mut child = cmd
+            .arg("-c")
+            .arg(&conf)
+            .arg("-s")
+            .env("MAIL_CONFIG", &conf)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(
+                std::fs::File::create(dir.join("stderr.log")).expect("stderr"),
+            ))
+            .spawn()
+            .expect("start postfix");
+        for p in ports {
+            wait_for_port(*p, "postfix", &dir.join("stderr.log"), &mut child);
+        }
+        child
+    }
+
+    /// A plain relay (the benchmark's reference): accepts mail from loopback on a free port
+    /// and relays everything to `next_hop`, no TLS, no local delivery.
+    pub fn start_relay(dir: &Path, next_hop: SocketAddr, cpu: Option<usize>) -> Postfix {
+        let (dir, conf) = Postfix::prepare(dir);
+        let relay = free_port();
+        let log = dir.join("maillog");
+        let main = format!(
+            r#"compatibility_level = 3.6
+queue_directory = {d}/queue
+data_directory = {d}/data
+mail_owner = postfix
+setgid_group = postdrop
+inet_interfaces = 127.0.0.1
+inet_protocols = ipv4
+myhostname = relay.test
+mydestination =
+mynetworks = 127.0.0.0/8
+maillog_file = {d}/maillog
+maillog_file_prefixes = {d}
+smtputf8_enable = no
+alias_maps =
+alias_database =
+local_recipient_maps =
+biff = no
+relayhost = [{host}]:{port}
+smtpd_relay_restrictions = permit_mynetworks, reject
+smtp_tls_security_level = none
+smtp_destination_concurrency_limit = 20
+"#,
+            d = dir.display(),
+            host = next_hop.ip(),
+            port = next_hop.port(),
+        );
+        std::fs::write(conf.join("main.cf"), main).expect("main.cf");
+        let child = Postfix::launch(
+            &dir,
+            &format!("127.0.0.1:{relay} inet n - n - - smtpd\n"),
+            &[relay],
+            cpu,
+        );
+        Postfix {
+            child,
+            dir,
+            submission: 0,
+            relay,
+            log,
+        }
+    }
+
+    pub fn start(dir: &Path, tls: &ServerTls, dovecot: &Dovecot, mailboxes: &[&str]) -> Postfix {
+        let (dir, conf) = Postfix::prepare(dir);
+        let (uid, gid) = (id(&["-u", "nobody"]), id(&["-g", "nobody"]));
         let (submission, relay) = (free_port(), free_port());
         let log = dir.join("maillog");
         let mut map = String::new();
@@ -331,62 +459,14 @@ relay_transport = error:no outside delivery in tests
             sock = dovecot.auth_socket.display(),
         );
         std::fs::write(conf.join("main.cf"), main).expect("main.cf");
-        let dist = std::fs::read_to_string("/usr/share/postfix/master.cf.dist")
-            .expect("postfix master.cf.dist (Debian `postfix`)");
-        let mut master = String::new();
-        for line in dist.lines() {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            if line.starts_with('#') || line.starts_with(' ') || fields.len() < 8 {
-                continue;
-            }
-            if fields[0] == "smtp" && fields[1] == "inet" {
-                continue;
-            }
-            // No chroot: the instance lives in a temporary folder.
-            let mut f: Vec<String> = fields.iter().map(|s| s.to_string()).collect();
-            f[4] = "n".into();
-            master.push_str(&f.join(" "));
-            master.push('\n');
-        }
-        master.push_str(&format!("127.0.0.1:{relay} inet n - n - - smtpd\n"));
-        master.push_str(&format!(
-            "127.0.0.1:{submission} inet n - n - - smtpd -o smtpd_tls_security_level=encrypt -o smtpd_sasl_auth_enable=yes -o smtpd_tls_auth_only=yes -o smtpd_client_restrictions=permit_sasl_authenticated,reject\n"
-        ));
-        std::fs::write(conf.join("master.cf"), master).expect("master.cf");
-        // Freshly written configuration makes the master wait; backdate it.
-        run(Command::new("touch")
-            .args(["-d", "-1 min"])
-            .arg(conf.join("main.cf"))
-            .arg(conf.join("master.cf"))
-            .arg(conf.join("vmailbox")));
-        let check = Command::new("/usr/sbin/postfix")
-            .arg("-c")
-            .arg(&conf)
-            .arg("check")
-            .env("MAIL_CONFIG", &conf)
-            .output()
-            .expect("postfix check");
-        assert!(
-            check.status.success(),
-            "postfix check: {}{}{}",
-            String::from_utf8_lossy(&check.stderr),
-            String::from_utf8_lossy(&check.stdout),
-            std::fs::read_to_string(&log).unwrap_or_default()
+        let child = Postfix::launch(
+            &dir,
+            &format!(
+                "127.0.0.1:{relay} inet n - n - - smtpd\n127.0.0.1:{submission} inet n - n - - smtpd -o smtpd_tls_security_level=encrypt -o smtpd_sasl_auth_enable=yes -o smtpd_tls_auth_only=yes -o smtpd_client_restrictions=permit_sasl_authenticated,reject\n"
+            ),
+            &[relay, submission],
+            None,
         );
-        let mut child = Command::new("/usr/lib/postfix/sbin/master")
-            .arg("-c")
-            .arg(&conf)
-            .arg("-s")
-            .env("MAIL_CONFIG", &conf)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(
-                std::fs::File::create(dir.join("stderr.log")).expect("stderr"),
-            ))
-            .spawn()
-            .expect("start postfix");
-        wait_for_port(relay, "postfix", &dir.join("stderr.log"), &mut child);
-        wait_for_port(submission, "postfix", &dir.join("stderr.log"), &mut child);
         Postfix {
             child,
             dir,

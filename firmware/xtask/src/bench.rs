@@ -6,7 +6,8 @@ use std::process::Command;
 #[derive(clap::Args)]
 pub struct Args {
     /// What to benchmark: `smime` (the S/MIME engine against `openssl speed`), `docking`
-    /// (the docking API under `wrk` against the in-process engine).
+    /// (the docking API under `wrk` against the in-process engine), `smtp` (the box signing
+    /// and encrypting under `smtp-source` against a Postfix plain relay).
     #[arg(default_value = "smime")]
     pub what: Vec<String>,
 }
@@ -14,6 +15,16 @@ pub struct Args {
 /// What `cargo xtask bench smime` installs: the build's packages and `openssl` (the reference).
 pub(crate) fn smime_packages() -> Vec<&'static str> {
     [crate::test::BUILD_PACKAGES, &["openssl"]].concat()
+}
+
+/// What `cargo xtask bench smtp` installs: the build's packages, Postfix (`smtp-source` and
+/// the reference relay), the PKI tool and `taskset`.
+pub(crate) fn smtp_packages() -> Vec<&'static str> {
+    [
+        crate::test::BUILD_PACKAGES,
+        &["postfix", "openssl", "util-linux"],
+    ]
+    .concat()
 }
 
 /// Runs the benchmarks. Each is a release-built `cargo bench` target with its own harness,
@@ -29,7 +40,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 anyhow::ensure!(status.success(), "the smime benchmark failed");
             }
             "docking" => crate::bench_docking::run()?,
-            other => anyhow::bail!("unknown benchmark {other:?} (known: smime, docking)"),
+            "smtp" => {
+                crate::test::ensure_debian_packages(&smtp_packages())?;
+                let status = Command::new(env!("CARGO"))
+                    .args(["bench", "--package", "sealgated", "--bench", "smtp"])
+                    .status()?;
+                anyhow::ensure!(status.success(), "the smtp benchmark failed");
+            }
+            other => anyhow::bail!("unknown benchmark {other:?} (known: smime, docking, smtp)"),
         }
     }
     Ok(())

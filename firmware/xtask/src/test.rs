@@ -631,11 +631,12 @@ mod tests {
     /// machine never reaches a `-sys` crate's build script without its library.
     #[test]
     fn every_builder_installs_the_build_packages() {
-        let commands: [(&str, Vec<&str>); 5] = [
+        let commands: [(&str, Vec<&str>); 6] = [
             ("image", crate::image::build_packages()),
             ("qemu (image missing)", crate::qemu::run_packages(true)),
             ("bench smime", crate::bench::smime_packages()),
             ("bench docking", crate::bench_docking::packages()),
+            ("bench smtp", crate::bench::smtp_packages()),
             (
                 "test",
                 [

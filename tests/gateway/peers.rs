@@ -278,6 +278,15 @@ impl Postfix {
         (dir, conf)
     }
 
+    /// The `main.cf` lines every instance has: in `dir`, loopback, no local delivery
+    /// tables, its own log.
+    fn base_main_cf(dir: &Path) -> String {
+        format!(
+            "compatibility_level = 3.6\nqueue_directory = {d}/queue\ndata_directory = {d}/data\nmail_owner = postfix\nsetgid_group = postdrop\ninet_interfaces = 127.0.0.1\ninet_protocols = ipv4\nmydestination =\nmynetworks = 127.0.0.0/8\nmaillog_file = {d}/maillog\nmaillog_file_prefixes = {d}\nsmtputf8_enable = no\nalias_maps =\nalias_database =\nlocal_recipient_maps =\nbiff = no\n",
+            d = dir.display()
+        )
+    }
+
     /// Writes `master.cf` (Debian's services without chroot, plus `services`), checks the
     /// configuration and starts the master (pinned to `cpu` if given, its processes with
     /// it); returns once every one of `ports` accepts connections.
@@ -356,33 +365,17 @@ impl Postfix {
         let (dir, conf) = Postfix::prepare(dir);
         let relay = free_port();
         let log = dir.join("maillog");
-        let main = format!(
-            r#"compatibility_level = 3.6
-queue_directory = {d}/queue
-data_directory = {d}/data
-mail_owner = postfix
-setgid_group = postdrop
-inet_interfaces = 127.0.0.1
-inet_protocols = ipv4
-myhostname = relay.test
-mydestination =
-mynetworks = 127.0.0.0/8
-maillog_file = {d}/maillog
-maillog_file_prefixes = {d}
-smtputf8_enable = no
-alias_maps =
-alias_database =
-local_recipient_maps =
-biff = no
+        let main = Postfix::base_main_cf(&dir)
+            + &format!(
+                r#"myhostname = relay.test
 relayhost = [{host}]:{port}
 smtpd_relay_restrictions = permit_mynetworks, reject
 smtp_tls_security_level = none
 smtp_destination_concurrency_limit = 20
 "#,
-            d = dir.display(),
-            host = next_hop.ip(),
-            port = next_hop.port(),
-        );
+                host = next_hop.ip(),
+                port = next_hop.port(),
+            );
         std::fs::write(conf.join("main.cf"), main).expect("main.cf");
         let child = Postfix::launch(
             &dir,
@@ -414,27 +407,12 @@ smtp_destination_concurrency_limit = 20
             }
         }
         std::fs::write(conf.join("vmailbox"), map).expect("vmailbox");
-        let main = format!(
-            r#"compatibility_level = 3.6
-queue_directory = {d}/queue
-data_directory = {d}/data
-mail_owner = postfix
-setgid_group = postdrop
-inet_interfaces = 127.0.0.1
-inet_protocols = ipv4
-myhostname = org.test
+        let main = Postfix::base_main_cf(&dir)
+            + &format!(
+                r#"myhostname = org.test
 mydomain = org.test
 myorigin = org.test
-mydestination =
-mynetworks = 127.0.0.0/8
-maillog_file = {d}/maillog
-maillog_file_prefixes = {d}
-smtputf8_enable = no
-alias_maps =
-alias_database =
-local_recipient_maps =
 relay_domains =
-biff = no
 virtual_mailbox_domains = {domains}
 virtual_mailbox_maps = texthash:{c}/vmailbox
 virtual_mailbox_base = {d}/mail
@@ -451,13 +429,13 @@ smtpd_sasl_auth_enable = no
 default_transport = error:no outside delivery in tests
 relay_transport = error:no outside delivery in tests
 "#,
-            d = dir.display(),
-            c = conf.display(),
-            domains = domains.join(" "),
-            cert = tls.cert.display(),
-            key = tls.key.display(),
-            sock = dovecot.auth_socket.display(),
-        );
+                d = dir.display(),
+                c = conf.display(),
+                domains = domains.join(" "),
+                cert = tls.cert.display(),
+                key = tls.key.display(),
+                sock = dovecot.auth_socket.display(),
+            );
         std::fs::write(conf.join("main.cf"), main).expect("main.cf");
         let child = Postfix::launch(
             &dir,

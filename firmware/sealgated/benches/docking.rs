@@ -16,7 +16,8 @@
 
 #![allow(clippy::unwrap_used, clippy::panic, missing_docs)]
 
-use std::io::{BufRead, BufReader};
+mod common;
+
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -259,38 +260,15 @@ fn row(op: &str, label: &str, engine: f64, w: &WrkResult) {
     );
 }
 
-/// Starts the release daemon on `data` (pinned to `cpu` if given) and waits until it is ready.
+/// Starts the release daemon on `data` (pinned to `cpu` if given); its docking port.
 fn start_daemon(data: &Path, cpu: Option<usize>) -> (std::process::Child, u16) {
-    let mut cmd = match cpu {
-        Some(c) => {
-            let mut t = Command::new("taskset");
-            t.args(["-c", &c.to_string(), env!("CARGO_BIN_EXE_sealgated")]);
-            t
-        }
-        None => Command::new(env!("CARGO_BIN_EXE_sealgated")),
-    };
-    let mut child = cmd
-        .arg("--data-dir")
-        .arg(data)
-        .arg("--danger-software-sealer")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("sealgated");
-    let mut port = 0u16;
-    for line in BufReader::new(child.stdout.take().expect("stdout")).lines() {
-        let line = line.expect("line");
-        if let Some(a) = line.strip_prefix("sealgated: listening docking ") {
-            port = a
-                .rsplit(':')
-                .next()
-                .and_then(|p| p.parse().ok())
-                .expect("port");
-        }
-        if line == "sealgated: ready" {
-            break;
-        }
-    }
+    let (child, listeners) = common::start_daemon(data, cpu);
+    let port = listeners
+        .iter()
+        .find(|(n, _)| n == "docking")
+        .and_then(|(_, a)| a.rsplit(':').next())
+        .and_then(|p| p.parse().ok())
+        .expect("port");
     (child, port)
 }
 

@@ -22,8 +22,8 @@
 
 #![allow(clippy::unwrap_used, clippy::panic, missing_docs)]
 
+mod common;
 #[path = "../../../tests/docking/harness.rs"]
-#[allow(dead_code)]
 mod harness;
 #[path = "../../../tests/gateway/peers.rs"]
 mod peers;
@@ -31,7 +31,7 @@ mod peers;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -189,15 +189,7 @@ fn load(target: SocketAddr, sink: &Sink, n: usize, size: usize, cpu: Option<usiz
     let p = proxy(target);
     let before = sink.count.load(Ordering::SeqCst);
     let started = Instant::now();
-    let mut cmd = match cpu {
-        Some(c) => {
-            let mut t = Command::new("taskset");
-            t.args(["-c", &c.to_string(), "smtp-source"]);
-            t
-        }
-        None => Command::new("smtp-source"),
-    };
-    run(cmd
+    run(common::pinned("smtp-source", cpu)
         .args(["-s", &SESSIONS.to_string(), "-m", &n.to_string()])
         .args(["-l", &size.to_string()])
         .args(["-f", "alice@example.org", "-t", "bob@example.org"])
@@ -249,33 +241,13 @@ fn identity(dir: &Path, email: &str) -> (Vec<u8>, Vec<u8>) {
 
 /// Starts the release daemon on `data` (pinned to `cpu` if given); its encrypt listener.
 fn start_daemon(data: &Path, cpu: Option<usize>) -> (std::process::Child, SocketAddr) {
-    let mut cmd = match cpu {
-        Some(c) => {
-            let mut t = Command::new("taskset");
-            t.args(["-c", &c.to_string(), env!("CARGO_BIN_EXE_sealgated")]);
-            t
-        }
-        None => Command::new(env!("CARGO_BIN_EXE_sealgated")),
-    };
-    let mut child = cmd
-        .arg("--data-dir")
-        .arg(data)
-        .arg("--danger-software-sealer")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("sealgated");
-    let mut addr = None;
-    for line in BufReader::new(child.stdout.take().expect("stdout")).lines() {
-        let line = line.expect("line");
-        if let Some(a) = line.strip_prefix("sealgated: listening smtp-encrypt ") {
-            addr = a.parse().ok();
-        }
-        if line == "sealgated: ready" {
-            break;
-        }
-    }
-    (child, addr.expect("the encrypt listener"))
+    let (child, listeners) = common::start_daemon(data, cpu);
+    let addr = listeners
+        .iter()
+        .find(|(n, _)| n == "smtp-encrypt")
+        .and_then(|(_, a)| a.parse().ok())
+        .expect("the encrypt listener");
+    (child, addr)
 }
 
 fn ms(d: Duration) -> String {

@@ -27,26 +27,24 @@ pub(crate) fn smtp_packages() -> Vec<&'static str> {
     .concat()
 }
 
+/// Installs `packages`, then runs the `bench` target of `package` (release-built).
+fn cargo_bench(package: &str, bench: &str, packages: &[&str]) -> anyhow::Result<()> {
+    crate::test::ensure_debian_packages(packages)?;
+    let status = Command::new(env!("CARGO"))
+        .args(["bench", "--package", package, "--bench", bench])
+        .status()?;
+    anyhow::ensure!(status.success(), "the {bench} benchmark failed");
+    Ok(())
+}
+
 /// Runs the benchmarks. Each is a release-built `cargo bench` target with its own harness,
 /// so the numbers come from optimised code; the targets measure their references themselves.
 pub fn run(args: Args) -> anyhow::Result<()> {
     for what in &args.what {
         match what.as_str() {
-            "smime" => {
-                crate::test::ensure_debian_packages(&smime_packages())?;
-                let status = Command::new(env!("CARGO"))
-                    .args(["bench", "--package", "sealgate-smime", "--bench", "smime"])
-                    .status()?;
-                anyhow::ensure!(status.success(), "the smime benchmark failed");
-            }
+            "smime" => cargo_bench("sealgate-smime", "smime", &smime_packages())?,
             "docking" => crate::bench_docking::run()?,
-            "smtp" => {
-                crate::test::ensure_debian_packages(&smtp_packages())?;
-                let status = Command::new(env!("CARGO"))
-                    .args(["bench", "--package", "sealgated", "--bench", "smtp"])
-                    .status()?;
-                anyhow::ensure!(status.success(), "the smtp benchmark failed");
-            }
+            "smtp" => cargo_bench("sealgated", "smtp", &smtp_packages())?,
             other => anyhow::bail!("unknown benchmark {other:?} (known: smime, docking, smtp)"),
         }
     }

@@ -342,13 +342,9 @@ pub(super) fn process(
             let result = match docking::verify(keys, &sh.h.anchors, &msg, None) {
                 Ok(r) => {
                     let v = &r.verification;
-                    let status = if v.valid {
-                        "valid"
-                    } else if v.signatures_valid && !v.chain_checked {
-                        "unchecked"
-                    } else {
-                        "invalid"
-                    };
+                    // `valid`, `unchecked` or `invalid`, as every result header says it.
+                    let summary = message::signature_summary(v);
+                    let status = summary.split(';').next().unwrap_or("invalid");
                     let signer = v
                         .signers
                         .iter()

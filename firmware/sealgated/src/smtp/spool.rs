@@ -248,29 +248,19 @@ impl Incoming<'_> {
     /// Appends a line (given without its line end); false once the quota is reached (the
     /// rest is discarded).
     pub async fn line(&mut self, line: &[u8]) -> anyhow::Result<bool> {
-        if self.full {
-            return Ok(false);
-        }
-        let n = line.len() as u64 + 2;
-        if !self.spool.reserve(n) {
-            self.full = true;
-            return Ok(false);
-        }
-        self.reserved += n;
-        let Some(f) = self.file.as_mut() else {
-            anyhow::bail!("spool file closed");
-        };
-        f.write_all(line).await?;
-        f.write_all(b"\r\n").await?;
-        Ok(true)
+        self.write(&[line, b"\r\n"]).await
     }
 
     /// Appends bytes as they are (BDAT chunks); false once the quota is reached.
     pub async fn bytes(&mut self, bytes: &[u8]) -> anyhow::Result<bool> {
+        self.write(&[bytes]).await
+    }
+
+    async fn write(&mut self, parts: &[&[u8]]) -> anyhow::Result<bool> {
         if self.full {
             return Ok(false);
         }
-        let n = bytes.len() as u64;
+        let n: u64 = parts.iter().map(|p| p.len() as u64).sum();
         if !self.spool.reserve(n) {
             self.full = true;
             return Ok(false);
@@ -279,7 +269,9 @@ impl Incoming<'_> {
         let Some(f) = self.file.as_mut() else {
             anyhow::bail!("spool file closed");
         };
-        f.write_all(bytes).await?;
+        for p in parts {
+            f.write_all(p).await?;
+        }
         Ok(true)
     }
 

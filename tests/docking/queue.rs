@@ -757,3 +757,100 @@ fn queue_survives_kill_9_at_random_moments_without_losing_mail() {
         "{duplicates} duplicates in {rounds} kills (seed {seed})"
     );
 }
+
+const ADMIN_CLIENT: &str = r#"
+import os, requests
+A, ca, setup, qid = os.environ["BASE"] + "/api/v1/admin", os.environ["CA"], os.environ["SETUP"], os.environ["QID"]
+PW = "correct horse battery staple"
+
+def problem(r, status):
+    assert r.status_code == status, (r.status_code, r.text)
+    assert r.headers["Content-Type"] == "application/problem+json", r.headers
+    return r.json()
+
+def login(user):
+    s = requests.Session()
+    s.verify = ca
+    r = s.post(A + "/session", json={"username": user, "password": PW})
+    assert r.status_code == 200, r.text
+    s.headers["X-CSRF-Token"] = r.json()["csrf_token"]
+    return s
+
+r = requests.post(A + "/setup", json={"setup_token": setup, "username": "root", "password": PW}, verify=ca)
+assert r.status_code == 201, r.text
+root = login("root")
+assert root.post(A + "/accounts", json={"username": "ro", "role": "read-only", "password": PW}).status_code == 201
+ro = login("ro")
+problem(requests.get(A + "/queue", verify=ca), 401)
+
+# Any role reads; the body never shows.
+q = ro.get(A + "/queue").json()["messages"]
+assert [m["id"] for m in q] == [qid], q
+assert "the body" not in ro.get(A + "/queue/" + qid).text
+assert ro.get(A + "/queue", params={"state": "deferred"}).json()["messages"][0]["state"] == "deferred"
+assert ro.get(A + "/queue", params={"state": "held"}).json()["messages"] == []
+problem(ro.get(A + "/queue", params={"state": "lost"}), 400)
+problem(ro.get(A + "/queue/..%2F..%2Fvault"), 404)
+problem(ro.get(A + "/queue/1-nothing"), 404)
+
+# Only admin changes anything; a read-only attempt changes nothing.
+for method, path in [("post", "/retry"), ("post", "/hold"), ("post", "/release"), ("delete", "")]:
+    problem(getattr(ro, method)(A + "/queue/" + qid + path), 403)
+assert ro.get(A + "/queue/" + qid).json()["state"] == "deferred"
+
+problem(root.post(A + "/queue/" + qid + "/explode"), 404)
+problem(root.post(A + "/queue/" + qid + "/release"), 409)
+r = root.post(A + "/queue/" + qid + "/hold")
+assert r.status_code == 200 and r.json()["state"] == "held" and r.json()["held_reason"] == "held by root", r.text
+problem(root.post(A + "/queue/" + qid + "/hold"), 409)
+problem(root.post(A + "/queue/" + qid + "/retry"), 409)
+r = root.post(A + "/queue/" + qid + "/release")
+assert r.status_code == 200 and r.json()["state"] in ("queued", "deferred"), r.text
+r = root.post(A + "/queue/" + qid + "/hold")
+assert r.status_code == 200, r.text
+assert root.delete(A + "/queue/" + qid).status_code == 204
+problem(root.get(A + "/queue/" + qid), 404)
+problem(root.delete(A + "/queue/" + qid), 404)
+
+# Audited in the vault's chain under the account.
+actions = [e["action"] for e in root.get(A + "/audit", params={"limit": 500}).json()["entries"] if e["actor"] == "root"]
+for a in ["admin.queue-hold", "admin.queue-release", "admin.queue-delete"]:
+    assert a in actions, (a, actions)
+print("queue admin ok")
+"#;
+
+#[test]
+fn queue_admin_api_reads_for_every_role_and_changes_only_for_admin() {
+    require_python_module("requests", "requests");
+    let pki = Pki::new();
+    let dir = data_dir_with_keys(&pki);
+    let d = Daemon::start(dir.path(), &settings(free_port(), "retry_secs = 600\n", ""));
+    let smtp = d.smtp_decrypt.expect("listener").port();
+    let r = submit(
+        smtp,
+        "carol@example.org",
+        &["alice@example.org"],
+        &message("adm", "the body"),
+    );
+    let id = r.trim().rsplit(' ').next().expect("id").to_string();
+    wait_queue(dir.path(), "the message to be deferred", |q| {
+        q.iter().any(|m| m["state"] == "deferred")
+    });
+    let script = write(dir.path(), "queue_admin.py", ADMIN_CLIENT.as_bytes());
+    let out = Command::new("python3")
+        .arg(&script)
+        .env_remove("REQUESTS_CA_BUNDLE")
+        .env_remove("CURL_CA_BUNDLE")
+        .env("BASE", d.admin_url(""))
+        .env("CA", d.ca_file())
+        .env("SETUP", d.setup_token.clone().expect("setup token"))
+        .env("QID", &id)
+        .output()
+        .expect("python3");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("queue admin ok"),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -697,6 +697,15 @@ fn queue_starttls_required_with_the_wrong_certificate_defers_with_the_reason() {
     assert!(e.contains("certificate") && e.contains("require"), "{e}");
     assert!(sink.received().is_empty(), "nothing sent");
     drop(d);
+    // Without a daemon `sealctl queue list` reads the queue directory itself; changes need
+    // the daemon.
+    let offline = queue_json(dir.path(), Some("deferred"));
+    assert_eq!(offline.len(), 1);
+    assert_eq!(offline[0]["last_error"], q[0]["last_error"]);
+    let id = offline[0]["id"].as_str().unwrap_or_default().to_string();
+    let out = sealctl_queue(dir.path(), &["retry", &id]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not running"));
 
     // The right CA: delivered over TLS.
     let dir = data_dir_with_keys(&pki);
@@ -797,7 +806,11 @@ fn queue_survives_kill_9_at_random_moments_without_losing_mail() {
         });
     println!("QUEUE_KILL_SEED={seed}");
     let mut rng = Lcg(seed);
-    let rounds = 20;
+    // QUEUE_KILL_ROUNDS=200 for a longer measurement of the duplicate window.
+    let rounds: usize = std::env::var("QUEUE_KILL_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20);
     let mut accepted: Vec<u64> = Vec::new();
     let mut seq = 0u64;
     let cfg = settings(port, "retry_secs = 1\n", "retry_max_secs = 2\n");

@@ -903,9 +903,10 @@ fn queue_survives_kill_9_at_random_moments_without_losing_mail() {
         "the loop accepted too little to mean anything"
     );
     // A duplicate needs a kill between the next hop's 250 and the durable write of the
-    // result (one fsync): at most one per kill, one delivery being in flight at a time.
+    // result (one fsync; QUIT is sent after it): at most one per kill, one delivery being
+    // in flight at a time. Measured: 1 in 100 kills (twice), 0 in runs of 20.
     assert!(
-        duplicates <= rounds,
+        duplicates <= rounds / 5 + 1,
         "{duplicates} duplicates in {rounds} kills (seed {seed})"
     );
 }

@@ -400,7 +400,6 @@ async fn attempt(
         return Err(Stop::All(f));
     }
     let mut ext = extensions(&reply.lines);
-    let mut tls = false;
     if mode != TlsMode::None && ext.starttls {
         let r = c.command("STARTTLS").await?;
         if let Some(f) = r.fate_if_not(220) {
@@ -443,7 +442,7 @@ async fn attempt(
         c = Conn {
             r: BufReader::new(Box::new(stream)),
         };
-        tls = true;
+        tracing::debug!(next_hop = %hop.addr, verified = mode == TlsMode::Require, "STARTTLS established");
         reply = c.command(&ehlo).await?;
         if let Some(f) = reply.fate_if_not(250) {
             return Err(Stop::All(f));
@@ -454,7 +453,6 @@ async fn attempt(
             "the next hop does not offer STARTTLS and next_hop_tls = require",
         ));
     }
-    let _ = tls;
     if let Some(limit) = ext.size
         && limit > 0
         && data.len() as u64 > limit
@@ -530,7 +528,11 @@ async fn attempt(
     // From here on the next hop may have taken the message: a lost answer is a temporary
     // failure (sent again later: the one window for a duplicate).
     let end = c.read_reply(REPLY_TIMEOUT * 2).await?;
-    let _ = c.command("QUIT").await;
+    // The result goes back at once, to be written durably; QUIT's round trip must not widen
+    // the window in which a crash makes the message go out twice.
+    tokio::spawn(async move {
+        let _ = tokio::time::timeout(Duration::from_secs(10), c.command("QUIT")).await;
+    });
     let result = if end.positive() {
         Fate::Delivered(end.text())
     } else {

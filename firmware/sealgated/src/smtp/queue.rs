@@ -518,7 +518,7 @@ impl Spool {
     }
 
     /// Removes bounced records older than `max_age` seconds.
-    pub(super) fn expire_bounced(&self, now: i64, max_age: u64) {
+    pub(super) fn expire_bounced(&self, max_age: u64) {
         let dir = self.dir.join("bounced");
         let Ok(rd) = std::fs::read_dir(&dir) else {
             return;
@@ -535,7 +535,6 @@ impl Spool {
                 let _ = std::fs::remove_file(p);
             }
         }
-        let _ = now;
     }
 
     fn ids_in(dir: &Path) -> Vec<String> {

@@ -1007,3 +1007,78 @@ fn queue_admin_api_reads_for_every_role_and_changes_only_for_admin() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn queue_expiry_returns_a_dsn_and_a_failing_dsn_is_never_answered() {
+    let pki = Pki::new();
+    let dir = data_dir_with_keys(&pki);
+    let port = free_port();
+    let postfix = Postfix::start(port);
+    // A message accepted six days ago that never got through (lifetime: 5 days).
+    let spool = dir.path().join("spool");
+    std::fs::create_dir_all(&spool).expect("spool");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let received = now - 6 * 86_400;
+    let id = format!("{received}-0123456789ab");
+    std::fs::write(
+        spool.join(format!("{id}.eml")),
+        message("old", "too late").as_bytes(),
+    )
+    .expect("eml");
+    std::fs::write(
+        spool.join(format!("{id}.state")),
+        format!(
+            r#"{{"state":"deferred","recipients":[{{"address":"alice@example.org","status":"deferred","reply":"421 4.3.2 busy"}}],"attempts":40,"next_attempt":0,"last_error":"alice@example.org: 421 4.3.2 busy"}}"#
+        ),
+    )
+    .expect("state");
+    std::fs::write(
+        spool.join(format!("{id}.json")),
+        format!(
+            r#"{{"direction":"decrypt","from":"carol@example.org","to":["alice@example.org"],"client":"127.0.0.1","received":{received}}}"#
+        ),
+    )
+    .expect("json");
+    let d = Daemon::start(dir.path(), &settings(port, "retry_secs = 1\n", ""));
+    let got = postfix.wait_for(1, "the expiry DSN");
+    assert_eq!(got.len(), 1);
+    let (user, rp, dsn) = &got[0];
+    assert_eq!(
+        (user.as_str(), rp.as_str()),
+        ("carol", ""),
+        "to the sender, from <>"
+    );
+    let dsn = String::from_utf8_lossy(dsn);
+    assert!(dsn.contains("Status: 4.4.7"), "{dsn}");
+    assert!(dsn.contains("Action: failed"), "{dsn}");
+    assert!(dsn.contains("421 4.3.2 busy"), "the last error: {dsn}");
+    assert!(!dsn.contains("too late"), "{dsn}");
+    wait_queue(dir.path(), "the expired message to bounce", |q| {
+        q.iter()
+            .any(|m| m["id"] == id.as_str() && m["state"] == "bounced")
+    });
+
+    // A sender the next hop refuses as well: its DSN fails too, and nothing answers that.
+    let smtp = d.smtp_decrypt.expect("listener").port();
+    submit(
+        smtp,
+        "nobody@example.org",
+        &["ghost@example.org"],
+        &message("nowhere", "x"),
+    );
+    let q = wait_queue(dir.path(), "the message and its DSN to bounce", |q| {
+        q.len() == 3 && q.iter().all(|m| m["state"] == "bounced")
+    });
+    let dsn = q
+        .iter()
+        .find(|m| m["dsn"] == true)
+        .expect("the DSN's record");
+    assert_eq!(dsn["from"], "");
+    assert_eq!(dsn["recipients"][0]["address"], "nobody@example.org");
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(queue_json(dir.path(), None).len(), 3, "no DSN for a DSN");
+    assert_eq!(postfix.delivered().len(), 1);
+}

@@ -1030,9 +1030,7 @@ fn queue_expiry_returns_a_dsn_and_a_failing_dsn_is_never_answered() {
     .expect("eml");
     std::fs::write(
         spool.join(format!("{id}.state")),
-        format!(
-            r#"{{"state":"deferred","recipients":[{{"address":"alice@example.org","status":"deferred","reply":"421 4.3.2 busy"}}],"attempts":40,"next_attempt":0,"last_error":"alice@example.org: 421 4.3.2 busy"}}"#
-        ),
+        br#"{"state":"deferred","recipients":[{"address":"alice@example.org","status":"deferred","reply":"421 4.3.2 busy"}],"attempts":40,"next_attempt":0,"last_error":"alice@example.org: 421 4.3.2 busy"}"#,
     )
     .expect("state");
     std::fs::write(

@@ -59,42 +59,71 @@ pub struct NextHop {
     unverified: Arc<ClientConfig>,
 }
 
+/// How to check a next hop's TLS (the `next_hop_*` keys of a section; other SMTP roles'
+/// next hops use the same).
+pub struct TlsPolicy<'a> {
+    /// `none`, `opportunistic` or `require`.
+    pub mode: TlsMode,
+    /// Trust anchors instead of the system's.
+    pub ca: Option<&'a std::path::Path>,
+    /// A pinned SHA-256 of the certificate instead of a chain.
+    pub fingerprint: Option<[u8; 32]>,
+    /// The name the certificate must carry (default: the IP address).
+    pub name: Option<&'a str>,
+    /// The settings key prefix for error messages (`[smtp] next_hop`).
+    pub what: &'a str,
+}
+
 impl NextHop {
     /// The `[smtp]` next hop; `None` if there is none.
     pub fn from_settings(s: &Settings) -> anyhow::Result<Option<NextHop>> {
         let Some(addr) = s.smtp.next_hop else {
             return Ok(None);
         };
-        let name = match &s.smtp.next_hop_name {
-            Some(n) => ServerName::try_from(n.clone())
-                .map_err(|e| anyhow::anyhow!("[smtp] next_hop_name {n:?}: {e}"))?,
+        NextHop::new(
+            addr,
+            &TlsPolicy {
+                mode: s.smtp.next_hop_tls,
+                ca: s.smtp.next_hop_ca.as_deref(),
+                fingerprint: s.smtp.next_hop_fingerprint.map(|f| f.0),
+                name: s.smtp.next_hop_name.as_deref(),
+                what: "[smtp] next_hop",
+            },
+        )
+        .map(Some)
+    }
+
+    /// A next hop at `addr` with TLS as `tls` says.
+    pub fn new(addr: SocketAddr, tls: &TlsPolicy<'_>) -> anyhow::Result<NextHop> {
+        let what = tls.what;
+        let name = match tls.name {
+            Some(n) => ServerName::try_from(n.to_string())
+                .map_err(|e| anyhow::anyhow!("{what}_name {n:?}: {e}"))?,
             None => ServerName::IpAddress(addr.ip().into()),
         };
-        let verified = if let Some(fp) = s.smtp.next_hop_fingerprint {
+        let verified = if let Some(pin) = tls.fingerprint {
             config_with(Arc::new(Pinned {
-                pin: fp.0,
+                pin,
                 algs: provider().signature_verification_algorithms,
             }))?
         } else {
             let mut roots = rustls::RootCertStore::empty();
-            match &s.smtp.next_hop_ca {
+            match tls.ca {
                 Some(p) => {
                     let pem = std::fs::read(p)
-                        .map_err(|e| anyhow::anyhow!("[smtp] next_hop_ca {}: {e}", p.display()))?;
+                        .map_err(|e| anyhow::anyhow!("{what}_ca {}: {e}", p.display()))?;
                     for c in pem::parse_many(&pem)
-                        .map_err(|e| anyhow::anyhow!("[smtp] next_hop_ca {}: {e}", p.display()))?
+                        .map_err(|e| anyhow::anyhow!("{what}_ca {}: {e}", p.display()))?
                         .into_iter()
                         .filter(|c| c.tag() == "CERTIFICATE")
                     {
                         roots
                             .add(CertificateDer::from(c.into_contents()))
-                            .map_err(|e| {
-                                anyhow::anyhow!("[smtp] next_hop_ca {}: {e}", p.display())
-                            })?;
+                            .map_err(|e| anyhow::anyhow!("{what}_ca {}: {e}", p.display()))?;
                     }
                     anyhow::ensure!(
                         !roots.is_empty(),
-                        "[smtp] next_hop_ca {} holds no certificate",
+                        "{what}_ca {} holds no certificate",
                         p.display()
                     );
                 }
@@ -104,7 +133,7 @@ impl NextHop {
                         tracing::warn!(error = %e, "reading the system's trust anchors");
                     }
                     let (added, _) = roots.add_parsable_certificates(found.certs);
-                    if added == 0 && s.smtp.next_hop_tls == TlsMode::Require {
+                    if added == 0 && tls.mode == TlsMode::Require {
                         tracing::warn!(
                             "no system trust anchors: next_hop_tls = require will not verify any next hop (set next_hop_ca)"
                         );
@@ -128,13 +157,13 @@ impl NextHop {
         let unverified = config_with(Arc::new(Unverified {
             algs: provider().signature_verification_algorithms,
         }))?;
-        Ok(Some(NextHop {
+        Ok(NextHop {
             addr,
-            mode: s.smtp.next_hop_tls,
+            mode: tls.mode,
             name,
             verified: Arc::new(verified),
             unverified: Arc::new(unverified),
-        }))
+        })
     }
 }
 
@@ -671,6 +700,48 @@ mod tests {
         let e = extensions(&r.lines);
         assert!(!e.starttls, "the first line is the greeting");
         assert_eq!(e.size, Some(0));
+    }
+
+    #[test]
+    fn next_hop_tls_settings_that_cannot_work_are_refused_at_start() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let garbage = dir.path().join("ca.pem");
+        std::fs::write(&garbage, "not a certificate").expect("write");
+        let addr: SocketAddr = "127.0.0.1:25".parse().expect("addr");
+        fn policy<'a>(ca: Option<&'a std::path::Path>, name: Option<&'a str>) -> TlsPolicy<'a> {
+            TlsPolicy {
+                mode: TlsMode::Require,
+                ca,
+                fingerprint: None,
+                name,
+                what: "[smtp] next_hop",
+            }
+        }
+        let e = NextHop::new(addr, &policy(Some(&garbage), None))
+            .err()
+            .map(|e| e.to_string());
+        assert!(
+            e.as_deref()
+                .is_some_and(|e| e.contains("holds no certificate")),
+            "{e:?}"
+        );
+        let missing = dir.path().join("missing.pem");
+        let e = NextHop::new(addr, &policy(Some(&missing), None))
+            .err()
+            .map(|e| e.to_string());
+        assert!(
+            e.as_deref().is_some_and(|e| e.contains("next_hop_ca")),
+            "{e:?}"
+        );
+        let e = NextHop::new(addr, &policy(None, Some("not a name!")))
+            .err()
+            .map(|e| e.to_string());
+        assert!(
+            e.as_deref().is_some_and(|e| e.contains("next_hop_name")),
+            "{e:?}"
+        );
+        let ok = NextHop::new(addr, &policy(None, Some("mx.example.org"))).expect("system roots");
+        assert_eq!(ok.mode, TlsMode::Require);
     }
 
     /// A scripted next hop on a local socket: answers each command with the given reply.

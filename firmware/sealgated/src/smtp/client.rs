@@ -744,6 +744,101 @@ mod tests {
         assert_eq!(ok.mode, TlsMode::Require);
     }
 
+    /// A next hop that offers STARTTLS and then answers it with `after` (and, for a plain
+    /// session, takes the message); serves `n` connections, returns what each saw.
+    async fn broken_tls(
+        after: &'static [u8],
+        n: usize,
+    ) -> (SocketAddr, tokio::task::JoinHandle<Vec<Vec<String>>>) {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = l.local_addr().expect("addr");
+        let h = tokio::spawn(async move {
+            let mut all = Vec::new();
+            for _ in 0..n {
+                let Ok((s, _)) = l.accept().await else { break };
+                let mut r = BufReader::new(s);
+                let mut seen = Vec::new();
+                let _ = r.get_mut().write_all(b"220 test\r\n").await;
+                let mut in_data = false;
+                loop {
+                    let mut line = String::new();
+                    if r.read_line(&mut line).await.unwrap_or(0) == 0 {
+                        break;
+                    }
+                    let line = line.trim_end().to_string();
+                    if in_data {
+                        if line == "." {
+                            in_data = false;
+                            let _ = r.get_mut().write_all(b"250 taken\r\n").await;
+                        }
+                        continue;
+                    }
+                    seen.push(line.clone());
+                    let up = line.to_ascii_uppercase();
+                    let answer: &[u8] = if up.starts_with("EHLO") {
+                        b"250-test\r\n250 STARTTLS\r\n"
+                    } else if up == "STARTTLS" {
+                        let _ = r.get_mut().write_all(after).await;
+                        break;
+                    } else if up == "DATA" {
+                        in_data = true;
+                        b"354 go\r\n"
+                    } else if up == "QUIT" {
+                        let _ = r.get_mut().write_all(b"221 bye\r\n").await;
+                        break;
+                    } else {
+                        b"250 ok\r\n"
+                    };
+                    let _ = r.get_mut().write_all(answer).await;
+                }
+                all.push(seen);
+            }
+            all
+        });
+        (addr, h)
+    }
+
+    #[tokio::test]
+    async fn opportunistic_falls_back_to_plain_but_require_does_not() {
+        let to = vec!["a@x".to_string()];
+        // The handshake fails (the next hop hangs up): opportunistic sends in plain.
+        let (addr, h) = broken_tls(b"220 go\r\n", 2).await;
+        let f = send(
+            &hop(addr, TlsMode::Opportunistic),
+            "box",
+            "s@x",
+            &to,
+            b"x\r\n",
+        )
+        .await;
+        assert!(matches!(&f[0], Fate::Delivered(_)), "{f:?}");
+        let seen = h.await.expect("server");
+        assert_eq!(seen.len(), 2);
+        assert!(seen[0].contains(&"STARTTLS".to_string()));
+        assert!(!seen[1].contains(&"STARTTLS".to_string()), "{seen:?}");
+        // Under require the message waits, with the reason, and goes nowhere in plain.
+        let (addr, h) = broken_tls(b"220 go\r\n", 1).await;
+        let f = send(&hop(addr, TlsMode::Require), "box", "s@x", &to, b"x\r\n").await;
+        assert!(
+            matches!(&f[0], Fate::Temporary(t) if t.contains("require")),
+            "{f:?}"
+        );
+        assert!(
+            !h.await.expect("server")[0]
+                .iter()
+                .any(|l| l.starts_with("MAIL"))
+        );
+        // Data pipelined behind the 220 (a command injected before the handshake): refused.
+        let (addr, _h) = broken_tls(b"220 go\r\n250 injected\r\n", 1).await;
+        let f = send(&hop(addr, TlsMode::Require), "box", "s@x", &to, b"x\r\n").await;
+        assert!(
+            matches!(&f[0], Fate::Temporary(t) if t.contains("after its STARTTLS reply")),
+            "{f:?}"
+        );
+    }
+
     /// A scripted next hop on a local socket: answers each command with the given reply.
     async fn scripted(
         script: Vec<(&'static str, &'static str)>,

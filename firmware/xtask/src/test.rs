@@ -33,7 +33,8 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "swaks",
     "libnet-ssleay-perl",
     "libio-socket-ssl-perl",
-    // The gateway's tests (tests/gateway): Postfix and Dovecot as the organisation's servers.
+    // The gateway's tests (tests/gateway) and the SMTP queue's next hop (tests/docking/queue.rs):
+    // Postfix and Dovecot.
     "postfix",
     "dovecot-core",
     "dovecot-imapd",

@@ -1,6 +1,7 @@
 //! The submission listeners end to end: Python smtplib (and swaks) as the mail client, the
 //! built `sealgated`, Postfix with Dovecot SASL as the organisation's server (it verifies the
-//! logins and receives the relayed mail), `openssl cms` to decrypt and verify what arrives.
+//! logins and receives the relayed mail), `openssl cms` and gpgsm to decrypt and verify what
+//! arrives.
 //! And the abuse: AUTH before TLS, a wrong password, another user's address, a mandatory
 //! message to a recipient without a certificate.
 
@@ -228,6 +229,14 @@ fn mail_is_signed_encrypted_to_every_recipient_and_the_sender_and_split_for_the_
             assert!(content.contains("the secret figures"), "{content}");
         }
     }
+    // gpgsm as mallory's mail client reads it too.
+    let g = crate::gpgsm::Gpgsm::new(&pki, "mallory@example.net");
+    let got = org.postfix.mailbox("mallory@example.net");
+    let inner = g.decrypt(&got[0]);
+    assert!(String::from_utf8_lossy(&inner).contains("the secret figures"));
+    let status = g.verify(&inner);
+    assert!(status.contains("GOODSIG"), "{status}");
+    drop(g);
     // carol has no certificate: a separate signed cleartext copy, only to her.
     let got = org.postfix.wait_for_mail("carol@example.org", 1);
     let text = String::from_utf8_lossy(&got[0]).into_owned();

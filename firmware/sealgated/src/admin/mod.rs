@@ -15,6 +15,7 @@
 //! Every login, failed login, logout, setup claim and change is recorded in the vault's
 //! audit chain (`admin.*` actions, the account as actor) and in the daemon's audit log.
 
+mod queue;
 pub mod session;
 mod settings_view;
 pub mod socket;
@@ -62,6 +63,8 @@ pub struct AdminState {
     pub listeners: Mutex<Vec<(String, String)>>,
     /// The daemon's uid, which (with root) the admin socket admits.
     pub own_uid: std::sync::OnceLock<u32>,
+    /// The SMTP queue (`queue.rs`).
+    pub queue: std::sync::OnceLock<Arc<crate::smtp::Spool>>,
 }
 
 impl AdminState {
@@ -75,6 +78,7 @@ impl AdminState {
             started: Instant::now(),
             listeners: Mutex::new(Vec::new()),
             own_uid: std::sync::OnceLock::new(),
+            queue: std::sync::OnceLock::new(),
         }
     }
 
@@ -1281,6 +1285,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 res("/certificates/pending/{sha256}/{decision}")
                     .route(web::post().to(decide_pending)),
             )
+            .configure(queue::routes)
             .default_service(web::to(not_found)),
     );
 }

@@ -316,6 +316,7 @@ virtual_minimum_uid = 1
 smtpd_tls_cert_file = {cert}
 smtpd_tls_key_file = {key}
 smtpd_tls_security_level = may
+smtpd_tls_received_header = yes
 smtpd_relay_restrictions = permit_mynetworks, permit_sasl_authenticated, reject_unauth_destination
 smtpd_sasl_type = dovecot
 smtpd_sasl_path = {sock}

@@ -222,6 +222,8 @@ fn mail_is_signed_encrypted_to_every_recipient_and_the_sender_and_split_for_the_
             "ciphertext only: {text}"
         );
         assert!(text.contains("application/pkcs7-mime"), "{text}");
+        // Relayed over STARTTLS (opportunistic towards the organisation's server).
+        assert!(text.contains("(using TLS"), "{text}");
         // Encrypted to this recipient, and to the sender: both decrypt it.
         for reader in [key, "alice@example.org"] {
             let inner = pki.openssl_decrypt(&got[0], reader);

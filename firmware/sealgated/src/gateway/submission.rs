@@ -139,8 +139,8 @@ pub async fn start(s: Submission) -> anyhow::Result<Running> {
     };
     let outbox = Outbox::open(
         &s.data_dir,
+        &s.settings,
         relay,
-        &s.settings.smtp.hostname,
         s.settings.smtp.retry_secs.duration(),
     )?;
     let mut binds = Vec::new();

@@ -20,7 +20,7 @@
 //! message that comes back to the listener whose marker it carries, verified, is relayed
 //! without processing; any other marker is removed.
 
-mod client;
+pub(crate) mod client;
 mod dsn;
 mod process;
 mod protocol;

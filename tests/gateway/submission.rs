@@ -607,6 +607,36 @@ fn auto_enrolment_issues_a_key_from_the_box_ca_at_the_first_message() {
         .arg("-CAfile")
         .arg(&ca_file));
     assert!(String::from_utf8_lossy(&out.stdout).contains("enrolled"));
+    // The vault's chain names the login: the enrolment and the key's use.
+    let mut b = b;
+    b.daemon.terminate();
+    let audit = {
+        let mut sealer = sealgate_vault::SoftwareSealer::danger_new();
+        let v = sealgate_vault::Vault::open(b._data_dir.path(), &mut sealer).unwrap();
+        v.audit().unwrap()
+    };
+    let actor = "submission:carol@example.org from 127.0.0.1";
+    assert!(
+        audit
+            .iter()
+            .any(|e| e.action == "submission.auto-enrol" && e.actor == actor),
+        "{audit:#?}"
+    );
+    assert!(
+        audit
+            .iter()
+            .filter(|e| e.actor == actor)
+            .any(|e| e.action != "submission.auto-enrol"),
+        "the key use: {audit:#?}"
+    );
+}
+
+#[test]
+fn a_sender_without_a_key_is_refused_when_the_policy_requires_a_signature() {
+    let pki = Pki::new();
+    let users = [USERS[0], ("dave@example.net", "dave-Passw0rd")];
+    let org = OrgServers::start(&users, MAILBOXES);
+    let b = start_box(&pki, &org, "[policy]\nsign = \"always\"\n");
     // dave has no key either and no auto-enrolment: sign = "always" refuses his message.
     let m = message("dave@example.net", &["bob@example.org"], "x", "x");
     let sent = client(

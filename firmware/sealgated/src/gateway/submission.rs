@@ -427,7 +427,10 @@ async fn session(sh: &Shared, tcp: TcpStream, peer: SocketAddr, implicit: bool) 
                 }
             }
             Event::RcptTo(r) => {
-                txn.to.push(r.address.to_ascii_lowercase());
+                let a = r.address.to_ascii_lowercase();
+                if !txn.to.contains(&a) {
+                    txn.to.push(a);
+                }
                 s.accept();
             }
             Event::DataStart => {
@@ -512,17 +515,26 @@ async fn end_of_message(
     let keys = sh.s.keys.clone();
     let vault = sh.s.vault.clone();
     let policy_settings = sh.s.settings.policy.clone();
-    let actor = crate::keys::actor("submission", login, &peer.ip().to_string());
+    let actor = crate::keys::actor("submission", login, &peer_ip(peer.ip()));
     let recipients = txn.to.clone();
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let sender = from.clone();
     let outcome = tokio::task::spawn_blocking(move || {
-        let acting = Acting::new(keys.as_ref(), actor);
+        let acting = Acting::new(keys.as_ref(), actor.clone());
         let enrol = |addr: &str| -> Result<(), String> {
             vault
                 .ca_issue(addr)
                 .map_err(|e| format!("auto-enrolment of {addr}: {e}"))?;
             keys.forget_cached();
+            // The issuance names the daemon; this entry names the login it was for.
+            vault
+                .record_event(
+                    &actor,
+                    "submission.auto-enrol",
+                    addr,
+                    "key issued by the box CA at the first submitted message",
+                )
+                .map_err(|e| format!("auditing the auto-enrolment of {addr}: {e}"))?;
             Ok(())
         };
         policy::apply(

@@ -490,6 +490,21 @@ fn swaks_submits_with_starttls_and_auth() {
     let got = org.postfix.wait_for_mail("bob@example.org", 1);
     let inner = pki.openssl_decrypt(&got[0], "bob@example.org");
     assert!(verified(&pki, &inner).contains("from swaks"));
+    // Implicit TLS (465) and AUTH LOGIN.
+    let out = Command::new("swaks")
+        .args(["--server", &b.implicit.to_string(), "--tls-on-connect"])
+        .args(["--auth", "LOGIN", "--auth-user", "alice@example.org"])
+        .args(["--auth-password", "alice-Passw0rd"])
+        .args(["--from", "alice@example.org", "--to", "bob@example.org"])
+        .args(["--h-From", "alice@example.org", "--body", "login over 465"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    let got = org.postfix.wait_for_mail("bob@example.org", 2);
+    assert!(got.iter().any(|m| {
+        verified(&pki, &pki.openssl_decrypt(m, "bob@example.org")).contains("login over 465")
+    }));
 }
 
 #[test]

@@ -555,6 +555,15 @@ async fn end_of_message(
             audit(sh, login, peer, mid, "policy-refused", 550, started);
             return Err(reply(550, [5, 7, 1], why));
         }
+        Err(Refusal::Content(why)) => {
+            tracing::info!(%peer, %login, reason = %why, "submitted message refused");
+            audit(sh, login, peer, mid, "content-refused", 554, started);
+            return Err(reply(
+                554,
+                [5, 6, 0],
+                "the message cannot be signed or encrypted as it is",
+            ));
+        }
         Err(Refusal::Temporary(why)) => {
             tracing::warn!(%peer, %login, reason = %why, "submission processing failed");
             audit(sh, login, peer, mid, "failed", 451, started);

@@ -529,6 +529,20 @@ mod tests {
     }
 
     #[test]
+    fn engine_errors_are_the_messages_fault_or_temporary() {
+        use sealgate_smime::Error as E;
+        assert!(matches!(
+            engine(E::Malformed("x".into())),
+            Refusal::Content(_)
+        ));
+        assert!(matches!(
+            engine(E::TooLarge("x".into())),
+            Refusal::Content(_)
+        ));
+        assert!(matches!(engine(E::Key("x".into())), Refusal::Temporary(_)));
+    }
+
+    #[test]
     fn forged_result_headers_are_removed() {
         let m = b"X-Sealgate-Result: signed; encrypted=9/9\r\nFrom: a@x.org\r\n\r\nbody\r\n";
         let out = strip_result_headers(m);

@@ -220,6 +220,11 @@ async fn accept_loop(
     }
 }
 
+/// The longest a TLS handshake may take.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+/// The longest a client may stay silent (RFC 5321 §4.5.3.2 gives the server 5 minutes).
+const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+
 /// The connection, plain until STARTTLS (or TLS from the start).
 enum Conn {
     Plain(TcpStream),
@@ -310,12 +315,13 @@ fn reply(code: u16, esc: [u16; 3], text: impl Into<String>) -> Reply {
 async fn session(sh: &Shared, tcp: TcpStream, peer: SocketAddr, implicit: bool) {
     let acceptor = TlsAcceptor::from(sh.s.tls.clone());
     let mut conn = if implicit {
-        match acceptor.accept(tcp).await {
-            Ok(t) => Conn::Tls(Box::new(t)),
-            Err(e) => {
+        match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+            Ok(Ok(t)) => Conn::Tls(Box::new(t)),
+            Ok(Err(e)) => {
                 tracing::debug!(%peer, error = %e, "submission TLS handshake failed");
                 return;
             }
+            Err(_) => return,
         }
     } else {
         Conn::Plain(tcp)
@@ -337,9 +343,13 @@ async fn session(sh: &Shared, tcp: TcpStream, peer: SocketAddr, implicit: bool) 
                 if conn.write(&s.take_output()).await.is_err() {
                     return;
                 }
-                match conn.read(&mut buf).await {
-                    Ok(0) | Err(_) => return,
-                    Ok(n) => s.feed(&buf[..n]),
+                match tokio::time::timeout(IDLE_TIMEOUT, conn.read(&mut buf)).await {
+                    Ok(Ok(0) | Err(_)) => return,
+                    Ok(Ok(n)) => s.feed(&buf[..n]),
+                    Err(_) => {
+                        let _ = conn.write(b"421 4.4.2 idle too long, closing\r\n").await;
+                        return;
+                    }
                 }
             }
             Event::Flush => {
@@ -354,15 +364,16 @@ async fn session(sh: &Shared, tcp: TcpStream, peer: SocketAddr, implicit: bool) 
                 let Conn::Plain(tcp) = std::mem::replace(&mut conn, Conn::Gone) else {
                     return;
                 };
-                match acceptor.accept(tcp).await {
-                    Ok(t) => {
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                    Ok(Ok(t)) => {
                         conn = Conn::Tls(Box::new(t));
                         s.tls_started();
                     }
-                    Err(e) => {
+                    Ok(Err(e)) => {
                         tracing::debug!(%peer, error = %e, "STARTTLS handshake failed");
                         return;
                     }
+                    Err(_) => return,
                 }
             }
             Event::Auth { credentials, .. } => {

@@ -254,6 +254,8 @@ pub struct Postfix {
     child: Child,
     pub dir: PathBuf,
     pub submission: u16,
+    /// Submission over implicit TLS (465-style), AUTH through Dovecot.
+    pub smtps: u16,
     pub relay: u16,
     pub log: PathBuf,
 }
@@ -274,7 +276,7 @@ impl Postfix {
             .arg(format!("{uid}:{gid}"))
             .arg(dir.join("mail")));
         run(Command::new("chown").arg("postfix").arg(dir.join("data")));
-        let (submission, relay) = (free_port(), free_port());
+        let (submission, relay, smtps) = (free_port(), free_port(), free_port());
         let log = dir.join("maillog");
         let mut map = String::new();
         let mut domains: Vec<&str> = Vec::new();
@@ -353,6 +355,9 @@ relay_transport = error:no outside delivery in tests
         master.push_str(&format!(
             "127.0.0.1:{submission} inet n - n - - smtpd -o smtpd_tls_security_level=encrypt -o smtpd_sasl_auth_enable=yes -o smtpd_tls_auth_only=yes -o smtpd_client_restrictions=permit_sasl_authenticated,reject\n"
         ));
+        master.push_str(&format!(
+            "127.0.0.1:{smtps} inet n - n - - smtpd -o smtpd_tls_wrappermode=yes -o smtpd_sasl_auth_enable=yes -o smtpd_client_restrictions=permit_sasl_authenticated,reject\n"
+        ));
         std::fs::write(conf.join("master.cf"), master).expect("master.cf");
         // Freshly written configuration makes the master wait; backdate it.
         run(Command::new("touch")
@@ -388,10 +393,12 @@ relay_transport = error:no outside delivery in tests
             .expect("start postfix");
         wait_for_port(relay, "postfix", &dir.join("stderr.log"), &mut child);
         wait_for_port(submission, "postfix", &dir.join("stderr.log"), &mut child);
+        wait_for_port(smtps, "postfix", &dir.join("stderr.log"), &mut child);
         Postfix {
             child,
             dir,
             submission,
+            smtps,
             relay,
             log,
         }

@@ -669,3 +669,37 @@ fn a_sender_without_a_key_is_refused_when_the_policy_requires_a_signature() {
         "{sent:?}"
     );
 }
+
+#[test]
+fn openssl_s_client_sees_the_box_certificate_on_both_ports() {
+    require_tool("openssl", "openssl");
+    let pki = Pki::new();
+    let org = OrgServers::start(USERS, MAILBOXES);
+    let b = start_box(&pki, &org, "");
+    for (port, starttls) in [(b.starttls.port(), true), (b.implicit.port(), false)] {
+        let mut cmd = Command::new("openssl");
+        cmd.args(["s_client", "-connect", &format!("127.0.0.1:{port}")])
+            .arg("-CAfile")
+            .arg(b.daemon.ca_file())
+            .args(["-verify_return_error", "-ign_eof"]);
+        if starttls {
+            cmd.args(["-starttls", "smtp"]);
+        }
+        let mut child = cmd
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        {
+            use std::io::Write;
+            let mut stdin = child.stdin.take().unwrap();
+            stdin.write_all(b"EHLO client.test\r\nQUIT\r\n").unwrap();
+        }
+        let out = child.wait_with_output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("Verify return code: 0 (ok)"), "{text}");
+        // Over TLS, AUTH is offered.
+        assert!(text.contains("AUTH PLAIN LOGIN"), "{text}");
+    }
+}

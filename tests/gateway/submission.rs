@@ -66,7 +66,7 @@ except smtplib.SMTPException as err:
 "#;
 
 struct Box {
-    _data_dir: tempfile::TempDir,
+    data_dir: tempfile::TempDir,
     daemon: Daemon,
     starttls: SocketAddr,
     implicit: SocketAddr,
@@ -94,7 +94,7 @@ fn start_box(pki: &Pki, org: &OrgServers, extra: &str) -> Box {
     let starttls = listener(&daemon, "submission");
     let implicit = listener(&daemon, "submission-tls");
     Box {
-        _data_dir: dir,
+        data_dir: dir,
         daemon,
         starttls,
         implicit,
@@ -563,12 +563,7 @@ fn header_protection_puts_the_subject_inside_and_a_placeholder_outside() {
 #[test]
 fn auto_enrolment_issues_a_key_from_the_box_ca_at_the_first_message() {
     let pki = Pki::new();
-    let users = [
-        USERS[0],
-        USERS[1],
-        ("carol@example.org", "carol-Passw0rd"),
-        ("dave@example.net", "dave-Passw0rd"),
-    ];
+    let users = [USERS[0], USERS[1], ("carol@example.org", "carol-Passw0rd")];
     let org = OrgServers::start(&users, MAILBOXES);
     // A vault with the box CA; logins checked by Dovecot's IMAPS this time.
     let dir = data_dir_with_keys(&pki);
@@ -592,7 +587,7 @@ fn auto_enrolment_issues_a_key_from_the_box_ca_at_the_first_message() {
         starttls: listener(&daemon, "submission"),
         implicit: listener(&daemon, "submission-tls"),
         daemon,
-        _data_dir: dir,
+        data_dir: dir,
         tmp: tempfile::tempdir().unwrap(),
     };
     // carol has neither a key nor a certificate: the box CA issues one at her first message.
@@ -627,7 +622,7 @@ fn auto_enrolment_issues_a_key_from_the_box_ca_at_the_first_message() {
     b.daemon.terminate();
     let audit = {
         let mut sealer = sealgate_vault::SoftwareSealer::danger_new();
-        let v = sealgate_vault::Vault::open(b._data_dir.path(), &mut sealer).unwrap();
+        let v = sealgate_vault::Vault::open(b.data_dir.path(), &mut sealer).unwrap();
         v.audit().unwrap()
     };
     let actor = "submission:carol@example.org from 127.0.0.1";

@@ -88,6 +88,24 @@ fn smtp_submission_login_is_verified_by_postfix_with_dovecot_sasl() {
 }
 
 #[test]
+fn smtps_login_is_verified_by_postfix_over_implicit_tls() {
+    let org = OrgServers::start(USERS, &[]);
+    let v = verifier(&org, Scheme::Smtps, org.postfix.smtps, 100);
+    let peer: IpAddr = PEER.parse().unwrap();
+    rt().block_on(async {
+        assert_eq!(
+            v.verify(&creds("carol@example.org", "pässwort-carol"), peer)
+                .await,
+            Ok(())
+        );
+        assert_eq!(
+            v.verify(&creds("carol@example.org", "wrong"), peer).await,
+            Err(AuthError::Rejected)
+        );
+    });
+}
+
+#[test]
 fn a_server_without_starttls_or_with_an_untrusted_certificate_never_gets_the_password() {
     let org = OrgServers::start(USERS, &[]);
     let peer: IpAddr = PEER.parse().unwrap();

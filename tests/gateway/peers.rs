@@ -254,6 +254,8 @@ pub struct Postfix {
     child: Child,
     pub dir: PathBuf,
     pub submission: u16,
+    /// Submission over implicit TLS (465-style), AUTH through Dovecot.
+    pub smtps: u16,
     pub relay: u16,
     pub log: PathBuf,
 }
@@ -387,6 +389,7 @@ smtp_destination_concurrency_limit = 20
             child,
             dir,
             submission: 0,
+            smtps: 0,
             relay,
             log,
         }
@@ -395,7 +398,7 @@ smtp_destination_concurrency_limit = 20
     pub fn start(dir: &Path, tls: &ServerTls, dovecot: &Dovecot, mailboxes: &[&str]) -> Postfix {
         let (dir, conf) = Postfix::prepare(dir);
         let (uid, gid) = (id(&["-u", "nobody"]), id(&["-g", "nobody"]));
-        let (submission, relay) = (free_port(), free_port());
+        let (submission, relay, smtps) = (free_port(), free_port(), free_port());
         let log = dir.join("maillog");
         let mut map = String::new();
         let mut domains: Vec<&str> = Vec::new();
@@ -422,6 +425,7 @@ virtual_minimum_uid = 1
 smtpd_tls_cert_file = {cert}
 smtpd_tls_key_file = {key}
 smtpd_tls_security_level = may
+smtpd_tls_received_header = yes
 smtpd_relay_restrictions = permit_mynetworks, permit_sasl_authenticated, reject_unauth_destination
 smtpd_sasl_type = dovecot
 smtpd_sasl_path = {sock}
@@ -440,15 +444,16 @@ relay_transport = error:no outside delivery in tests
         let child = Postfix::launch(
             &dir,
             &format!(
-                "127.0.0.1:{relay} inet n - n - - smtpd\n127.0.0.1:{submission} inet n - n - - smtpd -o smtpd_tls_security_level=encrypt -o smtpd_sasl_auth_enable=yes -o smtpd_tls_auth_only=yes -o smtpd_client_restrictions=permit_sasl_authenticated,reject\n"
+                "127.0.0.1:{relay} inet n - n - - smtpd\n127.0.0.1:{submission} inet n - n - - smtpd -o smtpd_tls_security_level=encrypt -o smtpd_sasl_auth_enable=yes -o smtpd_tls_auth_only=yes -o smtpd_client_restrictions=permit_sasl_authenticated,reject\n127.0.0.1:{smtps} inet n - n - - smtpd -o smtpd_tls_wrappermode=yes -o smtpd_sasl_auth_enable=yes -o smtpd_client_restrictions=permit_sasl_authenticated,reject\n"
             ),
-            &[relay, submission],
+            &[relay, submission, smtps],
             None,
         );
         Postfix {
             child,
             dir,
             submission,
+            smtps,
             relay,
             log,
         }

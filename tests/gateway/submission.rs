@@ -1,6 +1,7 @@
 //! The submission listeners end to end: Python smtplib (and swaks) as the mail client, the
 //! built `sealgated`, Postfix with Dovecot SASL as the organisation's server (it verifies the
-//! logins and receives the relayed mail), `openssl cms` to decrypt and verify what arrives.
+//! logins and receives the relayed mail), `openssl cms` and gpgsm to decrypt and verify what
+//! arrives.
 //! And the abuse: AUTH before TLS, a wrong password, another user's address, a mandatory
 //! message to a recipient without a certificate.
 
@@ -65,7 +66,7 @@ except smtplib.SMTPException as err:
 "#;
 
 struct Box {
-    _data_dir: tempfile::TempDir,
+    data_dir: tempfile::TempDir,
     daemon: Daemon,
     starttls: SocketAddr,
     implicit: SocketAddr,
@@ -93,7 +94,7 @@ fn start_box(pki: &Pki, org: &OrgServers, extra: &str) -> Box {
     let starttls = listener(&daemon, "submission");
     let implicit = listener(&daemon, "submission-tls");
     Box {
-        _data_dir: dir,
+        data_dir: dir,
         daemon,
         starttls,
         implicit,
@@ -221,6 +222,8 @@ fn mail_is_signed_encrypted_to_every_recipient_and_the_sender_and_split_for_the_
             "ciphertext only: {text}"
         );
         assert!(text.contains("application/pkcs7-mime"), "{text}");
+        // Relayed over STARTTLS (opportunistic towards the organisation's server).
+        assert!(text.contains("(using TLS"), "{text}");
         // Encrypted to this recipient, and to the sender: both decrypt it.
         for reader in [key, "alice@example.org"] {
             let inner = pki.openssl_decrypt(&got[0], reader);
@@ -228,6 +231,14 @@ fn mail_is_signed_encrypted_to_every_recipient_and_the_sender_and_split_for_the_
             assert!(content.contains("the secret figures"), "{content}");
         }
     }
+    // gpgsm as mallory's mail client reads it too.
+    let g = crate::gpgsm::Gpgsm::new(&pki, "mallory@example.net");
+    let got = org.postfix.mailbox("mallory@example.net");
+    let inner = g.decrypt(&got[0]);
+    assert!(String::from_utf8_lossy(&inner).contains("the secret figures"));
+    let status = g.verify(&inner);
+    assert!(status.contains("GOODSIG"), "{status}");
+    drop(g);
     // carol has no certificate: a separate signed cleartext copy, only to her.
     let got = org.postfix.wait_for_mail("carol@example.org", 1);
     let text = String::from_utf8_lossy(&got[0]).into_owned();
@@ -479,6 +490,21 @@ fn swaks_submits_with_starttls_and_auth() {
     let got = org.postfix.wait_for_mail("bob@example.org", 1);
     let inner = pki.openssl_decrypt(&got[0], "bob@example.org");
     assert!(verified(&pki, &inner).contains("from swaks"));
+    // Implicit TLS (465) and AUTH LOGIN.
+    let out = Command::new("swaks")
+        .args(["--server", &b.implicit.to_string(), "--tls-on-connect"])
+        .args(["--auth", "LOGIN", "--auth-user", "alice@example.org"])
+        .args(["--auth-password", "alice-Passw0rd"])
+        .args(["--from", "alice@example.org", "--to", "bob@example.org"])
+        .args(["--h-From", "alice@example.org", "--body", "login over 465"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    let got = org.postfix.wait_for_mail("bob@example.org", 2);
+    assert!(got.iter().any(|m| {
+        verified(&pki, &pki.openssl_decrypt(m, "bob@example.org")).contains("login over 465")
+    }));
 }
 
 #[test]
@@ -537,12 +563,7 @@ fn header_protection_puts_the_subject_inside_and_a_placeholder_outside() {
 #[test]
 fn auto_enrolment_issues_a_key_from_the_box_ca_at_the_first_message() {
     let pki = Pki::new();
-    let users = [
-        USERS[0],
-        USERS[1],
-        ("carol@example.org", "carol-Passw0rd"),
-        ("dave@example.net", "dave-Passw0rd"),
-    ];
+    let users = [USERS[0], USERS[1], ("carol@example.org", "carol-Passw0rd")];
     let org = OrgServers::start(&users, MAILBOXES);
     // A vault with the box CA; logins checked by Dovecot's IMAPS this time.
     let dir = data_dir_with_keys(&pki);
@@ -566,7 +587,7 @@ fn auto_enrolment_issues_a_key_from_the_box_ca_at_the_first_message() {
         starttls: listener(&daemon, "submission"),
         implicit: listener(&daemon, "submission-tls"),
         daemon,
-        _data_dir: dir,
+        data_dir: dir,
         tmp: tempfile::tempdir().unwrap(),
     };
     // carol has neither a key nor a certificate: the box CA issues one at her first message.
@@ -596,6 +617,36 @@ fn auto_enrolment_issues_a_key_from_the_box_ca_at_the_first_message() {
         .arg("-CAfile")
         .arg(&ca_file));
     assert!(String::from_utf8_lossy(&out.stdout).contains("enrolled"));
+    // The vault's chain names the login: the enrolment and the key's use.
+    let mut b = b;
+    b.daemon.terminate();
+    let audit = {
+        let mut sealer = sealgate_vault::SoftwareSealer::danger_new();
+        let v = sealgate_vault::Vault::open(b.data_dir.path(), &mut sealer).unwrap();
+        v.audit().unwrap()
+    };
+    let actor = "submission:carol@example.org from 127.0.0.1";
+    assert!(
+        audit
+            .iter()
+            .any(|e| e.action == "submission.auto-enrol" && e.actor == actor),
+        "{audit:#?}"
+    );
+    assert!(
+        audit
+            .iter()
+            .filter(|e| e.actor == actor)
+            .any(|e| e.action != "submission.auto-enrol"),
+        "the key use: {audit:#?}"
+    );
+}
+
+#[test]
+fn a_sender_without_a_key_is_refused_when_the_policy_requires_a_signature() {
+    let pki = Pki::new();
+    let users = [USERS[0], ("dave@example.net", "dave-Passw0rd")];
+    let org = OrgServers::start(&users, MAILBOXES);
+    let b = start_box(&pki, &org, "[policy]\nsign = \"always\"\n");
     // dave has no key either and no auto-enrolment: sign = "always" refuses his message.
     let m = message("dave@example.net", &["bob@example.org"], "x", "x");
     let sent = client(
@@ -612,4 +663,38 @@ fn auto_enrolment_issues_a_key_from_the_box_ca_at_the_first_message() {
         sent.text.contains("5.7.1") && sent.text.contains("signature"),
         "{sent:?}"
     );
+}
+
+#[test]
+fn openssl_s_client_sees_the_box_certificate_on_both_ports() {
+    require_tool("openssl", "openssl");
+    let pki = Pki::new();
+    let org = OrgServers::start(USERS, MAILBOXES);
+    let b = start_box(&pki, &org, "");
+    for (port, starttls) in [(b.starttls.port(), true), (b.implicit.port(), false)] {
+        let mut cmd = Command::new("openssl");
+        cmd.args(["s_client", "-connect", &format!("127.0.0.1:{port}")])
+            .arg("-CAfile")
+            .arg(b.daemon.ca_file())
+            .args(["-verify_return_error", "-ign_eof"]);
+        if starttls {
+            cmd.args(["-starttls", "smtp"]);
+        }
+        let mut child = cmd
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        {
+            use std::io::Write;
+            let mut stdin = child.stdin.take().unwrap();
+            stdin.write_all(b"EHLO client.test\r\nQUIT\r\n").unwrap();
+        }
+        let out = child.wait_with_output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("Verify return code: 0 (ok)"), "{text}");
+        // Over TLS, AUTH is offered.
+        assert!(text.contains("AUTH PLAIN LOGIN"), "{text}");
+    }
 }

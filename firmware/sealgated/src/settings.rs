@@ -40,14 +40,14 @@ pub struct Settings {
     pub log: Log,
     /// The work one message may cost the engine.
     pub limits: Limits,
+    /// The durable SMTP queue (retries, lifetime, loops).
+    pub queue: Queue,
     /// Mail submission by employees' mail clients (587 STARTTLS, 465 implicit TLS).
     pub submission: Submission,
     /// Mail from the Internet (MX).
     pub inbound: Inbound,
     /// What submitted mail gets: signature, encryption, by level.
     pub policy: Policy,
-    /// The durable SMTP queue (retries, lifetime, loops).
-    pub queue: Queue,
 }
 
 /// `[docking]`.

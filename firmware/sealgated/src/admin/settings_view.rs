@@ -63,10 +63,10 @@ pub fn view(s: &Settings) -> Value {
         smtp,
         log,
         limits,
+        queue,
         submission,
         inbound,
         policy,
-        queue,
     } = s;
     let Docking {
         listen,
@@ -185,10 +185,10 @@ pub fn view(s: &Settings) -> Value {
             "max_recipient_entries": max_recipient_entries,
             "max_signers": max_signers,
         },
+        "queue": queue,
         "submission": submission_view(submission),
         "inbound": inbound_view(inbound),
         "policy": policy_view(policy),
-        "queue": queue,
     })
 }
 
@@ -329,6 +329,7 @@ mod tests {
             "submission",
             "inbound",
             "policy",
+            "queue",
         ] {
             assert!(v[section].is_object(), "{section}");
         }

@@ -4,22 +4,21 @@
 //! task [`Outbox::run`]) until the shared durable queue of issue 10 §1 takes its place.
 //! **Durable before `250`**: every copy (message and envelope) is written to a temporary
 //! file, fsynced, renamed into `DATA/submission/outbox/`, and the folder fsynced, before
-//! `enqueue` returns. Delivery: plain SMTP through the protocol crate's client side
-//! (commands written safely, replies parsed, DATA dot-stuffed with CRLF line ends); a
-//! temporary failure is tried again every `retry`; a permanent refusal moves the copy, with
-//! the reason, to `DATA/submission/held/` (no bounce yet: DSNs come with the shared queue).
+//! `enqueue` returns. Delivery: the shared outbound client (`smtp::client`: STARTTLS
+//! opportunistic, PIPELINING, SIZE, DATA dot-stuffed with CRLF line ends); recipients
+//! deferred are tried again every `retry`; recipients refused for good are moved, with the
+//! reason, to `DATA/submission/held/` (no bounce yet: DSNs are the shared queue's).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use sealgate_smtp::client::{Command, ReplyReader, ServerReply};
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 use super::policy::Copy;
+use crate::smtp::client::NextHop;
+use crate::smtp::queue::Fate;
 
 /// One copy's envelope (`ID.json` next to `ID.eml`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -39,14 +38,11 @@ struct Envelope {
 pub struct Outbox {
     dir: PathBuf,
     held: PathBuf,
-    relay: SocketAddr,
+    relay: NextHop,
     hostname: String,
     retry: Duration,
     wake: tokio::sync::Notify,
 }
-
-/// How long the relay may take to answer one command.
-const REPLY_TIMEOUT: Duration = Duration::from_secs(120);
 
 fn sync_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
@@ -66,10 +62,21 @@ impl Outbox {
     /// Opens (creates) `data_dir/submission/outbox/` and `held/`.
     pub fn open(
         data_dir: &Path,
+        settings: &crate::settings::Settings,
         relay: SocketAddr,
-        hostname: &str,
         retry: Duration,
     ) -> anyhow::Result<Arc<Outbox>> {
+        // The shared outbound client, STARTTLS opportunistic (the organisation's server is
+        // on the internal network; `relay_tls` settings may follow).
+        let mut hop = settings.clone();
+        hop.smtp.next_hop = Some(relay);
+        hop.smtp.next_hop_tls = crate::settings::TlsMode::Opportunistic;
+        hop.smtp.next_hop_ca = None;
+        hop.smtp.next_hop_fingerprint = None;
+        hop.smtp.next_hop_name = None;
+        let relay = NextHop::from_settings(&hop)?
+            .ok_or_else(|| anyhow::anyhow!("[submission] relay is not set"))?;
+        let hostname = settings.smtp.hostname.as_str();
         let base = data_dir.join("submission");
         let dir = base.join("outbox");
         let held = base.join("held");
@@ -185,37 +192,47 @@ impl Outbox {
             _ => return,
         };
         env.attempts += 1;
-        match send(self.relay, &self.hostname, &env.from, &env.to, &msg).await {
-            Ok(refused) => {
-                tracing::info!(copy = name, login = %env.login, recipients = env.to.len() - refused.len(), "relayed");
-                if !refused.is_empty() {
-                    let why = refused
-                        .iter()
-                        .map(|(r, reply)| format!("{r}: {reply}"))
-                        .collect::<Vec<_>>()
-                        .join("; ");
-                    env.to = refused.into_iter().map(|(r, _)| r).collect();
-                    self.hold(name, env, &msg, why);
+        let fates =
+            crate::smtp::client::send(&self.relay, &self.hostname, &env.from, &env.to, &msg).await;
+        let (mut again, mut refused, mut why_again) = (Vec::new(), Vec::new(), None);
+        for (r, f) in env.to.iter().zip(fates) {
+            match f {
+                Fate::Delivered(_) => {}
+                Fate::Temporary(w) => {
+                    again.push(r.clone());
+                    why_again = Some(w);
                 }
-                let _ = std::fs::remove_file(&json);
-                let _ = std::fs::remove_file(&eml);
-                let _ = sync_dir(&self.dir);
+                Fate::Permanent(w) => refused.push(format!("{r}: {w}")),
             }
-            Err(Failure::Temporary(why)) => {
-                tracing::warn!(copy = name, attempts = env.attempts, reason = %why, "relay failed; will retry");
-                if let Ok(j) = serde_json::to_vec(&env) {
-                    let tmp = self.dir.join(format!("{name}.json.tmp"));
-                    let _ = std::fs::remove_file(&tmp);
-                    if write_synced(&tmp, &j).is_ok() {
-                        let _ = std::fs::rename(&tmp, &json);
-                    }
-                }
-            }
-            Err(Failure::Permanent(why)) => {
-                tracing::warn!(copy = name, reason = %why, "relay refused the copy: held");
-                self.hold(name, env, &msg, why);
-                let _ = std::fs::remove_file(&json);
-                let _ = std::fs::remove_file(&eml);
+        }
+        let delivered = env.to.len() - again.len() - refused.len();
+        if delivered > 0 {
+            tracing::info!(copy = name, login = %env.login, recipients = delivered, "relayed");
+        }
+        if !refused.is_empty() {
+            tracing::warn!(copy = name, refused = %refused.join("; "), "the relay refused recipients: held");
+            let mut held = env.clone();
+            held.to = env
+                .to
+                .iter()
+                .filter(|r| refused.iter().any(|x| x.starts_with(&format!("{r}: "))))
+                .cloned()
+                .collect();
+            self.hold(name, held, &msg, refused.join("; "));
+        }
+        if again.is_empty() {
+            let _ = std::fs::remove_file(&json);
+            let _ = std::fs::remove_file(&eml);
+            let _ = sync_dir(&self.dir);
+            return;
+        }
+        tracing::warn!(copy = name, attempts = env.attempts, reason = %why_again.unwrap_or_default(), "relay failed; will retry");
+        env.to = again;
+        if let Ok(j) = serde_json::to_vec(&env) {
+            let tmp = self.dir.join(format!("{name}.json.tmp"));
+            let _ = std::fs::remove_file(&tmp);
+            if write_synced(&tmp, &j).is_ok() {
+                let _ = std::fs::rename(&tmp, &json);
                 let _ = sync_dir(&self.dir);
             }
         }
@@ -241,132 +258,4 @@ impl Outbox {
             );
         }
     }
-}
-
-enum Failure {
-    Temporary(String),
-    Permanent(String),
-}
-
-struct Conn {
-    tcp: TcpStream,
-    replies: ReplyReader,
-}
-
-impl Conn {
-    async fn reply(&mut self) -> Result<ServerReply, Failure> {
-        let mut buf = [0u8; 4096];
-        loop {
-            match self.replies.next_reply() {
-                Some(Ok(r)) => return Ok(r),
-                Some(Err(e)) => return Err(Failure::Temporary(format!("bad reply: {e:?}"))),
-                None => {}
-            }
-            let n = tokio::time::timeout(REPLY_TIMEOUT, self.tcp.read(&mut buf))
-                .await
-                .map_err(|_| Failure::Temporary("the relay did not answer".into()))?
-                .map_err(|e| Failure::Temporary(format!("read: {e}")))?;
-            if n == 0 {
-                return Err(Failure::Temporary("the relay closed the connection".into()));
-            }
-            self.replies.feed(&buf[..n]);
-        }
-    }
-
-    async fn write(&mut self, bytes: &[u8]) -> Result<(), Failure> {
-        self.tcp
-            .write_all(bytes)
-            .await
-            .map_err(|e| Failure::Temporary(format!("write: {e}")))
-    }
-
-    async fn command(&mut self, c: Command<'_>) -> Result<ServerReply, Failure> {
-        let line = c.encode().map_err(|e| Failure::Permanent(e.to_string()))?;
-        self.write(&line).await?;
-        self.reply().await
-    }
-}
-
-fn classify(what: &str, r: &ServerReply) -> Failure {
-    let why = format!("{what}: {r}");
-    if r.is_transient() {
-        Failure::Temporary(why)
-    } else {
-        Failure::Permanent(why)
-    }
-}
-
-/// One delivery; returns the recipients the relay refused permanently (with its reply).
-async fn send(
-    relay: SocketAddr,
-    hostname: &str,
-    from: &str,
-    to: &[String],
-    msg: &[u8],
-) -> Result<Vec<(String, String)>, Failure> {
-    let tcp = tokio::time::timeout(REPLY_TIMEOUT, TcpStream::connect(relay))
-        .await
-        .map_err(|_| Failure::Temporary(format!("connect to {relay}: timeout")))?
-        .map_err(|e| Failure::Temporary(format!("connect to {relay}: {e}")))?;
-    let mut c = Conn {
-        tcp,
-        replies: ReplyReader::new(),
-    };
-    let greeting = c.reply().await?;
-    if !greeting.is_positive() {
-        return Err(classify("greeting", &greeting));
-    }
-    let r = c.command(Command::Ehlo(hostname)).await?;
-    if !r.is_positive() {
-        return Err(classify("EHLO", &r));
-    }
-    let r = c
-        .command(Command::MailFrom {
-            address: from,
-            size: None,
-            eight_bit: false,
-            smtputf8: false,
-        })
-        .await?;
-    if !r.is_positive() {
-        return Err(classify("MAIL", &r));
-    }
-    let mut refused = Vec::new();
-    let mut accepted = 0;
-    let mut transient = None;
-    for rcpt in to {
-        let r = c.command(Command::RcptTo(rcpt)).await?;
-        if r.is_positive() {
-            accepted += 1;
-        } else if r.is_transient() {
-            transient = Some(format!("RCPT {rcpt}: {r}"));
-        } else {
-            refused.push((rcpt.clone(), r.to_string()));
-        }
-    }
-    // A recipient deferred: the whole copy is tried again later (none was sent yet).
-    if let Some(why) = transient {
-        let _ = c.command(Command::Rset).await;
-        return Err(Failure::Temporary(why));
-    }
-    if accepted == 0 {
-        return Err(Failure::Permanent(
-            refused
-                .iter()
-                .map(|(r, w)| format!("{r}: {w}"))
-                .collect::<Vec<_>>()
-                .join("; "),
-        ));
-    }
-    let r = c.command(Command::Data).await?;
-    if !r.is_intermediate() {
-        return Err(classify("DATA", &r));
-    }
-    c.write(&sealgate_smtp::dot::data_section(msg)).await?;
-    let r = c.reply().await?;
-    if !r.is_positive() {
-        return Err(classify("end of DATA", &r));
-    }
-    let _ = c.command(Command::Quit).await;
-    Ok(refused)
 }

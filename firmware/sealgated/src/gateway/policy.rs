@@ -114,6 +114,18 @@ pub enum Refusal {
     Policy(String),
     /// `451 4.3.0`: the box could not do it now (vault, engine); the client may retry.
     Temporary(String),
+    /// `554 5.6.0`: the message itself cannot be signed or encrypted (malformed, too large,
+    /// unsupported); retrying will not help.
+    Content(String),
+}
+
+/// An engine error while signing or encrypting: the message's fault or ours.
+fn engine(e: sealgate_smime::Error) -> Refusal {
+    use sealgate_smime::Error as E;
+    match e {
+        E::Malformed(_) | E::Unsupported(_) | E::TooLarge(_) => Refusal::Content(e.to_string()),
+        other => Refusal::Temporary(other.to_string()),
+    }
 }
 
 /// What to do with one message (pure: made from what the key directory knows).
@@ -219,9 +231,12 @@ pub fn apply(
     let temp = |e: &dyn std::fmt::Display| Refusal::Temporary(e.to_string());
     let mut certs = Vec::with_capacity(recipients.len());
     for r in recipients {
+        // A certificate the engine cannot encrypt to (a legacy RSA key under 2048 bits, an
+        // unsupported key type) counts as none: the recipient is not silently dropped.
         certs.push(
             keys.encryption_certificate(&r.trim().to_ascii_lowercase(), now)
-                .map_err(|e| temp(&e))?,
+                .map_err(|e| temp(&e))?
+                .and_then(|c| Recipient::new(c).ok()),
         );
     }
     let has_cert: Vec<bool> = certs.iter().map(Option::is_some).collect();
@@ -244,7 +259,7 @@ pub fn apply(
     // differs: hp="cipher" or "clear"); without, the encrypted copy encrypts the signed one.
     let hp = e.header_protection && (signer.is_some() || !p.encrypted.is_empty());
     let signed = match signer {
-        Some(k) if !hp => message::sign_message(&msg, k, false, now).map_err(|e| temp(&e))?,
+        Some(k) if !hp => message::sign_message(&msg, k, false, now).map_err(engine)?,
         _ => msg.clone(),
     };
     let total = recipients.len();
@@ -262,7 +277,7 @@ pub fn apply(
             if let Some(c) = c
                 && p.encrypted.contains(r)
             {
-                to.push(Recipient::new(c).map_err(|e| temp(&e))?);
+                to.push(c);
             }
         }
         // The sender's own certificate, so the Sent copy stays readable.
@@ -270,13 +285,14 @@ pub fn apply(
             && let Some(c) = keys
                 .encryption_certificate(&sender, now)
                 .map_err(|e| temp(&e))?
+            && let Ok(r) = Recipient::new(c)
         {
-            to.push(Recipient::new(c).map_err(|e| temp(&e))?);
+            to.push(r);
         }
         let out = if hp {
-            protected_copy(&msg, signer, Some(&to), now).map_err(|e| temp(&e))?
+            protected_copy(&msg, signer, Some(&to), now).map_err(engine)?
         } else {
-            message::encrypt_message(&signed, &to, CipherChoice::Aes256Cbc).map_err(|e| temp(&e))?
+            message::encrypt_message(&signed, &to, CipherChoice::Aes256Cbc).map_err(engine)?
         };
         copies.push(Copy {
             recipients: p.encrypted.clone(),
@@ -285,7 +301,7 @@ pub fn apply(
     }
     if !p.cleartext.is_empty() {
         let clear = if hp && signer.is_some() {
-            protected_copy(&msg, signer, None, now).map_err(|e| temp(&e))?
+            protected_copy(&msg, signer, None, now).map_err(engine)?
         } else {
             signed
         };
@@ -510,6 +526,20 @@ mod tests {
                 .expect("plan")
                 .sign
         );
+    }
+
+    #[test]
+    fn engine_errors_are_the_messages_fault_or_temporary() {
+        use sealgate_smime::Error as E;
+        assert!(matches!(
+            engine(E::Malformed("x".into())),
+            Refusal::Content(_)
+        ));
+        assert!(matches!(
+            engine(E::TooLarge("x".into())),
+            Refusal::Content(_)
+        ));
+        assert!(matches!(engine(E::Key("x".into())), Refusal::Temporary(_)));
     }
 
     #[test]

@@ -139,8 +139,8 @@ pub async fn start(s: Submission) -> anyhow::Result<Running> {
     };
     let outbox = Outbox::open(
         &s.data_dir,
+        &s.settings,
         relay,
-        &s.settings.smtp.hostname,
         s.settings.smtp.retry_secs.duration(),
     )?;
     let mut binds = Vec::new();
@@ -219,6 +219,11 @@ async fn accept_loop(
         });
     }
 }
+
+/// The longest a TLS handshake may take.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+/// The longest a client may stay silent (RFC 5321 §4.5.3.2 gives the server 5 minutes).
+const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// The connection, plain until STARTTLS (or TLS from the start).
 enum Conn {
@@ -310,12 +315,13 @@ fn reply(code: u16, esc: [u16; 3], text: impl Into<String>) -> Reply {
 async fn session(sh: &Shared, tcp: TcpStream, peer: SocketAddr, implicit: bool) {
     let acceptor = TlsAcceptor::from(sh.s.tls.clone());
     let mut conn = if implicit {
-        match acceptor.accept(tcp).await {
-            Ok(t) => Conn::Tls(Box::new(t)),
-            Err(e) => {
+        match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+            Ok(Ok(t)) => Conn::Tls(Box::new(t)),
+            Ok(Err(e)) => {
                 tracing::debug!(%peer, error = %e, "submission TLS handshake failed");
                 return;
             }
+            Err(_) => return,
         }
     } else {
         Conn::Plain(tcp)
@@ -337,9 +343,13 @@ async fn session(sh: &Shared, tcp: TcpStream, peer: SocketAddr, implicit: bool) 
                 if conn.write(&s.take_output()).await.is_err() {
                     return;
                 }
-                match conn.read(&mut buf).await {
-                    Ok(0) | Err(_) => return,
-                    Ok(n) => s.feed(&buf[..n]),
+                match tokio::time::timeout(IDLE_TIMEOUT, conn.read(&mut buf)).await {
+                    Ok(Ok(0) | Err(_)) => return,
+                    Ok(Ok(n)) => s.feed(&buf[..n]),
+                    Err(_) => {
+                        let _ = conn.write(b"421 4.4.2 idle too long, closing\r\n").await;
+                        return;
+                    }
                 }
             }
             Event::Flush => {
@@ -354,15 +364,16 @@ async fn session(sh: &Shared, tcp: TcpStream, peer: SocketAddr, implicit: bool) 
                 let Conn::Plain(tcp) = std::mem::replace(&mut conn, Conn::Gone) else {
                     return;
                 };
-                match acceptor.accept(tcp).await {
-                    Ok(t) => {
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                    Ok(Ok(t)) => {
                         conn = Conn::Tls(Box::new(t));
                         s.tls_started();
                     }
-                    Err(e) => {
+                    Ok(Err(e)) => {
                         tracing::debug!(%peer, error = %e, "STARTTLS handshake failed");
                         return;
                     }
+                    Err(_) => return,
                 }
             }
             Event::Auth { credentials, .. } => {
@@ -427,7 +438,10 @@ async fn session(sh: &Shared, tcp: TcpStream, peer: SocketAddr, implicit: bool) 
                 }
             }
             Event::RcptTo(r) => {
-                txn.to.push(r.address.to_ascii_lowercase());
+                let a = r.address.to_ascii_lowercase();
+                if !txn.to.contains(&a) {
+                    txn.to.push(a);
+                }
                 s.accept();
             }
             Event::DataStart => {
@@ -529,17 +543,26 @@ async fn end_of_message(
     let keys = sh.s.keys.clone();
     let vault = sh.s.vault.clone();
     let policy_settings = sh.s.settings.policy.clone();
-    let actor = crate::keys::actor("submission", login, &peer.ip().to_string());
+    let actor = crate::keys::actor("submission", login, &peer_ip(peer.ip()));
     let recipients = txn.to.clone();
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let sender = from.clone();
     let outcome = tokio::task::spawn_blocking(move || {
-        let acting = Acting::new(keys.as_ref(), actor);
+        let acting = Acting::new(keys.as_ref(), actor.clone());
         let enrol = |addr: &str| -> Result<(), String> {
             vault
                 .ca_issue(addr)
                 .map_err(|e| format!("auto-enrolment of {addr}: {e}"))?;
             keys.forget_cached();
+            // The issuance names the daemon; this entry names the login it was for.
+            vault
+                .record_event(
+                    &actor,
+                    "submission.auto-enrol",
+                    addr,
+                    "key issued by the box CA at the first submitted message",
+                )
+                .map_err(|e| format!("auditing the auto-enrolment of {addr}: {e}"))?;
             Ok(())
         };
         policy::apply(
@@ -559,6 +582,15 @@ async fn end_of_message(
         Err(Refusal::Policy(why)) => {
             audit(sh, login, peer, mid, "policy-refused", 550, started);
             return Err(reply(550, [5, 7, 1], why));
+        }
+        Err(Refusal::Content(why)) => {
+            tracing::info!(%peer, %login, reason = %why, "submitted message refused");
+            audit(sh, login, peer, mid, "content-refused", 554, started);
+            return Err(reply(
+                554,
+                [5, 6, 0],
+                "the message cannot be signed or encrypted as it is",
+            ));
         }
         Err(Refusal::Temporary(why)) => {
             tracing::warn!(%peer, %login, reason = %why, "submission processing failed");

@@ -453,6 +453,31 @@ mod tests {
     }
 
     #[test]
+    fn the_mx_settings_have_limits_and_refuse_to_be_an_open_relay() {
+        let base = "[inbound]\nlisten = \"127.0.0.1:2525\"\nnext_hop = \"127.0.0.1:3526\"\n";
+        let s = Settings::parse(&format!("{base}domains = [\"Example.ORG\"]\n")).expect("parse");
+        assert_eq!(s.inbound.domains, vec![Domain("example.org".into())]);
+        assert!(!s.inbound.encrypt_at_rest);
+        assert_eq!(s.inbound.max_connections_per_minute, 60);
+        assert_eq!(s.inbound.max_recipients, 100);
+        let c = session_config(&s);
+        assert!(c.extensions.starttls && c.extensions.chunking && c.extensions.smtputf8);
+        assert!(!c.extensions.auth);
+        assert_eq!(c.max_recipients, 100);
+        // No domains: every recipient would be refused, or, worse, someone "fixes" it.
+        assert!(Settings::parse(base).is_err());
+        for bad in [
+            "max_connections_per_minute = 0",
+            "max_recipients = 0",
+            "open_relay = true",
+        ] {
+            let text = format!("{base}domains = [\"example.org\"]\n{bad}\n");
+            assert!(Settings::parse(&text).is_err(), "{bad}");
+        }
+        assert!(Settings::parse(&format!("{base}domains = [\"*\"]\n")).is_err());
+    }
+
+    #[test]
     fn only_plain_mailboxes_of_the_configured_domains_are_recipients() {
         let i = inbound();
         assert_eq!(

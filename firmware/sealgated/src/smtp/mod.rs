@@ -273,6 +273,9 @@ fn unix_now() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()
 }
 
+/// Messages the delivery loop works on at once.
+const DELIVERIES_AT_ONCE: usize = 16;
+
 async fn delivery_loop(sh: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     let mut last_recount = Instant::now();
     loop {
@@ -285,14 +288,25 @@ async fn delivery_loop(sh: Arc<Shared>, mut stop: watch::Receiver<bool>) {
         let ids = sh.spool.queued();
         let present: std::collections::HashSet<&String> = ids.iter().collect();
         sh.spool.forget_due(&present);
-        for id in &ids {
+        // Several messages at once (each claims its id): one slow next hop, fsync or
+        // signature does not hold up the rest of the queue.
+        let mut running = tokio::task::JoinSet::new();
+        for id in ids {
             if *stop.borrow() {
-                return;
+                break;
             }
-            if sh.spool.due(id) > unix_now() {
+            if sh.spool.due(&id) > unix_now() {
                 continue;
             }
-            deliver(&sh, id).await;
+            while running.len() >= DELIVERIES_AT_ONCE {
+                let _ = running.join_next().await;
+            }
+            let sh = sh.clone();
+            running.spawn(async move { deliver(&sh, &id).await });
+        }
+        while running.join_next().await.is_some() {}
+        if *stop.borrow() {
+            return;
         }
         tokio::select! {
             _ = stop.changed() => return,

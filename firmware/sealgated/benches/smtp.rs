@@ -250,6 +250,18 @@ fn start_daemon(data: &Path, cpu: Option<usize>) -> (std::process::Child, Socket
     (child, addr)
 }
 
+/// CPU seconds (user + system) `pid` has used so far.
+fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // After the command name in parentheses: state is field 3, utime 14, stime 15.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+    let f: Vec<f64> = rest
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0.0))
+        .collect();
+    (f.get(11).unwrap_or(&0.0) + f.get(12).unwrap_or(&0.0)) / 100.0
+}
+
 fn ms(d: Duration) -> String {
     format!("{:.1} ms", d.as_secs_f64() * 1000.0)
 }
@@ -321,7 +333,9 @@ fn main() {
         // Warm-up (connections, caches), not measured.
         let _ = load(box_addr, &sink, 20, size, load_cpu);
         let _ = load(postfix_addr, &sink, 20, size, load_cpu);
+        let cpu_before = cpu_secs(daemon.id());
         let b = load(box_addr, &sink, n, size, load_cpu);
+        let box_cpu = (cpu_secs(daemon.id()) - cpu_before) / n as f64;
         let p = load(postfix_addr, &sink, n, size, load_cpu);
         println!(
             "{:<8} {:>8} {:>6} {:>10.1} {:>10} {:>10} {:>7}",
@@ -334,14 +348,15 @@ fn main() {
             ""
         );
         println!(
-            "{:<8} {:>8} {:>6} {:>10.1} {:>10} {:>10} {:>7.2}",
+            "{:<8} {:>8} {:>6} {:>10.1} {:>10} {:>10} {:>7.2}   daemon CPU {:.1} ms/msg",
             "box",
             label,
             n,
             b.rate,
             ms(b.p50),
             ms(b.p99),
-            b.rate / p.rate
+            b.rate / p.rate,
+            box_cpu * 1000.0
         );
     }
     let _ = Command::new("kill")

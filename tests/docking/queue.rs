@@ -1,6 +1,8 @@
-//! The SMTP queue and the outbound client against a real SMTP server as the next hop
-//! (Python's aiosmtpd, PyPI `aiosmtpd`; STARTTLS with a certificate made by `openssl`), the
-//! queue driven through `sealctl queue` over the daemon's admin socket.
+//! The SMTP queue and the outbound client against real SMTP servers as the next hop: a
+//! private Postfix instance (Debian `postfix`: refusals, DSN delivery, the kill -9 loop) and
+//! Python's aiosmtpd (PyPI `aiosmtpd`: a next hop that comes and goes, STARTTLS with
+//! certificates made by `openssl`); the queue driven through `sealctl queue` over the
+//! daemon's admin socket and through the admin API.
 //!
 //! Attackers and failures covered: a next hop that is down (deferred, retried), one that
 //! refuses a recipient for good (a DSN to the sender, never to `<>`), one whose certificate is
@@ -129,6 +131,140 @@ impl Sink {
 
 impl Drop for Sink {
     fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A private Postfix instance (Debian `postfix`) as the next hop: smtpd on `port`, every
+/// message for `alice|bob|carol@example.org` delivered to `mail/NAME/new/` (Maildir) by
+/// `virtual`, any other recipient of example.org refused with `550 5.1.1`. Runs as root
+/// (Postfix's master needs it), as the tests and CI do; stopped on drop.
+struct Postfix {
+    dir: tempfile::TempDir,
+    child: Child,
+}
+
+fn id_of(flag: &str) -> String {
+    let out = run(Command::new("id").args([flag, "postfix"]));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+impl Postfix {
+    fn start(port: u16) -> Postfix {
+        require_tool("postfix", "postfix");
+        let me = run(Command::new("id").arg("-u"));
+        assert_eq!(
+            String::from_utf8_lossy(&me.stdout).trim(),
+            "0",
+            "the Postfix next hop needs root (its master process), as cargo xtask test and CI run"
+        );
+        let dir = tempfile::tempdir().expect("tmp");
+        let t = dir.path();
+        for d in ["conf", "queue", "data", "mail"] {
+            std::fs::create_dir(t.join(d)).expect("dir");
+        }
+        let (uid, gid) = (id_of("-u"), id_of("-g"));
+        let main = format!(
+            "compatibility_level = 3.6\nqueue_directory = {t}/queue\ndata_directory = {t}/data\nmail_owner = postfix\n\
+             inet_interfaces = 127.0.0.1\ninet_protocols = ipv4\nmyhostname = mx.test\nmydomain = test\nmydestination =\n\
+             mynetworks = 127.0.0.0/8\nvirtual_mailbox_domains = example.org\nvirtual_mailbox_base = {t}/mail\n\
+             virtual_mailbox_maps = inline:{{ alice@example.org=alice/, bob@example.org=bob/, carol@example.org=carol/ }}\n\
+             virtual_uid_maps = static:{uid}\nvirtual_gid_maps = static:{gid}\nmaillog_file_prefixes = {t}\nmaillog_file = {t}/maillog\n\
+             smtpd_recipient_restrictions = permit_mynetworks, reject_unauth_destination\nsmtputf8_enable = no\n\
+             alias_maps =\nalias_database =\nmessage_size_limit = 10240000\n",
+            t = t.display()
+        );
+        write(&t.join("conf"), "main.cf", main.as_bytes());
+        let master = format!(
+            "127.0.0.1:{port} inet n - n - - smtpd\npickup unix n - n 60 1 pickup\ncleanup unix n - n - 0 cleanup\n\
+             qmgr unix n - n 300 1 qmgr\nrewrite unix - - n - - trivial-rewrite\nbounce unix - - n - 0 bounce\n\
+             defer unix - - n - 0 bounce\ntrace unix - - n - 0 bounce\nverify unix - - n - 1 verify\n\
+             flush unix n - n 1000 0 flush\nproxymap unix - - n - - proxymap\nsmtp unix - - n - - smtp\n\
+             relay unix - - n - - smtp\nshowq unix n - n - - showq\nerror unix - - n - - error\n\
+             retry unix - - n - - error\ndiscard unix - - n - - discard\nlocal unix - n n - - local\n\
+             virtual unix - n n - - virtual\nanvil unix - - n - 1 anvil\nscache unix - - n - 1 scache\n\
+             postlog unix-dgram n - n - 1 postlogd\n"
+        );
+        write(&t.join("conf"), "master.cf", master.as_bytes());
+        run(Command::new("chown")
+            .arg("-R")
+            .arg(format!("{uid}:{gid}"))
+            .arg(t.join("mail"))
+            .arg(t.join("data")));
+        let child = Command::new("postfix")
+            .arg("-c")
+            .arg(t.join("conf"))
+            .arg("start-fg")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("postfix");
+        let pf = Postfix { dir, child };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "Postfix did not start: {}",
+                std::fs::read_to_string(pf.dir.path().join("maillog")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        pf
+    }
+
+    /// Every delivered message: (mailbox, envelope sender from `Return-Path`, message).
+    fn delivered(&self) -> Vec<(String, String, Vec<u8>)> {
+        let mut out = Vec::new();
+        for user in ["alice", "bob", "carol"] {
+            let Ok(rd) = std::fs::read_dir(self.dir.path().join("mail").join(user).join("new"))
+            else {
+                continue;
+            };
+            for e in rd.filter_map(|e| e.ok()) {
+                let Ok(m) = std::fs::read(e.path()) else {
+                    continue;
+                };
+                let text = String::from_utf8_lossy(&m);
+                let rp = text
+                    .lines()
+                    .next()
+                    .and_then(|l| l.strip_prefix("Return-Path: <"))
+                    .and_then(|l| l.strip_suffix('>'))
+                    .unwrap_or_default()
+                    .to_string();
+                out.push((user.to_string(), rp, m));
+            }
+        }
+        out
+    }
+
+    fn wait_for(&self, n: usize, what: &str) -> Vec<(String, String, Vec<u8>)> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let got = self.delivered();
+            if got.len() >= n {
+                return got;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "Postfix did not deliver {what}; its log:\n{}",
+                std::fs::read_to_string(self.dir.path().join("maillog")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Postfix {
+    fn drop(&mut self) {
+        let _ = Command::new("postfix")
+            .arg("-c")
+            .arg(self.dir.path().join("conf"))
+            .arg("stop")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -375,7 +511,8 @@ fn queue_a_permanent_refusal_returns_a_dsn_to_the_sender_but_never_to_the_null_s
     let pki = Pki::new();
     let dir = data_dir_with_keys(&pki);
     let port = free_port();
-    let sink = Sink::start(port, &["nobody@example.org"], None);
+    // Postfix refuses nobody@example.org (not in its mailbox table) with 550 5.1.1.
+    let postfix = Postfix::start(port);
     let d = Daemon::start(dir.path(), &settings(port, "retry_secs = 1\n", ""));
     let smtp = d.smtp_decrypt.expect("listener").port();
     let r = submit(
@@ -385,18 +522,16 @@ fn queue_a_permanent_refusal_returns_a_dsn_to_the_sender_but_never_to_the_null_s
         &message("partial", "the secret content"),
     );
     assert!(r.starts_with("250"), "{r}");
-    let got = sink.wait_for(2, "the message and the DSN");
-    let (env, msg) = &got[0];
-    assert_eq!(
-        env["to"],
-        serde_json::json!(["alice@example.org"]),
-        "only the accepted recipient"
-    );
+    let got = postfix.wait_for(2, "the message and the DSN");
+    let (_, rp, msg) = got
+        .iter()
+        .find(|(u, _, _)| u == "alice")
+        .expect("alice's copy");
+    assert_eq!(rp, "carol@example.org");
     assert!(String::from_utf8_lossy(msg).contains("the secret content"));
-    let (env, dsn) = &got[1];
+    let (_, rp, dsn) = got.iter().find(|(u, _, _)| u == "carol").expect("the DSN");
     let dsn = String::from_utf8_lossy(dsn);
-    assert_eq!(env["from"], "<>", "a DSN comes from <>");
-    assert_eq!(env["to"], serde_json::json!(["carol@example.org"]));
+    assert_eq!(rp, "", "a DSN comes from <>");
     assert!(dsn.contains("report-type=delivery-status"), "{dsn}");
     assert!(
         dsn.contains("Final-Recipient: rfc822; nobody@example.org"),
@@ -404,7 +539,7 @@ fn queue_a_permanent_refusal_returns_a_dsn_to_the_sender_but_never_to_the_null_s
     );
     assert!(dsn.contains("Status: 5.1.1"), "{dsn}");
     assert!(
-        dsn.contains("Diagnostic-Code: smtp; 550 5.1.1 no such user here"),
+        dsn.contains("Diagnostic-Code: smtp; 550 5.1.1 <nobody@example.org>"),
         "{dsn}"
     );
     assert!(
@@ -416,7 +551,7 @@ fn queue_a_permanent_refusal_returns_a_dsn_to_the_sender_but_never_to_the_null_s
         "never the content: {dsn}"
     );
     assert!(
-        !dsn.contains("alice@example.org>: "),
+        !dsn.contains("<alice@example.org>: "),
         "only the failed recipient"
     );
     let q = wait_queue(dir.path(), "the bounced record", |q| {
@@ -440,7 +575,7 @@ fn queue_a_permanent_refusal_returns_a_dsn_to_the_sender_but_never_to_the_null_s
             .any(|m| m["id"] == id.as_str() && m["state"] == "bounced")
     });
     std::thread::sleep(Duration::from_secs(2));
-    assert_eq!(sink.received().len(), 2, "no DSN to <>");
+    assert_eq!(postfix.delivered().len(), 2, "no DSN to <>");
 
     // A message that went around too often: returned, not relayed.
     let mut looping = String::new();
@@ -450,17 +585,20 @@ fn queue_a_permanent_refusal_returns_a_dsn_to_the_sender_but_never_to_the_null_s
     looping.push_str(&message("looping", "round and round"));
     let r = submit(smtp, "carol@example.org", &["alice@example.org"], &looping);
     assert!(r.starts_with("250"), "{r}");
-    let got = sink.wait_for(3, "the loop DSN");
-    let (env, dsn) = &got[2];
-    assert_eq!(env["from"], "<>");
-    let dsn = String::from_utf8_lossy(dsn);
+    let got = postfix.wait_for(3, "the loop DSN");
+    let dsns: Vec<String> = got
+        .iter()
+        .filter(|(u, rp, _)| u == "carol" && rp.is_empty())
+        .map(|(_, _, m)| String::from_utf8_lossy(m).to_string())
+        .collect();
     assert!(
-        dsn.contains("Status: 5.4.6") && dsn.contains("31 Received"),
-        "{dsn}"
+        dsns.iter()
+            .any(|d| d.contains("Status: 5.4.6") && d.contains("31 Received")),
+        "{dsns:?}"
     );
     assert!(
         !got.iter()
-            .any(|(_, m)| String::from_utf8_lossy(m).contains("round and round"))
+            .any(|(_, _, m)| String::from_utf8_lossy(m).contains("round and round"))
     );
     drop(d);
 }
@@ -559,6 +697,15 @@ fn queue_starttls_required_with_the_wrong_certificate_defers_with_the_reason() {
     assert!(e.contains("certificate") && e.contains("require"), "{e}");
     assert!(sink.received().is_empty(), "nothing sent");
     drop(d);
+    // Without a daemon `sealctl queue list` reads the queue directory itself; changes need
+    // the daemon.
+    let offline = queue_json(dir.path(), Some("deferred"));
+    assert_eq!(offline.len(), 1);
+    assert_eq!(offline[0]["last_error"], q[0]["last_error"]);
+    let id = offline[0]["id"].as_str().unwrap_or_default().to_string();
+    let out = sealctl_queue(dir.path(), &["retry", &id]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not running"));
 
     // The right CA: delivered over TLS.
     let dir = data_dir_with_keys(&pki);
@@ -647,7 +794,7 @@ fn queue_survives_kill_9_at_random_moments_without_losing_mail() {
     let pki = Pki::new();
     let dir = data_dir_with_keys(&pki);
     let port = free_port();
-    let sink = Sink::start(port, &[], None);
+    let postfix = Postfix::start(port);
     let seed = std::env::var("QUEUE_KILL_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -659,7 +806,11 @@ fn queue_survives_kill_9_at_random_moments_without_losing_mail() {
         });
     println!("QUEUE_KILL_SEED={seed}");
     let mut rng = Lcg(seed);
-    let rounds = 20;
+    // QUEUE_KILL_ROUNDS=200 for a longer measurement of the duplicate window.
+    let rounds: usize = std::env::var("QUEUE_KILL_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20);
     let mut accepted: Vec<u64> = Vec::new();
     let mut seq = 0u64;
     let cfg = settings(port, "retry_secs = 1\n", "retry_max_secs = 2\n");
@@ -701,7 +852,7 @@ fn queue_survives_kill_9_at_random_moments_without_losing_mail() {
         println!(
             "round {round}: killed after {kill_after:?}; {} accepted so far, {} received",
             accepted.len(),
-            sink.received().len()
+            postfix.delivered().len()
         );
     }
     // A last run delivers what is left.
@@ -722,9 +873,10 @@ fn queue_survives_kill_9_at_random_moments_without_losing_mail() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+    // Postfix delivers at once; give its queue a moment to empty.
+    std::thread::sleep(Duration::from_secs(2));
     let mut counts = std::collections::BTreeMap::<u64, usize>::new();
-    for (env, _) in sink.received() {
-        let from = env["from"].as_str().unwrap_or_default();
+    for (_, from, _) in postfix.delivered() {
         if let Some(n) = from
             .strip_prefix("seq")
             .and_then(|r| r.strip_suffix("@example.org"))
@@ -751,9 +903,180 @@ fn queue_survives_kill_9_at_random_moments_without_losing_mail() {
         "the loop accepted too little to mean anything"
     );
     // A duplicate needs a kill between the next hop's 250 and the durable write of the
-    // result (one fsync): at most one per kill, one delivery being in flight at a time.
+    // result (one fsync; QUIT is sent after it): at most one per kill, one delivery being
+    // in flight at a time. Measured: 1 in 100 kills (twice), 0 in runs of 20.
     assert!(
-        duplicates <= rounds,
+        duplicates <= rounds / 5 + 1,
         "{duplicates} duplicates in {rounds} kills (seed {seed})"
     );
+}
+
+const ADMIN_CLIENT: &str = r#"
+import os, requests
+A, ca, setup, qid = os.environ["BASE"] + "/api/v1/admin", os.environ["CA"], os.environ["SETUP"], os.environ["QID"]
+PW = "correct horse battery staple"
+
+def problem(r, status):
+    assert r.status_code == status, (r.status_code, r.text)
+    assert r.headers["Content-Type"] == "application/problem+json", r.headers
+    return r.json()
+
+def login(user):
+    s = requests.Session()
+    s.verify = ca
+    r = s.post(A + "/session", json={"username": user, "password": PW})
+    assert r.status_code == 200, r.text
+    s.headers["X-CSRF-Token"] = r.json()["csrf_token"]
+    return s
+
+r = requests.post(A + "/setup", json={"setup_token": setup, "username": "root", "password": PW}, verify=ca)
+assert r.status_code == 201, r.text
+root = login("root")
+assert root.post(A + "/accounts", json={"username": "ro", "role": "read-only", "password": PW}).status_code == 201
+ro = login("ro")
+problem(requests.get(A + "/queue", verify=ca), 401)
+
+# Any role reads; the body never shows.
+q = ro.get(A + "/queue").json()["messages"]
+assert [m["id"] for m in q] == [qid], q
+assert "the body" not in ro.get(A + "/queue/" + qid).text
+assert ro.get(A + "/queue", params={"state": "deferred"}).json()["messages"][0]["state"] == "deferred"
+assert ro.get(A + "/queue", params={"state": "held"}).json()["messages"] == []
+problem(ro.get(A + "/queue", params={"state": "lost"}), 400)
+problem(ro.get(A + "/queue/..%2F..%2Fvault"), 404)
+problem(ro.get(A + "/queue/1-nothing"), 404)
+
+# Only admin changes anything; a read-only attempt changes nothing.
+for method, path in [("post", "/retry"), ("post", "/hold"), ("post", "/release"), ("delete", "")]:
+    problem(getattr(ro, method)(A + "/queue/" + qid + path), 403)
+assert ro.get(A + "/queue/" + qid).json()["state"] == "deferred"
+
+problem(root.post(A + "/queue/" + qid + "/explode"), 404)
+problem(root.post(A + "/queue/" + qid + "/release"), 409)
+r = root.post(A + "/queue/" + qid + "/hold")
+assert r.status_code == 200 and r.json()["state"] == "held" and r.json()["held_reason"] == "held by root", r.text
+problem(root.post(A + "/queue/" + qid + "/hold"), 409)
+problem(root.post(A + "/queue/" + qid + "/retry"), 409)
+r = root.post(A + "/queue/" + qid + "/release")
+assert r.status_code == 200 and r.json()["state"] in ("queued", "deferred"), r.text
+r = root.post(A + "/queue/" + qid + "/hold")
+assert r.status_code == 200, r.text
+assert root.delete(A + "/queue/" + qid).status_code == 204
+problem(root.get(A + "/queue/" + qid), 404)
+problem(root.delete(A + "/queue/" + qid), 404)
+
+# Audited in the vault's chain under the account.
+actions = [e["action"] for e in root.get(A + "/audit", params={"limit": 500}).json()["entries"] if e["actor"] == "root"]
+for a in ["admin.queue-hold", "admin.queue-release", "admin.queue-delete"]:
+    assert a in actions, (a, actions)
+print("queue admin ok")
+"#;
+
+#[test]
+fn queue_admin_api_reads_for_every_role_and_changes_only_for_admin() {
+    require_python_module("requests", "requests");
+    let pki = Pki::new();
+    let dir = data_dir_with_keys(&pki);
+    let d = Daemon::start(dir.path(), &settings(free_port(), "retry_secs = 600\n", ""));
+    let smtp = d.smtp_decrypt.expect("listener").port();
+    let r = submit(
+        smtp,
+        "carol@example.org",
+        &["alice@example.org"],
+        &message("adm", "the body"),
+    );
+    let id = r.trim().rsplit(' ').next().expect("id").to_string();
+    wait_queue(dir.path(), "the message to be deferred", |q| {
+        q.iter().any(|m| m["state"] == "deferred")
+    });
+    let script = write(dir.path(), "queue_admin.py", ADMIN_CLIENT.as_bytes());
+    let out = Command::new("python3")
+        .arg(&script)
+        .env_remove("REQUESTS_CA_BUNDLE")
+        .env_remove("CURL_CA_BUNDLE")
+        .env("BASE", d.admin_url(""))
+        .env("CA", d.ca_file())
+        .env("SETUP", d.setup_token.clone().expect("setup token"))
+        .env("QID", &id)
+        .output()
+        .expect("python3");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("queue admin ok"),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn queue_expiry_returns_a_dsn_and_a_failing_dsn_is_never_answered() {
+    let pki = Pki::new();
+    let dir = data_dir_with_keys(&pki);
+    let port = free_port();
+    let postfix = Postfix::start(port);
+    // A message accepted six days ago that never got through (lifetime: 5 days).
+    let spool = dir.path().join("spool");
+    std::fs::create_dir_all(&spool).expect("spool");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let received = now - 6 * 86_400;
+    let id = format!("{received}-0123456789ab");
+    std::fs::write(
+        spool.join(format!("{id}.eml")),
+        message("old", "too late").as_bytes(),
+    )
+    .expect("eml");
+    std::fs::write(
+        spool.join(format!("{id}.state")),
+        br#"{"state":"deferred","recipients":[{"address":"alice@example.org","status":"deferred","reply":"421 4.3.2 busy"}],"attempts":40,"next_attempt":0,"last_error":"alice@example.org: 421 4.3.2 busy"}"#,
+    )
+    .expect("state");
+    std::fs::write(
+        spool.join(format!("{id}.json")),
+        format!(
+            r#"{{"direction":"decrypt","from":"carol@example.org","to":["alice@example.org"],"client":"127.0.0.1","received":{received}}}"#
+        ),
+    )
+    .expect("json");
+    let d = Daemon::start(dir.path(), &settings(port, "retry_secs = 1\n", ""));
+    let got = postfix.wait_for(1, "the expiry DSN");
+    assert_eq!(got.len(), 1);
+    let (user, rp, dsn) = &got[0];
+    assert_eq!(
+        (user.as_str(), rp.as_str()),
+        ("carol", ""),
+        "to the sender, from <>"
+    );
+    let dsn = String::from_utf8_lossy(dsn);
+    assert!(dsn.contains("Status: 4.4.7"), "{dsn}");
+    assert!(dsn.contains("Action: failed"), "{dsn}");
+    assert!(dsn.contains("421 4.3.2 busy"), "the last error: {dsn}");
+    assert!(!dsn.contains("too late"), "{dsn}");
+    wait_queue(dir.path(), "the expired message to bounce", |q| {
+        q.iter()
+            .any(|m| m["id"] == id.as_str() && m["state"] == "bounced")
+    });
+
+    // A sender the next hop refuses as well: its DSN fails too, and nothing answers that.
+    let smtp = d.smtp_decrypt.expect("listener").port();
+    submit(
+        smtp,
+        "nobody@example.org",
+        &["ghost@example.org"],
+        &message("nowhere", "x"),
+    );
+    let q = wait_queue(dir.path(), "the message and its DSN to bounce", |q| {
+        q.len() == 3 && q.iter().all(|m| m["state"] == "bounced")
+    });
+    let dsn = q
+        .iter()
+        .find(|m| m["dsn"] == true)
+        .expect("the DSN's record");
+    assert_eq!(dsn["from"], "");
+    assert_eq!(dsn["recipients"][0]["address"], "nobody@example.org");
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(queue_json(dir.path(), None).len(), 3, "no DSN for a DSN");
+    assert_eq!(postfix.delivered().len(), 1);
 }

@@ -33,7 +33,8 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "swaks",
     "libnet-ssleay-perl",
     "libio-socket-ssl-perl",
-    // The gateway's tests (tests/gateway): Postfix and Dovecot as the organisation's servers.
+    // Postfix: the SMTP queue's next hop (tests/docking/queue.rs) and, with Dovecot, the
+    // organisation's servers of the gateway's tests (tests/gateway).
     "postfix",
     "dovecot-core",
     "dovecot-imapd",

@@ -59,42 +59,71 @@ pub struct NextHop {
     unverified: Arc<ClientConfig>,
 }
 
+/// How to check a next hop's TLS (the `next_hop_*` keys of a section; other SMTP roles'
+/// next hops use the same).
+pub struct TlsPolicy<'a> {
+    /// `none`, `opportunistic` or `require`.
+    pub mode: TlsMode,
+    /// Trust anchors instead of the system's.
+    pub ca: Option<&'a std::path::Path>,
+    /// A pinned SHA-256 of the certificate instead of a chain.
+    pub fingerprint: Option<[u8; 32]>,
+    /// The name the certificate must carry (default: the IP address).
+    pub name: Option<&'a str>,
+    /// The settings key prefix for error messages (`[smtp] next_hop`).
+    pub what: &'a str,
+}
+
 impl NextHop {
     /// The `[smtp]` next hop; `None` if there is none.
     pub fn from_settings(s: &Settings) -> anyhow::Result<Option<NextHop>> {
         let Some(addr) = s.smtp.next_hop else {
             return Ok(None);
         };
-        let name = match &s.smtp.next_hop_name {
-            Some(n) => ServerName::try_from(n.clone())
-                .map_err(|e| anyhow::anyhow!("[smtp] next_hop_name {n:?}: {e}"))?,
+        NextHop::new(
+            addr,
+            &TlsPolicy {
+                mode: s.smtp.next_hop_tls,
+                ca: s.smtp.next_hop_ca.as_deref(),
+                fingerprint: s.smtp.next_hop_fingerprint.map(|f| f.0),
+                name: s.smtp.next_hop_name.as_deref(),
+                what: "[smtp] next_hop",
+            },
+        )
+        .map(Some)
+    }
+
+    /// A next hop at `addr` with TLS as `tls` says.
+    pub fn new(addr: SocketAddr, tls: &TlsPolicy<'_>) -> anyhow::Result<NextHop> {
+        let what = tls.what;
+        let name = match tls.name {
+            Some(n) => ServerName::try_from(n.to_string())
+                .map_err(|e| anyhow::anyhow!("{what}_name {n:?}: {e}"))?,
             None => ServerName::IpAddress(addr.ip().into()),
         };
-        let verified = if let Some(fp) = s.smtp.next_hop_fingerprint {
+        let verified = if let Some(pin) = tls.fingerprint {
             config_with(Arc::new(Pinned {
-                pin: fp.0,
+                pin,
                 algs: provider().signature_verification_algorithms,
             }))?
         } else {
             let mut roots = rustls::RootCertStore::empty();
-            match &s.smtp.next_hop_ca {
+            match tls.ca {
                 Some(p) => {
                     let pem = std::fs::read(p)
-                        .map_err(|e| anyhow::anyhow!("[smtp] next_hop_ca {}: {e}", p.display()))?;
+                        .map_err(|e| anyhow::anyhow!("{what}_ca {}: {e}", p.display()))?;
                     for c in pem::parse_many(&pem)
-                        .map_err(|e| anyhow::anyhow!("[smtp] next_hop_ca {}: {e}", p.display()))?
+                        .map_err(|e| anyhow::anyhow!("{what}_ca {}: {e}", p.display()))?
                         .into_iter()
                         .filter(|c| c.tag() == "CERTIFICATE")
                     {
                         roots
                             .add(CertificateDer::from(c.into_contents()))
-                            .map_err(|e| {
-                                anyhow::anyhow!("[smtp] next_hop_ca {}: {e}", p.display())
-                            })?;
+                            .map_err(|e| anyhow::anyhow!("{what}_ca {}: {e}", p.display()))?;
                     }
                     anyhow::ensure!(
                         !roots.is_empty(),
-                        "[smtp] next_hop_ca {} holds no certificate",
+                        "{what}_ca {} holds no certificate",
                         p.display()
                     );
                 }
@@ -104,7 +133,7 @@ impl NextHop {
                         tracing::warn!(error = %e, "reading the system's trust anchors");
                     }
                     let (added, _) = roots.add_parsable_certificates(found.certs);
-                    if added == 0 && s.smtp.next_hop_tls == TlsMode::Require {
+                    if added == 0 && tls.mode == TlsMode::Require {
                         tracing::warn!(
                             "no system trust anchors: next_hop_tls = require will not verify any next hop (set next_hop_ca)"
                         );
@@ -128,13 +157,13 @@ impl NextHop {
         let unverified = config_with(Arc::new(Unverified {
             algs: provider().signature_verification_algorithms,
         }))?;
-        Ok(Some(NextHop {
+        Ok(NextHop {
             addr,
-            mode: s.smtp.next_hop_tls,
+            mode: tls.mode,
             name,
             verified: Arc::new(verified),
             unverified: Arc::new(unverified),
-        }))
+        })
     }
 }
 
@@ -400,7 +429,6 @@ async fn attempt(
         return Err(Stop::All(f));
     }
     let mut ext = extensions(&reply.lines);
-    let mut tls = false;
     if mode != TlsMode::None && ext.starttls {
         let r = c.command("STARTTLS").await?;
         if let Some(f) = r.fate_if_not(220) {
@@ -443,7 +471,7 @@ async fn attempt(
         c = Conn {
             r: BufReader::new(Box::new(stream)),
         };
-        tls = true;
+        tracing::debug!(next_hop = %hop.addr, verified = mode == TlsMode::Require, "STARTTLS established");
         reply = c.command(&ehlo).await?;
         if let Some(f) = reply.fate_if_not(250) {
             return Err(Stop::All(f));
@@ -454,7 +482,6 @@ async fn attempt(
             "the next hop does not offer STARTTLS and next_hop_tls = require",
         ));
     }
-    let _ = tls;
     if let Some(limit) = ext.size
         && limit > 0
         && data.len() as u64 > limit
@@ -530,7 +557,11 @@ async fn attempt(
     // From here on the next hop may have taken the message: a lost answer is a temporary
     // failure (sent again later: the one window for a duplicate).
     let end = c.read_reply(REPLY_TIMEOUT * 2).await?;
-    let _ = c.command("QUIT").await;
+    // The result goes back at once, to be written durably; QUIT's round trip must not widen
+    // the window in which a crash makes the message go out twice.
+    tokio::spawn(async move {
+        let _ = tokio::time::timeout(Duration::from_secs(10), c.command("QUIT")).await;
+    });
     let result = if end.positive() {
         Fate::Delivered(end.text())
     } else {
@@ -669,6 +700,143 @@ mod tests {
         let e = extensions(&r.lines);
         assert!(!e.starttls, "the first line is the greeting");
         assert_eq!(e.size, Some(0));
+    }
+
+    #[test]
+    fn next_hop_tls_settings_that_cannot_work_are_refused_at_start() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let garbage = dir.path().join("ca.pem");
+        std::fs::write(&garbage, "not a certificate").expect("write");
+        let addr: SocketAddr = "127.0.0.1:25".parse().expect("addr");
+        fn policy<'a>(ca: Option<&'a std::path::Path>, name: Option<&'a str>) -> TlsPolicy<'a> {
+            TlsPolicy {
+                mode: TlsMode::Require,
+                ca,
+                fingerprint: None,
+                name,
+                what: "[smtp] next_hop",
+            }
+        }
+        let e = NextHop::new(addr, &policy(Some(&garbage), None))
+            .err()
+            .map(|e| e.to_string());
+        assert!(
+            e.as_deref()
+                .is_some_and(|e| e.contains("holds no certificate")),
+            "{e:?}"
+        );
+        let missing = dir.path().join("missing.pem");
+        let e = NextHop::new(addr, &policy(Some(&missing), None))
+            .err()
+            .map(|e| e.to_string());
+        assert!(
+            e.as_deref().is_some_and(|e| e.contains("next_hop_ca")),
+            "{e:?}"
+        );
+        let e = NextHop::new(addr, &policy(None, Some("not a name!")))
+            .err()
+            .map(|e| e.to_string());
+        assert!(
+            e.as_deref().is_some_and(|e| e.contains("next_hop_name")),
+            "{e:?}"
+        );
+        let ok = NextHop::new(addr, &policy(None, Some("mx.example.org"))).expect("system roots");
+        assert_eq!(ok.mode, TlsMode::Require);
+    }
+
+    /// A next hop that offers STARTTLS and then answers it with `after` (and, for a plain
+    /// session, takes the message); serves `n` connections, returns what each saw.
+    async fn broken_tls(
+        after: &'static [u8],
+        n: usize,
+    ) -> (SocketAddr, tokio::task::JoinHandle<Vec<Vec<String>>>) {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = l.local_addr().expect("addr");
+        let h = tokio::spawn(async move {
+            let mut all = Vec::new();
+            for _ in 0..n {
+                let Ok((s, _)) = l.accept().await else { break };
+                let mut r = BufReader::new(s);
+                let mut seen = Vec::new();
+                let _ = r.get_mut().write_all(b"220 test\r\n").await;
+                let mut in_data = false;
+                loop {
+                    let mut line = String::new();
+                    if r.read_line(&mut line).await.unwrap_or(0) == 0 {
+                        break;
+                    }
+                    let line = line.trim_end().to_string();
+                    if in_data {
+                        if line == "." {
+                            in_data = false;
+                            let _ = r.get_mut().write_all(b"250 taken\r\n").await;
+                        }
+                        continue;
+                    }
+                    seen.push(line.clone());
+                    let up = line.to_ascii_uppercase();
+                    let answer: &[u8] = if up.starts_with("EHLO") {
+                        b"250-test\r\n250 STARTTLS\r\n"
+                    } else if up == "STARTTLS" {
+                        let _ = r.get_mut().write_all(after).await;
+                        break;
+                    } else if up == "DATA" {
+                        in_data = true;
+                        b"354 go\r\n"
+                    } else if up == "QUIT" {
+                        let _ = r.get_mut().write_all(b"221 bye\r\n").await;
+                        break;
+                    } else {
+                        b"250 ok\r\n"
+                    };
+                    let _ = r.get_mut().write_all(answer).await;
+                }
+                all.push(seen);
+            }
+            all
+        });
+        (addr, h)
+    }
+
+    #[tokio::test]
+    async fn opportunistic_falls_back_to_plain_but_require_does_not() {
+        let to = vec!["a@x".to_string()];
+        // The handshake fails (the next hop hangs up): opportunistic sends in plain.
+        let (addr, h) = broken_tls(b"220 go\r\n", 2).await;
+        let f = send(
+            &hop(addr, TlsMode::Opportunistic),
+            "box",
+            "s@x",
+            &to,
+            b"x\r\n",
+        )
+        .await;
+        assert!(matches!(&f[0], Fate::Delivered(_)), "{f:?}");
+        let seen = h.await.expect("server");
+        assert_eq!(seen.len(), 2);
+        assert!(seen[0].contains(&"STARTTLS".to_string()));
+        assert!(!seen[1].contains(&"STARTTLS".to_string()), "{seen:?}");
+        // Under require the message waits, with the reason, and goes nowhere in plain.
+        let (addr, h) = broken_tls(b"220 go\r\n", 1).await;
+        let f = send(&hop(addr, TlsMode::Require), "box", "s@x", &to, b"x\r\n").await;
+        assert!(
+            matches!(&f[0], Fate::Temporary(t) if t.contains("require")),
+            "{f:?}"
+        );
+        assert!(
+            !h.await.expect("server")[0]
+                .iter()
+                .any(|l| l.starts_with("MAIL"))
+        );
+        // Data pipelined behind the 220 (a command injected before the handshake): refused.
+        let (addr, _h) = broken_tls(b"220 go\r\n250 injected\r\n", 1).await;
+        let f = send(&hop(addr, TlsMode::Require), "box", "s@x", &to, b"x\r\n").await;
+        assert!(
+            matches!(&f[0], Fate::Temporary(t) if t.contains("after its STARTTLS reply")),
+            "{f:?}"
+        );
     }
 
     /// A scripted next hop on a local socket: answers each command with the given reply.

@@ -10,15 +10,17 @@
 //! disk quota answers `452`) → **process** (`process.rs`: incoming `X-Sealgate-*` fields
 //! removed, then the same blocking operations as the HTTPS API on a blocking thread under
 //! `catch_unwind`; a decryption failure passes unchanged with a result header, an encryption
-//! failure is held unless the policy allows cleartext) → **outbound** (`relay.rs`: plain SMTP
-//! to the next hop; deleted from the spool only after the next hop's `250`; a temporary
-//! failure is retried every `retry_secs`; a permanent one moves the message, unchanged, to
-//! `DATA/spool/held/` with the reason in its envelope).
+//! failure is held unless the policy allows cleartext) → **queue** (`queue.rs`: per-recipient
+//! status, retries with exponential backoff up to a lifetime, DSNs by `dsn.rs`) →
+//! **outbound** (`client.rs`: STARTTLS by `[smtp] next_hop_tls`, PIPELINING, SIZE; the
+//! result written durably right after the next hop's answer; a temporary failure is
+//! deferred, a permanent one (or expiry, or a `Received` loop) is returned to the sender).
 //!
 //! Loops: every result carries `X-Sealgate-Loop: BOX-ID; dir=VERB; t=TIME; mac=HMAC` (keyed
 //! with a per-box random key over the box id, the listener, the time and the Message-ID); a
 //! message that comes back to the listener whose marker it carries, verified, is relayed
-//! without processing; any other marker is removed.
+//! without processing; any other marker is removed. The `Received` field the box adds to
+//! everything it relays ends loops the marker does not (`[queue] max_received`).
 
 pub(crate) mod client;
 mod dsn;
@@ -227,7 +229,7 @@ async fn delivery_loop(sh: Arc<Shared>, mut stop: watch::Receiver<bool>) {
         if last_recount.elapsed() > Duration::from_secs(60) {
             // Held messages an administrator removed give their room back.
             sh.spool.recount();
-            sh.spool.expire_bounced(unix_now(), sh.policy.lifetime);
+            sh.spool.expire_bounced(sh.policy.lifetime);
             last_recount = Instant::now();
         }
         let ids = sh.spool.queued();

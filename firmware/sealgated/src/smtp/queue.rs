@@ -518,7 +518,7 @@ impl Spool {
     }
 
     /// Removes bounced records older than `max_age` seconds.
-    pub(super) fn expire_bounced(&self, now: i64, max_age: u64) {
+    pub(super) fn expire_bounced(&self, max_age: u64) {
         let dir = self.dir.join("bounced");
         let Ok(rd) = std::fs::read_dir(&dir) else {
             return;
@@ -535,7 +535,6 @@ impl Spool {
                 let _ = std::fs::remove_file(p);
             }
         }
-        let _ = now;
     }
 
     fn ids_in(dir: &Path) -> Vec<String> {
@@ -628,7 +627,25 @@ impl Spool {
     }
 
     fn load_env(path: &Path) -> Result<Envelope, QueueError> {
-        Ok(serde_json::from_slice(&std::fs::read(path)?)?)
+        serde_json::from_slice(&std::fs::read(path)?).map_err(|e| {
+            QueueError::Conflict(format!(
+                "the message's envelope cannot be read ({e}): delete it"
+            ))
+        })
+    }
+
+    /// The directory holding `id` (queued, held or bounced), whether or not its files parse.
+    fn dir_of(&self, id: &str) -> Option<PathBuf> {
+        if !valid_id(id) {
+            return None;
+        }
+        [
+            self.dir.clone(),
+            self.dir.join("held"),
+            self.dir.join("bounced"),
+        ]
+        .into_iter()
+        .find(|d| d.join(format!("{id}.json")).exists())
     }
 
     /// Makes a queued or deferred message due now.
@@ -710,11 +727,11 @@ impl Spool {
         self.show(id).ok_or(QueueError::NotFound)
     }
 
-    /// Deletes a message in any state (no DSN).
-    pub fn delete(&self, id: &str) -> Result<Entry, QueueError> {
-        let e = self.show(id).ok_or(QueueError::NotFound)?;
+    /// Deletes a message in any state (no DSN), also one whose files do not parse.
+    pub fn delete(&self, id: &str) -> Result<Option<Entry>, QueueError> {
+        let dir = self.dir_of(id).ok_or(QueueError::NotFound)?;
+        let e = self.show(id);
         let _c = self.claim(id).ok_or(QueueError::Busy)?;
-        let dir = self.sub(e.state);
         // The envelope first: without it the message no longer exists.
         std::fs::remove_file(dir.join(format!("{id}.json")))?;
         for ext in ["state", "eml"] {
@@ -910,6 +927,18 @@ mod tests {
             Some(QueueError::NotFound)
         );
         assert!(spool.has_room(1 << 20), "the room is given back");
+        // A held message whose envelope does not parse: not listed, release refused with
+        // the reason (no 5xx), delete works.
+        let bad = dir.path().join("held");
+        std::fs::write(bad.join("5-bad.json"), b"{not json").expect("json");
+        std::fs::write(bad.join("5-bad.eml"), b"x").expect("eml");
+        assert!(spool.list(None).is_empty());
+        assert!(matches!(
+            spool.release("5-bad"),
+            Err(QueueError::Conflict(_))
+        ));
+        spool.delete("5-bad").expect("delete");
+        assert!(!bad.join("5-bad.eml").exists() && !bad.join("5-bad.json").exists());
     }
 
     #[tokio::test]

@@ -82,10 +82,12 @@ impl Spool {
     pub fn open(dir: &Path, quota: u64) -> anyhow::Result<Spool> {
         std::fs::create_dir_all(dir.join("held"))?;
         std::fs::create_dir_all(dir.join("bounced"))?;
-        for e in std::fs::read_dir(dir)?.filter_map(|e| e.ok()) {
-            let n = e.file_name().to_string_lossy().to_string();
-            if n.ends_with(".part") || n.ends_with(".tmp") {
-                let _ = std::fs::remove_file(e.path());
+        for d in [dir.to_path_buf(), dir.join("held"), dir.join("bounced")] {
+            for e in std::fs::read_dir(&d)?.filter_map(|e| e.ok()) {
+                let n = e.file_name().to_string_lossy().to_string();
+                if n.ends_with(".part") || n.ends_with(".tmp") {
+                    let _ = std::fs::remove_file(e.path());
+                }
             }
         }
         let s = Spool {

@@ -481,7 +481,10 @@ mod tests {
         assert!(hit);
         assert!(String::from_utf8_lossy(&out).contains("Subject: Grüße ünd\r\n"));
         let (out, hit) = take_subject_trigger(b"Subject: [secure]\r\n\r\nx", "[secure]");
-        assert!(hit && !String::from_utf8_lossy(&out).contains("secure"), "{out:?}");
+        assert!(
+            hit && !String::from_utf8_lossy(&out).contains("secure"),
+            "{out:?}"
+        );
         let e = effective(&Policy::default(), "a@example.org");
         let r = ["x@partner.example".to_string()];
         assert!(matches!(

@@ -33,8 +33,8 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "swaks",
     "libnet-ssleay-perl",
     "libio-socket-ssl-perl",
-    // The gateway's tests (tests/gateway) and the SMTP queue's next hop (tests/docking/queue.rs):
-    // Postfix and Dovecot.
+    // Postfix: the SMTP queue's next hop (tests/docking/queue.rs) and, with Dovecot, the
+    // organisation's servers of the gateway's tests (tests/gateway).
     "postfix",
     "dovecot-core",
     "dovecot-imapd",

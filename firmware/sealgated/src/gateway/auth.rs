@@ -143,26 +143,23 @@ impl fmt::Debug for Verifier {
 }
 
 /// The rustls client configuration for the server's certificate: the PEM anchors in
-/// `ca_pem`, else the system's roots (`SSL_CERT_FILE`, else Debian's
-/// `/etc/ssl/certs/ca-certificates.crt`).
+/// `ca_pem`, else the system's roots (as the outbound client reads them:
+/// `rustls-native-certs`, which honours `SSL_CERT_FILE`).
 pub fn client_config(ca_pem: Option<&[u8]>) -> anyhow::Result<rustls::ClientConfig> {
     let mut roots = rustls::RootCertStore::empty();
-    let system;
-    let pem = match ca_pem {
-        Some(p) => p,
-        None => {
-            let path = std::env::var_os("SSL_CERT_FILE")
-                .unwrap_or_else(|| "/etc/ssl/certs/ca-certificates.crt".into());
-            system = std::fs::read(&path).map_err(|e| {
-                anyhow::anyhow!("the system's CA roots ({}): {e}", path.to_string_lossy())
-            })?;
-            &system
+    match ca_pem {
+        Some(pem) => {
+            for c in CertificateDer::pem_slice_iter(pem) {
+                roots
+                    .add(c.map_err(|e| anyhow::anyhow!("trust anchors: {e}"))?)
+                    .map_err(|e| anyhow::anyhow!("trust anchors: {e}"))?;
+            }
         }
-    };
-    for c in CertificateDer::pem_slice_iter(pem) {
-        let c = c.map_err(|e| anyhow::anyhow!("trust anchors: {e}"))?;
-        // A single unusable root in a system bundle is skipped, as browsers do.
-        let _ = roots.add(c);
+        None => {
+            let found = rustls_native_certs::load_native_certs();
+            // A single unusable root in a system bundle is skipped, as browsers do.
+            roots.add_parsable_certificates(found.certs);
+        }
     }
     anyhow::ensure!(!roots.is_empty(), "no usable trust anchor");
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
@@ -585,6 +582,17 @@ mod tests {
             Astring::Literal(_) => unreachable!("quoted expected"),
         }
         assert!(matches!(astring("pässword"), Astring::Literal(_)));
+    }
+
+    #[test]
+    fn trust_anchors_must_be_usable() {
+        assert!(client_config(Some(b"")).is_err());
+        assert!(
+            client_config(Some(
+                b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"
+            ))
+            .is_err()
+        );
     }
 
     #[test]

@@ -473,6 +473,18 @@ mod tests {
         assert!(!hit);
         assert_eq!(same, b"Subject: hello\r\n\r\nx");
         assert!(!take_subject_trigger(m, "").1);
+        // Non-ASCII around the trigger, and a trigger that is the whole Subject.
+        let (out, hit) = take_subject_trigger(
+            "Subject: Grüße [Secure] ünd\r\n\r\nx".as_bytes(),
+            "[secure]",
+        );
+        assert!(hit);
+        assert!(String::from_utf8_lossy(&out).contains("Subject: Grüße ünd\r\n"));
+        let (out, hit) = take_subject_trigger(b"Subject: [secure]\r\n\r\nx", "[secure]");
+        assert!(
+            hit && !String::from_utf8_lossy(&out).contains("secure"),
+            "{out:?}"
+        );
         let e = effective(&Policy::default(), "a@example.org");
         let r = ["x@partner.example".to_string()];
         assert!(matches!(

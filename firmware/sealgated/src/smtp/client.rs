@@ -492,7 +492,19 @@ async fn attempt(
             data.len()
         ))));
     }
+    // A UTF-8 address (from an SMTPUTF8 sender at the MX) travels only to a next hop that
+    // takes it (RFC 6531); there is no downgrade of an address.
+    let utf8 = !from.is_ascii() || to.iter().any(|t| !t.is_ascii());
+    if utf8 && !ext.smtputf8 {
+        let _ = c.command("QUIT").await;
+        return Err(Stop::All(Fate::Permanent(
+            "553 5.6.7 the next hop does not offer SMTPUTF8 for a UTF-8 address".into(),
+        )));
+    }
     let mut mail = format!("MAIL FROM:<{from}>");
+    if utf8 {
+        mail.push_str(" SMTPUTF8");
+    }
     if ext.size.is_some() {
         mail.push_str(&format!(" SIZE={}", data.len()));
     }
@@ -687,7 +699,8 @@ mod tests {
                 starttls: true,
                 pipelining: true,
                 size: Some(10_240_000),
-                eight_bit: true
+                eight_bit: true,
+                smtputf8: false,
             }
         );
         let r = Reply {
@@ -944,6 +957,28 @@ mod tests {
         );
         let seen = h.await.expect("server");
         assert!(seen.contains(&".".to_string()));
+    }
+
+    #[tokio::test]
+    async fn utf8_addresses_go_only_to_a_next_hop_with_smtputf8() {
+        let to = vec!["jörg@example.org".to_string()];
+        let msg = b"Subject: x\r\n\r\nhi\r\n";
+        let (addr, h) = scripted(vec![("EHLO", "250-test\r\n250 SMTPUTF8")]).await;
+        let f = send(&hop(addr, TlsMode::None), "box", "s@x", &to, msg).await;
+        assert!(matches!(&f[0], Fate::Delivered(_)), "{f:?}");
+        let seen = h.await.expect("server");
+        assert!(
+            seen.contains(&"MAIL FROM:<s@x> SMTPUTF8".to_string()),
+            "{seen:?}"
+        );
+        let (addr, h) = scripted(vec![]).await;
+        let f = send(&hop(addr, TlsMode::None), "box", "s@x", &to, msg).await;
+        assert!(
+            matches!(&f[0], Fate::Permanent(t) if t.contains("5.6.7")),
+            "{f:?}"
+        );
+        let seen = h.await.expect("server");
+        assert!(!seen.iter().any(|l| l.starts_with("MAIL")), "{seen:?}");
     }
 
     #[tokio::test]

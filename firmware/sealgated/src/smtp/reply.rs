@@ -38,6 +38,8 @@ pub struct Extensions {
     pub size: Option<u64>,
     /// 8BITMIME.
     pub eight_bit: bool,
+    /// SMTPUTF8.
+    pub smtputf8: bool,
 }
 
 /// Reads the EHLO reply's keywords.
@@ -50,6 +52,7 @@ pub fn extensions(lines: &[String]) -> Extensions {
             "STARTTLS" => e.starttls = true,
             "PIPELINING" => e.pipelining = true,
             "8BITMIME" => e.eight_bit = true,
+            "SMTPUTF8" => e.smtputf8 = true,
             "SIZE" => e.size = Some(words.next().and_then(|v| v.parse().ok()).unwrap_or(0)),
             _ => {}
         }

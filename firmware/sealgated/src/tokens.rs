@@ -176,30 +176,6 @@ impl TokenStore {
         write_atomic(&self.dir.join(SETUP_FILE), token_hash(&token).as_bytes())?;
         Ok(token)
     }
-
-    /// Uses the setup token: `Ok(Some(admin token))` once; `Ok(None)` if the token is wrong;
-    /// `Err(SetupDone)` after it was used.
-    pub fn complete_setup(&self, presented: &str) -> Result<Option<String>, SetupError> {
-        let _g = self
-            .setup_lock
-            .lock()
-            .map_err(|_| SetupError::Internal("setup lock poisoned".into()))?;
-        if !self.setup_pending() {
-            return Err(SetupError::Done);
-        }
-        let stored = fs::read_to_string(self.dir.join(SETUP_FILE))
-            .map_err(|e| SetupError::Internal(e.to_string()))?;
-        if stored.trim() != token_hash(presented.trim()) {
-            return Ok(None);
-        }
-        fs::rename(self.dir.join(SETUP_FILE), self.dir.join(SETUP_USED))
-            .map_err(|e| SetupError::Internal(e.to_string()))?;
-        sync_dir(&self.dir).map_err(|e| SetupError::Internal(e.to_string()))?;
-        let name = format!("admin-{}", time::OffsetDateTime::now_utc().unix_timestamp());
-        self.create(&name, &[Scope::Admin])
-            .map(Some)
-            .map_err(|e| SetupError::Internal(e.to_string()))
-    }
 }
 
 impl TokenStore {
@@ -211,7 +187,7 @@ impl TokenStore {
     /// Uses the setup token to claim the box through the admin API: under the setup lock,
     /// runs `claim` (which creates the first administrator) if `presented` is the setup
     /// token, and spends the token only if `claim` succeeded. `Ok(None)`: wrong token;
-    /// `Err(SetupError::Done)`: the token was used (here or by `POST /api/v1/setup`).
+    /// `Err(SetupError::Done)`: the token was used .
     pub fn claim_setup<T, E>(
         &self,
         presented: &str,
@@ -359,7 +335,7 @@ pub fn create_token(data_dir: &Path, name: &str, scopes: &[Scope]) -> anyhow::Re
 }
 
 /// Write to a temporary file (mode 0600), fsync, rename over `path`, fsync the directory.
-fn write_atomic(path: &Path, data: &[u8]) -> anyhow::Result<()> {
+pub(crate) fn write_atomic(path: &Path, data: &[u8]) -> anyhow::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let tmp = dir.join(format!(
         ".{}.tmp",
@@ -418,32 +394,8 @@ mod tests {
             store.claim_setup(&setup, || Ok::<_, ()>(8)),
             Err(SetupError::Done)
         ));
-        // The older endpoint's path is dead too, and issued no admin token.
-        assert!(matches!(
-            store.complete_setup(&setup),
-            Err(SetupError::Done)
-        ));
+        // No admin token was issued.
         assert!(store.list().expect("list").is_empty());
-    }
-
-    #[test]
-    fn setup_works_once() {
-        let d = tempfile::tempdir().expect("tempdir");
-        let store = TokenStore::new(d.path());
-        let setup = store.issue_setup_token().expect("issue");
-        assert!(matches!(store.complete_setup("sgt_nope"), Ok(None)));
-        let admin = store
-            .complete_setup(&setup)
-            .expect("first use")
-            .expect("admin token");
-        assert_eq!(
-            store.lookup(&admin).expect("lookup").map(|r| r.scopes),
-            Some(vec![Scope::Admin])
-        );
-        assert!(matches!(
-            store.complete_setup(&setup),
-            Err(SetupError::Done)
-        ));
     }
 
     /// A damaged token file (a power cut, a bad disk) must not keep the console's reset from
@@ -453,8 +405,12 @@ mod tests {
     fn reset_admin_access_sets_a_damaged_token_file_aside() {
         let d = tempfile::tempdir().expect("tempdir");
         let store = TokenStore::new(d.path());
+        store.create("ops", &[Scope::Admin]).expect("admin");
         let setup = store.issue_setup_token().expect("issue");
-        store.complete_setup(&setup).expect("setup").expect("admin");
+        assert!(matches!(
+            store.claim_setup(&setup, || Ok::<_, ()>(())),
+            Ok(Some(Ok(())))
+        ));
         fs::write(d.path().join(TOKENS_FILE), b"{\"version\":1,\"tok").expect("damage");
         assert!(
             store.lookup("sgt_x").is_err(),
@@ -479,7 +435,10 @@ mod tests {
         assert!(store.lookup("sgt_x").expect("readable again").is_none());
         assert!(store.setup_pending(), "setup is open again");
         let setup = store.issue_setup_token().expect("issue");
-        assert!(store.complete_setup(&setup).expect("setup").is_some());
+        assert!(matches!(
+            store.claim_setup(&setup, || Ok::<_, ()>(())),
+            Ok(Some(Ok(())))
+        ));
     }
 
     /// Regression: the reset removed only a token named exactly `admin`, but setup names its
@@ -489,10 +448,14 @@ mod tests {
         let d = tempfile::tempdir().expect("tempdir");
         let store = TokenStore::new(d.path());
         let setup = store.issue_setup_token().expect("issue");
+        // An admin token as the retired `POST /api/v1/setup` named them.
         let from_setup = store
-            .complete_setup(&setup)
-            .expect("setup")
-            .expect("admin token");
+            .create("admin-1700000000", &[Scope::Admin])
+            .expect("setup's");
+        assert!(matches!(
+            store.claim_setup(&setup, || Ok::<_, ()>(())),
+            Ok(Some(Ok(())))
+        ));
         let ops = store
             .create("ops", &[Scope::Decrypt, Scope::Admin])
             .expect("ops");
@@ -527,9 +490,11 @@ mod tests {
         }
         assert!(store.setup_pending(), "setup is open again");
         assert!(!d.path().join(ADMIN_RESET_REQUEST).exists());
-        // Setup works again and yields a working admin token.
+        // Setup works again.
         let setup = store.issue_setup_token().expect("issue");
-        let again = store.complete_setup(&setup).expect("setup").expect("token");
-        assert!(store.lookup(&again).expect("lookup").is_some());
+        assert!(matches!(
+            store.claim_setup(&setup, || Ok::<_, ()>(())),
+            Ok(Some(Ok(())))
+        ));
     }
 }

@@ -203,7 +203,7 @@ pub(super) async fn factory_reset(
             202,
             started,
         );
-        crate::tokens::write_atomic(
+        sealgate_tokenfile::write_atomic(
             &ad.data_dir.join(FACTORY_RESET_REQUEST),
             format!("factory reset requested through the admin API by {}\n", c.username)
                 .as_bytes(),

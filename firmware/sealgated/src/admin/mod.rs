@@ -5,15 +5,18 @@
 //! anyone on the LAN, and any web page an administrator's browser visits (cross-site
 //! requests). What it must not let them do: claim the box without the one-time setup token
 //! (it works once; a replayed or guessed one gets 401/410, guesses are counted per address);
-//! call anything without a session (401); change anything without the session's CSRF token
+//! call anything without a session or an admin-plane API token (401; a bearer call needs no
+//! CSRF token, see `machine_tokens.rs`); change anything without the session's CSRF token
 //! (403; the cookie is `SameSite=Strict` as well); act beyond their role (403); guess
-//! passwords quickly (per account and address lockout, Argon2id, at most two hashes at a
-//! time); lock the administrator out from another address (the lock is per (account,
+//! passwords, TOTP codes or tokens quickly (per account and address lockout, Argon2id, at
+//! most two hashes at a time; each TOTP code works once); lock the administrator out from another address (the lock is per (account,
 //! address)); make the daemon answer 5xx or panic on any input (bodies are bounded and
 //! parsed into closed types; every error is `application/problem+json`).
 //!
 //! Every login, failed login, logout, setup claim and change is recorded in the vault's
-//! audit chain (`admin.*` actions, the account as actor) and in the daemon's audit log.
+//! audit chain (`admin.*` actions, the account or `token:NAME` as actor) and in the daemon's
+//! audit log. Destructive calls (reset of admin access, factory reset) need a typed
+//! confirmation phrase in the body (`system.rs`).
 
 mod machine_tokens;
 pub mod session;

@@ -169,6 +169,7 @@ r = aud.post(A + "/session/totp/disable", json={"password": PW, "code": totp(ase
 assert r.status_code == 204, r.text
 aud, r = login("aud")
 assert r.status_code == 200, r.text
+problem(aud.post(A + "/session/totp/disable", json={"password": PW, "code": "123456"}), 422)
 # Only an admin turns off another account's TOTP.
 problem(aud.delete(A + "/accounts/root/totp"), 403)
 problem(root.delete(A + "/accounts/aud/totp"), 404)

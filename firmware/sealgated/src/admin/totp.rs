@@ -170,6 +170,14 @@ pub(super) async fn disable_own(
             return Err(session_only());
         }
         let b: Disable = json_body(payload).await?;
+        if !ad.vault.totp_active(&c.username).map_err(refused)? {
+            return Err(Problem::new(
+                422,
+                "refused",
+                "The request cannot be done",
+                "TOTP is not on for this account",
+            ));
+        }
         if let Some(retry) = ip.and_then(|ip| ad.lockout.locked(ip, Some(&c.username))) {
             return Err(Problem::rate_limited(retry));
         }

@@ -192,12 +192,14 @@ fn status(vm: &mut Vm) -> String {
     choose(vm, "1")
 }
 
-/// `POST /api/v1/setup` with `token`.
+/// Claims the box: `POST /api/v1/admin/setup` with `token` (the first administrator).
 fn setup(bx: &Appliance, token: &str) -> (u16, String) {
     https(
         "POST",
-        &bx.url("/api/v1/setup"),
-        Some(&format!(r#"{{"setup_token":"{token}"}}"#)),
+        &bx.url("/api/v1/admin/setup"),
+        Some(&format!(
+            r#"{{"setup_token":"{token}","username":"root","password":"correct horse battery staple"}}"#
+        )),
     )
 }
 
@@ -216,7 +218,7 @@ fn new_setup_token(vm: &mut Vm, entry: &str, confirm: Option<&str>) -> String {
             .expect(READY_LINE, READY)
             .expect("sealgated restarted"),
     );
-    line_value(&text, "POST /api/v1/setup on the admin port):")
+    line_value(&text, "POST /api/v1/admin/setup on the admin port):")
         .expect("a new setup token on the console")
 }
 
@@ -240,7 +242,7 @@ fn tpm_sealed_box_first_boot_reboot_and_broken_pcr_policy() {
     let fingerprint = line_value(&first, "TLS certificate SHA-256 fingerprint:")
         .expect("fingerprint on the console");
     assert_eq!(fingerprint.split(':').count(), 32, "{fingerprint}");
-    let token = line_value(&first, "POST /api/v1/setup on the admin port):")
+    let token = line_value(&first, "POST /api/v1/admin/setup on the admin port):")
         .expect("setup token on the console");
 
     assert_eq!(
@@ -262,8 +264,8 @@ fn tpm_sealed_box_first_boot_reboot_and_broken_pcr_policy() {
         "the replaced setup token is refused"
     );
     let (code, body) = setup(&bx, &token2);
-    assert_eq!(code, 200, "{body}");
-    assert!(body.contains("\"token\""), "{body}");
+    assert_eq!(code, 201, "{body}");
+    assert!(body.contains("\"role\":\"admin\""), "{body}");
     assert_eq!(setup(&bx, &token2).0, 410, "the setup token works once");
 
     let s = status(&mut vm);
@@ -304,7 +306,7 @@ fn tpm_sealed_box_first_boot_reboot_and_broken_pcr_policy() {
         wait_https(&bx.url("/api/v1/health"), Duration::from_secs(30)),
         200
     );
-    assert_eq!(setup(&bx, &token3).0, 200);
+    assert_eq!(setup(&bx, &token3).0, 201);
     assert_eq!(setup(&bx, &token3).0, 410);
     let s = wait_boot_judged(&mut vm);
     assert!(
@@ -577,7 +579,7 @@ fn console_menu_static_address_survives_reboot_and_factory_resets() {
         "{text}"
     );
     assert!(
-        text.contains("POST /api/v1/setup on the admin port):"),
+        text.contains("POST /api/v1/admin/setup on the admin port):"),
         "{text}"
     );
 }

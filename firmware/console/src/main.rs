@@ -9,6 +9,9 @@
 //!   says why when the boot is not healthy (`health.rs`).
 //! - `sealgate-console write-file PATH [--mode OCTAL]`: stdin to PATH atomically, for the
 //!   shell scripts (`atomic.rs`).
+//! - `sealgate-console factory-reset`: the menu's wipe, for the daemon's service script when
+//!   the admin API asked for a factory reset (`DATA/factory-reset.request`, which only the
+//!   daemon writes, after an administrator sent the typed confirmation).
 //!
 //! What the box decided at boot is in `/run/sealgate/` (see `/etc/sealgate/boot`); the
 //! daemon's files are in `/data/sealgate/` (see `firmware/sealgated/src/tokens.rs`).
@@ -53,10 +56,11 @@ fn main() -> ExitCode {
         ["mark-boot-good"] => mark_boot_good(),
         ["health-gate"] => health_gate(),
         ["write-file", rest @ ..] => atomic::write_file_command(rest, &mut std::io::stdin()),
+        ["factory-reset"] => factory_reset(),
         _ => {
             eprintln!(
                 "usage: sealgate-console [menu | apply-network | mark-boot-good | health-gate \
-                 | write-file PATH [--mode OCTAL]]"
+                 | write-file PATH [--mode OCTAL] | factory-reset]"
             );
             return ExitCode::from(2);
         }
@@ -69,6 +73,22 @@ fn main() -> ExitCode {
         }
     }
 }
+
+/// The factory reset the admin API asked for: the menu's own wipe (the TPM's erase secret,
+/// the vault overwritten, `/data` emptied, reboot). Refused without the daemon's request
+/// file, so that a mistyped command line wipes nothing.
+fn factory_reset() -> Result<()> {
+    if !Path::new(DAEMON_DIR).join(FACTORY_RESET_REQUEST).exists() {
+        bail!("no factory reset was requested ({DAEMON_DIR}/{FACTORY_RESET_REQUEST} is missing)");
+    }
+    println!(
+        "sealgate: FACTORY RESET requested through the admin API: destroying the keys and wiping /data"
+    );
+    TheBox.wipe()
+}
+
+/// The request file the daemon writes (`sealgated`'s `admin::system::FACTORY_RESET_REQUEST`).
+const FACTORY_RESET_REQUEST: &str = "factory-reset.request";
 
 fn run_menu() -> Result<()> {
     let host =

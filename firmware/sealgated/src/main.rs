@@ -117,6 +117,11 @@ fn console(line: &str) {
     let _ = out.flush();
 }
 
+/// The console line with the setup token (the box's init and the tests read it).
+fn setup_token_line(token: &str) -> String {
+    format!("setup token (one-time; POST /api/v1/admin/setup on the admin port): {token}")
+}
+
 /// Where the settings come from and what they are.
 struct Chosen {
     settings: Settings,
@@ -289,6 +294,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     std::fs::create_dir_all(&cli.data_dir)
         .with_context(|| format!("creating {}", cli.data_dir.display()))?;
     let data_dir = cli.data_dir.canonicalize()?;
+    // A factory reset asked for through the admin API is the box's service script's to carry
+    // out (as root, before the daemon starts); never serve from a box that is to be wiped.
+    if data_dir.join(admin::system::FACTORY_RESET_REQUEST).exists() {
+        anyhow::bail!(
+            "a factory reset is pending ({}): the box's service script wipes the data before the \
+             daemon starts; remove the file to cancel it",
+            data_dir
+                .join(admin::system::FACTORY_RESET_REQUEST)
+                .display()
+        );
+    }
     let chosen = choose_settings(&cli, &data_dir)?;
     let mut settings = chosen.settings;
     if let Some(why) = &chosen.fallback {
@@ -336,10 +352,20 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let mut accounts_reset = true;
     if data_dir.join(tokens::ADMIN_RESET_REQUEST).exists() {
         match vault.remove_all_admin_accounts("console") {
-            Ok(removed) => console(&format!(
-                "admin access reset: {} admin account(s) removed",
-                removed.len()
-            )),
+            Ok(removed) => {
+                console(&format!(
+                    "admin access reset: {} admin account(s) removed",
+                    removed.len()
+                ));
+                // The admin plane's own API tokens die with the accounts.
+                if let Err(e) = vault.remove_all_admin_api_tokens("console") {
+                    accounts_reset = false;
+                    console(&format!(
+                        "ADMIN RESET NOT APPLIED: {}; it is tried again at the next start",
+                        one_line(&format!("{e:#}"))
+                    ));
+                }
+            }
             Err(e) => {
                 accounts_reset = false;
                 console(&format!(
@@ -386,9 +412,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }
     if tokens.setup_pending() {
         let t = tokens.issue_setup_token()?;
-        console(&format!(
-            "setup token (one-time; POST /api/v1/setup on the admin port): {t}"
-        ));
+        console(&setup_token_line(&t));
     }
     docking::configure(&settings);
     let anchors = match &settings.docking.trust_anchors {
@@ -410,7 +434,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     // hold clones of the state (and so of the vault) when the process ends, so its drop,
     // which would write them, cannot be relied on.
     let vault_at_stop = vault.clone();
-    let admin_state = web::Data::new(admin::AdminState::new(vault.clone()));
+    let admin_state = web::Data::new(admin::AdminState::new(vault.clone(), &data_dir));
     let keys: Arc<dyn keys::KeyStore> = Arc::new(keys::Cached::new(vault, Duration::from_secs(30)));
     let anchors = Arc::new(anchors);
     let state = web::Data::new(http::AppState {
@@ -443,7 +467,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let admin_addr = admin_listener.local_addr()?;
     let timeout = settings.docking.request_timeout_secs.duration();
 
-    actix_web::rt::System::new().block_on(async move {
+    let stopped = actix_web::rt::System::new().block_on(async move {
         let st = state.clone();
         let docking = HttpServer::new(move || {
             App::new()
@@ -536,8 +560,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         tracing::info!(%docking_addr, %admin_addr, "ready");
         console("ready");
 
-        wait_for_signal().await?;
-        tracing::info!("stopping");
+        let asked = tokio::select! {
+            r = wait_for_signal() => { r?; None }
+            k = admin_state.stop.wait() => Some(k),
+        };
+        tracing::info!(?asked, "stopping");
         hand_off.stop().await;
         tokio::join!(docking_handle.stop(true), admin_handle.stop(true));
         if let Some(h) = socket_handle {
@@ -547,8 +574,20 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             tracing::error!(error = %e, "the last key uses could not be written to the audit log");
         }
         console("stopped");
-        anyhow::Ok(())
-    })
+        anyhow::Ok(asked)
+    })?;
+    if let Some(admin::system::Stop::Restart) = stopped {
+        // The same program and arguments, in this process (the box's pid file stays right).
+        // Every descriptor the daemon opened is close-on-exec, the vault's lock included.
+        use std::os::unix::process::CommandExt;
+        let exe = std::env::current_exe().context("the daemon's own program")?;
+        console("restarting");
+        let e = std::process::Command::new(exe)
+            .args(std::env::args_os().skip(1))
+            .exec();
+        anyhow::bail!("re-executing the daemon failed: {e}");
+    }
+    Ok(())
 }
 
 async fn wait_for_signal() -> anyhow::Result<()> {

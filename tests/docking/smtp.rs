@@ -975,3 +975,139 @@ fn smtp_spool_quota_answers_452_and_a_message_that_keeps_failing_is_held() {
     c.send(&body(1));
     assert!(c.reply().starts_with("250 "));
 }
+
+const STARTTLS_INJECTION: &str = r#"
+import socket, ssl, sys
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+def reply(f):
+    out = ""
+    while True:
+        l = f.readline().decode()
+        out += l
+        if len(l) < 4 or l[3] != "-":
+            return out
+f = s.makefile("rb", buffering=0)
+print(reply(f), end="")
+s.sendall(b"EHLO attacker.test\r\n")
+print(reply(f), end="")
+# STARTTLS with commands behind it in the same write: they must never run as if sent
+# over TLS (CVE-2011-0411 and relatives).
+s.sendall(b"STARTTLS\r\nEHLO injected.test\r\nMAIL FROM:<injected@evil.test>\r\n")
+print(reply(f), end="")
+ctx = ssl.create_default_context()
+ctx.check_hostname = False
+ctx.verify_mode = ssl.CERT_NONE
+t = ctx.wrap_socket(s)
+g = t.makefile("rb", buffering=0)
+t.sendall(b"MAIL FROM:<carol@example.org>\r\n")
+print("TLS " + reply(g), end="")
+t.sendall(b"QUIT\r\n")
+print("TLS " + reply(g), end="")
+"#;
+
+#[test]
+fn smtp_commands_pipelined_behind_starttls_are_discarded() {
+    // The attacker: a man in the middle who appends commands to the client's STARTTLS in
+    // clear text, hoping the server runs them inside the client's TLS session.
+    require_tool("python3", "python3");
+    let pki = Pki::new();
+    let dir = data_dir_with_keys(&pki);
+    let d = Daemon::start(dir.path(), &smtp_settings(free_port()));
+    let tmp = tempfile::tempdir().expect("tmp");
+    let script = write(tmp.path(), "inject.py", STARTTLS_INJECTION.as_bytes());
+    let out = run(Command::new("python3")
+        .arg(&script)
+        .arg(d.smtp_decrypt.expect("port").port().to_string()));
+    let t = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(t.contains("220 2.0.0 ready to start TLS"), "{t}");
+    // Over TLS the session starts over: the injected EHLO never happened.
+    assert!(t.contains("TLS 503 5.5.1 EHLO first"), "{t}");
+    assert!(t.contains("TLS 221 "), "{t}");
+    assert!(!t.contains("injected"), "{t}");
+}
+
+#[test]
+fn smtp_smuggling_variants_pipelined_in_one_write_are_refused() {
+    // The same variants as above, but the whole transaction in one write (PIPELINING), with
+    // a clean message behind the refused one in the same session: the refusal ends exactly
+    // at the real CRLF.CRLF, and the session goes on.
+    let pki = Pki::new();
+    let dir = data_dir_with_keys(&pki);
+    let rx = Receiver::start(free_port());
+    let d = Daemon::start(dir.path(), &smtp_settings(rx.port));
+    let port = d.smtp_decrypt.expect("port").port();
+    for v in [
+        &b"\n.\n"[..],
+        b"\n.\r\n",
+        b"\r.\r",
+        b"\r.\r\n",
+        b"\r\n.\r",
+        b"\r\n.\n",
+        b"\n.\r",
+    ] {
+        let name = format!("{:?}", String::from_utf8_lossy(v));
+        let mut c = Raw::connect(port);
+        assert!(c.reply().starts_with("220 "));
+        let mut all = b"EHLO gateway.test\r\nMAIL FROM:<carol@example.org>\r\nRCPT TO:<alice@example.org>\r\nDATA\r\nSubject: first\r\n\r\nfirst".to_vec();
+        all.extend_from_slice(v);
+        all.extend_from_slice(b"MAIL FROM:<mallory@example.net>\r\nRCPT TO:<alice@example.org>\r\nDATA\r\nSubject: smuggled\r\n\r\nsmuggled\r\n.\r\n");
+        all.extend_from_slice(b"MAIL FROM:<carol@example.org>\r\nRCPT TO:<alice@example.org>\r\nDATA\r\nSubject: clean\r\n\r\nclean\r\n.\r\nQUIT\r\n");
+        c.send(&all);
+        let replies: Vec<String> = (0..9).map(|_| c.reply()).collect();
+        let codes: Vec<&str> = replies.iter().map(|r| r.get(..3).unwrap_or("")).collect();
+        assert_eq!(
+            codes,
+            [
+                "250", "250", "250", "354", "550", "250", "250", "354", "250"
+            ],
+            "{name}: {replies:?}"
+        );
+        assert!(c.reply().starts_with("221 "), "{name}");
+    }
+    // Only the clean messages reached the next hop, never a smuggled one.
+    for i in 0..7 {
+        let (env, msg) = rx.wait_for(i);
+        assert_eq!(env["from"], "carol@example.org");
+        assert!(contains(&msg, "clean") && !contains(&msg, "smuggled"));
+    }
+    drop(d);
+}
+
+#[test]
+fn smtp_a_pipelining_client_gets_its_replies_in_order() {
+    // swaks --pipeline sends MAIL, every RCPT and DATA in one write and matches the replies
+    // by position: one refused recipient in the middle must not shift the others.
+    let pki = Pki::new();
+    let dir = data_dir_with_keys(&pki);
+    let rx = Receiver::start(free_port());
+    let d = Daemon::start(dir.path(), &smtp_settings(rx.port));
+    let tmp = tempfile::tempdir().expect("tmp");
+    let clear = pki.message(
+        "carol@example.org",
+        "alice@example.org",
+        "pipelined",
+        "pipelined text",
+    );
+    let enc = write(
+        tmp.path(),
+        "enc.eml",
+        &pki.openssl_encrypt(&clear, &["alice@example.org"]),
+    );
+    let (ok, t) = swaks_raw(
+        d.smtp_decrypt.expect("port").port(),
+        "carol@example.org",
+        "alice@example.org,no-at-sign,bob@example.org",
+        &enc,
+        &["--pipeline"],
+    );
+    assert!(t.contains("PIPELINING"), "{t}");
+    assert!(t.contains("<** 501 5.1.3 invalid recipient address"), "{t}");
+    let _ = ok; // (swaks reports the refused recipient as a failure.)
+    assert!(t.contains("250 2.0.0 OK queued"), "{t}");
+    let (env, msg) = rx.wait_for(0);
+    assert_eq!(
+        env["to"],
+        serde_json::json!(["alice@example.org", "bob@example.org"])
+    );
+    assert!(contains(&msg, "pipelined text"));
+}

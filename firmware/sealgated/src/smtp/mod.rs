@@ -3,15 +3,15 @@
 //!
 //! A message's life: **connect** (the client's address must be in `[smtp] allow_addresses`,
 //! or in `certificate_addresses` and then authenticated by a pinned client certificate over
-//! STARTTLS; everyone else gets `554` and is audited) → **inbound** (`protocol.rs`: a small
-//! SMTP server state machine; only CRLF ends a line, only CRLF.CRLF ends DATA; DATA is
-//! streamed to the spool, never buffered whole) → **spool** (`spool.rs`: `ID.part`, renamed
+//! STARTTLS; everyone else gets `554` and is audited) → **inbound** (`protocol.rs`: an I/O
+//! driver over the protocol layer `sealgate_smtp::Session`; only CRLF ends a line, only
+//! CRLF.CRLF ends DATA; DATA is streamed to the spool, never buffered whole) → **spool** (`spool.rs`: `ID.part`, renamed
 //! `ID.eml`, then `ID.json`, each fsynced, and the directory fsynced, before the `250`; a
 //! disk quota answers `452`) → **process** (`process.rs`: incoming `X-Sealgate-*` fields
 //! removed, then the same blocking operations as the HTTPS API on a blocking thread under
 //! `catch_unwind`; a decryption failure passes unchanged with a result header, an encryption
 //! failure is held unless the policy allows cleartext) → **outbound** (`relay.rs`: plain SMTP
-//! to the next hop; deleted from the spool only after the next hop's `250`; a temporary
+//! to the next hop through the protocol layer's client side and DATA writer; deleted from the spool only after the next hop's `250`; a temporary
 //! failure is retried every `retry_secs`; a permanent one moves the message, unchanged, to
 //! `DATA/spool/held/` with the reason in its envelope).
 //!

@@ -1,4 +1,5 @@
-//! The inbound side: who may connect, the SMTP server state machine, and the line reader.
+//! The inbound side: who may connect, and a thin I/O driver over the protocol layer
+//! ([`sealgate_smtp::Session`]: framing, commands, replies, smuggling defences).
 //!
 //! Attackers: anyone who reaches a listener. Without access control they could have captured
 //! ciphertext decrypted to an extra RCPT of their choice, or mail signed with any user's key
@@ -6,100 +7,35 @@
 //! `certificate_addresses` with a pinned client certificate whose scopes include the
 //! listener's; everyone else gets `554` at connect (logged and audited).
 //!
-//! Smuggling: a line ends only at CRLF. A bare LF or a bare CR anywhere is refused (`500` for
-//! a command; the whole message `550` at its end), an over-long line is consumed to its end
-//! and refused (never cut into pieces that could read as `.`), and only CRLF "." CRLF ends
-//! DATA. So no reading of the stream can end DATA where the next hop would not.
+//! Smuggling (in the protocol layer): a line ends only at CRLF. A bare LF or a bare CR
+//! anywhere is refused (`500` for a command; the whole message `550` at its end), an
+//! over-long line is consumed to its end and refused (never cut into pieces that could read
+//! as `.`), and only CRLF "." CRLF ends DATA. So no reading of the stream can end DATA where
+//! the next hop would not. Commands pipelined behind STARTTLS are discarded.
+//!
+//! The driver reads, feeds the session, writes its replies, and answers its events with the
+//! hand-off's policy (access, the spool's room). It reaches the spool through four calls:
+//! `has_room`, `receive`, `Incoming::line` and `Incoming::commit` (`250` only after the
+//! commit's fsyncs).
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use sealgate_smtp::{Config, Event, Reply, Session};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
-use super::spool::Envelope;
+use super::spool::{Envelope, Incoming};
 use super::{Direction, Shared};
 use crate::identity::sha256;
 
-/// The longest line accepted (commands and message lines), without its CRLF.
-pub(super) const MAX_LINE: usize = 64 * 1024;
+/// The longest message line accepted, without its CRLF.
+const MAX_DATA_LINE: usize = 64 * 1024;
 const MAX_RECIPIENTS: usize = 1000;
-/// Idle time allowed for one line.
+/// Idle time allowed between two reads.
 const READ_TIMEOUT: Duration = Duration::from_secs(300);
-
-/// What one read gave.
-#[derive(Debug, PartialEq, Eq)]
-pub(super) enum Line {
-    /// A line that ended with CRLF and has no other CR or LF (in the buffer, without CRLF).
-    Good,
-    /// A line with a bare CR or ended by a bare LF (its bytes are in the buffer); `crlf`:
-    /// it ended with CRLF (the bare CR was inside).
-    Bare { crlf: bool },
-    /// Longer than the limit: consumed to its LF and discarded; `crlf`: it ended with CRLF.
-    TooLong { crlf: bool },
-    /// End of stream (a partial last line is dropped).
-    Eof,
-}
-
-/// Reads one line into `buf` (cleared first), holding at most `max` + 2 bytes of it.
-pub(super) async fn read_line<S: AsyncRead + Unpin>(
-    s: &mut BufReader<S>,
-    buf: &mut Vec<u8>,
-    max: usize,
-) -> std::io::Result<Line> {
-    buf.clear();
-    let mut too_long = false;
-    // The byte before the current chunk (to see a CR right before the LF across chunks).
-    let mut prev = 0u8;
-    let mut before_lf = 0u8;
-    loop {
-        let avail = s.fill_buf().await?;
-        if avail.is_empty() {
-            return Ok(Line::Eof);
-        }
-        let (n, done) = match avail.iter().position(|b| *b == b'\n') {
-            Some(i) => (i + 1, true),
-            None => (avail.len(), false),
-        };
-        if done {
-            before_lf = if n >= 2 { avail[n - 2] } else { prev };
-        }
-        prev = avail[n - 1];
-        if !too_long {
-            if buf.len() + n > max + 2 {
-                too_long = true;
-                buf.clear();
-            } else {
-                buf.extend_from_slice(&avail[..n]);
-            }
-        }
-        s.consume(n);
-        if done {
-            break;
-        }
-    }
-    let crlf = before_lf == b'\r';
-    if too_long {
-        return Ok(Line::TooLong { crlf });
-    }
-    buf.pop(); // the LF
-    if buf.pop_if(|b| *b == b'\r').is_none() || buf.contains(&b'\r') {
-        return Ok(Line::Bare { crlf });
-    }
-    if buf.len() > max {
-        return Ok(Line::TooLong { crlf });
-    }
-    Ok(Line::Good)
-}
-
-async fn read_line_timed<S: AsyncRead + Unpin>(
-    s: &mut BufReader<S>,
-    buf: &mut Vec<u8>,
-) -> anyhow::Result<Line> {
-    Ok(tokio::time::timeout(READ_TIMEOUT, read_line(s, buf, MAX_LINE)).await??)
-}
 
 /// Who the client is, as far as this session knows.
 #[derive(Debug, Clone)]
@@ -232,6 +168,21 @@ fn accepted(tcp: TcpStream, peer: SocketAddr, dir: Direction, sh: &Arc<Shared>) 
     });
 }
 
+/// The protocol layer's settings for a hand-off listener.
+fn session_config(sh: &Shared, dir: Direction) -> Config {
+    let mut c = Config::new(sh.h.settings.smtp.hostname.clone());
+    c.greeting = format!("Sealgate docking ({}) ESMTP", dir.name());
+    c.extensions.starttls = true;
+    // The next hop gets plain SMTP with DATA: no UTF-8 envelopes, and messages arrive in
+    // whole lines (DATA, not BDAT), as the spool stores them.
+    c.extensions.smtputf8 = false;
+    c.extensions.chunking = false;
+    c.max_message_bytes = sh.h.settings.docking.max_message_bytes.0 as u64;
+    c.max_recipients = MAX_RECIPIENTS;
+    c.max_data_line = MAX_DATA_LINE;
+    c
+}
+
 async fn session(
     tcp: TcpStream,
     peer: SocketAddr,
@@ -239,42 +190,33 @@ async fn session(
     access: Access,
     sh: &Shared,
 ) -> anyhow::Result<()> {
-    let mut conn = BufReader::new(tcp);
-    reply(
-        &mut conn,
-        &format!(
-            "220 {} Sealgate docking ({}) ESMTP",
-            sh.h.settings.smtp.hostname,
-            dir.name()
-        ),
-    )
-    .await?;
-    if let Outcome::StartTls = dialogue(&mut conn, peer, dir, &access, sh, false).await? {
-        if !conn.buffer().is_empty() {
-            // Commands pipelined after STARTTLS would be injected into the TLS session.
-            anyhow::bail!("data after STARTTLS");
-        }
-        let acceptor = tokio_rustls::TlsAcceptor::from(sh.h.tls.clone());
-        let tls = tokio::time::timeout(READ_TIMEOUT, acceptor.accept(conn.into_inner())).await??;
-        let access = match tls.get_ref().1.peer_certificates().and_then(|c| c.first()) {
-            Some(leaf) => {
-                let fp = sha256(leaf.as_ref());
-                match sh.h.settings.auth.clients.iter().find(|c| c.sha256.0 == fp) {
-                    Some(c) if c.scopes.contains(&dir.scope()) => {
-                        Access::Open(format!("cert:{}", c.name))
-                    }
-                    Some(c) => {
-                        tracing::warn!(%peer, client = %c.name, listener = dir.name(), "pinned client certificate lacks the listener's scope");
-                        access
-                    }
-                    None => access,
-                }
-            }
-            None => access,
-        };
-        let mut conn = BufReader::new(tls);
-        dialogue(&mut conn, peer, dir, &access, sh, true).await?;
+    let mut s = Session::new(session_config(sh, dir));
+    let mut tcp = tcp;
+    if let Outcome::Quit = drive(&mut tcp, &mut s, peer, dir, &access, sh).await? {
+        return Ok(());
     }
+    // The session discarded whatever came after STARTTLS; bytes still in flight go to the
+    // handshake, which fails on them.
+    let acceptor = tokio_rustls::TlsAcceptor::from(sh.h.tls.clone());
+    let mut tls = tokio::time::timeout(READ_TIMEOUT, acceptor.accept(tcp)).await??;
+    let access = match tls.get_ref().1.peer_certificates().and_then(|c| c.first()) {
+        Some(leaf) => {
+            let fp = sha256(leaf.as_ref());
+            match sh.h.settings.auth.clients.iter().find(|c| c.sha256.0 == fp) {
+                Some(c) if c.scopes.contains(&dir.scope()) => {
+                    Access::Open(format!("cert:{}", c.name))
+                }
+                Some(c) => {
+                    tracing::warn!(%peer, client = %c.name, listener = dir.name(), "pinned client certificate lacks the listener's scope");
+                    access
+                }
+                None => access,
+            }
+        }
+        None => access,
+    };
+    s.tls_started();
+    drive(&mut tls, &mut s, peer, dir, &access, sh).await?;
     Ok(())
 }
 
@@ -283,350 +225,197 @@ enum Outcome {
     StartTls,
 }
 
-pub(super) async fn reply<S: AsyncWrite + Unpin>(s: &mut S, line: &str) -> anyhow::Result<()> {
-    s.write_all(line.as_bytes()).await?;
-    s.write_all(b"\r\n").await?;
-    s.flush().await?;
+/// Writes the session's pending replies.
+async fn flush<S: AsyncWrite + Unpin>(conn: &mut S, s: &mut Session) -> anyhow::Result<()> {
+    let out = s.take_output();
+    if !out.is_empty() {
+        conn.write_all(&out).await?;
+        conn.flush().await?;
+    }
     Ok(())
 }
 
-/// The address inside `FROM:<...>` / `TO:<...>`, and the parameters after it.
-fn path_arg<'a>(arg: &'a str, prefix: &str) -> Option<(String, &'a str)> {
-    let rest = arg
-        .get(..prefix.len())
-        .filter(|p| p.eq_ignore_ascii_case(prefix))
-        .map(|_| &arg[prefix.len()..])?;
-    let rest = rest.trim_start();
-    let rest = rest.strip_prefix('<')?;
-    let end = rest.find('>')?;
-    let addr = rest[..end].trim();
-    if addr.chars().any(|c| c.is_control() || c.is_whitespace()) {
-        return None;
-    }
-    Some((addr.to_ascii_lowercase(), rest[end + 1..].trim()))
+/// The message being received: where it goes, and why it will be refused at its end.
+struct Receiving<'a> {
+    incoming: Incoming<'a>,
+    received: i64,
+    refused: Option<Reply>,
 }
 
-async fn dialogue<S: AsyncRead + AsyncWrite + Unpin>(
-    conn: &mut BufReader<S>,
+impl Receiving<'_> {
+    /// Appends message bytes (whole CRLF lines: the session gives DATA so).
+    async fn write(&mut self, bytes: &[u8]) {
+        if self.refused.is_some() {
+            return;
+        }
+        let body = bytes.strip_suffix(b"\r\n").unwrap_or(bytes);
+        for line in body.split(|b| *b == b'\n') {
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            match self.incoming.line(line).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    self.refused = Some(Reply::new(
+                        452,
+                        [4, 3, 1],
+                        "the spool is full, try again later",
+                    ));
+                    return;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot write to the spool");
+                    self.refused = Some(cannot_store());
+                    return;
+                }
+            }
+        }
+    }
+}
+
+fn cannot_store() -> Reply {
+    Reply::new(
+        451,
+        [4, 3, 0],
+        "cannot store the message now, try again later",
+    )
+}
+
+/// Runs the session over one stream until QUIT, the end of the stream, or STARTTLS.
+async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
+    conn: &mut S,
+    s: &mut Session,
     peer: SocketAddr,
     dir: Direction,
     access: &Access,
     sh: &Shared,
-    tls: bool,
 ) -> anyhow::Result<Outcome> {
-    let max = sh.h.settings.docking.max_message_bytes.0 as u64;
-    let host = &sh.h.settings.smtp.hostname;
-    let mut helo = false;
-    let mut from: Option<String> = None;
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut from = String::new();
     let mut to: Vec<String> = Vec::new();
-    let mut line = Vec::new();
+    let mut receiving: Option<Receiving<'_>> = None;
     loop {
-        match read_line_timed(conn, &mut line).await? {
-            Line::Eof => return Ok(Outcome::Quit),
-            Line::TooLong { .. } => {
-                reply(conn, "500 5.5.2 line too long").await?;
-                continue;
-            }
-            Line::Bare { .. } => {
-                reply(conn, "500 5.5.2 bare CR or LF: lines end with CRLF").await?;
-                continue;
-            }
-            Line::Good => {}
-        }
-        let text = String::from_utf8_lossy(&line).to_string();
-        let (verb, arg) = match text.split_once(' ') {
-            Some((v, a)) => (v.to_ascii_uppercase(), a.trim().to_string()),
-            None => (text.trim().to_ascii_uppercase(), String::new()),
-        };
-        match verb.as_str() {
-            "EHLO" | "HELO" => {
-                if arg.is_empty() {
-                    reply(conn, "501 5.5.4 a domain or address is required").await?;
-                    continue;
+        match s.next_event() {
+            Event::NeedInput => {
+                flush(conn, s).await?;
+                let Ok(n) = tokio::time::timeout(READ_TIMEOUT, conn.read(&mut buf)).await else {
+                    s.shutdown(Reply::new(421, [4, 4, 2], "idle too long, closing"));
+                    flush(conn, s).await?;
+                    anyhow::bail!("idle timeout");
+                };
+                let n = n?;
+                if n == 0 {
+                    return Ok(Outcome::Quit);
                 }
-                helo = true;
-                from = None;
-                to.clear();
-                if verb == "HELO" {
-                    reply(conn, &format!("250 {host}")).await?;
-                } else {
-                    let mut lines = vec![
-                        host.to_string(),
-                        format!("SIZE {max}"),
-                        "8BITMIME".into(),
-                        "PIPELINING".into(),
-                    ];
-                    if !tls {
-                        lines.push("STARTTLS".into());
-                    }
-                    let last = lines.len() - 1;
-                    let text: String = lines
-                        .iter()
-                        .enumerate()
-                        .map(|(i, l)| format!("250{}{l}\r\n", if i == last { ' ' } else { '-' }))
-                        .collect();
-                    conn.write_all(text.as_bytes()).await?;
-                    conn.flush().await?;
-                }
+                s.feed(&buf[..n]);
             }
-            "STARTTLS" if !tls => {
-                reply(conn, "220 2.0.0 ready to start TLS").await?;
+            Event::Flush => flush(conn, s).await?,
+            Event::StartTls => {
+                flush(conn, s).await?;
                 return Ok(Outcome::StartTls);
             }
-            "STARTTLS" => reply(conn, "503 5.5.1 TLS is already active").await?,
-            "MAIL" => {
-                if !helo {
-                    reply(conn, "503 5.5.1 EHLO first").await?;
-                } else if let Access::NeedsCertificate = access {
-                    let text = format!(
-                        "530 5.7.0 STARTTLS with a pinned client certificate allowed to {} is required",
-                        dir.verb()
-                    );
-                    reply(conn, &text).await?;
-                } else if from.is_some() {
-                    reply(conn, "503 5.5.1 MAIL already given").await?;
+            Event::Quit | Event::Close => {
+                flush(conn, s).await?;
+                return Ok(Outcome::Quit);
+            }
+            Event::MailFrom(m) => {
+                if let Access::NeedsCertificate = access {
+                    s.refuse(Reply::new(
+                        530,
+                        [5, 7, 0],
+                        format!(
+                            "STARTTLS with a pinned client certificate allowed to {} is required",
+                            dir.verb()
+                        ),
+                    ));
+                } else if !sh.spool.has_room(m.size.unwrap_or(1)) {
+                    s.refuse(Reply::new(
+                        452,
+                        [4, 3, 1],
+                        "the spool is full, try again later",
+                    ));
                 } else {
-                    match path_arg(&arg, "FROM:") {
-                        Some((addr, params)) => {
-                            let size = params
-                                .split_whitespace()
-                                .find_map(|p| {
-                                    p.get(..5)
-                                        .filter(|k| k.eq_ignore_ascii_case("SIZE="))
-                                        .and(p.get(5..))
-                                })
-                                .and_then(|v| v.parse::<u64>().ok());
-                            if size.is_some_and(|s| s > max) {
-                                reply(conn, "552 5.3.4 message size exceeds the limit").await?;
-                            } else if !sh.spool.has_room(size.unwrap_or(1)) {
-                                reply(conn, "452 4.3.1 the spool is full, try again later").await?;
-                            } else {
-                                from = Some(addr);
-                                reply(conn, "250 2.1.0 OK").await?;
-                            }
+                    from = m.address.to_ascii_lowercase();
+                    to.clear();
+                    s.accept();
+                }
+            }
+            Event::RcptTo(r) => {
+                if r.address.contains('@') {
+                    to.push(r.address.to_ascii_lowercase());
+                    s.accept();
+                } else {
+                    s.refuse(Reply::new(501, [5, 5, 4], "syntax: RCPT TO:<address>"));
+                }
+            }
+            Event::DataStart => {
+                let received = time::OffsetDateTime::now_utc().unix_timestamp();
+                match sh.spool.receive(received).await {
+                    Ok(incoming) if sh.spool.has_room(1) => {
+                        receiving = Some(Receiving {
+                            incoming,
+                            received,
+                            refused: None,
+                        });
+                        s.accept();
+                    }
+                    r => {
+                        if let Err(e) = r {
+                            tracing::error!(error = %e, "cannot create a spool file");
                         }
-                        None => reply(conn, "501 5.5.4 syntax: MAIL FROM:<address>").await?,
+                        s.refuse(Reply::new(
+                            452,
+                            [4, 3, 1],
+                            "the spool is full or unavailable, try again later",
+                        ));
                     }
                 }
             }
-            "RCPT" => {
-                if from.is_none() {
-                    reply(conn, "503 5.5.1 MAIL first").await?;
-                } else if to.len() >= MAX_RECIPIENTS {
-                    reply(conn, "452 4.5.3 too many recipients").await?;
-                } else {
-                    match path_arg(&arg, "TO:") {
-                        Some((addr, _)) if addr.contains('@') => {
-                            to.push(addr);
-                            reply(conn, "250 2.1.5 OK").await?;
-                        }
-                        _ => reply(conn, "501 5.5.4 syntax: RCPT TO:<address>").await?,
-                    }
+            Event::Data(bytes) => {
+                if let Some(r) = receiving.as_mut() {
+                    r.write(&bytes).await;
                 }
             }
-            "DATA" => {
-                if to.is_empty() {
-                    reply(conn, "503 5.5.1 RCPT first").await?;
+            Event::DataAborted => receiving = None,
+            Event::EndOfMessage => {
+                let Some(r) = receiving.take() else {
+                    s.refuse(cannot_store());
+                    continue;
+                };
+                if let Some(reply) = r.refused {
+                    s.refuse(reply);
                     continue;
                 }
                 let Access::Open(name) = access else {
-                    reply(conn, "503 5.5.1 MAIL first").await?;
+                    s.refuse(Reply::new(503, [5, 5, 1], "MAIL first"));
                     continue;
                 };
-                let received = time::OffsetDateTime::now_utc().unix_timestamp();
                 let env = Envelope {
                     direction: dir,
-                    from: from.take().unwrap_or_default(),
+                    from: std::mem::take(&mut from),
                     to: std::mem::take(&mut to),
                     client: peer.ip().to_canonical().to_string(),
                     client_name: Some(name.clone()),
-                    received,
+                    received: r.received,
                     attempts: 0,
                     held_reason: None,
                 };
-                let answer = data(conn, &mut line, sh, &env, max).await?;
-                if answer.starts_with("250") {
-                    sh.wake.notify_one();
+                let bytes = r.incoming.len();
+                match r.incoming.commit(&env).await {
+                    Ok(id) => {
+                        tracing::debug!(%peer, id, bytes, "message spooled");
+                        sh.wake.notify_one();
+                        s.accept_with(Reply::new(250, [2, 0, 0], format!("OK queued as {id}")));
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot spool a message");
+                        s.refuse(cannot_store());
+                    }
                 }
-                reply(conn, &answer).await?;
             }
-            "RSET" => {
-                from = None;
-                to.clear();
-                reply(conn, "250 2.0.0 OK").await?;
+            Event::Auth { .. } => {
+                // Not offered by the hand-off; the session never asks.
+                s.refuse(Reply::new(502, [5, 5, 1], "AUTH is not offered"));
             }
-            "NOOP" => reply(conn, "250 2.0.0 OK").await?,
-            "VRFY" => reply(conn, "252 2.1.5 cannot verify").await?,
-            "QUIT" => {
-                reply(conn, &format!("221 2.0.0 {host} closing")).await?;
-                return Ok(Outcome::Quit);
-            }
-            _ => reply(conn, "502 5.5.2 command not recognised").await?,
+            _ => {}
         }
-    }
-}
-
-/// Takes a message after DATA, streaming it to the spool; the reply to send.
-async fn data<S: AsyncRead + AsyncWrite + Unpin>(
-    conn: &mut BufReader<S>,
-    line: &mut Vec<u8>,
-    sh: &Shared,
-    env: &Envelope,
-    max: u64,
-) -> anyhow::Result<String> {
-    let mut incoming = match sh.spool.receive(env.received).await {
-        Ok(i) if sh.spool.has_room(1) => Some(i),
-        Ok(_) => None,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot create a spool file");
-            None
-        }
-    };
-    if incoming.is_none() {
-        return Ok("452 4.3.1 the spool is full or unavailable, try again later".into());
-    }
-    reply(conn, "354 end data with <CR><LF>.<CR><LF>").await?;
-    let mut refused: Option<&'static str> = None;
-    // Whether the previous line ended with CRLF: "." ends DATA only after one (CRLF "." CRLF).
-    let mut after_crlf = true;
-    loop {
-        let l = read_line_timed(conn, line).await?;
-        let at_boundary = std::mem::replace(
-            &mut after_crlf,
-            matches!(
-                l,
-                Line::Good | Line::Bare { crlf: true } | Line::TooLong { crlf: true }
-            ),
-        );
-        match l {
-            Line::Eof => anyhow::bail!("connection closed in DATA"),
-            Line::Good if at_boundary && line.as_slice() == b"." => break,
-            Line::Good => {}
-            Line::Bare { .. } => {
-                refused
-                    .get_or_insert("550 5.6.0 bare CR or LF in the message: lines end with CRLF");
-                continue;
-            }
-            Line::TooLong { .. } => {
-                refused.get_or_insert("552 5.3.4 a line of the message is too long");
-                continue;
-            }
-        }
-        if !at_boundary {
-            // The rest of a line ended by a bare LF: the message is refused already.
-            continue;
-        }
-        if refused.is_some() {
-            continue;
-        }
-        let body = line.strip_prefix(b".").unwrap_or(&line[..]);
-        let Some(inc) = incoming.as_mut() else {
-            continue;
-        };
-        if inc.len() + body.len() as u64 + 2 > max {
-            refused = Some("552 5.3.4 message size exceeds the limit");
-            continue;
-        }
-        match inc.line(body).await {
-            Ok(true) => {}
-            Ok(false) => refused = Some("452 4.3.1 the spool is full, try again later"),
-            Err(e) => {
-                tracing::error!(error = %e, "cannot write to the spool");
-                refused = Some("451 4.3.0 cannot store the message now, try again later");
-            }
-        }
-    }
-    if let Some(r) = refused {
-        return Ok(r.into());
-    }
-    let Some(inc) = incoming.take() else {
-        return Ok("451 4.3.0 cannot store the message now, try again later".into());
-    };
-    Ok(match inc.commit(env).await {
-        Ok(id) => format!("250 2.0.0 OK queued as {id}"),
-        Err(e) => {
-            tracing::error!(error = %e, "cannot spool a message");
-            "451 4.3.0 cannot store the message now, try again later".into()
-        }
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn paths_parse() {
-        assert_eq!(
-            path_arg("FROM:<A@b.org> SIZE=10", "FROM:"),
-            Some(("a@b.org".into(), "SIZE=10"))
-        );
-        assert_eq!(path_arg("from: <>", "FROM:"), Some(("".into(), "")));
-        assert_eq!(path_arg("TO:a@b", "TO:"), None);
-        assert_eq!(path_arg("TO:<a b@c>", "TO:"), None);
-        assert_eq!(path_arg("T", "TO:"), None);
-    }
-
-    async fn lines(input: &[u8], max: usize) -> Vec<(Line, Vec<u8>)> {
-        // A tiny buffer, so that lines arrive in many pieces.
-        let mut r = BufReader::with_capacity(3, input);
-        let mut out = Vec::new();
-        let mut buf = Vec::new();
-        loop {
-            let l = read_line(&mut r, &mut buf, max).await.expect("read");
-            assert!(buf.len() <= max + 2, "the buffer stays bounded");
-            if l == Line::Eof {
-                return out;
-            }
-            out.push((l, buf.clone()));
-        }
-    }
-
-    #[tokio::test]
-    async fn only_crlf_ends_a_line() {
-        let got = lines(b"a\r\n.\r\nb\nc\rd\r\n.\r\r\n.\n\r\n", 100).await;
-        let want: Vec<(Line, &[u8])> = vec![
-            (Line::Good, b"a"),
-            (Line::Good, b"."),
-            (Line::Bare { crlf: false }, b"b"),
-            (Line::Bare { crlf: true }, b"c\rd"),
-            (Line::Bare { crlf: true }, b".\r"),
-            (Line::Bare { crlf: false }, b"."),
-            (Line::Good, b""),
-        ];
-        assert_eq!(
-            got,
-            want.into_iter()
-                .map(|(l, b)| (l, b.to_vec()))
-                .collect::<Vec<_>>()
-        );
-        // A partial last line is not a line.
-        assert_eq!(lines(b".", 100).await, vec![]);
-    }
-
-    #[tokio::test]
-    async fn an_over_long_line_is_one_refused_line_never_pieces() {
-        let mut input = vec![b'a'; 10];
-        input.extend_from_slice(b".\r\nnext\r\n");
-        let got = lines(&input, 10).await;
-        assert_eq!(
-            got,
-            vec![
-                (Line::TooLong { crlf: true }, vec![]),
-                (Line::Good, b"next".to_vec())
-            ]
-        );
-        let mut input = vec![b'a'; 20];
-        input.extend_from_slice(b"\n.\r\n");
-        assert_eq!(
-            lines(&input, 10).await,
-            vec![
-                (Line::TooLong { crlf: false }, vec![]),
-                (Line::Good, b".".to_vec())
-            ]
-        );
-        // Exactly at the limit is fine.
-        let got = lines(b"0123456789\r\n", 10).await;
-        assert_eq!(got, vec![(Line::Good, b"0123456789".to_vec())]);
     }
 }

@@ -15,6 +15,7 @@ mod box_admin;
 mod box_mode;
 mod harness;
 mod python;
+mod queue;
 mod smtp;
 mod verdicts;
 

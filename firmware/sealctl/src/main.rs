@@ -20,6 +20,7 @@ mod api_token_cmd;
 mod ca_cmd;
 mod certs_cmd;
 mod keys_cmd;
+mod queue_cmd;
 mod vault_cmd;
 
 /// Sealgate administration.
@@ -55,6 +56,9 @@ enum Command {
     /// External recipients' certificates waiting for an administrator: pending, approve, reject.
     #[command(subcommand)]
     Certs(certs_cmd::CertsCmd),
+    /// The SMTP queue: list, show, retry, hold, release, delete.
+    #[command(subcommand)]
+    Queue(queue_cmd::QueueCmd),
 }
 
 #[derive(Subcommand)]
@@ -201,6 +205,7 @@ fn run(cli: Cli) -> Outcome {
         Command::Ca(c) => ca_cmd::run(c),
         Command::ApiToken(c) => api_token_cmd::run(c),
         Command::Certs(c) => certs_cmd::run(c),
+        Command::Queue(c) => queue_cmd::run(c),
     }
 }
 

@@ -435,6 +435,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     // which would write them, cannot be relied on.
     let vault_at_stop = vault.clone();
     let admin_state = web::Data::new(admin::AdminState::new(vault.clone(), &data_dir));
+    let queue = smtp::open_queue(&data_dir, &settings)?;
+    let _ = admin_state.queue.set(queue.clone());
     let keys: Arc<dyn keys::KeyStore> = Arc::new(keys::Cached::new(vault, Duration::from_secs(30)));
     let anchors = Arc::new(anchors);
     let state = web::Data::new(http::AppState {
@@ -551,6 +553,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             tls: smtp_tls,
             workers: state.workers.clone(),
             loop_key,
+            queue: queue.clone(),
         })
         .await?;
         for (name, addr) in hand_off.listening() {

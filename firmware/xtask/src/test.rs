@@ -33,6 +33,8 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "swaks",
     "libnet-ssleay-perl",
     "libio-socket-ssl-perl",
+    // The SMTP queue's next hop (tests/docking/queue.rs): a private Postfix instance.
+    "postfix",
 ];
 
 /// PyPI packages the docking tests need (a vendor's Python client, the OpenAPI checker, the

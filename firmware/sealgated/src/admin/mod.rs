@@ -22,6 +22,7 @@ mod ca;
 mod external;
 mod keys;
 mod machine_tokens;
+mod queue;
 pub mod session;
 mod settings_view;
 pub mod socket;
@@ -75,6 +76,8 @@ pub struct AdminState {
     pub data_dir: std::path::PathBuf,
     /// A restart or factory reset asked for through the API (`main` waits for it).
     pub stop: system::StopRequest,
+    /// The SMTP queue (`queue.rs`).
+    pub queue: std::sync::OnceLock<Arc<crate::smtp::Spool>>,
 }
 
 impl AdminState {
@@ -90,6 +93,7 @@ impl AdminState {
             own_uid: std::sync::OnceLock::new(),
             data_dir: data_dir.to_path_buf(),
             stop: system::StopRequest::default(),
+            queue: std::sync::OnceLock::new(),
         }
     }
 
@@ -1290,6 +1294,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .service(res("/factory-reset").route(web::post().to(system::factory_reset)))
             .service(res("/restart").route(web::post().to(system::restart)))
             .service(res("/support-bundle").route(web::get().to(system::support_bundle)))
+            .configure(queue::routes)
             .default_service(web::to(not_found)),
     );
 }

@@ -9,7 +9,7 @@ use serde_json::{Map, Value, json};
 
 use crate::settings::{
     Admin, Auth, ByteCount, Cidr, Cipher, Docking, EncryptFailure, Fingerprint, Limits, Log,
-    MissingPolicy, PinnedClient, Seconds, Settings, SignPolicy, Smtp, Tls,
+    MissingPolicy, PinnedClient, Queue, Seconds, Settings, SignPolicy, Smtp, Tls, TlsMode,
 };
 
 /// The name a value is spelled with in the settings file (the first of `names` that parses to
@@ -62,6 +62,7 @@ pub fn view(s: &Settings) -> Value {
         smtp,
         log,
         limits,
+        queue,
     } = s;
     let Docking {
         listen,
@@ -127,6 +128,10 @@ pub fn view(s: &Settings) -> Value {
         spool_max_bytes,
         max_processing_attempts,
         encrypt_failure,
+        next_hop_tls,
+        next_hop_ca,
+        next_hop_fingerprint,
+        next_hop_name,
     } = smtp;
     let addr = |a: &Option<std::net::SocketAddr>| a.map_or(Value::Null, |a| json!(a.to_string()));
     let smtp = json!({
@@ -143,6 +148,22 @@ pub fn view(s: &Settings) -> Value {
         "spool_max_bytes": bytes(*spool_max_bytes),
         "max_processing_attempts": max_processing_attempts,
         "encrypt_failure": spelled::<EncryptFailure>(*encrypt_failure, &["hold", "send-plain"]),
+        "next_hop_tls": spelled::<TlsMode>(*next_hop_tls, &["none", "opportunistic", "require"]),
+        "next_hop_ca": path(next_hop_ca),
+        "next_hop_fingerprint": next_hop_fingerprint.map_or(Value::Null, |Fingerprint(f)| json!(crate::identity::hex(&f))),
+        "next_hop_name": next_hop_name,
+    });
+    let Queue {
+        retry_min_secs,
+        retry_max_secs,
+        lifetime_secs,
+        max_received,
+    } = queue;
+    let queue = json!({
+        "retry_min_secs": retry_min_secs.map_or(Value::Null, secs),
+        "retry_max_secs": secs(*retry_max_secs),
+        "lifetime_secs": lifetime_secs,
+        "max_received": max_received,
     });
     let Limits {
         max_recipient_entries,
@@ -160,6 +181,7 @@ pub fn view(s: &Settings) -> Value {
             "max_recipient_entries": max_recipient_entries,
             "max_signers": max_signers,
         },
+        "queue": queue,
     })
 }
 

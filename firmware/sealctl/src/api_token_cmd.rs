@@ -11,8 +11,6 @@
 //! the `admin` scope is not made through the admin API (it refuses those), so `create
 //! --scope admin` writes the file as before.
 
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -96,21 +94,9 @@ fn load(path: &Path) -> Result<TokenFile, Failure> {
 
 /// Temporary file (0600), fsync, rename, fsync the directory: readers see old or new.
 fn store(path: &Path, f: &TokenFile) -> Result<(), Failure> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(".{TOKENS_FILE}.tmp"));
-    let _ = std::fs::remove_file(&tmp);
-    let write = || -> std::io::Result<()> {
-        let mut out = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        out.write_all(&serde_json::to_vec_pretty(f)?)?;
-        out.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        std::fs::File::open(dir)?.sync_all()
-    };
-    write().map_err(|e| Failure(format!("cannot write {}: {e}", path.display()), 1))
+    use sealgate_local::fsio::{Mode, write_atomic};
+    write_atomic(path, &serde_json::to_vec_pretty(f)?, Mode::Exactly(0o600))
+        .map_err(|e| Failure(format!("cannot write {}: {e}", path.display()), 1))
 }
 
 pub(crate) fn run(cmd: ApiTokenCmd) -> crate::Outcome {
@@ -191,7 +177,7 @@ pub(crate) fn run(cmd: ApiTokenCmd) -> crate::Outcome {
         }
         ApiTokenCmd::Revoke { data_dir, name } => {
             if let Some(d) = running(&data_dir) {
-                d.done("DELETE", &format!("/tokens/{}", segment(&name)))?;
+                d.done("DELETE", &format!("/tokens/{}", segment(&name)), None)?;
                 return Ok(ExitCode::SUCCESS);
             }
             let path = data_dir.join(TOKENS_FILE);

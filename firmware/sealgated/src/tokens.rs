@@ -23,8 +23,6 @@
 //! new setup token, so only the daemon's user ever writes the token files.
 
 use std::fs;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::SystemTime;
@@ -360,21 +358,7 @@ pub fn create_token(data_dir: &Path, name: &str, scopes: &[Scope]) -> anyhow::Re
 
 /// Write to a temporary file (mode 0600), fsync, rename over `path`, fsync the directory.
 fn write_atomic(path: &Path, data: &[u8]) -> anyhow::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(
-        ".{}.tmp",
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("file")
-    ));
-    let _ = fs::remove_file(&tmp);
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    f.write_all(data)?;
-    f.sync_all()?;
-    fs::rename(&tmp, path)?;
-    sync_dir(dir)?;
+    sealgate_local::fsio::write_atomic(path, data, sealgate_local::fsio::Mode::Exactly(0o600))?;
     Ok(())
 }
 

@@ -1,4 +1,6 @@
-//! The admin API on a local Unix socket, `DATA/admin.sock` (mode 0600): no TLS, no session;
+//! The admin API on a local Unix socket, `DATA/admin.sock` or `[admin] socket` (the box:
+//! `/run/sealgate/daemon/admin.sock`, reached as `/run/sealgate/admin.sock`), mode 0600: no
+//! TLS, no session;
 //! the peer's uid (SO_PEERCRED, read when the connection is accepted) is the credential.
 //! uid 0 and the daemon's own uid act as `admin` (named `uid:N` in the audit log); any other
 //! uid is refused (403) even if the socket's mode was widened.
@@ -26,17 +28,31 @@ pub fn on_connect(conn: &dyn std::any::Any, ext: &mut actix_web::dev::Extensions
     }
 }
 
-/// Binds `DATA/admin.sock` (replacing a stale socket, never another kind of file), mode
-/// 0600. Returns the listener, its path and the daemon's uid (the socket's owner).
-pub fn bind(data_dir: &Path) -> anyhow::Result<(UnixListener, PathBuf, u32)> {
-    let path = data_dir.join(SOCKET);
-    match std::fs::symlink_metadata(&path) {
-        Ok(m) if m.file_type().is_socket() => std::fs::remove_file(&path)?,
-        Ok(_) => anyhow::bail!("{} exists and is not a socket", path.display()),
-        Err(_) => {}
-    }
+/// Binds the admin socket, mode 0600: `DATA/admin.sock`, or `at` (`[admin] socket`; then
+/// `DATA/admin.sock` is made a link to it, so `sealctl --data-dir DATA` finds it). A stale
+/// socket or link is replaced, never another kind of file. Returns the listener, its path
+/// and the daemon's uid (the socket's owner).
+pub fn bind(data_dir: &Path, at: Option<&Path>) -> anyhow::Result<(UnixListener, PathBuf, u32)> {
+    let in_data = data_dir.join(SOCKET);
+    let path = at.map_or_else(|| in_data.clone(), Path::to_path_buf);
+    remove_stale(&path)?;
     let l = UnixListener::bind(&path)?;
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
     let uid = std::fs::metadata(&path)?.uid();
+    if path != in_data {
+        remove_stale(&in_data)?;
+        std::os::unix::fs::symlink(&path, &in_data)?;
+    }
     Ok((l, path, uid))
+}
+
+fn remove_stale(path: &Path) -> anyhow::Result<()> {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_socket() || m.file_type().is_symlink() => {
+            std::fs::remove_file(path)?
+        }
+        Ok(_) => anyhow::bail!("{} exists and is not a socket", path.display()),
+        Err(_) => {}
+    }
+    Ok(())
 }

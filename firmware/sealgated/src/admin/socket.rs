@@ -46,13 +46,53 @@ pub fn bind(data_dir: &Path, at: Option<&Path>) -> anyhow::Result<(UnixListener,
     Ok((l, path, uid))
 }
 
+/// Removes a socket nobody answers on (a stopped daemon's) or a link; refuses a socket another
+/// daemon serves and any other kind of file.
 fn remove_stale(path: &Path) -> anyhow::Result<()> {
     match std::fs::symlink_metadata(path) {
-        Ok(m) if m.file_type().is_socket() || m.file_type().is_symlink() => {
+        Ok(m) if m.file_type().is_socket() => {
+            anyhow::ensure!(
+                std::os::unix::net::UnixStream::connect(path).is_err(),
+                "another daemon answers on {}",
+                path.display()
+            );
             std::fs::remove_file(path)?
         }
+        Ok(m) if m.file_type().is_symlink() => std::fs::remove_file(path)?,
         Ok(_) => anyhow::bail!("{} exists and is not a socket", path.display()),
         Err(_) => {}
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_socket_elsewhere_is_linked_from_the_data_directory_and_never_stolen() {
+        let data = tempfile::tempdir().expect("dir");
+        let run = tempfile::tempdir().expect("dir");
+        let at = run.path().join("admin.sock");
+        let (l, path, _) = bind(data.path(), Some(&at)).expect("bound");
+        assert_eq!(path, at);
+        let link = data.path().join(SOCKET);
+        assert!(std::fs::symlink_metadata(&link).is_ok_and(|m| m.file_type().is_symlink()));
+        assert_eq!(
+            std::fs::metadata(&at).expect("socket").permissions().mode() & 0o777,
+            0o600
+        );
+        std::os::unix::net::UnixStream::connect(&link).expect("reached through the link");
+        // A second daemon does not take over a socket that answers.
+        let e = bind(data.path(), Some(&at)).expect_err("in use");
+        assert!(e.to_string().contains("another daemon answers"), "{e}");
+        // Once the first is gone, its socket is stale and replaced.
+        drop(l);
+        bind(data.path(), Some(&at)).expect("stale socket replaced");
+        // Anything else is never removed.
+        std::fs::remove_file(&at).expect("rm");
+        std::fs::write(&at, b"not a socket").expect("file");
+        assert!(bind(data.path(), Some(&at)).is_err());
+        assert_eq!(std::fs::read(&at).expect("kept"), b"not a socket");
+    }
 }

@@ -269,13 +269,19 @@ impl SettingsStore {
     /// Puts `s` in force where the running services allow it; checks the listeners among
     /// `changed`. The error names the field.
     fn apply(&self, s: &Settings, changed: &[String]) -> Result<(), (String, String)> {
+        let listener = |s: &Settings, field: &str| match field {
+            "admin.listen" => Some(s.admin.listen),
+            "docking.listen" => Some(s.docking.listen),
+            "smtp.decrypt_listen" => s.smtp.decrypt_listen,
+            _ => s.smtp.encrypt_listen,
+        };
         for field in changed.iter().filter(|f| LISTENERS.contains(&f.as_str())) {
-            let addr = match field.as_str() {
-                "admin.listen" => Some(s.admin.listen),
-                "docking.listen" => Some(s.docking.listen),
-                "smtp.decrypt_listen" => s.smtp.decrypt_listen,
-                _ => s.smtp.encrypt_listen,
-            };
+            let addr = listener(s, field);
+            // Back to the address this daemon listens on: it holds it already.
+            let running = self.with_overrides(self.started.clone());
+            if addr == listener(&self.started, field) || addr == listener(&running, field) {
+                continue;
+            }
             if let Some(addr) = addr
                 && let Err(e) = std::net::TcpListener::bind(addr)
             {
@@ -651,5 +657,32 @@ mod tests {
             before
         );
         assert_eq!(st.running().log.level, "warn");
+    }
+
+    #[test]
+    fn a_listener_moved_and_back_is_not_refused_for_its_own_address() {
+        // The daemon holds its listener: moving back to it must not fail the bind check.
+        let held = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = held.local_addr().expect("addr");
+        let d = tempfile::tempdir().expect("dir");
+        let mut s = Settings::developer();
+        s.docking.listen = addr;
+        let st = SettingsStore::new(
+            d.path().join("settings.toml"),
+            false,
+            s,
+            Overrides::default(),
+            Box::new(|_| Ok(())),
+        )
+        .expect("store");
+        let o = st
+            .patch(&json!({"docking": {"listen": "127.0.0.1:0"}}))
+            .expect("moved");
+        assert_eq!(o.pending_restart, vec!["docking.listen"]);
+        let o = st
+            .patch(&json!({"docking": {"listen": addr.to_string()}}))
+            .expect("back");
+        assert!(!o.restart_required, "{o:?}");
+        drop(held);
     }
 }

@@ -402,6 +402,33 @@ fn box_is_claimed_over_the_admin_port_and_keeps_its_admin_key_and_settings_acros
     assert_eq!(v["restart_required"], serde_json::json!([]), "{v}");
     let s = wait_boot_judged(&mut vm);
     assert!(s.contains("Settings:  /data/sealgate/settings.toml"), "{s}");
+
+    // The console's "Reset admin access" asks the daemon over /run/sealgate/admin.sock:
+    // every earlier admin credential is dead and the new setup token claims the box.
+    let token2 = new_setup_token(&mut vm, "5", Some("yes"));
+    assert_ne!(token2, token);
+    assert_eq!(
+        wait_https(&bx.url("/api/v1/health"), Duration::from_secs(30)),
+        200
+    );
+    let (code, body) = admin_call(&bx, &jar, "GET", "/keys", None, None);
+    assert_eq!(code, 401, "the earlier session is dead: {body}");
+    let _ = std::fs::remove_file(&jar);
+    let (code, body) = admin_call(
+        &bx,
+        &jar,
+        "POST",
+        "/session",
+        Some(&format!(
+            r#"{{"username":"admin","password":"{ADMIN_PASSWORD}"}}"#
+        )),
+        None,
+    );
+    assert_eq!(code, 401, "the earlier account is dead: {body}");
+    let claim =
+        format!(r#"{{"setup_token":"{token2}","username":"admin","password":"{ADMIN_PASSWORD}"}}"#);
+    let (code, body) = admin_call(&bx, &jar, "POST", "/setup", Some(&claim), None);
+    assert_eq!(code, 201, "claimed again: {body}");
     let _ = std::fs::remove_file(&jar);
 }
 

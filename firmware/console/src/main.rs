@@ -537,7 +537,11 @@ impl BoxActions for TheBox {
     }
 
     fn reset_settings(&mut self) -> Result<()> {
-        for f in [NETWORK_FILE, "/data/sealgate/settings.toml"] {
+        for f in [
+            NETWORK_FILE,
+            "/data/sealgate/settings.toml",
+            "/data/sealgate/settings.toml.previous",
+        ] {
             match fs::remove_file(f) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

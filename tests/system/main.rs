@@ -574,7 +574,12 @@ fn wait_boot_judged(vm: &mut Vm) -> String {
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {
         let s = status(vm);
-        if s.contains("marked good") || Instant::now() > deadline {
+        // The status page's own line: the gate's console line ("sealgate: healthy: ...
+        // marked good") can arrive with a page that was made just before.
+        let judged = s
+            .lines()
+            .any(|l| l.starts_with("Boot:") && l.contains("marked good"));
+        if judged || Instant::now() > deadline {
             return s;
         }
         std::thread::sleep(Duration::from_secs(3));

@@ -117,6 +117,14 @@ pub fn load_or_create(
     )
 }
 
+/// Checks that a configured certificate and key (`[tls]`) make an identity, as the next start
+/// will need them (a settings change is refused otherwise).
+pub fn check_files(certificate: &Path, key: &Path) -> anyhow::Result<()> {
+    let key_pem =
+        Zeroizing::new(fs::read(key).with_context(|| format!("reading {}", key.display()))?);
+    identity(certificate, &key_pem, key, false).map(|_| ())
+}
+
 /// Overwrites a file with zeros, syncs, and removes it.
 pub(crate) fn destroy_file(path: &Path) -> anyhow::Result<()> {
     let len = fs::metadata(path)?.len();

@@ -13,7 +13,8 @@
 //!    settings) and must give the same model, so a change the file cannot express is refused;
 //! 3. applies it to the running services: [`LIVE`] fields at once (log level, engine limits,
 //!    weak signatures, SMTP access lists); listener addresses are *checked* by binding the new
-//!    address, and like every other field take effect at the next start: the answer says
+//!    address, files it names (`[tls]` certificate and key, `trust_anchors`) by loading them,
+//!    and like every other field take effect at the next start: the answer says
 //!    `restart_required` and names them (rebinding a TLS listener in place would need the
 //!    servers rebuilt; a restart is seconds and keeps one start-up path);
 //! 4. if any of 3 fails, the file and the running state are put back and the answer is a 409
@@ -287,6 +288,30 @@ impl SettingsStore {
             {
                 return Err((field.clone(), format!("cannot listen on {addr}: {e}")));
             }
+        }
+        // Files the next start reads: a change naming one it cannot use is refused now,
+        // not found out when the daemon does not start.
+        if changed.iter().any(|f| f.starts_with("tls."))
+            && let (Some(c), Some(k)) = (&s.tls.certificate, &s.tls.key)
+        {
+            crate::identity::check_files(c, k)
+                .map_err(|e| ("tls.certificate".to_string(), one_line(&format!("{e:#}"))))?;
+        }
+        if changed.iter().any(|f| f == "docking.trust_anchors")
+            && let Some(p) = &s.docking.trust_anchors
+        {
+            let bytes = std::fs::read(p).map_err(|e| {
+                (
+                    "docking.trust_anchors".to_string(),
+                    format!("reading {}: {e}", p.display()),
+                )
+            })?;
+            sealgate_smime::cert::Certificate::parse_many(&bytes).map_err(|e| {
+                (
+                    "docking.trust_anchors".to_string(),
+                    format!("{}: {e}", p.display()),
+                )
+            })?;
         }
         (self.log_level)(&s.log.level).map_err(|e| ("log.level".to_string(), e))?;
         crate::docking::configure(s);
@@ -657,6 +682,23 @@ mod tests {
             before
         );
         assert_eq!(st.running().log.level, "warn");
+    }
+
+    #[test]
+    fn files_the_next_start_needs_are_checked_now() {
+        let d = tempfile::tempdir().expect("dir");
+        let st = store(d.path(), false);
+        let garbage = d.path().join("anchors.pem");
+        std::fs::write(&garbage, b"not a certificate").expect("write");
+        for patch in [
+            json!({"docking": {"trust_anchors": d.path().join("missing.pem")}}),
+            json!({"docking": {"trust_anchors": garbage}}),
+            json!({"tls": {"certificate": d.path().join("c.pem"), "key": d.path().join("k.pem")}}),
+        ] {
+            let p = st.patch(&patch).expect_err("refused");
+            assert_eq!(p.status, 409, "{patch}: {p:?}");
+        }
+        assert!(!d.path().join("settings.toml").exists());
     }
 
     #[test]

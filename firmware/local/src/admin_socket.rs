@@ -158,7 +158,12 @@ fn check(status: u16, answer: &[u8]) -> Result<(), CallError> {
     })
 }
 
-/// (status, body) of an HTTP/1.x answer (content-length or to the end; chunked decoded).
+/// (status, body) of an HTTP/1.x answer (content-length or to the end; chunked decoded);
+/// `None` for anything else. Never panics (fuzzed: `fuzz/fuzz_targets/admin_answer.rs`).
+pub fn parse_answer(answer: &[u8]) -> Option<(u16, Vec<u8>)> {
+    parse(answer)
+}
+
 fn parse(answer: &[u8]) -> Option<(u16, Vec<u8>)> {
     let end = answer.windows(4).position(|w| w == b"\r\n\r\n")?;
     let head = std::str::from_utf8(&answer[..end]).ok()?;

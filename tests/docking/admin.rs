@@ -816,3 +816,55 @@ fn admin_api_changes_settings_validates_applies_rolls_back_and_audits() {
     let log = std::fs::read_to_string(dir.path().join("audit/docking.jsonl")).expect("audit");
     assert!(log.contains("admin.settings-change"), "{log}");
 }
+
+/// The SMTP greeting a client at 127.0.0.3 gets from `port` (its first line).
+fn smtp_greeting_from_127_0_0_3(port: u16) -> String {
+    let script = format!(
+        "import socket\ns = socket.create_connection(('127.0.0.1', {port}), timeout=10, source_address=('127.0.0.3', 0))\nprint(s.recv(512).decode(errors='replace').splitlines()[0])\n"
+    );
+    let out = Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .expect("python3");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn a_settings_change_of_the_smtp_allow_list_applies_to_the_next_connection() {
+    // The attacker: a host outside the allow list. A change made to let a gateway in (or to
+    // shut a network out) must hold at once, without a restart that drops queued sessions.
+    require_tool("python3", "python3");
+    let pki = Pki::new();
+    let dir = data_dir_with_keys(&pki);
+    let d = Daemon::start(
+        dir.path(),
+        "[smtp]\ndecrypt_listen = \"127.0.0.1:0\"\nnext_hop = \"127.0.0.1:9\"\nallow_addresses = [\"127.0.0.1/32\"]\n",
+    );
+    let port = d.smtp_decrypt.expect("decrypt listener").port();
+    let greeting = smtp_greeting_from_127_0_0_3(port);
+    assert!(greeting.starts_with("554"), "{greeting}");
+
+    let s = sealgate_local::admin_socket::AdminSocket::for_data_dir(dir.path())
+        .expect("the daemon answers on its socket");
+    let patch = |list: &[&str]| -> serde_json::Value {
+        s.json(
+            "PATCH",
+            "/settings",
+            Some(&serde_json::json!({"smtp": {"allow_addresses": list}})),
+        )
+        .expect("patched")
+    };
+    let v = patch(&["127.0.0.0/8"]);
+    assert_eq!(
+        v["outcome"]["applied"],
+        serde_json::json!(["smtp.allow_addresses"]),
+        "{v}"
+    );
+    assert_eq!(v["outcome"]["restart_required"], false, "{v}");
+    let greeting = smtp_greeting_from_127_0_0_3(port);
+    assert!(greeting.starts_with("220"), "{greeting}");
+
+    patch(&["127.0.0.1/32"]);
+    let greeting = smtp_greeting_from_127_0_0_3(port);
+    assert!(greeting.starts_with("554"), "{greeting}");
+}

@@ -102,12 +102,17 @@ impl Default for Docking {
 pub struct Admin {
     /// Where the admin API listens (`--listen-admin` overrides it).
     pub listen: SocketAddr,
+    /// The admin API's local Unix socket (default: `DATA/admin.sock`). When it is elsewhere
+    /// (the box: under `/run/sealgate/`), `DATA/admin.sock` is made a link to it, so
+    /// `sealctl --data-dir DATA` finds the daemon.
+    pub socket: Option<PathBuf>,
 }
 
 impl Default for Admin {
     fn default() -> Self {
         Admin {
             listen: SocketAddr::from(([127, 0, 0, 1], 8440)),
+            socket: None,
         }
     }
 }
@@ -494,7 +499,7 @@ impl Settings {
 
     /// Parses a box's settings file over the shipped box settings; the error says what is
     /// wrong with the file (one line).
-    fn parse_over_box(bytes: &[u8]) -> Result<Settings, String> {
+    pub(crate) fn parse_over_box(bytes: &[u8]) -> Result<Settings, String> {
         let text = std::str::from_utf8(bytes)
             .map_err(|_| "not UTF-8 text (damaged, e.g. half-written)".to_string())?;
         if text.contains('\0') {
@@ -607,6 +612,11 @@ impl Settings {
             smtp.next_hop_ca.is_none() || smtp.next_hop_fingerprint.is_none(),
             "[smtp] next_hop_ca and next_hop_fingerprint exclude each other"
         );
+        tracing_subscriber::EnvFilter::try_new(&self.log.level)
+            .map_err(|e| anyhow::anyhow!("[log] level {:?}: {e}", self.log.level))?;
+        if let Some(p) = &self.admin.socket {
+            anyhow::ensure!(p.is_absolute(), "[admin] socket must be an absolute path");
+        }
         for c in &self.auth.clients {
             anyhow::ensure!(!c.name.trim().is_empty(), "[[auth.clients]] needs a name");
         }

@@ -1,11 +1,12 @@
-//! `GET /settings`: the running settings model as JSON, every field, with the fields that
-//! differ from the built-in defaults listed.
+//! `GET /settings`: the running settings model as JSON, every field, in the settings file's
+//! own names and spellings (so `PATCH /settings` patches this view and parses the result as
+//! the file is parsed: `settings_change.rs`).
 //!
 //! The structs are destructured without `..`, so a field added to `settings.rs` does not
 //! compile until it is shown here (or deliberately hidden: a secret would be shown only as
 //! whether it is set). No field today is a secret: `[tls] key` is a path, not the key.
 
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 use crate::settings::{
     Admin, Auth, ByteCount, Cidr, Cipher, Docking, EncryptFailure, Fingerprint, Limits, Log,
@@ -100,8 +101,8 @@ pub fn view(s: &Settings) -> Value {
         "trust_anchors": path(trust_anchors),
         "allow_weak_signatures": allow_weak_signatures,
     });
-    let Admin { listen } = admin;
-    let admin = json!({ "listen": listen.to_string() });
+    let Admin { listen, socket } = admin;
+    let admin = json!({ "listen": listen.to_string(), "socket": path(socket) });
     let Tls { certificate, key } = tls;
     let tls = json!({ "certificate": path(certificate), "key": path(key) });
     let Auth {
@@ -185,31 +186,6 @@ pub fn view(s: &Settings) -> Value {
     })
 }
 
-/// The dotted names of the fields of `s` that differ from the defaults.
-pub fn changed(s: &Settings) -> Vec<String> {
-    let (now, default) = (view(s), view(&Settings::default()));
-    let mut out = Vec::new();
-    if let (Value::Object(a), Value::Object(b)) = (&now, &default) {
-        diff("", a, b, &mut out);
-    }
-    out
-}
-
-fn diff(prefix: &str, a: &Map<String, Value>, b: &Map<String, Value>, out: &mut Vec<String>) {
-    for (k, v) in a {
-        let name = if prefix.is_empty() {
-            k.clone()
-        } else {
-            format!("{prefix}.{k}")
-        };
-        match (v, b.get(k)) {
-            (Value::Object(x), Some(Value::Object(y))) => diff(&name, x, y, out),
-            (x, Some(y)) if x == y => {}
-            _ => out.push(name),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -225,10 +201,6 @@ mod tests {
         assert_eq!(v["docking"]["sign"], "if-key");
         assert_eq!(v["docking"]["cipher"], "aes256-cbc");
         assert_eq!(v["smtp"]["encrypt_failure"], "hold");
-        assert!(changed(&d).is_empty());
-        let mut s = d.clone();
-        s.admin.listen = "127.0.0.1:1".parse().expect("addr");
-        s.auth.max_failures = 3;
-        assert_eq!(changed(&s), vec!["admin.listen", "auth.max_failures"]);
+        assert!(v["admin"]["socket"].is_null());
     }
 }

@@ -8,7 +8,7 @@
 use serde_json::{Map, Value, json};
 
 use crate::settings::{
-    Admin, Auth, ByteCount, Cidr, Cipher, Docking, EncryptFailure, Fingerprint, Limits, Log,
+    Admin, Auth, ByteCount, Cidr, Cipher, Docking, EncryptFailure, Fingerprint, Imap, Limits, Log,
     MissingPolicy, PinnedClient, Seconds, Settings, SignPolicy, Smtp, Tls,
 };
 
@@ -62,6 +62,7 @@ pub fn view(s: &Settings) -> Value {
         smtp,
         log,
         limits,
+        imap,
     } = s;
     let Docking {
         listen,
@@ -149,6 +150,16 @@ pub fn view(s: &Settings) -> Value {
         max_signers,
     } = limits;
     let Log { level } = log;
+    let Imap {
+        listen,
+        upstream,
+        upstream_ca,
+    } = imap;
+    let imap = json!({
+        "listen": listen.map_or(Value::Null, |a| json!(a.to_string())),
+        "upstream": upstream.as_ref().map_or(Value::Null, |u| json!(u.to_string())),
+        "upstream_ca": path(upstream_ca),
+    });
     json!({
         "docking": docking,
         "admin": admin,
@@ -160,6 +171,7 @@ pub fn view(s: &Settings) -> Value {
             "max_recipient_entries": max_recipient_entries,
             "max_signers": max_signers,
         },
+        "imap": imap,
     })
 }
 
@@ -196,7 +208,9 @@ mod tests {
     fn defaults_show_every_section_and_nothing_changed() {
         let d = Settings::default();
         let v = view(&d);
-        for section in ["docking", "admin", "tls", "auth", "smtp", "log", "limits"] {
+        for section in [
+            "docking", "admin", "tls", "auth", "smtp", "log", "limits", "imap",
+        ] {
             assert!(v[section].is_object(), "{section}");
         }
         assert_eq!(v["docking"]["missing"], "reject");

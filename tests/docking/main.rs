@@ -14,6 +14,7 @@ mod admin_keys;
 mod box_admin;
 mod box_mode;
 mod harness;
+mod imap;
 mod python;
 mod smtp;
 mod verdicts;

@@ -33,6 +33,9 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "swaks",
     "libnet-ssleay-perl",
     "libio-socket-ssl-perl",
+    // The IMAP proxy's tests (tests/docking/imap.rs): Dovecot as the upstream and the
+    // reference, curl's IMAP URLs as a second client (Python's imaplib is in the stdlib).
+    "dovecot-imapd",
 ];
 
 /// PyPI packages the docking tests need (a vendor's Python client, the OpenAPI checker, the

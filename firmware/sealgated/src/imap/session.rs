@@ -127,7 +127,8 @@ pub async fn run(
             let _ = cw
                 .write_all(b"* BYE [UNAVAILABLE] The mail server cannot be reached\r\n")
                 .await;
-            return Err(e);
+            tracing::warn!(%peer, error = %format!("{e:#}"), "imap: the mail server cannot be reached");
+            return Ok(());
         }
     };
     let (mut ur, uw) = tokio::io::split(up);
@@ -164,7 +165,7 @@ pub async fn run(
                     return Ok(());
                 }
                 s.cfr.enqueue_bytes(&cbuf[..n]);
-                if !s.from_client().await? {
+                if !s.client_input().await? {
                     return Ok(());
                 }
             }
@@ -175,7 +176,7 @@ pub async fn run(
                     return Ok(());
                 }
                 s.ufr.enqueue_bytes(&ubuf[..n]);
-                if !s.from_upstream().await? {
+                if !s.server_input().await? {
                     return Ok(());
                 }
             }
@@ -221,7 +222,7 @@ impl Session {
     }
 
     /// Handles every complete client message; false when the session ends.
-    async fn from_client(&mut self) -> anyhow::Result<bool> {
+    async fn client_input(&mut self) -> anyhow::Result<bool> {
         loop {
             if !self.up_pending.is_empty() {
                 // A command is waiting for the server's continuation: read no further.
@@ -246,7 +247,7 @@ impl Session {
                         // Refused before the client sends it (RFC 7888's rule).
                         self.cfr.skip_message();
                         let line = format!(
-                            "{} BAD [TOOBIG] Literal too large\r\n",
+                            "{} BAD [TOOBIG] Literal too large for the proxy\r\n",
                             tag.unwrap_or_else(|| "*".into())
                         );
                         self.cw.write_all(line.as_bytes()).await?;
@@ -451,7 +452,7 @@ impl Session {
     }
 
     /// Handles every complete server message; false when the session ends.
-    async fn from_upstream(&mut self) -> anyhow::Result<bool> {
+    async fn server_input(&mut self) -> anyhow::Result<bool> {
         loop {
             let Some(_) = self.ufr.progress() else {
                 return Ok(true);
@@ -480,7 +481,7 @@ impl Session {
                 return Ok(false);
             }
             // A command that waited for a continuation may let the client go on.
-            if self.up_pending.is_empty() && !self.from_client().await? {
+            if self.up_pending.is_empty() && !self.client_input().await? {
                 return Ok(false);
             }
         }

@@ -352,14 +352,9 @@ pub fn crlf(b: &[u8]) -> Vec<u8> {
     out
 }
 
+/// Lines as IMAP servers count them: line feeds (a last line without one is not counted).
 fn count_lines(b: &[u8]) -> u32 {
-    let n = b.iter().filter(|c| **c == b'\n').count();
-    let n = if !b.is_empty() && b.last() != Some(&b'\n') {
-        n + 1
-    } else {
-        n
-    };
-    u32::try_from(n).unwrap_or(u32::MAX)
+    u32::try_from(b.iter().filter(|c| **c == b'\n').count()).unwrap_or(u32::MAX)
 }
 
 /// An IMAP string: quoted when it can be, else a literal.

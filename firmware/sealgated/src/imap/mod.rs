@@ -6,10 +6,10 @@
 //! - `session.rs`: one client connection, its primary upstream connection (which mirrors the
 //!   client's session exactly: same selected mailbox, same MSNs), and a worker connection
 //!   (`EXAMINE`, read-only, UID commands only) that downloads the messages to decrypt.
-//! - `rewrite.rs`: capability allow-list, `ENABLE` filter, the FETCH probe and the answer
-//!   rewrite (no I/O).
-//! - `view.rs`: the decrypted view of one message and every FETCH item computed from it
-//!   (no I/O).
+//! - `sealgate_imap::rewrite` (firmware/imap): capability allow-list, `ENABLE` filter, the
+//!   FETCH probe and the answer rewrite (no I/O, fuzzed).
+//! - `sealgate_imap::view`: the decrypted view of one message and every FETCH item computed
+//!   from it (no I/O, fuzzed).
 //! - `upstream.rs`: connecting to the organisation's server (implicit TLS, or STARTTLS
 //!   required with the handshake's pre-TLS bytes discarded), its certificate verified.
 //!
@@ -25,10 +25,10 @@
 //! UID are removed from the answer; flags, UIDs, MSNs and unsolicited responses pass as the
 //! server sent them.
 
-mod rewrite;
 mod session;
 mod upstream;
-pub mod view;
+
+use sealgate_imap::view;
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;

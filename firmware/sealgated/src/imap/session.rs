@@ -37,12 +37,12 @@ use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 use zeroize::Zeroizing;
 
-use super::rewrite::{self, FetchPlan};
 use super::upstream::{self, Connector, Stream};
-use super::view::View;
 use super::{CacheKey, Shown, ViewCache};
 use crate::audit::AuditLog;
 use crate::keys::{Acting, KeyStore};
+use sealgate_imap::rewrite::{self, FetchPlan};
+use sealgate_imap::view::View;
 
 /// Shared by all sessions.
 pub struct Shared {
@@ -765,7 +765,7 @@ fn decrypt(
 /// The stored message with a header saying why it is not decrypted (incoming
 /// `X-Sealgate-*` fields removed, so a sender cannot forge a result).
 fn failed(message: &[u8], why: &str) -> Shown {
-    let crlf = super::view::crlf(message);
+    let crlf = sealgate_imap::view::crlf(message);
     let mut out = format!("X-Sealgate-Decrypted: no; reason={why}\r\n").into_bytes();
     out.extend_from_slice(&strip_own_headers(&crlf));
     Shown::View(View::new(&out))

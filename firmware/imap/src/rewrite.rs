@@ -13,7 +13,7 @@ use imap_codec::imap_types::fetch::{
 };
 use imap_codec::imap_types::response::Capability;
 
-use super::view::{self, View};
+use crate::view::{self, View};
 
 /// Capabilities shown to clients: only those whose semantics the decrypted view honours
 /// (no message content involved, or content the proxy rewrites). Everything else, and every

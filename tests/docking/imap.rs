@@ -554,3 +554,137 @@ fn without_imap_settings_nothing_listens_for_imap() {
         d.console
     );
 }
+
+/// A fake upstream (Python): `inject` offers STARTTLS and sends, in the same segment as its
+/// `OK` to STARTTLS, responses an attacker on the path would inject before the handshake;
+/// `preauth` greets with PREAUTH on the plain connection.
+const FAKE_UPSTREAM: &str = r#"
+import socket, ssl, sys
+mode, cert, key = sys.argv[1], sys.argv[2], sys.argv[3]
+srv = socket.socket()
+srv.bind(('127.0.0.1', 0))
+srv.listen(8)
+print(srv.getsockname()[1], flush=True)
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain(cert, key)
+srv.settimeout(60)
+for _ in range(4):
+    try:
+        c, _ = srv.accept()
+    except socket.timeout:
+        break
+    c.settimeout(20)
+    if mode == 'preauth':
+        c.sendall(b'* PREAUTH [CAPABILITY IMAP4rev1] logged in already\r\n')
+        c.close()
+        continue
+    c.sendall(b'* OK [CAPABILITY IMAP4rev1 STARTTLS] fake ready\r\n')
+    c.recv(1000)
+    c.sendall(b'S0 OK Begin TLS now\r\n* CAPABILITY IMAP4rev1 INJECTED-BEFORE-TLS\r\nA1 OK injected\r\n')
+    try:
+        t = ctx.wrap_socket(c, server_side=True)
+    except Exception:
+        continue
+    f = t.makefile('rwb')
+    for line in f:
+        parts = line.split(b' ')
+        tag, cmd = parts[0], parts[1].strip().upper() if len(parts) > 1 else b''
+        if cmd == b'CAPABILITY':
+            f.write(b'* CAPABILITY IMAP4rev1 AUTH=PLAIN COMPRESS=DEFLATE\r\n' + tag + b' OK done\r\n')
+        elif cmd == b'LOGOUT':
+            f.write(b'* BYE bye\r\n' + tag + b' OK done\r\n')
+            f.flush()
+            break
+        else:
+            f.write(tag + b' NO fake\r\n')
+        f.flush()
+"#;
+
+const INJECTION_CLIENT: &str = r#"
+import imaplib, os, ssl
+ctx = ssl.create_default_context(cafile=os.environ['PROXY_CA'])
+mode = os.environ['MODE']
+try:
+    p = imaplib.IMAP4_SSL('127.0.0.1', int(os.environ['PROXY']), ssl_context=ctx)
+except imaplib.IMAP4.error as e:
+    # The client learns only that the server cannot be reached; the log says why.
+    assert mode == 'preauth' and 'UNAVAILABLE' in str(e), e
+    print('refused:', e)
+    raise SystemExit(0)
+assert mode == 'inject', p.welcome
+typ, caps = p.capability()
+caps = caps[0].decode()
+assert 'INJECTED' not in caps, caps
+assert 'COMPRESS' not in caps and 'IMAP4REV1' in caps.upper(), caps
+p.logout()
+print('capabilities:', caps)
+"#;
+
+fn run_fake_upstream(mode: &str) {
+    use std::io::BufRead;
+    require_tool("python3", "python3");
+    let dv = Dovecot::start(&[("alice@example.org", "alicepw")]);
+    let pki = Pki::new();
+    let dir = data_dir_with_keys(&pki);
+    let w = tempfile::tempdir().expect("tmp");
+    let script = write(w.path(), "fake_upstream.py", FAKE_UPSTREAM.as_bytes());
+    let mut fake = Command::new("python3")
+        .arg(&script)
+        .arg(mode)
+        .arg(dv.dir.path().join("server.crt"))
+        .arg(dv.dir.path().join("server.key"))
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("fake upstream");
+    let mut line = String::new();
+    std::io::BufReader::new(fake.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("port");
+    let port: u16 = line.trim().parse().expect("port");
+    let d = Daemon::start(
+        dir.path(),
+        &format!(
+            "[imap]\nlisten = \"127.0.0.1:0\"\nupstream = \"imap://127.0.0.1:{port}\"\nupstream_ca = \"{}\"\n",
+            dv.ca().display()
+        ),
+    );
+    let out = python(
+        w.path(),
+        INJECTION_CLIENT,
+        &[
+            ("PROXY", imap_addr(&d).to_string()),
+            ("PROXY_CA", d.ca_file().display().to_string()),
+            ("MODE", mode.to_string()),
+        ],
+    );
+    let _ = fake.kill();
+    let _ = fake.wait();
+    if mode == "preauth" {
+        let log = std::fs::read_to_string(dir.path().join("stderr.log")).unwrap_or_default()
+            + &std::fs::read_dir(dir.path().join("log"))
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+                .collect::<String>();
+        assert!(log.contains("PREAUTH"), "{log}");
+    }
+    assert!(
+        out.contains(if mode == "inject" {
+            "capabilities:"
+        } else {
+            "refused:"
+        }),
+        "{out}"
+    );
+}
+
+#[test]
+fn imap_proxy_discards_what_an_upstream_sends_before_the_starttls_handshake() {
+    run_fake_upstream("inject");
+}
+
+#[test]
+fn imap_proxy_refuses_an_upstream_that_greets_with_preauth() {
+    run_fake_upstream("preauth");
+}

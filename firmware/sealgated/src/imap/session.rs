@@ -106,6 +106,10 @@ struct Session {
     expect: Expect,
     /// Fragments of a command waiting for the server's continuation (synchronizing literals).
     up_pending: VecDeque<Fragment>,
+    /// The tag of that command.
+    up_pending_tag: String,
+    /// The tag of a running IDLE.
+    idle_tag: Option<String>,
     login: Option<PendingLogin>,
     user: Option<User>,
     pending_select: Option<(Tag<'static>, String, Option<u32>)>,
@@ -141,6 +145,8 @@ pub async fn run(
         ufr: Fragmentizer::new(MAX_MESSAGE),
         expect: Expect::Command,
         up_pending: VecDeque::new(),
+        up_pending_tag: String::new(),
+        idle_tag: None,
         login: None,
         user: None,
         pending_select: None,
@@ -391,6 +397,7 @@ impl Session {
             }
             CommandBody::Idle => {
                 self.expect = Expect::IdleDone;
+                self.idle_tag = Some(tag.clone());
             }
             CommandBody::Fetch {
                 macro_or_item_names,
@@ -433,6 +440,7 @@ impl Session {
             }
         }
         self.up_pending = out;
+        self.up_pending_tag = cmd.tag.as_ref().to_string();
         self.write_pending().await
     }
 
@@ -515,9 +523,16 @@ impl Session {
                 filter_code(&mut t.body);
                 let tag = t.tag.as_ref().to_string();
                 self.plans.remove(&tag);
-                // A refused command that still had literals to send.
-                if !self.up_pending.is_empty() {
+                // A command refused before all its literals were sent: the rest is dropped.
+                if !self.up_pending.is_empty() && self.up_pending_tag == tag {
                     self.up_pending.clear();
+                }
+                // An IDLE the server refused or ended: the client's next line is a command.
+                if self.idle_tag.as_deref() == Some(tag.as_str()) {
+                    self.idle_tag = None;
+                    if self.expect == Expect::IdleDone {
+                        self.expect = Expect::Command;
+                    }
                 }
                 if self.login.as_ref().is_some_and(|l| l.tag.as_ref() == tag) {
                     let l = self.login.take();

@@ -86,7 +86,13 @@ impl Connector {
         let mut fr = Fragmentizer::new(HANDSHAKE_MAX);
         let g = read_greeting(&mut tcp, &mut fr).await?;
         if g.kind != GreetingKind::Ok {
-            bail!("{t} greets with {:?} before TLS: refused", g.kind);
+            bail!(
+                "{t} greets with {} before TLS: refused",
+                match g.kind {
+                    GreetingKind::PreAuth => "PREAUTH",
+                    _ => "BYE",
+                }
+            );
         }
         tcp.write_all(b"S0 STARTTLS\r\n").await?;
         loop {

@@ -118,19 +118,23 @@ impl View {
     /// `message/rfc822` part's children are those of the message inside.
     fn part(&self, path: &[NonZeroU32]) -> Option<&Entity> {
         let mut cur = &self.root;
+        // Whether `cur` stands for a message (the top level, or the one inside a
+        // message/rfc822 part) rather than a body part.
+        let mut is_message = true;
         for n in path {
             let idx = usize::try_from(n.get()).ok()?.checked_sub(1)?;
-            // Descend into an encapsulated message first.
-            if let Some(m) = cur.message.as_deref() {
+            // A message/rfc822 part's children are those of the message inside.
+            if !is_message && let Some(m) = cur.message.as_deref() {
                 cur = m;
+                is_message = true;
             }
             if cur.mime_type == "multipart" {
                 cur = cur.parts.get(idx)?;
-            } else if idx == 0 {
-                // The body of a single-part message is its part 1.
-            } else {
+            } else if idx != 0 || !is_message {
+                // Only a message has a part 1 (its body) when it is not multipart.
                 return None;
             }
+            is_message = false;
         }
         Some(cur)
     }
@@ -231,10 +235,8 @@ impl View {
             .filter(|s| !s.is_empty())
             .unwrap_or_else(|| "7bit".into());
         let mut params = param_list(&e.params);
-        if e.mime_type == "text"
-            && !e.params.iter().any(|(n, _)| n == "charset")
-            && !has_content_type(hdr)
-        {
+        // A text part without a charset is us-ascii (RFC 2045), and servers say so.
+        if e.mime_type == "text" && !e.params.iter().any(|(n, _)| n == "charset") {
             params.push((istr(b"charset"), istr(b"us-ascii")));
         }
         let basic = BasicFields {
@@ -403,10 +405,6 @@ fn find(h: &[u8], n: &[u8]) -> Option<usize> {
     h.windows(n.len()).position(|w| w == n)
 }
 
-fn has_content_type(hdr: &[u8]) -> bool {
-    header_value(hdr, b"content-type").is_some()
-}
-
 fn parse_entity(
     b: &[u8],
     r: Range<usize>,
@@ -465,7 +463,16 @@ fn parse_entity(
                 if *count >= MAX_PARTS {
                     break;
                 }
-                let child = parse_entity(b, pr, depth + 1, count, child_digest);
+                let end = pr.end;
+                let mut child = parse_entity(b, pr, depth + 1, count, child_digest);
+                // A multipart part keeps the line end of its closing delimiter (the CRLF
+                // before the next delimiter), as servers count it.
+                if child.mime_type == "multipart"
+                    && child.body.end == end
+                    && b.get(end..end + 2) == Some(b"\r\n")
+                {
+                    child.body.end = end + 2;
+                }
                 e.parts.push(child);
             }
         }

@@ -843,3 +843,91 @@ fn encrypt(pki: &Pki, msg: &[u8], to: &[&str]) -> Vec<u8> {
     out.extend_from_slice(&entity);
     out
 }
+
+const PROTOCOL: &str = r#"
+import base64, imaplib, os, socket, ssl, time
+
+P, PCA = int(os.environ['PROXY']), os.environ['PROXY_CA']
+D, DCA = int(os.environ['DOVECOT']), os.environ['DOVECOT_CA']
+
+def raw():
+    s = ssl.create_default_context(cafile=PCA).wrap_socket(socket.create_connection(('127.0.0.1', P)), server_hostname='127.0.0.1')
+    s.settimeout(20)
+    return s
+
+def until(s, tag, buf=b''):
+    while (b'\r\n' + tag + b' ') not in b'\r\n' + buf:
+        chunk = s.recv(65536)
+        assert chunk, buf
+        buf += chunk
+    return buf
+
+s = raw()
+greet = s.recv(4096)
+assert greet.startswith(b'* OK'), greet
+# AUTHENTICATE PLAIN without an initial response: the continuation goes through.
+s.sendall(b'a1 AUTHENTICATE PLAIN\r\n')
+cont = s.recv(4096)
+assert cont.startswith(b'+'), cont
+s.sendall(base64.b64encode(b'\0alice@example.org\0alicepw') + b'\r\n')
+out = until(s, b'a1')
+assert b'a1 OK' in out, out
+# Pipelined commands in one write, each answered in order.
+s.sendall(b'p1 NOOP\r\np2 SELECT INBOX\r\np3 CAPABILITY\r\np4 NOOP\r\n')
+out = until(s, b'p4')
+for t in [b'p1 OK', b'p2 OK', b'p3 OK', b'p4 OK']:
+    assert t in out, out
+assert out.index(b'p1 OK') < out.index(b'p2 OK') < out.index(b'p3 OK') < out.index(b'p4 OK'), out
+assert b'COMPRESS' not in out and b'BINARY' not in out, out
+# COMPRESS is answered by the proxy, never reaches the server.
+s.sendall(b'c1 COMPRESS DEFLATE\r\n')
+out = until(s, b'c1')
+assert b'c1 NO' in out, out
+# IDLE: new mail delivered to the server meanwhile arrives as EXISTS through the proxy.
+s.sendall(b'i1 IDLE\r\n')
+out = s.recv(4096)
+assert out.startswith(b'+'), out
+d = imaplib.IMAP4_SSL('127.0.0.1', D, ssl_context=ssl.create_default_context(cafile=DCA))
+d.login('alice@example.org', 'alicepw')
+d.append('INBOX', None, None, b'From: x@y\r\nSubject: new\r\n\r\nnew mail\r\n')
+buf = b''
+deadline = time.time() + 15
+while b'EXISTS' not in buf and time.time() < deadline:
+    buf += s.recv(4096)
+assert b'* 1 EXISTS' in buf, buf
+s.sendall(b'DONE\r\n')
+out = until(s, b'i1')
+assert b'i1 OK' in out, out
+s.sendall(b'z1 LOGOUT\r\n')
+out = until(s, b'z1')
+assert b'* BYE' in out, out
+d.logout()
+print('protocol checks passed')
+"#;
+
+#[test]
+fn imap_proxy_carries_authenticate_pipelining_and_idle() {
+    let pki = Pki::new();
+    let dir = data_dir_with_keys(&pki);
+    let dv = Dovecot::start(&[("alice@example.org", "alicepw")]);
+    let d = Daemon::start(
+        dir.path(),
+        &format!(
+            "[imap]\nlisten = \"127.0.0.1:0\"\nupstream = \"imaps://127.0.0.1:{}\"\nupstream_ca = \"{}\"\n",
+            dv.imaps,
+            dv.ca().display()
+        ),
+    );
+    let w = tempfile::tempdir().expect("tmp");
+    let out = python(
+        w.path(),
+        PROTOCOL,
+        &[
+            ("PROXY", imap_addr(&d).to_string()),
+            ("PROXY_CA", d.ca_file().display().to_string()),
+            ("DOVECOT", dv.imaps.to_string()),
+            ("DOVECOT_CA", dv.ca().display().to_string()),
+        ],
+    );
+    assert!(out.contains("protocol checks passed"), "{out}");
+}

@@ -116,6 +116,8 @@ struct Session {
     selected: Option<Selected>,
     plans: HashMap<String, FetchPlan>,
     worker: Option<Worker>,
+    /// The server said BYE.
+    bye: bool,
 }
 
 /// Runs one session until either side ends it.
@@ -153,6 +155,7 @@ pub async fn run(
         selected: None,
         plans: HashMap::new(),
         worker: None,
+        bye: false,
     };
     s.greet(greeting).await?;
     let mut cbuf = vec![0u8; 16 * 1024];
@@ -178,7 +181,10 @@ pub async fn run(
             n = ur.read(&mut ubuf) => {
                 let n = n?;
                 if n == 0 {
-                    let _ = s.cw.write_all(b"* BYE The mail server closed the connection\r\n").await;
+                    if !s.bye {
+                        let _ = s.cw.write_all(b"* BYE The mail server closed the connection\r\n").await;
+                    }
+                    let _ = s.cw.shutdown().await;
                     return Ok(());
                 }
                 s.ufr.enqueue_bytes(&ubuf[..n]);
@@ -563,9 +569,9 @@ impl Session {
                 }
             }
             Response::Status(Status::Bye(_)) => {
-                let bytes = encode_response(&resp);
-                self.cw.write_all(&bytes).await?;
-                return Ok(false);
+                // The tagged answer (to LOGOUT) may still follow; the session ends when the
+                // server closes.
+                self.bye = true;
             }
             _ => {}
         }

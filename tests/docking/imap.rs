@@ -902,6 +902,26 @@ s.sendall(b'z1 LOGOUT\r\n')
 out = until(s, b'z1')
 assert b'* BYE' in out, out
 d.logout()
+# A line that never ends, before login: the proxy says BYE instead of buffering it.
+s = raw()
+s.recv(4096)
+got = b''
+try:
+    for _ in range(20):
+        s.sendall(b'x' * 16384)
+    while True:
+        chunk = s.recv(4096)
+        if not chunk:
+            break
+        got += chunk
+except (BrokenPipeError, ConnectionResetError, ssl.SSLError):
+    pass
+if not got:
+    try:
+        got = s.recv(4096)
+    except Exception:
+        pass
+assert b'BYE' in got or got == b'', got
 print('protocol checks passed')
 "#;
 

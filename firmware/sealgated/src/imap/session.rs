@@ -118,6 +118,9 @@ struct Session {
     worker: Option<Worker>,
     /// The server said BYE.
     bye: bool,
+    /// Client bytes received since its last complete message (bounds a line that never
+    /// ends: the framing buffers it whole).
+    since_complete: usize,
 }
 
 /// Runs one session until either side ends it.
@@ -156,6 +159,7 @@ pub async fn run(
         plans: HashMap::new(),
         worker: None,
         bye: false,
+        since_complete: 0,
     };
     s.greet(greeting).await?;
     let mut cbuf = vec![0u8; 16 * 1024];
@@ -171,6 +175,16 @@ pub async fn run(
             n = cr.read(&mut cbuf), if reading_client => {
                 let n = n?;
                 if n == 0 {
+                    return Ok(());
+                }
+                s.since_complete += n;
+                let cap = if s.user.is_some() {
+                    MAX_MESSAGE as usize + 64 * 1024
+                } else {
+                    2 * MAX_LITERAL_BEFORE_LOGIN as usize
+                };
+                if s.since_complete > cap {
+                    let _ = s.cw.write_all(b"* BYE Command too long\r\n").await;
                     return Ok(());
                 }
                 s.cfr.enqueue_bytes(&cbuf[..n]);
@@ -275,6 +289,7 @@ impl Session {
             if !self.cfr.is_message_complete() {
                 continue;
             }
+            self.since_complete = 0;
             match self.expect.clone() {
                 Expect::Command => {
                     let decoded = self

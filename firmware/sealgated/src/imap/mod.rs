@@ -62,6 +62,45 @@ pub struct ImapProxy {
 
 /// Client connections at once.
 const MAX_SESSIONS: usize = 256;
+/// Client connections at once from one address (each costs two server connections).
+const MAX_SESSIONS_PER_ADDRESS: usize = 32;
+
+/// Sessions per client address; a [`PerAddress`] slot is given back when dropped.
+#[derive(Default)]
+struct AddressCounts(Mutex<HashMap<std::net::IpAddr, usize>>);
+
+struct PerAddress {
+    counts: Arc<AddressCounts>,
+    ip: std::net::IpAddr,
+}
+
+impl AddressCounts {
+    fn take(self: &Arc<Self>, ip: std::net::IpAddr, max: usize) -> Option<PerAddress> {
+        let mut m = self.0.lock().ok()?;
+        let n = m.entry(ip).or_insert(0);
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(PerAddress {
+            counts: self.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for PerAddress {
+    fn drop(&mut self) {
+        if let Ok(mut m) = self.counts.0.lock()
+            && let Some(n) = m.get_mut(&self.ip)
+        {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                m.remove(&self.ip);
+            }
+        }
+    }
+}
 
 /// The running proxy.
 pub struct Running {
@@ -105,6 +144,7 @@ pub async fn start(p: ImapProxy) -> anyhow::Result<Option<Running>> {
     });
     let acceptor = tokio_rustls::TlsAcceptor::from(p.tls);
     let sessions = Arc::new(Semaphore::new(MAX_SESSIONS));
+    let per_address = Arc::new(AddressCounts::default());
     let task = tokio::spawn(async move {
         loop {
             let accepted = tokio::select! {
@@ -124,11 +164,17 @@ pub async fn start(p: ImapProxy) -> anyhow::Result<Option<Running>> {
                 drop(tcp);
                 continue;
             };
+            let Some(slot) = per_address.take(peer.ip().to_canonical(), MAX_SESSIONS_PER_ADDRESS)
+            else {
+                tracing::info!(%peer, "imap: too many sessions from one address");
+                drop(tcp);
+                continue;
+            };
             let acceptor = acceptor.clone();
             let shared = shared.clone();
             let mut stop = stopped.clone();
             tokio::spawn(async move {
-                let _permit = permit;
+                let _permit = (permit, slot);
                 let tls = match tokio::time::timeout(Duration::from_secs(30), acceptor.accept(tcp))
                     .await
                 {
@@ -216,5 +262,23 @@ impl ViewCache {
                 c.bytes = c.bytes.saturating_sub(size(&old));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sessions_per_address_are_bounded_and_given_back() {
+        let c = Arc::new(AddressCounts::default());
+        let a: std::net::IpAddr = "192.0.2.1".parse().expect("ip");
+        let b: std::net::IpAddr = "192.0.2.2".parse().expect("ip");
+        let held: Vec<PerAddress> = (0..3).filter_map(|_| c.take(a, 3)).collect();
+        assert_eq!(held.len(), 3);
+        assert!(c.take(a, 3).is_none());
+        assert!(c.take(b, 3).is_some());
+        drop(held);
+        assert!(c.take(a, 3).is_some());
     }
 }

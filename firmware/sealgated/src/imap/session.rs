@@ -881,6 +881,36 @@ impl Worker {
 
     async fn fetch(&mut self, uid: u32) -> anyhow::Result<Option<Vec<u8>>> {
         let set = SequenceSet::try_from(uid).map_err(|_| anyhow::anyhow!("uid"))?;
+        // Too large to decrypt: shown as stored (and remembered so), never downloaded.
+        let (kind, resps) = self
+            .run(CommandBody::Fetch {
+                sequence_set: set.clone(),
+                macro_or_item_names: MacroOrMessageDataItemNames::MessageDataItemNames(vec![
+                    MessageDataItemName::Uid,
+                    MessageDataItemName::Rfc822Size,
+                ]),
+                uid: true,
+                modifiers: vec![],
+            })
+            .await?;
+        let size = resps.iter().find_map(|r| match r {
+            Response::Data(Data::Fetch { items, .. })
+                if items
+                    .as_ref()
+                    .iter()
+                    .any(|i| matches!(i, MessageDataItem::Uid(u) if u.get() == uid)) =>
+            {
+                items.as_ref().iter().find_map(|i| match i {
+                    MessageDataItem::Rfc822Size(n) => Some(*n),
+                    _ => None,
+                })
+            }
+            _ => None,
+        });
+        match size {
+            Some(n) if kind == StatusKind::Ok && n <= MAX_DECRYPT => {}
+            _ => return Ok(None),
+        }
         let (kind, resps) = self
             .run(CommandBody::Fetch {
                 sequence_set: set,

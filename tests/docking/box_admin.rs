@@ -22,21 +22,50 @@ fn vault_audit(dir: &std::path::Path) -> Vec<sealgate_vault::AuditEntry> {
 /// What the console's "Reset admin access" writes (sealgate-console's `request_admin_reset`).
 const REQUEST: &str = "reset-admin.request";
 
+/// Claims the box (the first administrator), then makes an admin-plane API token over the
+/// admin socket (root is admin there); returns the token.
 fn setup(d: &Daemon) -> String {
     let body = format!(
-        "{{\"setup_token\":\"{}\"}}",
+        "{{\"setup_token\":\"{}\",\"username\":\"root\",\"password\":\"correct horse battery staple\"}}",
         d.setup_token.as_deref().expect("setup is pending")
     );
     let (code, _, resp) = d.curl_url(
         "POST",
-        &d.admin_url("/api/v1/setup"),
+        &d.admin_url("/api/v1/admin/setup"),
         None,
         &["-H", "Content-Type: application/json", "--data", &body],
         None,
     );
-    assert_eq!(code, 200, "{}", String::from_utf8_lossy(&resp));
-    let v: serde_json::Value = serde_json::from_slice(&resp).expect("json");
+    assert_eq!(code, 201, "{}", String::from_utf8_lossy(&resp));
+    let out = std::process::Command::new("curl")
+        .args([
+            "-sS",
+            "-X",
+            "POST",
+            "-H",
+            "Content-Type: application/json",
+            "--data",
+        ])
+        .arg(r#"{"name":"ci","role":"admin"}"#)
+        .arg("--unix-socket")
+        .arg(d.data_dir.join("admin.sock"))
+        .arg("http://localhost/api/v1/admin/admin-tokens")
+        .output()
+        .expect("curl");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     v["token"].as_str().expect("token").to_string()
+}
+
+/// 200 for a valid admin-plane token, 401 for a revoked one.
+fn admin_status(d: &Daemon, token: &str) -> u16 {
+    d.curl_url(
+        "GET",
+        &d.admin_url("/api/v1/admin/status"),
+        Some(token),
+        &[],
+        None,
+    )
+    .0
 }
 
 /// 200 for any valid credential, 401 for a revoked one.
@@ -52,7 +81,8 @@ fn reset_admin_access_kills_every_earlier_admin_token() {
     let from_setup = setup(&d);
     let named_admin = create_token(dir.path(), "ops", "admin");
     let gateway = create_token(dir.path(), "gw1", "decrypt,verify");
-    for t in [&from_setup, &named_admin, &gateway] {
+    assert_eq!(admin_status(&d, &from_setup), 200);
+    for t in [&named_admin, &gateway] {
         assert_eq!(
             openapi_status(&d, t),
             200,
@@ -68,11 +98,15 @@ fn reset_admin_access_kills_every_earlier_admin_token() {
     assert!(
         d.console
             .iter()
-            .any(|l| l.contains("admin access reset: 2 admin token(s) revoked")),
+            .any(|l| l.contains("admin access reset: 1 admin token(s) revoked")),
         "{:?}",
         d.console
     );
-    assert_eq!(openapi_status(&d, &from_setup), 401, "setup's admin token");
+    assert_eq!(
+        admin_status(&d, &from_setup),
+        401,
+        "an admin-plane API token"
+    );
     assert_eq!(
         openapi_status(&d, &named_admin),
         401,
@@ -83,14 +117,14 @@ fn reset_admin_access_kills_every_earlier_admin_token() {
 
     // Setup is open again, with a new setup token, and works once.
     let again = setup(&d);
-    assert_eq!(openapi_status(&d, &again), 200);
+    assert_eq!(admin_status(&d, &again), 200);
     let (status, _) = d.terminate();
     assert!(status.success());
 
     // A restart does not reset again, and the reset is in the vault's audit chain.
     let d = Daemon::start(dir.path(), "");
     assert!(d.setup_token.is_none());
-    assert_eq!(openapi_status(&d, &again), 200);
+    assert_eq!(admin_status(&d, &again), 200);
     drop(d);
     let reset: Vec<_> = vault_audit(dir.path())
         .into_iter()

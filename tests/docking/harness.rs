@@ -385,6 +385,15 @@ impl Daemon {
             console: Vec::new(),
             lines: rx,
         };
+        d.read_until_ready();
+        d
+    }
+
+    /// Reads console lines until `ready` (noting listeners, setup token, fingerprint), then
+    /// waits for health: after a start, or a restart through the admin API.
+    pub fn read_until_ready(&mut self) {
+        let d = self;
+        let data_dir = d.data_dir.clone();
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -426,7 +435,7 @@ impl Daemon {
         while Instant::now() < deadline {
             let (code, _, _) = d.curl("GET", "/api/v1/health", None, &[], None);
             if code == 200 {
-                return d;
+                return;
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -514,6 +523,37 @@ impl Daemon {
                 Instant::now() < deadline,
                 "sealgated did not stop on SIGTERM"
             );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits (up to 30 s) for a console line containing `needle`, and returns it.
+    pub fn wait_line(&mut self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = self
+                .lines
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("no console line with {needle:?}: {:?}", self.console));
+            self.console.push(line.clone());
+            if line.contains(needle) {
+                return line;
+            }
+        }
+    }
+
+    /// Waits (up to 30 s) for the daemon to end on its own; its status and remaining lines.
+    pub fn wait_exit(&mut self) -> (std::process::ExitStatus, Vec<String>) {
+        let mut child = self.child.take().expect("running");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                std::thread::sleep(Duration::from_millis(100));
+                let rest: Vec<String> = self.lines.try_iter().collect();
+                return (status, rest);
+            }
+            assert!(Instant::now() < deadline, "sealgated did not stop");
             std::thread::sleep(Duration::from_millis(50));
         }
     }

@@ -3,16 +3,19 @@
 //! aiosmtpd. See `harness.rs` for how the daemon is started.
 //!
 //! Peers the tests need: Debian `openssl`, `curl`, `swaks`, `libnet-ssleay-perl`,
-//! `libio-socket-ssl-perl`; PyPI `requests`, `schemathesis`, `aiosmtpd`. A missing one fails
-//! the test with a message naming its package.
+//! `libio-socket-ssl-perl`, `dovecot-imapd` (the IMAP proxy's upstream and reference); PyPI
+//! `requests`, `schemathesis`, `aiosmtpd`. A missing one fails the test with a message naming
+//! its package.
 
 #![allow(clippy::unwrap_used, clippy::panic, missing_docs)]
 
 mod admin;
+mod admin_auth;
 mod admin_keys;
 mod box_admin;
 mod box_mode;
 mod harness;
+mod imap;
 mod python;
 mod queue;
 mod smtp;
@@ -595,49 +598,49 @@ fn setup_token_works_once_and_sigterm_stops_cleanly() {
     // The TLS key is kept in the vault, never in a clear file (identity.rs).
     assert!(dir.path().join("tls/box.crt").exists());
     assert!(!dir.path().join("tls/box.key").exists());
-    let url = d.admin_url("/api/v1/setup");
+    // The setup token claims the box only through the admin API; the retired
+    // `POST /api/v1/setup` answers 410 and spends nothing.
+    let json = ["-H", "Content-Type: application/json", "--data"];
+    let old = format!("{{\"setup_token\":\"{setup}\"}}");
+    let (code, _, resp) = d.curl_url(
+        "POST",
+        &d.admin_url("/api/v1/setup"),
+        None,
+        &[json[0], json[1], json[2], &old],
+        None,
+    );
+    assert_eq!(code, 410, "{}", String::from_utf8_lossy(&resp));
+    assert!(contains(&resp, "/api/v1/admin/setup"));
+    let url = d.admin_url("/api/v1/admin/setup");
+    let claim = |token: &str, user: &str| {
+        format!(
+            "{{\"setup_token\":\"{token}\",\"username\":\"{user}\",\"password\":\"correct horse battery staple\"}}"
+        )
+    };
     let (code, _, _) = d.curl_url(
         "POST",
         &url,
         None,
-        &[
-            "-H",
-            "Content-Type: application/json",
-            "--data",
-            "{\"setup_token\":\"sgt_wrong\"}",
-        ],
+        &[json[0], json[1], json[2], &claim("sgt_wrong", "root")],
         None,
     );
     assert_eq!(code, 401);
-    let body = format!("{{\"setup_token\":\"{setup}\"}}");
     let (code, _, resp) = d.curl_url(
         "POST",
         &url,
         None,
-        &["-H", "Content-Type: application/json", "--data", &body],
+        &[json[0], json[1], json[2], &claim(&setup, "root")],
         None,
     );
-    assert_eq!(code, 200, "{}", String::from_utf8_lossy(&resp));
-    let v: serde_json::Value = serde_json::from_slice(&resp).expect("json");
-    assert!(v["token"].as_str().is_some_and(|t| t.starts_with("sgt_")));
-    assert_eq!(v["scopes"], serde_json::json!(["admin"]));
+    assert_eq!(code, 201, "{}", String::from_utf8_lossy(&resp));
     let (code, _, resp) = d.curl_url(
         "POST",
         &url,
         None,
-        &["-H", "Content-Type: application/json", "--data", &body],
+        &[json[0], json[1], json[2], &claim(&setup, "evil")],
         None,
     );
     assert_eq!(code, 410, "{}", String::from_utf8_lossy(&resp));
-    // The admin token is not a docking credential.
-    let (code, _, _) = d.curl(
-        "POST",
-        "/api/v1/decrypt",
-        v["token"].as_str(),
-        &[],
-        Some(b"x"),
-    );
-    assert_eq!(code, 403);
 
     let (status, rest) = d.terminate();
     assert!(status.success(), "exit status {status:?}");

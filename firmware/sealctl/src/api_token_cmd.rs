@@ -1,9 +1,9 @@
 //! `sealctl api-token ...`: the docking API's bearer tokens.
 //!
 //! Tokens are stored hashed (SHA-256 of 256 random bits) in `DATA/api-tokens.json`, the file
-//! `sealgated` reads (see `firmware/sealgated/src/tokens.rs` for the format, version 1). The
-//! file is separate from the vault's database so that tokens can be made while the daemon runs
-//! (redb admits one process at a time); the daemon notices a changed file on the next request.
+//! `sealgated` reads; its format, lock and atomic writes are `sealgate-tokenfile`'s
+//! (`firmware/tokenfile`), shared with the daemon, so a write here and one by the daemon never
+//! lose each other's change. The daemon notices a changed file on the next request.
 //!
 //! While `sealgated` runs on the data directory, `list`, `create` and `revoke` ask it through
 //! its admin socket instead (see `admin_socket.rs`; audited in the vault, and a revoked token
@@ -11,19 +11,15 @@
 //! the `admin` scope is not made through the admin API (it refuses those), so `create
 //! --scope admin` writes the file as before.
 
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Subcommand;
-use sealgate_smime::crypto::{HashAlg, random};
-use serde::{Deserialize, Serialize};
+use sealgate_tokenfile as tokenfile;
 
 use crate::Failure;
 use crate::admin_socket::{running, segment};
 
-const TOKENS_FILE: &str = "api-tokens.json";
 const SCOPES: [&str; 5] = ["decrypt", "encrypt", "sign", "verify", "admin"];
 
 #[derive(Subcommand)]
@@ -56,61 +52,8 @@ pub(crate) enum ApiTokenCmd {
     },
 }
 
-#[derive(Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct TokenRecord {
-    name: String,
-    sha256: String,
-    scopes: Vec<String>,
-    created: String,
-}
-
-#[derive(Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct TokenFile {
-    version: u32,
-    tokens: Vec<TokenRecord>,
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-fn load(path: &Path) -> Result<TokenFile, Failure> {
-    if !path.exists() {
-        return Ok(TokenFile {
-            version: 1,
-            tokens: Vec::new(),
-        });
-    }
-    let f: TokenFile = serde_json::from_slice(&crate::read_file(path)?)
-        .map_err(|e| Failure(format!("{}: {e}", path.display()), 1))?;
-    if f.version != 1 {
-        return Err(Failure(
-            format!("{}: unknown version {}", path.display(), f.version),
-            1,
-        ));
-    }
-    Ok(f)
-}
-
-/// Temporary file (0600), fsync, rename, fsync the directory: readers see old or new.
-fn store(path: &Path, f: &TokenFile) -> Result<(), Failure> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(".{TOKENS_FILE}.tmp"));
-    let _ = std::fs::remove_file(&tmp);
-    let write = || -> std::io::Result<()> {
-        let mut out = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        out.write_all(&serde_json::to_vec_pretty(f)?)?;
-        out.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        std::fs::File::open(dir)?.sync_all()
-    };
-    write().map_err(|e| Failure(format!("cannot write {}: {e}", path.display()), 1))
+fn failed(e: anyhow::Error) -> Failure {
+    Failure(format!("{e:#}"), 1)
 }
 
 pub(crate) fn run(cmd: ApiTokenCmd) -> crate::Outcome {
@@ -151,25 +94,18 @@ pub(crate) fn run(cmd: ApiTokenCmd) -> crate::Outcome {
                 return Ok(ExitCode::SUCCESS);
             }
             std::fs::create_dir_all(&data_dir)?;
-            let path = data_dir.join(TOKENS_FILE);
-            let mut f = load(&path)?;
-            if f.tokens.iter().any(|t| t.name == name) {
+            if tokenfile::load::<String>(&data_dir)
+                .map_err(failed)?
+                .tokens
+                .iter()
+                .any(|t| t.name == name)
+            {
                 return Err(Failure(
                     format!("a token named {name:?} exists (revoke it first)"),
                     1,
                 ));
             }
-            let token = format!("sgt_{}", hex(&random(32)?));
-            let created = time::OffsetDateTime::now_utc()
-                .format(&time::format_description::well_known::Rfc3339)
-                .unwrap_or_default();
-            f.tokens.push(TokenRecord {
-                name,
-                sha256: hex(&HashAlg::Sha256.digest(token.as_bytes())),
-                scopes,
-                created,
-            });
-            store(&path, &f)?;
+            let token = tokenfile::create(&data_dir, &name, &scopes).map_err(failed)?;
             println!("{token}");
             Ok(ExitCode::SUCCESS)
         }
@@ -180,7 +116,8 @@ pub(crate) fn run(cmd: ApiTokenCmd) -> crate::Outcome {
                     .iter()
                     .map(|t| serde_json::json!({"name": t["name"], "scopes": t["scopes"], "created": t["created"]}))
                     .collect(),
-                None => load(&data_dir.join(TOKENS_FILE))?
+                None => tokenfile::load::<String>(&data_dir)
+                    .map_err(failed)?
                     .tokens
                     .iter()
                     .map(|t| serde_json::json!({"name": t.name, "scopes": t.scopes, "created": t.created}))
@@ -191,17 +128,12 @@ pub(crate) fn run(cmd: ApiTokenCmd) -> crate::Outcome {
         }
         ApiTokenCmd::Revoke { data_dir, name } => {
             if let Some(d) = running(&data_dir) {
-                d.done("DELETE", &format!("/tokens/{}", segment(&name)))?;
+                d.done("DELETE", &format!("/tokens/{}", segment(&name)), None)?;
                 return Ok(ExitCode::SUCCESS);
             }
-            let path = data_dir.join(TOKENS_FILE);
-            let mut f = load(&path)?;
-            let before = f.tokens.len();
-            f.tokens.retain(|t| t.name != name);
-            if f.tokens.len() == before {
+            if !tokenfile::revoke::<String>(&data_dir, &name).map_err(failed)? {
                 return Err(Failure(format!("no token named {name:?}"), 1));
             }
-            store(&path, &f)?;
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -347,16 +347,23 @@ fn main() {
         )
     };
     let token = "sgt_".to_string() + &"b".repeat(64);
-    let hash: String = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes())
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    std::fs::write(
-        data.join("api-tokens.json"),
-        format!("{{\"version\":1,\"tokens\":[{{\"name\":\"bench\",\"sha256\":\"{hash}\",\"scopes\":[\"decrypt\",\"encrypt\"],\"created\":\"-\"}}]}}"),
+    // The token file through its one owner (format, lock, atomic write).
+    let lock = sealgate_tokenfile::lock(&data).expect("token lock");
+    sealgate_tokenfile::store(
+        &data,
+        &sealgate_tokenfile::TokenFile {
+            version: sealgate_tokenfile::VERSION,
+            tokens: vec![sealgate_tokenfile::TokenRecord {
+                name: "bench".to_string(),
+                sha256: sealgate_tokenfile::token_hash(&token),
+                scopes: vec!["decrypt".to_string(), "encrypt".to_string()],
+                created: "-".to_string(),
+            }],
+        },
+        &lock,
     )
     .expect("tokens");
+    drop(lock);
     std::fs::write(data.join("settings.toml"), "[docking]\nlisten = \"127.0.0.1:0\"\nmax_message_bytes = 67108864\ncrypto_queue = 128\n[admin]\nlisten = \"127.0.0.1:0\"\n[log]\nlevel = \"warn\"\n").expect("settings");
 
     let key = Arc::new(SoftwareKey::from_key_and_cert(&key_pem, &cert_pem).expect("key"));

@@ -26,7 +26,7 @@ use crate::identity::sha256;
 use crate::keys::{Acting, KeyDirectory, KeyStore};
 use crate::problem::Problem;
 use crate::settings::{MissingPolicy, PinnedClient, Scope, Settings};
-use crate::tokens::{SetupError, TokenStore};
+use crate::tokens::TokenStore;
 
 /// The OpenAPI document, kept in the repository beside this crate.
 pub const OPENAPI: &str = include_str!("../openapi.json");
@@ -991,79 +991,18 @@ async fn not_found() -> HttpResponse {
     .error_response()
 }
 
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SetupRequest {
-    setup_token: String,
-}
-
-async fn setup(req: HttpRequest, body: web::Bytes, st: web::Data<AppState>) -> HttpResponse {
-    let started = Instant::now();
-    let (ip, src) = source(&req);
-    let Ok(r) = serde_json::from_slice::<SetupRequest>(&body) else {
-        return Problem::bad_request("the body must be {\"setup_token\": \"...\"}")
-            .error_response();
-    };
-    let result = match st.tokens.complete_setup(&r.setup_token) {
-        Ok(Some(token)) => {
-            let name = st
-                .tokens
-                .lookup(&token)
-                .ok()
-                .flatten()
-                .map(|t| t.name)
-                .unwrap_or_default();
-            Ok(HttpResponse::Ok()
-                .json(serde_json::json!({"name": name, "token": token, "scopes": ["admin"]})))
-        }
-        // As in `authorize`: the limiter answers only for failed attempts.
-        Ok(None) => match ip.and_then(|ip| st.failures.blocked(ip)) {
-            Some(retry) => Err(Problem::rate_limited(retry)),
-            None => {
-                if let Some(ip) = ip {
-                    st.failures.fail(ip);
-                }
-                Err(Problem::unauthorized("wrong setup token"))
-            }
-        },
-        Err(SetupError::Done) => Err(Problem::new(
-            410,
-            "setup-done",
-            "Setup was completed already",
-            "the setup token works once",
-        )),
-        Err(SetupError::Internal(e)) => {
-            tracing::error!(error = %e, "setup failed");
-            Err(Problem::internal("setup failed"))
-        }
-    };
-    match result {
-        Ok(resp) => {
-            st.audit.record(
-                "setup-token",
-                &src,
-                "setup",
-                None,
-                "ok",
-                200,
-                started.elapsed(),
-            );
-            tracing::warn!("first-boot setup completed: an admin token was issued");
-            resp
-        }
-        Err(p) => {
-            st.audit.record(
-                "-",
-                &src,
-                "setup",
-                None,
-                p.kind,
-                p.status,
-                started.elapsed(),
-            );
-            p.error_response()
-        }
-    }
+/// `POST /api/v1/setup`, retired: the setup token claims the box only through the admin API
+/// (`POST /api/v1/admin/setup`, which makes the first administrator account). The old path
+/// spent it on an admin-scope token instead; it now answers 410 whatever is sent, reads no
+/// body and spends nothing.
+async fn setup_moved() -> HttpResponse {
+    Problem::new(
+        410,
+        "setup-moved",
+        "This setup endpoint is retired",
+        "claim the box with POST /api/v1/admin/setup {\"setup_token\", \"username\", \"password\"}",
+    )
+    .error_response()
 }
 
 /// The docking listener's routes.
@@ -1089,7 +1028,7 @@ pub fn admin_routes(cfg: &mut web::ServiceConfig) {
         .service(
             web::scope("/api/v1")
                 .route("/health", web::get().to(health))
-                .route("/setup", web::post().to(setup)),
+                .route("/setup", web::post().to(setup_moved)),
         )
         .default_service(web::to(not_found));
 }

@@ -27,6 +27,7 @@ mod docking;
 mod gateway;
 mod http;
 mod identity;
+mod imap;
 mod keys;
 mod logfile;
 mod problem;
@@ -117,6 +118,11 @@ fn console(line: &str) {
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "sealgated: {line}");
     let _ = out.flush();
+}
+
+/// The console line with the setup token (the box's init and the tests read it).
+fn setup_token_line(token: &str) -> String {
+    format!("setup token (one-time; POST /api/v1/admin/setup on the admin port): {token}")
 }
 
 /// Where the settings come from and what they are.
@@ -220,7 +226,12 @@ fn colours(no_color: Option<std::ffi::OsString>, terminal: bool) -> bool {
     terminal && no_color.is_none_or(|v| v.is_empty())
 }
 
-fn init_logging(data_dir: &Path, level: &str, box_mode: bool) -> anyhow::Result<()> {
+/// Starts logging; returns the setter of the running level (settings changes).
+fn init_logging(
+    data_dir: &Path,
+    level: &str,
+    box_mode: bool,
+) -> anyhow::Result<admin::settings_change::LogLevel> {
     use tracing_subscriber::Layer;
     let file = logfile::RotatingFile::open(
         &data_dir.join("log").join("sealgated.log"),
@@ -242,6 +253,10 @@ fn init_logging(data_dir: &Path, level: &str, box_mode: bool) -> anyhow::Result<
         std::env::var_os("NO_COLOR"),
         std::io::stderr().is_terminal(),
     );
+    // Both filters can be replaced while the daemon runs (`[log] level` changed through the
+    // admin API); the box's console stays at warnings.
+    let (file_filter, file_reload) = tracing_subscriber::reload::Layer::new(file_filter);
+    let (console_filter, console_reload) = tracing_subscriber::reload::Layer::new(console_filter);
     tracing_subscriber::registry()
         .with(
             tracing_subscriber::fmt::layer()
@@ -259,7 +274,18 @@ fn init_logging(data_dir: &Path, level: &str, box_mode: bool) -> anyhow::Result<
         )
         .try_init()
         .context("logging")?;
-    Ok(())
+    Ok(Box::new(move |level: &str| {
+        let filter = |l: &str| tracing_subscriber::EnvFilter::try_new(l).map_err(|e| e.to_string());
+        file_reload
+            .reload(filter(level)?)
+            .map_err(|e| e.to_string())?;
+        if !box_mode {
+            console_reload
+                .reload(filter(level)?)
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }))
 }
 
 fn open_vault(data_dir: &Path, cli: &Cli) -> anyhow::Result<Vault> {
@@ -291,8 +317,20 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     std::fs::create_dir_all(&cli.data_dir)
         .with_context(|| format!("creating {}", cli.data_dir.display()))?;
     let data_dir = cli.data_dir.canonicalize()?;
+    // A factory reset asked for through the admin API is the box's service script's to carry
+    // out (as root, before the daemon starts); never serve from a box that is to be wiped.
+    if data_dir.join(admin::system::FACTORY_RESET_REQUEST).exists() {
+        anyhow::bail!(
+            "a factory reset is pending ({}): the box's service script wipes the data before the \
+             daemon starts; remove the file to cancel it",
+            data_dir
+                .join(admin::system::FACTORY_RESET_REQUEST)
+                .display()
+        );
+    }
     let chosen = choose_settings(&cli, &data_dir)?;
     let mut settings = chosen.settings;
+    let stored = settings.clone();
     if let Some(why) = &chosen.fallback {
         console(&format!(
             "SETTINGS NOT USABLE: {}; running on the box's shipped settings (network-facing \
@@ -313,7 +351,20 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     if let Some(a) = cli.listen_admin {
         settings.admin.listen = a;
     }
-    init_logging(&data_dir, &settings.log.level, cli.box_mode)?;
+    let log_level = init_logging(&data_dir, &settings.log.level, cli.box_mode)?;
+    let settings_store = web::Data::new(admin::settings_change::SettingsStore::new(
+        chosen
+            .file
+            .clone()
+            .unwrap_or_else(|| data_dir.join("settings.toml")),
+        cli.box_mode,
+        stored,
+        admin::settings_change::Overrides {
+            admin: cli.listen_admin,
+            docking: cli.listen_docking,
+        },
+        log_level,
+    )?);
     tracing::info!(data_dir = %data_dir.display(), version = env!("CARGO_PKG_VERSION"), "starting");
     if let Some(why) = &chosen.fallback {
         tracing::info!(reason = %why, "settings not usable: running on the box's shipped settings");
@@ -338,10 +389,20 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let mut accounts_reset = true;
     if data_dir.join(tokens::ADMIN_RESET_REQUEST).exists() {
         match vault.remove_all_admin_accounts("console") {
-            Ok(removed) => console(&format!(
-                "admin access reset: {} admin account(s) removed",
-                removed.len()
-            )),
+            Ok(removed) => {
+                console(&format!(
+                    "admin access reset: {} admin account(s) removed",
+                    removed.len()
+                ));
+                // The admin plane's own API tokens die with the accounts.
+                if let Err(e) = vault.remove_all_admin_api_tokens("console") {
+                    accounts_reset = false;
+                    console(&format!(
+                        "ADMIN RESET NOT APPLIED: {}; it is tried again at the next start",
+                        one_line(&format!("{e:#}"))
+                    ));
+                }
+            }
             Err(e) => {
                 accounts_reset = false;
                 console(&format!(
@@ -388,9 +449,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }
     if tokens.setup_pending() {
         let t = tokens.issue_setup_token()?;
-        console(&format!(
-            "setup token (one-time; POST /api/v1/setup on the admin port): {t}"
-        ));
+        console(&setup_token_line(&t));
     }
     docking::configure(&settings);
     let anchors = match &settings.docking.trust_anchors {
@@ -412,7 +471,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     // hold clones of the state (and so of the vault) when the process ends, so its drop,
     // which would write them, cannot be relied on.
     let vault_at_stop = vault.clone();
-    let admin_state = web::Data::new(admin::AdminState::new(vault.clone()));
+    let admin_state = web::Data::new(admin::AdminState::new(vault.clone(), &data_dir));
     let submission_vault = vault.clone();
     let queue = smtp::open_queue(&data_dir, &settings)?;
     let _ = admin_state.queue.set(queue.clone());
@@ -440,6 +499,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     // STARTTLS asks for the same pinned client certificates (their scopes open the listeners).
     let smtp_tls = Arc::new(identity::server_config(&id, pins, false)?);
     let submission_tls = Arc::new(identity::server_config(&id, Vec::new(), false)?);
+    // The IMAP proxy: the box certificate, no client certificates.
+    let imap_tls = Arc::new(identity::server_config(&id, Vec::new(), false)?);
 
     let docking_listener = std::net::TcpListener::bind(settings.docking.listen)
         .with_context(|| format!("binding the docking API to {}", settings.docking.listen))?;
@@ -449,7 +510,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let admin_addr = admin_listener.local_addr()?;
     let timeout = settings.docking.request_timeout_secs.duration();
 
-    actix_web::rt::System::new().block_on(async move {
+    let stopped = actix_web::rt::System::new().block_on(async move {
         let st = state.clone();
         let docking = HttpServer::new(move || {
             App::new()
@@ -467,10 +528,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         .run();
         let st = state.clone();
         let ad = admin_state.clone();
+        let ss = settings_store.clone();
         let admin = HttpServer::new(move || {
             App::new()
                 .app_data(st.clone())
                 .app_data(ad.clone())
+                .app_data(ss.clone())
                 .configure(admin::routes)
                 .configure(http::admin_routes)
         })
@@ -482,15 +545,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         .run();
         // The admin API on DATA/admin.sock (uid-authenticated); the daemon runs without it
         // if it cannot be bound (a data directory path too long for a socket).
-        let socket = match admin::socket::bind(&data_dir) {
+        let socket = match admin::socket::bind(&data_dir, settings.admin.socket.as_deref()) {
             Ok((l, path, uid)) => {
                 let _ = admin_state.own_uid.set(uid);
                 let st = state.clone();
                 let ad = admin_state.clone();
+                let ss = settings_store.clone();
                 let server = HttpServer::new(move || {
                     App::new()
                         .app_data(st.clone())
                         .app_data(ad.clone())
+                        .app_data(ss.clone())
                         .configure(admin::routes)
                         .configure(http::admin_routes)
                 })
@@ -537,6 +602,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             console(&format!("listening {name} {addr}"));
             admin_state.add_listener(name, addr);
         }
+        let imap_proxy = imap::start(imap::ImapProxy {
+            settings: settings.clone(),
+            keys: keys.clone(),
+            anchors: anchors.clone(),
+            audit: audit.clone(),
+            tls: imap_tls,
+            workers: state.workers.clone(),
+        })
+        .await?;
         let hand_off = smtp::start(smtp::HandOff {
             settings: settings.clone(),
             data_dir: data_dir.clone(),
@@ -549,17 +623,27 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             queue: queue.clone(),
         })
         .await?;
-        for (name, addr) in hand_off.listening() {
+        for (name, addr) in hand_off
+            .listening()
+            .into_iter()
+            .chain(imap_proxy.iter().flat_map(|p| p.listening()))
+        {
             console(&format!("listening {name} {addr}"));
             admin_state.add_listener(name, addr);
         }
         tracing::info!(%docking_addr, %admin_addr, "ready");
         console("ready");
 
-        wait_for_signal().await?;
-        tracing::info!("stopping");
+        let asked = tokio::select! {
+            r = wait_for_signal() => { r?; None }
+            k = admin_state.stop.wait() => Some(k),
+        };
+        tracing::info!(?asked, "stopping");
         hand_off.stop().await;
         submission.stop().await;
+        if let Some(p) = imap_proxy {
+            p.stop().await;
+        }
         tokio::join!(docking_handle.stop(true), admin_handle.stop(true));
         if let Some(h) = socket_handle {
             h.stop(true).await;
@@ -568,8 +652,20 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             tracing::error!(error = %e, "the last key uses could not be written to the audit log");
         }
         console("stopped");
-        anyhow::Ok(())
-    })
+        anyhow::Ok(asked)
+    })?;
+    if let Some(admin::system::Stop::Restart) = stopped {
+        // The same program and arguments, in this process (the box's pid file stays right).
+        // Every descriptor the daemon opened is close-on-exec, the vault's lock included.
+        use std::os::unix::process::CommandExt;
+        let exe = std::env::current_exe().context("the daemon's own program")?;
+        console("restarting");
+        let e = std::process::Command::new(exe)
+            .args(std::env::args_os().skip(1))
+            .exec();
+        anyhow::bail!("re-executing the daemon failed: {e}");
+    }
+    Ok(())
 }
 
 async fn wait_for_signal() -> anyhow::Result<()> {

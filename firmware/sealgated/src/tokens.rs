@@ -1,78 +1,38 @@
 //! API tokens and the one-time setup token.
 //!
-//! Tokens live in `DATA/api-tokens.json`, not in the vault's database: redb allows one
-//! process at a time, and `sealctl api-token create` must work while the daemon runs. The
-//! file holds only SHA-256 hashes of the tokens (a token is 256 random bits, so a plain hash
-//! is enough); it is replaced atomically (write, fsync, rename) and the daemon re-reads it
-//! when its modification time or size changes. `sealctl`'s `api_token_cmd.rs` writes the
-//! same format (version 1):
+//! Docking tokens live in `DATA/api-tokens.json`, not in the vault's database: redb allows
+//! one process at a time, and `sealctl api-token` must work when no daemon runs. The file's
+//! format, its writers' lock and its atomic replacement belong to one module,
+//! `sealgate-tokenfile` (`firmware/tokenfile`), which `sealctl` uses too; this store reads it
+//! through a cache that is refreshed when the file's modification time or size changes.
+//! (The admin plane's own API tokens are in the vault: `admin/machine_tokens.rs`.)
 //!
-//! ```json
-//! {"version":1,"tokens":[{"name":"gw1","sha256":"<hex>","scopes":["decrypt"],"created":"<RFC 3339>"}]}
-//! ```
+//! The setup token's hash is `DATA/setup-token.sha256`; claiming the box with it through the
+//! admin API (`POST /api/v1/admin/setup`, [`TokenStore::claim_setup`]) renames that file to
+//! `setup-token.used` (atomic: it works once and only once).
 //!
-//! The setup token's hash is `DATA/setup-token.sha256`; using it renames that file to
-//! `setup-token.used` (atomic: it works once and only once) and creates an admin token named
-//! `admin-<unix time>`.
-//!
-//! **Resetting admin access** (the console's menu entry) revokes every token that carries the
-//! `admin` scope, whatever its name (setup's `admin-<time>`, or one made with `sealctl
-//! api-token create --scope admin`), and opens setup again. The console does not edit this
-//! file itself: it drops the request file `DATA/reset-admin.request` and restarts the daemon,
-//! which applies it at start ([`TokenStore::apply_admin_reset_request`]) before it issues the
-//! new setup token, so only the daemon's user ever writes the token files.
+//! **Resetting admin access** (the console's menu entry, or the admin API's
+//! `POST setup-token/reset`) revokes every token that carries the `admin` scope, whatever its
+//! name, and opens setup again. The console does not edit this file itself: it drops the
+//! request file `DATA/reset-admin.request` and restarts the daemon, which applies it at start
+//! ([`TokenStore::apply_admin_reset_request`]) before it issues the new setup token.
 
 use std::fs;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::SystemTime;
 
-use serde::{Deserialize, Serialize};
+use sealgate_tokenfile::{TOKENS_FILE, TokenFile, sync_dir, token_hash, write_atomic};
 
-use crate::identity::{hex, random, sha256};
 use crate::settings::Scope;
 
-/// The token file.
-pub const TOKENS_FILE: &str = "api-tokens.json";
 const SETUP_FILE: &str = "setup-token.sha256";
 const SETUP_USED: &str = "setup-token.used";
 /// The console's request to reset admin access (see the module documentation).
 pub const ADMIN_RESET_REQUEST: &str = "reset-admin.request";
-/// Prefix of every token, so secret scanners can find leaked ones.
-pub const TOKEN_PREFIX: &str = "sgt_";
 
-/// One stored token.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TokenRecord {
-    /// Unique name (the client in the audit log).
-    pub name: String,
-    /// SHA-256 of the token text, hex.
-    pub sha256: String,
-    /// What it may call.
-    pub scopes: Vec<Scope>,
-    /// When it was made.
-    pub created: String,
-}
-
-#[derive(Debug, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct TokenFile {
-    version: u32,
-    tokens: Vec<TokenRecord>,
-}
-
-/// A fresh token: prefix + 256 random bits in hex (what `sealctl api-token create` makes too).
-pub fn new_token() -> anyhow::Result<String> {
-    Ok(format!("{TOKEN_PREFIX}{}", hex(&random(32)?)))
-}
-
-/// The stored form of a token.
-pub fn token_hash(token: &str) -> String {
-    hex(&sha256(token.as_bytes()))
-}
+/// One stored token, with the daemon's scopes.
+pub type TokenRecord = sealgate_tokenfile::TokenRecord<Scope>;
 
 /// The file's (modification time, size) when read, and its records.
 type Cache = (Option<(SystemTime, u64)>, Vec<TokenRecord>);
@@ -83,8 +43,6 @@ pub struct TokenStore {
     dir: PathBuf,
     cache: Mutex<Cache>,
     setup_lock: Mutex<()>,
-    /// Serialises the daemon's own writes of the token file (create, revoke).
-    write_lock: Mutex<()>,
 }
 
 impl TokenStore {
@@ -95,7 +53,6 @@ impl TokenStore {
             dir: data_dir.to_path_buf(),
             cache: Mutex::new((None, Vec::new())),
             setup_lock: Mutex::new(()),
-            write_lock: Mutex::new(()),
         }
     }
 
@@ -120,7 +77,7 @@ impl TokenStore {
             .map_err(|_| anyhow::anyhow!("token cache poisoned"))?;
         if cache.0 != meta || meta.is_none() {
             let records = if meta.is_some() {
-                read_file(&self.path)?.tokens
+                sealgate_tokenfile::load::<Scope>(&self.dir)?.tokens
             } else {
                 Vec::new()
             };
@@ -131,34 +88,17 @@ impl TokenStore {
 
     /// Adds a token; fails if the name exists. Returns the token text (shown once).
     pub fn create(&self, name: &str, scopes: &[Scope]) -> anyhow::Result<String> {
-        let _w = self
-            .write_lock
-            .lock()
-            .map_err(|_| anyhow::anyhow!("token write lock poisoned"))?;
-        create_token(&self.dir, name, scopes)
+        sealgate_tokenfile::create(&self.dir, name, scopes)
     }
 
     /// Revokes the token `name` (the admin API): `Ok(false)` if there is none. The cache is
     /// emptied, so the next request with the token is refused whatever the file's time says.
     pub fn revoke(&self, name: &str) -> anyhow::Result<bool> {
-        let _w = self
-            .write_lock
-            .lock()
-            .map_err(|_| anyhow::anyhow!("token write lock poisoned"))?;
-        if !self.path.exists() {
-            return Ok(false);
-        }
-        let mut f = read_file(&self.path)?;
-        let before = f.tokens.len();
-        f.tokens.retain(|t| t.name != name);
-        if f.tokens.len() == before {
-            return Ok(false);
-        }
-        write_atomic(&self.path, &serde_json::to_vec_pretty(&f)?)?;
-        if let Ok(mut c) = self.cache.lock() {
+        let gone = sealgate_tokenfile::revoke::<Scope>(&self.dir, name)?;
+        if gone && let Ok(mut c) = self.cache.lock() {
             *c = (None, Vec::new());
         }
-        Ok(true)
+        Ok(gone)
     }
 
     /// Whether first-boot setup is still open (no admin token made through it yet).
@@ -172,33 +112,9 @@ impl TokenStore {
             .setup_lock
             .lock()
             .map_err(|_| anyhow::anyhow!("setup lock poisoned"))?;
-        let token = new_token()?;
+        let token = sealgate_tokenfile::new_token()?;
         write_atomic(&self.dir.join(SETUP_FILE), token_hash(&token).as_bytes())?;
         Ok(token)
-    }
-
-    /// Uses the setup token: `Ok(Some(admin token))` once; `Ok(None)` if the token is wrong;
-    /// `Err(SetupDone)` after it was used.
-    pub fn complete_setup(&self, presented: &str) -> Result<Option<String>, SetupError> {
-        let _g = self
-            .setup_lock
-            .lock()
-            .map_err(|_| SetupError::Internal("setup lock poisoned".into()))?;
-        if !self.setup_pending() {
-            return Err(SetupError::Done);
-        }
-        let stored = fs::read_to_string(self.dir.join(SETUP_FILE))
-            .map_err(|e| SetupError::Internal(e.to_string()))?;
-        if stored.trim() != token_hash(presented.trim()) {
-            return Ok(None);
-        }
-        fs::rename(self.dir.join(SETUP_FILE), self.dir.join(SETUP_USED))
-            .map_err(|e| SetupError::Internal(e.to_string()))?;
-        sync_dir(&self.dir).map_err(|e| SetupError::Internal(e.to_string()))?;
-        let name = format!("admin-{}", time::OffsetDateTime::now_utc().unix_timestamp());
-        self.create(&name, &[Scope::Admin])
-            .map(Some)
-            .map_err(|e| SetupError::Internal(e.to_string()))
     }
 }
 
@@ -211,7 +127,7 @@ impl TokenStore {
     /// Uses the setup token to claim the box through the admin API: under the setup lock,
     /// runs `claim` (which creates the first administrator) if `presented` is the setup
     /// token, and spends the token only if `claim` succeeded. `Ok(None)`: wrong token;
-    /// `Err(SetupError::Done)`: the token was used (here or by `POST /api/v1/setup`).
+    /// `Err(SetupError::Done)`: the token was used.
     pub fn claim_setup<T, E>(
         &self,
         presented: &str,
@@ -248,8 +164,9 @@ impl TokenStore {
             .lock()
             .map_err(|_| anyhow::anyhow!("setup lock poisoned"))?;
         let mut revoked = Vec::new();
+        let lock = sealgate_tokenfile::lock(&self.dir)?;
         if self.path.exists() {
-            let mut f = match read_file(&self.path) {
+            let mut f = match sealgate_tokenfile::load::<Scope>(&self.dir) {
                 Ok(f) => f,
                 Err(e) => {
                     // An unreadable file accepts no token (it fails closed), so nothing in it
@@ -266,10 +183,7 @@ impl TokenStore {
                         "(every token of the unreadable file, kept as {})",
                         aside.display()
                     ));
-                    TokenFile {
-                        version: 1,
-                        tokens: Vec::new(),
-                    }
+                    TokenFile::default()
                 }
             };
             f.tokens.retain(|t| {
@@ -280,9 +194,10 @@ impl TokenStore {
                 !admin
             });
             if !revoked.is_empty() {
-                write_atomic(&self.path, &serde_json::to_vec_pretty(&f)?)?;
+                sealgate_tokenfile::store(&self.dir, &f, &lock)?;
             }
         }
+        drop(lock);
         match fs::remove_file(self.dir.join(SETUP_USED)) {
             Ok(()) => sync_dir(&self.dir)?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -315,73 +230,6 @@ pub enum SetupError {
     Internal(String),
 }
 
-fn read_file(path: &Path) -> anyhow::Result<TokenFile> {
-    let text = fs::read(path)?;
-    let f: TokenFile =
-        serde_json::from_slice(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-    anyhow::ensure!(
-        f.version == 1,
-        "{}: unknown version {}",
-        path.display(),
-        f.version
-    );
-    Ok(f)
-}
-
-/// Adds a token to the file in `data_dir` (the daemon and tests use this; `sealctl` has its own
-/// copy of the format).
-pub fn create_token(data_dir: &Path, name: &str, scopes: &[Scope]) -> anyhow::Result<String> {
-    let path = data_dir.join(TOKENS_FILE);
-    let mut f = if path.exists() {
-        read_file(&path)?
-    } else {
-        TokenFile {
-            version: 1,
-            tokens: vec![],
-        }
-    };
-    anyhow::ensure!(
-        !f.tokens.iter().any(|t| t.name == name),
-        "a token named {name:?} exists"
-    );
-    let token = new_token()?;
-    let created = time::OffsetDateTime::now_utc()
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default();
-    f.tokens.push(TokenRecord {
-        name: name.to_string(),
-        sha256: token_hash(&token),
-        scopes: scopes.to_vec(),
-        created,
-    });
-    write_atomic(&path, &serde_json::to_vec_pretty(&f)?)?;
-    Ok(token)
-}
-
-/// Write to a temporary file (mode 0600), fsync, rename over `path`, fsync the directory.
-fn write_atomic(path: &Path, data: &[u8]) -> anyhow::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(
-        ".{}.tmp",
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("file")
-    ));
-    let _ = fs::remove_file(&tmp);
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    f.write_all(data)?;
-    f.sync_all()?;
-    fs::rename(&tmp, path)?;
-    sync_dir(dir)?;
-    Ok(())
-}
-
-fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    fs::File::open(dir)?.sync_all()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -391,7 +239,7 @@ mod tests {
         let d = tempfile::tempdir().expect("tempdir");
         let store = TokenStore::new(d.path());
         let t = store.create("gw", &[Scope::Decrypt]).expect("create");
-        assert!(t.starts_with(TOKEN_PREFIX) && t.len() > 40);
+        assert!(t.starts_with(sealgate_tokenfile::TOKEN_PREFIX) && t.len() > 40);
         let text = fs::read_to_string(d.path().join(TOKENS_FILE)).expect("file");
         assert!(!text.contains(&t), "the token itself is never stored");
         assert_eq!(
@@ -418,32 +266,8 @@ mod tests {
             store.claim_setup(&setup, || Ok::<_, ()>(8)),
             Err(SetupError::Done)
         ));
-        // The older endpoint's path is dead too, and issued no admin token.
-        assert!(matches!(
-            store.complete_setup(&setup),
-            Err(SetupError::Done)
-        ));
+        // No admin token was issued.
         assert!(store.list().expect("list").is_empty());
-    }
-
-    #[test]
-    fn setup_works_once() {
-        let d = tempfile::tempdir().expect("tempdir");
-        let store = TokenStore::new(d.path());
-        let setup = store.issue_setup_token().expect("issue");
-        assert!(matches!(store.complete_setup("sgt_nope"), Ok(None)));
-        let admin = store
-            .complete_setup(&setup)
-            .expect("first use")
-            .expect("admin token");
-        assert_eq!(
-            store.lookup(&admin).expect("lookup").map(|r| r.scopes),
-            Some(vec![Scope::Admin])
-        );
-        assert!(matches!(
-            store.complete_setup(&setup),
-            Err(SetupError::Done)
-        ));
     }
 
     /// A damaged token file (a power cut, a bad disk) must not keep the console's reset from
@@ -453,8 +277,12 @@ mod tests {
     fn reset_admin_access_sets_a_damaged_token_file_aside() {
         let d = tempfile::tempdir().expect("tempdir");
         let store = TokenStore::new(d.path());
+        store.create("ops", &[Scope::Admin]).expect("admin");
         let setup = store.issue_setup_token().expect("issue");
-        store.complete_setup(&setup).expect("setup").expect("admin");
+        assert!(matches!(
+            store.claim_setup(&setup, || Ok::<_, ()>(())),
+            Ok(Some(Ok(())))
+        ));
         fs::write(d.path().join(TOKENS_FILE), b"{\"version\":1,\"tok").expect("damage");
         assert!(
             store.lookup("sgt_x").is_err(),
@@ -479,7 +307,10 @@ mod tests {
         assert!(store.lookup("sgt_x").expect("readable again").is_none());
         assert!(store.setup_pending(), "setup is open again");
         let setup = store.issue_setup_token().expect("issue");
-        assert!(store.complete_setup(&setup).expect("setup").is_some());
+        assert!(matches!(
+            store.claim_setup(&setup, || Ok::<_, ()>(())),
+            Ok(Some(Ok(())))
+        ));
     }
 
     /// Regression: the reset removed only a token named exactly `admin`, but setup names its
@@ -489,10 +320,14 @@ mod tests {
         let d = tempfile::tempdir().expect("tempdir");
         let store = TokenStore::new(d.path());
         let setup = store.issue_setup_token().expect("issue");
+        // An admin token as the retired `POST /api/v1/setup` named them.
         let from_setup = store
-            .complete_setup(&setup)
-            .expect("setup")
-            .expect("admin token");
+            .create("admin-1700000000", &[Scope::Admin])
+            .expect("setup's");
+        assert!(matches!(
+            store.claim_setup(&setup, || Ok::<_, ()>(())),
+            Ok(Some(Ok(())))
+        ));
         let ops = store
             .create("ops", &[Scope::Decrypt, Scope::Admin])
             .expect("ops");
@@ -527,9 +362,11 @@ mod tests {
         }
         assert!(store.setup_pending(), "setup is open again");
         assert!(!d.path().join(ADMIN_RESET_REQUEST).exists());
-        // Setup works again and yields a working admin token.
+        // Setup works again.
         let setup = store.issue_setup_token().expect("issue");
-        let again = store.complete_setup(&setup).expect("setup").expect("token");
-        assert!(store.lookup(&again).expect("lookup").is_some());
+        assert!(matches!(
+            store.claim_setup(&setup, || Ok::<_, ()>(())),
+            Ok(Some(Ok(())))
+        ));
     }
 }

@@ -19,6 +19,7 @@ use crate::cipher;
 use crate::error::{Result, VaultError};
 use crate::record::now;
 use crate::store::Vault;
+use crate::totp::StoredTotp;
 
 /// Username → [`StoredAccount`] (JSON).
 const ACCOUNTS: TableDefinition<&str, &[u8]> = TableDefinition::new("admin_accounts");
@@ -64,16 +65,22 @@ pub struct AccountInfo {
     pub role: Role,
     /// When it was made (Unix seconds).
     pub created: i64,
+    /// Whether login asks for a TOTP code (see `totp.rs`).
+    #[serde(default)]
+    pub totp: bool,
 }
 
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct StoredAccount {
-    username: String,
+pub(crate) struct StoredAccount {
+    pub(crate) username: String,
     role: Role,
     created: i64,
     /// Argon2id PHC string.
     password: String,
+    /// The second factor, if enrolled (see `totp.rs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) totp: Option<StoredTotp>,
 }
 
 /// Checks and normalises a username: 1 to [`MAX_USERNAME_CHARS`] of `a-z 0-9 . _ -`
@@ -142,6 +149,7 @@ fn info(a: &StoredAccount) -> AccountInfo {
         username: a.username.clone(),
         role: a.role,
         created: a.created,
+        totp: a.totp.as_ref().is_some_and(|t| t.active),
     }
 }
 
@@ -158,7 +166,7 @@ impl Vault {
         self.audited_by(actor, |_| Ok(()), action, subject, detail)
     }
 
-    fn stored_accounts(&self) -> Result<Vec<StoredAccount>> {
+    pub(crate) fn stored_accounts(&self) -> Result<Vec<StoredAccount>> {
         let txn = self.db.begin_read()?;
         let t = match txn.open_table(ACCOUNTS) {
             Ok(t) => t,
@@ -170,6 +178,25 @@ impl Vault {
             out.push(decode(row?.1.value())?);
         }
         Ok(out)
+    }
+
+    /// Rewrites the account `name` inside `txn` with `change` (`NoKey` if there is none).
+    pub(crate) fn update_account(
+        &self,
+        txn: &redb::WriteTransaction,
+        name: &str,
+        change: impl FnOnce(&mut StoredAccount) -> Result<()>,
+    ) -> Result<()> {
+        let mut t = txn.open_table(ACCOUNTS)?;
+        let mut rec = match t.get(name)? {
+            Some(v) => decode(v.value())?,
+            None => return Err(VaultError::NoKey(format!("no account {name:?}"))),
+        };
+        change(&mut rec)?;
+        let json = serde_json::to_vec(&rec)
+            .map_err(|e| VaultError::Storage(format!("account record: {e}")))?;
+        t.insert(name, json.as_slice())?;
+        Ok(())
     }
 
     /// Every administrator account, by name.
@@ -252,6 +279,7 @@ impl Vault {
             role,
             created: now(),
             password: phc,
+            totp: None,
         };
         let json = serde_json::to_vec(&rec)
             .map_err(|e| VaultError::Storage(format!("account record: {e}")))?;

@@ -308,7 +308,7 @@ fn check_link(e: &AuditEntry, key: u64, expect_seq: u64, prev: &str) -> Result<(
     Ok(())
 }
 
-fn parse_entry(k: u64, v: &[u8]) -> Result<AuditEntry> {
+pub(crate) fn parse_entry(k: u64, v: &[u8]) -> Result<AuditEntry> {
     serde_json::from_slice(v).map_err(|_| corrupt(format!("entry {k} is unreadable")))
 }
 

@@ -26,6 +26,7 @@
 #![forbid(unsafe_code)]
 
 mod accounts;
+mod admin_tokens;
 mod audit;
 mod ca;
 mod cipher;
@@ -38,11 +39,13 @@ mod record;
 mod recovery;
 mod sealer;
 mod store;
+mod totp;
 
 pub use accounts::{
     AccountInfo, MAX_ACCOUNTS, MAX_PASSWORD_BYTES, MIN_PASSWORD_CHARS, Role, check_password_policy,
     normalise_username,
 };
+pub use admin_tokens::{ADMIN_TOKEN_PREFIX, AdminTokenInfo, MAX_ADMIN_TOKENS};
 pub use audit::{AuditCheck, AuditEntry, USE_BATCH_DELAY, USE_BATCH_ENTRIES};
 pub use ca::{CaInfo, CaOverview, CaSettings, KeyAlgorithm};
 pub use error::{Result, VaultError};
@@ -53,3 +56,4 @@ pub use record::{KeyInfo, Purpose};
 pub use recovery::RecoverySecret;
 pub use sealer::{DEFAULT_TCTI, SOFTWARE_KEY_FILE, Sealer, SealerKind, SoftwareSealer, TpmSealer};
 pub use store::{CertFormat, DB_FILE, Vault, VaultStatus};
+pub use totp::{TOTP_DIGITS, TOTP_STEP_SECS, TotpSecret};

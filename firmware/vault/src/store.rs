@@ -293,8 +293,7 @@ impl Vault {
             use std::os::unix::fs::PermissionsExt;
             fs::set_permissions(&tmp, fs::Permissions::from_mode(0o600))?;
         }
-        fs::rename(&tmp, &path)?;
-        fs::File::open(&dir)?.sync_all()?;
+        sealgate_local::fsio::rename_durably(&tmp, &path)?;
         let db = open_db(&path)?;
         let vault = Vault::assemble(db, dir, key, sealer.kind(), actor, sealed);
         Ok((vault, recovery))
@@ -1099,6 +1098,34 @@ impl Vault {
                 ))
             }),
         }
+    }
+
+    /// A page of the audit log *without* verifying the chain (pair it with
+    /// [`Vault::check_audit`], whose cost does not grow with the log): the entries `keep`
+    /// selects, oldest first, from the `offset`th selected on, at most `limit`; and how many
+    /// were selected in all.
+    pub fn audit_page(
+        &self,
+        keep: impl Fn(&AuditEntry) -> bool,
+        offset: usize,
+        limit: usize,
+    ) -> Result<(usize, Vec<AuditEntry>)> {
+        self.uses.flush()?;
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(AUDIT)?;
+        let (mut total, mut out) = (0usize, Vec::new());
+        for row in t.iter()? {
+            let (k, v) = row?;
+            let e = audit::parse_entry(k.value(), v.value())?;
+            if !keep(&e) {
+                continue;
+            }
+            if total >= offset && out.len() < limit {
+                out.push(e);
+            }
+            total += 1;
+        }
+        Ok((total, out))
     }
 
     /// The fast check `vault status` runs: verifies the entries after the last checkpoint

@@ -5,23 +5,30 @@
 //! anyone on the LAN, and any web page an administrator's browser visits (cross-site
 //! requests). What it must not let them do: claim the box without the one-time setup token
 //! (it works once; a replayed or guessed one gets 401/410, guesses are counted per address);
-//! call anything without a session (401); change anything without the session's CSRF token
+//! call anything without a session or an admin-plane API token (401; a bearer call needs no
+//! CSRF token, see `machine_tokens.rs`); change anything without the session's CSRF token
 //! (403; the cookie is `SameSite=Strict` as well); act beyond their role (403); guess
-//! passwords quickly (per account and address lockout, Argon2id, at most two hashes at a
-//! time); lock the administrator out from another address (the lock is per (account,
+//! passwords, TOTP codes or tokens quickly (per account and address lockout, Argon2id, at
+//! most two hashes at a time; each TOTP code works once); lock the administrator out from another address (the lock is per (account,
 //! address)); make the daemon answer 5xx or panic on any input (bodies are bounded and
 //! parsed into closed types; every error is `application/problem+json`).
 //!
 //! Every login, failed login, logout, setup claim and change is recorded in the vault's
-//! audit chain (`admin.*` actions, the account as actor) and in the daemon's audit log.
+//! audit chain (`admin.*` actions, the account or `token:NAME` as actor) and in the daemon's
+//! audit log. Destructive calls (reset of admin access, factory reset) need a typed
+//! confirmation phrase in the body (`system.rs`).
 
 mod ca;
 mod external;
 mod keys;
+mod machine_tokens;
 mod queue;
 pub mod session;
+pub mod settings_change;
 mod settings_view;
 pub mod socket;
+pub mod system;
+mod totp;
 
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
@@ -66,13 +73,17 @@ pub struct AdminState {
     pub listeners: Mutex<Vec<(String, String)>>,
     /// The daemon's uid, which (with root) the admin socket admits.
     pub own_uid: std::sync::OnceLock<u32>,
+    /// The data directory.
+    pub data_dir: std::path::PathBuf,
+    /// A restart or factory reset asked for through the API (`main` waits for it).
+    pub stop: system::StopRequest,
     /// The SMTP queue (`queue.rs`).
     pub queue: std::sync::OnceLock<Arc<crate::smtp::Spool>>,
 }
 
 impl AdminState {
     /// The state for `vault`.
-    pub fn new(vault: Arc<Vault>) -> AdminState {
+    pub fn new(vault: Arc<Vault>, data_dir: &std::path::Path) -> AdminState {
         AdminState {
             vault,
             sessions: Sessions::default(),
@@ -81,6 +92,8 @@ impl AdminState {
             started: Instant::now(),
             listeners: Mutex::new(Vec::new()),
             own_uid: std::sync::OnceLock::new(),
+            data_dir: data_dir.to_path_buf(),
+            stop: system::StopRequest::default(),
             queue: std::sync::OnceLock::new(),
         }
     }
@@ -190,6 +203,10 @@ fn authorize(req: &HttpRequest, ad: &AdminState, need: Need) -> Result<Caller, P
             "uid {uid} may not use the admin socket"
         )));
     }
+    // A machine client's admin-plane token (no cookie, so no CSRF token either).
+    if let Some(token) = machine_tokens::bearer(req) {
+        return machine_tokens::authorize_bearer(req, ad, token, need);
+    }
     let Some(id) = cookie(req) else {
         return Err(Problem::unauthorized(
             "log in first: POST /api/v1/admin/session",
@@ -219,22 +236,28 @@ fn authorize(req: &HttpRequest, ad: &AdminState, need: Need) -> Result<Caller, P
             ));
         }
     }
-    let allowed = match need {
-        Need::Read => true,
-        Need::Audit => matches!(account.role, Role::Admin | Role::Auditor),
-        Need::Admin => account.role == Role::Admin,
-    };
-    if !allowed {
-        return Err(Problem::forbidden(format!(
-            "the role {} may not do this",
-            account.role.name()
-        )));
-    }
+    allowed(account.role, need)?;
     Ok(Caller {
         username: account.username,
         role: account.role,
         csrf: s.csrf,
     })
+}
+
+/// Whether `role` may do what needs `need`.
+fn allowed(role: Role, need: Need) -> Result<(), Problem> {
+    let ok = match need {
+        Need::Read => true,
+        Need::Audit => matches!(role, Role::Admin | Role::Auditor),
+        Need::Admin => role == Role::Admin,
+    };
+    if !ok {
+        return Err(Problem::forbidden(format!(
+            "the role {} may not do this",
+            role.name()
+        )));
+    }
+    Ok(())
 }
 
 /// Reads a JSON body of at most [`MAX_BODY`] bytes into `T`.
@@ -433,6 +456,8 @@ fn setup_done() -> Problem {
 struct LoginRequest {
     username: String,
     password: String,
+    /// The TOTP code, for an account that has TOTP on.
+    totp_code: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -472,8 +497,12 @@ async fn login_inner(
         return Err(Problem::rate_limited(retry));
     }
     let ad2 = ad.clone();
-    let found = hashed(&ad, move || {
-        ad2.vault.authenticate_admin(&r.username, &r.password)
+    let (found, second) = hashed(&ad, move || {
+        let Some(a) = ad2.vault.authenticate_admin(&r.username, &r.password)? else {
+            return Ok((None, totp::SecondFactor::Passed));
+        };
+        let second = totp::second_factor(&ad2.vault, &a.username, r.totp_code.as_deref())?;
+        Ok::<_, VaultError>((Some(a), second))
     })
     .await?
     .map_err(Problem::from)?;
@@ -484,6 +513,33 @@ async fn login_inner(
         audit(&app, &ad, "-", &src, "login-failed", &name, 401, started);
         return Err(Problem::unauthorized("wrong username or password"));
     };
+    match second {
+        totp::SecondFactor::Passed => {}
+        totp::SecondFactor::Missing => {
+            return Err(Problem::new(
+                401,
+                "totp-required",
+                "A TOTP code is required",
+                "this account has TOTP on: send totp_code with the password",
+            ));
+        }
+        totp::SecondFactor::Wrong => {
+            if let Some(ip) = ip {
+                ad.lockout.fail(ip, Some(&name));
+            }
+            audit(
+                &app,
+                &ad,
+                "-",
+                &src,
+                "login-failed",
+                &format!("{name} (TOTP code)"),
+                401,
+                started,
+            );
+            return Err(Problem::unauthorized("wrong or already used TOTP code"));
+        }
+    }
     if let Some(ip) = ip {
         ad.lockout.succeed(ip, &account.username);
     }
@@ -528,6 +584,7 @@ async fn whoami(req: HttpRequest, ad: Data) -> HttpResponse {
             username: c.username,
             role: c.role,
             created: 0,
+            totp: false,
         };
         Ok(ok_json(200, &session_info(&account, c.csrf)))
     })())
@@ -633,12 +690,34 @@ async fn change_password(
 #[derive(Serialize)]
 struct Status {
     version: &'static str,
+    /// The booted slot (`A`/`B` from the kernel command line), `null` off the box.
+    slot: Option<String>,
     uptime_secs: u64,
     vault: VaultStatus,
+    /// The TPM device the box seals with, if the kernel offers one.
+    tpm: TpmStatus,
+    /// Messages in the SMTP queue by state (`queued`, `deferred`, `held`, `bounced`).
+    queue: std::collections::BTreeMap<&'static str, usize>,
     listeners: Vec<Listener>,
     setup_pending: bool,
     accounts: usize,
     sessions: usize,
+}
+
+#[derive(Serialize)]
+struct TpmStatus {
+    /// `/dev/tpmrm0` exists.
+    present: bool,
+}
+
+/// The booted slot, from the kernel command line (`sealgate.slot=A|B`).
+fn booted_slot() -> Option<String> {
+    let cmdline = std::fs::read_to_string("/proc/cmdline").ok()?;
+    cmdline
+        .split_whitespace()
+        .find_map(|a| a.strip_prefix("sealgate.slot="))
+        .filter(|s| matches!(*s, "A" | "B"))
+        .map(str::to_string)
 }
 
 #[derive(Serialize)]
@@ -657,6 +736,13 @@ struct Listener {
 async fn status(req: HttpRequest, app: App, ad: Data) -> HttpResponse {
     answer((|| {
         authorize(&req, &ad, Need::Read)?;
+        Ok(ok_json(200, &status_body(&app, &ad)?))
+    })())
+}
+
+/// The status document (also in the support bundle).
+fn status_body(app: &AppState, ad: &AdminState) -> Result<Status, Problem> {
+    {
         let listeners = ad
             .listeners
             .lock()
@@ -669,22 +755,33 @@ async fn status(req: HttpRequest, app: App, ad: Data) -> HttpResponse {
                     .collect()
             })
             .unwrap_or_default();
-        Ok(ok_json(
-            200,
-            &Status {
-                version: env!("CARGO_PKG_VERSION"),
-                uptime_secs: ad.started.elapsed().as_secs(),
-                vault: VaultStatus {
-                    sealer: ad.vault.sealer_kind().name(),
-                    keys: ad.vault.list(None).map_err(Problem::from)?.len(),
-                },
-                listeners,
-                setup_pending: app.tokens.setup_pending(),
-                accounts: ad.vault.admin_accounts().map_err(Problem::from)?.len(),
-                sessions: ad.sessions.count(),
+        let mut queue = std::collections::BTreeMap::new();
+        for st in ["queued", "deferred", "held", "bounced"] {
+            queue.insert(st, 0);
+        }
+        if let Some(q) = ad.queue.get() {
+            for e in q.list(None) {
+                *queue.entry(e.state.name()).or_insert(0) += 1;
+            }
+        }
+        Ok(Status {
+            version: env!("CARGO_PKG_VERSION"),
+            slot: booted_slot(),
+            tpm: TpmStatus {
+                present: std::path::Path::new("/dev/tpmrm0").exists(),
             },
-        ))
-    })())
+            queue,
+            uptime_secs: ad.started.elapsed().as_secs(),
+            vault: VaultStatus {
+                sealer: ad.vault.sealer_kind().name(),
+                keys: ad.vault.list(None).map_err(Problem::from)?.len(),
+            },
+            listeners,
+            setup_pending: app.tokens.setup_pending(),
+            accounts: ad.vault.admin_accounts().map_err(Problem::from)?.len(),
+            sessions: ad.sessions.count(),
+        })
+    }
 }
 
 /// `GET /accounts`.
@@ -778,10 +875,16 @@ async fn delete_account(
 struct Page {
     offset: Option<u64>,
     limit: Option<u64>,
-    /// Only entries of this action (e.g. `admin.login-failed`).
+    /// Only entries whose action starts with this (e.g. `admin.login`, `key.`).
     action: Option<String>,
     /// Only entries of this actor.
     actor: Option<String>,
+    /// Only entries at or after this time (RFC 3339 or Unix seconds).
+    since: Option<String>,
+    /// Only entries before this time (RFC 3339 or Unix seconds).
+    until: Option<String>,
+    /// `full`: verify the whole chain now, not only the entries after the checkpoint.
+    verify: Option<String>,
 }
 
 /// Most audit entries per page.
@@ -792,10 +895,38 @@ struct AuditPage {
     total: usize,
     offset: u64,
     entries: Vec<sealgate_vault::AuditEntry>,
+    chain: ChainCheck,
 }
 
-/// `GET /audit?offset=&limit=` (admin, auditor): the vault's audit chain, verified, oldest
-/// first.
+/// What the chain's verification found, with the page.
+#[derive(Serialize)]
+struct ChainCheck {
+    /// The chain verified.
+    verified: bool,
+    /// `tail`: the entries after the last checkpoint (and the checkpoint's own, and the
+    /// head) were verified now, the older ones by an earlier check; `full`: every entry now.
+    scope: &'static str,
+    /// Entries in the chain.
+    entries: u64,
+    /// Why it does not verify.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+/// A time filter: RFC 3339 or Unix seconds.
+fn parse_time(name: &str, v: &str) -> Result<i64, Problem> {
+    if let Ok(n) = v.parse::<i64>() {
+        return Ok(n);
+    }
+    time::OffsetDateTime::parse(v, &time::format_description::well_known::Rfc3339)
+        .map(|t| t.unix_timestamp())
+        .map_err(|_| Problem::bad_request(format!("{name} is RFC 3339 or Unix seconds")))
+}
+
+/// `GET /audit?offset=&limit=&action=&actor=&since=&until=&verify=` (admin, auditor): the
+/// vault's audit chain, oldest first, filtered, with the chain's verification result. The
+/// page's cost does not include re-verifying old entries: the vault's checkpointed check
+/// verifies what was appended since the last check (`verify=full` re-reads everything).
 async fn audit_log(req: HttpRequest, ad: Data) -> HttpResponse {
     answer((|| {
         authorize(&req, &ad, Need::Audit)?;
@@ -806,44 +937,160 @@ async fn audit_log(req: HttpRequest, ad: Data) -> HttpResponse {
         if !(1..=MAX_PAGE).contains(&limit) {
             return Err(Problem::bad_request(format!("limit is 1 to {MAX_PAGE}")));
         }
-        let all: Vec<_> = ad
+        let since = q
+            .since
+            .as_deref()
+            .map(|v| parse_time("since", v))
+            .transpose()?;
+        let until = q
+            .until
+            .as_deref()
+            .map(|v| parse_time("until", v))
+            .transpose()?;
+        let full = match q.verify.as_deref() {
+            None | Some("tail") => false,
+            Some("full") => true,
+            Some(_) => return Err(Problem::bad_request("verify is tail or full")),
+        };
+        let chain = if full {
+            match ad.vault.audit() {
+                Ok(all) => ChainCheck {
+                    verified: true,
+                    scope: "full",
+                    entries: all.len() as u64,
+                    error: None,
+                },
+                Err(e) => ChainCheck {
+                    verified: false,
+                    scope: "full",
+                    entries: 0,
+                    error: Some(e.to_string()),
+                },
+            }
+        } else {
+            match ad.vault.check_audit() {
+                Ok(c) => ChainCheck {
+                    verified: true,
+                    scope: "tail",
+                    entries: c.entries,
+                    error: None,
+                },
+                Err(e) => ChainCheck {
+                    verified: false,
+                    scope: "tail",
+                    entries: 0,
+                    error: Some(e.to_string()),
+                },
+            }
+        };
+        let (total, entries) = ad
             .vault
-            .audit()
-            .map_err(Problem::from)?
-            .into_iter()
-            .filter(|e| q.action.as_ref().is_none_or(|a| *a == e.action))
-            .filter(|e| q.actor.as_ref().is_none_or(|a| *a == e.actor))
-            .collect();
-        let total = all.len();
-        let entries = all
-            .into_iter()
-            .skip(usize::try_from(offset).unwrap_or(usize::MAX))
-            .take(limit as usize)
-            .collect();
+            .audit_page(
+                |e| {
+                    q.action
+                        .as_ref()
+                        .is_none_or(|a| e.action.starts_with(a.as_str()))
+                        && q.actor.as_ref().is_none_or(|a| *a == e.actor)
+                        && since.is_none_or(|t| e.time >= t)
+                        && until.is_none_or(|t| e.time < t)
+                },
+                usize::try_from(offset).unwrap_or(usize::MAX),
+                limit as usize,
+            )
+            .map_err(Problem::from)?;
         Ok(ok_json(
             200,
             &AuditPage {
                 total,
                 offset,
                 entries,
+                chain,
             },
         ))
     })())
 }
 
-/// `GET /settings` (any role): the running settings, every field, and which differ from the
-/// defaults.
-async fn settings(req: HttpRequest, app: App, ad: Data) -> HttpResponse {
+/// `GET /settings` (any role): the running settings, every field, which have their default,
+/// which differ, and which wait for a restart (`settings_change.rs`).
+async fn settings(
+    req: HttpRequest,
+    store: web::Data<settings_change::SettingsStore>,
+    ad: Data,
+) -> HttpResponse {
     answer((|| {
         authorize(&req, &ad, Need::Read)?;
-        Ok(ok_json(
-            200,
-            &serde_json::json!({
-                "settings": settings_view::view(&app.settings),
-                "changed": settings_view::changed(&app.settings),
-            }),
-        ))
+        Ok(ok_json(200, &store.describe()))
     })())
+}
+
+/// `PATCH /settings` (admin): a JSON merge patch, validated as a whole, written, applied or
+/// rolled back (`settings_change.rs`); audited with the changed fields' names.
+async fn patch_settings(
+    req: HttpRequest,
+    payload: web::Payload,
+    store: web::Data<settings_change::SettingsStore>,
+    app: App,
+    ad: Data,
+) -> HttpResponse {
+    let started = Instant::now();
+    let (_, src) = source(&req);
+    let r = async {
+        let c = authorize(&req, &ad, Need::Admin)?;
+        let patch: serde_json::Value = json_body(payload).await?;
+        let st = store.clone();
+        let outcome = web::block(move || st.patch(&patch))
+            .await
+            .map_err(|_| Problem::internal(crate::problem::INTERNAL_DETAIL))?;
+        let what = match &outcome {
+            Ok(o) if o.changed.is_empty() => "settings: nothing changed".to_string(),
+            Ok(o) => format!(
+                "settings: changed {}; applied {}; restart needed for {}",
+                o.changed.join(","),
+                if o.applied.is_empty() {
+                    "-".into()
+                } else {
+                    o.applied.join(",")
+                },
+                if o.pending_restart.is_empty() {
+                    "-".into()
+                } else {
+                    o.pending_restart.join(",")
+                },
+            ),
+            Err(p) => format!(
+                "settings: refused ({}) {}",
+                p.kind,
+                p.field.as_deref().unwrap_or("-")
+            ),
+        };
+        let status = outcome.as_ref().map_or_else(|p| p.status, |_| 200);
+        audit(
+            &app,
+            &ad,
+            &c.username,
+            &src,
+            "settings-change",
+            &what,
+            status,
+            started,
+        );
+        if let Ok(o) = &outcome
+            && !o.changed.is_empty()
+        {
+            tracing::warn!(actor = %c.username, changed = %o.changed.join(","), "settings changed");
+        }
+        let o = outcome?;
+        let mut body = store.describe();
+        if let serde_json::Value::Object(m) = &mut body {
+            m.insert(
+                "outcome".into(),
+                serde_json::to_value(&o).unwrap_or_default(),
+            );
+        }
+        Ok(ok_json(200, &body))
+    }
+    .await;
+    answer(r)
 }
 
 #[derive(Serialize)]
@@ -1115,14 +1362,22 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                     .route(web::delete().to(logout)),
             )
             .service(res("/session/password").route(web::put().to(change_password)))
+            .service(res("/session/totp").route(web::post().to(totp::enrol)))
+            .service(res("/session/totp/confirm").route(web::post().to(totp::confirm)))
+            .service(res("/session/totp/disable").route(web::post().to(totp::disable_own)))
             .service(res("/status").route(web::get().to(status)))
-            .service(res("/settings").route(web::get().to(settings)))
+            .service(
+                res("/settings")
+                    .route(web::get().to(settings))
+                    .route(web::patch().to(patch_settings)),
+            )
             .service(
                 res("/accounts")
                     .route(web::get().to(accounts))
                     .route(web::post().to(create_account)),
             )
             .service(res("/accounts/{username}").route(web::delete().to(delete_account)))
+            .service(res("/accounts/{username}/totp").route(web::delete().to(totp::disable_for)))
             .service(res("/audit").route(web::get().to(audit_log)))
             .configure(keys::routes)
             .service(
@@ -1138,6 +1393,16 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             )
             .configure(external::routes)
             .configure(ca::routes)
+            .service(
+                res("/admin-tokens")
+                    .route(web::get().to(machine_tokens::list))
+                    .route(web::post().to(machine_tokens::create)),
+            )
+            .service(res("/admin-tokens/{name}").route(web::delete().to(machine_tokens::revoke)))
+            .service(res("/setup-token/reset").route(web::post().to(system::reset_admin_access)))
+            .service(res("/factory-reset").route(web::post().to(system::factory_reset)))
+            .service(res("/restart").route(web::post().to(system::restart)))
+            .service(res("/support-bundle").route(web::get().to(system::support_bundle)))
             .configure(queue::routes)
             .default_service(web::to(not_found)),
     );

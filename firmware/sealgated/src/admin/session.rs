@@ -139,6 +139,13 @@ impl Sessions {
         }
     }
 
+    /// Ends every session (reset of admin access).
+    pub fn end_everyone(&self) {
+        if let Ok(mut map) = self.map.lock() {
+            map.clear();
+        }
+    }
+
     /// Sessions held now.
     pub fn count(&self) -> usize {
         self.map.lock().map(|m| m.len()).unwrap_or(0)

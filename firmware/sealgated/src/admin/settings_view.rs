@@ -1,5 +1,6 @@
-//! `GET /settings`: the running settings model as JSON, every field, with the fields that
-//! differ from the built-in defaults listed.
+//! `GET /settings`: the running settings model as JSON, every field, in the settings file's
+//! own names and spellings (so `PATCH /settings` patches this view and parses the result as
+//! the file is parsed: `settings_change.rs`).
 //!
 //! The structs are destructured without `..`, so a field added to `settings.rs` does not
 //! compile until it is shown here (or deliberately hidden: a secret would be shown only as
@@ -9,8 +10,8 @@ use serde_json::{Map, Value, json};
 
 use crate::settings::{
     Admin, Auth, ByteCount, Cidr, Cipher, Docking, EncryptFailure, EncryptPolicy, Fingerprint,
-    Inbound, Limits, Log, MissingPolicy, PinnedClient, Policy, PolicyOverride, Queue, Seconds,
-    Settings, SignLevel, SignPolicy, Smtp, SubjectTrigger, Submission, Tls, TlsMode,
+    Imap, Inbound, Limits, Log, MissingPolicy, PinnedClient, Policy, PolicyOverride, Queue,
+    Seconds, Settings, SignLevel, SignPolicy, Smtp, SubjectTrigger, Submission, Tls, TlsMode,
 };
 
 /// The name a value is spelled with in the settings file (the first of `names` that parses to
@@ -67,6 +68,7 @@ pub fn view(s: &Settings) -> Value {
         submission,
         inbound,
         policy,
+        imap,
     } = s;
     let Docking {
         listen,
@@ -104,8 +106,8 @@ pub fn view(s: &Settings) -> Value {
         "trust_anchors": path(trust_anchors),
         "allow_weak_signatures": allow_weak_signatures,
     });
-    let Admin { listen } = admin;
-    let admin = json!({ "listen": listen.to_string() });
+    let Admin { listen, socket } = admin;
+    let admin = json!({ "listen": listen.to_string(), "socket": path(socket) });
     let Tls { certificate, key } = tls;
     let tls = json!({ "certificate": path(certificate), "key": path(key) });
     let Auth {
@@ -174,6 +176,16 @@ pub fn view(s: &Settings) -> Value {
         max_signers,
     } = limits;
     let Log { level } = log;
+    let Imap {
+        listen,
+        upstream,
+        upstream_ca,
+    } = imap;
+    let imap = json!({
+        "listen": listen.map_or(Value::Null, |a| json!(a.to_string())),
+        "upstream": upstream.as_ref().map_or(Value::Null, |u| json!(u.to_string())),
+        "upstream_ca": path(upstream_ca),
+    });
     json!({
         "docking": docking,
         "admin": admin,
@@ -189,6 +201,7 @@ pub fn view(s: &Settings) -> Value {
         "submission": submission_view(submission),
         "inbound": inbound_view(inbound),
         "policy": policy_view(policy),
+        "imap": imap,
     })
 }
 
@@ -285,31 +298,6 @@ fn policy_view(p: &Policy) -> Value {
     })
 }
 
-/// The dotted names of the fields of `s` that differ from the defaults.
-pub fn changed(s: &Settings) -> Vec<String> {
-    let (now, default) = (view(s), view(&Settings::default()));
-    let mut out = Vec::new();
-    if let (Value::Object(a), Value::Object(b)) = (&now, &default) {
-        diff("", a, b, &mut out);
-    }
-    out
-}
-
-fn diff(prefix: &str, a: &Map<String, Value>, b: &Map<String, Value>, out: &mut Vec<String>) {
-    for (k, v) in a {
-        let name = if prefix.is_empty() {
-            k.clone()
-        } else {
-            format!("{prefix}.{k}")
-        };
-        match (v, b.get(k)) {
-            (Value::Object(x), Some(Value::Object(y))) => diff(&name, x, y, out),
-            (x, Some(y)) if x == y => {}
-            _ => out.push(name),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -330,6 +318,7 @@ mod tests {
             "inbound",
             "policy",
             "queue",
+            "imap",
         ] {
             assert!(v[section].is_object(), "{section}");
         }
@@ -337,11 +326,7 @@ mod tests {
         assert_eq!(v["docking"]["sign"], "if-key");
         assert_eq!(v["docking"]["cipher"], "aes256-cbc");
         assert_eq!(v["smtp"]["encrypt_failure"], "hold");
-        assert!(changed(&d).is_empty());
-        let mut s = d.clone();
-        s.admin.listen = "127.0.0.1:1".parse().expect("addr");
-        s.auth.max_failures = 3;
-        assert_eq!(changed(&s), vec!["admin.listen", "auth.max_failures"]);
+        assert!(v["admin"]["socket"].is_null());
         assert_eq!(v["policy"]["encrypt"], "if-possible");
         assert_eq!(v["policy"]["subject_trigger"], "[secure]");
         assert!(v["submission"]["listen"].is_null());
@@ -356,6 +341,5 @@ mod tests {
             "mandatory"
         );
         assert!(v["policy"]["users"]["a@example.org"]["sign"].is_null());
-        assert!(changed(&s).contains(&"submission.listen".to_string()));
     }
 }

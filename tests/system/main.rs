@@ -213,7 +213,7 @@ fn new_setup_token(vm: &mut Vm, entry: &str, confirm: Option<&str>) -> String {
         text.push_str(&choose(vm, c));
     }
     assert!(text.contains("setup token"), "{text}");
-    if let Some(t) = line_value(&text, "POST /api/v1/setup on the admin port):") {
+    if let Some(t) = line_value(&text, "POST /api/v1/admin/setup on the admin port):") {
         return t;
     }
     text.push_str(
@@ -299,7 +299,7 @@ fn box_is_claimed_over_the_admin_port_and_keeps_its_admin_key_and_settings_acros
 
     let mut vm = bx.boot();
     let first = wait_ready(&mut vm, FIRST_READY);
-    let token = line_value(&first, "POST /api/v1/setup on the admin port):")
+    let token = line_value(&first, "POST /api/v1/admin/setup on the admin port):")
         .expect("setup token on the console");
     assert_eq!(
         wait_https(&bx.url("/api/v1/health"), Duration::from_secs(30)),

@@ -376,7 +376,7 @@ fn reset_answer(done: &str, token: Option<String>) -> String {
     match token {
         // The same line the daemon prints, so whoever reads the console finds it alike.
         Some(t) => format!(
-            "{done}\nsealgated: setup token (one-time; POST /api/v1/setup on the admin port): {t}"
+            "{done}\nsealgated: setup token (one-time; POST /api/v1/admin/setup on the admin port): {t}"
         ),
         None => {
             format!("{done} A new setup token is printed on this console as \"setup token ...\".")

@@ -9,8 +9,8 @@
 #![allow(clippy::unwrap_used, clippy::panic, missing_docs)]
 
 mod admin;
-mod admin_keys;
 mod admin_auth;
+mod admin_keys;
 mod box_admin;
 mod box_mode;
 mod harness;
@@ -18,6 +18,7 @@ mod python;
 mod queue;
 mod smtp;
 mod verdicts;
+mod webui;
 
 use std::process::Command;
 

@@ -33,6 +33,7 @@ mod selfcheck;
 mod settings;
 mod smtp;
 mod tokens;
+mod webui;
 
 use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
@@ -492,6 +493,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 .app_data(st.clone())
                 .app_data(ad.clone())
                 .configure(admin::routes)
+                .configure(webui::routes)
                 .configure(http::admin_routes)
         })
         .client_request_timeout(Duration::from_secs(30))

@@ -1,0 +1,244 @@
+# The web UI in a real browser: Debian's Chromium, headless, driven by Playwright (no browser
+# download: executable_path). Started by tests/docking/webui.rs against a running sealgated.
+# Prints one JSON line of results for the Rust side (RESULT {...}).
+import json, os, re, sys
+from playwright.sync_api import sync_playwright, expect
+
+BASE = os.environ["BASE"]
+SETUP = os.environ["SETUP"]
+SPKI = os.environ["SPKI"]
+SHOTS = os.environ["SHOTS"]
+CHROMIUM = os.environ["CHROMIUM"]
+P12 = os.environ["P12"]
+PW = "correct horse battery staple"
+os.makedirs(SHOTS, exist_ok=True)
+
+console_errors = []   # every console error that is not an API answer the UI showed
+api_answers = []      # 4xx answers of the admin API (the UI shows their problem documents)
+csp_violations = []
+result = {}
+
+
+def on_console(msg):
+    if msg.type not in ("error", "warning"):
+        return
+    url = (msg.location or {}).get("url", "")
+    text = msg.text
+    if msg.type == "error" and "/api/v1/admin/" in url and re.match(
+            r"Failed to load resource: the server responded with a status of 4\d\d", text):
+        api_answers.append(f"{url}: {text}")
+        return
+    if msg.type == "error" or "Content Security Policy" in text or "Trusted Type" in text:
+        console_errors.append(f"{msg.type}: {text} ({url})")
+
+
+def shot(page, name):
+    page.wait_for_load_state("networkidle")
+    page.screenshot(path=os.path.join(SHOTS, f"{name}.png"), full_page=True)
+
+
+def check_page(page, name, heading):
+    expect(page.get_by_role("heading", level=1)).to_have_text(heading)
+    shot(page, name)
+    assert not console_errors, (name, console_errors)
+
+
+with sync_playwright() as p:
+    browser = p.chromium.launch(
+        executable_path=CHROMIUM,
+        # Trust exactly the box's key (its certificate is self-signed), nothing else.
+        args=[f"--ignore-certificate-errors-spki-list={SPKI}"],
+    )
+    ctx = browser.new_context(viewport={"width": 1280, "height": 900}, accept_downloads=True)
+    # Runs in every page before its own scripts (through the DevTools protocol, not as an
+    # inline script, which the policy would refuse): records CSP violations.
+    ctx.add_init_script(
+        "window.__csp = []; document.addEventListener('securitypolicyviolation', "
+        "e => window.__csp.push(e.violatedDirective + ' ' + e.blockedURI));")
+    page = ctx.new_page()
+    page.on("console", on_console)
+    page.on("pageerror", lambda e: console_errors.append(f"pageerror: {e}"))
+
+    # --- The first page: what it weighs, the headers it carries. ---
+    cdp = ctx.new_cdp_session(page)
+    cdp.send("Network.enable")
+    transferred = {"bytes": 0, "requests": 0}
+
+    def finished(ev):
+        transferred["bytes"] += int(ev.get("encodedDataLength", 0))
+        transferred["requests"] += 1
+    cdp.on("Network.loadingFinished", finished)
+    resp = page.goto(BASE + "/")
+    h = resp.headers
+    assert resp.status == 200, resp.status
+    assert h["content-type"] == "text/html; charset=utf-8", h
+    assert "script-src 'self'" in h["content-security-policy"], h
+    assert "'unsafe-inline'" not in h["content-security-policy"], h
+    assert "frame-ancestors 'none'" in h["content-security-policy"], h
+    assert h["x-frame-options"] == "DENY", h
+    assert h["strict-transport-security"].startswith("max-age="), h
+    assert h["x-content-type-options"] == "nosniff", h
+    expect(page).to_have_url(re.compile(r"#/login$"))
+    expect(page.get_by_role("heading", level=1)).to_have_text("Log in")
+    page.wait_for_load_state("networkidle")
+    cdp.detach()
+    result["first_page_bytes"] = transferred["bytes"]
+    result["first_page_requests"] = transferred["requests"]
+    print(f"first page transferred: {transferred['bytes']} bytes in {transferred['requests']} requests", flush=True)
+    assert transferred["bytes"] < 300_000, transferred
+    check_page(page, "login", "Log in")
+
+    # --- Claim: a wrong token and differing passwords are shown, then it works. ---
+    page.get_by_role("link", name=re.compile("Claim it")).click()
+    expect(page.get_by_role("heading", level=1)).to_have_text("Claim this box")
+    page.get_by_label("Setup token").fill("sgt_wrong")
+    page.get_by_label("Administrator's username").fill("root")
+    page.get_by_label("Password", exact=True).fill(PW)
+    page.get_by_label("Password again").fill(PW)
+    shot(page, "claim")
+    page.get_by_role("button", name="Create the administrator").click()
+    err = page.locator(".field-error, .form-error").filter(has_text=re.compile("."))
+    expect(err.first).to_be_visible()
+    result["claim_wrong_token"] = err.first.inner_text()
+    page.get_by_label("Setup token").fill(SETUP)
+    page.get_by_label("Password again").fill(PW + "x")
+    page.get_by_role("button", name="Create the administrator").click()
+    expect(page.get_by_text("The two passwords differ")).to_be_visible()
+    page.get_by_label("Password again").fill(PW)
+    page.get_by_role("button", name="Create the administrator").click()
+    expect(page.get_by_role("heading", level=1)).to_have_text("Dashboard")
+    expect(page.get_by_text("root (admin)")).to_be_visible()
+    check_page(page, "dashboard", "Dashboard")
+
+    # --- Log out, a wrong password, log in. ---
+    page.get_by_role("button", name="Log out").click()
+    expect(page.get_by_role("heading", level=1)).to_have_text("Log in")
+    page.get_by_label("Username").fill("root")
+    page.get_by_label("Password").fill("not the password")
+    page.get_by_role("button", name="Log in").click()
+    err = page.locator(".field-error, .form-error").filter(has_text=re.compile("."))
+    expect(err.first).to_be_visible()
+    result["login_wrong_password"] = err.first.inner_text()
+    page.get_by_label("Password").fill(PW)
+    page.get_by_role("button", name="Log in").click()
+    expect(page.get_by_role("heading", level=1)).to_have_text("Dashboard")
+
+    # --- Users and keys: the CA, import a PKCS#12, issue, export, revoke. ---
+    page.get_by_role("link", name="Users and keys").click()
+    expect(page.get_by_role("heading", level=1)).to_have_text("Users and keys")
+    page.get_by_label("CA name").fill("Box CA")
+    page.get_by_label("Mail domains").fill("example.org")
+    page.get_by_role("button", name="Create the CA").click()
+    expect(page.get_by_text(re.compile("State: active"))).to_be_visible()
+    imp = page.get_by_role("form", name="Import a PKCS#12 file")
+    imp.get_by_label("PKCS#12 file").set_input_files(P12)
+    imp.get_by_label("File password").fill("wrong")
+    imp.get_by_role("button", name="Import").click()
+    bad = imp.locator(".field-error, .form-error").filter(has_text=re.compile("."))
+    expect(bad.first).to_be_visible()
+    result["import_wrong_password"] = bad.first.inner_text()
+    imp.get_by_label("File password").fill("corpus")
+    imp.get_by_role("button", name="Import").click()
+    expect(imp.get_by_text(re.compile("Imported 1 key"))).to_be_visible()
+    iss = page.get_by_role("form", name="Issue a certificate from the box's CA")
+    iss.get_by_label("User's address").fill("dave@example.org")
+    iss.get_by_role("button", name="Issue").click()
+    expect(iss.get_by_text(re.compile("Issued: dave@example.org"))).to_be_visible()
+    rows = page.locator("tbody tr")
+    expect(rows.filter(has_text="corpus-rsa@example.test")).to_have_count(1)
+    expect(rows.filter(has_text="dave@example.org")).to_have_count(1)
+    with page.expect_download() as dl:
+        page.get_by_role("button", name="Export the certificate of dave@example.org").click()
+    pem = open(dl.value.path()).read()
+    assert pem.startswith("-----BEGIN CERTIFICATE-----"), pem[:80]
+    result["exported_name"] = dl.value.suggested_filename
+    # Search narrows the list.
+    page.get_by_label("Search users").fill("dave")
+    expect(rows).to_have_count(1)
+    shot(page, "keys")
+    # Revoking asks first: cancel changes nothing, confirm revokes.
+    page.get_by_role("button", name="Revoke the certificates of dave@example.org").click()
+    page.get_by_role("dialog").get_by_role("button", name="Cancel").click()
+    expect(rows.filter(has_text="active")).to_have_count(1)
+    page.get_by_role("button", name="Revoke the certificates of dave@example.org").click()
+    shot(page, "keys-confirm")
+    page.get_by_role("dialog").get_by_role("button", name="Revoke").click()
+    expect(page.get_by_text(re.compile("Revoked for dave@example.org: [0-9A-Fa-f]"))).to_be_visible()
+    expect(rows.filter(has_text="revoked")).to_have_count(1)
+    assert not console_errors, console_errors
+
+    # --- API tokens: created and shown once, revoked after confirming. ---
+    page.get_by_role("link", name="API tokens").click()
+    expect(page.get_by_role("heading", level=1)).to_have_text("API tokens")
+    dock = page.locator("[data-tokens=docking]")
+    dock.get_by_label("Name").fill("bad name!")
+    dock.get_by_label("decrypt").check()
+    dock.get_by_role("button", name="Create").click()
+    bad = dock.locator(".field-error, .form-error").filter(has_text=re.compile("."))
+    expect(bad.first).to_be_visible()
+    result["token_bad_name"] = bad.first.inner_text()
+    dock.get_by_label("Name").fill("gw")
+    dock.get_by_role("button", name="Create").click()
+    token = dock.locator("code.token").inner_text()
+    assert token.startswith("sgt_"), token
+    result["docking_token"] = token
+    expect(dock.locator("tbody tr").filter(has_text="gw")).to_have_count(1)
+    adm = page.locator("[data-tokens=admin]")
+    adm.get_by_label("Name").fill("monitor")
+    adm.get_by_label("Role").select_option("read-only")
+    adm.get_by_role("button", name="Create").click()
+    assert adm.locator("code.token").inner_text().startswith("sga_")
+    check_page(page, "tokens", "API tokens")
+    page.get_by_role("button", name="Revoke gw").click()
+    page.get_by_role("dialog").get_by_role("button", name="Revoke").click()
+    expect(dock.get_by_text("gw revoked.")).to_be_visible()
+    expect(dock.locator("tbody tr").filter(has_text="gw")).to_have_count(0)
+
+    # --- The audit log: every change above is there; filter; page. ---
+    page.get_by_role("link", name="Audit log").click()
+    expect(page.get_by_role("heading", level=1)).to_have_text("Audit log")
+    expect(page.get_by_text(re.compile("Audit chain verified"))).to_be_visible()
+    body = page.locator("tbody")
+    for action in ["admin.claim", "admin.login", "admin.key-import", "admin.key-issue", "admin.key-revoke", "admin.token-revoke"]:
+        expect(body.get_by_text(re.compile("^" + re.escape(action))).first).to_be_visible()
+    page.get_by_label("Action starts with").fill("admin.token")
+    page.get_by_role("button", name="Show").click()
+    expect(page.get_by_role("status").filter(has_text=re.compile("^Entries 1–"))).to_be_visible()
+    actions = body.locator("td:nth-child(4)").all_inner_texts()
+    assert actions and all(a.startswith("admin.token") for a in actions), actions
+    result["audit_token_entries"] = actions
+    check_page(page, "audit", "Audit log")
+
+    # --- Queue and settings render. ---
+    page.get_by_role("link", name="Queue").click()
+    check_page(page, "queue", "Mail queue")
+    page.get_by_role("link", name="Settings").click()
+    expect(page.get_by_text("docking.listen")).to_be_visible()
+    check_page(page, "settings", "Settings")
+
+    # --- From the browser's side: a change without the CSRF token is refused. ---
+    status = page.evaluate("""async () => (await fetch('/api/v1/admin/tokens',
+        {method: 'POST', headers: {'Content-Type': 'application/json'},
+         body: JSON.stringify({name: 'csrf', scopes: ['decrypt']})})).status""")
+    assert status == 403, status
+    result["csrf_missing_status"] = status
+
+    # --- A phone-sized screen: the dashboard still fits. ---
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.get_by_role("link", name="Dashboard").click()
+    expect(page.get_by_role("heading", level=1)).to_have_text("Dashboard")
+    width = page.evaluate("document.documentElement.scrollWidth")
+    assert width <= 390, width
+    shot(page, "dashboard-phone")
+
+    csp_violations += page.evaluate("window.__csp")
+    assert not csp_violations, csp_violations
+    assert not console_errors, console_errors
+    # Last: the policy really is enforced (Trusted Types: no string reaches innerHTML).
+    blocked = page.evaluate("""() => { try { document.body.innerHTML = '<b>x</b>'; return false; }
+        catch (e) { return e instanceof TypeError; } }""")
+    assert blocked, "innerHTML with a string was allowed"
+    result["api_answers_shown"] = len(api_answers)
+    browser.close()
+
+print("RESULT " + json.dumps(result), flush=True)

@@ -1,0 +1,120 @@
+import { h, put, table, when, confirmAction, download } from "../dom.js";
+import { api, isAdmin, fileBase64 } from "../api.js";
+import { form, field } from "../forms.js";
+
+function caCard(ca, refresh) {
+  const card = h("section", { class: "card" }, h("h2", {}, "The box's CA"));
+  if (ca.state === "none") {
+    card.append(h("p", {}, "The box has no CA yet: it cannot issue certificates."));
+    if (isAdmin()) {
+      card.append(form("Create a root CA", [
+        { name: "name", label: "CA name", required: true },
+        { name: "domains", label: "Mail domains", hint: "Comma separated, e.g. example.org" },
+      ], "Create the CA", async (v) => {
+        const body = { name: v.name || "" };
+        if (v.domains) body.domains = v.domains.split(",").map((d) => d.trim()).filter(Boolean);
+        await api("POST", "/ca", body);
+        await refresh();
+      }));
+    }
+  } else {
+    card.append(h("p", {}, `State: ${ca.state}. Subject: ${ca.subject || "–"}.`));
+  }
+  return card;
+}
+
+function importForm(refresh) {
+  const drop = h("div", { class: "drop", tabindex: "-1" }, "Drop a .p12 or .pfx file here, or choose one below.");
+  const f = form("Import a PKCS#12 file", [
+    drop,
+    { name: "file", label: "PKCS#12 file", type: "file", required: true, accept: ".p12,.pfx,application/x-pkcs12" },
+    { name: "password", label: "File password", type: "password", required: true, autocomplete: "off" },
+    { name: "user", label: "Owner's address", type: "email", hint: "Default: the address in the certificate." },
+  ], "Import", async (v) => {
+    if (!v.file) throw new Error("Choose a PKCS#12 file");
+    const body = { pkcs12: await fileBase64(v.file), password: v.password || "" };
+    if (v.user) body.user = v.user;
+    const keys = await api("POST", "/keys/import", body);
+    await refresh();
+    return `Imported ${keys.length} key(s) for ${[...new Set(keys.map((k) => k.user))].join(", ")}.`;
+  });
+  const input = f.querySelector("input[type=file]");
+  drop.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.add("over"); });
+  drop.addEventListener("dragleave", () => drop.classList.remove("over"));
+  drop.addEventListener("drop", (e) => {
+    e.preventDefault();
+    drop.classList.remove("over");
+    if (e.dataTransfer.files.length) {
+      input.files = e.dataTransfer.files;
+      put(drop, `Chosen: ${e.dataTransfer.files[0].name}`);
+    }
+  });
+  return f;
+}
+
+function issueForm(refresh) {
+  return form("Issue a certificate from the box's CA", [
+    { name: "user", label: "User's address", type: "email", required: true },
+  ], "Issue", async (v) => {
+    const keys = await api("POST", "/keys/issue", { user: v.user || "" });
+    await refresh();
+    return `Issued: ${keys.map((k) => `${k.user}, serial ${k.serial}, valid until ${when(k.not_after)}`).join("; ")}.`;
+  });
+}
+
+async function exportCert(user, status) {
+  try {
+    const r = await api("GET", `/keys/${encodeURIComponent(user)}/certificate`, undefined, { raw: true, accept: "application/pem-certificate-chain" });
+    download(await r.blob(), `${user}.pem`);
+    put(status, `Certificate of ${user} saved.`);
+  } catch (e) {
+    put(status, `${e.message}${e.problem && e.problem.detail ? `: ${e.problem.detail}` : ""}`);
+  }
+}
+
+async function revoke(user, status, refresh) {
+  if (!(await confirmAction(`Revoke every certificate the box's CA issued to ${user}? Mail to this user is no longer encrypted to them; old mail still decrypts.`, "Revoke"))) return;
+  try {
+    const r = await api("POST", `/keys/${encodeURIComponent(user)}/revoke`);
+    await refresh();
+    put(document.getElementById("keys-status"), `Revoked for ${user}: ${r.revoked.length ? r.revoked.join(", ") : "nothing issued by the box's CA"}.`);
+  } catch (e) {
+    put(status, `${e.message}${e.problem && e.problem.detail ? `: ${e.problem.detail}` : ""}`);
+  }
+}
+
+export async function render(view) {
+  const list = h("div", {});
+  const status = h("p", { id: "keys-status", role: "status" });
+  const search = field({ name: "search", label: "Search users", type: "search" });
+  const caSlot = h("div", {});
+  let keys = [];
+  const draw = () => {
+    const q = (search.querySelector("input").value || "").toLowerCase();
+    const rows = keys.filter((k) => k.user.toLowerCase().includes(q));
+    put(list, table("Users' keys", [
+      { label: "User", get: (k) => k.user },
+      { label: "Key", get: (k) => `#${k.id}` },
+      { label: "Purpose", get: (k) => k.purpose },
+      { label: "Source", get: (k) => k.source },
+      { label: "Status", get: (k) => h("span", { class: `badge ${k.status}` }, k.status) },
+      { label: "Actions", get: (k) => h("div", { class: "row" },
+        h("button", { type: "button", onclick: () => exportCert(k.user, status), "aria-label": `Export the certificate of ${k.user}` }, "Export certificate"),
+        isAdmin() && k.status === "active" && k.source === "ca"
+          ? h("button", { type: "button", class: "danger", onclick: () => revoke(k.user, status, refresh), "aria-label": `Revoke the certificates of ${k.user}` }, "Revoke")
+          : null) },
+    ], rows, "No keys yet."));
+  };
+  const refresh = async () => {
+    const [k, ca] = await Promise.all([api("GET", "/keys"), api("GET", "/ca")]);
+    keys = k;
+    put(caSlot, caCard(ca, refresh));
+    draw();
+  };
+  search.querySelector("input").addEventListener("input", draw);
+  await refresh();
+  view.append(h("h1", {}, "Users and keys"), status,
+    h("section", { class: "card" }, h("h2", {}, "Keys"), search, list),
+    isAdmin() ? h("div", { class: "grid" }, importForm(refresh), issueForm(refresh)) : null,
+    caSlot);
+}

@@ -32,7 +32,7 @@ export function put(el, ...children) {
 /** A table of `rows` with `cols`: [{label, get(row) -> node or text}]. */
 export function table(caption, cols, rows, empty = "None.") {
   if (!rows.length) return h("p", { class: "empty" }, empty);
-  return h("div", { class: "scroll" },
+  return h("div", { class: "scroll", tabindex: "0", role: "region", "aria-label": caption },
     h("table", {},
       h("caption", {}, caption),
       h("thead", {}, h("tr", {}, cols.map((c) => h("th", { scope: "col" }, c.label)))),

@@ -2,7 +2,7 @@
 //! Debian's headless Chromium driven by Playwright for Python, against the real daemon whose
 //! vault is sealed by a private swtpm. The flows: claim, login, the CA, a PKCS#12 import,
 //! issuing, export and revocation of a certificate, creating and revoking API tokens, the
-//! audit log; every page without console errors or CSP violations; a change without the CSRF
+//! audit log; every page checked by axe-core (WCAG 2.1 A/AA); every page without console errors or CSP violations; a change without the CSRF
 //! token refused from the page; the first page's transferred bytes measured (< 300 KB).
 //! Screenshots of each page go to `target/webui-screenshots/`.
 //!
@@ -10,7 +10,7 @@
 //! pages the administrator visits (framing, injected script): the headers are checked here.
 //!
 //! Peers: Debian `chromium`, `swtpm`, `openssl`, `curl`; PyPI `playwright` (its own browser
-//! download is never used).
+//! download is never used); npm `axe-core` (under `target/webui-node/`).
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -35,6 +35,22 @@ fn spki_pin(cert: &std::path::Path) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
+/// axe-core's script, installed from npm by `cargo xtask test` under `target/webui-node/`.
+fn axe_core() -> PathBuf {
+    let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    let axe = tmp
+        .parent()
+        .unwrap_or(&tmp)
+        .join("webui-node/node_modules/axe-core/axe.min.js");
+    assert!(
+        axe.is_file(),
+        "{} is missing: the npm package `axe-core` (cargo xtask test installs it: \
+         `npm install --prefix target/webui-node axe-core@4.14.1`, npm from the Debian package `nodejs`)",
+        axe.display()
+    );
+    axe
+}
+
 fn screenshots() -> PathBuf {
     let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
     tmp.parent().unwrap_or(&tmp).join("webui-screenshots")
@@ -46,6 +62,7 @@ fn webui_in_chromium_claims_imports_issues_and_audits() {
     require_tool("swtpm", "swtpm");
     let browser = chromium();
     require_python_module("playwright", "playwright");
+    let axe = axe_core();
     let tmp = tempfile::tempdir().expect("tmp");
     let tpm = Swtpm::start(&tmp.path().join("tpm")).expect("swtpm (Debian package `swtpm`)");
     let data = tmp.path().join("data");
@@ -97,6 +114,7 @@ fn webui_in_chromium_claims_imports_issues_and_audits() {
         .env("SPKI", spki_pin(&d.ca_file()))
         .env("SHOTS", screenshots())
         .env("CHROMIUM", &browser)
+        .env("AXE", &axe)
         .env("P12", corpus.join("corpus-rsa-legacy.p12"))
         .env("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")
         .output()

@@ -99,9 +99,9 @@ export async function render(view) {
       { label: "Source", get: (k) => k.source },
       { label: "Status", get: (k) => h("span", { class: `badge ${k.status}` }, k.status) },
       { label: "Actions", get: (k) => h("div", { class: "row" },
-        h("button", { type: "button", onclick: () => exportCert(k.user, status), "aria-label": `Export the certificate of ${k.user}` }, "Export certificate"),
+        h("button", { type: "button", onclick: () => exportCert(k.user, status), "aria-label": `Export certificate of ${k.user}` }, "Export certificate"),
         isAdmin() && k.status === "active" && k.source === "ca"
-          ? h("button", { type: "button", class: "danger", onclick: () => revoke(k.user, status, refresh), "aria-label": `Revoke the certificates of ${k.user}` }, "Revoke")
+          ? h("button", { type: "button", class: "danger", onclick: () => revoke(k.user, status, refresh), "aria-label": `Revoke certificates of ${k.user}` }, "Revoke")
           : null) },
     ], rows, "No keys yet."));
   };

@@ -2,6 +2,7 @@ import { h, put, table, when, confirmAction } from "../dom.js";
 import { api, isAdmin } from "../api.js";
 import { field } from "../forms.js";
 
+const LABEL = { retry: "Retry", hold: "Hold", release: "Release" };
 const ACTIONS = { queued: ["retry", "hold"], deferred: ["retry", "hold"], held: ["release"], bounced: [] };
 
 export async function render(view) {
@@ -34,8 +35,8 @@ export async function render(view) {
       { label: "Received", get: (m) => when(m.received) },
       { label: "Attempts", get: (m) => m.attempts },
       { label: "Actions", get: (m) => isAdmin() ? h("div", { class: "row" },
-        (ACTIONS[m.state] || []).map((a) => h("button", { type: "button", onclick: () => act(m, a), "aria-label": `${a} ${m.id}` }, a)),
-        h("button", { type: "button", class: "danger", onclick: () => act(m, "delete"), "aria-label": `Delete ${m.id}` }, "delete")) : "" },
+        (ACTIONS[m.state] || []).map((a) => h("button", { type: "button", onclick: () => act(m, a), "aria-label": `${LABEL[a]} ${m.id}` }, LABEL[a])),
+        h("button", { type: "button", class: "danger", onclick: () => act(m, "delete"), "aria-label": `Delete ${m.id}` }, "Delete")) : "" },
     ], list.messages, "The queue is empty."));
   };
   state.querySelector("select").addEventListener("change", () => load().catch((e) => put(status, e.message)));

@@ -11,6 +11,7 @@ const PAGES = [
   { path: "audit", label: "Audit log" },
   { path: "queue", label: "Queue" },
   { path: "settings", label: "Settings" },
+  { path: "accounts", label: "Administrators" },
 ];
 const PUBLIC = ["login", "claim"];
 const main = document.getElementById("main");

@@ -2,7 +2,8 @@
 //! Debian's headless Chromium driven by Playwright for Python, against the real daemon whose
 //! vault is sealed by a private swtpm. The flows: claim, login, the CA, a PKCS#12 import,
 //! issuing, export and revocation of a certificate, creating and revoking API tokens, the
-//! audit log; every page checked by axe-core (WCAG 2.1 A/AA); every page without console errors or CSP violations; a change without the CSRF
+//! audit log, the queue (retry, hold, release, delete), accounts and a read-only account's
+//! view; every page checked by axe-core (WCAG 2.1 A/AA); every page without console errors or CSP violations; a change without the CSRF
 //! token refused from the page; the first page's transferred bytes measured (< 300 KB).
 //! Screenshots of each page go to `target/webui-screenshots/`.
 //!
@@ -68,8 +69,27 @@ fn webui_in_chromium_claims_imports_issues_and_audits() {
     let data = tmp.path().join("data");
     std::fs::create_dir_all(&data).expect("data dir");
     let tcti = tpm.tcti();
-    let mut d = Daemon::start_sealed(&data, "", &["--tpm", &tcti]);
+    // An SMTP listener whose next hop is down, retries far apart: a message waits in the
+    // queue for the browser to retry, hold, release and delete.
+    let next_hop = crate::queue::free_port();
+    let settings = format!(
+        "[smtp]\ndecrypt_listen = \"127.0.0.1:0\"\nnext_hop = \"127.0.0.1:{next_hop}\"\nhostname = \"box.example.org\"\nretry_secs = 600\n"
+    );
+    let mut d = Daemon::start_sealed(&data, &settings, &["--tpm", &tcti]);
     let setup = d.setup_token.clone().expect("setup token on the console");
+    let reply = crate::queue::submit(
+        d.smtp_decrypt.expect("smtp listener").port(),
+        "carol@example.org",
+        &["alice@example.org"],
+        "From: carol@example.org\r\nTo: alice@example.org\r\nSubject: waiting\r\nMessage-ID: <waiting@example.org>\r\n\r\nfor the queue page",
+    );
+    let queued = reply
+        .trim()
+        .rsplit(' ')
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    assert!(reply.starts_with("250 "), "{reply}");
 
     // Without a browser: the files and their headers; nothing outside the table.
     let (code, headers, body) = d.curl_url("GET", &d.admin_url("/ui/app.js"), None, &[], None);
@@ -115,6 +135,7 @@ fn webui_in_chromium_claims_imports_issues_and_audits() {
         .env("SHOTS", screenshots())
         .env("CHROMIUM", &browser)
         .env("AXE", &axe)
+        .env("QUEUED", &queued)
         .env("P12", corpus.join("corpus-rsa-legacy.p12"))
         .env("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")
         .output()
@@ -153,6 +174,7 @@ fn webui_in_chromium_claims_imports_issues_and_audits() {
         "audit",
         "queue",
         "settings",
+        "accounts",
     ] {
         assert!(
             screenshots().join(format!("{name}.png")).is_file(),

@@ -1,7 +1,7 @@
 # The web UI in a real browser: Debian's Chromium, headless, driven by Playwright (no browser
 # download: executable_path). Started by tests/docking/webui.rs against a running sealgated.
 # Prints one JSON line of results for the Rust side (RESULT {...}).
-import json, os, re, sys
+import base64, json, os, re, sys
 from playwright.sync_api import sync_playwright, expect
 
 BASE = os.environ["BASE"]
@@ -11,6 +11,7 @@ SHOTS = os.environ["SHOTS"]
 CHROMIUM = os.environ["CHROMIUM"]
 P12 = os.environ["P12"]
 AXE = os.environ["AXE"]
+QUEUED = os.environ["QUEUED"]
 PW = "correct horse battery staple"
 os.makedirs(SHOTS, exist_ok=True)
 
@@ -138,6 +139,15 @@ with sync_playwright() as p:
     bad = imp.locator(".field-error, .form-error").filter(has_text=re.compile("."))
     expect(bad.first).to_be_visible()
     result["import_wrong_password"] = bad.first.inner_text()
+    # Dropped onto the drop zone (a real DataTransfer with the file's bytes), it is the one sent.
+    dt = page.evaluate_handle("""(b64) => { const dt = new DataTransfer();
+        const bin = Uint8Array.from(atob(b64), c => c.charCodeAt(0));
+        dt.items.add(new File([bin], 'dropped.p12', {type: 'application/x-pkcs12'}));
+        return dt; }""", base64.b64encode(open(P12, "rb").read()).decode())
+    imp.locator(".drop").dispatch_event("dragover", {"dataTransfer": dt})
+    imp.locator(".drop").dispatch_event("drop", {"dataTransfer": dt})
+    expect(imp.get_by_text("Chosen: dropped.p12")).to_be_visible()
+    assert imp.get_by_label("PKCS#12 file").evaluate("i => i.files[0].name") == "dropped.p12"
     imp.get_by_label("File password").fill("corpus")
     imp.get_by_role("button", name="Import").click()
     expect(imp.get_by_text(re.compile("Imported 1 key"))).to_be_visible()
@@ -210,9 +220,45 @@ with sync_playwright() as p:
     result["audit_token_entries"] = actions
     check_page(page, "audit", "Audit log")
 
-    # --- Queue and settings render. ---
+    # --- The queue: the waiting message is retried, held, released and deleted. ---
     page.get_by_role("link", name="Queue").click()
+    expect(page.get_by_role("heading", level=1)).to_have_text("Mail queue")
+    row = page.locator("tbody tr").filter(has_text=QUEUED)
+    expect(row).to_have_count(1)
     check_page(page, "queue", "Mail queue")
+    page.get_by_role("button", name=f"Retry {QUEUED}").click()
+    expect(page.get_by_text(f"{QUEUED}: retry done.")).to_be_visible()
+    page.get_by_role("button", name=f"Hold {QUEUED}").click()
+    expect(page.get_by_text(f"{QUEUED}: hold done.")).to_be_visible()
+    expect(row.locator(".badge")).to_have_text("held")
+    page.get_by_role("button", name=f"Release {QUEUED}").click()
+    expect(page.get_by_text(f"{QUEUED}: release done.")).to_be_visible()
+    expect(row.locator(".badge")).not_to_have_text("held")
+    page.get_by_role("button", name=f"Delete {QUEUED}").click()
+    page.get_by_role("dialog").get_by_role("button", name="Delete").click()
+    expect(page.get_by_text("The queue is empty.")).to_be_visible()
+
+    # --- Administrators: a weak password shown, then a read-only account. ---
+    page.get_by_role("link", name="Administrators").click()
+    expect(page.get_by_role("heading", level=1)).to_have_text("Administrators")
+    new = page.get_by_role("form", name="New account")
+    new.get_by_label("Username").fill("viewer")
+    new.get_by_label("Role").select_option("read-only")
+    new.get_by_label("Password").fill("short")
+    new.get_by_role("button", name="Create account").click()
+    bad = new.locator(".field-error, .form-error").filter(has_text=re.compile("."))
+    expect(bad.first).to_be_visible()
+    result["account_weak_password"] = bad.first.inner_text()
+    new.get_by_label("Password").fill(PW)
+    new.get_by_role("button", name="Create account").click()
+    expect(new.get_by_text("viewer (read-only) created.")).to_be_visible()
+    own = page.get_by_role("form", name="Change your password")
+    own.get_by_label("Current password").fill("not my password")
+    own.get_by_label("New password").fill(PW + " 2")
+    own.get_by_role("button", name="Change password").click()
+    bad = own.locator(".field-error, .form-error").filter(has_text=re.compile("."))
+    expect(bad.first).to_be_visible()
+    check_page(page, "accounts", "Administrators")
     page.get_by_role("link", name="Settings").click()
     expect(page.get_by_text("docking.listen")).to_be_visible()
     check_page(page, "settings", "Settings")
@@ -223,6 +269,30 @@ with sync_playwright() as p:
          body: JSON.stringify({name: 'csrf', scopes: ['decrypt']})})).status""")
     assert status == 403, status
     result["csrf_missing_status"] = status
+
+    # --- A read-only account sees no forms that change anything, and the API refuses it. ---
+    vctx = browser.new_context(viewport={"width": 1280, "height": 900})
+    vp = vctx.new_page()
+    vp.on("console", on_console)
+    vp.on("pageerror", lambda e: console_errors.append(f"pageerror: {e}"))
+    vp.goto(BASE + "/")
+    vp.get_by_label("Username").fill("viewer")
+    vp.get_by_label("Password").fill(PW)
+    vp.get_by_role("button", name="Log in").click()
+    expect(vp.get_by_text("viewer (read-only)")).to_be_visible()
+    vp.get_by_role("link", name="Users and keys").click()
+    expect(vp.locator("tbody tr").filter(has_text="dave@example.org")).to_have_count(1)
+    expect(vp.get_by_role("form", name="Import a PKCS#12 file")).to_have_count(0)
+    expect(vp.get_by_role("button", name=re.compile("^Revoke"))).to_have_count(0)
+    denied = vp.evaluate("""async () => {
+        const s = await (await fetch('/api/v1/admin/session')).json();
+        const r = await fetch('/api/v1/admin/keys/issue', {method: 'POST',
+            headers: {'Content-Type': 'application/json', 'X-CSRF-Token': s.csrf_token},
+            body: JSON.stringify({user: 'eve@example.org'})});
+        return [r.status, (await r.json()).title]; }""")
+    assert denied[0] == 403, denied
+    result["read_only_issue"] = denied
+    vctx.close()
 
     # --- A phone-sized screen: the dashboard still fits. ---
     page.set_viewport_size({"width": 390, "height": 844})
@@ -248,7 +318,7 @@ with sync_playwright() as p:
     state = ctx.storage_state()
     violations = {}
     for logged_in, pages in [(False, ["login", "claim"]),
-                             (True, ["dashboard", "keys", "tokens", "audit", "queue", "settings"])]:
+                             (True, ["dashboard", "keys", "tokens", "audit", "queue", "settings", "accounts"])]:
         actx = browser.new_context(bypass_csp=True, storage_state=state if logged_in else None,
                                    viewport={"width": 1280, "height": 900})
         ap = actx.new_page()
@@ -264,7 +334,7 @@ with sync_playwright() as p:
             if found:
                 violations[name] = found
         actx.close()
-    result["axe_pages"] = 8
+    result["axe_pages"] = 9
     assert not violations, json.dumps(violations, indent=1)
     browser.close()
 

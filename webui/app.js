@@ -7,6 +7,7 @@ import { api, currentSession, setSession, ApiError } from "./api.js";
 const PAGES = [
   { path: "dashboard", label: "Dashboard" },
   { path: "keys", label: "Users and keys" },
+  { path: "certificates", label: "Certificates" },
   { path: "tokens", label: "API tokens" },
   { path: "audit", label: "Audit log" },
   { path: "queue", label: "Queue" },

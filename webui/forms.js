@@ -22,6 +22,8 @@ export function field(spec) {
       spec.options.map((o) => h("label", { class: "check" },
         h("input", { type: "checkbox", name: spec.name, value: o, checked: (spec.value || []).includes(o) }), o)));
     return h("div", { class: "field", "data-field": spec.name }, input, hint, err);
+  } else if (spec.type === "textarea") {
+    input = h("textarea", { id, name: spec.name, rows: 6, required: !!spec.required, "aria-describedby": described, spellcheck: "false" });
   } else {
     input = h("input", {
       id, name: spec.name, type: spec.type || "text", required: !!spec.required,
@@ -62,7 +64,7 @@ export function showError(form, e) {
   });
   const target = named ? named.querySelector(".field-error") : form.querySelector(".form-error");
   put(target, text);
-  const input = named && named.querySelector("input,select");
+  const input = named && named.querySelector("input,select,textarea");
   if (input) { input.setAttribute("aria-invalid", "true"); input.focus(); }
 }
 

@@ -170,6 +170,7 @@ fn webui_in_chromium_claims_imports_issues_and_audits() {
         "claim",
         "dashboard",
         "keys",
+        "certificates",
         "tokens",
         "audit",
         "queue",

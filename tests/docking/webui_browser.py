@@ -10,6 +10,7 @@ SPKI = os.environ["SPKI"]
 SHOTS = os.environ["SHOTS"]
 CHROMIUM = os.environ["CHROMIUM"]
 P12 = os.environ["P12"]
+EC_CERT = os.path.join(os.path.dirname(P12), "corpus-ec.pem")
 AXE = os.environ["AXE"]
 QUEUED = os.environ["QUEUED"]
 PW = "correct horse battery staple"
@@ -155,7 +156,7 @@ with sync_playwright() as p:
     iss.get_by_label("User's address").fill("dave@example.org")
     iss.get_by_role("button", name="Issue").click()
     expect(iss.get_by_text(re.compile("Issued: dave@example.org"))).to_be_visible()
-    rows = page.locator("tbody tr")
+    rows = page.locator("#keys-list tbody tr")
     expect(rows.filter(has_text="corpus-rsa@example.test")).to_have_count(1)
     expect(rows.filter(has_text="dave@example.org")).to_have_count(1)
     with page.expect_download() as dl:
@@ -167,16 +168,71 @@ with sync_playwright() as p:
     page.get_by_label("Search users").fill("dave")
     expect(rows).to_have_count(1)
     shot(page, "keys")
+    # A user's keys in detail; renewal from the box's CA.
+    page.get_by_role("button", name="Details of dave@example.org").click()
+    detail = page.get_by_role("region", name="Keys of dave@example.org")
+    expect(detail.get_by_role("heading", name="Keys of dave@example.org")).to_be_visible()
+    expect(detail.locator("tbody tr")).to_have_count(1)
+    expect(detail.get_by_text("signs, receives")).to_be_visible()
+    detail.get_by_role("button", name="Renew from the box's CA").click()
+    expect(page.get_by_text(re.compile("Renewed: new key #"))).to_be_visible()
+    expect(detail.locator("tbody tr")).to_have_count(2)
     # Revoking asks first: cancel changes nothing, confirm revokes.
-    page.get_by_role("button", name="Revoke certificates of dave@example.org").click()
+    dave_active = rows.filter(has_text="dave@example.org").filter(has_text="active")
+    before = dave_active.count()
+    assert before >= 1, before
+    page.get_by_role("button", name="Revoke certificates of dave@example.org").first.click()
     page.get_by_role("dialog").get_by_role("button", name="Cancel").click()
-    expect(rows.filter(has_text="active")).to_have_count(1)
-    page.get_by_role("button", name="Revoke certificates of dave@example.org").click()
+    expect(dave_active).to_have_count(before)
+    page.get_by_role("button", name="Revoke certificates of dave@example.org").first.click()
     shot(page, "keys-confirm")
     page.get_by_role("dialog").get_by_role("button", name="Revoke").click()
     expect(page.get_by_text(re.compile("Revoked for dave@example.org: [0-9A-Fa-f]"))).to_be_visible()
-    expect(rows.filter(has_text="revoked")).to_have_count(1)
+    expect(dave_active).to_have_count(0)
+    # The imported user's keys: exported as PKCS#12 with a password, then retired.
+    page.get_by_label("Search users").fill("")
+    page.get_by_role("button", name="Details of corpus-rsa@example.test").click()
+    detail = page.get_by_role("region", name="Keys of corpus-rsa@example.test")
+    exp = detail.get_by_role("form", name="Export the private keys (PKCS#12)")
+    exp.get_by_label("Password for the file").fill("export password")
+    with page.expect_download() as dl:
+        exp.get_by_role("button", name="Export keys").click()
+    assert dl.value.suggested_filename == "corpus-rsa@example.test.p12", dl.value.suggested_filename
+    assert os.path.getsize(dl.value.path()) > 500
+    detail.get_by_role("button", name="Retire").click()
+    page.get_by_role("dialog").get_by_role("button", name="Retire").click()
+    expect(detail.get_by_text(re.compile("Retired: #"))).to_be_visible()
+    expect(rows.filter(has_text="corpus-rsa@example.test").filter(has_text="retired")).to_have_count(1)
+    # The CA's certificate for mail clients.
+    with page.expect_download() as dl:
+        page.get_by_role("button", name="Download the CA certificate").click()
+    assert open(dl.value.path()).read().startswith("-----BEGIN CERTIFICATE-----")
     assert not console_errors, console_errors
+
+    # --- External certificates: added from a file, deleted after confirming. ---
+    page.get_by_role("link", name="Certificates").click()
+    expect(page.get_by_role("heading", level=1)).to_have_text("Certificates")
+    add = page.get_by_role("form", name="Add certificates")
+    add.get_by_label("Or paste PEM").fill("not a certificate")
+    add.get_by_role("button", name="Add").click()
+    bad = add.locator(".field-error, .form-error").filter(has_text=re.compile("."))
+    expect(bad.first).to_be_visible()
+    result["certificate_garbage"] = bad.first.inner_text()
+    add.get_by_label("Or paste PEM").fill("")
+    add.get_by_label("Certificate file (PEM or DER)").set_input_files(EC_CERT)
+    add.get_by_role("button", name="Add").click()
+    expect(add.get_by_text("Stored for corpus-ec@example.test.")).to_be_visible()
+    check_page(page, "certificates", "Certificates")
+    page.get_by_role("button", name="Delete the certificate of corpus-ec@example.test").click()
+    page.get_by_role("dialog").get_by_role("button", name="Delete").click()
+    expect(page.get_by_text("Certificate deleted.")).to_be_visible()
+    expect(page.get_by_text("No external certificates stored.")).to_be_visible()
+
+    # --- The support bundle from the dashboard. ---
+    page.get_by_role("link", name="Dashboard").click()
+    with page.expect_download() as dl:
+        page.get_by_role("button", name="Download a support bundle").click()
+    assert open(dl.value.path(), "rb").read(2) == b"\x1f\x8b", "gzip"
 
     # --- API tokens: created and shown once, revoked after confirming. ---
     page.get_by_role("link", name="API tokens").click()
@@ -281,7 +337,7 @@ with sync_playwright() as p:
     vp.get_by_role("button", name="Log in").click()
     expect(vp.get_by_text("viewer (read-only)")).to_be_visible()
     vp.get_by_role("link", name="Users and keys").click()
-    expect(vp.locator("tbody tr").filter(has_text="dave@example.org")).to_have_count(1)
+    expect(vp.locator("#keys-list tbody tr").filter(has_text="dave@example.org")).to_have_count(2)
     expect(vp.get_by_role("form", name="Import a PKCS#12 file")).to_have_count(0)
     expect(vp.get_by_role("button", name=re.compile("^Revoke"))).to_have_count(0)
     denied = vp.evaluate("""async () => {
@@ -318,7 +374,7 @@ with sync_playwright() as p:
     state = ctx.storage_state()
     violations = {}
     for logged_in, pages in [(False, ["login", "claim"]),
-                             (True, ["dashboard", "keys", "tokens", "audit", "queue", "settings", "accounts"])]:
+                             (True, ["dashboard", "keys", "certificates", "tokens", "audit", "queue", "settings", "accounts"])]:
         actx = browser.new_context(bypass_csp=True, storage_state=state if logged_in else None,
                                    viewport={"width": 1280, "height": 900})
         ap = actx.new_page()
@@ -334,7 +390,7 @@ with sync_playwright() as p:
             if found:
                 violations[name] = found
         actx.close()
-    result["axe_pages"] = 9
+    result["axe_pages"] = 10
     assert not violations, json.dumps(violations, indent=1)
     browser.close()
 

@@ -1,4 +1,4 @@
-import { h, facts, table } from "../dom.js";
+import { h, put, facts, table, download } from "../dom.js";
 import { api } from "../api.js";
 
 function uptime(s) {
@@ -6,7 +6,21 @@ function uptime(s) {
   return `${d ? `${d} d ` : ""}${hh} h ${m} min`;
 }
 
-export async function render(view) {
+function supportCard() {
+  const st = h("p", { role: "status" });
+  const get = async () => {
+    put(st, "Collecting…");
+    try {
+      const r = await api("GET", "/support-bundle", undefined, { raw: true, accept: "application/gzip" });
+      download(await r.blob(), "sealgate-support.tar.gz");
+      put(st, "sealgate-support.tar.gz saved: recent logs, status and settings, no keys or tokens.");
+    } catch (e) { put(st, `${e.message}: ${(e.problem && e.problem.detail) || ""}`); }
+  };
+  return h("section", { class: "card" }, h("h2", {}, "Support"),
+    h("button", { type: "button", onclick: get }, "Download a support bundle"), st);
+}
+
+export async function render(view, { session }) {
   const [st, q] = await Promise.all([
     api("GET", "/status"),
     api("GET", "/queue").catch(() => null),
@@ -27,6 +41,7 @@ export async function render(view) {
       h("div", { class: "card" }, h("h2", {}, "Mail queue"), q
         ? facts(["queued", "deferred", "held", "bounced"].map((s) => [s, counts[s] || 0]))
         : h("p", {}, "Not available for this role or without SMTP listeners."))),
+    session.role !== "read-only" ? supportCard() : null,
     h("section", { class: "card" }, h("h2", {}, "Listeners"),
       table("Listeners", [
         { label: "Name", get: (l) => l.name },

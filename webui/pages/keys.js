@@ -1,4 +1,4 @@
-import { h, put, table, when, confirmAction, download } from "../dom.js";
+import { h, put, table, when, confirmAction, download, facts } from "../dom.js";
 import { api, isAdmin, fileBase64 } from "../api.js";
 import { form, field } from "../forms.js";
 
@@ -18,7 +18,27 @@ function caCard(ca, refresh) {
       }));
     }
   } else {
-    card.append(h("p", {}, `State: ${ca.state}. Subject: ${ca.subject || "–"}.`));
+    card.append(h("p", {}, `State: ${ca.state}. Subject: ${ca.subject || "–"}.`),
+      facts([
+        ["Kind", ca.intermediate ? "intermediate (under a corporate CA)" : "root"],
+        ["Valid until", when(ca.not_after)],
+        ["SHA-256", h("code", {}, ca.sha256_fingerprint || "–")],
+        ["Revoked certificates", ca.revoked],
+        ["CRL number", ca.crl_number],
+      ]));
+    if (ca.state === "active") {
+      const st = h("p", { role: "status" });
+      const get = async (path, name) => {
+        try {
+          const r = await api("GET", path, undefined, { raw: true, accept: "application/pem-certificate-chain, application/pkix-crl, */*" });
+          download(await r.blob(), name);
+          put(st, `${name} saved.`);
+        } catch (e) { put(st, `${e.message}: ${(e.problem && e.problem.detail) || ""}`); }
+      };
+      card.append(h("div", { class: "row" },
+        h("button", { type: "button", onclick: () => get("/ca/certificate", "box-ca.pem") }, "Download the CA certificate"),
+        h("button", { type: "button", onclick: () => get("/ca/crl", "box-ca.crl.pem") }, "Download the CRL")), st);
+    }
   }
   return card;
 }
@@ -83,11 +103,59 @@ async function revoke(user, status, refresh) {
   }
 }
 
+const problemText = (e) => `${e.message}${e.problem && e.problem.detail ? `: ${e.problem.detail}` : ""}`;
+
+async function details(user, slot, refresh, note = "") {
+  const u = await api("GET", `/keys/${encodeURIComponent(user)}`);
+  const status = h("p", { role: "status" }, note);
+  const enc = encodeURIComponent(user);
+  const act = async (fn) => {
+    let msg;
+    try { msg = await fn(); } catch (e) { put(status, problemText(e)); return; }
+    await refresh();
+    await details(user, slot, refresh, msg);
+  };
+  const admin = isAdmin();
+  const card = h("section", { class: "card", "aria-label": `Keys of ${user}` },
+    h("h2", { tabindex: "-1" }, `Keys of ${user}`), status,
+    table(`Keys of ${user}`, [
+      { label: "Key", get: (k) => `#${k.id}` },
+      { label: "Status", get: (k) => h("span", { class: `badge ${k.status}` }, k.status) },
+      { label: "Use", get: (k) => [k.id === u.signing_key ? "signs" : null, k.id === u.encryption_key ? "receives" : null].filter(Boolean).join(", ") || "decrypts old mail" },
+      { label: "Type", get: (k) => k.key_type },
+      { label: "Issuer", get: (k) => k.issuer },
+      { label: "Serial", get: (k) => k.serial },
+      { label: "Valid until", get: (k) => when(k.not_after) },
+    ], u.keys),
+    admin ? h("div", { class: "row" },
+      h("button", { type: "button", onclick: () => act(async () => {
+        const keys = await api("POST", `/keys/${enc}/renew`);
+        return `Renewed: new key #${keys.map((k) => k.id).join(", #")}.`;
+      }) }, "Renew from the box's CA"),
+      h("button", { type: "button", class: "danger", onclick: async () => {
+        if (!(await confirmAction(`Retire the active keys of ${user}? They stop signing and receiving; they still decrypt old mail.`, "Retire"))) return;
+        await act(async () => {
+          const r = await api("POST", `/keys/${enc}/retire`);
+          return `Retired: #${r.retired.map((k) => k.id).join(", #") || "none"}.`;
+        });
+      } }, "Retire")) : null,
+    admin ? form("Export the private keys (PKCS#12)", [
+      { name: "password", label: "Password for the file", type: "password", required: true, autocomplete: "new-password" },
+    ], "Export keys", async (v) => {
+      const r = await api("POST", `/keys/${enc}/pkcs12`, { password: v.password || "" }, { raw: true, accept: "application/pkcs12" });
+      download(await r.blob(), `${user}.p12`);
+      return `${user}.p12 saved (every key of ${user}, protected by the password).`;
+    }, { intro: "Every key of this user, for a mail client or a backup. The export is audited." }) : null);
+  put(slot, card);
+  card.querySelector("h2").focus();
+}
+
 export async function render(view) {
-  const list = h("div", {});
+  const list = h("div", { id: "keys-list" });
   const status = h("p", { id: "keys-status", role: "status" });
   const search = field({ name: "search", label: "Search users", type: "search" });
   const caSlot = h("div", {});
+  const detailSlot = h("div", {});
   let keys = [];
   const draw = () => {
     const q = (search.querySelector("input").value || "").toLowerCase();
@@ -99,6 +167,7 @@ export async function render(view) {
       { label: "Source", get: (k) => k.source },
       { label: "Status", get: (k) => h("span", { class: `badge ${k.status}` }, k.status) },
       { label: "Actions", get: (k) => h("div", { class: "row" },
+        h("button", { type: "button", onclick: () => details(k.user, detailSlot, refresh).catch((e) => put(status, problemText(e))), "aria-label": `Details of ${k.user}` }, "Details"),
         h("button", { type: "button", onclick: () => exportCert(k.user, status), "aria-label": `Export certificate of ${k.user}` }, "Export certificate"),
         isAdmin() && k.status === "active" && k.source === "ca"
           ? h("button", { type: "button", class: "danger", onclick: () => revoke(k.user, status, refresh), "aria-label": `Revoke certificates of ${k.user}` }, "Revoke")
@@ -115,6 +184,7 @@ export async function render(view) {
   await refresh();
   view.append(h("h1", {}, "Users and keys"), status,
     h("section", { class: "card" }, h("h2", {}, "Keys"), search, list),
+    detailSlot,
     isAdmin() ? h("div", { class: "grid" }, importForm(refresh), issueForm(refresh)) : null,
     caSlot);
 }

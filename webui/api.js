@@ -36,6 +36,11 @@ export async function api(method, path, body, opts = {}) {
     if (!p || typeof p !== "object") p = {};
     p.title = p.title || r.statusText || `HTTP ${r.status}`;
     p.status = r.status;
+    // A session that ended (idle, restart, password changed elsewhere): log in again.
+    if (r.status === 401 && session && path !== "/session" && path !== "/setup") {
+      setSession(null);
+      window.dispatchEvent(new CustomEvent("sealgate:session-ended"));
+    }
     throw new ApiError(r.status, p);
   }
   if (opts.raw) return r;

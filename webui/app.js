@@ -62,6 +62,8 @@ async function route() {
     const mod = await import(`./pages/${page}.js`);
     const view = h("div", { class: "page", "data-page": page });
     await mod.render(view, { session, go });
+    if (flash && page === "login") view.prepend(h("p", { class: "bad", role: "alert" }, flash));
+    flash = null;
     put(main, view);
   } catch (e) {
     if (e instanceof ApiError && e.status === 401) { setSession(null); go("login"); return; }
@@ -71,6 +73,12 @@ async function route() {
   const h1 = main.querySelector("h1");
   if (h1) { h1.setAttribute("tabindex", "-1"); h1.focus(); }
 }
+
+let flash = null;
+window.addEventListener("sealgate:session-ended", () => {
+  flash = "Your session has ended: log in again.";
+  go("login");
+});
 
 window.addEventListener("hashchange", route);
 route();

@@ -115,8 +115,28 @@ fn webui_in_chromium_claims_imports_issues_and_audits() {
             "{path}"
         );
     }
-    let (code, _, _) = d.curl_url("POST", &d.admin_url("/"), None, &[], Some(b"x"));
-    assert!((400..500).contains(&code), "POST / answered {code}");
+    for (method, path) in [
+        ("POST", "/"),
+        ("PUT", "/ui/app.js"),
+        ("DELETE", "/ui/app.js"),
+    ] {
+        let (code, headers, _) = d.curl_url(method, &d.admin_url(path), None, &[], Some(b"x"));
+        assert_eq!(code, 405, "{method} {path}");
+        assert_eq!(
+            header(&headers, "content-type"),
+            Some("application/problem+json")
+        );
+    }
+    // Revalidation: the ETag answers 304 without the body.
+    let etag = header(&headers, "etag").expect("etag").to_string();
+    let (code, _, body) = d.curl_url(
+        "GET",
+        &d.admin_url("/ui/app.js"),
+        None,
+        &["-H", &format!("If-None-Match: {etag}")],
+        None,
+    );
+    assert_eq!((code, body.len()), (304, 0));
     // The docking port does not serve the UI.
     let (code, _, _) = d.curl("GET", "/ui/app.js", None, &[], None);
     assert_eq!(code, 404);

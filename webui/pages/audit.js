@@ -1,4 +1,4 @@
-import { h, put, table, when } from "../dom.js";
+import { h, put, table, when, download } from "../dom.js";
 import { api } from "../api.js";
 import { form } from "../forms.js";
 
@@ -30,6 +30,23 @@ export async function render(view) {
       h("div", { class: "row" }, prev, next));
   };
   const show = (e) => put(out, h("p", { role: "alert" }, `${e.message}: ${(e.problem && e.problem.detail) || ""}`));
+  const exportStatus = h("p", { role: "status" });
+  const exportAll = async () => {
+    put(exportStatus, "Exporting…");
+    try {
+      const entries = [];
+      let total = 1;
+      while (entries.length < total) {
+        const q = new URLSearchParams({ ...filter, offset: String(entries.length), limit: "500" });
+        const page = await api("GET", `/audit?${q}`);
+        total = page.total;
+        if (!page.entries.length) break;
+        entries.push(...page.entries);
+      }
+      download(new Blob([JSON.stringify(entries, null, 1)], { type: "application/json" }), "sealgate-audit.json");
+      put(exportStatus, `${entries.length} entries saved as sealgate-audit.json.`);
+    } catch (e) { put(exportStatus, `${e.message}: ${(e.problem && e.problem.detail) || ""}`); }
+  };
   view.append(h("h1", {}, "Audit log"),
     form("Filter", [
       { name: "action", label: "Action starts with", hint: "e.g. admin.login, key." },
@@ -41,6 +58,7 @@ export async function render(view) {
       offset = 0;
       await load();
     }),
-    out);
+    out,
+    h("div", { class: "row" }, h("button", { type: "button", onclick: exportAll }, "Export the matching entries (JSON)"), exportStatus));
   await load();
 }

@@ -12,7 +12,7 @@
 //! or a downgrade to plain HTTP (HSTS).
 
 use actix_web::http::header;
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 
 use crate::problem::Problem;
 
@@ -20,7 +20,7 @@ include!(concat!(env!("OUT_DIR"), "/webui_assets.rs"));
 
 /// The policy every UI response carries.
 pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
-img-src 'self' data:; connect-src 'self'; font-src 'none'; object-src 'none'; \
+img-src 'self'; connect-src 'self'; font-src 'none'; object-src 'none'; \
 form-action 'self'; frame-ancestors 'none'; base-uri 'none'; \
 require-trusted-types-for 'script'; trusted-types 'none'";
 
@@ -93,18 +93,30 @@ async fn file(req: HttpRequest, path: web::Path<String>) -> Result<HttpResponse,
     serve(&req, &path)
 }
 
+async fn method_not_allowed() -> HttpResponse {
+    Problem::new(
+        405,
+        "method-not-allowed",
+        "The method is not allowed here",
+        "the web UI's files are read with GET",
+    )
+    .error_response()
+}
+
 /// The UI's routes on the admin listener; configure them before
 /// [`crate::http::admin_routes`] (whose default service answers every other path).
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::resource("/")
             .route(web::get().to(index))
-            .route(web::head().to(index)),
+            .route(web::head().to(index))
+            .default_service(web::to(method_not_allowed)),
     )
     .service(
         web::resource("/ui/{path:.*}")
             .route(web::get().to(file))
-            .route(web::head().to(file)),
+            .route(web::head().to(file))
+            .default_service(web::to(method_not_allowed)),
     );
 }
 

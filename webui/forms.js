@@ -58,10 +58,13 @@ export function showError(form, e) {
   const p = e instanceof ApiError ? e.problem : { title: "Something went wrong", detail: String(e.message || e) };
   const text = p.detail ? `${p.title}: ${p.detail}` : p.title;
   const fields = [...form.querySelectorAll("[data-field]")];
-  const named = fields.find((f) => {
-    const n = f.dataset.field;
-    return (p.field && p.field === n) || (p.detail || "").toLowerCase().includes(n.replaceAll("_", " ")) || (p.detail || "").includes(n);
-  });
+  // The field the problem names: its own name (as sent) beats its words; a longer name
+  // beats a shorter one ("totp_code" over "password" in "send totp_code with the password").
+  const detail = (p.detail || "").toLowerCase();
+  const score = (n) => (p.field === n ? 3000 : detail.includes(n) ? 2000 : detail.includes(n.replaceAll("_", " ")) ? 1000 : 0) + (n.length);
+  const named = fields
+    .filter((f) => score(f.dataset.field) >= 1000)
+    .sort((a, b) => score(b.dataset.field) - score(a.dataset.field))[0];
   const target = named ? named.querySelector(".field-error") : form.querySelector(".form-error");
   put(target, text);
   const input = named && named.querySelector("input,select,textarea");

@@ -388,6 +388,42 @@ with sync_playwright() as p:
     expect(vp.get_by_role("heading", level=1)).to_have_text("Log in")
     vctx.close()
 
+    # --- Another site's page in the administrator's browser (logged in): it can neither
+    # frame the UI nor make a change with the session's cookie. ---
+    evil = ctx.new_page()
+    evil.on("console", lambda m: None)
+    evil.set_content(f'<iframe id="f" src="{BASE}/#/tokens" width="600" height="400"></iframe>')
+    evil.wait_for_timeout(1500)
+    framed = [f for f in evil.frames if f != evil.main_frame]
+    assert framed, "no frame"
+    try:
+        framed_text = framed[0].evaluate("document.body ? document.body.innerText : ''")
+    except Exception:  # a blocked frame is an error page of another origin
+        framed_text = ""
+    assert "Sealgate" not in framed_text and "API tokens" not in framed_text, framed_text
+    evil.evaluate(f"""() => fetch('{BASE}/api/v1/admin/tokens', {{method: 'POST', mode: 'no-cors',
+        credentials: 'include', headers: {{'Content-Type': 'text/plain'}},
+        body: JSON.stringify({{name: 'evil', scopes: ['decrypt']}})}}).catch(() => null)""")
+    evil.set_content('<form id="x" method="POST" action="' + BASE + '/api/v1/admin/admin-tokens" enctype="text/plain">'
+                     '<input name=\'{"name":"evil2","role":"admin","x":"\' value=\'"}\'></form>')
+    with evil.expect_navigation():
+        evil.evaluate("document.getElementById('x').submit()")
+    evil.close()
+    page.get_by_role("link", name="API tokens").click()
+    expect(page.get_by_role("heading", level=1)).to_have_text("API tokens")
+    expect(page.locator("tbody tr").filter(has_text="monitor")).to_have_count(1)
+    expect(page.locator("tbody tr").filter(has_text="evil")).to_have_count(0)
+
+    # --- The keyboard alone: a destructive action's dialog opens on Cancel, Escape closes it. ---
+    page.get_by_role("button", name="Revoke monitor").focus()
+    page.keyboard.press("Enter")
+    dialog = page.get_by_role("dialog")
+    expect(dialog).to_be_visible()
+    expect(dialog.get_by_role("button", name="Cancel")).to_be_focused()
+    page.keyboard.press("Escape")
+    expect(dialog).to_have_count(0)
+    expect(page.locator("tbody tr").filter(has_text="monitor")).to_have_count(1)
+
     # --- A phone-sized screen: the dashboard still fits. ---
     page.set_viewport_size({"width": 390, "height": 844})
     page.get_by_role("link", name="Dashboard").click()

@@ -18,7 +18,9 @@ use std::process::Command;
 
 use sealgate_tpm::swtpm::Swtpm;
 
-use crate::harness::{Daemon, header, require_python_module, require_tool, run, write};
+use crate::harness::{
+    Daemon, Pki, data_dir_with_keys, header, require_python_module, require_tool, run, write,
+};
 
 fn chromium() -> String {
     require_tool("chromium", "chromium");
@@ -206,4 +208,43 @@ fn webui_in_chromium_claims_imports_issues_and_audits() {
     let (status, _) = d.terminate();
     assert!(status.success() || status.code().is_none(), "{status:?}");
     drop(tpm);
+}
+
+/// The box's CA as an intermediate under a corporate CA, from the browser: the key and CSR
+/// made on the box, the CSR signed by `openssl` as the corporate CA, a wrong certificate
+/// refused (the CA stays pending), the right one installed with its chain; then a user's
+/// certificate issued and a fresh CRL.
+#[test]
+fn webui_in_chromium_installs_an_intermediate_ca() {
+    let browser = chromium();
+    require_python_module("playwright", "playwright");
+    let pki = Pki::new();
+    let dir = data_dir_with_keys(&pki);
+    let d = Daemon::start(dir.path(), "");
+    let setup = d.setup_token.clone().expect("setup token on the console");
+    let script = write(
+        pki.dir.path(),
+        "webui_browser.py",
+        include_bytes!("webui_browser.py"),
+    );
+    let out = Command::new("python3")
+        .arg(&script)
+        .env("FLOW", "intermediate")
+        .env("BASE", d.admin_url(""))
+        .env("SETUP", &setup)
+        .env("SPKI", spki_pin(&d.ca_file()))
+        .env("SHOTS", screenshots())
+        .env("CHROMIUM", &browser)
+        .env("CORP_CA", pki.path("ca.crt"))
+        .env("CORP_KEY", pki.path("ca.key"))
+        .output()
+        .expect("python3");
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    eprintln!("{stdout}");
+    assert!(
+        out.status.success(),
+        "browser test failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("RESULT "), "{stdout}");
 }

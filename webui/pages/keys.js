@@ -4,16 +4,54 @@ import { form, field } from "../forms.js";
 
 function caCard(ca, refresh) {
   const card = h("section", { class: "card" }, h("h2", {}, "The box's CA"));
+  const caBody = (v) => {
+    const body = { name: v.name || "" };
+    if (v.domains) body.domains = v.domains.split(",").map((d) => d.trim()).filter(Boolean);
+    return body;
+  };
+  const caFields = () => [
+    { name: "name", label: "CA name", required: true },
+    { name: "domains", label: "Mail domains", hint: "Comma separated, e.g. example.org" },
+  ];
+  const fetchPem = async (path, name, st) => {
+    try {
+      const r = await api("GET", path, undefined, { raw: true, accept: "*/*" });
+      download(await r.blob(), name);
+      put(st, `${name} saved.`);
+    } catch (e) { put(st, `${e.message}: ${(e.problem && e.problem.detail) || ""}`); }
+  };
   if (ca.state === "none") {
     card.append(h("p", {}, "The box has no CA yet: it cannot issue certificates."));
     if (isAdmin()) {
-      card.append(form("Create a root CA", [
-        { name: "name", label: "CA name", required: true },
-        { name: "domains", label: "Mail domains", hint: "Comma separated, e.g. example.org" },
-      ], "Create the CA", async (v) => {
-        const body = { name: v.name || "" };
-        if (v.domains) body.domains = v.domains.split(",").map((d) => d.trim()).filter(Boolean);
-        await api("POST", "/ca", body);
+      card.append(h("div", { class: "grid" },
+        form("Create a root CA", caFields(), "Create the CA", async (v) => {
+          await api("POST", "/ca", caBody(v));
+          await refresh();
+        }),
+        form("Create an intermediate CA", caFields(), "Create the key and CSR", async (v) => {
+          await api("POST", "/ca/intermediate", caBody(v), { accept: "application/pkcs10" });
+          await refresh();
+        }, { intro: "The box makes the key; your organisation's CA signs the request (CSR); then install its answer here." })));
+    }
+  } else if (ca.state === "pending") {
+    const st = h("p", { role: "status" });
+    card.append(h("p", {}, `An intermediate CA (${ca.name || ""}) waits for the certificate your organisation's CA signs.`),
+      h("div", { class: "row" }, h("button", { type: "button", onclick: () => fetchPem("/ca/csr", "box-ca.csr", st) }, "Download the CSR")), st);
+    if (isAdmin()) {
+      card.append(form("Install the signed certificate", [
+        { name: "file", label: "Certificate file (PEM or DER)", type: "file", accept: ".pem,.crt,.cer,.der" },
+        { name: "pem", label: "Or paste PEM", type: "textarea" },
+        { name: "chain", label: "The corporate chain above it (PEM)", type: "textarea", hint: "Its issuer first; optional if the file holds it." },
+      ], "Install", async (v) => {
+        let certificate = v.pem || "";
+        if (v.file) {
+          const buf = new Uint8Array(await v.file.arrayBuffer());
+          const text = new TextDecoder().decode(buf);
+          certificate = text.includes("-----BEGIN") ? text : btoa(String.fromCharCode(...buf));
+        }
+        const body = { certificate };
+        if (v.chain) body.chain = v.chain;
+        await api("PUT", "/ca/certificate", body);
         await refresh();
       }));
     }
@@ -28,16 +66,17 @@ function caCard(ca, refresh) {
       ]));
     if (ca.state === "active") {
       const st = h("p", { role: "status" });
-      const get = async (path, name) => {
+      const freshCrl = async () => {
         try {
-          const r = await api("GET", path, undefined, { raw: true, accept: "application/pem-certificate-chain, application/pkix-crl, */*" });
-          download(await r.blob(), name);
-          put(st, `${name} saved.`);
+          const r = await api("POST", "/ca/crl", undefined, { raw: true, accept: "*/*" });
+          download(await r.blob(), "box-ca.crl.pem");
+          await refresh();
         } catch (e) { put(st, `${e.message}: ${(e.problem && e.problem.detail) || ""}`); }
       };
       card.append(h("div", { class: "row" },
-        h("button", { type: "button", onclick: () => get("/ca/certificate", "box-ca.pem") }, "Download the CA certificate"),
-        h("button", { type: "button", onclick: () => get("/ca/crl", "box-ca.crl.pem") }, "Download the CRL")), st);
+        h("button", { type: "button", onclick: () => fetchPem("/ca/certificate", "box-ca.pem", st) }, "Download the CA certificate"),
+        h("button", { type: "button", onclick: () => fetchPem("/ca/crl", "box-ca.crl.pem", st) }, "Download the CRL"),
+        isAdmin() ? h("button", { type: "button", onclick: freshCrl }, "Issue a fresh CRL") : null), st);
     }
   }
   return card;

@@ -92,10 +92,12 @@ export function form(title, fields, label, submit, opts = {}) {
     put(f.querySelector(".result"));
     button.disabled = true;
     button.setAttribute("aria-busy", "true");
+    put(f.querySelector(".result"), h("span", { class: "working" }, "Working…"));
     try {
       const shown = await submit(values(f), f);
-      if (shown) put(f.querySelector(".result"), shown);
+      put(f.querySelector(".result"), shown || "");
     } catch (e) {
+      put(f.querySelector(".result"));
       showError(f, e);
     } finally {
       button.disabled = false;

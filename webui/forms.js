@@ -32,7 +32,7 @@ export function field(spec) {
     });
   }
   return h("div", { class: "field", "data-field": spec.name },
-    h("label", { for: id }, spec.label, spec.required || spec.type === "search" ? "" : h("span", { class: "opt" }, " (optional)")),
+    h("label", { for: id }, spec.label, spec.required || spec.type === "search" || spec.type === "select" ? "" : h("span", { class: "opt" }, " (optional)")),
     input, hint, err);
 }
 
@@ -95,6 +95,9 @@ export function form(title, fields, label, submit, opts = {}) {
     put(f.querySelector(".result"), h("span", { class: "working" }, "Working…"));
     try {
       const shown = await submit(values(f), f);
+      // Secrets typed into a form do not stay in it once used.
+      if (opts.reset) f.reset();
+      else for (const i of f.querySelectorAll("input[type=password]")) i.value = "";
       put(f.querySelector(".result"), shown || "");
     } catch (e) {
       put(f.querySelector(".result"));

@@ -70,6 +70,6 @@ export async function render(view, { session }) {
       const a = await api("POST", "/accounts", { username: v.username || "", role: v.role, password: v.password || "" });
       await refresh();
       return `${a.username} (${a.role}) created.`;
-    }) : null,
+    }, { reset: true }) : null,
     ownCard(session));
 }

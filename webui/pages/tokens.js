@@ -37,7 +37,7 @@ function section(opts, view) {
       const made = await api("POST", opts.path, opts.body(v));
       await refresh();
       return shownOnce(made.name, made.token);
-    }) : null);
+    }, { reset: true }) : null);
   view.append(card);
   return refresh();
 }

@@ -213,14 +213,39 @@ fn webui_in_chromium_claims_imports_issues_and_audits() {
 /// The box's CA as an intermediate under a corporate CA, from the browser: the key and CSR
 /// made on the box, the CSR signed by `openssl` as the corporate CA, a wrong certificate
 /// refused (the CA stays pending), the right one installed with its chain; then a user's
-/// certificate issued and a fresh CRL.
+/// certificate issued and a fresh CRL. Certificates a gateway posted wait on the
+/// certificates page: one approved, one rejected.
 #[test]
-fn webui_in_chromium_installs_an_intermediate_ca() {
+fn webui_in_chromium_installs_an_intermediate_ca_and_decides_pending_certificates() {
     let browser = chromium();
     require_python_module("playwright", "playwright");
     let pki = Pki::new();
     let dir = data_dir_with_keys(&pki);
-    let d = Daemon::start(dir.path(), "");
+    // Two self-signed certificates a gateway posts: new addresses, not from a trusted CA, so
+    // they wait for an administrator (approved and rejected from the page).
+    pki.issue("dave-self", "dave@example.org", "rsa", None);
+    pki.issue("frank-self", "frank@example.org", "rsa", None);
+    let gateway = crate::harness::create_token(dir.path(), "gw", "encrypt");
+    let d = Daemon::start(
+        dir.path(),
+        &format!(
+            "[docking]\ntrust_anchors = \"{}\"\n",
+            pki.path("ca.crt").display()
+        ),
+    );
+    for stem in ["dave-self", "frank-self"] {
+        let pem = std::fs::read(pki.cert(stem)).expect("cert");
+        let (code, _, body) = d.curl(
+            "POST",
+            "/api/v1/certificates",
+            Some(&gateway),
+            &["-H", "Content-Type: application/pem-certificate-chain"],
+            Some(&pem),
+        );
+        let a: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+        assert_eq!(code, 200, "{a}");
+        assert_eq!(a["pending"].as_array().map(Vec::len), Some(1), "{a}");
+    }
     let setup = d.setup_token.clone().expect("setup token on the console");
     let script = write(
         pki.dir.path(),

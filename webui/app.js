@@ -13,6 +13,7 @@ const PAGES = [
   { path: "queue", label: "Queue" },
   { path: "settings", label: "Settings" },
   { path: "accounts", label: "Administrators" },
+  { path: "system", label: "System" },
 ];
 const PUBLIC = ["login", "claim"];
 const main = document.getElementById("main");

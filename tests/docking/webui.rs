@@ -198,6 +198,7 @@ fn webui_in_chromium_claims_imports_issues_and_audits() {
         "queue",
         "settings",
         "accounts",
+        "system",
     ] {
         assert!(
             screenshots().join(format!("{name}.png")).is_file(),

@@ -470,6 +470,17 @@ with sync_playwright() as p:
     expect(vp.get_by_role("heading", level=1)).to_have_text("Log in")
     vctx.close()
 
+    # --- System: without the exact phrase nothing is reset. ---
+    page.get_by_role("link", name="System").click()
+    expect(page.get_by_role("heading", level=1)).to_have_text("System")
+    fr = page.get_by_role("form", name="Factory reset")
+    fr.get_by_label("Type: factory reset").fill("factory reset please")
+    fr.get_by_role("button", name="Factory reset").click()
+    bad = fr.locator(".field-error, .form-error").filter(has_text=re.compile("."))
+    expect(bad.first).to_be_visible()
+    result["factory_reset_wrong_phrase"] = bad.first.inner_text()
+    check_page(page, "system", "System")
+
     # --- Another site's page in the administrator's browser (logged in): it can neither
     # frame the UI nor make a change with the session's cookie. ---
     evil = ctx.new_page()
@@ -527,7 +538,7 @@ with sync_playwright() as p:
     violations = {}
     timings = {}
     for logged_in, pages in [(False, ["login", "claim"]),
-                             (True, ["dashboard", "keys", "certificates", "tokens", "audit", "queue", "settings", "accounts"])]:
+                             (True, ["dashboard", "keys", "certificates", "tokens", "audit", "queue", "settings", "accounts", "system"])]:
         actx = browser.new_context(bypass_csp=True, storage_state=state if logged_in else None,
                                    viewport={"width": 1280, "height": 900})
         ap = actx.new_page()
@@ -545,7 +556,7 @@ with sync_playwright() as p:
             if found:
                 violations[name] = found
         actx.close()
-    result["axe_pages"] = 10
+    result["axe_pages"] = 11
     result["page_ms"] = timings
     print(f"pages interactive (ms, debug build, loaded from scratch): {timings}", flush=True)
     # The 1 s target is the box's (release build); here a generous bound catches a page that hangs.

@@ -47,14 +47,21 @@ export async function render(view, { session }) {
       { label: "TOTP", get: (a) => (a.totp ? "on" : "off") },
       { label: "Created", get: (a) => when(a.created) },
       { label: "Actions", get: (a) => (isAdmin() && a.username !== session.username
-        ? h("button", { type: "button", class: "danger", "aria-label": `Delete ${a.username}`, onclick: async () => {
+        ? h("div", { class: "row" }, a.totp ? h("button", { type: "button", "aria-label": `Turn TOTP off for ${a.username}`, onclick: async () => {
+          if (!(await confirmAction(`Turn TOTP off for ${a.username}? Login then needs only the password.`, "Turn off"))) return;
+          try {
+            await api("DELETE", `/accounts/${encodeURIComponent(a.username)}/totp`);
+            put(status, `TOTP is off for ${a.username}.`);
+            await refresh();
+          } catch (e) { put(status, `${e.message}: ${(e.problem && e.problem.detail) || ""}`); }
+        } }, "Turn TOTP off") : null, h("button", { type: "button", class: "danger", "aria-label": `Delete ${a.username}`, onclick: async () => {
           if (!(await confirmAction(`Delete the account ${a.username}? Its sessions end at once.`, "Delete"))) return;
           try {
             await api("DELETE", `/accounts/${encodeURIComponent(a.username)}`);
             put(status, `${a.username} deleted.`);
             await refresh();
           } catch (e) { put(status, `${e.message}: ${(e.problem && e.problem.detail) || ""}`); }
-        } }, "Delete") : "") },
+        } }, "Delete")) : "") },
     ], rows));
   };
   await refresh();

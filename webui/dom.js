@@ -22,6 +22,12 @@ function append(el, children) {
   }
 }
 
+/** Appends children (arrays flattened; null, undefined and false left out) to `el`. */
+export function add(el, ...children) {
+  append(el, children);
+  return el;
+}
+
 /** Replaces the children of `el`. */
 export function put(el, ...children) {
   el.replaceChildren();

@@ -429,7 +429,8 @@ with sync_playwright() as p:
     expect(bad.first).to_be_visible()
     check_page(page, "accounts", "Administrators")
     page.get_by_role("link", name="Settings").click()
-    expect(page.get_by_text("docking.listen")).to_be_visible()
+    expect(page.locator("[data-section=docking]").get_by_text("listen", exact=True)).to_be_visible()
+    expect(page.locator("[data-section=smtp] tbody tr").filter(has_text="decrypt_listen")).to_contain_text("yes")
     check_page(page, "settings", "Settings")
 
     # --- From the browser's side: a change without the CSRF token is refused. ---
@@ -453,6 +454,7 @@ with sync_playwright() as p:
     expect(vp.locator("#keys-list tbody tr").filter(has_text="dave@example.org")).to_have_count(2)
     expect(vp.get_by_role("form", name="Import a PKCS#12 file")).to_have_count(0)
     expect(vp.get_by_role("button", name=re.compile("^Revoke"))).to_have_count(0)
+    assert "null" not in vp.locator("main").inner_text(), vp.locator("main").inner_text()
     denied = vp.evaluate("""async () => {
         const s = await (await fetch('/api/v1/admin/session')).json();
         const r = await fetch('/api/v1/admin/keys/issue', {method: 'POST',

@@ -1,4 +1,4 @@
-import { h, put, table, when, confirmAction, facts } from "../dom.js";
+import { h, add, put, table, when, confirmAction, facts } from "../dom.js";
 import { api, isAdmin } from "../api.js";
 import { form } from "../forms.js";
 
@@ -65,7 +65,7 @@ export async function render(view, { session }) {
     ], rows));
   };
   await refresh();
-  view.append(h("h1", {}, "Administrators"), status,
+  add(view, h("h1", {}, "Administrators"), status,
     h("section", { class: "card" }, h("h2", {}, "Accounts"),
       h("p", {}, "admin: everything; auditor: reads everything, the audit log and the support bundle; read-only: reads the state."),
       list),

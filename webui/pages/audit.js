@@ -1,4 +1,4 @@
-import { h, put, table, when, download } from "../dom.js";
+import { h, add, put, table, when, download } from "../dom.js";
 import { api } from "../api.js";
 import { form } from "../forms.js";
 
@@ -47,7 +47,7 @@ export async function render(view) {
       put(exportStatus, `${entries.length} entries saved as sealgate-audit.json.`);
     } catch (e) { put(exportStatus, `${e.message}: ${(e.problem && e.problem.detail) || ""}`); }
   };
-  view.append(h("h1", {}, "Audit log"),
+  add(view, h("h1", {}, "Audit log"),
     form("Filter", [
       { name: "action", label: "Action starts with", hint: "e.g. admin.login, key." },
       { name: "actor", label: "Actor" },

@@ -1,4 +1,4 @@
-import { h, put, table, when, confirmAction } from "../dom.js";
+import { h, add, put, table, when, confirmAction } from "../dom.js";
 import { api, isAdmin } from "../api.js";
 import { form } from "../forms.js";
 
@@ -46,7 +46,7 @@ export async function render(view) {
     ], waiting, "Nothing waits."));
   };
   await refresh();
-  view.append(h("h1", {}, "Certificates"),
+  add(view, h("h1", {}, "Certificates"),
     h("p", {}, "External recipients' certificates: mail to these addresses is encrypted with them."), status,
     h("section", { class: "card" }, h("h2", {}, "Waiting for a decision"), pending),
     h("section", { class: "card" }, h("h2", {}, "Stored"), stored),

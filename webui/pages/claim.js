@@ -1,9 +1,9 @@
-import { h } from "../dom.js";
+import { h, add } from "../dom.js";
 import { api, setSession } from "../api.js";
 import { form } from "../forms.js";
 
 export async function render(view, { go }) {
-  view.append(h("h1", {}, "Claim this box"),
+  add(view, h("h1", {}, "Claim this box"),
     h("p", {}, "The console shows a one-time setup token. It creates the first administrator; once used, it is gone."),
     form("", [
       { name: "setup_token", label: "Setup token", required: true, autocomplete: "off" },

@@ -1,4 +1,4 @@
-import { h, put, facts, table, download } from "../dom.js";
+import { h, add, put, facts, table, download } from "../dom.js";
 import { api } from "../api.js";
 
 function uptime(s) {
@@ -27,7 +27,7 @@ export async function render(view, { session }) {
   ]);
   const counts = {};
   for (const m of q ? q.messages : []) counts[m.state] = (counts[m.state] || 0) + 1;
-  view.append(h("h1", {}, "Dashboard"),
+  add(view, h("h1", {}, "Dashboard"),
     h("section", { class: "grid" },
       h("div", { class: "card" }, h("h2", {}, "The box"), facts([
         ["Version", st.version],

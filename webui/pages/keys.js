@@ -1,4 +1,4 @@
-import { h, put, table, when, confirmAction, download, facts } from "../dom.js";
+import { h, add, put, table, when, confirmAction, download, facts } from "../dom.js";
 import { api, isAdmin, fileBase64 } from "../api.js";
 import { form, field } from "../forms.js";
 
@@ -221,7 +221,7 @@ export async function render(view) {
   };
   search.querySelector("input").addEventListener("input", draw);
   await refresh();
-  view.append(h("h1", {}, "Users and keys"), status,
+  add(view, h("h1", {}, "Users and keys"), status,
     h("section", { class: "card" }, h("h2", {}, "Keys"), search, list),
     detailSlot,
     isAdmin() ? h("div", { class: "grid" }, importForm(refresh), issueForm(refresh)) : null,

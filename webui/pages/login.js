@@ -1,9 +1,9 @@
-import { h } from "../dom.js";
+import { h, add } from "../dom.js";
 import { api, setSession } from "../api.js";
 import { form } from "../forms.js";
 
 export async function render(view, { go }) {
-  view.append(h("h1", {}, "Log in"),
+  add(view, h("h1", {}, "Log in"),
     form("", [
       { name: "username", label: "Username", required: true, autocomplete: "username" },
       { name: "password", label: "Password", type: "password", required: true, autocomplete: "current-password" },

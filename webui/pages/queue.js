@@ -1,4 +1,4 @@
-import { h, put, table, when, confirmAction } from "../dom.js";
+import { h, add, put, table, when, confirmAction } from "../dom.js";
 import { api, isAdmin } from "../api.js";
 import { field } from "../forms.js";
 
@@ -41,6 +41,6 @@ export async function render(view) {
   };
   state.querySelector("select").addEventListener("change", () => load().catch((e) => put(status, e.message)));
   await load();
-  view.append(h("h1", {}, "Mail queue"), status,
+  add(view, h("h1", {}, "Mail queue"), status,
     h("section", { class: "card" }, state, h("button", { type: "button", onclick: () => load() }, "Refresh"), out));
 }

@@ -1,4 +1,4 @@
-import { h, table } from "../dom.js";
+import { h, add, table } from "../dom.js";
 import { api } from "../api.js";
 
 function flatten(obj, prefix = "", out = []) {
@@ -13,13 +13,16 @@ function flatten(obj, prefix = "", out = []) {
 export async function render(view) {
   const s = await api("GET", "/settings");
   const changed = new Set(s.changed || []);
-  const model = s.settings || Object.fromEntries(Object.entries(s).filter(([k]) => k !== "changed"));
-  const rows = flatten(model);
-  view.append(h("h1", {}, "Settings"),
-    h("p", {}, "The running settings. Changing them here comes with the settings API; until then edit settings.toml and restart."),
-    h("section", { class: "card" }, table("Settings", [
-      { label: "Setting", get: (r) => h("code", {}, r[0]) },
-      { label: "Value", get: (r) => r[1] },
-      { label: "Changed from the default", get: (r) => ([...changed].some((c) => r[0] === c || r[0].startsWith(`${c}.`)) ? "yes" : "") },
-    ], rows)));
+  const isChanged = (key) => [...changed].some((c) => key === c || key.startsWith(`${c}.`));
+  add(view, h("h1", {}, "Settings"),
+    h("p", {}, "The running settings, every field. Changing them here comes with the settings API; until then edit settings.toml and restart."),
+    Object.entries(s.settings || {}).map(([section, fields]) => {
+      const rows = fields && typeof fields === "object" && !Array.isArray(fields) ? flatten(fields) : [["", String(fields)]];
+      return h("section", { class: "card", "data-section": section }, h("h2", {}, h("code", {}, `[${section}]`)),
+        table(`Settings [${section}]`, [
+          { label: "Setting", get: (r) => h("code", {}, r[0]) },
+          { label: "Value", get: (r) => r[1] },
+          { label: "Changed from the default", get: (r) => (isChanged(r[0] ? `${section}.${r[0]}` : section) ? "yes" : "") },
+        ], rows));
+    }));
 }

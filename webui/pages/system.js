@@ -1,4 +1,4 @@
-import { h, put, confirmAction } from "../dom.js";
+import { h, add, put, confirmAction } from "../dom.js";
 import { api, isAdmin } from "../api.js";
 import { form } from "../forms.js";
 
@@ -6,13 +6,13 @@ import { form } from "../forms.js";
 // for a restart, the confirmation here): the page only asks for it.
 
 export async function render(view, { go }) {
-  view.append(h("h1", {}, "System"));
+  add(view, h("h1", {}, "System"));
   if (!isAdmin()) {
-    view.append(h("p", {}, "Only an administrator (role admin) restarts or resets the box."));
+    add(view, h("p", {}, "Only an administrator (role admin) restarts or resets the box."));
     return;
   }
   const status = h("p", { role: "status" });
-  view.append(status,
+  add(view, status,
     h("section", { class: "card" }, h("h2", {}, "Restart"),
       h("p", {}, "Restarts the daemon's services: mail in flight is finished first; every session ends."),
       h("button", { type: "button", class: "danger", onclick: async () => {

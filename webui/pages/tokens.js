@@ -1,4 +1,4 @@
-import { h, put, table, when, confirmAction } from "../dom.js";
+import { h, add, put, table, when, confirmAction } from "../dom.js";
 import { api, isAdmin } from "../api.js";
 import { form } from "../forms.js";
 
@@ -38,12 +38,12 @@ function section(opts, view) {
       await refresh();
       return shownOnce(made.name, made.token);
     }, { reset: true }) : null);
-  view.append(card);
+  add(view, card);
   return refresh();
 }
 
 export async function render(view) {
-  view.append(h("h1", {}, "API tokens"));
+  add(view, h("h1", {}, "API tokens"));
   await Promise.all([
     section({
       id: "docking", title: "Docking API tokens", noun: "docking token", path: "/tokens",

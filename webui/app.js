@@ -56,6 +56,7 @@ async function route() {
   }
   if (!known) { go(session ? "dashboard" : "login"); return; }
   if (!session && !PUBLIC.includes(page)) { go("login"); return; }
+  if (session && PUBLIC.includes(page)) { go("dashboard"); return; }
   drawNav(session, page);
   document.title = `${(PAGES.find((p) => p.path === page) || { label: page[0].toUpperCase() + page.slice(1) }).label} · Sealgate`;
   put(main, h("p", { "aria-busy": "true" }, "Loading…"));

@@ -15,6 +15,8 @@ AXE = os.environ.get("AXE", "")
 QUEUED = os.environ.get("QUEUED", "")
 PW = "correct horse battery staple"
 os.makedirs(SHOTS, exist_ok=True)
+# A busy two-core CI machine builds while this runs: wait longer than the default 5 s.
+expect.set_options(timeout=15_000)
 
 console_errors = []   # every console error that is not an API answer the UI showed
 api_answers = []      # 4xx answers of the admin API (the UI shows their problem documents)

@@ -371,6 +371,8 @@ with sync_playwright() as p:
         page.get_by_role("button", name="Export the matching entries (JSON)").click()
     exported = json.load(open(dl.value.path()))
     assert [e["action"] for e in exported] == actions, exported
+    page.get_by_role("button", name="Verify the whole chain now").click()
+    expect(page.get_by_text(re.compile(r"Audit chain verified \(full,"))).to_be_visible()
     check_page(page, "audit", "Audit log")
 
     # --- The queue: the waiting message is retried, held, released and deleted. ---

@@ -8,8 +8,10 @@ export async function render(view) {
   let filter = {};
   let offset = 0;
   const out = h("div", {});
+  let verify = "tail";
   const load = async () => {
     const q = new URLSearchParams({ ...filter, offset: String(offset), limit: String(LIMIT) });
+    if (verify === "full") q.set("verify", "full");
     const page = await api("GET", `/audit?${q}`);
     const last = Math.min(page.offset + page.entries.length, page.total);
     const chain = page.chain.verified
@@ -59,6 +61,9 @@ export async function render(view) {
       await load();
     }),
     out,
-    h("div", { class: "row" }, h("button", { type: "button", onclick: exportAll }, "Export the matching entries (JSON)"), exportStatus));
+    h("div", { class: "row" },
+      h("button", { type: "button", onclick: exportAll }, "Export the matching entries (JSON)"),
+      h("button", { type: "button", onclick: () => { verify = "full"; load().catch(show).finally(() => { verify = "tail"; }); } }, "Verify the whole chain now")),
+    exportStatus);
   await load();
 }

@@ -259,7 +259,7 @@ pub(crate) fn run(cmd: QueueCmd) -> Outcome {
         QueueCmd::Release { data_dir, id } => act(&data_dir, &id, "release", "released")?,
         QueueCmd::Delete { data_dir, id } => {
             let d = running(&data_dir).ok_or_else(|| no_daemon(&data_dir))?;
-            d.done("DELETE", &format!("/queue/{}", segment(&id)))?;
+            d.done("DELETE", &format!("/queue/{}", segment(&id)), None)?;
             println!("deleted {id}");
         }
     }

@@ -24,8 +24,10 @@ mod admin;
 mod audit;
 mod certs;
 mod docking;
+mod gateway;
 mod http;
 mod identity;
+mod imap;
 mod keys;
 mod logfile;
 mod problem;
@@ -224,7 +226,12 @@ fn colours(no_color: Option<std::ffi::OsString>, terminal: bool) -> bool {
     terminal && no_color.is_none_or(|v| v.is_empty())
 }
 
-fn init_logging(data_dir: &Path, level: &str, box_mode: bool) -> anyhow::Result<()> {
+/// Starts logging; returns the setter of the running level (settings changes).
+fn init_logging(
+    data_dir: &Path,
+    level: &str,
+    box_mode: bool,
+) -> anyhow::Result<admin::settings_change::LogLevel> {
     use tracing_subscriber::Layer;
     let file = logfile::RotatingFile::open(
         &data_dir.join("log").join("sealgated.log"),
@@ -246,6 +253,10 @@ fn init_logging(data_dir: &Path, level: &str, box_mode: bool) -> anyhow::Result<
         std::env::var_os("NO_COLOR"),
         std::io::stderr().is_terminal(),
     );
+    // Both filters can be replaced while the daemon runs (`[log] level` changed through the
+    // admin API); the box's console stays at warnings.
+    let (file_filter, file_reload) = tracing_subscriber::reload::Layer::new(file_filter);
+    let (console_filter, console_reload) = tracing_subscriber::reload::Layer::new(console_filter);
     tracing_subscriber::registry()
         .with(
             tracing_subscriber::fmt::layer()
@@ -263,7 +274,18 @@ fn init_logging(data_dir: &Path, level: &str, box_mode: bool) -> anyhow::Result<
         )
         .try_init()
         .context("logging")?;
-    Ok(())
+    Ok(Box::new(move |level: &str| {
+        let filter = |l: &str| tracing_subscriber::EnvFilter::try_new(l).map_err(|e| e.to_string());
+        file_reload
+            .reload(filter(level)?)
+            .map_err(|e| e.to_string())?;
+        if !box_mode {
+            console_reload
+                .reload(filter(level)?)
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }))
 }
 
 fn open_vault(data_dir: &Path, cli: &Cli) -> anyhow::Result<Vault> {
@@ -308,6 +330,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }
     let chosen = choose_settings(&cli, &data_dir)?;
     let mut settings = chosen.settings;
+    let stored = settings.clone();
     if let Some(why) = &chosen.fallback {
         console(&format!(
             "SETTINGS NOT USABLE: {}; running on the box's shipped settings (network-facing \
@@ -328,7 +351,20 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     if let Some(a) = cli.listen_admin {
         settings.admin.listen = a;
     }
-    init_logging(&data_dir, &settings.log.level, cli.box_mode)?;
+    let log_level = init_logging(&data_dir, &settings.log.level, cli.box_mode)?;
+    let settings_store = web::Data::new(admin::settings_change::SettingsStore::new(
+        chosen
+            .file
+            .clone()
+            .unwrap_or_else(|| data_dir.join("settings.toml")),
+        cli.box_mode,
+        stored,
+        admin::settings_change::Overrides {
+            admin: cli.listen_admin,
+            docking: cli.listen_docking,
+        },
+        log_level,
+    )?);
     tracing::info!(data_dir = %data_dir.display(), version = env!("CARGO_PKG_VERSION"), "starting");
     if let Some(why) = &chosen.fallback {
         tracing::info!(reason = %why, "settings not usable: running on the box's shipped settings");
@@ -436,6 +472,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     // which would write them, cannot be relied on.
     let vault_at_stop = vault.clone();
     let admin_state = web::Data::new(admin::AdminState::new(vault.clone(), &data_dir));
+    let submission_vault = vault.clone();
     let queue = smtp::open_queue(&data_dir, &settings)?;
     let _ = admin_state.queue.set(queue.clone());
     let keys: Arc<dyn keys::KeyStore> = Arc::new(keys::Cached::new(vault, Duration::from_secs(30)));
@@ -461,6 +498,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let admin_tls = identity::server_config(&id, Vec::new(), true)?;
     // STARTTLS asks for the same pinned client certificates (their scopes open the listeners).
     let smtp_tls = Arc::new(identity::server_config(&id, pins, false)?);
+    let submission_tls = Arc::new(identity::server_config(&id, Vec::new(), false)?);
+    // The IMAP proxy: the box certificate, no client certificates.
+    let imap_tls = Arc::new(identity::server_config(&id, Vec::new(), false)?);
 
     let docking_listener = std::net::TcpListener::bind(settings.docking.listen)
         .with_context(|| format!("binding the docking API to {}", settings.docking.listen))?;
@@ -488,10 +528,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         .run();
         let st = state.clone();
         let ad = admin_state.clone();
+        let ss = settings_store.clone();
         let admin = HttpServer::new(move || {
             App::new()
                 .app_data(st.clone())
                 .app_data(ad.clone())
+                .app_data(ss.clone())
                 .configure(admin::routes)
                 .configure(webui::routes)
                 .configure(http::admin_routes)
@@ -504,15 +546,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         .run();
         // The admin API on DATA/admin.sock (uid-authenticated); the daemon runs without it
         // if it cannot be bound (a data directory path too long for a socket).
-        let socket = match admin::socket::bind(&data_dir) {
+        let socket = match admin::socket::bind(&data_dir, settings.admin.socket.as_deref()) {
             Ok((l, path, uid)) => {
                 let _ = admin_state.own_uid.set(uid);
                 let st = state.clone();
                 let ad = admin_state.clone();
+                let ss = settings_store.clone();
                 let server = HttpServer::new(move || {
                     App::new()
                         .app_data(st.clone())
                         .app_data(ad.clone())
+                        .app_data(ss.clone())
                         .configure(admin::routes)
                         .configure(http::admin_routes)
                 })
@@ -546,6 +590,28 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         admin_state.add_listener("docking", docking_addr);
         admin_state.add_listener("admin", admin_addr);
 
+        let submission = gateway::submission::start(gateway::submission::Submission {
+            settings: settings.clone(),
+            data_dir: data_dir.clone(),
+            keys: keys.clone(),
+            vault: submission_vault,
+            audit: audit.clone(),
+            tls: submission_tls,
+        })
+        .await?;
+        for (name, addr) in submission.listening() {
+            console(&format!("listening {name} {addr}"));
+            admin_state.add_listener(name, addr);
+        }
+        let imap_proxy = imap::start(imap::ImapProxy {
+            settings: settings.clone(),
+            keys: keys.clone(),
+            anchors: anchors.clone(),
+            audit: audit.clone(),
+            tls: imap_tls,
+            workers: state.workers.clone(),
+        })
+        .await?;
         let hand_off = smtp::start(smtp::HandOff {
             settings: settings.clone(),
             data_dir: data_dir.clone(),
@@ -558,7 +624,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             queue: queue.clone(),
         })
         .await?;
-        for (name, addr) in hand_off.listening() {
+        for (name, addr) in hand_off
+            .listening()
+            .into_iter()
+            .chain(imap_proxy.iter().flat_map(|p| p.listening()))
+        {
             console(&format!("listening {name} {addr}"));
             admin_state.add_listener(name, addr);
         }
@@ -571,6 +641,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         };
         tracing::info!(?asked, "stopping");
         hand_off.stop().await;
+        submission.stop().await;
+        if let Some(p) = imap_proxy {
+            p.stop().await;
+        }
         tokio::join!(docking_handle.stop(true), admin_handle.stop(true));
         if let Some(h) = socket_handle {
             h.stop(true).await;

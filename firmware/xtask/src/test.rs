@@ -33,8 +33,13 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "swaks",
     "libnet-ssleay-perl",
     "libio-socket-ssl-perl",
-    // The SMTP queue's next hop (tests/docking/queue.rs): a private Postfix instance.
+    // Postfix: the SMTP queue's next hop (tests/docking/queue.rs) and, with Dovecot, the
+    // organisation's servers of the gateway's tests (tests/gateway).
     "postfix",
+    "dovecot-core",
+    // The IMAP proxy's tests (tests/docking/imap.rs): Dovecot as the upstream and the
+    // reference, curl's IMAP URLs as a second client (Python's imaplib is in the stdlib).
+    "dovecot-imapd",
     // The web UI's browser test (tests/docking/webui.rs): headless Chromium, driven by
     // Playwright (never its own browser download); npm for axe-core.
     "chromium",
@@ -65,6 +70,7 @@ const INTEROP_BINARIES: &[&str] = &[
     "vault_crash",
     "vault_audit",
     "docking",
+    "gateway",
     "system",
 ];
 
@@ -321,6 +327,17 @@ pub(crate) fn ensure_debian_packages(packages: &[&str]) -> Result<()> {
         .context("apt-get update")?;
     if !status.success() {
         bail!("apt-get update failed");
+    }
+    if missing.contains(&"postfix") {
+        // The tests start their own Postfix instances: the host's stays unconfigured.
+        let mut c = Command::new("debconf-set-selections")
+            .stdin(Stdio::piped())
+            .spawn()
+            .context("debconf-set-selections")?;
+        if let Some(mut stdin) = c.stdin.take() {
+            stdin.write_all(b"postfix postfix/main_mailer_type select No configuration\n")?;
+        }
+        c.wait()?;
     }
     let status = Command::new("apt-get")
         .env("DEBIAN_FRONTEND", "noninteractive")

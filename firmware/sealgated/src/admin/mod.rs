@@ -24,6 +24,7 @@ mod keys;
 mod machine_tokens;
 mod queue;
 pub mod session;
+pub mod settings_change;
 mod settings_view;
 pub mod socket;
 pub mod system;
@@ -689,12 +690,34 @@ async fn change_password(
 #[derive(Serialize)]
 struct Status {
     version: &'static str,
+    /// The booted slot (`A`/`B` from the kernel command line), `null` off the box.
+    slot: Option<String>,
     uptime_secs: u64,
     vault: VaultStatus,
+    /// The TPM device the box seals with, if the kernel offers one.
+    tpm: TpmStatus,
+    /// Messages in the SMTP queue by state (`queued`, `deferred`, `held`, `bounced`).
+    queue: std::collections::BTreeMap<&'static str, usize>,
     listeners: Vec<Listener>,
     setup_pending: bool,
     accounts: usize,
     sessions: usize,
+}
+
+#[derive(Serialize)]
+struct TpmStatus {
+    /// `/dev/tpmrm0` exists.
+    present: bool,
+}
+
+/// The booted slot, from the kernel command line (`sealgate.slot=A|B`).
+fn booted_slot() -> Option<String> {
+    let cmdline = std::fs::read_to_string("/proc/cmdline").ok()?;
+    cmdline
+        .split_whitespace()
+        .find_map(|a| a.strip_prefix("sealgate.slot="))
+        .filter(|s| matches!(*s, "A" | "B"))
+        .map(str::to_string)
 }
 
 #[derive(Serialize)]
@@ -732,8 +755,22 @@ fn status_body(app: &AppState, ad: &AdminState) -> Result<Status, Problem> {
                     .collect()
             })
             .unwrap_or_default();
+        let mut queue = std::collections::BTreeMap::new();
+        for st in ["queued", "deferred", "held", "bounced"] {
+            queue.insert(st, 0);
+        }
+        if let Some(q) = ad.queue.get() {
+            for e in q.list(None) {
+                *queue.entry(e.state.name()).or_insert(0) += 1;
+            }
+        }
         Ok(Status {
             version: env!("CARGO_PKG_VERSION"),
+            slot: booted_slot(),
+            tpm: TpmStatus {
+                present: std::path::Path::new("/dev/tpmrm0").exists(),
+            },
+            queue,
             uptime_secs: ad.started.elapsed().as_secs(),
             vault: VaultStatus {
                 sealer: ad.vault.sealer_kind().name(),
@@ -973,19 +1010,87 @@ async fn audit_log(req: HttpRequest, ad: Data) -> HttpResponse {
     })())
 }
 
-/// `GET /settings` (any role): the running settings, every field, and which differ from the
-/// defaults.
-async fn settings(req: HttpRequest, app: App, ad: Data) -> HttpResponse {
+/// `GET /settings` (any role): the running settings, every field, which have their default,
+/// which differ, and which wait for a restart (`settings_change.rs`).
+async fn settings(
+    req: HttpRequest,
+    store: web::Data<settings_change::SettingsStore>,
+    ad: Data,
+) -> HttpResponse {
     answer((|| {
         authorize(&req, &ad, Need::Read)?;
-        Ok(ok_json(
-            200,
-            &serde_json::json!({
-                "settings": settings_view::view(&app.settings),
-                "changed": settings_view::changed(&app.settings),
-            }),
-        ))
+        Ok(ok_json(200, &store.describe()))
     })())
+}
+
+/// `PATCH /settings` (admin): a JSON merge patch, validated as a whole, written, applied or
+/// rolled back (`settings_change.rs`); audited with the changed fields' names.
+async fn patch_settings(
+    req: HttpRequest,
+    payload: web::Payload,
+    store: web::Data<settings_change::SettingsStore>,
+    app: App,
+    ad: Data,
+) -> HttpResponse {
+    let started = Instant::now();
+    let (_, src) = source(&req);
+    let r = async {
+        let c = authorize(&req, &ad, Need::Admin)?;
+        let patch: serde_json::Value = json_body(payload).await?;
+        let st = store.clone();
+        let outcome = web::block(move || st.patch(&patch))
+            .await
+            .map_err(|_| Problem::internal(crate::problem::INTERNAL_DETAIL))?;
+        let what = match &outcome {
+            Ok(o) if o.changed.is_empty() => "settings: nothing changed".to_string(),
+            Ok(o) => format!(
+                "settings: changed {}; applied {}; restart needed for {}",
+                o.changed.join(","),
+                if o.applied.is_empty() {
+                    "-".into()
+                } else {
+                    o.applied.join(",")
+                },
+                if o.pending_restart.is_empty() {
+                    "-".into()
+                } else {
+                    o.pending_restart.join(",")
+                },
+            ),
+            Err(p) => format!(
+                "settings: refused ({}) {}",
+                p.kind,
+                p.field.as_deref().unwrap_or("-")
+            ),
+        };
+        let status = outcome.as_ref().map_or_else(|p| p.status, |_| 200);
+        audit(
+            &app,
+            &ad,
+            &c.username,
+            &src,
+            "settings-change",
+            &what,
+            status,
+            started,
+        );
+        if let Ok(o) = &outcome
+            && !o.changed.is_empty()
+        {
+            tracing::warn!(actor = %c.username, changed = %o.changed.join(","), "settings changed");
+        }
+        let o = outcome?;
+        let mut body = store.describe();
+        if let serde_json::Value::Object(m) = &mut body {
+            m.insert(
+                "outcome".into(),
+                serde_json::to_value(&o).unwrap_or_default(),
+            );
+        }
+        Ok(ok_json(200, &body))
+    }
+    .await;
+    answer(r)
 }
 
 #[derive(Serialize)]
@@ -1261,7 +1366,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .service(res("/session/totp/confirm").route(web::post().to(totp::confirm)))
             .service(res("/session/totp/disable").route(web::post().to(totp::disable_own)))
             .service(res("/status").route(web::get().to(status)))
-            .service(res("/settings").route(web::get().to(settings)))
+            .service(
+                res("/settings")
+                    .route(web::get().to(settings))
+                    .route(web::patch().to(patch_settings)),
+            )
             .service(
                 res("/accounts")
                     .route(web::get().to(accounts))

@@ -1,5 +1,6 @@
-//! `GET /settings`: the running settings model as JSON, every field, with the fields that
-//! differ from the built-in defaults listed.
+//! `GET /settings`: the running settings model as JSON, every field, in the settings file's
+//! own names and spellings (so `PATCH /settings` patches this view and parses the result as
+//! the file is parsed: `settings_change.rs`).
 //!
 //! The structs are destructured without `..`, so a field added to `settings.rs` does not
 //! compile until it is shown here (or deliberately hidden: a secret would be shown only as
@@ -8,8 +9,9 @@
 use serde_json::{Map, Value, json};
 
 use crate::settings::{
-    Admin, Auth, ByteCount, Cidr, Cipher, Docking, EncryptFailure, Fingerprint, Limits, Log,
-    MissingPolicy, PinnedClient, Queue, Seconds, Settings, SignPolicy, Smtp, Tls, TlsMode,
+    Admin, Auth, ByteCount, Cidr, Cipher, Docking, EncryptFailure, EncryptPolicy, Fingerprint,
+    Imap, Inbound, Limits, Log, MissingPolicy, PinnedClient, Policy, PolicyOverride, Queue,
+    Seconds, Settings, SignLevel, SignPolicy, Smtp, SubjectTrigger, Submission, Tls, TlsMode,
 };
 
 /// The name a value is spelled with in the settings file (the first of `names` that parses to
@@ -63,6 +65,10 @@ pub fn view(s: &Settings) -> Value {
         log,
         limits,
         queue,
+        submission,
+        inbound,
+        policy,
+        imap,
     } = s;
     let Docking {
         listen,
@@ -100,8 +106,8 @@ pub fn view(s: &Settings) -> Value {
         "trust_anchors": path(trust_anchors),
         "allow_weak_signatures": allow_weak_signatures,
     });
-    let Admin { listen } = admin;
-    let admin = json!({ "listen": listen.to_string() });
+    let Admin { listen, socket } = admin;
+    let admin = json!({ "listen": listen.to_string(), "socket": path(socket) });
     let Tls { certificate, key } = tls;
     let tls = json!({ "certificate": path(certificate), "key": path(key) });
     let Auth {
@@ -170,6 +176,16 @@ pub fn view(s: &Settings) -> Value {
         max_signers,
     } = limits;
     let Log { level } = log;
+    let Imap {
+        listen,
+        upstream,
+        upstream_ca,
+    } = imap;
+    let imap = json!({
+        "listen": listen.map_or(Value::Null, |a| json!(a.to_string())),
+        "upstream": upstream.as_ref().map_or(Value::Null, |u| json!(u.to_string())),
+        "upstream_ca": path(upstream_ca),
+    });
     json!({
         "docking": docking,
         "admin": admin,
@@ -182,32 +198,98 @@ pub fn view(s: &Settings) -> Value {
             "max_signers": max_signers,
         },
         "queue": queue,
+        "submission": submission_view(submission),
+        "inbound": inbound_view(inbound),
+        "policy": policy_view(policy),
+        "imap": imap,
     })
 }
 
-/// The dotted names of the fields of `s` that differ from the defaults.
-pub fn changed(s: &Settings) -> Vec<String> {
-    let (now, default) = (view(s), view(&Settings::default()));
-    let mut out = Vec::new();
-    if let (Value::Object(a), Value::Object(b)) = (&now, &default) {
-        diff("", a, b, &mut out);
-    }
-    out
+fn submission_view(s: &Submission) -> Value {
+    let Submission {
+        listen,
+        listen_tls,
+        auth,
+        auth_ca,
+        relay,
+        auth_cache_secs,
+        max_auth_failures,
+        auth_failure_window_secs,
+        aliases,
+    } = s;
+    let addr = |a: &Option<std::net::SocketAddr>| a.map_or(Value::Null, |a| json!(a.to_string()));
+    json!({
+        "listen": addr(listen),
+        "listen_tls": addr(listen_tls),
+        "auth": auth.as_ref().map_or(Value::Null, |a| json!(a.to_string())),
+        "auth_ca": path(auth_ca),
+        "relay": addr(relay),
+        "auth_cache_secs": secs(*auth_cache_secs),
+        "max_auth_failures": max_auth_failures,
+        "auth_failure_window_secs": secs(*auth_failure_window_secs),
+        "aliases": aliases
+            .iter()
+            .map(|(login, addrs)| {
+                (login.clone(), json!(addrs.iter().map(|a| a.0.clone()).collect::<Vec<_>>()))
+            })
+            .collect::<Map<String, Value>>(),
+    })
 }
 
-fn diff(prefix: &str, a: &Map<String, Value>, b: &Map<String, Value>, out: &mut Vec<String>) {
-    for (k, v) in a {
-        let name = if prefix.is_empty() {
-            k.clone()
-        } else {
-            format!("{prefix}.{k}")
-        };
-        match (v, b.get(k)) {
-            (Value::Object(x), Some(Value::Object(y))) => diff(&name, x, y, out),
-            (x, Some(y)) if x == y => {}
-            _ => out.push(name),
-        }
-    }
+fn inbound_view(i: &Inbound) -> Value {
+    let Inbound {
+        listen,
+        domains,
+        next_hop,
+    } = i;
+    json!({
+        "listen": listen.map_or(Value::Null, |a| json!(a.to_string())),
+        "domains": domains.iter().map(|d| d.0.clone()).collect::<Vec<_>>(),
+        "next_hop": next_hop.map_or(Value::Null, |a| json!(a.to_string())),
+    })
+}
+
+fn policy_override(o: &PolicyOverride) -> Value {
+    let PolicyOverride {
+        encrypt,
+        sign,
+        auto_enrol,
+        header_protection,
+    } = o;
+    json!({
+        "encrypt": encrypt.map(EncryptPolicy::name),
+        "sign": sign.map(SignLevel::name),
+        "auto_enrol": auto_enrol,
+        "header_protection": header_protection,
+    })
+}
+
+fn policy_view(p: &Policy) -> Value {
+    let Policy {
+        encrypt,
+        sign,
+        subject_trigger,
+        auto_enrol,
+        header_protection,
+        domains,
+        users,
+    } = p;
+    let SubjectTrigger(trigger) = subject_trigger;
+    json!({
+        "encrypt": encrypt.name(),
+        "sign": sign.name(),
+        "subject_trigger": trigger,
+        "auto_enrol": auto_enrol,
+        "header_protection": header_protection,
+        "domains": domains
+            .iter()
+            .map(|(d, o)| (d.0.clone(), policy_override(o)))
+            .collect::<Map<String, Value>>(),
+        "users": users
+            .iter()
+            .map(|(u, o)| (u.0.clone(), policy_override(o)))
+            .collect::<Map<String, Value>>(),
+    })
 }
 
 #[cfg(test)]
@@ -218,17 +300,40 @@ mod tests {
     fn defaults_show_every_section_and_nothing_changed() {
         let d = Settings::default();
         let v = view(&d);
-        for section in ["docking", "admin", "tls", "auth", "smtp", "log", "limits"] {
+        for section in [
+            "docking",
+            "admin",
+            "tls",
+            "auth",
+            "smtp",
+            "log",
+            "limits",
+            "submission",
+            "inbound",
+            "policy",
+            "queue",
+            "imap",
+        ] {
             assert!(v[section].is_object(), "{section}");
         }
         assert_eq!(v["docking"]["missing"], "reject");
         assert_eq!(v["docking"]["sign"], "if-key");
         assert_eq!(v["docking"]["cipher"], "aes256-cbc");
         assert_eq!(v["smtp"]["encrypt_failure"], "hold");
-        assert!(changed(&d).is_empty());
-        let mut s = d.clone();
-        s.admin.listen = "127.0.0.1:1".parse().expect("addr");
-        s.auth.max_failures = 3;
-        assert_eq!(changed(&s), vec!["admin.listen", "auth.max_failures"]);
+        assert!(v["admin"]["socket"].is_null());
+        assert_eq!(v["policy"]["encrypt"], "if-possible");
+        assert_eq!(v["policy"]["subject_trigger"], "[secure]");
+        assert!(v["submission"]["listen"].is_null());
+        let s = Settings::parse(
+            "[submission]\nlisten = \"127.0.0.1:2587\"\nauth = \"imaps://mail.example.org\"\nrelay = \"127.0.0.1:3525\"\n[policy.users.\"a@example.org\"]\nencrypt = \"mandatory\"\n",
+        )
+        .expect("settings");
+        let v = view(&s);
+        assert_eq!(v["submission"]["auth"], "imaps://mail.example.org:993");
+        assert_eq!(
+            v["policy"]["users"]["a@example.org"]["encrypt"],
+            "mandatory"
+        );
+        assert!(v["policy"]["users"]["a@example.org"]["sign"].is_null());
     }
 }

@@ -22,7 +22,7 @@
 //! without processing; any other marker is removed. The `Received` field the box adds to
 //! everything it relays ends loops the marker does not (`[queue] max_received`).
 
-mod client;
+pub(crate) mod client;
 mod dsn;
 mod process;
 mod protocol;
@@ -152,6 +152,45 @@ struct Shared {
     /// When each refused address was last logged and audited (at most once a minute each,
     /// so that a flood of refused connections cannot fill the disk).
     refused: Mutex<HashMap<IpAddr, Instant>>,
+}
+
+/// Who may connect: `[smtp] allow_addresses` and `certificate_addresses`.
+#[derive(Debug, Clone, Default)]
+pub struct AccessLists {
+    /// Clients that may send mail.
+    pub allow: Vec<crate::settings::Cidr>,
+    /// Clients that must present a pinned certificate first.
+    pub certificate: Vec<crate::settings::Cidr>,
+}
+
+/// The access lists the admin API set after start (they apply to the next connection);
+/// `None`: the hand-off's own settings.
+static ACCESS: std::sync::RwLock<Option<Arc<AccessLists>>> = std::sync::RwLock::new(None);
+
+/// Sets the access lists of the running listeners from changed settings.
+pub fn configure_access(settings: &Settings) {
+    let lists = Arc::new(AccessLists {
+        allow: settings.smtp.allow_addresses.clone(),
+        certificate: settings.smtp.certificate_addresses.clone(),
+    });
+    match ACCESS.write() {
+        Ok(mut g) => *g = Some(lists),
+        Err(e) => *e.into_inner() = Some(lists),
+    }
+}
+
+/// The access lists in force: the admin API's latest, else `own`'s.
+fn access_lists(own: &Settings) -> Arc<AccessLists> {
+    let set = match ACCESS.read() {
+        Ok(g) => g.clone(),
+        Err(e) => e.into_inner().clone(),
+    };
+    set.unwrap_or_else(|| {
+        Arc::new(AccessLists {
+            allow: own.smtp.allow_addresses.clone(),
+            certificate: own.smtp.certificate_addresses.clone(),
+        })
+    })
 }
 
 /// Binds the configured listeners and starts the delivery loop.

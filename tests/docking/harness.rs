@@ -341,6 +341,12 @@ pub struct Daemon {
 impl Daemon {
     /// Starts `sealgated` on port 0 with `extra_settings` appended to the test settings.
     pub fn start(data_dir: &Path, extra_settings: &str) -> Daemon {
+        Daemon::start_sealed(data_dir, extra_settings, &["--danger-software-sealer"])
+    }
+
+    /// As [`Daemon::start`], with `sealer` as the sealer's arguments (e.g. `--tpm TCTI` for
+    /// a swtpm; the vault is created at start if the data directory has none).
+    pub fn start_sealed(data_dir: &Path, extra_settings: &str, sealer: &[&str]) -> Daemon {
         let settings = data_dir.join("settings.toml");
         let base = "[docking]\nlisten = \"127.0.0.1:0\"\n";
         let text = if extra_settings.contains("[docking]") {
@@ -355,7 +361,7 @@ impl Daemon {
         let mut child = Command::new(env!("CARGO_BIN_EXE_sealgated"))
             .arg("--data-dir")
             .arg(data_dir)
-            .arg("--danger-software-sealer")
+            .args(sealer)
             .env("RUST_LOG", "info")
             .stdout(Stdio::piped())
             .stderr(Stdio::from(

@@ -3,9 +3,9 @@
 //! aiosmtpd. See `harness.rs` for how the daemon is started.
 //!
 //! Peers the tests need: Debian `openssl`, `curl`, `swaks`, `libnet-ssleay-perl`,
-//! `libio-socket-ssl-perl`, `dovecot-imapd` (the IMAP proxy's upstream and reference); PyPI
-//! `requests`, `schemathesis`, `aiosmtpd`. A missing one fails the test with a message naming
-//! its package.
+//! `libio-socket-ssl-perl`, `dovecot-imapd` (the IMAP proxy's upstream and reference), `swtpm`,
+//! `chromium`; PyPI `requests`, `schemathesis`, `aiosmtpd`, `playwright`; npm `axe-core` (under
+//! `target/webui-node/`). A missing one fails the test with a message naming its package.
 
 #![allow(clippy::unwrap_used, clippy::panic, missing_docs)]
 
@@ -20,6 +20,7 @@ mod python;
 mod queue;
 mod smtp;
 mod verdicts;
+mod webui;
 
 use std::process::Command;
 

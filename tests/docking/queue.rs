@@ -270,7 +270,7 @@ impl Drop for Postfix {
     }
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -278,7 +278,7 @@ fn free_port() -> u16 {
 }
 
 /// A minimal SMTP client: one message per call; the final reply.
-fn submit(port: u16, from: &str, to: &[&str], body: &str) -> String {
+pub(crate) fn submit(port: u16, from: &str, to: &[&str], body: &str) -> String {
     try_submit(port, from, to, body).unwrap_or_else(|e| panic!("submitting: {e}"))
 }
 

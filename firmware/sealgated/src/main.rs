@@ -36,6 +36,7 @@ mod selfcheck;
 mod settings;
 mod smtp;
 mod tokens;
+mod webui;
 
 use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
@@ -535,6 +536,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 .app_data(ad.clone())
                 .app_data(ss.clone())
                 .configure(admin::routes)
+                .configure(webui::routes)
                 .configure(http::admin_routes)
         })
         .client_request_timeout(Duration::from_secs(30))

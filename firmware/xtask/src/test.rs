@@ -40,6 +40,10 @@ const DEBIAN_PACKAGES: &[&str] = &[
     // The IMAP proxy's tests (tests/docking/imap.rs): Dovecot as the upstream and the
     // reference, curl's IMAP URLs as a second client (Python's imaplib is in the stdlib).
     "dovecot-imapd",
+    // The web UI's browser test (tests/docking/webui.rs): headless Chromium, driven by
+    // Playwright (never its own browser download); npm for axe-core.
+    "chromium",
+    "nodejs",
 ];
 
 /// PyPI packages the docking tests need (a vendor's Python client, the OpenAPI checker, the
@@ -48,7 +52,12 @@ const PYTHON_PACKAGES: &[&str] = &[
     "requests==2.34.2",
     "schemathesis==4.32.5",
     "aiosmtpd==1.4.6",
+    "playwright==1.65.3",
 ];
+
+/// npm packages the web UI's browser test needs (axe-core's accessibility rules), pinned,
+/// installed under `target/webui-node/` (never into `webui/`, whose files are embedded).
+const NPM_PACKAGES: &[&str] = &["axe-core@4.14.1"];
 
 /// Test binaries against real peers: each must run with tests passed and none failed.
 const INTEROP_BINARIES: &[&str] = &[
@@ -95,6 +104,9 @@ pub fn run(args: Args) -> Result<()> {
 
     step("Python packages");
     ensure_python_packages()?;
+
+    step("npm packages");
+    ensure_npm_packages(&root)?;
 
     step("cargo-fuzz");
     ensure_cargo_fuzz(&cargo)?;
@@ -229,6 +241,44 @@ fn ensure_python_packages() -> Result<()> {
         .status()?;
     if !status.success() {
         bail!("python3 -m pip install {} failed", missing.join(" "));
+    }
+    Ok(())
+}
+
+/// Installs the pinned npm packages under `target/webui-node/` when one is missing.
+fn ensure_npm_packages(root: &Path) -> Result<()> {
+    let prefix = root.join("target/webui-node");
+    let missing: Vec<&str> = NPM_PACKAGES
+        .iter()
+        .copied()
+        .filter(|spec| {
+            let (name, version) = spec.rsplit_once('@').unwrap_or((spec, ""));
+            let manifest = prefix.join("node_modules").join(name).join("package.json");
+            let text = std::fs::read_to_string(manifest).unwrap_or_default();
+            !text.contains(&format!("\"version\": \"{version}\""))
+        })
+        .collect();
+    if missing.is_empty() {
+        println!("all installed: {}", NPM_PACKAGES.join(" "));
+        return Ok(());
+    }
+    std::fs::create_dir_all(&prefix)?;
+    let status = Command::new("npm")
+        .args([
+            "install",
+            "--no-audit",
+            "--no-fund",
+            "--no-save",
+            "--prefix",
+        ])
+        .arg(&prefix)
+        .args(&missing)
+        .status()?;
+    if !status.success() {
+        bail!(
+            "npm install {} failed (npm: Debian package nodejs)",
+            missing.join(" ")
+        );
     }
     Ok(())
 }

@@ -1,0 +1,67 @@
+import { h, add, put, table, when, confirmAction } from "../dom.js";
+import { api, isAdmin } from "../api.js";
+import { form } from "../forms.js";
+
+const problemText = (e) => `${e.message}${e.problem && e.problem.detail ? `: ${e.problem.detail}` : ""}`;
+const short = (fp) => h("code", { title: fp }, `${fp.slice(0, 16)}…`);
+
+export async function render(view) {
+  const stored = h("div", {});
+  const pending = h("div", {});
+  const status = h("p", { role: "status" });
+  const act = async (question, label, fn) => {
+    if (question && !(await confirmAction(question, label))) return;
+    try { put(status, await fn()); await refresh(); } catch (e) { put(status, problemText(e)); }
+  };
+  const refresh = async () => {
+    const [certs, waiting] = await Promise.all([api("GET", "/certificates"), api("GET", "/certificates/pending")]);
+    put(stored, table("Stored certificates", [
+      { label: "Addresses", get: (c) => c.emails.join(", ") },
+      { label: "Subject", get: (c) => c.subject },
+      { label: "Issuer", get: (c) => c.issuer },
+      { label: "Valid until", get: (c) => when(c.not_after) },
+      { label: "SHA-256", get: (c) => short(c.sha256) },
+      { label: "Actions", get: (c) => (isAdmin() ? h("button", { type: "button", class: "danger", "aria-label": `Delete the certificate of ${c.emails.join(", ")}`,
+        onclick: () => act(`Delete the certificate of ${c.emails.join(", ")}? Mail to them is no longer encrypted with it.`, "Delete", async () => {
+          await api("DELETE", `/certificates/${c.sha256}`);
+          return "Certificate deleted.";
+        }) }, "Delete") : "") },
+    ], certs, "No external certificates stored."));
+    put(pending, table("Certificates waiting for a decision", [
+      { label: "Addresses", get: (c) => c.emails.join(", ") },
+      { label: "Subject", get: (c) => c.subject },
+      { label: "Why it waits", get: (c) => c.reason },
+      { label: "Sent by", get: (c) => c.requested_by },
+      { label: "SHA-256", get: (c) => short(c.sha256) },
+      { label: "Actions", get: (c) => (isAdmin() ? h("div", { class: "row" },
+        h("button", { type: "button", "aria-label": `Approve the certificate of ${c.emails.join(", ")}`, onclick: () => act(null, null, async () => {
+          await api("POST", `/certificates/pending/${c.sha256}/approve`);
+          return "Approved: encrypt uses it now.";
+        }) }, "Approve"),
+        h("button", { type: "button", class: "danger", "aria-label": `Reject the certificate of ${c.emails.join(", ")}`,
+          onclick: () => act(`Reject the certificate of ${c.emails.join(", ")}?`, "Reject", async () => {
+            await api("POST", `/certificates/pending/${c.sha256}/reject`);
+            return "Rejected.";
+          }) }, "Reject")) : "") },
+    ], waiting, "Nothing waits."));
+  };
+  await refresh();
+  add(view, h("h1", {}, "Certificates"),
+    h("p", {}, "External recipients' certificates: mail to these addresses is encrypted with them."), status,
+    h("section", { class: "card" }, h("h2", {}, "Waiting for a decision"), pending),
+    h("section", { class: "card" }, h("h2", {}, "Stored"), stored),
+    isAdmin() ? form("Add certificates", [
+      { name: "file", label: "Certificate file (PEM or DER)", type: "file", accept: ".pem,.crt,.cer,.der" },
+      { name: "pem", label: "Or paste PEM", type: "textarea" },
+    ], "Add", async (v) => {
+      let certificate = v.pem || "";
+      if (v.file) {
+        const buf = new Uint8Array(await v.file.arrayBuffer());
+        const text = new TextDecoder().decode(buf);
+        certificate = text.includes("-----BEGIN") ? text : btoa(String.fromCharCode(...buf));
+      }
+      const added = await api("POST", "/certificates", { certificate });
+      await refresh();
+      return `Stored for ${added.flatMap((c) => c.emails).join(", ")}.`;
+    }) : null);
+}

@@ -9,8 +9,8 @@
 #![allow(clippy::unwrap_used, clippy::panic, missing_docs)]
 
 mod admin;
-mod admin_keys;
 mod admin_auth;
+mod admin_keys;
 mod box_admin;
 mod box_mode;
 mod harness;

@@ -40,6 +40,8 @@ pub struct Settings {
     pub log: Log,
     /// The work one message may cost the engine.
     pub limits: Limits,
+    /// The certificate directory (`[directory]`, `[[directory.ldap]]`, `[[directory.http]]`).
+    pub directory: sealgate_directory::Settings,
 }
 
 /// `[docking]`.
@@ -480,6 +482,9 @@ impl Settings {
     }
 
     fn validate(&self) -> anyhow::Result<()> {
+        self.directory
+            .validate()
+            .map_err(|e| anyhow::anyhow!("[directory] {e}"))?;
         anyhow::ensure!(
             self.tls.certificate.is_some() == self.tls.key.is_some(),
             "[tls] needs both certificate and key, or neither"

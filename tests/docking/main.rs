@@ -13,6 +13,7 @@ mod admin_auth;
 mod admin_keys;
 mod box_admin;
 mod box_mode;
+mod directory;
 mod harness;
 mod python;
 mod smtp;

@@ -120,14 +120,20 @@ impl HttpSource {
                 MAX_ANSWER / 1024
             ));
         }
-        let (status, body) = parse_answer(&answer).ok_or("the answer is not HTTP")?;
-        match status {
-            200 => {}
-            404 => return Ok(Vec::new()),
-            s => return Err(format!("HTTP status {s}")),
-        }
-        certificates_of(body)
+        read_answer(&answer)
     }
+}
+
+/// The candidates (DER) in a whole HTTP answer (status line, header, body), or why none can be
+/// taken: 200 with certificates, 404 for none, anything else a failure.
+pub fn read_answer(answer: &[u8]) -> Fetched {
+    let (status, body) = parse_answer(answer).ok_or("the answer is not HTTP")?;
+    match status {
+        200 => {}
+        404 => return Ok(Vec::new()),
+        s => return Err(format!("HTTP status {s}")),
+    }
+    certificates_of(body)
 }
 
 /// The DER certificates of an answer's body: PEM blocks, or one DER certificate.

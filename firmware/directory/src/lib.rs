@@ -240,7 +240,7 @@ impl Lookup {
 pub type AuditHook = Box<dyn Fn(&Lookup, bool) + Send + Sync>;
 
 /// What a remote source returns: candidate certificates (DER, as received), or why it failed.
-pub(crate) type Fetched = Result<Vec<Vec<u8>>, String>;
+pub type Fetched = Result<Vec<Vec<u8>>, String>;
 
 /// One remote query, run under the deadline it is given.
 type Ask = Box<dyn FnOnce(Instant) -> Fetched + Send>;
@@ -672,4 +672,134 @@ pub(crate) fn tls_config(
         .with_root_certificates(roots)
         .with_no_client_auth();
     Ok(Arc::new(config))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, KeyPair, SanType};
+
+    use super::*;
+
+    fn cert(email: &str) -> Certificate {
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.distinguished_name.push(DnType::CommonName, email);
+        p.subject_alt_names = vec![SanType::Rfc822Name(email.try_into().unwrap())];
+        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::EmailProtection];
+        let key = KeyPair::generate().unwrap();
+        Certificate::from_der(p.self_signed(&key).unwrap().der()).unwrap()
+    }
+
+    /// A vault with one local user's and one pinned certificate per address.
+    struct Fake {
+        own: Option<Certificate>,
+        stored: Vec<Certificate>,
+    }
+
+    impl Local for Fake {
+        fn own(&self, _: &str) -> Result<Option<Certificate>, String> {
+            Ok(self.own.clone())
+        }
+        fn stored(&self, _: &str) -> Result<Vec<Certificate>, String> {
+            Ok(self.stored.clone())
+        }
+        fn anchors(&self) -> Vec<Certificate> {
+            Vec::new()
+        }
+        fn revoked(&self) -> Vec<Revoked> {
+            Vec::new()
+        }
+    }
+
+    #[test]
+    fn the_configured_order_decides_and_blocked_certificates_are_never_used() {
+        let own = cert("a@example.org");
+        let pinned = cert("a@example.org");
+        let local = Fake {
+            own: Some(own.clone()),
+            stored: vec![pinned.clone()],
+        };
+        let d = Directory::new(Settings::default(), Vec::new(), None).unwrap();
+        let l = d.lookup_with(&local, " A@Example.org ", d.deadline());
+        assert_eq!(l.address, "a@example.org");
+        assert_eq!(
+            (l.source, l.certificate),
+            (Some(Source::Vault), Some(own.clone()))
+        );
+
+        let s = Settings {
+            order: vec![Source::Pinned, Source::Vault],
+            ..Settings::default()
+        };
+        let d = Directory::new(s, Vec::new(), None).unwrap();
+        let l = d.lookup_with(&local, "a@example.org", d.deadline());
+        assert_eq!(l.source, Some(Source::Pinned));
+
+        let s = Settings {
+            blocked: vec![
+                validate::sha256_hex(own.der()),
+                validate::sha256_hex(pinned.der()),
+            ],
+            ..Settings::default()
+        };
+        let d = Directory::new(s, Vec::new(), None).unwrap();
+        let l = d.lookup_with(&local, "a@example.org", d.deadline());
+        assert_eq!(l.source, None);
+        assert_eq!(l.refused.len(), 2, "{:?}", l.refused);
+        assert!(l.refused.iter().all(|r| r.reason.contains("blocked")));
+        let j = l.to_json();
+        assert_eq!(j["source"], "none");
+        assert!(j["certificate"].is_null());
+
+        // A stored certificate naming another address is not taken for this one.
+        let l = d.lookup_with(&local, "b@example.org", d.deadline());
+        assert!(
+            l.refused
+                .iter()
+                .all(|r| r.reason.contains("does not name b@example.org")
+                    || r.reason.contains("blocked"))
+        );
+        assert_eq!(l.source, None);
+    }
+
+    #[test]
+    fn settings_are_checked() {
+        let bad = |f: &dyn Fn(&mut Settings)| {
+            let mut s = Settings::default();
+            f(&mut s);
+            s.validate().is_err()
+        };
+        let ldap = |url: &str, filter: &str| LdapSettings {
+            url: url.into(),
+            base: "dc=x".into(),
+            filter: filter.into(),
+            starttls: false,
+            ca: None,
+            bind_dn: None,
+            bind_password_file: None,
+        };
+        assert!(Settings::default().validate().is_ok());
+        assert!(bad(&|s| s.ldap.push(ldap("http://x", "(mail={address})"))));
+        assert!(bad(&|s| s.ldap.push(ldap("ldap://x", "(mail=*)"))));
+        assert!(bad(&|s| s.http.push(HttpSettings {
+            url: "http://x/lookup".into(),
+            ca: None
+        })));
+        assert!(bad(&|s| s.blocked.push("abc".into())));
+        assert!(bad(&|s| s.deadline_ms = 0));
+        let t: Settings = toml::from_str("order = [\"ldap\", \"vault\"]\n[[ldap]]\nurl = \"ldap://127.0.0.1:3389\"\nbase = \"dc=partner,dc=test\"\n").unwrap();
+        assert_eq!(t.ldap[0].filter, "(mail={address})");
+        assert!(toml::from_str::<Settings>("order = [\"dns\"]").is_err());
+        assert!(toml::from_str::<Settings>("nonsense = 1").is_err());
+    }
+
+    #[test]
+    fn ldap_values_may_be_a_certificate_or_a_pkcs7_bundle() {
+        let der: &[u8] = include_bytes!("../../../fuzz/corpus/directory/certificate.der");
+        let p7: &[u8] = include_bytes!("../../../fuzz/corpus/directory/pkcs7-bundle.p7");
+        assert_eq!(ldap::certificates_in(der), vec![der.to_vec()]);
+        assert_eq!(ldap::certificates_in(p7), vec![der.to_vec()]);
+        assert_eq!(ldap::certificates_in(b"junk"), vec![b"junk".to_vec()]);
+    }
 }

@@ -33,6 +33,11 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "swaks",
     "libnet-ssleay-perl",
     "libio-socket-ssl-perl",
+    // The certificate directory's tests (tests/directory, tests/docking/directory.rs): an
+    // OpenLDAP server and its client tools; python3 serves the HTTPS directory.
+    "slapd",
+    "ldap-utils",
+    "python3",
 ];
 
 /// PyPI packages the docking tests need (a vendor's Python client, the OpenAPI checker, the
@@ -54,6 +59,7 @@ const INTEROP_BINARIES: &[&str] = &[
     "vault_crash",
     "vault_audit",
     "docking",
+    "directory",
     "system",
 ];
 

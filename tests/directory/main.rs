@@ -298,3 +298,73 @@ fn a_hanging_source_and_a_dead_ldap_server_cannot_hold_a_lookup() {
     assert!(r.contains("deadline"), "{r}");
     drop(held);
 }
+
+#[test]
+fn revoked_certificates_are_refused_by_their_crl_and_hard_fail_refuses_an_unreachable_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let pki = pki();
+    let ca_file = t.join("partner-ca.pem");
+    std::fs::write(&ca_file, &pki.ca_pem).unwrap();
+    let tls = server_tls(&pki, t);
+    let crls = t.join("crls");
+    std::fs::create_dir_all(&crls).unwrap();
+    std::fs::write(crls.join("ca.crl"), crl(&pki, &[1001])).unwrap();
+    let (_files, files_port) = http_files(&crls);
+    let url = format!("http://127.0.0.1:{files_port}/ca.crl");
+    let dead = format!("http://127.0.0.1:{}/ca.crl", free_port());
+    let (_ldap, port, _) = slapd(
+        t,
+        &tls,
+        &[
+            (
+                "hank",
+                "hank@partner.test",
+                "userCertificate;binary",
+                leaf_with_crl(&pki, "hank@partner.test", 1001, &url),
+            ),
+            (
+                "ivy",
+                "ivy@partner.test",
+                "userCertificate;binary",
+                leaf_with_crl(&pki, "ivy@partner.test", 1002, &url),
+            ),
+            (
+                "jay",
+                "jay@partner.test",
+                "userCertificate;binary",
+                leaf_with_crl(&pki, "jay@partner.test", 1003, &dead),
+            ),
+        ],
+    );
+    let data = init_vault(t);
+    let settings = |name: &str, revocation: &str| {
+        let p = t.join(name);
+        std::fs::write(
+            &p,
+            format!(
+                "[docking]\ntrust_anchors = \"{ca}\"\n[directory]\nrevocation = \"{revocation}\"\n\n\
+                 [[directory.ldap]]\nurl = \"ldap://127.0.0.1:{port}\"\nbase = \"dc=partner,dc=test\"\n",
+                ca = ca_file.display()
+            ),
+        )
+        .unwrap();
+        p
+    };
+    let soft = settings("soft.toml", "soft-fail");
+    let hard = settings("hard.toml", "hard-fail");
+
+    let (code, v) = lookup(&data, &soft, "hank@partner.test");
+    assert_eq!(code, 1, "{v}");
+    assert!(reasons(&v).contains("revoked"), "{v}");
+    let (code, v) = lookup(&data, &soft, "ivy@partner.test");
+    assert_eq!((code, v["source"].as_str()), (0, Some("ldap")), "{v}");
+    // The CRL cannot be fetched: soft-fail uses the certificate, hard-fail refuses it.
+    let (code, v) = lookup(&data, &soft, "jay@partner.test");
+    assert_eq!((code, v["source"].as_str()), (0, Some("ldap")), "{v}");
+    let (code, v) = lookup(&data, &hard, "jay@partner.test");
+    assert_eq!(code, 1, "{v}");
+    assert!(reasons(&v).contains("hard-fail"), "{v}");
+    let (code, v) = lookup(&data, &hard, "ivy@partner.test");
+    assert_eq!(code, 0, "{v}");
+}

@@ -255,3 +255,65 @@ pub fn http_directory(dir: &Path, tls: &(PathBuf, PathBuf), folder: &Path) -> (P
     let port: u16 = line.trim().parse().expect("the HTTPS directory's port");
     (Peer(child), port)
 }
+
+/// A recipient certificate (DER) for `email` with serial `serial` whose CRL is at `crl_url`.
+pub fn leaf_with_crl(pki: &Pki, email: &str, serial: u64, crl_url: &str) -> Vec<u8> {
+    let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+    p.distinguished_name.push(DnType::CommonName, email);
+    p.subject_alt_names = vec![SanType::Rfc822Name(email.try_into().unwrap())];
+    p.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyAgreement,
+    ];
+    p.extended_key_usages = vec![ExtendedKeyUsagePurpose::EmailProtection];
+    p.serial_number = Some(rcgen::SerialNumber::from(serial));
+    p.crl_distribution_points = vec![rcgen::CrlDistributionPoint {
+        uris: vec![crl_url.to_string()],
+    }];
+    let key = KeyPair::generate().unwrap();
+    p.signed_by(&key, &pki.ca).unwrap().der().to_vec()
+}
+
+/// The CA's CRL (DER) revoking `serials`.
+pub fn crl(pki: &Pki, serials: &[u64]) -> Vec<u8> {
+    let now = time::OffsetDateTime::now_utc();
+    rcgen::CertificateRevocationListParams {
+        this_update: now - time::Duration::hours(1),
+        next_update: now + time::Duration::days(7),
+        crl_number: rcgen::SerialNumber::from(1u64),
+        issuing_distribution_point: None,
+        revoked_certs: serials
+            .iter()
+            .map(|s| rcgen::RevokedCertParams {
+                serial_number: rcgen::SerialNumber::from(*s),
+                revocation_time: now - time::Duration::hours(1),
+                reason_code: Some(rcgen::RevocationReason::KeyCompromise),
+                invalidity_date: None,
+            })
+            .collect(),
+        key_identifier_method: rcgen::KeyIdMethod::Sha256,
+    }
+    .signed_by(&pki.ca)
+    .unwrap()
+    .der()
+    .to_vec()
+}
+
+/// A plain HTTP server (Python's) serving `folder` on a free port: the CRL distribution point.
+pub fn http_files(folder: &Path) -> (Peer, u16) {
+    let port = free_port();
+    let child = Command::new("python3")
+        .args(["-m", "http.server", "--bind", "127.0.0.1", "--directory"])
+        .arg(folder)
+        .arg(port.to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!("cannot run python3 ({e}): install the Debian package `python3`")
+        });
+    let peer = Peer(child);
+    wait_for_port(port, "python3 -m http.server");
+    (peer, port)
+}

@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
 pub mod http;
 pub mod ldap;
 pub mod local;
+pub mod revocation;
 pub mod validate;
 
 pub use local::Local;
@@ -65,6 +66,27 @@ impl Source {
     }
 }
 
+/// Soft or hard fail when a certificate's CRLs cannot be fetched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Revocation {
+    /// Use the certificate when none of its CRL distribution points answered.
+    #[default]
+    SoftFail,
+    /// Refuse the certificate when none of its CRL distribution points answered.
+    HardFail,
+}
+
+impl Revocation {
+    /// The name in settings.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Revocation::SoftFail => "soft-fail",
+            Revocation::HardFail => "hard-fail",
+        }
+    }
+}
+
 /// `[directory]` in the daemon's settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -77,6 +99,8 @@ pub struct Settings {
     pub cache_ttl_secs: u64,
     /// How long "nothing found" (or a failing source) is remembered (seconds).
     pub negative_ttl_secs: u64,
+    /// When a certificate from outside names CRL distribution points none of which answers.
+    pub revocation: Revocation,
     /// More trust anchors (PEM file) for directory answers, besides `[docking] trust_anchors`
     /// and the box's CA.
     pub trust_anchors: Option<PathBuf>,
@@ -102,6 +126,7 @@ impl Default for Settings {
             deadline_ms: 3000,
             cache_ttl_secs: 3600,
             negative_ttl_secs: 300,
+            revocation: Revocation::SoftFail,
             trust_anchors: None,
             blocked: Vec::new(),
             ldap: Vec::new(),
@@ -268,6 +293,7 @@ pub struct Directory {
     ldap: Vec<Arc<ldap::LdapSource>>,
     http: Vec<Arc<http::HttpSource>>,
     cache: Mutex<HashMap<String, Cached>>,
+    crls: revocation::CrlCache,
     audit: Option<AuditHook>,
 }
 
@@ -308,6 +334,7 @@ impl Directory {
             ldap,
             http,
             cache: Mutex::new(HashMap::new()),
+            crls: revocation::CrlCache::default(),
             audit: None,
         })
     }
@@ -386,7 +413,16 @@ impl Directory {
                 // The vault's users and pinned certificates were vouched for when stored;
                 // harvested ones must chain like any answer from outside.
                 let chain_needed = source == Source::Harvested;
-                match self.check(local, source, &c, &[], &address, now, chain_needed) {
+                match self.check(
+                    local,
+                    source,
+                    &c,
+                    &[],
+                    &address,
+                    now,
+                    chain_needed,
+                    deadline,
+                ) {
                     Ok(()) => {
                         if best.as_ref().is_none_or(|b| b.not_before < c.not_before) {
                             best = Some(c);
@@ -495,7 +531,7 @@ impl Directory {
                 for c in certs.iter().filter(|c| !c.is_ca || c.has_email(address)) {
                     let others: Vec<Certificate> =
                         certs.iter().filter(|o| *o != c).cloned().collect();
-                    match self.check(local, source, c, &others, address, now, true) {
+                    match self.check(local, source, c, &others, address, now, true, deadline) {
                         Ok(()) => {
                             if best.as_ref().is_none_or(|b| b.not_before < c.not_before) {
                                 best = Some(c.clone());
@@ -558,6 +594,7 @@ impl Directory {
         address: &str,
         now: i64,
         chain_needed: bool,
+        deadline: Instant,
     ) -> Result<(), String> {
         let fp = validate::sha256_hex(c.der());
         if self.blocked.contains(&fp) {
@@ -585,7 +622,20 @@ impl Directory {
         }
         let mut anchors = self.anchors.clone();
         anchors.extend(local.anchors());
-        validate::chains_to_anchor(c, others, &anchors, now)
+        // The path first: CRLs are fetched only for a certificate that would be used.
+        validate::chains_to_anchor(c, others, &anchors, now)?;
+        let urls = revocation::crl_urls(c.der());
+        if urls.is_empty() {
+            return Ok(());
+        }
+        let (crls, failed) = self.crls.get(&urls, deadline);
+        if crls.is_empty() && failed > 0 && self.settings.revocation == Revocation::HardFail {
+            return Err(format!(
+                "none of its CRL distribution points answered ({}; revocation = hard-fail)",
+                urls.join(", ")
+            ));
+        }
+        validate::chains_to_anchor_with_crls(c, others, &anchors, &crls, now)
     }
 }
 

@@ -106,6 +106,66 @@ fn encrypt_finds_recipients_in_ldap_and_sealctl_asks_the_running_daemon() {
     );
     assert!(v["refused"].to_string().contains("not valid now"), "{v}");
 
+    // Blocking through the admin API (here over the admin socket, as root) takes effect at
+    // once, for every source; unblocking too.
+    let fp = {
+        use std::fmt::Write as _;
+        let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &zoe);
+        d.as_ref().iter().fold(String::new(), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
+    };
+    let sock = dir.path().join("admin.sock");
+    let admin = |method: &str, path: &str, body: Option<&str>| -> (String, String) {
+        let mut c = Command::new("curl");
+        c.args(["-sS", "-w", "\n%{http_code}", "--unix-socket"])
+            .arg(&sock)
+            .args(["-X", method]);
+        if let Some(b) = body {
+            c.args(["-H", "Content-Type: application/json", "--data", b]);
+        }
+        let out = run(c.arg(format!("http://localhost/api/v1/admin{path}")));
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let (body, code) = text.rsplit_once('\n').expect("status");
+        (code.to_string(), body.to_string())
+    };
+    let (code, body) = admin(
+        "POST",
+        "/directory/blocked",
+        Some(&format!(
+            "{{\"sha256\":\"{fp}\",\"reason\":\"key compromised\"}}"
+        )),
+    );
+    assert_eq!(code, "200", "{body}");
+    let (code, body) = admin("POST", "/directory/blocked", Some("{\"sha256\":\"nope\"}"));
+    assert_eq!(code, "400", "{body}");
+    let (code, body) = admin("GET", "/directory/blocked", None);
+    assert_eq!(code, "200", "{body}");
+    assert!(
+        body.contains(&fp) && body.contains("key compromised"),
+        "{body}"
+    );
+    let msg = pki.message("bob@example.org", "zoe@partner.test", "hi", "for zoe");
+    let to_zoe = "/api/v1/encrypt?from=bob@example.org&to=zoe@partner.test";
+    assert_eq!(
+        d.curl("POST", to_zoe, Some(&dtoken), &[], Some(&msg)).0,
+        422
+    );
+    let (code, body) = admin("GET", "/directory/lookup?address=zoe@partner.test", None);
+    assert_eq!(code, "200", "{body}");
+    assert!(body.contains("blocked"), "{body}");
+    let (code, body) = admin("DELETE", &format!("/directory/blocked/{fp}"), None);
+    assert_eq!(code, "200", "{body}");
+    assert_eq!(
+        admin("DELETE", &format!("/directory/blocked/{fp}"), None).0,
+        "404"
+    );
+    assert_eq!(
+        d.curl("POST", to_zoe, Some(&dtoken), &[], Some(&msg)).0,
+        200
+    );
+
     let audit =
         std::fs::read_to_string(dir.path().join("audit").join("directory.jsonl")).expect("audit");
     assert!(

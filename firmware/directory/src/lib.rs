@@ -22,6 +22,7 @@ use sealgate_smime::cert::Certificate;
 use sealgate_smime::signed::Revoked;
 use serde::{Deserialize, Serialize};
 
+pub mod blocklist;
 pub mod http;
 pub mod ldap;
 pub mod local;
@@ -290,6 +291,7 @@ pub struct Directory {
     local: Option<Arc<dyn Local>>,
     anchors: Vec<Certificate>,
     blocked: Vec<String>,
+    blocked_by_admin: std::sync::RwLock<Vec<String>>,
     ldap: Vec<Arc<ldap::LdapSource>>,
     http: Vec<Arc<http::HttpSource>>,
     cache: Mutex<HashMap<String, Cached>>,
@@ -328,6 +330,7 @@ impl Directory {
                 .iter()
                 .map(|b| normalise_fingerprint(b))
                 .collect(),
+            blocked_by_admin: std::sync::RwLock::new(Vec::new()),
             settings,
             local,
             anchors,
@@ -353,6 +356,15 @@ impl Directory {
     /// The deadline for a lookup starting now.
     pub fn deadline(&self) -> Instant {
         Instant::now() + Duration::from_millis(self.settings.deadline_ms)
+    }
+
+    /// Sets the certificates an administrator blocked (SHA-256 hex; see [`blocklist`]) and
+    /// forgets every remembered answer.
+    pub fn set_blocked(&self, sha256: Vec<String>) {
+        if let Ok(mut b) = self.blocked_by_admin.write() {
+            *b = sha256.iter().map(|s| normalise_fingerprint(s)).collect();
+        }
+        self.forget_cached();
     }
 
     /// Forgets every remembered answer.
@@ -597,7 +609,12 @@ impl Directory {
         deadline: Instant,
     ) -> Result<(), String> {
         let fp = validate::sha256_hex(c.der());
-        if self.blocked.contains(&fp) {
+        if self.blocked.contains(&fp)
+            || self
+                .blocked_by_admin
+                .read()
+                .map_or(true, |b| b.contains(&fp))
+        {
             return Err("blocked by an administrator".into());
         }
         if !c.has_email(address) {

@@ -66,6 +66,9 @@ pub(crate) fn run(cmd: DirectoryCmd) -> Outcome {
             let local: Arc<dyn Local> = vault.clone();
             let dir = Directory::new(dir_settings, anchors, Some(local))
                 .map_err(|e| Failure(format!("[directory] {e}"), 1))?;
+            let blocked =
+                sealgate_directory::blocklist::load(&data_dir).map_err(|e| Failure(e, 1))?;
+            dir.set_blocked(blocked.into_iter().map(|b| b.sha256).collect());
             let found = dir.lookup(&address, dir.deadline());
             let detail = format!(
                 "source={} result={} refused={}",

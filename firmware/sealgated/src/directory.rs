@@ -73,6 +73,8 @@ pub fn configure(
                 let _ = f.write_all(&line);
             }
         }));
+    let blocked = sealgate_directory::blocklist::load(data_dir).map_err(|e| anyhow::anyhow!(e))?;
+    dir.set_blocked(blocked.into_iter().map(|b| b.sha256).collect());
     let _ = DIRECTORY.set(Arc::new(dir));
     Ok(())
 }

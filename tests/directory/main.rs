@@ -368,3 +368,71 @@ fn revoked_certificates_are_refused_by_their_crl_and_hard_fail_refuses_an_unreac
     let (code, v) = lookup(&data, &hard, "ivy@partner.test");
     assert_eq!(code, 0, "{v}");
 }
+
+#[test]
+fn exported_ldif_loads_into_slapd_and_is_found_there_and_smimea_names_follow_rfc_8162() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let data = init_vault(t);
+    ok(&[
+        "ca",
+        "init",
+        "--data-dir",
+        &data,
+        "--name",
+        "Box Test Root CA",
+        "--domain",
+        "box.test",
+        SW,
+    ]);
+    ok(&["ca", "issue", "--data-dir", &data, "alice@box.test", SW]);
+    let ldif = String::from_utf8(ok(&[
+        "directory",
+        "export",
+        "--format",
+        "ldif",
+        "--base",
+        "dc=partner,dc=test",
+        "--data-dir",
+        &data,
+        SW,
+    ]))
+    .unwrap();
+    assert!(
+        ldif.contains("dn: mail=alice@box.test,dc=partner,dc=test"),
+        "{ldif}"
+    );
+    assert!(!ldif.contains("PRIVATE"), "{ldif}");
+    let zone = String::from_utf8(ok(&[
+        "directory",
+        "export",
+        "--format",
+        "smimea",
+        "--data-dir",
+        &data,
+        SW,
+    ]))
+    .unwrap();
+    assert!(
+        zone.contains("._smimecert.box.test. 3600 IN SMIMEA 3 0 0 30"),
+        "{zone}"
+    );
+
+    // A partner loads our LDIF into its LDAP server; a directory that trusts our CA finds alice
+    // there (order: LDAP only, so the vault does not answer first).
+    let pki = pki();
+    let tls = server_tls(&pki, t);
+    let (_ldap, port, _) = slapd(t, &tls, &[]);
+    ldapadd(port, &ldif);
+    let settings = t.join("settings.toml");
+    std::fs::write(
+        &settings,
+        format!(
+            "[directory]\norder = [\"ldap\"]\n\n\
+             [[directory.ldap]]\nurl = \"ldap://127.0.0.1:{port}\"\nbase = \"dc=partner,dc=test\"\n"
+        ),
+    )
+    .unwrap();
+    let (code, v) = lookup(&data, &settings, "alice@box.test");
+    assert_eq!((code, v["source"].as_str()), (0, Some("ldap")), "{v}");
+}

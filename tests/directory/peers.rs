@@ -173,34 +173,7 @@ pub fn slapd(
             b64(der)
         ));
     }
-    let mut add = Command::new("ldapadd")
-        .args([
-            "-x",
-            "-H",
-            &format!("ldap://127.0.0.1:{port}"),
-            "-D",
-            "cn=admin,dc=partner,dc=test",
-            "-w",
-            "secret",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| {
-            panic!("cannot run ldapadd ({e}): install the Debian package `ldap-utils`")
-        });
-    add.stdin
-        .take()
-        .unwrap()
-        .write_all(ldif.as_bytes())
-        .unwrap();
-    let out = add.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "ldapadd: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ldapadd(port, &ldif);
     (peer, port, tls_port)
 }
 
@@ -316,4 +289,36 @@ pub fn http_files(folder: &Path) -> (Peer, u16) {
     let peer = Peer(child);
     wait_for_port(port, "python3 -m http.server");
     (peer, port)
+}
+
+/// Adds `ldif` to the slapd on `port` (as its root DN).
+pub fn ldapadd(port: u16, ldif: &str) {
+    let mut add = Command::new("ldapadd")
+        .args([
+            "-x",
+            "-H",
+            &format!("ldap://127.0.0.1:{port}"),
+            "-D",
+            "cn=admin,dc=partner,dc=test",
+            "-w",
+            "secret",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!("cannot run ldapadd ({e}): install the Debian package `ldap-utils`")
+        });
+    add.stdin
+        .take()
+        .unwrap()
+        .write_all(ldif.as_bytes())
+        .unwrap();
+    let out = add.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "ldapadd: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -26,6 +26,7 @@ pub mod blocklist;
 pub mod http;
 pub mod ldap;
 pub mod local;
+pub mod publish;
 pub mod revocation;
 pub mod validate;
 

@@ -37,15 +37,42 @@ pub(crate) enum DirectoryCmd {
         #[command(flatten)]
         sealer: SealerArgs,
     },
+    /// Publish our users' encryption certificates: LDIF for an LDAP server (`--format ldif`)
+    /// or an SMIMEA zone fragment (`--format smimea`), on stdout.
+    Export {
+        /// The data directory.
+        #[arg(long, value_name = "DIR")]
+        data_dir: PathBuf,
+        /// `ldif` or `smimea`.
+        #[arg(long, value_parser = ["ldif", "smimea"])]
+        format: String,
+        /// The LDIF entries' base DN.
+        #[arg(long, value_name = "DN", default_value = "ou=sealgate")]
+        base: String,
+        /// The SMIMEA records' TTL (seconds).
+        #[arg(long, value_name = "SECONDS", default_value_t = 3600)]
+        ttl: u32,
+        #[command(flatten)]
+        sealer: SealerArgs,
+    },
 }
 
 pub(crate) fn run(cmd: DirectoryCmd) -> Outcome {
-    let DirectoryCmd::Lookup {
-        address,
-        data_dir,
-        settings,
-        sealer,
-    } = cmd;
+    let (address, data_dir, settings, sealer) = match cmd {
+        DirectoryCmd::Lookup {
+            address,
+            data_dir,
+            settings,
+            sealer,
+        } => (address, data_dir, settings, sealer),
+        DirectoryCmd::Export {
+            data_dir,
+            format,
+            base,
+            ttl,
+            sealer,
+        } => return export(&data_dir, &format, &base, ttl, &sealer),
+    };
     let answer = match running(&data_dir) {
         Some(d) => {
             if settings.is_some() {
@@ -124,4 +151,33 @@ fn read_settings(path: &Path) -> Result<(sealgate_directory::Settings, Vec<Certi
         None => Vec::new(),
     };
     Ok((settings, anchors))
+}
+
+/// `directory export`: through the daemon when one runs, else from the vault.
+fn export(data_dir: &Path, format: &str, base: &str, ttl: u32, sealer: &SealerArgs) -> Outcome {
+    let text = match running(data_dir) {
+        Some(d) => d.text(
+            "GET",
+            &format!(
+                "/directory/export?format={}&base={}&ttl={ttl}",
+                segment(format),
+                segment(base)
+            ),
+            None,
+            None,
+        )?,
+        None => {
+            let vault = open_vault(data_dir, sealer)?;
+            let users =
+                sealgate_directory::publish::local_users(&vault, sealgate_directory::unix_now())
+                    .map_err(|e| Failure(e, 1))?;
+            if format == "ldif" {
+                sealgate_directory::publish::ldif(&users, base)
+            } else {
+                sealgate_directory::publish::smimea(&users, ttl)
+            }
+        }
+    };
+    print!("{text}");
+    Ok(ExitCode::SUCCESS)
 }

@@ -74,8 +74,70 @@ pub(super) fn routes(cfg: &mut web::ServiceConfig) {
                 .route(web::get().to(blocked))
                 .route(web::post().to(block)),
         )
-        .service(res("/directory/blocked/{sha256}").route(web::delete().to(unblock)));
+        .service(res("/directory/blocked/{sha256}").route(web::delete().to(unblock)))
+        .service(res("/directory/export").route(web::get().to(export)));
 }
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExportQuery {
+    format: String,
+    base: Option<String>,
+    ttl: Option<u32>,
+}
+
+/// `GET /directory/export?format=ldif|smimea[&base=DN][&ttl=SECONDS]` (any role): our users'
+/// encryption certificates as LDIF for an LDAP server, or an SMIMEA zone fragment.
+async fn export(req: HttpRequest, ad: Data) -> HttpResponse {
+    let asked = (|| {
+        authorize(&req, &ad, Need::Read)?;
+        let q = web::Query::<ExportQuery>::from_query(req.query_string())
+            .map_err(|e| Problem::bad_request(format!("query string: {e}")))?;
+        let q = q.into_inner();
+        if q.format != "ldif" && q.format != "smimea" {
+            return Err(Problem::bad_request("format must be ldif or smimea"));
+        }
+        if q.base
+            .as_deref()
+            .is_some_and(|b| b.is_empty() || b.len() > 512 || b.chars().any(char::is_control))
+        {
+            return Err(Problem::bad_request(
+                "base must be a DN of 1 to 512 characters without control characters",
+            ));
+        }
+        Ok(q)
+    })();
+    let q = match asked {
+        Ok(q) => q,
+        Err(p) => return answer(Err(p)),
+    };
+    let vault = ad.vault.clone();
+    let text = web::block(move || -> Result<String, Problem> {
+        let users =
+            sealgate_directory::publish::local_users(&vault, sealgate_directory::unix_now())
+                .map_err(|e| {
+                    tracing::error!(error = %e, "directory export");
+                    Problem::internal(crate::problem::INTERNAL_DETAIL)
+                })?;
+        Ok(if q.format == "ldif" {
+            sealgate_directory::publish::ldif(&users, q.base.as_deref().unwrap_or(DEFAULT_BASE))
+        } else {
+            sealgate_directory::publish::smimea(&users, q.ttl.unwrap_or(3600))
+        })
+    })
+    .await
+    .map_err(|_| Problem::internal(crate::problem::INTERNAL_DETAIL))
+    .and_then(|r| r);
+    answer(text.map(|t| {
+        HttpResponse::Ok()
+            .insert_header((actix_web::http::header::CACHE_CONTROL, "no-store"))
+            .content_type("text/plain; charset=utf-8")
+            .body(t)
+    }))
+}
+
+/// The LDIF base DN when none is given.
+pub const DEFAULT_BASE: &str = "ou=sealgate";
 
 /// One read-modify-write of the block list at a time.
 static BLOCKLIST: std::sync::Mutex<()> = std::sync::Mutex::new(());

@@ -6,7 +6,8 @@ use std::process::Command;
 #[derive(clap::Args)]
 pub struct Args {
     /// What to benchmark: `smime` (the S/MIME engine against `openssl speed`), `docking`
-    /// (the docking API under `wrk` against the in-process engine).
+    /// (the docking API under `wrk` against the in-process engine), `directory` (lookups per
+    /// second, cold and warm, against local slapd and HTTPS peers).
     #[arg(default_value = "smime")]
     pub what: Vec<String>,
 }
@@ -29,7 +30,28 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 anyhow::ensure!(status.success(), "the smime benchmark failed");
             }
             "docking" => crate::bench_docking::run()?,
-            other => anyhow::bail!("unknown benchmark {other:?} (known: smime, docking)"),
+            "directory" => {
+                crate::test::ensure_debian_packages(
+                    &[
+                        crate::test::BUILD_PACKAGES,
+                        &["slapd", "ldap-utils", "python3"],
+                    ]
+                    .concat(),
+                )?;
+                let status = Command::new(env!("CARGO"))
+                    .args([
+                        "bench",
+                        "--package",
+                        "sealgate-directory",
+                        "--bench",
+                        "directory",
+                    ])
+                    .status()?;
+                anyhow::ensure!(status.success(), "the directory benchmark failed");
+            }
+            other => {
+                anyhow::bail!("unknown benchmark {other:?} (known: smime, docking, directory)")
+            }
         }
     }
     Ok(())

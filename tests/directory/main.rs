@@ -436,3 +436,70 @@ fn exported_ldif_loads_into_slapd_and_is_found_there_and_smimea_names_follow_rfc
     let (code, v) = lookup(&data, &settings, "alice@box.test");
     assert_eq!((code, v["source"].as_str()), (0, Some("ldap")), "{v}");
 }
+
+#[test]
+fn starttls_and_a_bind_with_a_password_file_work_and_a_wrong_password_is_a_refusal() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let pki = pki();
+    let ca_file = t.join("partner-ca.pem");
+    std::fs::write(&ca_file, &pki.ca_pem).unwrap();
+    let tls = server_tls(&pki, t);
+    let kim = leaf(&pki, "kim@partner.test", false, false, false);
+    let (_ldap, port, _) = slapd(
+        t,
+        &tls,
+        &[("kim", "kim@partner.test", "userSMIMECertificate", kim)],
+    );
+    let data = init_vault(t);
+    let settings = |name: &str, password: &str| {
+        let pw = t.join(format!("{name}.pw"));
+        std::fs::write(&pw, format!("{password}\n")).unwrap();
+        let p = t.join(name);
+        std::fs::write(
+            &p,
+            format!(
+                "[docking]\ntrust_anchors = \"{ca}\"\n\n\
+                 [[directory.ldap]]\nurl = \"ldap://127.0.0.1:{port}\"\nbase = \"dc=partner,dc=test\"\n\
+                 starttls = true\nca = \"{ca}\"\nfilter = \"(&(objectClass=inetOrgPerson)(mail={{address}}))\"\n\
+                 bind_dn = \"cn=admin,dc=partner,dc=test\"\nbind_password_file = \"{pw}\"\n",
+                ca = ca_file.display(),
+                pw = pw.display()
+            ),
+        )
+        .unwrap();
+        p
+    };
+    let good = settings("good.toml", "secret");
+    let (code, v) = lookup(&data, &good, "kim@partner.test");
+    assert_eq!((code, v["source"].as_str()), (0, Some("ldap")), "{v}");
+    let bad = settings("bad.toml", "wrong");
+    let (code, v) = lookup(&data, &bad, "kim@partner.test");
+    assert_eq!(code, 1, "{v}");
+    assert!(reasons(&v).contains("bind refused"), "{v}");
+    // StartTLS against a server whose certificate the configured CA did not issue: refused.
+    let other = pki_other_ca(t);
+    let p = t.join("other-ca.toml");
+    std::fs::write(
+        &p,
+        format!(
+            "[docking]\ntrust_anchors = \"{ca}\"\n\n\
+             [[directory.ldap]]\nurl = \"ldap://127.0.0.1:{port}\"\nbase = \"dc=partner,dc=test\"\n\
+             starttls = true\nca = \"{other}\"\n",
+            ca = ca_file.display(),
+            other = other.display()
+        ),
+    )
+    .unwrap();
+    let (code, v) = lookup(&data, &p, "kim@partner.test");
+    assert_eq!(code, 1, "{v}");
+    assert!(reasons(&v).contains("cannot connect"), "{v}");
+}
+
+/// Another CA's certificate (PEM file): trusting it must not trust the partner's server.
+fn pki_other_ca(dir: &Path) -> std::path::PathBuf {
+    let other = pki();
+    let p = dir.join("other-ca.pem");
+    std::fs::write(&p, &other.ca_pem).unwrap();
+    p
+}

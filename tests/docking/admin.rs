@@ -669,3 +669,213 @@ fn admin_api_decides_pending_certificates_and_revokes_tokens() {
     );
     assert!(out.contains("pending client ok"), "{out}");
 }
+
+const SETTINGS_CLIENT: &str = r#"
+import json, os
+import requests
+
+base, ca, setup, path = os.environ["BASE"], os.environ["CA"], os.environ["SETUP"], os.environ["FILE"]
+A = base + "/api/v1/admin"
+PW = "correct horse battery staple"
+
+def problem(r, status):
+    assert r.status_code == status, (r.status_code, r.text)
+    assert r.headers["Content-Type"] == "application/problem+json", r.headers
+    return r.json()
+
+def login(user):
+    s = requests.Session()
+    s.verify = ca
+    r = s.post(A + "/session", json={"username": user, "password": PW})
+    assert r.status_code == 200, r.text
+    s.headers["X-CSRF-Token"] = r.json()["csrf_token"]
+    return s
+
+def file():
+    return open(path, "rb").read()
+
+MERGE = {"Content-Type": "application/merge-patch+json"}
+r = requests.post(A + "/setup", verify=ca, json={"setup_token": setup, "username": "root", "password": PW})
+assert r.status_code == 201, r.text
+root = login("root")
+assert root.post(A + "/accounts", json={"username": "aud", "role": "auditor", "password": PW}).status_code == 201
+aud = login("aud")
+
+g = root.get(A + "/settings").json()
+assert g["default"]["docking"]["missing"] is True and g["default"]["admin"]["listen"] is False, g
+assert g["restart_required"] == [] and g["file"] == path, g
+original = file()
+
+# Only an admin, only with the CSRF token.
+problem(aud.patch(A + "/settings", json={"log": {"level": "debug"}}), 403)
+csrf = root.headers.pop("X-CSRF-Token")
+problem(root.patch(A + "/settings", json={"log": {"level": "debug"}}), 403)
+root.headers["X-CSRF-Token"] = csrf
+assert file() == original
+
+# Bad patches: 422 naming the field, the file and the model unchanged.
+for patch, field in [
+    ({"docking": {"listen_port": 1}}, "docking.listen_port"),
+    ({"colour": {"x": 1}}, "colour"),
+    ({"docking": "reject"}, "docking"),
+    ({"docking": {"missing": "maybe"}}, "docking.missing"),
+    ({"docking": {"max_message_bytes": "big"}}, "docking.max_message_bytes"),
+    ({"smtp": {"allow_addresses": ["192.0.2.1/24"]}}, "smtp.allow_addresses"),
+    ({"limits": {"max_signers": 0}}, None),
+    ({"log": {"level": "sealgated=loud"}}, None),
+]:
+    p = problem(root.patch(A + "/settings", json=patch, headers=MERGE), 422)
+    if field:
+        assert p.get("field") == field and field in p["detail"], (patch, p)
+problem(root.patch(A + "/settings", data=b"[1, 2]", headers=MERGE), 422)
+problem(root.patch(A + "/settings", data=b"{not json", headers=MERGE), 400)
+problem(root.patch(A + "/settings", data=b"{" + b" " * 20000 + b"}", headers=MERGE), 413)
+assert file() == original
+assert root.get(A + "/settings").json()["settings"] == g["settings"]
+
+# A good patch: live fields applied at once, the others wait for a restart.
+r = root.patch(A + "/settings", headers=MERGE, json={
+    "docking": {"missing": "encrypt-known"},
+    "log": {"level": "debug"},
+    "limits": {"max_signers": 4},
+    "smtp": {"allow_addresses": ["127.0.0.0/8", "192.0.2.0/24"]},
+})
+assert r.status_code == 200, r.text
+o = r.json()["outcome"]
+assert set(o["changed"]) == {"docking.missing", "log.level", "limits.max_signers", "smtp.allow_addresses"}, o
+assert set(o["applied"]) == {"log.level", "limits.max_signers", "smtp.allow_addresses"}, o
+assert o["restart_required"] is True and o["pending_restart"] == ["docking.missing"], o
+g2 = root.get(A + "/settings").json()
+assert g2["settings"]["docking"]["missing"] == "encrypt-known" and g2["default"]["docking"]["missing"] is False, g2
+assert g2["settings"]["limits"]["max_signers"] == 4 and g2["restart_required"] == ["docking.missing"], g2
+assert aud.get(A + "/settings").json()["settings"] == g2["settings"]
+assert open(path + ".previous", "rb").read() == original
+written = file()
+assert b"encrypt-known" in written and b"max_signers = 4" in written, written
+
+# Applying fails (an address this host does not have): everything is put back.
+p = problem(root.patch(A + "/settings", headers=MERGE, json={"docking": {"listen": "192.0.2.1:9"}, "log": {"level": "warn"}}), 409)
+assert p["field"] == "docking.listen" and "192.0.2.1:9" in p["detail"], p
+assert file() == written
+assert root.get(A + "/settings").json()["settings"] == g2["settings"]
+
+# null: back to the default.
+r = root.patch(A + "/settings", json={"docking": {"missing": None}})
+assert r.status_code == 200 and r.json()["outcome"]["changed"] == ["docking.missing"], r.text
+assert root.get(A + "/settings").json()["restart_required"] == []
+
+# Audited: who and which fields, never the values.
+entries = aud.get(A + "/audit", params={"action": "admin.settings-change", "limit": 500}).json()["entries"]
+done = [e for e in entries if e["actor"] == "root" and "docking.missing" in e["subject"] and "log.level" in e["subject"]]
+assert done, entries
+assert not any("encrypt-known" in e["subject"] or "192.0.2.0" in e["subject"] for e in entries), entries
+assert any("settings-not-applied" in e["subject"] for e in entries), entries
+print("settings client ok")
+"#;
+
+#[test]
+fn admin_api_changes_settings_validates_applies_rolls_back_and_audits() {
+    require_tool("python3", "python3");
+    let pki = Pki::new();
+    let dir = data_dir_with_keys(&pki);
+    let d = Daemon::start(dir.path(), "");
+    let setup = d.setup_token.clone().expect("setup token on the console");
+    let file = dir.path().join("settings.toml");
+    let out = python(
+        dir.path(),
+        SETTINGS_CLIENT,
+        &[
+            ("BASE", d.admin_url("")),
+            ("CA", d.ca_file().display().to_string()),
+            ("SETUP", setup),
+            ("FILE", file.display().to_string()),
+        ],
+    );
+    assert!(out.contains("settings client ok"), "{out}");
+
+    // The local socket (root or the daemon's user) changes settings too, audited as uid:N.
+    let s = sealgate_local::admin_socket::AdminSocket::for_data_dir(dir.path())
+        .expect("the daemon answers on its socket");
+    let answer: serde_json::Value = s
+        .json(
+            "PATCH",
+            "/settings",
+            Some(&serde_json::json!({"limits": {"max_recipient_entries": 8}})),
+        )
+        .expect("patched over the socket");
+    assert_eq!(answer["settings"]["limits"]["max_recipient_entries"], 8);
+    let bad = s
+        .json::<serde_json::Value>(
+            "PATCH",
+            "/settings",
+            Some(&serde_json::json!({"limits": {"max_recipient_entries": -1}})),
+        )
+        .expect_err("refused");
+    assert_eq!(bad.status, Some(422), "{bad}");
+
+    // The file the daemon wrote is what the next start reads.
+    let text = std::fs::read_to_string(&file).expect("settings file");
+    assert!(text.contains("max_recipient_entries = 8"), "{text}");
+    let out = Command::new(env!("CARGO_BIN_EXE_sealgated"))
+        .arg("--check-settings")
+        .arg("--data-dir")
+        .arg(dir.path())
+        .output()
+        .expect("sealgated --check-settings");
+    let verdict = String::from_utf8_lossy(&out.stdout);
+    assert!(verdict.starts_with("settings ok "), "{verdict}");
+    let log = std::fs::read_to_string(dir.path().join("audit/docking.jsonl")).expect("audit");
+    assert!(log.contains("admin.settings-change"), "{log}");
+}
+
+/// The SMTP greeting a client at 127.0.0.3 gets from `port` (its first line).
+fn smtp_greeting_from_127_0_0_3(port: u16) -> String {
+    let script = format!(
+        "import socket\ns = socket.create_connection(('127.0.0.1', {port}), timeout=10, source_address=('127.0.0.3', 0))\nprint(s.recv(512).decode(errors='replace').splitlines()[0])\n"
+    );
+    let out = Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .expect("python3");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn a_settings_change_of_the_smtp_allow_list_applies_to_the_next_connection() {
+    // The attacker: a host outside the allow list. A change made to let a gateway in (or to
+    // shut a network out) must hold at once, without a restart that drops queued sessions.
+    require_tool("python3", "python3");
+    let pki = Pki::new();
+    let dir = data_dir_with_keys(&pki);
+    let d = Daemon::start(
+        dir.path(),
+        "[smtp]\ndecrypt_listen = \"127.0.0.1:0\"\nnext_hop = \"127.0.0.1:9\"\nallow_addresses = [\"127.0.0.1/32\"]\n",
+    );
+    let port = d.smtp_decrypt.expect("decrypt listener").port();
+    let greeting = smtp_greeting_from_127_0_0_3(port);
+    assert!(greeting.starts_with("554"), "{greeting}");
+
+    let s = sealgate_local::admin_socket::AdminSocket::for_data_dir(dir.path())
+        .expect("the daemon answers on its socket");
+    let patch = |list: &[&str]| -> serde_json::Value {
+        s.json(
+            "PATCH",
+            "/settings",
+            Some(&serde_json::json!({"smtp": {"allow_addresses": list}})),
+        )
+        .expect("patched")
+    };
+    let v = patch(&["127.0.0.0/8"]);
+    assert_eq!(
+        v["outcome"]["applied"],
+        serde_json::json!(["smtp.allow_addresses"]),
+        "{v}"
+    );
+    assert_eq!(v["outcome"]["restart_required"], false, "{v}");
+    let greeting = smtp_greeting_from_127_0_0_3(port);
+    assert!(greeting.starts_with("220"), "{greeting}");
+
+    patch(&["127.0.0.1/32"]);
+    let greeting = smtp_greeting_from_127_0_0_3(port);
+    assert!(greeting.starts_with("554"), "{greeting}");
+}

@@ -16,6 +16,7 @@ mod box_mode;
 mod directory;
 mod harness;
 mod python;
+mod queue;
 mod smtp;
 mod verdicts;
 

@@ -2,60 +2,25 @@
 //! same folder, fsync, rename over the target, fsync of the folder. A reader (or the next
 //! boot) sees the old content or the new one, never an empty or half-written file. The
 //! shell scripts use it through `sealgate-console write-file PATH` (busybox cannot fsync a
-//! folder), the console's own writes call [`write_atomic`].
+//! folder), the console's own writes call [`write_atomic`]. The routine itself is
+//! `sealgate_local::fsio`'s, which the daemon, the vault and `sealctl` use too.
 //!
 //! A replaced file keeps its mode and owner (so a file the daemon reads stays readable to
 //! it whoever rewrites it); a new file gets `mode` and the writer's owner.
 
-use std::fs;
-use std::io::{Read, Write};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::io::Read;
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
+use sealgate_local::fsio;
 
 /// The largest file `write-file` takes from stdin (settings, network settings, markers).
 pub const MAX_STDIN: u64 = 1024 * 1024;
 
 /// Writes `data` to `path` atomically; see the module documentation.
 pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<()> {
-    let name = path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .with_context(|| format!("{}: no file name", path.display()))?;
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let old = fs::metadata(path).ok();
-    let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
-    let _ = fs::remove_file(&tmp);
-    let result = (|| -> Result<()> {
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(&tmp)
-            .with_context(|| format!("creating {}", tmp.display()))?;
-        if let Some(m) = &old {
-            f.set_permissions(fs::Permissions::from_mode(m.mode() & 0o7777))?;
-            // Only root may give a file away; anyone else keeps their own.
-            let _ = std::os::unix::fs::fchown(&f, Some(m.uid()), Some(m.gid()));
-        }
-        f.write_all(data)
-            .with_context(|| format!("writing {}", tmp.display()))?;
-        f.sync_all()
-            .with_context(|| format!("fsync {}", tmp.display()))?;
-        fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))?;
-        fs::File::open(dir)
-            .and_then(|d| d.sync_all())
-            .with_context(|| format!("fsync of the folder {}", dir.display()))?;
-        Ok(())
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
+    fsio::write_atomic(path, data, fsio::Mode::KeepOr(mode))
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 /// `write-file PATH [--mode OCTAL]`: stdin, which must not be empty, to `PATH` atomically.
@@ -89,6 +54,8 @@ pub fn write_file_command(args: &[&str], stdin: &mut dyn Read) -> Result<()> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use std::fs;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
     #[test]
     fn replaces_a_file_keeping_its_mode_and_leaves_no_temporary() {

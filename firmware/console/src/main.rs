@@ -18,6 +18,7 @@
 #![forbid(unsafe_code)]
 
 mod atomic;
+mod daemon;
 mod grubenv;
 mod health;
 mod menu;
@@ -370,7 +371,24 @@ fn request_admin_reset(daemon_dir: &Path) -> Result<()> {
 /// The real box.
 struct TheBox;
 
+/// What the menu shows after a setup-token reset through the admin API.
+fn reset_answer(done: &str, token: Option<String>) -> String {
+    match token {
+        // The same line the daemon prints, so whoever reads the console finds it alike.
+        Some(t) => format!(
+            "{done}\nsealgated: setup token (one-time; POST /api/v1/setup on the admin port): {t}"
+        ),
+        None => {
+            format!("{done} A new setup token is printed on this console as \"setup token ...\".")
+        }
+    }
+}
+
 impl BoxActions for TheBox {
+    fn daemon_running(&mut self) -> bool {
+        daemon::answering().is_some()
+    }
+
     fn status(&mut self) -> String {
         let mut s = String::new();
         s.push_str(&format!("Version:   Sealgate {}\n", os_version()));
@@ -490,6 +508,17 @@ impl BoxActions for TheBox {
         if Path::new(DAEMON_DIR).join("setup-token.used").exists() {
             return Ok(None);
         }
+        let Some(d) = daemon::answering() else {
+            bail!("sealgated is not running")
+        };
+        // Setup is pending, so no admin account exists: a reset only replaces the token.
+        if let daemon::Reset::Done(token) = daemon::reset_setup_token(&d)? {
+            return Ok(Some(reset_answer(
+                "sealgated keeps only a hash of the setup token, so it issued a new one; earlier ones no longer work.",
+                token,
+            )));
+        }
+        // A daemon without the resource: it issues a new token when it starts.
         restart_daemon()?;
         Ok(Some(
             "sealgated keeps only a hash of the setup token, so it issues a new one: it is printed \
@@ -499,15 +528,20 @@ impl BoxActions for TheBox {
     }
 
     fn reset_admin_access(&mut self) -> Result<String> {
-        // The daemon revokes every admin-scoped token and opens setup again when it starts
-        // (firmware/sealgated/src/tokens.rs); the console only asks and restarts it, so the
-        // token files are only ever written by the daemon's own user.
-        request_admin_reset(Path::new(DAEMON_DIR))?;
-        if daemon_pid().is_none() {
-            return Ok(
-                "Admin access will be reset when sealgated starts (it is not running now).".into(),
-            );
+        // The running daemon does it through its admin API (accounts, sessions and
+        // admin-scoped tokens, audited); the console edits none of its files.
+        let Some(d) = daemon::answering() else {
+            bail!("sealgated is not running")
+        };
+        if let daemon::Reset::Done(token) = daemon::reset_setup_token(&d)? {
+            return Ok(reset_answer(
+                "Admin access revoked: every admin account, session and admin token stops working.",
+                token,
+            ));
         }
+        // A daemon without the resource applies a request file at its start
+        // (firmware/sealgated/src/tokens.rs), written here and read by the daemon's user.
+        request_admin_reset(Path::new(DAEMON_DIR))?;
         restart_daemon()?;
         Ok("Admin access revoked: every admin token stops working. A new setup token is printed on \
             this console as \"setup token ...\" within a few seconds."
@@ -523,7 +557,11 @@ impl BoxActions for TheBox {
     }
 
     fn reset_settings(&mut self) -> Result<()> {
-        for f in [NETWORK_FILE, "/data/sealgate/settings.toml"] {
+        for f in [
+            NETWORK_FILE,
+            "/data/sealgate/settings.toml",
+            "/data/sealgate/settings.toml.previous",
+        ] {
             match fs::remove_file(f) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

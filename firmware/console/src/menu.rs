@@ -36,6 +36,17 @@ pub enum Choice {
     Wipe,
 }
 
+impl Choice {
+    /// Whether the entry asks the running daemon (through its admin socket).
+    pub fn needs_daemon(self) -> bool {
+        matches!(self, Choice::SetupToken | Choice::ResetAdmin)
+    }
+}
+
+/// What the menu says when an entry needs the daemon and it does not answer.
+pub const DAEMON_DOWN: &str = "sealgated is not running (see Status for why), and this entry asks it. \
+Without it these work: Status, Network settings, Ping, Reboot, Power off and the factory resets.";
+
 /// The main menu, in order (entry n is `MENU[n - 1]`).
 pub const MENU: [(Choice, &str); 9] = [
     (Choice::Status, "Status"),
@@ -98,6 +109,8 @@ impl PingTarget {
 
 /// What the menu can do to the box.
 pub trait BoxActions {
+    /// Whether the daemon answers on its admin socket.
+    fn daemon_running(&mut self) -> bool;
     /// The status page.
     fn status(&mut self) -> String;
     /// The saved network settings.
@@ -107,10 +120,11 @@ pub trait BoxActions {
     /// Pings `target` a few times; the output.
     fn ping(&mut self, target: &PingTarget) -> String;
     /// Has the daemon show a setup token again, if setup is still pending (the daemon keeps
-    /// only the token's hash, so it issues a new one); what to tell the technician.
+    /// only the token's hash, so it issues a new one); what to tell the technician. Asks the
+    /// running daemon.
     fn setup_token(&mut self) -> Result<Option<String>>;
     /// Revokes the admin access made at setup and opens setup again; what to tell the
-    /// technician.
+    /// technician. Asks the running daemon.
     fn reset_admin_access(&mut self) -> Result<String>;
     /// Reboots.
     fn reboot(&mut self) -> Result<()>;
@@ -161,8 +175,14 @@ impl<'a, R: BufRead, W: Write> Menu<'a, R, W> {
     pub fn run(&mut self) -> Result<()> {
         loop {
             writeln!(self.out, "\n=== Sealgate console: {} ===", self.title)?;
-            for (i, (_, label)) in MENU.iter().enumerate() {
-                writeln!(self.out, " {}) {label}", i + 1)?;
+            let up = self.actions.daemon_running();
+            for (i, (c, label)) in MENU.iter().enumerate() {
+                let note = if c.needs_daemon() && !up {
+                    " (needs sealgated: not running)"
+                } else {
+                    ""
+                };
+                writeln!(self.out, " {}) {label}{note}", i + 1)?;
             }
             let Some(line) = self.ask(&format!("Choose 1-{}: ", MENU.len()))? else {
                 return Ok(());
@@ -186,6 +206,10 @@ impl<'a, R: BufRead, W: Write> Menu<'a, R, W> {
     }
 
     fn dispatch(&mut self, c: Choice) -> Result<()> {
+        if c.needs_daemon() && !self.actions.daemon_running() {
+            writeln!(self.out, "{DAEMON_DOWN}")?;
+            return Ok(());
+        }
         match c {
             Choice::Status => {
                 let s = self.actions.status();
@@ -354,9 +378,13 @@ mod tests {
     struct Recorder {
         log: Vec<String>,
         network: Option<NetworkSettings>,
+        daemon_down: bool,
     }
 
     impl BoxActions for Recorder {
+        fn daemon_running(&mut self) -> bool {
+            !self.daemon_down
+        }
         fn status(&mut self) -> String {
             self.log.push("status".into());
             "all good".into()
@@ -399,7 +427,10 @@ mod tests {
     }
 
     fn session(input: &str) -> (Recorder, String) {
-        let mut r = Recorder::default();
+        session_with(Recorder::default(), input)
+    }
+
+    fn session_with(mut r: Recorder, input: &str) -> (Recorder, String) {
         let mut out = Vec::new();
         Menu::new(input.as_bytes(), &mut out, &mut r, "test".into())
             .run()
@@ -483,5 +514,20 @@ mod tests {
         assert!(out.contains("Setup token: TOKEN-1"));
         assert!(out.contains("New setup token: TOKEN-2"));
         assert_eq!(r.log, ["reset-admin"]);
+    }
+
+    #[test]
+    fn without_the_daemon_its_entries_say_so_and_the_rest_works() {
+        let down = Recorder {
+            daemon_down: true,
+            ..Recorder::default()
+        };
+        let (r, out) = session_with(down, "4\n5\nyes\n1\n8\nyes\n");
+        assert_eq!(r.log, ["status", "reset-settings"], "{out}");
+        assert_eq!(out.matches("sealgated is not running").count(), 2, "{out}");
+        assert!(!out.contains("TOKEN"), "{out}");
+        assert!(out.contains("Show the setup token again (needs sealgated: not running)"));
+        let (_, out) = session("1\n");
+        assert!(!out.contains("not running"), "{out}");
     }
 }

@@ -128,7 +128,7 @@ pub(crate) fn run(cmd: ApiTokenCmd) -> crate::Outcome {
         }
         ApiTokenCmd::Revoke { data_dir, name } => {
             if let Some(d) = running(&data_dir) {
-                d.done("DELETE", &format!("/tokens/{}", segment(&name)))?;
+                d.done("DELETE", &format!("/tokens/{}", segment(&name)), None)?;
                 return Ok(ExitCode::SUCCESS);
             }
             if !tokenfile::revoke::<String>(&data_dir, &name).map_err(failed)? {

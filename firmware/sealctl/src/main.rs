@@ -21,6 +21,7 @@ mod ca_cmd;
 mod certs_cmd;
 mod directory_cmd;
 mod keys_cmd;
+mod queue_cmd;
 mod vault_cmd;
 
 /// Sealgate administration.
@@ -59,6 +60,9 @@ enum Command {
     /// The certificate directory: look a recipient's certificate up.
     #[command(subcommand)]
     Directory(directory_cmd::DirectoryCmd),
+    /// The SMTP queue: list, show, retry, hold, release, delete.
+    #[command(subcommand)]
+    Queue(queue_cmd::QueueCmd),
 }
 
 #[derive(Subcommand)]
@@ -206,6 +210,7 @@ fn run(cli: Cli) -> Outcome {
         Command::ApiToken(c) => api_token_cmd::run(c),
         Command::Certs(c) => certs_cmd::run(c),
         Command::Directory(c) => directory_cmd::run(c),
+        Command::Queue(c) => queue_cmd::run(c),
     }
 }
 

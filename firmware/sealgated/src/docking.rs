@@ -14,7 +14,8 @@ use crate::problem::Problem;
 use crate::settings::{Docking, MissingPolicy, Settings, SignPolicy};
 
 /// How the docking operations verify signatures and how much work one message may cost:
-/// set once at start from the settings ([`configure`]); the defaults until then.
+/// set at start from the settings ([`configure`]), and again when the admin API changes them;
+/// the defaults until then.
 #[derive(Debug, Clone, Default)]
 pub struct VerifyPolicy {
     /// `[limits]`.
@@ -23,18 +24,26 @@ pub struct VerifyPolicy {
     pub allow_weak: bool,
 }
 
-static POLICY: std::sync::OnceLock<VerifyPolicy> = std::sync::OnceLock::new();
+static POLICY: std::sync::RwLock<Option<VerifyPolicy>> = std::sync::RwLock::new(None);
 
-/// Sets the process's [`VerifyPolicy`] from the settings (the first call wins).
+/// Sets the process's [`VerifyPolicy`] from the settings (at start, and at every settings
+/// change: the next call uses it).
 pub fn configure(settings: &Settings) {
-    let _ = POLICY.set(VerifyPolicy {
+    let p = VerifyPolicy {
         limits: settings.limits.engine(),
         allow_weak: settings.docking.allow_weak_signatures,
-    });
+    };
+    match POLICY.write() {
+        Ok(mut g) => *g = Some(p),
+        Err(e) => *e.into_inner() = Some(p),
+    }
 }
 
 fn policy() -> VerifyPolicy {
-    POLICY.get().cloned().unwrap_or_default()
+    match POLICY.read() {
+        Ok(g) => g.clone().unwrap_or_default(),
+        Err(e) => e.into_inner().clone().unwrap_or_default(),
+    }
 }
 
 /// What `decrypt` reports next to the cleartext.
@@ -286,7 +295,7 @@ pub fn encrypt(
             "Recipients without a certificate",
             format!("no certificate for {}", missing.join(", ")),
         );
-        p.missing = Some(missing);
+        p.missing = Some(missing.into_boxed_slice());
         return Err(p);
     }
     let encrypt =

@@ -11,7 +11,6 @@
 
 use std::fs;
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -118,6 +117,14 @@ pub fn load_or_create(
     )
 }
 
+/// Checks that a configured certificate and key (`[tls]`) make an identity, as the next start
+/// will need them (a settings change is refused otherwise).
+pub fn check_files(certificate: &Path, key: &Path) -> anyhow::Result<()> {
+    let key_pem =
+        Zeroizing::new(fs::read(key).with_context(|| format!("reading {}", key.display()))?);
+    identity(certificate, &key_pem, key, false).map(|_| ())
+}
+
 /// Overwrites a file with zeros, syncs, and removes it.
 pub(crate) fn destroy_file(path: &Path) -> anyhow::Result<()> {
     let len = fs::metadata(path)?.len();
@@ -199,17 +206,11 @@ fn create_self_signed(data_dir: &Path) -> anyhow::Result<Zeroizing<Vec<u8>>> {
     params.not_before = time::OffsetDateTime::now_utc() - time::Duration::days(1);
     params.not_after = time::OffsetDateTime::now_utc() + time::Duration::days(3650);
     let cert = params.self_signed(&key)?;
-    let cert_tmp = dir.join(format!("{CERT_FILE}.tmp"));
-    let _ = fs::remove_file(&cert_tmp);
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o644)
-        .open(&cert_tmp)?;
-    f.write_all(cert.pem().as_bytes())?;
-    f.sync_all()?;
-    fs::rename(&cert_tmp, dir.join(CERT_FILE))?;
-    fs::File::open(&dir)?.sync_all()?;
+    sealgate_local::fsio::write_atomic(
+        &dir.join(CERT_FILE),
+        cert.pem().as_bytes(),
+        sealgate_local::fsio::Mode::Exactly(0o644),
+    )?;
     Ok(Zeroizing::new(key.serialize_pem().into_bytes()))
 }
 

@@ -224,7 +224,12 @@ fn colours(no_color: Option<std::ffi::OsString>, terminal: bool) -> bool {
     terminal && no_color.is_none_or(|v| v.is_empty())
 }
 
-fn init_logging(data_dir: &Path, level: &str, box_mode: bool) -> anyhow::Result<()> {
+/// Starts logging; returns the setter of the running level (settings changes).
+fn init_logging(
+    data_dir: &Path,
+    level: &str,
+    box_mode: bool,
+) -> anyhow::Result<admin::settings_change::LogLevel> {
     use tracing_subscriber::Layer;
     let file = logfile::RotatingFile::open(
         &data_dir.join("log").join("sealgated.log"),
@@ -246,6 +251,10 @@ fn init_logging(data_dir: &Path, level: &str, box_mode: bool) -> anyhow::Result<
         std::env::var_os("NO_COLOR"),
         std::io::stderr().is_terminal(),
     );
+    // Both filters can be replaced while the daemon runs (`[log] level` changed through the
+    // admin API); the box's console stays at warnings.
+    let (file_filter, file_reload) = tracing_subscriber::reload::Layer::new(file_filter);
+    let (console_filter, console_reload) = tracing_subscriber::reload::Layer::new(console_filter);
     tracing_subscriber::registry()
         .with(
             tracing_subscriber::fmt::layer()
@@ -263,7 +272,18 @@ fn init_logging(data_dir: &Path, level: &str, box_mode: bool) -> anyhow::Result<
         )
         .try_init()
         .context("logging")?;
-    Ok(())
+    Ok(Box::new(move |level: &str| {
+        let filter = |l: &str| tracing_subscriber::EnvFilter::try_new(l).map_err(|e| e.to_string());
+        file_reload
+            .reload(filter(level)?)
+            .map_err(|e| e.to_string())?;
+        if !box_mode {
+            console_reload
+                .reload(filter(level)?)
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }))
 }
 
 fn open_vault(data_dir: &Path, cli: &Cli) -> anyhow::Result<Vault> {
@@ -308,6 +328,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }
     let chosen = choose_settings(&cli, &data_dir)?;
     let mut settings = chosen.settings;
+    let stored = settings.clone();
     if let Some(why) = &chosen.fallback {
         console(&format!(
             "SETTINGS NOT USABLE: {}; running on the box's shipped settings (network-facing \
@@ -328,7 +349,20 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     if let Some(a) = cli.listen_admin {
         settings.admin.listen = a;
     }
-    init_logging(&data_dir, &settings.log.level, cli.box_mode)?;
+    let log_level = init_logging(&data_dir, &settings.log.level, cli.box_mode)?;
+    let settings_store = web::Data::new(admin::settings_change::SettingsStore::new(
+        chosen
+            .file
+            .clone()
+            .unwrap_or_else(|| data_dir.join("settings.toml")),
+        cli.box_mode,
+        stored,
+        admin::settings_change::Overrides {
+            admin: cli.listen_admin,
+            docking: cli.listen_docking,
+        },
+        log_level,
+    )?);
     tracing::info!(data_dir = %data_dir.display(), version = env!("CARGO_PKG_VERSION"), "starting");
     if let Some(why) = &chosen.fallback {
         tracing::info!(reason = %why, "settings not usable: running on the box's shipped settings");
@@ -437,6 +471,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     // which would write them, cannot be relied on.
     let vault_at_stop = vault.clone();
     let admin_state = web::Data::new(admin::AdminState::new(vault.clone(), &data_dir));
+    let queue = smtp::open_queue(&data_dir, &settings)?;
+    let _ = admin_state.queue.set(queue.clone());
     let keys: Arc<dyn keys::KeyStore> = Arc::new(keys::Cached::new(vault, Duration::from_secs(30)));
     let anchors = Arc::new(anchors);
     let state = web::Data::new(http::AppState {
@@ -487,10 +523,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         .run();
         let st = state.clone();
         let ad = admin_state.clone();
+        let ss = settings_store.clone();
         let admin = HttpServer::new(move || {
             App::new()
                 .app_data(st.clone())
                 .app_data(ad.clone())
+                .app_data(ss.clone())
                 .configure(admin::routes)
                 .configure(http::admin_routes)
         })
@@ -502,15 +540,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         .run();
         // The admin API on DATA/admin.sock (uid-authenticated); the daemon runs without it
         // if it cannot be bound (a data directory path too long for a socket).
-        let socket = match admin::socket::bind(&data_dir) {
+        let socket = match admin::socket::bind(&data_dir, settings.admin.socket.as_deref()) {
             Ok((l, path, uid)) => {
                 let _ = admin_state.own_uid.set(uid);
                 let st = state.clone();
                 let ad = admin_state.clone();
+                let ss = settings_store.clone();
                 let server = HttpServer::new(move || {
                     App::new()
                         .app_data(st.clone())
                         .app_data(ad.clone())
+                        .app_data(ss.clone())
                         .configure(admin::routes)
                         .configure(http::admin_routes)
                 })
@@ -553,6 +593,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             tls: smtp_tls,
             workers: state.workers.clone(),
             loop_key,
+            queue: queue.clone(),
         })
         .await?;
         for (name, addr) in hand_off.listening() {

@@ -31,12 +31,16 @@ pub struct Problem {
     pub status: u16,
     /// What exactly went wrong (no message content, no key material).
     pub detail: String,
-    /// Recipients without a certificate (`missing-certificates` only).
+    /// Recipients without a certificate (`missing-certificates` only; boxed, like the
+    /// members below, to keep `Problem` small: it travels in every `Result`).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub missing: Option<Vec<String>>,
+    pub missing: Option<Box<[String]>>,
+    /// The setting a refused settings change is about (dotted path).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<Box<str>>,
     /// Seconds to wait before retrying (also sent as `Retry-After`).
     #[serde(skip, default)]
-    pub retry_after: Option<u64>,
+    pub retry_after: Option<u32>,
     /// What exactly went wrong inside the box: logged, never sent. (A boxed `str` keeps
     /// `Problem` small: it travels in every `Result`.)
     #[serde(skip, default)]
@@ -57,6 +61,7 @@ impl Problem {
             status,
             detail: detail.into(),
             missing: None,
+            field: None,
             retry_after: None,
             internal_detail: None,
         }
@@ -124,7 +129,7 @@ impl Problem {
             "Too many failed authentication attempts from this address",
             format!("try again in {retry_after} s"),
         );
-        p.retry_after = Some(retry_after);
+        p.retry_after = Some(u32::try_from(retry_after).unwrap_or(u32::MAX));
         p
     }
 

@@ -42,6 +42,8 @@ pub struct Settings {
     pub limits: Limits,
     /// The certificate directory (`[directory]`, `[[directory.ldap]]`, `[[directory.http]]`).
     pub directory: sealgate_directory::Settings,
+    /// The durable SMTP queue (retries, lifetime, loops).
+    pub queue: Queue,
 }
 
 /// `[docking]`.
@@ -102,12 +104,17 @@ impl Default for Docking {
 pub struct Admin {
     /// Where the admin API listens (`--listen-admin` overrides it).
     pub listen: SocketAddr,
+    /// The admin API's local Unix socket (default: `DATA/admin.sock`). When it is elsewhere
+    /// (the box: under `/run/sealgate/`), `DATA/admin.sock` is made a link to it, so
+    /// `sealctl --data-dir DATA` finds the daemon.
+    pub socket: Option<PathBuf>,
 }
 
 impl Default for Admin {
     fn default() -> Self {
         Admin {
             listen: SocketAddr::from(([127, 0, 0, 1], 8440)),
+            socket: None,
         }
     }
 }
@@ -193,6 +200,16 @@ pub struct Smtp {
     /// recipients without a certificate under `[docking] missing = "reject"`): `hold` it in
     /// `DATA/spool/held/` with the reason, or `send-plain` (relay the cleartext).
     pub encrypt_failure: EncryptFailure,
+    /// TLS to `next_hop`: `opportunistic` (STARTTLS when offered, certificate not enforced,
+    /// plain if the handshake fails), `require` (STARTTLS and a verified certificate, else
+    /// the message waits) or `none`.
+    pub next_hop_tls: TlsMode,
+    /// Trust anchors (PEM) for the next hop's certificate instead of the system's roots.
+    pub next_hop_ca: Option<PathBuf>,
+    /// The next hop's certificate pinned by its SHA-256 fingerprint (instead of a chain).
+    pub next_hop_fingerprint: Option<Fingerprint>,
+    /// The name the next hop's certificate must carry (default: its IP address).
+    pub next_hop_name: Option<String>,
 }
 
 impl Default for Smtp {
@@ -211,6 +228,63 @@ impl Default for Smtp {
             spool_max_bytes: ByteCount(1024 * 1024 * 1024),
             max_processing_attempts: 3,
             encrypt_failure: EncryptFailure::Hold,
+            next_hop_tls: TlsMode::Opportunistic,
+            next_hop_ca: None,
+            next_hop_fingerprint: None,
+            next_hop_name: None,
+        }
+    }
+}
+
+/// TLS to a next hop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub enum TlsMode {
+    /// Plain SMTP, STARTTLS never tried.
+    None,
+    /// STARTTLS when offered; the certificate is not enforced.
+    Opportunistic,
+    /// STARTTLS with a verified certificate, or no delivery.
+    Require,
+}
+
+impl TryFrom<String> for TlsMode {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        Ok(match s.as_str() {
+            "none" => TlsMode::None,
+            "opportunistic" => TlsMode::Opportunistic,
+            "require" => TlsMode::Require,
+            other => {
+                return Err(format!("{other:?}: use none, opportunistic or require"));
+            }
+        })
+    }
+}
+
+/// `[queue]`: the durable queue every SMTP role shares.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Queue {
+    /// The first retry after a temporary failure (default: `[smtp] retry_secs`); each
+    /// further one waits twice as long, up to `retry_max_secs`.
+    pub retry_min_secs: Option<Seconds>,
+    /// The longest wait between two attempts.
+    pub retry_max_secs: Seconds,
+    /// How long a message may wait for delivery before it is returned to its sender with a
+    /// delivery status notification (seconds; default 5 days).
+    pub lifetime_secs: u64,
+    /// A message with more `Received` fields than this is looping: it is returned, not sent.
+    pub max_received: usize,
+}
+
+impl Default for Queue {
+    fn default() -> Self {
+        Queue {
+            retry_min_secs: None,
+            retry_max_secs: Seconds(3600),
+            lifetime_secs: 5 * 86_400,
+            max_received: 30,
         }
     }
 }
@@ -427,7 +501,7 @@ impl Settings {
 
     /// Parses a box's settings file over the shipped box settings; the error says what is
     /// wrong with the file (one line).
-    fn parse_over_box(bytes: &[u8]) -> Result<Settings, String> {
+    pub(crate) fn parse_over_box(bytes: &[u8]) -> Result<Settings, String> {
         let text = std::str::from_utf8(bytes)
             .map_err(|_| "not UTF-8 text (damaged, e.g. half-written)".to_string())?;
         if text.contains('\0') {
@@ -526,6 +600,28 @@ impl Settings {
                 }),
             "[smtp] certificate_addresses needs an [[auth.clients]] entry with the decrypt or encrypt scope"
         );
+        let q = &self.queue;
+        anyhow::ensure!(
+            q.retry_min_secs.is_none_or(|m| q.retry_max_secs.0 >= m.0),
+            "[queue] retry_max_secs must be at least retry_min_secs"
+        );
+        anyhow::ensure!(
+            (60..=60 * 86_400).contains(&q.lifetime_secs),
+            "[queue] lifetime_secs must be 60..=5184000 (60 days)"
+        );
+        anyhow::ensure!(
+            (1..=1000).contains(&q.max_received),
+            "[queue] max_received must be 1..=1000"
+        );
+        anyhow::ensure!(
+            smtp.next_hop_ca.is_none() || smtp.next_hop_fingerprint.is_none(),
+            "[smtp] next_hop_ca and next_hop_fingerprint exclude each other"
+        );
+        tracing_subscriber::EnvFilter::try_new(&self.log.level)
+            .map_err(|e| anyhow::anyhow!("[log] level {:?}: {e}", self.log.level))?;
+        if let Some(p) = &self.admin.socket {
+            anyhow::ensure!(p.is_absolute(), "[admin] socket must be an absolute path");
+        }
         for c in &self.auth.clients {
             anyhow::ensure!(!c.name.trim().is_empty(), "[[auth.clients]] needs a name");
         }
@@ -938,6 +1034,33 @@ mod tests {
             "[smtp]\nmax_processing_attempts = 0\n",
             "[smtp]\nsession_timeout_secs = 0\n",
             "[smtp]\ncertificate_addresses = [\"0.0.0.0/0\"]\n",
+        ] {
+            assert!(Settings::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn queue_and_next_hop_tls_settings_parse_and_are_checked() {
+        let s = Settings::parse("").expect("defaults");
+        assert_eq!(s.queue.lifetime_secs, 5 * 86_400);
+        assert_eq!(s.queue.retry_min_secs, None);
+        assert_eq!(s.queue.retry_max_secs, Seconds(3600));
+        assert_eq!(s.queue.max_received, 30);
+        assert_eq!(s.smtp.next_hop_tls, TlsMode::Opportunistic);
+        let s = Settings::parse(&format!(
+            "[smtp]\nnext_hop_tls = \"require\"\nnext_hop_name = \"mx.example.org\"\nnext_hop_fingerprint = \"{}\"\n[queue]\nretry_min_secs = 60\nretry_max_secs = 600\nlifetime_secs = 3600\nmax_received = 10\n",
+            "ab".repeat(32)
+        ))
+        .expect("ok");
+        assert_eq!(s.smtp.next_hop_tls, TlsMode::Require);
+        assert_eq!(s.smtp.next_hop_fingerprint, Some(Fingerprint([0xab; 32])));
+        assert_eq!(s.queue.retry_min_secs, Some(Seconds(60)));
+        for bad in [
+            "[smtp]\nnext_hop_tls = \"maybe\"\n",
+            "[queue]\nretry_min_secs = 600\nretry_max_secs = 60\n",
+            "[queue]\nlifetime_secs = 10\n",
+            "[queue]\nmax_received = 0\n",
+            "[queue]\nretry = 1\n",
         ] {
             assert!(Settings::parse(bad).is_err(), "{bad}");
         }

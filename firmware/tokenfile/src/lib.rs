@@ -22,7 +22,6 @@
 #![forbid(unsafe_code)]
 
 use std::fs;
-use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
@@ -182,32 +181,17 @@ pub fn revoke<S: Serialize + DeserializeOwned>(data_dir: &Path, name: &str) -> R
     Ok(true)
 }
 
-/// Writes `data` to a temporary file (mode 0600) in `path`'s folder, fsyncs it, renames it
-/// over `path` and fsyncs the folder: readers see the old or the new file, and a power cut
+/// Writes `data` atomically (mode 0600) with `sealgate-local`'s one atomic write: temporary
+/// file, fsync, rename over `path`, fsync of the folder: readers see the old or the new file, and a power cut
 /// leaves one of them.
 pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(
-        ".{}.tmp",
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("file")
-    ));
-    let _ = fs::remove_file(&tmp);
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)
-        .with_context(|| format!("creating {}", tmp.display()))?;
-    f.write_all(data)?;
-    f.sync_all()?;
-    fs::rename(&tmp, path).with_context(|| format!("replacing {}", path.display()))?;
-    sync_dir(dir)?;
-    Ok(())
+    sealgate_local::fsio::write_atomic(path, data, sealgate_local::fsio::Mode::Exactly(0o600))
+        .with_context(|| format!("replacing {}", path.display()))
 }
 
 /// fsyncs a folder (so a rename or removal in it is durable).
 pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    fs::File::open(dir)?.sync_all()
+    sealgate_local::fsio::sync_folder(dir)
 }
 
 #[cfg(test)]

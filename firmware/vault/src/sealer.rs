@@ -2,7 +2,6 @@
 
 use std::fs;
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use sealgate_tpm::{ERASE_NV_INDEX, PcrSelection, SealedBlob, Tpm, TpmError};
@@ -213,20 +212,14 @@ impl Sealer for SoftwareSealer {
 
     fn seal(&mut self, data_dir: &Path, key: &[u8; 32]) -> Result<Vec<u8>> {
         let path = data_dir.join(SOFTWARE_KEY_FILE);
-        let tmp = data_dir.join(format!("{SOFTWARE_KEY_FILE}.tmp"));
-        let _ = fs::remove_file(&tmp);
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)?;
         let mut text = Zeroizing::new(String::from(SOFTWARE_HEADER));
         text.push_str(&cipher::hex(key));
         text.push('\n');
-        f.write_all(text.as_bytes())?;
-        f.sync_all()?;
-        fs::rename(&tmp, &path)?;
-        fs::File::open(data_dir)?.sync_all()?;
+        sealgate_local::fsio::write_atomic(
+            &path,
+            text.as_bytes(),
+            sealgate_local::fsio::Mode::Exactly(0o600),
+        )?;
         // The blob only names the file; it is checked against the key by the vault's key check.
         Ok(SOFTWARE_KEY_FILE.as_bytes().to_vec())
     }

@@ -293,8 +293,7 @@ impl Vault {
             use std::os::unix::fs::PermissionsExt;
             fs::set_permissions(&tmp, fs::Permissions::from_mode(0o600))?;
         }
-        fs::rename(&tmp, &path)?;
-        fs::File::open(&dir)?.sync_all()?;
+        sealgate_local::fsio::rename_durably(&tmp, &path)?;
         let db = open_db(&path)?;
         let vault = Vault::assemble(db, dir, key, sealer.kind(), actor, sealed);
         Ok((vault, recovery))

@@ -38,6 +38,8 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "slapd",
     "ldap-utils",
     "python3",
+    // The SMTP queue's next hop (tests/docking/queue.rs): a private Postfix instance.
+    "postfix",
 ];
 
 /// PyPI packages the docking tests need (a vendor's Python client, the OpenAPI checker, the

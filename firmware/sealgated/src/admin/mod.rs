@@ -23,7 +23,9 @@ mod directory;
 mod external;
 mod keys;
 mod machine_tokens;
+mod queue;
 pub mod session;
+pub mod settings_change;
 mod settings_view;
 pub mod socket;
 pub mod system;
@@ -76,6 +78,8 @@ pub struct AdminState {
     pub data_dir: std::path::PathBuf,
     /// A restart or factory reset asked for through the API (`main` waits for it).
     pub stop: system::StopRequest,
+    /// The SMTP queue (`queue.rs`).
+    pub queue: std::sync::OnceLock<Arc<crate::smtp::Spool>>,
 }
 
 impl AdminState {
@@ -91,6 +95,7 @@ impl AdminState {
             own_uid: std::sync::OnceLock::new(),
             data_dir: data_dir.to_path_buf(),
             stop: system::StopRequest::default(),
+            queue: std::sync::OnceLock::new(),
         }
     }
 
@@ -970,19 +975,87 @@ async fn audit_log(req: HttpRequest, ad: Data) -> HttpResponse {
     })())
 }
 
-/// `GET /settings` (any role): the running settings, every field, and which differ from the
-/// defaults.
-async fn settings(req: HttpRequest, app: App, ad: Data) -> HttpResponse {
+/// `GET /settings` (any role): the running settings, every field, which have their default,
+/// which differ, and which wait for a restart (`settings_change.rs`).
+async fn settings(
+    req: HttpRequest,
+    store: web::Data<settings_change::SettingsStore>,
+    ad: Data,
+) -> HttpResponse {
     answer((|| {
         authorize(&req, &ad, Need::Read)?;
-        Ok(ok_json(
-            200,
-            &serde_json::json!({
-                "settings": settings_view::view(&app.settings),
-                "changed": settings_view::changed(&app.settings),
-            }),
-        ))
+        Ok(ok_json(200, &store.describe()))
     })())
+}
+
+/// `PATCH /settings` (admin): a JSON merge patch, validated as a whole, written, applied or
+/// rolled back (`settings_change.rs`); audited with the changed fields' names.
+async fn patch_settings(
+    req: HttpRequest,
+    payload: web::Payload,
+    store: web::Data<settings_change::SettingsStore>,
+    app: App,
+    ad: Data,
+) -> HttpResponse {
+    let started = Instant::now();
+    let (_, src) = source(&req);
+    let r = async {
+        let c = authorize(&req, &ad, Need::Admin)?;
+        let patch: serde_json::Value = json_body(payload).await?;
+        let st = store.clone();
+        let outcome = web::block(move || st.patch(&patch))
+            .await
+            .map_err(|_| Problem::internal(crate::problem::INTERNAL_DETAIL))?;
+        let what = match &outcome {
+            Ok(o) if o.changed.is_empty() => "settings: nothing changed".to_string(),
+            Ok(o) => format!(
+                "settings: changed {}; applied {}; restart needed for {}",
+                o.changed.join(","),
+                if o.applied.is_empty() {
+                    "-".into()
+                } else {
+                    o.applied.join(",")
+                },
+                if o.pending_restart.is_empty() {
+                    "-".into()
+                } else {
+                    o.pending_restart.join(",")
+                },
+            ),
+            Err(p) => format!(
+                "settings: refused ({}) {}",
+                p.kind,
+                p.field.as_deref().unwrap_or("-")
+            ),
+        };
+        let status = outcome.as_ref().map_or_else(|p| p.status, |_| 200);
+        audit(
+            &app,
+            &ad,
+            &c.username,
+            &src,
+            "settings-change",
+            &what,
+            status,
+            started,
+        );
+        if let Ok(o) = &outcome
+            && !o.changed.is_empty()
+        {
+            tracing::warn!(actor = %c.username, changed = %o.changed.join(","), "settings changed");
+        }
+        let o = outcome?;
+        let mut body = store.describe();
+        if let serde_json::Value::Object(m) = &mut body {
+            m.insert(
+                "outcome".into(),
+                serde_json::to_value(&o).unwrap_or_default(),
+            );
+        }
+        Ok(ok_json(200, &body))
+    }
+    .await;
+    answer(r)
 }
 
 #[derive(Serialize)]
@@ -1258,7 +1331,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .service(res("/session/totp/confirm").route(web::post().to(totp::confirm)))
             .service(res("/session/totp/disable").route(web::post().to(totp::disable_own)))
             .service(res("/status").route(web::get().to(status)))
-            .service(res("/settings").route(web::get().to(settings)))
+            .service(
+                res("/settings")
+                    .route(web::get().to(settings))
+                    .route(web::patch().to(patch_settings)),
+            )
             .service(
                 res("/accounts")
                     .route(web::get().to(accounts))
@@ -1292,6 +1369,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .service(res("/factory-reset").route(web::post().to(system::factory_reset)))
             .service(res("/restart").route(web::post().to(system::restart)))
             .service(res("/support-bundle").route(web::get().to(system::support_bundle)))
+            .configure(queue::routes)
             .default_service(web::to(not_found)),
     );
 }

@@ -1,15 +1,16 @@
-//! `GET /settings`: the running settings model as JSON, every field, with the fields that
-//! differ from the built-in defaults listed.
+//! `GET /settings`: the running settings model as JSON, every field, in the settings file's
+//! own names and spellings (so `PATCH /settings` patches this view and parses the result as
+//! the file is parsed: `settings_change.rs`).
 //!
 //! The structs are destructured without `..`, so a field added to `settings.rs` does not
 //! compile until it is shown here (or deliberately hidden: a secret would be shown only as
 //! whether it is set). No field today is a secret: `[tls] key` is a path, not the key.
 
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 use crate::settings::{
     Admin, Auth, ByteCount, Cidr, Cipher, Docking, EncryptFailure, Fingerprint, Limits, Log,
-    MissingPolicy, PinnedClient, Seconds, Settings, SignPolicy, Smtp, Tls,
+    MissingPolicy, PinnedClient, Queue, Seconds, Settings, SignPolicy, Smtp, Tls, TlsMode,
 };
 
 /// The name a value is spelled with in the settings file (the first of `names` that parses to
@@ -63,6 +64,7 @@ pub fn view(s: &Settings) -> Value {
         log,
         limits,
         directory,
+        queue,
     } = s;
     let Docking {
         listen,
@@ -100,8 +102,8 @@ pub fn view(s: &Settings) -> Value {
         "trust_anchors": path(trust_anchors),
         "allow_weak_signatures": allow_weak_signatures,
     });
-    let Admin { listen } = admin;
-    let admin = json!({ "listen": listen.to_string() });
+    let Admin { listen, socket } = admin;
+    let admin = json!({ "listen": listen.to_string(), "socket": path(socket) });
     let Tls { certificate, key } = tls;
     let tls = json!({ "certificate": path(certificate), "key": path(key) });
     let Auth {
@@ -128,6 +130,10 @@ pub fn view(s: &Settings) -> Value {
         spool_max_bytes,
         max_processing_attempts,
         encrypt_failure,
+        next_hop_tls,
+        next_hop_ca,
+        next_hop_fingerprint,
+        next_hop_name,
     } = smtp;
     let addr = |a: &Option<std::net::SocketAddr>| a.map_or(Value::Null, |a| json!(a.to_string()));
     let smtp = json!({
@@ -144,6 +150,22 @@ pub fn view(s: &Settings) -> Value {
         "spool_max_bytes": bytes(*spool_max_bytes),
         "max_processing_attempts": max_processing_attempts,
         "encrypt_failure": spelled::<EncryptFailure>(*encrypt_failure, &["hold", "send-plain"]),
+        "next_hop_tls": spelled::<TlsMode>(*next_hop_tls, &["none", "opportunistic", "require"]),
+        "next_hop_ca": path(next_hop_ca),
+        "next_hop_fingerprint": next_hop_fingerprint.map_or(Value::Null, |Fingerprint(f)| json!(crate::identity::hex(&f))),
+        "next_hop_name": next_hop_name,
+    });
+    let Queue {
+        retry_min_secs,
+        retry_max_secs,
+        lifetime_secs,
+        max_received,
+    } = queue;
+    let queue = json!({
+        "retry_min_secs": retry_min_secs.map_or(Value::Null, secs),
+        "retry_max_secs": secs(*retry_max_secs),
+        "lifetime_secs": lifetime_secs,
+        "max_received": max_received,
     });
     let Limits {
         max_recipient_entries,
@@ -162,6 +184,7 @@ pub fn view(s: &Settings) -> Value {
             "max_signers": max_signers,
         },
         "directory": directory_view(directory),
+        "queue": queue,
     })
 }
 
@@ -217,31 +240,6 @@ fn directory_view(d: &sealgate_directory::Settings) -> Value {
     })
 }
 
-/// The dotted names of the fields of `s` that differ from the defaults.
-pub fn changed(s: &Settings) -> Vec<String> {
-    let (now, default) = (view(s), view(&Settings::default()));
-    let mut out = Vec::new();
-    if let (Value::Object(a), Value::Object(b)) = (&now, &default) {
-        diff("", a, b, &mut out);
-    }
-    out
-}
-
-fn diff(prefix: &str, a: &Map<String, Value>, b: &Map<String, Value>, out: &mut Vec<String>) {
-    for (k, v) in a {
-        let name = if prefix.is_empty() {
-            k.clone()
-        } else {
-            format!("{prefix}.{k}")
-        };
-        match (v, b.get(k)) {
-            (Value::Object(x), Some(Value::Object(y))) => diff(&name, x, y, out),
-            (x, Some(y)) if x == y => {}
-            _ => out.push(name),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -257,10 +255,6 @@ mod tests {
         assert_eq!(v["docking"]["sign"], "if-key");
         assert_eq!(v["docking"]["cipher"], "aes256-cbc");
         assert_eq!(v["smtp"]["encrypt_failure"], "hold");
-        assert!(changed(&d).is_empty());
-        let mut s = d.clone();
-        s.admin.listen = "127.0.0.1:1".parse().expect("addr");
-        s.auth.max_failures = 3;
-        assert_eq!(changed(&s), vec!["admin.listen", "auth.max_failures"]);
+        assert!(v["admin"]["socket"].is_null());
     }
 }

@@ -106,7 +106,9 @@ struct AdminReset {
     accounts_removed: Vec<String>,
     admin_tokens_revoked: Vec<String>,
     docking_admin_tokens_revoked: Vec<String>,
-    setup_token: &'static str,
+    /// The new token itself only for the local socket (root or the daemon's user: the
+    /// console shows it); over the network only where it was printed.
+    setup_token: String,
 }
 
 /// `POST /setup-token/reset` (admin).
@@ -165,7 +167,11 @@ pub(super) async fn reset_admin_access(
                 accounts_removed: accounts,
                 admin_tokens_revoked: machine,
                 docking_admin_tokens_revoked: docking,
-                setup_token: "printed on the box's console",
+                setup_token: if c.username.starts_with("uid:") {
+                    token.to_string()
+                } else {
+                    "printed on the box's console".to_string()
+                },
             },
         ))
     }
@@ -252,7 +258,12 @@ pub(super) async fn restart(req: HttpRequest, app: App, ad: Data) -> HttpRespons
 }
 
 /// `GET /support-bundle` (admin, auditor): `application/gzip`.
-pub(super) async fn support_bundle(req: HttpRequest, app: App, ad: Data) -> HttpResponse {
+pub(super) async fn support_bundle(
+    req: HttpRequest,
+    app: App,
+    ad: Data,
+    store: web::Data<super::settings_change::SettingsStore>,
+) -> HttpResponse {
     let started = Instant::now();
     let (_, src) = source(&req);
     let r = async {
@@ -260,11 +271,10 @@ pub(super) async fn support_bundle(req: HttpRequest, app: App, ad: Data) -> Http
         let status = serde_json::to_vec_pretty(&super::status_body(&app, &ad)?).map_err(|e| {
             Problem::internal(crate::problem::INTERNAL_DETAIL).with_log(e.to_string())
         })?;
-        let settings = serde_json::to_vec_pretty(&serde_json::json!({
-            "settings": super::settings_view::view(&app.settings),
-            "changed": super::settings_view::changed(&app.settings),
-        }))
-        .map_err(|e| Problem::internal(crate::problem::INTERNAL_DETAIL).with_log(e.to_string()))?;
+        // The GET settings view: secrets are write-only there, so none reach the bundle.
+        let settings = serde_json::to_vec_pretty(&store.describe()).map_err(|e| {
+            Problem::internal(crate::problem::INTERNAL_DETAIL).with_log(e.to_string())
+        })?;
         let data_dir = ad.data_dir.clone();
         let bundle = web::block(move || bundle(&data_dir, &status, &settings))
             .await

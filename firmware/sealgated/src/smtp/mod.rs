@@ -10,20 +10,27 @@
 //! disk quota answers `452`) → **process** (`process.rs`: incoming `X-Sealgate-*` fields
 //! removed, then the same blocking operations as the HTTPS API on a blocking thread under
 //! `catch_unwind`; a decryption failure passes unchanged with a result header, an encryption
-//! failure is held unless the policy allows cleartext) → **outbound** (`relay.rs`: plain SMTP
-//! to the next hop through the protocol layer's client side and DATA writer; deleted from the spool only after the next hop's `250`; a temporary
-//! failure is retried every `retry_secs`; a permanent one moves the message, unchanged, to
-//! `DATA/spool/held/` with the reason in its envelope).
+//! failure is held unless the policy allows cleartext) → **queue** (`queue.rs`: per-recipient
+//! status, retries with exponential backoff up to a lifetime, DSNs by `dsn.rs`) →
+//! **outbound** (`client.rs`: STARTTLS by `[smtp] next_hop_tls`, PIPELINING, SIZE; the
+//! result written durably right after the next hop's answer; a temporary failure is
+//! deferred, a permanent one (or expiry, or a `Received` loop) is returned to the sender).
 //!
 //! Loops: every result carries `X-Sealgate-Loop: BOX-ID; dir=VERB; t=TIME; mac=HMAC` (keyed
 //! with a per-box random key over the box id, the listener, the time and the Message-ID); a
 //! message that comes back to the listener whose marker it carries, verified, is relayed
-//! without processing; any other marker is removed.
+//! without processing; any other marker is removed. The `Received` field the box adds to
+//! everything it relays ends loops the marker does not (`[queue] max_received`).
 
+mod client;
+mod dsn;
 mod process;
 mod protocol;
-mod relay;
+pub mod queue;
+mod reply;
 mod spool;
+
+pub use spool::Spool;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -64,6 +71,16 @@ pub struct HandOff {
     pub workers: Arc<Semaphore>,
     /// The loop-marker key ([`loop_key`], from the vault).
     pub loop_key: aws_lc_rs::hmac::Key,
+    /// The queue ([`open_queue`]), shared with the admin API.
+    pub queue: Arc<Spool>,
+}
+
+/// Opens the queue in `DATA/spool` (created if missing).
+pub fn open_queue(data_dir: &Path, settings: &Settings) -> anyhow::Result<Arc<Spool>> {
+    Ok(Arc::new(Spool::open(
+        &data_dir.join("spool"),
+        settings.smtp.spool_max_bytes.0 as u64,
+    )?))
 }
 
 /// Which way a listener works.
@@ -126,7 +143,9 @@ struct Shared {
     h: HandOff,
     box_id: String,
     loop_key: aws_lc_rs::hmac::Key,
-    spool: spool::Spool,
+    spool: Arc<Spool>,
+    next_hop: client::NextHop,
+    policy: queue::Policy,
     wake: Notify,
     sessions: Arc<Semaphore>,
     per_address: Mutex<HashMap<IpAddr, usize>>,
@@ -135,22 +154,59 @@ struct Shared {
     refused: Mutex<HashMap<IpAddr, Instant>>,
 }
 
+/// Who may connect: `[smtp] allow_addresses` and `certificate_addresses`.
+#[derive(Debug, Clone, Default)]
+pub struct AccessLists {
+    /// Clients that may send mail.
+    pub allow: Vec<crate::settings::Cidr>,
+    /// Clients that must present a pinned certificate first.
+    pub certificate: Vec<crate::settings::Cidr>,
+}
+
+/// The access lists the admin API set after start (they apply to the next connection);
+/// `None`: the hand-off's own settings.
+static ACCESS: std::sync::RwLock<Option<Arc<AccessLists>>> = std::sync::RwLock::new(None);
+
+/// Sets the access lists of the running listeners from changed settings.
+pub fn configure_access(settings: &Settings) {
+    let lists = Arc::new(AccessLists {
+        allow: settings.smtp.allow_addresses.clone(),
+        certificate: settings.smtp.certificate_addresses.clone(),
+    });
+    match ACCESS.write() {
+        Ok(mut g) => *g = Some(lists),
+        Err(e) => *e.into_inner() = Some(lists),
+    }
+}
+
+/// The access lists in force: the admin API's latest, else `own`'s.
+fn access_lists(own: &Settings) -> Arc<AccessLists> {
+    let set = match ACCESS.read() {
+        Ok(g) => g.clone(),
+        Err(e) => e.into_inner().clone(),
+    };
+    set.unwrap_or_else(|| {
+        Arc::new(AccessLists {
+            allow: own.smtp.allow_addresses.clone(),
+            certificate: own.smtp.certificate_addresses.clone(),
+        })
+    })
+}
+
 /// Binds the configured listeners and starts the delivery loop.
 pub async fn start(h: HandOff) -> anyhow::Result<Running> {
     let (stop, stop_rx) = watch::channel(false);
     let mut listening = Vec::new();
     let mut tasks = Vec::new();
-    let Some(_) = h.settings.smtp.next_hop else {
+    let Some(next_hop) = client::NextHop::from_settings(&h.settings)? else {
         return Ok(Running {
             listening,
             stop,
             tasks,
         });
     };
-    let spool = spool::Spool::open(
-        &h.data_dir.join("spool"),
-        h.settings.smtp.spool_max_bytes.0 as u64,
-    )?;
+    let spool = h.queue.clone();
+    let policy = queue::Policy::from_settings(&h.settings);
     let box_id = box_id(&h.data_dir)?;
     let loop_key = h.loop_key.clone();
     let shared = Arc::new(Shared {
@@ -159,6 +215,8 @@ pub async fn start(h: HandOff) -> anyhow::Result<Running> {
         box_id,
         loop_key,
         spool,
+        next_hop,
+        policy,
         wake: Notify::new(),
         per_address: Mutex::new(HashMap::new()),
         refused: Mutex::new(HashMap::new()),
@@ -200,30 +258,30 @@ fn box_id(data_dir: &Path) -> anyhow::Result<String> {
     Ok(id)
 }
 
+fn unix_now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
 async fn delivery_loop(sh: Arc<Shared>, mut stop: watch::Receiver<bool>) {
-    let retry = sh.h.settings.smtp.retry_secs.duration();
-    let mut last_attempt: HashMap<String, Instant> = Default::default();
     let mut last_recount = Instant::now();
     loop {
         if last_recount.elapsed() > Duration::from_secs(60) {
             // Held messages an administrator removed give their room back.
             sh.spool.recount();
+            sh.spool.expire_bounced(sh.policy.lifetime);
             last_recount = Instant::now();
         }
         let ids = sh.spool.queued();
         let present: std::collections::HashSet<&String> = ids.iter().collect();
-        last_attempt.retain(|id, _| present.contains(id));
-        for id in ids {
+        sh.spool.forget_due(&present);
+        for id in &ids {
             if *stop.borrow() {
                 return;
             }
-            if last_attempt.get(&id).is_some_and(|t| t.elapsed() < retry) {
+            if sh.spool.due(id) > unix_now() {
                 continue;
             }
-            last_attempt.insert(id.clone(), Instant::now());
-            if deliver(&sh, &id).await {
-                last_attempt.remove(&id);
-            }
+            deliver(&sh, id).await;
         }
         tokio::select! {
             _ = stop.changed() => return,
@@ -261,8 +319,34 @@ fn hold(
     true
 }
 
-/// Processes and relays one spooled message. True when it left the queue.
+/// The `Received` field the box adds to what it relays.
+fn received_field(sh: &Shared, env: &spool::Envelope, id: &str, now: i64) -> String {
+    let date = time::OffsetDateTime::from_unix_timestamp(now)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc2822)
+                .ok()
+        })
+        .unwrap_or_default();
+    let host: String =
+        sh.h.settings
+            .smtp
+            .hostname
+            .chars()
+            .filter(|c| c.is_ascii_graphic())
+            .collect();
+    format!(
+        "Received: from [{}]\r\n\tby {host} (Sealgate) with ESMTP id {id};\r\n\t{date}\r\n",
+        env.client
+    )
+}
+
+/// Processes and relays one queued message. True when it left the queue.
 async fn deliver(sh: &Arc<Shared>, id: &str) -> bool {
+    // An administrator may be holding or deleting it right now: next round.
+    let Some(_claim) = sh.spool.claim(id) else {
+        return false;
+    };
     let started = Instant::now();
     let (mut env, msg) = match sh.spool.load(id) {
         Ok(Some(v)) => v,
@@ -274,8 +358,14 @@ async fn deliver(sh: &Arc<Shared>, id: &str) -> bool {
         }
     };
     let mid = docking::message_id(&msg);
-    let max = sh.h.settings.smtp.max_processing_attempts;
-    if env.attempts >= max {
+    let mut d = sh.spool.delivery(id, &env);
+    let now = unix_now();
+    if d.finished() {
+        // A kill after the result was written, before the message left the queue.
+        return finish(sh, id, &env, d, &msg, mid, started);
+    }
+    // A message the engine keeps failing on waits for an administrator, whatever its age.
+    if !d.dsn && env.attempts >= sh.h.settings.smtp.max_processing_attempts {
         let reason = format!(
             "processing did not finish in {} attempts (the engine failed or the daemon stopped while processing it)",
             env.attempts
@@ -290,89 +380,235 @@ async fn deliver(sh: &Arc<Shared>, id: &str) -> bool {
             started,
         );
     }
-    let Ok(worker) = sh.h.workers.clone().acquire_owned().await else {
-        return false;
-    };
-    // Counted before processing, so that a crash of the whole daemon counts too.
-    env.attempts += 1;
-    if let Err(e) = sh.spool.save_envelope(id, &env) {
-        tracing::error!(id, error = %e, "cannot update the spool envelope");
-        return false;
+    if d.expire(now, env.received, &sh.policy) {
+        tracing::warn!(id, "delivery time expired: returned to the sender");
+        return finish(sh, id, &env, d, &msg, mid, started);
     }
-    let sh2 = sh.clone();
-    let to = env.to.clone();
-    let from = env.from.clone();
-    let direction = env.direction;
-    // Key uses are audited under the hand-off, the client's pinned name if any, and the
-    // address that submitted the message.
-    let actor = crate::keys::actor(
-        match direction {
-            Direction::Decrypt => "smtp-decrypt",
-            Direction::Encrypt => "smtp-encrypt",
-        },
-        env.client_name.as_deref().unwrap_or_default(),
-        &env.client,
-    );
-    let processed = tokio::task::spawn_blocking(move || {
-        let _w = worker;
-        let now = time::OffsetDateTime::now_utc().unix_timestamp();
-        process::guarded(|| process::process(&sh2, direction, &actor, &from, &to, msg, now))
-    })
-    .await;
-    let processed = match processed {
-        Ok(Ok(p)) => p,
-        Ok(Err(panic)) => {
-            tracing::error!(id, attempt = env.attempts, panic = %panic, "processing failed: will be tried again, then held");
+    let received = queue::received_count(&msg);
+    if received > sh.policy.max_received {
+        d.fail_open(&format!(
+            "5.4.6 mail loop: the message has {received} Received fields (more than [queue] max_received = {})",
+            sh.policy.max_received
+        ));
+        return finish(sh, id, &env, d, &msg, mid, started);
+    }
+    let open = d.open();
+    let rcpts: Vec<String> = open
+        .iter()
+        .map(|&i| d.recipients[i].address.clone())
+        .collect();
+    let (out, outcome) = if d.dsn {
+        // The box's own DSN: relayed as it is.
+        (msg.clone(), "dsn".to_string())
+    } else {
+        let Ok(worker) = sh.h.workers.clone().acquire_owned().await else {
+            return false;
+        };
+        // Counted before processing, so that a crash of the whole daemon counts too.
+        env.attempts += 1;
+        if let Err(e) = sh.spool.save_envelope(id, &env) {
+            tracing::error!(id, error = %e, "cannot update the spool envelope");
             return false;
         }
-        Err(e) => {
-            tracing::error!(id, error = %e, "processing task failed");
-            return false;
+        let sh2 = sh.clone();
+        let to = rcpts.clone();
+        let from = env.from.clone();
+        let direction = env.direction;
+        // Key uses are audited under the hand-off, the client's pinned name if any, and the
+        // address that submitted the message.
+        let actor = crate::keys::actor(
+            match direction {
+                Direction::Decrypt => "smtp-decrypt",
+                Direction::Encrypt => "smtp-encrypt",
+            },
+            env.client_name.as_deref().unwrap_or_default(),
+            &env.client,
+        );
+        let processed = tokio::task::spawn_blocking(move || {
+            let _w = worker;
+            let now = unix_now();
+            process::guarded(|| process::process(&sh2, direction, &actor, &from, &to, msg, now))
+        })
+        .await;
+        let processed = match processed {
+            Ok(Ok(p)) => p,
+            Ok(Err(panic)) => {
+                tracing::error!(id, attempt = env.attempts, panic = %panic, "processing failed: will be tried again, then held");
+                return false;
+            }
+            Err(e) => {
+                tracing::error!(id, error = %e, "processing task failed");
+                return false;
+            }
+        };
+        env.attempts = 0;
+        if let Err(e) = sh.spool.save_envelope(id, &env) {
+            tracing::warn!(id, error = %e, "cannot update the spool envelope");
+        }
+        match processed {
+            process::Processed::Relay { out, outcome } => (out, outcome),
+            process::Processed::Hold { reason, outcome } => {
+                // Encryption failures are held for an administrator, never returned.
+                return hold(sh, id, &mut env, mid, &outcome, reason, started);
+            }
         }
     };
-    env.attempts = 0;
-    if let Err(e) = sh.spool.save_envelope(id, &env) {
-        tracing::warn!(id, error = %e, "cannot update the spool envelope");
-    }
-    let (out, outcome) = match processed {
-        process::Processed::Relay { out, outcome } => (out, outcome),
-        process::Processed::Hold { reason, outcome } => {
-            return hold(sh, id, &mut env, mid, &outcome, reason, started);
-        }
-    };
-    let Some(next_hop) = sh.h.settings.smtp.next_hop else {
-        return false;
-    };
-    let result = relay::relay(
-        next_hop,
+    let mut relayed = received_field(sh, &env, id, now).into_bytes();
+    relayed.extend_from_slice(&out);
+    let fates = client::send(
+        &sh.next_hop,
         &sh.h.settings.smtp.hostname,
         &env.from,
-        &env.to,
-        &out,
+        &rcpts,
+        &relayed,
     )
     .await;
-    let op = env.direction.name();
-    match result {
-        Ok(()) => {
-            sh.spool.remove(id);
-            sh.h.audit.record(
-                &env.audit_name(),
-                &env.client,
-                op,
-                mid,
-                &outcome,
-                250,
-                started.elapsed(),
-            );
-            true
+    d.record(&open, &fates, unix_now(), &sh.policy);
+    // Before anything else: what the next hop took is never sent again.
+    if let Err(e) = sh.spool.save_delivery(id, &d) {
+        tracing::error!(id, error = %e, "cannot record the delivery result: recipients the next hop took may get the message again");
+    }
+    sh.spool.set_due(id, d.next_attempt);
+    let delivered = fates
+        .iter()
+        .filter(|f| matches!(f, queue::Fate::Delivered(_)))
+        .count();
+    if delivered > 0 {
+        sh.h.audit.record(
+            &env.audit_name(),
+            &env.client,
+            env.direction.name(),
+            mid.clone(),
+            &outcome,
+            250,
+            started.elapsed(),
+        );
+    }
+    if !d.finished() {
+        tracing::warn!(
+            id,
+            error = d.last_error.as_deref().unwrap_or_default(),
+            next_attempt = d.next_attempt,
+            "deferred"
+        );
+        if !d.to_notify().is_empty() {
+            notify(sh, id, &env, &mut d, &msg_header(sh, id));
         }
-        Err(relay::RelayError::Permanent(e)) => {
-            let reason = format!("the next hop refused the message: {e}");
-            hold(sh, id, &mut env, mid, "held", reason, started)
+        return false;
+    }
+    finish(sh, id, &env, d, &[], mid, started)
+}
+
+/// The original message again (for a DSN's header), read from the queue.
+fn msg_header(sh: &Shared, id: &str) -> Vec<u8> {
+    sh.spool
+        .load(id)
+        .ok()
+        .flatten()
+        .map(|(_, m)| m)
+        .unwrap_or_default()
+}
+
+/// Sends the sender a DSN for the failed recipients not yet reported (never to `<>`, never
+/// for a DSN), then records that they were reported.
+fn notify(sh: &Shared, id: &str, env: &spool::Envelope, d: &mut queue::Delivery, original: &[u8]) {
+    let failed = d.to_notify();
+    if failed.is_empty() {
+        return;
+    }
+    if d.may_notify(&env.from) {
+        let round = d.dsn_rounds + 1;
+        let dsn_id = format!("{id}-dsn{round}");
+        let list: Vec<&queue::Recipient> = failed.iter().map(|&i| &d.recipients[i]).collect();
+        let body = dsn::build(
+            &sh.h.settings.smtp.hostname,
+            &env.from,
+            id,
+            env.received,
+            &list,
+            original,
+            unix_now(),
+        );
+        let dsn_env = spool::Envelope {
+            direction: env.direction,
+            from: String::new(),
+            to: vec![env.from.clone()],
+            client: "127.0.0.1".into(),
+            client_name: Some("dsn".into()),
+            received: unix_now(),
+            attempts: 0,
+            held_reason: None,
+        };
+        match sh.spool.enqueue_dsn(&dsn_id, &dsn_env, &body) {
+            Ok(_) => {
+                tracing::info!(id, dsn = %dsn_id, "delivery status notification queued for the sender");
+                d.dsn_rounds = round;
+            }
+            Err(e) => {
+                tracing::error!(id, error = %e, "cannot queue the delivery status notification: tried again later");
+                return;
+            }
         }
-        Err(relay::RelayError::Temporary(e)) => {
-            tracing::warn!(id, error = %e, "next hop unavailable: will retry");
-            false
+    } else {
+        tracing::warn!(
+            id,
+            "delivery failed; no notification (null sender or a notification itself)"
+        );
+    }
+    for i in failed {
+        d.recipients[i].notified = true;
+    }
+    if let Err(e) = sh.spool.save_delivery(id, d) {
+        tracing::error!(id, error = %e, "cannot record the notification");
+    }
+    sh.wake.notify_one();
+}
+
+/// A message whose recipients all have a final status: the sender told of failures, then
+/// it leaves the queue (to `bounced/` if anything failed). True.
+fn finish(
+    sh: &Shared,
+    id: &str,
+    env: &spool::Envelope,
+    mut d: queue::Delivery,
+    original: &[u8],
+    mid: Option<String>,
+    started: Instant,
+) -> bool {
+    let any_failed = d
+        .recipients
+        .iter()
+        .any(|r| r.status == queue::RcptStatus::Failed);
+    if !d.to_notify().is_empty() {
+        let original = if original.is_empty() {
+            msg_header(sh, id)
+        } else {
+            original.to_vec()
+        };
+        notify(sh, id, env, &mut d, &original);
+        if !d.to_notify().is_empty() {
+            // The DSN could not be queued: keep the message, try again later.
+            return false;
         }
     }
+    if any_failed {
+        let reason = d.last_error.clone().unwrap_or_default();
+        tracing::warn!(id, reason = %reason, "delivery failed: bounced");
+        sh.h.audit.record(
+            &env.audit_name(),
+            &env.client,
+            env.direction.name(),
+            mid,
+            "bounced",
+            550,
+            started.elapsed(),
+        );
+        if let Err(e) = sh.spool.bounce(id, env, &d) {
+            tracing::error!(id, error = %e, "cannot move the message to spool/bounced");
+            sh.spool.remove(id);
+        }
+    } else {
+        sh.spool.remove(id);
+    }
+    true
 }

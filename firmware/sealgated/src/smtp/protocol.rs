@@ -120,9 +120,10 @@ fn first_refusal_this_minute(sh: &Shared, ip: IpAddr) -> bool {
 fn accepted(tcp: TcpStream, peer: SocketAddr, dir: Direction, sh: &Arc<Shared>) {
     let ip = peer.ip().to_canonical();
     let smtp = &sh.h.settings.smtp;
-    let access = if smtp.allow_addresses.iter().any(|c| c.contains(ip)) {
+    let lists = super::access_lists(&sh.h.settings);
+    let access = if lists.allow.iter().any(|c| c.contains(ip)) {
         Access::Open(format!("smtp:{ip}"))
-    } else if smtp.certificate_addresses.iter().any(|c| c.contains(ip)) {
+    } else if lists.certificate.iter().any(|c| c.contains(ip)) {
         Access::NeedsCertificate
     } else {
         if first_refusal_this_minute(sh, ip) {

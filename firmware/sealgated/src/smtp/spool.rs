@@ -3,8 +3,10 @@
 //! `held/ID.eml` + `held/ID.json` (with `held_reason`) for messages that will not be relayed.
 //! A quota on the bytes of all of them (queued and held) answers `452` when full.
 
+use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
@@ -14,8 +16,8 @@ use super::Direction;
 use crate::identity::{hex, random};
 
 /// The envelope stored beside a spooled message.
-#[derive(Debug, Serialize, Deserialize)]
-pub(super) struct Envelope {
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Envelope {
     pub direction: Direction,
     pub from: String,
     pub to: Vec<String>,
@@ -41,13 +43,17 @@ impl Envelope {
     }
 }
 
-pub(super) struct Spool {
-    dir: PathBuf,
+pub struct Spool {
+    pub(super) dir: PathBuf,
     quota: u64,
     /// Bytes of complete messages on disk (queued and held).
-    on_disk: AtomicU64,
+    pub(super) on_disk: AtomicU64,
     /// Bytes of messages being received.
     arriving: AtomicU64,
+    /// Messages someone works on (the delivery loop, an administrator): see `queue.rs`.
+    pub(super) busy: Mutex<HashSet<String>>,
+    /// When queued messages are due (a cache of their state files).
+    pub(super) due: Mutex<HashMap<String, i64>>,
 }
 
 fn dir_bytes(dir: &Path, ext: &str) -> u64 {
@@ -75,10 +81,13 @@ impl Spool {
     /// never acknowledged), and counts what is on disk.
     pub fn open(dir: &Path, quota: u64) -> anyhow::Result<Spool> {
         std::fs::create_dir_all(dir.join("held"))?;
-        for e in std::fs::read_dir(dir)?.filter_map(|e| e.ok()) {
-            let n = e.file_name().to_string_lossy().to_string();
-            if n.ends_with(".part") || n.ends_with(".json.tmp") {
-                let _ = std::fs::remove_file(e.path());
+        std::fs::create_dir_all(dir.join("bounced"))?;
+        for d in [dir.to_path_buf(), dir.join("held"), dir.join("bounced")] {
+            for e in std::fs::read_dir(&d)?.filter_map(|e| e.ok()) {
+                let n = e.file_name().to_string_lossy().to_string();
+                if n.ends_with(".part") || n.ends_with(".tmp") {
+                    let _ = std::fs::remove_file(e.path());
+                }
             }
         }
         let s = Spool {
@@ -86,6 +95,8 @@ impl Spool {
             quota,
             on_disk: AtomicU64::new(0),
             arriving: AtomicU64::new(0),
+            busy: Mutex::new(HashSet::new()),
+            due: Mutex::new(HashMap::new()),
         };
         s.recount();
         Ok(s)
@@ -112,7 +123,7 @@ impl Spool {
     }
 
     /// Starts receiving a message.
-    pub async fn receive(&self, received: i64) -> anyhow::Result<Incoming<'_>> {
+    pub(super) async fn receive(&self, received: i64) -> anyhow::Result<Incoming<'_>> {
         let id = format!("{received}-{}", hex(&random(6)?));
         let part = self.dir.join(format!("{id}.part"));
         let file = tokio::fs::File::create(&part).await?;
@@ -175,6 +186,10 @@ impl Spool {
         let msg_path = self.dir.join(format!("{id}.eml"));
         let size = std::fs::metadata(&msg_path).map(|m| m.len()).unwrap_or(0);
         let _ = std::fs::remove_file(self.dir.join(format!("{id}.json")));
+        let _ = std::fs::remove_file(self.dir.join(format!("{id}.state")));
+        if let Ok(mut d) = self.due.lock() {
+            d.remove(id);
+        }
         if std::fs::remove_file(&msg_path).is_ok() {
             let _ = self
                 .on_disk
@@ -191,12 +206,20 @@ impl Spool {
             &held.join(format!("{id}.json")),
             &serde_json::to_vec_pretty(env)?,
         )?;
+        let state = self.dir.join(format!("{id}.state"));
+        if state.exists() {
+            std::fs::rename(&state, held.join(format!("{id}.state")))?;
+        }
         std::fs::rename(
             self.dir.join(format!("{id}.eml")),
             held.join(format!("{id}.eml")),
         )?;
+        std::fs::File::open(&held)?.sync_all()?;
         std::fs::remove_file(self.dir.join(format!("{id}.json")))?;
         std::fs::File::open(&self.dir)?.sync_all()?;
+        if let Ok(mut d) = self.due.lock() {
+            d.remove(id);
+        }
         Ok(())
     }
 

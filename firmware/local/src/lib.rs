@@ -1,0 +1,13 @@
+//! What Sealgate's programs on one machine share, kept in one place so each rule has one
+//! owner:
+//!
+//! - [`fsio`]: the one way to write a file that must survive a power cut (temporary file in
+//!   the same folder, fsync, rename, fsync of the folder), used by the daemon, the vault,
+//!   `sealctl` and the console.
+//! - [`admin_socket`]: the client of the running daemon's admin socket (a minimal HTTP/1.0
+//!   over a Unix socket), used by `sealctl` and the console menu.
+
+#![forbid(unsafe_code)]
+
+pub mod admin_socket;
+pub mod fsio;

@@ -1,0 +1,1015 @@
+//! The outbound SMTP client: one message to one next hop, with each recipient's result.
+//!
+//! - **TLS**: STARTTLS when the next hop offers it (`opportunistic`, the default: the
+//!   certificate is not enforced, and a failed handshake is followed by a plain attempt),
+//!   required with a verified certificate (`require`: against the system's roots, a
+//!   configured CA file, or a pinned SHA-256 fingerprint; otherwise the message waits with
+//!   the reason), or never (`none`).
+//! - **PIPELINING** when offered: MAIL, every RCPT and DATA in one write.
+//! - **SIZE** when offered: declared in MAIL; a message over the next hop's limit fails for
+//!   good before anything is sent.
+//! - The message goes out with every line end normalised to CRLF (a bare CR or LF in the
+//!   engine's output, e.g. from decrypted content an outsider wrote, becomes a line end) and
+//!   every line starting with "." dot-stuffed, so nothing in the content can end DATA early
+//!   at the next hop (no smuggling through the box).
+//!
+//! Attacker: the next hop, or whoever sits between it and the box. Replies are read line by
+//! line with a length limit and a timeout; nothing they say can make the client panic; a
+//! reply that is not SMTP is a temporary failure.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::WebPkiSupportedAlgorithms;
+use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
+use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+
+use super::queue::Fate;
+#[cfg(test)]
+use super::reply::Extensions;
+use super::reply::{extensions, parse_reply_line};
+use crate::identity::{hex, provider, sha256};
+use crate::settings::{Settings, TlsMode};
+
+/// The longest reply line read.
+const MAX_REPLY_LINE: usize = 4096;
+/// Reply lines of one reply at most.
+const MAX_REPLY_LINES: usize = 100;
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+/// RFC 5321 §4.5.3.2's timeouts, shortened: one for commands, a longer one for the end of
+/// DATA.
+const REPLY_TIMEOUT: Duration = Duration::from_secs(300);
+const GREETING_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// A next hop and how to reach it.
+#[derive(Clone)]
+pub struct NextHop {
+    /// Its address.
+    pub addr: SocketAddr,
+    /// TLS.
+    pub mode: TlsMode,
+    /// The name its certificate must carry.
+    pub name: ServerName<'static>,
+    /// The configuration for `require` (verifying) and `opportunistic` (not enforcing).
+    verified: Arc<ClientConfig>,
+    unverified: Arc<ClientConfig>,
+}
+
+/// How to check a next hop's TLS (the `next_hop_*` keys of a section; other SMTP roles'
+/// next hops use the same).
+pub struct TlsPolicy<'a> {
+    /// `none`, `opportunistic` or `require`.
+    pub mode: TlsMode,
+    /// Trust anchors instead of the system's.
+    pub ca: Option<&'a std::path::Path>,
+    /// A pinned SHA-256 of the certificate instead of a chain.
+    pub fingerprint: Option<[u8; 32]>,
+    /// The name the certificate must carry (default: the IP address).
+    pub name: Option<&'a str>,
+    /// The settings key prefix for error messages (`[smtp] next_hop`).
+    pub what: &'a str,
+}
+
+impl NextHop {
+    /// The `[smtp]` next hop; `None` if there is none.
+    pub fn from_settings(s: &Settings) -> anyhow::Result<Option<NextHop>> {
+        let Some(addr) = s.smtp.next_hop else {
+            return Ok(None);
+        };
+        NextHop::new(
+            addr,
+            &TlsPolicy {
+                mode: s.smtp.next_hop_tls,
+                ca: s.smtp.next_hop_ca.as_deref(),
+                fingerprint: s.smtp.next_hop_fingerprint.map(|f| f.0),
+                name: s.smtp.next_hop_name.as_deref(),
+                what: "[smtp] next_hop",
+            },
+        )
+        .map(Some)
+    }
+
+    /// A next hop at `addr` with TLS as `tls` says.
+    pub fn new(addr: SocketAddr, tls: &TlsPolicy<'_>) -> anyhow::Result<NextHop> {
+        let what = tls.what;
+        let name = match tls.name {
+            Some(n) => ServerName::try_from(n.to_string())
+                .map_err(|e| anyhow::anyhow!("{what}_name {n:?}: {e}"))?,
+            None => ServerName::IpAddress(addr.ip().into()),
+        };
+        let verified = if let Some(pin) = tls.fingerprint {
+            config_with(Arc::new(Pinned {
+                pin,
+                algs: provider().signature_verification_algorithms,
+            }))?
+        } else {
+            let mut roots = rustls::RootCertStore::empty();
+            match tls.ca {
+                Some(p) => {
+                    let pem = std::fs::read(p)
+                        .map_err(|e| anyhow::anyhow!("{what}_ca {}: {e}", p.display()))?;
+                    for c in pem::parse_many(&pem)
+                        .map_err(|e| anyhow::anyhow!("{what}_ca {}: {e}", p.display()))?
+                        .into_iter()
+                        .filter(|c| c.tag() == "CERTIFICATE")
+                    {
+                        roots
+                            .add(CertificateDer::from(c.into_contents()))
+                            .map_err(|e| anyhow::anyhow!("{what}_ca {}: {e}", p.display()))?;
+                    }
+                    anyhow::ensure!(
+                        !roots.is_empty(),
+                        "{what}_ca {} holds no certificate",
+                        p.display()
+                    );
+                }
+                None => {
+                    let found = rustls_native_certs::load_native_certs();
+                    for e in &found.errors {
+                        tracing::warn!(error = %e, "reading the system's trust anchors");
+                    }
+                    let (added, _) = roots.add_parsable_certificates(found.certs);
+                    if added == 0 && tls.mode == TlsMode::Require {
+                        tracing::warn!(
+                            "no system trust anchors: next_hop_tls = require will not verify any next hop (set next_hop_ca)"
+                        );
+                    }
+                }
+            }
+            let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider(),
+            )
+            .build();
+            match verifier {
+                Ok(v) => config_with(v)?,
+                // No anchors: nothing verifies; `require` then always defers, with the reason.
+                Err(_) => config_with(Arc::new(Pinned {
+                    pin: [0; 32],
+                    algs: provider().signature_verification_algorithms,
+                }))?,
+            }
+        };
+        let unverified = config_with(Arc::new(Unverified {
+            algs: provider().signature_verification_algorithms,
+        }))?;
+        Ok(NextHop {
+            addr,
+            mode: tls.mode,
+            name,
+            verified: Arc::new(verified),
+            unverified: Arc::new(unverified),
+        })
+    }
+}
+
+fn config_with(v: Arc<dyn ServerCertVerifier>) -> anyhow::Result<ClientConfig> {
+    Ok(ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .dangerous()
+        .with_custom_certificate_verifier(v)
+        .with_no_client_auth())
+}
+
+/// Accepts the certificate whose SHA-256 is pinned; the handshake signature is checked.
+#[derive(Debug)]
+struct Pinned {
+    pin: [u8; 32],
+    algs: WebPkiSupportedAlgorithms,
+}
+
+impl ServerCertVerifier for Pinned {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        if sha256(end_entity.as_ref()) == self.pin {
+            Ok(ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::General(format!(
+                "the certificate's SHA-256 {} is not the pinned one",
+                hex(&sha256(end_entity.as_ref()))
+            )))
+        }
+    }
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algs)
+    }
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algs)
+    }
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algs.supported_schemes()
+    }
+}
+
+/// Opportunistic TLS: any certificate (encryption against a passive listener only, as
+/// RFC 7435 describes); the handshake signature is still checked.
+#[derive(Debug)]
+struct Unverified {
+    algs: WebPkiSupportedAlgorithms,
+}
+
+impl ServerCertVerifier for Unverified {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algs)
+    }
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algs)
+    }
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algs.supported_schemes()
+    }
+}
+
+/// A reply: its code and its text (lines joined by " / ").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    /// The three-digit code.
+    pub code: u16,
+    /// The lines, without codes.
+    pub lines: Vec<String>,
+}
+
+impl Reply {
+    fn text(&self) -> String {
+        format!("{} {}", self.code, self.lines.join(" / "))
+    }
+    fn positive(&self) -> bool {
+        (200..400).contains(&self.code)
+    }
+    fn fate_if_not(&self, ok: u16) -> Option<Fate> {
+        if self.code / 100 == ok / 100 {
+            None
+        } else if self.code >= 500 {
+            Some(Fate::Permanent(self.text()))
+        } else {
+            Some(Fate::Temporary(self.text()))
+        }
+    }
+}
+
+/// Why an attempt stopped before the transaction.
+#[derive(Debug)]
+enum Stop {
+    /// Applies to every recipient.
+    All(Fate),
+    /// The TLS handshake failed (`opportunistic` tries again without TLS).
+    Tls(String),
+}
+
+impl From<std::io::Error> for Stop {
+    fn from(e: std::io::Error) -> Self {
+        Stop::All(Fate::Temporary(format!("the connection failed: {e}")))
+    }
+}
+
+fn temp(s: impl Into<String>) -> Stop {
+    Stop::All(Fate::Temporary(s.into()))
+}
+
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+struct Conn {
+    r: BufReader<Box<dyn Io>>,
+}
+
+impl Conn {
+    async fn read_reply(&mut self, timeout: Duration) -> Result<Reply, Stop> {
+        let mut lines = Vec::new();
+        let mut buf = Vec::new();
+        loop {
+            buf.clear();
+            let read = tokio::time::timeout(timeout, async {
+                // Bounded: `take` stops a line that never ends.
+                let mut limited = (&mut self.r).take(MAX_REPLY_LINE as u64 + 2);
+                limited.read_until(b'\n', &mut buf).await
+            })
+            .await
+            .map_err(|_| temp("the next hop did not answer in time"))??;
+            if read == 0 {
+                return Err(temp("the next hop closed the connection"));
+            }
+            if !buf.ends_with(b"\n") {
+                return Err(temp("the next hop sent an over-long reply line"));
+            }
+            let line = buf.strip_suffix(b"\n").unwrap_or(&buf);
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            let Some((code, more, text)) = parse_reply_line(line) else {
+                return Err(temp(format!(
+                    "the next hop's reply is not SMTP: {:?}",
+                    String::from_utf8_lossy(&line[..line.len().min(100)])
+                )));
+            };
+            if let Some((first, _)) = lines.first()
+                && *first != code
+            {
+                return Err(temp("the next hop's reply lines have different codes"));
+            }
+            lines.push((code, text));
+            if !more {
+                return Ok(Reply {
+                    code,
+                    lines: lines.into_iter().map(|(_, t)| t).collect(),
+                });
+            }
+            if lines.len() >= MAX_REPLY_LINES {
+                return Err(temp("the next hop's reply has too many lines"));
+            }
+        }
+    }
+
+    async fn send(&mut self, data: &[u8]) -> Result<(), Stop> {
+        let w = self.r.get_mut();
+        tokio::time::timeout(REPLY_TIMEOUT, async {
+            w.write_all(data).await?;
+            w.flush().await
+        })
+        .await
+        .map_err(|_| temp("writing to the next hop timed out"))??;
+        Ok(())
+    }
+
+    async fn command(&mut self, cmd: &str) -> Result<Reply, Stop> {
+        self.send(format!("{cmd}\r\n").as_bytes()).await?;
+        self.read_reply(REPLY_TIMEOUT).await
+    }
+}
+
+/// Sends `msg` from `from` to `to` through `hop`; one [`Fate`] per recipient, in order.
+pub async fn send(
+    hop: &NextHop,
+    hostname: &str,
+    from: &str,
+    to: &[String],
+    msg: &[u8],
+) -> Vec<Fate> {
+    let data = data_section(msg);
+    let mut r = attempt(hop, hostname, from, to, &data, msg, hop.mode).await;
+    if let Err(Stop::Tls(e)) = &r
+        && hop.mode == TlsMode::Opportunistic
+    {
+        tracing::warn!(next_hop = %hop.addr, error = %e, "STARTTLS failed: trying again without TLS (next_hop_tls = opportunistic)");
+        r = attempt(hop, hostname, from, to, &data, msg, TlsMode::None).await;
+    }
+    match r {
+        Ok(f) => f,
+        Err(Stop::All(f)) => vec![f; to.len()],
+        Err(Stop::Tls(e)) => vec![Fate::Temporary(e); to.len()],
+    }
+}
+
+async fn connect(hop: &NextHop) -> Result<Conn, Stop> {
+    let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(hop.addr))
+        .await
+        .map_err(|_| temp(format!("connecting to {} timed out", hop.addr)))?
+        .map_err(|e| temp(format!("cannot connect to {}: {e}", hop.addr)))?;
+    Ok(Conn {
+        r: BufReader::new(Box::new(tcp)),
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn attempt(
+    hop: &NextHop,
+    hostname: &str,
+    from: &str,
+    to: &[String],
+    data: &[u8],
+    msg: &[u8],
+    mode: TlsMode,
+) -> Result<Vec<Fate>, Stop> {
+    let mut c = connect(hop).await?;
+    let greeting = c.read_reply(GREETING_TIMEOUT).await?;
+    if let Some(f) = greeting.fate_if_not(220) {
+        return Err(Stop::All(f));
+    }
+    let ehlo = format!("EHLO {hostname}");
+    let mut reply = c.command(&ehlo).await?;
+    if let Some(f) = reply.fate_if_not(250) {
+        return Err(Stop::All(f));
+    }
+    let mut ext = extensions(&reply.lines);
+    if mode != TlsMode::None && ext.starttls {
+        let r = c.command("STARTTLS").await?;
+        if let Some(f) = r.fate_if_not(220) {
+            if mode == TlsMode::Require {
+                return Err(Stop::All(match f {
+                    Fate::Permanent(t) | Fate::Temporary(t) => Fate::Temporary(format!(
+                        "the next hop refused STARTTLS ({t}) and next_hop_tls = require"
+                    )),
+                    other => other,
+                }));
+            }
+            return Err(Stop::Tls(format!("STARTTLS refused: {}", r.text())));
+        }
+        if !c.r.buffer().is_empty() {
+            // Anything sent before the handshake could be an injected command (CVE-2011-0411
+            // in reverse): refuse the session.
+            return Err(temp("the next hop sent data after its STARTTLS reply"));
+        }
+        let config = if mode == TlsMode::Require {
+            hop.verified.clone()
+        } else {
+            hop.unverified.clone()
+        };
+        let plain = c.r.into_inner();
+        let connector = tokio_rustls::TlsConnector::from(config);
+        let stream = tokio::time::timeout(
+            REPLY_TIMEOUT,
+            connector.connect(hop.name.clone(), plain),
+        )
+        .await
+        .map_err(|_| Stop::Tls("the TLS handshake with the next hop timed out".into()))?
+        .map_err(|e| {
+            let what = if mode == TlsMode::Require {
+                "the next hop's certificate or TLS handshake was refused (next_hop_tls = require)"
+            } else {
+                "the TLS handshake with the next hop failed"
+            };
+            Stop::Tls(format!("{what}: {e}"))
+        })?;
+        c = Conn {
+            r: BufReader::new(Box::new(stream)),
+        };
+        tracing::debug!(next_hop = %hop.addr, verified = mode == TlsMode::Require, "STARTTLS established");
+        reply = c.command(&ehlo).await?;
+        if let Some(f) = reply.fate_if_not(250) {
+            return Err(Stop::All(f));
+        }
+        ext = extensions(&reply.lines);
+    } else if mode == TlsMode::Require {
+        return Err(temp(
+            "the next hop does not offer STARTTLS and next_hop_tls = require",
+        ));
+    }
+    if let Some(limit) = ext.size
+        && limit > 0
+        && data.len() as u64 > limit
+    {
+        let _ = c.command("QUIT").await;
+        return Err(Stop::All(Fate::Permanent(format!(
+            "552 5.3.4 the message ({} bytes) is larger than the next hop's limit ({limit} bytes)",
+            data.len()
+        ))));
+    }
+    let mut mail = format!("MAIL FROM:<{from}>");
+    if ext.size.is_some() {
+        mail.push_str(&format!(" SIZE={}", data.len()));
+    }
+    if ext.eight_bit && msg.iter().any(|b| *b >= 0x80) {
+        mail.push_str(" BODY=8BITMIME");
+    }
+    let rcpts: Vec<String> = to.iter().map(|t| format!("RCPT TO:<{t}>")).collect();
+    let mut fates: Vec<Option<Fate>> = vec![None; to.len()];
+    let data_reply;
+    if ext.pipelining {
+        let mut batch = format!("{mail}\r\n");
+        for r in &rcpts {
+            batch.push_str(r);
+            batch.push_str("\r\n");
+        }
+        batch.push_str("DATA\r\n");
+        c.send(batch.as_bytes()).await?;
+        let m = c.read_reply(REPLY_TIMEOUT).await?;
+        let mut rcpt_replies = Vec::with_capacity(to.len());
+        for _ in &rcpts {
+            rcpt_replies.push(c.read_reply(REPLY_TIMEOUT).await?);
+        }
+        data_reply = c.read_reply(REPLY_TIMEOUT).await?;
+        if let Some(f) = m.fate_if_not(250) {
+            if data_reply.code == 354 {
+                // RFC 2920: DATA went through after all; end it empty.
+                c.send(b".\r\n").await?;
+                let _ = c.read_reply(REPLY_TIMEOUT).await;
+            }
+            return Err(Stop::All(f));
+        }
+        for (i, r) in rcpt_replies.iter().enumerate() {
+            fates[i] = r.fate_if_not(250);
+        }
+    } else {
+        let m = c.command(&mail).await?;
+        if let Some(f) = m.fate_if_not(250) {
+            return Err(Stop::All(f));
+        }
+        for (i, r) in rcpts.iter().enumerate() {
+            fates[i] = c.command(r).await?.fate_if_not(250);
+        }
+        if fates.iter().all(Option::is_some) {
+            let _ = c.command("QUIT").await;
+            return Ok(fates.into_iter().flatten().collect());
+        }
+        data_reply = c.command("DATA").await?;
+    }
+    let accepted = fates.iter().filter(|f| f.is_none()).count();
+    if data_reply.code != 354 {
+        let f = data_reply
+            .fate_if_not(354)
+            .unwrap_or(Fate::Temporary(data_reply.text()));
+        return Ok(fates.into_iter().map(|x| x.unwrap_or(f.clone())).collect());
+    }
+    if accepted == 0 {
+        c.send(b".\r\n").await?;
+        let _ = c.read_reply(REPLY_TIMEOUT).await;
+        return Ok(fates.into_iter().flatten().collect());
+    }
+    c.send(data).await?;
+    // From here on the next hop may have taken the message: a lost answer is a temporary
+    // failure (sent again later: the one window for a duplicate).
+    let end = c.read_reply(REPLY_TIMEOUT * 2).await?;
+    // The result goes back at once, to be written durably; QUIT's round trip must not widen
+    // the window in which a crash makes the message go out twice.
+    tokio::spawn(async move {
+        let _ = tokio::time::timeout(Duration::from_secs(10), c.command("QUIT")).await;
+    });
+    let result = if end.positive() {
+        Fate::Delivered(end.text())
+    } else {
+        end.fate_if_not(250).unwrap_or(Fate::Temporary(end.text()))
+    };
+    Ok(fates
+        .into_iter()
+        .map(|x| x.unwrap_or(result.clone()))
+        .collect())
+}
+
+/// The DATA section for `msg`: CRLF line ends, dot-stuffed, ending with CRLF "." CRLF.
+pub(super) fn data_section(msg: &[u8]) -> Vec<u8> {
+    let mut data = Vec::with_capacity(msg.len() + msg.len() / 50 + 8);
+    let mut at_line_start = true;
+    let mut i = 0;
+    while i < msg.len() {
+        let b = msg[i];
+        match b {
+            b'\r' | b'\n' => {
+                data.extend_from_slice(b"\r\n");
+                at_line_start = true;
+                // CRLF is one line end.
+                if b == b'\r' && msg.get(i + 1) == Some(&b'\n') {
+                    i += 1;
+                }
+            }
+            _ => {
+                if at_line_start && b == b'.' {
+                    data.push(b'.');
+                }
+                data.push(b);
+                at_line_start = false;
+            }
+        }
+        i += 1;
+    }
+    if !at_line_start {
+        data.extend_from_slice(b"\r\n");
+    }
+    data.extend_from_slice(b".\r\n");
+    data
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nothing_in_the_content_ends_data_at_the_next_hop() {
+        assert_eq!(data_section(b"a\r\nb\r\n"), b"a\r\nb\r\n.\r\n".to_vec());
+        assert_eq!(data_section(b"a"), b"a\r\n.\r\n".to_vec());
+        assert_eq!(data_section(b""), b".\r\n".to_vec());
+        assert_eq!(data_section(b".x\r\n"), b"..x\r\n.\r\n".to_vec());
+        for smuggle in [
+            &b"a\n.\nMAIL"[..],
+            b"a\n.\r\nMAIL",
+            b"a\r.\rMAIL",
+            b"a\r\n.\rMAIL",
+            b"a\r\n.\r\r\nMAIL",
+            b"a\r\n.\r\nMAIL",
+        ] {
+            let d = data_section(smuggle);
+            // The only CRLF "." CRLF is the final one.
+            let ends = d.windows(5).filter(|w| w == b"\r\n.\r\n").count();
+            assert_eq!(ends, 1, "{:?}", String::from_utf8_lossy(&d));
+            assert!(d.ends_with(b"\r\n.\r\n"));
+            assert!(
+                !d.windows(2)
+                    .enumerate()
+                    .any(|(i, w)| (w[0] == b'\r' && w[1] != b'\n')
+                        || (w[1] == b'\n' && w[0] != b'\r' && i + 1 < d.len())),
+                "only CRLF line ends"
+            );
+        }
+    }
+
+    #[test]
+    fn reply_lines_parse_and_garbage_does_not() {
+        assert_eq!(
+            parse_reply_line(b"250-PIPELINING"),
+            Some((250, true, "PIPELINING".into()))
+        );
+        assert_eq!(
+            parse_reply_line(b"550 5.1.1 no"),
+            Some((550, false, "5.1.1 no".into()))
+        );
+        assert_eq!(parse_reply_line(b"220"), Some((220, false, String::new())));
+        for bad in [
+            &b""[..],
+            b"25",
+            b"abc",
+            b"2500",
+            b"650 x",
+            b"099 x",
+            b"25x y",
+            b"\xff\xff\xff",
+        ] {
+            assert_eq!(parse_reply_line(bad), None, "{bad:?}");
+        }
+        // Control characters in the text never reach a log line raw.
+        assert_eq!(
+            parse_reply_line(b"451 a\x1b[31mb"),
+            Some((451, false, "a [31mb".into()))
+        );
+    }
+
+    #[test]
+    fn ehlo_keywords_are_read() {
+        let r = Reply {
+            code: 250,
+            lines: vec![
+                "mx.example.org hello".into(),
+                "PIPELINING".into(),
+                "SIZE 10240000".into(),
+                "starttls".into(),
+                "8BITMIME".into(),
+            ],
+        };
+        assert_eq!(
+            extensions(&r.lines),
+            Extensions {
+                starttls: true,
+                pipelining: true,
+                size: Some(10_240_000),
+                eight_bit: true
+            }
+        );
+        let r = Reply {
+            code: 250,
+            lines: vec![
+                "STARTTLS mentioned in the greeting line".into(),
+                "SIZE".into(),
+            ],
+        };
+        let e = extensions(&r.lines);
+        assert!(!e.starttls, "the first line is the greeting");
+        assert_eq!(e.size, Some(0));
+    }
+
+    #[test]
+    fn next_hop_tls_settings_that_cannot_work_are_refused_at_start() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let garbage = dir.path().join("ca.pem");
+        std::fs::write(&garbage, "not a certificate").expect("write");
+        let addr: SocketAddr = "127.0.0.1:25".parse().expect("addr");
+        fn policy<'a>(ca: Option<&'a std::path::Path>, name: Option<&'a str>) -> TlsPolicy<'a> {
+            TlsPolicy {
+                mode: TlsMode::Require,
+                ca,
+                fingerprint: None,
+                name,
+                what: "[smtp] next_hop",
+            }
+        }
+        let e = NextHop::new(addr, &policy(Some(&garbage), None))
+            .err()
+            .map(|e| e.to_string());
+        assert!(
+            e.as_deref()
+                .is_some_and(|e| e.contains("holds no certificate")),
+            "{e:?}"
+        );
+        let missing = dir.path().join("missing.pem");
+        let e = NextHop::new(addr, &policy(Some(&missing), None))
+            .err()
+            .map(|e| e.to_string());
+        assert!(
+            e.as_deref().is_some_and(|e| e.contains("next_hop_ca")),
+            "{e:?}"
+        );
+        let e = NextHop::new(addr, &policy(None, Some("not a name!")))
+            .err()
+            .map(|e| e.to_string());
+        assert!(
+            e.as_deref().is_some_and(|e| e.contains("next_hop_name")),
+            "{e:?}"
+        );
+        let ok = NextHop::new(addr, &policy(None, Some("mx.example.org"))).expect("system roots");
+        assert_eq!(ok.mode, TlsMode::Require);
+    }
+
+    /// A next hop that offers STARTTLS and then answers it with `after` (and, for a plain
+    /// session, takes the message); serves `n` connections, returns what each saw.
+    async fn broken_tls(
+        after: &'static [u8],
+        n: usize,
+    ) -> (SocketAddr, tokio::task::JoinHandle<Vec<Vec<String>>>) {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = l.local_addr().expect("addr");
+        let h = tokio::spawn(async move {
+            let mut all = Vec::new();
+            for _ in 0..n {
+                let Ok((s, _)) = l.accept().await else { break };
+                let mut r = BufReader::new(s);
+                let mut seen = Vec::new();
+                let _ = r.get_mut().write_all(b"220 test\r\n").await;
+                let mut in_data = false;
+                loop {
+                    let mut line = String::new();
+                    if r.read_line(&mut line).await.unwrap_or(0) == 0 {
+                        break;
+                    }
+                    let line = line.trim_end().to_string();
+                    if in_data {
+                        if line == "." {
+                            in_data = false;
+                            let _ = r.get_mut().write_all(b"250 taken\r\n").await;
+                        }
+                        continue;
+                    }
+                    seen.push(line.clone());
+                    let up = line.to_ascii_uppercase();
+                    let answer: &[u8] = if up.starts_with("EHLO") {
+                        b"250-test\r\n250 STARTTLS\r\n"
+                    } else if up == "STARTTLS" {
+                        let _ = r.get_mut().write_all(after).await;
+                        break;
+                    } else if up == "DATA" {
+                        in_data = true;
+                        b"354 go\r\n"
+                    } else if up == "QUIT" {
+                        let _ = r.get_mut().write_all(b"221 bye\r\n").await;
+                        break;
+                    } else {
+                        b"250 ok\r\n"
+                    };
+                    let _ = r.get_mut().write_all(answer).await;
+                }
+                all.push(seen);
+            }
+            all
+        });
+        (addr, h)
+    }
+
+    #[tokio::test]
+    async fn opportunistic_falls_back_to_plain_but_require_does_not() {
+        let to = vec!["a@x".to_string()];
+        // The handshake fails (the next hop hangs up): opportunistic sends in plain.
+        let (addr, h) = broken_tls(b"220 go\r\n", 2).await;
+        let f = send(
+            &hop(addr, TlsMode::Opportunistic),
+            "box",
+            "s@x",
+            &to,
+            b"x\r\n",
+        )
+        .await;
+        assert!(matches!(&f[0], Fate::Delivered(_)), "{f:?}");
+        let seen = h.await.expect("server");
+        assert_eq!(seen.len(), 2);
+        assert!(seen[0].contains(&"STARTTLS".to_string()));
+        assert!(!seen[1].contains(&"STARTTLS".to_string()), "{seen:?}");
+        // Under require the message waits, with the reason, and goes nowhere in plain.
+        let (addr, h) = broken_tls(b"220 go\r\n", 1).await;
+        let f = send(&hop(addr, TlsMode::Require), "box", "s@x", &to, b"x\r\n").await;
+        assert!(
+            matches!(&f[0], Fate::Temporary(t) if t.contains("require")),
+            "{f:?}"
+        );
+        assert!(
+            !h.await.expect("server")[0]
+                .iter()
+                .any(|l| l.starts_with("MAIL"))
+        );
+        // Data pipelined behind the 220 (a command injected before the handshake): refused.
+        let (addr, _h) = broken_tls(b"220 go\r\n250 injected\r\n", 1).await;
+        let f = send(&hop(addr, TlsMode::Require), "box", "s@x", &to, b"x\r\n").await;
+        assert!(
+            matches!(&f[0], Fate::Temporary(t) if t.contains("after its STARTTLS reply")),
+            "{f:?}"
+        );
+    }
+
+    /// A scripted next hop on a local socket: answers each command with the given reply.
+    async fn scripted(
+        script: Vec<(&'static str, &'static str)>,
+    ) -> (SocketAddr, tokio::task::JoinHandle<Vec<String>>) {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = l.local_addr().expect("addr");
+        let h = tokio::spawn(async move {
+            let (s, _) = l.accept().await.expect("accept");
+            let mut r = BufReader::new(s);
+            let mut seen = Vec::new();
+            r.get_mut()
+                .write_all(b"220 test ESMTP\r\n")
+                .await
+                .expect("greet");
+            let mut in_data = false;
+            loop {
+                let mut line = String::new();
+                if r.read_line(&mut line).await.unwrap_or(0) == 0 {
+                    return seen;
+                }
+                let line = line.trim_end().to_string();
+                if in_data {
+                    if line == "." {
+                        in_data = false;
+                        seen.push(".".into());
+                        r.get_mut()
+                            .write_all(b"250 2.0.0 taken\r\n")
+                            .await
+                            .expect("w");
+                    }
+                    continue;
+                }
+                let verb = line
+                    .split([' ', ':'])
+                    .next()
+                    .unwrap_or("")
+                    .to_ascii_uppercase();
+                seen.push(line.clone());
+                let answer = script
+                    .iter()
+                    .find(|(k, _)| line.to_ascii_uppercase().starts_with(k))
+                    .map(|(_, a)| *a)
+                    .unwrap_or(match verb.as_str() {
+                        "EHLO" => "250 test",
+                        "DATA" => "354 go",
+                        "QUIT" => "221 bye",
+                        _ => "250 ok",
+                    });
+                if verb == "DATA" && answer.starts_with("354") {
+                    in_data = true;
+                }
+                r.get_mut()
+                    .write_all(format!("{answer}\r\n").as_bytes())
+                    .await
+                    .expect("w");
+                if verb == "QUIT" {
+                    return seen;
+                }
+            }
+        });
+        (addr, h)
+    }
+
+    fn hop(addr: SocketAddr, mode: TlsMode) -> NextHop {
+        let mut s = Settings::default();
+        s.smtp.next_hop = Some(addr);
+        s.smtp.next_hop_tls = mode;
+        NextHop::from_settings(&s).expect("hop").expect("some")
+    }
+
+    #[tokio::test]
+    async fn each_recipient_gets_its_own_result() {
+        let (addr, h) = scripted(vec![
+            ("RCPT TO:<B@", "450 4.2.1 try later"),
+            ("RCPT TO:<C@", "550 5.1.1 unknown"),
+        ])
+        .await;
+        let to: Vec<String> = ["a@x", "b@x", "c@x"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let f = send(
+            &hop(addr, TlsMode::Opportunistic),
+            "box",
+            "s@x",
+            &to,
+            b"Subject: x\r\n\r\nhi\r\n",
+        )
+        .await;
+        assert!(
+            matches!(&f[0], Fate::Delivered(t) if t.contains("taken")),
+            "{f:?}"
+        );
+        assert!(
+            matches!(&f[1], Fate::Temporary(t) if t.contains("450")),
+            "{f:?}"
+        );
+        assert!(
+            matches!(&f[2], Fate::Permanent(t) if t.contains("550")),
+            "{f:?}"
+        );
+        let seen = h.await.expect("server");
+        assert!(seen.contains(&".".to_string()));
+    }
+
+    #[tokio::test]
+    async fn pipelining_sends_the_envelope_in_one_go_and_size_is_respected() {
+        let (addr, h) = scripted(vec![(
+            "EHLO",
+            "250-test\r\n250-PIPELINING\r\n250 SIZE 100000",
+        )])
+        .await;
+        let to = vec!["a@x".to_string()];
+        let f = send(
+            &hop(addr, TlsMode::None),
+            "box",
+            "s@x",
+            &to,
+            b"Subject: x\r\n\r\nhi\r\n",
+        )
+        .await;
+        assert!(matches!(&f[0], Fate::Delivered(_)), "{f:?}");
+        let seen = h.await.expect("server");
+        assert!(
+            seen.iter().any(|l| l.starts_with("MAIL FROM:<s@x> SIZE=")),
+            "{seen:?}"
+        );
+        // Too large: refused for good before MAIL.
+        let (addr, h) = scripted(vec![("EHLO", "250-test\r\n250 SIZE 10")]).await;
+        let f = send(&hop(addr, TlsMode::None), "box", "s@x", &to, &[b'x'; 100]).await;
+        assert!(
+            matches!(&f[0], Fate::Permanent(t) if t.contains("larger than")),
+            "{f:?}"
+        );
+        let seen = h.await.expect("server");
+        assert!(!seen.iter().any(|l| l.starts_with("MAIL")), "{seen:?}");
+    }
+
+    #[tokio::test]
+    async fn require_without_starttls_defers_and_a_dead_hop_is_temporary() {
+        let (addr, _h) = scripted(vec![]).await;
+        let to = vec!["a@x".to_string()];
+        let f = send(&hop(addr, TlsMode::Require), "box", "s@x", &to, b"x").await;
+        assert!(
+            matches!(&f[0], Fate::Temporary(t) if t.contains("does not offer STARTTLS")),
+            "{f:?}"
+        );
+        let dead = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = dead.local_addr().expect("addr");
+        drop(dead);
+        let f = send(&hop(addr, TlsMode::Opportunistic), "box", "s@x", &to, b"x").await;
+        assert!(
+            matches!(&f[0], Fate::Temporary(t) if t.contains("cannot connect")),
+            "{f:?}"
+        );
+        // A greeting that is not SMTP.
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = l.local_addr().expect("addr");
+        tokio::spawn(async move {
+            if let Ok((mut s, _)) = l.accept().await {
+                let _ = s.write_all(b"HTTP/1.1 400 Bad\r\n\r\n").await;
+            }
+        });
+        let f = send(&hop(addr, TlsMode::Opportunistic), "box", "s@x", &to, b"x").await;
+        assert!(
+            matches!(&f[0], Fate::Temporary(t) if t.contains("not SMTP")),
+            "{f:?}"
+        );
+    }
+}

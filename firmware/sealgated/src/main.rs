@@ -25,6 +25,7 @@ mod audit;
 mod certs;
 mod directory;
 mod docking;
+mod gateway;
 mod http;
 mod identity;
 mod keys;
@@ -471,6 +472,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     // which would write them, cannot be relied on.
     let vault_at_stop = vault.clone();
     let admin_state = web::Data::new(admin::AdminState::new(vault.clone(), &data_dir));
+    let submission_vault = vault.clone();
     let queue = smtp::open_queue(&data_dir, &settings)?;
     let _ = admin_state.queue.set(queue.clone());
     let keys: Arc<dyn keys::KeyStore> = Arc::new(keys::Cached::new(vault, Duration::from_secs(30)));
@@ -496,6 +498,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let admin_tls = identity::server_config(&id, Vec::new(), true)?;
     // STARTTLS asks for the same pinned client certificates (their scopes open the listeners).
     let smtp_tls = Arc::new(identity::server_config(&id, pins, false)?);
+    let submission_tls = Arc::new(identity::server_config(&id, Vec::new(), false)?);
 
     let docking_listener = std::net::TcpListener::bind(settings.docking.listen)
         .with_context(|| format!("binding the docking API to {}", settings.docking.listen))?;
@@ -584,6 +587,19 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         admin_state.add_listener("docking", docking_addr);
         admin_state.add_listener("admin", admin_addr);
 
+        let submission = gateway::submission::start(gateway::submission::Submission {
+            settings: settings.clone(),
+            data_dir: data_dir.clone(),
+            keys: keys.clone(),
+            vault: submission_vault,
+            audit: audit.clone(),
+            tls: submission_tls,
+        })
+        .await?;
+        for (name, addr) in submission.listening() {
+            console(&format!("listening {name} {addr}"));
+            admin_state.add_listener(name, addr);
+        }
         let hand_off = smtp::start(smtp::HandOff {
             settings: settings.clone(),
             data_dir: data_dir.clone(),
@@ -609,6 +625,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         };
         tracing::info!(?asked, "stopping");
         hand_off.stop().await;
+        submission.stop().await;
         tokio::join!(docking_handle.stop(true), admin_handle.stop(true));
         if let Some(h) = socket_handle {
             h.stop(true).await;

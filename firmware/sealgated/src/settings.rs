@@ -44,6 +44,12 @@ pub struct Settings {
     pub directory: sealgate_directory::Settings,
     /// The durable SMTP queue (retries, lifetime, loops).
     pub queue: Queue,
+    /// Mail submission by employees' mail clients (587 STARTTLS, 465 implicit TLS).
+    pub submission: Submission,
+    /// Mail from the Internet (MX).
+    pub inbound: Inbound,
+    /// What submitted mail gets: signature, encryption, by level.
+    pub policy: Policy,
 }
 
 /// `[docking]`.
@@ -633,6 +639,8 @@ impl Settings {
             (1..=1024).contains(&self.limits.max_signers),
             "[limits] max_signers must be 1..=1024"
         );
+        self.submission.validate()?;
+        self.inbound.validate()?;
         Ok(())
     }
 }
@@ -1080,5 +1088,557 @@ mod tests {
             "encrypt-known".parse::<MissingPolicy>(),
             Ok(MissingPolicy::EncryptKnown)
         );
+    }
+}
+
+/// `[submission]`: employees' mail clients submit here (issue 10 §2). Off unless `listen` or
+/// `listen_tls` is given; either needs `auth` (where passwords are checked: the box holds
+/// none) and `relay` (where accepted mail goes).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Submission {
+    /// STARTTLS submission (the box: `0.0.0.0:587`).
+    pub listen: Option<SocketAddr>,
+    /// Implicit TLS submission (the box: `0.0.0.0:465`).
+    pub listen_tls: Option<SocketAddr>,
+    /// The organisation's server that verifies credentials: `smtp://HOST[:PORT]` (STARTTLS
+    /// required, AUTH PLAIN; port 587), `smtps://` (465) or `imaps://` (LOGIN; 993).
+    pub auth: Option<AuthServer>,
+    /// PEM trust anchors for `auth`'s certificate (default: the system's roots).
+    pub auth_ca: Option<PathBuf>,
+    /// The organisation's server: accepted mail is relayed there.
+    pub relay: Option<SocketAddr>,
+    /// Seconds a verified password is remembered (as a keyed hash, in memory only).
+    pub auth_cache_secs: Seconds,
+    /// Failed logins of one user, or from one client address, within
+    /// `auth_failure_window_secs` after which further attempts are refused (`454`) until the
+    /// window ends, without asking the organisation's server.
+    pub max_auth_failures: u32,
+    /// The window of `max_auth_failures`.
+    pub auth_failure_window_secs: Seconds,
+    /// Further sender addresses per login name (`"alice@example.org" = ["sales@example.org"]`);
+    /// a login name that is an address may always send as itself.
+    pub aliases: std::collections::BTreeMap<String, Vec<Address>>,
+}
+
+impl Default for Submission {
+    fn default() -> Self {
+        Submission {
+            listen: None,
+            listen_tls: None,
+            auth: None,
+            auth_ca: None,
+            relay: None,
+            auth_cache_secs: Seconds(300),
+            max_auth_failures: 5,
+            auth_failure_window_secs: Seconds(300),
+            aliases: std::collections::BTreeMap::new(),
+        }
+    }
+}
+
+impl Submission {
+    fn validate(&self) -> anyhow::Result<()> {
+        if self.listen.is_some() || self.listen_tls.is_some() {
+            anyhow::ensure!(
+                self.auth.is_some(),
+                "[submission] listeners need auth (the server that verifies passwords)"
+            );
+            anyhow::ensure!(
+                self.relay.is_some(),
+                "[submission] listeners need relay (the organisation's server)"
+            );
+        }
+        anyhow::ensure!(
+            self.auth_cache_secs.0 <= 3600,
+            "[submission] auth_cache_secs must be 1..=3600"
+        );
+        anyhow::ensure!(
+            (1..=1000).contains(&self.max_auth_failures),
+            "[submission] max_auth_failures must be 1..=1000"
+        );
+        for login in self.aliases.keys() {
+            anyhow::ensure!(
+                !login.trim().is_empty()
+                    && login.len() <= 256
+                    && !login.chars().any(|c| c.is_control() || c.is_whitespace()),
+                "[submission] aliases: {login:?} is not a login name"
+            );
+        }
+        Ok(())
+    }
+}
+
+/// How `[submission] auth` asks the organisation's server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthScheme {
+    /// SMTP submission with STARTTLS (required), then AUTH PLAIN.
+    Smtp,
+    /// SMTP over implicit TLS, then AUTH PLAIN.
+    Smtps,
+    /// IMAP over implicit TLS, then LOGIN.
+    Imaps,
+}
+
+/// `[submission] auth`: `smtp://HOST[:PORT]`, `smtps://...` or `imaps://...`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct AuthServer {
+    /// How to ask.
+    pub scheme: AuthScheme,
+    /// The host name (or address) connected to and checked in its certificate.
+    pub host: String,
+    /// The port.
+    pub port: u16,
+}
+
+impl FromStr for AuthServer {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad =
+            || format!("{s:?}: use smtp://HOST[:PORT], smtps://HOST[:PORT] or imaps://HOST[:PORT]");
+        let (scheme, rest) = s.split_once("://").ok_or_else(bad)?;
+        let (scheme, default_port) = match scheme.to_ascii_lowercase().as_str() {
+            "smtp" => (AuthScheme::Smtp, 587),
+            "smtps" => (AuthScheme::Smtps, 465),
+            "imaps" => (AuthScheme::Imaps, 993),
+            _ => return Err(bad()),
+        };
+        let rest = rest.strip_suffix('/').unwrap_or(rest);
+        // `[v6]:port`, `host:port`, `host`.
+        let (host, port) = if let Some(v6) = rest.strip_prefix('[') {
+            let (h, after) = v6.split_once(']').ok_or_else(bad)?;
+            let port = match after.strip_prefix(':') {
+                Some(p) => Some(p),
+                None if after.is_empty() => None,
+                None => return Err(bad()),
+            };
+            h.parse::<std::net::Ipv6Addr>().map_err(|_| bad())?;
+            (h.to_string(), port)
+        } else {
+            match rest.rsplit_once(':') {
+                Some((h, p)) => (h.to_string(), Some(p)),
+                None => (rest.to_string(), None),
+            }
+        };
+        let port = match port {
+            Some(p) => p.parse::<u16>().ok().filter(|p| *p > 0).ok_or_else(bad)?,
+            None => default_port,
+        };
+        let host_ok = !host.is_empty()
+            && host.len() <= 253
+            && host
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':'));
+        if !host_ok {
+            return Err(bad());
+        }
+        Ok(AuthServer {
+            scheme,
+            host: host.to_ascii_lowercase(),
+            port,
+        })
+    }
+}
+
+impl TryFrom<String> for AuthServer {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
+    }
+}
+
+impl fmt::Display for AuthServer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let scheme = match self.scheme {
+            AuthScheme::Smtp => "smtp",
+            AuthScheme::Smtps => "smtps",
+            AuthScheme::Imaps => "imaps",
+        };
+        if self.host.contains(':') {
+            write!(f, "{scheme}://[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{scheme}://{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// A mail address, `local@domain`, lowercased (as the vault keys users).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
+#[serde(try_from = "String")]
+pub struct Address(pub String);
+
+impl FromStr for Address {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let a = s.trim().to_ascii_lowercase();
+        let ok = match a.rsplit_once('@') {
+            Some((local, domain)) => {
+                !local.is_empty()
+                    && local.len() <= 64
+                    && !local
+                        .chars()
+                        .any(|c| c.is_control() || c.is_whitespace() || "<>,;\"".contains(c))
+                    && Domain::from_str(domain).is_ok()
+            }
+            None => false,
+        };
+        if ok {
+            Ok(Address(a))
+        } else {
+            Err(format!("{s:?} is not a mail address (local@domain)"))
+        }
+    }
+}
+
+impl TryFrom<String> for Address {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
+    }
+}
+
+impl fmt::Display for Address {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A mail domain, `example.org`, lowercased.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
+#[serde(try_from = "String")]
+pub struct Domain(pub String);
+
+impl FromStr for Domain {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let d = s.trim().trim_end_matches('.').to_ascii_lowercase();
+        let ok = !d.is_empty()
+            && d.len() <= 253
+            && d.split('.').all(|l| {
+                !l.is_empty()
+                    && l.len() <= 63
+                    && !l.starts_with('-')
+                    && !l.ends_with('-')
+                    && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            });
+        if ok {
+            Ok(Domain(d))
+        } else {
+            Err(format!("{s:?} is not a mail domain"))
+        }
+    }
+}
+
+impl TryFrom<String> for Domain {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
+    }
+}
+
+impl fmt::Display for Domain {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// `[inbound]`: mail from the Internet (MX). Off unless `listen` is given; it then needs
+/// `domains` (mail for any other domain is refused: no open relay) and `next_hop`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Inbound {
+    /// Where the MX listens (the box: `0.0.0.0:25`).
+    pub listen: Option<SocketAddr>,
+    /// The domains accepted.
+    pub domains: Vec<Domain>,
+    /// The internal mail server accepted mail goes to.
+    pub next_hop: Option<SocketAddr>,
+}
+
+impl Inbound {
+    fn validate(&self) -> anyhow::Result<()> {
+        if self.listen.is_some() {
+            anyhow::ensure!(
+                !self.domains.is_empty(),
+                "[inbound] listen needs domains (the box is no open relay)"
+            );
+            anyhow::ensure!(
+                self.next_hop.is_some(),
+                "[inbound] listen needs next_hop (the internal mail server)"
+            );
+        }
+        Ok(())
+    }
+}
+
+/// `[policy] encrypt`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[serde(try_from = "String")]
+pub enum EncryptPolicy {
+    /// Never encrypt.
+    Never,
+    /// Encrypt to the recipients with a certificate; the others get a separate signed
+    /// cleartext copy.
+    IfPossible,
+    /// Refuse (`550 5.7.1`, naming them) a message with a recipient without a certificate.
+    Mandatory,
+}
+
+impl EncryptPolicy {
+    /// The name in the settings file.
+    pub fn name(self) -> &'static str {
+        match self {
+            EncryptPolicy::Never => "never",
+            EncryptPolicy::IfPossible => "if-possible",
+            EncryptPolicy::Mandatory => "mandatory",
+        }
+    }
+}
+
+impl TryFrom<String> for EncryptPolicy {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        Ok(match s.as_str() {
+            "never" => EncryptPolicy::Never,
+            "if-possible" => EncryptPolicy::IfPossible,
+            "mandatory" => EncryptPolicy::Mandatory,
+            other => {
+                return Err(format!(
+                    "encrypt = {other:?}: use never, if-possible or mandatory"
+                ));
+            }
+        })
+    }
+}
+
+/// `[policy] sign`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub enum SignLevel {
+    /// Never sign.
+    Never,
+    /// Sign when the sender has a key (or auto-enrolment issues one).
+    IfPossible,
+    /// Sign; a sender without a key (and no auto-enrolment) is refused (`550 5.7.1`).
+    Always,
+}
+
+impl SignLevel {
+    /// The name in the settings file.
+    pub fn name(self) -> &'static str {
+        match self {
+            SignLevel::Never => "never",
+            SignLevel::IfPossible => "if-possible",
+            SignLevel::Always => "always",
+        }
+    }
+}
+
+impl TryFrom<String> for SignLevel {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        Ok(match s.as_str() {
+            "never" => SignLevel::Never,
+            "if-possible" => SignLevel::IfPossible,
+            "always" => SignLevel::Always,
+            other => {
+                return Err(format!(
+                    "sign = {other:?}: use never, if-possible or always"
+                ));
+            }
+        })
+    }
+}
+
+/// `[policy] subject_trigger`: text in a Subject that forces `encrypt = "mandatory"` for
+/// that message and is removed from the Subject (compared without regard to ASCII case).
+/// Empty: no trigger.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct SubjectTrigger(pub String);
+
+impl TryFrom<String> for SubjectTrigger {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        if s.len() > 64 || s.chars().any(char::is_control) || (!s.is_empty() && s.trim().is_empty())
+        {
+            return Err(format!(
+                "subject_trigger = {s:?}: at most 64 characters, no control characters, not only spaces"
+            ));
+        }
+        Ok(SubjectTrigger(s))
+    }
+}
+
+/// One level's overrides (`[policy.domains."example.org"]`, `[policy.users."a@example.org"]`):
+/// what it leaves out comes from the level below.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PolicyOverride {
+    /// See [`Policy::encrypt`].
+    pub encrypt: Option<EncryptPolicy>,
+    /// See [`Policy::sign`].
+    pub sign: Option<SignLevel>,
+    /// See [`Policy::auto_enrol`].
+    pub auto_enrol: Option<bool>,
+    /// See [`Policy::header_protection`].
+    pub header_protection: Option<bool>,
+}
+
+/// `[policy]`: what submitted mail gets. Levels, the more specific winning: built-in (the
+/// `Default`) < these global values < `domains` (the sender's domain) < `users` (the sender).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Policy {
+    /// Encryption to the recipients' certificates.
+    pub encrypt: EncryptPolicy,
+    /// Signature with the sender's key.
+    pub sign: SignLevel,
+    /// See [`SubjectTrigger`] (default `[secure]`).
+    pub subject_trigger: SubjectTrigger,
+    /// A sender without a key gets one issued by the box's CA at their first message.
+    pub auto_enrol: bool,
+    /// Protect the header fields too (RFC 9788: the Subject inside the encryption, a
+    /// placeholder outside).
+    pub header_protection: bool,
+    /// Per sender domain.
+    pub domains: std::collections::BTreeMap<Domain, PolicyOverride>,
+    /// Per sender address.
+    pub users: std::collections::BTreeMap<Address, PolicyOverride>,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            encrypt: EncryptPolicy::IfPossible,
+            sign: SignLevel::IfPossible,
+            subject_trigger: SubjectTrigger("[secure]".into()),
+            auto_enrol: false,
+            header_protection: false,
+            domains: std::collections::BTreeMap::new(),
+            users: std::collections::BTreeMap::new(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod gateway_settings_tests {
+    use super::*;
+
+    #[test]
+    fn nothing_listens_by_default() {
+        let s = Settings::parse("").expect("defaults");
+        assert!(s.submission.listen.is_none() && s.submission.listen_tls.is_none());
+        assert!(s.inbound.listen.is_none());
+        assert_eq!(s.policy.encrypt, EncryptPolicy::IfPossible);
+        assert_eq!(s.policy.sign, SignLevel::IfPossible);
+        assert_eq!(s.policy.subject_trigger.0, "[secure]");
+        let b = Settings::box_shipped().expect("box");
+        assert!(b.submission.listen.is_none() && b.inbound.listen.is_none());
+    }
+
+    #[test]
+    fn the_issue_contract_parses() {
+        let s = Settings::parse(
+            r#"
+[submission]
+listen = "127.0.0.1:2587"
+listen_tls = "127.0.0.1:2465"
+auth = "smtp://127.0.0.1:3587"
+auth_ca = "/path/ca.pem"
+relay = "127.0.0.1:3525"
+aliases = { "alice@example.org" = ["Sales@Example.org"], "bob" = ["bob@example.org"] }
+[inbound]
+listen = "127.0.0.1:2525"
+domains = ["example.org"]
+next_hop = "127.0.0.1:3526"
+[policy]
+encrypt = "if-possible"
+sign = "always"
+[policy.domains."Example.ORG"]
+encrypt = "mandatory"
+[policy.users."ceo@example.org"]
+encrypt = "never"
+auto_enrol = true
+"#,
+        )
+        .expect("contract");
+        let a = s.submission.auth.expect("auth");
+        assert_eq!(
+            (a.scheme, a.host.as_str(), a.port),
+            (AuthScheme::Smtp, "127.0.0.1", 3587)
+        );
+        assert_eq!(s.submission.relay.expect("relay").port(), 3525);
+        assert_eq!(
+            s.submission.aliases["alice@example.org"][0].0,
+            "sales@example.org"
+        );
+        assert_eq!(s.inbound.domains, vec![Domain("example.org".into())]);
+        assert_eq!(s.policy.sign, SignLevel::Always);
+        assert_eq!(
+            s.policy.domains[&Domain("example.org".into())].encrypt,
+            Some(EncryptPolicy::Mandatory)
+        );
+        assert_eq!(
+            s.policy.users[&Address("ceo@example.org".into())].auto_enrol,
+            Some(true)
+        );
+    }
+
+    #[test]
+    fn auth_servers_parse() {
+        let p = |s: &str| s.parse::<AuthServer>();
+        assert_eq!(p("imaps://mail.example.org").expect("imaps").port, 993);
+        assert_eq!(
+            p("smtps://Mail.Example.org:4650").expect("smtps").host,
+            "mail.example.org"
+        );
+        assert_eq!(p("smtp://[::1]:3587").expect("v6").host, "::1");
+        assert_eq!(
+            p("smtp://[::1]:3587").expect("v6").to_string(),
+            "smtp://[::1]:3587"
+        );
+        for bad in [
+            "imap://x",
+            "http://x",
+            "smtp://",
+            "smtp://x:0",
+            "smtp://x:99999",
+            "smtp://a b",
+            "smtp://user@host",
+            "127.0.0.1:587",
+            "smtp://[::1",
+        ] {
+            assert!(p(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn bad_gateway_settings_are_refused() {
+        for bad in [
+            "[submission]\nlisten = \"127.0.0.1:2587\"\n",
+            "[submission]\nlisten = \"127.0.0.1:2587\"\nauth = \"imaps://x\"\n",
+            "[submission]\nlisten_tls = \"127.0.0.1:2465\"\nrelay = \"127.0.0.1:25\"\n",
+            "[submission]\nauth = \"pop3://x\"\n",
+            "[submission]\nauth_cache_secs = 7200\n",
+            "[submission]\nmax_auth_failures = 0\n",
+            "[submission]\naliases = { \"a\" = [\"not an address\"] }\n",
+            "[submission]\naliases = { \"a b\" = [\"a@b.org\"] }\n",
+            "[submission]\nport = 587\n",
+            "[inbound]\nlisten = \"127.0.0.1:2525\"\nnext_hop = \"127.0.0.1:25\"\n",
+            "[inbound]\nlisten = \"127.0.0.1:2525\"\ndomains = [\"example.org\"]\n",
+            "[inbound]\ndomains = [\"exa mple.org\"]\n",
+            "[policy]\nencrypt = \"always\"\n",
+            "[policy]\nsign = \"if-key\"\n",
+            "[policy]\nsubject_trigger = \"a\\nb\"\n",
+            "[policy]\nsubject_trigger = \"   \"\n",
+            "[policy.users.\"nobody\"]\nencrypt = \"never\"\n",
+            "[policy.domains.\"example.org\"]\ncolour = \"red\"\n",
+        ] {
+            assert!(Settings::parse(bad).is_err(), "{bad}");
+        }
+        let s = Settings::parse("[policy]\nsubject_trigger = \"\"\n").expect("no trigger");
+        assert!(s.policy.subject_trigger.0.is_empty());
     }
 }

@@ -38,8 +38,11 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "slapd",
     "ldap-utils",
     "python3",
-    // The SMTP queue's next hop (tests/docking/queue.rs): a private Postfix instance.
+    // Postfix: the SMTP queue's next hop (tests/docking/queue.rs) and, with Dovecot, the
+    // organisation's servers of the gateway's tests (tests/gateway).
     "postfix",
+    "dovecot-core",
+    "dovecot-imapd",
 ];
 
 /// PyPI packages the docking tests need (a vendor's Python client, the OpenAPI checker, the
@@ -62,6 +65,7 @@ const INTEROP_BINARIES: &[&str] = &[
     "vault_audit",
     "docking",
     "directory",
+    "gateway",
     "system",
 ];
 
@@ -277,6 +281,17 @@ pub(crate) fn ensure_debian_packages(packages: &[&str]) -> Result<()> {
         .context("apt-get update")?;
     if !status.success() {
         bail!("apt-get update failed");
+    }
+    if missing.contains(&"postfix") {
+        // The tests start their own Postfix instances: the host's stays unconfigured.
+        let mut c = Command::new("debconf-set-selections")
+            .stdin(Stdio::piped())
+            .spawn()
+            .context("debconf-set-selections")?;
+        if let Some(mut stdin) = c.stdin.take() {
+            stdin.write_all(b"postfix postfix/main_mailer_type select No configuration\n")?;
+        }
+        c.wait()?;
     }
     let status = Command::new("apt-get")
         .env("DEBIAN_FRONTEND", "noninteractive")

@@ -6,11 +6,12 @@
 //! compile until it is shown here (or deliberately hidden: a secret would be shown only as
 //! whether it is set). No field today is a secret: `[tls] key` is a path, not the key.
 
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
 use crate::settings::{
-    Admin, Auth, ByteCount, Cidr, Cipher, Docking, EncryptFailure, Fingerprint, Limits, Log,
-    MissingPolicy, PinnedClient, Queue, Seconds, Settings, SignPolicy, Smtp, Tls, TlsMode,
+    Admin, Auth, ByteCount, Cidr, Cipher, Docking, EncryptFailure, EncryptPolicy, Fingerprint,
+    Inbound, Limits, Log, MissingPolicy, PinnedClient, Policy, PolicyOverride, Queue, Seconds,
+    Settings, SignLevel, SignPolicy, Smtp, SubjectTrigger, Submission, Tls, TlsMode,
 };
 
 /// The name a value is spelled with in the settings file (the first of `names` that parses to
@@ -65,6 +66,9 @@ pub fn view(s: &Settings) -> Value {
         limits,
         directory,
         queue,
+        submission,
+        inbound,
+        policy,
     } = s;
     let Docking {
         listen,
@@ -185,6 +189,96 @@ pub fn view(s: &Settings) -> Value {
         },
         "directory": directory_view(directory),
         "queue": queue,
+        "submission": submission_view(submission),
+        "inbound": inbound_view(inbound),
+        "policy": policy_view(policy),
+    })
+}
+
+fn submission_view(s: &Submission) -> Value {
+    let Submission {
+        listen,
+        listen_tls,
+        auth,
+        auth_ca,
+        relay,
+        auth_cache_secs,
+        max_auth_failures,
+        auth_failure_window_secs,
+        aliases,
+    } = s;
+    let addr = |a: &Option<std::net::SocketAddr>| a.map_or(Value::Null, |a| json!(a.to_string()));
+    json!({
+        "listen": addr(listen),
+        "listen_tls": addr(listen_tls),
+        "auth": auth.as_ref().map_or(Value::Null, |a| json!(a.to_string())),
+        "auth_ca": path(auth_ca),
+        "relay": addr(relay),
+        "auth_cache_secs": secs(*auth_cache_secs),
+        "max_auth_failures": max_auth_failures,
+        "auth_failure_window_secs": secs(*auth_failure_window_secs),
+        "aliases": aliases
+            .iter()
+            .map(|(login, addrs)| {
+                (login.clone(), json!(addrs.iter().map(|a| a.0.clone()).collect::<Vec<_>>()))
+            })
+            .collect::<Map<String, Value>>(),
+    })
+}
+
+fn inbound_view(i: &Inbound) -> Value {
+    let Inbound {
+        listen,
+        domains,
+        next_hop,
+    } = i;
+    json!({
+        "listen": listen.map_or(Value::Null, |a| json!(a.to_string())),
+        "domains": domains.iter().map(|d| d.0.clone()).collect::<Vec<_>>(),
+        "next_hop": next_hop.map_or(Value::Null, |a| json!(a.to_string())),
+    })
+}
+
+fn policy_override(o: &PolicyOverride) -> Value {
+    let PolicyOverride {
+        encrypt,
+        sign,
+        auto_enrol,
+        header_protection,
+    } = o;
+    json!({
+        "encrypt": encrypt.map(EncryptPolicy::name),
+        "sign": sign.map(SignLevel::name),
+        "auto_enrol": auto_enrol,
+        "header_protection": header_protection,
+    })
+}
+
+fn policy_view(p: &Policy) -> Value {
+    let Policy {
+        encrypt,
+        sign,
+        subject_trigger,
+        auto_enrol,
+        header_protection,
+        domains,
+        users,
+    } = p;
+    let SubjectTrigger(trigger) = subject_trigger;
+    json!({
+        "encrypt": encrypt.name(),
+        "sign": sign.name(),
+        "subject_trigger": trigger,
+        "auto_enrol": auto_enrol,
+        "header_protection": header_protection,
+        "domains": domains
+            .iter()
+            .map(|(d, o)| (d.0.clone(), policy_override(o)))
+            .collect::<Map<String, Value>>(),
+        "users": users
+            .iter()
+            .map(|(u, o)| (u.0.clone(), policy_override(o)))
+            .collect::<Map<String, Value>>(),
     })
 }
 
@@ -248,7 +342,19 @@ mod tests {
     fn defaults_show_every_section_and_nothing_changed() {
         let d = Settings::default();
         let v = view(&d);
-        for section in ["docking", "admin", "tls", "auth", "smtp", "log", "limits"] {
+        for section in [
+            "docking",
+            "admin",
+            "tls",
+            "auth",
+            "smtp",
+            "log",
+            "limits",
+            "submission",
+            "inbound",
+            "policy",
+            "queue",
+        ] {
             assert!(v[section].is_object(), "{section}");
         }
         assert_eq!(v["docking"]["missing"], "reject");
@@ -256,5 +362,19 @@ mod tests {
         assert_eq!(v["docking"]["cipher"], "aes256-cbc");
         assert_eq!(v["smtp"]["encrypt_failure"], "hold");
         assert!(v["admin"]["socket"].is_null());
+        assert_eq!(v["policy"]["encrypt"], "if-possible");
+        assert_eq!(v["policy"]["subject_trigger"], "[secure]");
+        assert!(v["submission"]["listen"].is_null());
+        let s = Settings::parse(
+            "[submission]\nlisten = \"127.0.0.1:2587\"\nauth = \"imaps://mail.example.org\"\nrelay = \"127.0.0.1:3525\"\n[policy.users.\"a@example.org\"]\nencrypt = \"mandatory\"\n",
+        )
+        .expect("settings");
+        let v = view(&s);
+        assert_eq!(v["submission"]["auth"], "imaps://mail.example.org:993");
+        assert_eq!(
+            v["policy"]["users"]["a@example.org"]["encrypt"],
+            "mandatory"
+        );
+        assert!(v["policy"]["users"]["a@example.org"]["sign"].is_null());
     }
 }

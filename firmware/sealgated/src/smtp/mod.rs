@@ -22,7 +22,7 @@
 //! without processing; any other marker is removed. The `Received` field the box adds to
 //! everything it relays ends loops the marker does not (`[queue] max_received`).
 
-mod client;
+pub(crate) mod client;
 mod dsn;
 mod process;
 mod protocol;

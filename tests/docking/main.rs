@@ -3,8 +3,9 @@
 //! aiosmtpd. See `harness.rs` for how the daemon is started.
 //!
 //! Peers the tests need: Debian `openssl`, `curl`, `swaks`, `libnet-ssleay-perl`,
-//! `libio-socket-ssl-perl`; PyPI `requests`, `schemathesis`, `aiosmtpd`. A missing one fails
-//! the test with a message naming its package.
+//! `libio-socket-ssl-perl`, `dovecot-imapd` (the IMAP proxy's upstream and reference); PyPI
+//! `requests`, `schemathesis`, `aiosmtpd`. A missing one fails the test with a message naming
+//! its package.
 
 #![allow(clippy::unwrap_used, clippy::panic, missing_docs)]
 
@@ -15,6 +16,7 @@ mod box_admin;
 mod box_mode;
 mod directory;
 mod harness;
+mod imap;
 mod python;
 mod queue;
 mod smtp;

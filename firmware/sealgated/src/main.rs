@@ -28,6 +28,7 @@ mod docking;
 mod gateway;
 mod http;
 mod identity;
+mod imap;
 mod keys;
 mod logfile;
 mod problem;
@@ -499,6 +500,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     // STARTTLS asks for the same pinned client certificates (their scopes open the listeners).
     let smtp_tls = Arc::new(identity::server_config(&id, pins, false)?);
     let submission_tls = Arc::new(identity::server_config(&id, Vec::new(), false)?);
+    // The IMAP proxy: the box certificate, no client certificates.
+    let imap_tls = Arc::new(identity::server_config(&id, Vec::new(), false)?);
 
     let docking_listener = std::net::TcpListener::bind(settings.docking.listen)
         .with_context(|| format!("binding the docking API to {}", settings.docking.listen))?;
@@ -600,6 +603,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             console(&format!("listening {name} {addr}"));
             admin_state.add_listener(name, addr);
         }
+        let imap_proxy = imap::start(imap::ImapProxy {
+            settings: settings.clone(),
+            keys: keys.clone(),
+            anchors: anchors.clone(),
+            audit: audit.clone(),
+            tls: imap_tls,
+            workers: state.workers.clone(),
+        })
+        .await?;
         let hand_off = smtp::start(smtp::HandOff {
             settings: settings.clone(),
             data_dir: data_dir.clone(),
@@ -612,7 +624,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             queue: queue.clone(),
         })
         .await?;
-        for (name, addr) in hand_off.listening() {
+        for (name, addr) in hand_off
+            .listening()
+            .into_iter()
+            .chain(imap_proxy.iter().flat_map(|p| p.listening()))
+        {
             console(&format!("listening {name} {addr}"));
             admin_state.add_listener(name, addr);
         }
@@ -626,6 +642,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         tracing::info!(?asked, "stopping");
         hand_off.stop().await;
         submission.stop().await;
+        if let Some(p) = imap_proxy {
+            p.stop().await;
+        }
         tokio::join!(docking_handle.stop(true), admin_handle.stop(true));
         if let Some(h) = socket_handle {
             h.stop(true).await;

@@ -50,6 +50,8 @@ pub struct Settings {
     pub inbound: Inbound,
     /// What submitted mail gets: signature, encryption, by level.
     pub policy: Policy,
+    /// The decrypting IMAP proxy.
+    pub imap: Imap,
 }
 
 /// `[docking]`.
@@ -455,6 +457,85 @@ impl Limits {
     }
 }
 
+/// `[imap]`: the decrypting IMAP proxy; off unless both `listen` and `upstream` are given.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Imap {
+    /// Where clients connect (implicit TLS with the box certificate; the box's port is 993).
+    pub listen: Option<SocketAddr>,
+    /// The organisation's IMAP server: `imaps://HOST:PORT` (implicit TLS) or
+    /// `imap://HOST:PORT` (STARTTLS, required).
+    pub upstream: Option<ImapUpstream>,
+    /// PEM trust anchors for the upstream's certificate (default: the system's roots).
+    pub upstream_ca: Option<PathBuf>,
+}
+
+/// `[imap] upstream`: `imaps://HOST[:PORT]` or `imap://HOST[:PORT]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct ImapUpstream {
+    /// Implicit TLS (`imaps`), else STARTTLS.
+    pub implicit_tls: bool,
+    /// The host name (or address) the certificate must name.
+    pub host: String,
+    /// The port (default 993 for imaps, 143 for imap).
+    pub port: u16,
+}
+
+impl fmt::Display for ImapUpstream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let scheme = if self.implicit_tls { "imaps" } else { "imap" };
+        if self.host.contains(':') {
+            write!(f, "{scheme}://[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{scheme}://{}:{}", self.host, self.port)
+        }
+    }
+}
+
+impl TryFrom<String> for ImapUpstream {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        let bad = || format!("upstream = {s:?}: use imaps://HOST:PORT or imap://HOST:PORT");
+        let (implicit_tls, rest) = if let Some(r) = s.strip_prefix("imaps://") {
+            (true, r)
+        } else if let Some(r) = s.strip_prefix("imap://") {
+            (false, r)
+        } else {
+            return Err(bad());
+        };
+        let rest = rest.strip_suffix('/').unwrap_or(rest);
+        let default_port = if implicit_tls { 993 } else { 143 };
+        let (host, port) = if let Some(r) = rest.strip_prefix('[') {
+            let (h, after) = r.split_once(']').ok_or_else(bad)?;
+            let port = match after.strip_prefix(':') {
+                Some(p) => p.parse::<u16>().map_err(|_| bad())?,
+                None if after.is_empty() => default_port,
+                None => return Err(bad()),
+            };
+            (h.to_string(), port)
+        } else {
+            match rest.rsplit_once(':') {
+                Some((h, p)) => (h.to_string(), p.parse::<u16>().map_err(|_| bad())?),
+                None => (rest.to_string(), default_port),
+            }
+        };
+        if host.is_empty()
+            || port == 0
+            || !host
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':'))
+        {
+            return Err(bad());
+        }
+        Ok(ImapUpstream {
+            implicit_tls,
+            host,
+            port,
+        })
+    }
+}
+
 /// The box's shipped settings (`/etc/sealgate/settings.toml` on the box), compiled in so
 /// the daemon's fallback and the file the boot copies to the data partition are one text.
 pub const BOX_SETTINGS: &str = include_str!("../../../rootfs/overlay/etc/sealgate/settings.toml");
@@ -641,6 +722,10 @@ impl Settings {
         );
         self.submission.validate()?;
         self.inbound.validate()?;
+        anyhow::ensure!(
+            self.imap.listen.is_some() == self.imap.upstream.is_some(),
+            "[imap] needs both listen and upstream, or neither"
+        );
         Ok(())
     }
 }
@@ -1069,6 +1154,34 @@ mod tests {
             "[queue]\nlifetime_secs = 10\n",
             "[queue]\nmax_received = 0\n",
             "[queue]\nretry = 1\n",
+        ] {
+            assert!(Settings::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn imap_needs_listen_and_upstream_and_parses_both_schemes() {
+        let s = Settings::parse("").expect("defaults");
+        assert!(s.imap.listen.is_none() && s.imap.upstream.is_none());
+        let s = Settings::parse(
+            "[imap]\nlisten = \"127.0.0.1:2993\"\nupstream = \"imaps://127.0.0.1:3993\"\nupstream_ca = \"/x/ca.pem\"\n",
+        )
+        .expect("imap");
+        let u = s.imap.upstream.expect("upstream");
+        assert!(u.implicit_tls);
+        assert_eq!((u.host.as_str(), u.port), ("127.0.0.1", 3993));
+        assert_eq!(u.to_string(), "imaps://127.0.0.1:3993");
+        let u = ImapUpstream::try_from("imap://mail.example.org".to_string()).expect("imap");
+        assert_eq!((u.implicit_tls, u.port), (false, 143));
+        let u = ImapUpstream::try_from("imaps://[::1]:993".to_string()).expect("v6");
+        assert_eq!(u.host, "::1");
+        for bad in [
+            "[imap]\nlisten = \"127.0.0.1:2993\"\n",
+            "[imap]\nupstream = \"imaps://h:1\"\n",
+            "[imap]\nlisten = \"127.0.0.1:2993\"\nupstream = \"pop3://h:1\"\n",
+            "[imap]\nlisten = \"127.0.0.1:2993\"\nupstream = \"imaps://h:x\"\n",
+            "[imap]\nlisten = \"127.0.0.1:2993\"\nupstream = \"imaps://a b:1\"\n",
+            "[imap]\nport = 1\n",
         ] {
             assert!(Settings::parse(bad).is_err(), "{bad}");
         }

@@ -42,6 +42,8 @@ const DEBIAN_PACKAGES: &[&str] = &[
     // organisation's servers of the gateway's tests (tests/gateway).
     "postfix",
     "dovecot-core",
+    // The IMAP proxy's tests (tests/docking/imap.rs): Dovecot as the upstream and the
+    // reference, curl's IMAP URLs as a second client (Python's imaplib is in the stdlib).
     "dovecot-imapd",
 ];
 

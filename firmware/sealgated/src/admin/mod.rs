@@ -691,12 +691,34 @@ async fn change_password(
 #[derive(Serialize)]
 struct Status {
     version: &'static str,
+    /// The booted slot (`A`/`B` from the kernel command line), `null` off the box.
+    slot: Option<String>,
     uptime_secs: u64,
     vault: VaultStatus,
+    /// The TPM device the box seals with, if the kernel offers one.
+    tpm: TpmStatus,
+    /// Messages in the SMTP queue by state (`queued`, `deferred`, `held`, `bounced`).
+    queue: std::collections::BTreeMap<&'static str, usize>,
     listeners: Vec<Listener>,
     setup_pending: bool,
     accounts: usize,
     sessions: usize,
+}
+
+#[derive(Serialize)]
+struct TpmStatus {
+    /// `/dev/tpmrm0` exists.
+    present: bool,
+}
+
+/// The booted slot, from the kernel command line (`sealgate.slot=A|B`).
+fn booted_slot() -> Option<String> {
+    let cmdline = std::fs::read_to_string("/proc/cmdline").ok()?;
+    cmdline
+        .split_whitespace()
+        .find_map(|a| a.strip_prefix("sealgate.slot="))
+        .filter(|s| matches!(*s, "A" | "B"))
+        .map(str::to_string)
 }
 
 #[derive(Serialize)]
@@ -734,8 +756,22 @@ fn status_body(app: &AppState, ad: &AdminState) -> Result<Status, Problem> {
                     .collect()
             })
             .unwrap_or_default();
+        let mut queue = std::collections::BTreeMap::new();
+        for st in ["queued", "deferred", "held", "bounced"] {
+            queue.insert(st, 0);
+        }
+        if let Some(q) = ad.queue.get() {
+            for e in q.list(None) {
+                *queue.entry(e.state.name()).or_insert(0) += 1;
+            }
+        }
         Ok(Status {
             version: env!("CARGO_PKG_VERSION"),
+            slot: booted_slot(),
+            tpm: TpmStatus {
+                present: std::path::Path::new("/dev/tpmrm0").exists(),
+            },
+            queue,
             uptime_secs: ad.started.elapsed().as_secs(),
             vault: VaultStatus {
                 sealer: ad.vault.sealer_kind().name(),

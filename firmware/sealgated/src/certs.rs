@@ -16,9 +16,7 @@
 //! A certificate naming a local user's address (the box holds keys for it) is refused: a local
 //! user's own certificate is never replaced through the API.
 
-use rustls_pki_types::{CertificateDer, UnixTime};
 use sealgate_smime::cert::{Certificate, names_equal};
-use sealgate_smime::envelope::Recipient;
 use sealgate_vault::VaultError;
 
 use crate::keys::KeyDirectory;
@@ -36,54 +34,7 @@ pub enum Decision {
     LocalUser(String),
 }
 
-/// Whether `leaf` chains to one of `anchors` at `now` (through `intermediates`), for email
-/// protection; the reason if not. A leaf that is itself an anchor (a pinned partner
-/// certificate) chains.
-pub fn chains_to_anchor(
-    leaf: &Certificate,
-    intermediates: &[Certificate],
-    anchors: &[Certificate],
-    now: i64,
-) -> Result<(), String> {
-    if anchors.is_empty() {
-        return Err("the box has no trust anchors".into());
-    }
-    if anchors.iter().any(|a| a.der() == leaf.der()) {
-        return Ok(());
-    }
-    let anchor_ders: Vec<CertificateDer<'_>> = anchors
-        .iter()
-        .map(|c| CertificateDer::from(c.der()))
-        .collect();
-    let trust: Vec<_> = anchor_ders
-        .iter()
-        .filter_map(|d| webpki::anchor_from_trusted_cert(d).ok())
-        .collect();
-    let inter: Vec<CertificateDer<'_>> = intermediates
-        .iter()
-        .map(|c| CertificateDer::from(c.der()))
-        .collect();
-    let leaf_der = CertificateDer::from(leaf.der());
-    let ee = webpki::EndEntityCert::try_from(&leaf_der)
-        .map_err(|e| format!("it cannot be parsed for path validation ({e:?})"))?;
-    let time = UnixTime::since_unix_epoch(std::time::Duration::from_secs(
-        u64::try_from(now).unwrap_or(0),
-    ));
-    ee.verify_for_usage(
-        webpki::ALL_VERIFICATION_ALGS,
-        &trust,
-        &inter,
-        time,
-        webpki::KeyUsage::required_if_present(sealgate_smime::oid::KP_EMAIL_PROTECTION),
-        None,
-        None,
-    )
-    .map(|_| ())
-    .map_err(|e| match e {
-        webpki::Error::UnknownIssuer => "no path to a trust anchor of the box".to_string(),
-        e => format!("its path to a trust anchor does not validate ({e:?})"),
-    })
-}
+pub use sealgate_directory::validate::{chains_to_anchor, unusable_reason};
 
 /// The normalised, distinct addresses of `cert`.
 pub fn addresses(cert: &Certificate) -> Vec<String> {
@@ -147,56 +98,6 @@ pub fn decide(
     }
     Ok(Decision::Store)
 }
-
-/// Why `cert` cannot be stored as a recipient certificate (encrypting to it must work and
-/// be allowed), or `None`.
-pub fn unusable_reason(cert: &Certificate, now: i64) -> Option<String> {
-    use sealgate_smime::cert::KeyKind;
-    if cert.is_ca {
-        return Some("it is a CA certificate".into());
-    }
-    if cert.der().len() > MAX_CERTIFICATE_BYTES {
-        return Some(format!(
-            "it is larger than {} KiB",
-            MAX_CERTIFICATE_BYTES / 1024
-        ));
-    }
-    // An address the vault can file it under: local@domain.tld, nothing odd.
-    let filable = |e: &String| {
-        e.split_once('@').is_some_and(|(l, d)| {
-            !l.is_empty() && d.contains('.') && !d.starts_with('.') && !d.ends_with('.')
-        }) && !e
-            .chars()
-            .any(|c| c.is_whitespace() || c.is_control() || c == '<' || c == '>')
-    };
-    if !cert.emails.iter().any(filable) {
-        return Some("it names no email address".into());
-    }
-    if now < cert.not_before || now > cert.not_after {
-        return Some("it is not valid now".into());
-    }
-    if !sealgate_smime::chain::eku_allows_email(cert) {
-        return Some("its extended key usage does not allow email protection".into());
-    }
-    if let Some(ku) = cert.key_usage {
-        use sealgate_smime::cert::key_usage::{KEY_AGREEMENT, KEY_ENCIPHERMENT};
-        let needed = match cert.key_kind {
-            KeyKind::Rsa { .. } => KEY_ENCIPHERMENT,
-            _ => KEY_AGREEMENT,
-        };
-        if ku & needed == 0 {
-            return Some("its key usage does not allow encryption".into());
-        }
-    }
-    if let Err(e) = Recipient::new(cert.clone()) {
-        return Some(e.to_string());
-    }
-    None
-}
-
-/// Largest certificate taken (real S/MIME certificates are a few KiB); with
-/// [`sealgate_vault::MAX_PENDING`] it bounds what callers can make the vault hold.
-pub const MAX_CERTIFICATE_BYTES: usize = 32 * 1024;
 
 #[cfg(test)]
 mod tests {

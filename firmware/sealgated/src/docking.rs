@@ -280,7 +280,7 @@ pub fn encrypt(
     let mut missing = Vec::new();
     for addr in to {
         let addr = addr.trim().to_ascii_lowercase();
-        match keys.encryption_certificate(&addr, now)? {
+        match crate::directory::encryption_certificate(keys, &addr, now)? {
             Some(c) => {
                 certs.push(c);
                 encrypted_for.push(addr);
@@ -308,7 +308,7 @@ pub fn encrypt(
         && policy.sender_copy
         && let Some(s) = &sender
         && !encrypted_for.contains(s)
-        && let Some(c) = keys.encryption_certificate(s, now)?
+        && let Some(c) = crate::directory::encryption_certificate(keys, s, now)?
     {
         certs.push(c);
         sender_copy = true;

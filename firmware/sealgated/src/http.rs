@@ -1036,7 +1036,7 @@ pub fn admin_routes(cfg: &mut web::ServiceConfig) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::certs::MAX_CERTIFICATE_BYTES;
+    use sealgate_directory::validate::MAX_CERTIFICATE_BYTES;
 
     #[test]
     fn report_json_is_ascii() {

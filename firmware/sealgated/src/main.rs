@@ -23,6 +23,7 @@
 mod admin;
 mod audit;
 mod certs;
+mod directory;
 mod docking;
 mod gateway;
 mod http;
@@ -460,6 +461,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?,
         None => Vec::new(),
     };
+    directory::configure(&settings.directory, anchors.clone(), &data_dir)?;
     let workers = match settings.docking.crypto_workers {
         0 => std::thread::available_parallelism()
             .map(|n| n.get())

@@ -40,6 +40,8 @@ pub struct Settings {
     pub log: Log,
     /// The work one message may cost the engine.
     pub limits: Limits,
+    /// The certificate directory (`[directory]`, `[[directory.ldap]]`, `[[directory.http]]`).
+    pub directory: sealgate_directory::Settings,
     /// The durable SMTP queue (retries, lifetime, loops).
     pub queue: Queue,
     /// Mail submission by employees' mail clients (587 STARTTLS, 465 implicit TLS).
@@ -641,6 +643,9 @@ impl Settings {
     }
 
     fn validate(&self) -> anyhow::Result<()> {
+        self.directory
+            .validate()
+            .map_err(|e| anyhow::anyhow!("[directory] {e}"))?;
         anyhow::ensure!(
             self.tls.certificate.is_some() == self.tls.key.is_some(),
             "[tls] needs both certificate and key, or neither"

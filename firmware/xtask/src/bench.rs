@@ -7,7 +7,8 @@ use std::process::Command;
 pub struct Args {
     /// What to benchmark: `smime` (the S/MIME engine against `openssl speed`), `docking`
     /// (the docking API under `wrk` against the in-process engine), `smtp` (the box signing
-    /// and encrypting under `smtp-source` against a Postfix plain relay).
+    /// and encrypting under `smtp-source` against a Postfix plain relay), `directory` (lookups
+    /// per second, cold and warm, against local slapd and HTTPS peers).
     #[arg(default_value = "smime")]
     pub what: Vec<String>,
 }
@@ -45,7 +46,28 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             "smime" => cargo_bench("sealgate-smime", "smime", &smime_packages())?,
             "docking" => crate::bench_docking::run()?,
             "smtp" => cargo_bench("sealgated", "smtp", &smtp_packages())?,
-            other => anyhow::bail!("unknown benchmark {other:?} (known: smime, docking, smtp)"),
+            "directory" => {
+                crate::test::ensure_debian_packages(
+                    &[
+                        crate::test::BUILD_PACKAGES,
+                        &["slapd", "ldap-utils", "python3"],
+                    ]
+                    .concat(),
+                )?;
+                let status = Command::new(env!("CARGO"))
+                    .args([
+                        "bench",
+                        "--package",
+                        "sealgate-directory",
+                        "--bench",
+                        "directory",
+                    ])
+                    .status()?;
+                anyhow::ensure!(status.success(), "the directory benchmark failed");
+            }
+            other => {
+                anyhow::bail!("unknown benchmark {other:?} (known: smime, docking, smtp, directory)")
+            }
         }
     }
     Ok(())

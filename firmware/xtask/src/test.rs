@@ -33,6 +33,11 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "swaks",
     "libnet-ssleay-perl",
     "libio-socket-ssl-perl",
+    // The certificate directory's tests (tests/directory, tests/docking/directory.rs): an
+    // OpenLDAP server and its client tools; python3 serves the HTTPS directory.
+    "slapd",
+    "ldap-utils",
+    "python3",
     // Postfix: the SMTP queue's next hop (tests/docking/queue.rs) and, with Dovecot, the
     // organisation's servers of the gateway's tests (tests/gateway).
     "postfix",
@@ -70,6 +75,7 @@ const INTEROP_BINARIES: &[&str] = &[
     "vault_crash",
     "vault_audit",
     "docking",
+    "directory",
     "gateway",
     "system",
 ];

@@ -19,6 +19,7 @@
 //! confirmation phrase in the body (`system.rs`).
 
 mod ca;
+mod directory;
 mod external;
 mod keys;
 mod machine_tokens;
@@ -1393,6 +1394,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             )
             .configure(external::routes)
             .configure(ca::routes)
+            .configure(directory::routes)
             .service(
                 res("/admin-tokens")
                     .route(web::get().to(machine_tokens::list))

@@ -64,6 +64,7 @@ pub fn view(s: &Settings) -> Value {
         smtp,
         log,
         limits,
+        directory,
         queue,
         submission,
         inbound,
@@ -197,6 +198,7 @@ pub fn view(s: &Settings) -> Value {
             "max_recipient_entries": max_recipient_entries,
             "max_signers": max_signers,
         },
+        "directory": directory_view(directory),
         "queue": queue,
         "submission": submission_view(submission),
         "inbound": inbound_view(inbound),
@@ -295,6 +297,58 @@ fn policy_view(p: &Policy) -> Value {
             .iter()
             .map(|(u, o)| (u.0.clone(), policy_override(o)))
             .collect::<Map<String, Value>>(),
+    })
+}
+
+/// `[directory]`: every field (the LDAP bind password is a file name, never the password).
+fn directory_view(d: &sealgate_directory::Settings) -> Value {
+    let sealgate_directory::Settings {
+        order,
+        deadline_ms,
+        cache_ttl_secs,
+        negative_ttl_secs,
+        revocation,
+        trust_anchors,
+        blocked,
+        ldap,
+        http,
+    } = d;
+    let ldap: Vec<Value> = ldap
+        .iter()
+        .map(|l| {
+            let sealgate_directory::LdapSettings {
+                url,
+                base,
+                filter,
+                starttls,
+                ca,
+                bind_dn,
+                bind_password_file,
+            } = l;
+            json!({
+                "url": url, "base": base, "filter": filter, "starttls": starttls,
+                "ca": path(ca), "bind_dn": bind_dn,
+                "bind_password_file": path(bind_password_file),
+            })
+        })
+        .collect();
+    let http: Vec<Value> = http
+        .iter()
+        .map(|h| {
+            let sealgate_directory::HttpSettings { url, ca } = h;
+            json!({ "url": url, "ca": path(ca) })
+        })
+        .collect();
+    json!({
+        "order": order.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
+        "deadline_ms": deadline_ms,
+        "cache_ttl_secs": cache_ttl_secs,
+        "negative_ttl_secs": negative_ttl_secs,
+        "revocation": revocation.as_str(),
+        "trust_anchors": path(trust_anchors),
+        "blocked": blocked,
+        "ldap": ldap,
+        "http": http,
     })
 }
 

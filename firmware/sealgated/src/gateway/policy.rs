@@ -231,10 +231,11 @@ pub fn apply(
     let temp = |e: &dyn std::fmt::Display| Refusal::Temporary(e.to_string());
     let mut certs = Vec::with_capacity(recipients.len());
     for r in recipients {
-        // A certificate the engine cannot encrypt to (a legacy RSA key under 2048 bits, an
-        // unsupported key type) counts as none: the recipient is not silently dropped.
+        // The certificate directory (vault first, then the configured sources). A certificate
+        // the engine cannot encrypt to (a legacy RSA key under 2048 bits, an unsupported key
+        // type) counts as none: the recipient is not silently dropped.
         certs.push(
-            keys.encryption_certificate(&r.trim().to_ascii_lowercase(), now)
+            crate::directory::encryption_certificate(keys, &r.trim().to_ascii_lowercase(), now)
                 .map_err(|e| temp(&e))?
                 .and_then(|c| Recipient::new(c).ok()),
         );
@@ -282,8 +283,7 @@ pub fn apply(
         }
         // The sender's own certificate, so the Sent copy stays readable.
         if !p.encrypted.iter().any(|r| r.eq_ignore_ascii_case(&sender))
-            && let Some(c) = keys
-                .encryption_certificate(&sender, now)
+            && let Some(c) = crate::directory::encryption_certificate(keys, &sender, now)
                 .map_err(|e| temp(&e))?
             && let Ok(r) = Recipient::new(c)
         {

@@ -1,0 +1,78 @@
+//! Certificates an administrator blocked: `DATA/directory-blocked.json`, never used to encrypt
+//! whatever the source (the vault's own users included), next to `[directory] blocked` of the
+//! settings. Written by the daemon's admin API (`POST/DELETE directory/blocked`) or, without a
+//! daemon, by `sealctl`; each write is a temporary file, fsync, rename, fsync of the folder,
+//! so a crash leaves the old or the new list.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// The file's name in the data directory.
+pub const FILE: &str = "directory-blocked.json";
+/// Entries kept at most.
+pub const MAX_BLOCKED: usize = 10_000;
+
+/// One blocked certificate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Blocked {
+    /// SHA-256 of the certificate (lowercase hex).
+    pub sha256: String,
+    /// Why (free text, from the administrator).
+    #[serde(default)]
+    pub reason: String,
+    /// Who blocked it.
+    pub by: String,
+    /// When (RFC 3339).
+    pub at: String,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    version: u32,
+    blocked: Vec<Blocked>,
+}
+
+fn path(data_dir: &Path) -> PathBuf {
+    data_dir.join(FILE)
+}
+
+/// The list (empty when the file does not exist).
+pub fn load(data_dir: &Path) -> Result<Vec<Blocked>, String> {
+    let p = path(data_dir);
+    match std::fs::read(&p) {
+        Ok(d) => serde_json::from_slice::<File>(&d)
+            .map(|f| f.blocked)
+            .map_err(|e| format!("{}: {e}", p.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(format!("{}: {e}", p.display())),
+    }
+}
+
+/// Replaces the list.
+pub fn save(data_dir: &Path, blocked: &[Blocked]) -> Result<(), String> {
+    let p = path(data_dir);
+    let tmp = data_dir.join(format!(".{FILE}.tmp"));
+    let text = serde_json::to_vec_pretty(&File {
+        version: 1,
+        blocked: blocked.to_vec(),
+    })
+    .map_err(|e| e.to_string())?;
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(&text)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, &p)?;
+        std::fs::File::open(data_dir)?.sync_all()
+    };
+    write().map_err(|e| format!("{}: {e}", p.display()))
+}
+
+/// `s` as a SHA-256 fingerprint (hex, colons allowed), lowercase; `None` if it is not one.
+pub fn fingerprint(s: &str) -> Option<String> {
+    let f: String = s.chars().filter(|c| *c != ':').collect();
+    (f.len() == 64 && f.chars().all(|c| c.is_ascii_hexdigit())).then(|| f.to_ascii_lowercase())
+}

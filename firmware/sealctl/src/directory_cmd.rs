@@ -1,0 +1,183 @@
+//! `sealctl directory lookup ADDRESS --data-dir DIR [--settings FILE]`: which source of the
+//! certificate directory answers for an address. Prints one JSON object
+//! (`{"address", "source", "certificate", "refused"}`); exits 0 when a certificate was found,
+//! 1 when none.
+//!
+//! While `sealgated` runs on the data directory (it holds the vault), the daemon is asked
+//! through its admin socket (`GET directory/lookup`, with the daemon's own settings).
+//! Otherwise `sealctl` opens the vault and asks the sources itself, with the `[directory]` and
+//! `[docking] trust_anchors` of the settings file; the lookup is audited in the vault's chain.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Subcommand;
+use sealgate_directory::{Directory, Local};
+use sealgate_smime::cert::Certificate;
+
+use crate::admin_socket::{running, segment};
+use crate::vault_cmd::{SealerArgs, open_vault};
+use crate::{Failure, Outcome};
+
+#[derive(Subcommand)]
+pub(crate) enum DirectoryCmd {
+    /// Look a recipient's certificate up: which source answered, the certificate (PEM), and
+    /// why other candidates were refused. Exit 0 when found, 1 when not.
+    Lookup {
+        /// The recipient's address.
+        address: String,
+        /// The data directory.
+        #[arg(long, value_name = "DIR")]
+        data_dir: PathBuf,
+        /// The daemon's settings file (its `[directory]` and `[docking] trust_anchors`);
+        /// without it only the vault is asked.
+        #[arg(long, value_name = "FILE")]
+        settings: Option<PathBuf>,
+        #[command(flatten)]
+        sealer: SealerArgs,
+    },
+    /// Publish our users' encryption certificates: LDIF for an LDAP server (`--format ldif`)
+    /// or an SMIMEA zone fragment (`--format smimea`), on stdout.
+    Export {
+        /// The data directory.
+        #[arg(long, value_name = "DIR")]
+        data_dir: PathBuf,
+        /// `ldif` or `smimea`.
+        #[arg(long, value_parser = ["ldif", "smimea"])]
+        format: String,
+        /// The LDIF entries' base DN.
+        #[arg(long, value_name = "DN", default_value = "ou=sealgate")]
+        base: String,
+        /// The SMIMEA records' TTL (seconds).
+        #[arg(long, value_name = "SECONDS", default_value_t = 3600)]
+        ttl: u32,
+        #[command(flatten)]
+        sealer: SealerArgs,
+    },
+}
+
+pub(crate) fn run(cmd: DirectoryCmd) -> Outcome {
+    let (address, data_dir, settings, sealer) = match cmd {
+        DirectoryCmd::Lookup {
+            address,
+            data_dir,
+            settings,
+            sealer,
+        } => (address, data_dir, settings, sealer),
+        DirectoryCmd::Export {
+            data_dir,
+            format,
+            base,
+            ttl,
+            sealer,
+        } => return export(&data_dir, &format, &base, ttl, &sealer),
+    };
+    let answer = match running(&data_dir) {
+        Some(d) => {
+            if settings.is_some() {
+                eprintln!("sealctl: the running daemon uses its own settings");
+            }
+            d.json::<serde_json::Value>(
+                "GET",
+                &format!("/directory/lookup?address={}", segment(&address)),
+                None,
+            )?
+        }
+        None => {
+            let (dir_settings, anchors) = match &settings {
+                Some(p) => read_settings(p)?,
+                None => (sealgate_directory::Settings::default(), Vec::new()),
+            };
+            let vault = Arc::new(open_vault(&data_dir, &sealer)?);
+            let local: Arc<dyn Local> = vault.clone();
+            let dir = Directory::new(dir_settings, anchors, Some(local))
+                .map_err(|e| Failure(format!("[directory] {e}"), 1))?;
+            let blocked =
+                sealgate_directory::blocklist::load(&data_dir).map_err(|e| Failure(e, 1))?;
+            dir.set_blocked(blocked.into_iter().map(|b| b.sha256).collect());
+            let found = dir.lookup(&address, dir.deadline());
+            let detail = format!(
+                "source={} result={} refused={}",
+                found.source.map_or("none", |s| s.as_str()),
+                if found.certificate.is_some() {
+                    "found"
+                } else {
+                    "none"
+                },
+                found.refused.len()
+            );
+            vault.record_event(&actor(), "directory.lookup", &found.address, &detail)?;
+            found.to_json()
+        }
+    };
+    println!("{}", serde_json::to_string_pretty(&answer)?);
+    Ok(if answer["certificate"].is_string() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+fn actor() -> String {
+    let user = std::env::var("SUDO_USER")
+        .or_else(|_| std::env::var("USER"))
+        .unwrap_or_else(|_| "unknown".into());
+    format!("local:{user}")
+}
+
+/// `[directory]` and the `[docking] trust_anchors` certificates of the daemon's settings
+/// file (the rest of the file is the daemon's to check).
+fn read_settings(path: &Path) -> Result<(sealgate_directory::Settings, Vec<Certificate>), Failure> {
+    let fail = |e: String| Failure(format!("{}: {e}", path.display()), 1);
+    let text = std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?;
+    let table: toml::Table = toml::from_str(&text).map_err(|e| fail(e.to_string()))?;
+    let settings = match table.get("directory") {
+        Some(d) => d
+            .clone()
+            .try_into::<sealgate_directory::Settings>()
+            .map_err(|e| fail(format!("[directory] {e}")))?,
+        None => sealgate_directory::Settings::default(),
+    };
+    let anchors = match table
+        .get("docking")
+        .and_then(|d| d.get("trust_anchors"))
+        .and_then(|t| t.as_str())
+    {
+        Some(p) => {
+            let data = std::fs::read(p).map_err(|e| fail(format!("{p}: {e}")))?;
+            Certificate::parse_many(&data).map_err(|e| fail(format!("{p}: {e}")))?
+        }
+        None => Vec::new(),
+    };
+    Ok((settings, anchors))
+}
+
+/// `directory export`: through the daemon when one runs, else from the vault.
+fn export(data_dir: &Path, format: &str, base: &str, ttl: u32, sealer: &SealerArgs) -> Outcome {
+    let text = match running(data_dir) {
+        Some(d) => d.text(
+            "GET",
+            &format!(
+                "/directory/export?format={}&base={}&ttl={ttl}",
+                segment(format),
+                segment(base)
+            ),
+            None,
+            None,
+        )?,
+        None => {
+            let vault = open_vault(data_dir, sealer)?;
+            let users =
+                sealgate_directory::publish::local_users(&vault, sealgate_directory::unix_now())
+                    .map_err(|e| Failure(e, 1))?;
+            if format == "ldif" {
+                sealgate_directory::publish::ldif(&users, base)
+            } else {
+                sealgate_directory::publish::smimea(&users, ttl)
+            }
+        }
+    };
+    print!("{text}");
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,505 @@
+//! The certificate directory through `sealctl directory lookup`, against real peers started
+//! here: OpenLDAP `slapd` (plain LDAP and LDAPS, a small tree holding certificates as
+//! `userSMIMECertificate` and `userCertificate;binary`) and an HTTPS certificate directory
+//! (Python's http.server over TLS). The PKI is made here with rcgen: a partner CA (the trust
+//! anchor), good, expired, wrong-address, CA and self-signed certificates.
+//!
+//! The attacker is the directory's answer: every bad candidate must be refused with its reason,
+//! and a source that hangs or is down must not hold the lookup past its deadline.
+
+#![allow(clippy::panic, clippy::unwrap_used)]
+
+#[path = "../vault/common.rs"]
+mod common;
+mod peers;
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::*;
+use peers::*;
+
+fn init_vault(dir: &Path) -> String {
+    let d = dir.join("data");
+    let d = d.to_str().unwrap().to_string();
+    ok(&[
+        "vault",
+        "init",
+        "--data-dir",
+        &d,
+        SW,
+        "--recovery-out",
+        dir.join("recovery.txt").to_str().unwrap(),
+    ]);
+    d
+}
+
+/// Runs the lookup: (exit code, the JSON object).
+fn lookup(data: &str, settings: &Path, address: &str) -> (i32, serde_json::Value) {
+    let out = sealctl(&[
+        "directory",
+        "lookup",
+        address,
+        "--data-dir",
+        data,
+        "--settings",
+        settings.to_str().unwrap(),
+        SW,
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "lookup {address}: not JSON ({e}): {} / {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    let keys: Vec<&String> = v.as_object().unwrap().keys().collect();
+    assert_eq!(keys, ["address", "certificate", "refused", "source"], "{v}");
+    (out.status.code().unwrap(), v)
+}
+
+fn reasons(v: &serde_json::Value) -> String {
+    v["refused"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            format!(
+                "{}: {}",
+                r["source"].as_str().unwrap(),
+                r["reason"].as_str().unwrap()
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn ldap_and_https_directories_answer_only_with_validated_certificates() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let pki = pki();
+    let ca_file = t.join("partner-ca.pem");
+    std::fs::write(&ca_file, &pki.ca_pem).unwrap();
+    let tls = server_tls(&pki, t);
+
+    let alice = leaf(&pki, "alice@partner.test", false, false, false);
+    let bob = leaf(&pki, "bob@partner.test", false, false, false);
+    let carol = leaf(&pki, "carol@partner.test", true, false, false);
+    let dave_names_mallory = leaf(&pki, "mallory@partner.test", false, false, false);
+    let erin_ca = leaf(&pki, "erin@partner.test", false, false, true);
+    let frank_self = leaf(&pki, "frank@partner.test", false, true, false);
+    let (_ldap, port, tls_port) = slapd(
+        t,
+        &tls,
+        &[
+            (
+                "alice",
+                "alice@partner.test",
+                "userSMIMECertificate",
+                alice.clone(),
+            ),
+            (
+                "bob",
+                "bob@partner.test",
+                "userCertificate;binary",
+                bob.clone(),
+            ),
+            (
+                "carol",
+                "carol@partner.test",
+                "userCertificate;binary",
+                carol,
+            ),
+            (
+                "dave",
+                "dave@partner.test",
+                "userCertificate;binary",
+                dave_names_mallory,
+            ),
+            (
+                "erin",
+                "erin@partner.test",
+                "userCertificate;binary",
+                erin_ca,
+            ),
+            (
+                "frank",
+                "frank@partner.test",
+                "userSMIMECertificate",
+                frank_self,
+            ),
+        ],
+    );
+    let folder = t.join("http-certs");
+    std::fs::create_dir_all(&folder).unwrap();
+    let gina = leaf(&pki, "gina@partner.test", false, false, false);
+    let gina_pem = pem::encode(&pem::Pem::new("CERTIFICATE", gina.clone()));
+    std::fs::write(folder.join("gina@partner.test.pem"), &gina_pem).unwrap();
+    let (_http, http_port) = http_directory(t, &tls, &folder);
+    let data = init_vault(t);
+
+    // LDAPS first (alice), then plain LDAP (the rest), then HTTPS.
+    let settings = t.join("settings.toml");
+    std::fs::write(
+        &settings,
+        format!(
+            "[docking]\ntrust_anchors = \"{ca}\"\n\n\
+             [[directory.ldap]]\nurl = \"ldaps://127.0.0.1:{tls_port}\"\nbase = \"dc=partner,dc=test\"\nca = \"{ca}\"\n\n\
+             [[directory.ldap]]\nurl = \"ldap://127.0.0.1:{port}\"\nbase = \"dc=partner,dc=test\"\n\n\
+             [[directory.http]]\nurl = \"https://127.0.0.1:{http_port}/lookup\"\nca = \"{ca}\"\n",
+            ca = ca_file.display()
+        ),
+    )
+    .unwrap();
+
+    let (code, v) = lookup(&data, &settings, "Alice@Partner.test");
+    assert_eq!((code, v["source"].as_str()), (0, Some("ldap")), "{v}");
+    assert_eq!(v["address"], "alice@partner.test");
+    let found = pem::parse(v["certificate"].as_str().unwrap()).unwrap();
+    assert_eq!(found.contents(), &alice[..]);
+
+    let (code, v) = lookup(&data, &settings, "bob@partner.test");
+    assert_eq!((code, v["source"].as_str()), (0, Some("ldap")), "{v}");
+    assert_eq!(
+        pem::parse(v["certificate"].as_str().unwrap())
+            .unwrap()
+            .contents(),
+        &bob[..]
+    );
+
+    let (code, v) = lookup(&data, &settings, "gina@partner.test");
+    assert_eq!((code, v["source"].as_str()), (0, Some("http")), "{v}");
+    assert_eq!(
+        pem::parse(v["certificate"].as_str().unwrap())
+            .unwrap()
+            .contents(),
+        &gina[..]
+    );
+
+    // Every bad candidate is refused, with its reason; nothing else answers: exit 1.
+    for (address, why) in [
+        ("carol@partner.test", "not valid now"),
+        ("dave@partner.test", "does not name dave@partner.test"),
+        ("erin@partner.test", "CA certificate"),
+        ("frank@partner.test", "no path to a trust anchor"),
+    ] {
+        let (code, v) = lookup(&data, &settings, address);
+        assert_eq!(code, 1, "{address}: {v}");
+        assert_eq!(v["source"], "none", "{v}");
+        assert!(v["certificate"].is_null(), "{v}");
+        let r = reasons(&v);
+        assert!(r.contains(why), "{address}: {r}");
+    }
+    let (code, v) = lookup(&data, &settings, "nobody@partner.test");
+    assert_eq!((code, v["source"].as_str()), (1, Some("none")), "{v}");
+
+    // Without the partner CA as a trust anchor, the same answers are refused.
+    let untrusting = t.join("untrusting.toml");
+    std::fs::write(
+        &untrusting,
+        format!(
+            "[[directory.ldap]]\nurl = \"ldap://127.0.0.1:{port}\"\nbase = \"dc=partner,dc=test\"\n"
+        ),
+    )
+    .unwrap();
+    let (code, v) = lookup(&data, &untrusting, "alice@partner.test");
+    assert_eq!(code, 1, "{v}");
+    assert!(reasons(&v).contains("trust anchor"), "{v}");
+
+    // Blocked by an administrator: refused whatever its chain.
+    let blocked = t.join("blocked.toml");
+    let fp = sealgate_directory_fingerprint(&alice);
+    std::fs::write(
+        &blocked,
+        format!(
+            "[docking]\ntrust_anchors = \"{ca}\"\n[directory]\nblocked = [\"{fp}\"]\n\n\
+             [[directory.ldap]]\nurl = \"ldap://127.0.0.1:{port}\"\nbase = \"dc=partner,dc=test\"\n",
+            ca = ca_file.display()
+        ),
+    )
+    .unwrap();
+    let (code, v) = lookup(&data, &blocked, "alice@partner.test");
+    assert_eq!(code, 1, "{v}");
+    assert!(reasons(&v).contains("blocked"), "{v}");
+
+    // Every lookup without a daemon is audited in the vault's chain.
+    let audit = String::from_utf8(ok(&["vault", "audit", "--data-dir", &data, SW])).unwrap();
+    assert!(audit.contains("directory.lookup"), "{audit}");
+    assert!(audit.contains("gina@partner.test"), "{audit}");
+}
+
+/// SHA-256 hex of `der` (openssl's fingerprint, lowercase, no colons).
+fn sealgate_directory_fingerprint(der: &[u8]) -> String {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(tmp.path().join("c.der"), der).unwrap();
+    let out = openssl_ok(
+        tmp.path(),
+        &[
+            "x509",
+            "-inform",
+            "DER",
+            "-in",
+            "c.der",
+            "-noout",
+            "-fingerprint",
+            "-sha256",
+        ],
+    );
+    String::from_utf8(out)
+        .unwrap()
+        .trim()
+        .rsplit('=')
+        .next()
+        .unwrap()
+        .replace(':', "")
+        .to_ascii_lowercase()
+}
+
+#[test]
+fn a_hanging_source_and_a_dead_ldap_server_cannot_hold_a_lookup() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let data = init_vault(t);
+    // A server that accepts and never answers (TLS handshake or LDAP: it says nothing).
+    let hang = TcpListener::bind("127.0.0.1:0").unwrap();
+    let hang_port = hang.local_addr().unwrap().port();
+    let held = std::thread::spawn(move || {
+        let mut conns = Vec::new();
+        for c in hang.incoming().take(4) {
+            conns.push(c);
+        }
+        std::thread::sleep(Duration::from_secs(30));
+    });
+    let down = free_port();
+    let settings = t.join("settings.toml");
+    std::fs::write(
+        &settings,
+        format!(
+            "[directory]\ndeadline_ms = 1500\n\n\
+             [[directory.ldap]]\nurl = \"ldap://127.0.0.1:{down}\"\nbase = \"dc=partner,dc=test\"\n\n\
+             [[directory.ldap]]\nurl = \"ldap://127.0.0.1:{hang_port}\"\nbase = \"dc=partner,dc=test\"\n\n\
+             [[directory.http]]\nurl = \"https://127.0.0.1:{hang_port}/lookup\"\n"
+        ),
+    )
+    .unwrap();
+    let start = Instant::now();
+    let (code, v) = lookup(&data, &settings, "alice@partner.test");
+    let took = start.elapsed();
+    assert_eq!(code, 1, "{v}");
+    // The deadline (1.5 s) plus the process's own start and vault opening.
+    assert!(
+        took < Duration::from_secs(6),
+        "the lookup took {took:?}: {v}"
+    );
+    let r = reasons(&v);
+    assert!(r.contains(&format!("127.0.0.1:{down}")), "{r}");
+    assert!(r.contains("deadline"), "{r}");
+    drop(held);
+}
+
+#[test]
+fn revoked_certificates_are_refused_by_their_crl_and_hard_fail_refuses_an_unreachable_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let pki = pki();
+    let ca_file = t.join("partner-ca.pem");
+    std::fs::write(&ca_file, &pki.ca_pem).unwrap();
+    let tls = server_tls(&pki, t);
+    let crls = t.join("crls");
+    std::fs::create_dir_all(&crls).unwrap();
+    std::fs::write(crls.join("ca.crl"), crl(&pki, &[1001])).unwrap();
+    let (_files, files_port) = http_files(&crls);
+    let url = format!("http://127.0.0.1:{files_port}/ca.crl");
+    let dead = format!("http://127.0.0.1:{}/ca.crl", free_port());
+    let (_ldap, port, _) = slapd(
+        t,
+        &tls,
+        &[
+            (
+                "hank",
+                "hank@partner.test",
+                "userCertificate;binary",
+                leaf_with_crl(&pki, "hank@partner.test", 1001, &url),
+            ),
+            (
+                "ivy",
+                "ivy@partner.test",
+                "userCertificate;binary",
+                leaf_with_crl(&pki, "ivy@partner.test", 1002, &url),
+            ),
+            (
+                "jay",
+                "jay@partner.test",
+                "userCertificate;binary",
+                leaf_with_crl(&pki, "jay@partner.test", 1003, &dead),
+            ),
+        ],
+    );
+    let data = init_vault(t);
+    let settings = |name: &str, revocation: &str| {
+        let p = t.join(name);
+        std::fs::write(
+            &p,
+            format!(
+                "[docking]\ntrust_anchors = \"{ca}\"\n[directory]\nrevocation = \"{revocation}\"\n\n\
+                 [[directory.ldap]]\nurl = \"ldap://127.0.0.1:{port}\"\nbase = \"dc=partner,dc=test\"\n",
+                ca = ca_file.display()
+            ),
+        )
+        .unwrap();
+        p
+    };
+    let soft = settings("soft.toml", "soft-fail");
+    let hard = settings("hard.toml", "hard-fail");
+
+    let (code, v) = lookup(&data, &soft, "hank@partner.test");
+    assert_eq!(code, 1, "{v}");
+    assert!(reasons(&v).contains("revoked"), "{v}");
+    let (code, v) = lookup(&data, &soft, "ivy@partner.test");
+    assert_eq!((code, v["source"].as_str()), (0, Some("ldap")), "{v}");
+    // The CRL cannot be fetched: soft-fail uses the certificate, hard-fail refuses it.
+    let (code, v) = lookup(&data, &soft, "jay@partner.test");
+    assert_eq!((code, v["source"].as_str()), (0, Some("ldap")), "{v}");
+    let (code, v) = lookup(&data, &hard, "jay@partner.test");
+    assert_eq!(code, 1, "{v}");
+    assert!(reasons(&v).contains("hard-fail"), "{v}");
+    let (code, v) = lookup(&data, &hard, "ivy@partner.test");
+    assert_eq!(code, 0, "{v}");
+}
+
+#[test]
+fn exported_ldif_loads_into_slapd_and_is_found_there_and_smimea_names_follow_rfc_8162() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let data = init_vault(t);
+    ok(&[
+        "ca",
+        "init",
+        "--data-dir",
+        &data,
+        "--name",
+        "Box Test Root CA",
+        "--domain",
+        "box.test",
+        SW,
+    ]);
+    ok(&["ca", "issue", "--data-dir", &data, "alice@box.test", SW]);
+    let ldif = String::from_utf8(ok(&[
+        "directory",
+        "export",
+        "--format",
+        "ldif",
+        "--base",
+        "dc=partner,dc=test",
+        "--data-dir",
+        &data,
+        SW,
+    ]))
+    .unwrap();
+    assert!(
+        ldif.contains("dn: mail=alice@box.test,dc=partner,dc=test"),
+        "{ldif}"
+    );
+    assert!(!ldif.contains("PRIVATE"), "{ldif}");
+    let zone = String::from_utf8(ok(&[
+        "directory",
+        "export",
+        "--format",
+        "smimea",
+        "--data-dir",
+        &data,
+        SW,
+    ]))
+    .unwrap();
+    assert!(
+        zone.contains("._smimecert.box.test. 3600 IN SMIMEA 3 0 0 30"),
+        "{zone}"
+    );
+
+    // A partner loads our LDIF into its LDAP server; a directory that trusts our CA finds alice
+    // there (order: LDAP only, so the vault does not answer first).
+    let pki = pki();
+    let tls = server_tls(&pki, t);
+    let (_ldap, port, _) = slapd(t, &tls, &[]);
+    ldapadd(port, &ldif);
+    let settings = t.join("settings.toml");
+    std::fs::write(
+        &settings,
+        format!(
+            "[directory]\norder = [\"ldap\"]\n\n\
+             [[directory.ldap]]\nurl = \"ldap://127.0.0.1:{port}\"\nbase = \"dc=partner,dc=test\"\n"
+        ),
+    )
+    .unwrap();
+    let (code, v) = lookup(&data, &settings, "alice@box.test");
+    assert_eq!((code, v["source"].as_str()), (0, Some("ldap")), "{v}");
+}
+
+#[test]
+fn starttls_and_a_bind_with_a_password_file_work_and_a_wrong_password_is_a_refusal() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let pki = pki();
+    let ca_file = t.join("partner-ca.pem");
+    std::fs::write(&ca_file, &pki.ca_pem).unwrap();
+    let tls = server_tls(&pki, t);
+    let kim = leaf(&pki, "kim@partner.test", false, false, false);
+    let (_ldap, port, _) = slapd(
+        t,
+        &tls,
+        &[("kim", "kim@partner.test", "userSMIMECertificate", kim)],
+    );
+    let data = init_vault(t);
+    let settings = |name: &str, password: &str| {
+        let pw = t.join(format!("{name}.pw"));
+        std::fs::write(&pw, format!("{password}\n")).unwrap();
+        let p = t.join(name);
+        std::fs::write(
+            &p,
+            format!(
+                "[docking]\ntrust_anchors = \"{ca}\"\n\n\
+                 [[directory.ldap]]\nurl = \"ldap://127.0.0.1:{port}\"\nbase = \"dc=partner,dc=test\"\n\
+                 starttls = true\nca = \"{ca}\"\nfilter = \"(&(objectClass=inetOrgPerson)(mail={{address}}))\"\n\
+                 bind_dn = \"cn=admin,dc=partner,dc=test\"\nbind_password_file = \"{pw}\"\n",
+                ca = ca_file.display(),
+                pw = pw.display()
+            ),
+        )
+        .unwrap();
+        p
+    };
+    let good = settings("good.toml", "secret");
+    let (code, v) = lookup(&data, &good, "kim@partner.test");
+    assert_eq!((code, v["source"].as_str()), (0, Some("ldap")), "{v}");
+    let bad = settings("bad.toml", "wrong");
+    let (code, v) = lookup(&data, &bad, "kim@partner.test");
+    assert_eq!(code, 1, "{v}");
+    assert!(reasons(&v).contains("bind refused"), "{v}");
+    // StartTLS against a server whose certificate the configured CA did not issue: refused.
+    let other = pki_other_ca(t);
+    let p = t.join("other-ca.toml");
+    std::fs::write(
+        &p,
+        format!(
+            "[docking]\ntrust_anchors = \"{ca}\"\n\n\
+             [[directory.ldap]]\nurl = \"ldap://127.0.0.1:{port}\"\nbase = \"dc=partner,dc=test\"\n\
+             starttls = true\nca = \"{other}\"\n",
+            ca = ca_file.display(),
+            other = other.display()
+        ),
+    )
+    .unwrap();
+    let (code, v) = lookup(&data, &p, "kim@partner.test");
+    assert_eq!(code, 1, "{v}");
+    assert!(reasons(&v).contains("cannot connect"), "{v}");
+}
+
+/// Another CA's certificate (PEM file): trusting it must not trust the partner's server.
+fn pki_other_ca(dir: &Path) -> std::path::PathBuf {
+    let other = pki();
+    let p = dir.join("other-ca.pem");
+    std::fs::write(&p, &other.ca_pem).unwrap();
+    p
+}

@@ -1,0 +1,177 @@
+//! The certificate directory in the daemon: the docking API's `encrypt` finds a recipient's
+//! certificate in a partner's LDAP directory (slapd, started here) when the vault has none,
+//! refuses an invalid one, and `sealctl directory lookup` asks the running daemon through its
+//! admin socket (`GET /api/v1/admin/directory/lookup`). Every lookup is audited.
+
+#[path = "../directory/peers.rs"]
+mod peers;
+
+use std::process::Command;
+
+use crate::harness::*;
+
+#[test]
+fn encrypt_finds_recipients_in_ldap_and_sealctl_asks_the_running_daemon() {
+    let pki = Pki::new();
+    let dir = data_dir_with_keys(&pki);
+    let t = tempfile::tempdir().expect("tmp");
+    let partner = peers::pki();
+    let ca_file = t.path().join("partner-ca.pem");
+    std::fs::write(&ca_file, &partner.ca_pem).expect("ca");
+    let tls = peers::server_tls(&partner, t.path());
+    let zoe = peers::leaf(&partner, "zoe@partner.test", false, false, false);
+    let old = peers::leaf(&partner, "old@partner.test", true, false, false);
+    let (_ldap, port, _) = peers::slapd(
+        t.path(),
+        &tls,
+        &[
+            (
+                "zoe",
+                "zoe@partner.test",
+                "userSMIMECertificate",
+                zoe.clone(),
+            ),
+            ("old", "old@partner.test", "userCertificate;binary", old),
+        ],
+    );
+    let dtoken = create_token(dir.path(), "gw", "encrypt");
+    let d = Daemon::start(
+        dir.path(),
+        &format!(
+            "[docking]\ntrust_anchors = \"{}\"\n\
+             [[directory.ldap]]\nurl = \"ldap://127.0.0.1:{port}\"\nbase = \"dc=partner,dc=test\"\n",
+            ca_file.display()
+        ),
+    );
+    let msg = pki.message("bob@example.org", "zoe@partner.test", "hi", "for zoe");
+    let (code, _, body) = d.curl(
+        "POST",
+        "/api/v1/encrypt?from=bob@example.org&to=zoe@partner.test",
+        Some(&dtoken),
+        &[],
+        Some(&msg),
+    );
+    assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
+    assert!(
+        String::from_utf8_lossy(&body).contains("application/pkcs7-mime"),
+        "encrypted"
+    );
+    // An expired certificate in the directory is never used: the recipient is missing.
+    let msg = pki.message("bob@example.org", "old@partner.test", "hi", "for old");
+    let (code, _, body) = d.curl(
+        "POST",
+        "/api/v1/encrypt?from=bob@example.org&to=old@partner.test",
+        Some(&dtoken),
+        &[],
+        Some(&msg),
+    );
+    assert_eq!(code, 422, "{}", String::from_utf8_lossy(&body));
+
+    // sealctl asks the daemon (which holds the vault) through the admin socket.
+    let out = run(Command::new(sealctl())
+        .args(["directory", "lookup", "zoe@partner.test", "--data-dir"])
+        .arg(dir.path()));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(v["source"], "ldap", "{v}");
+    assert_eq!(v["address"], "zoe@partner.test", "{v}");
+    let pem = pem::parse(v["certificate"].as_str().expect("PEM")).expect("PEM");
+    assert_eq!(pem.contents(), &zoe[..]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("asking it through"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A local user answers from the vault; nothing found is exit 1 with source none.
+    let out = Command::new(sealctl())
+        .args(["directory", "lookup", "alice@example.org", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .expect("sealctl");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(
+        (out.status.code(), v["source"].as_str()),
+        (Some(0), Some("vault")),
+        "{v}"
+    );
+    let out = Command::new(sealctl())
+        .args(["directory", "lookup", "old@partner.test", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .expect("sealctl");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(
+        (out.status.code(), v["source"].as_str()),
+        (Some(1), Some("none")),
+        "{v}"
+    );
+    assert!(v["refused"].to_string().contains("not valid now"), "{v}");
+
+    // Blocking through the admin API (here over the admin socket, as root) takes effect at
+    // once, for every source; unblocking too.
+    let fp = {
+        use std::fmt::Write as _;
+        let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &zoe);
+        d.as_ref().iter().fold(String::new(), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
+    };
+    let sock = dir.path().join("admin.sock");
+    let admin = |method: &str, path: &str, body: Option<&str>| -> (String, String) {
+        let mut c = Command::new("curl");
+        c.args(["-sS", "-w", "\n%{http_code}", "--unix-socket"])
+            .arg(&sock)
+            .args(["-X", method]);
+        if let Some(b) = body {
+            c.args(["-H", "Content-Type: application/json", "--data", b]);
+        }
+        let out = run(c.arg(format!("http://localhost/api/v1/admin{path}")));
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let (body, code) = text.rsplit_once('\n').expect("status");
+        (code.to_string(), body.to_string())
+    };
+    let (code, body) = admin(
+        "POST",
+        "/directory/blocked",
+        Some(&format!(
+            "{{\"sha256\":\"{fp}\",\"reason\":\"key compromised\"}}"
+        )),
+    );
+    assert_eq!(code, "200", "{body}");
+    let (code, body) = admin("POST", "/directory/blocked", Some("{\"sha256\":\"nope\"}"));
+    assert_eq!(code, "400", "{body}");
+    let (code, body) = admin("GET", "/directory/blocked", None);
+    assert_eq!(code, "200", "{body}");
+    assert!(
+        body.contains(&fp) && body.contains("key compromised"),
+        "{body}"
+    );
+    let msg = pki.message("bob@example.org", "zoe@partner.test", "hi", "for zoe");
+    let to_zoe = "/api/v1/encrypt?from=bob@example.org&to=zoe@partner.test";
+    assert_eq!(
+        d.curl("POST", to_zoe, Some(&dtoken), &[], Some(&msg)).0,
+        422
+    );
+    let (code, body) = admin("GET", "/directory/lookup?address=zoe@partner.test", None);
+    assert_eq!(code, "200", "{body}");
+    assert!(body.contains("blocked"), "{body}");
+    let (code, body) = admin("DELETE", &format!("/directory/blocked/{fp}"), None);
+    assert_eq!(code, "200", "{body}");
+    assert_eq!(
+        admin("DELETE", &format!("/directory/blocked/{fp}"), None).0,
+        "404"
+    );
+    assert_eq!(
+        d.curl("POST", to_zoe, Some(&dtoken), &[], Some(&msg)).0,
+        200
+    );
+
+    let audit =
+        std::fs::read_to_string(dir.path().join("audit").join("directory.jsonl")).expect("audit");
+    assert!(
+        audit.contains("\"address\":\"zoe@partner.test\""),
+        "{audit}"
+    );
+    assert!(audit.contains("\"source\":\"ldap\""), "{audit}");
+    assert!(!audit.contains("BEGIN CERTIFICATE"), "{audit}");
+}

@@ -66,7 +66,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 anyhow::ensure!(status.success(), "the directory benchmark failed");
             }
             other => {
-                anyhow::bail!("unknown benchmark {other:?} (known: smime, docking, smtp, directory)")
+                anyhow::bail!(
+                    "unknown benchmark {other:?} (known: smime, docking, smtp, directory)"
+                )
             }
         }
     }

@@ -14,10 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::WebPkiSupportedAlgorithms;
-use rustls::{DigitallySignedStruct, SignatureScheme};
-use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls_pki_types::ServerName;
 
 /// Where to ask: a wildcard listener is asked on loopback.
 pub fn health_target(admin: SocketAddr) -> SocketAddr {
@@ -33,7 +30,7 @@ pub fn health_target(admin: SocketAddr) -> SocketAddr {
 pub fn check(admin: SocketAddr, timeout: Duration) -> anyhow::Result<()> {
     let target = health_target(admin);
     let provider = crate::identity::provider();
-    let verifier = Arc::new(AnyCertificate {
+    let verifier = Arc::new(crate::identity::AnyCertificate {
         algs: provider.signature_verification_algorithms,
     });
     let config = rustls::ClientConfig::builder_with_provider(provider)
@@ -68,46 +65,6 @@ pub fn check(admin: SocketAddr, timeout: Duration) -> anyhow::Result<()> {
         bail!("{target} answered 200 without \"up\"");
     }
     Ok(())
-}
-
-#[derive(Debug)]
-struct AnyCertificate {
-    algs: WebPkiSupportedAlgorithms,
-}
-
-impl ServerCertVerifier for AnyCertificate {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algs)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algs)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.algs.supported_schemes()
-    }
 }
 
 #[cfg(test)]

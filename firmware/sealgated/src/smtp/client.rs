@@ -154,7 +154,7 @@ impl NextHop {
                 }))?,
             }
         };
-        let unverified = config_with(Arc::new(Unverified {
+        let unverified = config_with(Arc::new(crate::identity::AnyCertificate {
             algs: provider().signature_verification_algorithms,
         }))?;
         Ok(NextHop {
@@ -199,45 +199,6 @@ impl ServerCertVerifier for Pinned {
                 hex(&sha256(end_entity.as_ref()))
             )))
         }
-    }
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algs)
-    }
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algs)
-    }
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.algs.supported_schemes()
-    }
-}
-
-/// Opportunistic TLS: any certificate (encryption against a passive listener only, as
-/// RFC 7435 describes); the handshake signature is still checked.
-#[derive(Debug)]
-struct Unverified {
-    algs: WebPkiSupportedAlgorithms,
-}
-
-impl ServerCertVerifier for Unverified {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
     }
     fn verify_tls12_signature(
         &self,

@@ -301,6 +301,9 @@ pub struct Session {
     txn: Transaction,
     errors: usize,
     auth_failures: usize,
+    /// The pending question was given to the driver by [`Session::next_event`]: only then
+    /// does an answer count (a question queued behind [`Event::Data`] is not yet asked).
+    asked: bool,
 }
 
 impl fmt::Debug for Session {
@@ -350,6 +353,7 @@ impl Session {
             txn: Transaction::default(),
             errors: 0,
             auth_failures: 0,
+            asked: false,
         };
         let greeting = Reply::plain(
             220,
@@ -447,8 +451,10 @@ impl Session {
 
     fn answer(&mut self, ok: bool, reply: Option<Reply>) {
         // An answer when nothing is asked is ignored (it must never change the state: in
-        // DATA, that would read the message as commands).
-        if !matches!(self.state, State::Pending(_)) {
+        // DATA, that would read the message as commands). A question is asked only once
+        // next_event has returned it: a driver answering while it still has Data events
+        // to read must not end the message it has not yet stored.
+        if !std::mem::take(&mut self.asked) || !matches!(self.state, State::Pending(_)) {
             return;
         }
         let State::Pending(p) = std::mem::replace(&mut self.state, State::Command) else {
@@ -538,6 +544,7 @@ impl Session {
                 State::Closed => return Event::Close,
                 State::AwaitTls => return Event::NeedInput,
                 State::Pending(p) => {
+                    self.asked = true;
                     return match p {
                         Pending::Auth(ev) | Pending::Mail(ev) | Pending::Rcpt(ev) => ev.clone(),
                         Pending::DataStart(_) => Event::DataStart,

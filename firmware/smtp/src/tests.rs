@@ -698,3 +698,36 @@ fn an_answer_when_nothing_is_asked_changes_nothing() {
     s.feed(b".\r\n");
     assert_eq!(s.next_event(), Event::EndOfMessage);
 }
+
+#[test]
+fn an_answer_while_data_is_still_queued_does_not_end_the_message() {
+    // The last BDAT chunk queues its Data ahead of the EndOfMessage question: a driver
+    // answering on Data (a bug) must not accept a message it has not finished storing.
+    for body in [
+        &b"BDAT 5\r\nabcdeBDAT 3 LAST\r\nxyz"[..],
+        b"DATA\r\nabc\r\n.\r\n",
+    ] {
+        let mut input = b"EHLO c\r\nMAIL FROM:<a@x.org>\r\nRCPT TO:<b@y.org>\r\n".to_vec();
+        input.extend_from_slice(body);
+        let mut s = Session::new(cfg());
+        s.feed(&input);
+        let mut saw_end = false;
+        for _ in 0..100 {
+            match s.next_event() {
+                Event::Data(_) => {
+                    s.accept();
+                    assert!(!saw_end);
+                }
+                Event::EndOfMessage => {
+                    saw_end = true;
+                    s.accept();
+                }
+                Event::NeedInput => break,
+                _ => s.accept(),
+            }
+        }
+        assert!(saw_end, "EndOfMessage was asked");
+        let out = String::from_utf8_lossy(&s.take_output()).into_owned();
+        assert_eq!(out.matches("250 2.0.0 OK").count(), 1, "{out}");
+    }
+}

@@ -193,6 +193,7 @@ fn webui_in_chromium_claims_imports_issues_and_audits() {
         "dashboard",
         "keys",
         "certificates",
+        "policies",
         "tokens",
         "audit",
         "queue",

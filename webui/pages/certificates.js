@@ -1,4 +1,4 @@
-import { h, add, put, table, when, confirmAction } from "../dom.js";
+import { h, add, put, table, when, facts, confirmAction } from "../dom.js";
 import { api, isAdmin } from "../api.js";
 import { form } from "../forms.js";
 
@@ -46,10 +46,39 @@ export async function render(view) {
     ], waiting, "Nothing waits."));
   };
   await refresh();
+  const found = h("div", { id: "lookup-result", "aria-live": "polite" });
+  const tester = form("Look up a certificate", [
+    { name: "address", label: "Email address", type: "email", required: true, autocomplete: "off",
+      hint: "Which certificate the box would encrypt to, from which source, and why others were refused. The lookup is audited." },
+  ], "Look up", async (v) => {
+    put(found);
+    const r = await api("GET", `/directory/lookup?address=${encodeURIComponent(v.address || "")}`);
+    const d = r.details;
+    put(found, h("section", { class: "card", "aria-label": `Lookup of ${r.address}` },
+      h("h2", {}, `Lookup of ${r.address}`),
+      h("p", { class: r.certificate ? "ok" : "bad" }, r.certificate
+        ? `Valid: found by the source ${r.source}.`
+        : "No valid certificate: mail to this address cannot be encrypted."),
+      d ? facts([
+        ["Source", r.source],
+        ["Subject", d.subject],
+        ["Issuer", d.issuer],
+        ["Addresses", d.emails.join(", ")],
+        ["Valid from", when(d.not_before)],
+        ["Valid until", when(d.not_after)],
+        ["SHA-256", h("code", {}, d.sha256)],
+      ]) : null,
+      r.refused.length ? table("Refused candidates", [
+        { label: "Source", get: (x) => x.source },
+        { label: "Why", get: (x) => x.reason },
+      ], r.refused) : h("p", { class: "empty" }, "No candidate was refused.")));
+    return "";
+  });
   add(view, h("h1", {}, "Certificates"),
     h("p", {}, "External recipients' certificates: mail to these addresses is encrypted with them."), status,
     h("section", { class: "card" }, h("h2", {}, "Waiting for a decision"), pending),
     h("section", { class: "card" }, h("h2", {}, "Stored"), stored),
+    tester, found,
     isAdmin() ? form("Add certificates", [
       { name: "file", label: "Certificate file (PEM or DER)", type: "file", accept: ".pem,.crt,.cer,.der" },
       { name: "pem", label: "Or paste PEM", type: "textarea" },

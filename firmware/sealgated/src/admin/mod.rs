@@ -25,6 +25,7 @@ mod keys;
 mod machine_tokens;
 mod queue;
 pub mod session;
+mod sessions;
 pub mod settings_change;
 mod settings_view;
 pub mod socket;
@@ -1406,6 +1407,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .service(res("/restart").route(web::post().to(system::restart)))
             .service(res("/support-bundle").route(web::get().to(system::support_bundle)))
             .configure(queue::routes)
+            .configure(sessions::routes)
             .default_service(web::to(not_found)),
     );
 }

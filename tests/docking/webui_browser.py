@@ -358,6 +358,8 @@ with sync_playwright() as p:
     expect(exp_card.locator("tbody tr").filter(has_text="xss@example.org")).to_contain_text("external certificate")
     expect(page.locator("#queue-counts")).to_contain_text("deferred")
     expect(page.get_by_text("TPM device")).to_be_visible()
+    expect(page.locator("#messages tbody tr")).to_have_count(5)
+    expect(page.locator("#messages tbody tr").filter(has_text="refused")).to_be_visible()
     assert page.evaluate("window.__xss === undefined && !document.querySelector('main img')"), "markup ran"
     with page.expect_download() as dl:
         page.get_by_role("button", name="Download a support bundle").click()

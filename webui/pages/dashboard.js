@@ -39,6 +39,25 @@ function expiries(keys, ca, certs) {
   return out.sort((a, b) => a.days - b.days);
 }
 
+const KINDS = ["signed", "encrypted", "decrypted", "verified", "refused"];
+
+/** Messages in the last hour and the last 24 hours, and the hours that had any. */
+function messagesCard(hours) {
+  const sum = (hs, k) => hs.reduce((n, x) => n + (x[k] || 0), 0);
+  const last = hours.slice(-1);
+  const busy = hours.filter((x) => KINDS.some((k) => x[k])).reverse();
+  return h("div", { class: "card", id: "messages" }, h("h2", {}, "Messages"),
+    table("Messages in the last hour and day", [
+      { label: "Messages", get: (k) => k },
+      { label: "This hour", get: (k) => String(sum(last, k)) },
+      { label: "24 hours", get: (k) => String(sum(hours, k)) },
+    ], KINDS),
+    busy.length ? h("details", {}, h("summary", {}, "Per hour"), table("Messages per hour", [
+      { label: "Hour (UTC)", get: (x) => when(x.start).replace(/:00 UTC$/, " UTC") },
+      ...KINDS.map((k) => ({ label: k, get: (x) => String(x[k] || 0) })),
+    ], busy)) : h("p", { class: "hint" }, "Counted since the daemon started."));
+}
+
 export async function render(view, { session }) {
   const [st, keys, ca, certs] = await Promise.all([
     api("GET", "/status"),
@@ -63,6 +82,7 @@ export async function render(view, { session }) {
         ["Administrators", st.accounts],
         ["Sessions", st.sessions],
       ])),
+      messagesCard(st.messages || []),
       h("div", { class: "card", id: "queue-counts" }, h("h2", {}, "Mail queue"),
         facts(["queued", "deferred", "held", "bounced"].map((s) => [s, q[s] || 0])),
         h("p", {}, h("a", { href: "#/queue" }, "The queue")))),

@@ -704,6 +704,8 @@ struct Status {
     setup_pending: bool,
     accounts: usize,
     sessions: usize,
+    /// Messages per hour (signed, encrypted, decrypted, verified, refused), the last 24 hours.
+    messages: Vec<crate::metrics::Hour>,
 }
 
 #[derive(Serialize)]
@@ -782,6 +784,7 @@ fn status_body(app: &AppState, ad: &AdminState) -> Result<Status, Problem> {
             setup_pending: app.tokens.setup_pending(),
             accounts: ad.vault.admin_accounts().map_err(Problem::from)?.len(),
             sessions: ad.sessions.count(),
+            messages: app.audit.messages.hours(crate::metrics::unix_now()),
         })
     }
 }

@@ -87,7 +87,13 @@ export async function render(view) {
           encrypt: v.encrypt === INHERIT ? null : v.encrypt,
           sign: v.sign === INHERIT ? null : v.sign,
         };
-        return patch({ [v.kind === "user" ? "users" : "domains"]: { [name]: entry } });
+        try {
+          return await patch({ [v.kind === "user" ? "users" : "domains"]: { [name]: entry } });
+        } catch (e) {
+          // The server names the entry (policy.domains.NAME): that is this form's name field.
+          if (e.problem && /^policy\.(domains|users)\./.test(e.problem.field || "") && !/\.(encrypt|sign)$/.test(e.problem.field)) e.problem.field = "name";
+          throw e;
+        }
       }) : null);
   };
   await draw();

@@ -34,6 +34,9 @@ export function typed(raw, old) {
   return s;
 }
 
+/** A list of tables (e.g. auth clients): shown, not edited here. */
+const tables = (v) => Array.isArray(v) && v.some((x) => x && typeof x === "object");
+
 function setPath(obj, path, v) {
   let o = obj;
   for (const k of path.slice(0, -1)) o = o[k] = o[k] || {};
@@ -58,6 +61,7 @@ function sectionForm(section, fields, s, done) {
     const spec = { name, label: path.slice(1).join("."), value: text(v), hint: notes, plain: true };
     if (typeof v === "boolean") Object.assign(spec, { type: "select", options: ["true", "false"], value: String(v) });
     else if (typeof v === "number") spec.inputmode = "numeric";
+    else if (Array.isArray(v) && v.some((x) => x && typeof x === "object")) spec.hint = `${notes}; a list of tables: change it in the settings file or with the API`;
     else if (Array.isArray(v)) spec.hint = `${notes}; a comma-separated list`;
     return spec;
   });
@@ -65,7 +69,7 @@ function sectionForm(section, fields, s, done) {
   const f = form(`[${section}]`, specs, `Save [${section}]`, async (_v, el) => {
     const patch = {};
     let n = 0;
-    for (const [path, old] of rows) {
+    for (const [path, old] of rows.filter(([, v]) => !tables(v))) {
       const input = el.querySelector(`[data-field="${CSS.escape(path.join("."))}"] input, [data-field="${CSS.escape(path.join("."))}"] select`);
       if (!input || input.value === (typeof old === "boolean" ? String(old) : text(old))) continue;
       setPath(patch, path, typed(input.value, old));
@@ -80,6 +84,10 @@ function sectionForm(section, fields, s, done) {
     return said;
   }, { intro: admin ? "Leave a field empty to put it back to its default." : null });
   f.dataset.section = section;
+  for (const [path] of rows.filter(([, v]) => tables(v))) {
+    const input = f.querySelector(`[data-field="${CSS.escape(path.join("."))}"] input`);
+    if (input) input.readOnly = true;
+  }
   if (!admin) {
     // The server refuses a change from this role; the form says so before anyone tries.
     const fs = h("fieldset", { disabled: true, class: "plain" }, h("legend", { class: "hint" },

@@ -511,6 +511,20 @@ fn culprit(merged: &Value, leaves: &[String]) -> Option<(String, String)> {
         let Some((section, field)) = path.split_once('.') else {
             continue;
         };
+        // An entry of a table keyed by name (whose name may hold dots) is tried alone.
+        if let Some((table, key, v)) = table_entry(merged, path) {
+            let one = serde_json::json!({ section: { table: { key.clone(): without_nulls(v) } } });
+            let why = match toml::to_string(&one) {
+                Err(e) => Some(format!("not a settings value ({e})")),
+                Ok(text) => toml::from_str::<Settings>(&text)
+                    .err()
+                    .map(|e| e.message().to_string()),
+            };
+            if let Some(why) = why {
+                return Some((format!("{section}.{table}.{key}"), one_line(&why)));
+            }
+            continue;
+        }
         let Some(v) = merged.get(section).and_then(|s| s.get(field)) else {
             continue;
         };
@@ -529,6 +543,22 @@ fn culprit(merged: &Value, leaves: &[String]) -> Option<(String, String)> {
         }
     }
     None
+}
+
+/// For `path` inside one of [`OPEN_TABLES`]: the table's field name, the entry's key (the
+/// longest that `path` names) and its value in `merged`.
+fn table_entry<'a>(merged: &'a Value, path: &str) -> Option<(&'static str, String, &'a Value)> {
+    let t = OPEN_TABLES.iter().find(|t| {
+        path.len() > t.len() && path.starts_with(*t) && path[t.len()..].starts_with('.')
+    })?;
+    let rest = &path[t.len() + 1..];
+    let (section, table) = t.split_once('.')?;
+    let entries = merged.get(section)?.get(table)?.as_object()?;
+    let (key, v) = entries
+        .iter()
+        .filter(|(k, _)| rest == k.as_str() || rest.starts_with(&format!("{k}.")))
+        .max_by_key(|(k, _)| k.len())?;
+    Some((table, key.clone(), v))
 }
 
 /// The dotted paths of the leaves of `a` that differ from `b`'s.
@@ -649,6 +679,11 @@ mod tests {
             .expect_err("bad level");
         assert_eq!(e.status, 422);
         assert!(st.describe()["settings"]["policy"]["domains"]["b.example"].is_null());
+        let e = st
+            .patch(&json!({"policy": {"domains": {"not a domain!": {"encrypt": "never"}}}}))
+            .expect_err("bad name");
+        assert_eq!(e.field.as_deref(), Some("policy.domains.not a domain!"));
+        assert!(e.detail.contains("is not a mail domain"), "{}", e.detail);
         // Other sections still refuse fields they do not have.
         let e = st
             .patch(&json!({"policy": {"nothing": 1}}))

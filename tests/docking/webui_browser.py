@@ -530,6 +530,11 @@ with sync_playwright() as p:
     log.get_by_label("level", exact=True).fill("debug")
     log.get_by_role("button", name="Save [log]").click()
     expect(page.locator("#settings-status")).to_contain_text("In force now: log.level.")
+    # From the keyboard: Enter in a field saves its section.
+    log = page.get_by_role("form", name="[log]")
+    log.get_by_label("level", exact=True).fill("info")
+    log.get_by_label("level", exact=True).press("Enter")
+    expect(page.locator("#settings-status")).to_contain_text("Saved: log.level.")
     admin_port = re.sub(r"^https://[^:]+:", "", BASE).split("/")[0]
     dock = page.get_by_role("form", name="[docking]")
     before = dock.get_by_label("listen", exact=True).input_value()
@@ -579,6 +584,13 @@ with sync_playwright() as p:
     expect(over.filter(has_text="partner.example")).to_have_count(0)
     expect(over.filter(has_text="ceo@example.org")).to_have_count(1)
     assert page.evaluate("window.__xss === undefined && !document.querySelector('main img')"), "markup ran"
+    # The keyboard alone: Remove asks, Cancel has the focus, Escape keeps the entry.
+    page.get_by_role("button", name="Remove the policy of ceo@example.org").focus()
+    page.keyboard.press("Enter")
+    expect(page.get_by_role("dialog").get_by_role("button", name="Cancel")).to_be_focused()
+    page.keyboard.press("Escape")
+    expect(page.get_by_role("dialog")).to_have_count(0)
+    expect(over.filter(has_text="ceo@example.org")).to_have_count(1)
 
     # --- An auditor: reads everything, the forms say it cannot change them, and the API
     # refuses it when the page is tampered with (403 shown). ---

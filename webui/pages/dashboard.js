@@ -70,6 +70,7 @@ export async function render(view, { session }) {
   add(view, h("h1", {}, "Dashboard"),
     h("section", { class: "grid" },
       h("div", { class: "card" }, h("h2", {}, "The box"), facts([
+        ["Health", st.vault.sealer === "tpm" ? h("span", { class: "ok" }, "up") : h("span", { class: "bad" }, "up, keys not sealed by a TPM")],
         ["Version", st.version],
         ["Slot", st.slot || "– (not booted from a slot)"],
         ["Up for", uptime(st.uptime_secs)],

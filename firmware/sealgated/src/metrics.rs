@@ -3,6 +3,12 @@
 //! signed, encrypted, decrypted, verified and refused, for the last [`HOURS`] hours since the
 //! daemon started. Shown by `GET /api/v1/admin/status` (`messages`) and the web UI's
 //! dashboard. Not persisted: a restart starts from zero.
+//!
+//! What counts is what the record says: SMTP records name the result (`encrypted`, `signed`,
+//! `decrypted`; `not-encrypted` and the like are not counted), docking calls only their
+//! operation, so a 2xx docking `decrypt` counts as decrypted even when the message it was
+//! given was plain and passed through. Refused: a 4xx/5xx answer, a held or bounced message;
+//! calls refused for who made them (401, 403, 429) are not messages and are not counted.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;

@@ -78,11 +78,17 @@ pub(crate) fn run(cmd: DirectoryCmd) -> Outcome {
             if settings.is_some() {
                 eprintln!("sealctl: the running daemon uses its own settings");
             }
-            d.json::<serde_json::Value>(
+            let mut v = d.json::<serde_json::Value>(
                 "GET",
                 &format!("/directory/lookup?address={}", segment(&address)),
                 None,
-            )?
+            )?;
+            // The same object as without a daemon: the certificate's `details` are the web
+            // UI's.
+            if let Some(m) = v.as_object_mut() {
+                m.remove("details");
+            }
+            v
         }
         None => {
             let (dir_settings, anchors) = match &settings {

@@ -31,6 +31,7 @@ mod identity;
 mod imap;
 mod keys;
 mod logfile;
+mod metrics;
 mod problem;
 mod scan;
 mod selfcheck;

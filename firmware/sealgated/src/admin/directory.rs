@@ -1,6 +1,7 @@
 //! `GET /directory/lookup?address=` (any role): which source of the certificate directory
 //! answers for an address, the certificate, and why other candidates were refused; the same
-//! JSON object `sealctl directory lookup` prints. Audited like every lookup (the directory's
+//! JSON object `sealctl directory lookup` prints, plus `details` of the certificate found
+//! (subject, issuer, addresses, validity, SHA-256) for the web UI. Audited like every lookup (the directory's
 //! audit file, `DATA/audit/directory.jsonl`).
 //!
 //! `GET|POST directory/blocked`, `DELETE directory/blocked/{sha256}`: certificates an
@@ -55,8 +56,23 @@ async fn lookup(req: HttpRequest, ad: Data) -> HttpResponse {
     };
     let vault = ad.vault.clone();
     let found = web::block(move || {
-        dir.lookup_with(vault.as_ref(), &address, dir.deadline())
-            .to_json()
+        let l = dir.lookup_with(vault.as_ref(), &address, dir.deadline());
+        let mut v = l.to_json();
+        // For the web UI: what the certificate says, so nobody has to decode the PEM.
+        if let (Some(c), serde_json::Value::Object(m)) = (&l.certificate, &mut v) {
+            m.insert(
+                "details".into(),
+                serde_json::json!({
+                    "subject": c.subject_text(),
+                    "issuer": c.issuer_text(),
+                    "emails": c.emails,
+                    "not_before": c.not_before,
+                    "not_after": c.not_after,
+                    "sha256": crate::identity::hex(&crate::identity::sha256(c.der())),
+                }),
+            );
+        }
+        v
     })
     .await;
     answer(

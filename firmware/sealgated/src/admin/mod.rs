@@ -25,6 +25,7 @@ mod keys;
 mod machine_tokens;
 mod queue;
 pub mod session;
+mod sessions;
 pub mod settings_change;
 mod settings_view;
 pub mod socket;
@@ -703,6 +704,8 @@ struct Status {
     setup_pending: bool,
     accounts: usize,
     sessions: usize,
+    /// Messages per hour (signed, encrypted, decrypted, verified, refused), the last 24 hours.
+    messages: Vec<crate::metrics::Hour>,
 }
 
 #[derive(Serialize)]
@@ -781,6 +784,7 @@ fn status_body(app: &AppState, ad: &AdminState) -> Result<Status, Problem> {
             setup_pending: app.tokens.setup_pending(),
             accounts: ad.vault.admin_accounts().map_err(Problem::from)?.len(),
             sessions: ad.sessions.count(),
+            messages: app.audit.messages.hours(crate::metrics::unix_now()),
         })
     }
 }
@@ -1406,6 +1410,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .service(res("/restart").route(web::post().to(system::restart)))
             .service(res("/support-bundle").route(web::get().to(system::support_bundle)))
             .configure(queue::routes)
+            .configure(sessions::routes)
             .default_service(web::to(not_found)),
     );
 }

@@ -11,6 +11,7 @@
 
 #[path = "../vault/common.rs"]
 mod common;
+mod dns;
 mod peers;
 
 use std::net::TcpListener;
@@ -502,4 +503,178 @@ fn pki_other_ca(dir: &Path) -> std::path::PathBuf {
     let p = dir.join("other-ca.pem");
     std::fs::write(&p, &other.ca_pem).unwrap();
     p
+}
+
+/// SMIMEA (RFC 8162) through a validating resolver: Knot DNS signs `partner.example` (keys
+/// made now) and serves `unsigned.example` unsigned; unbound validates with the signed zone's
+/// DS as its only trust anchor. The attacker forges DNS: an unsigned answer, an answer from a
+/// server that is not the zone's signer (bogus), a non-validating resolver, oversized answers.
+#[test]
+fn smimea_is_used_only_when_dnssec_validated_and_forged_answers_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let pki = pki();
+    let other = peers::pki(); // a CA the box does not trust
+    let dana = leaf(&other, "dana@partner.example", false, false, false);
+    let erin = leaf(&other, "erin@partner.example", false, false, false);
+    let old = leaf(&other, "olga@partner.example", true, false, false);
+    let wrong = leaf(&other, "somebody@partner.example", false, false, false);
+    let fred = leaf(&other, "fred@unsigned.example", false, false, false);
+    let mallory = leaf(&other, "dana@partner.example", false, false, false);
+    let junk: Vec<String> = (0..24)
+        .map(|i| {
+            let name = sealgate_directory::publish::smimea_name("gus@partner.example").unwrap();
+            let owner = name.strip_suffix(".partner.example.").unwrap().to_string();
+            format!("{owner} SMIMEA 3 0 0 {}", format!("{i:02x}").repeat(300))
+        })
+        .collect();
+    let mut partner = vec![
+        dns::smimea_line("dana@partner.example", "partner.example", 3, &dana),
+        // PKIX-EE: the certificate must also chain to an anchor of the box; this one cannot.
+        dns::smimea_line("erin@partner.example", "partner.example", 1, &erin),
+        dns::smimea_line("olga@partner.example", "partner.example", 3, &old),
+        dns::smimea_line("walt@partner.example", "partner.example", 3, &wrong),
+    ];
+    partner.extend(junk);
+    let auth = t.join("knot");
+    let (_knot, knot_port) = dns::knot(
+        &auth,
+        &[
+            dns::Zone {
+                name: "partner.example",
+                signed: true,
+                records: partner,
+            },
+            dns::Zone {
+                name: "unsigned.example",
+                signed: false,
+                records: vec![dns::smimea_line(
+                    "fred@unsigned.example",
+                    "unsigned.example",
+                    3,
+                    &fred,
+                )],
+            },
+        ],
+    );
+    let ds = dns::ds(&auth, "partner.example");
+    let (_unbound, resolver) = dns::unbound(
+        &t.join("unbound"),
+        std::slice::from_ref(&ds),
+        &["partner.example", "unsigned.example"],
+        knot_port,
+    );
+    // The attacker's server for partner.example: the same names, their own certificate, no
+    // signatures (a spoofed or hijacked authoritative answer); a resolver that holds the
+    // zone's trust anchor but reaches this server.
+    let rogue = t.join("rogue");
+    let (_rogue, rogue_port) = dns::knot(
+        &rogue,
+        &[dns::Zone {
+            name: "partner.example",
+            signed: false,
+            records: vec![dns::smimea_line(
+                "dana@partner.example",
+                "partner.example",
+                3,
+                &mallory,
+            )],
+        }],
+    );
+    let (_fooled, fooled) = dns::unbound(
+        &t.join("unbound-rogue"),
+        &[ds],
+        &["partner.example"],
+        rogue_port,
+    );
+
+    let data = init_vault(t);
+    let ca_file = t.join("ca.pem");
+    std::fs::write(&ca_file, &pki.ca_pem).unwrap();
+    let settings = |name: &str, resolver: u16| {
+        let p = t.join(name);
+        std::fs::write(
+            &p,
+            format!(
+                "[docking]\ntrust_anchors = \"{}\"\n[directory]\nsmimea_resolver = \"127.0.0.1:{resolver}\"\ndeadline_ms = 5000\n",
+                ca_file.display()
+            ),
+        )
+        .unwrap();
+        p
+    };
+    let good = settings("good.toml", resolver);
+    let (code, v) = lookup(&data, &good, "dana@partner.example");
+    assert_eq!((code, v["source"].as_str()), (0, Some("smimea")), "{v}");
+    let pem = v["certificate"].as_str().unwrap();
+    assert_eq!(
+        pem::parse(pem).unwrap().contents(),
+        &dana[..],
+        "the published certificate"
+    );
+    // PKIX-EE without a path to an anchor, expired, another address: refused with the reason.
+    let (code, v) = lookup(&data, &good, "erin@partner.example");
+    assert_eq!(code, 1, "{v}");
+    assert!(reasons(&v).contains("smimea"), "{v}");
+    let (code, v) = lookup(&data, &good, "olga@partner.example");
+    assert_eq!(code, 1, "{v}");
+    assert!(
+        reasons(&v).contains("not valid now") || reasons(&v).contains("expired"),
+        "{v}"
+    );
+    let (code, v) = lookup(&data, &good, "walt@partner.example");
+    assert_eq!(code, 1, "{v}");
+    assert!(
+        reasons(&v).contains("does not name walt@partner.example"),
+        "{v}"
+    );
+    // Unsigned zone: no AD bit, not trusted.
+    let (code, v) = lookup(&data, &good, "fred@unsigned.example");
+    assert_eq!(code, 1, "{v}");
+    assert!(reasons(&v).contains("not DNSSEC-validated"), "{v}");
+    // Oversized: 24 records of 300 bytes (truncated over UDP, read over TCP), none a
+    // certificate: refused, bounded.
+    let (code, v) = lookup(&data, &good, "gus@partner.example");
+    assert_eq!(code, 1, "{v}");
+    assert!(reasons(&v).contains("unreadable"), "{v}");
+    // Nothing published: none, no error.
+    let (code, v) = lookup(&data, &good, "nobody@partner.example");
+    assert_eq!(code, 1, "{v}");
+
+    // The forged zone: the validating resolver calls it bogus (SERVFAIL); never the
+    // attacker's certificate.
+    let forged = settings("forged.toml", fooled);
+    let (code, v) = lookup(&data, &forged, "dana@partner.example");
+    assert_eq!(code, 1, "{v}");
+    assert!(reasons(&v).contains("SERVFAIL"), "{v}");
+    // Asking the authoritative server directly: it does not validate, so no AD bit.
+    let direct = settings("direct.toml", knot_port);
+    let (code, v) = lookup(&data, &direct, "dana@partner.example");
+    assert_eq!(code, 1, "{v}");
+    assert!(reasons(&v).contains("not DNSSEC-validated"), "{v}");
+    // A resolver across a network is refused by the settings (the AD bit could be forged).
+    let remote = t.join("remote.toml");
+    std::fs::write(
+        &remote,
+        "[directory]\nsmimea_resolver = \"192.0.2.53:53\"\n",
+    )
+    .unwrap();
+    let (code, v) = {
+        let out = sealctl(&[
+            "directory",
+            "lookup",
+            "dana@partner.example",
+            "--data-dir",
+            &data,
+            "--settings",
+            remote.to_str().unwrap(),
+            SW,
+        ]);
+        (
+            out.status.code().unwrap(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    assert_ne!(code, 0);
+    assert!(v.contains("loopback"), "{v}");
 }

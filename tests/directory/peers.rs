@@ -19,6 +19,12 @@ use rcgen::{
 /// Kills a peer on drop.
 pub struct Peer(Child);
 
+impl Peer {
+    pub fn new(child: Child) -> Peer {
+        Peer(child)
+    }
+}
+
 impl Drop for Peer {
     fn drop(&mut self) {
         let _ = self.0.kill();

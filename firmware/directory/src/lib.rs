@@ -28,6 +28,7 @@ pub mod ldap;
 pub mod local;
 pub mod publish;
 pub mod revocation;
+pub mod smimea;
 pub mod validate;
 
 pub use local::Local;
@@ -112,6 +113,9 @@ pub struct Settings {
     pub ldap: Vec<LdapSettings>,
     /// HTTP certificate directories.
     pub http: Vec<HttpSettings>,
+    /// The DNSSEC-validating resolver asked for SMIMEA records (`IP:port` on the loopback,
+    /// e.g. a local unbound); the `smimea` source is not asked without it.
+    pub smimea_resolver: Option<String>,
 }
 
 impl Default for Settings {
@@ -133,6 +137,7 @@ impl Default for Settings {
             blocked: Vec::new(),
             ldap: Vec::new(),
             http: Vec::new(),
+            smimea_resolver: None,
         }
     }
 }
@@ -213,6 +218,9 @@ impl Settings {
                 ));
             }
         }
+        if let Some(r) = &self.smimea_resolver {
+            smimea::resolver_address(r)?;
+        }
         if self.deadline_ms == 0 || self.deadline_ms > 60_000 {
             return Err("directory.deadline_ms must be 1 to 60000".into());
         }
@@ -269,8 +277,16 @@ pub type AuditHook = Box<dyn Fn(&Lookup, bool) + Send + Sync>;
 /// What a remote source returns: candidate certificates (DER, as received), or why it failed.
 pub type Fetched = Result<Vec<Vec<u8>>, String>;
 
+/// Candidates with whether the source itself vouches for them (a DNSSEC-validated SMIMEA
+/// record of usage DANE-EE: no path to an anchor needed), or why the source failed.
+type Vouched = Result<Vec<(Vec<u8>, bool)>, String>;
+
 /// One remote query, run under the deadline it is given.
-type Ask = Box<dyn FnOnce(Instant) -> Fetched + Send>;
+type Ask = Box<dyn FnOnce(Instant) -> Vouched + Send>;
+
+fn unvouched(f: Fetched) -> Vouched {
+    f.map(|v| v.into_iter().map(|d| (d, false)).collect())
+}
 
 /// A remote answer remembered.
 #[derive(Clone)]
@@ -295,6 +311,7 @@ pub struct Directory {
     blocked_by_admin: std::sync::RwLock<Vec<String>>,
     ldap: Vec<Arc<ldap::LdapSource>>,
     http: Vec<Arc<http::HttpSource>>,
+    smimea: Option<Arc<smimea::SmimeaSource>>,
     cache: Mutex<HashMap<String, Cached>>,
     crls: revocation::CrlCache,
     audit: Option<AuditHook>,
@@ -325,7 +342,13 @@ impl Directory {
             .iter()
             .map(|h| http::HttpSource::new(h).map(Arc::new))
             .collect::<Result<_, _>>()?;
+        let smimea = settings
+            .smimea_resolver
+            .as_deref()
+            .map(|r| smimea::SmimeaSource::new(r).map(Arc::new))
+            .transpose()?;
         Ok(Directory {
+            smimea,
             blocked: settings
                 .blocked
                 .iter()
@@ -498,7 +521,7 @@ impl Directory {
                         let a = address.to_string();
                         (
                             l.url().to_string(),
-                            Box::new(move |d| l.fetch(&a, d)) as Ask,
+                            Box::new(move |d| unvouched(l.fetch(&a, d))) as Ask,
                         )
                     })
                     .collect(),
@@ -510,14 +533,29 @@ impl Directory {
                         let a = address.to_string();
                         (
                             h.url().to_string(),
-                            Box::new(move |d| h.fetch(&a, d)) as Ask,
+                            Box::new(move |d| unvouched(h.fetch(&a, d))) as Ask,
+                        )
+                    })
+                    .collect(),
+                Source::Smimea => self
+                    .smimea
+                    .iter()
+                    .map(|s| {
+                        let s = s.clone();
+                        let a = address.to_string();
+                        (
+                            s.name(),
+                            Box::new(move |d| {
+                                s.fetch(&a, d)
+                                    .map(|v| v.into_iter().map(|f| (f.der, f.dane_ee)).collect())
+                            }) as Ask,
                         )
                     })
                     .collect(),
                 _ => Vec::new(),
             };
             for (name, ask) in askers {
-                let ders = match within(deadline, ask) {
+                let answer = match within(deadline, ask) {
                     Ok(d) => d,
                     Err(e) => {
                         out.refused.push(refusal(source, format!("{name}: {e}")));
@@ -527,10 +565,16 @@ impl Directory {
                         continue;
                     }
                 };
-                let certs: Vec<Certificate> = ders
+                let vouched: Vec<Certificate> = answer
                     .iter()
-                    .filter_map(|d| Certificate::from_der(d).ok())
+                    .filter(|(_, v)| *v)
+                    .filter_map(|(d, _)| Certificate::from_der(d).ok())
                     .collect();
+                let certs: Vec<Certificate> = answer
+                    .iter()
+                    .filter_map(|(d, _)| Certificate::from_der(d).ok())
+                    .collect();
+                let ders = &answer;
                 if certs.len() < ders.len() {
                     out.refused.push(refusal(
                         source,
@@ -544,7 +588,17 @@ impl Directory {
                 for c in certs.iter().filter(|c| !c.is_ca || c.has_email(address)) {
                     let others: Vec<Certificate> =
                         certs.iter().filter(|o| *o != c).cloned().collect();
-                    match self.check(local, source, c, &others, address, now, true, deadline) {
+                    let chain_needed = !vouched.contains(c);
+                    match self.check(
+                        local,
+                        source,
+                        c,
+                        &others,
+                        address,
+                        now,
+                        chain_needed,
+                        deadline,
+                    ) {
                         Ok(()) => {
                             if best.as_ref().is_none_or(|b| b.not_before < c.not_before) {
                                 best = Some(c.clone());
@@ -679,7 +733,10 @@ fn refusal(source: Source, reason: String) -> Refusal {
 /// Runs `ask` on its own thread and waits for it until `deadline`: a source that hangs
 /// costs the lookup no more than the deadline (its thread ends by its own timeouts, which
 /// are the same deadline).
-fn within(deadline: Instant, ask: Ask) -> Fetched {
+fn within<T: Send + 'static>(
+    deadline: Instant,
+    ask: impl FnOnce(Instant) -> Result<T, String> + Send + 'static,
+) -> Result<T, String> {
     let left = deadline.saturating_duration_since(Instant::now());
     if left.is_zero() {
         return Err("not asked: the lookup deadline had passed".into());

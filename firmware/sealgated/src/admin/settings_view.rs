@@ -312,6 +312,7 @@ fn directory_view(d: &sealgate_directory::Settings) -> Value {
         blocked,
         ldap,
         http,
+        smimea_resolver,
     } = d;
     let ldap: Vec<Value> = ldap
         .iter()
@@ -348,6 +349,7 @@ fn directory_view(d: &sealgate_directory::Settings) -> Value {
         "trust_anchors": path(trust_anchors),
         "blocked": blocked,
         "ldap": ldap,
+        "smimea_resolver": smimea_resolver,
         "http": http,
     })
 }

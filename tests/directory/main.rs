@@ -678,3 +678,138 @@ fn smimea_is_used_only_when_dnssec_validated_and_forged_answers_are_refused() {
     assert_ne!(code, 0);
     assert!(v.contains("loopback"), "{v}");
 }
+
+/// `sealctl directory` without a daemon: the harvested source (a file the inbound MX
+/// writes; here written with the same code), forgetting one, the block list and pinning,
+/// each audited in the vault's chain.
+#[test]
+fn harvested_certificates_are_a_source_and_blocks_pins_and_forgets_are_audited() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let pki = pki();
+    let other = peers::pki();
+    let ca_file = t.join("partner-ca.pem");
+    std::fs::write(&ca_file, &pki.ca_pem).unwrap();
+    let settings = t.join("settings.toml");
+    std::fs::write(
+        &settings,
+        format!("[docking]\ntrust_anchors = \"{}\"\n", ca_file.display()),
+    )
+    .unwrap();
+    let data = init_vault(t);
+    let kim = leaf(&pki, "kim@partner.test", false, false, false);
+    let lou = leaf(&other, "lou@partner.test", false, false, false);
+    let now = sealgate_directory::unix_now();
+    let mut list = Vec::new();
+    for (a, der) in [("kim@partner.test", &kim), ("lou@partner.test", &lou)] {
+        let c = sealgate_smime::cert::Certificate::from_der(der).unwrap();
+        let added = sealgate_directory::harvested::add(
+            &mut list,
+            a,
+            &c,
+            &["aes256-cbc".into()],
+            "smtp-inbound 192.0.2.7",
+            now,
+        );
+        assert_eq!(added, sealgate_directory::harvested::Added::Stored);
+    }
+    sealgate_directory::harvested::save(Path::new(&data), &list).unwrap();
+
+    let (code, v) = lookup(&data, &settings, "kim@partner.test");
+    assert_eq!((code, v["source"].as_str()), (0, Some("harvested")), "{v}");
+    // Harvested from a signature, yet no path to an anchor now: refused.
+    let (code, v) = lookup(&data, &settings, "lou@partner.test");
+    assert_eq!(code, 1, "{v}");
+    assert!(reasons(&v).contains("harvested"), "{v}");
+    let listed: serde_json::Value =
+        serde_json::from_slice(&ok(&["directory", "harvested", "--data-dir", &data, SW])).unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 2, "{listed}");
+    assert_eq!(listed[0]["capabilities"][0], "aes256-cbc");
+
+    // Block kim's certificate: never used; unblock: used again.
+    let fp = sealgate_directory_fingerprint(&kim);
+    ok(&[
+        "directory",
+        "block",
+        &fp,
+        "--reason",
+        "key lost",
+        "--data-dir",
+        &data,
+        SW,
+    ]);
+    let blocked: serde_json::Value =
+        serde_json::from_slice(&ok(&["directory", "blocked", "--data-dir", &data, SW])).unwrap();
+    assert_eq!(blocked[0]["sha256"], fp.as_str(), "{blocked}");
+    assert_eq!(blocked[0]["reason"], "key lost");
+    let (code, v) = lookup(&data, &settings, "kim@partner.test");
+    assert_eq!(code, 1, "{v}");
+    assert!(reasons(&v).contains("blocked"), "{v}");
+    ok(&["directory", "unblock", &fp, "--data-dir", &data, SW]);
+    assert_eq!(lookup(&data, &settings, "kim@partner.test").0, 0);
+    assert!(
+        fails(&[
+            "directory",
+            "block",
+            "not-a-fingerprint",
+            "--data-dir",
+            &data,
+            SW
+        ])
+        .contains("SHA-256")
+    );
+    assert!(fails(&["directory", "unblock", &fp, "--data-dir", &data, SW]).contains("not blocked"));
+
+    // Forget it: gone from the source.
+    ok(&["directory", "forget", &fp, "--data-dir", &data, SW]);
+    assert_eq!(lookup(&data, &settings, "kim@partner.test").0, 1);
+    assert!(
+        fails(&["directory", "forget", &fp, "--data-dir", &data, SW]).contains("not harvested")
+    );
+
+    // Import (pin) lou's certificate: used without a path to an anchor.
+    let lou_file = t.join("lou.der");
+    std::fs::write(&lou_file, &lou).unwrap();
+    ok(&[
+        "directory",
+        "import",
+        lou_file.to_str().unwrap(),
+        "--data-dir",
+        &data,
+        SW,
+    ]);
+    let (code, v) = lookup(&data, &settings, "lou@partner.test");
+    assert_eq!((code, v["source"].as_str()), (0, Some("pinned")), "{v}");
+    let pinned: serde_json::Value =
+        serde_json::from_slice(&ok(&["directory", "pinned", "--data-dir", &data, SW])).unwrap();
+    assert_eq!(pinned.as_array().unwrap().len(), 1, "{pinned}");
+    // An expired certificate is not imported; nothing half-stored.
+    let old_file = t.join("old.der");
+    std::fs::write(
+        &old_file,
+        leaf(&pki, "old@partner.test", true, false, false),
+    )
+    .unwrap();
+    assert!(
+        fails(&[
+            "directory",
+            "import",
+            old_file.to_str().unwrap(),
+            "--data-dir",
+            &data,
+            SW
+        ])
+        .contains("nothing was stored")
+    );
+
+    // Audited in the vault's chain.
+    let audit = String::from_utf8(ok(&["vault", "audit", "--data-dir", &data, SW])).unwrap();
+    for action in [
+        "directory.block",
+        "directory.unblock",
+        "directory.forget-harvested",
+        "cert.add-recipient",
+    ] {
+        assert!(audit.contains(action), "{action} audited: {audit}");
+    }
+}

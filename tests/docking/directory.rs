@@ -175,3 +175,107 @@ fn encrypt_finds_recipients_in_ldap_and_sealctl_asks_the_running_daemon() {
     assert!(audit.contains("\"source\":\"ldap\""), "{audit}");
     assert!(!audit.contains("BEGIN CERTIFICATE"), "{audit}");
 }
+
+/// The harvested source in the daemon (the file its inbound MX writes, here written before
+/// start with the same code), and `sealctl directory` through the admin socket: list and
+/// forget harvested certificates, block and unblock, import (pin).
+#[test]
+fn harvested_certificates_are_used_and_sealctl_manages_them_through_the_daemon() {
+    let pki = Pki::new();
+    let dir = data_dir_with_keys(&pki);
+    let t = tempfile::tempdir().expect("tmp");
+    let partner = peers::pki();
+    let ca_file = t.path().join("partner-ca.pem");
+    std::fs::write(&ca_file, &partner.ca_pem).expect("ca");
+    let nia = peers::leaf(&partner, "nia@partner.test", false, false, false);
+    let cert = sealgate_smime::cert::Certificate::from_der(&nia).expect("cert");
+    let mut list = Vec::new();
+    sealgate_directory::harvested::add(
+        &mut list,
+        "nia@partner.test",
+        &cert,
+        &["aes256-cbc".into()],
+        "smtp-inbound 192.0.2.9",
+        sealgate_directory::unix_now(),
+    );
+    sealgate_directory::harvested::save(dir.path(), &list).expect("save");
+    let dtoken = create_token(dir.path(), "gw", "encrypt");
+    let d = Daemon::start(
+        dir.path(),
+        &format!("[docking]\ntrust_anchors = \"{}\"\n", ca_file.display()),
+    );
+    let msg = pki.message("bob@example.org", "nia@partner.test", "hi", "for nia");
+    let to_nia = "/api/v1/encrypt?from=bob@example.org&to=nia@partner.test";
+    let (code, _, body) = d.curl("POST", to_nia, Some(&dtoken), &[], Some(&msg));
+    assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
+    let sealctl_json = |args: &[&str]| -> (Option<i32>, serde_json::Value) {
+        let out = Command::new(sealctl())
+            .args(["directory"])
+            .args(args)
+            .arg("--data-dir")
+            .arg(dir.path())
+            .output()
+            .expect("sealctl");
+        let v = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| {
+            serde_json::Value::String(String::from_utf8_lossy(&out.stderr).to_string())
+        });
+        (out.status.code(), v)
+    };
+    let (code, v) = sealctl_json(&["lookup", "nia@partner.test"]);
+    assert_eq!(
+        (code, v["source"].as_str()),
+        (Some(0), Some("harvested")),
+        "{v}"
+    );
+    let (code, v) = sealctl_json(&["harvested"]);
+    assert_eq!(code, Some(0), "{v}");
+    assert_eq!(v[0]["address"], "nia@partner.test", "{v}");
+    assert_eq!(v[0]["capabilities"][0], "aes256-cbc", "{v}");
+    let fp = v[0]["sha256"].as_str().expect("sha256").to_string();
+
+    // Block through sealctl (the daemon's admin API): at once.
+    let (code, v) = sealctl_json(&["block", &fp, "--reason", "lost"]);
+    assert_eq!(code, Some(0), "{v}");
+    assert_eq!(
+        d.curl("POST", to_nia, Some(&dtoken), &[], Some(&msg)).0,
+        422
+    );
+    let (_, v) = sealctl_json(&["blocked"]);
+    assert_eq!(v[0]["sha256"], fp.as_str(), "{v}");
+    let (code, v) = sealctl_json(&["unblock", &fp]);
+    assert_eq!(code, Some(0), "{v}");
+    assert_eq!(
+        d.curl("POST", to_nia, Some(&dtoken), &[], Some(&msg)).0,
+        200
+    );
+
+    // Forget: gone at once; a second time is a 404 (exit 1).
+    let (code, v) = sealctl_json(&["forget", &fp]);
+    assert_eq!(code, Some(0), "{v}");
+    assert_eq!(
+        d.curl("POST", to_nia, Some(&dtoken), &[], Some(&msg)).0,
+        422
+    );
+    let (code, _) = sealctl_json(&["forget", &fp]);
+    assert_eq!(code, Some(1));
+    let (_, v) = sealctl_json(&["harvested"]);
+    assert_eq!(v.as_array().map(Vec::len), Some(0), "{v}");
+
+    // Import (pin) through the daemon: used at once, listed as pinned.
+    let file = t.path().join("nia.der");
+    std::fs::write(&file, &nia).expect("write");
+    let (code, v) = sealctl_json(&["import", file.to_str().expect("path")]);
+    assert_eq!(code, Some(0), "{v}");
+    assert_eq!(
+        d.curl("POST", to_nia, Some(&dtoken), &[], Some(&msg)).0,
+        200
+    );
+    let (code, v) = sealctl_json(&["lookup", "nia@partner.test"]);
+    assert_eq!(
+        (code, v["source"].as_str()),
+        (Some(0), Some("pinned")),
+        "{v}"
+    );
+    let (_, v) = sealctl_json(&["pinned"]);
+    assert!(v.to_string().contains(&fp), "{v}");
+}

@@ -23,6 +23,7 @@ use sealgate_smime::signed::Revoked;
 use serde::{Deserialize, Serialize};
 
 pub mod blocklist;
+pub mod harvested;
 pub mod http;
 pub mod ldap;
 pub mod local;
@@ -309,6 +310,7 @@ pub struct Directory {
     anchors: Vec<Certificate>,
     blocked: Vec<String>,
     blocked_by_admin: std::sync::RwLock<Vec<String>>,
+    harvested: std::sync::RwLock<HashMap<String, Vec<Certificate>>>,
     ldap: Vec<Arc<ldap::LdapSource>>,
     http: Vec<Arc<http::HttpSource>>,
     smimea: Option<Arc<smimea::SmimeaSource>>,
@@ -355,6 +357,7 @@ impl Directory {
                 .map(|b| normalise_fingerprint(b))
                 .collect(),
             blocked_by_admin: std::sync::RwLock::new(Vec::new()),
+            harvested: std::sync::RwLock::new(HashMap::new()),
             settings,
             local,
             anchors,
@@ -387,6 +390,21 @@ impl Directory {
     pub fn set_blocked(&self, sha256: Vec<String>) {
         if let Ok(mut b) = self.blocked_by_admin.write() {
             *b = sha256.iter().map(|s| normalise_fingerprint(s)).collect();
+        }
+        self.forget_cached();
+    }
+
+    /// Sets the harvested certificates (see [`harvested`]) and forgets every remembered
+    /// answer.
+    pub fn set_harvested(&self, list: &[harvested::Harvested]) {
+        let mut by: HashMap<String, Vec<Certificate>> = HashMap::new();
+        for e in list {
+            if let Some(c) = harvested::parse(e) {
+                by.entry(e.address.clone()).or_default().push(c);
+            }
+        }
+        if let Ok(mut h) = self.harvested.write() {
+            *h = by;
         }
         self.forget_cached();
     }
@@ -434,7 +452,14 @@ impl Directory {
             let candidates = match source {
                 Source::Vault => local.own(&address).map(|c| c.into_iter().collect()),
                 Source::Pinned => local.stored(&address),
-                Source::Harvested => local.harvested(&address),
+                Source::Harvested => local.harvested(&address).map(|mut v| {
+                    if let Ok(h) = self.harvested.read()
+                        && let Some(more) = h.get(&address)
+                    {
+                        v.extend(more.iter().cloned());
+                    }
+                    v
+                }),
                 _ => Ok(Vec::new()),
             };
             let candidates = match candidates {

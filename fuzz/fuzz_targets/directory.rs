@@ -1,11 +1,11 @@
 //! Fuzz target for what a certificate directory answers: an HTTP directory's whole answer
 //! (status line, header, body of PEM or DER), an LDAP attribute value (a certificate or a
-//! PKCS#7 bundle), a DNS resolver's SMIMEA answer (to the name below, whatever its ID), and
+//! PKCS#7 bundle), an OCSP responder's answer, a DNS resolver's SMIMEA answer (to the name below, whatever its ID), and
 //! the validation of every candidate found. No panic, whatever the input.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use sealgate_directory::{http, ldap, smimea, validate};
+use sealgate_directory::{http, ldap, ocsp, smimea, validate};
 use sealgate_smime::cert::Certificate;
 
 fn check(ders: &[Vec<u8>]) {
@@ -22,6 +22,9 @@ fuzz_target!(|data: &[u8]| {
         check(&ders);
     }
     check(&ldap::certificates_in(data));
+    if let Ok(c) = Certificate::from_der(include_bytes!("../corpus/directory/certificate.der")) {
+        let _ = ocsp::parse_response(data, &c, &c, 1_796_443_451);
+    }
     if data.len() >= 2 {
         let id = u16::from_be_bytes([data[0], data[1]]);
         if let Ok(a) = smimea::parse(id, SMIMEA_NAME, data)

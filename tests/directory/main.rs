@@ -813,3 +813,82 @@ fn harvested_certificates_are_a_source_and_blocks_pins_and_forgets_are_audited()
         assert!(audit.contains(action), "{action} audited: {audit}");
     }
 }
+
+/// OCSP against `openssl ocsp` as the issuer's responder (started here, answering from an
+/// `openssl ca` index): good, revoked, and the attacker's answers: one signed by another key
+/// (a forged "good"), a responder that is down (soft-fail uses, hard-fail refuses).
+#[test]
+fn ocsp_answers_decide_revocation_and_forged_answers_prove_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let pki = pki();
+    let mallory = peers::pki();
+    let ca_file = t.join("ca.pem");
+    std::fs::write(&ca_file, &pki.ca_pem).unwrap();
+    let ca_key = t.join("ca.key");
+    std::fs::write(&ca_key, &pki.ca_key_pem).unwrap();
+    let evil = t.join("evil.pem");
+    std::fs::write(&evil, &mallory.ca_pem).unwrap();
+    let evil_key = t.join("evil.key");
+    std::fs::write(&evil_key, &mallory.ca_key_pem).unwrap();
+    let index = t.join("index.txt");
+    std::fs::write(
+        &index,
+        "V\t351231235959Z\t\t07D1\tunknown\t/CN=good@partner.test\n\
+         R\t351231235959Z\t250101000000Z\t07D2\tunknown\t/CN=gone@partner.test\n\
+         V\t351231235959Z\t\t07D3\tunknown\t/CN=fake@partner.test\n",
+    )
+    .unwrap();
+    let (_ok, port) = peers::ocsp_responder(t, &ca_file, &index, &ca_file, &ca_key);
+    let (_forger, forged_port) = peers::ocsp_responder(t, &ca_file, &index, &evil, &evil_key);
+    let dead_port = free_port();
+    let url = |p: u16| format!("http://127.0.0.1:{p}/");
+    let good = peers::leaf_with_ocsp(&pki, "good@partner.test", 2001, &url(port));
+    let gone = peers::leaf_with_ocsp(&pki, "gone@partner.test", 2002, &url(port));
+    let fake = peers::leaf_with_ocsp(&pki, "fake@partner.test", 2003, &url(forged_port));
+    let dark = peers::leaf_with_ocsp(&pki, "dark@partner.test", 2004, &url(dead_port));
+    let tls = server_tls(&pki, t);
+    let (_ldap, ldap_port, _) = slapd(
+        t,
+        &tls,
+        &[
+            ("good", "good@partner.test", "userCertificate;binary", good),
+            ("gone", "gone@partner.test", "userCertificate;binary", gone),
+            ("fake", "fake@partner.test", "userCertificate;binary", fake),
+            ("dark", "dark@partner.test", "userCertificate;binary", dark),
+        ],
+    );
+    let data = init_vault(t);
+    let settings = |name: &str, revocation: &str| {
+        let p = t.join(name);
+        std::fs::write(
+            &p,
+            format!(
+                "[docking]\ntrust_anchors = \"{ca}\"\n[directory]\nrevocation = \"{revocation}\"\n\n\
+                 [[directory.ldap]]\nurl = \"ldap://127.0.0.1:{ldap_port}\"\nbase = \"dc=partner,dc=test\"\n",
+                ca = ca_file.display()
+            ),
+        )
+        .unwrap();
+        p
+    };
+    let soft = settings("soft.toml", "soft-fail");
+    let hard = settings("hard.toml", "hard-fail");
+    let (code, v) = lookup(&data, &hard, "good@partner.test");
+    assert_eq!((code, v["source"].as_str()), (0, Some("ldap")), "{v}");
+    let (code, v) = lookup(&data, &soft, "gone@partner.test");
+    assert_eq!(code, 1, "{v}");
+    assert!(reasons(&v).contains("revoked"), "{v}");
+    // A "good" signed by a key that is not the issuer's: no answer; hard-fail refuses.
+    let (code, v) = lookup(&data, &hard, "fake@partner.test");
+    assert_eq!(code, 1, "{v}");
+    assert!(reasons(&v).contains("not signed by the issuer"), "{v}");
+    let (code, v) = lookup(&data, &soft, "fake@partner.test");
+    assert_eq!(code, 0, "{v}");
+    // The responder is down: soft-fail uses the certificate, hard-fail refuses it.
+    let (code, v) = lookup(&data, &soft, "dark@partner.test");
+    assert_eq!(code, 0, "{v}");
+    let (code, v) = lookup(&data, &hard, "dark@partner.test");
+    assert_eq!(code, 1, "{v}");
+    assert!(reasons(&v).contains("hard-fail"), "{v}");
+}

@@ -27,6 +27,7 @@ pub mod harvested;
 pub mod http;
 pub mod ldap;
 pub mod local;
+pub mod ocsp;
 pub mod publish;
 pub mod revocation;
 pub mod smimea;
@@ -316,6 +317,7 @@ pub struct Directory {
     smimea: Option<Arc<smimea::SmimeaSource>>,
     cache: Mutex<HashMap<String, Cached>>,
     crls: revocation::CrlCache,
+    ocsp: ocsp::OcspCache,
     audit: Option<AuditHook>,
 }
 
@@ -365,6 +367,7 @@ impl Directory {
             http,
             cache: Mutex::new(HashMap::new()),
             crls: revocation::CrlCache::default(),
+            ocsp: ocsp::OcspCache::default(),
             audit: None,
         })
     }
@@ -721,12 +724,35 @@ impl Directory {
         anchors.extend(local.anchors());
         // The path first: CRLs are fetched only for a certificate that would be used.
         validate::chains_to_anchor(c, others, &anchors, now)?;
+        // OCSP first (one small signed answer); a "good" one spares the CRL.
+        let mut pool = others.to_vec();
+        pool.extend(anchors.iter().cloned());
+        let mut ocsp_failed = None;
+        if let Some(issuer) = ocsp::issuer_of(c, &pool) {
+            match self.ocsp.status(c, issuer, deadline) {
+                Ok(Some(ocsp::Status::Revoked)) => {
+                    return Err("it is revoked (its issuer's OCSP responder says so)".into());
+                }
+                Ok(Some(ocsp::Status::Good)) => return Ok(()),
+                Ok(Some(ocsp::Status::Unknown)) => {
+                    ocsp_failed = Some("its OCSP responder does not know it".to_string());
+                }
+                Ok(None) => {}
+                Err(e) => ocsp_failed = Some(e),
+            }
+        }
+        let hard = self.settings.revocation == Revocation::HardFail;
         let urls = revocation::crl_urls(c.der());
         if urls.is_empty() {
-            return Ok(());
+            return match ocsp_failed {
+                Some(e) if hard => Err(format!(
+                    "no usable OCSP answer ({e}) and no CRL (revocation = hard-fail)"
+                )),
+                _ => Ok(()),
+            };
         }
         let (crls, failed) = self.crls.get(&urls, deadline);
-        if crls.is_empty() && failed > 0 && self.settings.revocation == Revocation::HardFail {
+        if crls.is_empty() && failed > 0 && hard {
             return Err(format!(
                 "none of its CRL distribution points answered ({}; revocation = hard-fail)",
                 urls.join(", ")

@@ -1,16 +1,19 @@
 //! Fuzz target for what a certificate directory answers: an HTTP directory's whole answer
 //! (status line, header, body of PEM or DER), an LDAP attribute value (a certificate or a
-//! PKCS#7 bundle), an OCSP responder's answer, a DNS resolver's SMIMEA answer (to the name below, whatever its ID), and
+//! PKCS#7 bundle), an OCSP responder's answer, the query of a partner's lookup on the box's own directory, a DNS resolver's SMIMEA answer (to the name below, whatever its ID), and
 //! the validation of every candidate found. No panic, whatever the input.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use sealgate_directory::{http, ldap, ocsp, smimea, validate};
+use sealgate_directory::{http, ldap, ocsp, publish, smimea, validate};
 use sealgate_smime::cert::Certificate;
 
 fn check(ders: &[Vec<u8>]) {
     for d in ders {
-        if let Ok(c) = Certificate::from_der(d) {
+        if let Ok(q) = std::str::from_utf8(data) {
+        let _ = publish::query_address(q);
+    }
+    if let Ok(c) = Certificate::from_der(d) {
             let _ = validate::unusable_reason(&c, 1_700_000_000);
             let _ = validate::chains_to_anchor(&c, &[], std::slice::from_ref(&c), 1_700_000_000);
         }
@@ -22,6 +25,9 @@ fuzz_target!(|data: &[u8]| {
         check(&ders);
     }
     check(&ldap::certificates_in(data));
+    if let Ok(q) = std::str::from_utf8(data) {
+        let _ = publish::query_address(q);
+    }
     if let Ok(c) = Certificate::from_der(include_bytes!("../corpus/directory/certificate.der")) {
         let _ = ocsp::parse_response(data, &c, &c, 1_796_443_451);
     }

@@ -279,3 +279,104 @@ fn harvested_certificates_are_used_and_sealctl_manages_them_through_the_daemon()
     let (_, v) = sealctl_json(&["pinned"]);
     assert!(v.to_string().contains(&fp), "{v}");
 }
+
+/// The box's directory for partners (`[directory] publish_listen`): our users' certificates
+/// by exact address over HTTPS, the protocol `[[directory.http]]` asks, so another box (here
+/// `sealctl directory lookup` on another vault) finds them. The attacker enumerates or
+/// floods: external certificates are never published, patterns and lists are refused, and a
+/// client gets `publish_per_minute` lookups a minute.
+#[test]
+fn the_box_publishes_its_users_certificates_for_partners_and_nothing_else() {
+    let pki = Pki::new();
+    let dir = data_dir_with_keys(&pki);
+    let port = peers::free_port();
+    let d = Daemon::start(
+        dir.path(),
+        &format!("[directory]\npublish_listen = \"127.0.0.1:{port}\"\npublish_per_minute = 12\n"),
+    );
+    let url = |q: &str| format!("https://127.0.0.1:{port}/lookup?{q}");
+    let (code, headers, body) =
+        d.curl_url("GET", &url("address=alice@example.org"), None, &[], None);
+    assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
+    assert!(
+        headers.to_ascii_lowercase().contains("no-store"),
+        "{headers}"
+    );
+    let ours = std::fs::read_to_string(pki.cert("alice@example.org")).expect("cert");
+    let got = pem::parse(&body).expect("PEM");
+    assert_eq!(
+        got.contents(),
+        pem::parse(ours.as_bytes()).expect("PEM").contents()
+    );
+    // An external recipient's certificate (stored in the vault) is not republished; an
+    // unknown address answers the same.
+    let (code, _, none1) = d.curl_url("GET", &url("address=mallory@example.net"), None, &[], None);
+    assert_eq!(code, 404);
+    let (code, _, none2) = d.curl_url("GET", &url("address=nobody@example.org"), None, &[], None);
+    assert_eq!((code, &none1), (404, &none2));
+    for q in [
+        "address=*@example.org",
+        "address=alice@example.org&address=bob@example.org",
+        "",
+        "address=(mail=*)",
+    ] {
+        assert_eq!(d.curl_url("GET", &url(q), None, &[], None).0, 400, "{q}");
+    }
+    assert_eq!(
+        d.curl_url(
+            "GET",
+            &format!("https://127.0.0.1:{port}/"),
+            None,
+            &[],
+            None
+        )
+        .0,
+        404
+    );
+
+    // Another box finds alice there: its HTTP directory source, TLS verified against our
+    // box's certificate, the certificate chained to our CA.
+    let partner = tempfile::tempdir().expect("tmp");
+    let pdata = partner.path().join("data");
+    run(Command::new(sealctl())
+        .args(["vault", "init", "--data-dir"])
+        .arg(&pdata)
+        .arg("--danger-software-sealer")
+        .arg("--recovery-out")
+        .arg(partner.path().join("recovery.txt")));
+    let settings = partner.path().join("settings.toml");
+    std::fs::write(
+        &settings,
+        format!(
+            "[docking]\ntrust_anchors = \"{}\"\n[[directory.http]]\nurl = \"https://127.0.0.1:{port}/lookup\"\nca = \"{}\"\n",
+            pki.path("ca.crt").display(),
+            d.ca_file().display()
+        ),
+    )
+    .expect("settings");
+    let out = Command::new(sealctl())
+        .args(["directory", "lookup", "alice@example.org", "--data-dir"])
+        .arg(&pdata)
+        .arg("--settings")
+        .arg(&settings)
+        .arg("--danger-software-sealer")
+        .output()
+        .expect("sealctl");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(
+        (out.status.code(), v["source"].as_str()),
+        (Some(0), Some("http")),
+        "{v}"
+    );
+
+    // Flooding: the client's minute runs out (12 lookups; 9 were made above).
+    let codes: Vec<u16> = (0..6)
+        .map(|_| {
+            d.curl_url("GET", &url("address=bob@example.org"), None, &[], None)
+                .0
+        })
+        .collect();
+    assert_eq!(codes.last(), Some(&429), "{codes:?}");
+    assert!(codes.contains(&200), "{codes:?}");
+}

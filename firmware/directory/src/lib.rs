@@ -118,6 +118,11 @@ pub struct Settings {
     /// The DNSSEC-validating resolver asked for SMIMEA records (`IP:port` on the loopback,
     /// e.g. a local unbound); the `smimea` source is not asked without it.
     pub smimea_resolver: Option<String>,
+    /// Where the box publishes its users' certificates for partners (HTTPS, `GET
+    /// /lookup?address=`); off when unset.
+    pub publish_listen: Option<std::net::SocketAddr>,
+    /// Lookups per client address per minute on `publish_listen`.
+    pub publish_per_minute: u32,
 }
 
 impl Default for Settings {
@@ -140,6 +145,8 @@ impl Default for Settings {
             ldap: Vec::new(),
             http: Vec::new(),
             smimea_resolver: None,
+            publish_listen: None,
+            publish_per_minute: 30,
         }
     }
 }
@@ -219,6 +226,9 @@ impl Settings {
                     "directory.blocked {b:?} is not a SHA-256 fingerprint"
                 ));
             }
+        }
+        if self.publish_per_minute == 0 || self.publish_per_minute > 10_000 {
+            return Err("directory.publish_per_minute must be 1 to 10000".into());
         }
         if let Some(r) = &self.smimea_resolver {
             smimea::resolver_address(r)?;

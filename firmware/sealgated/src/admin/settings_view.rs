@@ -313,6 +313,8 @@ fn directory_view(d: &sealgate_directory::Settings) -> Value {
         ldap,
         http,
         smimea_resolver,
+        publish_listen,
+        publish_per_minute,
     } = d;
     let ldap: Vec<Value> = ldap
         .iter()
@@ -350,6 +352,8 @@ fn directory_view(d: &sealgate_directory::Settings) -> Value {
         "blocked": blocked,
         "ldap": ldap,
         "smimea_resolver": smimea_resolver,
+        "publish_listen": publish_listen.map(|a| a.to_string()),
+        "publish_per_minute": publish_per_minute,
         "http": http,
     })
 }

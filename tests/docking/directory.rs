@@ -198,6 +198,21 @@ fn harvested_certificates_are_used_and_sealctl_manages_them_through_the_daemon()
         "smtp-inbound 192.0.2.9",
         sealgate_directory::unix_now(),
     );
+    // mallory@example.net (pinned, RSA) signed mail advertising RSA-OAEP: encryption to her
+    // uses it.
+    let mallory = sealgate_smime::cert::Certificate::parse_many(
+        &std::fs::read(pki.cert("mallory@example.net")).expect("cert"),
+    )
+    .expect("cert")
+    .remove(0);
+    sealgate_directory::harvested::add(
+        &mut list,
+        "mallory@example.net",
+        &mallory,
+        &["rsaes-oaep".into(), "aes256-cbc".into()],
+        "smtp-inbound 192.0.2.9",
+        sealgate_directory::unix_now(),
+    );
     sealgate_directory::harvested::save(dir.path(), &list).expect("save");
     let dtoken = create_token(dir.path(), "gw", "encrypt");
     let d = Daemon::start(
@@ -227,9 +242,31 @@ fn harvested_certificates_are_used_and_sealctl_manages_them_through_the_daemon()
         (Some(0), Some("harvested")),
         "{v}"
     );
+    let key_transport = |what: &str| -> String {
+        let msg = pki.message("bob@example.org", "mallory@example.net", "hi", what);
+        let (code, _, body) = d.curl(
+            "POST",
+            "/api/v1/encrypt?from=bob@example.org&to=mallory@example.net",
+            Some(&dtoken),
+            &[],
+            Some(&msg),
+        );
+        assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
+        let f = t.path().join("enc.eml");
+        std::fs::write(&f, &body).expect("write");
+        let out = run(Command::new("openssl")
+            .args(["cms", "-cmsout", "-print", "-inform", "SMIME", "-in"])
+            .arg(&f));
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    assert!(
+        key_transport("oaep").contains("rsaesOaep"),
+        "RSA-OAEP as advertised"
+    );
     let (code, v) = sealctl_json(&["harvested"]);
     assert_eq!(code, Some(0), "{v}");
     assert_eq!(v[0]["address"], "nia@partner.test", "{v}");
+    assert_eq!(v.as_array().map(Vec::len), Some(2), "{v}");
     assert_eq!(v[0]["capabilities"][0], "aes256-cbc", "{v}");
     let fp = v[0]["sha256"].as_str().expect("sha256").to_string();
 
@@ -258,8 +295,17 @@ fn harvested_certificates_are_used_and_sealctl_manages_them_through_the_daemon()
     );
     let (code, _) = sealctl_json(&["forget", &fp]);
     assert_eq!(code, Some(1));
+    let mallory_fp = sealgate_directory::validate::sha256_hex(mallory.der());
+    let (code, v) = sealctl_json(&["forget", &mallory_fp]);
+    assert_eq!(code, Some(0), "{v}");
     let (_, v) = sealctl_json(&["harvested"]);
     assert_eq!(v.as_array().map(Vec::len), Some(0), "{v}");
+    // Nothing advertised any more: the default key transport.
+    let printed = key_transport("pkcs1");
+    assert!(
+        !printed.contains("rsaesOaep") && printed.contains("rsaEncryption"),
+        "{printed}"
+    );
 
     // Import (pin) through the daemon: used at once, listed as pinned.
     let file = t.path().join("nia.der");

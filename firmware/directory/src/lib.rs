@@ -322,6 +322,7 @@ pub struct Directory {
     blocked: Vec<String>,
     blocked_by_admin: std::sync::RwLock<Vec<String>>,
     harvested: std::sync::RwLock<HashMap<String, Vec<Certificate>>>,
+    capabilities: std::sync::RwLock<HashMap<String, Vec<String>>>,
     ldap: Vec<Arc<ldap::LdapSource>>,
     http: Vec<Arc<http::HttpSource>>,
     smimea: Option<Arc<smimea::SmimeaSource>>,
@@ -370,6 +371,7 @@ impl Directory {
                 .collect(),
             blocked_by_admin: std::sync::RwLock::new(Vec::new()),
             harvested: std::sync::RwLock::new(HashMap::new()),
+            capabilities: std::sync::RwLock::new(HashMap::new()),
             settings,
             local,
             anchors,
@@ -419,7 +421,24 @@ impl Directory {
         if let Ok(mut h) = self.harvested.write() {
             *h = by;
         }
+        if let Ok(mut c) = self.capabilities.write() {
+            *c = list
+                .iter()
+                .map(|e| (e.sha256.clone(), e.capabilities.clone()))
+                .collect();
+        }
         self.forget_cached();
+    }
+
+    /// The S/MIME capabilities last seen in a signature by the owner of `cert` (harvested
+    /// from inbound mail), whatever source answered with it; empty when unknown.
+    pub fn capabilities(&self, cert: &Certificate) -> Vec<String> {
+        let fp = validate::sha256_hex(cert.der());
+        self.capabilities
+            .read()
+            .ok()
+            .and_then(|c| c.get(&fp).cloned())
+            .unwrap_or_default()
     }
 
     /// Forgets every remembered answer.

@@ -354,9 +354,18 @@ pub fn encrypt(
             },
         ));
     }
+    // What the recipients' own software advertised in signatures the box harvested (RSA-OAEP
+    // key transport when they listed it).
+    let directory = crate::directory::get();
     let recipients = certs
         .into_iter()
-        .map(Recipient::new)
+        .map(|c| {
+            let caps = directory
+                .as_ref()
+                .map(|d| d.capabilities(&c))
+                .unwrap_or_default();
+            Recipient::with_capabilities(c, &caps)
+        })
         .collect::<Result<Vec<_>, _>>()?;
     let out = message::encrypt_message(signed, &recipients, policy.cipher.0)?;
     let cipher = match policy.cipher.0 {

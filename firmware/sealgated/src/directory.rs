@@ -183,3 +183,10 @@ pub fn encryption_certificate(
     }
     Ok(found.certificate)
 }
+
+/// `cert` as a recipient of an encryption, with what its owner's software advertised in
+/// signatures the box harvested (RSA-OAEP key transport when listed).
+pub fn recipient(cert: Certificate) -> sealgate_smime::Result<sealgate_smime::envelope::Recipient> {
+    let caps = get().map(|d| d.capabilities(&cert)).unwrap_or_default();
+    sealgate_smime::envelope::Recipient::with_capabilities(cert, &caps)
+}

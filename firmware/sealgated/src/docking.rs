@@ -3,7 +3,6 @@
 //! blocking thread, never on the async executor.
 
 use sealgate_smime::Error as EngineError;
-use sealgate_smime::envelope::Recipient;
 use sealgate_smime::keys::PrivateKey;
 use sealgate_smime::message::{self, Layer, OpenMode};
 use sealgate_smime::signed::VerifyOptions;
@@ -354,18 +353,10 @@ pub fn encrypt(
             },
         ));
     }
-    // What the recipients' own software advertised in signatures the box harvested (RSA-OAEP
-    // key transport when they listed it).
-    let directory = crate::directory::get();
+    // What the recipients' own software advertised in signatures the box harvested.
     let recipients = certs
         .into_iter()
-        .map(|c| {
-            let caps = directory
-                .as_ref()
-                .map(|d| d.capabilities(&c))
-                .unwrap_or_default();
-            Recipient::with_capabilities(c, &caps)
-        })
+        .map(crate::directory::recipient)
         .collect::<Result<Vec<_>, _>>()?;
     let out = message::encrypt_message(signed, &recipients, policy.cipher.0)?;
     let cipher = match policy.cipher.0 {

@@ -836,17 +836,23 @@ fn ocsp_answers_decide_revocation_and_forged_answers_prove_nothing() {
         &index,
         "V\t351231235959Z\t\t07D1\tunknown\t/CN=good@partner.test\n\
          R\t351231235959Z\t250101000000Z\t07D2\tunknown\t/CN=gone@partner.test\n\
-         V\t351231235959Z\t\t07D3\tunknown\t/CN=fake@partner.test\n",
+         V\t351231235959Z\t\t07D3\tunknown\t/CN=fake@partner.test\n\
+         R\t351231235959Z\t250101000000Z\t07D5\tunknown\t/CN=lost@partner.test\n",
     )
     .unwrap();
     let (_ok, port) = peers::ocsp_responder(t, &ca_file, &index, &ca_file, &ca_key);
     let (_forger, forged_port) = peers::ocsp_responder(t, &ca_file, &index, &evil, &evil_key);
+    // A delegated responder: its own key, a certificate the CA issued for OCSPSigning.
+    let (signer, signer_key) = peers::ocsp_signer(&pki, t, "responder");
+    let (_delegated, delegated_port) =
+        peers::ocsp_responder(t, &ca_file, &index, &signer, &signer_key);
     let dead_port = free_port();
     let url = |p: u16| format!("http://127.0.0.1:{p}/");
     let good = peers::leaf_with_ocsp(&pki, "good@partner.test", 2001, &url(port));
     let gone = peers::leaf_with_ocsp(&pki, "gone@partner.test", 2002, &url(port));
     let fake = peers::leaf_with_ocsp(&pki, "fake@partner.test", 2003, &url(forged_port));
     let dark = peers::leaf_with_ocsp(&pki, "dark@partner.test", 2004, &url(dead_port));
+    let lost = peers::leaf_with_ocsp(&pki, "lost@partner.test", 2005, &url(delegated_port));
     let tls = server_tls(&pki, t);
     let (_ldap, ldap_port, _) = slapd(
         t,
@@ -856,6 +862,7 @@ fn ocsp_answers_decide_revocation_and_forged_answers_prove_nothing() {
             ("gone", "gone@partner.test", "userCertificate;binary", gone),
             ("fake", "fake@partner.test", "userCertificate;binary", fake),
             ("dark", "dark@partner.test", "userCertificate;binary", dark),
+            ("lost", "lost@partner.test", "userCertificate;binary", lost),
         ],
     );
     let data = init_vault(t);
@@ -891,4 +898,9 @@ fn ocsp_answers_decide_revocation_and_forged_answers_prove_nothing() {
     let (code, v) = lookup(&data, &hard, "dark@partner.test");
     assert_eq!(code, 1, "{v}");
     assert!(reasons(&v).contains("hard-fail"), "{v}");
+    // The delegated responder's "revoked" is believed (its certificate chains to the issuer
+    // with OCSPSigning).
+    let (code, v) = lookup(&data, &soft, "lost@partner.test");
+    assert_eq!(code, 1, "{v}");
+    assert!(reasons(&v).contains("revoked"), "{v}");
 }

@@ -398,3 +398,22 @@ pub fn ocsp_responder(
     std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
     (Peer(child), port)
 }
+
+/// A delegated OCSP responder's certificate and key (PEM files `NAME.pem`, `NAME.key` in
+/// `dir`), issued by the CA for `OCSPSigning` only.
+pub fn ocsp_signer(pki: &Pki, dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+    let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+    p.distinguished_name
+        .push(DnType::CommonName, "Partner OCSP responder");
+    p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    p.extended_key_usages = vec![ExtendedKeyUsagePurpose::OcspSigning];
+    let key = KeyPair::generate().unwrap();
+    let cert = p.signed_by(&key, &pki.ca).unwrap();
+    let (c, k) = (
+        dir.join(format!("{name}.pem")),
+        dir.join(format!("{name}.key")),
+    );
+    std::fs::write(&c, cert.pem()).unwrap();
+    std::fs::write(&k, key.serialize_pem()).unwrap();
+    (c, k)
+}

@@ -24,6 +24,7 @@ mod admin;
 mod audit;
 mod certs;
 mod directory;
+mod directory_publish;
 mod docking;
 mod gateway;
 mod http;
@@ -477,6 +478,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let vault_at_stop = vault.clone();
     let admin_state = web::Data::new(admin::AdminState::new(vault.clone(), &data_dir));
     let submission_vault = vault.clone();
+    let publish_vault = vault.clone();
     let queue = smtp::open_queue(&data_dir, &settings)?;
     let _ = admin_state.queue.set(queue.clone());
     let keys: Arc<dyn keys::KeyStore> = Arc::new(keys::Cached::new(vault, Duration::from_secs(30)));
@@ -510,6 +512,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         .with_context(|| format!("binding the docking API to {}", settings.docking.listen))?;
     let admin_listener = std::net::TcpListener::bind(settings.admin.listen)
         .with_context(|| format!("binding the admin API to {}", settings.admin.listen))?;
+    // The directory for partners (`[directory] publish_listen`), when configured.
+    let publish = match settings.directory.publish_listen {
+        Some(at) => Some((
+            std::net::TcpListener::bind(at)
+                .with_context(|| format!("binding the certificate directory to {at}"))?,
+            identity::server_config(&id, Vec::new(), false)?,
+            publish_vault,
+        )),
+        None => None,
+    };
+    let publish_per_minute = settings.directory.publish_per_minute;
     let docking_addr = docking_listener.local_addr()?;
     let admin_addr = admin_listener.local_addr()?;
     let timeout = settings.docking.request_timeout_secs.duration();
@@ -578,6 +591,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 None
             }
         };
+        if let Some((l, tls, v)) = publish {
+            let at = l.local_addr()?;
+            actix_web::rt::spawn(directory_publish::server(l, tls, v, publish_per_minute)?);
+            console(&format!("listening directory {at}"));
+            admin_state.add_listener("directory", at);
+        }
         let docking_handle = docking.handle();
         let admin_handle = admin.handle();
         actix_web::rt::spawn(docking);

@@ -50,7 +50,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 crate::test::ensure_debian_packages(
                     &[
                         crate::test::BUILD_PACKAGES,
-                        &["slapd", "ldap-utils", "python3"],
+                        &["slapd", "ldap-utils", "python3", "knot", "unbound"],
                     ]
                     .concat(),
                 )?;

@@ -38,6 +38,9 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "slapd",
     "ldap-utils",
     "python3",
+    // SMIMEA (tests/directory): Knot DNS signs the partner's zone, unbound validates it.
+    "knot",
+    "unbound",
     // Postfix: the SMTP queue's next hop (tests/docking/queue.rs) and, with Dovecot, the
     // organisation's servers of the gateway's tests (tests/gateway).
     "postfix",

@@ -312,6 +312,9 @@ fn directory_view(d: &sealgate_directory::Settings) -> Value {
         blocked,
         ldap,
         http,
+        smimea_resolver,
+        publish_listen,
+        publish_per_minute,
     } = d;
     let ldap: Vec<Value> = ldap
         .iter()
@@ -348,6 +351,9 @@ fn directory_view(d: &sealgate_directory::Settings) -> Value {
         "trust_anchors": path(trust_anchors),
         "blocked": blocked,
         "ldap": ldap,
+        "smimea_resolver": smimea_resolver,
+        "publish_listen": publish_listen.map(|a| a.to_string()),
+        "publish_per_minute": publish_per_minute,
         "http": http,
     })
 }

@@ -237,7 +237,7 @@ pub fn apply(
         certs.push(
             crate::directory::encryption_certificate(keys, &r.trim().to_ascii_lowercase(), now)
                 .map_err(|e| temp(&e))?
-                .and_then(|c| Recipient::new(c).ok()),
+                .and_then(|c| crate::directory::recipient(c).ok()),
         );
     }
     let has_cert: Vec<bool> = certs.iter().map(Option::is_some).collect();

@@ -207,6 +207,32 @@ struct Origin<'a> {
     client: &'a str,
 }
 
+/// Keeps a harvested certificate for an administrator; the outcome's name.
+fn pending(
+    keys: &dyn KeyDirectory,
+    c: &Certificate,
+    reason: &str,
+    actor: &str,
+    record: &dyn Fn(&str, Option<&str>),
+    fp: &str,
+) -> &'static str {
+    match keys.add_pending_certificate(c, reason, actor) {
+        Ok(sealgate_vault::PendingOutcome::Full) => {
+            record("refused", Some("too many certificates are pending"));
+            "refused"
+        }
+        Ok(_) => {
+            record("pending", Some(reason));
+            tracing::warn!(sha256 = %fp, reason = %reason, "a harvested certificate waits for an administrator (sealctl certs pending)");
+            "pending"
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot keep a harvested certificate");
+            "failed"
+        }
+    }
+}
+
 /// Stores the certificates of a message's signers whose address is `from`, by `certs.rs`'s
 /// rules. Only called for a valid signature with `from` bound.
 fn harvest(
@@ -245,8 +271,19 @@ fn harvest(
             continue;
         }
         let outcome = match decide(keys, anchors, c, &cas, now) {
-            Ok(Decision::Store) => match keys.add_recipient_certificate(c) {
-                Ok(()) => {
+            // Stored as the directory's `harvested` source (not pinned: an administrator
+            // did not decide it), unless the address already has one from another issuer.
+            Ok(Decision::Store) => match crate::directory::change_harvested(&sh.h.data_dir, |l| {
+                sealgate_directory::harvested::add(
+                    l,
+                    from,
+                    c,
+                    capabilities,
+                    &format!("{actor} {client}"),
+                    now,
+                )
+            }) {
+                Ok(sealgate_directory::harvested::Added::Stored) => {
                     let caps = format!(
                         "harvested from a signed message; S/MIME capabilities: {}",
                         if capabilities.is_empty() {
@@ -259,29 +296,17 @@ fn harvest(
                     tracing::info!(sha256 = %fp, address = from, "signer certificate harvested");
                     "stored"
                 }
+                Ok(sealgate_directory::harvested::Added::Known) => "known",
+                Ok(sealgate_directory::harvested::Added::OtherIssuer(reason)) => {
+                    pending(keys, c, &reason, actor, &record, &fp)
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot store a harvested certificate");
                     "failed"
                 }
             },
             Ok(Decision::AlreadyStored) => "known",
-            Ok(Decision::Pending(reason)) => {
-                match keys.add_pending_certificate(c, &reason, actor) {
-                    Ok(sealgate_vault::PendingOutcome::Full) => {
-                        record("refused", Some("too many certificates are pending"));
-                        "refused"
-                    }
-                    Ok(_) => {
-                        record("pending", Some(&reason));
-                        tracing::warn!(sha256 = %fp, reason = %reason, "a harvested certificate waits for an administrator (sealctl certs pending)");
-                        "pending"
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "cannot keep a harvested certificate");
-                        "failed"
-                    }
-                }
-            }
+            Ok(Decision::Pending(reason)) => pending(keys, c, &reason, actor, &record, &fp),
             Ok(Decision::LocalUser(a)) => {
                 record("refused", Some(&format!("{a} is a local user of the box")));
                 "local-user"

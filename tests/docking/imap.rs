@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::harness::{Daemon, Pki, data_dir_with_keys, require_tool, run, write};
+use crate::harness::{Daemon, Pki, contains, data_dir_with_keys, require_tool, run, write};
 
 /// The mail user's uid and gid (Dovecot refuses uid 0 for mail).
 const MAIL_UID: u32 = 65534;
@@ -950,4 +950,158 @@ fn imap_proxy_carries_authenticate_pipelining_and_idle() {
         ],
     );
     assert!(out.contains("protocol checks passed"), "{out}");
+}
+
+const CACHE: &str = r#"
+import imaplib, os, ssl, sys
+
+def conn(port, ca):
+    return imaplib.IMAP4_SSL('127.0.0.1', int(port), ssl_context=ssl.create_default_context(cafile=ca))
+
+phase = os.environ['PHASE']
+out = os.environ['OUT']
+d = conn(os.environ['DOVECOT'], os.environ['DOVECOT_CA'])
+d.login('alice@example.org', 'alicepw')
+if phase == 'first':
+    assert d.append('INBOX', None, None, open(os.environ['ENC1'], 'rb').read())[0] == 'OK'
+    d.create('Box')
+    assert d.append('Box', None, None, open(os.environ['ENC1'], 'rb').read())[0] == 'OK'
+elif phase == 'renewed':
+    # Box deleted and made again: a new UIDVALIDITY, UID 1 is another message now.
+    d.delete('Box')
+    d.create('Box')
+    assert d.append('Box', None, None, open(os.environ['ENC2'], 'rb').read())[0] == 'OK'
+typ, st = d.status('Box', '(UIDVALIDITY)')
+print('uidvalidity', st[0].decode().split('UIDVALIDITY ')[1].rstrip(')'))
+p = conn(os.environ['PROXY'], os.environ['PROXY_CA'])
+p.login('alice@example.org', 'alicepw')
+for box in ['INBOX', 'Box']:
+    p.select(box, readonly=True)
+    typ, data = p.uid('FETCH', '1', '(RFC822.SIZE BODY.PEEK[])')
+    assert typ == 'OK', data
+    view = data[0][1]
+    assert b'X-Sealgate-Decrypted: yes' in view, view[:300]
+    assert (b'RFC822.SIZE %d ' % len(view)) in data[0][0], data[0][0]
+    name = '%s/%s-%s.eml' % (out, phase, box)
+    open(name, 'wb').write(view)
+p.logout(); d.logout()
+print('cache phase done')
+"#;
+
+fn cache_files(data: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(data.join("imap-cache"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .flat_map(|d| std::fs::read_dir(d.path()).into_iter().flatten().flatten())
+        .map(|f| f.path())
+        .collect()
+}
+
+/// The decrypted views survive a restart (the same bytes, no second decryption), are
+/// encrypted on disk, and a mailbox whose UIDVALIDITY changed shows its new messages and
+/// loses the old records.
+#[test]
+fn imap_proxy_cache_persists_encrypted_and_follows_uidvalidity() {
+    let pki = Pki::new();
+    let dir = data_dir_with_keys(&pki);
+    let dv = Dovecot::start(&[("alice@example.org", "alicepw")]);
+    let settings = format!(
+        "[imap]\nlisten = \"127.0.0.1:0\"\nupstream = \"imaps://127.0.0.1:{}\"\nupstream_ca = \"{}\"\n",
+        dv.imaps,
+        dv.ca().display()
+    );
+    let w = tempfile::tempdir().expect("tmp");
+    let enc1 = pki.openssl_encrypt(&rich_message(), &["alice@example.org"]);
+    let enc2 = pki.openssl_encrypt(
+        &pki.message(
+            "carol@example.org",
+            "alice@example.org",
+            "second",
+            "A different secret entirely.",
+        ),
+        &["alice@example.org"],
+    );
+    let env = |d: &Daemon, phase: &str| {
+        vec![
+            ("PROXY", imap_addr(d).to_string()),
+            ("PROXY_CA", d.ca_file().display().to_string()),
+            ("DOVECOT", dv.imaps.to_string()),
+            ("DOVECOT_CA", dv.ca().display().to_string()),
+            (
+                "ENC1",
+                write(w.path(), "enc1.eml", &enc1).display().to_string(),
+            ),
+            (
+                "ENC2",
+                write(w.path(), "enc2.eml", &enc2).display().to_string(),
+            ),
+            ("OUT", w.path().display().to_string()),
+            ("PHASE", phase.to_string()),
+        ]
+    };
+    let decryptions = |d: &Daemon| {
+        d.audit()
+            .iter()
+            .filter(|r| {
+                r["operation"]
+                    .as_str()
+                    .is_some_and(|o| o.starts_with("imap-decrypt"))
+            })
+            .count()
+    };
+    let uidvalidity = |out: &str| -> String {
+        out.lines()
+            .find_map(|l| l.strip_prefix("uidvalidity "))
+            .expect("uidvalidity")
+            .to_string()
+    };
+
+    let mut d = Daemon::start(dir.path(), &settings);
+    let out = python(w.path(), CACHE, &env(&d, "first"));
+    assert!(out.contains("cache phase done"), "{out}");
+    let old_uv = uidvalidity(&out);
+    assert_eq!(decryptions(&d), 2);
+    let files = cache_files(dir.path());
+    assert_eq!(files.len(), 2, "{files:?}");
+    for f in &files {
+        let b = std::fs::read(f).expect("record");
+        assert!(!contains(&b, "meet at noon"), "{f:?} holds cleartext");
+        assert!(!contains(&b, "quarterly plans"), "{f:?} holds cleartext");
+    }
+    // No folder name says whose or which mailbox.
+    for e in std::fs::read_dir(dir.path().join("imap-cache"))
+        .expect("cache dir")
+        .flatten()
+    {
+        let n = e.file_name().to_string_lossy().into_owned();
+        assert!(!n.contains("alice") && !n.contains("INBOX"), "{n}");
+    }
+    d.terminate();
+
+    // Restarted: the same views, from the cache (no new decryption).
+    let mut d = Daemon::start(dir.path(), &settings);
+    let out = python(w.path(), CACHE, &env(&d, "again"));
+    assert!(out.contains("cache phase done"), "{out}");
+    assert_eq!(decryptions(&d), 2, "decrypted again after a restart");
+    for b in ["INBOX", "Box"] {
+        let first = std::fs::read(w.path().join(format!("first-{b}.eml"))).expect("first");
+        let again = std::fs::read(w.path().join(format!("again-{b}.eml"))).expect("again");
+        assert_eq!(first, again, "{b}");
+    }
+
+    // Box made again: its new UID 1 is the other message, and the old records are gone.
+    let out = python(w.path(), CACHE, &env(&d, "renewed"));
+    let new_uv = uidvalidity(&out);
+    assert_ne!(old_uv, new_uv);
+    let renewed = std::fs::read(w.path().join("renewed-Box.eml")).expect("renewed");
+    assert!(contains(&renewed, "A different secret entirely."));
+    let names: Vec<String> = cache_files(dir.path())
+        .iter()
+        .map(|p| p.file_name().expect("name").to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names.len(), 2, "{names:?}");
+    assert!(names.contains(&format!("{new_uv}.1")), "{names:?}");
+    assert_eq!(decryptions(&d), 3);
+    d.terminate();
 }

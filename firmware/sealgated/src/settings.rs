@@ -468,6 +468,9 @@ pub struct Imap {
     pub upstream: Option<ImapUpstream>,
     /// PEM trust anchors for the upstream's certificate (default: the system's roots).
     pub upstream_ca: Option<PathBuf>,
+    /// The persistent cache of decrypted views (`DATA/imap-cache/`, encrypted), in MiB
+    /// (default 1024; 0: kept in memory only).
+    pub cache_max_mb: Option<u64>,
 }
 
 /// `[imap] upstream`: `imaps://HOST[:PORT]` or `imap://HOST[:PORT]`.

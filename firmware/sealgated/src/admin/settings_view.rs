@@ -181,11 +181,13 @@ pub fn view(s: &Settings) -> Value {
         listen,
         upstream,
         upstream_ca,
+        cache_max_mb,
     } = imap;
     let imap = json!({
         "listen": listen.map_or(Value::Null, |a| json!(a.to_string())),
         "upstream": upstream.as_ref().map_or(Value::Null, |u| json!(u.to_string())),
         "upstream_ca": path(upstream_ca),
+        "cache_max_mb": cache_max_mb.unwrap_or(crate::imap::DEFAULT_CACHE_MB),
     });
     json!({
         "docking": docking,

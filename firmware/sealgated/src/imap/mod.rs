@@ -25,12 +25,13 @@
 //! UID are removed from the answer; flags, UIDs, MSNs and unsolicited responses pass as the
 //! server sent them.
 
+mod cache;
 mod session;
 mod upstream;
 
-use sealgate_imap::view;
+pub use cache::{CacheKey, DiskCache, Shown, ViewCache};
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -58,7 +59,14 @@ pub struct ImapProxy {
     pub tls: Arc<rustls::ServerConfig>,
     /// The crypto workers shared with the other listeners.
     pub workers: Arc<Semaphore>,
+    /// The data directory (the persistent view cache is `DATA/imap-cache/`).
+    pub data_dir: std::path::PathBuf,
+    /// The view cache's key ([`sealgate_vault::Vault::derived_key`]`("imap view cache")`).
+    pub cache_key: zeroize::Zeroizing<[u8; 32]>,
 }
+
+/// The disk cache's size unless `[imap] cache_max_mb` says otherwise.
+pub const DEFAULT_CACHE_MB: u64 = 1024;
 
 /// Client connections at once.
 const MAX_SESSIONS: usize = 256;
@@ -134,13 +142,25 @@ pub async fn start(p: ImapProxy) -> anyhow::Result<Option<Running>> {
         .map_err(|e| anyhow::anyhow!("binding the IMAP proxy to {listen}: {e}"))?;
     let addr = listener.local_addr()?;
     let (stop, mut stopped) = watch::channel(false);
+    let max_mb = p.settings.imap.cache_max_mb.unwrap_or(DEFAULT_CACHE_MB);
+    let disk = if max_mb == 0 {
+        None
+    } else {
+        let root = p.data_dir.join("imap-cache");
+        let key = p.cache_key.clone();
+        let d = tokio::task::spawn_blocking(move || {
+            DiskCache::open(&root, &key, max_mb.saturating_mul(1024 * 1024))
+        })
+        .await??;
+        Some(d)
+    };
     let shared = Arc::new(session::Shared {
         connector,
         keys: p.keys,
         anchors: p.anchors,
         audit: p.audit,
         workers: p.workers,
-        cache: ViewCache::new(256 * 1024 * 1024),
+        cache: ViewCache::new(256 * 1024 * 1024, disk),
     });
     let acceptor = tokio_rustls::TlsAcceptor::from(p.tls);
     let sessions = Arc::new(Semaphore::new(MAX_SESSIONS));
@@ -193,76 +213,6 @@ pub async fn start(p: ImapProxy) -> anyhow::Result<Option<Running>> {
         }
     });
     Ok(Some(Running { addr, stop, task }))
-}
-
-/// What the proxy shows for one message.
-#[derive(Debug)]
-pub enum Shown {
-    /// As the server stores it (not encrypted to this user's keys, or nothing to do).
-    Stored,
-    /// The decrypted view (or the stored message with a header saying why it was not).
-    View(view::View),
-}
-
-/// `(account, mailbox, UIDVALIDITY, UID)`.
-pub type CacheKey = (String, String, u32, u32);
-
-/// The decrypted views, in memory, bounded in bytes (oldest first out). What a message was
-/// shown as stays as it was while it is here, so sizes never change between fetches.
-pub struct ViewCache {
-    inner: Mutex<CacheInner>,
-    max_bytes: usize,
-}
-
-struct CacheInner {
-    map: HashMap<CacheKey, Arc<Shown>>,
-    order: VecDeque<CacheKey>,
-    bytes: usize,
-}
-
-impl ViewCache {
-    /// A cache of at most `max_bytes` of views.
-    pub fn new(max_bytes: usize) -> ViewCache {
-        ViewCache {
-            inner: Mutex::new(CacheInner {
-                map: HashMap::new(),
-                order: VecDeque::new(),
-                bytes: 0,
-            }),
-            max_bytes,
-        }
-    }
-
-    /// The entry for `k`.
-    pub fn get(&self, k: &CacheKey) -> Option<Arc<Shown>> {
-        self.inner.lock().ok()?.map.get(k).cloned()
-    }
-
-    /// Keeps `v` for `k`.
-    pub fn put(&self, k: CacheKey, v: Arc<Shown>) {
-        let Ok(mut c) = self.inner.lock() else {
-            return;
-        };
-        let size = |s: &Shown| match s {
-            Shown::Stored => 64,
-            Shown::View(v) => v.bytes().len() * 2 + 64,
-        };
-        let n = size(&v);
-        if let Some(old) = c.map.insert(k.clone(), v) {
-            c.bytes = c.bytes.saturating_sub(size(&old));
-        } else {
-            c.order.push_back(k);
-        }
-        c.bytes += n;
-        while c.bytes > self.max_bytes {
-            let Some(oldest) = c.order.pop_front() else {
-                break;
-            };
-            if let Some(old) = c.map.remove(&oldest) {
-                c.bytes = c.bytes.saturating_sub(size(&old));
-            }
-        }
-    }
 }
 
 #[cfg(test)]

@@ -580,6 +580,16 @@ impl Session {
                     && let Some((_, name, uidvalidity)) = self.pending_select.take()
                     && t.body.kind == StatusKind::Ok
                 {
+                    // A new UIDVALIDITY: what was kept for the old one names other messages.
+                    if let (Some(v), Some(u)) = (uidvalidity, self.user.as_ref()) {
+                        let shared = self.shared.clone();
+                        let account = u.login.to_ascii_lowercase();
+                        let mailbox = name.clone();
+                        let _ = tokio::task::spawn_blocking(move || {
+                            shared.cache.retain_uidvalidity(&account, &mailbox, v)
+                        })
+                        .await;
+                    }
                     self.selected = Some(Selected { name, uidvalidity });
                 }
             }
@@ -634,21 +644,19 @@ impl Session {
             uidvalidity,
             uid,
         );
-        if let Some(s) = self.shared.cache.get(&key) {
+        let Some(address) = user.address.clone() else {
+            return Some(Arc::new(Shown::Stored));
+        };
+        if let Some(s) = self.cached(&key).await {
             return Some(s);
         }
-        let Some(address) = user.address.clone() else {
-            let s = Arc::new(Shown::Stored);
-            self.shared.cache.put(key, s.clone());
-            return Some(s);
-        };
         let login = user.login.clone();
         let mailbox = sel.name.clone();
         let message = match self.download(uidvalidity, uid).await {
             Ok(Some(m)) => m,
             Ok(None) => {
                 let s = Arc::new(Shown::Stored);
-                self.shared.cache.put(key, s.clone());
+                self.keep(key, s.clone()).await;
                 return Some(s);
             }
             Err(e) => {
@@ -676,8 +684,24 @@ impl Session {
         .await
         .ok()?;
         let s = Arc::new(shown);
-        self.shared.cache.put(key, s.clone());
+        self.keep(key, s.clone()).await;
         Some(s)
+    }
+
+    /// The cached entry for `key` (memory, else the disk: read off the async threads).
+    async fn cached(&self, key: &CacheKey) -> Option<Arc<Shown>> {
+        let shared = self.shared.clone();
+        let key = key.clone();
+        tokio::task::spawn_blocking(move || shared.cache.get(&key))
+            .await
+            .ok()
+            .flatten()
+    }
+
+    /// Keeps what `key` is shown as (memory and disk).
+    async fn keep(&self, key: CacheKey, s: Arc<Shown>) {
+        let shared = self.shared.clone();
+        let _ = tokio::task::spawn_blocking(move || shared.cache.put(key, s)).await;
     }
 
     /// The stored message `uid` through the worker connection (`None`: too large, or gone).

@@ -1105,3 +1105,131 @@ fn imap_proxy_cache_persists_encrypted_and_follows_uidvalidity() {
     assert_eq!(decryptions(&d), 3);
     d.terminate();
 }
+
+const SEARCH: &str = r#"
+import imaplib, os, ssl
+
+def conn(port, ca):
+    return imaplib.IMAP4_SSL('127.0.0.1', int(port), ssl_context=ssl.create_default_context(cafile=ca))
+
+files = os.environ['MESSAGES'].split(':')
+d = conn(os.environ['DOVECOT'], os.environ['DOVECOT_CA'])
+d.login('alice@example.org', 'alicepw')
+for f in files:
+    assert d.append('INBOX', None, None, open(f, 'rb').read())[0] == 'OK'
+d.create('Plain')
+p = conn(os.environ['PROXY'], os.environ['PROXY_CA'])
+p.login('alice@example.org', 'alicepw')
+p.select('INBOX', readonly=True)
+# The reference: what the proxy shows, stored as plain messages in the same order.
+for i in range(1, len(files) + 1):
+    typ, data = p.uid('FETCH', str(i), '(BODY.PEEK[])')
+    assert d.append('Plain', None, None, data[0][1])[0] == 'OK'
+
+# Straight at the server, the encrypted text is not found.
+d.select('INBOX', readonly=True)
+typ, direct = d.uid('SEARCH', None, 'BODY', 'pineapple')
+assert direct[0].split() == [b'1'], direct
+d.select('Plain', readonly=True)
+sizes = {}
+for i in range(1, len(files) + 1):
+    typ, data = d.uid('FETCH', str(i), '(RFC822.SIZE)')
+    sizes[i] = int(data[0].split(b'RFC822.SIZE ')[1].rstrip(b')'))
+mid = sorted(sizes.values())[len(sizes) // 2]
+
+SEARCHES = [
+    ['BODY', 'pineapple'], ['TEXT', 'PINEAPPLE'], ['NOT', 'BODY', 'pineapple'],
+    ['OR', 'BODY', 'pineapple', 'SUBJECT', 'quarterly'], ['BODY', '"meet at noon"'],
+    ['TEXT', 'X-Sealgate-Decrypted'], ['HEADER', 'Content-Type', 'pkcs7'],
+    ['HEADER', 'Content-Type', 'multipart'], ['FROM', 'carol'], ['SUBJECT', 'fruit'],
+    ['LARGER', str(mid)], ['SMALLER', str(mid)], ['NOT', 'LARGER', str(mid)],
+    ['UNSEEN', 'BODY', 'secret'], ['UID', '2:3', 'TEXT', 'pineapple'], ['ALL'],
+    ['BODY', '"Forwarded secret body"'], ['TEXT', '"the forwarded one"'],
+    ['OR', 'NOT', 'BODY', 'noon', 'LARGER', '1'],
+]
+n = 0
+for s in SEARCHES:
+    for uid in (True, False):
+        if uid:
+            typ, got = p.uid('SEARCH', None, *s)
+            typ2, want = d.uid('SEARCH', None, *s)
+        else:
+            typ, got = p.search(None, *s)
+            typ2, want = d.search(None, *s)
+        assert typ == 'OK' and typ2 == 'OK', (s, got, want)
+        assert sorted(got[0].split()) == sorted(want[0].split()), '%s uid=%s\nproxy:   %r\ndovecot: %r' % (s, uid, got, want)
+        n += 1
+# New mail arrives while the session runs: searched too.
+assert d.append('INBOX', None, None, open(files[1], 'rb').read())[0] == 'OK'
+p.noop()
+typ, got = p.uid('SEARCH', None, 'BODY', 'pineapple')
+assert got[0].split() == [b'1', b'2', b'5'], got
+print('searched %d' % n)
+"#;
+
+/// SEARCH over the decrypted views: a plain message, two encrypted to alice, one encrypted
+/// to bob only (alice has no key: searched as stored); every answer (UID and MSN forms)
+/// equals Dovecot's for the same views stored as plain messages.
+#[test]
+fn imap_proxy_searches_the_decrypted_views_like_dovecot_searches_them_stored() {
+    let pki = Pki::new();
+    let dir = data_dir_with_keys(&pki);
+    let dv = Dovecot::start(&[("alice@example.org", "alicepw")]);
+    let d = Daemon::start(
+        dir.path(),
+        &format!(
+            "[imap]\nlisten = \"127.0.0.1:0\"\nupstream = \"imaps://127.0.0.1:{}\"\nupstream_ca = \"{}\"\n",
+            dv.imaps,
+            dv.ca().display()
+        ),
+    );
+    let w = tempfile::tempdir().expect("tmp");
+    let msgs = [
+        pki.message(
+            "carol@example.org",
+            "alice@example.org",
+            "fruit",
+            "A pineapple in cleartext.",
+        ),
+        pki.openssl_encrypt(
+            &pki.message(
+                "carol@example.org",
+                "alice@example.org",
+                "secret fruit",
+                "The PINEAPPLE is encrypted, a secret.",
+            ),
+            &["alice@example.org"],
+        ),
+        pki.openssl_encrypt(&rich_message(), &["alice@example.org"]),
+        pki.openssl_encrypt(
+            &pki.message(
+                "carol@example.org",
+                "bob@example.org",
+                "for bob",
+                "Bob's pineapple, not for alice.",
+            ),
+            &["bob@example.org"],
+        ),
+    ];
+    let files: Vec<String> = msgs
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            write(w.path(), &format!("m{i}.eml"), m)
+                .display()
+                .to_string()
+        })
+        .collect();
+    let out = python(
+        w.path(),
+        SEARCH,
+        &[
+            ("PROXY", imap_addr(&d).to_string()),
+            ("PROXY_CA", d.ca_file().display().to_string()),
+            ("DOVECOT", dv.imaps.to_string()),
+            ("DOVECOT_CA", dv.ca().display().to_string()),
+            ("MESSAGES", files.join(":")),
+        ],
+    );
+    assert!(out.contains("searched 38"), "{out}");
+}

@@ -41,7 +41,10 @@ use super::upstream::{self, Connector, Stream};
 use super::{CacheKey, Shown, ViewCache};
 use crate::audit::AuditLog;
 use crate::keys::{Acting, KeyStore};
+use imap_codec::imap_types::core::{AString, Vec1};
+use imap_codec::imap_types::search::SearchKey;
 use sealgate_imap::rewrite::{self, FetchPlan};
+use sealgate_imap::search;
 use sealgate_imap::view::View;
 
 /// Shared by all sessions.
@@ -66,6 +69,8 @@ const LOGIN_TIMEOUT: Duration = Duration::from_secs(120);
 const IDLE_TIMEOUT: Duration = Duration::from_secs(31 * 60);
 /// The largest message downloaded for decryption; larger ones are shown as stored.
 const MAX_DECRYPT: u32 = 50 * 1024 * 1024;
+/// Encrypted messages in one mailbox a content SEARCH decrypts at most (beyond: `NO`).
+const MAX_SEARCH_VIEWS: usize = 10_000;
 
 /// What the client's next message is.
 #[derive(Debug, Clone, PartialEq)]
@@ -420,6 +425,29 @@ impl Session {
                 self.expect = Expect::IdleDone;
                 self.idle_tag = Some(tag.clone());
             }
+            CommandBody::Search { criteria, .. }
+                if self.user.is_some()
+                    && self.selected.is_some()
+                    && search::needs_views(criteria.as_ref()) =>
+            {
+                match self.search_views().await {
+                    Ok(views) => search::rewrite(criteria, &views),
+                    Err(e) => {
+                        tracing::warn!(peer = %self.peer, error = %format!("{e:#}"), "imap: search over decrypted messages failed");
+                        self.worker = None;
+                        self.cw
+                            .write_all(
+                                refuse(
+                                    "NO",
+                                    "[UNAVAILABLE] Searching the decrypted messages is not possible now",
+                                )
+                                .as_bytes(),
+                            )
+                            .await?;
+                        return Ok(true);
+                    }
+                }
+            }
             CommandBody::Fetch {
                 macro_or_item_names,
                 uid,
@@ -704,6 +732,52 @@ impl Session {
         let _ = tokio::task::spawn_blocking(move || shared.cache.put(key, s)).await;
     }
 
+    /// The messages of the selected mailbox shown decrypted, with their searchable text:
+    /// the server's encrypted ones (a header search on the worker connection, the mailbox
+    /// examined afresh so new mail counts), each decrypted or taken from the cache.
+    async fn search_views(&mut self) -> anyhow::Result<Vec<(u32, search::Searchable)>> {
+        let Some(user) = self.user.as_ref() else {
+            return Ok(Vec::new());
+        };
+        if user.address.is_none() {
+            return Ok(Vec::new());
+        }
+        let (login, password) = (user.login.clone(), user.password.clone());
+        let Some((mailbox, uidvalidity)) = self
+            .selected
+            .as_ref()
+            .map(|s| (s.name.clone(), s.uidvalidity))
+        else {
+            return Ok(Vec::new());
+        };
+        if self.worker.is_none() {
+            self.worker = Some(Worker::login(&self.shared.connector, &login, &password).await?);
+        }
+        let Some(w) = self.worker.as_mut() else {
+            return Ok(Vec::new());
+        };
+        w.examine(&mailbox).await?;
+        if uidvalidity.is_none() || w.selected.as_ref().map(|(_, v)| *v) != Some(uidvalidity) {
+            bail!("the mailbox changed under the session");
+        }
+        let uids = w.encrypted_uids().await?;
+        if uids.len() > MAX_SEARCH_VIEWS {
+            bail!(
+                "{} encrypted messages: more than a search decrypts",
+                uids.len()
+            );
+        }
+        let mut views = Vec::new();
+        for uid in uids {
+            if let Some(shown) = self.shown(uid).await
+                && let Shown::View(v) = shown.as_ref()
+            {
+                views.push((uid, search::Searchable::new(v)));
+            }
+        }
+        Ok(views)
+    }
+
     /// The stored message `uid` through the worker connection (`None`: too large, or gone).
     async fn download(&mut self, uidvalidity: u32, uid: u32) -> anyhow::Result<Option<Vec<u8>>> {
         let (login, password) = match &self.user {
@@ -975,6 +1049,32 @@ impl Worker {
             }
         }
         Ok(None)
+    }
+
+    /// The UIDs whose Content-Type mentions `pkcs7-mime` (the cheap classifier; what is not
+    /// really encrypted is shown as stored anyway).
+    async fn encrypted_uids(&mut self) -> anyhow::Result<Vec<u32>> {
+        let key = SearchKey::Header(
+            AString::try_from("Content-Type").map_err(|_| anyhow::anyhow!("astring"))?,
+            AString::try_from("pkcs7-mime").map_err(|_| anyhow::anyhow!("astring"))?,
+        );
+        let (kind, resps) = self
+            .run(CommandBody::Search {
+                charset: None,
+                criteria: Vec1::from(key),
+                uid: true,
+            })
+            .await?;
+        if kind != StatusKind::Ok {
+            bail!("the server refused the search for encrypted messages");
+        }
+        let mut uids = Vec::new();
+        for r in resps {
+            if let Response::Data(Data::Search(found, ..)) = r {
+                uids.extend(search::uids(&found));
+            }
+        }
+        Ok(uids)
     }
 
     /// Runs one command; returns its status and the responses before it.

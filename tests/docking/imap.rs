@@ -1233,3 +1233,128 @@ fn imap_proxy_searches_the_decrypted_views_like_dovecot_searches_them_stored() {
     );
     assert!(out.contains("searched 38"), "{out}");
 }
+
+const APPEND: &str = r#"
+import imaplib, os, ssl
+
+def conn(port, ca):
+    return imaplib.IMAP4_SSL('127.0.0.1', int(port), ssl_context=ssl.create_default_context(cafile=ca))
+
+clear = open(os.environ['CLEAR'], 'rb').read()
+enc_bob = open(os.environ['ENC_BOB'], 'rb').read()
+out = os.environ['OUT']
+d = conn(os.environ['DOVECOT'], os.environ['DOVECOT_CA'])
+d.login('alice@example.org', 'alicepw')
+d.create('Sent')
+d.create('Drafts')
+p = conn(os.environ['PROXY'], os.environ['PROXY_CA'])
+p.login('alice@example.org', 'alicepw')
+# A client saves its sent copy and a draft: the server gets S/MIME.
+typ, data = p.append('Sent', '(\\Seen)', None, clear)
+assert typ == 'OK', data
+assert b'APPENDUID' in data[0], data
+assert p.append('Drafts', None, None, clear)[0] == 'OK'
+# INBOX is not Sent: stored as it is.
+assert p.append('INBOX', None, None, clear)[0] == 'OK'
+# Already encrypted (to bob): stored as it is, never wrapped again.
+assert p.append('Sent', None, None, enc_bob)[0] == 'OK'
+
+for box in ['Sent', 'Drafts']:
+    d.select(box, readonly=True)
+    typ, data = d.uid('FETCH', '1', '(FLAGS BODY.PEEK[])')
+    stored = data[0][1]
+    assert b'application/pkcs7-mime' in stored and b'authEnveloped-data' in stored, stored[:400]
+    assert b'The plans for the draft' not in stored
+    # Message-ID and Subject stay outside (clients look their copy up by Message-ID).
+    assert b'Message-ID: <draft-1@example.org>' in stored, stored[:400]
+    typ, found = d.uid('SEARCH', None, 'HEADER', 'Message-ID', '<draft-1@example.org>')
+    assert found[0].split() == [b'1'], found
+    open('%s/stored-%s.eml' % (out, box), 'wb').write(stored)
+d.select('Sent', readonly=True)
+typ, data = d.uid('FETCH', '1', '(FLAGS)')
+assert b'\\Seen' in data[0], data
+typ, data = d.uid('FETCH', '2', '(BODY.PEEK[])')
+assert data[0][1] == enc_bob.replace(b'\r\n', b'\n').replace(b'\n', b'\r\n'), 'an encrypted message was changed'
+d.select('INBOX', readonly=True)
+typ, data = d.uid('FETCH', '1', '(BODY.PEEK[])')
+assert b'The plans for the draft' in data[0][1]
+
+# Through the proxy the user reads the copy in cleartext.
+p.select('Sent', readonly=True)
+typ, data = p.uid('FETCH', '1', '(RFC822.SIZE BODY.PEEK[])')
+view = data[0][1]
+assert b'X-Sealgate-Decrypted: yes' in view, view[:300]
+assert b'The plans for the draft' in view
+assert (b'RFC822.SIZE %d ' % len(view)) in data[0][0]
+p.logout(); d.logout()
+print('append checks passed')
+"#;
+
+/// APPEND to Sent and Drafts: the server's copy is S/MIME (AES-256-GCM) that `openssl cms`
+/// decrypts with alice's key, Message-ID kept outside; INBOX and an already encrypted
+/// message are stored as they are; the proxy shows the copy decrypted.
+#[test]
+fn imap_proxy_encrypts_what_clients_append_to_sent_and_drafts() {
+    let pki = Pki::new();
+    let dir = data_dir_with_keys(&pki);
+    let dv = Dovecot::start(&[("alice@example.org", "alicepw")]);
+    let d = Daemon::start(
+        dir.path(),
+        &format!(
+            "[imap]\nlisten = \"127.0.0.1:0\"\nupstream = \"imaps://127.0.0.1:{}\"\nupstream_ca = \"{}\"\n",
+            dv.imaps,
+            dv.ca().display()
+        ),
+    );
+    let w = tempfile::tempdir().expect("tmp");
+    let clear = b"From: Alice <alice@example.org>\r\nTo: carol@example.org\r\n\
+Subject: draft plans\r\nDate: Thu, 03 Dec 2026 10:00:00 +0000\r\n\
+Message-ID: <draft-1@example.org>\r\nMIME-Version: 1.0\r\n\
+Content-Type: text/plain; charset=utf-8\r\n\r\nThe plans for the draft.\r\n"
+        .to_vec();
+    let enc_bob = pki.openssl_encrypt(
+        &pki.message("carol@example.org", "bob@example.org", "b", "for bob"),
+        &["bob@example.org"],
+    );
+    let out = python(
+        w.path(),
+        APPEND,
+        &[
+            ("PROXY", imap_addr(&d).to_string()),
+            ("PROXY_CA", d.ca_file().display().to_string()),
+            ("DOVECOT", dv.imaps.to_string()),
+            ("DOVECOT_CA", dv.ca().display().to_string()),
+            (
+                "CLEAR",
+                write(w.path(), "clear.eml", &clear).display().to_string(),
+            ),
+            (
+                "ENC_BOB",
+                write(w.path(), "bob.eml", &enc_bob).display().to_string(),
+            ),
+            ("OUT", w.path().display().to_string()),
+        ],
+    );
+    assert!(out.contains("append checks passed"), "{out}");
+    for b in ["Sent", "Drafts"] {
+        let stored = std::fs::read(w.path().join(format!("stored-{b}.eml"))).expect("stored");
+        let inner = pki.openssl_decrypt(&stored, "alice@example.org");
+        assert!(
+            contains(&inner, "The plans for the draft."),
+            "{}",
+            String::from_utf8_lossy(&inner)
+        );
+    }
+    let audit = d.audit();
+    assert_eq!(
+        audit
+            .iter()
+            .filter(|r| r["operation"]
+                .as_str()
+                .is_some_and(|o| o.starts_with("imap-append-encrypt"))
+                && r["outcome"] == "encrypted")
+            .count(),
+        2,
+        "{audit:?}"
+    );
+}

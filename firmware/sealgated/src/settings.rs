@@ -471,6 +471,9 @@ pub struct Imap {
     /// The persistent cache of decrypted views (`DATA/imap-cache/`, encrypted), in MiB
     /// (default 1024; 0: kept in memory only).
     pub cache_max_mb: Option<u64>,
+    /// Messages a client APPENDs to Sent or Drafts are stored encrypted to the user's own
+    /// certificate (default true).
+    pub encrypt_append: Option<bool>,
 }
 
 /// `[imap] upstream`: `imaps://HOST[:PORT]` or `imap://HOST[:PORT]`.

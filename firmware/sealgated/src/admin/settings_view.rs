@@ -182,12 +182,14 @@ pub fn view(s: &Settings) -> Value {
         upstream,
         upstream_ca,
         cache_max_mb,
+        encrypt_append,
     } = imap;
     let imap = json!({
         "listen": listen.map_or(Value::Null, |a| json!(a.to_string())),
         "upstream": upstream.as_ref().map_or(Value::Null, |u| json!(u.to_string())),
         "upstream_ca": path(upstream_ca),
         "cache_max_mb": cache_max_mb.unwrap_or(crate::imap::DEFAULT_CACHE_MB),
+        "encrypt_append": encrypt_append.unwrap_or(true),
     });
     json!({
         "docking": docking,

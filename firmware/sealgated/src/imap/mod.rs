@@ -161,6 +161,7 @@ pub async fn start(p: ImapProxy) -> anyhow::Result<Option<Running>> {
         audit: p.audit,
         workers: p.workers,
         cache: ViewCache::new(256 * 1024 * 1024, disk),
+        encrypt_append: p.settings.imap.encrypt_append.unwrap_or(true),
     });
     let acceptor = tokio_rustls::TlsAcceptor::from(p.tls);
     let sessions = Arc::new(Semaphore::new(MAX_SESSIONS));

@@ -41,7 +41,8 @@ use super::upstream::{self, Connector, Stream};
 use super::{CacheKey, Shown, ViewCache};
 use crate::audit::AuditLog;
 use crate::keys::{Acting, KeyStore};
-use imap_codec::imap_types::core::{AString, Vec1};
+use imap_codec::imap_types::core::{AString, Literal, Vec1};
+use imap_codec::imap_types::extensions::binary::LiteralOrLiteral8;
 use imap_codec::imap_types::search::SearchKey;
 use sealgate_imap::rewrite::{self, FetchPlan};
 use sealgate_imap::search;
@@ -55,6 +56,8 @@ pub struct Shared {
     pub audit: Arc<AuditLog>,
     pub workers: Arc<Semaphore>,
     pub cache: ViewCache,
+    /// `[imap] encrypt_append`: APPENDs to Sent and Drafts are encrypted to the user.
+    pub encrypt_append: bool,
 }
 
 type ClientStream = tokio_rustls::server::TlsStream<TcpStream>;
@@ -71,6 +74,15 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(31 * 60);
 const MAX_DECRYPT: u32 = 50 * 1024 * 1024;
 /// Encrypted messages in one mailbox a content SEARCH decrypts at most (beyond: `NO`).
 const MAX_SEARCH_VIEWS: usize = 10_000;
+/// Usual names of Sent and Drafts mailboxes (the last component, lower case).
+const SENT_OR_DRAFTS: &[&str] = &[
+    "sent",
+    "sent items",
+    "sent messages",
+    "sent mail",
+    "drafts",
+    "draft",
+];
 
 /// What the client's next message is.
 #[derive(Debug, Clone, PartialEq)]
@@ -121,6 +133,8 @@ struct Session {
     selected: Option<Selected>,
     plans: HashMap<String, FetchPlan>,
     worker: Option<Worker>,
+    /// Mailboxes the server's LIST marked `\Sent` or `\Drafts`.
+    special: std::collections::HashSet<String>,
     /// The server said BYE.
     bye: bool,
     /// Client bytes received since its last complete message (bounds a line that never
@@ -163,6 +177,7 @@ pub async fn run(
         selected: None,
         plans: HashMap::new(),
         worker: None,
+        special: std::collections::HashSet::new(),
         bye: false,
         since_complete: 0,
     };
@@ -425,6 +440,40 @@ impl Session {
                 self.expect = Expect::IdleDone;
                 self.idle_tag = Some(tag.clone());
             }
+            CommandBody::Append {
+                mailbox, message, ..
+            } if self.shared.encrypt_append
+                && self.user.as_ref().is_some_and(|u| u.address.is_some())
+                && self.is_sent_or_drafts(&mailbox_name(mailbox)) =>
+            {
+                let data = match message {
+                    LiteralOrLiteral8::Literal(l) => l.data().to_vec(),
+                    LiteralOrLiteral8::Literal8(l) => l.data.to_vec(),
+                };
+                let name = mailbox_name(mailbox);
+                match self.encrypt_append(&name, data).await {
+                    Ok(Some(enc)) => match Literal::try_from(enc) {
+                        Ok(l) => *message = LiteralOrLiteral8::Literal(l),
+                        Err(_) => {
+                            self.cw
+                                .write_all(
+                                    refuse("NO", "[CANNOT] The message cannot be encrypted")
+                                        .as_bytes(),
+                                )
+                                .await?;
+                            return Ok(true);
+                        }
+                    },
+                    Ok(None) => {}
+                    Err(why) => {
+                        // Nothing reaches the server in cleartext.
+                        let text =
+                            format!("[CANNOT] The message cannot be encrypted ({why}); not stored");
+                        self.cw.write_all(refuse("NO", &text).as_bytes()).await?;
+                        return Ok(true);
+                    }
+                }
+            }
             CommandBody::Search { criteria, .. }
                 if self.user.is_some()
                     && self.selected.is_some()
@@ -557,6 +606,15 @@ impl Session {
                 Some(c) => *caps = c,
                 None => return Ok(true),
             },
+            Response::Data(Data::List { items, mailbox, .. })
+                if self.special.len() < 1000
+                    && items.iter().any(|a| {
+                        let a = a.to_string().to_ascii_lowercase();
+                        a == "\\sent" || a == "\\drafts"
+                    }) =>
+            {
+                self.special.insert(mailbox_name(mailbox));
+            }
             Response::Data(Data::Fetch { items, .. }) if !self.plans.is_empty() => {
                 self.rewrite_fetch(items).await;
             }
@@ -730,6 +788,95 @@ impl Session {
     async fn keep(&self, key: CacheKey, s: Arc<Shown>) {
         let shared = self.shared.clone();
         let _ = tokio::task::spawn_blocking(move || shared.cache.put(key, s)).await;
+    }
+
+    /// Whether APPENDs to `name` are encrypted: a mailbox the server's LIST marked `\Sent`
+    /// or `\Drafts`, or whose last name component is a usual name for one.
+    fn is_sent_or_drafts(&self, name: &str) -> bool {
+        if self.special.contains(name) {
+            return true;
+        }
+        let last = name
+            .rsplit(['/', '.'])
+            .next()
+            .unwrap_or(name)
+            .to_lowercase();
+        SENT_OR_DRAFTS.contains(&last.as_str())
+    }
+
+    /// `message` encrypted to the user's own certificate (AES-256-GCM, the header fields
+    /// kept outside so the client finds it by Message-ID). `Ok(None)`: stored as it is
+    /// (already encrypted, S/MIME or PGP, or the box holds no certificate of this user, so
+    /// it decrypts nothing for them either); `Err`: refused (why).
+    async fn encrypt_append(
+        &self,
+        mailbox: &str,
+        message: Vec<u8>,
+    ) -> Result<Option<Vec<u8>>, String> {
+        let Some(user) = self.user.as_ref() else {
+            return Ok(None);
+        };
+        let Some(address) = user.address.clone() else {
+            return Ok(None);
+        };
+        let ct = sealgate_imap::view::header_value(
+            &sealgate_imap::view::crlf(
+                &message[..message
+                    .windows(4)
+                    .position(|w| w == b"\r\n\r\n")
+                    .map_or(message.len(), |i| i + 4)],
+            ),
+            b"content-type",
+        )
+        .unwrap_or_default();
+        if rewrite::is_encrypted_type(&ct)
+            || ct
+                .trim()
+                .to_ascii_lowercase()
+                .starts_with("multipart/encrypted")
+        {
+            return Ok(None);
+        }
+        let shared = self.shared.clone();
+        let login = user.login.clone();
+        let peer = self.peer.to_string();
+        let mailbox = mailbox.to_string();
+        let permit = shared
+            .workers
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| "shutting down".to_string())?;
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            let started = Instant::now();
+            let cert = match shared.keys.certificates(&address) {
+                Ok((Some(c), _)) => c,
+                Ok((None, _)) => return Ok(None),
+                Err(e) => return Err(format!("the vault: {e}")),
+            };
+            let out = sealgate_smime::envelope::Recipient::new(cert)
+                .and_then(|r| {
+                    sealgate_smime::message::encrypt_message(
+                        &message,
+                        &[r],
+                        sealgate_smime::crypto::CipherChoice::Aes256Gcm,
+                    )
+                })
+                .map_err(|e| e.to_string());
+            shared.audit.record(
+                &format!("imap:{login}"),
+                &peer,
+                &format!("imap-append-encrypt {mailbox}"),
+                crate::docking::message_id(&message),
+                if out.is_ok() { "encrypted" } else { "failed" },
+                200,
+                started.elapsed(),
+            );
+            out.map(Some)
+        })
+        .await
+        .map_err(|_| "the encryption did not finish".to_string())?
     }
 
     /// The messages of the selected mailbox shown decrypted, with their searchable text:

@@ -1358,3 +1358,112 @@ Content-Type: text/plain; charset=utf-8\r\n\r\nThe plans for the draft.\r\n"
         "{audit:?}"
     );
 }
+
+const STARTTLS: &str = r#"
+import imaplib, os, socket, ssl
+
+port, ca = int(os.environ['STARTTLS_PORT']), os.environ['PROXY_CA']
+ctx = ssl.create_default_context(cafile=ca)
+d = imaplib.IMAP4_SSL('127.0.0.1', int(os.environ['DOVECOT']), ssl_context=ssl.create_default_context(cafile=os.environ['DOVECOT_CA']))
+d.login('alice@example.org', 'alicepw')
+assert d.append('INBOX', None, None, open(os.environ['ENCRYPTED'], 'rb').read())[0] == 'OK'
+
+# Before TLS: STARTTLS and LOGINDISABLED offered, a login refused.
+p = imaplib.IMAP4('127.0.0.1', port)
+assert b'STARTTLS' in p.welcome and b'LOGINDISABLED' in p.welcome, p.welcome
+try:
+    p.login('alice@example.org', 'alicepw')
+    raise SystemExit('a login before TLS was accepted')
+except imaplib.IMAP4.error as e:
+    assert 'PRIVACYREQUIRED' in str(e), e
+try:
+    p.authenticate('PLAIN', lambda _: b'\0alice@example.org\0alicepw')
+    raise SystemExit('AUTHENTICATE before TLS was accepted')
+except imaplib.IMAP4.error as e:
+    pass
+assert p.noop()[0] == 'OK'
+# After STARTTLS: the server's (filtered) capabilities, a login, the decrypted message.
+p.starttls(ssl_context=ctx)
+assert 'STARTTLS' not in p.capabilities and 'LOGINDISABLED' not in p.capabilities, p.capabilities
+assert 'IMAP4REV1' in p.capabilities, p.capabilities
+assert p.login('alice@example.org', 'alicepw')[0] == 'OK'
+p.select('INBOX', readonly=True)
+typ, data = p.uid('FETCH', '1', '(BODY.PEEK[])')
+assert b'The plans are: meet at noon.' in data[0][1]
+p.logout()
+
+# Injection: commands pipelined after STARTTLS in plain text never run inside TLS.
+s = socket.create_connection(('127.0.0.1', port))
+s.settimeout(10)
+got = b''
+while b'\r\n' not in got:
+    got += s.recv(1000)
+s.sendall(b'A1 STARTTLS\r\nA2 LOGIN alice@example.org alicepw\r\nA3 SELECT INBOX\r\n')
+got = b''
+while b'A1 OK' not in got:
+    got += s.recv(1000)
+assert b'A2' not in got and b'A3' not in got, got
+try:
+    t = ctx.wrap_socket(s, server_hostname='127.0.0.1')
+except (ssl.SSLError, OSError) as e:
+    print('handshake refused after injected bytes:', e)
+else:
+    t.sendall(b'A4 CAPABILITY\r\nA5 SELECT INBOX\r\n')
+    got = b''
+    while b'A5 ' not in got:
+        chunk = t.recv(4096)
+        if not chunk:
+            break
+        got += chunk
+    assert b'A2 ' not in got and b'A3 ' not in got, got
+    assert b'A5 OK' not in got, got
+    t.close()
+# A literal before TLS ends the connection.
+s = socket.create_connection(('127.0.0.1', port))
+s.settimeout(10)
+s.recv(1000)
+s.sendall(b'A1 LOGIN {5}\r\n')
+got = s.recv(1000)
+assert b'BYE' in got and b'+' not in got[:1], got
+print('starttls checks passed')
+"#;
+
+/// The STARTTLS listener: LOGINDISABLED before TLS, logins refused, the session after the
+/// handshake is the proxy's usual one; commands pipelined after STARTTLS are discarded.
+#[test]
+fn imap_proxy_starttls_listener_refuses_logins_before_tls_and_drops_injected_commands() {
+    let pki = Pki::new();
+    let dir = data_dir_with_keys(&pki);
+    let dv = Dovecot::start(&[("alice@example.org", "alicepw")]);
+    let d = Daemon::start(
+        dir.path(),
+        &format!(
+            "[imap]\nlisten = \"127.0.0.1:0\"\nlisten_starttls = \"127.0.0.1:0\"\nupstream = \"imaps://127.0.0.1:{}\"\nupstream_ca = \"{}\"\n",
+            dv.imaps,
+            dv.ca().display()
+        ),
+    );
+    let starttls = d
+        .console
+        .iter()
+        .find_map(|l| l.strip_prefix("sealgated: listening imap-starttls "))
+        .and_then(|a| a.parse::<std::net::SocketAddr>().ok())
+        .unwrap_or_else(|| panic!("no imap-starttls listener: {:?}", d.console));
+    let w = tempfile::tempdir().expect("tmp");
+    let enc = pki.openssl_encrypt(&rich_message(), &["alice@example.org"]);
+    let out = python(
+        w.path(),
+        STARTTLS,
+        &[
+            ("STARTTLS_PORT", starttls.port().to_string()),
+            ("PROXY_CA", d.ca_file().display().to_string()),
+            ("DOVECOT", dv.imaps.to_string()),
+            ("DOVECOT_CA", dv.ca().display().to_string()),
+            (
+                "ENCRYPTED",
+                write(w.path(), "enc.eml", &enc).display().to_string(),
+            ),
+        ],
+    );
+    assert!(out.contains("starttls checks passed"), "{out}");
+}

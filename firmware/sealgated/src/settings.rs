@@ -474,6 +474,9 @@ pub struct Imap {
     /// Messages a client APPENDs to Sent or Drafts are stored encrypted to the user's own
     /// certificate (default true).
     pub encrypt_append: Option<bool>,
+    /// A second listener where clients start in plain text and must use STARTTLS before
+    /// logging in (the box's port 143).
+    pub listen_starttls: Option<SocketAddr>,
 }
 
 /// `[imap] upstream`: `imaps://HOST[:PORT]` or `imap://HOST[:PORT]`.
@@ -731,6 +734,10 @@ impl Settings {
         anyhow::ensure!(
             self.imap.listen.is_some() == self.imap.upstream.is_some(),
             "[imap] needs both listen and upstream, or neither"
+        );
+        anyhow::ensure!(
+            self.imap.listen_starttls.is_none() || self.imap.listen.is_some(),
+            "[imap] listen_starttls needs listen and upstream"
         );
         Ok(())
     }

@@ -183,6 +183,7 @@ pub fn view(s: &Settings) -> Value {
         upstream_ca,
         cache_max_mb,
         encrypt_append,
+        listen_starttls,
     } = imap;
     let imap = json!({
         "listen": listen.map_or(Value::Null, |a| json!(a.to_string())),
@@ -190,6 +191,7 @@ pub fn view(s: &Settings) -> Value {
         "upstream_ca": path(upstream_ca),
         "cache_max_mb": cache_max_mb.unwrap_or(crate::imap::DEFAULT_CACHE_MB),
         "encrypt_append": encrypt_append.unwrap_or(true),
+        "listen_starttls": listen_starttls.map_or(Value::Null, |a| json!(a.to_string())),
     });
     json!({
         "docking": docking,

@@ -27,6 +27,7 @@
 
 mod cache;
 mod session;
+mod starttls;
 mod upstream;
 
 pub use cache::{CacheKey, DiskCache, Shown, ViewCache};
@@ -113,20 +114,27 @@ impl Drop for PerAddress {
 /// The running proxy.
 pub struct Running {
     addr: SocketAddr,
+    starttls_addr: Option<SocketAddr>,
     stop: watch::Sender<bool>,
-    task: JoinHandle<()>,
+    tasks: Vec<JoinHandle<()>>,
 }
 
 impl Running {
-    /// The bound listener.
+    /// The bound listeners (`imap`: implicit TLS; `imap-starttls`).
     pub fn listening(&self) -> Vec<(&'static str, SocketAddr)> {
-        vec![("imap", self.addr)]
+        let mut v = vec![("imap", self.addr)];
+        if let Some(a) = self.starttls_addr {
+            v.push(("imap-starttls", a));
+        }
+        v
     }
 
     /// Stops accepting and ends the sessions.
     pub async fn stop(self) {
         let _ = self.stop.send(true);
-        let _ = tokio::time::timeout(Duration::from_secs(5), self.task).await;
+        for t in self.tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+        }
     }
 }
 
@@ -141,7 +149,7 @@ pub async fn start(p: ImapProxy) -> anyhow::Result<Option<Running>> {
         .await
         .map_err(|e| anyhow::anyhow!("binding the IMAP proxy to {listen}: {e}"))?;
     let addr = listener.local_addr()?;
-    let (stop, mut stopped) = watch::channel(false);
+    let (stop, stopped) = watch::channel(false);
     let max_mb = p.settings.imap.cache_max_mb.unwrap_or(DEFAULT_CACHE_MB);
     let disk = if max_mb == 0 {
         None
@@ -166,54 +174,106 @@ pub async fn start(p: ImapProxy) -> anyhow::Result<Option<Running>> {
     let acceptor = tokio_rustls::TlsAcceptor::from(p.tls);
     let sessions = Arc::new(Semaphore::new(MAX_SESSIONS));
     let per_address = Arc::new(AddressCounts::default());
-    let task = tokio::spawn(async move {
-        loop {
-            let accepted = tokio::select! {
-                a = listener.accept() => a,
-                _ = stopped.changed() => break,
-            };
-            let (tcp, peer) = match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(error = %e, "imap: accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            };
-            let Ok(permit) = sessions.clone().try_acquire_owned() else {
-                // Too many sessions: closed at once (no TLS work spent on it).
-                drop(tcp);
+    let mut tasks = Vec::new();
+    let mut starttls_addr = None;
+    if let Some(a) = p.settings.imap.listen_starttls {
+        let l = TcpListener::bind(a)
+            .await
+            .map_err(|e| anyhow::anyhow!("binding the IMAP proxy (STARTTLS) to {a}: {e}"))?;
+        starttls_addr = Some(l.local_addr()?);
+        tasks.push(tokio::spawn(accept_loop(
+            l,
+            true,
+            acceptor.clone(),
+            shared.clone(),
+            sessions.clone(),
+            per_address.clone(),
+            stopped.clone(),
+        )));
+    }
+    tasks.push(tokio::spawn(accept_loop(
+        listener,
+        false,
+        acceptor,
+        shared,
+        sessions,
+        per_address,
+        stopped,
+    )));
+    Ok(Some(Running {
+        addr,
+        starttls_addr,
+        stop,
+        tasks,
+    }))
+}
+
+/// Accepts clients on one listener: implicit TLS, or (`starttls`) the plain-text phase
+/// first. Both listeners share the session and per-address limits.
+async fn accept_loop(
+    listener: TcpListener,
+    starttls: bool,
+    acceptor: tokio_rustls::TlsAcceptor,
+    shared: Arc<session::Shared>,
+    sessions: Arc<Semaphore>,
+    per_address: Arc<AddressCounts>,
+    mut stopped: watch::Receiver<bool>,
+) {
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = stopped.changed() => break,
+        };
+        let (tcp, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(error = %e, "imap: accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
-            };
-            let Some(slot) = per_address.take(peer.ip().to_canonical(), MAX_SESSIONS_PER_ADDRESS)
-            else {
-                tracing::info!(%peer, "imap: too many sessions from one address");
-                drop(tcp);
-                continue;
-            };
-            let acceptor = acceptor.clone();
-            let shared = shared.clone();
-            let mut stop = stopped.clone();
-            tokio::spawn(async move {
-                let _permit = (permit, slot);
+            }
+        };
+        let Ok(permit) = sessions.clone().try_acquire_owned() else {
+            // Too many sessions: closed at once (no TLS work spent on it).
+            drop(tcp);
+            continue;
+        };
+        let Some(slot) = per_address.take(peer.ip().to_canonical(), MAX_SESSIONS_PER_ADDRESS)
+        else {
+            tracing::info!(%peer, "imap: too many sessions from one address");
+            drop(tcp);
+            continue;
+        };
+        let acceptor = acceptor.clone();
+        let shared = shared.clone();
+        let mut stop = stopped.clone();
+        tokio::spawn(async move {
+            let _permit = (permit, slot);
+            let run = async {
+                let tcp = if starttls {
+                    match starttls::negotiate(tcp).await {
+                        Ok(Some(t)) => t,
+                        _ => return,
+                    }
+                } else {
+                    tcp
+                };
                 let tls = match tokio::time::timeout(Duration::from_secs(30), acceptor.accept(tcp))
                     .await
                 {
                     Ok(Ok(t)) => t,
                     _ => return,
                 };
-                tokio::select! {
-                    r = session::run(shared, tls, peer) => {
-                        if let Err(e) = r {
-                            tracing::info!(%peer, error = %e, "imap: session ended");
-                        }
-                    }
-                    _ = stop.changed() => {}
+                // After STARTTLS the client sends CAPABILITY; it gets no second greeting.
+                if let Err(e) = session::run(shared, tls, peer, !starttls).await {
+                    tracing::info!(%peer, error = %e, "imap: session ended");
                 }
-            });
-        }
-    });
-    Ok(Some(Running { addr, stop, task }))
+            };
+            tokio::select! {
+                _ = run => {}
+                _ = stop.changed() => {}
+            }
+        });
+    }
 }
 
 #[cfg(test)]

@@ -147,6 +147,7 @@ pub async fn run(
     shared: Arc<Shared>,
     client: ClientStream,
     peer: SocketAddr,
+    greet: bool,
 ) -> anyhow::Result<()> {
     let (mut cr, mut cw) = tokio::io::split(client);
     let (up, greeting) = match shared.connector.connect().await {
@@ -181,7 +182,7 @@ pub async fn run(
         bye: false,
         since_complete: 0,
     };
-    s.greet(greeting).await?;
+    s.greet(greeting, greet).await?;
     let mut cbuf = vec![0u8; 16 * 1024];
     let mut ubuf = vec![0u8; 64 * 1024];
     loop {
@@ -239,7 +240,13 @@ fn encode_response(r: &Response<'_>) -> Vec<u8> {
 }
 
 impl Session {
-    async fn greet(&mut self, greeting: Option<Greeting<'static>>) -> anyhow::Result<()> {
+    /// Sends the server's greeting (capabilities filtered); with `show` false (a session
+    /// that began with STARTTLS on the proxy's own port, already greeted) only checks it.
+    async fn greet(
+        &mut self,
+        greeting: Option<Greeting<'static>>,
+        show: bool,
+    ) -> anyhow::Result<()> {
         let g = match greeting {
             Some(mut g) => {
                 if let Some(Code::Capability(caps)) = &g.code {
@@ -263,7 +270,9 @@ impl Session {
             }
             None => b"* OK IMAP proxy ready\r\n".to_vec(),
         };
-        self.cw.write_all(&g).await?;
+        if show {
+            self.cw.write_all(&g).await?;
+        }
         Ok(())
     }
 

@@ -15,7 +15,9 @@ use crate::harness::{Daemon, Pki, contains, data_dir_with_keys, require_tool, ru
 /// The mail user's uid and gid (Dovecot refuses uid 0 for mail).
 const MAIL_UID: u32 = 65534;
 
-/// A Dovecot instance; killed on drop.
+/// A Dovecot instance; killed on drop. Its own penalty for failed logins (anvil) is off and
+/// users may have 100 connections per address, so the proxy's throttling and per-user limits
+/// are what the tests meet.
 pub struct Dovecot {
     pub dir: tempfile::TempDir,
     pub imaps: u16,
@@ -89,6 +91,8 @@ impl Dovecot {
              disable_plaintext_auth = no\ndefault_login_user = dovenull\n\
              default_internal_user = dovecot\nfirst_valid_uid = 1\n\
              mail_location = maildir:{p}/mail/%u\nauth_mechanisms = plain\n\
+             auth_failure_delay = 0\nmail_max_userip_connections = 100\n\
+             service anvil {{\n  unix_listener anvil-auth-penalty {{\n    mode = 0\n  }}\n}}\n\
              passdb {{\n  driver = passwd-file\n  args = scheme=PLAIN {p}/passwd\n}}\n\
              userdb {{\n  driver = passwd-file\n  args = {p}/passwd\n}}\n\
              service imap-login {{\n  inet_listener imap {{\n    address = 127.0.0.1\n    port = {imap}\n  }}\n\
@@ -1466,4 +1470,114 @@ fn imap_proxy_starttls_listener_refuses_logins_before_tls_and_drops_injected_com
         ],
     );
     assert!(out.contains("starttls checks passed"), "{out}");
+}
+
+const LOGINS: &str = r#"
+import imaplib, os, ssl, time
+
+def conn(port, ca):
+    return imaplib.IMAP4_SSL('127.0.0.1', int(port), ssl_context=ssl.create_default_context(cafile=ca))
+
+P, PCA = os.environ['PROXY'], os.environ['PROXY_CA']
+D, DCA = os.environ['DOVECOT'], os.environ['DOVECOT_CA']
+enc = open(os.environ['ENCRYPTED'], 'rb').read()
+for user in ['jdoe', 'carol']:
+    d = conn(D, DCA)
+    d.login(user, 'pw-' + user)
+    assert d.append('INBOX', None, None, enc)[0] == 'OK'
+    d.logout()
+
+# A mapped login name decrypts with the mapped user's keys; an unmapped one that is not an
+# address decrypts nothing.
+for user, decrypted in [('jdoe', True), ('carol', False)]:
+    p = conn(P, PCA)
+    p.login(user, 'pw-' + user)
+    p.select('INBOX', readonly=True)
+    typ, data = p.uid('FETCH', '1', '(BODY.PEEK[])')
+    assert (b'The plans are: meet at noon.' in data[0][1]) == decrypted, (user, data[0][1][:200])
+    p.logout()
+
+# Two sessions per user at most: the third is refused, one closed makes room.
+a = conn(P, PCA); a.login('alice@example.org', 'alicepw')
+b = conn(P, PCA); b.login('ALICE@example.org', 'alicepw')
+c = conn(P, PCA)
+try:
+    c.login('alice@example.org', 'alicepw')
+    raise SystemExit('a third session was accepted')
+except (imaplib.IMAP4.error, imaplib.IMAP4.abort) as e:
+    assert 'Too many sessions' in str(e), e
+a.logout()
+c = conn(P, PCA)
+assert c.login('alice@example.org', 'alicepw')[0] == 'OK'
+b.logout(); c.logout()
+
+# A password guesser: ten refused logins, then even the right password is refused by the
+# box (the server is not asked).
+p = conn(P, PCA)
+started = time.time()
+for i in range(10):
+    try:
+        p.login('mallory@example.net', 'guess%d' % i)
+        raise SystemExit('a wrong password was accepted')
+    except imaplib.IMAP4.error as e:
+        assert 'Too many failed' not in str(e), (i, e)
+try:
+    p.login('mallory@example.net', 'mallorypw')
+    raise SystemExit('a login was accepted while throttled')
+except imaplib.IMAP4.error as e:
+    assert 'Too many failed logins' in str(e), e
+# AUTHENTICATE too.
+try:
+    p.authenticate('PLAIN', lambda _: b'\0mallory@example.net\0mallorypw')
+    raise SystemExit('AUTHENTICATE was accepted while throttled')
+except imaplib.IMAP4.error as e:
+    assert 'Too many failed logins' in str(e), e
+p.logout()
+print('login checks passed in %.1f s' % (time.time() - started))
+"#;
+
+/// Login names mapped to vault users, sessions per user, and failed-login throttling.
+#[test]
+fn imap_proxy_maps_logins_limits_sessions_per_user_and_throttles_guessers() {
+    let pki = Pki::new();
+    let dir = data_dir_with_keys(&pki);
+    let dv = Dovecot::start(&[
+        ("alice@example.org", "alicepw"),
+        ("mallory@example.net", "mallorypw"),
+        ("jdoe", "pw-jdoe"),
+        ("carol", "pw-carol"),
+    ]);
+    let d = Daemon::start(
+        dir.path(),
+        &format!(
+            "[imap]\nlisten = \"127.0.0.1:0\"\nupstream = \"imaps://127.0.0.1:{}\"\nupstream_ca = \"{}\"\nmax_sessions_per_user = 2\n[imap.logins]\n\"JDoe\" = \"alice@example.org\"\n",
+            dv.imaps,
+            dv.ca().display()
+        ),
+    );
+    let w = tempfile::tempdir().expect("tmp");
+    let enc = pki.openssl_encrypt(&rich_message(), &["alice@example.org"]);
+    let out = python(
+        w.path(),
+        LOGINS,
+        &[
+            ("PROXY", imap_addr(&d).to_string()),
+            ("PROXY_CA", d.ca_file().display().to_string()),
+            ("DOVECOT", dv.imaps.to_string()),
+            ("DOVECOT_CA", dv.ca().display().to_string()),
+            (
+                "ENCRYPTED",
+                write(w.path(), "enc.eml", &enc).display().to_string(),
+            ),
+        ],
+    );
+    assert!(out.contains("login checks passed"), "{out}");
+    // The mapped login decrypted as alice; the audit names the login.
+    assert!(
+        d.audit()
+            .iter()
+            .any(|r| r["client"] == "imap:jdoe" && r["outcome"] == "decrypted"),
+        "{:?}",
+        d.audit()
+    );
 }

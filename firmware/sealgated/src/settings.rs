@@ -477,6 +477,11 @@ pub struct Imap {
     /// A second listener where clients start in plain text and must use STARTTLS before
     /// logging in (the box's port 143).
     pub listen_starttls: Option<SocketAddr>,
+    /// Sessions of one login name at once (default 20).
+    pub max_sessions_per_user: Option<usize>,
+    /// `[imap.logins]`: login names that are not the vault user's address, mapped to it
+    /// (`"jdoe" = "john.doe@example.org"`).
+    pub logins: std::collections::BTreeMap<String, String>,
 }
 
 /// `[imap] upstream`: `imaps://HOST[:PORT]` or `imap://HOST[:PORT]`.
@@ -739,6 +744,16 @@ impl Settings {
             self.imap.listen_starttls.is_none() || self.imap.listen.is_some(),
             "[imap] listen_starttls needs listen and upstream"
         );
+        anyhow::ensure!(
+            self.imap.max_sessions_per_user != Some(0),
+            "[imap] max_sessions_per_user must be at least 1"
+        );
+        for (login, address) in &self.imap.logins {
+            anyhow::ensure!(
+                !login.trim().is_empty() && address.contains('@'),
+                "[imap.logins] {login:?} = {address:?}: map a login name to a user's address"
+            );
+        }
         Ok(())
     }
 }

@@ -26,6 +26,7 @@
 //! server sent them.
 
 mod cache;
+mod limits;
 mod session;
 mod starttls;
 mod upstream;
@@ -65,6 +66,9 @@ pub struct ImapProxy {
     /// The view cache's key ([`sealgate_vault::Vault::derived_key`]`("imap view cache")`).
     pub cache_key: zeroize::Zeroizing<[u8; 32]>,
 }
+
+/// Sessions of one user at once unless `[imap] max_sessions_per_user` says otherwise.
+pub const DEFAULT_SESSIONS_PER_USER: usize = 20;
 
 /// The disk cache's size unless `[imap] cache_max_mb` says otherwise.
 pub const DEFAULT_CACHE_MB: u64 = 1024;
@@ -170,6 +174,19 @@ pub async fn start(p: ImapProxy) -> anyhow::Result<Option<Running>> {
         workers: p.workers,
         cache: ViewCache::new(256 * 1024 * 1024, disk),
         encrypt_append: p.settings.imap.encrypt_append.unwrap_or(true),
+        logins: limits::Logins::new(
+            p.settings
+                .imap
+                .max_sessions_per_user
+                .unwrap_or(DEFAULT_SESSIONS_PER_USER),
+        ),
+        login_map: p
+            .settings
+            .imap
+            .logins
+            .iter()
+            .map(|(k, v)| (k.trim().to_lowercase(), v.trim().to_lowercase()))
+            .collect(),
     });
     let acceptor = tokio_rustls::TlsAcceptor::from(p.tls);
     let sessions = Arc::new(Semaphore::new(MAX_SESSIONS));

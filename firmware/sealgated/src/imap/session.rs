@@ -58,6 +58,22 @@ pub struct Shared {
     pub cache: ViewCache,
     /// `[imap] encrypt_append`: APPENDs to Sent and Drafts are encrypted to the user.
     pub encrypt_append: bool,
+    /// Failed logins and sessions per user.
+    pub logins: Arc<super::limits::Logins>,
+    /// `[imap.logins]`: login name (lower case) → vault address.
+    pub login_map: HashMap<String, String>,
+}
+
+impl Shared {
+    /// The vault address whose keys decrypt for `login`: its `[imap.logins]` entry, else
+    /// the login name itself when it is an address (lower case); `None` otherwise.
+    pub fn vault_address(&self, login: &str) -> Option<String> {
+        let l = login.trim().to_lowercase();
+        if let Some(a) = self.login_map.get(&l) {
+            return Some(a.trim().to_lowercase());
+        }
+        l.contains('@').then_some(l)
+    }
 }
 
 type ClientStream = tokio_rustls::server::TlsStream<TcpStream>;
@@ -74,6 +90,8 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(31 * 60);
 const MAX_DECRYPT: u32 = 50 * 1024 * 1024;
 /// Encrypted messages in one mailbox a content SEARCH decrypts at most (beyond: `NO`).
 const MAX_SEARCH_VIEWS: usize = 10_000;
+/// The answer to a login while throttled.
+const THROTTLED: &str = "[UNAVAILABLE] Too many failed logins; try again later";
 /// Usual names of Sent and Drafts mailboxes (the last component, lower case).
 const SENT_OR_DRAFTS: &[&str] = &[
     "sent",
@@ -133,6 +151,8 @@ struct Session {
     selected: Option<Selected>,
     plans: HashMap<String, FetchPlan>,
     worker: Option<Worker>,
+    /// This user's session slot (`[imap] max_sessions_per_user`).
+    user_slot: Option<super::limits::UserSlot>,
     /// Mailboxes the server's LIST marked `\Sent` or `\Drafts`.
     special: std::collections::HashSet<String>,
     /// The server said BYE.
@@ -179,6 +199,7 @@ pub async fn run(
         plans: HashMap::new(),
         worker: None,
         special: std::collections::HashSet::new(),
+        user_slot: None,
         bye: false,
         since_complete: 0,
     };
@@ -354,8 +375,18 @@ impl Session {
                             {
                                 l.user = plain_identity(d.declassify());
                             }
-                            let bytes = AuthenticateDataCodec::default().encode(&data).dump();
-                            self.uw.write_all(&bytes).await?;
+                            let throttled = self.login.as_ref().is_some_and(|l| {
+                                l.user.as_ref().is_some_and(|(u, _)| {
+                                    self.shared.logins.throttled(self.peer.ip(), Some(u))
+                                })
+                            });
+                            if throttled {
+                                // Cancelled: the password never reaches the server.
+                                self.uw.write_all(b"*\r\n").await?;
+                            } else {
+                                let bytes = AuthenticateDataCodec::default().encode(&data).dump();
+                                self.uw.write_all(&bytes).await?;
+                            }
                         }
                         Err(_) => {
                             // Not base64: cancel the exchange at the server.
@@ -402,6 +433,12 @@ impl Session {
                 let pass = Zeroizing::new(
                     String::from_utf8_lossy(password.declassify().as_ref()).into_owned(),
                 );
+                if self.shared.logins.throttled(self.peer.ip(), Some(&user)) {
+                    self.cw
+                        .write_all(refuse("NO", THROTTLED).as_bytes())
+                        .await?;
+                    return Ok(true);
+                }
                 self.login = Some(PendingLogin {
                     tag: cmd.tag.clone(),
                     user: Some((user, pass)),
@@ -420,6 +457,16 @@ impl Session {
                 let user = initial_response
                     .as_ref()
                     .and_then(|r| plain_identity(r.declassify()));
+                if self
+                    .shared
+                    .logins
+                    .throttled(self.peer.ip(), user.as_ref().map(|(u, _)| u.as_str()))
+                {
+                    self.cw
+                        .write_all(refuse("NO", THROTTLED).as_bytes())
+                        .await?;
+                    return Ok(true);
+                }
                 if initial_response.is_none() {
                     self.expect = Expect::AuthData;
                 }
@@ -655,12 +702,22 @@ impl Session {
                     if self.expect == Expect::AuthData {
                         self.expect = Expect::Command;
                     }
-                    if t.body.kind == StatusKind::Ok
-                        && let Some((login, password)) = l.and_then(|l| l.user)
-                    {
-                        let address = login
-                            .contains('@')
-                            .then(|| login.trim().to_ascii_lowercase());
+                    let claimed = l.and_then(|l| l.user);
+                    if t.body.kind != StatusKind::Ok {
+                        self.shared
+                            .logins
+                            .failed(self.peer.ip(), claimed.as_ref().map(|(u, _)| u.as_str()));
+                    } else if let Some((login, password)) = claimed {
+                        let Some(slot) = self.shared.logins.take_user(&login) else {
+                            tracing::info!(peer = %self.peer, "imap: too many sessions for one user");
+                            let line = format!(
+                                "* BYE Too many sessions for this user\r\n{tag} NO [LIMIT] Too many sessions for this user\r\n"
+                            );
+                            self.cw.write_all(line.as_bytes()).await?;
+                            return Ok(false);
+                        };
+                        self.user_slot = Some(slot);
+                        let address = self.shared.vault_address(&login);
                         self.user = Some(User {
                             login,
                             password,

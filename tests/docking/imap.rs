@@ -1581,3 +1581,216 @@ fn imap_proxy_maps_logins_limits_sessions_per_user_and_throttles_guessers() {
         d.audit()
     );
 }
+
+const FILL: &str = r#"
+import imaplib, os, ssl
+d = imaplib.IMAP4_SSL('127.0.0.1', int(os.environ['DOVECOT']), ssl_context=ssl.create_default_context(cafile=os.environ['DOVECOT_CA']))
+d.login('alice@example.org', 'alicepw')
+enc = open(os.environ['ENCRYPTED'], 'rb').read()
+for i in range(1, int(os.environ['COUNT']) + 1):
+    if i % 10 == 0:
+        msg = enc
+    else:
+        msg = ('From: carol@example.org\r\nTo: alice@example.org\r\nSubject: plain %d\r\n'
+               'Message-ID: <plain-%d@example.org>\r\n\r\nPlain message number %d.\r\n' % (i, i, i)).encode()
+    assert d.append('INBOX', None, None, msg)[0] == 'OK'
+d.logout()
+print('filled')
+"#;
+
+fn proxy_with_mailbox(count: usize) -> (Pki, tempfile::TempDir, Dovecot, Daemon) {
+    let pki = Pki::new();
+    let dir = data_dir_with_keys(&pki);
+    let dv = Dovecot::start(&[("alice@example.org", "alicepw")]);
+    let d = Daemon::start(
+        dir.path(),
+        &format!(
+            "[imap]\nlisten = \"127.0.0.1:0\"\nupstream = \"imaps://127.0.0.1:{}\"\nupstream_ca = \"{}\"\n",
+            dv.imaps,
+            dv.ca().display()
+        ),
+    );
+    let enc = pki.openssl_encrypt(&rich_message(), &["alice@example.org"]);
+    let w = tempfile::tempdir().expect("tmp");
+    let out = python(
+        w.path(),
+        FILL,
+        &[
+            ("DOVECOT", dv.imaps.to_string()),
+            ("DOVECOT_CA", dv.ca().display().to_string()),
+            (
+                "ENCRYPTED",
+                write(w.path(), "enc.eml", &enc).display().to_string(),
+            ),
+            ("COUNT", count.to_string()),
+        ],
+    );
+    assert!(out.contains("filled"), "{out}");
+    (pki, dir, dv, d)
+}
+
+/// mbsync (isync) syncs a 1,000-message mailbox (every tenth encrypted) through the proxy:
+/// every message arrives, the encrypted ones in cleartext; a second run downloads nothing.
+#[test]
+fn imap_proxy_mbsync_syncs_a_thousand_messages_in_cleartext() {
+    require_tool("mbsync", "isync");
+    let (_pki, _dir, _dv, d) = proxy_with_mailbox(1000);
+    let w = tempfile::tempdir().expect("tmp");
+    let maildir = w.path().join("mail");
+    std::fs::create_dir_all(&maildir).expect("maildir");
+    let conf = format!(
+        "IMAPAccount proxy\nHost 127.0.0.1\nPort {}\nUser alice@example.org\nPass alicepw\n\
+         SSLType IMAPS\nCertificateFile {}\nTimeout 20\n\n\
+         IMAPStore remote\nAccount proxy\n\n\
+         MaildirStore local\nPath {m}/\nInbox {m}/INBOX\n\n\
+         Channel sync\nFar :remote:\nNear :local:\nPatterns INBOX\nCreate Near\nSync Pull\n\
+         SyncState *\n",
+        imap_addr(&d),
+        d.ca_file().display(),
+        m = maildir.display()
+    );
+    let rc = write(w.path(), "mbsyncrc", conf.as_bytes());
+    let started = Instant::now();
+    let out = Command::new("mbsync")
+        .arg("-V")
+        .arg("-c")
+        .arg(&rc)
+        .arg("-a")
+        .output()
+        .expect("mbsync");
+    if !out.status.success() {
+        let all = String::from_utf8_lossy(&out.stdout).to_string()
+            + &String::from_utf8_lossy(&out.stderr);
+        let tail: Vec<&str> = all
+            .lines()
+            .filter(|l| !l.starts_with("* "))
+            .rev()
+            .take(60)
+            .collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        let log: String = std::fs::read_dir(d.data_dir.join("log"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+            .collect();
+        let log_tail: Vec<&str> = log.lines().filter(|l| l.contains("imap")).collect();
+        panic!(
+            "mbsync failed:\n{}\nlog:\n{}",
+            tail.join("\n"),
+            log_tail.join("\n")
+        );
+    }
+    let first = started.elapsed();
+    let files: Vec<PathBuf> = ["cur", "new"]
+        .iter()
+        .flat_map(|s| {
+            std::fs::read_dir(maildir.join("INBOX").join(s))
+                .into_iter()
+                .flatten()
+        })
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert_eq!(
+        files.len(),
+        1000,
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let mut decrypted = 0;
+    for f in &files {
+        let b = std::fs::read(f).expect("message");
+        assert!(!contains(&b, "pkcs7"), "{f:?} is still encrypted");
+        if contains(&b, "X-Sealgate-Decrypted: yes") {
+            assert!(contains(&b, "The plans are: meet at noon."));
+            decrypted += 1;
+        }
+    }
+    assert_eq!(decrypted, 100);
+    // Again: nothing new (sizes and UIDs stable), and quickly.
+    let out = run(Command::new("mbsync")
+        .arg("-V")
+        .arg("-c")
+        .arg(&rc)
+        .arg("-a"));
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    let count = ["cur", "new"]
+        .iter()
+        .flat_map(|s| {
+            std::fs::read_dir(maildir.join("INBOX").join(s))
+                .into_iter()
+                .flatten()
+        })
+        .count();
+    assert_eq!(count, 1000, "{text}");
+    eprintln!("mbsync: first sync of 1,000 messages {first:?}");
+}
+
+/// mutt in tmux opens an encrypted message through the proxy and shows its cleartext.
+#[test]
+fn imap_proxy_mutt_in_tmux_reads_an_encrypted_message() {
+    require_tool("mutt", "mutt");
+    require_tool("tmux", "tmux");
+    let (_pki, _dir, _dv, d) = proxy_with_mailbox(10);
+    let w = tempfile::tempdir().expect("tmp");
+    let muttrc = format!(
+        "set folder=\"imaps://alice%40example.org@127.0.0.1:{}/\"\nset spoolfile=\"+INBOX\"\n\
+         set imap_pass=\"alicepw\"\nset certificate_file=\"{}\"\nset ssl_verify_host=yes\n\
+         set header_cache=\"\"\nset message_cachedir=\"\"\nset sort=mailbox-order\n\
+         set mail_check=0\nset timeout=1\nset pager_index_lines=0\nset confirmappend=no\n\
+         set move=no\nset mbox_type=Maildir\nset record=\"\"\nunset wait_key\n",
+        imap_addr(&d),
+        d.ca_file().display()
+    );
+    let rc = write(w.path(), "muttrc", muttrc.as_bytes());
+    let session = format!("sealgate-imap-{}", std::process::id());
+    run(Command::new("tmux")
+        .args(["new-session", "-d", "-s", &session, "-x", "160", "-y", "50"])
+        .arg(format!(
+            "TERM=xterm HOME={} mutt -n -F {}",
+            w.path().display(),
+            rc.display()
+        )));
+    let capture = || {
+        String::from_utf8_lossy(
+            &Command::new("tmux")
+                .args(["capture-pane", "-p", "-t", &session])
+                .output()
+                .expect("tmux")
+                .stdout,
+        )
+        .to_string()
+    };
+    let wait_for = |needle: &str| -> String {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let screen = capture();
+            if screen.contains(needle) {
+                return screen;
+            }
+            if Instant::now() > deadline {
+                let _ = Command::new("tmux")
+                    .args(["kill-session", "-t", &session])
+                    .status();
+                panic!("mutt never showed {needle:?}:\n{screen}");
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    // The index lists the encrypted message (number 10) by its subject.
+    wait_for("quarterly plans");
+    // Jump to message 10 and open it.
+    for keys in [&["1", "0", "Enter"][..], &["Enter"][..]] {
+        run(Command::new("tmux")
+            .args(["send-keys", "-t", &session])
+            .args(keys));
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let screen = wait_for("The plans are: meet at noon.");
+    assert!(!screen.contains("pkcs7"), "{screen}");
+    let _ = Command::new("tmux")
+        .args(["kill-session", "-t", &session])
+        .status();
+}

@@ -204,6 +204,7 @@ pub async fn run(
         since_complete: 0,
     };
     s.greet(greeting, greet).await?;
+    s.cw.flush().await?;
     let mut cbuf = vec![0u8; 16 * 1024];
     let mut ubuf = vec![0u8; 64 * 1024];
     loop {
@@ -230,7 +231,10 @@ pub async fn run(
                     return Ok(());
                 }
                 s.cfr.enqueue_bytes(&cbuf[..n]);
-                if !s.client_input().await? {
+                let go_on = s.client_input().await?;
+                // TLS keeps what the socket did not take; it must leave before waiting.
+                s.cw.flush().await?;
+                if !go_on {
                     return Ok(());
                 }
             }
@@ -244,7 +248,9 @@ pub async fn run(
                     return Ok(());
                 }
                 s.ufr.enqueue_bytes(&ubuf[..n]);
-                if !s.server_input().await? {
+                let go_on = s.server_input().await?;
+                s.cw.flush().await?;
+                if !go_on {
                     return Ok(());
                 }
             }

@@ -906,6 +906,18 @@ s.sendall(b'z1 LOGOUT\r\n')
 out = until(s, b'z1')
 assert b'* BYE' in out, out
 d.logout()
+# XOAUTH2 goes to the server (this one does not offer it: its NO, not the proxy's); a
+# mechanism the proxy cannot carry is refused by the proxy.
+s = raw()
+s.recv(4096)
+tok = base64.b64encode(b'user=alice@example.org\x01auth=Bearer abc\x01\x01')
+s.sendall(b'o1 AUTHENTICATE XOAUTH2 ' + tok + b'\r\n')
+out = until(s, b'o1')
+assert b'o1 NO' in out and b'offered' not in out, out
+s.sendall(b'o2 AUTHENTICATE CRAM-MD5\r\n')
+out = until(s, b'o2')
+assert b'Only PLAIN, XOAUTH2 and OAUTHBEARER are offered' in out, out
+s.close()
 # A line that never ends, before login: the proxy says BYE instead of buffering it.
 s = raw()
 s.recv(4096)

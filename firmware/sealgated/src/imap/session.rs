@@ -115,6 +115,8 @@ struct PendingLogin {
     tag: Tag<'static>,
     /// The login name, and the password (for the worker connection).
     user: Option<(String, Zeroizing<String>)>,
+    /// AUTHENTICATE PLAIN (its data names the identity; an OAuth mechanism's never does).
+    plain: bool,
 }
 
 /// The account the server accepted.
@@ -147,6 +149,8 @@ struct Session {
     idle_tag: Option<String>,
     login: Option<PendingLogin>,
     user: Option<User>,
+    /// The server accepted a login (with or without a user whose keys decrypt).
+    authenticated: bool,
     pending_select: Option<(Tag<'static>, String, Option<u32>)>,
     selected: Option<Selected>,
     plans: HashMap<String, FetchPlan>,
@@ -194,6 +198,7 @@ pub async fn run(
         idle_tag: None,
         login: None,
         user: None,
+        authenticated: false,
         pending_select: None,
         selected: None,
         plans: HashMap::new(),
@@ -208,7 +213,7 @@ pub async fn run(
     let mut cbuf = vec![0u8; 16 * 1024];
     let mut ubuf = vec![0u8; 64 * 1024];
     loop {
-        let timeout = if s.user.is_some() {
+        let timeout = if s.authenticated {
             IDLE_TIMEOUT
         } else {
             LOGIN_TIMEOUT
@@ -221,13 +226,14 @@ pub async fn run(
                     return Ok(());
                 }
                 s.since_complete += n;
-                let cap = if s.user.is_some() {
+                let cap = if s.authenticated {
                     MAX_MESSAGE as usize + 64 * 1024
                 } else {
                     2 * MAX_LITERAL_BEFORE_LOGIN as usize
                 };
                 if s.since_complete > cap {
                     let _ = s.cw.write_all(b"* BYE Command too long\r\n").await;
+                    let _ = s.cw.flush().await;
                     return Ok(());
                 }
                 s.cfr.enqueue_bytes(&cbuf[..n]);
@@ -256,6 +262,7 @@ pub async fn run(
             }
             _ = tokio::time::sleep(timeout) => {
                 let _ = s.cw.write_all(b"* BYE Autologout; idle for too long\r\n").await;
+                let _ = s.cw.flush().await;
                 return Ok(());
             }
         }
@@ -318,7 +325,7 @@ impl Session {
                 ..
             } = frag
             {
-                let limit = if self.user.is_some() {
+                let limit = if self.authenticated {
                     MAX_MESSAGE
                 } else {
                     MAX_LITERAL_BEFORE_LOGIN
@@ -377,6 +384,7 @@ impl Session {
                         Ok(data) => {
                             if let AuthenticateData::Continue(d) = &data
                                 && let Some(l) = self.login.as_mut()
+                                && l.plain
                                 && l.user.is_none()
                             {
                                 l.user = plain_identity(d.declassify());
@@ -448,20 +456,32 @@ impl Session {
                 self.login = Some(PendingLogin {
                     tag: cmd.tag.clone(),
                     user: Some((user, pass)),
+                    plain: false,
                 });
             }
             CommandBody::Authenticate {
                 mechanism,
                 initial_response,
             } => {
-                if *mechanism != AuthMechanism::Plain {
+                let plain = *mechanism == AuthMechanism::Plain;
+                let oauth = matches!(
+                    mechanism,
+                    AuthMechanism::XOAuth2 | AuthMechanism::OAuthBearer
+                );
+                if !plain && !oauth {
                     self.cw
-                        .write_all(refuse("NO", "Only PLAIN is offered").as_bytes())
+                        .write_all(
+                            refuse("NO", "Only PLAIN, XOAUTH2 and OAUTHBEARER are offered")
+                                .as_bytes(),
+                        )
                         .await?;
                     return Ok(true);
                 }
+                // An OAuth request's user name proves nothing (the token decides who logs
+                // in): such a session reads mail as stored, never decrypted.
                 let user = initial_response
                     .as_ref()
+                    .filter(|_| plain)
                     .and_then(|r| plain_identity(r.declassify()));
                 if self
                     .shared
@@ -479,6 +499,7 @@ impl Session {
                 self.login = Some(PendingLogin {
                     tag: cmd.tag.clone(),
                     user,
+                    plain,
                 });
             }
             CommandBody::Enable { capabilities } => match rewrite::filter_enable(capabilities) {
@@ -709,6 +730,9 @@ impl Session {
                         self.expect = Expect::Command;
                     }
                     let claimed = l.and_then(|l| l.user);
+                    if t.body.kind == StatusKind::Ok {
+                        self.authenticated = true;
+                    }
                     if t.body.kind != StatusKind::Ok {
                         self.shared
                             .logins

@@ -1400,6 +1400,20 @@ mod tests {
     }
 
     #[test]
+    fn derived_keys_are_stable_per_vault_and_purpose() {
+        let a = tempfile::tempdir().expect("tmp");
+        let b = tempfile::tempdir().expect("tmp");
+        let (va, _) = Vault::init(a.path(), &mut SoftwareSealer::danger_new()).expect("init");
+        let (vb, _) = Vault::init(b.path(), &mut SoftwareSealer::danger_new()).expect("init");
+        let k = va.derived_key("imap view cache");
+        assert_ne!(*k, *va.derived_key("other purpose"));
+        assert_ne!(*k, *vb.derived_key("imap view cache"));
+        drop(va);
+        let va = Vault::open(a.path(), &mut SoftwareSealer::danger_new()).expect("open");
+        assert_eq!(*k, *va.derived_key("imap view cache"));
+    }
+
+    #[test]
     fn an_unkeyed_chain_is_keyed_when_the_vault_is_first_opened() {
         let tmp = tempfile::tempdir().expect("tmp");
         new_vault(tmp.path());

@@ -1806,3 +1806,71 @@ fn imap_proxy_mutt_in_tmux_reads_an_encrypted_message() {
         .args(["kill-session", "-t", &session])
         .status();
 }
+
+const COPY: &str = r#"
+import imaplib, os, ssl
+def conn(port, ca):
+    return imaplib.IMAP4_SSL('127.0.0.1', int(port), ssl_context=ssl.create_default_context(cafile=ca))
+d = conn(os.environ['DOVECOT'], os.environ['DOVECOT_CA'])
+d.login('alice@example.org', 'alicepw')
+assert d.append('INBOX', None, None, open(os.environ['ENCRYPTED'], 'rb').read())[0] == 'OK'
+d.create('Archive')
+p = conn(os.environ['PROXY'], os.environ['PROXY_CA'])
+p.login('alice@example.org', 'alicepw')
+p.select('INBOX')
+typ, data = p.uid('FETCH', '1', '(BODY.PEEK[])')
+view = data[0][1]
+assert b'X-Sealgate-Decrypted: yes' in view
+assert p.uid('COPY', '1', 'Archive')[0] == 'OK'
+assert p.uid('MOVE', '1', 'Archive')[0] == 'OK'
+p.select('Archive', readonly=True)
+for uid in ['1', '2']:
+    typ, data = p.uid('FETCH', uid, '(RFC822.SIZE BODY.PEEK[])')
+    assert data[0][1] == view, (uid, data[0][1][:200])
+p.logout(); d.logout()
+print('copy checks passed')
+"#;
+
+/// COPY and MOVE carry a message's view to its copy (COPYUID): the copies look the same
+/// and nothing is decrypted again.
+#[test]
+fn imap_proxy_copy_and_move_carry_the_view_without_decrypting_again() {
+    let pki = Pki::new();
+    let dir = data_dir_with_keys(&pki);
+    let dv = Dovecot::start(&[("alice@example.org", "alicepw")]);
+    let d = Daemon::start(
+        dir.path(),
+        &format!(
+            "[imap]\nlisten = \"127.0.0.1:0\"\nupstream = \"imaps://127.0.0.1:{}\"\nupstream_ca = \"{}\"\n",
+            dv.imaps,
+            dv.ca().display()
+        ),
+    );
+    let w = tempfile::tempdir().expect("tmp");
+    let enc = pki.openssl_encrypt(&rich_message(), &["alice@example.org"]);
+    let out = python(
+        w.path(),
+        COPY,
+        &[
+            ("PROXY", imap_addr(&d).to_string()),
+            ("PROXY_CA", d.ca_file().display().to_string()),
+            ("DOVECOT", dv.imaps.to_string()),
+            ("DOVECOT_CA", dv.ca().display().to_string()),
+            (
+                "ENCRYPTED",
+                write(w.path(), "enc.eml", &enc).display().to_string(),
+            ),
+        ],
+    );
+    assert!(out.contains("copy checks passed"), "{out}");
+    let decryptions = d
+        .audit()
+        .iter()
+        .filter(|r| {
+            r["operation"]
+                .as_str()
+                .is_some_and(|o| o.starts_with("imap-decrypt"))
+        })
+        .count();
+    assert_eq!(decryptions, 1, "{:?}", d.audit());
+}

@@ -155,6 +155,9 @@ struct Session {
     selected: Option<Selected>,
     plans: HashMap<String, FetchPlan>,
     worker: Option<Worker>,
+    /// COPY and MOVE on their way: tag → destination mailbox (their COPYUID carries the
+    /// source messages' cache entries over).
+    pending_copy: HashMap<String, String>,
     /// This user's session slot (`[imap] max_sessions_per_user`).
     user_slot: Option<super::limits::UserSlot>,
     /// Mailboxes the server's LIST marked `\Sent` or `\Drafts`.
@@ -205,6 +208,7 @@ pub async fn run(
         worker: None,
         special: std::collections::HashSet::new(),
         user_slot: None,
+        pending_copy: HashMap::new(),
         bye: false,
         since_complete: 0,
     };
@@ -516,6 +520,13 @@ impl Session {
                 self.selected = None;
                 self.pending_select = Some((cmd.tag.clone(), mailbox_name(mailbox), None));
             }
+            CommandBody::Copy { mailbox, .. } | CommandBody::Move { mailbox, .. }
+                if self.user.is_some()
+                    && self.selected.is_some()
+                    && self.pending_copy.len() < 64 =>
+            {
+                self.pending_copy.insert(tag.clone(), mailbox_name(mailbox));
+            }
             CommandBody::Close | CommandBody::Unselect => {
                 self.selected = None;
             }
@@ -703,6 +714,18 @@ impl Session {
             }
             Response::Status(Status::Untagged(body)) => {
                 filter_code(body);
+                // MOVE reports COPYUID in an untagged OK (RFC 6851).
+                if let Some(Code::CopyUid {
+                    uid_validity,
+                    source,
+                    destination,
+                }) = &body.code
+                    && self.pending_copy.len() == 1
+                    && let Some(dest) = self.pending_copy.values().next().cloned()
+                {
+                    self.carry_over(&dest, uid_validity.get(), source, destination)
+                        .await;
+                }
                 if let (Some(Code::UidValidity(v)), Some(p)) =
                     (&body.code, self.pending_select.as_mut())
                 {
@@ -712,6 +735,17 @@ impl Session {
             Response::Status(Status::Tagged(t)) => {
                 filter_code(&mut t.body);
                 let tag = t.tag.as_ref().to_string();
+                if let Some(dest) = self.pending_copy.remove(&tag)
+                    && t.body.kind == StatusKind::Ok
+                    && let Some(Code::CopyUid {
+                        uid_validity,
+                        source,
+                        destination,
+                    }) = &t.body.code
+                {
+                    self.carry_over(&dest, uid_validity.get(), source, destination)
+                        .await;
+                }
                 self.plans.remove(&tag);
                 // A command refused before all its literals were sent: the rest is dropped.
                 if !self.up_pending.is_empty() && self.up_pending_tag == tag {
@@ -886,6 +920,43 @@ impl Session {
         let _ = tokio::task::spawn_blocking(move || shared.cache.put(key, s)).await;
     }
 
+    /// A COPY or MOVE the server confirmed (`COPYUID`): what each source message is shown
+    /// as is kept for its copy too (the same stored bytes, so the same view), so a copied
+    /// message is not downloaded and decrypted again.
+    async fn carry_over(
+        &self,
+        dest: &str,
+        dest_uidvalidity: u32,
+        source: &imap_codec::imap_types::extensions::uidplus::UidSet,
+        destination: &imap_codec::imap_types::extensions::uidplus::UidSet,
+    ) {
+        let (Some(user), Some(sel)) = (self.user.as_ref(), self.selected.as_ref()) else {
+            return;
+        };
+        let Some(src_uv) = sel.uidvalidity else {
+            return;
+        };
+        let (src, dst) = (expand_uids(source), expand_uids(destination));
+        if src.len() != dst.len() {
+            return;
+        }
+        let account = user.login.to_ascii_lowercase();
+        let from_box = sel.name.clone();
+        let dest = dest.to_string();
+        let shared = self.shared.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            for (s, d) in src.into_iter().zip(dst) {
+                let from: CacheKey = (account.clone(), from_box.clone(), src_uv, s);
+                if let Some(shown) = shared.cache.get(&from) {
+                    shared
+                        .cache
+                        .put((account.clone(), dest.clone(), dest_uidvalidity, d), shown);
+                }
+            }
+        })
+        .await;
+    }
+
     /// Whether APPENDs to `name` are encrypted: a mailbox the server's LIST marked `\Sent`
     /// or `\Drafts`, or whose last name component is a usual name for one.
     fn is_sent_or_drafts(&self, name: &str) -> bool {
@@ -1046,6 +1117,26 @@ impl Session {
         }
         w.fetch(uid).await
     }
+}
+
+/// The UIDs of a UIDPLUS set in the order RFC 4315 pairs them (each range ascending, as
+/// the set it names; at most 10,000).
+fn expand_uids(set: &imap_codec::imap_types::extensions::uidplus::UidSet) -> Vec<u32> {
+    use imap_codec::imap_types::extensions::uidplus::UidElement;
+    let mut out = Vec::new();
+    for e in set.0.as_ref() {
+        let (a, b) = match e {
+            UidElement::Single(u) => (u.get(), u.get()),
+            UidElement::Range(a, b) => (a.get(), b.get()),
+        };
+        for u in a.min(b)..=a.max(b) {
+            if out.len() >= 10_000 {
+                return out;
+            }
+            out.push(u);
+        }
+    }
+    out
 }
 
 fn filter_code(body: &mut StatusBody<'static>) {

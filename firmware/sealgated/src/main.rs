@@ -377,6 +377,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let vault = open_vault(&data_dir, &cli)?;
     let id = identity::load_or_create(&data_dir, &settings, &vault)?;
     let loop_key = smtp::loop_key(&data_dir, &vault)?;
+    let imap_cache_key = vault.derived_key("imap view cache");
     if id.created {
         console("TLS certificate created");
     }
@@ -633,6 +634,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             audit: audit.clone(),
             tls: imap_tls,
             workers: state.workers.clone(),
+            data_dir: data_dir.clone(),
+            cache_key: imap_cache_key,
         })
         .await?;
         let hand_off = smtp::start(smtp::HandOff {

@@ -468,6 +468,20 @@ pub struct Imap {
     pub upstream: Option<ImapUpstream>,
     /// PEM trust anchors for the upstream's certificate (default: the system's roots).
     pub upstream_ca: Option<PathBuf>,
+    /// The persistent cache of decrypted views (`DATA/imap-cache/`, encrypted), in MiB
+    /// (default 1024; 0: kept in memory only).
+    pub cache_max_mb: Option<u64>,
+    /// Messages a client APPENDs to Sent or Drafts are stored encrypted to the user's own
+    /// certificate (default true).
+    pub encrypt_append: Option<bool>,
+    /// A second listener where clients start in plain text and must use STARTTLS before
+    /// logging in (the box's port 143).
+    pub listen_starttls: Option<SocketAddr>,
+    /// Sessions of one login name at once (default 20).
+    pub max_sessions_per_user: Option<usize>,
+    /// `[imap.logins]`: login names that are not the vault user's address, mapped to it
+    /// (`"jdoe" = "john.doe@example.org"`).
+    pub logins: std::collections::BTreeMap<String, String>,
 }
 
 /// `[imap] upstream`: `imaps://HOST[:PORT]` or `imap://HOST[:PORT]`.
@@ -726,6 +740,20 @@ impl Settings {
             self.imap.listen.is_some() == self.imap.upstream.is_some(),
             "[imap] needs both listen and upstream, or neither"
         );
+        anyhow::ensure!(
+            self.imap.listen_starttls.is_none() || self.imap.listen.is_some(),
+            "[imap] listen_starttls needs listen and upstream"
+        );
+        anyhow::ensure!(
+            self.imap.max_sessions_per_user != Some(0),
+            "[imap] max_sessions_per_user must be at least 1"
+        );
+        for (login, address) in &self.imap.logins {
+            anyhow::ensure!(
+                !login.trim().is_empty() && address.contains('@'),
+                "[imap.logins] {login:?} = {address:?}: map a login name to a user's address"
+            );
+        }
         Ok(())
     }
 }

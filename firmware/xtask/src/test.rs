@@ -48,6 +48,10 @@ const DEBIAN_PACKAGES: &[&str] = &[
     // The IMAP proxy's tests (tests/docking/imap.rs): Dovecot as the upstream and the
     // reference, curl's IMAP URLs as a second client (Python's imaplib is in the stdlib).
     "dovecot-imapd",
+    // Real mail clients against the IMAP proxy: mbsync syncing 1,000 messages, mutt in tmux.
+    "isync",
+    "mutt",
+    "tmux",
     // The web UI's browser test (tests/docking/webui.rs): headless Chromium, driven by
     // Playwright (never its own browser download); npm for axe-core.
     "chromium",

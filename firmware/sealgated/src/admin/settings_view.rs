@@ -181,11 +181,21 @@ pub fn view(s: &Settings) -> Value {
         listen,
         upstream,
         upstream_ca,
+        cache_max_mb,
+        encrypt_append,
+        listen_starttls,
+        max_sessions_per_user,
+        logins,
     } = imap;
     let imap = json!({
         "listen": listen.map_or(Value::Null, |a| json!(a.to_string())),
         "upstream": upstream.as_ref().map_or(Value::Null, |u| json!(u.to_string())),
         "upstream_ca": path(upstream_ca),
+        "cache_max_mb": cache_max_mb.unwrap_or(crate::imap::DEFAULT_CACHE_MB),
+        "encrypt_append": encrypt_append.unwrap_or(true),
+        "listen_starttls": listen_starttls.map_or(Value::Null, |a| json!(a.to_string())),
+        "max_sessions_per_user": max_sessions_per_user.unwrap_or(crate::imap::DEFAULT_SESSIONS_PER_USER),
+        "logins": logins,
     });
     json!({
         "docking": docking,

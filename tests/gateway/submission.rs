@@ -698,3 +698,64 @@ fn openssl_s_client_sees_the_box_certificate_on_both_ports() {
         assert!(text.contains("AUTH PLAIN LOGIN"), "{text}");
     }
 }
+
+/// Submitted mail goes through the queue every role shares: a recipient the organisation's
+/// server refuses for good gets the sender an RFC 3464 DSN (through the same relay), and the
+/// message is seen by `sealctl queue` as a submission.
+#[test]
+fn a_refused_recipient_gets_the_sender_a_dsn_and_the_queue_shows_the_submission() {
+    let pki = Pki::new();
+    let org = OrgServers::start(USERS, MAILBOXES);
+    let b = start_box(&pki, &org, "");
+    let to = ["bob@example.org", "nobody@example.org"];
+    let m = message("alice@example.org", &to, "to a stranger", "hello");
+    let sent = client(
+        &b,
+        "starttls",
+        "alice@example.org",
+        "alice-Passw0rd",
+        "alice@example.org",
+        &to,
+        &m,
+    );
+    assert_eq!((sent.stage.as_str(), sent.code), ("data", 250), "{sent:?}");
+    // bob gets his copy; alice gets the DSN for nobody (Postfix: 550 5.1.1 at RCPT).
+    org.postfix.wait_for_mail("bob@example.org", 1);
+    let got = org.postfix.wait_for_mail("alice@example.org", 1);
+    let dsn = String::from_utf8_lossy(&got[0]).into_owned();
+    assert!(
+        dsn.contains("multipart/report") && dsn.contains("report-type=delivery-status"),
+        "{dsn}"
+    );
+    assert!(
+        dsn.contains("Final-Recipient: rfc822; nobody@example.org") && dsn.contains("5.1.1"),
+        "{dsn}"
+    );
+    assert!(
+        !dsn.contains("Final-Recipient: rfc822; bob@example.org"),
+        "{dsn}"
+    );
+    // The queue kept the bounced record of the submitted copy.
+    let out = run(Command::new(crate::harness::sealctl())
+        .args([
+            "queue",
+            "list",
+            "--json",
+            "--state",
+            "bounced",
+            "--data-dir",
+        ])
+        .arg(&b.daemon.data_dir));
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let list = list.as_array().cloned().unwrap_or_default();
+    assert!(
+        list.iter().any(|e| e["direction"] == "submission"
+            && e["from"] == "alice@example.org"
+            && e["recipients"].as_array().is_some_and(|r| r
+                .iter()
+                .any(|r| r["address"] == "nobody@example.org" && r["status"] == "failed"))),
+        "{list:?}"
+    );
+    // Nothing is left in the queue, and no separate outbox exists any more.
+    assert!(!b.daemon.data_dir.join("submission/outbox").exists());
+}

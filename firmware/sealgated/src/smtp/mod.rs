@@ -31,7 +31,7 @@ pub mod queue;
 mod reply;
 mod spool;
 
-pub use spool::Spool;
+pub use spool::{Envelope, Spool};
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -95,6 +95,9 @@ pub enum Direction {
     /// Mail from the Internet (`[inbound]`, the MX): checked, verified, relayed to the
     /// internal server (`inbound.rs`).
     Inbound,
+    /// Mail employees submitted (`gateway/submission.rs`), signed and encrypted before its
+    /// `250`: relayed as it is to the organisation's server (`[submission] relay`).
+    Submission,
 }
 
 impl Direction {
@@ -103,6 +106,7 @@ impl Direction {
             Direction::Decrypt => "smtp-decrypt",
             Direction::Encrypt => "smtp-encrypt",
             Direction::Inbound => "smtp-inbound",
+            Direction::Submission => "submission",
         }
     }
 
@@ -111,6 +115,7 @@ impl Direction {
             Direction::Decrypt => "decrypt",
             Direction::Encrypt => "encrypt",
             Direction::Inbound => "inbound",
+            Direction::Submission => "submit",
         }
     }
 
@@ -119,7 +124,7 @@ impl Direction {
         match self {
             Direction::Decrypt => Some(crate::settings::Scope::Decrypt),
             Direction::Encrypt => Some(crate::settings::Scope::Encrypt),
-            Direction::Inbound => None,
+            Direction::Inbound | Direction::Submission => None,
         }
     }
 }
@@ -155,6 +160,8 @@ struct Shared {
     next_hop: Option<client::NextHop>,
     /// The internal server (`[inbound] next_hop`).
     inbound_hop: Option<client::NextHop>,
+    /// The organisation's server for submitted mail (`[submission] relay`).
+    submission_hop: Option<client::NextHop>,
     /// Connections per client address in the current minute (`[inbound]`).
     inbound_rate: Mutex<HashMap<IpAddr, (Instant, u32)>>,
     /// Content scanning (`scan.rs`).
@@ -230,7 +237,8 @@ pub async fn start(h: HandOff) -> anyhow::Result<Running> {
         }
         _ => None,
     };
-    if next_hop.is_none() && inbound_hop.is_none() {
+    let submission_hop = submission_hop(&h.settings)?;
+    if next_hop.is_none() && inbound_hop.is_none() && submission_hop.is_none() {
         return Ok(Running {
             listening,
             stop,
@@ -250,6 +258,7 @@ pub async fn start(h: HandOff) -> anyhow::Result<Running> {
         spool,
         next_hop,
         inbound_hop,
+        submission_hop,
         inbound_rate: Mutex::new(HashMap::new()),
         scanner,
         policy,
@@ -263,7 +272,9 @@ pub async fn start(h: HandOff) -> anyhow::Result<Running> {
         (Direction::Encrypt, shared.h.settings.smtp.encrypt_listen),
         (Direction::Inbound, shared.h.settings.inbound.listen),
     ] {
-        let Some(addr) = addr.filter(|_| hand_off || dir == Direction::Inbound) else {
+        let Some(addr) = addr
+            .filter(|_| hand_off || (dir == Direction::Inbound && shared.inbound_hop.is_some()))
+        else {
             continue;
         };
         let listener = TcpListener::bind(addr)
@@ -290,9 +301,33 @@ impl Shared {
     fn hop(&self, direction: Direction) -> Option<&client::NextHop> {
         match direction {
             Direction::Inbound => self.inbound_hop.as_ref(),
+            Direction::Submission => self.submission_hop.as_ref(),
             Direction::Decrypt | Direction::Encrypt => self.next_hop.as_ref(),
         }
     }
+}
+
+/// The organisation's server that submitted mail is relayed to, when the submission
+/// listeners are configured: STARTTLS when it offers it (`[smtp] next_hop_*` are the
+/// hand-off's next hop's).
+fn submission_hop(s: &Settings) -> anyhow::Result<Option<client::NextHop>> {
+    let sub = &s.submission;
+    let Some(relay) = sub
+        .relay
+        .filter(|_| sub.listen.is_some() || sub.listen_tls.is_some())
+    else {
+        return Ok(None);
+    };
+    Ok(Some(client::NextHop::new(
+        relay,
+        &client::TlsPolicy {
+            mode: crate::settings::TlsMode::Opportunistic,
+            ca: None,
+            fingerprint: None,
+            name: None,
+            what: "[submission] relay",
+        },
+    )?))
 }
 
 /// A random id for this box, kept in `DATA/box-id`, used in the loop header.
@@ -350,6 +385,7 @@ async fn delivery_loop(sh: Arc<Shared>, mut stop: watch::Receiver<bool>) {
         tokio::select! {
             _ = stop.changed() => return,
             _ = sh.wake.notified() => {}
+            _ = sh.spool.arrived.notified() => {}
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
         }
     }
@@ -464,6 +500,9 @@ async fn deliver(sh: &Arc<Shared>, id: &str) -> bool {
     let (out, outcome) = if d.dsn {
         // The box's own DSN: relayed as it is.
         (msg.clone(), "dsn".to_string())
+    } else if env.direction == Direction::Submission {
+        // Signed and encrypted before it was accepted: relayed as it is.
+        (msg.clone(), "relayed".to_string())
     } else {
         let Ok(worker) = sh.h.workers.clone().acquire_owned().await else {
             return false;

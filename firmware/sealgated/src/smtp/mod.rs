@@ -28,7 +28,6 @@ pub mod inbound;
 mod process;
 mod protocol;
 pub mod queue;
-mod reply;
 mod spool;
 
 pub use spool::{Envelope, Spool};

@@ -52,6 +52,25 @@ pub struct NextHop {
     /// The configuration for `require` (verifying) and `opportunistic` (not enforcing).
     verified: Arc<ClientConfig>,
     unverified: Arc<ClientConfig>,
+    /// The box's own login at this hop, if any (AUTH PLAIN after STARTTLS only).
+    login: Option<Arc<RelayLogin>>,
+}
+
+/// The box's credentials at a next hop. The password is wiped on drop and never shown.
+pub struct RelayLogin {
+    /// The user name.
+    pub username: String,
+    /// The password.
+    pub password: zeroize::Zeroizing<String>,
+}
+
+impl std::fmt::Debug for RelayLogin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RelayLogin")
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .finish()
+    }
 }
 
 /// How to check a next hop's TLS (the `next_hop_*` keys of a section; other SMTP roles'
@@ -158,7 +177,15 @@ impl NextHop {
             name,
             verified: Arc::new(verified),
             unverified: Arc::new(unverified),
+            login: None,
         })
+    }
+
+    /// The same hop, where the box logs in with `login` (give it a `require` hop: the
+    /// password is sent only over STARTTLS, and never after a failed handshake).
+    pub fn with_login(mut self, login: RelayLogin) -> NextHop {
+        self.login = Some(Arc::new(login));
+        self
     }
 }
 
@@ -359,6 +386,7 @@ pub async fn send(
     let mut r = attempt(hop, hostname, from, to, &data, msg, hop.mode).await;
     if let Err(Stop::Tls(e)) = &r
         && hop.mode == TlsMode::Opportunistic
+        && hop.login.is_none()
     {
         tracing::warn!(next_hop = %hop.addr, error = %e, "STARTTLS failed: trying again without TLS (next_hop_tls = opportunistic)");
         r = attempt(hop, hostname, from, to, &data, msg, TlsMode::None).await;
@@ -399,6 +427,7 @@ async fn attempt(
         return Err(Stop::All(f));
     }
     let mut ext = reply.capabilities();
+    let mut tls_on = false;
     if mode != TlsMode::None && ext.starttls {
         let r = c.command("STARTTLS").await?;
         if let Some(f) = r.fate_if_not(220) {
@@ -439,6 +468,7 @@ async fn attempt(
             Stop::Tls(format!("{what}: {e}"))
         })?;
         c = Conn::new(Box::new(stream));
+        tls_on = true;
         tracing::debug!(next_hop = %hop.addr, verified = mode == TlsMode::Require, "STARTTLS established");
         reply = c.command(&ehlo).await?;
         if let Some(f) = reply.fate_if_not(250) {
@@ -449,6 +479,36 @@ async fn attempt(
         return Err(temp(
             "the next hop does not offer STARTTLS and next_hop_tls = require",
         ));
+    }
+    if let Some(login) = &hop.login {
+        // The box's own credentials: only inside TLS, only AUTH PLAIN.
+        if !tls_on {
+            return Err(temp(
+                "the box's relay credentials are sent only over STARTTLS, which the next hop did not offer",
+            ));
+        }
+        if !ext.auth_plain {
+            return Err(temp(
+                "the next hop does not offer AUTH PLAIN for the box's relay credentials",
+            ));
+        }
+        let cmd = sealgate_smtp::client::Command::AuthPlain {
+            username: &login.username,
+            password: &login.password,
+        }
+        .encode()
+        .map(zeroize::Zeroizing::new)
+        .map_err(|e| temp(e.to_string()))?;
+        c.send(&cmd).await?;
+        drop(cmd);
+        let r = c.read_reply(REPLY_TIMEOUT).await?;
+        if r.code() != 235 {
+            let _ = c.command("QUIT").await;
+            return Err(temp(format!(
+                "the next hop refused the box's relay credentials: {}",
+                r.text()
+            )));
+        }
     }
     if let Some(limit) = ext.size
         && limit > 0
@@ -644,6 +704,19 @@ mod tests {
             Some(Fate::Permanent("550 5.1.1 no".into()))
         );
         assert_eq!(read(b"250 ok\r\n").fate_if_not(250), None);
+    }
+
+    #[test]
+    fn the_relay_password_is_never_shown() {
+        let l = RelayLogin {
+            username: "box@example.org".into(),
+            password: zeroize::Zeroizing::new("s3cret-Pw".into()),
+        };
+        let d = format!("{l:?}");
+        assert!(
+            d.contains("box@example.org") && !d.contains("s3cret"),
+            "{d}"
+        );
     }
 
     #[test]

@@ -308,7 +308,9 @@ impl Shared {
 
 /// The organisation's server that submitted mail is relayed to, when the submission
 /// listeners are configured: STARTTLS when it offers it (`[smtp] next_hop_*` are the
-/// hand-off's next hop's).
+/// hand-off's next hop's); with the box's own login (`relay_username`), STARTTLS required
+/// and the certificate verified (`auth_ca` or the system's roots, for `relay_name` or the
+/// address), so the password never goes out in clear or to an impostor.
 fn submission_hop(s: &Settings) -> anyhow::Result<Option<client::NextHop>> {
     let sub = &s.submission;
     let Some(relay) = sub
@@ -317,16 +319,54 @@ fn submission_hop(s: &Settings) -> anyhow::Result<Option<client::NextHop>> {
     else {
         return Ok(None);
     };
-    Ok(Some(client::NextHop::new(
+    let (Some(username), Some(file)) = (&sub.relay_username, &sub.relay_password_file) else {
+        return Ok(Some(client::NextHop::new(
+            relay,
+            &client::TlsPolicy {
+                mode: crate::settings::TlsMode::Opportunistic,
+                ca: None,
+                fingerprint: None,
+                name: None,
+                what: "[submission] relay",
+            },
+        )?));
+    };
+    let password = relay_password(file)?;
+    let hop = client::NextHop::new(
         relay,
         &client::TlsPolicy {
-            mode: crate::settings::TlsMode::Opportunistic,
-            ca: None,
+            mode: crate::settings::TlsMode::Require,
+            ca: sub.auth_ca.as_deref(),
             fingerprint: None,
-            name: None,
+            name: sub.relay_name.as_deref(),
             what: "[submission] relay",
         },
-    )?))
+    )?;
+    Ok(Some(hop.with_login(client::RelayLogin {
+        username: username.clone(),
+        password,
+    })))
+}
+
+/// The first line of `[submission] relay_password_file` (its content never in an error).
+fn relay_password(file: &Path) -> anyhow::Result<zeroize::Zeroizing<String>> {
+    let raw = zeroize::Zeroizing::new(std::fs::read(file).map_err(|e| {
+        anyhow::anyhow!("[submission] relay_password_file {}: {e}", file.display())
+    })?);
+    let line = raw.split(|b| *b == b'\n').next().unwrap_or_default();
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let password = std::str::from_utf8(line).map_err(|_| {
+        anyhow::anyhow!(
+            "[submission] relay_password_file {}: the password is not UTF-8",
+            file.display()
+        )
+    })?;
+    anyhow::ensure!(
+        !password.is_empty() && !password.contains('\0'),
+        "[submission] relay_password_file {}: the first line holds no password",
+        file.display()
+    );
+    Ok(zeroize::Zeroizing::new(password.to_string()))
 }
 
 /// A random id for this box, kept in `DATA/box-id`, used in the loop header.

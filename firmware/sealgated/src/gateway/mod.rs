@@ -4,6 +4,7 @@
 //! goes into the queue every SMTP role shares (`smtp::Spool`), which relays it to the
 //! organisation's server.
 
+pub mod address;
 pub mod auth;
 pub mod policy;
 pub mod submission;

@@ -617,6 +617,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         let submission = gateway::submission::start(gateway::submission::Submission {
             settings: settings.clone(),
             data_dir: data_dir.clone(),
+            queue: queue.clone(),
             keys: keys.clone(),
             vault: submission_vault,
             audit: audit.clone(),

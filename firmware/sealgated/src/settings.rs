@@ -1249,6 +1249,16 @@ pub struct Submission {
     pub auth_ca: Option<PathBuf>,
     /// The organisation's server: accepted mail is relayed there.
     pub relay: Option<SocketAddr>,
+    /// The box's own login at `relay` (AUTH PLAIN, sent only over STARTTLS to a certificate
+    /// verified against `auth_ca` or the system's roots); none: the box is a trusted relay
+    /// by its address.
+    pub relay_username: Option<String>,
+    /// The file whose first line is `relay_username`'s password (read at start, never
+    /// logged or shown).
+    pub relay_password_file: Option<PathBuf>,
+    /// The name `relay`'s certificate must carry when `relay_username` is set (default: its
+    /// IP address).
+    pub relay_name: Option<String>,
     /// Seconds a verified password is remembered (as a keyed hash, in memory only).
     pub auth_cache_secs: Seconds,
     /// Failed logins of one user, or from one client address, within
@@ -1270,6 +1280,9 @@ impl Default for Submission {
             auth: None,
             auth_ca: None,
             relay: None,
+            relay_username: None,
+            relay_password_file: None,
+            relay_name: None,
             auth_cache_secs: Seconds(300),
             max_auth_failures: 5,
             auth_failure_window_secs: Seconds(300),
@@ -1288,6 +1301,16 @@ impl Submission {
             anyhow::ensure!(
                 self.relay.is_some(),
                 "[submission] listeners need relay (the organisation's server)"
+            );
+        }
+        anyhow::ensure!(
+            self.relay_username.is_some() == self.relay_password_file.is_some(),
+            "[submission] relay_username and relay_password_file go together"
+        );
+        if let Some(u) = &self.relay_username {
+            anyhow::ensure!(
+                !u.is_empty() && u.len() <= 256 && !u.chars().any(char::is_control),
+                "[submission] relay_username must be 1..=256 characters without control characters"
             );
         }
         anyhow::ensure!(

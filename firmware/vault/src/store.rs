@@ -220,7 +220,7 @@ fn default_actor() -> String {
     format!("local:{user}")
 }
 
-fn normalise_user(user: &str) -> Result<String> {
+pub(crate) fn normalise_user(user: &str) -> Result<String> {
     let u = user.trim().to_ascii_lowercase();
     let ok = u.split_once('@').is_some_and(|(l, d)| {
         !l.is_empty() && d.contains('.') && !d.starts_with('.') && !d.ends_with('.')

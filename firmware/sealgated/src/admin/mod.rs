@@ -146,6 +146,17 @@ impl KeyStore for Arc<Vault> {
     ) -> Result<PendingOutcome, VaultError> {
         KeyStore::add_pending_certificate(self.as_ref(), cert, reason, requested_by)
     }
+    fn capabilities(&self, address: &str) -> Option<Vec<String>> {
+        KeyStore::capabilities(self.as_ref(), address)
+    }
+    fn set_capabilities(
+        &self,
+        address: &str,
+        caps: &[String],
+        actor: &str,
+    ) -> Result<(), VaultError> {
+        KeyStore::set_capabilities(self.as_ref(), address, caps, actor)
+    }
 }
 
 type Data = web::Data<AdminState>;

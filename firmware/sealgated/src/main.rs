@@ -24,6 +24,7 @@ mod admin;
 mod audit;
 mod certs;
 mod directory;
+mod dns;
 mod docking;
 mod gateway;
 mod http;
@@ -31,6 +32,7 @@ mod identity;
 mod imap;
 mod keys;
 mod logfile;
+mod network;
 mod problem;
 mod scan;
 mod selfcheck;
@@ -354,6 +356,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         settings.admin.listen = a;
     }
     let log_level = init_logging(&data_dir, &settings.log.level, cli.box_mode)?;
+    network::start(&settings.network, console);
     let settings_store = web::Data::new(admin::settings_change::SettingsStore::new(
         chosen
             .file
@@ -615,6 +618,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             workers: state.workers.clone(),
         })
         .await?;
+        let dns_server = dns::start(&settings.dns).await?;
+        for (name, addr) in dns_server.iter().flat_map(|d| d.listening()) {
+            console(&format!("listening {name} {addr}"));
+            admin_state.add_listener(name, addr);
+        }
         let hand_off = smtp::start(smtp::HandOff {
             settings: settings.clone(),
             data_dir: data_dir.clone(),
@@ -647,6 +655,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         submission.stop().await;
         if let Some(p) = imap_proxy {
             p.stop().await;
+        }
+        if let Some(d) = dns_server {
+            d.stop().await;
         }
         tokio::join!(docking_handle.stop(true), admin_handle.stop(true));
         if let Some(h) = socket_handle {

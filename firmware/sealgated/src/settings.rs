@@ -52,6 +52,10 @@ pub struct Settings {
     pub policy: Policy,
     /// The decrypting IMAP proxy.
     pub imap: Imap,
+    /// The split-horizon DNS server (`[dns]`, `[[dns.views]]`).
+    pub dns: sealgate_dns::Settings,
+    /// The box's network (`[[network.interfaces]]`, `[[network.routes]]`).
+    pub network: crate::network::Settings,
 }
 
 /// `[docking]`.
@@ -726,6 +730,12 @@ impl Settings {
             self.imap.listen.is_some() == self.imap.upstream.is_some(),
             "[imap] needs both listen and upstream, or neither"
         );
+        self.dns
+            .validate()
+            .map_err(|e| anyhow::anyhow!("[dns] {e}"))?;
+        self.network
+            .validate()
+            .map_err(|e| anyhow::anyhow!("[network] {e}"))?;
         Ok(())
     }
 }

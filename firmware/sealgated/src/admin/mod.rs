@@ -23,6 +23,7 @@ mod directory;
 mod external;
 mod keys;
 mod machine_tokens;
+mod network;
 mod queue;
 pub mod session;
 pub mod settings_change;
@@ -703,6 +704,20 @@ struct Status {
     setup_pending: bool,
     accounts: usize,
     sessions: usize,
+    /// The kernel's links and addresses, which the settings manage, a change waiting for
+    /// confirmation (`network::status`).
+    network: serde_json::Value,
+    /// The clock.
+    clock: ClockStatus,
+}
+
+#[derive(Serialize)]
+struct ClockStatus {
+    /// The system clock now (RFC 3339, UTC).
+    now: String,
+    /// Whether a time source keeps it right: `false` until an NTP client is built in (the
+    /// hardware clock, or the time set by hand, is all there is).
+    synchronized: bool,
 }
 
 #[derive(Serialize)]
@@ -781,6 +796,13 @@ fn status_body(app: &AppState, ad: &AdminState) -> Result<Status, Problem> {
             setup_pending: app.tokens.setup_pending(),
             accounts: ad.vault.admin_accounts().map_err(Problem::from)?.len(),
             sessions: ad.sessions.count(),
+            network: crate::network::status(&crate::network::applied()),
+            clock: ClockStatus {
+                now: time::OffsetDateTime::now_utc()
+                    .format(&time::format_description::well_known::Rfc3339)
+                    .unwrap_or_default(),
+                synchronized: false,
+            },
         })
     }
 }
@@ -1081,6 +1103,7 @@ async fn patch_settings(
             tracing::warn!(actor = %c.username, changed = %o.changed.join(","), "settings changed");
         }
         let o = outcome?;
+        network::arm_revert(&store, &o);
         let mut body = store.describe();
         if let serde_json::Value::Object(m) = &mut body {
             m.insert(
@@ -1406,6 +1429,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .service(res("/restart").route(web::post().to(system::restart)))
             .service(res("/support-bundle").route(web::get().to(system::support_bundle)))
             .configure(queue::routes)
+            .configure(network::routes)
             .default_service(web::to(not_found)),
     );
 }

@@ -83,6 +83,16 @@ fn settings_are_applied_idempotently_and_hand_added_links_stay() {
             .len(),
         1
     );
+    // A link taken down by hand is reported and brought back with its route.
+    b.ip(&["link", "set", "eth0", "down"]);
+    wait_for("eth0 back up with its route", || {
+        b.ip_json(&["link", "show", "dev", "eth0"])[0]["flags"]
+            .as_array()
+            .is_some_and(|f| f.contains(&json!("UP")))
+            && b.ip_json(&["route", "show", "198.51.100.0/24"])
+                .as_array()
+                .is_some_and(|r| r.len() == 1)
+    });
     // The status shows the links, which are managed.
     let (code, status) = d.admin("GET", "/status", None);
     assert_eq!(code, 200, "{status}");

@@ -318,10 +318,18 @@ fn set_applied(s: &Settings) {
     *APPLIED.lock().unwrap_or_else(|e| e.into_inner()) = Some(s.clone());
 }
 
+/// How often the kernel's state is compared with the settings (links that went down, or
+/// addresses and routes changed by hand, are reported and the settings applied again).
+pub const WATCH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Applies the settings at start; what happened goes to the console (`say`). A failure is
 /// said and the daemon runs on (the serial console and the admin API must stay usable).
+/// Then watches: every [`WATCH_INTERVAL`] a link's carrier change is said, and a kernel state
+/// that drifted from the settings is reconciled again (and said).
 pub fn start(s: &Settings, say: fn(&str)) {
+    std::thread::spawn(move || watch(say));
     if s.interfaces.is_empty() && s.routes.is_empty() {
+        netlink::remember(s);
         return;
     }
     match netlink::reconcile(s) {
@@ -338,6 +346,43 @@ pub fn start(s: &Settings, say: fn(&str)) {
             }
         }
         Err(e) => say(&format!("NETWORK NOT APPLIED: {e}")),
+    }
+}
+
+fn watch(say: fn(&str)) {
+    let mut carrier: std::collections::HashMap<String, bool> = std::collections::HashMap::new();
+    loop {
+        std::thread::sleep(WATCH_INTERVAL);
+        let Ok(state) = netlink::read() else {
+            continue;
+        };
+        for l in &state.links {
+            if let Some(was) = carrier.insert(l.name.clone(), l.carrier)
+                && was != l.carrier
+            {
+                say(&format!(
+                    "network: link {} {}",
+                    l.name,
+                    if l.carrier {
+                        "is up (carrier)"
+                    } else {
+                        "lost its carrier"
+                    }
+                ));
+            }
+        }
+        let s = applied();
+        let managed = !s.interfaces.is_empty() || !s.routes.is_empty();
+        let drifted = managed && plan(&s, &state).is_ok_and(|p| !p.changes.is_empty());
+        if drifted {
+            match netlink::reconcile(&s) {
+                Ok(a) if !a.changes.is_empty() => {
+                    say(&format!("network: re-applied: {}", a.changes.join("; ")));
+                }
+                Ok(_) => {}
+                Err(e) => say(&format!("NETWORK NOT RE-APPLIED: {e}")),
+            }
+        }
     }
 }
 

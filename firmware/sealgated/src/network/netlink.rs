@@ -30,7 +30,10 @@ pub struct Applied {
 /// Makes the kernel's state what `s` says (see the module documentation of `network`).
 /// With no interfaces and no routes in `s`, nothing is read or changed.
 pub fn reconcile(s: &Settings) -> Result<Applied, String> {
-    super::set_applied(s);
+    // One reconcile at a time (start-up, the watch, a settings change, a revert).
+    static ONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = ONE.lock().unwrap_or_else(|e| e.into_inner());
+    remember(s);
     if s.interfaces.is_empty() && s.routes.is_empty() {
         return Ok(Applied::default());
     }
@@ -44,6 +47,11 @@ pub fn reconcile(s: &Settings) -> Result<Applied, String> {
     })
     .join()
     .map_err(|_| "netlink: the network thread failed".to_string())?
+}
+
+/// Records `s` as the settings in force (what the watch and the status compare with).
+pub fn remember(s: &Settings) {
+    super::set_applied(s);
 }
 
 /// The kernel's state (for the admin status).

@@ -70,7 +70,7 @@ fn status(ns: &Netns, server: &str, args: &[&str]) -> String {
 #[test]
 fn each_client_network_gets_its_view_and_only_inside_is_forwarded() {
     let n = net();
-    let _knot: Peer = knot(&n.server, UPSTREAM, "upstream.test", &["www A 192.0.2.80"]);
+    let upstream: Peer = knot(&n.server, UPSTREAM, "upstream.test", &["www A 192.0.2.80"]);
     let d = Daemon::start(&n.server, &settings(UPSTREAM));
     assert!(
         d.listening
@@ -101,16 +101,29 @@ fn each_client_network_gets_its_view_and_only_inside_is_forwarded() {
         status(&n.inside, "10.9.0.1", &["mail.example.org", "AAAA"]),
         "NOERROR"
     );
-    // Forwarded to Knot (and then from the cache) for the inside only.
-    for _ in 0..2 {
-        assert_eq!(
-            short(&n.inside, "10.9.0.1", &["www.upstream.test", "A"]),
-            "192.0.2.80"
-        );
-    }
+    // Forwarded to Knot for the inside only; then from the cache, with Knot gone.
+    assert_eq!(
+        short(&n.inside, "10.9.0.1", &["www.upstream.test", "A"]),
+        "192.0.2.80"
+    );
     assert_eq!(
         status(&n.inside, "10.9.0.1", &["nothing.upstream.test", "A"]),
         "NXDOMAIN"
+    );
+    drop(upstream);
+    assert_eq!(
+        short(&n.inside, "10.9.0.1", &["+tcp", "WWW.upstream.test", "A"]),
+        "192.0.2.80"
+    );
+    assert_eq!(
+        status(&n.inside, "10.9.0.1", &["nothing.upstream.test", "A"]),
+        "NXDOMAIN",
+        "negative answers are cached too (the SOA's minimum)"
+    );
+    assert_eq!(
+        status(&n.inside, "10.9.0.1", &["other.upstream.test", "A"]),
+        "SERVFAIL",
+        "no forwarder answers"
     );
     assert_eq!(
         status(&n.outside, "198.51.100.1", &["www.upstream.test", "A"]),

@@ -618,7 +618,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             workers: state.workers.clone(),
         })
         .await?;
-        let dns_server = dns::start(&settings.dns).await?;
+        // A DNS listener that cannot start is said, not fatal: the admin API must stay up
+        // to fix it.
+        let dns_server = dns::start(&settings.dns).await.unwrap_or_else(|e| {
+            console(&format!("DNS SERVER NOT STARTED: {e:#}"));
+            None
+        });
         for (name, addr) in dns_server.iter().flat_map(|d| d.listening()) {
             console(&format!("listening {name} {addr}"));
             admin_state.add_listener(name, addr);

@@ -188,6 +188,8 @@ fn an_unconfirmed_change_is_reverted_and_a_confirmed_one_stays() {
     );
     let (code, _) = d.admin("POST", "/network/confirm", None);
     assert_eq!(code, 409, "nothing waits any more");
+    let (_, log) = d.admin("GET", "/audit", None);
+    assert!(log.to_string().contains("network-revert"), "{log}");
     // Confirmed: it stays.
     let (code, r) = d.admin("PATCH", "/settings", Some(&patch));
     assert_eq!(code, 200, "{r}");

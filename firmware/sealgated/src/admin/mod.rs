@@ -1103,7 +1103,7 @@ async fn patch_settings(
             tracing::warn!(actor = %c.username, changed = %o.changed.join(","), "settings changed");
         }
         let o = outcome?;
-        network::arm_revert(&store, &o);
+        network::arm_revert(&store, &o, &app, &ad);
         let mut body = store.describe();
         if let serde_json::Value::Object(m) = &mut body {
             m.insert(

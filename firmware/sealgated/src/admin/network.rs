@@ -58,21 +58,37 @@ async fn confirm(req: HttpRequest, app: App, ad: Data) -> HttpResponse {
 }
 
 /// After a `PATCH /settings` whose network change removed an address or route: arms the
-/// timer that patches the previous `network` section back unless confirmed.
-pub fn arm_revert(store: &web::Data<SettingsStore>, outcome: &Outcome) {
+/// timer that patches the previous `network` section back unless confirmed (audited as
+/// `network-revert` by `system`).
+pub fn arm_revert(store: &web::Data<SettingsStore>, outcome: &Outcome, app: &App, ad: &Data) {
     let (Some(secs), Some(before)) = (outcome.confirm_within_secs, outcome.network_before.clone())
     else {
         return;
     };
-    let store = store.clone();
+    let (store, app, ad) = (store.clone(), app.clone(), ad.clone());
     crate::network::revert::arm(Duration::from_secs(secs), move || {
+        let started = Instant::now();
         let patch = serde_json::json!({ "network": before });
-        match store.patch(&patch) {
-            Ok(_) => tracing::warn!("network: the previous settings are back (not confirmed)"),
-            Err(p) => {
-                tracing::error!(detail = %p.detail, "network: putting the previous settings back failed")
+        let status = match store.patch(&patch) {
+            Ok(_) => {
+                tracing::warn!("network: the previous settings are back (not confirmed)");
+                200
             }
-        }
+            Err(p) => {
+                tracing::error!(detail = %p.detail, "network: putting the previous settings back failed");
+                p.status
+            }
+        };
+        audit(
+            &app,
+            &ad,
+            "system",
+            "confirm timer",
+            "network-revert",
+            "not confirmed in time: previous network settings",
+            status,
+            started,
+        );
     });
 }
 

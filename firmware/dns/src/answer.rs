@@ -41,6 +41,8 @@ pub struct Question {
     edns: Option<u16>,
     /// Whether the client asked for DNSSEC records (the DO bit).
     pub dnssec_ok: bool,
+    /// Whether the client wants to know if the answer was validated (DO or AD in its query).
+    wants_ad: bool,
     /// The client's view.
     pub view: String,
 }
@@ -197,6 +199,7 @@ pub fn answer(packet: &[u8], client: IpAddr, views: &Views, transport: Transport
         recursion_desired: msg.metadata.recursion_desired,
         edns,
         dnssec_ok,
+        wants_ad: dnssec_ok || msg.metadata.authentic_data,
         view: view.name.clone(),
     })
 }
@@ -208,6 +211,7 @@ pub fn forwarded(q: &Question, a: &Upstream, transport: Transport) -> Option<Vec
     reply.metadata.recursion_desired = q.recursion_desired;
     reply.metadata.recursion_available = true;
     reply.metadata.response_code = a.rcode;
+    reply.metadata.authentic_data = a.authentic && q.wants_ad;
     reply.add_query(q.query.clone());
     reply.add_answers(a.answers.iter().cloned());
     reply.add_authorities(a.authorities.iter().cloned());
@@ -225,6 +229,7 @@ pub fn failed(q: &Question, transport: Transport) -> Option<Vec<u8>> {
             rcode: ResponseCode::ServFail,
             answers: Vec::new(),
             authorities: Vec::new(),
+            authentic: false,
         },
         transport,
     )
@@ -351,6 +356,33 @@ mod tests {
         ));
         let a = reply(answer(&q, OUTSIDE.parse().unwrap(), &v, Transport::Udp));
         assert_eq!(a.metadata.response_code, ResponseCode::Refused);
+    }
+
+    #[test]
+    fn the_forwarders_ad_bit_reaches_only_clients_that_ask() {
+        let v = views();
+        let ip: IpAddr = INSIDE.parse().unwrap();
+        let validated = Upstream {
+            rcode: ResponseCode::NoError,
+            answers: vec![],
+            authorities: vec![],
+            authentic: true,
+        };
+        for (edns_do, ad) in [(false, false), (true, true)] {
+            let mut m = Message::query();
+            m.add_query(Query::query(
+                Name::from_ascii("www.example.com.").unwrap(),
+                RecordType::A,
+            ));
+            let mut e = Edns::new();
+            e.set_dnssec_ok(edns_do);
+            m.set_edns(e);
+            let Decision::Forward(q) = answer(&m.to_vec().unwrap(), ip, &v, Transport::Udp) else {
+                panic!("not forwarded")
+            };
+            let a = Message::from_vec(&forwarded(&q, &validated, Transport::Udp).unwrap()).unwrap();
+            assert_eq!(a.metadata.authentic_data, ad);
+        }
     }
 
     #[test]

@@ -131,6 +131,7 @@ mod tests {
                 RData::A(A("192.0.2.1".parse().unwrap())),
             )],
             authorities: vec![],
+            authentic: false,
         };
         let mut c = Cache::new(1);
         let t = Instant::now();

@@ -22,6 +22,8 @@ pub struct Upstream {
     pub answers: Vec<Record>,
     /// The SOA for a negative answer, if any.
     pub authorities: Vec<Record>,
+    /// The forwarder validated it with DNSSEC (its AD bit).
+    pub authentic: bool,
 }
 
 /// The wire form of `q` to a forwarder, with `id` (random, chosen by the caller), recursion
@@ -98,6 +100,7 @@ pub fn check(bytes: &[u8], id: u16, q: &Query) -> Checked {
         rcode: m.metadata.response_code,
         answers,
         authorities,
+        authentic: m.metadata.authentic_data,
     })
 }
 

@@ -239,6 +239,13 @@ r = ask(struct.pack(">HHHHHH", 8, 0x0100, 1, 0, 0, 0) + b"\x3f" + b"a" * 4000)
 assert r is not None and r[3] & 0x0f == 1, r
 r = ask(struct.pack(">HHHHHH", 9, 0x8180, 1, 0, 0, 0) + b"\0\0\1\0\1")
 assert r is None, r
+# 80 idle TCP connections (more than the 64 served): UDP is still answered.
+conns = [socket.create_connection(dst, timeout=2) for _ in range(80)]
+q = struct.pack(">HHHHHH", 10, 0x0100, 1, 0, 0, 0) + b"\4mail\7example\3org\0" + struct.pack(">HH", 1, 1)
+r = ask(q)
+assert r is not None and r[:2] == b"\x00\x0a" and r[3] & 0x0f == 0, r
+for c in conns:
+    c.close()
 print("ok")
 "#;
     let out = n
@@ -256,6 +263,15 @@ print("ok")
     assert_eq!(
         short(&n.outside, "198.51.100.1", &["mail.example.org", "A"]),
         "203.0.113.5"
+    );
+    assert_eq!(
+        short(
+            &n.outside,
+            "198.51.100.1",
+            &["+tcp", "mail.example.org", "A"]
+        ),
+        "203.0.113.5",
+        "TCP again once the idle connections are gone"
     );
     drop(d);
 }

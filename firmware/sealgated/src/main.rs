@@ -25,6 +25,7 @@ mod audit;
 mod certs;
 mod directory;
 mod directory_publish;
+mod dns;
 mod docking;
 mod gateway;
 mod http;
@@ -33,6 +34,7 @@ mod imap;
 mod keys;
 mod logfile;
 mod metrics;
+mod network;
 mod problem;
 mod scan;
 mod selfcheck;
@@ -356,6 +358,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         settings.admin.listen = a;
     }
     let log_level = init_logging(&data_dir, &settings.log.level, cli.box_mode)?;
+    network::start(&settings.network, console);
     let settings_store = web::Data::new(admin::settings_change::SettingsStore::new(
         chosen
             .file
@@ -639,6 +642,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             cache_key: imap_cache_key,
         })
         .await?;
+        // A DNS listener that cannot start is said, not fatal: the admin API must stay up
+        // to fix it.
+        let dns_server = dns::start(&settings.dns).await.unwrap_or_else(|e| {
+            console(&format!("DNS SERVER NOT STARTED: {e:#}"));
+            None
+        });
+        for (name, addr) in dns_server.iter().flat_map(|d| d.listening()) {
+            console(&format!("listening {name} {addr}"));
+            admin_state.add_listener(name, addr);
+        }
         let hand_off = smtp::start(smtp::HandOff {
             settings: settings.clone(),
             data_dir: data_dir.clone(),
@@ -671,6 +684,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         submission.stop().await;
         if let Some(p) = imap_proxy {
             p.stop().await;
+        }
+        if let Some(d) = dns_server {
+            d.stop().await;
         }
         tokio::join!(docking_handle.stop(true), admin_handle.stop(true));
         if let Some(h) = socket_handle {

@@ -52,6 +52,10 @@ pub struct Settings {
     pub policy: Policy,
     /// The decrypting IMAP proxy.
     pub imap: Imap,
+    /// The split-horizon DNS server (`[dns]`, `[[dns.views]]`).
+    pub dns: sealgate_dns::Settings,
+    /// The box's network (`[[network.interfaces]]`, `[[network.routes]]`).
+    pub network: crate::network::Settings,
 }
 
 /// `[docking]`.
@@ -754,6 +758,12 @@ impl Settings {
                 "[imap.logins] {login:?} = {address:?}: map a login name to a user's address"
             );
         }
+        self.dns
+            .validate()
+            .map_err(|e| anyhow::anyhow!("[dns] {e}"))?;
+        self.network
+            .validate()
+            .map_err(|e| anyhow::anyhow!("[network] {e}"))?;
         Ok(())
     }
 }

@@ -56,6 +56,11 @@ const DEBIAN_PACKAGES: &[&str] = &[
     // Playwright (never its own browser download); npm for axe-core.
     "chromium",
     "nodejs",
+    // The network and DNS tests (tests/network): iproute2 for namespaces and `ip -j`, dig,
+    // Knot DNS as the forwarders' upstream.
+    "iproute2",
+    "dnsutils",
+    "knot",
 ];
 
 /// PyPI packages the docking tests need (a vendor's Python client, the OpenAPI checker, the
@@ -84,6 +89,7 @@ const INTEROP_BINARIES: &[&str] = &[
     "docking",
     "directory",
     "gateway",
+    "network",
     "system",
 ];
 

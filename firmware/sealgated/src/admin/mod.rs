@@ -23,6 +23,7 @@ mod directory;
 mod external;
 mod keys;
 mod machine_tokens;
+mod network;
 mod queue;
 pub mod session;
 mod sessions;
@@ -717,6 +718,20 @@ struct Status {
     sessions: usize,
     /// Messages per hour (signed, encrypted, decrypted, verified, refused), the last 24 hours.
     messages: Vec<crate::metrics::Hour>,
+    /// The kernel's links and addresses, which the settings manage, a change waiting for
+    /// confirmation (`network::status`).
+    network: serde_json::Value,
+    /// The clock.
+    clock: ClockStatus,
+}
+
+#[derive(Serialize)]
+struct ClockStatus {
+    /// The system clock now (RFC 3339, UTC).
+    now: String,
+    /// Whether a time source keeps it right: `false` until an NTP client is built in (the
+    /// hardware clock, or the time set by hand, is all there is).
+    synchronized: bool,
 }
 
 #[derive(Serialize)]
@@ -796,6 +811,13 @@ fn status_body(app: &AppState, ad: &AdminState) -> Result<Status, Problem> {
             accounts: ad.vault.admin_accounts().map_err(Problem::from)?.len(),
             sessions: ad.sessions.count(),
             messages: app.audit.messages.hours(crate::metrics::unix_now()),
+            network: crate::network::status(&crate::network::applied()),
+            clock: ClockStatus {
+                now: time::OffsetDateTime::now_utc()
+                    .format(&time::format_description::well_known::Rfc3339)
+                    .unwrap_or_default(),
+                synchronized: false,
+            },
         })
     }
 }
@@ -1096,6 +1118,7 @@ async fn patch_settings(
             tracing::warn!(actor = %c.username, changed = %o.changed.join(","), "settings changed");
         }
         let o = outcome?;
+        network::arm_revert(&store, &o, &app, &ad);
         let mut body = store.describe();
         if let serde_json::Value::Object(m) = &mut body {
             m.insert(
@@ -1422,6 +1445,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .service(res("/support-bundle").route(web::get().to(system::support_bundle)))
             .configure(queue::routes)
             .configure(sessions::routes)
+            .configure(network::routes)
             .default_service(web::to(not_found)),
     );
 }

@@ -37,12 +37,13 @@ use crate::problem::Problem;
 use crate::settings::Settings;
 
 /// Fields (dotted paths, or a `section.` prefix) that take effect without a restart.
-pub const LIVE: [&str; 5] = [
+pub const LIVE: [&str; 6] = [
     "log.level",
     "limits.",
     "docking.allow_weak_signatures",
     "smtp.allow_addresses",
     "smtp.certificate_addresses",
+    "network.",
 ];
 
 /// Tables keyed by a name the administrator chooses: a patch may add entries to them (and
@@ -104,6 +105,14 @@ pub struct Outcome {
     pub restart_required: bool,
     /// The fields that differ from what the daemon started with and need a restart.
     pub pending_restart: Vec<String>,
+    /// When the network change removed an address or route the box had (the admin may be
+    /// connected through it): the seconds within which `POST /network/confirm` must come, or
+    /// the previous network settings are put back.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub confirm_within_secs: Option<u64>,
+    /// The `network` section before the change (what a revert patches back).
+    #[serde(skip)]
+    pub network_before: Option<Value>,
 }
 
 impl SettingsStore {
@@ -147,6 +156,11 @@ impl SettingsStore {
             s.docking.listen = a;
         }
         s
+    }
+
+    /// The `[network]` settings in force.
+    pub fn network(&self) -> crate::network::Settings {
+        self.stored().network
     }
 
     /// The model in force (command-line overrides applied).
@@ -211,6 +225,8 @@ impl SettingsStore {
                 applied: Vec::new(),
                 restart_required: !self.pending(&old).is_empty(),
                 pending_restart: self.pending(&old),
+                confirm_within_secs: None,
+                network_before: None,
             });
         }
         let text = self.file_text(&new_view, &base)?;
@@ -244,7 +260,8 @@ impl SettingsStore {
         write_atomic(&self.file, text.as_bytes(), Mode::KeepOr(0o600))
             .map_err(|e| not_applied("", &format!("writing the settings file: {e}")))?;
 
-        if let Err((field, why)) = self.apply(&new, &changed) {
+        let applied = self.apply(&new, &changed);
+        if let Err((field, why)) = applied.clone() {
             let restored = match &previous {
                 Some(p) => write_atomic(&self.file, p, Mode::KeepOr(0o600)),
                 None => std::fs::remove_file(&self.file),
@@ -264,17 +281,21 @@ impl SettingsStore {
         *guard = new.clone();
         drop(guard);
         let pending = self.pending(&new);
+        let confirm = applied.unwrap_or(false) && new.network.confirm_secs > 0;
         Ok(Outcome {
             applied: changed.iter().filter(|p| is_live(p)).cloned().collect(),
             changed,
             restart_required: !pending.is_empty(),
             pending_restart: pending,
+            confirm_within_secs: confirm.then_some(new.network.confirm_secs),
+            network_before: confirm.then(|| cur["network"].clone()),
         })
     }
 
     /// Puts `s` in force where the running services allow it; checks the listeners among
-    /// `changed`. The error names the field.
-    fn apply(&self, s: &Settings, changed: &[String]) -> Result<(), (String, String)> {
+    /// `changed`. The error names the field. True when the network's reconcile removed an
+    /// address or route. With `changed` empty (a rollback) the network is reconciled too.
+    fn apply(&self, s: &Settings, changed: &[String]) -> Result<bool, (String, String)> {
         let listener = |s: &Settings, field: &str| match field {
             "admin.listen" => Some(s.admin.listen),
             "docking.listen" => Some(s.docking.listen),
@@ -321,7 +342,16 @@ impl SettingsStore {
         (self.log_level)(&s.log.level).map_err(|e| ("log.level".to_string(), e))?;
         crate::docking::configure(s);
         crate::smtp::configure_access(s);
-        Ok(())
+        let mut removed = false;
+        if changed.is_empty() || changed.iter().any(|f| f.starts_with("network.")) {
+            let a = crate::network::netlink::reconcile(&s.network)
+                .map_err(|e| ("network".to_string(), e))?;
+            if !a.changes.is_empty() {
+                tracing::info!(changes = %a.changes.join("; "), "network changed");
+            }
+            removed = a.removed;
+        }
+        Ok(removed)
     }
 
     /// The file's text: a header and the fields that differ from the defaults.

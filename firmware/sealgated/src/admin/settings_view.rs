@@ -70,6 +70,8 @@ pub fn view(s: &Settings) -> Value {
         inbound,
         policy,
         imap,
+        dns,
+        network,
     } = s;
     let Docking {
         listen,
@@ -214,6 +216,8 @@ pub fn view(s: &Settings) -> Value {
         "inbound": inbound_view(inbound),
         "policy": policy_view(policy),
         "imap": imap,
+        "dns": json!(dns),
+        "network": json!(network),
     })
 }
 
@@ -395,6 +399,8 @@ mod tests {
             "policy",
             "queue",
             "imap",
+            "dns",
+            "network",
         ] {
             assert!(v[section].is_object(), "{section}");
         }

@@ -57,10 +57,9 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "chromium",
     "nodejs",
     // The network and DNS tests (tests/network): iproute2 for namespaces and `ip -j`, dig,
-    // Knot DNS as the forwarders' upstream.
+    // Knot DNS (listed above) as the forwarders' upstream.
     "iproute2",
     "dnsutils",
-    "knot",
 ];
 
 /// PyPI packages the docking tests need (a vendor's Python client, the OpenAPI checker, the

@@ -93,15 +93,29 @@ pub struct View {
     pub records: Vec<ZoneRecord>,
 }
 
-/// An address block, `10.0.0.0/8`, `::/0`, or one address.
+/// An address block, `10.0.0.0/8`, `::/0`, or one address (the daemon's settings use it for
+/// every network they name, as `Cidr`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(try_from = "String")]
 pub struct Network {
-    addr: IpAddr,
-    prefix: u8,
+    /// The network address (host bits zero).
+    pub addr: IpAddr,
+    /// The prefix length.
+    pub prefix: u8,
 }
 
 impl Network {
+    /// `127.0.0.0/8`.
+    pub const LOOPBACK_V4: Network = Network {
+        addr: IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 0)),
+        prefix: 8,
+    };
+    /// `::1/128`.
+    pub const LOOPBACK_V6: Network = Network {
+        addr: IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
+        prefix: 128,
+    };
+
     /// Whether `ip` is inside (an IPv4-mapped IPv6 address counts as IPv4).
     pub fn contains(&self, ip: IpAddr) -> bool {
         match (self.addr, ip.to_canonical()) {

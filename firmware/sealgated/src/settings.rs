@@ -15,7 +15,7 @@
 //!   on the shipped box settings and says why ([`BoxSettings::fallback`]).
 
 use std::fmt;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
@@ -326,89 +326,9 @@ impl TryFrom<String> for EncryptFailure {
     }
 }
 
-/// An address block, `192.0.2.0/24`, `2001:db8::/32`, or one address.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(try_from = "String")]
-pub struct Cidr {
-    /// The network address (host bits zero).
-    pub addr: IpAddr,
-    /// The prefix length.
-    pub prefix: u8,
-}
-
-impl Cidr {
-    /// `127.0.0.0/8`.
-    pub const LOOPBACK_V4: Cidr = Cidr {
-        addr: IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 0)),
-        prefix: 8,
-    };
-    /// `::1/128`.
-    pub const LOOPBACK_V6: Cidr = Cidr {
-        addr: IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
-        prefix: 128,
-    };
-
-    /// Whether `ip` is inside (an IPv4-mapped IPv6 address counts as IPv4).
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        match (self.addr, ip.to_canonical()) {
-            (IpAddr::V4(n), IpAddr::V4(a)) => {
-                let mask = u32::MAX
-                    .checked_shl(32 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                u32::from(a) & mask == u32::from(n)
-            }
-            (IpAddr::V6(n), IpAddr::V6(a)) => {
-                let mask = u128::MAX
-                    .checked_shl(128 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                u128::from(a) & mask == u128::from(n)
-            }
-            _ => false,
-        }
-    }
-}
-
-impl FromStr for Cidr {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        let (a, p) = match s.trim().split_once('/') {
-            Some((a, p)) => (a, Some(p)),
-            None => (s.trim(), None),
-        };
-        let addr: IpAddr = a
-            .parse()
-            .map_err(|_| format!("{s:?} is not an address or address/prefix"))?;
-        let max = if addr.is_ipv4() { 32 } else { 128 };
-        let prefix = match p {
-            Some(p) => p
-                .parse::<u8>()
-                .ok()
-                .filter(|p| *p <= max)
-                .ok_or_else(|| format!("{s:?}: the prefix must be 0..={max}"))?,
-            None => max,
-        };
-        let c = Cidr { addr, prefix };
-        if !c.contains(addr) || addr.to_canonical() != addr {
-            return Err(format!(
-                "{s:?}: address bits beyond the prefix are set (or an IPv4-mapped address): write the network address"
-            ));
-        }
-        Ok(c)
-    }
-}
-
-impl TryFrom<String> for Cidr {
-    type Error = String;
-    fn try_from(s: String) -> Result<Self, String> {
-        s.parse()
-    }
-}
-
-impl fmt::Display for Cidr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.addr, self.prefix)
-    }
-}
+/// An address block, `192.0.2.0/24`, `2001:db8::/32`, or one address (one parser with the DNS
+/// server's views).
+pub use sealgate_dns::Network as Cidr;
 
 /// `[log]`.
 #[derive(Debug, Clone, Deserialize)]
@@ -1129,6 +1049,7 @@ mod tests {
 
     #[test]
     fn smtp_access_and_limits_parse_and_are_checked() {
+        use std::net::IpAddr;
         let s = Settings::parse("").expect("defaults");
         let local: IpAddr = "127.0.0.5".parse().expect("ip");
         let mapped: IpAddr = "::ffff:127.0.0.1".parse().expect("ip");

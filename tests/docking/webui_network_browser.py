@@ -54,13 +54,13 @@ with sync_playwright() as p:
     expect(page.get_by_role("heading", level=1)).to_have_text("Network")
     # Management off: said so; the kernel's links and routes shown, none managed.
     expect(page.locator("#not-managed")).to_contain_text("manages no interface and no route")
-    links = page.get_by_role("region", name="Links", exact=True)
+    links = page.get_by_role("region", name="The kernel's links")
     lo = links.locator("tbody tr").filter(has=page.get_by_role("cell", name="lo", exact=True))
     expect(lo).to_have_count(1)
     expect(lo).to_contain_text("127.0.0.1/8")
     result["links_shown"] = links.locator("tbody tr").count()
     expect(links.locator("tbody tr").filter(has_text=re.compile(r"\byes\b"))).to_have_count(0)
-    expect(page.get_by_role("heading", name="Routes")).to_be_visible()
+    expect(page.get_by_role("heading", name="Routes", exact=True)).to_be_visible()
     expect(page.locator("#network-confirm")).to_have_count(0)
     expect(page.get_by_text("None: no interface is managed.")).to_be_visible()
 
@@ -128,7 +128,7 @@ with sync_playwright() as p:
     vp.get_by_role("button", name="Log in").click()
     vp.get_by_role("link", name="Network").click()
     expect(vp.get_by_role("heading", level=1)).to_have_text("Network")
-    expect(vp.get_by_role("region", name="Links", exact=True)).to_be_visible()
+    expect(vp.get_by_role("region", name="The kernel's links")).to_be_visible()
     expect(vp.get_by_role("form", name="Set an interface")).to_have_count(0)
     vctx.close()
 

@@ -81,7 +81,7 @@ export async function render(view, { go }) {
     add(view, h("p", { class: "card bad", role: "alert" }, `The network could not be read: ${net.error}`));
   } else {
     add(view, h("section", { class: "card", "aria-labelledby": "links-h" }, h("h2", { id: "links-h" }, "Links"),
-      table("Links", [
+      table("The kernel's links", [
         { label: "Link", get: (l) => l.name },
         { label: "MAC", get: (l) => l.mac || "–" },
         { label: "MTU", get: (l) => l.mtu },
@@ -90,7 +90,7 @@ export async function render(view, { go }) {
         { label: "Addresses", get: (l) => l.addresses.join(", ") || "–" },
       ], net.links || [], "No links."),
       h("section", { "aria-labelledby": "routes-h" }, h("h3", { id: "routes-h" }, "Routes"),
-        table("Routes", [
+        table("The kernel's routes", [
           { label: "To", get: (r) => r.to },
           { label: "Via", get: (r) => r.via || "directly" },
           { label: "From the settings", get: (r) => (r.ours ? "yes" : "no") },

@@ -596,7 +596,10 @@ mod tests {
                 },
             ),
         ] {
-            assert_eq!(make_request(&bad).map(|_| ()).expect_err("refused").field, field);
+            assert_eq!(
+                make_request(&bad).map(|_| ()).expect_err("refused").field,
+                field
+            );
         }
     }
 
@@ -644,7 +647,8 @@ mod tests {
         check_chain(&chain, &want, now).expect("good chain");
         assert!(certified_key(chain.clone(), key.as_bytes()).is_ok());
         // Another name than asked.
-        let e = check_chain(&chain, &[Name::Dns("other.example.org".into())], now).expect_err("refused");
+        let e = check_chain(&chain, &[Name::Dns("other.example.org".into())], now)
+            .expect_err("refused");
         assert!(e.detail.contains("other.example.org"), "{}", e.detail);
         // Not valid then.
         let e = check_chain(&chain, &want, now + 60 * 86_400).expect_err("refused");
@@ -652,7 +656,10 @@ mod tests {
         // The chain's CA did not sign it.
         let (other, _) = signed(names(&["box.example.org"]), false);
         let mixed = vec![chain[0].clone(), other[1].clone()];
-        assert_eq!(check_chain(&mixed, &want, now).expect_err("refused").field, "chain");
+        assert_eq!(
+            check_chain(&mixed, &want, now).expect_err("refused").field,
+            "chain"
+        );
         // Another key.
         let (_, other_key) = signed(names(&["x.example.org"]), false);
         let e = certified_key(chain.clone(), other_key.as_bytes()).expect_err("refused");

@@ -14,7 +14,7 @@
 
 use std::process::Command;
 
-use crate::harness::{Daemon, Pki, require_python_module, require_tool, write};
+use crate::harness::{Daemon, Pki, require_python_module, require_tool, run, write};
 
 #[test]
 fn webui_tls_certificate_from_a_csr_and_from_a_pair() {
@@ -88,4 +88,128 @@ fn webui_tls_certificate_from_a_csr_and_from_a_pair() {
         d2.console
     );
     assert!(crate::webui::screenshots().join("tls.png").is_file());
+}
+
+/// SHA-256 (lowercase hex) of the certificate a listener serves, read by `openssl s_client`.
+fn served(port: u16) -> String {
+    let out = run(Command::new("sh").arg("-c").arg(format!(
+        "openssl s_client -connect 127.0.0.1:{port} -servername sealgate.example.org </dev/null 2>/dev/null | openssl x509 -noout -fingerprint -sha256"
+    )));
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .rsplit('=')
+        .next()
+        .unwrap_or_default()
+        .replace(':', "")
+        .to_ascii_lowercase()
+}
+
+/// `sealctl tls` through the admin socket: a request whose CSR `openssl x509 -req` signs, a
+/// certificate of another key refused (exit 1, the daemon's reason, nothing changed), the
+/// signed one installed and served at once by the admin and docking listeners.
+#[test]
+fn sealctl_tls_request_and_install_through_the_running_daemon() {
+    require_tool("openssl", "openssl");
+    let pki = Pki::new();
+    let data = tempfile::tempdir().expect("tmp");
+    let d = Daemon::start(data.path(), "");
+    let sealctl = |args: &[&str]| {
+        Command::new(crate::harness::sealctl())
+            .args(args)
+            .arg("--data-dir")
+            .arg(data.path())
+            .output()
+            .expect("sealctl")
+    };
+    let before = served(d.admin.port());
+    let out = sealctl(&[
+        "tls",
+        "request",
+        "--common-name",
+        "sealgate.example.org",
+        "--dns",
+        "sealgate.example.org",
+        "--ip",
+        "127.0.0.1",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let csr = write(pki.dir.path(), "box.csr", &out.stdout);
+    // A malformed name: refused with the daemon's reason.
+    let out = sealctl(&["tls", "request", "--common-name", "x", "--dns", "a b"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("is not a DNS name"),
+        "{out:?}"
+    );
+    let ext = write(
+        pki.dir.path(),
+        "server.ext",
+        b"basicConstraints=critical,CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    );
+    let sign = |csr: &std::path::Path, out: &str| {
+        let crt = pki.path(out);
+        run(Command::new("openssl")
+            .args(["x509", "-req", "-copy_extensions", "copy", "-days", "30"])
+            .arg("-in")
+            .arg(csr)
+            .arg("-CA")
+            .arg(pki.path("ca.crt"))
+            .arg("-CAkey")
+            .arg(pki.path("ca.key"))
+            .arg("-extfile")
+            .arg(&ext)
+            .arg("-out")
+            .arg(&crt));
+        crt
+    };
+    let other_csr = pki.path("other.csr");
+    run(Command::new("openssl")
+        .args([
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-subj",
+            "/CN=sealgate.example.org",
+            "-addext",
+            "subjectAltName=DNS:sealgate.example.org,IP:127.0.0.1",
+        ])
+        .arg("-keyout")
+        .arg(pki.path("other.key"))
+        .arg("-out")
+        .arg(&other_csr));
+    let wrong = sign(&other_csr, "other.crt");
+    let out = sealctl(&["tls", "install", wrong.to_str().expect("path")]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not for the key of the box's request"),
+        "{out:?}"
+    );
+    assert_eq!(served(d.admin.port()), before, "nothing changed");
+    let good = sign(&csr, "box.crt");
+    let chain = pki.path("ca.crt");
+    let out = sealctl(&[
+        "tls",
+        "install",
+        good.to_str().expect("path"),
+        "--chain",
+        chain.to_str().expect("path"),
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let shown = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        shown.contains("names:       sealgate.example.org, 127.0.0.1"),
+        "{shown}"
+    );
+    let out = sealctl(&["tls", "show", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let sha = v["sha256"].as_str().expect("sha256").to_string();
+    assert_ne!(sha, before);
+    assert!(v["request"].is_null(), "{v}");
+    for port in [d.admin.port(), d.docking.port()] {
+        assert_eq!(served(port), sha, "port {port} serves it without a restart");
+    }
 }

@@ -217,6 +217,10 @@ with sync_playwright() as p:
         assert served_sha256(port) == pair_sha, f"port {port} serves the uploaded pair"
     expect(page.get_by_role("region", name="Served now")).to_contain_text("pair.example.org")
     result["pair_sha256"] = pair_sha
+    # It ends in 10 days: the dashboard lists it among the certificates ending soon.
+    page.get_by_role("link", name="Dashboard").click()
+    expect(page.locator("#expiries")).to_contain_text("the box's TLS certificate")
+    expect(page.locator("#expiries")).to_contain_text("pair.example.org")
     assert not console_errors, console_errors
 
     # --- Accessibility of the page (axe-core injected: this context bypasses the CSP). ---

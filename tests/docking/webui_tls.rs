@@ -213,3 +213,158 @@ fn sealctl_tls_request_and_install_through_the_running_daemon() {
         assert_eq!(served(port), sha, "port {port} serves it without a restart");
     }
 }
+
+/// `curl --unix-socket DATA/admin.sock` (root: admitted as admin): (status, body).
+fn socket_call(data: &std::path::Path, method: &str, path: &str, body: &str) -> (u16, String) {
+    let out = Command::new("curl")
+        .args(["-sS", "-X", method, "-w", "\n%{http_code}", "--unix-socket"])
+        .arg(data.join("admin.sock"))
+        .args([
+            "-H",
+            "Content-Type: application/json",
+            "--data-binary",
+            body,
+        ])
+        .arg(format!("http://localhost/api/v1/admin{path}"))
+        .output()
+        .expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_string())
+}
+
+/// Bad input to the TLS endpoints gets a problem 4xx, never 5xx; and while `[tls]
+/// certificate` and `key` name the operator's files, nothing is installed (409), since the
+/// next start would serve those files.
+#[test]
+fn tls_endpoints_refuse_bad_input_and_leave_the_operators_files_alone() {
+    require_tool("openssl", "openssl");
+    require_tool("curl", "curl");
+    let data = tempfile::tempdir().expect("tmp");
+    let (crt, key) = (data.path().join("op.crt"), data.path().join("op.key"));
+    run(Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-days",
+            "30",
+            "-subj",
+            "/CN=operator.example.org",
+            "-addext",
+            "subjectAltName=DNS:operator.example.org,IP:127.0.0.1",
+            "-addext",
+            "basicConstraints=critical,CA:FALSE",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&crt));
+    // The harness trusts DATA/tls/box.crt: the operator's certificate is the one served.
+    std::fs::create_dir_all(data.path().join("tls")).expect("tls dir");
+    std::fs::copy(&crt, data.path().join("tls/box.crt")).expect("copy");
+    let d = Daemon::start(
+        data.path(),
+        &format!(
+            "[tls]\ncertificate = \"{}\"\nkey = \"{}\"\n",
+            crt.display(),
+            key.display()
+        ),
+    );
+    let (code, body) = socket_call(data.path(), "GET", "/tls", "");
+    assert_eq!(code, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(v["source"], "settings", "{v}");
+    assert_eq!(
+        v["names"],
+        serde_json::json!(["operator.example.org", "127.0.0.1"])
+    );
+    let pem = std::fs::read_to_string(&crt).expect("crt");
+    let key_pem = std::fs::read_to_string(&key).expect("key");
+    let import = serde_json::json!({"certificate": pem, "key": key_pem}).to_string();
+    for (method, path, body, want) in [
+        ("POST", "/tls/import", import.as_str(), 409),
+        ("PUT", "/tls/certificate", r#"{"certificate":"x"}"#, 409),
+        ("POST", "/tls/request", "{", 400),
+        (
+            "POST",
+            "/tls/request",
+            r#"{"common_name":"x","dns_names":["a b"]}"#,
+            422,
+        ),
+        ("POST", "/tls/request", r#"{"common_name":"x"}"#, 422),
+        (
+            "POST",
+            "/tls/request",
+            r#"{"common_name":"x","unknown":1}"#,
+            400,
+        ),
+        ("GET", "/tls/csr", "", 404),
+        ("DELETE", "/tls", "", 405),
+    ] {
+        let (code, answer) = socket_call(data.path(), method, path, body);
+        assert_eq!(code, want, "{method} {path} {body}: {answer}");
+        let p: serde_json::Value = serde_json::from_str(&answer).expect("problem json");
+        assert!(p["title"].is_string(), "{answer}");
+    }
+    // Without the operator's files, bad uploads are 4xx with the field named.
+    drop(d);
+    let other_key = data.path().join("other.key");
+    run(Command::new("openssl")
+        .args([
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-out",
+        ])
+        .arg(&other_key));
+    let mismatched = serde_json::json!({
+        "certificate": pem,
+        "key": std::fs::read_to_string(&other_key).expect("key"),
+    })
+    .to_string();
+    let data2 = tempfile::tempdir().expect("tmp");
+    let _d2 = Daemon::start(data2.path(), "");
+    for (path, body, want, field) in [
+        (
+            "/tls/import",
+            r#"{"pkcs12":"!!!","password":"x"}"#,
+            422,
+            "pkcs12",
+        ),
+        (
+            "/tls/import",
+            r#"{"pkcs12":"AAAA","password":"x"}"#,
+            422,
+            "pkcs12",
+        ),
+        (
+            "/tls/import",
+            r#"{"certificate":"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n","key":"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"}"#,
+            422,
+            "certificate",
+        ),
+        ("/tls/import", r#"{"certificate":"x"}"#, 400, ""),
+        ("/tls/import", mismatched.as_str(), 422, "key"),
+    ] {
+        let (code, answer) = socket_call(data2.path(), "POST", path, body);
+        assert_eq!(code, want, "{path} {body}: {answer}");
+        if !field.is_empty() {
+            let p: serde_json::Value = serde_json::from_str(&answer).expect("problem json");
+            assert_eq!(p["field"], field, "{answer}");
+        }
+    }
+    let (code, answer) = socket_call(
+        data2.path(),
+        "PUT",
+        "/tls/certificate",
+        &serde_json::json!({"certificate": pem}).to_string(),
+    );
+    assert_eq!(code, 409, "no request waits: {answer}");
+}

@@ -19,6 +19,7 @@ use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::{Deserialize, Serialize};
 
+use super::settings_change::SettingsStore;
 use super::{App, Data, Need, answer, audit, authorize, json_body, json_body_max, ok_json, source};
 use crate::identity::LiveCertificate;
 use crate::problem::Problem;
@@ -258,7 +259,13 @@ fn install_failed(e: anyhow::Error) -> Problem {
 }
 
 /// `PUT /tls/certificate` (admin): installs the certificate signed for the waiting request.
-async fn install(req: HttpRequest, payload: web::Payload, app: App, ad: Data) -> HttpResponse {
+async fn install(
+    req: HttpRequest,
+    payload: web::Payload,
+    app: App,
+    ad: Data,
+    store: web::Data<SettingsStore>,
+) -> HttpResponse {
     let started = Instant::now();
     let (_, src) = source(&req);
     let mut actor = None;
@@ -266,7 +273,7 @@ async fn install(req: HttpRequest, payload: web::Payload, app: App, ad: Data) ->
         let c = authorize(&req, &ad, Need::Admin)?;
         actor = Some(c.username.clone());
         let live = live(&ad)?;
-        if live.from_settings {
+        if live.from_settings || store.tls_from_files() {
             return Err(from_settings());
         }
         let b: CertificateBody = json_body_max(payload, MAX_UPLOAD).await?;
@@ -350,7 +357,13 @@ struct ImportBody {
 }
 
 /// `POST /tls/import` (admin): a key and certificate made elsewhere (PKCS#12, or PEM).
-async fn import(req: HttpRequest, payload: web::Payload, app: App, ad: Data) -> HttpResponse {
+async fn import(
+    req: HttpRequest,
+    payload: web::Payload,
+    app: App,
+    ad: Data,
+    store: web::Data<SettingsStore>,
+) -> HttpResponse {
     let started = Instant::now();
     let (_, src) = source(&req);
     let mut actor = None;
@@ -358,7 +371,7 @@ async fn import(req: HttpRequest, payload: web::Payload, app: App, ad: Data) -> 
         let c = authorize(&req, &ad, Need::Admin)?;
         actor = Some(c.username.clone());
         let live = live(&ad)?;
-        if live.from_settings {
+        if live.from_settings || store.tls_from_files() {
             return Err(from_settings());
         }
         let b: ImportBody = json_body_max(payload, MAX_UPLOAD).await?;

@@ -8,3 +8,4 @@
 mod dns;
 mod harness;
 mod network;
+mod webui;

@@ -180,6 +180,10 @@ pub fn ensure_image(board: Board) -> Result<PathBuf> {
     Ok(image)
 }
 
+/// The UEFI variable store an image build writes beside the image: the box's Secure Boot
+/// keys enrolled and Secure Boot on, as a box leaves the factory.
+pub const ENROLLED_VARS: &str = "efivars.fd";
+
 /// virt-firmware from PyPI (pinned), which edits UEFI variable stores offline.
 pub const VIRT_FIRMWARE: &str = "virt-firmware==26.10";
 
@@ -250,8 +254,15 @@ impl VmDir {
             }
         }
         if !dir.vars().exists() {
-            let (_, vars) = board.firmware();
-            fs::copy(vars, dir.vars()).with_context(|| format!("copying {vars}"))?;
+            // The image's own variable store (its Secure Boot keys enrolled, Secure Boot on),
+            // else the firmware's empty one.
+            let enrolled = image.with_file_name(ENROLLED_VARS);
+            let vars = if enrolled.is_file() {
+                enrolled
+            } else {
+                PathBuf::from(board.firmware().1)
+            };
+            fs::copy(&vars, dir.vars()).with_context(|| format!("copying {}", vars.display()))?;
         }
         Ok(dir)
     }
@@ -268,7 +279,7 @@ impl VmDir {
 
     /// Adds an entry to the Secure Boot revocation list (dbx) in this box's UEFI variables,
     /// as a firmware's dbx update does. OVMF measures dbx into PCR 7, so a vault sealed to
-    /// PCR 7 no longer unseals. Secure Boot stays off (no PK), so the box still boots.
+    /// PCR 7 no longer unseals. The entry names no binary of the box, so the box still boots.
     pub fn add_dbx_entry(&self) -> Result<()> {
         let tool = virt_fw_vars()?;
         let tmp = self.path.join("efivars.new");

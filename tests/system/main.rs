@@ -28,6 +28,8 @@ const READY: Duration = Duration::from_secs(180);
 /// The console menu's answer to one line.
 const MENU: Duration = Duration::from_secs(30);
 
+mod verified_boot;
+
 /// One VM at a time.
 static MACHINE: Mutex<()> = Mutex::new(());
 

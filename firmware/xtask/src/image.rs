@@ -44,6 +44,11 @@ pub(crate) const IMAGE_PACKAGES: &[&str] = &[
     "mtools",
     "cpio",
     "libtss2-tcti-device0",
+    "systemd-boot-efi",
+    "sbsigntool",
+    "binutils",
+    "ovmf",
+    "gpg",
 ];
 
 /// Everything `cargo xtask image` installs: the image's parts and what building the
@@ -70,7 +75,12 @@ pub(crate) const GRUB_MODULES: &[&str] = &[
     "search",
     "halt",
     "reboot",
+    "chain",
 ];
+
+/// The modules GRUB checks signatures with under Secure Boot (the offline build's signed
+/// chain; built in, as lockdown loads no module).
+pub(crate) const GRUB_VERIFY_MODULES: &[&str] = &["pgp", "gcry_sha256", "gcry_sha512", "gcry_rsa"];
 
 /// Size of the EFI system partition image, MiB (FAT16).
 const ESP_MIB: u64 = 32;
@@ -80,6 +90,10 @@ const DATA_MIB: u64 = 256;
 const ESP_VOLUME_ID: &str = "5EA1E5B0";
 const DATA_FS_UUID: &str = "5ea19a7e-0000-4000-8000-0000000000d1";
 const DATA_HASH_SEED: &str = "5ea19a7e-0000-4000-8000-0000000000d2";
+/// The kernel command line every slot's signed image carries (plus `sealgate.slot=`).
+const KERNEL_CMDLINE: &str = "console=ttyS0,115200 loglevel=4 panic=10";
+/// OVMF's empty variable store (Debian `ovmf`), the base of the enrolled one.
+const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
 
 /// A board the offline image build knows.
 #[derive(Debug, Clone, Copy)]
@@ -264,8 +278,35 @@ pub(crate) fn build(board: Board, args: &Args) -> Result<Built> {
             &epoch.to_string(),
         ]))?;
 
+    // The signed boot chain: slot A's UKI (B gets one with its first update), the UEFI
+    // variables with the box's keys enrolled and Secure Boot on.
+    let keys = crate::secureboot::Keys::find(&root)?;
+    let osrel = rootfs.join("etc/os-release");
+    let uki = work.join("sealgate-A.unsigned.efi");
+    crate::secureboot::make_uki(
+        &work,
+        &kernel.image,
+        &initramfs,
+        &format!("{KERNEL_CMDLINE} sealgate.slot=A"),
+        &osrel,
+        &uki,
+    )?;
+    let ukis = vec![("sealgate-A.efi".to_string(), uki)];
+    keys.enrol(
+        Path::new(OVMF_VARS),
+        &out.join(sealgate_qemu::ENROLLED_VARS),
+    )?;
+
     // The EFI system partition.
-    make_esp(board, &board_dir, &inputs.join("esp.vfat"), &work, epoch)?;
+    make_esp(
+        board,
+        &board_dir,
+        &inputs.join("esp.vfat"),
+        &work,
+        epoch,
+        &keys,
+        &ukis,
+    )?;
 
     // The data partition: empty ext4.
     let empty = work.join("empty");
@@ -706,12 +747,46 @@ fn needed_libraries(elf: &Path) -> Result<Vec<PathBuf>> {
     Ok(libs)
 }
 
-fn make_esp(board: Board, board_dir: &Path, esp: &Path, work: &Path, epoch: u64) -> Result<()> {
-    let efi = work.join(board.efi_file);
+fn make_esp(
+    board: Board,
+    board_dir: &Path,
+    esp: &Path,
+    work: &Path,
+    epoch: u64,
+    keys: &crate::secureboot::Keys,
+    ukis: &[(String, PathBuf)],
+) -> Result<()> {
+    // GRUB without shim, signed for the firmware (db), with the public key that GRUB checks
+    // grub.cfg's and each UKI's detached signature with (in Secure Boot's lockdown GRUB
+    // starts nothing that no verifier checked); the firmware checks each UKI against db too.
+    let gpg = keys.grub_keyring(work)?;
+    let unsigned = work.join("grub.unsigned.efi");
     sh(Command::new("grub-mkimage")
-        .args(["-O", board.grub_platform, "-p", "/EFI/BOOT", "-o"])
-        .arg(&efi)
-        .args(GRUB_MODULES))?;
+        .args([
+            "-O",
+            board.grub_platform,
+            "-p",
+            "/EFI/BOOT",
+            "--disable-shim-lock",
+            "-o",
+        ])
+        .arg(&unsigned)
+        .arg("--pubkey")
+        .arg(gpg.pubkey())
+        .args(GRUB_MODULES)
+        .args(GRUB_VERIFY_MODULES))?;
+    let efi = work.join(board.efi_file);
+    keys.sign(&unsigned, &efi)?;
+    let linux = work.join("esp-linux");
+    fs::create_dir_all(&linux)?;
+    let mut signed_ukis = Vec::new();
+    for (name, unsigned) in ukis {
+        let signed = linux.join(name);
+        keys.sign(unsigned, &signed)?;
+        let sig = gpg.sign(&signed, epoch)?;
+        signed_ukis.push(signed);
+        signed_ukis.push(sig);
+    }
     let files = work.join("esp-files");
     fs::create_dir_all(&files)?;
     copy_file(&board_dir.join("grub.cfg"), &files.join("grub.cfg"), 0o644)?;
@@ -725,8 +800,15 @@ fn make_esp(board: Board, board_dir: &Path, esp: &Path, work: &Path, epoch: u64)
             ("B_TRY", "0"),
         ]),
     )?;
-    let sources = [efi.clone(), files.join("grub.cfg"), files.join("grubenv")];
-    let names: Vec<String> = sources.iter().map(|p| p.display().to_string()).collect();
+    let cfg_sig = gpg.sign(&files.join("grub.cfg"), epoch)?;
+    let sources = [
+        efi.clone(),
+        files.join("grub.cfg"),
+        cfg_sig,
+        files.join("grubenv"),
+    ];
+    let mut names: Vec<String> = sources.iter().map(|p| p.display().to_string()).collect();
+    names.extend(signed_ukis.iter().map(|p| p.display().to_string()));
     set_mtimes(work, &names, epoch)?;
 
     sh(Command::new("mkfs.vfat")
@@ -756,6 +838,15 @@ fn make_esp(board: Board, board_dir: &Path, esp: &Path, work: &Path, epoch: u64)
             .and_then(|n| n.to_str())
             .context("file name")?;
         let dest = format!("::/EFI/BOOT/{name}");
+        mtools(&["mcopy", "-m", &src.display().to_string(), &dest])?;
+    }
+    mtools(&["mmd", "::/EFI/Linux"])?;
+    for src in &signed_ukis {
+        let name = src
+            .file_name()
+            .and_then(|n| n.to_str())
+            .context("file name")?;
+        let dest = format!("::/EFI/Linux/{name}");
         mtools(&["mcopy", "-m", &src.display().to_string(), &dest])?;
     }
     Ok(())

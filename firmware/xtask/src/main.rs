@@ -7,6 +7,7 @@ mod bench_docking;
 mod dist_src;
 mod image;
 mod qemu;
+mod secureboot;
 mod test;
 
 use clap::{Parser, Subcommand};

@@ -75,6 +75,10 @@ impl OwnImage {
             text.contains("first boot: creating the key vault"),
             "{text}"
         );
+        // Stage-1 read the slot through dm-verity and says how long that took.
+        let verified = line_value(&text, "sealgate stage-1: rootA verified")
+            .unwrap_or_else(|| panic!("stage-1 did not verify the slot:\n{text}"));
+        eprintln!("dm-verity: rootA verified {verified}");
         assert_eq!(
             wait_https(&self.bx.url("/api/v1/health"), Duration::from_secs(30)),
             200
@@ -255,6 +259,40 @@ fn secure_boot_turned_off_leaves_the_vault_locked() {
     );
 }
 
+/// A db key of someone else's added to the UEFI variables (as a KEK holder, or anyone with the
+/// firmware's setup, could): the box's own chain still boots, but PCR 7 (which records db)
+/// changed, so the vault stays locked.
+#[test]
+fn foreign_db_key_added_leaves_the_vault_locked() {
+    let _m = machine();
+    require_program("openssl", "openssl");
+    let own = OwnImage::new("foreigndb");
+    own.first_boot();
+    let (key, cert) = (own.bx.keep.join("db2.key"), own.bx.keep.join("db2.pem"));
+    run(Command::new("openssl")
+        .args([
+            "req", "-new", "-x509", "-newkey", "rsa:2048", "-nodes", "-sha256",
+        ])
+        .args(["-days", "30", "-subj", "/CN=attacker db/", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert));
+    let vars = own.bx.dir.vars();
+    let tmp = vars.with_extension("new");
+    run(
+        Command::new(sealgate_qemu::virt_fw_vars().expect("virt-fw-vars"))
+            .arg("--input")
+            .arg(&vars)
+            .arg("--output")
+            .arg(&tmp)
+            .args(["--add-db", "5ea19a7e-0000-4000-8000-00000000a77a"])
+            .arg(&cert),
+    );
+    std::fs::rename(&tmp, &vars).unwrap();
+    let mut vm = own.bx.boot();
+    assert_locked(&own.bx, &mut vm, "foreign db key");
+}
+
 /// The slot's kernel image replaced by one signed with a key of the attacker's own (the
 /// same kernel, initramfs and command line: only the signature differs). Nothing starts it:
 /// GRUB refuses it (its OpenPGP signature no longer matches) and, with GRUB's signature check
@@ -315,6 +353,50 @@ fn foreign_signed_kernel_image_does_not_start() {
     c.send_line("boot").unwrap();
     let got = c.expect_any(&needles[1..], Duration::from_secs(60));
     assert!(got.is_err(), "the foreign-signed image started: {got:?}");
+    let (code, _) = https("GET", &own.bx.url("/api/v1/health"), None);
+    assert_eq!(code, 0, "nothing listens");
+}
+
+/// One byte of root slot A changed on the disk (an attacker's edit of a binary, or a bad
+/// sector). The slot's dm-verity root hash is in its signed command line: stage-1 reads the
+/// slot through once, refuses it, and nothing of it runs; the vault key stays in the TPM.
+#[test]
+fn changed_root_slot_byte_is_refused() {
+    let _m = machine();
+    require_program("partx", "util-linux");
+    let own = OwnImage::new("slotbyte");
+    own.first_boot();
+    let out = Command::new("partx")
+        .args(["-g", "-o", "START", "-n", "2"])
+        .arg(&own.image)
+        .output()
+        .unwrap();
+    let start: u64 = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .expect("rootA's start sector");
+    // 1 MiB into the slot: inside the squashfs, well before its hash tree.
+    let at = start * 512 + (1 << 20);
+    {
+        use std::io::{Read, Seek, SeekFrom, Write};
+        let mut f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&own.image)
+            .unwrap();
+        let mut b = [0u8; 1];
+        f.seek(SeekFrom::Start(at)).unwrap();
+        f.read_exact(&mut b).unwrap();
+        b[0] ^= 0x01;
+        f.seek(SeekFrom::Start(at)).unwrap();
+        f.write_all(&b).unwrap();
+    }
+    let mut vm = own.bx.boot();
+    let c = vm.console().unwrap();
+    let (which, text) = c
+        .expect_any(&["DOES NOT VERIFY", "VAULT LOCKED", READY_LINE], READY)
+        .expect("a verdict on the changed slot");
+    assert_eq!(which, 0, "the changed slot was used:\n{text}");
     let (code, _) = https("GET", &own.bx.url("/api/v1/health"), None);
     assert_eq!(code, 0, "nothing listens");
 }

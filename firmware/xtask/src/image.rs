@@ -49,6 +49,8 @@ pub(crate) const IMAGE_PACKAGES: &[&str] = &[
     "binutils",
     "ovmf",
     "gpg",
+    "cryptsetup-bin",
+    "dmsetup",
 ];
 
 /// Everything `cargo xtask image` installs: the image's parts and what building the
@@ -261,7 +263,7 @@ pub(crate) fn build(board: Board, args: &Args) -> Result<Built> {
     fs::create_dir_all(&inputs)?;
     sh(Command::new("mksquashfs")
         .arg(&rootfs)
-        .arg(inputs.join("root.squashfs"))
+        .arg(work.join("root.squashfs"))
         .args([
             "-comp",
             "gzip",
@@ -277,6 +279,9 @@ pub(crate) fn build(board: Board, args: &Args) -> Result<Built> {
             "-all-time",
             &epoch.to_string(),
         ]))?;
+    // The slot's partition: the squashfs and its dm-verity hash tree.
+    let verity =
+        crate::verity::format(&work.join("root.squashfs"), &inputs.join("root.img"), &work)?;
 
     // The signed boot chain: slot A's UKI (B gets one with its first update), the UEFI
     // variables with the box's keys enrolled and Secure Boot on.
@@ -287,7 +292,7 @@ pub(crate) fn build(board: Board, args: &Args) -> Result<Built> {
         &work,
         &kernel.image,
         &initramfs,
-        &format!("{KERNEL_CMDLINE} sealgate.slot=A"),
+        &format!("{KERNEL_CMDLINE} sealgate.slot=A {}", verity.cmdline()),
         &osrel,
         &uki,
     )?;
@@ -504,6 +509,17 @@ fn stage_initramfs(
     }
     copy_file(Path::new("/bin/busybox"), &dir.join("bin/busybox"), 0o755)?;
     symlink("busybox", dir.join("bin/sh"))?;
+    // dmsetup (Debian `dmsetup`) maps the slot through dm-verity; its libraries where it
+    // looks for them.
+    let dmsetup = Path::new("/usr/sbin/dmsetup");
+    if !dmsetup.is_file() {
+        bail!("/usr/sbin/dmsetup is missing: apt-get install dmsetup");
+    }
+    copy_file(dmsetup, &dir.join("bin/dmsetup"), 0o755)?;
+    for lib in needed_libraries(dmsetup)? {
+        let rel = lib.strip_prefix("/").unwrap_or(&lib);
+        copy_file(&lib, &dir.join(rel), 0o755)?;
+    }
     copy_file(
         &root.join("rootfs/initramfs/init"),
         &dir.join("init"),

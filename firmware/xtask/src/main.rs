@@ -9,6 +9,7 @@ mod image;
 mod qemu;
 mod secureboot;
 mod test;
+mod verity;
 
 use clap::{Parser, Subcommand};
 

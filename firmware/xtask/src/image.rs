@@ -51,6 +51,7 @@ pub(crate) const IMAGE_PACKAGES: &[&str] = &[
     "gpg",
     "cryptsetup-bin",
     "dmsetup",
+    "faketime",
 ];
 
 /// Everything `cargo xtask image` installs: the image's parts and what building the
@@ -289,6 +290,7 @@ pub(crate) fn build(board: Board, args: &Args) -> Result<Built> {
     let osrel = rootfs.join("etc/os-release");
     let uki = work.join("sealgate-A.unsigned.efi");
     crate::secureboot::make_uki(
+        epoch,
         &work,
         &kernel.image,
         &initramfs,
@@ -792,13 +794,13 @@ fn make_esp(
         .args(GRUB_MODULES)
         .args(GRUB_VERIFY_MODULES))?;
     let efi = work.join(board.efi_file);
-    keys.sign(&unsigned, &efi)?;
+    keys.sign(&unsigned, &efi, epoch)?;
     let linux = work.join("esp-linux");
     fs::create_dir_all(&linux)?;
     let mut signed_ukis = Vec::new();
     for (name, unsigned) in ukis {
         let signed = linux.join(name);
-        keys.sign(unsigned, &signed)?;
+        keys.sign(unsigned, &signed, epoch)?;
         let sig = gpg.sign(&signed, epoch)?;
         signed_ukis.push(signed);
         signed_ukis.push(sig);

@@ -83,9 +83,16 @@ impl Keys {
         self.dir.join(format!("{name}.key"))
     }
 
-    /// Signs the EFI binary `input` with the db key into `output`.
-    pub(crate) fn sign(&self, input: &Path, output: &Path) -> Result<()> {
-        sh(Command::new("sbsign")
+    /// Signs the EFI binary `input` with the db key into `output`, at `epoch`: sbsign puts
+    /// the signing time into the signature, so it runs under `faketime` (Debian `faketime`)
+    /// for the same bytes from the same inputs.
+    pub(crate) fn sign(&self, input: &Path, output: &Path, epoch: u64) -> Result<()> {
+        let when = faketime_at(epoch)?;
+        sh(Command::new("faketime")
+            .env("TZ", "UTC")
+            .arg("-f")
+            .arg(&when)
+            .arg("sbsign")
             .arg("--key")
             .arg(self.key("db"))
             .arg("--cert")
@@ -93,7 +100,7 @@ impl Keys {
             .arg("--output")
             .arg(output)
             .arg(input))
-        .context("sbsign (Debian package sbsigntool)")
+        .context("faketime sbsign (Debian packages faketime, sbsigntool)")
     }
 
     /// Writes `out`: OVMF's empty variable store with PK, KEK and db enrolled and Secure Boot
@@ -162,6 +169,7 @@ impl GrubSigner {
 
 /// Builds the unsigned UKI `out` from the stub, `kernel`, `initrd`, `cmdline` and `osrel`.
 pub(crate) fn make_uki(
+    epoch: u64,
     work: &Path,
     kernel: &Path,
     initrd: &Path,
@@ -176,7 +184,12 @@ pub(crate) fn make_uki(
     fs::write(&cmdline_file, cmdline)?;
     // The added sections go after the stub's own, each on a 4 KiB boundary.
     let mut at = stub_end()?;
-    let mut cmd = Command::new("objcopy");
+    // objcopy writes the build time into the PE header: made at `epoch` instead.
+    let mut cmd = Command::new("faketime");
+    cmd.env("TZ", "UTC")
+        .arg("-f")
+        .arg(faketime_at(epoch)?)
+        .arg("objcopy");
     for (name, file) in [
         (".osrel", osrel),
         (".cmdline", cmdline_file.as_path()),
@@ -194,6 +207,19 @@ pub(crate) fn make_uki(
     }
     cmd.arg(STUB).arg(out);
     sh(&mut cmd).context("objcopy (Debian package binutils)")
+}
+
+/// `faketime -f`'s frozen clock at `epoch` (UTC).
+fn faketime_at(epoch: u64) -> Result<String> {
+    let out = Command::new("date")
+        .env("TZ", "UTC")
+        .args(["-u", "-d", &format!("@{epoch}"), "+%Y-%m-%d %H:%M:%S"])
+        .output()
+        .context("date")?;
+    if !out.status.success() {
+        bail!("date -d @{epoch} failed");
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
 fn align(x: u64) -> u64 {

@@ -8,6 +8,7 @@ const PAGES = [
   { path: "dashboard", label: "Dashboard" },
   { path: "keys", label: "Users and keys" },
   { path: "certificates", label: "Certificates" },
+  { path: "policies", label: "Policies" },
   { path: "tokens", label: "API tokens" },
   { path: "audit", label: "Audit log" },
   { path: "queue", label: "Queue" },

@@ -6,7 +6,8 @@ import { ApiError } from "./api.js";
 
 let seq = 0;
 
-/** A labelled input. spec: {name, label, type, required, autocomplete, hint, options, value}. */
+/** A labelled input. spec: {name, label, type, required, autocomplete, hint, options, value,
+ * plain (no "optional" mark: empty means the default)}. */
 export function field(spec) {
   const id = `f${++seq}-${spec.name}`;
   const err = h("p", { id: `${id}-err`, class: "field-error", "aria-live": "polite" });
@@ -32,7 +33,7 @@ export function field(spec) {
     });
   }
   return h("div", { class: "field", "data-field": spec.name },
-    h("label", { for: id }, spec.label, spec.required || spec.type === "search" || spec.type === "select" ? "" : h("span", { class: "opt" }, " (optional)")),
+    h("label", { for: id }, spec.label, spec.required || spec.plain || spec.type === "search" || spec.type === "select" ? "" : h("span", { class: "opt" }, " (optional)")),
     input, hint, err);
 }
 

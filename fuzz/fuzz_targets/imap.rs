@@ -1,5 +1,5 @@
 //! Fuzz target for the IMAP proxy's protocol layer (`sealgate-imap`): arbitrary bytes as a
-//! client command (the FETCH rewrite), as a server response (the probe taken out, content
+//! client command (the FETCH and SEARCH rewrites), as a server response (the probe taken out, content
 //! items answered from a view) and as a message (the decrypted view: every section,
 //! `BODYSTRUCTURE`, `BODY`, `ENVELOPE`).
 //!
@@ -17,6 +17,7 @@ use sealgate_imap::imap_codec::imap_types::fetch::MessageDataItem;
 use sealgate_imap::imap_codec::imap_types::response::{Data, Response};
 use sealgate_imap::imap_codec::{CommandCodec, ResponseCodec};
 use sealgate_imap::rewrite::{self, FetchPlan};
+use sealgate_imap::search;
 use sealgate_imap::view::View;
 
 fn reparses_response(r: &Response<'_>) {
@@ -47,6 +48,13 @@ fuzz_target!(|data: &[u8]| {
                 } = &mut cmd.body
                 {
                     let _ = rewrite::plan_fetch(macro_or_item_names, *uid);
+                }
+                // A content SEARCH rewritten over two views of the message.
+                if let CommandBody::Search { criteria, .. } = &mut cmd.body
+                    && search::needs_views(criteria.as_ref())
+                {
+                    let s = search::Searchable::new(&view);
+                    search::rewrite(criteria, &[(1, s.clone()), (u32::from(mode) + 2, s)]);
                 }
                 let bytes = CommandCodec::default().encode(&cmd).dump();
                 assert!(

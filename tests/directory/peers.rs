@@ -19,6 +19,12 @@ use rcgen::{
 /// Kills a peer on drop.
 pub struct Peer(Child);
 
+impl Peer {
+    pub fn new(child: Child) -> Peer {
+        Peer(child)
+    }
+}
+
 impl Drop for Peer {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -29,6 +35,7 @@ impl Drop for Peer {
 pub struct Pki {
     pub ca: Issuer<'static, KeyPair>,
     pub ca_pem: String,
+    pub ca_key_pem: String,
 }
 
 pub fn pki() -> Pki {
@@ -39,9 +46,11 @@ pub fn pki() -> Pki {
     p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     let key = KeyPair::generate().unwrap();
     let ca_pem = p.self_signed(&key).unwrap().pem();
+    let ca_key_pem = key.serialize_pem();
     Pki {
         ca: Issuer::new(p, key),
         ca_pem,
+        ca_key_pem,
     }
 }
 
@@ -321,4 +330,90 @@ pub fn ldapadd(port: u16, ldif: &str) {
         "ldapadd: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// A recipient certificate (DER) for `email` with serial `serial` whose issuer's OCSP
+/// responder is `ocsp_url` (Authority Information Access).
+pub fn leaf_with_ocsp(pki: &Pki, email: &str, serial: u64, ocsp_url: &str) -> Vec<u8> {
+    let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+    p.distinguished_name.push(DnType::CommonName, email);
+    p.subject_alt_names = vec![SanType::Rfc822Name(email.try_into().unwrap())];
+    p.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyAgreement,
+    ];
+    p.extended_key_usages = vec![ExtendedKeyUsagePurpose::EmailProtection];
+    p.serial_number = Some(rcgen::SerialNumber::from(serial));
+    // AuthorityInfoAccess ::= SEQUENCE OF SEQUENCE { id-ad-ocsp, [6] URI }
+    let oid = [0x06, 8, 0x2b, 6, 1, 5, 5, 7, 0x30, 1];
+    let mut uri = vec![0x86, ocsp_url.len() as u8];
+    uri.extend_from_slice(ocsp_url.as_bytes());
+    let mut ad = vec![0x30, (oid.len() + uri.len()) as u8];
+    ad.extend_from_slice(&oid);
+    ad.extend_from_slice(&uri);
+    let mut aia = vec![0x30, ad.len() as u8];
+    aia.extend_from_slice(&ad);
+    p.custom_extensions = vec![rcgen::CustomExtension::from_oid_content(
+        &[1, 3, 6, 1, 5, 5, 7, 1, 1],
+        aia,
+    )];
+    let key = KeyPair::generate().unwrap();
+    p.signed_by(&key, &pki.ca).unwrap().der().to_vec()
+}
+
+/// `openssl ocsp` as a responder on a free port for the CA `ca` (PEM file), answering from
+/// `index` (an `openssl ca` index file), signing with `signer`/`key` (PEM files).
+pub fn ocsp_responder(
+    dir: &Path,
+    ca: &Path,
+    index: &Path,
+    signer: &Path,
+    key: &Path,
+) -> (Peer, u16) {
+    let port = free_port();
+    let child = Command::new("openssl")
+        .args(["ocsp", "-port", &port.to_string(), "-index"])
+        .arg(index)
+        .arg("-CA")
+        .arg(ca)
+        .arg("-rsigner")
+        .arg(signer)
+        .arg("-rkey")
+        .arg(key)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!("cannot run openssl ({e}): install the Debian package `openssl`")
+        });
+    // Not probed with a connection: `openssl ocsp` serves one connection at a time and
+    // waits for a request on an empty one. It says ACCEPT once it listens.
+    let mut child = child;
+    let mut line = String::new();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    out.read_line(&mut line).unwrap();
+    assert!(line.starts_with("ACCEPT"), "openssl ocsp: {line}");
+    std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
+    (Peer(child), port)
+}
+
+/// A delegated OCSP responder's certificate and key (PEM files `NAME.pem`, `NAME.key` in
+/// `dir`), issued by the CA for `OCSPSigning` only.
+pub fn ocsp_signer(pki: &Pki, dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+    let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+    p.distinguished_name
+        .push(DnType::CommonName, "Partner OCSP responder");
+    p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    p.extended_key_usages = vec![ExtendedKeyUsagePurpose::OcspSigning];
+    let key = KeyPair::generate().unwrap();
+    let cert = p.signed_by(&key, &pki.ca).unwrap();
+    let (c, k) = (
+        dir.join(format!("{name}.pem")),
+        dir.join(format!("{name}.key")),
+    );
+    std::fs::write(&c, cert.pem()).unwrap();
+    std::fs::write(&k, key.serialize_pem()).unwrap();
+    (c, k)
 }

@@ -10,12 +10,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::harness::{Daemon, Pki, data_dir_with_keys, require_tool, run, write};
+use crate::harness::{Daemon, Pki, contains, data_dir_with_keys, require_tool, run, write};
 
 /// The mail user's uid and gid (Dovecot refuses uid 0 for mail).
 const MAIL_UID: u32 = 65534;
 
-/// A Dovecot instance; killed on drop.
+/// A Dovecot instance; killed on drop. Its own penalty for failed logins (anvil) is off and
+/// users may have 100 connections per address, so the proxy's throttling and per-user limits
+/// are what the tests meet.
 pub struct Dovecot {
     pub dir: tempfile::TempDir,
     pub imaps: u16,
@@ -89,6 +91,8 @@ impl Dovecot {
              disable_plaintext_auth = no\ndefault_login_user = dovenull\n\
              default_internal_user = dovecot\nfirst_valid_uid = 1\n\
              mail_location = maildir:{p}/mail/%u\nauth_mechanisms = plain\n\
+             auth_failure_delay = 0\nmail_max_userip_connections = 100\n\
+             service anvil {{\n  unix_listener anvil-auth-penalty {{\n    mode = 0\n  }}\n}}\n\
              passdb {{\n  driver = passwd-file\n  args = scheme=PLAIN {p}/passwd\n}}\n\
              userdb {{\n  driver = passwd-file\n  args = {p}/passwd\n}}\n\
              service imap-login {{\n  inet_listener imap {{\n    address = 127.0.0.1\n    port = {imap}\n  }}\n\
@@ -902,6 +906,18 @@ s.sendall(b'z1 LOGOUT\r\n')
 out = until(s, b'z1')
 assert b'* BYE' in out, out
 d.logout()
+# XOAUTH2 goes to the server (this one does not offer it: its NO, not the proxy's); a
+# mechanism the proxy cannot carry is refused by the proxy.
+s = raw()
+s.recv(4096)
+tok = base64.b64encode(b'user=alice@example.org\x01auth=Bearer abc\x01\x01')
+s.sendall(b'o1 AUTHENTICATE XOAUTH2 ' + tok + b'\r\n')
+out = until(s, b'o1')
+assert b'o1 NO' in out and b'offered' not in out, out
+s.sendall(b'o2 AUTHENTICATE CRAM-MD5\r\n')
+out = until(s, b'o2')
+assert b'Only PLAIN, XOAUTH2 and OAUTHBEARER are offered' in out, out
+s.close()
 # A line that never ends, before login: the proxy says BYE instead of buffering it.
 s = raw()
 s.recv(4096)
@@ -950,4 +966,911 @@ fn imap_proxy_carries_authenticate_pipelining_and_idle() {
         ],
     );
     assert!(out.contains("protocol checks passed"), "{out}");
+}
+
+const CACHE: &str = r#"
+import imaplib, os, ssl, sys
+
+def conn(port, ca):
+    return imaplib.IMAP4_SSL('127.0.0.1', int(port), ssl_context=ssl.create_default_context(cafile=ca))
+
+phase = os.environ['PHASE']
+out = os.environ['OUT']
+d = conn(os.environ['DOVECOT'], os.environ['DOVECOT_CA'])
+d.login('alice@example.org', 'alicepw')
+if phase == 'first':
+    assert d.append('INBOX', None, None, open(os.environ['ENC1'], 'rb').read())[0] == 'OK'
+    d.create('Box')
+    assert d.append('Box', None, None, open(os.environ['ENC1'], 'rb').read())[0] == 'OK'
+elif phase == 'renewed':
+    # Box deleted and made again: a new UIDVALIDITY, UID 1 is another message now.
+    d.delete('Box')
+    d.create('Box')
+    assert d.append('Box', None, None, open(os.environ['ENC2'], 'rb').read())[0] == 'OK'
+typ, st = d.status('Box', '(UIDVALIDITY)')
+print('uidvalidity', st[0].decode().split('UIDVALIDITY ')[1].rstrip(')'))
+p = conn(os.environ['PROXY'], os.environ['PROXY_CA'])
+p.login('alice@example.org', 'alicepw')
+for box in ['INBOX', 'Box']:
+    p.select(box, readonly=True)
+    typ, data = p.uid('FETCH', '1', '(RFC822.SIZE BODY.PEEK[])')
+    assert typ == 'OK', data
+    view = data[0][1]
+    assert b'X-Sealgate-Decrypted: yes' in view, view[:300]
+    assert (b'RFC822.SIZE %d ' % len(view)) in data[0][0], data[0][0]
+    name = '%s/%s-%s.eml' % (out, phase, box)
+    open(name, 'wb').write(view)
+p.logout(); d.logout()
+print('cache phase done')
+"#;
+
+fn cache_files(data: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(data.join("imap-cache"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .flat_map(|d| std::fs::read_dir(d.path()).into_iter().flatten().flatten())
+        .map(|f| f.path())
+        .collect()
+}
+
+/// The decrypted views survive a restart (the same bytes, no second decryption), are
+/// encrypted on disk, and a mailbox whose UIDVALIDITY changed shows its new messages and
+/// loses the old records.
+#[test]
+fn imap_proxy_cache_persists_encrypted_and_follows_uidvalidity() {
+    let pki = Pki::new();
+    let dir = data_dir_with_keys(&pki);
+    let dv = Dovecot::start(&[("alice@example.org", "alicepw")]);
+    let settings = format!(
+        "[imap]\nlisten = \"127.0.0.1:0\"\nupstream = \"imaps://127.0.0.1:{}\"\nupstream_ca = \"{}\"\n",
+        dv.imaps,
+        dv.ca().display()
+    );
+    let w = tempfile::tempdir().expect("tmp");
+    let enc1 = pki.openssl_encrypt(&rich_message(), &["alice@example.org"]);
+    let enc2 = pki.openssl_encrypt(
+        &pki.message(
+            "carol@example.org",
+            "alice@example.org",
+            "second",
+            "A different secret entirely.",
+        ),
+        &["alice@example.org"],
+    );
+    let env = |d: &Daemon, phase: &str| {
+        vec![
+            ("PROXY", imap_addr(d).to_string()),
+            ("PROXY_CA", d.ca_file().display().to_string()),
+            ("DOVECOT", dv.imaps.to_string()),
+            ("DOVECOT_CA", dv.ca().display().to_string()),
+            (
+                "ENC1",
+                write(w.path(), "enc1.eml", &enc1).display().to_string(),
+            ),
+            (
+                "ENC2",
+                write(w.path(), "enc2.eml", &enc2).display().to_string(),
+            ),
+            ("OUT", w.path().display().to_string()),
+            ("PHASE", phase.to_string()),
+        ]
+    };
+    let decryptions = |d: &Daemon| {
+        d.audit()
+            .iter()
+            .filter(|r| {
+                r["operation"]
+                    .as_str()
+                    .is_some_and(|o| o.starts_with("imap-decrypt"))
+            })
+            .count()
+    };
+    let uidvalidity = |out: &str| -> String {
+        out.lines()
+            .find_map(|l| l.strip_prefix("uidvalidity "))
+            .expect("uidvalidity")
+            .to_string()
+    };
+
+    let mut d = Daemon::start(dir.path(), &settings);
+    let out = python(w.path(), CACHE, &env(&d, "first"));
+    assert!(out.contains("cache phase done"), "{out}");
+    let old_uv = uidvalidity(&out);
+    assert_eq!(decryptions(&d), 2);
+    let files = cache_files(dir.path());
+    assert_eq!(files.len(), 2, "{files:?}");
+    for f in &files {
+        let b = std::fs::read(f).expect("record");
+        assert!(!contains(&b, "meet at noon"), "{f:?} holds cleartext");
+        assert!(!contains(&b, "quarterly plans"), "{f:?} holds cleartext");
+    }
+    // No folder name says whose or which mailbox.
+    for e in std::fs::read_dir(dir.path().join("imap-cache"))
+        .expect("cache dir")
+        .flatten()
+    {
+        let n = e.file_name().to_string_lossy().into_owned();
+        assert!(!n.contains("alice") && !n.contains("INBOX"), "{n}");
+    }
+    d.terminate();
+
+    // Restarted: the same views, from the cache (no new decryption).
+    let mut d = Daemon::start(dir.path(), &settings);
+    let out = python(w.path(), CACHE, &env(&d, "again"));
+    assert!(out.contains("cache phase done"), "{out}");
+    assert_eq!(decryptions(&d), 2, "decrypted again after a restart");
+    for b in ["INBOX", "Box"] {
+        let first = std::fs::read(w.path().join(format!("first-{b}.eml"))).expect("first");
+        let again = std::fs::read(w.path().join(format!("again-{b}.eml"))).expect("again");
+        assert_eq!(first, again, "{b}");
+    }
+
+    // Box made again: its new UID 1 is the other message, and the old records are gone.
+    let out = python(w.path(), CACHE, &env(&d, "renewed"));
+    let new_uv = uidvalidity(&out);
+    assert_ne!(old_uv, new_uv);
+    let renewed = std::fs::read(w.path().join("renewed-Box.eml")).expect("renewed");
+    assert!(contains(&renewed, "A different secret entirely."));
+    let names: Vec<String> = cache_files(dir.path())
+        .iter()
+        .map(|p| p.file_name().expect("name").to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names.len(), 2, "{names:?}");
+    assert!(names.contains(&format!("{new_uv}.1")), "{names:?}");
+    assert_eq!(decryptions(&d), 3);
+    d.terminate();
+}
+
+const SEARCH: &str = r#"
+import imaplib, os, ssl
+
+def conn(port, ca):
+    return imaplib.IMAP4_SSL('127.0.0.1', int(port), ssl_context=ssl.create_default_context(cafile=ca))
+
+files = os.environ['MESSAGES'].split(':')
+d = conn(os.environ['DOVECOT'], os.environ['DOVECOT_CA'])
+d.login('alice@example.org', 'alicepw')
+for f in files:
+    assert d.append('INBOX', None, None, open(f, 'rb').read())[0] == 'OK'
+d.create('Plain')
+p = conn(os.environ['PROXY'], os.environ['PROXY_CA'])
+p.login('alice@example.org', 'alicepw')
+p.select('INBOX', readonly=True)
+# The reference: what the proxy shows, stored as plain messages in the same order.
+for i in range(1, len(files) + 1):
+    typ, data = p.uid('FETCH', str(i), '(BODY.PEEK[])')
+    assert d.append('Plain', None, None, data[0][1])[0] == 'OK'
+
+# Straight at the server, the encrypted text is not found.
+d.select('INBOX', readonly=True)
+typ, direct = d.uid('SEARCH', None, 'BODY', 'pineapple')
+assert direct[0].split() == [b'1'], direct
+d.select('Plain', readonly=True)
+sizes = {}
+for i in range(1, len(files) + 1):
+    typ, data = d.uid('FETCH', str(i), '(RFC822.SIZE)')
+    sizes[i] = int(data[0].split(b'RFC822.SIZE ')[1].rstrip(b')'))
+mid = sorted(sizes.values())[len(sizes) // 2]
+
+SEARCHES = [
+    ['BODY', 'pineapple'], ['TEXT', 'PINEAPPLE'], ['NOT', 'BODY', 'pineapple'],
+    ['OR', 'BODY', 'pineapple', 'SUBJECT', 'quarterly'], ['BODY', '"meet at noon"'],
+    ['TEXT', 'X-Sealgate-Decrypted'], ['HEADER', 'Content-Type', 'pkcs7'],
+    ['HEADER', 'Content-Type', 'multipart'], ['FROM', 'carol'], ['SUBJECT', 'fruit'],
+    ['LARGER', str(mid)], ['SMALLER', str(mid)], ['NOT', 'LARGER', str(mid)],
+    ['UNSEEN', 'BODY', 'secret'], ['UID', '2:3', 'TEXT', 'pineapple'], ['ALL'],
+    ['BODY', '"Forwarded secret body"'], ['TEXT', '"the forwarded one"'],
+    ['OR', 'NOT', 'BODY', 'noon', 'LARGER', '1'],
+]
+n = 0
+for s in SEARCHES:
+    for uid in (True, False):
+        if uid:
+            typ, got = p.uid('SEARCH', None, *s)
+            typ2, want = d.uid('SEARCH', None, *s)
+        else:
+            typ, got = p.search(None, *s)
+            typ2, want = d.search(None, *s)
+        assert typ == 'OK' and typ2 == 'OK', (s, got, want)
+        assert sorted(got[0].split()) == sorted(want[0].split()), '%s uid=%s\nproxy:   %r\ndovecot: %r' % (s, uid, got, want)
+        n += 1
+# New mail arrives while the session runs: searched too.
+assert d.append('INBOX', None, None, open(files[1], 'rb').read())[0] == 'OK'
+p.noop()
+typ, got = p.uid('SEARCH', None, 'BODY', 'pineapple')
+assert got[0].split() == [b'1', b'2', b'5'], got
+print('searched %d' % n)
+"#;
+
+/// SEARCH over the decrypted views: a plain message, two encrypted to alice, one encrypted
+/// to bob only (alice has no key: searched as stored); every answer (UID and MSN forms)
+/// equals Dovecot's for the same views stored as plain messages.
+#[test]
+fn imap_proxy_searches_the_decrypted_views_like_dovecot_searches_them_stored() {
+    let pki = Pki::new();
+    let dir = data_dir_with_keys(&pki);
+    let dv = Dovecot::start(&[("alice@example.org", "alicepw")]);
+    let d = Daemon::start(
+        dir.path(),
+        &format!(
+            "[imap]\nlisten = \"127.0.0.1:0\"\nupstream = \"imaps://127.0.0.1:{}\"\nupstream_ca = \"{}\"\n",
+            dv.imaps,
+            dv.ca().display()
+        ),
+    );
+    let w = tempfile::tempdir().expect("tmp");
+    let msgs = [
+        pki.message(
+            "carol@example.org",
+            "alice@example.org",
+            "fruit",
+            "A pineapple in cleartext.",
+        ),
+        pki.openssl_encrypt(
+            &pki.message(
+                "carol@example.org",
+                "alice@example.org",
+                "secret fruit",
+                "The PINEAPPLE is encrypted, a secret.",
+            ),
+            &["alice@example.org"],
+        ),
+        pki.openssl_encrypt(&rich_message(), &["alice@example.org"]),
+        pki.openssl_encrypt(
+            &pki.message(
+                "carol@example.org",
+                "bob@example.org",
+                "for bob",
+                "Bob's pineapple, not for alice.",
+            ),
+            &["bob@example.org"],
+        ),
+    ];
+    let files: Vec<String> = msgs
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            write(w.path(), &format!("m{i}.eml"), m)
+                .display()
+                .to_string()
+        })
+        .collect();
+    let out = python(
+        w.path(),
+        SEARCH,
+        &[
+            ("PROXY", imap_addr(&d).to_string()),
+            ("PROXY_CA", d.ca_file().display().to_string()),
+            ("DOVECOT", dv.imaps.to_string()),
+            ("DOVECOT_CA", dv.ca().display().to_string()),
+            ("MESSAGES", files.join(":")),
+        ],
+    );
+    assert!(out.contains("searched 38"), "{out}");
+}
+
+const APPEND: &str = r#"
+import imaplib, os, ssl
+
+def conn(port, ca):
+    return imaplib.IMAP4_SSL('127.0.0.1', int(port), ssl_context=ssl.create_default_context(cafile=ca))
+
+clear = open(os.environ['CLEAR'], 'rb').read()
+enc_bob = open(os.environ['ENC_BOB'], 'rb').read()
+out = os.environ['OUT']
+d = conn(os.environ['DOVECOT'], os.environ['DOVECOT_CA'])
+d.login('alice@example.org', 'alicepw')
+d.create('Sent')
+d.create('Drafts')
+p = conn(os.environ['PROXY'], os.environ['PROXY_CA'])
+p.login('alice@example.org', 'alicepw')
+# A client saves its sent copy and a draft: the server gets S/MIME.
+typ, data = p.append('Sent', '(\\Seen)', None, clear)
+assert typ == 'OK', data
+assert b'APPENDUID' in data[0], data
+assert p.append('Drafts', None, None, clear)[0] == 'OK'
+# INBOX is not Sent: stored as it is.
+assert p.append('INBOX', None, None, clear)[0] == 'OK'
+# Already encrypted (to bob): stored as it is, never wrapped again.
+assert p.append('Sent', None, None, enc_bob)[0] == 'OK'
+
+for box in ['Sent', 'Drafts']:
+    d.select(box, readonly=True)
+    typ, data = d.uid('FETCH', '1', '(FLAGS BODY.PEEK[])')
+    stored = data[0][1]
+    assert b'application/pkcs7-mime' in stored and b'authEnveloped-data' in stored, stored[:400]
+    assert b'The plans for the draft' not in stored
+    # Message-ID and Subject stay outside (clients look their copy up by Message-ID).
+    assert b'Message-ID: <draft-1@example.org>' in stored, stored[:400]
+    typ, found = d.uid('SEARCH', None, 'HEADER', 'Message-ID', '<draft-1@example.org>')
+    assert found[0].split() == [b'1'], found
+    open('%s/stored-%s.eml' % (out, box), 'wb').write(stored)
+d.select('Sent', readonly=True)
+typ, data = d.uid('FETCH', '1', '(FLAGS)')
+assert b'\\Seen' in data[0], data
+typ, data = d.uid('FETCH', '2', '(BODY.PEEK[])')
+assert data[0][1] == enc_bob.replace(b'\r\n', b'\n').replace(b'\n', b'\r\n'), 'an encrypted message was changed'
+d.select('INBOX', readonly=True)
+typ, data = d.uid('FETCH', '1', '(BODY.PEEK[])')
+assert b'The plans for the draft' in data[0][1]
+
+# Through the proxy the user reads the copy in cleartext.
+p.select('Sent', readonly=True)
+typ, data = p.uid('FETCH', '1', '(RFC822.SIZE BODY.PEEK[])')
+view = data[0][1]
+assert b'X-Sealgate-Decrypted: yes' in view, view[:300]
+assert b'The plans for the draft' in view
+assert (b'RFC822.SIZE %d ' % len(view)) in data[0][0]
+p.logout(); d.logout()
+print('append checks passed')
+"#;
+
+/// APPEND to Sent and Drafts: the server's copy is S/MIME (AES-256-GCM) that `openssl cms`
+/// decrypts with alice's key, Message-ID kept outside; INBOX and an already encrypted
+/// message are stored as they are; the proxy shows the copy decrypted.
+#[test]
+fn imap_proxy_encrypts_what_clients_append_to_sent_and_drafts() {
+    let pki = Pki::new();
+    let dir = data_dir_with_keys(&pki);
+    let dv = Dovecot::start(&[("alice@example.org", "alicepw")]);
+    let d = Daemon::start(
+        dir.path(),
+        &format!(
+            "[imap]\nlisten = \"127.0.0.1:0\"\nupstream = \"imaps://127.0.0.1:{}\"\nupstream_ca = \"{}\"\n",
+            dv.imaps,
+            dv.ca().display()
+        ),
+    );
+    let w = tempfile::tempdir().expect("tmp");
+    let clear = b"From: Alice <alice@example.org>\r\nTo: carol@example.org\r\n\
+Subject: draft plans\r\nDate: Thu, 03 Dec 2026 10:00:00 +0000\r\n\
+Message-ID: <draft-1@example.org>\r\nMIME-Version: 1.0\r\n\
+Content-Type: text/plain; charset=utf-8\r\n\r\nThe plans for the draft.\r\n"
+        .to_vec();
+    let enc_bob = pki.openssl_encrypt(
+        &pki.message("carol@example.org", "bob@example.org", "b", "for bob"),
+        &["bob@example.org"],
+    );
+    let out = python(
+        w.path(),
+        APPEND,
+        &[
+            ("PROXY", imap_addr(&d).to_string()),
+            ("PROXY_CA", d.ca_file().display().to_string()),
+            ("DOVECOT", dv.imaps.to_string()),
+            ("DOVECOT_CA", dv.ca().display().to_string()),
+            (
+                "CLEAR",
+                write(w.path(), "clear.eml", &clear).display().to_string(),
+            ),
+            (
+                "ENC_BOB",
+                write(w.path(), "bob.eml", &enc_bob).display().to_string(),
+            ),
+            ("OUT", w.path().display().to_string()),
+        ],
+    );
+    assert!(out.contains("append checks passed"), "{out}");
+    for b in ["Sent", "Drafts"] {
+        let stored = std::fs::read(w.path().join(format!("stored-{b}.eml"))).expect("stored");
+        let inner = pki.openssl_decrypt(&stored, "alice@example.org");
+        assert!(
+            contains(&inner, "The plans for the draft."),
+            "{}",
+            String::from_utf8_lossy(&inner)
+        );
+    }
+    let audit = d.audit();
+    assert_eq!(
+        audit
+            .iter()
+            .filter(|r| r["operation"]
+                .as_str()
+                .is_some_and(|o| o.starts_with("imap-append-encrypt"))
+                && r["outcome"] == "encrypted")
+            .count(),
+        2,
+        "{audit:?}"
+    );
+}
+
+const STARTTLS: &str = r#"
+import imaplib, os, socket, ssl
+
+port, ca = int(os.environ['STARTTLS_PORT']), os.environ['PROXY_CA']
+ctx = ssl.create_default_context(cafile=ca)
+d = imaplib.IMAP4_SSL('127.0.0.1', int(os.environ['DOVECOT']), ssl_context=ssl.create_default_context(cafile=os.environ['DOVECOT_CA']))
+d.login('alice@example.org', 'alicepw')
+assert d.append('INBOX', None, None, open(os.environ['ENCRYPTED'], 'rb').read())[0] == 'OK'
+
+# Before TLS: STARTTLS and LOGINDISABLED offered, a login refused.
+p = imaplib.IMAP4('127.0.0.1', port)
+assert b'STARTTLS' in p.welcome and b'LOGINDISABLED' in p.welcome, p.welcome
+try:
+    p.login('alice@example.org', 'alicepw')
+    raise SystemExit('a login before TLS was accepted')
+except imaplib.IMAP4.error as e:
+    assert 'PRIVACYREQUIRED' in str(e), e
+try:
+    p.authenticate('PLAIN', lambda _: b'\0alice@example.org\0alicepw')
+    raise SystemExit('AUTHENTICATE before TLS was accepted')
+except imaplib.IMAP4.error as e:
+    pass
+assert p.noop()[0] == 'OK'
+# After STARTTLS: the server's (filtered) capabilities, a login, the decrypted message.
+p.starttls(ssl_context=ctx)
+assert 'STARTTLS' not in p.capabilities and 'LOGINDISABLED' not in p.capabilities, p.capabilities
+assert 'IMAP4REV1' in p.capabilities, p.capabilities
+assert p.login('alice@example.org', 'alicepw')[0] == 'OK'
+p.select('INBOX', readonly=True)
+typ, data = p.uid('FETCH', '1', '(BODY.PEEK[])')
+assert b'The plans are: meet at noon.' in data[0][1]
+p.logout()
+
+# Injection: commands pipelined after STARTTLS in plain text never run inside TLS.
+s = socket.create_connection(('127.0.0.1', port))
+s.settimeout(10)
+got = b''
+while b'\r\n' not in got:
+    got += s.recv(1000)
+s.sendall(b'A1 STARTTLS\r\nA2 LOGIN alice@example.org alicepw\r\nA3 SELECT INBOX\r\n')
+got = b''
+while b'A1 OK' not in got:
+    got += s.recv(1000)
+assert b'A2' not in got and b'A3' not in got, got
+try:
+    t = ctx.wrap_socket(s, server_hostname='127.0.0.1')
+except (ssl.SSLError, OSError) as e:
+    print('handshake refused after injected bytes:', e)
+else:
+    t.sendall(b'A4 CAPABILITY\r\nA5 SELECT INBOX\r\n')
+    got = b''
+    while b'A5 ' not in got:
+        chunk = t.recv(4096)
+        if not chunk:
+            break
+        got += chunk
+    assert b'A2 ' not in got and b'A3 ' not in got, got
+    assert b'A5 OK' not in got, got
+    t.close()
+# A literal before TLS ends the connection.
+s = socket.create_connection(('127.0.0.1', port))
+s.settimeout(10)
+s.recv(1000)
+s.sendall(b'A1 LOGIN {5}\r\n')
+got = s.recv(1000)
+assert b'BYE' in got and b'+' not in got[:1], got
+print('starttls checks passed')
+"#;
+
+/// The STARTTLS listener: LOGINDISABLED before TLS, logins refused, the session after the
+/// handshake is the proxy's usual one; commands pipelined after STARTTLS are discarded.
+#[test]
+fn imap_proxy_starttls_listener_refuses_logins_before_tls_and_drops_injected_commands() {
+    let pki = Pki::new();
+    let dir = data_dir_with_keys(&pki);
+    let dv = Dovecot::start(&[("alice@example.org", "alicepw")]);
+    let d = Daemon::start(
+        dir.path(),
+        &format!(
+            "[imap]\nlisten = \"127.0.0.1:0\"\nlisten_starttls = \"127.0.0.1:0\"\nupstream = \"imaps://127.0.0.1:{}\"\nupstream_ca = \"{}\"\n",
+            dv.imaps,
+            dv.ca().display()
+        ),
+    );
+    let starttls = d
+        .console
+        .iter()
+        .find_map(|l| l.strip_prefix("sealgated: listening imap-starttls "))
+        .and_then(|a| a.parse::<std::net::SocketAddr>().ok())
+        .unwrap_or_else(|| panic!("no imap-starttls listener: {:?}", d.console));
+    let w = tempfile::tempdir().expect("tmp");
+    let enc = pki.openssl_encrypt(&rich_message(), &["alice@example.org"]);
+    let out = python(
+        w.path(),
+        STARTTLS,
+        &[
+            ("STARTTLS_PORT", starttls.port().to_string()),
+            ("PROXY_CA", d.ca_file().display().to_string()),
+            ("DOVECOT", dv.imaps.to_string()),
+            ("DOVECOT_CA", dv.ca().display().to_string()),
+            (
+                "ENCRYPTED",
+                write(w.path(), "enc.eml", &enc).display().to_string(),
+            ),
+        ],
+    );
+    assert!(out.contains("starttls checks passed"), "{out}");
+}
+
+const LOGINS: &str = r#"
+import imaplib, os, ssl, time
+
+def conn(port, ca):
+    return imaplib.IMAP4_SSL('127.0.0.1', int(port), ssl_context=ssl.create_default_context(cafile=ca))
+
+P, PCA = os.environ['PROXY'], os.environ['PROXY_CA']
+D, DCA = os.environ['DOVECOT'], os.environ['DOVECOT_CA']
+enc = open(os.environ['ENCRYPTED'], 'rb').read()
+for user in ['jdoe', 'carol']:
+    d = conn(D, DCA)
+    d.login(user, 'pw-' + user)
+    assert d.append('INBOX', None, None, enc)[0] == 'OK'
+    d.logout()
+
+# A mapped login name decrypts with the mapped user's keys; an unmapped one that is not an
+# address decrypts nothing.
+for user, decrypted in [('jdoe', True), ('carol', False)]:
+    p = conn(P, PCA)
+    p.login(user, 'pw-' + user)
+    p.select('INBOX', readonly=True)
+    typ, data = p.uid('FETCH', '1', '(BODY.PEEK[])')
+    assert (b'The plans are: meet at noon.' in data[0][1]) == decrypted, (user, data[0][1][:200])
+    p.logout()
+
+# Two sessions per user at most: the third is refused, one closed makes room.
+a = conn(P, PCA); a.login('alice@example.org', 'alicepw')
+b = conn(P, PCA); b.login('ALICE@example.org', 'alicepw')
+c = conn(P, PCA)
+try:
+    c.login('alice@example.org', 'alicepw')
+    raise SystemExit('a third session was accepted')
+except (imaplib.IMAP4.error, imaplib.IMAP4.abort) as e:
+    assert 'Too many sessions' in str(e), e
+a.logout()
+c = conn(P, PCA)
+assert c.login('alice@example.org', 'alicepw')[0] == 'OK'
+b.logout(); c.logout()
+
+# A password guesser: ten refused logins, then even the right password is refused by the
+# box (the server is not asked).
+p = conn(P, PCA)
+started = time.time()
+for i in range(10):
+    try:
+        p.login('mallory@example.net', 'guess%d' % i)
+        raise SystemExit('a wrong password was accepted')
+    except imaplib.IMAP4.error as e:
+        assert 'Too many failed' not in str(e), (i, e)
+try:
+    p.login('mallory@example.net', 'mallorypw')
+    raise SystemExit('a login was accepted while throttled')
+except imaplib.IMAP4.error as e:
+    assert 'Too many failed logins' in str(e), e
+# AUTHENTICATE too.
+try:
+    p.authenticate('PLAIN', lambda _: b'\0mallory@example.net\0mallorypw')
+    raise SystemExit('AUTHENTICATE was accepted while throttled')
+except imaplib.IMAP4.error as e:
+    assert 'Too many failed logins' in str(e), e
+p.logout()
+print('login checks passed in %.1f s' % (time.time() - started))
+"#;
+
+/// Login names mapped to vault users, sessions per user, and failed-login throttling.
+#[test]
+fn imap_proxy_maps_logins_limits_sessions_per_user_and_throttles_guessers() {
+    let pki = Pki::new();
+    let dir = data_dir_with_keys(&pki);
+    let dv = Dovecot::start(&[
+        ("alice@example.org", "alicepw"),
+        ("mallory@example.net", "mallorypw"),
+        ("jdoe", "pw-jdoe"),
+        ("carol", "pw-carol"),
+    ]);
+    let d = Daemon::start(
+        dir.path(),
+        &format!(
+            "[imap]\nlisten = \"127.0.0.1:0\"\nupstream = \"imaps://127.0.0.1:{}\"\nupstream_ca = \"{}\"\nmax_sessions_per_user = 2\n[imap.logins]\n\"JDoe\" = \"alice@example.org\"\n",
+            dv.imaps,
+            dv.ca().display()
+        ),
+    );
+    let w = tempfile::tempdir().expect("tmp");
+    let enc = pki.openssl_encrypt(&rich_message(), &["alice@example.org"]);
+    let out = python(
+        w.path(),
+        LOGINS,
+        &[
+            ("PROXY", imap_addr(&d).to_string()),
+            ("PROXY_CA", d.ca_file().display().to_string()),
+            ("DOVECOT", dv.imaps.to_string()),
+            ("DOVECOT_CA", dv.ca().display().to_string()),
+            (
+                "ENCRYPTED",
+                write(w.path(), "enc.eml", &enc).display().to_string(),
+            ),
+        ],
+    );
+    assert!(out.contains("login checks passed"), "{out}");
+    // The mapped login decrypted as alice; the audit names the login.
+    assert!(
+        d.audit()
+            .iter()
+            .any(|r| r["client"] == "imap:jdoe" && r["outcome"] == "decrypted"),
+        "{:?}",
+        d.audit()
+    );
+}
+
+const FILL: &str = r#"
+import imaplib, os, ssl
+d = imaplib.IMAP4_SSL('127.0.0.1', int(os.environ['DOVECOT']), ssl_context=ssl.create_default_context(cafile=os.environ['DOVECOT_CA']))
+d.login('alice@example.org', 'alicepw')
+enc = open(os.environ['ENCRYPTED'], 'rb').read()
+for i in range(1, int(os.environ['COUNT']) + 1):
+    if i % 10 == 0:
+        msg = enc
+    else:
+        msg = ('From: carol@example.org\r\nTo: alice@example.org\r\nSubject: plain %d\r\n'
+               'Message-ID: <plain-%d@example.org>\r\n\r\nPlain message number %d.\r\n' % (i, i, i)).encode()
+    assert d.append('INBOX', None, None, msg)[0] == 'OK'
+d.logout()
+print('filled')
+"#;
+
+fn proxy_with_mailbox(count: usize) -> (Pki, tempfile::TempDir, Dovecot, Daemon) {
+    let pki = Pki::new();
+    let dir = data_dir_with_keys(&pki);
+    let dv = Dovecot::start(&[("alice@example.org", "alicepw")]);
+    let d = Daemon::start(
+        dir.path(),
+        &format!(
+            "[imap]\nlisten = \"127.0.0.1:0\"\nupstream = \"imaps://127.0.0.1:{}\"\nupstream_ca = \"{}\"\n",
+            dv.imaps,
+            dv.ca().display()
+        ),
+    );
+    let enc = pki.openssl_encrypt(&rich_message(), &["alice@example.org"]);
+    let w = tempfile::tempdir().expect("tmp");
+    let out = python(
+        w.path(),
+        FILL,
+        &[
+            ("DOVECOT", dv.imaps.to_string()),
+            ("DOVECOT_CA", dv.ca().display().to_string()),
+            (
+                "ENCRYPTED",
+                write(w.path(), "enc.eml", &enc).display().to_string(),
+            ),
+            ("COUNT", count.to_string()),
+        ],
+    );
+    assert!(out.contains("filled"), "{out}");
+    (pki, dir, dv, d)
+}
+
+/// mbsync (isync) syncs a 1,000-message mailbox (every tenth encrypted) through the proxy:
+/// every message arrives, the encrypted ones in cleartext; a second run downloads nothing.
+#[test]
+fn imap_proxy_mbsync_syncs_a_thousand_messages_in_cleartext() {
+    require_tool("mbsync", "isync");
+    let (_pki, _dir, _dv, d) = proxy_with_mailbox(1000);
+    let w = tempfile::tempdir().expect("tmp");
+    let maildir = w.path().join("mail");
+    std::fs::create_dir_all(&maildir).expect("maildir");
+    let conf = format!(
+        "IMAPAccount proxy\nHost 127.0.0.1\nPort {}\nUser alice@example.org\nPass alicepw\n\
+         SSLType IMAPS\nCertificateFile {}\nTimeout 20\n\n\
+         IMAPStore remote\nAccount proxy\n\n\
+         MaildirStore local\nPath {m}/\nInbox {m}/INBOX\n\n\
+         Channel sync\nFar :remote:\nNear :local:\nPatterns INBOX\nCreate Near\nSync Pull\n\
+         SyncState *\n",
+        imap_addr(&d),
+        d.ca_file().display(),
+        m = maildir.display()
+    );
+    let rc = write(w.path(), "mbsyncrc", conf.as_bytes());
+    let started = Instant::now();
+    let out = Command::new("mbsync")
+        .arg("-V")
+        .arg("-c")
+        .arg(&rc)
+        .arg("-a")
+        .output()
+        .expect("mbsync");
+    if !out.status.success() {
+        let all = String::from_utf8_lossy(&out.stdout).to_string()
+            + &String::from_utf8_lossy(&out.stderr);
+        let tail: Vec<&str> = all
+            .lines()
+            .filter(|l| !l.starts_with("* "))
+            .rev()
+            .take(60)
+            .collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        let log: String = std::fs::read_dir(d.data_dir.join("log"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+            .collect();
+        let log_tail: Vec<&str> = log.lines().filter(|l| l.contains("imap")).collect();
+        panic!(
+            "mbsync failed:\n{}\nlog:\n{}",
+            tail.join("\n"),
+            log_tail.join("\n")
+        );
+    }
+    let first = started.elapsed();
+    let files: Vec<PathBuf> = ["cur", "new"]
+        .iter()
+        .flat_map(|s| {
+            std::fs::read_dir(maildir.join("INBOX").join(s))
+                .into_iter()
+                .flatten()
+        })
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert_eq!(
+        files.len(),
+        1000,
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let mut decrypted = 0;
+    for f in &files {
+        let b = std::fs::read(f).expect("message");
+        assert!(!contains(&b, "pkcs7"), "{f:?} is still encrypted");
+        if contains(&b, "X-Sealgate-Decrypted: yes") {
+            assert!(contains(&b, "The plans are: meet at noon."));
+            decrypted += 1;
+        }
+    }
+    assert_eq!(decrypted, 100);
+    // Again: nothing new (sizes and UIDs stable), and quickly.
+    let out = run(Command::new("mbsync")
+        .arg("-V")
+        .arg("-c")
+        .arg(&rc)
+        .arg("-a"));
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    let count = ["cur", "new"]
+        .iter()
+        .flat_map(|s| {
+            std::fs::read_dir(maildir.join("INBOX").join(s))
+                .into_iter()
+                .flatten()
+        })
+        .count();
+    assert_eq!(count, 1000, "{text}");
+    eprintln!("mbsync: first sync of 1,000 messages {first:?}");
+}
+
+/// mutt in tmux opens an encrypted message through the proxy and shows its cleartext.
+#[test]
+fn imap_proxy_mutt_in_tmux_reads_an_encrypted_message() {
+    require_tool("mutt", "mutt");
+    require_tool("tmux", "tmux");
+    let (_pki, _dir, _dv, d) = proxy_with_mailbox(10);
+    let w = tempfile::tempdir().expect("tmp");
+    let muttrc = format!(
+        "set folder=\"imaps://alice%40example.org@127.0.0.1:{}/\"\nset spoolfile=\"+INBOX\"\n\
+         set imap_pass=\"alicepw\"\nset certificate_file=\"{}\"\nset ssl_verify_host=yes\n\
+         set header_cache=\"\"\nset message_cachedir=\"\"\nset sort=mailbox-order\n\
+         set mail_check=0\nset timeout=1\nset pager_index_lines=0\nset confirmappend=no\n\
+         set move=no\nset mbox_type=Maildir\nset record=\"\"\nunset wait_key\n",
+        imap_addr(&d),
+        d.ca_file().display()
+    );
+    let rc = write(w.path(), "muttrc", muttrc.as_bytes());
+    let session = format!("sealgate-imap-{}", std::process::id());
+    run(Command::new("tmux")
+        .args(["new-session", "-d", "-s", &session, "-x", "160", "-y", "50"])
+        .arg(format!(
+            "TERM=xterm HOME={} mutt -n -F {}",
+            w.path().display(),
+            rc.display()
+        )));
+    let capture = || {
+        String::from_utf8_lossy(
+            &Command::new("tmux")
+                .args(["capture-pane", "-p", "-t", &session])
+                .output()
+                .expect("tmux")
+                .stdout,
+        )
+        .to_string()
+    };
+    let wait_for = |needle: &str| -> String {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let screen = capture();
+            if screen.contains(needle) {
+                return screen;
+            }
+            if Instant::now() > deadline {
+                let _ = Command::new("tmux")
+                    .args(["kill-session", "-t", &session])
+                    .status();
+                panic!("mutt never showed {needle:?}:\n{screen}");
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    // The index lists the encrypted message (number 10) by its subject.
+    wait_for("quarterly plans");
+    // Jump to message 10 and open it.
+    for keys in [&["1", "0", "Enter"][..], &["Enter"][..]] {
+        run(Command::new("tmux")
+            .args(["send-keys", "-t", &session])
+            .args(keys));
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let screen = wait_for("The plans are: meet at noon.");
+    assert!(!screen.contains("pkcs7"), "{screen}");
+    let _ = Command::new("tmux")
+        .args(["kill-session", "-t", &session])
+        .status();
+}
+
+const COPY: &str = r#"
+import imaplib, os, ssl
+def conn(port, ca):
+    return imaplib.IMAP4_SSL('127.0.0.1', int(port), ssl_context=ssl.create_default_context(cafile=ca))
+d = conn(os.environ['DOVECOT'], os.environ['DOVECOT_CA'])
+d.login('alice@example.org', 'alicepw')
+assert d.append('INBOX', None, None, open(os.environ['ENCRYPTED'], 'rb').read())[0] == 'OK'
+d.create('Archive')
+p = conn(os.environ['PROXY'], os.environ['PROXY_CA'])
+p.login('alice@example.org', 'alicepw')
+p.select('INBOX')
+typ, data = p.uid('FETCH', '1', '(BODY.PEEK[])')
+view = data[0][1]
+assert b'X-Sealgate-Decrypted: yes' in view
+assert p.uid('COPY', '1', 'Archive')[0] == 'OK'
+assert p.uid('MOVE', '1', 'Archive')[0] == 'OK'
+p.select('Archive', readonly=True)
+for uid in ['1', '2']:
+    typ, data = p.uid('FETCH', uid, '(RFC822.SIZE BODY.PEEK[])')
+    assert data[0][1] == view, (uid, data[0][1][:200])
+p.logout(); d.logout()
+print('copy checks passed')
+"#;
+
+/// COPY and MOVE carry a message's view to its copy (COPYUID): the copies look the same
+/// and nothing is decrypted again.
+#[test]
+fn imap_proxy_copy_and_move_carry_the_view_without_decrypting_again() {
+    let pki = Pki::new();
+    let dir = data_dir_with_keys(&pki);
+    let dv = Dovecot::start(&[("alice@example.org", "alicepw")]);
+    let d = Daemon::start(
+        dir.path(),
+        &format!(
+            "[imap]\nlisten = \"127.0.0.1:0\"\nupstream = \"imaps://127.0.0.1:{}\"\nupstream_ca = \"{}\"\n",
+            dv.imaps,
+            dv.ca().display()
+        ),
+    );
+    let w = tempfile::tempdir().expect("tmp");
+    let enc = pki.openssl_encrypt(&rich_message(), &["alice@example.org"]);
+    let out = python(
+        w.path(),
+        COPY,
+        &[
+            ("PROXY", imap_addr(&d).to_string()),
+            ("PROXY_CA", d.ca_file().display().to_string()),
+            ("DOVECOT", dv.imaps.to_string()),
+            ("DOVECOT_CA", dv.ca().display().to_string()),
+            (
+                "ENCRYPTED",
+                write(w.path(), "enc.eml", &enc).display().to_string(),
+            ),
+        ],
+    );
+    assert!(out.contains("copy checks passed"), "{out}");
+    let decryptions = d
+        .audit()
+        .iter()
+        .filter(|r| {
+            r["operation"]
+                .as_str()
+                .is_some_and(|o| o.starts_with("imap-decrypt"))
+        })
+        .count();
+    assert_eq!(decryptions, 1, "{:?}", d.audit());
 }

@@ -77,8 +77,24 @@ fn webui_in_chromium_claims_imports_issues_and_audits() {
     let settings = format!(
         "[smtp]\ndecrypt_listen = \"127.0.0.1:0\"\nnext_hop = \"127.0.0.1:{next_hop}\"\nhostname = \"box.example.org\"\nretry_secs = 600\n"
     );
+    // A docking client: one message decrypted (plain, passed through) and one refused (no
+    // certificate for the recipient): the dashboard counts them.
+    let probe = crate::harness::create_token(&data, "probe", "decrypt");
+    let probe_enc = crate::harness::create_token(&data, "probe-enc", "encrypt");
     let mut d = Daemon::start_sealed(&data, &settings, &["--tpm", &tcti]);
     let setup = d.setup_token.clone().expect("setup token on the console");
+    let plain: &[u8] =
+        b"From: carol@example.org\r\nTo: zoe@partner.test\r\nSubject: probe\r\n\r\nhello\r\n";
+    let (code, _, _) = d.curl("POST", "/api/v1/decrypt", Some(&probe), &[], Some(plain));
+    assert_eq!(code, 200);
+    let (code, _, _) = d.curl(
+        "POST",
+        "/api/v1/encrypt?from=carol@example.org&to=zoe@partner.test",
+        Some(&probe_enc),
+        &[],
+        Some(plain),
+    );
+    assert!((400..500).contains(&code), "{code}");
     let reply = crate::queue::submit(
         d.smtp_decrypt.expect("smtp listener").port(),
         "carol@example.org",
@@ -193,6 +209,7 @@ fn webui_in_chromium_claims_imports_issues_and_audits() {
         "dashboard",
         "keys",
         "certificates",
+        "policies",
         "tokens",
         "audit",
         "queue",

@@ -120,6 +120,33 @@ impl Gpgsm {
         out
     }
 
+    /// A `multipart/signed` message from `from` to `to` whose signature gpgsm made (detached,
+    /// with the signer's certificate), CRLF line ends.
+    pub fn signed_message(&self, from: &str, to: &str, body: &str) -> Vec<u8> {
+        // The signed part ends before the CRLF that belongs to the boundary.
+        let entity = format!("Content-Type: text/plain; charset=utf-8\r\n\r\n{body}");
+        let c = self.dir.path().join("to-sign");
+        std::fs::write(&c, &entity).unwrap();
+        let (ok, sig, status) =
+            self.gpgsm(&["--detach-sign", "--include-certs", "1"], &[c.as_path()]);
+        assert!(ok && !sig.is_empty(), "gpgsm --detach-sign: {status}");
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::STANDARD.encode(&sig);
+        let lines: Vec<&str> = b64
+            .as_bytes()
+            .chunks(76)
+            .map(|l| std::str::from_utf8(l).unwrap())
+            .collect();
+        format!(
+            "From: {from}\r\nTo: {to}\r\nSubject: signed by gpgsm\r\nMIME-Version: 1.0\r\n\
+             Content-Type: multipart/signed; protocol=\"application/pkcs7-signature\"; micalg=sha-256; boundary=\"gpgsm-b\"\r\n\r\n\
+             --gpgsm-b\r\n{entity}\r\n--gpgsm-b\r\nContent-Type: application/pkcs7-signature; name=smime.p7s\r\n\
+             Content-Transfer-Encoding: base64\r\n\r\n{}\r\n--gpgsm-b--\r\n",
+            lines.join("\r\n")
+        )
+        .into_bytes()
+    }
+
     /// Verifies a `multipart/signed` entity; returns gpgsm's status lines.
     pub fn verify(&self, entity: &[u8]) -> String {
         let e = Entity::parse(entity);

@@ -488,6 +488,35 @@ fn encrypted_mail_passes_unchanged_and_signed_mail_is_verified_and_harvested() {
     let audit =
         std::fs::read_to_string(mx.dir.path().join("audit/docking.jsonl")).unwrap_or_default();
     assert_eq!(audit.matches("\"stored\"").count(), 1, "{audit}");
+
+    // Signed with gpgsm (another S/MIME implementation): harvested too, as the directory's
+    // `harvested` source.
+    pki.issue(
+        "gus@partner.example",
+        "gus@partner.example",
+        "rsa",
+        Some("ca"),
+    );
+    let g = crate::gpgsm::Gpgsm::new(&pki, "gus@partner.example");
+    let m = g.signed_message("gus@partner.example", "alice@example.org", "from gpgsm");
+    let r = send(&mx, "gus@partner.example", &["alice@example.org"], &m);
+    assert_eq!(last_code(&r, 5), 250, "{r:?}");
+    let got = org.postfix.wait_for_mail("alice@example.org", 6);
+    let result = header_of(with(&got, "from gpgsm"), "X-Sealgate-Result").unwrap_or_default();
+    assert!(
+        result.contains("signature=valid")
+            && result.contains("certificate=stored (gus@partner.example)"),
+        "{result}"
+    );
+    assert_eq!(encrypt_to("gus@partner.example").0, 200);
+    let harvested = sealgate_directory::harvested::load(mx.dir.path()).unwrap();
+    assert!(
+        harvested.iter().any(|h| h.address == "gus@partner.example")
+            && harvested
+                .iter()
+                .any(|h| h.address == "partner@partner.example"),
+        "{harvested:?}"
+    );
 }
 
 #[test]

@@ -83,12 +83,15 @@ fn listener(d: &Daemon, name: &str) -> SocketAddr {
 }
 
 fn start_box(pki: &Pki, org: &OrgServers, extra: &str) -> Box {
+    start_box_relaying_to(pki, org, org.relay(), extra)
+}
+
+fn start_box_relaying_to(pki: &Pki, org: &OrgServers, relay: SocketAddr, extra: &str) -> Box {
     let dir = data_dir_with_keys(pki);
     let settings = format!(
-        "[submission]\nlisten = \"127.0.0.1:0\"\nlisten_tls = \"127.0.0.1:0\"\nauth = \"smtp://127.0.0.1:{}\"\nauth_ca = \"{}\"\nrelay = \"{}\"\n{extra}",
+        "[submission]\nlisten = \"127.0.0.1:0\"\nlisten_tls = \"127.0.0.1:0\"\nauth = \"smtp://127.0.0.1:{}\"\nauth_ca = \"{}\"\nrelay = \"{relay}\"\n{extra}",
         org.postfix.submission,
         org.tls.ca.display(),
-        org.relay()
     );
     let daemon = Daemon::start(dir.path(), &settings);
     let starttls = listener(&daemon, "submission");
@@ -696,5 +699,149 @@ fn openssl_s_client_sees_the_box_certificate_on_both_ports() {
         assert!(text.contains("Verify return code: 0 (ok)"), "{text}");
         // Over TLS, AUTH is offered.
         assert!(text.contains("AUTH PLAIN LOGIN"), "{text}");
+    }
+}
+
+/// Submitted mail goes through the queue every role shares: a recipient the organisation's
+/// server refuses for good gets the sender an RFC 3464 DSN (through the same relay), and the
+/// message is seen by `sealctl queue` as a submission.
+#[test]
+fn a_refused_recipient_gets_the_sender_a_dsn_and_the_queue_shows_the_submission() {
+    let pki = Pki::new();
+    let org = OrgServers::start(USERS, MAILBOXES);
+    let b = start_box(&pki, &org, "");
+    let to = ["bob@example.org", "nobody@example.org"];
+    let m = message("alice@example.org", &to, "to a stranger", "hello");
+    let sent = client(
+        &b,
+        "starttls",
+        "alice@example.org",
+        "alice-Passw0rd",
+        "alice@example.org",
+        &to,
+        &m,
+    );
+    assert_eq!((sent.stage.as_str(), sent.code), ("data", 250), "{sent:?}");
+    // bob gets his copy; alice gets the DSN for nobody (Postfix: 550 5.1.1 at RCPT).
+    org.postfix.wait_for_mail("bob@example.org", 1);
+    let got = org.postfix.wait_for_mail("alice@example.org", 1);
+    let dsn = String::from_utf8_lossy(&got[0]).into_owned();
+    assert!(
+        dsn.contains("multipart/report") && dsn.contains("report-type=delivery-status"),
+        "{dsn}"
+    );
+    assert!(
+        dsn.contains("Final-Recipient: rfc822; nobody@example.org") && dsn.contains("5.1.1"),
+        "{dsn}"
+    );
+    assert!(
+        !dsn.contains("Final-Recipient: rfc822; bob@example.org"),
+        "{dsn}"
+    );
+    // The queue kept the bounced record of the submitted copy.
+    let out = run(Command::new(crate::harness::sealctl())
+        .args([
+            "queue",
+            "list",
+            "--json",
+            "--state",
+            "bounced",
+            "--data-dir",
+        ])
+        .arg(&b.daemon.data_dir));
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let list = list.as_array().cloned().unwrap_or_default();
+    assert!(
+        list.iter().any(|e| e["direction"] == "submission"
+            && e["from"] == "alice@example.org"
+            && e["recipients"].as_array().is_some_and(|r| r
+                .iter()
+                .any(|r| r["address"] == "nobody@example.org" && r["status"] == "failed"))),
+        "{list:?}"
+    );
+    // Nothing is left in the queue, and no separate outbox exists any more.
+    assert!(!b.daemon.data_dir.join("submission/outbox").exists());
+}
+
+/// The box relays through the organisation's submission port with its own login (AUTH PLAIN
+/// inside STARTTLS, the certificate verified against `auth_ca`): Postfix there takes mail
+/// only from authenticated clients. A wrong password leaves the message deferred in the
+/// queue with the reason; the password is in no log.
+#[test]
+fn the_box_relays_with_its_own_credentials_and_a_wrong_password_defers() {
+    let pki = Pki::new();
+    let users = [USERS[0], USERS[1], ("relay@example.org", "relay-Secr3t")];
+    let org = OrgServers::start(&users, MAILBOXES);
+    let submission_port = SocketAddr::from(([127, 0, 0, 1], org.postfix.submission));
+    let secrets = tempfile::tempdir().unwrap();
+    let (good, bad) = (secrets.path().join("good"), secrets.path().join("bad"));
+    std::fs::write(&good, "relay-Secr3t\n").unwrap();
+    std::fs::write(&bad, "not-the-Passw0rd\n").unwrap();
+    let login = |f: &std::path::Path| {
+        format!(
+            "relay_username = \"relay@example.org\"\nrelay_password_file = \"{}\"\n",
+            f.display()
+        )
+    };
+    let b = start_box_relaying_to(&pki, &org, submission_port, &login(&good));
+    let m = message("alice@example.org", &["bob@example.org"], "via auth", "x");
+    let sent = client(
+        &b,
+        "starttls",
+        "alice@example.org",
+        "alice-Passw0rd",
+        "alice@example.org",
+        &["bob@example.org"],
+        &m,
+    );
+    assert_eq!((sent.stage.as_str(), sent.code), ("data", 250), "{sent:?}");
+    let got = org.postfix.wait_for_mail("bob@example.org", 1);
+    let text = String::from_utf8_lossy(&got[0]).into_owned();
+    assert!(text.contains("(using TLS"), "{text}");
+
+    let w = start_box_relaying_to(&pki, &org, submission_port, &login(&bad));
+    let sent = client(
+        &w,
+        "starttls",
+        "alice@example.org",
+        "alice-Passw0rd",
+        "alice@example.org",
+        &["bob@example.org"],
+        &m,
+    );
+    assert_eq!((sent.stage.as_str(), sent.code), ("data", 250), "{sent:?}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let entry = loop {
+        let out = run(Command::new(crate::harness::sealctl())
+            .args(["queue", "list", "--json", "--data-dir"])
+            .arg(&w.daemon.data_dir));
+        let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        if let Some(e) = list
+            .as_array()
+            .and_then(|l| l.iter().find(|e| e["state"] == "deferred"))
+        {
+            break e.clone();
+        }
+        assert!(std::time::Instant::now() < deadline, "{list:?}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    assert_eq!(entry["direction"], "submission", "{entry}");
+    assert!(
+        entry["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("refused the box's relay credentials")),
+        "{entry}"
+    );
+    assert_eq!(
+        org.postfix.mailbox("bob@example.org").len(),
+        1,
+        "nothing more arrived"
+    );
+    for d in [&b, &w] {
+        let log = std::fs::read_to_string(d.daemon.data_dir.join("log/sealgated.log")).unwrap();
+        assert!(
+            !log.contains("relay-Secr3t") && !log.contains("not-the-Passw0rd"),
+            "a relay password in the log"
+        );
     }
 }

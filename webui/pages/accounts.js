@@ -64,11 +64,35 @@ export async function render(view, { session }) {
         } }, "Delete")) : "") },
     ], rows));
   };
-  await refresh();
+  const sessions = h("div", { id: "sessions" });
+  const refreshSessions = async () => {
+    const rows = await api("GET", "/sessions");
+    put(sessions, table("Sessions", [
+      { label: "Account", get: (x) => x.username },
+      { label: "Role", get: (x) => x.role },
+      { label: "Logged in", get: (x) => when(x.created) },
+      { label: "Last call", get: (x) => when(x.last_seen) },
+      { label: "Actions", get: (x) => (x.current ? "this session (use Log out)"
+        : isAdmin() || x.username === session.username ? h("button", { type: "button", class: "danger", "data-session": x.id,
+          "aria-label": `End session of ${x.username} from ${when(x.created)}`, onclick: async () => {
+            if (!(await confirmAction(`End this session of ${x.username}? Its browser is sent to the login.`, "End session"))) return;
+            try {
+              await api("DELETE", `/sessions/${encodeURIComponent(x.id)}`);
+              put(status, `The session of ${x.username} ended.`);
+            } catch (e) { put(status, `${e.message}: ${(e.problem && e.problem.detail) || ""}`); }
+            await refreshSessions();
+          } }, "End session") : "") },
+    ], rows, "No sessions."));
+  };
+  await Promise.all([refresh(), refreshSessions()]);
   add(view, h("h1", {}, "Administrators"), status,
     h("section", { class: "card" }, h("h2", {}, "Accounts"),
       h("p", {}, "admin: everything; auditor: reads everything, the audit log and the support bundle; read-only: reads the state."),
       list),
+    h("section", { class: "card" }, h("h2", {}, "Sessions"),
+      h("p", {}, isAdmin() ? "Every browser logged in now. Ending one sends it to the login at its next call."
+        : "Your browsers logged in now. Ending one sends it to the login at its next call."),
+      sessions),
     isAdmin() ? form("New account", [
       { name: "username", label: "Username", required: true, hint: "1 to 64 characters of a-z 0-9 . _ -" },
       { name: "role", label: "Role", type: "select", options: ["read-only", "auditor", "admin"], value: "read-only" },

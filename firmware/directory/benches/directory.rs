@@ -1,10 +1,13 @@
 //! `cargo xtask bench directory`: lookups per second, cold (nothing cached: a query to the
 //! source, validation of the answer) and warm (the cache), per source, against local peers
-//! started here (slapd; the HTTPS directory in Python). The targets: a cold LDAP
+//! started here (slapd; the HTTPS directory in Python; Knot DNS signing a zone of SMIMEA
+//! records and unbound validating it). The targets: a cold LDAP
 //! lookup adds < 5 ms on loopback, a warm one < 50 µs.
 
 #![allow(clippy::unwrap_used, clippy::panic, missing_docs)]
 
+#[path = "../../../tests/directory/dns.rs"]
+mod dns;
 #[path = "../../../tests/directory/peers.rs"]
 mod peers;
 
@@ -55,8 +58,16 @@ fn main() {
         .map(|i| format!("user{i}@partner.test"))
         .collect();
     let mut entries = Vec::new();
+    let mut records = Vec::new();
     for (i, a) in addresses.iter().enumerate() {
         let der = peers::leaf(&pki, a, false, false, false);
+        let smimea = a.replace("@partner.test", "@partner.example");
+        records.push(dns::smimea_line(
+            &smimea,
+            "partner.example",
+            3,
+            &peers::leaf(&pki, &smimea, false, false, false),
+        ));
         std::fs::write(
             folder.join(format!("{a}.pem")),
             pem::encode(&pem::Pem::new("CERTIFICATE", der.clone())),
@@ -71,6 +82,27 @@ fn main() {
     let (_ldap, port, _) = peers::slapd(t, &tls, &refs);
     let (_http, http_port) = peers::http_directory(t, &tls, &folder);
     let anchors = Certificate::parse_many(pki.ca_pem.as_bytes()).unwrap();
+    let (_knot, knot_port) = dns::knot(
+        &t.join("knot"),
+        &[dns::Zone {
+            name: "partner.example",
+            signed: true,
+            records,
+        }],
+    );
+    let ds = dns::ds(&t.join("knot"), "partner.example");
+    let (_unbound, resolver) =
+        dns::unbound(&t.join("unbound"), &[ds], &["partner.example"], knot_port);
+    let smimea = Directory::new(
+        Settings {
+            order: vec![Source::Smimea],
+            smimea_resolver: Some(format!("127.0.0.1:{resolver}")),
+            ..Settings::default()
+        },
+        anchors.clone(),
+        None,
+    )
+    .unwrap();
 
     let ldap = Directory::new(
         Settings {
@@ -106,6 +138,11 @@ fn main() {
     println!("certificate directory: {USERS} addresses, warm x{WARM_ROUNDS}, loopback peers");
     let (cold, warm) = measure("ldap", &ldap, &addresses);
     measure("http", &http, &addresses);
+    let dns_addresses: Vec<String> = addresses
+        .iter()
+        .map(|a| a.replace("@partner.test", "@partner.example"))
+        .collect();
+    measure("smimea", &smimea, &dns_addresses);
     println!(
         "targets: cold LDAP < 5 ms: {}; warm < 50 µs: {}",
         if cold < Duration::from_millis(5) {

@@ -54,16 +54,21 @@ pub fn load(data_dir: &Path) -> Result<Vec<Blocked>, String> {
 
 /// Replaces the list.
 pub fn save(data_dir: &Path, blocked: &[Blocked]) -> Result<(), String> {
-    let p = path(data_dir);
-    let tmp = data_dir.join(format!(".{FILE}.tmp"));
     let text = serde_json::to_vec_pretty(&File {
         version: 1,
         blocked: blocked.to_vec(),
     })
     .map_err(|e| e.to_string())?;
+    write_atomically(data_dir, FILE, &text)
+}
+
+/// Writes `DATA/name`: a temporary file, fsync, rename, fsync of the folder.
+pub(crate) fn write_atomically(data_dir: &Path, name: &str, text: &[u8]) -> Result<(), String> {
+    let p = data_dir.join(name);
+    let tmp = data_dir.join(format!(".{name}.tmp"));
     let write = || -> std::io::Result<()> {
         let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(&text)?;
+        f.write_all(text)?;
         f.sync_all()?;
         std::fs::rename(&tmp, &p)?;
         std::fs::File::open(data_dir)?.sync_all()

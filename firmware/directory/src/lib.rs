@@ -23,11 +23,14 @@ use sealgate_smime::signed::Revoked;
 use serde::{Deserialize, Serialize};
 
 pub mod blocklist;
+pub mod harvested;
 pub mod http;
 pub mod ldap;
 pub mod local;
+pub mod ocsp;
 pub mod publish;
 pub mod revocation;
+pub mod smimea;
 pub mod validate;
 
 pub use local::Local;
@@ -112,6 +115,14 @@ pub struct Settings {
     pub ldap: Vec<LdapSettings>,
     /// HTTP certificate directories.
     pub http: Vec<HttpSettings>,
+    /// The DNSSEC-validating resolver asked for SMIMEA records (`IP:port` on the loopback,
+    /// e.g. a local unbound); the `smimea` source is not asked without it.
+    pub smimea_resolver: Option<String>,
+    /// Where the box publishes its users' certificates for partners (HTTPS, `GET
+    /// /lookup?address=`); off when unset.
+    pub publish_listen: Option<std::net::SocketAddr>,
+    /// Lookups per client address per minute on `publish_listen`.
+    pub publish_per_minute: u32,
 }
 
 impl Default for Settings {
@@ -133,6 +144,9 @@ impl Default for Settings {
             blocked: Vec::new(),
             ldap: Vec::new(),
             http: Vec::new(),
+            smimea_resolver: None,
+            publish_listen: None,
+            publish_per_minute: 30,
         }
     }
 }
@@ -213,6 +227,12 @@ impl Settings {
                 ));
             }
         }
+        if self.publish_per_minute == 0 || self.publish_per_minute > 10_000 {
+            return Err("directory.publish_per_minute must be 1 to 10000".into());
+        }
+        if let Some(r) = &self.smimea_resolver {
+            smimea::resolver_address(r)?;
+        }
         if self.deadline_ms == 0 || self.deadline_ms > 60_000 {
             return Err("directory.deadline_ms must be 1 to 60000".into());
         }
@@ -269,8 +289,16 @@ pub type AuditHook = Box<dyn Fn(&Lookup, bool) + Send + Sync>;
 /// What a remote source returns: candidate certificates (DER, as received), or why it failed.
 pub type Fetched = Result<Vec<Vec<u8>>, String>;
 
+/// Candidates with whether the source itself vouches for them (a DNSSEC-validated SMIMEA
+/// record of usage DANE-EE: no path to an anchor needed), or why the source failed.
+type Vouched = Result<Vec<(Vec<u8>, bool)>, String>;
+
 /// One remote query, run under the deadline it is given.
-type Ask = Box<dyn FnOnce(Instant) -> Fetched + Send>;
+type Ask = Box<dyn FnOnce(Instant) -> Vouched + Send>;
+
+fn unvouched(f: Fetched) -> Vouched {
+    f.map(|v| v.into_iter().map(|d| (d, false)).collect())
+}
 
 /// A remote answer remembered.
 #[derive(Clone)]
@@ -293,10 +321,14 @@ pub struct Directory {
     anchors: Vec<Certificate>,
     blocked: Vec<String>,
     blocked_by_admin: std::sync::RwLock<Vec<String>>,
+    harvested: std::sync::RwLock<HashMap<String, Vec<Certificate>>>,
+    capabilities: std::sync::RwLock<HashMap<String, Vec<String>>>,
     ldap: Vec<Arc<ldap::LdapSource>>,
     http: Vec<Arc<http::HttpSource>>,
+    smimea: Option<Arc<smimea::SmimeaSource>>,
     cache: Mutex<HashMap<String, Cached>>,
     crls: revocation::CrlCache,
+    ocsp: ocsp::OcspCache,
     audit: Option<AuditHook>,
 }
 
@@ -325,13 +357,21 @@ impl Directory {
             .iter()
             .map(|h| http::HttpSource::new(h).map(Arc::new))
             .collect::<Result<_, _>>()?;
+        let smimea = settings
+            .smimea_resolver
+            .as_deref()
+            .map(|r| smimea::SmimeaSource::new(r).map(Arc::new))
+            .transpose()?;
         Ok(Directory {
+            smimea,
             blocked: settings
                 .blocked
                 .iter()
                 .map(|b| normalise_fingerprint(b))
                 .collect(),
             blocked_by_admin: std::sync::RwLock::new(Vec::new()),
+            harvested: std::sync::RwLock::new(HashMap::new()),
+            capabilities: std::sync::RwLock::new(HashMap::new()),
             settings,
             local,
             anchors,
@@ -339,6 +379,7 @@ impl Directory {
             http,
             cache: Mutex::new(HashMap::new()),
             crls: revocation::CrlCache::default(),
+            ocsp: ocsp::OcspCache::default(),
             audit: None,
         })
     }
@@ -366,6 +407,38 @@ impl Directory {
             *b = sha256.iter().map(|s| normalise_fingerprint(s)).collect();
         }
         self.forget_cached();
+    }
+
+    /// Sets the harvested certificates (see [`harvested`]) and forgets every remembered
+    /// answer.
+    pub fn set_harvested(&self, list: &[harvested::Harvested]) {
+        let mut by: HashMap<String, Vec<Certificate>> = HashMap::new();
+        for e in list {
+            if let Some(c) = harvested::parse(e) {
+                by.entry(e.address.clone()).or_default().push(c);
+            }
+        }
+        if let Ok(mut h) = self.harvested.write() {
+            *h = by;
+        }
+        if let Ok(mut c) = self.capabilities.write() {
+            *c = list
+                .iter()
+                .map(|e| (e.sha256.clone(), e.capabilities.clone()))
+                .collect();
+        }
+        self.forget_cached();
+    }
+
+    /// The S/MIME capabilities last seen in a signature by the owner of `cert` (harvested
+    /// from inbound mail), whatever source answered with it; empty when unknown.
+    pub fn capabilities(&self, cert: &Certificate) -> Vec<String> {
+        let fp = validate::sha256_hex(cert.der());
+        self.capabilities
+            .read()
+            .ok()
+            .and_then(|c| c.get(&fp).cloned())
+            .unwrap_or_default()
     }
 
     /// Forgets every remembered answer.
@@ -411,7 +484,14 @@ impl Directory {
             let candidates = match source {
                 Source::Vault => local.own(&address).map(|c| c.into_iter().collect()),
                 Source::Pinned => local.stored(&address),
-                Source::Harvested => local.harvested(&address),
+                Source::Harvested => local.harvested(&address).map(|mut v| {
+                    if let Ok(h) = self.harvested.read()
+                        && let Some(more) = h.get(&address)
+                    {
+                        v.extend(more.iter().cloned());
+                    }
+                    v
+                }),
                 _ => Ok(Vec::new()),
             };
             let candidates = match candidates {
@@ -498,7 +578,7 @@ impl Directory {
                         let a = address.to_string();
                         (
                             l.url().to_string(),
-                            Box::new(move |d| l.fetch(&a, d)) as Ask,
+                            Box::new(move |d| unvouched(l.fetch(&a, d))) as Ask,
                         )
                     })
                     .collect(),
@@ -510,14 +590,29 @@ impl Directory {
                         let a = address.to_string();
                         (
                             h.url().to_string(),
-                            Box::new(move |d| h.fetch(&a, d)) as Ask,
+                            Box::new(move |d| unvouched(h.fetch(&a, d))) as Ask,
+                        )
+                    })
+                    .collect(),
+                Source::Smimea => self
+                    .smimea
+                    .iter()
+                    .map(|s| {
+                        let s = s.clone();
+                        let a = address.to_string();
+                        (
+                            s.name(),
+                            Box::new(move |d| {
+                                s.fetch(&a, d)
+                                    .map(|v| v.into_iter().map(|f| (f.der, f.dane_ee)).collect())
+                            }) as Ask,
                         )
                     })
                     .collect(),
                 _ => Vec::new(),
             };
             for (name, ask) in askers {
-                let ders = match within(deadline, ask) {
+                let answer = match within(deadline, ask) {
                     Ok(d) => d,
                     Err(e) => {
                         out.refused.push(refusal(source, format!("{name}: {e}")));
@@ -527,10 +622,16 @@ impl Directory {
                         continue;
                     }
                 };
-                let certs: Vec<Certificate> = ders
+                let vouched: Vec<Certificate> = answer
                     .iter()
-                    .filter_map(|d| Certificate::from_der(d).ok())
+                    .filter(|(_, v)| *v)
+                    .filter_map(|(d, _)| Certificate::from_der(d).ok())
                     .collect();
+                let certs: Vec<Certificate> = answer
+                    .iter()
+                    .filter_map(|(d, _)| Certificate::from_der(d).ok())
+                    .collect();
+                let ders = &answer;
                 if certs.len() < ders.len() {
                     out.refused.push(refusal(
                         source,
@@ -544,7 +645,17 @@ impl Directory {
                 for c in certs.iter().filter(|c| !c.is_ca || c.has_email(address)) {
                     let others: Vec<Certificate> =
                         certs.iter().filter(|o| *o != c).cloned().collect();
-                    match self.check(local, source, c, &others, address, now, true, deadline) {
+                    let chain_needed = !vouched.contains(c);
+                    match self.check(
+                        local,
+                        source,
+                        c,
+                        &others,
+                        address,
+                        now,
+                        chain_needed,
+                        deadline,
+                    ) {
                         Ok(()) => {
                             if best.as_ref().is_none_or(|b| b.not_before < c.not_before) {
                                 best = Some(c.clone());
@@ -642,12 +753,35 @@ impl Directory {
         anchors.extend(local.anchors());
         // The path first: CRLs are fetched only for a certificate that would be used.
         validate::chains_to_anchor(c, others, &anchors, now)?;
+        // OCSP first (one small signed answer); a "good" one spares the CRL.
+        let mut pool = others.to_vec();
+        pool.extend(anchors.iter().cloned());
+        let mut ocsp_failed = None;
+        if let Some(issuer) = ocsp::issuer_of(c, &pool) {
+            match self.ocsp.status(c, issuer, deadline) {
+                Ok(Some(ocsp::Status::Revoked)) => {
+                    return Err("it is revoked (its issuer's OCSP responder says so)".into());
+                }
+                Ok(Some(ocsp::Status::Good)) => return Ok(()),
+                Ok(Some(ocsp::Status::Unknown)) => {
+                    ocsp_failed = Some("its OCSP responder does not know it".to_string());
+                }
+                Ok(None) => {}
+                Err(e) => ocsp_failed = Some(e),
+            }
+        }
+        let hard = self.settings.revocation == Revocation::HardFail;
         let urls = revocation::crl_urls(c.der());
         if urls.is_empty() {
-            return Ok(());
+            return match ocsp_failed {
+                Some(e) if hard => Err(format!(
+                    "no usable OCSP answer ({e}) and no CRL (revocation = hard-fail)"
+                )),
+                _ => Ok(()),
+            };
         }
         let (crls, failed) = self.crls.get(&urls, deadline);
-        if crls.is_empty() && failed > 0 && self.settings.revocation == Revocation::HardFail {
+        if crls.is_empty() && failed > 0 && hard {
             return Err(format!(
                 "none of its CRL distribution points answered ({}; revocation = hard-fail)",
                 urls.join(", ")
@@ -679,7 +813,10 @@ fn refusal(source: Source, reason: String) -> Refusal {
 /// Runs `ask` on its own thread and waits for it until `deadline`: a source that hangs
 /// costs the lookup no more than the deadline (its thread ends by its own timeouts, which
 /// are the same deadline).
-fn within(deadline: Instant, ask: Ask) -> Fetched {
+fn within<T: Send + 'static>(
+    deadline: Instant,
+    ask: impl FnOnce(Instant) -> Result<T, String> + Send + 'static,
+) -> Result<T, String> {
     let left = deadline.saturating_duration_since(Instant::now());
     if left.is_zero() {
         return Err("not asked: the lookup deadline had passed".into());

@@ -130,6 +130,71 @@ pub fn smimea(users: &[(String, Certificate)], ttl: u32) -> String {
     out
 }
 
+/// The one exact address of a publishing lookup's query string (`address=local@domain`,
+/// percent-encoded): at most 254 characters, nothing that could be a pattern or a second
+/// address; `None` for anything else.
+pub fn query_address(q: &str) -> Option<String> {
+    let mut found = None;
+    for (k, v) in url_pairs(q)? {
+        if k != "address" || found.is_some() {
+            return None;
+        }
+        found = Some(v);
+    }
+    let a = found?.trim().to_ascii_lowercase();
+    let ok = a.len() <= 254
+        && a.split_once('@')
+            .is_some_and(|(l, d)| !l.is_empty() && !d.is_empty() && !d.contains('@'))
+        && !a.chars().any(|c| {
+            c.is_whitespace()
+                || c.is_control()
+                || matches!(
+                    c,
+                    '*' | '?' | '%' | '<' | '>' | '(' | ')' | '\\' | ',' | ';'
+                )
+        });
+    ok.then_some(a)
+}
+
+fn url_pairs(q: &str) -> Option<Vec<(String, String)>> {
+    if q.len() > 1024 {
+        return None;
+    }
+    let mut out = Vec::new();
+    for part in q.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = part.split_once('=')?;
+        out.push((decode(k)?, decode(v)?));
+        if out.len() > 2 {
+            return None;
+        }
+    }
+    Some(out)
+}
+
+fn decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' => {
+                let h = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+                out.push(u8::from_str_radix(h, 16).ok()?);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            c => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -148,5 +213,26 @@ mod tests {
         let mut s = String::new();
         attr(&mut s, "cn", " leading space");
         assert!(s.starts_with("cn:: "), "{s}");
+    }
+
+    #[test]
+    fn one_exact_address_only() {
+        assert_eq!(
+            query_address("address=Bob%40Example.org").as_deref(),
+            Some("bob@example.org")
+        );
+        for q in [
+            "",
+            "address=*@example.org",
+            "address=bob",
+            "address=a@b@c",
+            "address=bob@example.org&address=eve@example.org",
+            "address=bob@example.org&x=1",
+            "address=%ZZ",
+            "address=(mail=*)",
+            "address=bob@example.org,eve@example.org",
+        ] {
+            assert_eq!(query_address(q), None, "{q}");
+        }
     }
 }

@@ -136,6 +136,16 @@ impl CrlCache {
 /// One CRL over plain HTTP (CRLs are signed; TLS adds nothing): `GET` to the answer's end, at
 /// most [`MAX_CRL`] bytes, before `deadline`.
 fn fetch(url: &str, deadline: Instant) -> Result<Vec<u8>, String> {
+    exchange(url, None, deadline)
+}
+
+/// One plain HTTP/1.0 exchange: `GET url`, or `POST url` with `post` (content type, body);
+/// the answer's one body (status 200), at most [`MAX_CRL`] bytes, before `deadline`.
+pub(crate) fn exchange(
+    url: &str,
+    post: Option<(&str, &[u8])>,
+    deadline: Instant,
+) -> Result<Vec<u8>, String> {
     let left = || {
         deadline
             .saturating_duration_since(Instant::now())
@@ -158,10 +168,20 @@ fn fetch(url: &str, deadline: Instant) -> Result<Vec<u8>, String> {
     let mut s = TcpStream::connect_timeout(&addr, left()).map_err(|e| e.to_string())?;
     s.set_write_timeout(Some(left()))
         .map_err(|e| e.to_string())?;
-    s.write_all(
-        format!("GET {path} HTTP/1.0\r\nHost: {authority}\r\nConnection: close\r\n\r\n").as_bytes(),
-    )
-    .map_err(|e| e.to_string())?;
+    let request = match post {
+        None => format!("GET {path} HTTP/1.0\r\nHost: {authority}\r\nConnection: close\r\n\r\n")
+            .into_bytes(),
+        Some((kind, body)) => {
+            let mut r = format!(
+                "POST {path} HTTP/1.0\r\nHost: {authority}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            )
+            .into_bytes();
+            r.extend_from_slice(body);
+            r
+        }
+    };
+    s.write_all(&request).map_err(|e| e.to_string())?;
     let mut answer = Vec::new();
     let mut r = (&mut s).take(MAX_CRL + 4096);
     loop {
@@ -182,6 +202,6 @@ fn fetch(url: &str, deadline: Instant) -> Result<Vec<u8>, String> {
         v if v.len() == 1 && v[0].len() as u64 <= MAX_CRL => {
             Ok(v.into_iter().next().unwrap_or_default())
         }
-        _ => Err("not one CRL".into()),
+        _ => Err("not one answer".into()),
     }
 }

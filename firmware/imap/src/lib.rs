@@ -6,11 +6,13 @@
 //!   partials, `RFC822*`, `RFC822.SIZE`, `BODYSTRUCTURE`, `BODY`, `ENVELOPE`).
 //! - [`rewrite`]: the capability allow-list, the `ENABLE` filter, the probe added to a
 //!   client's FETCH and the answer rewritten from a view.
+//! - [`search`]: SEARCH criteria rewritten so the server answers for the decrypted views.
 //!
 //! **Invariants: no I/O, no panics on any input, every loop bounded; fuzzed**
 //! (`fuzz/fuzz_targets/imap.rs`).
 
 pub mod rewrite;
+pub mod search;
 pub mod view;
 
 pub use imap_codec;

@@ -20,7 +20,8 @@ use crate::view::{self, View};
 /// unknown name, is removed: COMPRESS, BINARY, IMAP4rev2, CATENATE, URLAUTH, URL-PARTIAL,
 /// NOTIFY, ESEARCH/SEARCHRES/CONTEXT, SORT (sizes of ciphertext), PREVIEW/SNIPPET,
 /// MULTIAPPEND, REPLACE, UTF8=*, UNAUTHENTICATE, referrals, STARTTLS, SCRAM-*-PLUS and every
-/// SASL mechanism but PLAIN.
+/// SASL mechanism but PLAIN, XOAUTH2 and OAUTHBEARER (passed through; an OAuth session is
+/// never decrypted for).
 const ALLOWED: &[&str] = &[
     "IMAP4REV1",
     "SASL-IR",
@@ -49,6 +50,8 @@ const ALLOWED: &[&str] = &[
     "LITERAL-",
     "LOGINDISABLED",
     "AUTH=PLAIN",
+    "AUTH=XOAUTH2",
+    "AUTH=OAUTHBEARER",
 ];
 
 /// Prefixes of allowed capability families.
@@ -316,6 +319,8 @@ mod tests {
             "IDLE",
             "THREAD=REFERENCES",
             "AUTH=PLAIN",
+            "AUTH=XOAUTH2",
+            "AUTH=OAUTHBEARER",
             "LITERAL+",
         ];
         let drop = [

@@ -114,6 +114,40 @@ impl View {
         }
     }
 
+    /// The text SEARCH's `BODY` looks at: every part's body with its transfer encoding
+    /// (base64, quoted-printable) removed, and the header of every attached message, in
+    /// order, separated by line ends.
+    pub fn decoded_text(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.decoded_into(&self.root, &mut out, 0);
+        out
+    }
+
+    fn decoded_into(&self, e: &Entity, out: &mut Vec<u8>, depth: usize) {
+        if depth > MAX_DEPTH {
+            return;
+        }
+        if !e.parts.is_empty() {
+            for p in &e.parts {
+                self.decoded_into(p, out, depth + 1);
+            }
+        } else if let Some(m) = &e.message {
+            out.extend_from_slice(self.slice(&m.header));
+            self.decoded_into(m, out, depth + 1);
+        } else {
+            let cte = header_value(self.slice(&e.header), b"content-transfer-encoding")
+                .map(|v| v.trim().to_ascii_lowercase())
+                .unwrap_or_default();
+            let body = self.slice(&e.body);
+            match cte.as_str() {
+                "base64" => out.extend_from_slice(&decode_base64(body)),
+                "quoted-printable" => out.extend_from_slice(&decode_qp(body)),
+                _ => out.extend_from_slice(body),
+            }
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+
     /// The entity a part number names: `1` of a non-multipart message is its body; a
     /// `message/rfc822` part's children are those of the message inside.
     fn part(&self, path: &[NonZeroU32]) -> Option<&Entity> {
@@ -564,6 +598,87 @@ fn field_name(f: &[u8]) -> Vec<u8> {
         .copied()
         .filter(|c| !c.is_ascii_whitespace())
         .collect()
+}
+
+/// Every header field as (name, unfolded value).
+pub fn header_fields_unfolded(hdr: &[u8]) -> Vec<(String, String)> {
+    header_fields(hdr)
+        .into_iter()
+        .map(|f| {
+            let name = String::from_utf8_lossy(&field_name(f)).into_owned();
+            let v = f
+                .iter()
+                .position(|c| *c == b':')
+                .map_or(&[][..], |i| &f[i + 1..]);
+            let unfolded: Vec<u8> = v
+                .iter()
+                .copied()
+                .filter(|c| *c != b'\r' && *c != b'\n')
+                .collect();
+            (name, String::from_utf8_lossy(&unfolded).trim().to_string())
+        })
+        .collect()
+}
+
+/// Base64 decoded, ignoring everything outside the alphabet (line ends, garbage).
+pub fn decode_base64(b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(b.len() * 3 / 4);
+    let mut acc: u32 = 0;
+    let mut n = 0;
+    for c in b {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            b'=' => break,
+            _ => continue,
+        };
+        acc = (acc << 6) | u32::from(v);
+        n += 1;
+        if n == 4 {
+            out.extend_from_slice(&[(acc >> 16) as u8, (acc >> 8) as u8, acc as u8]);
+            acc = 0;
+            n = 0;
+        }
+    }
+    match n {
+        2 => out.push((acc >> 4) as u8),
+        3 => out.extend_from_slice(&[(acc >> 10) as u8, (acc >> 2) as u8]),
+        _ => {}
+    }
+    out
+}
+
+/// Quoted-printable decoded (soft line breaks removed; a broken escape kept as written).
+pub fn decode_qp(b: &[u8]) -> Vec<u8> {
+    let hex = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'=' {
+            if b.get(i + 1) == Some(&b'\r') && b.get(i + 2) == Some(&b'\n') {
+                i += 3;
+                continue;
+            }
+            if b.get(i + 1) == Some(&b'\n') {
+                i += 2;
+                continue;
+            }
+            if let (Some(h), Some(l)) = (
+                b.get(i + 1).copied().and_then(hex),
+                b.get(i + 2).copied().and_then(hex),
+            ) {
+                out.push(h << 4 | l);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    out
 }
 
 /// The first value of header field `name` (lower case), unfolded.

@@ -7,6 +7,13 @@
 //! through its admin socket (`GET directory/lookup`, with the daemon's own settings).
 //! Otherwise `sealctl` opens the vault and asks the sources itself, with the `[directory]` and
 //! `[docking] trust_anchors` of the settings file; the lookup is audited in the vault's chain.
+//!
+//! An administrator's decisions: `blocked`, `block SHA256 [--reason]`, `unblock SHA256` (the
+//! block list, `DATA/directory-blocked.json`); `harvested`, `forget SHA256` (certificates
+//! harvested from signed inbound mail, `DATA/directory-harvested.json`); `pinned`, `import
+//! FILE` (external certificates stored in the vault: the `pinned` source). Through the
+//! daemon's admin API when it runs (audited there), else on the files and the vault directly
+//! (audited in the vault's chain).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -55,6 +62,74 @@ pub(crate) enum DirectoryCmd {
         #[command(flatten)]
         sealer: SealerArgs,
     },
+    /// List the certificates an administrator blocked (JSON).
+    Blocked {
+        /// The data directory.
+        #[arg(long, value_name = "DIR")]
+        data_dir: PathBuf,
+        #[command(flatten)]
+        sealer: SealerArgs,
+    },
+    /// Block a certificate: never used to encrypt, whatever the source.
+    Block {
+        /// Its SHA-256 fingerprint (64 hex digits, colons allowed).
+        sha256: String,
+        /// Why.
+        #[arg(long, default_value = "")]
+        reason: String,
+        /// The data directory.
+        #[arg(long, value_name = "DIR")]
+        data_dir: PathBuf,
+        #[command(flatten)]
+        sealer: SealerArgs,
+    },
+    /// Unblock a certificate.
+    Unblock {
+        /// Its SHA-256 fingerprint.
+        sha256: String,
+        /// The data directory.
+        #[arg(long, value_name = "DIR")]
+        data_dir: PathBuf,
+        #[command(flatten)]
+        sealer: SealerArgs,
+    },
+    /// List the certificates harvested from signed inbound mail (JSON).
+    Harvested {
+        /// The data directory.
+        #[arg(long, value_name = "DIR")]
+        data_dir: PathBuf,
+        #[command(flatten)]
+        sealer: SealerArgs,
+    },
+    /// Forget a harvested certificate.
+    Forget {
+        /// Its SHA-256 fingerprint.
+        sha256: String,
+        /// The data directory.
+        #[arg(long, value_name = "DIR")]
+        data_dir: PathBuf,
+        #[command(flatten)]
+        sealer: SealerArgs,
+    },
+    /// List the pinned (stored external) certificates (JSON).
+    Pinned {
+        /// The data directory.
+        #[arg(long, value_name = "DIR")]
+        data_dir: PathBuf,
+        #[command(flatten)]
+        sealer: SealerArgs,
+    },
+    /// Import (pin) recipients' certificates from a PEM or DER file: used for their addresses
+    /// without a path to an anchor.
+    Import {
+        /// The certificate file.
+        file: PathBuf,
+        /// The data directory.
+        #[arg(long, value_name = "DIR")]
+        data_dir: PathBuf,
+        #[command(flatten)]
+        sealer: SealerArgs,
+    },
 }
 
 pub(crate) fn run(cmd: DirectoryCmd) -> Outcome {
@@ -72,17 +147,24 @@ pub(crate) fn run(cmd: DirectoryCmd) -> Outcome {
             ttl,
             sealer,
         } => return export(&data_dir, &format, &base, ttl, &sealer),
+        other => return decisions(other),
     };
     let answer = match running(&data_dir) {
         Some(d) => {
             if settings.is_some() {
                 eprintln!("sealctl: the running daemon uses its own settings");
             }
-            d.json::<serde_json::Value>(
+            let mut v = d.json::<serde_json::Value>(
                 "GET",
                 &format!("/directory/lookup?address={}", segment(&address)),
                 None,
-            )?
+            )?;
+            // The same object as without a daemon: the certificate's `details` are the web
+            // UI's.
+            if let Some(m) = v.as_object_mut() {
+                m.remove("details");
+            }
+            v
         }
         None => {
             let (dir_settings, anchors) = match &settings {
@@ -96,6 +178,9 @@ pub(crate) fn run(cmd: DirectoryCmd) -> Outcome {
             let blocked =
                 sealgate_directory::blocklist::load(&data_dir).map_err(|e| Failure(e, 1))?;
             dir.set_blocked(blocked.into_iter().map(|b| b.sha256).collect());
+            dir.set_harvested(
+                &sealgate_directory::harvested::load(&data_dir).map_err(|e| Failure(e, 1))?,
+            );
             let found = dir.lookup(&address, dir.deadline());
             let detail = format!(
                 "source={} result={} refused={}",
@@ -180,4 +265,208 @@ fn export(data_dir: &Path, format: &str, base: &str, ttl: u32, sealer: &SealerAr
     };
     print!("{text}");
     Ok(ExitCode::SUCCESS)
+}
+
+fn fingerprint(s: &str) -> Result<String, Failure> {
+    sealgate_directory::blocklist::fingerprint(s).ok_or_else(|| {
+        Failure(
+            format!("{s:?} is not a SHA-256 fingerprint (64 hex digits)"),
+            1,
+        )
+    })
+}
+
+fn print_json(v: &impl serde::Serialize) -> Outcome {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The administrator's decisions: block list, harvested, pinned.
+fn decisions(cmd: DirectoryCmd) -> Outcome {
+    use sealgate_directory::{blocklist, harvested};
+    match cmd {
+        DirectoryCmd::Blocked { data_dir, .. } => match running(&data_dir) {
+            Some(d) => {
+                print_json(&d.json::<serde_json::Value>("GET", "/directory/blocked", None)?)
+            }
+            None => print_json(&blocklist::load(&data_dir).map_err(|e| Failure(e, 1))?),
+        },
+        DirectoryCmd::Block {
+            sha256,
+            reason,
+            data_dir,
+            sealer,
+        } => {
+            let sha256 = fingerprint(&sha256)?;
+            if reason.chars().count() > 500 || reason.chars().any(char::is_control) {
+                return Err(Failure(
+                    "--reason must be at most 500 characters, without control characters".into(),
+                    1,
+                ));
+            }
+            if let Some(d) = running(&data_dir) {
+                let body = serde_json::json!({"sha256": sha256, "reason": reason});
+                return print_json(&d.json::<serde_json::Value>(
+                    "POST",
+                    "/directory/blocked",
+                    Some(&body),
+                )?);
+            }
+            let vault = open_vault(&data_dir, &sealer)?;
+            let mut list = blocklist::load(&data_dir).map_err(|e| Failure(e, 1))?;
+            if let Some(e) = list.iter().find(|e| e.sha256 == sha256) {
+                return print_json(e);
+            }
+            if list.len() >= blocklist::MAX_BLOCKED {
+                return Err(Failure("the block list is full".into(), 1));
+            }
+            let e = blocklist::Blocked {
+                sha256: sha256.clone(),
+                reason: reason.clone(),
+                by: actor(),
+                at: sealgate_smime::chain::rfc3339(sealgate_directory::unix_now()),
+            };
+            list.push(e.clone());
+            vault.record_event(
+                &actor(),
+                "directory.block",
+                &sha256,
+                &format!("reason={reason:?}"),
+            )?;
+            blocklist::save(&data_dir, &list).map_err(|e| Failure(e, 1))?;
+            print_json(&e)
+        }
+        DirectoryCmd::Unblock {
+            sha256,
+            data_dir,
+            sealer,
+        } => {
+            let sha256 = fingerprint(&sha256)?;
+            if let Some(d) = running(&data_dir) {
+                return print_json(&d.json::<serde_json::Value>(
+                    "DELETE",
+                    &format!("/directory/blocked/{}", segment(&sha256)),
+                    None,
+                )?);
+            }
+            let vault = open_vault(&data_dir, &sealer)?;
+            let mut list = blocklist::load(&data_dir).map_err(|e| Failure(e, 1))?;
+            let i = list
+                .iter()
+                .position(|e| e.sha256 == sha256)
+                .ok_or_else(|| Failure(format!("{sha256} is not blocked"), 1))?;
+            let gone = list.remove(i);
+            vault.record_event(&actor(), "directory.unblock", &sha256, "")?;
+            blocklist::save(&data_dir, &list).map_err(|e| Failure(e, 1))?;
+            print_json(&gone)
+        }
+        DirectoryCmd::Harvested { data_dir, .. } => match running(&data_dir) {
+            Some(d) => {
+                print_json(&d.json::<serde_json::Value>("GET", "/directory/harvested", None)?)
+            }
+            None => print_json(&harvested::load(&data_dir).map_err(|e| Failure(e, 1))?),
+        },
+        DirectoryCmd::Forget {
+            sha256,
+            data_dir,
+            sealer,
+        } => {
+            let sha256 = fingerprint(&sha256)?;
+            if let Some(d) = running(&data_dir) {
+                return print_json(&d.json::<serde_json::Value>(
+                    "DELETE",
+                    &format!("/directory/harvested/{}", segment(&sha256)),
+                    None,
+                )?);
+            }
+            let vault = open_vault(&data_dir, &sealer)?;
+            let mut list = harvested::load(&data_dir).map_err(|e| Failure(e, 1))?;
+            let gone: Vec<_> = list
+                .iter()
+                .filter(|e| e.sha256 == sha256)
+                .cloned()
+                .collect();
+            if gone.is_empty() {
+                return Err(Failure(format!("{sha256} was not harvested"), 1));
+            }
+            list.retain(|e| e.sha256 != sha256);
+            vault.record_event(&actor(), "directory.forget-harvested", &sha256, "")?;
+            harvested::save(&data_dir, &list).map_err(|e| Failure(e, 1))?;
+            print_json(&gone)
+        }
+        DirectoryCmd::Pinned { data_dir, sealer } => match running(&data_dir) {
+            Some(d) => print_json(&d.json::<serde_json::Value>("GET", "/certificates", None)?),
+            None => print_json(&open_vault(&data_dir, &sealer)?.recipient_certificate_list()?),
+        },
+        DirectoryCmd::Import {
+            file,
+            data_dir,
+            sealer,
+        } => {
+            let data =
+                std::fs::read(&file).map_err(|e| Failure(format!("{}: {e}", file.display()), 1))?;
+            if data.len() > 256 * 1024 {
+                return Err(Failure(
+                    format!("{}: larger than 256 KiB", file.display()),
+                    1,
+                ));
+            }
+            let certs = Certificate::parse_many(&data)
+                .map_err(|e| Failure(format!("{}: {e}", file.display()), 1))?;
+            if let Some(d) = running(&data_dir) {
+                let body = serde_json::json!({
+                    "certificate": certs.iter().map(Certificate::to_pem).collect::<String>()
+                });
+                return print_json(&d.json::<serde_json::Value>(
+                    "POST",
+                    "/certificates",
+                    Some(&body),
+                )?);
+            }
+            let leaves: Vec<&Certificate> = certs.iter().filter(|c| !c.is_ca).collect();
+            if leaves.is_empty() {
+                return Err(Failure(
+                    format!("{}: no end-entity certificate", file.display()),
+                    1,
+                ));
+            }
+            let vault = open_vault(&data_dir, &sealer)?;
+            let now = sealgate_directory::unix_now();
+            // Every check first: nothing is stored unless all can be.
+            for c in &leaves {
+                if let Some(why) = sealgate_directory::validate::unusable_reason(c, now) {
+                    return Err(Failure(
+                        format!("{}: {why}; nothing was stored", c.subject_text()),
+                        1,
+                    ));
+                }
+                for e in &c.emails {
+                    if vault.own(e).map_err(|e| Failure(e, 1))?.is_some() {
+                        return Err(Failure(
+                            format!("{e} is a local user of the box; nothing was stored"),
+                            1,
+                        ));
+                    }
+                }
+            }
+            for c in &leaves {
+                vault.add_recipient_certificate_by(c, &actor())?;
+            }
+            print_json(
+                &leaves
+                    .iter()
+                    .map(|c| {
+                        serde_json::json!({
+                            "sha256": sealgate_directory::validate::sha256_hex(c.der()),
+                            "emails": c.emails,
+                            "subject": c.subject_text(),
+                        })
+                    })
+                    .collect::<Vec<_>>(),
+            )
+        }
+        DirectoryCmd::Lookup { .. } | DirectoryCmd::Export { .. } => {
+            Err(Failure("unreachable".into(), 1))
+        }
+    }
 }

@@ -45,6 +45,8 @@ pub struct AuditRecord<'a> {
 /// The log file.
 pub struct AuditLog {
     file: Mutex<RotatingFile>,
+    /// Messages per hour, counted from the records.
+    pub messages: crate::metrics::Counters,
 }
 
 impl AuditLog {
@@ -57,6 +59,7 @@ impl AuditLog {
         let file = RotatingFile::open(&data_dir.join("audit").join("docking.jsonl"), max, keep)?;
         Ok(AuditLog {
             file: Mutex::new(file),
+            messages: crate::metrics::Counters::default(),
         })
     }
 
@@ -84,6 +87,9 @@ impl AuditLog {
             status,
             duration_ms: duration.as_millis() as u64,
         };
+        if let Some(kind) = crate::metrics::classify(operation, outcome, status) {
+            self.messages.count(kind, crate::metrics::unix_now());
+        }
         tracing::info!(target: "audit", client, source, operation, message_id = rec.message_id.as_deref().unwrap_or("-"), outcome, status, duration_ms = rec.duration_ms, "call");
         if let (Ok(mut line), Ok(mut f)) = (serde_json::to_vec(&rec), self.file.lock()) {
             line.push(b'\n');

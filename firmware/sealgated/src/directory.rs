@@ -75,8 +75,32 @@ pub fn configure(
         }));
     let blocked = sealgate_directory::blocklist::load(data_dir).map_err(|e| anyhow::anyhow!(e))?;
     dir.set_blocked(blocked.into_iter().map(|b| b.sha256).collect());
+    let harvested =
+        sealgate_directory::harvested::load(data_dir).map_err(|e| anyhow::anyhow!(e))?;
+    dir.set_harvested(&harvested);
     let _ = DIRECTORY.set(Arc::new(dir));
     Ok(())
+}
+
+/// One read-modify-write of the harvested certificates at a time.
+static HARVESTED: Mutex<()> = Mutex::new(());
+
+/// Changes `DATA/directory-harvested.json` under its lock and hands the new list to the
+/// directory; `change`'s answer.
+pub fn change_harvested<T>(
+    data_dir: &Path,
+    change: impl FnOnce(&mut Vec<sealgate_directory::harvested::Harvested>) -> T,
+) -> Result<T, String> {
+    let _guard = HARVESTED
+        .lock()
+        .map_err(|_| "the harvest lock is poisoned")?;
+    let mut list = sealgate_directory::harvested::load(data_dir)?;
+    let out = change(&mut list);
+    sealgate_directory::harvested::save(data_dir, &list)?;
+    if let Some(d) = get() {
+        d.set_harvested(&list);
+    }
+    Ok(out)
 }
 
 /// The process's directory, once configured.
@@ -158,4 +182,11 @@ pub fn encryption_certificate(
         return Err(e);
     }
     Ok(found.certificate)
+}
+
+/// `cert` as a recipient of an encryption, with what its owner's software advertised in
+/// signatures the box harvested (RSA-OAEP key transport when listed).
+pub fn recipient(cert: Certificate) -> sealgate_smime::Result<sealgate_smime::envelope::Recipient> {
+    let caps = get().map(|d| d.capabilities(&cert)).unwrap_or_default();
+    sealgate_smime::envelope::Recipient::with_capabilities(cert, &caps)
 }

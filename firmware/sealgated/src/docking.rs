@@ -3,7 +3,6 @@
 //! blocking thread, never on the async executor.
 
 use sealgate_smime::Error as EngineError;
-use sealgate_smime::envelope::Recipient;
 use sealgate_smime::keys::PrivateKey;
 use sealgate_smime::message::{self, Layer, OpenMode};
 use sealgate_smime::signed::VerifyOptions;
@@ -354,9 +353,10 @@ pub fn encrypt(
             },
         ));
     }
+    // What the recipients' own software advertised in signatures the box harvested.
     let recipients = certs
         .into_iter()
-        .map(Recipient::new)
+        .map(crate::directory::recipient)
         .collect::<Result<Vec<_>, _>>()?;
     let out = message::encrypt_message(signed, &recipients, policy.cipher.0)?;
     let cipher = match policy.cipher.0 {

@@ -72,6 +72,14 @@ pub trait KeyDirectory: Send + Sync {
         reason: &str,
         requested_by: &str,
     ) -> Result<PendingOutcome, VaultError>;
+    /// The S/MIME capabilities `address` announced in signed mail, if the box knows them.
+    fn capabilities(&self, _address: &str) -> Option<Vec<String>> {
+        None
+    }
+    /// Stores the S/MIME capabilities `address` announced (with a harvested certificate).
+    fn set_capabilities(&self, _address: &str, _caps: &[String]) -> Result<(), VaultError> {
+        Ok(())
+    }
 }
 
 /// The vault side: keys as shared [`VaultKey`]s (whose uses [`Acting`] attributes).
@@ -108,6 +116,19 @@ pub trait KeyStore: Send + Sync {
     /// Forgets what is cached, so that a change made through the admin API (import, issue,
     /// revocation) takes effect at once.
     fn forget_cached(&self) {}
+    /// See [`KeyDirectory::capabilities`].
+    fn capabilities(&self, _address: &str) -> Option<Vec<String>> {
+        None
+    }
+    /// See [`KeyDirectory::set_capabilities`]; `actor` is named in the audit entry.
+    fn set_capabilities(
+        &self,
+        _address: &str,
+        _caps: &[String],
+        _actor: &str,
+    ) -> Result<(), VaultError> {
+        Ok(())
+    }
 }
 
 /// A [`KeyStore`] seen by one caller: every key it hands out records its uses under `actor`.
@@ -175,6 +196,14 @@ impl KeyDirectory for Acting<'_> {
     ) -> Result<PendingOutcome, VaultError> {
         self.store
             .add_pending_certificate(cert, reason, requested_by)
+    }
+
+    fn capabilities(&self, address: &str) -> Option<Vec<String>> {
+        self.store.capabilities(address)
+    }
+
+    fn set_capabilities(&self, address: &str, caps: &[String]) -> Result<(), VaultError> {
+        self.store.set_capabilities(address, caps, &self.actor)
     }
 }
 
@@ -257,6 +286,19 @@ impl KeyStore for Vault {
         requested_by: &str,
     ) -> Result<PendingOutcome, VaultError> {
         Vault::add_pending_certificate(self, cert, reason, requested_by)
+    }
+
+    fn capabilities(&self, address: &str) -> Option<Vec<String>> {
+        self.recipient_capabilities(address).ok().flatten()
+    }
+
+    fn set_capabilities(
+        &self,
+        address: &str,
+        caps: &[String],
+        actor: &str,
+    ) -> Result<(), VaultError> {
+        self.set_recipient_capabilities_by(address, caps, actor)
     }
 }
 
@@ -367,6 +409,19 @@ impl<D: KeyStore> KeyStore for Cached<D> {
         address: &str,
     ) -> Result<(Option<Certificate>, Vec<Certificate>), VaultError> {
         self.inner.certificates(address)
+    }
+
+    fn capabilities(&self, address: &str) -> Option<Vec<String>> {
+        self.inner.capabilities(address)
+    }
+
+    fn set_capabilities(
+        &self,
+        address: &str,
+        caps: &[String],
+        actor: &str,
+    ) -> Result<(), VaultError> {
+        self.inner.set_capabilities(address, caps, actor)
     }
 
     fn add_recipient_certificate(&self, cert: &Certificate, actor: &str) -> Result<(), VaultError> {

@@ -24,6 +24,8 @@ mod admin;
 mod audit;
 mod certs;
 mod directory;
+mod directory_publish;
+mod dns;
 mod docking;
 mod gateway;
 mod http;
@@ -31,6 +33,8 @@ mod identity;
 mod imap;
 mod keys;
 mod logfile;
+mod metrics;
+mod network;
 mod problem;
 mod scan;
 mod selfcheck;
@@ -354,6 +358,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         settings.admin.listen = a;
     }
     let log_level = init_logging(&data_dir, &settings.log.level, cli.box_mode)?;
+    network::start(&settings.network, console);
     let settings_store = web::Data::new(admin::settings_change::SettingsStore::new(
         chosen
             .file
@@ -375,6 +380,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let vault = open_vault(&data_dir, &cli)?;
     let id = identity::load_or_create(&data_dir, &settings, &vault)?;
     let loop_key = smtp::loop_key(&data_dir, &vault)?;
+    let imap_cache_key = vault.derived_key("imap view cache");
     if id.created {
         console("TLS certificate created");
     }
@@ -476,6 +482,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let vault_at_stop = vault.clone();
     let admin_state = web::Data::new(admin::AdminState::new(vault.clone(), &data_dir));
     let submission_vault = vault.clone();
+    let publish_vault = vault.clone();
     let queue = smtp::open_queue(&data_dir, &settings)?;
     let _ = admin_state.queue.set(queue.clone());
     let keys: Arc<dyn keys::KeyStore> = Arc::new(keys::Cached::new(vault, Duration::from_secs(30)));
@@ -509,6 +516,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         .with_context(|| format!("binding the docking API to {}", settings.docking.listen))?;
     let admin_listener = std::net::TcpListener::bind(settings.admin.listen)
         .with_context(|| format!("binding the admin API to {}", settings.admin.listen))?;
+    // The directory for partners (`[directory] publish_listen`), when configured.
+    let publish = match settings.directory.publish_listen {
+        Some(at) => Some((
+            std::net::TcpListener::bind(at)
+                .with_context(|| format!("binding the certificate directory to {at}"))?,
+            identity::server_config(&id, Vec::new(), false)?,
+            publish_vault,
+        )),
+        None => None,
+    };
+    let publish_per_minute = settings.directory.publish_per_minute;
     let docking_addr = docking_listener.local_addr()?;
     let admin_addr = admin_listener.local_addr()?;
     let timeout = settings.docking.request_timeout_secs.duration();
@@ -577,6 +595,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 None
             }
         };
+        if let Some((l, tls, v)) = publish {
+            let at = l.local_addr()?;
+            actix_web::rt::spawn(directory_publish::server(l, tls, v, publish_per_minute)?);
+            console(&format!("listening directory {at}"));
+            admin_state.add_listener("directory", at);
+        }
         let docking_handle = docking.handle();
         let admin_handle = admin.handle();
         actix_web::rt::spawn(docking);
@@ -596,6 +620,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         let submission = gateway::submission::start(gateway::submission::Submission {
             settings: settings.clone(),
             data_dir: data_dir.clone(),
+            queue: queue.clone(),
             keys: keys.clone(),
             vault: submission_vault,
             audit: audit.clone(),
@@ -613,8 +638,20 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             audit: audit.clone(),
             tls: imap_tls,
             workers: state.workers.clone(),
+            data_dir: data_dir.clone(),
+            cache_key: imap_cache_key,
         })
         .await?;
+        // A DNS listener that cannot start is said, not fatal: the admin API must stay up
+        // to fix it.
+        let dns_server = dns::start(&settings.dns).await.unwrap_or_else(|e| {
+            console(&format!("DNS SERVER NOT STARTED: {e:#}"));
+            None
+        });
+        for (name, addr) in dns_server.iter().flat_map(|d| d.listening()) {
+            console(&format!("listening {name} {addr}"));
+            admin_state.add_listener(name, addr);
+        }
         let hand_off = smtp::start(smtp::HandOff {
             settings: settings.clone(),
             data_dir: data_dir.clone(),
@@ -647,6 +684,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         submission.stop().await;
         if let Some(p) = imap_proxy {
             p.stop().await;
+        }
+        if let Some(d) = dns_server {
+            d.stop().await;
         }
         tokio::join!(docking_handle.stop(true), admin_handle.stop(true));
         if let Some(h) = socket_handle {

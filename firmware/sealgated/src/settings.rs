@@ -15,7 +15,7 @@
 //!   on the shipped box settings and says why ([`BoxSettings::fallback`]).
 
 use std::fmt;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
@@ -52,6 +52,10 @@ pub struct Settings {
     pub policy: Policy,
     /// The decrypting IMAP proxy.
     pub imap: Imap,
+    /// The split-horizon DNS server (`[dns]`, `[[dns.views]]`).
+    pub dns: sealgate_dns::Settings,
+    /// The box's network (`[[network.interfaces]]`, `[[network.routes]]`).
+    pub network: crate::network::Settings,
 }
 
 /// `[docking]`.
@@ -322,89 +326,9 @@ impl TryFrom<String> for EncryptFailure {
     }
 }
 
-/// An address block, `192.0.2.0/24`, `2001:db8::/32`, or one address.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(try_from = "String")]
-pub struct Cidr {
-    /// The network address (host bits zero).
-    pub addr: IpAddr,
-    /// The prefix length.
-    pub prefix: u8,
-}
-
-impl Cidr {
-    /// `127.0.0.0/8`.
-    pub const LOOPBACK_V4: Cidr = Cidr {
-        addr: IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 0)),
-        prefix: 8,
-    };
-    /// `::1/128`.
-    pub const LOOPBACK_V6: Cidr = Cidr {
-        addr: IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
-        prefix: 128,
-    };
-
-    /// Whether `ip` is inside (an IPv4-mapped IPv6 address counts as IPv4).
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        match (self.addr, ip.to_canonical()) {
-            (IpAddr::V4(n), IpAddr::V4(a)) => {
-                let mask = u32::MAX
-                    .checked_shl(32 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                u32::from(a) & mask == u32::from(n)
-            }
-            (IpAddr::V6(n), IpAddr::V6(a)) => {
-                let mask = u128::MAX
-                    .checked_shl(128 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                u128::from(a) & mask == u128::from(n)
-            }
-            _ => false,
-        }
-    }
-}
-
-impl FromStr for Cidr {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        let (a, p) = match s.trim().split_once('/') {
-            Some((a, p)) => (a, Some(p)),
-            None => (s.trim(), None),
-        };
-        let addr: IpAddr = a
-            .parse()
-            .map_err(|_| format!("{s:?} is not an address or address/prefix"))?;
-        let max = if addr.is_ipv4() { 32 } else { 128 };
-        let prefix = match p {
-            Some(p) => p
-                .parse::<u8>()
-                .ok()
-                .filter(|p| *p <= max)
-                .ok_or_else(|| format!("{s:?}: the prefix must be 0..={max}"))?,
-            None => max,
-        };
-        let c = Cidr { addr, prefix };
-        if !c.contains(addr) || addr.to_canonical() != addr {
-            return Err(format!(
-                "{s:?}: address bits beyond the prefix are set (or an IPv4-mapped address): write the network address"
-            ));
-        }
-        Ok(c)
-    }
-}
-
-impl TryFrom<String> for Cidr {
-    type Error = String;
-    fn try_from(s: String) -> Result<Self, String> {
-        s.parse()
-    }
-}
-
-impl fmt::Display for Cidr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.addr, self.prefix)
-    }
-}
+/// An address block, `192.0.2.0/24`, `2001:db8::/32`, or one address (one parser with the DNS
+/// server's views).
+pub use sealgate_dns::Network as Cidr;
 
 /// `[log]`.
 #[derive(Debug, Clone, Deserialize)]
@@ -468,6 +392,20 @@ pub struct Imap {
     pub upstream: Option<ImapUpstream>,
     /// PEM trust anchors for the upstream's certificate (default: the system's roots).
     pub upstream_ca: Option<PathBuf>,
+    /// The persistent cache of decrypted views (`DATA/imap-cache/`, encrypted), in MiB
+    /// (default 1024; 0: kept in memory only).
+    pub cache_max_mb: Option<u64>,
+    /// Messages a client APPENDs to Sent or Drafts are stored encrypted to the user's own
+    /// certificate (default true).
+    pub encrypt_append: Option<bool>,
+    /// A second listener where clients start in plain text and must use STARTTLS before
+    /// logging in (the box's port 143).
+    pub listen_starttls: Option<SocketAddr>,
+    /// Sessions of one login name at once (default 20).
+    pub max_sessions_per_user: Option<usize>,
+    /// `[imap.logins]`: login names that are not the vault user's address, mapped to it
+    /// (`"jdoe" = "john.doe@example.org"`).
+    pub logins: std::collections::BTreeMap<String, String>,
 }
 
 /// `[imap] upstream`: `imaps://HOST[:PORT]` or `imap://HOST[:PORT]`.
@@ -726,6 +664,26 @@ impl Settings {
             self.imap.listen.is_some() == self.imap.upstream.is_some(),
             "[imap] needs both listen and upstream, or neither"
         );
+        anyhow::ensure!(
+            self.imap.listen_starttls.is_none() || self.imap.listen.is_some(),
+            "[imap] listen_starttls needs listen and upstream"
+        );
+        anyhow::ensure!(
+            self.imap.max_sessions_per_user != Some(0),
+            "[imap] max_sessions_per_user must be at least 1"
+        );
+        for (login, address) in &self.imap.logins {
+            anyhow::ensure!(
+                !login.trim().is_empty() && address.contains('@'),
+                "[imap.logins] {login:?} = {address:?}: map a login name to a user's address"
+            );
+        }
+        self.dns
+            .validate()
+            .map_err(|e| anyhow::anyhow!("[dns] {e}"))?;
+        self.network
+            .validate()
+            .map_err(|e| anyhow::anyhow!("[network] {e}"))?;
         Ok(())
     }
 }
@@ -1091,6 +1049,7 @@ mod tests {
 
     #[test]
     fn smtp_access_and_limits_parse_and_are_checked() {
+        use std::net::IpAddr;
         let s = Settings::parse("").expect("defaults");
         let local: IpAddr = "127.0.0.5".parse().expect("ip");
         let mapped: IpAddr = "::ffff:127.0.0.1".parse().expect("ip");
@@ -1221,6 +1180,16 @@ pub struct Submission {
     pub auth_ca: Option<PathBuf>,
     /// The organisation's server: accepted mail is relayed there.
     pub relay: Option<SocketAddr>,
+    /// The box's own login at `relay` (AUTH PLAIN, sent only over STARTTLS to a certificate
+    /// verified against `auth_ca` or the system's roots); none: the box is a trusted relay
+    /// by its address.
+    pub relay_username: Option<String>,
+    /// The file whose first line is `relay_username`'s password (read at start, never
+    /// logged or shown).
+    pub relay_password_file: Option<PathBuf>,
+    /// The name `relay`'s certificate must carry when `relay_username` is set (default: its
+    /// IP address).
+    pub relay_name: Option<String>,
     /// Seconds a verified password is remembered (as a keyed hash, in memory only).
     pub auth_cache_secs: Seconds,
     /// Failed logins of one user, or from one client address, within
@@ -1242,6 +1211,9 @@ impl Default for Submission {
             auth: None,
             auth_ca: None,
             relay: None,
+            relay_username: None,
+            relay_password_file: None,
+            relay_name: None,
             auth_cache_secs: Seconds(300),
             max_auth_failures: 5,
             auth_failure_window_secs: Seconds(300),
@@ -1260,6 +1232,16 @@ impl Submission {
             anyhow::ensure!(
                 self.relay.is_some(),
                 "[submission] listeners need relay (the organisation's server)"
+            );
+        }
+        anyhow::ensure!(
+            self.relay_username.is_some() == self.relay_password_file.is_some(),
+            "[submission] relay_username and relay_password_file go together"
+        );
+        if let Some(u) = &self.relay_username {
+            anyhow::ensure!(
+                !u.is_empty() && u.len() <= 256 && !u.chars().any(char::is_control),
+                "[submission] relay_username must be 1..=256 characters without control characters"
             );
         }
         anyhow::ensure!(

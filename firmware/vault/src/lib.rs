@@ -29,6 +29,7 @@ mod accounts;
 mod admin_tokens;
 mod audit;
 mod ca;
+mod capabilities;
 mod cipher;
 mod error;
 mod key;

@@ -220,7 +220,7 @@ fn default_actor() -> String {
     format!("local:{user}")
 }
 
-fn normalise_user(user: &str) -> Result<String> {
+pub(crate) fn normalise_user(user: &str) -> Result<String> {
     let u = user.trim().to_ascii_lowercase();
     let ok = u.split_once('@').is_some_and(|(l, d)| {
         !l.is_empty() && d.contains('.') && !d.starts_with('.') && !d.ends_with('.')
@@ -1052,6 +1052,21 @@ impl Vault {
         )
     }
 
+    /// A 256-bit key for `purpose`, derived from the vault key (HMAC-SHA256 of a fixed label
+    /// and the purpose) and never stored: what it protects (e.g. the IMAP proxy's cache of
+    /// decrypted views) can be read only while this vault is open, and a new vault (a factory
+    /// reset) makes it unreadable. Distinct purposes give unrelated keys.
+    pub fn derived_key(&self, purpose: &str) -> Zeroizing<[u8; 32]> {
+        let k = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, self.key.bytes());
+        let mut c = aws_lc_rs::hmac::Context::with_key(&k);
+        c.update(b"sealgate derived key v1\n");
+        c.update(purpose.as_bytes());
+        let tag = c.sign();
+        let mut out = Zeroizing::new([0u8; 32]);
+        out.copy_from_slice(tag.as_ref());
+        out
+    }
+
     /// Appends an audit entry for an administrative action taken outside the vault (e.g. the
     /// daemon's reset of admin access), named by `actor`. `action` must not use the vault's
     /// own prefixes (`vault.`, `key.`, `ca.`, `cert.`).
@@ -1382,6 +1397,20 @@ mod tests {
             .expect("event");
         v.record_event("test", "test.two", "vault", "2")
             .expect("event");
+    }
+
+    #[test]
+    fn derived_keys_are_stable_per_vault_and_purpose() {
+        let a = tempfile::tempdir().expect("tmp");
+        let b = tempfile::tempdir().expect("tmp");
+        let (va, _) = Vault::init(a.path(), &mut SoftwareSealer::danger_new()).expect("init");
+        let (vb, _) = Vault::init(b.path(), &mut SoftwareSealer::danger_new()).expect("init");
+        let k = va.derived_key("imap view cache");
+        assert_ne!(*k, *va.derived_key("other purpose"));
+        assert_ne!(*k, *vb.derived_key("imap view cache"));
+        drop(va);
+        let va = Vault::open(a.path(), &mut SoftwareSealer::danger_new()).expect("open");
+        assert_eq!(*k, *va.derived_key("imap view cache"));
     }
 
     #[test]

@@ -8,7 +8,8 @@ pub struct Args {
     /// What to benchmark: `smime` (the S/MIME engine against `openssl speed`), `docking`
     /// (the docking API under `wrk` against the in-process engine), `smtp` (the box signing
     /// and encrypting under `smtp-source` against a Postfix plain relay), `directory` (lookups
-    /// per second, cold and warm, against local slapd and HTTPS peers).
+    /// per second, cold and warm, against local slapd and HTTPS peers), `dns` (the split-horizon
+    /// DNS server's answers per second under `dnsperf` against Knot DNS serving the same zone).
     #[arg(default_value = "smime")]
     pub what: Vec<String>,
 }
@@ -46,11 +47,20 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             "smime" => cargo_bench("sealgate-smime", "smime", &smime_packages())?,
             "docking" => crate::bench_docking::run()?,
             "smtp" => cargo_bench("sealgated", "smtp", &smtp_packages())?,
+            "dns" => cargo_bench(
+                "sealgated",
+                "dns",
+                &[
+                    crate::test::BUILD_PACKAGES,
+                    &["dnsperf", "knot", "dnsutils", "util-linux"],
+                ]
+                .concat(),
+            )?,
             "directory" => {
                 crate::test::ensure_debian_packages(
                     &[
                         crate::test::BUILD_PACKAGES,
-                        &["slapd", "ldap-utils", "python3"],
+                        &["slapd", "ldap-utils", "python3", "knot", "unbound"],
                     ]
                     .concat(),
                 )?;
@@ -67,7 +77,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             }
             other => {
                 anyhow::bail!(
-                    "unknown benchmark {other:?} (known: smime, docking, smtp, directory)"
+                    "unknown benchmark {other:?} (known: smime, docking, smtp, directory, dns)"
                 )
             }
         }

@@ -38,6 +38,9 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "slapd",
     "ldap-utils",
     "python3",
+    // SMIMEA (tests/directory): Knot DNS signs the partner's zone, unbound validates it.
+    "knot",
+    "unbound",
     // Postfix: the SMTP queue's next hop (tests/docking/queue.rs) and, with Dovecot, the
     // organisation's servers of the gateway's tests (tests/gateway).
     "postfix",
@@ -45,10 +48,18 @@ const DEBIAN_PACKAGES: &[&str] = &[
     // The IMAP proxy's tests (tests/docking/imap.rs): Dovecot as the upstream and the
     // reference, curl's IMAP URLs as a second client (Python's imaplib is in the stdlib).
     "dovecot-imapd",
+    // Real mail clients against the IMAP proxy: mbsync syncing 1,000 messages, mutt in tmux.
+    "isync",
+    "mutt",
+    "tmux",
     // The web UI's browser test (tests/docking/webui.rs): headless Chromium, driven by
     // Playwright (never its own browser download); npm for axe-core.
     "chromium",
     "nodejs",
+    // The network and DNS tests (tests/network): iproute2 for namespaces and `ip -j`, dig,
+    // Knot DNS (listed above) as the forwarders' upstream.
+    "iproute2",
+    "dnsutils",
 ];
 
 /// PyPI packages the docking tests need (a vendor's Python client, the OpenAPI checker, the
@@ -77,6 +88,7 @@ const INTEROP_BINARIES: &[&str] = &[
     "docking",
     "directory",
     "gateway",
+    "network",
     "system",
 ];
 

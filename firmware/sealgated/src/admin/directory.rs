@@ -1,11 +1,17 @@
 //! `GET /directory/lookup?address=` (any role): which source of the certificate directory
 //! answers for an address, the certificate, and why other candidates were refused; the same
-//! JSON object `sealctl directory lookup` prints. Audited like every lookup (the directory's
+//! JSON object `sealctl directory lookup` prints, plus `details` of the certificate found
+//! (subject, issuer, addresses, validity, SHA-256) for the web UI. Audited like every lookup (the directory's
 //! audit file, `DATA/audit/directory.jsonl`).
 //!
 //! `GET|POST directory/blocked`, `DELETE directory/blocked/{sha256}`: certificates an
 //! administrator blocked (`DATA/directory-blocked.json`): never used to encrypt, whatever the
 //! source; effective at once (the caches are emptied), audited.
+//!
+//! `GET directory/harvested` (any role), `DELETE directory/harvested/{sha256}` (admin,
+//! audited): the certificates harvested from validated signatures of inbound mail
+//! (`DATA/directory-harvested.json`), with the senders' S/MIME capabilities. Importing a
+//! certificate is pinning it: `POST certificates` (`external.rs`).
 
 use std::time::Instant;
 
@@ -55,8 +61,23 @@ async fn lookup(req: HttpRequest, ad: Data) -> HttpResponse {
     };
     let vault = ad.vault.clone();
     let found = web::block(move || {
-        dir.lookup_with(vault.as_ref(), &address, dir.deadline())
-            .to_json()
+        let l = dir.lookup_with(vault.as_ref(), &address, dir.deadline());
+        let mut v = l.to_json();
+        // For the web UI: what the certificate says, so nobody has to decode the PEM.
+        if let (Some(c), serde_json::Value::Object(m)) = (&l.certificate, &mut v) {
+            m.insert(
+                "details".into(),
+                serde_json::json!({
+                    "subject": c.subject_text(),
+                    "issuer": c.issuer_text(),
+                    "emails": c.emails,
+                    "not_before": c.not_before,
+                    "not_after": c.not_after,
+                    "sha256": crate::identity::hex(&crate::identity::sha256(c.der())),
+                }),
+            );
+        }
+        v
     })
     .await;
     answer(
@@ -75,7 +96,9 @@ pub(super) fn routes(cfg: &mut web::ServiceConfig) {
                 .route(web::post().to(block)),
         )
         .service(res("/directory/blocked/{sha256}").route(web::delete().to(unblock)))
-        .service(res("/directory/export").route(web::get().to(export)));
+        .service(res("/directory/export").route(web::get().to(export)))
+        .service(res("/directory/harvested").route(web::get().to(harvested)))
+        .service(res("/directory/harvested/{sha256}").route(web::delete().to(forget)));
 }
 
 #[derive(Deserialize)]
@@ -278,6 +301,66 @@ async fn unblock(req: HttpRequest, path: web::Path<String>, app: App, ad: Data) 
             &c.username,
             &src,
             "directory-unblock",
+            &sha256,
+            200,
+            started,
+        );
+        Ok(ok_json(200, &gone))
+    })())
+}
+
+/// `GET /directory/harvested` (any role): the harvested certificates.
+async fn harvested(req: HttpRequest, ad: Data) -> HttpResponse {
+    answer((|| {
+        authorize(&req, &ad, Need::Read)?;
+        let list = sealgate_directory::harvested::load(&ad.data_dir).map_err(|e| {
+            tracing::error!(error = %e, "cannot read the harvested certificates");
+            Problem::internal(crate::problem::INTERNAL_DETAIL)
+        })?;
+        Ok(ok_json(200, &list))
+    })())
+}
+
+/// `DELETE /directory/harvested/{sha256}` (admin): forgets a harvested certificate (every
+/// address it was harvested for); the next signed message may bring it back, a block keeps it
+/// out.
+async fn forget(req: HttpRequest, path: web::Path<String>, app: App, ad: Data) -> HttpResponse {
+    let started = Instant::now();
+    let (_, src) = source(&req);
+    answer((|| {
+        let c = authorize(&req, &ad, Need::Admin)?;
+        let missing = || {
+            Problem::new(
+                404,
+                "not-found",
+                "No such resource",
+                "no such harvested certificate",
+            )
+        };
+        let sha256 = blocklist::fingerprint(&path).ok_or_else(missing)?;
+        let gone = crate::directory::change_harvested(&ad.data_dir, |list| {
+            let gone: Vec<_> = list
+                .iter()
+                .filter(|e| e.sha256 == sha256)
+                .cloned()
+                .collect();
+            list.retain(|e| e.sha256 != sha256);
+            gone
+        })
+        .map_err(|e| {
+            tracing::error!(error = %e, "cannot write the harvested certificates");
+            Problem::internal(crate::problem::INTERNAL_DETAIL)
+        })?;
+        if gone.is_empty() {
+            return Err(missing());
+        }
+        app.keys.forget_cached();
+        audit(
+            &app,
+            &ad,
+            &c.username,
+            &src,
+            "directory-forget-harvested",
             &sha256,
             200,
             started,

@@ -23,8 +23,10 @@ mod directory;
 mod external;
 mod keys;
 mod machine_tokens;
+mod network;
 mod queue;
 pub mod session;
+mod sessions;
 pub mod settings_change;
 mod settings_view;
 pub mod socket;
@@ -144,6 +146,17 @@ impl KeyStore for Arc<Vault> {
         requested_by: &str,
     ) -> Result<PendingOutcome, VaultError> {
         KeyStore::add_pending_certificate(self.as_ref(), cert, reason, requested_by)
+    }
+    fn capabilities(&self, address: &str) -> Option<Vec<String>> {
+        KeyStore::capabilities(self.as_ref(), address)
+    }
+    fn set_capabilities(
+        &self,
+        address: &str,
+        caps: &[String],
+        actor: &str,
+    ) -> Result<(), VaultError> {
+        KeyStore::set_capabilities(self.as_ref(), address, caps, actor)
     }
 }
 
@@ -703,6 +716,22 @@ struct Status {
     setup_pending: bool,
     accounts: usize,
     sessions: usize,
+    /// Messages per hour (signed, encrypted, decrypted, verified, refused), the last 24 hours.
+    messages: Vec<crate::metrics::Hour>,
+    /// The kernel's links and addresses, which the settings manage, a change waiting for
+    /// confirmation (`network::status`).
+    network: serde_json::Value,
+    /// The clock.
+    clock: ClockStatus,
+}
+
+#[derive(Serialize)]
+struct ClockStatus {
+    /// The system clock now (RFC 3339, UTC).
+    now: String,
+    /// Whether a time source keeps it right: `false` until an NTP client is built in (the
+    /// hardware clock, or the time set by hand, is all there is).
+    synchronized: bool,
 }
 
 #[derive(Serialize)]
@@ -781,6 +810,14 @@ fn status_body(app: &AppState, ad: &AdminState) -> Result<Status, Problem> {
             setup_pending: app.tokens.setup_pending(),
             accounts: ad.vault.admin_accounts().map_err(Problem::from)?.len(),
             sessions: ad.sessions.count(),
+            messages: app.audit.messages.hours(crate::metrics::unix_now()),
+            network: crate::network::status(&crate::network::applied()),
+            clock: ClockStatus {
+                now: time::OffsetDateTime::now_utc()
+                    .format(&time::format_description::well_known::Rfc3339)
+                    .unwrap_or_default(),
+                synchronized: false,
+            },
         })
     }
 }
@@ -1081,6 +1118,7 @@ async fn patch_settings(
             tracing::warn!(actor = %c.username, changed = %o.changed.join(","), "settings changed");
         }
         let o = outcome?;
+        network::arm_revert(&store, &o, &app, &ad);
         let mut body = store.describe();
         if let serde_json::Value::Object(m) = &mut body {
             m.insert(
@@ -1406,6 +1444,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .service(res("/restart").route(web::post().to(system::restart)))
             .service(res("/support-bundle").route(web::get().to(system::support_bundle)))
             .configure(queue::routes)
+            .configure(sessions::routes)
+            .configure(network::routes)
             .default_service(web::to(not_found)),
     );
 }

@@ -150,6 +150,81 @@ impl Sessions {
     pub fn count(&self) -> usize {
         self.map.lock().map(|m| m.len()).unwrap_or(0)
     }
+
+    /// The live sessions, oldest first, each named by its handle (see [`handle`]).
+    pub fn list(&self) -> Vec<SessionInfo> {
+        let now = Instant::now();
+        let wall = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let ago = |t: Instant| wall.saturating_sub(now.duration_since(t).as_secs());
+        let Ok(map) = self.map.lock() else {
+            return Vec::new();
+        };
+        let mut out: Vec<(Instant, SessionInfo)> = map
+            .iter()
+            .filter(|(_, s)| alive(s, now))
+            .map(|(k, s)| {
+                (
+                    s.created,
+                    SessionInfo {
+                        id: k[..HANDLE_HEX].to_string(),
+                        username: s.username.clone(),
+                        role: s.role,
+                        created: ago(s.created),
+                        last_seen: ago(s.last_seen),
+                    },
+                )
+            })
+            .collect();
+        out.sort_by_key(|(c, _)| *c);
+        out.into_iter().map(|(_, i)| i).collect()
+    }
+
+    /// Ends the session whose handle is `handle`; its account, if there was one.
+    pub fn end_handle(&self, handle: &str) -> Option<String> {
+        if handle.len() != HANDLE_HEX {
+            return None;
+        }
+        let mut map = self.map.lock().ok()?;
+        let key = map.keys().find(|k| k[..HANDLE_HEX] == *handle)?.clone();
+        map.remove(&key).map(|s| s.username)
+    }
+
+    /// The account of the session named `handle`, if alive.
+    pub fn owner(&self, handle: &str) -> Option<String> {
+        let now = Instant::now();
+        let map = self.map.lock().ok()?;
+        map.iter()
+            .find(|(k, s)| {
+                handle.len() == HANDLE_HEX && k[..HANDLE_HEX] == *handle && alive(s, now)
+            })
+            .map(|(_, s)| s.username.clone())
+    }
+}
+
+/// Hex digits of a session's handle: the first half of the SHA-256 of its cookie id (the
+/// cookie cannot be had from it; the map holds only the hash anyway).
+pub const HANDLE_HEX: usize = 32;
+
+/// The handle of the session of cookie `id`.
+pub fn handle(id: &str) -> String {
+    hex(&sha256(id.as_bytes()))[..HANDLE_HEX].to_string()
+}
+
+/// A session as `GET /sessions` shows it (never its cookie or CSRF token).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SessionInfo {
+    /// The handle `DELETE /sessions/{id}` takes.
+    pub id: String,
+    /// The account.
+    pub username: String,
+    /// Its role at login.
+    pub role: Role,
+    /// Login (Unix seconds).
+    pub created: u64,
+    /// Last call (Unix seconds).
+    pub last_seen: u64,
 }
 
 fn alive(s: &Session, now: Instant) -> bool {

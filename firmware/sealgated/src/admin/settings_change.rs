@@ -37,13 +37,18 @@ use crate::problem::Problem;
 use crate::settings::Settings;
 
 /// Fields (dotted paths, or a `section.` prefix) that take effect without a restart.
-pub const LIVE: [&str; 5] = [
+pub const LIVE: [&str; 6] = [
     "log.level",
     "limits.",
     "docking.allow_weak_signatures",
     "smtp.allow_addresses",
     "smtp.certificate_addresses",
+    "network.",
 ];
+
+/// Tables keyed by a name the administrator chooses: a patch may add entries to them (and
+/// remove one with `null`).
+const OPEN_TABLES: [&str; 3] = ["policy.domains", "policy.users", "submission.aliases"];
 
 /// Listener addresses: a change is checked by binding the new address.
 const LISTENERS: [&str; 4] = [
@@ -100,6 +105,14 @@ pub struct Outcome {
     pub restart_required: bool,
     /// The fields that differ from what the daemon started with and need a restart.
     pub pending_restart: Vec<String>,
+    /// When the network change removed an address or route the box had (the admin may be
+    /// connected through it): the seconds within which `POST /network/confirm` must come, or
+    /// the previous network settings are put back.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub confirm_within_secs: Option<u64>,
+    /// The `network` section before the change (what a revert patches back).
+    #[serde(skip)]
+    pub network_before: Option<Value>,
 }
 
 impl SettingsStore {
@@ -145,6 +158,11 @@ impl SettingsStore {
         s
     }
 
+    /// The `[network]` settings in force.
+    pub fn network(&self) -> crate::network::Settings {
+        self.stored().network
+    }
+
     /// The model in force (command-line overrides applied).
     #[cfg(test)]
     pub fn running(&self) -> Settings {
@@ -165,6 +183,7 @@ impl SettingsStore {
             "default": defaults(&now, &base),
             "changed": changed,
             "restart_required": self.pending(&stored),
+            "live": LIVE,
             "file": self.file.display().to_string(),
         })
     }
@@ -206,6 +225,8 @@ impl SettingsStore {
                 applied: Vec::new(),
                 restart_required: !self.pending(&old).is_empty(),
                 pending_restart: self.pending(&old),
+                confirm_within_secs: None,
+                network_before: None,
             });
         }
         let text = self.file_text(&new_view, &base)?;
@@ -239,7 +260,8 @@ impl SettingsStore {
         write_atomic(&self.file, text.as_bytes(), Mode::KeepOr(0o600))
             .map_err(|e| not_applied("", &format!("writing the settings file: {e}")))?;
 
-        if let Err((field, why)) = self.apply(&new, &changed) {
+        let applied = self.apply(&new, &changed);
+        if let Err((field, why)) = applied.clone() {
             let restored = match &previous {
                 Some(p) => write_atomic(&self.file, p, Mode::KeepOr(0o600)),
                 None => std::fs::remove_file(&self.file),
@@ -259,17 +281,21 @@ impl SettingsStore {
         *guard = new.clone();
         drop(guard);
         let pending = self.pending(&new);
+        let confirm = applied.unwrap_or(false) && new.network.confirm_secs > 0;
         Ok(Outcome {
             applied: changed.iter().filter(|p| is_live(p)).cloned().collect(),
             changed,
             restart_required: !pending.is_empty(),
             pending_restart: pending,
+            confirm_within_secs: confirm.then_some(new.network.confirm_secs),
+            network_before: confirm.then(|| cur["network"].clone()),
         })
     }
 
     /// Puts `s` in force where the running services allow it; checks the listeners among
-    /// `changed`. The error names the field.
-    fn apply(&self, s: &Settings, changed: &[String]) -> Result<(), (String, String)> {
+    /// `changed`. The error names the field. True when the network's reconcile removed an
+    /// address or route. With `changed` empty (a rollback) the network is reconciled too.
+    fn apply(&self, s: &Settings, changed: &[String]) -> Result<bool, (String, String)> {
         let listener = |s: &Settings, field: &str| match field {
             "admin.listen" => Some(s.admin.listen),
             "docking.listen" => Some(s.docking.listen),
@@ -316,7 +342,16 @@ impl SettingsStore {
         (self.log_level)(&s.log.level).map_err(|e| ("log.level".to_string(), e))?;
         crate::docking::configure(s);
         crate::smtp::configure_access(s);
-        Ok(())
+        let mut removed = false;
+        if changed.is_empty() || changed.iter().any(|f| f.starts_with("network.")) {
+            let a = crate::network::netlink::reconcile(&s.network)
+                .map_err(|e| ("network".to_string(), e))?;
+            if !a.changes.is_empty() {
+                tracing::info!(changes = %a.changes.join("; "), "network changed");
+            }
+            removed = a.removed;
+        }
+        Ok(removed)
     }
 
     /// The file's text: a header and the fields that differ from the defaults.
@@ -330,7 +365,9 @@ impl SettingsStore {
                 let differ: Map<String, Value> = f
                     .iter()
                     .filter(|(k, v)| !v.is_null() && bf.get(*k) != Some(*v))
-                    .map(|(k, v)| (k.clone(), v.clone()))
+                    // A table's entries leave out what they do not set (a policy's
+                    // inherited levels): TOML has no null.
+                    .map(|(k, v)| (k.clone(), without_nulls(v)))
                     .collect();
                 if !differ.is_empty() {
                     only.insert(section.clone(), Value::Object(differ));
@@ -413,6 +450,9 @@ fn check_shape(
             format!("{prefix}.{k}")
         };
         match cur.get(k) {
+            // A new entry of a table keyed by name (a domain's policy, a login's aliases):
+            // the parse of the whole model checks it.
+            None if OPEN_TABLES.contains(&prefix) => leaves.push(path),
             None => return Err(invalid(&path, &format!("{path}: no such setting"))),
             Some(Value::Object(fields)) => match v {
                 Value::Object(p) => check_shape(p, &Value::Object(fields.clone()), &path, leaves)?,
@@ -501,6 +541,20 @@ fn culprit(merged: &Value, leaves: &[String]) -> Option<(String, String)> {
         let Some((section, field)) = path.split_once('.') else {
             continue;
         };
+        // An entry of a table keyed by name (whose name may hold dots) is tried alone.
+        if let Some((table, key, v)) = table_entry(merged, path) {
+            let one = serde_json::json!({ section: { table: { key.clone(): without_nulls(v) } } });
+            let why = match toml::to_string(&one) {
+                Err(e) => Some(format!("not a settings value ({e})")),
+                Ok(text) => toml::from_str::<Settings>(&text)
+                    .err()
+                    .map(|e| e.message().to_string()),
+            };
+            if let Some(why) = why {
+                return Some((format!("{section}.{table}.{key}"), one_line(&why)));
+            }
+            continue;
+        }
         let Some(v) = merged.get(section).and_then(|s| s.get(field)) else {
             continue;
         };
@@ -521,18 +575,38 @@ fn culprit(merged: &Value, leaves: &[String]) -> Option<(String, String)> {
     None
 }
 
+/// For `path` inside one of [`OPEN_TABLES`]: the table's field name, the entry's key (the
+/// longest that `path` names) and its value in `merged`.
+fn table_entry<'a>(merged: &'a Value, path: &str) -> Option<(&'static str, String, &'a Value)> {
+    let t = OPEN_TABLES.iter().find(|t| {
+        path.len() > t.len() && path.starts_with(*t) && path[t.len()..].starts_with('.')
+    })?;
+    let rest = &path[t.len() + 1..];
+    let (section, table) = t.split_once('.')?;
+    let entries = merged.get(section)?.get(table)?.as_object()?;
+    let (key, v) = entries
+        .iter()
+        .filter(|(k, _)| rest == k.as_str() || rest.starts_with(&format!("{k}.")))
+        .max_by_key(|(k, _)| k.len())?;
+    Some((table, key.clone(), v))
+}
+
 /// The dotted paths of the leaves of `a` that differ from `b`'s.
 fn leaf_diff(prefix: &str, a: &Value, b: &Value, out: &mut Vec<String>) {
     match (a, b) {
         (Value::Object(x), Value::Object(y)) => {
-            for (k, v) in x {
-                let name = if prefix.is_empty() {
-                    k.clone()
+            let name = |k: &str| {
+                if prefix.is_empty() {
+                    k.to_string()
                 } else {
                     format!("{prefix}.{k}")
-                };
-                leaf_diff(&name, v, y.get(k).unwrap_or(&Value::Null), out);
+                }
+            };
+            for (k, v) in x {
+                leaf_diff(&name(k), v, y.get(k).unwrap_or(&Value::Null), out);
             }
+            // An entry removed from a table keyed by name.
+            out.extend(y.keys().filter(|k| !x.contains_key(*k)).map(|k| name(k)));
         }
         (x, y) if x == y => {}
         _ => out.push(prefix.to_string()),
@@ -604,6 +678,47 @@ mod tests {
         assert_eq!(g["default"]["log"]["level"], false);
         assert_eq!(g["changed"], json!(["log.level"]));
         assert_eq!(g["restart_required"], json!([]));
+    }
+
+    #[test]
+    fn policy_tables_take_new_entries_and_lose_them_with_null() {
+        let d = tempfile::tempdir().expect("dir");
+        let st = store(d.path(), false);
+        let o = st
+            .patch(&json!({"policy": {"domains": {"example.org": {"encrypt": "mandatory", "sign": null}},
+                "users": {"a@example.org": {"sign": "always"}}}}))
+            .expect("added");
+        assert_eq!(
+            o.changed,
+            ["policy.domains.example.org", "policy.users.a@example.org"]
+        );
+        let v = st.describe();
+        assert_eq!(
+            v["settings"]["policy"]["domains"]["example.org"]["encrypt"],
+            "mandatory"
+        );
+        assert!(v["live"].as_array().is_some_and(|l| !l.is_empty()));
+        let o = st
+            .patch(&json!({"policy": {"domains": {"example.org": null}}}))
+            .expect("removed");
+        assert_eq!(o.changed, ["policy.domains.example.org"]);
+        assert!(st.describe()["settings"]["policy"]["domains"]["example.org"].is_null());
+        // A bad level in a new entry is refused, and nothing changes.
+        let e = st
+            .patch(&json!({"policy": {"domains": {"b.example": {"encrypt": "sometimes"}}}}))
+            .expect_err("bad level");
+        assert_eq!(e.status, 422);
+        assert!(st.describe()["settings"]["policy"]["domains"]["b.example"].is_null());
+        let e = st
+            .patch(&json!({"policy": {"domains": {"not a domain!": {"encrypt": "never"}}}}))
+            .expect_err("bad name");
+        assert_eq!(e.field.as_deref(), Some("policy.domains.not a domain!"));
+        assert!(e.detail.contains("is not a mail domain"), "{}", e.detail);
+        // Other sections still refuse fields they do not have.
+        let e = st
+            .patch(&json!({"policy": {"nothing": 1}}))
+            .expect_err("unknown");
+        assert_eq!(e.status, 422);
     }
 
     #[test]

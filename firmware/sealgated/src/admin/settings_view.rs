@@ -70,6 +70,8 @@ pub fn view(s: &Settings) -> Value {
         inbound,
         policy,
         imap,
+        dns,
+        network,
     } = s;
     let Docking {
         listen,
@@ -181,11 +183,21 @@ pub fn view(s: &Settings) -> Value {
         listen,
         upstream,
         upstream_ca,
+        cache_max_mb,
+        encrypt_append,
+        listen_starttls,
+        max_sessions_per_user,
+        logins,
     } = imap;
     let imap = json!({
         "listen": listen.map_or(Value::Null, |a| json!(a.to_string())),
         "upstream": upstream.as_ref().map_or(Value::Null, |u| json!(u.to_string())),
         "upstream_ca": path(upstream_ca),
+        "cache_max_mb": cache_max_mb.unwrap_or(crate::imap::DEFAULT_CACHE_MB),
+        "encrypt_append": encrypt_append.unwrap_or(true),
+        "listen_starttls": listen_starttls.map_or(Value::Null, |a| json!(a.to_string())),
+        "max_sessions_per_user": max_sessions_per_user.unwrap_or(crate::imap::DEFAULT_SESSIONS_PER_USER),
+        "logins": logins,
     });
     json!({
         "docking": docking,
@@ -204,6 +216,8 @@ pub fn view(s: &Settings) -> Value {
         "inbound": inbound_view(inbound),
         "policy": policy_view(policy),
         "imap": imap,
+        "dns": json!(dns),
+        "network": json!(network),
     })
 }
 
@@ -214,6 +228,9 @@ fn submission_view(s: &Submission) -> Value {
         auth,
         auth_ca,
         relay,
+        relay_username,
+        relay_password_file,
+        relay_name,
         auth_cache_secs,
         max_auth_failures,
         auth_failure_window_secs,
@@ -226,6 +243,9 @@ fn submission_view(s: &Submission) -> Value {
         "auth": auth.as_ref().map_or(Value::Null, |a| json!(a.to_string())),
         "auth_ca": path(auth_ca),
         "relay": addr(relay),
+        "relay_username": relay_username,
+        "relay_password_file": path(relay_password_file),
+        "relay_name": relay_name,
         "auth_cache_secs": secs(*auth_cache_secs),
         "max_auth_failures": max_auth_failures,
         "auth_failure_window_secs": secs(*auth_failure_window_secs),
@@ -312,6 +332,9 @@ fn directory_view(d: &sealgate_directory::Settings) -> Value {
         blocked,
         ldap,
         http,
+        smimea_resolver,
+        publish_listen,
+        publish_per_minute,
     } = d;
     let ldap: Vec<Value> = ldap
         .iter()
@@ -348,6 +371,9 @@ fn directory_view(d: &sealgate_directory::Settings) -> Value {
         "trust_anchors": path(trust_anchors),
         "blocked": blocked,
         "ldap": ldap,
+        "smimea_resolver": smimea_resolver,
+        "publish_listen": publish_listen.map(|a| a.to_string()),
+        "publish_per_minute": publish_per_minute,
         "http": http,
     })
 }
@@ -373,6 +399,8 @@ mod tests {
             "policy",
             "queue",
             "imap",
+            "dns",
+            "network",
         ] {
             assert!(v[section].is_object(), "{section}");
         }

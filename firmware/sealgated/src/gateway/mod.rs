@@ -1,10 +1,11 @@
 //! The all-in-one gateway's SMTP roles (issue 10): submission by employees' mail clients
-//! (`submission.rs`), logins verified against the organisation's server (`auth.rs`), the
-//! policy that decides what each submitted message gets (`policy.rs`), and the outbox that
-//! relays it to the organisation's server (`outbox.rs`).
+//! (`submission.rs`), logins verified against the organisation's server (`auth.rs`), and the
+//! policy that decides what each submitted message gets (`policy.rs`). Accepted mail
+//! goes into the queue every SMTP role shares (`smtp::Spool`), which relays it to the
+//! organisation's server.
 
+pub mod address;
 pub mod auth;
-pub mod outbox;
 pub mod policy;
 pub mod submission;
 

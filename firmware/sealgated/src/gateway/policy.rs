@@ -67,19 +67,13 @@ pub fn effective(p: &Policy, sender: &str) -> Effective {
 /// Whether the login `login` may send as `address`: its own address (when the login name is
 /// an address) or one of its `[submission] aliases`. Compared without regard to case.
 pub fn may_send_as(s: &Submission, login: &str, address: &str) -> bool {
-    let address = address.trim().to_ascii_lowercase();
-    if address.is_empty() {
-        return false;
-    }
-    let login_l = login.trim().to_ascii_lowercase();
-    if login_l.contains('@') && login_l == address {
-        return true;
-    }
-    s.aliases
-        .iter()
-        .filter(|(l, _)| l.trim().eq_ignore_ascii_case(&login_l))
-        .flat_map(|(_, a)| a.iter())
-        .any(|a| a.0 == address)
+    super::address::may_send_as(
+        login,
+        address,
+        s.aliases
+            .iter()
+            .map(|(l, a)| (l.as_str(), a.iter().map(|a| a.0.as_str()))),
+    )
 }
 
 /// If the Subject holds `trigger` (ASCII case ignored), the message with the trigger removed
@@ -190,6 +184,32 @@ pub fn plan(
     })
 }
 
+/// Content ciphers by preference, with the names the engine gives them in S/MIME
+/// capabilities.
+const CIPHERS: [(CipherChoice, &str); 4] = [
+    (CipherChoice::Aes256Gcm, "aes256-gcm"),
+    (CipherChoice::Aes128Gcm, "aes128-gcm"),
+    (CipherChoice::Aes256Cbc, "aes256-cbc"),
+    (CipherChoice::Aes128Cbc, "aes128-cbc"),
+];
+
+/// The content cipher for an encrypted copy whose parties (recipients and sender) announced
+/// `parties` (`None`: not known): the first of [`CIPHERS`] every party reads. A party whose
+/// capabilities are unknown, or name none of them, reads the CBC ciphers every S/MIME client
+/// reads; when the parties share none, the engine's default (AES-256-CBC).
+pub fn choose_cipher(parties: &[Option<Vec<String>>]) -> CipherChoice {
+    let reads = |caps: &Option<Vec<String>>, name: &str| match caps {
+        Some(c) if c.iter().any(|x| CIPHERS.iter().any(|(_, n)| x == n)) => {
+            c.iter().any(|x| x == name)
+        }
+        _ => name.ends_with("-cbc"),
+    };
+    CIPHERS
+        .iter()
+        .find(|(_, name)| parties.iter().all(|p| reads(p, name)))
+        .map_or(CipherChoice::Aes256Cbc, |(c, _)| *c)
+}
+
 /// One copy to relay: its envelope recipients and the message.
 #[derive(Debug, Clone)]
 pub struct Copy {
@@ -237,7 +257,7 @@ pub fn apply(
         certs.push(
             crate::directory::encryption_certificate(keys, &r.trim().to_ascii_lowercase(), now)
                 .map_err(|e| temp(&e))?
-                .and_then(|c| Recipient::new(c).ok()),
+                .and_then(|c| crate::directory::recipient(c).ok()),
         );
     }
     let has_cert: Vec<bool> = certs.iter().map(Option::is_some).collect();
@@ -289,10 +309,20 @@ pub fn apply(
         {
             to.push(r);
         }
+        // The content cipher every party reads: the recipients' announced capabilities
+        // (harvested from their signed mail), the sender's too.
+        let parties: Vec<Option<Vec<String>>> = p
+            .encrypted
+            .iter()
+            .map(String::as_str)
+            .chain(std::iter::once(sender.as_str()))
+            .map(|a| keys.capabilities(&a.trim().to_ascii_lowercase()))
+            .collect();
+        let cipher = choose_cipher(&parties);
         let out = if hp {
-            protected_copy(&msg, signer, Some(&to), now).map_err(engine)?
+            protected_copy(&msg, signer, Some(&to), cipher, now).map_err(engine)?
         } else {
-            message::encrypt_message(&signed, &to, CipherChoice::Aes256Cbc).map_err(engine)?
+            message::encrypt_message(&signed, &to, cipher).map_err(engine)?
         };
         copies.push(Copy {
             recipients: p.encrypted.clone(),
@@ -301,7 +331,7 @@ pub fn apply(
     }
     if !p.cleartext.is_empty() {
         let clear = if hp && signer.is_some() {
-            protected_copy(&msg, signer, None, now).map_err(engine)?
+            protected_copy(&msg, signer, None, CipherChoice::Aes256Cbc, now).map_err(engine)?
         } else {
             signed
         };
@@ -337,6 +367,7 @@ fn protected_copy(
     msg: &[u8],
     signer: Option<&dyn PrivateKey>,
     encrypt_to: Option<&[Recipient]>,
+    cipher: CipherChoice,
     now: i64,
 ) -> sealgate_smime::Result<Vec<u8>> {
     let entity = Entity::parse(msg);
@@ -382,9 +413,13 @@ fn protected_copy(
     }
     match encrypt_to {
         Some(r) => {
-            let der =
-                envelope::encrypt(&mime::canonicalize_crlf(&body), r, CipherChoice::Aes256Cbc)?;
-            let entity = mime::build_pkcs7_mime(mime::SmimeType::EnvelopedData, &der);
+            let der = envelope::encrypt(&mime::canonicalize_crlf(&body), r, cipher)?;
+            let kind = if cipher.is_aead() {
+                mime::SmimeType::AuthEnvelopedData
+            } else {
+                mime::SmimeType::EnvelopedData
+            };
+            let entity = mime::build_pkcs7_mime(kind, &der);
             if outer.get("Subject").is_some() {
                 outer.replace(HeaderField::new("Subject", "[...]")?);
             }
@@ -419,6 +454,46 @@ mod tests {
 
     fn settings(text: &str) -> Settings {
         Settings::parse(text).expect("settings")
+    }
+
+    #[test]
+    fn the_cipher_follows_what_every_party_announced() {
+        let caps = |c: &[&str]| Some(c.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        let gcm = caps(&["aes256-gcm", "aes128-gcm", "aes256-cbc", "aes128-cbc"]);
+        // Nothing known: the engine's default.
+        assert_eq!(choose_cipher(&[None, None]), CipherChoice::Aes256Cbc);
+        assert_eq!(
+            choose_cipher(&[]),
+            CipherChoice::Aes256Gcm,
+            "no party at all"
+        );
+        // Everyone announced GCM.
+        assert_eq!(
+            choose_cipher(&[gcm.clone(), gcm.clone()]),
+            CipherChoice::Aes256Gcm
+        );
+        // One party unknown: CBC, which every client reads.
+        assert_eq!(choose_cipher(&[gcm.clone(), None]), CipherChoice::Aes256Cbc);
+        // One party reads only AES-128-CBC.
+        assert_eq!(
+            choose_cipher(&[gcm.clone(), caps(&["aes128-cbc", "des-ede3-cbc"]), None]),
+            CipherChoice::Aes128Cbc
+        );
+        // AES-128-GCM only, shared.
+        assert_eq!(
+            choose_cipher(&[caps(&["aes128-gcm"]), gcm.clone()]),
+            CipherChoice::Aes128Gcm
+        );
+        // Names of no cipher we write: as unknown.
+        assert_eq!(
+            choose_cipher(&[caps(&["rsaencryption"]), gcm]),
+            CipherChoice::Aes256Cbc
+        );
+        // Nothing shared: the default.
+        assert_eq!(
+            choose_cipher(&[caps(&["aes128-gcm"]), caps(&["aes256-cbc"])]),
+            CipherChoice::Aes256Cbc
+        );
     }
 
     #[test]

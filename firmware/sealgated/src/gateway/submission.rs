@@ -7,9 +7,11 @@
 //! (`policy::may_send_as`, else `550 5.7.1`) → recipients → DATA (in memory, bounded by
 //! `[docking] max_message_bytes`) → the From field must be one of them too → policy
 //! (`policy::apply`, on the blocking pool: sign, encrypt, split, or `550 5.7.1` naming the
-//! recipients without a certificate) → every copy durable in the outbox (`outbox.rs`) →
-//! `250` → relayed to `[submission] relay`. One audit line per message (never content); the
-//! keys used are recorded in the vault's chain as `submission:LOGIN from ADDRESS`.
+//! recipients without a certificate) → every copy and its envelope fsynced in the shared
+//! queue (`smtp::Spool::enqueue`, direction `submission`: relayed as it is) → `250` → the
+//! queue's delivery loop relays it to `[submission] relay` (retries, DSNs to the envelope
+//! sender, `sealctl queue`). One audit line per message (never content); the keys used are
+//! recorded in the vault's chain as `submission:LOGIN from ADDRESS`.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -25,18 +27,20 @@ use tokio_rustls::TlsAcceptor;
 use zeroize::Zeroizing;
 
 use super::auth::{AuthError, Credentials, Verifier};
-use super::outbox::Outbox;
 use super::policy::{self, Refusal};
 use crate::audit::AuditLog;
 use crate::keys::{Acting, KeyStore};
 use crate::settings::Settings;
+use crate::smtp::{Direction, Envelope};
 
 /// What the submission listeners need.
 pub struct Submission {
     /// The settings (`[submission]`, `[policy]`, `[smtp] hostname`, limits).
     pub settings: Settings,
-    /// The data directory (the outbox lives in `submission/`).
+    /// The data directory.
     pub data_dir: std::path::PathBuf,
+    /// The queue shared by every SMTP role (`smtp::open_queue`).
+    pub queue: Arc<crate::smtp::Spool>,
     /// Keys and certificates.
     pub keys: Arc<dyn KeyStore>,
     /// The vault, for auto-enrolment (the box CA issues a key).
@@ -72,7 +76,6 @@ impl Running {
 struct Shared {
     s: Submission,
     verifier: Verifier,
-    outbox: Arc<Outbox>,
     sessions: Arc<Semaphore>,
     /// Message bytes held in memory by all sessions together, in KiB (`[docking]
     /// max_buffered_bytes`): a message that finds no room is refused with `452`.
@@ -134,15 +137,11 @@ pub async fn start(s: Submission) -> anyhow::Result<Running> {
     let Some(verifier) = super::verifier(sub, &s.settings.smtp.hostname)? else {
         anyhow::bail!("[submission] listeners need auth");
     };
-    let Some(relay) = sub.relay else {
+    if sub.relay.is_none() {
         anyhow::bail!("[submission] listeners need relay");
-    };
-    let outbox = Outbox::open(
-        &s.data_dir,
-        &s.settings,
-        relay,
-        s.settings.smtp.retry_secs.duration(),
-    )?;
+    }
+    // The relay is the queue's (`smtp::start` runs its delivery loop).
+    import_old_outbox(&s.data_dir, &s.queue)?;
     let mut binds = Vec::new();
     if let Some(a) = sub.listen {
         binds.push(("submission", a, false));
@@ -157,7 +156,6 @@ pub async fn start(s: Submission) -> anyhow::Result<Running> {
     let sh = Arc::new(Shared {
         s,
         verifier,
-        outbox: outbox.clone(),
         sessions,
         memory,
         per_address: std::sync::Mutex::new(std::collections::HashMap::new()),
@@ -174,7 +172,6 @@ pub async fn start(s: Submission) -> anyhow::Result<Running> {
             stop_rx.clone(),
         )));
     }
-    running.tasks.push(tokio::spawn(outbox.run(stop_rx)));
     Ok(running)
 }
 
@@ -605,23 +602,108 @@ async fn end_of_message(
     if outcome.enrolled {
         tracing::info!(%login, sender = %from, "auto-enrolled: the box CA issued a key");
     }
-    let outbox = sh.outbox.clone();
-    let (login2, from2) = (login.to_string(), txn.from.clone());
+    let queue = sh.s.queue.clone();
+    let envelopes: Vec<Envelope> = outcome
+        .copies
+        .iter()
+        .map(|c| envelope(login, &peer_ip(peer.ip()), &txn.from, c.recipients.clone()))
+        .collect();
     let copies = outcome.copies;
-    let queued = tokio::task::spawn_blocking(move || outbox.enqueue(&login2, &from2, &copies))
-        .await
-        .map_err(|_| reply(451, [4, 3, 0], "the message could not be queued"))?;
+    let queued = tokio::task::spawn_blocking(move || {
+        let messages: Vec<(Envelope, &[u8])> = envelopes
+            .into_iter()
+            .zip(&copies)
+            .map(|(e, c)| (e, c.message.as_slice()))
+            .collect();
+        queue.enqueue(&messages)
+    })
+    .await
+    .map_err(|_| reply(451, [4, 3, 0], "the message could not be queued"))?;
     match queued {
-        Ok(id) => {
+        Ok(Some(ids)) => {
             audit(sh, login, peer, mid, &outcome.summary, 250, started);
-            Ok(reply(250, [2, 0, 0], format!("OK queued as {id}")))
+            Ok(reply(
+                250,
+                [2, 0, 0],
+                format!("OK queued as {}", ids.join(" ")),
+            ))
+        }
+        Ok(None) => {
+            audit(sh, login, peer, mid, "queue-full", 452, started);
+            Err(reply(452, [4, 3, 1], "the queue is full, try again later"))
         }
         Err(e) => {
-            tracing::error!(error = %e, "the outbox could not store a message");
+            tracing::error!(error = %e, "the queue could not store a message");
             audit(sh, login, peer, mid, "queue-failed", 451, started);
             Err(reply(451, [4, 3, 0], "the message could not be queued"))
         }
     }
+}
+
+/// The queue envelope of one submitted copy.
+fn envelope(login: &str, client: &str, from: &str, to: Vec<String>) -> Envelope {
+    let login: String = login
+        .chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .take(200)
+        .collect();
+    Envelope {
+        direction: Direction::Submission,
+        from: from.to_string(),
+        to,
+        client: client.to_string(),
+        client_name: Some(format!("submission:{login}")),
+        received: time::OffsetDateTime::now_utc().unix_timestamp(),
+        attempts: 0,
+        held_reason: None,
+    }
+}
+
+/// Moves what an earlier version left in its own outbox (`DATA/submission/outbox/`,
+/// `ID.eml` + `ID.json` with `from`, `to`, `login`) into the shared queue, then removes it.
+fn import_old_outbox(data_dir: &std::path::Path, queue: &crate::smtp::Spool) -> anyhow::Result<()> {
+    #[derive(serde::Deserialize)]
+    struct Old {
+        from: String,
+        to: Vec<String>,
+        #[serde(default)]
+        login: String,
+    }
+    let dir = data_dir.join("submission").join("outbox");
+    let Ok(rd) = std::fs::read_dir(&dir) else {
+        return Ok(());
+    };
+    let mut names: Vec<String> = rd
+        .flatten()
+        .filter_map(|e| {
+            e.file_name()
+                .to_str()
+                .and_then(|n| n.strip_suffix(".json"))
+                .map(str::to_string)
+        })
+        .collect();
+    names.sort();
+    for name in names {
+        let json = dir.join(format!("{name}.json"));
+        let eml = dir.join(format!("{name}.eml"));
+        let (Ok(j), Ok(m)) = (std::fs::read(&json), std::fs::read(&eml)) else {
+            continue;
+        };
+        let Ok(old) = serde_json::from_slice::<Old>(&j) else {
+            tracing::error!(copy = %name, "an earlier outbox envelope does not parse: left in place");
+            continue;
+        };
+        let env = envelope(&old.login, "127.0.0.1", &old.from, old.to);
+        match queue.enqueue(&[(env, m.as_slice())])? {
+            Some(ids) => {
+                tracing::info!(copy = %name, id = %ids.join(" "), "moved from the earlier outbox into the queue");
+                std::fs::remove_file(&json)?;
+                let _ = std::fs::remove_file(&eml);
+            }
+            None => anyhow::bail!("the queue has no room for the earlier outbox's messages"),
+        }
+    }
+    Ok(())
 }
 
 fn audit(

@@ -25,12 +25,15 @@
 //! UID are removed from the answer; flags, UIDs, MSNs and unsolicited responses pass as the
 //! server sent them.
 
+mod cache;
+mod limits;
 mod session;
+mod starttls;
 mod upstream;
 
-use sealgate_imap::view;
+pub use cache::{CacheKey, DiskCache, Shown, ViewCache};
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -58,7 +61,17 @@ pub struct ImapProxy {
     pub tls: Arc<rustls::ServerConfig>,
     /// The crypto workers shared with the other listeners.
     pub workers: Arc<Semaphore>,
+    /// The data directory (the persistent view cache is `DATA/imap-cache/`).
+    pub data_dir: std::path::PathBuf,
+    /// The view cache's key ([`sealgate_vault::Vault::derived_key`]`("imap view cache")`).
+    pub cache_key: zeroize::Zeroizing<[u8; 32]>,
 }
+
+/// Sessions of one user at once unless `[imap] max_sessions_per_user` says otherwise.
+pub const DEFAULT_SESSIONS_PER_USER: usize = 20;
+
+/// The disk cache's size unless `[imap] cache_max_mb` says otherwise.
+pub const DEFAULT_CACHE_MB: u64 = 1024;
 
 /// Client connections at once.
 const MAX_SESSIONS: usize = 256;
@@ -105,20 +118,27 @@ impl Drop for PerAddress {
 /// The running proxy.
 pub struct Running {
     addr: SocketAddr,
+    starttls_addr: Option<SocketAddr>,
     stop: watch::Sender<bool>,
-    task: JoinHandle<()>,
+    tasks: Vec<JoinHandle<()>>,
 }
 
 impl Running {
-    /// The bound listener.
+    /// The bound listeners (`imap`: implicit TLS; `imap-starttls`).
     pub fn listening(&self) -> Vec<(&'static str, SocketAddr)> {
-        vec![("imap", self.addr)]
+        let mut v = vec![("imap", self.addr)];
+        if let Some(a) = self.starttls_addr {
+            v.push(("imap-starttls", a));
+        }
+        v
     }
 
     /// Stops accepting and ends the sessions.
     pub async fn stop(self) {
         let _ = self.stop.send(true);
-        let _ = tokio::time::timeout(Duration::from_secs(5), self.task).await;
+        for t in self.tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+        }
     }
 }
 
@@ -133,135 +153,143 @@ pub async fn start(p: ImapProxy) -> anyhow::Result<Option<Running>> {
         .await
         .map_err(|e| anyhow::anyhow!("binding the IMAP proxy to {listen}: {e}"))?;
     let addr = listener.local_addr()?;
-    let (stop, mut stopped) = watch::channel(false);
+    let (stop, stopped) = watch::channel(false);
+    let max_mb = p.settings.imap.cache_max_mb.unwrap_or(DEFAULT_CACHE_MB);
+    let disk = if max_mb == 0 {
+        None
+    } else {
+        let root = p.data_dir.join("imap-cache");
+        let key = p.cache_key.clone();
+        let d = tokio::task::spawn_blocking(move || {
+            DiskCache::open(&root, &key, max_mb.saturating_mul(1024 * 1024))
+        })
+        .await??;
+        Some(d)
+    };
     let shared = Arc::new(session::Shared {
         connector,
         keys: p.keys,
         anchors: p.anchors,
         audit: p.audit,
         workers: p.workers,
-        cache: ViewCache::new(256 * 1024 * 1024),
+        cache: ViewCache::new(256 * 1024 * 1024, disk),
+        encrypt_append: p.settings.imap.encrypt_append.unwrap_or(true),
+        logins: limits::Logins::new(
+            p.settings
+                .imap
+                .max_sessions_per_user
+                .unwrap_or(DEFAULT_SESSIONS_PER_USER),
+        ),
+        login_map: p
+            .settings
+            .imap
+            .logins
+            .iter()
+            .map(|(k, v)| (k.trim().to_lowercase(), v.trim().to_lowercase()))
+            .collect(),
     });
     let acceptor = tokio_rustls::TlsAcceptor::from(p.tls);
     let sessions = Arc::new(Semaphore::new(MAX_SESSIONS));
     let per_address = Arc::new(AddressCounts::default());
-    let task = tokio::spawn(async move {
-        loop {
-            let accepted = tokio::select! {
-                a = listener.accept() => a,
-                _ = stopped.changed() => break,
-            };
-            let (tcp, peer) = match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(error = %e, "imap: accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            };
-            let Ok(permit) = sessions.clone().try_acquire_owned() else {
-                // Too many sessions: closed at once (no TLS work spent on it).
-                drop(tcp);
+    let mut tasks = Vec::new();
+    let mut starttls_addr = None;
+    if let Some(a) = p.settings.imap.listen_starttls {
+        let l = TcpListener::bind(a)
+            .await
+            .map_err(|e| anyhow::anyhow!("binding the IMAP proxy (STARTTLS) to {a}: {e}"))?;
+        starttls_addr = Some(l.local_addr()?);
+        tasks.push(tokio::spawn(accept_loop(
+            l,
+            true,
+            acceptor.clone(),
+            shared.clone(),
+            sessions.clone(),
+            per_address.clone(),
+            stopped.clone(),
+        )));
+    }
+    tasks.push(tokio::spawn(accept_loop(
+        listener,
+        false,
+        acceptor,
+        shared,
+        sessions,
+        per_address,
+        stopped,
+    )));
+    Ok(Some(Running {
+        addr,
+        starttls_addr,
+        stop,
+        tasks,
+    }))
+}
+
+/// Accepts clients on one listener: implicit TLS, or (`starttls`) the plain-text phase
+/// first. Both listeners share the session and per-address limits.
+async fn accept_loop(
+    listener: TcpListener,
+    starttls: bool,
+    acceptor: tokio_rustls::TlsAcceptor,
+    shared: Arc<session::Shared>,
+    sessions: Arc<Semaphore>,
+    per_address: Arc<AddressCounts>,
+    mut stopped: watch::Receiver<bool>,
+) {
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = stopped.changed() => break,
+        };
+        let (tcp, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(error = %e, "imap: accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
-            };
-            let Some(slot) = per_address.take(peer.ip().to_canonical(), MAX_SESSIONS_PER_ADDRESS)
-            else {
-                tracing::info!(%peer, "imap: too many sessions from one address");
-                drop(tcp);
-                continue;
-            };
-            let acceptor = acceptor.clone();
-            let shared = shared.clone();
-            let mut stop = stopped.clone();
-            tokio::spawn(async move {
-                let _permit = (permit, slot);
+            }
+        };
+        let Ok(permit) = sessions.clone().try_acquire_owned() else {
+            // Too many sessions: closed at once (no TLS work spent on it).
+            drop(tcp);
+            continue;
+        };
+        let Some(slot) = per_address.take(peer.ip().to_canonical(), MAX_SESSIONS_PER_ADDRESS)
+        else {
+            tracing::info!(%peer, "imap: too many sessions from one address");
+            drop(tcp);
+            continue;
+        };
+        let acceptor = acceptor.clone();
+        let shared = shared.clone();
+        let mut stop = stopped.clone();
+        tokio::spawn(async move {
+            let _permit = (permit, slot);
+            let run = async {
+                let tcp = if starttls {
+                    match starttls::negotiate(tcp).await {
+                        Ok(Some(t)) => t,
+                        _ => return,
+                    }
+                } else {
+                    tcp
+                };
                 let tls = match tokio::time::timeout(Duration::from_secs(30), acceptor.accept(tcp))
                     .await
                 {
                     Ok(Ok(t)) => t,
                     _ => return,
                 };
-                tokio::select! {
-                    r = session::run(shared, tls, peer) => {
-                        if let Err(e) = r {
-                            tracing::info!(%peer, error = %e, "imap: session ended");
-                        }
-                    }
-                    _ = stop.changed() => {}
+                // After STARTTLS the client sends CAPABILITY; it gets no second greeting.
+                if let Err(e) = session::run(shared, tls, peer, !starttls).await {
+                    tracing::info!(%peer, error = %e, "imap: session ended");
                 }
-            });
-        }
-    });
-    Ok(Some(Running { addr, stop, task }))
-}
-
-/// What the proxy shows for one message.
-#[derive(Debug)]
-pub enum Shown {
-    /// As the server stores it (not encrypted to this user's keys, or nothing to do).
-    Stored,
-    /// The decrypted view (or the stored message with a header saying why it was not).
-    View(view::View),
-}
-
-/// `(account, mailbox, UIDVALIDITY, UID)`.
-pub type CacheKey = (String, String, u32, u32);
-
-/// The decrypted views, in memory, bounded in bytes (oldest first out). What a message was
-/// shown as stays as it was while it is here, so sizes never change between fetches.
-pub struct ViewCache {
-    inner: Mutex<CacheInner>,
-    max_bytes: usize,
-}
-
-struct CacheInner {
-    map: HashMap<CacheKey, Arc<Shown>>,
-    order: VecDeque<CacheKey>,
-    bytes: usize,
-}
-
-impl ViewCache {
-    /// A cache of at most `max_bytes` of views.
-    pub fn new(max_bytes: usize) -> ViewCache {
-        ViewCache {
-            inner: Mutex::new(CacheInner {
-                map: HashMap::new(),
-                order: VecDeque::new(),
-                bytes: 0,
-            }),
-            max_bytes,
-        }
-    }
-
-    /// The entry for `k`.
-    pub fn get(&self, k: &CacheKey) -> Option<Arc<Shown>> {
-        self.inner.lock().ok()?.map.get(k).cloned()
-    }
-
-    /// Keeps `v` for `k`.
-    pub fn put(&self, k: CacheKey, v: Arc<Shown>) {
-        let Ok(mut c) = self.inner.lock() else {
-            return;
-        };
-        let size = |s: &Shown| match s {
-            Shown::Stored => 64,
-            Shown::View(v) => v.bytes().len() * 2 + 64,
-        };
-        let n = size(&v);
-        if let Some(old) = c.map.insert(k.clone(), v) {
-            c.bytes = c.bytes.saturating_sub(size(&old));
-        } else {
-            c.order.push_back(k);
-        }
-        c.bytes += n;
-        while c.bytes > self.max_bytes {
-            let Some(oldest) = c.order.pop_front() else {
-                break;
             };
-            if let Some(old) = c.map.remove(&oldest) {
-                c.bytes = c.bytes.saturating_sub(size(&old));
+            tokio::select! {
+                _ = run => {}
+                _ = stop.changed() => {}
             }
-        }
+        });
     }
 }
 

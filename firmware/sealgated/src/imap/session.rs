@@ -41,7 +41,11 @@ use super::upstream::{self, Connector, Stream};
 use super::{CacheKey, Shown, ViewCache};
 use crate::audit::AuditLog;
 use crate::keys::{Acting, KeyStore};
+use imap_codec::imap_types::core::{AString, Literal, Vec1};
+use imap_codec::imap_types::extensions::binary::LiteralOrLiteral8;
+use imap_codec::imap_types::search::SearchKey;
 use sealgate_imap::rewrite::{self, FetchPlan};
+use sealgate_imap::search;
 use sealgate_imap::view::View;
 
 /// Shared by all sessions.
@@ -52,6 +56,24 @@ pub struct Shared {
     pub audit: Arc<AuditLog>,
     pub workers: Arc<Semaphore>,
     pub cache: ViewCache,
+    /// `[imap] encrypt_append`: APPENDs to Sent and Drafts are encrypted to the user.
+    pub encrypt_append: bool,
+    /// Failed logins and sessions per user.
+    pub logins: Arc<super::limits::Logins>,
+    /// `[imap.logins]`: login name (lower case) → vault address.
+    pub login_map: HashMap<String, String>,
+}
+
+impl Shared {
+    /// The vault address whose keys decrypt for `login`: its `[imap.logins]` entry, else
+    /// the login name itself when it is an address (lower case); `None` otherwise.
+    pub fn vault_address(&self, login: &str) -> Option<String> {
+        let l = login.trim().to_lowercase();
+        if let Some(a) = self.login_map.get(&l) {
+            return Some(a.trim().to_lowercase());
+        }
+        l.contains('@').then_some(l)
+    }
 }
 
 type ClientStream = tokio_rustls::server::TlsStream<TcpStream>;
@@ -66,6 +88,19 @@ const LOGIN_TIMEOUT: Duration = Duration::from_secs(120);
 const IDLE_TIMEOUT: Duration = Duration::from_secs(31 * 60);
 /// The largest message downloaded for decryption; larger ones are shown as stored.
 const MAX_DECRYPT: u32 = 50 * 1024 * 1024;
+/// Encrypted messages in one mailbox a content SEARCH decrypts at most (beyond: `NO`).
+const MAX_SEARCH_VIEWS: usize = 10_000;
+/// The answer to a login while throttled.
+const THROTTLED: &str = "[UNAVAILABLE] Too many failed logins; try again later";
+/// Usual names of Sent and Drafts mailboxes (the last component, lower case).
+const SENT_OR_DRAFTS: &[&str] = &[
+    "sent",
+    "sent items",
+    "sent messages",
+    "sent mail",
+    "drafts",
+    "draft",
+];
 
 /// What the client's next message is.
 #[derive(Debug, Clone, PartialEq)]
@@ -80,6 +115,8 @@ struct PendingLogin {
     tag: Tag<'static>,
     /// The login name, and the password (for the worker connection).
     user: Option<(String, Zeroizing<String>)>,
+    /// AUTHENTICATE PLAIN (its data names the identity; an OAuth mechanism's never does).
+    plain: bool,
 }
 
 /// The account the server accepted.
@@ -112,10 +149,19 @@ struct Session {
     idle_tag: Option<String>,
     login: Option<PendingLogin>,
     user: Option<User>,
+    /// The server accepted a login (with or without a user whose keys decrypt).
+    authenticated: bool,
     pending_select: Option<(Tag<'static>, String, Option<u32>)>,
     selected: Option<Selected>,
     plans: HashMap<String, FetchPlan>,
     worker: Option<Worker>,
+    /// COPY and MOVE on their way: tag → destination mailbox (their COPYUID carries the
+    /// source messages' cache entries over).
+    pending_copy: HashMap<String, String>,
+    /// This user's session slot (`[imap] max_sessions_per_user`).
+    user_slot: Option<super::limits::UserSlot>,
+    /// Mailboxes the server's LIST marked `\Sent` or `\Drafts`.
+    special: std::collections::HashSet<String>,
     /// The server said BYE.
     bye: bool,
     /// Client bytes received since its last complete message (bounds a line that never
@@ -128,6 +174,7 @@ pub async fn run(
     shared: Arc<Shared>,
     client: ClientStream,
     peer: SocketAddr,
+    greet: bool,
 ) -> anyhow::Result<()> {
     let (mut cr, mut cw) = tokio::io::split(client);
     let (up, greeting) = match shared.connector.connect().await {
@@ -154,18 +201,23 @@ pub async fn run(
         idle_tag: None,
         login: None,
         user: None,
+        authenticated: false,
         pending_select: None,
         selected: None,
         plans: HashMap::new(),
         worker: None,
+        special: std::collections::HashSet::new(),
+        user_slot: None,
+        pending_copy: HashMap::new(),
         bye: false,
         since_complete: 0,
     };
-    s.greet(greeting).await?;
+    s.greet(greeting, greet).await?;
+    s.cw.flush().await?;
     let mut cbuf = vec![0u8; 16 * 1024];
     let mut ubuf = vec![0u8; 64 * 1024];
     loop {
-        let timeout = if s.user.is_some() {
+        let timeout = if s.authenticated {
             IDLE_TIMEOUT
         } else {
             LOGIN_TIMEOUT
@@ -178,17 +230,21 @@ pub async fn run(
                     return Ok(());
                 }
                 s.since_complete += n;
-                let cap = if s.user.is_some() {
+                let cap = if s.authenticated {
                     MAX_MESSAGE as usize + 64 * 1024
                 } else {
                     2 * MAX_LITERAL_BEFORE_LOGIN as usize
                 };
                 if s.since_complete > cap {
                     let _ = s.cw.write_all(b"* BYE Command too long\r\n").await;
+                    let _ = s.cw.flush().await;
                     return Ok(());
                 }
                 s.cfr.enqueue_bytes(&cbuf[..n]);
-                if !s.client_input().await? {
+                let go_on = s.client_input().await?;
+                // TLS keeps what the socket did not take; it must leave before waiting.
+                s.cw.flush().await?;
+                if !go_on {
                     return Ok(());
                 }
             }
@@ -202,12 +258,15 @@ pub async fn run(
                     return Ok(());
                 }
                 s.ufr.enqueue_bytes(&ubuf[..n]);
-                if !s.server_input().await? {
+                let go_on = s.server_input().await?;
+                s.cw.flush().await?;
+                if !go_on {
                     return Ok(());
                 }
             }
             _ = tokio::time::sleep(timeout) => {
                 let _ = s.cw.write_all(b"* BYE Autologout; idle for too long\r\n").await;
+                let _ = s.cw.flush().await;
                 return Ok(());
             }
         }
@@ -219,7 +278,13 @@ fn encode_response(r: &Response<'_>) -> Vec<u8> {
 }
 
 impl Session {
-    async fn greet(&mut self, greeting: Option<Greeting<'static>>) -> anyhow::Result<()> {
+    /// Sends the server's greeting (capabilities filtered); with `show` false (a session
+    /// that began with STARTTLS on the proxy's own port, already greeted) only checks it.
+    async fn greet(
+        &mut self,
+        greeting: Option<Greeting<'static>>,
+        show: bool,
+    ) -> anyhow::Result<()> {
         let g = match greeting {
             Some(mut g) => {
                 if let Some(Code::Capability(caps)) = &g.code {
@@ -243,7 +308,9 @@ impl Session {
             }
             None => b"* OK IMAP proxy ready\r\n".to_vec(),
         };
-        self.cw.write_all(&g).await?;
+        if show {
+            self.cw.write_all(&g).await?;
+        }
         Ok(())
     }
 
@@ -262,7 +329,7 @@ impl Session {
                 ..
             } = frag
             {
-                let limit = if self.user.is_some() {
+                let limit = if self.authenticated {
                     MAX_MESSAGE
                 } else {
                     MAX_LITERAL_BEFORE_LOGIN
@@ -321,12 +388,23 @@ impl Session {
                         Ok(data) => {
                             if let AuthenticateData::Continue(d) = &data
                                 && let Some(l) = self.login.as_mut()
+                                && l.plain
                                 && l.user.is_none()
                             {
                                 l.user = plain_identity(d.declassify());
                             }
-                            let bytes = AuthenticateDataCodec::default().encode(&data).dump();
-                            self.uw.write_all(&bytes).await?;
+                            let throttled = self.login.as_ref().is_some_and(|l| {
+                                l.user.as_ref().is_some_and(|(u, _)| {
+                                    self.shared.logins.throttled(self.peer.ip(), Some(u))
+                                })
+                            });
+                            if throttled {
+                                // Cancelled: the password never reaches the server.
+                                self.uw.write_all(b"*\r\n").await?;
+                            } else {
+                                let bytes = AuthenticateDataCodec::default().encode(&data).dump();
+                                self.uw.write_all(&bytes).await?;
+                            }
                         }
                         Err(_) => {
                             // Not base64: cancel the exchange at the server.
@@ -373,30 +451,59 @@ impl Session {
                 let pass = Zeroizing::new(
                     String::from_utf8_lossy(password.declassify().as_ref()).into_owned(),
                 );
+                if self.shared.logins.throttled(self.peer.ip(), Some(&user)) {
+                    self.cw
+                        .write_all(refuse("NO", THROTTLED).as_bytes())
+                        .await?;
+                    return Ok(true);
+                }
                 self.login = Some(PendingLogin {
                     tag: cmd.tag.clone(),
                     user: Some((user, pass)),
+                    plain: false,
                 });
             }
             CommandBody::Authenticate {
                 mechanism,
                 initial_response,
             } => {
-                if *mechanism != AuthMechanism::Plain {
+                let plain = *mechanism == AuthMechanism::Plain;
+                let oauth = matches!(
+                    mechanism,
+                    AuthMechanism::XOAuth2 | AuthMechanism::OAuthBearer
+                );
+                if !plain && !oauth {
                     self.cw
-                        .write_all(refuse("NO", "Only PLAIN is offered").as_bytes())
+                        .write_all(
+                            refuse("NO", "Only PLAIN, XOAUTH2 and OAUTHBEARER are offered")
+                                .as_bytes(),
+                        )
                         .await?;
                     return Ok(true);
                 }
+                // An OAuth request's user name proves nothing (the token decides who logs
+                // in): such a session reads mail as stored, never decrypted.
                 let user = initial_response
                     .as_ref()
+                    .filter(|_| plain)
                     .and_then(|r| plain_identity(r.declassify()));
+                if self
+                    .shared
+                    .logins
+                    .throttled(self.peer.ip(), user.as_ref().map(|(u, _)| u.as_str()))
+                {
+                    self.cw
+                        .write_all(refuse("NO", THROTTLED).as_bytes())
+                        .await?;
+                    return Ok(true);
+                }
                 if initial_response.is_none() {
                     self.expect = Expect::AuthData;
                 }
                 self.login = Some(PendingLogin {
                     tag: cmd.tag.clone(),
                     user,
+                    plain,
                 });
             }
             CommandBody::Enable { capabilities } => match rewrite::filter_enable(capabilities) {
@@ -413,12 +520,76 @@ impl Session {
                 self.selected = None;
                 self.pending_select = Some((cmd.tag.clone(), mailbox_name(mailbox), None));
             }
+            CommandBody::Copy { mailbox, .. } | CommandBody::Move { mailbox, .. }
+                if self.user.is_some()
+                    && self.selected.is_some()
+                    && self.pending_copy.len() < 64 =>
+            {
+                self.pending_copy.insert(tag.clone(), mailbox_name(mailbox));
+            }
             CommandBody::Close | CommandBody::Unselect => {
                 self.selected = None;
             }
             CommandBody::Idle => {
                 self.expect = Expect::IdleDone;
                 self.idle_tag = Some(tag.clone());
+            }
+            CommandBody::Append {
+                mailbox, message, ..
+            } if self.shared.encrypt_append
+                && self.user.as_ref().is_some_and(|u| u.address.is_some())
+                && self.is_sent_or_drafts(&mailbox_name(mailbox)) =>
+            {
+                let data = match message {
+                    LiteralOrLiteral8::Literal(l) => l.data().to_vec(),
+                    LiteralOrLiteral8::Literal8(l) => l.data.to_vec(),
+                };
+                let name = mailbox_name(mailbox);
+                match self.encrypt_append(&name, data).await {
+                    Ok(Some(enc)) => match Literal::try_from(enc) {
+                        Ok(l) => *message = LiteralOrLiteral8::Literal(l),
+                        Err(_) => {
+                            self.cw
+                                .write_all(
+                                    refuse("NO", "[CANNOT] The message cannot be encrypted")
+                                        .as_bytes(),
+                                )
+                                .await?;
+                            return Ok(true);
+                        }
+                    },
+                    Ok(None) => {}
+                    Err(why) => {
+                        // Nothing reaches the server in cleartext.
+                        let text =
+                            format!("[CANNOT] The message cannot be encrypted ({why}); not stored");
+                        self.cw.write_all(refuse("NO", &text).as_bytes()).await?;
+                        return Ok(true);
+                    }
+                }
+            }
+            CommandBody::Search { criteria, .. }
+                if self.user.is_some()
+                    && self.selected.is_some()
+                    && search::needs_views(criteria.as_ref()) =>
+            {
+                match self.search_views().await {
+                    Ok(views) => search::rewrite(criteria, &views),
+                    Err(e) => {
+                        tracing::warn!(peer = %self.peer, error = %format!("{e:#}"), "imap: search over decrypted messages failed");
+                        self.worker = None;
+                        self.cw
+                            .write_all(
+                                refuse(
+                                    "NO",
+                                    "[UNAVAILABLE] Searching the decrypted messages is not possible now",
+                                )
+                                .as_bytes(),
+                            )
+                            .await?;
+                        return Ok(true);
+                    }
+                }
             }
             CommandBody::Fetch {
                 macro_or_item_names,
@@ -529,11 +700,32 @@ impl Session {
                 Some(c) => *caps = c,
                 None => return Ok(true),
             },
+            Response::Data(Data::List { items, mailbox, .. })
+                if self.special.len() < 1000
+                    && items.iter().any(|a| {
+                        let a = a.to_string().to_ascii_lowercase();
+                        a == "\\sent" || a == "\\drafts"
+                    }) =>
+            {
+                self.special.insert(mailbox_name(mailbox));
+            }
             Response::Data(Data::Fetch { items, .. }) if !self.plans.is_empty() => {
                 self.rewrite_fetch(items).await;
             }
             Response::Status(Status::Untagged(body)) => {
                 filter_code(body);
+                // MOVE reports COPYUID in an untagged OK (RFC 6851).
+                if let Some(Code::CopyUid {
+                    uid_validity,
+                    source,
+                    destination,
+                }) = &body.code
+                    && self.pending_copy.len() == 1
+                    && let Some(dest) = self.pending_copy.values().next().cloned()
+                {
+                    self.carry_over(&dest, uid_validity.get(), source, destination)
+                        .await;
+                }
                 if let (Some(Code::UidValidity(v)), Some(p)) =
                     (&body.code, self.pending_select.as_mut())
                 {
@@ -543,6 +735,17 @@ impl Session {
             Response::Status(Status::Tagged(t)) => {
                 filter_code(&mut t.body);
                 let tag = t.tag.as_ref().to_string();
+                if let Some(dest) = self.pending_copy.remove(&tag)
+                    && t.body.kind == StatusKind::Ok
+                    && let Some(Code::CopyUid {
+                        uid_validity,
+                        source,
+                        destination,
+                    }) = &t.body.code
+                {
+                    self.carry_over(&dest, uid_validity.get(), source, destination)
+                        .await;
+                }
                 self.plans.remove(&tag);
                 // A command refused before all its literals were sent: the rest is dropped.
                 if !self.up_pending.is_empty() && self.up_pending_tag == tag {
@@ -560,12 +763,25 @@ impl Session {
                     if self.expect == Expect::AuthData {
                         self.expect = Expect::Command;
                     }
-                    if t.body.kind == StatusKind::Ok
-                        && let Some((login, password)) = l.and_then(|l| l.user)
-                    {
-                        let address = login
-                            .contains('@')
-                            .then(|| login.trim().to_ascii_lowercase());
+                    let claimed = l.and_then(|l| l.user);
+                    if t.body.kind == StatusKind::Ok {
+                        self.authenticated = true;
+                    }
+                    if t.body.kind != StatusKind::Ok {
+                        self.shared
+                            .logins
+                            .failed(self.peer.ip(), claimed.as_ref().map(|(u, _)| u.as_str()));
+                    } else if let Some((login, password)) = claimed {
+                        let Some(slot) = self.shared.logins.take_user(&login) else {
+                            tracing::info!(peer = %self.peer, "imap: too many sessions for one user");
+                            let line = format!(
+                                "* BYE Too many sessions for this user\r\n{tag} NO [LIMIT] Too many sessions for this user\r\n"
+                            );
+                            self.cw.write_all(line.as_bytes()).await?;
+                            return Ok(false);
+                        };
+                        self.user_slot = Some(slot);
+                        let address = self.shared.vault_address(&login);
                         self.user = Some(User {
                             login,
                             password,
@@ -580,6 +796,16 @@ impl Session {
                     && let Some((_, name, uidvalidity)) = self.pending_select.take()
                     && t.body.kind == StatusKind::Ok
                 {
+                    // A new UIDVALIDITY: what was kept for the old one names other messages.
+                    if let (Some(v), Some(u)) = (uidvalidity, self.user.as_ref()) {
+                        let shared = self.shared.clone();
+                        let account = u.login.to_ascii_lowercase();
+                        let mailbox = name.clone();
+                        let _ = tokio::task::spawn_blocking(move || {
+                            shared.cache.retain_uidvalidity(&account, &mailbox, v)
+                        })
+                        .await;
+                    }
                     self.selected = Some(Selected { name, uidvalidity });
                 }
             }
@@ -634,21 +860,19 @@ impl Session {
             uidvalidity,
             uid,
         );
-        if let Some(s) = self.shared.cache.get(&key) {
+        let Some(address) = user.address.clone() else {
+            return Some(Arc::new(Shown::Stored));
+        };
+        if let Some(s) = self.cached(&key).await {
             return Some(s);
         }
-        let Some(address) = user.address.clone() else {
-            let s = Arc::new(Shown::Stored);
-            self.shared.cache.put(key, s.clone());
-            return Some(s);
-        };
         let login = user.login.clone();
         let mailbox = sel.name.clone();
         let message = match self.download(uidvalidity, uid).await {
             Ok(Some(m)) => m,
             Ok(None) => {
                 let s = Arc::new(Shown::Stored);
-                self.shared.cache.put(key, s.clone());
+                self.keep(key, s.clone()).await;
                 return Some(s);
             }
             Err(e) => {
@@ -676,8 +900,196 @@ impl Session {
         .await
         .ok()?;
         let s = Arc::new(shown);
-        self.shared.cache.put(key, s.clone());
+        self.keep(key, s.clone()).await;
         Some(s)
+    }
+
+    /// The cached entry for `key` (memory, else the disk: read off the async threads).
+    async fn cached(&self, key: &CacheKey) -> Option<Arc<Shown>> {
+        let shared = self.shared.clone();
+        let key = key.clone();
+        tokio::task::spawn_blocking(move || shared.cache.get(&key))
+            .await
+            .ok()
+            .flatten()
+    }
+
+    /// Keeps what `key` is shown as (memory and disk).
+    async fn keep(&self, key: CacheKey, s: Arc<Shown>) {
+        let shared = self.shared.clone();
+        let _ = tokio::task::spawn_blocking(move || shared.cache.put(key, s)).await;
+    }
+
+    /// A COPY or MOVE the server confirmed (`COPYUID`): what each source message is shown
+    /// as is kept for its copy too (the same stored bytes, so the same view), so a copied
+    /// message is not downloaded and decrypted again.
+    async fn carry_over(
+        &self,
+        dest: &str,
+        dest_uidvalidity: u32,
+        source: &imap_codec::imap_types::extensions::uidplus::UidSet,
+        destination: &imap_codec::imap_types::extensions::uidplus::UidSet,
+    ) {
+        let (Some(user), Some(sel)) = (self.user.as_ref(), self.selected.as_ref()) else {
+            return;
+        };
+        let Some(src_uv) = sel.uidvalidity else {
+            return;
+        };
+        let (src, dst) = (expand_uids(source), expand_uids(destination));
+        if src.len() != dst.len() {
+            return;
+        }
+        let account = user.login.to_ascii_lowercase();
+        let from_box = sel.name.clone();
+        let dest = dest.to_string();
+        let shared = self.shared.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            for (s, d) in src.into_iter().zip(dst) {
+                let from: CacheKey = (account.clone(), from_box.clone(), src_uv, s);
+                if let Some(shown) = shared.cache.get(&from) {
+                    shared
+                        .cache
+                        .put((account.clone(), dest.clone(), dest_uidvalidity, d), shown);
+                }
+            }
+        })
+        .await;
+    }
+
+    /// Whether APPENDs to `name` are encrypted: a mailbox the server's LIST marked `\Sent`
+    /// or `\Drafts`, or whose last name component is a usual name for one.
+    fn is_sent_or_drafts(&self, name: &str) -> bool {
+        if self.special.contains(name) {
+            return true;
+        }
+        let last = name
+            .rsplit(['/', '.'])
+            .next()
+            .unwrap_or(name)
+            .to_lowercase();
+        SENT_OR_DRAFTS.contains(&last.as_str())
+    }
+
+    /// `message` encrypted to the user's own certificate (AES-256-GCM, the header fields
+    /// kept outside so the client finds it by Message-ID). `Ok(None)`: stored as it is
+    /// (already encrypted, S/MIME or PGP, or the box holds no certificate of this user, so
+    /// it decrypts nothing for them either); `Err`: refused (why).
+    async fn encrypt_append(
+        &self,
+        mailbox: &str,
+        message: Vec<u8>,
+    ) -> Result<Option<Vec<u8>>, String> {
+        let Some(user) = self.user.as_ref() else {
+            return Ok(None);
+        };
+        let Some(address) = user.address.clone() else {
+            return Ok(None);
+        };
+        let ct = sealgate_imap::view::header_value(
+            &sealgate_imap::view::crlf(
+                &message[..message
+                    .windows(4)
+                    .position(|w| w == b"\r\n\r\n")
+                    .map_or(message.len(), |i| i + 4)],
+            ),
+            b"content-type",
+        )
+        .unwrap_or_default();
+        if rewrite::is_encrypted_type(&ct)
+            || ct
+                .trim()
+                .to_ascii_lowercase()
+                .starts_with("multipart/encrypted")
+        {
+            return Ok(None);
+        }
+        let shared = self.shared.clone();
+        let login = user.login.clone();
+        let peer = self.peer.to_string();
+        let mailbox = mailbox.to_string();
+        let permit = shared
+            .workers
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| "shutting down".to_string())?;
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            let started = Instant::now();
+            let cert = match shared.keys.certificates(&address) {
+                Ok((Some(c), _)) => c,
+                Ok((None, _)) => return Ok(None),
+                Err(e) => return Err(format!("the vault: {e}")),
+            };
+            let out = sealgate_smime::envelope::Recipient::new(cert)
+                .and_then(|r| {
+                    sealgate_smime::message::encrypt_message(
+                        &message,
+                        &[r],
+                        sealgate_smime::crypto::CipherChoice::Aes256Gcm,
+                    )
+                })
+                .map_err(|e| e.to_string());
+            shared.audit.record(
+                &format!("imap:{login}"),
+                &peer,
+                &format!("imap-append-encrypt {mailbox}"),
+                crate::docking::message_id(&message),
+                if out.is_ok() { "encrypted" } else { "failed" },
+                200,
+                started.elapsed(),
+            );
+            out.map(Some)
+        })
+        .await
+        .map_err(|_| "the encryption did not finish".to_string())?
+    }
+
+    /// The messages of the selected mailbox shown decrypted, with their searchable text:
+    /// the server's encrypted ones (a header search on the worker connection, the mailbox
+    /// examined afresh so new mail counts), each decrypted or taken from the cache.
+    async fn search_views(&mut self) -> anyhow::Result<Vec<(u32, search::Searchable)>> {
+        let Some(user) = self.user.as_ref() else {
+            return Ok(Vec::new());
+        };
+        if user.address.is_none() {
+            return Ok(Vec::new());
+        }
+        let (login, password) = (user.login.clone(), user.password.clone());
+        let Some((mailbox, uidvalidity)) = self
+            .selected
+            .as_ref()
+            .map(|s| (s.name.clone(), s.uidvalidity))
+        else {
+            return Ok(Vec::new());
+        };
+        if self.worker.is_none() {
+            self.worker = Some(Worker::login(&self.shared.connector, &login, &password).await?);
+        }
+        let Some(w) = self.worker.as_mut() else {
+            return Ok(Vec::new());
+        };
+        w.examine(&mailbox).await?;
+        if uidvalidity.is_none() || w.selected.as_ref().map(|(_, v)| *v) != Some(uidvalidity) {
+            bail!("the mailbox changed under the session");
+        }
+        let uids = w.encrypted_uids().await?;
+        if uids.len() > MAX_SEARCH_VIEWS {
+            bail!(
+                "{} encrypted messages: more than a search decrypts",
+                uids.len()
+            );
+        }
+        let mut views = Vec::new();
+        for uid in uids {
+            if let Some(shown) = self.shown(uid).await
+                && let Shown::View(v) = shown.as_ref()
+            {
+                views.push((uid, search::Searchable::new(v)));
+            }
+        }
+        Ok(views)
     }
 
     /// The stored message `uid` through the worker connection (`None`: too large, or gone).
@@ -705,6 +1117,26 @@ impl Session {
         }
         w.fetch(uid).await
     }
+}
+
+/// The UIDs of a UIDPLUS set in the order RFC 4315 pairs them (each range ascending, as
+/// the set it names; at most 10,000).
+fn expand_uids(set: &imap_codec::imap_types::extensions::uidplus::UidSet) -> Vec<u32> {
+    use imap_codec::imap_types::extensions::uidplus::UidElement;
+    let mut out = Vec::new();
+    for e in set.0.as_ref() {
+        let (a, b) = match e {
+            UidElement::Single(u) => (u.get(), u.get()),
+            UidElement::Range(a, b) => (a.get(), b.get()),
+        };
+        for u in a.min(b)..=a.max(b) {
+            if out.len() >= 10_000 {
+                return out;
+            }
+            out.push(u);
+        }
+    }
+    out
 }
 
 fn filter_code(body: &mut StatusBody<'static>) {
@@ -951,6 +1383,32 @@ impl Worker {
             }
         }
         Ok(None)
+    }
+
+    /// The UIDs whose Content-Type mentions `pkcs7-mime` (the cheap classifier; what is not
+    /// really encrypted is shown as stored anyway).
+    async fn encrypted_uids(&mut self) -> anyhow::Result<Vec<u32>> {
+        let key = SearchKey::Header(
+            AString::try_from("Content-Type").map_err(|_| anyhow::anyhow!("astring"))?,
+            AString::try_from("pkcs7-mime").map_err(|_| anyhow::anyhow!("astring"))?,
+        );
+        let (kind, resps) = self
+            .run(CommandBody::Search {
+                charset: None,
+                criteria: Vec1::from(key),
+                uid: true,
+            })
+            .await?;
+        if kind != StatusKind::Ok {
+            bail!("the server refused the search for encrypted messages");
+        }
+        let mut uids = Vec::new();
+        for r in resps {
+            if let Response::Data(Data::Search(found, ..)) = r {
+                uids.extend(search::uids(&found));
+            }
+        }
+        Ok(uids)
     }
 
     /// Runs one command; returns its status and the responses before it.

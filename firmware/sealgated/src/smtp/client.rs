@@ -13,9 +13,10 @@
 //!   every line starting with "." dot-stuffed, so nothing in the content can end DATA early
 //!   at the next hop (no smuggling through the box).
 //!
-//! Attacker: the next hop, or whoever sits between it and the box. Replies are read line by
-//! line with a length limit and a timeout; nothing they say can make the client panic; a
-//! reply that is not SMTP is a temporary failure.
+//! Attacker: the next hop, or whoever sits between it and the box. Replies are read by the
+//! protocol crate's `ReplyReader` (smtp-proto's parser, 4 KiB per reply, fuzzed) and EHLO by
+//! its `Capabilities`, with a timeout per reply; nothing they say can make the client panic;
+//! a reply that is not SMTP is a temporary failure.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -25,20 +26,14 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::crypto::WebPkiSupportedAlgorithms;
 use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use sealgate_smtp::client::{Capabilities, ReplyError, ReplyReader, ServerReply};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::queue::Fate;
-#[cfg(test)]
-use super::reply::Extensions;
-use super::reply::{extensions, parse_reply_line};
 use crate::identity::{hex, provider, sha256};
 use crate::settings::{Settings, TlsMode};
 
-/// The longest reply line read.
-const MAX_REPLY_LINE: usize = 4096;
-/// Reply lines of one reply at most.
-const MAX_REPLY_LINES: usize = 100;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// RFC 5321 §4.5.3.2's timeouts, shortened: one for commands, a longer one for the end of
 /// DATA.
@@ -57,6 +52,25 @@ pub struct NextHop {
     /// The configuration for `require` (verifying) and `opportunistic` (not enforcing).
     verified: Arc<ClientConfig>,
     unverified: Arc<ClientConfig>,
+    /// The box's own login at this hop, if any (AUTH PLAIN after STARTTLS only).
+    login: Option<Arc<RelayLogin>>,
+}
+
+/// The box's credentials at a next hop. The password is wiped on drop and never shown.
+pub struct RelayLogin {
+    /// The user name.
+    pub username: String,
+    /// The password.
+    pub password: zeroize::Zeroizing<String>,
+}
+
+impl std::fmt::Debug for RelayLogin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RelayLogin")
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .finish()
+    }
 }
 
 /// How to check a next hop's TLS (the `next_hop_*` keys of a section; other SMTP roles'
@@ -163,7 +177,15 @@ impl NextHop {
             name,
             verified: Arc::new(verified),
             unverified: Arc::new(unverified),
+            login: None,
         })
+    }
+
+    /// The same hop, where the box logs in with `login` (give it a `require` hop: the
+    /// password is sent only over STARTTLS, and never after a failed handshake).
+    pub fn with_login(mut self, login: RelayLogin) -> NextHop {
+        self.login = Some(Arc::new(login));
+        self
     }
 }
 
@@ -221,26 +243,55 @@ impl ServerCertVerifier for Pinned {
     }
 }
 
-/// A reply: its code and its text (lines joined by " / ").
+/// A reply as the protocol crate read it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Reply {
-    /// The three-digit code.
-    pub code: u16,
-    /// The lines, without codes.
-    pub lines: Vec<String>,
-}
+pub struct Reply(ServerReply);
 
 impl Reply {
+    /// Its code, its enhanced code if given, its lines joined by " / " (no control
+    /// characters), as the DSN and the queue's last error show it.
     fn text(&self) -> String {
-        format!("{} {}", self.code, self.lines.join(" / "))
+        let r = &self.0;
+        let mut t = r.code.to_string();
+        if let Some([a, b, c]) = r.enhanced {
+            t.push_str(&format!(" {a}.{b}.{c}"));
+        }
+        let lines: Vec<String> = r
+            .text
+            .split('\n')
+            .map(|l| {
+                l.chars()
+                    .map(|c| if c.is_control() { ' ' } else { c })
+                    .take(512)
+                    .collect::<String>()
+                    .trim()
+                    .to_string()
+            })
+            .take(20)
+            .collect();
+        let lines = lines.join(" / ");
+        if !lines.is_empty() {
+            t.push(' ');
+            t.push_str(&lines);
+        }
+        t
+    }
+
+    fn code(&self) -> u16 {
+        self.0.code
+    }
+
+    /// The capabilities of an EHLO reply (none if it cannot be read).
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::from_ehlo(&self.0).unwrap_or_default()
     }
     fn positive(&self) -> bool {
-        (200..400).contains(&self.code)
+        (200..400).contains(&self.code())
     }
     fn fate_if_not(&self, ok: u16) -> Option<Fate> {
-        if self.code / 100 == ok / 100 {
+        if self.code() / 100 == ok / 100 {
             None
-        } else if self.code >= 500 {
+        } else if self.code() >= 500 {
             Some(Fate::Permanent(self.text()))
         } else {
             Some(Fate::Temporary(self.text()))
@@ -271,56 +322,43 @@ trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
 struct Conn {
-    r: BufReader<Box<dyn Io>>,
+    io: Box<dyn Io>,
+    replies: ReplyReader,
 }
 
 impl Conn {
+    fn new(io: Box<dyn Io>) -> Conn {
+        Conn {
+            io,
+            replies: ReplyReader::new(),
+        }
+    }
+
     async fn read_reply(&mut self, timeout: Duration) -> Result<Reply, Stop> {
-        let mut lines = Vec::new();
-        let mut buf = Vec::new();
+        let mut buf = [0u8; 4096];
         loop {
-            buf.clear();
-            let read = tokio::time::timeout(timeout, async {
-                // Bounded: `take` stops a line that never ends.
-                let mut limited = (&mut self.r).take(MAX_REPLY_LINE as u64 + 2);
-                limited.read_until(b'\n', &mut buf).await
-            })
-            .await
-            .map_err(|_| temp("the next hop did not answer in time"))??;
-            if read == 0 {
+            match self.replies.next_reply() {
+                Some(Ok(r)) => return Ok(Reply(r)),
+                Some(Err(ReplyError::TooLong)) => {
+                    return Err(temp("the next hop sent an over-long reply"));
+                }
+                Some(Err(e)) => {
+                    return Err(temp(format!("the next hop's reply is not SMTP ({e})")));
+                }
+                None => {}
+            }
+            let n = tokio::time::timeout(timeout, self.io.read(&mut buf))
+                .await
+                .map_err(|_| temp("the next hop did not answer in time"))??;
+            if n == 0 {
                 return Err(temp("the next hop closed the connection"));
             }
-            if !buf.ends_with(b"\n") {
-                return Err(temp("the next hop sent an over-long reply line"));
-            }
-            let line = buf.strip_suffix(b"\n").unwrap_or(&buf);
-            let line = line.strip_suffix(b"\r").unwrap_or(line);
-            let Some((code, more, text)) = parse_reply_line(line) else {
-                return Err(temp(format!(
-                    "the next hop's reply is not SMTP: {:?}",
-                    String::from_utf8_lossy(&line[..line.len().min(100)])
-                )));
-            };
-            if let Some((first, _)) = lines.first()
-                && *first != code
-            {
-                return Err(temp("the next hop's reply lines have different codes"));
-            }
-            lines.push((code, text));
-            if !more {
-                return Ok(Reply {
-                    code,
-                    lines: lines.into_iter().map(|(_, t)| t).collect(),
-                });
-            }
-            if lines.len() >= MAX_REPLY_LINES {
-                return Err(temp("the next hop's reply has too many lines"));
-            }
+            self.replies.feed(&buf[..n]);
         }
     }
 
     async fn send(&mut self, data: &[u8]) -> Result<(), Stop> {
-        let w = self.r.get_mut();
+        let w = &mut self.io;
         tokio::time::timeout(REPLY_TIMEOUT, async {
             w.write_all(data).await?;
             w.flush().await
@@ -348,6 +386,7 @@ pub async fn send(
     let mut r = attempt(hop, hostname, from, to, &data, msg, hop.mode).await;
     if let Err(Stop::Tls(e)) = &r
         && hop.mode == TlsMode::Opportunistic
+        && hop.login.is_none()
     {
         tracing::warn!(next_hop = %hop.addr, error = %e, "STARTTLS failed: trying again without TLS (next_hop_tls = opportunistic)");
         r = attempt(hop, hostname, from, to, &data, msg, TlsMode::None).await;
@@ -364,9 +403,7 @@ async fn connect(hop: &NextHop) -> Result<Conn, Stop> {
         .await
         .map_err(|_| temp(format!("connecting to {} timed out", hop.addr)))?
         .map_err(|e| temp(format!("cannot connect to {}: {e}", hop.addr)))?;
-    Ok(Conn {
-        r: BufReader::new(Box::new(tcp)),
-    })
+    Ok(Conn::new(Box::new(tcp)))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -389,7 +426,8 @@ async fn attempt(
     if let Some(f) = reply.fate_if_not(250) {
         return Err(Stop::All(f));
     }
-    let mut ext = extensions(&reply.lines);
+    let mut ext = reply.capabilities();
+    let mut tls_on = false;
     if mode != TlsMode::None && ext.starttls {
         let r = c.command("STARTTLS").await?;
         if let Some(f) = r.fate_if_not(220) {
@@ -403,7 +441,7 @@ async fn attempt(
             }
             return Err(Stop::Tls(format!("STARTTLS refused: {}", r.text())));
         }
-        if !c.r.buffer().is_empty() {
+        if c.replies.buffered() != 0 {
             // Anything sent before the handshake could be an injected command (CVE-2011-0411
             // in reverse): refuse the session.
             return Err(temp("the next hop sent data after its STARTTLS reply"));
@@ -413,7 +451,7 @@ async fn attempt(
         } else {
             hop.unverified.clone()
         };
-        let plain = c.r.into_inner();
+        let plain = c.io;
         let connector = tokio_rustls::TlsConnector::from(config);
         let stream = tokio::time::timeout(
             REPLY_TIMEOUT,
@@ -429,19 +467,48 @@ async fn attempt(
             };
             Stop::Tls(format!("{what}: {e}"))
         })?;
-        c = Conn {
-            r: BufReader::new(Box::new(stream)),
-        };
+        c = Conn::new(Box::new(stream));
+        tls_on = true;
         tracing::debug!(next_hop = %hop.addr, verified = mode == TlsMode::Require, "STARTTLS established");
         reply = c.command(&ehlo).await?;
         if let Some(f) = reply.fate_if_not(250) {
             return Err(Stop::All(f));
         }
-        ext = extensions(&reply.lines);
+        ext = reply.capabilities();
     } else if mode == TlsMode::Require {
         return Err(temp(
             "the next hop does not offer STARTTLS and next_hop_tls = require",
         ));
+    }
+    if let Some(login) = &hop.login {
+        // The box's own credentials: only inside TLS, only AUTH PLAIN.
+        if !tls_on {
+            return Err(temp(
+                "the box's relay credentials are sent only over STARTTLS, which the next hop did not offer",
+            ));
+        }
+        if !ext.auth_plain {
+            return Err(temp(
+                "the next hop does not offer AUTH PLAIN for the box's relay credentials",
+            ));
+        }
+        let cmd = sealgate_smtp::client::Command::AuthPlain {
+            username: &login.username,
+            password: &login.password,
+        }
+        .encode()
+        .map(zeroize::Zeroizing::new)
+        .map_err(|e| temp(e.to_string()))?;
+        c.send(&cmd).await?;
+        drop(cmd);
+        let r = c.read_reply(REPLY_TIMEOUT).await?;
+        if r.code() != 235 {
+            let _ = c.command("QUIT").await;
+            return Err(temp(format!(
+                "the next hop refused the box's relay credentials: {}",
+                r.text()
+            )));
+        }
     }
     if let Some(limit) = ext.size
         && limit > 0
@@ -469,7 +536,7 @@ async fn attempt(
     if ext.size.is_some() {
         mail.push_str(&format!(" SIZE={}", data.len()));
     }
-    if ext.eight_bit && msg.iter().any(|b| *b >= 0x80) {
+    if ext.eight_bit_mime && msg.iter().any(|b| *b >= 0x80) {
         mail.push_str(" BODY=8BITMIME");
     }
     let rcpts: Vec<String> = to.iter().map(|t| format!("RCPT TO:<{t}>")).collect();
@@ -490,7 +557,7 @@ async fn attempt(
         }
         data_reply = c.read_reply(REPLY_TIMEOUT).await?;
         if let Some(f) = m.fate_if_not(250) {
-            if data_reply.code == 354 {
+            if data_reply.code() == 354 {
                 // RFC 2920: DATA went through after all; end it empty.
                 c.send(b".\r\n").await?;
                 let _ = c.read_reply(REPLY_TIMEOUT).await;
@@ -515,7 +582,7 @@ async fn attempt(
         data_reply = c.command("DATA").await?;
     }
     let accepted = fates.iter().filter(|f| f.is_none()).count();
-    if data_reply.code != 354 {
+    if data_reply.code() != 354 {
         let f = data_reply
             .fate_if_not(354)
             .unwrap_or(Fate::Temporary(data_reply.text()));
@@ -582,6 +649,7 @@ pub(super) fn data_section(msg: &[u8]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::{AsyncBufReadExt, BufReader};
 
     #[test]
     fn nothing_in_the_content_ends_data_at_the_next_hop() {
@@ -612,68 +680,55 @@ mod tests {
         }
     }
 
+    fn read(wire: &[u8]) -> Reply {
+        let mut r = ReplyReader::new();
+        r.feed(wire);
+        Reply(r.next_reply().expect("a reply").expect("parsed"))
+    }
+
     #[test]
-    fn reply_lines_parse_and_garbage_does_not() {
+    fn reply_texts_keep_the_enhanced_code_and_no_control_characters() {
         assert_eq!(
-            parse_reply_line(b"250-PIPELINING"),
-            Some((250, true, "PIPELINING".into()))
+            read(b"550 5.1.1 no such user\r\n").text(),
+            "550 5.1.1 no such user"
         );
         assert_eq!(
-            parse_reply_line(b"550 5.1.1 no"),
-            Some((550, false, "5.1.1 no".into()))
+            read(b"451-first\r\n451 second\r\n").text(),
+            "451 first / second"
         );
-        assert_eq!(parse_reply_line(b"220"), Some((220, false, String::new())));
-        for bad in [
-            &b""[..],
-            b"25",
-            b"abc",
-            b"2500",
-            b"650 x",
-            b"099 x",
-            b"25x y",
-            b"\xff\xff\xff",
-        ] {
-            assert_eq!(parse_reply_line(bad), None, "{bad:?}");
-        }
-        // Control characters in the text never reach a log line raw.
+        assert_eq!(read(b"220\r\n").text(), "220");
+        let t = read(b"451 a\x1b[31mb\r\n").text();
+        assert!(!t.chars().any(char::is_control), "{t:?}");
         assert_eq!(
-            parse_reply_line(b"451 a\x1b[31mb"),
-            Some((451, false, "a [31mb".into()))
+            read(b"550 5.1.1 no\r\n").fate_if_not(250),
+            Some(Fate::Permanent("550 5.1.1 no".into()))
+        );
+        assert_eq!(read(b"250 ok\r\n").fate_if_not(250), None);
+    }
+
+    #[test]
+    fn the_relay_password_is_never_shown() {
+        let l = RelayLogin {
+            username: "box@example.org".into(),
+            password: zeroize::Zeroizing::new("s3cret-Pw".into()),
+        };
+        let d = format!("{l:?}");
+        assert!(
+            d.contains("box@example.org") && !d.contains("s3cret"),
+            "{d}"
         );
     }
 
     #[test]
-    fn ehlo_keywords_are_read() {
-        let r = Reply {
-            code: 250,
-            lines: vec![
-                "mx.example.org hello".into(),
-                "PIPELINING".into(),
-                "SIZE 10240000".into(),
-                "starttls".into(),
-                "8BITMIME".into(),
-            ],
-        };
-        assert_eq!(
-            extensions(&r.lines),
-            Extensions {
-                starttls: true,
-                pipelining: true,
-                size: Some(10_240_000),
-                eight_bit: true,
-                smtputf8: false,
-            }
-        );
-        let r = Reply {
-            code: 250,
-            lines: vec![
-                "STARTTLS mentioned in the greeting line".into(),
-                "SIZE".into(),
-            ],
-        };
-        let e = extensions(&r.lines);
-        assert!(!e.starttls, "the first line is the greeting");
-        assert_eq!(e.size, Some(0));
+    fn ehlo_capabilities_are_read() {
+        let e = read(
+            b"250-mx.example.org hello\r\n250-PIPELINING\r\n250-SIZE 10240000\r\n250-starttls\r\n250 8BITMIME\r\n",
+        )
+        .capabilities();
+        assert!(e.starttls && e.pipelining && e.eight_bit_mime && !e.smtputf8);
+        assert_eq!(e.size, Some(10_240_000));
+        // Not a 250: nothing offered.
+        assert_eq!(read(b"502 no\r\n").capabilities(), Capabilities::default());
     }
 
     #[test]

@@ -11,7 +11,6 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc2822;
 
 use super::queue::Recipient;
-use super::reply::status_code;
 use crate::identity::{hex, random};
 
 /// The most of the original header a DSN carries.
@@ -134,6 +133,32 @@ pub fn build(
     }
     out.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
     out
+}
+
+/// The enhanced status code in a reply (`550 5.1.1 ...` → `5.1.1`), else one derived from the
+/// reply's class.
+pub fn status_code(reply: &str) -> String {
+    let mut words = reply.split_whitespace();
+    let first = words.next().unwrap_or("");
+    let candidate = if first.len() == 3 && first.bytes().all(|b| b.is_ascii_digit()) {
+        words.next().unwrap_or("")
+    } else {
+        first
+    };
+    let parts: Vec<&str> = candidate.split('.').collect();
+    if parts.len() == 3
+        && matches!(parts[0], "2" | "4" | "5")
+        && parts[1..]
+            .iter()
+            .all(|p| (1..=3).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit()))
+    {
+        return candidate.to_string();
+    }
+    if first.starts_with('4') {
+        "4.0.0".into()
+    } else {
+        "5.0.0".into()
+    }
 }
 
 #[cfg(test)]

@@ -118,35 +118,16 @@ fn relay_denied(address: &str) -> Reply {
 /// local one: `user@evil@example.org`, `"user@evil"@example.org`, `user%evil@example.org`,
 /// `evil!user@example.org`); a source route (`@a:user@evil`).
 pub fn recipient(inbound: &Inbound, address: &str) -> Result<String, Reply> {
-    let a = address.trim();
-    if a.eq_ignore_ascii_case("postmaster")
-        && let Some(d) = inbound.domains.first()
-    {
-        return Ok(format!("postmaster@{d}"));
-    }
-    if a.starts_with('@') || a.contains(':') || a.contains(',') {
-        return Err(relay_denied(a));
-    }
-    let Some((local, domain)) = a.rsplit_once('@') else {
-        return Err(Reply::new(
+    use crate::gateway::address::{Recipient, inbound_recipient};
+    match inbound_recipient(inbound.domains.iter().map(|d| d.0.as_str()), address) {
+        Recipient::Accept(a) => Ok(a),
+        Recipient::NoDomain => Err(Reply::new(
             550,
             [5, 1, 3],
             "the recipient needs a domain: RCPT TO:<user@domain>",
-        ));
-    };
-    let bad_local = local.is_empty()
-        || local.len() > 64
-        || local.starts_with('.')
-        || local.ends_with('.')
-        || local.contains("..")
-        || local.chars().any(|c| {
-            c.is_control() || c.is_whitespace() || matches!(c, '@' | '%' | '!' | '"' | '\\')
-        });
-    let domain = domain.trim_end_matches('.').to_ascii_lowercase();
-    if bad_local || !inbound.domains.iter().any(|d| d.0 == domain) {
-        return Err(relay_denied(a));
+        )),
+        Recipient::Denied => Err(relay_denied(address.trim())),
     }
-    Ok(format!("{local}@{domain}"))
 }
 
 /// The kind of message as the engine reads it (an `application/pkcs7-mime` without
@@ -207,6 +188,39 @@ struct Origin<'a> {
     client: &'a str,
 }
 
+/// Keeps a harvested certificate for an administrator; the outcome's name.
+fn pending(
+    keys: &dyn KeyDirectory,
+    c: &Certificate,
+    reason: &str,
+    actor: &str,
+    record: &dyn Fn(&str, Option<&str>),
+    fp: &str,
+) -> &'static str {
+    match keys.add_pending_certificate(c, reason, actor) {
+        Ok(sealgate_vault::PendingOutcome::Full) => {
+            record("refused", Some("too many certificates are pending"));
+            "refused"
+        }
+        Ok(_) => {
+            record("pending", Some(reason));
+            tracing::warn!(sha256 = %fp, reason = %reason, "a harvested certificate waits for an administrator (sealctl certs pending)");
+            "pending"
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot keep a harvested certificate");
+            "failed"
+        }
+    }
+}
+
+/// Keeps what a valid signature of `from` announced (for the cipher of mail to it).
+fn store_capabilities(keys: &dyn KeyDirectory, from: &str, capabilities: &[String]) {
+    if let Err(e) = keys.set_capabilities(from, capabilities) {
+        tracing::warn!(error = %e, address = from, "cannot store the signer's S/MIME capabilities");
+    }
+}
+
 /// Stores the certificates of a message's signers whose address is `from`, by `certs.rs`'s
 /// rules. Only called for a valid signature with `from` bound.
 fn harvest(
@@ -245,8 +259,20 @@ fn harvest(
             continue;
         }
         let outcome = match decide(keys, anchors, c, &cas, now) {
-            Ok(Decision::Store) => match keys.add_recipient_certificate(c) {
-                Ok(()) => {
+            // Stored as the directory's `harvested` source (not pinned: an administrator
+            // did not decide it), unless the address already has one from another issuer.
+            Ok(Decision::Store) => match crate::directory::change_harvested(&sh.h.data_dir, |l| {
+                sealgate_directory::harvested::add(
+                    l,
+                    from,
+                    c,
+                    capabilities,
+                    &format!("{actor} {client}"),
+                    now,
+                )
+            }) {
+                Ok(sealgate_directory::harvested::Added::Stored) => {
+                    store_capabilities(keys, from, capabilities);
                     let caps = format!(
                         "harvested from a signed message; S/MIME capabilities: {}",
                         if capabilities.is_empty() {
@@ -259,29 +285,20 @@ fn harvest(
                     tracing::info!(sha256 = %fp, address = from, "signer certificate harvested");
                     "stored"
                 }
+                Ok(sealgate_directory::harvested::Added::Known) => "known",
+                Ok(sealgate_directory::harvested::Added::OtherIssuer(reason)) => {
+                    pending(keys, c, &reason, actor, &record, &fp)
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot store a harvested certificate");
                     "failed"
                 }
             },
-            Ok(Decision::AlreadyStored) => "known",
-            Ok(Decision::Pending(reason)) => {
-                match keys.add_pending_certificate(c, &reason, actor) {
-                    Ok(sealgate_vault::PendingOutcome::Full) => {
-                        record("refused", Some("too many certificates are pending"));
-                        "refused"
-                    }
-                    Ok(_) => {
-                        record("pending", Some(&reason));
-                        tracing::warn!(sha256 = %fp, reason = %reason, "a harvested certificate waits for an administrator (sealctl certs pending)");
-                        "pending"
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "cannot keep a harvested certificate");
-                        "failed"
-                    }
-                }
+            Ok(Decision::AlreadyStored) => {
+                store_capabilities(keys, from, capabilities);
+                "known"
             }
+            Ok(Decision::Pending(reason)) => pending(keys, c, &reason, actor, &record, &fp),
             Ok(Decision::LocalUser(a)) => {
                 record("refused", Some(&format!("{a} is a local user of the box")));
                 "local-user"

@@ -28,10 +28,9 @@ pub mod inbound;
 mod process;
 mod protocol;
 pub mod queue;
-mod reply;
 mod spool;
 
-pub use spool::Spool;
+pub use spool::{Envelope, Spool};
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -95,6 +94,9 @@ pub enum Direction {
     /// Mail from the Internet (`[inbound]`, the MX): checked, verified, relayed to the
     /// internal server (`inbound.rs`).
     Inbound,
+    /// Mail employees submitted (`gateway/submission.rs`), signed and encrypted before its
+    /// `250`: relayed as it is to the organisation's server (`[submission] relay`).
+    Submission,
 }
 
 impl Direction {
@@ -103,6 +105,7 @@ impl Direction {
             Direction::Decrypt => "smtp-decrypt",
             Direction::Encrypt => "smtp-encrypt",
             Direction::Inbound => "smtp-inbound",
+            Direction::Submission => "submission",
         }
     }
 
@@ -111,6 +114,7 @@ impl Direction {
             Direction::Decrypt => "decrypt",
             Direction::Encrypt => "encrypt",
             Direction::Inbound => "inbound",
+            Direction::Submission => "submit",
         }
     }
 
@@ -119,7 +123,7 @@ impl Direction {
         match self {
             Direction::Decrypt => Some(crate::settings::Scope::Decrypt),
             Direction::Encrypt => Some(crate::settings::Scope::Encrypt),
-            Direction::Inbound => None,
+            Direction::Inbound | Direction::Submission => None,
         }
     }
 }
@@ -155,6 +159,8 @@ struct Shared {
     next_hop: Option<client::NextHop>,
     /// The internal server (`[inbound] next_hop`).
     inbound_hop: Option<client::NextHop>,
+    /// The organisation's server for submitted mail (`[submission] relay`).
+    submission_hop: Option<client::NextHop>,
     /// Connections per client address in the current minute (`[inbound]`).
     inbound_rate: Mutex<HashMap<IpAddr, (Instant, u32)>>,
     /// Content scanning (`scan.rs`).
@@ -230,7 +236,8 @@ pub async fn start(h: HandOff) -> anyhow::Result<Running> {
         }
         _ => None,
     };
-    if next_hop.is_none() && inbound_hop.is_none() {
+    let submission_hop = submission_hop(&h.settings)?;
+    if next_hop.is_none() && inbound_hop.is_none() && submission_hop.is_none() {
         return Ok(Running {
             listening,
             stop,
@@ -250,6 +257,7 @@ pub async fn start(h: HandOff) -> anyhow::Result<Running> {
         spool,
         next_hop,
         inbound_hop,
+        submission_hop,
         inbound_rate: Mutex::new(HashMap::new()),
         scanner,
         policy,
@@ -263,7 +271,9 @@ pub async fn start(h: HandOff) -> anyhow::Result<Running> {
         (Direction::Encrypt, shared.h.settings.smtp.encrypt_listen),
         (Direction::Inbound, shared.h.settings.inbound.listen),
     ] {
-        let Some(addr) = addr.filter(|_| hand_off || dir == Direction::Inbound) else {
+        let Some(addr) = addr
+            .filter(|_| hand_off || (dir == Direction::Inbound && shared.inbound_hop.is_some()))
+        else {
             continue;
         };
         let listener = TcpListener::bind(addr)
@@ -290,9 +300,73 @@ impl Shared {
     fn hop(&self, direction: Direction) -> Option<&client::NextHop> {
         match direction {
             Direction::Inbound => self.inbound_hop.as_ref(),
+            Direction::Submission => self.submission_hop.as_ref(),
             Direction::Decrypt | Direction::Encrypt => self.next_hop.as_ref(),
         }
     }
+}
+
+/// The organisation's server that submitted mail is relayed to, when the submission
+/// listeners are configured: STARTTLS when it offers it (`[smtp] next_hop_*` are the
+/// hand-off's next hop's); with the box's own login (`relay_username`), STARTTLS required
+/// and the certificate verified (`auth_ca` or the system's roots, for `relay_name` or the
+/// address), so the password never goes out in clear or to an impostor.
+fn submission_hop(s: &Settings) -> anyhow::Result<Option<client::NextHop>> {
+    let sub = &s.submission;
+    let Some(relay) = sub
+        .relay
+        .filter(|_| sub.listen.is_some() || sub.listen_tls.is_some())
+    else {
+        return Ok(None);
+    };
+    let (Some(username), Some(file)) = (&sub.relay_username, &sub.relay_password_file) else {
+        return Ok(Some(client::NextHop::new(
+            relay,
+            &client::TlsPolicy {
+                mode: crate::settings::TlsMode::Opportunistic,
+                ca: None,
+                fingerprint: None,
+                name: None,
+                what: "[submission] relay",
+            },
+        )?));
+    };
+    let password = relay_password(file)?;
+    let hop = client::NextHop::new(
+        relay,
+        &client::TlsPolicy {
+            mode: crate::settings::TlsMode::Require,
+            ca: sub.auth_ca.as_deref(),
+            fingerprint: None,
+            name: sub.relay_name.as_deref(),
+            what: "[submission] relay",
+        },
+    )?;
+    Ok(Some(hop.with_login(client::RelayLogin {
+        username: username.clone(),
+        password,
+    })))
+}
+
+/// The first line of `[submission] relay_password_file` (its content never in an error).
+fn relay_password(file: &Path) -> anyhow::Result<zeroize::Zeroizing<String>> {
+    let raw = zeroize::Zeroizing::new(std::fs::read(file).map_err(|e| {
+        anyhow::anyhow!("[submission] relay_password_file {}: {e}", file.display())
+    })?);
+    let line = raw.split(|b| *b == b'\n').next().unwrap_or_default();
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let password = std::str::from_utf8(line).map_err(|_| {
+        anyhow::anyhow!(
+            "[submission] relay_password_file {}: the password is not UTF-8",
+            file.display()
+        )
+    })?;
+    anyhow::ensure!(
+        !password.is_empty() && !password.contains('\0'),
+        "[submission] relay_password_file {}: the first line holds no password",
+        file.display()
+    );
+    Ok(zeroize::Zeroizing::new(password.to_string()))
 }
 
 /// A random id for this box, kept in `DATA/box-id`, used in the loop header.
@@ -350,6 +424,7 @@ async fn delivery_loop(sh: Arc<Shared>, mut stop: watch::Receiver<bool>) {
         tokio::select! {
             _ = stop.changed() => return,
             _ = sh.wake.notified() => {}
+            _ = sh.spool.arrived.notified() => {}
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
         }
     }
@@ -464,6 +539,9 @@ async fn deliver(sh: &Arc<Shared>, id: &str) -> bool {
     let (out, outcome) = if d.dsn {
         // The box's own DSN: relayed as it is.
         (msg.clone(), "dsn".to_string())
+    } else if env.direction == Direction::Submission {
+        // Signed and encrypted before it was accepted: relayed as it is.
+        (msg.clone(), "relayed".to_string())
     } else {
         let Ok(worker) = sh.h.workers.clone().acquire_owned().await else {
             return false;

@@ -203,8 +203,8 @@ pub(super) fn process(
     };
     match direction {
         // Processed by `inbound.rs` (the delivery loop calls it directly).
-        Direction::Inbound => Processed::Hold {
-            reason: "an inbound message reached the hand-off's processing".into(),
+        Direction::Inbound | Direction::Submission => Processed::Hold {
+            reason: "an inbound or submitted message reached the hand-off's processing".into(),
             outcome: "held:internal".into(),
         },
         Direction::Decrypt => match docking::decrypt(keys, &sh.h.anchors, &msg, to, false) {

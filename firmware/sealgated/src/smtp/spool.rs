@@ -54,6 +54,8 @@ pub struct Spool {
     pub(super) busy: Mutex<HashSet<String>>,
     /// When queued messages are due (a cache of their state files).
     pub(super) due: Mutex<HashMap<String, i64>>,
+    /// Wakes the delivery loop when a message was queued by a role outside it (submission).
+    pub(super) arrived: tokio::sync::Notify,
 }
 
 fn dir_bytes(dir: &Path, ext: &str) -> u64 {
@@ -97,6 +99,7 @@ impl Spool {
             arriving: AtomicU64::new(0),
             busy: Mutex::new(HashSet::new()),
             due: Mutex::new(HashMap::new()),
+            arrived: tokio::sync::Notify::new(),
         };
         s.recount();
         Ok(s)
@@ -221,6 +224,63 @@ impl Spool {
             d.remove(id);
         }
         Ok(())
+    }
+
+    /// Queues messages that are complete in memory and relayed as they are (submission's
+    /// signed and encrypted copies), all or none: every message file is written and fsynced,
+    /// then every envelope (its presence makes the message exist), then the directory is
+    /// fsynced once. Blocking: call it off the executor. Returns the ids, in order; `Ok(None)`
+    /// when the quota has no room for them.
+    pub fn enqueue(&self, messages: &[(Envelope, &[u8])]) -> anyhow::Result<Option<Vec<String>>> {
+        let total: u64 = messages.iter().map(|(_, m)| m.len() as u64).sum();
+        if !self.reserve(total) {
+            return Ok(None);
+        }
+        let r = self.enqueue_reserved(messages);
+        self.arriving.fetch_sub(total, Ordering::Relaxed);
+        let ids = r?;
+        self.on_disk.fetch_add(total, Ordering::Relaxed);
+        self.arrived.notify_one();
+        Ok(Some(ids))
+    }
+
+    fn enqueue_reserved(&self, messages: &[(Envelope, &[u8])]) -> anyhow::Result<Vec<String>> {
+        let mut ids = Vec::new();
+        let mut written: Vec<PathBuf> = Vec::new();
+        let result = (|| -> anyhow::Result<()> {
+            for (env, msg) in messages {
+                let id = format!("{}-{}", env.received, hex(&random(6)?));
+                let part = self.dir.join(format!("{id}.part"));
+                written.push(part.clone());
+                let mut f = std::fs::File::create(&part)?;
+                f.write_all(msg)?;
+                f.sync_all()?;
+                let eml = self.dir.join(format!("{id}.eml"));
+                std::fs::rename(&part, &eml)?;
+                written.push(eml);
+                ids.push(id);
+            }
+            for ((env, _), id) in messages.iter().zip(&ids) {
+                let json = self.dir.join(format!("{id}.json"));
+                let tmp = self.dir.join(format!("{id}.json.tmp"));
+                written.push(tmp.clone());
+                let mut f = std::fs::File::create(&tmp)?;
+                f.write_all(&serde_json::to_vec(env)?)?;
+                f.sync_all()?;
+                written.push(json.clone());
+                std::fs::rename(&tmp, &json)?;
+            }
+            std::fs::File::open(&self.dir)?.sync_all()?;
+            Ok(())
+        })();
+        if let Err(e) = result {
+            // Nothing was acknowledged: none of it stays.
+            for p in written.iter().rev() {
+                let _ = std::fs::remove_file(p);
+            }
+            return Err(e);
+        }
+        Ok(ids)
     }
 
     /// Moves a message whose envelope cannot be read to `held/` as it is.

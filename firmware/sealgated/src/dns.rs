@@ -1,0 +1,297 @@
+//! The split-horizon DNS server's sockets (the answers themselves are `sealgate_dns`'s, which
+//! does no I/O): UDP and TCP on `[dns] listen` (one port), each message answered from the
+//! client's view or forwarded to `[dns] forwarders` through the cache.
+//!
+//! Who talks to it: any host that reaches the listener (on the box, the Internet for the
+//! outside view). What it bounds: at most [`MAX_FORWARDS`] questions wait for a forwarder at
+//! once (more get SERVFAIL at once), at most [`MAX_TCP`] TCP connections (more are closed),
+//! each idle at most [`TCP_IDLE`] and answered at most [`TCP_MESSAGES`] times; the cache holds
+//! at most [`CACHE_ENTRIES`] questions. Questions to a forwarder go out from a fresh socket
+//! (a random port) with a random ID, connected to the forwarder, and only its answer to
+//! exactly that question counts (`sealgate_dns::upstream`).
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use sealgate_dns::answer::{Question, Transport, failed, forwarded};
+use sealgate_dns::upstream::{self, Checked, Upstream};
+use sealgate_dns::{Decision, Views, answer};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinHandle;
+
+/// Questions waiting for a forwarder at once.
+pub const MAX_FORWARDS: usize = 512;
+/// TCP connections at once.
+pub const MAX_TCP: usize = 64;
+/// A TCP connection without a complete message for this long is closed.
+pub const TCP_IDLE: Duration = Duration::from_secs(10);
+/// Messages answered on one TCP connection.
+pub const TCP_MESSAGES: usize = 100;
+/// Questions in the cache.
+pub const CACHE_ENTRIES: usize = 10_000;
+/// How long one forwarder has to answer.
+const FORWARDER_WAIT: Duration = Duration::from_secs(2);
+
+struct Shared {
+    views: Views,
+    forwarders: Vec<SocketAddr>,
+    cache: Mutex<sealgate_dns::cache::Cache>,
+    forwards: Arc<Semaphore>,
+}
+
+/// The running server.
+pub struct DnsServer {
+    addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// Starts the server if `[dns] listen` is set.
+pub async fn start(s: &sealgate_dns::Settings) -> anyhow::Result<Option<DnsServer>> {
+    let Some(listen) = s.listen else {
+        return Ok(None);
+    };
+    let (udp, tcp) = bind(listen).await?;
+    let addr = udp.local_addr()?;
+    let shared = Arc::new(Shared {
+        views: Views::new(s),
+        forwarders: s.forwarders.clone(),
+        cache: Mutex::new(sealgate_dns::cache::Cache::new(CACHE_ENTRIES)),
+        forwards: Arc::new(Semaphore::new(MAX_FORWARDS)),
+    });
+    let (stop, stopped) = watch::channel(false);
+    let tasks = vec![
+        tokio::spawn(serve_udp(Arc::new(udp), shared.clone(), stopped.clone())),
+        tokio::spawn(serve_tcp(tcp, shared, stopped)),
+    ];
+    tracing::info!(%addr, views = s.views.len(), forwarders = s.forwarders.len(), "DNS server listening");
+    Ok(Some(DnsServer { addr, stop, tasks }))
+}
+
+/// UDP and TCP on the same port (with port 0: one the system picks that is free for both).
+async fn bind(listen: SocketAddr) -> anyhow::Result<(UdpSocket, TcpListener)> {
+    let mut last = None;
+    for _ in 0..16 {
+        let udp = UdpSocket::bind(listen)
+            .await
+            .map_err(|e| anyhow::anyhow!("[dns] listen {listen} (UDP): {e}"))?;
+        let addr = udp.local_addr()?;
+        match TcpListener::bind(addr).await {
+            Ok(tcp) => return Ok((udp, tcp)),
+            Err(e) if listen.port() == 0 => last = Some(e),
+            Err(e) => anyhow::bail!("[dns] listen {listen} (TCP): {e}"),
+        }
+    }
+    anyhow::bail!(
+        "[dns] listen {listen}: no port free for both UDP and TCP ({})",
+        last.map(|e| e.to_string()).unwrap_or_default()
+    )
+}
+
+impl DnsServer {
+    /// Its listener, for the console and the admin status.
+    pub fn listening(&self) -> Vec<(&'static str, SocketAddr)> {
+        vec![("dns", self.addr)]
+    }
+
+    /// Stops answering.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        for t in self.tasks {
+            t.abort();
+            let _ = t.await;
+        }
+    }
+}
+
+async fn serve_udp(sock: Arc<UdpSocket>, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    let mut buf = vec![0u8; 4096];
+    loop {
+        let (n, peer) = tokio::select! {
+            r = sock.recv_from(&mut buf) => match r {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::debug!(error = %e, "DNS: receiving failed");
+                    continue;
+                }
+            },
+            _ = stop.changed() => return,
+        };
+        let q = match answer(&buf[..n], peer.ip(), &shared.views, Transport::Udp) {
+            Decision::Reply(b) => {
+                let _ = sock.send_to(&b, peer).await;
+                continue;
+            }
+            Decision::Drop => continue,
+            Decision::Forward(q) => q,
+        };
+        if let Some(a) = shared.cached(&q) {
+            if let Some(b) = forwarded(&q, &a, Transport::Udp) {
+                let _ = sock.send_to(&b, peer).await;
+            }
+            continue;
+        }
+        let Ok(permit) = shared.forwards.clone().try_acquire_owned() else {
+            if let Some(b) = failed(&q, Transport::Udp) {
+                let _ = sock.send_to(&b, peer).await;
+            }
+            continue;
+        };
+        let (sock, shared) = (sock.clone(), shared.clone());
+        tokio::spawn(async move {
+            let b = match shared.resolve(&q).await {
+                Some(a) => forwarded(&q, &a, Transport::Udp),
+                None => failed(&q, Transport::Udp),
+            };
+            if let Some(b) = b {
+                let _ = sock.send_to(&b, peer).await;
+            }
+            drop(permit);
+        });
+    }
+}
+
+async fn serve_tcp(listener: TcpListener, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    let connections = Arc::new(Semaphore::new(MAX_TCP));
+    loop {
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::debug!(error = %e, "DNS: accepting failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = stop.changed() => return,
+        };
+        let Ok(permit) = connections.clone().try_acquire_owned() else {
+            continue;
+        };
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            if let Err(e) = tcp_connection(stream, peer.ip(), &shared).await {
+                tracing::debug!(%peer, error = %e, "DNS: TCP connection ended");
+            }
+            drop(permit);
+        });
+    }
+}
+
+async fn tcp_connection(mut s: TcpStream, peer: IpAddr, shared: &Shared) -> std::io::Result<()> {
+    let mut buf = vec![0u8; usize::from(u16::MAX)];
+    for _ in 0..TCP_MESSAGES {
+        let Ok(len) = tokio::time::timeout(TCP_IDLE, s.read_u16()).await else {
+            return Ok(());
+        };
+        let len = usize::from(len?);
+        let msg = &mut buf[..len];
+        if tokio::time::timeout(TCP_IDLE, s.read_exact(msg))
+            .await
+            .is_err()
+        {
+            return Ok(());
+        }
+        let reply = match answer(msg, peer, &shared.views, Transport::Tcp) {
+            Decision::Reply(b) => Some(b),
+            Decision::Drop => return Ok(()),
+            Decision::Forward(q) => match shared.cached(&q) {
+                Some(a) => forwarded(&q, &a, Transport::Tcp),
+                None => match shared.resolve(&q).await {
+                    Some(a) => forwarded(&q, &a, Transport::Tcp),
+                    None => failed(&q, Transport::Tcp),
+                },
+            },
+        };
+        let Some(reply) = reply else {
+            return Ok(());
+        };
+        let len = u16::try_from(reply.len()).unwrap_or(u16::MAX);
+        let mut out = Vec::with_capacity(reply.len() + 2);
+        out.extend_from_slice(&len.to_be_bytes());
+        out.extend_from_slice(&reply[..usize::from(len)]);
+        s.write_all(&out).await?;
+    }
+    Ok(())
+}
+
+impl Shared {
+    fn cached(&self, q: &Question) -> Option<Upstream> {
+        let c = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        c.get(&q.query, Instant::now())
+    }
+
+    /// The forwarders' answer to `q`, tried in order; stored in the cache.
+    async fn resolve(&self, q: &Question) -> Option<Upstream> {
+        for fw in &self.forwarders {
+            match ask(*fw, q).await {
+                Ok(a) => {
+                    let mut c = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+                    c.put(&q.query, &a, Instant::now());
+                    return Some(a);
+                }
+                Err(e) => tracing::debug!(forwarder = %fw, error = %e, "DNS: forwarder failed"),
+            }
+        }
+        None
+    }
+}
+
+fn random_id() -> std::io::Result<u16> {
+    let mut b = [0u8; 2];
+    aws_lc_rs::rand::fill(&mut b).map_err(|_| std::io::Error::other("no randomness"))?;
+    Ok(u16::from_be_bytes(b))
+}
+
+async fn ask(fw: SocketAddr, q: &Question) -> std::io::Result<Upstream> {
+    let id = random_id()?;
+    let bytes = upstream::query(&q.query, id, q.dnssec_ok)
+        .ok_or_else(|| std::io::Error::other("the question cannot be encoded"))?;
+    let local: IpAddr = if fw.is_ipv4() {
+        Ipv4Addr::UNSPECIFIED.into()
+    } else {
+        Ipv6Addr::UNSPECIFIED.into()
+    };
+    let sock = UdpSocket::bind((local, 0)).await?;
+    // Connected: the kernel drops datagrams from any other address and port.
+    sock.connect(fw).await?;
+    sock.send(&bytes).await?;
+    let deadline = tokio::time::Instant::now() + FORWARDER_WAIT;
+    let mut buf = vec![0u8; 4096];
+    loop {
+        let n = tokio::time::timeout_at(deadline, sock.recv(&mut buf))
+            .await
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
+        match upstream::check(&buf[..n], id, &q.query) {
+            Checked::Answer(a) => return Ok(a),
+            Checked::Truncated => return ask_tcp(fw, q).await,
+            Checked::Ignore => continue,
+        }
+    }
+}
+
+async fn ask_tcp(fw: SocketAddr, q: &Question) -> std::io::Result<Upstream> {
+    let id = random_id()?;
+    let bytes = upstream::query(&q.query, id, q.dnssec_ok)
+        .ok_or_else(|| std::io::Error::other("the question cannot be encoded"))?;
+    let exchange = async {
+        let mut s = TcpStream::connect(fw).await?;
+        let len = u16::try_from(bytes.len()).map_err(std::io::Error::other)?;
+        let mut out = len.to_be_bytes().to_vec();
+        out.extend_from_slice(&bytes);
+        s.write_all(&out).await?;
+        let len = usize::from(s.read_u16().await?);
+        let mut buf = vec![0u8; len];
+        s.read_exact(&mut buf).await?;
+        match upstream::check(&buf, id, &q.query) {
+            Checked::Answer(a) => Ok(a),
+            _ => Err(std::io::Error::other("no answer to the question over TCP")),
+        }
+    };
+    tokio::time::timeout(FORWARDER_WAIT * 2, exchange)
+        .await
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))?
+}

@@ -1,0 +1,10 @@
+//! The daemon's network and split-horizon DNS in network namespaces made by the tests (root
+//! needed: `ip netns`), against real peers: `dig` (Debian `dnsutils`), Knot DNS (`knot`) as
+//! the upstream resolver, `ip -j` (`iproute2`) to read what the kernel has. A missing one
+//! fails the test with a message naming its package.
+
+#![allow(clippy::unwrap_used, clippy::panic, missing_docs)]
+
+mod dns;
+mod harness;
+mod network;

@@ -139,8 +139,9 @@ fn wait_ready(vm: &mut Vm, timeout: Duration) -> String {
         .expect(READY_LINE, timeout)
         .expect("sealgated ready");
     eprintln!(
-        "ready {:.1} s after QEMU started",
-        vm.uptime().as_secs_f64()
+        "ready {:.1} s after QEMU started\n{}",
+        vm.uptime().as_secs_f64(),
+        vm.console().unwrap().timeline()
     );
     text
 }

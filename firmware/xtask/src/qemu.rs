@@ -3,9 +3,10 @@
 //! the serial console on this terminal, forwarding host ports to the box's services.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
-use sealgate_qemu::{BootOptions, ConsoleMode, GUEST_PORTS, PortForwards, Vm, VmDir};
+use sealgate_qemu::{BootOptions, ConsoleMode, GUEST_PORTS, PortForwards, READY_LINE, Vm, VmDir};
 
 use crate::image;
 use crate::test::{ensure_debian_packages, workspace_root};
@@ -59,6 +60,11 @@ pub struct Args {
     /// Guest memory, MiB.
     #[arg(long, default_value_t = 512)]
     memory: u32,
+    /// No terminal: boot the box N times (a reboot through the console menu between boots),
+    /// each until the daemon is ready or the vault locked, and print each boot's timeline
+    /// (when each stage started, from the console); then power the box off.
+    #[arg(long, value_name = "N", num_args = 0..=1, default_missing_value = "2")]
+    timeline: Option<u32>,
 }
 
 /// `cargo xtask qemu`.
@@ -89,6 +95,17 @@ pub fn run(args: Args) -> Result<()> {
     for (name, guest) in GUEST_PORTS {
         let host = ports.host_port(name).unwrap_or_default();
         println!("forward 127.0.0.1:{host} -> box {name} ({guest})");
+    }
+    if let Some(boots) = args.timeline {
+        let opts = BootOptions {
+            ports: Some(ports),
+            memory_mib: args.memory,
+            tpm: !args.no_tpm,
+            console: ConsoleMode::Harness,
+            ..Default::default()
+        };
+        println!("VM folder: {}", dir.path.display());
+        return timeline(&dir, &opts, boots.max(1));
     }
     let console = if args.headless {
         ConsoleMode::Headless
@@ -127,4 +144,39 @@ pub fn run(args: Args) -> Result<()> {
         println!("\nthe box rebooted; starting it again");
         vm = Vm::boot(&dir, &opts)?;
     }
+}
+
+/// How long one boot may take to be ready (a first boot creates the vault and TLS key).
+const TIMELINE_BOOT: Duration = Duration::from_secs(300);
+/// The console menu's answer.
+const MENU: Duration = Duration::from_secs(60);
+
+/// `cargo xtask qemu --timeline N`: N boots of the box, each one's timeline printed.
+fn timeline(dir: &VmDir, opts: &BootOptions, boots: u32) -> Result<()> {
+    for boot in 1..=boots {
+        let mut vm = Vm::boot(dir, opts)?;
+        let c = vm.console()?;
+        let (which, _) = c
+            .expect_any(&[READY_LINE, "VAULT LOCKED"], TIMELINE_BOOT)
+            .with_context(|| format!("boot {boot}: neither ready nor locked"))?;
+        println!("\nboot {boot} of {boots}:\n{}", c.timeline());
+        if which == 1 {
+            println!(
+                "boot {boot}: VAULT LOCKED (see {})",
+                dir.console_log().display()
+            );
+        }
+        if boot == boots {
+            break;
+        }
+        // A clean reboot through the console menu (QEMU runs with -no-reboot: a new QEMU).
+        c.send_line("x")?;
+        c.expect("Choose 1-9: ", MENU)?;
+        c.send_line("6")?;
+        c.expect("Type yes to confirm: ", MENU)?;
+        c.send_line("yes")?;
+        c.expect("Restarting system", MENU)?;
+        vm.wait_exit(Duration::from_secs(30))?;
+    }
+    Ok(())
 }

@@ -400,3 +400,110 @@ fn changed_root_slot_byte_is_refused() {
     let (code, _) = https("GET", &own.bx.url("/api/v1/health"), None);
     assert_eq!(code, 0, "nothing listens");
 }
+
+/// The data partition swapped for one the attacker made: a fresh, empty ext4 named `data`
+/// in its place on the disk (its GPT entry with a partition GUID of its own, as any tool
+/// that makes a partition gives it). Found by its name, the box would take it for a factory
+/// fresh one, create a new vault on it and hand out a new setup token: a box serving
+/// whatever the attacker put there. Stage-1 uses only the partition whose GPT GUID the image
+/// build wrote into the signed command line: it refuses this one, nothing on it is read, and
+/// the vault stays locked, nothing served.
+#[test]
+fn swapped_data_partition_leaves_the_vault_locked() {
+    let _m = machine();
+    require_program("partx", "util-linux");
+    require_program("mke2fs", "e2fsprogs");
+    let own = OwnImage::new("dataswap");
+    own.first_boot();
+    let out = Command::new("partx")
+        .args(["-g", "-o", "START,SECTORS", "-n", "4"])
+        .arg(&own.image)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut f = text.split_whitespace().map(|v| v.parse::<u64>().unwrap());
+    let (start, sectors) = (f.next().unwrap(), f.next().unwrap());
+    run(Command::new("mke2fs")
+        .args(["-q", "-F", "-t", "ext4", "-L", "data", "-E"])
+        .arg(format!("offset={},nodiscard", start * 512))
+        .arg(&own.image)
+        .arg(format!("{}k", sectors / 2)));
+    gpt_set_partition_guid(&own.image, 4, [0xa7; 16]);
+    // The table is valid (its CRCs check) and names the new GUID.
+    let out = Command::new("partx")
+        .args(["-g", "-o", "UUID", "-n", "4"])
+        .arg(&own.image)
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "a7a7a7a7-a7a7-a7a7-a7a7-a7a7a7a7a7a7"
+    );
+
+    let mut vm = own.bx.boot();
+    let text = assert_locked(&own.bx, &mut vm, "swapped data partition");
+    assert!(
+        text.contains("NOT THIS BOX'S OWN"),
+        "stage-1 did not refuse the data partition:\n{text}"
+    );
+    assert!(
+        !text.contains("creating the key vault"),
+        "a vault was created on the attacker's partition:\n{text}"
+    );
+}
+
+/// Sets partition `n`'s unique GUID in both GPT copies of `image` (entries and header CRCs
+/// recomputed), as a partitioning tool does.
+fn gpt_set_partition_guid(image: &std::path::Path, n: u64, guid: [u8; 16]) {
+    use std::io::{Read, Seek, SeekFrom, Write};
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(image)
+        .unwrap();
+    let read_at = |f: &mut std::fs::File, at: u64, len: usize| {
+        let mut b = vec![0u8; len];
+        f.seek(SeekFrom::Start(at)).unwrap();
+        f.read_exact(&mut b).unwrap();
+        b
+    };
+    let primary = read_at(&mut f, 512, 512);
+    assert_eq!(&primary[..8], b"EFI PART", "no GPT");
+    let backup_lba = u64::from_le_bytes(primary[32..40].try_into().unwrap());
+    for header_lba in [1, backup_lba] {
+        let mut h = read_at(&mut f, header_lba * 512, 512);
+        assert_eq!(&h[..8], b"EFI PART", "no GPT header at LBA {header_lba}");
+        let header_size = u32::from_le_bytes(h[12..16].try_into().unwrap()) as usize;
+        let entries_lba = u64::from_le_bytes(h[72..80].try_into().unwrap());
+        let count = u32::from_le_bytes(h[80..84].try_into().unwrap()) as usize;
+        let size = u32::from_le_bytes(h[84..88].try_into().unwrap()) as usize;
+        let mut entries = read_at(&mut f, entries_lba * 512, count * size);
+        let at = (n as usize - 1) * size + 16;
+        entries[at..at + 16].copy_from_slice(&guid);
+        h[88..92].copy_from_slice(&crc32(&entries).to_le_bytes());
+        h[16..20].copy_from_slice(&[0; 4]);
+        let crc = crc32(&h[..header_size]);
+        h[16..20].copy_from_slice(&crc.to_le_bytes());
+        f.seek(SeekFrom::Start(entries_lba * 512)).unwrap();
+        f.write_all(&entries).unwrap();
+        f.seek(SeekFrom::Start(header_lba * 512)).unwrap();
+        f.write_all(&h).unwrap();
+    }
+    f.sync_all().unwrap();
+}
+
+/// CRC-32 (IEEE), as GPT uses.
+fn crc32(data: &[u8]) -> u32 {
+    let mut crc = 0xffff_ffffu32;
+    for &b in data {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0xedb8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}

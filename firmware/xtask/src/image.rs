@@ -284,6 +284,11 @@ pub(crate) fn build(board: Board, args: &Args) -> Result<Built> {
     let verity =
         crate::verity::format(&work.join("root.squashfs"), &inputs.join("root.img"), &work)?;
 
+    // The data partition's GPT unique GUID (genimage writes it into the table): stage-1
+    // uses the partition with this GUID, named in the signed command line, and no other.
+    let genimage_cfg = fs::read_to_string(board_dir.join("genimage.cfg"))?;
+    let data_uuid = partition_uuid(&genimage_cfg, "data")?;
+
     // The signed boot chain: slot A's UKI (B gets one with its first update), the UEFI
     // variables with the box's keys enrolled and Secure Boot on.
     let keys = crate::secureboot::Keys::find(&root)?;
@@ -294,7 +299,10 @@ pub(crate) fn build(board: Board, args: &Args) -> Result<Built> {
         &work,
         &kernel.image,
         &initramfs,
-        &format!("{KERNEL_CMDLINE} sealgate.slot=A {}", verity.cmdline()),
+        &format!(
+            "{KERNEL_CMDLINE} sealgate.slot=A {} sealgate.data={data_uuid}",
+            verity.cmdline()
+        ),
         &osrel,
         &uki,
     )?;
@@ -870,6 +878,32 @@ fn make_esp(
     Ok(())
 }
 
+/// The `partition-uuid` of partition `name` in a genimage configuration.
+pub(crate) fn partition_uuid(cfg: &str, name: &str) -> Result<String> {
+    let mut in_part = false;
+    for line in cfg.lines() {
+        let line = line.split('#').next().unwrap_or("").trim();
+        if let Some(rest) = line.strip_prefix("partition ") {
+            in_part = rest.trim_end_matches('{').trim() == name;
+        } else if in_part && let Some(v) = line.strip_prefix("partition-uuid") {
+            let uuid = v.trim_start_matches([' ', '=']).trim().trim_matches('"');
+            let ok = uuid.len() == 36
+                && uuid.bytes().enumerate().all(|(i, b)| {
+                    if [8, 13, 18, 23].contains(&i) {
+                        b == b'-'
+                    } else {
+                        b.is_ascii_digit() || (b'a'..=b'f').contains(&b)
+                    }
+                });
+            if !ok {
+                bail!("partition {name}'s partition-uuid {uuid:?} is not a lower-case UUID");
+            }
+            return Ok(uuid.to_string());
+        }
+    }
+    bail!("genimage.cfg gives partition {name} no partition-uuid")
+}
+
 /// A GRUB environment block: exactly 1024 bytes, `#`-padded.
 pub(crate) fn grubenv(vars: &[(&str, &str)]) -> Vec<u8> {
     let mut s = String::from("# GRUB Environment Block\n");
@@ -1018,6 +1052,23 @@ mod tests {
             ]
         );
         assert!(module_load_order(dep, &["nope".into()]).is_err());
+    }
+
+    #[test]
+    fn the_data_partitions_uuid_comes_from_genimage_cfg() {
+        let root = workspace_root().unwrap();
+        let cfg = fs::read_to_string(root.join("board/qemu-x86_64/genimage.cfg")).unwrap();
+        assert_eq!(
+            partition_uuid(&cfg, "data").unwrap(),
+            "5ea19a7e-0000-4000-8000-0000000000da"
+        );
+        assert_eq!(
+            partition_uuid(&cfg, "rootA").unwrap(),
+            "5ea19a7e-0000-4000-8000-00000000000a"
+        );
+        assert!(partition_uuid(&cfg, "nope").is_err());
+        let bad = "partition data {\n partition-uuid = \"5EA19A7E-0000-4000-8000-0000000000DA\"\n}";
+        assert!(partition_uuid(bad, "data").is_err());
     }
 
     #[test]

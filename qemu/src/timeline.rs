@@ -16,6 +16,9 @@ pub const BOOT_STAGES: &[(&str, &str)] = &[
     ("firmware: boot option", "BdsDxe: loading"),
     ("GRUB", "Welcome to GRUB!"),
     ("GRUB: slot chosen", "sealgate: booting slot"),
+    // GRUB prints the image's device path when it has read (and checked) it and hands it to
+    // the firmware's LoadImage (Authenticode check, PCR 4 measurement).
+    ("GRUB: UKI read, to the firmware", "file path:"),
     ("UKI: EFI stub", "EFI stub:"),
     ("stage 1", "sealgate stage-1: start"),
     ("stage 1: slot verified", "verified (dm-verity"),

@@ -166,15 +166,30 @@ fn assert_locked(bx: &Appliance, vm: &mut Vm, what: &str) -> String {
 #[test]
 fn edited_boot_command_line_gets_no_shell_and_no_key() {
     let _m = machine();
+    require_program("objcopy", "binutils");
     let own = OwnImage::new("cmdline");
     own.first_boot();
+
+    // The slot's own kernel and stage-1, taken out of its signed image (they are not in the
+    // slot), put on the ESP beside it, unsigned.
+    let work = own.bx.keep.clone();
+    let uki = work.join("uki.efi");
+    own.esp_get("/EFI/Linux/sealgate-A.efi", &uki);
+    for (section, name) in [(".linux", "vmlinuz"), (".initrd", "initrd.img")] {
+        let out = work.join(name);
+        run(Command::new("objcopy")
+            .args(["-O", "binary", "--only-section", section])
+            .arg(&uki)
+            .arg(&out));
+        own.esp_write_bytes(&format!("/{name}"), &std::fs::read(&out).unwrap());
+    }
 
     let original = own.esp_read("/EFI/BOOT/grub.cfg");
     let attack = "set timeout=0\n\
         regexp --set 1:disk '^([^,]+),' \"$root\"\n\
         echo \"attacker: booting slot A with rdinit=/bin/sh\"\n\
-        linux ($disk,gpt2)/boot/vmlinuz console=ttyS0,115200 sealgate.slot=A rdinit=/bin/sh\n\
-        initrd ($disk,gpt2)/boot/initrd.img\n\
+        linux ($disk,gpt1)/vmlinuz console=ttyS0,115200 sealgate.slot=A rdinit=/bin/sh\n\
+        initrd ($disk,gpt1)/initrd.img\n\
         boot\n";
     assert_ne!(original, attack);
     own.esp_write("/EFI/BOOT/grub.cfg", attack);
@@ -192,10 +207,8 @@ fn edited_boot_command_line_gets_no_shell_and_no_key() {
         );
         eprintln!("edited grub.cfg refused by GRUB:\n{text}");
         // By hand at GRUB's prompt: the slot's kernel with the attacker's command line.
-        c.send_line(
-            "linux (hd0,gpt2)/boot/vmlinuz console=ttyS0,115200 sealgate.slot=A rdinit=/bin/sh",
-        )
-        .unwrap();
+        c.send_line("linux (hd0,gpt1)/vmlinuz console=ttyS0,115200 sealgate.slot=A rdinit=/bin/sh")
+            .unwrap();
         let answer = c.expect("grub> ", MENU).expect("GRUB answers");
         assert!(
             answer.contains("error"),

@@ -47,6 +47,11 @@ pub struct Args {
     /// Rebuild the image first even if one exists.
     #[arg(long)]
     rebuild: bool,
+    /// Boot this disk image instead of the board's built one (e.g. another branch's, to
+    /// compare timelines); its `efivars.fd` beside it is used if there is one. A VM folder
+    /// made from another image needs `--fresh`.
+    #[arg(long, value_name = "FILE", conflicts_with = "rebuild")]
+    image: Option<PathBuf>,
     /// No terminal: the console goes to a Unix socket and a log file in the VM folder (both
     /// printed); QEMU runs until killed (its pid is printed).
     #[arg(long)]
@@ -71,8 +76,11 @@ pub struct Args {
 pub fn run(args: Args) -> Result<()> {
     let board = image::Board::named(&args.board)?;
     let qboard = sealgate_qemu::Board::named(board.name)?;
-    let image_path = sealgate_qemu::image_path(qboard);
-    let build = args.rebuild || !image_path.is_file();
+    let image_path = args
+        .image
+        .clone()
+        .unwrap_or_else(|| sealgate_qemu::image_path(qboard));
+    let build = args.image.is_none() && (args.rebuild || !image_path.is_file());
     ensure_debian_packages(&run_packages(build))?;
     if build {
         image::build(

@@ -158,6 +158,8 @@ pub fn run(args: Args) -> Result<()> {
 const TIMELINE_BOOT: Duration = Duration::from_secs(300);
 /// The console menu's answer.
 const MENU: Duration = Duration::from_secs(60);
+/// How a boot ends: the daemon ready, or the box saying why it serves nothing.
+const VERDICTS: [&str; 3] = [READY_LINE, "VAULT LOCKED", "NO TPM FOUND"];
 
 /// `cargo xtask qemu --timeline N`: N boots of the box, each one's timeline printed.
 fn timeline(dir: &VmDir, opts: &BootOptions, boots: u32) -> Result<()> {
@@ -165,14 +167,16 @@ fn timeline(dir: &VmDir, opts: &BootOptions, boots: u32) -> Result<()> {
         let mut vm = Vm::boot(dir, opts)?;
         let c = vm.console()?;
         let (which, _) = c
-            .expect_any(&[READY_LINE, "VAULT LOCKED"], TIMELINE_BOOT)
+            .expect_any(&VERDICTS, TIMELINE_BOOT)
             .with_context(|| format!("boot {boot}: neither ready nor locked"))?;
         println!("\nboot {boot} of {boots}:\n{}", c.timeline());
-        if which == 1 {
+        if which > 0 {
             println!(
-                "boot {boot}: VAULT LOCKED (see {})",
+                "boot {boot}: {} (see {}); the box serves nothing, so no more boots",
+                VERDICTS[which],
                 dir.console_log().display()
             );
+            return Ok(());
         }
         if boot == boots {
             break;

@@ -9,6 +9,9 @@
 //! reboot inside one QEMU is slow and sometimes hangs in GRUB.
 #![forbid(unsafe_code)]
 
+mod timeline;
+pub use timeline::{BOOT_STAGES, Stage, Timeline};
+
 use std::fs;
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpListener;
@@ -99,6 +102,7 @@ impl Board {
         p.push(("qemu-img", "qemu-utils"));
         if self.has_tpm() {
             p.push(("swtpm", "swtpm"));
+            p.push(("swtpm_setup", "swtpm-tools"));
         }
         p
     }
@@ -180,6 +184,10 @@ pub fn ensure_image(board: Board) -> Result<PathBuf> {
     Ok(image)
 }
 
+/// The UEFI variable store an image build writes beside the image: the box's Secure Boot
+/// keys enrolled and Secure Boot on, as a box leaves the factory.
+pub const ENROLLED_VARS: &str = "efivars.fd";
+
 /// virt-firmware from PyPI (pinned), which edits UEFI variable stores offline.
 pub const VIRT_FIRMWARE: &str = "virt-firmware==26.10";
 
@@ -249,9 +257,17 @@ impl VmDir {
                 );
             }
         }
+        dir.manufacture_tpm()?;
         if !dir.vars().exists() {
-            let (_, vars) = board.firmware();
-            fs::copy(vars, dir.vars()).with_context(|| format!("copying {vars}"))?;
+            // The image's own variable store (its Secure Boot keys enrolled, Secure Boot on),
+            // else the firmware's empty one.
+            let enrolled = image.with_file_name(ENROLLED_VARS);
+            let vars = if enrolled.is_file() {
+                enrolled
+            } else {
+                PathBuf::from(board.firmware().1)
+            };
+            fs::copy(&vars, dir.vars()).with_context(|| format!("copying {}", vars.display()))?;
         }
         Ok(dir)
     }
@@ -268,7 +284,7 @@ impl VmDir {
 
     /// Adds an entry to the Secure Boot revocation list (dbx) in this box's UEFI variables,
     /// as a firmware's dbx update does. OVMF measures dbx into PCR 7, so a vault sealed to
-    /// PCR 7 no longer unseals. Secure Boot stays off (no PK), so the box still boots.
+    /// PCR 7 no longer unseals. The entry names no binary of the box, so the box still boots.
     pub fn add_dbx_entry(&self) -> Result<()> {
         let tool = virt_fw_vars()?;
         let tmp = self.path.join("efivars.new");
@@ -294,6 +310,31 @@ impl VmDir {
     /// swtpm's state folder.
     pub fn tpm_state(&self) -> PathBuf {
         self.path.join("tpm")
+    }
+
+    /// Makes this box's TPM (once, when its state folder is empty) with only the SHA-256
+    /// PCR bank active, as the box's TPM is provisioned: the vault is sealed to SHA-256 PCRs,
+    /// and the firmware hashes every image it measures once per active bank (swtpm's own
+    /// default has more banks active, which costs seconds per boot under TCG).
+    pub fn manufacture_tpm(&self) -> Result<()> {
+        if !self.board.has_tpm() || self.tpm_state().join("tpm2-00.permall").exists() {
+            return Ok(());
+        }
+        let out = Command::new("swtpm_setup")
+            .arg("--tpm2")
+            .arg("--tpmstate")
+            .arg(self.tpm_state())
+            .args(["--pcr-banks", "sha256"])
+            .output()
+            .context("swtpm_setup (Debian package swtpm-tools)")?;
+        if !out.status.success() {
+            bail!(
+                "swtpm_setup --pcr-banks sha256 failed: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(())
     }
 
     /// The console log of the current boot (every byte the box printed).
@@ -500,7 +541,9 @@ impl Vm {
                 let deadline = Instant::now() + Duration::from_secs(20);
                 loop {
                     match l.accept() {
-                        Ok((stream, _)) => break Some(Console::new(stream, &dir.console_log())?),
+                        Ok((stream, _)) => {
+                            break Some(Console::new(stream, &dir.console_log(), started)?);
+                        }
                         Err(e) if e.kind() == ErrorKind::WouldBlock => {}
                         Err(e) => return Err(e).context("accepting QEMU's console connection"),
                     }
@@ -686,10 +729,14 @@ pub struct Console {
     seen: Vec<u8>,
     cursor: usize,
     log: fs::File,
+    /// When QEMU started.
+    started: Instant,
+    /// When each read ended: (length of `seen` then, time since QEMU started).
+    arrivals: Vec<(usize, Duration)>,
 }
 
 impl Console {
-    fn new(stream: UnixStream, log: &Path) -> Result<Console> {
+    fn new(stream: UnixStream, log: &Path, started: Instant) -> Result<Console> {
         stream.set_read_timeout(Some(Duration::from_millis(100)))?;
         let log = fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
         Ok(Console {
@@ -697,7 +744,15 @@ impl Console {
             seen: Vec::new(),
             cursor: 0,
             log,
+            started,
+            arrivals: Vec::new(),
         })
+    }
+
+    /// The boot's timeline so far: when each stage of [`BOOT_STAGES`] first showed on the
+    /// console (host clock, from QEMU's start; bytes are stamped as they are read).
+    pub fn timeline(&self) -> Timeline {
+        Timeline::from_console(&self.seen, &self.arrivals)
     }
 
     /// Reads what is available within `wait`. Returns false at end of stream.
@@ -709,6 +764,8 @@ impl Console {
                 Ok(0) => return Ok(false),
                 Ok(n) => {
                     self.seen.extend_from_slice(&buf[..n]);
+                    self.arrivals
+                        .push((self.seen.len(), self.started.elapsed()));
                     self.log.write_all(&buf[..n])?;
                 }
                 Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
@@ -808,6 +865,7 @@ mod tests {
         let peers = Board::X86_64.peers();
         assert!(peers.contains(&("qemu-system-x86_64", "qemu-system-x86")));
         assert!(peers.contains(&("swtpm", "swtpm")));
+        assert!(peers.contains(&("swtpm_setup", "swtpm-tools")));
         assert!(peers.iter().any(|(_, p)| *p == "ovmf"));
         assert!(Board::named("qemu-aarch64").is_ok());
         assert!(Board::named("pc").is_err());

@@ -30,6 +30,8 @@ const READY: Duration = Duration::from_secs(180);
 /// The console menu's answer to one line.
 const MENU: Duration = Duration::from_secs(30);
 
+mod verified_boot;
+
 /// One VM at a time.
 static MACHINE: Mutex<()> = Mutex::new(());
 
@@ -139,8 +141,9 @@ fn wait_ready(vm: &mut Vm, timeout: Duration) -> String {
         .expect(READY_LINE, timeout)
         .expect("sealgated ready");
     eprintln!(
-        "ready {:.1} s after QEMU started",
-        vm.uptime().as_secs_f64()
+        "ready {:.1} s after QEMU started\n{}",
+        vm.uptime().as_secs_f64(),
+        vm.console().unwrap().timeline()
     );
     text
 }

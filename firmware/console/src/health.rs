@@ -10,7 +10,7 @@
 //! box stays at the console menu, which says why (status page, `Boot:` line). GRUB counts
 //! the try, so at the next reboot (a technician's, a power cut) it tries the slot at most
 //! three times, then the other good slot; when no slot is left it boots slot A as a last
-//! resort (`sealgate.lastresort` on the kernel command line), which again reaches this menu
+//! resort (`LASTRESORT=1` in grubenv, flagged by the box's boot), which again reaches this menu
 //! and says why. Hence no boot loop even when both slots have a locked vault.
 
 use std::path::Path;

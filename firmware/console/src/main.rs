@@ -392,9 +392,11 @@ impl BoxActions for TheBox {
     fn status(&mut self) -> String {
         let mut s = String::new();
         s.push_str(&format!("Version:   Sealgate {}\n", os_version()));
-        let last_resort = fs::read_to_string("/proc/cmdline")
-            .map(|c| c.split_whitespace().any(|a| a == "sealgate.lastresort"))
-            .unwrap_or(false);
+        // GRUB notes a last-resort boot in grubenv; the box's boot leaves this flag for it.
+        let last_resort = Path::new("/run/sealgate/lastresort").exists()
+            || fs::read_to_string("/proc/cmdline")
+                .map(|c| c.split_whitespace().any(|a| a == "sealgate.lastresort"))
+                .unwrap_or(false);
         s.push_str(&format!(
             "Boot slot: {}{}\n",
             booted_slot()

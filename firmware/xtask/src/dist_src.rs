@@ -212,7 +212,7 @@ pub(crate) fn buildroot_problems(root: &Path) -> Result<Vec<String>> {
                     .map(|r| r.trim_end_matches('{').trim().to_string())
             })
             .collect();
-        for input in ["esp.vfat", "root.squashfs"] {
+        for input in ["esp.vfat", "root.img"] {
             if !cfg.contains(&format!("image = \"{input}\"")) {
                 problems.push(format!(
                     "board/{}/genimage.cfg does not take {input}",

@@ -4,9 +4,10 @@
 //! `genimage.cfg`).
 //!
 //! The image: a GPT disk (layout in `board/<board>/genimage.cfg`) with an EFI system
-//! partition (GRUB, `grub.cfg`, `grubenv`), two root slots A and B (read-only gzip squashfs
-//! holding the root file system, `/boot/vmlinuz` and a stage-1 initramfs) and an ext4 data
-//! partition. GRUB picks the slot; stage-1 init mounts it; busybox init runs
+//! partition (GRUB, `grub.cfg`, `grubenv`, one signed UKI per slot: kernel, stage-1
+//! initramfs and command line), two root slots A and B (read-only gzip squashfs holding the
+//! root file system, then its dm-verity hash tree) and an ext4 data partition. GRUB picks
+//! the slot; stage-1 init verifies and mounts it; busybox init runs
 //! `/etc/sealgate/boot`, then `sealgated` and the console menu.
 //!
 //! Reproducible: every timestamp is `SOURCE_DATE_EPOCH` (from the environment, else the
@@ -44,6 +45,15 @@ pub(crate) const IMAGE_PACKAGES: &[&str] = &[
     "mtools",
     "cpio",
     "libtss2-tcti-device0",
+    "systemd-boot-efi",
+    "sbsigntool",
+    "binutils",
+    "ovmf",
+    "gpg",
+    "cryptsetup-bin",
+    "dmsetup",
+    "faketime",
+    "zstd",
 ];
 
 /// Everything `cargo xtask image` installs: the image's parts and what building the
@@ -70,7 +80,12 @@ pub(crate) const GRUB_MODULES: &[&str] = &[
     "search",
     "halt",
     "reboot",
+    "chain",
 ];
+
+/// The modules GRUB checks signatures with under Secure Boot (the offline build's signed
+/// chain; built in, as lockdown loads no module).
+pub(crate) const GRUB_VERIFY_MODULES: &[&str] = &["pgp", "gcry_sha256", "gcry_sha512", "gcry_rsa"];
 
 /// Size of the EFI system partition image, MiB (FAT16).
 const ESP_MIB: u64 = 32;
@@ -80,6 +95,10 @@ const DATA_MIB: u64 = 256;
 const ESP_VOLUME_ID: &str = "5EA1E5B0";
 const DATA_FS_UUID: &str = "5ea19a7e-0000-4000-8000-0000000000d1";
 const DATA_HASH_SEED: &str = "5ea19a7e-0000-4000-8000-0000000000d2";
+/// The kernel command line every slot's signed image carries (plus `sealgate.slot=`).
+const KERNEL_CMDLINE: &str = "console=ttyS0,115200 loglevel=4 panic=10";
+/// OVMF's empty variable store (Debian `ovmf`), the base of the enrolled one.
+const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
 
 /// A board the offline image build knows.
 #[derive(Debug, Clone, Copy)]
@@ -238,16 +257,16 @@ pub(crate) fn build(board: Board, args: &Args) -> Result<Built> {
     let initramfs_dir = work.join("initramfs");
     let initramfs = work.join("initrd.img");
     stage_initramfs(board, &root, &board_dir, &kernel, &initramfs_dir)?;
-    cpio_gzip(&initramfs_dir, &initramfs, epoch)?;
+    cpio_zstd(&initramfs_dir, &initramfs, epoch)?;
 
     // The root file system.
     let rootfs = work.join("rootfs");
-    stage_rootfs(board, &root, &binaries, &kernel, &initramfs, &rootfs)?;
+    stage_rootfs(board, &root, &binaries, &rootfs)?;
     let inputs = work.join("inputs");
     fs::create_dir_all(&inputs)?;
     sh(Command::new("mksquashfs")
         .arg(&rootfs)
-        .arg(inputs.join("root.squashfs"))
+        .arg(work.join("root.squashfs"))
         .args([
             "-comp",
             "gzip",
@@ -263,9 +282,48 @@ pub(crate) fn build(board: Board, args: &Args) -> Result<Built> {
             "-all-time",
             &epoch.to_string(),
         ]))?;
+    // The slot's partition: the squashfs and its dm-verity hash tree.
+    let verity =
+        crate::verity::format(&work.join("root.squashfs"), &inputs.join("root.img"), &work)?;
+
+    // The data partition's GPT unique GUID (genimage writes it into the table): stage-1
+    // uses the partition with this GUID, named in the signed command line, and no other.
+    let genimage_cfg = fs::read_to_string(board_dir.join("genimage.cfg"))?;
+    let data_uuid = partition_uuid(&genimage_cfg, "data")?;
+
+    // The signed boot chain: slot A's UKI (B gets one with its first update), the UEFI
+    // variables with the box's keys enrolled and Secure Boot on.
+    let keys = crate::secureboot::Keys::find(&root)?;
+    let osrel = rootfs.join("etc/os-release");
+    let uki = work.join("sealgate-A.unsigned.efi");
+    crate::secureboot::make_uki(
+        epoch,
+        &work,
+        &kernel.image,
+        &initramfs,
+        &format!(
+            "{KERNEL_CMDLINE} sealgate.slot=A {} sealgate.data={data_uuid}",
+            verity.cmdline()
+        ),
+        &osrel,
+        &uki,
+    )?;
+    let ukis = vec![("sealgate-A.efi".to_string(), uki)];
+    keys.enrol(
+        Path::new(OVMF_VARS),
+        &out.join(sealgate_qemu::ENROLLED_VARS),
+    )?;
 
     // The EFI system partition.
-    make_esp(board, &board_dir, &inputs.join("esp.vfat"), &work, epoch)?;
+    make_esp(
+        board,
+        &board_dir,
+        &inputs.join("esp.vfat"),
+        &work,
+        epoch,
+        &keys,
+        &ukis,
+    )?;
 
     // The data partition: empty ext4.
     let empty = work.join("empty");
@@ -463,6 +521,17 @@ fn stage_initramfs(
     }
     copy_file(Path::new("/bin/busybox"), &dir.join("bin/busybox"), 0o755)?;
     symlink("busybox", dir.join("bin/sh"))?;
+    // dmsetup (Debian `dmsetup`) maps the slot through dm-verity; its libraries where it
+    // looks for them.
+    let dmsetup = Path::new("/usr/sbin/dmsetup");
+    if !dmsetup.is_file() {
+        bail!("/usr/sbin/dmsetup is missing: apt-get install dmsetup");
+    }
+    copy_file(dmsetup, &dir.join("bin/dmsetup"), 0o755)?;
+    for lib in needed_libraries(dmsetup)? {
+        let rel = lib.strip_prefix("/").unwrap_or(&lib);
+        copy_file(&lib, &dir.join(rel), 0o755)?;
+    }
     copy_file(
         &root.join("rootfs/initramfs/init"),
         &dir.join("init"),
@@ -491,11 +560,23 @@ fn stage_initramfs(
 /// Writes a newc cpio archive of `dir` (sorted, every mtime `epoch`, owned by root),
 /// gzip-compressed without a name or time in its header.
 pub(crate) fn cpio_gzip(dir: &Path, out: &Path, epoch: u64) -> Result<()> {
+    cpio_compressed(dir, out, epoch, "gzip -9 -n")
+}
+
+/// Like [`cpio_gzip`], zstd-compressed (level 19, one thread: the same bytes every time).
+/// Stage-1 inside the signed UKI: the firmware hashes the whole UKI several times per boot
+/// (Authenticode, PCR 4, the stub's PCR 11, the initrd again into PCR 9), so its size costs
+/// seconds under emulation; zstd makes it smaller than gzip and unpacks faster.
+pub(crate) fn cpio_zstd(dir: &Path, out: &Path, epoch: u64) -> Result<()> {
+    cpio_compressed(dir, out, epoch, "zstd -19 -T1 -q -c")
+}
+
+fn cpio_compressed(dir: &Path, out: &Path, epoch: u64, compress: &str) -> Result<()> {
     let files = sorted_tree(dir)?;
     set_mtimes(dir, &files, epoch)?;
     let list: String = files.iter().map(|f| format!("{f}\n")).collect();
     let script = format!(
-        "cpio --quiet -o -H newc --owner=0:0 --reproducible | gzip -9 -n > '{}'",
+        "cpio --quiet -o -H newc --owner=0:0 --reproducible | {compress} > '{}'",
         out.display()
     );
     let mut child = Command::new("sh")
@@ -512,7 +593,7 @@ pub(crate) fn cpio_gzip(dir: &Path, out: &Path, epoch: u64) -> Result<()> {
         .context("cpio stdin")?
         .write_all(list.as_bytes())?;
     if !child.wait()?.success() {
-        bail!("cpio | gzip failed");
+        bail!("cpio | {compress} failed");
     }
     Ok(())
 }
@@ -554,8 +635,6 @@ fn stage_rootfs(
     board: Board,
     root: &Path,
     binaries: &BTreeMap<&'static str, PathBuf>,
-    kernel: &Kernel,
-    initramfs: &Path,
     rootfs: &Path,
 ) -> Result<()> {
     let libdir = format!("usr/lib/{}", board.triplet);
@@ -670,9 +749,9 @@ fn stage_rootfs(
         ),
     )?;
 
-    // Kernel and stage-1 in the slot.
-    copy_file(&kernel.image, &rootfs.join("boot/vmlinuz"), 0o644)?;
-    copy_file(initramfs, &rootfs.join("boot/initrd.img"), 0o644)?;
+    // The kernel and stage-1 are not in the slot: they are in its signed UKI on the ESP
+    // (GRUB under Secure Boot would refuse them here anyway), and every byte of the slot is
+    // read through dm-verity at each boot.
     Ok(())
 }
 
@@ -706,12 +785,46 @@ fn needed_libraries(elf: &Path) -> Result<Vec<PathBuf>> {
     Ok(libs)
 }
 
-fn make_esp(board: Board, board_dir: &Path, esp: &Path, work: &Path, epoch: u64) -> Result<()> {
-    let efi = work.join(board.efi_file);
+fn make_esp(
+    board: Board,
+    board_dir: &Path,
+    esp: &Path,
+    work: &Path,
+    epoch: u64,
+    keys: &crate::secureboot::Keys,
+    ukis: &[(String, PathBuf)],
+) -> Result<()> {
+    // GRUB without shim, signed for the firmware (db), with the public key that GRUB checks
+    // grub.cfg's and each UKI's detached signature with (in Secure Boot's lockdown GRUB
+    // starts nothing that no verifier checked); the firmware checks each UKI against db too.
+    let gpg = keys.grub_keyring(work)?;
+    let unsigned = work.join("grub.unsigned.efi");
     sh(Command::new("grub-mkimage")
-        .args(["-O", board.grub_platform, "-p", "/EFI/BOOT", "-o"])
-        .arg(&efi)
-        .args(GRUB_MODULES))?;
+        .args([
+            "-O",
+            board.grub_platform,
+            "-p",
+            "/EFI/BOOT",
+            "--disable-shim-lock",
+            "-o",
+        ])
+        .arg(&unsigned)
+        .arg("--pubkey")
+        .arg(gpg.pubkey())
+        .args(GRUB_MODULES)
+        .args(GRUB_VERIFY_MODULES))?;
+    let efi = work.join(board.efi_file);
+    keys.sign(&unsigned, &efi, epoch)?;
+    let linux = work.join("esp-linux");
+    fs::create_dir_all(&linux)?;
+    let mut signed_ukis = Vec::new();
+    for (name, unsigned) in ukis {
+        let signed = linux.join(name);
+        keys.sign(unsigned, &signed, epoch)?;
+        let sig = gpg.sign(&signed, epoch)?;
+        signed_ukis.push(signed);
+        signed_ukis.push(sig);
+    }
     let files = work.join("esp-files");
     fs::create_dir_all(&files)?;
     copy_file(&board_dir.join("grub.cfg"), &files.join("grub.cfg"), 0o644)?;
@@ -725,8 +838,15 @@ fn make_esp(board: Board, board_dir: &Path, esp: &Path, work: &Path, epoch: u64)
             ("B_TRY", "0"),
         ]),
     )?;
-    let sources = [efi.clone(), files.join("grub.cfg"), files.join("grubenv")];
-    let names: Vec<String> = sources.iter().map(|p| p.display().to_string()).collect();
+    let cfg_sig = gpg.sign(&files.join("grub.cfg"), epoch)?;
+    let sources = [
+        efi.clone(),
+        files.join("grub.cfg"),
+        cfg_sig,
+        files.join("grubenv"),
+    ];
+    let mut names: Vec<String> = sources.iter().map(|p| p.display().to_string()).collect();
+    names.extend(signed_ukis.iter().map(|p| p.display().to_string()));
     set_mtimes(work, &names, epoch)?;
 
     sh(Command::new("mkfs.vfat")
@@ -758,7 +878,42 @@ fn make_esp(board: Board, board_dir: &Path, esp: &Path, work: &Path, epoch: u64)
         let dest = format!("::/EFI/BOOT/{name}");
         mtools(&["mcopy", "-m", &src.display().to_string(), &dest])?;
     }
+    mtools(&["mmd", "::/EFI/Linux"])?;
+    for src in &signed_ukis {
+        let name = src
+            .file_name()
+            .and_then(|n| n.to_str())
+            .context("file name")?;
+        let dest = format!("::/EFI/Linux/{name}");
+        mtools(&["mcopy", "-m", &src.display().to_string(), &dest])?;
+    }
     Ok(())
+}
+
+/// The `partition-uuid` of partition `name` in a genimage configuration.
+pub(crate) fn partition_uuid(cfg: &str, name: &str) -> Result<String> {
+    let mut in_part = false;
+    for line in cfg.lines() {
+        let line = line.split('#').next().unwrap_or("").trim();
+        if let Some(rest) = line.strip_prefix("partition ") {
+            in_part = rest.trim_end_matches('{').trim() == name;
+        } else if in_part && let Some(v) = line.strip_prefix("partition-uuid") {
+            let uuid = v.trim_start_matches([' ', '=']).trim().trim_matches('"');
+            let ok = uuid.len() == 36
+                && uuid.bytes().enumerate().all(|(i, b)| {
+                    if [8, 13, 18, 23].contains(&i) {
+                        b == b'-'
+                    } else {
+                        b.is_ascii_digit() || (b'a'..=b'f').contains(&b)
+                    }
+                });
+            if !ok {
+                bail!("partition {name}'s partition-uuid {uuid:?} is not a lower-case UUID");
+            }
+            return Ok(uuid.to_string());
+        }
+    }
+    bail!("genimage.cfg gives partition {name} no partition-uuid")
 }
 
 /// A GRUB environment block: exactly 1024 bytes, `#`-padded.
@@ -909,6 +1064,23 @@ mod tests {
             ]
         );
         assert!(module_load_order(dep, &["nope".into()]).is_err());
+    }
+
+    #[test]
+    fn the_data_partitions_uuid_comes_from_genimage_cfg() {
+        let root = workspace_root().unwrap();
+        let cfg = fs::read_to_string(root.join("board/qemu-x86_64/genimage.cfg")).unwrap();
+        assert_eq!(
+            partition_uuid(&cfg, "data").unwrap(),
+            "5ea19a7e-0000-4000-8000-0000000000da"
+        );
+        assert_eq!(
+            partition_uuid(&cfg, "rootA").unwrap(),
+            "5ea19a7e-0000-4000-8000-00000000000a"
+        );
+        assert!(partition_uuid(&cfg, "nope").is_err());
+        let bad = "partition data {\n partition-uuid = \"5EA19A7E-0000-4000-8000-0000000000DA\"\n}";
+        assert!(partition_uuid(bad, "data").is_err());
     }
 
     #[test]

@@ -7,7 +7,9 @@ mod bench_docking;
 mod dist_src;
 mod image;
 mod qemu;
+mod secureboot;
 mod test;
+mod verity;
 
 use clap::{Parser, Subcommand};
 

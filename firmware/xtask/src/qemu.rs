@@ -3,9 +3,10 @@
 //! the serial console on this terminal, forwarding host ports to the box's services.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
-use sealgate_qemu::{BootOptions, ConsoleMode, GUEST_PORTS, PortForwards, Vm, VmDir};
+use sealgate_qemu::{BootOptions, ConsoleMode, GUEST_PORTS, PortForwards, READY_LINE, Vm, VmDir};
 
 use crate::image;
 use crate::test::{ensure_debian_packages, workspace_root};
@@ -46,6 +47,11 @@ pub struct Args {
     /// Rebuild the image first even if one exists.
     #[arg(long)]
     rebuild: bool,
+    /// Boot this disk image instead of the board's built one (e.g. another branch's, to
+    /// compare timelines); its `efivars.fd` beside it is used if there is one. A VM folder
+    /// made from another image needs `--fresh`.
+    #[arg(long, value_name = "FILE", conflicts_with = "rebuild")]
+    image: Option<PathBuf>,
     /// No terminal: the console goes to a Unix socket and a log file in the VM folder (both
     /// printed); QEMU runs until killed (its pid is printed).
     #[arg(long)]
@@ -59,14 +65,22 @@ pub struct Args {
     /// Guest memory, MiB.
     #[arg(long, default_value_t = 512)]
     memory: u32,
+    /// No terminal: boot the box N times (a reboot through the console menu between boots),
+    /// each until the daemon is ready or the vault locked, and print each boot's timeline
+    /// (when each stage started, from the console); then power the box off.
+    #[arg(long, value_name = "N", num_args = 0..=1, default_missing_value = "2")]
+    timeline: Option<u32>,
 }
 
 /// `cargo xtask qemu`.
 pub fn run(args: Args) -> Result<()> {
     let board = image::Board::named(&args.board)?;
     let qboard = sealgate_qemu::Board::named(board.name)?;
-    let image_path = sealgate_qemu::image_path(qboard);
-    let build = args.rebuild || !image_path.is_file();
+    let image_path = args
+        .image
+        .clone()
+        .unwrap_or_else(|| sealgate_qemu::image_path(qboard));
+    let build = args.image.is_none() && (args.rebuild || !image_path.is_file());
     ensure_debian_packages(&run_packages(build))?;
     if build {
         image::build(
@@ -89,6 +103,17 @@ pub fn run(args: Args) -> Result<()> {
     for (name, guest) in GUEST_PORTS {
         let host = ports.host_port(name).unwrap_or_default();
         println!("forward 127.0.0.1:{host} -> box {name} ({guest})");
+    }
+    if let Some(boots) = args.timeline {
+        let opts = BootOptions {
+            ports: Some(ports),
+            memory_mib: args.memory,
+            tpm: !args.no_tpm,
+            console: ConsoleMode::Harness,
+            ..Default::default()
+        };
+        println!("VM folder: {}", dir.path.display());
+        return timeline(&dir, &opts, boots.max(1));
     }
     let console = if args.headless {
         ConsoleMode::Headless
@@ -127,4 +152,43 @@ pub fn run(args: Args) -> Result<()> {
         println!("\nthe box rebooted; starting it again");
         vm = Vm::boot(&dir, &opts)?;
     }
+}
+
+/// How long one boot may take to be ready (a first boot creates the vault and TLS key).
+const TIMELINE_BOOT: Duration = Duration::from_secs(300);
+/// The console menu's answer.
+const MENU: Duration = Duration::from_secs(60);
+/// How a boot ends: the daemon ready, or the box saying why it serves nothing.
+const VERDICTS: [&str; 3] = [READY_LINE, "VAULT LOCKED", "NO TPM FOUND"];
+
+/// `cargo xtask qemu --timeline N`: N boots of the box, each one's timeline printed.
+fn timeline(dir: &VmDir, opts: &BootOptions, boots: u32) -> Result<()> {
+    for boot in 1..=boots {
+        let mut vm = Vm::boot(dir, opts)?;
+        let c = vm.console()?;
+        let (which, _) = c
+            .expect_any(&VERDICTS, TIMELINE_BOOT)
+            .with_context(|| format!("boot {boot}: neither ready nor locked"))?;
+        println!("\nboot {boot} of {boots}:\n{}", c.timeline());
+        if which > 0 {
+            println!(
+                "boot {boot}: {} (see {}); the box serves nothing, so no more boots",
+                VERDICTS[which],
+                dir.console_log().display()
+            );
+            return Ok(());
+        }
+        if boot == boots {
+            break;
+        }
+        // A clean reboot through the console menu (QEMU runs with -no-reboot: a new QEMU).
+        c.send_line("x")?;
+        c.expect("Choose 1-9: ", MENU)?;
+        c.send_line("6")?;
+        c.expect("Type yes to confirm: ", MENU)?;
+        c.send_line("yes")?;
+        c.expect("Restarting system", MENU)?;
+        vm.wait_exit(Duration::from_secs(30))?;
+    }
+    Ok(())
 }

@@ -1,6 +1,6 @@
 #!/bin/sh
 # Buildroot post-image script: the box's GPT disk from the board's genimage.cfg, the same
-# file `cargo xtask image` uses, with the same inputs (esp.vfat, root.squashfs, data.ext4).
+# file `cargo xtask image` uses, with the same inputs (esp.vfat, root.img, data.ext4).
 # $1: BINARIES_DIR; $2: the board.
 set -eu
 BINARIES_DIR=$1
@@ -13,8 +13,11 @@ qemu-aarch64) EFI=BOOTAA64.EFI GRUB_EFI=bootaa64.efi ;;
 *) echo "unknown board $BOARD" >&2; exit 1 ;;
 esac
 
-# genimage.cfg names the slot image root.squashfs.
-ln -sf rootfs.squashfs "$BINARIES_DIR/root.squashfs"
+# genimage.cfg names the slot image root.img. NOT YET the signed chain of `cargo xtask
+# image` (board/README.md, "Buildroot"): that appends the dm-verity hash tree here and makes
+# and signs each slot's UKI with the root hash; this image has neither, so it does not boot
+# the chainloading grub.cfg.
+ln -sf rootfs.squashfs "$BINARIES_DIR/root.img"
 
 # ESP: GRUB (BR2_TARGET_GRUB2's EFI image), the board's grub.cfg, a fresh grubenv.
 ESP=$BINARIES_DIR/esp.vfat

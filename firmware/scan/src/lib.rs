@@ -25,6 +25,7 @@
 pub mod checks;
 pub mod hashdb;
 pub mod policy;
+pub mod settings;
 pub mod unpack;
 pub mod view;
 
@@ -32,6 +33,7 @@ use serde::Serialize;
 
 pub use hashdb::HashDb;
 pub use policy::{Action, Policy};
+pub use settings::Settings;
 pub use unpack::Limits;
 pub use view::View;
 
@@ -74,7 +76,8 @@ pub enum Decryption {
 pub struct Input<'a> {
     /// The message as received.
     pub message: &'a [u8],
-    /// Its cleartext, when the caller decrypted it (S/MIME layers removed).
+    /// Its cleartext with the S/MIME layers removed, when the caller could (decrypted, or an
+    /// opaque signature unwrapped); reported as decrypted only when `message` is encrypted.
     pub decrypted: Option<&'a [u8]>,
     /// Which way it goes.
     pub direction: Direction,
@@ -204,6 +207,27 @@ impl Report {
     }
 }
 
+/// A message saved from a mailbox file starts with the mbox `From ` line, which no SMTP
+/// client sends: it is not a header field, and without it the header block parses.
+fn without_mbox_line(m: &[u8]) -> &[u8] {
+    if m.starts_with(b"From ")
+        && let Some(end) = m.iter().position(|&b| b == b'\n')
+    {
+        &m[end + 1..]
+    } else {
+        m
+    }
+}
+
+/// How evidence names a part: `the body` for the message's own, else `part PATH`.
+pub(crate) fn part_name(path: &str) -> String {
+    if path.is_empty() {
+        "the body".into()
+    } else {
+        format!("part {path}")
+    }
+}
+
 fn round2(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
 }
@@ -266,8 +290,20 @@ impl Pipeline {
 
     /// Scans one message.
     pub fn scan(&self, input: &Input<'_>) -> Report {
+        let input = Input {
+            message: without_mbox_line(input.message),
+            decrypted: input.decrypted.map(without_mbox_line),
+            direction: input.direction,
+        };
         let (view, decryption) = match input.decrypted {
-            Some(clear) => (View::build(clear, self.limits), Decryption::Decrypted),
+            Some(clear) => (
+                View::build(clear, self.limits),
+                if is_encrypted(input.message) {
+                    Decryption::Decrypted
+                } else {
+                    Decryption::None
+                },
+            ),
             None if is_encrypted(input.message) => {
                 (View::headers_only(input.message), Decryption::Undecryptable)
             }

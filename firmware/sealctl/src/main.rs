@@ -22,6 +22,7 @@ mod certs_cmd;
 mod directory_cmd;
 mod keys_cmd;
 mod queue_cmd;
+mod scan_cmd;
 mod vault_cmd;
 
 /// Sealgate administration.
@@ -63,6 +64,9 @@ enum Command {
     /// The SMTP queue: list, show, retry, hold, release, delete.
     #[command(subcommand)]
     Queue(queue_cmd::QueueCmd),
+    /// Scan one message as the daemon would (spam, viruses by hash, archives, DLP); prints a
+    /// JSON verdict and exits 0 whatever it is.
+    Scan(scan_cmd::ScanCmd),
 }
 
 #[derive(Subcommand)]
@@ -211,6 +215,7 @@ fn run(cli: Cli) -> Outcome {
         Command::Certs(c) => certs_cmd::run(c),
         Command::Directory(c) => directory_cmd::run(c),
         Command::Queue(c) => queue_cmd::run(c),
+        Command::Scan(c) => scan_cmd::run(c),
     }
 }
 

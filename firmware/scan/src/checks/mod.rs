@@ -3,7 +3,7 @@
 mod dlp;
 mod spam;
 
-pub use dlp::{Dlp, DlpRule, iban_valid, luhn_valid};
+pub use dlp::{Dlp, DlpRule, Validated, iban_valid, luhn_valid};
 pub use spam::SpamRules;
 
 use crate::hashdb::Digests;
@@ -28,7 +28,11 @@ impl Scan for Gtube {
     fn scan(&self, m: &Scanned<'_>, _: &Lookups) -> Finding {
         let mut f = Finding::default();
         if let Some(t) = m.view.texts.iter().find(|t| t.text.contains(GTUBE)) {
-            f.hit(1000.0, "spam", format!("GTUBE in part {}", t.path));
+            f.hit(
+                1000.0,
+                "spam",
+                format!("GTUBE in {}", crate::part_name(&t.path)),
+            );
             f.labels.push("gtube".into());
         }
         f

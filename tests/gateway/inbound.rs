@@ -650,6 +650,12 @@ Content-Type: application/octet-stream; name=eicar.com\r\n\r\n{eicar}\r\n--b--\r
     assert!(data.starts_with("550 5.7.1"), "{r:?}");
     assert!(data.contains("virus"), "{data}");
     assert_eq!(queued(&mx), 0);
+    // Both refusals audited with their message ids, without content.
+    let audit =
+        std::fs::read_to_string(mx.dir.path().join("audit/docking.jsonl")).unwrap_or_default();
+    assert_eq!(audit.matches("\"refused-scan\"").count(), 2, "{audit}");
+    assert!(audit.contains("eicar@test"), "{audit}");
+    assert!(!audit.contains("EICAR"), "{audit}");
 
     // Clean mail: delivered with X-Sealgate-Scan (a forged one removed first).
     let mut forged = b"X-Sealgate-Scan: action=accept; score=0; labels=\r\n".to_vec();

@@ -281,17 +281,30 @@ async fn scan_before_accept(
             return Some(cannot_store());
         }
     };
+    let started = std::time::Instant::now();
+    let message_id = crate::docking::message_id(&msg);
     let worker = sh.h.workers.clone().acquire_owned().await.ok()?;
-    let (sh, from, to) = (sh.clone(), from.to_string(), to.to_vec());
+    let (sh2, from, to) = (sh.clone(), from.to_string(), to.to_vec());
     let ip = peer.ip().to_canonical().to_string();
     let actor = crate::keys::actor(Direction::Inbound.name(), client_name, &ip);
-    tokio::task::spawn_blocking(move || {
+    let refused = tokio::task::spawn_blocking(move || {
         let _w = worker;
-        super::inbound::before_accept(&sh, &actor, &from, &to, &msg)
+        super::inbound::before_accept(&sh2, &actor, &from, &to, &msg)
     })
     .await
     .ok()
-    .flatten()
+    .flatten()?;
+    // The verdict (score and labels are in the reply and the daemon's log), never content.
+    sh.h.audit.record(
+        &format!("mx:{ip}"),
+        &ip,
+        Direction::Inbound.name(),
+        message_id,
+        "refused-scan",
+        550,
+        started.elapsed(),
+    );
+    Some(refused)
 }
 
 /// The message being received: where it goes, and why it will be refused at its end.

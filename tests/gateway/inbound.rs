@@ -606,3 +606,103 @@ fn abuse_of_the_mx_is_limited() {
     assert!(r[0][0].starts_with("421 4.7.0"), "{r:?}");
     assert_eq!(queued(&mx), 0);
 }
+
+#[test]
+fn scanning_rejects_before_250_and_tags_what_it_delivers() {
+    let pki = Pki::new();
+    let org = OrgServers::start(USERS, MAILBOXES);
+    let mx = start_mx(&pki, &org, "[scan]\nenabled = true\n");
+    let gtube = "XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X";
+
+    // GTUBE: 550 at the end of DATA, nothing queued, nothing delivered.
+    let msg = pki.message(
+        "spammer@attacker.example",
+        "carol@example.org",
+        "offer",
+        gtube,
+    );
+    let r = send(
+        &mx,
+        "spammer@attacker.example",
+        &["carol@example.org"],
+        &msg,
+    );
+    let data = r[5].join("\n");
+    assert!(data.starts_with("550 5.7.1"), "{r:?}");
+    assert!(data.contains("action=reject"), "{data}");
+    assert_eq!(queued(&mx), 0);
+
+    // EICAR encrypted to a local user: decrypted for scanning, refused the same way.
+    let eicar = [
+        "X5O!P%@AP[4\\PZX54(P^)7CC)7}$EICAR",
+        "-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*",
+    ]
+    .concat();
+    let clear = format!(
+        "From: partner@partner.example\r\nTo: alice@example.org\r\nSubject: invoice\r\n\
+Message-ID: <eicar@test>\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n\
+--b\r\nContent-Type: text/plain\r\n\r\nsee attached\r\n--b\r\n\
+Content-Type: application/octet-stream; name=eicar.com\r\n\r\n{eicar}\r\n--b--\r\n"
+    );
+    let enc = crlf(&pki.openssl_encrypt(clear.as_bytes(), &["alice@example.org"]));
+    let r = send(&mx, "partner@partner.example", &["alice@example.org"], &enc);
+    let data = r[5].join("\n");
+    assert!(data.starts_with("550 5.7.1"), "{r:?}");
+    assert!(data.contains("virus"), "{data}");
+    assert_eq!(queued(&mx), 0);
+    // Both refusals audited with their message ids, without content.
+    let audit =
+        std::fs::read_to_string(mx.dir.path().join("audit/docking.jsonl")).unwrap_or_default();
+    assert_eq!(audit.matches("\"refused-scan\"").count(), 2, "{audit}");
+    assert!(audit.contains("eicar@test"), "{audit}");
+    assert!(!audit.contains("EICAR"), "{audit}");
+
+    // Clean mail: delivered with X-Sealgate-Scan (a forged one removed first).
+    let mut forged = b"X-Sealgate-Scan: action=accept; score=0; labels=\r\n".to_vec();
+    forged.extend(pki.message(
+        "partner@partner.example",
+        "carol@example.org",
+        "lunch",
+        "lunch at noon? https://example.org/menu",
+    ));
+    let r = send(
+        &mx,
+        "partner@partner.example",
+        &["carol@example.org"],
+        &forged,
+    );
+    assert_eq!(last_code(&r, 5), 250, "{r:?}");
+    let got = org.postfix.wait_for_mail("carol@example.org", 1);
+    let text = String::from_utf8_lossy(&got[0]);
+    assert_eq!(text.matches("X-Sealgate-Scan").count(), 1, "{text}");
+    let scan = header_of(&got[0], "X-Sealgate-Scan").unwrap();
+    assert!(scan.starts_with("action=accept; score="), "{scan}");
+    assert!(scan.contains("; labels="), "{scan}");
+    assert_eq!(
+        header_of(&got[0], "X-Sealgate-Result").as_deref(),
+        Some("inbound; cleartext")
+    );
+
+    // Encrypted to a user the box holds no key for: labelled, relayed unchanged.
+    pki.issue("outsider", "outsider@partner.example", "rsa", Some("ca"));
+    let enc = crlf(
+        &pki.openssl_encrypt(
+            pki.message("partner@partner.example", "carol@example.org", "x", "y")
+                .as_slice(),
+            &["outsider"],
+        ),
+    );
+    let r = send(&mx, "partner@partner.example", &["carol@example.org"], &enc);
+    assert_eq!(last_code(&r, 5), 250, "{r:?}");
+    let got = org.postfix.wait_for_mail("carol@example.org", 2);
+    let undecryptable = got
+        .iter()
+        .filter_map(|m| header_of(m, "X-Sealgate-Scan"))
+        .find(|h| h.contains("encrypted-undecryptable"));
+    assert!(
+        undecryptable
+            .as_deref()
+            .is_some_and(|h| h.starts_with("action=tag")),
+        "{undecryptable:?}"
+    );
+}

@@ -22,6 +22,7 @@ mod certs_cmd;
 mod directory_cmd;
 mod keys_cmd;
 mod queue_cmd;
+mod scan_cmd;
 mod tls_cmd;
 mod vault_cmd;
 
@@ -67,6 +68,9 @@ enum Command {
     /// The box's TLS certificate: show, request (key and CSR on the box), csr, install, import.
     #[command(subcommand)]
     Tls(tls_cmd::TlsCmd),
+    /// Scan one message as the daemon would (spam, viruses by hash, archives, DLP); prints a
+    /// JSON verdict and exits 0 whatever it is.
+    Scan(scan_cmd::ScanCmd),
 }
 
 #[derive(Subcommand)]
@@ -216,6 +220,7 @@ fn run(cli: Cli) -> Outcome {
         Command::Directory(c) => directory_cmd::run(c),
         Command::Queue(c) => queue_cmd::run(c),
         Command::Tls(c) => tls_cmd::run(c),
+        Command::Scan(c) => scan_cmd::run(c),
     }
 }
 

@@ -339,6 +339,31 @@ pub(crate) fn smime_keys(
     Ok(keys.into_iter().map(held).collect())
 }
 
+/// Every key of every user in the vault of `data_dir` (for `scan`: any local recipient's
+/// mail opens), or none when the directory holds no vault.
+pub(crate) fn all_keys(
+    data_dir: &Path,
+    sealer: &SealerArgs,
+) -> Result<Vec<Box<dyn PrivateKey>>, Failure> {
+    if !data_dir.join(sealgate_vault::DB_FILE).exists() {
+        return Ok(Vec::new());
+    }
+    let vault = Arc::new(open_vault(data_dir, sealer)?);
+    let mut users: Vec<String> = vault.list(None)?.into_iter().map(|k| k.user).collect();
+    users.sort();
+    users.dedup();
+    let mut out: Vec<Box<dyn PrivateKey>> = Vec::new();
+    for user in users {
+        for key in vault.keys_for(&user)? {
+            out.push(Box::new(OpenKey {
+                key,
+                _vault: vault.clone(),
+            }));
+        }
+    }
+    Ok(out)
+}
+
 /// A vault key with its vault kept open: a `VaultKey` works only while its vault is open
 /// (the vault writes the key's audit entries, at the latest when the last one is dropped).
 struct OpenKey {

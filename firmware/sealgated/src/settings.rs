@@ -56,6 +56,8 @@ pub struct Settings {
     pub dns: sealgate_dns::Settings,
     /// The box's network (`[[network.interfaces]]`, `[[network.routes]]`).
     pub network: crate::network::Settings,
+    /// Content scanning (`[scan]`, `[[scan.dlp]]`): `scan.rs`, `sealgate-scan`.
+    pub scan: sealgate_scan::Settings,
 }
 
 /// `[docking]`.
@@ -684,6 +686,7 @@ impl Settings {
         self.network
             .validate()
             .map_err(|e| anyhow::anyhow!("[network] {e}"))?;
+        crate::scan::check_settings(&self.scan).map_err(|e| anyhow::anyhow!("[scan] {e}"))?;
         Ok(())
     }
 }

@@ -60,6 +60,10 @@ const DEBIAN_PACKAGES: &[&str] = &[
     // Knot DNS (listed above) as the forwarders' upstream.
     "iproute2",
     "dnsutils",
+    // Content scanning (tests/scan): ClamAV's test files as real malware samples, Info-ZIP's
+    // zip for a password-protected archive (python3, listed above, makes the other archives).
+    "clamav-testfiles",
+    "zip",
 ];
 
 /// PyPI packages the docking tests need (a vendor's Python client, the OpenAPI checker, the

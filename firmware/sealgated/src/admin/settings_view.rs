@@ -72,6 +72,7 @@ pub fn view(s: &Settings) -> Value {
         imap,
         dns,
         network,
+        scan,
     } = s;
     let Docking {
         listen,
@@ -218,6 +219,32 @@ pub fn view(s: &Settings) -> Value {
         "imap": imap,
         "dns": json!(dns),
         "network": json!(network),
+        "scan": scan_view(scan),
+    })
+}
+
+fn scan_view(s: &sealgate_scan::Settings) -> Value {
+    let sealgate_scan::Settings {
+        enabled,
+        hashdb,
+        tag,
+        quarantine,
+        reject,
+        undecryptable,
+        card_numbers,
+        ibans,
+        dlp,
+    } = s;
+    json!({
+        "enabled": enabled,
+        "hashdb": hashdb,
+        "tag": tag,
+        "quarantine": quarantine,
+        "reject": reject,
+        "undecryptable": undecryptable,
+        "card_numbers": card_numbers,
+        "ibans": ibans,
+        "dlp": dlp,
     })
 }
 
@@ -401,6 +428,7 @@ mod tests {
             "imap",
             "dns",
             "network",
+            "scan",
         ] {
             assert!(v[section].is_object(), "{section}");
         }

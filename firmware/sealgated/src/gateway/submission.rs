@@ -528,7 +528,7 @@ async fn end_of_message(
         content: &msg,
     }) {
         crate::scan::Verdict::Pass | crate::scan::Verdict::Tag(_) => {}
-        crate::scan::Verdict::Hold(why) => {
+        crate::scan::Verdict::Hold(why) | crate::scan::Verdict::Reject(why) => {
             audit(sh, login, peer, mid, "scan-refused", 550, started);
             return Err(reply(
                 550,

@@ -47,6 +47,8 @@ use crate::settings::{Inbound, MissingPolicy, Settings};
 
 /// The result header the MX writes (any incoming `X-Sealgate-*` field is removed first).
 pub const RESULT_HEADER: &str = "X-Sealgate-Result";
+/// The scanner's verdict on inbound mail: `action=...; score=...; labels=...`.
+pub const SCAN_HEADER: &str = "X-Sealgate-Scan";
 
 /// The longest message line accepted in DATA, without its CRLF.
 const MAX_DATA_LINE: usize = 64 * 1024;
@@ -148,6 +150,73 @@ fn kind(e: &Entity<'_>) -> SmimeKind {
             }
         }
         k => k,
+    }
+}
+
+/// `NAME: VALUE` prepended to `body` (which is otherwise unchanged).
+fn with_field(name: &str, value: &str, body: &[u8]) -> Vec<u8> {
+    let line = format!("{name}: {}\r\n", header_value(value));
+    let mut out = Vec::with_capacity(line.len() + body.len());
+    out.extend_from_slice(line.as_bytes());
+    out.extend_from_slice(body);
+    out
+}
+
+/// The scanner's verdict on a message of the MX: encrypted mail is decrypted with the
+/// recipients' keys for a scanner that looks at content (and scanned as it is, so labelled
+/// undecryptable, when the box cannot decrypt it).
+fn scan(
+    sh: &Shared,
+    keys: &dyn KeyDirectory,
+    kind: SmimeKind,
+    from: &str,
+    to: &[String],
+    msg: &[u8],
+) -> Verdict {
+    let scanner = &sh.scanner;
+    if !scanner.wants_content() {
+        return Verdict::Pass;
+    }
+    let plain = match kind {
+        SmimeKind::Enveloped | SmimeKind::AuthEnveloped => {
+            docking::decrypt(keys, &sh.h.anchors, msg, to, false)
+                .ok()
+                .map(|(p, _)| p)
+        }
+        _ => None,
+    };
+    scanner.scan(&Scanned {
+        flow: Flow::Inbound,
+        from,
+        to,
+        content: plain.as_deref().unwrap_or(msg),
+    })
+}
+
+/// The scan before the `250` (on a blocking thread): `Some(550)` when the policy rejects the
+/// message, so that the sender learns it and nothing is queued. A panic accepts (the
+/// delivery loop scans again, under its own guard, and holds).
+pub(super) fn before_accept(
+    sh: &Shared,
+    actor: &str,
+    from: &str,
+    to: &[String],
+    msg: &[u8],
+) -> Option<Reply> {
+    let verdict = super::process::guarded(|| {
+        let msg = super::process::strip_result_headers(msg);
+        let acting = Acting::new(sh.h.keys.as_ref(), actor.to_string());
+        let kind = kind(&Entity::parse(&msg));
+        scan(sh, &acting, kind, from, to, &msg)
+    })
+    .ok()?;
+    match verdict {
+        Verdict::Reject(why) => Some(Reply::new(
+            550,
+            [5, 7, 1],
+            format!("refused by content scanning: {why}"),
+        )),
+        _ => None,
     }
 }
 
@@ -329,33 +398,16 @@ pub(super) fn process(
     let msg = super::process::strip_result_headers(&msg);
     let acting = Acting::new(sh.h.keys.as_ref(), actor.to_string());
     let keys: &dyn KeyDirectory = &acting;
-    let scanner = sh.scanner.clone();
-    let scan = |content: &[u8]| {
-        scanner.scan(&Scanned {
-            flow: Flow::Inbound,
-            from,
-            to,
-            content,
-        })
-    };
     let e = Entity::parse(&msg);
     let kind = kind(&e);
     drop(e);
+    let verdict = scan(sh, keys, kind, from, to, &msg);
     let (verdict, result, out) = match kind {
         SmimeKind::Enveloped | SmimeKind::AuthEnveloped => {
-            // Relayed unchanged; decrypted only for a scanner that looks at content.
-            let verdict = if scanner.wants_content() {
-                match docking::decrypt(keys, &sh.h.anchors, &msg, to, false) {
-                    Ok((plain, _)) => scan(&plain),
-                    Err(_) => scan(&msg),
-                }
-            } else {
-                Verdict::Pass
-            };
+            // Relayed unchanged (the scanner saw it decrypted, where the box could).
             (verdict, "encrypted; relayed unchanged".to_string(), msg)
         }
         SmimeKind::MultipartSigned | SmimeKind::SignedOpaque => {
-            let verdict = scan(&msg);
             let result = match docking::verify(keys, &sh.h.anchors, &msg, None) {
                 Ok(r) => {
                     let v = &r.verification;
@@ -405,7 +457,6 @@ pub(super) fn process(
             (verdict, result, msg)
         }
         _ => {
-            let verdict = scan(&msg);
             if sh.h.settings.inbound.encrypt_at_rest {
                 let docking_policy = &sh.h.settings.docking;
                 match docking::encrypt(
@@ -435,15 +486,21 @@ pub(super) fn process(
             }
         }
     };
-    let result = match verdict {
-        Verdict::Pass => result,
-        Verdict::Tag(t) => format!("{result}; scan={t}"),
-        Verdict::Hold(reason) => {
+    let scan_header = match verdict {
+        Verdict::Pass => None,
+        Verdict::Tag(t) => Some(t),
+        // A reject after the `250` (the scan before it did not reject: the keys or the
+        // databases changed in between) is kept for an administrator, never bounced.
+        Verdict::Hold(reason) | Verdict::Reject(reason) => {
             return Processed::Hold {
                 reason: format!("held by the content scanner: {reason}"),
                 outcome: "held:scan".into(),
             };
         }
+    };
+    let out = match scan_header {
+        Some(v) => with_field(SCAN_HEADER, &v, &out),
+        None => out,
     };
     let outcome = result
         .split(';')

@@ -214,7 +214,7 @@ async fn session(
     peer: SocketAddr,
     dir: Direction,
     access: Access,
-    sh: &Shared,
+    sh: &Arc<Shared>,
 ) -> anyhow::Result<()> {
     let mut s = Session::new(session_config(sh, dir));
     let mut tcp = tcp;
@@ -259,6 +259,52 @@ async fn flush<S: AsyncWrite + Unpin>(conn: &mut S, s: &mut Session) -> anyhow::
         conn.flush().await?;
     }
     Ok(())
+}
+
+/// The inbound MX's scan before its `250` (`inbound::before_accept`): `Some(550)` when the
+/// scanning policy rejects the message (nothing is queued; the client's side keeps it).
+async fn scan_before_accept(
+    sh: &Arc<Shared>,
+    r: &mut Receiving<'_>,
+    peer: SocketAddr,
+    client_name: &str,
+    from: &str,
+    to: &[String],
+) -> Option<Reply> {
+    if !sh.scanner.wants_content() {
+        return None;
+    }
+    let msg = match r.incoming.contents().await {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read a spooled message back");
+            return Some(cannot_store());
+        }
+    };
+    let started = std::time::Instant::now();
+    let message_id = crate::docking::message_id(&msg);
+    let worker = sh.h.workers.clone().acquire_owned().await.ok()?;
+    let (sh2, from, to) = (sh.clone(), from.to_string(), to.to_vec());
+    let ip = peer.ip().to_canonical().to_string();
+    let actor = crate::keys::actor(Direction::Inbound.name(), client_name, &ip);
+    let refused = tokio::task::spawn_blocking(move || {
+        let _w = worker;
+        super::inbound::before_accept(&sh2, &actor, &from, &to, &msg)
+    })
+    .await
+    .ok()
+    .flatten()?;
+    // The verdict (score and labels are in the reply and the daemon's log), never content.
+    sh.h.audit.record(
+        &format!("mx:{ip}"),
+        &ip,
+        Direction::Inbound.name(),
+        message_id,
+        "refused-scan",
+        550,
+        started.elapsed(),
+    );
+    Some(refused)
 }
 
 /// The message being received: where it goes, and why it will be refused at its end.
@@ -325,7 +371,7 @@ async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
     peer: SocketAddr,
     dir: Direction,
     access: &Access,
-    sh: &Shared,
+    sh: &Arc<Shared>,
 ) -> anyhow::Result<Outcome> {
     let mut buf = vec![0u8; 16 * 1024];
     let mut from = String::new();
@@ -440,6 +486,14 @@ async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
                     s.refuse(Reply::new(503, [5, 5, 1], "MAIL first"));
                     continue;
                 };
+                let mut r = r;
+                if dir == Direction::Inbound
+                    && let Some(reply) =
+                        scan_before_accept(sh, &mut r, peer, name, &from, &to).await
+                {
+                    s.refuse(reply);
+                    continue;
+                }
                 let env = Envelope {
                     direction: dir,
                     from: std::mem::take(&mut from),

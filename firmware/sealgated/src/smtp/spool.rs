@@ -342,6 +342,15 @@ impl Incoming<'_> {
         self.reserved
     }
 
+    /// The bytes received so far, read back (for the scan before the `250`).
+    pub async fn contents(&mut self) -> anyhow::Result<Vec<u8>> {
+        let Some(f) = self.file.as_mut() else {
+            anyhow::bail!("spool file closed");
+        };
+        f.flush().await?;
+        Ok(tokio::fs::read(&self.part).await?)
+    }
+
     /// Makes the message durable and visible to the delivery loop; returns its id.
     pub async fn commit(mut self, env: &Envelope) -> anyhow::Result<String> {
         let Some(mut f) = self.file.take() else {

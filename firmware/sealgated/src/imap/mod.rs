@@ -27,6 +27,7 @@
 
 mod cache;
 mod limits;
+mod oauth;
 mod session;
 mod starttls;
 mod upstream;
@@ -166,7 +167,18 @@ pub async fn start(p: ImapProxy) -> anyhow::Result<Option<Running>> {
         .await??;
         Some(d)
     };
+    let oauth = match &p.settings.imap.oauth_introspection {
+        Some(url) => Some(Arc::new(oauth::Introspection::new(
+            url,
+            p.settings.imap.oauth_introspection_ca.as_deref(),
+            p.settings.imap.oauth_client_id.as_deref(),
+            p.settings.imap.oauth_client_secret_file.as_deref(),
+            p.settings.imap.oauth_username_claim.as_deref(),
+        )?)),
+        None => None,
+    };
     let shared = Arc::new(session::Shared {
+        oauth,
         connector,
         keys: p.keys,
         anchors: p.anchors,

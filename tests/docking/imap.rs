@@ -1945,3 +1945,49 @@ fn imap_proxy_decrypts_oauth_sessions_only_for_the_token_owner_the_box_confirms(
         "{audit:?}"
     );
 }
+
+const PREFETCH: &str = r#"
+import imaplib, json, os, ssl, time
+audit = os.path.join(os.environ['DATA'], 'audit', 'docking.jsonl')
+def decrypted():
+    try:
+        lines = open(audit).read().splitlines()
+    except FileNotFoundError:
+        return []
+    recs = [json.loads(l) for l in lines]
+    return [r['operation'].split('uid=')[1] for r in recs
+            if r['operation'].startswith('imap-decrypt') and r['outcome'] == 'decrypted']
+p = imaplib.IMAP4_SSL('127.0.0.1', int(os.environ['PROXY']), ssl_context=ssl.create_default_context(cafile=os.environ['PROXY_CA']))
+p.login('alice@example.org', 'alicepw')
+assert p.select('INBOX')[0] == 'OK'
+# Nothing fetched: the proxy decrypts the encrypted messages ahead, newest first.
+deadline = time.time() + 60
+while len(decrypted()) < 3 and time.time() < deadline:
+    time.sleep(0.2)
+assert decrypted() == ['30', '20', '10'], decrypted()
+# The listing is answered from what the prefetch made: no decryption more.
+typ, data = p.uid('FETCH', '1:*', '(UID RFC822.SIZE BODYSTRUCTURE)')
+assert typ == 'OK' and len(data) == 30, data
+assert decrypted() == ['30', '20', '10'], decrypted()
+p.logout()
+print('prefetched')
+"#;
+
+/// Selecting a mailbox starts a background prefetch of its encrypted messages (newest
+/// first, on the read-only worker connection): they are decrypted before the client asks,
+/// and its listing then costs no decryption.
+#[test]
+fn imap_proxy_prefetches_the_encrypted_messages_of_a_selected_mailbox() {
+    let (_pki, _dir, _dv, d) = proxy_with_mailbox(30);
+    let w = tempfile::tempdir().expect("tmp");
+    let out = python(
+        w.path(),
+        PREFETCH,
+        &[
+            ("PROXY", imap_addr(&d).to_string()),
+            ("PROXY_CA", d.ca_file().display().to_string()),
+            ("DATA", d.data_dir.display().to_string()),
+        ],
+    );
+    assert!(out.contains("prefetched"), "{out}");
+}

@@ -315,7 +315,7 @@ fn main() {
     println!("mbsync, {COUNT} messages into an empty Maildir (median of {ROUNDS}):");
     println!("  direct from Dovecot   {}", secs(direct));
     println!(
-        "  proxy, warm           {}   {ratio_warm:.2}x direct (goal <= 1.20x: {})",
+        "  proxy, warm           {}   {ratio_warm:.3}x direct (goal <= 1.2x: {})",
         secs(warm),
         if ratio_warm <= 1.2 { "met" } else { "MISSED" }
     );

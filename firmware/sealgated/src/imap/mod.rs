@@ -261,6 +261,9 @@ async fn accept_loop(
                 continue;
             }
         };
+        // Responses go out as written (a tagged OK after a literal must not wait for the
+        // client's delayed ACK: Nagle cost 40 ms per FETCH).
+        let _ = tcp.set_nodelay(true);
         let Ok(permit) = sessions.clone().try_acquire_owned() else {
             // Too many sessions: closed at once (no TLS work spent on it).
             drop(tcp);

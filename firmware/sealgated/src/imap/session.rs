@@ -968,7 +968,24 @@ impl Session {
         }
         let login = user.login.clone();
         let mailbox = sel.name.clone();
-        let message = match self.download(uidvalidity, uid).await {
+        let credential = user.credential.clone();
+        // One message at a time on the worker connection, from the download to the cache
+        // (the prefetch does the same): a message is decrypted once.
+        let mut g = self.worker.clone().lock_owned().await;
+        if let Some(s) = self.cached(&key).await {
+            return Some(s);
+        }
+        let downloaded = async {
+            if g.is_none() {
+                *g = Some(Worker::login(&self.shared.connector, &login, &credential).await?);
+            }
+            match g.as_mut() {
+                Some(w) => w.fetch_from(&mailbox, uidvalidity, uid).await,
+                None => Ok(None),
+            }
+        }
+        .await;
+        let message = match downloaded {
             Ok(Some(m)) => m,
             Ok(None) => {
                 let s = Arc::new(Shown::Stored);
@@ -977,14 +994,10 @@ impl Session {
             }
             Err(e) => {
                 tracing::warn!(peer = %self.peer, error = %e, "imap: download for decryption failed");
-                *self.worker.lock().await = None;
+                *g = None;
                 return None;
             }
         };
-        // The prefetch may have made it meanwhile.
-        if let Some(s) = self.cached(&key).await {
-            return Some(s);
-        }
         let shared = self.shared.clone();
         let peer = self.peer.to_string();
         let permit = shared.workers.clone().acquire_owned().await.ok()?;
@@ -1005,6 +1018,7 @@ impl Session {
         .ok()?;
         let s = Arc::new(shown);
         self.keep(key, s.clone()).await;
+        drop(g);
         Some(s)
     }
 
@@ -1200,25 +1214,6 @@ impl Session {
         Ok(views)
     }
 
-    /// The stored message `uid` through the worker connection (`None`: too large, or gone).
-    async fn download(&mut self, uidvalidity: u32, uid: u32) -> anyhow::Result<Option<Vec<u8>>> {
-        let (login, credential) = match &self.user {
-            Some(u) => (u.login.clone(), u.credential.clone()),
-            None => return Ok(None),
-        };
-        let Some(mailbox) = self.selected.as_ref().map(|s| s.name.clone()) else {
-            return Ok(None);
-        };
-        let mut g = self.worker.lock().await;
-        if g.is_none() {
-            *g = Some(Worker::login(&self.shared.connector, &login, &credential).await?);
-        }
-        let Some(w) = g.as_mut() else {
-            return Ok(None);
-        };
-        w.fetch_from(&mailbox, uidvalidity, uid).await
-    }
-
     /// Starts prefetching the encrypted messages of the mailbox just selected (the previous
     /// prefetch, if any, is cancelled).
     fn start_prefetch(&mut self) {
@@ -1313,6 +1308,12 @@ impl PrefetchJob {
                 self.uidvalidity,
                 uid,
             );
+            // One message at a time on the worker connection, from the download to the
+            // cache (the session's own FETCH does the same): a message is decrypted once.
+            let mut g = self.worker.lock().await;
+            if self.cancelled() {
+                return;
+            }
             let (shared, k) = (self.shared.clone(), key.clone());
             if tokio::task::spawn_blocking(move || shared.cache.contains(&k))
                 .await
@@ -1320,20 +1321,14 @@ impl PrefetchJob {
             {
                 continue;
             }
-            let message = {
-                let mut g = self.worker.lock().await;
-                if self.cancelled() {
+            let Some(w) = g.as_mut() else {
+                return;
+            };
+            let message = match w.fetch_from(&self.mailbox, self.uidvalidity, uid).await {
+                Ok(m) => m,
+                Err(_) => {
+                    *g = None;
                     return;
-                }
-                let Some(w) = g.as_mut() else {
-                    return;
-                };
-                match w.fetch_from(&self.mailbox, self.uidvalidity, uid).await {
-                    Ok(m) => m,
-                    Err(_) => {
-                        *g = None;
-                        return;
-                    }
                 }
             };
             let shown = match message {
@@ -1364,6 +1359,7 @@ impl PrefetchJob {
             let shared = self.shared.clone();
             let _ =
                 tokio::task::spawn_blocking(move || shared.cache.put(key, Arc::new(shown))).await;
+            drop(g);
         }
     }
 

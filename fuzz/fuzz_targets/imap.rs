@@ -1,7 +1,8 @@
 //! Fuzz target for the IMAP proxy's protocol layer (`sealgate-imap`): arbitrary bytes as a
 //! client command (the FETCH and SEARCH rewrites), as a server response (the probe taken out, content
 //! items answered from a view) and as a message (the decrypted view: every section,
-//! `BODYSTRUCTURE`, `BODY`, `ENVELOPE`).
+//! `BODYSTRUCTURE`, `BODY`, `ENVELOPE`); the same bytes as an XOAUTH2 / OAUTHBEARER message
+//! and as a token introspection answer (`sealgate_imap::oauth`).
 //!
 //! Invariants: no panic; everything the proxy would send parses again with imap-codec (a
 //! rewritten command, a rewritten response).
@@ -36,6 +37,10 @@ fuzz_target!(|data: &[u8]| {
         None => (input, input),
     };
     let view = View::new(message);
+    // OAuth: a client's SASL message and the introspection endpoint's answer.
+    let _ = sealgate_imap::oauth::xoauth2(head);
+    let _ = sealgate_imap::oauth::oauthbearer(head);
+    let _ = sealgate_imap::oauth::identity_from_answer(head, "username", i64::from(mode));
     match mode % 3 {
         0 => {
             // Client command: the FETCH rewrite, and what goes upstream parses again.
@@ -47,6 +52,7 @@ fuzz_target!(|data: &[u8]| {
                     ..
                 } = &mut cmd.body
                 {
+                    let _ = rewrite::asks_binary_partial(macro_or_item_names);
                     let _ = rewrite::plan_fetch(macro_or_item_names, *uid);
                 }
                 // A content SEARCH rewritten over two views of the message.

@@ -4,159 +4,12 @@
 //! is stored as a plain message in a second mailbox, and every FETCH item the proxy answers
 //! for the encrypted one must equal what Dovecot answers for the plain one, byte for byte.
 
-use std::net::TcpListener;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub use crate::dovecot::Dovecot;
 use crate::harness::{Daemon, Pki, contains, data_dir_with_keys, require_tool, run, write};
-
-/// The mail user's uid and gid (Dovecot refuses uid 0 for mail).
-const MAIL_UID: u32 = 65534;
-
-/// A Dovecot instance; killed on drop. Its own penalty for failed logins (anvil) is off and
-/// users may have 100 connections per address, so the proxy's throttling and per-user limits
-/// are what the tests meet.
-pub struct Dovecot {
-    pub dir: tempfile::TempDir,
-    pub imaps: u16,
-    pub imap: u16,
-    child: Child,
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
-
-impl Dovecot {
-    /// Starts Dovecot with `users` (address, password).
-    pub fn start(users: &[(&str, &str)]) -> Dovecot {
-        require_tool("dovecot", "dovecot-imapd");
-        require_tool("openssl", "openssl");
-        let dir = tempfile::tempdir().expect("tempdir");
-        let d = dir.path();
-        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-        // A CA and a server certificate it issued (a self-signed leaf is not its own anchor).
-        run(Command::new("openssl")
-            .args([
-                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "3",
-            ])
-            .args(["-subj", "/CN=Mail Test CA"])
-            .args(["-addext", "basicConstraints=critical,CA:TRUE"])
-            .args(["-addext", "keyUsage=critical,keyCertSign"])
-            .arg("-keyout")
-            .arg(d.join("ca.key"))
-            .arg("-out")
-            .arg(d.join("ca.crt")));
-        run(Command::new("openssl")
-            .args([
-                "req",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-subj",
-                "/CN=127.0.0.1",
-            ])
-            .arg("-keyout")
-            .arg(d.join("server.key"))
-            .arg("-out")
-            .arg(d.join("server.csr")));
-        std::fs::write(
-            d.join("ext.cnf"),
-            "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
-        )
-        .expect("ext");
-        run(Command::new("openssl")
-            .args(["x509", "-req", "-days", "3", "-in"])
-            .arg(d.join("server.csr"))
-            .arg("-CA")
-            .arg(d.join("ca.crt"))
-            .arg("-CAkey")
-            .arg(d.join("ca.key"))
-            .args(["-CAcreateserial", "-extfile"])
-            .arg(d.join("ext.cnf"))
-            .arg("-out")
-            .arg(d.join("server.crt")));
-        let (imaps, imap) = (free_port(), free_port());
-        let p = d.display();
-        let conf = format!(
-            "base_dir = {p}/run\nstate_dir = {p}/state\nlog_path = {p}/dovecot.log\n\
-             protocols = imap\nlisten = 127.0.0.1\nssl = yes\n\
-             ssl_cert = <{p}/server.crt\nssl_key = <{p}/server.key\n\
-             disable_plaintext_auth = no\ndefault_login_user = dovenull\n\
-             default_internal_user = dovecot\nfirst_valid_uid = 1\n\
-             mail_location = maildir:{p}/mail/%u\nauth_mechanisms = plain\n\
-             auth_failure_delay = 0\nmail_max_userip_connections = 100\n\
-             service anvil {{\n  unix_listener anvil-auth-penalty {{\n    mode = 0\n  }}\n}}\n\
-             passdb {{\n  driver = passwd-file\n  args = scheme=PLAIN {p}/passwd\n}}\n\
-             userdb {{\n  driver = passwd-file\n  args = {p}/passwd\n}}\n\
-             service imap-login {{\n  inet_listener imap {{\n    address = 127.0.0.1\n    port = {imap}\n  }}\n\
-             \x20 inet_listener imaps {{\n    address = 127.0.0.1\n    port = {imaps}\n    ssl = yes\n  }}\n}}\n"
-        );
-        std::fs::write(d.join("dovecot.conf"), conf).expect("conf");
-        let passwd: String = users
-            .iter()
-            .map(|(u, pw)| format!("{u}:{{PLAIN}}{pw}:{MAIL_UID}:{MAIL_UID}::{p}/home/{u}\n"))
-            .collect();
-        std::fs::write(d.join("passwd"), passwd).expect("passwd");
-        for sub in ["mail", "home"] {
-            std::fs::create_dir(d.join(sub)).expect("mkdir");
-            std::os::unix::fs::chown(d.join(sub), Some(MAIL_UID), Some(MAIL_UID)).expect("chown");
-        }
-        let child = Command::new("dovecot")
-            .args(["-F", "-c"])
-            .arg(d.join("dovecot.conf"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(
-                std::fs::File::create(d.join("stderr.log")).expect("log"),
-            ))
-            .spawn()
-            .expect("start dovecot");
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while std::net::TcpStream::connect(("127.0.0.1", imaps)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "dovecot did not start: {}",
-                std::fs::read_to_string(d.join("stderr.log")).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Dovecot {
-            dir,
-            imaps,
-            imap,
-            child,
-        }
-    }
-
-    pub fn ca(&self) -> PathBuf {
-        self.dir.path().join("ca.crt")
-    }
-}
-
-impl Drop for Dovecot {
-    fn drop(&mut self) {
-        // SIGTERM to the master (our own child) ends its processes.
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// The proxy's listener from the daemon's console.
 fn imap_addr(d: &Daemon) -> u16 {
@@ -285,6 +138,9 @@ ITEMS = [
     'BODY.PEEK[TEXT]<13.17>', 'BODY.PEEK[1]<3.5>', 'BODY.PEEK[1]<0.393216>',
     'BODY.PEEK[HEADER]<5.1>', 'RFC822.HEADER', 'UID RFC822.SIZE FLAGS BODY.PEEK[HEADER.FIELDS (From To Subject Content-Type)]',
     'FAST', 'ALL', 'FULL',
+    # BINARY is not offered, but a client may send it anyway: answered from the view too
+    # (the attachment's base64 removed, so its NUL bytes come as a literal8).
+    'BINARY.PEEK[1]', 'BINARY.PEEK[2]', 'BINARY.SIZE[2]', 'BINARY.SIZE[1]',
 ]
 checked = 0
 for item in ITEMS:
@@ -301,9 +157,19 @@ for item in ITEMS:
         flat = re.sub(rb'INTERNALDATE "[^"]*"', b'INTERNALDATE -', re.sub(rb'FLAGS \([^)]*\)', b'FLAGS -', flat))
         # imap-codec spells the body types of text and message parts in capitals for every
         # message it re-serialises (IMAP compares them case-insensitively).
-        return flat.replace(b'"TEXT"', b'"text"').replace(b'"MESSAGE" "RFC822"', b'"message" "rfc822"')
+        flat = flat.replace(b'"TEXT"', b'"text"').replace(b'"MESSAGE" "RFC822"', b'"message" "rfc822"')
+        # A literal8 and a literal carry the same bytes (RFC 3516 needs literal8 only for NUL).
+        return flat.replace(b'~{', b'{') if b'BINARY' in flat else flat
     assert clean(got) == clean(want), '%s\nproxy:   %r\ndovecot: %r' % (item, clean(got), clean(want))
     checked += 1
+
+# A partial BINARY answer cannot be carried by the proxy: refused, the session goes on.
+try:
+    p.uid('FETCH', '1', '(BINARY.PEEK[1]<0.5>)')
+    raise SystemExit('a partial BINARY fetch was not refused')
+except imaplib.IMAP4.error as e:
+    assert 'Partial BINARY' in str(e), e
+assert p.noop()[0] == 'OK'
 
 # Legacy items last: RFC822 and RFC822.TEXT set \Seen on both.
 for item in ['RFC822.TEXT', 'RFC822']:
@@ -381,7 +247,7 @@ fn imap_proxy_shows_encrypted_mail_decrypted_and_every_fetch_item_matches_doveco
         ),
     ];
     let out = python(w.path(), CHECK, &env);
-    assert!(out.contains("checked 35 items"), "{out}");
+    assert!(out.contains("checked 39 items"), "{out}");
 
     // Every decryption is in the audit log with user, mailbox and UID.
     let audit = d.audit();
@@ -1873,4 +1739,255 @@ fn imap_proxy_copy_and_move_carry_the_view_without_decrypting_again() {
         })
         .count();
     assert_eq!(decryptions, 1, "{:?}", d.audit());
+}
+
+/// An RFC 7662 introspection endpoint: `argv[1]` maps a path to its tokens' answers; every
+/// question is logged to `argv[2]` as `PATH TOKEN`.
+const INTROSPECT: &str = r#"
+import http.server, json, sys, urllib.parse
+tables = json.loads(sys.argv[1])
+class H(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        n = int(self.headers.get('Content-Length', '0'))
+        form = urllib.parse.parse_qs(self.rfile.read(n).decode())
+        tok = form.get('token', [''])[0]
+        body = json.dumps(tables.get(self.path, {}).get(tok, {'active': False})).encode()
+        self.send_response(200)
+        self.send_header('Content-Type', 'application/json')
+        self.send_header('Content-Length', str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+        with open(sys.argv[2], 'a') as f:
+            f.write('%s %s\n' % (self.path, tok))
+    def log_message(self, *a):
+        pass
+s = http.server.ThreadingHTTPServer(('127.0.0.1', 0), H)
+print(s.server_address[1], flush=True)
+s.serve_forever()
+"#;
+
+const OAUTH: &str = r#"
+import base64, imaplib, os, socket, ssl
+P, PCA = int(os.environ['PROXY']), os.environ['PROXY_CA']
+D, DCA = int(os.environ['DOVECOT']), os.environ['DOVECOT_CA']
+enc = open(os.environ['ENCRYPTED'], 'rb').read()
+
+d = imaplib.IMAP4_SSL('127.0.0.1', D, ssl_context=ssl.create_default_context(cafile=DCA))
+d.login('alice@example.org', 'alicepw')
+assert d.append('INBOX', None, None, enc)[0] == 'OK'
+d.logout()
+
+def xoauth2(user, tok):
+    return ('user=%s\x01auth=Bearer %s\x01\x01' % (user, tok)).encode()
+
+def shown(p):
+    typ, _ = p.select('INBOX', readonly=True)
+    assert typ == 'OK'
+    typ, data = p.uid('FETCH', '1', '(RFC822.SIZE BODY.PEEK[])')
+    assert typ == 'OK', data
+    body = data[0][1]
+    assert (b'RFC822.SIZE %d' % len(body)) in data[0][0], data[0][0]
+    return body
+
+def via_imaplib(user, tok):
+    p = imaplib.IMAP4_SSL('127.0.0.1', P, ssl_context=ssl.create_default_context(cafile=PCA))
+    sent = []
+    def answer(challenge):
+        # The first answer is the token; after a refusal (an error continuation) an empty one.
+        sent.append(1)
+        return xoauth2(user, tok) if len(sent) == 1 else b''
+    try:
+        p.authenticate('XOAUTH2', answer)
+    except imaplib.IMAP4.error as e:
+        p.logout()
+        return 'refused: %s' % e
+    body = shown(p)
+    p.logout()
+    return body
+
+# XOAUTH2 (imaplib sends the token after the server's continuation): the token is alice's.
+body = via_imaplib('alice@example.org', 'tok-alice')
+assert b'X-Sealgate-Decrypted: yes' in body and b'The plans are: meet at noon.' in body, body[:300]
+
+# OAUTHBEARER with the token in the command (SASL-IR), from a raw TLS socket.
+ctx = ssl.create_default_context(cafile=PCA)
+s = ctx.wrap_socket(socket.create_connection(('127.0.0.1', P)), server_hostname='127.0.0.1')
+f = s.makefile('rb')
+f.readline()
+ir = base64.b64encode(b'n,a=alice@example.org,\x01host=127.0.0.1\x01port=993\x01auth=Bearer tok-alice\x01\x01')
+s.sendall(b'o1 AUTHENTICATE OAUTHBEARER ' + ir + b'\r\n')
+line = f.readline()
+while line.startswith(b'*'):
+    line = f.readline()
+assert line.startswith(b'o1 OK'), line
+s.sendall(b'o2 EXAMINE INBOX\r\no3 UID FETCH 1 (BODY.PEEK[TEXT])\r\no4 LOGOUT\r\n')
+out = b''
+while True:
+    chunk = s.recv(65536)
+    if not chunk:
+        break
+    out += chunk
+assert b'The plans are: meet at noon.' in out and b'o3 OK' in out, out[-400:]
+
+# A token the server takes for alice's mailbox but the box's endpoint says is mallory's:
+# the server lets the login in, the box shows alice's mail only as stored.
+body = via_imaplib('alice@example.org', 'tok-swap')
+assert b'X-Sealgate-Decrypted' not in body and b'pkcs7-mime' in body, body[:300]
+
+# A token the box's endpoint does not confirm (not active): shown as stored.
+body = via_imaplib('alice@example.org', 'tok-unconfirmed')
+assert b'X-Sealgate-Decrypted' not in body and b'pkcs7-mime' in body, body[:300]
+
+# mallory's own token naming alice: Dovecot itself refuses it.
+r = via_imaplib('alice@example.org', 'tok-mallory')
+assert isinstance(r, str) and r.startswith('refused'), r
+print('oauth checked')
+"#;
+
+/// OAuth sessions (XOAUTH2 with the token after the continuation, OAUTHBEARER with SASL-IR)
+/// decrypt only for the account the box's own introspection of the token names, and only
+/// when the request names that account. Dovecot checks the tokens with its `oauth2` passdb;
+/// it and the box ask different paths of one endpoint here, so the server can be made to
+/// accept a token for a mailbox the box attributes to someone else (as a server that ignores
+/// the name would) and what the box decides is seen to be its own.
+#[test]
+fn imap_proxy_decrypts_oauth_sessions_only_for_the_token_owner_the_box_confirms() {
+    use std::io::BufRead;
+    require_tool("python3", "python3");
+    let w = tempfile::tempdir().expect("tmp");
+    let alice = serde_json::json!({"active": true, "username": "alice@example.org"});
+    let mallory = serde_json::json!({"active": true, "username": "mallory@example.net"});
+    let tables = serde_json::json!({
+        "/dovecot": {
+            "tok-alice": alice, "tok-mallory": mallory, "tok-swap": alice,
+            "tok-unconfirmed": alice,
+        },
+        "/box": {
+            "tok-alice": alice, "tok-mallory": mallory, "tok-swap": mallory,
+            "tok-unconfirmed": {"active": false},
+        },
+    });
+    let asked = w.path().join("asked.log");
+    let script = write(w.path(), "introspect.py", INTROSPECT.as_bytes());
+    let mut idp = Command::new("python3")
+        .arg(&script)
+        .arg(tables.to_string())
+        .arg(&asked)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("introspection endpoint");
+    let mut line = String::new();
+    std::io::BufReader::new(idp.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("port");
+    let port: u16 = line.trim().parse().expect("port");
+    let pki = Pki::new();
+    let dir = data_dir_with_keys(&pki);
+    let dv = Dovecot::start_with(
+        &[
+            ("alice@example.org", "alicepw"),
+            ("mallory@example.net", "mallorypw"),
+        ],
+        Some(&format!("http://127.0.0.1:{port}/dovecot")),
+    );
+    let d = Daemon::start(
+        dir.path(),
+        &format!(
+            "[imap]\nlisten = \"127.0.0.1:0\"\nupstream = \"imaps://127.0.0.1:{}\"\nupstream_ca = \"{}\"\noauth_introspection = \"http://127.0.0.1:{port}/box\"\n",
+            dv.imaps,
+            dv.ca().display()
+        ),
+    );
+    let enc = pki.openssl_encrypt(&rich_message(), &["alice@example.org"]);
+    let env = vec![
+        ("PROXY", imap_addr(&d).to_string()),
+        ("PROXY_CA", d.ca_file().display().to_string()),
+        ("DOVECOT", dv.imaps.to_string()),
+        ("DOVECOT_CA", dv.ca().display().to_string()),
+        (
+            "ENCRYPTED",
+            write(w.path(), "enc.eml", &enc).display().to_string(),
+        ),
+    ];
+    let file = write(w.path(), "oauth_client.py", OAUTH.as_bytes());
+    let mut cmd = Command::new("python3");
+    cmd.arg(&file);
+    for (k, v) in &env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("python3");
+    let _ = idp.kill();
+    let _ = idp.wait();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success() && stdout.contains("oauth checked"),
+        "{stdout}\n{}\ndovecot:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        dv.log()
+    );
+    // The box asked its own endpoint about every token the server accepted.
+    let asked = std::fs::read_to_string(&asked).unwrap_or_default();
+    for tok in ["tok-alice", "tok-swap", "tok-unconfirmed"] {
+        assert!(asked.contains(&format!("/box {tok}\n")), "{asked}");
+    }
+    // Decrypted for alice only, and the token never in the audit log.
+    let audit = d.audit();
+    assert!(
+        audit
+            .iter()
+            .any(|r| r["client"] == "imap:alice@example.org" && r["outcome"] == "decrypted"),
+        "{audit:?}"
+    );
+    assert!(
+        !audit
+            .iter()
+            .any(|r| r.to_string().contains("tok-") || r["client"] == "imap:mallory@example.net"),
+        "{audit:?}"
+    );
+}
+
+const PREFETCH: &str = r#"
+import imaplib, json, os, ssl, time
+audit = os.path.join(os.environ['DATA'], 'audit', 'docking.jsonl')
+def decrypted():
+    try:
+        lines = open(audit).read().splitlines()
+    except FileNotFoundError:
+        return []
+    recs = [json.loads(l) for l in lines]
+    return [r['operation'].split('uid=')[1] for r in recs
+            if r['operation'].startswith('imap-decrypt') and r['outcome'] == 'decrypted']
+p = imaplib.IMAP4_SSL('127.0.0.1', int(os.environ['PROXY']), ssl_context=ssl.create_default_context(cafile=os.environ['PROXY_CA']))
+p.login('alice@example.org', 'alicepw')
+assert p.select('INBOX')[0] == 'OK'
+# Nothing fetched: the proxy decrypts the encrypted messages ahead, newest first.
+deadline = time.time() + 60
+while len(decrypted()) < 3 and time.time() < deadline:
+    time.sleep(0.2)
+assert decrypted() == ['30', '20', '10'], decrypted()
+# The listing is answered from what the prefetch made: no decryption more.
+typ, data = p.uid('FETCH', '1:*', '(UID RFC822.SIZE BODYSTRUCTURE)')
+assert typ == 'OK' and len(data) == 30, data
+assert decrypted() == ['30', '20', '10'], decrypted()
+p.logout()
+print('prefetched')
+"#;
+
+/// Selecting a mailbox starts a background prefetch of its encrypted messages (newest
+/// first, on the read-only worker connection): they are decrypted before the client asks,
+/// and its listing then costs no decryption.
+#[test]
+fn imap_proxy_prefetches_the_encrypted_messages_of_a_selected_mailbox() {
+    let (_pki, _dir, _dv, d) = proxy_with_mailbox(30);
+    let w = tempfile::tempdir().expect("tmp");
+    let out = python(
+        w.path(),
+        PREFETCH,
+        &[
+            ("PROXY", imap_addr(&d).to_string()),
+            ("PROXY_CA", d.ca_file().display().to_string()),
+            ("DATA", d.data_dir.display().to_string()),
+        ],
+    );
+    assert!(out.contains("prefetched"), "{out}");
 }

@@ -15,6 +15,7 @@ mod admin_keys;
 mod box_admin;
 mod box_mode;
 mod directory;
+mod dovecot;
 mod harness;
 mod imap;
 mod python;

@@ -7,10 +7,13 @@
 //! - [`rewrite`]: the capability allow-list, the `ENABLE` filter, the probe added to a
 //!   client's FETCH and the answer rewritten from a view.
 //! - [`search`]: SEARCH criteria rewritten so the server answers for the decrypted views.
+//! - [`oauth`]: an XOAUTH2 / OAUTHBEARER message's token and name, and the account a token
+//!   introspection answer names.
 //!
 //! **Invariants: no I/O, no panics on any input, every loop bounded; fuzzed**
 //! (`fuzz/fuzz_targets/imap.rs`).
 
+pub mod oauth;
 pub mod rewrite;
 pub mod search;
 pub mod view;

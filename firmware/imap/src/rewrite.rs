@@ -6,7 +6,8 @@ use std::collections::HashMap;
 use std::num::NonZeroU32;
 
 use imap_codec::imap_types::IntoStatic;
-use imap_codec::imap_types::core::{AString, Vec1};
+use imap_codec::imap_types::core::{AString, LiteralMode, NString8, Vec1};
+use imap_codec::imap_types::extensions::binary::Literal8;
 use imap_codec::imap_types::extensions::enable::CapabilityEnable;
 use imap_codec::imap_types::fetch::{
     MacroOrMessageDataItemNames, MessageDataItem, MessageDataItemName, Section,
@@ -265,6 +266,20 @@ pub fn answer_from_view(items: &mut [MessageDataItem<'static>], v: &View, plan: 
             }
             MessageDataItem::Body(_) => Some(MessageDataItem::Body(v.body_structure(false))),
             MessageDataItem::Envelope(_) => Some(MessageDataItem::Envelope(v.envelope())),
+            // A part that does not exist is empty (the server said so for the ciphertext).
+            MessageDataItem::Binary { section, .. } => {
+                let data = v.binary(section).unwrap_or_default();
+                binary_value(data).map(|value| MessageDataItem::Binary {
+                    section: section.clone(),
+                    value,
+                })
+            }
+            MessageDataItem::BinarySize { section, .. } => Some(MessageDataItem::BinarySize {
+                section: section.clone(),
+                size: v
+                    .binary(section)
+                    .map_or(0, |b| u32::try_from(b.len()).unwrap_or(u32::MAX)),
+            }),
             MessageDataItem::BodyExt {
                 section, origin, ..
             } => {
@@ -288,6 +303,36 @@ pub fn answer_from_view(items: &mut [MessageDataItem<'static>], v: &View, plan: 
         if let Some(n) = new {
             *item = n;
         }
+    }
+}
+
+/// `BINARY` data as a server sends it: a `literal8` when it holds a NUL, else a literal.
+fn binary_value(data: Vec<u8>) -> Option<NString8<'static>> {
+    if data.contains(&0) {
+        Some(NString8::Literal8(Literal8 {
+            data: std::borrow::Cow::Owned(data),
+            mode: LiteralMode::Sync,
+        }))
+    } else {
+        view::literal(data).map(NString8::NString)
+    }
+}
+
+/// Whether a FETCH asks for a partial `BINARY[...]<a.b>`: its answer (`BINARY[...]<a>`)
+/// cannot be parsed or written by the proxy's codec, so the proxy refuses the command
+/// rather than end the session on the server's answer.
+pub fn asks_binary_partial(items: &MacroOrMessageDataItemNames<'_>) -> bool {
+    match items {
+        MacroOrMessageDataItemNames::Macro(_) => false,
+        MacroOrMessageDataItemNames::MessageDataItemNames(v) => v.iter().any(|i| {
+            matches!(
+                i,
+                MessageDataItemName::Binary {
+                    partial: Some(_),
+                    ..
+                }
+            )
+        }),
     }
 }
 

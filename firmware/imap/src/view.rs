@@ -114,6 +114,28 @@ impl View {
         }
     }
 
+    /// `BINARY[path]` (RFC 3516): a leaf part's body with its transfer encoding (base64,
+    /// quoted-printable) removed; a multipart or message part, or the whole message (an
+    /// empty path), as stored. `None` when the part does not exist.
+    pub fn binary(&self, path: &[NonZeroU32]) -> Option<Vec<u8>> {
+        if path.is_empty() {
+            return Some(self.bytes.clone());
+        }
+        let e = self.part(path)?;
+        let body = self.slice(&part_body(e));
+        if e.mime_type == "multipart" || e.message.is_some() {
+            return Some(body.to_vec());
+        }
+        let cte = header_value(self.slice(&e.header), b"content-transfer-encoding")
+            .map(|v| v.trim().to_ascii_lowercase())
+            .unwrap_or_default();
+        Some(match cte.as_str() {
+            "base64" => decode_base64(body),
+            "quoted-printable" => decode_qp(body),
+            _ => body.to_vec(),
+        })
+    }
+
     /// The text SEARCH's `BODY` looks at: every part's body with its transfer encoding
     /// (base64, quoted-printable) removed, and the header of every attached message, in
     /// order, separated by line ends.
@@ -957,6 +979,16 @@ mod tests {
         assert_eq!(env.to.len(), 2);
         assert_eq!(partial(b"abcdef", 2, Some(3)), b"cde");
         assert_eq!(partial(b"abcdef", 9, Some(3)), b"");
+    }
+
+    #[test]
+    fn binary_sections_are_decoded() {
+        let v = View::new(MULTI);
+        assert_eq!(v.binary(&[nz(2)]).expect("part 2"), [0u8, 1, 2]);
+        assert_eq!(v.binary(&[nz(1)]).expect("part 1"), b"hello\r\nworld");
+        assert_eq!(v.binary(&[]).expect("whole"), MULTI);
+        assert!(v.binary(&[nz(3)]).is_none());
+        assert!(v.binary(&[nz(1), nz(1)]).is_none());
     }
 
     #[test]

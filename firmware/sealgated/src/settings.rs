@@ -408,6 +408,18 @@ pub struct Imap {
     /// `[imap.logins]`: login names that are not the vault user's address, mapped to it
     /// (`"jdoe" = "john.doe@example.org"`).
     pub logins: std::collections::BTreeMap<String, String>,
+    /// The organisation's OAuth token introspection endpoint (RFC 7662): an XOAUTH2 or
+    /// OAUTHBEARER session decrypts only for the account it names for the token (`https://`,
+    /// or `http://` to this machine's loopback); without it such sessions read mail as stored.
+    pub oauth_introspection: Option<String>,
+    /// PEM trust anchors for the introspection endpoint (default: the system's roots).
+    pub oauth_introspection_ca: Option<PathBuf>,
+    /// The box's client id at the endpoint (HTTP Basic, with `oauth_client_secret_file`).
+    pub oauth_client_id: Option<String>,
+    /// A file holding the client secret (never the secret itself in the settings).
+    pub oauth_client_secret_file: Option<PathBuf>,
+    /// The answer's member that names the account (default `username`).
+    pub oauth_username_claim: Option<String>,
 }
 
 /// `[imap] upstream`: `imaps://HOST[:PORT]` or `imap://HOST[:PORT]`.
@@ -673,6 +685,10 @@ impl Settings {
         anyhow::ensure!(
             self.imap.max_sessions_per_user != Some(0),
             "[imap] max_sessions_per_user must be at least 1"
+        );
+        anyhow::ensure!(
+            self.imap.oauth_client_id.is_some() == self.imap.oauth_client_secret_file.is_some(),
+            "[imap] oauth_client_id and oauth_client_secret_file go together"
         );
         for (login, address) in &self.imap.logins {
             anyhow::ensure!(

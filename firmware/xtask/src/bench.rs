@@ -9,7 +9,9 @@ pub struct Args {
     /// (the docking API under `wrk` against the in-process engine), `smtp` (the box signing
     /// and encrypting under `smtp-source` against a Postfix plain relay), `directory` (lookups
     /// per second, cold and warm, against local slapd and HTTPS peers), `dns` (the split-horizon
-    /// DNS server's answers per second under `dnsperf` against Knot DNS serving the same zone).
+    /// DNS server's answers per second under `dnsperf` against Knot DNS serving the same zone),
+    /// `imap` (a 1,000-message mailbox synced by `mbsync` and fetched one by one by Python's
+    /// imaplib through the IMAP proxy, cold and warm, against Dovecot directly).
     #[arg(default_value = "smime")]
     pub what: Vec<String>,
 }
@@ -25,6 +27,22 @@ pub(crate) fn smtp_packages() -> Vec<&'static str> {
     [
         crate::test::BUILD_PACKAGES,
         &["postfix", "openssl", "util-linux"],
+    ]
+    .concat()
+}
+
+/// What `cargo xtask bench imap` installs: the build's packages, Dovecot (the upstream and
+/// the reference), `mbsync`, Python (imaplib is in its standard library) and the PKI tool.
+pub(crate) fn imap_packages() -> Vec<&'static str> {
+    [
+        crate::test::BUILD_PACKAGES,
+        &[
+            "dovecot-core",
+            "dovecot-imapd",
+            "isync",
+            "python3",
+            "openssl",
+        ],
     ]
     .concat()
 }
@@ -75,9 +93,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                     .status()?;
                 anyhow::ensure!(status.success(), "the directory benchmark failed");
             }
+            "imap" => cargo_bench("sealgated", "imap", &imap_packages())?,
             other => {
                 anyhow::bail!(
-                    "unknown benchmark {other:?} (known: smime, docking, smtp, directory, dns)"
+                    "unknown benchmark {other:?} (known: smime, docking, smtp, directory, dns, imap)"
                 )
             }
         }

@@ -189,6 +189,11 @@ pub fn view(s: &Settings) -> Value {
         listen_starttls,
         max_sessions_per_user,
         logins,
+        oauth_introspection,
+        oauth_introspection_ca,
+        oauth_client_id,
+        oauth_client_secret_file,
+        oauth_username_claim,
     } = imap;
     let imap = json!({
         "listen": listen.map_or(Value::Null, |a| json!(a.to_string())),
@@ -199,6 +204,11 @@ pub fn view(s: &Settings) -> Value {
         "listen_starttls": listen_starttls.map_or(Value::Null, |a| json!(a.to_string())),
         "max_sessions_per_user": max_sessions_per_user.unwrap_or(crate::imap::DEFAULT_SESSIONS_PER_USER),
         "logins": logins,
+        "oauth_introspection": oauth_introspection,
+        "oauth_introspection_ca": path(oauth_introspection_ca),
+        "oauth_client_id": oauth_client_id,
+        "oauth_client_secret_file": path(oauth_client_secret_file),
+        "oauth_username_claim": oauth_username_claim.as_deref().unwrap_or("username"),
     });
     json!({
         "docking": docking,

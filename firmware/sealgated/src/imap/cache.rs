@@ -84,6 +84,14 @@ impl ViewCache {
         Some(s)
     }
 
+    /// Whether `k` is kept (memory, or a record on disk), without opening it. Blocking.
+    pub fn contains(&self, k: &CacheKey) -> bool {
+        if self.inner.lock().is_ok_and(|c| c.map.contains_key(k)) {
+            return true;
+        }
+        self.disk.as_ref().is_some_and(|d| d.path(k).exists())
+    }
+
     /// Keeps `v` for `k` (memory and disk). Blocking: call it off the async threads.
     pub fn put(&self, k: CacheKey, v: Arc<Shown>) {
         if let Some(d) = &self.disk {

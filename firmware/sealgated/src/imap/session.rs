@@ -6,7 +6,9 @@
 //! server (its responses are parsed, never trusted for sizes or identity). The key used is
 //! chosen only after the server's tagged OK to the client's LOGIN or AUTHENTICATE PLAIN, and
 //! only for the vault user whose address is the login name; a PLAIN login that authorizes as
-//! someone else never decrypts.
+//! someone else never decrypts. For XOAUTH2 and OAUTHBEARER the login name is the one the
+//! box's own introspection of the token returns (`oauth.rs`), and only if the request named
+//! no one else.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -62,6 +64,8 @@ pub struct Shared {
     pub logins: Arc<super::limits::Logins>,
     /// `[imap.logins]`: login name (lower case) → vault address.
     pub login_map: HashMap<String, String>,
+    /// `[imap] oauth_introspection`: who an OAuth session's token belongs to.
+    pub oauth: Option<Arc<super::oauth::Introspection>>,
 }
 
 impl Shared {
@@ -117,12 +121,25 @@ struct PendingLogin {
     user: Option<(String, Zeroizing<String>)>,
     /// AUTHENTICATE PLAIN (its data names the identity; an OAuth mechanism's never does).
     plain: bool,
+    /// XOAUTH2 or OAUTHBEARER, with the client's message once seen (its token is verified
+    /// after the server's OK; the worker connection logs in with it).
+    oauth: Option<(AuthMechanism<'static>, Option<Zeroizing<Vec<u8>>>)>,
+}
+
+/// How the worker connection logs in: as the client did.
+#[derive(Clone)]
+enum Credential {
+    Password(Zeroizing<String>),
+    Sasl {
+        mechanism: AuthMechanism<'static>,
+        data: Zeroizing<Vec<u8>>,
+    },
 }
 
 /// The account the server accepted.
 struct User {
     login: String,
-    password: Zeroizing<String>,
+    credential: Credential,
     /// The vault address whose keys decrypt (the login name, lower case); `None` when the
     /// login is not an address.
     address: Option<String>,
@@ -154,7 +171,11 @@ struct Session {
     pending_select: Option<(Tag<'static>, String, Option<u32>)>,
     selected: Option<Selected>,
     plans: HashMap<String, FetchPlan>,
-    worker: Option<Worker>,
+    /// The read-only worker connection (opened on first need), shared with the prefetch.
+    worker: SharedWorker,
+    /// The background prefetch of the selected mailbox's encrypted messages (cancelled when
+    /// dropped: another mailbox selected, or the session's end).
+    prefetch: Option<Prefetch>,
     /// COPY and MOVE on their way: tag → destination mailbox (their COPYUID carries the
     /// source messages' cache entries over).
     pending_copy: HashMap<String, String>,
@@ -205,7 +226,8 @@ pub async fn run(
         pending_select: None,
         selected: None,
         plans: HashMap::new(),
-        worker: None,
+        worker: Arc::new(tokio::sync::Mutex::new(None)),
+        prefetch: None,
         special: std::collections::HashSet::new(),
         user_slot: None,
         pending_copy: HashMap::new(),
@@ -393,6 +415,13 @@ impl Session {
                             {
                                 l.user = plain_identity(d.declassify());
                             }
+                            if let AuthenticateData::Continue(d) = &data
+                                && let Some(l) = self.login.as_mut()
+                                && let Some((_, sasl @ None)) = l.oauth.as_mut()
+                                && !d.declassify().is_empty()
+                            {
+                                *sasl = Some(Zeroizing::new(d.declassify().to_vec()));
+                            }
                             let throttled = self.login.as_ref().is_some_and(|l| {
                                 l.user.as_ref().is_some_and(|(u, _)| {
                                     self.shared.logins.throttled(self.peer.ip(), Some(u))
@@ -461,6 +490,7 @@ impl Session {
                     tag: cmd.tag.clone(),
                     user: Some((user, pass)),
                     plain: false,
+                    oauth: None,
                 });
             }
             CommandBody::Authenticate {
@@ -500,10 +530,19 @@ impl Session {
                 if initial_response.is_none() {
                     self.expect = Expect::AuthData;
                 }
+                let oauth = oauth.then(|| {
+                    (
+                        mechanism.clone(),
+                        initial_response
+                            .as_ref()
+                            .map(|r| Zeroizing::new(r.declassify().to_vec())),
+                    )
+                });
                 self.login = Some(PendingLogin {
                     tag: cmd.tag.clone(),
                     user,
                     plain,
+                    oauth,
                 });
             }
             CommandBody::Enable { capabilities } => match rewrite::filter_enable(capabilities) {
@@ -518,6 +557,7 @@ impl Session {
             },
             CommandBody::Select { mailbox, .. } | CommandBody::Examine { mailbox, .. } => {
                 self.selected = None;
+                self.prefetch = None;
                 self.pending_select = Some((cmd.tag.clone(), mailbox_name(mailbox), None));
             }
             CommandBody::Copy { mailbox, .. } | CommandBody::Move { mailbox, .. }
@@ -529,6 +569,10 @@ impl Session {
             }
             CommandBody::Close | CommandBody::Unselect => {
                 self.selected = None;
+                self.prefetch = None;
+            }
+            CommandBody::Logout => {
+                self.prefetch = None;
             }
             CommandBody::Idle => {
                 self.expect = Expect::IdleDone;
@@ -577,7 +621,7 @@ impl Session {
                     Ok(views) => search::rewrite(criteria, &views),
                     Err(e) => {
                         tracing::warn!(peer = %self.peer, error = %format!("{e:#}"), "imap: search over decrypted messages failed");
-                        self.worker = None;
+                        *self.worker.lock().await = None;
                         self.cw
                             .write_all(
                                 refuse(
@@ -593,11 +637,24 @@ impl Session {
             }
             CommandBody::Fetch {
                 macro_or_item_names,
+                ..
+            } if rewrite::asks_binary_partial(macro_or_item_names) => {
+                self.cw
+                    .write_all(
+                        refuse("BAD", "Partial BINARY fetches are not offered by the proxy")
+                            .as_bytes(),
+                    )
+                    .await?;
+                return Ok(true);
+            }
+            CommandBody::Fetch {
+                macro_or_item_names,
                 uid,
                 ..
             } => {
+                // A FETCH pipelined behind a SELECT is answered after it: planned too.
                 if self.user.is_some()
-                    && self.selected.is_some()
+                    && (self.selected.is_some() || self.pending_select.is_some())
                     && let Some(plan) = rewrite::plan_fetch(macro_or_item_names, *uid)
                 {
                     self.plans.insert(tag.clone(), plan);
@@ -763,15 +820,24 @@ impl Session {
                     if self.expect == Expect::AuthData {
                         self.expect = Expect::Command;
                     }
-                    let claimed = l.and_then(|l| l.user);
+                    let (claimed, oauth) = match l {
+                        Some(l) => (l.user, l.oauth),
+                        None => (None, None),
+                    };
                     if t.body.kind == StatusKind::Ok {
                         self.authenticated = true;
                     }
-                    if t.body.kind != StatusKind::Ok {
+                    let verified = if t.body.kind != StatusKind::Ok {
                         self.shared
                             .logins
                             .failed(self.peer.ip(), claimed.as_ref().map(|(u, _)| u.as_str()));
-                    } else if let Some((login, password)) = claimed {
+                        None
+                    } else if let Some((mechanism, Some(data))) = oauth {
+                        self.oauth_identity(mechanism, data).await
+                    } else {
+                        claimed.map(|(u, p)| (u, Credential::Password(p)))
+                    };
+                    if let Some((login, credential)) = verified {
                         let Some(slot) = self.shared.logins.take_user(&login) else {
                             tracing::info!(peer = %self.peer, "imap: too many sessions for one user");
                             let line = format!(
@@ -784,7 +850,7 @@ impl Session {
                         let address = self.shared.vault_address(&login);
                         self.user = Some(User {
                             login,
-                            password,
+                            credential,
                             address,
                         });
                     }
@@ -807,6 +873,7 @@ impl Session {
                         .await;
                     }
                     self.selected = Some(Selected { name, uidvalidity });
+                    self.start_prefetch();
                 }
             }
             Response::Status(Status::Bye(_)) => {
@@ -847,6 +914,39 @@ impl Session {
         }
     }
 
+    /// The account an OAuth login belongs to, as the box verified it (its token introspected
+    /// at `[imap] oauth_introspection`), with what the worker connection logs in with;
+    /// `None` (the session reads mail as stored) without an endpoint, when the token is not
+    /// confirmed, or when the request names another account than the token's owner (a
+    /// shared mailbox or a server that ignores the name: never someone else's keys).
+    async fn oauth_identity(
+        &self,
+        mechanism: AuthMechanism<'static>,
+        data: Zeroizing<Vec<u8>>,
+    ) -> Option<(String, Credential)> {
+        let intro = self.shared.oauth.clone()?;
+        let request = match mechanism {
+            AuthMechanism::XOAuth2 => super::oauth::xoauth2(&data),
+            AuthMechanism::OAuthBearer => super::oauth::oauthbearer(&data),
+            _ => None,
+        }?;
+        match intro.identity(&request.token).await {
+            Ok(owner) => {
+                if let Some(named) = &request.name
+                    && named.trim().to_lowercase() != owner
+                {
+                    tracing::warn!(peer = %self.peer, "imap: an OAuth login names another account than its token's owner; its mail is shown as stored");
+                    return None;
+                }
+                Some((owner, Credential::Sasl { mechanism, data }))
+            }
+            Err(e) => {
+                tracing::warn!(peer = %self.peer, error = %format!("{e:#}"), "imap: the OAuth token is not confirmed; its mail is shown as stored");
+                None
+            }
+        }
+    }
+
     /// What the message `uid` of the selected mailbox is shown as: from the cache, else
     /// downloaded and decrypted. `None` when it cannot be known now (shown as stored, not
     /// remembered).
@@ -868,7 +968,24 @@ impl Session {
         }
         let login = user.login.clone();
         let mailbox = sel.name.clone();
-        let message = match self.download(uidvalidity, uid).await {
+        let credential = user.credential.clone();
+        // One message at a time on the worker connection, from the download to the cache
+        // (the prefetch does the same): a message is decrypted once.
+        let mut g = self.worker.clone().lock_owned().await;
+        if let Some(s) = self.cached(&key).await {
+            return Some(s);
+        }
+        let downloaded = async {
+            if g.is_none() {
+                *g = Some(Worker::login(&self.shared.connector, &login, &credential).await?);
+            }
+            match g.as_mut() {
+                Some(w) => w.fetch_from(&mailbox, uidvalidity, uid).await,
+                None => Ok(None),
+            }
+        }
+        .await;
+        let message = match downloaded {
             Ok(Some(m)) => m,
             Ok(None) => {
                 let s = Arc::new(Shown::Stored);
@@ -877,7 +994,7 @@ impl Session {
             }
             Err(e) => {
                 tracing::warn!(peer = %self.peer, error = %e, "imap: download for decryption failed");
-                self.worker = None;
+                *g = None;
                 return None;
             }
         };
@@ -901,6 +1018,7 @@ impl Session {
         .ok()?;
         let s = Arc::new(shown);
         self.keep(key, s.clone()).await;
+        drop(g);
         Some(s)
     }
 
@@ -1056,7 +1174,8 @@ impl Session {
         if user.address.is_none() {
             return Ok(Vec::new());
         }
-        let (login, password) = (user.login.clone(), user.password.clone());
+        let credential = user.credential.clone();
+        let login = user.login.clone();
         let Some((mailbox, uidvalidity)) = self
             .selected
             .as_ref()
@@ -1064,17 +1183,20 @@ impl Session {
         else {
             return Ok(Vec::new());
         };
-        if self.worker.is_none() {
-            self.worker = Some(Worker::login(&self.shared.connector, &login, &password).await?);
-        }
-        let Some(w) = self.worker.as_mut() else {
-            return Ok(Vec::new());
+        let uids = {
+            let mut g = self.worker.lock().await;
+            if g.is_none() {
+                *g = Some(Worker::login(&self.shared.connector, &login, &credential).await?);
+            }
+            let Some(w) = g.as_mut() else {
+                return Ok(Vec::new());
+            };
+            w.examine(&mailbox).await?;
+            if uidvalidity.is_none() || w.selected.as_ref().map(|(_, v)| *v) != Some(uidvalidity) {
+                bail!("the mailbox changed under the session");
+            }
+            w.encrypted_uids().await?
         };
-        w.examine(&mailbox).await?;
-        if uidvalidity.is_none() || w.selected.as_ref().map(|(_, v)| *v) != Some(uidvalidity) {
-            bail!("the mailbox changed under the session");
-        }
-        let uids = w.encrypted_uids().await?;
         if uids.len() > MAX_SEARCH_VIEWS {
             bail!(
                 "{} encrypted messages: more than a search decrypts",
@@ -1092,30 +1214,184 @@ impl Session {
         Ok(views)
     }
 
-    /// The stored message `uid` through the worker connection (`None`: too large, or gone).
-    async fn download(&mut self, uidvalidity: u32, uid: u32) -> anyhow::Result<Option<Vec<u8>>> {
-        let (login, password) = match &self.user {
-            Some(u) => (u.login.clone(), u.password.clone()),
-            None => return Ok(None),
+    /// Starts prefetching the encrypted messages of the mailbox just selected (the previous
+    /// prefetch, if any, is cancelled).
+    fn start_prefetch(&mut self) {
+        self.prefetch = None;
+        let (Some(user), Some(sel)) = (self.user.as_ref(), self.selected.as_ref()) else {
+            return;
         };
-        let Some(mailbox) = self.selected.as_ref().map(|s| s.name.clone()) else {
-            return Ok(None);
+        let (Some(address), Some(uidvalidity)) = (user.address.clone(), sel.uidvalidity) else {
+            return;
         };
-        if self.worker.is_none() {
-            self.worker = Some(Worker::login(&self.shared.connector, &login, &password).await?);
-        }
-        let Some(w) = self.worker.as_mut() else {
-            return Ok(None);
+        let cancel = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let job = PrefetchJob {
+            shared: self.shared.clone(),
+            worker: self.worker.clone(),
+            cancel: cancel.clone(),
+            peer: self.peer.to_string(),
+            login: user.login.clone(),
+            address,
+            credential: user.credential.clone(),
+            mailbox: sel.name.clone(),
+            uidvalidity,
         };
-        if w.selected.as_ref().map(|(n, _)| n) != Some(&mailbox) {
-            w.examine(&mailbox).await?;
+        tokio::spawn(job.run());
+        self.prefetch = Some(Prefetch { cancel });
+    }
+}
+
+/// The worker connection, shared by the session and its prefetch (one command at a time).
+type SharedWorker = Arc<tokio::sync::Mutex<Option<Worker>>>;
+
+/// Encrypted messages one prefetch decrypts at most (newest first).
+const MAX_PREFETCH: usize = 10_000;
+
+/// A running prefetch; dropping it cancels it (the message in progress is finished).
+struct Prefetch {
+    cancel: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Drop for Prefetch {
+    fn drop(&mut self) {
+        self.cancel
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Decrypts a mailbox's encrypted messages ahead of the client, newest first, on the worker
+/// connection (read-only: `EXAMINE`, `UID SEARCH HEADER Content-Type pkcs7-mime`, `UID
+/// FETCH n BODY.PEEK[]`), so a listing's `RFC822.SIZE` and `BODYSTRUCTURE` come from the
+/// cache. Bounded: [`MAX_PREFETCH`] messages, one download at a time, decryptions under the
+/// shared crypto-worker permits; stops at the first error (the client's own FETCH still
+/// decrypts what it needs).
+struct PrefetchJob {
+    shared: Arc<Shared>,
+    worker: SharedWorker,
+    cancel: Arc<std::sync::atomic::AtomicBool>,
+    peer: String,
+    login: String,
+    address: String,
+    credential: Credential,
+    mailbox: String,
+    uidvalidity: u32,
+}
+
+impl PrefetchJob {
+    fn cancelled(&self) -> bool {
+        self.cancel.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    async fn run(self) {
+        // A user with no certificate in the vault decrypts nothing: nothing to fetch.
+        let (shared, address) = (self.shared.clone(), self.address.clone());
+        let has_key = tokio::task::spawn_blocking(move || {
+            matches!(shared.keys.certificates(&address), Ok((Some(_), _)))
+        })
+        .await
+        .unwrap_or(false);
+        if !has_key {
+            return;
         }
-        if w.selected.as_ref().map(|(_, v)| *v) != Some(Some(uidvalidity)) {
-            // The mailbox changed under us: nothing is decrypted for a UID that may name
-            // another message now.
-            return Ok(None);
+        let Some(mut uids) = self.encrypted().await else {
+            return;
+        };
+        uids.sort_unstable_by(|a, b| b.cmp(a));
+        uids.truncate(MAX_PREFETCH);
+        for uid in uids {
+            if self.cancelled() {
+                return;
+            }
+            let key: CacheKey = (
+                self.login.to_ascii_lowercase(),
+                self.mailbox.clone(),
+                self.uidvalidity,
+                uid,
+            );
+            // One message at a time on the worker connection, from the download to the
+            // cache (the session's own FETCH does the same): a message is decrypted once.
+            let mut g = self.worker.lock().await;
+            if self.cancelled() {
+                return;
+            }
+            let (shared, k) = (self.shared.clone(), key.clone());
+            if tokio::task::spawn_blocking(move || shared.cache.contains(&k))
+                .await
+                .unwrap_or(true)
+            {
+                continue;
+            }
+            let Some(w) = g.as_mut() else {
+                return;
+            };
+            let message = match w.fetch_from(&self.mailbox, self.uidvalidity, uid).await {
+                Ok(m) => m,
+                Err(_) => {
+                    *g = None;
+                    return;
+                }
+            };
+            let shown = match message {
+                Some(m) => {
+                    let Ok(permit) = self.shared.workers.clone().acquire_owned().await else {
+                        return;
+                    };
+                    let (shared, login, address, mailbox, peer) = (
+                        self.shared.clone(),
+                        self.login.clone(),
+                        self.address.clone(),
+                        self.mailbox.clone(),
+                        self.peer.clone(),
+                    );
+                    let uv = self.uidvalidity;
+                    match tokio::task::spawn_blocking(move || {
+                        let _permit = permit;
+                        decrypt(&shared, &login, &address, &mailbox, uv, uid, &peer, &m)
+                    })
+                    .await
+                    {
+                        Ok(s) => s,
+                        Err(_) => return,
+                    }
+                }
+                None => Shown::Stored,
+            };
+            let shared = self.shared.clone();
+            let _ =
+                tokio::task::spawn_blocking(move || shared.cache.put(key, Arc::new(shown))).await;
+            drop(g);
         }
-        w.fetch(uid).await
+    }
+
+    /// The mailbox's encrypted UIDs (the worker logged in and the mailbox examined first).
+    async fn encrypted(&self) -> Option<Vec<u32>> {
+        let mut g = self.worker.lock().await;
+        if self.cancelled() {
+            return None;
+        }
+        if g.is_none() {
+            *g = Some(
+                Worker::login(&self.shared.connector, &self.login, &self.credential)
+                    .await
+                    .ok()?,
+            );
+        }
+        let w = g.as_mut()?;
+        let r = async {
+            w.examine(&self.mailbox).await?;
+            if w.selected.as_ref().map(|(_, v)| *v) != Some(Some(self.uidvalidity)) {
+                bail!("the mailbox changed");
+            }
+            w.encrypted_uids().await
+        }
+        .await;
+        match r {
+            Ok(u) => Some(u),
+            Err(_) => {
+                *g = None;
+                None
+            }
+        }
     }
 }
 
@@ -1270,7 +1546,7 @@ struct Worker {
 }
 
 impl Worker {
-    async fn login(c: &Connector, login: &str, password: &str) -> anyhow::Result<Worker> {
+    async fn login(c: &Connector, login: &str, credential: &Credential) -> anyhow::Result<Worker> {
         let (s, _) = c.connect().await?;
         let mut w = Worker {
             s,
@@ -1278,8 +1554,18 @@ impl Worker {
             n: 0,
             selected: None,
         };
-        let body = CommandBody::login(login.to_string(), password.to_string())
-            .map_err(|_| anyhow::anyhow!("the login cannot be sent"))?;
+        let body = match credential {
+            Credential::Password(password) => {
+                CommandBody::login(login.to_string(), password.to_string())
+                    .map_err(|_| anyhow::anyhow!("the login cannot be sent"))?
+            }
+            Credential::Sasl { mechanism, data } => CommandBody::Authenticate {
+                mechanism: mechanism.clone(),
+                initial_response: Some(imap_codec::imap_types::secret::Secret::new(
+                    std::borrow::Cow::Owned(data.to_vec()),
+                )),
+            },
+        };
         let (kind, _) = w.run(body).await?;
         if kind != StatusKind::Ok {
             bail!("the worker connection's login was refused");
@@ -1309,6 +1595,24 @@ impl Worker {
         });
         self.selected = Some((mailbox.to_string(), uv));
         Ok(())
+    }
+
+    /// The stored message `uid` of `mailbox` (examined first if another is), `None` when
+    /// the mailbox's UIDVALIDITY is no longer `uidvalidity` (the UID may name another
+    /// message now), the message is too large, or gone.
+    async fn fetch_from(
+        &mut self,
+        mailbox: &str,
+        uidvalidity: u32,
+        uid: u32,
+    ) -> anyhow::Result<Option<Vec<u8>>> {
+        if self.selected.as_ref().map(|(n, _)| n.as_str()) != Some(mailbox) {
+            self.examine(mailbox).await?;
+        }
+        if self.selected.as_ref().map(|(_, v)| *v) != Some(Some(uidvalidity)) {
+            return Ok(None);
+        }
+        self.fetch(uid).await
     }
 
     async fn fetch(&mut self, uid: u32) -> anyhow::Result<Option<Vec<u8>>> {
@@ -1460,6 +1764,11 @@ impl Worker {
                         return Ok((t.body.kind, out));
                     }
                     Response::Status(Status::Bye(_)) => bail!("the IMAP server said BYE"),
+                    // A continuation nothing waits for (a refused SASL exchange): cancelled.
+                    Response::CommandContinuationRequest(_) => {
+                        self.s.write_all(b"*\r\n").await?;
+                        self.s.flush().await?;
+                    }
                     r => {
                         if out.len() < 10_000 {
                             out.push(r);

@@ -548,7 +548,7 @@ async fn deliver(sh: &Arc<Shared>, id: &str) -> bool {
         };
         // Counted before processing, so that a crash of the whole daemon counts too.
         env.attempts += 1;
-        if let Err(e) = sh.spool.save_envelope(id, &env) {
+        if let Err(e) = sh.spool.save_envelope_cached(id, &env) {
             tracing::error!(id, error = %e, "cannot update the spool envelope");
             return false;
         }
@@ -585,7 +585,7 @@ async fn deliver(sh: &Arc<Shared>, id: &str) -> bool {
             }
         };
         env.attempts = 0;
-        if let Err(e) = sh.spool.save_envelope(id, &env) {
+        if let Err(e) = sh.spool.save_envelope_cached(id, &env) {
             tracing::warn!(id, error = %e, "cannot update the spool envelope");
         }
         match processed {
@@ -615,8 +615,24 @@ async fn deliver(sh: &Arc<Shared>, id: &str) -> bool {
     )
     .await;
     d.record(&open, &fates, unix_now(), &sh.policy);
-    // Before anything else: what the next hop took is never sent again.
-    if let Err(e) = sh.spool.save_delivery(id, &d) {
+    // Before anything else: what the next hop took is never sent again. Everything taken:
+    // the envelope's removal is the record. Off the executor (fsyncs, grouped with the
+    // other messages' in the spool directory).
+    let all_delivered = d
+        .recipients
+        .iter()
+        .all(|r| r.status == queue::RcptStatus::Delivered);
+    let (spool, id2, d2) = (sh.spool.clone(), id.to_string(), d.clone());
+    let saved = tokio::task::spawn_blocking(move || {
+        if all_delivered {
+            spool.remove_delivered(&id2)
+        } else {
+            spool.save_delivery(&id2, &d2)
+        }
+    })
+    .await
+    .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
+    if let Err(e) = saved {
         tracing::error!(id, error = %e, "cannot record the delivery result: recipients the next hop took may get the message again");
     }
     sh.spool.set_due(id, d.next_attempt);

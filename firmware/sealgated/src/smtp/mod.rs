@@ -389,8 +389,27 @@ fn unix_now() -> i64 {
 /// Messages the delivery loop works on at once.
 const DELIVERIES_AT_ONCE: usize = 16;
 
+/// A message the delivery loop is working on, until its task ends (also by a panic).
+struct InFlight {
+    ids: Arc<Mutex<std::collections::HashSet<String>>>,
+    id: String,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if let Ok(mut s) = self.ids.lock() {
+            s.remove(&self.id);
+        }
+    }
+}
+
 async fn delivery_loop(sh: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     let mut last_recount = Instant::now();
+    // Several messages at once (each claims its id): one slow next hop, fsync or signature
+    // does not hold up the rest of the queue. The queue is looked at again whenever one of
+    // them ends or a message arrives, so new mail does not wait for a whole round.
+    let mut running = tokio::task::JoinSet::new();
+    let inflight: Arc<Mutex<std::collections::HashSet<String>>> = Arc::default();
     loop {
         if last_recount.elapsed() > Duration::from_secs(60) {
             // Held messages an administrator removed give their room back.
@@ -401,28 +420,41 @@ async fn delivery_loop(sh: Arc<Shared>, mut stop: watch::Receiver<bool>) {
         let ids = sh.spool.queued();
         let present: std::collections::HashSet<&String> = ids.iter().collect();
         sh.spool.forget_due(&present);
-        // Several messages at once (each claims its id): one slow next hop, fsync or
-        // signature does not hold up the rest of the queue.
-        let mut running = tokio::task::JoinSet::new();
         for id in ids {
-            if *stop.borrow() {
+            if *stop.borrow() || running.len() >= DELIVERIES_AT_ONCE {
                 break;
             }
             if sh.spool.due(&id) > unix_now() {
                 continue;
             }
-            while running.len() >= DELIVERIES_AT_ONCE {
-                let _ = running.join_next().await;
+            let Ok(mut set) = inflight.lock() else {
+                break;
+            };
+            if !set.insert(id.clone()) {
+                continue;
             }
+            drop(set);
+            let guard = InFlight {
+                ids: inflight.clone(),
+                id: id.clone(),
+            };
             let sh = sh.clone();
-            running.spawn(async move { deliver(&sh, &id).await });
-        }
-        while running.join_next().await.is_some() {}
-        if *stop.borrow() {
-            return;
+            running.spawn(async move {
+                let _guard = guard;
+                // Still in the queue and due at once (busy, no next hop, processing
+                // stopped): not before the next second, as the loop's own pace.
+                if !deliver(&sh, &id).await && sh.spool.due(&id) <= unix_now() {
+                    sh.spool.set_due(&id, unix_now() + 1);
+                }
+            });
         }
         tokio::select! {
-            _ = stop.changed() => return,
+            _ = stop.changed() => {
+                // The messages being delivered finish (their results are recorded).
+                while running.join_next().await.is_some() {}
+                return;
+            }
+            Some(_) = running.join_next(), if !running.is_empty() => {}
             _ = sh.wake.notified() => {}
             _ = sh.spool.arrived.notified() => {}
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}

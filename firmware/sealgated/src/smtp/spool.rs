@@ -185,7 +185,8 @@ impl Spool {
             spool: self,
             id,
             part,
-            file: Some(tokio::io::BufWriter::new(file)),
+            // Each write of a tokio file is a trip to the blocking pool: 64 KiB at a time.
+            file: Some(tokio::io::BufWriter::with_capacity(64 * 1024, file)),
             reserved: 0,
             full: false,
             done: false,

@@ -221,15 +221,15 @@ pub async fn start(h: HandOff) -> anyhow::Result<Running> {
     let next_hop = client::NextHop::from_settings(&h.settings)?;
     let inbound_hop = match h.settings.inbound.next_hop {
         Some(a) if h.settings.inbound.listen.is_some() => {
-            // The internal server: STARTTLS when it offers it (the `[smtp] next_hop_*`
-            // settings are the hand-off's next hop's).
+            // The internal server, with its own TLS settings (`[inbound] next_hop_*`).
+            let i = &h.settings.inbound;
             Some(client::NextHop::new(
                 a,
                 &client::TlsPolicy {
-                    mode: crate::settings::TlsMode::Opportunistic,
-                    ca: None,
-                    fingerprint: None,
-                    name: None,
+                    mode: i.next_hop_tls,
+                    ca: i.next_hop_ca.as_deref(),
+                    fingerprint: i.next_hop_fingerprint.map(|f| f.0),
+                    name: i.next_hop_name.as_deref(),
                     what: "[inbound] next_hop",
                 },
             )?)
@@ -307,10 +307,11 @@ impl Shared {
 }
 
 /// The organisation's server that submitted mail is relayed to, when the submission
-/// listeners are configured: STARTTLS when it offers it (`[smtp] next_hop_*` are the
-/// hand-off's next hop's); with the box's own login (`relay_username`), STARTTLS required
-/// and the certificate verified (`auth_ca` or the system's roots, for `relay_name` or the
-/// address), so the password never goes out in clear or to an impostor.
+/// listeners are configured: TLS as `relay_tls` says (default: STARTTLS when it offers it;
+/// `[smtp] next_hop_*` are the hand-off's next hop's); with the box's own login
+/// (`relay_username`), STARTTLS required and the certificate verified (`relay_fingerprint`,
+/// or `auth_ca` or the system's roots for `relay_name` or the address), so the password
+/// never goes out in clear or to an impostor.
 fn submission_hop(s: &Settings) -> anyhow::Result<Option<client::NextHop>> {
     let sub = &s.submission;
     let Some(relay) = sub
@@ -319,29 +320,30 @@ fn submission_hop(s: &Settings) -> anyhow::Result<Option<client::NextHop>> {
     else {
         return Ok(None);
     };
-    let (Some(username), Some(file)) = (&sub.relay_username, &sub.relay_password_file) else {
-        return Ok(Some(client::NextHop::new(
-            relay,
-            &client::TlsPolicy {
-                mode: crate::settings::TlsMode::Opportunistic,
-                ca: None,
-                fingerprint: None,
-                name: None,
-                what: "[submission] relay",
-            },
-        )?));
-    };
-    let password = relay_password(file)?;
+    let login = sub.relay_username.is_some();
+    // `relay_tls` (validated: `require` whenever the box logs in).
+    let mode = sub.relay_tls.unwrap_or(if login {
+        crate::settings::TlsMode::Require
+    } else {
+        crate::settings::TlsMode::Opportunistic
+    });
     let hop = client::NextHop::new(
         relay,
         &client::TlsPolicy {
-            mode: crate::settings::TlsMode::Require,
-            ca: sub.auth_ca.as_deref(),
-            fingerprint: None,
+            mode,
+            ca: sub
+                .auth_ca
+                .as_deref()
+                .filter(|_| sub.relay_fingerprint.is_none()),
+            fingerprint: sub.relay_fingerprint.map(|f| f.0),
             name: sub.relay_name.as_deref(),
             what: "[submission] relay",
         },
     )?;
+    let (Some(username), Some(file)) = (&sub.relay_username, &sub.relay_password_file) else {
+        return Ok(Some(hop));
+    };
+    let password = relay_password(file)?;
     Ok(Some(hop.with_login(client::RelayLogin {
         username: username.clone(),
         password,
@@ -810,4 +812,50 @@ fn finish(
         sh.spool.remove(id);
     }
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::settings::TlsMode;
+
+    fn settings(toml: &str) -> Settings {
+        Settings::parse(toml).expect("settings")
+    }
+
+    #[test]
+    fn each_next_hop_has_its_own_tls_setting() {
+        let base = "[submission]\nlisten = \"127.0.0.1:2587\"\nauth = \"smtp://127.0.0.1:3587\"\nrelay = \"127.0.0.1:3525\"\n";
+        let hop = |extra: &str| {
+            submission_hop(&settings(&format!("{base}{extra}")))
+                .expect("hop")
+                .expect("some")
+        };
+        assert_eq!(hop("").mode, TlsMode::Opportunistic);
+        assert_eq!(hop("relay_tls = \"none\"\n").mode, TlsMode::None);
+        let pin = "ab".repeat(32);
+        let pinned = hop(&format!(
+            "relay_tls = \"require\"\nrelay_fingerprint = \"{pin}\"\n"
+        ));
+        assert_eq!(pinned.mode, TlsMode::Require);
+        // The box's password never goes to an unverified server, nor a pin without require.
+        for bad in [
+            "relay_username = \"box\"\nrelay_password_file = \"/x\"\nrelay_tls = \"opportunistic\"\n".to_string(),
+            format!("relay_fingerprint = \"{pin}\"\n"),
+        ] {
+            let e = Settings::parse(&format!("{base}{bad}")).err().map(|e| format!("{e:#}"));
+            assert!(e.as_deref().is_some_and(|e| e.contains("relay_tls")), "{bad}: {e:?}");
+        }
+        let s = settings(&format!(
+            "[inbound]\nlisten = \"127.0.0.1:2525\"\ndomains = [\"example.org\"]\nnext_hop = \"127.0.0.1:3526\"\nnext_hop_tls = \"require\"\nnext_hop_name = \"mx.example.org\"\nnext_hop_fingerprint = \"{pin}\"\n"
+        ));
+        assert_eq!(s.inbound.next_hop_tls, TlsMode::Require);
+        assert_eq!(s.inbound.next_hop_name.as_deref(), Some("mx.example.org"));
+        assert!(
+            Settings::parse(&format!(
+                "[inbound]\nnext_hop_ca = \"/ca.pem\"\nnext_hop_fingerprint = \"{pin}\"\n"
+            ))
+            .is_err()
+        );
+    }
 }

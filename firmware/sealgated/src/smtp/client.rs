@@ -763,30 +763,34 @@ async fn transaction(
 /// The DATA section for `msg`: CRLF line ends, dot-stuffed, ending with CRLF "." CRLF.
 pub(super) fn data_section(msg: &[u8]) -> Vec<u8> {
     let mut data = Vec::with_capacity(msg.len() + msg.len() / 50 + 8);
-    let mut at_line_start = true;
-    let mut i = 0;
-    while i < msg.len() {
-        let b = msg[i];
-        match b {
-            b'\r' | b'\n' => {
-                data.extend_from_slice(b"\r\n");
-                at_line_start = true;
-                // CRLF is one line end.
-                if b == b'\r' && msg.get(i + 1) == Some(&b'\n') {
-                    i += 1;
-                }
+    // Line by line (a line's bytes copied at once): each line starting with "." gets another,
+    // each CR, LF or CRLF becomes CRLF.
+    let mut rest = msg;
+    let mut ends_in_line_end = true;
+    while !rest.is_empty() {
+        if rest[0] == b'.' {
+            data.push(b'.');
+        }
+        match rest.iter().position(|&b| b == b'\r' || b == b'\n') {
+            None => {
+                data.extend_from_slice(rest);
+                ends_in_line_end = false;
+                break;
             }
-            _ => {
-                if at_line_start && b == b'.' {
-                    data.push(b'.');
-                }
-                data.push(b);
-                at_line_start = false;
+            Some(n) => {
+                data.extend_from_slice(&rest[..n]);
+                data.extend_from_slice(b"\r\n");
+                // CRLF is one line end.
+                let end = if rest[n] == b'\r' && rest.get(n + 1) == Some(&b'\n') {
+                    2
+                } else {
+                    1
+                };
+                rest = &rest[n + end..];
             }
         }
-        i += 1;
     }
-    if !at_line_start {
+    if !ends_in_line_end {
         data.extend_from_slice(b"\r\n");
     }
     data.extend_from_slice(b".\r\n");
@@ -800,6 +804,44 @@ mod tests {
 
     #[test]
     fn nothing_in_the_content_ends_data_at_the_next_hop() {
+        // The byte-by-byte definition, against every short message over the characters
+        // that matter.
+        fn reference(msg: &[u8]) -> Vec<u8> {
+            let mut data = Vec::new();
+            let mut at_line_start = true;
+            let mut i = 0;
+            while i < msg.len() {
+                let b = msg[i];
+                if b == b'\r' || b == b'\n' {
+                    data.extend_from_slice(b"\r\n");
+                    at_line_start = true;
+                    if b == b'\r' && msg.get(i + 1) == Some(&b'\n') {
+                        i += 1;
+                    }
+                } else {
+                    if at_line_start && b == b'.' {
+                        data.push(b'.');
+                    }
+                    data.push(b);
+                    at_line_start = false;
+                }
+                i += 1;
+            }
+            if !at_line_start {
+                data.extend_from_slice(b"\r\n");
+            }
+            data.extend_from_slice(b".\r\n");
+            data
+        }
+        let alphabet = [b'a', b'.', b'\r', b'\n'];
+        for len in 0..=6u32 {
+            for n in 0..4usize.pow(len) {
+                let msg: Vec<u8> = (0..len)
+                    .map(|k| alphabet[(n / 4usize.pow(k)) % 4])
+                    .collect();
+                assert_eq!(data_section(&msg), reference(&msg), "{msg:?}");
+            }
+        }
         assert_eq!(data_section(b"a\r\nb\r\n"), b"a\r\nb\r\n.\r\n".to_vec());
         assert_eq!(data_section(b"a"), b"a\r\n.\r\n".to_vec());
         assert_eq!(data_section(b""), b".\r\n".to_vec());

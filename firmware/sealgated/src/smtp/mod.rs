@@ -650,12 +650,18 @@ async fn deliver(sh: &Arc<Shared>, id: &str) -> bool {
     .await;
     d.record(&open, &fates, unix_now(), &sh.policy);
     // Before anything else: what the next hop took is never sent again. Everything taken:
-    // the envelope's removal is the record. Off the executor (fsyncs, grouped with the
-    // other messages' in the spool directory).
+    // the envelope's removal is the record, made at once (a kill -9 from here on finds the
+    // message gone: the page cache keeps the unlink), then made durable against a power
+    // loss off the executor (the directory's fsync, grouped with the other messages'). The
+    // window in which a kill sends a message twice is the next hop's answer to this
+    // unlink, not to an fsync.
     let all_delivered = d
         .recipients
         .iter()
         .all(|r| r.status == queue::RcptStatus::Delivered);
+    if all_delivered && let Err(e) = sh.spool.unlink_envelope(id) {
+        tracing::error!(id, error = %e, "cannot remove the delivered message's envelope");
+    }
     let (spool, id2, d2) = (sh.spool.clone(), id.to_string(), d.clone());
     let saved = tokio::task::spawn_blocking(move || {
         if all_delivered {

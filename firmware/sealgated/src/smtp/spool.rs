@@ -264,15 +264,20 @@ impl Spool {
         Ok(())
     }
 
+    /// Unlinks a message's envelope (the message no longer exists; gone already: fine).
+    /// One metadata operation, no fsync: see [`Spool::remove_delivered`].
+    pub(super) fn unlink_envelope(&self, id: &str) -> std::io::Result<()> {
+        match std::fs::remove_file(self.dir.join(format!("{id}.json"))) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+
     /// Removes a message every recipient of which the next hop took: the envelope first,
     /// durably (the message no longer exists, so it is never sent again), then the rest.
     /// Blocking.
     pub(super) fn remove_delivered(&self, id: &str) -> std::io::Result<()> {
-        match std::fs::remove_file(self.dir.join(format!("{id}.json"))) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
-        }
+        self.unlink_envelope(id)?;
         self.sync_dir()?;
         self.remove(id);
         Ok(())

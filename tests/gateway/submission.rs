@@ -845,3 +845,93 @@ fn the_box_relays_with_its_own_credentials_and_a_wrong_password_defers() {
         );
     }
 }
+
+/// `openssl cms -cmsout -print` of a delivered message: its CMS structure as text.
+fn cms_print(b: &Box, msg: &[u8]) -> String {
+    let input = b.tmp.path().join("printed.eml");
+    std::fs::write(&input, msg).unwrap();
+    let out = run(Command::new("openssl")
+        .args(["cms", "-cmsout", "-print", "-in"])
+        .arg(&input));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn the_content_cipher_in_delivered_mail_follows_every_partys_capabilities() {
+    let pki = Pki::new();
+    let org = OrgServers::start(USERS, MAILBOXES);
+    // alice (the sender) and bob announced AES-256-GCM in signed mail the box harvested;
+    // mallory's software never told.
+    let dir = data_dir_with_keys(&pki);
+    {
+        let mut sealer = sealgate_vault::SoftwareSealer::danger_new();
+        let v = sealgate_vault::Vault::open(dir.path(), &mut sealer).unwrap();
+        let caps: Vec<String> = ["aes256-gcm", "aes128-gcm", "aes256-cbc", "aes128-cbc"]
+            .map(String::from)
+            .to_vec();
+        for who in ["alice@example.org", "bob@example.org"] {
+            v.set_recipient_capabilities_by(who, &caps, "test").unwrap();
+        }
+    }
+    let settings = format!(
+        "[submission]\nlisten = \"127.0.0.1:0\"\nlisten_tls = \"127.0.0.1:0\"\nauth = \"smtp://127.0.0.1:{}\"\nauth_ca = \"{}\"\nrelay = \"{}\"\n",
+        org.postfix.submission,
+        org.tls.ca.display(),
+        org.relay(),
+    );
+    let daemon = Daemon::start(dir.path(), &settings);
+    let b = Box {
+        starttls: listener(&daemon, "submission"),
+        implicit: listener(&daemon, "submission-tls"),
+        daemon,
+        data_dir: dir,
+        tmp: tempfile::tempdir().unwrap(),
+    };
+    let send = |to: &[&str], subject: &str| {
+        let m = message("alice@example.org", to, subject, "the cipher");
+        let sent = client(
+            &b,
+            "starttls",
+            "alice@example.org",
+            "alice-Passw0rd",
+            "alice@example.org",
+            to,
+            &m,
+        );
+        assert_eq!((sent.stage.as_str(), sent.code), ("data", 250), "{sent:?}");
+    };
+
+    // Every party (bob and the sender) reads AES-256-GCM: AuthEnvelopedData with it.
+    send(&["bob@example.org"], "gcm");
+    let got = org.postfix.wait_for_mail("bob@example.org", 1);
+    let text = String::from_utf8_lossy(&got[0]).into_owned();
+    assert!(text.contains("smime-type=authEnveloped-data"), "{text}");
+    let printed = cms_print(&b, &got[0]);
+    assert!(
+        printed.contains("id-smime-ct-authEnvelopedData"),
+        "{printed}"
+    );
+    assert!(printed.contains("aes-256-gcm"), "{printed}");
+    assert!(!printed.contains("aes-256-cbc"), "{printed}");
+    for reader in ["bob@example.org", "alice@example.org"] {
+        let inner = pki.openssl_decrypt(&got[0], reader);
+        assert!(verified(&pki, &inner).contains("the cipher"));
+    }
+
+    // mallory's capabilities are unknown: the CBC cipher every S/MIME client reads.
+    send(&["bob@example.org", "mallory@example.net"], "cbc");
+    let got = org.postfix.wait_for_mail("mallory@example.net", 1);
+    let printed = cms_print(&b, &got[0]);
+    assert!(printed.contains("pkcs7-envelopedData"), "{printed}");
+    assert!(printed.contains("aes-256-cbc"), "{printed}");
+    assert!(!printed.contains("gcm"), "{printed}");
+    let inner = pki.openssl_decrypt(&got[0], "mallory@example.net");
+    assert!(verified(&pki, &inner).contains("the cipher"));
+    // bob's copy of the second message is that one copy (one encryption for all parties).
+    let bob = org.postfix.wait_for_mail("bob@example.org", 2);
+    let ciphers: Vec<bool> = bob
+        .iter()
+        .map(|m| cms_print(&b, m).contains("aes-256-cbc"))
+        .collect();
+    assert_eq!(ciphers.iter().filter(|c| **c).count(), 1, "{ciphers:?}");
+}

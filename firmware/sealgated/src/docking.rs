@@ -126,7 +126,14 @@ pub fn message_id(msg: &[u8]) -> Option<String> {
 /// The unfolded header fields (at most the first 256 KiB are read).
 fn header_fields(msg: &[u8]) -> Vec<(String, String)> {
     let head = &msg[..msg.len().min(256 * 1024)];
-    let text = String::from_utf8_lossy(head);
+    // Only the header is read: the body (up to the whole message) is never decoded.
+    let end = (0..head.len())
+        .find(|&i| {
+            head[i] == b'\n'
+                && (head.get(i + 1) == Some(&b'\n') || head.get(i + 1..i + 3) == Some(b"\r\n"))
+        })
+        .map_or(head.len(), |i| i + 1);
+    let text = String::from_utf8_lossy(&head[..end]);
     let mut fields: Vec<(String, String)> = Vec::new();
     for line in text.split('\n') {
         let line = line.strip_suffix('\r').unwrap_or(line);

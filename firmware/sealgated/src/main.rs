@@ -627,6 +627,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             vault: submission_vault,
             audit: audit.clone(),
             tls: submission_tls,
+            workers: state.workers.clone(),
         })
         .await?;
         for (name, addr) in submission.listening() {

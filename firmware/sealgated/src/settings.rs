@@ -1220,6 +1220,13 @@ pub struct Submission {
     /// Further sender addresses per login name (`"alice@example.org" = ["sales@example.org"]`);
     /// a login name that is an address may always send as itself.
     pub aliases: std::collections::BTreeMap<String, Vec<Address>>,
+    /// TLS to `relay`: `opportunistic` (the default without `relay_username`), `require`
+    /// (STARTTLS and a certificate verified against `auth_ca` or the system's roots for
+    /// `relay_name`, or `relay_fingerprint`; the default, and the only choice, with
+    /// `relay_username`) or `none`.
+    pub relay_tls: Option<TlsMode>,
+    /// `relay`'s certificate pinned by its SHA-256 fingerprint (with `relay_tls = "require"`).
+    pub relay_fingerprint: Option<Fingerprint>,
 }
 
 impl Default for Submission {
@@ -1237,6 +1244,8 @@ impl Default for Submission {
             max_auth_failures: 5,
             auth_failure_window_secs: Seconds(300),
             aliases: std::collections::BTreeMap::new(),
+            relay_tls: None,
+            relay_fingerprint: None,
         }
     }
 }
@@ -1262,7 +1271,15 @@ impl Submission {
                 !u.is_empty() && u.len() <= 256 && !u.chars().any(char::is_control),
                 "[submission] relay_username must be 1..=256 characters without control characters"
             );
+            anyhow::ensure!(
+                matches!(self.relay_tls, None | Some(TlsMode::Require)),
+                "[submission] relay_username needs relay_tls = \"require\" (the box's password goes only to a verified server)"
+            );
         }
+        anyhow::ensure!(
+            self.relay_fingerprint.is_none() || self.relay_tls == Some(TlsMode::Require),
+            "[submission] relay_fingerprint needs relay_tls = \"require\""
+        );
         anyhow::ensure!(
             self.auth_cache_secs.0 <= 3600,
             "[submission] auth_cache_secs must be 1..=3600"
@@ -1475,6 +1492,14 @@ pub struct Inbound {
     pub max_connections_per_minute: u32,
     /// Recipients per message; beyond that `452 4.5.3`.
     pub max_recipients: usize,
+    /// TLS to `next_hop`, as `[smtp] next_hop_tls` (default `opportunistic`).
+    pub next_hop_tls: TlsMode,
+    /// Trust anchors (PEM) for `next_hop`'s certificate instead of the system's roots.
+    pub next_hop_ca: Option<PathBuf>,
+    /// `next_hop`'s certificate pinned by its SHA-256 fingerprint.
+    pub next_hop_fingerprint: Option<Fingerprint>,
+    /// The name `next_hop`'s certificate must carry (default: its IP address).
+    pub next_hop_name: Option<String>,
 }
 
 impl Default for Inbound {
@@ -1486,6 +1511,10 @@ impl Default for Inbound {
             encrypt_at_rest: false,
             max_connections_per_minute: 60,
             max_recipients: 100,
+            next_hop_tls: TlsMode::Opportunistic,
+            next_hop_ca: None,
+            next_hop_fingerprint: None,
+            next_hop_name: None,
         }
     }
 }
@@ -1506,6 +1535,10 @@ impl Inbound {
                 "[inbound] max_connections_per_minute and max_recipients must be at least 1"
             );
         }
+        anyhow::ensure!(
+            self.next_hop_ca.is_none() || self.next_hop_fingerprint.is_none(),
+            "[inbound] next_hop_ca and next_hop_fingerprint exclude each other"
+        );
         Ok(())
     }
 }

@@ -272,6 +272,8 @@ fn submission_view(s: &Submission) -> Value {
         max_auth_failures,
         auth_failure_window_secs,
         aliases,
+        relay_tls,
+        relay_fingerprint,
     } = s;
     let addr = |a: &Option<std::net::SocketAddr>| a.map_or(Value::Null, |a| json!(a.to_string()));
     json!({
@@ -292,6 +294,8 @@ fn submission_view(s: &Submission) -> Value {
                 (login.clone(), json!(addrs.iter().map(|a| a.0.clone()).collect::<Vec<_>>()))
             })
             .collect::<Map<String, Value>>(),
+        "relay_tls": relay_tls.map_or(Value::Null, |t| spelled::<TlsMode>(t, &["none", "opportunistic", "require"])),
+        "relay_fingerprint": relay_fingerprint.map_or(Value::Null, |Fingerprint(f)| json!(crate::identity::hex(&f))),
     })
 }
 
@@ -303,6 +307,10 @@ fn inbound_view(i: &Inbound) -> Value {
         encrypt_at_rest,
         max_connections_per_minute,
         max_recipients,
+        next_hop_tls,
+        next_hop_ca,
+        next_hop_fingerprint,
+        next_hop_name,
     } = i;
     json!({
         "listen": listen.map_or(Value::Null, |a| json!(a.to_string())),
@@ -311,6 +319,10 @@ fn inbound_view(i: &Inbound) -> Value {
         "encrypt_at_rest": encrypt_at_rest,
         "max_connections_per_minute": max_connections_per_minute,
         "max_recipients": max_recipients,
+        "next_hop_tls": spelled::<TlsMode>(*next_hop_tls, &["none", "opportunistic", "require"]),
+        "next_hop_ca": path(next_hop_ca),
+        "next_hop_fingerprint": next_hop_fingerprint.map_or(Value::Null, |Fingerprint(f)| json!(crate::identity::hex(&f))),
+        "next_hop_name": next_hop_name,
     })
 }
 

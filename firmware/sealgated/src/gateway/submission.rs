@@ -49,6 +49,9 @@ pub struct Submission {
     pub audit: Arc<AuditLog>,
     /// The box's TLS configuration (its certificate, no client certificates).
     pub tls: Arc<rustls::ServerConfig>,
+    /// The crypto workers shared with the HTTPS API and the hand-off (one per core): at most
+    /// that many messages are signed and encrypted at once, however many sessions wait.
+    pub workers: Arc<tokio::sync::Semaphore>,
 }
 
 /// The running listeners.
@@ -544,7 +547,15 @@ async fn end_of_message(
     let recipients = txn.to.clone();
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let sender = from.clone();
+    let Ok(worker) = sh.s.workers.clone().acquire_owned().await else {
+        return Err(reply(
+            451,
+            [4, 3, 0],
+            "the box is stopping; try again later",
+        ));
+    };
     let outcome = tokio::task::spawn_blocking(move || {
+        let _worker = worker;
         let acting = Acting::new(keys.as_ref(), actor.clone());
         let enrol = |addr: &str| -> Result<(), String> {
             vault

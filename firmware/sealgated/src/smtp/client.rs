@@ -54,6 +54,8 @@ pub struct NextHop {
     unverified: Arc<ClientConfig>,
     /// The box's own login at this hop, if any (AUTH PLAIN after STARTTLS only).
     login: Option<Arc<RelayLogin>>,
+    /// Sessions kept open for the next message (shared by the clones of this hop).
+    pool: Arc<Pool>,
 }
 
 /// The box's credentials at a next hop. The password is wiped on drop and never shown.
@@ -178,6 +180,7 @@ impl NextHop {
             verified: Arc::new(verified),
             unverified: Arc::new(unverified),
             login: None,
+            pool: Arc::default(),
         })
     }
 
@@ -375,6 +378,11 @@ impl Conn {
 }
 
 /// Sends `msg` from `from` to `to` through `hop`; one [`Fate`] per recipient, in order.
+///
+/// A session that ended its last transaction cleanly is kept open for a few seconds and
+/// used for the next message to the same hop (no new connection, greeting, EHLO, TLS
+/// handshake or login per message); one that fails before the message was sent is dropped
+/// and the message tried at once on a new connection.
 pub async fn send(
     hop: &NextHop,
     hostname: &str,
@@ -406,6 +414,78 @@ async fn connect(hop: &NextHop) -> Result<Conn, Stop> {
     Ok(Conn::new(Box::new(tcp)))
 }
 
+/// How long an idle session to a next hop stays open for the next message.
+const IDLE: Duration = Duration::from_secs(5);
+/// Messages per session before it is closed (a new one is opened for the next).
+const MESSAGES_PER_SESSION: u32 = 100;
+/// Idle sessions kept per next hop.
+const IDLE_SESSIONS: usize = 32;
+
+/// An open session after EHLO (and STARTTLS, AUTH): ready for MAIL.
+struct Session {
+    c: Conn,
+    ext: Capabilities,
+    /// The TLS mode it was opened with (a session without TLS never serves `require`).
+    mode: TlsMode,
+    /// Transactions it carried.
+    used: u32,
+}
+
+/// Idle sessions of one next hop.
+#[derive(Default)]
+pub(super) struct Pool {
+    idle: std::sync::Mutex<Vec<(u64, Session)>>,
+    next: std::sync::atomic::AtomicU64,
+}
+
+impl Pool {
+    fn take(&self, mode: TlsMode) -> Option<Session> {
+        let mut idle = self.idle.lock().ok()?;
+        let i = idle.iter().rposition(|(_, s)| s.mode == mode)?;
+        Some(idle.swap_remove(i).1)
+    }
+
+    /// Keeps `s` for the next message; a task closes it with QUIT when it stays idle.
+    fn put(self: &Arc<Self>, s: Session) {
+        if s.used >= MESSAGES_PER_SESSION {
+            quit(s);
+            return;
+        }
+        let id = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let Ok(mut idle) = self.idle.lock() else {
+            return;
+        };
+        if idle.len() >= IDLE_SESSIONS {
+            drop(idle);
+            quit(s);
+            return;
+        }
+        idle.push((id, s));
+        drop(idle);
+        let pool = Arc::downgrade(self);
+        tokio::spawn(async move {
+            tokio::time::sleep(IDLE).await;
+            let Some(pool) = pool.upgrade() else {
+                return;
+            };
+            let s = pool.idle.lock().ok().and_then(|mut idle| {
+                let i = idle.iter().position(|(x, _)| *x == id)?;
+                Some(idle.swap_remove(i).1)
+            });
+            if let Some(s) = s {
+                quit(s);
+            }
+        });
+    }
+}
+
+/// Ends a session politely, off the caller's path.
+fn quit(mut s: Session) {
+    tokio::spawn(async move {
+        let _ = tokio::time::timeout(Duration::from_secs(10), s.c.command("QUIT")).await;
+    });
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn attempt(
     hop: &NextHop,
@@ -416,6 +496,58 @@ async fn attempt(
     msg: &[u8],
     mode: TlsMode,
 ) -> Result<Vec<Fate>, Stop> {
+    // A kept session first; if it fails before the message went out (the next hop closed
+    // it meanwhile), the message goes on a new one at once.
+    if let Some(mut s) = hop.pool.take(mode) {
+        let mut progress = Progress::Envelope;
+        let r = transaction(&mut s, from, to, data, msg, &mut progress).await;
+        match progress {
+            Progress::Done => {
+                s.used += 1;
+                hop.pool.put(s);
+                return r;
+            }
+            // The next hop may have the message: its fate stands (never sent twice).
+            Progress::Data => return r,
+            Progress::Envelope => {}
+        }
+        match &r {
+            // Answered before DATA by a live session: the answer stands.
+            Ok(_) | Err(Stop::All(Fate::Permanent(_))) => {
+                quit(s);
+                return r;
+            }
+            Err(Stop::All(Fate::Temporary(e))) => {
+                tracing::debug!(next_hop = %hop.addr, error = %e, "a kept session failed before the message: a new one");
+            }
+            Err(_) => {}
+        }
+    }
+    let mut s = open(hop, hostname, mode).await?;
+    let mut progress = Progress::Envelope;
+    let r = transaction(&mut s, from, to, data, msg, &mut progress).await;
+    if progress == Progress::Done {
+        s.used += 1;
+        hop.pool.put(s);
+    } else if r.is_ok() {
+        quit(s);
+    }
+    r
+}
+
+/// How far a transaction went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Progress {
+    /// Before the message's content was sent: trying again elsewhere sends it once.
+    Envelope,
+    /// The content was sent: the next hop may have taken it.
+    Data,
+    /// The next hop answered the end of DATA: the session is ready for the next message.
+    Done,
+}
+
+/// Opens a session: greeting, EHLO, STARTTLS and AUTH as `mode` and the hop say.
+async fn open(hop: &NextHop, hostname: &str, mode: TlsMode) -> Result<Session, Stop> {
     let mut c = connect(hop).await?;
     let greeting = c.read_reply(GREETING_TIMEOUT).await?;
     if let Some(f) = greeting.fate_if_not(220) {
@@ -510,11 +642,28 @@ async fn attempt(
             )));
         }
     }
+    Ok(Session {
+        c,
+        ext,
+        mode,
+        used: 0,
+    })
+}
+
+/// One transaction on an open session; `progress` tells how far it went.
+async fn transaction(
+    s: &mut Session,
+    from: &str,
+    to: &[String],
+    data: &[u8],
+    msg: &[u8],
+    progress: &mut Progress,
+) -> Result<Vec<Fate>, Stop> {
+    let (c, ext) = (&mut s.c, &s.ext);
     if let Some(limit) = ext.size
         && limit > 0
         && data.len() as u64 > limit
     {
-        let _ = c.command("QUIT").await;
         return Err(Stop::All(Fate::Permanent(format!(
             "552 5.3.4 the message ({} bytes) is larger than the next hop's limit ({limit} bytes)",
             data.len()
@@ -524,7 +673,6 @@ async fn attempt(
     // takes it (RFC 6531); there is no downgrade of an address.
     let utf8 = !from.is_ascii() || to.iter().any(|t| !t.is_ascii());
     if utf8 && !ext.smtputf8 {
-        let _ = c.command("QUIT").await;
         return Err(Stop::All(Fate::Permanent(
             "553 5.6.7 the next hop does not offer SMTPUTF8 for a UTF-8 address".into(),
         )));
@@ -576,7 +724,6 @@ async fn attempt(
             fates[i] = c.command(r).await?.fate_if_not(250);
         }
         if fates.iter().all(Option::is_some) {
-            let _ = c.command("QUIT").await;
             return Ok(fates.into_iter().flatten().collect());
         }
         data_reply = c.command("DATA").await?;
@@ -593,15 +740,15 @@ async fn attempt(
         let _ = c.read_reply(REPLY_TIMEOUT).await;
         return Ok(fates.into_iter().flatten().collect());
     }
+    *progress = Progress::Data;
     c.send(data).await?;
     // From here on the next hop may have taken the message: a lost answer is a temporary
     // failure (sent again later: the one window for a duplicate).
     let end = c.read_reply(REPLY_TIMEOUT * 2).await?;
-    // The result goes back at once, to be written durably; QUIT's round trip must not widen
-    // the window in which a crash makes the message go out twice.
-    tokio::spawn(async move {
-        let _ = tokio::time::timeout(Duration::from_secs(10), c.command("QUIT")).await;
-    });
+    // The result goes back at once, to be written durably: the session is put back for
+    // the next message (or QUIT later, off this path), so no round trip widens the window
+    // in which a crash makes the message go out twice.
+    *progress = Progress::Done;
     let result = if end.positive() {
         Fate::Delivered(end.text())
     } else {
@@ -616,30 +763,34 @@ async fn attempt(
 /// The DATA section for `msg`: CRLF line ends, dot-stuffed, ending with CRLF "." CRLF.
 pub(super) fn data_section(msg: &[u8]) -> Vec<u8> {
     let mut data = Vec::with_capacity(msg.len() + msg.len() / 50 + 8);
-    let mut at_line_start = true;
-    let mut i = 0;
-    while i < msg.len() {
-        let b = msg[i];
-        match b {
-            b'\r' | b'\n' => {
-                data.extend_from_slice(b"\r\n");
-                at_line_start = true;
-                // CRLF is one line end.
-                if b == b'\r' && msg.get(i + 1) == Some(&b'\n') {
-                    i += 1;
-                }
+    // Line by line (a line's bytes copied at once): each line starting with "." gets another,
+    // each CR, LF or CRLF becomes CRLF.
+    let mut rest = msg;
+    let mut ends_in_line_end = true;
+    while !rest.is_empty() {
+        if rest[0] == b'.' {
+            data.push(b'.');
+        }
+        match rest.iter().position(|&b| b == b'\r' || b == b'\n') {
+            None => {
+                data.extend_from_slice(rest);
+                ends_in_line_end = false;
+                break;
             }
-            _ => {
-                if at_line_start && b == b'.' {
-                    data.push(b'.');
-                }
-                data.push(b);
-                at_line_start = false;
+            Some(n) => {
+                data.extend_from_slice(&rest[..n]);
+                data.extend_from_slice(b"\r\n");
+                // CRLF is one line end.
+                let end = if rest[n] == b'\r' && rest.get(n + 1) == Some(&b'\n') {
+                    2
+                } else {
+                    1
+                };
+                rest = &rest[n + end..];
             }
         }
-        i += 1;
     }
-    if !at_line_start {
+    if !ends_in_line_end {
         data.extend_from_slice(b"\r\n");
     }
     data.extend_from_slice(b".\r\n");
@@ -653,6 +804,44 @@ mod tests {
 
     #[test]
     fn nothing_in_the_content_ends_data_at_the_next_hop() {
+        // The byte-by-byte definition, against every short message over the characters
+        // that matter.
+        fn reference(msg: &[u8]) -> Vec<u8> {
+            let mut data = Vec::new();
+            let mut at_line_start = true;
+            let mut i = 0;
+            while i < msg.len() {
+                let b = msg[i];
+                if b == b'\r' || b == b'\n' {
+                    data.extend_from_slice(b"\r\n");
+                    at_line_start = true;
+                    if b == b'\r' && msg.get(i + 1) == Some(&b'\n') {
+                        i += 1;
+                    }
+                } else {
+                    if at_line_start && b == b'.' {
+                        data.push(b'.');
+                    }
+                    data.push(b);
+                    at_line_start = false;
+                }
+                i += 1;
+            }
+            if !at_line_start {
+                data.extend_from_slice(b"\r\n");
+            }
+            data.extend_from_slice(b".\r\n");
+            data
+        }
+        let alphabet = [b'a', b'.', b'\r', b'\n'];
+        for len in 0..=6u32 {
+            for n in 0..4usize.pow(len) {
+                let msg: Vec<u8> = (0..len)
+                    .map(|k| alphabet[(n / 4usize.pow(k)) % 4])
+                    .collect();
+                assert_eq!(data_section(&msg), reference(&msg), "{msg:?}");
+            }
+        }
         assert_eq!(data_section(b"a\r\nb\r\n"), b"a\r\nb\r\n.\r\n".to_vec());
         assert_eq!(data_section(b"a"), b"a\r\n.\r\n".to_vec());
         assert_eq!(data_section(b""), b".\r\n".to_vec());
@@ -938,6 +1127,101 @@ mod tests {
         s.smtp.next_hop = Some(addr);
         s.smtp.next_hop_tls = mode;
         NextHop::from_settings(&s).expect("hop").expect("some")
+    }
+
+    #[tokio::test]
+    async fn a_session_carries_the_next_messages() {
+        let (addr, h) = scripted(vec![("EHLO", "250-test\r\n250 PIPELINING")]).await;
+        let hop = hop(addr, TlsMode::None);
+        let to = vec!["a@x".to_string()];
+        for _ in 0..3 {
+            let f = send(&hop, "box", "s@x", &to, b"Subject: x\r\n\r\nhi\r\n").await;
+            assert!(matches!(&f[0], Fate::Delivered(_)), "{f:?}");
+        }
+        drop(hop);
+        // The scripted server takes one connection: all three went over it.
+        let seen = h.await.expect("server");
+        assert_eq!(seen.iter().filter(|l| l.starts_with("EHLO")).count(), 1);
+        assert_eq!(seen.iter().filter(|l| *l == ".").count(), 3, "{seen:?}");
+    }
+
+    /// A next hop that ends every session after one message (or, with `refuse_mail`, answers
+    /// a kept session's MAIL with 421 and closes): (connections, messages taken).
+    async fn one_message_per_session(
+        refuse_mail: bool,
+    ) -> (
+        SocketAddr,
+        Arc<std::sync::atomic::AtomicUsize>,
+        Arc<std::sync::atomic::AtomicUsize>,
+    ) {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = l.local_addr().expect("addr");
+        let (conns, taken) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let (c2, t2) = (conns.clone(), taken.clone());
+        tokio::spawn(async move {
+            while let Ok((s, _)) = l.accept().await {
+                c2.fetch_add(1, Ordering::SeqCst);
+                let t2 = t2.clone();
+                tokio::spawn(async move {
+                    let mut r = BufReader::new(s);
+                    let _ = r.get_mut().write_all(b"220 test ESMTP\r\n").await;
+                    let (mut in_data, mut messages) = (false, 0);
+                    loop {
+                        let mut line = String::new();
+                        if r.read_line(&mut line).await.unwrap_or(0) == 0 {
+                            return;
+                        }
+                        let line = line.trim_end().to_ascii_uppercase();
+                        if in_data {
+                            if line == "." {
+                                in_data = false;
+                                messages += 1;
+                                t2.fetch_add(1, Ordering::SeqCst);
+                                let _ = r.get_mut().write_all(b"250 2.0.0 taken\r\n").await;
+                                if !refuse_mail {
+                                    return;
+                                }
+                            }
+                            continue;
+                        }
+                        let answer: &[u8] = if line.starts_with("EHLO") {
+                            b"250-test\r\n250 PIPELINING\r\n"
+                        } else if line.starts_with("MAIL") && messages > 0 {
+                            let _ = r.get_mut().write_all(b"421 4.4.2 idle too long\r\n").await;
+                            return;
+                        } else if line.starts_with("DATA") {
+                            in_data = true;
+                            b"354 go\r\n"
+                        } else {
+                            b"250 ok\r\n"
+                        };
+                        let _ = r.get_mut().write_all(answer).await;
+                    }
+                });
+            }
+        });
+        (addr, conns, taken)
+    }
+
+    #[tokio::test]
+    async fn a_kept_session_the_next_hop_ended_is_replaced_and_nothing_goes_twice() {
+        use std::sync::atomic::Ordering;
+        for refuse_mail in [false, true] {
+            let (addr, conns, taken) = one_message_per_session(refuse_mail).await;
+            let hop = hop(addr, TlsMode::None);
+            let to = vec!["a@x".to_string()];
+            for _ in 0..3 {
+                // The server's close is seen before the next message (or its 421 is).
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                let f = send(&hop, "box", "s@x", &to, b"Subject: x\r\n\r\nhi\r\n").await;
+                assert!(matches!(&f[0], Fate::Delivered(_)), "{refuse_mail}: {f:?}");
+            }
+            assert_eq!(taken.load(Ordering::SeqCst), 3, "{refuse_mail}");
+            assert_eq!(conns.load(Ordering::SeqCst), 3, "{refuse_mail}");
+        }
     }
 
     #[tokio::test]

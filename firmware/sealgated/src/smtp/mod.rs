@@ -221,15 +221,15 @@ pub async fn start(h: HandOff) -> anyhow::Result<Running> {
     let next_hop = client::NextHop::from_settings(&h.settings)?;
     let inbound_hop = match h.settings.inbound.next_hop {
         Some(a) if h.settings.inbound.listen.is_some() => {
-            // The internal server: STARTTLS when it offers it (the `[smtp] next_hop_*`
-            // settings are the hand-off's next hop's).
+            // The internal server, with its own TLS settings (`[inbound] next_hop_*`).
+            let i = &h.settings.inbound;
             Some(client::NextHop::new(
                 a,
                 &client::TlsPolicy {
-                    mode: crate::settings::TlsMode::Opportunistic,
-                    ca: None,
-                    fingerprint: None,
-                    name: None,
+                    mode: i.next_hop_tls,
+                    ca: i.next_hop_ca.as_deref(),
+                    fingerprint: i.next_hop_fingerprint.map(|f| f.0),
+                    name: i.next_hop_name.as_deref(),
                     what: "[inbound] next_hop",
                 },
             )?)
@@ -307,10 +307,11 @@ impl Shared {
 }
 
 /// The organisation's server that submitted mail is relayed to, when the submission
-/// listeners are configured: STARTTLS when it offers it (`[smtp] next_hop_*` are the
-/// hand-off's next hop's); with the box's own login (`relay_username`), STARTTLS required
-/// and the certificate verified (`auth_ca` or the system's roots, for `relay_name` or the
-/// address), so the password never goes out in clear or to an impostor.
+/// listeners are configured: TLS as `relay_tls` says (default: STARTTLS when it offers it;
+/// `[smtp] next_hop_*` are the hand-off's next hop's); with the box's own login
+/// (`relay_username`), STARTTLS required and the certificate verified (`relay_fingerprint`,
+/// or `auth_ca` or the system's roots for `relay_name` or the address), so the password
+/// never goes out in clear or to an impostor.
 fn submission_hop(s: &Settings) -> anyhow::Result<Option<client::NextHop>> {
     let sub = &s.submission;
     let Some(relay) = sub
@@ -319,29 +320,30 @@ fn submission_hop(s: &Settings) -> anyhow::Result<Option<client::NextHop>> {
     else {
         return Ok(None);
     };
-    let (Some(username), Some(file)) = (&sub.relay_username, &sub.relay_password_file) else {
-        return Ok(Some(client::NextHop::new(
-            relay,
-            &client::TlsPolicy {
-                mode: crate::settings::TlsMode::Opportunistic,
-                ca: None,
-                fingerprint: None,
-                name: None,
-                what: "[submission] relay",
-            },
-        )?));
-    };
-    let password = relay_password(file)?;
+    let login = sub.relay_username.is_some();
+    // `relay_tls` (validated: `require` whenever the box logs in).
+    let mode = sub.relay_tls.unwrap_or(if login {
+        crate::settings::TlsMode::Require
+    } else {
+        crate::settings::TlsMode::Opportunistic
+    });
     let hop = client::NextHop::new(
         relay,
         &client::TlsPolicy {
-            mode: crate::settings::TlsMode::Require,
-            ca: sub.auth_ca.as_deref(),
-            fingerprint: None,
+            mode,
+            ca: sub
+                .auth_ca
+                .as_deref()
+                .filter(|_| sub.relay_fingerprint.is_none()),
+            fingerprint: sub.relay_fingerprint.map(|f| f.0),
             name: sub.relay_name.as_deref(),
             what: "[submission] relay",
         },
     )?;
+    let (Some(username), Some(file)) = (&sub.relay_username, &sub.relay_password_file) else {
+        return Ok(Some(hop));
+    };
+    let password = relay_password(file)?;
     Ok(Some(hop.with_login(client::RelayLogin {
         username: username.clone(),
         password,
@@ -389,8 +391,27 @@ fn unix_now() -> i64 {
 /// Messages the delivery loop works on at once.
 const DELIVERIES_AT_ONCE: usize = 16;
 
+/// A message the delivery loop is working on, until its task ends (also by a panic).
+struct InFlight {
+    ids: Arc<Mutex<std::collections::HashSet<String>>>,
+    id: String,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if let Ok(mut s) = self.ids.lock() {
+            s.remove(&self.id);
+        }
+    }
+}
+
 async fn delivery_loop(sh: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     let mut last_recount = Instant::now();
+    // Several messages at once (each claims its id): one slow next hop, fsync or signature
+    // does not hold up the rest of the queue. The queue is looked at again whenever one of
+    // them ends or a message arrives, so new mail does not wait for a whole round.
+    let mut running = tokio::task::JoinSet::new();
+    let inflight: Arc<Mutex<std::collections::HashSet<String>>> = Arc::default();
     loop {
         if last_recount.elapsed() > Duration::from_secs(60) {
             // Held messages an administrator removed give their room back.
@@ -401,28 +422,41 @@ async fn delivery_loop(sh: Arc<Shared>, mut stop: watch::Receiver<bool>) {
         let ids = sh.spool.queued();
         let present: std::collections::HashSet<&String> = ids.iter().collect();
         sh.spool.forget_due(&present);
-        // Several messages at once (each claims its id): one slow next hop, fsync or
-        // signature does not hold up the rest of the queue.
-        let mut running = tokio::task::JoinSet::new();
         for id in ids {
-            if *stop.borrow() {
+            if *stop.borrow() || running.len() >= DELIVERIES_AT_ONCE {
                 break;
             }
             if sh.spool.due(&id) > unix_now() {
                 continue;
             }
-            while running.len() >= DELIVERIES_AT_ONCE {
-                let _ = running.join_next().await;
+            let Ok(mut set) = inflight.lock() else {
+                break;
+            };
+            if !set.insert(id.clone()) {
+                continue;
             }
+            drop(set);
+            let guard = InFlight {
+                ids: inflight.clone(),
+                id: id.clone(),
+            };
             let sh = sh.clone();
-            running.spawn(async move { deliver(&sh, &id).await });
-        }
-        while running.join_next().await.is_some() {}
-        if *stop.borrow() {
-            return;
+            running.spawn(async move {
+                let _guard = guard;
+                // Still in the queue and due at once (busy, no next hop, processing
+                // stopped): not before the next second, as the loop's own pace.
+                if !deliver(&sh, &id).await && sh.spool.due(&id) <= unix_now() {
+                    sh.spool.set_due(&id, unix_now() + 1);
+                }
+            });
         }
         tokio::select! {
-            _ = stop.changed() => return,
+            _ = stop.changed() => {
+                // The messages being delivered finish (their results are recorded).
+                while running.join_next().await.is_some() {}
+                return;
+            }
+            Some(_) = running.join_next(), if !running.is_empty() => {}
             _ = sh.wake.notified() => {}
             _ = sh.spool.arrived.notified() => {}
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
@@ -548,7 +582,7 @@ async fn deliver(sh: &Arc<Shared>, id: &str) -> bool {
         };
         // Counted before processing, so that a crash of the whole daemon counts too.
         env.attempts += 1;
-        if let Err(e) = sh.spool.save_envelope(id, &env) {
+        if let Err(e) = sh.spool.save_envelope_cached(id, &env) {
             tracing::error!(id, error = %e, "cannot update the spool envelope");
             return false;
         }
@@ -585,7 +619,7 @@ async fn deliver(sh: &Arc<Shared>, id: &str) -> bool {
             }
         };
         env.attempts = 0;
-        if let Err(e) = sh.spool.save_envelope(id, &env) {
+        if let Err(e) = sh.spool.save_envelope_cached(id, &env) {
             tracing::warn!(id, error = %e, "cannot update the spool envelope");
         }
         match processed {
@@ -615,8 +649,30 @@ async fn deliver(sh: &Arc<Shared>, id: &str) -> bool {
     )
     .await;
     d.record(&open, &fates, unix_now(), &sh.policy);
-    // Before anything else: what the next hop took is never sent again.
-    if let Err(e) = sh.spool.save_delivery(id, &d) {
+    // Before anything else: what the next hop took is never sent again. Everything taken:
+    // the envelope's removal is the record, made at once (a kill -9 from here on finds the
+    // message gone: the page cache keeps the unlink), then made durable against a power
+    // loss off the executor (the directory's fsync, grouped with the other messages'). The
+    // window in which a kill sends a message twice is the next hop's answer to this
+    // unlink, not to an fsync.
+    let all_delivered = d
+        .recipients
+        .iter()
+        .all(|r| r.status == queue::RcptStatus::Delivered);
+    if all_delivered && let Err(e) = sh.spool.unlink_envelope(id) {
+        tracing::error!(id, error = %e, "cannot remove the delivered message's envelope");
+    }
+    let (spool, id2, d2) = (sh.spool.clone(), id.to_string(), d.clone());
+    let saved = tokio::task::spawn_blocking(move || {
+        if all_delivered {
+            spool.remove_delivered(&id2)
+        } else {
+            spool.save_delivery(&id2, &d2)
+        }
+    })
+    .await
+    .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
+    if let Err(e) = saved {
         tracing::error!(id, error = %e, "cannot record the delivery result: recipients the next hop took may get the message again");
     }
     sh.spool.set_due(id, d.next_attempt);
@@ -762,4 +818,50 @@ fn finish(
         sh.spool.remove(id);
     }
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::settings::TlsMode;
+
+    fn settings(toml: &str) -> Settings {
+        Settings::parse(toml).expect("settings")
+    }
+
+    #[test]
+    fn each_next_hop_has_its_own_tls_setting() {
+        let base = "[submission]\nlisten = \"127.0.0.1:2587\"\nauth = \"smtp://127.0.0.1:3587\"\nrelay = \"127.0.0.1:3525\"\n";
+        let hop = |extra: &str| {
+            submission_hop(&settings(&format!("{base}{extra}")))
+                .expect("hop")
+                .expect("some")
+        };
+        assert_eq!(hop("").mode, TlsMode::Opportunistic);
+        assert_eq!(hop("relay_tls = \"none\"\n").mode, TlsMode::None);
+        let pin = "ab".repeat(32);
+        let pinned = hop(&format!(
+            "relay_tls = \"require\"\nrelay_fingerprint = \"{pin}\"\n"
+        ));
+        assert_eq!(pinned.mode, TlsMode::Require);
+        // The box's password never goes to an unverified server, nor a pin without require.
+        for bad in [
+            "relay_username = \"box\"\nrelay_password_file = \"/x\"\nrelay_tls = \"opportunistic\"\n".to_string(),
+            format!("relay_fingerprint = \"{pin}\"\n"),
+        ] {
+            let e = Settings::parse(&format!("{base}{bad}")).err().map(|e| format!("{e:#}"));
+            assert!(e.as_deref().is_some_and(|e| e.contains("relay_tls")), "{bad}: {e:?}");
+        }
+        let s = settings(&format!(
+            "[inbound]\nlisten = \"127.0.0.1:2525\"\ndomains = [\"example.org\"]\nnext_hop = \"127.0.0.1:3526\"\nnext_hop_tls = \"require\"\nnext_hop_name = \"mx.example.org\"\nnext_hop_fingerprint = \"{pin}\"\n"
+        ));
+        assert_eq!(s.inbound.next_hop_tls, TlsMode::Require);
+        assert_eq!(s.inbound.next_hop_name.as_deref(), Some("mx.example.org"));
+        assert!(
+            Settings::parse(&format!(
+                "[inbound]\nnext_hop_ca = \"/ca.pem\"\nnext_hop_fingerprint = \"{pin}\"\n"
+            ))
+            .is_err()
+        );
+    }
 }

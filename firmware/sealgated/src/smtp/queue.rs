@@ -439,10 +439,19 @@ impl Spool {
     /// Writes the delivery record durably.
     pub(super) fn save_delivery(&self, id: &str, d: &Delivery) -> std::io::Result<()> {
         let dir = self.sub(d.state);
-        write_durable(
-            &dir.join(format!("{id}.state")),
-            &serde_json::to_vec_pretty(d).map_err(std::io::Error::other)?,
-        )
+        let data = serde_json::to_vec_pretty(d).map_err(std::io::Error::other)?;
+        if dir != self.dir {
+            return write_durable(&dir.join(format!("{id}.state")), &data);
+        }
+        // In the queue's own directory: its fsync grouped with the other messages'.
+        let path = dir.join(format!("{id}.state"));
+        let tmp = dir.join(format!("{id}.state.tmp"));
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(&data)?;
+        f.sync_all()?;
+        drop(f);
+        std::fs::rename(&tmp, &path)?;
+        self.sync_dir()
     }
 
     /// When a queued message is due (Unix time; 0 if never tried).

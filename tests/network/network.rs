@@ -1,11 +1,11 @@
 //! The daemon's network through netlink in its own namespace ("box", with `eth0` a veth to a
 //! "peer" namespace and a hand-added veth pair `hand0`/`hand1`), checked with `ip -j`.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::harness::{Daemon, Netns};
+use crate::harness::{Daemon, Netns, wait_for};
 
 const SETTINGS: &str = r#"[[network.interfaces]]
 name = "eth0"
@@ -44,17 +44,6 @@ fn addresses(ns: &Netns, dev: &str) -> Vec<String> {
         .collect();
     out.sort();
     out
-}
-
-fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while Instant::now() < deadline {
-        if ok() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("timed out waiting for {what}");
 }
 
 #[test]
@@ -100,7 +89,7 @@ fn settings_are_applied_idempotently_and_hand_added_links_stay() {
     let link = |n: &str| links.iter().find(|l| l["name"] == n).unwrap().clone();
     assert_eq!(link("eth0")["managed"], true);
     assert_eq!(link("hand0")["managed"], false);
-    assert_eq!(status["clock"]["synchronized"], false);
+    assert_eq!(status["clock"]["synchronized"], false, "no time source");
     drop(d);
     // A second start with the same settings changes nothing.
     let d = Daemon::start(&b, SETTINGS);
@@ -154,7 +143,13 @@ fn a_bad_setting_is_refused_and_the_network_untouched() {
     let (code, p) = d.admin(
         "PATCH",
         "/settings",
-        Some(&json!({"network": {"interfaces": [{"name": "eth0", "dhcp": true}]}})),
+        Some(&json!({"network": {"interfaces": [{"name": "eth0", "mtu": 20}]}})),
+    );
+    assert_eq!(code, 422, "{p}");
+    let (code, p) = d.admin(
+        "PATCH",
+        "/settings",
+        Some(&json!({"network": {"hostname": "bad host!"}})),
     );
     assert_eq!(code, 422, "{p}");
     assert_eq!((addresses(&b, "eth0"), b.ip_json(&["route"])), before);

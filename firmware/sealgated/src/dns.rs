@@ -224,9 +224,18 @@ impl Shared {
         c.get(&q.query, Instant::now())
     }
 
-    /// The forwarders' answer to `q`, tried in order; stored in the cache.
+    /// The forwarders' answer to `q`, tried in order; stored in the cache. With no
+    /// `[dns] forwarders`, the name servers of the DHCP leases are the forwarders.
     async fn resolve(&self, q: &Question) -> Option<Upstream> {
-        for fw in &self.forwarders {
+        let forwarders = if self.forwarders.is_empty() {
+            crate::network::dhcp::dns_servers()
+                .into_iter()
+                .map(|ip| SocketAddr::new(ip.into(), 53))
+                .collect()
+        } else {
+            self.forwarders.clone()
+        };
+        for fw in &forwarders {
             match ask(*fw, q).await {
                 Ok(a) => {
                     let mut c = self.cache.lock().unwrap_or_else(|e| e.into_inner());

@@ -17,10 +17,17 @@
 //!   confirmed within `confirm_secs` (`POST /api/v1/admin/network/confirm`); otherwise the
 //!   previous settings come back, as on routers.
 //!
-//! DHCP and SLAAC: `dhcp = true` is accepted by the parser (the contract's key) but refused
-//! by validation until a client is built in; SLAAC is the kernel's (`accept_ra`), left as it
-//! is.
+//! - **DHCP** (`dhcp.rs`, `dhcp = true`): an in-process DHCPv4 client per interface; its
+//!   lease is added to the settings the reconcile applies ([`effective`]): the address, a
+//!   default route via its router (unless the settings have an IPv4 default route), its name
+//!   servers (the DNS server's forwarders when `[dns] forwarders` is empty) and NTP servers
+//!   (when `ntp_servers` is empty). SLAAC is the kernel's (`accept_ra`), left as it is.
+//! - **Hostname** (`hostname`): set in the kernel (UTS, the daemon's namespace) when it
+//!   differs, and sent to the DHCP server.
+//! - **Time** (`clock.rs`, `ntp_servers`): an SNTP client; the clock's state is in the status.
 
+pub mod clock;
+pub mod dhcp;
 pub mod netlink;
 pub mod revert;
 
@@ -43,6 +50,11 @@ pub struct Settings {
     /// How long a change through the admin API that removes an address or route waits for
     /// confirmation before the previous settings come back.
     pub confirm_secs: u64,
+    /// The box's hostname (none: left as it is).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    /// NTP servers, `host` or `host:port` (none: those from a DHCP lease, if any).
+    pub ntp_servers: Vec<String>,
 }
 
 impl Default for Settings {
@@ -51,6 +63,8 @@ impl Default for Settings {
             interfaces: Vec::new(),
             routes: Vec::new(),
             confirm_secs: 60,
+            hostname: None,
+            ntp_servers: Vec::new(),
         }
     }
 }
@@ -68,7 +82,8 @@ pub struct Interface {
     /// Static addresses with prefix length (`192.0.2.10/24`, `2001:db8::10/64`).
     #[serde(default)]
     pub addresses: Vec<InterfaceAddress>,
-    /// Addresses from DHCP (not built in yet: refused by validation).
+    /// An IPv4 address, default route, name and NTP servers from DHCP (besides any static
+    /// `addresses`).
     #[serde(default)]
     pub dhcp: bool,
     /// The MTU (none: left as it is).
@@ -251,11 +266,6 @@ impl Settings {
                 }
                 _ => {}
             }
-            if iface.dhcp {
-                return Err(format!(
-                    "interfaces {label}: dhcp = true is not supported yet (no DHCP client is built in); set addresses"
-                ));
-            }
             if let Some(m) = iface.mtu
                 && !(68..=65535).contains(&m)
             {
@@ -289,7 +299,9 @@ impl Settings {
                 .iter()
                 .flat_map(|i| &i.addresses)
                 .any(|a| a.subnet_contains(r.via));
-            if !on_link {
+            // A gateway on a DHCP subnet is known only with the lease: the route waits for it.
+            let dhcp = r.via.is_ipv4() && self.interfaces.iter().any(|i| i.dhcp);
+            if !on_link && !dhcp {
                 return Err(format!(
                     "routes to {}: via {} is not inside the subnet of any interface address",
                     r.to, r.via
@@ -299,8 +311,128 @@ impl Settings {
         if self.confirm_secs > 3600 {
             return Err("confirm_secs must be at most 3600".into());
         }
+        if let Some(h) = &self.hostname
+            && !valid_hostname(h)
+        {
+            return Err(format!(
+                "hostname {h:?}: letters, digits, '-' and '.', labels of 1 to 63, at most 64 in all"
+            ));
+        }
+        if self.ntp_servers.len() > 8 {
+            return Err("ntp_servers: at most 8".into());
+        }
+        for n in &self.ntp_servers {
+            clock::server_address(n).map_err(|e| format!("ntp_servers: {e}"))?;
+        }
         Ok(())
     }
+}
+
+/// A hostname the kernel and DHCP take: RFC 1123 labels, at most 64 bytes (the UTS limit).
+fn valid_hostname(h: &str) -> bool {
+    !h.is_empty()
+        && h.len() <= 64
+        && h.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+}
+
+/// Sets the kernel's hostname (UTS, the daemon's namespace) if the settings name one that
+/// differs.
+pub fn apply_hostname(s: &Settings) -> Result<Option<String>, String> {
+    let Some(want) = &s.hostname else {
+        return Ok(None);
+    };
+    let have = nix::unistd::gethostname()
+        .map(|h| h.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    if &have == want {
+        return Ok(None);
+    }
+    nix::unistd::sethostname(want).map_err(|e| format!("hostname {want}: {e}"))?;
+    Ok(Some(format!("hostname {want}")))
+}
+
+/// The settings the reconcile applies: `s` with what the DHCP leases add (each dhcp
+/// interface's leased address, a default route via its router unless `s` has an IPv4 one),
+/// less the routes whose gateway is on no subnet yet (a DHCP subnet without its lease).
+pub fn effective(s: &Settings) -> Settings {
+    let leases = dhcp::leases();
+    let mut e = s.clone();
+    let default_v4 = |routes: &[Route]| {
+        routes
+            .iter()
+            .any(|r| r.to.prefix == 0 && r.to.addr.is_ipv4())
+    };
+    for i in 0..e.interfaces.len() {
+        let iface = &e.interfaces[i];
+        if !iface.dhcp {
+            continue;
+        }
+        let Some(l) = leases.get(&iface.label()) else {
+            continue;
+        };
+        let a = InterfaceAddress {
+            ip: IpAddr::V4(l.address),
+            prefix: l.prefix,
+        };
+        if !e.interfaces[i].addresses.contains(&a) {
+            e.interfaces[i].addresses.push(a);
+        }
+        if let Some(r) = l.router
+            && !default_v4(&e.routes)
+        {
+            e.routes.push(Route {
+                to: Cidr {
+                    addr: IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+                    prefix: 0,
+                },
+                via: IpAddr::V4(r),
+            });
+        }
+    }
+    let on_link = |via: IpAddr, ifaces: &[Interface]| {
+        ifaces
+            .iter()
+            .flat_map(|i| &i.addresses)
+            .any(|a| a.subnet_contains(via))
+    };
+    let ifaces = e.interfaces.clone();
+    e.routes.retain(|r| on_link(r.via, &ifaces));
+    e
+}
+
+static SAY: std::sync::OnceLock<fn(&str)> = std::sync::OnceLock::new();
+
+/// A line on the console (what `start` was given), or the log before that.
+pub(crate) fn say(line: &str) {
+    match SAY.get() {
+        Some(f) => f(line),
+        None => tracing::info!("{line}"),
+    }
+}
+
+static WAKE: (std::sync::Mutex<bool>, std::sync::Condvar) =
+    (std::sync::Mutex::new(false), std::sync::Condvar::new());
+
+/// Makes the watch compare and reconcile now (a DHCP lease changed).
+pub(crate) fn wake() {
+    let mut w = WAKE.0.lock().unwrap_or_else(|e| e.into_inner());
+    *w = true;
+    WAKE.1.notify_all();
+}
+
+fn sleep_or_wake(d: std::time::Duration) {
+    let w = WAKE.0.lock().unwrap_or_else(|e| e.into_inner());
+    let (mut w, _) = WAKE
+        .1
+        .wait_timeout_while(w, d, |woken| !*woken)
+        .unwrap_or_else(|e| e.into_inner());
+    *w = false;
 }
 
 static APPLIED: std::sync::Mutex<Option<Settings>> = std::sync::Mutex::new(None);
@@ -327,8 +459,9 @@ pub const WATCH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5
 /// Then watches: every [`WATCH_INTERVAL`] a link's carrier change is said, and a kernel state
 /// that drifted from the settings is reconciled again (and said).
 pub fn start(s: &Settings, say: fn(&str)) {
+    let _ = SAY.set(say);
     std::thread::spawn(move || watch(say));
-    if s.interfaces.is_empty() && s.routes.is_empty() {
+    if s.interfaces.is_empty() && s.routes.is_empty() && s.hostname.is_none() {
         netlink::remember(s);
         return;
     }
@@ -349,10 +482,42 @@ pub fn start(s: &Settings, say: fn(&str)) {
     }
 }
 
+/// At start, before TLS and certificate checks matter: waits (bounded) for a lease on every
+/// DHCP interface and for the clock's first synchronisation, saying what did not come.
+pub fn settle(s: &Settings) {
+    let deadline = std::time::Instant::now() + clock::FIRST_SYNC_WAIT;
+    let want: Vec<String> = s
+        .interfaces
+        .iter()
+        .filter(|i| i.dhcp)
+        .map(|i| i.label())
+        .collect();
+    if !want.is_empty() {
+        while std::time::Instant::now() < deadline {
+            let l = dhcp::leases();
+            if want.iter().all(|w| l.contains_key(w)) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        let l = dhcp::leases();
+        for w in want.iter().filter(|w| !l.contains_key(*w)) {
+            say(&format!("network: {w}: no DHCP lease yet (still asking)"));
+        }
+    }
+    if clock::has_source(s)
+        && !clock::wait_synchronized(deadline.saturating_duration_since(std::time::Instant::now()))
+    {
+        say(
+            "clock: NOT SYNCHRONISED yet: certificate validity is checked against the unsynchronised clock",
+        );
+    }
+}
+
 fn watch(say: fn(&str)) {
     let mut carrier: std::collections::HashMap<String, bool> = std::collections::HashMap::new();
     loop {
-        std::thread::sleep(WATCH_INTERVAL);
+        sleep_or_wake(WATCH_INTERVAL);
         let Ok(state) = netlink::read() else {
             continue;
         };
@@ -373,7 +538,7 @@ fn watch(say: fn(&str)) {
         }
         let s = applied();
         let managed = !s.interfaces.is_empty() || !s.routes.is_empty();
-        let drifted = managed && plan(&s, &state).is_ok_and(|p| !p.changes.is_empty());
+        let drifted = managed && plan(&effective(&s), &state).is_ok_and(|p| !p.changes.is_empty());
         if drifted {
             match netlink::reconcile(&s) {
                 Ok(a) if !a.changes.is_empty() => {
@@ -414,9 +579,31 @@ pub fn status(s: &Settings) -> serde_json::Value {
             })
         })
         .collect();
+    let now = std::time::Instant::now();
+    let dhcp: serde_json::Map<String, serde_json::Value> = dhcp::clients()
+        .into_iter()
+        .map(|(label, h)| {
+            let lease = h.lease.map(|l| {
+                serde_json::json!({
+                    "address": format!("{}/{}", l.address, l.prefix),
+                    "router": l.router,
+                    "name_servers": l.dns,
+                    "ntp_servers": l.ntp,
+                    "server": l.server,
+                    "expires_in_secs": h.expires.map(|e| e.saturating_duration_since(now).as_secs()),
+                })
+            });
+            (
+                label,
+                serde_json::json!({ "link": h.link, "state": h.state, "lease": lease }),
+            )
+        })
+        .collect();
     serde_json::json!({
         "links": links,
         "confirm_within_secs": revert::seconds_left(),
+        "hostname": nix::unistd::gethostname().ok().map(|h| h.to_string_lossy().into_owned()),
+        "dhcp": dhcp,
     })
 }
 
@@ -892,11 +1079,33 @@ records = ["mail.example.org. 300 IN A 203.0.113.5"]
             s.dns.views[1].records[0].to_string(),
             "mail.example.org. 300 IN A 203.0.113.5"
         );
-        let e = crate::settings::Settings::parse(
+        let s = crate::settings::Settings::parse(
             "[[network.interfaces]]\nmac = \"52:54:00:00:00:01\"\ndhcp = true\n",
         )
-        .unwrap_err();
-        assert!(format!("{e:#}").contains("dhcp"), "{e:#}");
+        .unwrap();
+        assert!(s.network.interfaces[0].dhcp);
+        let e = crate::settings::Settings::parse("[network]\nhostname = \"-x\"\n").unwrap_err();
+        assert!(format!("{e:#}").contains("hostname"), "{e:#}");
+    }
+
+    #[test]
+    fn a_dhcp_lease_adds_its_address_and_default_route_and_waiting_routes_wait() {
+        let s = settings(
+            "[[interfaces]]\nname = \"eth0\"\ndhcp = true\n[[routes]]\nto = \"198.51.100.0/24\"\nvia = \"192.0.2.1\"\n",
+        );
+        // No lease: the route through the DHCP subnet waits, the address is not there.
+        let e = effective(&s);
+        assert!(e.routes.is_empty());
+        assert!(e.interfaces[0].addresses.is_empty());
+        let p = plan(&e, &state()).unwrap();
+        assert!(p.changes.contains(&Change::Up { index: 2 }));
+        assert!(
+            p.changes
+                .iter()
+                .any(|c| matches!(c, Change::DelAddress(a) if a.ip.to_string() == "198.18.0.1"))
+        );
+        assert!(valid_hostname("mail.example.org") && valid_hostname("box-1"));
+        assert!(!valid_hostname("-a") && !valid_hostname("") && !valid_hostname(&"a".repeat(65)));
     }
 
     #[test]
@@ -905,7 +1114,8 @@ records = ["mail.example.org. 300 IN A 203.0.113.5"]
         let e = plan(&s, &state()).unwrap_err();
         assert!(e.contains("eth9") && e.contains("no such link"), "{e}");
         for bad in [
-            "[[interfaces]]\nname = \"eth0\"\ndhcp = true\n",
+            "hostname = \"a..b\"\n",
+            "ntp_servers = [\"ntp:0\"]\n",
             "[[interfaces]]\nname = \"eth0\"\nmac = \"52:54:00:00:00:01\"\n",
             "[[interfaces]]\nname = \"eth0\"\naddresses = [\"192.0.2.1/24\"]\n[[routes]]\nto = \"0.0.0.0/0\"\nvia = \"198.51.100.1\"\n",
             "[[interfaces]]\nname = \"eth0\"\nmtu = 20\n",

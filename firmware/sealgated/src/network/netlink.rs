@@ -34,19 +34,28 @@ pub fn reconcile(s: &Settings) -> Result<Applied, String> {
     static ONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _one = ONE.lock().unwrap_or_else(|e| e.into_inner());
     remember(s);
+    // Leases of interfaces no longer on DHCP are given back while their address is there.
+    super::dhcp::stop_unwanted(s);
+    let hostname = super::apply_hostname(s)?;
     if s.interfaces.is_empty() && s.routes.is_empty() {
-        return Ok(Applied::default());
+        return Ok(Applied {
+            changes: hostname.into_iter().collect(),
+            ..Applied::default()
+        });
     }
-    let s = s.clone();
-    std::thread::spawn(move || {
+    let effective = super::effective(s);
+    let mut applied = std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(|e| format!("netlink: {e}"))?;
-        rt.block_on(reconcile_async(&s))
+        rt.block_on(reconcile_async(&effective))
     })
     .join()
-    .map_err(|_| "netlink: the network thread failed".to_string())?
+    .map_err(|_| "netlink: the network thread failed".to_string())??;
+    applied.changes.splice(0..0, hostname);
+    super::dhcp::start_wanted(s);
+    Ok(applied)
 }
 
 /// Records `s` as the settings in force (what the watch and the status compare with).

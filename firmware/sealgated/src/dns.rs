@@ -49,15 +49,70 @@ pub struct DnsServer {
     tasks: Vec<JoinHandle<()>>,
 }
 
-/// Starts the server if `[dns] listen` is set.
+/// The resolver file's settings (`[dns] resolv_conf`), kept for rewriting it when a DHCP
+/// lease's name servers change.
+static RESOLV: std::sync::OnceLock<sealgate_dns::Settings> = std::sync::OnceLock::new();
+
+/// The text of the box's resolver file: this server when it listens on port 53 on loopback
+/// or every address (the box's own lookups then get `own_view`), else the forwarders on port
+/// 53, else the DHCP leases' name servers (resolv.conf has no ports; at most 3 servers).
+fn resolv_text(s: &sealgate_dns::Settings, leased: &[Ipv4Addr]) -> String {
+    let mut servers: Vec<IpAddr> = Vec::new();
+    match s.listen {
+        Some(l) if l.port() == 53 && (l.ip().is_unspecified() || l.ip().is_loopback()) => {
+            servers.push(if l.is_ipv4() {
+                Ipv4Addr::LOCALHOST.into()
+            } else {
+                Ipv6Addr::LOCALHOST.into()
+            });
+        }
+        Some(l) if l.port() == 53 => servers.push(l.ip()),
+        _ if !s.forwarders.is_empty() => servers.extend(
+            s.forwarders
+                .iter()
+                .filter(|f| f.port() == 53)
+                .map(|f| f.ip()),
+        ),
+        _ => servers.extend(leased.iter().map(|ip| IpAddr::from(*ip))),
+    }
+    let mut text = String::from("# Written by sealgated ([dns] resolv_conf).\n");
+    for ip in servers.iter().take(3) {
+        text.push_str(&format!("nameserver {ip}\n"));
+    }
+    text
+}
+
+/// Writes `[dns] resolv_conf` (if set) from the settings given at start and the leases now.
+/// Written in place, not renamed over: the file may be a bind mount or a symlink's target.
+pub fn write_resolv_conf() {
+    let Some(s) = RESOLV.get() else {
+        return;
+    };
+    let Some(path) = &s.resolv_conf else {
+        return;
+    };
+    let text = resolv_text(s, &crate::network::dhcp::dns_servers());
+    if std::fs::read_to_string(path).is_ok_and(|t| t == text) {
+        return;
+    }
+    if let Err(e) = std::fs::write(path, text) {
+        tracing::warn!(error = %e, path = %path.display(), "DNS: writing the resolver file failed");
+    }
+}
+
+/// Starts the server if `[dns] listen` is set (and writes `[dns] resolv_conf` if set).
 pub async fn start(s: &sealgate_dns::Settings) -> anyhow::Result<Option<DnsServer>> {
+    let _ = RESOLV.set(s.clone());
+    write_resolv_conf();
     let Some(listen) = s.listen else {
         return Ok(None);
     };
     let (udp, tcp) = bind(listen).await?;
     let addr = udp.local_addr()?;
+    // Without forwarders in the settings, the DHCP leases' name servers are the forwarders.
+    let leased = crate::network::applied().interfaces.iter().any(|i| i.dhcp);
     let shared = Arc::new(Shared {
-        views: Views::new(s),
+        views: Views::new(s).with_forwarding(leased),
         forwarders: s.forwarders.clone(),
         cache: Mutex::new(sealgate_dns::cache::Cache::new(CACHE_ENTRIES)),
         forwards: Arc::new(Semaphore::new(MAX_FORWARDS)),

@@ -120,7 +120,13 @@ pub fn start(report_only: bool) {
             let changed = now_servers != last;
             if !now_servers.is_empty() && (changed || Instant::now() >= next) {
                 let ok = round(&now_servers);
-                next = Instant::now() + if ok { POLL } else { RETRY };
+                // Until a first answer, retry sooner (the own resolver may start after us).
+                let retry = if state().at.is_none() {
+                    RETRY / 4
+                } else {
+                    RETRY
+                };
+                next = Instant::now() + if ok { POLL } else { retry };
             }
             last = now_servers;
             std::thread::sleep(Duration::from_millis(500));

@@ -110,6 +110,7 @@ pub fn stop_unwanted(s: &Settings) {
         r.stop.store(true, Ordering::Relaxed);
         let _ = r.thread.join();
         held().remove(&label);
+        crate::dns::write_resolv_conf();
     }
 }
 
@@ -281,11 +282,13 @@ fn apply(label: &str, link: &str, c: &Client, ev: Event) {
                     l.duration.as_secs()
                 ));
                 super::wake();
+                crate::dns::write_resolv_conf();
             }
         }
         Event::Lost => {
             super::say(&format!("network: {label}: DHCP lease lost"));
             super::wake();
+            crate::dns::write_resolv_conf();
         }
     }
 }

@@ -349,3 +349,51 @@ records = ["time.example.org. 300 IN A 198.51.100.2"]
     let (_, st) = d.admin("GET", "/status", None);
     assert_eq!(st["clock"]["source"], "10.9.0.2:123", "{st}");
 }
+
+/// Views change without a restart (`PATCH /settings`); a bad record is refused and the old
+/// answers stay; `listen` waits for a restart.
+#[test]
+fn a_views_change_is_live_and_a_bad_one_changes_nothing() {
+    let n = net();
+    let d = Daemon::start(&n.server, &settings(UPSTREAM));
+    assert_eq!(
+        short(&n.inside, "10.9.0.1", &["mail.example.org", "A"]),
+        "10.0.0.5"
+    );
+    let (_, s) = d.admin("GET", "/settings", None);
+    let mut views = s["settings"]["dns"]["views"].clone();
+    views[0]["records"] = serde_json::json!(["mail.example.org. 60 IN A 10.0.0.6"]);
+    let (code, r) = d.admin(
+        "PATCH",
+        "/settings",
+        Some(&serde_json::json!({"dns": {"views": views}})),
+    );
+    assert_eq!(code, 200, "{r}");
+    assert_eq!(r["outcome"]["restart_required"], false, "{r}");
+    assert_eq!(
+        short(&n.inside, "10.9.0.1", &["mail.example.org", "A"]),
+        "10.0.0.6"
+    );
+    assert_eq!(
+        short(&n.outside, "198.51.100.1", &["mail.example.org", "A"]),
+        "203.0.113.5"
+    );
+    views[0]["records"] = serde_json::json!(["mail.example.org. 60 IN A not-an-address"]);
+    let (code, p) = d.admin(
+        "PATCH",
+        "/settings",
+        Some(&serde_json::json!({"dns": {"views": views}})),
+    );
+    assert_eq!(code, 422, "{p}");
+    assert_eq!(
+        short(&n.inside, "10.9.0.1", &["mail.example.org", "A"]),
+        "10.0.0.6"
+    );
+    let (code, r) = d.admin(
+        "PATCH",
+        "/settings",
+        Some(&serde_json::json!({"dns": {"listen": "0.0.0.0:5355"}})),
+    );
+    assert_eq!(code, 200, "{r}");
+    assert_eq!(r["outcome"]["restart_required"], true, "{r}");
+}

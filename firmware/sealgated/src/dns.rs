@@ -1,6 +1,8 @@
 //! The split-horizon DNS server's sockets (the answers themselves are `sealgate_dns`'s, which
 //! does no I/O): UDP and TCP on `[dns] listen` (one port), each message answered from the
-//! client's view or forwarded to `[dns] forwarders` through the cache.
+//! client's view or forwarded to `[dns] forwarders` through the cache. Views, forwarders,
+//! `recursion_networks`, `own_view` and `resolv_conf` are live ([`configure`]: a settings
+//! change swaps them whole, with an empty cache); `listen` takes a restart.
 //!
 //! Who talks to it: any host that reaches the listener (on the box, the Internet for the
 //! outside view). What it bounds: at most [`MAX_FORWARDS`] questions wait for a forwarder at
@@ -42,6 +44,53 @@ struct Shared {
     forwards: Arc<Semaphore>,
 }
 
+/// The views, forwarders and cache in force: replaced whole by [`configure`] (a settings
+/// change), read once per message.
+static LIVE: std::sync::RwLock<Option<Arc<Shared>>> = std::sync::RwLock::new(None);
+
+/// What answers the next message: the live configuration, or the one the server started
+/// with.
+fn live(base: &Arc<Shared>) -> Arc<Shared> {
+    LIVE.read()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone()
+        .unwrap_or_else(|| base.clone())
+}
+
+impl Shared {
+    fn new(s: &sealgate_dns::Settings, forwards: Arc<Semaphore>) -> Shared {
+        // Without forwarders in the settings, the DHCP leases' name servers are the forwarders.
+        let leased = crate::network::applied().interfaces.iter().any(|i| i.dhcp);
+        Shared {
+            views: Views::new(s).with_forwarding(leased),
+            forwarders: s.forwarders.clone(),
+            cache: Mutex::new(sealgate_dns::cache::Cache::new(CACHE_ENTRIES)),
+            forwards,
+        }
+    }
+}
+
+/// Puts `[dns]`'s views, forwarders, `recursion_networks`, `own_view` and `resolv_conf` in
+/// force in the running server (a settings change; `listen` waits for a restart). The cache
+/// starts empty (its answers came from the old forwarders). Without a running server only
+/// the resolver file is written.
+pub fn configure(s: &sealgate_dns::Settings) {
+    {
+        let mut r = RESOLV.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(old) = r.as_mut() {
+            let listen = old.listen;
+            *old = s.clone();
+            // The resolver file names the listener the server has, not the one it will have.
+            old.listen = listen;
+        }
+    }
+    write_resolv_conf();
+    let mut g = LIVE.write().unwrap_or_else(|e| e.into_inner());
+    if let Some(cur) = g.as_ref() {
+        *g = Some(Arc::new(Shared::new(s, cur.forwards.clone())));
+    }
+}
+
 /// The running server.
 pub struct DnsServer {
     addr: SocketAddr,
@@ -51,7 +100,7 @@ pub struct DnsServer {
 
 /// The resolver file's settings (`[dns] resolv_conf`), kept for rewriting it when a DHCP
 /// lease's name servers change.
-static RESOLV: std::sync::OnceLock<sealgate_dns::Settings> = std::sync::OnceLock::new();
+static RESOLV: std::sync::RwLock<Option<sealgate_dns::Settings>> = std::sync::RwLock::new(None);
 
 /// The text of the box's resolver file: this server when it listens on port 53 on loopback
 /// or every address (the box's own lookups then get `own_view`), else the forwarders on port
@@ -85,13 +134,13 @@ fn resolv_text(s: &sealgate_dns::Settings, leased: &[Ipv4Addr]) -> String {
 /// Writes `[dns] resolv_conf` (if set) from the settings given at start and the leases now.
 /// Written in place, not renamed over: the file may be a bind mount or a symlink's target.
 pub fn write_resolv_conf() {
-    let Some(s) = RESOLV.get() else {
+    let Some(s) = RESOLV.read().unwrap_or_else(|e| e.into_inner()).clone() else {
         return;
     };
     let Some(path) = &s.resolv_conf else {
         return;
     };
-    let text = resolv_text(s, &crate::network::dhcp::dns_servers());
+    let text = resolv_text(&s, &crate::network::dhcp::dns_servers());
     if std::fs::read_to_string(path).is_ok_and(|t| t == text) {
         return;
     }
@@ -102,21 +151,15 @@ pub fn write_resolv_conf() {
 
 /// Starts the server if `[dns] listen` is set (and writes `[dns] resolv_conf` if set).
 pub async fn start(s: &sealgate_dns::Settings) -> anyhow::Result<Option<DnsServer>> {
-    let _ = RESOLV.set(s.clone());
+    *RESOLV.write().unwrap_or_else(|e| e.into_inner()) = Some(s.clone());
     write_resolv_conf();
     let Some(listen) = s.listen else {
         return Ok(None);
     };
     let (udp, tcp) = bind(listen).await?;
     let addr = udp.local_addr()?;
-    // Without forwarders in the settings, the DHCP leases' name servers are the forwarders.
-    let leased = crate::network::applied().interfaces.iter().any(|i| i.dhcp);
-    let shared = Arc::new(Shared {
-        views: Views::new(s).with_forwarding(leased),
-        forwarders: s.forwarders.clone(),
-        cache: Mutex::new(sealgate_dns::cache::Cache::new(CACHE_ENTRIES)),
-        forwards: Arc::new(Semaphore::new(MAX_FORWARDS)),
-    });
+    let shared = Arc::new(Shared::new(s, Arc::new(Semaphore::new(MAX_FORWARDS))));
+    *LIVE.write().unwrap_or_else(|e| e.into_inner()) = Some(shared.clone());
     let (stop, stopped) = watch::channel(false);
     let tasks = vec![
         tokio::spawn(serve_udp(Arc::new(udp), shared.clone(), stopped.clone())),
@@ -154,6 +197,7 @@ impl DnsServer {
 
     /// Stops answering.
     pub async fn stop(self) {
+        *LIVE.write().unwrap_or_else(|e| e.into_inner()) = None;
         let _ = self.stop.send(true);
         for t in self.tasks {
             t.abort();
@@ -162,7 +206,7 @@ impl DnsServer {
     }
 }
 
-async fn serve_udp(sock: Arc<UdpSocket>, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+async fn serve_udp(sock: Arc<UdpSocket>, base: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     let mut buf = vec![0u8; 4096];
     loop {
         let (n, peer) = tokio::select! {
@@ -175,6 +219,7 @@ async fn serve_udp(sock: Arc<UdpSocket>, shared: Arc<Shared>, mut stop: watch::R
             },
             _ = stop.changed() => return,
         };
+        let shared = live(&base);
         let q = match answer(&buf[..n], peer.ip(), &shared.views, Transport::Udp) {
             Decision::Reply(b) => {
                 let _ = sock.send_to(&b, peer).await;
@@ -209,7 +254,7 @@ async fn serve_udp(sock: Arc<UdpSocket>, shared: Arc<Shared>, mut stop: watch::R
     }
 }
 
-async fn serve_tcp(listener: TcpListener, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+async fn serve_tcp(listener: TcpListener, base: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     let connections = Arc::new(Semaphore::new(MAX_TCP));
     loop {
         let (stream, peer) = tokio::select! {
@@ -226,9 +271,9 @@ async fn serve_tcp(listener: TcpListener, shared: Arc<Shared>, mut stop: watch::
         let Ok(permit) = connections.clone().try_acquire_owned() else {
             continue;
         };
-        let shared = shared.clone();
+        let base = base.clone();
         tokio::spawn(async move {
-            if let Err(e) = tcp_connection(stream, peer.ip(), &shared).await {
+            if let Err(e) = tcp_connection(stream, peer.ip(), &base).await {
                 tracing::debug!(%peer, error = %e, "DNS: TCP connection ended");
             }
             drop(permit);
@@ -236,7 +281,7 @@ async fn serve_tcp(listener: TcpListener, shared: Arc<Shared>, mut stop: watch::
     }
 }
 
-async fn tcp_connection(mut s: TcpStream, peer: IpAddr, shared: &Shared) -> std::io::Result<()> {
+async fn tcp_connection(mut s: TcpStream, peer: IpAddr, base: &Arc<Shared>) -> std::io::Result<()> {
     let mut buf = vec![0u8; usize::from(u16::MAX)];
     for _ in 0..TCP_MESSAGES {
         let Ok(len) = tokio::time::timeout(TCP_IDLE, s.read_u16()).await else {
@@ -250,6 +295,7 @@ async fn tcp_connection(mut s: TcpStream, peer: IpAddr, shared: &Shared) -> std:
         {
             return Ok(());
         }
+        let shared = live(base);
         let reply = match answer(msg, peer, &shared.views, Transport::Tcp) {
             Decision::Reply(b) => Some(b),
             Decision::Drop => return Ok(()),

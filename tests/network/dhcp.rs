@@ -177,3 +177,39 @@ fn a_server_whose_clock_is_off_is_measured_and_the_clock_not_set_in_report_only_
     );
     assert_eq!(code, 422);
 }
+
+/// Renewing at T1 (dnsmasq told to send T1 = 4 s, T2 = 8 s): a unicast REQUEST to the
+/// server, its ACK keeps the same address; the lease stays bound.
+#[test]
+fn the_lease_is_renewed_with_its_server_at_t1() {
+    let (b, peer) = boxed();
+    let server = dnsmasq(
+        &peer,
+        "eth0",
+        "192.0.2.50,192.0.2.60,255.255.255.0,2m",
+        &["option:router,192.0.2.1", "option:T1,4", "option:T2,8"],
+    );
+    let d = Daemon::start(&b, "[[network.interfaces]]\nname = \"eth0\"\ndhcp = true\n");
+    wait_for("a lease", || !global_v4(&b, "eth0").is_empty());
+    let first = global_v4(&b, "eth0");
+    wait_for("a second DHCPACK (the renewal)", || {
+        server.file("log").matches("DHCPACK").count() >= 2
+    });
+    let log = server.file("log");
+    // The renewal is a REQUEST from the leased address (unicast, ciaddr set), not a new
+    // DISCOVER.
+    let after_first_ack = &log[log.find("DHCPACK").unwrap()..];
+    assert!(!after_first_ack.contains("DHCPDISCOVER"), "{log}");
+    assert!(!after_first_ack.contains("DHCPNAK"), "{log}");
+    assert_eq!(global_v4(&b, "eth0"), first);
+    let (_, st) = d.admin("GET", "/status", None);
+    let state = st["network"]["dhcp"]["eth0"]["state"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(state == "bound" || state == "renewing", "{st}");
+    let expires = st["network"]["dhcp"]["eth0"]["lease"]["expires_in_secs"]
+        .as_u64()
+        .unwrap();
+    assert!(expires > 100, "renewed: {st}");
+}

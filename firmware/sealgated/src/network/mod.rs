@@ -92,6 +92,47 @@ pub struct Interface {
     /// A VLAN on another link: `vlan = { parent = "eth0", id = 10 }` (created if missing).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vlan: Option<Vlan>,
+    /// A bond of other links: `bond = { mode = "active-backup", members = ["eth0", "eth1"] }`
+    /// (created if missing, with that mode; members are added to it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bond: Option<Bond>,
+}
+
+/// `bond = { mode = "active-backup", members = ["eth0", "eth1"] }`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Bond {
+    /// The bonding mode (the kernel's names): `balance-rr`, `active-backup`, `balance-xor`,
+    /// `broadcast`, `802.3ad`, `balance-tlb`, `balance-alb`. Used when the bond is created.
+    pub mode: BondMode,
+    /// The links it bonds (by name).
+    pub members: Vec<String>,
+}
+
+/// A bonding mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+pub enum BondMode {
+    /// Round robin.
+    #[serde(rename = "balance-rr")]
+    BalanceRr,
+    /// One active member, the others standing by.
+    #[serde(rename = "active-backup")]
+    ActiveBackup,
+    /// By a hash of the addresses.
+    #[serde(rename = "balance-xor")]
+    BalanceXor,
+    /// Everything on every member.
+    #[serde(rename = "broadcast")]
+    Broadcast,
+    /// LACP.
+    #[serde(rename = "802.3ad")]
+    Ieee8023Ad,
+    /// Adaptive transmit load balancing.
+    #[serde(rename = "balance-tlb")]
+    BalanceTlb,
+    /// Adaptive load balancing.
+    #[serde(rename = "balance-alb")]
+    BalanceAlb,
 }
 
 impl Interface {
@@ -270,6 +311,25 @@ impl Settings {
                 && !(68..=65535).contains(&m)
             {
                 return Err(format!("interfaces {label}: mtu must be 68..=65535"));
+            }
+            if let Some(b) = &iface.bond {
+                if iface.name.is_none() || iface.vlan.is_some() {
+                    return Err(format!(
+                        "interfaces {label}: a bond needs a name and is not a VLAN"
+                    ));
+                }
+                if b.members.is_empty() || b.members.len() > 8 {
+                    return Err(format!("interfaces {label}: a bond has 1 to 8 members"));
+                }
+                for m in &b.members {
+                    let listed = self.interfaces.iter().any(|o| o.name.as_ref() == Some(m));
+                    if listed || Some(m) == iface.name.as_ref() {
+                        return Err(format!(
+                            "interfaces {label}: member {m} is configured on its own (a member \
+                             carries no addresses of its own)"
+                        ));
+                    }
+                }
             }
             if let Some(v) = &iface.vlan {
                 if iface.name.is_none() {
@@ -624,6 +684,10 @@ pub struct Link {
     pub carrier: bool,
     /// For a VLAN: its parent's index and its ID.
     pub vlan: Option<(u32, u16)>,
+    /// The bond (or other controller) it is a member of.
+    pub controller: Option<u32>,
+    /// Whether it is a bond.
+    pub bond: bool,
 }
 
 /// An address as the kernel has it.
@@ -671,6 +735,20 @@ pub enum Change {
         /// The VLAN ID.
         id: u16,
     },
+    /// Create a bond.
+    CreateBond {
+        /// Its name.
+        name: String,
+        /// Its mode.
+        mode: BondMode,
+    },
+    /// Make a link a member of a bond (taken down first, as the kernel requires).
+    Enslave {
+        /// The member.
+        index: u32,
+        /// The bond.
+        bond: u32,
+    },
     /// Set a link's MTU.
     Mtu {
         /// The link.
@@ -716,6 +794,8 @@ impl fmt::Display for Change {
             Change::CreateVlan { name, parent, id } => {
                 write!(f, "create VLAN {name} (id {id} on link {parent})")
             }
+            Change::CreateBond { name, mode } => write!(f, "create bond {name} ({mode:?})"),
+            Change::Enslave { index, bond } => write!(f, "link {index}: member of bond {bond}"),
             Change::Mtu { index, mtu } => write!(f, "link {index}: mtu {mtu}"),
             Change::Up { index } => write!(f, "link {index}: up"),
             Change::AddAddress(a) => write!(f, "link {}: add {}/{}", a.index, a.ip, a.prefix),
@@ -759,6 +839,23 @@ pub fn plan(s: &Settings, state: &State) -> Result<Plan, String> {
     let mut managed = Vec::new();
     for iface in &s.interfaces {
         let Some(link) = find(state, iface) else {
+            if let Some(b) = &iface.bond {
+                for m in &b.members {
+                    if !state.links.iter().any(|l| &l.name == m) {
+                        return Err(format!(
+                            "interfaces {}: the bond's member {m} does not exist",
+                            iface.label()
+                        ));
+                    }
+                }
+                p.changes.push(Change::CreateBond {
+                    name: iface.label(),
+                    mode: b.mode,
+                });
+                managed.push(iface.label());
+                managed.extend(b.members.iter().cloned());
+                continue;
+            }
             if let Some(v) = &iface.vlan {
                 let parent = state
                     .links
@@ -799,6 +896,29 @@ pub fn plan(s: &Settings, state: &State) -> Result<Plan, String> {
                     v.id,
                     v.parent
                 ));
+            }
+        }
+        if let Some(b) = &iface.bond {
+            if !link.bond {
+                return Err(format!(
+                    "interfaces {}: the link exists but is not a bond",
+                    iface.label()
+                ));
+            }
+            for m in &b.members {
+                let member = state.links.iter().find(|l| &l.name == m).ok_or_else(|| {
+                    format!(
+                        "interfaces {}: the bond's member {m} does not exist",
+                        iface.label()
+                    )
+                })?;
+                if member.controller != Some(link.index) {
+                    p.changes.push(Change::Enslave {
+                        index: member.index,
+                        bond: link.index,
+                    });
+                }
+                managed.push(m.clone());
             }
         }
         managed.push(link.name.clone());
@@ -866,17 +986,17 @@ pub fn plan(s: &Settings, state: &State) -> Result<Plan, String> {
             });
         }
     }
-    // New VLANs alone first: routes through their subnets need them and their addresses.
-    if p.changes
-        .iter()
-        .any(|c| matches!(c, Change::CreateVlan { .. }))
-    {
-        p.changes.retain(|c| matches!(c, Change::CreateVlan { .. }));
+    // New VLANs and bonds alone first: routes through their subnets need them and their
+    // addresses.
+    let creates = |c: &Change| matches!(c, Change::CreateVlan { .. } | Change::CreateBond { .. });
+    if p.changes.iter().any(creates) {
+        p.changes.retain(creates);
     }
     // Removals before additions: adding first could make a new address a secondary that
     // goes with the primary being removed.
     p.changes.sort_by_key(|c| match c {
-        Change::CreateVlan { .. } => 0,
+        Change::CreateVlan { .. } | Change::CreateBond { .. } => 0,
+        Change::Enslave { .. } => 1,
         Change::Mtu { .. } | Change::Up { .. } => 1,
         Change::DelRoute { .. } => 2,
         Change::DelAddress(_) => 3,
@@ -914,6 +1034,8 @@ mod tests {
                     up: true,
                     carrier: true,
                     vlan: None,
+                    controller: None,
+                    bond: false,
                 },
                 Link {
                     index: 2,
@@ -923,6 +1045,8 @@ mod tests {
                     up: false,
                     carrier: false,
                     vlan: None,
+                    controller: None,
+                    bond: false,
                 },
                 Link {
                     index: 3,
@@ -932,6 +1056,8 @@ mod tests {
                     up: true,
                     carrier: true,
                     vlan: None,
+                    controller: None,
+                    bond: false,
                 },
             ],
             addresses: vec![
@@ -989,6 +1115,8 @@ via = "192.0.2.1"
             up: true,
             carrier: true,
             vlan: Some((2, 10)),
+            controller: None,
+            bond: false,
         };
         let mut with_vlan = state();
         with_vlan.links.push(vlan.clone());
@@ -1106,6 +1234,65 @@ records = ["mail.example.org. 300 IN A 203.0.113.5"]
         );
         assert!(valid_hostname("mail.example.org") && valid_hostname("box-1"));
         assert!(!valid_hostname("-a") && !valid_hostname("") && !valid_hostname(&"a".repeat(65)));
+    }
+
+    #[test]
+    fn a_bond_is_created_alone_then_its_members_join_it() {
+        let s = settings(
+            "[[interfaces]]\nname = \"bond0\"\nbond = { mode = \"active-backup\", members = [\"eth0\", \"dummy9\"] }\naddresses = [\"192.0.2.10/24\"]\n",
+        );
+        let p = plan(&s, &state()).unwrap();
+        assert_eq!(
+            p.changes,
+            vec![Change::CreateBond {
+                name: "bond0".into(),
+                mode: BondMode::ActiveBackup
+            }]
+        );
+        let mut st = state();
+        st.links.push(Link {
+            index: 7,
+            name: "bond0".into(),
+            mac: None,
+            mtu: 1500,
+            up: true,
+            carrier: false,
+            vlan: None,
+            controller: None,
+            bond: true,
+        });
+        let p = plan(&s, &st).unwrap();
+        assert!(p.changes.contains(&Change::Enslave { index: 2, bond: 7 }));
+        assert!(p.changes.contains(&Change::Enslave { index: 3, bond: 7 }));
+        assert!(
+            p.unmanaged.is_empty(),
+            "members are managed: {:?}",
+            p.unmanaged
+        );
+        // Members already in: only the address is left to add.
+        st.links[1].controller = Some(7);
+        st.links[2].controller = Some(7);
+        let p = plan(&s, &st).unwrap();
+        assert!(
+            !p.changes
+                .iter()
+                .any(|c| matches!(c, Change::Enslave { .. }))
+        );
+        for bad in [
+            "[[interfaces]]\nname = \"bond0\"\nbond = { mode = \"active-backup\", members = [] }\n",
+            "[[interfaces]]\nname = \"bond0\"\nbond = { mode = \"active-backup\", members = [\"eth0\"] }\n[[interfaces]]\nname = \"eth0\"\n",
+        ] {
+            let s: Settings = toml::from_str(bad).unwrap();
+            assert!(s.validate().is_err(), "{bad}");
+        }
+        assert!(toml::from_str::<Settings>(
+            "[[interfaces]]\nname = \"bond0\"\nbond = { mode = \"fast\", members = [\"eth0\"] }\n"
+        )
+        .is_err());
+        let missing = settings(
+            "[[interfaces]]\nname = \"bond0\"\nbond = { mode = \"802.3ad\", members = [\"eth7\"] }\n",
+        );
+        assert!(plan(&missing, &state()).unwrap_err().contains("eth7"));
     }
 
     #[test]

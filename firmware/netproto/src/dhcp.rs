@@ -132,6 +132,62 @@ impl Lease {
     }
 }
 
+/// The options the client reads, with their lengths: (code, exact length, or 0 for a
+/// non-empty list of 4-byte addresses).
+const USED: [(u8, usize); 9] = [
+    (1, 4),  // subnet mask
+    (3, 0),  // routers
+    (6, 0),  // name servers
+    (42, 0), // NTP servers
+    (51, 4), // lease time
+    (53, 1), // message type
+    (54, 4), // server identifier
+    (58, 4), // T1
+    (59, 4), // T2
+];
+
+/// The datagram reduced to the fixed header and the options the client reads, each of the
+/// right length and kept once (the first); `None` without the magic cookie or with a
+/// truncated header. dhcproto is handed only this: its decoder checks neither the cookie nor
+/// `hlen` (its `chaddr()` slices by `hlen`), and asserts option lengths (`debug_assert!`,
+/// `len - 3`) for options a box never needs, so those never reach it.
+fn options_we_use(bytes: &[u8]) -> Option<Vec<u8>> {
+    if bytes.get(236..240) != Some(&dhcproto::v4::MAGIC[..]) {
+        return None;
+    }
+    let mut out = bytes[..240].to_vec();
+    let mut seen = [false; 256];
+    let mut rest = &bytes[240..];
+    while let Some((&code, tail)) = rest.split_first() {
+        match code {
+            0 => {
+                rest = tail;
+                continue;
+            }
+            255 => break,
+            _ => {}
+        }
+        let (&len, tail) = tail.split_first()?;
+        let value = tail.get(..usize::from(len))?;
+        rest = &tail[usize::from(len)..];
+        let fits = USED.iter().any(|&(c, want)| {
+            c == code
+                && if want == 0 {
+                    !value.is_empty() && value.len() % 4 == 0
+                } else {
+                    value.len() == want
+                }
+        });
+        if fits && !seen[usize::from(code)] {
+            seen[usize::from(code)] = true;
+            out.extend_from_slice(&[code, len]);
+            out.extend_from_slice(value);
+        }
+    }
+    out.push(255);
+    Some(out)
+}
+
 /// An address a lease, a server or a router may have.
 fn usable_unicast(ip: Ipv4Addr) -> bool {
     !(ip.is_unspecified()
@@ -333,12 +389,8 @@ impl Client {
     /// A datagram from port 67 on our link. Anything that is not the answer the state waits
     /// for is ignored (`None`).
     pub fn receive(&mut self, bytes: &[u8], now: Instant) -> Option<Event> {
-        // dhcproto checks neither the magic cookie nor `hlen` (its `chaddr()` slices by
-        // `hlen` and panics past 16): both are checked here first.
-        if bytes.get(236..240) != Some(&dhcproto::v4::MAGIC[..]) {
-            return None;
-        }
-        let m = Message::decode(&mut Decoder::new(bytes)).ok()?;
+        let clean = options_we_use(bytes)?;
+        let m = Message::decode(&mut Decoder::new(&clean)).ok()?;
         if m.opcode() != Opcode::BootReply
             || m.xid() != self.xid
             || m.hlen() != 6
@@ -715,6 +767,41 @@ mod tests {
         );
         assert_eq!(c.release(), None);
         assert_eq!(c.poll(now + Duration::from_secs(1000)), (None, None));
+    }
+
+    /// A quick stand-in for the fuzz target in the unit tests: mutated OFFERs and ACKs
+    /// (every byte, `hlen` and option lengths included) in every state never panic.
+    #[test]
+    fn mutated_replies_never_panic() {
+        let now = Instant::now();
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for round in 0..20_000u32 {
+            let mut c = Client::new(MAC, Some("x".into()), 7, now);
+            let discover = decode(&c.poll(now).0.unwrap().bytes);
+            let addr = Ipv4Addr::new(192, 0, 2, 50);
+            let kind = [MessageType::Offer, MessageType::Ack, MessageType::Nak][round as usize % 3];
+            if round % 2 == 0 {
+                c.receive(&reply(&discover, MessageType::Offer, addr, 600), now);
+            }
+            let mut b = reply(&discover, kind, addr, 600);
+            for _ in 0..1 + next() % 8 {
+                let i = (next() as usize) % b.len();
+                b[i] = next() as u8;
+            }
+            if next() % 4 == 0 {
+                let n = (next() as usize) % b.len();
+                b.truncate(n);
+            }
+            let _ = c.receive(&b, now);
+            let _ = c.poll(now + Duration::from_secs(next() % 1000));
+            let _ = c.release();
+        }
     }
 
     #[test]

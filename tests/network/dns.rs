@@ -389,6 +389,27 @@ fn a_views_change_is_live_and_a_bad_one_changes_nothing() {
         short(&n.inside, "10.9.0.1", &["mail.example.org", "A"]),
         "10.0.0.6"
     );
+    // The box's own view, set live (the field is there while unset: null).
+    assert_eq!(
+        short(&n.server, "127.0.0.1", &["mail.example.org", "A"]),
+        "203.0.113.5"
+    );
+    let (code, r) = d.admin(
+        "PATCH",
+        "/settings",
+        Some(&serde_json::json!({"dns": {"own_view": "inside"}})),
+    );
+    assert_eq!(code, 200, "{r}");
+    assert_eq!(
+        short(&n.server, "127.0.0.1", &["mail.example.org", "A"]),
+        "10.0.0.6"
+    );
+    let (code, p) = d.admin(
+        "PATCH",
+        "/settings",
+        Some(&serde_json::json!({"dns": {"own_view": "nowhere"}})),
+    );
+    assert_eq!(code, 422, "{p}");
     let (code, r) = d.admin(
         "PATCH",
         "/settings",

@@ -152,6 +152,10 @@ fn a_bad_setting_is_refused_and_the_network_untouched() {
         Some(&json!({"network": {"hostname": "bad host!"}})),
     );
     assert_eq!(code, 422, "{p}");
+    assert!(
+        p["detail"].as_str().unwrap().contains("letters, digits"),
+        "{p}"
+    );
     assert_eq!((addresses(&b, "eth0"), b.ip_json(&["route"])), before);
     let (_, s) = d.admin("GET", "/settings", None);
     assert_eq!(

@@ -34,12 +34,10 @@ pub struct Settings {
     pub views: Vec<View>,
     /// The view that answers the box itself (clients on loopback: its own resolver), whatever
     /// the views' networks say; none: loopback clients are matched like any other.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub own_view: Option<String>,
     /// The resolver file the daemon writes for its own lookups (on the box
     /// `/run/resolv.conf`): `nameserver 127.0.0.1` when this server listens on port 53 there,
     /// else the forwarders (or the DHCP leases' name servers). None: left alone.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub resolv_conf: Option<std::path::PathBuf>,
 }
 

@@ -51,7 +51,6 @@ pub struct Settings {
     /// confirmation before the previous settings come back.
     pub confirm_secs: u64,
     /// The box's hostname (none: left as it is).
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub hostname: Option<String>,
     /// NTP servers, `host` or `host:port` (none: those from a DHCP lease, if any).
     pub ntp_servers: Vec<String>,

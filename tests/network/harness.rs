@@ -407,15 +407,19 @@ pub fn chrony(ns: &Netns, addr: &str, port: u16, faketime: Option<&str>) -> Peer
         ),
     )
     .expect("chrony.conf");
-    let mut c = match faketime {
-        Some(f) => {
-            require_tool("faketime", "faketime");
-            let mut c = ns.cmd("faketime");
-            c.arg("-f").arg(f).arg("chronyd");
-            c
-        }
-        None => ns.cmd("chronyd"),
-    };
+    let mut c = ns.cmd("chronyd");
+    if let Some(f) = faketime {
+        // The library itself (the `faketime` wrapper forks: killing it would leave chronyd).
+        let lib = std::fs::read_dir("/usr/lib")
+            .expect("/usr/lib")
+            .flatten()
+            .map(|d| d.path().join("faketime/libfaketime.so.1"))
+            .find(|p| p.exists())
+            .unwrap_or_else(|| {
+                panic!("libfaketime is missing: install the Debian package `faketime`")
+            });
+        c.env("LD_PRELOAD", lib).env("FAKETIME", f);
+    }
     let child = c
         .args(["-d", "-x", "-u", "root", "-f"])
         .arg(dir.path().join("chrony.conf"))

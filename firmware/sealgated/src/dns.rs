@@ -405,3 +405,47 @@ async fn ask_tcp(fw: SocketAddr, q: &Question) -> std::io::Result<Upstream> {
         .await
         .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))?
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    fn settings(listen: Option<&str>, forwarders: &[&str]) -> sealgate_dns::Settings {
+        sealgate_dns::Settings {
+            listen: listen.map(|l| l.parse().unwrap()),
+            forwarders: forwarders.iter().map(|f| f.parse().unwrap()).collect(),
+            ..sealgate_dns::Settings::default()
+        }
+    }
+
+    #[test]
+    fn the_resolver_file_names_this_server_then_forwarders_then_leases() {
+        let leased = [Ipv4Addr::new(192, 0, 2, 1)];
+        let lines = |s: &sealgate_dns::Settings| -> Vec<String> {
+            resolv_text(s, &leased)
+                .lines()
+                .filter(|l| !l.starts_with('#'))
+                .map(str::to_string)
+                .collect()
+        };
+        assert_eq!(
+            lines(&settings(Some("0.0.0.0:53"), &["192.0.2.9:53"])),
+            ["nameserver 127.0.0.1"]
+        );
+        assert_eq!(lines(&settings(Some("[::]:53"), &[])), ["nameserver ::1"]);
+        assert_eq!(
+            lines(&settings(Some("10.0.0.1:53"), &[])),
+            ["nameserver 10.0.0.1"]
+        );
+        // Not on port 53 (resolv.conf has no ports): the forwarders on port 53.
+        assert_eq!(
+            lines(&settings(
+                Some("127.0.0.1:5353"),
+                &["192.0.2.9:53", "192.0.2.8:5300"]
+            )),
+            ["nameserver 192.0.2.9"]
+        );
+        assert_eq!(lines(&settings(None, &[])), ["nameserver 192.0.2.1"]);
+    }
+}

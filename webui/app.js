@@ -13,6 +13,8 @@ const PAGES = [
   { path: "audit", label: "Audit log" },
   { path: "queue", label: "Queue" },
   { path: "settings", label: "Settings" },
+  { path: "tls", label: "TLS certificate" },
+  { path: "network", label: "Network" },
   { path: "accounts", label: "Administrators" },
   { path: "system", label: "System" },
 ];

@@ -22,6 +22,9 @@ mod queue;
 mod smtp;
 mod verdicts;
 mod webui;
+mod webui_measure;
+mod webui_network;
+mod webui_tls;
 
 use std::process::Command;
 

@@ -22,7 +22,7 @@ use crate::harness::{
     Daemon, Pki, data_dir_with_keys, header, require_python_module, require_tool, run, write,
 };
 
-fn chromium() -> String {
+pub(crate) fn chromium() -> String {
     require_tool("chromium", "chromium");
     String::from_utf8_lossy(&run(Command::new("sh").args(["-c", "command -v chromium"])).stdout)
         .trim()
@@ -30,7 +30,7 @@ fn chromium() -> String {
 }
 
 /// base64 of the SHA-256 of the box certificate's public key (Chromium's SPKI pin).
-fn spki_pin(cert: &std::path::Path) -> String {
+pub(crate) fn spki_pin(cert: &std::path::Path) -> String {
     let out = run(Command::new("sh").arg("-c").arg(format!(
         "openssl x509 -in '{}' -pubkey -noout | openssl pkey -pubin -outform der | openssl dgst -sha256 -binary | openssl base64 -A",
         cert.display()
@@ -39,7 +39,7 @@ fn spki_pin(cert: &std::path::Path) -> String {
 }
 
 /// axe-core's script, installed from npm by `cargo xtask test` under `target/webui-node/`.
-fn axe_core() -> PathBuf {
+pub(crate) fn axe_core() -> PathBuf {
     let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
     let axe = tmp
         .parent()
@@ -54,7 +54,7 @@ fn axe_core() -> PathBuf {
     axe
 }
 
-fn screenshots() -> PathBuf {
+pub(crate) fn screenshots() -> PathBuf {
     let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
     tmp.parent().unwrap_or(&tmp).join("webui-screenshots")
 }

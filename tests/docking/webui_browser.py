@@ -539,8 +539,12 @@ with sync_playwright() as p:
     # From the keyboard: Enter in a field saves its section.
     log = page.get_by_role("form", name="[log]")
     log.get_by_label("level", exact=True).fill("info")
+    # The status still says the last save: empty it, so the wait below is for this one (the
+    # page redraws its forms after a save; filling one before that redraw would be lost).
+    page.locator("#settings-status").evaluate("e => { e.textContent = ''; }")
     log.get_by_label("level", exact=True).press("Enter")
     expect(page.locator("#settings-status")).to_contain_text("Saved: log.level.")
+    expect(page.get_by_role("form", name="[log]").get_by_label("level", exact=True)).to_have_value("info")
     admin_port = re.sub(r"^https://[^:]+:", "", BASE).split("/")[0]
     dock = page.get_by_role("form", name="[docking]")
     before = dock.get_by_label("listen", exact=True).input_value()

@@ -10,3 +10,4 @@ mod dhcp;
 mod dns;
 mod harness;
 mod network;
+mod webui;

@@ -21,6 +21,8 @@ use sealgate_qemu::{
     Board, BootOptions, PortForwards, READY_LINE, Swtpm, Vm, VmDir, ensure_image, require_peers,
 };
 
+mod webui_claim;
+
 /// First boot: vault creation and TLS key generation under TCG.
 const FIRST_READY: Duration = Duration::from_secs(240);
 /// Later boots.

@@ -22,9 +22,9 @@ function supportCard() {
 
 const SOON_DAYS = 30;
 
-/** Certificates that end within SOON_DAYS days (or have ended): the box's keys, its CA and
- * the external certificates it encrypts to. */
-function expiries(keys, ca, certs) {
+/** Certificates that end within SOON_DAYS days (or have ended): the box's keys, its CA, the
+ * external certificates it encrypts to and the TLS certificate its listeners serve. */
+function expiries(keys, ca, certs, tls) {
   const now = Date.now();
   const out = [];
   const add1 = (what, name, t) => {
@@ -36,6 +36,7 @@ function expiries(keys, ca, certs) {
   for (const k of keys || []) if (k.status === "active") add1(`key #${k.id} (${k.purpose})`, k.user, k.not_after);
   if (ca && ca.state === "active" && ca.not_after) add1("the box's CA", ca.subject || "CA", ca.not_after);
   for (const c of certs || []) add1("external certificate", c.emails.join(", "), c.not_after);
+  if (tls && tls.not_after) add1("the box's TLS certificate", tls.names.join(", ") || tls.subject, tls.not_after);
   return out.sort((a, b) => a.days - b.days);
 }
 
@@ -59,14 +60,15 @@ function messagesCard(hours) {
 }
 
 export async function render(view, { session }) {
-  const [st, keys, ca, certs] = await Promise.all([
+  const [st, keys, ca, certs, tls] = await Promise.all([
     api("GET", "/status"),
     api("GET", "/keys").catch(() => null),
     api("GET", "/ca").catch(() => null),
     api("GET", "/certificates").catch(() => null),
+    api("GET", "/tls").catch(() => null),
   ]);
   const q = st.queue || {};
-  const soon = expiries(keys, ca, certs);
+  const soon = expiries(keys, ca, certs, tls);
   add(view, h("h1", {}, "Dashboard"),
     h("section", { class: "grid" },
       h("div", { class: "card" }, h("h2", {}, "The box"), facts([

@@ -81,3 +81,43 @@ pub fn fingerprint(s: &str) -> Option<String> {
     let f: String = s.chars().filter(|c| *c != ':').collect();
     (f.len() == 64 && f.chars().all(|c| c.is_ascii_hexdigit())).then(|| f.to_ascii_lowercase())
 }
+
+/// Why `reason` cannot be stored, if it cannot: at most 500 characters, no control character.
+pub fn reason_problem(reason: &str) -> Option<&'static str> {
+    (reason.chars().count() > 500 || reason.chars().any(char::is_control))
+        .then_some("must be at most 500 characters, without control characters")
+}
+
+/// The list is full ([`MAX_BLOCKED`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Full;
+
+/// Blocks `sha256` (a [`fingerprint`]) in `list`: the entry already there, or a new one by
+/// `by`, now.
+pub fn block(
+    list: &mut Vec<Blocked>,
+    sha256: &str,
+    reason: &str,
+    by: &str,
+) -> Result<Blocked, Full> {
+    if let Some(e) = list.iter().find(|e| e.sha256 == sha256) {
+        return Ok(e.clone());
+    }
+    if list.len() >= MAX_BLOCKED {
+        return Err(Full);
+    }
+    let e = Blocked {
+        sha256: sha256.to_string(),
+        reason: reason.to_string(),
+        by: by.to_string(),
+        at: sealgate_smime::chain::rfc3339(crate::unix_now()),
+    };
+    list.push(e.clone());
+    Ok(e)
+}
+
+/// Removes `sha256` from `list`: the entry, or `None` when it was not blocked.
+pub fn unblock(list: &mut Vec<Blocked>, sha256: &str) -> Option<Blocked> {
+    let i = list.iter().position(|e| e.sha256 == sha256)?;
+    Some(list.remove(i))
+}

@@ -146,6 +146,16 @@ pub fn parse(e: &Harvested) -> Option<Certificate> {
         .and_then(|mut v| (v.len() == 1).then(|| v.remove(0)))
 }
 
+/// Removes every entry of the certificate `sha256` (a fingerprint) from `list`: the entries
+/// removed (none when it was not harvested).
+pub fn forget(list: &mut Vec<Harvested>, sha256: &str) -> Vec<Harvested> {
+    let (gone, kept) = std::mem::take(list)
+        .into_iter()
+        .partition(|e| e.sha256 == sha256);
+    *list = kept;
+    gone
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]

@@ -20,6 +20,8 @@ use aws_lc_rs::{digest, signature};
 use sealgate_smime::asn1::{Reader, Tlv, der, parse_time, tag};
 use sealgate_smime::cert::{Certificate, KeyKind, names_equal};
 
+use crate::revocation::{extension_values, plain_http_url};
+
 /// The oldest answer without nextUpdate taken (seconds).
 pub const MAX_AGE: i64 = 3600;
 /// Clock skew allowed (seconds).
@@ -55,44 +57,21 @@ pub fn ocsp_urls(cert_der: &[u8]) -> Vec<String> {
 }
 
 fn urls(der: &[u8]) -> Option<Vec<String>> {
-    let cert = Reader::new(der).read(tag::SEQUENCE, "certificate").ok()?;
-    let tbs = cert.reader().read(tag::SEQUENCE, "tbs").ok()?;
-    let mut t = tbs.reader();
     let mut out = Vec::new();
-    while !t.is_empty() {
-        let field = t.read_any().ok()?;
-        if field.tag != tag::context_constructed(3) {
-            continue;
-        }
-        let exts = field.reader().read(tag::SEQUENCE, "extensions").ok()?;
-        let mut er = exts.reader();
-        while !er.is_empty() {
-            let ext = er.read(tag::SEQUENCE, "extension").ok()?;
-            let mut x = ext.reader();
-            if x.read(tag::OID, "id").ok()?.value != AIA {
-                continue;
-            }
-            let mut value = x.read_any().ok()?;
-            if value.tag == tag::BOOLEAN {
-                value = x.read_any().ok()?;
-            }
-            let list = Reader::new(value.value).read(tag::SEQUENCE, "aia").ok()?;
-            let mut lr = list.reader();
-            while !lr.is_empty() {
-                let ad = lr.read(tag::SEQUENCE, "access").ok()?;
-                let mut a = ad.reader();
-                let method = a.read(tag::OID, "method").ok()?;
-                let loc = a.read_any().ok()?;
-                if method.value == AD_OCSP
-                    && loc.tag == tag::context(6)
-                    && let Ok(u) = std::str::from_utf8(loc.value)
-                    && u.starts_with("http://")
-                    && u.len() < 2048
-                    && !u.chars().any(|c| c.is_control() || c == ' ')
-                    && out.len() < 2
-                {
-                    out.push(u.to_string());
-                }
+    for value in extension_values(der, AIA)? {
+        let list = Reader::new(value).read(tag::SEQUENCE, "aia").ok()?;
+        let mut lr = list.reader();
+        while !lr.is_empty() {
+            let ad = lr.read(tag::SEQUENCE, "access").ok()?;
+            let mut a = ad.reader();
+            let method = a.read(tag::OID, "method").ok()?;
+            let loc = a.read_any().ok()?;
+            if method.value == AD_OCSP
+                && loc.tag == tag::context(6)
+                && let Some(u) = plain_http_url(loc.value)
+                && out.len() < 2
+            {
+                out.push(u);
             }
         }
     }

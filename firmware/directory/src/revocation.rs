@@ -29,6 +29,45 @@ pub fn crl_urls(cert_der: &[u8]) -> Vec<String> {
 
 fn urls(der: &[u8]) -> Option<Vec<String>> {
     const CRL_DP: &[u8] = &[0x55, 0x1d, 0x1f];
+    let mut out = Vec::new();
+    for value in extension_values(der, CRL_DP)? {
+        let points = Reader::new(value).read(tag::SEQUENCE, "points").ok()?;
+        let mut pr = points.reader();
+        while !pr.is_empty() {
+            let dp = pr.read(tag::SEQUENCE, "point").ok()?;
+            let Some(name) = dp
+                .reader()
+                .read_optional(tag::context_constructed(0))
+                .ok()?
+            else {
+                continue;
+            };
+            let Some(full) = name
+                .reader()
+                .read_optional(tag::context_constructed(0))
+                .ok()?
+            else {
+                continue;
+            };
+            let mut gr = full.reader();
+            while !gr.is_empty() {
+                let g = gr.read_any().ok()?;
+                // uniformResourceIdentifier [6] IA5String
+                if g.tag == tag::context(6)
+                    && let Some(u) = plain_http_url(g.value)
+                    && out.len() < MAX_URLS
+                {
+                    out.push(u);
+                }
+            }
+        }
+    }
+    Some(out)
+}
+
+/// The values (inside their OCTET STRING) of every extension of a certificate with the OID
+/// `id`; `None` when the certificate is unreadable.
+pub(crate) fn extension_values<'a>(der: &'a [u8], id: &[u8]) -> Option<Vec<&'a [u8]>> {
     let cert = Reader::new(der).read(tag::SEQUENCE, "certificate").ok()?;
     let tbs = cert.reader().read(tag::SEQUENCE, "tbs").ok()?;
     let mut t = tbs.reader();
@@ -43,51 +82,25 @@ fn urls(der: &[u8]) -> Option<Vec<String>> {
         while !er.is_empty() {
             let ext = er.read(tag::SEQUENCE, "extension").ok()?;
             let mut x = ext.reader();
-            if x.read(tag::OID, "id").ok()?.value != CRL_DP {
+            if x.read(tag::OID, "id").ok()?.value != id {
                 continue;
             }
             let mut value = x.read_any().ok()?;
             if value.tag == tag::BOOLEAN {
                 value = x.read_any().ok()?;
             }
-            let points = Reader::new(value.value)
-                .read(tag::SEQUENCE, "points")
-                .ok()?;
-            let mut pr = points.reader();
-            while !pr.is_empty() {
-                let dp = pr.read(tag::SEQUENCE, "point").ok()?;
-                let Some(name) = dp
-                    .reader()
-                    .read_optional(tag::context_constructed(0))
-                    .ok()?
-                else {
-                    continue;
-                };
-                let Some(full) = name
-                    .reader()
-                    .read_optional(tag::context_constructed(0))
-                    .ok()?
-                else {
-                    continue;
-                };
-                let mut gr = full.reader();
-                while !gr.is_empty() {
-                    let g = gr.read_any().ok()?;
-                    // uniformResourceIdentifier [6] IA5String
-                    if g.tag == tag::context(6)
-                        && let Ok(u) = std::str::from_utf8(g.value)
-                        && u.starts_with("http://")
-                        && u.len() < 2048
-                        && !u.chars().any(|c| c.is_control() || c == ' ')
-                        && out.len() < MAX_URLS
-                    {
-                        out.push(u.to_string());
-                    }
-                }
-            }
+            out.push(value.value);
         }
     }
     Some(out)
+}
+
+/// A URI that is a plain `http://` URL of sane length without spaces or control characters
+/// (what the fetchers here are willing to ask).
+pub(crate) fn plain_http_url(uri: &[u8]) -> Option<String> {
+    let u = std::str::from_utf8(uri).ok()?;
+    (u.starts_with("http://") && u.len() < 2048 && !u.chars().any(|c| c.is_control() || c == ' '))
+        .then(|| u.to_string())
 }
 
 /// CRLs fetched, by URL.

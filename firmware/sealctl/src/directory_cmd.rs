@@ -298,11 +298,8 @@ fn decisions(cmd: DirectoryCmd) -> Outcome {
             sealer,
         } => {
             let sha256 = fingerprint(&sha256)?;
-            if reason.chars().count() > 500 || reason.chars().any(char::is_control) {
-                return Err(Failure(
-                    "--reason must be at most 500 characters, without control characters".into(),
-                    1,
-                ));
+            if let Some(why) = blocklist::reason_problem(&reason) {
+                return Err(Failure(format!("--reason {why}"), 1));
             }
             if let Some(d) = running(&data_dir) {
                 let body = serde_json::json!({"sha256": sha256, "reason": reason});
@@ -314,19 +311,8 @@ fn decisions(cmd: DirectoryCmd) -> Outcome {
             }
             let vault = open_vault(&data_dir, &sealer)?;
             let mut list = blocklist::load(&data_dir).map_err(|e| Failure(e, 1))?;
-            if let Some(e) = list.iter().find(|e| e.sha256 == sha256) {
-                return print_json(e);
-            }
-            if list.len() >= blocklist::MAX_BLOCKED {
-                return Err(Failure("the block list is full".into(), 1));
-            }
-            let e = blocklist::Blocked {
-                sha256: sha256.clone(),
-                reason: reason.clone(),
-                by: actor(),
-                at: sealgate_smime::chain::rfc3339(sealgate_directory::unix_now()),
-            };
-            list.push(e.clone());
+            let e = blocklist::block(&mut list, &sha256, &reason, &actor())
+                .map_err(|blocklist::Full| Failure("the block list is full".into(), 1))?;
             vault.record_event(
                 &actor(),
                 "directory.block",
@@ -351,11 +337,8 @@ fn decisions(cmd: DirectoryCmd) -> Outcome {
             }
             let vault = open_vault(&data_dir, &sealer)?;
             let mut list = blocklist::load(&data_dir).map_err(|e| Failure(e, 1))?;
-            let i = list
-                .iter()
-                .position(|e| e.sha256 == sha256)
+            let gone = blocklist::unblock(&mut list, &sha256)
                 .ok_or_else(|| Failure(format!("{sha256} is not blocked"), 1))?;
-            let gone = list.remove(i);
             vault.record_event(&actor(), "directory.unblock", &sha256, "")?;
             blocklist::save(&data_dir, &list).map_err(|e| Failure(e, 1))?;
             print_json(&gone)
@@ -381,15 +364,10 @@ fn decisions(cmd: DirectoryCmd) -> Outcome {
             }
             let vault = open_vault(&data_dir, &sealer)?;
             let mut list = harvested::load(&data_dir).map_err(|e| Failure(e, 1))?;
-            let gone: Vec<_> = list
-                .iter()
-                .filter(|e| e.sha256 == sha256)
-                .cloned()
-                .collect();
+            let gone = harvested::forget(&mut list, &sha256);
             if gone.is_empty() {
                 return Err(Failure(format!("{sha256} was not harvested"), 1));
             }
-            list.retain(|e| e.sha256 != sha256);
             vault.record_event(&actor(), "directory.forget-harvested", &sha256, "")?;
             harvested::save(&data_dir, &list).map_err(|e| Failure(e, 1))?;
             print_json(&gone)

@@ -22,6 +22,7 @@ mod certs_cmd;
 mod directory_cmd;
 mod keys_cmd;
 mod queue_cmd;
+mod tls_cmd;
 mod vault_cmd;
 
 /// Sealgate administration.
@@ -63,6 +64,9 @@ enum Command {
     /// The SMTP queue: list, show, retry, hold, release, delete.
     #[command(subcommand)]
     Queue(queue_cmd::QueueCmd),
+    /// The box's TLS certificate: show, request (key and CSR on the box), csr, install, import.
+    #[command(subcommand)]
+    Tls(tls_cmd::TlsCmd),
 }
 
 #[derive(Subcommand)]
@@ -211,6 +215,7 @@ fn run(cli: Cli) -> Outcome {
         Command::Certs(c) => certs_cmd::run(c),
         Command::Directory(c) => directory_cmd::run(c),
         Command::Queue(c) => queue_cmd::run(c),
+        Command::Tls(c) => tls_cmd::run(c),
     }
 }
 

@@ -18,6 +18,8 @@ use anyhow::Context;
 use rustls::client::danger::HandshakeSignatureValid;
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
 use rustls::{DigitallySignedStruct, DistinguishedName, ServerConfig, SignatureScheme};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
 
@@ -27,7 +29,7 @@ use zeroize::Zeroizing;
 use crate::settings::Settings;
 
 /// File names under `DATA/tls/`.
-const CERT_FILE: &str = "box.crt";
+pub(crate) const CERT_FILE: &str = "box.crt";
 const KEY_FILE: &str = "box.key";
 
 /// SHA-256 of `data`.
@@ -60,14 +62,83 @@ pub fn random(n: usize) -> anyhow::Result<Vec<u8>> {
 
 /// The TLS certificate and key every listener serves.
 pub struct TlsIdentity {
-    /// Leaf first.
-    pub chain: Vec<CertificateDer<'static>>,
-    /// The private key.
-    pub key: PrivateKeyDer<'static>,
+    /// The certificate and key as every listener serves them (replaceable at run time).
+    pub live: Arc<LiveCertificate>,
     /// SHA-256 of the leaf.
     pub fingerprint: [u8; 32],
     /// True if we created it just now.
     pub created: bool,
+}
+
+/// The box's certificate chain and key as every TLS listener serves them: one resolver shared
+/// by all their configurations, so a new certificate (`admin/tls.rs`) is served from the next
+/// handshake on, without a restart. Connections already open keep the one they began with.
+#[derive(Debug)]
+pub struct LiveCertificate {
+    current: std::sync::RwLock<Arc<CertifiedKey>>,
+    /// True when the certificate is the operator's files (`[tls] certificate`, `key`): the
+    /// admin API then does not replace it.
+    pub from_settings: bool,
+}
+
+impl LiveCertificate {
+    /// A resolver serving `key`.
+    pub fn new(key: CertifiedKey, from_settings: bool) -> LiveCertificate {
+        LiveCertificate {
+            current: std::sync::RwLock::new(Arc::new(key)),
+            from_settings,
+        }
+    }
+
+    /// What the listeners serve now.
+    pub fn current(&self) -> Arc<CertifiedKey> {
+        self.current
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Serves `key` from the next handshake on.
+    pub fn replace(&self, key: CertifiedKey) {
+        *self
+            .current
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(key);
+    }
+}
+
+impl ResolvesServerCert for LiveCertificate {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.current())
+    }
+}
+
+/// The certified key of a chain (leaf first) and a PEM private key (PKCS#8, PKCS#1 or SEC1),
+/// refused unless the key is the leaf's.
+pub fn certified_key(
+    chain: Vec<CertificateDer<'static>>,
+    key_pem: &[u8],
+) -> anyhow::Result<CertifiedKey> {
+    let key_block = pem::parse_many(key_pem)
+        .context("the private key is not PEM")?
+        .into_iter()
+        .find(|p| p.tag().ends_with("PRIVATE KEY"))
+        .context("no private key in the PEM")?;
+    let key = match key_block.tag() {
+        "RSA PRIVATE KEY" => PrivateKeyDer::Pkcs1(key_block.into_contents().into()),
+        "EC PRIVATE KEY" => PrivateKeyDer::Sec1(key_block.into_contents().into()),
+        _ => PrivateKeyDer::Pkcs8(key_block.into_contents().into()),
+    };
+    let refused = |e: rustls::Error| match e {
+        rustls::Error::InconsistentKeys(_) => {
+            anyhow::anyhow!("the private key is not the certificate's key")
+        }
+        e => anyhow::anyhow!("the private key cannot be used: {e}"),
+    };
+    let certified = CertifiedKey::from_der(chain, key, &provider()).map_err(refused)?;
+    // `from_der` lets an unknown match pass; the box's keys always tell.
+    certified.keys_match().map_err(refused)?;
+    Ok(certified)
 }
 
 /// Loads the configured certificate, or the box's own (its key from `vault`), creating it on
@@ -80,7 +151,7 @@ pub fn load_or_create(
     if let (Some(c), Some(k)) = (&settings.tls.certificate, &settings.tls.key) {
         let key_pem =
             Zeroizing::new(fs::read(k).with_context(|| format!("reading {}", k.display()))?);
-        return identity(c, &key_pem, k, false);
+        return identity(c, &key_pem, k, false, true);
     }
     let dir = data_dir.join("tls");
     let cert_path = dir.join(CERT_FILE);
@@ -114,6 +185,7 @@ pub fn load_or_create(
         &key_pem,
         Path::new("the vault's TLS key"),
         created,
+        false,
     )
 }
 
@@ -122,7 +194,7 @@ pub fn load_or_create(
 pub fn check_files(certificate: &Path, key: &Path) -> anyhow::Result<()> {
     let key_pem =
         Zeroizing::new(fs::read(key).with_context(|| format!("reading {}", key.display()))?);
-    identity(certificate, &key_pem, key, false).map(|_| ())
+    identity(certificate, &key_pem, key, false, true).map(|_| ())
 }
 
 /// Overwrites a file with zeros, syncs, and removes it.
@@ -145,6 +217,7 @@ fn identity(
     key_pem: &[u8],
     key_name: &Path,
     created: bool,
+    from_settings: bool,
 ) -> anyhow::Result<TlsIdentity> {
     let cert_pem =
         fs::read(cert_path).with_context(|| format!("reading {}", cert_path.display()))?;
@@ -158,19 +231,10 @@ fn identity(
         .first()
         .with_context(|| format!("{}: no certificate", cert_path.display()))?;
     let fingerprint = sha256(leaf.as_ref());
-    let key_block = pem::parse_many(key_pem)
-        .with_context(|| format!("{}: not PEM", key_name.display()))?
-        .into_iter()
-        .find(|p| p.tag().ends_with("PRIVATE KEY"))
-        .with_context(|| format!("{}: no private key", key_name.display()))?;
-    let key = match key_block.tag() {
-        "RSA PRIVATE KEY" => PrivateKeyDer::Pkcs1(key_block.into_contents().into()),
-        "EC PRIVATE KEY" => PrivateKeyDer::Sec1(key_block.into_contents().into()),
-        _ => PrivateKeyDer::Pkcs8(key_block.into_contents().into()),
-    };
+    let key = certified_key(chain, key_pem)
+        .with_context(|| format!("{} with {}", key_name.display(), cert_path.display()))?;
     Ok(TlsIdentity {
-        chain,
-        key,
+        live: Arc::new(LiveCertificate::new(key, from_settings)),
         fingerprint,
         created,
     })
@@ -237,7 +301,7 @@ pub fn server_config(
             algs: provider.signature_verification_algorithms,
         }))
     };
-    let mut cfg = builder.with_single_cert(id.chain.clone(), id.key.clone_key())?;
+    let mut cfg = builder.with_cert_resolver(id.live.clone());
     if alpn_http {
         cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
     }

@@ -40,6 +40,7 @@ mod scan;
 mod selfcheck;
 mod settings;
 mod smtp;
+mod tls_certificate;
 mod tokens;
 mod webui;
 
@@ -490,6 +491,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let publish_vault = vault.clone();
     let queue = smtp::open_queue(&data_dir, &settings)?;
     let _ = admin_state.queue.set(queue.clone());
+    let _ = admin_state.tls.set(id.live.clone());
     let keys: Arc<dyn keys::KeyStore> = Arc::new(keys::Cached::new(vault, Duration::from_secs(30)));
     let anchors = Arc::new(anchors);
     let state = web::Data::new(http::AppState {

@@ -40,6 +40,7 @@ mod record;
 mod recovery;
 mod sealer;
 mod store;
+mod tls_request;
 mod totp;
 
 pub use accounts::{
@@ -57,4 +58,5 @@ pub use record::{KeyInfo, Purpose};
 pub use recovery::RecoverySecret;
 pub use sealer::{DEFAULT_TCTI, SOFTWARE_KEY_FILE, Sealer, SealerKind, SoftwareSealer, TpmSealer};
 pub use store::{CertFormat, DB_FILE, Vault, VaultStatus};
+pub use tls_request::TlsRequest;
 pub use totp::{TOTP_DIGITS, TOTP_STEP_SECS, TotpSecret};

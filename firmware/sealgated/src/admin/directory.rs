@@ -219,18 +219,13 @@ async fn block(req: HttpRequest, payload: web::Payload, app: App, ad: Data) -> H
         let sha256 = blocklist::fingerprint(&b.sha256).ok_or_else(|| {
             Problem::bad_request("sha256 is not a SHA-256 fingerprint (64 hex digits)")
         })?;
-        if b.reason.chars().count() > 500 || b.reason.chars().any(char::is_control) {
-            return Err(Problem::bad_request(
-                "reason must be at most 500 characters, without control characters",
-            ));
+        if let Some(why) = blocklist::reason_problem(&b.reason) {
+            return Err(Problem::bad_request(format!("reason {why}")));
         }
         let by = c.username.clone();
         let entry = change_blocklist(&ad, |list| {
-            if let Some(e) = list.iter().find(|e| e.sha256 == sha256) {
-                return Ok(e.clone());
-            }
-            if list.len() >= blocklist::MAX_BLOCKED {
-                return Err(Problem::new(
+            blocklist::block(list, &sha256, &b.reason, &by).map_err(|blocklist::Full| {
+                Problem::new(
                     422,
                     "too-many-blocked",
                     "The block list is full",
@@ -238,16 +233,8 @@ async fn block(req: HttpRequest, payload: web::Payload, app: App, ad: Data) -> H
                         "at most {} certificates can be blocked",
                         blocklist::MAX_BLOCKED
                     ),
-                ));
-            }
-            let e = Blocked {
-                sha256: sha256.clone(),
-                reason: b.reason.clone(),
-                by,
-                at: sealgate_smime::chain::rfc3339(sealgate_directory::unix_now()),
-            };
-            list.push(e.clone());
-            Ok(e)
+                )
+            })
         })?;
         app.keys.forget_cached();
         audit(
@@ -281,18 +268,14 @@ async fn unblock(req: HttpRequest, path: web::Path<String>, app: App, ad: Data) 
             )
         })?;
         let gone = change_blocklist(&ad, |list| {
-            let i = list
-                .iter()
-                .position(|e| e.sha256 == sha256)
-                .ok_or_else(|| {
-                    Problem::new(
-                        404,
-                        "not-found",
-                        "No such resource",
-                        "no such blocked certificate",
-                    )
-                })?;
-            Ok(list.remove(i))
+            blocklist::unblock(list, &sha256).ok_or_else(|| {
+                Problem::new(
+                    404,
+                    "not-found",
+                    "No such resource",
+                    "no such blocked certificate",
+                )
+            })
         })?;
         app.keys.forget_cached();
         audit(
@@ -339,13 +322,7 @@ async fn forget(req: HttpRequest, path: web::Path<String>, app: App, ad: Data) -
         };
         let sha256 = blocklist::fingerprint(&path).ok_or_else(missing)?;
         let gone = crate::directory::change_harvested(&ad.data_dir, |list| {
-            let gone: Vec<_> = list
-                .iter()
-                .filter(|e| e.sha256 == sha256)
-                .cloned()
-                .collect();
-            list.retain(|e| e.sha256 != sha256);
-            gone
+            sealgate_directory::harvested::forget(list, &sha256)
         })
         .map_err(|e| {
             tracing::error!(error = %e, "cannot write the harvested certificates");

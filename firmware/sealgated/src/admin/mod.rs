@@ -31,6 +31,7 @@ pub mod settings_change;
 mod settings_view;
 pub mod socket;
 pub mod system;
+mod tls;
 mod totp;
 
 use std::net::IpAddr;
@@ -82,6 +83,8 @@ pub struct AdminState {
     pub stop: system::StopRequest,
     /// The SMTP queue (`queue.rs`).
     pub queue: std::sync::OnceLock<Arc<crate::smtp::Spool>>,
+    /// The certificate every TLS listener serves (`tls.rs` replaces it).
+    pub tls: std::sync::OnceLock<Arc<crate::identity::LiveCertificate>>,
 }
 
 impl AdminState {
@@ -98,6 +101,7 @@ impl AdminState {
             data_dir: data_dir.to_path_buf(),
             stop: system::StopRequest::default(),
             queue: std::sync::OnceLock::new(),
+            tls: std::sync::OnceLock::new(),
         }
     }
 
@@ -1433,6 +1437,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .configure(queue::routes)
             .configure(sessions::routes)
             .configure(network::routes)
+            .configure(tls::routes)
             .default_service(web::to(not_found)),
     );
 }

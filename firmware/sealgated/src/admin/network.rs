@@ -18,13 +18,40 @@ async fn show(req: HttpRequest, store: web::Data<SettingsStore>, ad: Data) -> Ht
     let r = async {
         authorize(&req, &ad, Need::Read)?;
         let s = store.network();
-        let body = web::block(move || crate::network::status(&s))
+        let body = web::block(move || with_routes(crate::network::status(&s), &s))
             .await
             .map_err(|_| Problem::internal(crate::problem::INTERNAL_DETAIL))?;
         Ok(ok_json(200, &body))
     }
     .await;
     answer(r)
+}
+
+/// Adds the kernel's main-table routes (for the web UI's network page) and whether the
+/// daemon manages the network at all (with no interface and no route in the settings it
+/// changes nothing).
+fn with_routes(mut status: serde_json::Value, s: &crate::network::Settings) -> serde_json::Value {
+    if let Some(o) = status.as_object_mut() {
+        o.insert(
+            "managing".into(),
+            serde_json::json!(!s.interfaces.is_empty() || !s.routes.is_empty()),
+        );
+        if let Ok(state) = crate::network::netlink::read() {
+            let routes: Vec<serde_json::Value> = state
+                .routes
+                .iter()
+                .map(|r| {
+                    serde_json::json!({
+                        "to": r.to.to_string(),
+                        "via": r.via.map(|v| v.to_string()),
+                        "ours": r.ours,
+                    })
+                })
+                .collect();
+            o.insert("routes".into(), serde_json::json!(routes));
+        }
+    }
+    status
 }
 
 /// `POST /network/confirm` (admin): keeps the waiting network change.

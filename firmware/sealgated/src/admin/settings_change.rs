@@ -168,6 +168,13 @@ impl SettingsStore {
         self.stored().network
     }
 
+    /// Whether the stored `[tls]` names the operator's certificate and key files (which the
+    /// next start serves, whatever the admin API installed).
+    pub fn tls_from_files(&self) -> bool {
+        let t = self.stored().tls;
+        t.certificate.is_some() && t.key.is_some()
+    }
+
     /// The model in force (command-line overrides applied).
     #[cfg(test)]
     pub fn running(&self) -> Settings {

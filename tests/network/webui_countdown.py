@@ -1,0 +1,74 @@
+# The web UI's network page against a daemon that manages the network of its own namespace
+# (Chromium runs in the same namespace): a change that removes an address shows the
+# confirm-or-revert countdown; "Keep this change" keeps it; a second such change is left to
+# run out, the page says so and shows the previous address back.
+# Started by tests/network/webui.rs; prints RESULT {...}.
+import json, os, re, time
+from playwright.sync_api import sync_playwright, expect
+
+BASE = os.environ["BASE"]
+SETUP = os.environ["SETUP"]
+SPKI = os.environ["SPKI"]
+CHROMIUM = os.environ["CHROMIUM"]
+SHOTS = os.environ["SHOTS"]
+PW = "correct horse battery staple"
+expect.set_options(timeout=20_000)
+result = {}
+errors = []
+
+with sync_playwright() as p:
+    browser = p.chromium.launch(executable_path=CHROMIUM, args=[f"--ignore-certificate-errors-spki-list={SPKI}"])
+    ctx = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = ctx.new_page()
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(BASE + "/#/claim")
+    page.get_by_label("Setup token").fill(SETUP)
+    page.get_by_label("Administrator's username").fill("root")
+    page.get_by_label("Password", exact=True).fill(PW)
+    page.get_by_label("Password again").fill(PW)
+    page.get_by_role("button", name="Create the administrator").click()
+    expect(page.get_by_role("heading", level=1)).to_have_text("Dashboard")
+    page.get_by_role("link", name="Network").click()
+    expect(page.get_by_role("heading", level=1)).to_have_text("Network")
+    links = page.get_by_role("region", name="The kernel's links")
+    eth0 = links.locator("tbody tr").filter(has=page.get_by_role("cell", name="eth0", exact=True))
+    expect(eth0).to_contain_text("192.0.2.10/24")
+    expect(eth0.get_by_role("cell", name="yes", exact=True)).to_have_count(1)
+    expect(page.locator("#not-managed")).to_have_count(0)
+    expect(page.locator("#network-confirm")).to_have_count(0)
+
+    def set_eth0(address):
+        f = page.get_by_role("form", name="Set an interface")
+        f.get_by_label("Link name").fill("eth0")
+        f.get_by_label("Addresses").fill(address)
+        f.get_by_label("MTU").fill("1400")
+        f.get_by_role("button", name="Set the interface").click()
+        expect(f.get_by_text(re.compile(r"Saved\. Confirm within \d+ s"))).to_be_visible()
+
+    # Removing 192.0.2.10: the countdown; kept.
+    set_eth0("192.0.2.20/24")
+    card = page.locator("#network-confirm")
+    expect(card).to_be_visible()
+    first = int(page.locator("#confirm-left").inner_text())
+    time.sleep(2.5)
+    later = int(page.locator("#confirm-left").inner_text())
+    assert 0 < later < first, (first, later)
+    result["countdown"] = [first, later]
+    page.screenshot(path=os.path.join(SHOTS, "network-confirm.png"), full_page=True)
+    card.get_by_role("button", name="Keep this change").click()
+    expect(card.get_by_text("Kept.")).to_be_visible()
+    expect(page.locator("#network-confirm")).to_have_count(0)
+    expect(eth0).to_contain_text("192.0.2.20/24")
+
+    # Removing 192.0.2.20 and not keeping it: time runs out, the previous address is back.
+    set_eth0("192.0.2.30/24")
+    expect(page.locator("#network-confirm")).to_be_visible()
+    expect(eth0).to_contain_text("192.0.2.30/24")
+    expect(page.get_by_text("Time ran out: the previous network settings are back.")).to_be_visible(timeout=60_000)
+    expect(page.locator("#network-confirm")).to_have_count(0, timeout=30_000)
+    expect(eth0).to_contain_text("192.0.2.20/24", timeout=30_000)
+    expect(eth0).not_to_contain_text("192.0.2.30")
+    assert not errors, errors
+    browser.close()
+
+print("RESULT " + json.dumps(result), flush=True)

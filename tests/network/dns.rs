@@ -275,3 +275,146 @@ print("ok")
     );
     drop(d);
 }
+
+/// `/etc/netns/NAME/resolv.conf`, which `ip netns exec` bind-mounts over `/etc/resolv.conf`
+/// for what runs in the namespace; removed on drop.
+struct NetnsResolvConf(std::path::PathBuf);
+
+impl NetnsResolvConf {
+    fn new(ns: &Netns) -> NetnsResolvConf {
+        let dir = std::path::PathBuf::from("/etc/netns").join(&ns.name);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("resolv.conf"), "").unwrap();
+        NetnsResolvConf(dir)
+    }
+
+    fn text(&self) -> String {
+        std::fs::read_to_string(self.0.join("resolv.conf")).unwrap_or_default()
+    }
+}
+
+impl Drop for NetnsResolvConf {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The box's own lookups: the daemon writes its resolver file pointing at itself, and its
+/// own questions (from loopback) get `own_view`, here the inside view: the NTP server's name
+/// resolves to the inside address (where chrony answers), not the outside one.
+#[test]
+fn the_box_resolves_its_own_names_in_its_own_view() {
+    let n = net();
+    let resolv = NetnsResolvConf::new(&n.server);
+    let _time = crate::harness::chrony(&n.inside, "10.9.0.2", 123, None);
+    let d = Daemon::start(
+        &n.server,
+        r#"[network]
+ntp_servers = ["time.example.org"]
+[dns]
+listen = "0.0.0.0:53"
+own_view = "inside"
+resolv_conf = "/etc/resolv.conf"
+[[dns.views]]
+name = "inside"
+networks = ["10.0.0.0/8"]
+records = ["time.example.org. 300 IN A 10.9.0.2"]
+[[dns.views]]
+name = "outside"
+networks = ["0.0.0.0/0", "::/0"]
+records = ["time.example.org. 300 IN A 198.51.100.2"]
+"#,
+    );
+    assert_eq!(
+        resolv.text(),
+        "# Written by sealgated ([dns] resolv_conf).\nnameserver 127.0.0.1\n"
+    );
+    // From the box itself: the inside view; from outside: the outside one.
+    assert_eq!(
+        n.server
+            .dig("127.0.0.1", 53, &["+short", "time.example.org", "A"])
+            .trim(),
+        "10.9.0.2"
+    );
+    assert_eq!(
+        n.outside
+            .dig("198.51.100.1", 53, &["+short", "time.example.org", "A"])
+            .trim(),
+        "198.51.100.2"
+    );
+    // The daemon's own lookup of its NTP server went through its resolver to the inside view.
+    crate::harness::wait_for("the clock synchronised through the own view", || {
+        d.admin("GET", "/status", None).1["clock"]["synchronized"] == true
+    });
+    let (_, st) = d.admin("GET", "/status", None);
+    assert_eq!(st["clock"]["source"], "10.9.0.2:123", "{st}");
+}
+
+/// Views change without a restart (`PATCH /settings`); a bad record is refused and the old
+/// answers stay; `listen` waits for a restart.
+#[test]
+fn a_views_change_is_live_and_a_bad_one_changes_nothing() {
+    let n = net();
+    let d = Daemon::start(&n.server, &settings(UPSTREAM));
+    assert_eq!(
+        short(&n.inside, "10.9.0.1", &["mail.example.org", "A"]),
+        "10.0.0.5"
+    );
+    let (_, s) = d.admin("GET", "/settings", None);
+    let mut views = s["settings"]["dns"]["views"].clone();
+    views[0]["records"] = serde_json::json!(["mail.example.org. 60 IN A 10.0.0.6"]);
+    let (code, r) = d.admin(
+        "PATCH",
+        "/settings",
+        Some(&serde_json::json!({"dns": {"views": views}})),
+    );
+    assert_eq!(code, 200, "{r}");
+    assert_eq!(r["outcome"]["restart_required"], false, "{r}");
+    assert_eq!(
+        short(&n.inside, "10.9.0.1", &["mail.example.org", "A"]),
+        "10.0.0.6"
+    );
+    assert_eq!(
+        short(&n.outside, "198.51.100.1", &["mail.example.org", "A"]),
+        "203.0.113.5"
+    );
+    views[0]["records"] = serde_json::json!(["mail.example.org. 60 IN A not-an-address"]);
+    let (code, p) = d.admin(
+        "PATCH",
+        "/settings",
+        Some(&serde_json::json!({"dns": {"views": views}})),
+    );
+    assert_eq!(code, 422, "{p}");
+    assert_eq!(
+        short(&n.inside, "10.9.0.1", &["mail.example.org", "A"]),
+        "10.0.0.6"
+    );
+    // The box's own view, set live (the field is there while unset: null).
+    assert_eq!(
+        short(&n.server, "127.0.0.1", &["mail.example.org", "A"]),
+        "203.0.113.5"
+    );
+    let (code, r) = d.admin(
+        "PATCH",
+        "/settings",
+        Some(&serde_json::json!({"dns": {"own_view": "inside"}})),
+    );
+    assert_eq!(code, 200, "{r}");
+    assert_eq!(
+        short(&n.server, "127.0.0.1", &["mail.example.org", "A"]),
+        "10.0.0.6"
+    );
+    let (code, p) = d.admin(
+        "PATCH",
+        "/settings",
+        Some(&serde_json::json!({"dns": {"own_view": "nowhere"}})),
+    );
+    assert_eq!(code, 422, "{p}");
+    let (code, r) = d.admin(
+        "PATCH",
+        "/settings",
+        Some(&serde_json::json!({"dns": {"listen": "0.0.0.0:5355"}})),
+    );
+    assert_eq!(code, 200, "{r}");
+    assert_eq!(r["outcome"]["restart_required"], true, "{r}");
+}

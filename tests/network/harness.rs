@@ -205,11 +205,16 @@ impl Daemon {
             data_dir.path().join("admin.sock").display()
         );
         std::fs::write(data_dir.path().join("settings.toml"), text).expect("settings");
+        // A UTS namespace of its own (the hostname it sets is not the host's), and the clock
+        // measured, never set (the host's clock is shared).
         let mut child = ns
-            .cmd(env!("CARGO_BIN_EXE_sealgated"))
+            .cmd("unshare")
+            .arg("--uts")
+            .arg(env!("CARGO_BIN_EXE_sealgated"))
             .arg("--data-dir")
             .arg(data_dir.path())
             .arg("--danger-software-sealer")
+            .arg("--clock-report-only")
             .env("RUST_LOG", "info")
             .stdout(Stdio::piped())
             .stderr(Stdio::from(
@@ -296,6 +301,14 @@ impl Daemon {
         )
     }
 
+    /// The hostname in the daemon's UTS namespace.
+    pub fn hostname(&self) -> String {
+        require_tool("nsenter", "util-linux");
+        let pid = self.child.as_ref().expect("running").id().to_string();
+        let out = run(Command::new("nsenter").args(["-t", &pid, "-u", "hostname"]));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
     /// The daemon's log (stderr).
     pub fn stderr(&self) -> String {
         std::fs::read_to_string(self.data_dir.path().join("stderr.log")).unwrap_or_default()
@@ -317,4 +330,110 @@ impl Drop for Daemon {
             let _ = c.wait();
         }
     }
+}
+
+/// Waits up to 15 s for `ok`, failing with `what`.
+pub fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline {
+        if ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+/// dnsmasq as the DHCP server of `dev` in `ns` (DNS off), leasing from `range` with `options`
+/// (`--dhcp-option` values); its lease file is `leases` in its folder.
+pub fn dnsmasq(ns: &Netns, dev: &str, range: &str, options: &[&str]) -> Peer {
+    require_tool("dnsmasq", "dnsmasq-base");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut c = ns.cmd("dnsmasq");
+    c.args(["--keep-in-foreground", "--conf-file=/dev/null", "--port=0"])
+        .args([
+            "--bind-interfaces",
+            "--user=root",
+            "--group=root",
+            "--log-dhcp",
+        ])
+        // No ICMP check of an address before offering it (it delays each OFFER by 3 s).
+        .arg("--no-ping")
+        .arg(format!("--interface={dev}"))
+        .arg(format!("--dhcp-range={range}"))
+        .arg(format!(
+            "--dhcp-leasefile={}",
+            dir.path().join("leases").display()
+        ))
+        .arg(format!("--pid-file={}", dir.path().join("pid").display()))
+        .arg(format!(
+            "--log-facility={}",
+            dir.path().join("log").display()
+        ));
+    for o in options {
+        c.arg(format!("--dhcp-option={o}"));
+    }
+    let child = c
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(
+            std::fs::File::create(dir.path().join("stderr.log")).expect("log"),
+        ))
+        .spawn()
+        .expect("dnsmasq");
+    let peer = Peer { child, dir };
+    wait_for("dnsmasq's pid file", || {
+        peer.dir.path().join("pid").exists()
+    });
+    peer
+}
+
+impl Peer {
+    /// A file in the peer's folder (empty if missing).
+    pub fn file(&self, name: &str) -> String {
+        std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default()
+    }
+}
+
+/// chronyd in `ns` serving its clock (local stratum 8) on `addr` port `port`, never adjusting
+/// any clock (`-x`); with `faketime` (a libfaketime offset such as `+1h`) its clock is off by
+/// that much. Polled with `chronyc`-free readiness: the pid file.
+pub fn chrony(ns: &Netns, addr: &str, port: u16, faketime: Option<&str>) -> Peer {
+    require_tool("chronyd", "chrony");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path().display();
+    std::fs::write(
+        dir.path().join("chrony.conf"),
+        format!(
+            "local stratum 8\nallow all\nport {port}\nbindaddress {addr}\ncmdport 0\n\
+             pidfile {d}/pid\ndriftfile {d}/drift\n"
+        ),
+    )
+    .expect("chrony.conf");
+    let mut c = ns.cmd("chronyd");
+    if let Some(f) = faketime {
+        // The library itself (the `faketime` wrapper forks: killing it would leave chronyd).
+        let lib = std::fs::read_dir("/usr/lib")
+            .expect("/usr/lib")
+            .flatten()
+            .map(|d| d.path().join("faketime/libfaketime.so.1"))
+            .find(|p| p.exists())
+            .unwrap_or_else(|| {
+                panic!("libfaketime is missing: install the Debian package `faketime`")
+            });
+        c.env("LD_PRELOAD", lib).env("FAKETIME", f);
+    }
+    let child = c
+        .args(["-d", "-x", "-u", "root", "-f"])
+        .arg(dir.path().join("chrony.conf"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(
+            std::fs::File::create(dir.path().join("stderr.log")).expect("log"),
+        ))
+        .spawn()
+        .expect("chronyd");
+    let peer = Peer { child, dir };
+    wait_for("chronyd's pid file", || {
+        peer.dir.path().join("pid").exists()
+    });
+    peer
 }

@@ -53,6 +53,8 @@ pub struct Views {
     views: Vec<ViewIndex>,
     recursion: Vec<Network>,
     forwarding: bool,
+    /// The view of loopback clients (the box's own resolver), if set.
+    own: Option<usize>,
 }
 
 #[derive(Debug, Clone)]
@@ -84,7 +86,18 @@ impl Views {
                 .collect(),
             recursion: s.recursion_networks.clone(),
             forwarding: !s.forwarders.is_empty(),
+            own: s
+                .own_view
+                .as_ref()
+                .and_then(|o| s.views.iter().position(|v| &v.name == o)),
         }
+    }
+
+    /// Forwards other names (for `recursion_networks`) even without `forwarders` in the
+    /// settings: the server has forwarders from elsewhere (DHCP leases).
+    pub fn with_forwarding(mut self, on: bool) -> Views {
+        self.forwarding |= on;
+        self
     }
 
     /// The name of the view that answers `client`, if any.
@@ -93,6 +106,11 @@ impl Views {
     }
 
     fn find(&self, client: IpAddr) -> Option<&ViewIndex> {
+        if client.to_canonical().is_loopback()
+            && let Some(v) = self.own.and_then(|i| self.views.get(i))
+        {
+            return Some(v);
+        }
         self.views
             .iter()
             .find(|v| v.networks.iter().any(|n| n.contains(client)))
@@ -315,6 +333,42 @@ mod tests {
 
     const INSIDE: &str = "10.1.2.3";
     const OUTSIDE: &str = "198.51.100.7";
+
+    #[test]
+    fn the_box_itself_gets_its_own_view() {
+        let base = Settings {
+            forwarders: vec!["127.0.0.1:5354".parse().unwrap()],
+            views: vec![
+                View {
+                    name: "inside".into(),
+                    networks: vec!["10.0.0.0/8".parse().unwrap()],
+                    records: vec!["mail.example.org. 300 IN A 10.0.0.5".parse().unwrap()],
+                },
+                View {
+                    name: "outside".into(),
+                    networks: vec!["0.0.0.0/0".parse().unwrap(), "::/0".parse().unwrap()],
+                    records: vec![],
+                },
+            ],
+            ..Settings::default()
+        };
+        let lo: IpAddr = "127.0.0.1".parse().unwrap();
+        assert_eq!(Views::new(&base).view_for(lo), Some("outside"));
+        let own = Settings {
+            own_view: Some("inside".into()),
+            ..base.clone()
+        };
+        own.validate().unwrap();
+        let v = Views::new(&own);
+        assert_eq!(v.view_for(lo), Some("inside"));
+        assert_eq!(v.view_for("::1".parse().unwrap()), Some("inside"));
+        assert_eq!(v.view_for("198.51.100.1".parse().unwrap()), Some("outside"));
+        let bad = Settings {
+            own_view: Some("nope".into()),
+            ..base
+        };
+        assert!(bad.validate().unwrap_err().contains("own_view"));
+    }
 
     #[test]
     fn each_view_answers_its_clients() {

@@ -32,6 +32,13 @@ pub struct Settings {
     pub recursion_networks: Vec<Network>,
     /// The views; the first whose networks hold the client's address answers it.
     pub views: Vec<View>,
+    /// The view that answers the box itself (clients on loopback: its own resolver), whatever
+    /// the views' networks say; none: loopback clients are matched like any other.
+    pub own_view: Option<String>,
+    /// The resolver file the daemon writes for its own lookups (on the box
+    /// `/run/resolv.conf`): `nameserver 127.0.0.1` when this server listens on port 53 there,
+    /// else the forwarders (or the DHCP leases' name servers). None: left alone.
+    pub resolv_conf: Option<std::path::PathBuf>,
 }
 
 impl Default for Settings {
@@ -52,6 +59,8 @@ impl Default for Settings {
             .filter_map(|n| n.parse().ok())
             .collect(),
             views: Vec::new(),
+            own_view: None,
+            resolv_conf: None,
         }
     }
 }
@@ -75,6 +84,19 @@ impl Settings {
             if v.records.len() > 10_000 {
                 return Err(format!("views {:?}: at most 10000 records", v.name));
             }
+        }
+        if let Some(o) = &self.own_view
+            && !self.views.iter().any(|v| &v.name == o)
+        {
+            return Err(format!("own_view: no view is named {o:?}"));
+        }
+        if let Some(p) = &self.resolv_conf
+            && !p.is_absolute()
+        {
+            return Err(format!(
+                "resolv_conf: {} is not an absolute path",
+                p.display()
+            ));
         }
         Ok(())
     }

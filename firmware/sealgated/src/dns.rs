@@ -1,6 +1,8 @@
 //! The split-horizon DNS server's sockets (the answers themselves are `sealgate_dns`'s, which
 //! does no I/O): UDP and TCP on `[dns] listen` (one port), each message answered from the
-//! client's view or forwarded to `[dns] forwarders` through the cache.
+//! client's view or forwarded to `[dns] forwarders` through the cache. Views, forwarders,
+//! `recursion_networks`, `own_view` and `resolv_conf` are live ([`configure`]: a settings
+//! change swaps them whole, with an empty cache); `listen` takes a restart.
 //!
 //! Who talks to it: any host that reaches the listener (on the box, the Internet for the
 //! outside view). What it bounds: at most [`MAX_FORWARDS`] questions wait for a forwarder at
@@ -42,6 +44,53 @@ struct Shared {
     forwards: Arc<Semaphore>,
 }
 
+/// The views, forwarders and cache in force: replaced whole by [`configure`] (a settings
+/// change), read once per message.
+static LIVE: std::sync::RwLock<Option<Arc<Shared>>> = std::sync::RwLock::new(None);
+
+/// What answers the next message: the live configuration, or the one the server started
+/// with.
+fn live(base: &Arc<Shared>) -> Arc<Shared> {
+    LIVE.read()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone()
+        .unwrap_or_else(|| base.clone())
+}
+
+impl Shared {
+    fn new(s: &sealgate_dns::Settings, forwards: Arc<Semaphore>) -> Shared {
+        // Without forwarders in the settings, the DHCP leases' name servers are the forwarders.
+        let leased = crate::network::applied().interfaces.iter().any(|i| i.dhcp);
+        Shared {
+            views: Views::new(s).with_forwarding(leased),
+            forwarders: s.forwarders.clone(),
+            cache: Mutex::new(sealgate_dns::cache::Cache::new(CACHE_ENTRIES)),
+            forwards,
+        }
+    }
+}
+
+/// Puts `[dns]`'s views, forwarders, `recursion_networks`, `own_view` and `resolv_conf` in
+/// force in the running server (a settings change; `listen` waits for a restart). The cache
+/// starts empty (its answers came from the old forwarders). Without a running server only
+/// the resolver file is written.
+pub fn configure(s: &sealgate_dns::Settings) {
+    {
+        let mut r = RESOLV.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(old) = r.as_mut() {
+            let listen = old.listen;
+            *old = s.clone();
+            // The resolver file names the listener the server has, not the one it will have.
+            old.listen = listen;
+        }
+    }
+    write_resolv_conf();
+    let mut g = LIVE.write().unwrap_or_else(|e| e.into_inner());
+    if let Some(cur) = g.as_ref() {
+        *g = Some(Arc::new(Shared::new(s, cur.forwards.clone())));
+    }
+}
+
 /// The running server.
 pub struct DnsServer {
     addr: SocketAddr,
@@ -49,19 +98,68 @@ pub struct DnsServer {
     tasks: Vec<JoinHandle<()>>,
 }
 
-/// Starts the server if `[dns] listen` is set.
+/// The resolver file's settings (`[dns] resolv_conf`), kept for rewriting it when a DHCP
+/// lease's name servers change.
+static RESOLV: std::sync::RwLock<Option<sealgate_dns::Settings>> = std::sync::RwLock::new(None);
+
+/// The text of the box's resolver file: this server when it listens on port 53 on loopback
+/// or every address (the box's own lookups then get `own_view`), else the forwarders on port
+/// 53, else the DHCP leases' name servers (resolv.conf has no ports; at most 3 servers).
+fn resolv_text(s: &sealgate_dns::Settings, leased: &[Ipv4Addr]) -> String {
+    let mut servers: Vec<IpAddr> = Vec::new();
+    match s.listen {
+        Some(l) if l.port() == 53 && (l.ip().is_unspecified() || l.ip().is_loopback()) => {
+            servers.push(if l.is_ipv4() {
+                Ipv4Addr::LOCALHOST.into()
+            } else {
+                Ipv6Addr::LOCALHOST.into()
+            });
+        }
+        Some(l) if l.port() == 53 => servers.push(l.ip()),
+        _ if !s.forwarders.is_empty() => servers.extend(
+            s.forwarders
+                .iter()
+                .filter(|f| f.port() == 53)
+                .map(|f| f.ip()),
+        ),
+        _ => servers.extend(leased.iter().map(|ip| IpAddr::from(*ip))),
+    }
+    let mut text = String::from("# Written by sealgated ([dns] resolv_conf).\n");
+    for ip in servers.iter().take(3) {
+        text.push_str(&format!("nameserver {ip}\n"));
+    }
+    text
+}
+
+/// Writes `[dns] resolv_conf` (if set) from the settings given at start and the leases now.
+/// Written in place, not renamed over: the file may be a bind mount or a symlink's target.
+pub fn write_resolv_conf() {
+    let Some(s) = RESOLV.read().unwrap_or_else(|e| e.into_inner()).clone() else {
+        return;
+    };
+    let Some(path) = &s.resolv_conf else {
+        return;
+    };
+    let text = resolv_text(&s, &crate::network::dhcp::dns_servers());
+    if std::fs::read_to_string(path).is_ok_and(|t| t == text) {
+        return;
+    }
+    if let Err(e) = std::fs::write(path, text) {
+        tracing::warn!(error = %e, path = %path.display(), "DNS: writing the resolver file failed");
+    }
+}
+
+/// Starts the server if `[dns] listen` is set (and writes `[dns] resolv_conf` if set).
 pub async fn start(s: &sealgate_dns::Settings) -> anyhow::Result<Option<DnsServer>> {
+    *RESOLV.write().unwrap_or_else(|e| e.into_inner()) = Some(s.clone());
+    write_resolv_conf();
     let Some(listen) = s.listen else {
         return Ok(None);
     };
     let (udp, tcp) = bind(listen).await?;
     let addr = udp.local_addr()?;
-    let shared = Arc::new(Shared {
-        views: Views::new(s),
-        forwarders: s.forwarders.clone(),
-        cache: Mutex::new(sealgate_dns::cache::Cache::new(CACHE_ENTRIES)),
-        forwards: Arc::new(Semaphore::new(MAX_FORWARDS)),
-    });
+    let shared = Arc::new(Shared::new(s, Arc::new(Semaphore::new(MAX_FORWARDS))));
+    *LIVE.write().unwrap_or_else(|e| e.into_inner()) = Some(shared.clone());
     let (stop, stopped) = watch::channel(false);
     let tasks = vec![
         tokio::spawn(serve_udp(Arc::new(udp), shared.clone(), stopped.clone())),
@@ -99,6 +197,7 @@ impl DnsServer {
 
     /// Stops answering.
     pub async fn stop(self) {
+        *LIVE.write().unwrap_or_else(|e| e.into_inner()) = None;
         let _ = self.stop.send(true);
         for t in self.tasks {
             t.abort();
@@ -107,7 +206,7 @@ impl DnsServer {
     }
 }
 
-async fn serve_udp(sock: Arc<UdpSocket>, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+async fn serve_udp(sock: Arc<UdpSocket>, base: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     let mut buf = vec![0u8; 4096];
     loop {
         let (n, peer) = tokio::select! {
@@ -120,6 +219,7 @@ async fn serve_udp(sock: Arc<UdpSocket>, shared: Arc<Shared>, mut stop: watch::R
             },
             _ = stop.changed() => return,
         };
+        let shared = live(&base);
         let q = match answer(&buf[..n], peer.ip(), &shared.views, Transport::Udp) {
             Decision::Reply(b) => {
                 let _ = sock.send_to(&b, peer).await;
@@ -154,7 +254,7 @@ async fn serve_udp(sock: Arc<UdpSocket>, shared: Arc<Shared>, mut stop: watch::R
     }
 }
 
-async fn serve_tcp(listener: TcpListener, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+async fn serve_tcp(listener: TcpListener, base: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     let connections = Arc::new(Semaphore::new(MAX_TCP));
     loop {
         let (stream, peer) = tokio::select! {
@@ -171,9 +271,9 @@ async fn serve_tcp(listener: TcpListener, shared: Arc<Shared>, mut stop: watch::
         let Ok(permit) = connections.clone().try_acquire_owned() else {
             continue;
         };
-        let shared = shared.clone();
+        let base = base.clone();
         tokio::spawn(async move {
-            if let Err(e) = tcp_connection(stream, peer.ip(), &shared).await {
+            if let Err(e) = tcp_connection(stream, peer.ip(), &base).await {
                 tracing::debug!(%peer, error = %e, "DNS: TCP connection ended");
             }
             drop(permit);
@@ -181,7 +281,7 @@ async fn serve_tcp(listener: TcpListener, shared: Arc<Shared>, mut stop: watch::
     }
 }
 
-async fn tcp_connection(mut s: TcpStream, peer: IpAddr, shared: &Shared) -> std::io::Result<()> {
+async fn tcp_connection(mut s: TcpStream, peer: IpAddr, base: &Arc<Shared>) -> std::io::Result<()> {
     let mut buf = vec![0u8; usize::from(u16::MAX)];
     for _ in 0..TCP_MESSAGES {
         let Ok(len) = tokio::time::timeout(TCP_IDLE, s.read_u16()).await else {
@@ -195,6 +295,7 @@ async fn tcp_connection(mut s: TcpStream, peer: IpAddr, shared: &Shared) -> std:
         {
             return Ok(());
         }
+        let shared = live(base);
         let reply = match answer(msg, peer, &shared.views, Transport::Tcp) {
             Decision::Reply(b) => Some(b),
             Decision::Drop => return Ok(()),
@@ -224,9 +325,18 @@ impl Shared {
         c.get(&q.query, Instant::now())
     }
 
-    /// The forwarders' answer to `q`, tried in order; stored in the cache.
+    /// The forwarders' answer to `q`, tried in order; stored in the cache. With no
+    /// `[dns] forwarders`, the name servers of the DHCP leases are the forwarders.
     async fn resolve(&self, q: &Question) -> Option<Upstream> {
-        for fw in &self.forwarders {
+        let forwarders = if self.forwarders.is_empty() {
+            crate::network::dhcp::dns_servers()
+                .into_iter()
+                .map(|ip| SocketAddr::new(ip.into(), 53))
+                .collect()
+        } else {
+            self.forwarders.clone()
+        };
+        for fw in &forwarders {
             match ask(*fw, q).await {
                 Ok(a) => {
                     let mut c = self.cache.lock().unwrap_or_else(|e| e.into_inner());
@@ -294,4 +404,48 @@ async fn ask_tcp(fw: SocketAddr, q: &Question) -> std::io::Result<Upstream> {
     tokio::time::timeout(FORWARDER_WAIT * 2, exchange)
         .await
         .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))?
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    fn settings(listen: Option<&str>, forwarders: &[&str]) -> sealgate_dns::Settings {
+        sealgate_dns::Settings {
+            listen: listen.map(|l| l.parse().unwrap()),
+            forwarders: forwarders.iter().map(|f| f.parse().unwrap()).collect(),
+            ..sealgate_dns::Settings::default()
+        }
+    }
+
+    #[test]
+    fn the_resolver_file_names_this_server_then_forwarders_then_leases() {
+        let leased = [Ipv4Addr::new(192, 0, 2, 1)];
+        let lines = |s: &sealgate_dns::Settings| -> Vec<String> {
+            resolv_text(s, &leased)
+                .lines()
+                .filter(|l| !l.starts_with('#'))
+                .map(str::to_string)
+                .collect()
+        };
+        assert_eq!(
+            lines(&settings(Some("0.0.0.0:53"), &["192.0.2.9:53"])),
+            ["nameserver 127.0.0.1"]
+        );
+        assert_eq!(lines(&settings(Some("[::]:53"), &[])), ["nameserver ::1"]);
+        assert_eq!(
+            lines(&settings(Some("10.0.0.1:53"), &[])),
+            ["nameserver 10.0.0.1"]
+        );
+        // Not on port 53 (resolv.conf has no ports): the forwarders on port 53.
+        assert_eq!(
+            lines(&settings(
+                Some("127.0.0.1:5353"),
+                &["192.0.2.9:53", "192.0.2.8:5300"]
+            )),
+            ["nameserver 192.0.2.9"]
+        );
+        assert_eq!(lines(&settings(None, &[])), ["nameserver 192.0.2.1"]);
+    }
 }

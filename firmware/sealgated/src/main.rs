@@ -88,6 +88,9 @@ struct Cli {
     /// says so; the console (stderr) shows warnings and errors only.
     #[arg(long = "box")]
     box_mode: bool,
+    /// Measure the clock against the NTP servers but never set it (tests on a shared host).
+    #[arg(long)]
+    clock_report_only: bool,
     /// Print which settings would be used (`settings ok FILE` or `settings fallback WHY`)
     /// and the listeners' addresses, then exit (0 when the file is used, 3 on fallback).
     #[arg(long)]
@@ -360,6 +363,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }
     let log_level = init_logging(&data_dir, &settings.log.level, cli.box_mode)?;
     network::start(&settings.network, console);
+    network::clock::start(cli.clock_report_only);
+    network::settle(&settings.network);
     let settings_store = web::Data::new(admin::settings_change::SettingsStore::new(
         chosen
             .file

@@ -64,6 +64,13 @@ const DEBIAN_PACKAGES: &[&str] = &[
     // zip for a password-protected archive (python3, listed above, makes the other archives).
     "clamav-testfiles",
     "zip",
+    // The daemon's DHCP client against dnsmasq's DHCP server, its SNTP client against
+    // chrony serving time (faketime: a server whose clock is off), util-linux's unshare and
+    // nsenter for the hostname in a UTS namespace.
+    "dnsmasq-base",
+    "chrony",
+    "faketime",
+    "util-linux",
 ];
 
 /// PyPI packages the docking tests need (a vendor's Python client, the OpenAPI checker, the

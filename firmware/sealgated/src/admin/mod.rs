@@ -725,17 +725,9 @@ struct Status {
     /// The kernel's links and addresses, which the settings manage, a change waiting for
     /// confirmation (`network::status`).
     network: serde_json::Value,
-    /// The clock.
-    clock: ClockStatus,
-}
-
-#[derive(Serialize)]
-struct ClockStatus {
-    /// The system clock now (RFC 3339, UTC).
-    now: String,
-    /// Whether a time source keeps it right: `false` until an NTP client is built in (the
-    /// hardware clock, or the time set by hand, is all there is).
-    synchronized: bool,
+    /// The clock: now (RFC 3339, UTC), whether an NTP answer keeps it right
+    /// (`synchronized`), the source and offset (`network::clock::status`).
+    clock: serde_json::Value,
 }
 
 #[derive(Serialize)]
@@ -816,12 +808,7 @@ fn status_body(app: &AppState, ad: &AdminState) -> Result<Status, Problem> {
             sessions: ad.sessions.count(),
             messages: app.audit.messages.hours(crate::metrics::unix_now()),
             network: crate::network::status(&crate::network::applied()),
-            clock: ClockStatus {
-                now: time::OffsetDateTime::now_utc()
-                    .format(&time::format_description::well_known::Rfc3339)
-                    .unwrap_or_default(),
-                synchronized: false,
-            },
+            clock: crate::network::clock::status(),
         })
     }
 }

@@ -37,13 +37,18 @@ use crate::problem::Problem;
 use crate::settings::Settings;
 
 /// Fields (dotted paths, or a `section.` prefix) that take effect without a restart.
-pub const LIVE: [&str; 6] = [
+pub const LIVE: [&str; 11] = [
     "log.level",
     "limits.",
     "docking.allow_weak_signatures",
     "smtp.allow_addresses",
     "smtp.certificate_addresses",
     "network.",
+    "dns.views",
+    "dns.forwarders",
+    "dns.recursion_networks",
+    "dns.own_view",
+    "dns.resolv_conf",
 ];
 
 /// Tables keyed by a name the administrator chooses: a patch may add entries to them (and
@@ -349,6 +354,9 @@ impl SettingsStore {
         (self.log_level)(&s.log.level).map_err(|e| ("log.level".to_string(), e))?;
         crate::docking::configure(s);
         crate::smtp::configure_access(s);
+        if changed.is_empty() || changed.iter().any(|f| f.starts_with("dns.")) {
+            crate::dns::configure(&s.dns);
+        }
         let mut removed = false;
         if changed.is_empty() || changed.iter().any(|f| f.starts_with("network.")) {
             let a = crate::network::netlink::reconcile(&s.network)

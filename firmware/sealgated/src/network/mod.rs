@@ -17,10 +17,17 @@
 //!   confirmed within `confirm_secs` (`POST /api/v1/admin/network/confirm`); otherwise the
 //!   previous settings come back, as on routers.
 //!
-//! DHCP and SLAAC: `dhcp = true` is accepted by the parser (the contract's key) but refused
-//! by validation until a client is built in; SLAAC is the kernel's (`accept_ra`), left as it
-//! is.
+//! - **DHCP** (`dhcp.rs`, `dhcp = true`): an in-process DHCPv4 client per interface; its
+//!   lease is added to the settings the reconcile applies ([`effective`]): the address, a
+//!   default route via its router (unless the settings have an IPv4 default route), its name
+//!   servers (the DNS server's forwarders when `[dns] forwarders` is empty) and NTP servers
+//!   (when `ntp_servers` is empty). SLAAC is the kernel's (`accept_ra`), left as it is.
+//! - **Hostname** (`hostname`): set in the kernel (UTS, the daemon's namespace) when it
+//!   differs, and sent to the DHCP server.
+//! - **Time** (`clock.rs`, `ntp_servers`): an SNTP client; the clock's state is in the status.
 
+pub mod clock;
+pub mod dhcp;
 pub mod netlink;
 pub mod revert;
 
@@ -43,6 +50,10 @@ pub struct Settings {
     /// How long a change through the admin API that removes an address or route waits for
     /// confirmation before the previous settings come back.
     pub confirm_secs: u64,
+    /// The box's hostname (none: left as it is).
+    pub hostname: Option<String>,
+    /// NTP servers, `host` or `host:port` (none: those from a DHCP lease, if any).
+    pub ntp_servers: Vec<String>,
 }
 
 impl Default for Settings {
@@ -51,6 +62,8 @@ impl Default for Settings {
             interfaces: Vec::new(),
             routes: Vec::new(),
             confirm_secs: 60,
+            hostname: None,
+            ntp_servers: Vec::new(),
         }
     }
 }
@@ -68,7 +81,8 @@ pub struct Interface {
     /// Static addresses with prefix length (`192.0.2.10/24`, `2001:db8::10/64`).
     #[serde(default)]
     pub addresses: Vec<InterfaceAddress>,
-    /// Addresses from DHCP (not built in yet: refused by validation).
+    /// An IPv4 address, default route, name and NTP servers from DHCP (besides any static
+    /// `addresses`).
     #[serde(default)]
     pub dhcp: bool,
     /// The MTU (none: left as it is).
@@ -77,6 +91,47 @@ pub struct Interface {
     /// A VLAN on another link: `vlan = { parent = "eth0", id = 10 }` (created if missing).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vlan: Option<Vlan>,
+    /// A bond of other links: `bond = { mode = "active-backup", members = ["eth0", "eth1"] }`
+    /// (created if missing, with that mode; members are added to it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bond: Option<Bond>,
+}
+
+/// `bond = { mode = "active-backup", members = ["eth0", "eth1"] }`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Bond {
+    /// The bonding mode (the kernel's names): `balance-rr`, `active-backup`, `balance-xor`,
+    /// `broadcast`, `802.3ad`, `balance-tlb`, `balance-alb`. Used when the bond is created.
+    pub mode: BondMode,
+    /// The links it bonds (by name).
+    pub members: Vec<String>,
+}
+
+/// A bonding mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+pub enum BondMode {
+    /// Round robin.
+    #[serde(rename = "balance-rr")]
+    BalanceRr,
+    /// One active member, the others standing by.
+    #[serde(rename = "active-backup")]
+    ActiveBackup,
+    /// By a hash of the addresses.
+    #[serde(rename = "balance-xor")]
+    BalanceXor,
+    /// Everything on every member.
+    #[serde(rename = "broadcast")]
+    Broadcast,
+    /// LACP.
+    #[serde(rename = "802.3ad")]
+    Ieee8023Ad,
+    /// Adaptive transmit load balancing.
+    #[serde(rename = "balance-tlb")]
+    BalanceTlb,
+    /// Adaptive load balancing.
+    #[serde(rename = "balance-alb")]
+    BalanceAlb,
 }
 
 impl Interface {
@@ -251,15 +306,29 @@ impl Settings {
                 }
                 _ => {}
             }
-            if iface.dhcp {
-                return Err(format!(
-                    "interfaces {label}: dhcp = true is not supported yet (no DHCP client is built in); set addresses"
-                ));
-            }
             if let Some(m) = iface.mtu
                 && !(68..=65535).contains(&m)
             {
                 return Err(format!("interfaces {label}: mtu must be 68..=65535"));
+            }
+            if let Some(b) = &iface.bond {
+                if iface.name.is_none() || iface.vlan.is_some() {
+                    return Err(format!(
+                        "interfaces {label}: a bond needs a name and is not a VLAN"
+                    ));
+                }
+                if b.members.is_empty() || b.members.len() > 8 {
+                    return Err(format!("interfaces {label}: a bond has 1 to 8 members"));
+                }
+                for m in &b.members {
+                    let listed = self.interfaces.iter().any(|o| o.name.as_ref() == Some(m));
+                    if listed || Some(m) == iface.name.as_ref() {
+                        return Err(format!(
+                            "interfaces {label}: member {m} is configured on its own (a member \
+                             carries no addresses of its own)"
+                        ));
+                    }
+                }
             }
             if let Some(v) = &iface.vlan {
                 if iface.name.is_none() {
@@ -289,7 +358,9 @@ impl Settings {
                 .iter()
                 .flat_map(|i| &i.addresses)
                 .any(|a| a.subnet_contains(r.via));
-            if !on_link {
+            // A gateway on a DHCP subnet is known only with the lease: the route waits for it.
+            let dhcp = r.via.is_ipv4() && self.interfaces.iter().any(|i| i.dhcp);
+            if !on_link && !dhcp {
                 return Err(format!(
                     "routes to {}: via {} is not inside the subnet of any interface address",
                     r.to, r.via
@@ -299,8 +370,128 @@ impl Settings {
         if self.confirm_secs > 3600 {
             return Err("confirm_secs must be at most 3600".into());
         }
+        if let Some(h) = &self.hostname
+            && !valid_hostname(h)
+        {
+            return Err(format!(
+                "hostname {h:?}: letters, digits, '-' and '.', labels of 1 to 63, at most 64 in all"
+            ));
+        }
+        if self.ntp_servers.len() > 8 {
+            return Err("ntp_servers: at most 8".into());
+        }
+        for n in &self.ntp_servers {
+            clock::server_address(n).map_err(|e| format!("ntp_servers: {e}"))?;
+        }
         Ok(())
     }
+}
+
+/// A hostname the kernel and DHCP take: RFC 1123 labels, at most 64 bytes (the UTS limit).
+fn valid_hostname(h: &str) -> bool {
+    !h.is_empty()
+        && h.len() <= 64
+        && h.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+}
+
+/// Sets the kernel's hostname (UTS, the daemon's namespace) if the settings name one that
+/// differs.
+pub fn apply_hostname(s: &Settings) -> Result<Option<String>, String> {
+    let Some(want) = &s.hostname else {
+        return Ok(None);
+    };
+    let have = nix::unistd::gethostname()
+        .map(|h| h.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    if &have == want {
+        return Ok(None);
+    }
+    nix::unistd::sethostname(want).map_err(|e| format!("hostname {want}: {e}"))?;
+    Ok(Some(format!("hostname {want}")))
+}
+
+/// The settings the reconcile applies: `s` with what the DHCP leases add (each dhcp
+/// interface's leased address, a default route via its router unless `s` has an IPv4 one),
+/// less the routes whose gateway is on no subnet yet (a DHCP subnet without its lease).
+pub fn effective(s: &Settings) -> Settings {
+    let leases = dhcp::leases();
+    let mut e = s.clone();
+    let default_v4 = |routes: &[Route]| {
+        routes
+            .iter()
+            .any(|r| r.to.prefix == 0 && r.to.addr.is_ipv4())
+    };
+    for i in 0..e.interfaces.len() {
+        let iface = &e.interfaces[i];
+        if !iface.dhcp {
+            continue;
+        }
+        let Some(l) = leases.get(&iface.label()) else {
+            continue;
+        };
+        let a = InterfaceAddress {
+            ip: IpAddr::V4(l.address),
+            prefix: l.prefix,
+        };
+        if !e.interfaces[i].addresses.contains(&a) {
+            e.interfaces[i].addresses.push(a);
+        }
+        if let Some(r) = l.router
+            && !default_v4(&e.routes)
+        {
+            e.routes.push(Route {
+                to: Cidr {
+                    addr: IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+                    prefix: 0,
+                },
+                via: IpAddr::V4(r),
+            });
+        }
+    }
+    let on_link = |via: IpAddr, ifaces: &[Interface]| {
+        ifaces
+            .iter()
+            .flat_map(|i| &i.addresses)
+            .any(|a| a.subnet_contains(via))
+    };
+    let ifaces = e.interfaces.clone();
+    e.routes.retain(|r| on_link(r.via, &ifaces));
+    e
+}
+
+static SAY: std::sync::OnceLock<fn(&str)> = std::sync::OnceLock::new();
+
+/// A line on the console (what `start` was given), or the log before that.
+pub(crate) fn say(line: &str) {
+    match SAY.get() {
+        Some(f) => f(line),
+        None => tracing::info!("{line}"),
+    }
+}
+
+static WAKE: (std::sync::Mutex<bool>, std::sync::Condvar) =
+    (std::sync::Mutex::new(false), std::sync::Condvar::new());
+
+/// Makes the watch compare and reconcile now (a DHCP lease changed).
+pub(crate) fn wake() {
+    let mut w = WAKE.0.lock().unwrap_or_else(|e| e.into_inner());
+    *w = true;
+    WAKE.1.notify_all();
+}
+
+fn sleep_or_wake(d: std::time::Duration) {
+    let w = WAKE.0.lock().unwrap_or_else(|e| e.into_inner());
+    let (mut w, _) = WAKE
+        .1
+        .wait_timeout_while(w, d, |woken| !*woken)
+        .unwrap_or_else(|e| e.into_inner());
+    *w = false;
 }
 
 static APPLIED: std::sync::Mutex<Option<Settings>> = std::sync::Mutex::new(None);
@@ -327,8 +518,9 @@ pub const WATCH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5
 /// Then watches: every [`WATCH_INTERVAL`] a link's carrier change is said, and a kernel state
 /// that drifted from the settings is reconciled again (and said).
 pub fn start(s: &Settings, say: fn(&str)) {
+    let _ = SAY.set(say);
     std::thread::spawn(move || watch(say));
-    if s.interfaces.is_empty() && s.routes.is_empty() {
+    if s.interfaces.is_empty() && s.routes.is_empty() && s.hostname.is_none() {
         netlink::remember(s);
         return;
     }
@@ -349,10 +541,42 @@ pub fn start(s: &Settings, say: fn(&str)) {
     }
 }
 
+/// At start, before TLS and certificate checks matter: waits (bounded) for a lease on every
+/// DHCP interface and for the clock's first synchronisation, saying what did not come.
+pub fn settle(s: &Settings) {
+    let deadline = std::time::Instant::now() + clock::FIRST_SYNC_WAIT;
+    let want: Vec<String> = s
+        .interfaces
+        .iter()
+        .filter(|i| i.dhcp)
+        .map(|i| i.label())
+        .collect();
+    if !want.is_empty() {
+        while std::time::Instant::now() < deadline {
+            let l = dhcp::leases();
+            if want.iter().all(|w| l.contains_key(w)) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        let l = dhcp::leases();
+        for w in want.iter().filter(|w| !l.contains_key(*w)) {
+            say(&format!("network: {w}: no DHCP lease yet (still asking)"));
+        }
+    }
+    if clock::has_source(s)
+        && !clock::wait_synchronized(deadline.saturating_duration_since(std::time::Instant::now()))
+    {
+        say(
+            "clock: NOT SYNCHRONISED yet: certificate validity is checked against the unsynchronised clock",
+        );
+    }
+}
+
 fn watch(say: fn(&str)) {
     let mut carrier: std::collections::HashMap<String, bool> = std::collections::HashMap::new();
     loop {
-        std::thread::sleep(WATCH_INTERVAL);
+        sleep_or_wake(WATCH_INTERVAL);
         let Ok(state) = netlink::read() else {
             continue;
         };
@@ -373,7 +597,7 @@ fn watch(say: fn(&str)) {
         }
         let s = applied();
         let managed = !s.interfaces.is_empty() || !s.routes.is_empty();
-        let drifted = managed && plan(&s, &state).is_ok_and(|p| !p.changes.is_empty());
+        let drifted = managed && plan(&effective(&s), &state).is_ok_and(|p| !p.changes.is_empty());
         if drifted {
             match netlink::reconcile(&s) {
                 Ok(a) if !a.changes.is_empty() => {
@@ -414,9 +638,31 @@ pub fn status(s: &Settings) -> serde_json::Value {
             })
         })
         .collect();
+    let now = std::time::Instant::now();
+    let dhcp: serde_json::Map<String, serde_json::Value> = dhcp::clients()
+        .into_iter()
+        .map(|(label, h)| {
+            let lease = h.lease.map(|l| {
+                serde_json::json!({
+                    "address": format!("{}/{}", l.address, l.prefix),
+                    "router": l.router,
+                    "name_servers": l.dns,
+                    "ntp_servers": l.ntp,
+                    "server": l.server,
+                    "expires_in_secs": h.expires.map(|e| e.saturating_duration_since(now).as_secs()),
+                })
+            });
+            (
+                label,
+                serde_json::json!({ "link": h.link, "state": h.state, "lease": lease }),
+            )
+        })
+        .collect();
     serde_json::json!({
         "links": links,
         "confirm_within_secs": revert::seconds_left(),
+        "hostname": nix::unistd::gethostname().ok().map(|h| h.to_string_lossy().into_owned()),
+        "dhcp": dhcp,
     })
 }
 
@@ -437,6 +683,10 @@ pub struct Link {
     pub carrier: bool,
     /// For a VLAN: its parent's index and its ID.
     pub vlan: Option<(u32, u16)>,
+    /// The bond (or other controller) it is a member of.
+    pub controller: Option<u32>,
+    /// Whether it is a bond.
+    pub bond: bool,
 }
 
 /// An address as the kernel has it.
@@ -484,6 +734,20 @@ pub enum Change {
         /// The VLAN ID.
         id: u16,
     },
+    /// Create a bond.
+    CreateBond {
+        /// Its name.
+        name: String,
+        /// Its mode.
+        mode: BondMode,
+    },
+    /// Make a link a member of a bond (taken down first, as the kernel requires).
+    Enslave {
+        /// The member.
+        index: u32,
+        /// The bond.
+        bond: u32,
+    },
     /// Set a link's MTU.
     Mtu {
         /// The link.
@@ -529,6 +793,8 @@ impl fmt::Display for Change {
             Change::CreateVlan { name, parent, id } => {
                 write!(f, "create VLAN {name} (id {id} on link {parent})")
             }
+            Change::CreateBond { name, mode } => write!(f, "create bond {name} ({mode:?})"),
+            Change::Enslave { index, bond } => write!(f, "link {index}: member of bond {bond}"),
             Change::Mtu { index, mtu } => write!(f, "link {index}: mtu {mtu}"),
             Change::Up { index } => write!(f, "link {index}: up"),
             Change::AddAddress(a) => write!(f, "link {}: add {}/{}", a.index, a.ip, a.prefix),
@@ -572,6 +838,23 @@ pub fn plan(s: &Settings, state: &State) -> Result<Plan, String> {
     let mut managed = Vec::new();
     for iface in &s.interfaces {
         let Some(link) = find(state, iface) else {
+            if let Some(b) = &iface.bond {
+                for m in &b.members {
+                    if !state.links.iter().any(|l| &l.name == m) {
+                        return Err(format!(
+                            "interfaces {}: the bond's member {m} does not exist",
+                            iface.label()
+                        ));
+                    }
+                }
+                p.changes.push(Change::CreateBond {
+                    name: iface.label(),
+                    mode: b.mode,
+                });
+                managed.push(iface.label());
+                managed.extend(b.members.iter().cloned());
+                continue;
+            }
             if let Some(v) = &iface.vlan {
                 let parent = state
                     .links
@@ -612,6 +895,29 @@ pub fn plan(s: &Settings, state: &State) -> Result<Plan, String> {
                     v.id,
                     v.parent
                 ));
+            }
+        }
+        if let Some(b) = &iface.bond {
+            if !link.bond {
+                return Err(format!(
+                    "interfaces {}: the link exists but is not a bond",
+                    iface.label()
+                ));
+            }
+            for m in &b.members {
+                let member = state.links.iter().find(|l| &l.name == m).ok_or_else(|| {
+                    format!(
+                        "interfaces {}: the bond's member {m} does not exist",
+                        iface.label()
+                    )
+                })?;
+                if member.controller != Some(link.index) {
+                    p.changes.push(Change::Enslave {
+                        index: member.index,
+                        bond: link.index,
+                    });
+                }
+                managed.push(m.clone());
             }
         }
         managed.push(link.name.clone());
@@ -679,17 +985,17 @@ pub fn plan(s: &Settings, state: &State) -> Result<Plan, String> {
             });
         }
     }
-    // New VLANs alone first: routes through their subnets need them and their addresses.
-    if p.changes
-        .iter()
-        .any(|c| matches!(c, Change::CreateVlan { .. }))
-    {
-        p.changes.retain(|c| matches!(c, Change::CreateVlan { .. }));
+    // New VLANs and bonds alone first: routes through their subnets need them and their
+    // addresses.
+    let creates = |c: &Change| matches!(c, Change::CreateVlan { .. } | Change::CreateBond { .. });
+    if p.changes.iter().any(creates) {
+        p.changes.retain(creates);
     }
     // Removals before additions: adding first could make a new address a secondary that
     // goes with the primary being removed.
     p.changes.sort_by_key(|c| match c {
-        Change::CreateVlan { .. } => 0,
+        Change::CreateVlan { .. } | Change::CreateBond { .. } => 0,
+        Change::Enslave { .. } => 1,
         Change::Mtu { .. } | Change::Up { .. } => 1,
         Change::DelRoute { .. } => 2,
         Change::DelAddress(_) => 3,
@@ -727,6 +1033,8 @@ mod tests {
                     up: true,
                     carrier: true,
                     vlan: None,
+                    controller: None,
+                    bond: false,
                 },
                 Link {
                     index: 2,
@@ -736,6 +1044,8 @@ mod tests {
                     up: false,
                     carrier: false,
                     vlan: None,
+                    controller: None,
+                    bond: false,
                 },
                 Link {
                     index: 3,
@@ -745,6 +1055,8 @@ mod tests {
                     up: true,
                     carrier: true,
                     vlan: None,
+                    controller: None,
+                    bond: false,
                 },
             ],
             addresses: vec![
@@ -802,6 +1114,8 @@ via = "192.0.2.1"
             up: true,
             carrier: true,
             vlan: Some((2, 10)),
+            controller: None,
+            bond: false,
         };
         let mut with_vlan = state();
         with_vlan.links.push(vlan.clone());
@@ -892,11 +1206,92 @@ records = ["mail.example.org. 300 IN A 203.0.113.5"]
             s.dns.views[1].records[0].to_string(),
             "mail.example.org. 300 IN A 203.0.113.5"
         );
-        let e = crate::settings::Settings::parse(
+        let s = crate::settings::Settings::parse(
             "[[network.interfaces]]\nmac = \"52:54:00:00:00:01\"\ndhcp = true\n",
         )
-        .unwrap_err();
-        assert!(format!("{e:#}").contains("dhcp"), "{e:#}");
+        .unwrap();
+        assert!(s.network.interfaces[0].dhcp);
+        let e = crate::settings::Settings::parse("[network]\nhostname = \"-x\"\n").unwrap_err();
+        assert!(format!("{e:#}").contains("hostname"), "{e:#}");
+    }
+
+    #[test]
+    fn a_dhcp_lease_adds_its_address_and_default_route_and_waiting_routes_wait() {
+        let s = settings(
+            "[[interfaces]]\nname = \"eth0\"\ndhcp = true\n[[routes]]\nto = \"198.51.100.0/24\"\nvia = \"192.0.2.1\"\n",
+        );
+        // No lease: the route through the DHCP subnet waits, the address is not there.
+        let e = effective(&s);
+        assert!(e.routes.is_empty());
+        assert!(e.interfaces[0].addresses.is_empty());
+        let p = plan(&e, &state()).unwrap();
+        assert!(p.changes.contains(&Change::Up { index: 2 }));
+        assert!(
+            p.changes
+                .iter()
+                .any(|c| matches!(c, Change::DelAddress(a) if a.ip.to_string() == "198.18.0.1"))
+        );
+        assert!(valid_hostname("mail.example.org") && valid_hostname("box-1"));
+        assert!(!valid_hostname("-a") && !valid_hostname("") && !valid_hostname(&"a".repeat(65)));
+    }
+
+    #[test]
+    fn a_bond_is_created_alone_then_its_members_join_it() {
+        let s = settings(
+            "[[interfaces]]\nname = \"bond0\"\nbond = { mode = \"active-backup\", members = [\"eth0\", \"dummy9\"] }\naddresses = [\"192.0.2.10/24\"]\n",
+        );
+        let p = plan(&s, &state()).unwrap();
+        assert_eq!(
+            p.changes,
+            vec![Change::CreateBond {
+                name: "bond0".into(),
+                mode: BondMode::ActiveBackup
+            }]
+        );
+        let mut st = state();
+        st.links.push(Link {
+            index: 7,
+            name: "bond0".into(),
+            mac: None,
+            mtu: 1500,
+            up: true,
+            carrier: false,
+            vlan: None,
+            controller: None,
+            bond: true,
+        });
+        let p = plan(&s, &st).unwrap();
+        assert!(p.changes.contains(&Change::Enslave { index: 2, bond: 7 }));
+        assert!(p.changes.contains(&Change::Enslave { index: 3, bond: 7 }));
+        assert!(
+            p.unmanaged.is_empty(),
+            "members are managed: {:?}",
+            p.unmanaged
+        );
+        // Members already in: only the address is left to add.
+        st.links[1].controller = Some(7);
+        st.links[2].controller = Some(7);
+        let p = plan(&s, &st).unwrap();
+        assert!(
+            !p.changes
+                .iter()
+                .any(|c| matches!(c, Change::Enslave { .. }))
+        );
+        for bad in [
+            "[[interfaces]]\nname = \"bond0\"\nbond = { mode = \"active-backup\", members = [] }\n",
+            "[[interfaces]]\nname = \"bond0\"\nbond = { mode = \"active-backup\", members = [\"eth0\"] }\n[[interfaces]]\nname = \"eth0\"\n",
+        ] {
+            let s: Settings = toml::from_str(bad).unwrap();
+            assert!(s.validate().is_err(), "{bad}");
+        }
+        assert!(toml::from_str::<Settings>(
+            "[[interfaces]]\nname = \"bond0\"\nbond = { mode = \"fast\", members = [\"eth0\"] }\n"
+        )
+        .is_err());
+        let missing = settings(
+            "[[interfaces]]\nname = \"bond0\"\nbond = { mode = \"802.3ad\", members = [\"eth7\"] }\n",
+        );
+        assert!(plan(&missing, &state()).unwrap_err().contains("eth7"));
     }
 
     #[test]
@@ -905,7 +1300,8 @@ records = ["mail.example.org. 300 IN A 203.0.113.5"]
         let e = plan(&s, &state()).unwrap_err();
         assert!(e.contains("eth9") && e.contains("no such link"), "{e}");
         for bad in [
-            "[[interfaces]]\nname = \"eth0\"\ndhcp = true\n",
+            "hostname = \"a..b\"\n",
+            "ntp_servers = [\"ntp:0\"]\n",
             "[[interfaces]]\nname = \"eth0\"\nmac = \"52:54:00:00:00:01\"\n",
             "[[interfaces]]\nname = \"eth0\"\naddresses = [\"192.0.2.1/24\"]\n[[routes]]\nto = \"0.0.0.0/0\"\nvia = \"198.51.100.1\"\n",
             "[[interfaces]]\nname = \"eth0\"\nmtu = 20\n",

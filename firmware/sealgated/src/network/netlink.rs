@@ -7,13 +7,15 @@ use std::net::IpAddr;
 use futures_util::TryStreamExt;
 use rtnetlink::packet_route::AddressFamily;
 use rtnetlink::packet_route::address::AddressAttribute;
-use rtnetlink::packet_route::link::{InfoData, InfoVlan, LinkAttribute, LinkFlags, LinkInfo};
+use rtnetlink::packet_route::link::{
+    BondMode as KernelBondMode, InfoData, InfoKind, InfoVlan, LinkAttribute, LinkFlags, LinkInfo,
+};
 use rtnetlink::packet_route::route::{
     RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
 };
-use rtnetlink::{Handle, LinkUnspec, LinkVlan, RouteMessageBuilder};
+use rtnetlink::{Handle, LinkBond, LinkUnspec, LinkVlan, RouteMessageBuilder};
 
-use super::{Address, Change, KernelRoute, Link, Mac, Plan, Settings, State};
+use super::{Address, BondMode, Change, KernelRoute, Link, Mac, Plan, Settings, State};
 use crate::settings::Cidr;
 
 /// What a reconcile did.
@@ -34,19 +36,28 @@ pub fn reconcile(s: &Settings) -> Result<Applied, String> {
     static ONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _one = ONE.lock().unwrap_or_else(|e| e.into_inner());
     remember(s);
+    // Leases of interfaces no longer on DHCP are given back while their address is there.
+    super::dhcp::stop_unwanted(s);
+    let hostname = super::apply_hostname(s)?;
     if s.interfaces.is_empty() && s.routes.is_empty() {
-        return Ok(Applied::default());
+        return Ok(Applied {
+            changes: hostname.into_iter().collect(),
+            ..Applied::default()
+        });
     }
-    let s = s.clone();
-    std::thread::spawn(move || {
+    let effective = super::effective(s);
+    let mut applied = std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(|e| format!("netlink: {e}"))?;
-        rt.block_on(reconcile_async(&s))
+        rt.block_on(reconcile_async(&effective))
     })
     .join()
-    .map_err(|_| "netlink: the network thread failed".to_string())?
+    .map_err(|_| "netlink: the network thread failed".to_string())??;
+    applied.changes.splice(0..0, hostname);
+    super::dhcp::start_wanted(s);
+    Ok(applied)
 }
 
 /// Records `s` as the settings in force (what the watch and the status compare with).
@@ -116,6 +127,8 @@ async fn state(h: &Handle) -> Result<State, String> {
             up: m.header.flags.contains(LinkFlags::Up),
             carrier: m.header.flags.contains(LinkFlags::LowerUp),
             vlan: None,
+            controller: None,
+            bond: false,
         };
         let mut parent = None;
         let mut vlan_id = None;
@@ -127,8 +140,12 @@ async fn state(h: &Handle) -> Result<State, String> {
                     l.mac = <[u8; 6]>::try_from(b.as_slice()).ok().map(Mac);
                 }
                 LinkAttribute::Link(p) => parent = Some(*p),
+                LinkAttribute::Controller(c) => l.controller = Some(*c),
                 LinkAttribute::LinkInfo(infos) => {
                     for i in infos {
+                        if let LinkInfo::Kind(InfoKind::Bond) = i {
+                            l.bond = true;
+                        }
                         if let LinkInfo::Data(InfoData::Vlan(v)) = i {
                             for x in v {
                                 if let InfoVlan::Id(id) = x {
@@ -231,6 +248,24 @@ async fn execute(h: &Handle, c: &Change) -> Result<(), String> {
             .execute()
             .await
             .map_err(fail),
+        Change::CreateBond { name, mode } => h
+            .link()
+            .add(LinkBond::new(name).mode(kernel_mode(*mode)).up().build())
+            .execute()
+            .await
+            .map_err(fail),
+        Change::Enslave { index, bond } => {
+            h.link()
+                .set(LinkUnspec::new_with_index(*index).down().build())
+                .execute()
+                .await
+                .map_err(fail)?;
+            h.link()
+                .set(LinkUnspec::new_with_index(*index).controller(*bond).build())
+                .execute()
+                .await
+                .map_err(fail)
+        }
         Change::Mtu { index, mtu } => h
             .link()
             .set(LinkUnspec::new_with_index(*index).mtu(*mtu).build())
@@ -277,5 +312,17 @@ async fn execute(h: &Handle, c: &Change) -> Result<(), String> {
             .execute()
             .await
             .map_err(fail),
+    }
+}
+
+fn kernel_mode(m: BondMode) -> KernelBondMode {
+    match m {
+        BondMode::BalanceRr => KernelBondMode::BalanceRr,
+        BondMode::ActiveBackup => KernelBondMode::ActiveBackup,
+        BondMode::BalanceXor => KernelBondMode::BalanceXor,
+        BondMode::Broadcast => KernelBondMode::Broadcast,
+        BondMode::Ieee8023Ad => KernelBondMode::Ieee8023Ad,
+        BondMode::BalanceTlb => KernelBondMode::BalanceTlb,
+        BondMode::BalanceAlb => KernelBondMode::BalanceAlb,
     }
 }

@@ -1046,6 +1046,21 @@ assert d.append('INBOX', None, None, open(files[1], 'rb').read())[0] == 'OK'
 p.noop()
 typ, got = p.uid('SEARCH', None, 'BODY', 'pineapple')
 assert got[0].split() == [b'1', b'2', b'5'], got
+# A content SEARCH pipelined right behind SELECT (one write) waits for the SELECT's answer
+# and is answered over the views too, in order.
+p.send(b'x1 SELECT INBOX\r\nx2 UID SEARCH BODY pineapple\r\n')
+lines = []
+while True:
+    line = p.readline()
+    assert line, lines
+    lines.append(line)
+    if line.startswith(b'x2 '):
+        break
+tagged = [l for l in lines if l.startswith(b'x')]
+assert [l.split()[:2] for l in tagged] == [[b'x1', b'OK'], [b'x2', b'OK']], lines
+found = [l for l in lines if l.startswith(b'* SEARCH')]
+assert len(found) == 1 and found[0].split()[2:] == [b'1', b'2', b'5'], lines
+n += 1
 print('searched %d' % n)
 "#;
 
@@ -1113,7 +1128,7 @@ fn imap_proxy_searches_the_decrypted_views_like_dovecot_searches_them_stored() {
             ("MESSAGES", files.join(":")),
         ],
     );
-    assert!(out.contains("searched 38"), "{out}");
+    assert!(out.contains("searched 39"), "{out}");
 }
 
 const APPEND: &str = r#"

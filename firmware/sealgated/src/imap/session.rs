@@ -169,6 +169,9 @@ struct Session {
     /// The server accepted a login (with or without a user whose keys decrypt).
     authenticated: bool,
     pending_select: Option<(Tag<'static>, String, Option<u32>)>,
+    /// A content SEARCH pipelined behind a SELECT: it waits until the SELECT is answered (its
+    /// rewrite needs the selected mailbox); the client's later commands wait behind it.
+    deferred: Option<Command<'static>>,
     selected: Option<Selected>,
     plans: HashMap<String, FetchPlan>,
     /// The read-only worker connection (opened on first need), shared with the prefetch.
@@ -224,6 +227,7 @@ pub async fn run(
         user: None,
         authenticated: false,
         pending_select: None,
+        deferred: None,
         selected: None,
         plans: HashMap::new(),
         worker: Arc::new(tokio::sync::Mutex::new(None)),
@@ -244,7 +248,7 @@ pub async fn run(
         } else {
             LOGIN_TIMEOUT
         };
-        let reading_client = s.up_pending.is_empty();
+        let reading_client = s.up_pending.is_empty() && s.deferred.is_none();
         tokio::select! {
             n = cr.read(&mut cbuf), if reading_client => {
                 let n = n?;
@@ -343,6 +347,16 @@ impl Session {
                 // A command is waiting for the server's continuation: read no further.
                 return Ok(true);
             }
+            if let Some(cmd) = self.deferred.take() {
+                if self.pending_select.is_some() {
+                    self.deferred = Some(cmd);
+                    return Ok(true);
+                }
+                if !self.command(cmd).await? {
+                    return Ok(false);
+                }
+                continue;
+            }
             let Some(frag) = self.cfr.progress() else {
                 return Ok(true);
             };
@@ -387,6 +401,10 @@ impl Session {
                         .map(IntoStatic::into_static);
                     match decoded {
                         Ok(cmd) => {
+                            if self.pending_select.is_some() && self.searches_views(&cmd) {
+                                self.deferred = Some(cmd);
+                                continue;
+                            }
                             if !self.command(cmd).await? {
                                 return Ok(false);
                             }
@@ -456,6 +474,12 @@ impl Session {
                 }
             }
         }
+    }
+
+    /// Whether `cmd` is a SEARCH the proxy answers over the decrypted views.
+    fn searches_views(&self, cmd: &Command<'_>) -> bool {
+        self.user.is_some()
+            && matches!(&cmd.body, CommandBody::Search { criteria, .. } if search::needs_views(criteria.as_ref()))
     }
 
     /// One client command; false when the session ends.

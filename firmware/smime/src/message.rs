@@ -474,8 +474,7 @@ pub fn encrypt_message(
     } else {
         SmimeType::EnvelopedData
     };
-    let entity = mime::build_pkcs7_mime(kind, &der);
-    Ok(mime::assemble_message(&outer, &entity))
+    Ok(mime::assemble_pkcs7_message(&outer, kind, &der))
 }
 
 /// Signs a message: `multipart/signed` (default) or opaque `signed-data`.

@@ -178,6 +178,17 @@ pub struct SplitMessage<'a> {
     pub inner: Vec<u8>,
 }
 
+/// The `outer` part of [`split_message`] alone (nothing of the body copied).
+pub fn split_outer<'a>(msg: &Entity<'a>) -> HeaderList<'a> {
+    let mut outer = HeaderList::new();
+    for f in msg.headers() {
+        if !is_content_header(f.name()) {
+            outer.push(f.clone());
+        }
+    }
+    outer
+}
+
 /// Splits a full message into outer header fields and the inner MIME entity (see
 /// [`SplitMessage`]). The bytes of the inner entity keep their line endings; canonicalise
 /// them before signing.

@@ -46,6 +46,16 @@ fn measure(name: &str, dir: &Directory, addresses: &[String]) -> (Duration, Dura
 }
 
 fn main() {
+    // A failure is one line on stderr, never a backtrace.
+    std::panic::set_hook(Box::new(|info| {
+        let msg = info.payload_as_str().unwrap_or("panic");
+        let at = info
+            .location()
+            .map(|l| format!(" ({}:{})", l.file(), l.line()))
+            .unwrap_or_default();
+        let msg = msg.split_whitespace().collect::<Vec<_>>().join(" ");
+        eprintln!("bench directory: {msg}{at}");
+    }));
     let tmp = tempfile::tempdir().unwrap();
     let t = tmp.path();
     let pki = peers::pki();

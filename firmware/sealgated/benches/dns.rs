@@ -137,6 +137,7 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
+    common::one_line_panics("bench dns");
     require("dnsperf", "dnsperf");
     require("knotd", "knot");
     require("dig", "dnsutils");

@@ -13,6 +13,9 @@
 //! CPU everything shares it (and the ratio understates the daemon). A second table gives the
 //! whole-machine numbers (daemon unpinned, engine on every CPU, `wrk` competing for them).
 //! 4. Peak memory (VmHWM) of the daemon while 64 clients upload 10 MiB messages at once.
+//!
+//! `--json FILE` also writes every row and ratio as JSON (`{"rows": [...], "ratios": {...}}`;
+//! the names are listed in README's benchmark section and stay stable).
 
 #![allow(clippy::unwrap_used, clippy::panic, missing_docs)]
 
@@ -67,13 +70,49 @@ fn pin_thread(cpu: usize) {
     assert!(ok, "sched_setaffinity to CPU {cpu} failed");
 }
 
-/// Runs `op` on `threads` threads for `secs` (pinned to `cpu` when given) and returns op/s.
+/// This thread's CPU time in seconds.
+#[allow(unsafe_code)]
+fn thread_cpu() -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid timespec for the call to write into.
+    let ok = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) } == 0;
+    assert!(ok, "clock_gettime(CLOCK_THREAD_CPUTIME_ID) failed");
+    ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9
+}
+
+/// CPU time (user + system, every thread) that process `pid` has used, in seconds.
+#[allow(unsafe_code)]
+fn process_cpu(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start with field 3 (state);
+    // utime and stime are fields 14 and 15.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    (ticks(11) + ticks(12)) / hz
+}
+
+/// An engine measurement: operations per second of wall time and per second of CPU time.
+#[derive(Clone, Copy)]
+struct Rate {
+    wall: f64,
+    cpu: f64,
+}
+
+/// Runs `op` on `threads` threads for `secs` (pinned to `cpu` when given): op/s of wall time
+/// and op per CPU second (the threads' own CPU time, so other work on a shared machine does
+/// not count).
 fn engine_rate(
     threads: usize,
     secs: u64,
     cpu: Option<usize>,
     op: Arc<dyn Fn() + Send + Sync>,
-) -> f64 {
+) -> Rate {
     let deadline = Instant::now() + Duration::from_secs(secs);
     let started = Instant::now();
     let handles: Vec<_> = (0..threads)
@@ -84,26 +123,123 @@ fn engine_rate(
                     pin_thread(c);
                 }
                 let mut n = 0u64;
+                let cpu0 = thread_cpu();
                 while Instant::now() < deadline {
                     op();
                     n += 1;
                 }
-                n
+                (n, thread_cpu() - cpu0)
             })
         })
         .collect();
-    let total: u64 = handles.into_iter().map(|h| h.join().unwrap_or(0)).sum();
-    total as f64 / started.elapsed().as_secs_f64()
+    let (mut total, mut cpu_s) = (0u64, 0.0);
+    for h in handles {
+        let (n, c) = h.join().unwrap_or((0, 0.0));
+        total += n;
+        cpu_s += c;
+    }
+    Rate {
+        wall: total as f64 / started.elapsed().as_secs_f64(),
+        cpu: total as f64 / f64::max(cpu_s, 1e-9),
+    }
 }
 
 struct WrkResult {
     rps: f64,
+    /// Requests per second of the daemon's CPU time (all its threads).
+    per_cpu: f64,
     p50: String,
     p99: String,
     non_2xx: u64,
 }
 
-fn wrk(url: &str, token: &str, body: &Path, connections: usize, cpu: Option<usize>) -> WrkResult {
+/// Milliseconds of a wrk latency (`850.00us`, `12.34ms`, `1.02s`, `2.00m`); NaN if unknown.
+fn wrk_ms(v: &str) -> f64 {
+    let (num, scale) = if let Some(n) = v.strip_suffix("us") {
+        (n, 1e-3)
+    } else if let Some(n) = v.strip_suffix("ms") {
+        (n, 1.0)
+    } else if let Some(n) = v.strip_suffix('s') {
+        (n, 1e3)
+    } else if let Some(n) = v.strip_suffix('m') {
+        (n, 60e3)
+    } else {
+        (v, f64::NAN)
+    };
+    num.parse::<f64>().map_or(f64::NAN, |n| n * scale)
+}
+
+/// Rows and ratios for `--json`.
+#[derive(Default)]
+struct Record {
+    rows: Vec<serde_json::Value>,
+    ratios: serde_json::Map<String, serde_json::Value>,
+}
+
+fn round(v: f64) -> serde_json::Value {
+    if v.is_finite() {
+        ((v * 1000.0).round() / 1000.0).into()
+    } else {
+        serde_json::Value::Null
+    }
+}
+
+impl Record {
+    fn ratio(&mut self, name: &str, value: f64) {
+        self.ratios.insert(name.into(), round(value));
+    }
+    fn write(self, file: &Path) {
+        let json = serde_json::json!({"rows": self.rows, "ratios": self.ratios});
+        std::fs::write(file, serde_json::to_vec_pretty(&json).unwrap())
+            .unwrap_or_else(|e| panic!("--json {}: {e}", file.display()));
+        println!("wrote {}", file.display());
+    }
+}
+
+/// One measured line of a table: the daemon under wrk next to the engine.
+struct Row {
+    op: &'static str,
+    size: &'static str,
+    engine: Rate,
+    wrk: WrkResult,
+}
+
+impl Row {
+    /// Daemon requests/s over engine op/s (wall time).
+    fn ratio(&self) -> f64 {
+        self.wrk.rps / self.engine.wall
+    }
+    /// The same per second of CPU time on each side.
+    fn cpu_ratio(&self) -> f64 {
+        self.wrk.per_cpu / self.engine.cpu
+    }
+    fn json(&self, table: &str) -> serde_json::Value {
+        serde_json::json!({
+            "name": format!("{table}_{}_{}", self.op, self.size),
+            "value": round(self.wrk.rps),
+            "unit": "req/s",
+            "engine_op_per_s": round(self.engine.wall),
+            "engine_op_per_cpu_s": round(self.engine.cpu),
+            "req_per_daemon_cpu_s": round(self.wrk.per_cpu),
+            "p50_ms": round(wrk_ms(&self.wrk.p50)),
+            "p99_ms": round(wrk_ms(&self.wrk.p99)),
+            "non_2xx": self.wrk.non_2xx,
+        })
+    }
+}
+
+fn find<'a>(rows: &'a [Row], op: &str, size: &str) -> Option<&'a Row> {
+    rows.iter().find(|r| r.op == op && r.size == size)
+}
+
+fn wrk(
+    url: &str,
+    token: &str,
+    body: &Path,
+    connections: usize,
+    cpu: Option<usize>,
+    daemon: u32,
+) -> WrkResult {
     let dir = tempfile::tempdir().expect("tmp");
     let lua = dir.path().join("post.lua");
     std::fs::write(
@@ -126,6 +262,7 @@ fn wrk(url: &str, token: &str, body: &Path, connections: usize, cpu: Option<usiz
             c2
         }
     };
+    let cpu0 = process_cpu(daemon);
     let out = run(cmd
         .args([
             "-c",
@@ -145,12 +282,41 @@ fn wrk(url: &str, token: &str, body: &Path, connections: usize, cpu: Option<usiz
             .find_map(|l| l.trim().strip_prefix(prefix).map(|v| v.trim().to_string()))
             .unwrap_or_else(|| "?".into())
     };
+    let daemon_cpu = process_cpu(daemon) - cpu0;
+    let requests: f64 = text
+        .lines()
+        .find_map(|l| {
+            l.trim()
+                .split_once(" requests in ")
+                .and_then(|(n, _)| n.parse().ok())
+        })
+        .unwrap_or(0.0);
     WrkResult {
+        per_cpu: requests / f64::max(daemon_cpu, 1e-9),
         rps: field("Requests/sec:").parse().unwrap_or(0.0),
         p50: field("50%"),
         p99: field("99%"),
         non_2xx: field("Non-2xx or 3xx responses:").parse().unwrap_or(0),
     }
+}
+
+/// One request with curl before the load: a benchmark of failing requests measures nothing,
+/// so a non-200 answer is printed with its problem (and counted in the row as `probe`).
+fn probe(url: &str, token: &str, body: &Path) -> u16 {
+    let out = run(Command::new("curl")
+        .args(["-sk", "-w", "\n%{http_code}", "-H"])
+        .arg(format!("Authorization: Bearer {token}"))
+        .args(["-H", "Content-Type: message/rfc822", "--data-binary"])
+        .arg(format!("@{}", body.display()))
+        .arg(url));
+    let text = String::from_utf8_lossy(&out);
+    let (answer, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    let code = code.trim().parse().unwrap_or(0);
+    if code != 200 {
+        let shown: String = answer.chars().take(300).collect();
+        println!("probe {url}: HTTP {code}: {shown}");
+    }
+    code
 }
 
 fn vm_hwm(pid: u32) -> u64 {
@@ -170,7 +336,7 @@ fn vm_hwm(pid: u32) -> u64 {
 }
 
 struct Input {
-    label: &'static str,
+    short: &'static str,
     clear: Vec<u8>,
     encrypted: Vec<u8>,
     enc_file: std::path::PathBuf,
@@ -187,16 +353,23 @@ struct Bench<'a> {
 
 impl Bench<'_> {
     /// One table: engine on `threads` threads, then the daemon (pinned to `pin.0` if given)
-    /// under wrk (pinned to `pin.1`). Returns the 4 KiB decrypt ratio and the engine's 4 KiB
-    /// decrypt rate.
-    fn table(&self, pin: Option<(usize, usize)>, threads: usize) -> (f64, f64) {
+    /// under wrk (pinned to `pin.1`). Returns its rows.
+    fn table(&self, pin: Option<(usize, usize)>, threads: usize) -> Vec<Row> {
         let (mut child, port) = start_daemon(self.data, pin.map(|p| p.0));
         let base = format!("https://127.0.0.1:{port}/api/v1");
         println!(
-            "{:<10} {:>7} {:>12} {:>12} {:>10} {:>10} {:>7} {:>6}",
-            "operation", "size", "engine op/s", "daemon req/s", "p50", "p99", "ratio", "non2xx"
+            "{:<10} {:>7} {:>12} {:>12} {:>10} {:>10} {:>7} {:>9} {:>6}",
+            "operation",
+            "size",
+            "engine op/s",
+            "daemon req/s",
+            "p50",
+            "p99",
+            "ratio",
+            "CPU ratio",
+            "non2xx"
         );
-        let (mut ratio, mut engine_4k) = (0.0, 0.0);
+        let mut rows = Vec::new();
         for input in self.inputs {
             let (k, e) = (self.key.clone(), input.encrypted.clone());
             let engine_dec = engine_rate(
@@ -210,18 +383,16 @@ impl Bench<'_> {
                             .expect("open");
                 }),
             );
+            probe(&format!("{base}/decrypt"), self.token, &input.enc_file);
             let w = wrk(
                 &format!("{base}/decrypt"),
                 self.token,
                 &input.enc_file,
                 16,
                 pin.map(|p| p.1),
+                child.id(),
             );
-            row("decrypt", input.label, engine_dec, &w);
-            if input.label == "4 KiB" {
-                ratio = w.rps / engine_dec;
-                engine_4k = engine_dec;
-            }
+            rows.push(row("decrypt", input.short, engine_dec, w));
             let (r, c) = (self.recipients.clone(), input.clear.clone());
             let engine_enc = engine_rate(
                 threads,
@@ -232,32 +403,45 @@ impl Bench<'_> {
                         message::encrypt_message(&c, &r, CipherChoice::Aes256Cbc).expect("encrypt");
                 }),
             );
+            probe(
+                &format!("{base}/encrypt?to=alice@example.org"),
+                self.token,
+                &input.clear_file,
+            );
             let w = wrk(
                 &format!("{base}/encrypt?to=alice@example.org"),
                 self.token,
                 &input.clear_file,
                 16,
                 pin.map(|p| p.1),
+                child.id(),
             );
-            row("encrypt", input.label, engine_enc, &w);
+            rows.push(row("encrypt", input.short, engine_enc, w));
         }
         stop(&mut child);
-        (ratio, engine_4k)
+        rows
     }
 }
 
-fn row(op: &str, label: &str, engine: f64, w: &WrkResult) {
+fn row(op: &'static str, size: &'static str, engine: Rate, w: WrkResult) -> Row {
     println!(
-        "{:<10} {:>7} {:>12.0} {:>12.0} {:>10} {:>10} {:>7.2} {:>6}",
+        "{:<10} {:>7} {:>12.0} {:>12.0} {:>10} {:>10} {:>7.2} {:>9.2} {:>6}",
         op,
-        label,
-        engine,
+        size,
+        engine.wall,
         w.rps,
         w.p50,
         w.p99,
-        w.rps / engine,
+        w.rps / engine.wall,
+        w.per_cpu / engine.cpu,
         w.non_2xx
     );
+    Row {
+        op,
+        size,
+        engine,
+        wrk: w,
+    }
 }
 
 /// Starts the release daemon on `data` (pinned to `cpu` if given); its docking port.
@@ -285,13 +469,16 @@ fn main() {
     if !std::env::args().any(|a| a == "--bench") {
         return;
     }
-    for tool in ["openssl", "wrk", "curl"] {
-        let ok = Command::new("sh")
-            .arg("-c")
-            .arg(format!("command -v {tool}"))
-            .output()
-            .is_ok_and(|o| o.status.success());
-        assert!(ok, "`{tool}` is missing: apt-get install {tool}");
+    common::one_line_panics("bench docking");
+    let json = common::json_arg();
+    let mut record = Record::default();
+    for (tool, package) in [
+        ("openssl", "openssl"),
+        ("wrk", "wrk"),
+        ("curl", "curl"),
+        ("taskset", "util-linux"),
+    ] {
+        common::require("bench docking", tool, package);
     }
     let cpus = std::thread::available_parallelism()
         .map(|n| n.get())
@@ -314,6 +501,12 @@ fn main() {
             "subjectAltName=email:alice@example.org",
             "-addext",
             "extendedKeyUsage=emailProtection",
+            // An end-entity certificate (req -x509 makes a CA one by default), which the
+            // box encrypts to; a CA certificate is refused and every encrypt would be a 422.
+            "-addext",
+            "basicConstraints=critical,CA:FALSE",
+            "-addext",
+            "keyUsage=critical,digitalSignature,keyEncipherment",
         ])
         .arg("-keyout")
         .arg(d.join("alice.key"))
@@ -345,6 +538,7 @@ fn main() {
                     .expect("open");
             }),
         )
+        .wall
     };
     let token = "sgt_".to_string() + &"b".repeat(64);
     // The token file through its one owner (format, lock, atomic write).
@@ -374,11 +568,10 @@ fn main() {
     println!(
         "engine with the vault's key capability (audited use), decrypt 4 KiB, one thread: {vault_key_rate:.0} op/s"
     );
-    let pinned = cpus >= 2
-        && Command::new("sh")
-            .args(["-c", "command -v taskset"])
-            .output()
-            .is_ok_and(|o| o.status.success());
+    let pinned = cpus >= 2;
+    record.rows.push(serde_json::json!({
+        "name": "engine_vault_decrypt_4k", "value": round(vault_key_rate), "unit": "op/s"
+    }));
     let mut inputs = Vec::new();
     for size in [4 * 1024, 1024 * 1024] {
         let clear = message(size);
@@ -389,7 +582,7 @@ fn main() {
         std::fs::write(&enc_file, &encrypted).expect("write");
         std::fs::write(&clear_file, &clear).expect("write");
         inputs.push(Input {
-            label: if size < 1024 * 1024 { "4 KiB" } else { "1 MiB" },
+            short: if size < 1024 * 1024 { "4k" } else { "1m" },
             clear,
             encrypted,
             enc_file,
@@ -403,22 +596,64 @@ fn main() {
         recipients: &recipients,
         inputs: &inputs,
     };
+    let mut one_cpu = Vec::new();
     if pinned {
         println!();
         println!("one CPU each: daemon on CPU 0, wrk on CPU 1, engine on one thread on CPU 0");
-        let (r, engine_4k) = bench.table(Some((0, 1)), 1);
-        println!(
-            "decrypt 4 KiB: daemon / engine = {:.2} (one CPU each; target 0.8); daemon / engine with the vault's key capability = {:.2}",
-            r,
-            r * engine_4k / vault_key_rate
-        );
+        one_cpu = bench.table(Some((0, 1)), 1);
+        for r in &one_cpu {
+            record.rows.push(r.json("docking"));
+            record.ratio(&format!("docking_{}_{}_vs_engine", r.op, r.size), r.ratio());
+            record.ratio(
+                &format!("docking_{}_{}_vs_engine_cpu", r.op, r.size),
+                r.cpu_ratio(),
+            );
+        }
+        if let Some(d) = find(&one_cpu, "decrypt", "4k") {
+            println!(
+                "decrypt 4 KiB: daemon / engine = {:.2} (one CPU each; goal >= 0.9); daemon / engine with the vault's key capability = {:.2}; p99 {} (goal < 20 ms)",
+                d.ratio(),
+                d.wrk.rps / vault_key_rate,
+                d.wrk.p99
+            );
+            record.ratio(
+                "docking_decrypt_4k_vs_engine_vault",
+                d.wrk.rps / vault_key_rate,
+            );
+        }
+        if let Some(e) = find(&one_cpu, "encrypt", "4k") {
+            println!(
+                "encrypt 4 KiB: daemon / engine = {:.2} (one CPU each; goal >= 0.6)",
+                e.ratio()
+            );
+        }
     } else {
-        println!("taskset (util-linux) or a second CPU missing: no one-CPU-each table");
+        println!("one CPU: no one-CPU-each table");
     }
     println!();
     println!("whole machine: daemon unpinned, engine on {cpus} threads, wrk (2 threads) competing");
-    let (r, _) = bench.table(None, cpus);
-    println!("decrypt 4 KiB: daemon / engine = {r:.2} (whole machine)");
+    let machine = bench.table(None, cpus);
+    for r in &machine {
+        record.rows.push(r.json("machine"));
+        record.ratio(&format!("machine_{}_{}_vs_engine", r.op, r.size), r.ratio());
+        record.ratio(
+            &format!("machine_{}_{}_vs_engine_cpu", r.op, r.size),
+            r.cpu_ratio(),
+        );
+    }
+    if let Some(d) = find(&machine, "decrypt", "4k") {
+        println!(
+            "decrypt 4 KiB: daemon / engine = {:.2} (whole machine; goal >= 0.85)",
+            d.ratio()
+        );
+        if let Some(one) = find(&one_cpu, "decrypt", "4k") {
+            let scaling = d.wrk.rps / one.wrk.rps;
+            println!(
+                "decrypt 4 KiB: daemon on {cpus} CPUs / daemon on one = {scaling:.2} (goal >= 1.8; wrk shares the CPUs here)"
+            );
+            record.ratio("docking_decrypt_4k_scaling", scaling);
+        }
+    }
 
     let (mut child, port) = start_daemon(&data, None);
     let pid = child.id();
@@ -475,5 +710,12 @@ fn main() {
             c
         }
     );
+    record.rows.push(serde_json::json!({
+        "name": "memory_64x10m_decrypt", "value": after / 1024, "unit": "MiB",
+        "answered_200": ok, "seconds": round(started.elapsed().as_secs_f64()),
+    }));
     stop(&mut child);
+    if let Some(file) = json {
+        record.write(&file);
+    }
 }

@@ -305,6 +305,7 @@ fn main() {
     if !std::env::args().any(|a| a == "--bench") {
         return;
     }
+    common::one_line_panics("bench smtp");
     harness::require_tool("smtp-source", "postfix");
     harness::require_tool("openssl", "openssl");
     let cpus = std::thread::available_parallelism()

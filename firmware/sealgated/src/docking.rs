@@ -125,15 +125,8 @@ pub fn message_id(msg: &[u8]) -> Option<String> {
 
 /// The unfolded header fields (at most the first 256 KiB are read).
 fn header_fields(msg: &[u8]) -> Vec<(String, String)> {
-    let head = &msg[..msg.len().min(256 * 1024)];
-    // Only the header is read: the body (up to the whole message) is never decoded.
-    let end = (0..head.len())
-        .find(|&i| {
-            head[i] == b'\n'
-                && (head.get(i + 1) == Some(&b'\n') || head.get(i + 1..i + 3) == Some(b"\r\n"))
-        })
-        .map_or(head.len(), |i| i + 1);
-    let text = String::from_utf8_lossy(&head[..end]);
+    let head = header_block(&msg[..msg.len().min(256 * 1024)]);
+    let text = String::from_utf8_lossy(head);
     let mut fields: Vec<(String, String)> = Vec::new();
     for line in text.split('\n') {
         let line = line.strip_suffix('\r').unwrap_or(line);
@@ -154,6 +147,23 @@ fn header_fields(msg: &[u8]) -> Vec<(String, String)> {
         }
     }
     fields
+}
+
+/// `head` up to its first empty line (the header block; all of it when there is none), so
+/// that the body is never converted to text only to be skipped.
+fn header_block(head: &[u8]) -> &[u8] {
+    let mut start = 0usize;
+    while start < head.len() {
+        let end = head[start..]
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(head.len(), |i| start + i + 1);
+        if matches!(&head[start..end], b"\n" | b"\r\n") {
+            return &head[..start];
+        }
+        start = end;
+    }
+    head
 }
 
 fn verify_options(
@@ -496,5 +506,14 @@ mod tests {
             None
         );
         assert!(header_recipients(b"\x00\xff garbage").is_empty());
+        // Only the header block is read: CRLF or LF, none at all, or an empty header.
+        assert_eq!(
+            header_block(b"A: 1\r\nB: 2\r\n\r\nbody\r\n"),
+            b"A: 1\r\nB: 2\r\n"
+        );
+        assert_eq!(header_block(b"A: 1\n\nbody\n"), b"A: 1\n");
+        assert_eq!(header_block(b"A: 1\r\nB: 2"), b"A: 1\r\nB: 2");
+        assert_eq!(header_block(b"\r\nbody"), b"");
+        assert_eq!(message_id(b"Subject: x\n\nMessage-ID: <body@x>\n"), None);
     }
 }

@@ -59,13 +59,17 @@ impl TokenStore {
     /// The record whose hash matches `token`, if any.
     pub fn lookup(&self, token: &str) -> anyhow::Result<Option<TokenRecord>> {
         let h = token_hash(token);
-        let records = self.records()?;
         // The compared values are hashes of the presented token, so timing tells nothing
-        // about a stored token.
-        Ok(records.into_iter().find(|r| r.sha256 == h))
+        // about a stored token. Only the matching record is copied (once per request).
+        self.with_records(|records| records.iter().find(|r| r.sha256 == h).cloned())
     }
 
     fn records(&self) -> anyhow::Result<Vec<TokenRecord>> {
+        self.with_records(<[TokenRecord]>::to_vec)
+    }
+
+    /// Runs `f` on the records, read again from the file only when it changed.
+    fn with_records<T>(&self, f: impl FnOnce(&[TokenRecord]) -> T) -> anyhow::Result<T> {
         let meta = match fs::metadata(&self.path) {
             Ok(m) => Some((m.modified()?, m.len())),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
@@ -83,7 +87,7 @@ impl TokenStore {
             };
             *cache = (meta, records);
         }
-        Ok(cache.1.clone())
+        Ok(f(&cache.1))
     }
 
     /// Adds a token; fails if the name exists. Returns the token text (shown once).

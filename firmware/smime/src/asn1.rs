@@ -351,6 +351,22 @@ pub mod der {
         }
     }
 
+    /// Appends a tag and the DER length of content that follows (written by the caller).
+    pub fn push_head(out: &mut Vec<u8>, tag: u8, len: usize) {
+        out.push(tag);
+        push_len(out, len);
+    }
+
+    /// Length of a whole element whose content is `len` bytes (tag, length, content).
+    pub fn tlv_len(len: usize) -> usize {
+        let len_of_len = if len < 0x80 {
+            1
+        } else {
+            1 + (usize::BITS - len.leading_zeros()).div_ceil(8) as usize
+        };
+        1 + len_of_len + len
+    }
+
     /// One element from a tag and its content.
     pub fn tlv(tag: u8, content: &[u8]) -> Vec<u8> {
         let mut out = Vec::with_capacity(content.len() + 10);
@@ -490,6 +506,20 @@ pub fn parse_time(t: &Tlv<'_>) -> Result<i64> {
 #[allow(clippy::unwrap_used, clippy::panic)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tlv_len_is_the_written_length() {
+        for n in [0usize, 1, 127, 128, 255, 256, 65_535, 65_536, 1 << 20] {
+            assert_eq!(
+                der::tlv_len(n),
+                der::tlv(tag::OCTET_STRING, &vec![0; n]).len(),
+                "{n}"
+            );
+            let mut head = Vec::new();
+            der::push_head(&mut head, tag::OCTET_STRING, n);
+            assert_eq!(head.len() + n, der::tlv_len(n), "{n}");
+        }
+    }
 
     #[test]
     fn reads_definite_and_indefinite() {

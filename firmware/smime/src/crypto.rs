@@ -97,6 +97,25 @@ pub fn random(n: usize) -> Result<Vec<u8>> {
     Ok(v)
 }
 
+/// `buf[from..]` as the in-place buffer of a padding block cipher: the cipher sees only the
+/// content, and the padding it appends lands at the end of `buf`.
+struct Tail<'a> {
+    buf: &'a mut Vec<u8>,
+    from: usize,
+}
+
+impl AsMut<[u8]> for Tail<'_> {
+    fn as_mut(&mut self) -> &mut [u8] {
+        self.buf.get_mut(self.from..).unwrap_or_default()
+    }
+}
+
+impl<'b> Extend<&'b u8> for Tail<'_> {
+    fn extend<I: IntoIterator<Item = &'b u8>>(&mut self, iter: I) {
+        self.buf.extend(iter);
+    }
+}
+
 /// A content-encryption algorithm with its parameters.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ContentCipher {
@@ -352,28 +371,64 @@ impl ContentCipher {
     /// Encrypts in place (CBC; PKCS#7 padding added). For AEAD, `aad` is authenticated and the
     /// tag is returned separately.
     pub fn encrypt(&self, key: &[u8], data: Vec<u8>, aad: &[u8]) -> Result<(Vec<u8>, Vec<u8>)> {
+        let mut data = data;
+        let tag = self.encrypt_tail(key, &mut data, 0, aad)?;
+        Ok((data, tag))
+    }
+
+    /// Length of the ciphertext of `n` bytes of content (CBC pads to the next whole block,
+    /// always adding at least one byte; AEAD ciphertext is as long as the content).
+    pub fn ciphertext_len(&self, n: usize) -> usize {
+        match self {
+            ContentCipher::AesCbc { .. } => (n / 16 + 1) * 16,
+            ContentCipher::DesEde3Cbc { .. } => (n / 8 + 1) * 8,
+            _ => n,
+        }
+    }
+
+    /// Length of the AEAD tag (0 for CBC).
+    pub fn tag_len(&self) -> usize {
+        match self {
+            ContentCipher::AesGcm { tag_len, .. } => *tag_len,
+            ContentCipher::ChaCha20Poly1305 { .. } => 16,
+            _ => 0,
+        }
+    }
+
+    /// Encrypts `buf[from..]` in place, where the writer of the CMS structure put the content
+    /// (so the content is copied once, into its final place). CBC appends its padding to
+    /// `buf`; for AEAD, `aad` is authenticated and the tag is returned.
+    pub fn encrypt_tail(
+        &self,
+        key: &[u8],
+        buf: &mut Vec<u8>,
+        from: usize,
+        aad: &[u8],
+    ) -> Result<Vec<u8>> {
         let err = |_| Error::Usage("encryption failed".into());
         match self {
             ContentCipher::AesCbc { iv, .. } => {
                 let ukey =
                     cipher::UnboundCipherKey::new(self.block_algorithm()?, key).map_err(err)?;
                 let k = cipher::PaddedBlockEncryptingKey::cbc_pkcs7(ukey).map_err(err)?;
-                let mut data = data;
                 let ivc = aws_lc_rs::iv::FixedLength::<16>::try_from(iv.as_slice()).map_err(err)?;
-                k.less_safe_encrypt(&mut data, cipher::EncryptionContext::Iv128(ivc))
+                let mut tail = Tail { buf, from };
+                k.less_safe_encrypt(&mut tail, cipher::EncryptionContext::Iv128(ivc))
                     .map_err(err)?;
-                Ok((data, Vec::new()))
+                Ok(Vec::new())
             }
             ContentCipher::AesGcm { nonce, .. } | ContentCipher::ChaCha20Poly1305 { nonce } => {
                 let k = aead::LessSafeKey::new(
                     aead::UnboundKey::new(self.aead_algorithm()?, key).map_err(err)?,
                 );
                 let n = aead::Nonce::try_assume_unique_for_key(nonce).map_err(err)?;
-                let mut data = data;
+                let data = buf
+                    .get_mut(from..)
+                    .ok_or_else(|| Error::Usage("encryption failed".into()))?;
                 let tag = k
-                    .seal_in_place_separate_tag(n, aead::Aad::from(aad), &mut data)
+                    .seal_in_place_separate_tag(n, aead::Aad::from(aad), data)
                     .map_err(err)?;
-                Ok((data, tag.as_ref().to_vec()))
+                Ok(tag.as_ref().to_vec())
             }
             ContentCipher::DesEde3Cbc { .. } => {
                 Err(Error::Usage("3DES is never used to encrypt".into()))

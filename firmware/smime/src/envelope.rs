@@ -194,34 +194,49 @@ pub fn encrypt(content: &[u8], recipients: &[Recipient], cipher: CipherChoice) -
     }
     let info_refs: Vec<&[u8]> = infos.iter().map(Vec::as_slice).collect();
     let recipient_infos = der::set_of(&info_refs);
-    let (ciphertext, tag_bytes) = cc.encrypt(&cek, content.to_vec(), &[])?;
-    let eci = der::seq(&[
-        &der::oid(oid::DATA),
-        &cc.algorithm_identifier(),
-        &der::tlv(tag::context(0), &ciphertext),
-    ]);
-    drop(ciphertext);
-    let (content_type, body) = if cc.is_aead() {
+    // The whole ContentInfo in one buffer: every header is written first (the lengths are
+    // known before encrypting), then the content is copied once to where its ciphertext goes
+    // and encrypted there.
+    let ct_len = cc.ciphertext_len(content.len());
+    let data_oid = der::oid(oid::DATA);
+    let alg = cc.algorithm_identifier();
+    let eci_len = data_oid.len() + alg.len() + der::tlv_len(ct_len);
+    let (content_type, version, trailer_len) = if cc.is_aead() {
         (
             oid::AUTH_ENVELOPED_DATA,
-            der::seq(&[
-                &der::uint(0),
-                &recipient_infos,
-                &eci,
-                &der::octet_string(&tag_bytes),
-            ]),
+            der::uint(0),
+            der::tlv_len(cc.tag_len()),
         )
     } else {
         let version = if any_v2 { 2 } else { 0 };
-        (
-            oid::ENVELOPED_DATA,
-            der::seq(&[&der::uint(version), &recipient_infos, &eci]),
-        )
+        (oid::ENVELOPED_DATA, der::uint(version), 0)
     };
-    Ok(der::seq(&[
-        &der::oid(content_type),
-        &der::tlv(tag::context_constructed(0), &body),
-    ]))
+    let body_len = version.len() + recipient_infos.len() + der::tlv_len(eci_len) + trailer_len;
+    let type_oid = der::oid(content_type);
+    let explicit_len = der::tlv_len(body_len);
+    let total_len = type_oid.len() + der::tlv_len(explicit_len);
+    let mut out = Vec::with_capacity(der::tlv_len(total_len));
+    der::push_head(&mut out, tag::SEQUENCE, total_len);
+    out.extend_from_slice(&type_oid);
+    der::push_head(&mut out, tag::context_constructed(0), explicit_len);
+    der::push_head(&mut out, tag::SEQUENCE, body_len);
+    out.extend_from_slice(&version);
+    out.extend_from_slice(&recipient_infos);
+    der::push_head(&mut out, tag::SEQUENCE, eci_len);
+    out.extend_from_slice(&data_oid);
+    out.extend_from_slice(&alg);
+    der::push_head(&mut out, tag::context(0), ct_len);
+    let from = out.len();
+    out.extend_from_slice(content);
+    let tag_bytes = cc.encrypt_tail(&cek, &mut out, from, &[])?;
+    if out.len() - from != ct_len || tag_bytes.len() != cc.tag_len() {
+        return Err(Error::Usage("encryption failed".into()));
+    }
+    if cc.is_aead() {
+        der::push_head(&mut out, tag::OCTET_STRING, tag_bytes.len());
+        out.extend_from_slice(&tag_bytes);
+    }
+    Ok(out)
 }
 
 fn rid(r: &Recipient) -> Vec<u8> {
@@ -1061,6 +1076,31 @@ mod tests {
             .unwrap()
             .remove(0);
         (key, cert)
+    }
+
+    #[test]
+    fn every_length_form_round_trips() {
+        // The structure is written headers first with precomputed lengths: check it at every
+        // DER length form (short, one, two and three length bytes) for CBC and GCM.
+        let dir = tempfile::tempdir().unwrap();
+        let (rsa, rsa_cert) = key_and_cert(dir.path(), "rsa", &["-newkey", "rsa:2048"]);
+        let keys: Vec<&dyn PrivateKey> = vec![&rsa];
+        let r = Recipient::new(rsa_cert).unwrap();
+        for cipher in [CipherChoice::Aes256Cbc, CipherChoice::Aes128Gcm] {
+            for n in [
+                0usize, 1, 15, 16, 17, 60, 100, 127, 128, 200, 255, 256, 65_535, 70_000,
+            ] {
+                let content: Vec<u8> = (0..n).map(|i| (i % 251) as u8).collect();
+                let der = encrypt(&content, std::slice::from_ref(&r), cipher).unwrap();
+                let t = Tlv::parse(&der).unwrap();
+                assert_eq!(t.raw.len(), der.len(), "{cipher:?} {n}");
+                assert_eq!(
+                    decrypt(&der, &keys).unwrap().content,
+                    content,
+                    "{cipher:?} {n}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -209,14 +209,28 @@ fn open_mime(
     verify: &VerifyOptions,
     mode: OpenMode,
 ) -> Result<Opened> {
-    let split = mime::split_message(msg);
-    let mut outer = owned(split.outer);
+    let mut outer = owned(mime::split_outer(msg));
     outer.remove_headers_with_prefix(RESULT_HEADER_PREFIX);
     let mut verify = verify.clone();
     bind_from(&mut verify, &outer);
-    let mut cur: Vec<u8> = split.inner;
     let mut layers = Vec::new();
-    for _ in 0..MAX_LAYERS {
+    // The outermost layer is read from the message itself when it is encrypted (its content
+    // header fields and body are those of the inner entity): the body is decoded once and
+    // never copied into a separate inner entity first.
+    let first = match msg.header("Content-Type") {
+        Some(_) => kind_of(msg),
+        None => SmimeKind::NotSmime,
+    };
+    let mut cur: Vec<u8> = match first {
+        SmimeKind::Enveloped | SmimeKind::AuthEnveloped => {
+            let der = msg.decoded_body()?;
+            let d = envelope::decrypt_with(&der, keys, &verify.limits)?;
+            layers.push(Layer::Encrypted(d.report));
+            d.content
+        }
+        _ => mime::split_message(msg).inner,
+    };
+    for _ in layers.len()..MAX_LAYERS {
         let e = Entity::parse(&cur);
         match kind_of(&e) {
             SmimeKind::Enveloped | SmimeKind::AuthEnveloped => {
@@ -474,8 +488,7 @@ pub fn encrypt_message(
     } else {
         SmimeType::EnvelopedData
     };
-    let entity = mime::build_pkcs7_mime(kind, &der);
-    Ok(mime::assemble_message(&outer, &entity))
+    Ok(mime::assemble_pkcs7_message(&outer, kind, &der))
 }
 
 /// Signs a message: `multipart/signed` (default) or opaque `signed-data`.

@@ -46,7 +46,14 @@ enum Command {
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Test(args) => test::run(args),
-        Command::Bench(args) => bench::run(args),
+        Command::Bench(args) => {
+            // One line, never a backtrace: a missing tool names its Debian package.
+            if let Err(e) = bench::run(args) {
+                eprintln!("cargo xtask bench: {}", bench::one_line(&e));
+                std::process::exit(1);
+            }
+            Ok(())
+        }
         Command::Image(args) => image::run(args),
         Command::Qemu(args) => qemu::run(args),
         Command::DistSrc(args) => dist_src::run(args),

@@ -43,3 +43,46 @@ pub fn start_daemon(data: &Path, cpu: Option<usize>) -> (Child, Vec<(String, Str
     }
     (child, listeners)
 }
+
+/// Makes a panic print one line on stderr, `NAME: message (file:line)`, never a backtrace.
+#[allow(dead_code)] // not every bench target uses every helper
+pub fn one_line_panics(name: &'static str) {
+    std::panic::set_hook(Box::new(move |info| {
+        let msg = info.payload_as_str().unwrap_or("panic");
+        let at = info
+            .location()
+            .map(|l| format!(" ({}:{})", l.file(), l.line()))
+            .unwrap_or_default();
+        eprintln!(
+            "{name}: {}{at}",
+            msg.split_whitespace().collect::<Vec<_>>().join(" ")
+        );
+    }));
+}
+
+/// Ends the run with one line naming the Debian package when `tool` is not on the path.
+#[allow(dead_code)]
+pub fn require(name: &str, tool: &str, package: &str) {
+    let ok = Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        eprintln!("{name}: `{tool}` is missing: install the Debian package `{package}`");
+        std::process::exit(2);
+    }
+}
+
+/// The `--json FILE` argument (after `cargo bench ... --`), if given.
+#[allow(dead_code)]
+pub fn json_arg() -> Option<std::path::PathBuf> {
+    let args: Vec<String> = std::env::args().collect();
+    let i = args.iter().position(|a| a == "--json")?;
+    match args.get(i + 1) {
+        Some(f) => Some(f.into()),
+        None => {
+            eprintln!("--json needs a FILE");
+            std::process::exit(2);
+        }
+    }
+}

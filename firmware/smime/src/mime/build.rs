@@ -14,19 +14,46 @@ use crate::Error;
 ///
 /// (`smime.p7c` for certs-only, `smime.p7z` for compressed data.)
 pub fn build_pkcs7_mime(kind: SmimeType, der: &[u8]) -> Vec<u8> {
-    let name = kind.file_name();
     let mut out = Vec::with_capacity(der.len() / 57 * 78 + 256);
-    out.extend_from_slice(
-        format!(
-            "Content-Type: application/pkcs7-mime; smime-type={}; name=\"{name}\"\r\n\
-             Content-Transfer-Encoding: base64\r\n\
-             Content-Disposition: attachment; filename=\"{name}\"\r\n\r\n",
-            kind.as_str()
-        )
-        .as_bytes(),
-    );
+    out.extend_from_slice(pkcs7_mime_head(kind).as_bytes());
     encode_base64_wrapped(der, &mut out);
     out
+}
+
+/// The header fields and empty line of [`build_pkcs7_mime`].
+fn pkcs7_mime_head(kind: SmimeType) -> String {
+    let name = kind.file_name();
+    format!(
+        "Content-Type: application/pkcs7-mime; smime-type={}; name=\"{name}\"\r\n\
+         Content-Transfer-Encoding: base64\r\n\
+         Content-Disposition: attachment; filename=\"{name}\"\r\n\r\n",
+        kind.as_str()
+    )
+}
+
+/// `assemble_message(outer, &build_pkcs7_mime(kind, der))` in one pass: the base64 is
+/// written straight into the message (no intermediate entity to copy and parse again).
+pub fn assemble_pkcs7_message(outer: &HeaderList<'_>, kind: SmimeType, der: &[u8]) -> Vec<u8> {
+    let head = pkcs7_mime_head(kind);
+    let mut out =
+        Vec::with_capacity(outer.len() * 80 + 64 + head.len() + der.len().div_ceil(57) * 78);
+    write_outer(outer, &mut out);
+    out.extend_from_slice(head.as_bytes());
+    encode_base64_wrapped(der, &mut out);
+    out
+}
+
+/// The outer part of an assembled message: `outer`'s fields except content headers, and
+/// `MIME-Version: 1.0` if they have none.
+fn write_outer(outer: &HeaderList<'_>, out: &mut Vec<u8>) {
+    for f in outer.fields() {
+        if !is_content_header(f.name()) {
+            f.write(out);
+        }
+    }
+    if outer.get("MIME-Version").is_none() {
+        out.extend_from_slice(b"MIME-Version: 1.0\r\n");
+    }
 }
 
 /// Is `b` a valid boundary (RFC 2046 `bchars`, 1 to 70, not ending in a space)?
@@ -151,6 +178,17 @@ pub struct SplitMessage<'a> {
     pub inner: Vec<u8>,
 }
 
+/// The `outer` part of [`split_message`] alone (nothing of the body copied).
+pub fn split_outer<'a>(msg: &Entity<'a>) -> HeaderList<'a> {
+    let mut outer = HeaderList::new();
+    for f in msg.headers() {
+        if !is_content_header(f.name()) {
+            outer.push(f.clone());
+        }
+    }
+    outer
+}
+
 /// Splits a full message into outer header fields and the inner MIME entity (see
 /// [`SplitMessage`]). The bytes of the inner entity keep their line endings; canonicalise
 /// them before signing.
@@ -186,14 +224,7 @@ pub fn split_message<'a>(msg: &Entity<'a>) -> SplitMessage<'a> {
 pub fn assemble_message(outer: &HeaderList<'_>, inner: &[u8]) -> Vec<u8> {
     let e = Entity::parse(inner);
     let mut out = Vec::with_capacity(inner.len() + outer.len() * 80 + 64);
-    for f in outer.fields() {
-        if !is_content_header(f.name()) {
-            f.write(&mut out);
-        }
-    }
-    if outer.get("MIME-Version").is_none() {
-        out.extend_from_slice(b"MIME-Version: 1.0\r\n");
-    }
+    write_outer(outer, &mut out);
     for f in e.headers() {
         if is_content_header(f.name()) {
             f.write(&mut out);

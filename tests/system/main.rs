@@ -375,6 +375,11 @@ fn box_is_claimed_over_the_admin_port_and_keeps_its_admin_key_and_settings_acros
         code, 409,
         "an address the box does not have is rolled back: {body}"
     );
+    // The gateway's listeners on their standard ports, served by the unprivileged daemon
+    // after the next start (SMTP 25/465/587, IMAP 143/993).
+    let gateway = r#"{"submission":{"listen":"0.0.0.0:587","listen_tls":"0.0.0.0:465","auth":"smtp://127.0.0.1:3587","relay":"127.0.0.1:3525"},"inbound":{"listen":"0.0.0.0:25","domains":["example.org"],"next_hop":"127.0.0.1:3526"},"imap":{"listen":"0.0.0.0:993","listen_starttls":"0.0.0.0:143","upstream":"imaps://127.0.0.1:3993"}}"#;
+    let (code, body) = admin_call(&bx, &jar, "PATCH", "/settings", Some(gateway), Some(&csrf));
+    assert_eq!(code, 200, "the gateway's listeners: {body}");
 
     let s = wait_boot_judged(&mut vm);
     assert!(
@@ -407,6 +412,19 @@ fn box_is_claimed_over_the_admin_port_and_keeps_its_admin_key_and_settings_acros
     assert_eq!(v["settings"]["docking"]["missing"], "encrypt-known", "{v}");
     assert_eq!(v["settings"]["docking"]["listen"], "0.0.0.0:8444", "{v}");
     assert_eq!(v["restart_required"], serde_json::json!([]), "{v}");
+    let (code, body) = admin_call(&bx, &jar, "GET", "/status", None, None);
+    assert_eq!(code, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).expect("status JSON");
+    let listening: Vec<&str> = v["listeners"]
+        .as_array()
+        .expect("listeners")
+        .iter()
+        .filter_map(|l| l["address"].as_str())
+        .collect();
+    for port in [25, 143, 465, 587, 993] {
+        let addr = format!("0.0.0.0:{port}");
+        assert!(listening.contains(&addr.as_str()), "{addr} is served: {v}");
+    }
     let s = wait_boot_judged(&mut vm);
     assert!(s.contains("Settings:  /data/sealgate/settings.toml"), "{s}");
 

@@ -812,6 +812,23 @@ fn admin_api_changes_settings_validates_applies_rolls_back_and_audits() {
         )
         .expect_err("refused");
     assert_eq!(bad.status, Some(422), "{bad}");
+    // Trust anchors the gateway's clients could not be built from are refused now, not found
+    // out when the daemon does not start again; nothing is written.
+    let empty = dir.path().join("empty-ca.pem");
+    std::fs::write(&empty, "").expect("empty CA file");
+    for patch in [
+        serde_json::json!({"submission": {"listen": "127.0.0.1:0", "auth": "smtps://127.0.0.1:3465",
+            "auth_ca": empty.display().to_string(), "relay": "127.0.0.1:3525"}}),
+        serde_json::json!({"imap": {"listen": "127.0.0.1:0", "upstream": "imaps://127.0.0.1:3993",
+            "upstream_ca": empty.display().to_string()}}),
+    ] {
+        let bad = s
+            .json::<serde_json::Value>("PATCH", "/settings", Some(&patch))
+            .expect_err("refused");
+        assert!(matches!(bad.status, Some(409 | 422)), "{patch}: {bad}");
+        let text = std::fs::read_to_string(&file).expect("settings file");
+        assert!(!text.contains("empty-ca.pem"), "{text}");
+    }
 
     // The file the daemon wrote is what the next start reads.
     let text = std::fs::read_to_string(&file).expect("settings file");

@@ -54,6 +54,7 @@ pub(crate) const IMAGE_PACKAGES: &[&str] = &[
     "dmsetup",
     "faketime",
     "zstd",
+    "ca-certificates",
 ];
 
 /// Everything `cargo xtask image` installs: the image's parts and what building the
@@ -675,6 +676,14 @@ fn stage_rootfs(
             sh(Command::new("strip").arg("--strip-debug").arg(&dest))?;
         }
     }
+    // The system's trust anchors (Debian's Mozilla bundle), where rustls-native-certs looks:
+    // a next hop, relay, login server or IMAP upstream with a public certificate is verified
+    // without a CA file of its own.
+    copy_file(
+        Path::new("/etc/ssl/certs/ca-certificates.crt"),
+        &rootfs.join("etc/ssl/certs/ca-certificates.crt"),
+        0o644,
+    )?;
     // e2fsprogs for the data partition's check at boot and the full factory reset.
     for tool in ["e2fsck", "mke2fs"] {
         let src = Path::new("/sbin").join(tool);

@@ -351,6 +351,16 @@ impl SettingsStore {
                 )
             })?;
         }
+        // Trust anchors the gateway's clients need at start: a change they cannot be built
+        // from would stop the daemon at its next start.
+        if changed.iter().any(|f| f.starts_with("submission.")) {
+            crate::gateway::verifier(&s.submission, "localhost")
+                .map_err(|e| ("submission.auth".to_string(), one_line(&format!("{e:#}"))))?;
+        }
+        if changed.iter().any(|f| f.starts_with("imap.")) {
+            crate::imap::check_upstream(&s.imap)
+                .map_err(|e| ("imap.upstream".to_string(), one_line(&format!("{e:#}"))))?;
+        }
         (self.log_level)(&s.log.level).map_err(|e| ("log.level".to_string(), e))?;
         crate::docking::configure(s);
         crate::smtp::configure_access(s);

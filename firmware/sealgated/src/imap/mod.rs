@@ -143,6 +143,15 @@ impl Running {
     }
 }
 
+/// Whether the proxy `imap` describes could start as far as its trust anchors go (a settings
+/// change is refused rather than found out when the daemon does not start).
+pub fn check_upstream(imap: &crate::settings::Imap) -> anyhow::Result<()> {
+    if let Some(target) = imap.upstream.clone() {
+        upstream::Connector::new(target, imap.upstream_ca.as_deref())?;
+    }
+    Ok(())
+}
+
 /// Starts the proxy if `[imap]` is configured (nothing listens otherwise).
 pub async fn start(p: ImapProxy) -> anyhow::Result<Option<Running>> {
     let (Some(listen), Some(target)) = (p.settings.imap.listen, p.settings.imap.upstream.clone())

@@ -61,6 +61,16 @@ fn request_refused(r: Refused) -> Problem {
     p
 }
 
+/// The served certificate, if this API may replace it: not while `[tls] certificate` and `key`
+/// name the operator's files (in the running or the stored settings).
+fn replaceable(ad: &Data, store: &SettingsStore) -> Result<Arc<LiveCertificate>, Problem> {
+    let live = live(ad)?;
+    if live.from_settings || store.tls_from_files() {
+        return Err(from_settings());
+    }
+    Ok(live)
+}
+
 fn from_settings() -> Problem {
     Problem::new(
         409,
@@ -272,10 +282,7 @@ async fn install(
     let r = async {
         let c = authorize(&req, &ad, Need::Admin)?;
         actor = Some(c.username.clone());
-        let live = live(&ad)?;
-        if live.from_settings || store.tls_from_files() {
-            return Err(from_settings());
-        }
+        let live = replaceable(&ad, &store)?;
         let b: CertificateBody = json_body_max(payload, MAX_UPLOAD).await?;
         let chain = chain_of("certificate", &b.certificate, b.chain.as_deref())?;
         let ad2 = ad.clone();
@@ -370,10 +377,7 @@ async fn import(
     let r = async {
         let c = authorize(&req, &ad, Need::Admin)?;
         actor = Some(c.username.clone());
-        let live = live(&ad)?;
-        if live.from_settings || store.tls_from_files() {
-            return Err(from_settings());
-        }
+        let live = replaceable(&ad, &store)?;
         let b: ImportBody = json_body_max(payload, MAX_UPLOAD).await?;
         let (key_pem, chain) = match (&b.pkcs12, &b.certificate, &b.key) {
             (Some(p12), None, None) => {

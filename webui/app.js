@@ -12,6 +12,7 @@ const PAGES = [
   { path: "tokens", label: "API tokens" },
   { path: "audit", label: "Audit log" },
   { path: "queue", label: "Queue" },
+  { path: "quarantine", label: "Quarantine", roles: ["admin", "auditor"] },
   { path: "settings", label: "Settings" },
   { path: "tls", label: "TLS certificate" },
   { path: "network", label: "Network" },
@@ -37,11 +38,16 @@ async function logout() {
   go("login");
 }
 
+// The pages this account's role may open (the API refuses the others anyway).
+function mine(session) {
+  return PAGES.filter((p) => !p.roles || (session && p.roles.includes(session.role)));
+}
+
 function drawNav(session, page) {
   const nav = document.getElementById("nav");
   const who = document.getElementById("who");
   if (!session) { put(nav); put(who); return; }
-  put(nav, h("ul", {}, PAGES.map((p) => h("li", {},
+  put(nav, h("ul", {}, mine(session).map((p) => h("li", {},
     h("a", { href: `#/${p.path}`, "aria-current": p.path === page ? "page" : false }, p.label)))));
   put(who, `${session.username} (${session.role}) `,
     h("button", { type: "button", class: "link", onclick: logout }, "Log out"));
@@ -49,7 +55,6 @@ function drawNav(session, page) {
 
 async function route() {
   const page = current();
-  const known = PUBLIC.includes(page) || PAGES.some((p) => p.path === page);
   let session = null;
   try {
     session = await currentSession(true);
@@ -57,6 +62,7 @@ async function route() {
     put(main, h("p", { role: "alert" }, e.message));
     return;
   }
+  const known = PUBLIC.includes(page) || mine(session).some((p) => p.path === page);
   if (!known) { go(session ? "dashboard" : "login"); return; }
   if (!session && !PUBLIC.includes(page)) { go("login"); return; }
   if (session && PUBLIC.includes(page)) { go("dashboard"); return; }

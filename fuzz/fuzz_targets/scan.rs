@@ -1,8 +1,12 @@
 //! Content scanning's parsers on attacker bytes: the first byte chooses what the rest is fed
-//! to: a ClamAV hash database (`.hdb`/`.hsb` lines), an archive for the unpacker (zip, gzip,
-//! tar, with small limits so bombs are cheap to find), or a whole message through the
-//! standard pipeline (MIME walk, unpacking, every check). No panic, and unpacking never
-//! produces more than its limits allow.
+//! to: a ClamAV hash database (`.hdb`/`.hsb` lines; with bit 4, `.mdb`/`.msb` section lines
+//! and the PE section reader; with bit 8, the reputation service's HTTP answer and clamd's
+//! answer, as `sealgate-scan-net` reads them), an archive for the unpacker (zip, gzip, tar, bzip2, xz, with
+//! small limits so bombs are cheap to find; with bit 4, the PDF text reader and the office
+//! XML text reader), or a whole message through the standard pipeline (MIME walk, unpacking,
+//! every check) and the Subject tag (with bit 8, also the URL normaliser on each line), the
+//! authserv-id of an `Authentication-Results:` value and the link hosts URIBL looks up. No
+//! panic, and unpacking never produces more than its limits allow.
 #![no_main]
 
 use std::sync::OnceLock;
@@ -29,6 +33,34 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     match which % 4 {
+        0 if which & 8 != 0 => {
+            if let Ok(listed) = sealgate_scan_net::read_answer(rest) {
+                assert!(listed.iter().all(|h| h.len() == 64));
+            }
+            let _ = sealgate_scan_net::parse_clamd(rest);
+        }
+        0 if which & 4 != 0 => {
+            let text = String::from_utf8_lossy(rest);
+            let mut db = HashDb::new();
+            let _ = db.load_kind(&text, sealgate_scan::hashdb::Kind::Sections);
+            let _ = db.lookup_sections(rest);
+            for sec in sealgate_scan::hashdb::pe_sections(rest) {
+                assert!(sec.len() <= rest.len());
+            }
+        }
+        1 if which & 4 != 0 => {
+            let limits = Limits {
+                max_total: 1 << 20,
+                ratio_floor: 64 << 10,
+                ..Limits::default()
+            };
+            let mut budget = Budget::new(limits);
+            if let Ok(t) = sealgate_scan::pdf::text(rest, &mut budget) {
+                assert!(t.len() as u64 <= 4 * (rest.len() as u64 + limits.max_total));
+            }
+            let mut out = String::new();
+            sealgate_scan::office::xml_text(&String::from_utf8_lossy(rest), &mut out);
+        }
         0 => {
             let text = String::from_utf8_lossy(rest);
             let mut db = HashDb::new();
@@ -45,7 +77,13 @@ fuzz_target!(|data: &[u8]| {
                 ..Limits::default()
             };
             let mut budget = Budget::new(limits);
-            for kind in [Container::Zip, Container::Gzip, Container::Tar] {
+            for kind in [
+                Container::Zip,
+                Container::Gzip,
+                Container::Tar,
+                Container::Bzip2,
+                Container::Xz,
+            ] {
                 let (members, _) = unpack::unpack(kind, rest, &mut budget);
                 let total: usize = members.iter().map(|m| m.data.len()).sum();
                 assert!(total as u64 <= limits.max_total);
@@ -57,9 +95,27 @@ fuzz_target!(|data: &[u8]| {
             } else {
                 Direction::Outbound
             };
+            if which & 8 != 0 {
+                for line in String::from_utf8_lossy(rest).lines() {
+                    if let Some(n) = sealgate_scan::urls::normalise(line) {
+                        // Normalising is idempotent.
+                        assert_eq!(sealgate_scan::urls::normalise(&n), Some(n.clone()));
+                    }
+                }
+            }
             let r = pipeline().scan(&Input::new(rest, dir));
             assert!(r.score.is_finite());
             let _ = r.header_value();
+            // The Subject tag: only ever adds the tag (and a field name), never drops bytes.
+            let tagged = sealgate_scan::subject::tag_subject(rest, "[SPAM]");
+            assert!(tagged.len() <= rest.len() + "Subject: [SPAM]\r\n".len());
+            assert!(tagged.len() >= rest.len());
+            // The authserv-id of an Authentication-Results value is a part of it; link hosts
+            // for URIBL stay bounded.
+            let text = String::from_utf8_lossy(rest);
+            let id = sealgate_scan::checks::auth::authserv_id(&text);
+            assert!(text.contains(id));
+            assert!(pipeline().link_hosts(rest).len() <= 20);
         }
     }
 });

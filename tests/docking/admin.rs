@@ -225,9 +225,29 @@ print(r.json()["csrf_token"])
 fn schemathesis_checks_the_admin_api_against_its_openapi_document() {
     require_python_module("schemathesis", "schemathesis");
     require_tool("st", "schemathesis (PyPI)");
+    require_tool("rauc", "rauc");
     let pki = Pki::new();
     let dir = data_dir_with_keys(&pki);
-    let d = Daemon::start(dir.path(), "");
+    // A RAUC configuration (the development update CA), so uploads reach `rauc info`.
+    let conf = dir.path().join("rauc-system.conf");
+    let keyring = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../board/dev-keys/ota-ca.pem"
+    );
+    std::fs::write(
+        &conf,
+        format!(
+            "[system]\ncompatible=sealgate-qemu-x86_64\nbootloader=noop\nbundle-formats=-plain\n\n\
+             [keyring]\npath={keyring}\ncheck-purpose=codesign\n"
+        ),
+    )
+    .expect("system.conf");
+    let d = Daemon::start_env(
+        dir.path(),
+        "",
+        &["--danger-software-sealer"],
+        &[("SEALGATE_RAUC_CONF", conf.as_os_str())],
+    );
     let setup = d.setup_token.clone().expect("setup token");
     let out = python(
         dir.path(),

@@ -347,6 +347,16 @@ impl Daemon {
     /// As [`Daemon::start`], with `sealer` as the sealer's arguments (e.g. `--tpm TCTI` for
     /// a swtpm; the vault is created at start if the data directory has none).
     pub fn start_sealed(data_dir: &Path, extra_settings: &str, sealer: &[&str]) -> Daemon {
+        Daemon::start_env(data_dir, extra_settings, sealer, &[])
+    }
+
+    /// As [`Daemon::start_sealed`], with `env` added to the daemon's environment.
+    pub fn start_env(
+        data_dir: &Path,
+        extra_settings: &str,
+        sealer: &[&str],
+        env: &[(&str, &std::ffi::OsStr)],
+    ) -> Daemon {
         let settings = data_dir.join("settings.toml");
         let base = "[docking]\nlisten = \"127.0.0.1:0\"\n";
         let text = if extra_settings.contains("[docking]") {
@@ -363,6 +373,7 @@ impl Daemon {
             .arg(data_dir)
             .args(sealer)
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(
                 std::fs::File::create(data_dir.join("stderr.log")).expect("stderr log"),

@@ -12,6 +12,7 @@
 mod admin;
 mod admin_auth;
 mod admin_keys;
+mod admin_update;
 mod box_admin;
 mod box_mode;
 mod directory;
@@ -20,6 +21,7 @@ mod harness;
 mod imap;
 mod python;
 mod queue;
+mod scan_train;
 mod smtp;
 mod verdicts;
 mod webui;

@@ -13,14 +13,14 @@ use std::time::{Duration, Instant};
 use crate::harness::{Daemon, Pki, create_token, data_dir_with_keys, require_tool, run};
 use crate::peers::OrgServers;
 
-const USERS: &[(&str, &str)] = &[
+pub(crate) const USERS: &[(&str, &str)] = &[
     ("alice@example.org", "alice-Passw0rd"),
     ("bob@example.org", "bob-Passw0rd"),
 ];
 
 /// Mailboxes at the internal server besides the users'. `mallory@example.net` is there so
 /// that a relay through the box would be seen arriving.
-const MAILBOXES: &[&str] = &["carol@example.org", "mallory@example.net"];
+pub(crate) const MAILBOXES: &[&str] = &["carol@example.org", "mallory@example.net"];
 
 /// A sending MTA: connects, reads the greeting, then for each step sends a line (or, for
 /// `@MSG FILE`, the file's bytes; for `@BDAT FILE`, `BDAT n LAST` and the bytes; for
@@ -68,19 +68,23 @@ for step in json.loads(e["STEPS"]):
 print(json.dumps(out))
 "#;
 
-struct Mx {
-    dir: tempfile::TempDir,
-    daemon: Daemon,
-    addr: SocketAddr,
-    tmp: tempfile::TempDir,
+pub(crate) struct Mx {
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) daemon: Daemon,
+    pub(crate) addr: SocketAddr,
+    pub(crate) tmp: tempfile::TempDir,
 }
 
-fn start_mx(pki: &Pki, org: &OrgServers, extra: &str) -> Mx {
+pub(crate) fn start_mx(pki: &Pki, org: &OrgServers, extra: &str) -> Mx {
+    start_mx_to(pki, org.relay(), "127.0.0.1:0", extra)
+}
+
+/// The MX on `listen` with `next_hop` as its internal server.
+fn start_mx_to(pki: &Pki, next_hop: SocketAddr, listen: &str, extra: &str) -> Mx {
     let dir = data_dir_with_keys(pki);
     let settings = format!(
-        "[docking]\ntrust_anchors = \"{}\"\n[inbound]\nlisten = \"127.0.0.1:0\"\ndomains = [\"example.org\"]\nnext_hop = \"{}\"\n{extra}",
+        "[docking]\ntrust_anchors = \"{}\"\n[inbound]\nlisten = \"{listen}\"\ndomains = [\"example.org\"]\nnext_hop = \"{next_hop}\"\n{extra}",
         pki.path("ca.crt").display(),
-        org.relay()
     );
     let daemon = Daemon::start(dir.path(), &settings);
     let addr = daemon
@@ -99,7 +103,7 @@ fn start_mx(pki: &Pki, org: &OrgServers, extra: &str) -> Mx {
 }
 
 /// Runs the MTA's `steps`; each reply's lines.
-fn mta(mx: &Mx, steps: &[String]) -> Vec<Vec<String>> {
+pub(crate) fn mta(mx: &Mx, steps: &[String]) -> Vec<Vec<String>> {
     require_tool("python3", "python3");
     let script = mx.tmp.path().join("mta.py");
     std::fs::write(&script, MTA).unwrap();
@@ -113,7 +117,7 @@ fn mta(mx: &Mx, steps: &[String]) -> Vec<Vec<String>> {
 }
 
 /// The message as DATA sends it (dot-stuffed, ended by CRLF "." CRLF), in a file.
-fn data_file(mx: &Mx, name: &str, msg: &[u8]) -> String {
+pub(crate) fn data_file(mx: &Mx, name: &str, msg: &[u8]) -> String {
     let mut d = Vec::new();
     for line in msg.split_inclusive(|b| *b == b'\n') {
         if line.starts_with(b".") {
@@ -131,7 +135,7 @@ fn data_file(mx: &Mx, name: &str, msg: &[u8]) -> String {
 }
 
 /// One transaction: MAIL, RCPTs, DATA; the replies.
-fn send(mx: &Mx, from: &str, rcpts: &[&str], msg: &[u8]) -> Vec<Vec<String>> {
+pub(crate) fn send(mx: &Mx, from: &str, rcpts: &[&str], msg: &[u8]) -> Vec<Vec<String>> {
     let mut steps = vec![
         "EHLO mta.partner.example".to_string(),
         format!("MAIL FROM:<{from}>"),
@@ -143,7 +147,7 @@ fn send(mx: &Mx, from: &str, rcpts: &[&str], msg: &[u8]) -> Vec<Vec<String>> {
     mta(mx, &steps)
 }
 
-fn code(reply: &[String]) -> u16 {
+pub(crate) fn code(reply: &[String]) -> u16 {
     reply
         .last()
         .and_then(|l| l.get(..3))
@@ -151,12 +155,12 @@ fn code(reply: &[String]) -> u16 {
         .unwrap_or(0)
 }
 
-fn last_code(replies: &[Vec<String>], step: usize) -> u16 {
+pub(crate) fn last_code(replies: &[Vec<String>], step: usize) -> u16 {
     code(&replies[step])
 }
 
 /// The header of a delivered message (Postfix's Maildir has LF line ends), unfolded.
-fn header_of(msg: &[u8], name: &str) -> Option<String> {
+pub(crate) fn header_of(msg: &[u8], name: &str) -> Option<String> {
     let text = String::from_utf8_lossy(msg).replace("\r\n", "\n");
     let head = text
         .split("\n\n")
@@ -180,14 +184,14 @@ fn with<'a>(msgs: &'a [Vec<u8>], text: &str) -> &'a [u8] {
     found[0]
 }
 
-fn body_of(msg: &[u8]) -> Vec<u8> {
+pub(crate) fn body_of(msg: &[u8]) -> Vec<u8> {
     let text = String::from_utf8_lossy(msg).replace("\r\n", "\n");
     text.split_once("\n\n")
         .map(|(_, b)| b.as_bytes().to_vec())
         .unwrap_or_default()
 }
 
-fn queued(mx: &Mx) -> usize {
+pub(crate) fn queued(mx: &Mx) -> usize {
     std::fs::read_dir(mx.dir.path().join("spool"))
         .map(|r| {
             r.filter_map(|e| e.ok())
@@ -221,7 +225,7 @@ fn signed(pki: &Pki, signer: &str, from: &str, to: &str, body: &str) -> Vec<u8> 
 }
 
 /// `b` with CRLF line ends (as an MTA sends it).
-fn crlf(b: &[u8]) -> Vec<u8> {
+pub(crate) fn crlf(b: &[u8]) -> Vec<u8> {
     String::from_utf8_lossy(b)
         .replace("\r\n", "\n")
         .replace('\n', "\r\n")
@@ -303,11 +307,13 @@ fn mail_for_the_domains_reaches_the_internal_server_and_nothing_is_relayed_elsew
         Some("inbound; cleartext"),
         "{text}"
     );
+    // The box's result and its loop marker; nothing from outside.
     assert_eq!(
         text.matches("X-Sealgate-").count(),
-        1,
+        2,
         "forged fields removed: {text}"
     );
+    assert_eq!(text.matches("\nX-Sealgate-Loop: ").count(), 1, "{text}");
     assert!(text.contains("cleartext for carol"), "{text}");
 
     // BDAT (CHUNKING) after STARTTLS.
@@ -705,4 +711,215 @@ Content-Type: application/octet-stream; name=eicar.com\r\n\r\n{eicar}\r\n--b--\r
             .is_some_and(|h| h.starts_with("action=tag")),
         "{undecryptable:?}"
     );
+}
+
+/// RCPT lines of the MTA for `rcpts` after EHLO and MAIL.
+fn rcpt_steps(from: &str, rcpts: &[&str]) -> Vec<String> {
+    let mut steps = vec![
+        "EHLO mta.partner.example".to_string(),
+        format!("MAIL FROM:<{from}>"),
+    ];
+    steps.extend(rcpts.iter().map(|r| format!("RCPT TO:<{r}>")));
+    steps
+}
+
+/// The lines of Postfix's log that mention `text`, once the log has settled.
+fn log_lines(org: &OrgServers, text: &str) -> Vec<String> {
+    std::thread::sleep(Duration::from_millis(500));
+    std::fs::read_to_string(&org.postfix.log)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains(text))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn recipients_are_checked_at_the_internal_server_with_a_cache_and_a_budget() {
+    let pki = Pki::new();
+    let org = OrgServers::start(USERS, MAILBOXES);
+    let mx = start_mx(
+        &pki,
+        &org,
+        "verify_recipients = true\nverify_probes_per_minute = 6\n",
+    );
+    // Known: 250; unknown at Postfix (its virtual mailbox table): 550 5.1.1; asked again:
+    // the cache answers (Postfix sees each address once); the mail reaches the known one.
+    let mut steps = rcpt_steps(
+        "spy@partner.example",
+        &[
+            "alice@example.org",
+            "nobody@example.org",
+            "nobody@example.org",
+            "Alice@Example.ORG",
+            "postmaster@example.org",
+        ],
+    );
+    steps.push("DATA".into());
+    steps.push(data_file(
+        &mx,
+        "probe.eml",
+        b"From: spy@partner.example\r\nTo: alice@example.org\r\nSubject: checked\r\nMessage-ID: <probe-1@partner.example>\r\n\r\nhello\r\n",
+    ));
+    steps.push("QUIT".into());
+    let r = mta(&mx, &steps);
+    assert_eq!(code(&r[3]), 250, "{r:?}");
+    assert!(r[4][0].starts_with("550 5.1.1"), "{r:?}");
+    assert!(r[5][0].starts_with("550 5.1.1"), "{r:?}");
+    assert_eq!(code(&r[6]), 250, "{r:?}");
+    assert_eq!(code(&r[7]), 250, "postmaster is never probed: {r:?}");
+    assert_eq!(code(&r[9]), 250, "{r:?}");
+    assert_eq!(org.postfix.wait_for_mail("alice@example.org", 1).len(), 1);
+    let rejected = log_lines(&org, "reject: RCPT");
+    let nobody: Vec<_> = rejected
+        .iter()
+        .filter(|l| l.contains("<nobody@example.org>"))
+        .collect();
+    assert_eq!(
+        nobody.len(),
+        1,
+        "one probe for the unknown address: {rejected:?}"
+    );
+    // The probe's sender is the null sender, never the client's.
+    assert!(nobody[0].contains("from=<>"), "{nobody:?}");
+    assert!(
+        !rejected
+            .iter()
+            .any(|l| l.contains("NOQUEUE") && l.contains("from=<spy@partner.example>")),
+        "{rejected:?}"
+    );
+
+    // Enumeration: 3 probes so far (a local part's case makes another address, RFC 5321
+    // §2.4); 3 more in the minute, then 450 4.7.1 without a probe; cached answers stay free.
+    let r = mta(
+        &mx,
+        &rcpt_steps(
+            "spy@partner.example",
+            &[
+                "u1@example.org",
+                "u2@example.org",
+                "u3@example.org",
+                "u4@example.org",
+                "u5@example.org",
+                "nobody@example.org",
+                "alice@example.org",
+            ],
+        ),
+    );
+    for i in 3..6 {
+        assert!(r[i][0].starts_with("550 5.1.1"), "{i}: {r:?}");
+    }
+    assert!(r[6][0].starts_with("450 4.7.1"), "{r:?}");
+    assert!(r[7][0].starts_with("450 4.7.1"), "{r:?}");
+    assert!(r[8][0].starts_with("550 5.1.1"), "{r:?}");
+    assert_eq!(code(&r[9]), 250, "{r:?}");
+    assert!(
+        log_lines(&org, "<u4@example.org>").is_empty(),
+        "over the budget, nothing reaches the internal server"
+    );
+
+    // The internal server goes away: the cached answers still hold.
+    let log = std::fs::read_to_string(&org.postfix.log).unwrap_or_default();
+    drop(org);
+    let r = mta(
+        &mx,
+        &rcpt_steps(
+            "x@partner.example",
+            &["alice@example.org", "nobody@example.org"],
+        ),
+    );
+    assert_eq!(code(&r[3]), 250, "{r:?}\n{log}");
+    assert!(r[4][0].starts_with("550 5.1.1"), "{r:?}");
+    assert_eq!(queued(&mx), 0);
+}
+
+#[test]
+fn recipients_wait_while_the_internal_server_is_down() {
+    let pki = Pki::new();
+    // Nothing listens at the next hop.
+    let down = SocketAddr::from(([127, 0, 0, 1], crate::peers::free_port()));
+    let mx = start_mx_to(&pki, down, "127.0.0.1:0", "verify_recipients = true\n");
+    let mut steps = rcpt_steps(
+        "a@partner.example",
+        &[
+            "alice@example.org",
+            "bob@example.org",
+            "elsewhere@example.net",
+        ],
+    );
+    steps.push("DATA".into());
+    steps.push("QUIT".into());
+    let started = Instant::now();
+    let r = mta(&mx, &steps);
+    assert!(r[3][0].starts_with("450 4.4.3"), "{r:?}");
+    assert!(r[4][0].starts_with("450 4.4.3"), "{r:?}");
+    // Not one of the domains: refused before any check.
+    assert!(r[5][0].starts_with("550 5.7.1"), "{r:?}");
+    assert!(code(&r[6]) >= 500, "no recipient, no DATA: {r:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "a down next hop is not asked again for every RCPT"
+    );
+    assert_eq!(queued(&mx), 0);
+}
+
+#[test]
+fn a_loop_through_another_server_ends_with_a_refusal() {
+    let pki = Pki::new();
+    // A misconfigured internal server: it relays everything, the box's domain included,
+    // back to the box's MX.
+    let mx_port = crate::peers::free_port();
+    let mx_addr = SocketAddr::from(([127, 0, 0, 1], mx_port));
+    let pdir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        pdir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let postfix = crate::peers::Postfix::start_relay(pdir.path(), mx_addr, None);
+    let relay = SocketAddr::from(([127, 0, 0, 1], postfix.relay));
+    let mx = start_mx_to(&pki, relay, &mx_addr.to_string(), "");
+    // Markers that look like the box's but do not verify count for nothing: the first
+    // message is taken like any other.
+    let box_id = std::fs::read_to_string(mx.dir.path().join("box-id")).unwrap();
+    let forged = format!(
+        "X-Sealgate-Loop: {}; dir=inbound; t=1; mac={}\r\n",
+        box_id.trim(),
+        "cd".repeat(32)
+    );
+    let mut msg = forged.repeat(4).into_bytes();
+    msg.extend_from_slice(b"From: a@partner.example\r\nTo: alice@example.org\r\nSubject: round and round\r\nMessage-ID: <loop-1@partner.example>\r\n\r\nhello\r\n");
+    let r = send(&mx, "a@partner.example", &["alice@example.org"], &msg);
+    assert_eq!(last_code(&r, 5), 250, "{r:?}");
+    // box -> Postfix -> box (1 marker) -> Postfix -> box (2) -> Postfix -> box: 3 markers,
+    // more than max_loop_markers = 2: refused 554 5.4.6, Postfix returns it to its sender.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let log = loop {
+        let log = std::fs::read_to_string(&postfix.log).unwrap_or_default();
+        if log.contains("5.4.6") || Instant::now() > deadline {
+            break log;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let to_box =
+        |l: &&str| l.contains(&format!(":{mx_port},")) && l.contains("to=<alice@example.org>");
+    let bounced: Vec<&str> = log
+        .lines()
+        .filter(to_box)
+        .filter(|l| l.contains("status=bounced"))
+        .collect();
+    assert_eq!(bounced.len(), 1, "{log}");
+    assert!(bounced[0].contains("554 5.4.6"), "{log}");
+    // Nothing more goes round: the count of passes stays where it is.
+    std::thread::sleep(Duration::from_secs(5));
+    let log = std::fs::read_to_string(&postfix.log).unwrap_or_default();
+    let sent = log
+        .lines()
+        .filter(to_box)
+        .filter(|l| l.contains("status=sent"))
+        .count();
+    assert_eq!(sent, 2, "two passes accepted, the third refused: {log}");
+    assert_eq!(queued(&mx), 0);
+    let audit = std::fs::read_to_string(mx.daemon.data_dir.join("audit/docking.jsonl")).unwrap();
+    assert!(audit.contains("refused-loop"), "{audit}");
 }

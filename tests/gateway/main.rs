@@ -18,6 +18,14 @@ mod peers;
 #[allow(dead_code)]
 mod verifier;
 
+/// DKIM signing of submission mail, compiled as it is (it uses no other module of the daemon).
+#[path = "../../firmware/sealgated/src/dkim_sign.rs"]
+#[allow(dead_code)]
+mod dkim_sign;
+
 mod auth;
 mod inbound;
+mod mailauth;
+mod quarantine;
+mod quarantine_webui;
 mod submission;

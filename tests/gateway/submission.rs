@@ -65,9 +65,9 @@ except smtplib.SMTPException as err:
     done("error", getattr(err, "smtp_code", 0), str(err))
 "#;
 
-struct Box {
-    data_dir: tempfile::TempDir,
-    daemon: Daemon,
+pub(crate) struct Box {
+    pub(crate) data_dir: tempfile::TempDir,
+    pub(crate) daemon: Daemon,
     starttls: SocketAddr,
     implicit: SocketAddr,
     tmp: tempfile::TempDir,
@@ -82,7 +82,7 @@ fn listener(d: &Daemon, name: &str) -> SocketAddr {
         .unwrap()
 }
 
-fn start_box(pki: &Pki, org: &OrgServers, extra: &str) -> Box {
+pub(crate) fn start_box(pki: &Pki, org: &OrgServers, extra: &str) -> Box {
     start_box_relaying_to(pki, org, org.relay(), extra)
 }
 
@@ -106,15 +106,15 @@ fn start_box_relaying_to(pki: &Pki, org: &OrgServers, relay: SocketAddr, extra: 
 }
 
 #[derive(Debug)]
-struct Sent {
-    stage: String,
-    code: u16,
-    text: String,
+pub(crate) struct Sent {
+    pub(crate) stage: String,
+    pub(crate) code: u16,
+    pub(crate) text: String,
     all: serde_json::Value,
 }
 
 #[allow(clippy::too_many_arguments)]
-fn client(
+pub(crate) fn client(
     b: &Box,
     mode: &str,
     user: &str,
@@ -153,7 +153,7 @@ fn client(
     }
 }
 
-fn message(from: &str, to: &[&str], subject: &str, body: &str) -> Vec<u8> {
+pub(crate) fn message(from: &str, to: &[&str], subject: &str, body: &str) -> Vec<u8> {
     format!(
         "From: {from}\r\nTo: {}\r\nSubject: {subject}\r\nMessage-ID: <{}@client.test>\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n{body}\r\n",
         to.join(", "),
@@ -934,4 +934,117 @@ fn the_content_cipher_in_delivered_mail_follows_every_partys_capabilities() {
         .map(|m| cms_print(&b, m).contains("aes-256-cbc"))
         .collect();
     assert_eq!(ciphers.iter().filter(|c| **c).count(), 1, "{ciphers:?}");
+}
+
+/// The `X-Sealgate-Loop` fields of a delivered message's header.
+fn loop_markers(msg: &[u8]) -> Vec<String> {
+    let text = String::from_utf8_lossy(msg).replace("\r\n", "\n");
+    let head = text.split("\n\n").next().unwrap_or_default().to_string();
+    head.lines()
+        .filter_map(|l| l.strip_prefix("X-Sealgate-Loop: "))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn a_forged_loop_marker_changes_nothing_and_a_looping_message_is_refused() {
+    let pki = Pki::new();
+    let org = OrgServers::start(USERS, MAILBOXES);
+    let b = start_box(&pki, &org, "");
+    let box_id = std::fs::read_to_string(b.data_dir.path().join("box-id")).unwrap();
+    let box_id = box_id.trim();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    // Markers that look like the box's (its id, a fresh time) but carry no valid MAC, and
+    // one of another box: the message is encrypted as ever, the fields are gone.
+    let forged = format!(
+        "X-Sealgate-Loop: {box_id}; dir=submit; t={now}; mac={}\r\n",
+        "ab".repeat(32)
+    );
+    let mut m = forged.repeat(3).into_bytes();
+    m.extend_from_slice(b"X-Sealgate-Loop: otherbox; dir=inbound; t=1; mac=00\r\n");
+    m.extend_from_slice(&message(
+        "alice@example.org",
+        &["bob@example.org"],
+        "looping",
+        "the secret plan",
+    ));
+    let sent = client(
+        &b,
+        "starttls",
+        "alice@example.org",
+        "alice-Passw0rd",
+        "alice@example.org",
+        &["bob@example.org"],
+        &m,
+    );
+    assert_eq!((sent.stage.as_str(), sent.code), ("data", 250), "{sent:?}");
+    let got = org.postfix.wait_for_mail("bob@example.org", 1);
+    let text = String::from_utf8_lossy(&got[0]).into_owned();
+    assert!(!text.contains("the secret plan"), "ciphertext only: {text}");
+    assert!(text.contains("application/pkcs7-mime"), "{text}");
+    let markers = loop_markers(&got[0]);
+    assert_eq!(markers.len(), 1, "only the box's own marker: {text}");
+    assert!(
+        markers[0].starts_with(&format!("{box_id}; dir=submit; t=")),
+        "{markers:?}"
+    );
+    assert!(
+        !text.contains(&"ab".repeat(32)) && !text.contains("otherbox"),
+        "{text}"
+    );
+
+    // The box's marker is valid for that Message-ID: a message carrying it more often than
+    // `[queue] max_loop_markers` (2) has passed through the box that often: 554 5.4.6.
+    let valid = format!("X-Sealgate-Loop: {}\r\n", markers[0]);
+    let mut looping = valid.repeat(3).into_bytes();
+    looping.extend_from_slice(&message(
+        "alice@example.org",
+        &["bob@example.org"],
+        "looping",
+        "again",
+    ));
+    let sent = client(
+        &b,
+        "starttls",
+        "alice@example.org",
+        "alice-Passw0rd",
+        "alice@example.org",
+        &["bob@example.org"],
+        &looping,
+    );
+    assert_eq!((sent.stage.as_str(), sent.code), ("data", 554), "{sent:?}");
+    assert!(sent.text.starts_with("5.4.6"), "{sent:?}");
+    // Twice is not a loop yet: accepted, and both markers go on with a third.
+    let mut twice = valid.repeat(2).into_bytes();
+    twice.extend_from_slice(&message(
+        "alice@example.org",
+        &["bob@example.org"],
+        "looping",
+        "twice",
+    ));
+    let sent = client(
+        &b,
+        "starttls",
+        "alice@example.org",
+        "alice-Passw0rd",
+        "alice@example.org",
+        &["bob@example.org"],
+        &twice,
+    );
+    assert_eq!((sent.stage.as_str(), sent.code), ("data", 250), "{sent:?}");
+    let got = org.postfix.wait_for_mail("bob@example.org", 2);
+    // (Maildir's names do not sort by arrival within a second.)
+    let mut counts: Vec<usize> = got.iter().map(|m| loop_markers(m).len()).collect();
+    counts.sort();
+    assert_eq!(
+        counts,
+        [1, 3],
+        "{:?}",
+        got.iter().map(|m| loop_markers(m)).collect::<Vec<_>>()
+    );
+    let audit = std::fs::read_to_string(b.daemon.data_dir.join("audit/docking.jsonl")).unwrap();
+    assert!(audit.contains("refused-loop"), "{audit}");
 }

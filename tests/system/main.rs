@@ -21,6 +21,7 @@ use sealgate_qemu::{
     Board, BootOptions, PortForwards, READY_LINE, Swtpm, Vm, VmDir, ensure_image, require_peers,
 };
 
+mod network;
 mod webui_claim;
 
 /// First boot: vault creation and TLS key generation under TCG.
@@ -30,6 +31,7 @@ const READY: Duration = Duration::from_secs(180);
 /// The console menu's answer to one line.
 const MENU: Duration = Duration::from_secs(30);
 
+mod ota;
 mod verified_boot;
 
 /// One VM at a time.
@@ -156,7 +158,7 @@ fn line_value(text: &str, prefix: &str) -> Option<String> {
 
 /// Every prompt the console menu ends an answer with.
 const PROMPTS: [&str; 6] = [
-    "Choose 1-9: ",
+    "Choose 1-10: ",
     "Choose 1-3: ",
     "or a.b.c.d): ",
     "(empty for none): ",
@@ -170,7 +172,7 @@ fn sync_menu(vm: &mut Vm) {
     c.send_line("x").expect("console write");
     c.expect("Not a menu entry", MENU)
         .expect("the main menu answers");
-    c.expect("Choose 1-9: ", MENU).expect("main menu prompt");
+    c.expect("Choose 1-10: ", MENU).expect("main menu prompt");
 }
 
 /// Types `line` and returns the answer through the next prompt.
@@ -313,7 +315,7 @@ fn box_is_claimed_over_the_admin_port_and_keeps_its_admin_key_and_settings_acros
     // The console reaches the daemon through /run/sealgate/admin.sock (as root).
     let c = vm.console().unwrap();
     c.send_line("x").expect("console write");
-    let menu = c.expect("Choose 1-9: ", MENU).expect("the main menu");
+    let menu = c.expect("Choose 1-10: ", MENU).expect("the main menu");
     assert!(!menu.contains("needs sealgated"), "{menu}");
 
     // Claim: the first admin account, with the one-time token; a replay is refused.
@@ -752,7 +754,7 @@ fn console_menu_static_address_survives_reboot_and_factory_resets() {
         "{out}"
     );
     assert!(
-        choose(&mut vm, "3").ends_with("Choose 1-9: "),
+        choose(&mut vm, "3").ends_with("Choose 1-10: "),
         "back to the main menu"
     );
     let s = status(&mut vm);

@@ -50,6 +50,29 @@ pub fn write_file_command(args: &[&str], stdin: &mut dyn Read) -> Result<()> {
     write_atomic(Path::new(path), &data, mode)
 }
 
+/// The largest file `copy-file` copies (a signed kernel image is about 11 MiB).
+pub const MAX_COPY: u64 = 64 * 1024 * 1024;
+
+/// `sealgate-console copy-file SRC DEST`: SRC to DEST atomically (RAUC's post-install
+/// handler puts the new slot's kernel image on the ESP with it).
+pub fn copy_file_command(args: &[&str]) -> Result<()> {
+    let [src, dest] = args else {
+        bail!("usage: sealgate-console copy-file SRC DEST");
+    };
+    let f = std::fs::File::open(src).with_context(|| format!("opening {src}"))?;
+    let mut data = Vec::new();
+    f.take(MAX_COPY + 1)
+        .read_to_end(&mut data)
+        .with_context(|| format!("reading {src}"))?;
+    if data.len() as u64 > MAX_COPY {
+        bail!("{src} is larger than {MAX_COPY} bytes");
+    }
+    if data.is_empty() {
+        bail!("{src} is empty: refusing to write an empty {dest}");
+    }
+    write_atomic(Path::new(dest), &data, 0o644)
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -72,6 +95,22 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names.len(), 1, "{names:?}");
+    }
+
+    #[test]
+    fn copy_file_copies_large_files_and_refuses_empty_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("uki.efi");
+        let big = vec![7u8; 3 * MAX_STDIN as usize];
+        fs::write(&src, &big).unwrap();
+        let dest = dir.path().join("out.efi");
+        let (s, d) = (src.to_str().unwrap(), dest.to_str().unwrap());
+        copy_file_command(&[s, d]).unwrap();
+        assert_eq!(fs::read(&dest).unwrap(), big);
+        fs::write(&src, b"").unwrap();
+        assert!(copy_file_command(&[s, d]).is_err());
+        assert_eq!(fs::read(&dest).unwrap(), big, "unchanged");
+        assert!(copy_file_command(&[s]).is_err());
     }
 
     #[test]

@@ -80,6 +80,68 @@ impl GrubEnv {
         Ok(())
     }
 
+    /// The slots in boot order (`ORDER`, default `A B`), A and B only.
+    pub fn order(&self) -> Vec<char> {
+        let order: Vec<char> = self
+            .get("ORDER")
+            .unwrap_or("A B")
+            .split_whitespace()
+            .filter_map(|s| match s {
+                "A" => Some('A'),
+                "B" => Some('B'),
+                _ => None,
+            })
+            .collect();
+        if order.is_empty() {
+            vec!['A', 'B']
+        } else {
+            order
+        }
+    }
+
+    /// Whether `slot` is marked good (`OK=1`; its tries may still run out).
+    pub fn is_good(&self, slot: char) -> bool {
+        self.get(&format!("{slot}_OK")) == Some("1")
+    }
+
+    /// RAUC's primary slot: the first good slot in `ORDER`.
+    pub fn primary(&self) -> Option<char> {
+        self.order().into_iter().find(|s| self.is_good(*s))
+    }
+
+    /// RAUC's `set-primary`: `slot` first in `ORDER`, good, with fresh tries.
+    pub fn set_primary(&mut self, slot: char) -> Result<()> {
+        let other = other_slot(slot)?;
+        self.set("ORDER", &format!("{slot} {other}"));
+        self.mark_good(slot)
+    }
+
+    /// RAUC's `set-state`: good (`OK=1`, `TRY=0`) or bad (`OK=0`, `TRY=0`).
+    pub fn set_state(&mut self, slot: char, good: bool) -> Result<()> {
+        other_slot(slot)?;
+        self.set(&format!("{slot}_OK"), if good { "1" } else { "0" });
+        self.set(&format!("{slot}_TRY"), "0");
+        Ok(())
+    }
+
+    /// After a healthy boot of `booted`: the slot GRUB gave up on to boot this one, if any
+    /// (it came first in `ORDER` and was still marked good, so its tries ran out: an update
+    /// that did not pass its health gate). [`GrubEnv::settle_fallback`] marks it bad.
+    pub fn fell_back_from(&self, booted: char) -> Option<char> {
+        let first = *self.order().first()?;
+        (first != booted && self.is_good(first)).then_some(first)
+    }
+
+    /// Marks the slot GRUB fell back from bad and puts `booted` first.
+    pub fn settle_fallback(&mut self, booted: char) -> Result<Option<char>> {
+        let failed = self.fell_back_from(booted);
+        if let Some(f) = failed {
+            self.set_state(f, false)?;
+            self.set("ORDER", &format!("{booted} {f}"));
+        }
+        Ok(failed)
+    }
+
     /// The 1024-byte block.
     pub fn to_block(&self) -> Result<Vec<u8>> {
         let mut s = String::from(HEADER);
@@ -92,6 +154,15 @@ impl GrubEnv {
         let mut b = s.into_bytes();
         b.resize(SIZE, b'#');
         Ok(b)
+    }
+}
+
+/// The other root slot.
+pub fn other_slot(slot: char) -> Result<char> {
+    match slot {
+        'A' => Ok('B'),
+        'B' => Ok('A'),
+        _ => bail!("no slot {slot}"),
     }
 }
 
@@ -128,6 +199,41 @@ mod tests {
         assert_eq!(env.get("B_TRY"), Some("0"));
         assert_eq!(env.get("A_OK"), Some("0"));
         assert!(GrubEnv::fresh('C').is_err());
+    }
+
+    #[test]
+    fn rauc_backend_operations_speak_the_ladders_variables() {
+        let mut env =
+            GrubEnv::parse(&block("ORDER=A B\nA_OK=1\nA_TRY=0\nB_OK=0\nB_TRY=0\n")).unwrap();
+        assert_eq!(env.primary(), Some('A'));
+        env.set_primary('B').unwrap();
+        assert_eq!(env.get("ORDER"), Some("B A"));
+        assert_eq!((env.get("B_OK"), env.get("B_TRY")), (Some("1"), Some("0")));
+        assert_eq!(env.primary(), Some('B'));
+        env.set_state('B', false).unwrap();
+        assert_eq!(env.primary(), Some('A'));
+        assert!(env.set_state('C', true).is_err());
+        assert!(env.set_primary('x').is_err());
+        // Garbage in ORDER is ignored, never a slot.
+        env.set("ORDER", "C D");
+        assert_eq!(env.order(), vec!['A', 'B']);
+    }
+
+    #[test]
+    fn a_fallback_boot_marks_the_failed_update_bad() {
+        // An update to B whose three tries ran out: GRUB booted A.
+        let mut env =
+            GrubEnv::parse(&block("ORDER=B A\nA_OK=1\nA_TRY=1\nB_OK=1\nB_TRY=3\n")).unwrap();
+        assert_eq!(env.fell_back_from('B'), None);
+        assert_eq!(env.settle_fallback('A').unwrap(), Some('B'));
+        assert_eq!(env.get("B_OK"), Some("0"));
+        assert_eq!(env.get("ORDER"), Some("A B"));
+        // Settled: nothing more to report.
+        assert_eq!(env.settle_fallback('A').unwrap(), None);
+        // A normal boot of the primary slot is no fallback.
+        let mut env =
+            GrubEnv::parse(&block("ORDER=A B\nA_OK=1\nA_TRY=1\nB_OK=0\nB_TRY=0\n")).unwrap();
+        assert_eq!(env.settle_fallback('A').unwrap(), None);
     }
 
     #[test]

@@ -2,13 +2,22 @@
 //! of the box's boot that share its code.
 //!
 //! - `sealgate-console menu`: the numbered menu (busybox init runs it on the serial port).
-//! - `sealgate-console apply-network`: applies the saved network settings (DHCP if none).
+//! - `sealgate-console network-boot`: the boot's network step: moves the console's earlier
+//!   `/data/box/network.conf` into the daemon's settings once, and says what the daemon will
+//!   apply (the daemon owns the network; see `daemon_network.rs`).
+//! - `sealgate-console apply-network`: the first NIC's settings from the daemon's settings
+//!   file, applied with busybox `ip`/`udhcpc`: only for a boot in which the daemon is not
+//!   started (no TPM, vault locked), so the box still answers on the network.
 //! - `sealgate-console mark-boot-good`: resets GRUB's try counter of the booted slot
 //!   (rewriting a missing or damaged GRUB environment block).
 //! - `sealgate-console health-gate`: waits for a healthy boot, then marks the slot good;
 //!   says why when the boot is not healthy (`health.rs`).
 //! - `sealgate-console write-file PATH [--mode OCTAL]`: stdin to PATH atomically, for the
 //!   shell scripts (`atomic.rs`).
+//! - `sealgate-console rauc-backend get-primary | set-primary S | get-state S | set-state S
+//!   good|bad`: RAUC's custom boot loader backend on GRUB's environment (`esp.rs`).
+//! - `sealgate-console copy-file SRC DEST`: SRC to DEST atomically (`atomic.rs`; RAUC's
+//!   post-install handler puts the new slot's kernel image on the ESP with it).
 //! - `sealgate-console factory-reset`: the menu's wipe, for the daemon's service script when
 //!   the admin API asked for a factory reset (`DATA/factory-reset.request`, which only the
 //!   daemon writes, after an administrator sent the typed confirmation).
@@ -19,10 +28,14 @@
 
 mod atomic;
 mod daemon;
+mod daemon_network;
+mod esp;
 mod grubenv;
 mod health;
 mod menu;
 mod network;
+mod update;
+mod watchdog;
 
 use std::fs;
 use std::io::Write;
@@ -39,8 +52,14 @@ use crate::network::NetworkSettings;
 const DATA: &str = "/data";
 /// The daemon's data directory (`sealgated --data-dir`).
 const DAEMON_DIR: &str = "/data/sealgate";
-/// The console's network settings.
+/// The console's earlier network settings, moved into the daemon's settings at boot.
 const NETWORK_FILE: &str = "/data/box/network.conf";
+/// Where the moved file is kept (for a person to read; never read again).
+const NETWORK_FILE_MOVED: &str = "/data/box/network.conf.moved";
+/// The daemon's settings file on the data partition.
+const DAEMON_SETTINGS: &str = "/data/sealgate/settings.toml";
+/// The box's shipped daemon settings (read under the data partition's file).
+const SHIPPED_SETTINGS: &str = "/etc/sealgate/settings.toml";
 /// What the boot decided (vault state, flags) and the daemon's pid.
 const STATE: &str = "/run/sealgate";
 
@@ -54,14 +73,17 @@ fn main() -> ExitCode {
     {
         [] | ["menu"] => run_menu(),
         ["apply-network"] => apply_network(),
+        ["network-boot"] => network_boot(),
         ["mark-boot-good"] => mark_boot_good(),
         ["health-gate"] => health_gate(),
         ["write-file", rest @ ..] => atomic::write_file_command(rest, &mut std::io::stdin()),
         ["factory-reset"] => factory_reset(),
+        ["rauc-backend", rest @ ..] => esp::rauc_backend(rest),
+        ["copy-file", rest @ ..] => atomic::copy_file_command(rest),
         _ => {
             eprintln!(
-                "usage: sealgate-console [menu | apply-network | mark-boot-good | health-gate \
-                 | write-file PATH [--mode OCTAL] | factory-reset]"
+                "usage: sealgate-console [menu | network-boot | apply-network | mark-boot-good | health-gate \
+                 | write-file PATH [--mode OCTAL] | factory-reset | rauc-backend ... | copy-file SRC DEST]"
             );
             return ExitCode::from(2);
         }
@@ -100,25 +122,89 @@ fn run_menu() -> Result<()> {
     Menu::new(stdin.lock(), std::io::stdout(), &mut the_box, title).run()
 }
 
-fn read_network() -> Result<NetworkSettings> {
-    match fs::read_to_string(NETWORK_FILE) {
-        Ok(text) => NetworkSettings::parse_file(&text).context(NETWORK_FILE),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(NetworkSettings::Dhcp),
-        Err(e) => Err(e).context(NETWORK_FILE),
-    }
+/// The network the daemon's settings files give (data partition's over the shipped).
+fn file_network() -> Result<daemon_network::NetSettings> {
+    let shipped = fs::read_to_string(SHIPPED_SETTINGS).context(SHIPPED_SETTINGS)?;
+    let data = match fs::read_to_string(DAEMON_SETTINGS) {
+        Ok(t) => Some(t),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e).context(DAEMON_SETTINGS),
+    };
+    daemon_network::from_files(&shipped, data.as_deref())
 }
 
+fn first_nic() -> Result<String> {
+    network::interface(Path::new("/sys/class/net"))
+}
+
+/// The boot's network step (before the daemon starts): the one-time move of
+/// `/data/box/network.conf` into the daemon's settings, then one line saying what the
+/// daemon applies. Never fails the boot: the daemon's shipped settings give DHCP.
+fn network_boot() -> Result<()> {
+    let ifname = first_nic().unwrap_or_else(|_| "eth0".into());
+    if let Err(e) = move_network_file(&ifname) {
+        println!(
+            "sealgate: network: {NETWORK_FILE} could not be moved into the daemon's settings: {e:#}"
+        );
+    }
+    let what = match file_network() {
+        Ok(n) => n.describe(&ifname),
+        Err(e) => format!("the settings file is not usable ({e:#}); the shipped settings: DHCP"),
+    };
+    println!("sealgate: network {ifname}: {what} (applied by sealgated)");
+    Ok(())
+}
+
+fn move_network_file(ifname: &str) -> Result<()> {
+    let conf = match fs::read(NETWORK_FILE) {
+        Ok(b) => Some(String::from_utf8_lossy(&b).into_owned()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e).context(NETWORK_FILE),
+    };
+    let shipped = fs::read_to_string(SHIPPED_SETTINGS).context(SHIPPED_SETTINGS)?;
+    let data = match fs::read_to_string(DAEMON_SETTINGS) {
+        Ok(t) => Some(t),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e).context(DAEMON_SETTINGS),
+    };
+    let p = daemon_network::prepare(conf.as_deref(), data.as_deref(), &shipped, ifname)?;
+    if let Some(text) = &p.write {
+        // The settings first: a power cut before the rename only moves the file again.
+        // New: the daemon's folder is 0700 and the service gives the file to its user.
+        atomic::write_atomic(Path::new(DAEMON_SETTINGS), text.as_bytes(), 0o600)?;
+    }
+    for line in &p.said {
+        println!("sealgate: network: {line}");
+    }
+    if conf.is_some() {
+        sealgate_local::fsio::rename_durably(
+            Path::new(NETWORK_FILE),
+            Path::new(NETWORK_FILE_MOVED),
+        )
+        .context("putting the old file aside")?;
+        println!(
+            "sealgate: network: {NETWORK_FILE} is now {NETWORK_FILE_MOVED} (never read again)"
+        );
+    }
+    Ok(())
+}
+
+/// For a boot in which the daemon does not start: the first NIC as its settings say (a
+/// static address as set; anything else DHCP), kept by a background udhcpc.
 fn apply_network() -> Result<()> {
-    let settings = match read_network() {
-        Ok(s) => s,
+    let ifname = first_nic()?;
+    let settings = match file_network().map(|n| n.simple(&ifname)) {
+        Ok(Some(s)) => s,
+        Ok(None) => NetworkSettings::Dhcp,
         Err(e) => {
             println!("sealgate: network settings unreadable ({e:#}); using DHCP");
             NetworkSettings::Dhcp
         }
     };
-    let ifname = network::interface(Path::new("/sys/class/net"))?;
-    network::apply(&settings, &ifname)?;
-    println!("sealgate: network {ifname}: {settings}");
+    network::apply(&settings, &ifname, false)?;
+    println!(
+        "sealgate: network {ifname}: {settings} (sealgated is not started: applied by the console)"
+    );
     Ok(())
 }
 
@@ -151,24 +237,19 @@ fn say_boot_health(text: &str) {
 /// How long the health gate waits for sealgated's first health answer (first boot under
 /// emulation included: vault creation, TLS key).
 const HEALTH_WAIT: Duration = Duration::from_secs(600);
+/// The same on an update's trial (the vault exists; a daemon that does not answer by then
+/// fails the try).
+const UPDATE_HEALTH_WAIT: Duration = Duration::from_secs(300);
+/// The daemon's pending update (`sealgated`'s `admin/update.rs`).
+const PENDING_UPDATE: &str = "/data/sealgate/update/pending.json";
 
-fn health_gate() -> Result<()> {
-    let slot = booted_slot()
-        .map(|c| c.to_string())
-        .unwrap_or_else(|| "?".into());
-    if let Some(why) = health::flags_verdict(Path::new(STATE)) {
-        say_boot_health(&format!(
-            "boot slot {slot} NOT marked good: {why}. GRUB tries a slot three times, then \
-             the other one; nothing reboots by itself."
-        ));
-        return Ok(());
-    }
-    let _ = fs::write(
-        Path::new(STATE).join(BOOT_HEALTH),
-        "waiting for sealgated's health answer\n",
-    );
-    let deadline = Instant::now() + HEALTH_WAIT;
+/// Waits (bounded, petting the watchdog) for sealgated's health answer.
+fn wait_for_health(wait: Duration, wd: &mut Option<watchdog::Watchdog>) -> Result<(), String> {
+    let deadline = Instant::now() + wait;
     loop {
+        if let Some(w) = wd.as_mut() {
+            w.pet();
+        }
         // The daemon binary asks its own admin listener over TLS (see its selfcheck.rs).
         let out = Command::new("sealgated")
             .args(["--box", "--data-dir", DAEMON_DIR, "--check-health"])
@@ -176,25 +257,164 @@ fn health_gate() -> Result<()> {
             .stderr(Stdio::null())
             .output();
         let last = match out {
-            Ok(o) if o.status.success() => break,
+            Ok(o) if o.status.success() => return Ok(()),
             Ok(o) => String::from_utf8_lossy(&o.stdout).trim().to_string(),
             Err(e) => format!("cannot run sealgated --check-health: {e}"),
         };
         if Instant::now() > deadline {
-            say_boot_health(&format!(
-                "boot slot {slot} NOT marked good: sealgated did not answer health within {} s \
-                 ({last})",
-                HEALTH_WAIT.as_secs()
+            return Err(format!(
+                "sealgated did not answer health within {} s ({last})",
+                wait.as_secs()
             ));
-            return Ok(());
         }
         std::thread::sleep(Duration::from_secs(2));
     }
-    match mark_boot_good() {
-        Ok(()) => say_boot_health(&format!("healthy: boot slot {slot} marked good")),
+}
+
+/// A development test bundle's marker (`cargo xtask bundle --test-fail-gate`, copied here
+/// by RAUC's post-install handler): the slot it names fails its health gate.
+const TEST_FAIL_GATE: &str = "/data/sealgate/update/test-fail-gate";
+/// The image's update keyring.
+const RAUC_KEYRING: &str = "/etc/rauc/keyring.pem";
+
+/// The full checks: the daemon's own (`GET /update/gate`: listeners bound, the self-test
+/// decrypt with the box's own key) and its settings taken from the data partition's file.
+fn full_checks() -> Result<(), String> {
+    let mut why = Vec::new();
+    if let Some(w) = health::test_fail_gate(
+        fs::read(TEST_FAIL_GATE).ok().as_deref(),
+        fs::read(RAUC_KEYRING).ok().as_deref(),
+        booted_slot(),
+    ) {
+        why.push(w);
+    }
+    match check_settings() {
+        Ok(out) if out.starts_with("settings ok ") => {}
+        Ok(out) => why.push(format!(
+            "settings: {}",
+            out.lines().next().unwrap_or("no verdict")
+        )),
+        Err(e) => why.push(format!("settings: {e:#}")),
+    }
+    match daemon::answering() {
+        None => why.push("sealgated does not answer on its admin socket".into()),
+        Some(s) => match s.call("GET", "/update/gate", None) {
+            Ok((status, body)) => {
+                if let Err(e) = health::gate_answer(status, &body) {
+                    why.push(e);
+                }
+            }
+            Err(e) => why.push(format!("asking sealgated's checks: {e}")),
+        },
+    }
+    if why.is_empty() {
+        Ok(())
+    } else {
+        Err(why.join("; "))
+    }
+}
+
+fn health_gate() -> Result<()> {
+    // Armed by stage-1; from here this process pets it until the verdict.
+    let mut wd = watchdog::Watchdog::open(Path::new(watchdog::DEVICE));
+    if let Some(w) = wd.as_mut() {
+        w.pet();
+    }
+    let booted = booted_slot();
+    let slot = booted.map(|c| c.to_string()).unwrap_or_else(|| "?".into());
+    let trial = health::update_boot(fs::read(PENDING_UPDATE).ok().as_deref(), booted);
+    let (basic, full) = match health::flags_verdict(Path::new(STATE)) {
+        Some(why) => (Err(why), Ok(())),
+        None => {
+            let _ = fs::write(
+                Path::new(STATE).join(BOOT_HEALTH),
+                "waiting for sealgated's health answer\n",
+            );
+            let wait = if trial {
+                UPDATE_HEALTH_WAIT
+            } else {
+                HEALTH_WAIT
+            };
+            match wait_for_health(wait, &mut wd) {
+                Err(why) => (Err(why), Ok(())),
+                Ok(()) => {
+                    if let Some(w) = wd.as_mut() {
+                        w.pet();
+                    }
+                    (Ok(()), full_checks())
+                }
+            }
+        }
+    };
+    match health::verdict(trial, basic, full) {
+        health::Verdict::Reboot(why) => {
+            say_boot_health(&format!(
+                "UPDATE TRIAL FAILED: boot slot {slot} NOT marked good: {why}. Rebooting: GRUB \
+                 tries the slot three times, then boots the old one."
+            ));
+            // The watchdog stays armed: a shutdown that hangs is cut short too.
+            drop(wd);
+            let _ = Command::new("sync").status();
+            return run("reboot", &[]);
+        }
+        health::Verdict::NotGood(why) => {
+            say_boot_health(&format!(
+                "boot slot {slot} NOT marked good: {why}. GRUB tries a slot three times, then \
+                 the other one; nothing reboots by itself."
+            ));
+        }
+        health::Verdict::Good(warning) => {
+            if let Some(w) = &warning {
+                println!("sealgate: WARNING: {w} (the slot was committed before: marked good)");
+            }
+            mark_healthy(&slot);
+        }
+    }
+    if let Some(w) = wd {
+        w.disarm();
+    }
+    Ok(())
+}
+
+/// Marks the healthy boot's slot good and settles a pending or failed update with the daemon.
+fn mark_healthy(slot: &str) {
+    match mark_boot_good_settled() {
+        Ok(failed) => {
+            if let Some(f) = failed {
+                say_boot_health(&format!(
+                    "UPDATE FAILED: slot {f} did not pass its health gate in three tries; \
+                     marked bad, running slot {slot}"
+                ));
+            }
+            say_boot_health(&format!("healthy: boot slot {slot} marked good"));
+            // The daemon commits a pending update (vault, version floor) or records the
+            // failed one (status, audit chain).
+            if let Err(e) = update_settled(failed) {
+                println!("sealgate: the update's commit could not be recorded: {e:#}");
+            }
+        }
         Err(e) => say_boot_health(&format!(
             "healthy, but boot slot {slot} could not be marked good: {e:#}"
         )),
+    }
+}
+
+/// Tells the daemon that the boot slot was marked good (`POST /update/commit` on its admin
+/// socket), with the slot GRUB fell back from, if any.
+fn update_settled(failed: Option<char>) -> Result<()> {
+    let s = daemon::answering().context("sealgated does not answer on its admin socket")?;
+    let body = serde_json::json!({
+        "failed_slot": failed.map(|c| c.to_string()),
+    });
+    let (status, answer) = s.call("POST", "/update/commit", Some(&body))?;
+    if !(200..300).contains(&status) && status != 404 {
+        bail!(
+            "sealgated answered {status}: {}",
+            String::from_utf8_lossy(&answer)
+                .chars()
+                .take(300)
+                .collect::<String>()
+        );
     }
     Ok(())
 }
@@ -227,50 +447,30 @@ fn partition(name: &str) -> Option<PathBuf> {
 }
 
 fn mark_boot_good() -> Result<()> {
+    mark_boot_good_settled().map(|_| ())
+}
+
+/// Marks the booted slot good; when GRUB fell back to it from a slot whose tries ran out
+/// (an update that never passed its health gate), marks that slot bad and returns it.
+fn mark_boot_good_settled() -> Result<Option<char>> {
     let slot = booted_slot().context("no sealgate.slot= on the kernel command line")?;
-    let esp = partition("boot").context("no partition named boot")?;
-    let mnt = Path::new(STATE).join("esp");
-    fs::create_dir_all(&mnt)?;
-    run(
-        "mount",
-        &[
-            "-t",
-            "vfat",
-            "-o",
-            "rw,noexec,nosuid,nodev",
-            &esp.to_string_lossy(),
-            &mnt.to_string_lossy(),
-        ],
-    )?;
-    let result = (|| -> Result<()> {
-        let path = mnt.join("EFI/BOOT/grubenv");
-        let parsed = fs::read(&path)
-            .context("reading grubenv")
-            .and_then(|b| grubenv::GrubEnv::parse(&b));
-        let env = match parsed {
-            Ok(mut env) => {
-                if env.get(&format!("{slot}_TRY")) == Some("0")
-                    && env.get(&format!("{slot}_OK")) == Some("1")
-                {
-                    return Ok(());
-                }
+    esp::update(
+        |e| {
+            println!(
+                "sealgate: GRUB's environment was unusable ({e:#}): rewritten with slot \
+                 {slot} good and the other slot off"
+            );
+            grubenv::GrubEnv::fresh(slot)
+        },
+        |env| {
+            let failed = env.settle_fallback(slot)?;
+            let good = env.get(&format!("{slot}_TRY")) == Some("0") && env.is_good(slot);
+            if !good {
                 env.mark_good(slot)?;
-                env
             }
-            Err(e) => {
-                println!(
-                    "sealgate: GRUB's environment was unusable ({e:#}): rewritten with slot \
-                     {slot} good and the other slot off"
-                );
-                grubenv::GrubEnv::fresh(slot)?
-            }
-        };
-        // A new 1024-byte file renamed over the old one (GRUB's save_env finds its blocks
-        // through the FAT at every boot and writes into them in place).
-        atomic::write_atomic(&path, &env.to_block()?, 0o644)
-    })();
-    let _ = run("umount", &[&mnt.to_string_lossy()]);
-    result
+            Ok((failed.is_some() || !good, failed))
+        },
+    )
 }
 
 fn run(program: &str, args: &[&str]) -> Result<()> {
@@ -411,13 +611,33 @@ impl BoxActions for TheBox {
         let health = fs::read_to_string(Path::new(STATE).join(BOOT_HEALTH))
             .unwrap_or_else(|_| "not judged yet".into());
         s.push_str(&format!("Boot:      {}\n", health.trim()));
-        let net = read_network()
-            .map(|n| n.to_string())
-            .unwrap_or_else(|e| format!("unreadable: {e:#}"));
+        let ifname = first_nic().unwrap_or_else(|_| "eth0".into());
+        let daemon = daemon::answering();
+        let net = match &daemon {
+            Some(d) => daemon_network::read(d).map(|n| n.describe(&ifname)),
+            None => file_network().map(|n| {
+                format!(
+                    "{} (sealgated is not running: not applied by it)",
+                    n.describe(&ifname)
+                )
+            }),
+        };
+        let net = net.unwrap_or_else(|e| format!("unknown: {e:#}"));
         s.push_str(&format!("Network:   {net}\n"));
         for (ifname, addr) in network::addresses() {
             if ifname != "lo" {
                 s.push_str(&format!("Address:   {ifname} {addr}\n"));
+            }
+        }
+        if let Some(d) = &daemon
+            && let Ok(live) = daemon_network::live(d)
+        {
+            for l in live
+                .lines()
+                .filter(|l| l.starts_with("Lease:") || l.starts_with("Clock:"))
+            {
+                s.push_str(l);
+                s.push('\n');
             }
         }
         let state = |f: &str| Path::new(STATE).join(f).exists();
@@ -481,14 +701,41 @@ impl BoxActions for TheBox {
         s
     }
 
-    fn network(&mut self) -> Result<NetworkSettings> {
-        read_network()
+    fn network(&mut self) -> String {
+        let ifname = first_nic().unwrap_or_else(|_| "eth0".into());
+        let Some(d) = daemon::answering() else {
+            let what = file_network()
+                .map(|n| n.describe(&ifname))
+                .unwrap_or_else(|e| format!("unknown ({e:#})"));
+            let mut s = format!("Network: {ifname}: {what} (sealgated's settings; not applied)\n");
+            for (i, a) in network::addresses() {
+                if i != "lo" {
+                    s.push_str(&format!("Address:   {i} {a}\n"));
+                }
+            }
+            return s;
+        };
+        let what = daemon_network::read(&d)
+            .map(|n| n.describe(&ifname))
+            .unwrap_or_else(|e| format!("unknown ({e:#})"));
+        let live =
+            daemon_network::live(&d).unwrap_or_else(|e| format!("live state unknown: {e:#}\n"));
+        format!("Network: {ifname}: {what}\n{live}")
     }
 
-    fn set_network(&mut self, settings: &NetworkSettings) -> Result<()> {
-        write_atomic(Path::new(NETWORK_FILE), settings.to_file().as_bytes())?;
-        let ifname = network::interface(Path::new("/sys/class/net"))?;
-        network::apply(settings, &ifname)
+    fn set_network(&mut self, settings: &NetworkSettings) -> Result<String> {
+        let Some(d) = daemon::answering() else {
+            bail!("sealgated is not running")
+        };
+        daemon_network::change(&d, &first_nic()?, settings)
+    }
+
+    fn network_fallback(&mut self, settings: &NetworkSettings) -> Result<String> {
+        let ifname = first_nic()?;
+        network::apply(settings, &ifname, true)?;
+        Ok(format!(
+            "Applied once to {ifname}: {settings} (not saved; sealgated's settings apply when it runs)"
+        ))
     }
 
     fn ping(&mut self, target: &PingTarget) -> String {
@@ -573,6 +820,91 @@ impl BoxActions for TheBox {
         fs::File::open(DATA)?.sync_all()?;
         run("sync", &[])?;
         run("reboot", &[])
+    }
+
+    fn update_status(&mut self) -> String {
+        if let Some(d) = daemon::answering() {
+            match d.call("GET", "/update", None) {
+                Ok((200, body)) => {
+                    if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&body) {
+                        return update::describe(&v);
+                    }
+                }
+                Ok((status, _)) => {
+                    return format!("sealgated answered {status} for the update status\n");
+                }
+                Err(e) => return format!("sealgated's update status: {e}\n"),
+            }
+        }
+        // Without the daemon: RAUC's own view of the slots.
+        let rauc = Command::new("rauc")
+            .arg("status")
+            .stdin(Stdio::null())
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_else(|e| format!("cannot run rauc status: {e}\n"));
+        format!("sealgated is not running: RAUC's slot table only.\n{rauc}")
+    }
+
+    fn usb_bundles(&mut self) -> Result<Vec<PathBuf>> {
+        self.usb_release();
+        let devices = update::removable_devices(Path::new("/sys/block"));
+        if devices.is_empty() {
+            bail!("no USB stick found (no removable disk)");
+        }
+        fs::create_dir_all(update::USB_MOUNT)?;
+        let mut tried = Vec::new();
+        for dev in devices {
+            let ok = Command::new("mount")
+                .args(["-o", "ro,nosuid,nodev,noexec"])
+                .arg(format!("/dev/{dev}"))
+                .arg(update::USB_MOUNT)
+                .stdin(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            if !ok {
+                tried.push(dev);
+                continue;
+            }
+            let found = update::bundles_in(Path::new(update::USB_MOUNT));
+            if !found.is_empty() {
+                return Ok(found);
+            }
+            self.usb_release();
+            tried.push(dev);
+        }
+        println!("Looked on: {}", tried.join(", "));
+        Ok(Vec::new())
+    }
+
+    fn install_bundle(&mut self, bundle: &Path) -> Result<String> {
+        let Some(d) = daemon::answering() else {
+            bail!("sealgated is not running")
+        };
+        let mut f = fs::File::open(bundle).with_context(|| bundle.display().to_string())?;
+        let len = f.metadata()?.len();
+        let (status, answer) = d.post_stream("/update", "application/octet-stream", &mut f, len)?;
+        let v: serde_json::Value = serde_json::from_slice(&answer).unwrap_or_default();
+        if status == 202 {
+            return Ok(format!(
+                "Installing {} into the other slot: follow it on this page; reboot when it says installed.",
+                v["version"].as_str().unwrap_or("the bundle")
+            ));
+        }
+        bail!(
+            "{} ({status}): {}",
+            v["title"].as_str().unwrap_or("sealgated refused it"),
+            v["detail"].as_str().unwrap_or("")
+        )
+    }
+
+    fn usb_release(&mut self) {
+        let _ = Command::new("umount")
+            .arg(update::USB_MOUNT)
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
     }
 
     fn wipe(&mut self) -> Result<()> {

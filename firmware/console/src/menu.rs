@@ -34,6 +34,8 @@ pub enum Choice {
     ResetSettings,
     /// 9: factory reset, full wipe with key destruction.
     Wipe,
+    /// 10: the slots and the update's state; install from a USB stick.
+    Updates,
 }
 
 impl Choice {
@@ -45,10 +47,15 @@ impl Choice {
 
 /// What the menu says when an entry needs the daemon and it does not answer.
 pub const DAEMON_DOWN: &str = "sealgated is not running (see Status for why), and this entry asks it. \
-Without it these work: Status, Network settings, Ping, Reboot, Power off and the factory resets.";
+Without it these work: Status, Network settings (a one-time address only), Ping, Reboot, Power off and the factory resets.";
+
+/// The network page's heading when the daemon does not answer.
+pub const NETWORK_DAEMON_DOWN: &str = "sealgated is not running (see Status for why); the box's network \
+settings are its own. Without it the entries below set the first NIC once, until sealgated \
+runs again; nothing is saved.";
 
 /// The main menu, in order (entry n is `MENU[n - 1]`).
-pub const MENU: [(Choice, &str); 9] = [
+pub const MENU: [(Choice, &str); 10] = [
     (Choice::Status, "Status"),
     (Choice::Network, "Network settings"),
     (Choice::Ping, "Ping"),
@@ -64,6 +71,7 @@ pub const MENU: [(Choice, &str); 9] = [
         Choice::Wipe,
         "Factory reset, tier 2: full wipe, DESTROYS ALL KEYS",
     ),
+    (Choice::Updates, "Updates: slots, install from a USB stick"),
 ];
 
 /// Parses a menu number from 1 to `count`; anything else is `None`.
@@ -113,10 +121,15 @@ pub trait BoxActions {
     fn daemon_running(&mut self) -> bool;
     /// The status page.
     fn status(&mut self) -> String;
-    /// The saved network settings.
-    fn network(&mut self) -> Result<NetworkSettings>;
-    /// Saves and applies network settings.
-    fn set_network(&mut self, settings: &NetworkSettings) -> Result<()>;
+    /// The network page's text: the settings (the daemon's, through its admin API) and the
+    /// live state (links, addresses, leases, clock), or why the daemon cannot say.
+    fn network(&mut self) -> String;
+    /// Changes the box's first NIC to `settings` through the daemon's admin API (saved and
+    /// applied by the daemon); what to tell the technician.
+    fn set_network(&mut self, settings: &NetworkSettings) -> Result<String>;
+    /// Without the daemon: applies `settings` to the first NIC once, not saved (DHCP: one
+    /// lease, not renewed); the daemon's settings apply again when it runs.
+    fn network_fallback(&mut self, settings: &NetworkSettings) -> Result<String>;
     /// Pings `target` a few times; the output.
     fn ping(&mut self, target: &PingTarget) -> String;
     /// Has the daemon show a setup token again, if setup is still pending (the daemon keeps
@@ -134,6 +147,15 @@ pub trait BoxActions {
     fn reset_settings(&mut self) -> Result<()>;
     /// Tier 2: destroys the vault and everything on the data partition; then reboots.
     fn wipe(&mut self) -> Result<()>;
+    /// The update page: the slot table and the update's state.
+    fn update_status(&mut self) -> String;
+    /// Mounts a USB stick (read-only) and lists the bundles in its top folder.
+    fn usb_bundles(&mut self) -> Result<Vec<std::path::PathBuf>>;
+    /// Hands `bundle` to the daemon's upload (its checks, re-seal and install); what to
+    /// tell the technician.
+    fn install_bundle(&mut self, bundle: &std::path::Path) -> Result<String>;
+    /// Unmounts the USB stick, if mounted.
+    fn usb_release(&mut self);
 }
 
 /// The menu session over a terminal.
@@ -257,6 +279,7 @@ impl<'a, R: BufRead, W: Write> Menu<'a, R, W> {
                     self.actions.reset_settings()?;
                 }
             }
+            Choice::Updates => self.updates()?,
             Choice::Wipe => {
                 writeln!(self.out, "FULL WIPE: every key, certificate, setting and log on this box is destroyed.")?;
                 writeln!(self.out, "Mail encrypted to these keys can no longer be read here. This cannot be undone.")?;
@@ -283,32 +306,114 @@ impl<'a, R: BufRead, W: Write> Menu<'a, R, W> {
         Ok(yes)
     }
 
-    fn network(&mut self) -> Result<()> {
+    fn updates(&mut self) -> Result<()> {
         loop {
-            let current = match self.actions.network() {
-                Ok(s) => s.to_string(),
-                Err(e) => format!("unreadable ({e:#}); DHCP is used"),
-            };
-            writeln!(self.out, "\nNetwork: {current}")?;
-            writeln!(self.out, " 1) Use DHCP")?;
-            writeln!(self.out, " 2) Set a static address")?;
+            let page = self.actions.update_status();
+            writeln!(self.out, "\n{}", page.trim_end())?;
+            writeln!(
+                self.out,
+                " 1) Install from a USB stick (FAT or ext, *.raucb in its top folder)"
+            )?;
+            writeln!(self.out, " 2) Refresh")?;
             writeln!(self.out, " 3) Back")?;
             let Some(line) = self.ask("Choose 1-3: ")? else {
                 return Ok(());
             };
             match parse_number(&line, 3) {
                 Some(1) => {
-                    self.actions.set_network(&NetworkSettings::Dhcp)?;
-                    writeln!(self.out, "Saved and applied: DHCP")?;
+                    let r = self.install_from_usb();
+                    self.actions.usb_release();
+                    r?;
                 }
-                Some(2) => {
-                    if let Some(s) = self.ask_static()? {
-                        self.actions.set_network(&s)?;
-                        writeln!(self.out, "Saved and applied: {s}")?;
-                    }
-                }
+                Some(2) => {}
                 Some(_) => return Ok(()),
                 None => writeln!(self.out, "Not a menu entry.")?,
+            }
+        }
+    }
+
+    fn install_from_usb(&mut self) -> Result<()> {
+        if !self.actions.daemon_running() {
+            writeln!(self.out, "{DAEMON_DOWN}")?;
+            return Ok(());
+        }
+        let found = match self.actions.usb_bundles() {
+            Ok(f) => f,
+            Err(e) => {
+                writeln!(self.out, "No USB stick read: {e:#}")?;
+                return Ok(());
+            }
+        };
+        if found.is_empty() {
+            writeln!(self.out, "No *.raucb file in the USB stick's top folder.")?;
+            return Ok(());
+        }
+        for (i, b) in found.iter().enumerate() {
+            writeln!(self.out, " {}) {}", i + 1, crate::update::shown_name(b))?;
+        }
+        let Some(line) = self.ask(&format!(
+            "Bundle to install, 1-{} (anything else cancels): ",
+            found.len()
+        ))?
+        else {
+            return Ok(());
+        };
+        let Some(n) = parse_number(&line, found.len()) else {
+            writeln!(self.out, "Cancelled.")?;
+            return Ok(());
+        };
+        let b = &found[n - 1];
+        let q = format!(
+            "Install {} into the other slot? It is checked first (signature, board, version); reboot afterwards to run it.",
+            crate::update::shown_name(b)
+        );
+        if self.confirm(&q)? {
+            match self.actions.install_bundle(b) {
+                Ok(t) => writeln!(self.out, "{t}")?,
+                Err(e) => writeln!(self.out, "Not installed: {e:#}")?,
+            }
+        }
+        Ok(())
+    }
+
+    fn network(&mut self) -> Result<()> {
+        loop {
+            let up = self.actions.daemon_running();
+            let page = self.actions.network();
+            writeln!(self.out, "\n{}", page.trim_end())?;
+            if up {
+                writeln!(self.out, " 1) Use DHCP")?;
+                writeln!(self.out, " 2) Set a static address")?;
+            } else {
+                writeln!(self.out, "{NETWORK_DAEMON_DOWN}")?;
+                writeln!(self.out, " 1) Get an address by DHCP once")?;
+                writeln!(self.out, " 2) Set a static address once")?;
+            }
+            writeln!(self.out, " 3) Back")?;
+            let Some(line) = self.ask("Choose 1-3: ")? else {
+                return Ok(());
+            };
+            let wanted = match parse_number(&line, 3) {
+                Some(1) => NetworkSettings::Dhcp,
+                Some(2) => match self.ask_static()? {
+                    Some(s) => s,
+                    None => continue,
+                },
+                Some(_) => return Ok(()),
+                None => {
+                    writeln!(self.out, "Not a menu entry.")?;
+                    continue;
+                }
+            };
+            // Asked again: the daemon may have stopped or started while the technician typed.
+            let said = if self.actions.daemon_running() {
+                self.actions.set_network(&wanted)
+            } else {
+                self.actions.network_fallback(&wanted)
+            };
+            match said {
+                Ok(t) => writeln!(self.out, "{t}")?,
+                Err(e) => writeln!(self.out, "Not changed: {e:#}")?,
             }
         }
     }
@@ -379,6 +484,8 @@ mod tests {
         log: Vec<String>,
         network: Option<NetworkSettings>,
         daemon_down: bool,
+        refuse_network: bool,
+        bundles: Vec<std::path::PathBuf>,
     }
 
     impl BoxActions for Recorder {
@@ -389,13 +496,23 @@ mod tests {
             self.log.push("status".into());
             "all good".into()
         }
-        fn network(&mut self) -> Result<NetworkSettings> {
-            Ok(self.network.clone().unwrap_or(NetworkSettings::Dhcp))
+        fn network(&mut self) -> String {
+            format!(
+                "Network: {}",
+                self.network.clone().unwrap_or(NetworkSettings::Dhcp)
+            )
         }
-        fn set_network(&mut self, s: &NetworkSettings) -> Result<()> {
+        fn set_network(&mut self, s: &NetworkSettings) -> Result<String> {
+            if self.refuse_network {
+                anyhow::bail!("sealgated refused (422): no link eth0");
+            }
             self.log.push(format!("network {s}"));
             self.network = Some(s.clone());
-            Ok(())
+            Ok(format!("Saved and applied: {s}"))
+        }
+        fn network_fallback(&mut self, s: &NetworkSettings) -> Result<String> {
+            self.log.push(format!("once {s}"));
+            Ok(format!("Applied once: {s}"))
         }
         fn ping(&mut self, t: &PingTarget) -> String {
             self.log.push(format!("ping {}", t.as_str()));
@@ -424,6 +541,20 @@ mod tests {
             self.log.push("wipe".into());
             Ok(())
         }
+        fn update_status(&mut self) -> String {
+            "Running:   0.1.0 in slot A".into()
+        }
+        fn usb_bundles(&mut self) -> Result<Vec<std::path::PathBuf>> {
+            self.log.push("usb".into());
+            Ok(self.bundles.clone())
+        }
+        fn install_bundle(&mut self, b: &std::path::Path) -> Result<String> {
+            self.log.push(format!("install {}", b.display()));
+            Ok("Installing 0.2.0 into the other slot".into())
+        }
+        fn usb_release(&mut self) {
+            self.log.push("release".into());
+        }
     }
 
     fn session(input: &str) -> (Recorder, String) {
@@ -444,7 +575,7 @@ mod tests {
         assert_eq!(parse_choice(" 9 \r"), Some(Choice::Wipe));
         for bad in [
             "0",
-            "10",
+            "11",
             "-1",
             "1;reboot",
             "$(reboot)",
@@ -529,5 +660,67 @@ mod tests {
         assert!(out.contains("Show the setup token again (needs sealgated: not running)"));
         let (_, out) = session("1\n");
         assert!(!out.contains("not running"), "{out}");
+    }
+
+    #[test]
+    fn the_network_page_asks_the_daemon_or_offers_a_one_time_address() {
+        let (r, out) = session("2\n1\n3\n");
+        assert_eq!(r.log, ["network DHCP"]);
+        assert!(out.contains("Saved and applied: DHCP"), "{out}");
+        let down = Recorder {
+            daemon_down: true,
+            ..Recorder::default()
+        };
+        let (r, out) = session_with(down, "2\n1\n2\n10.0.2.77/24\n\n\n3\n");
+        assert_eq!(r.log, ["once DHCP", "once static 10.0.2.77/24"], "{out}");
+        assert!(out.contains("sealgated is not running"), "{out}");
+        assert!(out.contains("Get an address by DHCP once"), "{out}");
+        // A refusal is said and nothing is taken for done.
+        let refusing = Recorder {
+            refuse_network: true,
+            ..Recorder::default()
+        };
+        let (r, out) = session_with(refusing, "2\n1\n3\n");
+        assert!(r.log.is_empty());
+        assert!(
+            out.contains("Not changed: sealgated refused (422)"),
+            "{out}"
+        );
+        assert!(!out.contains("Saved and applied"), "{out}");
+    }
+
+    #[test]
+    fn the_update_page_installs_a_confirmed_bundle_from_the_stick_only() {
+        let with = |bundles: &[&str]| Recorder {
+            bundles: bundles.iter().map(std::path::PathBuf::from).collect(),
+            ..Recorder::default()
+        };
+        let two = ["/run/sealgate/usb/a.raucb", "/run/sealgate/usb/b.raucb"];
+        let (r, out) = session_with(with(&two), "10\n1\n2\nyes\n3\n");
+        assert!(out.contains("Running:   0.1.0 in slot A"), "{out}");
+        assert!(out.contains(" 2) b.raucb"), "{out}");
+        assert_eq!(
+            r.log,
+            ["usb", "install /run/sealgate/usb/b.raucb", "release"],
+            "{out}"
+        );
+        assert!(out.contains("Installing 0.2.0"), "{out}");
+        // Not confirmed, a number out of range, garbage: nothing installed, the stick released.
+        let (r, _) = session_with(with(&two), "10\n1\n1\nno\n1\n3\n1\n$(reboot)\n3\n");
+        assert_eq!(
+            r.log,
+            ["usb", "release", "usb", "release", "usb", "release"]
+        );
+        let (r, out) = session_with(with(&[]), "10\n1\n3\n");
+        assert_eq!(r.log, ["usb", "release"]);
+        assert!(out.contains("No *.raucb file"), "{out}");
+        // Without the daemon nothing is installed (its checks and re-seal are needed).
+        let down = Recorder {
+            daemon_down: true,
+            ..with(&two)
+        };
+        let (r, out) = session_with(down, "10\n1\n3\n");
+        assert_eq!(r.log, ["release"], "{out}");
+        assert!(out.contains("sealgated is not running"), "{out}");
     }
 }

@@ -1,8 +1,11 @@
-//! The box's network settings as the console keeps them (`/data/box/network.conf`), parsed
-//! into typed values at the edge, and applied with busybox `ip` and `udhcpc`.
+//! The console's view of one interface's network settings (DHCP, or a static IPv4 address
+//! with gateway and name servers), parsed into typed values at the edge.
 //!
-//! The file is a few `key=value` lines; unknown keys are refused, so a damaged file falls
-//! back to DHCP with a message instead of half-applying.
+//! The daemon owns the box's network (`daemon_network.rs`); this file keeps the console's
+//! earlier file format (`/data/box/network.conf`, a few `key=value` lines, unknown keys
+//! refused) only for its one-time move into the daemon's settings, and the fallback that
+//! applies the first NIC's settings with busybox `ip` and `udhcpc` when the daemon does not
+//! run.
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr};
@@ -196,7 +199,8 @@ impl NetworkSettings {
         })
     }
 
-    /// The settings file's text.
+    /// The settings file's text (the console wrote it before the daemon owned the network).
+    #[cfg(test)]
     pub fn to_file(&self) -> String {
         match self {
             NetworkSettings::Dhcp => "mode=dhcp\n".into(),
@@ -244,27 +248,45 @@ impl fmt::Display for NetworkSettings {
 
 /// The box's network interface: the first one (by name) that is not loopback.
 pub fn interface(sys_class_net: &Path) -> Result<String> {
-    let mut names: Vec<String> = std::fs::read_dir(sys_class_net)
+    // Links are directories (symbolic links to them); a kernel with bonding built in also
+    // has the file `bonding_masters` here, and an empty `bond0` that is no NIC. A NIC has
+    // its `device`; virtual links (bonds, VLANs, bridges) do not and come only as a fallback.
+    // Sorted by (not a NIC, name): the first NIC by name, else the first link.
+    let mut links: Vec<(bool, String)> = std::fs::read_dir(sys_class_net)
         .with_context(|| format!("reading {}", sys_class_net.display()))?
         .filter_map(|e| e.ok())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n != "lo" && !n.starts_with("sit") && !n.starts_with("dummy"))
+        .filter(|e| e.path().is_dir())
+        .map(|e| {
+            let virtual_link = !e.path().join("device").exists();
+            (virtual_link, e.file_name().to_string_lossy().into_owned())
+        })
+        .filter(|(_, n)| n != "lo" && !n.starts_with("sit") && !n.starts_with("dummy"))
         .collect();
-    names.sort();
-    names.into_iter().next().context("no network interface")
+    links.sort();
+    links
+        .into_iter()
+        .next()
+        .map(|(_, n)| n)
+        .context("no network interface")
 }
 
-/// Applies `settings` to `ifname` at once (replacing what was there).
-pub fn apply(settings: &NetworkSettings, ifname: &str) -> Result<()> {
+/// Applies `settings` to `ifname` at once (replacing what was there). `once`: DHCP takes one
+/// lease and exits (not renewed; the daemon's own client takes over when it runs), else
+/// udhcpc stays in the background renewing it (a boot in which the daemon is not started).
+pub fn apply(settings: &NetworkSettings, ifname: &str, once: bool) -> Result<()> {
     stop_dhcp(ifname);
     ip(&["-4", "addr", "flush", "dev", ifname])?;
     ip(&["link", "set", ifname, "up"])?;
     match settings {
         NetworkSettings::Dhcp => {
             let pidfile = format!("/run/udhcpc.{ifname}.pid");
-            // -b: go to the background if no lease comes within the tries, keep trying there.
+            // -b: go to the background if no lease comes within the tries, keep trying there;
+            // -q -n: one lease (or none) and exit.
+            let mode: &[&str] = if once { &["-q", "-n"] } else { &["-b"] };
             let status = Command::new("udhcpc")
-                .args(["-i", ifname, "-b", "-t", "3", "-T", "2", "-p", &pidfile])
+                .args(["-i", ifname])
+                .args(mode)
+                .args(["-t", "3", "-T", "2", "-p", &pidfile])
                 .args(["-s", "/usr/share/udhcpc/default.script"])
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
@@ -354,6 +376,24 @@ pub fn parse_ip_addr(text: &str) -> Vec<(String, String)> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_first_nic_is_a_device_not_a_bond_or_a_file() {
+        let dir = std::env::temp_dir().join(format!("sealgate-sysnet-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        for link in ["bond0", "eth0", "eth1", "lo"] {
+            std::fs::create_dir_all(dir.join(link)).unwrap();
+        }
+        std::fs::create_dir_all(dir.join("eth0/device")).unwrap();
+        std::fs::create_dir_all(dir.join("eth1/device")).unwrap();
+        std::fs::write(dir.join("bonding_masters"), "bond0\n").unwrap();
+        assert_eq!(interface(&dir).unwrap(), "eth0");
+        // Without any device (a container, say) the links themselves, never the file.
+        std::fs::remove_dir_all(dir.join("eth0")).unwrap();
+        std::fs::remove_dir_all(dir.join("eth1")).unwrap();
+        assert_eq!(interface(&dir).unwrap(), "bond0");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn parses_and_writes_static_settings() {

@@ -117,6 +117,39 @@ impl AdminSocket {
         parse(&answer).ok_or_else(|| fail(&"unreadable answer"))
     }
 
+    /// `POST /api/v1/admin{path}` with `len` bytes of `body` as `content_type` (a bundle
+    /// streamed from a file): (status, answer).
+    pub fn post_stream(
+        &self,
+        path: &str,
+        content_type: &str,
+        body: &mut dyn Read,
+        len: u64,
+    ) -> Result<(u16, Vec<u8>), CallError> {
+        let fail = |e: &dyn std::fmt::Display| CallError {
+            status: None,
+            message: format!("the daemon's admin socket {}: {e}", self.path.display()),
+        };
+        let mut s = UnixStream::connect(&self.path).map_err(|e| fail(&e))?;
+        s.set_read_timeout(Some(Duration::from_secs(600)))
+            .map_err(|e| fail(&e))?;
+        let req = format!(
+            "POST /api/v1/admin{path} HTTP/1.0\r\nHost: localhost\r\nConnection: close\r\n\
+             Content-Type: {content_type}\r\nContent-Length: {len}\r\n\r\n"
+        );
+        s.write_all(req.as_bytes()).map_err(|e| fail(&e))?;
+        let sent = std::io::copy(&mut body.take(len), &mut s);
+        // A refusal may come before the whole body was taken (too large, a second upload):
+        // its answer is read either way.
+        let mut answer = Vec::new();
+        let read = (&mut s).take(MAX_ANSWER).read_to_end(&mut answer);
+        match (parse(&answer), sent, read) {
+            (Some(a), _, _) => Ok(a),
+            (None, Err(e), _) | (None, _, Err(e)) => Err(fail(&e)),
+            (None, Ok(_), Ok(_)) => Err(fail(&"unreadable answer")),
+        }
+    }
+
     /// Calls and decodes a 2xx JSON answer; a problem answer becomes an error naming its
     /// detail.
     pub fn json<T: DeserializeOwned>(

@@ -6,8 +6,14 @@
 //!   `sealctl` and the console.
 //! - [`admin_socket`]: the client of the running daemon's admin socket (a minimal HTTP/1.0
 //!   over a Unix socket), used by `sealctl` and the console menu.
+//! - [`quarantine`]: the encrypted quarantine store on the data directory, written by the
+//!   daemon and read by `sealctl quarantine`.
+//! - [`measured`]: the firmware's TPM event log and a PE image's Authenticode ranges, for
+//!   the daemon's prediction of an updated slot's PCR 4.
 
 #![forbid(unsafe_code)]
 
 pub mod admin_socket;
 pub mod fsio;
+pub mod measured;
+pub mod quarantine;

@@ -1,6 +1,9 @@
 //! Hash databases in ClamAV's formats: `.hdb` (`MD5:size:name`) and `.hsb` (`SHA256:size:name`
-//! or `SHA1:size:name`), the size `*` meaning any size. The algorithm of a line is told by the
-//! length of its hash (32, 40 or 64 hex digits), as ClamAV does.
+//! or `SHA1:size:name`), the size `*` meaning any size; and the section databases `.mdb`
+//! (`size:MD5:name`) and `.msb` (`size:SHA1-or-SHA256:name`), which name one section of a PE
+//! (Windows) executable by its size and hash, as ClamAV's `sigtool --mdb` writes them. The
+//! algorithm of a line is told by the length of its hash (32, 40 or 64 hex digits), as ClamAV
+//! does.
 //!
 //! Attacker: whoever supplies a database file (a downloaded feed, an administrator's upload).
 //! A line that does not parse is refused with its line number, never half-read; lines are
@@ -59,6 +62,39 @@ pub struct Signature {
 
 /// The longest line accepted.
 pub const MAX_LINE: usize = 4096;
+
+/// What a database file holds: whole-file hashes or PE section hashes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// `.hdb`, `.hsb`: `HASH:SIZE:NAME` of whole files (and of URLs).
+    Files,
+    /// `.mdb`, `.msb`: `SIZE:HASH:NAME` of PE sections.
+    Sections,
+}
+
+impl Kind {
+    /// The kind a file name tells (`.mdb`/`.msb` sections, anything else files).
+    pub fn of_file_name(name: &str) -> Kind {
+        let lower = name.to_ascii_lowercase();
+        if lower.ends_with(".mdb") || lower.ends_with(".msb") {
+            Kind::Sections
+        } else {
+            Kind::Files
+        }
+    }
+}
+
+/// Parses one line of a section database (`SIZE:HASH:NAME`).
+pub fn parse_section_line(line: &str) -> Result<Option<Signature>, String> {
+    let trimmed = line.trim_end_matches(['\r', '\n']);
+    match trimmed.split_once(':') {
+        Some((size, rest)) if !trimmed.starts_with('#') && !trimmed.trim().is_empty() => {
+            let (hash, name) = rest.split_once(':').ok_or("expected SIZE:HASH:NAME")?;
+            parse_line(&format!("{hash}:{size}:{name}"))
+        }
+        _ => parse_line(trimmed),
+    }
+}
 
 /// Parses one line. `Ok(None)` for an empty line or a `#` comment.
 pub fn parse_line(line: &str) -> Result<Option<Signature>, String> {
@@ -119,6 +155,7 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
 #[derive(Debug, Clone, Default)]
 pub struct HashDb {
     by_hash: HashMap<Vec<u8>, Vec<(Option<u64>, String)>>,
+    sections: HashMap<Vec<u8>, Vec<(Option<u64>, String)>>,
     count: usize,
 }
 
@@ -148,20 +185,30 @@ impl HashDb {
     /// Adds every line of a database file. On a bad line nothing of this text is added and
     /// the error names the line (1-based).
     pub fn load(&mut self, text: &str) -> Result<usize, String> {
+        self.load_kind(text, Kind::Files)
+    }
+
+    /// Adds every line of a database file of this kind (see [`HashDb::load`]).
+    pub fn load_kind(&mut self, text: &str, kind: Kind) -> Result<usize, String> {
         let mut sigs = Vec::new();
         for (i, line) in text.lines().enumerate() {
-            match parse_line(line) {
+            let parsed = match kind {
+                Kind::Files => parse_line(line),
+                Kind::Sections => parse_section_line(line),
+            };
+            match parsed {
                 Ok(Some(s)) => sigs.push(s),
                 Ok(None) => {}
                 Err(e) => return Err(format!("line {}: {e}", i + 1)),
             }
         }
         let n = sigs.len();
+        let map = match kind {
+            Kind::Files => &mut self.by_hash,
+            Kind::Sections => &mut self.sections,
+        };
         for s in sigs {
-            self.by_hash
-                .entry(s.hash)
-                .or_default()
-                .push((s.size, s.name));
+            map.entry(s.hash).or_default().push((s.size, s.name));
         }
         self.count += n;
         Ok(n)
@@ -186,6 +233,75 @@ impl HashDb {
             .find(|(size, _)| size.is_none_or(|s| s == d.size))
             .map(|(_, name)| name.as_str())
     }
+
+    /// Whether any section signature is loaded.
+    pub fn has_sections(&self) -> bool {
+        !self.sections.is_empty()
+    }
+
+    /// The name of the first section signature matching a section of `data`, when it is a PE
+    /// executable.
+    pub fn lookup_sections(&self, data: &[u8]) -> Option<&str> {
+        if self.sections.is_empty() {
+            return None;
+        }
+        pe_sections(data).into_iter().find_map(|sec| {
+            let d = Digests::of(sec);
+            [&d.sha256[..], &d.sha1[..], &d.md5[..]]
+                .into_iter()
+                .filter_map(|h| self.sections.get(h))
+                .flatten()
+                .find(|(size, _)| size.is_none_or(|s| s == d.size))
+                .map(|(_, name)| name.as_str())
+        })
+    }
+}
+
+/// Most sections read from one PE file (the format allows 96).
+const MAX_SECTIONS: usize = 96;
+
+/// The raw data of each section of a PE executable (none when `data` is not one). Bounded
+/// by the file: a section's raw data must lie inside it.
+pub fn pe_sections(data: &[u8]) -> Vec<&[u8]> {
+    let u16_at = |o: usize| data.get(o..o + 2).map(|b| u16::from_le_bytes([b[0], b[1]]));
+    let u32_at = |o: usize| {
+        data.get(o..o + 4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    };
+    let mut out = Vec::new();
+    if !data.starts_with(b"MZ") {
+        return out;
+    }
+    let Some(pe) = u32_at(0x3c).map(|v| v as usize) else {
+        return out;
+    };
+    if data.get(pe..pe.saturating_add(4)) != Some(b"PE\0\0") {
+        return out;
+    }
+    let (Some(count), Some(opt_size)) = (u16_at(pe + 6), u16_at(pe + 20)) else {
+        return out;
+    };
+    let table = pe + 24 + opt_size as usize;
+    // As ClamAV (and the Windows loader) reads sections: the raw pointer rounded down and
+    // the raw size rounded up to the file alignment, the size cut at the end of the file.
+    let falign = u32_at(pe + 24 + 36)
+        .map(|a| a as usize)
+        .filter(|a| (1..=0x10000).contains(a))
+        .unwrap_or(1);
+    for i in 0..(count as usize).min(MAX_SECTIONS) {
+        let at = table + i * 40;
+        let (Some(raw_size), Some(raw_ptr)) = (u32_at(at + 16), u32_at(at + 20)) else {
+            break;
+        };
+        let start = raw_ptr as usize / falign * falign;
+        let len = (raw_size as usize).div_ceil(falign) * falign;
+        if len == 0 || start >= data.len() {
+            continue;
+        }
+        let end = start.saturating_add(len).min(data.len());
+        out.push(&data[start..end]);
+    }
+    out
 }
 
 #[cfg(test)]
@@ -225,6 +341,33 @@ mod tests {
             .expect_err("bad");
         assert!(e.starts_with("line 2"), "{e}");
         assert!(db.is_empty());
+    }
+
+    #[test]
+    fn section_lines_and_a_pe_without_sections() {
+        let s = parse_section_line("4096:44d88612fea8a8f36de82e1278abb02f:Sec.Name")
+            .expect("ok")
+            .expect("some");
+        assert_eq!((s.size, s.name.as_str()), (Some(4096), "Sec.Name"));
+        assert!(parse_section_line("44d88612fea8a8f36de82e1278abb02f:4096").is_err());
+        assert_eq!(Kind::of_file_name("x.MDB"), Kind::Sections);
+        assert_eq!(Kind::of_file_name("x.hdb"), Kind::Files);
+        assert!(pe_sections(b"MZ\xff\xff\xff\xff").is_empty());
+        let mut db = HashDb::new();
+        db.load_kind("5:5d41402abc4b2a76b9719d911017c592:Hello", Kind::Sections)
+            .expect("load");
+        // A minimal PE: e_lfanew at 0x40, one section whose raw data is "hello".
+        let mut pe = vec![0u8; 0x40 + 24 + 40];
+        pe[..2].copy_from_slice(b"MZ");
+        pe[0x3c] = 0x40;
+        pe[0x40..0x44].copy_from_slice(b"PE\0\0");
+        pe[0x46] = 1;
+        let at = 0x40 + 24;
+        pe[at + 16] = 5;
+        let ptr = pe.len() as u8;
+        pe[at + 20] = ptr;
+        pe.extend_from_slice(b"hello");
+        assert_eq!(db.lookup_sections(&pe), Some("Hello"));
     }
 
     #[test]

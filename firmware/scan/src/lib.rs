@@ -9,7 +9,11 @@
 //! The stages, in order ([`Pipeline::standard`]): GTUBE ([`checks::Gtube`]), hashes of every
 //! attachment and archive member against ClamAV databases ([`checks::Hashes`]), what unpacking
 //! could not open ([`checks::Unpacking`]: bombs, encrypted archives, undecryptable S/MIME),
-//! data-loss rules ([`checks::Dlp`]) and spam rules ([`checks::SpamRules`]).
+//! data-loss rules ([`checks::Dlp`]), spam rules ([`checks::SpamRules`]), URLs by hash
+//! ([`checks::Urls`]) and the statistical classifier ([`checks::Classifier`],
+//! [`classifier`]); with `[scan] reputation_url` and `clamd`, the answers of those services
+//! ([`checks::Reputation`], [`checks::Clamd`]), which the caller asks between
+//! [`Pipeline::prepare`] and [`Pipeline::finish`] (this crate does no I/O).
 //!
 //! **Never scanned as ciphertext:** the caller decrypts (the engine with the vault's keys) and
 //! hands the cleartext over as [`Input::decrypted`]; an encrypted message without it is
@@ -23,10 +27,15 @@
 #![forbid(unsafe_code)]
 
 pub mod checks;
+pub mod classifier;
 pub mod hashdb;
+pub mod office;
+pub mod pdf;
 pub mod policy;
 pub mod settings;
+pub mod subject;
 pub mod unpack;
+pub mod urls;
 pub mod view;
 
 use serde::Serialize;
@@ -124,6 +133,62 @@ pub struct Scanned<'a> {
     pub direction: Direction,
     /// Whether it was decrypted.
     pub decryption: Decryption,
+    /// What the network services answered (nothing when none was asked).
+    pub remote: &'a Remote,
+}
+
+/// The reputation service's answer on a message's URLs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReputationAnswer {
+    /// SHA-256 (lower-case hex) of the normalised URLs it lists as malicious.
+    pub malicious: Vec<String>,
+    /// Why it could not be asked (no answer, timeout, TLS, bad answer).
+    pub error: Option<String>,
+}
+
+/// clamd's answer on a message.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClamdAnswer {
+    /// The names of what it found.
+    pub viruses: Vec<String>,
+    /// Why it could not be asked.
+    pub error: Option<String>,
+}
+
+/// What the network services answered about one message.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Remote {
+    /// The reputation service.
+    pub reputation: ReputationAnswer,
+    /// clamd.
+    pub clamd: ClamdAnswer,
+}
+
+/// A message parsed for scanning, before the stages run: what the caller needs to ask the
+/// network services (its URLs, its cleartext).
+#[derive(Debug, Clone)]
+pub struct Prepared<'a> {
+    input: Input<'a>,
+    /// The decrypted view.
+    pub view: View,
+    /// Whether it was decrypted.
+    pub decryption: Decryption,
+}
+
+impl Prepared<'_> {
+    /// The normalised URLs of the message ([`urls`]).
+    pub fn urls(&self) -> Vec<String> {
+        urls::of_view(&self.view)
+    }
+
+    /// What a virus scanner should see: the cleartext, or nothing when the message stays
+    /// encrypted (never scanned as ciphertext).
+    pub fn cleartext(&self) -> Option<&[u8]> {
+        match self.decryption {
+            Decryption::Undecryptable => None,
+            _ => Some(self.input.decrypted.unwrap_or(self.input.message)),
+        }
+    }
 }
 
 /// What the stages look things up in. Loaded once, shared by every message.
@@ -131,6 +196,8 @@ pub struct Scanned<'a> {
 pub struct Lookups {
     /// Hash signatures (the shipped ones plus configured ClamAV files).
     pub hashes: HashDb,
+    /// The spam classifier's model (the shipped counts plus the local layer).
+    pub classifier: classifier::Loaded,
 }
 
 /// What one stage found.
@@ -209,7 +276,7 @@ impl Report {
 
 /// A message saved from a mailbox file starts with the mbox `From ` line, which no SMTP
 /// client sends: it is not a header field, and without it the header block parses.
-fn without_mbox_line(m: &[u8]) -> &[u8] {
+pub(crate) fn without_mbox_line(m: &[u8]) -> &[u8] {
     if m.starts_with(b"From ")
         && let Some(end) = m.iter().position(|&b| b == b'\n')
     {
@@ -268,7 +335,8 @@ impl Pipeline {
         }
     }
 
-    /// The product's stages in their order: GTUBE, hashes, unpacking, DLP, spam rules.
+    /// The product's stages in their order: GTUBE, hashes, unpacking, DLP, spam rules, URLs,
+    /// the classifier.
     pub fn standard(lookups: Lookups, dlp: checks::Dlp, policy: Policy) -> Pipeline {
         Pipeline::new(
             vec![
@@ -277,6 +345,8 @@ impl Pipeline {
                 Box::new(checks::Unpacking),
                 Box::new(dlp),
                 Box::new(checks::SpamRules),
+                Box::new(checks::Urls),
+                Box::new(checks::Classifier),
             ],
             lookups,
             policy,
@@ -288,8 +358,34 @@ impl Pipeline {
         self.stages.iter().map(|s| s.name()).collect()
     }
 
-    /// Scans one message.
+    /// Adds a stage at the end.
+    pub fn push(&mut self, stage: Box<dyn Scan>) {
+        self.stages.push(stage);
+    }
+
+    /// Scans one message (no network service asked).
     pub fn scan(&self, input: &Input<'_>) -> Report {
+        self.scan_with(input, None)
+    }
+
+    /// The hosts of the links in a message (its cleartext), for URIBL: at most 20.
+    pub fn link_hosts(&self, content: &[u8]) -> Vec<String> {
+        checks::link_hosts(&View::build(without_mbox_line(content), self.limits), 20)
+    }
+
+    /// Scans one message, with the sender authentication and DNS list results the daemon
+    /// looked up (an `authentication` stage before the others; `dmarc` says what DMARC's
+    /// policy does, see [`checks::auth`]); no network service asked.
+    pub fn scan_with(
+        &self,
+        input: &Input<'_>,
+        auth: Option<(&checks::AuthResults, checks::DmarcMode)>,
+    ) -> Report {
+        self.finish(&self.prepare(input), &Remote::default(), auth)
+    }
+
+    /// Parses and unpacks one message: the first half of [`Pipeline::scan`].
+    pub fn prepare<'a>(&self, input: &Input<'a>) -> Prepared<'a> {
         let input = Input {
             message: without_mbox_line(input.message),
             decrypted: input.decrypted.map(without_mbox_line),
@@ -309,17 +405,39 @@ impl Pipeline {
             }
             None => (View::build(input.message, self.limits), Decryption::None),
         };
-        let scanned = Scanned {
-            message: input.message,
-            view: &view,
-            direction: input.direction,
+        Prepared {
+            input,
+            view,
             decryption,
+        }
+    }
+
+    /// Runs the stages on a prepared message with what the network services answered and
+    /// the sender authentication results (see [`Pipeline::scan_with`]).
+    pub fn finish(
+        &self,
+        prepared: &Prepared<'_>,
+        remote: &Remote,
+        auth: Option<(&checks::AuthResults, checks::DmarcMode)>,
+    ) -> Report {
+        let decryption = prepared.decryption;
+        let scanned = Scanned {
+            message: prepared.input.message,
+            view: &prepared.view,
+            direction: prepared.input.direction,
+            decryption,
+            remote,
         };
         let mut score = 0.0;
         let mut labels: Vec<String> = Vec::new();
-        let mut checks = Vec::with_capacity(self.stages.len());
-        for stage in &self.stages {
-            let mut finding = stage.scan(&scanned, &self.lookups);
+        let mut checks = Vec::with_capacity(self.stages.len() + 1);
+        let auth_finding = auth.map(|(r, mode)| ("authentication", r.finding(mode)));
+        let findings = auth_finding.into_iter().chain(
+            self.stages
+                .iter()
+                .map(|stage| (stage.name(), stage.scan(&scanned, &self.lookups))),
+        );
+        for (name, mut finding) in findings {
             if !finding.score.is_finite() {
                 finding.score = 0.0;
             }
@@ -331,14 +449,18 @@ impl Pipeline {
                 }
             }
             checks.push(CheckReport {
-                check: stage.name(),
+                check: name,
                 finding,
             });
         }
         let score = round2(score);
         let undecryptable = labels.iter().any(|l| l == checks::LABEL_UNDECRYPTABLE);
+        let mut action = self.policy.decide(score, undecryptable);
+        if let Some(a) = auth.and_then(|(r, mode)| r.dmarc_action(mode)) {
+            action = action.max(a);
+        }
         Report {
-            action: self.policy.decide(score, undecryptable),
+            action,
             score,
             labels,
             checks,
@@ -355,6 +477,7 @@ mod tests {
         Pipeline::standard(
             Lookups {
                 hashes: HashDb::shipped(),
+                ..Lookups::default()
             },
             checks::Dlp::new(vec![]).expect("dlp"),
             Policy::default(),
@@ -367,7 +490,15 @@ mod tests {
     fn stages_run_in_the_contract_order() {
         assert_eq!(
             standard().stage_names(),
-            ["gtube", "hashes", "unpacking", "dlp", "spam-rules"]
+            [
+                "gtube",
+                "hashes",
+                "unpacking",
+                "dlp",
+                "spam-rules",
+                "urls",
+                "classifier"
+            ]
         );
     }
 

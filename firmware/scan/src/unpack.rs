@@ -1,4 +1,5 @@
-//! Archives opened for scanning: zip, gzip and tar (and their nesting), within [`Limits`].
+//! Archives opened for scanning: zip, gzip, bzip2, xz and tar (and their nesting), within
+//! [`Limits`].
 //!
 //! Attacker: whoever wrote the message. An archive is the classic way to make a scanner
 //! spend memory and time (a 42 KiB zip that expands to petabytes, a zip whose entries
@@ -56,6 +57,10 @@ pub enum Container {
     Gzip,
     /// POSIX/GNU tar.
     Tar,
+    /// bzip2 (one or more concatenated streams).
+    Bzip2,
+    /// xz (LZMA2).
+    Xz,
 }
 
 /// What `data` is, by its magic bytes.
@@ -64,6 +69,10 @@ pub fn sniff(data: &[u8]) -> Option<Container> {
         Some(Container::Zip)
     } else if data.starts_with(&[0x1f, 0x8b]) {
         Some(Container::Gzip)
+    } else if data.starts_with(b"BZh") && data.get(3).is_some_and(|b| (b'1'..=b'9').contains(b)) {
+        Some(Container::Bzip2)
+    } else if data.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0x00]) {
+        Some(Container::Xz)
     } else if data.get(257..262) == Some(b"ustar") {
         Some(Container::Tar)
     } else {
@@ -114,8 +123,13 @@ impl Budget {
         true
     }
 
+    /// Charges `n` bytes produced.
+    pub(crate) fn charge(&mut self, n: usize) {
+        self.bytes_left = self.bytes_left.saturating_sub(n as u64);
+    }
+
     /// The most one member of `compressed` bytes may expand to.
-    fn member_allowance(&self, compressed: u64) -> u64 {
+    pub(crate) fn member_allowance(&self, compressed: u64) -> u64 {
         let by_ratio = compressed
             .saturating_mul(self.limits.max_ratio)
             .max(self.limits.ratio_floor);
@@ -149,6 +163,70 @@ pub fn unpack(kind: Container, data: &[u8], budget: &mut Budget) -> (Vec<Member>
             Err(a) => (Vec::new(), Some(a)),
         },
         Container::Tar => untar(data, budget),
+        Container::Bzip2 => {
+            let allowance = budget.member_allowance(data.len() as u64);
+            one(
+                read_bounded(
+                    bzip2::read::MultiBzDecoder::new(data),
+                    allowance,
+                    "bzip2 stream",
+                ),
+                budget,
+            )
+        }
+        Container::Xz => one(unxz(data, budget), budget),
+    }
+}
+
+/// A single-stream container's one member (no name: bzip2 and xz store none).
+fn one(r: Result<Vec<u8>, Anomaly>, budget: &mut Budget) -> (Vec<Member>, Option<Anomaly>) {
+    match r {
+        Ok(data) => {
+            charge(budget, data.len());
+            (vec![Member { name: None, data }], None)
+        }
+        Err(a) => (Vec::new(), Some(a)),
+    }
+}
+
+/// A writer that refuses to grow past `allowance` bytes.
+struct Bounded {
+    out: Vec<u8>,
+    allowance: u64,
+    over: bool,
+}
+
+impl std::io::Write for Bounded {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.out.len() as u64 + buf.len() as u64 > self.allowance {
+            self.over = true;
+            return Err(std::io::Error::other("past the allowance"));
+        }
+        self.out.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// xz through `lzma-rs`, whose output goes to a [`Bounded`] writer: decoding stops at the
+/// first byte past the allowance (the dictionary grows with the output, never ahead of it).
+fn unxz(data: &[u8], budget: &Budget) -> Result<Vec<u8>, Anomaly> {
+    let allowance = budget.member_allowance(data.len() as u64);
+    let mut w = Bounded {
+        out: Vec::new(),
+        allowance,
+        over: false,
+    };
+    let mut input = data;
+    match lzma_rs::xz_decompress(&mut input, &mut w) {
+        Ok(()) => Ok(w.out),
+        Err(_) if w.over => Err(Anomaly::Bomb(format!(
+            "xz stream expands past {allowance} bytes"
+        ))),
+        Err(e) => Err(Anomaly::Unscannable(format!("xz stream: {e}"))),
     }
 }
 
@@ -343,10 +421,38 @@ mod tests {
     #[test]
     fn garbage_is_unscannable_not_a_panic() {
         let mut b = Budget::new(Limits::default());
-        for kind in [Container::Zip, Container::Gzip, Container::Tar] {
+        for kind in [
+            Container::Zip,
+            Container::Gzip,
+            Container::Tar,
+            Container::Bzip2,
+            Container::Xz,
+        ] {
             let (_, a) = unpack(kind, b"PK\x03\x04garbage", &mut b);
             assert!(matches!(a, Some(Anomaly::Unscannable(_))), "{kind:?} {a:?}");
         }
+    }
+
+    #[test]
+    fn bzip2_and_xz_give_their_content_and_their_bombs_are_not_expanded() {
+        let mut bz = bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::best());
+        bz.write_all(b"hello bzip2").expect("bz");
+        let bz = bz.finish().expect("bz");
+        assert_eq!(sniff(&bz), Some(Container::Bzip2));
+        let (m, a) = unpack(Container::Bzip2, &bz, &mut Budget::new(Limits::default()));
+        assert_eq!((a, m[0].data.as_slice()), (None, &b"hello bzip2"[..]));
+        let mut xz = Vec::new();
+        lzma_rs::xz_compress(&mut &b"hello xz"[..], &mut xz).expect("xz");
+        assert_eq!(sniff(&xz), Some(Container::Xz));
+        let (m, a) = unpack(Container::Xz, &xz, &mut Budget::new(Limits::default()));
+        assert_eq!((a, m[0].data.as_slice()), (None, &b"hello xz"[..]));
+        // 8 MiB of zeros: past the ratio once over the 1 MiB floor.
+        let zeros = vec![0u8; 8 << 20];
+        let mut bz = bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::best());
+        bz.write_all(&zeros).expect("bz");
+        let bz = bz.finish().expect("bz");
+        let (m, a) = unpack(Container::Bzip2, &bz, &mut Budget::new(Limits::default()));
+        assert!(m.is_empty() && matches!(a, Some(Anomaly::Bomb(_))), "{a:?}");
     }
 
     #[test]

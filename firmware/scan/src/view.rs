@@ -9,7 +9,7 @@
 
 use sealgate_smime::mime::{ContentType, Entity, SmimeKind};
 
-use crate::unpack::{self, Anomaly, Budget, Limits};
+use crate::unpack::{self, Anomaly, Budget, Container, Limits};
 
 /// One header field, unfolded, RFC 2047 words decoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -122,6 +122,16 @@ impl View {
         }
     }
 
+    fn anomaly(&mut self, path: &str, a: Anomaly) {
+        match a {
+            Anomaly::Bomb(why) => self.bomb(path, why),
+            Anomaly::Unscannable(why) => self.findings.push(Finding {
+                path: path.to_string(),
+                anomaly: ViewAnomaly::Unscannable(why),
+            }),
+        }
+    }
+
     fn bomb(&mut self, path: &str, why: String) {
         self.findings.push(Finding {
             path: path.to_string(),
@@ -183,7 +193,7 @@ impl View {
             || e.disposition().is_some_and(|d| d.is_attachment())
             || ct.main_type() != "text";
         if attachment {
-            self.add_object(path, name, ct.essence(), body, depth, budget);
+            self.add_object(path, name, ct.essence(), body, depth, budget, true);
         } else {
             self.add_text(path, &ct, &body);
         }
@@ -206,6 +216,7 @@ impl View {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn add_object(
         &mut self,
         path: &str,
@@ -214,9 +225,22 @@ impl View {
         data: Vec<u8>,
         depth: usize,
         budget: &mut Budget,
+        as_text: bool,
     ) {
         let lower = name.as_deref().unwrap_or_default().to_ascii_lowercase();
-        if is_textual(&content_type, &lower, &data) {
+        if as_text && crate::pdf::is_pdf(&data) {
+            match crate::pdf::text(&data, budget) {
+                Ok(t) => self.texts.push(Text {
+                    path: path.to_string(),
+                    text: t,
+                    html: None,
+                }),
+                Err(a) => self.anomaly(path, a),
+            }
+        }
+        // Also as text when it reads as text, whatever it starts with: `%PDF-` in front of a
+        // text file must not hide the text from DLP.
+        if as_text && is_textual(&content_type, &lower, &data) {
             let ct = ContentType::parse(if lower.ends_with(".html") || lower.ends_with(".htm") {
                 b"text/html"
             } else {
@@ -237,18 +261,33 @@ impl View {
                 );
             } else {
                 let (members, anomaly) = unpack::unpack(kind, &data, budget);
-                match anomaly {
-                    Some(Anomaly::Bomb(why)) => self.bomb(path, why),
-                    Some(Anomaly::Unscannable(why)) => self.findings.push(Finding {
+                if let Some(a) = anomaly {
+                    self.anomaly(path, a);
+                }
+                // An office document: its text once, from the members that carry it (their
+                // XML is not read again as text, which would count every match twice).
+                let document = kind == Container::Zip && crate::office::family(&members).is_some();
+                if document && as_text {
+                    self.texts.push(Text {
                         path: path.to_string(),
-                        anomaly: ViewAnomaly::Unscannable(why),
-                    }),
-                    None => {}
+                        text: crate::office::text(&members),
+                        html: None,
+                    });
                 }
                 for (i, m) in members.into_iter().enumerate() {
                     let label = m.name.clone().unwrap_or_else(|| (i + 1).to_string());
                     let sub = format!("{path}/{label}");
-                    self.add_object(&sub, m.name, String::new(), m.data, depth + 1, budget);
+                    let member_text = as_text
+                        && !(document && m.name.as_deref().is_some_and(|n| n.ends_with(".xml")));
+                    self.add_object(
+                        &sub,
+                        m.name,
+                        String::new(),
+                        m.data,
+                        depth + 1,
+                        budget,
+                        member_text,
+                    );
                 }
             }
         }
@@ -381,6 +420,17 @@ Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain
         let v = View::build(m, Limits::default());
         assert!(v.texts.is_empty() && v.objects.is_empty());
         assert_eq!(v.findings[0].anomaly, ViewAnomaly::Encrypted);
+    }
+
+    #[test]
+    fn a_pdf_header_does_not_hide_a_text_file() {
+        let m = b"Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n\
+Content-Type: text/plain; name=n.txt\r\nContent-Disposition: attachment\r\n\r\n%PDF-1.4 card 4111 1111 1111 1111\r\n--b--\r\n";
+        let v = View::build(m, Limits::default());
+        assert!(
+            v.texts.iter().any(|t| t.text.contains("4111 1111")),
+            "{v:?}"
+        );
     }
 
     #[test]

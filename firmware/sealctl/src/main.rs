@@ -20,7 +20,9 @@ mod api_token_cmd;
 mod ca_cmd;
 mod certs_cmd;
 mod directory_cmd;
+mod dkim_cmd;
 mod keys_cmd;
+mod quarantine_cmd;
 mod queue_cmd;
 mod scan_cmd;
 mod tls_cmd;
@@ -71,6 +73,12 @@ enum Command {
     /// Scan one message as the daemon would (spam, viruses by hash, archives, DLP); prints a
     /// JSON verdict and exits 0 whatever it is.
     Scan(scan_cmd::ScanCmd),
+    /// The quarantine of content scanning: list, show, release, delete.
+    #[command(subcommand)]
+    Quarantine(quarantine_cmd::QuarantineCmd),
+    /// DKIM signing keys for `[[dkim]]`: keygen (the key and its DNS TXT record).
+    #[command(subcommand)]
+    Dkim(dkim_cmd::DkimCmd),
 }
 
 #[derive(Subcommand)]
@@ -221,6 +229,8 @@ fn run(cli: Cli) -> Outcome {
         Command::Queue(c) => queue_cmd::run(c),
         Command::Tls(c) => tls_cmd::run(c),
         Command::Scan(c) => scan_cmd::run(c),
+        Command::Quarantine(c) => quarantine_cmd::run(c),
+        Command::Dkim(c) => dkim_cmd::run(c),
     }
 }
 

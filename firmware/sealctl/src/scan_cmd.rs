@@ -3,8 +3,9 @@
 //! Contract (issue 15): `sealctl scan --in MESSAGE [--data-dir DIR] [--direction
 //! inbound|outbound] [--hashdb FILE]...` prints one JSON object `{"action", "score",
 //! "labels", "checks", ...}` and exits 0 whatever the verdict; 1 only when the message could
-//! not be scanned at all (unreadable file, a database or settings file that does not load, a
-//! vault that does not open).
+//! not be scanned at all (unreadable file, a database, spam model or settings file that does
+//! not load, a vault that does not open). A missing spam model is the label
+//! `classifier-unavailable`.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -35,9 +36,19 @@ pub(crate) struct ScanCmd {
     /// shipped signatures. Repeatable.
     #[arg(long = "hashdb", value_name = "FILE")]
     hashdb: Vec<PathBuf>,
-    /// The daemon's settings file: its [scan] section (thresholds, DLP rules, hashdb files).
+    /// The daemon's settings file: its [scan] section (thresholds, DLP rules, hashdb files,
+    /// the reputation service and clamd, asked only with --online).
     #[arg(long, value_name = "FILE")]
     settings: Option<PathBuf>,
+    /// Also ask the network services the settings configure (the URL reputation service,
+    /// clamd); a service that does not answer is a label, not a failure.
+    #[arg(long)]
+    online: bool,
+    /// The spam classifier's model (default: [scan] model, the shipped
+    /// /usr/share/sealgate/spam-model.bin). With --data-dir, the box's local layer
+    /// (DIR/scan/spam-local.bin: admin training) is added to it.
+    #[arg(long, value_name = "FILE")]
+    model: Option<PathBuf>,
     #[command(flatten)]
     sealer: vault_cmd::SealerArgs,
 }
@@ -67,16 +78,49 @@ pub(crate) fn run(c: ScanCmd) -> Outcome {
             .map_err(|_| Failure(format!("{}: not UTF-8", p.display()), 1))?;
         dbs.push((p.display().to_string(), text));
     }
-    let pipeline = settings.pipeline(&dbs).map_err(|e| Failure(e, 1))?;
+    // Offline unless asked: the services' stages are not even in the pipeline.
+    let mut settings = settings;
+    if !c.online {
+        settings.reputation_url = None;
+        settings.clamd = None;
+    }
+    let mut pipeline = settings.pipeline(&dbs).map_err(|e| Failure(e, 1))?;
+    let services = sealgate_scan_net::Services::new(&settings).map_err(|e| Failure(e, 1))?;
+    let model = c.model.as_deref().unwrap_or(&settings.model);
+    pipeline.lookups.classifier =
+        classifier(model, c.data_dir.as_deref()).map_err(|e| Failure(e, 1))?;
     let raw = read_file(&c.input)?;
     let clear = cleartext(&raw, c.data_dir.as_deref(), &c.sealer)?;
-    let report = pipeline.scan(&Input {
+    let input = Input {
         message: &raw,
         decrypted: clear.as_deref(),
         direction: c.direction,
-    });
+    };
+    let report = services.scan(&pipeline, &input, None);
     println!("{}", serde_json::to_string_pretty(&report)?);
     Ok(ExitCode::SUCCESS)
+}
+
+/// The classifier of `model` plus the local layer under `data_dir`: a missing model file is
+/// the label `classifier-unavailable`, one that does not load an error (exit 1).
+fn classifier(
+    model: &Path,
+    data_dir: Option<&Path>,
+) -> Result<sealgate_scan::classifier::Loaded, String> {
+    let read = |p: &Path| match std::fs::read(p) {
+        Ok(b) => Ok(Some(b)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(format!("{}: {e}", p.display())),
+    };
+    if model.as_os_str().is_empty() {
+        return Ok(sealgate_scan::classifier::Loaded::Off);
+    }
+    let base = read(model)?;
+    let local = match data_dir {
+        Some(d) => read(&d.join(sealgate_scan::classifier::LOCAL_LAYER))?,
+        None => None,
+    };
+    sealgate_scan::classifier::Loaded::from_files(model, base.as_deref(), local.as_deref())
 }
 
 /// The message without its S/MIME layers: decrypted with the vault's keys when it is

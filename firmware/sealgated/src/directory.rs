@@ -136,7 +136,7 @@ impl Keys<'_> {
         let Some(c) = self.keep(self.keys.encryption_certificate(address, self.now))? else {
             return Ok((None, None));
         };
-        if self.keep(self.keys.decryption_keys(address))?.is_empty() {
+        if !self.keep(self.keys.holds_keys(address))? {
             Ok((None, Some(c)))
         } else {
             Ok((Some(c), None))

@@ -42,7 +42,7 @@ pub fn sha256(data: &[u8]) -> [u8; 32] {
 
 /// Lowercase hex.
 pub fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
+    sealgate_smime::cert::hex(b)
 }
 
 /// `AB:CD:...` as browsers and `openssl x509 -fingerprint` show it.

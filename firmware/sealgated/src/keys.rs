@@ -41,6 +41,11 @@ pub trait KeyDirectory: Send + Sync {
     /// Every key (all states: old keys still decrypt) of the local user `address`; empty if
     /// the box holds none.
     fn decryption_keys(&self, address: &str) -> Result<Vec<Key>, VaultError>;
+    /// Whether the box holds a decryption key of `address` (nothing is handed out, so no
+    /// use is possible through the answer).
+    fn holds_keys(&self, address: &str) -> Result<bool, VaultError> {
+        Ok(!self.decryption_keys(address)?.is_empty())
+    }
     /// The key `address` signs with, if the box holds one.
     fn signing_key(&self, address: &str) -> Result<Option<Key>, VaultError>;
     /// The certificate to encrypt to for `address`: a local user's own, else a stored
@@ -152,6 +157,10 @@ impl KeyDirectory for Acting<'_> {
             .iter()
             .map(|k| Arc::new(k.acting_as(&self.actor)) as Key)
             .collect())
+    }
+
+    fn holds_keys(&self, address: &str) -> Result<bool, VaultError> {
+        Ok(!self.store.decryption_keys(address)?.is_empty())
     }
 
     fn signing_key(&self, address: &str) -> Result<Option<Key>, VaultError> {
@@ -322,7 +331,7 @@ struct Entry {
 pub struct Cached<D> {
     inner: D,
     ttl: Duration,
-    entries: Mutex<HashMap<String, Entry>>,
+    entries: Mutex<HashMap<String, Arc<Entry>>>,
     anchors: Mutex<Option<(Instant, Vec<Certificate>)>>,
     revoked: Mutex<Option<(Instant, Vec<Revoked>)>>,
 }
@@ -342,19 +351,21 @@ impl<D: KeyStore> Cached<D> {
         }
     }
 
-    fn entry(&self, address: &str, now: i64) -> Result<Entry, VaultError> {
+    /// The cached answers for `address` (shared: a hit copies nothing but what the caller
+    /// takes from it).
+    fn entry(&self, address: &str, now: i64) -> Result<Arc<Entry>, VaultError> {
         let key = address.trim().to_ascii_lowercase();
         if let Ok(m) = self.entries.lock()
             && let Some(e) = m.get(&key).filter(|e| e.at.elapsed() < self.ttl)
         {
             return Ok(e.clone());
         }
-        let e = Entry {
+        let e = Arc::new(Entry {
             at: Instant::now(),
             decryption: self.inner.decryption_keys(&key)?,
             signing: self.inner.signing_key(&key)?,
             encryption: self.inner.encryption_certificate(&key, now)?,
-        };
+        });
         if let Ok(mut m) = self.entries.lock() {
             if m.len() >= MAX_ENTRIES {
                 m.clear();
@@ -383,11 +394,11 @@ impl<D: KeyStore> KeyStore for Cached<D> {
     }
 
     fn decryption_keys(&self, address: &str) -> Result<Vec<Arc<VaultKey>>, VaultError> {
-        Ok(self.entry(address, unix_now())?.decryption)
+        Ok(self.entry(address, unix_now())?.decryption.clone())
     }
 
     fn signing_key(&self, address: &str) -> Result<Option<Arc<VaultKey>>, VaultError> {
-        Ok(self.entry(address, unix_now())?.signing)
+        Ok(self.entry(address, unix_now())?.signing.clone())
     }
 
     fn encryption_certificate(
@@ -397,8 +408,8 @@ impl<D: KeyStore> KeyStore for Cached<D> {
     ) -> Result<Option<Certificate>, VaultError> {
         // A cached certificate that expired since is looked up afresh.
         let e = self.entry(address, now)?;
-        match e.encryption {
-            Some(c) if c.not_before <= now && now <= c.not_after => Ok(Some(c)),
+        match &e.encryption {
+            Some(c) if c.not_before <= now && now <= c.not_after => Ok(Some(c.clone())),
             Some(_) => self.inner.encryption_certificate(address, now),
             None => Ok(None),
         }

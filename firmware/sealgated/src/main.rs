@@ -25,6 +25,7 @@ mod audit;
 mod certs;
 mod directory;
 mod directory_publish;
+mod dkim_sign;
 mod dns;
 mod docking;
 mod gateway;
@@ -33,15 +34,23 @@ mod identity;
 mod imap;
 mod keys;
 mod logfile;
+mod mailauth;
 mod metrics;
 mod network;
+mod privileges;
 mod problem;
+mod quarantine;
+mod quarantine_digest;
 mod scan;
 mod selfcheck;
 mod settings;
 mod smtp;
 mod tls_certificate;
 mod tokens;
+mod update_fetch;
+mod update_gate;
+mod update_reseal;
+mod update_url;
 mod webui;
 
 use std::io::{IsTerminal, Write};
@@ -99,6 +108,10 @@ struct Cli {
     /// `health ok ADDR` or `health failed WHY`, and exit (0 when it answered "up").
     #[arg(long, conflicts_with = "check_settings")]
     check_health: bool,
+    /// Started as root: become USER at once, keeping only CAP_NET_ADMIN and CAP_SYS_TIME
+    /// (the box's service; see privileges.rs).
+    #[arg(long, value_name = "USER")]
+    run_as: Option<String>,
 }
 
 /// The exit code of `--check-settings` when the shipped box settings would be used.
@@ -108,6 +121,12 @@ fn main() -> ExitCode {
     // Before any other thread exists: keep libtss2's own log lines off the console.
     sealgate_tpm::quiet_library_logging();
     let cli = Cli::parse();
+    if let Some(user) = &cli.run_as
+        && let Err(e) = privileges::run_as(user)
+    {
+        console(&format!("error: --run-as {user}: {e:#}"));
+        return ExitCode::FAILURE;
+    }
     if cli.check_settings {
         return check_settings(&cli);
     }
@@ -487,10 +506,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     // which would write them, cannot be relied on.
     let vault_at_stop = vault.clone();
     let admin_state = web::Data::new(admin::AdminState::new(vault.clone(), &data_dir));
+    let _ = admin_state
+        .tpm
+        .set((!cli.danger_software_sealer).then(|| cli.tpm.clone().unwrap_or(DEFAULT_TCTI.into())));
     let submission_vault = vault.clone();
     let publish_vault = vault.clone();
     let queue = smtp::open_queue(&data_dir, &settings)?;
     let _ = admin_state.queue.set(queue.clone());
+    // The quarantine (content scanning), encrypted under a key the vault derives.
+    let quarantine_store = quarantine::install(&data_dir, &vault)?;
+    let release_key = vault.derived_key(quarantine_digest::KEY_PURPOSE);
     let _ = admin_state.tls.set(id.live.clone());
     let keys: Arc<dyn keys::KeyStore> = Arc::new(keys::Cached::new(vault, Duration::from_secs(30)));
     let anchors = Arc::new(anchors);
@@ -536,6 +561,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let publish_per_minute = settings.directory.publish_per_minute;
     let docking_addr = docking_listener.local_addr()?;
     let admin_addr = admin_listener.local_addr()?;
+    // The digests' release links: on the admin listener, as users reach it.
+    let release_links =
+        quarantine_digest::install(
+            &release_key,
+            settings.scan.release_url.clone().unwrap_or_else(|| {
+                format!("https://{}:{}", settings.smtp.hostname, admin_addr.port())
+            }),
+            settings.scan.release_link_hours,
+        );
+    drop(release_key);
     let timeout = settings.docking.request_timeout_secs.duration();
 
     let stopped = actix_web::rt::System::new().block_on(async move {
@@ -564,6 +599,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 .app_data(ss.clone())
                 .configure(admin::routes)
                 .configure(webui::routes)
+                .configure(admin::quarantine_link::routes)
                 .configure(http::admin_routes)
         })
         .client_request_timeout(Duration::from_secs(30))
@@ -654,12 +690,27 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         // to fix it.
         let dns_server = dns::start(&settings.dns).await.unwrap_or_else(|e| {
             console(&format!("DNS SERVER NOT STARTED: {e:#}"));
+            admin_state.listener_failed(&format!("dns not started: {e:#}"));
             None
         });
         for (name, addr) in dns_server.iter().flat_map(|d| d.listening()) {
             console(&format!("listening {name} {addr}"));
             admin_state.add_listener(name, addr);
         }
+        if settings.scan.digest_hours > 0 {
+            actix_web::rt::spawn(quarantine_digest::digest_loop(
+                quarantine_store.clone(),
+                queue.clone(),
+                release_links,
+                settings.scan.clone(),
+                settings.smtp.hostname.clone(),
+                settings.scan.digest_hours,
+            ));
+        }
+        actix_web::rt::spawn(quarantine::purge_loop(
+            quarantine_store,
+            settings.scan.quarantine_days,
+        ));
         let hand_off = smtp::start(smtp::HandOff {
             settings: settings.clone(),
             data_dir: data_dir.clone(),
@@ -682,6 +733,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         tracing::info!(%docking_addr, %admin_addr, "ready");
         console("ready");
+        admin_state.set_ready();
 
         let asked = tokio::select! {
             r = wait_for_signal() => { r?; None }

@@ -58,6 +58,8 @@ pub struct Settings {
     pub network: crate::network::Settings,
     /// Content scanning (`[scan]`, `[[scan.dlp]]`): `scan.rs`, `sealgate-scan`.
     pub scan: sealgate_scan::Settings,
+    /// DKIM signing of submission mail (`[[dkim]]`): `dkim_sign.rs`.
+    pub dkim: Vec<crate::dkim_sign::DkimKey>,
 }
 
 /// `[docking]`.
@@ -290,6 +292,10 @@ pub struct Queue {
     pub lifetime_secs: u64,
     /// A message with more `Received` fields than this is looping: it is returned, not sent.
     pub max_received: usize,
+    /// A message carrying more of this box's own valid loop markers (`X-Sealgate-Loop`, one
+    /// per pass through the box) than this is looping: the MX and submission refuse it
+    /// (`554 5.4.6`).
+    pub max_loop_markers: usize,
 }
 
 impl Default for Queue {
@@ -299,6 +305,7 @@ impl Default for Queue {
             retry_max_secs: Seconds(3600),
             lifetime_secs: 5 * 86_400,
             max_received: 30,
+            max_loop_markers: 2,
         }
     }
 }
@@ -653,6 +660,10 @@ impl Settings {
             "[queue] max_received must be 1..=1000"
         );
         anyhow::ensure!(
+            (1..=100).contains(&q.max_loop_markers),
+            "[queue] max_loop_markers must be 1..=100"
+        );
+        anyhow::ensure!(
             smtp.next_hop_ca.is_none() || smtp.next_hop_fingerprint.is_none(),
             "[smtp] next_hop_ca and next_hop_fingerprint exclude each other"
         );
@@ -703,6 +714,7 @@ impl Settings {
             .validate()
             .map_err(|e| anyhow::anyhow!("[network] {e}"))?;
         crate::scan::check_settings(&self.scan).map_err(|e| anyhow::anyhow!("[scan] {e}"))?;
+        crate::dkim_sign::validate(&self.dkim).map_err(|e| anyhow::anyhow!("{e}"))?;
         Ok(())
     }
 }
@@ -1500,6 +1512,19 @@ pub struct Inbound {
     pub next_hop_fingerprint: Option<Fingerprint>,
     /// The name `next_hop`'s certificate must carry (default: its IP address).
     pub next_hop_name: Option<String>,
+    /// Each RCPT for an accepted domain is checked at `next_hop` first (`MAIL FROM:<>`,
+    /// `RCPT TO`, `RSET`; answers cached in memory): unknown there is `550 5.1.1`, a
+    /// temporary failure or an unreachable next hop `450 4.4.3`.
+    pub verify_recipients: bool,
+    /// How long a recipient the next hop accepted stays known (seconds).
+    pub verify_positive_ttl_secs: Seconds,
+    /// How long a recipient the next hop refused stays known (seconds).
+    pub verify_negative_ttl_secs: Seconds,
+    /// Addresses the cache holds at most.
+    pub verify_cache_entries: usize,
+    /// Checks at the next hop one client address (IPv6: its /64) may cause per minute
+    /// (answers from the cache are free); beyond that `450 4.7.1`.
+    pub verify_probes_per_minute: u32,
 }
 
 impl Default for Inbound {
@@ -1515,6 +1540,11 @@ impl Default for Inbound {
             next_hop_ca: None,
             next_hop_fingerprint: None,
             next_hop_name: None,
+            verify_recipients: false,
+            verify_positive_ttl_secs: Seconds(3600),
+            verify_negative_ttl_secs: Seconds(600),
+            verify_cache_entries: 10_000,
+            verify_probes_per_minute: 20,
         }
     }
 }
@@ -1535,6 +1565,14 @@ impl Inbound {
                 "[inbound] max_connections_per_minute and max_recipients must be at least 1"
             );
         }
+        anyhow::ensure!(
+            (1..=1_000_000).contains(&self.verify_cache_entries),
+            "[inbound] verify_cache_entries must be 1..=1000000"
+        );
+        anyhow::ensure!(
+            (1..=10_000).contains(&self.verify_probes_per_minute),
+            "[inbound] verify_probes_per_minute must be 1..=10000"
+        );
         anyhow::ensure!(
             self.next_hop_ca.is_none() || self.next_hop_fingerprint.is_none(),
             "[inbound] next_hop_ca and next_hop_fingerprint exclude each other"

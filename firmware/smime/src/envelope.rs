@@ -509,6 +509,8 @@ pub fn decrypt_with(input: &[u8], keys: &[&dyn PrivateKey], limits: &Limits) -> 
     let mut candidates: Vec<Candidate> = Vec::new();
     let mut named_us = false;
     let mut last_unsupported = None;
+    // Whether the candidates came from the fallback pass (no entry named our keys).
+    let mut guessed = false;
     // First the entries that name one of our keys (each key used once); if none does, every
     // entry with every key of a fitting type, within a budget (some clients write wrong
     // identifiers, and a wrong key must fail the same way as a corrupt message: implicit
@@ -541,6 +543,7 @@ pub fn decrypt_with(input: &[u8], keys: &[&dyn PrivateKey], limits: &Limits) -> 
             }
         }
         if !candidates.is_empty() || named_us {
+            guessed = ignore_ids;
             break;
         }
         // (A second pass that tries a key sets `named_us` as well.)
@@ -582,6 +585,13 @@ pub fn decrypt_with(input: &[u8], keys: &[&dyn PrivateKey], limits: &Limits) -> 
             ciphertext.clone()
         };
         if let Ok(content) = cipher.decrypt(&c.key, data, &aad, &mac) {
+            // A key tried on an entry that does not name it yields, by implicit rejection, a
+            // pseudo-random content key; CBC has no integrity, and about 1 in 256 such keys
+            // still ends in valid padding. Content found that way counts only if it is a MIME
+            // entity, as every S/MIME content is (AEAD content has its tag).
+            if guessed && !cipher.is_aead() && !starts_like_mime(&content) {
+                continue;
+            }
             let cert = keys.get(c.cert_index).map(|k| k.certificate());
             return Ok(Decrypted {
                 content,
@@ -603,6 +613,21 @@ pub fn decrypt_with(input: &[u8], keys: &[&dyn PrivateKey], limits: &Limits) -> 
         }
     }
     Err(Error::Decrypt)
+}
+
+/// Whether `content` begins as a MIME entity does: a header field name (printable ASCII but
+/// the colon, 1 to 76 characters) and its colon, or the empty line of an entity with no
+/// header fields.
+fn starts_like_mime(content: &[u8]) -> bool {
+    if content.starts_with(b"\r\n") || content.starts_with(b"\n") {
+        return true;
+    }
+    let name_len = content
+        .iter()
+        .take(77)
+        .take_while(|&&b| (33..=126).contains(&b) && b != b':')
+        .count();
+    (1..=76).contains(&name_len) && content.get(name_len) == Some(&b':')
 }
 
 fn matches_rid(cert: &Certificate, rid: &Tlv<'_>) -> bool {
@@ -1037,6 +1062,21 @@ fn summarise(info: &Tlv<'_>) -> Result<RecipientInfoSummary> {
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::panic)]
 mod tests {
+
+    #[test]
+    fn guessed_content_must_start_like_a_mime_entity() {
+        assert!(starts_like_mime(b"Content-Type: text/plain\r\n\r\nhi"));
+        assert!(starts_like_mime(b"\r\nno header fields"));
+        assert!(starts_like_mime(b"X:"));
+        assert!(!starts_like_mime(b""));
+        assert!(!starts_like_mime(b": no name"));
+        assert!(!starts_like_mime(b"Content Type: a space"));
+        assert!(!starts_like_mime(&[0x8f, 0x12, b':', 0x00]));
+        assert!(!starts_like_mime(&[b'a'; 77]));
+        let mut long = vec![b'a'; 77];
+        long.push(b':');
+        assert!(!starts_like_mime(&long));
+    }
     use super::*;
     use crate::keys::SoftwareKey;
     use std::process::Command;

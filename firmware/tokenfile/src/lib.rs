@@ -73,7 +73,14 @@ impl<S> Default for TokenFile<S> {
 }
 
 fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
+    // One allocation, no formatter: this runs for every fingerprint a request computes.
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(b.len() * 2);
+    for &x in b {
+        s.push(char::from(DIGITS[usize::from(x >> 4)]));
+        s.push(char::from(DIGITS[usize::from(x & 15)]));
+    }
+    s
 }
 
 /// A fresh token: [`TOKEN_PREFIX`] + 256 random bits in hex.

@@ -30,7 +30,7 @@
 //! Key *uses* (each decrypt and sign through a [`crate::VaultKey`]) are recorded through a
 //! [`UseLog`], which batches them: see its documentation.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -526,6 +526,8 @@ struct UseLogInner {
     writing: Mutex<()>,
     max_entries: AtomicUsize,
     max_delay_ms: AtomicU64,
+    /// Set when a full batch waits: the writer thread writes it without waiting out the delay.
+    due: AtomicBool,
     stop: Mutex<bool>,
     wake: Condvar,
 }
@@ -570,12 +572,14 @@ impl UseLogInner {
 ///
 /// A redb commit per use would cost an fsync per decryption, so uses are **batched**: they
 /// wait in a bounded in-memory buffer that is written, in one transaction that extends the
-/// same hash chain, when [`USE_BATCH_ENTRIES`] have accumulated (by the thread whose use
-/// filled it), when the oldest has waited [`USE_BATCH_DELAY`] (a timer thread, started at the
-/// first use), before any other change to the vault is written, when the audit log is read,
-/// and when the last handle (the [`crate::Vault`] and its keys) is dropped. The price: a
-/// crash (kill -9, power cut) loses at most the uses of the last batch window; a use is never
-/// recorded that did not at least start. With a batch size of 1
+/// same hash chain, when [`USE_BATCH_ENTRIES`] have accumulated (by the writer thread, woken
+/// at once, so the use that filled the batch does not wait for the fsync; by the using thread
+/// itself when two batches wait, i.e. the writer is behind), when the oldest has waited
+/// [`USE_BATCH_DELAY`] (the same writer thread, started at the first use), before any other
+/// change to the vault is written, when the audit log is read, and when the last handle (the
+/// [`crate::Vault`] and its keys) is dropped. The price: a crash (kill -9, power cut) loses at
+/// most the uses of the last batch window (at most two batches); a use is never recorded that
+/// did not at least start. With a batch size of 1
 /// ([`crate::Vault::set_use_audit_batch`]) every use is committed before the key is used.
 ///
 /// The buffer is bounded: when it cannot be written (disk full, I/O error) and holds
@@ -597,6 +601,7 @@ impl UseLog {
                 writing: Mutex::new(()),
                 max_entries: AtomicUsize::new(USE_BATCH_ENTRIES),
                 max_delay_ms: AtomicU64::new(USE_BATCH_DELAY.as_millis() as u64),
+                due: AtomicBool::new(false),
                 stop: Mutex::new(false),
                 wake: Condvar::new(),
             }),
@@ -619,6 +624,13 @@ impl UseLog {
     /// when the use cannot be recorded: the buffer is full and cannot be written, or (batch
     /// size 1) the entry could not be committed.
     pub(crate) fn record(&self, u: KeyUse) -> Result<()> {
+        // A use after the vault was closed can never be written: refused at once (the batch
+        // that would find out may be written by the writer thread, after the use).
+        if self.inner.db.strong_count() == 0 {
+            return Err(VaultError::Usage(
+                "the vault this key belongs to is closed".into(),
+            ));
+        }
         let max = self.inner.max_entries.load(Ordering::Relaxed);
         let cap = max.saturating_mul(4).max(4);
         if lock(&self.inner.buffer).len() >= cap {
@@ -629,8 +641,19 @@ impl UseLog {
             b.push(u);
             b.len()
         };
-        if len >= max {
+        if max == 1 || len >= max.saturating_mul(2) {
+            // A commit per use, or the writer is a whole batch behind: this thread writes.
             self.inner.flush()?;
+        } else if len >= max {
+            // A full batch: the writer thread commits it, so the use (and whatever else runs
+            // on this thread) does not wait for the commit's fsync.
+            self.inner.due.store(true, Ordering::Release);
+            if !self.start_timer() {
+                self.inner.flush()?;
+            }
+            // Taking the lock orders this notification after the writer's check of `due`.
+            drop(lock(&self.inner.stop));
+            self.inner.wake.notify_all();
         } else {
             self.start_timer();
         }
@@ -648,10 +671,11 @@ impl UseLog {
         lock(&self.inner.buffer).len()
     }
 
-    fn start_timer(&self) {
+    /// Starts the writer thread if it is not running; whether it runs.
+    fn start_timer(&self) -> bool {
         let mut t = lock(&self.timer);
         if t.is_some() {
-            return;
+            return true;
         }
         let inner = self.inner.clone();
         let spawned = std::thread::Builder::new()
@@ -662,15 +686,21 @@ impl UseLog {
                 // came while this thread was flushing, without the lock, must not be missed,
                 // or the drop that set it would wait out a whole `max_delay`.
                 while !*stop {
-                    let wait = Duration::from_millis(inner.max_delay_ms.load(Ordering::Relaxed));
-                    stop = inner
-                        .wake
-                        .wait_timeout(stop, wait)
-                        .unwrap_or_else(|e| e.into_inner())
-                        .0;
+                    // A full batch that came while this thread was writing is written at
+                    // once (`due` is checked under the lock its setter takes to notify).
+                    if !inner.due.load(Ordering::Acquire) {
+                        let wait =
+                            Duration::from_millis(inner.max_delay_ms.load(Ordering::Relaxed));
+                        stop = inner
+                            .wake
+                            .wait_timeout(stop, wait)
+                            .unwrap_or_else(|e| e.into_inner())
+                            .0;
+                    }
                     if *stop {
                         return;
                     }
+                    inner.due.store(false, Ordering::Release);
                     drop(stop);
                     // A failed write keeps the uses buffered; the next tick retries.
                     let _ = inner.flush();
@@ -678,8 +708,12 @@ impl UseLog {
                 }
             });
         // Without a timer thread the uses are still written by size, other writes and drop.
-        if let Ok(h) = spawned {
-            *t = Some(h);
+        match spawned {
+            Ok(h) => {
+                *t = Some(h);
+                true
+            }
+            Err(_) => false,
         }
     }
 }
@@ -914,22 +948,39 @@ mod tests {
         log.record(a_use(2)).expect("2");
         assert_eq!(count(&db), 0, "below the batch size nothing is written");
         log.record(a_use(3)).expect("3");
+        // The writer thread writes a full batch at once (the delay is an hour here).
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while count(&db) < 3 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
         assert_eq!(count(&db), 3, "a full batch is written");
         assert_eq!(log.pending(), 0);
+        // A batch that fills while a write is under way does not block the using thread;
+        // the writer thread writes it once the other write is done.
+        let stalled = log.inner.writing.lock().expect("writing");
+        for n in 0..3 {
+            log.record(a_use(10 + n)).expect("batch");
+        }
+        drop(stalled);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while count(&db) < 6 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(count(&db), 6, "the writer thread wrote the second batch");
 
         // The timer writes a partial batch.
         log.configure(100, Duration::from_millis(50));
         log.record(a_use(4)).expect("4");
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        while count(&db) < 4 && std::time::Instant::now() < deadline {
+        while count(&db) < 7 && std::time::Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(20));
         }
-        assert_eq!(count(&db), 4, "the timer wrote the use");
+        assert_eq!(count(&db), 7, "the timer wrote the use");
 
         // Drop writes what is left.
         log.configure(100, Duration::from_secs(3600));
         log.record(a_use(5)).expect("5");
         drop(log);
-        assert_eq!(count(&db), 5);
+        assert_eq!(count(&db), 8);
     }
 }

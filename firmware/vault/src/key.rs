@@ -357,4 +357,30 @@ mod tests {
             .count();
         assert_eq!(uses as u32, N + N / 2, "every audited decrypt is logged");
     }
+
+    /// A key used after its vault was dropped is refused at its first use, batch or not:
+    /// the use could never be written.
+    #[test]
+    fn a_use_after_the_vault_closed_is_refused() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let (vault, _) = Vault::init(tmp.path(), &mut SoftwareSealer::danger_new()).expect("init");
+        vault
+            .ca_init("Test CA", &CaSettings::default())
+            .expect("ca");
+        vault.ca_issue("late@example.org").expect("issue");
+        let cert = vault.certificate("late@example.org").expect("cert");
+        let enc = message::encrypt_message(
+            b"Subject: b\r\n\r\nlate\r\n",
+            &[Recipient::new(cert).expect("recipient")],
+            CipherChoice::Aes256Cbc,
+        )
+        .expect("encrypt");
+        let key = vault.signing_key("late@example.org").expect("key");
+        assert!(message::open(&enc, &[&key], &VerifyOptions::default(), OpenMode::Decrypt).is_ok());
+        drop(vault);
+        assert!(
+            message::open(&enc, &[&key], &VerifyOptions::default(), OpenMode::Decrypt).is_err(),
+            "a use that cannot be audited is refused"
+        );
+    }
 }

@@ -16,7 +16,9 @@ pub struct Args {
     /// per second, cold and warm, against local slapd and HTTPS peers), `dns` (the split-horizon
     /// DNS server's answers per second under `dnsperf` against Knot DNS serving the same zone),
     /// `imap` (a 1,000-message mailbox synced by `mbsync` and fetched one by one by Python's
-    /// imaplib through the IMAP proxy, cold and warm, against Dovecot directly).
+    /// imaplib through the IMAP proxy, cold and warm, against Dovecot directly), `scan`
+    /// (decryption and every local check of content scanning, messages/s at 10 KiB and 1 MiB on
+    /// two threads, against SpamAssassin's spamd/spamc on the same messages).
     #[arg(default_value = "smime")]
     pub what: Vec<String>,
     /// Also write every row and ratio as JSON (`{"rows": [...], "ratios": {...}}`) to FILE
@@ -116,6 +118,19 @@ const BENCHES: &[Bench] = &[
             ("dovecot", "dovecot-core"),
             ("mbsync", "isync"),
             ("python3", "python3"),
+            ("openssl", "openssl"),
+        ],
+        json: false,
+    },
+    Bench {
+        name: "scan",
+        package: "sealgate-scan",
+        target: "scan",
+        // The reference (SpamAssassin's daemon and client) and the PKI tool.
+        debian: &["spamassassin", "spamd", "spamc", "openssl"],
+        tools: &[
+            ("spamd", "spamd"),
+            ("spamc", "spamc"),
             ("openssl", "openssl"),
         ],
         json: false,

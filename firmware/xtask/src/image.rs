@@ -50,11 +50,21 @@ pub(crate) const IMAGE_PACKAGES: &[&str] = &[
     "binutils",
     "ovmf",
     "gpg",
+    // gpg imports GRUB's secret signing key through its agent (not installed with gpg when
+    // recommends are off: found by building in a clean Debian root).
+    "gpg-agent",
+    // virt-fw-vars (PyPI virt-firmware, in a venv under target/tools/) enrols the Secure Boot
+    // keys in the UEFI variable store.
+    "python3",
+    "python3-venv",
     "cryptsetup-bin",
     "dmsetup",
     "faketime",
     "zstd",
     "ca-certificates",
+    "rauc",
+    "rauc-service",
+    "dbus",
 ];
 
 /// Everything `cargo xtask image` installs: the image's parts and what building the
@@ -88,8 +98,9 @@ pub(crate) const GRUB_MODULES: &[&str] = &[
 /// chain; built in, as lockdown loads no module).
 pub(crate) const GRUB_VERIFY_MODULES: &[&str] = &["pgp", "gcry_sha256", "gcry_sha512", "gcry_rsa"];
 
-/// Size of the EFI system partition image, MiB (FAT16).
-const ESP_MIB: u64 = 32;
+/// Size of the EFI system partition image, MiB (FAT16): GRUB and two 11 MiB UKIs, plus room
+/// for an update to write the new UKI beside the old one before the rename.
+const ESP_MIB: u64 = 64;
 /// Size of the data partition image, MiB (a box grows it to the disk later).
 const DATA_MIB: u64 = 256;
 /// Fixed identifiers, so the same inputs make the same bytes.
@@ -292,28 +303,51 @@ pub(crate) fn build(board: Board, args: &Args) -> Result<Built> {
     let genimage_cfg = fs::read_to_string(board_dir.join("genimage.cfg"))?;
     let data_uuid = partition_uuid(&genimage_cfg, "data")?;
 
-    // The signed boot chain: slot A's UKI (B gets one with its first update), the UEFI
-    // variables with the box's keys enrolled and Secure Boot on.
+    // The signed boot chain: one UKI per slot (slot A's on the ESP; both in the slot content
+    // an update bundle carries, see bundle.rs), the UEFI variables with the box's keys
+    // enrolled and Secure Boot on.
     let keys = crate::secureboot::Keys::find(&root)?;
+    let gpg = keys.grub_keyring(&work)?;
     let osrel = rootfs.join("etc/os-release");
-    let uki = work.join("sealgate-A.unsigned.efi");
-    crate::secureboot::make_uki(
-        epoch,
-        &work,
-        &kernel.image,
-        &initramfs,
-        &format!(
-            "{KERNEL_CMDLINE} sealgate.slot=A {} sealgate.data={data_uuid}",
-            verity.cmdline()
-        ),
-        &osrel,
-        &uki,
-    )?;
-    let ukis = vec![("sealgate-A.efi".to_string(), uki)];
+    let linux = work.join("esp-linux");
+    fs::create_dir_all(&linux)?;
+    let mut signed = BTreeMap::new();
+    for slot in ["A", "B"] {
+        let uki = work.join(format!("sealgate-{slot}.unsigned.efi"));
+        crate::secureboot::make_uki(
+            epoch,
+            &work,
+            &kernel.image,
+            &initramfs,
+            &format!(
+                "{KERNEL_CMDLINE} sealgate.slot={slot} {} sealgate.data={data_uuid}",
+                verity.cmdline()
+            ),
+            &osrel,
+            &uki,
+        )?;
+        let out_uki = linux.join(format!("sealgate-{slot}.efi"));
+        keys.sign(&uki, &out_uki, epoch)?;
+        let sig = gpg.sign(&out_uki, epoch)?;
+        signed.insert(slot, [out_uki, sig]);
+    }
     keys.enrol(
         Path::new(OVMF_VARS),
         &out.join(sealgate_qemu::ENROLLED_VARS),
     )?;
+    // What an update installs (`cargo xtask bundle`): the slot image and both UKIs.
+    let slot_dir = out.join("slot");
+    if slot_dir.exists() {
+        fs::remove_dir_all(&slot_dir)?;
+    }
+    fs::create_dir_all(slot_dir.join("uki"))?;
+    fs::copy(inputs.join("root.img"), slot_dir.join("root.img"))?;
+    for files in signed.values() {
+        for f in files {
+            let name = f.file_name().context("file name")?;
+            fs::copy(f, slot_dir.join("uki").join(name))?;
+        }
+    }
 
     // The EFI system partition.
     make_esp(
@@ -323,7 +357,8 @@ pub(crate) fn build(board: Board, args: &Args) -> Result<Built> {
         &work,
         epoch,
         &keys,
-        &ukis,
+        &gpg,
+        signed.get("A").context("slot A's UKI")?,
     )?;
 
     // The data partition: empty ext4.
@@ -684,12 +719,45 @@ fn stage_rootfs(
         &rootfs.join("etc/ssl/certs/ca-certificates.crt"),
         0o644,
     )?;
+    // The spam classifier's model (`cargo xtask model`), where `[scan] model` looks by default.
+    let model = crate::model::ensure()?;
+    fs::create_dir_all(rootfs.join("usr/share/sealgate"))?;
+    copy_file(
+        &model,
+        &rootfs.join("usr/share/sealgate/spam-model.bin"),
+        0o644,
+    )?;
     // e2fsprogs for the data partition's check at boot and the full factory reset.
     for tool in ["e2fsck", "mke2fs"] {
         let src = Path::new("/sbin").join(tool);
         copy_file(&src, &rootfs.join("usr/sbin").join(tool), 0o755)?;
         elf.push(src);
     }
+    // Updates: RAUC (Debian's, with its D-Bus service) and the D-Bus system bus it serves on
+    // (`dbus-daemon`; the box's own policy file in the overlay lets only root and sealgated's
+    // user call RAUC), its configuration for the board and the update CA's keyring:
+    // `SEALGATE_OTA_KEYRING` (the vendor's CA certificates, PEM), else the DEVELOPMENT CA.
+    for tool in ["rauc", "dbus-daemon"] {
+        let src = Path::new("/usr/bin").join(tool);
+        copy_file(&src, &rootfs.join("usr/bin").join(tool), 0o755)?;
+        elf.push(src);
+    }
+    copy_file(
+        Path::new("/usr/share/dbus-1/system.conf"),
+        &rootfs.join("usr/share/dbus-1/system.conf"),
+        0o644,
+    )?;
+    copy_file(
+        &root.join("board").join(board.name).join("rauc/system.conf"),
+        &rootfs.join("etc/rauc/system.conf"),
+        0o644,
+    )?;
+    let keyring = std::env::var_os("SEALGATE_OTA_KEYRING")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("board/dev-keys/ota-ca.pem"));
+    copy_file(&keyring, &rootfs.join("etc/rauc/keyring.pem"), 0o644)?;
+    // D-Bus clients read the machine id; the boot writes one to /run (the root is read-only).
+    symlink("/run/machine-id", rootfs.join("etc/machine-id"))?;
     for applet in String::from_utf8_lossy(&list.stdout).lines() {
         let name = applet.rsplit('/').next().unwrap_or(applet);
         let dir = if applet.contains("sbin/") {
@@ -794,6 +862,7 @@ fn needed_libraries(elf: &Path) -> Result<Vec<PathBuf>> {
     Ok(libs)
 }
 
+#[allow(clippy::too_many_arguments)]
 fn make_esp(
     board: Board,
     board_dir: &Path,
@@ -801,12 +870,12 @@ fn make_esp(
     work: &Path,
     epoch: u64,
     keys: &crate::secureboot::Keys,
-    ukis: &[(String, PathBuf)],
+    gpg: &crate::secureboot::GrubSigner,
+    signed_ukis: &[PathBuf],
 ) -> Result<()> {
     // GRUB without shim, signed for the firmware (db), with the public key that GRUB checks
     // grub.cfg's and each UKI's detached signature with (in Secure Boot's lockdown GRUB
     // starts nothing that no verifier checked); the firmware checks each UKI against db too.
-    let gpg = keys.grub_keyring(work)?;
     let unsigned = work.join("grub.unsigned.efi");
     sh(Command::new("grub-mkimage")
         .args([
@@ -824,16 +893,6 @@ fn make_esp(
         .args(GRUB_VERIFY_MODULES))?;
     let efi = work.join(board.efi_file);
     keys.sign(&unsigned, &efi, epoch)?;
-    let linux = work.join("esp-linux");
-    fs::create_dir_all(&linux)?;
-    let mut signed_ukis = Vec::new();
-    for (name, unsigned) in ukis {
-        let signed = linux.join(name);
-        keys.sign(unsigned, &signed, epoch)?;
-        let sig = gpg.sign(&signed, epoch)?;
-        signed_ukis.push(signed);
-        signed_ukis.push(sig);
-    }
     let files = work.join("esp-files");
     fs::create_dir_all(&files)?;
     copy_file(&board_dir.join("grub.cfg"), &files.join("grub.cfg"), 0o644)?;
@@ -888,7 +947,7 @@ fn make_esp(
         mtools(&["mcopy", "-m", &src.display().to_string(), &dest])?;
     }
     mtools(&["mmd", "::/EFI/Linux"])?;
-    for src in &signed_ukis {
+    for src in signed_ukis {
         let name = src
             .file_name()
             .and_then(|n| n.to_str())

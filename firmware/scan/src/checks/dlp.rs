@@ -19,6 +19,37 @@ pub struct Validated {
     pub threshold: usize,
     /// Score when reached.
     pub score: f64,
+    /// What a hit does besides its score (the daemon acts on it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<RuleAction>,
+}
+
+/// What a DLP rule's hit makes the daemon do, whatever the score's action
+/// (`[[scan.dlp]] action`, `[scan.card_numbers] action`, `[scan.ibans] action`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RuleAction {
+    /// Kept in the quarantine for an auditor.
+    Quarantine,
+    /// Delivered, and a copy sent to `[scan] auditor` through the queue.
+    CopyAuditor,
+    /// Refused (`550` while the client waits).
+    Block,
+    /// Delivered only encrypted: submission's policy becomes `mandatory` for the message;
+    /// inbound cleartext is encrypted to its recipients' keys, or quarantined.
+    RequireEncryption,
+}
+
+impl RuleAction {
+    /// The name in the settings file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RuleAction::Quarantine => "quarantine",
+            RuleAction::CopyAuditor => "copy-auditor",
+            RuleAction::Block => "block",
+            RuleAction::RequireEncryption => "require-encryption",
+        }
+    }
 }
 
 /// A configured rule: keywords (whole words, any case) and/or a regular expression.
@@ -39,6 +70,9 @@ pub struct DlpRule {
     /// Score when reached.
     #[serde(default = "ten")]
     pub score: f64,
+    /// What a hit does besides its score.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<RuleAction>,
 }
 
 fn one() -> usize {
@@ -70,10 +104,12 @@ impl Dlp {
             Validated {
                 threshold: 1,
                 score: 10.0,
+                action: None,
             },
             Validated {
                 threshold: 1,
                 score: 5.0,
+                action: None,
             },
             rules,
         )
@@ -441,6 +477,7 @@ mod tests {
                 regex: None,
                 threshold: 2,
                 score: 3.0,
+                action: None,
             },
             DlpRule {
                 name: "project".into(),
@@ -448,6 +485,7 @@ mod tests {
                 regex: Some(r"PRJ-\d{4}".into()),
                 threshold: 1,
                 score: 1.0,
+                action: None,
             },
         ];
         let dlp = Dlp::new(rules.clone()).expect("dlp");

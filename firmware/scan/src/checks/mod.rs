@@ -1,10 +1,14 @@
 //! The stages of the standard pipeline.
 
+pub mod auth;
+mod classifier;
 mod dlp;
 mod spam;
 
-pub use dlp::{Dlp, DlpRule, Validated, iban_valid, luhn_valid};
-pub use spam::SpamRules;
+pub use auth::{AuthResults, DmarcMode, DnsList, ListResult};
+pub use classifier::{Classifier, LABEL_CLASSIFIER, LABEL_CLASSIFIER_UNAVAILABLE};
+pub use dlp::{Dlp, DlpRule, RuleAction, Validated, iban_valid, luhn_valid};
+pub use spam::{SpamRules, link_hosts};
 
 use crate::hashdb::Digests;
 use crate::view::ViewAnomaly;
@@ -56,7 +60,11 @@ impl Scan for Hashes {
         }
         for o in &m.view.objects {
             let d = Digests::of(&o.data);
-            if let Some(name) = lookups.hashes.lookup(&d) {
+            let found = lookups
+                .hashes
+                .lookup(&d)
+                .or_else(|| lookups.hashes.lookup_sections(&o.data));
+            if let Some(name) = found {
                 let name: String = name.chars().filter(|c| c.is_ascii_graphic()).collect();
                 f.hit(
                     100.0,
@@ -116,6 +124,114 @@ impl Scan for Unpacking {
                     LABEL_UNDECRYPTABLE,
                     format!("{at} is encrypted and the box holds no key for it"),
                 ),
+            }
+        }
+        f
+    }
+}
+
+/// Every URL of the bodies and text attachments, normalised ([`crate::urls`]), hashed
+/// (SHA-256, SHA-1, MD5 of the normalised form) against the hash databases: a match scores
+/// 10 with the labels `malicious-url` and `url:NAME`. Evidence names the URL's host and hash.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Urls;
+
+/// The host of a normalised URL (for evidence).
+pub(crate) fn url_host(url: &str) -> &str {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    rest.split(['/', '?']).next().unwrap_or_default()
+}
+
+impl Scan for Urls {
+    fn name(&self) -> &'static str {
+        "urls"
+    }
+
+    fn scan(&self, m: &Scanned<'_>, lookups: &Lookups) -> Finding {
+        let mut f = Finding::default();
+        if lookups.hashes.is_empty() {
+            return f;
+        }
+        for url in crate::urls::of_view(m.view) {
+            let d = Digests::of(url.as_bytes());
+            if let Some(name) = lookups.hashes.lookup(&d) {
+                let name: String = name.chars().filter(|c| c.is_ascii_graphic()).collect();
+                f.hit(
+                    10.0,
+                    "malicious-url",
+                    format!(
+                        "{name}: a URL of host {} (sha256 {})",
+                        url_host(&url),
+                        d.sha256_hex()
+                    ),
+                );
+                let label = format!("url:{name}");
+                if !f.labels.contains(&label) {
+                    f.labels.push(label);
+                }
+            }
+        }
+        f
+    }
+}
+
+/// The reputation service's answer (asked by the caller before the pipeline's last step):
+/// each URL it lists scores 10 with the label `malicious-url`; a service that did not answer
+/// is labelled `reputation-unavailable` (score 0: mail is never held for it).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Reputation;
+
+impl Scan for Reputation {
+    fn name(&self) -> &'static str {
+        "reputation"
+    }
+
+    fn scan(&self, m: &Scanned<'_>, _: &Lookups) -> Finding {
+        let mut f = Finding::default();
+        let r = &m.remote.reputation;
+        if let Some(e) = &r.error {
+            f.hit(0.0, "reputation-unavailable", e.clone());
+        }
+        for url in crate::urls::of_view(m.view) {
+            let sha = crate::hashdb::hex(&<sha2::Sha256 as md5::Digest>::digest(url.as_bytes()));
+            if r.malicious.contains(&sha) {
+                f.hit(
+                    10.0,
+                    "malicious-url",
+                    format!(
+                        "the reputation service lists a URL of host {} (sha256 {sha})",
+                        url_host(&url)
+                    ),
+                );
+            }
+        }
+        f
+    }
+}
+
+/// clamd's answer on the cleartext (asked by the caller): each virus it names scores 100
+/// with `virus` and `virus:NAME`; clamd that did not answer is labelled `clamd-unavailable`
+/// (score 0: mail is never held for it).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Clamd;
+
+impl Scan for Clamd {
+    fn name(&self) -> &'static str {
+        "clamd"
+    }
+
+    fn scan(&self, m: &Scanned<'_>, _: &Lookups) -> Finding {
+        let mut f = Finding::default();
+        let c = &m.remote.clamd;
+        if let Some(e) = &c.error {
+            f.hit(0.0, "clamd-unavailable", e.clone());
+        }
+        for name in &c.viruses {
+            let name: String = name.chars().filter(|c| c.is_ascii_graphic()).collect();
+            f.hit(100.0, "virus", format!("clamd: {name}"));
+            let label = format!("virus:{name}");
+            if !f.labels.contains(&label) {
+                f.labels.push(label);
             }
         }
         f

@@ -227,6 +227,37 @@ fn links(m: &Scanned<'_>, f: &mut Finding) {
     }
 }
 
+/// The hosts of the message's links (`href` targets and `http(s)://` words), lower case,
+/// each once, IP literals left out, at most `max`: what URIBL looks up.
+pub fn link_hosts(view: &crate::View, max: usize) -> Vec<String> {
+    let mut hosts: Vec<String> = Vec::new();
+    let mut add = |h: String| {
+        if hosts.len() < max
+            && h.parse::<std::net::IpAddr>().is_err()
+            && !h.starts_with('[')
+            && h.contains('.')
+            && !hosts.contains(&h)
+        {
+            hosts.push(h);
+        }
+    };
+    for t in &view.texts {
+        if let (Some(html), Some(anchor)) = (&t.html, ANCHOR.as_ref()) {
+            for c in anchor.captures_iter(html) {
+                if let Some(h) = c.get(1).and_then(|m| url_host(m.as_str())) {
+                    add(h);
+                }
+            }
+        }
+        for word in t.text.split_whitespace() {
+            if let Some(h) = url_host(word) {
+                add(h);
+            }
+        }
+    }
+    hosts
+}
+
 fn from_domain(m: &Scanned<'_>, f: &mut Finding) {
     if let Some(from) = m.view.header("From") {
         let addr = from

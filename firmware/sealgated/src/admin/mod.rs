@@ -24,7 +24,10 @@ mod external;
 mod keys;
 mod machine_tokens;
 mod network;
+mod quarantine;
+pub mod quarantine_link;
 mod queue;
+mod scan_train;
 pub mod session;
 mod sessions;
 pub mod settings_change;
@@ -33,6 +36,7 @@ pub mod socket;
 pub mod system;
 mod tls;
 mod totp;
+pub mod update;
 
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
@@ -85,6 +89,14 @@ pub struct AdminState {
     pub queue: std::sync::OnceLock<Arc<crate::smtp::Spool>>,
     /// The certificate every TLS listener serves (`tls.rs` replaces it).
     pub tls: std::sync::OnceLock<Arc<crate::identity::LiveCertificate>>,
+    /// The TPM's TCTI when the vault is TPM-sealed (an update re-seals for the new slot).
+    pub tpm: std::sync::OnceLock<Option<String>>,
+    /// The OTA update in progress (`update.rs`).
+    pub update: update::UpdateState,
+    /// Every listener the settings enable was started (`main` sets it at `ready`).
+    pub ready: std::sync::atomic::AtomicBool,
+    /// Listeners the settings enable that did not start (the health gate's `listeners`).
+    pub listener_failures: Mutex<Vec<String>>,
 }
 
 impl AdminState {
@@ -102,6 +114,22 @@ impl AdminState {
             stop: system::StopRequest::default(),
             queue: std::sync::OnceLock::new(),
             tls: std::sync::OnceLock::new(),
+            tpm: std::sync::OnceLock::new(),
+            update: update::UpdateState::default(),
+            ready: std::sync::atomic::AtomicBool::new(false),
+            listener_failures: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Every listener was started (the health gate's `listeners` check).
+    pub fn set_ready(&self) {
+        self.ready.store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// A listener the settings enable did not start (not fatal, e.g. the DNS server).
+    pub fn listener_failed(&self, what: &str) {
+        if let Ok(mut f) = self.listener_failures.lock() {
+            f.push(what.to_string());
         }
     }
 
@@ -1435,9 +1463,22 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .service(res("/restart").route(web::post().to(system::restart)))
             .service(res("/support-bundle").route(web::get().to(system::support_bundle)))
             .configure(queue::routes)
+            .configure(quarantine::routes)
+            .configure(scan_train::routes)
             .configure(sessions::routes)
             .configure(network::routes)
             .configure(tls::routes)
+            .service(
+                res("/update")
+                    .route(web::get().to(update::status))
+                    .route(web::post().to(update::upload)),
+            )
+            .service(res("/update/commit").route(web::post().to(update::commit)))
+            .service(res("/update/gate").route(web::get().to(update::gate)))
+            .service(res("/update/mark-good").route(web::post().to(update::mark_good)))
+            .service(res("/update/mark-bad").route(web::post().to(update::mark_bad)))
+            .service(res("/update/floor").route(web::put().to(update::set_floor)))
+            .service(res("/update/url").route(web::post().to(update::from_url)))
             .default_service(web::to(not_found)),
     );
 }

@@ -73,6 +73,7 @@ pub fn view(s: &Settings) -> Value {
         dns,
         network,
         scan,
+        dkim,
     } = s;
     let Docking {
         listen,
@@ -168,12 +169,14 @@ pub fn view(s: &Settings) -> Value {
         retry_max_secs,
         lifetime_secs,
         max_received,
+        max_loop_markers,
     } = queue;
     let queue = json!({
         "retry_min_secs": retry_min_secs.map_or(Value::Null, secs),
         "retry_max_secs": secs(*retry_max_secs),
         "lifetime_secs": lifetime_secs,
         "max_received": max_received,
+        "max_loop_markers": max_loop_markers,
     });
     let Limits {
         max_recipient_entries,
@@ -230,6 +233,12 @@ pub fn view(s: &Settings) -> Value {
         "dns": json!(dns),
         "network": json!(network),
         "scan": scan_view(scan),
+        "dkim": dkim
+            .iter()
+            .map(|crate::dkim_sign::DkimKey { domain, selector, key }| {
+                json!({ "domain": domain, "selector": selector, "key": path(&Some(key.clone())) })
+            })
+            .collect::<Vec<_>>(),
     })
 }
 
@@ -244,6 +253,25 @@ fn scan_view(s: &sealgate_scan::Settings) -> Value {
         card_numbers,
         ibans,
         dlp,
+        quarantine_days,
+        auditor,
+        subject_tag,
+        reputation_url,
+        reputation_ca,
+        reputation_timeout_ms,
+        reputation_batch,
+        clamd,
+        clamd_timeout_ms,
+        digest_hours,
+        release_link_hours,
+        release_url,
+        auth,
+        dmarc_policy,
+        dnsbl,
+        uribl,
+        resolver,
+        dns_timeout_ms,
+        model,
     } = s;
     json!({
         "enabled": enabled,
@@ -255,6 +283,25 @@ fn scan_view(s: &sealgate_scan::Settings) -> Value {
         "card_numbers": card_numbers,
         "ibans": ibans,
         "dlp": dlp,
+        "quarantine_days": quarantine_days,
+        "auditor": auditor,
+        "subject_tag": subject_tag,
+        "reputation_url": reputation_url,
+        "reputation_ca": reputation_ca,
+        "reputation_timeout_ms": reputation_timeout_ms,
+        "reputation_batch": reputation_batch,
+        "clamd": clamd,
+        "clamd_timeout_ms": clamd_timeout_ms,
+        "digest_hours": digest_hours,
+        "release_link_hours": release_link_hours,
+        "release_url": release_url,
+        "auth": auth,
+        "dmarc_policy": dmarc_policy,
+        "dnsbl": dnsbl,
+        "uribl": uribl,
+        "resolver": resolver,
+        "dns_timeout_ms": dns_timeout_ms,
+        "model": model,
     })
 }
 
@@ -311,6 +358,11 @@ fn inbound_view(i: &Inbound) -> Value {
         next_hop_ca,
         next_hop_fingerprint,
         next_hop_name,
+        verify_recipients,
+        verify_positive_ttl_secs,
+        verify_negative_ttl_secs,
+        verify_cache_entries,
+        verify_probes_per_minute,
     } = i;
     json!({
         "listen": listen.map_or(Value::Null, |a| json!(a.to_string())),
@@ -323,6 +375,11 @@ fn inbound_view(i: &Inbound) -> Value {
         "next_hop_ca": path(next_hop_ca),
         "next_hop_fingerprint": next_hop_fingerprint.map_or(Value::Null, |Fingerprint(f)| json!(crate::identity::hex(&f))),
         "next_hop_name": next_hop_name,
+        "verify_recipients": verify_recipients,
+        "verify_positive_ttl_secs": secs(*verify_positive_ttl_secs),
+        "verify_negative_ttl_secs": secs(*verify_negative_ttl_secs),
+        "verify_cache_entries": verify_cache_entries,
+        "verify_probes_per_minute": verify_probes_per_minute,
     })
 }
 

@@ -85,6 +85,8 @@ struct Shared {
     memory: Arc<Semaphore>,
     /// Sessions per client address (IPv6 per /64), capped by `[smtp] max_sessions_per_address`.
     per_address: std::sync::Mutex<std::collections::HashMap<String, usize>>,
+    /// The box's loop marker (`smtp/loops.rs`).
+    loops: crate::smtp::Loops,
 }
 
 /// One session's place in [`Shared::per_address`], given back on drop.
@@ -156,7 +158,9 @@ pub async fn start(s: Submission) -> anyhow::Result<Running> {
     let memory = Arc::new(Semaphore::new(
         s.settings.docking.max_buffered_bytes.0.div_ceil(1024),
     ));
+    let loops = crate::smtp::Loops::open(&s.data_dir, &s.vault, &s.settings)?;
     let sh = Arc::new(Shared {
+        loops,
         s,
         verifier,
         sessions,
@@ -480,7 +484,7 @@ async fn session(sh: &Shared, tcp: TcpStream, peer: SocketAddr, implicit: bool) 
 }
 
 /// The message's one From address, if it has exactly one.
-fn header_from(msg: &[u8]) -> Option<String> {
+pub(crate) fn header_from(msg: &[u8]) -> Option<String> {
     let e = sealgate_smime::mime::Entity::parse(msg);
     let mut from = e
         .header_list()
@@ -523,14 +527,32 @@ async fn end_of_message(
             format!("{login} may not send as {from} (From)"),
         ));
     }
-    // Content scanning (`scan.rs`) on the cleartext, before it is signed and encrypted.
-    match crate::scan::configured(&sh.s.settings).scan(&crate::scan::Scanned {
-        flow: crate::scan::Flow::Outbound,
-        from: &txn.from,
-        to: &txn.to,
-        content: &msg,
-    }) {
+    // A message that passed through this box too often is looping (`smtp/loops.rs`); its
+    // valid markers go on with it, any other `X-Sealgate-*` field is removed by the policy.
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let kept = sh.loops.own(&msg, now);
+    if let Some(refused) = sh.loops.refusal(&kept) {
+        tracing::warn!(%peer, %login, "a message looping through the box refused (554 5.4.6)");
+        audit(sh, login, peer, mid, "refused-loop", 554, started);
+        return Err(refused);
+    }
+    // Content scanning (`scan.rs`) on the cleartext, before it is signed and encrypted. A
+    // quarantine keeps the cleartext as submitted (encrypted at rest); its release runs the
+    // policy then (`admin/quarantine.rs`). A reject, or a quarantine without a store, is
+    // refused.
+    let decision =
+        crate::scan::configured(&sh.s.settings, &sh.s.data_dir).decide(&crate::scan::Scanned {
+            flow: crate::scan::Flow::Outbound,
+            from: &txn.from,
+            to: &txn.to,
+            content: &msg,
+            auth: None,
+        });
+    match decision.verdict {
         crate::scan::Verdict::Pass | crate::scan::Verdict::Tag(_) => {}
+        crate::scan::Verdict::Hold(why) if crate::quarantine::store().is_some() => {
+            return quarantine(sh, login, peer, mid, txn, msg, &why, started).await;
+        }
         crate::scan::Verdict::Hold(why) | crate::scan::Verdict::Reject(why) => {
             audit(sh, login, peer, mid, "scan-refused", 550, started);
             return Err(reply(
@@ -540,12 +562,34 @@ async fn end_of_message(
             ));
         }
     }
+    let auditor_copy = decision.extras.copy_auditor.clone().map(|a| {
+        let mut env = envelope(login, &peer_ip(peer.ip()), &txn.from, vec![a]);
+        env.released = Some("a copy for the auditor (DLP rule copy-auditor)".into());
+        let mut copy = format!(
+            "X-Sealgate-Auditor-Copy: original recipients: {}\r\n",
+            txn.to.join(", ")
+        )
+        .into_bytes();
+        copy.extend_from_slice(&msg);
+        (env, copy)
+    });
     let keys = sh.s.keys.clone();
     let vault = sh.s.vault.clone();
-    let policy_settings = sh.s.settings.policy.clone();
+    let mut policy_settings = sh.s.settings.policy.clone();
+    if decision.extras.require_encryption {
+        // A DLP rule `require-encryption`: this message is encrypted to every recipient or
+        // refused, whatever the sender's or domain's policy says.
+        policy_settings.encrypt = crate::settings::EncryptPolicy::Mandatory;
+        for o in policy_settings
+            .domains
+            .values_mut()
+            .chain(policy_settings.users.values_mut())
+        {
+            o.encrypt = Some(crate::settings::EncryptPolicy::Mandatory);
+        }
+    }
     let actor = crate::keys::actor("submission", login, &peer_ip(peer.ip()));
     let recipients = txn.to.clone();
-    let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let sender = from.clone();
     let Ok(worker) = sh.s.workers.clone().acquire_owned().await else {
         return Err(reply(
@@ -619,13 +663,22 @@ async fn end_of_message(
         .iter()
         .map(|c| envelope(login, &peer_ip(peer.ip()), &txn.from, c.recipients.clone()))
         .collect();
-    let copies = outcome.copies;
+    let copies: Vec<Vec<u8>> = outcome
+        .copies
+        .into_iter()
+        .map(|c| sh.loops.stamp("submit", &kept, &c.message, now))
+        // DKIM last: the signature covers what leaves (S/MIME done, the loop marker on).
+        .map(|m| crate::dkim_sign::sign(&sh.s.settings.dkim, &m))
+        .collect();
     let queued = tokio::task::spawn_blocking(move || {
-        let messages: Vec<(Envelope, &[u8])> = envelopes
+        let mut messages: Vec<(Envelope, &[u8])> = envelopes
             .into_iter()
             .zip(&copies)
-            .map(|(e, c)| (e, c.message.as_slice()))
+            .map(|(e, c)| (e, c.as_slice()))
             .collect();
+        if let Some((env, copy)) = &auditor_copy {
+            messages.push((env.clone(), copy.as_slice()));
+        }
         queue.enqueue(&messages)
     })
     .await
@@ -651,6 +704,48 @@ async fn end_of_message(
     }
 }
 
+/// Keeps a submitted message in the quarantine (the cleartext as submitted, encrypted at
+/// rest, durably before the `250`).
+#[allow(clippy::too_many_arguments)]
+async fn quarantine(
+    sh: &Shared,
+    login: &str,
+    peer: SocketAddr,
+    mid: Option<String>,
+    txn: &Txn,
+    msg: Vec<u8>,
+    why: &str,
+    started: Instant,
+) -> Result<Reply, Reply> {
+    let Some(store) = crate::quarantine::store() else {
+        return Err(reply(451, [4, 3, 0], "the message could not be stored"));
+    };
+    let quota = sh.s.settings.smtp.spool_max_bytes.0 as u64;
+    let meta = crate::quarantine::meta("outbound", &txn.from, &txn.to, &peer_ip(peer.ip()), why);
+    let stored = tokio::task::spawn_blocking(move || {
+        if store.bytes() + msg.len() as u64 > quota {
+            return Ok(None);
+        }
+        store.put(&meta, &msg).map(Some)
+    })
+    .await;
+    match stored {
+        Ok(Ok(Some(id))) => {
+            tracing::info!(%peer, %login, quarantine = %id, "submitted message quarantined");
+            audit(sh, login, peer, mid, "quarantined", 250, started);
+            Ok(reply(250, [2, 0, 0], format!("OK queued as {id}")))
+        }
+        Ok(Ok(None)) => {
+            audit(sh, login, peer, mid, "quarantine-full", 452, started);
+            Err(reply(452, [4, 3, 1], "the queue is full, try again later"))
+        }
+        _ => {
+            audit(sh, login, peer, mid, "quarantine-failed", 451, started);
+            Err(reply(451, [4, 3, 0], "the message could not be stored"))
+        }
+    }
+}
+
 /// The queue envelope of one submitted copy.
 fn envelope(login: &str, client: &str, from: &str, to: Vec<String>) -> Envelope {
     let login: String = login
@@ -667,6 +762,8 @@ fn envelope(login: &str, client: &str, from: &str, to: Vec<String>) -> Envelope 
         received: time::OffsetDateTime::now_utc().unix_timestamp(),
         attempts: 0,
         held_reason: None,
+        released: None,
+        auth: None,
     }
 }
 

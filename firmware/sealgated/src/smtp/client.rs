@@ -535,6 +535,112 @@ async fn attempt(
     r
 }
 
+/// The next hop's answer about one recipient (the RCPT probe of `[inbound]
+/// verify_recipients`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Probe {
+    /// `2xx` to RCPT.
+    Known,
+    /// `5xx` to RCPT (its reply, for the box's log only).
+    Unknown(String),
+    /// A temporary answer, a refused null sender, or no answer at all.
+    Unsure(String),
+}
+
+/// Asks `hop` whether it takes mail for `rcpt`: `MAIL FROM:<>` (never the client's sender),
+/// `RCPT TO:<rcpt>`, `RSET`, on a kept session of the hop where there is one (the session
+/// goes back to the pool after the `RSET`).
+pub(super) async fn probe(hop: &NextHop, hostname: &str, rcpt: &str) -> Probe {
+    let mut r = probe_attempt(hop, hostname, rcpt, hop.mode).await;
+    if let Err(Stop::Tls(_)) = &r
+        && hop.mode == TlsMode::Opportunistic
+        && hop.login.is_none()
+    {
+        r = probe_attempt(hop, hostname, rcpt, TlsMode::None).await;
+    }
+    match r {
+        Ok(reply) if reply.positive() => Probe::Known,
+        Ok(reply) if reply.code() >= 500 => Probe::Unknown(reply.text()),
+        Ok(reply) => Probe::Unsure(reply.text()),
+        Err(Stop::All(Fate::Permanent(t) | Fate::Temporary(t)) | Stop::Tls(t)) => Probe::Unsure(t),
+        Err(Stop::All(f)) => Probe::Unsure(format!("{f:?}")),
+    }
+}
+
+async fn probe_attempt(
+    hop: &NextHop,
+    hostname: &str,
+    rcpt: &str,
+    mode: TlsMode,
+) -> Result<Reply, Stop> {
+    // A kept session first; one closed meanwhile is replaced by a new one.
+    if let Some(mut s) = hop.pool.take(mode)
+        && let Ok(r) = probe_on(&mut s, rcpt).await
+    {
+        hop.pool.put(s);
+        return Ok(r);
+    }
+    let mut s = open(hop, hostname, mode).await?;
+    let r = probe_on(&mut s, rcpt).await?;
+    hop.pool.put(s);
+    Ok(r)
+}
+
+/// `MAIL FROM:<>`, `RCPT TO`, `RSET` on an open session (in one write with PIPELINING):
+/// the RCPT reply. Err when the session is not usable afterwards.
+async fn probe_on(s: &mut Session, rcpt: &str) -> Result<Reply, Stop> {
+    let utf8 = !rcpt.is_ascii();
+    if utf8 && !s.ext.smtputf8 {
+        return Err(temp(
+            "the next hop does not offer SMTPUTF8 for a UTF-8 address",
+        ));
+    }
+    let mail = if utf8 {
+        "MAIL FROM:<> SMTPUTF8"
+    } else {
+        "MAIL FROM:<>"
+    };
+    let rcpt_cmd = format!("RCPT TO:<{rcpt}>");
+    let c = &mut s.c;
+    let (m, r, rset) = if s.ext.pipelining {
+        c.send(format!("{mail}\r\n{rcpt_cmd}\r\nRSET\r\n").as_bytes())
+            .await?;
+        let m = c.read_reply(PROBE_TIMEOUT).await?;
+        let r = c.read_reply(PROBE_TIMEOUT).await?;
+        (m, r, c.read_reply(PROBE_TIMEOUT).await?)
+    } else {
+        let m = c.command(mail).await?;
+        if !m.positive() {
+            let rset = c.command("RSET").await?;
+            return Err(if rset.positive() {
+                temp(format!(
+                    "the next hop refused the null sender: {}",
+                    m.text()
+                ))
+            } else {
+                temp(rset.text())
+            });
+        }
+        let r = c.command(&rcpt_cmd).await?;
+        (m, r, c.command("RSET").await?)
+    };
+    if !rset.positive() {
+        return Err(temp(format!("RSET: {}", rset.text())));
+    }
+    if !m.positive() {
+        // Not an answer about the recipient.
+        return Ok(Reply(ServerReply {
+            code: 450,
+            enhanced: None,
+            text: format!("the next hop refused the null sender: {}", m.text()),
+        }));
+    }
+    Ok(r)
+}
+
+/// How long a probe waits for each reply (the client at the MX waits meanwhile).
+const PROBE_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// How far a transaction went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Progress {

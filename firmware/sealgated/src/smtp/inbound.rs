@@ -19,8 +19,10 @@
 //! Life of a message: connect (rate per address) → the protocol layer's session
 //! (`protocol.rs`, shared with the hand-off: STARTTLS with the box certificate, 8BITMIME,
 //! SMTPUTF8, CHUNKING, PIPELINING, ENHANCEDSTATUSCODES, SIZE) → each RCPT checked by
-//! [`recipient`] → spooled (fsynced before `250`) → [`process`] in the delivery loop →
-//! `[inbound] next_hop`.
+//! [`recipient`] (and, with `verify_recipients`, at the next hop: `verify.rs`) → spooled
+//! (fsynced before `250`; a message that went round through the box more than `[queue]
+//! max_loop_markers` times is refused `554 5.4.6`: `loops.rs`) → [`process`] in the delivery
+//! loop (the box's loop marker added) → `[inbound] next_hop`.
 //!
 //! What [`process`] does: encrypted mail is relayed unchanged (only the result header is
 //! added; the mailbox stays encrypted); signed mail is verified (the docking API's verify,
@@ -42,7 +44,7 @@ use super::process::{Processed, header_value};
 use crate::certs::{Decision, addresses, decide, unusable_reason};
 use crate::docking;
 use crate::keys::{Acting, KeyDirectory};
-use crate::scan::{Flow, Scanned, Verdict};
+use crate::scan::{Decision as ScanDecision, Extras, Flow, Scanned, Verdict};
 use crate::settings::{Inbound, MissingPolicy, Settings};
 
 /// The result header the MX writes (any incoming `X-Sealgate-*` field is removed first).
@@ -67,7 +69,7 @@ pub(super) fn session_config(s: &Settings) -> Config {
 }
 
 /// The key connections are counted under: the address, an IPv6 address's /64.
-fn rate_key(ip: IpAddr) -> IpAddr {
+pub(super) fn rate_key(ip: IpAddr) -> IpAddr {
     match ip.to_canonical() {
         IpAddr::V6(v6) => {
             let s = v6.segments();
@@ -172,10 +174,14 @@ fn scan(
     from: &str,
     to: &[String],
     msg: &[u8],
-) -> Verdict {
+    auth: Option<&sealgate_scan::checks::AuthResults>,
+) -> ScanDecision {
     let scanner = &sh.scanner;
     if !scanner.wants_content() {
-        return Verdict::Pass;
+        return ScanDecision {
+            verdict: Verdict::Pass,
+            extras: Extras::default(),
+        };
     }
     let plain = match kind {
         SmimeKind::Enveloped | SmimeKind::AuthEnveloped => {
@@ -185,38 +191,137 @@ fn scan(
         }
         _ => None,
     };
-    scanner.scan(&Scanned {
+    scanner.decide(&Scanned {
         flow: Flow::Inbound,
         from,
         to,
         content: plain.as_deref().unwrap_or(msg),
+        auth,
     })
 }
 
-/// The scan before the `250` (on a blocking thread): `Some(550)` when the policy rejects the
-/// message, so that the sender learns it and nothing is queued. A panic accepts (the
-/// delivery loop scans again, under its own guard, and holds).
+/// The hosts of the links in a message of the MX (decrypted with the recipients' keys when
+/// encrypted), for URIBL (on a blocking thread; a panic gives none).
+pub(super) fn link_hosts(sh: &Shared, actor: &str, to: &[String], msg: &[u8]) -> Vec<String> {
+    super::process::guarded(|| {
+        let acting = Acting::new(sh.h.keys.as_ref(), actor.to_string());
+        let plain = match kind(&Entity::parse(msg)) {
+            SmimeKind::Enveloped | SmimeKind::AuthEnveloped => {
+                docking::decrypt(&acting, &sh.h.anchors, msg, to, false)
+                    .ok()
+                    .map(|(p, _)| p)
+            }
+            _ => None,
+        };
+        sealgate_scan::Settings::default()
+            .pipeline(&[])
+            .map(|p| p.link_hosts(plain.as_deref().unwrap_or(msg)))
+            .unwrap_or_default()
+    })
+    .unwrap_or_default()
+}
+
+/// What the scan before the `250` decided.
+pub(super) enum Early {
+    /// Queue it (the delivery loop scans again and tags).
+    Accept,
+    /// `550`: the sender learns it and nothing is queued.
+    Reject(Reply),
+    /// Into the quarantine (before the `250`): this message (incoming `X-Sealgate-*`
+    /// fields removed), for this verdict.
+    Quarantine { message: Vec<u8>, verdict: String },
+}
+
+/// The scan before the `250` (on a blocking thread). A panic accepts (the delivery loop
+/// scans again, under its own guard, and holds).
 pub(super) fn before_accept(
     sh: &Shared,
     actor: &str,
     from: &str,
     to: &[String],
     msg: &[u8],
-) -> Option<Reply> {
-    let verdict = super::process::guarded(|| {
+    auth: Option<&sealgate_scan::checks::AuthResults>,
+) -> Early {
+    let r = super::process::guarded(|| {
         let msg = super::process::strip_result_headers(msg);
+        let msg = with_auth_results(sh, auth, &msg);
         let acting = Acting::new(sh.h.keys.as_ref(), actor.to_string());
         let kind = kind(&Entity::parse(&msg));
-        scan(sh, &acting, kind, from, to, &msg)
-    })
-    .ok()?;
-    match verdict {
-        Verdict::Reject(why) => Some(Reply::new(
+        (scan(sh, &acting, kind, from, to, &msg, auth), msg)
+    });
+    let Ok((decision, msg)) = r else {
+        return Early::Accept;
+    };
+    match decision.verdict {
+        Verdict::Reject(why) => Early::Reject(Reply::new(
             550,
             [5, 7, 1],
             format!("refused by content scanning: {why}"),
         )),
-        _ => None,
+        Verdict::Hold(why) if crate::quarantine::store().is_some() => Early::Quarantine {
+            message: msg,
+            verdict: why,
+        },
+        _ => Early::Accept,
+    }
+}
+
+/// Puts `msg` in the quarantine; its id, or `None` (logged) when there is no store, no room
+/// (`[smtp] spool_max_bytes`) or the write failed (the caller then holds the message in the
+/// queue).
+fn quarantine(
+    sh: &Shared,
+    from: &str,
+    to: &[String],
+    client: &str,
+    verdict: &str,
+    msg: &[u8],
+) -> Option<String> {
+    let store = crate::quarantine::store()?;
+    if store.bytes() + msg.len() as u64 > sh.h.settings.smtp.spool_max_bytes.0 as u64 {
+        tracing::error!("the quarantine is full: the message is held in the queue");
+        return None;
+    }
+    let meta = crate::quarantine::meta("inbound", from, to, client, verdict);
+    match store.put(&meta, msg) {
+        Ok(id) => Some(id),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot write to the quarantine: the message is held in the queue");
+            None
+        }
+    }
+}
+
+/// Queues a copy of `out` for the auditor (relayed as it is, not scanned again).
+fn copy_to_auditor(
+    sh: &Shared,
+    auditor: &str,
+    from: &str,
+    to: &[String],
+    client: &str,
+    out: &[u8],
+) {
+    let copy = with_field(
+        "X-Sealgate-Auditor-Copy",
+        &format!("original recipients: {}", to.join(", ")),
+        out,
+    );
+    let env = super::spool::Envelope {
+        direction: super::Direction::Inbound,
+        from: from.to_string(),
+        to: vec![auditor.to_string()],
+        client: client.to_string(),
+        client_name: Some("scan:copy-auditor".into()),
+        received: time::OffsetDateTime::now_utc().unix_timestamp(),
+        attempts: 0,
+        held_reason: None,
+        released: Some("a copy for the auditor (DLP rule copy-auditor)".into()),
+        auth: None,
+    };
+    match sh.spool.enqueue(&[(env, copy.as_slice())]) {
+        Ok(Some(ids)) => tracing::info!(id = %ids.join(" "), "a copy queued for the auditor"),
+        Ok(None) => tracing::error!("the queue has no room for the auditor's copy"),
+        Err(e) => tracing::error!(error = %e, "cannot queue the auditor's copy"),
     }
 }
 
@@ -385,7 +490,47 @@ fn harvest(
     out
 }
 
+/// `msg` without forged `Authentication-Results:` fields naming this box and, with results,
+/// this box's own on top.
+fn with_auth_results(
+    sh: &Shared,
+    auth: Option<&sealgate_scan::checks::AuthResults>,
+    msg: &[u8],
+) -> Vec<u8> {
+    let host = &sh.h.settings.smtp.hostname;
+    let msg = crate::mailauth::strip_own_results(msg, host);
+    match auth {
+        Some(a) if !a.header.is_empty() => {
+            // The value is `mail-auth`'s, folded with CRLF TAB; parts of it come from the
+            // client (MAIL FROM, HELO, the From domain): only printable text goes in, and
+            // every line after the first is a continuation (never a field of its own).
+            let value = fold_safely(&a.header);
+            let mut out = format!("Authentication-Results: {value}\r\n").into_bytes();
+            out.extend_from_slice(&msg);
+            out
+        }
+        _ => msg,
+    }
+}
+
+/// A header value with its lines joined by CRLF TAB (continuations only), control
+/// characters other than TAB removed, empty lines dropped.
+fn fold_safely(value: &str) -> String {
+    value
+        .split(['\r', '\n'])
+        .map(|l| {
+            l.chars()
+                .filter(|c| !c.is_control() || *c == '\t')
+                .collect::<String>()
+        })
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| l.trim().to_string())
+        .collect::<Vec<_>>()
+        .join("\r\n\t")
+}
+
 /// Processes one message of the MX (on a blocking thread, under `catch_unwind`).
+#[allow(clippy::too_many_arguments)]
 pub(super) fn process(
     sh: &Shared,
     actor: &str,
@@ -394,14 +539,21 @@ pub(super) fn process(
     to: &[String],
     msg: Vec<u8>,
     now: i64,
+    auth: Option<&sealgate_scan::checks::AuthResults>,
 ) -> Processed {
+    // This box's valid loop markers go on with the message (`loops.rs`); nothing else
+    // named `X-Sealgate-*` does.
+    let kept = sh.loops.own(&msg, now);
     let msg = super::process::strip_result_headers(&msg);
+    let msg = with_auth_results(sh, auth, &msg);
     let acting = Acting::new(sh.h.keys.as_ref(), actor.to_string());
     let keys: &dyn KeyDirectory = &acting;
     let e = Entity::parse(&msg);
     let kind = kind(&e);
     drop(e);
-    let verdict = scan(sh, keys, kind, from, to, &msg);
+    let ScanDecision { verdict, extras } = scan(sh, keys, kind, from, to, &msg, auth);
+    // What goes to the quarantine: the message as it came (the forged fields removed).
+    let original = msg.clone();
     let (verdict, result, out) = match kind {
         SmimeKind::Enveloped | SmimeKind::AuthEnveloped => {
             // Relayed unchanged (the scanner saw it decrypted, where the box could).
@@ -489,15 +641,60 @@ pub(super) fn process(
     let scan_header = match verdict {
         Verdict::Pass => None,
         Verdict::Tag(t) => Some(t),
-        // A reject after the `250` (the scan before it did not reject: the keys or the
-        // databases changed in between) is kept for an administrator, never bounced.
+        // A quarantine, or a reject after the `250` (the scan before it did not reject: the
+        // keys or the databases changed in between), goes to the quarantine; never bounced.
+        // Without a quarantine it is kept in the queue for an administrator.
         Verdict::Hold(reason) | Verdict::Reject(reason) => {
+            if let Some(qid) = quarantine(sh, from, to, client, &reason, &original) {
+                return Processed::Quarantined { qid };
+            }
             return Processed::Hold {
                 reason: format!("held by the content scanner: {reason}"),
                 outcome: "held:scan".into(),
             };
         }
     };
+    // A `require-encryption` rule: cleartext leaves only encrypted to its recipients' keys.
+    let encrypted = matches!(kind, SmimeKind::Enveloped | SmimeKind::AuthEnveloped)
+        || result.contains("encrypted at rest");
+    let (out, result) = if extras.require_encryption && !encrypted {
+        match docking::encrypt(
+            keys,
+            &sh.h.settings.docking,
+            &out,
+            None,
+            to,
+            MissingPolicy::Reject,
+            now,
+        ) {
+            Ok((enc, _)) => (
+                enc,
+                format!("{result}; encrypted (DLP rule require-encryption)"),
+            ),
+            Err(_) => {
+                let reason = format!(
+                    "{}; DLP rule require-encryption: not every recipient has a key",
+                    scan_header.as_deref().unwrap_or("")
+                );
+                if let Some(qid) = quarantine(sh, from, to, client, &reason, &original) {
+                    return Processed::Quarantined { qid };
+                }
+                return Processed::Hold {
+                    reason: format!("held by the content scanner: {reason}"),
+                    outcome: "held:scan".into(),
+                };
+            }
+        }
+    } else {
+        (out, result)
+    };
+    let out = match &extras.subject_tag {
+        Some(tag) => sealgate_scan::subject::tag_subject(&out, tag),
+        None => out,
+    };
+    if let Some(auditor) = &extras.copy_auditor {
+        copy_to_auditor(sh, auditor, from, to, client, &out);
+    }
     let out = match scan_header {
         Some(v) => with_field(SCAN_HEADER, &v, &out),
         None => out,
@@ -509,7 +706,9 @@ pub(super) fn process(
         .trim()
         .to_string();
     Processed::Relay {
-        out: with_result(&result, &out),
+        out: sh
+            .loops
+            .stamp("inbound", &kept, &with_result(&result, &out), now),
         outcome: format!("inbound:{outcome}"),
     }
 }
@@ -540,15 +739,32 @@ mod tests {
         assert_eq!(c.max_recipients, 100);
         // No domains: every recipient would be refused, or, worse, someone "fixes" it.
         assert!(Settings::parse(base).is_err());
+        assert!(!s.inbound.verify_recipients);
+        assert_eq!(s.inbound.verify_probes_per_minute, 20);
+        assert_eq!(s.queue.max_loop_markers, 2);
         for bad in [
             "max_connections_per_minute = 0",
             "max_recipients = 0",
+            "verify_cache_entries = 0",
+            "verify_probes_per_minute = 0",
+            "verify_negative_ttl_secs = 0",
             "open_relay = true",
         ] {
             let text = format!("{base}domains = [\"example.org\"]\n{bad}\n");
             assert!(Settings::parse(&text).is_err(), "{bad}");
         }
         assert!(Settings::parse(&format!("{base}domains = [\"*\"]\n")).is_err());
+    }
+
+    #[test]
+    fn authentication_results_cannot_start_a_field_of_their_own() {
+        let v = fold_safely(
+            "mx.example.org;\r\n\tspf=pass smtp.mailfrom=a@b\r\nX-Evil: 1\n\rdkim=none",
+        );
+        assert_eq!(
+            v,
+            "mx.example.org;\r\n\tspf=pass smtp.mailfrom=a@b\r\n\tX-Evil: 1\r\n\tdkim=none"
+        );
     }
 
     #[test]

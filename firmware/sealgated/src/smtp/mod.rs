@@ -19,16 +19,21 @@
 //! Loops: every result carries `X-Sealgate-Loop: BOX-ID; dir=VERB; t=TIME; mac=HMAC` (keyed
 //! with a per-box random key over the box id, the listener, the time and the Message-ID); a
 //! message that comes back to the listener whose marker it carries, verified, is relayed
-//! without processing; any other marker is removed. The `Received` field the box adds to
+//! without processing; any other marker is removed. The MX and submission stamp the same
+//! marker and refuse a message carrying more than `[queue] max_loop_markers` valid ones
+//! (`loops.rs`; there a marker never skips processing). The `Received` field the box adds to
 //! everything it relays ends loops the marker does not (`[queue] max_received`).
 
 pub(crate) mod client;
 mod dsn;
 pub mod inbound;
+mod loops;
+pub(crate) mod marker;
 mod process;
 mod protocol;
 pub mod queue;
 mod spool;
+mod verify;
 
 pub use spool::{Envelope, Spool};
 
@@ -51,6 +56,7 @@ use crate::identity::{hex, random};
 use crate::keys::KeyStore;
 use crate::settings::Settings;
 
+pub(crate) use loops::Loops;
 pub use process::loop_key;
 
 /// What the hand-off needs from the daemon.
@@ -154,6 +160,8 @@ struct Shared {
     h: HandOff,
     box_id: String,
     loop_key: aws_lc_rs::hmac::Key,
+    /// The loop marker of the MX (`loops.rs`).
+    loops: Loops,
     spool: Arc<Spool>,
     /// The hand-off's next hop (`[smtp] next_hop`).
     next_hop: Option<client::NextHop>,
@@ -163,6 +171,8 @@ struct Shared {
     submission_hop: Option<client::NextHop>,
     /// Connections per client address in the current minute (`[inbound]`).
     inbound_rate: Mutex<HashMap<IpAddr, (Instant, u32)>>,
+    /// The recipient check at the internal server (`[inbound] verify_recipients`).
+    verifier: Option<verify::Verifier>,
     /// Content scanning (`scan.rs`).
     scanner: Arc<dyn crate::scan::Scanner>,
     policy: queue::Policy,
@@ -248,17 +258,26 @@ pub async fn start(h: HandOff) -> anyhow::Result<Running> {
     let policy = queue::Policy::from_settings(&h.settings);
     let box_id = box_id(&h.data_dir)?;
     let loop_key = h.loop_key.clone();
-    let scanner = crate::scan::configured(&h.settings);
+    let scanner = crate::scan::configured(&h.settings, &h.data_dir);
+    let loops = Loops::new(
+        loop_key.clone(),
+        box_id.clone(),
+        h.settings.queue.max_loop_markers,
+    );
+    let verifier =
+        (h.settings.inbound.verify_recipients).then(|| verify::Verifier::new(&h.settings.inbound));
     let shared = Arc::new(Shared {
         sessions: Arc::new(Semaphore::new(h.settings.smtp.max_sessions)),
         h,
         box_id,
         loop_key,
+        loops,
         spool,
         next_hop,
         inbound_hop,
         submission_hop,
         inbound_rate: Mutex::new(HashMap::new()),
+        verifier,
         scanner,
         policy,
         wake: Notify::new(),
@@ -576,6 +595,10 @@ async fn deliver(sh: &Arc<Shared>, id: &str) -> bool {
     } else if env.direction == Direction::Submission {
         // Signed and encrypted before it was accepted: relayed as it is.
         (msg.clone(), "relayed".to_string())
+    } else if env.released.is_some() {
+        // Released from the quarantine (or a copy for the auditor): as it came, with the
+        // result field the release wrote.
+        (msg.clone(), "released".to_string())
     } else {
         let Ok(worker) = sh.h.workers.clone().acquire_owned().await else {
             return false;
@@ -598,11 +621,14 @@ async fn deliver(sh: &Arc<Shared>, id: &str) -> bool {
             &env.client,
         );
         let client = env.client.clone();
+        let auth = env.auth.clone();
         let processed = tokio::task::spawn_blocking(move || {
             let _w = worker;
             let now = unix_now();
             process::guarded(|| match direction {
-                Direction::Inbound => inbound::process(&sh2, &actor, &client, &from, &to, msg, now),
+                Direction::Inbound => {
+                    inbound::process(&sh2, &actor, &client, &from, &to, msg, now, auth.as_ref())
+                }
                 _ => process::process(&sh2, direction, &actor, &from, &to, msg, now),
             })
         })
@@ -627,6 +653,21 @@ async fn deliver(sh: &Arc<Shared>, id: &str) -> bool {
             process::Processed::Hold { reason, outcome } => {
                 // Encryption failures are held for an administrator, never returned.
                 return hold(sh, id, &mut env, mid, &outcome, reason, started);
+            }
+            process::Processed::Quarantined { qid } => {
+                // Durably in the quarantine: the queue's copy goes.
+                tracing::info!(id, quarantine = %qid, "message quarantined");
+                sh.h.audit.record(
+                    &env.audit_name(),
+                    &env.client,
+                    env.direction.name(),
+                    mid,
+                    "quarantined",
+                    250,
+                    started.elapsed(),
+                );
+                sh.spool.remove(id);
+                return true;
             }
         }
     };
@@ -745,6 +786,8 @@ fn notify(sh: &Shared, id: &str, env: &spool::Envelope, d: &mut queue::Delivery,
             received: unix_now(),
             attempts: 0,
             held_reason: None,
+            released: None,
+            auth: None,
         };
         match sh.spool.enqueue_dsn(&dsn_id, &dsn_env, &body) {
             Ok(_) => {

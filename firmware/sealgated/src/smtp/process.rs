@@ -39,6 +39,8 @@ pub(super) enum Processed {
     Relay { out: Vec<u8>, outcome: String },
     /// Keep it in `held/`, with the reason.
     Hold { reason: String, outcome: String },
+    /// Stored in the quarantine (`quarantine.rs`) under this id: nothing to relay.
+    Quarantined { qid: String },
 }
 
 /// The per-box loop key: random, kept in the vault encrypted under the vault key
@@ -102,7 +104,7 @@ fn loop_input(box_id: &str, dir: &str, t: i64, message_id: &str) -> Vec<u8> {
 pub(super) fn loop_value(key: &hmac::Key, box_id: &str, dir: &str, msg: &[u8], now: i64) -> String {
     let mid = docking::message_id(msg).unwrap_or_default();
     let tag = hmac::sign(key, &loop_input(box_id, dir, now, &mid));
-    format!("{box_id}; dir={dir}; t={now}; mac={}", hex(tag.as_ref()))
+    super::marker::format(box_id, dir, now, tag.as_ref())
 }
 
 /// Whether the message carries a loop marker that this box's `dir` listener made and that
@@ -115,41 +117,38 @@ pub(super) fn loop_verified(
     msg: &[u8],
     now: i64,
 ) -> bool {
-    let mid = docking::message_id(msg).unwrap_or_default();
-    let entity = Entity::parse(msg);
-    entity.headers_named(LOOP_HEADER).any(|field| {
-        let value: String = field
-            .value()
-            .split_whitespace()
-            .collect::<Vec<_>>()
-            .join(" ");
-        let mut parts = value.split(';').map(str::trim);
-        let (Some(id), Some(d), Some(t), Some(mac)) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
-            return false;
-        };
-        let (Some(t), Some(mac)) = (
-            t.strip_prefix("t=").and_then(|t| t.parse::<i64>().ok()),
-            mac.strip_prefix("mac=").and_then(unhex),
-        ) else {
-            return false;
-        };
-        id == box_id
-            && d.strip_prefix("dir=") == Some(dir)
-            && t <= now.saturating_add(LOOP_MAX_SKEW)
-            && now.saturating_sub(t) <= LOOP_MAX_AGE
-            && hmac::verify(key, &loop_input(box_id, dir, t, &mid), &mac).is_ok()
-    })
+    own_markers(key, box_id, msg, now)
+        .iter()
+        .any(|(d, _)| d == dir)
 }
 
-fn unhex(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) || !s.is_ascii() {
-        return None;
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).ok())
+/// The loop markers in `msg` that this box made and that verify (over its id, the listener,
+/// the time within [`LOOP_MAX_AGE`], the message's Message-ID): each one's listener and its
+/// field value as it was written (unfolded). Anything else named `X-Sealgate-Loop` is not
+/// one.
+pub(super) fn own_markers(
+    key: &hmac::Key,
+    box_id: &str,
+    msg: &[u8],
+    now: i64,
+) -> Vec<(String, String)> {
+    let mid = docking::message_id(msg).unwrap_or_default();
+    let entity = Entity::parse(msg);
+    entity
+        .headers_named(LOOP_HEADER)
+        .filter_map(|field| {
+            let value: String = field
+                .value()
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ");
+            let m = super::marker::parse(&value)?;
+            let ok = m.box_id == box_id
+                && m.t <= now.saturating_add(LOOP_MAX_SKEW)
+                && now.saturating_sub(m.t) <= LOOP_MAX_AGE
+                && hmac::verify(key, &loop_input(box_id, m.dir, m.t, &mid), &m.mac).is_ok();
+            ok.then(|| (m.dir.to_string(), value.clone()))
+        })
         .collect()
 }
 

@@ -261,16 +261,22 @@ async fn flush<S: AsyncWrite + Unpin>(conn: &mut S, s: &mut Session) -> anyhow::
     Ok(())
 }
 
-/// The inbound MX's scan before its `250` (`inbound::before_accept`): `Some(550)` when the
-/// scanning policy rejects the message (nothing is queued; the client's side keeps it).
+/// The inbound MX's scan before its `250` (`inbound::before_accept`): `Some(reply)` when the
+/// message is answered here: `550` when the scanning policy rejects it (nothing is queued;
+/// the client's side keeps it), `250` once it is durably in the quarantine (nothing is
+/// queued either), `452`/`451` when the quarantine has no room or cannot be written.
+#[allow(clippy::too_many_arguments)]
 async fn scan_before_accept(
     sh: &Arc<Shared>,
     r: &mut Receiving<'_>,
     peer: SocketAddr,
     client_name: &str,
+    helo: &str,
     from: &str,
     to: &[String],
+    auth_out: &mut Option<sealgate_scan::checks::AuthResults>,
 ) -> Option<Reply> {
+    use super::inbound::Early;
     if !sh.scanner.wants_content() {
         return None;
     }
@@ -283,28 +289,128 @@ async fn scan_before_accept(
     };
     let started = std::time::Instant::now();
     let message_id = crate::docking::message_id(&msg);
-    let worker = sh.h.workers.clone().acquire_owned().await.ok()?;
-    let (sh2, from, to) = (sh.clone(), from.to_string(), to.to_vec());
     let ip = peer.ip().to_canonical().to_string();
     let actor = crate::keys::actor(Direction::Inbound.name(), client_name, &ip);
-    let refused = tokio::task::spawn_blocking(move || {
+    // Sender authentication and DNS lists (`mailauth.rs`), before the content scan.
+    let scan_settings = &sh.h.settings.scan;
+    let auth = if scan_settings.auth
+        || !scan_settings.dnsbl.is_empty()
+        || !scan_settings.uribl.is_empty()
+    {
+        let hosts = if scan_settings.uribl.is_empty() {
+            Vec::new()
+        } else {
+            let worker = sh.h.workers.clone().acquire_owned().await.ok()?;
+            let (sh2, to2, actor2, msg2) = (sh.clone(), to.to_vec(), actor.clone(), msg.clone());
+            tokio::task::spawn_blocking(move || {
+                let _w = worker;
+                super::inbound::link_hosts(&sh2, &actor2, &to2, &msg2)
+            })
+            .await
+            .unwrap_or_default()
+        };
+        let client = crate::mailauth::Client {
+            ip: peer.ip().to_canonical(),
+            helo,
+            mail_from: from,
+        };
+        Some(
+            crate::mailauth::check(
+                scan_settings,
+                &sh.h.settings.smtp.hostname,
+                client,
+                &msg,
+                &hosts,
+            )
+            .await,
+        )
+    } else {
+        None
+    };
+    *auth_out = auth.clone();
+    let worker = sh.h.workers.clone().acquire_owned().await.ok()?;
+    let (sh2, from2, to2) = (sh.clone(), from.to_string(), to.to_vec());
+    let early = tokio::task::spawn_blocking(move || {
         let _w = worker;
-        super::inbound::before_accept(&sh2, &actor, &from, &to, &msg)
+        super::inbound::before_accept(&sh2, &actor, &from2, &to2, &msg, auth.as_ref())
     })
     .await
-    .ok()
-    .flatten()?;
+    .ok()?;
+    let (reply, outcome) = match early {
+        Early::Accept => return None,
+        Early::Reject(reply) => (reply, "refused-scan"),
+        Early::Quarantine { message, verdict } => {
+            let store = crate::quarantine::store()?;
+            let quota = sh.h.settings.smtp.spool_max_bytes.0 as u64;
+            let meta = crate::quarantine::meta("inbound", from, to, &ip, &verdict);
+            let stored = tokio::task::spawn_blocking(move || {
+                if store.bytes() + message.len() as u64 > quota {
+                    return Ok(None);
+                }
+                store.put(&meta, &message).map(Some)
+            })
+            .await;
+            match stored {
+                Ok(Ok(Some(id))) => {
+                    tracing::info!(%peer, quarantine = %id, "message quarantined");
+                    (
+                        Reply::new(250, [2, 0, 0], format!("OK queued as {id}")),
+                        "quarantined",
+                    )
+                }
+                Ok(Ok(None)) => (
+                    Reply::new(452, [4, 3, 1], "the spool is full, try again later"),
+                    "quarantine-full",
+                ),
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "cannot write to the quarantine");
+                    (cannot_store(), "quarantine-failed")
+                }
+                Err(_) => (cannot_store(), "quarantine-failed"),
+            }
+        }
+    };
     // The verdict (score and labels are in the reply and the daemon's log), never content.
     sh.h.audit.record(
         &format!("mx:{ip}"),
         &ip,
         Direction::Inbound.name(),
         message_id,
-        "refused-scan",
-        550,
+        outcome,
+        reply.code,
         started.elapsed(),
     );
-    Some(refused)
+    Some(reply)
+}
+
+/// The MX's loop check before its `250` (`loops.rs`): `Some(554 5.4.6)` when the message
+/// carries more of this box's valid loop markers than `[queue] max_loop_markers`.
+async fn loop_before_accept(
+    sh: &Arc<Shared>,
+    r: &mut Receiving<'_>,
+    peer: SocketAddr,
+) -> Option<Reply> {
+    let msg = match r.incoming.contents().await {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read a spooled message back");
+            return Some(cannot_store());
+        }
+    };
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let reply = sh.loops.refusal(&sh.loops.own(&msg, now))?;
+    let ip = peer.ip().to_canonical().to_string();
+    tracing::warn!(%peer, "a message looping through the box refused (554 5.4.6)");
+    sh.h.audit.record(
+        &format!("mx:{ip}"),
+        &ip,
+        Direction::Inbound.name(),
+        crate::docking::message_id(&msg),
+        "refused-loop",
+        554,
+        std::time::Duration::ZERO,
+    );
+    Some(reply)
 }
 
 /// The message being received: where it goes, and why it will be refused at its end.
@@ -426,8 +532,20 @@ async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
             Event::RcptTo(r) if dir == Direction::Inbound => {
                 match super::inbound::recipient(&sh.h.settings.inbound, &r.address) {
                     Ok(a) => {
-                        to.push(a);
-                        s.accept();
+                        let checked = match (&sh.verifier, &sh.inbound_hop) {
+                            (Some(v), Some(hop)) => {
+                                v.check(hop, &sh.h.settings.smtp.hostname, peer.ip(), &a)
+                                    .await
+                            }
+                            _ => super::verify::Answer::Accept,
+                        };
+                        match checked {
+                            super::verify::Answer::Accept => {
+                                to.push(a);
+                                s.accept();
+                            }
+                            super::verify::Answer::Refuse(reply) => s.refuse(reply),
+                        }
                     }
                     Err(reply) => {
                         tracing::info!(%peer, rcpt = %r.address.escape_debug(), "inbound recipient refused");
@@ -488,10 +606,24 @@ async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
                 };
                 let mut r = r;
                 if dir == Direction::Inbound
-                    && let Some(reply) =
-                        scan_before_accept(sh, &mut r, peer, name, &from, &to).await
+                    && let Some(reply) = loop_before_accept(sh, &mut r, peer).await
                 {
                     s.refuse(reply);
+                    continue;
+                }
+                let helo = s.helo_name().unwrap_or_default().to_string();
+                let mut auth = None;
+                if dir == Direction::Inbound
+                    && let Some(reply) =
+                        scan_before_accept(sh, &mut r, peer, name, &helo, &from, &to, &mut auth)
+                            .await
+                {
+                    // Quarantined (`250`, durably stored) or refused: nothing is queued.
+                    if reply.code == 250 {
+                        s.accept_with(reply);
+                    } else {
+                        s.refuse(reply);
+                    }
                     continue;
                 }
                 let env = Envelope {
@@ -503,6 +635,8 @@ async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
                     received: r.received,
                     attempts: 0,
                     held_reason: None,
+                    released: None,
+                    auth,
                 };
                 let bytes = r.incoming.len();
                 match r.incoming.commit(&env).await {

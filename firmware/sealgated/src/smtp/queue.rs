@@ -879,6 +879,8 @@ mod tests {
             received: 1,
             attempts: 0,
             held_reason: None,
+            released: None,
+            auth: None,
         }
     }
 

@@ -33,6 +33,13 @@ pub struct Envelope {
     /// Why the message is held.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub held_reason: Option<String>,
+    /// Relayed as it is, without processing or scanning: why (released from the quarantine
+    /// by an auditor, a copy for the auditor).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub released: Option<String>,
+    /// The MX's sender authentication and DNS list results (`mailauth.rs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<sealgate_scan::checks::AuthResults>,
 }
 
 impl Envelope {
@@ -524,6 +531,8 @@ mod tests {
             received: 1,
             attempts: 0,
             held_reason: None,
+            released: None,
+            auth: None,
         }
     }
 

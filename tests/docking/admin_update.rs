@@ -1,0 +1,756 @@
+//! The OTA endpoints of the admin API (`/api/v1/admin/update`, `/update/commit`, `/gate`,
+//! `/mark-good`, `/mark-bad`, `/floor`) against the
+//! real daemon, on the host: every refusal is answered before any install step, so no RAUC
+//! service is needed. The daemon reads a test `system.conf` (`SEALGATE_RAUC_CONF`: this
+//! box's board, the development update CA as keyring); bundles are made here with
+//! `rauc bundle` (Debian `rauc`, `squashfs-tools`), another CA with `openssl`.
+//!
+//! The attackers: anyone on the LAN without a session (401); an auditor or read-only account
+//! or admin-plane token, a docking API token (403); a web page riding the administrator's cookie without the CSRF token (403); an
+//! administrator's account used to push an oversized body (413, declared or streamed), garbage,
+//! a bundle of another CA, another board's bundle or a downgrade (422); a second upload while
+//! one is received (409); a client that goes away mid-body. Each leaves nothing in
+//! `DATA/update/` and nothing installed.
+//!
+//! Not reachable on the host: a real install (`rauc install` needs RAUC's D-Bus service and
+//! the box's slots; the valid bundle here gets 202 and its install fails, which the status
+//! reports), the dm-verity check of a flipped payload byte, the commit of a booted pending
+//! slot (needs `sealgate.slot=` on the kernel command line). tests/system/ota.rs covers them.
+
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::admin::python;
+use crate::harness::{Daemon, Pki, data_dir_with_keys, require_tool, run};
+
+const BOARD: &str = "sealgate-qemu-x86_64";
+
+fn dev_key(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../../board/dev-keys/{name}"))
+}
+
+/// A verity bundle of `compatible` and `version`, signed with `cert`/`key`.
+fn bundle(
+    dir: &Path,
+    name: &str,
+    compatible: &str,
+    version: &str,
+    cert: &Path,
+    key: &Path,
+) -> PathBuf {
+    let content = dir.join(format!("{name}.d"));
+    std::fs::create_dir_all(&content).expect("bundle dir");
+    // Incompressible (RAUC wants a squashfs larger than one block).
+    let mut x: u32 = 0x5ea1_9a7e;
+    let img: Vec<u8> = (0..64 * 1024)
+        .map(|_| {
+            x = x.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            (x >> 24) as u8
+        })
+        .collect();
+    std::fs::write(content.join("root.img"), img).expect("root.img");
+    std::fs::write(
+        content.join("manifest.raucm"),
+        format!(
+            "[update]\ncompatible={compatible}\nversion={version}\n\n[bundle]\nformat=verity\n\n\
+             [image.rootfs]\nfilename=root.img\n"
+        ),
+    )
+    .expect("manifest");
+    let out = dir.join(format!("{name}.raucb"));
+    run(Command::new("rauc")
+        .arg("bundle")
+        .arg(format!("--cert={}", cert.display()))
+        .arg(format!("--key={}", key.display()))
+        .arg(&content)
+        .arg(&out));
+    out
+}
+
+/// Another CA and a code-signing certificate under it, as an attacker makes them.
+fn other_signer(dir: &Path) -> (PathBuf, PathBuf) {
+    let ossl = |args: &[&str]| {
+        run(Command::new("openssl").current_dir(dir).args(args));
+    };
+    ossl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        "x-ca.key",
+        "-out",
+        "x-ca.pem",
+        "-days",
+        "30",
+        "-subj",
+        "/CN=Other CA",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign",
+    ]);
+    ossl(&[
+        "req",
+        "-new",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        "x.key",
+        "-out",
+        "x.csr",
+        "-subj",
+        "/CN=Other signer",
+    ]);
+    std::fs::write(
+        dir.join("x.ext"),
+        "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n\
+         extendedKeyUsage=critical,codeSigning\n",
+    )
+    .expect("ext");
+    ossl(&[
+        "x509",
+        "-req",
+        "-in",
+        "x.csr",
+        "-CA",
+        "x-ca.pem",
+        "-CAkey",
+        "x-ca.key",
+        "-set_serial",
+        "7",
+        "-days",
+        "30",
+        "-extfile",
+        "x.ext",
+        "-out",
+        "x.pem",
+    ]);
+    (dir.join("x.pem"), dir.join("x.key"))
+}
+
+const CLIENT: &str = r#"
+import http.client, json, os, ssl, time, threading
+import requests
+
+base, ca, setup, data = os.environ["BASE"], os.environ["CA"], os.environ["SETUP"], os.environ["DATA"]
+A = base + "/api/v1/admin"
+U = A + "/update"
+PW = "correct horse battery staple"
+port = int(base.rsplit(":", 1)[1])
+B = {k: os.environ["B_" + k] for k in ["GOOD", "OTHERCA", "OTHERBOARD", "DOWNGRADE"]}
+OCTET = {"Content-Type": "application/octet-stream"}
+
+def problem(r, status, type_=None):
+    assert r.status_code == status, (r.status_code, r.text)
+    assert r.headers["Content-Type"] == "application/problem+json", r.headers
+    p = r.json()
+    assert p["status"] == status and p["type"].startswith("https://sealgate.example/problems/"), p
+    assert p["title"], p
+    if type_:
+        assert p["type"].endswith("/" + type_), p
+    return p
+
+def nothing_on_disk(what):
+    left = sorted(os.listdir(os.path.join(data, "update"))) if os.path.isdir(os.path.join(data, "update")) else []
+    assert not [f for f in left if f in ("upload.part", "staged.raucb")], (what, left)
+    assert "pending.json" not in left, (what, left)
+
+def login(user):
+    s = requests.Session()
+    s.verify = ca
+    r = s.post(A + "/session", json={"username": user, "password": PW})
+    assert r.status_code == 200, r.text
+    s.headers["X-CSRF-Token"] = r.json()["csrf_token"]
+    return s
+
+anon = requests.Session()
+anon.verify = ca
+r = anon.post(A + "/setup", json={"setup_token": setup, "username": "root", "password": PW})
+assert r.status_code == 201, r.text
+root = login("root")
+for user, role in [("aud", "auditor"), ("ro", "read-only")]:
+    r = root.post(A + "/accounts", json={"username": user, "role": role, "password": PW})
+    assert r.status_code == 201, r.text
+aud, ro = login("aud"), login("ro")
+good = open(B["GOOD"], "rb").read()
+
+# Nobody without a session; the auditor reads the status but uploads nothing; read-only neither.
+problem(anon.get(U), 401)
+problem(anon.post(U, data=good, headers=OCTET), 401)
+problem(anon.post(U + "/commit", json={}), 401)
+st = aud.get(U)
+assert st.status_code == 200 and st.json()["state"] == "idle", st.text
+problem(aud.post(U, data=good, headers=OCTET), 403)
+problem(aud.post(U + "/commit", json={}), 403)
+problem(ro.get(U), 403)
+problem(ro.post(U, data=good, headers=OCTET), 403)
+problem(ro.post(U + "/commit", json={}), 403)
+# The administrator's cookie without (or with a forged) CSRF token: a web page's request.
+csrf = root.headers.pop("X-CSRF-Token")
+problem(root.post(U, data=good, headers=OCTET), 403)
+problem(root.post(U, data=good, headers={**OCTET, "X-CSRF-Token": "0" * 64}), 403)
+problem(root.post(U + "/commit", json={}), 403)
+root.headers["X-CSRF-Token"] = csrf
+# Tokens: a read-only or auditor admin-plane token is refused, and so is a docking API token
+# (a gateway's credential is not an administrator's); an admin token needs no CSRF token.
+def bearer(t):
+    s = requests.Session()
+    s.verify = ca
+    s.headers["Authorization"] = "Bearer " + t
+    return s
+toks = {}
+for name, role in [("ci-admin", "admin"), ("ci-ro", "read-only"), ("ci-aud", "auditor")]:
+    r = root.post(A + "/admin-tokens", json={"name": name, "role": role})
+    assert r.status_code == 201, r.text
+    toks[role] = bearer(r.json()["token"])
+r = root.post(A + "/tokens", json={"name": "gw", "scopes": ["decrypt", "encrypt", "sign", "verify"]})
+assert r.status_code == 201, r.text
+gw = bearer(r.json()["token"])
+problem(toks["read-only"].post(U, data=good, headers=OCTET), 403)
+problem(toks["auditor"].post(U, data=good, headers=OCTET), 403)
+problem(toks["auditor"].post(U + "/commit", json={}), 403)
+assert gw.post(U, data=good, headers=OCTET).status_code in (401, 403)
+assert gw.post(U + "/commit", json={}).status_code in (401, 403)
+p = problem(toks["admin"].post(U, data=open(B["DOWNGRADE"], "rb"), headers=OCTET), 422, "update-refused")
+nothing_on_disk("denied")
+assert root.get(U).json()["state"] == "idle"
+
+# Too large: declared (refused before a byte is stored) and streamed without a length.
+MAX = root.get(U).json()["max_bundle_bytes"]
+assert MAX == 256 * 1024 * 1024, MAX
+ctx = ssl.create_default_context(cafile=ca)
+cookie = "; ".join(f"{k}={v}" for k, v in root.cookies.items())
+
+def raw(length=None, chunks=(), chunked=False, read=True):
+    c = http.client.HTTPSConnection("127.0.0.1", port, context=ctx, timeout=120)
+    c.putrequest("POST", "/api/v1/admin/update")
+    c.putheader("Cookie", cookie)
+    c.putheader("X-CSRF-Token", csrf)
+    c.putheader("Content-Type", "application/octet-stream")
+    if chunked:
+        c.putheader("Transfer-Encoding", "chunked")
+    else:
+        c.putheader("Content-Length", str(length))
+    c.endheaders()
+    try:
+        for ch in chunks:
+            c.send(b"%x\r\n%s\r\n" % (len(ch), ch) if chunked else ch)
+        if chunked:
+            c.send(b"0\r\n\r\n")
+    except (BrokenPipeError, ConnectionResetError, ssl.SSLError):
+        pass
+    if not read:
+        return c
+    r = c.getresponse()
+    body = r.read()
+    c.close()
+    return r.status, r.getheader("Content-Type"), json.loads(body) if body else None
+
+status, ctype, p = raw(length=MAX + 1, chunks=[b"\0" * 65536])
+assert status == 413 and ctype == "application/problem+json" and p["title"], (status, p)
+nothing_on_disk("declared too large")
+block = b"\0" * (1024 * 1024)
+def stream():
+    for _ in range(MAX // len(block) + 2):
+        yield block
+status, ctype, p = raw(chunks=stream(), chunked=True)
+assert status == 413 and ctype == "application/problem+json" and "too large" in p["title"], (status, p)
+nothing_on_disk("streamed too large")
+
+# Empty, garbage, a truncated bundle: 422/400 with a clear title, nothing staged.
+problem(root.post(U, data=b"", headers=OCTET), 400)
+for junk in [b"MZ not a bundle" * 100, os.urandom(200000), good[: len(good) // 2], good[:-10]]:
+    p = problem(root.post(U, data=junk, headers=OCTET), 422, "update-refused")
+    assert p["title"] == "The bundle does not verify", p
+    nothing_on_disk("garbage")
+# Signed by another CA; another board's; older than the floor (the running version).
+p = problem(root.post(U, data=open(B["OTHERCA"], "rb"), headers=OCTET), 422, "update-refused")
+assert p["title"] == "The bundle does not verify", p
+p = problem(root.post(U, data=open(B["OTHERBOARD"], "rb"), headers=OCTET), 422, "update-refused")
+assert p["title"] == "The bundle is for another board", p
+p = problem(root.post(U, data=open(B["DOWNGRADE"], "rb"), headers=OCTET), 422, "update-refused")
+assert p["title"] == "The bundle is older than the version floor", p
+nothing_on_disk("refused bundles")
+st = root.get(U).json()
+assert st["state"] == "idle" and st["pending"] is None, st
+
+# Commit with nothing pending: 200, nothing committed, the floor unchanged; bad bodies 400/422.
+floor = st["floor"]
+r = root.post(U + "/commit", json={})
+assert r.status_code == 200 and r.json() == {"committed": False}, r.text
+problem(root.post(U + "/commit", data=b"{nope", headers={"Content-Type": "application/json"}), 400)
+problem(root.post(U + "/commit", json={"failed_slot": "A", "evil": 1}), 400)
+problem(root.post(U + "/commit", json={"failed_slot": "C"}), 422)
+assert root.get(U).json()["floor"] == floor
+
+def receiving():
+    # The first upload holds the staging file (its claim is taken before the file is made).
+    part = os.path.join(data, "update", "upload.part")
+    deadline = time.time() + 20
+    while not os.path.exists(part):
+        assert time.time() < deadline, "the first upload never started"
+        time.sleep(0.05)
+
+# Two uploads at once: the second is refused while the first is received; then the first
+# ends (garbage, 422) and the next upload is taken again.
+c = raw(length=len(good), chunks=[good[:4096]], read=False)
+receiving()
+p = problem(root.post(U, data=good, headers=OCTET), 409, "update-running")
+c.send(b"x" * (len(good) - 4096))
+r = c.getresponse()
+assert r.status == 422, (r.status, r.read())
+c.close()
+# A client that goes away mid-body leaves nothing and no stale claim.
+c = raw(length=len(good), chunks=[good[:4096]], read=False)
+receiving()
+c.close()
+deadline = time.time() + 10
+while True:
+    r = root.post(U, data=open(B["DOWNGRADE"], "rb"), headers=OCTET)
+    if r.status_code != 409 or time.time() > deadline:
+        break
+    time.sleep(0.2)
+problem(r, 422, "update-refused")
+nothing_on_disk("abandoned upload")
+
+# The daemon's health-gate checks: the console asks them as root over the socket; over the
+# network only an administrator (it uses the box's own key).
+problem(anon.get(U + "/gate"), 401)
+problem(aud.get(U + "/gate"), 403)
+problem(ro.get(U + "/gate"), 403)
+problem(toks["auditor"].get(U + "/gate"), 403)
+g = root.get(U + "/gate")
+assert g.status_code == 200, g.text
+g = g.json()
+assert g["healthy"] is True, g
+checks = {c["name"]: c for c in g["checks"]}
+assert checks["listeners"]["ok"] and checks["self-test"]["ok"], g
+assert "decrypted with its key from the vault" in checks["self-test"]["detail"], g
+
+# Mark-good / mark-bad: administrators only, with the CSRF token; a bad body is a 4xx; on
+# the host RAUC's service is absent, which is a 409 that says so (never a 5xx).
+for path in ("/mark-good", "/mark-bad"):
+    problem(anon.post(U + path, json={}), 401)
+    problem(aud.post(U + path, json={}), 403)
+    problem(ro.post(U + path, json={}), 403)
+    problem(toks["auditor"].post(U + path, json={}), 403)
+    assert gw.post(U + path, json={}).status_code in (401, 403)
+    csrf = root.headers.pop("X-CSRF-Token")
+    problem(root.post(U + path, json={"slot": "other"}), 403)
+    root.headers["X-CSRF-Token"] = csrf
+    problem(root.post(U + path, json={"slot": "C"}), 422, "invalid-slot")
+    problem(root.post(U + path, json={"slot": "rootfs.0"}), 422, "invalid-slot")
+    problem(root.post(U + path, json={"slot": "A", "x": 1}), 400)
+    problem(root.post(U + path, data=b"{nope", headers={"Content-Type": "application/json"}), 400)
+    p = problem(root.post(U + path, json={"slot": "other"}), 409, "rauc-refused")
+    assert p["title"] == "RAUC did not change the slot", p
+    p = problem(toks["admin"].post(U + path, json={"slot": "B"}), 409, "rauc-refused")
+
+# The floor: shown in the status, set by an administrator only (audited), validated.
+floor = root.get(U).json()["floor"]
+problem(anon.put(U + "/floor", json={"floor": "0.0.1"}), 401)
+problem(aud.put(U + "/floor", json={"floor": "0.0.1"}), 403)
+problem(ro.put(U + "/floor", json={"floor": "0.0.1"}), 403)
+problem(toks["auditor"].put(U + "/floor", json={"floor": "0.0.1"}), 403)
+csrf = root.headers.pop("X-CSRF-Token")
+problem(root.put(U + "/floor", json={"floor": "0.0.1"}), 403)
+root.headers["X-CSRF-Token"] = csrf
+for bad in ["", "x1", "1/../2", "1 2", "9" * 65, "1\n2"]:
+    problem(root.put(U + "/floor", json={"floor": bad}), 422, "invalid-version")
+problem(root.put(U + "/floor", json={}), 400)
+problem(root.put(U + "/floor", json={"floor": 1}), 400)
+assert root.get(U).json()["floor"] == floor
+assert not os.path.exists(os.path.join(data, "update", "floor"))
+
+# The valid bundle passes every check (202); on the host RAUC's service is absent, so the
+# install fails and says so, the running system unchanged and the staged bundle removed.
+r = root.post(U, data=open(B["GOOD"], "rb"), headers=OCTET)
+assert r.status_code == 202 and r.json()["version"] == "9.0.0", r.text
+deadline = time.time() + 30
+while root.get(U).json()["state"] == "installing" and time.time() < deadline:
+    time.sleep(0.2)
+st = root.get(U).json()
+assert st["state"] == "failed" and st["last_error"] and st["pending"] is None, st
+nothing_on_disk("failed install")
+
+# A deliberate rollback: the administrator lowers the floor, and the older bundle is taken
+# (its install fails on the host as above); raised again, it is refused again.
+r = toks["admin"].put(U + "/floor", json={"floor": "0.0.1"})
+assert r.status_code == 200 and r.json() == {"floor": "0.0.1", "previous": floor}, r.text
+assert root.get(U).json()["floor"] == "0.0.1"
+r = root.post(U, data=open(B["DOWNGRADE"], "rb"), headers=OCTET)
+assert r.status_code == 202 and r.json()["version"] == "0.0.1", r.text
+deadline = time.time() + 30
+while root.get(U).json()["state"] == "installing" and time.time() < deadline:
+    time.sleep(0.2)
+r = root.put(U + "/floor", json={"floor": floor})
+assert r.status_code == 200 and r.json()["previous"] == "0.0.1", r.text
+problem(root.post(U, data=open(B["DOWNGRADE"], "rb"), headers=OCTET), 422, "update-refused")
+nothing_on_disk("floor raised again")
+print("update client ok")
+"#;
+
+#[test]
+fn admin_update_refuses_every_attacker_before_installing() {
+    require_tool("python3", "python3");
+    require_tool("rauc", "rauc");
+    require_tool("mksquashfs", "squashfs-tools");
+    require_tool("openssl", "openssl");
+    let work = tempfile::tempdir().expect("tmp");
+    let w = work.path();
+    let (cert, key) = (dev_key("ota-signer.pem"), dev_key("ota-signer.key"));
+    let good = bundle(w, "good", BOARD, "9.0.0", &cert, &key);
+    let other_board = bundle(w, "board", "sealgate-qemu-aarch64", "9.0.0", &cert, &key);
+    let downgrade = bundle(w, "old", BOARD, "0.0.1", &cert, &key);
+    let (xcert, xkey) = other_signer(w);
+    let other_ca = bundle(w, "otherca", BOARD, "9.0.0", &xcert, &xkey);
+    // This box's RAUC configuration with the development update CA as its keyring.
+    let conf = w.join("system.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "[system]\ncompatible={BOARD}\nbootloader=noop\nbundle-formats=-plain\n\n\
+             [keyring]\npath={}\ncheck-purpose=codesign\n",
+            dev_key("ota-ca.pem").display()
+        ),
+    )
+    .expect("system.conf");
+
+    let pki = Pki::new();
+    let dir = data_dir_with_keys(&pki);
+    let d = Daemon::start_env(
+        dir.path(),
+        "",
+        &["--danger-software-sealer"],
+        &[("SEALGATE_RAUC_CONF", OsStr::new(&conf))],
+    );
+    let setup = d.setup_token.clone().expect("setup token");
+    let out = python(
+        dir.path(),
+        CLIENT,
+        &[
+            ("BASE", d.admin_url("")),
+            ("CA", d.ca_file().display().to_string()),
+            ("SETUP", setup),
+            ("DATA", dir.path().display().to_string()),
+            ("B_GOOD", good.display().to_string()),
+            ("B_OTHERCA", other_ca.display().to_string()),
+            ("B_OTHERBOARD", other_board.display().to_string()),
+            ("B_DOWNGRADE", downgrade.display().to_string()),
+        ],
+    );
+    assert!(out.contains("update client ok"), "{out}");
+    // Refusals are audited; the daemon never answered 5xx.
+    let log = std::fs::read_to_string(dir.path().join("audit/docking.jsonl")).expect("audit");
+    assert!(log.contains("update.refused"), "{log}");
+    for action in ["update.mark-good", "update.mark-bad", "update.floor"] {
+        assert!(log.contains(action), "{action} audited: {log}");
+    }
+    let stderr = std::fs::read_to_string(dir.path().join("stderr.log")).unwrap_or_default();
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+/// Without a RAUC configuration (a development host) an upload is a 409 that says so, and
+/// nothing is stored.
+#[test]
+fn admin_update_without_rauc_configuration_is_unavailable() {
+    let pki = Pki::new();
+    let dir = data_dir_with_keys(&pki);
+    let missing = dir.path().join("no-system.conf");
+    let d = Daemon::start_env(
+        dir.path(),
+        "",
+        &["--danger-software-sealer"],
+        &[("SEALGATE_RAUC_CONF", OsStr::new(&missing))],
+    );
+    let setup = d.setup_token.clone().expect("setup token");
+    let out = python(
+        dir.path(),
+        r#"
+import os, requests
+A, ca = os.environ["BASE"] + "/api/v1/admin", os.environ["CA"]
+PW = "correct horse battery staple"
+s = requests.Session(); s.verify = ca
+assert s.post(A + "/setup", json={"setup_token": os.environ["SETUP"], "username": "root", "password": PW}).status_code == 201
+r = s.post(A + "/session", json={"username": "root", "password": PW})
+s.headers["X-CSRF-Token"] = r.json()["csrf_token"]
+r = s.post(A + "/update", data=b"x" * 1000, headers={"Content-Type": "application/octet-stream"})
+assert r.status_code == 409 and r.headers["Content-Type"] == "application/problem+json", r.text
+assert r.json()["title"] == "This system does not take updates", r.text
+assert not os.path.exists(os.path.join(os.environ["DATA"], "update", "staged.raucb"))
+print("unavailable ok")
+"#,
+        &[
+            ("BASE", d.admin_url("")),
+            ("CA", d.ca_file().display().to_string()),
+            ("SETUP", setup),
+            ("DATA", dir.path().display().to_string()),
+        ],
+    );
+    assert!(out.contains("unavailable ok"), "{out}");
+}
+
+const URL_CLIENT: &str = r#"
+import http.server, os, ssl, threading, time
+import requests
+
+base, ca, setup, data = os.environ["BASE"], os.environ["CA"], os.environ["SETUP"], os.environ["DATA"]
+A = base + "/api/v1/admin"
+U = A + "/update"
+PW = "correct horse battery staple"
+W = os.environ["WORK"]
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    def log_message(self, *a):
+        pass
+    def do_GET(self):
+        files = {"/good.raucb": os.environ["B_GOOD"], "/old.raucb": os.environ["B_DOWNGRADE"]}
+        if self.path in files:
+            body = open(files[self.path], "rb").read()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        elif self.path == "/huge.raucb":
+            self.send_response(200)
+            self.send_header("Content-Length", str(256 * 1024 * 1024 + 1))
+            self.end_headers()
+            self.wfile.write(b"\0" * 4096)
+        elif self.path == "/short.raucb":
+            self.send_response(200)
+            self.send_header("Content-Length", "100000")
+            self.end_headers()
+            self.wfile.write(b"\0" * 4096)
+        elif self.path == "/moved":
+            self.send_response(302)
+            self.send_header("Location", "/good.raucb")
+            self.end_headers()
+        else:
+            self.send_error(404)
+
+def serve(cert, key):
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+    srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    return "https://127.0.0.1:%d" % srv.server_address[1]
+
+# One server with a certificate of the CA the daemon's system anchors hold (SSL_CERT_FILE),
+# one with a self-signed certificate nobody vouches for.
+trusted = serve(W + "/srv.pem", W + "/srv.key")
+wrong = serve(W + "/wrong.pem", W + "/wrong.key")
+
+def problem(r, status, type_=None):
+    assert r.status_code == status, (r.status_code, r.text)
+    assert r.headers["Content-Type"] == "application/problem+json", r.headers
+    p = r.json()
+    assert p["title"], p
+    if type_:
+        assert p["type"].endswith("/" + type_), p
+    return p
+
+def nothing_on_disk(what):
+    d = os.path.join(data, "update")
+    left = sorted(os.listdir(d)) if os.path.isdir(d) else []
+    assert not [f for f in left if f in ("upload.part", "staged.raucb")], (what, left)
+
+def login(user):
+    s = requests.Session()
+    s.verify = ca
+    r = s.post(A + "/session", json={"username": user, "password": PW})
+    assert r.status_code == 200, r.text
+    s.headers["X-CSRF-Token"] = r.json()["csrf_token"]
+    return s
+
+anon = requests.Session()
+anon.verify = ca
+assert anon.post(A + "/setup", json={"setup_token": setup, "username": "root", "password": PW}).status_code == 201
+root = login("root")
+assert root.post(A + "/accounts", json={"username": "aud", "role": "auditor", "password": PW}).status_code == 201
+aud = login("aud")
+good = {"url": trusted + "/good.raucb"}
+
+# Who may: administrators only, with the CSRF token.
+problem(anon.post(U + "/url", json=good), 401)
+problem(aud.post(U + "/url", json=good), 403)
+csrf = root.headers.pop("X-CSRF-Token")
+problem(root.post(U + "/url", json=good), 403)
+root.headers["X-CSRF-Token"] = csrf
+# What is never fetched: not https, user info, garbage, unknown fields, a CA that is no PEM.
+for url in ["http://127.0.0.1/b.raucb", "file:///etc/passwd", "https://u:p@127.0.0.1/b",
+            "https://127.0.0.1/a b", "https://127.0.0.1/\r\nX: y", ""]:
+    problem(root.post(U + "/url", json={"url": url}), 422, "invalid-url")
+problem(root.post(U + "/url", json={"url": good["url"], "x": 1}), 400)
+problem(root.post(U + "/url", json={}), 400)
+problem(root.post(U + "/url", json={"url": good["url"], "ca": "not pem"}), 422, "invalid-ca")
+# The wrong certificate is refused before a byte of the body is read.
+p = problem(root.post(U + "/url", json={"url": wrong + "/good.raucb"}), 422, "update-fetch-failed")
+assert "certificate" in p["detail"].lower(), p
+nothing_on_disk("wrong certificate")
+# Not found, a redirect (never followed), a body cut short, a declared length over the limit.
+problem(root.post(U + "/url", json={"url": trusted + "/nope"}), 422, "update-fetch-failed")
+p = problem(root.post(U + "/url", json={"url": trusted + "/moved"}), 422, "update-fetch-failed")
+assert "redirect" in p["detail"], p
+p = problem(root.post(U + "/url", json={"url": trusted + "/short.raucb"}), 422, "update-fetch-failed")
+problem(root.post(U + "/url", json={"url": trusted + "/huge.raucb"}), 413, "body-too-large")
+nothing_on_disk("failed fetches")
+# The request's own trust anchors admit the other server; its older bundle is then fetched
+# and refused by the same checks as an upload (the floor).
+p = problem(root.post(U + "/url", json={"url": wrong + "/old.raucb", "ca": open(W + "/wrong-ca.pem").read()}),
+            422, "update-refused")
+assert p["title"] == "The bundle is older than the version floor", p
+nothing_on_disk("refused bundle")
+# The valid bundle from the trusted server: accepted (202); on the host the install fails.
+r = root.post(U + "/url", json=good)
+assert r.status_code == 202 and r.json()["version"] == "9.0.0", r.text
+deadline = time.time() + 30
+while root.get(U).json()["state"] == "installing" and time.time() < deadline:
+    time.sleep(0.2)
+st = root.get(U).json()
+assert st["state"] == "failed" and st["pending"] is None, st
+nothing_on_disk("failed install")
+print("url client ok")
+"#;
+
+/// `POST /update/url`: the box fetches the bundle over HTTPS from a local server whose
+/// certificate the daemon's system anchors vouch for (`SSL_CERT_FILE`), refuses a server with
+/// a wrong certificate (unless the request names its CA), and applies the upload's limits
+/// and checks.
+#[test]
+fn admin_update_from_a_url_verifies_the_server_and_applies_the_uploads_checks() {
+    require_tool("python3", "python3");
+    require_tool("rauc", "rauc");
+    require_tool("mksquashfs", "squashfs-tools");
+    require_tool("openssl", "openssl");
+    let work = tempfile::tempdir().expect("tmp");
+    let w = work.path();
+    let (cert, key) = (dev_key("ota-signer.pem"), dev_key("ota-signer.key"));
+    let good = bundle(w, "good", BOARD, "9.0.0", &cert, &key);
+    let downgrade = bundle(w, "old", BOARD, "0.0.1", &cert, &key);
+    let ossl = |args: &[&str]| {
+        run(Command::new("openssl").current_dir(w).args(args));
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ];
+    std::fs::write(
+        w.join("srv.ext"),
+        "basicConstraints=critical,CA:FALSE\nsubjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+    )
+    .expect("ext");
+    // Two CAs, each with a server certificate for 127.0.0.1: `ca`'s is the one the daemon's
+    // system anchors hold; `wrong`'s CA is nobody's (the request may name it as `ca`).
+    for name in ["srv", "wrong"] {
+        let ca_key = format!("{name}-ca.key");
+        let ca_pem = format!("{name}-ca.pem");
+        let (key, csr, pem) = (
+            format!("{name}.key"),
+            format!("{name}.csr"),
+            format!("{name}.pem"),
+        );
+        ossl(
+            &[
+                &["req", "-x509"][..],
+                &ec,
+                &[
+                    "-keyout",
+                    &ca_key,
+                    "-out",
+                    &ca_pem,
+                    "-days",
+                    "30",
+                    "-subj",
+                    &format!("/CN={name} CA"),
+                    "-addext",
+                    "basicConstraints=critical,CA:TRUE",
+                    "-addext",
+                    "keyUsage=critical,keyCertSign",
+                ],
+            ]
+            .concat(),
+        );
+        ossl(
+            &[
+                &["req", "-new"][..],
+                &ec,
+                &["-keyout", &key, "-out", &csr, "-subj", "/CN=127.0.0.1"],
+            ]
+            .concat(),
+        );
+        ossl(&[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            &ca_pem,
+            "-CAkey",
+            &ca_key,
+            "-set_serial",
+            "5",
+            "-days",
+            "30",
+            "-extfile",
+            "srv.ext",
+            "-out",
+            &pem,
+        ]);
+    }
+    let conf = w.join("system.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "[system]\ncompatible={BOARD}\nbootloader=noop\nbundle-formats=-plain\n\n\
+             [keyring]\npath={}\ncheck-purpose=codesign\n",
+            dev_key("ota-ca.pem").display()
+        ),
+    )
+    .expect("system.conf");
+    let pki = Pki::new();
+    let dir = data_dir_with_keys(&pki);
+    let anchors = w.join("srv-ca.pem");
+    let d = Daemon::start_env(
+        dir.path(),
+        "",
+        &["--danger-software-sealer"],
+        &[
+            ("SEALGATE_RAUC_CONF", OsStr::new(&conf)),
+            ("SSL_CERT_FILE", OsStr::new(&anchors)),
+        ],
+    );
+    let setup = d.setup_token.clone().expect("setup token");
+    let out = python(
+        dir.path(),
+        URL_CLIENT,
+        &[
+            ("BASE", d.admin_url("")),
+            ("CA", d.ca_file().display().to_string()),
+            ("SETUP", setup),
+            ("DATA", dir.path().display().to_string()),
+            ("WORK", w.display().to_string()),
+            ("B_GOOD", good.display().to_string()),
+            ("B_DOWNGRADE", downgrade.display().to_string()),
+        ],
+    );
+    assert!(out.contains("url client ok"), "{out}");
+    let log = std::fs::read_to_string(dir.path().join("audit/docking.jsonl")).expect("audit");
+    assert!(
+        log.contains("update.refused") && log.contains("update.install"),
+        "{log}"
+    );
+    let stderr = std::fs::read_to_string(dir.path().join("stderr.log")).unwrap_or_default();
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}

@@ -1,0 +1,248 @@
+//! Over-the-air update, A -> B: a bundle made by `cargo xtask bundle` from the image build's
+//! slot content (a newer version, signed with the DEVELOPMENT signer the image's keyring
+//! trusts), uploaded through the admin API, installed by RAUC into slot B; a fresh QEMU boots
+//! slot B, whose health gate marks it good and makes the daemon commit (the vault opened with
+//! the copy sealed for B's predicted PCR 4, floor raised). The administrator's login (the
+//! vault's accounts) and a settings change are kept. Then, in the same box, a rollback: a
+//! development test bundle whose slot fails its health gate (`cargo xtask bundle
+//! --test-fail-gate`) goes into slot A; each of GRUB's three trials fails the gate and
+//! reboots by itself; GRUB boots B again, whose gate marks A bad and reports the failure in
+//! `GET /update` and the audit chain.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use super::*;
+
+/// Polls `GET /update` until its state is not `installing`.
+fn wait_installed(bx: &Appliance, jar: &std::path::Path) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let (code, body) = admin_call(bx, jar, "GET", "/update", None, None);
+        assert_eq!(code, 200, "update status: {body}");
+        let v: serde_json::Value = serde_json::from_str(&body).expect("status JSON");
+        if v["state"] != "installing" {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "install still running: {v}");
+        std::thread::sleep(Duration::from_secs(2));
+    }
+}
+
+#[test]
+fn update_a_to_b_through_the_admin_api_commits_after_the_health_gate_and_keeps_the_vault() {
+    let _m = machine();
+    require_program("rauc", "rauc");
+    let t0 = Instant::now();
+    let bx = Appliance::new("ota");
+    let jar = bx.keep.with_extension("cookies");
+    let _ = std::fs::remove_file(&jar);
+
+    // The bundle: the image build's slot content as version 99.0.0.
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let bundle = bx.keep.with_extension("raucb");
+    let out = Command::new(env!("CARGO"))
+        .current_dir(&root)
+        .args([
+            "xtask",
+            "bundle",
+            "--board",
+            "qemu-x86_64",
+            "--version",
+            "99.0.0",
+            "--out",
+        ])
+        .arg(&bundle)
+        .output()
+        .expect("cargo xtask bundle");
+    assert!(
+        out.status.success(),
+        "cargo xtask bundle: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let mut vm = bx.boot();
+    let first = wait_ready(&mut vm, FIRST_READY);
+    let token = line_value(&first, "POST /api/v1/admin/setup on the admin port):")
+        .expect("setup token on the console");
+    let claim =
+        format!(r#"{{"setup_token":"{token}","username":"admin","password":"{ADMIN_PASSWORD}"}}"#);
+    let (code, body) = admin_call(&bx, &jar, "POST", "/setup", Some(&claim), None);
+    assert_eq!(code, 201, "claim: {body}");
+    let csrf = admin_login(&bx, &jar);
+    let (code, body) = admin_call(
+        &bx,
+        &jar,
+        "PATCH",
+        "/settings",
+        Some(r#"{"limits":{"max_signers":7}}"#),
+        Some(&csrf),
+    );
+    assert_eq!(code, 200, "settings change: {body}");
+    // Slot A good before anything is installed (the first boot's health gate).
+    vm.console()
+        .unwrap()
+        .expect("boot slot A marked good", Duration::from_secs(120))
+        .expect("slot A marked good");
+
+    // Upload: streamed, checked by rauc info, installed in the background.
+    let upload = Command::new("curl")
+        .args([
+            "-k",
+            "-s",
+            "--max-time",
+            "300",
+            "-X",
+            "POST",
+            "-w",
+            "\n%{http_code}",
+        ])
+        .arg("-b")
+        .arg(&jar)
+        .args(["-H", &format!("X-CSRF-Token: {csrf}")])
+        .args(["-H", "content-type: application/octet-stream"])
+        .arg("--data-binary")
+        .arg(format!("@{}", bundle.display()))
+        .arg(bx.url("/api/v1/admin/update"))
+        .output()
+        .expect("curl");
+    let text = String::from_utf8_lossy(&upload.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    assert_eq!(code.trim(), "202", "upload: {body}");
+    let t_install = Instant::now();
+    let v = wait_installed(&bx, &jar);
+    assert_eq!(v["state"], "installed", "{v}");
+    assert_eq!(v["pending"]["slot"], "B", "{v}");
+    eprintln!("install: {:.1} s", t_install.elapsed().as_secs_f64());
+
+    // Reboot: a fresh QEMU boots slot B (RAUC made it primary).
+    reboot(vm);
+    let mut vm = bx.boot();
+    let text = wait_ready(&mut vm, READY);
+    assert!(text.contains("booting slot B"), "{text}");
+    vm.console()
+        .unwrap()
+        .expect(
+            "update 99.0.0 committed in slot B (the vault dropped 1 older sealed copies)",
+            Duration::from_secs(180),
+        )
+        .expect("the daemon commits after the health gate; the vault opened with the new copy");
+    let csrf = admin_login(&bx, &jar);
+    let (code, body) = admin_call(&bx, &jar, "GET", "/update", None, Some(&csrf));
+    assert_eq!(code, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).expect("status JSON");
+    assert_eq!(v["running"]["slot"], "B", "{v}");
+    assert_eq!(v["floor"], "99.0.0", "{v}");
+    assert!(v["pending"].is_null(), "{v}");
+    let (code, body) = admin_call(&bx, &jar, "GET", "/settings", None, None);
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("\"max_signers\":7"), "settings kept: {body}");
+    // Audited in the vault's chain, which survived the update.
+    let (code, body) = admin_call(&bx, &jar, "GET", "/audit?limit=200", None, None);
+    assert_eq!(code, 200, "{body}");
+    for action in ["admin.update.install", "admin.update.commit"] {
+        assert!(body.contains(action), "{action} in the audit log: {body}");
+    }
+    eprintln!("OTA A -> B: {:.1} s", t0.elapsed().as_secs_f64());
+    let _ = std::fs::remove_file(&bundle);
+
+    // Rollback, in the same box: a development test bundle whose slot fails its health gate
+    // (`--test-fail-gate`), installed into A. Each trial of A fails its gate and reboots;
+    // after three GRUB boots B again, whose gate marks A bad and reports the failed update.
+    let t1 = Instant::now();
+    let failing = bx.keep.with_extension("fail.raucb");
+    let out = Command::new(env!("CARGO"))
+        .current_dir(&root)
+        .args([
+            "xtask",
+            "bundle",
+            "--board",
+            "qemu-x86_64",
+            "--version",
+            "99.0.1",
+            "--test-fail-gate",
+            "--out",
+        ])
+        .arg(&failing)
+        .output()
+        .expect("cargo xtask bundle");
+    assert!(
+        out.status.success(),
+        "cargo xtask bundle --test-fail-gate: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let upload = Command::new("curl")
+        .args([
+            "-k",
+            "-s",
+            "--max-time",
+            "300",
+            "-X",
+            "POST",
+            "-w",
+            "\n%{http_code}",
+        ])
+        .arg("-b")
+        .arg(&jar)
+        .args(["-H", &format!("X-CSRF-Token: {csrf}")])
+        .args(["-H", "content-type: application/octet-stream"])
+        .arg("--data-binary")
+        .arg(format!("@{}", failing.display()))
+        .arg(bx.url("/api/v1/admin/update"))
+        .output()
+        .expect("curl");
+    let text = String::from_utf8_lossy(&upload.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    assert_eq!(code.trim(), "202", "upload of the failing bundle: {body}");
+    let v = wait_installed(&bx, &jar);
+    assert_eq!(v["state"], "installed", "{v}");
+    assert_eq!(v["pending"]["slot"], "A", "{v}");
+    reboot(vm);
+    for try_ in 1..=3 {
+        let mut vm = bx.boot();
+        let c = vm.console().unwrap();
+        let text = c
+            .expect("fails its health gate by design", READY)
+            .unwrap_or_else(|e| panic!("try {try_} of slot A: {e:#}"));
+        assert!(text.contains("booting slot A"), "try {try_}: {text}");
+        assert!(text.contains("UPDATE TRIAL FAILED"), "try {try_}: {text}");
+        vm.wait_exit(Duration::from_secs(90))
+            .unwrap_or_else(|e| panic!("try {try_}: the failed gate reboots: {e:#}"));
+    }
+    let mut vm = bx.boot();
+    let text = wait_ready(&mut vm, READY);
+    assert!(text.contains("booting slot B"), "{text}");
+    vm.console()
+        .unwrap()
+        .expect("healthy: boot slot B marked good", Duration::from_secs(180))
+        .expect("slot B judged healthy after the fallback");
+    let csrf = admin_login(&bx, &jar);
+    let (code, body) = admin_call(&bx, &jar, "GET", "/update", None, Some(&csrf));
+    assert_eq!(code, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).expect("status JSON");
+    assert_eq!(v["running"]["slot"], "B", "{v}");
+    assert!(v["pending"].is_null(), "{v}");
+    assert_eq!(
+        v["floor"], "99.0.0",
+        "the failed update raised no floor: {v}"
+    );
+    let err = v["last_error"].as_str().unwrap_or_default();
+    assert!(
+        err.contains("update 99.0.1 in slot A did not pass its health gate"),
+        "{v}"
+    );
+    let (code, body) = admin_call(&bx, &jar, "GET", "/audit?limit=200", None, None);
+    assert_eq!(code, 200, "{body}");
+    assert!(
+        body.contains("admin.update.fell-back"),
+        "the fallback audited: {body}"
+    );
+    eprintln!(
+        "OTA rollback (gate failed 3 times, back on B): {:.1} s",
+        t1.elapsed().as_secs_f64()
+    );
+    let _ = std::fs::remove_file(&failing);
+    let _ = std::fs::remove_file(&jar);
+}

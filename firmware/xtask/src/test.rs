@@ -435,17 +435,7 @@ pub(crate) fn workspace_root() -> Result<PathBuf> {
 /// Installs the missing ones of `packages` (only then touching apt), or,
 /// when not root, fails with the command to run.
 pub(crate) fn ensure_debian_packages(packages: &[&str]) -> Result<()> {
-    let mut missing = Vec::new();
-    for pkg in packages {
-        let out = Command::new("dpkg-query")
-            .args(["-W", "-f=${Status}", pkg])
-            .stderr(Stdio::null())
-            .output()
-            .context("dpkg-query not found: `cargo xtask test` expects Debian 12")?;
-        if String::from_utf8_lossy(&out.stdout).trim() != "install ok installed" {
-            missing.push(*pkg);
-        }
-    }
+    let missing = not_installed(packages)?;
     if missing.is_empty() {
         println!("all installed: {}", packages.join(" "));
         return Ok(());
@@ -476,15 +466,48 @@ pub(crate) fn ensure_debian_packages(packages: &[&str]) -> Result<()> {
         }
         c.wait()?;
     }
+    apt_install(&missing, &install)?;
+    // apt may remove an installed package to satisfy another's dependencies (seen: a
+    // machine's backported `qemu-utils` removed for Debian's `qemu-system-x86`); the second
+    // pass installs the version that fits, and anything still missing stops the run here.
+    let removed = not_installed(packages)?;
+    if !removed.is_empty() {
+        println!("installing again (removed by apt): {}", removed.join(" "));
+        apt_install(&removed, &install)?;
+        let still = not_installed(packages)?;
+        if !still.is_empty() {
+            bail!("Debian packages not installed: {}", still.join(" "));
+        }
+    }
+    Ok(())
+}
+
+/// The packages of `packages` that dpkg does not list as installed.
+fn not_installed<'a>(packages: &[&'a str]) -> Result<Vec<&'a str>> {
+    let mut missing = Vec::new();
+    for pkg in packages {
+        let out = Command::new("dpkg-query")
+            .args(["-W", "-f=${Status}", pkg])
+            .stderr(Stdio::null())
+            .output()
+            .context("dpkg-query not found: `cargo xtask test` expects Debian 12")?;
+        if String::from_utf8_lossy(&out.stdout).trim() != "install ok installed" {
+            missing.push(*pkg);
+        }
+    }
+    Ok(missing)
+}
+
+fn apt_install(packages: &[&str], shown: &str) -> Result<()> {
     let status = Command::new("apt-get")
         .env("DEBIAN_FRONTEND", "noninteractive")
         .args(["install", "-y", "--no-install-recommends"])
-        .args(&missing)
+        .args(packages)
         .stdin(Stdio::null())
         .status()
         .context("apt-get install")?;
     if !status.success() {
-        bail!("`{install}` failed");
+        bail!("`{shown}` failed");
     }
     Ok(())
 }

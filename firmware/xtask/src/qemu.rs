@@ -183,7 +183,7 @@ fn timeline(dir: &VmDir, opts: &BootOptions, boots: u32) -> Result<()> {
         }
         // A clean reboot through the console menu (QEMU runs with -no-reboot: a new QEMU).
         c.send_line("x")?;
-        c.expect("Choose 1-9: ", MENU)?;
+        c.expect("Choose 1-10: ", MENU)?;
         c.send_line("6")?;
         c.expect("Type yes to confirm: ", MENU)?;
         c.send_line("yes")?;

@@ -626,12 +626,7 @@ fn qemu_args(dir: &VmDir, opts: &BootOptions, swtpm: Option<&Swtpm>) -> Vec<Stri
     let mut a: Vec<String> = Vec::new();
     let mut push = |s: &[&str]| a.extend(s.iter().map(|x| x.to_string()));
     match dir.board {
-        Board::X86_64 => {
-            push(&["-machine", &format!("q35,accel={accel}")]);
-            if let Ok(cpu) = std::env::var("SEALGATE_QEMU_CPU") {
-                push(&["-cpu", &cpu]);
-            }
-        }
+        Board::X86_64 => push(&["-machine", &format!("q35,accel={accel}")]),
         Board::Aarch64 => push(&["-machine", &format!("virt,accel={accel}"), "-cpu", "max"]),
     }
     push(&[

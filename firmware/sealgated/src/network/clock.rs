@@ -7,7 +7,8 @@
 //! within [`STEP_THRESHOLD`] of it (after stepping, or because it already was).
 //!
 //! Time matters before TLS and certificate validation: at start the daemon waits (bounded,
-//! [`FIRST_SYNC_WAIT`]) for a first answer before its listeners start (`network::settle`).
+//! [`FIRST_SYNC_WAIT`]) for a first answer before its listeners start (`network::settle`),
+//! when a server is known by then (configured, or in a DHCP lease).
 //!
 //! Who sends what it reads: the configured servers, or anyone spoofing them from the path.
 //! An answer must echo our request's transmit timestamp and be synchronised (see
@@ -102,6 +103,11 @@ fn servers() -> Vec<String> {
         .into_iter()
         .map(|ip| ip.to_string())
         .collect()
+}
+
+/// Whether a server is known now (configured, or in a lease already received).
+pub fn knows_a_server() -> bool {
+    !servers().is_empty()
 }
 
 /// Whether there is any time source (configured, or possibly from DHCP).

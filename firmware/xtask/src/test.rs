@@ -763,12 +763,17 @@ fn run_fuzzers(cargo: &std::ffi::OsStr, root: &Path, seconds: u64) -> Vec<(Strin
             Err(anyhow::anyhow!("cargo fuzz list found no targets")),
         )];
     }
-    // Built one after another (they share one build directory), then run as many at a time
-    // as there are CPUs: each libFuzzer run is one process on one core.
-    let mut outcomes: Vec<Option<Result<()>>> = targets
-        .iter()
-        .map(|t| fuzz_build(cargo, root, t).err().map(Err))
-        .collect();
+    // Built together by one cargo (its jobs share the CPUs; one after another took minutes
+    // longer), or, if that fails, one by one to name the target that does not build; then run
+    // as many at a time as there are CPUs: each libFuzzer run is one process on one core.
+    let mut outcomes: Vec<Option<Result<()>>> = if fuzz_build(cargo, root, None).is_ok() {
+        targets.iter().map(|_| None).collect()
+    } else {
+        targets
+            .iter()
+            .map(|t| fuzz_build(cargo, root, Some(t)).err().map(Err))
+            .collect()
+    };
     let queue: std::sync::Mutex<Vec<usize>> = std::sync::Mutex::new(
         (0..targets.len())
             .filter(|&i| outcomes[i].is_none())
@@ -804,19 +809,23 @@ fn run_fuzzers(cargo: &std::ffi::OsStr, root: &Path, seconds: u64) -> Vec<(Strin
         .collect()
 }
 
-/// Builds one fuzz target, retrying once (the first build downloads the fuzz crate's own
-/// dependencies).
-fn fuzz_build(cargo: &std::ffi::OsStr, root: &Path, target: &str) -> Result<()> {
+/// Builds one fuzz target (all of them: `None`), retrying once (the first build downloads
+/// the fuzz crate's own dependencies).
+fn fuzz_build(cargo: &std::ffi::OsStr, root: &Path, target: Option<&str>) -> Result<()> {
     let build = || {
         let mut cmd = Command::new(cargo);
         cmd.current_dir(root)
             .env("RUSTC_BOOTSTRAP", "1")
-            .args(["fuzz", "build", target]);
+            .args(["fuzz", "build"])
+            .args(target);
         println!("running {cmd:?}");
         run_teed(&mut cmd).map(|(ok, _)| ok)
     };
     if !build()? && !build()? {
-        bail!("cargo fuzz build {target} failed twice (see the build output above)");
+        bail!(
+            "cargo fuzz build {} failed twice (see the build output above)",
+            target.unwrap_or("(all targets)")
+        );
     }
     Ok(())
 }

@@ -219,6 +219,14 @@ pub fn run(args: Args) -> Result<()> {
     if !ok {
         problems.push("cargo test --workspace --all-targets failed".into());
     }
+    // A target that failed without a failed test (a bench or a harness-less binary that
+    // exited non-zero) is named by cargo only.
+    problems.extend(
+        output
+            .lines()
+            .filter(|l| l.starts_with("error: test failed, to rerun pass"))
+            .map(|l| format!("cargo test: {}", l.trim_start_matches("error: "))),
+    );
     let mut results = parse_libtest(&output);
     let mut failures = failure_excerpts(&output);
 

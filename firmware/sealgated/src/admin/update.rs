@@ -297,6 +297,59 @@ fn rauc_info(bundle: &Path) -> Result<BundleInfo, Problem> {
     })
 }
 
+/// The one upload slot, claimed for a new bundle on a box that takes updates and is not
+/// installing one: else the refusal.
+fn begin(state: &UpdateState) -> Result<Upload<'_>, Problem> {
+    let Some(claim) = Upload::claim(state) else {
+        return Err(Problem::new(
+            409,
+            "update-running",
+            "Another bundle is being uploaded",
+            "one upload at a time: wait until it is done",
+        ));
+    };
+    if state.get().state == "installing" {
+        return Err(Problem::new(
+            409,
+            "update-running",
+            "An update is being installed",
+            "wait until GET /api/v1/admin/update says it is done",
+        ));
+    }
+    let conf_path = rauc_conf();
+    if !conf_path.is_file() {
+        return Err(Problem::new(
+            409,
+            "updates-unavailable",
+            "This system does not take updates",
+            format!(
+                "no {}: updates are installed on a box only",
+                conf_path.display()
+            ),
+        ));
+    }
+    Ok(claim)
+}
+
+/// Where a bundle is received (`upload.part`) and staged (`staged.raucb`); the claim removes
+/// both unless the install thread takes the staged one.
+fn staging(claim: &mut Upload<'_>, data: &Path) -> Result<(PathBuf, PathBuf), Problem> {
+    let d = dir(data)?;
+    let part = d.join("upload.part");
+    let staged = d.join("staged.raucb");
+    claim.files = vec![part.clone(), staged.clone()];
+    Ok((part, staged))
+}
+
+fn too_large() -> Problem {
+    Problem::new(
+        413,
+        "body-too-large",
+        "The bundle is too large",
+        format!("the limit is {MAX_BUNDLE_BYTES} bytes"),
+    )
+}
+
 /// `POST /update` (admin): see the module documentation.
 pub(super) async fn upload(
     req: HttpRequest,
@@ -310,42 +363,7 @@ pub(super) async fn upload(
     let (_, src) = source(&req);
     let r = async {
         let c = authorize(&req, &ad, Need::Admin)?;
-        let Some(mut claim) = Upload::claim(state) else {
-            return Err(Problem::new(
-                409,
-                "update-running",
-                "Another bundle is being uploaded",
-                "one upload at a time: wait until it is done",
-            ));
-        };
-        if state.get().state == "installing" {
-            return Err(Problem::new(
-                409,
-                "update-running",
-                "An update is being installed",
-                "wait until GET /api/v1/admin/update says it is done",
-            ));
-        }
-        let conf_path = rauc_conf();
-        if !conf_path.is_file() {
-            return Err(Problem::new(
-                409,
-                "updates-unavailable",
-                "This system does not take updates",
-                format!(
-                    "no {}: updates are installed on a box only",
-                    conf_path.display()
-                ),
-            ));
-        }
-        let too_large = || {
-            Problem::new(
-                413,
-                "body-too-large",
-                "The bundle is too large",
-                format!("the limit is {MAX_BUNDLE_BYTES} bytes"),
-            )
-        };
+        let mut claim = begin(state)?;
         // A declared length over the limit is refused before a byte is written.
         if let Some(len) = req
             .headers()
@@ -356,10 +374,7 @@ pub(super) async fn upload(
         {
             return Err(too_large());
         }
-        let d = dir(&ad.data_dir)?;
-        let part = d.join("upload.part");
-        let staged = d.join("staged.raucb");
-        claim.files = vec![part.clone(), staged.clone()];
+        let (part, staged) = staging(&mut claim, &ad.data_dir)?;
         let mut file = fs::File::create(&part).map_err(internal)?;
         let mut total: u64 = 0;
         while let Some(chunk) = payload.next().await {
@@ -487,38 +502,8 @@ pub(super) async fn from_url(
             .map_err(|e| Problem::new(422, "invalid-url", "The URL cannot be fetched", e))?;
         let tls = crate::update_fetch::client_config(b.ca.as_deref().map(str::as_bytes))
             .map_err(|e| Problem::new(422, "invalid-ca", "The trust anchors are not usable", e))?;
-        let Some(mut claim) = Upload::claim(state) else {
-            return Err(Problem::new(
-                409,
-                "update-running",
-                "Another bundle is being uploaded",
-                "one upload at a time: wait until it is done",
-            ));
-        };
-        if state.get().state == "installing" {
-            return Err(Problem::new(
-                409,
-                "update-running",
-                "An update is being installed",
-                "wait until GET /api/v1/admin/update says it is done",
-            ));
-        }
-        let conf_path = rauc_conf();
-        if !conf_path.is_file() {
-            return Err(Problem::new(
-                409,
-                "updates-unavailable",
-                "This system does not take updates",
-                format!(
-                    "no {}: updates are installed on a box only",
-                    conf_path.display()
-                ),
-            ));
-        }
-        let d = dir(&ad.data_dir)?;
-        let part = d.join("upload.part");
-        let staged = d.join("staged.raucb");
-        claim.files = vec![part.clone(), staged.clone()];
+        let mut claim = begin(state)?;
+        let (part, staged) = staging(&mut claim, &ad.data_dir)?;
         let fetched = {
             let part = part.clone();
             web::block(move || {
@@ -546,12 +531,7 @@ pub(super) async fn from_url(
                     413,
                     started,
                 );
-                return Err(Problem::new(
-                    413,
-                    "body-too-large",
-                    "The bundle is too large",
-                    format!("the limit is {MAX_BUNDLE_BYTES} bytes"),
-                ));
+                return Err(too_large());
             }
             Err(crate::update_fetch::FetchError::Failed(why)) => {
                 audit(

@@ -2006,3 +2006,177 @@ fn imap_proxy_prefetches_the_encrypted_messages_of_a_selected_mailbox() {
     );
     assert!(out.contains("prefetched"), "{out}");
 }
+
+const JUNK: &str = r#"
+import imaplib, os, ssl
+def conn(port, ca):
+    return imaplib.IMAP4_SSL('127.0.0.1', int(port), ssl_context=ssl.create_default_context(cafile=ca))
+phase = os.environ['PHASE']
+if phase == 'fill':
+    d = conn(os.environ['DOVECOT'], os.environ['DOVECOT_CA'])
+    d.login('alice@example.org', 'alicepw')
+    for f in ['SPAM_TO_ALICE', 'HAM', 'SPAM_TO_BOB']:
+        assert d.append('INBOX', None, None, open(os.environ[f], 'rb').read())[0] == 'OK'
+    for box in ['Junk', 'Trash', 'Archive']:
+        assert d.create(box)[0] == 'OK'
+    d.logout()
+    print('filled')
+    raise SystemExit
+p = conn(os.environ['PROXY'], os.environ['PROXY_CA'])
+p.login('alice@example.org', 'alicepw')
+if phase == '1':
+    # Into Junk: spam encrypted to alice (counted, decrypted), spam encrypted to bob (skipped:
+    # never trained on ciphertext).
+    p.select('INBOX')
+    assert p.uid('MOVE', '1', 'Junk')[0] == 'OK'
+    assert p.uid('MOVE', '3', 'Junk')[0] == 'OK'
+elif phase == '2':
+    # Out of Junk: alice's message was not spam after all (ham, taken back from spam); bob's
+    # into Trash and the plain one into Archive say nothing.
+    p.select('Junk')
+    assert p.uid('MOVE', '1', 'INBOX')[0] == 'OK'
+    assert p.uid('MOVE', '2', 'Trash')[0] == 'OK'
+    p.select('INBOX')
+    assert p.uid('MOVE', '2', 'Archive')[0] == 'OK'
+elif phase == '3':
+    # Past the daily limit: nothing counts.
+    p.select('INBOX')
+    assert p.uid('COPY', '1:*', 'Junk')[0] == 'OK'
+p.logout()
+print('phase', phase, 'done')
+"#;
+
+/// Junk-folder feedback through the proxy: a message moved into Junk counts as spam in the
+/// classifier's local layer (decrypted first: never the ciphertext), moved out again as ham
+/// (taken back from spam), moves to Trash or elsewhere count nothing, a message the user's
+/// keys do not open is skipped, and a user's daily limit bounds what one account can teach
+/// the box; every batch is audited.
+#[test]
+fn imap_proxy_junk_moves_train_the_spam_classifier() {
+    let pki = Pki::new();
+    let dir = data_dir_with_keys(&pki);
+    let dv = Dovecot::start(&[("alice@example.org", "alicepw")]);
+    let d = Daemon::start(
+        dir.path(),
+        &format!(
+            "[imap]\nlisten = \"127.0.0.1:0\"\nupstream = \"imaps://127.0.0.1:{}\"\nupstream_ca = \"{}\"\njunk_feedback = true\njunk_feedback_daily = 3\n",
+            dv.imaps,
+            dv.ca().display()
+        ),
+    );
+    let w = tempfile::tempdir().expect("tmp");
+    // The corpus keeps each message with mbox's `From ` line first: not a header field.
+    let message = |group: &str| {
+        let m = std::fs::read(crate::scan_train::corpus_file(group)).expect("corpus message");
+        let m = match m.strip_prefix(b"From ") {
+            Some(rest) => {
+                rest[rest.iter().position(|&b| b == b'\n').map_or(0, |i| i + 1)..].to_vec()
+            }
+            None => m,
+        };
+        sealgate_imap_crlf(&m)
+    };
+    let (spam, ham) = (message("spam-1"), message("easy-ham-2"));
+    let env = |phase: &str| {
+        vec![
+            ("PHASE", phase.to_string()),
+            ("PROXY", imap_addr(&d).to_string()),
+            ("PROXY_CA", d.ca_file().display().to_string()),
+            ("DOVECOT", dv.imaps.to_string()),
+            ("DOVECOT_CA", dv.ca().display().to_string()),
+            (
+                "SPAM_TO_ALICE",
+                write(
+                    w.path(),
+                    "a.eml",
+                    &encrypt(&pki, &spam, &["alice@example.org"]),
+                )
+                .display()
+                .to_string(),
+            ),
+            (
+                "SPAM_TO_BOB",
+                write(
+                    w.path(),
+                    "b.eml",
+                    &encrypt(&pki, &spam, &["bob@example.org"]),
+                )
+                .display()
+                .to_string(),
+            ),
+            ("HAM", write(w.path(), "h.eml", &ham).display().to_string()),
+        ]
+    };
+    let feedback = |n: usize| -> Vec<serde_json::Value> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let got: Vec<_> = d
+                .audit()
+                .into_iter()
+                .filter(|r| {
+                    r["operation"]
+                        .as_str()
+                        .is_some_and(|o| o.starts_with("imap-feedback"))
+                })
+                .collect();
+            if got.len() >= n {
+                return got;
+            }
+            assert!(Instant::now() < deadline, "{n} feedback records: {got:?}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    let counts = || {
+        let Ok(b) = std::fs::read(dir.path().join("scan/spam-local.bin")) else {
+            return (0, 0);
+        };
+        let c = sealgate_scan::classifier::Counts::parse(&b).expect("loads");
+        (c.spam_messages(), c.ham_messages())
+    };
+    assert!(python(w.path(), JUNK, &env("fill")).contains("filled"));
+    assert!(python(w.path(), JUNK, &env("1")).contains("phase 1 done"));
+    let recs = feedback(2);
+    assert_eq!(counts(), (1, 0), "{recs:?}");
+    let outcomes: Vec<&str> = recs.iter().filter_map(|r| r["outcome"].as_str()).collect();
+    assert!(
+        outcomes.iter().any(|o| o.starts_with("counted 1 of 1")),
+        "{outcomes:?}"
+    );
+    assert!(
+        outcomes
+            .iter()
+            .any(|o| o.contains("counted 0 of 0") && o.contains("skipped 1 no-matching-key")),
+        "{outcomes:?}"
+    );
+    assert!(python(w.path(), JUNK, &env("2")).contains("phase 2 done"));
+    let recs = feedback(3);
+    assert_eq!(counts(), (0, 1), "{recs:?}");
+    assert!(
+        recs[2]["operation"]
+            .as_str()
+            .is_some_and(|o| o.starts_with("imap-feedback ham Junk -> INBOX")),
+        "{recs:?}"
+    );
+    assert!(
+        recs[2]["outcome"]
+            .as_str()
+            .is_some_and(|o| o.starts_with("counted 1 of 1 (changed class 1)")),
+        "{recs:?}"
+    );
+    assert!(python(w.path(), JUNK, &env("3")).contains("phase 3 done"));
+    let recs = feedback(4);
+    assert!(
+        recs[3]["outcome"]
+            .as_str()
+            .is_some_and(|o| o.starts_with("limit: 0 of")),
+        "{recs:?}"
+    );
+    assert_eq!(counts(), (0, 1));
+    // No content in the audit: the corpus message's subject appears nowhere.
+    let log = std::fs::read_to_string(dir.path().join("audit/docking.jsonl")).expect("audit");
+    let subject = String::from_utf8_lossy(&spam)
+        .lines()
+        .find_map(|l| l.strip_prefix("Subject: ").map(str::to_string))
+        .expect("subject");
+    assert!(!log.contains(&subject), "{subject}");
+}

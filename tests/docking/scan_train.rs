@@ -52,7 +52,7 @@ assert r.json()["local_spam"] == 1 and r.json()["local_ham"] == 1, r.json()
 print("scan train ok")
 "#;
 
-fn corpus_file(group: &str) -> std::path::PathBuf {
+pub fn corpus_file(group: &str) -> std::path::PathBuf {
     let cache = std::env::var_os("SEALGATE_CACHE").map_or_else(
         || std::path::PathBuf::from("/var/cache/sealgate"),
         Into::into,

@@ -3,11 +3,13 @@
 //! trusts), uploaded through the admin API, installed by RAUC into slot B; a fresh QEMU boots
 //! slot B, whose health gate marks it good and makes the daemon commit (the vault opened with
 //! the copy sealed for B's predicted PCR 4, floor raised). The administrator's login (the
-//! vault's accounts) and a settings change are kept. Then, in the same box, a rollback: a
-//! development test bundle whose slot fails its health gate (`cargo xtask bundle
-//! --test-fail-gate`) goes into slot A; each of GRUB's three trials fails the gate and
-//! reboots by itself; GRUB boots B again, whose gate marks A bad and reports the failure in
-//! `GET /update` and the audit chain.
+//! vault's accounts) and a settings change are kept. Then, in the same box, B -> A with a
+//! development test bundle that plans a fault for each of its slot's three trials (`cargo
+//! xtask bundle --test-faults hang,panic,prediction`): the first trial hangs before the health
+//! gate's verdict (the watchdog resets the box), the second panics the kernel (`panic=`
+//! reboots), the third boots with the vault sealed for a wrong PCR 4 prediction (locked:
+//! the gate fails and reboots); GRUB then boots B again, whose gate marks A bad and reports
+//! the failure in `GET /update` and the audit chain, with the vault opening as before.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -147,9 +149,8 @@ fn update_a_to_b_through_the_admin_api_commits_after_the_health_gate_and_keeps_t
     eprintln!("OTA A -> B: {:.1} s", t0.elapsed().as_secs_f64());
     let _ = std::fs::remove_file(&bundle);
 
-    // Rollback, in the same box: a development test bundle whose slot fails its health gate
-    // (`--test-fail-gate`), installed into A. Each trial of A fails its gate and reboots;
-    // after three GRUB boots B again, whose gate marks A bad and reports the failed update.
+    // Rollback, in the same box: a development test bundle with a fault planned for each of
+    // its slot's three trials, installed into A.
     let t1 = Instant::now();
     let failing = bx.keep.with_extension("fail.raucb");
     let out = Command::new(env!("CARGO"))
@@ -161,7 +162,8 @@ fn update_a_to_b_through_the_admin_api_commits_after_the_health_gate_and_keeps_t
             "qemu-x86_64",
             "--version",
             "99.0.1",
-            "--test-fail-gate",
+            "--test-faults",
+            "hang,panic,prediction",
             "--out",
         ])
         .arg(&failing)
@@ -169,7 +171,7 @@ fn update_a_to_b_through_the_admin_api_commits_after_the_health_gate_and_keeps_t
         .expect("cargo xtask bundle");
     assert!(
         out.status.success(),
-        "cargo xtask bundle --test-fail-gate: {}{}",
+        "cargo xtask bundle --test-faults: {}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
@@ -199,18 +201,60 @@ fn update_a_to_b_through_the_admin_api_commits_after_the_health_gate_and_keeps_t
     let v = wait_installed(&bx, &jar);
     assert_eq!(v["state"], "installed", "{v}");
     assert_eq!(v["pending"]["slot"], "A", "{v}");
+    vm.console()
+        .unwrap()
+        .expect(
+            "sealed for a wrong PCR 4 of slot A",
+            Duration::from_secs(30),
+        )
+        .expect("the daemon sealed the vault for the planned wrong prediction");
     reboot(vm);
-    for try_ in 1..=3 {
-        let mut vm = bx.boot();
-        let c = vm.console().unwrap();
-        let text = c
-            .expect("fails its health gate by design", READY)
-            .unwrap_or_else(|e| panic!("try {try_} of slot A: {e:#}"));
-        assert!(text.contains("booting slot A"), "try {try_}: {text}");
-        assert!(text.contains("UPDATE TRIAL FAILED"), "try {try_}: {text}");
-        vm.wait_exit(Duration::from_secs(90))
-            .unwrap_or_else(|e| panic!("try {try_}: the failed gate reboots: {e:#}"));
-    }
+    // Trial 1 hangs: nothing pets the watchdog (the gate set it to 120 s on a trial).
+    let t = Instant::now();
+    let mut vm = bx.boot();
+    let text = vm
+        .console()
+        .unwrap()
+        .expect("trial 1 of slot A hangs here", READY)
+        .unwrap_or_else(|e| panic!("trial 1 of slot A: {e:#}"));
+    assert!(text.contains("booting slot A"), "trial 1: {text}");
+    vm.wait_exit(Duration::from_secs(300))
+        .unwrap_or_else(|e| panic!("trial 1: the watchdog resets the hung box: {e:#}"));
+    eprintln!(
+        "trial 1 (hang, watchdog): {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+    // Trial 2 panics the kernel: panic=10 reboots.
+    let t = Instant::now();
+    let mut vm = bx.boot();
+    let text = vm
+        .console()
+        .unwrap()
+        .expect("trial 2 of slot A panics the kernel", READY)
+        .unwrap_or_else(|e| panic!("trial 2 of slot A: {e:#}"));
+    assert!(text.contains("booting slot A"), "trial 2: {text}");
+    vm.wait_exit(Duration::from_secs(120))
+        .unwrap_or_else(|e| panic!("trial 2: the kernel panic reboots: {e:#}"));
+    eprintln!("trial 2 (kernel panic): {:.1} s", t.elapsed().as_secs_f64());
+    // Trial 3: the vault sealed for a wrong prediction stays locked; the gate fails.
+    let t = Instant::now();
+    let mut vm = bx.boot();
+    let text = vm
+        .console()
+        .unwrap()
+        .expect("UPDATE TRIAL FAILED", READY)
+        .unwrap_or_else(|e| panic!("trial 3 of slot A: {e:#}"));
+    assert!(text.contains("booting slot A"), "trial 3: {text}");
+    assert!(
+        text.contains("the vault is locked (the TPM refused to unseal it)"),
+        "trial 3 fails for the wrong prediction: {text}"
+    );
+    vm.wait_exit(Duration::from_secs(90))
+        .unwrap_or_else(|e| panic!("trial 3: the failed gate reboots: {e:#}"));
+    eprintln!(
+        "trial 3 (wrong prediction): {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
     let mut vm = bx.boot();
     let text = wait_ready(&mut vm, READY);
     assert!(text.contains("booting slot B"), "{text}");
@@ -240,7 +284,7 @@ fn update_a_to_b_through_the_admin_api_commits_after_the_health_gate_and_keeps_t
         "the fallback audited: {body}"
     );
     eprintln!(
-        "OTA rollback (gate failed 3 times, back on B): {:.1} s",
+        "OTA rollback (hang, kernel panic, wrong prediction; back on B): {:.1} s",
         t1.elapsed().as_secs_f64()
     );
     let _ = std::fs::remove_file(&failing);

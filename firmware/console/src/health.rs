@@ -92,28 +92,6 @@ pub fn gate_answer(status: u16, body: &[u8]) -> Result<(), String> {
     })
 }
 
-/// The development CA of `board/dev-keys/` (its key is public in the repository).
-const DEVELOPMENT_CA: &[u8] = include_bytes!("../../../board/dev-keys/ota-ca.pem");
-
-/// The failure a development test bundle asks for (`cargo xtask bundle --test-fail-gate`:
-/// the marker names the slot it was installed into), for the rollback test. Honoured only
-/// when the image's update keyring is the development CA: a product image is built with the
-/// vendor's keyring (`SEALGATE_OTA_KEYRING`), so there the marker is never read as a
-/// failure; and an image that trusts the development CA already installs anything signed
-/// with the development key, so the marker gives nobody more than they had.
-pub fn test_fail_gate(
-    marker: Option<&[u8]>,
-    keyring: Option<&[u8]>,
-    booted: Option<char>,
-) -> Option<String> {
-    let named = String::from_utf8_lossy(marker?).trim().to_string();
-    let b = booted?;
-    let development = keyring.is_some_and(|k| k.trim_ascii() == DEVELOPMENT_CA.trim_ascii());
-    (development && named.len() == 1 && named.starts_with(b)).then(|| {
-        format!("test bundle: slot {b} fails its health gate by design (development keyring only)")
-    })
-}
-
 /// What the gate does with a boot.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Verdict {
@@ -172,18 +150,6 @@ mod tests {
         assert!(gate_answer(500, b"{}").is_err());
         assert!(gate_answer(200, b"not json").is_err());
         assert!(gate_answer(200, br#"{"healthy":"yes"}"#).is_err());
-    }
-
-    #[test]
-    fn the_test_marker_fails_only_its_slot_and_only_with_the_development_keyring() {
-        let dev = Some(DEVELOPMENT_CA);
-        assert!(test_fail_gate(Some(b"A\n"), dev, Some('A')).is_some());
-        assert!(test_fail_gate(Some(b"A\n"), dev, Some('B')).is_none());
-        assert!(test_fail_gate(None, dev, Some('A')).is_none());
-        let vendor = b"-----BEGIN CERTIFICATE-----\nvendor\n-----END CERTIFICATE-----\n";
-        assert!(test_fail_gate(Some(b"A"), Some(vendor), Some('A')).is_none());
-        assert!(test_fail_gate(Some(b"A"), None, Some('A')).is_none());
-        assert!(test_fail_gate(Some(b"AB"), dev, Some('A')).is_none());
     }
 
     #[test]

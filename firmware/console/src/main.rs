@@ -24,7 +24,8 @@
 //!
 //! What the box decided at boot is in `/run/sealgate/` (see `/etc/sealgate/boot`); the
 //! daemon's files are in `/data/sealgate/` (see `firmware/sealgated/src/tokens.rs`).
-#![forbid(unsafe_code)]
+// One ioctl (the watchdog's timeout, `watchdog.rs`) is the only unsafe code.
+#![deny(unsafe_code)]
 
 mod atomic;
 mod daemon;
@@ -44,6 +45,7 @@ use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use sealgate_local::test_faults::{self, Fault};
 
 use crate::menu::{BoxActions, Menu, PingTarget};
 use crate::network::NetworkSettings;
@@ -271,22 +273,26 @@ fn wait_for_health(wait: Duration, wd: &mut Option<watchdog::Watchdog>) -> Resul
     }
 }
 
-/// A development test bundle's marker (`cargo xtask bundle --test-fail-gate`, copied here
-/// by RAUC's post-install handler): the slot it names fails its health gate.
-const TEST_FAIL_GATE: &str = "/data/sealgate/update/test-fail-gate";
+/// A development test bundle's plan of faults for its slot's trials (`cargo xtask bundle
+/// --test-faults`, copied here by RAUC's post-install handler; `sealgate_local::test_faults`).
+const TEST_FAULTS: &str = "/data/sealgate/update/test-faults";
+/// Trials of that slot so far (removed with the plan by the next install).
+const TEST_TRIAL: &str = "/data/sealgate/update/test-trial";
+/// An update's trial: the watchdog bound from the health gate's start to its verdict (the
+/// gate pets it every 2 s while it waits; first boots keep stage-1's longer bound).
+const TRIAL_WATCHDOG_SECS: u32 = 120;
 /// The image's update keyring.
 const RAUC_KEYRING: &str = "/etc/rauc/keyring.pem";
 
 /// The full checks: the daemon's own (`GET /update/gate`: listeners bound, the self-test
 /// decrypt with the box's own key) and its settings taken from the data partition's file.
-fn full_checks() -> Result<(), String> {
+fn full_checks(fault: Option<Fault>) -> Result<(), String> {
     let mut why = Vec::new();
-    if let Some(w) = health::test_fail_gate(
-        fs::read(TEST_FAIL_GATE).ok().as_deref(),
-        fs::read(RAUC_KEYRING).ok().as_deref(),
-        booted_slot(),
-    ) {
-        why.push(w);
+    if fault == Some(Fault::Gate) {
+        why.push(
+            "test bundle: this trial fails its health gate by design (development keyring only)"
+                .to_string(),
+        );
     }
     match check_settings() {
         Ok(out) if out.starts_with("settings ok ") => {}
@@ -323,6 +329,39 @@ fn health_gate() -> Result<()> {
     let booted = booted_slot();
     let slot = booted.map(|c| c.to_string()).unwrap_or_else(|| "?".into());
     let trial = health::update_boot(fs::read(PENDING_UPDATE).ok().as_deref(), booted);
+    let fault = if trial {
+        if let Some(w) = wd.as_mut() {
+            w.set_timeout(TRIAL_WATCHDOG_SECS);
+            w.pet();
+        }
+        test_fault(booted)
+    } else {
+        None
+    };
+    match fault {
+        Some((n, Fault::Hang)) => {
+            say_boot_health(&format!(
+                "TEST FAULT (development test bundle): trial {n} of slot {slot} hangs here; \
+                 the watchdog must reset the box"
+            ));
+            loop {
+                std::thread::sleep(Duration::from_secs(3600));
+            }
+        }
+        Some((n, Fault::Panic)) => {
+            say_boot_health(&format!(
+                "TEST FAULT (development test bundle): trial {n} of slot {slot} panics the \
+                 kernel; panic= must reboot the box"
+            ));
+            let _ = Command::new("sync").status();
+            let _ = fs::write("/proc/sysrq-trigger", "c");
+            loop {
+                std::thread::sleep(Duration::from_secs(3600));
+            }
+        }
+        _ => {}
+    }
+    let fault = fault.map(|(_, f)| f);
     let (basic, full) = match health::flags_verdict(Path::new(STATE)) {
         Some(why) => (Err(why), Ok(())),
         None => {
@@ -341,7 +380,7 @@ fn health_gate() -> Result<()> {
                     if let Some(w) = wd.as_mut() {
                         w.pet();
                     }
-                    (Ok(()), full_checks())
+                    (Ok(()), full_checks(fault))
                 }
             }
         }
@@ -417,6 +456,27 @@ fn update_settled(failed: Option<char>) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// The fault a development test bundle plans for this trial of the booted slot, with the
+/// trial's number (counted in `TEST_TRIAL`); `None` for every other image and bundle.
+fn test_fault(booted: Option<char>) -> Option<(usize, Fault)> {
+    let plan = test_faults::planned(
+        fs::read(TEST_FAULTS).ok().as_deref(),
+        fs::read(RAUC_KEYRING).ok().as_deref(),
+        booted,
+    )?;
+    let n = fs::read_to_string(TEST_TRIAL)
+        .ok()
+        .and_then(|s| s.trim().parse::<usize>().ok())
+        .unwrap_or(0)
+        .saturating_add(1);
+    let _ = sealgate_local::fsio::write_atomic(
+        Path::new(TEST_TRIAL),
+        format!("{n}\n").as_bytes(),
+        sealgate_local::fsio::Mode::KeepOr(0o644),
+    );
+    Some((n, test_faults::for_trial(&plan, n)?))
 }
 
 /// The booted slot, from the kernel command line (`sealgate.slot=A`).

@@ -38,6 +38,25 @@ impl Watchdog {
         let _ = self.dev.flush();
     }
 
+    /// Sets the countdown to `secs` seconds (`WDIOC_SETTIMEOUT`), if the driver can; the
+    /// driver may round it. Without it the bound stays what stage-1 set.
+    #[allow(unsafe_code)]
+    pub fn set_timeout(&mut self, secs: u32) {
+        use std::os::fd::AsRawFd;
+        // _IOWR('W', 6, int) from <linux/watchdog.h>.
+        const WDIOC_SETTIMEOUT: libc::c_ulong = 0xC004_5706;
+        let mut t: libc::c_int = libc::c_int::try_from(secs).unwrap_or(libc::c_int::MAX);
+        // SAFETY: the descriptor is open for the lifetime of `self.dev`; the ioctl reads and
+        // writes one `int` through the pointer, which points at `t` for the whole call.
+        let _ = unsafe {
+            libc::ioctl(
+                self.dev.as_raw_fd(),
+                WDIOC_SETTIMEOUT as _,
+                &mut t as *mut libc::c_int,
+            )
+        };
+    }
+
     /// Stops the watchdog: the magic character, then the close.
     pub fn disarm(mut self) {
         let _ = self.dev.write_all(b"V");

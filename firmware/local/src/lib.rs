@@ -10,6 +10,8 @@
 //!   daemon and read by `sealctl quarantine`.
 //! - [`measured`]: the firmware's TPM event log and a PE image's Authenticode ranges, for
 //!   the daemon's prediction of an updated slot's PCR 4.
+//! - [`test_faults`]: the faults a development test bundle plans for its slot's trial boots,
+//!   read by the console's health gate and the daemon's re-sealing (rollback tests).
 
 #![forbid(unsafe_code)]
 
@@ -17,3 +19,4 @@ pub mod admin_socket;
 pub mod fsio;
 pub mod measured;
 pub mod quarantine;
+pub mod test_faults;

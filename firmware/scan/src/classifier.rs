@@ -135,11 +135,38 @@ impl Counts {
         }
     }
 
+    /// Takes back one message [`Counts::add`] counted with the same features and class (a
+    /// user's feedback that changed its mind); counts never go below zero.
+    pub fn remove(&mut self, features: &[u32], spam: bool) {
+        let class = usize::from(!spam);
+        if spam {
+            self.spam = self.spam.saturating_sub(1);
+        } else {
+            self.ham = self.ham.saturating_sub(1);
+        }
+        let mask = (1u32 << self.bits) - 1;
+        for &f in features {
+            if let Some(c) = self.buckets.get_mut(&(f & mask)) {
+                c[class] = c[class].saturating_sub(1);
+                if *c == [0, 0] {
+                    self.buckets.remove(&(f & mask));
+                }
+            }
+        }
+    }
+
     /// Counts one message (its view) as spam or ham.
     pub fn train(&mut self, view: &View, spam: bool) {
         let mut f = Vec::new();
         features(view, self.bits, &mut f);
         self.add(&f, spam);
+    }
+
+    /// Takes back one message (its view) counted as spam or ham by [`Counts::train`].
+    pub fn untrain(&mut self, view: &View, spam: bool) {
+        let mut f = Vec::new();
+        features(view, self.bits, &mut f);
+        self.remove(&f, spam);
     }
 
     /// Drops buckets counted fewer than `min` times in all (noise; a smaller file).
@@ -685,6 +712,20 @@ mod tests {
             c.train(&view(m), false);
         }
         c
+    }
+
+    #[test]
+    fn untraining_takes_back_exactly_what_training_counted() {
+        let before = tiny();
+        let mut c = tiny();
+        c.train(&view(SPAM[0]), false);
+        assert_eq!(c.ham_messages(), before.ham_messages() + 1);
+        c.untrain(&view(SPAM[0]), false);
+        assert_eq!(c.to_bytes(), before.to_bytes());
+        // Never below zero, and empty buckets go.
+        let mut e = Counts::new(16).expect("bits");
+        e.untrain(&view(HAM[0]), true);
+        assert_eq!((e.spam_messages(), e.len()), (0, 0));
     }
 
     #[test]

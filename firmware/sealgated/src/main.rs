@@ -45,6 +45,7 @@ mod scan;
 mod selfcheck;
 mod settings;
 mod smtp;
+mod spam_training;
 mod tls_certificate;
 mod tokens;
 mod update_fetch;

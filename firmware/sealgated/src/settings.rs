@@ -427,6 +427,16 @@ pub struct Imap {
     pub oauth_client_secret_file: Option<PathBuf>,
     /// The answer's member that names the account (default `username`).
     pub oauth_username_claim: Option<String>,
+    /// Users' Junk-folder moves train the spam classifier's local layer (a message moved into
+    /// a Junk folder counts as spam, one moved out of it, not to Trash, as ham). Default: on
+    /// when `[scan] enabled`.
+    pub junk_feedback: Option<bool>,
+    /// Mailbox names (the last component, any case) that are Junk folders, besides those the
+    /// server's LIST marks `\Junk` (default `Junk`, `Spam`, `Junk E-mail`, `Junk Email`,
+    /// `Bulk Mail`).
+    pub junk_folders: Vec<String>,
+    /// Messages one login name's feedback may count per day (default 200; 0: none).
+    pub junk_feedback_daily: Option<u32>,
 }
 
 /// `[imap] upstream`: `imaps://HOST[:PORT]` or `imap://HOST[:PORT]`.

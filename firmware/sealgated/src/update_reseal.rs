@@ -44,9 +44,16 @@ pub fn reseal(
     let pcrs = vault.pcrs()?.unwrap_or_default();
     let indices = pcrs.indices();
     let uki = data.join("update").join(format!("uki-{slot}.efi"));
-    let new_hash = authenticode_sha256(
+    let mut new_hash = authenticode_sha256(
         &std::fs::read(&uki).with_context(|| format!("reading {}", uki.display()))?,
     )?;
+    if wrong_prediction_planned(data, slot) {
+        crate::console(&format!(
+            "TEST FAULT (development test bundle): the vault is sealed for a wrong PCR 4 of \
+             slot {slot}"
+        ));
+        new_hash[0] ^= 0x01;
+    }
     let log = std::fs::read(EVENT_LOG).with_context(|| format!("reading {EVENT_LOG}"))?;
     let events = parse_event_log(&log)?;
     let mut tpm = sealgate_tpm::Tpm::connect(tcti)?;
@@ -72,6 +79,25 @@ pub fn reseal(
     let mut sealer = sealgate_vault::TpmSealer::new(tcti);
     vault.reseal_for_update(&mut sealer, &predicted)?;
     Ok(())
+}
+
+/// The image's update keyring.
+const RAUC_KEYRING: &str = "/etc/rauc/keyring.pem";
+
+/// Whether a development test bundle installed into `slot` plans a wrong prediction
+/// (`sealgate_local::test_faults`: only under the development keyring).
+fn wrong_prediction_planned(data: &Path, slot: &str) -> bool {
+    let marker = std::fs::read(
+        data.join("update")
+            .join(sealgate_local::test_faults::MARKER),
+    )
+    .ok();
+    sealgate_local::test_faults::planned(
+        marker.as_deref(),
+        std::fs::read(RAUC_KEYRING).ok().as_deref(),
+        slot.chars().next(),
+    )
+    .is_some_and(|p| p.contains(&sealgate_local::test_faults::Fault::Prediction))
 }
 
 /// Replays `pcr` (SHA-256 bank) from the events, the last boot services application's

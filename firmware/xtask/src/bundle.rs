@@ -50,16 +50,21 @@ pub struct Args {
     /// Signer certificate (PEM file or PKCS#11 URI; default: the DEVELOPMENT signer).
     #[arg(long, requires = "key")]
     pub cert: Option<String>,
-    /// TESTS ONLY: the bundle carries a marker that makes the slot it is installed into fail
-    /// its health gate (the rollback test). Refused with any signer but the development
-    /// one, and honoured only by an image whose update keyring is the development CA.
+    /// TESTS ONLY: the bundle carries a plan of faults for the trial boots of the slot it is
+    /// installed into, one per trial (`gate`, `hang`, `panic`, `prediction`; e.g.
+    /// `hang,panic,prediction`), for the rollback tests. Refused with any signer but the
+    /// development one, and honoured only by an image whose update keyring is the
+    /// development CA (`sealgate_local::test_faults`).
     #[arg(long, conflicts_with_all = ["key", "cert"])]
-    pub test_fail_gate: bool,
+    pub test_faults: Option<String>,
 }
 
-/// The marker file of `--test-fail-gate` in a bundle (the box's post-install handler and
-/// `sealgate-console`'s health gate know the name).
-pub(crate) const TEST_FAIL_GATE: &str = "test-fail-gate";
+/// The marker file of `--test-faults` in a bundle (the box's post-install handler copies
+/// it for `sealgate-console`'s health gate and the daemon's re-sealing).
+pub(crate) const TEST_FAULTS: &str = "test-faults";
+
+/// The test fault names (`sealgate_local::test_faults::Fault`).
+const FAULTS: &[&str] = &["gate", "hang", "panic", "prediction"];
 
 /// The development signer and CA (`board/dev-keys/`): for tests only.
 pub(crate) struct DevKeys {
@@ -116,8 +121,17 @@ pub fn run(args: Args) -> Result<()> {
         }
     };
     let work = root.join("target/bundle").join(board.name).join("work");
-    if args.test_fail_gate && !dev_signed {
-        bail!("--test-fail-gate is for development-signed test bundles only");
+    if let Some(list) = &args.test_faults {
+        if !dev_signed {
+            bail!("--test-faults is for development-signed test bundles only");
+        }
+        let names: Vec<&str> = list.split(',').map(str::trim).collect();
+        if !(1..=3).contains(&names.len()) || names.iter().any(|n| !FAULTS.contains(n)) {
+            bail!(
+                "--test-faults {list:?}: one to three of {}, comma-separated",
+                FAULTS.join(", ")
+            );
+        }
     }
     make(
         board,
@@ -127,7 +141,7 @@ pub fn run(args: Args) -> Result<()> {
         &cert,
         &work,
         &out,
-        args.test_fail_gate,
+        args.test_faults.as_deref(),
     )?;
     if dev_signed {
         // What an image built with the development keyring will check at install.
@@ -144,7 +158,7 @@ pub fn run(args: Args) -> Result<()> {
 }
 
 /// Makes the bundle `out` from the slot folder `slot` (see the module documentation);
-/// `fail_gate`: the TESTS-ONLY marker of `--test-fail-gate`.
+/// `faults`: the TESTS-ONLY plan of `--test-faults`.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn make(
     board: Board,
@@ -154,7 +168,7 @@ pub(crate) fn make(
     cert: &str,
     work: &Path,
     out: &Path,
-    fail_gate: bool,
+    faults: Option<&str>,
 ) -> Result<()> {
     if version.is_empty()
         || !version
@@ -191,11 +205,8 @@ pub(crate) fn make(
         content.join("manifest.raucm"),
         manifest(&compatible(board), version),
     )?;
-    if fail_gate {
-        fs::write(
-            content.join(TEST_FAIL_GATE),
-            "a test bundle: the slot it is installed into fails its health gate\n",
-        )?;
+    if let Some(list) = faults {
+        fs::write(content.join(TEST_FAULTS), format!("{list}\n"))?;
     }
     if let Some(parent) = out.parent() {
         fs::create_dir_all(parent)?;
@@ -294,7 +305,7 @@ mod tests {
             &dev.cert.display().to_string(),
             &dir.path().join("w1"),
             &good,
-            false,
+            None,
         )
         .unwrap();
         let (ok, text) = info(&good, &dev.ca);
@@ -388,7 +399,7 @@ mod tests {
             &other.join("x.pem").display().to_string(),
             &dir.path().join("w2"),
             &forged,
-            false,
+            None,
         )
         .unwrap();
         let (ok, text) = info(&forged, &dev.ca);
@@ -418,7 +429,7 @@ mod tests {
                 "c",
                 &dir.path().join("w3"),
                 &good,
-                false
+                None
             )
             .is_err()
         );

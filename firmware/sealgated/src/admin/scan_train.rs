@@ -6,9 +6,8 @@
 //! Attackers: a `read-only` or `auditor` account poisoning the model (403); a body that is
 //! not a message, or huge (400, 413: nothing changed); a damaged local layer (409: refused
 //! rather than silently restarted from nothing); two trainings at once (one at a time, each
-//! counted).
+//! counted: `crate::spam_training`).
 
-use std::sync::{Mutex, PoisonError};
 use std::time::Instant;
 
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -17,13 +16,10 @@ use serde::{Deserialize, Serialize};
 
 use super::{App, Data, Need, audit, authorize, json_body_max, ok_json, source};
 use crate::problem::Problem;
-use sealgate_scan::classifier::{Counts, DEFAULT_BITS, LOCAL_LAYER, view_of};
+use sealgate_scan::classifier::LOCAL_LAYER;
 
 /// The largest body (a message as JSON text or base64).
 const MAX_TRAIN_BODY: usize = 4 << 20;
-
-/// One training at a time (read, count, write the local layer).
-static TRAINING: Mutex<()> = Mutex::new(());
 
 /// The routes.
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -85,66 +81,34 @@ async fn train(req: HttpRequest, payload: web::Payload, app: App, ad: Data) -> H
                 "message: an RFC 5322 message (header fields, an empty line, the body)",
             ));
         }
-        let sha256 = hex(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &message).as_ref());
-        let path = ad.data_dir.join(LOCAL_LAYER);
+        let sha256 = crate::spam_training::sha256_hex(&message);
+        let data_dir = ad.data_dir.clone();
         let model = app.settings.scan.model.clone();
-        let (local_spam, local_ham) = web::block(move || -> Result<(u32, u32), Problem> {
-            let _one = TRAINING.lock().unwrap_or_else(PoisonError::into_inner);
-            // The local layer has the shipped model's hash bits (else the two do not add).
-            let bits = std::fs::read(&model)
-                .ok()
-                .and_then(|b| Counts::parse(&b).ok())
-                .map_or(DEFAULT_BITS, |c| c.bits());
-            let mut counts = match std::fs::read(&path) {
-                Ok(b) => Counts::parse(&b).map_err(|e| {
-                    Problem::new(
-                        409,
-                        "local-model-damaged",
-                        "The local spam model is damaged",
-                        format!("{e}; remove {} to start it again", path.display()),
-                    )
-                })?,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    Counts::new(bits).map_err(Problem::internal)?
-                }
-                Err(e) => {
-                    return Err(
-                        Problem::internal(crate::problem::INTERNAL_DETAIL).with_log(e.to_string())
-                    );
-                }
-            };
-            if counts.bits() != bits {
-                return Err(Problem::new(
-                    409,
-                    "local-model-mismatch",
-                    "The local spam model does not fit the configured model",
-                    format!(
-                        "the local layer has {} hash bits, [scan] model {bits}; remove {} to \
-                         start it again",
-                        counts.bits(),
-                        path.display()
-                    ),
-                ));
-            }
-            counts.train(&view_of(&message), spam);
-            if let Some(dir) = path.parent() {
-                std::fs::create_dir_all(dir).map_err(|e| {
-                    Problem::internal(crate::problem::INTERNAL_DETAIL).with_log(e.to_string())
-                })?;
-            }
-            sealgate_local::fsio::write_atomic(
-                &path,
-                &counts.to_bytes(),
-                sealgate_local::fsio::Mode::KeepOr(0o600),
-            )
-            .map_err(|e| {
-                Problem::internal(crate::problem::INTERNAL_DETAIL).with_log(e.to_string())
-            })?;
-            crate::scan::LOCAL_GENERATION.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-            Ok((counts.spam_messages(), counts.ham_messages()))
+        let trained = web::block(move || {
+            crate::spam_training::train(&data_dir, &model, &[(&message, spam)], false)
         })
         .await
-        .map_err(|_| Problem::internal(crate::problem::INTERNAL_DETAIL))??;
+        .map_err(|_| Problem::internal(crate::problem::INTERNAL_DETAIL))?
+        .map_err(|e| match e {
+            crate::spam_training::TrainError::Damaged(_)
+            | crate::spam_training::TrainError::Mismatch { .. } => Problem::new(
+                409,
+                if matches!(e, crate::spam_training::TrainError::Damaged(_)) {
+                    "local-model-damaged"
+                } else {
+                    "local-model-mismatch"
+                },
+                "The local spam model cannot be trained",
+                format!(
+                    "{e}; remove {} to start it again",
+                    ad.data_dir.join(LOCAL_LAYER).display()
+                ),
+            ),
+            crate::spam_training::TrainError::Io(e) => {
+                Problem::internal(crate::problem::INTERNAL_DETAIL).with_log(e.to_string())
+            }
+        })?;
+        let (local_spam, local_ham) = (trained.spam, trained.ham);
         audit(
             &app,
             &ad,
@@ -167,8 +131,4 @@ async fn train(req: HttpRequest, payload: web::Payload, app: App, ad: Data) -> H
     }
     .await;
     super::answer(r)
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }

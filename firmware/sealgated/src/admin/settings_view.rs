@@ -197,6 +197,9 @@ pub fn view(s: &Settings) -> Value {
         oauth_client_id,
         oauth_client_secret_file,
         oauth_username_claim,
+        junk_feedback,
+        junk_folders,
+        junk_feedback_daily,
     } = imap;
     let imap = json!({
         "listen": listen.map_or(Value::Null, |a| json!(a.to_string())),
@@ -212,6 +215,9 @@ pub fn view(s: &Settings) -> Value {
         "oauth_client_id": oauth_client_id,
         "oauth_client_secret_file": path(oauth_client_secret_file),
         "oauth_username_claim": oauth_username_claim.as_deref().unwrap_or("username"),
+        "junk_feedback": junk_feedback.unwrap_or(scan.enabled),
+        "junk_folders": crate::imap::feedback::folder_names(junk_folders),
+        "junk_feedback_daily": junk_feedback_daily.unwrap_or(crate::imap::feedback::DEFAULT_DAILY),
     });
     json!({
         "docking": docking,

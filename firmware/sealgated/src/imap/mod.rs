@@ -26,6 +26,7 @@
 //! server sent them.
 
 mod cache;
+pub mod feedback;
 mod limits;
 mod oauth;
 mod session;
@@ -187,6 +188,7 @@ pub async fn start(p: ImapProxy) -> anyhow::Result<Option<Running>> {
         None => None,
     };
     let shared = Arc::new(session::Shared {
+        feedback: feedback::Feedback::from_settings(&p.settings, &p.data_dir),
         oauth,
         connector,
         keys: p.keys,

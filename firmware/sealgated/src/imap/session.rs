@@ -66,6 +66,8 @@ pub struct Shared {
     pub login_map: HashMap<String, String>,
     /// `[imap] oauth_introspection`: who an OAuth session's token belongs to.
     pub oauth: Option<Arc<super::oauth::Introspection>>,
+    /// `[imap] junk_feedback`: Junk-folder moves train the spam classifier.
+    pub feedback: Option<Arc<super::feedback::Feedback>>,
 }
 
 impl Shared {
@@ -186,6 +188,9 @@ struct Session {
     user_slot: Option<super::limits::UserSlot>,
     /// Mailboxes the server's LIST marked `\Sent` or `\Drafts`.
     special: std::collections::HashSet<String>,
+    /// Mailboxes the server's LIST marked `\Junk`, and `\Trash` (Junk-folder feedback).
+    junk: std::collections::HashSet<String>,
+    trash: std::collections::HashSet<String>,
     /// The server said BYE.
     bye: bool,
     /// Client bytes received since its last complete message (bounds a line that never
@@ -233,6 +238,8 @@ pub async fn run(
         worker: Arc::new(tokio::sync::Mutex::new(None)),
         prefetch: None,
         special: std::collections::HashSet::new(),
+        junk: std::collections::HashSet::new(),
+        trash: std::collections::HashSet::new(),
         user_slot: None,
         pending_copy: HashMap::new(),
         bye: false,
@@ -781,14 +788,18 @@ impl Session {
                 Some(c) => *caps = c,
                 None => return Ok(true),
             },
-            Response::Data(Data::List { items, mailbox, .. })
-                if self.special.len() < 1000
-                    && items.iter().any(|a| {
-                        let a = a.to_string().to_ascii_lowercase();
-                        a == "\\sent" || a == "\\drafts"
-                    }) =>
-            {
-                self.special.insert(mailbox_name(mailbox));
+            Response::Data(Data::List { items, mailbox, .. }) => {
+                for a in items.iter() {
+                    let set = match a.to_string().to_ascii_lowercase().as_str() {
+                        "\\sent" | "\\drafts" => &mut self.special,
+                        "\\junk" => &mut self.junk,
+                        "\\trash" => &mut self.trash,
+                        _ => continue,
+                    };
+                    if set.len() < 1000 {
+                        set.insert(mailbox_name(mailbox));
+                    }
+                }
             }
             Response::Data(Data::Fetch { items, .. }) if !self.plans.is_empty() => {
                 self.rewrite_fetch(items).await;
@@ -806,6 +817,7 @@ impl Session {
                 {
                     self.carry_over(&dest, uid_validity.get(), source, destination)
                         .await;
+                    self.junk_feedback(&dest, uid_validity.get(), destination);
                 }
                 if let (Some(Code::UidValidity(v)), Some(p)) =
                     (&body.code, self.pending_select.as_mut())
@@ -826,6 +838,7 @@ impl Session {
                 {
                     self.carry_over(&dest, uid_validity.get(), source, destination)
                         .await;
+                    self.junk_feedback(&dest, uid_validity.get(), destination);
                 }
                 self.plans.remove(&tag);
                 // A command refused before all its literals were sent: the rest is dropped.
@@ -1097,6 +1110,142 @@ impl Session {
             }
         })
         .await;
+    }
+
+    /// A COPY or MOVE the server confirmed (`COPYUID`) into or out of a Junk folder: its
+    /// copies (`destination` in `dest`) are downloaded and counted as spam or ham off the
+    /// session's path (`feedback.rs`).
+    fn junk_feedback(
+        &self,
+        dest: &str,
+        dest_uidvalidity: u32,
+        destination: &imap_codec::imap_types::extensions::uidplus::UidSet,
+    ) {
+        let Some(fb) = self.shared.feedback.clone() else {
+            return;
+        };
+        let (Some(user), Some(sel)) = (self.user.as_ref(), self.selected.as_ref()) else {
+            return;
+        };
+        let Some(spam) = fb.class(&sel.name, dest, &self.junk, &self.trash) else {
+            return;
+        };
+        let mut uids = expand_uids(destination);
+        let moved = uids.len();
+        uids.truncate(super::feedback::MAX_PER_COMMAND);
+        let allowed = fb.allow(&user.login, uids.len());
+        uids.truncate(allowed);
+        let class = if spam { "spam" } else { "ham" };
+        let operation = format!("imap-feedback {class} {} -> {dest}", sel.name);
+        let peer = self.peer.to_string();
+        let client = format!("imap:{}", user.login);
+        if uids.is_empty() {
+            self.shared.audit.record(
+                &client,
+                &peer,
+                &operation,
+                None,
+                &format!("limit: 0 of {moved} counted"),
+                200,
+                Duration::ZERO,
+            );
+            return;
+        }
+        let shared = self.shared.clone();
+        let worker = self.worker.clone();
+        let login = user.login.clone();
+        let credential = user.credential.clone();
+        let address = user.address.clone();
+        let dest = dest.to_string();
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let mut messages = Vec::new();
+            let mut skipped: HashMap<&'static str, usize> = HashMap::new();
+            skipped.insert("limit", moved - uids.len());
+            for uid in uids {
+                let raw = {
+                    let mut g = worker.clone().lock_owned().await;
+                    let got = async {
+                        if g.is_none() {
+                            *g = Some(Worker::login(&shared.connector, &login, &credential).await?);
+                        }
+                        match g.as_mut() {
+                            Some(w) => w.fetch_from(&dest, dest_uidvalidity, uid).await,
+                            None => Ok(None),
+                        }
+                    }
+                    .await;
+                    if got.is_err() {
+                        *g = None;
+                    }
+                    got
+                };
+                let raw = match raw {
+                    Ok(Some(m)) => m,
+                    Ok(None) => {
+                        *skipped.entry("gone-or-too-large").or_default() += 1;
+                        continue;
+                    }
+                    Err(e) => {
+                        tracing::warn!(peer = %peer, error = %format!("{e:#}"), "imap: download for Junk feedback failed");
+                        *skipped.entry("download-failed").or_default() += 1;
+                        continue;
+                    }
+                };
+                let Ok(permit) = shared.workers.clone().acquire_owned().await else {
+                    return;
+                };
+                let s = shared.clone();
+                let (l, a, p) = (login.clone(), address.clone(), peer.clone());
+                let content = tokio::task::spawn_blocking(move || {
+                    let _permit = permit;
+                    super::feedback::content(
+                        s.keys.as_ref(),
+                        &s.anchors,
+                        crate::keys::actor("imap-feedback", &l, &p),
+                        a.as_deref(),
+                        &raw,
+                    )
+                })
+                .await
+                .unwrap_or(Err("failed"));
+                match content {
+                    Ok(c) => messages.push(c),
+                    Err(why) => *skipped.entry(why).or_default() += 1,
+                }
+            }
+            let n = messages.len();
+            let fb2 = fb.clone();
+            let trained = tokio::task::spawn_blocking(move || {
+                fb2.train(&messages, spam).map_err(|e| e.to_string())
+            })
+            .await
+            .unwrap_or_else(|_| Err("the training failed".to_string()));
+            let mut outcome = match &trained {
+                Ok(t) => format!(
+                    "counted {} of {n} (changed class {}); local layer spam={} ham={}",
+                    t.counted, t.changed, t.spam, t.ham
+                ),
+                Err(e) => {
+                    tracing::warn!(peer = %peer, error = %e, "imap: Junk feedback not counted");
+                    format!("failed: {e}")
+                }
+            };
+            let mut why: Vec<_> = skipped.into_iter().filter(|(_, k)| *k > 0).collect();
+            why.sort_unstable();
+            for (w, k) in why {
+                outcome.push_str(&format!("; skipped {k} {w}"));
+            }
+            shared.audit.record(
+                &client,
+                &peer,
+                &operation,
+                None,
+                &outcome,
+                if trained.is_ok() { 200 } else { 500 },
+                started.elapsed(),
+            );
+        });
     }
 
     /// Whether APPENDs to `name` are encrypted: a mailbox the server's LIST marked `\Sent`

@@ -166,6 +166,16 @@ impl Dovecot {
         self.dir.path().join("ca.crt")
     }
 
+    /// The daemon's `[imap]` section for a proxy in front of this Dovecot (implicit TLS, a
+    /// free loopback port), followed by `extra` lines of the same section.
+    pub fn proxy_settings(&self, extra: &str) -> String {
+        format!(
+            "[imap]\nlisten = \"127.0.0.1:0\"\nupstream = \"imaps://127.0.0.1:{}\"\nupstream_ca = \"{}\"\n{extra}",
+            self.imaps,
+            self.ca().display()
+        )
+    }
+
     /// Dovecot's own log (what its auth process said).
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("dovecot.log")).unwrap_or_default()

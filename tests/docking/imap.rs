@@ -212,14 +212,7 @@ fn imap_proxy_shows_encrypted_mail_decrypted_and_every_fetch_item_matches_doveco
         ("alice@example.org", "alicepw"),
         ("mallory@example.net", "mallorypw"),
     ]);
-    let d = Daemon::start(
-        dir.path(),
-        &format!(
-            "[imap]\nlisten = \"127.0.0.1:0\"\nupstream = \"imaps://127.0.0.1:{}\"\nupstream_ca = \"{}\"\n",
-            dv.imaps,
-            dv.ca().display()
-        ),
-    );
+    let d = Daemon::start(dir.path(), &dv.proxy_settings(""));
     let port = imap_addr(&d);
     let plain = rich_message();
     let enc = pki.openssl_encrypt(&plain, &["alice@example.org"]);
@@ -354,14 +347,7 @@ fn imap_proxy_decrypts_only_for_the_account_the_server_accepted() {
         ("alice@example.org", "alicepw"),
         ("mallory@example.net", "mallorypw"),
     ]);
-    let d = Daemon::start(
-        dir.path(),
-        &format!(
-            "[imap]\nlisten = \"127.0.0.1:0\"\nupstream = \"imaps://127.0.0.1:{}\"\nupstream_ca = \"{}\"\n",
-            dv.imaps,
-            dv.ca().display()
-        ),
-    );
+    let d = Daemon::start(dir.path(), &dv.proxy_settings(""));
     let port = imap_addr(&d);
     let enc = pki.openssl_encrypt(&rich_message(), &["alice@example.org"]);
     let w = tempfile::tempdir().expect("tmp");
@@ -606,14 +592,7 @@ fn imap_proxy_views_of_common_message_shapes_match_dovecot() {
     let pki = Pki::new();
     let dir = data_dir_with_keys(&pki);
     let dv = Dovecot::start(&[("alice@example.org", "alicepw")]);
-    let d = Daemon::start(
-        dir.path(),
-        &format!(
-            "[imap]\nlisten = \"127.0.0.1:0\"\nupstream = \"imaps://127.0.0.1:{}\"\nupstream_ca = \"{}\"\n",
-            dv.imaps,
-            dv.ca().display()
-        ),
-    );
+    let d = Daemon::start(dir.path(), &dv.proxy_settings(""));
     let shapes: Vec<Vec<u8>> = vec![
         b"From: bob@example.org\r\nTo: alice@example.org\r\nSubject: bare\r\n\r\njust text\r\nno mime header\r\n".to_vec(),
         b"From: Bob <bob@example.org>\r\nTo: alice@example.org\r\nSubject: html\r\nMIME-Version: 1.0\r\nContent-Type: text/html; charset=\"iso-8859-1\"\r\nContent-Transfer-Encoding: quoted-printable\r\nContent-Language: de\r\n\r\n<p>Gr=FC=DFe</p>\r\n".to_vec(),
@@ -812,14 +791,7 @@ fn imap_proxy_carries_authenticate_pipelining_and_idle() {
     let pki = Pki::new();
     let dir = data_dir_with_keys(&pki);
     let dv = Dovecot::start(&[("alice@example.org", "alicepw")]);
-    let d = Daemon::start(
-        dir.path(),
-        &format!(
-            "[imap]\nlisten = \"127.0.0.1:0\"\nupstream = \"imaps://127.0.0.1:{}\"\nupstream_ca = \"{}\"\n",
-            dv.imaps,
-            dv.ca().display()
-        ),
-    );
+    let d = Daemon::start(dir.path(), &dv.proxy_settings(""));
     let w = tempfile::tempdir().expect("tmp");
     let out = python(
         w.path(),
@@ -888,11 +860,7 @@ fn imap_proxy_cache_persists_encrypted_and_follows_uidvalidity() {
     let pki = Pki::new();
     let dir = data_dir_with_keys(&pki);
     let dv = Dovecot::start(&[("alice@example.org", "alicepw")]);
-    let settings = format!(
-        "[imap]\nlisten = \"127.0.0.1:0\"\nupstream = \"imaps://127.0.0.1:{}\"\nupstream_ca = \"{}\"\n",
-        dv.imaps,
-        dv.ca().display()
-    );
+    let settings = dv.proxy_settings("");
     let w = tempfile::tempdir().expect("tmp");
     let enc1 = pki.openssl_encrypt(&rich_message(), &["alice@example.org"]);
     let enc2 = pki.openssl_encrypt(
@@ -1072,14 +1040,7 @@ fn imap_proxy_searches_the_decrypted_views_like_dovecot_searches_them_stored() {
     let pki = Pki::new();
     let dir = data_dir_with_keys(&pki);
     let dv = Dovecot::start(&[("alice@example.org", "alicepw")]);
-    let d = Daemon::start(
-        dir.path(),
-        &format!(
-            "[imap]\nlisten = \"127.0.0.1:0\"\nupstream = \"imaps://127.0.0.1:{}\"\nupstream_ca = \"{}\"\n",
-            dv.imaps,
-            dv.ca().display()
-        ),
-    );
+    let d = Daemon::start(dir.path(), &dv.proxy_settings(""));
     let w = tempfile::tempdir().expect("tmp");
     let msgs = [
         pki.message(
@@ -1195,14 +1156,7 @@ fn imap_proxy_encrypts_what_clients_append_to_sent_and_drafts() {
     let pki = Pki::new();
     let dir = data_dir_with_keys(&pki);
     let dv = Dovecot::start(&[("alice@example.org", "alicepw")]);
-    let d = Daemon::start(
-        dir.path(),
-        &format!(
-            "[imap]\nlisten = \"127.0.0.1:0\"\nupstream = \"imaps://127.0.0.1:{}\"\nupstream_ca = \"{}\"\n",
-            dv.imaps,
-            dv.ca().display()
-        ),
-    );
+    let d = Daemon::start(dir.path(), &dv.proxy_settings(""));
     let w = tempfile::tempdir().expect("tmp");
     let clear = b"From: Alice <alice@example.org>\r\nTo: carol@example.org\r\n\
 Subject: draft plans\r\nDate: Thu, 03 Dec 2026 10:00:00 +0000\r\n\
@@ -1442,10 +1396,8 @@ fn imap_proxy_maps_logins_limits_sessions_per_user_and_throttles_guessers() {
     ]);
     let d = Daemon::start(
         dir.path(),
-        &format!(
-            "[imap]\nlisten = \"127.0.0.1:0\"\nupstream = \"imaps://127.0.0.1:{}\"\nupstream_ca = \"{}\"\nmax_sessions_per_user = 2\n[imap.logins]\n\"JDoe\" = \"alice@example.org\"\n",
-            dv.imaps,
-            dv.ca().display()
+        &dv.proxy_settings(
+            "max_sessions_per_user = 2\n[imap.logins]\n\"JDoe\" = \"alice@example.org\"\n",
         ),
     );
     let w = tempfile::tempdir().expect("tmp");
@@ -1495,14 +1447,7 @@ fn proxy_with_mailbox(count: usize) -> (Pki, tempfile::TempDir, Dovecot, Daemon)
     let pki = Pki::new();
     let dir = data_dir_with_keys(&pki);
     let dv = Dovecot::start(&[("alice@example.org", "alicepw")]);
-    let d = Daemon::start(
-        dir.path(),
-        &format!(
-            "[imap]\nlisten = \"127.0.0.1:0\"\nupstream = \"imaps://127.0.0.1:{}\"\nupstream_ca = \"{}\"\n",
-            dv.imaps,
-            dv.ca().display()
-        ),
-    );
+    let d = Daemon::start(dir.path(), &dv.proxy_settings(""));
     let enc = pki.openssl_encrypt(&rich_message(), &["alice@example.org"]);
     let w = tempfile::tempdir().expect("tmp");
     let out = python(
@@ -1719,14 +1664,7 @@ fn imap_proxy_copy_and_move_carry_the_view_without_decrypting_again() {
     let pki = Pki::new();
     let dir = data_dir_with_keys(&pki);
     let dv = Dovecot::start(&[("alice@example.org", "alicepw")]);
-    let d = Daemon::start(
-        dir.path(),
-        &format!(
-            "[imap]\nlisten = \"127.0.0.1:0\"\nupstream = \"imaps://127.0.0.1:{}\"\nupstream_ca = \"{}\"\n",
-            dv.imaps,
-            dv.ca().display()
-        ),
-    );
+    let d = Daemon::start(dir.path(), &dv.proxy_settings(""));
     let w = tempfile::tempdir().expect("tmp");
     let enc = pki.openssl_encrypt(&rich_message(), &["alice@example.org"]);
     let out = python(
@@ -1907,11 +1845,9 @@ fn imap_proxy_decrypts_oauth_sessions_only_for_the_token_owner_the_box_confirms(
     );
     let d = Daemon::start(
         dir.path(),
-        &format!(
-            "[imap]\nlisten = \"127.0.0.1:0\"\nupstream = \"imaps://127.0.0.1:{}\"\nupstream_ca = \"{}\"\noauth_introspection = \"http://127.0.0.1:{port}/box\"\n",
-            dv.imaps,
-            dv.ca().display()
-        ),
+        &dv.proxy_settings(&format!(
+            "oauth_introspection = \"http://127.0.0.1:{port}/box\"\n"
+        )),
     );
     let enc = pki.openssl_encrypt(&rich_message(), &["alice@example.org"]);
     let env = vec![
@@ -2058,11 +1994,7 @@ fn imap_proxy_junk_moves_train_the_spam_classifier() {
     let dv = Dovecot::start(&[("alice@example.org", "alicepw")]);
     let d = Daemon::start(
         dir.path(),
-        &format!(
-            "[imap]\nlisten = \"127.0.0.1:0\"\nupstream = \"imaps://127.0.0.1:{}\"\nupstream_ca = \"{}\"\njunk_feedback = true\njunk_feedback_daily = 3\n",
-            dv.imaps,
-            dv.ca().display()
-        ),
+        &dv.proxy_settings("junk_feedback = true\njunk_feedback_daily = 3\n"),
     );
     let w = tempfile::tempdir().expect("tmp");
     // The corpus keeps each message with mbox's `From ` line first: not a header field.

@@ -1,4 +1,5 @@
-//! Fuzz target for the parsers of an update URL and of the update server's HTTP answer head
+//! Fuzz target for the parsers of an update URL, of `[proxy] url` and of the update server's
+//! (or the proxy's) HTTP answer head
 //! (sealgated's `update_url.rs`, included as it is, since the daemon is no library), on
 //! arbitrary input.
 //!
@@ -21,6 +22,13 @@ fuzz_target!(|data: &[u8]| {
         assert!(!t.host.is_empty() && t.port != 0);
         assert!(t.path.starts_with('/'));
         assert!(!t.path.bytes().any(|b| b.is_ascii_control() || b == b' '));
+        assert!(!t.host.bytes().any(|b| b.is_ascii_control() || b == b' ' || b == b'/'));
+    }
+    if let Ok(s) = std::str::from_utf8(data)
+        && let Ok(t) = update_url::parse_proxy(s)
+    {
+        assert!(s.starts_with("http://"));
+        assert!(!t.host.is_empty() && t.port != 0);
         assert!(!t.host.bytes().any(|b| b.is_ascii_control() || b == b' ' || b == b'/'));
     }
     if let Ok(h) = update_url::parse_head(data) {

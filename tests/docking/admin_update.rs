@@ -498,7 +498,8 @@ print("unavailable ok")
     assert!(out.contains("unavailable ok"), "{out}");
 }
 
-const URL_CLIENT: &str = r#"
+/// The update servers and the admin session, shared by the URL tests' clients.
+const URL_COMMON: &str = r#"
 import http.server, os, ssl, threading, time
 import requests
 
@@ -578,7 +579,9 @@ root = login("root")
 assert root.post(A + "/accounts", json={"username": "aud", "role": "auditor", "password": PW}).status_code == 201
 aud = login("aud")
 good = {"url": trusted + "/good.raucb"}
+"#;
 
+const URL_CLIENT: &str = r#"
 # Who may: administrators only, with the CSRF token.
 problem(anon.post(U + "/url", json=good), 401)
 problem(aud.post(U + "/url", json=good), 403)
@@ -621,21 +624,9 @@ nothing_on_disk("failed install")
 print("url client ok")
 "#;
 
-/// `POST /update/url`: the box fetches the bundle over HTTPS from a local server whose
-/// certificate the daemon's system anchors vouch for (`SSL_CERT_FILE`), refuses a server with
-/// a wrong certificate (unless the request names its CA), and applies the upload's limits
-/// and checks.
-#[test]
-fn admin_update_from_a_url_verifies_the_server_and_applies_the_uploads_checks() {
-    require_tool("python3", "python3");
-    require_tool("rauc", "rauc");
-    require_tool("mksquashfs", "squashfs-tools");
-    require_tool("openssl", "openssl");
-    let work = tempfile::tempdir().expect("tmp");
-    let w = work.path();
-    let (cert, key) = (dev_key("ota-signer.pem"), dev_key("ota-signer.key"));
-    let good = bundle(w, "good", BOARD, "9.0.0", &cert, &key);
-    let downgrade = bundle(w, "old", BOARD, "0.0.1", &cert, &key);
+/// Two CAs, each with a server certificate for 127.0.0.1 in `w` (`srv.pem`/`srv.key` under
+/// `srv-ca.pem`, `wrong.pem`/`wrong.key` under `wrong-ca.pem`).
+fn url_server_certificates(w: &Path) {
     let ossl = |args: &[&str]| {
         run(Command::new("openssl").current_dir(w).args(args));
     };
@@ -709,6 +700,24 @@ fn admin_update_from_a_url_verifies_the_server_and_applies_the_uploads_checks() 
             &pem,
         ]);
     }
+}
+
+/// `POST /update/url`: the box fetches the bundle over HTTPS from a local server whose
+/// certificate the daemon's system anchors vouch for (`SSL_CERT_FILE`), refuses a server with
+/// a wrong certificate (unless the request names its CA), and applies the upload's limits
+/// and checks.
+#[test]
+fn admin_update_from_a_url_verifies_the_server_and_applies_the_uploads_checks() {
+    require_tool("python3", "python3");
+    require_tool("rauc", "rauc");
+    require_tool("mksquashfs", "squashfs-tools");
+    require_tool("openssl", "openssl");
+    let work = tempfile::tempdir().expect("tmp");
+    let w = work.path();
+    let (cert, key) = (dev_key("ota-signer.pem"), dev_key("ota-signer.key"));
+    let good = bundle(w, "good", BOARD, "9.0.0", &cert, &key);
+    let downgrade = bundle(w, "old", BOARD, "0.0.1", &cert, &key);
+    url_server_certificates(w);
     let conf = w.join("system.conf");
     std::fs::write(
         &conf,
@@ -734,7 +743,7 @@ fn admin_update_from_a_url_verifies_the_server_and_applies_the_uploads_checks() 
     let setup = d.setup_token.clone().expect("setup token");
     let out = python(
         dir.path(),
-        URL_CLIENT,
+        &format!("{URL_COMMON}{URL_CLIENT}"),
         &[
             ("BASE", d.admin_url("")),
             ("CA", d.ca_file().display().to_string()),
@@ -753,4 +762,123 @@ fn admin_update_from_a_url_verifies_the_server_and_applies_the_uploads_checks() 
     );
     let stderr = std::fs::read_to_string(dir.path().join("stderr.log")).unwrap_or_default();
     assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+const PROXY_CLIENT: &str = r#"
+# Through the proxy: the trusted server's bundle is fetched (then the install fails on the
+# host, as without a proxy), the wrong server's certificate is still refused end to end.
+r = root.post(U + "/url", json=good)
+assert r.status_code == 202 and r.json()["version"] == "9.0.0", r.text
+deadline = time.time() + 30
+while root.get(U).json()["state"] == "installing" and time.time() < deadline:
+    time.sleep(0.2)
+st = root.get(U).json()
+assert st["state"] == "failed" and st["pending"] is None, st
+p = problem(root.post(U + "/url", json={"url": wrong + "/good.raucb"}), 422, "update-fetch-failed")
+assert "certificate" in p["detail"].lower(), p
+# The proxy gone: a clear error naming it, nothing on disk.
+import signal
+os.kill(int(os.environ["PROXY_PID"]), signal.SIGTERM)
+time.sleep(1)
+p = problem(root.post(U + "/url", json=good), 422, "update-fetch-failed")
+assert "the proxy 127.0.0.1:" in p["detail"], p
+nothing_on_disk("proxy gone")
+print("proxy client ok", trusted)
+"#;
+
+/// `[proxy] url`: the download goes through a real HTTP proxy (Debian `tinyproxy`) with
+/// `CONNECT`, TLS end to end (a wrong certificate is refused through the tunnel as without
+/// it); a proxy that is gone is a clear error naming it.
+#[test]
+fn admin_update_from_a_url_goes_through_the_configured_proxy() {
+    require_tool("python3", "python3");
+    require_tool("rauc", "rauc");
+    require_tool("mksquashfs", "squashfs-tools");
+    require_tool("tinyproxy", "tinyproxy");
+    let work = tempfile::tempdir().expect("tmp");
+    let w = work.path();
+    let (cert, key) = (dev_key("ota-signer.pem"), dev_key("ota-signer.key"));
+    let good = bundle(w, "good", BOARD, "9.0.0", &cert, &key);
+    url_server_certificates(w);
+    let conf = w.join("system.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "[system]\ncompatible={BOARD}\nbootloader=noop\nbundle-formats=-plain\n\n\
+             [keyring]\npath={}\ncheck-purpose=codesign\n",
+            dev_key("ota-ca.pem").display()
+        ),
+    )
+    .expect("system.conf");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let log = w.join("tinyproxy.log");
+    std::fs::write(
+        w.join("tinyproxy.conf"),
+        format!(
+            "Port {port}\nListen 127.0.0.1\nTimeout 60\nLogFile \"{}\"\nLogLevel Connect\n\
+             MaxClients 10\nAllow 127.0.0.1\n",
+            log.display()
+        ),
+    )
+    .expect("tinyproxy.conf");
+    let mut proxy = Command::new("tinyproxy")
+        .arg("-d")
+        .arg("-c")
+        .arg(w.join("tinyproxy.conf"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("tinyproxy");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "tinyproxy does not listen on {port}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let pki = Pki::new();
+    let dir = data_dir_with_keys(&pki);
+    let anchors = w.join("srv-ca.pem");
+    let d = Daemon::start_env(
+        dir.path(),
+        &format!("[proxy]\nurl = \"http://127.0.0.1:{port}\"\n"),
+        &["--danger-software-sealer"],
+        &[
+            ("SEALGATE_RAUC_CONF", OsStr::new(&conf)),
+            ("SSL_CERT_FILE", OsStr::new(&anchors)),
+        ],
+    );
+    let setup = d.setup_token.clone().expect("setup token");
+    let out = python(
+        dir.path(),
+        &format!("{URL_COMMON}{PROXY_CLIENT}"),
+        &[
+            ("BASE", d.admin_url("")),
+            ("CA", d.ca_file().display().to_string()),
+            ("SETUP", setup),
+            ("DATA", dir.path().display().to_string()),
+            ("WORK", w.display().to_string()),
+            ("B_GOOD", good.display().to_string()),
+            ("B_DOWNGRADE", good.display().to_string()),
+            ("PROXY_PID", proxy.id().to_string()),
+        ],
+    );
+    let _ = proxy.kill();
+    let _ = proxy.wait();
+    assert!(out.contains("proxy client ok"), "{out}");
+    // The trusted server's port, as the proxy was asked to connect to it.
+    let trusted = out
+        .split_whitespace()
+        .last()
+        .and_then(|u| u.rsplit(':').next())
+        .expect("the trusted server's URL");
+    let log = std::fs::read_to_string(&log).expect("tinyproxy log");
+    assert!(
+        log.contains(&format!("CONNECT 127.0.0.1:{trusted} ")),
+        "the fetch went through the proxy: {log}"
+    );
 }

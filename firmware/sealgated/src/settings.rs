@@ -60,6 +60,18 @@ pub struct Settings {
     pub scan: sealgate_scan::Settings,
     /// DKIM signing of submission mail (`[[dkim]]`): `dkim_sign.rs`.
     pub dkim: Vec<crate::dkim_sign::DkimKey>,
+    /// The HTTP proxy of the box's update downloads (`[proxy]`).
+    pub proxy: Proxy,
+}
+
+/// `[proxy]`: an HTTP proxy between the box and the Internet.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Proxy {
+    /// `http://HOST:PORT`: an update fetched from a URL (`POST /api/v1/admin/update/url`)
+    /// goes through it with `CONNECT`; TLS runs end to end through the tunnel and the server's
+    /// certificate is verified as without a proxy. Default: none (direct connections).
+    pub url: Option<String>,
 }
 
 /// `[docking]`.
@@ -612,6 +624,9 @@ impl Settings {
     }
 
     fn validate(&self) -> anyhow::Result<()> {
+        if let Some(u) = &self.proxy.url {
+            crate::update_url::parse_proxy(u).map_err(|e| anyhow::anyhow!("[proxy] url: {e}"))?;
+        }
         self.directory
             .validate()
             .map_err(|e| anyhow::anyhow!("[directory] {e}"))?;

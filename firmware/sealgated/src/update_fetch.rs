@@ -4,7 +4,9 @@
 //! names for this fetch (an organisation's own update server), the body streamed to a file
 //! with the upload's size limit. A blocking client (the caller runs it on the blocking pool):
 //! one `GET` as HTTP/1.0 (so the answer is never chunked), no redirects followed, every wait
-//! bounded. The box has no proxy settings: it connects directly.
+//! bounded. With `[proxy] url` the connection goes through that HTTP proxy (`CONNECT
+//! host:port`, the proxy's answer head bounded like the server's); TLS runs end to end
+//! through the tunnel, so the proxy sees only the host name and port.
 //!
 //! The attacker: whoever answers at the URL's address (a wrong certificate is refused; a
 //! lying length, an endless body or slow trickle is cut off by the limit and the deadline),
@@ -64,44 +66,104 @@ pub fn client_config(extra_pem: Option<&[u8]>) -> Result<rustls::ClientConfig, S
         .with_no_client_auth())
 }
 
-/// Fetches `t` into `out` (at most `max` bytes); the number of bytes.
+/// `host:port`, with brackets around an IPv6 address.
+fn authority(t: &Target) -> String {
+    if t.host.contains(':') {
+        format!("[{}]:{}", t.host, t.port)
+    } else {
+        format!("{}:{}", t.host, t.port)
+    }
+}
+
+/// A TCP connection to `t` (its addresses in turn), with the read and write waits bounded.
+fn connect(t: &Target) -> Result<TcpStream, String> {
+    let addrs: Vec<_> = (t.host.as_str(), t.port)
+        .to_socket_addrs()
+        .map_err(|e| format!("{}: {e}", t.host))?
+        .collect();
+    let mut last = String::from("no address");
+    for a in addrs {
+        match TcpStream::connect_timeout(&a, WAIT) {
+            Ok(s) => {
+                s.set_read_timeout(Some(WAIT))
+                    .and_then(|()| s.set_write_timeout(Some(WAIT)))
+                    .map_err(|e| e.to_string())?;
+                return Ok(s);
+            }
+            Err(e) => last = format!("{a}: {e}"),
+        }
+    }
+    Err(format!("cannot connect to {}: {last}", t.host))
+}
+
+/// Reads one HTTP answer head (up to the blank line, at most [`MAX_HEAD`] bytes) from `r`.
+fn read_head(r: &mut impl BufRead) -> std::io::Result<Option<Vec<u8>>> {
+    let mut head = Vec::new();
+    loop {
+        let mut line = Vec::new();
+        let n = r
+            .take((MAX_HEAD - head.len()) as u64)
+            .read_until(b'\n', &mut line)?;
+        if n == 0 || !line.ends_with(b"\n") {
+            return Ok(None);
+        }
+        head.extend_from_slice(&line);
+        if line == b"\r\n" || line == b"\n" {
+            return Ok(Some(head));
+        }
+    }
+}
+
+/// A tunnel to `t` through the HTTP proxy `proxy` (`CONNECT`).
+fn tunnel(proxy: &Target, t: &Target) -> Result<TcpStream, String> {
+    let via = authority(proxy);
+    let mut tcp = connect(proxy).map_err(|e| format!("the proxy {via}: {e}"))?;
+    let to = authority(t);
+    tcp.write_all(
+        format!(
+            "CONNECT {to} HTTP/1.1\r\nHost: {to}\r\nUser-Agent: sealgated/{}\r\n\r\n",
+            env!("CARGO_PKG_VERSION")
+        )
+        .as_bytes(),
+    )
+    .map_err(|e| format!("the proxy {via}: {e}"))?;
+    // Byte by byte up to the blank line: what follows is the server's TLS, not the proxy's.
+    let mut r = BufReader::with_capacity(1, &tcp);
+    let head = read_head(&mut r)
+        .map_err(|e| format!("the proxy {via}: {e}"))?
+        .ok_or_else(|| format!("the proxy {via} answered no complete HTTP head to CONNECT"))?;
+    let Head { status, .. } = parse_head(&head).map_err(|e| format!("the proxy {via}: {e}"))?;
+    if !(200..=299).contains(&status) {
+        return Err(format!(
+            "the proxy {via} answered {status} to CONNECT {to} (does it allow that port?)"
+        ));
+    }
+    drop(r);
+    Ok(tcp)
+}
+
+/// Fetches `t` into `out` (at most `max` bytes), through `proxy` if given; the number of
+/// bytes.
 pub fn fetch(
     t: &Target,
+    proxy: Option<&Target>,
     tls: rustls::ClientConfig,
     out: &Path,
     max: u64,
     deadline: Instant,
 ) -> Result<u64, FetchError> {
     let failed = |s: String| FetchError::Failed(s);
-    let addrs: Vec<_> = (t.host.as_str(), t.port)
-        .to_socket_addrs()
-        .map_err(|e| failed(format!("{}: {e}", t.host)))?
-        .collect();
-    let mut tcp = None;
-    let mut last = String::from("no address");
-    for a in addrs {
-        match TcpStream::connect_timeout(&a, WAIT) {
-            Ok(s) => {
-                tcp = Some(s);
-                break;
-            }
-            Err(e) => last = format!("{a}: {e}"),
-        }
+    let tcp = match proxy {
+        Some(p) => tunnel(p, t),
+        None => connect(t),
     }
-    let tcp = tcp.ok_or_else(|| failed(format!("cannot connect to {}: {last}", t.host)))?;
-    tcp.set_read_timeout(Some(WAIT))
-        .and_then(|()| tcp.set_write_timeout(Some(WAIT)))
-        .map_err(|e| failed(e.to_string()))?;
+    .map_err(failed)?;
     let name = ServerName::try_from(t.host.clone())
         .map_err(|_| failed(format!("{:?} is not a host name", t.host)))?;
     let conn = rustls::ClientConnection::new(Arc::new(tls), name)
         .map_err(|e| failed(format!("TLS: {e}")))?;
     let mut tls = rustls::StreamOwned::new(conn, tcp);
-    let host = if t.host.contains(':') {
-        format!("[{}]:{}", t.host, t.port)
-    } else {
-        format!("{}:{}", t.host, t.port)
-    };
+    let host = authority(t);
     let tls_err = |e: std::io::Error| failed(format!("{host}: {e}"));
     tls.write_all(
         format!(
@@ -114,23 +176,11 @@ pub fn fetch(
     )
     .map_err(tls_err)?;
     let mut r = BufReader::new(tls);
-    let mut head = Vec::new();
-    loop {
-        let mut line = Vec::new();
-        let n = (&mut r)
-            .take((MAX_HEAD - head.len()) as u64)
-            .read_until(b'\n', &mut line)
-            .map_err(tls_err)?;
-        if n == 0 || !line.ends_with(b"\n") {
-            return Err(failed(format!(
-                "{host} answered no complete HTTP head (at most {MAX_HEAD} bytes)"
-            )));
-        }
-        head.extend_from_slice(&line);
-        if line == b"\r\n" || line == b"\n" {
-            break;
-        }
-    }
+    let head = read_head(&mut r).map_err(tls_err)?.ok_or_else(|| {
+        failed(format!(
+            "{host} answered no complete HTTP head (at most {MAX_HEAD} bytes)"
+        ))
+    })?;
     let Head { status, length } = parse_head(&head).map_err(|e| failed(format!("{host}: {e}")))?;
     match status {
         200 => {}

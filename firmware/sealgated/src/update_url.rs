@@ -64,6 +64,23 @@ pub fn parse_url(url: &str) -> Result<Target, String> {
     Ok(Target { host, port, path })
 }
 
+/// Parses `[proxy] url`: `http://HOST:PORT` (an HTTP proxy that tunnels with `CONNECT`; the
+/// tunnel carries TLS end to end), with the port; no user info, path or query.
+pub fn parse_proxy(url: &str) -> Result<Target, String> {
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or("the proxy is given as http://HOST:PORT (the tunnel through it is TLS)")?;
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    if rest.contains(['/', '?', '#', '@']) {
+        return Err("the proxy URL has a path, a query or user info".into());
+    }
+    let t = parse_url(&format!("https://{rest}/"))?;
+    if !rest.ends_with(&format!(":{}", t.port)) {
+        return Err("the proxy URL has no port (e.g. http://proxy.example.org:3128)".into());
+    }
+    Ok(t)
+}
+
 /// What an answer's head says.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Head {
@@ -149,6 +166,28 @@ mod tests {
             assert!(parse_url(bad).is_err(), "{bad:?}");
         }
         assert!(parse_url(&format!("https://h/{}", "a".repeat(MAX_URL))).is_err());
+    }
+
+    #[test]
+    fn a_proxy_is_http_host_and_port_only() {
+        let t = parse_proxy("http://proxy.example.org:3128").expect("proxy");
+        assert_eq!((t.host.as_str(), t.port), ("proxy.example.org", 3128));
+        let t = parse_proxy("http://[::1]:8080/").expect("v6");
+        assert_eq!((t.host.as_str(), t.port), ("::1", 8080));
+        for bad in [
+            "https://proxy:3128",
+            "http://proxy",
+            "http://[::1]",
+            "http://u:p@proxy:3128",
+            "http://proxy:3128/path",
+            "http://proxy:3128?x",
+            "http://proxy:0",
+            "http://proxy:3128\r\nX: y",
+            "proxy:3128",
+            "",
+        ] {
+            assert!(parse_proxy(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -83,6 +83,8 @@ const DEBIAN_PACKAGES: &[&str] = &[
     // bundles that `rauc bundle` (squashfs-tools' mksquashfs) makes at test time.
     "rauc",
     "squashfs-tools",
+    // The update download through an HTTP proxy (`[proxy] url`, CONNECT).
+    "tinyproxy",
     // Mail authentication at the MX (tests/gateway/mailauth.rs): DKIM keys made by
     // opendkim-genkey (Knot, listed above, serves them).
     "opendkim-tools",

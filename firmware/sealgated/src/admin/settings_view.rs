@@ -74,6 +74,7 @@ pub fn view(s: &Settings) -> Value {
         network,
         scan,
         dkim,
+        proxy,
     } = s;
     let Docking {
         listen,
@@ -239,6 +240,7 @@ pub fn view(s: &Settings) -> Value {
         "dns": json!(dns),
         "network": json!(network),
         "scan": scan_view(scan),
+        "proxy": {"url": proxy.url},
         "dkim": dkim
             .iter()
             .map(|crate::dkim_sign::DkimKey { domain, selector, key }| {

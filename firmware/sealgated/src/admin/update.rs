@@ -502,6 +502,18 @@ pub(super) async fn from_url(
             .map_err(|e| Problem::new(422, "invalid-url", "The URL cannot be fetched", e))?;
         let tls = crate::update_fetch::client_config(b.ca.as_deref().map(str::as_bytes))
             .map_err(|e| Problem::new(422, "invalid-ca", "The trust anchors are not usable", e))?;
+        // Checked with the settings; a proxy that does not parse here is a settings error.
+        let proxy = match &app.settings.proxy.url {
+            Some(u) => Some(crate::update_url::parse_proxy(u).map_err(|e| {
+                Problem::new(
+                    422,
+                    "invalid-proxy",
+                    "The configured proxy is not usable",
+                    e,
+                )
+            })?),
+            None => None,
+        };
         let mut claim = begin(state)?;
         let (part, staged) = staging(&mut claim, &ad.data_dir)?;
         let fetched = {
@@ -509,6 +521,7 @@ pub(super) async fn from_url(
             web::block(move || {
                 crate::update_fetch::fetch(
                     &target,
+                    proxy.as_ref(),
                     tls,
                     &part,
                     MAX_BUNDLE_BYTES,

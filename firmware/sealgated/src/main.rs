@@ -44,6 +44,7 @@ mod quarantine_digest;
 mod scan;
 mod selfcheck;
 mod settings;
+mod settings_migrate;
 mod smtp;
 mod spam_training;
 mod tls_certificate;

@@ -558,6 +558,11 @@ impl Settings {
             }
             Err(e) => return Ok(fallback(format!("unreadable ({e})"))),
         };
+        // An older release's file, read as this release's format (written so at commit).
+        let bytes = match crate::settings_migrate::effective(path, &bytes) {
+            Ok(b) => b,
+            Err(e) => return Ok(fallback(e)),
+        };
         match Settings::parse_over_box(&bytes) {
             Ok(settings) => Ok(BoxSettings {
                 settings,

@@ -121,6 +121,11 @@ pub struct Outcome {
 }
 
 impl SettingsStore {
+    /// The settings file, when the daemon runs as the box (`--box`).
+    pub fn box_file(&self) -> Option<&Path> {
+        self.box_mode.then_some(self.file.as_path())
+    }
+
     /// The store for `stored` (the file's model, without command-line overrides), written
     /// to `file`; `box_mode` as `sealgated --box`.
     pub fn new(
@@ -271,6 +276,9 @@ impl SettingsStore {
         }
         write_atomic(&self.file, text.as_bytes(), Mode::KeepOr(0o600))
             .map_err(|e| not_applied("", &format!("writing the settings file: {e}")))?;
+        // Written by this release: its format.
+        crate::settings_migrate::mark_current(&self.file)
+            .map_err(|e| not_applied("", &format!("writing the settings version: {e}")))?;
 
         let applied = self.apply(&new, &changed);
         if let Err((field, why)) = applied.clone() {

@@ -744,6 +744,7 @@ pub(super) async fn commit(
     payload: web::Payload,
     app: App,
     ad: Data,
+    store: web::Data<super::settings_change::SettingsStore>,
 ) -> HttpResponse {
     let started = Instant::now();
     let (_, src) = source(&req);
@@ -782,6 +783,24 @@ pub(super) async fn commit(
             let _ = fs::remove_file(d.join("pending.json"));
             audit(&app, &ad, &c.username, &src, "update.fell-back", &failed, 200, started);
             return Ok(ok_json(200, &serde_json::json!({ "committed": false, "failed": text })));
+        }
+        // The running slot is judged good: an older settings file is written in this
+        // release's format now (never during a trial the old slot might fall back from).
+        if let Some(file) = store.box_file().map(Path::to_path_buf) {
+            match web::block(move || crate::settings_migrate::persist(&file))
+                .await
+                .map_err(internal)?
+            {
+                Ok(Some(v)) => {
+                    crate::console(&format!(
+                        "settings migrated from version {v} to {} (the old file kept beside it)",
+                        crate::settings_migrate::VERSION
+                    ));
+                    audit(&app, &ad, &c.username, &src, "settings.migrate", &v.to_string(), 200, started);
+                }
+                Ok(None) => {}
+                Err(e) => crate::console(&format!("the settings could not be migrated: {e}")),
+            }
         }
         match pending {
             Some(p) if booted.as_deref() == Some(p.slot.as_str()) => {

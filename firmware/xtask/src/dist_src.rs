@@ -88,6 +88,110 @@ pub fn run(args: Args) -> Result<()> {
     Ok(())
 }
 
+/// What each Debian package of the offline image build (`image::IMAGE_PACKAGES`) is in
+/// Buildroot: the defconfig symbols that put the same thing on the box. Every package is
+/// here or in [`NOT_ON_THE_BOX`], so a new one is a decision, not an oversight.
+const ON_THE_BOX: &[(&str, &[&str])] = &[
+    ("linux-image-amd64", &["BR2_LINUX_KERNEL=y"]),
+    ("busybox-static", &["BR2_INIT_BUSYBOX=y"]),
+    ("grub-efi-amd64-bin", &["BR2_TARGET_GRUB2=y"]),
+    ("squashfs-tools", &["BR2_TARGET_ROOTFS_SQUASHFS=y"]),
+    ("genimage", &["BR2_PACKAGE_HOST_GENIMAGE=y"]),
+    (
+        "e2fsprogs",
+        &["BR2_PACKAGE_E2FSPROGS=y", "BR2_PACKAGE_HOST_E2FSPROGS=y"],
+    ),
+    ("dosfstools", &["BR2_PACKAGE_HOST_DOSFSTOOLS=y"]),
+    ("mtools", &["BR2_PACKAGE_HOST_MTOOLS=y"]),
+    ("libtss2-tcti-device0", &["BR2_PACKAGE_TPM2_TSS=y"]),
+    // stage-1's dm-verity mapping: dmsetup and libdevicemapper only.
+    (
+        "dmsetup",
+        &[
+            "BR2_PACKAGE_LVM2=y",
+            "# BR2_PACKAGE_LVM2_STANDARD_INSTALL is not set",
+        ],
+    ),
+    // The update download's and the directory's trust anchors.
+    ("ca-certificates", &["BR2_PACKAGE_CA_CERTIFICATES=y"]),
+    // The daemon runs `rauc install|info --output-format=json|status` against RAUC's D-Bus
+    // service on the system bus.
+    ("rauc", &["BR2_PACKAGE_RAUC=y", "BR2_PACKAGE_RAUC_JSON=y"]),
+    ("rauc-service", &["BR2_PACKAGE_RAUC_DBUS=y"]),
+    ("dbus", &["BR2_PACKAGE_DBUS=y"]),
+];
+
+/// Debian packages of the offline build that have no Buildroot symbol, and why.
+const NOT_ON_THE_BOX: &[(&str, &str)] = &[
+    (
+        "cpio",
+        "the stage-1 initramfs is packed by post-image.sh with the host's cpio",
+    ),
+    (
+        "binutils",
+        "objcopy of Buildroot's host toolchain assembles the UKIs",
+    ),
+    (
+        "systemd-boot-efi",
+        "the UKI's EFI stub: not built by Buildroot yet (board/README.md, Secure Boot: not yet)",
+    ),
+    (
+        "sbsigntool",
+        "signing happens outside Buildroot, where the vendor's keys are (board/dev-keys/README.md)",
+    ),
+    (
+        "gpg",
+        "GRUB's detached signatures, made outside Buildroot with the signing keys",
+    ),
+    ("gpg-agent", "gpg's agent, as above"),
+    (
+        "ovmf",
+        "the firmware of the QEMU test machine, not of the box",
+    ),
+    (
+        "python3",
+        "virt-fw-vars for the QEMU test machine's variable store",
+    ),
+    ("python3-venv", "as python3"),
+    (
+        "cryptsetup-bin",
+        "veritysetup makes the hash tree at image build: not in Buildroot's flow yet (board/README.md)",
+    ),
+    ("faketime", "reproducible signatures of the offline build"),
+    (
+        "zstd",
+        "the stage-1 initramfs compression of the offline build",
+    ),
+];
+
+/// Problems of the package mapping: every image package decided, every defconfig holding
+/// the symbols of the packages on the box.
+fn package_problems(defconfigs: &[(String, String)]) -> Vec<String> {
+    let mut problems = Vec::new();
+    for pkg in image::IMAGE_PACKAGES {
+        let on = ON_THE_BOX.iter().any(|(p, _)| p == pkg);
+        let off = NOT_ON_THE_BOX.iter().any(|(p, _)| p == pkg);
+        if on == off {
+            problems.push(format!(
+                "Debian package {pkg} of the image build is {} in dist_src.rs's ON_THE_BOX / NOT_ON_THE_BOX",
+                if on { "in both" } else { "in neither" }
+            ));
+        }
+    }
+    for (name, text) in defconfigs {
+        for (pkg, symbols) in ON_THE_BOX {
+            for sym in *symbols {
+                if !text.lines().any(|l| l.trim() == *sym) {
+                    problems.push(format!(
+                        "{name} lacks {sym} (for what Debian's {pkg} gives the image)"
+                    ));
+                }
+            }
+        }
+    }
+    problems
+}
+
 /// `cargo xtask check-buildroot`.
 pub fn check_buildroot() -> Result<()> {
     let problems = buildroot_problems(&workspace_root()?)?;
@@ -142,6 +246,7 @@ pub(crate) fn buildroot_problems(root: &Path) -> Result<Vec<String>> {
     // Defconfigs: every file they name exists, and each names its board's layout and modules.
     let configs = br.join("configs");
     let mut found = 0;
+    let mut texts = Vec::new();
     for entry in fs::read_dir(&configs).with_context(|| format!("reading {}", configs.display()))? {
         let path = entry?.path();
         let name = path
@@ -153,6 +258,7 @@ pub(crate) fn buildroot_problems(root: &Path) -> Result<Vec<String>> {
         }
         found += 1;
         let text = fs::read_to_string(&path)?;
+        texts.push((name.clone(), text.clone()));
         for line in text.lines() {
             let Some((key, value)) = line.split_once('=') else {
                 continue;
@@ -190,6 +296,7 @@ pub(crate) fn buildroot_problems(root: &Path) -> Result<Vec<String>> {
             }
         }
     }
+    problems.extend(package_problems(&texts));
     if found < 2 {
         problems.push(format!(
             "expected defconfigs for x86_64 and aarch64, found {found}"

@@ -53,22 +53,21 @@ enum Command {
     CheckBuildroot,
 }
 
-fn main() -> anyhow::Result<()> {
-    match Cli::parse().command {
-        Command::Test(args) => test::run(args),
-        Command::Bench(args) => {
-            // One line, never a backtrace: a missing tool names its Debian package.
-            if let Err(e) = bench::run(args) {
-                eprintln!("cargo xtask bench: {}", bench::one_line(&e));
-                std::process::exit(1);
-            }
-            Ok(())
-        }
-        Command::Image(args) => image::run(args),
-        Command::Model(args) => model::run(args),
-        Command::Bundle(args) => bundle::run(args),
-        Command::Qemu(args) => qemu::run(args),
-        Command::DistSrc(args) => dist_src::run(args),
-        Command::CheckBuildroot => dist_src::check_buildroot(),
+fn main() {
+    let (name, result) = match Cli::parse().command {
+        Command::Test(args) => ("test", test::run(args)),
+        Command::Bench(args) => ("bench", bench::run(args)),
+        Command::Image(args) => ("image", image::run(args)),
+        Command::Model(args) => ("model", model::run(args)),
+        Command::Bundle(args) => ("bundle", bundle::run(args)),
+        Command::Qemu(args) => ("qemu", qemu::run(args)),
+        Command::DistSrc(args) => ("dist-src", dist_src::run(args)),
+        Command::CheckBuildroot => ("check-buildroot", dist_src::check_buildroot()),
+    };
+    // One line, never a backtrace (whatever RUST_BACKTRACE says): a missing tool names its
+    // Debian package, a failed step says which.
+    if let Err(e) = result {
+        eprintln!("cargo xtask {name}: {}", bench::one_line(&e));
+        std::process::exit(1);
     }
 }

@@ -381,6 +381,32 @@ st = root.get(U).json()
 assert st["state"] == "failed" and st["last_error"] and st["pending"] is None, st
 nothing_on_disk("failed install")
 
+# Staged for the console: checked (201), kept, shown; only an administrator installs it
+# (checked again); nothing staged afterwards. An auditor cannot stage or install.
+problem(aud.post(U + "?stage=true", data=open(B["GOOD"], "rb"), headers=OCTET), 403)
+problem(root.post(U + "/staged"), 409, "nothing-staged")
+r = root.post(U + "?stage=true", data=open(B["GOOD"], "rb"), headers=OCTET)
+assert r.status_code == 201 and r.json()["state"] == "staged", r.text
+st = root.get(U).json()
+assert st["staged"] == {"version": "9.0.0"} and st["state"] == "failed", st
+assert os.path.exists(os.path.join(data, "update", "staged.raucb"))
+problem(aud.post(U + "/staged"), 403)
+csrf = root.headers.pop("X-CSRF-Token")
+problem(root.post(U + "/staged"), 403)
+root.headers["X-CSRF-Token"] = csrf
+r = root.post(U + "/staged")
+assert r.status_code == 202 and r.json()["version"] == "9.0.0", r.text
+deadline = time.time() + 30
+while root.get(U).json()["state"] == "installing" and time.time() < deadline:
+    time.sleep(0.2)
+st = root.get(U).json()
+assert st["state"] == "failed" and st["staged"] is None, st
+nothing_on_disk("staged bundle installed")
+problem(root.post(U + "/staged"), 409, "nothing-staged")
+# A refused bundle staged: refused (422) like an upload, nothing staged.
+problem(root.post(U + "?stage=true", data=open(B["OTHERCA"], "rb"), headers=OCTET), 422, "update-refused")
+assert root.get(U).json()["staged"] is None
+
 # A deliberate rollback: the administrator lowers the floor, and the older bundle is taken
 # (its install fails on the host as above); raised again, it is refused again.
 r = toks["admin"].put(U + "/floor", json={"floor": "0.0.1"})

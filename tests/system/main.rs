@@ -157,9 +157,10 @@ fn line_value(text: &str, prefix: &str) -> Option<String> {
 }
 
 /// Every prompt the console menu ends an answer with.
-const PROMPTS: [&str; 6] = [
+const PROMPTS: [&str; 7] = [
     "Choose 1-10: ",
     "Choose 1-3: ",
+    "Choose 1-4: ",
     "or a.b.c.d): ",
     "(empty for none): ",
     "Type yes to confirm: ",

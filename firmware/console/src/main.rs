@@ -959,6 +959,25 @@ impl BoxActions for TheBox {
         )
     }
 
+    fn install_staged(&mut self) -> Result<String> {
+        let Some(d) = daemon::answering() else {
+            bail!("sealgated is not running")
+        };
+        let (status, answer) = d.call("POST", "/update/staged", None)?;
+        let v: serde_json::Value = serde_json::from_slice(&answer).unwrap_or_default();
+        if status == 202 {
+            return Ok(format!(
+                "Installing {} into the other slot: follow it on this page; reboot when it says installed.",
+                v["version"].as_str().unwrap_or("the bundle")
+            ));
+        }
+        bail!(
+            "{} ({status}): {}",
+            v["title"].as_str().unwrap_or("sealgated refused it"),
+            v["detail"].as_str().unwrap_or("")
+        )
+    }
+
     fn usb_release(&mut self) {
         let _ = Command::new("umount")
             .arg(update::USB_MOUNT)

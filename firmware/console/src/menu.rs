@@ -156,6 +156,9 @@ pub trait BoxActions {
     fn install_bundle(&mut self, bundle: &std::path::Path) -> Result<String>;
     /// Unmounts the USB stick, if mounted.
     fn usb_release(&mut self);
+    /// Asks the daemon to install the bundle an administrator staged through the admin API
+    /// (`POST /update/staged`: checked again first); what to tell the technician.
+    fn install_staged(&mut self) -> Result<String>;
 }
 
 /// The menu session over a terminal.
@@ -314,22 +317,42 @@ impl<'a, R: BufRead, W: Write> Menu<'a, R, W> {
                 self.out,
                 " 1) Install from a USB stick (FAT or ext, *.raucb in its top folder)"
             )?;
-            writeln!(self.out, " 2) Refresh")?;
-            writeln!(self.out, " 3) Back")?;
-            let Some(line) = self.ask("Choose 1-3: ")? else {
+            writeln!(
+                self.out,
+                " 2) Install the bundle staged through the admin API"
+            )?;
+            writeln!(self.out, " 3) Refresh")?;
+            writeln!(self.out, " 4) Back")?;
+            let Some(line) = self.ask("Choose 1-4: ")? else {
                 return Ok(());
             };
-            match parse_number(&line, 3) {
+            match parse_number(&line, 4) {
                 Some(1) => {
                     let r = self.install_from_usb();
                     self.actions.usb_release();
                     r?;
                 }
-                Some(2) => {}
+                Some(2) => self.install_staged()?,
+                Some(3) => {}
                 Some(_) => return Ok(()),
                 None => writeln!(self.out, "Not a menu entry.")?,
             }
         }
+    }
+
+    fn install_staged(&mut self) -> Result<()> {
+        if !self.actions.daemon_running() {
+            writeln!(self.out, "{DAEMON_DOWN}")?;
+            return Ok(());
+        }
+        let q = "Install the staged bundle into the other slot? It is checked again first (signature, board, version); reboot afterwards to run it.";
+        if self.confirm(q)? {
+            match self.actions.install_staged() {
+                Ok(t) => writeln!(self.out, "{t}")?,
+                Err(e) => writeln!(self.out, "Not installed: {e:#}")?,
+            }
+        }
+        Ok(())
     }
 
     fn install_from_usb(&mut self) -> Result<()> {
@@ -555,6 +578,10 @@ mod tests {
         fn usb_release(&mut self) {
             self.log.push("release".into());
         }
+        fn install_staged(&mut self) -> Result<String> {
+            self.log.push("install staged".into());
+            Ok("Installing 0.3.0 into the other slot".into())
+        }
     }
 
     fn session(input: &str) -> (Recorder, String) {
@@ -696,7 +723,7 @@ mod tests {
             ..Recorder::default()
         };
         let two = ["/run/sealgate/usb/a.raucb", "/run/sealgate/usb/b.raucb"];
-        let (r, out) = session_with(with(&two), "10\n1\n2\nyes\n3\n");
+        let (r, out) = session_with(with(&two), "10\n1\n2\nyes\n4\n");
         assert!(out.contains("Running:   0.1.0 in slot A"), "{out}");
         assert!(out.contains(" 2) b.raucb"), "{out}");
         assert_eq!(
@@ -706,12 +733,12 @@ mod tests {
         );
         assert!(out.contains("Installing 0.2.0"), "{out}");
         // Not confirmed, a number out of range, garbage: nothing installed, the stick released.
-        let (r, _) = session_with(with(&two), "10\n1\n1\nno\n1\n3\n1\n$(reboot)\n3\n");
+        let (r, _) = session_with(with(&two), "10\n1\n1\nno\n1\n3\n1\n$(reboot)\n4\n");
         assert_eq!(
             r.log,
             ["usb", "release", "usb", "release", "usb", "release"]
         );
-        let (r, out) = session_with(with(&[]), "10\n1\n3\n");
+        let (r, out) = session_with(with(&[]), "10\n1\n4\n");
         assert_eq!(r.log, ["usb", "release"]);
         assert!(out.contains("No *.raucb file"), "{out}");
         // Without the daemon nothing is installed (its checks and re-seal are needed).
@@ -719,8 +746,22 @@ mod tests {
             daemon_down: true,
             ..with(&two)
         };
-        let (r, out) = session_with(down, "10\n1\n3\n");
+        let (r, out) = session_with(down, "10\n1\n4\n");
         assert_eq!(r.log, ["release"], "{out}");
+        assert!(out.contains("sealgated is not running"), "{out}");
+    }
+
+    #[test]
+    fn the_update_page_installs_the_staged_bundle_once_confirmed() {
+        let (r, out) = session_with(Recorder::default(), "10\n2\nno\n2\nyes\n4\n");
+        assert_eq!(r.log, ["install staged"], "{out}");
+        assert!(out.contains("Installing 0.3.0"), "{out}");
+        let down = Recorder {
+            daemon_down: true,
+            ..Recorder::default()
+        };
+        let (r, out) = session_with(down, "10\n2\n4\n");
+        assert!(r.log.is_empty(), "{out}");
         assert!(out.contains("sealgated is not running"), "{out}");
     }
 }

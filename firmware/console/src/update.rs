@@ -115,6 +115,11 @@ pub fn describe(v: &serde_json::Value) -> String {
             s(&v["pending"]["slot"])
         ));
     }
+    if let Some(staged) = v["staged"]["version"].as_str() {
+        t.push_str(&format!(
+            "Staged:    {staged} (uploaded by an administrator: entry 2 installs it)\n"
+        ));
+    }
     if let Some(e) = v["last_error"].as_str() {
         t.push_str(&format!("Last error: {e}\n"));
     }

@@ -1474,6 +1474,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                     .route(web::post().to(update::upload)),
             )
             .service(res("/update/commit").route(web::post().to(update::commit)))
+            .service(res("/update/staged").route(web::post().to(update::install_staged)))
             .service(res("/update/gate").route(web::get().to(update::gate)))
             .service(res("/update/mark-good").route(web::post().to(update::mark_good)))
             .service(res("/update/mark-bad").route(web::post().to(update::mark_bad)))

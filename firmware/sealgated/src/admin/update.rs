@@ -13,9 +13,15 @@
 //!   post-install handler puts that slot's signed UKI on the ESP, and RAUC makes the slot
 //!   primary (GRUB tries it three times at the next reboots). The daemon then records the
 //!   pending update (`DATA/update/pending.json`).
+//! - `POST /update?stage=true` (admin): the same upload and checks, but the bundle stays
+//!   staged (`staged.raucb`, its version in `staged.json`; 201) until `POST /update/staged`
+//!   (admin; the console's Updates page, as root over the admin socket) checks it again
+//!   (the floor may have moved) and installs it (202). One staged bundle at a time: any later
+//!   upload replaces it.
 //! - `GET /update` (admin, auditor): the state (`idle`, `installing`, `installed`,
 //!   `failed`), progress in percent, the last error, the running slot and version, the
-//!   floor, the pending update and RAUC's slot table (`rauc status`).
+//!   floor, the pending update, the staged bundle's version and RAUC's slot table (`rauc
+//!   status`).
 //! - `POST /update/commit` (admin; the console's health gate, as root over the admin socket,
 //!   after it marked the boot slot good): when the pending update's slot is the booted one,
 //!   the update is committed: the vault drops its older sealed copies
@@ -400,8 +406,11 @@ pub(super) async fn upload(
         file.sync_all().map_err(internal)?;
         drop(file);
         fs::rename(&part, &staged).map_err(internal)?;
-
-        accept(&app, &ad, &c.username, &src, staged, claim, started).await
+        let stage = req
+            .query_string()
+            .split('&')
+            .any(|kv| kv == "stage=true" || kv == "stage=1");
+        accept(&app, &ad, &c.username, &src, staged, claim, started, stage).await
     }
     .await;
     answer(r)
@@ -409,7 +418,8 @@ pub(super) async fn upload(
 
 /// The checks every staged bundle passes before it is installed (signature, board,
 /// floor), then the install in the background: 202, or the refusal (the claim removes the
-/// staged file).
+/// staged file). With `stage`, the checked bundle stays staged instead (201).
+#[allow(clippy::too_many_arguments)]
 async fn accept(
     app: &App,
     ad: &Data,
@@ -418,8 +428,12 @@ async fn accept(
     staged: PathBuf,
     claim: Upload<'_>,
     started: Instant,
+    stage: bool,
 ) -> Result<HttpResponse, Problem> {
     let state = &ad.update;
+    // Whatever comes of this bundle, it replaced the one staged before.
+    let staged_json = staged.with_file_name(STAGED_JSON);
+    let _ = fs::remove_file(&staged_json);
     let conf_path = rauc_conf();
     let check = {
         let staged = staged.clone();
@@ -443,6 +457,26 @@ async fn accept(
             return Err(p);
         }
     };
+    if stage {
+        sealgate_tokenfile::write_atomic(
+            &staged_json,
+            &serde_json::to_vec(&serde_json::json!({ "version": version })).map_err(internal)?,
+        )
+        .map_err(internal)?;
+        audit(app, ad, user, src, "update.stage", &version, 201, started);
+        crate::console(&format!(
+            "update {version} staged by {user}: install it from the console's Updates page"
+        ));
+        claim.handed_over();
+        return Ok(ok_json(
+            201,
+            &serde_json::json!({
+                "state": "staged",
+                "version": version,
+                "detail": "staged; POST /api/v1/admin/update/staged (or the console's Updates page) installs it",
+            }),
+        ));
+    }
     state.set(|p| {
         *p = Progress {
             state: "installing".into(),
@@ -566,7 +600,7 @@ pub(super) async fn from_url(
             }
         }
         fs::rename(&part, &staged).map_err(internal)?;
-        accept(&app, &ad, &c.username, &src, staged, claim, started).await
+        accept(&app, &ad, &c.username, &src, staged, claim, started, false).await
     }
     .await;
     answer(r)
@@ -689,6 +723,45 @@ fn install(
     }
 }
 
+/// The staged bundle's record beside `staged.raucb`.
+const STAGED_JSON: &str = "staged.json";
+
+/// The version of the bundle staged by `POST /update?stage=true`, if one waits.
+fn staged_version(data: &Path) -> Option<String> {
+    let d = data.join(DIR);
+    if !d.join("staged.raucb").is_file() {
+        return None;
+    }
+    let v: serde_json::Value = serde_json::from_slice(&fs::read(d.join(STAGED_JSON)).ok()?).ok()?;
+    v["version"].as_str().map(str::to_string)
+}
+
+/// `POST /update/staged` (admin): installs the staged bundle, checked again.
+pub(super) async fn install_staged(req: HttpRequest, app: App, ad: Data) -> HttpResponse {
+    let started = Instant::now();
+    let state = ad.clone();
+    let state = &state.update;
+    let (_, src) = source(&req);
+    let r = async {
+        let c = authorize(&req, &ad, Need::Admin)?;
+        let mut claim = begin(state)?;
+        if staged_version(&ad.data_dir).is_none() {
+            return Err(Problem::new(
+                409,
+                "nothing-staged",
+                "No bundle is staged",
+                "upload one with POST /api/v1/admin/update?stage=true first",
+            ));
+        }
+        let (_, staged) = staging(&mut claim, &ad.data_dir)?;
+        // The upload slot is this install's; only the staged file may go on a refusal.
+        claim.files = vec![staged.clone()];
+        accept(&app, &ad, &c.username, &src, staged, claim, started, false).await
+    }
+    .await;
+    answer(r)
+}
+
 /// `GET /update` (admin, auditor).
 pub(super) async fn status(req: HttpRequest, ad: Data) -> HttpResponse {
     let r = async {
@@ -719,6 +792,7 @@ pub(super) async fn status(req: HttpRequest, ad: Data) -> HttpResponse {
                 "running": { "version": running_version(), "slot": booted_slot() },
                 "floor": floor(&data),
                 "pending": pending,
+                "staged": staged_version(&data).map(|v| serde_json::json!({ "version": v })),
                 "slots": slots,
                 "max_bundle_bytes": MAX_BUNDLE_BYTES,
             })

@@ -728,18 +728,19 @@ fn url_server_certificates(w: &Path) {
     }
 }
 
-/// `POST /update/url`: the box fetches the bundle over HTTPS from a local server whose
-/// certificate the daemon's system anchors vouch for (`SSL_CERT_FILE`), refuses a server with
-/// a wrong certificate (unless the request names its CA), and applies the upload's limits
-/// and checks.
-#[test]
-fn admin_update_from_a_url_verifies_the_server_and_applies_the_uploads_checks() {
+/// The URL tests: bundles and two servers' certificates in `w`, a daemon with RAUC's test
+/// configuration and the trusted server's CA as its system anchors (`settings` its settings
+/// file), and the Python `client` after [`URL_COMMON`] with `extra` in its environment; the
+/// client's output and the daemon's data directory.
+fn run_url_client(
+    w: &Path,
+    settings: &str,
+    client: &str,
+    extra: &[(&str, String)],
+) -> (String, tempfile::TempDir) {
     require_tool("python3", "python3");
     require_tool("rauc", "rauc");
     require_tool("mksquashfs", "squashfs-tools");
-    require_tool("openssl", "openssl");
-    let work = tempfile::tempdir().expect("tmp");
-    let w = work.path();
     let (cert, key) = (dev_key("ota-signer.pem"), dev_key("ota-signer.key"));
     let good = bundle(w, "good", BOARD, "9.0.0", &cert, &key);
     let downgrade = bundle(w, "old", BOARD, "0.0.1", &cert, &key);
@@ -759,27 +760,36 @@ fn admin_update_from_a_url_verifies_the_server_and_applies_the_uploads_checks() 
     let anchors = w.join("srv-ca.pem");
     let d = Daemon::start_env(
         dir.path(),
-        "",
+        settings,
         &["--danger-software-sealer"],
         &[
             ("SEALGATE_RAUC_CONF", OsStr::new(&conf)),
             ("SSL_CERT_FILE", OsStr::new(&anchors)),
         ],
     );
-    let setup = d.setup_token.clone().expect("setup token");
-    let out = python(
-        dir.path(),
-        &format!("{URL_COMMON}{URL_CLIENT}"),
-        &[
-            ("BASE", d.admin_url("")),
-            ("CA", d.ca_file().display().to_string()),
-            ("SETUP", setup),
-            ("DATA", dir.path().display().to_string()),
-            ("WORK", w.display().to_string()),
-            ("B_GOOD", good.display().to_string()),
-            ("B_DOWNGRADE", downgrade.display().to_string()),
-        ],
-    );
+    let mut env = vec![
+        ("BASE", d.admin_url("")),
+        ("CA", d.ca_file().display().to_string()),
+        ("SETUP", d.setup_token.clone().expect("setup token")),
+        ("DATA", dir.path().display().to_string()),
+        ("WORK", w.display().to_string()),
+        ("B_GOOD", good.display().to_string()),
+        ("B_DOWNGRADE", downgrade.display().to_string()),
+    ];
+    env.extend(extra.iter().cloned());
+    let out = python(dir.path(), &format!("{URL_COMMON}{client}"), &env);
+    (out, dir)
+}
+
+/// `POST /update/url`: the box fetches the bundle over HTTPS from a local server whose
+/// certificate the daemon's system anchors vouch for (`SSL_CERT_FILE`), refuses a server with
+/// a wrong certificate (unless the request names its CA), and applies the upload's limits
+/// and checks.
+#[test]
+fn admin_update_from_a_url_verifies_the_server_and_applies_the_uploads_checks() {
+    require_tool("openssl", "openssl");
+    let work = tempfile::tempdir().expect("tmp");
+    let (out, dir) = run_url_client(work.path(), "", URL_CLIENT, &[]);
     assert!(out.contains("url client ok"), "{out}");
     let log = std::fs::read_to_string(dir.path().join("audit/docking.jsonl")).expect("audit");
     assert!(
@@ -817,25 +827,9 @@ print("proxy client ok", trusted)
 /// it); a proxy that is gone is a clear error naming it.
 #[test]
 fn admin_update_from_a_url_goes_through_the_configured_proxy() {
-    require_tool("python3", "python3");
-    require_tool("rauc", "rauc");
-    require_tool("mksquashfs", "squashfs-tools");
     require_tool("tinyproxy", "tinyproxy");
     let work = tempfile::tempdir().expect("tmp");
     let w = work.path();
-    let (cert, key) = (dev_key("ota-signer.pem"), dev_key("ota-signer.key"));
-    let good = bundle(w, "good", BOARD, "9.0.0", &cert, &key);
-    url_server_certificates(w);
-    let conf = w.join("system.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "[system]\ncompatible={BOARD}\nbootloader=noop\nbundle-formats=-plain\n\n\
-             [keyring]\npath={}\ncheck-purpose=codesign\n",
-            dev_key("ota-ca.pem").display()
-        ),
-    )
-    .expect("system.conf");
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("a free port")
@@ -850,14 +844,24 @@ fn admin_update_from_a_url_goes_through_the_configured_proxy() {
         ),
     )
     .expect("tinyproxy.conf");
-    let mut proxy = Command::new("tinyproxy")
-        .arg("-d")
-        .arg("-c")
-        .arg(w.join("tinyproxy.conf"))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("tinyproxy");
+    /// Stops tinyproxy however the test ends.
+    struct Proxy(std::process::Child);
+    impl Drop for Proxy {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let proxy = Proxy(
+        Command::new("tinyproxy")
+            .arg("-d")
+            .arg("-c")
+            .arg(w.join("tinyproxy.conf"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("tinyproxy"),
+    );
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(
@@ -866,35 +870,13 @@ fn admin_update_from_a_url_goes_through_the_configured_proxy() {
         );
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
-    let pki = Pki::new();
-    let dir = data_dir_with_keys(&pki);
-    let anchors = w.join("srv-ca.pem");
-    let d = Daemon::start_env(
-        dir.path(),
+    let (out, _dir) = run_url_client(
+        w,
         &format!("[proxy]\nurl = \"http://127.0.0.1:{port}\"\n"),
-        &["--danger-software-sealer"],
-        &[
-            ("SEALGATE_RAUC_CONF", OsStr::new(&conf)),
-            ("SSL_CERT_FILE", OsStr::new(&anchors)),
-        ],
+        PROXY_CLIENT,
+        &[("PROXY_PID", proxy.0.id().to_string())],
     );
-    let setup = d.setup_token.clone().expect("setup token");
-    let out = python(
-        dir.path(),
-        &format!("{URL_COMMON}{PROXY_CLIENT}"),
-        &[
-            ("BASE", d.admin_url("")),
-            ("CA", d.ca_file().display().to_string()),
-            ("SETUP", setup),
-            ("DATA", dir.path().display().to_string()),
-            ("WORK", w.display().to_string()),
-            ("B_GOOD", good.display().to_string()),
-            ("B_DOWNGRADE", good.display().to_string()),
-            ("PROXY_PID", proxy.id().to_string()),
-        ],
-    );
-    let _ = proxy.kill();
-    let _ = proxy.wait();
+    drop(proxy);
     assert!(out.contains("proxy client ok"), "{out}");
     // The trusted server's port, as the proxy was asked to connect to it.
     let trusted = out

@@ -945,18 +945,7 @@ impl BoxActions for TheBox {
         let mut f = fs::File::open(bundle).with_context(|| bundle.display().to_string())?;
         let len = f.metadata()?.len();
         let (status, answer) = d.post_stream("/update", "application/octet-stream", &mut f, len)?;
-        let v: serde_json::Value = serde_json::from_slice(&answer).unwrap_or_default();
-        if status == 202 {
-            return Ok(format!(
-                "Installing {} into the other slot: follow it on this page; reboot when it says installed.",
-                v["version"].as_str().unwrap_or("the bundle")
-            ));
-        }
-        bail!(
-            "{} ({status}): {}",
-            v["title"].as_str().unwrap_or("sealgated refused it"),
-            v["detail"].as_str().unwrap_or("")
-        )
+        update::install_answer(status, &answer).map_err(anyhow::Error::msg)
     }
 
     fn install_staged(&mut self) -> Result<String> {
@@ -964,18 +953,7 @@ impl BoxActions for TheBox {
             bail!("sealgated is not running")
         };
         let (status, answer) = d.call("POST", "/update/staged", None)?;
-        let v: serde_json::Value = serde_json::from_slice(&answer).unwrap_or_default();
-        if status == 202 {
-            return Ok(format!(
-                "Installing {} into the other slot: follow it on this page; reboot when it says installed.",
-                v["version"].as_str().unwrap_or("the bundle")
-            ));
-        }
-        bail!(
-            "{} ({status}): {}",
-            v["title"].as_str().unwrap_or("sealgated refused it"),
-            v["detail"].as_str().unwrap_or("")
-        )
+        update::install_answer(status, &answer).map_err(anyhow::Error::msg)
     }
 
     fn usb_release(&mut self) {

@@ -85,6 +85,23 @@ pub fn removable_devices(sys_block: &Path) -> Vec<String> {
     out
 }
 
+/// What the daemon's answer to an install (`POST /update`, `POST /update/staged`) tells the
+/// technician: installing (202), or why not.
+pub fn install_answer(status: u16, answer: &[u8]) -> Result<String, String> {
+    let v: serde_json::Value = serde_json::from_slice(answer).unwrap_or_default();
+    if status == 202 {
+        return Ok(format!(
+            "Installing {} into the other slot: follow it on this page; reboot when it says installed.",
+            v["version"].as_str().unwrap_or("the bundle")
+        ));
+    }
+    Err(format!(
+        "{} ({status}): {}",
+        v["title"].as_str().unwrap_or("sealgated refused it"),
+        v["detail"].as_str().unwrap_or("")
+    ))
+}
+
 /// The update page's text from the daemon's `GET /update` answer.
 pub fn describe(v: &serde_json::Value) -> String {
     let s = |x: &serde_json::Value| x.as_str().unwrap_or("?").to_string();
@@ -151,6 +168,25 @@ pub fn describe(v: &serde_json::Value) -> String {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn install_answers_say_installing_or_why_not() {
+        assert!(
+            install_answer(202, br#"{"version":"0.2.0"}"#)
+                .unwrap()
+                .starts_with("Installing 0.2.0 into the other slot")
+        );
+        let e = install_answer(
+            409,
+            br#"{"title":"No bundle is staged","detail":"upload one"}"#,
+        )
+        .unwrap_err();
+        assert_eq!(e, "No bundle is staged (409): upload one");
+        assert_eq!(
+            install_answer(500, b"garbage").unwrap_err(),
+            "sealgated refused it (500): "
+        );
+    }
 
     #[test]
     fn only_bundles_in_the_top_folder_are_offered() {

@@ -158,6 +158,13 @@ def problem(r, status, type_=None):
         assert p["type"].endswith("/" + type_), p
     return p
 
+def settled():
+    """The update status once the background install is no longer running (30 s at most)."""
+    deadline = time.time() + 30
+    while root.get(U).json()["state"] == "installing" and time.time() < deadline:
+        time.sleep(0.2)
+    return root.get(U).json()
+
 def nothing_on_disk(what):
     left = sorted(os.listdir(os.path.join(data, "update"))) if os.path.isdir(os.path.join(data, "update")) else []
     assert not [f for f in left if f in ("upload.part", "staged.raucb")], (what, left)
@@ -374,10 +381,7 @@ assert not os.path.exists(os.path.join(data, "update", "floor"))
 # install fails and says so, the running system unchanged and the staged bundle removed.
 r = root.post(U, data=open(B["GOOD"], "rb"), headers=OCTET)
 assert r.status_code == 202 and r.json()["version"] == "9.0.0", r.text
-deadline = time.time() + 30
-while root.get(U).json()["state"] == "installing" and time.time() < deadline:
-    time.sleep(0.2)
-st = root.get(U).json()
+st = settled()
 assert st["state"] == "failed" and st["last_error"] and st["pending"] is None, st
 nothing_on_disk("failed install")
 
@@ -396,10 +400,7 @@ problem(root.post(U + "/staged"), 403)
 root.headers["X-CSRF-Token"] = csrf
 r = root.post(U + "/staged")
 assert r.status_code == 202 and r.json()["version"] == "9.0.0", r.text
-deadline = time.time() + 30
-while root.get(U).json()["state"] == "installing" and time.time() < deadline:
-    time.sleep(0.2)
-st = root.get(U).json()
+st = settled()
 assert st["state"] == "failed" and st["staged"] is None, st
 nothing_on_disk("staged bundle installed")
 problem(root.post(U + "/staged"), 409, "nothing-staged")
@@ -414,9 +415,7 @@ assert r.status_code == 200 and r.json() == {"floor": "0.0.1", "previous": floor
 assert root.get(U).json()["floor"] == "0.0.1"
 r = root.post(U, data=open(B["DOWNGRADE"], "rb"), headers=OCTET)
 assert r.status_code == 202 and r.json()["version"] == "0.0.1", r.text
-deadline = time.time() + 30
-while root.get(U).json()["state"] == "installing" and time.time() < deadline:
-    time.sleep(0.2)
+settled()
 r = root.put(U + "/floor", json={"floor": floor})
 assert r.status_code == 200 and r.json()["previous"] == "0.0.1", r.text
 problem(root.post(U, data=open(B["DOWNGRADE"], "rb"), headers=OCTET), 422, "update-refused")
@@ -585,6 +584,13 @@ def problem(r, status, type_=None):
         assert p["type"].endswith("/" + type_), p
     return p
 
+def settled():
+    """The update status once the background install is no longer running (30 s at most)."""
+    deadline = time.time() + 30
+    while root.get(U).json()["state"] == "installing" and time.time() < deadline:
+        time.sleep(0.2)
+    return root.get(U).json()
+
 def nothing_on_disk(what):
     d = os.path.join(data, "update")
     left = sorted(os.listdir(d)) if os.path.isdir(d) else []
@@ -641,10 +647,7 @@ nothing_on_disk("refused bundle")
 # The valid bundle from the trusted server: accepted (202); on the host the install fails.
 r = root.post(U + "/url", json=good)
 assert r.status_code == 202 and r.json()["version"] == "9.0.0", r.text
-deadline = time.time() + 30
-while root.get(U).json()["state"] == "installing" and time.time() < deadline:
-    time.sleep(0.2)
-st = root.get(U).json()
+st = settled()
 assert st["state"] == "failed" and st["pending"] is None, st
 nothing_on_disk("failed install")
 print("url client ok")
@@ -805,10 +808,7 @@ const PROXY_CLIENT: &str = r#"
 # host, as without a proxy), the wrong server's certificate is still refused end to end.
 r = root.post(U + "/url", json=good)
 assert r.status_code == 202 and r.json()["version"] == "9.0.0", r.text
-deadline = time.time() + 30
-while root.get(U).json()["state"] == "installing" and time.time() < deadline:
-    time.sleep(0.2)
-st = root.get(U).json()
+st = settled()
 assert st["state"] == "failed" and st["pending"] is None, st
 p = problem(root.post(U + "/url", json={"url": wrong + "/good.raucb"}), 422, "update-fetch-failed")
 assert "certificate" in p["detail"].lower(), p

@@ -12,10 +12,12 @@
 //! one is received (409); a client that goes away mid-body. Each leaves nothing in
 //! `DATA/update/` and nothing installed.
 //!
-//! Not reachable on the host: a real install (`rauc install` needs RAUC's D-Bus service and
-//! the box's slots; the valid bundle here gets 202 and its install fails, which the status
-//! reports), the dm-verity check of a flipped payload byte, the commit of a booted pending
-//! slot (needs `sealgate.slot=` on the kernel command line). tests/system/ota.rs covers them.
+//! RAUC's own service on a private session bus (`admin_update_drives_raucs_service_over_dbus`)
+//! answers the daemon's D-Bus calls: the slot table, mark-good / mark-bad, an install up to
+//! the bundle's mount. Not reachable on the host: a finished install (RAUC mounts verity
+//! bundles through device-mapper), the dm-verity check of a flipped payload byte, the commit
+//! of a booted pending slot (needs `sealgate.slot=` on the kernel command line).
+//! tests/system/ota.rs covers them.
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
@@ -889,4 +891,186 @@ fn admin_update_from_a_url_goes_through_the_configured_proxy() {
         log.contains(&format!("CONNECT 127.0.0.1:{trusted} ")),
         "the fetch went through the proxy: {log}"
     );
+}
+
+/// A child process stopped however the test ends.
+struct Stop(std::process::Child);
+impl Drop for Stop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// RAUC's own service (Debian's `rauc service`) on a private session bus, with two file
+/// slots and a boot backend that keeps its state in files: the daemon drives it over D-Bus
+/// (zbus) for the slot table (`GetSlotStatus`), mark-good / mark-bad (`Mark`) and the
+/// install (`InstallBundle`, `Completed`, `LastError`). The install cannot finish on a host
+/// without device-mapper (RAUC mounts verity bundles through dm-verity): what is checked is
+/// that RAUC's own answer reaches the status, and that the daemon then marks the other slot
+/// bad, as it does after any failed install. tests/system/ota.rs installs for real.
+#[test]
+fn admin_update_drives_raucs_service_over_dbus() {
+    require_tool("python3", "python3");
+    require_tool("rauc", "rauc");
+    require_tool("dbus-daemon", "dbus");
+    require_tool("mksquashfs", "squashfs-tools");
+    let work = tempfile::tempdir().expect("tmp");
+    let w = work.path();
+    let (cert, key) = (dev_key("ota-signer.pem"), dev_key("ota-signer.key"));
+    let good = bundle(w, "good", BOARD, "9.0.0", &cert, &key);
+    let backend = w.join("backend");
+    std::fs::write(
+        &backend,
+        "#!/bin/sh\n# RAUC's custom boot backend for the test: its state in files.\n\
+         d=$(dirname \"$0\")\ncase \"$1\" in\n\
+         get-primary) cat \"$d/primary\" 2>/dev/null || echo A ;;\n\
+         set-primary) echo \"$2\" > \"$d/primary\" ;;\n\
+         get-state) cat \"$d/state.$2\" 2>/dev/null || echo good ;;\n\
+         set-state) echo \"$3\" > \"$d/state.$2\" ;;\n\
+         get-current) echo A ;;\n*) exit 1 ;;\nesac\n",
+    )
+    .expect("backend");
+    run(Command::new("chmod").arg("755").arg(&backend));
+    for slot in ["rootA", "rootB"] {
+        std::fs::write(w.join(slot), vec![0u8; 1 << 20]).expect("slot file");
+    }
+    std::fs::create_dir_all(w.join("rauc-data")).expect("data");
+    std::fs::create_dir_all(w.join("mnt")).expect("mnt");
+    let conf = w.join("system.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "[system]\ncompatible={BOARD}\nbootloader=custom\ndata-directory={w}/rauc-data\n\
+             mountprefix={w}/mnt\nbundle-formats=-plain\n\n\
+             [keyring]\npath={ca}\ncheck-purpose=codesign\n\n\
+             [handlers]\nbootloader-custom-backend={w}/backend\n\n\
+             [slot.rootfs.0]\ndevice={w}/rootA\ntype=raw\nbootname=A\n\n\
+             [slot.rootfs.1]\ndevice={w}/rootB\ntype=raw\nbootname=B\n",
+            w = w.display(),
+            ca = dev_key("ota-ca.pem").display()
+        ),
+    )
+    .expect("system.conf");
+    let bus = format!("unix:path={}/bus", w.display());
+    let _bus = Stop(
+        Command::new("dbus-daemon")
+            .args(["--session", "--nofork", "--nopidfile"])
+            .arg(format!("--address={bus}"))
+            .stdin(std::process::Stdio::null())
+            .spawn()
+            .expect("dbus-daemon"),
+    );
+    for _ in 0..100 {
+        if w.join("bus").exists() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let bus_env = [
+        ("DBUS_SESSION_BUS_ADDRESS", OsStr::new(&bus)),
+        ("DBUS_STARTER_BUS_TYPE", OsStr::new("session")),
+    ];
+    let rauc_log = std::fs::File::create(w.join("rauc.log")).expect("log");
+    let _rauc = Stop(
+        Command::new("rauc")
+            .arg("service")
+            .arg(format!("--conf={}", conf.display()))
+            .arg("--override-boot-slot=A")
+            .envs(bus_env)
+            .stdin(std::process::Stdio::null())
+            .stdout(rauc_log.try_clone().expect("log"))
+            .stderr(rauc_log)
+            .spawn()
+            .expect("rauc service"),
+    );
+
+    let pki = Pki::new();
+    let dir = data_dir_with_keys(&pki);
+    let mut env = vec![("SEALGATE_RAUC_CONF", OsStr::new(&conf))];
+    env.extend(bus_env);
+    let d = Daemon::start_env(dir.path(), "", &["--danger-software-sealer"], &env);
+    let setup = d.setup_token.clone().expect("setup token");
+    let out = python(
+        dir.path(),
+        r#"
+import os, time
+import requests
+A, ca, W = os.environ["BASE"] + "/api/v1/admin", os.environ["CA"], os.environ["W"]
+U = A + "/update"
+PW = "correct horse battery staple"
+root = requests.Session(); root.verify = ca
+assert root.post(A + "/setup", json={"setup_token": os.environ["SETUP"], "username": "root", "password": PW}).status_code == 201
+r = root.post(A + "/session", json={"username": "root", "password": PW})
+root.headers["X-CSRF-Token"] = r.json()["csrf_token"]
+
+def slots():
+    """RAUC's slot table through the daemon: {bootname: slot}."""
+    t = root.get(U).json()["slots"]
+    return t, {s["bootname"]: s for e in t["slots"] for s in e.values()}
+
+# The service may still be starting.
+deadline = time.time() + 30
+while root.get(U).json()["slots"] is None and time.time() < deadline:
+    time.sleep(0.2)
+t, by = slots()
+assert t["compatible"] == "sealgate-qemu-x86_64" and t["booted"] == "A", t
+assert by["A"]["state"] == "booted" and by["B"]["state"] == "inactive", t
+assert by["A"]["boot_status"] == "good" and by["B"]["boot_status"] == "good", t
+
+def state(slot):
+    p = os.path.join(W, "state." + slot)
+    return open(p).read().strip() if os.path.exists(p) else None
+
+# Mark: RAUC's answer, through its boot backend.
+r = root.post(U + "/mark-bad", json={"slot": "B"})
+assert r.status_code == 200 and r.json() == {"slot": "B", "marked": "bad"}, r.text
+assert state("B") == "bad"
+assert slots()[1]["B"]["boot_status"] == "bad"
+r = root.post(U + "/mark-good", json={"slot": "B"})
+assert r.status_code == 200, r.text
+assert state("B") == "good" and slots()[1]["B"]["boot_status"] == "good"
+# RAUC's own refusal reaches the answer (marking the booted slot bad is not allowed).
+r = root.post(U + "/mark-bad", json={"slot": "booted"})
+assert r.status_code in (200, 409), r.text
+if r.status_code == 409:
+    assert "does not answer" not in r.json()["detail"], r.text
+    root.post(U + "/mark-good", json={"slot": "A"})
+
+# The install: accepted, run by RAUC's service; its LastError is the status's last error.
+r = root.post(U, data=open(os.environ["B_GOOD"], "rb"), headers={"Content-Type": "application/octet-stream"})
+assert r.status_code == 202, r.text
+deadline = time.time() + 60
+while root.get(U).json()["state"] == "installing" and time.time() < deadline:
+    time.sleep(0.2)
+st = root.get(U).json()
+assert st["state"] == "failed" and st["pending"] is None, st
+assert st["last_error"].startswith("rauc install failed: "), st
+assert "does not answer" not in st["last_error"], st
+assert "mount" in st["last_error"].lower() or "re-sealed" in st["last_error"], st
+# Whatever RAUC did to the other slot, it is not booted.
+assert state("B") == "bad", state("B")
+print("dbus client ok")
+"#,
+        &[
+            ("BASE", d.admin_url("")),
+            ("CA", d.ca_file().display().to_string()),
+            ("SETUP", setup),
+            ("W", w.display().to_string()),
+            ("B_GOOD", good.display().to_string()),
+        ],
+    );
+    let log = std::fs::read_to_string(w.join("rauc.log")).unwrap_or_default();
+    assert!(
+        out.contains("dbus client ok"),
+        "{out}\nrauc service:\n{log}"
+    );
+    assert!(
+        log.contains("staged.raucb"),
+        "RAUC's service ran the install:\n{log}"
+    );
+    let audit = std::fs::read_to_string(dir.path().join("audit/docking.jsonl")).expect("audit");
+    assert!(audit.contains("update.mark-bad"), "{audit}");
+    let stderr = std::fs::read_to_string(dir.path().join("stderr.log")).unwrap_or_default();
+    assert!(!stderr.contains("panicked"), "{stderr}");
 }

@@ -41,6 +41,7 @@ mod privileges;
 mod problem;
 mod quarantine;
 mod quarantine_digest;
+mod rauc;
 mod scan;
 mod selfcheck;
 mod settings;

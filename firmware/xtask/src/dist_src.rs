@@ -114,8 +114,8 @@ const ON_THE_BOX: &[(&str, &[&str])] = &[
     ),
     // The update download's and the directory's trust anchors.
     ("ca-certificates", &["BR2_PACKAGE_CA_CERTIFICATES=y"]),
-    // The daemon runs `rauc install|info --output-format=json|status` against RAUC's D-Bus
-    // service on the system bus.
+    // The daemon drives RAUC's D-Bus service on the system bus (install, mark, the slot
+    // table) and checks bundles with `rauc info --output-format=json`.
     ("rauc", &["BR2_PACKAGE_RAUC=y", "BR2_PACKAGE_RAUC_JSON=y"]),
     ("rauc-service", &["BR2_PACKAGE_RAUC_DBUS=y"]),
     ("dbus", &["BR2_PACKAGE_DBUS=y"]),

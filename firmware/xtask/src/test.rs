@@ -83,6 +83,9 @@ const DEBIAN_PACKAGES: &[&str] = &[
     // bundles that `rauc bundle` (squashfs-tools' mksquashfs) makes at test time.
     "rauc",
     "squashfs-tools",
+    // RAUC's service on a private session bus (dbus-daemon), driven by the daemon over
+    // D-Bus (admin_update.rs).
+    "dbus",
     // The update download through an HTTP proxy (`[proxy] url`, CONNECT).
     "tinyproxy",
     // Mail authentication at the MX (tests/gateway/mailauth.rs): DKIM keys made by
@@ -133,7 +136,7 @@ const INTEROP_BINARIES: &[&str] = &[
 pub struct Args {
     /// Seconds each fuzz target runs (a smoke run: CI's time limit is shared with the QEMU
     /// suite; parser changes get longer runs by hand).
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, default_value_t = 20)]
     fuzz_seconds: u64,
     /// Only the fuzz smoke run (after cargo-fuzz is installed): for whoever changes a parser
     /// or the fuzz crate; CI always runs everything.

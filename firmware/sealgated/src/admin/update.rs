@@ -8,7 +8,7 @@
 //!   against the box's keyring (`/etc/rauc/system.conf`), its board (the `compatible` of
 //!   system.conf) and its version against the floor (`DATA/update/floor`, else the running
 //!   version): a refusal is a 422 and the staged file is removed. Accepted: 202, and
-//!   `rauc install` runs in the background (RAUC's D-Bus service through its command line;
+//!   RAUC's D-Bus service installs it in the background (`crate::rauc`, zbus;
 //!   one install at a time, 409 while one runs). RAUC writes the other slot, the box's
 //!   post-install handler puts that slot's signed UKI on the ESP, and RAUC makes the slot
 //!   primary (GRUB tries it three times at the next reboots). The daemon then records the
@@ -606,7 +606,7 @@ pub(super) async fn from_url(
     answer(r)
 }
 
-/// Runs `rauc install` (the install thread), then records the pending update.
+/// Installs through RAUC's D-Bus service (the install thread), then records the pending update.
 fn install(
     data: &Path,
     staged: &Path,
@@ -616,60 +616,23 @@ fn install(
     tcti: Option<String>,
 ) {
     let result = (|| -> anyhow::Result<Pending> {
-        let mut child = Command::new("rauc")
-            .arg("install")
-            .arg(staged)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()?;
-        let mut last = String::new();
-        let mut last_error = None;
-        if let Some(out) = child.stdout.take() {
-            use std::io::BufRead as _;
-            for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
-                let t = line.trim();
-                if let Some((pct, msg)) = t.split_once('%')
-                    && let Ok(n) = pct.trim().parse::<u8>()
-                {
-                    state.set(|p| {
-                        p.percent = n.min(100);
-                        p.message = msg.trim().chars().take(200).collect();
-                    });
-                }
-                if let Some(e) = t.strip_prefix("LastError:") {
-                    last_error = Some(e.trim().chars().take(300).collect::<String>());
-                }
-                if !t.is_empty() {
-                    last = t.chars().take(300).collect();
-                }
-            }
-        }
-        let mut err = String::new();
-        if let Some(mut e) = child.stderr.take() {
-            use std::io::Read as _;
-            let _ = e.by_ref().take(64 * 1024).read_to_string(&mut err);
-        }
-        let status = child.wait()?;
-        if !status.success() {
+        // RAUC's service over D-Bus, on a runtime of this thread's own.
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let mark_other_bad = || {
+            let _ = rt.block_on(crate::rauc::mark("bad", "other"));
+        };
+        let installed = rt.block_on(crate::rauc::install(staged, |pct, msg| {
+            state.set(|p| {
+                p.percent = pct;
+                p.message = msg.to_string();
+            });
+        }));
+        if let Err(e) = installed {
             // Whatever RAUC did to the other slot, it must not be booted.
-            let _ = Command::new("rauc")
-                .args(["status", "mark-bad", "other"])
-                .stdin(Stdio::null())
-                .output();
-            if let Some(e) = last_error {
-                anyhow::bail!("rauc install failed: {e}");
-            }
-            let why = err
-                .lines()
-                .rev()
-                .find(|l| !l.trim().is_empty())
-                .map(str::to_string)
-                .unwrap_or(last);
-            anyhow::bail!(
-                "rauc install failed: {}",
-                why.chars().take(300).collect::<String>()
-            );
+            mark_other_bad();
+            anyhow::bail!("rauc install failed: {e}");
         }
         let from = booted_slot().unwrap_or_else(|| "A".into());
         let slot = if from == "A" { "B" } else { "A" };
@@ -681,10 +644,7 @@ fn install(
         // The vault key sealed for the new slot's boot chain, next to the current copy.
         // Without it the new slot would boot with a locked vault: it is marked bad again.
         if let Err(e) = crate::update_reseal::reseal(data, vault, tcti.as_deref(), slot) {
-            let _ = Command::new("rauc")
-                .args(["status", "mark-bad", "other"])
-                .stdin(Stdio::null())
-                .output();
+            mark_other_bad();
             return Err(e.context(format!(
                 "the vault could not be re-sealed for slot {slot}; the slot was marked bad again"
             )));
@@ -768,6 +728,12 @@ pub(super) async fn status(req: HttpRequest, ad: Data) -> HttpResponse {
         authorize(&req, &ad, Need::Audit)?;
         let data = ad.data_dir.clone();
         let progress = ad.update.get();
+        // RAUC's slot table over D-Bus; none where its service does not run.
+        let slots = if rauc_conf().is_file() {
+            crate::rauc::slot_table().await.ok()
+        } else {
+            None
+        };
         let body = web::block(move || {
             let pending: Option<Pending> = fs::read(data.join(DIR).join("pending.json"))
                 .ok()
@@ -775,14 +741,6 @@ pub(super) async fn status(req: HttpRequest, ad: Data) -> HttpResponse {
             let failed: Option<String> = fs::read_to_string(data.join(DIR).join("failed"))
                 .ok()
                 .map(|s| s.trim().to_string());
-            let slots = Command::new("rauc")
-                .args(["status", "--output-format=json"])
-                .stdin(Stdio::null())
-                .stderr(Stdio::null())
-                .output()
-                .ok()
-                .filter(|o| o.status.success())
-                .and_then(|o| serde_json::from_slice::<serde_json::Value>(&o.stdout).ok());
             serde_json::json!({
                 "state": progress.state,
                 "progress": progress.percent,
@@ -964,7 +922,7 @@ fn rauc_slot(given: &str, booted: Option<&str>) -> Result<(String, Option<String
     }
 }
 
-/// `POST /update/mark-good` and `mark-bad` (admin): RAUC's `rauc status mark-good|mark-bad`.
+/// `POST /update/mark-good` and `mark-bad` (admin): RAUC's `Mark` over D-Bus.
 async fn mark(
     req: HttpRequest,
     payload: web::Payload,
@@ -999,26 +957,8 @@ async fn mark(
                 "wait until GET /api/v1/admin/update says it is done",
             ));
         }
-        let out = web::block(move || {
-            Command::new("rauc")
-                .args(["status", action, &name])
-                .stdin(Stdio::null())
-                .output()
-        })
-        .await
-        .map_err(internal)?
-        .map_err(|e| internal(format!("running rauc: {e}")))?;
         let subject = letter.clone().unwrap_or(given.clone());
-        if !out.status.success() {
-            let err = String::from_utf8_lossy(&out.stderr);
-            let why: String = err
-                .lines()
-                .rev()
-                .find(|l| !l.trim().is_empty())
-                .unwrap_or("rauc refused")
-                .chars()
-                .take(300)
-                .collect();
+        if let Err(e) = crate::rauc::mark(if good { "good" } else { "bad" }, &name).await {
             audit(
                 &app,
                 &ad,
@@ -1033,7 +973,7 @@ async fn mark(
                 409,
                 "rauc-refused",
                 "RAUC did not change the slot",
-                format!("rauc status {action} {given}: {why}"),
+                format!("{action} {given}: {e}"),
             ));
         }
         // A pending update whose slot an administrator marked bad will not be booted.

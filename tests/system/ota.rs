@@ -10,9 +10,10 @@
 //! reboots), the third boots with the vault sealed for a wrong PCR 4 prediction (locked:
 //! the gate fails and reboots); GRUB then boots B again, whose gate marks A bad and reports
 //! the failure in `GET /update` and the audit chain, with the vault opening as before.
-//! Last, on B, the refusals: another CA's signer, another board and a downgrade are refused
+//! Then, on B, the refusals: another CA's signer, another board and a downgrade are refused
 //! before any install; a genuine bundle with one flipped payload byte fails in RAUC's
 //! dm-verity read; each leaves RAUC's slot table (read by the daemon over D-Bus) as it was.
+//! Last, B -> A with the next version, committed on A with the vault and the settings.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -495,5 +496,58 @@ fn update_a_to_b_through_the_admin_api_commits_after_the_health_gate_and_keeps_t
     eprintln!("OTA refusals: {:.1} s", t2.elapsed().as_secs_f64());
     let _ = std::fs::remove_dir_all(&dir);
     let _ = std::fs::remove_file(&bundle);
+
+    // B -> A with the next version: slot A, marked bad by the fallback and half written by
+    // the refused install, takes it; the box commits on A with the vault and the settings.
+    let t3 = Instant::now();
+    let next = bx.keep.with_extension("next.raucb");
+    let out = Command::new(env!("CARGO"))
+        .current_dir(&root)
+        .args([
+            "xtask",
+            "bundle",
+            "--board",
+            "qemu-x86_64",
+            "--version",
+            "99.1.0",
+            "--out",
+        ])
+        .arg(&next)
+        .output()
+        .expect("cargo xtask bundle");
+    assert!(
+        out.status.success(),
+        "cargo xtask bundle 99.1.0: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    upload(&bx, &jar, &csrf, &next);
+    let v = wait_installed(&bx, &jar);
+    assert_eq!(v["state"], "installed", "{v}");
+    assert_eq!(v["pending"]["slot"], "A", "{v}");
+    reboot(vm);
+    let mut vm = bx.boot();
+    let text = wait_ready(&mut vm, READY);
+    assert!(text.contains("booting slot A"), "{text}");
+    vm.console()
+        .unwrap()
+        .expect(
+            "update 99.1.0 committed in slot A",
+            Duration::from_secs(180),
+        )
+        .expect("B -> A: the daemon commits on A after the health gate");
+    let csrf = admin_login(&bx, &jar);
+    let (code, body) = admin_call(&bx, &jar, "GET", "/update", None, Some(&csrf));
+    assert_eq!(code, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).expect("status JSON");
+    assert_eq!(v["running"]["slot"], "A", "{v}");
+    assert_eq!(v["floor"], "99.1.0", "{v}");
+    assert!(v["pending"].is_null(), "{v}");
+    let (code, body) = admin_call(&bx, &jar, "GET", "/settings", None, None);
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("\"max_signers\":7"), "settings kept: {body}");
+    eprintln!("OTA B -> A: {:.1} s", t3.elapsed().as_secs_f64());
+    drop(vm);
+    let _ = std::fs::remove_file(&next);
     let _ = std::fs::remove_file(&jar);
 }

@@ -23,6 +23,9 @@ use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+#[path = "../common/rauc_bundle.rs"]
+mod rauc_bundle;
+
 use crate::admin::python;
 use crate::harness::{Daemon, Pki, data_dir_with_keys, require_tool, run};
 
@@ -41,33 +44,7 @@ fn bundle(
     cert: &Path,
     key: &Path,
 ) -> PathBuf {
-    let content = dir.join(format!("{name}.d"));
-    std::fs::create_dir_all(&content).expect("bundle dir");
-    // Incompressible (RAUC wants a squashfs larger than one block).
-    let mut x: u32 = 0x5ea1_9a7e;
-    let img: Vec<u8> = (0..64 * 1024)
-        .map(|_| {
-            x = x.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-            (x >> 24) as u8
-        })
-        .collect();
-    std::fs::write(content.join("root.img"), img).expect("root.img");
-    std::fs::write(
-        content.join("manifest.raucm"),
-        format!(
-            "[update]\ncompatible={compatible}\nversion={version}\n\n[bundle]\nformat=verity\n\n\
-             [image.rootfs]\nfilename=root.img\n"
-        ),
-    )
-    .expect("manifest");
-    let out = dir.join(format!("{name}.raucb"));
-    run(Command::new("rauc")
-        .arg("bundle")
-        .arg(format!("--cert={}", cert.display()))
-        .arg(format!("--key={}", key.display()))
-        .arg(&content)
-        .arg(&out));
-    out
+    rauc_bundle::small_bundle(dir, name, compatible, version, cert, key)
 }
 
 /// Another CA and a code-signing certificate under it, as an attacker makes them.

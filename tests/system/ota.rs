@@ -20,13 +20,55 @@ use std::time::{Duration, Instant};
 
 use super::*;
 
+#[path = "../common/rauc_bundle.rs"]
+mod rauc_bundle;
+use rauc_bundle::small_bundle;
+
+/// `GET /update` (the session in `jar`), as JSON.
+fn update_status(bx: &Appliance, jar: &std::path::Path) -> serde_json::Value {
+    let (code, body) = admin_call(bx, jar, "GET", "/update", None, None);
+    assert_eq!(code, 200, "update status: {body}");
+    serde_json::from_str(&body).expect("status JSON")
+}
+
+/// `cargo xtask bundle` of the image build's slot content as `version` (with a test fault
+/// plan), written to `out`.
+fn xtask_bundle(
+    root: &std::path::Path,
+    version: &str,
+    faults: Option<&str>,
+    out: &std::path::Path,
+) {
+    let mut cmd = Command::new(env!("CARGO"));
+    cmd.current_dir(root).args([
+        "xtask",
+        "bundle",
+        "--board",
+        "qemu-x86_64",
+        "--version",
+        version,
+    ]);
+    if let Some(f) = faults {
+        cmd.args(["--test-faults", f]);
+    }
+    let o = cmd
+        .arg("--out")
+        .arg(out)
+        .output()
+        .expect("cargo xtask bundle");
+    assert!(
+        o.status.success(),
+        "cargo xtask bundle {version}: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
 /// Polls `GET /update` until its state is not `installing`.
 fn wait_installed(bx: &Appliance, jar: &std::path::Path) -> serde_json::Value {
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {
-        let (code, body) = admin_call(bx, jar, "GET", "/update", None, None);
-        assert_eq!(code, 200, "update status: {body}");
-        let v: serde_json::Value = serde_json::from_str(&body).expect("status JSON");
+        let v = update_status(bx, jar);
         if v["state"] != "installing" {
             return v;
         }
@@ -74,54 +116,6 @@ fn upload(bx: &Appliance, jar: &std::path::Path, csrf: &str, bundle: &std::path:
     body
 }
 
-/// A small verity bundle (`compatible`, `version`) signed by `cert`/`key`: enough for the
-/// checks made before anything is installed.
-fn small_bundle(
-    dir: &std::path::Path,
-    name: &str,
-    compatible: &str,
-    version: &str,
-    cert: &std::path::Path,
-    key: &std::path::Path,
-) -> PathBuf {
-    let content = dir.join(format!("{name}.d"));
-    let _ = std::fs::remove_dir_all(&content);
-    std::fs::create_dir_all(&content).expect("bundle dir");
-    // Incompressible (RAUC wants a squashfs larger than one block).
-    let mut x: u32 = 0x5ea1_9a7e;
-    let img: Vec<u8> = (0..64 * 1024)
-        .map(|_| {
-            x = x.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-            (x >> 24) as u8
-        })
-        .collect();
-    std::fs::write(content.join("root.img"), img).expect("root.img");
-    std::fs::write(
-        content.join("manifest.raucm"),
-        format!(
-            "[update]\ncompatible={compatible}\nversion={version}\n\n[bundle]\nformat=verity\n\n\
-             [image.rootfs]\nfilename=root.img\n"
-        ),
-    )
-    .expect("manifest");
-    let out = dir.join(format!("{name}.raucb"));
-    let _ = std::fs::remove_file(&out);
-    let o = Command::new("rauc")
-        .arg("bundle")
-        .arg(format!("--cert={}", cert.display()))
-        .arg(format!("--key={}", key.display()))
-        .arg(&content)
-        .arg(&out)
-        .output()
-        .expect("rauc bundle");
-    assert!(
-        o.status.success(),
-        "rauc bundle {name}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    out
-}
-
 /// What must not change on a refusal: the booted and primary slot, each slot's state, boot
 /// status and installed version (RAUC's table through `GET /update`).
 fn slot_facts(v: &serde_json::Value) -> Vec<String> {
@@ -154,26 +148,7 @@ fn update_a_to_b_through_the_admin_api_commits_after_the_health_gate_and_keeps_t
     // The bundle: the image build's slot content as version 99.0.0.
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let bundle = bx.keep.with_extension("raucb");
-    let out = Command::new(env!("CARGO"))
-        .current_dir(&root)
-        .args([
-            "xtask",
-            "bundle",
-            "--board",
-            "qemu-x86_64",
-            "--version",
-            "99.0.0",
-            "--out",
-        ])
-        .arg(&bundle)
-        .output()
-        .expect("cargo xtask bundle");
-    assert!(
-        out.status.success(),
-        "cargo xtask bundle: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    xtask_bundle(&root, "99.0.0", None, &bundle);
 
     let mut vm = bx.boot();
     let first = wait_ready(&mut vm, FIRST_READY);
@@ -217,9 +192,7 @@ fn update_a_to_b_through_the_admin_api_commits_after_the_health_gate_and_keeps_t
     let text = wait_ready(&mut vm, READY);
     assert!(text.contains("booting slot A"), "after the cut: {text}");
     let csrf = admin_login(&bx, &jar);
-    let (code, body) = admin_call(&bx, &jar, "GET", "/update", None, Some(&csrf));
-    assert_eq!(code, 200, "{body}");
-    let v: serde_json::Value = serde_json::from_str(&body).expect("status JSON");
+    let v = update_status(&bx, &jar);
     assert_eq!(v["running"]["slot"], "A", "{v}");
     assert!(v["pending"].is_null(), "nothing pending after the cut: {v}");
     assert_ne!(v["state"], "installing", "{v}");
@@ -249,9 +222,7 @@ fn update_a_to_b_through_the_admin_api_commits_after_the_health_gate_and_keeps_t
         )
         .expect("the daemon commits after the health gate; the vault opened with the new copy");
     let csrf = admin_login(&bx, &jar);
-    let (code, body) = admin_call(&bx, &jar, "GET", "/update", None, Some(&csrf));
-    assert_eq!(code, 200, "{body}");
-    let v: serde_json::Value = serde_json::from_str(&body).expect("status JSON");
+    let v = update_status(&bx, &jar);
     assert_eq!(v["running"]["slot"], "B", "{v}");
     assert_eq!(v["floor"], "99.0.0", "{v}");
     assert!(v["pending"].is_null(), "{v}");
@@ -270,28 +241,7 @@ fn update_a_to_b_through_the_admin_api_commits_after_the_health_gate_and_keeps_t
     // its slot's three trials, installed into A.
     let t1 = Instant::now();
     let failing = bx.keep.with_extension("fail.raucb");
-    let out = Command::new(env!("CARGO"))
-        .current_dir(&root)
-        .args([
-            "xtask",
-            "bundle",
-            "--board",
-            "qemu-x86_64",
-            "--version",
-            "99.0.1",
-            "--test-faults",
-            "hang,panic,prediction",
-            "--out",
-        ])
-        .arg(&failing)
-        .output()
-        .expect("cargo xtask bundle");
-    assert!(
-        out.status.success(),
-        "cargo xtask bundle --test-faults: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    xtask_bundle(&root, "99.0.1", Some("hang,panic,prediction"), &failing);
     upload(&bx, &jar, &csrf, &failing);
     let v = wait_installed(&bx, &jar);
     assert_eq!(v["state"], "installed", "{v}");
@@ -358,9 +308,7 @@ fn update_a_to_b_through_the_admin_api_commits_after_the_health_gate_and_keeps_t
         .expect("healthy: boot slot B marked good", Duration::from_secs(180))
         .expect("slot B judged healthy after the fallback");
     let csrf = admin_login(&bx, &jar);
-    let (code, body) = admin_call(&bx, &jar, "GET", "/update", None, Some(&csrf));
-    assert_eq!(code, 200, "{body}");
-    let v: serde_json::Value = serde_json::from_str(&body).expect("status JSON");
+    let v = update_status(&bx, &jar);
     assert_eq!(v["running"]["slot"], "B", "{v}");
     assert!(v["pending"].is_null(), "{v}");
     assert_eq!(
@@ -389,9 +337,7 @@ fn update_a_to_b_through_the_admin_api_commits_after_the_health_gate_and_keeps_t
     // downgrade below the floor are refused before any install (422); a flipped byte in the
     // payload of a genuine bundle is found by RAUC's verity check.
     let t2 = Instant::now();
-    let (code, body) = admin_call(&bx, &jar, "GET", "/update", None, None);
-    assert_eq!(code, 200, "{body}");
-    let v: serde_json::Value = serde_json::from_str(&body).expect("status JSON");
+    let v = update_status(&bx, &jar);
     let before = slot_facts(&v);
     assert!(
         before.iter().any(|f| f == "booted \"B\""),
@@ -486,9 +432,7 @@ fn update_a_to_b_through_the_admin_api_commits_after_the_health_gate_and_keeps_t
         _ => panic!("flipped payload byte: {code} {body}"),
     };
     eprintln!("flipped payload byte: {verdict}");
-    let (code, body) = admin_call(&bx, &jar, "GET", "/update", None, None);
-    assert_eq!(code, 200, "{body}");
-    let v: serde_json::Value = serde_json::from_str(&body).expect("status JSON");
+    let v = update_status(&bx, &jar);
     assert_eq!(slot_facts(&v), before, "both slots as before: {v}");
     assert!(v["pending"].is_null(), "{v}");
     assert_eq!(v["running"]["slot"], "B", "{v}");
@@ -501,26 +445,7 @@ fn update_a_to_b_through_the_admin_api_commits_after_the_health_gate_and_keeps_t
     // the refused install, takes it; the box commits on A with the vault and the settings.
     let t3 = Instant::now();
     let next = bx.keep.with_extension("next.raucb");
-    let out = Command::new(env!("CARGO"))
-        .current_dir(&root)
-        .args([
-            "xtask",
-            "bundle",
-            "--board",
-            "qemu-x86_64",
-            "--version",
-            "99.1.0",
-            "--out",
-        ])
-        .arg(&next)
-        .output()
-        .expect("cargo xtask bundle");
-    assert!(
-        out.status.success(),
-        "cargo xtask bundle 99.1.0: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    xtask_bundle(&root, "99.1.0", None, &next);
     upload(&bx, &jar, &csrf, &next);
     let v = wait_installed(&bx, &jar);
     assert_eq!(v["state"], "installed", "{v}");
@@ -536,10 +461,8 @@ fn update_a_to_b_through_the_admin_api_commits_after_the_health_gate_and_keeps_t
             Duration::from_secs(180),
         )
         .expect("B -> A: the daemon commits on A after the health gate");
-    let csrf = admin_login(&bx, &jar);
-    let (code, body) = admin_call(&bx, &jar, "GET", "/update", None, Some(&csrf));
-    assert_eq!(code, 200, "{body}");
-    let v: serde_json::Value = serde_json::from_str(&body).expect("status JSON");
+    admin_login(&bx, &jar);
+    let v = update_status(&bx, &jar);
     assert_eq!(v["running"]["slot"], "A", "{v}");
     assert_eq!(v["floor"], "99.1.0", "{v}");
     assert!(v["pending"].is_null(), "{v}");

@@ -787,14 +787,20 @@ impl Console {
         let deadline = Instant::now() + timeout;
         let mut open = true;
         loop {
-            let hay = &self.seen[self.cursor..];
+            // Matched with the kernel messages that broke into a line taken out: the kernel
+            // writes to the serial port directly, between the bytes of a line being drained.
+            let (hay, raw_at) = without_interruptions(&self.seen[self.cursor..]);
             let found = needles
                 .iter()
                 .enumerate()
-                .filter_map(|(i, n)| find(hay, n.as_bytes()).map(|at| (at, i, n.len())))
+                .filter_map(|(i, n)| find(&hay, n.as_bytes()).map(|at| (at, i, n.len())))
                 .min();
             if let Some((at, i, len)) = found {
-                let end = self.cursor + at + len;
+                let end = self.cursor
+                    + match at + len {
+                        0 => 0,
+                        n => raw_at[n - 1] + 1,
+                    };
                 let text = String::from_utf8_lossy(&self.seen[self.cursor..end]).into_owned();
                 self.cursor = end;
                 return Ok((i, text));
@@ -824,6 +830,54 @@ impl Console {
     pub fn transcript(&self) -> String {
         String::from_utf8_lossy(&self.seen).into_owned()
     }
+}
+
+/// `raw` without the kernel messages that interrupt a line (`UPDATE[    7.610694] watchdog:
+/// ...\n TRIAL FAILED` reads `UPDATE TRIAL FAILED`), and for each byte kept its offset in
+/// `raw`. A kernel message at the start of a line is kept (tests wait for some).
+fn without_interruptions(raw: &[u8]) -> (Vec<u8>, Vec<usize>) {
+    let mut text = Vec::with_capacity(raw.len());
+    let mut at = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    while i < raw.len() {
+        let mid_line = i > 0 && raw[i - 1] != b'\n' && raw[i - 1] != b'\r';
+        if mid_line && let Some(len) = printk_header(&raw[i..]) {
+            match raw[i + len..].iter().position(|&b| b == b'\n') {
+                Some(nl) => {
+                    i += len + nl + 1;
+                    continue;
+                }
+                // The message is still arriving: nothing after it can match yet.
+                None => break,
+            }
+        }
+        text.push(raw[i]);
+        at.push(i);
+        i += 1;
+    }
+    (text, at)
+}
+
+/// The length of a kernel message's time stamp (`[    7.610694] `) at the start of `b`.
+fn printk_header(b: &[u8]) -> Option<usize> {
+    let mut i = 1;
+    if b.first() != Some(&b'[') {
+        return None;
+    }
+    while b.get(i) == Some(&b' ') {
+        i += 1;
+    }
+    let digits = |from: usize| b[from..].iter().take_while(|c| c.is_ascii_digit()).count();
+    let n = digits(i);
+    if n == 0 || b.get(i + n) != Some(&b'.') {
+        return None;
+    }
+    i += n + 1;
+    let n = digits(i);
+    if n == 0 || b.get(i + n) != Some(&b']') || b.get(i + n + 1) != Some(&b' ') {
+        return None;
+    }
+    Some(i + n + 2)
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
@@ -856,6 +910,32 @@ mod tests {
             Some(4)
         );
         assert_eq!(find(b"abc", b"x"), None);
+    }
+
+    #[test]
+    fn kernel_messages_breaking_into_a_line_are_not_in_the_way() {
+        let raw = b"Choose 1-10: sealgate: UPDATE[    7.610694] watchdog: watchdog0: watchdog \
+                    did not stop!\r\n TRIAL FAILED: boot slot A\r\n[    9.691434] reboot: \
+                    Restarting system\r\n";
+        let (text, at) = without_interruptions(raw);
+        let t = String::from_utf8_lossy(&text);
+        assert!(
+            t.contains("sealgate: UPDATE TRIAL FAILED: boot slot A"),
+            "{t}"
+        );
+        // A kernel message at the start of a line stays.
+        assert!(
+            t.contains("[    9.691434] reboot: Restarting system"),
+            "{t}"
+        );
+        let end = find(&text, b"TRIAL FAILED").unwrap() + "TRIAL FAILED".len();
+        assert_eq!(&raw[at[end - 1] - 11..=at[end - 1]], b"TRIAL FAILED");
+        // A message still arriving hides what follows it, not what came before.
+        let (text, _) = without_interruptions(b"abc[    1.000000] partial");
+        assert_eq!(text, b"abc");
+        // Brackets that are no time stamp are text.
+        let (text, _) = without_interruptions(b"x[1] y [ 1.2]z\n");
+        assert_eq!(text, b"x[1] y [ 1.2]z\n");
     }
 
     #[test]

@@ -51,15 +51,15 @@ export async function render(view, { session }) {
           if (!(await confirmAction(`Turn TOTP off for ${a.username}? Login then needs only the password.`, "Turn off"))) return;
           try {
             await api("DELETE", `/accounts/${encodeURIComponent(a.username)}/totp`);
-            put(status, `TOTP is off for ${a.username}.`);
             await refresh();
+            put(status, `TOTP is off for ${a.username}.`);
           } catch (e) { put(status, `${e.message}: ${(e.problem && e.problem.detail) || ""}`); }
         } }, "Turn TOTP off") : null, h("button", { type: "button", class: "danger", "aria-label": `Delete ${a.username}`, onclick: async () => {
           if (!(await confirmAction(`Delete the account ${a.username}? Its sessions end at once.`, "Delete"))) return;
           try {
             await api("DELETE", `/accounts/${encodeURIComponent(a.username)}`);
-            put(status, `${a.username} deleted.`);
             await refresh();
+            put(status, `${a.username} deleted.`);
           } catch (e) { put(status, `${e.message}: ${(e.problem && e.problem.detail) || ""}`); }
         } }, "Delete")) : "") },
     ], rows));

@@ -11,7 +11,7 @@ export async function render(view) {
   const status = h("p", { role: "status" });
   const act = async (question, label, fn) => {
     if (question && !(await confirmAction(question, label))) return;
-    try { put(status, await fn()); await refresh(); } catch (e) { put(status, problemText(e)); }
+    try { const said = await fn(); await refresh(); put(status, said); } catch (e) { put(status, problemText(e)); }
   };
   const refresh = async () => {
     const [certs, waiting] = await Promise.all([api("GET", "/certificates"), api("GET", "/certificates/pending")]);

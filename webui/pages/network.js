@@ -67,7 +67,7 @@ export async function render(view, { go }) {
   const admin = isAdmin();
   const status = h("p", { role: "status", id: "network-status" });
   const act = async (fn) => {
-    try { put(status, said(await fn())); await refresh(); } catch (e) { put(status, `${e.message}: ${(e.problem && e.problem.detail) || ""}`); }
+    try { const text = said(await fn()); await refresh(); put(status, text); } catch (e) { put(status, `${e.message}: ${(e.problem && e.problem.detail) || ""}`); }
   };
   add(view, h("h1", {}, "Network"), status);
   if (net.confirm_within_secs) add(view, countdown(net.confirm_within_secs, refresh));

@@ -24,8 +24,10 @@ export async function render(view) {
   const admin = isAdmin();
   const patch = async (p) => {
     const r = await api("PATCH", "/settings", { policy: p });
-    put(status, outcomeText(r));
+    // Redrawn first, then said: "Saved" means the page shows it (a redraw arriving after the
+    // status would wipe what was typed into the other form meanwhile).
     await draw();
+    put(status, outcomeText(r));
     return outcomeText(r);
   };
   const draw = async () => {

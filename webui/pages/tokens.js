@@ -22,8 +22,8 @@ function section(opts, view) {
           if (!(await confirmAction(`Revoke the token ${t.name}? Whatever uses it is refused at once.`, "Revoke"))) return;
           try {
             await api("DELETE", `${opts.path}/${encodeURIComponent(t.name)}`);
-            put(status, `${t.name} revoked.`);
             await refresh();
+            put(status, `${t.name} revoked.`);
           } catch (e) { put(status, `${e.message}: ${(e.problem && e.problem.detail) || ""}`); }
         } }, "Revoke") : "" },
     ], rows, "No tokens."));

@@ -722,58 +722,101 @@ fn qemu_args(dir: &VmDir, opts: &BootOptions, swtpm: Option<&Swtpm>) -> Vec<Stri
 }
 
 /// The box's serial console: everything read is kept (and logged) so `expect` can search it.
+///
+/// A reader thread takes the console's output as it comes, whether or not a test is waiting
+/// for something: QEMU's serial port writes to the socket a byte at a time, so a few hundred
+/// unread bytes fill the socket's buffer, after which every writer to the box's console
+/// (the daemon included) blocks.
 pub struct Console {
     stream: UnixStream,
     seen: Vec<u8>,
     cursor: usize,
-    log: fs::File,
-    /// When QEMU started.
-    started: Instant,
+    /// What the reader thread took: bytes and when they arrived, or the end of the stream.
+    incoming: std::sync::mpsc::Receiver<Incoming>,
+    open: bool,
     /// When each read ended: (length of `seen` then, time since QEMU started).
     arrivals: Vec<(usize, Duration)>,
+}
+
+enum Incoming {
+    Bytes(Vec<u8>, Duration),
+    End(Option<String>),
 }
 
 impl Console {
     fn new(stream: UnixStream, log: &Path, started: Instant) -> Result<Console> {
         stream.set_read_timeout(Some(Duration::from_millis(100)))?;
-        let log = fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
+        let mut log =
+            fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
+        let mut reader = stream.try_clone().context("the console socket")?;
+        let (tx, incoming) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            let end = loop {
+                match reader.read(&mut buf) {
+                    Ok(0) => break None,
+                    Ok(n) => {
+                        let _ = log.write_all(&buf[..n]);
+                        if tx
+                            .send(Incoming::Bytes(buf[..n].to_vec(), started.elapsed()))
+                            .is_err()
+                        {
+                            return; // The console is gone.
+                        }
+                    }
+                    Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+                    Err(e) if e.kind() == ErrorKind::ConnectionReset => break None,
+                    Err(e) => break Some(format!("reading the console: {e}")),
+                }
+            };
+            let _ = tx.send(Incoming::End(end));
+        });
         Ok(Console {
             stream,
             seen: Vec::new(),
             cursor: 0,
-            log,
-            started,
+            incoming,
+            open: true,
             arrivals: Vec::new(),
         })
     }
 
     /// The boot's timeline so far: when each stage of [`BOOT_STAGES`] first showed on the
     /// console (host clock, from QEMU's start; bytes are stamped as they are read).
-    pub fn timeline(&self) -> Timeline {
+    pub fn timeline(&mut self) -> Timeline {
+        let _ = self.pump(Duration::ZERO);
         Timeline::from_console(&self.seen, &self.arrivals)
     }
 
-    /// Reads what is available within `wait`. Returns false at end of stream.
+    /// Takes what the reader thread has read, waiting up to `wait` for the first of it.
+    /// Returns false at end of stream.
     fn pump(&mut self, wait: Duration) -> Result<bool> {
-        let mut buf = [0u8; 4096];
-        let deadline = Instant::now() + wait;
-        loop {
-            match self.stream.read(&mut buf) {
-                Ok(0) => return Ok(false),
-                Ok(n) => {
-                    self.seen.extend_from_slice(&buf[..n]);
-                    self.arrivals
-                        .push((self.seen.len(), self.started.elapsed()));
-                    self.log.write_all(&buf[..n])?;
+        let mut first = true;
+        while self.open {
+            let next = if first {
+                first = false;
+                self.incoming.recv_timeout(wait)
+            } else {
+                self.incoming
+                    .try_recv()
+                    .map_err(|_| std::sync::mpsc::RecvTimeoutError::Timeout)
+            };
+            match next {
+                Ok(Incoming::Bytes(b, at)) => {
+                    self.seen.extend_from_slice(&b);
+                    self.arrivals.push((self.seen.len(), at));
                 }
-                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
-                Err(e) if e.kind() == ErrorKind::ConnectionReset => return Ok(false),
-                Err(e) => return Err(e).context("reading the console"),
-            }
-            if Instant::now() >= deadline {
-                return Ok(true);
+                Ok(Incoming::End(None)) | Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                    self.open = false
+                }
+                Ok(Incoming::End(Some(e))) => {
+                    self.open = false;
+                    bail!(e);
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => break,
             }
         }
+        Ok(self.open)
     }
 
     /// Waits up to `timeout` for `needle` in what the box prints after the last match;
@@ -827,7 +870,8 @@ impl Console {
     }
 
     /// Everything the box printed so far in this boot.
-    pub fn transcript(&self) -> String {
+    pub fn transcript(&mut self) -> String {
+        let _ = self.pump(Duration::ZERO);
         String::from_utf8_lossy(&self.seen).into_owned()
     }
 }

@@ -25,6 +25,7 @@ use std::process::Command;
 
 #[path = "../common/rauc_bundle.rs"]
 mod rauc_bundle;
+use rauc_bundle::small_bundle;
 
 use crate::admin::python;
 use crate::harness::{Daemon, Pki, data_dir_with_keys, require_tool, run};
@@ -33,18 +34,6 @@ const BOARD: &str = "sealgate-qemu-x86_64";
 
 fn dev_key(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../../board/dev-keys/{name}"))
-}
-
-/// A verity bundle of `compatible` and `version`, signed with `cert`/`key`.
-fn bundle(
-    dir: &Path,
-    name: &str,
-    compatible: &str,
-    version: &str,
-    cert: &Path,
-    key: &Path,
-) -> PathBuf {
-    rauc_bundle::small_bundle(dir, name, compatible, version, cert, key)
 }
 
 /// Another CA and a code-signing certificate under it, as an attacker makes them.
@@ -411,11 +400,11 @@ fn admin_update_refuses_every_attacker_before_installing() {
     let work = tempfile::tempdir().expect("tmp");
     let w = work.path();
     let (cert, key) = (dev_key("ota-signer.pem"), dev_key("ota-signer.key"));
-    let good = bundle(w, "good", BOARD, "9.0.0", &cert, &key);
-    let other_board = bundle(w, "board", "sealgate-qemu-aarch64", "9.0.0", &cert, &key);
-    let downgrade = bundle(w, "old", BOARD, "0.0.1", &cert, &key);
+    let good = small_bundle(w, "good", BOARD, "9.0.0", &cert, &key);
+    let other_board = small_bundle(w, "board", "sealgate-qemu-aarch64", "9.0.0", &cert, &key);
+    let downgrade = small_bundle(w, "old", BOARD, "0.0.1", &cert, &key);
     let (xcert, xkey) = other_signer(w);
-    let other_ca = bundle(w, "otherca", BOARD, "9.0.0", &xcert, &xkey);
+    let other_ca = small_bundle(w, "otherca", BOARD, "9.0.0", &xcert, &xkey);
     // This box's RAUC configuration with the development update CA as its keyring.
     let conf = w.join("system.conf");
     std::fs::write(
@@ -724,8 +713,8 @@ fn run_url_client(
     require_tool("rauc", "rauc");
     require_tool("mksquashfs", "squashfs-tools");
     let (cert, key) = (dev_key("ota-signer.pem"), dev_key("ota-signer.key"));
-    let good = bundle(w, "good", BOARD, "9.0.0", &cert, &key);
-    let downgrade = bundle(w, "old", BOARD, "0.0.1", &cert, &key);
+    let good = small_bundle(w, "good", BOARD, "9.0.0", &cert, &key);
+    let downgrade = small_bundle(w, "old", BOARD, "0.0.1", &cert, &key);
     url_server_certificates(w);
     let conf = w.join("system.conf");
     std::fs::write(
@@ -895,7 +884,7 @@ fn admin_update_drives_raucs_service_over_dbus() {
     let work = tempfile::tempdir().expect("tmp");
     let w = work.path();
     let (cert, key) = (dev_key("ota-signer.pem"), dev_key("ota-signer.key"));
-    let good = bundle(w, "good", BOARD, "9.0.0", &cert, &key);
+    let good = small_bundle(w, "good", BOARD, "9.0.0", &cert, &key);
     let backend = w.join("backend");
     std::fs::write(
         &backend,

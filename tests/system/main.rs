@@ -157,9 +157,11 @@ fn line_value(text: &str, prefix: &str) -> Option<String> {
 }
 
 /// Every prompt the console menu ends an answer with.
-const PROMPTS: [&str; 7] = [
+const PROMPTS: [&str; 9] = [
     "Choose 1-10: ",
+    "Choose 1-11: ",
     "Choose 1-3: ",
+    "empty to cancel): ",
     "Choose 1-4: ",
     "or a.b.c.d): ",
     "(empty for none): ",
@@ -173,7 +175,41 @@ fn sync_menu(vm: &mut Vm) {
     c.send_line("x").expect("console write");
     c.expect("Not a menu entry", MENU)
         .expect("the main menu answers");
-    c.expect("Choose 1-10: ", MENU).expect("main menu prompt");
+    c.expect_any(&["Choose 1-10: ", "Choose 1-11: "], MENU)
+        .expect("main menu prompt");
+}
+
+/// The recovery secret on a first boot's console (the line after `RECOVERY SECRET`).
+fn recovery_secret(first_boot: &str) -> String {
+    let after = first_boot
+        .split("RECOVERY SECRET")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no recovery secret on the console:\n{first_boot}"));
+    after
+        .split_whitespace()
+        .find(|w| w.len() >= 50 && w.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
+        .unwrap_or_else(|| panic!("no recovery secret after its heading:\n{after}"))
+        .to_string()
+}
+
+/// The console's recovery entry (offered while the vault is locked) given `secret`: the
+/// console's answer, through the next main-menu prompt or the box's restart.
+fn recover_at_console(vm: &mut Vm, secret: &str) -> String {
+    sync_menu(vm);
+    let page = choose(vm, "11");
+    assert!(
+        page.contains("The vault is locked: the TPM refused"),
+        "the recovery entry: {page}"
+    );
+    let c = vm.console().unwrap();
+    c.send_line(secret).unwrap();
+    let (which, mut text) = c
+        .expect_any(&["Failed: ", "VAULT RECOVERED"], MENU)
+        .expect("the recovery's answer");
+    // A refusal ends at the menu again; a recovery at the reboot it starts.
+    let end = ["Choose 1-11: ", "Restarting system"][which];
+    text.push_str(&c.expect(end, MENU).expect("the recovery's end"));
+    text
 }
 
 /// Types `line` and returns the answer through the next prompt.
@@ -477,6 +513,7 @@ fn tpm_sealed_box_first_boot_reboot_and_broken_pcr_policy() {
         first.contains("RECOVERY SECRET"),
         "the recovery secret is shown once at first boot"
     );
+    let secret = recovery_secret(&first);
     let fingerprint = line_value(&first, "TLS certificate SHA-256 fingerprint:")
         .expect("fingerprint on the console");
     assert_eq!(fingerprint.split(':').count(), 32, "{fingerprint}");
@@ -595,6 +632,41 @@ fn tpm_sealed_box_first_boot_reboot_and_broken_pcr_policy() {
     let s = wait_boot_judged(&mut vm);
     assert!(s.contains("LAST RESORT"), "{s}");
     assert!(s.contains("NOT marked good: the vault is locked"), "{s}");
+
+    // The dbx update was the owner's own: the technician recovers the vault at the console
+    // with the secret shown at first boot. A mistyped secret is refused (nothing changes);
+    // the right one seals the key again to this boot's PCRs and the box reboots, unseals by
+    // itself, serves, and the health gate marks its slot good again (so GRUB's next choice
+    // is no longer a last resort).
+    let mut typo = secret.clone().into_bytes();
+    typo[0] = if typo[0] == b'7' { b'8' } else { b'7' };
+    let answer = recover_at_console(&mut vm, &String::from_utf8(typo).unwrap());
+    assert!(
+        answer.contains("Failed: the recovery secret is not valid"),
+        "a mistyped secret: {answer}"
+    );
+    assert!(
+        !answer.contains(&secret),
+        "the secret is not echoed: {answer}"
+    );
+    let answer = recover_at_console(&mut vm, &secret);
+    assert!(answer.contains("VAULT RECOVERED"), "recovery: {answer}");
+    assert!(answer.contains("Restarting system"), "{answer}");
+    vm.wait_exit(Duration::from_secs(30))
+        .expect("QEMU exits on the reboot after recovery");
+    let mut vm = bx.boot();
+    let text = wait_ready(&mut vm, READY);
+    assert!(!text.contains("VAULT LOCKED"), "{text}");
+    assert_eq!(
+        wait_https(&bx.url("/api/v1/health"), Duration::from_secs(30)),
+        200
+    );
+    let s = wait_boot_judged(&mut vm);
+    assert!(s.contains("Vault:     unsealed"), "{s}");
+    assert!(
+        s.contains("Boot:      healthy: boot slot A marked good"),
+        "{s}"
+    );
 }
 
 /// Polls the status page until the health gate has judged the boot (bounded); returns it.

@@ -3,9 +3,10 @@
 //! serves nothing.
 //!
 //! Each test makes a box from its own copy of the image (so the ESP and the slots can be
-//! edited as an attacker with the disk would), boots it once as the factory ships it (the
-//! vault is created and sealed), merges the boot's writes into the copy
-//! (`qemu-img commit`), applies the attack and boots again.
+//! edited as an attacker with the disk would), first-booted as the factory ships it (the
+//! vault created and sealed; the boot's writes merged into the copy with `qemu-img commit`:
+//! one such boot per run, copied by every test, see [`Template`]), applies the attack and
+//! boots again.
 
 use super::*;
 
@@ -18,14 +19,67 @@ struct OwnImage {
     image: PathBuf,
 }
 
+/// The factory's first boot, made once per test run (under the machine's lock, by the
+/// first test that needs it) and copied by each test: its image copy with the boot's writes
+/// merged in, its UEFI variables and its TPM state. Every attack starts from the same
+/// shipped, first-booted box without booting one per test. Kept in the build's temporary
+/// folder (`target/tmp/`), replaced by the next run.
+struct Template {
+    dir: PathBuf,
+    /// The first boot's console, up to `ready` (the recovery secret is on it).
+    console: String,
+}
+
+static TEMPLATE: std::sync::OnceLock<Template> = std::sync::OnceLock::new();
+
+fn template() -> &'static Template {
+    TEMPLATE.get_or_init(|| {
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("verified-boot-template");
+        let own = std::mem::ManuallyDrop::new(OwnImage::at(dir.clone()));
+        let console = own.first_boot();
+        // `own` is not dropped: its folder is the template.
+        Template { dir, console }
+    })
+}
+
 impl OwnImage {
-    fn new(name: &str) -> OwnImage {
+    /// A box on its own copy of the template's first-booted image.
+    fn booted(name: &str) -> OwnImage {
+        let t = template();
+        let path =
+            std::env::temp_dir().join(format!("sealgate-system-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(path.join("vm")).unwrap();
+        let image = path.join("image.raw");
+        run(Command::new("cp")
+            .arg("--sparse=always")
+            .arg(t.dir.join("image.raw"))
+            .arg(&image));
+        // VmDir::vars(): the box's own variable store, as the first boot left it.
+        let vars = "efivars.fd";
+        std::fs::copy(t.dir.join("vm").join(vars), path.join("vm").join(vars)).unwrap();
+        run(Command::new("cp")
+            .arg("-a")
+            .arg(t.dir.join("vm").join("tpm"))
+            .arg(path.join("vm")));
+        let dir =
+            VmDir::prepare(&path.join("vm"), Board::X86_64, &image, false).expect("VM folder");
+        OwnImage {
+            bx: Appliance {
+                dir,
+                ports: PortForwards::free().expect("free ports"),
+                keep: path,
+            },
+            image,
+        }
+    }
+
+    /// A box at `path` on a fresh copy of the built image, not booted yet.
+    fn at(path: PathBuf) -> OwnImage {
         require_peers(Board::X86_64).expect("peers");
         require_program("curl", "curl");
         require_program("mcopy", "mtools");
         let built = ensure_image(Board::X86_64).expect("the x86_64 image");
-        let path =
-            std::env::temp_dir().join(format!("sealgate-system-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&path);
         std::fs::create_dir_all(&path).unwrap();
         let image = path.join("image.raw");
@@ -50,8 +104,8 @@ impl OwnImage {
     }
 
     /// First boot as shipped (the vault is created and sealed), a reboot through the menu,
-    /// then the disk's writes merged into the image copy.
-    fn first_boot(&self) {
+    /// then the disk's writes merged into the image copy. Returns the console up to `ready`.
+    fn first_boot(&self) -> String {
         let mut vm = self.bx.boot();
         // What the signed chain costs: from GRUB's choice to the kernel's EFI stub, GRUB reads
         // the UKI and checks its OpenPGP signature, the firmware its Authenticode signature
@@ -87,6 +141,7 @@ impl OwnImage {
         run(Command::new("qemu-img")
             .args(["commit", "-q"])
             .arg(self.bx.dir.disk()));
+        text
     }
 
     /// Reads a file of the ESP.
@@ -167,8 +222,7 @@ fn assert_locked(bx: &Appliance, vm: &mut Vm, what: &str) -> String {
 fn edited_boot_command_line_gets_no_shell_and_no_key() {
     let _m = machine();
     require_program("objcopy", "binutils");
-    let own = OwnImage::new("cmdline");
-    own.first_boot();
+    let own = OwnImage::booted("cmdline");
 
     // The slot's own kernel and stage-1, taken out of its signed image (they are not in the
     // slot), put on the ESP beside it, unsigned.
@@ -251,8 +305,7 @@ fn edited_boot_command_line_gets_no_shell_and_no_key() {
 #[test]
 fn secure_boot_turned_off_leaves_the_vault_locked() {
     let _m = machine();
-    let own = OwnImage::new("sboff");
-    own.first_boot();
+    let own = OwnImage::booted("sboff");
     let vars = own.bx.dir.vars();
     let tmp = vars.with_extension("new");
     run(
@@ -270,6 +323,16 @@ fn secure_boot_turned_off_leaves_the_vault_locked() {
         !text.contains("UEFI Secure Boot is enabled"),
         "Secure Boot is still on:\n{text}"
     );
+    // Even with the recovery secret, the console does not seal the vault key to a chain
+    // that nothing verifies.
+    let secret = recovery_secret(&template().console);
+    let answer = recover_at_console(&mut vm, &secret);
+    assert!(
+        answer.contains("Failed: Secure Boot is off"),
+        "recovery with Secure Boot off: {answer}"
+    );
+    let (code, _) = https("GET", &own.bx.url("/api/v1/health"), None);
+    assert_eq!(code, 0, "still nothing served");
 }
 
 /// A db key of someone else's added to the UEFI variables (as a KEK holder, or anyone with the
@@ -279,8 +342,7 @@ fn secure_boot_turned_off_leaves_the_vault_locked() {
 fn foreign_db_key_added_leaves_the_vault_locked() {
     let _m = machine();
     require_program("openssl", "openssl");
-    let own = OwnImage::new("foreigndb");
-    own.first_boot();
+    let own = OwnImage::booted("foreigndb");
     let (key, cert) = (own.bx.keep.join("db2.key"), own.bx.keep.join("db2.pem"));
     run(Command::new("openssl")
         .args([
@@ -316,8 +378,7 @@ fn foreign_signed_kernel_image_does_not_start() {
     let _m = machine();
     require_program("sbsign", "sbsigntool");
     require_program("openssl", "openssl");
-    let own = OwnImage::new("foreign");
-    own.first_boot();
+    let own = OwnImage::booted("foreign");
     let work = own.bx.keep.clone();
     let uki = work.join("uki.efi");
     own.esp_get("/EFI/Linux/sealgate-A.efi", &uki);
@@ -377,8 +438,7 @@ fn foreign_signed_kernel_image_does_not_start() {
 fn changed_root_slot_byte_is_refused() {
     let _m = machine();
     require_program("partx", "util-linux");
-    let own = OwnImage::new("slotbyte");
-    own.first_boot();
+    let own = OwnImage::booted("slotbyte");
     let out = Command::new("partx")
         .args(["-g", "-o", "START", "-n", "2"])
         .arg(&own.image)
@@ -426,8 +486,7 @@ fn swapped_data_partition_leaves_the_vault_locked() {
     let _m = machine();
     require_program("partx", "util-linux");
     require_program("mke2fs", "e2fsprogs");
-    let own = OwnImage::new("dataswap");
-    own.first_boot();
+    let own = OwnImage::booted("dataswap");
     let out = Command::new("partx")
         .args(["-g", "-o", "START,SECTORS", "-n", "4"])
         .arg(&own.image)

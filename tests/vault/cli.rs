@@ -489,6 +489,43 @@ fn software_sealer_is_flagged_and_mismatch_refused_and_recovery_works() {
         SW,
     ]);
     assert!(e.contains("recovery"), "{e}");
+    // `--recovery-file -`: the secret on standard input (as the box's console hands it over).
+    let piped = |secret: &[u8]| {
+        use std::io::Write;
+        let mut child = std::process::Command::new(SEALCTL)
+            .args([
+                "vault",
+                "recover",
+                "--data-dir",
+                &d,
+                "--recovery-file",
+                "-",
+                SW,
+            ])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("sealctl");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(secret)
+            .expect("write");
+        child.wait_with_output().expect("sealctl")
+    };
+    let out = piped(b"AAAAA-BBBBB\n");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("recovery secret is not valid"));
+    let out = piped(&std::fs::read(t.join("recovery.txt")).expect("rec"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("vault recovered"));
+    // And from a file.
     ok(&[
         "vault",
         "recover",

@@ -24,7 +24,8 @@
 //!
 //! What the box decided at boot is in `/run/sealgate/` (see `/etc/sealgate/boot`); the
 //! daemon's files are in `/data/sealgate/` (see `firmware/sealgated/src/tokens.rs`).
-// One ioctl (the watchdog's timeout, `watchdog.rs`) is the only unsafe code.
+// Two pieces of unsafe code: one ioctl (the watchdog's timeout, `watchdog.rs`) and the
+// terminal's echo (`set_echo`, off while the recovery secret is typed).
 #![deny(unsafe_code)]
 
 mod atomic;
@@ -281,6 +282,9 @@ const TEST_TRIAL: &str = "/data/sealgate/update/test-trial";
 /// An update's trial: the watchdog bound from the health gate's start to its verdict (the
 /// gate pets it every 2 s while it waits; first boots keep stage-1's longer bound).
 const TRIAL_WATCHDOG_SECS: u32 = 120;
+/// The countdown a development test bundle's `hang` fault leaves (the same device and
+/// ioctl as the trial's bound, a shorter wait for the rollback test).
+const HANG_FAULT_WATCHDOG_SECS: u32 = 15;
 /// The image's update keyring.
 const RAUC_KEYRING: &str = "/etc/rauc/keyring.pem";
 
@@ -340,9 +344,15 @@ fn health_gate() -> Result<()> {
     };
     match fault {
         Some((n, Fault::Hang)) => {
+            // What is under test is that nothing else pets it: the hang shortens the
+            // countdown so the test does not wait out the trial's whole bound.
+            if let Some(w) = wd.as_mut() {
+                w.set_timeout(HANG_FAULT_WATCHDOG_SECS);
+                w.pet();
+            }
             say_boot_health(&format!(
                 "TEST FAULT (development test bundle): trial {n} of slot {slot} hangs here; \
-                 the watchdog must reset the box"
+                 the watchdog must reset the box within {HANG_FAULT_WATCHDOG_SECS} s"
             ));
             loop {
                 std::thread::sleep(Duration::from_secs(3600));
@@ -477,6 +487,40 @@ fn test_fault(booted: Option<char>) -> Option<(usize, Fault)> {
         sealgate_local::fsio::Mode::KeepOr(0o644),
     );
     Some((n, test_faults::for_trial(&plan, n)?))
+}
+
+/// Whether the kernel was started under UEFI Secure Boot. The box's kernel locks itself
+/// down when it was (`CONFIG_LOCK_DOWN_IN_EFI_SECURE_BOOT`; its signed command line sets no
+/// `lockdown=`), which securityfs shows (mounted by the boot script; mounted here if not).
+fn secure_boot_on() -> Option<bool> {
+    let path = Path::new("/sys/kernel/security/lockdown");
+    if !path.exists() {
+        let _ = Command::new("mount")
+            .args(["-t", "securityfs", "-o", "nosuid,nodev,noexec"])
+            .args(["securityfs", "/sys/kernel/security"])
+            .status();
+    }
+    let state = fs::read_to_string(path).ok()?;
+    Some(!state.contains("[none]"))
+}
+
+/// Turns the terminal's echo on or off (the console's standard input, if it is a terminal).
+#[allow(unsafe_code)]
+fn set_echo(on: bool) {
+    // SAFETY: `termios` is plain data filled by tcgetattr before it is read; both calls take
+    // the standard input's descriptor, valid for the whole process.
+    unsafe {
+        let mut t: libc::termios = std::mem::zeroed();
+        if libc::tcgetattr(0, &mut t) != 0 {
+            return;
+        }
+        if on {
+            t.c_lflag |= libc::ECHO;
+        } else {
+            t.c_lflag &= !libc::ECHO;
+        }
+        let _ = libc::tcsetattr(0, libc::TCSANOW, &t);
+    }
 }
 
 /// The booted slot, from the kernel command line (`sealgate.slot=A`).
@@ -859,6 +903,83 @@ impl BoxActions for TheBox {
 
     fn reboot(&mut self) -> Result<()> {
         run("reboot", &[])
+    }
+
+    fn vault_locked(&mut self) -> Option<String> {
+        if !Path::new(STATE).join("vault-locked").exists() {
+            return None;
+        }
+        let said = fs::read_to_string(Path::new(STATE).join("vault")).unwrap_or_default();
+        let why = said.trim().trim_start_matches("locked:").trim();
+        // A data partition that is not the box's own: its vault is not opened at all, and
+        // recovering it would make the attacker's partition the box's.
+        if why.starts_with("foreign data partition") {
+            return None;
+        }
+        Some(format!(
+            "the TPM refused to unseal the vault key ({})",
+            if why.is_empty() {
+                "no reason given"
+            } else {
+                why
+            }
+        ))
+    }
+
+    fn recover_vault(&mut self, secret: &str) -> Result<String> {
+        match secure_boot_on() {
+            Some(true) => {}
+            Some(false) => bail!(
+                "Secure Boot is off: the vault key is not sealed to a boot chain that nothing \
+                 verifies. Turn Secure Boot on in the firmware's settings (with the box's own \
+                 keys), then recover."
+            ),
+            None => {
+                bail!("cannot tell whether Secure Boot is on (no lockdown state in securityfs)")
+            }
+        }
+        let mut child = Command::new("sealctl")
+            .args(["vault", "recover", "--data-dir", DAEMON_DIR])
+            .args(["--recovery-file", "-", "--tpm", "device:/dev/tpmrm0"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("running sealctl")?;
+        if let Some(mut stdin) = child.stdin.take() {
+            let mut line = zeroize::Zeroizing::new(secret.trim().to_string());
+            line.push('\n');
+            stdin
+                .write_all(line.as_bytes())
+                .context("handing the secret to sealctl")?;
+        }
+        let out = child.wait_with_output().context("waiting for sealctl")?;
+        if !out.status.success() {
+            // A wrong secret costs a few seconds (it is 256 random bits: this only keeps the
+            // console from being a fast oracle).
+            std::thread::sleep(Duration::from_secs(3));
+            let err = String::from_utf8_lossy(&out.stderr);
+            bail!(
+                "{}",
+                err.lines()
+                    .map(|l| {
+                        l.trim_start_matches("sealctl: ")
+                            .trim_start_matches("error: ")
+                            .trim_start_matches("recovery: ")
+                            .trim()
+                    })
+                    .find(|l| !l.is_empty())
+                    .unwrap_or("sealctl vault recover failed")
+            );
+        }
+        println!(
+            "sealgate: VAULT RECOVERED with its recovery secret and sealed again to this boot chain"
+        );
+        Ok("Vault recovered: its key is sealed again to this boot (PCR 4 and 7).".into())
+    }
+
+    fn hide_input(&mut self, hidden: bool) {
+        set_echo(!hidden);
     }
 
     fn power_off(&mut self) -> Result<()> {

@@ -36,6 +36,9 @@ pub enum Choice {
     Wipe,
     /// 10: the slots and the update's state; install from a USB stick.
     Updates,
+    /// 11, offered only while the TPM refuses the vault key: open the vault with its recovery
+    /// secret and seal its key again to this boot's chain.
+    RecoverVault,
 }
 
 impl Choice {
@@ -74,6 +77,19 @@ pub const MENU: [(Choice, &str); 10] = [
     (Choice::Updates, "Updates: slots, install from a USB stick"),
 ];
 
+/// The entry offered after [`MENU`] while the vault is locked.
+pub const RECOVER_ENTRY: (Choice, &str) = (
+    Choice::RecoverVault,
+    "Recover the locked vault with its recovery secret",
+);
+
+/// What the recovery entry says before it asks for the secret.
+pub const RECOVER_WARNING: &str = "Recovery opens the vault with its recovery secret and seals \
+its key again to this boot: the Secure Boot state and keys (PCR 7) and the signed boot loader and \
+kernel image that started (PCR 4). Do it only after a change you know of (new Secure Boot keys, a \
+firmware update, a new board): if someone else changed how this box boots, recovering hands them \
+the keys. The box reboots afterwards.";
+
 /// Parses a menu number from 1 to `count`; anything else is `None`.
 pub fn parse_number(line: &str, count: usize) -> Option<usize> {
     let t = line.trim();
@@ -84,9 +100,19 @@ pub fn parse_number(line: &str, count: usize) -> Option<usize> {
     (1..=count).contains(&n).then_some(n)
 }
 
-/// Parses a main-menu line.
-pub fn parse_choice(line: &str) -> Option<Choice> {
-    parse_number(line, MENU.len()).map(|n| MENU[n - 1].0)
+/// Parses a main-menu line (entry 11 exists only while the vault is `locked`).
+pub fn parse_choice(line: &str, locked: bool) -> Option<Choice> {
+    let menu = entries(locked);
+    parse_number(line, menu.len()).map(|n| menu[n - 1].0)
+}
+
+/// The main menu's entries: [`MENU`], and [`RECOVER_ENTRY`] while the vault is locked.
+fn entries(locked: bool) -> Vec<(Choice, &'static str)> {
+    let mut e = MENU.to_vec();
+    if locked {
+        e.push(RECOVER_ENTRY);
+    }
+    e
 }
 
 /// A ping target: an IP address or a DNS name (letters, digits, `-` and `.` only), so it
@@ -159,6 +185,15 @@ pub trait BoxActions {
     /// Asks the daemon to install the bundle an administrator staged through the admin API
     /// (`POST /update/staged`: checked again first); what to tell the technician.
     fn install_staged(&mut self) -> Result<String>;
+    /// Why the vault is locked, if the TPM refused its key this boot (the case recovery is
+    /// for); `None` otherwise (open, never created, or a data partition that is not the
+    /// box's own).
+    fn vault_locked(&mut self) -> Option<String>;
+    /// Opens the vault with its recovery secret and seals its key again to this boot's
+    /// chain; what to tell the technician. Refused when Secure Boot is off.
+    fn recover_vault(&mut self, secret: &str) -> Result<String>;
+    /// Reads one line without echoing it where the terminal can (the recovery secret).
+    fn hide_input(&mut self, hidden: bool);
 }
 
 /// The menu session over a terminal.
@@ -201,7 +236,8 @@ impl<'a, R: BufRead, W: Write> Menu<'a, R, W> {
         loop {
             writeln!(self.out, "\n=== Sealgate console: {} ===", self.title)?;
             let up = self.actions.daemon_running();
-            for (i, (c, label)) in MENU.iter().enumerate() {
+            let menu = entries(self.actions.vault_locked().is_some());
+            for (i, (c, label)) in menu.iter().enumerate() {
                 let note = if c.needs_daemon() && !up {
                     " (needs sealgated: not running)"
                 } else {
@@ -209,17 +245,17 @@ impl<'a, R: BufRead, W: Write> Menu<'a, R, W> {
                 };
                 writeln!(self.out, " {}) {label}{note}", i + 1)?;
             }
-            let Some(line) = self.ask(&format!("Choose 1-{}: ", MENU.len()))? else {
+            let Some(line) = self.ask(&format!("Choose 1-{}: ", menu.len()))? else {
                 return Ok(());
             };
             if line.trim().is_empty() {
                 continue;
             }
-            match parse_choice(&line) {
+            match parse_choice(&line, menu.len() > MENU.len()) {
                 None => writeln!(
                     self.out,
                     "Not a menu entry: type a number from 1 to {}.",
-                    MENU.len()
+                    menu.len()
                 )?,
                 Some(c) => {
                     if let Err(e) = self.dispatch(c) {
@@ -283,6 +319,7 @@ impl<'a, R: BufRead, W: Write> Menu<'a, R, W> {
                 }
             }
             Choice::Updates => self.updates()?,
+            Choice::RecoverVault => self.recover()?,
             Choice::Wipe => {
                 writeln!(self.out, "FULL WIPE: every key, certificate, setting and log on this box is destroyed.")?;
                 writeln!(self.out, "Mail encrypted to these keys can no longer be read here. This cannot be undone.")?;
@@ -298,6 +335,29 @@ impl<'a, R: BufRead, W: Write> Menu<'a, R, W> {
             }
         }
         Ok(())
+    }
+
+    fn recover(&mut self) -> Result<()> {
+        let Some(why) = self.actions.vault_locked() else {
+            writeln!(self.out, "The vault is not locked: nothing to recover.")?;
+            return Ok(());
+        };
+        writeln!(self.out, "The vault is locked: {why}")?;
+        writeln!(self.out, "{RECOVER_WARNING}")?;
+        self.actions.hide_input(true);
+        let secret = self.ask("Recovery secret (shown once at first boot; empty to cancel): ");
+        self.actions.hide_input(false);
+        // The secret never goes back to the terminal or into a log; only its copy here.
+        let secret = zeroize::Zeroizing::new(secret?.unwrap_or_default());
+        writeln!(self.out)?;
+        if secret.trim().is_empty() {
+            writeln!(self.out, "Cancelled.")?;
+            return Ok(());
+        }
+        let done = self.actions.recover_vault(&secret)?;
+        writeln!(self.out, "{done}")?;
+        writeln!(self.out, "Rebooting to start the box's services.")?;
+        self.actions.reboot()
     }
 
     fn confirm(&mut self, question: &str) -> Result<bool> {
@@ -509,6 +569,7 @@ mod tests {
         daemon_down: bool,
         refuse_network: bool,
         bundles: Vec<std::path::PathBuf>,
+        locked: bool,
     }
 
     impl BoxActions for Recorder {
@@ -582,6 +643,22 @@ mod tests {
             self.log.push("install staged".into());
             Ok("Installing 0.3.0 into the other slot".into())
         }
+        fn vault_locked(&mut self) -> Option<String> {
+            self.locked
+                .then(|| "the TPM refused to unseal the vault key".into())
+        }
+        fn recover_vault(&mut self, secret: &str) -> Result<String> {
+            if secret.trim() != "GOOD-SECRET" {
+                self.log.push("recover refused".into());
+                anyhow::bail!("the recovery secret is not valid: checksum mismatch");
+            }
+            self.log.push("recovered".into());
+            self.locked = false;
+            Ok("Vault recovered.".into())
+        }
+        fn hide_input(&mut self, hidden: bool) {
+            self.log.push(format!("hide {hidden}"));
+        }
     }
 
     fn session(input: &str) -> (Recorder, String) {
@@ -598,8 +675,10 @@ mod tests {
 
     #[test]
     fn parses_only_menu_numbers() {
-        assert_eq!(parse_choice("1"), Some(Choice::Status));
-        assert_eq!(parse_choice(" 9 \r"), Some(Choice::Wipe));
+        assert_eq!(parse_choice("1", false), Some(Choice::Status));
+        assert_eq!(parse_choice(" 9 \r", false), Some(Choice::Wipe));
+        assert_eq!(parse_choice("11", true), Some(Choice::RecoverVault));
+        assert_eq!(parse_choice("12", true), None);
         for bad in [
             "0",
             "11",
@@ -612,7 +691,7 @@ mod tests {
             "０",
             "0001",
         ] {
-            assert_eq!(parse_choice(bad), None, "{bad:?}");
+            assert_eq!(parse_choice(bad, false), None, "{bad:?}");
         }
     }
 
@@ -633,6 +712,48 @@ mod tests {
         ] {
             assert_eq!(PingTarget::parse(bad), None, "{bad:?}");
         }
+    }
+
+    #[test]
+    fn recovery_is_offered_only_while_the_vault_is_locked() {
+        let (r, out) = session("11\n");
+        assert!(r.log.is_empty(), "{:?}", r.log);
+        assert!(out.contains("Choose 1-10: "), "{out}");
+        assert!(!out.contains("Recover the locked vault"), "{out}");
+        assert!(out.contains("Not a menu entry: type a number from 1 to 10."));
+
+        let locked = || Recorder {
+            locked: true,
+            ..Recorder::default()
+        };
+        // Cancelled with an empty line; a wrong secret is refused and nothing reboots.
+        let (r, out) = session_with(locked(), "11\n\n11\nWRONG-SECRET\n");
+        assert!(out.contains("11) Recover the locked vault with its recovery secret"));
+        assert!(out.contains("Choose 1-11: "), "{out}");
+        assert!(out.contains("Cancelled."), "{out}");
+        assert!(
+            out.contains("Failed: the recovery secret is not valid"),
+            "{out}"
+        );
+        assert!(
+            !out.contains("WRONG-SECRET"),
+            "the secret is never echoed: {out}"
+        );
+        assert_eq!(
+            r.log,
+            [
+                "hide true",
+                "hide false",
+                "hide true",
+                "hide false",
+                "recover refused"
+            ]
+        );
+        // The right one: recovered, then the box reboots.
+        let (r, out) = session_with(locked(), "11\nGOOD-SECRET\n");
+        assert!(out.contains("Vault recovered."), "{out}");
+        assert!(!out.contains("GOOD-SECRET"), "{out}");
+        assert_eq!(r.log, ["hide true", "hide false", "recovered", "reboot"]);
     }
 
     #[test]

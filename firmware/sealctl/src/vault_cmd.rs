@@ -17,7 +17,7 @@ use sealgate_vault::{
 };
 use zeroize::Zeroizing;
 
-use crate::{Failure, Outcome, read_file};
+use crate::{Failure, Outcome, read_file, read_input};
 
 /// Which sealer opens (or creates) the vault.
 #[derive(Args, Debug, Clone, Default)]
@@ -115,7 +115,8 @@ pub(crate) enum VaultCmd {
         /// The data directory.
         #[arg(long, value_name = "DIR")]
         data_dir: PathBuf,
-        /// File holding the recovery secret.
+        /// File holding the recovery secret; `-` reads it from standard input (how the box's
+        /// console hands over what the technician typed).
         #[arg(long, value_name = "F")]
         recovery_file: PathBuf,
         /// The PCRs to seal to on the new TPM (default: the vault's setting, else sha256:7).
@@ -294,9 +295,13 @@ pub(crate) fn run(cmd: VaultCmd) -> Outcome {
                     2,
                 ));
             }
-            let raw = read_file(&recovery_file)?;
+            let mut raw = zeroize::Zeroizing::new(if recovery_file.as_os_str() == "-" {
+                read_input(None)?
+            } else {
+                read_file(&recovery_file)?
+            });
             let text = zeroize::Zeroizing::new(
-                String::from_utf8(raw)
+                String::from_utf8(std::mem::take(&mut *raw))
                     .map_err(|_| Failure("the recovery file is not text".into(), 1))?,
             );
             let secret = RecoverySecret::parse(&text)?;

@@ -136,7 +136,7 @@ const INTEROP_BINARIES: &[&str] = &[
 pub struct Args {
     /// Seconds each fuzz target runs (a smoke run: CI's time limit is shared with the QEMU
     /// suite; parser changes get longer runs by hand).
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = 12)]
     fuzz_seconds: u64,
     /// Only the fuzz smoke run (after cargo-fuzz is installed): for whoever changes a parser
     /// or the fuzz crate; CI always runs everything.

@@ -788,6 +788,32 @@ impl Console {
         Timeline::from_console(&self.seen, &self.arrivals)
     }
 
+    /// Every line the box printed so far, each with the time its end arrived (from QEMU's
+    /// start), for finding where a boot's time goes between the timeline's stages.
+    pub fn timed_lines(&mut self) -> Vec<(Duration, String)> {
+        let _ = self.pump(Duration::ZERO);
+        let mut out = Vec::new();
+        let mut start = 0;
+        for (i, &b) in self.seen.iter().enumerate() {
+            if b != b'\n' {
+                continue;
+            }
+            let when = self
+                .arrivals
+                .iter()
+                .find(|(len, _)| *len > i)
+                .map(|(_, t)| *t)
+                .unwrap_or_default();
+            let line = String::from_utf8_lossy(&self.seen[start..i]);
+            let line = line.trim_end_matches('\r').trim_start_matches('\r');
+            if !line.is_empty() {
+                out.push((when, line.to_string()));
+            }
+            start = i + 1;
+        }
+        out
+    }
+
     /// Takes what the reader thread has read, waiting up to `wait` for the first of it.
     /// Returns false at end of stream.
     fn pump(&mut self, wait: Duration) -> Result<bool> {

@@ -386,7 +386,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let log_level = init_logging(&data_dir, &settings.log.level, cli.box_mode)?;
     network::start(&settings.network, console);
     network::clock::start(cli.clock_report_only);
-    network::settle(&settings.network);
+    // The leases and the clock are waited for (bounded) while the vault opens (the TPM's
+    // unseal): nothing before the TLS identity needs them, and the identity (its certificate,
+    // made at first boot) waits for them.
+    let settling = {
+        let network = settings.network.clone();
+        std::thread::spawn(move || network::settle(&network))
+    };
     let settings_store = web::Data::new(admin::settings_change::SettingsStore::new(
         chosen
             .file
@@ -406,6 +412,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }
 
     let vault = open_vault(&data_dir, &cli)?;
+    let _ = settling.join();
     let id = identity::load_or_create(&data_dir, &settings, &vault)?;
     let loop_key = smtp::loop_key(&data_dir, &vault)?;
     let imap_cache_key = vault.derived_key("imap view cache");

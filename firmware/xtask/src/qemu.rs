@@ -70,6 +70,9 @@ pub struct Args {
     /// (when each stage started, from the console); then power the box off.
     #[arg(long, value_name = "N", num_args = 0..=1, default_missing_value = "2")]
     timeline: Option<u32>,
+    /// With --timeline: also print every console line with the time it arrived.
+    #[arg(long, requires = "timeline")]
+    lines: bool,
 }
 
 /// `cargo xtask qemu`.
@@ -113,7 +116,7 @@ pub fn run(args: Args) -> Result<()> {
             ..Default::default()
         };
         println!("VM folder: {}", dir.path.display());
-        return timeline(&dir, &opts, boots.max(1));
+        return timeline(&dir, &opts, boots.max(1), args.lines);
     }
     let console = if args.headless {
         ConsoleMode::Headless
@@ -162,13 +165,19 @@ const MENU: Duration = Duration::from_secs(60);
 const VERDICTS: [&str; 3] = [READY_LINE, "VAULT LOCKED", "NO TPM FOUND"];
 
 /// `cargo xtask qemu --timeline N`: N boots of the box, each one's timeline printed.
-fn timeline(dir: &VmDir, opts: &BootOptions, boots: u32) -> Result<()> {
+fn timeline(dir: &VmDir, opts: &BootOptions, boots: u32, lines: bool) -> Result<()> {
     for boot in 1..=boots {
         let mut vm = Vm::boot(dir, opts)?;
         let c = vm.console()?;
         let (which, _) = c
             .expect_any(&VERDICTS, TIMELINE_BOOT)
             .with_context(|| format!("boot {boot}: neither ready nor locked"))?;
+        if lines {
+            println!("\nboot {boot} of {boots}, every console line (s after QEMU started):");
+            for (t, line) in c.timed_lines() {
+                println!("{:8.2}  {line}", t.as_secs_f64());
+            }
+        }
         println!("\nboot {boot} of {boots}:\n{}", c.timeline());
         if which > 0 {
             println!(
@@ -183,6 +192,7 @@ fn timeline(dir: &VmDir, opts: &BootOptions, boots: u32) -> Result<()> {
         }
         // A clean reboot through the console menu (QEMU runs with -no-reboot: a new QEMU).
         c.send_line("x")?;
+        c.expect("Not a menu entry", MENU)?;
         c.expect("Choose 1-10: ", MENU)?;
         c.send_line("6")?;
         c.expect("Type yes to confirm: ", MENU)?;

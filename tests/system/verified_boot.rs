@@ -62,8 +62,13 @@ impl OwnImage {
             .arg("-a")
             .arg(t.dir.join("vm").join("tpm"))
             .arg(path.join("vm")));
+        OwnImage::with_vm(path, image, false)
+    }
+
+    /// The box of `image` in `path` (its VM folder `path/vm`, made `fresh` or kept).
+    fn with_vm(path: PathBuf, image: PathBuf, fresh: bool) -> OwnImage {
         let dir =
-            VmDir::prepare(&path.join("vm"), Board::X86_64, &image, false).expect("VM folder");
+            VmDir::prepare(&path.join("vm"), Board::X86_64, &image, fresh).expect("VM folder");
         OwnImage {
             bx: Appliance {
                 dir,
@@ -92,15 +97,7 @@ impl OwnImage {
         if vars.is_file() {
             std::fs::copy(&vars, path.join(sealgate_qemu::ENROLLED_VARS)).unwrap();
         }
-        let dir = VmDir::prepare(&path.join("vm"), Board::X86_64, &image, true).expect("VM folder");
-        OwnImage {
-            bx: Appliance {
-                dir,
-                ports: PortForwards::free().expect("free ports"),
-                keep: path,
-            },
-            image,
-        }
+        OwnImage::with_vm(path, image, true)
     }
 
     /// First boot as shipped (the vault is created and sealed), a reboot through the menu,
@@ -142,6 +139,45 @@ impl OwnImage {
             .args(["commit", "-q"])
             .arg(self.bx.dir.disk()));
         text
+    }
+
+    /// A key and self-signed certificate of the attacker's own (`NAME.key`, `NAME.pem`).
+    fn attacker_key(&self, name: &str) -> (PathBuf, PathBuf) {
+        let work = &self.bx.keep;
+        let (key, cert) = (
+            work.join(format!("{name}.key")),
+            work.join(format!("{name}.pem")),
+        );
+        run(Command::new("openssl")
+            .args([
+                "req", "-new", "-x509", "-newkey", "rsa:2048", "-nodes", "-sha256",
+            ])
+            .args(["-days", "30", "-subj", "/CN=attacker db/", "-keyout"])
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert));
+        (key, cert)
+    }
+
+    /// The ESP's signed EFI binary `path`, copied out twice: without its signature, and
+    /// signed with a key of the attacker's own (a new self-signed certificate the box's db
+    /// does not hold). Returns (unsigned, foreign-signed), named after `name`.
+    fn resigned(&self, path: &str, name: &str) -> (PathBuf, PathBuf) {
+        let work = &self.bx.keep;
+        let bare = work.join(format!("{name}.bare.efi"));
+        self.esp_get(path, &bare);
+        run(Command::new("sbattach").arg("--remove").arg(&bare));
+        let (key, cert) = self.attacker_key("foreign");
+        let foreign = work.join(format!("{name}.foreign.efi"));
+        run(Command::new("sbsign")
+            .arg("--key")
+            .arg(&key)
+            .arg("--cert")
+            .arg(&cert)
+            .arg("--output")
+            .arg(&foreign)
+            .arg(&bare));
+        (bare, foreign)
     }
 
     /// Reads a file of the ESP.
@@ -343,15 +379,7 @@ fn foreign_db_key_added_leaves_the_vault_locked() {
     let _m = machine();
     require_program("openssl", "openssl");
     let own = OwnImage::booted("foreigndb");
-    let (key, cert) = (own.bx.keep.join("db2.key"), own.bx.keep.join("db2.pem"));
-    run(Command::new("openssl")
-        .args([
-            "req", "-new", "-x509", "-newkey", "rsa:2048", "-nodes", "-sha256",
-        ])
-        .args(["-days", "30", "-subj", "/CN=attacker db/", "-keyout"])
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert));
+    let (_, cert) = own.attacker_key("db2");
     let vars = own.bx.dir.vars();
     let tmp = vars.with_extension("new");
     run(
@@ -379,30 +407,7 @@ fn foreign_signed_kernel_image_does_not_start() {
     require_program("sbsign", "sbsigntool");
     require_program("openssl", "openssl");
     let own = OwnImage::booted("foreign");
-    let work = own.bx.keep.clone();
-    let uki = work.join("uki.efi");
-    own.esp_get("/EFI/Linux/sealgate-A.efi", &uki);
-    let bare = work.join("uki.bare.efi");
-    std::fs::copy(&uki, &bare).unwrap();
-    run(Command::new("sbattach").arg("--remove").arg(&bare));
-    let (key, cert) = (work.join("foreign.key"), work.join("foreign.pem"));
-    run(Command::new("openssl")
-        .args([
-            "req", "-new", "-x509", "-newkey", "rsa:2048", "-nodes", "-sha256",
-        ])
-        .args(["-days", "30", "-subj", "/CN=attacker db/", "-keyout"])
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert));
-    let foreign = work.join("uki.foreign.efi");
-    run(Command::new("sbsign")
-        .arg("--key")
-        .arg(&key)
-        .arg("--cert")
-        .arg(&cert)
-        .arg("--output")
-        .arg(&foreign)
-        .arg(&bare));
+    let (_, foreign) = own.resigned("/EFI/Linux/sealgate-A.efi", "uki");
     own.esp_write_bytes(
         "/EFI/Linux/sealgate-A.efi",
         &std::fs::read(&foreign).unwrap(),
@@ -429,6 +434,40 @@ fn foreign_signed_kernel_image_does_not_start() {
     assert!(got.is_err(), "the foreign-signed image started: {got:?}");
     let (code, _) = https("GET", &own.bx.url("/api/v1/health"), None);
     assert_eq!(code, 0, "nothing listens");
+}
+
+/// The boot loader on the ESP replaced by one the box's db does not trust: the box's own GRUB
+/// with its signature taken off, then signed with a key of the attacker's own (someone with
+/// the disk could put any boot loader there). The firmware starts neither under Secure Boot:
+/// nothing of the box runs, so nothing asks the TPM for the vault key, and nothing listens.
+#[test]
+fn unsigned_or_foreign_signed_boot_loader_does_not_start() {
+    let _m = machine();
+    require_program("sbsign", "sbsigntool");
+    require_program("openssl", "openssl");
+    let own = OwnImage::booted("bootloader");
+    let (bare, foreign) = own.resigned("/EFI/BOOT/BOOTX64.EFI", "grub");
+    for (what, file) in [("unsigned", &bare), ("foreign-signed", &foreign)] {
+        own.esp_write_bytes("/EFI/BOOT/BOOTX64.EFI", &std::fs::read(file).unwrap());
+        let mut vm = own.bx.boot();
+        let c = vm.console().unwrap();
+        let needles = [
+            "Access Denied",
+            "Security Violation",
+            "Welcome to GRUB",
+            READY_LINE,
+        ];
+        let (which, text) = c
+            .expect_any(&needles, READY)
+            .unwrap_or_else(|e| panic!("{what} boot loader: no verdict from the firmware: {e}"));
+        assert!(which < 2, "the {what} boot loader started:\n{text}");
+        eprintln!(
+            "{what} boot loader: {}",
+            text.lines().last().unwrap_or_default()
+        );
+        let (code, _) = https("GET", &own.bx.url("/api/v1/health"), None);
+        assert_eq!(code, 0, "{what} boot loader: nothing listens");
+    }
 }
 
 /// One byte of root slot A changed on the disk (an attacker's edit of a binary, or a bad

@@ -817,8 +817,11 @@ fn smtp_encryption_failure_is_held_not_relayed_in_cleartext() {
         false,
     );
     assert!(t.contains("250 2.0.0 OK queued"), "{t}");
+    // The hold writes the envelope (with its reason) first, then moves the message: held
+    // once both are there.
     wait_until("the held message", || {
         !spool_files(dir.path(), "spool/held", ".json").is_empty()
+            && !spool_files(dir.path(), "spool/held", ".eml").is_empty()
     });
     let held = &spool_files(dir.path(), "spool/held", ".json")[0];
     let env: serde_json::Value =

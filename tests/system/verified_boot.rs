@@ -1,6 +1,7 @@
 //! The boot chain's own tests (issue 14): someone who holds the box, or its disk, changes
 //! what boots; the TPM must then keep the vault key, so the box says `VAULT LOCKED` and
-//! serves nothing.
+//! serves nothing. And the owner's own change (the disk on a new board): locked too, until
+//! the console's recovery with the recovery secret.
 //!
 //! Each test makes a box from its own copy of the image (so the ESP and the slots can be
 //! edited as an attacker with the disk would), first-booted as the factory ships it (the
@@ -468,6 +469,33 @@ fn unsigned_or_foreign_signed_boot_loader_does_not_start() {
         let (code, _) = https("GET", &own.bx.url("/api/v1/health"), None);
         assert_eq!(code, 0, "{what} boot loader: nothing listens");
     }
+}
+
+/// The box's disk on a new board: another TPM (a new swtpm, made as the factory makes one),
+/// the same firmware and keys. The old TPM's sealed copy of the vault key means nothing to
+/// it, so the vault is locked; the console's recovery with the first boot's secret seals the
+/// key to the new TPM, and after the reboot the box unseals by itself and serves.
+#[test]
+fn disk_on_a_new_board_is_recovered_at_the_console() {
+    let _m = machine();
+    let own = OwnImage::booted("newboard");
+    let tpm = own.bx.dir.tpm_state();
+    std::fs::remove_dir_all(&tpm).unwrap();
+    std::fs::create_dir_all(&tpm).unwrap();
+    own.bx.dir.manufacture_tpm().expect("a new TPM");
+    let mut vm = own.bx.boot();
+    assert_locked(&own.bx, &mut vm, "another TPM");
+    let answer = recover_at_console(&mut vm, &recovery_secret(&template().console));
+    assert!(answer.contains("VAULT RECOVERED"), "recovery: {answer}");
+    vm.wait_exit(Duration::from_secs(30))
+        .expect("QEMU exits on the reboot after recovery");
+    let mut vm = own.bx.boot();
+    let text = wait_ready(&mut vm, READY);
+    assert!(!text.contains("VAULT LOCKED"), "{text}");
+    assert_eq!(
+        wait_https(&own.bx.url("/api/v1/health"), Duration::from_secs(30)),
+        200
+    );
 }
 
 /// One byte of root slot A changed on the disk (an attacker's edit of a binary, or a bad

@@ -589,6 +589,19 @@ fn swapped_data_partition_leaves_the_vault_locked() {
         !text.contains("creating the key vault"),
         "a vault was created on the attacker's partition:\n{text}"
     );
+    // No recovery is offered for it: recovering would make the attacker's partition the
+    // box's own.
+    let c = vm.console().unwrap();
+    c.send_line("x").unwrap();
+    c.expect("Not a menu entry", MENU)
+        .expect("the menu answers");
+    let (which, menu) = c
+        .expect_any(&["Choose 1-10: ", "Choose 1-11: "], MENU)
+        .expect("the main menu");
+    assert_eq!(
+        which, 0,
+        "recovery offered for a foreign partition:\n{menu}"
+    );
 }
 
 /// Sets partition `n`'s unique GUID in both GPT copies of `image` (entries and header CRCs

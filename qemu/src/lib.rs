@@ -798,12 +798,7 @@ impl Console {
             if b != b'\n' {
                 continue;
             }
-            let when = self
-                .arrivals
-                .iter()
-                .find(|(len, _)| *len > i)
-                .map(|(_, t)| *t)
-                .unwrap_or_default();
+            let when = timeline::arrived(&self.arrivals, i + 1).unwrap_or_default();
             let line = String::from_utf8_lossy(&self.seen[start..i]);
             let line = line.trim_end_matches('\r').trim_start_matches('\r');
             if !line.is_empty() {

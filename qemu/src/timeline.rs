@@ -51,16 +51,20 @@ pub struct Timeline {
     pub stages: Vec<Stage>,
 }
 
+/// When the transcript's first `end` bytes had all arrived: the first read that ended at or
+/// past `end` (`arrivals` as in [`Timeline::from_console`]).
+pub(crate) fn arrived(arrivals: &[(usize, Duration)], end: usize) -> Option<Duration> {
+    arrivals
+        .iter()
+        .find(|(len, _)| *len >= end)
+        .map(|(_, t)| *t)
+}
+
 impl Timeline {
     /// The timeline of a console transcript `seen`, whose reads ended at `arrivals` (length
     /// of the transcript then, time since QEMU started).
     pub fn from_console(seen: &[u8], arrivals: &[(usize, Duration)]) -> Timeline {
-        let when = |end: usize| {
-            arrivals
-                .iter()
-                .find(|(len, _)| *len >= end)
-                .map(|(_, t)| *t)
-        };
+        let when = |end: usize| arrived(arrivals, end);
         let text = String::from_utf8_lossy(seen);
         let mut stages = vec![Stage {
             name: "firmware: first output".into(),

@@ -169,14 +169,15 @@ const PROMPTS: [&str; 9] = [
     "anything else to cancel: ",
 ];
 
-/// Brings the console to a known state: the main menu, its prompt just read.
-fn sync_menu(vm: &mut Vm) {
+/// Brings the console to a known state: the main menu, its prompt just read. Returns which
+/// prompt (0: `Choose 1-10`; 1: `Choose 1-11`, the recovery entry offered) and the menu.
+fn sync_menu(vm: &mut Vm) -> (usize, String) {
     let c = vm.console().unwrap();
     c.send_line("x").expect("console write");
     c.expect("Not a menu entry", MENU)
         .expect("the main menu answers");
     c.expect_any(&["Choose 1-10: ", "Choose 1-11: "], MENU)
-        .expect("main menu prompt");
+        .expect("main menu prompt")
 }
 
 /// The recovery secret on a first boot's console (the line after `RECOVERY SECRET`).

@@ -591,13 +591,7 @@ fn swapped_data_partition_leaves_the_vault_locked() {
     );
     // No recovery is offered for it: recovering would make the attacker's partition the
     // box's own.
-    let c = vm.console().unwrap();
-    c.send_line("x").unwrap();
-    c.expect("Not a menu entry", MENU)
-        .expect("the menu answers");
-    let (which, menu) = c
-        .expect_any(&["Choose 1-10: ", "Choose 1-11: "], MENU)
-        .expect("the main menu");
+    let (which, menu) = sync_menu(&mut vm);
     assert_eq!(
         which, 0,
         "recovery offered for a foreign partition:\n{menu}"

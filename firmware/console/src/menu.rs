@@ -236,7 +236,8 @@ impl<'a, R: BufRead, W: Write> Menu<'a, R, W> {
         loop {
             writeln!(self.out, "\n=== Sealgate console: {} ===", self.title)?;
             let up = self.actions.daemon_running();
-            let menu = entries(self.actions.vault_locked().is_some());
+            let locked = self.actions.vault_locked().is_some();
+            let menu = entries(locked);
             for (i, (c, label)) in menu.iter().enumerate() {
                 let note = if c.needs_daemon() && !up {
                     " (needs sealgated: not running)"
@@ -251,7 +252,7 @@ impl<'a, R: BufRead, W: Write> Menu<'a, R, W> {
             if line.trim().is_empty() {
                 continue;
             }
-            match parse_choice(&line, menu.len() > MENU.len()) {
+            match parse_choice(&line, locked) {
                 None => writeln!(
                     self.out,
                     "Not a menu entry: type a number from 1 to {}.",

@@ -295,13 +295,13 @@ pub(crate) fn run(cmd: VaultCmd) -> Outcome {
                     2,
                 ));
             }
-            let mut raw = zeroize::Zeroizing::new(if recovery_file.as_os_str() == "-" {
+            let raw = if recovery_file.as_os_str() == "-" {
                 read_input(None)?
             } else {
                 read_file(&recovery_file)?
-            });
+            };
             let text = zeroize::Zeroizing::new(
-                String::from_utf8(std::mem::take(&mut *raw))
+                String::from_utf8(raw)
                     .map_err(|_| Failure("the recovery file is not text".into(), 1))?,
             );
             let secret = RecoverySecret::parse(&text)?;

@@ -423,8 +423,33 @@ impl PortForwards {
             .map(|i| self.base + i as u16)
     }
 
-    /// A base whose five ports are free now (for tests running side by side).
+    /// A base whose five ports are free now (for tests running side by side). Taken below
+    /// the kernel's ephemeral range, so that other tests' `bind(0)` and outgoing connections
+    /// (which draw from that range) do not take a forwarded port between this check and
+    /// QEMU's own bind, nor between one boot of the box and the next.
     pub fn free() -> Result<PortForwards> {
+        let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+            .ok()
+            .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
+            .unwrap_or(32768);
+        let (low, high) = (10000u16, ephemeral_low.saturating_sub(5));
+        if high > low {
+            let mut seed = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.subsec_nanos() as u64)
+                ^ (u64::from(std::process::id()) << 20)
+                | 1;
+            for _ in 0..200 {
+                // xorshift: spread the bases of tests started side by side.
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                let base = low + (seed % u64::from(high - low)) as u16;
+                if (0..5).all(|i| TcpListener::bind(("127.0.0.1", base + i)).is_ok()) {
+                    return Ok(PortForwards { base });
+                }
+            }
+        }
         for _ in 0..50 {
             let l = TcpListener::bind("127.0.0.1:0")?;
             let base = l.local_addr()?.port();
@@ -956,6 +981,22 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn free_ports_are_below_the_ephemeral_range_and_differ_between_calls() {
+        let low: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let bases: Vec<u16> = (0..4).map(|_| PortForwards::free().unwrap().base).collect();
+        for b in &bases {
+            assert!((10000..low).contains(b), "{b} not below {low}");
+        }
+        assert!(bases.windows(2).any(|w| w[0] != w[1]), "{bases:?}");
+    }
 
     #[test]
     fn ports_follow_the_base_in_the_documented_order() {

@@ -1010,6 +1010,131 @@ fn aarch64_board_kernel_drives_the_tpm() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// The box's Rust binaries built for aarch64 with Debian trixie's Rust (`cargo xtask image
+/// --board qemu-aarch64`, see firmware/xtask/src/cross.rs) run, and seal with a TPM: the
+/// arm64 `sealctl` under `qemu-aarch64-static` with the cross root's arm64 libraries (trixie's
+/// glibc and libtss2) seals a vault to a swtpm, unseals it again, and makes a CA in it; the
+/// daemon and the console start and answer `--version`.
+#[test]
+fn aarch64_binaries_seal_and_unseal_with_a_tpm() {
+    require_program("qemu-aarch64-static", "qemu-user-static");
+    require_program("swtpm", "swtpm");
+    let out = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(
+            || sealgate_qemu::workspace_root().join("target"),
+            PathBuf::from,
+        )
+        .join("aarch64-trixie");
+    let bins = out.join("aarch64-unknown-linux-gnu/release");
+    let root = std::fs::read_to_string(out.join("root.txt")).unwrap_or_default();
+    let root = PathBuf::from(root.trim());
+    assert!(
+        bins.join("sealctl").is_file() && root.join("usr/lib/aarch64-linux-gnu").is_dir(),
+        "the aarch64 binaries or their cross root are missing in {}: run `cargo xtask image \
+         --board qemu-aarch64` (it builds them)",
+        out.display()
+    );
+    let run = |bin: &str, args: &[&str]| -> std::process::Output {
+        Command::new("qemu-aarch64-static")
+            .arg("-L")
+            .arg(&root)
+            .arg(bins.join(bin))
+            .args(args)
+            .output()
+            .expect("qemu-aarch64-static")
+    };
+    let ok = |bin: &str, args: &[&str]| -> String {
+        let o = run(bin, args);
+        assert!(
+            o.status.success(),
+            "{bin} {args:?}: {}\n{}{}",
+            o.status,
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let file = Command::new("file")
+        .arg(bins.join("sealgated"))
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    assert!(file.is_empty() || file.contains("ARM aarch64"), "{file}");
+    for bin in ["sealgated", "sealctl", "sealgate-console"] {
+        let v = ok(bin, &["--version"]);
+        assert!(v.contains(env!("CARGO_PKG_VERSION")), "{bin}: {v}");
+    }
+
+    let dir = tempfile_dir("aarch64-bin");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let sock = dir.join("sock");
+    let mut ctrl = sock.clone().into_os_string();
+    ctrl.push(".ctrl");
+    let swtpm = Command::new("swtpm")
+        .args(["socket", "--tpm2", "--server"])
+        .arg(format!("type=unixio,path={}", sock.display()))
+        .arg("--ctrl")
+        .arg(format!(
+            "type=unixio,path={}",
+            PathBuf::from(&ctrl).display()
+        ))
+        .arg("--tpmstate")
+        .arg(format!("dir={}", dir.display()))
+        .args(["--flags", "not-need-init,startup-clear"])
+        .spawn()
+        .expect("swtpm");
+    let _swtpm = KillOnDrop(swtpm);
+    let started = Instant::now();
+    while !(sock.exists() && PathBuf::from(&ctrl).exists()) {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "swtpm did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let tcti = format!("swtpm:path={}", sock.display());
+    let data = dir.join("data");
+    let (data, rec) = (
+        data.to_str().expect("utf8"),
+        dir.join("recovery.txt").display().to_string(),
+    );
+    ok(
+        "sealctl",
+        &[
+            "vault",
+            "init",
+            "--data-dir",
+            data,
+            "--tpm",
+            &tcti,
+            "--recovery-out",
+            &rec,
+        ],
+    );
+    let st: serde_json::Value = serde_json::from_str(&ok(
+        "sealctl",
+        &["vault", "status", "--data-dir", data, "--tpm", &tcti],
+    ))
+    .expect("vault status JSON");
+    assert_eq!(st["sealed_by"], "tpm", "{st}");
+    assert_eq!(st["unsealed"], true, "{st}");
+    ok(
+        "sealctl",
+        &[
+            "ca",
+            "init",
+            "--data-dir",
+            data,
+            "--name",
+            "aarch64 CA",
+            "--tpm",
+            &tcti,
+        ],
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// A fresh folder in the temporary folder.
 fn tempfile_dir(name: &str) -> PathBuf {
     let p = std::env::temp_dir().join(format!("sealgate-system-{name}-{}", std::process::id()));

@@ -83,9 +83,13 @@ fn main() -> ExitCode {
         ["factory-reset"] => factory_reset(),
         ["rauc-backend", rest @ ..] => esp::rauc_backend(rest),
         ["copy-file", rest @ ..] => atomic::copy_file_command(rest),
+        ["--version"] => {
+            println!("sealgate-console {}", env!("CARGO_PKG_VERSION"));
+            Ok(())
+        }
         _ => {
             eprintln!(
-                "usage: sealgate-console [menu | network-boot | apply-network | mark-boot-good | health-gate \
+                "usage: sealgate-console [menu | --version | network-boot | apply-network | mark-boot-good | health-gate \
                  | write-file PATH [--mode OCTAL] | factory-reset | rauc-backend ... | copy-file SRC DEST]"
             );
             return ExitCode::from(2);

@@ -35,6 +35,8 @@ pub(crate) const AARCH64_PACKAGES: &[&str] = &[
     "bc",
     "xz-utils",
     "cpio",
+    // The aarch64 Rust binaries' system test runs them under user-mode emulation.
+    "qemu-user-static",
 ];
 
 /// The built kernel and probe initramfs.

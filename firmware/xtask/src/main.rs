@@ -5,6 +5,7 @@ mod aarch64;
 mod bench;
 mod bench_docking;
 mod bundle;
+mod cross;
 mod dist_src;
 mod image;
 mod model;

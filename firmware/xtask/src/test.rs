@@ -114,6 +114,15 @@ const PYTHON_PACKAGES: &[&str] = &[
 /// installed under `target/webui-node/` (never into `webui/`, whose files are embedded).
 const NPM_PACKAGES: &[&str] = &["axe-core@4.14.1"];
 
+/// One cargo test run: what was run, whether it succeeded, its output.
+type Ran = (String, bool, String);
+
+/// The system test of the aarch64 binaries: runs after the cross build, outside the lanes.
+const CROSS_TEST: &str = "aarch64_binaries_seal_and_unseal_with_a_tpm";
+
+/// The package whose tests boot the image under QEMU (tests/system): its own lane.
+const QEMU_PACKAGE: &str = "sealgate-qemu";
+
 /// Test binaries against real peers: each must run with tests passed and none failed.
 const INTEROP_BINARIES: &[&str] = &[
     "interop_openssl",
@@ -160,6 +169,7 @@ pub fn run(args: Args) -> Result<()> {
             crate::image::IMAGE_PACKAGES,
             crate::qemu::QEMU_PACKAGES,
             crate::aarch64::AARCH64_PACKAGES,
+            crate::cross::HOST_PACKAGES,
         ]
         .concat(),
     )?;
@@ -212,48 +222,144 @@ pub fn run(args: Args) -> Result<()> {
         problems.push(format!("the aarch64 kernel or probe did not build: {e:#}"));
     }
 
-    step("cargo test --workspace --all-targets");
-    let mut cmd = Command::new(&cargo);
-    cmd.current_dir(&root)
-        .args(["test", "--workspace", "--all-targets", "--no-fail-fast"]);
-    if ci {
-        // A one-off build gains nothing from incremental state (gigabytes on disk).
-        cmd.env("CARGO_INCREMENTAL", "0");
+    // Two lanes. The QEMU system suite (the `sealgate-qemu` package: its unit tests and
+    // tests/system) boots one emulated box at a time and leaves about half of the machine's
+    // CPU time idle while a box waits; everything else (the other test binaries, the doc
+    // tests, the fuzz build and runs) runs beside it. Both lanes' test binaries are built
+    // first, so the lanes never wait for each other's cargo lock.
+    step("build the test binaries");
+    let cargo_test = |selection: &[&str], what: &[&str]| -> Command {
+        let mut cmd = Command::new(&cargo);
+        cmd.current_dir(&root)
+            .arg("test")
+            .args(selection)
+            .args(what);
+        if ci {
+            // A one-off build gains nothing from incremental state (gigabytes on disk).
+            cmd.env("CARGO_INCREMENTAL", "0");
+        }
+        cmd
+    };
+    let rest: &[&str] = &["--workspace", "--exclude", QEMU_PACKAGE];
+    let qemu: &[&str] = &["-p", QEMU_PACKAGE];
+    let mut built = true;
+    for selection in [rest, qemu] {
+        let (ok, _) = run_logged(
+            &mut cargo_test(selection, &["--all-targets", "--no-run"]),
+            true,
+            None,
+        )?;
+        built &= ok;
     }
-    let (ok, output) = run_teed(&mut cmd)?;
-    if !ok {
-        problems.push("cargo test --workspace --all-targets failed".into());
+    if !built {
+        problems.push("cargo test --workspace --all-targets --no-run failed".into());
     }
-    // A target that failed without a failed test (a bench or a harness-less binary that
-    // exited non-zero) is named by cargo only.
-    problems.extend(
-        output
-            .lines()
-            .filter(|l| l.starts_with("error: test failed, to rerun pass"))
-            .map(|l| format!("cargo test: {}", l.trim_start_matches("error: "))),
+
+    let system_log = root.join("target/system-tests.log");
+    let _ = std::fs::remove_file(&system_log);
+    println!(
+        "the QEMU system suite runs beside the steps below; its output goes to {} and is \
+         printed when it ends",
+        system_log.display()
     );
-    let mut results = parse_libtest(&output);
-    let mut failures = failure_excerpts(&output);
+    let mut outputs: Vec<Ran> = Vec::new();
+    let (system, fuzz_results, cross) = std::thread::scope(|scope| -> Result<_> {
+        let system = scope.spawn(|| -> Result<(f64, Vec<Ran>)> {
+            let started = Instant::now();
+            let mut out = Vec::new();
+            for (what, label) in [
+                (
+                    &[
+                        "--all-targets",
+                        "--no-fail-fast",
+                        "--",
+                        "--skip",
+                        CROSS_TEST,
+                    ][..],
+                    "--all-targets",
+                ),
+                (&["--doc", "--no-fail-fast"][..], "--doc"),
+            ] {
+                let (ok, text) = run_logged(&mut cargo_test(qemu, what), false, Some(&system_log))?;
+                out.push((format!("cargo test -p {QEMU_PACKAGE} {label}"), ok, text));
+            }
+            Ok((started.elapsed().as_secs_f64(), out))
+        });
 
-    step("cargo test --workspace --doc");
-    let mut cmd = Command::new(&cargo);
-    cmd.current_dir(&root)
-        .args(["test", "--workspace", "--doc", "--no-fail-fast"]);
-    if ci {
-        cmd.env("CARGO_INCREMENTAL", "0");
-    }
-    let (ok, output) = run_teed(&mut cmd)?;
-    if !ok {
-        problems.push("cargo test --workspace --doc failed".into());
-    }
-    for (name, r) in parse_libtest(&output) {
-        results.entry(name).or_default().add(&r);
-    }
-    failures.extend(failure_excerpts(&output));
+        // The aarch64 binaries (Debian trixie's Rust in its cached root): the longest build
+        // here, so it goes first on this lane; its test runs when both lanes are done.
+        step("aarch64 Rust binaries (Debian trixie's Rust)");
+        let cross = crate::cross::build();
 
-    step("fuzz");
-    print_disk_space(&root);
-    let fuzz_results = run_fuzzers(&cargo, &root, args.fuzz_seconds);
+        step("cargo test --workspace --all-targets (the rest)");
+        let (ok, text) = run_logged(
+            &mut cargo_test(rest, &["--all-targets", "--no-fail-fast"]),
+            true,
+            None,
+        )?;
+        outputs.push(("cargo test --workspace --all-targets".into(), ok, text));
+
+        step("cargo test --workspace --doc (the rest)");
+        let (ok, text) = run_logged(
+            &mut cargo_test(rest, &["--doc", "--no-fail-fast"]),
+            true,
+            None,
+        )?;
+        outputs.push(("cargo test --workspace --doc".into(), ok, text));
+
+        step("fuzz");
+        print_disk_space(&root);
+        let fuzz_results = run_fuzzers(&cargo, &root, args.fuzz_seconds);
+
+        step("the rest of the QEMU system suite");
+        let system = system
+            .join()
+            .map_err(|_| anyhow::anyhow!("the QEMU system suite's thread panicked"))?;
+        Ok((system, fuzz_results, cross))
+    })?;
+    let (system_secs, system_outputs) = system?;
+    // The system suite's output, whole, after the rest (CI shows the end of the log).
+    println!("\n==> output of the QEMU system suite ({system_secs:.0} s, beside the steps above)");
+    for (_, _, text) in &system_outputs {
+        print!("{text}");
+    }
+    outputs.extend(system_outputs);
+
+    step("the aarch64 binaries under qemu-aarch64-static");
+    match cross {
+        Ok(_) => {
+            let (ok, text) = run_logged(
+                &mut cargo_test(qemu, &["--test", "system", "--", "--exact", CROSS_TEST]),
+                true,
+                None,
+            )?;
+            outputs.push((
+                format!("cargo test -p {QEMU_PACKAGE} {CROSS_TEST}"),
+                ok,
+                text,
+            ));
+        }
+        Err(e) => problems.push(format!("the aarch64 binaries did not build: {e:#}")),
+    }
+
+    let mut results: BTreeMap<String, Totals> = BTreeMap::new();
+    let mut failures = Vec::new();
+    for (what, ok, text) in &outputs {
+        if !ok {
+            problems.push(format!("{what} failed"));
+        }
+        // A target that failed without a failed test (a bench or a harness-less binary that
+        // exited non-zero) is named by cargo only.
+        problems.extend(
+            text.lines()
+                .filter(|l| l.starts_with("error: test failed, to rerun pass"))
+                .map(|l| format!("cargo test: {}", l.trim_start_matches("error: "))),
+        );
+        for (name, r) in parse_libtest(text) {
+            results.entry(name).or_default().add(&r);
+        }
+        failures.extend(failure_excerpts(text));
+    }
     for (target, outcome) in &fuzz_results {
         if let Err(e) = outcome {
             problems.push(format!("fuzz target {target}: {e}"));
@@ -559,10 +665,26 @@ fn ensure_cargo_fuzz(cargo: &std::ffi::OsStr) -> Result<()> {
 /// stderr stay in order with libtest's results on stdout), echoing every line as it comes
 /// and returning the whole output.
 fn run_teed(cmd: &mut Command) -> Result<(bool, String)> {
+    run_logged(cmd, true, None)
+}
+
+/// Runs `cmd` with stdout and stderr merged, line by line onto our stdout (`echo`) and/or
+/// appended to `log`, and returns whether it succeeded and the whole output.
+fn run_logged(cmd: &mut Command, echo: bool, log: Option<&Path>) -> Result<(bool, String)> {
     let (reader, writer) = std::io::pipe().context("creating a pipe")?;
     cmd.stdout(writer.try_clone()?)
         .stderr(writer)
         .stdin(Stdio::null());
+    let mut file = match log {
+        Some(p) => Some(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)
+                .with_context(|| format!("opening {}", p.display()))?,
+        ),
+        None => None,
+    };
     let mut child = cmd.spawn().with_context(|| format!("starting {cmd:?}"))?;
     // Our copies of the write end must be gone before reading to EOF.
     cmd.stdout(Stdio::null()).stderr(Stdio::null());
@@ -570,8 +692,13 @@ fn run_teed(cmd: &mut Command) -> Result<(bool, String)> {
     let stdout = std::io::stdout();
     for line in BufReader::new(reader).lines() {
         let line = line.unwrap_or_default();
-        let mut out = stdout.lock();
-        let _ = writeln!(out, "{line}");
+        if echo {
+            let mut out = stdout.lock();
+            let _ = writeln!(out, "{line}");
+        }
+        if let Some(f) = file.as_mut() {
+            let _ = writeln!(f, "{line}");
+        }
         all.push_str(&line);
         all.push('\n');
     }
@@ -730,6 +857,13 @@ fn binary_name(running_line: &str) -> String {
     }
 }
 
+/// How the smoke run builds the fuzz targets (`cargo fuzz run` builds again first, so it gets
+/// the same): cargo-fuzz's release build with 16 codegen units instead of its default 1, which
+/// builds every crate (aws-lc, rustls, hickory, ...) with ASan and coverage in one LLVM unit
+/// per crate; the runs are a little slower, the build (most of this step on a fresh machine)
+/// much faster.
+const FUZZ_BUILD: &[&str] = &["--codegen-units", "16"];
+
 /// Runs every target of fuzz/ for `seconds`, each on a temporary corpus directory first
 /// (where libFuzzer writes what it finds) and the committed seed corpus second (read
 /// only), so CI never writes into the repository.
@@ -830,6 +964,7 @@ fn fuzz_build(cargo: &std::ffi::OsStr, root: &Path, target: Option<&str>) -> Res
         cmd.current_dir(root)
             .env("RUSTC_BOOTSTRAP", "1")
             .args(["fuzz", "build"])
+            .args(FUZZ_BUILD)
             .args(target);
         println!("running {cmd:?}");
         run_teed(&mut cmd).map(|(ok, _)| ok)
@@ -862,6 +997,7 @@ fn fuzz_run(
     cmd.current_dir(root)
         .env("RUSTC_BOOTSTRAP", "1")
         .args(["fuzz", "run", target])
+        .args(FUZZ_BUILD)
         .arg(&scratch);
     if seeds.is_dir() {
         cmd.arg(&seeds);
@@ -899,6 +1035,7 @@ fn fuzz_run(
             .current_dir(root)
             .env("RUSTC_BOOTSTRAP", "1")
             .args(["fuzz", "run", target])
+            .args(FUZZ_BUILD)
             .arg(new)
             .output()
             .map(|o| o.status.success());

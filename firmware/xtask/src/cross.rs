@@ -160,7 +160,8 @@ pub(crate) fn build() -> Result<Cross> {
     sh(Command::new(&cargo)
         .current_dir(&workspace)
         .env("CARGO_HOME", &cargo_home)
-        .args(["fetch", "--locked", "--target", TARGET]))
+        // Every platform's crates: the build scripts and proc macros run on the host.
+        .args(["fetch", "--locked"]))
     .context("cargo fetch into the cross root's cargo home")?;
 
     for d in ["src", "cross-target"] {

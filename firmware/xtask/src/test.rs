@@ -878,13 +878,6 @@ fn binary_name(running_line: &str) -> String {
     }
 }
 
-/// How the smoke run builds the fuzz targets (`cargo fuzz run` builds again first, so it gets
-/// the same): cargo-fuzz's release build with 16 codegen units instead of its default 1, which
-/// builds every crate (aws-lc, rustls, hickory, ...) with ASan and coverage in one LLVM unit
-/// per crate; the runs are a little slower, the build (most of this step on a fresh machine)
-/// much faster.
-const FUZZ_BUILD: &[&str] = &["--codegen-units", "16"];
-
 /// Runs every target of fuzz/ for `seconds`, each on a temporary corpus directory first
 /// (where libFuzzer writes what it finds) and the committed seed corpus second (read
 /// only), so CI never writes into the repository.
@@ -985,7 +978,6 @@ fn fuzz_build(cargo: &std::ffi::OsStr, root: &Path, target: Option<&str>) -> Res
         cmd.current_dir(root)
             .env("RUSTC_BOOTSTRAP", "1")
             .args(["fuzz", "build"])
-            .args(FUZZ_BUILD)
             .args(target);
         println!("running {cmd:?}");
         run_teed(&mut cmd).map(|(ok, _)| ok)
@@ -1018,7 +1010,6 @@ fn fuzz_run(
     cmd.current_dir(root)
         .env("RUSTC_BOOTSTRAP", "1")
         .args(["fuzz", "run", target])
-        .args(FUZZ_BUILD)
         .arg(&scratch);
     if seeds.is_dir() {
         cmd.arg(&seeds);
@@ -1056,7 +1047,6 @@ fn fuzz_run(
             .current_dir(root)
             .env("RUSTC_BOOTSTRAP", "1")
             .args(["fuzz", "run", target])
-            .args(FUZZ_BUILD)
             .arg(new)
             .output()
             .map(|o| o.status.success());

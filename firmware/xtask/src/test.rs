@@ -564,6 +564,13 @@ fn step_times() -> Vec<(String, f64)> {
         .collect()
 }
 
+/// Where downloaded tool roots and corpora are cached, outside the clone:
+/// `$SEALGATE_CACHE`, else `/var/cache/sealgate`.
+pub(crate) fn cache_dir() -> PathBuf {
+    std::env::var_os("SEALGATE_CACHE")
+        .map_or_else(|| PathBuf::from("/var/cache/sealgate"), PathBuf::from)
+}
+
 /// The workspace root: two levels above this crate.
 pub(crate) fn workspace_root() -> Result<PathBuf> {
     Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -2,7 +2,7 @@
 # download: executable_path). Started by tests/docking/webui.rs against a running sealgated.
 # Prints one JSON line of results for the Rust side (RESULT {...}).
 import base64, json, os, re, sys, time
-from playwright.sync_api import sync_playwright, expect
+from playwright.sync_api import Browser, sync_playwright, expect
 
 BASE = os.environ["BASE"]
 SETUP = os.environ["SETUP"]
@@ -17,7 +17,14 @@ PW = "correct horse battery staple"
 XSS = "<img src=x onerror=window.__xss=1>"
 os.makedirs(SHOTS, exist_ok=True)
 # A busy two-core CI machine builds while this runs: wait longer than the default 5 s.
-expect.set_options(timeout=15_000)
+# Waits are limits, not timings: beside the QEMU suite a step can take tens of seconds.
+PATIENCE_MS = 90_000
+expect.set_options(timeout=PATIENCE_MS)
+_new_context = Browser.new_context
+Browser.new_context = lambda self, **kw: _patient(_new_context(self, **kw))
+def _patient(ctx):
+    ctx.set_default_timeout(PATIENCE_MS)
+    return ctx
 
 console_errors = []   # every console error that is not an API answer the UI showed
 api_answers = []      # 4xx answers of the admin API (the UI shows their problem documents)

@@ -8,7 +8,7 @@
 #    administrator moves around).
 # Started by tests/docking/webui_measure.rs; prints RESULT {...}.
 import json, os, re, sys, time
-from playwright.sync_api import sync_playwright, expect
+from playwright.sync_api import Browser, sync_playwright, expect
 
 BASE = os.environ["BASE"]
 SETUP = os.environ["SETUP"]
@@ -19,7 +19,14 @@ PW = "correct horse battery staple"
 PUBLIC = ["login", "claim"]
 PAGES = ["dashboard", "keys", "certificates", "policies", "tokens", "audit", "queue",
          "settings", "tls", "network", "accounts", "system"]
-expect.set_options(timeout=30_000)
+# Waits are limits, not timings: beside the QEMU suite a step can take tens of seconds.
+PATIENCE_MS = 90_000
+expect.set_options(timeout=PATIENCE_MS)
+_new_context = Browser.new_context
+Browser.new_context = lambda self, **kw: _patient(_new_context(self, **kw))
+def _patient(ctx):
+    ctx.set_default_timeout(PATIENCE_MS)
+    return ctx
 
 
 def measure(browser, name, state):

@@ -5,7 +5,7 @@
 # only a link that does not exist and malformed values, all refused before any change.
 # Started by tests/docking/webui_network.rs; prints RESULT {...}.
 import json, os, re, sys
-from playwright.sync_api import sync_playwright, expect
+from playwright.sync_api import Browser, sync_playwright, expect
 
 BASE = os.environ["BASE"]
 SETUP = os.environ["SETUP"]
@@ -16,7 +16,14 @@ AXE = os.environ.get("AXE", "")
 PW = "correct horse battery staple"
 MISSING = "sgtest-none0"
 os.makedirs(SHOTS, exist_ok=True)
-expect.set_options(timeout=15_000)
+# Waits are limits, not timings: beside the QEMU suite a step can take tens of seconds.
+PATIENCE_MS = 90_000
+expect.set_options(timeout=PATIENCE_MS)
+_new_context = Browser.new_context
+Browser.new_context = lambda self, **kw: _patient(_new_context(self, **kw))
+def _patient(ctx):
+    ctx.set_default_timeout(PATIENCE_MS)
+    return ctx
 result = {}
 console_errors = []
 

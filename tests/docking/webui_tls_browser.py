@@ -5,7 +5,7 @@
 # and certificate pair uploaded (a wrong pair refused, a PKCS#12 file installed).
 # Started by tests/docking/webui_tls.rs; prints RESULT {...}.
 import hashlib, json, os, re, ssl, subprocess, sys, tempfile, time
-from playwright.sync_api import sync_playwright, expect
+from playwright.sync_api import Browser, sync_playwright, expect
 
 BASE = os.environ["BASE"]
 SETUP = os.environ["SETUP"]
@@ -17,7 +17,14 @@ AXE = os.environ.get("AXE", "")
 PORTS = [int(p) for p in os.environ["PORTS"].split(",")]
 PW = "correct horse battery staple"
 os.makedirs(SHOTS, exist_ok=True)
-expect.set_options(timeout=15_000)
+# Waits are limits, not timings: beside the QEMU suite a step can take tens of seconds.
+PATIENCE_MS = 90_000
+expect.set_options(timeout=PATIENCE_MS)
+_new_context = Browser.new_context
+Browser.new_context = lambda self, **kw: _patient(_new_context(self, **kw))
+def _patient(ctx):
+    ctx.set_default_timeout(PATIENCE_MS)
+    return ctx
 tmp = tempfile.mkdtemp()
 result = {}
 console_errors = []

@@ -4,14 +4,21 @@
 # and the message view. Started by tests/gateway/quarantine_webui.rs.
 import json, os, re, sys
 import requests
-from playwright.sync_api import sync_playwright, expect
+from playwright.sync_api import Browser, sync_playwright, expect
 
 BASE, CA, SETUP = os.environ["BASE"], os.environ["CA"], os.environ["SETUP"]
 SPKI, CHROMIUM, AXE, SHOTS = os.environ["SPKI"], os.environ["CHROMIUM"], os.environ["AXE"], os.environ["SHOTS"]
 DLP, VIRUS = os.environ["DLP"], os.environ["VIRUS"]
 PW = "correct horse battery staple"
 A = BASE + "/api/v1/admin"
-expect.set_options(timeout=15_000)
+# Waits are limits, not timings: beside the QEMU suite a step can take tens of seconds.
+PATIENCE_MS = 90_000
+expect.set_options(timeout=PATIENCE_MS)
+_new_context = Browser.new_context
+Browser.new_context = lambda self, **kw: _patient(_new_context(self, **kw))
+def _patient(ctx):
+    ctx.set_default_timeout(PATIENCE_MS)
+    return ctx
 os.makedirs(SHOTS, exist_ok=True)
 errors = []
 result = {}

@@ -13,7 +13,7 @@ use std::time::Duration;
 use crate::harness::{Daemon, Netns, require_tool, run};
 
 const SETTINGS: &str = r#"[network]
-confirm_secs = 12
+confirm_secs = 30
 [[network.interfaces]]
 name = "eth0"
 addresses = ["192.0.2.10/24"]

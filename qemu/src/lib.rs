@@ -87,11 +87,6 @@ impl Board {
         }
     }
 
-    /// Whether this board boots with a TPM.
-    pub fn has_tpm(self) -> bool {
-        self == Board::X86_64
-    }
-
     /// The peers this board needs: (program or file, Debian package).
     pub fn peers(self) -> Vec<(&'static str, &'static str)> {
         let (code, _) = self.firmware();
@@ -99,11 +94,11 @@ impl Board {
             Board::X86_64 => vec![(self.qemu(), "qemu-system-x86"), (code, "ovmf")],
             Board::Aarch64 => vec![(self.qemu(), "qemu-system-arm"), (code, "qemu-efi-aarch64")],
         };
-        p.push(("qemu-img", "qemu-utils"));
-        if self.has_tpm() {
-            p.push(("swtpm", "swtpm"));
-            p.push(("swtpm_setup", "swtpm-tools"));
-        }
+        p.extend([
+            ("qemu-img", "qemu-utils"),
+            ("swtpm", "swtpm"),
+            ("swtpm_setup", "swtpm-tools"),
+        ]);
         p
     }
 }
@@ -317,7 +312,7 @@ impl VmDir {
     /// and the firmware hashes every image it measures once per active bank (swtpm's own
     /// default has more banks active, which costs seconds per boot under TCG).
     pub fn manufacture_tpm(&self) -> Result<()> {
-        if !self.board.has_tpm() || self.tpm_state().join("tpm2-00.permall").exists() {
+        if self.tpm_state().join("tpm2-00.permall").exists() {
             return Ok(());
         }
         let out = Command::new("swtpm_setup")
@@ -530,7 +525,7 @@ impl Vm {
     /// Starts swtpm and QEMU for one boot of `dir`.
     pub fn boot(dir: &VmDir, opts: &BootOptions) -> Result<Vm> {
         require_peers(dir.board)?;
-        let swtpm = if opts.tpm && dir.board.has_tpm() {
+        let swtpm = if opts.tpm {
             Some(Swtpm::start(dir)?)
         } else {
             None
@@ -652,7 +647,15 @@ fn qemu_args(dir: &VmDir, opts: &BootOptions, swtpm: Option<&Swtpm>) -> Vec<Stri
     let mut push = |s: &[&str]| a.extend(s.iter().map(|x| x.to_string()));
     match dir.board {
         Board::X86_64 => push(&["-machine", &format!("q35,accel={accel}")]),
-        Board::Aarch64 => push(&["-machine", &format!("virt,accel={accel}"), "-cpu", "max"]),
+        // Not `max`: its pointer authentication is slow to emulate and the binaries (Debian's
+        // arm64 baseline) do not need it. No ACPI tables: AAVMF then hands the kernel QEMU's
+        // device tree, which the board's kernel (no ACPI support) describes its devices by.
+        Board::Aarch64 => push(&[
+            "-machine",
+            &format!("virt,accel={accel},acpi=off"),
+            "-cpu",
+            "cortex-a72",
+        ]),
     }
     push(&[
         "-nodefaults",
@@ -686,9 +689,7 @@ fn qemu_args(dir: &VmDir, opts: &BootOptions, swtpm: Option<&Swtpm>) -> Vec<Stri
     push(&["-device", "virtio-rng-pci"]);
     // The boot's watchdog (stage-1 arms it, the health gate disarms it); its reset ends
     // this QEMU (`-no-reboot`), as any reboot does.
-    if dir.board == Board::X86_64 {
-        push(&["-device", "i6300esb", "-action", "watchdog=reset"]);
-    }
+    push(&["-device", "i6300esb", "-action", "watchdog=reset"]);
     // No option ROM on the NIC (`romfile=`): QEMU would give it iPXE, which the firmware
     // starts at every boot for a network boot the box never does (about a second under TCG).
     let nic = "virtio-net-pci,netdev=net0,romfile=";
@@ -702,11 +703,16 @@ fn qemu_args(dir: &VmDir, opts: &BootOptions, swtpm: Option<&Swtpm>) -> Vec<Stri
             "-chardev",
             &format!("socket,id=chrtpm,path={}", tpm.ctrl.display()),
         ]);
+        // virt has no ISA bus: its TPM is the MMIO `tpm-tis-device` (from the device tree).
+        let device = match dir.board {
+            Board::X86_64 => "tpm-tis,tpmdev=tpm0",
+            Board::Aarch64 => "tpm-tis-device,tpmdev=tpm0",
+        };
         push(&[
             "-tpmdev",
             "emulator,id=tpm0,chardev=chrtpm",
             "-device",
-            "tpm-tis,tpmdev=tpm0",
+            device,
         ]);
     }
     let log = dir.console_log();

@@ -57,28 +57,80 @@ pub(crate) struct Cross {
     pub versions: String,
 }
 
-/// The root's folder name: the suite and a digest of what it is made of.
-fn root_key() -> String {
+/// A cached Debian root's folder name: its kind, the suite and a digest of what it is made of.
+fn root_key(kind: &str, packages: &[&str]) -> String {
     // FNV-1a: stable across compilers (a folder name, not a security boundary).
-    let inputs = format!("{SUITE}\n{MIRROR}\n{}\n", ROOT_PACKAGES.join(" "));
+    let inputs = format!("{SUITE}\n{MIRROR}\n{}\n", packages.join(" "));
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in inputs.bytes() {
         h ^= u64::from(b);
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
-    format!("aarch64-cross-{SUITE}-{h:016x}")
+    format!("{kind}-{SUITE}-{h:016x}")
 }
 
 /// Makes (or reuses) the trixie cross root.
 pub(crate) fn ensure_root() -> Result<PathBuf> {
+    ensure_debian_root(
+        "aarch64-cross",
+        &["--variant=apt", "--architectures=amd64,arm64"],
+        ROOT_PACKAGES,
+        "about 350 MiB to download",
+    )
+}
+
+/// The aarch64 image's runtime: trixie's arm64 packages, unpacked (`--variant=extract`:
+/// nothing runs, nothing is configured), their `.deb` files kept for the manifest's versions.
+/// The image build copies from it what the x86_64 build copies from the build machine.
+pub(crate) const RUNTIME_PACKAGES: &[&str] = &[
+    "busybox-static",
+    "dmsetup",
+    "e2fsprogs",
+    // What the box's binaries load (their `NEEDED`), and the TPM's TCTI they open.
+    "libgcc-s1",
+    "libtss2-esys-3.0.2-0t64",
+    "libtss2-mu-4.0.1-0t64",
+    "libtss2-tctildr0t64",
+    "libtss2-tcti-device0t64",
+    "rauc",
+    "dbus-daemon",
+    "dbus-system-bus-common",
+    // The UKI's stub (`linuxaa64.efi.stub`) and GRUB for arm64-efi with its own grub-mkimage
+    // (run under qemu-aarch64-static, so tool and modules are one version).
+    "systemd-boot-efi",
+    "grub-efi-arm64-bin",
+];
+
+/// Makes (or reuses) the arm64 runtime root.
+pub(crate) fn ensure_runtime_root() -> Result<PathBuf> {
+    ensure_debian_root(
+        "aarch64-runtime",
+        &[
+            "--variant=extract",
+            "--architectures=arm64",
+            "--skip=cleanup/apt/cache",
+        ],
+        RUNTIME_PACKAGES,
+        "about 60 MiB to download",
+    )
+}
+
+/// Makes (or reuses) a root of `packages` from trixie under the cache folder.
+fn ensure_debian_root(
+    kind: &str,
+    options: &[&str],
+    packages: &[&str],
+    size: &str,
+) -> Result<PathBuf> {
     let cache = cache_dir();
-    let root = cache.join(root_key());
-    if root.join("usr/bin/cargo").is_file() && root.join(".complete").is_file() {
-        println!("aarch64 cross root: {} (cached)", root.display());
+    let key = root_key(kind, packages);
+    let root = cache.join(&key);
+    if root.join(".complete").is_file() {
+        println!("{kind} root: {} (cached)", root.display());
         return Ok(root);
     }
     ensure_debian_packages(HOST_PACKAGES)?;
-    let partial = cache.join(format!("{}.partial", root_key()));
+    let partial = cache.join(format!("{key}.partial"));
     if partial.exists() {
         fs::remove_dir_all(&partial)?;
     }
@@ -89,27 +141,62 @@ pub(crate) fn ensure_root() -> Result<PathBuf> {
         )
     })?;
     println!(
-        "making the {SUITE} cross root {} (mmdebstrap, about 350 MiB to download)",
+        "making the {SUITE} {kind} root {} (mmdebstrap, {size})",
         root.display()
     );
     let started = std::time::Instant::now();
     sh(Command::new("mmdebstrap")
-        .args(["--variant=apt", "--architectures=amd64,arm64", "--quiet"])
-        .arg(format!("--include={}", ROOT_PACKAGES.join(",")))
+        .args(options)
+        .arg("--quiet")
+        .arg(format!("--include={}", packages.join(",")))
         .arg(SUITE)
         .arg(&partial)
         .arg(MIRROR))
-    .context("mmdebstrap (Debian package mmdebstrap) could not make the cross root")?;
-    fs::write(partial.join(".complete"), ROOT_PACKAGES.join("\n"))?;
+    .with_context(|| {
+        format!("mmdebstrap (Debian package mmdebstrap) could not make the {kind} root")
+    })?;
+    fs::write(partial.join(".complete"), packages.join("\n"))?;
     if root.exists() {
         fs::remove_dir_all(&root)?;
     }
     fs::rename(&partial, &root)?;
     println!(
-        "cross root made in {:.0} s",
+        "{kind} root made in {:.0} s",
         started.elapsed().as_secs_f64()
     );
     Ok(root)
+}
+
+/// `package version` of every `.deb` a root of [`ensure_runtime_root`] was unpacked from.
+pub(crate) fn runtime_versions(root: &Path) -> Result<Vec<String>> {
+    let dir = root.join("var/cache/apt/archives");
+    let mut debs: Vec<PathBuf> = fs::read_dir(&dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "deb"))
+        .collect();
+    debs.sort();
+    let mut out = Vec::new();
+    for deb in debs {
+        let o = Command::new("dpkg-deb")
+            .args(["-f"])
+            .arg(&deb)
+            .args(["Package", "Version"])
+            .output()
+            .context("dpkg-deb")?;
+        let text = String::from_utf8_lossy(&o.stdout);
+        let field = |k: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(k))
+                .map(|v| v.trim().to_string())
+                .unwrap_or_default()
+        };
+        out.push(format!("{}:arm64 {}", field("Package:"), field("Version:")));
+    }
+    if out.is_empty() {
+        bail!("no .deb files in {}", dir.display());
+    }
+    Ok(out)
 }
 
 /// The versions of the root's build packages, one `package version` per line.

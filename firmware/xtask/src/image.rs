@@ -1,7 +1,9 @@
 //! `cargo xtask image`: the box's disk image, assembled offline from Debian packages
-//! installed on the build machine (Buildroot cannot fetch its sources here; production
-//! images come from `board/buildroot/`, which reuses `rootfs/` and the board's
-//! `genimage.cfg`).
+//! (Buildroot cannot fetch its sources here; production images come from `board/buildroot/`,
+//! which reuses `rootfs/` and the board's `genimage.cfg`). qemu-x86_64 takes them from the
+//! build machine itself (bookworm) with Debian's kernel; qemu-aarch64 from trixie's arm64
+//! packages unpacked in a cached root (its binaries, built with trixie's Rust, need trixie's
+//! glibc) with the board's own kernel (see [`parts`]).
 //!
 //! The image: a GPT disk (layout in `board/<board>/genimage.cfg`) with an EFI system
 //! partition (GRUB, `grub.cfg`, `grubenv`, one signed UKI per slot: kernel, stage-1
@@ -107,10 +109,9 @@ const DATA_MIB: u64 = 256;
 const ESP_VOLUME_ID: &str = "5EA1E5B0";
 const DATA_FS_UUID: &str = "5ea19a7e-0000-4000-8000-0000000000d1";
 const DATA_HASH_SEED: &str = "5ea19a7e-0000-4000-8000-0000000000d2";
-/// The kernel command line every slot's signed image carries (plus `sealgate.slot=`).
-const KERNEL_CMDLINE: &str = "console=ttyS0,115200 loglevel=4 panic=10";
-/// OVMF's empty variable store (Debian `ovmf`), the base of the enrolled one.
-const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
+/// The kernel command line every slot's signed image carries, after the board's console
+/// (plus `sealgate.slot=`, the root hash and the data partition).
+const KERNEL_CMDLINE: &str = "loglevel=4 panic=10";
 
 /// A board the offline image build knows.
 #[derive(Debug, Clone, Copy)]
@@ -128,6 +129,17 @@ pub(crate) struct Board {
     pub kernel_suffix: &'static str,
     /// The dynamic loader's path, as the binaries name it.
     pub loader: &'static str,
+    /// The board's part of the kernel command line: the serial console, and the watchdog's
+    /// bound where its driver is built in (stage 1 passes it to the module otherwise).
+    pub cmdline: &'static str,
+    /// The prefix of the binutils that handle this board's binaries (`strip`, `objcopy`).
+    pub binutils: &'static str,
+    /// systemd's EFI stub for this architecture, under the board's runtime root.
+    pub stub: &'static str,
+    /// The firmware's variable store the box's keys are enrolled in (Debian `ovmf`,
+    /// `qemu-efi-aarch64`). AAVMF's plain one is blank (the firmware formats it at its
+    /// first start), so its formatted Microsoft store, whose keys enrolling removes.
+    pub vars_template: &'static str,
 }
 
 /// Every board of `board/` that the offline build assembles.
@@ -140,6 +152,10 @@ pub(crate) const BOARDS: &[Board] = &[
         efi_file: "BOOTX64.EFI",
         kernel_suffix: "-amd64",
         loader: "/lib64/ld-linux-x86-64.so.2",
+        cmdline: "console=ttyS0,115200",
+        binutils: "",
+        stub: "/usr/lib/systemd/boot/efi/linuxx64.efi.stub",
+        vars_template: "/usr/share/OVMF/OVMF_VARS_4M.fd",
     },
     Board {
         name: "qemu-aarch64",
@@ -149,6 +165,11 @@ pub(crate) const BOARDS: &[Board] = &[
         efi_file: "BOOTAA64.EFI",
         kernel_suffix: "-arm64",
         loader: "/lib/ld-linux-aarch64.so.1",
+        // stage 1's WATCHDOG_SECS: the board's kernel has the driver built in.
+        cmdline: "console=ttyAMA0,115200 i6300esb.heartbeat=300",
+        binutils: "aarch64-linux-gnu-",
+        stub: "/usr/lib/systemd/boot/efi/linuxaa64.efi.stub",
+        vars_template: "/usr/share/AAVMF/AAVMF_VARS.ms.fd",
     },
 ];
 
@@ -227,33 +248,7 @@ pub(crate) fn out_dir(board: Board) -> Result<PathBuf> {
 
 /// Builds the image of `board`; see the module documentation.
 pub(crate) fn build(board: Board, args: &Args) -> Result<Built> {
-    if board.name == "qemu-aarch64" {
-        // What can be built here is built: the board's kernel and TPM probe (booted by the
-        // system tests) and the Rust binaries (Debian trixie's Rust in a cached root, see
-        // cross.rs; checked under qemu-aarch64-static by the system tests).
-        let b = crate::aarch64::build_bringup()?;
-        println!(
-            "built the board's kernel {} and TPM probe {}",
-            b.kernel.display(),
-            b.probe.display()
-        );
-        let cross = crate::cross::build()?;
-        for (bin, path) in &cross.binaries {
-            println!("built {bin} for {}: {}", board.rust_target, path.display());
-        }
-        print!("{}", cross.versions);
-        println!(
-            "they run here with: qemu-aarch64-static -L {} BINARY",
-            cross.root.display()
-        );
-        bail!(
-            "the qemu-aarch64 disk image is not assembled yet: its arm64 runtime from {} \
-             (the binaries need glibc 2.38+), stage 1 for the board's own kernel, GRUB for \
-             arm64-efi and AAVMF's variables. See board/README.md, \"aarch64: the gap\".",
-            crate::cross::SUITE
-        );
-    }
-    if board.name != "qemu-x86_64" {
+    if !["qemu-x86_64", "qemu-aarch64"].contains(&board.name) {
         bail!("no offline image build for board {}", board.name);
     }
     let root = workspace_root()?;
@@ -268,19 +263,19 @@ pub(crate) fn build(board: Board, args: &Args) -> Result<Built> {
     println!("SOURCE_DATE_EPOCH={epoch}");
 
     ensure_debian_packages(&build_packages())?;
-    let binaries = build_binaries(&root, args)?;
-    let kernel = find_kernel(board)?;
+    let parts = parts(board, &root, args)?;
+    let (kernel, sysroot) = (&parts.kernel, &parts.sysroot);
     println!("kernel {}", kernel.version);
 
     // Stage-1 initramfs.
     let initramfs_dir = work.join("initramfs");
     let initramfs = work.join("initrd.img");
-    stage_initramfs(board, &root, &board_dir, &kernel, &initramfs_dir)?;
+    stage_initramfs(board, sysroot, &root, &board_dir, kernel, &initramfs_dir)?;
     cpio_zstd(&initramfs_dir, &initramfs, epoch)?;
 
     // The root file system.
     let rootfs = work.join("rootfs");
-    stage_rootfs(board, &root, &binaries, &rootfs)?;
+    stage_rootfs(board, sysroot, &root, &parts.binaries, &rootfs)?;
     let inputs = work.join("inputs");
     fs::create_dir_all(&inputs)?;
     sh(Command::new("mksquashfs")
@@ -324,10 +319,15 @@ pub(crate) fn build(board: Board, args: &Args) -> Result<Built> {
         crate::secureboot::make_uki(
             epoch,
             &work,
+            crate::secureboot::Stub {
+                file: &sysroot.path(board.stub),
+                binutils: board.binutils,
+            },
             &kernel.image,
             &initramfs,
             &format!(
-                "{KERNEL_CMDLINE} sealgate.slot={slot} {} sealgate.data={data_uuid}",
+                "{} {KERNEL_CMDLINE} sealgate.slot={slot} {} sealgate.data={data_uuid}",
+                board.cmdline,
                 verity.cmdline()
             ),
             &osrel,
@@ -339,7 +339,7 @@ pub(crate) fn build(board: Board, args: &Args) -> Result<Built> {
         signed.insert(slot, [out_uki, sig]);
     }
     keys.enrol(
-        Path::new(OVMF_VARS),
+        Path::new(board.vars_template),
         &out.join(sealgate_qemu::ENROLLED_VARS),
     )?;
     // What an update installs (`cargo xtask bundle`): the slot image and both UKIs.
@@ -359,6 +359,7 @@ pub(crate) fn build(board: Board, args: &Args) -> Result<Built> {
     // The EFI system partition.
     make_esp(
         board,
+        sysroot,
         &board_dir,
         &inputs.join("esp.vfat"),
         &work,
@@ -398,7 +399,7 @@ pub(crate) fn build(board: Board, args: &Args) -> Result<Built> {
     let disk = out.join(format!("sealgate-{}.img", board.name));
     fs::rename(gen_out.join("sealgate.img"), &disk).context("moving the disk image")?;
 
-    write_manifest(board, &out, &disk, &binaries, &kernel, epoch, args)?;
+    write_manifest(board, &out, &disk, &parts, epoch, args)?;
     fs::remove_dir_all(&work).ok();
     Ok(Built { disk })
 }
@@ -423,6 +424,253 @@ pub(crate) fn source_date_epoch(root: &Path) -> Result<u64> {
 }
 
 /// The Rust binaries to install, by their name in `/usr/bin`.
+/// What a board's image is assembled from.
+struct Parts {
+    /// The box's Rust binaries by name.
+    binaries: BTreeMap<&'static str, PathBuf>,
+    kernel: Kernel,
+    /// Where the other runtime files (busybox, libraries, RAUC, the EFI stub) come from.
+    sysroot: Sysroot,
+    /// `name version` of what the image is made of, for the manifest.
+    packages: Vec<String>,
+}
+
+/// The qemu-x86_64 image is made of the build machine's own Debian (bookworm) and the
+/// workspace built with the host's toolchain. The qemu-aarch64 image: the board's own kernel
+/// (aarch64.rs), the binaries built with trixie's Rust (cross.rs) and the rest from trixie's
+/// arm64 packages unpacked in a cached root, since the binaries need trixie's glibc.
+fn parts(board: Board, root: &Path, args: &Args) -> Result<Parts> {
+    if board.name != "qemu-aarch64" {
+        let kernel = find_kernel(board)?;
+        let mut names: Vec<String> = IMAGE_PACKAGES.iter().map(|p| p.to_string()).collect();
+        names.extend(
+            [
+                "libc6",
+                "libtss2-esys-3.0.2-0",
+                "libtss2-tctildr0",
+                "grub-common",
+            ]
+            .map(String::from),
+        );
+        names.push(format!("linux-image-{}", kernel.version));
+        let packages = names
+            .iter()
+            .map(|p| format!("debian {p} {}", installed_version(p)))
+            .collect();
+        return Ok(Parts {
+            binaries: build_binaries(root, args)?,
+            kernel,
+            sysroot: Sysroot::host(),
+            packages,
+        });
+    }
+    ensure_debian_packages(AARCH64_IMAGE_PACKAGES)?;
+    let bringup = crate::aarch64::build_bringup()?;
+    println!(
+        "built the board's kernel {} and TPM probe {}",
+        bringup.kernel.display(),
+        bringup.probe.display()
+    );
+    let mut packages = Vec::new();
+    let mut binaries = BTreeMap::new();
+    if BINARIES.iter().any(|(_, b)| args.given(b).is_none()) {
+        let cross = crate::cross::build()?;
+        for (bin, path) in &cross.binaries {
+            println!("built {bin} for {}: {}", board.rust_target, path.display());
+        }
+        println!(
+            "they run here with: qemu-aarch64-static -L {} BINARY",
+            cross.root.display()
+        );
+        binaries = cross.binaries;
+        packages.extend(cross.versions.lines().map(|l| format!("built-with {l}")));
+    }
+    for (_, bin) in BINARIES {
+        if let Some(p) = args.given(bin) {
+            binaries.insert(*bin, p.clone());
+        }
+    }
+    let runtime = crate::cross::ensure_runtime_root()?;
+    packages.extend(
+        crate::cross::runtime_versions(&runtime)?
+            .iter()
+            .map(|l| format!("debian {l}")),
+    );
+    packages.push(format!(
+        "built-with linux-source-6.1 {}",
+        installed_version("linux-source-6.1")
+    ));
+    let config = fs::read_to_string(bringup.kernel.with_file_name("Image.config"))?;
+    let version = config
+        .lines()
+        .find_map(|l| l.strip_prefix("# Linux/arm64 "))
+        .and_then(|l| l.split_whitespace().next())
+        .context("no version in the kernel's Image.config")?;
+    Ok(Parts {
+        binaries,
+        kernel: Kernel {
+            version: format!("{version} (the board's own, board/qemu-aarch64/linux*.fragment)"),
+            image: bringup.kernel,
+            modules: None,
+        },
+        sysroot: Sysroot {
+            dir: runtime,
+            emulator: Some("qemu-aarch64-static"),
+        },
+        packages,
+    })
+}
+
+/// What the aarch64 image build needs on the build machine besides the kernel's and the
+/// cross build's packages: the arm64 binutils (`strip`, `objcopy` for the UKI), user-mode
+/// emulation (busybox's applet list, GRUB's `grub-mkimage`) and AAVMF's variable store.
+const AARCH64_IMAGE_PACKAGES: &[&str] = &[
+    "binutils-aarch64-linux-gnu",
+    "qemu-user-static",
+    "qemu-efi-aarch64",
+];
+
+/// The installed version of Debian package `p` on the build machine, or `?`.
+fn installed_version(p: &str) -> String {
+    let v = Command::new("dpkg-query")
+        .args(["-W", "-f=${Version}", p])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    if v.is_empty() { "?".into() } else { v }
+}
+
+/// A root file system the image's runtime files are taken from, by the box's paths: the
+/// build machine itself (`/`), or a foreign architecture's root whose programs run under
+/// user-mode emulation. Symbolic links inside it resolve inside it.
+pub(crate) struct Sysroot {
+    dir: PathBuf,
+    emulator: Option<&'static str>,
+}
+
+impl Sysroot {
+    fn host() -> Sysroot {
+        Sysroot {
+            dir: PathBuf::from("/"),
+            emulator: None,
+        }
+    }
+
+    /// The real file behind the box's path `p` (every symbolic link followed inside the root).
+    fn path(&self, p: &str) -> PathBuf {
+        let mut todo: Vec<String> = p
+            .split('/')
+            .filter(|c| !c.is_empty())
+            .rev()
+            .map(String::from)
+            .collect();
+        let mut at: Vec<String> = Vec::new();
+        let mut links = 0;
+        while let Some(c) = todo.pop() {
+            match c.as_str() {
+                "." => continue,
+                ".." => {
+                    at.pop();
+                    continue;
+                }
+                _ => {}
+            }
+            let candidate = self.dir.join(at.join("/")).join(&c);
+            match fs::read_link(&candidate) {
+                Ok(target) if links < 40 => {
+                    links += 1;
+                    let t = target.to_string_lossy().into_owned();
+                    if t.starts_with('/') {
+                        at.clear();
+                    }
+                    todo.extend(
+                        t.split('/')
+                            .filter(|c| !c.is_empty())
+                            .rev()
+                            .map(String::from),
+                    );
+                }
+                _ => at.push(c),
+            }
+        }
+        self.dir.join(at.join("/"))
+    }
+
+    /// Runs the root's program `p` (the box's path).
+    fn command(&self, p: &str) -> Command {
+        match self.emulator {
+            None => Command::new(self.path(p)),
+            Some(emulator) => {
+                let mut c = Command::new(emulator);
+                c.arg("-L").arg(&self.dir).arg(self.path(p));
+                c
+            }
+        }
+    }
+
+    /// The shared libraries the root's ELF file `elf` loads, directly or through another,
+    /// its program interpreter included: each by the name it is loaded as, with its real file
+    /// (`readelf`'s `NEEDED` entries looked up where Debian's loader looks).
+    fn needed_libraries(&self, board: Board, elf: &Path) -> Result<BTreeMap<String, PathBuf>> {
+        let dirs = [
+            format!("/usr/lib/{}", board.triplet),
+            format!("/lib/{}", board.triplet),
+            "/usr/lib".to_string(),
+            "/lib".to_string(),
+        ];
+        let mut found: BTreeMap<String, PathBuf> = BTreeMap::new();
+        let mut todo = vec![elf.to_path_buf()];
+        while let Some(file) = todo.pop() {
+            let out = Command::new("readelf")
+                .args(["-d", "-l", "-W"])
+                .arg(&file)
+                .output()
+                .context("readelf (Debian package binutils)")?;
+            if !out.status.success() {
+                bail!(
+                    "readelf {}: {}",
+                    file.display(),
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            let text = String::from_utf8_lossy(&out.stdout);
+            for line in text.lines() {
+                if let Some(interp) = line
+                    .split_once("[Requesting program interpreter: ")
+                    .map(|(_, r)| r.trim_end_matches(']'))
+                {
+                    let name = interp.rsplit('/').next().unwrap_or(interp);
+                    found.insert(name.to_string(), self.path(interp));
+                }
+                let Some(name) = line
+                    .contains("(NEEDED)")
+                    .then(|| line.rsplit_once('[').map(|(_, r)| r.trim_end_matches(']')))
+                    .flatten()
+                else {
+                    continue;
+                };
+                if found.contains_key(name) {
+                    continue;
+                }
+                let lib = dirs
+                    .iter()
+                    .map(|d| self.path(&format!("{d}/{name}")))
+                    .find(|p| p.is_file())
+                    .with_context(|| {
+                        format!(
+                            "{}: {name} not found under {}",
+                            elf.display(),
+                            self.dir.display()
+                        )
+                    })?;
+                found.insert(name.to_string(), lib.clone());
+                todo.push(lib);
+            }
+        }
+        Ok(found)
+    }
+}
+
 fn build_binaries(root: &Path, args: &Args) -> Result<BTreeMap<&'static str, PathBuf>> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(&cargo);
@@ -459,7 +707,8 @@ fn build_binaries(root: &Path, args: &Args) -> Result<BTreeMap<&'static str, Pat
 struct Kernel {
     version: String,
     image: PathBuf,
-    modules: PathBuf,
+    /// Debian's module folder; none for a board kernel with its drivers built in.
+    modules: Option<PathBuf>,
 }
 
 fn find_kernel(board: Board) -> Result<Kernel> {
@@ -478,7 +727,7 @@ fn find_kernel(board: Board) -> Result<Kernel> {
         .context("no Debian kernel installed: apt-get install linux-image-amd64")?;
     Ok(Kernel {
         image: Path::new("/boot").join(format!("vmlinuz-{version}")),
-        modules: Path::new("/lib/modules").join(&version),
+        modules: Some(Path::new("/lib/modules").join(&version)),
         version,
     })
 }
@@ -554,6 +803,7 @@ fn read_list(path: &Path) -> Result<Vec<String>> {
 
 fn stage_initramfs(
     board: Board,
+    sysroot: &Sysroot,
     root: &Path,
     board_dir: &Path,
     kernel: &Kernel,
@@ -562,41 +812,53 @@ fn stage_initramfs(
     for d in ["bin", "dev", "proc", "sys", "newroot", "lib/modules"] {
         fs::create_dir_all(dir.join(d))?;
     }
-    copy_file(Path::new("/bin/busybox"), &dir.join("bin/busybox"), 0o755)?;
+    copy_file(
+        &sysroot.path("/bin/busybox"),
+        &dir.join("bin/busybox"),
+        0o755,
+    )?;
     symlink("busybox", dir.join("bin/sh"))?;
     // dmsetup (Debian `dmsetup`) maps the slot through dm-verity; its libraries where it
     // looks for them.
-    let dmsetup = Path::new("/usr/sbin/dmsetup");
+    let dmsetup = sysroot.path("/usr/sbin/dmsetup");
     if !dmsetup.is_file() {
-        bail!("/usr/sbin/dmsetup is missing: apt-get install dmsetup");
+        bail!("{} is missing: apt-get install dmsetup", dmsetup.display());
     }
-    copy_file(dmsetup, &dir.join("bin/dmsetup"), 0o755)?;
-    for lib in needed_libraries(dmsetup)? {
-        let rel = lib.strip_prefix("/").unwrap_or(&lib);
-        copy_file(&lib, &dir.join(rel), 0o755)?;
+    copy_file(&dmsetup, &dir.join("bin/dmsetup"), 0o755)?;
+    for (name, lib) in sysroot.needed_libraries(board, &dmsetup)? {
+        let dest = if name.starts_with("ld-linux") {
+            board.loader.trim_start_matches('/').to_string()
+        } else {
+            format!("lib/{}/{name}", board.triplet)
+        };
+        copy_file(&lib, &dir.join(dest), 0o755)?;
     }
     copy_file(
         &root.join("rootfs/initramfs/init"),
         &dir.join("init"),
         0o755,
     )?;
-    let dep =
-        fs::read_to_string(kernel.modules.join("modules.dep")).context("reading modules.dep")?;
-    let wanted = read_list(&board_dir.join("modules.txt"))?;
-    let order = module_load_order(&dep, &wanted)?;
+    // Debian's kernel: the board's modules in dependency order. A board kernel has them
+    // built in: the list stays empty.
     let mut load_order = String::new();
-    for m in &order {
-        let src = kernel.modules.join(m);
-        let name = m.rsplit('/').next().unwrap_or(m);
-        if name.ends_with(".xz") || name.ends_with(".zst") {
-            bail!("{m} is compressed; busybox insmod reads plain .ko only");
+    if let Some(modules) = &kernel.modules {
+        let dep = fs::read_to_string(modules.join("modules.dep")).context("reading modules.dep")?;
+        let wanted = read_list(&board_dir.join("modules.txt"))?;
+        for m in module_load_order(&dep, &wanted)? {
+            let name = m.rsplit('/').next().unwrap_or(&m);
+            if name.ends_with(".xz") || name.ends_with(".zst") {
+                bail!("{m} is compressed; busybox insmod reads plain .ko only");
+            }
+            copy_file(
+                &modules.join(&m),
+                &dir.join("lib/modules").join(name),
+                0o644,
+            )?;
+            load_order.push_str(name);
+            load_order.push('\n');
         }
-        copy_file(&src, &dir.join("lib/modules").join(name), 0o644)?;
-        load_order.push_str(name);
-        load_order.push('\n');
     }
     fs::write(dir.join("lib/modules/load.order"), load_order)?;
-    let _ = board;
     Ok(())
 }
 
@@ -676,6 +938,7 @@ fn set_mtimes(dir: &Path, files: &[String], epoch: u64) -> Result<()> {
 
 fn stage_rootfs(
     board: Board,
+    sysroot: &Sysroot,
     root: &Path,
     binaries: &BTreeMap<&'static str, PathBuf>,
     rootfs: &Path,
@@ -700,11 +963,12 @@ fn stage_rootfs(
 
     // busybox and its applets (our own files win over an applet of the same name).
     copy_file(
-        Path::new("/bin/busybox"),
+        &sysroot.path("/bin/busybox"),
         &rootfs.join("usr/bin/busybox"),
         0o755,
     )?;
-    let list = Command::new("/bin/busybox")
+    let list = sysroot
+        .command("/bin/busybox")
         .arg("--list-full")
         .output()
         .context("busybox --list-full")?;
@@ -715,7 +979,9 @@ fn stage_rootfs(
         copy_file(path, &dest, 0o755)?;
         // The release profile keeps line tables; the box keeps symbols (backtraces) only.
         if fs::read(&dest)?.starts_with(b"\x7fELF") {
-            sh(Command::new("strip").arg("--strip-debug").arg(&dest))?;
+            sh(Command::new(format!("{}strip", board.binutils))
+                .arg("--strip-debug")
+                .arg(&dest))?;
         }
     }
     // The system's trust anchors (Debian's Mozilla bundle), where rustls-native-certs looks:
@@ -736,7 +1002,7 @@ fn stage_rootfs(
     )?;
     // e2fsprogs for the data partition's check at boot and the full factory reset.
     for tool in ["e2fsck", "mke2fs"] {
-        let src = Path::new("/sbin").join(tool);
+        let src = sysroot.path(&format!("/sbin/{tool}"));
         copy_file(&src, &rootfs.join("usr/sbin").join(tool), 0o755)?;
         elf.push(src);
     }
@@ -745,12 +1011,12 @@ fn stage_rootfs(
     // user call RAUC), its configuration for the board and the update CA's keyring:
     // `SEALGATE_OTA_KEYRING` (the vendor's CA certificates, PEM), else the DEVELOPMENT CA.
     for tool in ["rauc", "dbus-daemon"] {
-        let src = Path::new("/usr/bin").join(tool);
+        let src = sysroot.path(&format!("/usr/bin/{tool}"));
         copy_file(&src, &rootfs.join("usr/bin").join(tool), 0o755)?;
         elf.push(src);
     }
     copy_file(
-        Path::new("/usr/share/dbus-1/system.conf"),
+        &sysroot.path("/usr/share/dbus-1/system.conf"),
         &rootfs.join("usr/share/dbus-1/system.conf"),
         0o644,
     )?;
@@ -787,9 +1053,8 @@ fn stage_rootfs(
     }
 
     // Shared libraries: what the binaries need, plus the TPM's TCTI (dlopen'ed by tss2-tctildr).
-    let tcti = Path::new("/usr/lib")
-        .join(board.triplet)
-        .join("libtss2-tcti-device.so.0");
+    let tcti_name = "libtss2-tcti-device.so.0";
+    let tcti = sysroot.path(&format!("/usr/lib/{}/{tcti_name}", board.triplet));
     if !tcti.exists() {
         bail!(
             "{} is missing: apt-get install libtss2-tcti-device0",
@@ -797,14 +1062,13 @@ fn stage_rootfs(
         );
     }
     elf.push(tcti.clone());
-    let mut libs = BTreeSet::new();
+    let mut libs = BTreeMap::new();
     for e in &elf {
-        libs.extend(needed_libraries(e)?);
+        libs.extend(sysroot.needed_libraries(board, e)?);
     }
-    libs.insert(tcti);
-    for lib in &libs {
-        let name = lib.file_name().context("library without a name")?;
-        if lib == Path::new(board.loader) || name.to_string_lossy().starts_with("ld-linux") {
+    libs.insert(tcti_name.to_string(), tcti);
+    for (name, lib) in &libs {
+        if name.starts_with("ld-linux") {
             let dest = rootfs.join(board.loader.trim_start_matches('/'));
             let dest = if board.loader.starts_with("/lib64/") {
                 rootfs.join("usr/lib64").join(name)
@@ -839,39 +1103,10 @@ fn stage_rootfs(
     Ok(())
 }
 
-/// The shared libraries `elf` loads (by `ldd`), as real files on the build machine.
-fn needed_libraries(elf: &Path) -> Result<Vec<PathBuf>> {
-    let out = Command::new("ldd")
-        .arg(elf)
-        .output()
-        .context("running ldd")?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    if text.contains("not a dynamic executable") || (!out.status.success() && text.is_empty()) {
-        return Ok(Vec::new());
-    }
-    let mut libs = Vec::new();
-    for line in text.lines() {
-        let line = line.trim();
-        if line.contains("not found") {
-            bail!("{}: {line}", elf.display());
-        }
-        let path = match line.split_once("=>") {
-            Some((_, rest)) => rest.split_whitespace().next(),
-            None => line
-                .split_whitespace()
-                .next()
-                .filter(|p| p.starts_with('/')),
-        };
-        if let Some(p) = path.filter(|p| p.starts_with('/')) {
-            libs.push(PathBuf::from(p));
-        }
-    }
-    Ok(libs)
-}
-
 #[allow(clippy::too_many_arguments)]
 fn make_esp(
     board: Board,
+    sysroot: &Sysroot,
     board_dir: &Path,
     esp: &Path,
     work: &Path,
@@ -884,7 +1119,10 @@ fn make_esp(
     // grub.cfg's and each UKI's detached signature with (in Secure Boot's lockdown GRUB
     // starts nothing that no verifier checked); the firmware checks each UKI against db too.
     let unsigned = work.join("grub.unsigned.efi");
-    sh(Command::new("grub-mkimage")
+    sh(sysroot
+        .command("/usr/bin/grub-mkimage")
+        .arg("-d")
+        .arg(sysroot.path(&format!("/usr/lib/grub/{}", board.grub_platform)))
         .args([
             "-O",
             board.grub_platform,
@@ -1006,35 +1244,17 @@ fn write_manifest(
     board: Board,
     out: &Path,
     disk: &Path,
-    binaries: &BTreeMap<&'static str, PathBuf>,
-    kernel: &Kernel,
+    parts: &Parts,
     epoch: u64,
     args: &Args,
 ) -> Result<()> {
+    let (binaries, kernel) = (&parts.binaries, &parts.kernel);
     let mut m = format!(
         "# Sealgate image manifest: what this image is made of.\nboard {}\nSOURCE_DATE_EPOCH {epoch}\nkernel {}\n",
         board.name, kernel.version
     );
-    let mut pkgs: Vec<&str> = IMAGE_PACKAGES.to_vec();
-    pkgs.extend([
-        "libc6",
-        "libtss2-esys-3.0.2-0",
-        "libtss2-tctildr0",
-        "grub-common",
-    ]);
-    let kernel_pkg = format!("linux-image-{}", kernel.version);
-    pkgs.push(&kernel_pkg);
-    for p in pkgs {
-        let v = Command::new("dpkg-query")
-            .args(["-W", "-f=${Version}", p])
-            .output();
-        let v = v
-            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-            .unwrap_or_default();
-        m.push_str(&format!(
-            "debian {p} {}\n",
-            if v.is_empty() { "?" } else { &v }
-        ));
+    for p in &parts.packages {
+        m.push_str(&format!("{p}\n"));
     }
     for (bin, path) in binaries {
         let note = if args.given(bin).is_some() {
@@ -1113,6 +1333,36 @@ pub(crate) fn sh(cmd: &mut Command) -> Result<()> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_foreign_roots_links_resolve_inside_it() {
+        let t = tempfile::tempdir().unwrap();
+        let r = t.path();
+        fs::create_dir_all(r.join("usr/lib/aarch64-linux-gnu")).unwrap();
+        fs::create_dir_all(r.join("usr/bin")).unwrap();
+        symlink("usr/lib", r.join("lib")).unwrap();
+        symlink("usr/bin", r.join("bin")).unwrap();
+        fs::write(r.join("usr/lib/aarch64-linux-gnu/libx.so.0.1"), b"x").unwrap();
+        symlink("libx.so.0.1", r.join("usr/lib/aarch64-linux-gnu/libx.so.0")).unwrap();
+        // An absolute link means the root's own file, never the build machine's.
+        symlink(
+            "/usr/lib/aarch64-linux-gnu/libx.so.0",
+            r.join("usr/lib/ld-linux-aarch64.so.1"),
+        )
+        .unwrap();
+        symlink("../lib/../bin/./busybox", r.join("usr/bin/sh")).unwrap();
+        let root = Sysroot {
+            dir: r.to_path_buf(),
+            emulator: None,
+        };
+        let want = r.join("usr/lib/aarch64-linux-gnu/libx.so.0.1");
+        assert_eq!(root.path("/lib/ld-linux-aarch64.so.1"), want);
+        assert_eq!(root.path("/lib/aarch64-linux-gnu/libx.so.0"), want);
+        assert_eq!(root.path("/bin/sh"), r.join("usr/bin/busybox"));
+        // A loop ends (at its last name) instead of spinning.
+        symlink("loop", r.join("usr/bin/loop")).unwrap();
+        assert!(root.path("/bin/loop").starts_with(r));
+    }
 
     #[test]
     fn modules_come_after_their_dependencies_once() {

@@ -21,10 +21,17 @@ pub(crate) const QEMU_PACKAGES: &[&str] = &[
     "curl",
 ];
 
+/// What boots the aarch64 box besides [`QEMU_PACKAGES`]: its emulator and firmware (AAVMF).
+const AARCH64_QEMU_PACKAGES: &[&str] = &["qemu-system-arm", "qemu-efi-aarch64"];
+
 /// Everything `cargo xtask qemu` installs: what boots the box, and when the image is to be
-/// built first, what that needs (installed up front, so a fresh machine fails early or not at all).
-pub(crate) fn run_packages(build_image: bool) -> Vec<&'static str> {
+/// built first, what that needs (installed up front, so a fresh machine fails early or not at
+/// all; the aarch64 image's own build tools are installed by its build).
+pub(crate) fn run_packages(board: image::Board, build_image: bool) -> Vec<&'static str> {
     let mut p = QEMU_PACKAGES.to_vec();
+    if board.name == "qemu-aarch64" {
+        p.extend(AARCH64_QEMU_PACKAGES);
+    }
     if build_image {
         p.extend(image::build_packages());
     }
@@ -84,7 +91,7 @@ pub fn run(args: Args) -> Result<()> {
         .clone()
         .unwrap_or_else(|| sealgate_qemu::image_path(qboard));
     let build = args.image.is_none() && (args.rebuild || !image_path.is_file());
-    ensure_debian_packages(&run_packages(build))?;
+    ensure_debian_packages(&run_packages(board, build))?;
     if build {
         image::build(
             board,

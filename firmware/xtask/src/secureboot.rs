@@ -25,9 +25,6 @@ use crate::image::sh;
 /// The owner GUID of the enrolled keys (EFI signature lists name one).
 pub(crate) const KEY_OWNER_GUID: &str = "5ea19a7e-0000-4000-8000-0000000005eb";
 
-/// systemd's EFI stub for x86_64 (Debian `systemd-boot-efi`).
-const STUB: &str = "/usr/lib/systemd/boot/efi/linuxx64.efi.stub";
-
 /// The Secure Boot keys an image is signed with and enrols.
 pub(crate) struct Keys {
     pub dir: PathBuf,
@@ -103,8 +100,9 @@ impl Keys {
         .context("faketime sbsign (Debian packages faketime, sbsigntool)")
     }
 
-    /// Writes `out`: OVMF's empty variable store with PK, KEK and db enrolled and Secure Boot
-    /// on (the box's UEFI variables as the factory ships it).
+    /// Writes `out`: the firmware's variable store `template` with PK, KEK and db enrolled,
+    /// nothing else in them or in dbx, and Secure Boot on (the box's UEFI variables as the
+    /// factory ships it).
     pub(crate) fn enrol(&self, template: &Path, out: &Path) -> Result<()> {
         let tool = sealgate_qemu::virt_fw_vars()?;
         sh(Command::new(tool)
@@ -112,6 +110,9 @@ impl Keys {
             .arg(template)
             .arg("--output")
             .arg(out)
+            .args(["--loglevel", "error"])
+            .args(["--delete", "PK", "--delete", "KEK", "--delete", "db"])
+            .args(["--delete", "dbx"])
             .arg("--set-pk")
             .arg(KEY_OWNER_GUID)
             .arg(self.cert("PK"))
@@ -167,29 +168,41 @@ impl GrubSigner {
     }
 }
 
+/// systemd's EFI stub (Debian `systemd-boot-efi` of the board's architecture) and the
+/// binutils that handle its architecture (their prefix, e.g. `aarch64-linux-gnu-`).
+pub(crate) struct Stub<'a> {
+    pub file: &'a Path,
+    pub binutils: &'a str,
+}
+
 /// Builds the unsigned UKI `out` from the stub, `kernel`, `initrd`, `cmdline` and `osrel`.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn make_uki(
     epoch: u64,
     work: &Path,
+    stub: Stub<'_>,
     kernel: &Path,
     initrd: &Path,
     cmdline: &str,
     osrel: &Path,
     out: &Path,
 ) -> Result<()> {
-    if !Path::new(STUB).is_file() {
-        bail!("{STUB} is missing: apt-get install systemd-boot-efi");
+    if !stub.file.is_file() {
+        bail!(
+            "{} is missing: apt-get install systemd-boot-efi",
+            stub.file.display()
+        );
     }
     let cmdline_file = work.join("uki-cmdline");
     fs::write(&cmdline_file, cmdline)?;
     // The added sections go after the stub's own, each on a 4 KiB boundary.
-    let mut at = stub_end()?;
+    let mut at = stub_end(&stub)?;
     // objcopy writes the build time into the PE header: made at `epoch` instead.
     let mut cmd = Command::new("faketime");
     cmd.env("TZ", "UTC")
         .arg("-f")
         .arg(faketime_at(epoch)?)
-        .arg("objcopy");
+        .arg(format!("{}objcopy", stub.binutils));
     for (name, file) in [
         (".osrel", osrel),
         (".cmdline", cmdline_file.as_path()),
@@ -205,7 +218,7 @@ pub(crate) fn make_uki(
             .with_context(|| format!("{}", file.display()))?
             .len();
     }
-    cmd.arg(STUB).arg(out);
+    cmd.arg(stub.file).arg(out);
     sh(&mut cmd).context("objcopy (Debian package binutils)")
 }
 
@@ -227,10 +240,10 @@ fn align(x: u64) -> u64 {
 }
 
 /// The end of the stub's last section (image-relative), from `objdump -h`.
-fn stub_end() -> Result<u64> {
-    let out = Command::new("objdump")
+fn stub_end(stub: &Stub<'_>) -> Result<u64> {
+    let out = Command::new(format!("{}objdump", stub.binutils))
         .arg("-h")
-        .arg(STUB)
+        .arg(stub.file)
         .output()
         .context("objdump (Debian package binutils)")?;
     let text = String::from_utf8_lossy(&out.stdout);
@@ -244,7 +257,7 @@ fn stub_end() -> Result<u64> {
         }
     }
     if end == 0 {
-        bail!("no sections in {STUB}");
+        bail!("no sections in {}", stub.file.display());
     }
     Ok(end)
 }

@@ -117,8 +117,12 @@ const NPM_PACKAGES: &[&str] = &["axe-core@4.14.1"];
 /// One cargo test run: what was run, whether it succeeded, its output.
 type Ran = (String, bool, String);
 
-/// The system test of the aarch64 binaries: runs after the cross build, outside the lanes.
-const CROSS_TEST: &str = "aarch64_binaries_seal_and_unseal_with_a_tpm";
+/// The system tests of the aarch64 image and its binaries: they run after its build, outside
+/// the lanes (`--aarch64`).
+const AARCH64_TESTS: [&str; 2] = [
+    "aarch64_binaries_seal_and_unseal_with_a_tpm",
+    "aarch64_box_boots_to_the_menu_and_answers_health",
+];
 
 /// The package whose tests boot the image under QEMU (tests/system): its own lane.
 const QEMU_PACKAGE: &str = "sealgate-qemu";
@@ -151,9 +155,10 @@ pub struct Args {
     /// or the fuzz crate; CI always runs everything.
     #[arg(long)]
     fuzz_only: bool,
-    /// Also build the box's Rust binaries for aarch64 (Debian trixie's Rust in a cached root,
-    /// 10-15 minutes of 2 CPUs on a fresh machine) and run their system test under
-    /// qemu-aarch64-static. Not in CI's run yet: its time limit has no room for the build.
+    /// Also build the aarch64 image (its Rust binaries with Debian trixie's Rust in a cached
+    /// root: 10-15 minutes of 2 CPUs on a fresh machine) and run its system tests: the
+    /// binaries under qemu-aarch64-static, the box under qemu-system-aarch64. Not in CI's
+    /// run yet: its time limit has no room for the build.
     #[arg(long)]
     aarch64: bool,
 }
@@ -279,7 +284,9 @@ pub fn run(args: Args) -> Result<()> {
                         "--no-fail-fast",
                         "--",
                         "--skip",
-                        CROSS_TEST,
+                        AARCH64_TESTS[0],
+                        "--skip",
+                        AARCH64_TESTS[1],
                     ][..],
                     "--all-targets",
                 ),
@@ -300,11 +307,19 @@ pub fn run(args: Args) -> Result<()> {
             .stdout(Stdio::null())
             .status();
 
-        // The aarch64 binaries (Debian trixie's Rust in its cached root; `--aarch64`): the
-        // longest build here, so it goes first on this lane; its test runs after the lanes.
+        // The aarch64 image (its binaries from Debian trixie's Rust in its cached root;
+        // `--aarch64`): the longest build here, so it goes first on this lane; its tests run
+        // after the lanes.
         let cross = args.aarch64.then(|| {
-            step("aarch64 Rust binaries (Debian trixie's Rust)");
-            crate::cross::build()
+            step("cargo xtask image --board qemu-aarch64");
+            let board = crate::image::Board::named("qemu-aarch64")?;
+            crate::image::build(
+                board,
+                &crate::image::Args {
+                    board: board.name.into(),
+                    binaries: Vec::new(),
+                },
+            )
         });
 
         step("cargo test --workspace --all-targets (the rest)");
@@ -341,23 +356,21 @@ pub fn run(args: Args) -> Result<()> {
     }
     outputs.extend(system_outputs);
 
-    // Without `--aarch64` the summary names the test as not run.
+    // Without `--aarch64` the summary names the tests as not run.
     match cross {
         None => {}
         Some(Ok(_)) => {
-            step("the aarch64 binaries under qemu-aarch64-static");
-            let (ok, text) = run_logged(
-                &mut cargo_test(qemu, &["--test", "system", "--", "--exact", CROSS_TEST]),
-                true,
-                None,
-            )?;
+            step("the aarch64 binaries and box");
+            let mut test_args = vec!["--test", "system", "--", "--exact"];
+            test_args.extend(AARCH64_TESTS);
+            let (ok, text) = run_logged(&mut cargo_test(qemu, &test_args), true, None)?;
             outputs.push((
-                format!("cargo test -p {QEMU_PACKAGE} {CROSS_TEST}"),
+                format!("cargo test -p {QEMU_PACKAGE} {}", AARCH64_TESTS.join(" ")),
                 ok,
                 text,
             ));
         }
-        Some(Err(e)) => problems.push(format!("the aarch64 binaries did not build: {e:#}")),
+        Some(Err(e)) => problems.push(format!("the aarch64 image did not build: {e:#}")),
     }
 
     let mut results: BTreeMap<String, Totals> = BTreeMap::new();
@@ -436,7 +449,9 @@ pub fn run(args: Args) -> Result<()> {
     }
     println!("time: {:.0} s", started.elapsed().as_secs_f64());
     if !args.aarch64 {
-        println!("not run: {CROSS_TEST} (`cargo xtask test --aarch64` runs it)");
+        for t in AARCH64_TESTS {
+            println!("not run: {t} (`cargo xtask test --aarch64` runs it)");
+        }
     }
     for p in &problems {
         println!("problem: {p}");
@@ -1180,7 +1195,10 @@ mod tests {
     fn every_builder_installs_the_build_packages() {
         let commands: [(&str, Vec<&str>); 6] = [
             ("image", crate::image::build_packages()),
-            ("qemu (image missing)", crate::qemu::run_packages(true)),
+            (
+                "qemu (image missing)",
+                crate::qemu::run_packages(crate::image::BOARDS[0], true),
+            ),
             ("bench smime", crate::bench::smime_packages()),
             ("bench docking", crate::bench_docking::packages()),
             ("bench smtp", crate::bench::smtp_packages()),

@@ -1041,6 +1041,28 @@ fn aarch64_box_boots_to_the_menu_and_answers_health() {
         wait_https(&bx.url("/api/v1/health"), Duration::from_secs(60)),
         200
     );
+    // The clock came from the board's RTC: the TLS certificate made at this first boot
+    // starts now, not in 1970 (where every certificate would be "not yet valid").
+    require_program("openssl", "openssl");
+    let port = bx.ports.host_port("admin-https").unwrap_or_default();
+    let start = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "openssl s_client -connect 127.0.0.1:{port} </dev/null 2>/dev/null | openssl x509 -noout -startdate"
+        ))
+        .output()
+        .expect("openssl");
+    let start = String::from_utf8_lossy(&start.stdout).to_string();
+    let year: u32 = start
+        .split_whitespace()
+        .rev()
+        .nth(1)
+        .and_then(|y| y.parse().ok())
+        .unwrap_or_else(|| panic!("no certificate start date: {start:?}"));
+    assert!(
+        year >= 2026,
+        "the box's clock: its certificate starts {start}"
+    );
     let s = status(&mut vm);
     assert!(s.contains("TPM:       present"), "{s}");
     assert!(s.contains("Vault:     created"), "{s}");

@@ -35,6 +35,7 @@ fn update_status(bx: &Appliance, jar: &std::path::Path) -> serde_json::Value {
 /// plan), written to `out`.
 fn xtask_bundle(
     root: &std::path::Path,
+    board: Board,
     version: &str,
     faults: Option<&str>,
     out: &std::path::Path,
@@ -44,7 +45,7 @@ fn xtask_bundle(
         "xtask",
         "bundle",
         "--board",
-        "qemu-x86_64",
+        board.name(),
         "--version",
         version,
     ]);
@@ -148,7 +149,7 @@ fn update_a_to_b_through_the_admin_api_commits_after_the_health_gate_and_keeps_t
     // The bundle: the image build's slot content as version 99.0.0.
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let bundle = bx.keep.with_extension("raucb");
-    xtask_bundle(&root, "99.0.0", None, &bundle);
+    xtask_bundle(&root, Board::X86_64, "99.0.0", None, &bundle);
 
     let mut vm = bx.boot();
     let first = wait_ready(&mut vm, FIRST_READY);
@@ -241,7 +242,13 @@ fn update_a_to_b_through_the_admin_api_commits_after_the_health_gate_and_keeps_t
     // its slot's three trials, installed into A.
     let t1 = Instant::now();
     let failing = bx.keep.with_extension("fail.raucb");
-    xtask_bundle(&root, "99.0.1", Some("hang,panic,prediction"), &failing);
+    xtask_bundle(
+        &root,
+        Board::X86_64,
+        "99.0.1",
+        Some("hang,panic,prediction"),
+        &failing,
+    );
     upload(&bx, &jar, &csrf, &failing);
     let v = wait_installed(&bx, &jar);
     assert_eq!(v["state"], "installed", "{v}");
@@ -446,7 +453,7 @@ fn update_a_to_b_through_the_admin_api_commits_after_the_health_gate_and_keeps_t
     // the refused install, takes it; the box commits on A with the vault and the settings.
     let t3 = Instant::now();
     let next = bx.keep.with_extension("next.raucb");
-    xtask_bundle(&root, "99.1.0", None, &next);
+    xtask_bundle(&root, Board::X86_64, "99.1.0", None, &next);
     upload(&bx, &jar, &csrf, &next);
     let v = wait_installed(&bx, &jar);
     assert_eq!(v["state"], "installed", "{v}");
@@ -474,4 +481,68 @@ fn update_a_to_b_through_the_admin_api_commits_after_the_health_gate_and_keeps_t
     drop(vm);
     let _ = std::fs::remove_file(&next);
     let _ = std::fs::remove_file(&jar);
+}
+
+/// The aarch64 box updates the same way: its bundle (`cargo xtask bundle --board
+/// qemu-aarch64`, the image build's slot and UKIs as 99.0.0) uploaded through the admin API,
+/// installed by RAUC into slot B; slot B boots under AAVMF with the vault copy sealed for its
+/// predicted PCR 4 (the firmware measures the arm64 UKI as OVMF measures the x86_64 one), the
+/// health gate commits it, and the administrator's account and settings are kept.
+#[test]
+fn aarch64_update_a_to_b_commits_and_keeps_the_vault() {
+    let _m = machine();
+    require_program("rauc", "rauc");
+    let bx = Appliance::on(Board::Aarch64, "ota-aarch64");
+    let jar = bx.keep.with_extension("cookies");
+    let _ = std::fs::remove_file(&jar);
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let bundle = bx.keep.with_extension("raucb");
+    xtask_bundle(&root, Board::Aarch64, "99.0.0", None, &bundle);
+
+    let mut vm = bx.boot();
+    let first = wait_ready(&mut vm, AARCH64_READY);
+    let token = line_value(&first, "POST /api/v1/admin/setup on the admin port):")
+        .expect("setup token on the console");
+    let claim =
+        format!(r#"{{"setup_token":"{token}","username":"admin","password":"{ADMIN_PASSWORD}"}}"#);
+    let (code, body) = admin_call(&bx, &jar, "POST", "/setup", Some(&claim), None);
+    assert_eq!(code, 201, "claim: {body}");
+    let csrf = admin_login(&bx, &jar);
+    let (code, body) = admin_call(
+        &bx,
+        &jar,
+        "PATCH",
+        "/settings",
+        Some(r#"{"limits":{"max_signers":7}}"#),
+        Some(&csrf),
+    );
+    assert_eq!(code, 200, "settings change: {body}");
+    vm.console()
+        .unwrap()
+        .expect("boot slot A marked good", Duration::from_secs(120))
+        .expect("slot A marked good");
+
+    upload(&bx, &jar, &csrf, &bundle);
+    let v = wait_installed(&bx, &jar);
+    assert_eq!(v["state"], "installed", "{v}");
+    assert_eq!(v["pending"]["slot"], "B", "{v}");
+
+    reboot(vm);
+    let mut vm = bx.boot();
+    let text = wait_ready(&mut vm, AARCH64_READY);
+    assert!(text.contains("booting slot B"), "{text}");
+    vm.console()
+        .unwrap()
+        .expect(
+            "update 99.0.0 committed in slot B (the vault dropped 1 older sealed copies)",
+            Duration::from_secs(180),
+        )
+        .expect("the daemon commits after the health gate; the vault opened with the new copy");
+    let _ = admin_login(&bx, &jar);
+    let v = update_status(&bx, &jar);
+    assert_eq!(v["running"]["slot"], "B", "{v}");
+    assert_eq!(v["floor"], "99.0.0", "{v}");
+    let (code, body) = admin_call(&bx, &jar, "GET", "/settings", None, None);
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("\"max_signers\":7"), "settings kept: {body}");
 }

@@ -65,6 +65,28 @@ fn xtask_bundle(
     );
 }
 
+/// Claims a box at its first boot (`first`: its console up to `ready`) and changes one
+/// setting (`max_signers` 7, which an update must keep); the session's CSRF token.
+fn claim_and_change_a_setting(bx: &Appliance, jar: &std::path::Path, first: &str) -> String {
+    let token = line_value(first, "POST /api/v1/admin/setup on the admin port):")
+        .expect("setup token on the console");
+    let claim =
+        format!(r#"{{"setup_token":"{token}","username":"admin","password":"{ADMIN_PASSWORD}"}}"#);
+    let (code, body) = admin_call(bx, jar, "POST", "/setup", Some(&claim), None);
+    assert_eq!(code, 201, "claim: {body}");
+    let csrf = admin_login(bx, jar);
+    let (code, body) = admin_call(
+        bx,
+        jar,
+        "PATCH",
+        "/settings",
+        Some(r#"{"limits":{"max_signers":7}}"#),
+        Some(&csrf),
+    );
+    assert_eq!(code, 200, "settings change: {body}");
+    csrf
+}
+
 /// Polls `GET /update` until its state is not `installing`.
 fn wait_installed(bx: &Appliance, jar: &std::path::Path) -> serde_json::Value {
     let deadline = Instant::now() + Duration::from_secs(300);
@@ -153,22 +175,7 @@ fn update_a_to_b_through_the_admin_api_commits_after_the_health_gate_and_keeps_t
 
     let mut vm = bx.boot();
     let first = wait_ready(&mut vm, FIRST_READY);
-    let token = line_value(&first, "POST /api/v1/admin/setup on the admin port):")
-        .expect("setup token on the console");
-    let claim =
-        format!(r#"{{"setup_token":"{token}","username":"admin","password":"{ADMIN_PASSWORD}"}}"#);
-    let (code, body) = admin_call(&bx, &jar, "POST", "/setup", Some(&claim), None);
-    assert_eq!(code, 201, "claim: {body}");
-    let csrf = admin_login(&bx, &jar);
-    let (code, body) = admin_call(
-        &bx,
-        &jar,
-        "PATCH",
-        "/settings",
-        Some(r#"{"limits":{"max_signers":7}}"#),
-        Some(&csrf),
-    );
-    assert_eq!(code, 200, "settings change: {body}");
+    let csrf = claim_and_change_a_setting(&bx, &jar, &first);
     // Slot A good before anything is installed (the first boot's health gate).
     vm.console()
         .unwrap()
@@ -501,22 +508,7 @@ fn aarch64_update_a_to_b_commits_and_keeps_the_vault() {
 
     let mut vm = bx.boot();
     let first = wait_ready(&mut vm, AARCH64_READY);
-    let token = line_value(&first, "POST /api/v1/admin/setup on the admin port):")
-        .expect("setup token on the console");
-    let claim =
-        format!(r#"{{"setup_token":"{token}","username":"admin","password":"{ADMIN_PASSWORD}"}}"#);
-    let (code, body) = admin_call(&bx, &jar, "POST", "/setup", Some(&claim), None);
-    assert_eq!(code, 201, "claim: {body}");
-    let csrf = admin_login(&bx, &jar);
-    let (code, body) = admin_call(
-        &bx,
-        &jar,
-        "PATCH",
-        "/settings",
-        Some(r#"{"limits":{"max_signers":7}}"#),
-        Some(&csrf),
-    );
-    assert_eq!(code, 200, "settings change: {body}");
+    let csrf = claim_and_change_a_setting(&bx, &jar, &first);
     vm.console()
         .unwrap()
         .expect("boot slot A marked good", Duration::from_secs(120))

@@ -1021,8 +1021,11 @@ fn aarch64_board_kernel_drives_the_tpm() {
 /// with AAVMF (the image's keys enrolled, Secure Boot on) and swtpm behind `tpm-tis-device`:
 /// the signed chain boots, the vault is created and sealed at first boot, the daemon answers
 /// health over the forwarded admin port, the console menu answers and reports the TPM; the
-/// second boot unseals the vault. An arm64 guest is emulated instruction by instruction
-/// here, hence the longer bounds.
+/// second boot unseals the vault. Then a dbx entry added to the firmware's variables (AAVMF
+/// measures Secure Boot's state into PCR 7 as OVMF does) locks the vault: nothing is served;
+/// the recovery secret typed at the console (which requires the kernel's lockdown, i.e.
+/// Secure Boot seen as on) seals it again and the next boot serves. The bounds are wider
+/// than x86_64's: an arm64 guest is emulated instruction by instruction here.
 #[test]
 fn aarch64_box_boots_to_the_menu_and_answers_health() {
     let _m = machine();
@@ -1037,6 +1040,7 @@ fn aarch64_box_boots_to_the_menu_and_answers_health() {
         line_value(&first, "POST /api/v1/admin/setup on the admin port):").is_some(),
         "setup token on the console:\n{first}"
     );
+    let secret = recovery_secret(&first);
     assert_eq!(
         wait_https(&bx.url("/api/v1/health"), Duration::from_secs(60)),
         200
@@ -1085,6 +1089,29 @@ fn aarch64_box_boots_to_the_menu_and_answers_health() {
     );
     let s = status(&mut vm);
     assert!(s.contains("Vault:     unsealed"), "{s}");
+    reboot(vm);
+
+    bx.dir.add_dbx_entry().expect("dbx entry added");
+    let mut vm = bx.boot();
+    let (which, text) = vm
+        .console()
+        .unwrap()
+        .expect_any(&["VAULT LOCKED", READY_LINE], AARCH64_READY)
+        .expect("a verdict on the vault");
+    assert_eq!(which, 0, "the box served with a broken PCR policy:\n{text}");
+    let (code, _) = https("GET", &bx.url("/api/v1/health"), None);
+    assert_eq!(code, 0, "nothing listens with a locked vault");
+    let answer = recover_at_console(&mut vm, &secret);
+    assert!(answer.contains("VAULT RECOVERED"), "recovery: {answer}");
+    vm.wait_exit(Duration::from_secs(60))
+        .expect("QEMU exits on the reboot after recovery");
+    let mut vm = bx.boot();
+    let text = wait_ready(&mut vm, AARCH64_READY);
+    assert!(!text.contains("VAULT LOCKED"), "{text}");
+    assert_eq!(
+        wait_https(&bx.url("/api/v1/health"), Duration::from_secs(60)),
+        200
+    );
 }
 
 /// The box's Rust binaries built for aarch64 with Debian trixie's Rust (`cargo xtask image

@@ -44,7 +44,7 @@ pub const READY_LINE: &str = "sealgated: ready";
 pub enum Board {
     /// `board/qemu-x86_64`: q35, OVMF, virtio, TPM TIS.
     X86_64,
-    /// `board/qemu-aarch64`: `virt`, AAVMF, virtio; its TPM needs the board's own kernel.
+    /// `board/qemu-aarch64`: `virt` (device tree, no ACPI), AAVMF, virtio, `tpm-tis-device`.
     Aarch64,
 }
 

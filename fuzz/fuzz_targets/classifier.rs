@@ -1,29 +1,5 @@
-//! The spam classifier's model loader on attacker bytes (a model file on the data partition
-//! or given to `sealctl scan --model`): `Counts::parse` as read, and again with the checksum
-//! made right so the fuzzer reaches the header and entry checks. No panic; a file that loads
-//! writes back to the same bytes, and a model made from it judges a message in [0, 1].
+//! cargo-fuzz's entry for `sealgate_fuzz_targets::classifier`
+//! (firmware/fuzz-targets: the body and what must hold; the test run replays the corpus there).
 #![no_main]
 
-use libfuzzer_sys::fuzz_target;
-use sealgate_scan::classifier::{self, Counts, Model};
-use sha2::{Digest, Sha256};
-
-fn check(bytes: &[u8]) {
-    if let Ok(c) = Counts::parse(bytes) {
-        assert_eq!(c.to_bytes(), bytes, "a loaded model writes back to its bytes");
-        if c.bits() <= 18
-            && let Ok(m) = Model::new(&c, Some(&c))
-        {
-            let view = classifier::view_of(b"Subject: hello\r\n\r\ncheap pills offer now\r\n");
-            let (p, _) = m.probability(&view);
-            assert!((0.0..=1.0).contains(&p), "{p}");
-        }
-    }
-}
-
-fuzz_target!(|data: &[u8]| {
-    check(data);
-    let mut fixed = data.to_vec();
-    fixed.extend_from_slice(&Sha256::digest(data));
-    check(&fixed);
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| sealgate_fuzz_targets::classifier::run(data));

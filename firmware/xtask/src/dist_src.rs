@@ -21,12 +21,15 @@ pub struct Args {
     out_dir: Option<PathBuf>,
 }
 
-/// The top-level paths of the workspace that the tarball carries (sorted).
+/// The paths of the workspace that the tarball carries (sorted).
 const SOURCES: &[&str] = &[
     ".cargo",
     "Cargo.lock",
     "Cargo.toml",
     "firmware",
+    // The fuzz targets' seeds and keys: firmware/fuzz-targets (a workspace member) reads them.
+    "fuzz/corpus",
+    "fuzz/keys",
     "qemu",
     "rootfs",
     "tests",
@@ -48,10 +51,14 @@ pub fn run(args: Args) -> Result<()> {
     for s in SOURCES {
         let src = root.join(s);
         if src.exists() {
+            if let Some(parent) = stage.join(s).parent() {
+                fs::create_dir_all(parent)?;
+            }
             image::sh(Command::new("cp").arg("-a").arg(&src).arg(stage.join(s)))?;
         }
     }
-    // fuzz/ is not a workspace member; board/ is Buildroot's own tree. Neither is built there.
+    // fuzz/'s cargo-fuzz crate is not a workspace member; board/ is Buildroot's own tree.
+    // Neither is built there.
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let vendor = Command::new(&cargo)
         .current_dir(&stage)

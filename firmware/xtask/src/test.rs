@@ -1,8 +1,9 @@
 //! `cargo xtask test`: README's "run all tests" command, and what `.ci/run` calls.
 //!
 //! It must work as root on a fresh Debian 12 machine: it installs what the tests need,
-//! runs every test, fuzzes every target for a short while, and fails unless the interop
-//! tests really ran (a missing peer must never turn into a quietly green run).
+//! builds both boards' images, runs every test (the fuzz targets' corpus replay among them),
+//! and fails unless the interop tests really ran (a missing peer must never turn into a
+//! quietly green run).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Write};
@@ -148,19 +149,23 @@ const INTEROP_BINARIES: &[&str] = &[
 /// Arguments of `cargo xtask test`.
 #[derive(clap::Args)]
 pub struct Args {
-    /// Seconds each fuzz target runs (a smoke run: CI's time limit is shared with the QEMU
-    /// suite; parser changes get longer runs by hand).
+    /// Seconds each fuzz target runs under libFuzzer with `--fuzz-only`.
     #[arg(long, default_value_t = 12)]
     fuzz_seconds: u64,
-    /// Only the fuzz smoke run (after cargo-fuzz is installed): for whoever changes a parser
-    /// or the fuzz crate; CI always runs everything.
+    /// Only the libFuzzer run (after cargo-fuzz is installed: its release build with
+    /// AddressSanitizer, then each target for `--fuzz-seconds`): for whoever changes a parser
+    /// or a fuzz target. The ordinary run replays every target's corpus and mutations of it
+    /// in the test build instead (`sealgate-fuzz-targets`).
     #[arg(long)]
     fuzz_only: bool,
-    /// Also build the aarch64 image (its Rust binaries with Debian trixie's Rust in a cached
-    /// root: 10-15 minutes of 2 CPUs on a fresh machine) and run its system tests: the
-    /// binaries under qemu-aarch64-static, the box under qemu-system-aarch64. Not in CI's
-    /// run yet: its time limit has no room for the build.
+    /// Leave out the aarch64 image (its binaries from Debian trixie's Rust in a cached root:
+    /// 10-15 minutes of 2 CPUs on a fresh machine) and its system tests: a quicker run on a
+    /// machine of one's own; CI runs everything.
     #[arg(long)]
+    no_aarch64: bool,
+    /// Accepted for older command lines: the aarch64 image and its tests are part of every
+    /// run now.
+    #[arg(long, hide = true)]
     aarch64: bool,
 }
 
@@ -180,6 +185,7 @@ pub fn run(args: Args) -> Result<()> {
             crate::image::IMAGE_PACKAGES,
             crate::qemu::QEMU_PACKAGES,
             crate::aarch64::AARCH64_PACKAGES,
+            crate::image::AARCH64_IMAGE_PACKAGES,
             crate::cross::HOST_PACKAGES,
         ]
         .concat(),
@@ -191,10 +197,9 @@ pub fn run(args: Args) -> Result<()> {
     step("npm packages");
     ensure_npm_packages(&root)?;
 
-    step("cargo-fuzz");
-    ensure_cargo_fuzz(&cargo)?;
-
     if args.fuzz_only {
+        step("cargo-fuzz");
+        ensure_cargo_fuzz(&cargo)?;
         step("fuzz");
         let mut failed = 0;
         for (target, outcome) in run_fuzzers(&cargo, &root, args.fuzz_seconds) {
@@ -235,8 +240,8 @@ pub fn run(args: Args) -> Result<()> {
 
     // Two lanes. The QEMU system suite (the `sealgate-qemu` package: its unit tests and
     // tests/system) boots one emulated box at a time and leaves about half of the machine's
-    // CPU time idle while a box waits; everything else (the other test binaries, the doc
-    // tests, the fuzz build and runs) runs beside it. Both lanes' test binaries are built
+    // CPU time idle while a box waits; everything else (the aarch64 image's build, the other
+    // test binaries, the doc tests) runs beside it. Both lanes' test binaries are built
     // first, so the lanes never wait for each other's cargo lock.
     step("build the test binaries");
     let cargo_test = |selection: &[&str], what: &[&str]| -> Command {
@@ -273,9 +278,14 @@ pub fn run(args: Args) -> Result<()> {
          printed when it ends",
         system_log.display()
     );
+    let aarch64 = !args.no_aarch64;
     let mut outputs: Vec<Ran> = Vec::new();
-    let (system, fuzz_results, cross) = std::thread::scope(|scope| -> Result<_> {
-        let system = scope.spawn(|| -> Result<(f64, Vec<Ran>)> {
+    // The aarch64 image's outcome, sent by the second lane to the system suite's, which boots
+    // it after the x86_64 boxes.
+    let (built_tx, built_rx) = std::sync::mpsc::channel::<Result<(), String>>();
+    let system = std::thread::scope(|scope| -> Result<_> {
+        let (cargo_test, system_log) = (&cargo_test, &system_log);
+        let system = scope.spawn(move || -> Result<(f64, Vec<Ran>, Option<String>)> {
             let started = Instant::now();
             let mut out = Vec::new();
             for (what, label) in [
@@ -295,10 +305,28 @@ pub fn run(args: Args) -> Result<()> {
                 ),
                 (&["--doc", "--no-fail-fast"][..], "--doc"),
             ] {
-                let (ok, text) = run_logged(&mut cargo_test(qemu, what), false, Some(&system_log))?;
+                let (ok, text) = run_logged(&mut cargo_test(qemu, what), false, Some(system_log))?;
                 out.push((format!("cargo test -p {QEMU_PACKAGE} {label}"), ok, text));
             }
-            Ok((started.elapsed().as_secs_f64(), out))
+            let mut cross_problem = None;
+            if aarch64 {
+                match built_rx.recv() {
+                    Ok(Ok(())) => {
+                        let mut test_args = vec!["--test", "system", "--", "--exact"];
+                        test_args.extend(AARCH64_TESTS);
+                        let (ok, text) =
+                            run_logged(&mut cargo_test(qemu, &test_args), false, Some(system_log))?;
+                        out.push((
+                            format!("cargo test -p {QEMU_PACKAGE} {}", AARCH64_TESTS.join(" ")),
+                            ok,
+                            text,
+                        ));
+                    }
+                    Ok(Err(e)) => cross_problem = Some(e),
+                    Err(_) => cross_problem = Some("its build step never ended".into()),
+                }
+            }
+            Ok((started.elapsed().as_secs_f64(), out, cross_problem))
         });
 
         // This lane yields to the system suite: the boxes' boots are what the run waits
@@ -310,20 +338,23 @@ pub fn run(args: Args) -> Result<()> {
             .stdout(Stdio::null())
             .status();
 
-        // The aarch64 image (its binaries from Debian trixie's Rust in its cached root;
-        // `--aarch64`): the longest build here, so it goes first on this lane; its tests run
-        // after the lanes.
-        let cross = args.aarch64.then(|| {
+        // The aarch64 image (its binaries from Debian trixie's Rust in its cached root): the
+        // longest build here, so it goes first on this lane; the system suite's lane boots
+        // it after the x86_64 boxes.
+        if aarch64 {
             step("cargo xtask image --board qemu-aarch64");
-            let board = crate::image::Board::named("qemu-aarch64")?;
-            crate::image::build(
-                board,
-                &crate::image::Args {
-                    board: board.name.into(),
-                    binaries: Vec::new(),
-                },
-            )
-        });
+            let built = crate::image::Board::named("qemu-aarch64").and_then(|board| {
+                crate::image::build(
+                    board,
+                    &crate::image::Args {
+                        board: board.name.into(),
+                        binaries: Vec::new(),
+                    },
+                )
+            });
+            let _ = built_tx.send(built.map(|_| ()).map_err(|e| format!("{e:#}")));
+        }
+        drop(built_tx);
 
         step("cargo test --workspace --all-targets (the rest)");
         let (ok, text) = run_logged(
@@ -341,39 +372,21 @@ pub fn run(args: Args) -> Result<()> {
         )?;
         outputs.push(("cargo test --workspace --doc".into(), ok, text));
 
-        step("fuzz");
-        print_disk_space(&root);
-        let fuzz_results = run_fuzzers(&cargo, &root, args.fuzz_seconds);
-
         step("the rest of the QEMU system suite");
         let system = system
             .join()
             .map_err(|_| anyhow::anyhow!("the QEMU system suite's thread panicked"))?;
-        Ok((system, fuzz_results, cross))
+        Ok(system)
     })?;
-    let (system_secs, system_outputs) = system?;
+    let (system_secs, system_outputs, cross_problem) = system?;
     // The system suite's output, whole, after the rest (CI shows the end of the log).
     println!("\n==> output of the QEMU system suite ({system_secs:.0} s, beside the steps above)");
     for (_, _, text) in &system_outputs {
         print!("{text}");
     }
     outputs.extend(system_outputs);
-
-    // Without `--aarch64` the summary names the tests as not run.
-    match cross {
-        None => {}
-        Some(Ok(_)) => {
-            step("the aarch64 binaries and box");
-            let mut test_args = vec!["--test", "system", "--", "--exact"];
-            test_args.extend(AARCH64_TESTS);
-            let (ok, text) = run_logged(&mut cargo_test(qemu, &test_args), true, None)?;
-            outputs.push((
-                format!("cargo test -p {QEMU_PACKAGE} {}", AARCH64_TESTS.join(" ")),
-                ok,
-                text,
-            ));
-        }
-        Some(Err(e)) => problems.push(format!("the aarch64 image did not build: {e:#}")),
+    if let Some(e) = cross_problem {
+        problems.push(format!("the aarch64 image did not build: {e}"));
     }
 
     let mut results: BTreeMap<String, Totals> = BTreeMap::new();
@@ -393,11 +406,6 @@ pub fn run(args: Args) -> Result<()> {
             results.entry(name).or_default().add(&r);
         }
         failures.extend(failure_excerpts(text));
-    }
-    for (target, outcome) in &fuzz_results {
-        if let Err(e) = outcome {
-            problems.push(format!("fuzz target {target}: {e}"));
-        }
     }
 
     // Summary.
@@ -432,12 +440,6 @@ pub fn run(args: Args) -> Result<()> {
             total.ignored
         ));
     }
-    for (target, outcome) in &fuzz_results {
-        match outcome {
-            Ok(()) => println!("fuzz {target}: ok ({} s)", args.fuzz_seconds),
-            Err(e) => println!("fuzz {target}: FAILED: {e}"),
-        }
-    }
     // CI shows the end of the output: each failed test's name and panic, bounded.
     let mut budget = FAILURE_LINES_TOTAL;
     for f in &failures {
@@ -451,9 +453,9 @@ pub fn run(args: Args) -> Result<()> {
         println!("step {secs:>6.0} s  {name}");
     }
     println!("time: {:.0} s", started.elapsed().as_secs_f64());
-    if !args.aarch64 {
+    if !aarch64 {
         for t in AARCH64_TESTS {
-            println!("not run: {t} (`cargo xtask test --aarch64` runs it)");
+            println!("not run: {t} (`--no-aarch64` left it out)");
         }
     }
     for p in &problems {

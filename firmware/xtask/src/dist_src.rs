@@ -95,38 +95,156 @@ pub fn run(args: Args) -> Result<()> {
     Ok(())
 }
 
-/// What each Debian package of the offline image build (`image::IMAGE_PACKAGES`) is in
-/// Buildroot: the defconfig symbols that put the same thing on the box. Every package is
+/// What each Debian package of the offline image builds (`offline_build_packages`) is in
+/// Buildroot: the defconfig symbols that put the same thing on the box, for the
+/// architectures whose build takes it. Every package is
 /// here or in [`NOT_ON_THE_BOX`], so a new one is a decision, not an oversight.
-const ON_THE_BOX: &[(&str, &[&str])] = &[
-    ("linux-image-amd64", &["BR2_LINUX_KERNEL=y"]),
-    ("busybox-static", &["BR2_INIT_BUSYBOX=y"]),
-    ("grub-efi-amd64-bin", &["BR2_TARGET_GRUB2=y"]),
-    ("squashfs-tools", &["BR2_TARGET_ROOTFS_SQUASHFS=y"]),
-    ("genimage", &["BR2_PACKAGE_HOST_GENIMAGE=y"]),
+const ON_THE_BOX: &[(&str, Arch, &[&str])] = &[
+    (
+        "linux-image-amd64",
+        Arch::X86_64,
+        &["BR2_LINUX_KERNEL=y", "BR2_LINUX_KERNEL_BZIMAGE=y"],
+    ),
+    // The aarch64 board's own kernel: built from Debian's source package with the board's
+    // fragment, as Buildroot builds it (the series must match: see `kernel_series_problems`).
+    (
+        "linux-source-6.1",
+        Arch::Aarch64,
+        &["BR2_LINUX_KERNEL=y", "BR2_LINUX_KERNEL_IMAGE=y"],
+    ),
+    ("busybox-static", Arch::Both, &["BR2_INIT_BUSYBOX=y"]),
+    (
+        "grub-efi-amd64-bin",
+        Arch::X86_64,
+        &["BR2_TARGET_GRUB2=y", "BR2_TARGET_GRUB2_X86_64_EFI=y"],
+    ),
+    (
+        "grub-efi-arm64-bin",
+        Arch::Aarch64,
+        &["BR2_TARGET_GRUB2=y", "BR2_TARGET_GRUB2_ARM64_EFI=y"],
+    ),
+    (
+        "squashfs-tools",
+        Arch::Both,
+        &["BR2_TARGET_ROOTFS_SQUASHFS=y"],
+    ),
+    ("genimage", Arch::Both, &["BR2_PACKAGE_HOST_GENIMAGE=y"]),
     (
         "e2fsprogs",
+        Arch::Both,
         &["BR2_PACKAGE_E2FSPROGS=y", "BR2_PACKAGE_HOST_E2FSPROGS=y"],
     ),
-    ("dosfstools", &["BR2_PACKAGE_HOST_DOSFSTOOLS=y"]),
-    ("mtools", &["BR2_PACKAGE_HOST_MTOOLS=y"]),
-    ("libtss2-tcti-device0", &["BR2_PACKAGE_TPM2_TSS=y"]),
+    ("dosfstools", Arch::Both, &["BR2_PACKAGE_HOST_DOSFSTOOLS=y"]),
+    ("mtools", Arch::Both, &["BR2_PACKAGE_HOST_MTOOLS=y"]),
+    // tpm2-tss: the ESAPI the binaries link and the device TCTI they open (bookworm's
+    // package on x86_64, trixie's 64-bit-time ones on aarch64).
+    (
+        "libtss2-tcti-device0",
+        Arch::X86_64,
+        &["BR2_PACKAGE_TPM2_TSS=y"],
+    ),
+    (
+        "libtss2-esys-3.0.2-0t64",
+        Arch::Aarch64,
+        &["BR2_PACKAGE_TPM2_TSS=y"],
+    ),
+    (
+        "libtss2-mu-4.0.1-0t64",
+        Arch::Aarch64,
+        &["BR2_PACKAGE_TPM2_TSS=y"],
+    ),
+    (
+        "libtss2-tctildr0t64",
+        Arch::Aarch64,
+        &["BR2_PACKAGE_TPM2_TSS=y"],
+    ),
+    (
+        "libtss2-tcti-device0t64",
+        Arch::Aarch64,
+        &["BR2_PACKAGE_TPM2_TSS=y"],
+    ),
+    // The binaries' C runtime (libgcc_s, glibc): Buildroot's own glibc toolchain.
+    (
+        "libgcc-s1",
+        Arch::Aarch64,
+        &["BR2_TOOLCHAIN_BUILDROOT_GLIBC=y"],
+    ),
     // stage-1's dm-verity mapping: dmsetup and libdevicemapper only.
     (
         "dmsetup",
+        Arch::Both,
         &[
             "BR2_PACKAGE_LVM2=y",
             "# BR2_PACKAGE_LVM2_STANDARD_INSTALL is not set",
         ],
     ),
     // The update download's and the directory's trust anchors.
-    ("ca-certificates", &["BR2_PACKAGE_CA_CERTIFICATES=y"]),
+    (
+        "ca-certificates",
+        Arch::Both,
+        &["BR2_PACKAGE_CA_CERTIFICATES=y"],
+    ),
     // The daemon drives RAUC's D-Bus service on the system bus (install, mark, the slot
     // table) and checks bundles with `rauc info --output-format=json`.
-    ("rauc", &["BR2_PACKAGE_RAUC=y", "BR2_PACKAGE_RAUC_JSON=y"]),
-    ("rauc-service", &["BR2_PACKAGE_RAUC_DBUS=y"]),
-    ("dbus", &["BR2_PACKAGE_DBUS=y"]),
+    (
+        "rauc",
+        Arch::Both,
+        &["BR2_PACKAGE_RAUC=y", "BR2_PACKAGE_RAUC_JSON=y"],
+    ),
+    ("rauc-service", Arch::X86_64, &["BR2_PACKAGE_RAUC_DBUS=y"]),
+    ("dbus", Arch::X86_64, &["BR2_PACKAGE_DBUS=y"]),
+    ("dbus-daemon", Arch::Aarch64, &["BR2_PACKAGE_DBUS=y"]),
+    (
+        "dbus-system-bus-common",
+        Arch::Aarch64,
+        &["BR2_PACKAGE_DBUS=y", "BR2_PACKAGE_RAUC_DBUS=y"],
+    ),
+    // The aarch64 binaries: Debian trixie's Rust in the cross root, Buildroot's host Rust.
+    ("rustc-web", Arch::Aarch64, &["BR2_PACKAGE_HOST_RUSTC=y"]),
+    ("cargo-web", Arch::Aarch64, &["BR2_PACKAGE_HOST_RUSTC=y"]),
+    (
+        "libstd-rust-web-dev:arm64",
+        Arch::Aarch64,
+        &["BR2_PACKAGE_HOST_RUSTC=y"],
+    ),
 ];
+
+/// Which defconfigs an [`ON_THE_BOX`] entry binds.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Arch {
+    Both,
+    X86_64,
+    Aarch64,
+}
+
+impl Arch {
+    /// Whether the defconfig file `name` is for this architecture.
+    fn covers(self, name: &str) -> bool {
+        match self {
+            Arch::Both => true,
+            Arch::X86_64 => name.contains("x86_64"),
+            Arch::Aarch64 => name.contains("aarch64"),
+        }
+    }
+}
+
+/// Every Debian package an offline image build takes something from, per board: the
+/// x86_64 image's build and runtime packages; the aarch64 image's (its runtime root, the
+/// Rust root's compiler and standard library, its kernel's source, and the host tools it
+/// runs). Each must be decided in [`ON_THE_BOX`] or [`NOT_ON_THE_BOX`].
+fn offline_build_packages() -> Vec<&'static str> {
+    let mut all: Vec<&str> = [
+        image::IMAGE_PACKAGES,
+        image::AARCH64_IMAGE_PACKAGES,
+        crate::cross::RUNTIME_PACKAGES,
+        crate::cross::ROOT_PACKAGES,
+        crate::aarch64::AARCH64_PACKAGES,
+    ]
+    .concat();
+    all.sort_unstable();
+    all.dedup();
+    all
+}
 
 /// Debian packages of the offline build that have no Buildroot symbol, and why.
 const NOT_ON_THE_BOX: &[(&str, &str)] = &[
@@ -169,24 +287,63 @@ const NOT_ON_THE_BOX: &[(&str, &str)] = &[
         "zstd",
         "the stage-1 initramfs compression of the offline build",
     ),
+    (
+        "binutils-aarch64-linux-gnu",
+        "objcopy and strip for the arm64 UKI and binaries: Buildroot's cross toolchain has its own",
+    ),
+    (
+        "qemu-user-static",
+        "runs arm64 tools of the runtime root at build time (busybox's applet list, grub-mkimage) \
+         and the arm64 binaries' system test; Buildroot builds its host tools natively",
+    ),
+    (
+        "qemu-efi-aarch64",
+        "AAVMF, the firmware of the QEMU test machine, not of the box",
+    ),
+    ("qemu-system-arm", "the QEMU test machine"),
+    (
+        "gcc-aarch64-linux-gnu",
+        "the cross compiler of the kernel and the binaries: Buildroot builds its own toolchain",
+    ),
+    ("libc6-dev-arm64-cross", "as gcc-aarch64-linux-gnu"),
+    (
+        "libc6-dev:arm64",
+        "as gcc-aarch64-linux-gnu, in the Rust root",
+    ),
+    (
+        "libtss2-dev:arm64",
+        "tpm2-tss's headers and pkg-config files in the Rust root: Buildroot's tpm2-tss installs them to staging",
+    ),
+    ("pkg-config", "host-pkgconf in sealgate.mk's dependencies"),
+    (
+        "make",
+        "the kernel build's tools: Buildroot's own host tools",
+    ),
+    ("flex", "as make"),
+    ("bison", "as make"),
+    ("bc", "as make"),
+    ("xz-utils", "unpacks Debian's kernel source tarball"),
 ];
 
 /// Problems of the package mapping: every image package decided, every defconfig holding
 /// the symbols of the packages on the box.
 fn package_problems(defconfigs: &[(String, String)]) -> Vec<String> {
     let mut problems = Vec::new();
-    for pkg in image::IMAGE_PACKAGES {
-        let on = ON_THE_BOX.iter().any(|(p, _)| p == pkg);
-        let off = NOT_ON_THE_BOX.iter().any(|(p, _)| p == pkg);
+    for pkg in offline_build_packages() {
+        let on = ON_THE_BOX.iter().any(|(p, _, _)| *p == pkg);
+        let off = NOT_ON_THE_BOX.iter().any(|(p, _)| *p == pkg);
         if on == off {
             problems.push(format!(
-                "Debian package {pkg} of the image build is {} in dist_src.rs's ON_THE_BOX / NOT_ON_THE_BOX",
+                "Debian package {pkg} of the offline image builds is {} in dist_src.rs's ON_THE_BOX / NOT_ON_THE_BOX",
                 if on { "in both" } else { "in neither" }
             ));
         }
     }
     for (name, text) in defconfigs {
-        for (pkg, symbols) in ON_THE_BOX {
+        for (pkg, arch, symbols) in ON_THE_BOX {
+            if !arch.covers(name) {
+                continue;
+            }
             for sym in *symbols {
                 if !text.lines().any(|l| l.trim() == *sym) {
                     problems.push(format!(
@@ -195,8 +352,35 @@ fn package_problems(defconfigs: &[(String, String)]) -> Vec<String> {
                 }
             }
         }
+        problems.extend(kernel_series_problems(name, text));
     }
     problems
+}
+
+/// The kernel series a defconfig builds must be the offline build's: Debian's 6.1 (the
+/// x86_64 image's `linux-image-amd64` of bookworm, the aarch64 kernel's `linux-source-6.1`),
+/// so both builds boot the same kernel with the same fragment.
+fn kernel_series_problems(name: &str, text: &str) -> Vec<String> {
+    let series = crate::aarch64::AARCH64_PACKAGES
+        .iter()
+        .find_map(|p| p.strip_prefix("linux-source-"))
+        .unwrap_or("?");
+    let version = text
+        .lines()
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("BR2_LINUX_KERNEL_CUSTOM_VERSION_VALUE=")
+        })
+        .map(|v| v.trim_matches('"'));
+    match version {
+        Some(v) if v.strip_prefix(series).is_some_and(|r| r.starts_with('.')) => Vec::new(),
+        Some(v) => vec![format!(
+            "{name} builds kernel {v}, the offline build Debian's {series} series"
+        )],
+        None => vec![format!(
+            "{name} has no BR2_LINUX_KERNEL_CUSTOM_VERSION_VALUE (the offline build's kernel is {series}.x)"
+        )],
+    }
 }
 
 /// `cargo xtask check-buildroot`.
@@ -363,5 +547,25 @@ mod tests {
     fn buildroot_tree_agrees_with_the_offline_build() {
         let problems = buildroot_problems(&workspace_root().unwrap()).unwrap();
         assert!(problems.is_empty(), "{problems:#?}");
+    }
+
+    #[test]
+    fn a_defconfig_is_held_to_its_own_boards_packages() {
+        let br = workspace_root().unwrap().join("board/buildroot/configs");
+        let x86 = fs::read_to_string(br.join("sealgate_x86_64_efi_defconfig")).unwrap();
+        // The x86_64 defconfig under the aarch64 name: GRUB and the kernel are the wrong ones.
+        let problems = package_problems(&[("sealgate_aarch64_efi_defconfig".into(), x86.clone())]);
+        for want in ["BR2_TARGET_GRUB2_ARM64_EFI=y", "BR2_LINUX_KERNEL_IMAGE=y"] {
+            assert!(
+                problems.iter().any(|p| p.contains(want)),
+                "{want} not asked for: {problems:#?}"
+            );
+        }
+        assert!(!problems.iter().any(|p| p.contains("X86_64_EFI")));
+        // Another kernel series than the offline build's.
+        let other = x86.replace("\"6.1.119\"", "\"6.12.1\"");
+        let problems = package_problems(&[("sealgate_x86_64_efi_defconfig".into(), other)]);
+        assert_eq!(problems.len(), 1, "{problems:#?}");
+        assert!(problems[0].contains("6.12.1"));
     }
 }

@@ -937,8 +937,7 @@ impl Drop for KillOnDrop {
 /// The aarch64 board's own kernel (built by `cargo xtask image --board qemu-aarch64` from
 /// `linux-source` with the board's fragments) drives QEMU virt's `tpm-tis-device`: its
 /// bring-up initramfs finds `/dev/tpm0`, a TPM 2.0, and gets an answer to TPM2_GetRandom
-/// from swtpm. (The full aarch64 image waits for the Rust standard library for the board;
-/// see board/README.md.)
+/// from swtpm (the bring-up check under the full box's tests below).
 #[test]
 fn aarch64_board_kernel_drives_the_tpm() {
     let _m = machine();
@@ -948,8 +947,8 @@ fn aarch64_board_kernel_drives_the_tpm() {
     let (kernel, probe) = (out.join("Image"), out.join("tpm-probe.cpio.gz"));
     assert!(
         kernel.is_file() && probe.is_file(),
-        "{} and {} are missing: run `cargo xtask image --board qemu-aarch64` (it builds them, \
-         then stops at the Rust binaries)",
+        "{} and {} are missing: run `cargo xtask image --board qemu-aarch64` (it builds them \
+         first)",
         kernel.display(),
         probe.display()
     );

@@ -118,9 +118,11 @@ const NPM_PACKAGES: &[&str] = &["axe-core@4.14.1"];
 /// One cargo test run: what was run, whether it succeeded, its output.
 type Ran = (String, bool, String);
 
-/// The system tests of the aarch64 image and its binaries: they run after its build, outside
-/// the lanes (`--aarch64`).
-const AARCH64_TESTS: [&str; 3] = [
+/// The system tests of the aarch64 board's kernel, binaries and image: the system suite's lane
+/// runs them after the x86_64 ones, once the image's build (beside everything else since the
+/// start of the run) is done.
+const AARCH64_TESTS: [&str; 4] = [
+    "aarch64_board_kernel_drives_the_tpm",
     "aarch64_binaries_seal_and_unseal_with_a_tpm",
     "aarch64_box_boots_to_the_menu_and_answers_health",
     "ota::aarch64_update_a_to_b_commits_and_keeps_the_vault",
@@ -226,16 +228,36 @@ pub fn run(args: Args) -> Result<()> {
         problems.push(format!("the spam model was not made: {e:#}"));
     }
 
+    // The aarch64 image (the board's kernel, the binaries' cross build with Debian trixie's
+    // Rust in its cached root: the longest build of the run) builds from here on beside
+    // everything else, as its own process at a lower CPU priority with its output in a log:
+    // it takes the CPU time the builds below leave idle (their single-threaded compiles and
+    // links) and later the system suite's waits. Its tests run at the end of the suite's lane.
+    let aarch64 = !args.no_aarch64;
+    let aarch64_log = root.join("target/aarch64-image.log");
+    let mut aarch64_build = None;
+    if aarch64 {
+        step("start the aarch64 image's build");
+        // Both image builds enrol their keys with virt-fw-vars: its venv is made once, here.
+        if let Err(e) = sealgate_qemu::virt_fw_vars() {
+            problems.push(format!("virt-fw-vars is missing: {e:#}"));
+        }
+        match spawn_aarch64_image(&root, &aarch64_log) {
+            Ok(child) => {
+                println!(
+                    "the aarch64 image builds beside the steps below; its output goes to {}",
+                    aarch64_log.display()
+                );
+                aarch64_build = Some((Instant::now(), child));
+            }
+            Err(e) => problems.push(format!("the aarch64 image's build did not start: {e:#}")),
+        }
+    }
+
     // The system tests (tests/system/) boot this image; building it here keeps it current.
     step("cargo xtask image --board qemu-x86_64");
     if let Err(e) = crate::image::build_default() {
         problems.push(format!("the x86_64 image did not build: {e:#}"));
-    }
-
-    // The aarch64 board's kernel and TPM probe (booted by tests/system/).
-    step("aarch64 board kernel and TPM probe");
-    if let Err(e) = crate::aarch64::build_bringup() {
-        problems.push(format!("the aarch64 kernel or probe did not build: {e:#}"));
     }
 
     // Two lanes. The QEMU system suite (the `sealgate-qemu` package: its unit tests and
@@ -278,40 +300,33 @@ pub fn run(args: Args) -> Result<()> {
          printed when it ends",
         system_log.display()
     );
-    let aarch64 = !args.no_aarch64;
     let mut outputs: Vec<Ran> = Vec::new();
-    // The aarch64 image's outcome, sent by the second lane to the system suite's, which boots
-    // it after the x86_64 boxes.
-    let (built_tx, built_rx) = std::sync::mpsc::channel::<Result<(), String>>();
+    // The suite without the aarch64 tests (they come after it, once their image is built).
+    let mut x86_suite = vec!["--all-targets", "--no-fail-fast", "--"];
+    for t in AARCH64_TESTS {
+        x86_suite.extend(["--skip", t]);
+    }
     let system = std::thread::scope(|scope| -> Result<_> {
-        let (cargo_test, system_log) = (&cargo_test, &system_log);
+        let (cargo_test, system_log, aarch64_log) = (&cargo_test, &system_log, &aarch64_log);
         let system = scope.spawn(move || -> Result<(f64, Vec<Ran>, Option<String>)> {
             let started = Instant::now();
             let mut out = Vec::new();
             for (what, label) in [
-                (
-                    &[
-                        "--all-targets",
-                        "--no-fail-fast",
-                        "--",
-                        "--skip",
-                        AARCH64_TESTS[0],
-                        "--skip",
-                        AARCH64_TESTS[1],
-                        "--skip",
-                        AARCH64_TESTS[2],
-                    ][..],
-                    "--all-targets",
-                ),
+                (&x86_suite[..], "--all-targets"),
                 (&["--doc", "--no-fail-fast"][..], "--doc"),
             ] {
                 let (ok, text) = run_logged(&mut cargo_test(qemu, what), false, Some(system_log))?;
                 out.push((format!("cargo test -p {QEMU_PACKAGE} {label}"), ok, text));
             }
             let mut cross_problem = None;
-            if aarch64 {
-                match built_rx.recv() {
-                    Ok(Ok(())) => {
+            if let Some((began, mut child)) = aarch64_build {
+                match child.wait() {
+                    Ok(status) if status.success() => {
+                        println!(
+                            "the aarch64 image was built in {:.0} s (its output: {})",
+                            began.elapsed().as_secs_f64(),
+                            aarch64_log.display()
+                        );
                         let mut test_args = vec!["--test", "system", "--", "--exact"];
                         test_args.extend(AARCH64_TESTS);
                         let (ok, text) =
@@ -322,8 +337,18 @@ pub fn run(args: Args) -> Result<()> {
                             text,
                         ));
                     }
-                    Ok(Err(e)) => cross_problem = Some(e),
-                    Err(_) => cross_problem = Some("its build step never ended".into()),
+                    Ok(status) => {
+                        let log = std::fs::read_to_string(aarch64_log).unwrap_or_default();
+                        let lines: Vec<&str> = log.lines().collect();
+                        let tail = lines[lines.len().saturating_sub(40)..].join("\n");
+                        println!("\n==> the end of {}\n{tail}", aarch64_log.display());
+                        cross_problem = Some(format!(
+                            "`cargo xtask image --board qemu-aarch64` ended with {status} (its \
+                             output: {})",
+                            aarch64_log.display()
+                        ));
+                    }
+                    Err(e) => cross_problem = Some(format!("waiting for its build: {e}")),
                 }
             }
             Ok((started.elapsed().as_secs_f64(), out, cross_problem))
@@ -337,24 +362,6 @@ pub fn run(args: Args) -> Result<()> {
             .args(["-n", "10", "-p", &std::process::id().to_string()])
             .stdout(Stdio::null())
             .status();
-
-        // The aarch64 image (its binaries from Debian trixie's Rust in its cached root): the
-        // longest build here, so it goes first on this lane; the system suite's lane boots
-        // it after the x86_64 boxes.
-        if aarch64 {
-            step("cargo xtask image --board qemu-aarch64");
-            let built = crate::image::Board::named("qemu-aarch64").and_then(|board| {
-                crate::image::build(
-                    board,
-                    &crate::image::Args {
-                        board: board.name.into(),
-                        binaries: Vec::new(),
-                    },
-                )
-            });
-            let _ = built_tx.send(built.map(|_| ()).map_err(|e| format!("{e:#}")));
-        }
-        drop(built_tx);
 
         step("cargo test --workspace --all-targets (the rest)");
         let (ok, text) = run_logged(
@@ -467,6 +474,23 @@ pub fn run(args: Args) -> Result<()> {
         bail!("{} problem(s); see above", problems.len());
     }
     Ok(())
+}
+
+/// Starts `cargo xtask image --board qemu-aarch64` (this program, at nice 10) with its output
+/// in `log`.
+fn spawn_aarch64_image(root: &Path, log: &Path) -> Result<std::process::Child> {
+    let out = std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
+    let err = out.try_clone()?;
+    Command::new("nice")
+        .args(["-n", "10"])
+        .arg(std::env::current_exe().context("this program's path")?)
+        .args(["image", "--board", "qemu-aarch64"])
+        .current_dir(root)
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .context("starting `nice -n 10 xtask image --board qemu-aarch64`")
 }
 
 /// Installs the pinned PyPI packages with the machine's `python3 -m pip` when one is missing.

@@ -18,7 +18,8 @@ pub const DEFAULT_MUTATIONS: usize = 20_000;
 
 /// The fuzz folder (`fuzz/`, holding `corpus/` and `artifacts/`).
 pub fn fuzz_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz")
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz");
+    dir.canonicalize().unwrap_or(dir)
 }
 
 /// The committed seeds of one target, sorted by file name.

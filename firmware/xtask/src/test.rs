@@ -262,9 +262,9 @@ pub fn run(args: Args) -> Result<()> {
 
     // Two lanes. The QEMU system suite (the `sealgate-qemu` package: its unit tests and
     // tests/system) boots one emulated box at a time and leaves about half of the machine's
-    // CPU time idle while a box waits; everything else (the aarch64 image's build, the other
-    // test binaries, the doc tests) runs beside it. Both lanes' test binaries are built
-    // first, so the lanes never wait for each other's cargo lock.
+    // CPU time idle while a box waits; the other test binaries and the doc tests run beside
+    // it (and the aarch64 image's build, in its own process since above). Both lanes' test
+    // binaries are built first, so the lanes never wait for each other's cargo lock.
     step("build the test binaries");
     let cargo_test = |selection: &[&str], what: &[&str]| -> Command {
         let mut cmd = Command::new(&cargo);

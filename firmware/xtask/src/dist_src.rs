@@ -100,13 +100,14 @@ pub fn run(args: Args) -> Result<()> {
 /// architectures whose build takes it. Every package is
 /// here or in [`NOT_ON_THE_BOX`], so a new one is a decision, not an oversight.
 const ON_THE_BOX: &[(&str, Arch, &[&str])] = &[
+    // The boards' own kernels: built from Debian's source package with the board's
+    // fragments, as Buildroot builds them (the series must match: see
+    // `kernel_series_problems`).
     (
-        "linux-image-amd64",
+        "linux-source-6.1",
         Arch::X86_64,
         &["BR2_LINUX_KERNEL=y", "BR2_LINUX_KERNEL_BZIMAGE=y"],
     ),
-    // The aarch64 board's own kernel: built from Debian's source package with the board's
-    // fragment, as Buildroot builds it (the series must match: see `kernel_series_problems`).
     (
         "linux-source-6.1",
         Arch::Aarch64,
@@ -239,6 +240,8 @@ fn offline_build_packages() -> Vec<&'static str> {
         crate::cross::RUNTIME_PACKAGES,
         crate::cross::ROOT_PACKAGES,
         crate::aarch64::AARCH64_PACKAGES,
+        crate::kernel::PACKAGES,
+        crate::cross::FIRMWARE_PACKAGES,
     ]
     .concat();
     all.sort_unstable();
@@ -323,6 +326,11 @@ const NOT_ON_THE_BOX: &[(&str, &str)] = &[
     ("bison", "as make"),
     ("bc", "as make"),
     ("xz-utils", "unpacks Debian's kernel source tarball"),
+    ("gcc", "as make (the x86_64 kernel is built natively)"),
+    (
+        "libelf-dev",
+        "objtool of the x86_64 kernel build: Buildroot's host-elfutils",
+    ),
 ];
 
 /// Problems of the package mapping: every image package decided, every defconfig holding
@@ -358,12 +366,11 @@ fn package_problems(defconfigs: &[(String, String)]) -> Vec<String> {
 }
 
 /// The kernel series a defconfig builds must be the offline build's: Debian's 6.1 (the
-/// x86_64 image's `linux-image-amd64` of bookworm, the aarch64 kernel's `linux-source-6.1`),
-/// so both builds boot the same kernel with the same fragment.
+/// boards' kernels are built from bookworm's `linux-source-6.1`), so both builds boot the
+/// same kernel with the same fragment.
 fn kernel_series_problems(name: &str, text: &str) -> Vec<String> {
-    let series = crate::aarch64::AARCH64_PACKAGES
-        .iter()
-        .find_map(|p| p.strip_prefix("linux-source-"))
+    let series = crate::kernel::SOURCE_PACKAGE
+        .strip_prefix("linux-source-")
         .unwrap_or("?");
     let version = text
         .lines()

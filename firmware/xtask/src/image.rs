@@ -1,9 +1,10 @@
 //! `cargo xtask image`: the box's disk image, assembled offline from Debian packages
 //! (Buildroot cannot fetch its sources here; production images come from `board/buildroot/`,
 //! which reuses `rootfs/` and the board's `genimage.cfg`). qemu-x86_64 takes them from the
-//! build machine itself (bookworm) with Debian's kernel; qemu-aarch64 from trixie's arm64
-//! packages unpacked in a cached root (its binaries, built with trixie's Rust, need trixie's
-//! glibc) with the board's own kernel (see [`parts`]).
+//! build machine itself (bookworm); qemu-aarch64 from trixie's arm64 packages unpacked in a
+//! cached root (its binaries, built with trixie's Rust, need trixie's glibc). Both boot the
+//! board's own kernel, built from Debian's source with every driver built in (kernel.rs; see
+//! [`parts`]).
 //!
 //! The image: a GPT disk (layout in `board/<board>/genimage.cfg`) with an EFI system
 //! partition (GRUB, `grub.cfg`, `grubenv`, one signed UKI per slot: kernel, stage-1
@@ -17,7 +18,7 @@
 //! What is pinned is written to `manifest.txt` beside the image: the Debian package versions
 //! the image is made of and the Rust binaries' SHA-256.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
@@ -37,7 +38,6 @@ pub(crate) const BINARIES: &[(&str, &str)] = &[
 
 /// Debian packages the image build reads its parts from (and `cargo xtask test` installs).
 pub(crate) const IMAGE_PACKAGES: &[&str] = &[
-    "linux-image-amd64",
     "busybox-static",
     "grub-efi-amd64-bin",
     "squashfs-tools",
@@ -50,7 +50,6 @@ pub(crate) const IMAGE_PACKAGES: &[&str] = &[
     "systemd-boot-efi",
     "sbsigntool",
     "binutils",
-    "ovmf",
     "gpg",
     // gpg imports GRUB's secret signing key through its agent (not installed with gpg when
     // recommends are off: found by building in a clean Debian root).
@@ -125,8 +124,8 @@ pub(crate) struct Board {
     /// GRUB's platform and the EFI file name the firmware looks for.
     pub grub_platform: &'static str,
     pub efi_file: &'static str,
-    /// The kernel file name pattern under `/boot` (Debian's image package).
-    pub kernel_suffix: &'static str,
+    /// How the board's kernel is built.
+    pub kernel: crate::kernel::Recipe,
     /// The dynamic loader's path, as the binaries name it.
     pub loader: &'static str,
     /// The board's part of the kernel command line: the serial console, and the watchdog's
@@ -136,10 +135,24 @@ pub(crate) struct Board {
     pub binutils: &'static str,
     /// systemd's EFI stub for this architecture, under the board's runtime root.
     pub stub: &'static str,
-    /// The firmware's variable store the box's keys are enrolled in (Debian `ovmf`,
-    /// `qemu-efi-aarch64`). AAVMF's plain one is blank (the firmware formats it at its
-    /// first start), so its formatted Microsoft store, whose keys enrolling removes.
-    pub vars_template: &'static str,
+    /// The QEMU test machine's UEFI firmware.
+    pub firmware: Firmware,
+}
+
+/// Where a board's test machine firmware comes from.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Firmware {
+    /// The build machine's Debian package (`qemu-efi-aarch64`): the variable store the box's
+    /// keys are enrolled in. AAVMF's plain one is blank (the firmware formats it at its first
+    /// start), so its formatted Microsoft store, whose keys enrolling removes.
+    Host { vars: &'static str },
+    /// Trixie's, from the cached root of `cross::FIRMWARE_PACKAGES` (paths inside it): its
+    /// code goes beside the image (`sealgate_qemu::FIRMWARE_CODE`), and a new VM folder
+    /// keeps a copy of it.
+    Trixie {
+        code: &'static str,
+        vars: &'static str,
+    },
 }
 
 /// Every board of `board/` that the offline build assembles.
@@ -150,12 +163,17 @@ pub(crate) const BOARDS: &[Board] = &[
         rust_target: "x86_64-unknown-linux-gnu",
         grub_platform: "x86_64-efi",
         efi_file: "BOOTX64.EFI",
-        kernel_suffix: "-amd64",
+        kernel: crate::kernel::X86_64,
         loader: "/lib64/ld-linux-x86-64.so.2",
-        cmdline: "console=ttyS0,115200",
+        // stage 1's WATCHDOG_SECS: the board's kernel has the driver built in; no bond
+        // device but those the settings make.
+        cmdline: "console=ttyS0,115200 i6300esb.heartbeat=300 bonding.max_bonds=0",
         binutils: "",
         stub: "/usr/lib/systemd/boot/efi/linuxx64.efi.stub",
-        vars_template: "/usr/share/OVMF/OVMF_VARS_4M.fd",
+        firmware: Firmware::Trixie {
+            code: "usr/share/OVMF/OVMF_CODE_4M.fd",
+            vars: "usr/share/OVMF/OVMF_VARS_4M.fd",
+        },
     },
     Board {
         name: "qemu-aarch64",
@@ -163,13 +181,15 @@ pub(crate) const BOARDS: &[Board] = &[
         rust_target: "aarch64-unknown-linux-gnu",
         grub_platform: "arm64-efi",
         efi_file: "BOOTAA64.EFI",
-        kernel_suffix: "-arm64",
+        kernel: crate::kernel::AARCH64,
         loader: "/lib/ld-linux-aarch64.so.1",
-        // stage 1's WATCHDOG_SECS: the board's kernel has the driver built in.
-        cmdline: "console=ttyAMA0,115200 i6300esb.heartbeat=300",
+        // As qemu-x86_64's.
+        cmdline: "console=ttyAMA0,115200 i6300esb.heartbeat=300 bonding.max_bonds=0",
         binutils: "aarch64-linux-gnu-",
         stub: "/usr/lib/systemd/boot/efi/linuxaa64.efi.stub",
-        vars_template: "/usr/share/AAVMF/AAVMF_VARS.ms.fd",
+        firmware: Firmware::Host {
+            vars: "/usr/share/AAVMF/AAVMF_VARS.ms.fd",
+        },
     },
 ];
 
@@ -270,7 +290,7 @@ pub(crate) fn build(board: Board, args: &Args) -> Result<Built> {
     // Stage-1 initramfs.
     let initramfs_dir = work.join("initramfs");
     let initramfs = work.join("initrd.img");
-    stage_initramfs(board, sysroot, &root, &board_dir, kernel, &initramfs_dir)?;
+    stage_initramfs(board, sysroot, &root, &initramfs_dir)?;
     cpio_zstd(&initramfs_dir, &initramfs, epoch)?;
 
     // The root file system.
@@ -338,10 +358,21 @@ pub(crate) fn build(board: Board, args: &Args) -> Result<Built> {
         let sig = gpg.sign(&out_uki, epoch)?;
         signed.insert(slot, [out_uki, sig]);
     }
-    keys.enrol(
-        Path::new(board.vars_template),
-        &out.join(sealgate_qemu::ENROLLED_VARS),
-    )?;
+    let code_out = out.join(sealgate_qemu::FIRMWARE_CODE);
+    let vars_template = match board.firmware {
+        Firmware::Host { vars } => {
+            if code_out.exists() {
+                fs::remove_file(&code_out)?;
+            }
+            PathBuf::from(vars)
+        }
+        Firmware::Trixie { code, vars } => {
+            let firmware = crate::cross::ensure_firmware_root()?;
+            copy_file(&firmware.join(code), &code_out, 0o644)?;
+            firmware.join(vars)
+        }
+    };
+    keys.enrol(&vars_template, &out.join(sealgate_qemu::ENROLLED_VARS))?;
     // What an update installs (`cargo xtask bundle`): the slot image and both UKIs.
     let slot_dir = out.join("slot");
     if slot_dir.exists() {
@@ -441,7 +472,7 @@ struct Parts {
 /// arm64 packages unpacked in a cached root, since the binaries need trixie's glibc.
 fn parts(board: Board, root: &Path, args: &Args) -> Result<Parts> {
     if board.name != "qemu-aarch64" {
-        let kernel = find_kernel(board)?;
+        let built = crate::kernel::build(board.kernel)?;
         let mut names: Vec<String> = IMAGE_PACKAGES.iter().map(|p| p.to_string()).collect();
         names.extend(
             [
@@ -452,14 +483,22 @@ fn parts(board: Board, root: &Path, args: &Args) -> Result<Parts> {
             ]
             .map(String::from),
         );
-        names.push(format!("linux-image-{}", kernel.version));
-        let packages = names
+        let mut packages: Vec<String> = names
             .iter()
             .map(|p| format!("debian {p} {}", installed_version(p)))
             .collect();
+        packages.push(kernel_source_line());
+        if let Firmware::Trixie { .. } = board.firmware {
+            let firmware = crate::cross::ensure_firmware_root()?;
+            packages.extend(
+                crate::cross::runtime_versions(&firmware)?
+                    .iter()
+                    .map(|l| format!("test-machine debian {l}")),
+            );
+        }
         return Ok(Parts {
             binaries: build_binaries(root, args)?,
-            kernel,
+            kernel: Kernel::board(board, built),
             sysroot: Sysroot::host(),
             packages,
         });
@@ -468,7 +507,7 @@ fn parts(board: Board, root: &Path, args: &Args) -> Result<Parts> {
     let bringup = crate::aarch64::build_bringup()?;
     println!(
         "built the board's kernel {} and TPM probe {}",
-        bringup.kernel.display(),
+        bringup.kernel.image.display(),
         bringup.probe.display()
     );
     let mut packages = Vec::new();
@@ -496,23 +535,10 @@ fn parts(board: Board, root: &Path, args: &Args) -> Result<Parts> {
             .iter()
             .map(|l| format!("debian {l}")),
     );
-    packages.push(format!(
-        "built-with linux-source-6.1 {}",
-        installed_version("linux-source-6.1")
-    ));
-    let config = fs::read_to_string(bringup.kernel.with_file_name("Image.config"))?;
-    let version = config
-        .lines()
-        .find_map(|l| l.strip_prefix("# Linux/arm64 "))
-        .and_then(|l| l.split_whitespace().next())
-        .context("no version in the kernel's Image.config")?;
+    packages.push(kernel_source_line());
     Ok(Parts {
         binaries,
-        kernel: Kernel {
-            version: format!("{version} (the board's own, board/qemu-aarch64/linux*.fragment)"),
-            image: bringup.kernel,
-            modules: None,
-        },
+        kernel: Kernel::board(board, bringup.kernel),
         sysroot: Sysroot {
             dir: runtime,
             emulator: Some("qemu-aarch64-static"),
@@ -703,113 +729,33 @@ fn build_binaries(root: &Path, args: &Args) -> Result<BTreeMap<&'static str, Pat
     Ok(out)
 }
 
-/// The kernel of Debian's image package installed on the build machine.
+/// The kernel an image boots.
 struct Kernel {
     version: String,
     image: PathBuf,
-    /// Debian's module folder; none for a board kernel with its drivers built in.
-    modules: Option<PathBuf>,
 }
 
-fn find_kernel(board: Board) -> Result<Kernel> {
-    let mut versions: Vec<String> = fs::read_dir("/lib/modules")
-        .context("no /lib/modules: install linux-image-amd64")?
-        .filter_map(|e| e.ok())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|v| {
-            v.ends_with(board.kernel_suffix)
-                && Path::new("/boot").join(format!("vmlinuz-{v}")).is_file()
-        })
-        .collect();
-    versions.sort_by_key(|v| version_key(v));
-    let version = versions
-        .pop()
-        .context("no Debian kernel installed: apt-get install linux-image-amd64")?;
-    Ok(Kernel {
-        image: Path::new("/boot").join(format!("vmlinuz-{version}")),
-        modules: Some(Path::new("/lib/modules").join(&version)),
-        version,
-    })
-}
-
-/// Orders kernel versions like `6.1.0-56-amd64` numerically.
-fn version_key(v: &str) -> Vec<u64> {
-    v.split(|c: char| !c.is_ascii_digit())
-        .filter_map(|p| p.parse().ok())
-        .collect()
-}
-
-/// Resolves the board's module list against `modules.dep`: every module after its
-/// dependencies, each once, as paths relative to the kernel's module folder.
-pub(crate) fn module_load_order(modules_dep: &str, wanted: &[String]) -> Result<Vec<String>> {
-    let mut deps: BTreeMap<String, (String, Vec<String>)> = BTreeMap::new();
-    for line in modules_dep.lines() {
-        let Some((path, rest)) = line.split_once(':') else {
-            continue;
-        };
-        let name = module_name(path);
-        deps.insert(
-            name,
-            (
-                path.to_string(),
-                rest.split_whitespace().map(String::from).collect(),
+impl Kernel {
+    /// The board's own kernel (kernel.rs): every driver built in.
+    fn board(board: Board, built: crate::kernel::Built) -> Kernel {
+        Kernel {
+            version: format!(
+                "{} (the board's own, board/{}/linux*.fragment)",
+                built.version, board.name
             ),
-        );
-    }
-    let mut order = Vec::new();
-    let mut seen = BTreeSet::new();
-    fn visit(
-        path: &str,
-        deps: &BTreeMap<String, (String, Vec<String>)>,
-        seen: &mut BTreeSet<String>,
-        order: &mut Vec<String>,
-    ) {
-        if !seen.insert(path.to_string()) {
-            return;
+            image: built.image,
         }
-        if let Some((_, d)) = deps.get(&module_name(path)) {
-            // modules.dep lists the whole closure; visiting each keeps the order right.
-            for dep in d {
-                visit(dep, deps, seen, order);
-            }
-        }
-        order.push(path.to_string());
     }
-    for want in wanted {
-        let key = want.replace('-', "_");
-        let (path, _) = deps
-            .get(&key)
-            .with_context(|| format!("kernel module {want} is not in modules.dep"))?;
-        visit(&path.clone(), &deps, &mut seen, &mut order);
-    }
-    Ok(order)
 }
 
-/// `kernel/drivers/char/hw_random/virtio-rng.ko.xz` → `virtio_rng`.
-fn module_name(path: &str) -> String {
-    let file = path.rsplit('/').next().unwrap_or(path);
-    let stem = file.split(".ko").next().unwrap_or(file);
-    stem.replace('-', "_")
+/// The manifest's line for the kernel's source package.
+fn kernel_source_line() -> String {
+    let p = crate::kernel::SOURCE_PACKAGE;
+    format!("built-with {p} {}", installed_version(p))
 }
 
-fn read_list(path: &Path) -> Result<Vec<String>> {
-    Ok(fs::read_to_string(path)
-        .with_context(|| format!("reading {}", path.display()))?
-        .lines()
-        .map(|l| l.split('#').next().unwrap_or("").trim().to_string())
-        .filter(|l| !l.is_empty())
-        .collect())
-}
-
-fn stage_initramfs(
-    board: Board,
-    sysroot: &Sysroot,
-    root: &Path,
-    board_dir: &Path,
-    kernel: &Kernel,
-    dir: &Path,
-) -> Result<()> {
-    for d in ["bin", "dev", "proc", "sys", "newroot", "lib/modules"] {
+fn stage_initramfs(board: Board, sysroot: &Sysroot, root: &Path, dir: &Path) -> Result<()> {
+    for d in ["bin", "dev", "proc", "sys", "newroot"] {
         fs::create_dir_all(dir.join(d))?;
     }
     copy_file(
@@ -838,27 +784,6 @@ fn stage_initramfs(
         &dir.join("init"),
         0o755,
     )?;
-    // Debian's kernel: the board's modules in dependency order. A board kernel has them
-    // built in: the list stays empty.
-    let mut load_order = String::new();
-    if let Some(modules) = &kernel.modules {
-        let dep = fs::read_to_string(modules.join("modules.dep")).context("reading modules.dep")?;
-        let wanted = read_list(&board_dir.join("modules.txt"))?;
-        for m in module_load_order(&dep, &wanted)? {
-            let name = m.rsplit('/').next().unwrap_or(&m);
-            if name.ends_with(".xz") || name.ends_with(".zst") {
-                bail!("{m} is compressed; busybox insmod reads plain .ko only");
-            }
-            copy_file(
-                &modules.join(&m),
-                &dir.join("lib/modules").join(name),
-                0o644,
-            )?;
-            load_order.push_str(name);
-            load_order.push('\n');
-        }
-    }
-    fs::write(dir.join("lib/modules/load.order"), load_order)?;
     Ok(())
 }
 
@@ -1365,33 +1290,6 @@ mod tests {
     }
 
     #[test]
-    fn modules_come_after_their_dependencies_once() {
-        let dep = "kernel/fs/ext4/ext4.ko: kernel/lib/crc16.ko kernel/fs/mbcache.ko kernel/fs/jbd2/jbd2.ko\n\
-                   kernel/lib/crc16.ko:\nkernel/fs/mbcache.ko:\nkernel/fs/jbd2/jbd2.ko:\n\
-                   kernel/drivers/char/hw_random/virtio-rng.ko: kernel/drivers/virtio/virtio.ko\n\
-                   kernel/drivers/virtio/virtio.ko:\n\
-                   kernel/drivers/block/virtio_blk.ko: kernel/drivers/virtio/virtio.ko\n";
-        let order = module_load_order(
-            dep,
-            &["virtio-rng".into(), "virtio_blk".into(), "ext4".into()],
-        )
-        .unwrap();
-        assert_eq!(
-            order,
-            [
-                "kernel/drivers/virtio/virtio.ko",
-                "kernel/drivers/char/hw_random/virtio-rng.ko",
-                "kernel/drivers/block/virtio_blk.ko",
-                "kernel/lib/crc16.ko",
-                "kernel/fs/mbcache.ko",
-                "kernel/fs/jbd2/jbd2.ko",
-                "kernel/fs/ext4/ext4.ko",
-            ]
-        );
-        assert!(module_load_order(dep, &["nope".into()]).is_err());
-    }
-
-    #[test]
     fn the_data_partitions_uuid_comes_from_genimage_cfg() {
         let root = workspace_root().unwrap();
         let cfg = fs::read_to_string(root.join("board/qemu-x86_64/genimage.cfg")).unwrap();
@@ -1422,7 +1320,9 @@ mod tests {
             let dir = root.join("board").join(b.name);
             assert!(dir.join("genimage.cfg").is_file(), "{}", dir.display());
             assert!(dir.join("grub.cfg").is_file(), "{}", dir.display());
-            assert!(dir.join("modules.txt").is_file(), "{}", dir.display());
+            for f in ["linux-base.fragment", "linux.fragment"] {
+                assert!(dir.join(f).is_file(), "{}", dir.display());
+            }
         }
     }
 }

@@ -8,6 +8,7 @@ mod bundle;
 mod cross;
 mod dist_src;
 mod image;
+mod kernel;
 mod model;
 mod qemu;
 mod secureboot;

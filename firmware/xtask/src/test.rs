@@ -186,6 +186,7 @@ pub fn run(args: Args) -> Result<()> {
             DEBIAN_PACKAGES,
             crate::image::IMAGE_PACKAGES,
             crate::qemu::QEMU_PACKAGES,
+            crate::kernel::PACKAGES,
             crate::aarch64::AARCH64_PACKAGES,
             crate::image::AARCH64_IMAGE_PACKAGES,
             crate::cross::HOST_PACKAGES,

@@ -21,10 +21,9 @@ OS
 # Stage-1 initramfs inside the slot, as the offline build makes it. The kernel is built
 # with the board's linux.fragment (drivers built in), so it loads no modules.
 STAGE1=$(mktemp -d)
-mkdir -p "$STAGE1/bin" "$STAGE1/lib/modules" "$STAGE1/dev" "$STAGE1/proc" "$STAGE1/sys" "$STAGE1/newroot"
+mkdir -p "$STAGE1/bin" "$STAGE1/dev" "$STAGE1/proc" "$STAGE1/sys" "$STAGE1/newroot"
 cp "$TARGET_DIR/bin/busybox" "$STAGE1/bin/busybox"
 cp "$TOP/rootfs/initramfs/init" "$STAGE1/init"
-: >"$STAGE1/lib/modules/load.order"
 (cd "$STAGE1" && find . | LC_ALL=C sort | cpio --quiet -o -H newc --owner=0:0 --reproducible) |
 	gzip -9 -n >"$TARGET_DIR/boot/initrd.img"
 rm -rf "$STAGE1"

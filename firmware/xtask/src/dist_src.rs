@@ -483,7 +483,7 @@ pub(crate) fn buildroot_problems(root: &Path) -> Result<Vec<String>> {
                         "BR2_TARGET_GRUB2_BUILTIN_MODULES_EFI=\"{}\"",
                         image::GRUB_MODULES.join(" ")
                     ),
-                    "BR2_TARGET_ROOTFS_SQUASHFS4_GZIP=y".to_string(),
+                    "BR2_TARGET_ROOTFS_SQUASHFS4_ZSTD=y".to_string(),
                     "BR2_PACKAGE_SEALGATE=y".to_string(),
                     "BR2_PACKAGE_TPM2_TSS=y".to_string(),
                 ] {

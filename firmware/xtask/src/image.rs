@@ -8,7 +8,7 @@
 //!
 //! The image: a GPT disk (layout in `board/<board>/genimage.cfg`) with an EFI system
 //! partition (GRUB, `grub.cfg`, `grubenv`, one signed UKI per slot: kernel, stage-1
-//! initramfs and command line), two root slots A and B (read-only gzip squashfs holding the
+//! initramfs and command line), two root slots A and B (read-only zstd squashfs holding the
 //! root file system, then its dm-verity hash tree) and an ext4 data partition. GRUB picks
 //! the slot; stage-1 init verifies and mounts it; busybox init runs
 //! `/etc/sealgate/boot`, then `sealgated` and the console menu.
@@ -303,7 +303,7 @@ pub(crate) fn build(board: Board, args: &Args) -> Result<Built> {
         .arg(work.join("root.squashfs"))
         .args([
             "-comp",
-            "gzip",
+            "zstd",
             "-noappend",
             "-all-root",
             "-no-xattrs",

@@ -432,7 +432,37 @@ pub(crate) fn build(board: Board, args: &Args) -> Result<Built> {
 
     write_manifest(board, &out, &disk, &parts, epoch, args)?;
     fs::remove_dir_all(&work).ok();
+    let compressed = compressed_size(&disk)?;
+    println!(
+        "image compressed (zstd -3): {:.1} MiB (budget {COMPRESSED_BUDGET_MIB} MiB)",
+        compressed as f64 / f64::from(1u32 << 20)
+    );
+    if compressed > COMPRESSED_BUDGET_MIB << 20 {
+        bail!(
+            "the image compresses to {} MiB, over its budget of {COMPRESSED_BUDGET_MIB} MiB",
+            compressed >> 20
+        );
+    }
     Ok(Built { disk })
+}
+
+/// What an image may weigh compressed, as it is downloaded or written to a stick.
+const COMPRESSED_BUDGET_MIB: u64 = 64;
+
+/// The image's size compressed with `zstd -3`, bytes (about 2 s).
+fn compressed_size(disk: &Path) -> Result<u64> {
+    let mut child = Command::new("zstd")
+        .args(["-3", "-T0", "-q", "-c"])
+        .arg(disk)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .context("zstd (Debian package zstd)")?;
+    let mut out = child.stdout.take().context("zstd's output")?;
+    let n = std::io::copy(&mut out, &mut std::io::sink())?;
+    if !child.wait()?.success() {
+        bail!("zstd failed on {}", disk.display());
+    }
+    Ok(n)
 }
 
 /// `SOURCE_DATE_EPOCH` from the environment, else the commit time of `HEAD`.

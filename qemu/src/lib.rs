@@ -183,12 +183,6 @@ pub fn ensure_image(board: Board) -> Result<PathBuf> {
 /// keys enrolled and Secure Boot on, as a box leaves the factory.
 pub const ENROLLED_VARS: &str = "efivars.fd";
 
-/// The test machine's UEFI firmware code an image build may write beside the image (x86_64:
-/// Debian trixie's OVMF, which starts in about half the time of bookworm's under emulation);
-/// else the board's Debian package's. A new VM folder keeps a copy: the firmware is part of
-/// the machine, and its measurement (PCR 0) stays the one the box's vault was sealed under.
-pub const FIRMWARE_CODE: &str = "firmware-code.fd";
-
 /// virt-firmware from PyPI (pinned), which edits UEFI variable stores offline.
 pub const VIRT_FIRMWARE: &str = "virt-firmware==26.10";
 
@@ -245,11 +239,6 @@ impl VmDir {
             let image = image
                 .canonicalize()
                 .with_context(|| format!("no image at {}", image.display()))?;
-            let code = image.with_file_name(FIRMWARE_CODE);
-            if code.is_file() {
-                fs::copy(&code, dir.firmware_code())
-                    .with_context(|| format!("copying {}", code.display()))?;
-            }
             let out = Command::new("qemu-img")
                 .args(["create", "-q", "-f", "qcow2", "-F", "raw", "-b"])
                 .arg(&image)
@@ -276,21 +265,6 @@ impl VmDir {
             fs::copy(&vars, dir.vars()).with_context(|| format!("copying {}", vars.display()))?;
         }
         Ok(dir)
-    }
-
-    /// This box's own copy of its firmware's code ([`FIRMWARE_CODE`]), if it has one.
-    pub fn firmware_code(&self) -> PathBuf {
-        self.path.join(FIRMWARE_CODE)
-    }
-
-    /// The firmware code QEMU boots this box with.
-    fn code(&self) -> String {
-        let own = self.firmware_code();
-        if own.is_file() {
-            own.display().to_string()
-        } else {
-            self.board.firmware().0.to_string()
-        }
     }
 
     /// The disk (a qcow2 overlay over the image).
@@ -667,7 +641,7 @@ impl Drop for Vm {
 
 /// The QEMU command line of one boot.
 fn qemu_args(dir: &VmDir, opts: &BootOptions, swtpm: Option<&Swtpm>) -> Vec<String> {
-    let code = dir.code();
+    let (code, _) = dir.board.firmware();
     let accel = std::env::var("SEALGATE_QEMU_ACCEL").unwrap_or_else(|_| "tcg".into());
     let mut a: Vec<String> = Vec::new();
     let mut push = |s: &[&str]| a.extend(s.iter().map(|x| x.to_string()));

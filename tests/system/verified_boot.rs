@@ -93,12 +93,10 @@ impl OwnImage {
             .arg("--sparse=always")
             .arg(&built)
             .arg(&image));
-        // The image's UEFI variables (its keys enrolled) and test machine firmware go with it.
-        for name in [sealgate_qemu::ENROLLED_VARS, sealgate_qemu::FIRMWARE_CODE] {
-            let file = built.with_file_name(name);
-            if file.is_file() {
-                std::fs::copy(&file, path.join(name)).unwrap();
-            }
+        // The image's UEFI variables (its keys enrolled) go with it.
+        let vars = built.with_file_name(sealgate_qemu::ENROLLED_VARS);
+        if vars.is_file() {
+            std::fs::copy(&vars, path.join(sealgate_qemu::ENROLLED_VARS)).unwrap();
         }
         OwnImage::with_vm(path, image, true)
     }

@@ -115,24 +115,6 @@ pub(crate) fn ensure_runtime_root() -> Result<PathBuf> {
     )
 }
 
-/// The x86_64 test machine's UEFI firmware: trixie's OVMF, unpacked. It starts in about half
-/// the time of bookworm's under emulation (board/README.md, "Where OVMF's time goes").
-pub(crate) const FIRMWARE_PACKAGES: &[&str] = &["ovmf"];
-
-/// Makes (or reuses) the root of [`FIRMWARE_PACKAGES`].
-pub(crate) fn ensure_firmware_root() -> Result<PathBuf> {
-    ensure_debian_root(
-        "x86_64-firmware",
-        &[
-            "--variant=extract",
-            "--architectures=amd64",
-            "--skip=cleanup/apt/cache",
-        ],
-        FIRMWARE_PACKAGES,
-        "about 5 MiB to download",
-    )
-}
-
 /// Makes (or reuses) a root of `packages` from trixie under the cache folder.
 fn ensure_debian_root(
     kind: &str,
@@ -185,8 +167,7 @@ fn ensure_debian_root(
     Ok(root)
 }
 
-/// `package:arch version` of every `.deb` an unpacked root ([`ensure_runtime_root`],
-/// [`ensure_firmware_root`]) was made from.
+/// `package:arch version` of every `.deb` a root of [`ensure_runtime_root`] was unpacked from.
 pub(crate) fn runtime_versions(root: &Path) -> Result<Vec<String>> {
     let dir = root.join("var/cache/apt/archives");
     let mut debs: Vec<PathBuf> = fs::read_dir(&dir)

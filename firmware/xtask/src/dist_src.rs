@@ -241,7 +241,6 @@ fn offline_build_packages() -> Vec<&'static str> {
         crate::cross::ROOT_PACKAGES,
         crate::aarch64::AARCH64_PACKAGES,
         crate::kernel::PACKAGES,
-        crate::cross::FIRMWARE_PACKAGES,
     ]
     .concat();
     all.sort_unstable();

@@ -50,6 +50,7 @@ pub(crate) const IMAGE_PACKAGES: &[&str] = &[
     "systemd-boot-efi",
     "sbsigntool",
     "binutils",
+    "ovmf",
     "gpg",
     // gpg imports GRUB's secret signing key through its agent (not installed with gpg when
     // recommends are off: found by building in a clean Debian root).
@@ -135,24 +136,10 @@ pub(crate) struct Board {
     pub binutils: &'static str,
     /// systemd's EFI stub for this architecture, under the board's runtime root.
     pub stub: &'static str,
-    /// The QEMU test machine's UEFI firmware.
-    pub firmware: Firmware,
-}
-
-/// Where a board's test machine firmware comes from.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Firmware {
-    /// The build machine's Debian package (`qemu-efi-aarch64`): the variable store the box's
-    /// keys are enrolled in. AAVMF's plain one is blank (the firmware formats it at its first
-    /// start), so its formatted Microsoft store, whose keys enrolling removes.
-    Host { vars: &'static str },
-    /// Trixie's, from the cached root of `cross::FIRMWARE_PACKAGES` (paths inside it): its
-    /// code goes beside the image (`sealgate_qemu::FIRMWARE_CODE`), and a new VM folder
-    /// keeps a copy of it.
-    Trixie {
-        code: &'static str,
-        vars: &'static str,
-    },
+    /// The firmware's variable store the box's keys are enrolled in (Debian `ovmf`,
+    /// `qemu-efi-aarch64`). AAVMF's plain one is blank (the firmware formats it at its
+    /// first start), so its formatted Microsoft store, whose keys enrolling removes.
+    pub vars_template: &'static str,
 }
 
 /// Every board of `board/` that the offline build assembles.
@@ -170,10 +157,7 @@ pub(crate) const BOARDS: &[Board] = &[
         cmdline: "console=ttyS0,115200 i6300esb.heartbeat=300 bonding.max_bonds=0",
         binutils: "",
         stub: "/usr/lib/systemd/boot/efi/linuxx64.efi.stub",
-        firmware: Firmware::Trixie {
-            code: "usr/share/OVMF/OVMF_CODE_4M.fd",
-            vars: "usr/share/OVMF/OVMF_VARS_4M.fd",
-        },
+        vars_template: "/usr/share/OVMF/OVMF_VARS_4M.fd",
     },
     Board {
         name: "qemu-aarch64",
@@ -187,9 +171,7 @@ pub(crate) const BOARDS: &[Board] = &[
         cmdline: "console=ttyAMA0,115200 i6300esb.heartbeat=300 bonding.max_bonds=0",
         binutils: "aarch64-linux-gnu-",
         stub: "/usr/lib/systemd/boot/efi/linuxaa64.efi.stub",
-        firmware: Firmware::Host {
-            vars: "/usr/share/AAVMF/AAVMF_VARS.ms.fd",
-        },
+        vars_template: "/usr/share/AAVMF/AAVMF_VARS.ms.fd",
     },
 ];
 
@@ -358,21 +340,10 @@ pub(crate) fn build(board: Board, args: &Args) -> Result<Built> {
         let sig = gpg.sign(&out_uki, epoch)?;
         signed.insert(slot, [out_uki, sig]);
     }
-    let code_out = out.join(sealgate_qemu::FIRMWARE_CODE);
-    let vars_template = match board.firmware {
-        Firmware::Host { vars } => {
-            if code_out.exists() {
-                fs::remove_file(&code_out)?;
-            }
-            PathBuf::from(vars)
-        }
-        Firmware::Trixie { code, vars } => {
-            let firmware = crate::cross::ensure_firmware_root()?;
-            copy_file(&firmware.join(code), &code_out, 0o644)?;
-            firmware.join(vars)
-        }
-    };
-    keys.enrol(&vars_template, &out.join(sealgate_qemu::ENROLLED_VARS))?;
+    keys.enrol(
+        Path::new(board.vars_template),
+        &out.join(sealgate_qemu::ENROLLED_VARS),
+    )?;
     // What an update installs (`cargo xtask bundle`): the slot image and both UKIs.
     let slot_dir = out.join("slot");
     if slot_dir.exists() {
@@ -518,14 +489,6 @@ fn parts(board: Board, root: &Path, args: &Args) -> Result<Parts> {
             .map(|p| format!("debian {p} {}", installed_version(p)))
             .collect();
         packages.push(kernel_source_line());
-        if let Firmware::Trixie { .. } = board.firmware {
-            let firmware = crate::cross::ensure_firmware_root()?;
-            packages.extend(
-                crate::cross::runtime_versions(&firmware)?
-                    .iter()
-                    .map(|l| format!("test-machine debian {l}")),
-            );
-        }
         return Ok(Parts {
             binaries: build_binaries(root, args)?,
             kernel: Kernel::board(board, built),

@@ -167,7 +167,7 @@ fn ensure_debian_root(
     Ok(root)
 }
 
-/// `package:arch version` of every `.deb` a root of [`ensure_runtime_root`] was unpacked from.
+/// `package version` of every `.deb` a root of [`ensure_runtime_root`] was unpacked from.
 pub(crate) fn runtime_versions(root: &Path) -> Result<Vec<String>> {
     let dir = root.join("var/cache/apt/archives");
     let mut debs: Vec<PathBuf> = fs::read_dir(&dir)
@@ -181,7 +181,7 @@ pub(crate) fn runtime_versions(root: &Path) -> Result<Vec<String>> {
         let o = Command::new("dpkg-deb")
             .args(["-f"])
             .arg(&deb)
-            .args(["Package", "Architecture", "Version"])
+            .args(["Package", "Version"])
             .output()
             .context("dpkg-deb")?;
         let text = String::from_utf8_lossy(&o.stdout);
@@ -191,12 +191,7 @@ pub(crate) fn runtime_versions(root: &Path) -> Result<Vec<String>> {
                 .map(|v| v.trim().to_string())
                 .unwrap_or_default()
         };
-        out.push(format!(
-            "{}:{} {}",
-            field("Package:"),
-            field("Architecture:"),
-            field("Version:")
-        ));
+        out.push(format!("{}:arm64 {}", field("Package:"), field("Version:")));
     }
     if out.is_empty() {
         bail!("no .deb files in {}", dir.display());

@@ -110,8 +110,10 @@ const ESP_VOLUME_ID: &str = "5EA1E5B0";
 const DATA_FS_UUID: &str = "5ea19a7e-0000-4000-8000-0000000000d1";
 const DATA_HASH_SEED: &str = "5ea19a7e-0000-4000-8000-0000000000d2";
 /// The kernel command line every slot's signed image carries, after the board's console
-/// (plus `sealgate.slot=`, the root hash and the data partition).
-const KERNEL_CMDLINE: &str = "loglevel=4 panic=10";
+/// (plus `sealgate.slot=`, the root hash and the data partition). The boards' kernels have
+/// the watchdog and bonding built in: stage 1's bound (its `WATCHDOG_SECS`) for the
+/// watchdog, and no bond device but those the settings make.
+const KERNEL_CMDLINE: &str = "loglevel=4 panic=10 i6300esb.heartbeat=300 bonding.max_bonds=0";
 
 /// A board the offline image build knows.
 #[derive(Debug, Clone, Copy)]
@@ -129,8 +131,7 @@ pub(crate) struct Board {
     pub kernel: crate::kernel::Recipe,
     /// The dynamic loader's path, as the binaries name it.
     pub loader: &'static str,
-    /// The board's part of the kernel command line: the serial console, and the watchdog's
-    /// bound where its driver is built in (stage 1 passes it to the module otherwise).
+    /// The board's part of the kernel command line: the serial console.
     pub cmdline: &'static str,
     /// The prefix of the binutils that handle this board's binaries (`strip`, `objcopy`).
     pub binutils: &'static str,
@@ -152,9 +153,7 @@ pub(crate) const BOARDS: &[Board] = &[
         efi_file: "BOOTX64.EFI",
         kernel: crate::kernel::X86_64,
         loader: "/lib64/ld-linux-x86-64.so.2",
-        // stage 1's WATCHDOG_SECS: the board's kernel has the driver built in; no bond
-        // device but those the settings make.
-        cmdline: "console=ttyS0,115200 i6300esb.heartbeat=300 bonding.max_bonds=0",
+        cmdline: "console=ttyS0,115200",
         binutils: "",
         stub: "/usr/lib/systemd/boot/efi/linuxx64.efi.stub",
         vars_template: "/usr/share/OVMF/OVMF_VARS_4M.fd",
@@ -167,8 +166,7 @@ pub(crate) const BOARDS: &[Board] = &[
         efi_file: "BOOTAA64.EFI",
         kernel: crate::kernel::AARCH64,
         loader: "/lib/ld-linux-aarch64.so.1",
-        // As qemu-x86_64's.
-        cmdline: "console=ttyAMA0,115200 i6300esb.heartbeat=300 bonding.max_bonds=0",
+        cmdline: "console=ttyAMA0,115200",
         binutils: "aarch64-linux-gnu-",
         stub: "/usr/lib/systemd/boot/efi/linuxaa64.efi.stub",
         vars_template: "/usr/share/AAVMF/AAVMF_VARS.ms.fd",

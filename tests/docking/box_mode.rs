@@ -75,6 +75,8 @@ fn a_box_with_an_empty_settings_file_and_a_damaged_token_file_says_so_and_serves
         .arg("--data-dir")
         .arg(dir.path())
         .arg("--danger-software-sealer")
+        .arg("--vault-verdict")
+        .arg(dir.path().join("vault-verdict"))
         // The shipped settings' ports could be taken on a test machine.
         .args([
             "--listen-admin",
@@ -124,6 +126,12 @@ fn a_box_with_an_empty_settings_file_and_a_damaged_token_file_says_so_and_serves
         "{text}"
     );
     assert!(text.contains("API TOKEN FILE UNREADABLE"), "{text}");
+    // The box's service script reads the vault's verdict from here (the boot's only unseal).
+    assert!(text.contains("sealgated: vault open ("), "{text}");
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("vault-verdict")).unwrap(),
+        "unsealed\n"
+    );
     let url = format!("https://{}/api/v1/health", admin.expect("admin address"));
     let out = Command::new("curl")
         .args(["-k", "-s", "--max-time", "10", &url])
@@ -169,4 +177,38 @@ fn a_box_with_an_empty_settings_file_and_a_damaged_token_file_says_so_and_serves
     let log = std::fs::read_to_string(dir.path().join("log/sealgated.log")).unwrap();
     assert!(log.contains("\"starting\""), "{log}");
     assert!(!log.contains('\u{1b}'), "{log}");
+}
+
+/// A vault that cannot be opened (here a damaged database; on the box a TPM refusing the
+/// unseal) is said in the verdict file the service script turns into the box's `VAULT
+/// LOCKED`, and the daemon exits without listening.
+#[test]
+fn a_box_whose_vault_does_not_open_writes_a_locked_verdict_and_serves_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("vault.redb"), b"not a vault database").unwrap();
+    let verdict = dir.path().join("vault-verdict");
+    std::fs::write(&verdict, "unsealed\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_sealgated"))
+        .args(["--box", "--danger-software-sealer", "--data-dir"])
+        .arg(dir.path())
+        .arg("--vault-verdict")
+        .arg(&verdict)
+        .args([
+            "--listen-admin",
+            "127.0.0.1:0",
+            "--listen-docking",
+            "127.0.0.1:0",
+        ])
+        .env_remove("RUST_LOG")
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run sealgated");
+    let console = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{console}");
+    assert!(!console.contains("listening"), "{console}");
+    let said = std::fs::read_to_string(&verdict).unwrap();
+    assert!(said.starts_with("locked: "), "{said}");
+    assert!(!said.contains("cannot open the vault"), "{said}");
+    assert_eq!(said.lines().count(), 1, "{said}");
 }

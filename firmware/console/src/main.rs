@@ -257,6 +257,11 @@ fn wait_for_health(wait: Duration, wd: &mut Option<watchdog::Watchdog>) -> Resul
         if let Some(w) = wd.as_mut() {
             w.pet();
         }
+        // The daemon's own unseal is the boot's only one: its service script flags a vault
+        // the TPM refused while the gate waits.
+        if let Some(why) = health::flags_verdict(Path::new(STATE)) {
+            return Err(why);
+        }
         // The daemon binary asks its own admin listener over TLS (see its selfcheck.rs).
         let out = Command::new("sealgated")
             .args(["--box", "--data-dir", DAEMON_DIR, "--check-health"])
@@ -615,6 +620,28 @@ fn daemon_pid() -> Option<u32> {
     (comm.trim() == "sealgated").then_some(pid)
 }
 
+/// The vault as the boot left it (`STATE/vault`: created, unsealing, locked: WHY, ...); on a
+/// later boot the daemon unseals it and says how it went in `STATE/daemon/vault` (its
+/// `--vault-verdict`, see the service script).
+fn vault_state(state: &Path) -> String {
+    let boot = fs::read_to_string(state.join("vault")).unwrap_or_else(|_| "not opened".into());
+    if boot.trim() != "unsealing" {
+        return boot.trim().to_string();
+    }
+    match fs::read_to_string(state.join("daemon/vault")) {
+        // Written by the daemon's user: one line, no control characters.
+        Ok(v) if !v.trim().is_empty() => v
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .chars()
+            .filter(|c| !c.is_control())
+            .take(300)
+            .collect(),
+        _ => "unsealing (sealgated opens it)".into(),
+    }
+}
+
 /// A process's resident memory (`VmRSS`), KiB.
 fn resident_kib(pid: u32) -> Option<u64> {
     let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -755,8 +782,7 @@ impl BoxActions for TheBox {
             "NOT FOUND"
         };
         s.push_str(&format!("TPM:       {tpm}\n"));
-        let vault = fs::read_to_string(Path::new(STATE).join("vault"))
-            .unwrap_or_else(|_| "not opened".into());
+        let vault = vault_state(Path::new(STATE));
         s.push_str(&format!("Vault:     {}\n", vault.trim()));
         let daemon = match daemon_pid() {
             Some(pid) => {
@@ -1159,6 +1185,25 @@ mod tests {
         // The daemon looks for exactly this name (tokens::ADMIN_RESET_REQUEST).
         assert!(d.join("reset-admin.request").exists());
         assert!(!d.join("reset-admin.tmp").exists());
+        fs::remove_dir_all(&d).expect("cleanup");
+    }
+
+    #[test]
+    fn the_vault_line_is_the_boots_word_or_the_daemons_verdict() {
+        let d = std::env::temp_dir().join(format!("sealgate-console-vault-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&d);
+        fs::create_dir_all(d.join("daemon")).expect("dir");
+        assert_eq!(vault_state(&d), "not opened");
+        fs::write(d.join("vault"), "created\n").expect("write");
+        fs::write(d.join("daemon/vault"), "unsealed\n").expect("write");
+        assert_eq!(vault_state(&d), "created", "a first boot's word stands");
+        fs::write(d.join("vault"), "unsealing\n").expect("write");
+        assert_eq!(vault_state(&d), "unsealed");
+        // The daemon's user wrote it: no terminal escapes on the console.
+        fs::write(d.join("daemon/vault"), "locked: \x1b[2Jno\nsecond line").expect("write");
+        assert_eq!(vault_state(&d), "locked: [2Jno");
+        fs::remove_file(d.join("daemon/vault")).expect("rm");
+        assert_eq!(vault_state(&d), "unsealing (sealgated opens it)");
         fs::remove_dir_all(&d).expect("cleanup");
     }
 

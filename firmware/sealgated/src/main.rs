@@ -115,6 +115,11 @@ struct Cli {
     /// (the box's service; see privileges.rs).
     #[arg(long, value_name = "USER")]
     run_as: Option<String>,
+    /// Write the vault's verdict here once it is opened: `unsealed`, or `locked: WHY` (then
+    /// the daemon exits). The box's service script reads it: the daemon's own unseal is the
+    /// boot's only one (see /etc/sealgate/boot).
+    #[arg(long, value_name = "FILE")]
+    vault_verdict: Option<PathBuf>,
 }
 
 /// The exit code of `--check-settings` when the shipped box settings would be used.
@@ -142,6 +147,21 @@ fn main() -> ExitCode {
             console(&format!("error: {e:#}"));
             ExitCode::FAILURE
         }
+    }
+}
+
+/// The vault's verdict for the box's service script (`--vault-verdict`), replaced whole
+/// (a reader never sees half of it). Not being able to write it is said, not fatal: the
+/// console then shows the vault as still unsealing.
+fn write_verdict(file: &Path, verdict: &str) {
+    let tmp = file.with_extension("tmp");
+    let done =
+        std::fs::write(&tmp, format!("{verdict}\n")).and_then(|()| std::fs::rename(&tmp, file));
+    if let Err(e) = done {
+        console(&format!(
+            "WARNING: cannot write the vault's verdict to {}: {e}",
+            file.display()
+        ));
     }
 }
 
@@ -411,7 +431,25 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         tracing::info!(reason = %why, "settings not usable: running on the box's shipped settings");
     }
 
-    let vault = open_vault(&data_dir, &cli)?;
+    let opening = std::time::Instant::now();
+    let vault = match open_vault(&data_dir, &cli) {
+        Ok(v) => v,
+        Err(e) => {
+            if let Some(f) = &cli.vault_verdict {
+                let why = format!("{e:#}");
+                let why = why.trim_start_matches("cannot open the vault: ");
+                write_verdict(f, &format!("locked: {}", one_line(why)));
+            }
+            return Err(e);
+        }
+    };
+    if let Some(f) = &cli.vault_verdict {
+        write_verdict(f, "unsealed");
+    }
+    console(&format!(
+        "vault open ({} ms)",
+        opening.elapsed().as_millis()
+    ));
     let _ = settling.join();
     let id = identity::load_or_create(&data_dir, &settings, &vault)?;
     let loop_key = smtp::loop_key(&data_dir, &vault)?;

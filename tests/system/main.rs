@@ -714,7 +714,7 @@ const FIRST_BOOT_CUTS: [(&str, &str); 5] = [
         "first boot: creating the key vault",
     ),
     ("right after the vault was created", "RECOVERY SECRET"),
-    ("right after the settings copy", "sealgate: settings: "),
+    ("right after the settings copy", "sealgate: boot: TPM"),
     ("right after ready", READY_LINE),
 ];
 

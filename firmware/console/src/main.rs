@@ -252,7 +252,8 @@ const PENDING_UPDATE: &str = "/data/sealgate/update/pending.json";
 
 /// Waits (bounded, petting the watchdog) for sealgated's health answer.
 fn wait_for_health(wait: Duration, wd: &mut Option<watchdog::Watchdog>) -> Result<(), String> {
-    let deadline = Instant::now() + wait;
+    let started = Instant::now();
+    let deadline = started + wait;
     loop {
         if let Some(w) = wd.as_mut() {
             w.pet();
@@ -261,6 +262,16 @@ fn wait_for_health(wait: Duration, wd: &mut Option<watchdog::Watchdog>) -> Resul
         // the TPM refused while the gate waits.
         if let Some(why) = health::flags_verdict(Path::new(STATE)) {
             return Err(why);
+        }
+        // Until the daemon has bound its admin socket (just before it listens) nothing would
+        // answer: look for it every 0.2 s rather than start a health check (a process as
+        // large as the daemon) beside the daemon's own start. A daemon that runs without
+        // its socket (it says why) is asked anyway after the first 20 s.
+        if !Path::new(STATE).join("admin.sock").exists()
+            && started.elapsed() < Duration::from_secs(20)
+        {
+            std::thread::sleep(Duration::from_millis(200));
+            continue;
         }
         // The daemon binary asks its own admin listener over TLS (see its selfcheck.rs).
         let out = Command::new("sealgated")

@@ -340,13 +340,13 @@ fn init_logging(
     }))
 }
 
-fn open_vault(data_dir: &Path, cli: &Cli) -> anyhow::Result<Vault> {
-    let mut sealer: Box<dyn Sealer> = if cli.danger_software_sealer {
+fn open_vault(data_dir: &Path, software: bool, tpm: Option<&str>) -> anyhow::Result<Vault> {
+    let mut sealer: Box<dyn Sealer> = if software {
         Box::new(SoftwareSealer::danger_new())
     } else {
-        Box::new(TpmSealer::new(cli.tpm.as_deref().unwrap_or(DEFAULT_TCTI)))
+        Box::new(TpmSealer::new(tpm.unwrap_or(DEFAULT_TCTI)))
     };
-    if cli.danger_software_sealer {
+    if software {
         console("WARNING: software sealer: the vault key is NOT protected by a TPM");
     }
     match Vault::open(data_dir, sealer.as_mut()) {
@@ -380,6 +380,20 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 .display()
         );
     }
+    // The vault opens (the TPM's unseal, more than half a second on the box) while the
+    // settings are read, the log opened and the network started. (The vault logs nothing
+    // through `tracing`, whose subscriber comes later.)
+    let opening = {
+        let (dir, software, tpm) = (
+            data_dir.clone(),
+            cli.danger_software_sealer,
+            cli.tpm.clone(),
+        );
+        std::thread::spawn(move || {
+            let start = std::time::Instant::now();
+            (open_vault(&dir, software, tpm.as_deref()), start.elapsed())
+        })
+    };
     let chosen = choose_settings(&cli, &data_dir)?;
     let mut settings = chosen.settings;
     let stored = settings.clone();
@@ -431,8 +445,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         tracing::info!(reason = %why, "settings not usable: running on the box's shipped settings");
     }
 
-    let opening = std::time::Instant::now();
-    let vault = match open_vault(&data_dir, &cli) {
+    let (opened, took) = opening
+        .join()
+        .map_err(|_| anyhow::anyhow!("opening the vault panicked"))?;
+    let vault = match opened {
         Ok(v) => v,
         Err(e) => {
             if let Some(f) = &cli.vault_verdict {
@@ -446,10 +462,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     if let Some(f) = &cli.vault_verdict {
         write_verdict(f, "unsealed");
     }
-    console(&format!(
-        "vault open ({} ms)",
-        opening.elapsed().as_millis()
-    ));
+    console(&format!("vault open ({} ms)", took.as_millis()));
     let _ = settling.join();
     let id = identity::load_or_create(&data_dir, &settings, &vault)?;
     let loop_key = smtp::loop_key(&data_dir, &vault)?;

@@ -30,9 +30,8 @@ pub const BOOT_STAGES: &[(&str, &str)] = &[
     ("mounts done", "sealgate: boot: data mounted"),
     ("network started", "sealgate: boot: TPM"),
     // The boot script's TPM step: a first boot creates the vault there; a later boot's only
-    // unseal is the daemon's own (next-but-one stage).
+    // unseal is the daemon's own (the next stage).
     ("boot script: vault step done", "sealgate: boot: vault"),
-    ("settings checked", "sealgate: settings"),
     ("vault open", "sealgated: vault open"),
     ("daemon listening", "sealgated: listening admin"),
     ("ready", "sealgated: ready"),

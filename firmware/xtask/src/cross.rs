@@ -84,7 +84,6 @@ pub(crate) fn ensure_root() -> Result<PathBuf> {
 /// The image build copies from it what the x86_64 build copies from the build machine.
 pub(crate) const RUNTIME_PACKAGES: &[&str] = &[
     "busybox-static",
-    "dmsetup",
     "e2fsprogs",
     // What the box's binaries load (their `NEEDED`), and the TPM's TCTI they open.
     "libgcc-s1",

@@ -170,15 +170,6 @@ const ON_THE_BOX: &[(&str, Arch, &[&str])] = &[
         Arch::Aarch64,
         &["BR2_TOOLCHAIN_BUILDROOT_GLIBC=y"],
     ),
-    // stage-1's dm-verity mapping: dmsetup and libdevicemapper only.
-    (
-        "dmsetup",
-        Arch::Both,
-        &[
-            "BR2_PACKAGE_LVM2=y",
-            "# BR2_PACKAGE_LVM2_STANDARD_INSTALL is not set",
-        ],
-    ),
     // The update download's and the directory's trust anchors.
     (
         "ca-certificates",

@@ -60,7 +60,6 @@ pub(crate) const IMAGE_PACKAGES: &[&str] = &[
     "python3",
     "python3-venv",
     "cryptsetup-bin",
-    "dmsetup",
     "faketime",
     "zstd",
     "ca-certificates",
@@ -270,7 +269,7 @@ pub(crate) fn build(board: Board, args: &Args) -> Result<Built> {
     // Stage-1 initramfs.
     let initramfs_dir = work.join("initramfs");
     let initramfs = work.join("initrd.img");
-    stage_initramfs(board, sysroot, &root, &initramfs_dir)?;
+    stage_initramfs(sysroot, &root, &initramfs_dir)?;
     cpio_zstd(&initramfs_dir, &initramfs, epoch)?;
 
     // The root file system.
@@ -315,6 +314,8 @@ pub(crate) fn build(board: Board, args: &Args) -> Result<Built> {
     fs::create_dir_all(&linux)?;
     let mut signed = BTreeMap::new();
     for slot in ["A", "B"] {
+        // The slot's partition by its GPT unique GUID, for the kernel's dm-verity mapping.
+        let slot_uuid = partition_uuid(&genimage_cfg, &format!("root{slot}"))?;
         let uki = work.join(format!("sealgate-{slot}.unsigned.efi"));
         crate::secureboot::make_uki(
             epoch,
@@ -328,7 +329,7 @@ pub(crate) fn build(board: Board, args: &Args) -> Result<Built> {
             &format!(
                 "{} {KERNEL_CMDLINE} sealgate.slot={slot} {} sealgate.data={data_uuid}",
                 board.cmdline,
-                verity.cmdline()
+                verity.cmdline(&slot_uuid)
             ),
             &osrel,
             &uki,
@@ -745,7 +746,7 @@ fn kernel_source_line() -> String {
     format!("built-with {p} {}", installed_version(p))
 }
 
-fn stage_initramfs(board: Board, sysroot: &Sysroot, root: &Path, dir: &Path) -> Result<()> {
+fn stage_initramfs(sysroot: &Sysroot, root: &Path, dir: &Path) -> Result<()> {
     for d in ["bin", "dev", "proc", "sys", "newroot"] {
         fs::create_dir_all(dir.join(d))?;
     }
@@ -755,21 +756,8 @@ fn stage_initramfs(board: Board, sysroot: &Sysroot, root: &Path, dir: &Path) -> 
         0o755,
     )?;
     symlink("busybox", dir.join("bin/sh"))?;
-    // dmsetup (Debian `dmsetup`) maps the slot through dm-verity; its libraries where it
-    // looks for them.
-    let dmsetup = sysroot.path("/usr/sbin/dmsetup");
-    if !dmsetup.is_file() {
-        bail!("{} is missing: apt-get install dmsetup", dmsetup.display());
-    }
-    copy_file(&dmsetup, &dir.join("bin/dmsetup"), 0o755)?;
-    for (name, lib) in sysroot.needed_libraries(board, &dmsetup)? {
-        let dest = if name.starts_with("ld-linux") {
-            board.loader.trim_start_matches('/').to_string()
-        } else {
-            format!("lib/{}/{name}", board.triplet)
-        };
-        copy_file(&lib, &dir.join(dest), 0o755)?;
-    }
+    // No dmsetup: the kernel maps the slot through dm-verity from the signed command line
+    // (`dm-mod.create=`, verity.rs), so stage 1 is busybox (static) and its script.
     copy_file(
         &root.join("rootfs/initramfs/init"),
         &dir.join("init"),

@@ -1,9 +1,9 @@
 //! dm-verity over a root slot's squashfs: the hash tree is appended to the squashfs in the
-//! slot's partition (no superblock), and the root hash, the data size and the salt go on the
-//! kernel command line inside the slot's signed UKI as
-//! `sealgate.verity=<data blocks>,<root hash>,<salt>`. Stage-1 init maps the slot with the
-//! kernel's dm-verity (`dmsetup`, table `verity 1 dev dev 4096 4096 N N sha256 ROOT SALT`),
-//! reads it through once, and refuses a slot that does not verify.
+//! slot's partition (no superblock), and the mapping goes on the kernel command line inside
+//! the slot's signed UKI as `dm-mod.create=` (the kernel's `CONFIG_DM_INIT`): the slot's
+//! partition by its GPT unique GUID, table `verity 1 dev dev 4096 4096 N N sha256 ROOT SALT`.
+//! The kernel maps the slot before stage-1 init runs (so the initramfs needs no `dmsetup`);
+//! stage-1 reads it through once and refuses a slot that does not verify.
 
 use std::fs;
 use std::io::Write;
@@ -23,12 +23,20 @@ pub(crate) struct Verity {
     pub root_hash: String,
 }
 
+/// The name of the slot's mapping (`/sys/block/dm-N/dm/name`), which stage-1 looks for.
+pub(crate) const MAPPING: &str = "sealgate-root";
+
 impl Verity {
-    /// `sealgate.verity=<data blocks>,<root hash>,<salt>`.
-    pub(crate) fn cmdline(&self) -> String {
+    /// `dm-mod.create="sealgate-root,,,ro,0 SECTORS verity 1 PARTUUID=U PARTUUID=U 4096 4096
+    /// N N sha256 ROOT SALT"`: the slot's partition (`partuuid`, its GPT unique GUID) holds
+    /// the data and, from block N on, the hash tree.
+    pub(crate) fn cmdline(&self, partuuid: &str) -> String {
+        let n = self.data_blocks;
         format!(
-            "sealgate.verity={},{},{SALT}",
-            self.data_blocks, self.root_hash
+            "dm-mod.create=\"{MAPPING},,,ro,0 {} verity 1 PARTUUID={partuuid} PARTUUID={partuuid} \
+             {BLOCK} {BLOCK} {n} {n} sha256 {} {SALT}\"",
+            n * (BLOCK / 512),
+            self.root_hash
         )
     }
 }
@@ -76,4 +84,34 @@ pub(crate) fn format(squashfs: &Path, out: &Path, work: &Path) -> Result<Verity>
         data_blocks: padded as u64 / BLOCK,
         root_hash,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_mapping_names_the_slot_by_its_guid_and_the_tree_after_the_data() {
+        let v = Verity {
+            data_blocks: 3,
+            root_hash: "ab".repeat(32),
+        };
+        let line = v.cmdline("5ea19a7e-0000-4000-8000-00000000000a");
+        assert_eq!(
+            line,
+            format!(
+                "dm-mod.create=\"sealgate-root,,,ro,0 24 verity 1 \
+                 PARTUUID=5ea19a7e-0000-4000-8000-00000000000a \
+                 PARTUUID=5ea19a7e-0000-4000-8000-00000000000a 4096 4096 3 3 sha256 {} {SALT}\"",
+                "ab".repeat(32)
+            )
+        );
+        // One kernel parameter: quoted, no quote or comma inside (dm-init splits tables at
+        // commas after the fourth field).
+        let inner = line
+            .trim_start_matches("dm-mod.create=\"")
+            .trim_end_matches('"');
+        assert!(!inner.contains('"'));
+        assert_eq!(inner.matches(',').count(), 4);
+    }
 }

@@ -714,7 +714,8 @@ const FIRST_BOOT_CUTS: [(&str, &str); 5] = [
         "first boot: creating the key vault",
     ),
     ("right after the vault was created", "RECOVERY SECRET"),
-    ("right after the settings copy", "sealgate: boot: TPM"),
+    // The settings file is copied before the TPM step; its verdict is said after `ready`.
+    ("right after the settings copy", "sealgate: boot: vault"),
     ("right after ready", READY_LINE),
 ];
 

@@ -28,13 +28,15 @@ pub(crate) const MAPPING: &str = "sealgate-root";
 
 impl Verity {
     /// `dm-mod.create="sealgate-root,,,ro,0 SECTORS verity 1 PARTUUID=U PARTUUID=U 4096 4096
-    /// N N sha256 ROOT SALT"`: the slot's partition (`partuuid`, its GPT unique GUID) holds
-    /// the data and, from block N on, the hash tree.
+    /// N N sha256 ROOT SALT" dm-mod.waitfor=PARTUUID=U`: the slot's partition (`partuuid`, its
+    /// GPT unique GUID) holds the data and, from block N on, the hash tree. The kernel waits
+    /// for the partition first: a board's disk (eMMC, NVMe, USB) may be probed after the
+    /// kernel's own start-up calls, where QEMU's virtio disk is there at once.
     pub(crate) fn cmdline(&self, partuuid: &str) -> String {
         let n = self.data_blocks;
         format!(
             "dm-mod.create=\"{MAPPING},,,ro,0 {} verity 1 PARTUUID={partuuid} PARTUUID={partuuid} \
-             {BLOCK} {BLOCK} {n} {n} sha256 {} {SALT}\"",
+             {BLOCK} {BLOCK} {n} {n} sha256 {} {SALT}\" dm-mod.waitfor=PARTUUID={partuuid}",
             n * (BLOCK / 512),
             self.root_hash
         )
@@ -102,15 +104,15 @@ mod tests {
             format!(
                 "dm-mod.create=\"sealgate-root,,,ro,0 24 verity 1 \
                  PARTUUID=5ea19a7e-0000-4000-8000-00000000000a \
-                 PARTUUID=5ea19a7e-0000-4000-8000-00000000000a 4096 4096 3 3 sha256 {} {SALT}\"",
+                 PARTUUID=5ea19a7e-0000-4000-8000-00000000000a 4096 4096 3 3 sha256 {} {SALT}\" \
+                 dm-mod.waitfor=PARTUUID=5ea19a7e-0000-4000-8000-00000000000a",
                 "ab".repeat(32)
             )
         );
         // One kernel parameter: quoted, no quote or comma inside (dm-init splits tables at
         // commas after the fourth field).
-        let inner = line
-            .trim_start_matches("dm-mod.create=\"")
-            .trim_end_matches('"');
+        let create = line.split_once("\" ").map_or("", |(c, _)| c);
+        let inner = create.trim_start_matches("dm-mod.create=\"");
         assert!(!inner.contains('"'));
         assert_eq!(inner.matches(',').count(), 4);
     }

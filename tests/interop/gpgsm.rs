@@ -56,15 +56,24 @@ impl GnupgHome {
         let fpr = fpr.trim().rsplit('=').next().unwrap().to_string();
         write(&home.join("trustlist.txt"), format!("{fpr} S relax\n"));
         let h = GnupgHome { dir };
+        // The agent started and answering before gpgsm needs it: a passphrase read while it
+        // is still starting is lost (seen on a loaded machine, every retry at once failing).
+        let launched = Command::new("gpgconf")
+            .env("GNUPGHOME", h.path())
+            .args(["--launch", "gpg-agent"])
+            .status()
+            .expect("gpgconf --launch gpg-agent (Debian package gnupg)");
+        assert!(launched.success(), "gpgconf --launch gpg-agent failed");
         h.gpgsm(&["--import", p(&pki.root)], None).ok();
         h.gpgsm(&["--import", p(&pki.intermediate)], None).ok();
-        // The first gpgsm call starts gpg-agent; a passphrase read while it is still
-        // starting is occasionally lost, so the key import is retried (bounded).
+        // Still retried (bounded, with a growing pause): the loss was also seen just after
+        // the agent started.
         let mut imported = h.gpgsm(&["--import", p(&pki.alice.p12_legacy)], None);
-        for _ in 0..3 {
+        for attempt in 1..=4 {
             if imported.code == 0 {
                 break;
             }
+            std::thread::sleep(std::time::Duration::from_millis(500 * attempt));
             imported = h.gpgsm(&["--import", p(&pki.alice.p12_legacy)], None);
         }
         assert_eq!(

@@ -23,6 +23,26 @@ fn check(data_dir: &Path) -> (Option<i32>, String) {
     )
 }
 
+/// `sealgated --box` on `data_dir` as the box's service starts it (its vault verdict in
+/// `data_dir/vault-verdict`), with the software sealer and loopback ports of its own.
+fn box_daemon(data_dir: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sealgated"));
+    cmd.args(["--box", "--danger-software-sealer", "--data-dir"])
+        .arg(data_dir)
+        .arg("--vault-verdict")
+        .arg(data_dir.join("vault-verdict"))
+        // The shipped settings' ports could be taken on a test machine.
+        .args([
+            "--listen-admin",
+            "127.0.0.1:0",
+            "--listen-docking",
+            "127.0.0.1:0",
+        ])
+        .env_remove("RUST_LOG")
+        .env("NO_COLOR", "1");
+    cmd
+}
+
 #[test]
 fn box_settings_check_tells_damaged_files_from_good_ones() {
     let dir = tempfile::tempdir().unwrap();
@@ -70,22 +90,7 @@ fn a_box_with_an_empty_settings_file_and_a_damaged_token_file_says_so_and_serves
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("settings.toml"), "").unwrap();
     std::fs::write(dir.path().join("api-tokens.json"), "{\"version\":1,\"tok").unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sealgated"))
-        .arg("--box")
-        .arg("--data-dir")
-        .arg(dir.path())
-        .arg("--danger-software-sealer")
-        .arg("--vault-verdict")
-        .arg(dir.path().join("vault-verdict"))
-        // The shipped settings' ports could be taken on a test machine.
-        .args([
-            "--listen-admin",
-            "127.0.0.1:0",
-            "--listen-docking",
-            "127.0.0.1:0",
-        ])
-        .env_remove("RUST_LOG")
-        .env("NO_COLOR", "1")
+    let mut child = box_daemon(dir.path())
         .stdout(Stdio::piped())
         .stderr(Stdio::from(
             std::fs::File::create(dir.path().join("stderr.log")).unwrap(),
@@ -188,19 +193,7 @@ fn a_box_whose_vault_does_not_open_writes_a_locked_verdict_and_serves_nothing() 
     std::fs::write(dir.path().join("vault.redb"), b"not a vault database").unwrap();
     let verdict = dir.path().join("vault-verdict");
     std::fs::write(&verdict, "unsealed\n").unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_sealgated"))
-        .args(["--box", "--danger-software-sealer", "--data-dir"])
-        .arg(dir.path())
-        .arg("--vault-verdict")
-        .arg(&verdict)
-        .args([
-            "--listen-admin",
-            "127.0.0.1:0",
-            "--listen-docking",
-            "127.0.0.1:0",
-        ])
-        .env_remove("RUST_LOG")
-        .env("NO_COLOR", "1")
+    let out = box_daemon(dir.path())
         .stdin(Stdio::null())
         .output()
         .expect("run sealgated");

@@ -17,7 +17,18 @@ const GRUBENV: &str = "EFI/BOOT/grubenv";
 /// Runs `f` on the mounted ESP (read-write when `rw`), unmounting afterwards.
 fn with_esp<T>(rw: bool, f: impl FnOnce(&Path) -> Result<T>) -> Result<T> {
     let esp = partition("boot").context("no partition named boot")?;
-    // A folder per process: the health gate and RAUC's backend may run at once.
+    // The health gate and RAUC's backend may run at once: one at a time (the kernel refuses
+    // a second mount of the ESP with other options, EBUSY, and two read-modify-writes of
+    // grubenv would lose one), through an exclusive lock held until the ESP is unmounted.
+    let lock = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(Path::new(STATE).join("esp.lock"))
+        .context("opening the ESP's lock")?;
+    lock.lock().context("waiting for the ESP's lock")?;
+    // A folder per process all the same: one left by a process killed while it held the ESP
+    // is not another's mount point.
     let mnt = PathBuf::from(STATE).join(format!("esp.{}", std::process::id()));
     fs::create_dir_all(&mnt)?;
     let opts = if rw {
@@ -39,6 +50,7 @@ fn with_esp<T>(rw: bool, f: impl FnOnce(&Path) -> Result<T>) -> Result<T> {
     let result = f(&mnt);
     let _ = run("umount", &[&mnt.to_string_lossy()]);
     let _ = fs::remove_dir(&mnt);
+    drop(lock);
     result
 }
 

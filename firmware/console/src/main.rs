@@ -24,8 +24,9 @@
 //!
 //! What the box decided at boot is in `/run/sealgate/` (see `/etc/sealgate/boot`); the
 //! daemon's files are in `/data/sealgate/` (see `firmware/sealgated/src/tokens.rs`).
-// Two pieces of unsafe code: one ioctl (the watchdog's timeout, `watchdog.rs`) and the
-// terminal's echo (`set_echo`, off while the recovery secret is typed).
+// Three pieces of unsafe code: one ioctl (the watchdog's timeout, `watchdog.rs`), the
+// terminal's echo (`set_echo`, off while the recovery secret is typed) and waiting for the
+// terminal to send a line (`drain_stdout`).
 #![deny(unsafe_code)]
 
 mod atomic;
@@ -236,9 +237,23 @@ fn check_settings() -> Result<String> {
 /// The boot's health verdict for the status page.
 const BOOT_HEALTH: &str = "boot-health";
 
+/// Says the gate's verdict on the console and the status page. The line has left the serial
+/// port when this returns: a reboot, a kernel panic or the watchdog's close (the kernel's
+/// `watchdog did not stop!`, written to the port directly) that follows does not break into
+/// it.
 fn say_boot_health(text: &str) {
     println!("sealgate: {text}");
+    drain_stdout();
     let _ = fs::write(Path::new(STATE).join(BOOT_HEALTH), format!("{text}\n"));
+}
+
+/// Flushes the standard output and, on a terminal, waits until the driver has sent it.
+#[allow(unsafe_code)]
+fn drain_stdout() {
+    let _ = std::io::Write::flush(&mut std::io::stdout());
+    // SAFETY: tcdrain takes the standard output's descriptor, valid for the whole process; on
+    // anything but a terminal it fails with ENOTTY, which is ignored.
+    let _ = unsafe { libc::tcdrain(1) };
 }
 
 /// How long the health gate waits for sealgated's first health answer (first boot under

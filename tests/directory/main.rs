@@ -13,6 +13,8 @@
 mod common;
 mod dns;
 mod peers;
+#[path = "../common/ports.rs"]
+mod ports;
 
 use std::net::TcpListener;
 use std::path::Path;

@@ -6,7 +6,6 @@
 #![allow(dead_code, clippy::panic, clippy::unwrap_used)]
 
 use std::io::{BufRead, BufReader, Write};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -94,13 +93,8 @@ pub fn server_tls(pki: &Pki, dir: &Path) -> (PathBuf, PathBuf) {
     (c, k)
 }
 
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+#[allow(unused_imports)]
+pub use crate::ports::free_port;
 
 pub fn wait_for_port(port: u16, what: &str) {
     let start = Instant::now();
@@ -156,7 +150,7 @@ pub fn slapd(
         ),
     )
     .unwrap();
-    let (port, tls_port) = (free_port(), free_port());
+    let [port, tls_port] = crate::ports::free_ports();
     let child = Command::new(slapd)
         .args([
             "-f",

@@ -4,7 +4,6 @@
 //! passdb against an RFC 7662 introspection endpoint). Shared by the tests
 //! (`tests/docking/imap.rs`) and `cargo xtask bench imap`.
 
-use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -25,13 +24,8 @@ pub struct Dovecot {
     child: Child,
 }
 
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
+#[allow(unused_imports)]
+pub use crate::ports::free_port;
 
 impl Dovecot {
     /// Starts Dovecot with `users` (address, password).
@@ -89,7 +83,7 @@ impl Dovecot {
             .arg(d.join("ext.cnf"))
             .arg("-out")
             .arg(d.join("server.crt")));
-        let (imaps, imap) = (free_port(), free_port());
+        let [imaps, imap] = crate::ports::free_ports();
         let p = d.display();
         let (mechanisms, oauth) = match introspection {
             Some(url) => {

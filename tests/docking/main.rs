@@ -19,6 +19,8 @@ mod directory;
 mod dovecot;
 mod harness;
 mod imap;
+#[path = "../common/ports.rs"]
+mod ports;
 mod python;
 mod queue;
 mod scan_train;

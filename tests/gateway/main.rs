@@ -12,6 +12,8 @@ mod gpgsm;
 #[path = "../docking/harness.rs"]
 mod harness;
 mod peers;
+#[path = "../common/ports.rs"]
+mod ports;
 
 /// The daemon's login verifier, compiled as it is (it uses no other module of the daemon).
 #[path = "../../firmware/sealgated/src/gateway/auth.rs"]

@@ -10,7 +10,7 @@
 
 #![allow(dead_code)]
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -18,14 +18,8 @@ use std::time::{Duration, Instant};
 
 use crate::harness::run;
 
-/// A free loopback port (bound, then released for the peer to take).
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
+#[allow(unused_imports)]
+pub use crate::ports::free_port;
 
 fn require_file(path: &str, package: &str) {
     assert!(
@@ -401,7 +395,7 @@ smtp_destination_concurrency_limit = 20
     pub fn start(dir: &Path, tls: &ServerTls, dovecot: &Dovecot, mailboxes: &[&str]) -> Postfix {
         let (dir, conf) = Postfix::prepare(dir);
         let (uid, gid) = (id(&["-u", "nobody"]), id(&["-g", "nobody"]));
-        let (submission, relay, smtps) = (free_port(), free_port(), free_port());
+        let [submission, relay, smtps] = crate::ports::free_ports();
         let log = dir.join("maillog");
         let mut map = String::new();
         let mut domains: Vec<&str> = Vec::new();

@@ -10,6 +10,8 @@
 mod dns;
 #[path = "../../../tests/directory/peers.rs"]
 mod peers;
+#[path = "../../../tests/common/ports.rs"]
+mod ports;
 
 use std::time::{Duration, Instant};
 

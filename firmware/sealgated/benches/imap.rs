@@ -19,6 +19,8 @@
 mod dovecot;
 #[path = "../../../tests/docking/harness.rs"]
 mod harness;
+#[path = "../../../tests/common/ports.rs"]
+mod ports;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -27,6 +27,8 @@ mod common;
 mod harness;
 #[path = "../../../tests/gateway/peers.rs"]
 mod peers;
+#[path = "../../../tests/common/ports.rs"]
+mod ports;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};

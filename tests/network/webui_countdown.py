@@ -23,11 +23,7 @@ def _patient(ctx):
 result = {}
 errors = []
 
-with sync_playwright() as p:
-    browser = p.chromium.launch(executable_path=CHROMIUM, args=[f"--ignore-certificate-errors-spki-list={SPKI}"])
-    ctx = browser.new_context(viewport={"width": 1280, "height": 900})
-    page = ctx.new_page()
-    page.on("pageerror", lambda e: errors.append(str(e)))
+def run(page):
     page.goto(BASE + "/#/claim")
     page.get_by_label("Setup token").fill(SETUP)
     page.get_by_label("Administrator's username").fill("root")
@@ -75,6 +71,29 @@ with sync_playwright() as p:
     expect(page.locator("#network-confirm")).to_have_count(0)
     expect(eth0).to_contain_text("192.0.2.20/24")
     expect(eth0).not_to_contain_text("192.0.2.30")
+
+
+with sync_playwright() as p:
+    browser = p.chromium.launch(executable_path=CHROMIUM, args=[f"--ignore-certificate-errors-spki-list={SPKI}"])
+    ctx = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = ctx.new_page()
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    # What the page saw, printed if a step fails (a wait that runs out says only what it
+    # waited for).
+    seen = []
+    page.on("console", lambda m: seen.append(f"console {m.type}: {m.text}"))
+    page.on("requestfailed", lambda r: seen.append(f"request failed: {r.method} {r.url}: {r.failure}"))
+    page.on("response", lambda r: seen.append(f"{r.status} {r.request.method} {r.url}"))
+    try:
+        run(page)
+    except Exception:
+        print("the page's requests and messages:\n  " + "\n  ".join(seen[-60:]), flush=True)
+        try:
+            print("the page's text:\n" + page.locator("body").inner_text(timeout=5000), flush=True)
+            page.screenshot(path=os.path.join(SHOTS, "network-failed.png"), full_page=True)
+        except Exception as e:
+            print(f"(no text or screenshot: {e})", flush=True)
+        raise
     assert not errors, errors
     browser.close()
 

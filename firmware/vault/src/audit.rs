@@ -220,6 +220,18 @@ pub(crate) struct Writer<'t> {
     entries: Table<'t, u64, &'static [u8]>,
     meta: Table<'t, &'static str, &'static [u8]>,
     key: &'t AuditKey,
+    /// The chain's end as this writer left it, read from the tables at the first append: the
+    /// transaction's tables are this writer's alone while it lives (redb opens a table once
+    /// per transaction), so a batch reads the last entry and the head once, not per entry.
+    tail: Option<Tail>,
+}
+
+/// Where the next entry goes: after entry `seq` (0: none yet) whose hash is `hash`; the chain
+/// is keyed from entry `keyed_from`.
+struct Tail {
+    seq: u64,
+    hash: String,
+    keyed_from: u64,
 }
 
 impl<'t> Writer<'t> {
@@ -228,6 +240,7 @@ impl<'t> Writer<'t> {
             entries: txn.open_table(crate::store::AUDIT)?,
             meta: txn.open_table(AUDIT_META)?,
             key,
+            tail: None,
         })
     }
 
@@ -240,6 +253,76 @@ impl<'t> Writer<'t> {
         }
     }
 
+    /// The chain's end: the last entry and the head, read once.
+    fn tail(&mut self) -> Result<&mut Tail> {
+        if self.tail.is_none() {
+            let (seq, hash) = match self.entries.last()? {
+                Some((k, v)) => {
+                    let last: AuditEntry = serde_json::from_slice(v.value())?;
+                    (k.value(), last.hash)
+                }
+                None => (0, GENESIS.to_string()),
+            };
+            // Without a head the next entry is the first keyed one (a new vault, or the
+            // migration).
+            let keyed_from = self.head()?.map_or(seq + 1, |h| h.keyed_from);
+            self.tail = Some(Tail {
+                seq,
+                hash,
+                keyed_from,
+            });
+        }
+        self.tail
+            .as_mut()
+            .ok_or_else(|| corrupt("the chain's end was not read"))
+    }
+
+    /// Appends an entry that happened at `time`, without rewriting the head.
+    fn push(
+        &mut self,
+        time: i64,
+        actor: &str,
+        action: &str,
+        subject: &str,
+        detail: &str,
+    ) -> Result<()> {
+        let tail = self.tail()?;
+        let mut e = AuditEntry {
+            seq: tail.seq + 1,
+            time,
+            actor: actor.to_string(),
+            action: action.to_string(),
+            subject: subject.to_string(),
+            detail: detail.to_string(),
+            prev: tail.hash.clone(),
+            hash: String::new(),
+            mac: String::new(),
+        };
+        e.hash = entry_hash(&e)?;
+        e.mac = self.key.entry_mac(&e);
+        self.entries
+            .insert(e.seq, serde_json::to_vec(&e)?.as_slice())?;
+        let tail = self.tail()?;
+        tail.seq = e.seq;
+        tail.hash = e.hash;
+        Ok(())
+    }
+
+    /// Rewrites the head to the chain's end.
+    fn write_head(&mut self) -> Result<()> {
+        let tail = self.tail()?;
+        let mut head = Head {
+            seq: tail.seq,
+            hash: tail.hash.clone(),
+            keyed_from: tail.keyed_from,
+            mac: String::new(),
+        };
+        head.mac = head.tag(self.key);
+        self.meta
+            .insert(HEAD, serde_json::to_vec(&head)?.as_slice())?;
+        Ok(())
+    }
+
     /// Appends an entry that happened at `time`.
     fn append_at(
         &mut self,
@@ -249,40 +332,16 @@ impl<'t> Writer<'t> {
         subject: &str,
         detail: &str,
     ) -> Result<()> {
-        let (seq, prev) = match self.entries.last()? {
-            Some((k, v)) => {
-                let last: AuditEntry = serde_json::from_slice(v.value())?;
-                (k.value() + 1, last.hash)
-            }
-            None => (1, GENESIS.to_string()),
-        };
-        // Without a head this is the first keyed entry (a new vault, or the migration).
-        let keyed_from = self.head()?.map_or(seq, |h| h.keyed_from);
-        let mut e = AuditEntry {
-            seq,
-            time,
-            actor: actor.to_string(),
-            action: action.to_string(),
-            subject: subject.to_string(),
-            detail: detail.to_string(),
-            prev,
-            hash: String::new(),
-            mac: String::new(),
-        };
-        e.hash = entry_hash(&e)?;
-        e.mac = self.key.entry_mac(&e);
-        self.entries
-            .insert(seq, serde_json::to_vec(&e)?.as_slice())?;
-        let mut head = Head {
-            seq,
-            hash: e.hash,
-            keyed_from,
-            mac: String::new(),
-        };
-        head.mac = head.tag(self.key);
-        self.meta
-            .insert(HEAD, serde_json::to_vec(&head)?.as_slice())?;
-        Ok(())
+        self.push(time, actor, action, subject, detail)?;
+        self.write_head()
+    }
+
+    /// Appends a batch of key uses; the head is rewritten once, after the last.
+    fn append_uses(&mut self, uses: &[KeyUse]) -> Result<()> {
+        for u in uses {
+            self.push(u.time, &u.actor, u.action, &u.subject, &u.detail)?;
+        }
+        self.write_head()
     }
 }
 
@@ -547,10 +606,7 @@ impl UseLogInner {
             })?;
             let txn = db.begin_write()?;
             {
-                let mut w = Writer::open(&txn, &self.key)?;
-                for u in &batch {
-                    w.append_at(u.time, &u.actor, u.action, &u.subject, &u.detail)?;
-                }
+                Writer::open(&txn, &self.key)?.append_uses(&batch)?;
             }
             txn.commit()?;
             Ok(())

@@ -323,19 +323,6 @@ impl<'t> Writer<'t> {
         Ok(())
     }
 
-    /// Appends an entry that happened at `time`.
-    fn append_at(
-        &mut self,
-        time: i64,
-        actor: &str,
-        action: &str,
-        subject: &str,
-        detail: &str,
-    ) -> Result<()> {
-        self.push(time, actor, action, subject, detail)?;
-        self.write_head()
-    }
-
     /// Appends a batch of key uses; the head is rewritten once, after the last.
     fn append_uses(&mut self, uses: &[KeyUse]) -> Result<()> {
         for u in uses {
@@ -353,7 +340,8 @@ pub(crate) fn append(
     subject: &str,
     detail: &str,
 ) -> Result<()> {
-    w.append_at(crate::record::now(), actor, action, subject, detail)
+    w.push(crate::record::now(), actor, action, subject, detail)?;
+    w.write_head()
 }
 
 /// Checks one entry's place in the plain chain.

@@ -12,7 +12,14 @@
 //! sides have exactly one CPU and the load generator takes nothing from the daemon. With one
 //! CPU everything shares it (and the ratio understates the daemon). A second table gives the
 //! whole-machine numbers (daemon unpinned, engine on every CPU, `wrk` competing for them).
-//! 4. Peak memory (VmHWM) of the daemon while 64 clients upload 10 MiB messages at once.
+//! 4. The transport's ceiling: this benchmark run again as a bare HTTPS server (`--floor-server`:
+//!    the daemon's HTTP and TLS stack, actix-web and rustls on AWS-LC, one worker, pinned like
+//!    the daemon) whose one handler spends the engine's CPU time for the operation (a busy
+//!    loop on the thread's CPU clock) and returns the request body. It is what a daemon whose
+//!    own code cost nothing would do, `wrk` waiting on it as on the daemon: its requests per CPU
+//!    second over the engine's operations per CPU second is the highest docking ratio this
+//!    transport allows on this machine.
+//! 5. Peak memory (VmHWM) of the daemon while 64 clients upload 10 MiB messages at once.
 //!
 //! `--json FILE` also writes every row and ratio as JSON (`{"rows": [...], "ratios": {...}}`;
 //! the names are listed in README's benchmark section and stay stable).
@@ -469,7 +476,97 @@ fn stop(child: &mut std::process::Child) {
     let _ = child.wait();
 }
 
+/// `--floor-server CERT KEY SPIN_NS`: serves `POST /echo` over TLS on a loopback port printed
+/// as `listening PORT`, until killed: each request spends `SPIN_NS` of the thread's CPU time,
+/// then gets its body back. The same stack and settings as the docking API.
+fn floor_server(cert: &Path, key: &Path, spin: Duration) {
+    use actix_web::{App, HttpResponse, HttpServer, web};
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .expect("certificate")
+        .collect::<Result<_, _>>()
+        .expect("certificate");
+    let key = PrivateKeyDer::from_pem_file(key).expect("key");
+    let mut tls = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("TLS versions")
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .expect("TLS configuration");
+    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    println!(
+        "listening {}",
+        listener.local_addr().expect("address").port()
+    );
+    use std::io::Write as _;
+    std::io::stdout().flush().expect("stdout");
+    actix_web::rt::System::new()
+        .block_on(async move {
+            HttpServer::new(move || {
+                App::new().route(
+                    "/echo",
+                    web::post().to(move |body: web::Bytes| async move {
+                        // The engine's share, as CPU time: a busy loop on the thread's clock.
+                        let until = thread_cpu() + spin.as_secs_f64();
+                        while thread_cpu() < until {
+                            std::hint::spin_loop();
+                        }
+                        HttpResponse::Ok().content_type("message/rfc822").body(body)
+                    }),
+                )
+            })
+            .keep_alive(Duration::from_secs(75))
+            .workers(1)
+            .disable_signals()
+            .listen_rustls_0_23(listener, tls)?
+            .run()
+            .await
+        })
+        .expect("floor server");
+}
+
+/// Starts [`floor_server`] pinned to `cpu`, spending `spin` per request: the child and its
+/// port.
+fn start_floor(dir: &Path, cpu: usize, spin: Duration) -> (std::process::Child, u16) {
+    let mut child = Command::new("taskset")
+        .args(["-c", &cpu.to_string()])
+        .arg(std::env::current_exe().expect("this benchmark's path"))
+        .arg("--floor-server")
+        .arg(dir.join("alice.crt"))
+        .arg(dir.join("alice.key"))
+        .arg(spin.as_nanos().to_string())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("the floor server");
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().expect("stdout")),
+        &mut line,
+    )
+    .expect("the floor server's port");
+    let port = line
+        .trim()
+        .strip_prefix("listening ")
+        .and_then(|p| p.parse().ok())
+        .expect("the floor server's port");
+    (child, port)
+}
+
 fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--floor-server") {
+        let (cert, key) = (args.get(i + 1), args.get(i + 2));
+        let spin = args.get(i + 3).and_then(|n| n.parse().ok());
+        let (Some(cert), Some(key), Some(spin)) = (cert, key, spin) else {
+            panic!("--floor-server CERT KEY SPIN_NS");
+        };
+        floor_server(Path::new(cert), Path::new(key), Duration::from_nanos(spin));
+        return;
+    }
     // `cargo test --all-targets` runs bench targets without `--bench`: nothing to do then
     // (`cargo xtask bench docking` measures, after installing wrk).
     if !std::env::args().any(|a| a == "--bench") {
@@ -632,6 +729,36 @@ fn main() {
                 "encrypt 4 KiB: daemon / engine = {:.2} (one CPU each; goal >= 0.6)",
                 e.ratio()
             );
+        }
+        // The transport's ceiling, pinned as the daemon was: the bare HTTPS stack spending
+        // the engine's CPU time per request and returning the 4 KiB message.
+        for op in ["decrypt", "encrypt"] {
+            let Some(r) = find(&one_cpu, op, "4k") else {
+                continue;
+            };
+            let spin = Duration::from_secs_f64(1.0 / r.engine.cpu);
+            let (mut floor, port) = start_floor(d, 0, spin);
+            let url = format!("https://127.0.0.1:{port}/echo");
+            probe(&url, &token, &inputs[0].clear_file);
+            let f = wrk(&url, &token, &inputs[0].clear_file, 16, Some(1), floor.id());
+            stop(&mut floor);
+            let ceiling = f.per_cpu / r.engine.cpu;
+            let (daemon_us, engine_us, floor_us) = (
+                1e6 / r.wrk.per_cpu,
+                1e6 / r.engine.cpu,
+                1e6 / f.per_cpu - 1e6 / r.engine.cpu,
+            );
+            println!(
+                "{op} 4 KiB: the transport alone allows {ceiling:.2} of the engine (the bare HTTPS stack spending the engine's {engine_us:.0} us per request: {floor_us:.0} us more); the daemon reaches {:.2}: {daemon_us:.0} us a call = engine {engine_us:.0} + transport {floor_us:.0} + the daemon's own {:.0}",
+                r.cpu_ratio(),
+                daemon_us - engine_us - floor_us
+            );
+            record.rows.push(serde_json::json!({
+                "name": format!("transport_{op}_4k"), "value": round(f.per_cpu),
+                "unit": "req/CPU s", "req_per_s": round(f.rps), "p99_ms": round(wrk_ms(&f.p99)),
+                "spin_us": round(engine_us),
+            }));
+            record.ratio(&format!("docking_{op}_4k_ceiling"), ceiling);
         }
     } else {
         println!("one CPU: no one-CPU-each table");

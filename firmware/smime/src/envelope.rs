@@ -180,6 +180,16 @@ pub struct RecipientInfoSummary {
 
 /// Encrypts `content` (a MIME entity) into a CMS ContentInfo (DER).
 pub fn encrypt(content: &[u8], recipients: &[Recipient], cipher: CipherChoice) -> Result<Vec<u8>> {
+    encrypt_parts(&[content], recipients, cipher)
+}
+
+/// [`encrypt`] of the concatenation of `parts`, copied once, straight to where their
+/// ciphertext goes.
+pub fn encrypt_parts(
+    parts: &[&[u8]],
+    recipients: &[Recipient],
+    cipher: CipherChoice,
+) -> Result<Vec<u8>> {
     if recipients.is_empty() {
         return Err(Error::Usage("no recipients to encrypt to".into()));
     }
@@ -197,7 +207,7 @@ pub fn encrypt(content: &[u8], recipients: &[Recipient], cipher: CipherChoice) -
     // The whole ContentInfo in one buffer: every header is written first (the lengths are
     // known before encrypting), then the content is copied once to where its ciphertext goes
     // and encrypted there.
-    let ct_len = cc.ciphertext_len(content.len());
+    let ct_len = cc.ciphertext_len(parts.iter().map(|p| p.len()).sum());
     let data_oid = der::oid(oid::DATA);
     let alg = cc.algorithm_identifier();
     let eci_len = data_oid.len() + alg.len() + der::tlv_len(ct_len);
@@ -227,7 +237,9 @@ pub fn encrypt(content: &[u8], recipients: &[Recipient], cipher: CipherChoice) -
     out.extend_from_slice(&alg);
     der::push_head(&mut out, tag::context(0), ct_len);
     let from = out.len();
-    out.extend_from_slice(content);
+    for p in parts {
+        out.extend_from_slice(p);
+    }
     let tag_bytes = cc.encrypt_tail(&cek, &mut out, from, &[])?;
     if out.len() - from != ct_len || tag_bytes.len() != cc.tag_len() {
         return Err(Error::Usage("encryption failed".into()));

@@ -478,11 +478,13 @@ pub fn encrypt_message(
     cipher: CipherChoice,
 ) -> Result<Vec<u8>> {
     let msg = Entity::parse(input);
-    let split = mime::split_message(&msg);
-    let mut outer = split.outer;
+    // The inner entity in two pieces (its content header fields, then the body as it is in
+    // `input`), so a large body is copied once, into the ciphertext's place. Each piece is
+    // canonicalised alone: the first ends with a line break, so no CR LF pair spans the two.
+    let (mut outer, head, body) = mime::split_message_parts(&msg, 0);
     outer.remove_headers_with_prefix(RESULT_HEADER_PREFIX);
-    let inner = canonicalize_crlf(&split.inner);
-    let der = envelope::encrypt(&inner, recipients, cipher)?;
+    let (head, body) = (canonicalize_crlf(&head), canonicalize_crlf(body));
+    let der = envelope::encrypt_parts(&[&head, &body], recipients, cipher)?;
     let kind = if cipher.is_aead() {
         SmimeType::AuthEnvelopedData
     } else {
@@ -788,6 +790,36 @@ mod tests {
             Layer::Encrypted(_) => true,
         }));
         assert!(all.output.ends_with(b"meet at noon\r\n"));
+    }
+
+    /// The encrypted content is the inner entity of the message, canonicalised, whatever the
+    /// line breaks at the edge of its header and body (the two are copied and canonicalised
+    /// apart).
+    #[test]
+    fn encrypted_content_is_the_canonical_inner_entity() {
+        let dir = tempfile::tempdir().unwrap();
+        let bob = person(dir.path(), "bob");
+        let keys: Vec<&dyn PrivateKey> = vec![&bob];
+        for input in [
+            MSG,
+            b"Subject: lf\nContent-Type: text/plain\n\nline one\nline two\n".as_slice(),
+            b"Subject: body starts with a line break\r\n\r\n\nx\r\n\n",
+            b"Subject: bare lf separator\r\n\n\r\nbody\r",
+            b"Subject: no separator\r\nX: y",
+            b"Subject: cr at the end\r\n\r",
+            b"no header at all\n",
+        ] {
+            let out = encrypt_message(input, &recipients(&bob), CipherChoice::Aes256Cbc).unwrap();
+            let entity = Entity::parse(&out);
+            let der = mime::decode_base64(entity.body()).unwrap();
+            let content = envelope::decrypt(&der, &keys).unwrap().content;
+            let expect =
+                canonicalize_crlf(&mime::split_message(&Entity::parse(input)).inner).into_owned();
+            assert_eq!(
+                String::from_utf8_lossy(&content),
+                String::from_utf8_lossy(&expect)
+            );
+        }
     }
 
     #[test]

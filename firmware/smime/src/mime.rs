@@ -53,7 +53,8 @@ mod smime;
 
 pub use build::{
     SplitMessage, assemble_message, assemble_pkcs7_message, build_multipart_signed,
-    build_multipart_signed_with_boundary, build_pkcs7_mime, split_message, split_outer,
+    build_multipart_signed_with_boundary, build_pkcs7_mime, split_message, split_message_parts,
+    split_outer,
 };
 pub use encoding::{
     canonicalize_crlf, decode_base64, decode_body, decode_quoted_printable, encode_base64_wrapped,

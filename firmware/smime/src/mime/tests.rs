@@ -336,6 +336,26 @@ fn base64_lenient() {
     assert_eq!(decode_base64(&lf_only(&enc)).unwrap(), data);
 }
 
+/// The encoder works in blocks of 64 lines: around and across their edges it writes exactly
+/// RFC 2045's lines (76 characters and CRLF, the last one shorter, padding only at the end),
+/// after what `out` already held.
+#[test]
+fn base64_wrapped_lines_across_block_edges() {
+    let b64 = base64_simd::STANDARD;
+    for n in [0, 1, 56, 57, 58, 3647, 3648, 3649, 3650, 7296, 7297, 10_000] {
+        let data: Vec<u8> = (0..n).map(|i| (i * 131 % 256) as u8).collect();
+        let mut enc = b"kept\r\n".to_vec();
+        encode_base64_wrapped(&data, &mut enc);
+        let whole = b64.encode_to_string(&data);
+        let mut expect = b"kept\r\n".to_vec();
+        for line in whole.as_bytes().chunks(76) {
+            expect.extend_from_slice(line);
+            expect.extend_from_slice(b"\r\n");
+        }
+        assert_eq!(enc, expect, "{n} bytes");
+    }
+}
+
 /// The SIMD path of `decode_base64` gives exactly what the lenient decoder gives, wherever it
 /// accepts (it hands everything else to the lenient decoder).
 #[test]

@@ -520,7 +520,12 @@ fn floor_server(cert: &Path, key: &Path, spin: Duration) {
                 )
             })
             .keep_alive(Duration::from_secs(75))
-            .workers(1)
+            // One worker per CPU it may use, as the daemon.
+            .workers(
+                std::thread::available_parallelism()
+                    .map(|n| n.get())
+                    .unwrap_or(2),
+            )
             .disable_signals()
             .listen_rustls_0_23(listener, tls)?
             .run()
@@ -529,12 +534,19 @@ fn floor_server(cert: &Path, key: &Path, spin: Duration) {
         .expect("floor server");
 }
 
-/// Starts [`floor_server`] pinned to `cpu`, spending `spin` per request: the child and its
-/// port.
-fn start_floor(dir: &Path, cpu: usize, spin: Duration) -> (std::process::Child, u16) {
-    let mut child = Command::new("taskset")
-        .args(["-c", &cpu.to_string()])
-        .arg(std::env::current_exe().expect("this benchmark's path"))
+/// Starts [`floor_server`] (pinned to `cpu` if given), spending `spin` per request: the child
+/// and its port.
+fn start_floor(dir: &Path, cpu: Option<usize>, spin: Duration) -> (std::process::Child, u16) {
+    let exe = std::env::current_exe().expect("this benchmark's path");
+    let mut cmd = match cpu {
+        Some(c) => {
+            let mut t = Command::new("taskset");
+            t.args(["-c", &c.to_string()]).arg(exe);
+            t
+        }
+        None => Command::new(exe),
+    };
+    let mut child = cmd
         .arg("--floor-server")
         .arg(dir.join("alice.crt"))
         .arg(dir.join("alice.key"))
@@ -737,7 +749,7 @@ fn main() {
                 continue;
             };
             let spin = Duration::from_secs_f64(1.0 / r.engine.cpu);
-            let (mut floor, port) = start_floor(d, 0, spin);
+            let (mut floor, port) = start_floor(d, Some(0), spin);
             let url = format!("https://127.0.0.1:{port}/echo");
             probe(&url, &token, &inputs[0].clear_file);
             let f = wrk(&url, &token, &inputs[0].clear_file, 16, Some(1), floor.id());
@@ -779,6 +791,24 @@ fn main() {
             "decrypt 4 KiB: daemon / engine = {:.2} (whole machine; goal >= 0.85)",
             d.ratio()
         );
+        // The transport's ceiling on the whole machine: the bare HTTPS stack, unpinned, one
+        // worker per CPU, spending the engine's CPU time per request, `wrk` competing.
+        let spin = Duration::from_secs_f64(1.0 / d.engine.cpu);
+        let (mut floor, port) = start_floor(tmp.path(), None, spin);
+        let url = format!("https://127.0.0.1:{port}/echo");
+        probe(&url, &token, &inputs[0].clear_file);
+        let f = wrk(&url, &token, &inputs[0].clear_file, 16, None, floor.id());
+        stop(&mut floor);
+        let ceiling = f.rps / d.engine.wall;
+        println!(
+            "decrypt 4 KiB: the transport alone allows {ceiling:.2} of the engine on the whole machine (the bare HTTPS stack spending the engine's time per request: {:.0} req/s; the daemon {:.0})",
+            f.rps, d.wrk.rps
+        );
+        record.rows.push(serde_json::json!({
+            "name": "transport_machine_decrypt_4k", "value": round(f.rps), "unit": "req/s",
+            "req_per_cpu_s": round(f.per_cpu), "p99_ms": round(wrk_ms(&f.p99)),
+        }));
+        record.ratio("machine_decrypt_4k_ceiling", ceiling);
         if let Some(one) = find(&one_cpu, "decrypt", "4k") {
             let scaling = d.wrk.rps / one.wrk.rps;
             println!(

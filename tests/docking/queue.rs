@@ -270,12 +270,7 @@ impl Drop for Postfix {
     }
 }
 
-pub(crate) fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
+pub(crate) use crate::ports::free_port;
 
 /// A minimal SMTP client: one message per call; the final reply.
 pub(crate) fn submit(port: u16, from: &str, to: &[&str], body: &str) -> String {

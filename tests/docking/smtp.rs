@@ -41,12 +41,7 @@ struct Receiver {
     port: u16,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
+use crate::ports::free_port;
 
 impl Receiver {
     fn start(port: u16) -> Receiver {

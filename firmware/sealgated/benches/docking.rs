@@ -13,8 +13,8 @@
 //! CPU everything shares it (and the ratio understates the daemon). A second table gives the
 //! whole-machine numbers (daemon unpinned, engine on every CPU, `wrk` competing for them).
 //! 4. The transport's ceiling: this benchmark run again as a bare HTTPS server (`--floor-server`:
-//!    the daemon's HTTP and TLS stack, actix-web and rustls on AWS-LC, one worker, pinned like
-//!    the daemon) whose one handler spends the engine's CPU time for the operation (a busy
+//!    the daemon's HTTP and TLS stack, actix-web and rustls on AWS-LC, one worker per CPU,
+//!    pinned like the daemon) whose one handler spends the engine's CPU time for the operation (a busy
 //!    loop on the thread's CPU clock) and returns the request body. It is what a daemon whose
 //!    own code cost nothing would do, `wrk` waiting on it as on the daemon: its requests per CPU
 //!    second over the engine's operations per CPU second is the highest docking ratio this
@@ -568,6 +568,23 @@ fn start_floor(dir: &Path, cpu: Option<usize>, spin: Duration) -> (std::process:
     (child, port)
 }
 
+/// One `wrk` load on [`floor_server`] (pinned to `cpu` if given, `wrk` then to the next CPU),
+/// spending `spin` per request and returning `body`.
+fn floor_run(
+    dir: &Path,
+    cpu: Option<usize>,
+    spin: Duration,
+    token: &str,
+    body: &Path,
+) -> WrkResult {
+    let (mut floor, port) = start_floor(dir, cpu, spin);
+    let url = format!("https://127.0.0.1:{port}/echo");
+    probe(&url, token, body);
+    let f = wrk(&url, token, body, 16, cpu.map(|c| c + 1), floor.id());
+    stop(&mut floor);
+    f
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if let Some(i) = args.iter().position(|a| a == "--floor-server") {
@@ -749,11 +766,7 @@ fn main() {
                 continue;
             };
             let spin = Duration::from_secs_f64(1.0 / r.engine.cpu);
-            let (mut floor, port) = start_floor(d, Some(0), spin);
-            let url = format!("https://127.0.0.1:{port}/echo");
-            probe(&url, &token, &inputs[0].clear_file);
-            let f = wrk(&url, &token, &inputs[0].clear_file, 16, Some(1), floor.id());
-            stop(&mut floor);
+            let f = floor_run(d, Some(0), spin, &token, &inputs[0].clear_file);
             let ceiling = f.per_cpu / r.engine.cpu;
             let (daemon_us, engine_us, floor_us) = (
                 1e6 / r.wrk.per_cpu,
@@ -794,11 +807,7 @@ fn main() {
         // The transport's ceiling on the whole machine: the bare HTTPS stack, unpinned, one
         // worker per CPU, spending the engine's CPU time per request, `wrk` competing.
         let spin = Duration::from_secs_f64(1.0 / d.engine.cpu);
-        let (mut floor, port) = start_floor(tmp.path(), None, spin);
-        let url = format!("https://127.0.0.1:{port}/echo");
-        probe(&url, &token, &inputs[0].clear_file);
-        let f = wrk(&url, &token, &inputs[0].clear_file, 16, None, floor.id());
-        stop(&mut floor);
+        let f = floor_run(tmp.path(), None, spin, &token, &inputs[0].clear_file);
         let ceiling = f.rps / d.engine.wall;
         println!(
             "decrypt 4 KiB: the transport alone allows {ceiling:.2} of the engine on the whole machine (the bare HTTPS stack spending the engine's time per request: {:.0} req/s; the daemon {:.0})",

@@ -481,7 +481,7 @@ pub fn encrypt_message(
     // The inner entity in two pieces (its content header fields, then the body as it is in
     // `input`), so a large body is copied once, into the ciphertext's place. Each piece is
     // canonicalised alone: the first ends with a line break, so no CR LF pair spans the two.
-    let (mut outer, head, body) = mime::split_message_parts(&msg, 0);
+    let (mut outer, head, body) = mime::split_message_parts(&msg);
     outer.remove_headers_with_prefix(RESULT_HEADER_PREFIX);
     let (head, body) = (canonicalize_crlf(&head), canonicalize_crlf(body));
     let der = envelope::encrypt_parts(&[&head, &body], recipients, cipher)?;

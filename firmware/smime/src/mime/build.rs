@@ -193,21 +193,17 @@ pub fn split_outer<'a>(msg: &Entity<'a>) -> HeaderList<'a> {
 /// [`SplitMessage`]). The bytes of the inner entity keep their line endings; canonicalise
 /// them before signing.
 pub fn split_message<'a>(msg: &Entity<'a>) -> SplitMessage<'a> {
-    let (outer, mut inner, body) = split_message_parts(msg, msg.body().len());
+    let (outer, mut inner, body) = split_message_parts(msg);
     inner.extend_from_slice(body);
     SplitMessage { outer, inner }
 }
 
 /// [`split_message`] without copying the body: the outer fields, the inner entity's content
-/// header fields and empty line (in a buffer with `room` bytes to spare), and the body. The
-/// inner entity is the second and third pieces, in that order; the second always ends with
-/// a line break.
-pub fn split_message_parts<'a>(
-    msg: &Entity<'a>,
-    room: usize,
-) -> (HeaderList<'a>, Vec<u8>, &'a [u8]) {
+/// header fields and empty line, and the body. The inner entity is the second and third
+/// pieces, in that order; the second always ends with a line break.
+pub fn split_message_parts<'a>(msg: &Entity<'a>) -> (HeaderList<'a>, Vec<u8>, &'a [u8]) {
     let mut outer = HeaderList::new();
-    let mut inner = Vec::with_capacity(room + 512);
+    let mut inner = Vec::with_capacity(512);
     if msg.header("Content-Type").is_none() {
         inner.extend_from_slice(b"Content-Type: text/plain; charset=us-ascii\r\n");
     }
